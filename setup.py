@@ -1,0 +1,33 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="twisted-mcp",
+    version="0.1.0",
+    description="A Model Context Protocol gateway built on Twisted: one MCP endpoint "
+    "in front of many supervised MCP servers.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["twisted_mcp", "twisted_mcp.*"]) + ["twisted.plugins"],
+    package_data={"twisted.plugins": ["mcp_gateway.py"]},
+    install_requires=[
+        "twisted>=24.7",
+        "treq>=24.9",
+        "pyyaml>=6",
+        "attrs>=23.1",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-twisted>=1.14",
+            "pytest-timeout>=2.3",
+            "mcp>=2.3",
+            "mcp-server-time",
+        ],
+    },
+    entry_points={"console_scripts": ["twisted-mcp = twisted_mcp.cli:main"]},
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+    ],
+)

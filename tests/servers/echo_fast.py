@@ -1,0 +1,110 @@
+"""Minimal, fast stdio MCP server without the SDK (benchmark backend).
+
+Reads newline-delimited JSON-RPC from fd 0 in big chunks and writes all the
+answers produced by one chunk with a single os.write (looping on partial
+writes) to fd 1. Exits on EOF.
+
+  initialize   -> echoes the client's protocolVersion if it is a known
+                  handshake version, else 2025-11-25; capabilities {"tools":{}}
+  ping         -> {}
+  tools/list   -> one tool, `echo` (text: string)
+  tools/call   -> echo: {"content":[{"type":"text","text": <text>}]}
+  notifications (no id) are ignored; unknown methods get -32601.
+"""
+
+import json
+import os
+
+VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
+LATEST = "2025-11-25"
+SERVER_INFO = {"name": "echo_fast", "version": "1.0"}
+ECHO_TOOL = {
+    "name": "echo",
+    "description": "Return the given text.",
+    "inputSchema": {
+        "type": "object",
+        "properties": {"text": {"type": "string"}},
+        "required": ["text"],
+    },
+}
+TOOLS_LIST = {"tools": [ECHO_TOOL]}
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_loads = json.loads
+
+
+def _error(rid, code, message):
+    return {"jsonrpc": "2.0", "id": rid, "error": {"code": code, "message": message}}
+
+
+def handle(msg):
+    """Return the response dict for one message, or None for notifications."""
+    if not isinstance(msg, dict):
+        return _error(None, -32600, "Invalid Request")
+    if "id" not in msg:
+        return None  # notification (or a response to nothing we sent)
+    rid = msg["id"]
+    method = msg.get("method")
+    if method is None:
+        return None  # a response; we never send requests
+    params = msg.get("params") or {}
+    if method == "tools/call":
+        if params.get("name") != "echo":
+            return _error(rid, -32602, f"Unknown tool: {params.get('name')!r}")
+        args = params.get("arguments") or {}
+        text = args.get("text", "")
+        if not isinstance(text, str):
+            text = str(text)
+        return {"jsonrpc": "2.0", "id": rid, "result": {"content": [{"type": "text", "text": text}]}}
+    if method == "initialize":
+        requested = params.get("protocolVersion")
+        version = requested if requested in VERSIONS else LATEST
+        return {
+            "jsonrpc": "2.0",
+            "id": rid,
+            "result": {"protocolVersion": version, "capabilities": {"tools": {}}, "serverInfo": SERVER_INFO},
+        }
+    if method == "ping":
+        return {"jsonrpc": "2.0", "id": rid, "result": {}}
+    if method == "tools/list":
+        return {"jsonrpc": "2.0", "id": rid, "result": TOOLS_LIST}
+    return _error(rid, -32601, f"Method not found: {method}")
+
+
+def write_all(data):
+    view = memoryview(data)
+    while view:
+        n = os.write(1, view)
+        view = view[n:]
+
+
+def main():
+    pending = b""
+    while True:
+        chunk = os.read(0, 1 << 20)
+        if not chunk:
+            break
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop()
+        out = []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                msg = _loads(line)
+            except ValueError:
+                out.append(_dumps(_error(None, -32700, "Parse error")))
+                continue
+            resp = handle(msg)
+            if resp is not None:
+                out.append(_dumps(resp))
+        if out:
+            out.append("")
+            write_all("\n".join(out).encode("utf-8"))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (BrokenPipeError, KeyboardInterrupt):
+        pass

@@ -1,0 +1,420 @@
+"""
+The gateway's configuration file: YAML (or JSON), with a top-level
+C{mcpServers} mapping in the shape MCP clients already use, so that an
+existing Claude Desktop or Claude Code config works as it is.
+
+Loading turns the file into frozen attrs models.  Every problem found is
+reported with the key path it concerns and what was expected, all at once,
+in one L{ConfigError}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any, Callable, Mapping
+
+import attrs
+import yaml
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_VAR_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^}])*))?\}|\$\{[^}]*\}?")
+
+DEFAULT_INHERIT_ENV = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "TERM",
+)
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; C{problems} lists every reason."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        lines = [f"{self.source}: {len(self.problems)} problem(s) in the configuration:"]
+        lines += [f"  - {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+@attrs.frozen
+class GatewaySettings:
+    separator: str = "__"
+    maxMessageBytes: int = 16 * 1024 * 1024
+    discoveryTimeout: float = 30.0
+    callTimeout: float = 60.0
+    shutdownGrace: float = 10.0
+    shutdownTimeout: float = 5.0
+    restartDelay: float = 1.0
+    restartMaxDelay: float = 60.0
+    stableAfter: float = 30.0
+    inheritEnv: tuple[str, ...] = DEFAULT_INHERIT_ENV
+
+
+@attrs.frozen
+class StdioServer:
+    """One stdio MCP server the gateway starts and supervises."""
+
+    name: str
+    command: str
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = attrs.field(factory=dict)
+    cwd: str | None = None
+    discoveryTimeout: float = 30.0
+    callTimeout: float = 60.0
+    shutdownTimeout: float = 5.0
+    restartDelay: float = 1.0
+    restartMaxDelay: float = 60.0
+    stableAfter: float = 30.0
+
+
+@attrs.frozen
+class Config:
+    source: str
+    gateway: GatewaySettings
+    servers: tuple[StdioServer, ...]
+    disabled: tuple[str, ...] = ()
+
+
+class _Checker:
+    """Collects problems, each with its key path."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append(f"{path}: {message}" if path else message)
+
+    def mapping(self, path: str, value: Any) -> dict[str, Any] | None:
+        if not isinstance(value, dict):
+            self.problem(path, f"expected a mapping, got {_describe(value)}")
+            return None
+        return value
+
+    def unknown(self, path: str, value: dict[str, Any], known: Any) -> None:
+        for key in value:
+            if key not in known:
+                hint = ", ".join(sorted(known))
+                self.problem(_join(path, key), f"unknown key (expected one of: {hint})")
+
+    def string(self, path: str, value: Any, nonempty: bool = True) -> str | None:
+        if not isinstance(value, str):
+            self.problem(path, f"expected a string, got {_describe(value)}")
+            return None
+        if nonempty and not value:
+            self.problem(path, "expected a non-empty string")
+            return None
+        return value
+
+    def number(self, path: str, value: Any, minimum: float, maximum: float) -> float | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.problem(path, f"expected a number of seconds, got {_describe(value)}")
+            return None
+        if not (minimum <= value <= maximum):
+            self.problem(path, f"expected a number from {minimum:g} to {maximum:g}, got {value!r}")
+            return None
+        return float(value)
+
+    def integer(self, path: str, value: Any, minimum: int, maximum: int) -> int | None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.problem(path, f"expected a whole number, got {_describe(value)}")
+            return None
+        if not (minimum <= value <= maximum):
+            self.problem(path, f"expected a whole number from {minimum} to {maximum}, got {value}")
+            return None
+        return value
+
+    def boolean(self, path: str, value: Any) -> bool | None:
+        if not isinstance(value, bool):
+            self.problem(path, f"expected true or false, got {_describe(value)}")
+            return None
+        return value
+
+    def string_list(self, path: str, value: Any) -> tuple[str, ...] | None:
+        if not isinstance(value, list):
+            self.problem(path, f"expected a list of strings, got {_describe(value)}")
+            return None
+        out = []
+        for i, item in enumerate(value):
+            if isinstance(item, (int, float)) and not isinstance(item, bool):
+                item = str(item)
+            s = self.string(f"{path}[{i}]", item, nonempty=False)
+            if s is not None:
+                out.append(s)
+        return tuple(out)
+
+
+def _join(path: str, key: Any) -> str:
+    key = str(key)
+    if NAME_RE.match(key):
+        return f"{path}.{key}" if path else key
+    return f"{path}[{json.dumps(key)}]"
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    kind = {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }.get(type(value), type(value).__name__)
+    text = json.dumps(value, default=str) if not isinstance(value, (dict, list)) else ""
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{kind} {text}".rstrip()
+
+
+def expand(value: str, environ: Mapping[str, str]) -> tuple[str, list[str]]:
+    """
+    Expand C{${VAR}} and C{${VAR:-default}} in C{value}; C{$$} is a literal
+    C{$}.  Returns the expanded text and the problems found (unset
+    variables without a default, malformed references).
+    """
+    problems: list[str] = []
+
+    def sub(m: re.Match[str]) -> str:
+        text = m.group(0)
+        if text == "$$":
+            return "$"
+        name = m.group(1)
+        if name is None or not text.endswith("}"):
+            problems.append(f"malformed variable reference {text!r} (use ${{NAME}} or ${{NAME:-default}}; $$ for a literal $)")
+            return text
+        if name in environ and (environ[name] != "" or m.group(2) is None):
+            return environ[name]
+        if m.group(2) is not None:
+            return m.group(2)
+        problems.append(f"environment variable {name} is not set (write ${{{name}:-default}} to give a default)")
+        return ""
+
+    return _VAR_RE.sub(sub, value), problems
+
+
+def _expand_all(node: Any, path: str, environ: Mapping[str, str], check: _Checker) -> Any:
+    if isinstance(node, str):
+        if "$" not in node:
+            return node
+        out, problems = expand(node, environ)
+        for p in problems:
+            check.problem(path, p)
+        return out
+    if isinstance(node, dict):
+        return {k: _expand_all(v, _join(path, k), environ, check) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand_all(v, f"{path}[{i}]", environ, check) for i, v in enumerate(node)]
+    return node
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that rejects duplicate keys instead of keeping the last."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    loader.flatten_mapping(node)
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark
+            )
+        seen[key] = True
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
+)
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def parse_text(text: str, source: str) -> Any:
+    """Parse YAML or JSON text; a syntax error becomes a L{ConfigError}."""
+    stripped = text.lstrip()
+    if source.endswith(".json") or stripped.startswith("{"):
+        try:
+            return json.loads(text, object_pairs_hook=_no_duplicates)
+        except ValueError as e:
+            if source.endswith(".json"):
+                raise ConfigError(source, [f"not valid JSON: {e}"])
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as e:
+        raise ConfigError(source, [f"not valid YAML: {e}".replace("\n", " ")])
+
+
+_GATEWAY_KEYS: dict[str, tuple[str, Any]] = {
+    "separator": ("separator", None),
+    "maxMessageBytes": ("int", (1024, 1 << 30)),
+    "discoveryTimeout": ("seconds", (0.1, 3600)),
+    "callTimeout": ("seconds", (0.1, 86400)),
+    "shutdownGrace": ("seconds", (0, 3600)),
+    "shutdownTimeout": ("seconds", (0.1, 600)),
+    "restartDelay": ("seconds", (0.01, 3600)),
+    "restartMaxDelay": ("seconds", (0.01, 86400)),
+    "stableAfter": ("seconds", (0, 86400)),
+    "inheritEnv": ("strings", None),
+}
+_SERVER_TIMEOUTS = (
+    "discoveryTimeout",
+    "callTimeout",
+    "shutdownTimeout",
+    "restartDelay",
+    "restartMaxDelay",
+    "stableAfter",
+)
+_SERVER_KEYS = {"type", "command", "args", "env", "cwd", "disabled", *_SERVER_TIMEOUTS}
+_TOP_KEYS = {"mcpServers", "gateway"}
+
+
+def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base_dir: str | None = None) -> Config:
+    """
+    Validate parsed config data and build a L{Config}.
+
+    @param base_dir: directory against which a relative C{cwd} is resolved
+        (the config file's own directory).
+    @raise ConfigError: listing every problem.
+    """
+    environ = os.environ if environ is None else environ
+    check = _Checker()
+    top = check.mapping("", data if data is not None else {})
+    if top is None:
+        raise ConfigError(source, check.problems)
+    top = _expand_all(top, "", environ, check)
+    check.unknown("", top, _TOP_KEYS)
+    if "mcpServers" not in top:
+        check.problem("mcpServers", "missing: the mapping of MCP servers to start (name: {command, args, env})")
+
+    gw_values: dict[str, Any] = {}
+    gw = check.mapping("gateway", top.get("gateway", {}) or {})
+    if gw is not None:
+        check.unknown("gateway", gw, _GATEWAY_KEYS)
+        for key, (kind, bounds) in _GATEWAY_KEYS.items():
+            if key not in gw:
+                continue
+            path = f"gateway.{key}"
+            value: Any
+            if kind == "separator":
+                value = check.string(path, gw[key])
+                if value is not None and not NAME_RE.match(value):
+                    check.problem(path, "expected characters from A-Z a-z 0-9 _ - only")
+                    value = None
+            elif kind == "int":
+                value = check.integer(path, gw[key], *bounds)
+            elif kind == "seconds":
+                value = check.number(path, gw[key], *bounds)
+            else:
+                value = check.string_list(path, gw[key])
+            if value is not None:
+                gw_values[key] = value
+    settings = GatewaySettings(**gw_values)
+
+    servers: list[StdioServer] = []
+    disabled: list[str] = []
+    entries = check.mapping("mcpServers", top.get("mcpServers", {}) or {})
+    for name, entry in (entries or {}).items():
+        path = _join("mcpServers", name)
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            check.problem(path, "a server name may use only A-Z a-z 0-9 _ - (it prefixes its tools' names)")
+            continue
+        if settings.separator in name:
+            check.problem(path, f"a server name may not contain the tool-name separator {settings.separator!r}")
+            continue
+        spec = check.mapping(path, entry)
+        if spec is None:
+            continue
+        check.unknown(path, spec, _SERVER_KEYS)
+        kind = spec.get("type", "stdio")
+        if kind != "stdio":
+            if kind in ("http", "sse", "streamable-http", "streamableHttp"):
+                check.problem(_join(path, "type"), f"{kind!r} servers are not supported yet; only stdio servers (command, args, env, cwd)")
+            else:
+                check.problem(_join(path, "type"), f"expected \"stdio\", got {_describe(kind)}")
+            continue
+        if "disabled" in spec and check.boolean(_join(path, "disabled"), spec["disabled"]):
+            disabled.append(name)
+            continue
+        fields: dict[str, Any] = {}
+        if "command" not in spec:
+            check.problem(_join(path, "command"), "missing: the program to run")
+        else:
+            fields["command"] = check.string(_join(path, "command"), spec["command"])
+        if "args" in spec:
+            fields["args"] = check.string_list(_join(path, "args"), spec["args"])
+        if "env" in spec:
+            env = check.mapping(_join(path, "env"), spec["env"])
+            if env is not None:
+                out: dict[str, str] = {}
+                for k, v in env.items():
+                    vpath = _join(_join(path, "env"), k)
+                    if isinstance(v, (int, float)) and not isinstance(v, bool):
+                        v = str(v)
+                    if not isinstance(k, str) or not k or "=" in k:
+                        check.problem(vpath, "not a valid environment variable name")
+                    elif check.string(vpath, v, nonempty=False) is not None:
+                        out[k] = v
+                fields["env"] = out
+        if "cwd" in spec:
+            cwd = check.string(_join(path, "cwd"), spec["cwd"])
+            if cwd is not None:
+                cwd = os.path.expanduser(cwd)
+                if not os.path.isabs(cwd) and base_dir is not None:
+                    cwd = os.path.normpath(os.path.join(base_dir, cwd))
+                if not os.path.isdir(cwd):
+                    check.problem(_join(path, "cwd"), f"no such directory: {cwd}")
+                fields["cwd"] = cwd
+        for key in _SERVER_TIMEOUTS:
+            if key in spec:
+                fields[key] = check.number(_join(path, key), spec[key], *_GATEWAY_KEYS[key][1])
+            else:
+                fields[key] = getattr(settings, key)
+        if any(v is None for v in fields.values()):
+            continue
+        servers.append(StdioServer(name=name, **fields))
+
+    if check.problems:
+        raise ConfigError(source, check.problems)
+    servers.sort(key=lambda s: s.name)
+    return Config(source=source, gateway=settings, servers=tuple(servers), disabled=tuple(disabled))
+
+
+def load(path: str, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, parse and validate the config file at C{path}."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(path, [f"cannot read the file: {e.strerror or e}"])
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, [f"not UTF-8 text: {e}"])
+    data = parse_text(text, path)
+    return build(data, path, environ, os.path.dirname(os.path.abspath(path)))
+
+
+Loader = Callable[[str], Config]

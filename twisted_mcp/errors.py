@@ -1,0 +1,43 @@
+"""
+The gateway's own JSON-RPC error codes, in one place (the README's error
+table is written from this module).
+
+The range -32000 to -32019 is kept for policy refusals (identity, access,
+limits); the errors of reaching a backend use -32030 to -32039.  Every
+error of a backend carries C{data.backend}, the backend's name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted_mcp.jsonrpc import JsonRpcError
+
+#: The backend that owns the tool is not up (never started, exited, restarting).
+BACKEND_UNAVAILABLE = -32030
+#: The backend did not answer within the call timeout; it was sent
+#: notifications/cancelled.
+BACKEND_TIMEOUT = -32031
+#: The backend's process exited (or its connection dropped) while the call
+#: was in flight.
+BACKEND_LOST = -32032
+#: The gateway is shutting down and the call could not finish in the grace
+#: period.
+GATEWAY_SHUTTING_DOWN = -32033
+#: The backend's answer was larger than gateway.maxMessageBytes.
+BACKEND_RESPONSE_TOO_LARGE = -32034
+#: The client sent a request before initialize.
+NOT_INITIALIZED = -32600
+
+TABLE = [
+    (BACKEND_UNAVAILABLE, "backend unavailable", "backend, state, retryAfter (seconds until the next restart, when one is scheduled)"),
+    (BACKEND_TIMEOUT, "backend call timed out", "backend, timeout (seconds)"),
+    (BACKEND_LOST, "backend exited during the call", "backend"),
+    (GATEWAY_SHUTTING_DOWN, "gateway shutting down", "none"),
+    (BACKEND_RESPONSE_TOO_LARGE, "backend response too large", "backend, limit (bytes)"),
+]
+
+
+def backend_error(code: int, backend: str, message: str, **data: Any) -> JsonRpcError:
+    data["backend"] = backend
+    return JsonRpcError(code, message, data)

@@ -1,0 +1,119 @@
+"""
+Newline-delimited framing that stays linear-time for large messages.
+
+Twisted's stock L{LineReceiver.dataReceived} re-scans and re-copies its whole
+buffer on every chunk, so a 32 MiB line arriving in 64 KiB reads costs
+seconds of reactor time.  L{LineFramer} keeps the chunks of an unfinished
+line in a list, searches only the newly arrived bytes for the delimiter, and
+joins once per line.
+
+An overlong line is reported once through L{LineFramer.lineLengthExceeded}
+and the rest of it, up to the next newline, is discarded: its tail is never
+delivered as a message of its own.
+"""
+
+from __future__ import annotations
+
+from twisted.protocols.basic import LineReceiver
+
+DEFAULT_MAX_LENGTH = 16 * 1024 * 1024
+
+
+class LineFramer(LineReceiver):
+    """
+    A L{LineReceiver} for newline-delimited JSON: linear-time framing, a
+    configurable maximum line length, and clean recovery from overlong lines.
+
+    Subclasses implement L{lineReceived} and may override
+    L{lineLengthExceeded}, which receives the first bytes of the overlong
+    line (at most 4 KiB, enough to find an id) and its length so far.
+    A trailing C{\\r} is stripped; blank lines are ignored.
+    """
+
+    delimiter = b"\n"
+    MAX_LENGTH = DEFAULT_MAX_LENGTH
+
+    _chunks: list[bytes]
+    _buffered = 0
+    _discarding = False
+
+    def __init__(self) -> None:
+        self._chunks = []
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._discarding:
+            end = data.find(b"\n")
+            if end < 0:
+                return
+            self._discarding = False
+            data = data[end + 1 :]
+        if self._chunks:
+            end = data.find(b"\n")
+            if end < 0:
+                self._chunks.append(data)
+                self._buffered += len(data)
+                if self._buffered > self.MAX_LENGTH:
+                    self._overflow()
+                return
+            self._chunks.append(data[:end])
+            line = b"".join(self._chunks)
+            self._chunks = []
+            self._buffered = 0
+            data = data[end + 1 :]
+            if len(line) > self.MAX_LENGTH:
+                self._report_overlong(line[:4096], len(line))
+            else:
+                self._deliver(line)
+        start = 0
+        find = data.find
+        limit = self.MAX_LENGTH
+        while True:
+            if self.transport is not None and self.transport.disconnecting:
+                return
+            end = find(b"\n", start)
+            if end < 0:
+                break
+            if end - start > limit:
+                self._report_overlong(data[start : start + 4096], end - start)
+            else:
+                self._deliver(data[start:end])
+            start = end + 1
+        if start < len(data):
+            rest = data[start:] if start else data
+            self._chunks = [rest]
+            self._buffered = len(rest)
+            if self._buffered > limit:
+                self._overflow()
+
+    def _deliver(self, line: bytes) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line.strip():
+            return
+        self.lineReceived(line)
+
+    def _overflow(self) -> None:
+        head = self._chunks[0][:4096]
+        size = self._buffered
+        self._chunks = []
+        self._buffered = 0
+        self._discarding = True
+        self._report_overlong(head, size)
+
+    def _report_overlong(self, head: bytes, size: int) -> None:
+        self.lineLengthExceeded(head, size)  # type: ignore[call-arg]
+
+    def lineLengthExceeded(self, head: bytes, size: int) -> None:  # type: ignore[override]
+        """
+        A message longer than C{MAX_LENGTH} arrived; it has been discarded.
+
+        @param head: its first bytes (at most 4 KiB).
+        @param size: how many bytes of it had arrived (at least C{MAX_LENGTH} + 1).
+        """
+
+    def lineReceived(self, line: bytes) -> None:
+        raise NotImplementedError()
+
+    def pending_bytes(self) -> int:
+        """How many bytes of an unfinished message are buffered."""
+        return self._buffered

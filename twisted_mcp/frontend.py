@@ -1,0 +1,140 @@
+"""
+Client front-ends: how client bytes reach a L{ClientSession}.
+
+L{SessionProtocol} frames newline-delimited JSON-RPC with L{LineFramer}
+(the design card's LineReceiver) for one client connection.  On stdio it
+is half-closeable: when the client closes stdin, calls in flight still get
+their answers (within the grace period) before the gateway stops.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from twisted_mcp.framing import LineFramer
+from twisted_mcp.gateway import ClientSession, Gateway
+
+log = Logger()
+
+
+@implementer(IHalfCloseableProtocol)
+class SessionProtocol(LineFramer):
+    """
+    One client connection.
+
+    @param on_input_closed: called once the client has closed its side and
+        every call in flight was answered (or cancelled after the grace
+        period).
+    """
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        clock: IReactorTime,
+        max_length: int,
+        grace: float,
+        label: str,
+        on_input_closed: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.MAX_LENGTH = max_length
+        self.gateway = gateway
+        self.clock = clock
+        self.grace = grace
+        self.label = label
+        self.on_input_closed = on_input_closed
+        self.session: ClientSession | None = None
+        self.lost: Deferred[None] = Deferred()
+        self._input_closed = False
+
+    def connectionMade(self) -> None:
+        self.session = ClientSession(self.gateway, self.transport.write, self.label)
+
+    def lineReceived(self, line: bytes) -> None:
+        assert self.session is not None
+        self.session.lineReceived(line)
+
+    def lineLengthExceeded(self, head: bytes, size: int) -> None:  # type: ignore[override]
+        assert self.session is not None
+        log.warn(
+            "client {client}: discarded a message of more than {limit} bytes",
+            client=self.label,
+            limit=self.MAX_LENGTH,
+        )
+        self.session.lineTooLong(size, self.MAX_LENGTH)
+
+    def readConnectionLost(self) -> None:
+        if self._input_closed:
+            return
+        self._input_closed = True
+        log.info("client {client}: input closed", client=self.label)
+        assert self.session is not None
+        d = self.session.drain(self.grace, self.clock)
+        d.addCallback(lambda _: self.on_input_closed and self.on_input_closed())
+        d.addErrback(lambda f: log.failure("client {client}: closing failed", f, client=self.label))
+
+    def writeConnectionLost(self) -> None:
+        # The client no longer reads: nothing we could answer would arrive.
+        log.info("client {client}: output closed", client=self.label)
+        self.readConnectionLost()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.readConnectionLost()
+        if not self.lost.called:
+            self.lost.callback(None)
+
+    def stop(self, grace: float) -> Deferred[None]:
+        """Drain the session, then close the connection (flushing output)."""
+        assert self.session is not None
+        d = self.session.drain(grace, self.clock)
+
+        def close(_: Any) -> Deferred[None]:
+            if self.lost.called or self.transport is None:
+                return succeed(None)
+            self.transport.loseConnection()
+            bound = self.clock.callLater(2.0, lambda: self.lost.called or self.lost.callback(None))
+            return self.lost.addCallback(lambda r: (bound.active() and bound.cancel(), r)[1])
+
+        return d.addCallback(close)
+
+
+class StdioFrontend(Service):
+    """
+    Serves one client on the gateway's stdin/stdout.
+
+    @param connect: builds the stdio transport for a protocol
+        (C{lambda p: StandardIO(p, stdout=fd)}); the only reactor-bound part.
+    @param on_client_gone: called when the client closed stdin and every
+        call was answered: the gateway stops then.
+    """
+
+    name = "stdio"
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        clock: IReactorTime,
+        max_length: int,
+        grace: float,
+        connect: Callable[[SessionProtocol], Any],
+        on_client_gone: Callable[[], None],
+    ) -> None:
+        self.protocol = SessionProtocol(gateway, clock, max_length, grace, "stdio", on_client_gone)
+        self._connect = connect
+        self._grace = grace
+
+    def startService(self) -> None:
+        super().startService()
+        self._connect(self.protocol)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self.protocol.session is None:
+            return succeed(None)
+        return self.protocol.stop(self._grace)

@@ -1,0 +1,413 @@
+"""
+The gateway proper: the merged catalog over the backends, and the MCP
+server side of each client connection (L{ClientSession}), which knows
+nothing of how its bytes travel (stdio now, sockets later).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_mcp import errors
+from twisted_mcp.backend import Backend
+from twisted_mcp.catalog import Catalog
+from twisted_mcp.jsonrpc import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    JsonRpcError,
+    MessageError,
+    decode,
+    encode,
+    id_key,
+)
+from twisted_mcp.versions import SERVER_INFO, negotiate
+
+log = Logger()
+
+
+class Gateway:
+    """
+    The backends, their merged catalog, and the client sessions to tell
+    when it changes.
+
+    @param discovery_bound: the longest a first C{tools/list} waits for the
+        backends' first discovery.
+    """
+
+    def __init__(
+        self,
+        backends: list[Backend],
+        separator: str,
+        clock: IReactorTime,
+        discovery_bound: float,
+    ) -> None:
+        self.backends = {b.name: b for b in backends}
+        self.catalog = Catalog(separator)
+        self.clock = clock
+        self.sessions: set[ClientSession] = set()
+        self.discovery_bound = discovery_bound
+        self._ready = False
+        self._ready_waiters: list[Deferred[None]] = []
+        for b in backends:
+            b.add_listener(self._backend_changed)
+
+    def start(self) -> None:
+        """Wait (in the background) for every backend's first discovery."""
+        ds = [b.when_discovered() for b in self.backends.values()]
+        d = DeferredList(ds, consumeErrors=True)
+        call = self.clock.callLater(self.discovery_bound, self._discovery_finished)
+        d.addCallback(lambda _: call.active() and call.cancel())
+        d.addCallback(lambda _: self._discovery_finished())
+
+    def _discovery_finished(self) -> None:
+        if self._ready:
+            return
+        self._ready = True
+        self.catalog.rebuild(self.backends.values())
+        up = [b.name for b in self.backends.values() if b.state.value == "up"]
+        down = [b.name for b in self.backends.values() if b.state.value != "up"]
+        log.info(
+            "discovery finished: {tools} tool(s) from {up} backend(s) up{down}",
+            tools=len(self.catalog.listing),
+            up=len(up),
+            down=f"; down: {', '.join(sorted(down))}" if down else "",
+        )
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for w in waiters:
+            w.callback(None)
+
+    def when_ready(self) -> Deferred[None]:
+        if self._ready:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._ready_waiters.append(d)
+        return d
+
+    def _backend_changed(self, backend: Backend) -> None:
+        if not self._ready:
+            return
+        if self.catalog.rebuild(self.backends.values()):
+            for session in list(self.sessions):
+                session.tools_changed()
+
+    def capabilities(self) -> dict[str, Any]:
+        return {"tools": {"listChanged": True}}
+
+
+class ClientSession:
+    """
+    The MCP server side of one client connection.
+
+    @param send: writes one encoded message (a line) toward the client.
+    """
+
+    def __init__(self, gateway: Gateway, send: Callable[[bytes], None], label: str = "stdio") -> None:
+        self.gateway = gateway
+        self._write = send
+        self.label = label
+        self.protocol_version: str | None = None
+        self.client_info: dict[str, Any] = {}
+        self.initialized = False
+        self.closing = False
+        self.in_flight: dict[tuple[type, Any], Deferred[Any]] = {}
+        self._shutdown_error: JsonRpcError | None = None
+        self._drained: list[Deferred[None]] = []
+        self._requests: dict[str, Callable[[Any, dict[str, Any]], Any]] = {
+            "initialize": self._initialize,
+            "ping": self._ping,
+            "tools/list": self._tools_list,
+            "tools/call": self._tools_call,
+        }
+        gateway.sessions.add(self)
+
+    # -- output ------------------------------------------------------------
+
+    def _send(self, message: dict[str, Any]) -> None:
+        try:
+            data = encode(message)
+        except (ValueError, TypeError, RecursionError) as e:
+            log.error("could not encode a message for the client: {why}", why=str(e)[:200])
+            if "id" in message:
+                data = encode(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": message["id"],
+                        "error": {"code": INTERNAL_ERROR, "message": f"the answer could not be encoded: {e}"},
+                    }
+                )
+            else:
+                return
+        self._write(data)
+
+    def _send_error(self, id: Any, code: int, message: str, data: Any = None) -> None:
+        error: dict[str, Any] = {"code": code, "message": message}
+        if data is not None:
+            error["data"] = data
+        self._write(encode({"jsonrpc": "2.0", "id": id, "error": error}))
+
+    # -- input -------------------------------------------------------------
+
+    def lineReceived(self, line: bytes) -> None:
+        try:
+            message = decode(line)
+        except MessageError as e:
+            self._send_error(None, e.code, e.message)
+            return
+        if type(message) is not dict:
+            if type(message) is list:
+                self._send_error(
+                    None,
+                    INVALID_REQUEST,
+                    "Invalid Request: JSON-RPC batches are not supported; send each request as its own "
+                    "message (MCP dropped batching after 2025-03-26, and every call must pass the gateway's "
+                    "checks on its own)",
+                )
+            else:
+                self._send_error(None, INVALID_REQUEST, "Invalid Request: expected a JSON-RPC object")
+            return
+        method = message.get("method")
+        if "id" not in message:
+            if type(method) is str and message.get("jsonrpc") == "2.0":
+                self._notification(method, message.get("params"))
+            elif "result" not in message and "error" not in message:
+                log.warn("client {client}: dropped a malformed notification", client=self.label)
+            return
+        rid = message["id"]
+        t = type(rid)
+        if t is not int and t is not str and t is not float:
+            self._send_error(
+                None,
+                INVALID_REQUEST,
+                f"Invalid Request: the id must be a string or a number, not {_json_type(rid)}",
+            )
+            return
+        if method is None:
+            # A response from the client: we send it no requests.
+            return
+        if message.get("jsonrpc") != "2.0":
+            self._send_error(rid, INVALID_REQUEST, 'Invalid Request: "jsonrpc" must be "2.0"')
+            return
+        if type(method) is not str:
+            self._send_error(rid, INVALID_REQUEST, "Invalid Request: the method must be a string")
+            return
+        params = message.get("params")
+        if params is None:
+            params = {}
+        elif type(params) is not dict:
+            self._send_error(rid, INVALID_PARAMS, "Invalid params: params must be an object")
+            return
+        handler = self._requests.get(method)
+        if handler is None:
+            hint = ""
+            if method == "server/discover":
+                hint = " (this gateway speaks the handshake era: send initialize)"
+            self._send_error(rid, METHOD_NOT_FOUND, f"Method not found: {method}{hint}")
+            return
+        if not self.initialized and method != "initialize" and method != "ping":
+            self._send_error(
+                rid,
+                errors.NOT_INITIALIZED,
+                f"Invalid Request: {method} before initialize; the session must begin with initialize",
+            )
+            return
+        if self.closing:
+            self._send_error(rid, errors.GATEWAY_SHUTTING_DOWN, "the gateway is shutting down")
+            return
+        try:
+            result = handler(rid, params)
+        except JsonRpcError as e:
+            self._send_error(rid, e.code, e.message, e.data)
+            return
+        if result is not None:
+            self._send({"jsonrpc": "2.0", "id": rid, "result": result})
+
+    def lineTooLong(self, size: int, limit: int) -> None:
+        self._send_error(
+            None,
+            INVALID_REQUEST,
+            f"Invalid Request: message of more than {limit} bytes discarded "
+            "(the gateway's maxMessageBytes)",
+            {"limit": limit},
+        )
+
+    # -- requests ----------------------------------------------------------
+
+    def _initialize(self, rid: Any, params: dict[str, Any]) -> dict[str, Any]:
+        if self.protocol_version is not None:
+            raise JsonRpcError(INVALID_REQUEST, "Invalid Request: initialize was already received")
+        self.protocol_version = negotiate(params.get("protocolVersion"))
+        info = params.get("clientInfo")
+        self.client_info = info if type(info) is dict else {}
+        self.initialized = True
+        log.info(
+            "client {client}: {name} {version} connected (protocol {protocol})",
+            client=self.label,
+            name=self.client_info.get("name", "?"),
+            version=self.client_info.get("version", "?"),
+            protocol=self.protocol_version,
+        )
+        return {
+            "protocolVersion": self.protocol_version,
+            "capabilities": self.gateway.capabilities(),
+            "serverInfo": SERVER_INFO,
+        }
+
+    def _ping(self, rid: Any, params: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def _tools_list(self, rid: Any, params: dict[str, Any]) -> dict[str, Any] | None:
+        if params.get("cursor") is not None:
+            raise JsonRpcError(INVALID_PARAMS, "Invalid params: unknown cursor (the gateway lists every tool in one page)")
+        ready = self.gateway.when_ready()
+        if ready.called:
+            return {"tools": self.gateway.catalog.listing}
+        # The first listing waits (bounded) for every backend's discovery.
+        self._check_unused(rid)
+        self._track(rid, ready.addCallback(lambda _: {"tools": self.gateway.catalog.listing}))
+        return None
+
+    def _tools_call(self, rid: Any, params: dict[str, Any]) -> None:
+        self._check_unused(rid)
+        ready = self.gateway.when_ready()
+        if ready.called:
+            self._track(rid, self._route_call(params))
+        else:
+            self._track(rid, ready.addCallback(lambda _: self._route_call(params)))
+        return None
+
+    def _route_call(self, params: dict[str, Any]) -> Deferred[Any]:
+        name = params.get("name")
+        if type(name) is not str:
+            raise JsonRpcError(INVALID_PARAMS, "Invalid params: tools/call needs params.name, a string")
+        entry = self.gateway.catalog.entries.get(name)
+        if entry is None:
+            raise JsonRpcError(INVALID_PARAMS, f"Unknown tool: {name!r}", {"tool": name})
+        args = params.get("arguments")
+        if args is not None and type(args) is not dict:
+            raise JsonRpcError(INVALID_PARAMS, "Invalid params: tools/call arguments must be an object")
+        out = dict(params)
+        out["name"] = entry.tool
+        on_progress = None
+        meta = params.get("_meta")
+        if type(meta) is dict and "progressToken" in meta:
+            token = meta["progressToken"]
+            out["_meta"] = dict(meta)
+            on_progress = self._progress_forwarder(token)
+        return entry.backend.call("tools/call", out, on_progress)
+
+    def _check_unused(self, rid: Any) -> None:
+        if (type(rid), rid) in self.in_flight:
+            raise JsonRpcError(INVALID_REQUEST, f"Invalid Request: id {rid!r} is already used by a request in flight")
+
+    def _track(self, rid: Any, d: Deferred[Any]) -> None:
+        """Answer C{rid} when C{d} fires; until then it is a call in flight."""
+        key = (type(rid), rid)
+        self.in_flight[key] = d
+        d.addCallbacks(self._answer, self._answer_error, (rid, key), None, (rid, key))
+
+    def _progress_forwarder(self, token: Any) -> Callable[[dict[str, Any]], None]:
+        def forward(params: dict[str, Any]) -> None:
+            out = dict(params)
+            out["progressToken"] = token
+            self._send({"jsonrpc": "2.0", "method": "notifications/progress", "params": out})
+
+        return forward
+
+    def _answer(self, result: Any, rid: Any, key: Any) -> None:
+        del self.in_flight[key]
+        self._send({"jsonrpc": "2.0", "id": rid, "result": result})
+        if self.closing and not self.in_flight:
+            self._fire_drained()
+
+    def _answer_error(self, failure: Failure, rid: Any, key: Any) -> None:
+        self.in_flight.pop(key, None)
+        e = failure.value
+        if isinstance(e, JsonRpcError):
+            self._send_error(rid, e.code, e.message, e.data)
+        elif isinstance(e, CancelledError):
+            if self._shutdown_error is not None:
+                s = self._shutdown_error
+                self._send_error(rid, s.code, s.message, s.data)
+            # Cancelled by the client: the spec says not to answer.
+        else:
+            log.failure("client {client}: call {id} failed", failure, client=self.label, id=rid)
+            self._send_error(rid, INTERNAL_ERROR, f"Internal error: {e}")
+        if self.closing and not self.in_flight:
+            self._fire_drained()
+
+    # -- notifications -----------------------------------------------------
+
+    def _notification(self, method: str, params: Any) -> None:
+        if method == "notifications/cancelled":
+            if type(params) is dict:
+                rid = params.get("requestId")
+                if type(rid) in (int, str, float):
+                    d = self.in_flight.get((type(rid), rid))
+                    if d is not None:
+                        d.cancel()
+        elif method == "notifications/initialized":
+            pass
+        # Other notifications (progress from the client, roots changes...)
+        # have no backend to go to yet.
+
+    def tools_changed(self) -> None:
+        if self.initialized and not self.closing:
+            self._send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+
+    # -- closing -----------------------------------------------------------
+
+    def drain(self, grace: float, clock: IReactorTime) -> Deferred[None]:
+        """
+        Stop taking requests; let calls in flight finish within C{grace}
+        seconds, then cancel the rest, answering each with an error.
+        """
+        self.closing = True
+        self.gateway.sessions.discard(self)
+        if not self.in_flight:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._drained.append(d)
+        call = clock.callLater(grace, self._cancel_all)
+        d.addBoth(lambda r: (call.active() and call.cancel(), r)[1])
+        return d
+
+    def _cancel_all(self) -> None:
+        if self.in_flight:
+            log.warn(
+                "client {client}: {n} call(s) still in flight after the grace period; cancelling them",
+                client=self.label,
+                n=len(self.in_flight),
+            )
+        self._shutdown_error = JsonRpcError(
+            errors.GATEWAY_SHUTTING_DOWN, "the gateway is shutting down; the call was cancelled"
+        )
+        for d in list(self.in_flight.values()):
+            d.cancel()
+        self._fire_drained()
+
+    def _fire_drained(self) -> None:
+        waiters, self._drained = self._drained, []
+        for d in waiters:
+            d.callback(None)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if type(value) is bool:
+        return "a boolean"
+    if type(value) is list:
+        return "an array"
+    if type(value) is dict:
+        return "an object"
+    return type(value).__name__
+
+
+__all__ = ["ClientSession", "Gateway", "id_key"]

@@ -1,0 +1,108 @@
+"""
+The gateway's service tree, started and stopped in order.
+
+Start: backends (their discovery runs in the background, each bounded),
+then the catalog, then the front-ends.  Stop, in reverse: front-ends drain
+their calls in flight (bounded by the grace period), then every backend is
+stopped in parallel (close stdin, then TERM, then KILL its process group).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IReactorProcess, IReactorTime
+from twisted.logger import Logger
+
+from twisted_mcp.backend import Backend
+from twisted_mcp.config import Config
+from twisted_mcp.gateway import Gateway
+from twisted_mcp.stdio_backend import StdioBackend, stop_all
+
+log = Logger()
+
+
+class GatewayService(MultiService):
+    """
+    The root service: owns the backends, the L{Gateway} and the front-ends.
+
+    Front-ends are added with L{add_frontend}, given a factory that takes
+    the L{Gateway}.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        clock: IReactorTime,
+        spawner: IReactorProcess,
+        environ: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.clock = clock
+        settings = config.gateway
+        self.backends: list[Backend] = [
+            StdioBackend(
+                server,
+                spawner,
+                clock,
+                settings.inheritEnv,
+                settings.maxMessageBytes,
+                environ,
+            )
+            for server in config.servers
+        ]
+        bound = max([s.discoveryTimeout for s in config.servers] or [0.0]) + 1.0
+        self.gateway = Gateway(self.backends, settings.separator, clock, bound)
+        self.frontends: list[Service] = []
+
+    def add_frontend(self, factory: Callable[[Gateway], Service]) -> Service:
+        frontend = factory(self.gateway)
+        self.frontends.append(frontend)
+        return frontend
+
+    def startService(self) -> None:
+        Service.startService(self)
+        log.info(
+            "starting {n} backend(s): {names}",
+            n=len(self.backends),
+            names=", ".join(b.name for b in self.backends) or "none",
+        )
+        for name in self.config.disabled:
+            log.info("backend {backend} is disabled in the configuration", backend=name)
+        if not self.backends:
+            log.warn("no MCP servers are configured: the catalog will be empty")
+        for b in self.backends:
+            b.startService()
+        self.gateway.start()
+        for f in self.frontends:
+            f.startService()
+
+    def stopService(self) -> Deferred[Any]:
+        Service.stopService(self)
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        log.info("stopping: draining client calls, then stopping backends")
+        await DeferredList(
+            [_guarded(f.stopService) for f in reversed(self.frontends)], consumeErrors=True
+        )
+        await stop_all(self.backends)
+        log.info("stopped")
+
+
+def _guarded(stop: Callable[[], Any]) -> Deferred[Any]:
+    try:
+        result = stop()
+    except Exception:
+        log.failure("a service failed to stop")
+        return Deferred.fromCoroutine(_none())
+    if isinstance(result, Deferred):
+        return result.addErrback(lambda f: log.failure("a service failed to stop", f))
+    return Deferred.fromCoroutine(_none())
+
+
+async def _none() -> None:
+    return None

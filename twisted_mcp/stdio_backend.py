@@ -1,0 +1,486 @@
+"""
+Stdio backends: MCP servers run as supervised child processes.
+
+Each child is started in a session of its own (through a tiny exec shim),
+so that it and every process it starts can be signalled as one group.  Its
+stdout carries MCP messages, its stderr goes to the log prefixed with the
+backend's name.  A child that exits is restarted with exponential backoff,
+re-handshaken and re-discovered.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+from typing import Any, Mapping
+
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, TimeoutError, succeed
+from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.interfaces import IReactorProcess, IReactorTime
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_mcp import errors
+from twisted_mcp.backend import Backend, DiscoveryError, McpClientSession, State
+from twisted_mcp.config import StdioServer
+from twisted_mcp.framing import LineFramer
+from twisted_mcp.jsonrpc import MessageError, decode, encode
+
+log = Logger()
+
+#: Runs in the child before the server: a new session (so the whole tree
+#: can be signalled), SIGTERM if the gateway dies, then exec.
+SHIM = r"""
+import os, sys
+try:
+    os.setsid()
+except OSError:
+    pass
+try:
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, 15, 0, 0, 0)
+except Exception:
+    pass
+if os.getppid() != int(sys.argv[1]):
+    os._exit(1)
+try:
+    os.execvp(sys.argv[2], sys.argv[2:])
+except OSError as e:
+    sys.stderr.write("cannot run %r: %s\n" % (sys.argv[2], e.strerror or e))
+    sys.stderr.flush()
+    os._exit(127)
+"""
+
+_ID_RE = re.compile(rb'"id"\s*:\s*(\d{1,18})\s*[,}]')
+STDERR_LINE_MAX = 16 * 1024
+
+
+def child_environment(
+    server: StdioServer, inherit: tuple[str, ...], environ: Mapping[str, str]
+) -> dict[str, str]:
+    """The child's environment: the allowlisted variables, then its C{env}."""
+    env = {k: environ[k] for k in inherit if k in environ}
+    env.update(server.env)
+    return env
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process (not a zombie) is left in process group C{pgid}."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
+
+
+def signal_group(pid: int, sig: int) -> None:
+    """Signal the process group led by C{pid}; the process alone if the
+    group is not made yet."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    except PermissionError:
+        pass
+
+
+class _Framer(LineFramer):
+    def __init__(self, child: "_Child") -> None:
+        super().__init__()
+        self.child = child
+
+    def lineReceived(self, line: bytes) -> None:
+        self.child.lineReceived(line)
+
+    def lineLengthExceeded(self, head: bytes, size: int) -> None:  # type: ignore[override]
+        self.child.lineTooLong(head, size)
+
+
+class _Child(ProcessProtocol):
+    """One run of a backend's process."""
+
+    def __init__(self, backend: "StdioBackend", max_length: int) -> None:
+        self.backend = backend
+        self.name = backend.name
+        self.framer = _Framer(self)
+        self.framer.MAX_LENGTH = max_length
+        self.session = McpClientSession(
+            backend.name, self.send, backend.clock, self._tools_changed
+        )
+        self.pid: int | None = None
+        self.exited: Deferred[None] = Deferred()
+        self.exit_reason: str | None = None
+        self._stderr = b""
+        self._gone = False
+
+    def send(self, message: dict[str, Any]) -> None:
+        if self.transport is not None and not self._gone:
+            self.transport.write(encode(message))
+
+    def _tools_changed(self) -> None:
+        self.backend._session_tools_changed(self)
+
+    def outReceived(self, data: bytes) -> None:
+        self.framer.dataReceived(data)
+
+    def lineReceived(self, line: bytes) -> None:
+        try:
+            message = decode(line)
+            self.session.peer.messageReceived(message)
+        except MessageError as e:
+            log.warn(
+                "backend {backend} wrote something that is not a JSON-RPC message on stdout ({why}): {text}",
+                backend=self.name,
+                why=e.message,
+                text=line[:300].decode("utf-8", "replace"),
+            )
+
+    def lineTooLong(self, head: bytes, size: int) -> None:
+        limit = self.framer.MAX_LENGTH
+        log.error(
+            "backend {backend} sent a message of more than {limit} bytes (gateway.maxMessageBytes); discarded",
+            backend=self.name,
+            limit=limit,
+        )
+        m = _ID_RE.search(head[:512])
+        if m:
+            self.session.peer.fail(
+                int(m.group(1)),
+                errors.backend_error(
+                    errors.BACKEND_RESPONSE_TOO_LARGE,
+                    self.name,
+                    f"backend {self.name!r} answered with more than {limit} bytes (gateway.maxMessageBytes)",
+                    limit=limit,
+                ),
+            )
+
+    def errReceived(self, data: bytes) -> None:
+        buf = self._stderr + data
+        lines = buf.split(b"\n")
+        self._stderr = lines.pop()
+        if len(self._stderr) > STDERR_LINE_MAX:
+            lines.append(self._stderr)
+            self._stderr = b""
+        for line in lines:
+            self._log_stderr(line)
+
+    def _log_stderr(self, line: bytes) -> None:
+        text = line.rstrip(b"\r").decode("utf-8", "replace")
+        if len(text) > STDERR_LINE_MAX:
+            text = text[:STDERR_LINE_MAX] + "...[truncated]"
+        if text.strip():
+            log.info("[{backend}] {line}", backend=self.name, line=text)
+
+    def processExited(self, reason: Failure) -> None:
+        if self._stderr:
+            self._log_stderr(self._stderr)
+            self._stderr = b""
+        self._gone = True
+        code = getattr(reason.value, "exitCode", None)
+        sig = getattr(reason.value, "signal", None)
+        if sig is not None:
+            try:
+                name = signal.Signals(sig).name
+            except ValueError:
+                name = str(sig)
+            self.exit_reason = f"killed by {name}"
+        else:
+            self.exit_reason = f"exited with code {code}"
+        self.session.peer.connectionLost(Exception(f"the process {self.exit_reason}"))
+        self.exited.callback(None)
+        self.backend._child_exited(self)
+
+    def processEnded(self, reason: Failure) -> None:
+        pass
+
+
+class StdioBackend(Backend):
+    """
+    A supervised stdio MCP server.
+
+    @param spawner: the reactor's process API (L{IReactorProcess}).
+    @param clock: the reactor's time API; backoff and timeouts read it only.
+    """
+
+    def __init__(
+        self,
+        config: StdioServer,
+        spawner: IReactorProcess,
+        clock: IReactorTime,
+        inherit_env: tuple[str, ...],
+        max_message: int,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(config.name)
+        self.config = config
+        self.spawner = spawner
+        self.clock = clock
+        self.call_timeout = config.callTimeout
+        self.max_message = max_message
+        self.env = child_environment(config, inherit_env, os.environ if environ is None else environ)
+        self.child: _Child | None = None
+        self.restarts = 0
+        self._delay = config.restartDelay
+        self._restart_call: Any = None
+        self._up_since: float | None = None
+        self._stopping = False
+
+    @property
+    def session(self) -> McpClientSession | None:  # type: ignore[override]
+        child = self.child
+        return child.session if child is not None and child.session.ready else None
+
+    @property
+    def pid(self) -> int | None:
+        return self.child.pid if self.child is not None else None
+
+    # -- service -----------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._stopping = False
+        self._spawn()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        self._stopping = True
+        if self._restart_call is not None and self._restart_call.active():
+            self._restart_call.cancel()
+        self._restart_call = None
+        self._first_discovery_done()
+        child = self.child
+        if child is None:
+            self._set_state(State.STOPPED)
+            return succeed(None)
+        return Deferred.fromCoroutine(self._stop_child(child, graceful=True))
+
+    # -- running the child --------------------------------------------------
+
+    def _argv(self) -> list[str]:
+        return [
+            sys.executable,
+            "-S",
+            "-E",
+            "-c",
+            SHIM,
+            str(os.getpid()),
+            self.config.command,
+            *self.config.args,
+        ]
+
+    def _spawn(self) -> None:
+        self._restart_call = None
+        child = _Child(self, self.max_message)
+        self.child = child
+        self._set_state(State.STARTING)
+        try:
+            transport = self.spawner.spawnProcess(
+                child,
+                sys.executable,
+                self._argv(),
+                env=self.env,
+                path=self.config.cwd,
+                childFDs={0: "w", 1: "r", 2: "r"},
+            )
+        except Exception as e:
+            self.child = None
+            self.last_error = f"could not start {self.config.command!r}: {e}"
+            log.error("backend {backend}: {why}", backend=self.name, why=self.last_error)
+            self._schedule_restart()
+            self._first_discovery_done()
+            return
+        child.pid = transport.pid
+        log.info(
+            "backend {backend}: started {command} (pid {pid})",
+            backend=self.name,
+            command=self.config.command,
+            pid=child.pid,
+        )
+        d = Deferred.fromCoroutine(child.session.discover(self.config.discoveryTimeout))
+        d.addTimeout(self.config.discoveryTimeout, self.clock)
+        d.addCallbacks(self._discovered, self._discovery_failed, callbackArgs=(child,), errbackArgs=(child,))
+
+    def _discovered(self, _: None, child: _Child) -> None:
+        if child is not self.child or child._gone or self._stopping:
+            return
+        session = child.session
+        self.tools = session.tools
+        self._up_since = self.clock.seconds()
+        self.last_error = None
+        info = session.server_info
+        log.info(
+            "backend {backend} is up: {count} tool(s) from {server} {version} (protocol {protocol})",
+            backend=self.name,
+            count=len(session.tools),
+            server=info.get("name", "?"),
+            version=info.get("version", "?"),
+            protocol=session.protocol_version,
+        )
+        self._set_state(State.UP)
+        self._first_discovery_done()
+
+    def _discovery_failed(self, failure: Failure, child: _Child) -> None:
+        if child is not self.child:
+            return
+        if child._gone:
+            why = f"the process {child.exit_reason} before it was ready"
+        elif isinstance(failure.value, DiscoveryError):
+            why = str(failure.value)
+        elif failure.check(TimeoutError, CancelledError):
+            why = f"discovery did not finish within {self.config.discoveryTimeout:g} s"
+        else:
+            why = f"discovery failed: {failure.getErrorMessage()}"
+        self.last_error = why
+        log.error("backend {backend} is down: {why}", backend=self.name, why=why)
+        if not child._gone:
+            # Restarted from _child_exited once the process is gone.
+            d = Deferred.fromCoroutine(self._stop_child(child, graceful=False))
+            d.addErrback(lambda f: log.failure("backend {backend}: stopping failed", f, backend=self.name))
+        self._first_discovery_done()
+
+    def _session_tools_changed(self, child: _Child) -> None:
+        if child is self.child and self.state is State.UP:
+            self.tools = child.session.tools
+            log.info(
+                "backend {backend}: tool list changed, now {count} tool(s)",
+                backend=self.name,
+                count=len(self.tools),
+            )
+            self._changed()
+
+    def _child_exited(self, child: _Child) -> None:
+        if child.pid is not None and group_alive(child.pid):
+            # Grandchildren left behind by the server: end them too.
+            d = Deferred.fromCoroutine(self._reap_group(child.pid))
+            d.addErrback(lambda f: log.failure("backend {backend}: reaping failed", f, backend=self.name))
+        if child is not self.child or self._stopping:
+            return
+        was_up = self.state is State.UP
+        self.last_error = f"the process {child.exit_reason}"
+        if was_up:
+            log.warn("backend {backend}: the process {why}", backend=self.name, why=child.exit_reason)
+        now = self.clock.seconds()
+        if self._up_since is not None and now - self._up_since >= self.config.stableAfter:
+            self._delay = self.config.restartDelay
+        self._up_since = None
+        self._schedule_restart()
+
+    def _schedule_restart(self) -> None:
+        if self._stopping:
+            return
+        delay = self._delay
+        self._delay = min(delay * 2, self.config.restartMaxDelay)
+        self.restarts += 1
+        self._restart_at = self.clock.seconds() + delay
+        log.info("backend {backend}: restarting in {delay:g} s", backend=self.name, delay=delay)
+        self._restart_call = self.clock.callLater(delay, self._spawn)
+        self._set_state(State.DOWN)
+
+    def unavailable(self) -> Any:
+        error = super().unavailable()
+        call = self._restart_call
+        if call is not None and call.active():
+            retry = max(0.0, call.getTime() - self.clock.seconds())
+            error.data["retryAfter"] = round(retry, 3)
+            error.message += f"; restarting in {retry:.1f} s"
+        return error
+
+    def _set_state(self, state: State) -> None:
+        if state is not self.state:
+            self.state = state
+            self._changed()
+
+    async def _stop_child(self, child: _Child, graceful: bool) -> None:
+        """Close stdin, wait; TERM the group, wait; KILL the group."""
+        timeout = self.config.shutdownTimeout
+        transport = child.transport
+        if not child._gone and transport is not None:
+            if graceful:
+                transport.closeStdin()
+                if await self._wait(child.exited, min(2.0, timeout)):
+                    pass
+            if not child._gone:
+                signal_group(child.pid, signal.SIGTERM)  # type: ignore[arg-type]
+                if not await self._wait(child.exited, timeout):
+                    log.warn(
+                        "backend {backend}: no exit {timeout:g} s after SIGTERM; sending SIGKILL",
+                        backend=self.name,
+                        timeout=timeout,
+                    )
+                    signal_group(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
+                    await self._wait(child.exited, 5.0)
+        if child.pid is not None:
+            await self._reap_group(child.pid)
+        if self._stopping and child is self.child:
+            self._set_state(State.STOPPED)
+
+    async def _reap_group(self, pgid: int) -> None:
+        """End whatever is left in the child's process group."""
+        if not group_alive(pgid):
+            return
+        signal_group(pgid, signal.SIGTERM)
+        deadline = self.clock.seconds() + self.config.shutdownTimeout
+        while group_alive(pgid):
+            if self.clock.seconds() >= deadline:
+                signal_group(pgid, signal.SIGKILL)
+                return
+            await _sleep(self.clock, 0.05)
+
+    async def _wait(self, d: Deferred[None], timeout: float) -> bool:
+        if d.called:
+            return True
+        waiter: Deferred[None] = Deferred()
+        d.addBoth(lambda r: (waiter.callback(True) if not waiter.called else None, r)[1])
+        call = self.clock.callLater(timeout, lambda: waiter.called or waiter.callback(False))
+        result = await waiter
+        if call.active():
+            call.cancel()
+        return bool(result)
+
+
+def _sleep(clock: IReactorTime, seconds: float) -> Deferred[None]:
+    d: Deferred[None] = Deferred()
+    clock.callLater(seconds, d.callback, None)
+    return d
+
+
+def stop_all(backends: list[Backend]) -> Deferred[Any]:
+    """Stop backends in parallel; errors are logged, not raised."""
+    ds = []
+    for b in backends:
+        d = Deferred.fromCoroutine(_stop_one(b))
+        ds.append(d)
+    return DeferredList(ds, consumeErrors=True)
+
+
+async def _stop_one(b: Backend) -> None:
+    try:
+        await b.stopService()
+    except Exception:
+        log.failure("backend {backend}: stopping failed", backend=b.name)
+
+
+__all__ = ["ProcessExitedAlready", "StdioBackend", "child_environment", "group_alive", "stop_all"]

@@ -1,0 +1,118 @@
+"""
+The twistd plugin: command-line options and the service for twistd.
+
+This is the one module that touches the global reactor.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from twisted.python import usage
+
+from twisted_mcp import __version__
+from twisted_mcp.config import Config, ConfigError, load
+
+EX_USAGE = 64
+EX_CONFIG = 78
+
+
+class Options(usage.Options):
+    synopsis = "--config FILE"
+    longdesc = (
+        "Runs the twisted-mcp gateway: one MCP server (on stdin/stdout) in front of every MCP "
+        "server named in the configuration file's mcpServers mapping. The gateway starts and "
+        "supervises each server as a child process, merges their tools into one catalog (each "
+        "tool exposed as <server>__<tool>), and routes every call to the server that owns it. "
+        "Stdout carries only MCP messages; logs go to stderr (or twistd's --logfile). Run it as "
+        "`twistd -n --pidfile= mcp-gateway --config FILE` (this is the command an MCP client "
+        "launches) or `twist mcp-gateway --config FILE`."
+    )
+    optParameters = [
+        [
+            "config",
+            "c",
+            None,
+            "The configuration file (YAML or JSON) with a top-level mcpServers mapping, as MCP "
+            "clients write it (command, args, env, cwd for each server); ${VAR} and "
+            "${VAR:-default} are expanded. Required.",
+        ],
+    ]
+    optFlags = [
+        ["check", None, "Validate the configuration, print what it would start, and exit (0 or 78)."],
+    ]
+
+    def opt_version(self) -> None:
+        """Print the version of twisted-mcp and exit."""
+        sys.stderr.write(f"twisted-mcp {__version__}\n")
+        raise SystemExit(0)
+
+    def postOptions(self) -> None:
+        path = self["config"]
+        if not path:
+            _fail("no configuration file given: use --config FILE (see `twistd mcp-gateway --help`)", EX_USAGE)
+        try:
+            self.loaded: Config = load(path)
+        except ConfigError as e:
+            _fail(e.render() + "\nThe gateway did not start.", EX_CONFIG)
+        if self["check"]:
+            config = self.loaded
+            lines = [f"{path}: OK, {len(config.servers)} server(s)"]
+            for s in config.servers:
+                lines.append(f"  {s.name}: {s.command} {' '.join(s.args)}".rstrip())
+            for name in config.disabled:
+                lines.append(f"  {name}: disabled")
+            sys.stderr.write("\n".join(lines) + "\n")
+            raise SystemExit(0)
+
+
+def _fail(message: str, code: int) -> None:
+    # stderr, never stdout: stdout belongs to the MCP client.
+    sys.stderr.write(f"twisted-mcp: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(code)
+
+
+def _claim_stdout() -> int:
+    """
+    Keep the real stdout for MCP messages only, and point fd 1 (and so
+    sys.stdout, print(), and twistd's own logging to stdout) at stderr.
+
+    @return: a new descriptor for the original stdout.
+    """
+    proto = os.dup(1)
+    os.dup2(2, 1)
+    return proto
+
+
+def makeService(options: Options) -> Any:
+    from twisted.internet import reactor, stdio
+
+    from twisted_mcp.frontend import StdioFrontend
+    from twisted_mcp.service import GatewayService
+
+    config = options.loaded
+    out_fd = _claim_stdout()
+    service = GatewayService(config, reactor, reactor)
+
+    def client_gone() -> None:
+        if reactor.running:
+            reactor.stop()
+
+    def connect(protocol: Any) -> Any:
+        return stdio.StandardIO(protocol, stdin=0, stdout=out_fd, reactor=reactor)
+
+    settings = config.gateway
+    service.add_frontend(
+        lambda gateway: StdioFrontend(
+            gateway,
+            reactor,
+            settings.maxMessageBytes,
+            settings.shutdownGrace,
+            connect,
+            client_gone,
+        )
+    )
+    return service
