@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from twisted_mcp._writer import batch, writer_for
 from twisted_mcp.framing import LineFramer
 from twisted_mcp.gateway import ClientSession, Gateway
 
@@ -54,7 +55,10 @@ class SessionProtocol(LineFramer):
         self._input_closed = False
 
     def connectionMade(self) -> None:
-        self.session = ClientSession(self.gateway, self.transport.write, self.label)
+        self.writer = writer_for(self.transport)
+        self.session = ClientSession(self.gateway, self.writer.write, self.label)
+
+    dataReceived = batch(LineFramer.dataReceived)
 
     def lineReceived(self, line: bytes) -> None:
         assert self.session is not None

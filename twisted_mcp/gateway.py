@@ -53,8 +53,8 @@ class Gateway:
         self.clock = clock
         self.sessions: set[ClientSession] = set()
         self.discovery_bound = discovery_bound
-        self._ready = False
-        self._ready_waiters: list[Deferred[None]] = []
+        self.ready = False
+        self.ready_waiters: list[Deferred[None]] = []
         for b in backends:
             b.add_listener(self._backend_changed)
 
@@ -67,9 +67,9 @@ class Gateway:
         d.addCallback(lambda _: self._discovery_finished())
 
     def _discovery_finished(self) -> None:
-        if self._ready:
+        if self.ready:
             return
-        self._ready = True
+        self.ready = True
         self.catalog.rebuild(self.backends.values())
         up = [b.name for b in self.backends.values() if b.state.value == "up"]
         down = [b.name for b in self.backends.values() if b.state.value != "up"]
@@ -79,19 +79,19 @@ class Gateway:
             up=len(up),
             down=f"; down: {', '.join(sorted(down))}" if down else "",
         )
-        waiters, self._ready_waiters = self._ready_waiters, []
+        waiters, self.ready_waiters = self.ready_waiters, []
         for w in waiters:
             w.callback(None)
 
     def when_ready(self) -> Deferred[None]:
-        if self._ready:
+        if self.ready:
             return succeed(None)
         d: Deferred[None] = Deferred()
-        self._ready_waiters.append(d)
+        self.ready_waiters.append(d)
         return d
 
     def _backend_changed(self, backend: Backend) -> None:
-        if not self._ready:
+        if not self.ready:
             return
         if self.catalog.rebuild(self.backends.values()):
             for session in list(self.sessions):
@@ -265,21 +265,20 @@ class ClientSession:
     def _tools_list(self, rid: Any, params: dict[str, Any]) -> dict[str, Any] | None:
         if params.get("cursor") is not None:
             raise JsonRpcError(INVALID_PARAMS, "Invalid params: unknown cursor (the gateway lists every tool in one page)")
-        ready = self.gateway.when_ready()
-        if ready.called:
+        if self.gateway.ready:
             return {"tools": self.gateway.catalog.listing}
         # The first listing waits (bounded) for every backend's discovery.
         self._check_unused(rid)
-        self._track(rid, ready.addCallback(lambda _: {"tools": self.gateway.catalog.listing}))
+        self._track(rid, self.gateway.when_ready().addCallback(lambda _: {"tools": self.gateway.catalog.listing}))
         return None
 
     def _tools_call(self, rid: Any, params: dict[str, Any]) -> None:
-        self._check_unused(rid)
-        ready = self.gateway.when_ready()
-        if ready.called:
+        if (type(rid), rid) in self.in_flight:
+            self._check_unused(rid)
+        if self.gateway.ready:
             self._track(rid, self._route_call(params))
         else:
-            self._track(rid, ready.addCallback(lambda _: self._route_call(params)))
+            self._track(rid, self.gateway.when_ready().addCallback(lambda _: self._route_call(params)))
         return None
 
     def _route_call(self, params: dict[str, Any]) -> Deferred[Any]:

@@ -72,7 +72,7 @@ def decode(line: bytes) -> Any:
         too large to convert, nesting too deep.
     """
     try:
-        return json.loads(line, parse_constant=_reject_constant)
+        return _decode(line.decode("utf-8"))
     except RecursionError:
         raise MessageError(PARSE_ERROR, "Parse error: JSON nested too deeply")
     except ValueError as e:
@@ -80,8 +80,30 @@ def decode(line: bytes) -> Any:
         raise MessageError(PARSE_ERROR, f"Parse error: {reason}")
 
 
-_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-_encode = _encoder.encode
+_decode = json.JSONDecoder(parse_constant=_reject_constant).decode
+
+try:
+    from _json import make_encoder as _make_encoder
+except ImportError:  # pragma: no cover - pure-Python json
+    _make_encoder = None
+
+
+def _no_default(o: Any) -> Any:
+    raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+
+if _make_encoder is not None:
+    # One C encoder, reused: json.dumps builds a new one per call.  No
+    # circular-reference check: what we encode came from JSON.
+    _c_encode = _make_encoder(
+        None, _no_default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False
+    )
+
+    def _encode(message: Any) -> str:
+        return "".join(_c_encode(message, 0))
+
+else:  # pragma: no cover
+    _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 def encode(message: Any) -> bytes:
@@ -145,7 +167,8 @@ class JsonRpcPeer:
         self._on_cancel = on_cancel
         self._label = label
         self._next_id = 1
-        self._pending: dict[int, tuple[Deferred[Any], Any]] = {}
+        self._pending: dict[int, tuple[Deferred[Any], float | None]] = {}
+        self._sweeper: Any = None
         self._lost: BaseException | None = None
 
     @property
@@ -176,17 +199,20 @@ class JsonRpcPeer:
         pending = self._pending
 
         def cancel(d: Deferred[Any]) -> None:
-            entry = pending.pop(rid, None)
-            if entry is not None:
-                if entry[1] is not None and entry[1].active():
-                    entry[1].cancel()
+            if pending.pop(rid, None) is not None:
+                self._idle_check()
                 self._on_cancel(rid, "cancelled")
 
         d: Deferred[Any] = Deferred(cancel)
-        call = None
+        deadline = None
         if timeout is not None:
-            call = self._clock.callLater(timeout, self._timeout, rid)
-        pending[rid] = (d, call)
+            deadline = self._clock.seconds() + timeout
+            sweeper = self._sweeper
+            if sweeper is None:
+                self._sweeper = self._clock.callLater(timeout, self._sweep)
+            elif sweeper.getTime() > deadline:
+                sweeper.reset(timeout)
+        pending[rid] = (d, deadline)
         if minted is not None:
             minted(rid)
         message: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method}
@@ -195,12 +221,26 @@ class JsonRpcPeer:
         self._send(message)
         return d
 
-    def _timeout(self, rid: int) -> None:
-        entry = self._pending.pop(rid, None)
-        if entry is None:
-            return
-        self._on_cancel(rid, "timed out")
-        entry[0].errback(RequestTimeout(rid))
+    def _sweep(self) -> None:
+        """Time out every request past its deadline (one timer per peer,
+        not one per request)."""
+        self._sweeper = None
+        now = self._clock.seconds()
+        pending = self._pending
+        expired = [rid for rid, (_, dl) in pending.items() if dl is not None and dl <= now]
+        for rid in expired:
+            entry = pending.pop(rid, None)
+            if entry is not None:
+                self._on_cancel(rid, "timed out")
+                entry[0].errback(RequestTimeout(rid))
+        upcoming = [dl for _, dl in pending.values() if dl is not None]
+        if upcoming and self._sweeper is None:
+            self._sweeper = self._clock.callLater(max(0.0, min(upcoming) - now), self._sweep)
+
+    def _idle_check(self) -> None:
+        if not self._pending and self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
 
     def notify(self, method: str, params: Any = None) -> None:
         message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
@@ -238,9 +278,10 @@ class JsonRpcPeer:
         if entry is None:
             # Answer to a request that timed out or was cancelled: dropped.
             return
-        d, call = entry
-        if call is not None:
-            call.cancel()
+        d = entry[0]
+        if not self._pending and self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         if "error" in message:
             error = message["error"]
             if type(error) is dict:
@@ -264,8 +305,7 @@ class JsonRpcPeer:
         entry = self._pending.pop(rid, None)
         if entry is None:
             return False
-        if entry[1] is not None:
-            entry[1].cancel()
+        self._idle_check()
         entry[0].errback(reason)
         return True
 
@@ -273,9 +313,8 @@ class JsonRpcPeer:
         """Fail every pending request with L{PeerGone}; refuse new ones."""
         self._lost = reason
         pending, self._pending = self._pending, {}
-        for d, call in pending.values():
-            if call is not None:
-                call.cancel()
+        self._idle_check()
+        for d, _ in pending.values():
             d.errback(PeerGone(str(reason)))
 
 

@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_mcp import errors
+from twisted_mcp._writer import Writer, batch
 from twisted_mcp.backend import Backend, DiscoveryError, McpClientSession, State
 from twisted_mcp.config import StdioServer
 from twisted_mcp.framing import LineFramer
@@ -135,14 +136,23 @@ class _Child(ProcessProtocol):
         self.exit_reason: str | None = None
         self._stderr = b""
         self._gone = False
+        self.writer: Any = None
+
+    def connectionMade(self) -> None:
+        pipes = getattr(self.transport, "pipes", None)
+        if pipes is not None and 0 in pipes:
+            self.writer = Writer(pipes[0])
+        else:
+            self.writer = self.transport
 
     def send(self, message: dict[str, Any]) -> None:
-        if self.transport is not None and not self._gone:
-            self.transport.write(encode(message))
+        if not self._gone:
+            self.writer.write(encode(message))
 
     def _tools_changed(self) -> None:
         self.backend._session_tools_changed(self)
 
+    @batch
     def outReceived(self, data: bytes) -> None:
         self.framer.dataReceived(data)
 

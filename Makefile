@@ -1,0 +1,46 @@
+# Each target does all of its own set-up on a fresh machine (Python 3.10+,
+# Node.js 18+ with npm): a virtualenv in .venv, the package installed into it
+# (a regular install, so Twisted finds the plugin), npm packages for tests.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+SOURCES := setup.py $(shell find twisted_mcp twisted -name '*.py' 2>/dev/null)
+PYTEST_ARGS ?=
+
+.PHONY: run test unit integration bench lint clean
+
+$(VENV)/.created:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.created $(SOURCES)
+	$(PY) -m pip install -q '.[test]'
+	@rm -rf build
+	touch $@
+
+tests/node/node_modules/.installed: tests/node/package.json tests/node/package-lock.json
+	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+## Start the gateway in the foreground on the example config (stdio MCP server).
+run: $(VENV)/.installed
+	$(VENV)/bin/twistd -n --pidfile= mcp-gateway --config examples/quickstart.yaml
+
+## Run the whole test suite (unit and integration).
+test: $(VENV)/.installed tests/node/node_modules/.installed
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+unit: $(VENV)/.installed
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: $(VENV)/.installed tests/node/node_modules/.installed
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+## Measure the gateway against a direct connection to the same backend.
+bench: $(VENV)/.installed
+	$(PY) bench/bench_stdio.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info tests/node/node_modules

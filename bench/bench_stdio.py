@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""
+Benchmark: a stdio MCP client calling a trivial echo tool, directly and
+through the gateway, in one run.
+
+For each concurrency (1, 16, 128 calls in flight) it measures per-call
+latency (p50, p99) and throughput, first against the echo backend run
+directly, then through `twistd -n --pidfile= mcp-gateway` in front of the
+same backend, and prints the ratios.
+
+    python bench/bench_stdio.py [--calls N] [--seconds S] [--json FILE]
+
+The client is a lean hand-written JSON-RPC client (not the SDK), so that
+what is measured is the server side.  Run it on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import selectors
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+ECHO = os.path.join(ROOT, "tests", "servers", "echo_fast.py")
+
+
+def twistd() -> str:
+    exe = os.path.join(os.path.dirname(sys.executable), "twistd")
+    return exe if os.path.exists(exe) else shutil.which("twistd") or "twistd"
+
+
+class Client:
+    """A pipelining JSON-RPC client over a child's stdin/stdout."""
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            bufsize=0,
+        )
+        self.out = self.proc.stdin.fileno()
+        self.inp = self.proc.stdout.fileno()
+        self.buf = b""
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.inp, selectors.EVENT_READ)
+
+    def send(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self.out, view)
+            view = view[n:]
+
+    def lines(self, timeout: float = 30.0) -> list[bytes]:
+        if not self.sel.select(timeout):
+            raise TimeoutError("no answer")
+        chunk = os.read(self.inp, 1 << 20)
+        if not chunk:
+            raise EOFError("the server closed its stdout")
+        parts = (self.buf + chunk).split(b"\n")
+        self.buf = parts.pop()
+        return [p for p in parts if p.strip()]
+
+    def request(self, rid: int, method: str, params: dict) -> dict:
+        self.send(json.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}).encode() + b"\n")
+        while True:
+            for line in self.lines():
+                msg = json.loads(line)
+                if msg.get("id") == rid:
+                    return msg
+
+    def handshake(self) -> list[str]:
+        self.request(
+            0,
+            "initialize",
+            {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}},
+        )
+        self.send(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
+        tools = self.request(-1, "tools/list", {})["result"]["tools"]
+        return [t["name"] for t in tools]
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def run_load(client: Client, tool: str, inflight: int, calls: int, seconds: float) -> dict:
+    """Keep `inflight` calls outstanding until `calls` are done or `seconds` pass."""
+    template = '{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"' + tool + '","arguments":{"text":"hello"}}}\n'
+    sent_at: dict[int, float] = {}
+    latencies: list[float] = []
+    next_id = 1
+    now = time.perf_counter
+    start = now()
+    deadline = start + seconds
+    batch = []
+    for _ in range(inflight):
+        sent_at[next_id] = now()
+        batch.append(template % next_id)
+        next_id += 1
+    client.send("".join(batch).encode())
+    done = 0
+    while sent_at:
+        lines = client.lines()
+        t = now()
+        batch = []
+        for line in lines:
+            # Cheap id extraction: answers are {"jsonrpc":"2.0","id":N,...}.
+            i = line.find(b'"id":') + 5
+            j = i
+            while line[j : j + 1].isdigit():
+                j += 1
+            rid = int(line[i:j])
+            t0 = sent_at.pop(rid, None)
+            if t0 is None:
+                continue
+            if b'"error"' in line[:60]:
+                raise RuntimeError(f"error answer: {line[:200]!r}")
+            latencies.append(t - t0)
+            done += 1
+            if done + len(sent_at) < calls and t < deadline:
+                sent_at[next_id] = t
+                batch.append(template % next_id)
+                next_id += 1
+        if batch:
+            client.send("".join(batch).encode())
+    elapsed = now() - start
+    latencies.sort()
+    return {
+        "calls": done,
+        "seconds": elapsed,
+        "throughput": done / elapsed,
+        "p50_us": statistics.median(latencies) * 1e6,
+        "p99_us": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e6,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=20000, help="calls per measurement (default 20000)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="time cap per measurement (default 5)")
+    parser.add_argument("--concurrency", default="1,16,128", help="calls in flight, comma-separated")
+    parser.add_argument("--json", help="also write the results as JSON to this file")
+    args = parser.parse_args()
+    levels = [int(x) for x in args.concurrency.split(",")]
+
+    tmp = tempfile.mkdtemp(prefix="twisted-mcp-bench-")
+    config = os.path.join(tmp, "bench.yaml")
+    with open(config, "w") as f:
+        json.dump({"mcpServers": {"echo": {"command": sys.executable, "args": [ECHO]}}}, f)
+
+    targets = {
+        "direct": ([sys.executable, ECHO], "echo"),
+        "relay": ([sys.executable, os.path.join(HERE, "relay.py"), sys.executable, ECHO], "echo"),
+        "gateway": ([twistd(), "-n", "--pidfile=", "mcp-gateway", "--config", config], "echo__echo"),
+    }
+    results: dict[str, dict[int, dict]] = {}
+    for label, (argv, tool) in targets.items():
+        client = Client(argv)
+        try:
+            names = client.handshake()
+            assert tool in names, f"{label}: {tool} not in {names}"
+            run_load(client, tool, 16, 2000, 2.0)  # warm-up
+            results[label] = {}
+            for c in levels:
+                results[label][c] = run_load(client, tool, c, args.calls, args.seconds)
+        finally:
+            client.close()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    print(f"echo tool, {args.calls} calls (or {args.seconds:g} s) per row; cores: {os.cpu_count()}")
+    print("direct: client -> echo backend; relay: through a byte-copying process (the floor for any")
+    print("process in between); gateway: through twistd mcp-gateway. 'added' and 'ratio' compare with direct.")
+    print(f"{'in flight':>9} {'path':>8} | {'p50':>8} {'p99':>8} {'calls/s':>9} | {'added p50':>9} {'ratio':>7}")
+    for c in levels:
+        d = results["direct"][c]
+        for label in targets:
+            r = results[label][c]
+            print(
+                f"{c:>9} {label:>8} | {r['p50_us']:>6.0f}us {r['p99_us']:>6.0f}us {r['throughput']:>9.0f} | "
+                f"{r['p50_us'] - d['p50_us']:>7.0f}us {r['throughput'] / d['throughput']:>7.1%}"
+            )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
