@@ -52,6 +52,8 @@ class Gateway:
         self.catalog = Catalog(separator)
         self.clock = clock
         self.sessions: set[ClientSession] = set()
+        #: Sessions draining their calls in flight.
+        self.closing: set[ClientSession] = set()
         self.discovery_bound = discovery_bound
         self.ready = False
         self.ready_waiters: list[Deferred[None]] = []
@@ -371,13 +373,20 @@ class ClientSession:
         self.gateway.sessions.discard(self)
         if not self.in_flight:
             return succeed(None)
+        self.gateway.closing.add(self)
         d: Deferred[None] = Deferred()
         self._drained.append(d)
-        call = clock.callLater(grace, self._cancel_all)
-        d.addBoth(lambda r: (call.active() and call.cancel(), r)[1])
-        return d
+        call = clock.callLater(grace, self.cancel_all)
 
-    def _cancel_all(self) -> None:
+        def done(result: Any) -> Any:
+            self.gateway.closing.discard(self)
+            if call.active():
+                call.cancel()
+            return result
+
+        return d.addBoth(done)
+
+    def cancel_all(self) -> None:
         if self.in_flight:
             log.warn(
                 "client {client}: {n} call(s) still in flight after the grace period; cancelling them",

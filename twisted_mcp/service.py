@@ -80,6 +80,11 @@ class GatewayService(MultiService):
         for f in self.frontends:
             f.startService()
 
+    def hurry(self) -> None:
+        """Cut the grace period short: cancel every call in flight now."""
+        for session in list(self.gateway.sessions) + list(self.gateway.closing):
+            session.cancel_all()
+
     def stopService(self) -> Deferred[Any]:
         Service.stopService(self)
         return Deferred.fromCoroutine(self._stop())

@@ -87,6 +87,33 @@ def _claim_stdout() -> int:
     return proto
 
 
+def _install_signal_handlers(reactor: Any, service: Any) -> None:
+    """
+    SIGTERM and SIGINT stop the gateway cleanly and it exits 0 (twistd's
+    own handlers would re-raise the signal at exit).  A second signal cuts
+    the grace period for calls in flight short.
+    """
+    import signal
+
+    from twisted.logger import Logger
+
+    log = Logger(namespace="twisted_mcp.tap")
+    received: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        received.append(signum)
+        if len(received) == 1:
+            reactor.callFromThread(log.info, "received {signal}: shutting down (a second signal cuts the grace period short)", signal=name)
+            reactor.callFromThread(reactor.stop)
+        else:
+            reactor.callFromThread(log.warn, "received {signal} again: cancelling calls in flight now", signal=name)
+            reactor.callFromThread(service.hurry)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
 def makeService(options: Options) -> Any:
     from twisted.internet import reactor, stdio
 
@@ -104,6 +131,7 @@ def makeService(options: Options) -> Any:
     def connect(protocol: Any) -> Any:
         return stdio.StandardIO(protocol, stdin=0, stdout=out_fd, reactor=reactor)
 
+    reactor.callWhenRunning(_install_signal_handlers, reactor, service)
     settings = config.gateway
     service.add_frontend(
         lambda gateway: StdioFrontend(
