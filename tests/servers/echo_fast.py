@@ -9,7 +9,8 @@ writes) to fd 1. Exits on EOF.
   ping         -> {}
   tools/list   -> one tool, `echo` (text: string)
   tools/call   -> echo: {"content":[{"type":"text","text": <text>}]}
-  notifications (no id) are ignored; unknown methods get -32601.
+  notifications (no id) are ignored; unknown methods get -32601, an unknown
+  tool -32602, a non-JSON line -32700 and a non-object -32600 (id null).
 """
 
 import json
@@ -30,7 +31,19 @@ ECHO_TOOL = {
 TOOLS_LIST = {"tools": [ECHO_TOOL]}
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-_loads = json.loads
+_loads = json.JSONDecoder().decode  # str input: skips json.loads' encoding sniffing
+_encode_str = json.encoder.encode_basestring  # C accelerated, same output as _dumps for str
+
+
+def _encode_id(rid):
+    if type(rid) is int:
+        return str(rid)
+    if type(rid) is str:
+        return _encode_str(rid)
+    return _dumps(rid)
+
+
+_ECHO_TEMPLATE = '{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":%s}]}}'
 
 
 def _error(rid, code, message):
@@ -38,7 +51,7 @@ def _error(rid, code, message):
 
 
 def handle(msg):
-    """Return the response dict for one message, or None for notifications."""
+    """Return the response (a dict, or an already serialized str) for one message, or None."""
     if not isinstance(msg, dict):
         return _error(None, -32600, "Invalid Request")
     if "id" not in msg:
@@ -55,7 +68,8 @@ def handle(msg):
         text = args.get("text", "")
         if not isinstance(text, str):
             text = str(text)
-        return {"jsonrpc": "2.0", "id": rid, "result": {"content": [{"type": "text", "text": text}]}}
+        # Hot path: pre-serialized string instead of a dict for _dumps.
+        return _ECHO_TEMPLATE % (_encode_id(rid), _encode_str(text))
     if method == "initialize":
         requested = params.get("protocolVersion")
         version = requested if requested in VERSIONS else LATEST
@@ -87,7 +101,8 @@ def main():
         lines = (pending + chunk).split(b"\n")
         pending = lines.pop()
         out = []
-        for line in lines:
+        # "\n" never occurs inside a UTF-8 multi-byte sequence, so decoding whole lines is safe.
+        for line in b"\n".join(lines).decode("utf-8", "replace").split("\n"):
             if not line.strip():
                 continue
             try:
@@ -97,7 +112,7 @@ def main():
                 continue
             resp = handle(msg)
             if resp is not None:
-                out.append(_dumps(resp))
+                out.append(resp if isinstance(resp, str) else _dumps(resp))
         if out:
             out.append("")
             write_all("\n".join(out).encode("utf-8"))
