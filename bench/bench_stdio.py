@@ -51,7 +51,7 @@ class Client:
         )
         self.out = self.proc.stdin.fileno()
         self.inp = self.proc.stdout.fileno()
-        self.buf = b""
+        self.buf: list[bytes] = []
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.inp, selectors.EVENT_READ)
 
@@ -67,8 +67,12 @@ class Client:
         chunk = os.read(self.inp, 1 << 20)
         if not chunk:
             raise EOFError("the server closed its stdout")
-        parts = (self.buf + chunk).split(b"\n")
-        self.buf = parts.pop()
+        if b"\n" not in chunk:
+            self.buf.append(chunk)
+            return []
+        self.buf.append(chunk)
+        parts = b"".join(self.buf).split(b"\n")
+        self.buf = [parts.pop()]
         return [p for p in parts if p.strip()]
 
     def request(self, rid: int, method: str, params: dict) -> dict:

@@ -256,9 +256,11 @@ class McpClientSession:
         if type(params) is not dict:
             params = {}
         if method == "notifications/progress":
-            route = self._progress.get(params.get("progressToken"))
-            if route is not None:
-                route(params)
+            token = params.get("progressToken")
+            if type(token) is int:
+                route = self._progress.get(token)
+                if route is not None:
+                    route(params)
         elif method == "notifications/tools/list_changed":
             if self.ready:
                 self._relist_tools(60.0)

@@ -222,27 +222,41 @@ def _expand_all(node: Any, path: str, environ: Mapping[str, str], check: _Checke
     return node
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A SafeLoader that rejects duplicate keys instead of keeping the last."""
+def _duplicate_keys(node: yaml.Node, path: str, found: list[str]) -> None:
+    """Find repeated keys in a composed YAML document, with their key paths."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                key = key_node.value
+                where = _join(path, key)
+                if key in seen:
+                    found.append(f"{where}: duplicate key (line {key_node.start_mark.line + 1}); each key may appear once")
+                seen.add(key)
+            else:
+                where = path
+            _duplicate_keys(value_node, where, found)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _duplicate_keys(item, f"{path}[{i}]", found)
 
 
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
-    loader.flatten_mapping(node)
-    seen: dict[Any, Any] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            mark = key_node.start_mark
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark
-            )
-        seen[key] = True
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
-)
+def _load_yaml(text: str, source: str) -> Any:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        duplicates: list[str] = []
+        _duplicate_keys(node, "", duplicates)
+        if duplicates:
+            raise ConfigError(source, duplicates)
+        return loader.construct_document(node)
+    except TypeError as e:
+        # An unhashable mapping key (``? [a, b]``).
+        raise ConfigError(source, [f"not valid here: {e} (mapping keys must be plain values)"])
+    finally:
+        loader.dispose()
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -264,7 +278,7 @@ def parse_text(text: str, source: str) -> Any:
             if source.endswith(".json"):
                 raise ConfigError(source, [f"not valid JSON: {e}"])
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)
+        return _load_yaml(text, source)
     except yaml.YAMLError as e:
         raise ConfigError(source, [f"not valid YAML: {e}".replace("\n", " ")])
 
@@ -340,7 +354,10 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
     entries = check.mapping("mcpServers", top.get("mcpServers", {}) or {})
     for name, entry in (entries or {}).items():
         path = _join("mcpServers", name)
-        if not isinstance(name, str) or not NAME_RE.match(name):
+        if not isinstance(name, str):
+            check.problem(path, "a server name must be a string (quote it: YAML reads on, off, yes, no, true, false and numbers as other types)")
+            continue
+        if not NAME_RE.match(name):
             check.problem(path, "a server name may use only A-Z a-z 0-9 _ - (it prefixes its tools' names)")
             continue
         if settings.separator in name:
@@ -363,6 +380,7 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
         fields: dict[str, Any] = {}
         if "command" not in spec:
             check.problem(_join(path, "command"), "missing: the program to run")
+            fields["command"] = None
         else:
             fields["command"] = check.string(_join(path, "command"), spec["command"])
         if "args" in spec:

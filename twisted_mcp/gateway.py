@@ -227,6 +227,15 @@ class ClientSession:
         except JsonRpcError as e:
             self._send_error(rid, e.code, e.message, e.data)
             return
+        except CancelledError:
+            raise
+        except ValueError as e:
+            self._send_error(rid, INVALID_REQUEST, f"Invalid Request: {e}")
+            return
+        except Exception as e:
+            log.failure("client {client}: {method} failed", client=self.label, method=method)
+            self._send_error(rid, INTERNAL_ERROR, f"Internal error: {e}")
+            return
         if result is not None:
             self._send({"jsonrpc": "2.0", "id": rid, "result": result})
 

@@ -80,7 +80,15 @@ def decode(line: bytes) -> Any:
         raise MessageError(PARSE_ERROR, f"Parse error: {reason}")
 
 
-_decode = json.JSONDecoder(parse_constant=_reject_constant).decode
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if value == _INF or value == -_INF:
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+_INF = float("inf")
+_decode = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_parse_float).decode
 
 try:
     from _json import make_encoder as _make_encoder
@@ -112,8 +120,14 @@ def encode(message: Any) -> bytes:
 
     ASCII output keeps lone surrogates (which a peer may legally send as
     escapes) representable.
+
+    @raise ValueError: for what cannot be encoded (nesting too deep for
+        the encoder, non-finite numbers).
     """
-    return _encode(message).encode("ascii") + b"\n"
+    try:
+        return _encode(message).encode("ascii") + b"\n"
+    except RecursionError:
+        raise ValueError("the message is nested too deeply to encode")
 
 
 def valid_id(value: Any) -> bool:
@@ -218,7 +232,12 @@ class JsonRpcPeer:
         message: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method}
         if params is not None:
             message["params"] = params
-        self._send(message)
+        try:
+            self._send(message)
+        except BaseException:
+            pending.pop(rid, None)
+            self._idle_check()
+            raise
         return d
 
     def _sweep(self) -> None:

@@ -167,6 +167,13 @@ class _Child(ProcessProtocol):
                 why=e.message,
                 text=line[:300].decode("utf-8", "replace"),
             )
+        except Exception:
+            # Whatever a backend sends must not break its pipe to us.
+            log.failure(
+                "backend {backend}: could not handle a message: {text}",
+                backend=self.name,
+                text=line[:300].decode("utf-8", "replace"),
+            )
 
     def lineTooLong(self, head: bytes, size: int) -> None:
         limit = self.framer.MAX_LENGTH
@@ -175,7 +182,10 @@ class _Child(ProcessProtocol):
             backend=self.name,
             limit=limit,
         )
-        m = _ID_RE.search(head[:512])
+        # Only an "id" before the result or error is the response's own.
+        head = head[:512]
+        cut = min((i for i in (head.find(b'"result"'), head.find(b'"error"')) if i >= 0), default=len(head))
+        m = _ID_RE.search(head[:cut])
         if m:
             self.session.peer.fail(
                 int(m.group(1)),
@@ -365,6 +375,7 @@ class StdioBackend(Backend):
             why = f"discovery failed: {failure.getErrorMessage()}"
         self.last_error = why
         log.error("backend {backend} is down: {why}", backend=self.name, why=why)
+        self._set_state(State.DOWN)
         if not child._gone:
             # Restarted from _child_exited once the process is gone.
             d = Deferred.fromCoroutine(self._stop_child(child, graceful=False))

@@ -107,7 +107,7 @@ class RawGateway:
             bufsize=0,
         )
         self.buf = b""
-        self.raw = b""
+        self.raw_chunks: list[bytes] = []
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.proc.stdout, selectors.EVENT_READ)
         self.next_id = 1000
@@ -118,17 +118,28 @@ class RawGateway:
 
     def read_message(self, timeout: float = 30.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
-        while b"\n" not in self.buf:
-            left = deadline - time.monotonic()
-            if left <= 0 or not self.sel.select(left):
-                raise TimeoutError(f"no message from the gateway within {timeout} s; stderr:\n{self.stderr_text()[-3000:]}")
-            chunk = os.read(self.proc.stdout.fileno(), 1 << 20)
-            if not chunk:
-                raise EOFError(f"the gateway closed stdout; stderr:\n{self.stderr_text()[-3000:]}")
-            self.raw += chunk
-            self.buf += chunk
+        if b"\n" not in self.buf:
+            chunks = [self.buf]
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self.sel.select(left):
+                    self.buf = b"".join(chunks)
+                    raise TimeoutError(f"no message from the gateway within {timeout} s; stderr:\n{self.stderr_text()[-3000:]}")
+                chunk = os.read(self.proc.stdout.fileno(), 1 << 20)
+                if not chunk:
+                    self.buf = b"".join(chunks)
+                    raise EOFError(f"the gateway closed stdout; stderr:\n{self.stderr_text()[-3000:]}")
+                self.raw_chunks.append(chunk)
+                chunks.append(chunk)
+                if b"\n" in chunk:
+                    break
+            self.buf = b"".join(chunks)
         line, self.buf = self.buf.split(b"\n", 1)
         return json.loads(line)
+
+    @property
+    def raw(self) -> bytes:
+        return b"".join(self.raw_chunks)
 
     def response(self, rid: Any, timeout: float = 30.0) -> dict[str, Any]:
         """Read until the response with id C{rid}; other messages are kept in C{self.seen}."""
@@ -173,7 +184,7 @@ class RawGateway:
             chunk = os.read(self.proc.stdout.fileno(), 1 << 20)
             if not chunk:
                 break
-            self.raw += chunk
+            self.raw_chunks.append(chunk)
             self.buf += chunk
         return self.buf
 

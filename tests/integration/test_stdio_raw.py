@@ -201,3 +201,27 @@ def test_backend_that_ignores_sigterm_is_killed(raw_gateway, write_config, tmp_p
     gw.close_stdin()
     assert gw.wait(30) == 0
     assert wait_gone(tree) == set()
+
+
+def test_large_messages_pass_through_intact(raw_gateway, write_config):
+    config = write_config({"echo": server("echo_fast")}, maxMessageBytes=64 * 1024 * 1024)
+    gw = raw_gateway(config)
+    gw.initialize()
+    text = "0123456789abcdef" * (2 * 1024 * 1024)  # 32 MiB
+    out = gw.request("tools/call", {"name": "echo__echo", "arguments": {"text": text}}, timeout=120)
+    assert out["result"]["content"][0]["text"] == text
+    # And the session is fine afterwards.
+    assert gw.request("ping")["result"] == {}
+
+
+def test_oversized_answer_from_a_backend_fails_only_that_call(raw_gateway, write_config):
+    config = write_config({"echo": server("echo_fast")}, maxMessageBytes=64 * 1024)
+    gw = raw_gateway(config)
+    gw.initialize()
+    # A small request whose answer is over the limit.
+    out = gw.request("tools/call", {"name": "echo__echo", "arguments": {"text": "y" * 1024, "repeat": 100}})
+    assert out["error"]["code"] == -32034, out
+    assert out["error"]["data"] == {"backend": "echo", "limit": 64 * 1024}
+    small = gw.request("tools/call", {"name": "echo__echo", "arguments": {"text": "small"}})
+    assert small["result"]["content"][0]["text"] == "small"
+    assert "backend echo sent a message of more than 65536 bytes" in gw.stderr_text()

@@ -9,6 +9,7 @@ writes) to fd 1. Exits on EOF.
   ping         -> {}
   tools/list   -> one tool, `echo` (text: string)
   tools/call   -> echo: {"content":[{"type":"text","text": <text>}]}
+                  (<text> repeated `repeat` times when that argument is given)
   notifications (no id) are ignored; unknown methods get -32601, an unknown
   tool -32602, a non-JSON line -32700 and a non-object -32600 (id null).
 """
@@ -24,7 +25,7 @@ ECHO_TOOL = {
     "description": "Return the given text.",
     "inputSchema": {
         "type": "object",
-        "properties": {"text": {"type": "string"}},
+        "properties": {"text": {"type": "string"}, "repeat": {"type": "integer", "minimum": 1}},
         "required": ["text"],
     },
 }
@@ -68,6 +69,9 @@ def handle(msg):
         text = args.get("text", "")
         if not isinstance(text, str):
             text = str(text)
+        repeat = args.get("repeat")
+        if type(repeat) is int and repeat > 1:
+            text = text * repeat
         # Hot path: pre-serialized string instead of a dict for _dumps.
         return _ECHO_TEMPLATE % (_encode_id(rid), _encode_str(text))
     if method == "initialize":
@@ -93,13 +97,17 @@ def write_all(data):
 
 
 def main():
-    pending = b""
+    pending = []  # chunks of an unfinished line: joined once, when its newline arrives
     while True:
         chunk = os.read(0, 1 << 20)
         if not chunk:
             break
-        lines = (pending + chunk).split(b"\n")
-        pending = lines.pop()
+        if b"\n" not in chunk:
+            pending.append(chunk)
+            continue
+        pending.append(chunk)
+        lines = b"".join(pending).split(b"\n")
+        pending = [lines.pop()]
         out = []
         # "\n" never occurs inside a UTF-8 multi-byte sequence, so decoding whole lines is safe.
         for line in b"\n".join(lines).decode("utf-8", "replace").split("\n"):
