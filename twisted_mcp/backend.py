@@ -18,7 +18,7 @@ import enum
 from typing import Any, Callable
 
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -74,10 +74,12 @@ class McpClientSession:
         send: Callable[[dict[str, Any]], None],
         clock: IReactorTime,
         on_tools_changed: Callable[[], None],
+        on_abort: Callable[[int], None] | None = None,
     ) -> None:
         self.name = name
         self._clock = clock
         self._on_tools_changed = on_tools_changed
+        self._on_abort = on_abort
         self.peer = JsonRpcPeer(
             send,
             clock,
@@ -100,6 +102,18 @@ class McpClientSession:
 
     async def discover(self, timeout: float) -> None:
         """Handshake, then list every tool. Raises L{DiscoveryError}."""
+        await self.handshake(timeout)
+        if "tools" in self.capabilities:
+            try:
+                self.tools = await self._list_tools(timeout)
+            except JsonRpcError as e:
+                raise DiscoveryError(f"tools/list was refused: {e}")
+            except RequestTimeout:
+                raise DiscoveryError(f"no answer to tools/list within {timeout:g} s")
+        self.ready = True
+
+    async def handshake(self, timeout: float) -> None:
+        """C{initialize}, then C{notifications/initialized}."""
         try:
             result = await self.peer.request(
                 "initialize",
@@ -130,14 +144,6 @@ class McpClientSession:
         instructions = result.get("instructions")
         self.instructions = instructions if isinstance(instructions, str) else None
         self.peer.notify("notifications/initialized")
-        if "tools" in self.capabilities:
-            try:
-                self.tools = await self._list_tools(timeout)
-            except JsonRpcError as e:
-                raise DiscoveryError(f"tools/list was refused: {e}")
-            except RequestTimeout:
-                raise DiscoveryError(f"no answer to tools/list within {timeout:g} s")
-        self.ready = True
 
     async def _list_tools(self, timeout: float) -> list[dict[str, Any]]:
         tools: list[dict[str, Any]] = []
@@ -230,6 +236,9 @@ class McpClientSession:
 
     def _send_cancel(self, rid: int, reason: str) -> None:
         self._progress.pop(rid, None)
+        if self._on_abort is not None:
+            # Stop reading the answer's stream (HTTP).
+            self._on_abort(rid)
         try:
             self.peer.notify("notifications/cancelled", {"requestId": rid, "reason": reason})
         except Exception:
@@ -380,4 +389,144 @@ class Backend(Service):
         return failure
 
 
-__all__ = ["Backend", "DiscoveryError", "McpClientSession", "MessageError", "State"]
+class SupervisedBackend(Backend):
+    """
+    What every transport shares: runs, each discovered (bounded by the
+    discovery timeout) and, when a run ends, a new one after a backoff
+    delay that doubles up to C{restartMaxDelay} and resets after the
+    backend stayed up C{stableAfter} seconds.
+
+    A I{run} is one child process or one HTTP session; it has a
+    C{session} (L{McpClientSession}).  Subclasses implement L{_attempt}
+    (start a run), L{_abandon} (end a run whose discovery failed; it must
+    lead to L{_run_ended}) and L{_is_current}.
+    """
+
+    def __init__(self, name: str, config: Any, clock: IReactorTime) -> None:
+        super().__init__(name)
+        self.config = config
+        self.clock = clock
+        self.call_timeout = config.callTimeout
+        self.restarts = 0
+        self._delay = config.restartDelay
+        self._restart_call: Any = None
+        self._up_since: float | None = None
+        self._stopping = False
+
+    def _attempt(self) -> None:
+        raise NotImplementedError()
+
+    def _abandon(self, run: Any) -> None:
+        raise NotImplementedError()
+
+    def _is_current(self, run: Any) -> bool:
+        raise NotImplementedError()
+
+    def _why_failed(self, failure: Any, run: Any) -> str:
+        if isinstance(failure.value, DiscoveryError):
+            return str(failure.value)
+        if failure.check(TimeoutError, CancelledError):
+            return f"discovery did not finish within {self.config.discoveryTimeout:g} s"
+        return f"discovery failed: {failure.getErrorMessage()}"
+
+    def startService(self) -> None:
+        super().startService()
+        self._stopping = False
+        self._attempt()
+
+    def _stop_supervising(self) -> None:
+        super().stopService()
+        self._stopping = True
+        if self._restart_call is not None and self._restart_call.active():
+            self._restart_call.cancel()
+        self._restart_call = None
+        self._first_discovery_done()
+
+    def _discover(self, run: Any) -> None:
+        timeout = self.config.discoveryTimeout
+        d = Deferred.fromCoroutine(run.discover(timeout))
+        d.addTimeout(timeout, self.clock)
+        d.addCallbacks(self._discovered, self._discovery_failed, callbackArgs=(run,), errbackArgs=(run,))
+
+    def _discovered(self, _: None, run: Any) -> None:
+        if not self._is_current(run) or self._stopping:
+            return
+        session = run.session
+        self.tools = session.tools
+        self._up_since = self.clock.seconds()
+        self.last_error = None
+        info = session.server_info
+        log.info(
+            "backend {backend} is up: {count} tool(s) from {server} {version} (protocol {protocol})",
+            backend=self.name,
+            count=len(session.tools),
+            server=info.get("name", "?"),
+            version=info.get("version", "?"),
+            protocol=session.protocol_version,
+        )
+        self._set_state(State.UP)
+        self._first_discovery_done()
+
+    def _discovery_failed(self, failure: Any, run: Any) -> None:
+        if not self._is_current(run):
+            return
+        why = self._why_failed(failure, run)
+        self.last_error = why
+        log.error("backend {backend} is down: {why}", backend=self.name, why=why)
+        self._set_state(State.DOWN)
+        self._abandon(run)
+        self._first_discovery_done()
+
+    def _session_tools_changed(self, run: Any) -> None:
+        if self._is_current(run) and self.state is State.UP:
+            self.tools = run.session.tools
+            log.info(
+                "backend {backend}: tool list changed, now {count} tool(s)",
+                backend=self.name,
+                count=len(self.tools),
+            )
+            self._changed()
+
+    def _run_ended(self, run: Any, why: str) -> None:
+        """A run is over (process exited, connection lost): start another later."""
+        if not self._is_current(run) or self._stopping:
+            return
+        if self.state is State.UP:
+            log.warn("backend {backend}: {why}", backend=self.name, why=why)
+        self.last_error = why
+        now = self.clock.seconds()
+        if self._up_since is not None and now - self._up_since >= self.config.stableAfter:
+            self._delay = self.config.restartDelay
+        self._up_since = None
+        self._schedule_restart()
+
+    def _schedule_restart(self) -> None:
+        if self._stopping:
+            return
+        delay = self._delay
+        self._delay = min(delay * 2, self.config.restartMaxDelay)
+        self.restarts += 1
+        log.info("backend {backend}: restarting in {delay:g} s", backend=self.name, delay=delay)
+        self._restart_call = self.clock.callLater(delay, self._restart)
+        self._set_state(State.DOWN)
+
+    def _restart(self) -> None:
+        self._restart_call = None
+        self._attempt()
+
+    def unavailable(self) -> JsonRpcError:
+        error = super().unavailable()
+        call = self._restart_call
+        if call is not None and call.active():
+            retry = max(0.0, call.getTime() - self.clock.seconds())
+            error.data["retryAfter"] = round(retry, 3)
+            error.message += f"; restarting in {retry:.1f} s"
+        return error
+
+    def _set_state(self, state: State) -> None:
+        if state is not self.state:
+            self.state = state
+            self._changed()
+
+
+__all__ = ["Backend", "DiscoveryError", "McpClientSession", "MessageError", "State", "SupervisedBackend"]

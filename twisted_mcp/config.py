@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from urllib.parse import urlsplit
 from typing import Any, Callable, Mapping
 
 import attrs
@@ -82,10 +83,38 @@ class StdioServer:
 
 
 @attrs.frozen
+class HttpServer:
+    """
+    One remote MCP server reached over HTTP: Streamable HTTP
+    (C{transport="streamable"}) or the legacy HTTP+SSE transport
+    (C{transport="sse"}).
+    """
+
+    name: str
+    url: str
+    transport: str = "streamable"
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    connectTimeout: float = 10.0
+    maxConnections: int = 32
+    caFile: str | None = None
+    certFile: str | None = None
+    keyFile: str | None = None
+    discoveryTimeout: float = 30.0
+    callTimeout: float = 60.0
+    shutdownTimeout: float = 5.0
+    restartDelay: float = 1.0
+    restartMaxDelay: float = 60.0
+    stableAfter: float = 30.0
+
+
+ServerConfig = StdioServer | HttpServer
+
+
+@attrs.frozen
 class Config:
     source: str
     gateway: GatewaySettings
-    servers: tuple[StdioServer, ...]
+    servers: tuple[ServerConfig, ...]
     disabled: tuple[str, ...] = ()
 
 
@@ -303,7 +332,19 @@ _SERVER_TIMEOUTS = (
     "restartMaxDelay",
     "stableAfter",
 )
-_SERVER_KEYS = {"type", "command", "args", "env", "cwd", "disabled", *_SERVER_TIMEOUTS}
+_STDIO_KEYS = {"type", "command", "args", "env", "cwd", "disabled", *_SERVER_TIMEOUTS}
+_HTTP_KEYS = {
+    "type",
+    "url",
+    "headers",
+    "connectTimeout",
+    "maxConnections",
+    "tls",
+    "disabled",
+    *_SERVER_TIMEOUTS,
+}
+_TLS_KEYS = {"caFile", "certFile", "keyFile"}
+_HTTP_TYPES = {"http": "streamable", "streamable-http": "streamable", "streamableHttp": "streamable", "sse": "sse"}
 _TOP_KEYS = {"mcpServers", "gateway"}
 
 
@@ -366,60 +407,119 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
         spec = check.mapping(path, entry)
         if spec is None:
             continue
-        check.unknown(path, spec, _SERVER_KEYS)
-        kind = spec.get("type", "stdio")
-        if kind != "stdio":
-            if kind in ("http", "sse", "streamable-http", "streamableHttp"):
-                check.problem(_join(path, "type"), f"{kind!r} servers are not supported yet; only stdio servers (command, args, env, cwd)")
-            else:
-                check.problem(_join(path, "type"), f"expected \"stdio\", got {_describe(kind)}")
+        kind = spec.get("type", "http" if "url" in spec and "command" not in spec else "stdio")
+        if kind not in _HTTP_TYPES and kind != "stdio":
+            check.problem(
+                _join(path, "type"),
+                f"expected \"stdio\", \"http\" (Streamable HTTP) or \"sse\" (the legacy HTTP+SSE transport), got {_describe(kind)}",
+            )
             continue
+        check.unknown(path, spec, _STDIO_KEYS if kind == "stdio" else _HTTP_KEYS)
         if "disabled" in spec and check.boolean(_join(path, "disabled"), spec["disabled"]):
             disabled.append(name)
             continue
         fields: dict[str, Any] = {}
-        if "command" not in spec:
-            check.problem(_join(path, "command"), "missing: the program to run")
-            fields["command"] = None
-        else:
-            fields["command"] = check.string(_join(path, "command"), spec["command"])
-        if "args" in spec:
-            fields["args"] = check.string_list(_join(path, "args"), spec["args"])
-        if "env" in spec:
-            env = check.mapping(_join(path, "env"), spec["env"])
-            if env is not None:
-                out: dict[str, str] = {}
-                for k, v in env.items():
-                    vpath = _join(_join(path, "env"), k)
-                    if isinstance(v, (int, float)) and not isinstance(v, bool):
-                        v = str(v)
-                    if not isinstance(k, str) or not k or "=" in k:
-                        check.problem(vpath, "not a valid environment variable name")
-                    elif check.string(vpath, v, nonempty=False) is not None:
-                        out[k] = v
-                fields["env"] = out
-        if "cwd" in spec:
-            cwd = check.string(_join(path, "cwd"), spec["cwd"])
-            if cwd is not None:
-                cwd = os.path.expanduser(cwd)
-                if not os.path.isabs(cwd) and base_dir is not None:
-                    cwd = os.path.normpath(os.path.join(base_dir, cwd))
-                if not os.path.isdir(cwd):
-                    check.problem(_join(path, "cwd"), f"no such directory: {cwd}")
-                fields["cwd"] = cwd
         for key in _SERVER_TIMEOUTS:
             if key in spec:
                 fields[key] = check.number(_join(path, key), spec[key], *_GATEWAY_KEYS[key][1])
             else:
                 fields[key] = getattr(settings, key)
+        server: Any
+        if kind == "stdio":
+            _stdio_fields(check, path, spec, base_dir, fields)
+            server = StdioServer
+        else:
+            fields["transport"] = _HTTP_TYPES[kind]
+            _http_fields(check, path, spec, base_dir, fields)
+            server = HttpServer
         if any(v is None for v in fields.values()):
             continue
-        servers.append(StdioServer(name=name, **fields))
+        servers.append(server(name=name, **fields))
 
     if check.problems:
         raise ConfigError(source, check.problems)
     servers.sort(key=lambda s: s.name)
     return Config(source=source, gateway=settings, servers=tuple(servers), disabled=tuple(disabled))
+
+
+def _stdio_fields(check: _Checker, path: str, spec: dict[str, Any], base_dir: str | None, fields: dict[str, Any]) -> None:
+    if "command" not in spec:
+        check.problem(_join(path, "command"), "missing: the program to run (or a url, for an HTTP server)")
+        fields["command"] = None
+    else:
+        fields["command"] = check.string(_join(path, "command"), spec["command"])
+    if "args" in spec:
+        fields["args"] = check.string_list(_join(path, "args"), spec["args"])
+    if "env" in spec:
+        fields["env"] = _string_map(check, _join(path, "env"), spec["env"], "environment variable")
+    if "cwd" in spec:
+        cwd = check.string(_join(path, "cwd"), spec["cwd"])
+        if cwd is not None:
+            cwd = _resolve(cwd, base_dir)
+            if not os.path.isdir(cwd):
+                check.problem(_join(path, "cwd"), f"no such directory: {cwd}")
+            fields["cwd"] = cwd
+
+
+def _http_fields(check: _Checker, path: str, spec: dict[str, Any], base_dir: str | None, fields: dict[str, Any]) -> None:
+    upath = _join(path, "url")
+    if "url" not in spec:
+        check.problem(upath, "missing: the server's address (http:// or https://)")
+        fields["url"] = None
+    else:
+        url = check.string(upath, spec["url"])
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                check.problem(upath, f"expected an http:// or https:// address, got {url!r}")
+                url = None
+        fields["url"] = url
+    if "headers" in spec:
+        fields["headers"] = _string_map(check, _join(path, "headers"), spec["headers"], "header")
+    if "connectTimeout" in spec:
+        fields["connectTimeout"] = check.number(_join(path, "connectTimeout"), spec["connectTimeout"], 0.1, 600)
+    if "maxConnections" in spec:
+        fields["maxConnections"] = check.integer(_join(path, "maxConnections"), spec["maxConnections"], 1, 1024)
+    if "tls" in spec:
+        tpath = _join(path, "tls")
+        tls = check.mapping(tpath, spec["tls"])
+        if tls is not None:
+            check.unknown(tpath, tls, _TLS_KEYS)
+            for key in sorted(_TLS_KEYS & set(tls)):
+                value = check.string(_join(tpath, key), tls[key])
+                if value is not None:
+                    value = _resolve(value, base_dir)
+                    if not os.path.isfile(value):
+                        check.problem(_join(tpath, key), f"no such file: {value}")
+                fields[key] = value
+            if "keyFile" in tls and "certFile" not in tls:
+                check.problem(_join(tpath, "keyFile"), "a client key needs its certificate: set certFile too")
+
+
+def _string_map(check: _Checker, path: str, value: Any, what: str) -> dict[str, str] | None:
+    mapping = check.mapping(path, value)
+    if mapping is None:
+        return None
+    out: dict[str, str] = {}
+    for k, v in mapping.items():
+        vpath = _join(path, k)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            v = str(v)
+        if not isinstance(k, str) or not k or "=" in k or "\n" in k or ":" in k and what == "header":
+            check.problem(vpath, f"not a valid {what} name")
+        elif check.string(vpath, v, nonempty=False) is not None:
+            if "\n" in v or "\r" in v:
+                check.problem(vpath, "a value may not contain line breaks")
+            else:
+                out[k] = v
+    return out
+
+
+def _resolve(path: str, base_dir: str | None) -> str:
+    path = os.path.expanduser(path)
+    if not os.path.isabs(path) and base_dir is not None:
+        path = os.path.normpath(os.path.join(base_dir, path))
+    return path
 
 
 def load(path: str, environ: Mapping[str, str] | None = None) -> Config:

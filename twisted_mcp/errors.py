@@ -26,6 +26,9 @@ BACKEND_LOST = -32032
 GATEWAY_SHUTTING_DOWN = -32033
 #: The backend's answer was larger than gateway.maxMessageBytes.
 BACKEND_RESPONSE_TOO_LARGE = -32034
+#: The backend answered with an HTTP error status (or a redirect, which the
+#: gateway does not follow).
+BACKEND_HTTP_ERROR = -32035
 #: The client sent a request before initialize.
 NOT_INITIALIZED = -32600
 
@@ -35,6 +38,7 @@ TABLE = [
     (BACKEND_LOST, "backend exited during the call", "backend"),
     (GATEWAY_SHUTTING_DOWN, "gateway shutting down", "none"),
     (BACKEND_RESPONSE_TOO_LARGE, "backend response too large", "backend, limit (bytes)"),
+    (BACKEND_HTTP_ERROR, "backend HTTP error", "backend, status"),
 ]
 
 

@@ -17,7 +17,8 @@ from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.logger import Logger
 
 from twisted_mcp.backend import Backend
-from twisted_mcp.config import Config
+from twisted_mcp.config import Config, HttpServer
+from twisted_mcp.http_backend import HttpBackend
 from twisted_mcp.gateway import Gateway
 from twisted_mcp.stdio_backend import StdioBackend, stop_all
 
@@ -43,17 +44,14 @@ class GatewayService(MultiService):
         self.config = config
         self.clock = clock
         settings = config.gateway
-        self.backends: list[Backend] = [
-            StdioBackend(
-                server,
-                spawner,
-                clock,
-                settings.inheritEnv,
-                settings.maxMessageBytes,
-                environ,
-            )
-            for server in config.servers
-        ]
+        self.backends: list[Backend] = []
+        for server in config.servers:
+            if isinstance(server, HttpServer):
+                self.backends.append(HttpBackend(server, clock, settings.maxMessageBytes))
+            else:
+                self.backends.append(
+                    StdioBackend(server, spawner, clock, settings.inheritEnv, settings.maxMessageBytes, environ)
+                )
         bound = max([s.discoveryTimeout for s in config.servers] or [0.0]) + 1.0
         self.gateway = Gateway(self.backends, settings.separator, clock, bound)
         self.frontends: list[Service] = []

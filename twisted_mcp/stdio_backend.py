@@ -16,7 +16,7 @@ import signal
 import sys
 from typing import Any, Mapping
 
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, TimeoutError, succeed
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 
 from twisted_mcp import errors
 from twisted_mcp._writer import Writer, batch
-from twisted_mcp.backend import Backend, DiscoveryError, McpClientSession, State
+from twisted_mcp.backend import Backend, McpClientSession, State, SupervisedBackend
 from twisted_mcp.config import StdioServer
 from twisted_mcp.framing import LineFramer
 from twisted_mcp.jsonrpc import MessageError, decode, encode
@@ -152,6 +152,9 @@ class _Child(ProcessProtocol):
     def _tools_changed(self) -> None:
         self.backend._session_tools_changed(self)
 
+    def discover(self, timeout: float) -> Any:
+        return self.session.discover(timeout)
+
     @batch
     def outReceived(self, data: bytes) -> None:
         self.framer.dataReceived(data)
@@ -237,7 +240,7 @@ class _Child(ProcessProtocol):
         pass
 
 
-class StdioBackend(Backend):
+class StdioBackend(SupervisedBackend):
     """
     A supervised stdio MCP server.
 
@@ -254,19 +257,11 @@ class StdioBackend(Backend):
         max_message: int,
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(config.name)
-        self.config = config
+        super().__init__(config.name, config, clock)
         self.spawner = spawner
-        self.clock = clock
-        self.call_timeout = config.callTimeout
         self.max_message = max_message
         self.env = child_environment(config, inherit_env, os.environ if environ is None else environ)
         self.child: _Child | None = None
-        self.restarts = 0
-        self._delay = config.restartDelay
-        self._restart_call: Any = None
-        self._up_since: float | None = None
-        self._stopping = False
 
     @property
     def session(self) -> McpClientSession | None:  # type: ignore[override]
@@ -277,20 +272,8 @@ class StdioBackend(Backend):
     def pid(self) -> int | None:
         return self.child.pid if self.child is not None else None
 
-    # -- service -----------------------------------------------------------
-
-    def startService(self) -> None:
-        super().startService()
-        self._stopping = False
-        self._spawn()
-
     def stopService(self) -> Deferred[None]:
-        super().stopService()
-        self._stopping = True
-        if self._restart_call is not None and self._restart_call.active():
-            self._restart_call.cancel()
-        self._restart_call = None
-        self._first_discovery_done()
+        self._stop_supervising()
         child = self.child
         if child is None:
             self._set_state(State.STOPPED)
@@ -311,8 +294,10 @@ class StdioBackend(Backend):
             *self.config.args,
         ]
 
-    def _spawn(self) -> None:
-        self._restart_call = None
+    def _is_current(self, run: Any) -> bool:
+        return run is self.child
+
+    def _attempt(self) -> None:
         child = _Child(self, self.max_message)
         self.child = child
         self._set_state(State.STARTING)
@@ -339,100 +324,25 @@ class StdioBackend(Backend):
             command=self.config.command,
             pid=child.pid,
         )
-        d = Deferred.fromCoroutine(child.session.discover(self.config.discoveryTimeout))
-        d.addTimeout(self.config.discoveryTimeout, self.clock)
-        d.addCallbacks(self._discovered, self._discovery_failed, callbackArgs=(child,), errbackArgs=(child,))
+        self._discover(child)
 
-    def _discovered(self, _: None, child: _Child) -> None:
-        if child is not self.child or child._gone or self._stopping:
-            return
-        session = child.session
-        self.tools = session.tools
-        self._up_since = self.clock.seconds()
-        self.last_error = None
-        info = session.server_info
-        log.info(
-            "backend {backend} is up: {count} tool(s) from {server} {version} (protocol {protocol})",
-            backend=self.name,
-            count=len(session.tools),
-            server=info.get("name", "?"),
-            version=info.get("version", "?"),
-            protocol=session.protocol_version,
-        )
-        self._set_state(State.UP)
-        self._first_discovery_done()
-
-    def _discovery_failed(self, failure: Failure, child: _Child) -> None:
-        if child is not self.child:
-            return
+    def _why_failed(self, failure: Failure, child: Any) -> str:
         if child._gone:
-            why = f"the process {child.exit_reason} before it was ready"
-        elif isinstance(failure.value, DiscoveryError):
-            why = str(failure.value)
-        elif failure.check(TimeoutError, CancelledError):
-            why = f"discovery did not finish within {self.config.discoveryTimeout:g} s"
-        else:
-            why = f"discovery failed: {failure.getErrorMessage()}"
-        self.last_error = why
-        log.error("backend {backend} is down: {why}", backend=self.name, why=why)
-        self._set_state(State.DOWN)
+            return f"the process {child.exit_reason} before it was ready"
+        return super()._why_failed(failure, child)
+
+    def _abandon(self, child: Any) -> None:
         if not child._gone:
             # Restarted from _child_exited once the process is gone.
             d = Deferred.fromCoroutine(self._stop_child(child, graceful=False))
             d.addErrback(lambda f: log.failure("backend {backend}: stopping failed", f, backend=self.name))
-        self._first_discovery_done()
-
-    def _session_tools_changed(self, child: _Child) -> None:
-        if child is self.child and self.state is State.UP:
-            self.tools = child.session.tools
-            log.info(
-                "backend {backend}: tool list changed, now {count} tool(s)",
-                backend=self.name,
-                count=len(self.tools),
-            )
-            self._changed()
 
     def _child_exited(self, child: _Child) -> None:
         if child.pid is not None and group_alive(child.pid):
             # Grandchildren left behind by the server: end them too.
             d = Deferred.fromCoroutine(self._reap_group(child.pid))
             d.addErrback(lambda f: log.failure("backend {backend}: reaping failed", f, backend=self.name))
-        if child is not self.child or self._stopping:
-            return
-        was_up = self.state is State.UP
-        self.last_error = f"the process {child.exit_reason}"
-        if was_up:
-            log.warn("backend {backend}: the process {why}", backend=self.name, why=child.exit_reason)
-        now = self.clock.seconds()
-        if self._up_since is not None and now - self._up_since >= self.config.stableAfter:
-            self._delay = self.config.restartDelay
-        self._up_since = None
-        self._schedule_restart()
-
-    def _schedule_restart(self) -> None:
-        if self._stopping:
-            return
-        delay = self._delay
-        self._delay = min(delay * 2, self.config.restartMaxDelay)
-        self.restarts += 1
-        self._restart_at = self.clock.seconds() + delay
-        log.info("backend {backend}: restarting in {delay:g} s", backend=self.name, delay=delay)
-        self._restart_call = self.clock.callLater(delay, self._spawn)
-        self._set_state(State.DOWN)
-
-    def unavailable(self) -> Any:
-        error = super().unavailable()
-        call = self._restart_call
-        if call is not None and call.active():
-            retry = max(0.0, call.getTime() - self.clock.seconds())
-            error.data["retryAfter"] = round(retry, 3)
-            error.message += f"; restarting in {retry:.1f} s"
-        return error
-
-    def _set_state(self, state: State) -> None:
-        if state is not self.state:
-            self.state = state
-            self._changed()
+        self._run_ended(child, f"the process {child.exit_reason}")
 
     async def _stop_child(self, child: _Child, graceful: bool) -> None:
         """Close stdin, wait; TERM the group, wait; KILL the group."""

@@ -61,7 +61,10 @@ class Options(usage.Options):
             config = self.loaded
             lines = [f"{path}: OK, {len(config.servers)} server(s)"]
             for s in config.servers:
-                lines.append(f"  {s.name}: {s.command} {' '.join(s.args)}".rstrip())
+                if hasattr(s, "command"):
+                    lines.append(f"  {s.name}: {s.command} {' '.join(s.args)}".rstrip())
+                else:
+                    lines.append(f"  {s.name}: {s.url} ({'legacy HTTP+SSE' if s.transport == 'sse' else 'Streamable HTTP'})")
             for name in config.disabled:
                 lines.append(f"  {name}: disabled")
             sys.stderr.write("\n".join(lines) + "\n")

@@ -265,7 +265,7 @@ mcpServers:
         problems = self.problems("extra: 1\nmcpServers:\n  time: {args: [x]}\n  web: {type: http}\n")
         self.assertProblem(problems, "extra", "unknown key")
         self.assertProblem(problems, "mcpServers.time.command", "missing")
-        self.assertProblem(problems, "mcpServers.web.type", "not supported")
+        self.assertProblem(problems, "mcpServers.web.url", "missing")
 
     def test_emptyCommand(self) -> None:
         self.assertProblem(self.problems("mcpServers:\n  time: {command: ''}\n"), "mcpServers.time.command", "non-empty")
@@ -296,9 +296,33 @@ mcpServers:
 
     def test_httpType(self) -> None:
         problems = self.problems("mcpServers:\n  remote: {type: http}\n")
-        self.assertProblem(problems, "mcpServers.remote.type", "not supported", "stdio")
+        self.assertProblem(problems, "mcpServers.remote.url", "missing")
         problems = self.problems("mcpServers:\n  remote: {type: carrier-pigeon, command: x}\n")
-        self.assertProblem(problems, "mcpServers.remote.type", "stdio")
+        self.assertProblem(problems, "mcpServers.remote.type", "stdio", "http", "sse")
+        problems = self.problems("mcpServers:\n  remote: {url: 'ftp://x/mcp', command: x}\n")
+        self.assertProblem(problems, "mcpServers.remote.url", "unknown key")
+        problems = self.problems("mcpServers:\n  remote: {url: 'ftp://x/mcp'}\n")
+        self.assertProblem(problems, "mcpServers.remote.url", "http:// or https://")
+        problems = self.problems("mcpServers:\n  remote: {type: sse, url: 'http://h/sse', command: x, tls: {keyFile: k}}\n")
+        self.assertProblem(problems, "mcpServers.remote.command", "unknown key")
+        self.assertProblem(problems, "mcpServers.remote.tls.keyFile", "no such file")
+
+    def test_httpServers(self) -> None:
+        config = build(
+            {
+                "mcpServers": {
+                    "a": {"url": "https://example.test/mcp", "headers": {"Authorization": "Bearer ${TOKEN}"}},
+                    "b": {"type": "sse", "url": "http://127.0.0.1:9/sse", "callTimeout": 5, "maxConnections": 4},
+                    "c": {"type": "http", "url": "http://127.0.0.1:9/mcp"},
+                }
+            },
+            "inline",
+            {"TOKEN": "t0k"},
+        )
+        a, b, c = config.servers
+        self.assertEqual((a.transport, a.url, dict(a.headers)), ("streamable", "https://example.test/mcp", {"Authorization": "Bearer t0k"}))
+        self.assertEqual((b.transport, b.callTimeout, b.maxConnections), ("sse", 5.0, 4))
+        self.assertEqual(c.transport, "streamable")
 
     def test_disabledNotABoolean(self) -> None:
         problems = self.problems("mcpServers:\n  a: {command: x, disabled: 'yes please'}\n")
@@ -340,7 +364,7 @@ mcpServers:
         self.assertProblem(problems, "mcpServers.time.command", "expected a string")
         self.assertProblem(problems, "mcpServers.time.args[1]", "expected a string")
         self.assertProblem(problems, 'mcpServers["bad name"]', "A-Z")
-        self.assertProblem(problems, "mcpServers.web.type", "not supported")
+        self.assertProblem(problems, "mcpServers.web.url", "missing")
         self.assertEqual(len(problems), 6, problems)
 
     def test_unhashableYamlKey(self) -> None:
