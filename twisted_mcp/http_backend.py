@@ -264,8 +264,13 @@ class _HttpRun:
                 self._fail(rid, errors.BACKEND_LOST, f"backend {self.name!r}: the connection failed: {_why(e)}")
                 return
             code = response.code
-            if code == 404 and self.session_id is not None and method != "initialize" and not retried:
-                await self._discard(response)
+            if code in (400, 404) and self.session_id is not None and method != "initialize" and not retried:
+                text = await self._snippet(response)
+                # The spec says 404 for a session the server no longer knows;
+                # some servers answer 400 "no valid session".
+                if code == 400 and "session" not in text.lower():
+                    self._fail(rid, errors.BACKEND_HTTP_ERROR, f"backend {self.name!r} answered HTTP {code}: {text}", status=code)
+                    return
                 await self._reinitialize()
                 if rid is not None:
                     self.exchanges.pop(rid, None)
