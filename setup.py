@@ -25,7 +25,6 @@ setup(
             "mcp-server-time",
         ],
     },
-    entry_points={"console_scripts": ["twisted-mcp = twisted_mcp.cli:main"]},
     classifiers=[
         "Framework :: Twisted",
         "Programming Language :: Python :: 3",

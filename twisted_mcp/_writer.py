@@ -58,6 +58,14 @@ class Writer:
         self.fd = fd
         self.chunks: list[bytes] = []
 
+    def queued(self) -> int:
+        """Bytes written but not yet taken by the kernel."""
+        fd = self.fd
+        try:
+            return fd._tempDataLen + len(fd.dataBuffer) - fd.offset + sum(map(len, self.chunks))
+        except AttributeError:
+            return 0
+
     def write(self, data: bytes) -> None:
         if _depth:
             if not self.chunks:
@@ -77,8 +85,13 @@ def flush_all() -> None:
     global _dirty
     while _dirty:
         dirty, _dirty = _dirty, []
-        for w in dirty:
-            w.flush()
+        for i, w in enumerate(dirty):
+            try:
+                w.flush()
+            except BaseException:
+                # Keep the others' bytes for the next flush.
+                _dirty.extend(x for x in dirty[i + 1 :] if x.chunks)
+                raise
 
 
 def batch(method: F) -> F:

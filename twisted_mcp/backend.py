@@ -97,11 +97,14 @@ class McpClientSession:
         self._progress: dict[Any, Callable[[dict[str, Any]], None]] = {}
         self._listing: Deferred[None] | None = None
         self._relist = False
+        self._init_rid: int | None = None
+        self._timeout = 60.0
 
     # -- start-up ----------------------------------------------------------
 
     async def discover(self, timeout: float) -> None:
         """Handshake, then list every tool. Raises L{DiscoveryError}."""
+        self._timeout = timeout
         await self.handshake(timeout)
         if "tools" in self.capabilities:
             try:
@@ -123,6 +126,7 @@ class McpClientSession:
                     "clientInfo": CLIENT_INFO,
                 },
                 timeout,
+                minted=self._initializing,
             )
         except JsonRpcError as e:
             raise DiscoveryError(f"initialize was refused: {e}")
@@ -144,6 +148,9 @@ class McpClientSession:
         instructions = result.get("instructions")
         self.instructions = instructions if isinstance(instructions, str) else None
         self.peer.notify("notifications/initialized")
+
+    def _initializing(self, rid: int) -> None:
+        self._init_rid = rid
 
     async def _list_tools(self, timeout: float) -> list[dict[str, Any]]:
         tools: list[dict[str, Any]] = []
@@ -239,6 +246,8 @@ class McpClientSession:
         if self._on_abort is not None:
             # Stop reading the answer's stream (HTTP).
             self._on_abort(rid)
+        if rid == self._init_rid:
+            return  # The spec forbids cancelling initialize.
         try:
             self.peer.notify("notifications/cancelled", {"requestId": rid, "reason": reason})
         except Exception:
@@ -272,7 +281,7 @@ class McpClientSession:
                     route(params)
         elif method == "notifications/tools/list_changed":
             if self.ready:
-                self._relist_tools(60.0)
+                self._relist_tools(self._timeout)
         elif method == "notifications/message":
             level = _LOG_LEVELS.get(str(params.get("level")), "info")
             getattr(log, level)(

@@ -52,6 +52,7 @@ class Catalog:
         self.separator = separator
         self.entries: dict[str, Entry] = {}
         self.listing: list[dict[str, Any]] = []
+        self._reported: set[tuple[str, str, str, str]] = set()
 
     def get(self, name: str) -> Entry | None:
         return self.entries.get(name)
@@ -64,6 +65,10 @@ class Catalog:
                 name = exposed_name(backend.name, tool["name"], self.separator)
                 other = entries.get(name)
                 if other is not None:
+                    key = (backend.name, tool["name"], other.backend.name, other.tool)
+                    if key in self._reported:
+                        continue
+                    self._reported.add(key)
                     log.error(
                         "tool name collision: {backend}'s tool {tool!r} and {other}'s tool {other_tool!r} "
                         "are both exposed as {name!r}; only the first is served (rename one of the "

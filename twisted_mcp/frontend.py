@@ -73,20 +73,20 @@ class SessionProtocol(LineFramer):
         )
         self.session.lineTooLong(size, self.MAX_LENGTH)
 
-    def readConnectionLost(self) -> None:
+    def readConnectionLost(self, grace: float | None = None) -> None:
         if self._input_closed:
             return
         self._input_closed = True
         log.info("client {client}: input closed", client=self.label)
         assert self.session is not None
-        d = self.session.drain(self.grace, self.clock)
+        d = self.session.drain(self.grace if grace is None else grace, self.clock)
         d.addCallback(lambda _: self.on_input_closed and self.on_input_closed())
         d.addErrback(lambda f: log.failure("client {client}: closing failed", f, client=self.label))
 
     def writeConnectionLost(self) -> None:
         # The client no longer reads: nothing we could answer would arrive.
         log.info("client {client}: output closed", client=self.label)
-        self.readConnectionLost()
+        self.readConnectionLost(grace=0)
 
     def connectionLost(self, reason: Any = None) -> None:
         self.readConnectionLost()

@@ -191,7 +191,9 @@ class ClientSession:
             )
             return
         if method is None:
-            # A response from the client: we send it no requests.
+            if "result" in message or "error" in message:
+                return  # A response from the client: we send it no requests.
+            self._send_error(rid, INVALID_REQUEST, "Invalid Request: no method")
             return
         if message.get("jsonrpc") != "2.0":
             self._send_error(rid, INVALID_REQUEST, 'Invalid Request: "jsonrpc" must be "2.0"')

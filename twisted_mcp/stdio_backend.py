@@ -94,16 +94,20 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
-def signal_group(pid: int, sig: int) -> None:
-    """Signal the process group led by C{pid}; the process alone if the
-    group is not made yet."""
+def signal_group(pid: int, sig: int, leader_alive: bool = False) -> None:
+    """
+    Signal the process group led by C{pid}.  With C{leader_alive} (the
+    child has not been reaped, so its pid cannot have been reused), signal
+    the process alone when its group is not made yet.
+    """
     try:
         os.killpg(pid, sig)
     except ProcessLookupError:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
+        if leader_alive:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
     except PermissionError:
         pass
 
@@ -136,6 +140,11 @@ class _Child(ProcessProtocol):
         self.exit_reason: str | None = None
         self._stderr = b""
         self._gone = False
+        #: Nothing is left in the child's process group.
+        self.group_gone = False
+        #: The gateway is ending this process.
+        self.stopping = False
+        self._stdout_check: Any = None
         self.writer: Any = None
 
     def connectionMade(self) -> None:
@@ -146,8 +155,19 @@ class _Child(ProcessProtocol):
             self.writer = self.transport
 
     def send(self, message: dict[str, Any]) -> None:
-        if not self._gone:
-            self.writer.write(encode(message))
+        if self._gone:
+            return
+        data = encode(message)
+        queued = self.writer.queued() if isinstance(self.writer, Writer) else 0
+        if queued + len(data) > self.backend.max_queue:
+            self.backend._stuck(self, queued)
+            raise errors.backend_error(
+                errors.BACKEND_UNAVAILABLE,
+                self.name,
+                f"backend {self.name!r} is not reading its input ({queued} bytes waiting); it is being restarted",
+                state="stuck",
+            )
+        self.writer.write(data)
 
     def _tools_changed(self) -> None:
         self.backend._session_tools_changed(self)
@@ -218,6 +238,8 @@ class _Child(ProcessProtocol):
             log.info("[{backend}] {line}", backend=self.name, line=text)
 
     def processExited(self, reason: Failure) -> None:
+        if self._stdout_check is not None and self._stdout_check.active():
+            self._stdout_check.cancel()
         if self._stderr:
             self._log_stderr(self._stderr)
             self._stderr = b""
@@ -235,6 +257,17 @@ class _Child(ProcessProtocol):
         self.session.peer.connectionLost(Exception(f"the process {self.exit_reason}"))
         self.exited.callback(None)
         self.backend._child_exited(self)
+
+    def outConnectionLost(self) -> None:
+        # A process that exits closes its stdout first: give the exit a
+        # moment to be seen before deciding that it closed stdout and lives.
+        if not self._gone and not self.stopping:
+            self._stdout_check = self.backend.clock.callLater(1.0, self._stdout_closed)
+
+    def _stdout_closed(self) -> None:
+        self._stdout_check = None
+        if not self._gone and not self.stopping:
+            self.backend._stdout_closed(self)
 
     def processEnded(self, reason: Failure) -> None:
         pass
@@ -260,6 +293,8 @@ class StdioBackend(SupervisedBackend):
         super().__init__(config.name, config, clock)
         self.spawner = spawner
         self.max_message = max_message
+        #: Bytes that may wait for the child to read them.
+        self.max_queue = max(4 * max_message, 1 << 20)
         self.env = child_environment(config, inherit_env, os.environ if environ is None else environ)
         self.child: _Child | None = None
 
@@ -340,13 +375,35 @@ class StdioBackend(SupervisedBackend):
     def _child_exited(self, child: _Child) -> None:
         if child.pid is not None and group_alive(child.pid):
             # Grandchildren left behind by the server: end them too.
-            d = Deferred.fromCoroutine(self._reap_group(child.pid))
+            d = Deferred.fromCoroutine(self._reap_group(child))
             d.addErrback(lambda f: log.failure("backend {backend}: reaping failed", f, backend=self.name))
+        else:
+            child.group_gone = True
         self._run_ended(child, f"the process {child.exit_reason}")
+
+    def _stuck(self, child: _Child, queued: int) -> None:
+        if child is not self.child or self._stopping:
+            return
+        log.error(
+            "backend {backend} is not reading its input ({queued} bytes waiting); restarting it",
+            backend=self.name,
+            queued=queued,
+        )
+        self._set_state(State.DOWN)
+        self._abandon(child)
+
+    def _stdout_closed(self, child: _Child) -> None:
+        if child is not self.child or self._stopping:
+            return
+        log.error("backend {backend} closed its stdout but is still running; restarting it", backend=self.name)
+        child.session.peer.connectionLost(Exception("the process closed its stdout"))
+        self._set_state(State.DOWN)
+        self._abandon(child)
 
     async def _stop_child(self, child: _Child, graceful: bool) -> None:
         """Close stdin, wait; TERM the group, wait; KILL the group."""
         timeout = self.config.shutdownTimeout
+        child.stopping = True
         transport = child.transport
         if not child._gone and transport is not None:
             if graceful:
@@ -354,31 +411,36 @@ class StdioBackend(SupervisedBackend):
                 if await self._wait(child.exited, min(2.0, timeout)):
                     pass
             if not child._gone:
-                signal_group(child.pid, signal.SIGTERM)  # type: ignore[arg-type]
+                signal_group(child.pid, signal.SIGTERM, leader_alive=True)  # type: ignore[arg-type]
                 if not await self._wait(child.exited, timeout):
                     log.warn(
                         "backend {backend}: no exit {timeout:g} s after SIGTERM; sending SIGKILL",
                         backend=self.name,
                         timeout=timeout,
                     )
-                    signal_group(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
+                    signal_group(child.pid, signal.SIGKILL, leader_alive=not child._gone)  # type: ignore[arg-type]
                     await self._wait(child.exited, 5.0)
-        if child.pid is not None:
-            await self._reap_group(child.pid)
+        if child.pid is not None and not child.group_gone:
+            await self._reap_group(child)
         if self._stopping and child is self.child:
             self._set_state(State.STOPPED)
 
-    async def _reap_group(self, pgid: int) -> None:
+    async def _reap_group(self, child: _Child) -> None:
         """End whatever is left in the child's process group."""
-        if not group_alive(pgid):
+        pgid = child.pid
+        assert pgid is not None
+        if child.group_gone or not group_alive(pgid):
+            child.group_gone = True
             return
         signal_group(pgid, signal.SIGTERM)
         deadline = self.clock.seconds() + self.config.shutdownTimeout
         while group_alive(pgid):
             if self.clock.seconds() >= deadline:
                 signal_group(pgid, signal.SIGKILL)
-                return
+                break
             await _sleep(self.clock, 0.05)
+        # Once empty, the group id may be reused: never signal it again.
+        child.group_gone = not group_alive(pgid)
 
     async def _wait(self, d: Deferred[None], timeout: float) -> bool:
         if d.called:

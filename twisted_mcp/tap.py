@@ -85,12 +85,17 @@ def _claim_stdout() -> int:
 
     @return: a new descriptor for the original stdout.
     """
-    proto = os.dup(1)
+    try:
+        # A description of its own, so that making it non-blocking (as
+        # StandardIO does) cannot make a shared stderr non-blocking too.
+        proto = os.open(f"/proc/self/fd/1", os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        proto = os.dup(1)
     os.dup2(2, 1)
     return proto
 
 
-def _install_signal_handlers(reactor: Any, service: Any) -> None:
+def _install_signal_handlers(reactor: Any, stop: Any) -> None:
     """
     SIGTERM and SIGINT stop the gateway cleanly and it exits 0 (twistd's
     own handlers would re-raise the signal at exit).  A second signal cuts
@@ -101,17 +106,12 @@ def _install_signal_handlers(reactor: Any, service: Any) -> None:
     from twisted.logger import Logger
 
     log = Logger(namespace="twisted_mcp.tap")
-    received: list[int] = []
-
     def handler(signum: int, frame: Any) -> None:
         name = signal.Signals(signum).name
-        received.append(signum)
-        if len(received) == 1:
-            reactor.callFromThread(log.info, "received {signal}: shutting down (a second signal cuts the grace period short)", signal=name)
-            reactor.callFromThread(reactor.stop)
-        else:
-            reactor.callFromThread(log.warn, "received {signal} again: cancelling calls in flight now", signal=name)
-            reactor.callFromThread(service.hurry)
+        reactor.callFromThread(
+            log.info, "received {signal}: stopping (another signal cancels calls in flight at once)", signal=name
+        )
+        reactor.callFromThread(stop)
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
@@ -128,13 +128,24 @@ def makeService(options: Options) -> Any:
     service = GatewayService(config, reactor, reactor)
 
     def client_gone() -> None:
-        if reactor.running:
-            reactor.stop()
+        if not stopping:
+            stop()
 
     def connect(protocol: Any) -> Any:
         return stdio.StandardIO(protocol, stdin=0, stdout=out_fd, reactor=reactor)
 
-    reactor.callWhenRunning(_install_signal_handlers, reactor, service)
+    stopping: list[bool] = []
+
+    def stop() -> None:
+        """Stop once; a later request to stop cuts the grace period short."""
+        if stopping:
+            service.hurry()
+            return
+        stopping.append(True)
+        if reactor.running:
+            reactor.stop()
+
+    reactor.callWhenRunning(_install_signal_handlers, reactor, stop)
     settings = config.gateway
     service.add_frontend(
         lambda gateway: StdioFrontend(

@@ -111,6 +111,7 @@ class RawGateway:
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.proc.stdout, selectors.EVENT_READ)
         self.next_id = 1000
+        self.seen: list[dict[str, Any]] = []
 
     def send(self, message: Any) -> None:
         data = message if isinstance(message, bytes) else json.dumps(message).encode() + b"\n"
@@ -143,6 +144,9 @@ class RawGateway:
 
     def response(self, rid: Any, timeout: float = 30.0) -> dict[str, Any]:
         """Read until the response with id C{rid}; other messages are kept in C{self.seen}."""
+        for i, msg in enumerate(self.seen):
+            if "id" in msg and msg["id"] == rid and type(msg["id"]) is type(rid) and "method" not in msg:
+                return self.seen.pop(i)
         while True:
             msg = self.read_message(timeout)
             if "id" in msg and msg["id"] == rid and type(msg["id"]) is type(rid) and "method" not in msg:

@@ -225,3 +225,48 @@ def test_oversized_answer_from_a_backend_fails_only_that_call(raw_gateway, write
     small = gw.request("tools/call", {"name": "echo__echo", "arguments": {"text": "small"}})
     assert small["result"]["content"][0]["text"] == "small"
     assert "backend echo sent a message of more than 65536 bytes" in gw.stderr_text()
+
+
+def test_backend_that_stops_reading_is_restarted(raw_gateway, write_config):
+    # 64 KiB messages, so a few calls fill the pipe and the gateway's queue.
+    config = write_config({"w": server("wedged")}, maxMessageBytes=256 * 1024, callTimeout=1, restartDelay=0.2)
+    gw = raw_gateway(config)
+    gw.initialize()
+    first = gw.request("tools/call", {"name": "w__pid", "arguments": {}})["result"]["content"][0]["text"]
+    assert gw.request("tools/call", {"name": "w__deafen", "arguments": {}})["result"]["content"][0]["text"] == "deaf now"
+    for i in range(30):
+        gw.send({"jsonrpc": "2.0", "id": f"big{i}", "method": "tools/call", "params": {"name": "w__echo", "arguments": {"text": "z" * 60000}}})
+    codes = [gw.response(f"big{i}")["error"]["code"] for i in range(30)]
+    # Once about 1 MiB waits for the backend, the gateway refuses to queue
+    # more and restarts it, instead of buffering without bound; what was
+    # queued fails with the backend's restart (or times out).
+    assert -32030 in codes, codes
+    assert set(codes) <= {-32030, -32031, -32032}, codes
+    gw.wait_for_log("is not reading its input")
+    deadline = time.monotonic() + 20
+    while True:
+        out = gw.request("tools/call", {"name": "w__pid", "arguments": {}})
+        if "result" in out:
+            break
+        assert time.monotonic() < deadline, out
+        time.sleep(0.2)
+    assert out["result"]["content"][0]["text"] != first
+
+
+def test_backend_that_closes_stdout_is_restarted(raw_gateway, write_config):
+    config = write_config({"w": server("wedged")}, callTimeout=30, restartDelay=0.2)
+    gw = raw_gateway(config)
+    gw.initialize()
+    first = gw.request("tools/call", {"name": "w__pid", "arguments": {}})["result"]["content"][0]["text"]
+    started = time.monotonic()
+    out = gw.request("tools/call", {"name": "w__close_stdout", "arguments": {}})
+    assert out["error"]["code"] == -32032 and time.monotonic() - started < 10, out
+    gw.wait_for_log("closed its stdout but is still running")
+    deadline = time.monotonic() + 20
+    while True:
+        out = gw.request("tools/call", {"name": "w__pid", "arguments": {}})
+        if "result" in out:
+            break
+        assert time.monotonic() < deadline, out
+        time.sleep(0.2)
+    assert out["result"]["content"][0]["text"] != first
