@@ -105,9 +105,13 @@ class Client:
             self.proc.wait()
 
 
-def run_load(client: Client, tool: str, inflight: int, calls: int, seconds: float) -> dict:
+def run_load(
+    client: Client, tool: str, inflight: int, calls: int, seconds: float, arguments: str = '{"text":"hello"}'
+) -> dict:
     """Keep `inflight` calls outstanding until `calls` are done or `seconds` pass."""
-    template = '{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"' + tool + '","arguments":{"text":"hello"}}}\n'
+    template = (
+        '{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"' + tool + '","arguments":' + arguments + "}}\n"
+    )
     sent_at: dict[int, float] = {}
     latencies: list[float] = []
     next_id = 1

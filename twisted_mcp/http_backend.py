@@ -157,6 +157,8 @@ class _HttpRun:
         self._init_rid: Any = None
         self._reinit: Deferred[None] | None = None
         self._listener: _Exchange | None = None
+        self._generation = 0
+        self._ended = False
 
     # -- the run's life ----------------------------------------------------
 
@@ -168,7 +170,8 @@ class _HttpRun:
 
     def up(self) -> None:
         """Discovery succeeded: listen for the server's own messages."""
-        d = Deferred.fromCoroutine(self._listen())
+        self._generation += 1
+        d = Deferred.fromCoroutine(self._listen(self._generation))
         d.addErrback(lambda f: log.failure("backend {backend}: the event stream failed", f, backend=self.name))
 
     def close(self, reason: str) -> None:
@@ -185,8 +188,9 @@ class _HttpRun:
 
     def end_session(self) -> Deferred[Any]:
         """DELETE the session on the server (bounded; errors only logged)."""
-        if self.session_id is None:
+        if self.session_id is None or self._ended:
             return succeed(None)
+        self._ended = True
         d = self.backend.http.request(
             "DELETE", self.url, headers=self._headers(json=False), allow_redirects=False, unbuffered=True
         )
@@ -238,6 +242,7 @@ class _HttpRun:
         exchange = _Exchange()
         if rid is not None:
             self.exchanges[rid] = exchange
+        sent_with = self.session_id
         try:
             request = self.backend.http.request(
                 "POST", self.url, data=body, headers=self._headers(), allow_redirects=False, unbuffered=True
@@ -264,15 +269,22 @@ class _HttpRun:
                 self._fail(rid, errors.BACKEND_LOST, f"backend {self.name!r}: the connection failed: {_why(e)}")
                 return
             code = response.code
-            if code in (400, 404) and self.session_id is not None and method != "initialize" and not retried:
-                text = await self._snippet(response)
+            if code in (400, 404) and sent_with is not None and method != "initialize" and not retried:
+                text = await self._snippet(response, exchange)
                 # The spec says 404 for a session the server no longer knows;
                 # some servers answer 400 "no valid session".
                 if code == 400 and "session" not in text.lower():
                     self._fail(rid, errors.BACKEND_HTTP_ERROR, f"backend {self.name!r} answered HTTP {code}: {text}", status=code)
                     return
-                await self._reinitialize()
+                if sent_with == self.session_id:
+                    await self._reinitialize()
+                elif self._reinit is not None:
+                    await _wait(self._reinit)  # Another request noticed first.
+                if exchange.aborted or self.closed:
+                    return
                 if rid is not None:
+                    if not self.session.peer.is_pending(rid):
+                        return  # Cancelled or timed out meanwhile: not re-sent.
                     self.exchanges.pop(rid, None)
                 await self._post(message, body, rid, retried=True)
                 return
@@ -280,12 +292,12 @@ class _HttpRun:
                 sid = response.headers.getRawHeaders(b"mcp-session-id")
                 self.session_id = sid[0] if sid else None
             if code in (202, 204):
-                await self._discard(response)
+                await self._discard(response, exchange)
                 if rid is not None:
                     self._fail(rid, errors.BACKEND_HTTP_ERROR, f"backend {self.name!r} accepted a request without answering it (HTTP {code})", status=code)
                 return
             if not 200 <= code < 300:
-                text = await self._snippet(response)
+                text = await self._snippet(response, exchange)
                 where = ""
                 if 300 <= code < 400:
                     location = response.headers.getRawHeaders(b"location") or [b"?"]
@@ -328,6 +340,7 @@ class _HttpRun:
         self._reinit = d = Deferred()
         if self._listener is not None:
             self._listener.abort()
+        self._generation += 1  # ends the old session's event-stream loop
         self.session_id = None
         self.protocol_version = None
         try:
@@ -364,7 +377,7 @@ class _HttpRun:
                 chunks.append(data)
 
         else:
-            await self._discard(response)
+            await self._discard(response, exchange)
             self._fail(rid, errors.BACKEND_HTTP_ERROR, f"backend {self.name!r} answered with content type {ctype.decode('latin-1')!r}, not JSON or an event stream", status=response.code)
             return
         reader = _BodyReader(on_data)
@@ -419,29 +432,36 @@ class _HttpRun:
             except Exception:
                 log.failure("backend {backend}: could not handle a message", backend=self.name)
 
-    async def _discard(self, response: Any) -> None:
+    async def _discard(self, response: Any, exchange: _Exchange | None = None) -> None:
         reader = _BodyReader(lambda data: None)
+        if exchange is not None:
+            exchange.reader = reader  # so that a cancel or a timeout can stop it
         response.deliverBody(reader)
         await reader.done
 
-    async def _snippet(self, response: Any) -> str:
+    async def _snippet(self, response: Any, exchange: _Exchange | None = None) -> str:
+        """The start of an error body (then stop reading it)."""
         chunks: list[bytes] = []
 
         def keep(data: bytes) -> None:
-            if sum(map(len, chunks)) < 300:
-                chunks.append(data)
+            chunks.append(data)
+            if sum(map(len, chunks)) >= 300:
+                reader.abort()
 
         reader = _BodyReader(keep)
+        if exchange is not None:
+            exchange.reader = reader
         response.deliverBody(reader)
         await reader.done
         text = b"".join(chunks)[:300].decode("utf-8", "replace").strip()
         return text or "(no body)"
 
-    async def _listen(self) -> None:
+    async def _listen(self, generation: int) -> None:
         """GET the server's own event stream (notifications such as
-        tools/list_changed), for as long as the session lasts."""
+        tools/list_changed), for as long as the session lasts (a new
+        session starts a new loop: C{generation})."""
         delay = 1.0
-        while not self.closed and self._reinit is None:
+        while not self.closed and self._reinit is None and generation == self._generation:
             exchange = _Exchange()
             self._listener = exchange
             request = self.backend.http.request(
@@ -479,6 +499,8 @@ class _HttpRun:
                 delay = 1.0
             await _sleep(self.backend.clock, delay)
             delay = min(delay * 2, 30.0)
+            if generation != self._generation:
+                return
 
 
 class _SseRun(_HttpRun):

@@ -319,6 +319,9 @@ class JsonRpcPeer:
         else:
             d.errback(JsonRpcError(INTERNAL_ERROR, "response without result or error"))
 
+    def is_pending(self, rid: Any) -> bool:
+        return rid in self._pending
+
     def fail(self, rid: int, reason: BaseException) -> bool:
         """Fail one pending request (e.g. its answer was unreadable)."""
         entry = self._pending.pop(rid, None)

@@ -42,6 +42,8 @@ class SSEParser:
 
     def feed(self, chunk: bytes) -> list[Event]:
         events: list[Event] = []
+        if not chunk:
+            return events
         if self._pending_cr:
             self._pending_cr = False
             if chunk.startswith(b"\n"):
@@ -96,7 +98,7 @@ class SSEParser:
                 self._id = value
                 self.last_event_id = value
         elif field == "retry":
-            if value.isdigit():
+            if value.isascii() and value.isdigit():
                 self.retry = int(value)
         return None
 
