@@ -38,9 +38,14 @@ unit: $(VENV)/.installed
 integration: $(VENV)/.installed tests/node/node_modules/.installed
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
+bench/node/node_modules/.installed: bench/node/package.json bench/node/package-lock.json
+	cd bench/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 ## Measure the gateway against a direct connection to the same backend.
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed bench/node/node_modules/.installed
 	$(PY) bench/bench_stdio.py
+	$(PY) bench/bench_http.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info tests/node/node_modules
+	rm -rf $(VENV) build *.egg-info tests/node/node_modules bench/node/node_modules

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """
-Benchmark: calls to an echo tool on a Streamable HTTP MCP server
-(@modelcontextprotocol/server-everything, on 127.0.0.1), in one run:
+Benchmark: calls to an echo tool on a Streamable HTTP MCP server on
+127.0.0.1 (bench/echo_http.js, a minimal fast server, or with --backend
+everything @modelcontextprotocol/server-everything), in one run:
 
 - direct:       an HTTP client POSTing tools/call to the server itself
                 (N threads, each with its own kept-alive connection);
@@ -40,10 +41,13 @@ SUPERGATEWAY = os.path.join(NODE, ".bin", "supergateway")
 PRELOAD = os.path.join(ROOT, "tests", "servers", "loopback_preload.cjs")
 
 
-def start_server() -> tuple[subprocess.Popen, int]:
+def start_server(kind: str) -> tuple[subprocess.Popen, int]:
     env = dict(os.environ, PORT="0")
+    argv = ["node", os.path.join(HERE, "echo_http.js")]
+    if kind == "everything":
+        argv = ["node", "--require", PRELOAD, EVERYTHING, "streamableHttp"]
     proc = subprocess.Popen(
-        ["node", "--require", PRELOAD, EVERYTHING, "streamableHttp"],
+        argv,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -69,7 +73,8 @@ class DirectSession:
             {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}},
             capture=True,
         )
-        self.headers["Mcp-Session-Id"] = init
+        if init:
+            self.headers["Mcp-Session-Id"] = init
         self.headers["MCP-Protocol-Version"] = "2025-11-25"
         self.post({"jsonrpc": "2.0", "method": "notifications/initialized"})
 
@@ -136,6 +141,12 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", default="1,16")
+    parser.add_argument(
+        "--backend",
+        choices=["echo", "everything"],
+        default="echo",
+        help="echo: bench/echo_http.js, a minimal fast server (default); everything: server-everything",
+    )
     args = parser.parse_args()
     levels = [int(x) for x in args.concurrency.split(",")]
     for path in (EVERYTHING, SUPERGATEWAY):
@@ -143,7 +154,7 @@ def main() -> int:
             print(f"missing {path}: run `make bench` (it installs bench/node)", file=sys.stderr)
             return 1
 
-    server, port = start_server()
+    server, port = start_server(args.backend)
     tmp = tempfile.mkdtemp(prefix="twisted-mcp-bench-")
     try:
         url = f"http://127.0.0.1:{port}/mcp"
@@ -176,7 +187,8 @@ def main() -> int:
         server.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"echo tool on server-everything (Streamable HTTP), {args.calls} calls (or {args.seconds:g} s) per row; cores: {os.cpu_count()}")
+    name = "server-everything" if args.backend == "everything" else "bench/echo_http.js"
+    print(f"echo tool on {name} (Streamable HTTP), {args.calls} calls (or {args.seconds:g} s) per row; cores: {os.cpu_count()}")
     print(f"{'in flight':>9} {'path':>12} | {'p50':>8} {'p99':>8} {'calls/s':>8} | {'added p50':>9} {'vs supergateway':>15}")
     for c in levels:
         d = results["direct"][c]

@@ -24,10 +24,14 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, _HTTP11ClientFactory
+from http.cookiejar import CookiePolicy
+
+from treq.client import HTTPClient
+from treq.cookies import IndexableCookieJar  # type: ignore[attr-defined]
+from twisted.web.client import URI, Agent, HTTPConnectionPool, ResponseDone, _HTTP11ClientFactory
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IPolicyForHTTPS
+from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS
 from zope.interface import implementer
 
 from twisted_mcp import errors
@@ -82,6 +86,91 @@ class TLSPolicy:
         return ssl.optionsForClientTLS(
             hostname.decode("ascii"), trustRoot=self._trust, clientCertificate=self._client
         )
+
+
+@implementer(IBodyProducer)
+class _BytesProducer:
+    """A request body already in memory, written at once (treq's and
+    twisted.web's file producers go through a cooperator task)."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.length = len(body)
+
+    def startProducing(self, consumer: Any) -> Deferred[None]:
+        consumer.write(self.body)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class _NoCookies(CookiePolicy):
+    """No cookies are kept or sent: MCP sessions are carried by Mcp-Session-Id."""
+
+    netscape = True
+    rfc2965 = False
+    hide_cookie2 = True
+
+    def set_ok(self, cookie: Any, request: Any) -> bool:
+        return False
+
+    def return_ok(self, cookie: Any, request: Any) -> bool:
+        return False
+
+    def domain_return_ok(self, domain: str, request: Any) -> bool:
+        return False
+
+    def path_return_ok(self, path: str, request: Any) -> bool:
+        return False
+
+
+class Client(HTTPClient):
+    """
+    treq's client, with a fast path for what the gateway sends most: a
+    streamed POST of a JSON body to one address, without redirects.  For
+    such a request treq's per-request URL handling (hyperlink, IDNA) and
+    the agent's per-request endpoint cost more than everything else in a
+    call; here both are computed once per address.
+    """
+
+    def __init__(self, agent: Agent) -> None:
+        super().__init__(agent, cookiejar=IndexableCookieJar(policy=_NoCookies()))
+        self._fast_agent = agent
+        self._targets: dict[bytes, tuple[Any, Any, Any]] = {}
+
+    def request(self, method: str, url: Any, **kwargs: Any) -> Deferred[Any]:  # type: ignore[override]
+        data = kwargs.get("data")
+        headers = kwargs.get("headers")
+        if (
+            method == "POST"
+            and isinstance(url, bytes)
+            and isinstance(data, bytes)
+            and isinstance(headers, Headers)
+            and kwargs.get("allow_redirects") is False
+            and kwargs.get("unbuffered") is True
+            and set(kwargs) <= {"data", "headers", "allow_redirects", "unbuffered"}
+            and hasattr(self._fast_agent, "_requestWithEndpoint")
+        ):
+            target = self._targets.get(url)
+            if target is None:
+                uri = URI.fromBytes(url)
+                target = self._targets[url] = (
+                    (uri.scheme, uri.host, uri.port),
+                    self._fast_agent._getEndpoint(uri),
+                    uri,
+                )
+            key, endpoint, uri = target
+            return self._fast_agent._requestWithEndpoint(
+                key, endpoint, b"POST", uri, headers, _BytesProducer(data), uri.originForm
+            )
+        return super().request(method, url, **kwargs)
 
 
 class _BodyReader(Protocol):
@@ -159,6 +248,7 @@ class _HttpRun:
         self._listener: _Exchange | None = None
         self._generation = 0
         self._ended = False
+        self._header_cache: dict[Any, Headers] = {}
 
     # -- the run's life ----------------------------------------------------
 
@@ -207,6 +297,18 @@ class _HttpRun:
     # -- sending -----------------------------------------------------------
 
     def _headers(self, json: bool = True, accept: bytes = ACCEPT_BOTH) -> Headers:
+        """The request headers; the same object is reused while nothing in
+        it changes (twisted.web does not modify them)."""
+        key = (json, accept, self.session_id, self.protocol_version)
+        cached = self._header_cache.get(key)
+        if cached is not None:
+            return cached
+        if len(self._header_cache) > 16:
+            self._header_cache.clear()
+        headers = self._header_cache[key] = self._build_headers(json, accept)
+        return headers
+
+    def _build_headers(self, json: bool, accept: bytes) -> Headers:
         headers = Headers(self.backend.headers)
         headers.setRawHeaders(b"accept", [accept])
         if json:
@@ -619,8 +721,6 @@ class HttpBackend(SupervisedBackend):
 
     def __init__(self, config: HttpServer, reactor: Any, max_message: int) -> None:
         super().__init__(config.name, config, reactor)
-        from treq.client import HTTPClient
-
         self.max_message = max_message
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = config.maxConnections
@@ -633,9 +733,10 @@ class HttpBackend(SupervisedBackend):
             if policy is not None
             else Agent(reactor, connectTimeout=config.connectTimeout, pool=self.pool)
         )
-        # A cookie jar of this backend's own: nothing is shared with other backends.
-        self.http = HTTPClient(agent)
+        self.http: Any = Client(agent)
         self.headers = {k.encode("latin-1"): [v.encode("latin-1")] for k, v in config.headers.items()}
+        if not any(k.lower() == b"host" for k in self.headers):
+            self.headers[b"Host"] = [_host_header(config.url)]
         self.run: _HttpRun | None = None
 
     @property
@@ -689,6 +790,18 @@ class HttpBackend(SupervisedBackend):
             await run.end_session()
         await self.pool.closeCachedConnections()
         self._set_state(State.STOPPED)
+
+
+def _host_header(url: str) -> bytes:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = host.encode("idna") if not host.isascii() else host.encode("ascii")
+    if b":" in host:
+        host = b"[" + host + b"]"
+    default = 443 if parts.scheme == "https" else 80
+    if parts.port is not None and parts.port != default:
+        host += b":%d" % parts.port
+    return host
 
 
 def _why(e: Any) -> str:
