@@ -11,7 +11,7 @@ setup(
     packages=find_packages(include=["twisted_mcp", "twisted_mcp.*"]) + ["twisted.plugins"],
     package_data={"twisted.plugins": ["mcp_gateway.py"]},
     install_requires=[
-        "twisted>=24.7",
+        "twisted[tls]>=24.7",
         "treq>=24.9",
         "pyyaml>=6",
         "attrs>=23.1",
@@ -23,6 +23,7 @@ setup(
             "pytest-timeout>=2.3",
             "mcp>=2.3",
             "mcp-server-time",
+            "cryptography",
         ],
     },
     classifiers=[

@@ -325,3 +325,34 @@ def test_unreachable_at_start_joins_later(http_server, write_config, raw_gateway
     assert "late__echo" in names
     out = gw.request("tools/call", {"name": "late__echo", "arguments": {"text": "joined"}})
     assert out["result"]["content"][0]["text"] == "joined"
+
+
+def test_tls_with_own_ca_and_client_certificate(http_server, write_config, raw_gateway, tmp_path):
+    from .certs import make
+
+    certs = make(str(tmp_path))
+    server = http_server(
+        "http_faults",
+        "--tls-cert", certs["server.pem"], "--tls-key", certs["server-key.pem"],
+        "--tls-client-ca", certs["ca.pem"],
+    )
+    url = f"https://127.0.0.1:{server.port}/mcp"
+    config = write_config(
+        {
+            "good": {"url": url, "tls": {"caFile": certs["ca.pem"], "certFile": certs["client.pem"], "keyFile": certs["client-key.pem"]}},
+            # Trusts the server, but has no client certificate: refused.
+            "nocert": {"url": url, "tls": {"caFile": certs["ca.pem"]}},
+            # Does not trust the server's CA.
+            "untrusted": {"url": url},
+        },
+        discoveryTimeout=5,
+    )
+    gw = raw_gateway(config)
+    gw.initialize()
+    names = [t["name"] for t in gw.request("tools/list")["result"]["tools"]]
+    assert "good__echo" in names
+    assert not any(n.startswith(("nocert__", "untrusted__")) for n in names)
+    out = gw.request("tools/call", {"name": "good__echo", "arguments": {"text": "over tls"}})
+    assert out["result"]["content"][0]["text"] == "over tls"
+    log = gw.stderr_text()
+    assert "backend nocert is down" in log and "backend untrusted is down" in log

@@ -8,6 +8,9 @@ Usage:
                       process and start a new one on the same port at once.
   --get-stream        GET /mcp opens a standalone SSE stream (else 405).
   --lenient-version   only log a missing MCP-Protocol-Version (default: 400).
+  --tls-cert F --tls-key F [--tls-client-ca F]
+                      serve HTTPS (and require a client certificate signed
+                      by the given CA); the hang/cut tools are not for TLS.
 
 Prints exactly one line "LISTENING <port>" to stdout once listening; logs one
 line per request to stderr. Exits 0 on SIGTERM/SIGINT and on stdin EOF.
@@ -653,10 +656,22 @@ def main() -> None:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--get-stream", action="store_true")
     p.add_argument("--lenient-version", action="store_true")
+    p.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    p.add_argument("--tls-key", help="the certificate's key (PEM)")
+    p.add_argument("--tls-client-ca", help="require a client certificate signed by this CA (PEM)")
     ARGS = p.parse_args()
 
     log(f"starting (pid {os.getpid()})")
     httpd = Server((HOST, ARGS.port), Handler)
+    if ARGS.tls_cert:
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(ARGS.tls_cert, ARGS.tls_key)
+        if ARGS.tls_client_ca:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(ARGS.tls_client_ca)
+        httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
     stop = threading.Event()
 
     def on_signal(signum, frame):
