@@ -65,15 +65,11 @@ class GatewaySettings:
     inheritEnv: tuple[str, ...] = DEFAULT_INHERIT_ENV
 
 
-@attrs.frozen
-class StdioServer:
-    """One stdio MCP server the gateway starts and supervises."""
+@attrs.frozen(kw_only=True)
+class _Server:
+    """What every backend has: a name and its timing."""
 
     name: str
-    command: str
-    args: tuple[str, ...] = ()
-    env: Mapping[str, str] = attrs.field(factory=dict)
-    cwd: str | None = None
     discoveryTimeout: float = 30.0
     callTimeout: float = 60.0
     shutdownTimeout: float = 5.0
@@ -82,15 +78,24 @@ class StdioServer:
     stableAfter: float = 30.0
 
 
-@attrs.frozen
-class HttpServer:
+@attrs.frozen(kw_only=True)
+class StdioServer(_Server):
+    """One stdio MCP server the gateway starts and supervises."""
+
+    command: str
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = attrs.field(factory=dict)
+    cwd: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class HttpServer(_Server):
     """
     One remote MCP server reached over HTTP: Streamable HTTP
     (C{transport="streamable"}) or the legacy HTTP+SSE transport
     (C{transport="sse"}).
     """
 
-    name: str
     url: str
     transport: str = "streamable"
     headers: Mapping[str, str] = attrs.field(factory=dict)
@@ -99,12 +104,6 @@ class HttpServer:
     caFile: str | None = None
     certFile: str | None = None
     keyFile: str | None = None
-    discoveryTimeout: float = 30.0
-    callTimeout: float = 60.0
-    shutdownTimeout: float = 5.0
-    restartDelay: float = 1.0
-    restartMaxDelay: float = 60.0
-    stableAfter: float = 30.0
 
 
 ServerConfig = StdioServer | HttpServer

@@ -457,19 +457,41 @@ class _HttpRun:
 
     # -- reading -----------------------------------------------------------
 
+    def _get_stream(self) -> tuple[_Exchange, Deferred[Any]]:
+        """GET the session's event stream; the exchange is the listener."""
+        exchange = _Exchange()
+        self._listener = exchange
+        request = self.backend.http.request(
+            "GET", self.url, headers=self._headers(json=False, accept=b"text/event-stream"),
+            allow_redirects=False, unbuffered=True,
+        )
+        exchange.request = request
+        return exchange, request
+
+    def _read_events(self, response: Any, exchange: _Exchange, handle: Callable[[Any], None]) -> _BodyReader:
+        """Read an event stream, handing each event to C{handle} as it completes."""
+        parser = SSEParser(self.backend.max_message)
+
+        def on_data(data: bytes) -> None:
+            for event in parser.feed(data):
+                handle(event)
+
+        reader = _BodyReader(on_data)
+        exchange.reader = reader
+        response.deliverBody(reader)
+        return reader
+
+    def _message_event(self, event: Any) -> None:
+        if event.event == "message":
+            self._deliver(event.data.encode("utf-8"))
+
     async def _read_answer(self, response: Any, exchange: _Exchange, rid: Any) -> None:
-        ctype = (response.headers.getRawHeaders(b"content-type") or [b""])[0].split(b";")[0].strip().lower()
+        ctype = _content_type(response)
         limit = self.backend.max_message
+        chunks: list[bytes] = []
         if ctype == b"text/event-stream":
-            parser = SSEParser(limit)
-
-            def on_data(data: bytes) -> None:
-                for event in parser.feed(data):
-                    if event.event == "message":
-                        self._deliver(event.data.encode("utf-8"))
-
+            reader = self._read_events(response, exchange, self._message_event)
         elif ctype == b"application/json":
-            chunks: list[bytes] = []
             size = [0]
 
             def on_data(data: bytes) -> None:
@@ -478,13 +500,13 @@ class _HttpRun:
                     raise EventTooLarge(f"a body of more than {limit} bytes")
                 chunks.append(data)
 
+            reader = _BodyReader(on_data)
+            exchange.reader = reader
+            response.deliverBody(reader)
         else:
             await self._discard(response, exchange)
             self._fail(rid, errors.BACKEND_HTTP_ERROR, f"backend {self.name!r} answered with content type {ctype.decode('latin-1')!r}, not JSON or an event stream", status=response.code)
             return
-        reader = _BodyReader(on_data)
-        exchange.reader = reader
-        response.deliverBody(reader)
         await reader.done
         reason = reader.reason
         if exchange.aborted or self.closed:
@@ -564,13 +586,7 @@ class _HttpRun:
         session starts a new loop: C{generation})."""
         delay = 1.0
         while not self.closed and self._reinit is None and generation == self._generation:
-            exchange = _Exchange()
-            self._listener = exchange
-            request = self.backend.http.request(
-                "GET", self.url, headers=self._headers(json=False, accept=b"text/event-stream"),
-                allow_redirects=False, unbuffered=True,
-            )
-            exchange.request = request
+            exchange, request = self._get_stream()
             request.addTimeout(self.backend.config.connectTimeout + 5, self.backend.clock)
             try:
                 response = await request
@@ -579,22 +595,11 @@ class _HttpRun:
                     return
                 log.info("backend {backend}: no event stream ({why})", backend=self.name, why=_why(e))
                 return
-            ctype = (response.headers.getRawHeaders(b"content-type") or [b""])[0].split(b";")[0].strip().lower()
-            if response.code != 200 or ctype != b"text/event-stream":
+            if response.code != 200 or _content_type(response) != b"text/event-stream":
                 await self._discard(response)
                 return  # The server offers no stream (405), or not for this session.
-            parser = SSEParser(self.backend.max_message)
-
-            def on_data(data: bytes) -> None:
-                for event in parser.feed(data):
-                    if event.event == "message":
-                        self._deliver(event.data.encode("utf-8"))
-
-            reader = _BodyReader(on_data)
-            exchange.reader = reader
             started = self.backend.clock.seconds()
-            response.deliverBody(reader)
-            await reader.done
+            await self._read_events(response, exchange, self._message_event).done
             if self.closed:
                 return
             if self.backend.clock.seconds() - started > 30:
@@ -628,33 +633,22 @@ class _SseRun(_HttpRun):
         return succeed(None)
 
     async def _connect(self) -> None:
-        exchange = _Exchange()
-        self._listener = exchange
-        request = self.backend.http.request(
-            "GET", self.url, headers=self._headers(json=False, accept=b"text/event-stream"),
-            allow_redirects=False, unbuffered=True,
-        )
-        exchange.request = request
+        exchange, request = self._get_stream()
         try:
             response = await request
         except _CONNECT_ERRORS as e:
             raise DiscoveryError(f"cannot connect to {self.backend.config.url}: {_why(e)}")
-        ctype = (response.headers.getRawHeaders(b"content-type") or [b""])[0].split(b";")[0].strip().lower()
+        ctype = _content_type(response)
         if response.code != 200 or ctype != b"text/event-stream":
             text = await self._snippet(response)
             raise DiscoveryError(f"GET {self.backend.config.url} answered HTTP {response.code} ({ctype.decode('latin-1') or 'no content type'}), not an event stream: {text}")
-        parser = SSEParser(self.backend.max_message)
+        def handle(event: Any) -> None:
+            if event.event == "endpoint":
+                self._set_endpoint(event.data)
+            else:
+                self._message_event(event)
 
-        def on_data(data: bytes) -> None:
-            for event in parser.feed(data):
-                if event.event == "endpoint":
-                    self._set_endpoint(event.data)
-                elif event.event == "message":
-                    self._deliver(event.data.encode("utf-8"))
-
-        reader = _BodyReader(on_data)
-        exchange.reader = reader
-        response.deliverBody(reader)
+        reader = self._read_events(response, exchange, handle)
         reader.done.addCallback(lambda _: self._stream_ended(reader.reason, reader))
         await self._endpoint
 
@@ -790,6 +784,11 @@ class HttpBackend(SupervisedBackend):
             await run.end_session()
         await self.pool.closeCachedConnections()
         self._set_state(State.STOPPED)
+
+
+def _content_type(response: Any) -> bytes:
+    value = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
+    return value.split(b";")[0].strip().lower()
 
 
 def _host_header(url: str) -> bytes:
