@@ -15,6 +15,8 @@ setup(
         "treq>=24.9",
         "pyyaml>=6",
         "attrs>=23.1",
+        "jsonschema>=4.18",
+        "PyJWT[crypto]>=2.8",
     ],
     extras_require={
         "test": [
@@ -24,8 +26,11 @@ setup(
             "mcp>=2.3",
             "mcp-server-time",
             "cryptography",
+            "psycopg[binary]>=3.1",
         ],
+        "postgres": ["psycopg[binary]>=3.1"],
     },
+    entry_points={"console_scripts": ["twisted-mcp = twisted_mcp.cli:main"]},
     classifiers=[
         "Framework :: Twisted",
         "Programming Language :: Python :: 3",

@@ -115,6 +115,12 @@ class Config:
     gateway: GatewaySettings
     servers: tuple[ServerConfig, ...]
     disabled: tuple[str, ...] = ()
+    #: The policy's rules (twisted_mcp.policy.rules.PolicyConfig).
+    policy: Any = None
+    #: twisted_mcp.policy.identity.IdentityConfig, or None: the local principal.
+    identity: Any = None
+    #: twisted_mcp.policy.audit.AuditConfig, or None: no audit trail.
+    audit: Any = None
 
 
 class _Checker:
@@ -344,7 +350,18 @@ _HTTP_KEYS = {
 }
 _TLS_KEYS = {"caFile", "certFile", "keyFile"}
 _HTTP_TYPES = {"http": "streamable", "streamable-http": "streamable", "streamableHttp": "streamable", "sse": "sse"}
-_TOP_KEYS = {"mcpServers", "gateway"}
+_TOP_KEYS = {
+    "mcpServers",
+    "gateway",
+    "identity",
+    "roles",
+    "killSwitch",
+    "limits",
+    "concurrency",
+    "breaker",
+    "pinning",
+    "audit",
+}
 
 
 def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base_dir: str | None = None) -> Config:
@@ -435,10 +452,28 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
             continue
         servers.append(server(name=name, **fields))
 
+    from twisted_mcp.policy.audit import parse_audit
+    from twisted_mcp.policy.identity import parse_identity
+    from twisted_mcp.policy.rules import parse_policy
+
+    names = {s.name for s in servers} | set(disabled) | {n for n in (entries or {}) if isinstance(n, str)}
+    policy = parse_policy(top, base_dir, check.problems, names)
+    identity = parse_identity(top["identity"], "identity", base_dir, check.problems) if "identity" in top else None
+    audit = None
+    if "audit" in top:
+        audit = parse_audit(top["audit"] if top["audit"] is not None else {}, "audit", base_dir, check.problems)
     if check.problems:
         raise ConfigError(source, check.problems)
     servers.sort(key=lambda s: s.name)
-    return Config(source=source, gateway=settings, servers=tuple(servers), disabled=tuple(disabled))
+    return Config(
+        source=source,
+        gateway=settings,
+        servers=tuple(servers),
+        disabled=tuple(disabled),
+        policy=policy,
+        identity=identity,
+        audit=audit,
+    )
 
 
 def _stdio_fields(check: _Checker, path: str, spec: dict[str, Any], base_dir: str | None, fields: dict[str, Any]) -> None:

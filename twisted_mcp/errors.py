@@ -13,6 +13,30 @@ from typing import Any
 
 from twisted_mcp.jsonrpc import JsonRpcError
 
+# -- policy refusals (-32000 to -32019) --------------------------------------
+#: The caller's identity could not be established (missing, invalid or
+#: expired token).
+AUTHENTICATION_FAILED = -32000
+#: The kill switch disables this principal.
+PRINCIPAL_DISABLED = -32001
+#: The kill switch disables this tool.
+TOOL_DISABLED = -32002
+#: The kill switch disables this backend.
+BACKEND_DISABLED = -32003
+#: The caller's roles do not allow this tool.
+ACCESS_DENIED = -32004
+#: Tool pinning quarantined this tool (new, or changed since it was pinned).
+TOOL_QUARANTINED = -32005
+#: A rate limit was reached.
+RATE_LIMITED = -32006
+#: A concurrency limit was reached and its queue was full (or the wait timed out).
+BUSY = -32007
+#: The backend's circuit breaker is open.
+CIRCUIT_OPEN = -32008
+#: The audit trail cannot be written, and audit.onFailure is "refuse".
+AUDIT_UNAVAILABLE = -32009
+
+# -- reaching a backend (-32030 to -32039) ------------------------------------
 #: The backend that owns the tool is not up (never started, exited, restarting).
 BACKEND_UNAVAILABLE = -32030
 #: The backend did not answer within the call timeout; it was sent
@@ -33,6 +57,16 @@ BACKEND_HTTP_ERROR = -32035
 NOT_INITIALIZED = -32600
 
 TABLE = [
+    (AUTHENTICATION_FAILED, "authentication failed", "reason"),
+    (PRINCIPAL_DISABLED, "principal disabled (kill switch)", "tool"),
+    (TOOL_DISABLED, "tool disabled (kill switch)", "tool"),
+    (BACKEND_DISABLED, "backend disabled (kill switch)", "tool"),
+    (ACCESS_DENIED, "access denied", "tool"),
+    (TOOL_QUARANTINED, "tool quarantined (pinning)", "tool"),
+    (RATE_LIMITED, "rate limited", "retryAfter (seconds), limit (principal, tool or backend)"),
+    (BUSY, "busy (concurrency limit)", "backend"),
+    (CIRCUIT_OPEN, "circuit breaker open", "backend, retryAfter (seconds), state"),
+    (AUDIT_UNAVAILABLE, "audit trail unavailable", "none"),
     (BACKEND_UNAVAILABLE, "backend unavailable", "backend, state, retryAfter (seconds until the next restart, when one is scheduled)"),
     (BACKEND_TIMEOUT, "backend call timed out", "backend, timeout (seconds)"),
     (BACKEND_LOST, "backend exited during the call", "backend"),

@@ -16,6 +16,8 @@ from twisted.python.failure import Failure
 from twisted_mcp import errors
 from twisted_mcp.backend import Backend
 from twisted_mcp.catalog import Catalog
+from twisted_mcp.policy.pipeline import Policy
+from twisted_mcp.policy.rules import PolicyConfig
 from twisted_mcp.jsonrpc import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -50,6 +52,9 @@ class Gateway:
     ) -> None:
         self.backends = {b.name: b for b in backends}
         self.catalog = Catalog(separator)
+        #: The governed point (identity, access, limits, audit); the
+        #: default lets the local principal do everything.
+        self.policy = Policy(PolicyConfig(), separator, clock)
         self.clock = clock
         self.sessions: set[ClientSession] = set()
         #: Sessions draining their calls in flight.
@@ -73,6 +78,7 @@ class Gateway:
             return
         self.ready = True
         self.catalog.rebuild(self.backends.values())
+        self.policy.catalog_changed(self.catalog.entries)
         up = [b.name for b in self.backends.values() if b.state.value == "up"]
         down = [b.name for b in self.backends.values() if b.state.value != "up"]
         log.info(
@@ -93,9 +99,11 @@ class Gateway:
         return d
 
     def _backend_changed(self, backend: Backend) -> None:
+        self.policy.backend_changed(backend)
         if not self.ready:
             return
         if self.catalog.rebuild(self.backends.values()):
+            self.policy.catalog_changed(self.catalog.entries)
             for session in list(self.sessions):
                 session.tools_changed()
 
@@ -131,7 +139,7 @@ class ClientSession:
 
     # -- output ------------------------------------------------------------
 
-    def _send(self, message: dict[str, Any]) -> None:
+    def _send(self, message: dict[str, Any]) -> int:
         try:
             data = encode(message)
         except (ValueError, TypeError, RecursionError) as e:
@@ -145,8 +153,9 @@ class ClientSession:
                     }
                 )
             else:
-                return
+                return 0
         self._write(data)
+        return len(data)
 
     def _send_error(self, id: Any, code: int, message: str, data: Any = None) -> None:
         error: dict[str, Any] = {"code": code, "message": message}
@@ -279,31 +288,43 @@ class ClientSession:
         if params.get("cursor") is not None:
             raise JsonRpcError(INVALID_PARAMS, "Invalid params: unknown cursor (the gateway lists every tool in one page)")
         if self.gateway.ready:
-            return {"tools": self.gateway.catalog.listing}
+            return self._listing()
         # The first listing waits (bounded) for every backend's discovery.
         self._check_unused(rid)
-        self._track(rid, self.gateway.when_ready().addCallback(lambda _: {"tools": self.gateway.catalog.listing}))
+        self._track(rid, self.gateway.when_ready().addCallback(lambda _: self._listing()))
         return None
+
+    def _listing(self) -> dict[str, Any]:
+        policy = self.gateway.policy
+        record = policy.new_record(self.label, "tools/list")
+        try:
+            principal = policy.principal()
+        except JsonRpcError as e:
+            raise policy.deny(record, e.code, e.message, e.data)
+        catalog = self.gateway.catalog
+        tools = policy.listing(principal, catalog.listing, catalog.entries)
+        if policy.audit is not None:
+            record["principal"] = principal.name
+            record["roles"] = list(principal.roles)
+            record["outcome"] = "ok"
+            record["reason"] = f"{len(tools)} of {len(catalog.listing)} tool(s) visible"
+            policy._audit(record)
+        return {"tools": tools}
 
     def _tools_call(self, rid: Any, params: dict[str, Any]) -> None:
         if (type(rid), rid) in self.in_flight:
             self._check_unused(rid)
+        holder: list[Any] = []
         if self.gateway.ready:
-            self._track(rid, self._route_call(params))
+            self._track(rid, self._route_call(params, holder), holder)
         else:
-            self._track(rid, self.gateway.when_ready().addCallback(lambda _: self._route_call(params)))
+            self._track(rid, self.gateway.when_ready().addCallback(lambda _: self._route_call(params, holder)), holder)
         return None
 
-    def _route_call(self, params: dict[str, Any]) -> Deferred[Any]:
-        name = params.get("name")
-        if type(name) is not str:
-            raise JsonRpcError(INVALID_PARAMS, "Invalid params: tools/call needs params.name, a string")
-        entry = self.gateway.catalog.entries.get(name)
-        if entry is None:
-            raise JsonRpcError(INVALID_PARAMS, f"Unknown tool: {name!r}", {"tool": name})
-        args = params.get("arguments")
-        if args is not None and type(args) is not dict:
-            raise JsonRpcError(INVALID_PARAMS, "Invalid params: tools/call arguments must be an object")
+    def _route_call(self, params: dict[str, Any], holder: list[Any]) -> Deferred[Any]:
+        call = self.gateway.policy.begin(self.label, params, self.gateway.catalog)
+        holder.append(call)
+        entry = call.entry
         out = dict(params)
         out["name"] = entry.tool
         on_progress = None
@@ -312,17 +333,18 @@ class ClientSession:
             token = meta["progressToken"]
             out["_meta"] = dict(meta)
             on_progress = self._progress_forwarder(token)
-        return entry.backend.call("tools/call", out, on_progress)
+        return call.dispatch(lambda: entry.backend.call("tools/call", out, on_progress))
 
     def _check_unused(self, rid: Any) -> None:
         if (type(rid), rid) in self.in_flight:
             raise JsonRpcError(INVALID_REQUEST, f"Invalid Request: id {rid!r} is already used by a request in flight")
 
-    def _track(self, rid: Any, d: Deferred[Any]) -> None:
-        """Answer C{rid} when C{d} fires; until then it is a call in flight."""
+    def _track(self, rid: Any, d: Deferred[Any], holder: list[Any] | None = None) -> None:
+        """Answer C{rid} when C{d} fires; until then it is a call in flight.
+        C{holder} receives the call's policy L{Call} once it exists."""
         key = (type(rid), rid)
         self.in_flight[key] = d
-        d.addCallbacks(self._answer, self._answer_error, (rid, key), None, (rid, key))
+        d.addCallbacks(self._answer, self._answer_error, (rid, key, holder), None, (rid, key, holder))
 
     def _progress_forwarder(self, token: Any) -> Callable[[dict[str, Any]], None]:
         def forward(params: dict[str, Any]) -> None:
@@ -332,15 +354,19 @@ class ClientSession:
 
         return forward
 
-    def _answer(self, result: Any, rid: Any, key: Any) -> None:
+    def _answer(self, result: Any, rid: Any, key: Any, holder: list[Any] | None) -> None:
         del self.in_flight[key]
-        self._send({"jsonrpc": "2.0", "id": rid, "result": result})
+        size = self._send({"jsonrpc": "2.0", "id": rid, "result": result})
+        if holder:
+            holder[0].succeeded(result, size)
         if self.closing and not self.in_flight:
             self._fire_drained()
 
-    def _answer_error(self, failure: Failure, rid: Any, key: Any) -> None:
+    def _answer_error(self, failure: Failure, rid: Any, key: Any, holder: list[Any] | None) -> None:
         self.in_flight.pop(key, None)
         e = failure.value
+        if holder:
+            holder[0].failed(e)
         if isinstance(e, JsonRpcError):
             self._send_error(rid, e.code, e.message, e.data)
         elif isinstance(e, CancelledError):

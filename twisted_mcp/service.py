@@ -9,6 +9,7 @@ stopped in parallel (close stdin, then TERM, then KILL its process group).
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 from twisted.application.service import MultiService, Service
@@ -20,6 +21,10 @@ from twisted_mcp.backend import Backend
 from twisted_mcp.config import Config, HttpServer
 from twisted_mcp.http_backend import HttpBackend
 from twisted_mcp.gateway import Gateway
+from twisted_mcp.policy.audit import AuditLog
+from twisted_mcp.policy.identity import Authenticator
+from twisted_mcp.policy.pipeline import Policy
+from twisted_mcp.policy.rules import PolicyConfig
 from twisted_mcp.stdio_backend import StdioBackend, stop_all
 
 log = Logger()
@@ -55,6 +60,22 @@ class GatewayService(MultiService):
         bound = max([s.discoveryTimeout for s in config.servers] or [0.0]) + 1.0
         self.gateway = Gateway(self.backends, settings.separator, clock, bound)
         self.frontends: list[Service] = []
+        self.authenticator: Any = None
+        self.audit: Any = None
+        rules = config.policy if config.policy is not None else PolicyConfig()
+        authenticate = None
+        if config.identity is not None:
+            http = None
+            if config.identity.jwt is not None and config.identity.jwt.jwksUrl:
+                from treq.client import HTTPClient
+                from twisted.web.client import Agent
+
+                http = HTTPClient(Agent(clock))
+            self.authenticator = Authenticator(config.identity, os.environ if environ is None else environ, clock, http)
+            authenticate = self.authenticator.authenticate
+        if config.audit is not None and config.audit.sink != "none":
+            self.audit = AuditLog(config.audit, clock, clock)
+        self.gateway.policy = Policy(rules, settings.separator, clock, authenticate, self.audit)
 
     def add_frontend(self, factory: Callable[[Gateway], Service]) -> Service:
         frontend = factory(self.gateway)
@@ -63,6 +84,20 @@ class GatewayService(MultiService):
 
     def startService(self) -> None:
         Service.startService(self)
+        if self.audit is not None:
+            self.audit.start()
+        else:
+            log.info("no audit trail is configured (add an `audit:` section to keep one)")
+        if self.authenticator is not None:
+            self.authenticator.start()
+        else:
+            log.warn(
+                "NO IDENTITY IS CONFIGURED: every request runs as the local principal with every "
+                "permission (add an `identity:` section to name the caller)"
+            )
+        rules = self.gateway.policy.rules
+        if self.authenticator is not None and not rules.roles_configured:
+            log.warn("an identity is configured but no `roles:` are: no principal may call anything")
         log.info(
             "starting {n} backend(s): {names}",
             n=len(self.backends),
@@ -93,6 +128,11 @@ class GatewayService(MultiService):
             [_guarded(f.stopService) for f in reversed(self.frontends)], consumeErrors=True
         )
         await stop_all(self.backends)
+        if self.audit is not None:
+            try:
+                await self.audit.stop()
+            except Exception:
+                log.failure("flushing the audit trail failed")
         log.info("stopped")
 
 

@@ -8,7 +8,8 @@ Tools:
 Env:
   CRASHY_TOOLS_FILE  if set and the file exists, every non-empty line of it is
                      registered at start-up as an extra tool with exactly that
-                     name (no arguments, returns its own name). Rewrite the file
+                     name (no arguments, returns its own name); a line
+                     "name=text" gives the tool that description. Rewrite the file
                      and restart the server to change the tool set.
 """
 
@@ -46,8 +47,10 @@ def _add_extra_tools() -> None:
         return
     with open(path) as f:
         names = [line.strip() for line in f if line.strip()]
-    for name in names:
-        server.add_tool(_make_extra(name), name=name, description=f"extra tool {name}")
+    for line in names:
+        # "name" or "name=description" (so a test can redefine a tool).
+        name, _, description = line.partition("=")
+        server.add_tool(_make_extra(name), name=name, description=description or f"extra tool {name}")
 
 
 def _make_extra(name: str):

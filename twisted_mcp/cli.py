@@ -1,0 +1,171 @@
+"""
+The C{twisted-mcp} command: operations beside the gateway itself.
+
+    twisted-mcp pin --config FILE            approve the current tool definitions
+    twisted-mcp audit verify --config FILE   check the audit trail's hash chain
+
+Exit codes follow sysexits: 0 success, 64 bad usage, 65 the data is bad
+(a broken audit chain), 69 a service is unavailable, 78 a bad config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from twisted_mcp import __version__
+
+EX_OK = 0
+EX_USAGE = 64
+EX_DATAERR = 65
+EX_UNAVAILABLE = 69
+EX_CONFIG = 78
+
+
+def _load(path: str) -> Any:
+    from twisted_mcp.config import ConfigError, load
+
+    try:
+        return load(path)
+    except ConfigError as e:
+        sys.stderr.write(e.render() + "\n")
+        raise SystemExit(EX_CONFIG)
+
+
+def _log_to_stderr(level: str = "warn") -> None:
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
+
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
+    globalLogBeginner.beginLoggingTo(
+        [FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])], redirectStandardIO=False
+    )
+
+
+def pin(args: argparse.Namespace) -> int:
+    """Start every backend, wait for discovery, write the lock file, stop."""
+    from twisted.internet import task
+
+    from twisted_mcp.policy.pinning import read_lock, write_lock
+
+    config = _load(args.config)
+    lock = config.policy.lock_file or os.path.join(os.path.dirname(os.path.abspath(args.config)), "tools.lock.json")
+    _log_to_stderr("warn")
+    outcome: dict[str, Any] = {}
+
+    async def run(reactor: Any) -> None:
+        from twisted_mcp.service import GatewayService
+
+        service = GatewayService(config, reactor, reactor)
+        for b in service.backends:
+            b.startService()
+        service.gateway.start()
+        try:
+            await service.gateway.when_ready()
+            catalog = service.gateway.catalog
+            outcome["down"] = sorted(b.name for b in service.backends if b.state.value != "up")
+            entries = [
+                (name, e.backend.name, e.tool, {**e.definition, "name": e.tool})
+                for name, e in catalog.entries.items()
+            ]
+            try:
+                before = read_lock(lock)
+            except (OSError, ValueError):
+                before = {}
+            after = write_lock(lock, entries)
+            outcome["added"] = sorted(set(after) - set(before))
+            outcome["removed"] = sorted(set(before) - set(after))
+            outcome["changed"] = sorted(n for n in after if n in before and before[n].get("digest") != after[n]["digest"])
+            outcome["count"] = len(after)
+        finally:
+            from twisted_mcp.stdio_backend import stop_all
+
+            await stop_all(service.backends)
+
+    def main(reactor: Any) -> Any:
+        from twisted.internet.defer import Deferred
+
+        return Deferred.fromCoroutine(run(reactor))
+
+    try:
+        task.react(main)
+    except SystemExit as e:
+        if e.code:
+            sys.stderr.write("twisted-mcp pin: failed (see above); the lock file was not changed\n")
+            return EX_UNAVAILABLE
+    print(f"{lock}: {outcome['count']} tool(s) pinned")
+    for label in ("added", "changed", "removed"):
+        for name in outcome[label]:
+            print(f"  {label}: {name}")
+    if outcome["down"]:
+        sys.stderr.write(
+            "warning: these servers were not up, so their tools are not pinned (they will be "
+            f"quarantined when they come up): {', '.join(outcome['down'])}\n"
+        )
+    return EX_OK
+
+
+def audit_verify(args: argparse.Namespace) -> int:
+    from twisted_mcp.policy.audit import verify
+
+    config = _load(args.config)
+    if config.audit is None or config.audit.sink == "none":
+        sys.stderr.write(f"{args.config}: no audit trail is configured (no `audit:` section)\n")
+        return EX_CONFIG
+    try:
+        result = verify(config.audit)
+    except Exception as e:
+        sys.stderr.write(f"cannot read the audit trail: {e}\n")
+        return EX_UNAVAILABLE
+    if result.ok:
+        print(f"OK: {result.records} record(s), the hash chain is intact")
+        return EX_OK
+    print(f"BROKEN after {result.records} good record(s): {result.message}")
+    return EX_DATAERR
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="twisted-mcp",
+        description="Operations for the twisted-mcp gateway (the gateway itself runs as `twistd mcp-gateway`).",
+    )
+    parser.add_argument("--version", action="version", version=f"twisted-mcp {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser(
+        "pin",
+        help="approve the current tool definitions (write the lock file)",
+        description="Start every configured MCP server, list its tools, and record a digest of each "
+        "tool's full definition in the lock file (pinning.lockFile, default tools.lock.json beside the "
+        "config). With pinning set to enforce, a tool that is new or differs from the lock is "
+        "quarantined until you run this again.",
+    )
+    p.add_argument("--config", "-c", required=True, help="the gateway's configuration file")
+    p.set_defaults(func=pin)
+    a = sub.add_parser("audit", help="audit trail operations")
+    asub = a.add_subparsers(dest="audit_command", metavar="SUBCOMMAND")
+    v = asub.add_parser(
+        "verify",
+        help="check the audit trail's hash chain",
+        description="Read every record of the configured audit sink and check each record's digest "
+        "and its link to the one before. Reports the first broken or missing link; exit code 65 "
+        "when the chain is broken.",
+    )
+    v.add_argument("--config", "-c", required=True, help="the gateway's configuration file")
+    v.set_defaults(func=audit_verify)
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return EX_USAGE
+    return int(func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1519 @@
+"""
+The audit trail: one record for every request that reaches policy, written
+to a JSON lines file, an SQLite database or a PostgreSQL table, as a hash
+chain that C{twisted-mcp audit verify} checks.
+
+The chain.  Each stored record carries C{seq} (1, 2, 3... with no gaps),
+C{prev} (the previous record's digest, C{""} for the first) and C{digest}:
+C{"sha256:"} and the SHA-256 of the record's canonical JSON (keys sorted,
+no spaces, UTF-8) with C{seq} and C{prev} but without C{digest}.  Editing,
+removing, inserting or reordering records breaks it where it happened.
+Records cut from the I{end} of a trail leave no trace in the chain itself
+(anchor the last digest elsewhere, e.g. ship it to a log host, to catch
+that).
+
+When the chain is computed.  C{seq}, C{prev} and C{digest} are computed
+when a record is actually written, from the last record stored.  So when
+the sink fails and the queue overflows, the records dropped are counted in
+L{AuditLog.failures} and logged, but they leave no gap: the stored chain
+stays unbroken and C{verify} still passes.  Each JSON lines file is its own
+chain starting at seq 1: a rotated (renamed) file is noticed and the new
+file starts a new chain.  In SQLite and PostgreSQL the last record is read
+inside the writing transaction, under a lock, so several gateways may share
+one table and still form one chain.  A file has one writer: the gateway
+takes an exclusive C{flock} on it.
+
+Threads.  Nothing here blocks the reactor: L{AuditLog.record} only queues;
+one dedicated worker thread (a one-thread L{ThreadPool}) encodes, chains
+and writes whatever is queued in one batch (one write, flush and fsync for
+a file; one transaction for a database) and reports back through the
+reactor.  If a write fails, the batch stays queued (up to C{maxQueue}
+records; beyond that the oldest not being written are dropped and counted)
+and is retried every second; L{AuditLog.healthy} is False meanwhile.  A
+write that failed half-way is cleaned up (a file is truncated back; a
+transaction rolls back) and, where that is not certain, the records that
+did land are recognised by their C{id} on the next attempt, so none is
+written twice.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import math
+import os
+import re
+import sqlite3
+import stat
+import threading
+import uuid
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
+
+import attrs
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from twisted_mcp.config import _Checker, _describe, _join, _resolve
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
+
+_log = Logger()
+
+SINKS = ("file", "sqlite", "postgres", "none")
+ON_FAILURE = ("refuse", "allow")
+DEFAULT_FILE = "twisted-mcp-audit.jsonl"
+DEFAULT_SQLITE = "twisted-mcp-audit.sqlite"
+TABLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # whole name (fullmatch)
+MAX_TABLE_LENGTH = 48  # PostgreSQL names are at most 63 bytes, with room for "_principal"
+SCHEMA_VERSION = 1
+REDACTED = "[REDACTED]"
+_SECRET_KEY = re.compile(
+    "token|password|passwd|secret|authorization|api_key|apikey|api-key|credential|private_key|cookie|session",
+    re.IGNORECASE,
+)
+_MAX_NODES = 1_000_000  # a bound on copying (and on cycles) in redact()
+
+
+# -- configuration ------------------------------------------------------------
+
+
+@attrs.frozen
+class AuditConfig:
+    """The C{audit:} section of the config file."""
+
+    sink: str = attrs.field(default="file", validator=attrs.validators.in_(SINKS))
+    path: str | None = None
+    dsn: str | None = attrs.field(default=None, repr=False)  # may hold a password
+    # Validated here too: it is written into SQL.
+    table: str = attrs.field(
+        default="twisted_mcp_audit",
+        validator=[attrs.validators.matches_re(TABLE_RE), attrs.validators.max_len(MAX_TABLE_LENGTH)],
+    )
+    recordArguments: bool = False
+    onFailure: str = attrs.field(default="refuse", validator=attrs.validators.in_(ON_FAILURE))
+    maxQueue: int = attrs.field(default=10000, validator=[attrs.validators.instance_of(int), attrs.validators.ge(1)])
+
+    def describe(self) -> str:
+        """Where records go, for logs and messages (never the DSN's password)."""
+        if self.sink == "file":
+            return f"file {self.path}"
+        if self.sink == "sqlite":
+            return f"sqlite {self.path} table {self.table}"
+        if self.sink == "postgres":
+            return f"postgres {_safe_dsn(self.dsn or '')} table {self.table}"
+        return "none"
+
+
+_AUDIT_KEYS = ("sink", "path", "dsn", "table", "recordArguments", "onFailure", "maxQueue")
+
+
+def parse_audit(data: Any, path: str, base_dir: str | None, problems: list[str]) -> AuditConfig | None:
+    """
+    Check the config file's C{audit:} mapping (variables already expanded)
+    and build an L{AuditConfig}.  Problems are appended to C{problems},
+    each with its key path; returns None if there were any.
+
+    Relative paths resolve against C{base_dir} (the config file's
+    directory); the default file is C{twisted-mcp-audit.jsonl} there.
+    """
+    check = _Checker()
+    spec = check.mapping(path, data)
+    if spec is None:
+        problems.extend(check.problems)
+        return None
+    check.unknown(path, spec, _AUDIT_KEYS)
+    fields: dict[str, Any] = {}
+    sink = spec.get("sink", "file")
+    if sink not in SINKS:
+        check.problem(_join(path, "sink"), f"expected one of {_choices(SINKS)}, got {_describe(sink)}")
+        sink = None
+    else:
+        fields["sink"] = sink
+    if "path" in spec:
+        where = _join(path, "path")
+        value = check.string(where, spec["path"])
+        if value is not None:
+            if sink in ("postgres", "none"):
+                check.problem(where, 'only used with sink "file" or "sqlite"')
+            fields["path"] = _resolve(value, base_dir)
+    elif sink in ("file", "sqlite"):
+        fields["path"] = _resolve(DEFAULT_FILE if sink == "file" else DEFAULT_SQLITE, base_dir)
+    if "dsn" in spec:
+        where = _join(path, "dsn")
+        value = check.string(where, spec["dsn"])
+        if value is not None:
+            if sink != "postgres" and sink is not None:
+                check.problem(where, 'only used with sink "postgres"')
+            elif sink == "postgres":
+                reason = _check_dsn(value)
+                if reason is not None:
+                    check.problem(where, reason)
+            fields["dsn"] = value
+    elif sink == "postgres":
+        check.problem(
+            _join(path, "dsn"),
+            'missing: the PostgreSQL connection string (for example "postgresql://audit@db.example/audit" '
+            "or \"host=db.example dbname=audit user=audit\"; put a password in ${VARIABLE} or ~/.pgpass)",
+        )
+    if "table" in spec:
+        where = _join(path, "table")
+        value = check.string(where, spec["table"])
+        if value is not None:
+            if sink in ("file", "none"):
+                check.problem(where, 'only used with sink "sqlite" or "postgres"')
+            elif not TABLE_RE.fullmatch(value) or len(value) > MAX_TABLE_LENGTH:
+                check.problem(
+                    where,
+                    f"expected a table name of letters, digits and _ (not starting with a digit, "
+                    f"at most {MAX_TABLE_LENGTH} characters), got {_describe(value)}",
+                )
+            else:
+                fields["table"] = value
+    if "recordArguments" in spec:
+        fields["recordArguments"] = check.boolean(_join(path, "recordArguments"), spec["recordArguments"])
+    if "onFailure" in spec:
+        value = spec["onFailure"]
+        if value not in ON_FAILURE:
+            check.problem(
+                _join(path, "onFailure"),
+                f'expected "refuse" (refuse tool calls while the audit trail cannot be written) '
+                f'or "allow" (let them pass unaudited), got {_describe(value)}',
+            )
+        else:
+            fields["onFailure"] = value
+    if "maxQueue" in spec:
+        fields["maxQueue"] = check.integer(_join(path, "maxQueue"), spec["maxQueue"], 1, 10_000_000)
+    if check.problems:
+        problems.extend(check.problems)
+        return None
+    return AuditConfig(**fields)
+
+
+def _choices(values: Iterable[str]) -> str:
+    return ", ".join(f'"{v}"' for v in values)
+
+
+def _check_dsn(dsn: str) -> str | None:
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError:
+        return "the postgres sink needs psycopg 3: pip install 'psycopg[binary]'"
+    try:
+        conninfo_to_dict(dsn)
+    except Exception as e:
+        return f"not a valid PostgreSQL connection string: {_one_line(e)}"
+    return None
+
+
+def _safe_dsn(dsn: str) -> str:
+    """The connection string without its password, for messages."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        params = conninfo_to_dict(dsn)
+    except Exception:
+        return "(connection string)"
+    shown = [f"{k}={params[k]}" for k in ("host", "port", "dbname", "user") if params.get(k)]
+    return " ".join(shown) or "(default connection)"
+
+
+# -- redaction and digests -----------------------------------------------------
+
+
+def redact(arguments: Any) -> Any:
+    """
+    A deep copy of C{arguments} in which every value under a secret-looking
+    key (token, password, secret, authorization, api_key, cookie, session...,
+    case-insensitive, anywhere in the key) is C{"[REDACTED]"}, at any depth,
+    inside lists too.
+
+    @raise ValueError: more than a million values (or a cycle).
+    """
+    return _walk(arguments, redact=True, sanitize=False)
+
+
+def digest_arguments(arguments: Any) -> str:
+    """
+    C{"sha256:<hex>"} of the canonical JSON of C{arguments} (keys sorted,
+    separators C{","} and C{":"}, not ASCII-escaped, UTF-8): the same
+    arguments give the same digest whatever their key order.  Never raises
+    for values that came from JSON, however deeply nested.
+    """
+    return "sha256:" + hashlib.sha256(_canonical(arguments)).hexdigest()
+
+
+def _walk(value: Any, redact: bool, sanitize: bool) -> Any:
+    """
+    Copy JSON-like data without recursion (arguments may nest as deeply as
+    the JSON parser allowed).  C{redact}: hide values under secret keys.
+    C{sanitize}: make every value encodable as strict JSON in UTF-8 (text
+    for non-finite numbers, lone surrogates and other types).
+    """
+    root: list[Any] = [None]
+    stack: list[tuple[Any, Any, Any]] = [(root, 0, value)]
+    nodes = 0
+    while stack:
+        container, key, item = stack.pop()
+        nodes += 1
+        if nodes > _MAX_NODES:
+            raise ValueError(f"more than {_MAX_NODES} values (or a reference cycle)")
+        if isinstance(item, dict):
+            new: dict[Any, Any] = {}
+            container[key] = new
+            for k, v in item.items():
+                if sanitize:
+                    k = _clean_key(k)
+                if redact and isinstance(k, str) and _SECRET_KEY.search(k):
+                    new[k] = REDACTED
+                else:
+                    new[k] = None
+                    stack.append((new, k, v))
+        elif isinstance(item, (list, tuple)):
+            items: list[Any] = [None] * len(item)
+            container[key] = items
+            for i, v in enumerate(item):
+                stack.append((items, i, v))
+        elif sanitize:
+            container[key] = _clean_scalar(item)
+        else:
+            container[key] = item
+    return root[0]
+
+
+def _clean_key(key: Any) -> str:
+    if isinstance(key, str):
+        return _clean_str(key)
+    if key is None or isinstance(key, (bool, int, float)):
+        return _clean_str(json.dumps(key))
+    return _clean_str(repr(key))
+
+
+def _clean_str(text: str) -> str:
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _clean_scalar(value: Any) -> Any:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return _clean_str(value)
+    if isinstance(value, int):
+        try:
+            str(value)
+        except ValueError:
+            return "[integer too large]"
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    return _clean_str(repr(value))
+
+
+def _no_default(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _encoder(allow_nan: bool) -> Callable[[Any], str]:
+    """
+    Canonical JSON text: keys sorted, no spaces, not ASCII-escaped.  One C
+    encoder, built once (C{json.dumps} builds one per call).  It has no
+    cycle check: a cycle ends in RecursionError, which callers handle.
+    """
+    if _make_encoder is None:  # pragma: no cover - pure-Python json
+        return json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=allow_nan).encode
+    encode = _make_encoder(
+        None, _no_default, json.encoder.encode_basestring, None, ":", ",", True, False, allow_nan  # type: ignore[attr-defined]
+    )
+    return lambda value: "".join(encode(value, 0))
+
+
+try:
+    from _json import make_encoder as _make_encoder
+except ImportError:  # pragma: no cover
+    _make_encoder = None
+
+
+_dumps_lenient = _encoder(True)
+_dumps_strict = _encoder(False)
+
+
+def _canonical(value: Any) -> bytes:
+    """
+    Canonical JSON, lenient (for argument digests and for checking
+    records): never raises.  Too deep for the C encoder: the iterative one
+    (same text).  Not JSON at all: the sanitized value's text.
+    """
+    try:
+        text = _dumps_lenient(value)
+    except (TypeError, ValueError, RecursionError):
+        try:
+            text = _dumps_iterative(value)
+        except (TypeError, ValueError):
+            try:
+                text = _dumps_iterative(_walk(value, redact=False, sanitize=True))
+            except ValueError:
+                text = json.dumps(f"[unencodable {type(value).__name__}]")
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _encode_record(record: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """
+    The canonical, strict JSON of a record to store (no NaN, valid UTF-8),
+    and the record it encodes: a sanitized copy if the original could not
+    be encoded as it was.
+    """
+    try:
+        return _dumps_strict(record).encode("utf-8"), record
+    except (TypeError, ValueError, RecursionError):
+        pass
+    try:
+        clean = _walk(record, redact=False, sanitize=True)
+        try:
+            return _dumps_strict(clean).encode("utf-8"), clean
+        except RecursionError:
+            return _dumps_iterative(clean).encode("utf-8"), clean
+    except (TypeError, ValueError) as e:
+        minimal = {
+            "id": _clean_scalar(record.get("id")),
+            "time": _clean_scalar(record.get("time")),
+            "seq": record["seq"],
+            "prev": record["prev"],
+            "note": f"the record could not be encoded: {_one_line(e)}",
+        }
+        return _dumps_strict(minimal).encode("utf-8"), minimal
+
+
+def _dumps_iterative(value: Any) -> str:
+    """
+    The same text as the canonical encoder, without recursion: for values
+    nested deeper than the C encoder's recursion limit.
+    """
+    encode_str = json.encoder.encode_basestring  # type: ignore[attr-defined]
+    parts: list[str] = []
+    stack: list[tuple[bool, Any]] = [(False, value)]
+    nodes = 0
+    while stack:
+        literal, item = stack.pop()
+        if literal:
+            parts.append(item)
+            continue
+        nodes += 1
+        if nodes > _MAX_NODES:
+            raise ValueError(f"more than {_MAX_NODES} values (or a reference cycle)")
+        if isinstance(item, str):
+            parts.append(encode_str(item))
+        elif item is None:
+            parts.append("null")
+        elif item is True:
+            parts.append("true")
+        elif item is False:
+            parts.append("false")
+        elif isinstance(item, int):
+            parts.append(int.__repr__(item))
+        elif isinstance(item, float):
+            if item != item:
+                parts.append("NaN")
+            elif math.isinf(item):
+                parts.append("Infinity" if item > 0 else "-Infinity")
+            else:
+                parts.append(float.__repr__(item))
+        elif isinstance(item, dict):
+            if not all(isinstance(k, str) for k in item):
+                raise TypeError("keys must be strings")
+            entries = sorted(item.items())
+            parts.append("{")
+            stack.append((True, "}"))
+            for i in range(len(entries) - 1, -1, -1):
+                k, v = entries[i]
+                stack.append((False, v))
+                stack.append((True, encode_str(k) + ":"))
+                if i:
+                    stack.append((True, ","))
+        elif isinstance(item, (list, tuple)):
+            parts.append("[")
+            stack.append((True, "]"))
+            for i in range(len(item) - 1, -1, -1):
+                stack.append((False, item[i]))
+                if i:
+                    stack.append((True, ","))
+        else:
+            raise TypeError(f"{type(item).__name__} is not JSON serializable")
+    return "".join(parts)
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        text = e.strerror
+        if e.filename:
+            text += f": {e.filename}"
+    else:
+        text = str(e) or type(e).__name__
+    text = " ".join(text.split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+# -- the chain ------------------------------------------------------------------
+
+
+class _Sealed(NamedTuple):
+    record: dict[str, Any]  # as stored, with seq and prev, without digest
+    line: bytes  # the stored JSON (with digest), no newline
+    seq: int
+    digest: str
+
+
+def _seal(records: list[dict[str, Any]], seq: int, prev: str) -> list[_Sealed]:
+    """Give each record its place in the chain after (C{seq}, C{prev})."""
+    out = []
+    for record in records:
+        seq += 1
+        full = dict(record)
+        full["seq"] = seq
+        full["prev"] = prev
+        body, full = _encode_record(full)
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        out.append(_Sealed(full, body[:-1] + b',"digest":"' + digest.encode("ascii") + b'"}', seq, digest))
+        prev = digest
+    return out
+
+
+def _record_digest(record: dict[str, Any]) -> str:
+    """The digest a record should carry (C{record} without its digest)."""
+    return "sha256:" + hashlib.sha256(_canonical(record)).hexdigest()
+
+
+class _WriteFailed(Exception):
+    """A batch was not (entirely) written; its first C{stored} records were."""
+
+    def __init__(self, stored: int, cause: BaseException) -> None:
+        super().__init__(stored, cause)
+        self.stored = stored
+        self.cause = cause
+
+
+# -- sinks (every method runs in the worker thread) -------------------------------
+
+
+class _FileSink:
+    """JSON lines, appended: one record per line, one fsync per batch."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._identity: tuple[int, int] | None = None
+        self._regular = False
+        self._seq: int | None = None  # the last record written; None before the first open
+        self._digest = ""
+        self._landed: set[Any] = set()
+
+    def write(self, batch: list[dict[str, Any]]) -> int:
+        if self._fd is not None and self._replaced():
+            _log.info("audit file {path} was moved or replaced: continuing in the file now at that path", path=self.path)
+            self.close()
+        if self._fd is None:
+            self._open()
+        assert self._fd is not None and self._seq is not None
+        skip = 0
+        while skip < len(batch) and batch[skip].get("id") in self._landed:
+            skip += 1
+        self._landed = set()
+        if skip == len(batch):
+            return skip
+        sealed = _seal(batch[skip:], self._seq, self._digest)
+        data = b"".join(s.line + b"\n" for s in sealed)
+        fd = self._fd
+        before: int | None = None
+        try:
+            if self._regular:
+                before = os.fstat(fd).st_size
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            try:
+                os.fsync(fd)
+            except OSError as e:
+                if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise
+        except BaseException as e:
+            if before is not None:
+                try:
+                    os.ftruncate(fd, before)
+                except OSError:
+                    pass  # the next open finds out what landed
+            self.close()
+            raise _WriteFailed(skip, e) from e
+        self._seq, self._digest = sealed[-1].seq, sealed[-1].digest
+        return len(batch)
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def _replaced(self) -> bool:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino) != self._identity
+
+    def _open(self) -> None:
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(
+                errno.ENOENT, f"the directory {directory} does not exist (the gateway does not create it)"
+            )
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise OSError(
+                        errno.EBUSY, f"{self.path} is in use by another process (an audit file has one writer)"
+                    ) from None
+                except OSError:
+                    pass  # no locks on this file system
+            st = os.fstat(fd)
+            self._regular = stat.S_ISREG(st.st_mode)
+            if self._regular:
+                self._resync(fd, st.st_size)
+            elif self._seq is None:
+                self._seq, self._digest = 0, ""
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self._identity = (st.st_dev, st.st_ino)
+
+    def _resync(self, fd: int, size: int) -> None:
+        """Continue the chain from the file's last record (repairing a cut-off last line)."""
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            lines = _tail_lines(fd, size, 1)
+            start = size - len(lines[0]) if lines else 0
+            partial = os.pread(fd, size - start, start)
+            if _parse_record(partial) is not None:
+                os.write(fd, b"\n")  # complete, but for its newline
+                size += 1
+            else:
+                _log.warn(
+                    "audit file {path} ended with an incomplete record ({bytes} bytes, from an interrupted "
+                    "write); removed it",
+                    path=self.path,
+                    bytes=size - start,
+                )
+                os.ftruncate(fd, start)
+                size = start
+        last = _tail_lines(fd, size, 1)
+        seq, digest = 0, ""
+        if last:
+            record = _parse_record(last[0])
+            if record is None:
+                raise ValueError(
+                    f"the last line of {self.path} is not an audit record, so the chain cannot continue: "
+                    "check it with `twisted-mcp audit verify` and move the file aside"
+                )
+            seq, digest = record["seq"], record["digest"]
+        if self._seq is not None and seq > self._seq and seq - self._seq <= 1_000_000:
+            # A write reported as failed did land (at least in part): find its records.
+            landed: set[Any] = set()
+            expect, prev = self._seq + 1, self._digest
+            for line in _tail_lines(fd, size, seq - self._seq):
+                record = _parse_record(line)
+                if record is None or record["seq"] != expect or record.get("prev") != prev:
+                    landed = set()
+                    _log.warn("audit file {path} was changed by another writer; continuing from its last record", path=self.path)
+                    break
+                landed.add(record.get("id"))
+                expect, prev = expect + 1, record["digest"]
+            self._landed = landed
+        elif self._seq is not None and (seq, digest) != (self._seq, self._digest):
+            if seq == 0:
+                _log.info("audit file {path} is new: a new chain starts in it at seq 1", path=self.path)
+            else:
+                _log.warn(
+                    "audit file {path} was changed by another writer; continuing from its last record (seq {seq})",
+                    path=self.path,
+                    seq=seq,
+                )
+        self._seq, self._digest = seq, digest
+
+
+def _tail_lines(fd: int, size: int, count: int) -> list[bytes]:
+    """The last C{count} lines of the first C{size} bytes (without newlines)."""
+    chunk = 65536
+    end = size
+    if end and os.pread(fd, 1, end - 1) == b"\n":
+        end -= 1
+    chunks: list[bytes] = []
+    newlines = 0
+    pos = end
+    while pos > 0 and newlines < count:
+        step = min(chunk, pos)
+        pos -= step
+        chunks.append(os.pread(fd, step, pos))
+        newlines += chunks[-1].count(b"\n")
+    if not chunks:
+        return []
+    return b"".join(reversed(chunks)).split(b"\n")[-count:]
+
+
+def _parse_record(line: bytes) -> dict[str, Any] | None:
+    """A stored record with an integer seq and string prev and digest, or None."""
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if (
+        not isinstance(record, dict)
+        or type(record.get("seq")) is not int
+        or not isinstance(record.get("prev"), str)
+        or not isinstance(record.get("digest"), str)
+    ):
+        return None
+    return record
+
+
+#: The columns kept beside the full record, for queries: (name, kind).
+_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("id", "text"),
+    ("time", "real"),
+    ("principal", "text"),
+    ("roles", "json"),
+    ("session", "text"),
+    ("method", "text"),
+    ("tool", "text"),
+    ("backend", "text"),
+    ("decision", "text"),
+    ("reason", "text"),
+    ("outcome", "text"),
+    ("error_code", "int"),
+    ("latency_ms", "real"),
+    ("result_bytes", "int"),
+    ("arguments_digest", "text"),
+)
+_COLUMN_NAMES = tuple(name for name, _ in _COLUMNS)
+
+
+def _columns(record: dict[str, Any]) -> tuple[Any, ...]:
+    """The query columns of a record: its field where the type fits, else NULL."""
+    out: list[Any] = []
+    for name, kind in _COLUMNS:
+        value = record.get(name)
+        if kind == "text":
+            value = value.replace("\x00", "\ufffd") if isinstance(value, str) else None
+        elif kind == "int":
+            ok = isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
+            value = value if ok else None
+        elif kind == "real":
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            try:
+                value = float(value) if ok and math.isfinite(value) else None
+            except OverflowError:
+                value = None
+        else:
+            value = _canonical(value).decode("utf-8", "replace") if isinstance(value, list) else None
+        out.append(value)
+    return tuple(out)
+
+
+_SQL_TYPES = {
+    "sqlite": {"text": "TEXT", "real": "REAL", "int": "INTEGER", "json": "TEXT", "seq": "INTEGER PRIMARY KEY"},
+    "postgres": {
+        "text": "text",
+        "real": "double precision",
+        "int": "bigint",
+        "json": "text",
+        "seq": "bigint PRIMARY KEY",
+    },
+}
+
+
+def _schema(dialect: str, table: str) -> list[str]:
+    types = _SQL_TYPES[dialect]
+    columns = ", ".join([f"seq {types['seq']}"] + [f"{name} {types[kind]}" for name, kind in _COLUMNS])
+    return [
+        f'CREATE TABLE IF NOT EXISTS "{table}" ({columns}, prev {types["text"]} NOT NULL, '
+        f'digest {types["text"]} NOT NULL, record {types["text"]} NOT NULL)',
+        f'CREATE INDEX IF NOT EXISTS "{table}_time" ON "{table}" (time)',
+        f'CREATE INDEX IF NOT EXISTS "{table}_principal" ON "{table}" (principal, time)',
+        f'CREATE INDEX IF NOT EXISTS "{table}_id" ON "{table}" (id)',
+        f'CREATE TABLE IF NOT EXISTS "{table}_schema" (version {types["int"]} NOT NULL)',
+    ]
+
+
+#: Migrations from each older schema version to the next (none yet).
+_MIGRATIONS: dict[int, list[str]] = {}
+
+
+def _insert_sql(table: str, mark: str) -> str:
+    names = ("seq",) + _COLUMN_NAMES + ("prev", "digest", "record")
+    return f'INSERT INTO "{table}" ({", ".join(names)}) VALUES ({", ".join([mark] * len(names))})'
+
+
+def _row(s: _Sealed) -> tuple[Any, ...]:
+    return (s.seq,) + _columns(s.record) + (s.record["prev"], s.digest, s.line.decode("utf-8"))
+
+
+def _migrate(versions: list[Any], table: str, execute: Callable[[str], Any]) -> bool:
+    """Bring the schema to L{SCHEMA_VERSION}; True if the version row must be written."""
+    if not versions:
+        return True
+    version = max(versions)
+    if version > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"table {table} has schema version {version}, newer than this gateway's ({SCHEMA_VERSION}): upgrade it"
+        )
+    while version < SCHEMA_VERSION:
+        for statement in _MIGRATIONS[version]:
+            execute(statement)
+        version += 1
+    return version != max(versions)
+
+
+class _DatabaseSink:
+    """What the SQLite and PostgreSQL sinks share: batches as transactions."""
+
+    table: str
+    _conn: Any = None
+    _retry = False
+
+    def write(self, batch: list[dict[str, Any]]) -> int:
+        if self._conn is None:
+            self._conn = self._connect()
+        if not batch:
+            return 0
+        try:
+            self._transaction(batch)
+        except BaseException as e:
+            # All or nothing: records an earlier, ambiguous failure did store
+            # are found again by their ids on the next attempt.
+            self._retry = True
+            self.close()
+            raise _WriteFailed(0, e) from e
+        self._retry = False
+        return len(batch)
+
+    def _already_stored(self, batch: list[dict[str, Any]], query: Callable[[list[str]], Iterable[Any]]) -> int:
+        """After a failure, how many of the batch's first records a failed commit did store."""
+        if not self._retry:
+            return 0
+        ids = [r["id"] for r in batch if isinstance(r.get("id"), str)]
+        found: set[str] = set()
+        for i in range(0, len(ids), 500):
+            found.update(row[0] for row in query(ids[i : i + 500]))
+        skip = 0
+        while skip < len(batch) and batch[skip].get("id") in found:
+            skip += 1
+        return skip
+
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+    def _transaction(self, batch: list[dict[str, Any]]) -> int:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+
+class _SqliteSink(_DatabaseSink):
+    def __init__(self, path: str, table: str) -> None:
+        self.path = path
+        self.table = table
+
+    def _connect(self) -> sqlite3.Connection:
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(
+                errno.ENOENT, f"the directory {directory} does not exist (the gateway does not create it)"
+            )
+        conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in _schema("sqlite", self.table):
+                conn.execute(statement)
+            versions = [row[0] for row in conn.execute(f'SELECT version FROM "{self.table}_schema"')]
+            if _migrate(versions, self.table, conn.execute):
+                conn.execute(f'DELETE FROM "{self.table}_schema"')
+                conn.execute(f'INSERT INTO "{self.table}_schema" (version) VALUES (?)', (SCHEMA_VERSION,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _transaction(self, batch: list[dict[str, Any]]) -> int:
+        conn = self._conn
+        table = self.table
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            skip = self._already_stored(
+                batch,
+                lambda ids: conn.execute(
+                    f'SELECT id FROM "{table}" WHERE id IN ({",".join("?" * len(ids))})', ids
+                ).fetchall(),
+            )
+            last = conn.execute(f'SELECT seq, digest FROM "{table}" ORDER BY seq DESC LIMIT 1').fetchone()
+            sealed = _seal(batch[skip:], *(last or (0, "")))
+            conn.executemany(_insert_sql(table, "?"), [_row(s) for s in sealed])
+            conn.execute("COMMIT")
+        except BaseException:
+            try:
+                conn.execute("ROLLBACK")
+            except Exception:
+                pass
+            raise
+        return skip
+
+
+class _PostgresSink(_DatabaseSink):
+    def __init__(self, dsn: str, table: str) -> None:
+        self.dsn = dsn
+        self.table = table
+        # A stable 64-bit key: one schema creation at a time per table name.
+        digest = hashlib.sha256(f"twisted-mcp-audit:{table}".encode()).digest()
+        self._lock_key = int.from_bytes(digest[:8], "big", signed=True)
+
+    def _connect(self) -> Any:
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict
+
+        params = conninfo_to_dict(self.dsn)
+        # Defaults the connection string may override: bounded connects, and
+        # a dead server noticed in about half a minute, not hours.
+        defaults = {
+            "connect_timeout": 5,
+            "application_name": "twisted-mcp-audit",
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 30000,
+        }
+        extra: dict[str, Any] = {k: v for k, v in defaults.items() if k not in params}
+        conn = psycopg.connect(self.dsn, autocommit=True, **extra)
+        try:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
+                for statement in _schema("postgres", self.table):
+                    conn.execute(statement)
+                versions = [row[0] for row in conn.execute(f'SELECT version FROM "{self.table}_schema"')]
+                if _migrate(versions, self.table, conn.execute):
+                    conn.execute(f'DELETE FROM "{self.table}_schema"')
+                    conn.execute(f'INSERT INTO "{self.table}_schema" (version) VALUES (%s)', (SCHEMA_VERSION,))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def write(self, batch: list[dict[str, Any]]) -> int:
+        if self._conn is not None and (self._conn.closed or self._conn.broken):
+            self.close()
+        return super().write(batch)
+
+    def _transaction(self, batch: list[dict[str, Any]]) -> int:
+        conn = self._conn
+        table = self.table
+        with conn.transaction():
+            # Writers take turns (readers are not blocked): one chain per table.
+            conn.execute(f'LOCK TABLE "{table}" IN SHARE ROW EXCLUSIVE MODE')
+            skip = self._already_stored(
+                batch, lambda ids: conn.execute(f'SELECT id FROM "{table}" WHERE id = ANY(%s)', (ids,)).fetchall()
+            )
+            last = conn.execute(f'SELECT seq, digest FROM "{table}" ORDER BY seq DESC LIMIT 1').fetchone()
+            sealed = _seal(batch[skip:], *(last or (0, "")))
+            with conn.cursor() as cursor:
+                cursor.executemany(_insert_sql(table, "%s"), [_row(s) for s in sealed])
+        return skip
+
+
+def _make_sink(config: AuditConfig) -> Any:
+    if config.sink == "file":
+        return _FileSink(config.path or DEFAULT_FILE)
+    if config.sink == "sqlite":
+        return _SqliteSink(config.path or DEFAULT_SQLITE, config.table)
+    if config.sink == "postgres":
+        return _PostgresSink(config.dsn or "", config.table)
+    return None
+
+
+# -- threads ----------------------------------------------------------------------
+
+
+def _daemon_thread(*args: Any, **kwargs: Any) -> threading.Thread:
+    thread = threading.Thread(*args, **kwargs)
+    thread.daemon = True  # a write hung on a dead NFS server must not hold up the exit
+    return thread
+
+
+class _AuditThreadPool(ThreadPool):
+    threadFactory = staticmethod(_daemon_thread)  # type: ignore[assignment]
+
+
+class SynchronousThreads:
+    """
+    A test double for the worker thread and the reactor's C{callFromThread}:
+    pass it as C{threadpool_reactor} and L{AuditLog} writes in the calling
+    thread, at once.  With C{paused = True}, work waits until L{pump}.
+    """
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.pending: list[tuple[Callable[[bool, Any], object], Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
+        self._running = False
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        f(*args, **kwargs)
+
+    def callInThreadWithCallback(
+        self, onResult: Callable[[bool, Any], object], f: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> None:
+        self.pending.append((onResult, f, args, kwargs))
+        if not self.paused:
+            self.pump()
+
+    def pump(self) -> None:
+        """Run the work waiting, in order (and the work it adds)."""
+        if self._running:
+            return
+        self._running = True
+        try:
+            while self.pending:
+                onResult, f, args, kwargs = self.pending.pop(0)
+                try:
+                    result = f(*args, **kwargs)
+                except BaseException:
+                    onResult(False, Failure())
+                else:
+                    onResult(True, result)
+        finally:
+            self._running = False
+
+
+# -- the audit log ------------------------------------------------------------------
+
+
+class AuditLog:
+    """
+    Queues audit records and writes them, as a hash chain, in one worker
+    thread.
+
+    @param clock: for retries and time bounds (and for the records' time
+        when a caller leaves it out).
+    @param threadpool_reactor: where results come back to (C{callFromThread});
+        defaults to C{clock}, which is then the reactor.  An object that
+        also has C{callInThreadWithCallback} (L{SynchronousThreads}) is used
+        as the worker thread too.
+    """
+
+    RETRY_DELAY = 1.0
+    STOP_TIMEOUT = 5.0
+    START_TIMEOUT = 10.0
+    #: A write that takes longer than this makes the log unhealthy.
+    STALL_AFTER = 10.0
+
+    def __init__(self, config: AuditConfig, clock: IReactorTime, threadpool_reactor: Any = None) -> None:
+        self.config = config
+        self._clock = clock
+        self._threads = threadpool_reactor if threadpool_reactor is not None else clock
+        self._sink = _make_sink(config)
+        self._where = config.describe()
+        self._queue: deque[dict[str, Any]] = deque()
+        self._pool: Any = None
+        self._started = False
+        self._stopping = False
+        self._closed = False
+        self._busy = False
+        self._busy_since = 0.0
+        self._inflight = 0
+        self._need_open = True
+        self._retry_call: IDelayedCall | None = None
+        self._healthy = True
+        self._error: str | None = None
+        self._failures = 0
+        self._lost = 0  # dropped since the sink last worked, for the recovery message
+        self._dropping = False
+        self._waiters: list[tuple[Callable[[], bool], Deferred[bool]]] = []
+
+    # -- what the pipeline reads
+
+    @property
+    def healthy(self) -> bool:
+        """False while records cannot be written (failing, stalled or queue full)."""
+        if self._sink is None:
+            return True
+        if not self._healthy or len(self._queue) >= self.config.maxQueue:
+            return False
+        return not (self._busy and self._clock.seconds() - self._busy_since > self.STALL_AFTER)
+
+    @property
+    def failures(self) -> int:
+        """Records that could not be written, since start (they are lost)."""
+        return self._failures
+
+    @property
+    def queue_depth(self) -> int:
+        """Records waiting to be written."""
+        return len(self._queue)
+
+    # -- life cycle
+
+    def start(self) -> Deferred[None]:
+        """
+        Open the sink in the worker thread (create or migrate the schema,
+        read the last record so the chain continues).  Fires when that first
+        attempt is over (at most L{START_TIMEOUT}), whatever its outcome: a
+        failure is logged, marks the log unhealthy and is retried.
+        """
+        if self._sink is None or self._started or self._stopping:
+            return succeed(None)
+        self._started = True
+        if hasattr(self._threads, "callInThreadWithCallback"):
+            self._pool = self._threads
+        else:
+            self._pool = _AuditThreadPool(1, 1, "twisted-mcp-audit")
+            self._pool.start()
+        self._flush()
+        return self._wait(lambda: True, self.START_TIMEOUT).addCallback(lambda _: None)
+
+    def stop(self) -> Deferred[None]:
+        """
+        Write what is queued (retrying failures, for at most
+        L{STOP_TIMEOUT} seconds), then close the sink and the worker thread.
+        Records still unwritten are counted in L{failures} and logged.
+        """
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._sink is None or not self._started:
+            self._closed = True
+            if self._queue:
+                self._failures += len(self._queue)
+                _log.error("{count} audit record(s) were never written: the audit log was not started", count=len(self._queue))
+                self._queue.clear()
+            return
+        if self._retry_call is not None:
+            self._retry_call.cancel()
+            self._retry_call = None
+        if self._queue:
+            self._flush()
+        await self._wait(lambda: not self._queue, self.STOP_TIMEOUT)
+        if self._retry_call is not None:
+            self._retry_call.cancel()
+            self._retry_call = None
+        if self._queue:
+            left = len(self._queue)
+            self._failures += left
+            _log.error(
+                "{count} audit record(s) could not be written to {where} before shutdown",
+                count=left,
+                where=self._where,
+            )
+            self._queue.clear()
+        self._closed = True
+        idle = not self._busy
+        if idle:
+            closed: Deferred[bool] = Deferred()
+            self._submit(self._sink.close).addBoth(lambda _: closed.called or closed.callback(True))
+            self._bound(closed, 1.0)
+            idle = await closed
+        if self._pool is not self._threads:
+            if idle:
+                self._pool.stop()
+            else:
+                # A write is stuck: do not wait for it (the thread is a daemon).
+                _log.warn("the audit sink {where} did not finish its last write; not waiting for it", where=self._where)
+                _daemon_thread(target=self._pool.stop, name="twisted-mcp-audit-stop").start()
+
+    # -- recording
+
+    def record(self, fields: dict[str, Any]) -> None:
+        """
+        Queue one record (the pipeline's fields; seq, prev and digest are
+        added when it is written).  Never blocks, never raises.  Arguments
+        are kept only with C{recordArguments}, and always redacted.
+        """
+        try:
+            if self._sink is None:
+                return
+            if self._closed:
+                self._failures += 1
+                _log.warn("audit record after shutdown, not written: {id}", id=fields.get("id"))
+                return
+            record = dict(fields)
+            for key, value in record.items():
+                # Copy what the caller could change while the worker encodes it.
+                kind = type(value)
+                if kind is list or kind is dict or kind is tuple:
+                    if kind is list and all(type(v) is str for v in value):
+                        record[key] = value[:]
+                    elif key != "arguments":
+                        record[key] = _walk(value, redact=False, sanitize=False)
+            if "arguments" in record:
+                if self.config.recordArguments:
+                    try:
+                        record["arguments"] = redact(fields["arguments"])
+                    except ValueError as e:
+                        record["arguments"] = f"[not recorded: {e}]"
+                else:
+                    del record["arguments"]
+            if "seq" in record or "prev" in record or "digest" in record:
+                for key in ("seq", "prev", "digest"):
+                    record.pop(key, None)
+            if type(record.get("id")) is not str:
+                given = record.get("id")
+                record["id"] = uuid.uuid4().hex if given is None else _clean_str(repr(given))
+            if "time" not in record:
+                record["time"] = self._clock.seconds()
+            self._queue.append(record)
+            if len(self._queue) > self.config.maxQueue:
+                self._drop_one()
+            if not self._busy and self._retry_call is None and self._started:
+                self._flush()
+        except Exception:
+            self._failures += 1
+            _log.failure("an audit record could not be queued")
+
+    def _drop_one(self) -> None:
+        index = self._inflight if self._busy else 0
+        if index < len(self._queue):
+            del self._queue[index]
+        else:  # everything queued is being written: drop the newcomer
+            self._queue.pop()
+        self._failures += 1
+        self._lost += 1
+        if not self._dropping:
+            self._dropping = True
+            _log.error(
+                "audit queue is full ({max} records): dropping the oldest until {where} can be written again",
+                max=self.config.maxQueue,
+                where=self._where,
+            )
+
+    # -- writing
+
+    def _submit(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        return deferToThreadPool(self._threads, self._pool, f, *args)
+
+    def _flush(self) -> None:
+        if self._busy or self._closed or self._retry_call is not None:
+            return
+        if not self._queue and not self._need_open:
+            return
+        batch = list(self._queue)
+        self._busy = True
+        self._busy_since = self._clock.seconds()
+        self._inflight = len(batch)
+        d = self._submit(self._write, batch)
+        d.addCallbacks(self._written, self._failed)
+        d.addErrback(lambda f: _log.failure("audit bookkeeping failed", f))
+
+    def _write(self, batch: list[dict[str, Any]]) -> int:
+        """In the worker thread."""
+        try:
+            return int(self._sink.write(batch))
+        except _WriteFailed:
+            raise
+        except BaseException as e:
+            raise _WriteFailed(0, e) from e
+
+    def _written(self, count: int) -> None:
+        self._busy = False
+        self._inflight = 0
+        if self._closed:
+            return
+        for _ in range(min(count, len(self._queue))):
+            self._queue.popleft()
+        self._need_open = False
+        if not self._healthy:
+            self._healthy = True
+            _log.info(
+                "audit sink {where} is writing again; {lost} record(s) could not be written while it was failing",
+                where=self._where,
+                lost=self._lost,
+            )
+        self._lost = 0
+        self._error = None
+        self._dropping = False
+        self._check_waiters()
+        if self._queue:
+            self._flush()
+
+    def _failed(self, failure: Failure) -> None:
+        self._busy = False
+        self._inflight = 0
+        if self._closed:
+            return
+        problem = failure.value
+        cause = problem.cause if isinstance(problem, _WriteFailed) else problem
+        stored = problem.stored if isinstance(problem, _WriteFailed) else 0
+        for _ in range(min(stored, len(self._queue))):
+            self._queue.popleft()
+        self._need_open = True
+        error = _one_line(cause)
+        if self._healthy or error != self._error:
+            _log.error(
+                "audit sink {where} failed: {error}; {queued} record(s) kept in memory (at most {max}), "
+                "retrying every {delay:g} s; tool calls are {policy} meanwhile",
+                where=self._where,
+                error=error,
+                queued=len(self._queue),
+                max=self.config.maxQueue,
+                delay=self.RETRY_DELAY,
+                policy="refused" if self.config.onFailure == "refuse" else "allowed",
+            )
+        self._healthy = False
+        self._error = error
+        self._retry_call = self._clock.callLater(self.RETRY_DELAY, self._retry)
+        self._check_waiters()
+
+    def _retry(self) -> None:
+        self._retry_call = None
+        self._flush()
+
+    # -- waiting, bounded
+
+    def _wait(self, done: Callable[[], bool], timeout: float) -> Deferred[bool]:
+        """Fires True when no write is under way and C{done()}, or False after C{timeout}."""
+        if not self._busy and done():
+            return succeed(True)
+        d: Deferred[bool] = Deferred()
+        self._waiters.append((done, d))
+        self._bound(d, timeout)
+        return d
+
+    def _bound(self, d: Deferred[bool], timeout: float) -> None:
+        call = self._clock.callLater(timeout, lambda: d.called or d.callback(False))
+        d.addBoth(lambda result: (call.active() and call.cancel(), result)[1])
+
+    def _check_waiters(self) -> None:
+        waiting, self._waiters = self._waiters, []
+        for done, d in waiting:
+            if d.called:
+                continue
+            if done():
+                d.callback(True)
+            else:
+                self._waiters.append((done, d))
+
+
+# -- verification ---------------------------------------------------------------------
+
+
+@attrs.frozen
+class VerifyResult:
+    """
+    What L{verify} found.  C{first_bad} is the line number for a file, the
+    seq for a database; C{records} counts the good records before it.
+    """
+
+    ok: bool
+    records: int
+    first_bad: int | None
+    message: str
+
+
+@attrs.frozen
+class _Entry:
+    number: int  # line or seq
+    label: str  # "line 5" or "seq 5"
+    record: dict[str, Any] | None  # with its digest
+    error: str | None = None
+
+
+def verify(config: AuditConfig) -> VerifyResult:
+    """
+    Read every record of the configured sink in order and check each
+    record's digest, each C{prev} link, and that seq goes 1, 2, 3...
+    Synchronous (for the command line).  Reports the first problem.
+    """
+    if config.sink == "none":
+        return VerifyResult(True, 0, None, "no audit trail (sink: none)")
+    if config.sink == "file":
+        path = config.path or DEFAULT_FILE
+        try:
+            f = open(path, "rb")
+        except OSError as e:
+            return VerifyResult(False, 0, None, f"cannot read {path}: {e.strerror}")
+        with f:
+            return _check_chain(_file_entries(f), per_line=True)
+    if config.sink == "sqlite":
+        return _verify_sqlite(config.path or DEFAULT_SQLITE, config.table)
+    return _verify_postgres(config.dsn or "", config.table)
+
+
+def _file_entries(lines: Iterable[bytes]) -> Iterator[_Entry]:
+    for number, raw in enumerate(lines, 1):
+        label = f"line {number}"
+        complete = raw.endswith(b"\n")
+        try:
+            record = json.loads(raw)
+        except (ValueError, RecursionError) as e:
+            if not complete:
+                yield _Entry(number, label, None, "incomplete last line (the file was cut short, or a write was interrupted)")
+            elif isinstance(e, UnicodeDecodeError):
+                yield _Entry(number, label, None, "not valid UTF-8")
+            else:
+                reason = str(e).splitlines()[0][:120] if str(e) else "nested too deeply"
+                yield _Entry(number, label, None, f"not valid JSON ({reason})")
+            continue
+        yield _Entry(number, label, record)
+
+
+def _check_chain(entries: Iterable[_Entry], per_line: bool) -> VerifyResult:
+    good = 0
+    last_seq, last_digest = 0, ""
+    it = iter(entries)
+    current = next(it, None)
+    while current is not None:
+        following = next(it, None)
+        label = current.label
+
+        def bad(message: str, where: str | None = None) -> VerifyResult:
+            return VerifyResult(False, good, current.number, f"{where or label}: {message}")
+
+        if current.error is not None:
+            return bad(current.error)
+        record = current.record
+        if (
+            not isinstance(record, dict)
+            or type(record.get("seq")) is not int
+            or not isinstance(record.get("prev"), str)
+            or not isinstance(record.get("digest"), str)
+        ):
+            return bad("not an audit record (expected a JSON object with seq, prev and digest)")
+        seq = record["seq"]
+        if per_line:
+            label = f"{label} (seq {seq})"
+        content = {k: v for k, v in record.items() if k != "digest"}
+        if _record_digest(content) != record["digest"]:
+            return bad("digest does not match its content (the record was modified)")
+        expected = last_seq + 1
+        if seq != expected:
+            prefix = f"{current.label}: " if per_line else ""
+            if seq < expected:
+                return bad(f"seq goes back from {last_seq} to {seq} (a record was duplicated or moved)")
+            next_seq = following.record.get("seq") if following is not None and isinstance(following.record, dict) else None
+            if next_seq == expected:
+                return bad(f"records out of order (seq {seq} comes before seq {expected})")
+            if last_seq == 0:
+                missing = "record 1 is missing" if seq == 2 else f"records 1 to {seq - 1} are missing"
+                return bad(f"the trail starts at seq {seq}: {missing}")
+            missing = f"record {expected} is missing" if seq == expected + 1 else f"records {expected} to {seq - 1} are missing"
+            return bad(missing, where=f"{prefix}seq {last_seq} -> {seq}")
+        if record["prev"] != last_digest:
+            return bad("prev does not match the digest of the record before it (a record was replaced)")
+        good += 1
+        last_seq, last_digest = seq, record["digest"]
+        current = following
+    if good == 0:
+        return VerifyResult(True, 0, None, "no records yet")
+    return VerifyResult(True, good, None, f"{good} record(s), seq 1 to {last_seq}: the hash chain is intact")
+
+
+def _row_entries(rows: Iterable[tuple[Any, ...]]) -> Iterator[_Entry]:
+    """Database rows (seq, columns..., prev, digest, record) as entries."""
+    for row in rows:
+        seq, columns, (prev, digest, text) = row[0], tuple(row[1:-3]), row[-3:]
+        label = f"seq {seq}"
+        try:
+            record = json.loads(text)
+        except (TypeError, ValueError, RecursionError):
+            yield _Entry(seq, label, None, "the record column is not valid JSON")
+            continue
+        if not isinstance(record, dict):
+            yield _Entry(seq, label, None, "the record column is not a JSON object")
+            continue
+        mismatch = None
+        if record.get("seq") != seq:
+            mismatch = "seq"
+        elif record.get("prev") != prev:
+            mismatch = "prev"
+        elif record.get("digest") != digest:
+            mismatch = "digest"
+        else:
+            content = {k: v for k, v in record.items() if k != "digest"}
+            for name, stored, derived in zip(_COLUMN_NAMES, columns, _columns(content)):
+                if stored != derived:
+                    mismatch = name
+                    break
+        if mismatch is not None:
+            content = {k: v for k, v in record.items() if k != "digest"}
+            if _record_digest(content) != record.get("digest"):
+                yield _Entry(seq, label, None, "digest does not match its content (the record was modified)")
+            else:
+                yield _Entry(seq, label, None, f"column {mismatch} does not match the record (the row was modified)")
+            continue
+        yield _Entry(seq, label, record)
+
+
+def _select_all(table: str) -> str:
+    names = ("seq",) + _COLUMN_NAMES + ("prev", "digest", "record")
+    return f'SELECT {", ".join(names)} FROM "{table}" ORDER BY seq'
+
+
+def _verify_sqlite(path: str, table: str) -> VerifyResult:
+    if not os.path.exists(path):
+        return VerifyResult(False, 0, None, f"cannot read {path}: no such file")
+    try:
+        conn = sqlite3.connect(Path(os.path.abspath(path)).as_uri() + "?mode=ro", uri=True)
+    except sqlite3.Error as e:
+        return VerifyResult(False, 0, None, f"cannot open {path}: {e}")
+    try:
+        try:
+            rows = conn.execute(_select_all(table))
+        except sqlite3.Error as e:
+            return VerifyResult(False, 0, None, f"cannot read table {table} in {path}: {e}")
+        return _check_chain(_row_entries(rows), per_line=False)
+    finally:
+        conn.close()
+
+
+def _verify_postgres(dsn: str, table: str) -> VerifyResult:
+    import psycopg
+
+    where = _safe_dsn(dsn)
+    try:
+        conn = psycopg.connect(dsn, connect_timeout=10, autocommit=True)
+    except psycopg.Error as e:
+        return VerifyResult(False, 0, None, f"cannot connect to {where}: {_one_line(e)}")
+    try:
+        with conn.transaction():
+            exists = conn.execute("SELECT to_regclass(%s)", (f'"{table}"',)).fetchone()
+            if exists is None or exists[0] is None:
+                return VerifyResult(False, 0, None, f"table {table} does not exist in {where}")
+            with conn.cursor(name="twisted_mcp_audit_verify") as cursor:
+                cursor.itersize = 2000
+                cursor.execute(_select_all(table))
+                return _check_chain(_row_entries(cursor), per_line=False)
+    except psycopg.Error as e:
+        return VerifyResult(False, 0, None, f"cannot read table {table} in {where}: {_one_line(e)}")
+    finally:
+        conn.close()

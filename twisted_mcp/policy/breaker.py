@@ -1,0 +1,90 @@
+"""
+Circuit breakers: after C{threshold} consecutive transport failures or
+timeouts, a backend's breaker opens and calls fail at once; after
+C{open_seconds} exactly one probe call is let through; its success closes
+the breaker, its failure opens it again.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+log = Logger()
+
+CLOSED = "closed"
+OPEN = "open"
+HALF_OPEN = "half-open"
+
+
+class Breaker:
+    def __init__(self, name: str, threshold: int, open_seconds: float, clock: IReactorTime) -> None:
+        self.name = name
+        self.threshold = threshold
+        self.open_seconds = open_seconds
+        self.clock = clock
+        self.state = CLOSED
+        self.failures = 0
+        self.opened_at = 0.0
+        self.probing = False
+
+    def retry_after(self) -> float:
+        return max(0.0, self.opened_at + self.open_seconds - self.clock.seconds())
+
+    def admit(self) -> float:
+        """0.0 if a call may go through now (perhaps as the probe), else
+        the seconds to wait."""
+        if self.state == CLOSED:
+            return 0.0
+        if self.state == OPEN:
+            wait = self.retry_after()
+            if wait > 0:
+                return wait
+            self._set(HALF_OPEN)
+        if self.probing:
+            return max(1.0, self.open_seconds / 10)
+        self.probing = True
+        return 0.0
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        if self.state != CLOSED:
+            self.probing = False
+            self._set(CLOSED)
+
+    def failed(self) -> None:
+        if self.state == HALF_OPEN:
+            self.probing = False
+            self.opened_at = self.clock.seconds()
+            self._set(OPEN)
+            return
+        self.failures += 1
+        if self.state == CLOSED and self.failures >= self.threshold:
+            self.opened_at = self.clock.seconds()
+            self._set(OPEN)
+
+    def backend_up(self) -> None:
+        """The backend came (back) up: an open breaker may probe at once."""
+        if self.state == OPEN:
+            self.opened_at = self.clock.seconds() - self.open_seconds
+            log.info("circuit breaker of backend {backend}: the backend is up again; the next call is the probe", backend=self.name)
+
+    def abandoned(self) -> None:
+        """The call was cancelled: it proves nothing either way."""
+        if self.state == HALF_OPEN:
+            self.probing = False
+
+    def _set(self, state: str) -> None:
+        old, self.state = self.state, state
+        if state == OPEN:
+            log.warn(
+                "circuit breaker of backend {backend}: {old} -> open after {n} failure(s); calls fail at once for {seconds:g} s",
+                backend=self.name,
+                old=old,
+                n=self.failures,
+                seconds=self.open_seconds,
+            )
+        else:
+            log.info("circuit breaker of backend {backend}: {old} -> {new}", backend=self.name, old=old, new=state)
+        if state == CLOSED:
+            self.failures = 0

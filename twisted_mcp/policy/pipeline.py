@@ -1,0 +1,421 @@
+"""
+The governed point every request passes, in one documented order:
+
+  1. identity      who is calling (-32000 when that cannot be established)
+  2. kill switch   a disabled principal, backend or tool (-32001, -32003, -32002)
+  3. access        the caller's roles allow the tool (-32004); a quarantined
+                   tool (pinning) is refused here too (-32005)
+  4. arguments     against the tool's inputSchema (-32602, with the path)
+  5. rate limits   per principal, per principal and tool, per backend (-32006)
+  6. concurrency   per backend and per tool, with a bounded queue (-32007)
+  7. breaker       the backend's circuit breaker (-32008)
+  8. dispatch      the call goes to the backend
+  9. audit         one record of the outcome (or of the refusal)
+
+When the audit sink is failing and the policy is to refuse, calls are
+refused (-32009) rather than passed unaudited.  The same checks decide
+what C{tools/list} shows and what C{tools/call} allows, so the two never
+disagree.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from twisted_mcp import errors
+from twisted_mcp.jsonrpc import INVALID_PARAMS, JsonRpcError
+from twisted_mcp.policy.arguments import ArgumentError, Validators
+from twisted_mcp.policy.audit import digest_arguments
+from twisted_mcp.policy.breaker import Breaker
+from twisted_mcp.policy.identity import IdentityError, Principal
+from twisted_mcp.policy.limits import Busy, Slots, TokenBucket
+from twisted_mcp.policy.pinning import Pins
+from twisted_mcp.policy.rules import PolicyConfig, any_match, matches
+
+log = Logger()
+
+#: Transport failures and timeouts: what counts against a breaker.
+_BREAKER_CODES = frozenset(
+    {
+        errors.BACKEND_UNAVAILABLE,
+        errors.BACKEND_TIMEOUT,
+        errors.BACKEND_LOST,
+        errors.BACKEND_RESPONSE_TOO_LARGE,
+        errors.BACKEND_HTTP_ERROR,
+    }
+)
+
+LOCAL = Principal(name="local", roles=(), source="local", all_access=True)
+
+
+class Policy:
+    """
+    The checks, their state (buckets, slots, breakers, quarantine) and the
+    audit trail.
+
+    @param authenticate: returns the caller's L{Principal} or raises
+        L{IdentityError}; None: the local principal, with every permission.
+    @param audit: an L{AuditLog}, or None for no audit trail.
+    """
+
+    def __init__(
+        self,
+        rules: PolicyConfig,
+        separator: str,
+        clock: IReactorTime,
+        authenticate: Callable[[], Principal] | None = None,
+        audit: Any = None,
+    ) -> None:
+        self.rules = rules
+        self.separator = separator
+        self.clock = clock
+        self._authenticate = authenticate
+        self.audit = audit
+        self.validators = Validators()
+        self.pins = Pins(rules.pinning, rules.lock_file)
+        self.breakers: dict[str, Breaker] = {}
+        self._principal_buckets: dict[str, TokenBucket] = {}
+        self._tool_buckets: dict[tuple[str, int, str], TokenBucket] = {}
+        self._backend_buckets: dict[str, TokenBucket] = {}
+        self._backend_slots = {name: Slots(c.max, c.queue, c.queueTimeout, clock) for name, c in rules.conc_backends.items()}
+        self._tool_slots: dict[tuple[int, str], Slots] = {}
+        self._decisions: dict[tuple[Any, str], tuple[int, str] | None] = {}
+        self._prefix = os.urandom(4).hex()
+        self._count = 0
+        self.refusals: dict[int, int] = {}
+
+    # -- identity and visibility -------------------------------------------
+
+    def principal(self) -> Principal:
+        """Who is calling; L{JsonRpcError} (-32000) when that cannot be established."""
+        if self._authenticate is None:
+            return LOCAL
+        try:
+            return self._authenticate()
+        except IdentityError as e:
+            raise JsonRpcError(errors.AUTHENTICATION_FAILED, f"Authentication failed: {e.message}", {"reason": e.message})
+
+    def refusal(self, principal: Principal, exposed: str, backend: str) -> tuple[int, str] | None:
+        """Why C{principal} may not see or call C{exposed} (steps 2 and 3), or None."""
+        key = (principal, exposed)
+        try:
+            return self._decisions[key]
+        except KeyError:
+            pass
+        decision = self._decide(principal, exposed, backend)
+        if len(self._decisions) > 100000:
+            self._decisions.clear()
+        self._decisions[key] = decision
+        return decision
+
+    def _decide(self, principal: Principal, exposed: str, backend: str) -> tuple[int, str] | None:
+        rules = self.rules
+        sep = self.separator
+        if principal.name in rules.kill_principals:
+            return errors.PRINCIPAL_DISABLED, f"principal {principal.name!r} is disabled by the kill switch"
+        if backend in rules.kill_backends:
+            return errors.BACKEND_DISABLED, f"backend {backend!r} is disabled by the kill switch"
+        if any_match(rules.kill_tools, exposed, sep):
+            return errors.TOOL_DISABLED, f"tool {exposed!r} is disabled by the kill switch"
+        if not principal.all_access:
+            allowed = False
+            for role_name in principal.roles:
+                role = rules.roles.get(role_name)
+                if role is None:
+                    continue  # An unknown role has no rights.
+                if any_match(role.deny, exposed, sep):
+                    return errors.ACCESS_DENIED, f"role {role_name!r} denies {exposed!r}"
+                if any_match(role.allow, exposed, sep):
+                    allowed = True
+            if not allowed:
+                roles = ", ".join(principal.roles) or "none"
+                return errors.ACCESS_DENIED, f"{principal.name!r} (roles: {roles}) may not call {exposed!r}"
+        why = self.pins.blocks(exposed)
+        if why is not None:
+            return errors.TOOL_QUARANTINED, f"tool {exposed!r} is quarantined: {why}"
+        return None
+
+    def catalog_changed(self, entries: dict[str, Any]) -> None:
+        """The catalog was rebuilt: review pins, drop stale validators and decisions."""
+        self._decisions.clear()
+        self.validators.forget(set(entries))
+        fresh = self.pins.review((name, {**e.definition, "name": e.tool}) for name, e in entries.items())
+        for exposed, why in fresh:
+            entry = entries[exposed]
+            action = "quarantined" if self.pins.mode == "enforce" else "not pinned (warn only)"
+            log.warn("tool {tool} {action}: {why}", tool=exposed, action=action, why=why)
+            self._audit(
+                {
+                    "method": "pinning/review",
+                    "tool": exposed,
+                    "backend": entry.backend.name,
+                    "principal": "-",
+                    "roles": [],
+                    "session": "-",
+                    "decision": "deny" if self.pins.mode == "enforce" else "allow",
+                    "reason": why,
+                    "outcome": None,
+                    "error_code": errors.TOOL_QUARANTINED if self.pins.mode == "enforce" else None,
+                    "latency_ms": None,
+                    "result_bytes": None,
+                    "arguments_digest": None,
+                }
+            )
+
+    def listing(self, principal: Principal, listing: list[dict[str, Any]], entries: dict[str, Any]) -> list[dict[str, Any]]:
+        """The tools C{principal} may see (the same check as calls)."""
+        if principal.all_access and not self.rules.kill_tools and not self.rules.kill_backends and not self.pins.quarantined and principal.name not in self.rules.kill_principals:
+            return listing
+        return [d for d in listing if self.refusal(principal, d["name"], entries[d["name"]].backend.name) is None]
+
+    # -- calls ---------------------------------------------------------------
+
+    def new_record(self, session: str, method: str) -> dict[str, Any]:
+        self._count += 1
+        return {
+            "id": f"{self._prefix}-{self._count}",
+            "time": self.clock.seconds(),
+            "principal": None,
+            "roles": [],
+            "session": session,
+            "method": method,
+            "tool": None,
+            "backend": None,
+            "decision": "allow",
+            "reason": None,
+            "outcome": None,
+            "error_code": None,
+            "latency_ms": None,
+            "result_bytes": None,
+            "arguments_digest": None,
+        }
+
+    def deny(self, record: dict[str, Any], code: int, message: str, data: dict[str, Any] | None = None) -> JsonRpcError:
+        """Audit a refusal and return the error to raise."""
+        record["decision"] = "deny"
+        record["reason"] = message
+        record["error_code"] = code
+        self.refusals[code] = self.refusals.get(code, 0) + 1
+        self._audit(record)
+        return JsonRpcError(code, message, data)
+
+    def audit_blocked(self) -> bool:
+        audit = self.audit
+        return audit is not None and not audit.healthy and audit.config.onFailure == "refuse"
+
+    def begin(self, session: str, params: dict[str, Any], catalog: Any) -> "Call":
+        """
+        Steps 1 to 5 for a C{tools/call}; raises L{JsonRpcError} (already
+        audited) for a refusal.  The returned L{Call} does the rest.
+        """
+        record = self.new_record(session, "tools/call")
+        try:
+            principal = self.principal()
+        except JsonRpcError as e:
+            raise self.deny(record, e.code, e.message, e.data)
+        record["principal"] = principal.name
+        record["roles"] = list(principal.roles)
+        name = params.get("name")
+        if type(name) is str:
+            record["tool"] = name
+        if self.audit_blocked():
+            raise self.deny(record, errors.AUDIT_UNAVAILABLE, "the audit trail cannot be written; calls are refused until it can (audit.onFailure: refuse)")
+        if type(name) is not str:
+            raise self.deny(record, INVALID_PARAMS, "Invalid params: tools/call needs params.name, a string")
+        entry = catalog.entries.get(name)
+        if entry is None:
+            raise self.deny(record, INVALID_PARAMS, f"Unknown tool: {name!r}", {"tool": name})
+        backend = entry.backend.name
+        record["backend"] = backend
+        arguments = params.get("arguments")
+        if arguments is not None and type(arguments) is not dict:
+            raise self.deny(record, INVALID_PARAMS, "Invalid params: tools/call arguments must be an object")
+        if self.audit is not None:
+            record["arguments_digest"] = digest_arguments(arguments if arguments is not None else {})
+            if self.audit.config.recordArguments:
+                record["arguments"] = arguments
+        refused = self.refusal(principal, name, backend)
+        if refused is not None:
+            code, why = refused
+            raise self.deny(record, code, why, {"tool": name})
+        try:
+            self.validators.check(name, entry.definition, arguments)
+        except ArgumentError as e:
+            raise self.deny(record, INVALID_PARAMS, f"Invalid params: {e.path}: {e.reason}", {"tool": name, "path": e.path, "reason": e.reason})
+        wait, which = self._rate_check(principal, name, backend)
+        if wait:
+            raise self.deny(
+                record,
+                errors.RATE_LIMITED,
+                f"rate limit ({which}) reached; retry in {wait:.2f} s",
+                {"retryAfter": round(wait, 3), "limit": which},
+            )
+        return Call(self, record, entry, self._slots_for(name, backend))
+
+    def _rate_check(self, principal: Principal, tool: str, backend: str) -> tuple[float, str]:
+        rules = self.rules
+        now = self.clock.seconds()
+        buckets = []
+        if rules.rate_principal is not None:
+            b = self._principal_buckets.get(principal.name)
+            if b is None:
+                b = self._principal_buckets[principal.name] = TokenBucket(rules.rate_principal.rate, rules.rate_principal.burst, now)
+            buckets.append((b, "principal"))
+        for i, rule in enumerate(rules.rate_tools):
+            if matches(rule.tool or "", tool, self.separator):
+                key = (principal.name, i, tool)
+                b = self._tool_buckets.get(key)
+                if b is None:
+                    b = self._tool_buckets[key] = TokenBucket(rule.rate, rule.burst, now)
+                buckets.append((b, "tool"))
+        rate = rules.rate_backends.get(backend)
+        if rate is not None:
+            b = self._backend_buckets.get(backend)
+            if b is None:
+                b = self._backend_buckets[backend] = TokenBucket(rate.rate, rate.burst, now)
+            buckets.append((b, "backend"))
+        worst, which = 0.0, ""
+        for b, kind in buckets:
+            wait = b.wait_time(now)
+            if wait > worst:
+                worst, which = wait, kind
+        if worst:
+            return worst, which
+        for b, _ in buckets:
+            b.take()
+        return 0.0, ""
+
+    def _slots_for(self, tool: str, backend: str) -> list[Slots]:
+        slots = []
+        s = self._backend_slots.get(backend)
+        if s is not None:
+            slots.append(s)
+        for i, c in enumerate(self.rules.conc_tools):
+            if matches(c.tool or "", tool, self.separator):
+                key = (i, tool)
+                t = self._tool_slots.get(key)
+                if t is None:
+                    t = self._tool_slots[key] = Slots(c.max, c.queue, c.queueTimeout, self.clock)
+                slots.append(t)
+        return slots
+
+    def backend_changed(self, backend: Any) -> None:
+        breaker = self.breakers.get(backend.name)
+        if breaker is not None and backend.state.value == "up":
+            breaker.backend_up()
+
+    def breaker(self, backend: str) -> Breaker:
+        b = self.breakers.get(backend)
+        if b is None:
+            b = self.breakers[backend] = Breaker(backend, self.rules.breaker_failures, self.rules.breaker_open, self.clock)
+        return b
+
+    def _audit(self, record: dict[str, Any]) -> None:
+        if self.audit is not None:
+            self.audit.record(record)
+
+
+class Call:
+    """Steps 6 to 9 of one allowed call."""
+
+    __slots__ = ("policy", "record", "entry", "slots", "held", "breaker", "started")
+
+    def __init__(self, policy: Policy, record: dict[str, Any], entry: Any, slots: list[Slots]) -> None:
+        self.policy = policy
+        self.record = record
+        self.entry = entry
+        self.slots = slots
+        self.held: list[Slots] = []
+        self.breaker: Breaker | None = None
+        self.started = policy.clock.seconds()
+
+    def dispatch(self, send: Callable[[], Deferred[Any]]) -> Deferred[Any]:
+        """Take the concurrency slots (perhaps waiting), pass the breaker, send."""
+        if not self.slots:
+            return self._pass_breaker(send)
+        d = self._acquire(0)
+        return d.addCallback(lambda _: self._pass_breaker(send))
+
+    def _acquire(self, i: int) -> Deferred[None]:
+        try:
+            d = self.slots[i].acquire()
+        except Busy as e:
+            self._release()
+            raise self._busy(e)
+
+        def held(_: None) -> Any:
+            self.held.append(self.slots[i])
+            if i + 1 < len(self.slots):
+                return self._acquire(i + 1)
+            return None
+
+        def failed(f: Any) -> Any:
+            if f.check(Busy):
+                self._release()
+                raise self._busy(f.value)
+            return f
+
+        return d.addCallbacks(held, failed)
+
+    def _busy(self, e: Busy) -> JsonRpcError:
+        return self.policy.deny(self.record, errors.BUSY, f"busy: {e.reason}", {"backend": self.entry.backend.name})
+
+    def _pass_breaker(self, send: Callable[[], Deferred[Any]]) -> Deferred[Any]:
+        breaker = self.policy.breaker(self.entry.backend.name)
+        wait = breaker.admit()
+        if wait:
+            self._release()
+            raise self.policy.deny(
+                self.record,
+                errors.CIRCUIT_OPEN,
+                f"the circuit breaker of backend {self.entry.backend.name!r} is {breaker.state}; retry in {wait:.1f} s",
+                {"backend": self.entry.backend.name, "retryAfter": round(wait, 3), "state": breaker.state},
+            )
+        self.breaker = breaker
+        try:
+            return send()
+        except JsonRpcError as e:
+            self.failed(e)
+            raise
+
+    def _release(self) -> None:
+        held, self.held = self.held, []
+        for s in reversed(held):
+            s.release()
+
+    def succeeded(self, result: Any, size: int) -> None:
+        self._release()
+        if self.breaker is not None:
+            self.breaker.succeeded()
+        record = self.record
+        record["outcome"] = "tool_error" if type(result) is dict and result.get("isError") is True else "ok"
+        record["result_bytes"] = size
+        record["latency_ms"] = round((self.policy.clock.seconds() - self.started) * 1000, 3)
+        self.policy._audit(record)
+
+    def failed(self, error: BaseException) -> None:
+        self._release()
+        record = self.record
+        if record["decision"] == "deny":
+            return  # refused on the way (busy, breaker): already audited
+        breaker = self.breaker
+        self.breaker = None
+        if isinstance(error, JsonRpcError):
+            record["outcome"] = "error"
+            record["error_code"] = error.code
+            if breaker is not None:
+                if error.code in _BREAKER_CODES:
+                    breaker.failed()
+                else:
+                    breaker.succeeded()  # The backend answered: it is alive.
+        else:
+            record["outcome"] = "cancelled" if isinstance(error, CancelledError) else "error"
+            if breaker is not None:
+                breaker.abandoned()
+        record["latency_ms"] = round((self.policy.clock.seconds() - self.started) * 1000, 3)
+        self.policy._audit(record)

@@ -1,0 +1,263 @@
+"""
+The policy's configuration (roles, kill switch, limits, concurrency,
+breakers, pinning) and the pattern matching every check uses.
+
+Patterns are shell-style globs (C{*}, C{?}, C{[...]}) matched against a
+tool's exposed name, case-sensitively (exposed names only ever contain
+C{A-Z a-z 0-9 _ -}, so there is nothing to fold and no look-alike to
+confuse).  A pattern without a separator in it and without wildcards also
+matches a whole backend (C{github} is C{github__*}).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from fnmatch import fnmatchcase
+from typing import Any, Mapping
+
+import attrs
+
+
+@attrs.frozen
+class Role:
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class Rate:
+    rate: float
+    burst: float
+    tool: str | None = None
+
+
+@attrs.frozen
+class Concurrency:
+    max: int
+    queue: int = 0
+    queueTimeout: float = 30.0
+    tool: str | None = None
+
+
+@attrs.frozen
+class PolicyConfig:
+    roles: Mapping[str, Role] = attrs.field(factory=dict)
+    roles_configured: bool = False
+    kill_tools: tuple[str, ...] = ()
+    kill_backends: tuple[str, ...] = ()
+    kill_principals: tuple[str, ...] = ()
+    rate_principal: Rate | None = None
+    rate_tools: tuple[Rate, ...] = ()
+    rate_backends: Mapping[str, Rate] = attrs.field(factory=dict)
+    conc_backends: Mapping[str, Concurrency] = attrs.field(factory=dict)
+    conc_tools: tuple[Concurrency, ...] = ()
+    breaker_failures: int = 5
+    breaker_open: float = 30.0
+    pinning: str = "off"
+    lock_file: str | None = None
+
+
+def matches(pattern: str, name: str, separator: str) -> bool:
+    """Whether C{pattern} covers the exposed name C{name}."""
+    if fnmatchcase(name, pattern):
+        return True
+    if separator not in pattern and not any(c in pattern for c in "*?["):
+        return name.startswith(pattern + separator)
+    return False
+
+
+def any_match(patterns: tuple[str, ...], name: str, separator: str) -> bool:
+    return any(matches(p, name, separator) for p in patterns)
+
+
+# -- parsing ---------------------------------------------------------------
+
+_PATTERN_RE = re.compile(r"^[A-Za-z0-9_\-*?\[\]!]+$")
+TOP_KEYS = ("roles", "killSwitch", "limits", "concurrency", "breaker", "pinning")
+
+
+class _P:
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+
+    def add(self, path: str, msg: str) -> None:
+        self.problems.append(f"{path}: {msg}")
+
+    def mapping(self, path: str, value: Any) -> dict[str, Any] | None:
+        if not isinstance(value, dict):
+            self.add(path, f"expected a mapping, got {type(value).__name__}")
+            return None
+        return value
+
+    def keys(self, path: str, value: dict[str, Any], known: tuple[str, ...]) -> None:
+        for k in value:
+            if k not in known:
+                self.add(f"{path}.{k}", f"unknown key (expected one of: {', '.join(known)})")
+
+    def patterns(self, path: str, value: Any) -> tuple[str, ...]:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            self.add(path, "expected a list of tool-name patterns")
+            return ()
+        out = []
+        for i, p in enumerate(value):
+            if not isinstance(p, str) or not p or not _PATTERN_RE.match(p):
+                self.add(f"{path}[{i}]", f"expected a pattern of A-Z a-z 0-9 _ - and * ? [ ], got {p!r}")
+            else:
+                out.append(p)
+        return tuple(out)
+
+    def number(self, path: str, value: Any, lo: float, hi: float) -> float | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+            self.add(path, f"expected a number from {lo:g} to {hi:g}, got {value!r}")
+            return None
+        return float(value)
+
+    def integer(self, path: str, value: Any, lo: int, hi: int) -> int | None:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            self.add(path, f"expected a whole number from {lo} to {hi}, got {value!r}")
+            return None
+        return value
+
+
+def _rate(p: _P, path: str, value: Any, with_tool: bool) -> Rate | None:
+    m = p.mapping(path, value)
+    if m is None:
+        return None
+    p.keys(path, m, ("rate", "burst", "tool") if with_tool else ("rate", "burst"))
+    rate = p.number(f"{path}.rate", m.get("rate"), 0.001, 1e6) if "rate" in m else p.add(f"{path}.rate", "missing: calls per second")
+    burst = p.number(f"{path}.burst", m["burst"], 1, 1e6) if "burst" in m else (max(1.0, rate) if rate else None)
+    tool = None
+    if with_tool:
+        if "tool" not in m:
+            p.add(f"{path}.tool", "missing: the tool-name pattern this limit applies to")
+        else:
+            pats = p.patterns(f"{path}.tool", m["tool"])
+            tool = pats[0] if len(pats) == 1 else None
+            if len(pats) != 1:
+                return None
+    if rate is None or burst is None:
+        return None
+    return Rate(rate=rate, burst=burst, tool=tool)
+
+
+def _concurrency(p: _P, path: str, value: Any, with_tool: bool) -> Concurrency | None:
+    m = p.mapping(path, value)
+    if m is None:
+        return None
+    p.keys(path, m, ("max", "queue", "queueTimeout", "tool") if with_tool else ("max", "queue", "queueTimeout"))
+    limit = p.integer(f"{path}.max", m.get("max"), 1, 100000) if "max" in m else p.add(f"{path}.max", "missing: calls at once")
+    queue = p.integer(f"{path}.queue", m["queue"], 0, 1000000) if "queue" in m else 0
+    timeout = p.number(f"{path}.queueTimeout", m["queueTimeout"], 0.001, 86400) if "queueTimeout" in m else 30.0
+    tool = None
+    if with_tool:
+        pats = p.patterns(f"{path}.tool", m.get("tool")) if "tool" in m else ()
+        if "tool" not in m:
+            p.add(f"{path}.tool", "missing: the tool-name pattern this limit applies to")
+        if len(pats) != 1:
+            return None
+        tool = pats[0]
+    if limit is None or queue is None or timeout is None:
+        return None
+    return Concurrency(max=limit, queue=queue, queueTimeout=timeout, tool=tool)
+
+
+def parse_policy(top: dict[str, Any], base_dir: str | None, problems: list[str], backends: set[str]) -> PolicyConfig:
+    p = _P(problems)
+    fields: dict[str, Any] = {}
+    if "roles" in top:
+        roles = p.mapping("roles", top["roles"]) or {}
+        out = {}
+        for name, spec in roles.items():
+            path = f"roles.{name}"
+            m = p.mapping(path, spec if spec is not None else {})
+            if m is None:
+                continue
+            p.keys(path, m, ("allow", "deny"))
+            out[str(name)] = Role(
+                allow=p.patterns(f"{path}.allow", m.get("allow", [])),
+                deny=p.patterns(f"{path}.deny", m.get("deny", [])),
+            )
+        fields["roles"] = out
+        fields["roles_configured"] = True
+    if "killSwitch" in top:
+        ks = p.mapping("killSwitch", top["killSwitch"] or {}) or {}
+        p.keys("killSwitch", ks, ("tools", "backends", "principals"))
+        fields["kill_tools"] = p.patterns("killSwitch.tools", ks.get("tools", []))
+        names = ks.get("backends", [])
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            p.add("killSwitch.backends", "expected a list of server names")
+        else:
+            for n in names:
+                if n not in backends:
+                    p.add("killSwitch.backends", f"no server named {n!r} in mcpServers")
+            fields["kill_backends"] = tuple(names)
+        principals = ks.get("principals", [])
+        if not isinstance(principals, list) or not all(isinstance(n, str) for n in principals):
+            p.add("killSwitch.principals", "expected a list of principal names")
+        else:
+            fields["kill_principals"] = tuple(principals)
+    if "limits" in top:
+        lm = p.mapping("limits", top["limits"] or {}) or {}
+        p.keys("limits", lm, ("principal", "tools", "backends"))
+        if "principal" in lm:
+            fields["rate_principal"] = _rate(p, "limits.principal", lm["principal"], False)
+        if "tools" in lm:
+            tools = lm["tools"] if isinstance(lm["tools"], list) else p.add("limits.tools", "expected a list of {tool, rate, burst}") or []
+            fields["rate_tools"] = tuple(r for i, t in enumerate(tools) if (r := _rate(p, f"limits.tools[{i}]", t, True)) is not None)
+        if "backends" in lm:
+            bm = p.mapping("limits.backends", lm["backends"]) or {}
+            out_b = {}
+            for name, spec in bm.items():
+                if name not in backends:
+                    p.add(f"limits.backends.{name}", "no server of that name in mcpServers")
+                r = _rate(p, f"limits.backends.{name}", spec, False)
+                if r is not None:
+                    out_b[name] = r
+            fields["rate_backends"] = out_b
+    if "concurrency" in top:
+        cm = p.mapping("concurrency", top["concurrency"] or {}) or {}
+        p.keys("concurrency", cm, ("backends", "tools"))
+        if "backends" in cm:
+            bm = p.mapping("concurrency.backends", cm["backends"]) or {}
+            out_c = {}
+            for name, spec in bm.items():
+                if name not in backends:
+                    p.add(f"concurrency.backends.{name}", "no server of that name in mcpServers")
+                c = _concurrency(p, f"concurrency.backends.{name}", spec, False)
+                if c is not None:
+                    out_c[name] = c
+            fields["conc_backends"] = out_c
+        if "tools" in cm:
+            tools = cm["tools"] if isinstance(cm["tools"], list) else p.add("concurrency.tools", "expected a list of {tool, max, queue}") or []
+            fields["conc_tools"] = tuple(c for i, t in enumerate(tools) if (c := _concurrency(p, f"concurrency.tools[{i}]", t, True)) is not None)
+    if "breaker" in top:
+        bk = p.mapping("breaker", top["breaker"] or {}) or {}
+        p.keys("breaker", bk, ("failures", "openSeconds"))
+        if "failures" in bk:
+            v = p.integer("breaker.failures", bk["failures"], 1, 1000000)
+            if v is not None:
+                fields["breaker_failures"] = v
+        if "openSeconds" in bk:
+            v2 = p.number("breaker.openSeconds", bk["openSeconds"], 0.01, 86400)
+            if v2 is not None:
+                fields["breaker_open"] = v2
+    if "pinning" in top:
+        pn = p.mapping("pinning", top["pinning"] or {}) or {}
+        p.keys("pinning", pn, ("mode", "lockFile"))
+        mode = pn.get("mode", "enforce")
+        if mode not in ("off", "warn", "enforce"):
+            p.add("pinning.mode", f"expected off, warn or enforce, got {mode!r}")
+        else:
+            fields["pinning"] = mode
+        lock = pn.get("lockFile", "tools.lock.json")
+        if not isinstance(lock, str) or not lock:
+            p.add("pinning.lockFile", "expected a file name")
+        else:
+            lock = os.path.expanduser(lock)
+            if not os.path.isabs(lock) and base_dir is not None:
+                lock = os.path.normpath(os.path.join(base_dir, lock))
+            fields["lock_file"] = lock
+    return PolicyConfig(**fields)
