@@ -296,6 +296,8 @@ class ClientSession:
 
     def _listing(self) -> dict[str, Any]:
         policy = self.gateway.policy
+        if not policy.active:
+            return {"tools": self.gateway.catalog.listing}
         record = policy.new_record(self.label, "tools/list")
         try:
             principal = policy.principal()
@@ -322,9 +324,22 @@ class ClientSession:
         return None
 
     def _route_call(self, params: dict[str, Any], holder: list[Any]) -> Deferred[Any]:
-        call = self.gateway.policy.begin(self.label, params, self.gateway.catalog)
-        holder.append(call)
-        entry = call.entry
+        policy = self.gateway.policy
+        if policy.active:
+            call = policy.begin(self.label, params, self.gateway.catalog)
+            holder.append(call)
+            entry = call.entry
+        else:
+            call = None
+            name = params.get("name")
+            if type(name) is not str:
+                raise JsonRpcError(INVALID_PARAMS, "Invalid params: tools/call needs params.name, a string")
+            entry = self.gateway.catalog.entries.get(name)
+            if entry is None:
+                raise JsonRpcError(INVALID_PARAMS, f"Unknown tool: {name!r}", {"tool": name})
+            args = params.get("arguments")
+            if args is not None and type(args) is not dict:
+                raise JsonRpcError(INVALID_PARAMS, "Invalid params: tools/call arguments must be an object")
         out = dict(params)
         out["name"] = entry.tool
         on_progress = None
@@ -333,6 +348,8 @@ class ClientSession:
             token = meta["progressToken"]
             out["_meta"] = dict(meta)
             on_progress = self._progress_forwarder(token)
+        if call is None:
+            return entry.backend.call("tools/call", out, on_progress)
         return call.dispatch(lambda: entry.backend.call("tools/call", out, on_progress))
 
     def _check_unused(self, rid: Any) -> None:

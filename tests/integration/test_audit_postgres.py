@@ -31,6 +31,15 @@ from psycopg.conninfo import make_conninfo  # noqa: E402
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
+
+@pytest.fixture(autouse=True)
+def _write_at_once(monkeypatch):
+    """These tests drive the AuditLog record by record: no batching delay."""
+    from twisted_mcp.policy.audit import AuditLog
+
+    monkeypatch.setattr(AuditLog, "BATCH_DELAY", 0)
+
+
 @pytest.fixture(scope="module")
 def dsn() -> str:
     dsn = os.environ.get("TWISTED_MCP_TEST_POSTGRES", DEFAULT_DSN)

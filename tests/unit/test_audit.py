@@ -10,6 +10,8 @@ time through L{Clock}; one test uses the real worker thread.
 
 from __future__ import annotations
 
+import pytest
+
 import errno
 import hashlib
 import json
@@ -63,6 +65,13 @@ def fields(n: int, **extra: Any) -> dict[str, Any]:
 def read_lines(path: str) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f]
+
+
+
+@pytest.fixture(autouse=True)
+def _write_at_once(monkeypatch):
+    """These tests drive writes one record at a time; batching is tested on its own."""
+    monkeypatch.setattr(AuditLog, "BATCH_DELAY", 0)
 
 
 class ParseTests(SynchronousTestCase):
@@ -763,3 +772,24 @@ class NonBlockingTests(AuditTestCase):
         self.assertTrue(all("twisted-mcp-audit" in name for name in threads), threads)
         self.assertChain(read_lines(self.path), ["req-0", "req-1"])
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class BatchingTests(SynchronousTestCase):
+    def test_recordsAreGatheredIntoOneBatch(self) -> None:
+        from twisted_mcp.policy.audit import AuditConfig, SynchronousThreads, verify
+
+        AuditLog.BATCH_DELAY = 0.05  # (the autouse fixture restores it)
+        clock = Clock()
+        path = self.mktemp()
+        log = AuditLog(AuditConfig(sink="file", path=path), clock, SynchronousThreads())
+        log.start()
+        writes = []
+        sink_write = log._sink.write
+        log._sink.write = lambda batch: (writes.append(len(batch)), sink_write(batch))[1]
+        for i in range(5):
+            log.record({"id": f"r{i}", "time": 1.0, "method": "tools/call", "decision": "allow"})
+        self.assertEqual(writes, [])
+        clock.advance(0.05)
+        self.assertEqual(writes, [5])
+        self.assertTrue(verify(AuditConfig(sink="file", path=path)).ok)
+        self.successResultOf(log.stop())

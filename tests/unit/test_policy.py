@@ -506,3 +506,62 @@ def test_breaker_probes_at_once_when_its_backend_comes_back_up() -> None:
     assert b.admit() > 0  # only one
     b.succeeded()
     assert b.state == breaker_mod.CLOSED
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "object", "properties": {"a": {"type": "string"}, "n": {"type": "integer"}, "x": {"type": ["number", "null"]}}, "required": ["a"]},
+        {"type": "object", "properties": {"a": {"type": "string", "description": "d"}}, "additionalProperties": False},
+        {"type": "object", "properties": {"flag": {"type": "boolean"}, "o": {"type": "object"}, "l": {"type": "array"}}},
+        {"type": "object"},
+    ],
+)
+@pytest.mark.parametrize(
+    "arguments",
+    [{}, {"a": "x"}, {"a": 1}, {"a": "x", "n": 1}, {"a": "x", "n": 1.0}, {"a": "x", "n": 1.5}, {"a": "x", "n": True},
+     {"a": "x", "x": None}, {"a": "x", "x": "s"}, {"a": "x", "extra": 1}, {"flag": 0}, {"flag": False}, {"o": []}, {"l": []}, [], "s"],
+)
+def test_fast_path_agrees_with_jsonschema(schema, arguments) -> None:
+    from jsonschema import Draft202012Validator
+
+    from twisted_mcp.policy.arguments import fast_check
+
+    fast = fast_check(schema)
+    assert fast is not None
+    assert fast(arguments) == Draft202012Validator(schema).is_valid(arguments)
+
+
+def test_fast_path_declines_schemas_it_does_not_understand() -> None:
+    from twisted_mcp.policy.arguments import fast_check
+
+    for schema in (
+        {"type": "object", "properties": {"a": {"type": "number", "multipleOf": 2}}},
+        {"type": "object", "properties": {"a": {"enum": [1, 2]}}},
+        {"type": "object", "patternProperties": {"^x": {"type": "string"}}},
+        {"type": "object", "properties": {"a": {"$ref": "#/$defs/a"}}, "$defs": {"a": {"type": "string"}}},
+        {"type": "object", "additionalProperties": {"type": "string"}},
+        {"type": "array"},
+    ):
+        assert fast_check(schema) is None, schema
+
+
+@pytest.mark.parametrize(
+    "schema,good,bad",
+    [
+        ({"type": "object", "properties": {"n": {"type": "integer", "minimum": 1, "maximum": 3}}}, [{"n": 1}, {"n": 3}, {}], [{"n": 0}, {"n": 4}]),
+        ({"type": "object", "properties": {"n": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}}}, [{"n": 0.5}], [{"n": 0}, {"n": 1}]),
+        ({"type": "object", "properties": {"s": {"type": "string", "minLength": 2, "maxLength": 3, "pattern": "^a"}}}, [{"s": "ab"}, {"s": "abc"}], [{"s": "a"}, {"s": "abcd"}, {"s": "bb"}]),
+        ({"type": "object", "properties": {"s": {"minLength": 2}}}, [{"s": 1}, {"s": "ab"}], [{"s": "a"}]),
+    ],
+)
+def test_fast_path_constraints_agree_with_jsonschema(schema, good, bad) -> None:
+    from jsonschema import Draft202012Validator
+
+    from twisted_mcp.policy.arguments import fast_check
+
+    fast = fast_check(schema)
+    assert fast is not None
+    reference = Draft202012Validator(schema)
+    for args in good + bad:
+        assert fast(args) == reference.is_valid(args) == (args in good), args

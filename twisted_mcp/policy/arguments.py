@@ -7,6 +7,7 @@ remote C{$ref}s are never fetched.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from jsonschema import exceptions as js_exceptions
@@ -32,6 +33,124 @@ class ArgumentError(Exception):
         self.reason = reason
 
 
+_SIMPLE_TYPES: dict[str, Any] = {
+    "string": lambda v: type(v) is str,
+    "boolean": lambda v: type(v) is bool,
+    "null": lambda v: v is None,
+    "object": lambda v: type(v) is dict,
+    "array": lambda v: type(v) is list,
+    "integer": lambda v: type(v) is int or (type(v) is float and v.is_integer()),
+    "number": lambda v: type(v) is int or type(v) is float,
+}
+_ANNOTATIONS = {"description", "title", "default", "examples", "$comment", "deprecated", "readOnly", "writeOnly", "format"}
+_NUMERIC = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
+_STRING = {"minLength", "maxLength", "pattern"}
+
+
+def _is_number(v: Any) -> bool:
+    return type(v) is int or type(v) is float
+
+
+def _constraint(spec: dict[str, Any]) -> Any:
+    """A checker for the numeric and string keywords of C{spec}, or None
+    if one of them is not a plain value; True if there are none."""
+    tests = []
+    for key in _NUMERIC & set(spec):
+        bound = spec[key]
+        if not _is_number(bound):
+            return None  # e.g. draft 4's boolean exclusiveMaximum
+        if key == "minimum":
+            tests.append(lambda v, b=bound: not _is_number(v) or v >= b)
+        elif key == "maximum":
+            tests.append(lambda v, b=bound: not _is_number(v) or v <= b)
+        elif key == "exclusiveMinimum":
+            tests.append(lambda v, b=bound: not _is_number(v) or v > b)
+        else:
+            tests.append(lambda v, b=bound: not _is_number(v) or v < b)
+    for key in _STRING & set(spec):
+        bound = spec[key]
+        if key == "pattern":
+            if type(bound) is not str:
+                return None
+            try:
+                regex = re.compile(bound)
+            except re.error:
+                return None
+            tests.append(lambda v, r=regex: type(v) is not str or r.search(v) is not None)
+        else:
+            if type(bound) is not int:
+                return None
+            if key == "minLength":
+                tests.append(lambda v, b=bound: type(v) is not str or len(v) >= b)
+            else:
+                tests.append(lambda v, b=bound: type(v) is not str or len(v) <= b)
+    if not tests:
+        return True
+    return lambda v: all(t(v) for t in tests)
+_TOP_SIMPLE = _ANNOTATIONS | {"type", "properties", "required", "additionalProperties", "$schema", "$id"}
+
+
+def _type_check(spec: Any) -> Any:
+    """A checker for C{{"type": ...}} (one name or a list), or None."""
+    names = spec if isinstance(spec, list) else [spec]
+    checks = [_SIMPLE_TYPES.get(n) for n in names if isinstance(n, str)]
+    if not checks or None in checks or len(checks) != len(names):
+        return None
+    if len(checks) == 1:
+        return checks[0]
+    return lambda v: any(c(v) for c in checks)
+
+
+def fast_check(schema: dict[str, Any]) -> Any:
+    """
+    For the schemas most tools have (an object of typed properties, some
+    required), a plain function that says whether arguments are valid;
+    None when the schema uses anything more, and jsonschema decides.  An
+    invalid verdict is always re-checked by jsonschema for its message.
+    """
+    if not set(schema) <= _TOP_SIMPLE or schema.get("type", "object") != "object":
+        return None
+    properties = schema.get("properties", {})
+    required = schema.get("required", [])
+    extra = schema.get("additionalProperties", True)
+    if type(properties) is not dict or type(required) is not list or type(extra) is not bool:
+        return None
+    if not all(type(r) is str for r in required):
+        return None
+    checks = {}
+    for name, spec in properties.items():
+        if type(spec) is not dict or not set(spec) <= _ANNOTATIONS | _NUMERIC | _STRING | {"type"}:
+            return None
+        constraint = _constraint(spec)
+        if constraint is None:
+            return None
+        check = _type_check(spec["type"]) if "type" in spec else (lambda v: True)
+        if check is None:
+            return None
+        if constraint is not True:
+            check = (lambda c, k: lambda v: c(v) and k(v))(check, constraint)
+        checks[name] = check
+    required_t = tuple(required)
+
+    def valid(arguments: Any) -> bool:
+        if type(arguments) is not dict:
+            return False
+        for r in required_t:
+            if r not in arguments:
+                return False
+        for key, value in arguments.items():
+            check = checks.get(key)
+            if check is None:
+                if not extra and key not in properties:
+                    return False
+                continue
+            if not check(value):
+                return False
+        return True
+
+    return valid
+
+
 class Validators:
     """Compiled validators by tool definition (recompiled when it changes)."""
 
@@ -44,10 +163,13 @@ class Validators:
         if entry is None or entry[0] != id(definition):
             entry = (id(definition), self._compile(name, definition))
             self._cache[name] = entry
-        validator = entry[1]
-        if validator is None:
+        compiled = entry[1]
+        if compiled is None:
             return
+        fast, validator = compiled
         value = {} if arguments is None else arguments
+        if fast is not None and fast(value):
+            return
         try:
             if validator.is_valid(value):
                 return
@@ -67,7 +189,7 @@ class Validators:
         except js_exceptions.SchemaError as e:
             log.warn("tool {tool}: its inputSchema is not a valid schema ({why}); arguments are not checked", tool=name, why=e.message)
             return None
-        return cls(schema, registry=_REGISTRY)
+        return fast_check(schema), cls(schema, registry=_REGISTRY)
 
     def forget(self, names: set[str]) -> None:
         for n in list(self._cache):

@@ -60,6 +60,13 @@ class Slots:
         self.held = 0
         self.waiting: deque[Deferred[None]] = deque()
 
+    def try_acquire(self) -> bool:
+        """Take a slot now if one is free (nobody waiting); no Deferred."""
+        if self.held < self.limit and not self.waiting:
+            self.held += 1
+            return True
+        return False
+
     def acquire(self) -> Deferred[None]:
         """Fires when a slot is held (release it with L{release})."""
         if self.held < self.limit and not self.waiting:

@@ -88,6 +88,9 @@ class Policy:
         self._prefix = os.urandom(4).hex()
         self._count = 0
         self.refusals: dict[int, int] = {}
+        #: False when nothing is configured: the gateway is a plain
+        #: aggregator and calls skip the pipeline.
+        self.active = rules.active or authenticate is not None or audit is not None
 
     # -- identity and visibility -------------------------------------------
 
@@ -336,9 +339,17 @@ class Call:
 
     def dispatch(self, send: Callable[[], Deferred[Any]]) -> Deferred[Any]:
         """Take the concurrency slots (perhaps waiting), pass the breaker, send."""
-        if not self.slots:
+        slots = self.slots
+        if not slots:
             return self._pass_breaker(send)
-        d = self._acquire(0)
+        # Fast path: every slot free now, no Deferred in between.
+        for s in slots:
+            if not s.try_acquire():
+                break
+            self.held.append(s)
+        else:
+            return self._pass_breaker(send)
+        d = self._acquire(len(self.held))
         return d.addCallback(lambda _: self._pass_breaker(send))
 
     def _acquire(self, i: int) -> Deferred[None]:

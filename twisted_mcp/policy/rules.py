@@ -56,6 +56,8 @@ class PolicyConfig:
     breaker_open: float = 30.0
     pinning: str = "off"
     lock_file: str | None = None
+    #: Whether any policy section was configured at all.
+    active: bool = False
 
 
 def matches(pattern: str, name: str, separator: str) -> bool:
@@ -166,7 +168,7 @@ def _concurrency(p: _P, path: str, value: Any, with_tool: bool) -> Concurrency |
 
 def parse_policy(top: dict[str, Any], base_dir: str | None, problems: list[str], backends: set[str]) -> PolicyConfig:
     p = _P(problems)
-    fields: dict[str, Any] = {}
+    fields: dict[str, Any] = {"active": any(key in top for key in TOP_KEYS)}
     if "roles" in top:
         roles = p.mapping("roles", top["roles"]) or {}
         out = {}
