@@ -202,7 +202,8 @@ def test_breaker_opens_then_recovers_through_one_probe(policy_config, raw_gatewa
 
 def test_invalid_arguments_never_reach_the_backend(policy_config, raw_gateway, monkeypatch, http_server):  # noqa: F811
     faults = http_server("http_faults")
-    config = policy_config({"f": {"url": f"{faults.url}/mcp"}})
+    # Any policy section turns the pipeline (and so argument checks) on.
+    config = policy_config({"f": {"url": f"{faults.url}/mcp"}}, breaker={"failures": 5, "openSeconds": 30})
     gw = start(raw_gateway, monkeypatch, config)
     before = faults.admin("stats")["methods"].get("tools/call", 0)
     bad = call(gw, "f__echo", {"text": 5})
