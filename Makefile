@@ -46,6 +46,7 @@ bench/node/node_modules/.installed: bench/node/package.json bench/node/package-l
 bench: $(VENV)/.installed bench/node/node_modules/.installed
 	$(PY) bench/bench_stdio.py
 	$(PY) bench/bench_http.py
+	$(PY) bench/bench_policy.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info tests/node/node_modules bench/node/node_modules
