@@ -166,6 +166,26 @@ def _concurrency(p: _P, path: str, value: Any, with_tool: bool) -> Concurrency |
     return Concurrency(max=limit, queue=queue, queueTimeout=timeout, tool=tool)
 
 
+def _per_backend(p: _P, path: str, value: Any, backends: set[str], parse: Any) -> dict[str, Any]:
+    """A mapping of server name to one limit, parsed by C{parse}."""
+    out = {}
+    for name, spec in (p.mapping(path, value) or {}).items():
+        if name not in backends:
+            p.add(f"{path}.{name}", "no server of that name in mcpServers")
+        parsed = parse(p, f"{path}.{name}", spec, False)
+        if parsed is not None:
+            out[name] = parsed
+    return out
+
+
+def _per_tool(p: _P, path: str, value: Any, parse: Any, shape: str) -> tuple[Any, ...]:
+    """A list of limits, each for a tool-name pattern, parsed by C{parse}."""
+    if not isinstance(value, list):
+        p.add(path, f"expected a list of {shape}")
+        return ()
+    return tuple(x for i, t in enumerate(value) if (x := parse(p, f"{path}[{i}]", t, True)) is not None)
+
+
 def parse_policy(top: dict[str, Any], base_dir: str | None, problems: list[str], backends: set[str]) -> PolicyConfig:
     p = _P(problems)
     fields: dict[str, Any] = {"active": any(key in top for key in TOP_KEYS)}
@@ -207,34 +227,16 @@ def parse_policy(top: dict[str, Any], base_dir: str | None, problems: list[str],
         if "principal" in lm:
             fields["rate_principal"] = _rate(p, "limits.principal", lm["principal"], False)
         if "tools" in lm:
-            tools = lm["tools"] if isinstance(lm["tools"], list) else p.add("limits.tools", "expected a list of {tool, rate, burst}") or []
-            fields["rate_tools"] = tuple(r for i, t in enumerate(tools) if (r := _rate(p, f"limits.tools[{i}]", t, True)) is not None)
+            fields["rate_tools"] = _per_tool(p, "limits.tools", lm["tools"], _rate, "{tool, rate, burst}")
         if "backends" in lm:
-            bm = p.mapping("limits.backends", lm["backends"]) or {}
-            out_b = {}
-            for name, spec in bm.items():
-                if name not in backends:
-                    p.add(f"limits.backends.{name}", "no server of that name in mcpServers")
-                r = _rate(p, f"limits.backends.{name}", spec, False)
-                if r is not None:
-                    out_b[name] = r
-            fields["rate_backends"] = out_b
+            fields["rate_backends"] = _per_backend(p, "limits.backends", lm["backends"], backends, _rate)
     if "concurrency" in top:
         cm = p.mapping("concurrency", top["concurrency"] or {}) or {}
         p.keys("concurrency", cm, ("backends", "tools"))
         if "backends" in cm:
-            bm = p.mapping("concurrency.backends", cm["backends"]) or {}
-            out_c = {}
-            for name, spec in bm.items():
-                if name not in backends:
-                    p.add(f"concurrency.backends.{name}", "no server of that name in mcpServers")
-                c = _concurrency(p, f"concurrency.backends.{name}", spec, False)
-                if c is not None:
-                    out_c[name] = c
-            fields["conc_backends"] = out_c
+            fields["conc_backends"] = _per_backend(p, "concurrency.backends", cm["backends"], backends, _concurrency)
         if "tools" in cm:
-            tools = cm["tools"] if isinstance(cm["tools"], list) else p.add("concurrency.tools", "expected a list of {tool, max, queue}") or []
-            fields["conc_tools"] = tuple(c for i, t in enumerate(tools) if (c := _concurrency(p, f"concurrency.tools[{i}]", t, True)) is not None)
+            fields["conc_tools"] = _per_tool(p, "concurrency.tools", cm["tools"], _concurrency, "{tool, max, queue}")
     if "breaker" in top:
         bk = p.mapping("breaker", top["breaker"] or {}) or {}
         p.keys("breaker", bk, ("failures", "openSeconds"))
