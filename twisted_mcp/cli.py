@@ -54,6 +54,8 @@ def pin(args: argparse.Namespace) -> int:
     from twisted.internet import task
 
     from twisted_mcp.policy.pinning import read_lock, write_lock
+    from twisted_mcp.policy.pipeline import Policy
+    from twisted_mcp.policy.rules import PolicyConfig
 
     config = _load(args.config)
     lock = config.policy.lock_file or os.path.join(os.path.dirname(os.path.abspath(args.config)), "tools.lock.json")
@@ -64,6 +66,8 @@ def pin(args: argparse.Namespace) -> int:
         from twisted_mcp.service import GatewayService
 
         service = GatewayService(config, reactor, reactor)
+        # Pinning itself must not review (and warn about) what it is approving.
+        service.gateway.policy = Policy(PolicyConfig(), config.gateway.separator, reactor)
         for b in service.backends:
             b.startService()
         service.gateway.start()
@@ -79,7 +83,13 @@ def pin(args: argparse.Namespace) -> int:
                 before = read_lock(lock)
             except (OSError, ValueError):
                 before = {}
-            after = write_lock(lock, entries)
+            # Keep the approvals of servers that are not up now.
+            kept = [
+                (name, pin["backend"], pin.get("tool", ""), pin)
+                for name, pin in before.items()
+                if pin.get("backend") in outcome["down"] and name not in catalog.entries
+            ]
+            after = write_lock(lock, entries, kept)
             outcome["added"] = sorted(set(after) - set(before))
             outcome["removed"] = sorted(set(before) - set(after))
             outcome["changed"] = sorted(n for n in after if n in before and before[n].get("digest") != after[n]["digest"])
@@ -106,9 +116,10 @@ def pin(args: argparse.Namespace) -> int:
             print(f"  {label}: {name}")
     if outcome["down"]:
         sys.stderr.write(
-            "warning: these servers were not up, so their tools are not pinned (they will be "
-            f"quarantined when they come up): {', '.join(outcome['down'])}\n"
+            "warning: these servers were not up; their earlier approvals were kept, and their "
+            f"new or changed tools are not pinned: {', '.join(outcome['down'])}\n"
         )
+        return EX_UNAVAILABLE
     return EX_OK
 
 
@@ -127,12 +138,22 @@ def audit_verify(args: argparse.Namespace) -> int:
     if result.ok:
         print(f"OK: {result.records} record(s), the hash chain is intact")
         return EX_OK
+    if result.unavailable:
+        sys.stderr.write(f"cannot read the audit trail: {result.message}\n")
+        return EX_UNAVAILABLE
     print(f"BROKEN after {result.records} good record(s): {result.message}")
     return EX_DATAERR
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # sysexits: bad usage is 64, not argparse's 2
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(EX_USAGE)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="twisted-mcp",
         description="Operations for the twisted-mcp gateway (the gateway itself runs as `twistd mcp-gateway`).",
     )
@@ -149,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", "-c", required=True, help="the gateway's configuration file")
     p.set_defaults(func=pin)
     a = sub.add_parser("audit", help="audit trail operations")
+    a.set_defaults(func=lambda args: (a.print_help(sys.stderr), EX_USAGE)[1])
     asub = a.add_subparsers(dest="audit_command", metavar="SUBCOMMAND")
     v = asub.add_parser(
         "verify",

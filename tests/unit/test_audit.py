@@ -316,7 +316,7 @@ class ChainTests(AuditTestCase):
         log.record(fields(0, arguments=secret))
         secret["q"] = "changed later"
         self.stopped(log)
-        self.assertEqual(read_lines(config.path or "")[0]["arguments"], {"q": "x", "auth": {"api_key": REDACTED}, "password": REDACTED})
+        self.assertEqual(read_lines(config.path or "")[0]["arguments"], {"q": "x", "auth": REDACTED, "password": REDACTED})
 
     def test_oddValuesAreStoredAndVerify(self) -> None:
         """Values JSON cannot carry become text; the record is kept and the chain holds."""

@@ -565,3 +565,63 @@ def test_fast_path_constraints_agree_with_jsonschema(schema, good, bad) -> None:
     reference = Draft202012Validator(schema)
     for args in good + bad:
         assert fast(args) == reference.is_valid(args) == (args in good), args
+
+
+def test_a_bare_backend_name_is_that_backend_only_and_deny_folds_case() -> None:
+    assert matches("a", "a___wipe", "__", backend="a_") is False
+    assert matches("a", "a__read", "__", backend="a") is True
+    assert matches("*__delete_*", "fs__Delete-File", "__", backend="fs", fold=True) is True
+    assert matches("*__delete_*", "fs__Delete-File", "__", backend="fs") is False
+
+
+class ReviewFixTests(PipelineTests):
+    def test_refusalsAfterTheRateLimitGiveTheTokenBack(self) -> None:
+        policy, catalog, _ = self.make(
+            {"roles": {"dev": {"allow": ["*"]}}, "limits": {"principal": {"rate": 0.1, "burst": 2}}, "concurrency": {"backends": {"a": {"max": 1, "queue": 0}}}}
+        )
+        first = self.call(policy, catalog, "a__read")
+        for _ in range(3):
+            self.assertEqual(self.code(policy, catalog, "a__read"), errors.BUSY)
+        catalog.entries["a__read"].backend.calls[0].callback({"content": []})
+        self.successResultOf(first)
+        # The busy refusals did not spend the burst: one more call is allowed.
+        second = self.call(policy, catalog, "a__read")
+        catalog.entries["a__read"].backend.calls[1].callback({"content": []})
+        self.successResultOf(second)
+
+    def test_onlyTheProbeDecidesTheBreaker(self) -> None:
+        policy, catalog, _ = self.make({"roles": {"dev": {"allow": ["*"]}}, "breaker": {"failures": 1, "openSeconds": 5}})
+        backend = catalog.entries["a__read"].backend
+        running = self.call(policy, catalog, "a__read")  # admitted while closed
+        d = self.call(policy, catalog, "a__read")
+        backend.calls[-1].errback(JsonRpcError(errors.BACKEND_TIMEOUT, "t"))
+        self.failureResultOf(d)
+        self.clock.advance(5)
+        probe = self.call(policy, catalog, "a__read")
+        running.cancel()  # the earlier call ends: it must not free the probe's place
+        self.failureResultOf(running)
+        self.assertEqual(self.code(policy, catalog, "a__read"), errors.CIRCUIT_OPEN)
+        backend.calls[-1].callback({"content": []})
+        self.successResultOf(probe)
+        self.assertEqual(policy.breaker("a").state, "closed")
+
+    def test_oneAuditRecordWhenSendRaises(self) -> None:
+        policy, catalog, audit = self.make({"roles": {"dev": {"allow": ["*"]}}})
+        call = policy.begin("s", {"name": "a__read", "arguments": {}}, catalog)
+
+        def broken() -> Deferred[Any]:
+            raise JsonRpcError(errors.BACKEND_UNAVAILABLE, "down")
+
+        self.assertRaises(JsonRpcError, call.dispatch, broken)
+        call.failed(JsonRpcError(errors.BACKEND_UNAVAILABLE, "down"))  # the caller's errback, too
+        ids = [r["id"] for r in audit.records if r["method"] == "tools/call"]
+        self.assertEqual(len(ids), len(set(ids)))
+
+    def test_invalidArgumentValuesStayOutOfTheAudit(self) -> None:
+        policy, catalog, audit = self.make({"roles": {"dev": {"allow": ["*"]}}})
+        e = self.assertRaises(JsonRpcError, policy.begin, "s", {"name": "a__read", "arguments": {"n": "hunter2"}}, catalog)
+        self.assertIn("hunter2", e.message)  # the caller is told
+        self.assertNotIn("hunter2", json.dumps(audit.records))  # the trail is not
+
+
+import json  # noqa: E402

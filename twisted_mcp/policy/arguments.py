@@ -11,7 +11,13 @@ import re
 from typing import Any
 
 from jsonschema import exceptions as js_exceptions
-from jsonschema.validators import Draft202012Validator, validator_for
+from jsonschema.validators import (
+    Draft6Validator,
+    Draft7Validator,
+    Draft201909Validator,
+    Draft202012Validator,
+    validator_for,
+)
 from referencing import Registry
 from referencing.exceptions import Unresolvable
 from twisted.logger import Logger
@@ -27,10 +33,12 @@ _REGISTRY: Registry = Registry(retrieve=_no_retrieval)  # type: ignore[call-arg]
 
 
 class ArgumentError(Exception):
-    def __init__(self, path: str, reason: str) -> None:
+    def __init__(self, path: str, reason: str, keyword: str = "schema") -> None:
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+        #: The schema keyword that failed (safe to log: no argument value).
+        self.keyword = keyword
 
 
 _SIMPLE_TYPES: dict[str, Any] = {
@@ -110,6 +118,8 @@ def fast_check(schema: dict[str, Any]) -> Any:
     """
     if not set(schema) <= _TOP_SIMPLE or schema.get("type", "object") != "object":
         return None
+    if "$schema" in schema and validator_for(schema, default=Draft202012Validator) not in _MODERN:
+        return None  # older drafts differ (1.0 is not an integer in draft 4)
     properties = schema.get("properties", {})
     required = schema.get("required", [])
     extra = schema.get("additionalProperties", True)
@@ -151,17 +161,27 @@ def fast_check(schema: dict[str, Any]) -> Any:
     return valid
 
 
+_MODERN: tuple[Any, ...] = (Draft6Validator, Draft7Validator, Draft201909Validator, Draft202012Validator)
+
+
 class Validators:
     """Compiled validators by tool definition (recompiled when it changes)."""
 
     def __init__(self) -> None:
-        self._cache: dict[str, tuple[int, Any]] = {}
+        # The definition itself is kept (and compared with `is`): an id()
+        # could be reused by a newer definition.
+        self._cache: dict[str, tuple[Any, Any]] = {}
 
     def check(self, name: str, definition: dict[str, Any], arguments: Any) -> None:
         """Raise L{ArgumentError} unless C{arguments} fit the tool's schema."""
         entry = self._cache.get(name)
-        if entry is None or entry[0] != id(definition):
-            entry = (id(definition), self._compile(name, definition))
+        if entry is None or entry[0] is not definition:
+            try:
+                compiled = self._compile(name, definition)
+            except Exception as e:
+                log.warn("tool {tool}: its inputSchema cannot be used ({why}); arguments are not checked", tool=name, why=str(e)[:200])
+                compiled = None
+            entry = (definition, compiled)
             self._cache[name] = entry
         compiled = entry[1]
         if compiled is None:
@@ -175,9 +195,11 @@ class Validators:
                 return
             error = js_exceptions.best_match(validator.iter_errors(value))
         except Unresolvable as e:
-            raise ArgumentError("/", f"the tool's schema refers to {e}, which the gateway does not fetch")
+            raise ArgumentError("/", f"the tool's schema refers to {e}, which the gateway does not fetch", "$ref")
+        except RecursionError:
+            raise ArgumentError("/", "the arguments are nested too deeply to check", "depth")
         path = "/" + "/".join(str(p) for p in error.absolute_path)
-        raise ArgumentError(path, error.message)
+        raise ArgumentError(path, error.message, str(error.validator))
 
     def _compile(self, name: str, definition: dict[str, Any]) -> Any:
         schema = definition.get("inputSchema")

@@ -78,9 +78,14 @@ MAX_TABLE_LENGTH = 48  # PostgreSQL names are at most 63 bytes, with room for "_
 SCHEMA_VERSION = 1
 REDACTED = "[REDACTED]"
 _SECRET_KEY = re.compile(
-    "token|password|passwd|secret|authorization|api_key|apikey|api-key|credential|private_key|cookie|session",
+    "token|password|passwd|pwd|passphrase|secret|authorization|^auth$|apikey|accesskey|credential|privatekey|cookie|session",
     re.IGNORECASE,
 )
+
+
+def _secret_key(key: str) -> bool:
+    """Whether C{key} names a secret, however it is spelled (api_key, apiKey, API-KEY...)."""
+    return _SECRET_KEY.search(key.replace("_", "").replace("-", "")) is not None
 _MAX_NODES = 1_000_000  # a bound on copying (and on cycles) in redact()
 
 
@@ -273,7 +278,7 @@ def _walk(value: Any, redact: bool, sanitize: bool) -> Any:
             for k, v in item.items():
                 if sanitize:
                     k = _clean_key(k)
-                if redact and isinstance(k, str) and _SECRET_KEY.search(k):
+                if redact and isinstance(k, str) and _secret_key(k):
                     new[k] = REDACTED
                 else:
                     new[k] = None
@@ -1359,6 +1364,8 @@ class VerifyResult:
     records: int
     first_bad: int | None
     message: str
+    #: The trail could not be read at all (no file, database down).
+    unavailable: bool = False
 
 
 @attrs.frozen
@@ -1382,7 +1389,7 @@ def verify(config: AuditConfig) -> VerifyResult:
         try:
             f = open(path, "rb")
         except OSError as e:
-            return VerifyResult(False, 0, None, f"cannot read {path}: {e.strerror}")
+            return VerifyResult(False, 0, None, f"cannot read {path}: {e.strerror}", unavailable=True)
         with f:
             return _check_chain(_file_entries(f), per_line=True)
     if config.sink == "sqlite":

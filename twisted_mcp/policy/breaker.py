@@ -34,32 +34,39 @@ class Breaker:
     def admit(self) -> float:
         """0.0 if a call may go through now (perhaps as the probe), else
         the seconds to wait."""
+        return self.admit_call()[0]
+
+    def admit_call(self) -> tuple[float, bool]:
+        """(seconds to wait, or 0.0; whether the admitted call is the probe)."""
         if self.state == CLOSED:
-            return 0.0
+            return 0.0, False
         if self.state == OPEN:
             wait = self.retry_after()
             if wait > 0:
-                return wait
+                return wait, False
             self._set(HALF_OPEN)
         if self.probing:
-            return max(1.0, self.open_seconds / 10)
+            return max(1.0, self.open_seconds / 10), False
         self.probing = True
-        return 0.0
+        return 0.0, True
 
-    def succeeded(self) -> None:
+    def succeeded(self, probe: bool = True) -> None:
         self.failures = 0
-        if self.state != CLOSED:
+        if self.state != CLOSED and probe:
             self.probing = False
             self._set(CLOSED)
 
-    def failed(self) -> None:
+    def failed(self, probe: bool = True) -> None:
         if self.state == HALF_OPEN:
-            self.probing = False
-            self.opened_at = self.clock.seconds()
-            self._set(OPEN)
+            if probe:
+                self.probing = False
+                self.opened_at = self.clock.seconds()
+                self._set(OPEN)
+            return
+        if self.state == OPEN:
             return
         self.failures += 1
-        if self.state == CLOSED and self.failures >= self.threshold:
+        if self.failures >= self.threshold:
             self.opened_at = self.clock.seconds()
             self._set(OPEN)
 
@@ -69,9 +76,9 @@ class Breaker:
             self.opened_at = self.clock.seconds() - self.open_seconds
             log.info("circuit breaker of backend {backend}: the backend is up again; the next call is the probe", backend=self.name)
 
-    def abandoned(self) -> None:
+    def abandoned(self, probe: bool = True) -> None:
         """The call was cancelled: it proves nothing either way."""
-        if self.state == HALF_OPEN:
+        if self.state == HALF_OPEN and probe:
             self.probing = False
 
     def _set(self, state: str) -> None:

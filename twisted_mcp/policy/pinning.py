@@ -33,12 +33,16 @@ def read_lock(path: str) -> dict[str, dict[str, Any]]:
     return tools
 
 
-def write_lock(path: str, entries: Iterable[tuple[str, str, str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """Write (atomically) the lock for C{(exposed, backend, tool, definition)} entries."""
-    tools = {
-        exposed: {"backend": backend, "tool": tool, "digest": digest(definition)}
-        for exposed, backend, tool, definition in sorted(entries)
-    }
+def write_lock(
+    path: str,
+    entries: Iterable[tuple[str, str, str, dict[str, Any]]],
+    kept: Iterable[tuple[str, str, str, dict[str, Any]]] = (),
+) -> dict[str, dict[str, Any]]:
+    """Write (atomically) the lock for C{(exposed, backend, tool, definition)}
+    entries, plus C{kept} pins as they were (C{(exposed, backend, tool, pin)})."""
+    tools = {name: dict(pin) for name, _, _, pin in kept}
+    for exposed, backend, tool, definition in sorted(entries, key=lambda e: e[0]):
+        tools[exposed] = {"backend": backend, "tool": tool, "digest": digest(definition)}
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump({"version": 1, "tools": tools}, f, indent=2, sort_keys=True)

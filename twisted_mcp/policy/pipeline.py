@@ -20,6 +20,7 @@ disagree.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Callable
 
@@ -28,7 +29,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from twisted_mcp import errors
-from twisted_mcp.jsonrpc import INVALID_PARAMS, JsonRpcError
+from twisted_mcp.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, JsonRpcError
 from twisted_mcp.policy.arguments import ArgumentError, Validators
 from twisted_mcp.policy.audit import digest_arguments
 from twisted_mcp.policy.breaker import Breaker
@@ -51,6 +52,11 @@ _BREAKER_CODES = frozenset(
 )
 
 LOCAL = Principal(name="local", roles=(), source="local", all_access=True)
+
+
+def _up(seconds: float) -> float:
+    """Seconds rounded up to the millisecond: retrying after it is never too early."""
+    return math.ceil(seconds * 1000) / 1000
 
 
 class Policy:
@@ -87,6 +93,7 @@ class Policy:
         self._decisions: dict[tuple[Any, str], tuple[int, str] | None] = {}
         self._prefix = os.urandom(4).hex()
         self._count = 0
+        self._taken: list[TokenBucket] = []
         self.refusals: dict[int, int] = {}
         #: False when nothing is configured: the gateway is a plain
         #: aggregator and calls skip the pipeline.
@@ -123,7 +130,7 @@ class Policy:
             return errors.PRINCIPAL_DISABLED, f"principal {principal.name!r} is disabled by the kill switch"
         if backend in rules.kill_backends:
             return errors.BACKEND_DISABLED, f"backend {backend!r} is disabled by the kill switch"
-        if any_match(rules.kill_tools, exposed, sep):
+        if any_match(rules.kill_tools, exposed, sep, backend, fold=True):
             return errors.TOOL_DISABLED, f"tool {exposed!r} is disabled by the kill switch"
         if not principal.all_access:
             allowed = False
@@ -131,9 +138,9 @@ class Policy:
                 role = rules.roles.get(role_name)
                 if role is None:
                     continue  # An unknown role has no rights.
-                if any_match(role.deny, exposed, sep):
+                if any_match(role.deny, exposed, sep, backend, fold=True):
                     return errors.ACCESS_DENIED, f"role {role_name!r} denies {exposed!r}"
-                if any_match(role.allow, exposed, sep):
+                if any_match(role.allow, exposed, sep, backend):
                     allowed = True
             if not allowed:
                 roles = ", ".join(principal.roles) or "none"
@@ -218,6 +225,15 @@ class Policy:
         """
         record = self.new_record(session, "tools/call")
         try:
+            return self._begin(record, params, catalog)
+        except JsonRpcError:
+            raise
+        except Exception as e:
+            log.failure("policy check of a call failed")
+            raise self.deny(record, INTERNAL_ERROR, f"Internal error while checking the call: {type(e).__name__}")
+
+    def _begin(self, record: dict[str, Any], params: dict[str, Any], catalog: Any) -> "Call":
+        try:
             principal = self.principal()
         except JsonRpcError as e:
             raise self.deny(record, e.code, e.message, e.data)
@@ -249,16 +265,21 @@ class Policy:
         try:
             self.validators.check(name, entry.definition, arguments)
         except ArgumentError as e:
-            raise self.deny(record, INVALID_PARAMS, f"Invalid params: {e.path}: {e.reason}", {"tool": name, "path": e.path, "reason": e.reason})
+            error = JsonRpcError(INVALID_PARAMS, f"Invalid params: {e.path}: {e.reason}", {"tool": name, "path": e.path, "reason": e.reason})
+            # The audit keeps where and which rule, not the (perhaps secret) value.
+            self.deny(record, INVALID_PARAMS, f"invalid arguments at {e.path} ({e.keyword})")
+            raise error
         wait, which = self._rate_check(principal, name, backend)
         if wait:
             raise self.deny(
                 record,
                 errors.RATE_LIMITED,
-                f"rate limit ({which}) reached; retry in {wait:.2f} s",
-                {"retryAfter": round(wait, 3), "limit": which},
+                f"rate limit ({which}) reached; retry in {_up(wait):.3f} s",
+                {"retryAfter": _up(wait), "limit": which},
             )
-        return Call(self, record, entry, self._slots_for(name, backend))
+        call = Call(self, record, entry, self._slots_for(name, backend), principal)
+        call.taken, self._taken = self._taken, []
+        return call
 
     def _rate_check(self, principal: Principal, tool: str, backend: str) -> tuple[float, str]:
         rules = self.rules
@@ -270,7 +291,7 @@ class Policy:
                 b = self._principal_buckets[principal.name] = TokenBucket(rules.rate_principal.rate, rules.rate_principal.burst, now)
             buckets.append((b, "principal"))
         for i, rule in enumerate(rules.rate_tools):
-            if matches(rule.tool or "", tool, self.separator):
+            if matches(rule.tool or "", tool, self.separator, backend):
                 key = (principal.name, i, tool)
                 b = self._tool_buckets.get(key)
                 if b is None:
@@ -291,6 +312,7 @@ class Policy:
             return worst, which
         for b, _ in buckets:
             b.take()
+        self._taken = [b for b, _ in buckets]
         return 0.0, ""
 
     def _slots_for(self, tool: str, backend: str) -> list[Slots]:
@@ -299,7 +321,7 @@ class Policy:
         if s is not None:
             slots.append(s)
         for i, c in enumerate(self.rules.conc_tools):
-            if matches(c.tool or "", tool, self.separator):
+            if matches(c.tool or "", tool, self.separator, backend):
                 key = (i, tool)
                 t = self._tool_slots.get(key)
                 if t is None:
@@ -326,16 +348,21 @@ class Policy:
 class Call:
     """Steps 6 to 9 of one allowed call."""
 
-    __slots__ = ("policy", "record", "entry", "slots", "held", "breaker", "started")
+    __slots__ = ("policy", "record", "entry", "principal", "slots", "held", "breaker", "probe", "started", "taken", "waited", "done")
 
-    def __init__(self, policy: Policy, record: dict[str, Any], entry: Any, slots: list[Slots]) -> None:
+    def __init__(self, policy: Policy, record: dict[str, Any], entry: Any, slots: list[Slots], principal: Principal) -> None:
         self.policy = policy
         self.record = record
         self.entry = entry
+        self.principal = principal
         self.slots = slots
         self.held: list[Slots] = []
         self.breaker: Breaker | None = None
+        self.probe = False
         self.started = policy.clock.seconds()
+        self.taken: list[TokenBucket] = []
+        self.waited = False
+        self.done = False
 
     def dispatch(self, send: Callable[[], Deferred[Any]]) -> Deferred[Any]:
         """Take the concurrency slots (perhaps waiting), pass the breaker, send."""
@@ -349,6 +376,7 @@ class Call:
             self.held.append(s)
         else:
             return self._pass_breaker(send)
+        self.waited = True
         d = self._acquire(len(self.held))
         return d.addCallback(lambda _: self._pass_breaker(send))
 
@@ -357,7 +385,7 @@ class Call:
             d = self.slots[i].acquire()
         except Busy as e:
             self._release()
-            raise self._busy(e)
+            raise self._refuse(errors.BUSY, f"busy: {e.reason}", {"backend": self.entry.backend.name})
 
         def held(_: None) -> Any:
             self.held.append(self.slots[i])
@@ -368,30 +396,49 @@ class Call:
         def failed(f: Any) -> Any:
             if f.check(Busy):
                 self._release()
-                raise self._busy(f.value)
+                raise self._refuse(errors.BUSY, f"busy: {f.value.reason}", {"backend": self.entry.backend.name})
             return f
 
         return d.addCallbacks(held, failed)
 
-    def _busy(self, e: Busy) -> JsonRpcError:
-        return self.policy.deny(self.record, errors.BUSY, f"busy: {e.reason}", {"backend": self.entry.backend.name})
+    def _refuse(self, code: int, message: str, data: dict[str, Any]) -> JsonRpcError:
+        """A refusal after step 5: audited once, and the rate-limit tokens given back."""
+        for bucket in self.taken:
+            bucket.tokens = min(bucket.burst, bucket.tokens + 1.0)
+        self.taken = []
+        self.done = True
+        return self.policy.deny(self.record, code, message, data)
 
     def _pass_breaker(self, send: Callable[[], Deferred[Any]]) -> Deferred[Any]:
-        breaker = self.policy.breaker(self.entry.backend.name)
-        wait = breaker.admit()
+        policy = self.policy
+        backend = self.entry.backend.name
+        if self.waited:
+            # Things may have changed while the call waited for a slot.
+            try:
+                principal = policy.principal()
+            except JsonRpcError as e:
+                self._release()
+                raise self._refuse(e.code, e.message, e.data)
+            refused = policy.refusal(principal, self.entry.definition["name"], backend)
+            if refused is not None:
+                self._release()
+                raise self._refuse(refused[0], refused[1], {"tool": self.entry.definition["name"]})
+        breaker = policy.breaker(backend)
+        wait, probe = breaker.admit_call()
         if wait:
             self._release()
-            raise self.policy.deny(
-                self.record,
+            raise self._refuse(
                 errors.CIRCUIT_OPEN,
-                f"the circuit breaker of backend {self.entry.backend.name!r} is {breaker.state}; retry in {wait:.1f} s",
-                {"backend": self.entry.backend.name, "retryAfter": round(wait, 3), "state": breaker.state},
+                f"the circuit breaker of backend {backend!r} is {breaker.state}; retry in {_up(wait):.1f} s",
+                {"backend": backend, "retryAfter": _up(wait), "state": breaker.state},
             )
         self.breaker = breaker
+        self.probe = probe
         try:
             return send()
-        except JsonRpcError as e:
+        except BaseException as e:
             self.failed(e)
+            self.done = True  # the caller's errback must not audit it again
             raise
 
     def _release(self) -> None:
@@ -400,9 +447,12 @@ class Call:
             s.release()
 
     def succeeded(self, result: Any, size: int) -> None:
+        if self.done:
+            return
+        self.done = True
         self._release()
         if self.breaker is not None:
-            self.breaker.succeeded()
+            self.breaker.succeeded(self.probe)
         record = self.record
         record["outcome"] = "tool_error" if type(result) is dict and result.get("isError") is True else "ok"
         record["result_bytes"] = size
@@ -410,10 +460,13 @@ class Call:
         self.policy._audit(record)
 
     def failed(self, error: BaseException) -> None:
+        if self.done:
+            return
+        self.done = True
         self._release()
         record = self.record
         if record["decision"] == "deny":
-            return  # refused on the way (busy, breaker): already audited
+            return  # refused on the way: already audited
         breaker = self.breaker
         self.breaker = None
         if isinstance(error, JsonRpcError):
@@ -421,12 +474,12 @@ class Call:
             record["error_code"] = error.code
             if breaker is not None:
                 if error.code in _BREAKER_CODES:
-                    breaker.failed()
+                    breaker.failed(self.probe)
                 else:
-                    breaker.succeeded()  # The backend answered: it is alive.
+                    breaker.succeeded(self.probe)  # The backend answered: it is alive.
         else:
             record["outcome"] = "cancelled" if isinstance(error, CancelledError) else "error"
             if breaker is not None:
-                breaker.abandoned()
+                breaker.abandoned(self.probe)
         record["latency_ms"] = round((self.policy.clock.seconds() - self.started) * 1000, 3)
         self.policy._audit(record)

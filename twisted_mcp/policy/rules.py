@@ -60,17 +60,31 @@ class PolicyConfig:
     active: bool = False
 
 
-def matches(pattern: str, name: str, separator: str) -> bool:
-    """Whether C{pattern} covers the exposed name C{name}."""
-    if fnmatchcase(name, pattern):
-        return True
+def _fold(text: str) -> str:
+    return text.lower().replace("-", "_")
+
+
+def matches(pattern: str, name: str, separator: str, backend: str | None = None, fold: bool = False) -> bool:
+    """
+    Whether C{pattern} covers the exposed name C{name} of a tool of
+    C{backend}.  A bare name (no separator, no wildcard) is a backend: it
+    covers exactly that backend's tools.  With C{fold} (deny rules and
+    the kill switch), case and C{-}/C{_} are not told apart, so that a
+    tool named C{Delete-File} cannot slip past C{*__delete_*}.
+    """
     if separator not in pattern and not any(c in pattern for c in "*?["):
+        if backend is not None:
+            return (_fold(backend) == _fold(pattern)) if fold else backend == pattern
         return name.startswith(pattern + separator)
-    return False
+    if fold:
+        return fnmatchcase(_fold(name), _fold(pattern))
+    return fnmatchcase(name, pattern)
 
 
-def any_match(patterns: tuple[str, ...], name: str, separator: str) -> bool:
-    return any(matches(p, name, separator) for p in patterns)
+def any_match(
+    patterns: tuple[str, ...], name: str, separator: str, backend: str | None = None, fold: bool = False
+) -> bool:
+    return any(matches(p, name, separator, backend, fold) for p in patterns)
 
 
 # -- parsing ---------------------------------------------------------------
