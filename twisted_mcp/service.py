@@ -113,6 +113,48 @@ class GatewayService(MultiService):
         for f in self.frontends:
             f.startService()
 
+    def reload(self, load: Callable[[], Config]) -> bool:
+        """
+        Re-read the configuration (SIGHUP) and apply its policy (roles, kill
+        switch, limits, concurrency, breakers, pinning) to new calls at
+        once; clients are told their tool list changed.  A config that does
+        not validate is rejected and the running one stays.  Changes to
+        mcpServers, identity, audit and gateway settings need a restart.
+        """
+        from twisted_mcp.config import ConfigError
+
+        try:
+            config = load()
+        except ConfigError as e:
+            log.error("reload rejected, the running configuration stays: {problems}", problems=e.render())
+            return False
+        old = self.config
+        needs_restart = [
+            name
+            for name, same in (
+                ("mcpServers", config.servers == old.servers and config.disabled == old.disabled),
+                ("identity", config.identity == old.identity),
+                ("audit", config.audit == old.audit),
+                ("gateway", config.gateway == old.gateway),
+            )
+            if not same
+        ]
+        if needs_restart:
+            log.warn(
+                "reload: changes to {sections} are not applied until the gateway restarts",
+                sections=", ".join(needs_restart),
+            )
+        rules = config.policy if config.policy is not None else PolicyConfig()
+        current = self.gateway.policy
+        policy = Policy(rules, old.gateway.separator, self.clock, current._authenticate, current.audit)
+        policy.catalog_changed(self.gateway.catalog.entries)
+        self.gateway.policy = policy
+        self.config = config
+        log.info("reload: the policy from {source} applies to new calls", source=config.source)
+        for session in list(self.gateway.sessions):
+            session.tools_changed()
+        return True
+
     def hurry(self) -> None:
         """Cut the grace period short: cancel every call in flight now."""
         for session in list(self.gateway.sessions) + list(self.gateway.closing):

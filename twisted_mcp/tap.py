@@ -95,7 +95,7 @@ def _claim_stdout() -> int:
     return proto
 
 
-def _install_signal_handlers(reactor: Any, stop: Any) -> None:
+def _install_signal_handlers(reactor: Any, stop: Any, reload: Any) -> None:
     """
     SIGTERM and SIGINT stop the gateway cleanly and it exits 0 (twistd's
     own handlers would re-raise the signal at exit).  A second signal cuts
@@ -115,6 +115,12 @@ def _install_signal_handlers(reactor: Any, stop: Any) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+
+    def hup(signum: int, frame: Any) -> None:
+        reactor.callFromThread(log.info, "received SIGHUP: reloading the configuration")
+        reactor.callFromThread(reload)
+
+    signal.signal(signal.SIGHUP, hup)
 
 
 def makeService(options: Options) -> Any:
@@ -145,7 +151,8 @@ def makeService(options: Options) -> Any:
         if reactor.running:
             reactor.stop()
 
-    reactor.callWhenRunning(_install_signal_handlers, reactor, stop)
+    path = options["config"]
+    reactor.callWhenRunning(_install_signal_handlers, reactor, stop, lambda: service.reload(lambda: load(path)))
     settings = config.gateway
     service.add_frontend(
         lambda gateway: StdioFrontend(

@@ -306,3 +306,34 @@ def test_audit_in_postgresql(policy_config, raw_gateway, monkeypatch):
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def test_sighup_applies_a_new_policy_and_tells_the_client(policy_config, raw_gateway, monkeypatch, tmp_path):
+    import signal as _signal
+
+    config = policy_config({"echo": server("echo_fast"), "other": server("echo_fast")}, killSwitch={"tools": []})
+    gw = start(raw_gateway, monkeypatch, config)
+    assert names(gw) == ["echo__echo", "other__echo"]
+    with open(config) as f:
+        data = json.load(f)
+    data["killSwitch"] = {"tools": ["other__echo"]}
+    with open(config, "w") as f:
+        json.dump(data, f)
+    gw.seen.clear()
+    gw.proc.send_signal(_signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while not any(m.get("method") == "notifications/tools/list_changed" for m in gw.seen):
+        assert time.monotonic() < deadline, "no list_changed after SIGHUP"
+        try:
+            gw.seen.append(gw.read_message(timeout=1))
+        except TimeoutError:
+            pass
+    assert names(gw) == ["echo__echo"]
+    assert call(gw, "other__echo", {"text": "x"})["error"]["code"] == -32002
+    # A config that does not validate is rejected; the running one stays.
+    with open(config, "w") as f:
+        f.write("mcpServers: [not, a, mapping]\n")
+    gw.proc.send_signal(_signal.SIGHUP)
+    gw.wait_for_log("reload rejected")
+    assert names(gw) == ["echo__echo"]
+    assert "result" in call(gw, "echo__echo", {"text": "still"})
