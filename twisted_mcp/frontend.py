@@ -14,6 +14,7 @@ from typing import Any, Callable
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -54,9 +55,14 @@ class SessionProtocol(LineFramer):
         self.lost: Deferred[None] = Deferred()
         self._input_closed = False
 
+    factory: Any = None
+
     def connectionMade(self) -> None:
         self.writer = writer_for(self.transport)
         self.session = ClientSession(self.gateway, self.writer.write, self.label)
+        if self.factory is not None:
+            self.factory.connections.add(self)
+            log.info("client {client} connected", client=self.label)
 
     dataReceived = batch(LineFramer.dataReceived)
 
@@ -89,7 +95,12 @@ class SessionProtocol(LineFramer):
         self.readConnectionLost(grace=0)
 
     def connectionLost(self, reason: Any = None) -> None:
-        self.readConnectionLost()
+        if self.factory is not None:
+            # A socket client that is gone: its calls cannot be answered.
+            self.factory.connections.discard(self)
+            self.readConnectionLost(grace=0)
+        else:
+            self.readConnectionLost()
         if not self.lost.called:
             self.lost.callback(None)
 
@@ -142,3 +153,61 @@ class StdioFrontend(Service):
         if self.protocol.session is None:
             return succeed(None)
         return self.protocol.stop(self._grace)
+
+
+class SessionFactory(Factory):
+    """
+    Serves any number of clients on a listening socket: each connection is
+    its own MCP session (its own negotiated version, calls in flight and
+    principal) over the shared backends.  A client that disconnects has
+    its calls in flight cancelled at the backends.
+    """
+
+    noisy = False
+
+    def __init__(self, gateway: Gateway, clock: IReactorTime, max_length: int, grace: float, label: str) -> None:
+        self.gateway = gateway
+        self.clock = clock
+        self.max_length = max_length
+        self.grace = grace
+        self.label = label
+        self.count = 0
+        self.connections: set[SessionProtocol] = set()
+
+    def buildProtocol(self, addr: Any) -> SessionProtocol:
+        self.count += 1
+        p = SessionProtocol(self.gateway, self.clock, self.max_length, self.grace, f"{self.label}#{self.count}")
+        p.factory = self
+        # The client closed its side and every call was answered: close ours.
+        p.on_input_closed = lambda: p.transport.loseConnection()
+        return p
+
+
+class SocketFrontend(Service):
+    """
+    A listening endpoint (a Twisted endpoint string such as
+    C{unix:/run/twisted-mcp.sock:mode=660} or C{tcp:8765:interface=127.0.0.1}).
+    Stopping it stops listening, then drains every connected session.
+    """
+
+    def __init__(self, description: str, port: Any, factory: SessionFactory) -> None:
+        self.description = description
+        self.port = port
+        self.factory = factory
+
+    def startService(self) -> None:
+        super().startService()
+        log.info("listening on {endpoint}", endpoint=self.description)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        if self.port is not None:
+            await self.port.stopListening()
+        for protocol in list(self.factory.connections):
+            try:
+                await protocol.stop(self.factory.grace)
+            except Exception:
+                log.failure("closing a client connection failed")

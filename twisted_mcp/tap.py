@@ -16,6 +16,7 @@ from twisted_mcp import __version__
 from twisted_mcp.config import Config, ConfigError, load
 
 EX_USAGE = 64
+EX_UNAVAILABLE = 69
 EX_CONFIG = 78
 
 
@@ -43,6 +44,19 @@ class Options(usage.Options):
     optFlags = [
         ["check", None, "Validate the configuration, print what it would start, and exit (0 or 78)."],
     ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, endpoint: str) -> None:
+        """
+        Serve MCP clients on this Twisted endpoint instead of stdin/stdout
+        (repeatable), e.g. unix:/run/twisted-mcp/gw.sock:mode=660 or
+        tcp:8765:interface=127.0.0.1. Every connection is its own MCP session;
+        the backends are shared.
+        """
+        self["listen"].append(endpoint)
 
     def opt_version(self) -> None:
         """Print the version of twisted-mcp and exit."""
@@ -123,6 +137,33 @@ def _install_signal_handlers(reactor: Any, stop: Any, reload: Any) -> None:
     signal.signal(signal.SIGHUP, hup)
 
 
+def _listen(endpoints: list[str], service: Any, reactor: Any) -> None:
+    """Bind every endpoint now (before twistd daemonizes): one that cannot
+    bind stops start-up with a clear error."""
+    from twisted.internet.endpoints import serverFromString
+    from twisted.python.failure import Failure
+
+    from twisted_mcp.frontend import SessionFactory, SocketFrontend
+
+    settings = service.config.gateway
+    for description in endpoints:
+        factory = SessionFactory(
+            service.gateway, reactor, settings.maxMessageBytes, settings.shutdownGrace, description.split(":", 1)[0]
+        )
+        try:
+            d = serverFromString(reactor, description).listen(factory)
+        except Exception as e:
+            _fail(f"cannot listen on {description!r}: {e}", EX_USAGE)
+        result: list[Any] = []
+        d.addBoth(result.append)
+        if not result:
+            _fail(f"listening on {description!r} did not complete at start-up", EX_UNAVAILABLE)
+        if isinstance(result[0], Failure):
+            _fail(f"cannot listen on {description!r}: {result[0].getErrorMessage()}", EX_UNAVAILABLE)
+        port = result[0]
+        service.add_frontend(lambda gateway, p=port, f=factory, desc=description: SocketFrontend(desc, p, f))
+
+
 def makeService(options: Options) -> Any:
     from twisted.internet import reactor, stdio
 
@@ -130,7 +171,6 @@ def makeService(options: Options) -> Any:
     from twisted_mcp.service import GatewayService
 
     config = options.loaded
-    out_fd = _claim_stdout()
     service = GatewayService(config, reactor, reactor)
 
     def client_gone() -> None:
@@ -154,6 +194,10 @@ def makeService(options: Options) -> Any:
     path = options["config"]
     reactor.callWhenRunning(_install_signal_handlers, reactor, stop, lambda: service.reload(lambda: load(path)))
     settings = config.gateway
+    if options["listen"]:
+        _listen(options["listen"], service, reactor)
+        return service
+    out_fd = _claim_stdout()
     service.add_frontend(
         lambda gateway: StdioFrontend(
             gateway,

@@ -1,0 +1,154 @@
+"""
+Daemon mode: `twistd --pidfile ... --logfile ... mcp-gateway --listen ...`,
+many clients on one socket sharing warm backends, and `twisted-mcp connect`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from tests import mcpclient as mc
+
+from .conftest import bin_path, descendants, gateway_env, server, wait_gone
+
+
+@pytest.fixture
+def daemon(write_config, tmp_path):
+    started: list[tuple[str, str]] = []
+
+    def start(servers: dict, *listen: str) -> tuple[int, str]:
+        config = write_config(servers)
+        pidfile = str(tmp_path / "gw.pid")
+        logfile = str(tmp_path / "gw.log")
+        args = [bin_path("twistd"), "--pidfile", pidfile, "--logfile", logfile, "mcp-gateway", "--config", config]
+        for endpoint in listen:
+            args += ["--listen", endpoint]
+        proc = subprocess.run(args, env=gateway_env(), cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        deadline = time.monotonic() + 20
+        while not os.path.exists(pidfile):
+            assert time.monotonic() < deadline, "no pid file"
+            time.sleep(0.05)
+        pid = _read_pid(pidfile)
+        started.append((pidfile, logfile))
+        return pid, logfile
+
+    yield start
+    for pidfile, _ in started:
+        try:
+            os.kill(_read_pid(pidfile), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+
+
+def _read_pid(path: str) -> int:
+    with open(path) as f:
+        return int(f.read().strip())
+
+
+class LineClient:
+    def __init__(self, path: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(30)
+        self.sock.connect(path)
+        self.buf = b""
+
+    def request(self, rid, method, params=None):
+        msg = {"jsonrpc": "2.0", "id": rid, "method": method}
+        if params is not None:
+            msg["params"] = params
+        self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        while True:
+            while b"\n" not in self.buf:
+                chunk = self.sock.recv(65536)
+                assert chunk, "connection closed"
+                self.buf += chunk
+            line, self.buf = self.buf.split(b"\n", 1)
+            answer = json.loads(line)
+            if answer.get("id") == rid:
+                return answer
+
+
+def test_fifty_clients_share_backends_and_get_their_own_answers(daemon, tmp_path):
+    sock = str(tmp_path / "gw.sock")
+    pid, log = daemon({"echo": server("echo_fast"), "slow": server("slow")}, f"unix:{sock}")
+    deadline = time.monotonic() + 20
+    while not os.path.exists(sock):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    results: dict[int, list[str]] = {}
+    errors: list[BaseException] = []
+
+    def client(n: int) -> None:
+        try:
+            c = LineClient(sock)
+            c.request(0, "initialize", {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": f"c{n}", "version": "1"}})
+            got = []
+            for i in range(20):
+                tool = "echo__echo" if i % 2 else "slow__echo"
+                out = c.request(i + 1, "tools/call", {"name": tool, "arguments": {"text": f"{n}-{i}"}})
+                got.append(out["result"]["content"][0]["text"])
+            results[n] = got
+            c.sock.close()
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    assert results == {n: [f"{n}-{i}" for i in range(20)] for n in range(50)}
+    tree = descendants(pid)
+    assert len(tree) >= 2  # one child per backend, shared by all 50 clients
+    os.kill(pid, signal.SIGTERM)
+    assert wait_gone({pid} | tree, 30) == set()
+    with open(log) as f:
+        assert "listening on unix:" in f.read()
+
+
+def test_connect_bridges_an_sdk_client_to_the_daemon(daemon, tmp_path):
+    sock = str(tmp_path / "gw.sock")
+    pid, _ = daemon({"echo": server("echo_fast")}, f"unix:{sock}")
+    deadline = time.monotonic() + 20
+    while not os.path.exists(sock):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+    async def scenario():
+        async with mc.connect([bin_path("twisted-mcp"), "connect", f"unix:path={sock}"], env=gateway_env()) as client:
+            assert await mc.tool_names(client) == ["echo__echo"]
+            assert await mc.call_text(client, "echo__echo", {"text": "bridged"}) == "bridged"
+
+    mc.run(scenario, timeout=60)
+    os.kill(pid, signal.SIGTERM)
+    assert wait_gone({pid}, 30) == set()
+
+
+def test_a_listener_that_cannot_bind_stops_start_up(write_config, tmp_path):
+    config = write_config({"echo": server("echo_fast")})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        proc = subprocess.run(
+            [bin_path("twistd"), "-n", "--pidfile=", "mcp-gateway", "--config", config, "--listen", f"tcp:{port}:interface=127.0.0.1"],
+            env=gateway_env(), cwd=str(tmp_path), capture_output=True, text=True, timeout=60,
+        )
+    assert proc.returncode == 69
+    assert f"cannot listen on 'tcp:{port}:interface=127.0.0.1'" in proc.stderr
+
+
+def test_connect_to_nothing_fails_clearly(tmp_path):
+    proc = subprocess.run([bin_path("twisted-mcp"), "connect", f"unix:path={tmp_path}/none.sock"], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 69
+    assert "cannot connect" in proc.stderr
