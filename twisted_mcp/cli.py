@@ -1,8 +1,10 @@
 """
 The C{twisted-mcp} command: operations beside the gateway itself.
 
+    twisted-mcp check-config FILE            validate a configuration (exit 0 or 78)
     twisted-mcp pin --config FILE            approve the current tool definitions
     twisted-mcp audit verify --config FILE   check the audit trail's hash chain
+    twisted-mcp connect ENDPOINT             bridge stdin/stdout to a gateway's socket
 
 Exit codes follow sysexits: 0 success, 64 bad usage, 65 the data is bad
 (a broken audit chain), 69 a service is unavailable, 78 a bad config.
@@ -120,6 +122,20 @@ def pin(args: argparse.Namespace) -> int:
             f"new or changed tools are not pinned: {', '.join(outcome['down'])}\n"
         )
         return EX_UNAVAILABLE
+    return EX_OK
+
+
+def check_config(args: argparse.Namespace) -> int:
+    """Validate a configuration without starting anything."""
+    config = _load(args.file)  # exits 78, listing every problem
+    print(f"{args.file}: OK, {len(config.servers)} server(s)")
+    for s in config.servers:
+        if hasattr(s, "command"):
+            print(f"  {s.name}: stdio, {s.command} {' '.join(s.args)}".rstrip())
+        else:
+            print(f"  {s.name}: {'legacy HTTP+SSE' if s.transport == 'sse' else 'Streamable HTTP'}, {s.url}")
+    for name in config.disabled:
+        print(f"  {name}: disabled")
     return EX_OK
 
 
@@ -247,6 +263,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     v.add_argument("--config", "-c", required=True, help="the gateway's configuration file")
     v.set_defaults(func=audit_verify)
+    k = sub.add_parser(
+        "check-config",
+        help="validate a configuration file without starting anything",
+        description="Exit 0 when FILE is a valid gateway configuration (listing its servers), or 78 "
+        "listing every problem with its key path.",
+    )
+    k.add_argument("file", metavar="FILE")
+    k.set_defaults(func=check_config)
     c = sub.add_parser(
         "connect",
         help="bridge stdin/stdout to a running gateway's socket",

@@ -59,10 +59,32 @@ class SessionProtocol(LineFramer):
 
     def connectionMade(self) -> None:
         self.writer = writer_for(self.transport)
-        self.session = ClientSession(self.gateway, self.writer.write, self.label)
+        write = self.writer.write
+        if self.factory is not None and hasattr(self.writer, "queued"):
+            # A socket client that does not read its answers must not make the
+            # gateway buffer without bound (nor hold up anyone else).
+            limit = max(4 * self.MAX_LENGTH, 1 << 20)
+            writer = self.writer
+
+            def write(data: bytes) -> None:
+                writer.write(data)
+                if writer.queued() > limit:
+                    self._stuck_client(writer.queued())
+
+        self.session = ClientSession(self.gateway, write, self.label)
         if self.factory is not None:
             self.factory.connections.add(self)
             log.info("client {client} connected", client=self.label)
+
+    def _stuck_client(self, queued: int) -> None:
+        if self.transport is None or getattr(self.transport, "disconnecting", False):
+            return
+        log.warn(
+            "client {client} is not reading its answers ({queued} bytes waiting); disconnecting it",
+            client=self.label,
+            queued=queued,
+        )
+        self.transport.abortConnection()
 
     dataReceived = batch(LineFramer.dataReceived)
 

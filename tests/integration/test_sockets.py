@@ -24,8 +24,8 @@ from .conftest import bin_path, descendants, gateway_env, server, wait_gone
 def daemon(write_config, tmp_path):
     started: list[tuple[str, str]] = []
 
-    def start(servers: dict, *listen: str) -> tuple[int, str]:
-        config = write_config(servers)
+    def start(servers: dict, *listen: str, **gateway) -> tuple[int, str]:
+        config = write_config(servers, **gateway)
         pidfile = str(tmp_path / "gw.pid")
         logfile = str(tmp_path / "gw.log")
         args = [bin_path("twistd"), "--pidfile", pidfile, "--logfile", logfile, "mcp-gateway", "--config", config]
@@ -152,3 +152,52 @@ def test_connect_to_nothing_fails_clearly(tmp_path):
     proc = subprocess.run([bin_path("twisted-mcp"), "connect", f"unix:path={tmp_path}/none.sock"], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert proc.returncode == 69
     assert "cannot connect" in proc.stderr
+
+
+def test_check_config(write_config, tmp_path):
+    good = write_config({"echo": server("echo_fast"), "remote": {"url": "http://127.0.0.1:9/mcp"}})
+    out = subprocess.run([bin_path("twisted-mcp"), "check-config", good], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "OK, 2 server(s)" in out.stdout and "remote: Streamable HTTP" in out.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("mcpServers:\n  a: {command: 1}\n  b: {url: ftp://x}\nroles: {dev: {allow: ['bad pattern']}}\n")
+    out = subprocess.run([bin_path("twisted-mcp"), "check-config", str(bad)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 78
+    for fragment in ("mcpServers.a.command", "mcpServers.b.url", "roles.dev.allow[0]"):
+        assert fragment in out.stderr
+
+
+def test_a_client_that_does_not_read_is_disconnected_and_others_go_on(daemon, tmp_path):
+    sock = str(tmp_path / "gw.sock")
+    # Answers of 1 MB; a client may leave at most 4 x 2 MiB unread.
+    pid, log = daemon({"echo": server("echo_fast")}, f"unix:{sock}", maxMessageBytes=2 * 1024 * 1024)
+    deadline = time.monotonic() + 20
+    while not os.path.exists(sock):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    stuck = socket.socket(socket.AF_UNIX)
+    stuck.connect(sock)
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "stuck", "version": "1"}}}
+    stuck.sendall(json.dumps(init).encode() + b"\n")
+    for i in range(40):  # 40 MB of answers it never reads
+        big = {"jsonrpc": "2.0", "id": i + 1, "method": "tools/call", "params": {"name": "echo__echo", "arguments": {"text": "z" * 1000, "repeat": 1000}}}
+        try:
+            stuck.sendall(json.dumps(big).encode() + b"\n")
+        except OSError:
+            break  # already disconnected
+    healthy = LineClient(sock)
+    healthy.request(0, "initialize", {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "ok", "version": "1"}})
+    deadline = time.monotonic() + 30
+    while True:
+        with open(log) as f:
+            if "is not reading its answers" in f.read():
+                break
+        assert time.monotonic() < deadline, "the stuck client was never disconnected"
+        time.sleep(0.1)
+    out = healthy.request(1, "tools/call", {"name": "echo__echo", "arguments": {"text": "still served"}})
+    assert out["result"]["content"][0]["text"] == "still served"
+    stuck.close()
+    healthy.sock.close()
+    os.kill(pid, signal.SIGTERM)
+    assert wait_gone({pid}, 30) == set()
