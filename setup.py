@@ -17,6 +17,7 @@ setup(
         "attrs>=23.1",
         "jsonschema>=4.18",
         "PyJWT[crypto]>=2.8",
+        "prometheus_client>=0.17",
     ],
     extras_require={
         "test": [

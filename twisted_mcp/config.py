@@ -63,6 +63,8 @@ class GatewaySettings:
     restartMaxDelay: float = 60.0
     stableAfter: float = 30.0
     inheritEnv: tuple[str, ...] = DEFAULT_INHERIT_ENV
+    #: A bearer token the admin endpoint (--admin) requires, if set.
+    adminToken: str | None = attrs.field(default=None, repr=False)
 
 
 @attrs.frozen(kw_only=True)
@@ -70,6 +72,8 @@ class _Server:
     """What every backend has: a name and its timing."""
 
     name: str
+    #: /readyz on the admin endpoint answers 503 while a required backend is not up.
+    required: bool = False
     discoveryTimeout: float = 30.0
     callTimeout: float = 60.0
     shutdownTimeout: float = 5.0
@@ -328,6 +332,7 @@ _GATEWAY_KEYS: dict[str, tuple[str, Any]] = {
     "restartMaxDelay": ("seconds", (0.01, 86400)),
     "stableAfter": ("seconds", (0, 86400)),
     "inheritEnv": ("strings", None),
+    "adminToken": ("token", None),
 }
 _SERVER_TIMEOUTS = (
     "discoveryTimeout",
@@ -337,7 +342,7 @@ _SERVER_TIMEOUTS = (
     "restartMaxDelay",
     "stableAfter",
 )
-_STDIO_KEYS = {"type", "command", "args", "env", "cwd", "disabled", *_SERVER_TIMEOUTS}
+_STDIO_KEYS = {"type", "command", "args", "env", "cwd", "disabled", "required", *_SERVER_TIMEOUTS}
 _HTTP_KEYS = {
     "type",
     "url",
@@ -346,6 +351,7 @@ _HTTP_KEYS = {
     "maxConnections",
     "tls",
     "disabled",
+    "required",
     *_SERVER_TIMEOUTS,
 }
 _TLS_KEYS = {"caFile", "certFile", "keyFile"}
@@ -400,6 +406,8 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
                 value = check.integer(path, gw[key], *bounds)
             elif kind == "seconds":
                 value = check.number(path, gw[key], *bounds)
+            elif kind == "token":
+                value = check.string(path, gw[key])
             else:
                 value = check.string_list(path, gw[key])
             if value is not None:
@@ -435,6 +443,8 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
             disabled.append(name)
             continue
         fields: dict[str, Any] = {}
+        if "required" in spec:
+            fields["required"] = check.boolean(_join(path, "required"), spec["required"])
         for key in _SERVER_TIMEOUTS:
             if key in spec:
                 fields[key] = check.number(_join(path, key), spec[key], *_GATEWAY_KEYS[key][1])

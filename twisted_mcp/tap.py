@@ -49,6 +49,17 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
 
+    optParameters = optParameters + [
+        [
+            "admin",
+            None,
+            None,
+            "Serve the admin endpoint (/healthz, /readyz, /metrics, /status) on this Twisted endpoint, "
+            "e.g. tcp:9100:interface=127.0.0.1. Off by default; gateway.adminToken in the config "
+            "protects it with a bearer token.",
+        ],
+    ]
+
     def opt_listen(self, endpoint: str) -> None:
         """
         Serve MCP clients on this Twisted endpoint instead of stdin/stdout
@@ -137,12 +148,52 @@ def _install_signal_handlers(reactor: Any, stop: Any, reload: Any) -> None:
     signal.signal(signal.SIGHUP, hup)
 
 
-def _listen(endpoints: list[str], service: Any, reactor: Any) -> None:
-    """Bind every endpoint now (before twistd daemonizes): one that cannot
-    bind stops start-up with a clear error."""
+def _bind(description: str, factory: Any, reactor: Any) -> Any:
+    """Listen now (before twistd daemonizes); exit 69 with a clear message if it cannot."""
     from twisted.internet.endpoints import serverFromString
     from twisted.python.failure import Failure
 
+    try:
+        d = serverFromString(reactor, description).listen(factory)
+    except Exception as e:
+        _fail(f"cannot listen on {description!r}: {e}", EX_USAGE)
+    result: list[Any] = []
+    d.addBoth(result.append)
+    if not result:
+        _fail(f"listening on {description!r} did not complete at start-up", EX_UNAVAILABLE)
+    if isinstance(result[0], Failure):
+        _fail(f"cannot listen on {description!r}: {result[0].getErrorMessage()}", EX_UNAVAILABLE)
+    return result[0]
+
+
+def _admin(description: str, service: Any, reactor: Any) -> None:
+    from twisted.application.service import Service
+    from twisted.logger import Logger
+    from twisted.web.server import Site
+
+    from twisted_mcp.admin import AdminResource
+
+    required = {s.name for s in service.config.servers if s.required}
+    site = Site(AdminResource(service.gateway, required, service.config.gateway.adminToken))
+    site.noisy = False
+    site.log = lambda request: None  # no access log lines (they could carry tokens)
+    port = _bind(description, site, reactor)
+
+    class AdminService(Service):
+        def startService(self) -> None:
+            super().startService()
+            Logger(namespace="twisted_mcp.admin").info("admin endpoint on {endpoint}", endpoint=description)
+
+        def stopService(self) -> Any:
+            super().stopService()
+            return port.stopListening()
+
+    service.add_frontend(lambda gateway: AdminService())
+
+
+def _listen(endpoints: list[str], service: Any, reactor: Any) -> None:
+    """Bind every endpoint now (before twistd daemonizes): one that cannot
+    bind stops start-up with a clear error."""
     from twisted_mcp.frontend import SessionFactory, SocketFrontend
 
     settings = service.config.gateway
@@ -150,17 +201,7 @@ def _listen(endpoints: list[str], service: Any, reactor: Any) -> None:
         factory = SessionFactory(
             service.gateway, reactor, settings.maxMessageBytes, settings.shutdownGrace, description.split(":", 1)[0]
         )
-        try:
-            d = serverFromString(reactor, description).listen(factory)
-        except Exception as e:
-            _fail(f"cannot listen on {description!r}: {e}", EX_USAGE)
-        result: list[Any] = []
-        d.addBoth(result.append)
-        if not result:
-            _fail(f"listening on {description!r} did not complete at start-up", EX_UNAVAILABLE)
-        if isinstance(result[0], Failure):
-            _fail(f"cannot listen on {description!r}: {result[0].getErrorMessage()}", EX_UNAVAILABLE)
-        port = result[0]
+        port = _bind(description, factory, reactor)
         service.add_frontend(lambda gateway, p=port, f=factory, desc=description: SocketFrontend(desc, p, f))
 
 
@@ -194,6 +235,8 @@ def makeService(options: Options) -> Any:
     path = options["config"]
     reactor.callWhenRunning(_install_signal_handlers, reactor, stop, lambda: service.reload(lambda: load(path)))
     settings = config.gateway
+    if options["admin"]:
+        _admin(options["admin"], service, reactor)
     if options["listen"]:
         _listen(options["listen"], service, reactor)
         return service

@@ -201,3 +201,72 @@ def test_a_client_that_does_not_read_is_disconnected_and_others_go_on(daemon, tm
     healthy.sock.close()
     os.kill(pid, signal.SIGTERM)
     assert wait_gone({pid}, 30) == set()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_admin_endpoint(daemon, tmp_path, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    monkeypatch.setenv("ADMIN_TOKEN", "let-me-in")
+    sock = str(tmp_path / "gw.sock")
+    port = _free_port()
+    config = tmp_path / "admin.json"
+    config.write_text(json.dumps({
+        "gateway": {"adminToken": "${ADMIN_TOKEN}", "restartDelay": 60},
+        "mcpServers": {"echo": server("echo_fast"), "crashy": server("crashy", required=True)},
+    }))
+    env = gateway_env()
+    env["ADMIN_TOKEN"] = "let-me-in"
+    proc = subprocess.Popen(
+        [bin_path("twistd"), "-n", "--pidfile=", "--logfile", str(tmp_path / "admin.log"), "mcp-gateway",
+         "--config", str(config), "--listen", f"unix:{sock}", "--admin", f"tcp:{port}:interface=127.0.0.1"],
+        env=env, cwd=str(tmp_path), stdin=subprocess.DEVNULL,
+    )
+    try:
+        def get(path: str, token: str | None = "let-me-in") -> tuple[int, str]:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+            if token:
+                request.add_header("Authorization", f"Bearer {token}")
+            try:
+                with urllib.request.urlopen(request, timeout=10) as r:
+                    return r.status, r.read().decode()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read().decode()
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if get("/readyz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "never ready"
+            time.sleep(0.2)
+        assert get("/healthz") == (200, "ok\n")
+        assert get("/healthz", token=None)[0] == 401
+        assert get("/healthz", token="wrong")[0] == 401
+        status, text = get("/metrics")
+        metrics = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(text) for s in f.samples}
+        assert metrics[("twisted_mcp_backend_up", (("backend", "crashy"),))] == 1.0
+        assert metrics[("twisted_mcp_backend_tools", (("backend", "echo"),))] == 1.0
+        c = LineClient(sock)
+        c.request(0, "initialize", {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "a", "version": "1"}})
+        text = get("/metrics")[1]
+        assert "twisted_mcp_clients 1.0" in text
+        assert c.request(1, "tools/call", {"name": "crashy__crash", "arguments": {}})["error"]["code"] == -32032
+        status, text = get("/readyz")
+        assert status == 503 and "required backend crashy is down" in text
+        status, page = get("/status")
+        assert status == 200 and "crashy" in page and "echo__echo" in page
+        c.sock.close()
+    finally:
+        proc.terminate()
+        proc.wait(30)
