@@ -164,6 +164,21 @@ class RawGateway:
         self.send(msg)
         return self.response(rid, timeout)
 
+    def wait_for_notification(self, method: str, timeout: float = 20.0) -> dict[str, Any]:
+        """Read until a notification C{method} arrives (others are kept in C{seen})."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for msg in self.seen:
+                if msg.get("method") == method:
+                    return msg
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no {method} within {timeout} s")
+            try:
+                self.seen.append(self.read_message(timeout=min(1.0, left)))
+            except TimeoutError:
+                pass
+
     def initialize(self, version: str = "2025-11-25") -> dict[str, Any]:
         self.seen = []
         result = self.request(
