@@ -112,6 +112,9 @@ class GatewayService(MultiService):
         self.gateway.start()
         for f in self.frontends:
             f.startService()
+        from twisted_mcp import systemd
+
+        self._watchdog = systemd.start(self.gateway, self.clock)
 
     def reload(self, load: Callable[[], Config]) -> bool:
         """
@@ -165,6 +168,9 @@ class GatewayService(MultiService):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
+        watchdog = getattr(self, "_watchdog", None)
+        if watchdog is not None and watchdog.running:
+            watchdog.stop()
         log.info("stopping: draining client calls, then stopping backends")
         await DeferredList(
             [_guarded(f.stopService) for f in reversed(self.frontends)], consumeErrors=True
