@@ -14,7 +14,7 @@ import json
 import os
 import re
 from urllib.parse import urlsplit
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import attrs
 import yaml
@@ -578,5 +578,3 @@ def load(path: str, environ: Mapping[str, str] | None = None) -> Config:
     data = parse_text(text, path)
     return build(data, path, environ, os.path.dirname(os.path.abspath(path)))
 
-
-Loader = Callable[[str], Config]

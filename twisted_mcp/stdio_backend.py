@@ -17,7 +17,6 @@ import sys
 from typing import Any, Mapping
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
@@ -476,4 +475,4 @@ async def _stop_one(b: Backend) -> None:
         log.failure("backend {backend}: stopping failed", backend=b.name)
 
 
-__all__ = ["ProcessExitedAlready", "StdioBackend", "child_environment", "group_alive", "stop_all"]
+__all__ = ["StdioBackend", "child_environment", "group_alive", "stop_all"]

@@ -113,7 +113,7 @@ def _claim_stdout() -> int:
     try:
         # A description of its own, so that making it non-blocking (as
         # StandardIO does) cannot make a shared stderr non-blocking too.
-        proto = os.open(f"/proc/self/fd/1", os.O_WRONLY | os.O_CLOEXEC)
+        proto = os.open("/proc/self/fd/1", os.O_WRONLY | os.O_CLOEXEC)
     except OSError:
         proto = os.dup(1)
     os.dup2(2, 1)
