@@ -12,7 +12,6 @@ import signal
 import subprocess
 import time
 
-import pytest
 
 from .conftest import (
     RawGateway,
@@ -244,14 +243,7 @@ def test_backend_that_stops_reading_is_restarted(raw_gateway, write_config):
     assert -32030 in codes, codes
     assert set(codes) <= {-32008, -32030, -32031, -32032}, codes
     gw.wait_for_log("is not reading its input")
-    deadline = time.monotonic() + 20
-    while True:
-        out = gw.request("tools/call", {"name": "w__pid", "arguments": {}})
-        if "result" in out:
-            break
-        assert time.monotonic() < deadline, out
-        time.sleep(0.2)
-    assert out["result"]["content"][0]["text"] != first
+    assert _pid_once_back(gw) != first
 
 
 def test_backend_that_closes_stdout_is_restarted(raw_gateway, write_config):
@@ -263,11 +255,15 @@ def test_backend_that_closes_stdout_is_restarted(raw_gateway, write_config):
     out = gw.request("tools/call", {"name": "w__close_stdout", "arguments": {}})
     assert out["error"]["code"] == -32032 and time.monotonic() - started < 10, out
     gw.wait_for_log("closed its stdout but is still running")
-    deadline = time.monotonic() + 20
+    assert _pid_once_back(gw) != first
+
+
+def _pid_once_back(gw: RawGateway, timeout: float = 20.0) -> str:
+    """Call w__pid until the restarted backend answers; return its pid."""
+    deadline = time.monotonic() + timeout
     while True:
         out = gw.request("tools/call", {"name": "w__pid", "arguments": {}})
         if "result" in out:
-            break
+            return out["result"]["content"][0]["text"]
         assert time.monotonic() < deadline, out
         time.sleep(0.2)
-    assert out["result"]["content"][0]["text"] != first

@@ -50,33 +50,14 @@ sys.stdout = sys.stderr
 
 print(f"http_sdk.py: starting (pid {os.getpid()})", file=sys.stderr, flush=True)
 
-import anyio  # noqa: E402
 import uvicorn  # noqa: E402
 from sse_starlette.sse import AppStatus  # noqa: E402
 
 from mcp.server.mcpserver import Context, MCPServer  # noqa: E402
 
+from _sleep import sleep_with_progress  # noqa: E402  (tests/servers/ is sys.path[0])
+
 HOST = "127.0.0.1"
-
-
-def _peer_cancelled(ctx: Context) -> bool:
-    """Whether the current request was cancelled by notifications/cancelled.
-
-    Same technique as slow.py: SDK 2.3 applies a peer cancel by cancelling the
-    handler's anyio scope and setting the dispatch context's
-    ``cancel_requested`` event; a cancellation without it is a shutdown.
-    """
-    dctx = getattr(ctx.request_context.session, "_request_outbound", None)
-    event = getattr(dctx, "cancel_requested", None)
-    return True if event is None else event.is_set()
-
-
-def _log_cancel(request_id: str) -> None:
-    path = os.environ.get("HTTP_CANCEL_LOG")
-    if not path:
-        return
-    with open(path, "a") as f:
-        f.write(f"cancelled {request_id}\n")
 
 
 def build_server(log_level: str) -> MCPServer:
@@ -85,24 +66,7 @@ def build_server(log_level: str) -> MCPServer:
     @server.tool()
     async def sleep(seconds: float, ctx: Context) -> str:
         """Sleep for `seconds`, reporting progress every ~0.1 s."""
-        try:
-            start = anyio.current_time()
-            deadline = start + seconds
-            step = 0
-            while True:
-                now = anyio.current_time()
-                if now >= deadline:
-                    break
-                await anyio.sleep(min(0.1, deadline - now))
-                step += 1
-                elapsed = min(anyio.current_time() - start, seconds)
-                # No-op when the request carried no progress token.
-                await ctx.report_progress(elapsed, seconds, f"step {step}")
-        except anyio.get_cancelled_exc_class():
-            if _peer_cancelled(ctx):
-                _log_cancel(ctx.request_id)
-            raise
-        return f"slept {seconds:g}"
+        return await sleep_with_progress(seconds, ctx, "HTTP_CANCEL_LOG")
 
     @server.tool()
     def echo(text: str) -> str:
