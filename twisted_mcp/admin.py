@@ -5,7 +5,13 @@ The admin endpoint (C{--admin ENDPOINT}, off by default), with twisted.web:
 - C{/readyz}: 200 when discovery has finished and every backend marked
   C{required} is up, 503 with the reasons otherwise;
 - C{/metrics}: Prometheus text format (C{prometheus_client});
-- C{/status}: a page a person can read: backends, tools, breakers, clients.
+- C{/status}: a page a person can read: backends, tools, breakers, clients
+  (JSON with C{Accept: application/json} or C{?format=json});
+- C{POST /reload}: re-read the config file (as SIGHUP does);
+- C{POST /kill} C{{"kind": "tool", "name": "x__y", "disabled": true}}:
+  throw or release the kill switch at run time (C{GET /kill} shows it);
+- C{POST /pins/approve} C{{"tools": [...]}} or C{{"all": true}}: pin the
+  current definitions of quarantined tools (the lock file is rewritten).
 
 An optional bearer token (C{gateway.adminToken}) protects every path.
 """
@@ -14,45 +20,75 @@ from __future__ import annotations
 
 import hmac
 import html
-from typing import Any, Iterator
+import json
+from typing import Any, Callable, Iterator
 
+from twisted.logger import Logger
 from twisted.web.resource import Resource
 
+from twisted_mcp import __version__, errors
 from twisted_mcp.gateway import Gateway
 
+log = Logger()
 
-def _collector(gateway: Gateway) -> Any:
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+def _collector(service: Any) -> Any:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
     class Collector:
         def collect(self) -> Iterator[Any]:
+            gateway = service.gateway
             up = GaugeMetricFamily("twisted_mcp_backend_up", "1 if the backend is up", labels=["backend"])
             restarts = CounterMetricFamily("twisted_mcp_backend_restarts", "Restarts of the backend", labels=["backend"])
             tools = GaugeMetricFamily("twisted_mcp_backend_tools", "Tools the backend offers", labels=["backend"])
+            instances = GaugeMetricFamily(
+                "twisted_mcp_backend_instances", "Running per-session instances of the backend", labels=["backend"]
+            )
             breaker = GaugeMetricFamily(
                 "twisted_mcp_breaker_open", "1 if the backend's circuit breaker is open or half-open", labels=["backend"]
             )
+            latency = HistogramMetricFamily(
+                "twisted_mcp_backend_latency_seconds", "Latency of calls to the backend, as the gateway saw it", labels=["backend"]
+            )
+            counts: dict[str, int] = {}
+            for instance in gateway.instances:
+                counts[instance.name] = counts.get(instance.name, 0) + 1
             for name, backend in sorted(gateway.backends.items()):
-                up.add_metric([name], 1.0 if backend.state.value == "up" else 0.0)
+                up.add_metric([name], 1.0 if _is_up(backend) else 0.0)
                 restarts.add_metric([name], float(getattr(backend, "restarts", 0)))
                 tools.add_metric([name], float(len(backend.tools)))
+                instances.add_metric([name], float(counts.get(name, 0)))
                 b = gateway.policy.breakers.get(name)
                 breaker.add_metric([name], 0.0 if b is None or b.state == "closed" else 1.0)
-            yield up
-            yield restarts
-            yield tools
-            yield breaker
+                h = backend.latency
+                latency.add_metric([name], buckets=h.cumulative(), sum_value=h.total)
+            yield from (up, restarts, tools, instances, breaker, latency)
+            requests = CounterMetricFamily(
+                "twisted_mcp_requests",
+                "Client requests answered, by method, outcome (ok, tool_error, error, cancelled) and error code",
+                labels=["method", "outcome", "code"],
+            )
+            for (method, outcome, code), n in sorted(gateway.requests.items()):
+                requests.add_metric([method, outcome, code], float(n))
+            yield requests
             clients = GaugeMetricFamily("twisted_mcp_clients", "Connected client sessions")
             clients.add_metric([], float(len(gateway.sessions)))
             yield clients
             in_flight = GaugeMetricFamily("twisted_mcp_calls_in_flight", "Requests in flight")
             in_flight.add_metric([], float(sum(len(s.in_flight) for s in gateway.sessions)))
             yield in_flight
+            policy = gateway.policy
             refusals = CounterMetricFamily("twisted_mcp_policy_refusals", "Requests refused by the policy", labels=["code"])
-            for code, count in sorted(gateway.policy.refusals.items()):
+            for code, count in sorted(policy.refusals.items()):
                 refusals.add_metric([str(code)], float(count))
             yield refusals
-            audit = gateway.policy.audit
+            rate = CounterMetricFamily("twisted_mcp_rate_limited", "Calls refused by a rate limit (-32006)")
+            rate.add_metric([], float(policy.refusals.get(errors.RATE_LIMITED, 0)))
+            yield rate
+            busy = CounterMetricFamily("twisted_mcp_concurrency_refused", "Calls refused for want of a concurrency slot (-32007)")
+            busy.add_metric([], float(policy.refusals.get(errors.BUSY, 0)))
+            yield busy
+            audit = policy.audit
             if audit is not None:
                 depth = GaugeMetricFamily("twisted_mcp_audit_queue_depth", "Audit records waiting to be written")
                 depth.add_metric([], float(audit.queue_depth))
@@ -64,42 +100,98 @@ def _collector(gateway: Gateway) -> Any:
     return Collector()
 
 
+def _is_up(backend: Any) -> bool:
+    """Up, or (per-session) discovered and ready to start an instance."""
+    if backend.per_session:
+        return bool(backend.discovered)
+    return bool(backend.state.value == "up")
+
+
 class _Leaf(Resource):
     isLeaf = True
 
-    def __init__(self, admin: "AdminResource", kind: str) -> None:
+    def __init__(self, admin: "AdminResource", kind: str, post: bool = False) -> None:
         super().__init__()
         self.admin = admin
         self.kind = kind
+        self.post = post
+
+    def _refuse(self, request: Any) -> bytes | None:
+        if self.admin.authorized(request):
+            return None
+        request.setResponseCode(401)
+        request.setHeader(b"www-authenticate", b'Bearer realm="twisted-mcp"')
+        return b"unauthorized\n"
 
     def render_GET(self, request: Any) -> bytes:
-        if not self.admin.authorized(request):
-            request.setResponseCode(401)
-            request.setHeader(b"www-authenticate", b'Bearer realm="twisted-mcp"')
-            return b"unauthorized\n"
+        refused = self._refuse(request)
+        if refused is not None:
+            return refused
+        if self.post:
+            return self.admin.render_get_of_post(request, self.kind)
         return getattr(self.admin, f"render_{self.kind}")(request)
+
+    def render_POST(self, request: Any) -> bytes:
+        refused = self._refuse(request)
+        if refused is not None:
+            return refused
+        if not self.post:
+            request.setResponseCode(405)
+            request.setHeader(b"allow", b"GET")
+            return b"method not allowed\n"
+        try:
+            body = json.loads(request.content.read(65536) or b"{}")
+        except ValueError:
+            return _json(request, 400, {"error": "the body must be JSON"})
+        if type(body) is not dict:
+            return _json(request, 400, {"error": "the body must be a JSON object"})
+        return getattr(self.admin, f"post_{self.kind}")(request, body)
+
+
+def _json(request: Any, code: int, value: Any) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"application/json")
+    return (json.dumps(value, indent=1, sort_keys=True) + "\n").encode()
 
 
 class AdminResource(Resource):
-    def __init__(self, gateway: Gateway, required: set[str], token: str | None) -> None:
+    """
+    The admin endpoint's pages and actions.
+
+    @param service: the L{twisted_mcp.service.GatewayService} (its current
+        config gives the required backends and the token, so a reload
+        changes them).
+    @param load: re-reads the config file, for C{POST /reload}.
+    """
+
+    def __init__(self, service: Any, load: Callable[[], Any] | None = None) -> None:
         super().__init__()
         from prometheus_client import CollectorRegistry
 
-        self.gateway = gateway
-        self.required = required
-        self.token = token
+        self.service = service
+        self.load = load
         self.registry = CollectorRegistry()
-        self.registry.register(_collector(gateway))
+        self.registry.register(_collector(service))
         for kind in ("healthz", "readyz", "metrics", "status"):
             self.putChild(kind.encode(), _Leaf(self, kind))
+        self.putChild(b"reload", _Leaf(self, "reload", post=True))
+        self.putChild(b"kill", _Leaf(self, "kill", post=True))
+        pins = Resource()
+        pins.putChild(b"approve", _Leaf(self, "approve", post=True))
+        self.putChild(b"pins", pins)
+
+    @property
+    def gateway(self) -> Gateway:
+        return self.service.gateway  # type: ignore[no-any-return]
 
     def authorized(self, request: Any) -> bool:
-        if not self.token:
+        token = self.service.config.gateway.adminToken
+        if not token:
             return True
         given = request.getHeader(b"authorization") or b""
         if isinstance(given, str):
             given = given.encode("latin-1")
-        return hmac.compare_digest(given, f"Bearer {self.token}".encode())
+        return hmac.compare_digest(given, f"Bearer {token}".encode())
 
     def render_healthz(self, request: Any) -> bytes:
         request.setHeader(b"content-type", b"text/plain")
@@ -110,12 +202,16 @@ class AdminResource(Resource):
         problems = []
         if not self.gateway.ready:
             problems.append("discovery has not finished")
-        for name in sorted(self.required):
-            backend = self.gateway.backends.get(name)
-            if backend is None or backend.state.value != "up":
+        if self.service.stopping:
+            problems.append("the gateway is shutting down")
+        for server in self.service.config.servers:
+            if not server.required:
+                continue
+            backend = self.gateway.backends.get(server.name)
+            if backend is None or not _is_up(backend):
                 state = backend.state.value if backend is not None else "unknown"
                 why = f": {backend.last_error}" if backend is not None and backend.last_error else ""
-                problems.append(f"required backend {name} is {state}{why}")
+                problems.append(f"required backend {server.name} is {state}{why}")
         if problems:
             request.setResponseCode(503)
             return ("not ready\n" + "\n".join(problems) + "\n").encode()
@@ -127,27 +223,146 @@ class AdminResource(Resource):
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
         return generate_latest(self.registry)
 
+    def status(self) -> dict[str, Any]:
+        """What C{/status} shows, as data (C{twisted-mcp status} reads it)."""
+        gateway = self.gateway
+        policy = gateway.policy
+        required = {s.name for s in self.service.config.servers if s.required}
+        by_backend: dict[str, list[str]] = {}
+        for name, entry in gateway.catalog.entries.items():
+            by_backend.setdefault(entry.backend.name, []).append(name)
+        counts: dict[str, int] = {}
+        for instance in gateway.instances:
+            counts[instance.name] = counts.get(instance.name, 0) + 1
+        backends = []
+        for name, backend in sorted(gateway.backends.items()):
+            b = policy.breakers.get(name)
+            backends.append(
+                {
+                    "name": name,
+                    "state": backend.state.value,
+                    "tools": sorted(by_backend.get(name, [])),
+                    "restarts": int(getattr(backend, "restarts", 0)),
+                    "breaker": b.state if b is not None else "closed",
+                    "lastError": backend.last_error,
+                    "required": name in required,
+                    "perSession": bool(backend.per_session),
+                    "instances": counts.get(name, 0),
+                }
+            )
+        clients = []
+        for session in sorted(gateway.sessions, key=lambda s: s.label):
+            try:
+                principal: str | None = policy.principal(session.peer).name
+            except Exception:
+                principal = None
+            clients.append(
+                {
+                    "id": session.label,
+                    "principal": principal,
+                    "client": f"{session.client_info.get('name', '?')} {session.client_info.get('version', '')}".strip(),
+                    "protocol": session.protocol_version,
+                    "inFlight": len(session.in_flight),
+                }
+            )
+        return {
+            "version": __version__,
+            "ready": gateway.ready,
+            "uptime": round(self.service.clock.seconds() - self.service.started_at, 3),
+            "backends": backends,
+            "clients": clients,
+            "killSwitch": policy.kill_switch(),
+            "quarantined": [{"tool": t, "reason": r} for t, r in sorted(policy.pins.quarantined.items())],
+        }
+
     def render_status(self, request: Any) -> bytes:
+        status = self.status()
+        accept = request.getHeader(b"accept") or b""
+        if isinstance(accept, str):
+            accept = accept.encode("latin-1")
+        if b"application/json" in accept or request.args.get(b"format") == [b"json"]:
+            return _json(request, 200, status)
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         e = html.escape
-        rows = []
-        for name, backend in sorted(self.gateway.backends.items()):
-            b = self.gateway.policy.breakers.get(name)
-            rows.append(
-                f"<tr><td>{e(name)}</td><td>{e(backend.state.value)}</td><td>{len(backend.tools)}</td>"
-                f"<td>{e(b.state if b else 'closed')}</td><td>{e(backend.last_error or '')}</td></tr>"
-            )
+        rows = "".join(
+            f"<tr><td>{e(b['name'])}</td><td>{e(b['state'])}{' (per-session, %d running)' % b['instances'] if b['perSession'] else ''}"
+            f"</td><td>{len(b['tools'])}</td><td>{e(b['breaker'])}</td><td>{b['restarts']}</td><td>{e(b['lastError'] or '')}</td></tr>"
+            for b in status["backends"]
+        )
         tools = "".join(f"<li>{e(t['name'])}</li>" for t in self.gateway.catalog.listing)
         clients = "".join(
-            f"<li>{e(s.label)}: {e(str(s.client_info.get('name', '?')))} ({len(s.in_flight)} in flight)</li>"
-            for s in sorted(self.gateway.sessions, key=lambda s: s.label)
+            f"<li>{e(c['id'])}: {e(c['client'])} as {e(c['principal'] or '(unidentified)')} ({c['inFlight']} in flight)</li>"
+            for c in status["clients"]
         )
+        kills = status["killSwitch"]
+        killed = "".join(f"<li>{e(kind)}: {e(', '.join(names))}</li>" for kind, names in kills.items() if names) or "<li>none</li>"
+        quarantined = "".join(f"<li>{e(q['tool'])}: {e(q['reason'])}</li>" for q in status["quarantined"]) or "<li>none</li>"
         page = (
             "<!doctype html><html><head><meta charset='utf-8'><title>twisted-mcp status</title></head><body>"
-            "<h1>twisted-mcp</h1><h2>Backends</h2><table border='1'>"
-            "<tr><th>backend</th><th>state</th><th>tools</th><th>breaker</th><th>last error</th></tr>"
-            + "".join(rows)
+            f"<h1>twisted-mcp {e(__version__)}</h1><p>{'ready' if status['ready'] else 'starting'}, up {status['uptime']:.0f} s</p>"
+            "<h2>Backends</h2><table border='1'>"
+            "<tr><th>backend</th><th>state</th><th>tools</th><th>breaker</th><th>restarts</th><th>last error</th></tr>"
+            + rows
             + f"</table><h2>Tools ({len(self.gateway.catalog.listing)})</h2><ul>{tools}</ul>"
-            + f"<h2>Clients ({len(self.gateway.sessions)})</h2><ul>{clients}</ul></body></html>"
+            + f"<h2>Clients ({len(status['clients'])})</h2><ul>{clients}</ul>"
+            + f"<h2>Kill switch</h2><ul>{killed}</ul><h2>Quarantined tools</h2><ul>{quarantined}</ul></body></html>"
         )
         return page.encode("utf-8")
+
+    # -- actions (POST) ---------------------------------------------------
+
+    def render_get_of_post(self, request: Any, kind: str) -> bytes:
+        if kind == "kill":
+            return _json(request, 200, self.gateway.policy.kill_switch())
+        request.setResponseCode(405)
+        request.setHeader(b"allow", b"POST")
+        return b"use POST\n"
+
+    def post_reload(self, request: Any, body: dict[str, Any]) -> bytes:
+        if self.load is None:
+            return _json(request, 501, {"applied": False, "problems": "this gateway cannot reload its configuration"})
+        log.info("admin endpoint: reload requested")
+        applied, changes, problems = self.service.reload(self.load)
+        if not applied:
+            return _json(request, 422, {"applied": False, "problems": problems})
+        return _json(request, 200, {"applied": True, "changes": changes})
+
+    def post_kill(self, request: Any, body: dict[str, Any]) -> bytes:
+        kind, name, disabled = body.get("kind"), body.get("name"), body.get("disabled", True)
+        if kind not in ("principal", "backend", "tool") or type(name) is not str or not name or type(disabled) is not bool:
+            return _json(
+                request,
+                400,
+                {"error": 'expected {"kind": "principal" | "backend" | "tool", "name": "...", "disabled": true | false}'},
+            )
+        before = {s: self.service._view(s) for s in self.gateway.sessions}
+        self.gateway.policy.set_kill(kind, name, disabled)
+        told = self.service.notify_views(before)
+        log.warn(
+            "admin endpoint: kill switch {action} for {kind} {name} ({told} client(s) told their tools changed)",
+            action="thrown" if disabled else "released",
+            kind=kind,
+            name=name,
+            told=told,
+        )
+        return _json(request, 200, self.gateway.policy.kill_switch())
+
+    def post_approve(self, request: Any, body: dict[str, Any]) -> bytes:
+        policy = self.gateway.policy
+        if policy.pins.mode == "off" or policy.pins.path is None:
+            return _json(request, 409, {"error": "tool pinning is off (policy pinning.mode)"})
+        entries = self.gateway.catalog.entries
+        if body.get("all") is True:
+            names = sorted(policy.pins.quarantined)
+        else:
+            names = body.get("tools")
+            if type(names) is not list or not all(type(n) is str for n in names):
+                return _json(request, 400, {"error": 'expected {"tools": ["name", ...]} or {"all": true}'})
+            unknown = [n for n in names if n not in entries]
+            if unknown:
+                return _json(request, 404, {"error": f"no such tool(s) in the catalog: {', '.join(unknown)}"})
+        before = {s: self.service._view(s) for s in self.gateway.sessions}
+        approved = policy.approve(names, entries)
+        self.service.notify_views(before)
+        log.warn("admin endpoint: approved (pinned) {tools}", tools=", ".join(approved) or "nothing")
+        return _json(request, 200, {"approved": approved, "quarantined": sorted(policy.pins.quarantined)})

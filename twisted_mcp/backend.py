@@ -15,6 +15,8 @@ underneath.
 from __future__ import annotations
 
 import enum
+from bisect import bisect_left
+from time import monotonic
 from typing import Any, Callable
 
 from twisted.application.service import Service
@@ -296,6 +298,40 @@ class McpClientSession:
             log.debug("backend {backend}: ignored notification {method}", backend=self.name, method=method)
 
 
+class Histogram:
+    """
+    Call latencies in fixed buckets (seconds), cheap to update on every
+    call; read by the admin endpoint's /metrics.
+    """
+
+    BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+    __slots__ = ("counts", "total", "count")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(self.BOUNDS) + 1)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(self.BOUNDS, seconds)] += 1
+        self.total += seconds
+        self.count += 1
+
+    def observe_since(self, result: Any, started: float, now: Callable[[], float]) -> Any:
+        self.observe(now() - started)
+        return result
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """Prometheus buckets: (upper bound, calls at or under it), ending with +Inf."""
+        out, running = [], 0
+        for bound, n in zip(self.BOUNDS, self.counts):
+            running += n
+            out.append((repr(bound), float(running)))
+        out.append(("+Inf", float(self.count)))
+        return out
+
+
 class Backend(Service):
     """
     What dispatch sees of a backend, whatever its transport.
@@ -309,6 +345,10 @@ class Backend(Service):
     last_error: str | None = None
     call_timeout: float = 60.0
     session: McpClientSession | None = None
+    #: An instance per client session (the one in the catalog only discovers).
+    per_session = False
+    #: Whether a discovery has succeeded at least once.
+    discovered = False
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -317,9 +357,20 @@ class Backend(Service):
         #: The last tools this backend listed (kept while it is down, so
         #: that clients' view stays stable across restarts).
         self.tools: list[dict[str, Any]] = []
+        #: Call latency (seconds) as the gateway saw it, for /metrics.
+        self.latency = Histogram()
 
     def add_listener(self, listener: Callable[[Backend], None]) -> None:
         self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[Backend], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def in_flight(self) -> int:
+        """Requests sent to this backend and not answered yet."""
+        session = self.session
+        return session.peer.pending_count if session is not None else 0
 
     def _changed(self) -> None:
         for listener in list(self._listeners):
@@ -376,7 +427,9 @@ class Backend(Service):
             d = session.request(method, params, timeout, on_progress)
         except PeerGone:
             raise self.unavailable()
-        return d.addErrback(self._call_failed, method, timeout)
+        d.addErrback(self._call_failed, method, timeout)
+        d.addBoth(self.latency.observe_since, monotonic(), monotonic)
+        return d
 
     def _call_failed(self, failure: Any, method: str, timeout: float) -> Any:
         e = failure.value
@@ -416,6 +469,7 @@ class SupervisedBackend(Backend):
         self.config = config
         self.clock = clock
         self.call_timeout = config.callTimeout
+        self.per_session = getattr(config, "perSession", False)
         self.restarts = 0
         self._delay = config.restartDelay
         self._restart_call: Any = None
@@ -462,6 +516,7 @@ class SupervisedBackend(Backend):
             return
         session = run.session
         self.tools = session.tools
+        self.discovered = True
         self._up_since = self.clock.seconds()
         self.last_error = None
         info = session.server_info

@@ -74,6 +74,9 @@ class _Server:
     name: str
     #: /readyz on the admin endpoint answers 503 while a required backend is not up.
     required: bool = False
+    #: One instance per client session (for stateful servers), started on
+    #: the session's first call and stopped when the session ends.
+    perSession: bool = False
     discoveryTimeout: float = 30.0
     callTimeout: float = 60.0
     shutdownTimeout: float = 5.0
@@ -342,7 +345,7 @@ _SERVER_TIMEOUTS = (
     "restartMaxDelay",
     "stableAfter",
 )
-_STDIO_KEYS = {"type", "command", "args", "env", "cwd", "disabled", "required", *_SERVER_TIMEOUTS}
+_STDIO_KEYS = {"type", "command", "args", "env", "cwd", "disabled", "required", "perSession", *_SERVER_TIMEOUTS}
 _HTTP_KEYS = {
     "type",
     "url",
@@ -352,6 +355,7 @@ _HTTP_KEYS = {
     "tls",
     "disabled",
     "required",
+    "perSession",
     *_SERVER_TIMEOUTS,
 }
 _TLS_KEYS = {"caFile", "certFile", "keyFile"}
@@ -443,8 +447,9 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
             disabled.append(name)
             continue
         fields: dict[str, Any] = {}
-        if "required" in spec:
-            fields["required"] = check.boolean(_join(path, "required"), spec["required"])
+        for flag in ("required", "perSession"):
+            if flag in spec:
+                fields[flag] = check.boolean(_join(path, flag), spec[flag])
         for key in _SERVER_TIMEOUTS:
             if key in spec:
                 fields[key] = check.number(_join(path, key), spec[key], *_GATEWAY_KEYS[key][1])

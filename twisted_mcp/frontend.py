@@ -21,6 +21,7 @@ from zope.interface import implementer
 from twisted_mcp._writer import batch, writer_for
 from twisted_mcp.framing import LineFramer
 from twisted_mcp.gateway import ClientSession, Gateway
+from twisted_mcp.policy.peers import peer_of, with_certificate
 
 log = Logger()
 
@@ -71,10 +72,14 @@ class SessionProtocol(LineFramer):
                 if writer.queued() > limit:
                     self._stuck_client(writer.queued())
 
-        self.session = ClientSession(self.gateway, write, self.label)
+        peer = None
+        if self.factory is not None:
+            peer = peer_of(self.transport, self.factory.listener)
+            self._tls = peer.transport == "tls"
+        self.session = ClientSession(self.gateway, write, self.label, peer)
         if self.factory is not None:
             self.factory.connections.add(self)
-            log.info("client {client} connected", client=self.label)
+            log.info("client {client} connected ({peer})", client=self.label, peer=peer.describe() if peer else "")
 
     def _stuck_client(self, queued: int) -> None:
         if self.transport is None or getattr(self.transport, "disconnecting", False):
@@ -88,9 +93,17 @@ class SessionProtocol(LineFramer):
 
     dataReceived = batch(LineFramer.dataReceived)
 
+    _tls = False
+
     def lineReceived(self, line: bytes) -> None:
-        assert self.session is not None
-        self.session.lineReceived(line)
+        session = self.session
+        assert session is not None
+        if self._tls:
+            # The handshake is over once a message arrives: read the client's certificate.
+            self._tls = False
+            session.peer = with_certificate(session.peer, self.transport)
+            log.info("client {client}: {peer}", client=self.label, peer=session.peer.describe())
+        session.lineReceived(line)
 
     def lineLengthExceeded(self, head: bytes, size: int) -> None:  # type: ignore[override]
         assert self.session is not None
@@ -187,8 +200,12 @@ class SessionFactory(Factory):
 
     noisy = False
 
-    def __init__(self, gateway: Gateway, clock: IReactorTime, max_length: int, grace: float, label: str) -> None:
+    def __init__(
+        self, gateway: Gateway, clock: IReactorTime, max_length: int, grace: float, label: str, listener: str | None = None
+    ) -> None:
         self.gateway = gateway
+        #: The endpoint description clients connect to (for identity.listeners).
+        self.listener = listener
         self.clock = clock
         self.max_length = max_length
         self.grace = grace

@@ -49,8 +49,13 @@ class Gateway:
         separator: str,
         clock: IReactorTime,
         discovery_bound: float,
+        spawn: Callable[[Backend], Backend] | None = None,
     ) -> None:
         self.backends = {b.name: b for b in backends}
+        #: Makes (and starts) a fresh instance of a per-session backend.
+        self.spawn = spawn
+        #: Running instances of per-session backends, over every session.
+        self.instances: set[Backend] = set()
         self.catalog = Catalog(separator)
         #: The governed point (identity, access, limits, audit); the
         #: default lets the local principal do everything.
@@ -62,6 +67,9 @@ class Gateway:
         self.discovery_bound = discovery_bound
         self.ready = False
         self.ready_waiters: list[Deferred[None]] = []
+        #: Requests answered, by (method, outcome, error code), for /metrics;
+        #: outcome is ok, tool_error, error or cancelled.
+        self.requests: dict[tuple[str, str, str], int] = {}
         for b in backends:
             b.add_listener(self._backend_changed)
 
@@ -98,6 +106,21 @@ class Gateway:
         self.ready_waiters.append(d)
         return d
 
+    def add_backend(self, backend: Backend) -> None:
+        """A backend added while running (reload): its tools join the
+        catalog once it is discovered."""
+        self.backends[backend.name] = backend
+        backend.add_listener(self._backend_changed)
+
+    def remove_backend(self, backend: Backend) -> None:
+        """Take a backend out of the catalog (reload); the caller stops it."""
+        if self.backends.get(backend.name) is backend:
+            del self.backends[backend.name]
+        backend.remove_listener(self._backend_changed)
+        self.policy.breakers.pop(backend.name, None)
+        if self.ready and self.catalog.rebuild(self.backends.values()):
+            self.policy.catalog_changed(self.catalog.entries)
+
     def _backend_changed(self, backend: Backend) -> None:
         self.policy.backend_changed(backend)
         if not self.ready:
@@ -106,6 +129,11 @@ class Gateway:
             self.policy.catalog_changed(self.catalog.entries)
             for session in list(self.sessions):
                 session.tools_changed()
+
+    def count(self, method: str, outcome: str, code: Any = "") -> None:
+        key = (method, outcome, str(code))
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
 
     def capabilities(self) -> dict[str, Any]:
         return {"tools": {"listChanged": True}}
@@ -118,15 +146,20 @@ class ClientSession:
     @param send: writes one encoded message (a line) toward the client.
     """
 
-    def __init__(self, gateway: Gateway, send: Callable[[bytes], None], label: str = "stdio") -> None:
+    def __init__(self, gateway: Gateway, send: Callable[[bytes], None], label: str = "stdio", peer: Any = None) -> None:
         self.gateway = gateway
         self._write = send
         self.label = label
+        #: Who is on the other end (a L{twisted_mcp.policy.peers.Peer}),
+        #: which the policy turns into a principal; None on stdio.
+        self.peer = peer
         self.protocol_version: str | None = None
         self.client_info: dict[str, Any] = {}
         self.initialized = False
         self.closing = False
         self.in_flight: dict[tuple[type, Any], Deferred[Any]] = {}
+        #: This session's own instances of per-session backends, by name.
+        self.own: dict[str, Backend] = {}
         self._shutdown_error: JsonRpcError | None = None
         self._drained: list[Deferred[None]] = []
         self._requests: dict[str, Callable[[Any, dict[str, Any]], Any]] = {
@@ -221,9 +254,11 @@ class ClientSession:
             hint = ""
             if method == "server/discover":
                 hint = " (this gateway speaks the handshake era: send initialize)"
+            self.gateway.count("other", "error", METHOD_NOT_FOUND)
             self._send_error(rid, METHOD_NOT_FOUND, f"Method not found: {method}{hint}")
             return
         if not self.initialized and method != "initialize" and method != "ping":
+            self.gateway.count(method, "error", errors.NOT_INITIALIZED)
             self._send_error(
                 rid,
                 errors.NOT_INITIALIZED,
@@ -231,23 +266,28 @@ class ClientSession:
             )
             return
         if self.closing:
+            self.gateway.count(method, "error", errors.GATEWAY_SHUTTING_DOWN)
             self._send_error(rid, errors.GATEWAY_SHUTTING_DOWN, "the gateway is shutting down")
             return
         try:
             result = handler(rid, params)
         except JsonRpcError as e:
+            self.gateway.count(method, "error", e.code)
             self._send_error(rid, e.code, e.message, e.data)
             return
         except CancelledError:
             raise
         except ValueError as e:
+            self.gateway.count(method, "error", INVALID_REQUEST)
             self._send_error(rid, INVALID_REQUEST, f"Invalid Request: {e}")
             return
         except Exception as e:
-            log.failure("client {client}: {method} failed", client=self.label, method=method)
+            log.failure("client {client}: request {request} ({method}) failed", client=self.label, request=rid, method=method)
+            self.gateway.count(method, "error", INTERNAL_ERROR)
             self._send_error(rid, INTERNAL_ERROR, f"Internal error: {e}")
             return
         if result is not None:
+            self.gateway.count(method, "ok")
             self._send({"jsonrpc": "2.0", "id": rid, "result": result})
 
     def lineTooLong(self, size: int, limit: int) -> None:
@@ -291,7 +331,7 @@ class ClientSession:
             return self._listing()
         # The first listing waits (bounded) for every backend's discovery.
         self._check_unused(rid)
-        self._track(rid, self.gateway.when_ready().addCallback(lambda _: self._listing()))
+        self._track(rid, self.gateway.when_ready().addCallback(lambda _: self._listing()), None, "tools/list")
         return None
 
     def _listing(self) -> dict[str, Any]:
@@ -300,7 +340,7 @@ class ClientSession:
             return {"tools": self.gateway.catalog.listing}
         record = policy.new_record(self.label, "tools/list")
         try:
-            principal = policy.principal()
+            principal = policy.principal(self.peer)
         except JsonRpcError as e:
             raise policy.deny(record, e.code, e.message, e.data)
         catalog = self.gateway.catalog
@@ -326,7 +366,7 @@ class ClientSession:
     def _route_call(self, params: dict[str, Any], holder: list[Any]) -> Deferred[Any]:
         policy = self.gateway.policy
         if policy.active:
-            call = policy.begin(self.label, params, self.gateway.catalog)
+            call = policy.begin(self.label, params, self.gateway.catalog, self.peer)
             holder.append(call)
             entry = call.entry
         else:
@@ -348,20 +388,49 @@ class ClientSession:
             token = meta["progressToken"]
             out["_meta"] = dict(meta)
             on_progress = self._progress_forwarder(token)
+        backend = entry.backend
+        if backend.per_session:
+            send = lambda: self._own_instance(backend).addCallback(lambda b: b.call("tools/call", out, on_progress))
+        else:
+            send = lambda: backend.call("tools/call", out, on_progress)
         if call is None:
-            return entry.backend.call("tools/call", out, on_progress)
-        return call.dispatch(lambda: entry.backend.call("tools/call", out, on_progress))
+            return send()
+        return call.dispatch(send)
+
+    def _own_instance(self, template: Backend) -> Deferred[Backend]:
+        """This session's instance of a per-session backend, started on first use."""
+        instance = self.own.get(template.name)
+        if instance is None:
+            if self.closing or self.gateway.spawn is None:
+                raise template.unavailable()
+            instance = self.own[template.name] = self.gateway.spawn(template)
+            self.gateway.instances.add(instance)
+            log.info("client {client}: started its own instance of backend {backend}", client=self.label, backend=template.name)
+        if instance.state.value == "up":
+            return succeed(instance)
+        return instance.when_discovered().addCallback(lambda _: instance)
+
+    def release_backends(self) -> Deferred[Any]:
+        """Stop this session's per-session backend instances."""
+        own, self.own = self.own, {}
+        for instance in own.values():
+            self.gateway.instances.discard(instance)
+            log.info("client {client}: stopping its instance of backend {backend}", client=self.label, backend=instance.name)
+        from twisted_mcp.stdio_backend import stop_all
+
+        return stop_all(list(own.values()))
 
     def _check_unused(self, rid: Any) -> None:
         if (type(rid), rid) in self.in_flight:
             raise JsonRpcError(INVALID_REQUEST, f"Invalid Request: id {rid!r} is already used by a request in flight")
 
-    def _track(self, rid: Any, d: Deferred[Any], holder: list[Any] | None = None) -> None:
+    def _track(self, rid: Any, d: Deferred[Any], holder: list[Any] | None = None, method: str = "tools/call") -> None:
         """Answer C{rid} when C{d} fires; until then it is a call in flight.
         C{holder} receives the call's policy L{Call} once it exists."""
         key = (type(rid), rid)
         self.in_flight[key] = d
-        d.addCallbacks(self._answer, self._answer_error, (rid, key, holder), None, (rid, key, holder))
+        args = (rid, key, holder, method)
+        d.addCallbacks(self._answer, self._answer_error, args, None, args)
 
     def _progress_forwarder(self, token: Any) -> Callable[[dict[str, Any]], None]:
         def forward(params: dict[str, Any]) -> None:
@@ -371,28 +440,35 @@ class ClientSession:
 
         return forward
 
-    def _answer(self, result: Any, rid: Any, key: Any, holder: list[Any] | None) -> None:
+    def _answer(self, result: Any, rid: Any, key: Any, holder: list[Any] | None, method: str) -> None:
         del self.in_flight[key]
+        self.gateway.count(method, "tool_error" if type(result) is dict and result.get("isError") is True else "ok")
         size = self._send({"jsonrpc": "2.0", "id": rid, "result": result})
         if holder:
             holder[0].succeeded(result, size)
         if self.closing and not self.in_flight:
             self._fire_drained()
 
-    def _answer_error(self, failure: Failure, rid: Any, key: Any, holder: list[Any] | None) -> None:
+    def _answer_error(self, failure: Failure, rid: Any, key: Any, holder: list[Any] | None, method: str) -> None:
         self.in_flight.pop(key, None)
         e = failure.value
         if holder:
             holder[0].failed(e)
         if isinstance(e, JsonRpcError):
+            self.gateway.count(method, "error", e.code)
             self._send_error(rid, e.code, e.message, e.data)
         elif isinstance(e, CancelledError):
             if self._shutdown_error is not None:
                 s = self._shutdown_error
+                self.gateway.count(method, "error", s.code)
                 self._send_error(rid, s.code, s.message, s.data)
-            # Cancelled by the client: the spec says not to answer.
+            else:
+                # Cancelled by the client: the spec says not to answer.
+                self.gateway.count(method, "cancelled")
+                log.info("client {client}: request {request} cancelled by the client", client=self.label, request=rid)
         else:
-            log.failure("client {client}: call {id} failed", failure, client=self.label, id=rid)
+            log.failure("client {client}: request {request} failed", failure, client=self.label, request=rid)
+            self.gateway.count(method, "error", INTERNAL_ERROR)
             self._send_error(rid, INTERNAL_ERROR, f"Internal error: {e}")
         if self.closing and not self.in_flight:
             self._fire_drained()
@@ -426,7 +502,7 @@ class ClientSession:
         self.closing = True
         self.gateway.sessions.discard(self)
         if not self.in_flight:
-            return succeed(None)
+            return self.release_backends().addCallback(lambda _: None)
         self.gateway.closing.add(self)
         d: Deferred[None] = Deferred()
         self._drained.append(d)
@@ -436,7 +512,7 @@ class ClientSession:
             self.gateway.closing.discard(self)
             if call.active():
                 call.cancel()
-            return result
+            return self.release_backends().addCallback(lambda _: result)
 
         return d.addBoth(done)
 

@@ -13,7 +13,9 @@ import os
 from typing import Any, Callable
 
 from twisted.application.service import MultiService, Service
+import attrs
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.task import deferLater
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.logger import Logger
 
@@ -23,6 +25,7 @@ from twisted_mcp.http_backend import HttpBackend
 from twisted_mcp.gateway import Gateway
 from twisted_mcp.policy.audit import AuditLog
 from twisted_mcp.policy.identity import Authenticator
+from twisted_mcp.policy.peers import ConnectionIdentity
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import PolicyConfig
 from twisted_mcp.stdio_backend import StdioBackend, stop_all
@@ -48,34 +51,70 @@ class GatewayService(MultiService):
         super().__init__()
         self.config = config
         self.clock = clock
-        settings = config.gateway
-        self.backends: list[Backend] = []
-        for server in config.servers:
-            if isinstance(server, HttpServer):
-                self.backends.append(HttpBackend(server, clock, settings.maxMessageBytes))
-            else:
-                self.backends.append(
-                    StdioBackend(server, spawner, clock, settings.inheritEnv, settings.maxMessageBytes, environ)
-                )
+        self.spawner = spawner
+        self.environ = environ
+        self.started_at = clock.seconds()
+        #: True once stopping began (/readyz then answers 503).
+        self.stopping = False
+        self.backends: list[Backend] = [self._make_backend(server) for server in config.servers]
         bound = max([s.discoveryTimeout for s in config.servers] or [0.0]) + 1.0
-        self.gateway = Gateway(self.backends, settings.separator, clock, bound)
+        self.gateway = Gateway(self.backends, config.gateway.separator, clock, bound, self._spawn)
+        for b in self.backends:
+            b.add_listener(self._idle_template)
         self.frontends: list[Service] = []
-        self.authenticator: Any = None
+        #: Backends taken out by a reload, finishing their calls before they stop.
+        self.retiring: set[Backend] = set()
         self.audit: Any = None
+        if config.audit is not None and config.audit.sink != "none":
+            self.audit = AuditLog(config.audit, clock, clock)
+        self.authenticator, self.identity = self._make_identity(config)
         rules = config.policy if config.policy is not None else PolicyConfig()
-        authenticate = None
-        if config.identity is not None:
+        self.gateway.policy = Policy(rules, config.gateway.separator, clock, self._authenticate_with(self.identity), self.audit)
+
+    def _make_backend(self, server: Any) -> Backend:
+        settings = self.config.gateway
+        if isinstance(server, HttpServer):
+            return HttpBackend(server, self.clock, settings.maxMessageBytes)
+        return StdioBackend(server, self.spawner, self.clock, settings.inheritEnv, settings.maxMessageBytes, self.environ)
+
+    def _spawn(self, template: Backend) -> Backend:
+        """A fresh, started instance of a per-session backend."""
+        instance = self._make_backend(template.config)  # type: ignore[attr-defined]
+        instance.latency = template.latency  # one histogram per backend name
+        instance.startService()
+        return instance
+
+    def _idle_template(self, backend: Backend) -> None:
+        """A per-session backend's shared instance only discovers the tools:
+        once it has, it stops (each session gets its own instance)."""
+        if backend.per_session and backend.state.value == "up":
+            log.info(
+                "backend {backend} is per-session: its {n} tool(s) are discovered; each client session "
+                "starts its own instance on first use",
+                backend=backend.name,
+                n=len(backend.tools),
+            )
+            self.clock.callLater(0, backend.stopService)
+
+    def _make_identity(self, config: Config) -> tuple[Any, Any]:
+        if config.identity is None:
+            return None, None
+        authenticator = None
+        if config.identity.jwt is not None or config.identity.principal is not None:
             http = None
             if config.identity.jwt is not None and config.identity.jwt.jwksUrl:
                 from treq.client import HTTPClient
                 from twisted.web.client import Agent
 
-                http = HTTPClient(Agent(clock))
-            self.authenticator = Authenticator(config.identity, os.environ if environ is None else environ, clock, http)
-            authenticate = self.authenticator.authenticate
-        if config.audit is not None and config.audit.sink != "none":
-            self.audit = AuditLog(config.audit, clock, clock)
-        self.gateway.policy = Policy(rules, settings.separator, clock, authenticate, self.audit)
+                http = HTTPClient(Agent(self.clock))
+            environ = os.environ if self.environ is None else self.environ
+            authenticator = Authenticator(config.identity, environ, self.clock, http)
+        identity = ConnectionIdentity(config.identity, authenticator.authenticate if authenticator else None)
+        return authenticator, identity
+
+    @staticmethod
+    def _authenticate_with(identity: Any) -> Callable[[Any], Any] | None:
+        return None if identity is None else identity.resolve
 
     def add_frontend(self, factory: Callable[[Gateway], Service]) -> Service:
         frontend = factory(self.gateway)
@@ -90,13 +129,13 @@ class GatewayService(MultiService):
             log.info("no audit trail is configured (add an `audit:` section to keep one)")
         if self.authenticator is not None:
             self.authenticator.start()
-        else:
+        if self.identity is None:
             log.warn(
                 "NO IDENTITY IS CONFIGURED: every request runs as the local principal with every "
                 "permission (add an `identity:` section to name the caller)"
             )
         rules = self.gateway.policy.rules
-        if self.authenticator is not None and not rules.roles_configured:
+        if self.identity is not None and not rules.roles_configured:
             log.warn("an identity is configured but no `roles:` are: no principal may call anything")
         log.info(
             "starting {n} backend(s): {names}",
@@ -116,13 +155,19 @@ class GatewayService(MultiService):
 
         self._watchdog = systemd.start(self.gateway, self.clock)
 
-    def reload(self, load: Callable[[], Config]) -> bool:
+    # -- live reload ---------------------------------------------------------
+
+    def reload(self, load: Callable[[], Config]) -> tuple[bool, list[str], str]:
         """
-        Re-read the configuration (SIGHUP) and apply its policy (roles, kill
-        switch, limits, concurrency, breakers, pinning) to new calls at
-        once; clients are told their tool list changed.  A config that does
-        not validate is rejected and the running one stays.  Changes to
-        mcpServers, identity, audit and gateway settings need a restart.
+        Re-read the configuration (SIGHUP, C{twisted-mcp reload}) and apply
+        it as a diff: added backends start, removed ones stop (after their
+        calls in flight finish, within the grace period), changed ones are
+        replaced, untouched ones keep running.  Identity and policy apply to
+        new calls at once; clients whose view of the tools changed get
+        C{list_changed}.  A config that does not validate is rejected and
+        the running one stays.  No client connection is dropped.
+
+        @return: whether it was applied, what changed, and the problems.
         """
         from twisted_mcp.config import ConfigError
 
@@ -130,33 +175,147 @@ class GatewayService(MultiService):
             config = load()
         except ConfigError as e:
             log.error("reload rejected, the running configuration stays: {problems}", problems=e.render())
-            return False
+            return False, [], e.render()
+        except Exception as e:
+            log.failure("reload rejected, the running configuration stays")
+            return False, [], f"the configuration could not be read: {e}"
         old = self.config
-        needs_restart = [
+        changes: list[str] = []
+        if config.gateway.separator != old.gateway.separator:
+            log.error(
+                "reload rejected: gateway.separator changed ({old!r} to {new!r}); every tool name would change, "
+                "restart the gateway to apply it",
+                old=old.gateway.separator,
+                new=config.gateway.separator,
+            )
+            return False, [], "gateway.separator cannot change without a restart"
+        restart = [
             name
             for name, same in (
-                ("mcpServers", config.servers == old.servers and config.disabled == old.disabled),
-                ("identity", config.identity == old.identity),
                 ("audit", config.audit == old.audit),
-                ("gateway", config.gateway == old.gateway),
+                (
+                    "gateway (other than adminToken)",
+                    attrs.evolve(config.gateway, adminToken=None) == attrs.evolve(old.gateway, adminToken=None),
+                ),
             )
             if not same
         ]
-        if needs_restart:
-            log.warn(
-                "reload: changes to {sections} are not applied until the gateway restarts",
-                sections=", ".join(needs_restart),
-            )
+        if restart:
+            log.warn("reload: changes to {sections} are not applied until the gateway restarts", sections=", ".join(restart))
+            changes += [f"{name}: needs a restart" for name in restart]
+        if config.gateway.adminToken != old.gateway.adminToken:
+            changes.append("gateway.adminToken: replaced")
+        sessions = list(self.gateway.sessions)
+        before = {s: self._view(s) for s in sessions}
+
+        # Identity: new calls run as whoever the new rules say.
+        authenticator, identity = self.authenticator, self.identity
+        if config.identity != old.identity:
+            authenticator, identity = self._make_identity(config)
+            if authenticator is not None:
+                authenticator.start()
+            changes.append("identity: replaced")
+
+        # Backends, as a diff by name.
+        old_servers = {s.name: s for s in old.servers}
+        new_servers = {s.name: s for s in config.servers}
+        for name in sorted(old_servers.keys() - new_servers.keys()):
+            self._take_out(name)
+            changes.append(f"backend {name}: removed")
+        for name in sorted(old_servers.keys() & new_servers.keys()):
+            if old_servers[name] != new_servers[name]:
+                self._take_out(name)
+                self._bring_in(new_servers[name], config)
+                changes.append(f"backend {name}: restarted (its configuration changed)")
+        for name in sorted(new_servers.keys() - old_servers.keys()):
+            self._bring_in(new_servers[name], config)
+            changes.append(f"backend {name}: added")
+
+        # Policy: new calls see it at once; breakers of untouched backends carry over.
         rules = config.policy if config.policy is not None else PolicyConfig()
         current = self.gateway.policy
-        policy = Policy(rules, old.gateway.separator, self.clock, current._authenticate, current.audit)
+        policy = Policy(rules, config.gateway.separator, self.clock, self._authenticate_with(identity), current.audit)
+        if rules.breaker_failures == current.rules.breaker_failures and rules.breaker_open == current.rules.breaker_open:
+            policy.breakers = {k: v for k, v in current.breakers.items() if k in self.gateway.backends}
+        policy.refusals = current.refusals  # counters survive a reload
+        for kind, names in current.kills.items():
+            for n in names:
+                policy.set_kill(kind, n, True)
+        if current.rules != rules:
+            changes.append("policy: replaced")
         policy.catalog_changed(self.gateway.catalog.entries)
         self.gateway.policy = policy
+        self.authenticator, self.identity = authenticator, identity
         self.config = config
-        log.info("reload: the policy from {source} applies to new calls", source=config.source)
-        for session in list(self.gateway.sessions):
-            session.tools_changed()
-        return True
+        self.notify_views(before)
+        log.info(
+            "reload from {source} applied: {changes}",
+            source=config.source,
+            changes="; ".join(changes) or "nothing changed",
+        )
+        return True, changes, ""
+
+    def _view(self, session: Any) -> tuple[str, ...] | None:
+        """The tool names C{session} may see now (None: it may see none)."""
+        policy = self.gateway.policy
+        catalog = self.gateway.catalog
+        try:
+            principal = policy.principal(session.peer)
+        except Exception:
+            return None
+        return tuple(t["name"] for t in policy.listing(principal, catalog.listing, catalog.entries))
+
+    def notify_views(self, before: dict[Any, Any]) -> int:
+        """Send C{list_changed} to every session whose view changed; return how many."""
+        told = 0
+        for session, view in before.items():
+            if session in self.gateway.sessions and self._view(session) != view:
+                session.tools_changed()
+                told += 1
+        return told
+
+    def _bring_in(self, server: Any, config: Config) -> None:
+        backend = self._make_backend(server)
+        self.backends.append(backend)
+        backend.add_listener(self._idle_template)
+        self.gateway.add_backend(backend)
+        backend.startService()
+
+    def _take_out(self, name: str) -> None:
+        backend = self.gateway.backends.get(name)
+        if backend is None:
+            return
+        self.gateway.remove_backend(backend)
+        backend.remove_listener(self._idle_template)
+        self.backends.remove(backend)
+        instances = []
+        for session in list(self.gateway.sessions) + list(self.gateway.closing):
+            own = session.own.pop(name, None)
+            if own is not None:
+                self.gateway.instances.discard(own)
+                instances.append(own)
+        for b in [backend, *instances]:
+            self.retiring.add(b)
+            Deferred.fromCoroutine(self._retire(b))
+
+    async def _retire(self, backend: Backend) -> None:
+        """Let a removed backend finish its calls in flight (within the grace period), then stop it."""
+        grace = self.config.gateway.shutdownGrace
+        deadline = self.clock.seconds() + grace
+        while backend.in_flight() and self.clock.seconds() < deadline:
+            await deferLater(self.clock, 0.05)
+        if backend.in_flight():
+            log.warn(
+                "backend {backend}: {n} call(s) still in flight {grace:g} s after it was removed; stopping it",
+                backend=backend.name,
+                n=backend.in_flight(),
+                grace=grace,
+            )
+        try:
+            await backend.stopService()
+        except Exception:
+            log.failure("backend {backend}: stopping failed", backend=backend.name)
+        self.retiring.discard(backend)
 
     def hurry(self) -> None:
         """Cut the grace period short: cancel every call in flight now."""
@@ -164,6 +323,7 @@ class GatewayService(MultiService):
             session.cancel_all()
 
     def stopService(self) -> Deferred[Any]:
+        self.stopping = True
         Service.stopService(self)
         return Deferred.fromCoroutine(self._stop())
 
@@ -175,7 +335,8 @@ class GatewayService(MultiService):
         await DeferredList(
             [_guarded(f.stopService) for f in reversed(self.frontends)], consumeErrors=True
         )
-        await stop_all(self.backends)
+        # Every backend, including per-session instances and retiring ones.
+        await stop_all(self.backends + list(self.gateway.instances) + list(self.retiring))
         if self.audit is not None:
             try:
                 await self.audit.stop()

@@ -64,8 +64,10 @@ class Options(usage.Options):
         """
         Serve MCP clients on this Twisted endpoint instead of stdin/stdout
         (repeatable), e.g. unix:/run/twisted-mcp/gw.sock:mode=660 or
-        tcp:8765:interface=127.0.0.1. Every connection is its own MCP session;
-        the backends are shared.
+        tcp:8765:interface=127.0.0.1, ssl:8443:privateKey=key.pem:certKey=cert.pem
+        (add :clientCA=ca.pem to require client certificates), or
+        systemd:domain=UNIX:index=0 (socket activation). Every connection is its
+        own MCP session; the backends are shared.
         """
         self["listen"].append(endpoint)
 
@@ -150,11 +152,12 @@ def _install_signal_handlers(reactor: Any, stop: Any, reload: Any) -> None:
 
 def _bind(description: str, factory: Any, reactor: Any) -> Any:
     """Listen now (before twistd daemonizes); exit 69 with a clear message if it cannot."""
-    from twisted.internet.endpoints import serverFromString
     from twisted.python.failure import Failure
 
+    from twisted_mcp.endpoints import server_endpoint
+
     try:
-        d = serverFromString(reactor, description).listen(factory)
+        d = server_endpoint(reactor, description).listen(factory)
     except Exception as e:
         _fail(f"cannot listen on {description!r}: {e}", EX_USAGE)
     result: list[Any] = []
@@ -166,15 +169,14 @@ def _bind(description: str, factory: Any, reactor: Any) -> Any:
     return result[0]
 
 
-def _admin(description: str, service: Any, reactor: Any) -> None:
+def _admin(description: str, service: Any, reactor: Any, load: Any) -> None:
     from twisted.application.service import Service
     from twisted.logger import Logger
     from twisted.web.server import Site
 
     from twisted_mcp.admin import AdminResource
 
-    required = {s.name for s in service.config.servers if s.required}
-    site = Site(AdminResource(service.gateway, required, service.config.gateway.adminToken))
+    site = Site(AdminResource(service, load))
     site.noisy = False
     site.log = lambda request: None  # no access log lines (they could carry tokens)
     port = _bind(description, site, reactor)
@@ -199,7 +201,12 @@ def _listen(endpoints: list[str], service: Any, reactor: Any) -> None:
     settings = service.config.gateway
     for description in endpoints:
         factory = SessionFactory(
-            service.gateway, reactor, settings.maxMessageBytes, settings.shutdownGrace, description.split(":", 1)[0]
+            service.gateway,
+            reactor,
+            settings.maxMessageBytes,
+            settings.shutdownGrace,
+            description.split(":", 1)[0],
+            description,
         )
         port = _bind(description, factory, reactor)
         service.add_frontend(lambda gateway, p=port, f=factory, desc=description: SocketFrontend(desc, p, f))
@@ -233,10 +240,11 @@ def makeService(options: Options) -> Any:
             reactor.stop()
 
     path = options["config"]
-    reactor.callWhenRunning(_install_signal_handlers, reactor, stop, lambda: service.reload(lambda: load(path)))
+    reload_config = lambda: load(path)  # noqa: E731
+    reactor.callWhenRunning(_install_signal_handlers, reactor, stop, lambda: service.reload(reload_config))
     settings = config.gateway
     if options["admin"]:
-        _admin(options["admin"], service, reactor)
+        _admin(options["admin"], service, reactor, reload_config)
     if options["listen"]:
         _listen(options["listen"], service, reactor)
         return service

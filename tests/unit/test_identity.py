@@ -603,8 +603,8 @@ class ParseTests(SynchronousTestCase):
 
     def test_exactly_one(self) -> None:
         both = {"principal": {"name": "a"}, "jwt": {"tokenEnv": "T", "algorithms": ["HS256"], "secret": SECRET}}
-        self.assertProblem(self.problems(both), "identity", "exactly one", "not both")
-        self.assertProblem(self.problems({}), "identity", "exactly one")
+        self.assertProblem(self.problems(both), "identity", "not both")
+        self.assertProblem(self.problems({}), "identity", "expected principal", "peers")
         self.assertProblem(self.problems(None), "identity", "expected a mapping")
 
     def test_key_sources(self) -> None:

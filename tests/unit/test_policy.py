@@ -173,7 +173,7 @@ def test_lookalike_names_are_unknown_tools_not_a_way_past_deny(requested: str) -
     """Exposed names are ASCII-only; a look-alike is simply not a tool."""
     clock = Clock()
     rules = parse_policy({"roles": {"dev": {"allow": ["github__*"], "deny": ["*__delete_*"]}}}, None, [], {"github"})
-    policy = Policy(rules, "__", clock, lambda: Principal(name="dev1", roles=("dev",), source="config"))
+    policy = Policy(rules, "__", clock, lambda peer: Principal(name="dev1", roles=("dev",), source="config"))
     catalog = _catalog(("github", ["delete_repo", "read"]))
     with pytest.raises(JsonRpcError) as e:
         policy.begin("s", {"name": requested, "arguments": {}}, catalog)
@@ -293,7 +293,7 @@ class PipelineTests(SynchronousTestCase):
         audit = Recorder()
         if principal is None:
             principal = Principal(name="p", roles=("dev",), source="config")
-        authenticate = principal if callable(principal) else (lambda: principal)
+        authenticate = (lambda peer: principal()) if callable(principal) else (lambda peer: principal)
         policy = Policy(rules, "__", self.clock, authenticate, audit)
         catalog = _catalog(("a", ["read", "write", "delete_all"]), ("b", ["x"]))
         policy.catalog_changed(catalog.entries)

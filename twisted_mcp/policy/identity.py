@@ -114,10 +114,17 @@ class JwtConfig:
 
 @attrs.frozen
 class IdentityConfig:
-    """The C{identity:} section: exactly one of C{principal} and C{jwt}."""
+    """
+    The C{identity:} section: at most one of C{principal} and C{jwt} (the
+    stdio caller; C{principal} is also the default for socket clients), and
+    the per-connection rules for socket clients (see L{twisted_mcp.policy.peers}).
+    """
 
     principal: Principal | None = None
     jwt: JwtConfig | None = None
+    peers: tuple[Any, ...] = ()
+    certificates: tuple[Any, ...] = ()
+    listeners: tuple[tuple[str, Principal], ...] = ()
 
 
 class IdentityError(Exception):
@@ -227,7 +234,7 @@ def parse_jwks(data: bytes) -> tuple[list[_Key], list[str]]:
 
 # -- configuration ---------------------------------------------------------
 
-_IDENTITY_KEYS = {"principal", "jwt"}
+_IDENTITY_KEYS = {"principal", "jwt", "peers", "certificates", "listeners"}
 _PRINCIPAL_KEYS = {"name", "roles"}
 _JWT_KEYS = {
     "tokenEnv",
@@ -262,18 +269,31 @@ def parse_identity(data: Any, path: str, base_dir: str | None, problems: list[st
     if spec is None:
         return None
     check.unknown(path, spec, _IDENTITY_KEYS)
+    from twisted_mcp.policy.peers import parse_certificates, parse_listeners, parse_peers
+
     present = [k for k in ("principal", "jwt") if k in spec]
-    if len(present) != 1:
+    per_connection = [k for k in ("peers", "certificates", "listeners") if k in spec]
+    if len(present) == 2:
         check.problem(
             path,
-            "expected exactly one of principal (a fixed principal) or jwt (a token from the environment)"
-            + (", not both" if len(present) == 2 else ""),
+            "expected one of principal (a fixed principal) or jwt (a token from the environment), not both",
+        )
+    elif not present and not per_connection:
+        check.problem(
+            path,
+            "expected principal (a fixed principal), jwt (a token from the environment), or, for socket "
+            "clients, peers, certificates or listeners",
         )
     principal = _parse_principal(check, _join(path, "principal"), spec["principal"]) if "principal" in spec else None
     jwt_config = _parse_jwt(check, _join(path, "jwt"), spec["jwt"], base_dir) if "jwt" in spec else None
+    peers = parse_peers(check, _join(path, "peers"), spec["peers"]) if "peers" in spec else ()
+    certs = parse_certificates(check, _join(path, "certificates"), spec["certificates"]) if "certificates" in spec else ()
+    listeners = (
+        parse_listeners(check, _join(path, "listeners"), spec["listeners"], _parse_principal) if "listeners" in spec else ()
+    )
     if len(problems) > before:
         return None
-    return IdentityConfig(principal=principal, jwt=jwt_config)
+    return IdentityConfig(principal=principal, jwt=jwt_config, peers=peers, certificates=certs, listeners=listeners)
 
 
 def _parse_principal(check: _Checker, path: str, value: Any) -> Principal | None:

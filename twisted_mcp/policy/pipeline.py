@@ -64,8 +64,9 @@ class Policy:
     The checks, their state (buckets, slots, breakers, quarantine) and the
     audit trail.
 
-    @param authenticate: returns the caller's L{Principal} or raises
-        L{IdentityError}; None: the local principal, with every permission.
+    @param authenticate: given the session's L{Peer} (None for an unknown
+        one), returns the caller's L{Principal} or raises L{IdentityError};
+        None: the local principal, with every permission.
     @param audit: an L{AuditLog}, or None for no audit trail.
     """
 
@@ -74,7 +75,7 @@ class Policy:
         rules: PolicyConfig,
         separator: str,
         clock: IReactorTime,
-        authenticate: Callable[[], Principal] | None = None,
+        authenticate: Callable[[Any], Principal] | None = None,
         audit: Any = None,
     ) -> None:
         self.rules = rules
@@ -95,18 +96,21 @@ class Policy:
         self._count = 0
         self._taken: list[TokenBucket] = []
         self.refusals: dict[int, int] = {}
+        #: The kill switch as thrown at run time (the admin endpoint), on
+        #: top of the config's: kind ("principal", "backend", "tool") -> names.
+        self.kills: dict[str, set[str]] = {"principal": set(), "backend": set(), "tool": set()}
         #: False when nothing is configured: the gateway is a plain
         #: aggregator and calls skip the pipeline.
         self.active = rules.active or authenticate is not None or audit is not None
 
     # -- identity and visibility -------------------------------------------
 
-    def principal(self) -> Principal:
+    def principal(self, peer: Any = None) -> Principal:
         """Who is calling; L{JsonRpcError} (-32000) when that cannot be established."""
         if self._authenticate is None:
             return LOCAL
         try:
-            return self._authenticate()
+            return self._authenticate(peer)
         except IdentityError as e:
             raise JsonRpcError(errors.AUTHENTICATION_FAILED, f"Authentication failed: {e.message}", {"reason": e.message})
 
@@ -126,11 +130,14 @@ class Policy:
     def _decide(self, principal: Principal, exposed: str, backend: str) -> tuple[int, str] | None:
         rules = self.rules
         sep = self.separator
-        if principal.name in rules.kill_principals:
+        kills = self.kills
+        if principal.name in rules.kill_principals or principal.name in kills["principal"]:
             return errors.PRINCIPAL_DISABLED, f"principal {principal.name!r} is disabled by the kill switch"
-        if backend in rules.kill_backends:
+        if backend in rules.kill_backends or backend in kills["backend"]:
             return errors.BACKEND_DISABLED, f"backend {backend!r} is disabled by the kill switch"
-        if any_match(rules.kill_tools, exposed, sep, backend, fold=True):
+        if any_match(rules.kill_tools, exposed, sep, backend, fold=True) or (
+            kills["tool"] and any_match(tuple(kills["tool"]), exposed, sep, backend, fold=True)
+        ):
             return errors.TOOL_DISABLED, f"tool {exposed!r} is disabled by the kill switch"
         if not principal.all_access:
             allowed = False
@@ -149,6 +156,43 @@ class Policy:
         if why is not None:
             return errors.TOOL_QUARANTINED, f"tool {exposed!r} is quarantined: {why}"
         return None
+
+    def set_kill(self, kind: str, name: str, disabled: bool) -> None:
+        """Throw (or release) the kill switch for a principal, backend or tool at run time."""
+        names = self.kills[kind]
+        if disabled:
+            names.add(name)
+        else:
+            names.discard(name)
+        self._decisions.clear()
+        # A change the rules cannot see makes the policy active.
+        self.active = True
+
+    def kill_switch(self) -> dict[str, list[str]]:
+        """The kill switch in force: the config's and the run time's."""
+        rules = self.rules
+        return {
+            "principals": sorted(set(rules.kill_principals) | self.kills["principal"]),
+            "backends": sorted(set(rules.kill_backends) | self.kills["backend"]),
+            "tools": sorted(set(rules.kill_tools) | self.kills["tool"]),
+        }
+
+    def approve(self, names: list[str], entries: dict[str, Any]) -> list[str]:
+        """Pin the current definitions of C{names} (the admin endpoint): write
+        the lock file and lift their quarantine.  Returns the names pinned."""
+        from twisted_mcp.policy.pinning import write_lock
+
+        chosen = [n for n in names if n in entries]
+        if not chosen or self.pins.path is None:
+            return []
+        kept = [(n, p.get("backend", ""), p.get("tool", ""), p) for n, p in self.pins.pinned.items() if n not in chosen]
+        fresh = [(n, entries[n].backend.name, entries[n].tool, {**entries[n].definition, "name": entries[n].tool}) for n in chosen]
+        self.pins.pinned = write_lock(self.pins.path, fresh, kept)
+        self.pins.error = None
+        for n in chosen:
+            self.pins.quarantined.pop(n, None)
+        self._decisions.clear()
+        return chosen
 
     def catalog_changed(self, entries: dict[str, Any]) -> None:
         """The catalog was rebuilt: review pins, drop stale validators and decisions."""
@@ -179,7 +223,14 @@ class Policy:
 
     def listing(self, principal: Principal, listing: list[dict[str, Any]], entries: dict[str, Any]) -> list[dict[str, Any]]:
         """The tools C{principal} may see (the same check as calls)."""
-        if principal.all_access and not self.rules.kill_tools and not self.rules.kill_backends and not self.pins.quarantined and principal.name not in self.rules.kill_principals:
+        if (
+            principal.all_access
+            and not self.rules.kill_tools
+            and not self.rules.kill_backends
+            and not self.pins.quarantined
+            and principal.name not in self.rules.kill_principals
+            and not any(self.kills.values())
+        ):
             return listing
         return [d for d in listing if self.refusal(principal, d["name"], entries[d["name"]].backend.name) is None]
 
@@ -218,23 +269,23 @@ class Policy:
         audit = self.audit
         return audit is not None and not audit.healthy and audit.config.onFailure == "refuse"
 
-    def begin(self, session: str, params: dict[str, Any], catalog: Any) -> "Call":
+    def begin(self, session: str, params: dict[str, Any], catalog: Any, peer: Any = None) -> "Call":
         """
         Steps 1 to 5 for a C{tools/call}; raises L{JsonRpcError} (already
         audited) for a refusal.  The returned L{Call} does the rest.
         """
         record = self.new_record(session, "tools/call")
         try:
-            return self._begin(record, params, catalog)
+            return self._begin(record, params, catalog, peer)
         except JsonRpcError:
             raise
         except Exception as e:
             log.failure("policy check of a call failed")
             raise self.deny(record, INTERNAL_ERROR, f"Internal error while checking the call: {type(e).__name__}")
 
-    def _begin(self, record: dict[str, Any], params: dict[str, Any], catalog: Any) -> "Call":
+    def _begin(self, record: dict[str, Any], params: dict[str, Any], catalog: Any, peer: Any) -> "Call":
         try:
-            principal = self.principal()
+            principal = self.principal(peer)
         except JsonRpcError as e:
             raise self.deny(record, e.code, e.message, e.data)
         record["principal"] = principal.name
@@ -277,7 +328,7 @@ class Policy:
                 f"rate limit ({which}) reached; retry in {_up(wait):.3f} s",
                 {"retryAfter": _up(wait), "limit": which},
             )
-        call = Call(self, record, entry, self._slots_for(name, backend), principal)
+        call = Call(self, record, entry, self._slots_for(name, backend), principal, peer)
         call.taken, self._taken = self._taken, []
         return call
 
@@ -348,10 +399,11 @@ class Policy:
 class Call:
     """Steps 6 to 9 of one allowed call."""
 
-    __slots__ = ("policy", "record", "entry", "principal", "slots", "held", "breaker", "probe", "started", "taken", "waited", "done")
+    __slots__ = ("policy", "record", "entry", "principal", "peer", "slots", "held", "breaker", "probe", "started", "taken", "waited", "done")
 
-    def __init__(self, policy: Policy, record: dict[str, Any], entry: Any, slots: list[Slots], principal: Principal) -> None:
+    def __init__(self, policy: Policy, record: dict[str, Any], entry: Any, slots: list[Slots], principal: Principal, peer: Any = None) -> None:
         self.policy = policy
+        self.peer = peer
         self.record = record
         self.entry = entry
         self.principal = principal
@@ -415,7 +467,7 @@ class Call:
         if self.waited:
             # Things may have changed while the call waited for a slot.
             try:
-                principal = policy.principal()
+                principal = policy.principal(self.peer)
             except JsonRpcError as e:
                 self._release()
                 raise self._refuse(e.code, e.message, e.data)

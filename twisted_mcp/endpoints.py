@@ -1,0 +1,88 @@
+"""
+Listening endpoints from Twisted endpoint strings, plus one parameter
+Twisted's C{ssl:} parser does not have: C{clientCA=PATH}, a PEM bundle of
+the certificate authorities whose client certificates the listener
+accepts.  With it, a client must present a certificate signed by one of
+them (the TLS handshake fails otherwise), and the certificate names the
+client's principal (C{identity.certificates}).
+
+    ssl:8443:privateKey=server-key.pem:certKey=server.pem:clientCA=clients-ca.pem
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
+
+_SSL_KEYS = {"port", "privateKey", "certKey", "interface", "backlog", "extraCertChain", "clientCA"}
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+
+
+def server_endpoint(reactor: Any, description: str) -> Any:
+    """An L{IStreamServerEndpoint} for C{description}; raises ValueError for a bad one."""
+    if not (description.startswith("ssl:") and "clientCA=" in description):
+        return serverFromString(reactor, description)
+    args, kw = _parse(description[4:])
+    unknown = set(kw) - _SSL_KEYS
+    if unknown:
+        raise ValueError(f"unknown ssl: parameter(s) with clientCA: {', '.join(sorted(unknown))}")
+    if args:
+        kw.setdefault("port", args[0])
+    if "port" not in kw:
+        raise ValueError("ssl: needs a port")
+    from twisted.internet import ssl
+
+    private_key = kw.get("privateKey", "server.pem")
+    cert_key = kw.get("certKey", private_key)
+    with open(cert_key, "rb") as f:
+        cert_pem = f.read()
+    with open(private_key, "rb") as f:
+        key_pem = f.read()
+    with open(kw["clientCA"], "rb") as f:
+        authorities = [ssl.Certificate.loadPEM(block).original for block in _PEM_CERT.findall(f.read())]
+    if not authorities:
+        raise ValueError(f"clientCA {kw['clientCA']}: no PEM certificate in it")
+    chain = []
+    if "extraCertChain" in kw:
+        with open(kw["extraCertChain"], "rb") as f:
+            chain = [ssl.Certificate.loadPEM(block).original for block in _PEM_CERT.findall(f.read())]
+    private = ssl.PrivateCertificate.loadPEM(cert_pem + b"\n" + key_pem)
+    options = ssl.CertificateOptions(
+        privateKey=private.privateKey.original,
+        certificate=private.original,
+        extraCertChain=chain or None,
+        verify=True,
+        requireCertificate=True,
+        caCerts=authorities,
+    )
+    return SSL4ServerEndpoint(
+        reactor, int(kw["port"]), options, backlog=int(kw.get("backlog", 50)), interface=kw.get("interface", "")
+    )
+
+
+def _parse(text: str) -> tuple[list[str], dict[str, str]]:
+    """Split an endpoint's parameters on unescaped colons (C{\\:} is a colon)."""
+    parts, current, i = [], "", 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text):
+            current += text[i + 1]
+            i += 2
+            continue
+        if c == ":":
+            parts.append(current)
+            current = ""
+        else:
+            current += c
+        i += 1
+    parts.append(current)
+    args, kw = [], {}
+    for part in parts:
+        if "=" in part:
+            k, v = part.split("=", 1)
+            kw[k] = v
+        else:
+            args.append(part)
+    return args, kw
