@@ -11,7 +11,11 @@ client's principal (C{identity.certificates}).
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import socket
+import stat
 from typing import Any
 
 from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
@@ -21,7 +25,12 @@ _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE----
 
 
 def server_endpoint(reactor: Any, description: str) -> Any:
-    """An L{IStreamServerEndpoint} for C{description}; raises ValueError for a bad one."""
+    """
+    An L{IStreamServerEndpoint} for C{description}; raises ValueError for a
+    bad one and L{OSError} when a Unix socket's path is in use.
+    """
+    if description.startswith("unix:"):
+        return serverFromString(reactor, _unix(description))
     if not (description.startswith("ssl:") and "clientCA=" in description):
         return serverFromString(reactor, description)
     args, kw = _parse(description[4:])
@@ -60,6 +69,51 @@ def server_endpoint(reactor: Any, description: str) -> Any:
     return SSL4ServerEndpoint(
         reactor, int(kw["port"]), options, backlog=int(kw.get("backlog", 50)), interface=kw.get("interface", "")
     )
+
+
+def _unix(description: str) -> str:
+    """
+    A Unix socket without Twisted's lock file (it would name the pid that
+    bound the socket, which is not the daemon's once twistd forks), checked
+    here instead: a live socket at the path is an error, a stale one (its
+    server gone) is removed.
+    """
+    args, kw = _parse(description[5:])
+    path = kw.get("address") or (args[0] if args else "")
+    if path and not path.startswith("\0") and os.path.lexists(path):
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX)
+        try:
+            probe.settimeout(2)
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)  # stale: nobody accepts on it
+        else:
+            raise OSError(errno.EADDRINUSE, f"another process is serving on {path}")
+        finally:
+            probe.close()
+    parts = [p for p in _split(description[5:]) if not p.startswith("lockfile=")]
+    return "unix:" + ":".join(parts) + ":lockfile=0"
+
+
+def _split(text: str) -> list[str]:
+    """The raw parameters (escapes kept) split on unescaped colons."""
+    parts, current, i = [], "", 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text):
+            current += text[i : i + 2]
+            i += 2
+            continue
+        if c == ":":
+            parts.append(current)
+            current = ""
+        else:
+            current += c
+        i += 1
+    parts.append(current)
+    return parts
 
 
 def _parse(text: str) -> tuple[list[str], dict[str, str]]:

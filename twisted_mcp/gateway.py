@@ -456,6 +456,17 @@ class ClientSession:
             holder[0].failed(e)
         if isinstance(e, JsonRpcError):
             self.gateway.count(method, "error", e.code)
+            if errors.BACKEND_HTTP_ERROR <= e.code <= errors.AUTHENTICATION_FAILED:
+                # The gateway's own errors (policy, backend transport): the
+                # message is ours; a backend's own error may carry anything.
+                log.info(
+                    "client {client}: request {request} ({method}) failed with {code}: {why}",
+                    client=self.label,
+                    request=rid,
+                    method=method,
+                    code=e.code,
+                    why=e.message,
+                )
             self._send_error(rid, e.code, e.message, e.data)
         elif isinstance(e, CancelledError):
             if self._shutdown_error is not None:

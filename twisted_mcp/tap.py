@@ -14,6 +14,7 @@ from twisted.python import usage
 
 from twisted_mcp import __version__
 from twisted_mcp.config import Config, ConfigError, load
+from twisted_mcp.logs import log_format
 
 EX_USAGE = 64
 EX_UNAVAILABLE = 69
@@ -57,6 +58,21 @@ class Options(usage.Options):
             "Serve the admin endpoint (/healthz, /readyz, /metrics, /status) on this Twisted endpoint, "
             "e.g. tcp:9100:interface=127.0.0.1. Off by default; gateway.adminToken in the config "
             "protects it with a bearer token.",
+        ],
+    ]
+
+    optParameters = optParameters + [
+        [
+            "log-format",
+            None,
+            "text",
+            "How the log is written: text (twistd's own lines) or json (one JSON object per line "
+            "with time, level, namespace, message, failure and the event's fields, such as "
+            "request; for jq, Loki or a log shipper). It goes where twistd's log goes: with -n and "
+            "no --logfile to standard output (stderr when serving MCP on stdin/stdout), otherwise "
+            "to --logfile (default twistd.log), rotated at 1 MB and on SIGUSR1. twistd's --logger "
+            "and --syslog take precedence.",
+            log_format,
         ],
     ]
 
@@ -158,6 +174,8 @@ def _bind(description: str, factory: Any, reactor: Any) -> Any:
 
     try:
         d = server_endpoint(reactor, description).listen(factory)
+    except OSError as e:
+        _fail(f"cannot listen on {description!r}: {e.strerror or e}", EX_UNAVAILABLE)
     except Exception as e:
         _fail(f"cannot listen on {description!r}: {e}", EX_USAGE)
     result: list[Any] = []
@@ -216,6 +234,7 @@ def makeService(options: Options) -> Any:
     from twisted.internet import reactor, stdio
 
     from twisted_mcp.frontend import StdioFrontend
+    from twisted_mcp.logs import attach
     from twisted_mcp.service import GatewayService
 
     config = options.loaded
@@ -247,7 +266,7 @@ def makeService(options: Options) -> Any:
         _admin(options["admin"], service, reactor, reload_config)
     if options["listen"]:
         _listen(options["listen"], service, reactor)
-        return service
+        return attach(service, options)
     out_fd = _claim_stdout()
     service.add_frontend(
         lambda gateway: StdioFrontend(
@@ -259,4 +278,4 @@ def makeService(options: Options) -> Any:
             client_gone,
         )
     )
-    return service
+    return attach(service, options)

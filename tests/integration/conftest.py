@@ -307,3 +307,115 @@ def wait_gone(pids: set[int], timeout: float = 15.0) -> set[int]:
         time.sleep(0.05)
         left = {p for p in left if alive(p)}
     return left
+
+
+# -- daemon mode -------------------------------------------------------------
+
+
+@pytest.fixture
+def daemon(write_config, tmp_path):
+    started: list[tuple[str, str]] = []
+
+    def start(
+        servers: dict, *listen: str, extra: dict | None = None, admin: str | None = None, args: tuple = (), **gateway
+    ) -> tuple[int, str]:
+        config = write_config(servers, **gateway)
+        if extra:
+            with open(config) as f:
+                data = json.load(f)
+            data.update(extra)
+            with open(config, "w") as f:
+                json.dump(data, f, indent=2)
+        pidfile = str(tmp_path / "gw.pid")
+        logfile = str(tmp_path / "gw.log")
+        argv = [bin_path("twistd"), "--pidfile", pidfile, "--logfile", logfile, "mcp-gateway", "--config", config]
+        for endpoint in listen:
+            argv += ["--listen", endpoint]
+        if admin:
+            argv += ["--admin", admin]
+        argv += list(args)
+        proc = subprocess.run(argv, env=gateway_env(), cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        deadline = time.monotonic() + 20
+        while not os.path.exists(pidfile):
+            assert time.monotonic() < deadline, "no pid file"
+            time.sleep(0.05)
+        pid = read_pid(pidfile)
+        started.append((pidfile, logfile))
+        return pid, logfile
+
+    yield start
+    for pidfile, _ in started:
+        try:
+            os.kill(read_pid(pidfile), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+
+
+def read_pid(path: str) -> int:
+    with open(path) as f:
+        return int(f.read().strip())
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_path(path: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+class LineClient:
+    """A raw newline-delimited JSON-RPC client on a Unix socket."""
+
+    def __init__(self, path: str, sock: Any = None) -> None:
+        import socket
+
+        if sock is None:
+            sock = socket.socket(socket.AF_UNIX)
+            sock.settimeout(30)
+            sock.connect(path)
+        self.sock = sock
+        self.buf = b""
+        self.notifications: list[dict[str, Any]] = []
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.sock.sendall(json.dumps(message).encode() + b"\n")
+
+    def read(self) -> dict[str, Any]:
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            assert chunk, "connection closed"
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def request(self, rid, method, params=None):
+        msg = {"jsonrpc": "2.0", "id": rid, "method": method}
+        if params is not None:
+            msg["params"] = params
+        self.send(msg)
+        return self.answer(rid)
+
+    def answer(self, rid):
+        while True:
+            message = self.read()
+            if message.get("id") == rid and "method" not in message:
+                return message
+            if "method" in message and "id" not in message:
+                self.notifications.append(message)
+
+    def initialize(self, name: str = "test") -> dict[str, Any]:
+        out = self.request(0, "initialize", {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": name, "version": "1"}})
+        self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        return out
+
+    def close(self) -> None:
+        self.sock.close()

@@ -17,64 +17,7 @@ import pytest
 
 from tests import mcpclient as mc
 
-from .conftest import bin_path, descendants, gateway_env, server, wait_gone
-
-
-@pytest.fixture
-def daemon(write_config, tmp_path):
-    started: list[tuple[str, str]] = []
-
-    def start(servers: dict, *listen: str, **gateway) -> tuple[int, str]:
-        config = write_config(servers, **gateway)
-        pidfile = str(tmp_path / "gw.pid")
-        logfile = str(tmp_path / "gw.log")
-        args = [bin_path("twistd"), "--pidfile", pidfile, "--logfile", logfile, "mcp-gateway", "--config", config]
-        for endpoint in listen:
-            args += ["--listen", endpoint]
-        proc = subprocess.run(args, env=gateway_env(), cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 0, proc.stderr
-        deadline = time.monotonic() + 20
-        while not os.path.exists(pidfile):
-            assert time.monotonic() < deadline, "no pid file"
-            time.sleep(0.05)
-        pid = _read_pid(pidfile)
-        started.append((pidfile, logfile))
-        return pid, logfile
-
-    yield start
-    for pidfile, _ in started:
-        try:
-            os.kill(_read_pid(pidfile), signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
-
-
-def _read_pid(path: str) -> int:
-    with open(path) as f:
-        return int(f.read().strip())
-
-
-class LineClient:
-    def __init__(self, path: str) -> None:
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.settimeout(30)
-        self.sock.connect(path)
-        self.buf = b""
-
-    def request(self, rid, method, params=None):
-        msg = {"jsonrpc": "2.0", "id": rid, "method": method}
-        if params is not None:
-            msg["params"] = params
-        self.sock.sendall(json.dumps(msg).encode() + b"\n")
-        while True:
-            while b"\n" not in self.buf:
-                chunk = self.sock.recv(65536)
-                assert chunk, "connection closed"
-                self.buf += chunk
-            line, self.buf = self.buf.split(b"\n", 1)
-            answer = json.loads(line)
-            if answer.get("id") == rid:
-                return answer
+from .conftest import LineClient, bin_path, descendants, free_port, gateway_env, server, wait_gone
 
 
 def test_fifty_clients_share_backends_and_get_their_own_answers(daemon, tmp_path):
@@ -203,12 +146,6 @@ def test_a_client_that_does_not_read_is_disconnected_and_others_go_on(daemon, tm
     assert wait_gone({pid}, 30) == set()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_admin_endpoint(daemon, tmp_path, monkeypatch):
     import urllib.error
     import urllib.request
@@ -217,7 +154,7 @@ def test_admin_endpoint(daemon, tmp_path, monkeypatch):
 
     monkeypatch.setenv("ADMIN_TOKEN", "let-me-in")
     sock = str(tmp_path / "gw.sock")
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "admin.json"
     config.write_text(json.dumps({
         "gateway": {"adminToken": "${ADMIN_TOKEN}", "restartDelay": 60},
