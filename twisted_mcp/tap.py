@@ -30,7 +30,10 @@ class Options(usage.Options):
         "tool exposed as <server>__<tool>), and routes every call to the server that owns it. "
         "Stdout carries only MCP messages; logs go to stderr (or twistd's --logfile). Run it as "
         "`twistd -n --pidfile= mcp-gateway --config FILE` (this is the command an MCP client "
-        "launches) or `twist mcp-gateway --config FILE`."
+        "launches) or `twist mcp-gateway --config FILE`. As a daemon serving many clients: "
+        "`twistd --pidfile PATH --logfile PATH mcp-gateway --config FILE --listen unix:PATH` "
+        "(clients then run `twisted-mcp connect unix:path=PATH`). SIGHUP re-reads the config; "
+        "SIGTERM drains calls in flight and stops."
     )
     optParameters = [
         [
@@ -55,9 +58,9 @@ class Options(usage.Options):
             "admin",
             None,
             None,
-            "Serve the admin endpoint (/healthz, /readyz, /metrics, /status) on this Twisted endpoint, "
-            "e.g. tcp:9100:interface=127.0.0.1. Off by default; gateway.adminToken in the config "
-            "protects it with a bearer token.",
+            "Serve the admin endpoint (/healthz, /readyz, /metrics, /status; POST /reload, /kill, "
+            "/pins/approve) on this Twisted endpoint, e.g. tcp:9100:interface=127.0.0.1. Off by "
+            "default; gateway.adminToken in the config protects it with a bearer token.",
         ],
     ]
 
@@ -77,15 +80,15 @@ class Options(usage.Options):
     ]
 
     def opt_listen(self, endpoint: str) -> None:
-        """
-        Serve MCP clients on this Twisted endpoint instead of stdin/stdout
-        (repeatable), e.g. unix:/run/twisted-mcp/gw.sock:mode=660 or
-        tcp:8765:interface=127.0.0.1, ssl:8443:privateKey=key.pem:certKey=cert.pem
-        (add :clientCA=ca.pem to require client certificates), or
-        systemd:domain=UNIX:index=0 (socket activation). Every connection is its
-        own MCP session; the backends are shared.
-        """
         self["listen"].append(endpoint)
+
+    opt_listen.__doc__ = (
+        "Serve MCP clients on this Twisted endpoint instead of stdin/stdout (repeatable), e.g. "
+        "unix:/run/twisted-mcp/gw.sock:mode=660, tcp:8765:interface=127.0.0.1, "
+        "ssl:8443:privateKey=key.pem:certKey=cert.pem (add :clientCA=ca.pem to require client "
+        "certificates), or systemd:domain=UNIX:index=0 (socket activation). Every connection is its "
+        "own MCP session; the backends are shared."
+    )
 
     def opt_version(self) -> None:
         """Print the version of twisted-mcp and exit."""
