@@ -117,23 +117,10 @@ def _split(text: str) -> list[str]:
 
 
 def _parse(text: str) -> tuple[list[str], dict[str, str]]:
-    """Split an endpoint's parameters on unescaped colons (C{\\:} is a colon)."""
-    parts, current, i = [], "", 0
-    while i < len(text):
-        c = text[i]
-        if c == "\\" and i + 1 < len(text):
-            current += text[i + 1]
-            i += 2
-            continue
-        if c == ":":
-            parts.append(current)
-            current = ""
-        else:
-            current += c
-        i += 1
-    parts.append(current)
+    """Positional and C{key=value} parameters, escapes undone (C{\\:} is a colon)."""
     args, kw = [], {}
-    for part in parts:
+    for raw in _split(text):
+        part = re.sub(r"\\(.)", r"\1", raw)
         if "=" in part:
             k, v = part.split("=", 1)
             kw[k] = v
