@@ -191,7 +191,10 @@ class AdminResource(Resource):
         given = request.getHeader(b"authorization") or b""
         if isinstance(given, str):
             given = given.encode("latin-1")
-        return hmac.compare_digest(given, f"Bearer {token}".encode())
+        scheme, _, credentials = given.strip().partition(b" ")
+        if scheme.lower() != b"bearer":  # the scheme is case-insensitive (RFC 7235)
+            return False
+        return hmac.compare_digest(credentials.strip(), token.encode())
 
     def render_healthz(self, request: Any) -> bytes:
         request.setHeader(b"content-type", b"text/plain")

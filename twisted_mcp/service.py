@@ -235,12 +235,8 @@ class GatewayService(MultiService):
         rules = config.policy if config.policy is not None else PolicyConfig()
         current = self.gateway.policy
         policy = Policy(rules, config.gateway.separator, self.clock, self._authenticate_with(identity), current.audit)
-        if rules.breaker_failures == current.rules.breaker_failures and rules.breaker_open == current.rules.breaker_open:
-            policy.breakers = {k: v for k, v in current.breakers.items() if k in self.gateway.backends}
-        policy.refusals = current.refusals  # counters survive a reload
-        for kind, names in current.kills.items():
-            for n in names:
-                policy.set_kill(kind, n, True)
+        policy.inherit(current)
+        policy.breakers = {k: v for k, v in policy.breakers.items() if k in self.gateway.backends}
         if current.rules != rules:
             changes.append("policy: replaced")
         policy.catalog_changed(self.gateway.catalog.entries)

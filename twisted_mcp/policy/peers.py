@@ -242,7 +242,7 @@ def peer_of(transport: Any, listener: str | None) -> Peer:
     if sock is not None and getattr(sock, "family", None) == socket.AF_UNIX and hasattr(socket, "SO_PEERCRED"):
         try:
             raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-            pid, uid, gid = struct.unpack("3i", raw)
+            pid, uid, gid = struct.unpack("iII", raw)  # struct ucred: pid_t, uid_t, gid_t
             return Peer(transport="unix", listener=listener, uid=uid, gid=gid, pid=pid)
         except OSError:
             return Peer(transport="unix", listener=listener)

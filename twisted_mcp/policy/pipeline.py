@@ -157,6 +157,35 @@ class Policy:
             return errors.TOOL_QUARANTINED, f"tool {exposed!r} is quarantined: {why}"
         return None
 
+    def inherit(self, old: "Policy") -> None:
+        """
+        Keep the running state of every check whose rules did not change
+        (a reload): tokens left in rate buckets, concurrency slots held by
+        calls in flight, breakers, the run-time kill switch, the refusal
+        counts and what is already quarantined (so it is not reported again).
+        """
+        new, was = self.rules, old.rules
+        self.refusals = old.refusals
+        if new.rate_principal == was.rate_principal:
+            self._principal_buckets = old._principal_buckets
+        if new.rate_tools == was.rate_tools:
+            self._tool_buckets = old._tool_buckets
+        for name, bucket in old._backend_buckets.items():
+            if new.rate_backends.get(name) == was.rate_backends.get(name):
+                self._backend_buckets[name] = bucket
+        for name, slots in old._backend_slots.items():
+            if new.conc_backends.get(name) == was.conc_backends.get(name):
+                self._backend_slots[name] = slots
+        if new.conc_tools == was.conc_tools:
+            self._tool_slots = old._tool_slots
+        if (new.breaker_failures, new.breaker_open) == (was.breaker_failures, was.breaker_open):
+            self.breakers = dict(old.breakers)
+        if (new.pinning, new.lock_file) == (was.pinning, was.lock_file):
+            self.pins.quarantined = dict(old.pins.quarantined)
+        for kind, names in old.kills.items():
+            for n in names:
+                self.set_kill(kind, n, True)
+
     def set_kill(self, kind: str, name: str, disabled: bool) -> None:
         """Throw (or release) the kill switch for a principal, backend or tool at run time."""
         names = self.kills[kind]
