@@ -72,6 +72,11 @@ class SessionProtocol(LineFramer):
                 if writer.queued() > limit:
                     self._stuck_client(writer.queued())
 
+        if self.factory is None and hasattr(self.transport, "registerProducer"):
+            # stdio: when the client stops reading its answers, stop reading
+            # its requests (so the gateway's buffer holds at most the answers
+            # of the calls already in flight), and read again once it drains.
+            self.transport.registerProducer(self, True)
         peer = None
         if self.factory is not None:
             peer = peer_of(self.transport, self.factory.listener)
@@ -80,6 +85,19 @@ class SessionProtocol(LineFramer):
         if self.factory is not None:
             self.factory.connections.add(self)
             log.info("client {client} connected ({peer})", client=self.label, peer=peer.describe() if peer else "")
+
+    # IPushProducer, for stdio's back-pressure.
+    def pauseProducing(self) -> None:
+        if not self._input_closed:
+            log.info("client {client} is not reading its answers: pausing its input", client=self.label)
+            self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        if not self._input_closed:
+            self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass
 
     def _stuck_client(self, queued: int) -> None:
         if self.transport is None or getattr(self.transport, "disconnecting", False):

@@ -267,3 +267,66 @@ def _pid_once_back(gw: RawGateway, timeout: float = 20.0) -> str:
             return out["result"]["content"][0]["text"]
         assert time.monotonic() < deadline, out
         time.sleep(0.2)
+
+
+def _rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_a_client_that_stops_reading_stdout_pauses_its_input(raw_gateway, write_config):
+    """Back-pressure on stdio: the gateway stops reading requests while its
+    answers are not read, so its memory stays bounded; nothing is lost."""
+    import fcntl
+
+    gw = raw_gateway(write_config({"echo": server("echo_fast")}))
+    gw.initialize()
+    gw.request("tools/list")
+    base = _rss_kb(gw.proc.pid)
+    stdin = gw.proc.stdin.fileno()
+    fcntl.fcntl(stdin, fcntl.F_SETFL, fcntl.fcntl(stdin, fcntl.F_GETFL) | os.O_NONBLOCK)
+    # Each request asks for a 1 MB answer; 400 of them would be 400 MB if all were taken.
+    pending = b""
+    sent = 0
+    stalled_since = None
+    while sent < 400:
+        if not pending:
+            sent += 1
+            pending = json.dumps({"jsonrpc": "2.0", "id": sent, "method": "tools/call",
+                                  "params": {"name": "echo__echo", "arguments": {"text": "y" * 1000, "repeat": 1000}}}).encode() + b"\n"
+        try:
+            n = os.write(stdin, pending)
+            pending = pending[n:]
+            stalled_since = None
+            if sent == 1 and not pending:
+                time.sleep(1)  # its answer fills the pipe: from here on the client "does not read"
+        except BlockingIOError:
+            stalled_since = stalled_since or time.monotonic()
+            if time.monotonic() - stalled_since > 3:
+                break  # the gateway stopped reading us
+            time.sleep(0.01)
+    assert sent < 400, "the gateway kept reading requests whose answers were not read"
+    grown = _rss_kb(gw.proc.pid) - base
+    assert grown < 150_000, f"the gateway grew {grown} KB while its client did not read"
+    assert "is not reading its answers: pausing its input" in gw.stderr_text()
+    # The client reads again: every request it sent is answered, in full.
+    answered = set()
+    deadline = time.monotonic() + 120
+    while len(answered) < sent:
+        assert time.monotonic() < deadline, f"{len(answered)} of {sent} answered"
+        if pending:
+            try:
+                pending = pending[os.write(stdin, pending):]
+            except BlockingIOError:
+                pass
+        try:
+            msg = gw.read_message(0.5)
+        except TimeoutError:
+            continue
+        if msg.get("id") in range(1, sent + 1):
+            assert len(msg["result"]["content"][0]["text"]) == 1_000_000
+            answered.add(msg["id"])
+    assert answered == set(range(1, sent + 1))
