@@ -47,6 +47,7 @@ bench: $(VENV)/.installed bench/node/node_modules/.installed
 	$(PY) bench/bench_stdio.py
 	$(PY) bench/bench_http.py
 	$(PY) bench/bench_policy.py
+	$(PY) bench/bench_sockets.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info tests/node/node_modules bench/node/node_modules
