@@ -559,9 +559,19 @@ def _string_map(check: _Checker, path: str, value: Any, what: str) -> dict[str, 
         elif check.string(vpath, v, nonempty=False) is not None:
             if "\n" in v or "\r" in v:
                 check.problem(vpath, "a value may not contain line breaks")
+            elif what == "header" and not _latin1(k + v):
+                check.problem(vpath, "HTTP headers carry Latin-1 text only (percent-encode or base64 anything else)")
             else:
                 out[k] = v
     return out
+
+
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _resolve(path: str, base_dir: str | None) -> str:

@@ -106,11 +106,18 @@ class Gateway:
         self.ready_waiters.append(d)
         return d
 
-    def add_backend(self, backend: Backend) -> None:
+    def add_backend(self, backend: Backend, replacing: Backend | None = None) -> None:
         """A backend added while running (reload): its tools join the
-        catalog once it is discovered."""
+        catalog once it is discovered (or at once, if it starts with the
+        tools of the backend it replaces)."""
+        if replacing is not None:
+            replacing.remove_listener(self._backend_changed)
+            self.policy.breakers.pop(backend.name, None)  # a new backend: a fresh breaker
         self.backends[backend.name] = backend
         backend.add_listener(self._backend_changed)
+        if self.ready and (replacing is not None or backend.tools):
+            self.catalog.rebuild(self.backends.values())
+            self.policy.catalog_changed(self.catalog.entries)
 
     def remove_backend(self, backend: Backend) -> None:
         """Take a backend out of the catalog (reload); the caller stops it."""

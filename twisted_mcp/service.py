@@ -50,6 +50,8 @@ class GatewayService(MultiService):
     ) -> None:
         super().__init__()
         self.config = config
+        #: The gateway settings it started with (a reload does not change them).
+        self.settings = config.gateway
         self.clock = clock
         self.spawner = spawner
         self.environ = environ
@@ -72,13 +74,15 @@ class GatewayService(MultiService):
         self.gateway.policy = Policy(rules, config.gateway.separator, clock, self._authenticate_with(self.identity), self.audit)
 
     def _make_backend(self, server: Any) -> Backend:
-        settings = self.config.gateway
+        settings = self.settings
         if isinstance(server, HttpServer):
             return HttpBackend(server, self.clock, settings.maxMessageBytes)
         return StdioBackend(server, self.spawner, self.clock, settings.inheritEnv, settings.maxMessageBytes, self.environ)
 
     def _spawn(self, template: Backend) -> Backend:
         """A fresh, started instance of a per-session backend."""
+        if self.stopping:
+            raise template.unavailable()
         instance = self._make_backend(template.config)  # type: ignore[attr-defined]
         instance.latency = template.latency  # one histogram per backend name
         instance.startService()
@@ -94,7 +98,7 @@ class GatewayService(MultiService):
                 backend=backend.name,
                 n=len(backend.tools),
             )
-            self.clock.callLater(0, backend.stopService)
+            self.clock.callLater(0, lambda: stop_all([backend]))
 
     def _make_identity(self, config: Config) -> tuple[Any, Any]:
         if config.identity is None:
@@ -179,13 +183,16 @@ class GatewayService(MultiService):
         except Exception as e:
             log.failure("reload rejected, the running configuration stays")
             return False, [], f"the configuration could not be read: {e}"
+        if self.stopping:
+            return False, [], "the gateway is stopping"
         old = self.config
+        started = self.settings
         changes: list[str] = []
-        if config.gateway.separator != old.gateway.separator:
+        if config.gateway.separator != started.separator:
             log.error(
                 "reload rejected: gateway.separator changed ({old!r} to {new!r}); every tool name would change, "
                 "restart the gateway to apply it",
-                old=old.gateway.separator,
+                old=started.separator,
                 new=config.gateway.separator,
             )
             return False, [], "gateway.separator cannot change without a restart"
@@ -195,7 +202,7 @@ class GatewayService(MultiService):
                 ("audit", config.audit == old.audit),
                 (
                     "gateway (other than adminToken)",
-                    attrs.evolve(config.gateway, adminToken=None) == attrs.evolve(old.gateway, adminToken=None),
+                    attrs.evolve(config.gateway, adminToken=None) == attrs.evolve(started, adminToken=None),
                 ),
             )
             if not same
@@ -205,36 +212,62 @@ class GatewayService(MultiService):
             changes += [f"{name}: needs a restart" for name in restart]
         if config.gateway.adminToken != old.gateway.adminToken:
             changes.append("gateway.adminToken: replaced")
-        sessions = list(self.gateway.sessions)
-        before = {s: self._view(s) for s in sessions}
-
-        # Identity: new calls run as whoever the new rules say.
-        authenticator, identity = self.authenticator, self.identity
-        if config.identity != old.identity:
-            authenticator, identity = self._make_identity(config)
-            if authenticator is not None:
-                authenticator.start()
-            changes.append("identity: replaced")
-
-        # Backends, as a diff by name.
         old_servers = {s.name: s for s in old.servers}
         new_servers = {s.name: s for s in config.servers}
-        for name in sorted(old_servers.keys() - new_servers.keys()):
+        removed = sorted(old_servers.keys() - new_servers.keys())
+        changed = sorted(n for n in old_servers.keys() & new_servers.keys() if old_servers[n] != new_servers[n])
+        added = sorted(new_servers.keys() - old_servers.keys())
+
+        # Prepare everything that can fail before touching what runs.
+        try:
+            authenticator, identity = self.authenticator, self.identity
+            new_authenticator = False
+            if config.identity != old.identity:
+                same_caller = (
+                    config.identity is not None
+                    and old.identity is not None
+                    and (config.identity.jwt, config.identity.principal) == (old.identity.jwt, old.identity.principal)
+                )
+                if same_caller:
+                    identity = ConnectionIdentity(config.identity, authenticator.authenticate if authenticator else None)
+                else:
+                    authenticator, identity = self._make_identity(config)
+                    new_authenticator = authenticator is not None
+            fresh = {name: self._make_backend(new_servers[name]) for name in changed + added}
+            rules = config.policy if config.policy is not None else PolicyConfig()
+            current = self.gateway.policy
+            policy = Policy(rules, started.separator, self.clock, self._authenticate_with(identity), current.audit)
+        except Exception as e:
+            log.failure("reload rejected, the running configuration stays")
+            return False, [], f"the configuration cannot be applied: {e}"
+
+        sessions = list(self.gateway.sessions)
+        before = {s: self._view(s) for s in sessions}
+        if config.identity != old.identity:
+            if new_authenticator:
+                authenticator.start()
+            changes.append("identity: replaced")
+            if identity is None:
+                log.warn(
+                    "reload: NO IDENTITY IS CONFIGURED any more: every client now runs as the local principal "
+                    "with every permission"
+                )
+        for name in removed:
             self._take_out(name)
             changes.append(f"backend {name}: removed")
-        for name in sorted(old_servers.keys() & new_servers.keys()):
-            if old_servers[name] != new_servers[name]:
-                self._take_out(name)
-                self._bring_in(new_servers[name], config)
-                changes.append(f"backend {name}: restarted (its configuration changed)")
-        for name in sorted(new_servers.keys() - old_servers.keys()):
-            self._bring_in(new_servers[name], config)
+        for name in changed:
+            # The replacement serves the same tools until it lists its own:
+            # clients see no change unless the tools really differ.
+            previous = self.gateway.backends.get(name)
+            if previous is not None:
+                fresh[name].tools = list(previous.tools)
+            self._take_out(name, replacement=fresh[name])
+            changes.append(f"backend {name}: restarted (its configuration changed)")
+        for name in added:
+            self._bring_in(fresh[name])
             changes.append(f"backend {name}: added")
 
-        # Policy: new calls see it at once; breakers of untouched backends carry over.
-        rules = config.policy if config.policy is not None else PolicyConfig()
-        current = self.gateway.policy
-        policy = Policy(rules, config.gateway.separator, self.clock, self._authenticate_with(identity), current.audit)
+        # Policy: new calls see it at once; the state of unchanged checks carries over.
         policy.inherit(current)
         policy.breakers = {k: v for k, v in policy.breakers.items() if k in self.gateway.backends}
         if current.rules != rules:
@@ -270,20 +303,26 @@ class GatewayService(MultiService):
                 told += 1
         return told
 
-    def _bring_in(self, server: Any, config: Config) -> None:
-        backend = self._make_backend(server)
+    def _bring_in(self, backend: Backend, replacing: Backend | None = None) -> None:
         self.backends.append(backend)
         backend.add_listener(self._idle_template)
-        self.gateway.add_backend(backend)
+        self.gateway.add_backend(backend, replacing)
         backend.startService()
 
-    def _take_out(self, name: str) -> None:
+    def _take_out(self, name: str, replacement: Backend | None = None) -> None:
+        """Take a backend out (and put C{replacement} in its place); it
+        stops once its calls in flight are done."""
         backend = self.gateway.backends.get(name)
         if backend is None:
+            if replacement is not None:
+                self._bring_in(replacement)
             return
-        self.gateway.remove_backend(backend)
         backend.remove_listener(self._idle_template)
         self.backends.remove(backend)
+        if replacement is None:
+            self.gateway.remove_backend(backend)
+        else:
+            self._bring_in(replacement, backend)
         instances = []
         for session in list(self.gateway.sessions) + list(self.gateway.closing):
             own = session.own.pop(name, None)
@@ -296,7 +335,7 @@ class GatewayService(MultiService):
 
     async def _retire(self, backend: Backend) -> None:
         """Let a removed backend finish its calls in flight (within the grace period), then stop it."""
-        grace = self.config.gateway.shutdownGrace
+        grace = self.settings.shutdownGrace
         deadline = self.clock.seconds() + grace
         while backend.in_flight() and self.clock.seconds() < deadline:
             await deferLater(self.clock, 0.05)

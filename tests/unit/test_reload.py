@@ -415,3 +415,44 @@ class TestConcurrencyAcrossReload:
             for d in sent:
                 d.callback({"content": []})
             svc.gateway.sessions.clear()
+
+
+class TestReloadThatCannotBeApplied:
+    def test_a_backend_that_cannot_be_built_leaves_everything_running(self, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+        svc = world.service(BASE)
+        before = dict(svc.gateway.backends)
+        policy = svc.gateway.policy
+        import twisted_mcp.service as service_module
+
+        real = service_module.HttpBackend
+
+        def broken(server, *args, **kw):
+            if server.name == "delta":
+                raise ValueError("bad CA bundle")
+            return real(server, *args, **kw)
+
+        monkeypatch.setattr(service_module, "HttpBackend", broken)
+        applied, changes, problems = world.reload({"mcpServers": {"alpha": server("alpha"), "delta": server("delta")}})
+        assert (applied, changes) == (False, [])
+        assert "bad CA bundle" in problems
+        assert svc.gateway.backends == before  # beta and gamma were not taken out
+        assert svc.gateway.policy is policy
+        assert [s.name for s in svc.config.servers] == sorted(before)
+
+    def test_no_reload_while_stopping(self, world: World) -> None:
+        svc = world.service(BASE)
+        svc.stopping = True
+        assert world.reload({"mcpServers": {"alpha": server("alpha")}}) == (False, [], "the gateway is stopping")
+        assert set(svc.gateway.backends) == {"alpha", "beta", "gamma"}
+
+    def test_a_changed_backend_keeps_its_tools_until_its_replacement_lists_them(self, world: World) -> None:
+        svc = world.service(BASE)
+        world.ready({"alpha": ["x", "y"], "beta": ["z"]})
+        s = world.session("s1")
+        old = svc.gateway.backends["alpha"]
+        world.reload({"mcpServers": {"alpha": server("alpha", callTimeout=5), "beta": server("beta"), "gamma": server("gamma")}})
+        new = svc.gateway.backends["alpha"]
+        assert new is not old
+        assert world.listing("s1", s) == ["alpha__x", "alpha__y", "beta__z"]
+        assert svc.gateway.catalog.entries["alpha__x"].backend is new
+        assert not [m for m in world.take("s1") if m.get("method") == "notifications/tools/list_changed"]
