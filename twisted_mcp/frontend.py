@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -263,8 +263,10 @@ class SocketFrontend(Service):
     async def _stop(self) -> None:
         if self.port is not None:
             await self.port.stopListening()
-        for protocol in list(self.factory.connections):
-            try:
-                await protocol.stop(self.factory.grace)
-            except Exception:
-                log.failure("closing a client connection failed")
+        # Every session stops taking requests now; they drain together.
+        stops = [_logged(p.stop(self.factory.grace)) for p in list(self.factory.connections)]
+        await DeferredList(stops, consumeErrors=True)
+
+
+def _logged(d: Deferred[Any]) -> Deferred[Any]:
+    return d.addErrback(lambda f: log.failure("closing a client connection failed", f))

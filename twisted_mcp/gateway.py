@@ -56,6 +56,8 @@ class Gateway:
         self.spawn = spawn
         #: Running instances of per-session backends, over every session.
         self.instances: set[Backend] = set()
+        #: Stops of per-session instances under way (sessions that ended).
+        self.stopping_instances: set[Deferred[Any]] = set()
         self.catalog = Catalog(separator)
         #: The governed point (identity, access, limits, audit); the
         #: default lets the local principal do everything.
@@ -167,6 +169,7 @@ class ClientSession:
         self.in_flight: dict[tuple[type, Any], Deferred[Any]] = {}
         #: This session's own instances of per-session backends, by name.
         self.own: dict[str, Backend] = {}
+        self._releasing: Deferred[Any] | None = None
         self._shutdown_error: JsonRpcError | None = None
         self._drained: list[Deferred[None]] = []
         self._requests: dict[str, Callable[[Any, dict[str, Any]], Any]] = {
@@ -408,6 +411,11 @@ class ClientSession:
         """This session's instance of a per-session backend, started on first use."""
         instance = self.own.get(template.name)
         if instance is None:
+            if self.gateway.backends.get(template.name) is not template:
+                # Removed or replaced (a reload) while this call waited.
+                raise errors.backend_error(
+                    errors.BACKEND_UNAVAILABLE, template.name, f"backend {template.name!r} was removed or replaced; call again"
+                )
             if self.closing or self.gateway.spawn is None:
                 raise template.unavailable()
             instance = self.own[template.name] = self.gateway.spawn(template)
@@ -418,14 +426,25 @@ class ClientSession:
         return instance.when_discovered().addCallback(lambda _: instance)
 
     def release_backends(self) -> Deferred[Any]:
-        """Stop this session's per-session backend instances."""
+        """Stop this session's per-session backend instances; the result
+        fires once they (and any stopped by an earlier call) are gone."""
         own, self.own = self.own, {}
-        for instance in own.values():
-            self.gateway.instances.discard(instance)
-            log.info("client {client}: stopping its instance of backend {backend}", client=self.label, backend=instance.name)
-        from twisted_mcp.stdio_backend import stop_all
+        if own:
+            from twisted_mcp.stdio_backend import stop_all
 
-        return stop_all(list(own.values()))
+            for instance in own.values():
+                self.gateway.instances.discard(instance)
+                log.info("client {client}: stopping its instance of backend {backend}", client=self.label, backend=instance.name)
+            releasing = stop_all(list(own.values()))
+            self._releasing = releasing
+            stopping = self.gateway.stopping_instances
+            stopping.add(releasing)
+            releasing.addBoth(lambda result: (stopping.discard(releasing), result)[1])
+        if self._releasing is None or self._releasing.called:
+            return succeed(None)
+        done: Deferred[Any] = Deferred()
+        self._releasing.addBoth(lambda result: (done.callback(None), result)[1])
+        return done
 
     def _check_unused(self, rid: Any) -> None:
         if (type(rid), rid) in self.in_flight:

@@ -370,8 +370,12 @@ class GatewayService(MultiService):
         await DeferredList(
             [_guarded(f.stopService) for f in reversed(self.frontends)], consumeErrors=True
         )
-        # Every backend, including per-session instances and retiring ones.
-        await stop_all(self.backends + list(self.gateway.instances) + list(self.retiring))
+        # Every backend, including per-session instances (running, or being
+        # stopped for sessions that ended) and retiring ones.
+        await DeferredList(
+            [stop_all(self.backends + list(self.gateway.instances) + list(self.retiring)), *self.gateway.stopping_instances],
+            consumeErrors=True,
+        )
         if self.audit is not None:
             try:
                 await self.audit.stop()

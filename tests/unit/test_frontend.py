@@ -106,3 +106,38 @@ class SessionProtocolTests(SynchronousTestCase):
         self.assertEqual(answer["error"]["code"], errors.GATEWAY_SHUTTING_DOWN)
         self.assertTrue(self.backend.calls[0].cancelled)
         self.assertEqual(self.closed, [True])
+
+
+class SocketFrontendStopTests(SynchronousTestCase):
+    def test_sessions_drain_together(self) -> None:
+        """Stopping closes every session at once: n slow clients take one
+        grace period, not n, and none takes new calls meanwhile."""
+        from twisted.internet.defer import Deferred, succeed
+
+        from twisted_mcp.frontend import SessionFactory, SocketFrontend
+
+        clock = Clock()
+        factory = SessionFactory(Gateway([], "__", clock, 1.0), clock, LIMIT, 5.0, "unix")
+        asked: list[float] = []
+        pending: list[Deferred[None]] = []
+
+        class Slow:
+            def stop(self, grace: float) -> Deferred[None]:
+                asked.append(grace)
+                d: Deferred[None] = Deferred()
+                pending.append(d)
+                return d
+
+        class Port:
+            def stopListening(self) -> Any:
+                return succeed(None)
+
+        factory.connections.update({Slow(), Slow(), Slow()})
+        frontend = SocketFrontend("unix:x", Port(), factory)
+        frontend.startService()
+        done = frontend.stopService()
+        self.assertEqual(asked, [5.0, 5.0, 5.0])  # all asked before any finished
+        self.assertNoResult(done)
+        for d in pending:
+            d.callback(None)
+        self.successResultOf(done)

@@ -456,3 +456,41 @@ class TestReloadThatCannotBeApplied:
         assert world.listing("s1", s) == ["alpha__x", "alpha__y", "beta__z"]
         assert svc.gateway.catalog.entries["alpha__x"].backend is new
         assert not [m for m in world.take("s1") if m.get("method") == "notifications/tools/list_changed"]
+
+
+class TestPerSessionEdges:
+    def test_a_call_for_a_replaced_template_starts_nothing(self, world: World) -> None:
+        svc = world.service({"mcpServers": {"alpha": server("alpha", perSession=True)}})
+        world.ready({"alpha": ["x"]})
+        s = world.session("s1")
+        old = svc.gateway.backends["alpha"]
+        world.reload({"mcpServers": {"alpha": server("alpha", perSession=True, callTimeout=5)}})
+        spawned: list[Any] = []
+        svc.gateway.spawn = lambda template: spawned.append(template)
+        with pytest.raises(Exception) as e:
+            s._own_instance(old)
+        assert e.value.code == errors.BACKEND_UNAVAILABLE and "removed or replaced" in e.value.message
+        assert spawned == []
+
+    def test_shutdown_waits_for_instances_of_sessions_that_ended(self, world: World) -> None:
+        svc = world.service({"mcpServers": {"alpha": server("alpha", perSession=True)}})
+        world.ready({"alpha": ["x"]})
+        s = world.session("s1")
+        stopping: Deferred[None] = Deferred()
+
+        class Instance:
+            name = "alpha"
+
+            def stopService(self) -> Deferred[None]:
+                return stopping
+
+        s.own["alpha"] = Instance()
+        first = s.drain(0, world.clock)
+        second = s.drain(0, world.clock)  # the protocol drains twice on a half-close
+        assert svc.gateway.stopping_instances
+        stopped = svc.stopService()
+        for d in (first, second, stopped):
+            assert not d.called
+        stopping.callback(None)
+        for d in (first, second, stopped):
+            assert d.called
