@@ -87,8 +87,13 @@ def _unix(description: str) -> str:
         try:
             probe.settimeout(2)
             probe.connect(path)
-        except OSError:
+        except (ConnectionRefusedError, FileNotFoundError):
             os.unlink(path)  # stale: nobody accepts on it
+        except PermissionError:
+            raise OSError(errno.EACCES, f"{path} exists and this user may not connect to it (another gateway's?)")
+        except OSError:
+            # Busy (a full backlog) or slow: someone is there.
+            raise OSError(errno.EADDRINUSE, f"another process is serving on {path} (it did not accept at once)")
         else:
             raise OSError(errno.EADDRINUSE, f"another process is serving on {path}")
         finally:

@@ -339,3 +339,35 @@ class TestSslClientCA:
         one = pki["one"]
         with pytest.raises(ValueError, match="no PEM certificate"):
             server_endpoint(MemoryReactor(), ssl_description(one, one["client-key.pem"]))
+
+
+def test_a_live_socket_with_a_full_backlog_is_not_removed(tmp_path) -> None:
+    import errno as _errno
+    import socket as _socket
+
+    from twisted.internet.testing import MemoryReactor
+
+    from twisted_mcp.endpoints import server_endpoint
+
+    path = str(tmp_path / "busy.sock")
+    listener = _socket.socket(_socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(0)
+    fillers = []
+    try:
+        for _ in range(4):  # fill the backlog: further connects would block (EAGAIN)
+            c = _socket.socket(_socket.AF_UNIX)
+            c.setblocking(False)
+            try:
+                c.connect(path)
+            except BlockingIOError:
+                pass
+            fillers.append(c)
+        with pytest.raises(OSError) as e:
+            server_endpoint(MemoryReactor(), f"unix:{path}")
+        assert e.value.errno == _errno.EADDRINUSE
+        assert os.path.exists(path)
+    finally:
+        for c in fillers:
+            c.close()
+        listener.close()
