@@ -23,6 +23,7 @@ import html
 import json
 from typing import Any, Callable, Iterator
 
+from twisted.internet.address import UNIXAddress
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 
@@ -139,6 +140,9 @@ class _Leaf(Resource):
             request.setResponseCode(405)
             request.setHeader(b"allow", b"GET")
             return b"method not allowed\n"
+        why = self.admin.action_refused(request)
+        if why is not None:
+            return _json(request, why[0], {"error": why[1]})
         try:
             body = json.loads(request.content.read(65536) or b"{}")
         except ValueError:
@@ -195,6 +199,28 @@ class AdminResource(Resource):
         if scheme.lower() != b"bearer":  # the scheme is case-insensitive (RFC 7235)
             return False
         return hmac.compare_digest(credentials.strip(), token.encode())
+
+    def action_refused(self, request: Any) -> tuple[int, str] | None:
+        """
+        Why a state-changing request (POST) is refused, or None.  Actions
+        need a token unless the endpoint is a Unix socket (its file mode
+        decides who may connect); a browser's request (it carries Origin)
+        and a body that is not declared JSON are refused, so that no web
+        page can drive them.
+        """
+        if request.getHeader(b"origin") is not None:
+            return 403, "requests from web pages are refused (an Origin header was sent)"
+        kind = (request.getHeader(b"content-type") or b"")
+        if isinstance(kind, str):
+            kind = kind.encode("latin-1")
+        if kind.split(b";")[0].strip().lower() != b"application/json":
+            return 415, "the body must be sent as Content-Type: application/json"
+        if not self.service.config.gateway.adminToken and not isinstance(request.getHost(), UNIXAddress):
+            return 403, (
+                "actions (reload, kill, pins/approve) need gateway.adminToken on a TCP admin endpoint "
+                "(or serve the admin endpoint on a Unix socket)"
+            )
+        return None
 
     def render_healthz(self, request: Any) -> bytes:
         request.setHeader(b"content-type", b"text/plain")

@@ -540,11 +540,11 @@ def _admin_call(args: argparse.Namespace, method: str, path: str, body: Any = No
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
     data = None
+    if body is None and method == "POST":
+        body = {}
     if body is not None:
         data = json.dumps(body).encode()
         headers["Content-Type"] = "application/json"
-    elif method == "POST":
-        data = b""
     where = f"the admin endpoint at {admin}"
     conn = admin.connection(args.timeout)
     try:

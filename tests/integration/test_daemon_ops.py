@@ -64,8 +64,14 @@ def _text(answer: dict) -> str:
     return answer["result"]["content"][0]["text"]
 
 
+ADMIN_TOKEN = "admin-t0ken"
+
+
 def _admin(port: int, path: str, body: dict | None = None, token: str | None = None) -> tuple[int, str]:
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=None if body is None else json.dumps(body).encode())
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
+    token = token or ADMIN_TOKEN
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     if path.startswith("/status"):
@@ -280,6 +286,7 @@ def test_reload_adds_removes_and_tightens_while_a_client_stays_connected(daemon,
         f"unix:{sock}",
         admin=f"tcp:{port}:interface=127.0.0.1",
         extra={"identity": identity, "roles": {"dev": {"allow": ["*"]}}},
+        adminToken=ADMIN_TOKEN,
     )
     config = tmp_path / "gateway.yaml"
     wait_for_path(sock)
@@ -351,6 +358,7 @@ def test_admin_kill_switch_pin_approval_and_counters(daemon, tmp_path):
         f"unix:{sock}",
         admin=f"tcp:{port}:interface=127.0.0.1",
         extra={"pinning": {"mode": "enforce", "lockFile": str(lock)}, "limits": {"principal": {"rate": 0.01, "burst": 3}}},
+        adminToken=ADMIN_TOKEN,
     )
     wait_for_path(sock)
     c = LineClient(sock)

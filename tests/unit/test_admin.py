@@ -14,7 +14,7 @@ import attrs
 import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web.server import Site
@@ -99,11 +99,19 @@ class World:
         assert self.gateway.ready
 
     def request(
-        self, method: bytes, path: bytes, body: bytes = b"", headers: dict[str, str] | None = None, admin: AdminResource | None = None
+        self,
+        method: bytes,
+        path: bytes,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        admin: AdminResource | None = None,
+        unix: bool = True,
     ) -> Response:
+        """A request on a Unix-socket admin endpoint (C{unix=False}: TCP)."""
         site = Site(admin or self.admin, reactor=self.clock)
-        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-        transport = StringTransport()
+        host = UNIXAddress("/run/admin.sock") if unix else IPv4Address("TCP", "127.0.0.1", 9100)
+        channel = site.buildProtocol(host)
+        transport = StringTransport(hostAddress=host)
         channel.makeConnection(transport)
         lines = [method + b" " + path + b" HTTP/1.1", b"Host: localhost", b"Connection: close", b"Content-Length: %d" % len(body)]
         lines += [f"{k}: {v}".encode("latin-1") for k, v in (headers or {}).items()]
@@ -124,6 +132,7 @@ class World:
 
     def post(self, path: bytes, value: Any = None, raw: bytes | None = None, **kw: Any) -> Response:
         body = raw if raw is not None else (b"" if value is None else json.dumps(value).encode())
+        kw["headers"] = {"Content-Type": "application/json", **(kw.get("headers") or {})}
         return self.request(b"POST", path, body, **kw)
 
     # -- client sessions ---------------------------------------------------
@@ -694,3 +703,32 @@ class TestToken:
 
     def test_scheme_case_insensitive(self, guarded: World) -> None:
         assert guarded.get(b"/healthz", headers={"Authorization": "bearer s3cret"}).code == 200
+
+
+class TestActionsAreGuarded:
+    """State-changing requests: never from a web page, and over TCP only with a token."""
+
+    def test_tcp_without_a_token_refuses_actions(self) -> None:
+        world = World()
+        r = world.post(b"/kill", {"kind": "tool", "name": "alpha__echo"}, unix=False)
+        assert r.code == 403 and "gateway.adminToken" in r.json()["error"]
+        assert world.gateway.policy.kill_switch()["tools"] == []
+        assert world.get(b"/status", unix=False).code == 200  # reading stays open
+
+    def test_tcp_with_the_token_allows_them(self) -> None:
+        world = World()
+        world.service.config = config(token="t0k")
+        r = world.post(b"/kill", {"kind": "tool", "name": "alpha__echo"}, unix=False, headers={"Authorization": "Bearer t0k"})
+        assert r.code == 200 and r.json()["tools"] == ["alpha__echo"]
+
+    def test_a_browser_request_is_refused(self) -> None:
+        world = World()
+        r = world.post(b"/kill", {"kind": "tool", "name": "alpha__echo"}, headers={"Origin": "https://evil.example"})
+        assert r.code == 403
+        assert world.gateway.policy.kill_switch()["tools"] == []
+
+    def test_a_body_not_declared_json_is_refused(self) -> None:
+        world = World()
+        r = world.post(b"/kill", {"kind": "tool", "name": "alpha__echo"}, headers={"Content-Type": "text/plain"})
+        assert r.code == 415
+        assert world.gateway.policy.kill_switch()["tools"] == []
