@@ -170,13 +170,15 @@ def pin(args: argparse.Namespace) -> int:
 
 def check_config(args: argparse.Namespace) -> int:
     """Validate a configuration without starting anything."""
+    from twisted_mcp.http_backend import shown_args, shown_url
+
     config = _load(args.file)  # exits 78, listing every problem
     print(f"{args.file}: OK, {len(config.servers)} server(s)")
     for s in config.servers:
         if hasattr(s, "command"):
-            print(f"  {s.name}: stdio, {s.command} {' '.join(s.args)}".rstrip())
+            print(f"  {s.name}: stdio, {s.command} {shown_args(s.args)}".rstrip())
         else:
-            print(f"  {s.name}: {'legacy HTTP+SSE' if s.transport == 'sse' else 'Streamable HTTP'}, {s.url}")
+            print(f"  {s.name}: {'legacy HTTP+SSE' if s.transport == 'sse' else 'Streamable HTTP'}, {shown_url(s.url)}")
     for name in config.disabled:
         print(f"  {name}: disabled")
     return EX_OK

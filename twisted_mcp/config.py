@@ -321,7 +321,15 @@ def parse_text(text: str, source: str) -> Any:
     try:
         return _load_yaml(text, source)
     except yaml.YAMLError as e:
-        raise ConfigError(source, [f"not valid YAML: {e}".replace("\n", " ")])
+        raise ConfigError(source, [_yaml_problem(e)])
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """Where and what, without quoting the file's text (it may hold secrets)."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    what = " ".join(str(x) for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x) or type(e).__name__
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"not valid YAML{where}: {what}"
 
 
 _GATEWAY_KEYS: dict[str, tuple[str, Any]] = {

@@ -15,6 +15,7 @@ body read is bounded in size (C{maxMessageBytes} per message) and in time
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
 from urllib.parse import urljoin, urlsplit
 
@@ -365,7 +366,7 @@ class _HttpRun:
                     {"backend": self.name, "timeout": self.backend.call_timeout},
                 )
             except _CONNECT_ERRORS as e:
-                self.backend._unreachable(self, f"cannot connect to {self.backend.config.url}: {_why(e)}")
+                self.backend._unreachable(self, f"cannot connect to {shown_url(self.backend.config.url)}: {_why(e)}")
                 return
             except Exception as e:
                 self._fail(rid, errors.BACKEND_LOST, f"backend {self.name!r}: the connection failed: {_why(e)}")
@@ -637,11 +638,11 @@ class _SseRun(_HttpRun):
         try:
             response = await request
         except _CONNECT_ERRORS as e:
-            raise DiscoveryError(f"cannot connect to {self.backend.config.url}: {_why(e)}")
+            raise DiscoveryError(f"cannot connect to {shown_url(self.backend.config.url)}: {_why(e)}")
         ctype = _content_type(response)
         if response.code != 200 or ctype != b"text/event-stream":
             text = await self._snippet(response)
-            raise DiscoveryError(f"GET {self.backend.config.url} answered HTTP {response.code} ({ctype.decode('latin-1') or 'no content type'}), not an event stream: {text}")
+            raise DiscoveryError(f"GET {shown_url(self.backend.config.url)} answered HTTP {response.code} ({ctype.decode('latin-1') or 'no content type'}), not an event stream: {text}")
         def handle(event: Any) -> None:
             if event.event == "endpoint":
                 self._set_endpoint(event.data)
@@ -693,7 +694,7 @@ class _SseRun(_HttpRun):
             self._fail(rid, errors.BACKEND_TIMEOUT, f"backend {self.name!r} did not accept the message within {self.backend.call_timeout:g} s", timeout=self.backend.call_timeout)
             return
         except _CONNECT_ERRORS as e:
-            self.backend._unreachable(self, f"cannot connect to {self.backend.config.url}: {_why(e)}")
+            self.backend._unreachable(self, f"cannot connect to {shown_url(self.backend.config.url)}: {_why(e)}")
             return
         except Exception as e:
             self._fail(rid, errors.BACKEND_LOST, f"backend {self.name!r}: the connection failed: {_why(e)}")
@@ -789,6 +790,20 @@ class HttpBackend(SupervisedBackend):
 def _content_type(response: Any) -> bytes:
     value = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
     return value.split(b";")[0].strip().lower()
+
+
+def shown_args(args: Any) -> str:
+    """Command-line arguments as shown to people: passwords in URLs
+    (C{postgresql://app:secret@db/app}) hidden."""
+    return " ".join(re.sub(r"(\w[\w+.-]*://[^/:@\s]*):[^@\s/]*@", r"\1:…@", str(a)) for a in args)
+
+
+def shown_url(url: str) -> str:
+    """A URL as logs and error messages show it: without credentials, query
+    or fragment, where API keys are sometimes put."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}{parts.path}" + ("?…" if parts.query else "")
 
 
 def _host_header(url: str) -> bytes:

@@ -104,13 +104,15 @@ class Options(usage.Options):
         except ConfigError as e:
             _fail(e.render() + "\nThe gateway did not start.", EX_CONFIG)
         if self["check"]:
+            from twisted_mcp.http_backend import shown_args, shown_url
+
             config = self.loaded
             lines = [f"{path}: OK, {len(config.servers)} server(s)"]
             for s in config.servers:
                 if hasattr(s, "command"):
-                    lines.append(f"  {s.name}: {s.command} {' '.join(s.args)}".rstrip())
+                    lines.append(f"  {s.name}: {s.command} {shown_args(s.args)}".rstrip())
                 else:
-                    lines.append(f"  {s.name}: {s.url} ({'legacy HTTP+SSE' if s.transport == 'sse' else 'Streamable HTTP'})")
+                    lines.append(f"  {s.name}: {shown_url(s.url)} ({'legacy HTTP+SSE' if s.transport == 'sse' else 'Streamable HTTP'})")
             for name in config.disabled:
                 lines.append(f"  {name}: disabled")
             sys.stderr.write("\n".join(lines) + "\n")

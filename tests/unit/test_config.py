@@ -374,3 +374,24 @@ mcpServers:
         problems = self.problems("mcpServers:\n  time:\n    command: a\n    command: b\n")
         self.assertIn("mcpServers.time.command", problems[0])
 
+
+
+def test_a_yaml_syntax_error_names_the_place_not_the_text():
+    from twisted_mcp.config import ConfigError, parse_text
+
+    text = 'mcpServers:\n  gh: {url: "https://x", headers: {Authorization: "Bearer ghp_S3CRET"}\n  b: ['
+    try:
+        parse_text(text, "gw.yaml")
+    except ConfigError as e:
+        rendered = e.render()
+    else:
+        raise AssertionError("no error")
+    assert "line 3" in rendered and "ghp_S3CRET" not in rendered
+
+
+def test_urls_and_arguments_are_shown_without_their_secrets():
+    from twisted_mcp.http_backend import shown_args, shown_url
+
+    assert shown_url("https://user:pw@api.example.com:8443/mcp?key=abc#x") == "https://api.example.com:8443/mcp?…"
+    assert shown_url("http://127.0.0.1:9/mcp") == "http://127.0.0.1:9/mcp"
+    assert shown_args(["-y", "postgresql://app:pa$$w0rd@db:5432/app", "--flag"]) == "-y postgresql://app:…@db:5432/app --flag"
