@@ -391,7 +391,10 @@ class AdminResource(Resource):
             if unknown:
                 return _json(request, 404, {"error": f"no such tool(s) in the catalog: {', '.join(unknown)}"})
         before = {s: self.service._view(s) for s in self.gateway.sessions}
-        approved = policy.approve(names, entries)
+        try:
+            approved = policy.approve(names, entries)
+        except ValueError as e:
+            return _json(request, 409, {"error": str(e)})
         self.service.notify_views(before)
         log.warn("admin endpoint: approved (pinned) {tools}", tools=", ".join(approved) or "nothing")
         return _json(request, 200, {"approved": approved, "quarantined": sorted(policy.pins.quarantined)})

@@ -602,6 +602,20 @@ class TestApprove:
         assert not lock.exists()
         assert "alpha__echo" in world.gateway.policy.pins.quarantined
 
+    def test_pins_written_since_start_up_are_kept(self, pinned: tuple[World, Any]) -> None:
+        world, lock = pinned
+        lock.write_text(json.dumps({"version": 1, "tools": {"other__tool": {"backend": "other", "tool": "tool", "digest": "sha256:00"}}}))
+        assert world.post(b"/pins/approve", {"tools": ["alpha__echo"]}).code == 200
+        assert sorted(json.loads(lock.read_text())["tools"]) == ["alpha__echo", "other__tool"]
+
+    def test_an_unreadable_lock_file_is_not_overwritten(self, pinned: tuple[World, Any]) -> None:
+        world, lock = pinned
+        lock.write_text("{not json")
+        r = world.post(b"/pins/approve", {"tools": ["alpha__echo"]})
+        assert r.code == 409 and "cannot be read" in r.json()["error"]
+        assert lock.read_text() == "{not json"
+        assert "alpha__echo" in world.gateway.policy.pins.quarantined
+
     def test_approve_some_then_all(self, pinned: tuple[World, Any]) -> None:
         world, lock = pinned
         s = world.session("s1")

@@ -82,6 +82,13 @@ def _other_group() -> grp.struct_group:
     pytest.skip("only one group on this machine")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_lookups() -> None:
+    peers._user_name.cache_clear()
+    peers._group_id.cache_clear()
+    peers._groups.cache_clear()
+
+
 def unix(uid: int | None = UID, gid: int | None = GID, pid: int = 77, listener: str | None = "unix:/run/gw.sock") -> Peer:
     return Peer(transport="unix", listener=listener, uid=uid, gid=gid, pid=pid)
 
@@ -130,6 +137,7 @@ class TestPeerRule:
         extra = _unused_gid()
         rule = PeerRule(kind="gid", value=extra)
         assert not rule.matches(unix())
+        peers._groups.cache_clear()
         asked: list[tuple[str, int]] = []
 
         def getgrouplist(user: str, gid: int) -> list[int]:
@@ -147,6 +155,7 @@ class TestPeerRule:
         if other.gr_gid not in os.getgrouplist(ME, GID):
             assert not rule.matches(unix())
         monkeypatch.setattr(peers.os, "getgrouplist", lambda user, gid: [gid, other.gr_gid])
+        peers._groups.cache_clear()
         assert rule.matches(unix())
         assert not PeerRule(kind="group", value="no-such-group-twisted-mcp").matches(unix())
 
@@ -330,22 +339,24 @@ class CountingRule:
 
 
 class TestCache:
-    def test_once_per_peer(self) -> None:
+    def test_once_per_user(self) -> None:
         rule = CountingRule(Principal(name="p", source="peer"))
         ident = ConnectionIdentity(IdentityConfig(peers=(rule,)), None)  # type: ignore[arg-type]
         first = ident.resolve(unix())
         assert ident.resolve(unix()) is first
         assert rule.asked == 1
-        ident.resolve(unix(pid=78))
+        ident.resolve(unix(pid=78))  # another process of the same user: no new lookup
+        assert rule.asked == 1
+        ident.resolve(unix(uid=4242))
         assert rule.asked == 2
-        ident.resolve(unix(pid=78))
+        ident.resolve(unix(uid=4242, pid=79))
         assert rule.asked == 2
 
     def test_bounded(self) -> None:
         rule = CountingRule(Principal(name="p", source="peer"))
         ident = ConnectionIdentity(IdentityConfig(peers=(rule,)), None)  # type: ignore[arg-type]
-        for pid in range(10005):
-            ident.resolve(unix(pid=pid))
+        for uid in range(10005):
+            ident.resolve(unix(uid=uid))
         assert len(ident._cache) <= 10001
 
 

@@ -31,6 +31,7 @@ against C{peers}.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import grp
 import os
 import pwd
@@ -129,6 +130,7 @@ def _norm_fp(value: str) -> str:
     return value.replace(":", "")
 
 
+@functools.lru_cache(maxsize=4096)
 def _user_name(uid: int | None) -> str | None:
     if uid is None:
         return None
@@ -138,6 +140,7 @@ def _user_name(uid: int | None) -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=1024)
 def _group_id(name: str) -> int | None:
     try:
         return grp.getgrnam(name).gr_gid
@@ -145,6 +148,7 @@ def _group_id(name: str) -> int | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)
 def _groups(uid: int, gid: int | None) -> list[int]:
     """The peer's groups (primary and supplementary, from the group database)."""
     user = _user_name(uid)
@@ -173,7 +177,11 @@ class ConnectionIdentity:
         self.listeners: dict[str, Principal] = dict(getattr(config, "listeners", ()) or ())
         self.default: Principal | None = getattr(config, "principal", None)
         self.uses_token = getattr(config, "jwt", None) is not None
-        self._cache: dict[Peer, Principal] = {}
+        self._cache: dict[tuple[Any, ...], Principal] = {}
+        # The user and group databases are read again after a reload.
+        _user_name.cache_clear()
+        _group_id.cache_clear()
+        _groups.cache_clear()
 
     @property
     def per_connection(self) -> bool:
@@ -188,14 +196,16 @@ class ConnectionIdentity:
             if self.default is not None:
                 return self.default
             peer = STDIO
+        # Who it is, not which process or port: one lookup per user, not per connection.
+        key = (peer.transport, peer.listener, peer.uid, peer.gid, peer.common_name, peer.fingerprint)
         try:
-            return self._cache[peer]
+            return self._cache[key]
         except KeyError:
             pass
         principal = self._resolve(peer)
         if len(self._cache) > 10000:
             self._cache.clear()
-        self._cache[peer] = principal
+        self._cache[key] = principal
         return principal
 
     def _resolve(self, peer: Peer) -> Principal:

@@ -209,12 +209,19 @@ class Policy:
     def approve(self, names: list[str], entries: dict[str, Any]) -> list[str]:
         """Pin the current definitions of C{names} (the admin endpoint): write
         the lock file and lift their quarantine.  Returns the names pinned."""
-        from twisted_mcp.policy.pinning import write_lock
+        from twisted_mcp.policy.pinning import read_lock, write_lock
 
         chosen = [n for n in names if n in entries]
         if not chosen or self.pins.path is None:
             return []
-        kept = [(n, p.get("backend", ""), p.get("tool", ""), p) for n, p in self.pins.pinned.items() if n not in chosen]
+        # What is on disk now (`twisted-mcp pin` may have run since start-up).
+        try:
+            on_disk = read_lock(self.pins.path)
+        except FileNotFoundError:
+            on_disk = {}
+        except (OSError, ValueError) as e:
+            raise ValueError(f"the lock file {self.pins.path} cannot be read ({e}); fix it or run `twisted-mcp pin`")
+        kept = [(n, p.get("backend", ""), p.get("tool", ""), p) for n, p in on_disk.items() if n not in chosen]
         fresh = [(n, entries[n].backend.name, entries[n].tool, {**entries[n].definition, "name": entries[n].tool}) for n in chosen]
         self.pins.pinned = write_lock(self.pins.path, fresh, kept)
         self.pins.error = None
