@@ -37,7 +37,7 @@ import os
 import pwd
 import socket
 import struct
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import attrs
 
@@ -289,24 +289,31 @@ _PEER_KEYS = {"uid", "user", "gid", "group", "name", "roles"}
 _CERT_KEYS = {"commonName", "fingerprint", "name", "roles"}
 
 
-def parse_peers(check: Any, path: str, value: Any) -> tuple[PeerRule, ...]:
-    from twisted_mcp.config import _join
-
+def _entries(
+    check: Any, path: str, value: Any, keys: set[str], kinds: tuple[str, ...], one_of: str
+) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """The well-formed entries of a list of rules: (path, entry, which of C{kinds} it uses)."""
     if not isinstance(value, list):
-        check.problem(path, "expected a list of {uid|user|gid|group, name, roles} entries")
-        return ()
-    rules = []
+        check.problem(path, f"expected a list of entries, each with one of {one_of}, and name and roles")
+        return
     for i, item in enumerate(value):
         p = f"{path}[{i}]"
         spec = check.mapping(p, item)
         if spec is None:
             continue
-        check.unknown(p, spec, _PEER_KEYS)
-        kinds = [k for k in ("uid", "user", "gid", "group") if k in spec]
-        if len(kinds) != 1:
-            check.problem(p, "expected exactly one of uid, user, gid or group")
+        check.unknown(p, spec, keys)
+        present = [k for k in kinds if k in spec]
+        if len(present) != 1:
+            check.problem(p, f"expected exactly one of {one_of}")
             continue
-        kind = kinds[0]
+        yield p, spec, present[0]
+
+
+def parse_peers(check: Any, path: str, value: Any) -> tuple[PeerRule, ...]:
+    from twisted_mcp.config import _join
+
+    rules = []
+    for p, spec, kind in _entries(check, path, value, _PEER_KEYS, ("uid", "user", "gid", "group"), "uid, user, gid or group"):
         raw = spec[kind]
         match: str | int | None
         if kind in ("uid", "gid"):
@@ -328,22 +335,12 @@ def parse_peers(check: Any, path: str, value: Any) -> tuple[PeerRule, ...]:
 def parse_certificates(check: Any, path: str, value: Any) -> tuple[CertificateRule, ...]:
     from twisted_mcp.config import _join
 
-    if not isinstance(value, list):
-        check.problem(path, "expected a list of {commonName|fingerprint, name, roles} entries")
-        return ()
     rules = []
-    for i, item in enumerate(value):
-        p = f"{path}[{i}]"
-        spec = check.mapping(p, item)
-        if spec is None:
-            continue
-        check.unknown(p, spec, _CERT_KEYS)
-        kinds = [k for k in ("commonName", "fingerprint") if k in spec]
-        if len(kinds) != 1:
-            check.problem(p, "expected exactly one of commonName (a glob) or fingerprint (sha256:AB:CD:...)")
-            continue
-        text = check.string(_join(p, kinds[0]), spec[kinds[0]])
-        if text is not None and kinds[0] == "fingerprint":
+    for p, spec, kind in _entries(
+        check, path, value, _CERT_KEYS, ("commonName", "fingerprint"), "commonName (a glob) or fingerprint (sha256:AB:CD:...)"
+    ):
+        text = check.string(_join(p, kind), spec[kind])
+        if text is not None and kind == "fingerprint":
             hexed = _norm_fp(text)
             if len(hexed) != 64 or any(c not in "0123456789abcdef" for c in hexed):
                 check.problem(_join(p, "fingerprint"), "expected a SHA-256 fingerprint: 64 hex digits, colons allowed")
@@ -352,7 +349,7 @@ def parse_certificates(check: Any, path: str, value: Any) -> tuple[CertificateRu
         roles = _roles(check, p, spec)
         if text is None or roles is None:
             continue
-        rules.append(CertificateRule(name=name, roles=roles, **{kinds[0]: text}))
+        rules.append(CertificateRule(name=name, roles=roles, **{kind: text}))
     return tuple(rules)
 
 
