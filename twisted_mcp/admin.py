@@ -51,9 +51,7 @@ def _collector(service: Any) -> Any:
             latency = HistogramMetricFamily(
                 "twisted_mcp_backend_latency_seconds", "Latency of calls to the backend, as the gateway saw it", labels=["backend"]
             )
-            counts: dict[str, int] = {}
-            for instance in gateway.instances:
-                counts[instance.name] = counts.get(instance.name, 0) + 1
+            counts = gateway.instance_counts()
             for name, backend in sorted(gateway.backends.items()):
                 up.add_metric([name], 1.0 if _is_up(backend) else 0.0)
                 restarts.add_metric([name], float(getattr(backend, "restarts", 0)))
@@ -260,9 +258,7 @@ class AdminResource(Resource):
         by_backend: dict[str, list[str]] = {}
         for name, entry in gateway.catalog.entries.items():
             by_backend.setdefault(entry.backend.name, []).append(name)
-        counts: dict[str, int] = {}
-        for instance in gateway.instances:
-            counts[instance.name] = counts.get(instance.name, 0) + 1
+        counts = gateway.instance_counts()
         backends = []
         for name, backend in sorted(gateway.backends.items()):
             b = policy.breakers.get(name)
@@ -364,7 +360,7 @@ class AdminResource(Resource):
                 400,
                 {"error": 'expected {"kind": "principal" | "backend" | "tool", "name": "...", "disabled": true | false}'},
             )
-        before = {s: self.service._view(s) for s in self.gateway.sessions}
+        before = self.service.views()
         self.gateway.policy.set_kill(kind, name, disabled)
         told = self.service.notify_views(before)
         log.warn(
@@ -390,7 +386,7 @@ class AdminResource(Resource):
             unknown = [n for n in names if n not in entries]
             if unknown:
                 return _json(request, 404, {"error": f"no such tool(s) in the catalog: {', '.join(unknown)}"})
-        before = {s: self.service._view(s) for s in self.gateway.sessions}
+        before = self.service.views()
         try:
             approved = policy.approve(names, entries)
         except ValueError as e:

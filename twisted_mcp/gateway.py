@@ -87,8 +87,7 @@ class Gateway:
         if self.ready:
             return
         self.ready = True
-        self.catalog.rebuild(self.backends.values())
-        self.policy.catalog_changed(self.catalog.entries)
+        self._rebuild(always=True)
         up = [b.name for b in self.backends.values() if b.state.value == "up"]
         down = [b.name for b in self.backends.values() if b.state.value != "up"]
         log.info(
@@ -118,8 +117,7 @@ class Gateway:
         self.backends[backend.name] = backend
         backend.add_listener(self._backend_changed)
         if self.ready and (replacing is not None or backend.tools):
-            self.catalog.rebuild(self.backends.values())
-            self.policy.catalog_changed(self.catalog.entries)
+            self._rebuild(always=True)  # the entries now name the new backend
 
     def remove_backend(self, backend: Backend) -> None:
         """Take a backend out of the catalog (reload); the caller stops it."""
@@ -127,17 +125,31 @@ class Gateway:
             del self.backends[backend.name]
         backend.remove_listener(self._backend_changed)
         self.policy.breakers.pop(backend.name, None)
-        if self.ready and self.catalog.rebuild(self.backends.values()):
-            self.policy.catalog_changed(self.catalog.entries)
+        if self.ready:
+            self._rebuild()
 
     def _backend_changed(self, backend: Backend) -> None:
         self.policy.backend_changed(backend)
         if not self.ready:
             return
-        if self.catalog.rebuild(self.backends.values()):
-            self.policy.catalog_changed(self.catalog.entries)
+        if self._rebuild():
             for session in list(self.sessions):
                 session.tools_changed()
+
+    def _rebuild(self, always: bool = False) -> bool:
+        """Rebuild the catalog from the backends; the policy reviews it when
+        the tool list changed (or C{always}).  Returns whether it changed."""
+        changed = self.catalog.rebuild(self.backends.values())
+        if changed or always:
+            self.policy.catalog_changed(self.catalog.entries)
+        return changed
+
+    def instance_counts(self) -> dict[str, int]:
+        """Running per-session instances, by backend name."""
+        counts: dict[str, int] = {}
+        for instance in self.instances:
+            counts[instance.name] = counts.get(instance.name, 0) + 1
+        return counts
 
     def count(self, method: str, outcome: str, code: Any = "") -> None:
         key = (method, outcome, str(code))

@@ -241,8 +241,7 @@ class GatewayService(MultiService):
             log.failure("reload rejected, the running configuration stays")
             return False, [], f"the configuration cannot be applied: {e}"
 
-        sessions = list(self.gateway.sessions)
-        before = {s: self._view(s) for s in sessions}
+        before = self.views()
         if config.identity != old.identity:
             if new_authenticator:
                 authenticator.start()
@@ -283,6 +282,10 @@ class GatewayService(MultiService):
             changes="; ".join(changes) or "nothing changed",
         )
         return True, changes, ""
+
+    def views(self) -> dict[Any, tuple[str, ...] | None]:
+        """What every session may see now (compare later with L{notify_views})."""
+        return {s: self._view(s) for s in list(self.gateway.sessions)}
 
     def _view(self, session: Any) -> tuple[str, ...] | None:
         """The tool names C{session} may see now (None: it may see none)."""

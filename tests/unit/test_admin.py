@@ -47,6 +47,7 @@ class FakeService:
     bookkeeping is the real one: it only reads C{self.gateway})."""
 
     _view = GatewayService._view
+    views = GatewayService.views
     notify_views = GatewayService.notify_views
 
     def __init__(self, gateway: Gateway, config: Config, clock: Clock) -> None:
