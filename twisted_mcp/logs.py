@@ -30,7 +30,8 @@ line saying so, and a write that fails is dropped.
 Redaction (L{redact}) is a safety net only.  The rule is that the gateway
 never passes a secret (a token, a password, an Authorization header, an
 environment value) to a log call.  The net replaces the value of any field
-whose name looks secret (L{SECRET_KEY}), in nested dicts and lists too, with
+whose name looks secret (L{twisted_mcp.redaction.is_secret_name}, the rule
+the audit trail uses for arguments too), in nested dicts and lists too, with
 C{"[redacted]"} before the event is formatted, in both formats; it cannot see
 a secret inside a message text or an attribute reached by the format string
 (C{"{self.token}"}).
@@ -57,10 +58,11 @@ from twisted.python.failure import Failure
 from twisted.python.reflect import safe_repr
 from zope.interface import implementer
 
+from twisted_mcp.redaction import is_secret_name
+
 __all__ = [
     "FORMATS",
     "REDACTED",
-    "SECRET_KEY",
     "LogObserver",
     "attach",
     "format_json",
@@ -72,7 +74,6 @@ __all__ = [
 
 FORMATS = ("text", "json")
 
-SECRET_KEY = re.compile(r"token|secret|password|authorization|api[_-]?key|cookie|credential", re.IGNORECASE)
 REDACTED = "[redacted]"
 
 # The keys format_json writes itself; a field of the same name becomes field_<name>.
@@ -88,7 +89,7 @@ _MAX_DEPTH = 8
 def redact(event: Mapping[str, Any]) -> dict[str, Any]:
     """
     A copy of C{event} in which the value of every field whose name matches
-    L{SECRET_KEY} is C{"[redacted]"}; dicts, lists and tuples among the
+    L{is_secret_name} is C{"[redacted]"}; dicts, lists and tuples among the
     values are searched too (copies, never changed in place).  Entries of
     C{log_flattened} (events that went through L{twisted.logger.flattenEvent})
     for such a field are redacted as well.
@@ -126,7 +127,7 @@ log_format.coerceDoc = "Must be text or json."  # type: ignore[attr-defined]
 
 
 def _secret(key: Any) -> bool:
-    return isinstance(key, str) and SECRET_KEY.search(key) is not None
+    return isinstance(key, str) and is_secret_name(key)
 
 
 def _redact_value(value: Any, depth: int) -> Any:

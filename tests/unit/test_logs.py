@@ -186,12 +186,6 @@ class RedactionTests(SynchronousTestCase):
         "credentials": "cr3d",
     }
 
-    def test_keys(self) -> None:
-        for key in self.SECRETS:
-            self.assertIsNotNone(logs.SECRET_KEY.search(key), key)
-        for key in ("request", "request_id", "backend", "tool", "api", "key", "session"):
-            self.assertIsNone(logs.SECRET_KEY.search(key), key)
-
     def test_redactCopies(self) -> None:
         headers = {"Authorization": "Bearer abc", "Accept": "application/json"}
         event = {"log_format": "x", "token": "t", "headers": headers, "request": "r-1"}
