@@ -245,8 +245,7 @@ OPTIONS = [
         "log-max-bytes",
         None,
         DEFAULT_MAX_BYTES,
-        "Rotate twistd's --logfile when it reaches this size (bytes; K, M, G suffixes are "
-        "powers of 1024). twistd's own default is 1 MB; this plugin's is 10M.",
+        "Rotate twistd's --logfile when it reaches this size (twistd's own rotates at 1 MB).",
         log_max_bytes,
     ],
     [
