@@ -63,6 +63,11 @@ class GatewaySettings:
     restartMaxDelay: float = 60.0
     stableAfter: float = 30.0
     inheritEnv: tuple[str, ...] = DEFAULT_INHERIT_ENV
+    #: A stdio backend's stderr in the log: each line cut after this many
+    #: bytes, at most this many lines a second (in bursts of stderrBurst).
+    stderrLineBytes: int = 4096
+    stderrLinesPerSecond: int = 100
+    stderrBurst: int = 200
     #: A bearer token the admin endpoint (--admin) requires, if set.
     adminToken: str | None = attrs.field(default=None, repr=False)
 
@@ -343,6 +348,9 @@ _GATEWAY_KEYS: dict[str, tuple[str, Any]] = {
     "restartMaxDelay": ("seconds", (0.01, 86400)),
     "stableAfter": ("seconds", (0, 86400)),
     "inheritEnv": ("strings", None),
+    "stderrLineBytes": ("int", (80, 1 << 20)),
+    "stderrLinesPerSecond": ("int", (1, 100_000)),
+    "stderrBurst": ("int", (1, 1_000_000)),
     "adminToken": ("token", None),
 }
 _SERVER_TIMEOUTS = (

@@ -5,8 +5,13 @@ twistd picks its log observer in C{UnixAppLogger._getLogObserver}
 (twisted/scripts/_twistd_unix.py): C{--syslog}, else C{--logfile -} (stdout,
 refused for a daemon), else stdout when C{-n} is given without a log file,
 else a L{LogFile} (C{--logfile} or C{twistd.log}) that rotates at 1 MB and on
-SIGUSR1.  L{observer_for} makes the same choice of destination and writes
-either exactly what twistd writes (C{"text"}) or JSON lines (C{"json"}).
+SIGUSR1, and keeps every rotated file.  L{observer_for} makes the same choice
+of destination and writes either exactly what twistd writes (C{"text"}) or
+JSON lines (C{"json"}); its log file rotates at C{--log-max-bytes} and keeps
+C{--log-keep} rotated files.
+
+L{StderrLog} bounds what a stdio backend's stderr adds to the log: line
+length and lines per second.
 
 JSON lines are plain C{json} objects, one per line and nothing else (not the
 RFC 7464 record separator of L{twisted.logger.jsonFileLogObserver}, which jq
@@ -27,10 +32,16 @@ keys above is written as C{field_<name>}.  Non-ASCII text is escaped
 destination.  The observer never raises: an event it cannot format becomes a
 line saying so, and a write that fails is dropped.
 
-Redaction (L{redact}) is a safety net only.  The rule is that the gateway
+Every text the observer writes from an event's fields is L{printable}: its
+control characters are escaped (C{\\x1b}, C{\\n}) and it is cut after
+L{MAX_FIELD_CHARS} characters, in both formats, because fields carry text
+that clients and backends choose (C{clientInfo}, tool names, stderr lines).
+
+Redaction (L{clean}) is a safety net only.  The rule is that the gateway
 never passes a secret (a token, a password, an Authorization header, an
 environment value) to a log call.  The net replaces the value of any field
-whose name looks secret (L{SECRET_KEY}), in nested dicts and lists too, with
+whose name looks secret (L{twisted_mcp.redaction.is_secret_name}, the rule
+the audit trail uses for arguments too), in nested dicts and lists too, with
 C{"[redacted]"} before the event is formatted, in both formats; it cannot see
 a secret inside a message text or an attribute reached by the format string
 (C{"{self.token}"}).
@@ -50,29 +61,42 @@ import time
 from datetime import datetime, timezone
 from typing import IO, Any, Callable, Mapping
 
+import attrs
 from constantly import NamedConstant
-from twisted.logger import ILogObserver, LogLevel, formatEvent, textFileLogObserver
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent, textFileLogObserver
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 from twisted.python.reflect import safe_repr
 from zope.interface import implementer
 
+from twisted_mcp.redaction import is_secret_name
+
 __all__ = [
+    "DEFAULT_KEEP",
+    "DEFAULT_MAX_BYTES",
     "FORMATS",
+    "MAX_FIELD_CHARS",
+    "OPTIONS",
     "REDACTED",
-    "SECRET_KEY",
+    "SUMMARY_INTERVAL",
+    "LineCutter",
     "LogObserver",
+    "StderrLimits",
+    "StderrLog",
     "attach",
+    "clean",
     "format_json",
     "install",
     "log_format",
+    "log_keep",
+    "log_max_bytes",
     "observer_for",
-    "redact",
+    "printable",
 ]
 
 FORMATS = ("text", "json")
 
-SECRET_KEY = re.compile(r"token|secret|password|authorization|api[_-]?key|cookie|credential", re.IGNORECASE)
 REDACTED = "[redacted]"
 
 # The keys format_json writes itself; a field of the same name becomes field_<name>.
@@ -84,31 +108,78 @@ _LEGACY_KEYS = frozenset({"message", "time", "isError", "format", "system", "fai
 
 _MAX_DEPTH = 8
 
+#: twistd's --logfile: rotated at this size, keeping this many rotated files.
+DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+DEFAULT_KEEP = 10
+MIN_MAX_BYTES = 1024
+MAX_KEEP = 1000
+_SIZE = re.compile(r"([0-9]+)\s*([kmg]i?b?|b?)", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, **{p + s: 1024 ** (i + 1) for i, p in enumerate("kmg") for s in ("", "b", "ib")}}
 
-def redact(event: Mapping[str, Any]) -> dict[str, Any]:
+#: The most characters of one text field that a log line shows.
+MAX_FIELD_CHARS = 8192
+
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def clean(event: Mapping[str, Any]) -> dict[str, Any]:
     """
-    A copy of C{event} in which the value of every field whose name matches
-    L{SECRET_KEY} is C{"[redacted]"}; dicts, lists and tuples among the
+    A copy of C{event} fit to be written: the value of every field whose
+    name L{is_secret_name} calls secret is C{"[redacted]"}, and every text
+    among the values is L{printable}.  Dicts, lists and tuples among the
     values are searched too (copies, never changed in place).  Entries of
     C{log_flattened} (events that went through L{twisted.logger.flattenEvent})
-    for such a field are redacted as well.
+    are treated as their fields are, and so is C{log_text} (the text of a
+    legacy C{log.msg}) unless it is an error's traceback.  The other C{log_}
+    fields the logging system sets (format, namespace, failure...) are kept.
 
-    This is a safety net: the gateway never passes secrets to log calls.
+    Redaction is a safety net: the gateway never passes secrets to log calls.
     """
     out: dict[str, Any] = {}
     for key, value in event.items():
         if key == "log_flattened" and isinstance(value, dict):
             out[key] = {
-                k: (REDACTED if isinstance(k, str) and _secret(re.split(r"[.\[!:]", k, maxsplit=1)[0]) else v)
+                k: (REDACTED if isinstance(k, str) and _secret(re.split(r"[.\[!:]", k, maxsplit=1)[0]) else _clean_value(v, 0))
                 for k, v in value.items()
             }
+        elif key == "log_text" and not event.get("isError"):
+            # The text of a legacy log.msg(...), which may quote anyone; an
+            # error's is its traceback, which stays as it is.
+            out[key] = _clean_value(value, 0)
         elif isinstance(key, str) and key.startswith("log_"):
             out[key] = value
         elif _secret(key):
             out[key] = REDACTED
         else:
-            out[key] = _redact_value(value, 0)
+            out[key] = _clean_value(value, 0)
     return out
+
+
+def printable(text: str, limit: int = MAX_FIELD_CHARS) -> str:
+    """
+    C{text} as it may appear in a log line, whoever wrote it (a client's
+    C{clientInfo}, a backend's tool names or stderr): cut after C{limit}
+    characters, with a note of how many more there were, and with control
+    characters (C0, DEL, C1), Unicode line and paragraph separators,
+    bidirectional overrides and lone surrogates escaped as Python writes them
+    (C{\\x1b}, C{\\n}, C{\\u202e}), so that no text can move the cursor of
+    a terminal, forge a line of its own or make a line unwritable.
+    """
+    more = len(text) - limit
+    if more > 0:
+        text = text[:limit]
+    text = _UNPRINTABLE.sub(_escape, text)
+    return f"{text}...[{more} more characters]" if more > 0 else text
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    short = _SHORT_ESCAPES.get(char)
+    if short is not None:
+        return short
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def log_format(value: str) -> str:
@@ -125,24 +196,91 @@ def log_format(value: str) -> str:
 log_format.coerceDoc = "Must be text or json."  # type: ignore[attr-defined]
 
 
+def log_max_bytes(value: str) -> int:
+    """
+    The coerce function of C{--log-max-bytes}: a size in bytes, with an
+    optional binary suffix (C{K}, C{M}, C{G}, or C{KiB}, C{MiB}, C{GiB}; any
+    case), at least L{MIN_MAX_BYTES}; L{ValueError} otherwise.
+    """
+    m = _SIZE.fullmatch(value.strip())
+    if m is None:
+        raise ValueError(f"--log-max-bytes must be a size such as 10485760, 512K or 10M, not {value!r}")
+    size = int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+    if size < MIN_MAX_BYTES:
+        raise ValueError(f"--log-max-bytes must be at least {MIN_MAX_BYTES} bytes, not {value!r}")
+    return size
+
+
+log_max_bytes.coerceDoc = f"A size in bytes (K, M, G suffixes are powers of 1024), at least {MIN_MAX_BYTES}."  # type: ignore[attr-defined]
+
+
+def log_keep(value: str) -> int:
+    """The coerce function of C{--log-keep}: a whole number from 1 to L{MAX_KEEP}."""
+    try:
+        keep = int(value)
+    except ValueError:
+        raise ValueError(f"--log-keep must be a whole number, not {value!r}") from None
+    if not 1 <= keep <= MAX_KEEP:
+        raise ValueError(f"--log-keep must be from 1 to {MAX_KEEP}, not {keep}")
+    return keep
+
+
+log_keep.coerceDoc = f"A whole number from 1 to {MAX_KEEP}."  # type: ignore[attr-defined]
+
+#: The plugin's log options, in L{twisted.python.usage.Options.optParameters} form.
+OPTIONS = [
+    [
+        "log-format",
+        None,
+        "text",
+        "How the log is written: text (twistd's own lines) or json (one JSON object per line "
+        "with time, level, namespace, message, failure and the event's fields, such as "
+        "request; for jq, Loki or a log shipper). It goes where twistd's log goes: with -n and "
+        "no --logfile to standard output (stderr when serving MCP on stdin/stdout), otherwise "
+        "to --logfile (default twistd.log), rotated by size (--log-max-bytes) and on SIGUSR1. "
+        "twistd's --logger and --syslog take precedence.",
+        log_format,
+    ],
+    [
+        "log-max-bytes",
+        None,
+        DEFAULT_MAX_BYTES,
+        "Rotate twistd's --logfile when it reaches this size (twistd's own rotates at 1 MB).",
+        log_max_bytes,
+    ],
+    [
+        "log-keep",
+        None,
+        DEFAULT_KEEP,
+        "Keep this many rotated log files (LOGFILE.1 the newest); older ones are removed at each "
+        "rotation (twistd's own default keeps them all).",
+        log_keep,
+    ],
+]
+
+
 def _secret(key: Any) -> bool:
-    return isinstance(key, str) and SECRET_KEY.search(key) is not None
+    return isinstance(key, str) and is_secret_name(key)
 
 
-def _redact_value(value: Any, depth: int) -> Any:
-    """C{value} with secret-looking keys redacted; C{value} itself when none are."""
+def _clean_value(value: Any, depth: int) -> Any:
+    """C{value} with secret-looking keys redacted and text made printable;
+    C{value} itself when nothing changed."""
+    if type(value) is str:
+        return printable(value)
     if depth >= _MAX_DEPTH:
         return value
     if type(value) is dict:
         copy: dict[Any, Any] = {}
         changed = False
         for k, v in value.items():
-            new = REDACTED if _secret(k) else _redact_value(v, depth + 1)
-            changed = changed or new is not v
-            copy[k] = new
+            key = printable(k) if type(k) is str else k
+            new = REDACTED if _secret(k) else _clean_value(v, depth + 1)
+            changed = changed or new is not v or key is not k
+            copy[key] = new
         return copy if changed else value
     if type(value) in (list, tuple):
-        items = [_redact_value(v, depth + 1) for v in value]
+        items = [_clean_value(v, depth + 1) for v in value]
         if any(new is not old for new, old in zip(items, value)):
             return type(value)(items)
     return value
@@ -183,8 +321,8 @@ def format_json(event: Mapping[str, Any]) -> str:
     module's docstring; an empty string for an event with nothing to say (no
     message, no failure, no fields: twistd's text format skips those too).
 
-    It does not redact (the observer does, before calling it) and may raise
-    for a broken event (the observer catches that).
+    It does not clean the event (the observer does, before calling it) and
+    may raise for a broken event (the observer catches that).
     """
     legacy = isinstance(event.get("message"), tuple) and "isError" in event
     message = formatEvent(event)
@@ -257,8 +395,9 @@ def _unformattable(event: Mapping[str, Any], error: BaseException) -> str:
 @implementer(ILogObserver)
 class LogObserver:
     """
-    Redacts each event (L{redact}), formats it with C{format} and writes the
-    result to C{out}, flushing after each event.  Never raises.
+    Cleans each event (L{clean}: secrets redacted, text escaped and
+    bounded), formats it with C{format} and writes the result to C{out},
+    flushing after each event.  Never raises.
 
     @ivar out: where the lines go (a text stream or a L{LogFile}).
     @ivar format: C{"text"} or C{"json"}.
@@ -270,16 +409,16 @@ class LogObserver:
         self.out = out
         self.format = format
         if format == "text":
-            # Exactly what twistd writes: its observer, fed a redacted copy.
+            # Exactly what twistd writes: its observer, fed a clean copy.
             self._text = textFileLogObserver(out)
 
     def __call__(self, event: Mapping[str, Any]) -> None:
         try:
-            clean = redact(event)
+            safe = clean(event)
         except Exception as e:
             # Withhold the event rather than risk writing a secret.
-            clean = {
-                "log_format": "unable to redact a log event ({error}); event withheld",
+            safe = {
+                "log_format": "unable to clean a log event ({error}); event withheld",
                 "error": safe_repr(e),
                 "log_level": LogLevel.error,
                 "log_namespace": "twisted_mcp.logs",
@@ -287,14 +426,14 @@ class LogObserver:
             }
         if self.format == "text":
             try:
-                self._text(clean)
+                self._text(safe)
             except Exception:
                 pass
             return
         try:
-            line = format_json(clean)
+            line = format_json(safe)
         except Exception as e:
-            line = _unformattable(clean, e)
+            line = _unformattable(safe, e)
         if not line:
             return
         try:
@@ -304,7 +443,14 @@ class LogObserver:
             pass  # nowhere left to report it
 
 
-def observer_for(fmt: str, logfile: str | None, nodaemon: bool, stream: IO[str] | None = None) -> LogObserver:
+def observer_for(
+    fmt: str,
+    logfile: str | None,
+    nodaemon: bool,
+    stream: IO[str] | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    keep: int = DEFAULT_KEEP,
+) -> LogObserver:
     """
     The log observer twistd would make (C{UnixAppLogger._getLogObserver},
     without C{--syslog}), writing format C{fmt} (C{"text"} or C{"json"}):
@@ -313,8 +459,10 @@ def observer_for(fmt: str, logfile: str | None, nodaemon: bool, stream: IO[str] 
         false), L{SystemExit} with twistd's own message;
       - no C{logfile} and C{nodaemon}: standard output;
       - otherwise C{LogFile.fromFullPath(logfile or "twistd.log")}: rotated
-        when it reaches 1 MB (LogFile's default; twistd has no option for
-        it) and on SIGUSR1, unless a SIGUSR1 handler is already set.
+        when it reaches C{max_bytes} (twistd's own: 1 MB) and on SIGUSR1
+        (unless a SIGUSR1 handler is already set), keeping the C{keep} most
+        recent rotated files (C{.1} the newest; twistd's own keeps them
+        all): older ones are removed at each rotation.
 
     @param stream: used instead of C{sys.stdout} where twistd would use
         standard output (tests).  C{sys.stdout} is read now, as twistd does,
@@ -333,7 +481,7 @@ def observer_for(fmt: str, logfile: str | None, nodaemon: bool, stream: IO[str] 
     else:
         from twisted.python.logfile import LogFile
 
-        out = LogFile.fromFullPath(logfile or "twistd.log")
+        out = LogFile.fromFullPath(logfile or "twistd.log", rotateLength=max_bytes, maxRotatedFiles=keep)
         _rotate_on_sigusr1(out)
     return LogObserver(out, fmt)
 
@@ -381,7 +529,13 @@ def install(application: Any, options: Mapping[str, Any]) -> ILogObserver | None
         return None
     if application.getComponent(ILogObserver, None) is not None:
         return None
-    observer = observer_for(fmt, parent["logfile"], bool(parent["nodaemon"]))
+    observer = observer_for(
+        fmt,
+        parent["logfile"],
+        bool(parent["nodaemon"]),
+        max_bytes=options.get("log-max-bytes") or DEFAULT_MAX_BYTES,
+        keep=options.get("log-keep") or DEFAULT_KEEP,
+    )
     application.setComponent(ILogObserver, observer)
     return observer
 
@@ -406,3 +560,139 @@ def attach(service: Any, options: Mapping[str, Any]) -> Any:
 
     service.setServiceParent = setServiceParent
     return service
+
+
+# -- a backend's stderr -------------------------------------------------------
+
+
+@attrs.frozen
+class StderrLimits:
+    """
+    How much of a backend's stderr reaches the log (the config's
+    C{gateway.stderrLineBytes}, C{stderrLinesPerSecond}, C{stderrBurst},
+    where the defaults are).
+    """
+
+    #: The first bytes of a line that are logged; the rest is counted.
+    line_bytes: int
+    #: Lines logged per second, on average.
+    per_second: int
+    #: Lines that may be logged at once after a quiet spell.
+    burst: int
+
+
+#: While a backend's stderr lines are suppressed, one line every this many
+#: seconds says how many were.
+SUMMARY_INTERVAL = 10.0
+
+
+class LineCutter:
+    """
+    Splits a byte stream into lines (at C{"\\n"}) and keeps at most C{limit}
+    bytes of each: C{deliver(head, cut)} gets a line's first bytes and the
+    number of bytes that were not kept.  Memory stays bounded however long
+    a line is; time is linear in the bytes fed.
+    """
+
+    def __init__(self, limit: int, deliver: Callable[[bytes, int], None]) -> None:
+        self.limit = limit
+        self.deliver = deliver
+        self._head = bytearray()
+        self._cut = 0
+
+    def feed(self, data: bytes) -> None:
+        start = 0
+        while (end := data.find(b"\n", start)) >= 0:
+            self._keep(data, start, end)
+            self._end_line()
+            start = end + 1
+        self._keep(data, start, len(data))
+
+    def finish(self) -> None:
+        """The stream ended: deliver the unfinished line, if any."""
+        if self._head or self._cut:
+            self._end_line()
+
+    def _keep(self, data: bytes, start: int, end: int) -> None:
+        take = min(end - start, self.limit - len(self._head))
+        self._head += data[start : start + take]
+        self._cut += end - start - take
+
+    def _end_line(self) -> None:
+        head, cut = bytes(self._head), self._cut
+        self._head.clear()
+        self._cut = 0
+        self.deliver(head, cut)
+
+
+class StderrLog:
+    """
+    One backend's stderr lines, to the log as C{"[backend] line"}: blank lines
+    are skipped, a line longer than C{limits.line_bytes} is cut with a note
+    of how many bytes were cut, and at most C{limits.per_second} lines a
+    second are logged, in bursts of up to C{limits.burst} (a token bucket).
+    The lines over that rate are counted, not logged: while they are,
+    one line every L{SUMMARY_INTERVAL} seconds says how many
+    (C{"backend X: N stderr lines suppressed"}), and L{flush} says it at
+    once.  Every line is either logged or counted.
+
+    @param log: the logger the lines go to (its namespace is shown).
+    @param clock: the reactor's time API; the bucket and the summary read it.
+    """
+
+    def __init__(self, backend: str, clock: IReactorTime, limits: StderrLimits, log: Logger) -> None:
+        self.backend = backend
+        self.clock = clock
+        self.limits = limits
+        self.log = log
+        self._tokens = float(limits.burst)
+        self._filled_at = clock.seconds()
+        self._suppressed = 0
+        self._summary: IDelayedCall | None = None
+
+    def lines(self) -> LineCutter:
+        """A line splitter for one stream (one run of the backend's process)."""
+        return LineCutter(self.limits.line_bytes, self.line)
+
+    def line(self, head: bytes, cut: int) -> None:
+        """Log one line (its first bytes, and how many more it had)."""
+        text = head.rstrip(b"\r").decode("utf-8", "replace")
+        if not cut and not text.strip():
+            return
+        if not self._take_token():
+            self._suppressed += 1
+            if self._summary is None:
+                self._summary = self.clock.callLater(SUMMARY_INTERVAL, self._summarise)
+            return
+        if cut:
+            self.log.info("[{backend}] {line}...[{cut} more bytes]", backend=self.backend, line=text, cut=cut)
+        else:
+            self.log.info("[{backend}] {line}", backend=self.backend, line=text)
+
+    def flush(self) -> None:
+        """Say now how many lines were suppressed (the process ended)."""
+        if self._summary is not None:
+            self._summary.cancel()
+            self._summarise()
+
+    def _take_token(self) -> bool:
+        now = self.clock.seconds()
+        refill = (now - self._filled_at) * self.limits.per_second
+        self._tokens = min(float(self.limits.burst), self._tokens + refill)
+        self._filled_at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    def _summarise(self) -> None:
+        self._summary = None
+        count, self._suppressed = self._suppressed, 0
+        self.log.warn(
+            "backend {backend}: {count} stderr lines suppressed (more than {rate} a second, in bursts of "
+            "{burst}: gateway.stderrLinesPerSecond, gateway.stderrBurst)",
+            backend=self.backend,
+            count=count,
+            rate=self.limits.per_second,
+            burst=self.limits.burst,
+        )

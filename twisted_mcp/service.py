@@ -28,7 +28,7 @@ from twisted_mcp.policy.identity import Authenticator
 from twisted_mcp.policy.peers import ConnectionIdentity
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import PolicyConfig
-from twisted_mcp.stdio_backend import StdioBackend, stop_all
+from twisted_mcp.stdio_backend import StdioBackend, stderr_limits, stop_all
 
 log = Logger()
 
@@ -77,7 +77,9 @@ class GatewayService(MultiService):
         settings = self.settings
         if isinstance(server, HttpServer):
             return HttpBackend(server, self.clock, settings.maxMessageBytes)
-        return StdioBackend(server, self.spawner, self.clock, settings.inheritEnv, settings.maxMessageBytes, self.environ)
+        return StdioBackend(
+            server, self.spawner, self.clock, settings.inheritEnv, settings.maxMessageBytes, self.environ, stderr_limits(settings)
+        )
 
     def _spawn(self, template: Backend) -> Backend:
         """A fresh, started instance of a per-session backend."""

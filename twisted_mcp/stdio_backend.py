@@ -25,9 +25,10 @@ from twisted.python.failure import Failure
 from twisted_mcp import errors
 from twisted_mcp._writer import Writer, batch
 from twisted_mcp.backend import Backend, McpClientSession, State, SupervisedBackend
-from twisted_mcp.config import StdioServer
+from twisted_mcp.config import GatewaySettings, StdioServer
 from twisted_mcp.framing import LineFramer
 from twisted_mcp.jsonrpc import MessageError, decode, encode
+from twisted_mcp.logs import StderrLimits, StderrLog
 
 log = Logger()
 
@@ -55,7 +56,11 @@ except OSError as e:
 """
 
 _ID_RE = re.compile(rb'"id"\s*:\s*(\d{1,18})\s*[,}]')
-STDERR_LINE_MAX = 16 * 1024
+
+
+def stderr_limits(settings: GatewaySettings) -> StderrLimits:
+    """How much of a backend's stderr the gateway's settings let reach the log."""
+    return StderrLimits(settings.stderrLineBytes, settings.stderrLinesPerSecond, settings.stderrBurst)
 
 
 def child_environment(
@@ -137,7 +142,7 @@ class _Child(ProcessProtocol):
         self.pid: int | None = None
         self.exited: Deferred[None] = Deferred()
         self.exit_reason: str | None = None
-        self._stderr = b""
+        self.stderr = backend.stderr_log.lines()
         self._gone = False
         #: Nothing is left in the child's process group.
         self.group_gone = False
@@ -220,28 +225,13 @@ class _Child(ProcessProtocol):
             )
 
     def errReceived(self, data: bytes) -> None:
-        buf = self._stderr + data
-        lines = buf.split(b"\n")
-        self._stderr = lines.pop()
-        if len(self._stderr) > STDERR_LINE_MAX:
-            lines.append(self._stderr)
-            self._stderr = b""
-        for line in lines:
-            self._log_stderr(line)
-
-    def _log_stderr(self, line: bytes) -> None:
-        text = line.rstrip(b"\r").decode("utf-8", "replace")
-        if len(text) > STDERR_LINE_MAX:
-            text = text[:STDERR_LINE_MAX] + "...[truncated]"
-        if text.strip():
-            log.info("[{backend}] {line}", backend=self.name, line=text)
+        self.stderr.feed(data)
 
     def processExited(self, reason: Failure) -> None:
         if self._stdout_check is not None and self._stdout_check.active():
             self._stdout_check.cancel()
-        if self._stderr:
-            self._log_stderr(self._stderr)
-            self._stderr = b""
+        self.stderr.finish()
+        self.backend.stderr_log.flush()
         self._gone = True
         code = getattr(reason.value, "exitCode", None)
         sig = getattr(reason.value, "signal", None)
@@ -288,8 +278,11 @@ class StdioBackend(SupervisedBackend):
         inherit_env: tuple[str, ...],
         max_message: int,
         environ: Mapping[str, str] | None = None,
+        stderr: StderrLimits = stderr_limits(GatewaySettings()),
     ) -> None:
         super().__init__(config.name, config, clock)
+        #: Where the children's stderr lines go (bounded in size and rate).
+        self.stderr_log = StderrLog(config.name, clock, stderr, log)
         self.spawner = spawner
         self.max_message = max_message
         #: Bytes that may wait for the child to read them.
@@ -475,4 +468,4 @@ async def _stop_one(b: Backend) -> None:
         log.failure("backend {backend}: stopping failed", backend=b.name)
 
 
-__all__ = ["StdioBackend", "child_environment", "group_alive", "stop_all"]
+__all__ = ["StdioBackend", "child_environment", "group_alive", "stderr_limits", "stop_all"]

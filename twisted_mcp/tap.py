@@ -12,9 +12,8 @@ from typing import Any
 
 from twisted.python import usage
 
-from twisted_mcp import __version__
+from twisted_mcp import __version__, logs
 from twisted_mcp.config import Config, ConfigError, load
-from twisted_mcp.logs import log_format
 
 EX_USAGE = 64
 EX_UNAVAILABLE = 69
@@ -64,20 +63,7 @@ class Options(usage.Options):
         ],
     ]
 
-    optParameters = optParameters + [
-        [
-            "log-format",
-            None,
-            "text",
-            "How the log is written: text (twistd's own lines) or json (one JSON object per line "
-            "with time, level, namespace, message, failure and the event's fields, such as "
-            "request; for jq, Loki or a log shipper). It goes where twistd's log goes: with -n and "
-            "no --logfile to standard output (stderr when serving MCP on stdin/stdout), otherwise "
-            "to --logfile (default twistd.log), rotated at 1 MB and on SIGUSR1. twistd's --logger "
-            "and --syslog take precedence.",
-            log_format,
-        ],
-    ]
+    optParameters = optParameters + logs.OPTIONS
 
     def opt_listen(self, endpoint: str) -> None:
         self["listen"].append(endpoint)
@@ -239,7 +225,6 @@ def makeService(options: Options) -> Any:
     from twisted.internet import reactor, stdio
 
     from twisted_mcp.frontend import StdioFrontend
-    from twisted_mcp.logs import attach
     from twisted_mcp.service import GatewayService
 
     config = options.loaded
@@ -271,7 +256,7 @@ def makeService(options: Options) -> Any:
         _admin(options["admin"], service, reactor, reload_config)
     if options["listen"]:
         _listen(options["listen"], service, reactor)
-        return attach(service, options)
+        return logs.attach(service, options)
     out_fd = _claim_stdout()
     service.add_frontend(
         lambda gateway: StdioFrontend(
@@ -283,4 +268,4 @@ def makeService(options: Options) -> Any:
             client_gone,
         )
     )
-    return attach(service, options)
+    return logs.attach(service, options)

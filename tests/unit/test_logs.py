@@ -11,6 +11,7 @@ from typing import Any
 
 from twisted import logger as twisted_logger
 from twisted.application import service
+from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, Logger, LogLevel, globalLogPublisher, textFileLogObserver
 from twisted.logger._flatten import flattenEvent
 from twisted.python import log as legacy_log
@@ -20,6 +21,8 @@ from twisted.scripts._twistd_unix import ServerOptions, UnixApplicationRunner
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mcp import logs
+from twisted_mcp.config import ConfigError, build
+from twisted_mcp.stdio_backend import stderr_limits
 
 ISO_MS_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -120,7 +123,8 @@ class JSONLineTests(SynchronousTestCase):
         self.log.info("caf\u00e9 {s}", s="\udcff")
         text = self.out.getvalue()
         self.assertTrue(text.isascii())
-        self.assertEqual(lines_of(text)[0]["message"], "caf\u00e9 \udcff")
+        # A lone surrogate (which no UTF-8 file can hold) is shown escaped.
+        self.assertEqual(lines_of(text)[0]["message"], "caf\u00e9 \\udcff")
 
     def test_brokenFormatStringDoesNotRaise(self) -> None:
         self.log.info("unbalanced {brace", brace=1)
@@ -186,16 +190,10 @@ class RedactionTests(SynchronousTestCase):
         "credentials": "cr3d",
     }
 
-    def test_keys(self) -> None:
-        for key in self.SECRETS:
-            self.assertIsNotNone(logs.SECRET_KEY.search(key), key)
-        for key in ("request", "request_id", "backend", "tool", "api", "key", "session"):
-            self.assertIsNone(logs.SECRET_KEY.search(key), key)
-
     def test_redactCopies(self) -> None:
         headers = {"Authorization": "Bearer abc", "Accept": "application/json"}
         event = {"log_format": "x", "token": "t", "headers": headers, "request": "r-1"}
-        clean = logs.redact(event)
+        clean = logs.clean(event)
         self.assertEqual(
             clean,
             {
@@ -209,13 +207,13 @@ class RedactionTests(SynchronousTestCase):
         self.assertEqual(headers["Authorization"], "Bearer abc")
 
     def test_nestedInLists(self) -> None:
-        clean = logs.redact({"servers": [{"name": "a", "env": {"GITHUB_TOKEN": "ghp"}}]})
+        clean = logs.clean({"servers": [{"name": "a", "env": {"GITHUB_TOKEN": "ghp"}}]})
         self.assertEqual(clean, {"servers": [{"name": "a", "env": {"GITHUB_TOKEN": "[redacted]"}}]})
 
     def test_flattenedEvents(self) -> None:
         event = {"log_format": "{token} {request}", "token": "t", "request": "r"}
         flattenEvent(event)
-        self.assertEqual(twisted_logger.formatEvent(logs.redact(event)), "[redacted] r")
+        self.assertEqual(twisted_logger.formatEvent(logs.clean(event)), "[redacted] r")
 
     def test_json(self) -> None:
         out = io.StringIO()
@@ -240,6 +238,62 @@ class RedactionTests(SynchronousTestCase):
         self.assertIn("Unable to format event", text)
         for secret in self.SECRETS.values():
             self.assertNotIn(secret, text)
+
+
+HOSTILE = "\x1b[2J\x1b[31mevil\x07\r\n2026-01-01T00:00:00+0000 [twisted_mcp.gateway#info] forged\u202e\u2028\x9b"
+HOSTILE_SHOWN = "\\x1b[2J\\x1b[31mevil\\x07\\r\\n2026-01-01T00:00:00+0000 [twisted_mcp.gateway#info] forged\\u202e\\u2028\\x9b"
+
+
+class PrintableTests(SynchronousTestCase):
+    """Text that clients and backends choose is escaped and bounded in both formats."""
+
+    def test_printable(self) -> None:
+        self.assertEqual(logs.printable(HOSTILE), HOSTILE_SHOWN)
+        self.assertEqual(logs.printable("caf\u00e9 \t\x00\x7f\ud800"), "caf\u00e9 \\t\\x00\\x7f\\ud800")
+        plain = "an ordinary line: caf\u00e9, \u65e5\u672c, C:\\path"
+        self.assertIs(logs.printable(plain), plain)
+
+    def test_bounded(self) -> None:
+        self.assertEqual(logs.printable("x" * 10 + "\x1b", limit=10), "x" * 10 + "...[1 more characters]")
+        long = logs.printable("y" * 100_000)
+        self.assertEqual(long, "y" * logs.MAX_FIELD_CHARS + f"...[{100_000 - logs.MAX_FIELD_CHARS} more characters]")
+
+    def test_json(self) -> None:
+        out = io.StringIO()
+        log = Logger(namespace="t", observer=logs.observer_for("json", None, True, stream=out))
+        log.info("client {name} {version} connected", name=HOSTILE, version="1\n2", tools=[HOSTILE], info={HOSTILE: (HOSTILE,)})
+        [line] = lines_of(out.getvalue())
+        self.assertEqual(line["message"], f"client {HOSTILE_SHOWN} 1\\n2 connected")
+        self.assertEqual((line["name"], line["tools"], line["info"]), (HOSTILE_SHOWN, [HOSTILE_SHOWN], {HOSTILE_SHOWN: [HOSTILE_SHOWN]}))
+
+    def test_text(self) -> None:
+        out = io.StringIO()
+        log = Logger(namespace="t", observer=logs.observer_for("text", None, True, stream=out))
+        log.info("client {name} connected", name=HOSTILE + "\udcff")
+        text = out.getvalue()
+        self.assertEqual(text.count("\n"), 1, text)
+        self.assertTrue(text.endswith(f"client {HOSTILE_SHOWN}\\udcff connected\n"), text)
+        for raw in "\x1b\x07\r\u202e\u2028\x9b":
+            self.assertNotIn(raw, text)
+
+    def test_longFieldBounded(self) -> None:
+        out = io.StringIO()
+        log = Logger(namespace="t", observer=logs.observer_for("text", None, True, stream=out))
+        log.info("client {name}", name="n" * 1_000_000)
+        self.assertLess(len(out.getvalue()), logs.MAX_FIELD_CHARS + 200)
+        self.assertIn(f"...[{1_000_000 - logs.MAX_FIELD_CHARS} more characters]", out.getvalue())
+
+    def test_legacyMessage(self) -> None:
+        out = io.StringIO()
+        observer = logs.observer_for("json", None, True, stream=out)
+        legacy_log.LogPublisher(observer, observer).msg("peer said", HOSTILE)
+        [line] = lines_of(out.getvalue())
+        self.assertEqual(line["message"], f"peer said {HOSTILE_SHOWN}")
+
+    def test_flattened(self) -> None:
+        event = {"log_format": "{name}", "name": HOSTILE, "log_namespace": "t", "log_level": LogLevel.info}
+        flattenEvent(event)
+        self.assertEqual(twisted_logger.formatEvent(logs.clean(event)), HOSTILE_SHOWN)
 
 
 class TextTests(SynchronousTestCase):
@@ -293,8 +347,8 @@ class DestinationTests(SynchronousTestCase):
         observer = logs.observer_for("json", path, False)
         self.addCleanup(close_log_file, observer)
         self.assertIsInstance(observer.out, LogFile)
-        self.assertEqual(observer.out.rotateLength, 1000000)
-        self.assertIsNone(observer.out.maxRotatedFiles)
+        self.assertEqual(observer.out.rotateLength, 10 * 1024 * 1024)
+        self.assertEqual(observer.out.maxRotatedFiles, 10)
         log = Logger(namespace="t", observer=observer)
         log.info("one {request}", request="r-1")
         log.error("two")
@@ -302,6 +356,23 @@ class DestinationTests(SynchronousTestCase):
             one, two = lines_of(f.read())
         self.assertEqual((one["message"], one["request"], two["level"]), ("one r-1", "r-1", "error"))
         self.assertTrue(callable(signal.getsignal(signal.SIGUSR1)))
+
+    def test_rotationKeepsTheNewestFiles(self) -> None:
+        """At each rotation past --log-keep the oldest files go, left-overs from an earlier run too."""
+        path = os.path.abspath(self.mktemp())
+        for n in (1, 7, 12):
+            with open(f"{path}.{n}", "w") as f:
+                f.write("from an earlier run\n")
+        observer = logs.observer_for("text", path, False, max_bytes=2048, keep=3)
+        self.addCleanup(close_log_file, observer)
+        log = Logger(namespace="t", observer=observer)
+        for i in range(200):
+            log.info("line {i} {pad}", i=i, pad="x" * 100)
+        self.assertEqual(sorted(os.listdir(os.path.dirname(path))), sorted(os.path.basename(path) + s for s in ("", ".1", ".2", ".3")))
+        for name in (path, f"{path}.1", f"{path}.2", f"{path}.3"):
+            self.assertLess(os.path.getsize(name), 2048 + 300)
+        with open(path) as f:
+            self.assertIn("line 199 ", f.read())
 
     def test_daemonDefaultsToTwistdLog(self) -> None:
         observer = logs.observer_for("json", None, False)
@@ -318,9 +389,9 @@ class DestinationTests(SynchronousTestCase):
 
 
 class PluginOptions(usage.Options):
-    """The option as tap.Options defines it."""
+    """The log options as tap.Options has them."""
 
-    optParameters = [["log-format", None, "text", "text or json", logs.log_format]]
+    optParameters = logs.OPTIONS
 
 
 class FakePlugin:
@@ -406,6 +477,14 @@ class TwistdHookTests(SynchronousTestCase):
         self.assertIs(observers[0].out, out)
         self.assertEqual(lines_of(out.getvalue())[1]["message"].split(":")[0], "reactor class")
 
+    def test_rotationOptions(self) -> None:
+        path = os.path.abspath(self.mktemp())
+        application, observers = self.run_twistd(
+            "-n", "--pidfile=", "--logfile", path, "fake-gateway", "--log-max-bytes", "64K", "--log-keep", "3"
+        )
+        log_file = application.getComponent(ILogObserver).out
+        self.assertEqual((log_file.rotateLength, log_file.maxRotatedFiles), (65536, 3))
+
     def test_textIsTwistdsFormatWithTheRedactionNet(self) -> None:
         path = os.path.abspath(self.mktemp())
         application, observers = self.run_twistd("-n", "--pidfile=", "--logfile", path, "fake-gateway")
@@ -483,7 +562,125 @@ class InstallTests(SynchronousTestCase):
         e = self.assertRaises(usage.UsageError, PluginOptions().parseOptions, ["--log-format=xml"])
         self.assertIn("text or json", str(e))
 
+    def test_rotationOptionValues(self) -> None:
+        options = PluginOptions()
+        options.parseOptions([])
+        self.assertEqual((options["log-max-bytes"], options["log-keep"]), (10 * 1024 * 1024, 10))
+        options.parseOptions(["--log-max-bytes", "10485760", "--log-keep=1"])
+        self.assertEqual((options["log-max-bytes"], options["log-keep"]), (10 * 1024 * 1024, 1))
+        for given, size in (("512K", 512 * 1024), ("2MiB", 2 << 20), ("1g", 1 << 30), ("4096", 4096)):
+            self.assertEqual(logs.log_max_bytes(given), size)
+        for argv, reason in (
+            (["--log-max-bytes=100"], "at least 1024 bytes"),
+            (["--log-max-bytes=1.5M"], "a size such as"),
+            (["--log-keep=0"], "from 1 to 1000"),
+            (["--log-keep=many"], "a whole number"),
+        ):
+            e = self.assertRaises(usage.UsageError, PluginOptions().parseOptions, argv)
+            self.assertIn(reason, str(e))
+
     def test_unknownFormat(self) -> None:
         options = self.options()
         options["log-format"] = "xml"
         self.assertRaises(ValueError, logs.install, service.Application("x"), options)
+
+
+class LineCutterTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.lines: list[tuple[bytes, int]] = []
+        self.cutter = logs.LineCutter(8, lambda head, cut: self.lines.append((head, cut)))
+
+    def test_lines(self) -> None:
+        self.cutter.feed(b"one\ntw")
+        self.cutter.feed(b"o\n\nthr")
+        self.cutter.finish()
+        self.assertEqual(self.lines, [(b"one", 0), (b"two", 0), (b"", 0), (b"thr", 0)])
+
+    def test_longLinesCutWithTheCountOfWhatWasCut(self) -> None:
+        self.cutter.feed(b"0123456789")
+        self.cutter.feed(b"abc" * 1000)
+        self.cutter.feed(b"\nshort\n" + b"x" * 9)
+        self.cutter.finish()
+        self.assertEqual(self.lines, [(b"01234567", 3002), (b"short", 0), (b"xxxxxxxx", 1)])
+        self.assertEqual(len(self.cutter._head), 0)
+
+    def test_finishWithoutALine(self) -> None:
+        self.cutter.feed(b"done\n")
+        self.cutter.finish()
+        self.assertEqual(self.lines, [(b"done", 0)])
+
+
+class StderrLogTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.events: list[dict[str, Any]] = []
+        self.log = Logger(namespace="twisted_mcp.stdio_backend", observer=self.events.append)
+        self.stderr = logs.StderrLog("noisy", self.clock, logs.StderrLimits(line_bytes=16, per_second=10, burst=20), self.log)
+
+    def logged(self) -> list[str]:
+        return [twisted_logger.formatEvent(e) for e in self.events]
+
+    def suppressed(self) -> int:
+        return sum(e["count"] for e in self.events if "count" in e)
+
+    def test_lines(self) -> None:
+        lines = self.stderr.lines()
+        lines.feed(b"starting\r\n  \n\x1b[31mred\n" + b"z" * 100 + b"\nunfinished")
+        lines.finish()
+        self.assertEqual(
+            self.logged(),
+            ["[noisy] starting", "[noisy] \x1b[31mred", "[noisy] " + "z" * 16 + "...[84 more bytes]", "[noisy] unfinished"],
+        )
+        self.assertEqual(self.events[2]["cut"], 84)
+        self.assertEqual({e["log_namespace"] for e in self.events}, {"twisted_mcp.stdio_backend"})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_floodSuppressedAndSummarised(self) -> None:
+        """A burst, then the rate; the excess is counted and said once per interval."""
+        lines = self.stderr.lines()
+        lines.feed(b"line\n" * 1000)
+        self.assertEqual(len(self.events), 20)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(1.0)  # 10 more tokens
+        lines.feed(b"line\n" * 1000)
+        self.assertEqual(len(self.events), 30)
+        self.clock.advance(logs.SUMMARY_INTERVAL - 1.0)
+        self.assertEqual(self.logged()[-1], "backend noisy: 1970 stderr lines suppressed (more than 10 a second, in bursts of 20: gateway.stderrLinesPerSecond, gateway.stderrBurst)")
+        self.assertEqual(self.events[-1]["log_level"], LogLevel.warn)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        # Quiet for a while: a new burst is allowed, and another interval counts anew.
+        self.clock.advance(60)
+        lines.feed(b"again\n" * 25)
+        self.stderr.flush()
+        self.assertEqual(self.logged()[-2:], ["[noisy] again", "backend noisy: 5 stderr lines suppressed (more than 10 a second, in bursts of 20: gateway.stderrLinesPerSecond, gateway.stderrBurst)"])
+        self.assertEqual(len(self.events) - 2 + self.suppressed(), 2025)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_flushWithNothingSuppressed(self) -> None:
+        self.stderr.flush()
+        self.assertEqual(self.events, [])
+
+
+class StderrSettingsTests(SynchronousTestCase):
+    """gateway.stderrLineBytes, stderrLinesPerSecond and stderrBurst reach each stdio backend."""
+
+    def test_defaults(self) -> None:
+        config = build({"mcpServers": {"a": {"command": "run"}}}, "inline", environ={})
+        self.assertEqual(stderr_limits(config.gateway), logs.StderrLimits(line_bytes=4096, per_second=100, burst=200))
+
+    def test_given(self) -> None:
+        gateway = {"stderrLineBytes": 1024, "stderrLinesPerSecond": 5, "stderrBurst": 50}
+        config = build({"mcpServers": {"a": {"command": "run"}}, "gateway": gateway}, "inline", environ={})
+        self.assertEqual(stderr_limits(config.gateway), logs.StderrLimits(line_bytes=1024, per_second=5, burst=50))
+
+    def test_invalid(self) -> None:
+        gateway = {"stderrLineBytes": 10, "stderrLinesPerSecond": 0, "stderrBurst": "many"}
+        e = self.assertRaises(ConfigError, build, {"mcpServers": {}, "gateway": gateway}, "inline", environ={})
+        self.assertEqual(
+            e.problems,
+            [
+                "gateway.stderrLineBytes: expected a whole number from 80 to 1048576, got 10",
+                "gateway.stderrLinesPerSecond: expected a whole number from 1 to 100000, got 0",
+                'gateway.stderrBurst: expected a whole number, got a string "many"',
+            ],
+        )

@@ -271,6 +271,21 @@ class StderrTests(BackendTestCase):
         self.assertIn(("time", "Traceback: boom"), [(e["backend"], e["line"]) for e in events if "line" in e])
         self.stop(backend)
 
+    def test_stderrBoundedInSizeAndRate(self) -> None:
+        """A flood on stderr: long lines are cut, lines over the rate counted and summarised at exit."""
+        backend = self.make()
+        backend.startService()
+        with capturedLogs() as events:
+            self.last.protocol.errReceived(b"\x1b[2J" + b"x" * (1 << 20))
+            self.last.protocol.errReceived(b"\n" + b"line\n" * 1000)
+            self.last.protocol.processExited(exited(1))
+        lines = [e for e in events if "line" in e]
+        self.assertEqual(len(lines), 200)  # the default burst
+        self.assertEqual((len(lines[0]["line"]), lines[0]["cut"]), (4096, (1 << 20) + 4 - 4096))
+        [summary] = [e for e in events if "count" in e]
+        self.assertEqual((summary["backend"], summary["count"]), ("time", 801))
+        self.stop(backend)
+
     def test_garbageOnStdoutIgnored(self) -> None:
         backend = self.make()
         backend.startService()

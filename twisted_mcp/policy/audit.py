@@ -61,6 +61,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from twisted_mcp.config import _Checker, _describe, _join, _resolve
+from twisted_mcp.redaction import is_secret_name
 
 try:
     import fcntl
@@ -77,15 +78,6 @@ TABLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # whole name (fullmatch)
 MAX_TABLE_LENGTH = 48  # PostgreSQL names are at most 63 bytes, with room for "_principal"
 SCHEMA_VERSION = 1
 REDACTED = "[REDACTED]"
-_SECRET_KEY = re.compile(
-    "token|password|passwd|pwd|passphrase|secret|authorization|^auth$|apikey|accesskey|credential|privatekey|cookie|session",
-    re.IGNORECASE,
-)
-
-
-def _secret_key(key: str) -> bool:
-    """Whether C{key} names a secret, however it is spelled (api_key, apiKey, API-KEY...)."""
-    return _SECRET_KEY.search(key.replace("_", "").replace("-", "")) is not None
 _MAX_NODES = 1_000_000  # a bound on copying (and on cycles) in redact()
 
 
@@ -237,10 +229,9 @@ def _safe_dsn(dsn: str) -> str:
 
 def redact(arguments: Any) -> Any:
     """
-    A deep copy of C{arguments} in which every value under a secret-looking
-    key (token, password, secret, authorization, api_key, cookie, session...,
-    case-insensitive, anywhere in the key) is C{"[REDACTED]"}, at any depth,
-    inside lists too.
+    A deep copy of C{arguments} in which every value under a key that
+    L{is_secret_name} names a secret (the log's rule too) is
+    C{"[REDACTED]"}, at any depth, inside lists too.
 
     @raise ValueError: more than a million values (or a cycle).
     """
@@ -278,7 +269,7 @@ def _walk(value: Any, redact: bool, sanitize: bool) -> Any:
             for k, v in item.items():
                 if sanitize:
                     k = _clean_key(k)
-                if redact and isinstance(k, str) and _secret_key(k):
+                if redact and isinstance(k, str) and is_secret_name(k):
                     new[k] = REDACTED
                 else:
                     new[k] = None
