@@ -29,6 +29,7 @@ from twisted.web.resource import Resource
 
 from twisted_mcp import __version__, errors
 from twisted_mcp.gateway import Gateway
+from twisted_mcp.policy.rules import pattern_problem
 
 log = Logger()
 
@@ -360,8 +361,13 @@ class AdminResource(Resource):
                 400,
                 {"error": 'expected {"kind": "principal" | "backend" | "tool", "name": "...", "disabled": true | false}'},
             )
+        policy = self.gateway.policy
+        if kind == "tool":
+            problem = pattern_problem(name)
+            if problem is not None:
+                return _json(request, 400, {"error": f"name: {problem}"})
         before = self.service.views()
-        self.gateway.policy.set_kill(kind, name, disabled)
+        policy.set_kill(kind, name, disabled)
         told = self.service.notify_views(before)
         log.warn(
             "admin endpoint: kill switch {action} for {kind} {name} ({told} client(s) told their tools changed)",
@@ -370,7 +376,7 @@ class AdminResource(Resource):
             name=name,
             told=told,
         )
-        return _json(request, 200, self.gateway.policy.kill_switch())
+        return _json(request, 200, policy.kill_switch())
 
     def post_approve(self, request: Any, body: dict[str, Any]) -> bytes:
         policy = self.gateway.policy

@@ -135,9 +135,7 @@ class Policy:
             return errors.PRINCIPAL_DISABLED, f"principal {principal.name!r} is disabled by the kill switch"
         if backend in rules.kill_backends or backend in kills["backend"]:
             return errors.BACKEND_DISABLED, f"backend {backend!r} is disabled by the kill switch"
-        if any_match(rules.kill_tools, exposed, sep, backend, fold=True) or (
-            kills["tool"] and any_match(tuple(kills["tool"]), exposed, sep, backend, fold=True)
-        ):
+        if any_match(rules.kill_tools, (exposed,), sep, backend, fold=True) or any_match(kills["tool"], (exposed,), sep, backend, fold=True):
             return errors.TOOL_DISABLED, f"tool {exposed!r} is disabled by the kill switch"
         if not principal.all_access:
             allowed = False
@@ -145,9 +143,9 @@ class Policy:
                 role = rules.roles.get(role_name)
                 if role is None:
                     continue  # An unknown role has no rights.
-                if any_match(role.deny, exposed, sep, backend, fold=True):
+                if any_match(role.deny, (exposed,), sep, backend, fold=True):
                     return errors.ACCESS_DENIED, f"role {role_name!r} denies {exposed!r}"
-                if any_match(role.allow, exposed, sep, backend):
+                if any_match(role.allow, (exposed,), sep, backend):
                     allowed = True
             if not allowed:
                 roles = ", ".join(principal.roles) or "none"

@@ -2,19 +2,23 @@
 The policy's configuration (roles, kill switch, limits, concurrency,
 breakers, pinning) and the pattern matching every check uses.
 
-Patterns are shell-style globs (C{*}, C{?}, C{[...]}) matched against a
-tool's exposed name, case-sensitively (exposed names only ever contain
-C{A-Z a-z 0-9 _ -}, so there is nothing to fold and no look-alike to
-confuse).  A pattern without a separator in it and without wildcards also
-matches a whole backend (C{github} is C{github__*}).
+Patterns are shell-style globs (C{*}, C{?}, C{[...]} with ranges and
+C{[!...]}) matched against a tool's exposed name, case-sensitively by
+default.  Deny rules and the kill switch fold: they match the folded name
+(ASCII letters in lower case, C{-} as C{_}) with a folded pattern (each
+literal folded, each bracket expression replaced by the folded set of the
+characters it holds, so C{[A-Z]} matches either case).  A pattern without
+a separator in it and without wildcards also matches a whole backend
+(C{github} is C{github__*}).  A pattern that cannot mean what it says (an
+unclosed C{[}, a backwards range) is refused when it is loaded.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
-from fnmatch import fnmatchcase
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import attrs
 
@@ -60,36 +64,149 @@ class PolicyConfig:
     active: bool = False
 
 
-def _fold(text: str) -> str:
-    return text.lower().replace("-", "_")
+_FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ-", "abcdefghijklmnopqrstuvwxyz_")
+
+
+def fold_name(text: str) -> str:
+    """Case and C{-}/C{_} folded away (ASCII only, so the length never changes)."""
+    return text.translate(_FOLD)
+
+
+class PatternError(ValueError):
+    """A tool-name pattern that cannot mean what it says."""
+
+
+_STAR = object()
+
+
+def _bracket(pattern: str, start: int) -> tuple[frozenset[str], bool, int]:
+    """
+    The bracket expression opening at C{pattern[start]}: its characters,
+    whether it is negated (C{[!...]}), and the index just past its C{]}.
+    As in C{fnmatch}, a C{]} first in the brackets is a literal, and so is
+    a C{-} first or last.
+    """
+    i = start + 1
+    negated = pattern.startswith("!", i)
+    i += negated
+    members: set[str] = set()
+    first = True
+    while True:
+        if i >= len(pattern):
+            raise PatternError(f"the '[' at position {start + 1} is never closed with ']'")
+        c = pattern[i]
+        if c == "]" and not first:
+            return frozenset(members), negated, i + 1
+        first = False
+        if pattern.startswith("-", i + 1) and i + 2 < len(pattern) and pattern[i + 2] != "]":
+            low, high = c, pattern[i + 2]
+            if low > high:
+                raise PatternError(f"the range {low}-{high} is backwards: it holds no character (write {high}-{low})")
+            members.update(chr(n) for n in range(ord(low), ord(high) + 1))
+            i += 3
+        else:
+            members.add(c)
+            i += 1
+
+
+def _tokens(pattern: str) -> list[Any]:
+    """C{_STAR}, C{None} for C{?}, a literal character, or (characters, negated)."""
+    out: list[Any] = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "[":
+            members, negated, i = _bracket(pattern, i)
+            out.append((members, negated))
+            continue
+        if c == "]":
+            raise PatternError(f"the ']' at position {i + 1} closes no '['")
+        if c == "!":
+            raise PatternError(f"the '!' at position {i + 1} means something only right after '['")
+        if c == "*":
+            if not out or out[-1] is not _STAR:
+                out.append(_STAR)
+        else:
+            out.append(None if c == "?" else c)
+        i += 1
+    return out
+
+
+def _regex_of(token: Any, folded: bool) -> str:
+    if token is None:
+        return "."
+    if isinstance(token, str):
+        return re.escape(fold_name(token) if folded else token)
+    members, negated = token
+    chars = sorted({fold_name(c) for c in members} if folded else members)
+    return "[" + ("^" if negated else "") + "".join(re.escape(c) for c in chars) + "]"
+
+
+@functools.lru_cache(maxsize=4096)
+def compile_pattern(pattern: str, folded: bool = False) -> "re.Pattern[str]":
+    """
+    The regular expression for the glob C{pattern}, to be C{fullmatch}ed
+    against a name (against the L{fold_name}d name when C{folded}).  Raises
+    L{PatternError} for a malformed pattern.  Each run of literals after a
+    C{*} is matched in an atomic group at its leftmost place (as
+    C{fnmatch} does), so that no pattern backtracks exponentially over a
+    long name.
+    """
+    runs: list[str] = [""]
+    for token in _tokens(pattern):
+        if token is _STAR:
+            runs.append("")
+        else:
+            runs[-1] += _regex_of(token, folded)
+    if len(runs) == 1:
+        return re.compile(runs[0], re.DOTALL)
+    middle = "".join(f"(?>.*?{run})" for run in runs[1:-1])
+    return re.compile(f"{runs[0]}{middle}.*{runs[-1]}", re.DOTALL)
+
+
+_PATTERN_RE = re.compile(r"^[A-Za-z0-9_\-*?\[\]!]+$")
+
+
+def pattern_problem(pattern: Any) -> str | None:
+    """Why C{pattern} is not a usable tool-name pattern, or None."""
+    if not isinstance(pattern, str) or not pattern or not _PATTERN_RE.match(pattern):
+        return f"expected a pattern of A-Z a-z 0-9 _ - and * ? [ ] !, got {pattern!r}"
+    try:
+        compile_pattern(pattern)
+    except PatternError as e:
+        return f"{pattern!r} is not a valid pattern: {e}"
+    return None
+
+
+def _is_backend_name(pattern: str, separator: str) -> bool:
+    return separator not in pattern and not any(c in pattern for c in "*?[")
 
 
 def matches(pattern: str, name: str, separator: str, backend: str | None = None, fold: bool = False) -> bool:
     """
-    Whether C{pattern} covers the exposed name C{name} of a tool of
-    C{backend}.  A bare name (no separator, no wildcard) is a backend: it
-    covers exactly that backend's tools.  With C{fold} (deny rules and
-    the kill switch), case and C{-}/C{_} are not told apart, so that a
-    tool named C{Delete-File} cannot slip past C{*__delete_*}.
+    Whether C{pattern} covers the name C{name} of a tool of C{backend}.  A
+    bare name (no separator, no wildcard) is a backend: it covers exactly
+    that backend's tools.  With C{fold} (deny rules and the kill
+    switch), case and C{-}/C{_} are not told apart, so that a tool named
+    C{Delete-File} cannot slip past C{*__delete_*}.
     """
-    if separator not in pattern and not any(c in pattern for c in "*?["):
+    norm = fold_name if fold else str
+    if _is_backend_name(pattern, separator):
         if backend is not None:
-            return (_fold(backend) == _fold(pattern)) if fold else backend == pattern
-        return name.startswith(pattern + separator)
-    if fold:
-        return fnmatchcase(_fold(name), _fold(pattern))
-    return fnmatchcase(name, pattern)
+            return norm(backend) == norm(pattern)
+        return norm(name).startswith(norm(pattern + separator))
+    return compile_pattern(pattern, fold).fullmatch(norm(name)) is not None
 
 
 def any_match(
-    patterns: tuple[str, ...], name: str, separator: str, backend: str | None = None, fold: bool = False
+    patterns: Iterable[str], names: tuple[str, ...], separator: str, backend: str | None = None, fold: bool = False
 ) -> bool:
-    return any(matches(p, name, separator, backend, fold) for p in patterns)
+    """Whether any of C{patterns} covers any of C{names} (the same tool's names)."""
+    return any(matches(p, n, separator, backend, fold) for p in patterns for n in names)
 
 
 # -- parsing ---------------------------------------------------------------
 
-_PATTERN_RE = re.compile(r"^[A-Za-z0-9_\-*?\[\]!]+$")
 TOP_KEYS = ("roles", "killSwitch", "limits", "concurrency", "breaker", "pinning")
 
 
@@ -119,8 +236,9 @@ class _P:
             return ()
         out = []
         for i, p in enumerate(value):
-            if not isinstance(p, str) or not p or not _PATTERN_RE.match(p):
-                self.add(f"{path}[{i}]", f"expected a pattern of A-Z a-z 0-9 _ - and * ? [ ], got {p!r}")
+            problem = pattern_problem(p)
+            if problem is not None:
+                self.add(f"{path}[{i}]", problem)
             else:
                 out.append(p)
         return tuple(out)

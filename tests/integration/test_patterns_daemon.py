@@ -1,0 +1,80 @@
+"""
+Tool patterns and the kill switch through the real command line:
+`twisted-mcp check-config` refuses a malformed pattern, deny rules and the
+kill switch with character ranges in a daemon's config and in
+`POST /kill` mean what they say.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+
+from .conftest import LineClient, bin_path, free_port, server, wait_for_path, wait_gone
+from .test_daemon_ops import ADMIN_TOKEN, _admin
+
+
+def test_check_config_refuses_malformed_patterns(write_config, tmp_path):
+    config = write_config({"echo": server("echo_fast")})
+    with open(config) as f:
+        data = json.load(f)
+    data["roles"] = {"dev": {"allow": ["echo__[a-f"], "deny": ["echo__[f-a]*"]}}
+    data["killSwitch"] = {"tools": ["echo__x]"]}
+    with open(config, "w") as f:
+        json.dump(data, f)
+    out = subprocess.run([bin_path("twisted-mcp"), "check-config", config], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 78, out.stdout + out.stderr
+    for fragment in (
+        "roles.dev.allow[0]: 'echo__[a-f' is not a valid pattern: the '[' at position 7 is never closed",
+        "roles.dev.deny[0]: 'echo__[f-a]*' is not a valid pattern: the range f-a is backwards",
+        "killSwitch.tools[0]: 'echo__x]' is not a valid pattern",
+    ):
+        assert fragment in out.stderr, out.stderr
+
+
+def _start(daemon, tmp_path, **extra):
+    sock = str(tmp_path / "gw.sock")
+    port = free_port()
+    identity = {"peers": [{"uid": os.getuid(), "name": "me", "roles": ["dev"]}]}
+    pid, _ = daemon(
+        {"echo": server("echo_fast"), "echo2": server("echo_fast"), "Echo-3": server("echo_fast")},
+        f"unix:{sock}",
+        admin=f"tcp:{port}:interface=127.0.0.1",
+        extra={"identity": identity, **extra},
+        adminToken=ADMIN_TOKEN,
+    )
+    wait_for_path(sock)
+    c = LineClient(sock)
+    c.initialize()
+    call = lambda rid, name: c.request(rid, "tools/call", {"name": name, "arguments": {"text": "x"}})  # noqa: E731
+    return pid, port, c, call
+
+
+def _stop(pid, c):
+    c.close()
+    os.kill(pid, signal.SIGTERM)
+    assert wait_gone({pid}, 30) == set()
+
+
+def test_ranges_in_a_deny_rule_and_in_the_run_time_kill_switch(daemon, tmp_path):
+    pid, port, c, call = _start(daemon, tmp_path, roles={"dev": {"allow": ["*"], "deny": ["echo__[d-f]*"]}})
+    # The deny rule's range hides and refuses echo__echo; echo2__echo is not covered.
+    assert [t["name"] for t in c.request(1, "tools/list")["result"]["tools"]] == ["Echo-3__echo", "echo2__echo"]
+    assert call(2, "echo__echo")["error"]["code"] == -32004
+    assert call(3, "echo2__echo")["result"]["content"][0]["text"] == "x"
+
+    # A range in a run-time kill switch, folded: [A-F] covers the e of echo.
+    status, body = _admin(port, "/kill", {"kind": "tool", "name": "echo2__[A-F]*"})
+    assert status == 200 and json.loads(body)["tools"] == ["echo2__[A-F]*"]
+    assert call(4, "echo2__echo")["error"]["code"] == -32002
+    assert call(5, "Echo-3__echo")["result"]["content"][0]["text"] == "x"
+    assert _admin(port, "/kill", {"kind": "tool", "name": "echo2__[A-F]*", "disabled": False})[0] == 200
+    assert call(6, "echo2__echo")["result"]["content"][0]["text"] == "x"
+
+    # A malformed pattern is refused, and nothing changes.
+    status, body = _admin(port, "/kill", {"kind": "tool", "name": "echo2__[e"})
+    assert status == 400 and "never closed" in json.loads(body)["error"]
+    assert json.loads(_admin(port, "/kill")[1])["tools"] == []
+    _stop(pid, c)
