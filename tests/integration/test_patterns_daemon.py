@@ -2,7 +2,8 @@
 Tool patterns and the kill switch through the real command line:
 `twisted-mcp check-config` refuses a malformed pattern, deny rules and the
 kill switch with character ranges in a daemon's config and in
-`POST /kill` mean what they say.
+`POST /kill` mean what they say, and `POST /kill` for a backend matches
+its name as the config does and refuses an unknown one.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def test_check_config_refuses_malformed_patterns(write_config, tmp_path):
     with open(config) as f:
         data = json.load(f)
     data["roles"] = {"dev": {"allow": ["echo__[a-f"], "deny": ["echo__[f-a]*"]}}
-    data["killSwitch"] = {"tools": ["echo__x]"]}
+    data["killSwitch"] = {"tools": ["echo__x]"], "backends": ["nope"]}
     with open(config, "w") as f:
         json.dump(data, f)
     out = subprocess.run([bin_path("twisted-mcp"), "check-config", config], capture_output=True, text=True, timeout=60)
@@ -30,6 +31,7 @@ def test_check_config_refuses_malformed_patterns(write_config, tmp_path):
         "roles.dev.allow[0]: 'echo__[a-f' is not a valid pattern: the '[' at position 7 is never closed",
         "roles.dev.deny[0]: 'echo__[f-a]*' is not a valid pattern: the range f-a is backwards",
         "killSwitch.tools[0]: 'echo__x]' is not a valid pattern",
+        "killSwitch.backends: no server named 'nope' in mcpServers (known: echo)",
     ):
         assert fragment in out.stderr, out.stderr
 
@@ -77,4 +79,22 @@ def test_ranges_in_a_deny_rule_and_in_the_run_time_kill_switch(daemon, tmp_path)
     status, body = _admin(port, "/kill", {"kind": "tool", "name": "echo2__[e"})
     assert status == 400 and "never closed" in json.loads(body)["error"]
     assert json.loads(_admin(port, "/kill")[1])["tools"] == []
+    _stop(pid, c)
+
+
+def test_post_kill_names_a_backend_as_the_config_does_and_refuses_unknown_ones(daemon, tmp_path):
+    pid, port, c, call = _start(daemon, tmp_path, roles={"dev": {"allow": ["*"]}}, killSwitch={"backends": ["echo_3"]})
+    assert call(1, "Echo-3__echo")["error"]["code"] == -32003  # killSwitch.backends folds like deny rules
+    assert call(2, "echo2__echo")["result"]["content"][0]["text"] == "x"
+
+    status, body = _admin(port, "/kill", {"kind": "backend", "name": "ECHO2"})
+    assert status == 200 and json.loads(body)["backends"] == ["Echo-3", "echo2"]
+    assert call(3, "echo2__echo")["error"]["code"] == -32003
+    status, body = _admin(port, "/kill", {"kind": "backend", "name": "nope"})
+    assert status == 404
+    assert json.loads(body)["error"] == "no backend named 'nope' (known backends: Echo-3, echo, echo2)"
+    assert json.loads(_admin(port, "/kill")[1])["backends"] == ["Echo-3", "echo2"]
+    assert _admin(port, "/kill", {"kind": "backend", "name": "Echo2", "disabled": False})[0] == 200
+    assert call(4, "echo2__echo")["result"]["content"][0]["text"] == "x"
+    assert call(5, "echo__echo")["result"]["content"][0]["text"] == "x"
     _stop(pid, c)

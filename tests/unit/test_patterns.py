@@ -89,6 +89,13 @@ def test_malformed_patterns_are_refused_at_load_time(pattern: str, why: str, whe
     assert problems[0].startswith(f"{path}: ") and why in problems[0] and repr(pattern) in problems[0], problems
 
 
+def test_the_configured_kill_switch_names_backends_as_deny_rules_do() -> None:
+    problems: list[str] = []
+    rules = parse_policy({"killSwitch": {"backends": ["GitHub", "git_lab", "nope"]}}, None, problems, {"github", "git-lab", "time"})
+    assert rules.kill_backends == ("git-lab", "github")
+    assert problems == ["killSwitch.backends: no server named 'nope' in mcpServers (known: git-lab, github, time)"]
+
+
 def _policy(policy_yaml: dict[str, Any], backends: list[tuple[str, list[str]]], separator: str = "__") -> tuple[Policy, Catalog, Recorder]:
     problems: list[str] = []
     rules = parse_policy({"roles": {"dev": {"allow": ["*"]}}, **policy_yaml}, None, problems, {name for name, _ in backends})

@@ -205,6 +205,11 @@ def any_match(
     return any(matches(p, n, separator, backend, fold) for p in patterns for n in names)
 
 
+def backends_named(name: str, known: Iterable[str]) -> list[str]:
+    """The backends among C{known} that C{name} names (case and C{-}/C{_} folded, as deny rules match them)."""
+    return sorted(k for k in known if fold_name(k) == fold_name(name))
+
+
 # -- parsing ---------------------------------------------------------------
 
 TOP_KEYS = ("roles", "killSwitch", "limits", "concurrency", "breaker", "pinning")
@@ -318,6 +323,21 @@ def _per_tool(p: _P, path: str, value: Any, parse: Any, shape: str) -> tuple[Any
     return tuple(x for i, t in enumerate(value) if (x := parse(p, f"{path}[{i}]", t, True)) is not None)
 
 
+def _kill_backends(p: _P, names: Any, backends: set[str]) -> tuple[str, ...]:
+    """The servers C{killSwitch.backends} names (case and C{-}/C{_} folded, as deny rules match them)."""
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        p.add("killSwitch.backends", "expected a list of server names")
+        return ()
+    out: list[str] = []
+    for n in names:
+        found = backends_named(n, backends)
+        if not found:
+            known = ", ".join(sorted(backends)) or "none"
+            p.add("killSwitch.backends", f"no server named {n!r} in mcpServers (known: {known})")
+        out += found
+    return tuple(sorted(set(out)))
+
+
 def parse_policy(top: dict[str, Any], base_dir: str | None, problems: list[str], backends: set[str]) -> PolicyConfig:
     p = _P(problems)
     fields: dict[str, Any] = {"active": any(key in top for key in TOP_KEYS)}
@@ -340,14 +360,7 @@ def parse_policy(top: dict[str, Any], base_dir: str | None, problems: list[str],
         ks = p.mapping("killSwitch", top["killSwitch"] or {}) or {}
         p.keys("killSwitch", ks, ("tools", "backends", "principals"))
         fields["kill_tools"] = p.patterns("killSwitch.tools", ks.get("tools", []))
-        names = ks.get("backends", [])
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            p.add("killSwitch.backends", "expected a list of server names")
-        else:
-            for n in names:
-                if n not in backends:
-                    p.add("killSwitch.backends", f"no server named {n!r} in mcpServers")
-            fields["kill_backends"] = tuple(names)
+        fields["kill_backends"] = _kill_backends(p, ks.get("backends", []), backends)
         principals = ks.get("principals", [])
         if not isinstance(principals, list) or not all(isinstance(n, str) for n in principals):
             p.add("killSwitch.principals", "expected a list of principal names")
