@@ -1,7 +1,8 @@
 """
 Tool-name patterns as every check uses them (deny rules, the kill switch,
 allow rules, limits): shell globs with ranges, under the documented
-folding, refused at load time when malformed.
+folding, refused at load time when malformed; and deny rules that also
+see the backend's own name of a tool.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from twisted_mcp import errors
-from twisted_mcp.catalog import Catalog
+from twisted_mcp.catalog import Catalog, exposed_name
 from twisted_mcp.jsonrpc import JsonRpcError
 from twisted_mcp.policy.identity import Principal
 from twisted_mcp.policy.pipeline import Policy
@@ -145,3 +146,41 @@ def test_a_star_heavy_pattern_over_a_long_name_does_not_backtrack() -> None:
     """Each literal run after a * is matched once, at its leftmost place."""
     name = "x__" + "a" * 5000
     assert matches("*a*a*a*a*a*a*a*a*a*a*a*a*b", name, "__", backend="x", fold=True) is False
+
+
+# -- deny rules see the backend's own name (defect 18) --------------------------------
+
+LONG = "get_the_quarterly_financial_report_for_the_board_and_then_delete_everything"
+
+
+def test_deny_sees_the_part_of_a_long_name_the_64_character_limit_cuts() -> None:
+    exposed = exposed_name("fin", LONG, "__")
+    assert "delete" not in exposed  # the exposed name lost it
+    policy, catalog, _ = _policy(
+        {"roles": {"dev": {"allow": ["fin"], "deny": ["*_delete_*"]}}, "killSwitch": {"tools": []}},
+        [("fin", [LONG, "read"])],
+    )
+    assert _code(policy, catalog, exposed) == errors.ACCESS_DENIED
+    assert _code(policy, catalog, "fin__read") is None
+    visible = [t["name"] for t in policy.listing(policy.principal(), catalog.listing, catalog.entries)]
+    assert visible == ["fin__read"]
+
+
+def test_the_kill_switch_sees_the_backend_own_name_too() -> None:
+    policy, catalog, _ = _policy({}, [("fin", [LONG, "read"])])
+    policy.set_kill("tool", "fin__*_DELETE_EVERYTHING", True)
+    assert _code(policy, catalog, exposed_name("fin", LONG, "__")) == errors.TOOL_DISABLED
+    assert _code(policy, catalog, "fin__read") is None
+
+
+def test_deny_sees_the_original_characters_of_a_tool_name() -> None:
+    """The exposed name replaced the '.'; the rule (anything but '_' there) still sees it."""
+    policy, catalog, _ = _policy({"roles": {"dev": {"allow": ["*"], "deny": ["fs__drop[!_]table"]}}}, [("fs", ["drop.table", "drop_tables"])])
+    assert _code(policy, catalog, "fs__drop_table") == errors.ACCESS_DENIED
+    assert _code(policy, catalog, "fs__drop_tables") is None
+
+
+def test_allow_rules_still_match_the_exposed_name_only() -> None:
+    exposed = exposed_name("fin", LONG, "__")
+    policy, catalog, _ = _policy({"roles": {"dev": {"allow": ["*_everything"]}}}, [("fin", [LONG])])
+    assert _code(policy, catalog, exposed) == errors.ACCESS_DENIED

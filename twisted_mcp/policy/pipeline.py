@@ -29,6 +29,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from twisted_mcp import errors
+from twisted_mcp.catalog import untruncated_name
 from twisted_mcp.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, JsonRpcError
 from twisted_mcp.policy.arguments import ArgumentError, Validators
 from twisted_mcp.policy.audit import digest_arguments
@@ -114,28 +115,33 @@ class Policy:
         except IdentityError as e:
             raise JsonRpcError(errors.AUTHENTICATION_FAILED, f"Authentication failed: {e.message}", {"reason": e.message})
 
-    def refusal(self, principal: Principal, exposed: str, backend: str) -> tuple[int, str] | None:
-        """Why C{principal} may not see or call C{exposed} (steps 2 and 3), or None."""
+    def refusal(self, principal: Principal, entry: Any) -> tuple[int, str] | None:
+        """Why C{principal} may not see or call the catalog C{entry} (steps 2 and 3), or None."""
+        exposed = entry.definition["name"]
         key = (principal, exposed)
         try:
             return self._decisions[key]
         except KeyError:
             pass
-        decision = self._decide(principal, exposed, backend)
+        decision = self._decide(principal, exposed, entry.backend.name, entry.tool)
         if len(self._decisions) > 100000:
             self._decisions.clear()
         self._decisions[key] = decision
         return decision
 
-    def _decide(self, principal: Principal, exposed: str, backend: str) -> tuple[int, str] | None:
+    def _decide(self, principal: Principal, exposed: str, backend: str, tool: str) -> tuple[int, str] | None:
         rules = self.rules
         sep = self.separator
         kills = self.kills
+        # Deny rules and the kill switch also see the backend's own name of
+        # the tool: the part an exposed name loses to the 64-character limit
+        # (or to character replacement) cannot hide a tool from them.
+        names = tuple({exposed: None, untruncated_name(backend, tool, sep): None, f"{backend}{sep}{tool}": None})
         if principal.name in rules.kill_principals or principal.name in kills["principal"]:
             return errors.PRINCIPAL_DISABLED, f"principal {principal.name!r} is disabled by the kill switch"
         if backend in rules.kill_backends or backend in kills["backend"]:
             return errors.BACKEND_DISABLED, f"backend {backend!r} is disabled by the kill switch"
-        if any_match(rules.kill_tools, (exposed,), sep, backend, fold=True) or any_match(kills["tool"], (exposed,), sep, backend, fold=True):
+        if any_match(rules.kill_tools, names, sep, backend, fold=True) or any_match(kills["tool"], names, sep, backend, fold=True):
             return errors.TOOL_DISABLED, f"tool {exposed!r} is disabled by the kill switch"
         if not principal.all_access:
             allowed = False
@@ -143,7 +149,7 @@ class Policy:
                 role = rules.roles.get(role_name)
                 if role is None:
                     continue  # An unknown role has no rights.
-                if any_match(role.deny, (exposed,), sep, backend, fold=True):
+                if any_match(role.deny, names, sep, backend, fold=True):
                     return errors.ACCESS_DENIED, f"role {role_name!r} denies {exposed!r}"
                 if any_match(role.allow, (exposed,), sep, backend):
                     allowed = True
@@ -266,7 +272,7 @@ class Policy:
             and not any(self.kills.values())
         ):
             return listing
-        return [d for d in listing if self.refusal(principal, d["name"], entries[d["name"]].backend.name) is None]
+        return [d for d in listing if self.refusal(principal, entries[d["name"]]) is None]
 
     # -- calls ---------------------------------------------------------------
 
@@ -343,7 +349,7 @@ class Policy:
             record["arguments_digest"] = digest_arguments(arguments if arguments is not None else {})
             if self.audit.config.recordArguments:
                 record["arguments"] = arguments
-        refused = self.refusal(principal, name, backend)
+        refused = self.refusal(principal, entry)
         if refused is not None:
             code, why = refused
             raise self.deny(record, code, why, {"tool": name})
@@ -505,7 +511,7 @@ class Call:
             except JsonRpcError as e:
                 self._release()
                 raise self._refuse(e.code, e.message, e.data)
-            refused = policy.refusal(principal, self.entry.definition["name"], backend)
+            refused = policy.refusal(principal, self.entry)
             if refused is not None:
                 self._release()
                 raise self._refuse(refused[0], refused[1], {"tool": self.entry.definition["name"]})
