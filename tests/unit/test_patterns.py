@@ -1,8 +1,9 @@
 """
 Tool-name patterns as every check uses them (deny rules, the kill switch,
 allow rules, limits): shell globs with ranges, under the documented
-folding, refused at load time when malformed; and deny rules that also
-see the backend's own name of a tool.
+folding, refused at load time when malformed; deny rules that also see the
+backend's own name of a tool; and a call that waited for a slot across a
+reload, checked against the policy in force when it gets its slot.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mcp import errors
 from twisted_mcp.catalog import Catalog, exposed_name
@@ -184,3 +188,71 @@ def test_allow_rules_still_match_the_exposed_name_only() -> None:
     exposed = exposed_name("fin", LONG, "__")
     policy, catalog, _ = _policy({"roles": {"dev": {"allow": ["*_everything"]}}}, [("fin", [LONG])])
     assert _code(policy, catalog, exposed) == errors.ACCESS_DENIED
+
+
+# -- a call that waited across a reload (defect 19) ------------------------------------
+
+
+class WaitedAcrossAReloadTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.backends = {"a": FakeBackend("a", ["read"])}
+        self.catalog = Catalog("__")
+        self.catalog.rebuild(self.backends.values())
+        self.policy = self.make_policy()
+
+    def make_policy(self, **extra: Any) -> Policy:
+        problems: list[str] = []
+        rules = parse_policy({"concurrency": {"backends": {"a": {"max": 1, "queue": 5}}}, **extra}, None, problems, {"a"})
+        self.assertEqual(problems, [])
+        policy = Policy(rules, "__", self.clock, None, Recorder())
+        policy.catalog_changed(self.catalog.entries)
+        return policy
+
+    def dispatch(self, policy: Policy) -> Deferred[Any]:
+        """A call as the gateway makes it: its outcome is reported back to the policy."""
+        call = policy.begin("s", {"name": "a__read", "arguments": {}}, self.catalog)
+
+        def ended(result: Any) -> Any:
+            if isinstance(result, Failure):
+                call.failed(result.value)
+            else:
+                call.succeeded(result, 0)
+            return result
+
+        return call.dispatch(lambda: self.backends["a"].call("tools/call", {})).addBoth(ended)
+
+    def reload(self, **extra: Any) -> Policy:
+        new = self.make_policy(**extra)
+        new.inherit(self.policy)
+        return new
+
+    def test_a_kill_switch_thrown_after_the_reload_stops_it(self) -> None:
+        running = self.dispatch(self.policy)
+        waiting = self.dispatch(self.policy)
+        new = self.reload()
+        new.set_kill("tool", "a__read", True)
+        self.backends["a"].calls[0].callback({"content": []})
+        self.successResultOf(running)
+        self.assertEqual(self.failureResultOf(waiting, JsonRpcError).value.code, errors.TOOL_DISABLED)
+        self.assertEqual(len(self.backends["a"].calls), 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_kill_switch_in_the_reloaded_config_stops_it(self) -> None:
+        running = self.dispatch(self.policy)
+        waiting = self.dispatch(self.policy)
+        self.reload(killSwitch={"backends": ["a"]})
+        self.backends["a"].calls[0].callback({"content": []})
+        self.successResultOf(running)
+        self.assertEqual(self.failureResultOf(waiting, JsonRpcError).value.code, errors.BACKEND_DISABLED)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_it_goes_through_when_the_new_policy_allows_it(self) -> None:
+        running = self.dispatch(self.policy)
+        waiting = self.dispatch(self.policy)
+        self.reload()
+        self.backends["a"].calls[0].callback({"content": []})
+        self.successResultOf(running)
+        self.assertEqual(len(self.backends["a"].calls), 2)
+        self.backends["a"].calls[1].callback({"content": []})
+        self.successResultOf(waiting)

@@ -103,6 +103,9 @@ class Policy:
         #: False when nothing is configured: the gateway is a plain
         #: aggregator and calls skip the pipeline.
         self.active = rules.active or authenticate is not None or audit is not None
+        #: The policy that replaced this one (a reload), for calls that
+        #: started under this one and are checked again later.
+        self.successor: Policy | None = None
 
     # -- identity and visibility -------------------------------------------
 
@@ -169,6 +172,7 @@ class Policy:
         counts and what is already quarantined (so it is not reported again).
         """
         new, was = self.rules, old.rules
+        old.successor = self
         self.refusals = old.refusals
         if new.rate_principal == was.rate_principal:
             self._principal_buckets = old._principal_buckets
@@ -189,6 +193,13 @@ class Policy:
         for kind, names in old.kills.items():
             for n in names:
                 self.set_kill(kind, n, True)
+
+    def current(self) -> "Policy":
+        """The policy in force now: this one, or the last that replaced it."""
+        policy = self
+        while policy.successor is not None:
+            policy = policy.successor
+        return policy
 
     def set_kill(self, kind: str, name: str, disabled: bool) -> None:
         """Throw (or release) the kill switch for a principal, backend or tool at run time."""
@@ -502,20 +513,21 @@ class Call:
         return self.policy.deny(self.record, code, message, data)
 
     def _pass_breaker(self, send: Callable[[], Deferred[Any]]) -> Deferred[Any]:
-        policy = self.policy
         backend = self.entry.backend.name
         if self.waited:
-            # Things may have changed while the call waited for a slot.
+            # Things may have changed while the call waited for a slot, the
+            # policy itself included (a reload): check against the one in force.
+            self.policy = self.policy.current()
             try:
-                principal = policy.principal(self.peer)
+                principal = self.policy.principal(self.peer)
             except JsonRpcError as e:
                 self._release()
                 raise self._refuse(e.code, e.message, e.data)
-            refused = policy.refusal(principal, self.entry)
+            refused = self.policy.refusal(principal, self.entry)
             if refused is not None:
                 self._release()
                 raise self._refuse(refused[0], refused[1], {"tool": self.entry.definition["name"]})
-        breaker = policy.breaker(backend)
+        breaker = self.policy.breaker(backend)
         wait, probe = breaker.admit_call()
         if wait:
             self._release()
