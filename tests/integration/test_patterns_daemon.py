@@ -2,8 +2,9 @@
 Tool patterns and the kill switch through the real command line:
 `twisted-mcp check-config` refuses a malformed pattern, deny rules and the
 kill switch with character ranges in a daemon's config and in
-`POST /kill` mean what they say, and `POST /kill` for a backend matches
-its name as the config does and refuses an unknown one.
+`POST /kill` mean what they say, `POST /kill` for a backend matches
+its name as the config does and refuses an unknown one, and a flood of
+refused calls writes a bounded number of audit records and log lines.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import signal
 import subprocess
 
 from .conftest import LineClient, bin_path, free_port, server, wait_for_path, wait_gone
-from .test_daemon_ops import ADMIN_TOKEN, _admin
+from .test_daemon_ops import ADMIN_TOKEN, _admin, _until
 
 
 def test_check_config_refuses_malformed_patterns(write_config, tmp_path):
@@ -98,3 +99,49 @@ def test_post_kill_names_a_backend_as_the_config_does_and_refuses_unknown_ones(d
     assert call(4, "echo2__echo")["result"]["content"][0]["text"] == "x"
     assert call(5, "echo__echo")["result"]["content"][0]["text"] == "x"
     _stop(pid, c)
+
+
+def _audit_records(path) -> list[dict]:
+    try:
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def test_a_flood_of_refusals_is_audited_and_logged_within_a_budget(daemon, tmp_path):
+    audit = tmp_path / "audit.jsonl"
+    pid, port, c, call = _start(
+        daemon,
+        tmp_path,
+        roles={"dev": {"allow": ["echo"]}},
+        limits={"refusals": {"rate": 0.001, "burst": 5, "reportSeconds": 2}},
+        audit={"sink": "file", "path": str(audit)},
+    )
+    # Every refused call is answered as refused; none reaches the backend.
+    for rid in range(1, 101):
+        assert call(rid, "echo2__echo")["error"]["code"] == -32004
+    assert call(101, "echo__echo")["result"]["content"][0]["text"] == "x"
+
+    def report():
+        return [r for r in _audit_records(audit) if r["method"] == "policy/refusals-suppressed"]
+
+    _until(report, timeout=30, what="the report of suppressed refusals")
+    records = _audit_records(audit)
+    denied = [r for r in records if r["method"] == "tools/call" and r["decision"] == "deny"]
+    assert len(denied) == 5
+    (summary,) = report()
+    assert summary["principal"] == "me" and "95 refusal(s) over the limit (limits.refusals)" in summary["reason"]
+    assert [r for r in records if r["method"] == "tools/call" and r["decision"] == "allow"][0]["tool"] == "echo__echo"
+    # Refusals counted when the gateway stops are reported before the trail closes.
+    for rid in range(200, 210):
+        assert call(rid, "echo2__echo")["error"]["code"] == -32004
+    _stop(pid, c)
+    assert "10 refusal(s) over the limit" in report()[-1]["reason"]
+    with open(tmp_path / "gw.log") as f:
+        text = f.read()
+    assert text.count("principal me: 95 refusal(s) over the limit") == 1
+    verify = subprocess.run(
+        [bin_path("twisted-mcp"), "audit", "verify", "--config", str(tmp_path / "gateway.yaml")], capture_output=True, text=True, timeout=60
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr

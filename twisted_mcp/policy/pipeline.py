@@ -37,6 +37,7 @@ from twisted_mcp.policy.breaker import Breaker
 from twisted_mcp.policy.identity import IdentityError, Principal
 from twisted_mcp.policy.limits import Busy, Slots, TokenBucket
 from twisted_mcp.policy.pinning import Pins
+from twisted_mcp.policy.refusals import CoalescedRefusal, RefusalBudget, describe
 from twisted_mcp.policy.rules import PolicyConfig, any_match, matches
 
 log = Logger()
@@ -97,6 +98,7 @@ class Policy:
         self._count = 0
         self._taken: list[TokenBucket] = []
         self.refusals: dict[int, int] = {}
+        self.refusal_budget = RefusalBudget(rules.refusal_limit, clock, self._report_suppressed)
         #: The kill switch as thrown at run time (the admin endpoint), on
         #: top of the config's: kind ("principal", "backend", "tool") -> names.
         self.kills: dict[str, set[str]] = {"principal": set(), "backend": set(), "tool": set()}
@@ -174,6 +176,10 @@ class Policy:
         new, was = self.rules, old.rules
         old.successor = self
         self.refusals = old.refusals
+        if new.refusal_limit == was.refusal_limit:
+            self.refusal_budget = old.refusal_budget
+        else:
+            old.refusal_budget.flush()
         if new.rate_principal == was.rate_principal:
             self._principal_buckets = old._principal_buckets
         if new.rate_tools == was.rate_tools:
@@ -308,13 +314,31 @@ class Policy:
         }
 
     def deny(self, record: dict[str, Any], code: int, message: str, data: dict[str, Any] | None = None) -> JsonRpcError:
-        """Audit a refusal and return the error to raise."""
+        """
+        Audit a refusal and return the error to raise.  Beyond the
+        principal's refusal budget the refusal is only counted (a
+        L{CoalescedRefusal}, which the gateway does not log either).
+        """
         record["decision"] = "deny"
         record["reason"] = message
         record["error_code"] = code
         self.refusals[code] = self.refusals.get(code, 0) + 1
+        if not self.refusal_budget.admit(record["principal"], code):
+            return CoalescedRefusal(code, message, data)
         self._audit(record)
         return JsonRpcError(code, message, data)
+
+    def _report_suppressed(self, principal: str, count: int, since: float, codes: dict[int, int]) -> None:
+        """One audit record and one log line for the refusals the budget did not record."""
+        reason = describe(count, since, self.clock.seconds(), codes)
+        log.warn("principal {principal}: {reason}", principal=principal, reason=reason)
+        record = self.new_record("-", "policy/refusals-suppressed")
+        record.update(principal=principal, decision="deny", reason=reason)
+        self._audit(record)
+
+    def flush(self) -> None:
+        """Report the suppressed refusals now (before the audit trail closes)."""
+        self.refusal_budget.flush()
 
     def audit_blocked(self) -> bool:
         audit = self.audit

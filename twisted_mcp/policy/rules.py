@@ -45,6 +45,16 @@ class Concurrency:
 
 
 @attrs.frozen
+class RefusalLimit:
+    """How many refusals per principal are audited and logged one by one (C{limits.refusals})."""
+
+    rate: float = 1.0
+    burst: float = 20.0
+    #: Suppressed refusals are reported (one record per principal) this long after the first.
+    reportSeconds: float = 60.0
+
+
+@attrs.frozen
 class PolicyConfig:
     roles: Mapping[str, Role] = attrs.field(factory=dict)
     roles_configured: bool = False
@@ -54,6 +64,7 @@ class PolicyConfig:
     rate_principal: Rate | None = None
     rate_tools: tuple[Rate, ...] = ()
     rate_backends: Mapping[str, Rate] = attrs.field(factory=dict)
+    refusal_limit: RefusalLimit = RefusalLimit()
     conc_backends: Mapping[str, Concurrency] = attrs.field(factory=dict)
     conc_tools: tuple[Concurrency, ...] = ()
     breaker_failures: int = 5
@@ -282,6 +293,19 @@ def _rate(p: _P, path: str, value: Any, with_tool: bool) -> Rate | None:
     return Rate(rate=rate, burst=burst, tool=tool)
 
 
+def _refusal_limit(p: _P, path: str, value: Any) -> RefusalLimit:
+    """C{limits.refusals}; a key left out keeps its default."""
+    m = p.mapping(path, value) or {}
+    p.keys(path, m, ("rate", "burst", "reportSeconds"))
+    default = RefusalLimit()
+    rate = p.number(f"{path}.rate", m["rate"], 0.001, 1e6) if "rate" in m else default.rate
+    burst = p.number(f"{path}.burst", m["burst"], 1, 1e6) if "burst" in m else default.burst
+    report = p.number(f"{path}.reportSeconds", m["reportSeconds"], 1, 86400) if "reportSeconds" in m else default.reportSeconds
+    if rate is None or burst is None or report is None:
+        return default
+    return RefusalLimit(rate=rate, burst=burst, reportSeconds=report)
+
+
 def _concurrency(p: _P, path: str, value: Any, with_tool: bool) -> Concurrency | None:
     m = p.mapping(path, value)
     if m is None:
@@ -368,13 +392,15 @@ def parse_policy(top: dict[str, Any], base_dir: str | None, problems: list[str],
             fields["kill_principals"] = tuple(principals)
     if "limits" in top:
         lm = p.mapping("limits", top["limits"] or {}) or {}
-        p.keys("limits", lm, ("principal", "tools", "backends"))
+        p.keys("limits", lm, ("principal", "tools", "backends", "refusals"))
         if "principal" in lm:
             fields["rate_principal"] = _rate(p, "limits.principal", lm["principal"], False)
         if "tools" in lm:
             fields["rate_tools"] = _per_tool(p, "limits.tools", lm["tools"], _rate, "{tool, rate, burst}")
         if "backends" in lm:
             fields["rate_backends"] = _per_backend(p, "limits.backends", lm["backends"], backends, _rate)
+        if "refusals" in lm:
+            fields["refusal_limit"] = _refusal_limit(p, "limits.refusals", lm["refusals"])
     if "concurrency" in top:
         cm = p.mapping("concurrency", top["concurrency"] or {}) or {}
         p.keys("concurrency", cm, ("backends", "tools"))
