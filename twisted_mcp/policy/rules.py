@@ -9,7 +9,9 @@ default.  Deny rules and the kill switch fold: they match the folded name
 literal folded, each bracket expression replaced by the folded set of the
 characters it holds, so C{[A-Z]} matches either case).  A pattern without
 a separator in it and without wildcards also matches a whole backend
-(C{github} is C{github__*}).  A pattern that cannot mean what it says (an
+(C{github} is C{github__*}).  Deny rules and the kill switch also match
+the backend's own name of the tool (the pipeline passes every name of a
+tool to L{any_match}).  A pattern that cannot mean what it says (an
 unclosed C{[}, a backwards range) is refused when it is loaded.
 """
 
