@@ -28,6 +28,7 @@ setup(
             "mcp-server-time",
             "cryptography",
             "psycopg[binary]>=3.1",
+            "hypothesis>=6",
         ],
         "postgres": ["psycopg[binary]>=3.1"],
     },

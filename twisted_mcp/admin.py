@@ -29,6 +29,7 @@ from twisted.web.resource import Resource
 
 from twisted_mcp import __version__, errors
 from twisted_mcp.gateway import Gateway
+from twisted_mcp.policy.rules import backends_named, pattern_problem
 
 log = Logger()
 
@@ -360,17 +361,41 @@ class AdminResource(Resource):
                 400,
                 {"error": 'expected {"kind": "principal" | "backend" | "tool", "name": "...", "disabled": true | false}'},
             )
+        policy = self.gateway.policy
+        if kind == "tool":
+            problem = pattern_problem(name)
+            if problem is not None:
+                return _json(request, 400, {"error": f"name: {problem}"})
+            names = [name]
+        elif kind == "backend":
+            names = self._backends_named(name, disabled)
+            if not names:
+                known = ", ".join(sorted(self.gateway.backends)) or "none"
+                return _json(request, 404, {"error": f"no backend named {name!r} (known backends: {known})"})
+        else:
+            names = [name]
         before = self.service.views()
-        self.gateway.policy.set_kill(kind, name, disabled)
+        for one in names:
+            policy.set_kill(kind, one, disabled)
         told = self.service.notify_views(before)
         log.warn(
             "admin endpoint: kill switch {action} for {kind} {name} ({told} client(s) told their tools changed)",
             action="thrown" if disabled else "released",
             kind=kind,
-            name=name,
+            name=", ".join(names),
             told=told,
         )
-        return _json(request, 200, self.gateway.policy.kill_switch())
+        return _json(request, 200, policy.kill_switch())
+
+    def _backends_named(self, name: str, disabled: bool) -> list[str]:
+        """
+        The backends C{name} names, matched as the config's kill switch
+        matches them; a release may also name one that a reload removed.
+        """
+        known = set(self.gateway.backends)
+        if not disabled:
+            known |= self.gateway.policy.kills["backend"]
+        return backends_named(name, known)
 
     def post_approve(self, request: Any, body: dict[str, Any]) -> bytes:
         policy = self.gateway.policy

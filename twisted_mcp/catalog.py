@@ -29,11 +29,16 @@ def exposed_name(backend: str, tool: str, separator: str) -> str:
     of the full, unmodified name, so that it stays unique and stable.
     """
     full = f"{backend}{separator}{tool}"
-    name = _INVALID.sub("_", full)
+    name = untruncated_name(backend, tool, separator)
     if len(name) > MAX_NAME:
         digest = hashlib.sha256(full.encode("utf-8", "surrogatepass")).hexdigest()[:8]
         name = f"{name[: MAX_NAME - 9]}_{digest}"
     return name
+
+
+def untruncated_name(backend: str, tool: str, separator: str) -> str:
+    """The exposed name before the 64-character limit cuts it."""
+    return _INVALID.sub("_", f"{backend}{separator}{tool}")
 
 
 class Entry(NamedTuple):

@@ -17,6 +17,7 @@ from twisted_mcp import errors
 from twisted_mcp.backend import Backend
 from twisted_mcp.catalog import Catalog
 from twisted_mcp.policy.pipeline import Policy
+from twisted_mcp.policy.refusals import CoalescedRefusal
 from twisted_mcp.policy.rules import PolicyConfig
 from twisted_mcp.jsonrpc import (
     INTERNAL_ERROR,
@@ -494,9 +495,10 @@ class ClientSession:
             holder[0].failed(e)
         if isinstance(e, JsonRpcError):
             self.gateway.count(method, "error", e.code)
-            if errors.BACKEND_HTTP_ERROR <= e.code <= errors.AUTHENTICATION_FAILED:
+            if errors.BACKEND_HTTP_ERROR <= e.code <= errors.AUTHENTICATION_FAILED and not isinstance(e, CoalescedRefusal):
                 # The gateway's own errors (policy, backend transport): the
                 # message is ours; a backend's own error may carry anything.
+                # Refusals beyond the principal's budget are reported in bulk.
                 log.info(
                     "client {client}: request {request} ({method}) failed with {code}: {why}",
                     client=self.label,

@@ -381,6 +381,7 @@ class GatewayService(MultiService):
             [stop_all(self.backends + list(self.gateway.instances) + list(self.retiring)), *self.gateway.stopping_instances],
             consumeErrors=True,
         )
+        self.gateway.policy.flush()  # its last report of suppressed refusals, while the trail is open
         if self.audit is not None:
             try:
                 await self.audit.stop()

@@ -561,6 +561,48 @@ class TestKill:
         assert world.post(b"/kill", {"kind": "tool", "name": "nothing__here"}).code == 200
         assert world.take("s1") == []
 
+    def test_a_backend_is_named_as_the_config_names_it(self, world: World) -> None:
+        world.ready()
+        s = world.session("s1")
+        r = world.post(b"/kill", {"kind": "backend", "name": "ALPHA"})
+        assert (r.code, r.json()["backends"]) == (200, ["alpha"])
+        world.take("s1")
+        world.call(s, 1, "alpha__echo")
+        (answer,) = world.take("s1")
+        assert answer["error"]["code"] == errors.BACKEND_DISABLED
+        assert world.alpha.calls == []
+        assert world.post(b"/kill", {"kind": "backend", "name": "Alpha", "disabled": False}).json()["backends"] == []
+
+    @pytest.mark.parametrize("disabled", [True, False])
+    def test_an_unknown_backend_is_refused(self, world: World, disabled: bool) -> None:
+        world.ready()
+        r = world.post(b"/kill", {"kind": "backend", "name": "gamma", "disabled": disabled})
+        assert r.code == 404
+        assert r.json() == {"error": "no backend named 'gamma' (known backends: alpha, beta)"}
+        assert world.gateway.policy.kill_switch()["backends"] == []
+
+    def test_a_backend_a_reload_removed_can_be_released(self, world: World) -> None:
+        world.gateway.policy.set_kill("backend", "gone", True)
+        r = world.post(b"/kill", {"kind": "backend", "name": "GONE", "disabled": False})
+        assert (r.code, r.json()["backends"]) == (200, [])
+
+    @pytest.mark.parametrize("name", ["alpha__[e", "alpha__[z-a]*", "alpha__x]", "alpha__ echo"])
+    def test_a_malformed_tool_pattern_is_refused(self, world: World, name: str) -> None:
+        world.ready()
+        r = world.post(b"/kill", {"kind": "tool", "name": name})
+        assert r.code == 400
+        assert r.json()["error"].startswith("name: ") and repr(name) in r.json()["error"]
+        assert world.gateway.policy.kill_switch()["tools"] == []
+
+    def test_a_tool_range_is_folded(self, world: World) -> None:
+        world.ready()
+        s = world.session("s1")
+        assert world.post(b"/kill", {"kind": "tool", "name": "alpha__[D-F]*"}).code == 200
+        world.take("s1")
+        world.call(s, 1, "alpha__echo")
+        (answer,) = world.take("s1")
+        assert answer["error"]["code"] == errors.TOOL_DISABLED
+
     def test_with_the_configured_switch(self) -> None:
         world = World(policy=Policy(PolicyConfig(kill_tools=("beta__*",), active=True), "__", Clock()))
         world.post(b"/kill", {"kind": "tool", "name": "alpha__add"})

@@ -29,6 +29,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from twisted_mcp import errors
+from twisted_mcp.catalog import untruncated_name
 from twisted_mcp.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, JsonRpcError
 from twisted_mcp.policy.arguments import ArgumentError, Validators
 from twisted_mcp.policy.audit import digest_arguments
@@ -36,6 +37,7 @@ from twisted_mcp.policy.breaker import Breaker
 from twisted_mcp.policy.identity import IdentityError, Principal
 from twisted_mcp.policy.limits import Busy, Slots, TokenBucket
 from twisted_mcp.policy.pinning import Pins
+from twisted_mcp.policy.refusals import CoalescedRefusal, RefusalBudget, describe
 from twisted_mcp.policy.rules import PolicyConfig, any_match, matches
 
 log = Logger()
@@ -96,12 +98,16 @@ class Policy:
         self._count = 0
         self._taken: list[TokenBucket] = []
         self.refusals: dict[int, int] = {}
+        self.refusal_budget = RefusalBudget(rules.refusal_limit, clock, self._report_suppressed)
         #: The kill switch as thrown at run time (the admin endpoint), on
         #: top of the config's: kind ("principal", "backend", "tool") -> names.
         self.kills: dict[str, set[str]] = {"principal": set(), "backend": set(), "tool": set()}
         #: False when nothing is configured: the gateway is a plain
         #: aggregator and calls skip the pipeline.
         self.active = rules.active or authenticate is not None or audit is not None
+        #: The policy that replaced this one (a reload), for calls that
+        #: started under this one and are checked again later.
+        self.successor: Policy | None = None
 
     # -- identity and visibility -------------------------------------------
 
@@ -114,30 +120,33 @@ class Policy:
         except IdentityError as e:
             raise JsonRpcError(errors.AUTHENTICATION_FAILED, f"Authentication failed: {e.message}", {"reason": e.message})
 
-    def refusal(self, principal: Principal, exposed: str, backend: str) -> tuple[int, str] | None:
-        """Why C{principal} may not see or call C{exposed} (steps 2 and 3), or None."""
+    def refusal(self, principal: Principal, entry: Any) -> tuple[int, str] | None:
+        """Why C{principal} may not see or call the catalog C{entry} (steps 2 and 3), or None."""
+        exposed = entry.definition["name"]
         key = (principal, exposed)
         try:
             return self._decisions[key]
         except KeyError:
             pass
-        decision = self._decide(principal, exposed, backend)
+        decision = self._decide(principal, exposed, entry.backend.name, entry.tool)
         if len(self._decisions) > 100000:
             self._decisions.clear()
         self._decisions[key] = decision
         return decision
 
-    def _decide(self, principal: Principal, exposed: str, backend: str) -> tuple[int, str] | None:
+    def _decide(self, principal: Principal, exposed: str, backend: str, tool: str) -> tuple[int, str] | None:
         rules = self.rules
         sep = self.separator
         kills = self.kills
+        # Deny rules and the kill switch also see the backend's own name of
+        # the tool: the part an exposed name loses to the 64-character limit
+        # (or to character replacement) cannot hide a tool from them.
+        names = tuple({exposed: None, untruncated_name(backend, tool, sep): None, f"{backend}{sep}{tool}": None})
         if principal.name in rules.kill_principals or principal.name in kills["principal"]:
             return errors.PRINCIPAL_DISABLED, f"principal {principal.name!r} is disabled by the kill switch"
         if backend in rules.kill_backends or backend in kills["backend"]:
             return errors.BACKEND_DISABLED, f"backend {backend!r} is disabled by the kill switch"
-        if any_match(rules.kill_tools, exposed, sep, backend, fold=True) or (
-            kills["tool"] and any_match(tuple(kills["tool"]), exposed, sep, backend, fold=True)
-        ):
+        if any_match(rules.kill_tools, names, sep, backend, fold=True) or any_match(kills["tool"], names, sep, backend, fold=True):
             return errors.TOOL_DISABLED, f"tool {exposed!r} is disabled by the kill switch"
         if not principal.all_access:
             allowed = False
@@ -145,9 +154,9 @@ class Policy:
                 role = rules.roles.get(role_name)
                 if role is None:
                     continue  # An unknown role has no rights.
-                if any_match(role.deny, exposed, sep, backend, fold=True):
+                if any_match(role.deny, names, sep, backend, fold=True):
                     return errors.ACCESS_DENIED, f"role {role_name!r} denies {exposed!r}"
-                if any_match(role.allow, exposed, sep, backend):
+                if any_match(role.allow, (exposed,), sep, backend):
                     allowed = True
             if not allowed:
                 roles = ", ".join(principal.roles) or "none"
@@ -165,7 +174,12 @@ class Policy:
         counts and what is already quarantined (so it is not reported again).
         """
         new, was = self.rules, old.rules
+        old.successor = self
         self.refusals = old.refusals
+        if new.refusal_limit == was.refusal_limit:
+            self.refusal_budget = old.refusal_budget
+        else:
+            old.refusal_budget.flush()
         if new.rate_principal == was.rate_principal:
             self._principal_buckets = old._principal_buckets
         if new.rate_tools == was.rate_tools:
@@ -185,6 +199,13 @@ class Policy:
         for kind, names in old.kills.items():
             for n in names:
                 self.set_kill(kind, n, True)
+
+    def current(self) -> "Policy":
+        """The policy in force now: this one, or the last that replaced it."""
+        policy = self
+        while policy.successor is not None:
+            policy = policy.successor
+        return policy
 
     def set_kill(self, kind: str, name: str, disabled: bool) -> None:
         """Throw (or release) the kill switch for a principal, backend or tool at run time."""
@@ -268,7 +289,7 @@ class Policy:
             and not any(self.kills.values())
         ):
             return listing
-        return [d for d in listing if self.refusal(principal, d["name"], entries[d["name"]].backend.name) is None]
+        return [d for d in listing if self.refusal(principal, entries[d["name"]]) is None]
 
     # -- calls ---------------------------------------------------------------
 
@@ -293,13 +314,31 @@ class Policy:
         }
 
     def deny(self, record: dict[str, Any], code: int, message: str, data: dict[str, Any] | None = None) -> JsonRpcError:
-        """Audit a refusal and return the error to raise."""
+        """
+        Audit a refusal and return the error to raise.  Beyond the
+        principal's refusal budget the refusal is only counted (a
+        L{CoalescedRefusal}, which the gateway does not log either).
+        """
         record["decision"] = "deny"
         record["reason"] = message
         record["error_code"] = code
         self.refusals[code] = self.refusals.get(code, 0) + 1
+        if not self.refusal_budget.admit(record["principal"], code):
+            return CoalescedRefusal(code, message, data)
         self._audit(record)
         return JsonRpcError(code, message, data)
+
+    def _report_suppressed(self, principal: str, count: int, since: float, codes: dict[int, int]) -> None:
+        """One audit record and one log line for the refusals the budget did not record."""
+        reason = describe(count, since, self.clock.seconds(), codes)
+        log.warn("principal {principal}: {reason}", principal=principal, reason=reason)
+        record = self.new_record("-", "policy/refusals-suppressed")
+        record.update(principal=principal, decision="deny", reason=reason)
+        self._audit(record)
+
+    def flush(self) -> None:
+        """Report the suppressed refusals now (before the audit trail closes)."""
+        self.refusal_budget.flush()
 
     def audit_blocked(self) -> bool:
         audit = self.audit
@@ -345,7 +384,7 @@ class Policy:
             record["arguments_digest"] = digest_arguments(arguments if arguments is not None else {})
             if self.audit.config.recordArguments:
                 record["arguments"] = arguments
-        refused = self.refusal(principal, name, backend)
+        refused = self.refusal(principal, entry)
         if refused is not None:
             code, why = refused
             raise self.deny(record, code, why, {"tool": name})
@@ -498,20 +537,21 @@ class Call:
         return self.policy.deny(self.record, code, message, data)
 
     def _pass_breaker(self, send: Callable[[], Deferred[Any]]) -> Deferred[Any]:
-        policy = self.policy
         backend = self.entry.backend.name
         if self.waited:
-            # Things may have changed while the call waited for a slot.
+            # Things may have changed while the call waited for a slot, the
+            # policy itself included (a reload): check against the one in force.
+            self.policy = self.policy.current()
             try:
-                principal = policy.principal(self.peer)
+                principal = self.policy.principal(self.peer)
             except JsonRpcError as e:
                 self._release()
                 raise self._refuse(e.code, e.message, e.data)
-            refused = policy.refusal(principal, self.entry.definition["name"], backend)
+            refused = self.policy.refusal(principal, self.entry)
             if refused is not None:
                 self._release()
                 raise self._refuse(refused[0], refused[1], {"tool": self.entry.definition["name"]})
-        breaker = policy.breaker(backend)
+        breaker = self.policy.breaker(backend)
         wait, probe = breaker.admit_call()
         if wait:
             self._release()

@@ -2,19 +2,25 @@
 The policy's configuration (roles, kill switch, limits, concurrency,
 breakers, pinning) and the pattern matching every check uses.
 
-Patterns are shell-style globs (C{*}, C{?}, C{[...]}) matched against a
-tool's exposed name, case-sensitively (exposed names only ever contain
-C{A-Z a-z 0-9 _ -}, so there is nothing to fold and no look-alike to
-confuse).  A pattern without a separator in it and without wildcards also
-matches a whole backend (C{github} is C{github__*}).
+Patterns are shell-style globs (C{*}, C{?}, C{[...]} with ranges and
+C{[!...]}) matched against a tool's exposed name, case-sensitively by
+default.  Deny rules and the kill switch fold: they match the folded name
+(ASCII letters in lower case, C{-} as C{_}) with a folded pattern (each
+literal folded, each bracket expression replaced by the folded set of the
+characters it holds, so C{[A-Z]} matches either case).  A pattern without
+a separator in it and without wildcards also matches a whole backend
+(C{github} is C{github__*}).  Deny rules and the kill switch also match
+the backend's own name of the tool (the pipeline passes every name of a
+tool to L{any_match}).  A pattern that cannot mean what it says (an
+unclosed C{[}, a backwards range) is refused when it is loaded.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
-from fnmatch import fnmatchcase
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import attrs
 
@@ -41,6 +47,16 @@ class Concurrency:
 
 
 @attrs.frozen
+class RefusalLimit:
+    """How many refusals per principal are audited and logged one by one (C{limits.refusals})."""
+
+    rate: float = 1.0
+    burst: float = 20.0
+    #: Suppressed refusals are reported (one record per principal) this long after the first.
+    reportSeconds: float = 60.0
+
+
+@attrs.frozen
 class PolicyConfig:
     roles: Mapping[str, Role] = attrs.field(factory=dict)
     roles_configured: bool = False
@@ -50,6 +66,7 @@ class PolicyConfig:
     rate_principal: Rate | None = None
     rate_tools: tuple[Rate, ...] = ()
     rate_backends: Mapping[str, Rate] = attrs.field(factory=dict)
+    refusal_limit: RefusalLimit = RefusalLimit()
     conc_backends: Mapping[str, Concurrency] = attrs.field(factory=dict)
     conc_tools: tuple[Concurrency, ...] = ()
     breaker_failures: int = 5
@@ -60,36 +77,154 @@ class PolicyConfig:
     active: bool = False
 
 
-def _fold(text: str) -> str:
-    return text.lower().replace("-", "_")
+_FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ-", "abcdefghijklmnopqrstuvwxyz_")
+
+
+def fold_name(text: str) -> str:
+    """Case and C{-}/C{_} folded away (ASCII only, so the length never changes)."""
+    return text.translate(_FOLD)
+
+
+class PatternError(ValueError):
+    """A tool-name pattern that cannot mean what it says."""
+
+
+_STAR = object()
+
+
+def _bracket(pattern: str, start: int) -> tuple[frozenset[str], bool, int]:
+    """
+    The bracket expression opening at C{pattern[start]}: its characters,
+    whether it is negated (C{[!...]}), and the index just past its C{]}.
+    As in C{fnmatch}, a C{]} first in the brackets is a literal, and so is
+    a C{-} first or last.
+    """
+    i = start + 1
+    negated = pattern.startswith("!", i)
+    i += negated
+    members: set[str] = set()
+    first = True
+    while True:
+        if i >= len(pattern):
+            raise PatternError(f"the '[' at position {start + 1} is never closed with ']'")
+        c = pattern[i]
+        if c == "]" and not first:
+            return frozenset(members), negated, i + 1
+        first = False
+        if pattern.startswith("-", i + 1) and i + 2 < len(pattern) and pattern[i + 2] != "]":
+            low, high = c, pattern[i + 2]
+            if low > high:
+                raise PatternError(f"the range {low}-{high} is backwards: it holds no character (write {high}-{low})")
+            members.update(chr(n) for n in range(ord(low), ord(high) + 1))
+            i += 3
+        else:
+            members.add(c)
+            i += 1
+
+
+def _tokens(pattern: str) -> list[Any]:
+    """C{_STAR}, C{None} for C{?}, a literal character, or (characters, negated)."""
+    out: list[Any] = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "[":
+            members, negated, i = _bracket(pattern, i)
+            out.append((members, negated))
+            continue
+        if c == "]":
+            raise PatternError(f"the ']' at position {i + 1} closes no '['")
+        if c == "!":
+            raise PatternError(f"the '!' at position {i + 1} means something only right after '['")
+        if c == "*":
+            if not out or out[-1] is not _STAR:
+                out.append(_STAR)
+        else:
+            out.append(None if c == "?" else c)
+        i += 1
+    return out
+
+
+def _regex_of(token: Any, folded: bool) -> str:
+    if token is None:
+        return "."
+    if isinstance(token, str):
+        return re.escape(fold_name(token) if folded else token)
+    members, negated = token
+    chars = sorted({fold_name(c) for c in members} if folded else members)
+    return "[" + ("^" if negated else "") + "".join(re.escape(c) for c in chars) + "]"
+
+
+@functools.lru_cache(maxsize=4096)
+def compile_pattern(pattern: str, folded: bool = False) -> "re.Pattern[str]":
+    """
+    The regular expression for the glob C{pattern}, to be C{fullmatch}ed
+    against a name (against the L{fold_name}d name when C{folded}).  Raises
+    L{PatternError} for a malformed pattern.  Each run of literals after a
+    C{*} is matched in an atomic group at its leftmost place (as
+    C{fnmatch} does), so that no pattern backtracks exponentially over a
+    long name.
+    """
+    runs: list[str] = [""]
+    for token in _tokens(pattern):
+        if token is _STAR:
+            runs.append("")
+        else:
+            runs[-1] += _regex_of(token, folded)
+    if len(runs) == 1:
+        return re.compile(runs[0], re.DOTALL)
+    middle = "".join(f"(?>.*?{run})" for run in runs[1:-1])
+    return re.compile(f"{runs[0]}{middle}.*{runs[-1]}", re.DOTALL)
+
+
+_PATTERN_RE = re.compile(r"^[A-Za-z0-9_\-*?\[\]!]+$")
+
+
+def pattern_problem(pattern: Any) -> str | None:
+    """Why C{pattern} is not a usable tool-name pattern, or None."""
+    if not isinstance(pattern, str) or not pattern or not _PATTERN_RE.match(pattern):
+        return f"expected a pattern of A-Z a-z 0-9 _ - and * ? [ ] !, got {pattern!r}"
+    try:
+        compile_pattern(pattern)
+    except PatternError as e:
+        return f"{pattern!r} is not a valid pattern: {e}"
+    return None
+
+
+def _is_backend_name(pattern: str, separator: str) -> bool:
+    return separator not in pattern and not any(c in pattern for c in "*?[")
 
 
 def matches(pattern: str, name: str, separator: str, backend: str | None = None, fold: bool = False) -> bool:
     """
-    Whether C{pattern} covers the exposed name C{name} of a tool of
-    C{backend}.  A bare name (no separator, no wildcard) is a backend: it
-    covers exactly that backend's tools.  With C{fold} (deny rules and
-    the kill switch), case and C{-}/C{_} are not told apart, so that a
-    tool named C{Delete-File} cannot slip past C{*__delete_*}.
+    Whether C{pattern} covers the name C{name} of a tool of C{backend}.  A
+    bare name (no separator, no wildcard) is a backend: it covers exactly
+    that backend's tools.  With C{fold} (deny rules and the kill
+    switch), case and C{-}/C{_} are not told apart, so that a tool named
+    C{Delete-File} cannot slip past C{*__delete_*}.
     """
-    if separator not in pattern and not any(c in pattern for c in "*?["):
+    norm = fold_name if fold else str
+    if _is_backend_name(pattern, separator):
         if backend is not None:
-            return (_fold(backend) == _fold(pattern)) if fold else backend == pattern
-        return name.startswith(pattern + separator)
-    if fold:
-        return fnmatchcase(_fold(name), _fold(pattern))
-    return fnmatchcase(name, pattern)
+            return norm(backend) == norm(pattern)
+        return norm(name).startswith(norm(pattern + separator))
+    return compile_pattern(pattern, fold).fullmatch(norm(name)) is not None
 
 
 def any_match(
-    patterns: tuple[str, ...], name: str, separator: str, backend: str | None = None, fold: bool = False
+    patterns: Iterable[str], names: tuple[str, ...], separator: str, backend: str | None = None, fold: bool = False
 ) -> bool:
-    return any(matches(p, name, separator, backend, fold) for p in patterns)
+    """Whether any of C{patterns} covers any of C{names} (the same tool's names)."""
+    return any(matches(p, n, separator, backend, fold) for p in patterns for n in names)
+
+
+def backends_named(name: str, known: Iterable[str]) -> list[str]:
+    """The backends among C{known} that C{name} names (case and C{-}/C{_} folded, as deny rules match them)."""
+    return sorted(k for k in known if fold_name(k) == fold_name(name))
 
 
 # -- parsing ---------------------------------------------------------------
 
-_PATTERN_RE = re.compile(r"^[A-Za-z0-9_\-*?\[\]!]+$")
 TOP_KEYS = ("roles", "killSwitch", "limits", "concurrency", "breaker", "pinning")
 
 
@@ -119,8 +254,9 @@ class _P:
             return ()
         out = []
         for i, p in enumerate(value):
-            if not isinstance(p, str) or not p or not _PATTERN_RE.match(p):
-                self.add(f"{path}[{i}]", f"expected a pattern of A-Z a-z 0-9 _ - and * ? [ ], got {p!r}")
+            problem = pattern_problem(p)
+            if problem is not None:
+                self.add(f"{path}[{i}]", problem)
             else:
                 out.append(p)
         return tuple(out)
@@ -157,6 +293,19 @@ def _rate(p: _P, path: str, value: Any, with_tool: bool) -> Rate | None:
     if rate is None or burst is None:
         return None
     return Rate(rate=rate, burst=burst, tool=tool)
+
+
+def _refusal_limit(p: _P, path: str, value: Any) -> RefusalLimit:
+    """C{limits.refusals}; a key left out keeps its default."""
+    m = p.mapping(path, value) or {}
+    p.keys(path, m, ("rate", "burst", "reportSeconds"))
+    default = RefusalLimit()
+    rate = p.number(f"{path}.rate", m["rate"], 0.001, 1e6) if "rate" in m else default.rate
+    burst = p.number(f"{path}.burst", m["burst"], 1, 1e6) if "burst" in m else default.burst
+    report = p.number(f"{path}.reportSeconds", m["reportSeconds"], 1, 86400) if "reportSeconds" in m else default.reportSeconds
+    if rate is None or burst is None or report is None:
+        return default
+    return RefusalLimit(rate=rate, burst=burst, reportSeconds=report)
 
 
 def _concurrency(p: _P, path: str, value: Any, with_tool: bool) -> Concurrency | None:
@@ -200,6 +349,21 @@ def _per_tool(p: _P, path: str, value: Any, parse: Any, shape: str) -> tuple[Any
     return tuple(x for i, t in enumerate(value) if (x := parse(p, f"{path}[{i}]", t, True)) is not None)
 
 
+def _kill_backends(p: _P, names: Any, backends: set[str]) -> tuple[str, ...]:
+    """The servers C{killSwitch.backends} names (case and C{-}/C{_} folded, as deny rules match them)."""
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        p.add("killSwitch.backends", "expected a list of server names")
+        return ()
+    out: list[str] = []
+    for n in names:
+        found = backends_named(n, backends)
+        if not found:
+            known = ", ".join(sorted(backends)) or "none"
+            p.add("killSwitch.backends", f"no server named {n!r} in mcpServers (known: {known})")
+        out += found
+    return tuple(sorted(set(out)))
+
+
 def parse_policy(top: dict[str, Any], base_dir: str | None, problems: list[str], backends: set[str]) -> PolicyConfig:
     p = _P(problems)
     fields: dict[str, Any] = {"active": any(key in top for key in TOP_KEYS)}
@@ -222,14 +386,7 @@ def parse_policy(top: dict[str, Any], base_dir: str | None, problems: list[str],
         ks = p.mapping("killSwitch", top["killSwitch"] or {}) or {}
         p.keys("killSwitch", ks, ("tools", "backends", "principals"))
         fields["kill_tools"] = p.patterns("killSwitch.tools", ks.get("tools", []))
-        names = ks.get("backends", [])
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            p.add("killSwitch.backends", "expected a list of server names")
-        else:
-            for n in names:
-                if n not in backends:
-                    p.add("killSwitch.backends", f"no server named {n!r} in mcpServers")
-            fields["kill_backends"] = tuple(names)
+        fields["kill_backends"] = _kill_backends(p, ks.get("backends", []), backends)
         principals = ks.get("principals", [])
         if not isinstance(principals, list) or not all(isinstance(n, str) for n in principals):
             p.add("killSwitch.principals", "expected a list of principal names")
@@ -237,13 +394,15 @@ def parse_policy(top: dict[str, Any], base_dir: str | None, problems: list[str],
             fields["kill_principals"] = tuple(principals)
     if "limits" in top:
         lm = p.mapping("limits", top["limits"] or {}) or {}
-        p.keys("limits", lm, ("principal", "tools", "backends"))
+        p.keys("limits", lm, ("principal", "tools", "backends", "refusals"))
         if "principal" in lm:
             fields["rate_principal"] = _rate(p, "limits.principal", lm["principal"], False)
         if "tools" in lm:
             fields["rate_tools"] = _per_tool(p, "limits.tools", lm["tools"], _rate, "{tool, rate, burst}")
         if "backends" in lm:
             fields["rate_backends"] = _per_backend(p, "limits.backends", lm["backends"], backends, _rate)
+        if "refusals" in lm:
+            fields["refusal_limit"] = _refusal_limit(p, "limits.refusals", lm["refusals"])
     if "concurrency" in top:
         cm = p.mapping("concurrency", top["concurrency"] or {}) or {}
         p.keys("concurrency", cm, ("backends", "tools"))
