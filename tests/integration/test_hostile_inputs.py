@@ -10,8 +10,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import time
 
-from .conftest import LineClient, server, wait_for_path
+import pytest
+
+from .conftest import LineClient, bin_path, gateway_argv, gateway_env, server, wait_for_path
 
 #: How long the other client may wait for its answer: generous, because it
 #: only has to tell "answered" from "stuck for hours".
@@ -45,3 +49,63 @@ def test_a_catastrophic_pattern_does_not_stall_other_clients(daemon, tmp_path):
     assert fine["result"]["content"][0]["text"] == "aaaa"
     attacker.close()
     other.close()
+
+
+def alias_bomb(levels: int = 7) -> str:
+    """A "billion laughs": a few hundred bytes, 9**levels nodes once expanded."""
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, levels):
+        lines.append(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+HOSTILE = {
+    "alias-bomb": (alias_bomb(), "YAML aliases expand to more than 10000 nodes (the limit)"),
+    "deep-yaml": ("mcpServers: " + "[" * 5000 + "]" * 5000 + "\n", "nested deeper than 64 levels (the limit)"),
+    "deep-json": ('{"mcpServers": ' + "[" * 100000 + "]" * 100000 + "}", "nested deeper than 64 levels (the limit)"),
+}
+
+
+def _hostile_file(tmp_path, kind: str) -> tuple[str, str]:
+    if kind == "dev-zero":
+        return "/dev/zero", "/dev/zero: larger than 4 MiB (the limit for this file)"
+    text, expected = HOSTILE[kind]
+    path = tmp_path / f"{kind}.yaml"
+    path.write_text(text)
+    return str(path), f"{path}: {expected}"
+
+
+@pytest.mark.parametrize("kind", [*HOSTILE, "dev-zero"])
+def test_a_hostile_config_file_gets_one_clean_error(tmp_path, kind):
+    path, expected = _hostile_file(tmp_path, kind)
+    for argv in (gateway_argv(path), [bin_path("twisted-mcp"), "check-config", path]):
+        out = subprocess.run(argv, env=gateway_env(), cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
+        assert out.returncode == 78, out.stderr
+        problems = [line for line in out.stderr.splitlines() if line.startswith("  - ")]
+        assert len(problems) == 1 and problems[0].startswith(f"  - {expected}"), out.stderr
+        assert "Traceback" not in out.stderr
+
+
+def test_a_bomb_reloaded_by_sighup_is_rejected_and_nobody_waits(daemon, tmp_path):
+    sock = str(tmp_path / "gw.sock")
+    pid, log = daemon({"e": server("echo_fast")}, f"unix:{sock}")
+    wait_for_path(sock)
+    client = _connect(sock)
+    assert [t["name"] for t in client.request(1, "tools/list")["result"]["tools"]] == ["e__echo"]
+
+    (tmp_path / "gateway.yaml").write_text(alias_bomb(levels=9))
+    os.kill(pid, signal.SIGHUP)
+    for rid in range(2, 20):
+        assert client.request(rid, "ping") == {"jsonrpc": "2.0", "id": rid, "result": {}}
+    answer = client.request(20, "tools/call", {"name": "e__echo", "arguments": {"text": "still here"}})
+    assert answer["result"]["content"][0]["text"] == "still here"
+    rejected = "YAML aliases expand to more than 10000 nodes (the limit)"
+    deadline = time.monotonic() + PROMPT
+    while True:  # the rejection is logged once the worker thread is done
+        with open(log) as f:
+            text = f.read()
+        if rejected in text or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert "reload rejected, the running configuration stays" in text and rejected in text
+    client.close()
