@@ -342,6 +342,18 @@ class _BoundedLoader(yaml.SafeLoader):
         self.sizes[id(node)] = 1 + sum(self.sizes[id(child)] for child in _children(node))
         return node
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # A value that does not fit its tag (``!!int abc``, ``!!bool maybe``,
+        # ``!!int`` with no value, the timestamp ``0000-00-00``) fails in
+        # SafeConstructor with whatever Python error its conversion raised.
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, LookupError, AttributeError, OverflowError):
+            mark = node.start_mark
+            where = f"at line {mark.line + 1}, column {mark.column + 1}"
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise ConfigError(self.source, [f"not valid YAML {where}: the value does not fit its type ({tag})"]) from None
+
 
 def _too_deep(source: str, where: str = "") -> str:
     return f"{source}: nested deeper than {MAX_DEPTH} levels (the limit){where}"

@@ -166,3 +166,15 @@ def test_a_reload_reads_the_file_in_a_worker_thread(tmp_path) -> None:
     assert [s.name for s in good.servers] == ["a"]
     assert isinstance(bad, ConfigError) and "more than 10000 nodes" in bad.problems[0]
 
+
+
+@pytest.mark.parametrize(
+    "text,where,tag",
+    [("a: !!int abc\n", "line 1, column 4", "!!int"), ("a:\n  b: !!bool maybe\n", "line 2, column 6", "!!bool"), ("a: 0000-00-00\n", "line 1, column 4", "!!timestamp"),
+     ("a: !!int\n", "line 1, column 4", "!!int"), ("a: !!timestamp\n", "line 1, column 4", "!!timestamp")],
+)
+def test_a_value_that_does_not_fit_its_tag_is_a_clean_error(text, where, tag) -> None:
+    # Found by the property test: these raised ValueError, KeyError, IndexError, AttributeError.
+    with pytest.raises(ConfigError) as e:
+        parse_text(text, "gw.yaml")
+    assert problem(e) == f"not valid YAML at {where}: the value does not fit its type ({tag})"
