@@ -101,9 +101,12 @@ def test_a_lookaround_pattern_property_leaves_the_tool_unchecked(logged) -> None
     assert [e["outcome"] for e in logged if "linear time" in e["log_format"]] == ["the tool's arguments are not checked"]
 
 
-def test_text_that_is_not_unicode_matches_no_pattern() -> None:
+def test_text_that_is_not_unicode_matches_no_pattern(logged) -> None:
+    v = Validators()
     with pytest.raises(ArgumentError):
-        Validators().check("t", tool({"properties": {"s": {"type": "string", "pattern": "a"}}}), {"s": "a\ud800"})
+        v.check("t", tool({"properties": {"s": {"type": "string", "pattern": "a"}}}), {"s": "a\ud800"})
+    v.check("t", tool({"properties": {"s": {"type": "string", "pattern": "\ud800"}}}), {"s": "b"})
+    assert [e["why"] for e in logged] == ["not valid Unicode (a lone surrogate)"]
 
 
 def test_jsonschema_matches_patterns_only_through_re_search() -> None:

@@ -59,6 +59,8 @@ def linear_regex(pattern: str) -> tuple[Any, str | None]:
     """C{pattern} compiled by RE2 and None, or None and why RE2 cannot run it."""
     try:
         return re2.compile(_re2_syntax(pattern), _RE2_OPTIONS), None
+    except UnicodeEncodeError:
+        return None, "not valid Unicode (a lone surrogate)"
     except re2.error as e:
         why = e.args[0] if e.args else e
         return None, why.decode("utf-8", "replace") if isinstance(why, bytes) else str(why)
