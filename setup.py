@@ -16,6 +16,7 @@ setup(
         "pyyaml>=6",
         "attrs>=23.1",
         "jsonschema>=4.18",
+        "google-re2>=1.1",
         "PyJWT[crypto]>=2.8",
         "prometheus_client>=0.17",
     ],

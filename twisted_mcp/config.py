@@ -22,6 +22,17 @@ import yaml
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _VAR_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^}])*))?\}|\$\{[^}]*\}?")
 
+#: Bounds on every configuration file the gateway reads (its config, the pin
+#: lock file, and, with a larger size, the client configs `import` reads), so
+#: that a hostile or broken file costs a clear error, not minutes of work or
+#: gigabytes of memory.  Each is far beyond what a real configuration needs.
+MAX_FILE_BYTES = 4 * 1024 * 1024
+#: Mappings and lists inside one another.
+MAX_DEPTH = 64
+#: The nodes that YAML aliases (``*name``) stand for, counted each time one is
+#: used: anchors for shared blocks are fine, a "billion laughs" is not.
+MAX_ALIAS_NODES = 10_000
+
 DEFAULT_INHERIT_ENV = (
     "PATH",
     "HOME",
@@ -287,8 +298,121 @@ def _duplicate_keys(node: yaml.Node, path: str, found: list[str]) -> None:
             _duplicate_keys(item, f"{path}[{i}]", found)
 
 
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """
+    A SafeLoader that refuses, while it composes the document (before any
+    value is built, and before anything walks the document as a tree),
+    nesting deeper than L{MAX_DEPTH} and aliases that stand for more than
+    L{MAX_ALIAS_NODES} nodes in all.
+    """
+
+    def __init__(self, text: str, source: str) -> None:
+        super().__init__(text)
+        self.source = source
+        self.depth = 0
+        self.alias_nodes = 0
+        #: id(node) -> how many nodes it holds with its aliases expanded;
+        #: a node being composed has none yet.
+        self.sizes: dict[int, int] = {}
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        line = self.peek_event().start_mark.line + 1
+        if self.check_event(yaml.AliasEvent):
+            node = super().compose_node(parent, index)
+            size = self.sizes.get(id(node))
+            if size is None:
+                raise ConfigError(self.source, [f"{self.source}: a YAML alias inside the node it refers to (recursive), at line {line}"])
+            self.alias_nodes += size
+            if self.alias_nodes > MAX_ALIAS_NODES:
+                raise ConfigError(
+                    self.source,
+                    [f"{self.source}: YAML aliases expand to more than {MAX_ALIAS_NODES} nodes (the limit), at line {line}"],
+                )
+            return node
+        if self.depth >= MAX_DEPTH:
+            raise ConfigError(self.source, [_too_deep(self.source, f" at line {line}")])
+        self.depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+        self.sizes[id(node)] = 1 + sum(self.sizes[id(child)] for child in _children(node))
+        return node
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # A value that does not fit its tag (``!!int abc``, ``!!bool maybe``,
+        # ``!!int`` with no value, the timestamp ``0000-00-00``) fails in
+        # SafeConstructor with whatever Python error its conversion raised.
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, LookupError, AttributeError, OverflowError):
+            mark = node.start_mark
+            where = f"at line {mark.line + 1}, column {mark.column + 1}"
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise ConfigError(self.source, [f"not valid YAML {where}: the value does not fit its type ({tag})"]) from None
+
+
+def _too_deep(source: str, where: str = "") -> str:
+    return f"{source}: nested deeper than {MAX_DEPTH} levels (the limit){where}"
+
+
+def _check_depth(data: Any, source: str) -> None:
+    """Raise L{ConfigError} if C{data} nests deeper than L{MAX_DEPTH}."""
+    todo = [(data, 1)]
+    while todo:
+        node, depth = todo.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        if depth > MAX_DEPTH:
+            raise ConfigError(source, [_too_deep(source)])
+        todo.extend((child, depth + 1) for child in children)
+
+
+def json_document(text: str, source: str, pairs: Any) -> Any:
+    """
+    C{json.loads} within the bounds of a configuration file (deep nesting
+    is a L{ConfigError}, not a C{RecursionError}); C{pairs} is its
+    C{object_pairs_hook}.  Invalid JSON raises C{ValueError}.
+    """
+    try:
+        data = json.loads(text, object_pairs_hook=pairs)
+    except RecursionError:
+        raise ConfigError(source, [_too_deep(source)]) from None
+    _check_depth(data, source)
+    return data
+
+
+def read_file(path: str, max_bytes: int = MAX_FILE_BYTES) -> str:
+    """
+    The UTF-8 text of the file at C{path}, of at most C{max_bytes}: no more
+    than that is ever read, whatever the file is (C{/dev/zero}, a pipe).
+
+    @raise ConfigError: the file is larger.
+    @raise OSError: it cannot be read.
+    @raise UnicodeDecodeError: it is not UTF-8.
+    """
+    with open(path, "rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ConfigError(path, [f"{path}: larger than {_size(max_bytes)} (the limit for this file)"])
+    return data.decode("utf-8")
+
+
+def _size(n: int) -> str:
+    return f"{n >> 20} MiB" if n % (1 << 20) == 0 else f"{n} bytes"
+
+
 def _load_yaml(text: str, source: str) -> Any:
-    loader = yaml.SafeLoader(text)
+    loader = _BoundedLoader(text, source)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -319,7 +443,7 @@ def parse_text(text: str, source: str) -> Any:
     stripped = text.lstrip()
     if source.endswith(".json") or stripped.startswith("{"):
         try:
-            return json.loads(text, object_pairs_hook=_no_duplicates)
+            return json_document(text, source, _no_duplicates)
         except ValueError as e:
             if source.endswith(".json"):
                 raise ConfigError(source, [f"not valid JSON: {e}"])
@@ -600,8 +724,7 @@ def _resolve(path: str, base_dir: str | None) -> str:
 def load(path: str, environ: Mapping[str, str] | None = None) -> Config:
     """Read, parse and validate the config file at C{path}."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text = read_file(path)
     except OSError as e:
         raise ConfigError(path, [f"cannot read the file: {e.strerror or e}"])
     except UnicodeDecodeError as e:

@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from twisted_mcp.config import NAME_RE, ConfigError, _join, build
+from twisted_mcp.config import NAME_RE, ConfigError, _join, build, json_document, read_file
 
 FORMATS = ("claude-desktop", "claude-code", "cursor", "vscode")
 LABELS = {
@@ -50,6 +50,9 @@ LABELS = {
 }
 #: The separator of the configuration produced (it has no gateway section).
 SEPARATOR = "__"
+#: The largest client configuration read: Claude Code's ~/.claude.json keeps
+#: every project's history and grows far beyond a gateway config.
+MAX_SOURCE_BYTES = 64 * 1024 * 1024
 
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CLAUDE_REF_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?$")
@@ -165,8 +168,12 @@ def strip_jsonc(text: str) -> str:
     return "".join(out)
 
 
-def parse_jsonc(text: str, duplicates: list[str] | None = None) -> Any:
-    """Parse JSON with comments and trailing commas; repeated keys are listed in C{duplicates}."""
+def parse_jsonc(text: str, duplicates: list[str] | None = None, source: str = "<text>") -> Any:
+    """
+    Parse JSON with comments and trailing commas; repeated keys are listed
+    in C{duplicates}.  Nesting deeper than a configuration may (see
+    L{json_document}) is a L{ConfigError} naming C{source}.
+    """
 
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -181,16 +188,16 @@ def parse_jsonc(text: str, duplicates: list[str] | None = None) -> Any:
         text = text[1:]
     clean = strip_jsonc(text)
     try:
-        return json.loads(clean, object_pairs_hook=pairs)
+        return json_document(clean, source, pairs)
     except json.JSONDecodeError as e:
         # e.msg and the position only: the message never quotes the text.
         raise JSONCError(e.msg, clean, e.pos) from None
 
 
 def read_source(path: str) -> tuple[Any, list[str]]:
+    duplicates: list[str] = []
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        data = parse_jsonc(read_file(path, MAX_SOURCE_BYTES), duplicates, path)
     except FileNotFoundError:
         raise ImportFailure("noinput", f"{path}: no such file")
     except IsADirectoryError:
@@ -199,11 +206,10 @@ def read_source(path: str) -> tuple[Any, list[str]]:
         raise ImportFailure("noinput", f"{path}: cannot read the file: {e.strerror or e}")
     except UnicodeDecodeError:
         raise ImportFailure("data", f"{path}: not UTF-8 text, so not a JSON configuration")
-    duplicates: list[str] = []
-    try:
-        data = parse_jsonc(text, duplicates)
     except JSONCError as e:
         raise ImportFailure("data", f"{path}: not valid JSON: {e}")
+    except ConfigError as e:  # beyond the bounds of a configuration file
+        raise ImportFailure("data", e.problems[0])
     return data, duplicates
 
 

@@ -129,6 +129,27 @@ def _claim_stdout() -> int:
     return proto
 
 
+def _reload_in_a_thread(reactor: Any, service: Any, load: Any) -> Any:
+    """
+    Read and validate the config file in a worker thread (a large file
+    takes seconds to parse, and no client should wait for that), then
+    apply it on the event loop, where the service's state lives.
+    """
+    from twisted.internet.threads import deferToThreadPool
+    from twisted.logger import Logger
+    from twisted.python.failure import Failure
+
+    def loaded(outcome: Any) -> Any:
+        if isinstance(outcome, Failure):
+            outcome.raiseException()  # service.reload reports it; the running config stays
+        return outcome
+
+    d = deferToThreadPool(reactor, reactor.getThreadPool(), load)
+    d.addBoth(lambda outcome: service.reload(lambda: loaded(outcome)))
+    d.addErrback(lambda failure: Logger(namespace="twisted_mcp.tap").failure("reload failed", failure))
+    return d
+
+
 def _install_signal_handlers(reactor: Any, stop: Any, reload: Any) -> None:
     """
     SIGTERM and SIGINT stop the gateway cleanly and it exits 0 (twistd's
@@ -250,7 +271,7 @@ def makeService(options: Options) -> Any:
 
     path = options["config"]
     reload_config = lambda: load(path)  # noqa: E731
-    reactor.callWhenRunning(_install_signal_handlers, reactor, stop, lambda: service.reload(reload_config))
+    reactor.callWhenRunning(_install_signal_handlers, reactor, stop, lambda: _reload_in_a_thread(reactor, service, reload_config))
     settings = config.gateway
     if options["admin"]:
         _admin(options["admin"], service, reactor, reload_config)

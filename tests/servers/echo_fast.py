@@ -9,7 +9,8 @@ writes) to fd 1. Exits on EOF.
   ping         -> {}
   tools/list   -> one tool, `echo` (text: string)
   tools/call   -> echo: {"content":[{"type":"text","text": <text>}]}
-                  (<text> repeated `repeat` times when that argument is given)
+                  (<text> repeated `repeat` times when that argument is given);
+                  ECHO_TEXT_SCHEMA (JSON) is merged into the schema of `text`
   notifications (no id) are ignored; unknown methods get -32601, an unknown
   tool -32602, a non-JSON line -32700 and a non-object -32600 (id null).
 """
@@ -29,6 +30,7 @@ ECHO_TOOL = {
         "required": ["text"],
     },
 }
+ECHO_TOOL["inputSchema"]["properties"]["text"].update(json.loads(os.environ.get("ECHO_TEXT_SCHEMA", "{}")))
 TOOLS_LIST = {"tools": [ECHO_TOOL]}
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode

@@ -3,13 +3,23 @@ Argument checks: a call's C{arguments} against the tool's C{inputSchema},
 with C{jsonschema} (JSON Schema 2020-12 unless the schema names another
 draft in C{$schema}).  Validators are compiled once per tool definition;
 remote C{$ref}s are never fetched.
+
+Every regular expression of a schema (C{pattern}, C{patternProperties},
+and the C{additionalProperties} / C{unevaluatedProperties} checks that
+depend on them) runs on RE2, in time linear in the text: a backtracking
+engine lets one short argument hold the event loop for as long as it likes.
+RE2 has no backreferences and no lookaround; a pattern it cannot run is not
+enforced (see L{Validators}).
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from typing import Any
+from typing import Any, Iterator
 
+import re2
+from jsonschema import _keywords, _legacy_keywords, _utils
 from jsonschema import exceptions as js_exceptions
 from jsonschema.validators import (
     Draft6Validator,
@@ -30,6 +40,62 @@ def _no_retrieval(uri: str) -> Any:
 
 
 _REGISTRY: Registry = Registry(retrieve=_no_retrieval)  # type: ignore[call-arg]
+
+_RE2_OPTIONS = re2.Options()
+# A refused pattern is reported by the gateway's log, not by RE2 on stderr.
+_RE2_OPTIONS.log_errors = False
+# Escape pairs, left to right, so that an escaped backslash is never
+# mistaken for the start of an escape.
+_ESCAPE_RE = re.compile(r"\\(?:u([0-9A-Fa-f]{4})|.)", re.S)
+
+
+def _re2_syntax(pattern: str) -> str:
+    """ECMA-262's C{\\uXXXX} in RE2's spelling (C{\\x{XXXX}}); the rest as written."""
+    return _ESCAPE_RE.sub(lambda m: "\\x{%s}" % m.group(1) if m.group(1) else m.group(0), pattern)
+
+
+@functools.lru_cache(maxsize=1024)
+def linear_regex(pattern: str) -> tuple[Any, str | None]:
+    """C{pattern} compiled by RE2 and None, or None and why RE2 cannot run it."""
+    try:
+        return re2.compile(_re2_syntax(pattern), _RE2_OPTIONS), None
+    except UnicodeEncodeError:
+        return None, "not valid Unicode (a lone surrogate)"
+    except re2.error as e:
+        why = e.args[0] if e.args else e
+        return None, why.decode("utf-8", "replace") if isinstance(why, bytes) else str(why)
+
+
+def linear_search(pattern: str, text: str) -> Any:
+    """
+    Whether C{pattern} matches somewhere in C{text}, in linear time.  A
+    pattern RE2 cannot run counts as matching: it is not enforced (and was
+    reported when the schema was compiled).  Text that is not valid Unicode
+    (a lone surrogate) matches nothing.
+    """
+    regex = linear_regex(pattern)[0]
+    if regex is None:
+        return True
+    try:
+        return regex.search(text)
+    except UnicodeEncodeError:
+        return None
+
+
+class _LinearRe:
+    """
+    Stands in for the C{re} module in jsonschema's keyword code, which only
+    ever calls C{re.search(pattern, text)} (a unit test keeps it so): every
+    path that matches a schema's pattern (C{pattern}, C{patternProperties},
+    C{additionalProperties}, C{unevaluatedProperties}, in every draft) then
+    runs on RE2 without copying jsonschema's keyword functions.
+    """
+
+    search = staticmethod(linear_search)
+
+
+for _module in (_keywords, _legacy_keywords, _utils):
+    _module.re = _LinearRe  # type: ignore[attr-defined]
 
 
 class ArgumentError(Exception):
@@ -80,11 +146,9 @@ def _constraint(spec: dict[str, Any]) -> Any:
         if key == "pattern":
             if type(bound) is not str:
                 return None
-            try:
-                regex = re.compile(bound)
-            except re.error:
-                return None
-            tests.append(lambda v, r=regex: type(v) is not str or r.search(v) is not None)
+            if linear_regex(bound)[0] is None:
+                return None  # not enforced: jsonschema's path says so in the log
+            tests.append(lambda v, p=bound: type(v) is not str or linear_search(p, v) is not None)
         else:
             if type(bound) is not int:
                 return None
@@ -164,8 +228,54 @@ def fast_check(schema: dict[str, Any]) -> Any:
 _MODERN: tuple[Any, ...] = (Draft6Validator, Draft7Validator, Draft201909Validator, Draft202012Validator)
 
 
+def _patterns(schema: Any) -> Iterator[tuple[str, str]]:
+    """Every regular expression in C{schema}, as (keyword, pattern)."""
+    todo = [schema]
+    while todo:  # a loop, not recursion: schemas come from backends
+        node = todo.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("pattern"), str):
+                yield "pattern", node["pattern"]
+            if isinstance(node.get("patternProperties"), dict):
+                yield from (("patternProperties", key) for key in node["patternProperties"])
+            todo.extend(node.values())
+        elif isinstance(node, list):
+            todo.extend(node)
+
+
+def _usable_patterns(name: str, schema: Any) -> bool:
+    """
+    Log each pattern of C{schema} that RE2 cannot run.  A C{pattern} is then
+    not enforced, the rest of the schema is (the backend still applies its
+    own check).  A C{patternProperties} key decides which properties a
+    subschema covers, and guessing either way could refuse valid calls:
+    then the schema is unusable (False) and the tool's arguments are not
+    checked, as for any other schema the gateway cannot use.
+    """
+    usable = True
+    for keyword, pattern in _patterns(schema):
+        why = linear_regex(pattern)[1]
+        if why is None:
+            continue
+        usable = usable and keyword == "pattern"
+        log.warn(
+            "tool {tool}: {keyword} {pattern} cannot run in linear time ({why}); {outcome}",
+            tool=name,
+            keyword=keyword,
+            pattern=pattern[:200],
+            why=why,
+            outcome="it is not enforced" if keyword == "pattern" else "the tool's arguments are not checked",
+        )
+    return usable
+
+
 class Validators:
-    """Compiled validators by tool definition (recompiled when it changes)."""
+    """
+    Compiled validators by tool definition (recompiled when it changes).
+    Regular expressions run on RE2 (see the module's docstring); one that
+    RE2 cannot run (backreferences, lookaround) is logged once per tool
+    definition and not enforced.
+    """
 
     def __init__(self) -> None:
         # The definition itself is kept (and compared with `is`): an id()
@@ -207,9 +317,13 @@ class Validators:
             return None
         cls = validator_for(schema, default=Draft202012Validator)
         try:
-            cls.check_schema(schema)
+            # No format checker: its "regex" format would compile every
+            # pattern with Python's backtracking engine; RE2 judges them below.
+            cls.check_schema(schema, format_checker=None)
         except js_exceptions.SchemaError as e:
             log.warn("tool {tool}: its inputSchema is not a valid schema ({why}); arguments are not checked", tool=name, why=e.message)
+            return None
+        if not _usable_patterns(name, schema):
             return None
         return fast_check(schema), cls(schema, registry=_REGISTRY)
 

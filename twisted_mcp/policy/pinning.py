@@ -24,9 +24,14 @@ def digest(definition: dict[str, Any]) -> str:
 
 
 def read_lock(path: str) -> dict[str, dict[str, Any]]:
-    """The pinned tools by exposed name; raises ValueError for a bad file."""
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
+    """The pinned tools by exposed name; raises ValueError for a bad file
+    (within the bounds of any configuration file, see L{config.read_file})."""
+    from twisted_mcp.config import ConfigError, parse_text, read_file
+
+    try:
+        data = parse_text(read_file(path), path)
+    except ConfigError as e:
+        raise ValueError("; ".join(e.problems)) from None
     tools = data.get("tools") if isinstance(data, dict) else None
     if not isinstance(tools, dict):
         raise ValueError(f"{path}: not a twisted-mcp lock file (no \"tools\" mapping)")
