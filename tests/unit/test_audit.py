@@ -793,3 +793,61 @@ class BatchingTests(SynchronousTestCase):
         self.assertEqual(writes, [5])
         self.assertTrue(verify(AuditConfig(sink="file", path=path)).ok)
         self.successResultOf(log.stop())
+
+
+class BoundTests(AuditTestCase):
+    """What one record stores is bounded, whatever a client sends (defect 5 of issue 9)."""
+
+    def test_boundText(self) -> None:
+        self.assertEqual(audit.bound_text("short", 256), "short")
+        long = "é" * 3000  # 6000 bytes
+        bounded = audit.bound_text(long, 256)
+        digest = hashlib.sha256(long.encode("utf-8")).hexdigest()
+        self.assertLessEqual(len(bounded.encode("utf-8")), 256)
+        self.assertTrue(bounded.startswith("éé"))
+        self.assertTrue(bounded.endswith(f"…[6000 bytes, sha256:{digest}]"), bounded)
+
+    def test_hugeToolNameStoredBounded(self) -> None:
+        """A 4 MiB tool name (in the tool and in the reason) costs about 1 KiB per field."""
+        name = "x" * (4 << 20)
+        config = self.config()
+        log = self.started(config)
+        log.record(fields(0, tool=name, decision="deny", reason=f"Unknown tool: {name!r}", principal="p" * 5000, roles=["r" * 5000]))
+        self.stopped(log)
+        [record] = read_lines(self.path)
+        size = os.path.getsize(self.path)
+        self.assertLess(size, 8 * 1024, size)
+        digest = hashlib.sha256(name.encode()).hexdigest()
+        self.assertTrue(record["tool"].endswith(f"…[{4 << 20} bytes, sha256:{digest}]"))
+        for key in ("tool", "reason", "principal"):
+            self.assertLessEqual(len(record[key].encode()), 1024, key)
+        self.assertLessEqual(len(record["roles"][0].encode()), 1024)
+        self.assertVerified(config, 1)
+
+    def test_recordArgumentsBoundedPerFieldAndPerRecord(self) -> None:
+        config = self.config(recordArguments=True, maxFieldBytes=256, maxRecordBytes=8192)
+        log = self.started(config)
+        arguments = {f"k{i}": "v" * 300 for i in range(100)}  # each value over the field bound, 30 KB in all
+        arguments["y" * 1000] = "short"
+        log.record(fields(0, arguments=arguments))
+        log.record(fields(1, arguments={"a": "b" * 1000, "token": "s3cret"}))
+        self.stopped(log)
+        first, second = read_lines(self.path)
+        self.assertTrue(first["arguments"].startswith("[omitted: "), first["arguments"][:80])
+        self.assertEqual(first["principal"], "alice")  # the small fields stay whole
+        self.assertLessEqual(len(json.dumps(first).encode()), 8192 + 200)  # + the digest added when sealed
+        self.assertLessEqual(len(second["arguments"]["a"].encode()), 256)
+        self.assertEqual(second["arguments"]["token"], REDACTED)
+        self.assertVerified(config, 2)
+
+    def test_configKeys(self) -> None:
+        problems: list[str] = []
+        config = parse_audit({"maxFieldBytes": 512, "maxRecordBytes": 16384}, "audit", "/etc", problems)
+        assert config is not None
+        self.assertEqual((config.maxFieldBytes, config.maxRecordBytes), (512, 16384))
+        self.assertEqual((AuditConfig().maxFieldBytes, AuditConfig().maxRecordBytes), (1024, 65536))
+        for bad, key in (({"maxFieldBytes": 10}, "audit.maxFieldBytes"), ({"maxRecordBytes": "big"}, "audit.maxRecordBytes"),
+                         ({"maxFieldBytes": 8192, "maxRecordBytes": 4096}, "audit.maxFieldBytes")):
+            problems = []
+            self.assertIsNone(parse_audit(bad, "audit", "/etc", problems))
+            self.assertTrue(problems and problems[0].startswith(key + ": "), problems)

@@ -76,6 +76,8 @@ DEFAULT_SQLITE = "twisted-mcp-audit.sqlite"
 TABLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # whole name (fullmatch)
 MAX_TABLE_LENGTH = 48  # PostgreSQL names are at most 63 bytes, with room for "_principal"
 SCHEMA_VERSION = 1
+MIN_FIELD_BYTES = 256  # room for a start, "…", the size and the digest
+MIN_RECORD_BYTES = 4096  # room for every field, each replaced by its digest
 REDACTED = "[REDACTED]"
 _SECRET_KEY = re.compile(
     "token|password|passwd|pwd|passphrase|secret|authorization|^auth$|apikey|accesskey|credential|privatekey|cookie|session",
@@ -107,6 +109,16 @@ class AuditConfig:
     recordArguments: bool = False
     onFailure: str = attrs.field(default="refuse", validator=attrs.validators.in_(ON_FAILURE))
     maxQueue: int = attrs.field(default=10000, validator=[attrs.validators.instance_of(int), attrs.validators.ge(1)])
+    #: The longest string any field of a record keeps (UTF-8 bytes); longer
+    #: ones keep their start, "…" and the size and SHA-256 of the whole.
+    maxFieldBytes: int = attrs.field(
+        default=1024, validator=[attrs.validators.instance_of(int), attrs.validators.ge(MIN_FIELD_BYTES)]
+    )
+    #: The most a stored record may take; beyond it its largest fields are
+    #: replaced by their size and SHA-256.
+    maxRecordBytes: int = attrs.field(
+        default=65536, validator=[attrs.validators.instance_of(int), attrs.validators.ge(MIN_RECORD_BYTES)]
+    )
 
     def describe(self) -> str:
         """Where records go, for logs and messages (never the DSN's password)."""
@@ -119,7 +131,7 @@ class AuditConfig:
         return "none"
 
 
-_AUDIT_KEYS = ("sink", "path", "dsn", "table", "recordArguments", "onFailure", "maxQueue")
+_AUDIT_KEYS = ("sink", "path", "dsn", "table", "recordArguments", "onFailure", "maxQueue", "maxFieldBytes", "maxRecordBytes")
 
 
 def parse_audit(data: Any, path: str, base_dir: str | None, problems: list[str]) -> AuditConfig | None:
@@ -198,6 +210,15 @@ def parse_audit(data: Any, path: str, base_dir: str | None, problems: list[str])
             fields["onFailure"] = value
     if "maxQueue" in spec:
         fields["maxQueue"] = check.integer(_join(path, "maxQueue"), spec["maxQueue"], 1, 10_000_000)
+    if "maxFieldBytes" in spec:
+        fields["maxFieldBytes"] = check.integer(_join(path, "maxFieldBytes"), spec["maxFieldBytes"], MIN_FIELD_BYTES, 1 << 20)
+    if "maxRecordBytes" in spec:
+        fields["maxRecordBytes"] = check.integer(_join(path, "maxRecordBytes"), spec["maxRecordBytes"], MIN_RECORD_BYTES, 64 << 20)
+    if check.problems:
+        problems.extend(check.problems)
+        return None
+    if fields.get("maxFieldBytes", 1024) > fields.get("maxRecordBytes", 65536):
+        check.problem(_join(path, "maxFieldBytes"), "must not be larger than audit.maxRecordBytes")
     if check.problems:
         problems.extend(check.problems)
         return None
@@ -257,12 +278,30 @@ def digest_arguments(arguments: Any) -> str:
     return "sha256:" + hashlib.sha256(_canonical(arguments)).hexdigest()
 
 
-def _walk(value: Any, redact: bool, sanitize: bool) -> Any:
+def bound_text(text: str, limit: int) -> str:
+    """
+    C{text} if its UTF-8 takes at most C{limit} bytes; otherwise as much of
+    its start as fits, C{"…"}, and the size and SHA-256 of the whole, so a
+    long value costs C{limit} bytes and can still be matched against the
+    original.
+    """
+    if len(text) * 4 <= limit:  # no need to encode: it fits whatever it holds
+        return text
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return text
+    tail = f"…[{len(data)} bytes, sha256:{hashlib.sha256(data).hexdigest()}]"
+    keep = max(0, limit - len(tail.encode("utf-8")))
+    return data[:keep].decode("utf-8", "ignore") + tail
+
+
+def _walk(value: Any, redact: bool, sanitize: bool, limit: int | None = None) -> Any:
     """
     Copy JSON-like data without recursion (arguments may nest as deeply as
     the JSON parser allowed).  C{redact}: hide values under secret keys.
     C{sanitize}: make every value encodable as strict JSON in UTF-8 (text
-    for non-finite numbers, lone surrogates and other types).
+    for non-finite numbers, lone surrogates and other types).  C{limit}:
+    bound every string, keys too (L{bound_text}).
     """
     root: list[Any] = [None]
     stack: list[tuple[Any, Any, Any]] = [(root, 0, value)]
@@ -278,6 +317,8 @@ def _walk(value: Any, redact: bool, sanitize: bool) -> Any:
             for k, v in item.items():
                 if sanitize:
                     k = _clean_key(k)
+                if limit is not None and type(k) is str:
+                    k = bound_text(k, limit)
                 if redact and isinstance(k, str) and _secret_key(k):
                     new[k] = REDACTED
                 else:
@@ -288,9 +329,11 @@ def _walk(value: Any, redact: bool, sanitize: bool) -> Any:
             container[key] = items
             for i, v in enumerate(item):
                 stack.append((items, i, v))
-        elif sanitize:
-            container[key] = _clean_scalar(item)
         else:
+            if sanitize:
+                item = _clean_scalar(item)
+            if limit is not None and type(item) is str:
+                item = bound_text(item, limit)
             container[key] = item
     return root[0]
 
@@ -480,19 +523,50 @@ class _Sealed(NamedTuple):
     digest: str
 
 
-def _seal(records: list[dict[str, Any]], seq: int, prev: str) -> list[_Sealed]:
-    """Give each record its place in the chain after (C{seq}, C{prev})."""
-    out = []
-    for record in records:
-        seq += 1
-        full = dict(record)
-        full["seq"] = seq
-        full["prev"] = prev
-        body, full = _encode_record(full)
-        digest = "sha256:" + hashlib.sha256(body).hexdigest()
-        out.append(_Sealed(full, body[:-1] + b',"digest":"' + digest.encode("ascii") + b'"}', seq, digest))
-        prev = digest
-    return out
+#: Fields a record always keeps whole: they are small and say where it belongs.
+_CORE_FIELDS = frozenset(("id", "time", "seq", "prev"))
+
+
+@attrs.frozen
+class _Chain:
+    """How records are sealed into the chain (in the worker thread)."""
+
+    max_record_bytes: int = 65536
+
+    def seal(self, records: list[dict[str, Any]], seq: int, prev: str) -> list[_Sealed]:
+        """Give each record its place in the chain after (C{seq}, C{prev})."""
+        out = []
+        for record in records:
+            seq += 1
+            full = dict(record)
+            full["seq"] = seq
+            full["prev"] = prev
+            body, full = self._fit(*_encode_record(full))
+            digest = "sha256:" + hashlib.sha256(body).hexdigest()
+            out.append(_Sealed(full, body[:-1] + b',"digest":"' + digest.encode("ascii") + b'"}', seq, digest))
+            prev = digest
+        return out
+
+    def _fit(self, body: bytes, record: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+        """
+        Within C{max_record_bytes}: the largest fields (recorded arguments,
+        a long list of roles...) give way to their size and digest first.
+        """
+        if len(body) <= self.max_record_bytes:
+            return body, record
+        sizes = sorted(((len(_canonical(v)), k) for k, v in record.items() if k not in _CORE_FIELDS), reverse=True)
+        fitted = dict(record)
+        excess = len(body) - self.max_record_bytes
+        for size, key in sizes:
+            if excess <= 0:
+                break
+            fitted[key] = _omitted(_canonical(record[key]))
+            excess -= size - len(fitted[key])
+        return _dumps_strict(fitted).encode("utf-8"), fitted
+
+
+def _omitted(data: bytes) -> str:
+    return f"[omitted: {len(data)} bytes, sha256:{hashlib.sha256(data).hexdigest()}]"
 
 
 def _record_digest(record: dict[str, Any]) -> str:
@@ -515,8 +589,9 @@ class _WriteFailed(Exception):
 class _FileSink:
     """JSON lines, appended: one record per line, one fsync per batch."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, chain: _Chain) -> None:
         self.path = path
+        self.chain = chain
         self._fd: int | None = None
         self._identity: tuple[int, int] | None = None
         self._regular = False
@@ -537,7 +612,7 @@ class _FileSink:
         self._landed = set()
         if skip == len(batch):
             return skip
-        sealed = _seal(batch[skip:], self._seq, self._digest)
+        sealed = self.chain.seal(batch[skip:], self._seq, self._digest)
         data = b"".join(s.line + b"\n" for s in sealed)
         fd = self._fd
         before: int | None = None
@@ -796,6 +871,7 @@ class _DatabaseSink:
     """What the SQLite and PostgreSQL sinks share: batches as transactions."""
 
     table: str
+    chain: _Chain
     _conn: Any = None
     _retry = False
 
@@ -844,9 +920,10 @@ class _DatabaseSink:
 
 
 class _SqliteSink(_DatabaseSink):
-    def __init__(self, path: str, table: str) -> None:
+    def __init__(self, path: str, table: str, chain: _Chain) -> None:
         self.path = path
         self.table = table
+        self.chain = chain
 
     def _connect(self) -> sqlite3.Connection:
         directory = os.path.dirname(os.path.abspath(self.path))
@@ -883,7 +960,7 @@ class _SqliteSink(_DatabaseSink):
                 ).fetchall(),
             )
             last = conn.execute(f'SELECT seq, digest FROM "{table}" ORDER BY seq DESC LIMIT 1').fetchone()
-            sealed = _seal(batch[skip:], *(last or (0, "")))
+            sealed = self.chain.seal(batch[skip:], *(last or (0, "")))
             conn.executemany(_insert_sql(table, "?"), [_row(s) for s in sealed])
             conn.execute("COMMIT")
         except BaseException:
@@ -896,9 +973,10 @@ class _SqliteSink(_DatabaseSink):
 
 
 class _PostgresSink(_DatabaseSink):
-    def __init__(self, dsn: str, table: str) -> None:
+    def __init__(self, dsn: str, table: str, chain: _Chain) -> None:
         self.dsn = dsn
         self.table = table
+        self.chain = chain
         # A stable 64-bit key: one schema creation at a time per table name.
         digest = hashlib.sha256(f"twisted-mcp-audit:{table}".encode()).digest()
         self._lock_key = int.from_bytes(digest[:8], "big", signed=True)
@@ -950,19 +1028,20 @@ class _PostgresSink(_DatabaseSink):
                 batch, lambda ids: conn.execute(f'SELECT id FROM "{table}" WHERE id = ANY(%s)', (ids,)).fetchall()
             )
             last = conn.execute(f'SELECT seq, digest FROM "{table}" ORDER BY seq DESC LIMIT 1').fetchone()
-            sealed = _seal(batch[skip:], *(last or (0, "")))
+            sealed = self.chain.seal(batch[skip:], *(last or (0, "")))
             with conn.cursor() as cursor:
                 cursor.executemany(_insert_sql(table, "%s"), [_row(s) for s in sealed])
         return skip
 
 
 def _make_sink(config: AuditConfig) -> Any:
+    chain = _Chain(config.maxRecordBytes)
     if config.sink == "file":
-        return _FileSink(config.path or DEFAULT_FILE)
+        return _FileSink(config.path or DEFAULT_FILE, chain)
     if config.sink == "sqlite":
-        return _SqliteSink(config.path or DEFAULT_SQLITE, config.table)
+        return _SqliteSink(config.path or DEFAULT_SQLITE, config.table, chain)
     if config.sink == "postgres":
-        return _PostgresSink(config.dsn or "", config.table)
+        return _PostgresSink(config.dsn or "", config.table, chain)
     return None
 
 
@@ -1177,19 +1256,25 @@ class AuditLog:
                 self._failures += 1
                 _log.warn("audit record after shutdown, not written: {id}", id=fields.get("id"))
                 return
-            record = dict(fields)
-            for key, value in record.items():
-                # Copy what the caller could change while the worker encodes it.
+            limit = self.config.maxFieldBytes
+            record = {}
+            for key, value in dict(fields).items():
+                # Copy what the caller could change while the worker encodes
+                # it, and bound what a client controls (names, messages...).
+                if type(key) is str:
+                    key = bound_text(key, limit)
                 kind = type(value)
-                if kind is list or kind is dict or kind is tuple:
-                    if kind is list and all(type(v) is str for v in value):
-                        record[key] = value[:]
-                    elif key != "arguments":
-                        record[key] = _walk(value, redact=False, sanitize=False)
+                if kind is str:
+                    value = bound_text(value, limit)
+                elif kind is list and all(type(v) is str and len(v) * 4 <= limit for v in value):
+                    value = value[:]  # roles: the common case, cheaply
+                elif (kind is list or kind is dict or kind is tuple) and key != "arguments":
+                    value = _walk(value, redact=False, sanitize=False, limit=limit)
+                record[key] = value
             if "arguments" in record:
                 if self.config.recordArguments:
                     try:
-                        record["arguments"] = redact(fields["arguments"])
+                        record["arguments"] = _walk(redact(fields["arguments"]), redact=False, sanitize=False, limit=limit)
                     except ValueError as e:
                         record["arguments"] = f"[not recorded: {e}]"
                 else:
