@@ -197,7 +197,7 @@ def audit_verify(args: argparse.Namespace) -> int:
         sys.stderr.write(f"cannot read the audit trail: {e}\n")
         return EX_UNAVAILABLE
     if result.ok:
-        print(f"OK: {result.records} record(s), the hash chain is intact")
+        print(f"OK: {result.message}")
         return EX_OK
     if result.unavailable:
         sys.stderr.write(f"cannot read the audit trail: {result.message}\n")

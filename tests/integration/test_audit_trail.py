@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
+import time
+import urllib.request
 
-from .conftest import bin_path, gateway_env, server
+from prometheus_client.parser import text_string_to_metric_families
+
+from .conftest import LineClient, bin_path, free_port, gateway_env, server, wait_for_path, wait_gone
 from .test_policy import call, policy_config, read_audit, start  # noqa: F401  (fixture)
 
 
@@ -35,3 +40,71 @@ def test_a_huge_tool_name_is_stored_bounded(policy_config, raw_gateway, monkeypa
     assert len(refused["reason"].encode()) <= 1024
     verify = audit_command("verify", "--config", config)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_an_audit_outage_never_drops_calls_that_ran(daemon, tmp_path):
+    """
+    The daemon's file sink fails (its path now leads to /dev/full) while a
+    client makes calls that run and calls that are refused.  Records of the
+    calls that ran are all kept (past maxQueue the gate refuses, even with
+    onFailure: allow); refusals are dropped and counted, in the metrics and,
+    once the sink is back, in a gap record that `audit verify` reports.
+    """
+    trail = tmp_path / "trail.jsonl"
+    link = tmp_path / "audit.jsonl"
+    os.symlink(trail, link)
+    sock = str(tmp_path / "gw.sock")
+    port = free_port()
+    pid, _ = daemon(
+        {"echo": server("echo_fast")},
+        f"unix:{sock}",
+        admin=f"tcp:{port}:interface=127.0.0.1",
+        extra={
+            "identity": {"principal": {"name": "tester", "roles": ["all"]}},
+            "roles": {"all": {"allow": ["*"]}},
+            "audit": {"sink": "file", "path": str(link), "onFailure": "allow", "maxQueue": 5},
+        },
+    )
+    wait_for_path(sock)
+    client = LineClient(sock)
+    client.initialize()
+    assert "result" in client.request(1, "tools/call", {"name": "echo__echo", "arguments": {"text": "before"}})
+
+    os.remove(link)
+    os.symlink("/dev/full", link)
+    ran, codes = 1, []
+    for n in range(40):
+        answer = client.request(100 + n, "tools/call", {"name": "echo__echo" if n % 2 else "nope__missing", "arguments": {"text": str(n)}})
+        if "result" in answer:
+            ran += 1
+        else:
+            codes.append(answer["error"]["code"])
+    assert -32009 in codes, codes  # fail closed once the queue is full of calls that ran
+    assert 5 <= ran < 21
+    lost = _metric(port, "twisted_mcp_audit_refusals_lost_total")
+    assert lost > 0
+
+    os.remove(link)
+    os.symlink(trail, link)
+    deadline = time.monotonic() + 20
+    while not _metric(port, "twisted_mcp_audit_queue_depth") == 0:
+        assert time.monotonic() < deadline, "the audit queue was never written"
+        time.sleep(0.1)
+    assert "result" in client.request(2, "tools/call", {"name": "echo__echo", "arguments": {"text": "after"}})
+    client.close()
+    os.kill(pid, signal.SIGTERM)
+    wait_gone({pid})
+
+    records = read_audit(trail)
+    assert sum(1 for r in records if r.get("outcome") == "ok") == ran + 1
+    gaps = [r for r in records if r.get("method") == "audit/gap"]
+    assert sum(g["lost"] for g in gaps) == lost
+    verify = audit_command("verify", "--config", str(tmp_path / "gateway.yaml"))
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert f"{int(lost)} record(s) of refused calls were dropped" in verify.stdout
+
+
+def _metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=15) as r:
+        text = r.read().decode()
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)

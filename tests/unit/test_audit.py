@@ -527,41 +527,76 @@ class FailureTests(AuditTestCase):
         os.symlink(target, self.link)
 
     def test_diskFullAndRecovery(self) -> None:
-        config = self.config(path=self.link, maxQueue=3)
+        """Records of calls that ran are never dropped: the queue outgrows maxQueue and the gate refuses calls."""
+        config = self.config(path=self.link, maxQueue=3, onFailure="allow")
         with capturedLogs() as events:
             log = self.started(config)
             self.assertTrue(log.healthy)  # /dev/full opens fine
             log.record(fields(0))
             self.assertEqual((log.healthy, log.queue_depth, log.failures), (False, 1, 0))
+            self.assertFalse(log.refuses_calls)  # onFailure: allow
             self.assertEqual(len(self.clock.getDelayedCalls()), 1)
             for n in range(1, 5):
                 log.record(fields(n))
-            self.assertEqual((log.healthy, log.queue_depth, log.failures), (False, 3, 2))
+            self.assertEqual((log.healthy, log.queue_depth, log.failures), (False, 5, 0))
+            self.assertTrue(log.refuses_calls)  # full of calls that ran: fail closed, even with onFailure: allow
             self.clock.advance(1)  # still full
             self.assertFalse(log.healthy)
             self.point(self.path)
             self.clock.advance(1)
-        self.assertEqual((log.healthy, log.queue_depth, log.failures), (True, 0, 2))
+        self.assertEqual((log.healthy, log.queue_depth, log.failures, log.refuses_calls), (True, 0, 0, False))
         messages = [formatEvent(e) for e in events]
         failed = [m for m in messages if "failed: No space left on device" in m]
         self.assertEqual(len(failed), 1, messages)  # once, not on every retry
-        self.assertTrue(any("dropping the oldest" in m for m in messages))
-        self.assertTrue(any("writing again; 2 record(s) could not be written" in m for m in messages), messages)
         log.record(fields(5))
         self.stopped(log)
-        self.assertChain(read_lines(self.path), ["req-2", "req-3", "req-4", "req-5"])
-        self.assertVerified(self.config(), 4)
+        self.assertChain(read_lines(self.path), [f"req-{n}" for n in range(6)])
+        self.assertVerified(self.config(), 6)
+
+    def test_refusalsNeverCrowdOutCallsThatRan(self) -> None:
+        """
+        During an outage refusals fill the queue; each record of a call that
+        ran then pushes out the oldest refusal, the refusals dropped are
+        counted and written, once the sink is back, as one gap record that
+        verify reports.
+        """
+        config = self.config(path=self.link, maxQueue=3)
+        with capturedLogs() as events:
+            log = self.started(config)
+            log.record(fields(0))  # ran
+            self.assertTrue(log.refuses_calls)  # onFailure: refuse, and the sink fails
+            for n in range(1, 6):
+                log.record(fields(n, decision="deny", error_code=-32009, outcome=None))
+            log.record(fields(6))  # a call that was in flight finishes
+            log.record(fields(7, decision="deny", error_code=-32004, outcome=None))
+        self.assertEqual((log.queue_depth, log.failures, log.refusals_lost), (3, 5, 5))
+        self.assertTrue(any("dropping records of refused calls" in formatEvent(e) for e in events))
+        self.point(self.path)
+        self.clock.advance(1)
+        self.assertEqual((log.healthy, log.queue_depth, log.refuses_calls), (True, 0, False))
+        self.stopped(log)
+        records = read_lines(self.path)
+        self.assertEqual([r["id"] for r in records[1:]], ["req-0", "req-6", "req-7"])  # the oldest refusals went
+        gap = records[0]
+        self.assertEqual((gap["method"], gap["lost"], gap["lostByCode"]), ("audit/gap", 5, {"-32009": 5}))
+        self.assertEqual((gap["firstLostTime"], gap["lastLostTime"]), (fields(1)["time"], fields(5)["time"]))
+        result = verify(self.config())
+        self.assertTrue(result.ok)
+        self.assertEqual(result.lost, 5)
+        self.assertIn("5 record(s) of refused calls were dropped", result.message)
+        self.assertIn("seq 1", result.message)
 
     def test_overflowKeepsTheBatchBeingWritten(self) -> None:
-        """A full queue drops the oldest record not being written: the batch in flight stays whole."""
+        """A full queue drops the oldest refusal not being written: the batch in flight stays whole."""
         self.threads.paused = True
         log = AuditLog(self.config(path=self.link, maxQueue=3), self.clock, self.threads)
         log.start()
         self.threads.pump()
-        log.record(fields(0))  # in flight (to /dev/full)
+        refused = {"decision": "deny", "outcome": None, "error_code": -32004}
+        log.record(fields(0, **refused))  # in flight (to /dev/full)
         self.assertTrue(log.healthy)
         for n in range(1, 4):
-            log.record(fields(n))
+            log.record(fields(n, **refused))
         self.assertEqual((log.queue_depth, log.failures, log.healthy), (3, 1, False))  # full is unhealthy
         self.threads.pump()  # the write fails: req-0 stays queued
         self.point(self.path)
@@ -569,7 +604,8 @@ class FailureTests(AuditTestCase):
         self.threads.pump()
         self.assertTrue(log.healthy)
         self.stopped(log)
-        self.assertChain(read_lines(self.path), ["req-0", "req-2", "req-3"])
+        records = read_lines(self.path)
+        self.assertEqual([r.get("lost") for r in records[:1]] + [r["id"] for r in records[1:]], [1, "req-0", "req-2", "req-3"])
 
     def test_failureAfterGoodWritesKeepsTheChain(self) -> None:
         good = os.path.join(self.directory, "good.jsonl")

@@ -1100,6 +1100,46 @@ class SynchronousThreads:
 
 # -- the audit log ------------------------------------------------------------------
 
+GAP_METHOD = "audit/gap"
+
+
+def _must_keep(record: dict[str, Any]) -> bool:
+    """Whether a queued record may never be dropped: all but refusals."""
+    return record.get("decision") != "deny"
+
+
+class _Gap:
+    """Refusals dropped while the queue was full, until a gap record reports them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: Any = None
+        self.last: Any = None
+        self.codes: dict[str, int] = {}
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.count += 1
+        when = record.get("time")
+        if self.first is None:
+            self.first = when
+        self.last = when
+        code = str(record.get("error_code"))
+        self.codes[code] = self.codes.get(code, 0) + 1
+
+    def record(self, id: str, now: float) -> dict[str, Any]:
+        return {
+            "id": id,
+            "time": now,
+            "method": GAP_METHOD,
+            "decision": "gap",
+            "reason": f"{self.count} record(s) of refused calls were dropped while the audit sink could not be written",
+            "lost": self.count,
+            "lostByCode": dict(sorted(self.codes.items())),
+            "firstLostTime": self.first,
+            "lastLostTime": self.last,
+        }
+
+
 
 class AuditLog:
     """
@@ -1146,6 +1186,12 @@ class AuditLog:
         self._failures = 0
         self._lost = 0  # dropped since the sink last worked, for the recovery message
         self._dropping = False
+        #: Queued records that must never be dropped: those of calls that
+        #: ran (or of anything but a refusal), and gap records.
+        self._kept = 0
+        self._gap = _Gap()  # refusals dropped, not yet in a gap record
+        self._gap_record: dict[str, Any] | None = None  # the gap record being written
+        self._refusals_lost = 0
         self._waiters: list[tuple[Callable[[], bool], Deferred[bool]]] = []
 
     # -- what the pipeline reads
@@ -1160,9 +1206,28 @@ class AuditLog:
         return not (self._busy and self._clock.seconds() - self._busy_since > self.STALL_AFTER)
 
     @property
+    def refuses_calls(self) -> bool:
+        """
+        Whether the gate must refuse new calls: the trail cannot be written
+        and C{onFailure} is C{refuse}, or, whatever C{onFailure}, the queue
+        holds C{maxQueue} records of calls that ran.  Those are never
+        dropped, so a call that could not be recorded is not let through.
+        """
+        if self._sink is None:
+            return False
+        if self._kept >= self.config.maxQueue:
+            return True
+        return self.config.onFailure == "refuse" and not self.healthy
+
+    @property
     def failures(self) -> int:
         """Records that could not be written, since start (they are lost)."""
         return self._failures
+
+    @property
+    def refusals_lost(self) -> int:
+        """Records of refused calls dropped while the queue was full, since start."""
+        return self._refusals_lost
 
     @property
     def queue_depth(self) -> int:
@@ -1211,21 +1276,25 @@ class AuditLog:
         if self._retry_call is not None:
             self._retry_call.cancel()
             self._retry_call = None
-        if self._queue:
+        if self._unwritten():
             self._flush()
-        await self._wait(lambda: not self._queue, self.STOP_TIMEOUT)
+        await self._wait(lambda: not self._unwritten(), self.STOP_TIMEOUT)
         if self._retry_call is not None:
             self._retry_call.cancel()
             self._retry_call = None
-        if self._queue:
+        if self._unwritten():
             left = len(self._queue)
             self._failures += left
             _log.error(
-                "{count} audit record(s) could not be written to {where} before shutdown",
+                "{count} audit record(s) could not be written to {where} before shutdown ({kept} of them of "
+                "calls that ran), nor the count of {refusals} refusal(s) dropped before",
                 count=left,
+                kept=self._kept,
+                refusals=self._gap.count + (self._gap_record or {}).get("lost", 0),
                 where=self._where,
             )
             self._queue.clear()
+            self._kept = 0
         self._closed = True
         idle = not self._busy
         if idle:
@@ -1288,8 +1357,10 @@ class AuditLog:
             if "time" not in record:
                 record["time"] = self._clock.seconds()
             self._queue.append(record)
+            if _must_keep(record):
+                self._kept += 1
             if len(self._queue) > self.config.maxQueue:
-                self._drop_one()
+                self._make_room()
             if not self._busy and self._retry_call is None and self._started and self._batch_call is None:
                 if self.BATCH_DELAY:
                     self._batch_call = self._clock.callLater(self.BATCH_DELAY, self._batch_due)
@@ -1299,18 +1370,30 @@ class AuditLog:
             self._failures += 1
             _log.failure("an audit record could not be queued")
 
-    def _drop_one(self) -> None:
-        index = self._inflight if self._busy else 0
-        if index < len(self._queue):
-            del self._queue[index]
-        else:  # everything queued is being written: drop the newcomer
-            self._queue.pop()
+    def _make_room(self) -> None:
+        """
+        The queue is over C{maxQueue}: drop a refusal, never the record of a
+        call that ran.  The oldest refusal not being written goes (the one
+        just queued if it is the only one); with none queued the queue grows
+        past its bound by the calls that were in flight, and the gate
+        refuses new calls (L{refuses_calls}).
+        """
+        start = self._inflight if self._busy else 0
+        for index in range(start, len(self._queue)):
+            if not _must_keep(self._queue[index]):
+                self._gap.add(self._queue[index])
+                del self._queue[index]
+                break
+        else:
+            return
         self._failures += 1
         self._lost += 1
+        self._refusals_lost += 1
         if not self._dropping:
             self._dropping = True
             _log.error(
-                "audit queue is full ({max} records): dropping the oldest until {where} can be written again",
+                "audit queue is full ({max} records): dropping records of refused calls (counted, and written as "
+                "a gap record) until {where} can be written again; records of calls that ran are kept",
                 max=self.config.maxQueue,
                 where=self._where,
             )
@@ -1330,12 +1413,16 @@ class AuditLog:
             self._batch_call = None
         if self._busy or self._closed or self._retry_call is not None:
             return
-        if not self._queue and not self._need_open:
+        if self._gap_record is None and self._gap.count:
+            self._gap_record, self._gap = self._gap.record(uuid.uuid4().hex, self._clock.seconds()), _Gap()
+        if not self._queue and not self._need_open and self._gap_record is None:
             return
-        batch = list(self._queue)
+        # The gap record goes first: it reports refusals dropped before the
+        # records now queued could be written.
+        batch = ([self._gap_record] if self._gap_record is not None else []) + list(self._queue)
         self._busy = True
         self._busy_since = self._clock.seconds()
-        self._inflight = len(batch)
+        self._inflight = len(self._queue)
         d = self._submit(self._write, batch)
         d.addCallbacks(self._written, self._failed)
         d.addErrback(lambda f: _log.failure("audit bookkeeping failed", f))
@@ -1354,13 +1441,13 @@ class AuditLog:
         self._inflight = 0
         if self._closed:
             return
-        for _ in range(min(count, len(self._queue))):
-            self._queue.popleft()
+        self._pop_written(count)
         self._need_open = False
         if not self._healthy:
             self._healthy = True
             _log.info(
-                "audit sink {where} is writing again; {lost} record(s) could not be written while it was failing",
+                "audit sink {where} is writing again; {lost} record(s) of refused calls were dropped while it was "
+                "failing (counted in a gap record)",
                 where=self._where,
                 lost=self._lost,
             )
@@ -1368,7 +1455,7 @@ class AuditLog:
         self._error = None
         self._dropping = False
         self._check_waiters()
-        if self._queue:
+        if self._unwritten():
             if self.BATCH_DELAY and len(self._queue) < 1000 and not self._stopping:
                 # Gather the next batch too: one thread hop and one fsync per
                 # BATCH_DELAY under load, not one per call.
@@ -1385,8 +1472,7 @@ class AuditLog:
         problem = failure.value
         cause = problem.cause if isinstance(problem, _WriteFailed) else problem
         stored = problem.stored if isinstance(problem, _WriteFailed) else 0
-        for _ in range(min(stored, len(self._queue))):
-            self._queue.popleft()
+        self._pop_written(stored)
         self._need_open = True
         error = _one_line(cause)
         if self._healthy or error != self._error:
@@ -1408,6 +1494,18 @@ class AuditLog:
     def _retry(self) -> None:
         self._retry_call = None
         self._flush()
+
+    def _unwritten(self) -> bool:
+        return bool(self._queue) or self._gap_record is not None or self._gap.count > 0
+
+    def _pop_written(self, count: int) -> None:
+        """The first C{count} records of the batch were stored."""
+        if count and self._gap_record is not None:
+            self._gap_record = None
+            count -= 1
+        for _ in range(min(count, len(self._queue))):
+            if _must_keep(self._queue.popleft()):
+                self._kept -= 1
 
     # -- waiting, bounded
 
@@ -1451,6 +1549,8 @@ class VerifyResult:
     message: str
     #: The trail could not be read at all (no file, database down).
     unavailable: bool = False
+    #: Records of refused calls dropped during outages, as the gap records say.
+    lost: int = 0
 
 
 @attrs.frozen
@@ -1502,6 +1602,7 @@ def _file_entries(lines: Iterable[bytes]) -> Iterator[_Entry]:
 
 def _check_chain(entries: Iterable[_Entry], per_line: bool) -> VerifyResult:
     good = 0
+    gaps: list[tuple[int, int]] = []  # (seq, records lost) of each gap record
     last_seq, last_digest = 0, ""
     it = iter(entries)
     current = next(it, None)
@@ -1545,10 +1646,17 @@ def _check_chain(entries: Iterable[_Entry], per_line: bool) -> VerifyResult:
             return bad("prev does not match the digest of the record before it (a record was replaced)")
         good += 1
         last_seq, last_digest = seq, record["digest"]
+        if record.get("method") == GAP_METHOD and type(record.get("lost")) is int:
+            gaps.append((seq, record["lost"]))
         current = following
     if good == 0:
         return VerifyResult(True, 0, None, "no records yet")
-    return VerifyResult(True, good, None, f"{good} record(s), seq 1 to {last_seq}: the hash chain is intact")
+    message = f"{good} record(s), seq 1 to {last_seq}: the hash chain is intact"
+    lost = sum(n for _, n in gaps)
+    if gaps:
+        where = ", ".join(str(seq) for seq, _ in gaps)
+        message += f"; {lost} record(s) of refused calls were dropped while the sink failed (gap records at seq {where})"
+    return VerifyResult(True, good, None, message, lost=lost)
 
 
 def _row_entries(rows: Iterable[tuple[Any, ...]]) -> Iterator[_Entry]:
