@@ -4,6 +4,8 @@ The C{twisted-mcp} command: operations beside the gateway itself.
     twisted-mcp check-config FILE            validate a configuration (exit 0 or 78)
     twisted-mcp pin --config FILE            approve the current tool definitions
     twisted-mcp audit verify --config FILE   check the audit trail's hash chain
+    twisted-mcp audit init-db --config FILE [--dsn DSN] [--grant ROLE] [--print]
+                                             create the PostgreSQL audit tables
     twisted-mcp connect ENDPOINT             bridge stdin/stdout to a gateway's socket
     twisted-mcp import SOURCE [--from FORMAT] [--project PATH] [-o OUT] [--force]
                                              turn a client's MCP config (Claude Desktop,
@@ -204,6 +206,34 @@ def audit_verify(args: argparse.Namespace) -> int:
         return EX_UNAVAILABLE
     print(f"BROKEN after {result.records} good record(s): {result.message}")
     return EX_DATAERR
+
+
+def audit_init_db(args: argparse.Namespace) -> int:
+    """Create the PostgreSQL audit tables and grant the gateway's role INSERT and SELECT only."""
+    from twisted_mcp.policy.audit import _safe_dsn, init_postgres, postgres_setup_sql
+
+    config = _load(args.config)
+    audit = config.audit
+    if audit is None or audit.sink != "postgres":
+        sys.stderr.write(f"{args.config}: the audit sink is not postgres (the file and sqlite sinks need no setup)\n")
+        return EX_CONFIG
+    try:
+        statements = postgres_setup_sql(audit.table, args.grant)
+    except ValueError as e:
+        sys.stderr.write(f"--grant: {e}\n")
+        return EX_USAGE
+    if args.print_sql:
+        print(";\n".join(statements) + ";")
+        return EX_OK
+    dsn = args.dsn or audit.dsn or ""
+    try:
+        init_postgres(dsn, audit.table, args.grant)
+    except Exception as e:
+        sys.stderr.write(f"cannot set up table {audit.table} in {_safe_dsn(dsn)}: {' '.join(str(e).split())}\n")
+        return EX_UNAVAILABLE
+    granted = f"; {args.grant} may INSERT and SELECT, nothing else" if args.grant else ""
+    print(f"table {audit.table} is ready in {_safe_dsn(dsn)}{granted}")
+    return EX_OK
 
 
 def connect(args: argparse.Namespace) -> int:
@@ -897,6 +927,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     v.add_argument("--config", "-c", required=True, help="the gateway's configuration file")
     v.set_defaults(func=audit_verify)
+    i = asub.add_parser(
+        "init-db",
+        help="create the PostgreSQL audit tables (a privileged, one-time step)",
+        description="Create (or migrate) the tables of the postgres audit sink, as a role that may create "
+        "tables, and with --grant give the gateway's role INSERT and SELECT on them and nothing else, so "
+        "the gateway can add to its trail but never change or erase it. The gateway itself never creates "
+        "or alters them.",
+    )
+    i.add_argument("--config", "-c", required=True, help="the gateway's configuration file")
+    i.add_argument("--dsn", help="connect as this (privileged) role instead of the config's audit.dsn")
+    i.add_argument("--grant", metavar="ROLE", help="the gateway's role: grant it INSERT and SELECT only")
+    i.add_argument("--print", dest="print_sql", action="store_true", help="print the SQL instead of running it")
+    i.set_defaults(func=audit_init_db)
     k = sub.add_parser(
         "check-config",
         help="validate a configuration file without starting anything",

@@ -972,14 +972,68 @@ class _SqliteSink(_DatabaseSink):
         return skip
 
 
+def _lock_key(table: str) -> int:
+    """A stable 64-bit advisory lock key per table: its writers (and its setup) take turns."""
+    digest = hashlib.sha256(f"twisted-mcp-audit:{table}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+ROLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")  # whole name (fullmatch): written into SQL
+
+
+def postgres_setup_sql(table: str, writer: str | None = None) -> list[str]:
+    """
+    The SQL that creates a trail's tables in PostgreSQL, run once by a role
+    that may create tables (C{twisted-mcp audit init-db}).  With C{writer},
+    that role (the gateway's) gets INSERT and SELECT on them and nothing
+    else: it can add to the trail and read it, never change or erase it.
+    """
+    if writer is not None and not ROLE_RE.fullmatch(writer):
+        raise ValueError(f"not a role name this command accepts (letters, digits and _): {writer!r}")
+    statements = _schema("postgres", table) + [
+        f'INSERT INTO "{table}_schema" (version) SELECT {SCHEMA_VERSION} WHERE NOT EXISTS (SELECT 1 FROM "{table}_schema")'
+    ]
+    if writer is not None:
+        statements += [
+            f'REVOKE ALL ON "{table}", "{table}_schema" FROM "{writer}"',
+            f'GRANT SELECT, INSERT ON "{table}", "{table}_schema" TO "{writer}"',
+        ]
+    return statements
+
+
+def init_postgres(dsn: str, table: str, writer: str | None = None) -> None:
+    """Create (or migrate) a trail's tables and grant C{writer} INSERT and SELECT (see L{postgres_setup_sql})."""
+    import psycopg
+
+    statements = postgres_setup_sql(table, writer)
+    with psycopg.connect(dsn, connect_timeout=10, autocommit=True) as conn:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(table),))
+            schema = _schema("postgres", table)
+            for statement in schema:
+                conn.execute(statement)
+            versions = [row[0] for row in conn.execute(f'SELECT version FROM "{table}_schema"')]
+            if _migrate(versions, table, conn.execute):
+                conn.execute(f'DELETE FROM "{table}_schema"')
+                conn.execute(f'INSERT INTO "{table}_schema" (version) VALUES (%s)', (SCHEMA_VERSION,))
+            for statement in statements[len(schema) + 1 :]:  # the grants
+                conn.execute(statement)
+
+
 class _PostgresSink(_DatabaseSink):
+    """
+    Needs only INSERT and SELECT on its tables (created beforehand by
+    C{twisted-mcp audit init-db}).  Several gateways may write one table:
+    they take turns under a transaction-level advisory lock, so the table
+    holds one chain.
+    """
+
     def __init__(self, dsn: str, table: str, chain: _Chain) -> None:
         self.dsn = dsn
         self.table = table
         self.chain = chain
-        # A stable 64-bit key: one schema creation at a time per table name.
-        digest = hashlib.sha256(f"twisted-mcp-audit:{table}".encode()).digest()
-        self._lock_key = int.from_bytes(digest[:8], "big", signed=True)
+        self._lock_key = _lock_key(table)
+        self._warned = False
 
     def _connect(self) -> Any:
         import psycopg
@@ -1000,18 +1054,37 @@ class _PostgresSink(_DatabaseSink):
         extra: dict[str, Any] = {k: v for k, v in defaults.items() if k not in params}
         conn = psycopg.connect(self.dsn, autocommit=True, **extra)
         try:
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
-                for statement in _schema("postgres", self.table):
-                    conn.execute(statement)
-                versions = [row[0] for row in conn.execute(f'SELECT version FROM "{self.table}_schema"')]
-                if _migrate(versions, self.table, conn.execute):
-                    conn.execute(f'DELETE FROM "{self.table}_schema"')
-                    conn.execute(f'INSERT INTO "{self.table}_schema" (version) VALUES (%s)', (SCHEMA_VERSION,))
+            self._check_schema(conn)
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def _check_schema(self, conn: Any) -> None:
+        """The tables exist at this gateway's schema version (the gateway never creates or alters them)."""
+        table = self.table
+        setup = "run `twisted-mcp audit init-db --config FILE` once, as a role that may create tables"
+        found = conn.execute("SELECT to_regclass(%s), to_regclass(%s)", (f'"{table}"', f'"{table}_schema"')).fetchone()
+        if found is None or None in found:
+            raise RuntimeError(f"table {table} does not exist in {_safe_dsn(self.dsn)}: {setup}")
+        versions = [row[0] for row in conn.execute(f'SELECT version FROM "{table}_schema"')]
+        if max(versions, default=None) != SCHEMA_VERSION:
+            raise RuntimeError(
+                f"table {table} has schema version {max(versions, default='none')}, this gateway writes "
+                f"version {SCHEMA_VERSION}: {setup}"
+            )
+        erasable = conn.execute(
+            "SELECT has_table_privilege(%s, 'UPDATE') OR has_table_privilege(%s, 'DELETE') "
+            "OR has_table_privilege(%s, 'TRUNCATE')",
+            (f'"{table}"',) * 3,
+        ).fetchone()
+        if erasable and erasable[0] and not self._warned:
+            self._warned = True
+            _log.warn(
+                "the gateway's PostgreSQL role may change or erase the audit table {table}: grant it only INSERT "
+                "and SELECT (twisted-mcp audit init-db --grant ROLE)",
+                table=table,
+            )
 
     def write(self, batch: list[dict[str, Any]]) -> int:
         if self._conn is not None and (self._conn.closed or self._conn.broken):
@@ -1022,8 +1095,9 @@ class _PostgresSink(_DatabaseSink):
         conn = self._conn
         table = self.table
         with conn.transaction():
-            # Writers take turns (readers are not blocked): one chain per table.
-            conn.execute(f'LOCK TABLE "{table}" IN SHARE ROW EXCLUSIVE MODE')
+            # Writers take turns (readers are not blocked), holding the lock
+            # until commit: one chain per table, and no privilege beyond INSERT.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
             skip = self._already_stored(
                 batch, lambda ids: conn.execute(f'SELECT id FROM "{table}" WHERE id = ANY(%s)', (ids,)).fetchall()
             )
