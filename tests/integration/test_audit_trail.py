@@ -7,6 +7,7 @@ to records while the sink fails.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import LineClient, bin_path, free_port, gateway_env, server, wait_for_path, wait_gone
+from .conftest import LineClient, bin_path, free_port, gateway_argv, gateway_env, server, wait_for_path, wait_gone
 from .test_policy import call, policy_config, read_audit, start  # noqa: F401  (fixture)
 
 
@@ -108,3 +109,65 @@ def _metric(port: int, name: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=15) as r:
         text = r.read().decode()
     return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
+
+
+def test_a_keyed_trail_and_its_checkpoint_catch_what_the_plain_chain_cannot(policy_config, raw_gateway, monkeypatch, tmp_path):
+    """
+    The gateway writes an HMAC chain with the key of audit.keyFile; `audit
+    checkpoint` signs its head.  Records rewritten with recomputed hashes,
+    a cut tail and an emptied trail are all caught; the key shows nowhere.
+    """
+    secret = "audit-key-" + "7" * 30
+    key_file = tmp_path / "audit.key"
+    key_file.write_text(secret + "\n")
+    path = tmp_path / "audit.jsonl"
+    config = policy_config({"echo": server("echo_fast")}, audit={"sink": "file", "path": str(path), "keyFile": str(key_file)})
+    port = free_port()
+    monkeypatch.setenv("TEST_JWT_SECRET", "unused")
+    gw = raw_gateway(config, argv=gateway_argv(config) + ["--admin", f"tcp:{port}:interface=127.0.0.1"])
+    gw.initialize()
+    for i in range(5):
+        assert "result" in call(gw, "echo__echo", {"text": str(i)})
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status?format=json", timeout=15) as r:
+        status = r.read().decode()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=15) as r:
+        metrics = r.read().decode()
+    gw.close_stdin()
+    assert gw.wait(30) == 0
+    for text in (status, metrics, gw.stderr_text(), path.read_text()):
+        assert secret not in text
+
+    records = read_audit(path)
+    assert all(r["digest"].startswith("hmac-sha256:") for r in records)
+    checkpoint = tmp_path / "checkpoint.json"
+    made = audit_command("checkpoint", "--config", config, "-o", str(checkpoint))
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert secret not in checkpoint.read_text() + made.stdout + made.stderr
+    verified = audit_command("verify", "--config", config, "--checkpoint", str(checkpoint))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert f"still holds seq {len(records)}" in verified.stdout
+
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-2]))  # the tail cut: the chain alone is still intact
+    assert audit_command("verify", "--config", config).returncode == 0
+    cut = audit_command("verify", "--config", config, "--checkpoint", str(checkpoint))
+    assert cut.returncode == 65 and "records were cut" in cut.stdout, cut.stdout + cut.stderr
+    path.write_text("")
+    emptied = audit_command("verify", "--config", config, "--checkpoint", str(checkpoint))
+    assert emptied.returncode == 65 and f"ends at seq 0, but the checkpoint vouches for seq {len(records)}" in emptied.stdout
+
+    # Rewritten by someone who can write the file but lacks the key: every hash recomputed.
+    records[1]["principal"] = "mallory"
+    prev = ""
+    with open(path, "w") as f:
+        for seq, record in enumerate(records, 1):
+            body = {k: v for k, v in record.items() if k != "digest"}
+            body.update(seq=seq, prev=prev)
+            prev = "sha256:" + hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+            f.write(json.dumps({**body, "digest": prev}) + "\n")
+    rewritten = audit_command("verify", "--config", config)
+    assert rewritten.returncode == 65 and "is keyed" in rewritten.stdout, rewritten.stdout + rewritten.stderr
+
+    key_file.write_text("short")
+    bad = subprocess.run([bin_path("twisted-mcp"), "check-config", config], capture_output=True, text=True, timeout=60, env=gateway_env())
+    assert bad.returncode == 78 and "audit.keyFile: the key is 5 byte(s)" in bad.stderr + bad.stdout

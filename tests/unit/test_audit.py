@@ -25,7 +25,7 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp.policy import audit
+from twisted_mcp.policy import audit, audit_keys
 from twisted_mcp.policy.audit import (
     REDACTED,
     AuditConfig,
@@ -887,3 +887,179 @@ class BoundTests(AuditTestCase):
             problems = []
             self.assertIsNone(parse_audit(bad, "audit", "/etc", problems))
             self.assertTrue(problems and problems[0].startswith(key + ": "), problems)
+
+
+KEY = b"k" * 32
+
+
+def rechain(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What someone who can write the trail but lacks the key can do: renumber and recompute every digest."""
+    out, prev = [], ""
+    for seq, record in enumerate(records, 1):
+        body = {k: v for k, v in record.items() if k != "digest"}
+        body.update(seq=seq, prev=prev)
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        prev = "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+        out.append({**body, "digest": prev})
+    return out
+
+
+def write_lines(path: str, records: list[dict[str, Any]]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
+class KeyedChainTests(AuditTestCase):
+    """Tampering by someone who can write the trail but does not hold the key (defect 4 of issue 9)."""
+
+    def keyed(self, count: int, **kw: Any) -> tuple[AuditConfig, list[dict[str, Any]]]:
+        config = self.config(key=KEY, keySource="test", **kw)
+        log = self.started(config)
+        for n in range(count):
+            log.record(fields(n))
+        self.stopped(log)
+        return config, read_lines(self.path) if config.sink == "file" else []
+
+    def assertBroken(self, result: VerifyResult, *words: str) -> None:
+        self.assertFalse(result.ok, result)
+        for word in words:
+            self.assertIn(word, result.message)
+
+    def test_keyedDigests(self) -> None:
+        config, records = self.keyed(3)
+        self.assertTrue(all(r["digest"].startswith("hmac-sha256:") for r in records))
+        result = verify(config)
+        self.assertEqual((result.ok, result.records, result.head), (True, 3, (3, records[-1]["digest"])))
+        self.assertBroken(verify(self.config()), "no key was given")
+        self.assertBroken(verify(self.config(key=b"another key, 16+ bytes")), "the key is not the one")
+
+    def test_rewrittenWithRecomputedHashesIsCaught(self) -> None:
+        config, records = self.keyed(4)
+        records[1]["principal"] = "mallory"
+        write_lines(self.path, rechain(records))
+        self.assertTrue(verify(self.config()).ok)  # the plain chain of old could not tell
+        self.assertBroken(verify(config), "none of the 4 record(s) is keyed")
+
+    def test_deletedOrInsertedRecordIsCaught(self) -> None:
+        config, records = self.keyed(4)
+        original = [dict(r) for r in records]
+        # Keep the keyed records, renumbered: their HMACs no longer match.
+        del records[1]
+        for seq, record in enumerate(records, 1):
+            record["seq"] = seq
+        write_lines(self.path, records)
+        self.assertBroken(verify(config), "line 2 (seq 2)", "the record was modified")
+        # A forged record slipped in after seq 2, chained as well as one can without the key.
+        forged = {**original[1], "id": "forged", "seq": 3, "prev": original[1]["digest"]}
+        forged["digest"] = audit._record_digest({k: v for k, v in forged.items() if k != "digest"})
+        write_lines(self.path, original[:2] + [forged])
+        self.assertBroken(verify(config), "line 3 (seq 3)", "an unkeyed record after keyed ones")
+
+    def test_cutTailAndEmptiedTrailCaughtByACheckpoint(self) -> None:
+        config, records = self.keyed(5)
+        result = verify(config)
+        assert result.head is not None
+        checkpoint = json.dumps(audit_keys.make_checkpoint(*result.head, config.describe(), 1.0, KEY)).encode()
+        ok = verify(config, checkpoint)
+        self.assertTrue(ok.ok, ok)
+        self.assertIn("still holds seq 5", ok.message)
+
+        write_lines(self.path, records[:3])  # the tail cut off: the chain itself is intact
+        self.assertTrue(verify(config).ok)
+        self.assertBroken(verify(config, checkpoint), "ends at seq 3", "seq 5", "cut")
+        write_lines(self.path, [])
+        self.assertBroken(verify(config, checkpoint), "ends at seq 0")
+
+        write_lines(self.path, records)
+        forged = json.loads(checkpoint)
+        forged["seq"] = 3
+        self.assertBroken(verify(config, json.dumps(forged).encode()), "cannot be trusted", "signature does not match")
+        other = json.dumps(audit_keys.make_checkpoint(5, records[-1]["digest"], "x", 1.0, b"another key, 16+ bytes")).encode()
+        self.assertBroken(verify(config, other), "signature does not match")
+        self.assertBroken(verify(self.config(), checkpoint), "none is configured")
+
+    def test_sqliteKeyed(self) -> None:
+        config, _ = self.keyed(3, sink="sqlite", path=os.path.join(self.directory, "a.db"))
+        self.assertTrue(verify(config).ok)
+        conn = sqlite3.connect(config.path)
+        rows = conn.execute("SELECT seq, record FROM twisted_mcp_audit ORDER BY seq").fetchall()
+        records = rechain([json.loads(r[1]) for r in rows])
+        conn.execute("DELETE FROM twisted_mcp_audit")
+        conn.executemany(
+            "INSERT INTO twisted_mcp_audit (seq, prev, digest, record, id, principal, roles, session, method, tool, backend, "
+            "decision, outcome, latency_ms, result_bytes, arguments_digest, time) VALUES "
+            "(?, ?, ?, ?, ?, ?, '[\"dev\"]', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (r["seq"], r["prev"], r["digest"], json.dumps(r, sort_keys=True, separators=(",", ":")), r["id"], r["principal"],
+                 r["session"], r["method"], r["tool"], r["backend"], r["decision"], r["outcome"], r["latency_ms"],
+                 r["result_bytes"], r["arguments_digest"], r["time"])
+                for r in records
+            ],
+        )
+        conn.commit()
+        conn.close()
+        self.assertTrue(verify(self.config(sink="sqlite", path=config.path)).ok)
+        self.assertBroken(verify(config), "none of the 3 record(s) is keyed")
+
+    def test_anOldUnkeyedTrailGoesOnKeyed(self) -> None:
+        """A trail written before the key stays verifiable; once keyed records follow, they protect it too."""
+        old = self.started(self.config())
+        old.record(fields(0))
+        old.record(fields(1))
+        self.stopped(old)
+        self.assertTrue(verify(self.config()).ok)
+        config = self.config(key=KEY, keySource="test")
+        self.assertBroken(verify(config), "has not written since the key was configured")
+        log = self.started(config)
+        log.record(fields(2))
+        self.stopped(log)
+        result = verify(config)
+        self.assertTrue(result.ok, result)
+        self.assertIn("records 1 to 2 were written before the key", result.message)
+        records = read_lines(self.path)
+        records[0]["principal"] = "mallory"
+        write_lines(self.path, rechain(records[:2]) + records[2:])
+        self.assertBroken(verify(config), "line 3 (seq 3)", "prev does not match")
+
+
+class KeySourceTests(SynchronousTestCase):
+    def parse(self, data: dict[str, Any], environ: dict[str, str] | None = None) -> tuple[AuditConfig | None, list[str]]:
+        self.patch(os, "environ", environ if environ is not None else {})
+        problems: list[str] = []
+        return parse_audit(data, "audit", self.directory, problems), problems
+
+    def setUp(self) -> None:
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+        with open(os.path.join(self.directory, "audit.key"), "w") as f:
+            f.write("s3cret-audit-key-0123456789\n")
+
+    def test_sources(self) -> None:
+        secret = b"s3cret-audit-key-0123456789"
+        config, problems = self.parse({"keyFile": "audit.key"})
+        self.assertEqual((problems, config.key if config else None), ([], secret))
+        config, _ = self.parse({"keyEnv": "AUDIT_KEY"}, {"AUDIT_KEY": secret.decode()})
+        self.assertEqual(config.key if config else None, secret)
+        config, _ = self.parse({"keyCredential": "audit.key"}, {"CREDENTIALS_DIRECTORY": self.directory})
+        assert config is not None
+        self.assertEqual((config.key, config.keySource), (secret, "keyCredential audit.key"))
+        self.assertNotIn("s3cret", repr(config))
+
+    def test_problemsNameTheKeyAndNeverShowIt(self) -> None:
+        with open(os.path.join(self.directory, "short.key"), "w") as f:
+            f.write("s3cret")
+        cases = [
+            ({"keyFile": "missing.key"}, {}, "audit.keyFile: cannot read", "No such file"),
+            ({"keyFile": "short.key"}, {}, "audit.keyFile: the key is 6 byte(s); it needs at least 16", ""),
+            ({"keyEnv": "AUDIT_KEY"}, {}, "audit.keyEnv: the environment variable AUDIT_KEY is not set", ""),
+            ({"keyEnv": "AUDIT_KEY"}, {"AUDIT_KEY": "s3cret"}, "audit.keyEnv: the key is 6 byte(s)", ""),
+            ({"keyCredential": "audit.key"}, {}, "audit.keyCredential: $CREDENTIALS_DIRECTORY is not set", ""),
+            ({"keyCredential": "../audit.key"}, {"CREDENTIALS_DIRECTORY": self.directory}, "audit.keyCredential: expected a credential name", ""),
+            ({"keyFile": "audit.key", "keyEnv": "X"}, {}, "audit.keyEnv: only one of keyFile, keyEnv, keyCredential", ""),
+        ]
+        for data, environ, start, more in cases:
+            config, problems = self.parse(data, environ)
+            self.assertIsNone(config)
+            self.assertEqual(len(problems), 1, problems)
+            self.assertTrue(problems[0].startswith(start) and more in problems[0], problems)
+            self.assertNotIn("s3cret", problems[0])

@@ -4,36 +4,52 @@ to a JSON lines file, an SQLite database or a PostgreSQL table, as a hash
 chain that C{twisted-mcp audit verify} checks.
 
 The chain.  Each stored record carries C{seq} (1, 2, 3... with no gaps),
-C{prev} (the previous record's digest, C{""} for the first) and C{digest}:
-C{"sha256:"} and the SHA-256 of the record's canonical JSON (keys sorted,
-no spaces, UTF-8) with C{seq} and C{prev} but without C{digest}.  Editing,
-removing, inserting or reordering records breaks it where it happened.
-Records cut from the I{end} of a trail leave no trace in the chain itself
-(anchor the last digest elsewhere, e.g. ship it to a log host, to catch
-that).
+C{prev} (the previous record's digest, C{""} for the first) and C{digest},
+computed over the record's canonical JSON (keys sorted, no spaces, UTF-8)
+with C{seq} and C{prev} but without C{digest}: C{"hmac-sha256:"} and its
+HMAC under the trail's key when one is configured (C{audit.keyFile},
+C{keyEnv} or C{keyCredential}), else C{"sha256:"} and its SHA-256, as
+trails were written before keys existed (those stay verifiable).  Editing,
+removing, inserting or reordering records breaks the chain where it
+happened; with a key, recomputing the hashes does not repair it.  Records
+cut from the I{end} leave no trace in the chain: a signed checkpoint of the
+head (C{twisted-mcp audit checkpoint}, kept elsewhere) catches that.  See
+L{twisted_mcp.policy.audit_keys} for what the key proves and what not.
+
+What a record holds is bounded: every string field (and every string in
+its lists and recorded arguments) to C{maxFieldBytes}, the stored record to
+C{maxRecordBytes}; a longer value keeps its start, its size and its SHA-256.
 
 When the chain is computed.  C{seq}, C{prev} and C{digest} are computed
-when a record is actually written, from the last record stored.  So when
-the sink fails and the queue overflows, the records dropped are counted in
-L{AuditLog.failures} and logged, but they leave no gap: the stored chain
-stays unbroken and C{verify} still passes.  Each JSON lines file is its own
-chain starting at seq 1: a rotated (renamed) file is noticed and the new
-file starts a new chain.  In SQLite and PostgreSQL the last record is read
-inside the writing transaction, under a lock, so several gateways may share
-one table and still form one chain.  A file has one writer: the gateway
-takes an exclusive C{flock} on it.
+when a record is actually written, from the last record stored.  Each JSON
+lines file is its own chain starting at seq 1: a rotated (renamed) file is
+noticed and the new file starts a new chain.  In SQLite and PostgreSQL the
+last record is read inside the writing transaction, under a lock, so
+several gateways may share one table and still form one chain.  A file has
+one writer: the gateway takes an exclusive C{flock} on it.  The PostgreSQL
+sink needs only INSERT and SELECT: its tables are created beforehand by
+C{twisted-mcp audit init-db}, and writers take turns under an advisory
+lock.
 
 Threads.  Nothing here blocks the reactor: L{AuditLog.record} only queues;
 one dedicated worker thread (a one-thread L{ThreadPool}) encodes, chains
 and writes whatever is queued in one batch (one write, flush and fsync for
 a file; one transaction for a database) and reports back through the
-reactor.  If a write fails, the batch stays queued (up to C{maxQueue}
-records; beyond that the oldest not being written are dropped and counted)
-and is retried every second; L{AuditLog.healthy} is False meanwhile.  A
-write that failed half-way is cleaned up (a file is truncated back; a
-transaction rolls back) and, where that is not certain, the records that
-did land are recognised by their C{id} on the next attempt, so none is
-written twice.
+reactor.  If a write fails, the batch stays queued and is retried every
+second; L{AuditLog.healthy} is False meanwhile.  A write that failed
+half-way is cleaned up (a file is truncated back; a transaction rolls
+back) and, where that is not certain, the records that did land are
+recognised by their C{id} on the next attempt, so none is written twice.
+
+Outages.  A record of a call that ran (anything but a refusal) is never
+dropped.  Past C{maxQueue} records waiting, the oldest refusal not being
+written is dropped instead, counted, and reported once the sink works
+again by a gap record (method C{audit/gap}) that C{verify} reports; with
+no refusal left to drop the queue grows by the calls still in flight, and
+the gate refuses new calls (L{AuditLog.refuses_calls}), whatever
+C{onFailure} says: fail closed rather than run calls that cannot be
+recorded.  What is still queued when the gateway stops (after
+L{AuditLog.STOP_TIMEOUT}) is lost, and logged.
 """
 
 from __future__ import annotations
@@ -61,6 +77,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from twisted_mcp.config import _Checker, _describe, _join, _resolve
+from twisted_mcp.policy.audit_keys import KEY_SOURCES, KEYED, chain_digest, load_key, read_checkpoint
 
 try:
     import fcntl
@@ -119,6 +136,10 @@ class AuditConfig:
     maxRecordBytes: int = attrs.field(
         default=65536, validator=[attrs.validators.instance_of(int), attrs.validators.ge(MIN_RECORD_BYTES)]
     )
+    #: Where the chain's key came from ("keyFile /etc/x"), for messages; None: no key.
+    keySource: str | None = None
+    #: The HMAC key of the chain (see L{twisted_mcp.policy.audit_keys}); never shown.
+    key: bytes | None = attrs.field(default=None, repr=False)
 
     def describe(self) -> str:
         """Where records go, for logs and messages (never the DSN's password)."""
@@ -131,7 +152,7 @@ class AuditConfig:
         return "none"
 
 
-_AUDIT_KEYS = ("sink", "path", "dsn", "table", "recordArguments", "onFailure", "maxQueue", "maxFieldBytes", "maxRecordBytes")
+_AUDIT_KEYS = ("sink", "path", "dsn", "table", "recordArguments", "onFailure", "maxQueue", "maxFieldBytes", "maxRecordBytes") + KEY_SOURCES
 
 
 def parse_audit(data: Any, path: str, base_dir: str | None, problems: list[str]) -> AuditConfig | None:
@@ -214,6 +235,7 @@ def parse_audit(data: Any, path: str, base_dir: str | None, problems: list[str])
         fields["maxFieldBytes"] = check.integer(_join(path, "maxFieldBytes"), spec["maxFieldBytes"], MIN_FIELD_BYTES, 1 << 20)
     if "maxRecordBytes" in spec:
         fields["maxRecordBytes"] = check.integer(_join(path, "maxRecordBytes"), spec["maxRecordBytes"], MIN_RECORD_BYTES, 64 << 20)
+    _parse_key(check, path, spec, base_dir, fields)
     if check.problems:
         problems.extend(check.problems)
         return None
@@ -223,6 +245,29 @@ def parse_audit(data: Any, path: str, base_dir: str | None, problems: list[str])
         problems.extend(check.problems)
         return None
     return AuditConfig(**fields)
+
+
+def _parse_key(check: _Checker, path: str, spec: dict[str, Any], base_dir: str | None, fields: dict[str, Any]) -> None:
+    """At most one of keyFile, keyEnv, keyCredential; the key is read now, so a missing one stops start-up."""
+    given = [source for source in KEY_SOURCES if source in spec]
+    if len(given) > 1:
+        check.problem(_join(path, given[1]), f"only one of {', '.join(KEY_SOURCES)} may be given")
+        return
+    if not given:
+        return
+    source = given[0]
+    where = _join(path, source)
+    value = check.string(where, spec[source])
+    if value is None:
+        return
+    if source == "keyFile":
+        value = _resolve(value, base_dir)
+    try:
+        fields["key"] = load_key(source, value, os.environ)
+    except ValueError as e:
+        check.problem(where, str(e))
+        return
+    fields["keySource"] = f"{source} {value}"
 
 
 def _choices(values: Iterable[str]) -> str:
@@ -532,6 +577,7 @@ class _Chain:
     """How records are sealed into the chain (in the worker thread)."""
 
     max_record_bytes: int = 65536
+    key: bytes | None = attrs.field(default=None, repr=False)
 
     def seal(self, records: list[dict[str, Any]], seq: int, prev: str) -> list[_Sealed]:
         """Give each record its place in the chain after (C{seq}, C{prev})."""
@@ -542,7 +588,7 @@ class _Chain:
             full["seq"] = seq
             full["prev"] = prev
             body, full = self._fit(*_encode_record(full))
-            digest = "sha256:" + hashlib.sha256(body).hexdigest()
+            digest = chain_digest(body, self.key)
             out.append(_Sealed(full, body[:-1] + b',"digest":"' + digest.encode("ascii") + b'"}', seq, digest))
             prev = digest
         return out
@@ -569,9 +615,9 @@ def _omitted(data: bytes) -> str:
     return f"[omitted: {len(data)} bytes, sha256:{hashlib.sha256(data).hexdigest()}]"
 
 
-def _record_digest(record: dict[str, Any]) -> str:
+def _record_digest(record: dict[str, Any], key: bytes | None = None) -> str:
     """The digest a record should carry (C{record} without its digest)."""
-    return "sha256:" + hashlib.sha256(_canonical(record)).hexdigest()
+    return chain_digest(_canonical(record), key)
 
 
 class _WriteFailed(Exception):
@@ -1109,7 +1155,7 @@ class _PostgresSink(_DatabaseSink):
 
 
 def _make_sink(config: AuditConfig) -> Any:
-    chain = _Chain(config.maxRecordBytes)
+    chain = _Chain(config.maxRecordBytes, config.key)
     if config.sink == "file":
         return _FileSink(config.path or DEFAULT_FILE, chain)
     if config.sink == "sqlite":
@@ -1625,6 +1671,8 @@ class VerifyResult:
     unavailable: bool = False
     #: Records of refused calls dropped during outages, as the gap records say.
     lost: int = 0
+    #: The last good record: (seq, digest), for a checkpoint.
+    head: tuple[int, str] | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen
@@ -1635,14 +1683,26 @@ class _Entry:
     error: str | None = None
 
 
-def verify(config: AuditConfig) -> VerifyResult:
+def verify(config: AuditConfig, checkpoint: bytes | None = None) -> VerifyResult:
     """
     Read every record of the configured sink in order and check each
-    record's digest, each C{prev} link, and that seq goes 1, 2, 3...
-    Synchronous (for the command line).  Reports the first problem.
+    record's digest (its HMAC under C{config.key} for a keyed trail), each
+    C{prev} link, and that seq goes 1, 2, 3...; with C{checkpoint} (the
+    text of one, see L{twisted_mcp.policy.audit_keys}), also that the trail
+    still holds the record it vouches for.  Synchronous (for the command
+    line).  Reports the first problem.
     """
     if config.sink == "none":
         return VerifyResult(True, 0, None, "no audit trail (sink: none)")
+    anchor = None
+    if checkpoint is not None:
+        if config.key is None:
+            return VerifyResult(False, 0, None, "a checkpoint is checked with the trail's key: none is configured")
+        try:
+            anchor = read_checkpoint(checkpoint, config.key)
+        except ValueError as e:
+            return VerifyResult(False, 0, None, f"the checkpoint cannot be trusted: {e}")
+    check = _ChainCheck(config.key, anchor)
     if config.sink == "file":
         path = config.path or DEFAULT_FILE
         try:
@@ -1650,10 +1710,10 @@ def verify(config: AuditConfig) -> VerifyResult:
         except OSError as e:
             return VerifyResult(False, 0, None, f"cannot read {path}: {e.strerror}", unavailable=True)
         with f:
-            return _check_chain(_file_entries(f), per_line=True)
+            return check.run(_file_entries(f), per_line=True)
     if config.sink == "sqlite":
-        return _verify_sqlite(config.path or DEFAULT_SQLITE, config.table)
-    return _verify_postgres(config.dsn or "", config.table)
+        return _verify_sqlite(config.path or DEFAULT_SQLITE, config.table, check)
+    return _verify_postgres(config.dsn or "", config.table, check)
 
 
 def _file_entries(lines: Iterable[bytes]) -> Iterator[_Entry]:
@@ -1674,66 +1734,140 @@ def _file_entries(lines: Iterable[bytes]) -> Iterator[_Entry]:
         yield _Entry(number, label, record)
 
 
-def _check_chain(entries: Iterable[_Entry], per_line: bool) -> VerifyResult:
-    good = 0
-    gaps: list[tuple[int, int]] = []  # (seq, records lost) of each gap record
-    last_seq, last_digest = 0, ""
-    it = iter(entries)
-    current = next(it, None)
-    while current is not None:
-        following = next(it, None)
-        label = current.label
+@attrs.define
+class _ChainCheck:
+    """One walk along a chain: the key its digests are checked with, and the checkpoint it must reach."""
 
-        def bad(message: str, where: str | None = None) -> VerifyResult:
-            return VerifyResult(False, good, current.number, f"{where or label}: {message}")
+    key: bytes | None = attrs.field(repr=False)
+    #: (seq, digest) a checkpoint vouches for.
+    anchor: tuple[int, str] | None = None
+    keyed_seen: bool = False
+    unkeyed: int = 0
 
-        if current.error is not None:
-            return bad(current.error)
-        record = current.record
-        if (
-            not isinstance(record, dict)
-            or type(record.get("seq")) is not int
-            or not isinstance(record.get("prev"), str)
-            or not isinstance(record.get("digest"), str)
-        ):
-            return bad("not an audit record (expected a JSON object with seq, prev and digest)")
-        seq = record["seq"]
-        if per_line:
-            label = f"{label} (seq {seq})"
+    def digest_problem(self, record: dict[str, Any]) -> str | None:
+        """Why a record's digest is not right, or None."""
         content = {k: v for k, v in record.items() if k != "digest"}
-        if _record_digest(content) != record["digest"]:
-            return bad("digest does not match its content (the record was modified)")
-        expected = last_seq + 1
-        if seq != expected:
-            prefix = f"{current.label}: " if per_line else ""
-            if seq < expected:
-                return bad(f"seq goes back from {last_seq} to {seq} (a record was duplicated or moved)")
-            next_seq = following.record.get("seq") if following is not None and isinstance(following.record, dict) else None
-            if next_seq == expected:
-                return bad(f"records out of order (seq {seq} comes before seq {expected})")
-            if last_seq == 0:
-                missing = "record 1 is missing" if seq == 2 else f"records 1 to {seq - 1} are missing"
-                return bad(f"the trail starts at seq {seq}: {missing}")
-            missing = f"record {expected} is missing" if seq == expected + 1 else f"records {expected} to {seq - 1} are missing"
-            return bad(missing, where=f"{prefix}seq {last_seq} -> {seq}")
-        if record["prev"] != last_digest:
-            return bad("prev does not match the digest of the record before it (a record was replaced)")
-        good += 1
-        last_seq, last_digest = seq, record["digest"]
-        if record.get("method") == GAP_METHOD and type(record.get("lost")) is int:
-            gaps.append((seq, record["lost"]))
-        current = following
-    if good == 0:
-        return VerifyResult(True, 0, None, "no records yet")
-    message = f"{good} record(s), seq 1 to {last_seq}: the hash chain is intact"
-    lost = sum(n for _, n in gaps)
-    if gaps:
-        where = ", ".join(str(seq) for seq, _ in gaps)
-        message += f"; {lost} record(s) of refused calls were dropped while the sink failed (gap records at seq {where})"
-    return VerifyResult(True, good, None, message, lost=lost)
+        if not record["digest"].startswith(KEYED):
+            if self.keyed_seen:
+                return "an unkeyed record after keyed ones (records were rewritten by someone without the key)"
+            self.unkeyed += 1
+            if _record_digest(content) != record["digest"]:
+                return "digest does not match its content (the record was modified)"
+            return None
+        if self.key is None:
+            return (
+                "the trail is keyed (hmac-sha256) and no key was given: configure audit.keyFile, keyEnv or "
+                "keyCredential, or pass --key-file"
+            )
+        self.keyed_seen = True
+        if _record_digest(content, self.key) != record["digest"]:
+            return "digest does not match its content (the record was modified, or the key is not the one it was written with)"
+        return None
+
+    def run(self, entries: Iterable[_Entry], per_line: bool) -> VerifyResult:
+        good = 0
+        gaps: list[tuple[int, int]] = []  # (seq, records lost) of each gap record
+        last_seq, last_digest = 0, ""
+        anchored: str | None = None  # the digest found at the checkpoint's seq
+        it = iter(entries)
+        current = next(it, None)
+        while current is not None:
+            following = next(it, None)
+            label = current.label
+
+            def bad(message: str, where: str | None = None) -> VerifyResult:
+                return VerifyResult(False, good, current.number, f"{where or label}: {message}")
+
+            if current.error is not None:
+                return bad(current.error)
+            record = current.record
+            if (
+                not isinstance(record, dict)
+                or type(record.get("seq")) is not int
+                or not isinstance(record.get("prev"), str)
+                or not isinstance(record.get("digest"), str)
+            ):
+                return bad("not an audit record (expected a JSON object with seq, prev and digest)")
+            seq = record["seq"]
+            if per_line:
+                label = f"{label} (seq {seq})"
+            problem = self.digest_problem(record)
+            if problem is not None:
+                return bad(problem)
+            expected = last_seq + 1
+            if seq != expected:
+                prefix = f"{current.label}: " if per_line else ""
+                if seq < expected:
+                    return bad(f"seq goes back from {last_seq} to {seq} (a record was duplicated or moved)")
+                next_seq = following.record.get("seq") if following is not None and isinstance(following.record, dict) else None
+                if next_seq == expected:
+                    return bad(f"records out of order (seq {seq} comes before seq {expected})")
+                if last_seq == 0:
+                    missing = "record 1 is missing" if seq == 2 else f"records 1 to {seq - 1} are missing"
+                    return bad(f"the trail starts at seq {seq}: {missing}")
+                missing = f"record {expected} is missing" if seq == expected + 1 else f"records {expected} to {seq - 1} are missing"
+                return bad(missing, where=f"{prefix}seq {last_seq} -> {seq}")
+            if record["prev"] != last_digest:
+                return bad("prev does not match the digest of the record before it (a record was replaced)")
+            good += 1
+            last_seq, last_digest = seq, record["digest"]
+            if self.anchor is not None and seq == self.anchor[0]:
+                anchored = last_digest
+            if record.get("method") == GAP_METHOD and type(record.get("lost")) is int:
+                gaps.append((seq, record["lost"]))
+            current = following
+        cut = self._anchor_problem(last_seq, anchored) or self._unkeyed_problem(last_seq)
+        if cut is not None:
+            return VerifyResult(False, good, None, cut)
+        if good == 0:
+            return VerifyResult(True, 0, None, "no records yet")
+        return VerifyResult(True, good, None, self._summary(good, last_seq, gaps), lost=sum(n for _, n in gaps), head=(last_seq, last_digest))
+
+    def _anchor_problem(self, last_seq: int, anchored: str | None) -> str | None:
+        if self.anchor is None:
+            return None
+        seq, digest = self.anchor
+        if last_seq < seq:
+            return (
+                f"the trail ends at seq {last_seq}, but the checkpoint vouches for seq {seq}: records were cut "
+                "from its end (or the trail was emptied or replaced)"
+            )
+        if anchored != digest:
+            return f"seq {seq} is not the record the checkpoint vouches for (the trail was rewritten)"
+        return None
+
+    def _unkeyed_problem(self, last_seq: int) -> str | None:
+        """
+        With a key, the trail must end in a keyed record: its HMAC covers
+        the links to every record before it, the unkeyed ones written
+        before the key was configured too.  A trail with no keyed record
+        could have been rewritten by anyone.
+        """
+        if self.key is None or not self.unkeyed or self.keyed_seen:
+            return None
+        return (
+            f"none of the {last_seq} record(s) is keyed, so nothing proves they were not rewritten: either the "
+            "trail was rewritten without the key, or the gateway has not written since the key was configured "
+            "(verify passes once it has, or without a key)"
+        )
+
+    def _summary(self, good: int, last_seq: int, gaps: list[tuple[int, int]]) -> str:
+        message = f"{good} record(s), seq 1 to {last_seq}: the hash chain is intact"
+        if gaps:
+            lost = sum(n for _, n in gaps)
+            where = ", ".join(str(seq) for seq, _ in gaps)
+            message += f"; {lost} record(s) of refused calls were dropped while the sink failed (gap records at seq {where})"
+        if self.anchor is not None:
+            message += f"; it still holds seq {self.anchor[0]} as the checkpoint says"
+        if self.key is not None and self.unkeyed:
+            message += (
+                f"; records 1 to {self.unkeyed} were written before the key was configured "
+                f"(covered by the keyed link of seq {self.unkeyed + 1})"
+            )
+        return message
 
 
-def _row_entries(rows: Iterable[tuple[Any, ...]]) -> Iterator[_Entry]:
+def _row_entries(rows: Iterable[tuple[Any, ...]], key: bytes | None) -> Iterator[_Entry]:
     """Database rows (seq, columns..., prev, digest, record) as entries."""
     for row in rows:
         seq, columns, (prev, digest, text) = row[0], tuple(row[1:-3]), row[-3:]
@@ -1761,7 +1895,8 @@ def _row_entries(rows: Iterable[tuple[Any, ...]]) -> Iterator[_Entry]:
                     break
         if mismatch is not None:
             content = {k: v for k, v in record.items() if k != "digest"}
-            if _record_digest(content) != record.get("digest"):
+            keyed = str(record.get("digest")).startswith(KEYED)
+            if _record_digest(content, key if keyed else None) != record.get("digest"):
                 yield _Entry(seq, label, None, "digest does not match its content (the record was modified)")
             else:
                 yield _Entry(seq, label, None, f"column {mismatch} does not match the record (the row was modified)")
@@ -1774,7 +1909,7 @@ def _select_all(table: str) -> str:
     return f'SELECT {", ".join(names)} FROM "{table}" ORDER BY seq'
 
 
-def _verify_sqlite(path: str, table: str) -> VerifyResult:
+def _verify_sqlite(path: str, table: str, check: _ChainCheck) -> VerifyResult:
     if not os.path.exists(path):
         return VerifyResult(False, 0, None, f"cannot read {path}: no such file")
     try:
@@ -1786,12 +1921,12 @@ def _verify_sqlite(path: str, table: str) -> VerifyResult:
             rows = conn.execute(_select_all(table))
         except sqlite3.Error as e:
             return VerifyResult(False, 0, None, f"cannot read table {table} in {path}: {e}")
-        return _check_chain(_row_entries(rows), per_line=False)
+        return check.run(_row_entries(rows, check.key), per_line=False)
     finally:
         conn.close()
 
 
-def _verify_postgres(dsn: str, table: str) -> VerifyResult:
+def _verify_postgres(dsn: str, table: str, check: _ChainCheck) -> VerifyResult:
     import psycopg
 
     where = _safe_dsn(dsn)
@@ -1807,7 +1942,7 @@ def _verify_postgres(dsn: str, table: str) -> VerifyResult:
             with conn.cursor(name="twisted_mcp_audit_verify") as cursor:
                 cursor.itersize = 2000
                 cursor.execute(_select_all(table))
-                return _check_chain(_row_entries(cursor), per_line=False)
+                return check.run(_row_entries(cursor, check.key), per_line=False)
     except psycopg.Error as e:
         return VerifyResult(False, 0, None, f"cannot read table {table} in {where}: {_one_line(e)}")
     finally:
