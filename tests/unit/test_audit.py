@@ -586,6 +586,26 @@ class FailureTests(AuditTestCase):
         self.assertIn("5 record(s) of refused calls were dropped", result.message)
         self.assertIn("seq 1", result.message)
 
+    def test_aLongOutageKeepsEveryCallThatRan(self) -> None:
+        config = self.config(path=self.link, maxQueue=100, onFailure="allow")
+        log = self.started(config)
+        ran = []
+        for n in range(5000):
+            if n % 97 == 0:
+                ran.append(f"req-{n}")
+                log.record(fields(n))
+            else:
+                log.record(fields(n, decision="deny", error_code=-32004, outcome=None))
+        self.assertEqual(log.queue_depth, 100)
+        self.assertEqual(log.refusals_lost, 5000 - 100)
+        self.point(self.path)
+        self.clock.advance(1)
+        self.stopped(log)
+        records = read_lines(self.path)
+        self.assertEqual([r["id"] for r in records if r.get("outcome") == "ok"], ran)
+        self.assertEqual(sum(r.get("lost", 0) for r in records), 4900)
+        self.assertEqual(verify(self.config()).lost, 4900)
+
     def test_overflowKeepsTheBatchBeingWritten(self) -> None:
         """A full queue drops the oldest refusal not being written: the batch in flight stays whole."""
         self.threads.paused = True

@@ -1309,6 +1309,9 @@ class AuditLog:
         #: Queued records that must never be dropped: those of calls that
         #: ran (or of anything but a refusal), and gap records.
         self._kept = 0
+        #: No refusal that may be dropped is queued before this index: the
+        #: search for one resumes there, so a long outage costs O(1) per record.
+        self._scan_from = 0
         self._gap = _Gap()  # refusals dropped, not yet in a gap record
         self._gap_record: dict[str, Any] | None = None  # the gap record being written
         self._refusals_lost = 0
@@ -1414,7 +1417,7 @@ class AuditLog:
                 where=self._where,
             )
             self._queue.clear()
-            self._kept = 0
+            self._kept = self._scan_from = 0
         self._closed = True
         idle = not self._busy
         if idle:
@@ -1498,14 +1501,15 @@ class AuditLog:
         past its bound by the calls that were in flight, and the gate
         refuses new calls (L{refuses_calls}).
         """
-        start = self._inflight if self._busy else 0
-        for index in range(start, len(self._queue)):
-            if not _must_keep(self._queue[index]):
-                self._gap.add(self._queue[index])
-                del self._queue[index]
-                break
-        else:
+        queue = self._queue
+        index = max(self._scan_from, self._inflight if self._busy else 0)
+        while index < len(queue) and _must_keep(queue[index]):
+            index += 1
+        self._scan_from = index
+        if index == len(queue):
             return
+        self._gap.add(queue[index])
+        del queue[index]
         self._failures += 1
         self._lost += 1
         self._refusals_lost += 1
@@ -1593,6 +1597,7 @@ class AuditLog:
         cause = problem.cause if isinstance(problem, _WriteFailed) else problem
         stored = problem.stored if isinstance(problem, _WriteFailed) else 0
         self._pop_written(stored)
+        self._scan_from = 0  # the refusals of the failed batch may be dropped again
         self._need_open = True
         error = _one_line(cause)
         if self._healthy or error != self._error:
@@ -1623,7 +1628,9 @@ class AuditLog:
         if count and self._gap_record is not None:
             self._gap_record = None
             count -= 1
-        for _ in range(min(count, len(self._queue))):
+        count = min(count, len(self._queue))
+        self._scan_from = max(0, self._scan_from - count)
+        for _ in range(count):
             if _must_keep(self._queue.popleft()):
                 self._kept -= 1
 
