@@ -235,12 +235,10 @@ def parse_audit(data: Any, path: str, base_dir: str | None, problems: list[str])
         fields["maxFieldBytes"] = check.integer(_join(path, "maxFieldBytes"), spec["maxFieldBytes"], MIN_FIELD_BYTES, 1 << 20)
     if "maxRecordBytes" in spec:
         fields["maxRecordBytes"] = check.integer(_join(path, "maxRecordBytes"), spec["maxRecordBytes"], MIN_RECORD_BYTES, 64 << 20)
+    field_max, record_max = fields.get("maxFieldBytes", 1024), fields.get("maxRecordBytes", 65536)
+    if field_max is not None and record_max is not None and field_max > record_max:
+        check.problem(_join(path, "maxFieldBytes"), f"must not be larger than {_join(path, 'maxRecordBytes')}")
     _parse_key(check, path, spec, base_dir, fields)
-    if check.problems:
-        problems.extend(check.problems)
-        return None
-    if fields.get("maxFieldBytes", 1024) > fields.get("maxRecordBytes", 65536):
-        check.problem(_join(path, "maxFieldBytes"), "must not be larger than audit.maxRecordBytes")
     if check.problems:
         problems.extend(check.problems)
         return None
@@ -1034,35 +1032,39 @@ def postgres_setup_sql(table: str, writer: str | None = None) -> list[str]:
     that role (the gateway's) gets INSERT and SELECT on them and nothing
     else: it can add to the trail and read it, never change or erase it.
     """
-    if writer is not None and not ROLE_RE.fullmatch(writer):
+    return (
+        _schema("postgres", table)
+        + [f'INSERT INTO "{table}_schema" (version) SELECT {SCHEMA_VERSION} WHERE NOT EXISTS (SELECT 1 FROM "{table}_schema")']
+        + _grants(table, writer)
+    )
+
+
+def _grants(table: str, writer: str | None) -> list[str]:
+    if writer is None:
+        return []
+    if not ROLE_RE.fullmatch(writer):
         raise ValueError(f"not a role name this command accepts (letters, digits and _): {writer!r}")
-    statements = _schema("postgres", table) + [
-        f'INSERT INTO "{table}_schema" (version) SELECT {SCHEMA_VERSION} WHERE NOT EXISTS (SELECT 1 FROM "{table}_schema")'
+    return [
+        f'REVOKE ALL ON "{table}", "{table}_schema" FROM "{writer}"',
+        f'GRANT SELECT, INSERT ON "{table}", "{table}_schema" TO "{writer}"',
     ]
-    if writer is not None:
-        statements += [
-            f'REVOKE ALL ON "{table}", "{table}_schema" FROM "{writer}"',
-            f'GRANT SELECT, INSERT ON "{table}", "{table}_schema" TO "{writer}"',
-        ]
-    return statements
 
 
 def init_postgres(dsn: str, table: str, writer: str | None = None) -> None:
     """Create (or migrate) a trail's tables and grant C{writer} INSERT and SELECT (see L{postgres_setup_sql})."""
     import psycopg
 
-    statements = postgres_setup_sql(table, writer)
+    grants = _grants(table, writer)
     with psycopg.connect(dsn, connect_timeout=10, autocommit=True) as conn:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(table),))
-            schema = _schema("postgres", table)
-            for statement in schema:
+            for statement in _schema("postgres", table):
                 conn.execute(statement)
             versions = [row[0] for row in conn.execute(f'SELECT version FROM "{table}_schema"')]
             if _migrate(versions, table, conn.execute):
                 conn.execute(f'DELETE FROM "{table}_schema"')
                 conn.execute(f'INSERT INTO "{table}_schema" (version) VALUES (%s)', (SCHEMA_VERSION,))
-            for statement in statements[len(schema) + 1 :]:  # the grants
+            for statement in grants:
                 conn.execute(statement)
 
 
@@ -1246,9 +1248,9 @@ class _Gap:
         code = str(record.get("error_code"))
         self.codes[code] = self.codes.get(code, 0) + 1
 
-    def record(self, id: str, now: float) -> dict[str, Any]:
+    def record(self, record_id: str, now: float) -> dict[str, Any]:
         return {
-            "id": id,
+            "id": record_id,
             "time": now,
             "method": GAP_METHOD,
             "decision": "gap",
@@ -1258,7 +1260,6 @@ class _Gap:
             "firstLostTime": self.first,
             "lastLostTime": self.last,
         }
-
 
 
 class AuditLog:
