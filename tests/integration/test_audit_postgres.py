@@ -349,3 +349,25 @@ def test_gatewaysRunAsAnInsertOnlyRole(dsn: str, table: str, writer: str, raw_ga
         for statement in (f'DELETE FROM "{table}"', f"UPDATE \"{table}\" SET principal = 'x'", f'TRUNCATE "{table}"'):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)
+
+
+def test_keyedChainInPostgres(dsn: str, table: str, config: AuditConfig) -> None:
+    """A keyed chain in a table; the privileged role (which may UPDATE) still cannot rewrite it unseen."""
+    import attrs
+
+    keyed = attrs.evolve(config, key=b"k" * 32, keySource="test")
+    h = Harness()
+    log = h.start(keyed)
+    for n in range(3):
+        log.record(fields(n))
+    h.stop(log)
+    assert verify(keyed).ok
+    assert not verify(config).ok  # no key: it says it needs one
+    rows = sql(dsn, f'SELECT seq, record FROM "{table}" ORDER BY seq')
+    assert all(json.loads(r[1])["digest"].startswith("hmac-sha256:") for r in rows)
+    record = json.loads(rows[1][1])
+    record["principal"] = "mallory"
+    sql(dsn, f'UPDATE "{table}" SET principal = %s, record = %s WHERE seq = 2', "mallory", json.dumps(record))
+    result = verify(keyed)
+    assert (result.ok, result.first_bad) == (False, 2), result
+    assert "the record was modified" in result.message
