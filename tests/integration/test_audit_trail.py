@@ -82,7 +82,7 @@ def test_an_audit_outage_never_drops_calls_that_ran(daemon, tmp_path):
             codes.append(answer["error"]["code"])
     assert -32009 in codes, codes  # fail closed once the queue is full of calls that ran
     assert 5 <= ran < 21
-    lost = _metric(port, "twisted_mcp_audit_refusals_lost_total")
+    lost = _metric(port, "twisted_mcp_audit_dropped_total")
     assert lost > 0
 
     os.remove(link)
@@ -102,7 +102,7 @@ def test_an_audit_outage_never_drops_calls_that_ran(daemon, tmp_path):
     assert sum(g["lost"] for g in gaps) == lost
     verify = audit_command("verify", "--config", str(tmp_path / "gateway.yaml"))
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    assert f"{int(lost)} record(s) of refused calls were dropped" in verify.stdout
+    assert f"{int(lost)} record(s) of refusals and tool listings were dropped" in verify.stdout
 
 
 def _metric(port: int, name: str) -> float:

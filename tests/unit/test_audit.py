@@ -569,8 +569,8 @@ class FailureTests(AuditTestCase):
                 log.record(fields(n, decision="deny", error_code=-32009, outcome=None))
             log.record(fields(6))  # a call that was in flight finishes
             log.record(fields(7, decision="deny", error_code=-32004, outcome=None))
-        self.assertEqual((log.queue_depth, log.failures, log.refusals_lost), (3, 5, 5))
-        self.assertTrue(any("dropping records of refused calls" in formatEvent(e) for e in events))
+        self.assertEqual((log.queue_depth, log.failures, log.dropped), (3, 5, 5))
+        self.assertTrue(any("dropping records of refusals and tool listings" in formatEvent(e) for e in events))
         self.point(self.path)
         self.clock.advance(1)
         self.assertEqual((log.healthy, log.queue_depth, log.refuses_calls), (True, 0, False))
@@ -578,13 +578,26 @@ class FailureTests(AuditTestCase):
         records = read_lines(self.path)
         self.assertEqual([r["id"] for r in records[1:]], ["req-0", "req-6", "req-7"])  # the oldest refusals went
         gap = records[0]
-        self.assertEqual((gap["method"], gap["lost"], gap["lostByCode"]), ("audit/gap", 5, {"-32009": 5}))
+        self.assertEqual((gap["method"], gap["lost"], gap["lostBy"]), ("audit/gap", 5, {"-32009": 5}))
         self.assertEqual((gap["firstLostTime"], gap["lastLostTime"]), (fields(1)["time"], fields(5)["time"]))
         result = verify(self.config())
         self.assertTrue(result.ok)
         self.assertEqual(result.lost, 5)
-        self.assertIn("5 record(s) of refused calls were dropped", result.message)
+        self.assertIn("5 record(s) of refusals and tool listings were dropped", result.message)
         self.assertIn("seq 1", result.message)
+
+    def test_toolListingsAreDroppedAndCountedToo(self) -> None:
+        """A client listing tools in a loop during an outage cannot grow the queue: listings reached no backend."""
+        log = self.started(self.config(path=self.link, maxQueue=3))
+        log.record(fields(0))
+        for n in range(1, 1000):
+            log.record(fields(n, method="tools/list", tool=None, backend=None))
+        self.assertEqual((log.queue_depth, log.dropped), (3, 997))
+        self.point(self.path)
+        self.clock.advance(1)
+        self.stopped(log)
+        records = read_lines(self.path)
+        self.assertEqual((records[0]["lostBy"], records[1]["id"]), ({"tools/list": 997}, "req-0"))
 
     def test_aLongOutageKeepsEveryCallThatRan(self) -> None:
         config = self.config(path=self.link, maxQueue=100, onFailure="allow")
@@ -597,7 +610,7 @@ class FailureTests(AuditTestCase):
             else:
                 log.record(fields(n, decision="deny", error_code=-32004, outcome=None))
         self.assertEqual(log.queue_depth, 100)
-        self.assertEqual(log.refusals_lost, 5000 - 100)
+        self.assertEqual(log.dropped, 5000 - 100)
         self.point(self.path)
         self.clock.advance(1)
         self.stopped(log)

@@ -41,9 +41,9 @@ half-way is cleaned up (a file is truncated back; a transaction rolls
 back) and, where that is not certain, the records that did land are
 recognised by their C{id} on the next attempt, so none is written twice.
 
-Outages.  A record of a call that ran (anything but a refusal) is never
-dropped.  Past C{maxQueue} records waiting, the oldest refusal not being
-written is dropped instead, counted, and reported once the sink works
+Outages.  A record of a call that ran (anything but a refusal or a tool
+listing) is never dropped.  Past C{maxQueue} records waiting, the oldest
+refusal or listing not being written is dropped instead, counted, and reported once the sink works
 again by a gap record (method C{audit/gap}) that C{verify} reports; with
 no refusal left to drop the queue grows by the calls still in flight, and
 the gate refuses new calls (L{AuditLog.refuses_calls}), whatever
@@ -1226,18 +1226,21 @@ GAP_METHOD = "audit/gap"
 
 
 def _must_keep(record: dict[str, Any]) -> bool:
-    """Whether a queued record may never be dropped: all but refusals."""
-    return record.get("decision") != "deny"
+    """
+    Whether a queued record may never be dropped: all but refusals and tool
+    listings (neither reached a backend; both are counted when dropped).
+    """
+    return record.get("decision") != "deny" and record.get("method") != "tools/list"
 
 
 class _Gap:
-    """Refusals dropped while the queue was full, until a gap record reports them."""
+    """Records dropped while the queue was full, until a gap record reports them."""
 
     def __init__(self) -> None:
         self.count = 0
         self.first: Any = None
         self.last: Any = None
-        self.codes: dict[str, int] = {}
+        self.kinds: dict[str, int] = {}  # a refusal's error code, or "tools/list"
 
     def add(self, record: dict[str, Any]) -> None:
         self.count += 1
@@ -1245,8 +1248,8 @@ class _Gap:
         if self.first is None:
             self.first = when
         self.last = when
-        code = str(record.get("error_code"))
-        self.codes[code] = self.codes.get(code, 0) + 1
+        kind = str(record.get("error_code")) if record.get("decision") == "deny" else str(record.get("method"))
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
 
     def record(self, record_id: str, now: float) -> dict[str, Any]:
         return {
@@ -1254,9 +1257,9 @@ class _Gap:
             "time": now,
             "method": GAP_METHOD,
             "decision": "gap",
-            "reason": f"{self.count} record(s) of refused calls were dropped while the audit sink could not be written",
+            "reason": f"{self.count} record(s) of refusals and tool listings were dropped while the audit sink could not be written",
             "lost": self.count,
-            "lostByCode": dict(sorted(self.codes.items())),
+            "lostBy": dict(sorted(self.kinds.items())),
             "firstLostTime": self.first,
             "lastLostTime": self.last,
         }
@@ -1315,7 +1318,7 @@ class AuditLog:
         self._scan_from = 0
         self._gap = _Gap()  # refusals dropped, not yet in a gap record
         self._gap_record: dict[str, Any] | None = None  # the gap record being written
-        self._refusals_lost = 0
+        self._dropped = 0
         self._waiters: list[tuple[Callable[[], bool], Deferred[bool]]] = []
 
     # -- what the pipeline reads
@@ -1349,9 +1352,9 @@ class AuditLog:
         return self._failures
 
     @property
-    def refusals_lost(self) -> int:
-        """Records of refused calls dropped while the queue was full, since start."""
-        return self._refusals_lost
+    def dropped(self) -> int:
+        """Records of refusals and tool listings dropped while the queue was full, since start."""
+        return self._dropped
 
     @property
     def queue_depth(self) -> int:
@@ -1513,12 +1516,12 @@ class AuditLog:
         del queue[index]
         self._failures += 1
         self._lost += 1
-        self._refusals_lost += 1
+        self._dropped += 1
         if not self._dropping:
             self._dropping = True
             _log.error(
-                "audit queue is full ({max} records): dropping records of refused calls (counted, and written as "
-                "a gap record) until {where} can be written again; records of calls that ran are kept",
+                "audit queue is full ({max} records): dropping records of refusals and tool listings (counted, and "
+                "written as a gap record) until {where} can be written again; records of calls that ran are kept",
                 max=self.config.maxQueue,
                 where=self._where,
             )
@@ -1571,7 +1574,7 @@ class AuditLog:
         if not self._healthy:
             self._healthy = True
             _log.info(
-                "audit sink {where} is writing again; {lost} record(s) of refused calls were dropped while it was "
+                "audit sink {where} is writing again; {lost} record(s) of refusals and tool listings were dropped while it was "
                 "failing (counted in a gap record)",
                 where=self._where,
                 lost=self._lost,
@@ -1677,7 +1680,7 @@ class VerifyResult:
     message: str
     #: The trail could not be read at all (no file, database down).
     unavailable: bool = False
-    #: Records of refused calls dropped during outages, as the gap records say.
+    #: Records of refusals and tool listings dropped during outages, as the gap records say.
     lost: int = 0
     #: The last good record: (seq, digest), for a checkpoint.
     head: tuple[int, str] | None = attrs.field(default=None, eq=False)
@@ -1864,7 +1867,10 @@ class _ChainCheck:
         if gaps:
             lost = sum(n for _, n in gaps)
             where = ", ".join(str(seq) for seq, _ in gaps)
-            message += f"; {lost} record(s) of refused calls were dropped while the sink failed (gap records at seq {where})"
+            message += (
+                f"; {lost} record(s) of refusals and tool listings were dropped while the sink failed "
+                f"(gap records at seq {where})"
+            )
         if self.anchor is not None:
             message += f"; it still holds seq {self.anchor[0]} as the checkpoint says"
         if self.key is not None and self.unkeyed:
