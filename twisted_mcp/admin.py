@@ -96,6 +96,12 @@ def _collector(service: Any) -> Any:
                 failures = CounterMetricFamily("twisted_mcp_audit_failures", "Audit records that could not be written")
                 failures.add_metric([], float(audit.failures))
                 yield failures
+                dropped = CounterMetricFamily(
+                    "twisted_mcp_audit_dropped",
+                    "Audit records of refusals and tool listings dropped while the audit queue was full",
+                )
+                dropped.add_metric([], float(audit.dropped))
+                yield dropped
 
     return Collector()
 

@@ -4,6 +4,9 @@ The C{twisted-mcp} command: operations beside the gateway itself.
     twisted-mcp check-config FILE            validate a configuration (exit 0 or 78)
     twisted-mcp pin --config FILE            approve the current tool definitions
     twisted-mcp audit verify --config FILE   check the audit trail's hash chain
+    twisted-mcp audit checkpoint --config FILE [-o OUT]   a signed checkpoint of its head
+    twisted-mcp audit init-db --config FILE [--dsn DSN] [--grant ROLE] [--print]
+                                             create the PostgreSQL audit tables
     twisted-mcp connect ENDPOINT             bridge stdin/stdout to a gateway's socket
     twisted-mcp import SOURCE [--from FORMAT] [--project PATH] [-o OUT] [--force]
                                              turn a client's MCP config (Claude Desktop,
@@ -184,26 +187,120 @@ def check_config(args: argparse.Namespace) -> int:
     return EX_OK
 
 
-def audit_verify(args: argparse.Namespace) -> int:
-    from twisted_mcp.policy.audit import verify
+def _audit_config(args: argparse.Namespace) -> Any:
+    """The config's audit section, with the key of --key-file if given; exits when there is no trail."""
+    import attrs
+
+    from twisted_mcp.policy.audit_keys import load_key
 
     config = _load(args.config)
-    if config.audit is None or config.audit.sink == "none":
+    audit = config.audit
+    if audit is None or audit.sink == "none":
         sys.stderr.write(f"{args.config}: no audit trail is configured (no `audit:` section)\n")
-        return EX_CONFIG
+        raise SystemExit(EX_CONFIG)
+    if args.key_file:
+        try:
+            key = load_key("keyFile", args.key_file, os.environ)
+        except ValueError as e:
+            sys.stderr.write(f"--key-file: {e}\n")
+            raise SystemExit(EX_NOINPUT)
+        audit = attrs.evolve(audit, key=key, keySource=f"--key-file {args.key_file}")
+    return audit
+
+
+def _verified(audit: Any, checkpoint: bytes | None = None) -> Any:
+    """The result of verify; exits when the trail cannot be read (69) or is broken (65)."""
+    from twisted_mcp.policy.audit import verify
+
     try:
-        result = verify(config.audit)
+        result = verify(audit, checkpoint)
     except Exception as e:
         sys.stderr.write(f"cannot read the audit trail: {e}\n")
-        return EX_UNAVAILABLE
-    if result.ok:
-        print(f"OK: {result.records} record(s), the hash chain is intact")
-        return EX_OK
+        raise SystemExit(EX_UNAVAILABLE)
     if result.unavailable:
         sys.stderr.write(f"cannot read the audit trail: {result.message}\n")
+        raise SystemExit(EX_UNAVAILABLE)
+    if not result.ok:
+        print(f"BROKEN after {result.records} good record(s): {result.message}")
+        raise SystemExit(EX_DATAERR)
+    return result
+
+
+def audit_verify(args: argparse.Namespace) -> int:
+    audit = _audit_config(args)
+    checkpoint = None
+    if args.checkpoint:
+        try:
+            with open(args.checkpoint, "rb") as f:
+                checkpoint = f.read(1 << 20)
+        except OSError as e:
+            sys.stderr.write(f"cannot read the checkpoint {args.checkpoint}: {e.strerror}\n")
+            return EX_NOINPUT
+    result = _verified(audit, checkpoint)
+    print(f"OK: {result.message}")
+    return EX_OK
+
+
+def audit_checkpoint(args: argparse.Namespace) -> int:
+    """Verify the trail and write a signed checkpoint of its head."""
+    import json
+    import time
+
+    from twisted_mcp.policy.audit_keys import make_checkpoint
+
+    audit = _audit_config(args)
+    if audit.key is None:
+        sys.stderr.write(
+            f"{args.config}: a checkpoint is signed with the trail's key: set audit.keyFile, keyEnv or keyCredential "
+            "(or pass --key-file)\n"
+        )
+        return EX_CONFIG
+    result = _verified(audit)
+    if result.head is None:
+        sys.stderr.write("the trail has no records yet: nothing to vouch for\n")
+        return EX_DATAERR
+    seq, digest = result.head
+    text = json.dumps(make_checkpoint(seq, digest, audit.describe(), time.time(), audit.key), sort_keys=True) + "\n"
+    if args.output:
+        try:
+            with open(args.output, "x") as f:
+                f.write(text)
+        except OSError as e:
+            sys.stderr.write(f"cannot create {args.output}: {e.strerror}\n")
+            return EX_CANTCREAT
+    else:
+        sys.stdout.write(text)
+    sys.stderr.write(f"checkpoint of seq {seq}: keep it where this host cannot write, and check it with "
+                     "`twisted-mcp audit verify --checkpoint FILE`\n")
+    return EX_OK
+
+
+def audit_init_db(args: argparse.Namespace) -> int:
+    """Create the PostgreSQL audit tables and grant the gateway's role INSERT and SELECT only."""
+    from twisted_mcp.policy.audit import _safe_dsn, init_postgres, postgres_setup_sql
+
+    config = _load(args.config)
+    audit = config.audit
+    if audit is None or audit.sink != "postgres":
+        sys.stderr.write(f"{args.config}: the audit sink is not postgres (the file and sqlite sinks need no setup)\n")
+        return EX_CONFIG
+    try:
+        statements = postgres_setup_sql(audit.table, args.grant)
+    except ValueError as e:
+        sys.stderr.write(f"--grant: {e}\n")
+        return EX_USAGE
+    if args.print_sql:
+        print(";\n".join(statements) + ";")
+        return EX_OK
+    dsn = args.dsn or audit.dsn or ""
+    try:
+        init_postgres(dsn, audit.table, args.grant)
+    except Exception as e:
+        sys.stderr.write(f"cannot set up table {audit.table} in {_safe_dsn(dsn)}: {' '.join(str(e).split())}\n")
         return EX_UNAVAILABLE
-    print(f"BROKEN after {result.records} good record(s): {result.message}")
-    return EX_DATAERR
+    granted = f"; {args.grant} may INSERT and SELECT, nothing else" if args.grant else ""
+    print(f"table {audit.table} is ready in {_safe_dsn(dsn)}{granted}")
+    return EX_OK
 
 
 def connect(args: argparse.Namespace) -> int:
@@ -896,7 +993,35 @@ def main(argv: list[str] | None = None) -> int:
         "when the chain is broken.",
     )
     v.add_argument("--config", "-c", required=True, help="the gateway's configuration file")
+    v.add_argument("--key-file", help="the chain's key, instead of the one the config names (audit.keyFile...)")
+    v.add_argument(
+        "--checkpoint", metavar="FILE", help="a checkpoint (from `audit checkpoint`): the trail must still hold its record"
+    )
     v.set_defaults(func=audit_verify)
+    c = asub.add_parser(
+        "checkpoint",
+        help="write a signed checkpoint of the audit trail's head",
+        description="Verify the trail, then write (to stdout, or to a new file with -o) a checkpoint of its last "
+        "record signed with the chain's key. Kept where the gateway's host cannot write, it lets "
+        "`audit verify --checkpoint FILE` detect records cut from the end of the trail, or an emptied trail.",
+    )
+    c.add_argument("--config", "-c", required=True, help="the gateway's configuration file")
+    c.add_argument("--key-file", help="the chain's key, instead of the one the config names (audit.keyFile...)")
+    c.add_argument("--output", "-o", help="write the checkpoint to this new file")
+    c.set_defaults(func=audit_checkpoint)
+    i = asub.add_parser(
+        "init-db",
+        help="create the PostgreSQL audit tables (a privileged, one-time step)",
+        description="Create (or migrate) the tables of the postgres audit sink, as a role that may create "
+        "tables, and with --grant give the gateway's role INSERT and SELECT on them and nothing else, so "
+        "the gateway can add to its trail but never change or erase it. The gateway itself never creates "
+        "or alters them.",
+    )
+    i.add_argument("--config", "-c", required=True, help="the gateway's configuration file")
+    i.add_argument("--dsn", help="connect as this (privileged) role instead of the config's audit.dsn")
+    i.add_argument("--grant", metavar="ROLE", help="the gateway's role: grant it INSERT and SELECT only")
+    i.add_argument("--print", dest="print_sql", action="store_true", help="print the SQL instead of running it")
+    i.set_defaults(func=audit_init_db)
     k = sub.add_parser(
         "check-config",
         help="validate a configuration file without starting anything",

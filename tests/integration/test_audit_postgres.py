@@ -3,7 +3,8 @@ The PostgreSQL audit sink against a real server.
 
 The server comes from TWISTED_MCP_TEST_POSTGRES, a libpq connection string
 (default postgresql://postgres@127.0.0.1:5432/test); the role needs to
-create tables in that database.  When the server cannot be reached these
+create tables and roles in that database (the tests create a writer role
+with INSERT and SELECT only, as an operator would).  When the server cannot be reached these
 tests are skipped, unless TWISTED_MCP_REQUIRE_POSTGRES=1 (set it in CI),
 which makes them fail instead.  Each test writes to its own table, dropped
 at the end.
@@ -15,7 +16,9 @@ timeouts.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import time
 import uuid
 from typing import Any, Iterator
@@ -23,7 +26,9 @@ from typing import Any, Iterator
 import pytest
 from twisted.internet.task import Clock
 
-from twisted_mcp.policy.audit import AuditConfig, AuditLog, SynchronousThreads, VerifyResult, verify
+from twisted.logger import capturedLogs, formatEvent
+
+from twisted_mcp.policy.audit import AuditConfig, AuditLog, SynchronousThreads, VerifyResult, init_postgres, verify
 
 psycopg = pytest.importorskip("psycopg", reason="the postgres audit sink needs psycopg: pip install 'psycopg[binary]'")
 from psycopg.conninfo import make_conninfo  # noqa: E402
@@ -67,9 +72,21 @@ def table(dsn: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def config(dsn: str, table: str) -> AuditConfig:
+def writer(dsn: str) -> Iterator[str]:
+    """A role that may log in and nothing more (init_postgres grants it INSERT and SELECT)."""
+    name = f"tmcp_writer_{uuid.uuid4().hex[:12]}"
+    sql(dsn, f'CREATE ROLE "{name}" LOGIN')
+    yield name
+    sql(dsn, f'DROP OWNED BY "{name}"')
+    sql(dsn, f'DROP ROLE "{name}"')
+
+
+@pytest.fixture
+def config(dsn: str, table: str, writer: str) -> AuditConfig:
+    """The sink as the writer role, on tables set up by the privileged role."""
+    init_postgres(dsn, table, writer)
     # A unique application_name lets a test find (and kill) the log's connection.
-    return AuditConfig(sink="postgres", dsn=make_conninfo(dsn, application_name=f"tmcp-{table}"), table=table)
+    return AuditConfig(sink="postgres", dsn=make_conninfo(dsn, user=writer, application_name=f"tmcp-{table}"), table=table)
 
 
 def sql(dsn: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
@@ -121,21 +138,69 @@ def ok(count: int) -> VerifyResult:
     return VerifyResult(True, count, None, f"{count} record(s), seq 1 to {count}: the hash chain is intact")
 
 
-def test_schemaCreatedAtStart(dsn: str, table: str, config: AuditConfig) -> None:
-    h = Harness()
-    log = h.start(config)
-    assert log.healthy
+def test_schemaCreatedByInitDb(dsn: str, table: str, config: AuditConfig) -> None:
     assert sql(dsn, "SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL", table, f"{table}_schema") == [(True, True)]
     assert sql(dsn, f'SELECT version FROM "{table}_schema"') == [(1,)]
     indexes = {row[0] for row in sql(dsn, "SELECT indexname FROM pg_indexes WHERE tablename = %s", table)}
     assert {f"{table}_time", f"{table}_principal", f"{table}_id"} <= indexes
-    h.stop(log)
-    # A second start finds the schema as it is.
+    h = Harness()
     log = h.start(config)
     assert log.healthy
-    assert sql(dsn, f'SELECT version FROM "{table}_schema"') == [(1,)]
     h.stop(log)
+    init_postgres(dsn, table)  # a second run changes nothing
+    assert sql(dsn, f'SELECT version FROM "{table}_schema"') == [(1,)]
     assert verify(config) == VerifyResult(True, 0, None, "no records yet")
+
+
+def test_theWriterMayOnlyInsertAndSelect(dsn: str, table: str, writer: str, config: AuditConfig) -> None:
+    """The gateway's role adds to the trail and reads it; it cannot change, erase or recreate it (defect 6)."""
+    h = Harness()
+    with capturedLogs() as events:
+        log = h.start(config)
+        for n in range(3):
+            log.record(fields(n))
+        assert (log.healthy, log.queue_depth, log.failures) == (True, 0, 0)
+        h.stop(log)
+    assert not any("may change or erase" in formatEvent(e) for e in events)
+    assert verify(config) == ok(3)
+    with psycopg.connect(config.dsn, autocommit=True) as conn:
+        for statement in (
+            f'DELETE FROM "{table}"',
+            f"UPDATE \"{table}\" SET principal = 'mallory'",
+            f'TRUNCATE "{table}"',
+            f'DELETE FROM "{table}_schema"',
+            f'DROP TABLE "{table}"',
+            f'CREATE TABLE "{table}_x" (a int)',
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+    assert verify(config) == ok(3)
+
+
+def test_noTableNoWrites(dsn: str, table: str, writer: str) -> None:
+    """The gateway never creates its table: without init-db it says what to run, and keeps retrying."""
+    config = AuditConfig(sink="postgres", dsn=make_conninfo(dsn, user=writer), table=table)
+    h = Harness()
+    with capturedLogs() as events:
+        log = h.start(config)
+    assert not log.healthy
+    assert any(f"table {table} does not exist" in formatEvent(e) and "audit init-db" in formatEvent(e) for e in events)
+    init_postgres(dsn, table, writer)
+    log.record(fields(0))
+    h.clock.advance(AuditLog.RETRY_DELAY)
+    assert log.healthy
+    h.stop(log)
+    assert verify(config) == ok(1)
+
+
+def test_aPrivilegedGatewayIsWarned(dsn: str, table: str) -> None:
+    init_postgres(dsn, table)
+    config = AuditConfig(sink="postgres", dsn=dsn, table=table)
+    h = Harness()
+    with capturedLogs() as events:
+        log = h.start(config)
+    h.stop(log)
+    assert any("may change or erase the audit table" in formatEvent(e) for e in events)
 
 
 def test_chainAndRestart(dsn: str, table: str, config: AuditConfig) -> None:
@@ -230,3 +295,79 @@ def test_unreachableAtStart(table: str) -> None:
     assert h.clock.getDelayedCalls() == []
     result = verify(config)
     assert not result.ok and result.message.startswith("cannot connect to host=127.0.0.1 port=1 dbname=test user=postgres")
+
+
+def test_gatewaysRunAsAnInsertOnlyRole(dsn: str, table: str, writer: str, raw_gateway, tmp_path) -> None:
+    """
+    Through the real commands: `twisted-mcp audit init-db` (as the privileged
+    role) creates the table and grants the writer role INSERT and SELECT;
+    two gateways run as that role, write one table at the same time, and
+    the chain verifies; the role cannot erase what they wrote.
+    """
+    from .conftest import bin_path, gateway_argv, gateway_env, server
+
+    def write(name: str, audit: dict[str, Any]) -> str:
+        path = tmp_path / name
+        path.write_text(json.dumps({"mcpServers": {"echo": server("echo_fast")}, "audit": {"sink": "postgres", "table": table, **audit}}))
+        return str(path)
+
+    def command(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([bin_path("twisted-mcp"), *args], capture_output=True, text=True, timeout=60, env=gateway_env())
+
+    writer_dsn = make_conninfo(dsn, user=writer)
+    config = write("gateway.yaml", {"dsn": writer_dsn})
+    printed = command("audit", "init-db", "--config", config, "--grant", writer, "--print")
+    assert printed.returncode == 0, printed.stderr
+    assert f'GRANT SELECT, INSERT ON "{table}", "{table}_schema" TO "{writer}"' in printed.stdout
+    assert sql(dsn, "SELECT to_regclass(%s)", table) == [(None,)]  # --print changes nothing
+
+    denied = command("audit", "init-db", "--config", config)  # as the writer: it may not create tables
+    assert denied.returncode == 69, denied.stdout + denied.stderr
+    assert "permission denied" in denied.stderr
+    created = command("audit", "init-db", "--config", config, "--dsn", dsn, "--grant", writer)
+    assert created.returncode == 0, created.stderr
+    assert f"{writer} may INSERT and SELECT" in created.stdout
+
+    gateways = [raw_gateway(config, argv=gateway_argv(config)) for _ in range(2)]
+    for gw in gateways:
+        gw.initialize()
+    pending = []
+    for n in range(20):
+        for gw in gateways:
+            gw.send({"jsonrpc": "2.0", "id": n, "method": "tools/call", "params": {"name": "echo__echo", "arguments": {"text": str(n)}}})
+            pending.append((gw, n))
+    for gw, n in pending:
+        assert "result" in gw.response(n)
+    for gw in gateways:
+        gw.close_stdin()
+        assert gw.wait(30) == 0
+        assert "may change or erase" not in gw.stderr_text()
+    assert sql(dsn, f"SELECT count(*) FROM \"{table}\" WHERE method = 'tools/call'") == [(40,)]
+    verified = command("audit", "verify", "--config", config)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    with psycopg.connect(writer_dsn, autocommit=True) as conn:
+        for statement in (f'DELETE FROM "{table}"', f"UPDATE \"{table}\" SET principal = 'x'", f'TRUNCATE "{table}"'):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+
+
+def test_keyedChainInPostgres(dsn: str, table: str, config: AuditConfig) -> None:
+    """A keyed chain in a table; the privileged role (which may UPDATE) still cannot rewrite it unseen."""
+    import attrs
+
+    keyed = attrs.evolve(config, key=b"k" * 32, keySource="test")
+    h = Harness()
+    log = h.start(keyed)
+    for n in range(3):
+        log.record(fields(n))
+    h.stop(log)
+    assert verify(keyed).ok
+    assert not verify(config).ok  # no key: it says it needs one
+    rows = sql(dsn, f'SELECT seq, record FROM "{table}" ORDER BY seq')
+    assert all(json.loads(r[1])["digest"].startswith("hmac-sha256:") for r in rows)
+    record = json.loads(rows[1][1])
+    record["principal"] = "mallory"
+    sql(dsn, f'UPDATE "{table}" SET principal = %s, record = %s WHERE seq = 2', "mallory", json.dumps(record))
+    result = verify(keyed)
+    assert (result.ok, result.first_bad) == (False, 2), result
+    assert "the record was modified" in result.message

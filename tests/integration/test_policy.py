@@ -293,6 +293,8 @@ def test_audit_in_postgresql(policy_config, raw_gateway, monkeypatch):
     table = f"gw_audit_{os.getpid()}_{int(time.time())}"
     config = policy_config({"echo": server("echo_fast")}, audit={"sink": "postgres", "dsn": dsn, "table": table})
     try:
+        init = subprocess.run([bin_path("twisted-mcp"), "audit", "init-db", "--config", config], capture_output=True, text=True, timeout=60, env=gateway_env())
+        assert init.returncode == 0, init.stderr
         gw = start(raw_gateway, monkeypatch, config)
         for i in range(3):
             assert "result" in call(gw, "echo__echo", {"text": str(i)})
@@ -306,6 +308,7 @@ def test_audit_in_postgresql(policy_config, raw_gateway, monkeypatch):
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f"DROP TABLE IF EXISTS {table}")
+            conn.execute(f"DROP TABLE IF EXISTS {table}_schema")
 
 
 def test_sighup_applies_a_new_policy_and_tells_the_client(policy_config, raw_gateway, monkeypatch, tmp_path):

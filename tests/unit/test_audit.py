@@ -25,7 +25,7 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp.policy import audit
+from twisted_mcp.policy import audit, audit_keys
 from twisted_mcp.policy.audit import (
     REDACTED,
     AuditConfig,
@@ -527,41 +527,109 @@ class FailureTests(AuditTestCase):
         os.symlink(target, self.link)
 
     def test_diskFullAndRecovery(self) -> None:
-        config = self.config(path=self.link, maxQueue=3)
+        """Records of calls that ran are never dropped: the queue outgrows maxQueue and the gate refuses calls."""
+        config = self.config(path=self.link, maxQueue=3, onFailure="allow")
         with capturedLogs() as events:
             log = self.started(config)
             self.assertTrue(log.healthy)  # /dev/full opens fine
             log.record(fields(0))
             self.assertEqual((log.healthy, log.queue_depth, log.failures), (False, 1, 0))
+            self.assertFalse(log.refuses_calls)  # onFailure: allow
             self.assertEqual(len(self.clock.getDelayedCalls()), 1)
             for n in range(1, 5):
                 log.record(fields(n))
-            self.assertEqual((log.healthy, log.queue_depth, log.failures), (False, 3, 2))
+            self.assertEqual((log.healthy, log.queue_depth, log.failures), (False, 5, 0))
+            self.assertTrue(log.refuses_calls)  # full of calls that ran: fail closed, even with onFailure: allow
             self.clock.advance(1)  # still full
             self.assertFalse(log.healthy)
             self.point(self.path)
             self.clock.advance(1)
-        self.assertEqual((log.healthy, log.queue_depth, log.failures), (True, 0, 2))
+        self.assertEqual((log.healthy, log.queue_depth, log.failures, log.refuses_calls), (True, 0, 0, False))
         messages = [formatEvent(e) for e in events]
         failed = [m for m in messages if "failed: No space left on device" in m]
         self.assertEqual(len(failed), 1, messages)  # once, not on every retry
-        self.assertTrue(any("dropping the oldest" in m for m in messages))
-        self.assertTrue(any("writing again; 2 record(s) could not be written" in m for m in messages), messages)
         log.record(fields(5))
         self.stopped(log)
-        self.assertChain(read_lines(self.path), ["req-2", "req-3", "req-4", "req-5"])
-        self.assertVerified(self.config(), 4)
+        self.assertChain(read_lines(self.path), [f"req-{n}" for n in range(6)])
+        self.assertVerified(self.config(), 6)
+
+    def test_refusalsNeverCrowdOutCallsThatRan(self) -> None:
+        """
+        During an outage refusals fill the queue; each record of a call that
+        ran then pushes out the oldest refusal, the refusals dropped are
+        counted and written, once the sink is back, as one gap record that
+        verify reports.
+        """
+        config = self.config(path=self.link, maxQueue=3)
+        with capturedLogs() as events:
+            log = self.started(config)
+            log.record(fields(0))  # ran
+            self.assertTrue(log.refuses_calls)  # onFailure: refuse, and the sink fails
+            for n in range(1, 6):
+                log.record(fields(n, decision="deny", error_code=-32009, outcome=None))
+            log.record(fields(6))  # a call that was in flight finishes
+            log.record(fields(7, decision="deny", error_code=-32004, outcome=None))
+        self.assertEqual((log.queue_depth, log.failures, log.dropped), (3, 5, 5))
+        self.assertTrue(any("dropping records of refusals and tool listings" in formatEvent(e) for e in events))
+        self.point(self.path)
+        self.clock.advance(1)
+        self.assertEqual((log.healthy, log.queue_depth, log.refuses_calls), (True, 0, False))
+        self.stopped(log)
+        records = read_lines(self.path)
+        self.assertEqual([r["id"] for r in records[1:]], ["req-0", "req-6", "req-7"])  # the oldest refusals went
+        gap = records[0]
+        self.assertEqual((gap["method"], gap["lost"], gap["lostBy"]), ("audit/gap", 5, {"-32009": 5}))
+        self.assertEqual((gap["firstLostTime"], gap["lastLostTime"]), (fields(1)["time"], fields(5)["time"]))
+        result = verify(self.config())
+        self.assertTrue(result.ok)
+        self.assertEqual(result.lost, 5)
+        self.assertIn("5 record(s) of refusals and tool listings were dropped", result.message)
+        self.assertIn("seq 1", result.message)
+
+    def test_toolListingsAreDroppedAndCountedToo(self) -> None:
+        """A client listing tools in a loop during an outage cannot grow the queue: listings reached no backend."""
+        log = self.started(self.config(path=self.link, maxQueue=3))
+        log.record(fields(0))
+        for n in range(1, 1000):
+            log.record(fields(n, method="tools/list", tool=None, backend=None))
+        self.assertEqual((log.queue_depth, log.dropped), (3, 997))
+        self.point(self.path)
+        self.clock.advance(1)
+        self.stopped(log)
+        records = read_lines(self.path)
+        self.assertEqual((records[0]["lostBy"], records[1]["id"]), ({"tools/list": 997}, "req-0"))
+
+    def test_aLongOutageKeepsEveryCallThatRan(self) -> None:
+        config = self.config(path=self.link, maxQueue=100, onFailure="allow")
+        log = self.started(config)
+        ran = []
+        for n in range(5000):
+            if n % 97 == 0:
+                ran.append(f"req-{n}")
+                log.record(fields(n))
+            else:
+                log.record(fields(n, decision="deny", error_code=-32004, outcome=None))
+        self.assertEqual(log.queue_depth, 100)
+        self.assertEqual(log.dropped, 5000 - 100)
+        self.point(self.path)
+        self.clock.advance(1)
+        self.stopped(log)
+        records = read_lines(self.path)
+        self.assertEqual([r["id"] for r in records if r.get("outcome") == "ok"], ran)
+        self.assertEqual(sum(r.get("lost", 0) for r in records), 4900)
+        self.assertEqual(verify(self.config()).lost, 4900)
 
     def test_overflowKeepsTheBatchBeingWritten(self) -> None:
-        """A full queue drops the oldest record not being written: the batch in flight stays whole."""
+        """A full queue drops the oldest refusal not being written: the batch in flight stays whole."""
         self.threads.paused = True
         log = AuditLog(self.config(path=self.link, maxQueue=3), self.clock, self.threads)
         log.start()
         self.threads.pump()
-        log.record(fields(0))  # in flight (to /dev/full)
+        refused = {"decision": "deny", "outcome": None, "error_code": -32004}
+        log.record(fields(0, **refused))  # in flight (to /dev/full)
         self.assertTrue(log.healthy)
         for n in range(1, 4):
-            log.record(fields(n))
+            log.record(fields(n, **refused))
         self.assertEqual((log.queue_depth, log.failures, log.healthy), (3, 1, False))  # full is unhealthy
         self.threads.pump()  # the write fails: req-0 stays queued
         self.point(self.path)
@@ -569,7 +637,8 @@ class FailureTests(AuditTestCase):
         self.threads.pump()
         self.assertTrue(log.healthy)
         self.stopped(log)
-        self.assertChain(read_lines(self.path), ["req-0", "req-2", "req-3"])
+        records = read_lines(self.path)
+        self.assertEqual([r.get("lost") for r in records[:1]] + [r["id"] for r in records[1:]], [1, "req-0", "req-2", "req-3"])
 
     def test_failureAfterGoodWritesKeepsTheChain(self) -> None:
         good = os.path.join(self.directory, "good.jsonl")
@@ -793,3 +862,237 @@ class BatchingTests(SynchronousTestCase):
         self.assertEqual(writes, [5])
         self.assertTrue(verify(AuditConfig(sink="file", path=path)).ok)
         self.successResultOf(log.stop())
+
+
+class BoundTests(AuditTestCase):
+    """What one record stores is bounded, whatever a client sends (defect 5 of issue 9)."""
+
+    def test_boundText(self) -> None:
+        self.assertEqual(audit.bound_text("short", 256), "short")
+        long = "é" * 3000  # 6000 bytes
+        bounded = audit.bound_text(long, 256)
+        digest = hashlib.sha256(long.encode("utf-8")).hexdigest()
+        self.assertLessEqual(len(bounded.encode("utf-8")), 256)
+        self.assertTrue(bounded.startswith("éé"))
+        self.assertTrue(bounded.endswith(f"…[6000 bytes, sha256:{digest}]"), bounded)
+
+    def test_hugeToolNameStoredBounded(self) -> None:
+        """A 4 MiB tool name (in the tool and in the reason) costs about 1 KiB per field."""
+        name = "x" * (4 << 20)
+        config = self.config()
+        log = self.started(config)
+        log.record(fields(0, tool=name, decision="deny", reason=f"Unknown tool: {name!r}", principal="p" * 5000, roles=["r" * 5000]))
+        self.stopped(log)
+        [record] = read_lines(self.path)
+        size = os.path.getsize(self.path)
+        self.assertLess(size, 8 * 1024, size)
+        digest = hashlib.sha256(name.encode()).hexdigest()
+        self.assertTrue(record["tool"].endswith(f"…[{4 << 20} bytes, sha256:{digest}]"))
+        for key in ("tool", "reason", "principal"):
+            self.assertLessEqual(len(record[key].encode()), 1024, key)
+        self.assertLessEqual(len(record["roles"][0].encode()), 1024)
+        self.assertVerified(config, 1)
+
+    def test_recordArgumentsBoundedPerFieldAndPerRecord(self) -> None:
+        config = self.config(recordArguments=True, maxFieldBytes=256, maxRecordBytes=8192)
+        log = self.started(config)
+        arguments = {f"k{i}": "v" * 300 for i in range(100)}  # each value over the field bound, 30 KB in all
+        arguments["y" * 1000] = "short"
+        log.record(fields(0, arguments=arguments))
+        log.record(fields(1, arguments={"a": "b" * 1000, "token": "s3cret"}))
+        self.stopped(log)
+        first, second = read_lines(self.path)
+        self.assertTrue(first["arguments"].startswith("[omitted: "), first["arguments"][:80])
+        self.assertEqual(first["principal"], "alice")  # the small fields stay whole
+        self.assertLessEqual(len(json.dumps(first).encode()), 8192 + 200)  # + the digest added when sealed
+        self.assertLessEqual(len(second["arguments"]["a"].encode()), 256)
+        self.assertEqual(second["arguments"]["token"], REDACTED)
+        self.assertVerified(config, 2)
+
+    def test_configKeys(self) -> None:
+        problems: list[str] = []
+        config = parse_audit({"maxFieldBytes": 512, "maxRecordBytes": 16384}, "audit", "/etc", problems)
+        assert config is not None
+        self.assertEqual((config.maxFieldBytes, config.maxRecordBytes), (512, 16384))
+        self.assertEqual((AuditConfig().maxFieldBytes, AuditConfig().maxRecordBytes), (1024, 65536))
+        for bad, key in (({"maxFieldBytes": 10}, "audit.maxFieldBytes"), ({"maxRecordBytes": "big"}, "audit.maxRecordBytes"),
+                         ({"maxFieldBytes": 8192, "maxRecordBytes": 4096}, "audit.maxFieldBytes")):
+            problems = []
+            self.assertIsNone(parse_audit(bad, "audit", "/etc", problems))
+            self.assertTrue(problems and problems[0].startswith(key + ": "), problems)
+
+
+KEY = b"k" * 32
+
+
+def rechain(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What someone who can write the trail but lacks the key can do: renumber and recompute every digest."""
+    out, prev = [], ""
+    for seq, record in enumerate(records, 1):
+        body = {k: v for k, v in record.items() if k != "digest"}
+        body.update(seq=seq, prev=prev)
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        prev = "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+        out.append({**body, "digest": prev})
+    return out
+
+
+def write_lines(path: str, records: list[dict[str, Any]]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
+class KeyedChainTests(AuditTestCase):
+    """Tampering by someone who can write the trail but does not hold the key (defect 4 of issue 9)."""
+
+    def keyed(self, count: int, **kw: Any) -> tuple[AuditConfig, list[dict[str, Any]]]:
+        config = self.config(key=KEY, keySource="test", **kw)
+        log = self.started(config)
+        for n in range(count):
+            log.record(fields(n))
+        self.stopped(log)
+        return config, read_lines(self.path) if config.sink == "file" else []
+
+    def assertBroken(self, result: VerifyResult, *words: str) -> None:
+        self.assertFalse(result.ok, result)
+        for word in words:
+            self.assertIn(word, result.message)
+
+    def test_keyedDigests(self) -> None:
+        config, records = self.keyed(3)
+        self.assertTrue(all(r["digest"].startswith("hmac-sha256:") for r in records))
+        result = verify(config)
+        self.assertEqual((result.ok, result.records, result.head), (True, 3, (3, records[-1]["digest"])))
+        self.assertBroken(verify(self.config()), "no key was given")
+        self.assertBroken(verify(self.config(key=b"another key, 16+ bytes")), "the key is not the one")
+
+    def test_rewrittenWithRecomputedHashesIsCaught(self) -> None:
+        config, records = self.keyed(4)
+        records[1]["principal"] = "mallory"
+        write_lines(self.path, rechain(records))
+        self.assertTrue(verify(self.config()).ok)  # the plain chain of old could not tell
+        self.assertBroken(verify(config), "none of the 4 record(s) is keyed")
+
+    def test_deletedOrInsertedRecordIsCaught(self) -> None:
+        config, records = self.keyed(4)
+        original = [dict(r) for r in records]
+        # Keep the keyed records, renumbered: their HMACs no longer match.
+        del records[1]
+        for seq, record in enumerate(records, 1):
+            record["seq"] = seq
+        write_lines(self.path, records)
+        self.assertBroken(verify(config), "line 2 (seq 2)", "the record was modified")
+        # A forged record slipped in after seq 2, chained as well as one can without the key.
+        forged = {**original[1], "id": "forged", "seq": 3, "prev": original[1]["digest"]}
+        forged["digest"] = audit._record_digest({k: v for k, v in forged.items() if k != "digest"})
+        write_lines(self.path, original[:2] + [forged])
+        self.assertBroken(verify(config), "line 3 (seq 3)", "an unkeyed record after keyed ones")
+
+    def test_cutTailAndEmptiedTrailCaughtByACheckpoint(self) -> None:
+        config, records = self.keyed(5)
+        result = verify(config)
+        assert result.head is not None
+        checkpoint = json.dumps(audit_keys.make_checkpoint(*result.head, config.describe(), 1.0, KEY)).encode()
+        ok = verify(config, checkpoint)
+        self.assertTrue(ok.ok, ok)
+        self.assertIn("still holds seq 5", ok.message)
+
+        write_lines(self.path, records[:3])  # the tail cut off: the chain itself is intact
+        self.assertTrue(verify(config).ok)
+        self.assertBroken(verify(config, checkpoint), "ends at seq 3", "seq 5", "cut")
+        write_lines(self.path, [])
+        self.assertBroken(verify(config, checkpoint), "ends at seq 0")
+
+        write_lines(self.path, records)
+        forged = json.loads(checkpoint)
+        forged["seq"] = 3
+        self.assertBroken(verify(config, json.dumps(forged).encode()), "cannot be trusted", "signature does not match")
+        other = json.dumps(audit_keys.make_checkpoint(5, records[-1]["digest"], "x", 1.0, b"another key, 16+ bytes")).encode()
+        self.assertBroken(verify(config, other), "signature does not match")
+        self.assertBroken(verify(self.config(), checkpoint), "none is configured")
+
+    def test_sqliteKeyed(self) -> None:
+        config, _ = self.keyed(3, sink="sqlite", path=os.path.join(self.directory, "a.db"))
+        self.assertTrue(verify(config).ok)
+        conn = sqlite3.connect(config.path)
+        rows = conn.execute("SELECT seq, record FROM twisted_mcp_audit ORDER BY seq").fetchall()
+        records = rechain([json.loads(r[1]) for r in rows])
+        conn.execute("DELETE FROM twisted_mcp_audit")
+        conn.executemany(
+            "INSERT INTO twisted_mcp_audit (seq, prev, digest, record, id, principal, roles, session, method, tool, backend, "
+            "decision, outcome, latency_ms, result_bytes, arguments_digest, time) VALUES "
+            "(?, ?, ?, ?, ?, ?, '[\"dev\"]', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (r["seq"], r["prev"], r["digest"], json.dumps(r, sort_keys=True, separators=(",", ":")), r["id"], r["principal"],
+                 r["session"], r["method"], r["tool"], r["backend"], r["decision"], r["outcome"], r["latency_ms"],
+                 r["result_bytes"], r["arguments_digest"], r["time"])
+                for r in records
+            ],
+        )
+        conn.commit()
+        conn.close()
+        self.assertTrue(verify(self.config(sink="sqlite", path=config.path)).ok)
+        self.assertBroken(verify(config), "none of the 3 record(s) is keyed")
+
+    def test_anOldUnkeyedTrailGoesOnKeyed(self) -> None:
+        """A trail written before the key stays verifiable; once keyed records follow, they protect it too."""
+        old = self.started(self.config())
+        old.record(fields(0))
+        old.record(fields(1))
+        self.stopped(old)
+        self.assertTrue(verify(self.config()).ok)
+        config = self.config(key=KEY, keySource="test")
+        self.assertBroken(verify(config), "has not written since the key was configured")
+        log = self.started(config)
+        log.record(fields(2))
+        self.stopped(log)
+        result = verify(config)
+        self.assertTrue(result.ok, result)
+        self.assertIn("records 1 to 2 were written before the key", result.message)
+        records = read_lines(self.path)
+        records[0]["principal"] = "mallory"
+        write_lines(self.path, rechain(records[:2]) + records[2:])
+        self.assertBroken(verify(config), "line 3 (seq 3)", "prev does not match")
+
+
+class KeySourceTests(SynchronousTestCase):
+    def parse(self, data: dict[str, Any], environ: dict[str, str] | None = None) -> tuple[AuditConfig | None, list[str]]:
+        self.patch(os, "environ", environ if environ is not None else {})
+        problems: list[str] = []
+        return parse_audit(data, "audit", self.directory, problems), problems
+
+    def setUp(self) -> None:
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+        with open(os.path.join(self.directory, "audit.key"), "w") as f:
+            f.write("s3cret-audit-key-0123456789\n")
+
+    def test_sources(self) -> None:
+        secret = b"s3cret-audit-key-0123456789"
+        config, problems = self.parse({"keyFile": "audit.key"})
+        self.assertEqual((problems, config.key if config else None), ([], secret))
+        config, _ = self.parse({"keyEnv": "AUDIT_KEY"}, {"AUDIT_KEY": secret.decode()})
+        self.assertEqual(config.key if config else None, secret)
+        config, _ = self.parse({"keyCredential": "audit.key"}, {"CREDENTIALS_DIRECTORY": self.directory})
+        assert config is not None
+        self.assertEqual((config.key, config.keySource), (secret, "keyCredential audit.key"))
+        self.assertNotIn("s3cret", repr(config))
+
+    def test_problemsNameTheKeyAndNeverShowIt(self) -> None:
+        with open(os.path.join(self.directory, "short.key"), "w") as f:
+            f.write("s3cret")
+        cases = [
+            ({"keyFile": "missing.key"}, {}, "audit.keyFile: cannot read", "No such file"),
+            ({"keyFile": "short.key"}, {}, "audit.keyFile: the key is 6 byte(s); it needs at least 16", ""),
+            ({"keyEnv": "AUDIT_KEY"}, {}, "audit.keyEnv: the environment variable AUDIT_KEY is not set", ""),
+            ({"keyEnv": "AUDIT_KEY"}, {"AUDIT_KEY": "s3cret"}, "audit.keyEnv: the key is 6 byte(s)", ""),
+            ({"keyCredential": "audit.key"}, {}, "audit.keyCredential: $CREDENTIALS_DIRECTORY is not set", ""),
+            ({"keyCredential": "../audit.key"}, {"CREDENTIALS_DIRECTORY": self.directory}, "audit.keyCredential: expected a credential name", ""),
+            ({"keyFile": "audit.key", "keyEnv": "X"}, {}, "audit.keyEnv: only one of keyFile, keyEnv, keyCredential", ""),
+        ]
+        for data, environ, start, more in cases:
+            config, problems = self.parse(data, environ)
+            self.assertIsNone(config)
+            self.assertEqual(len(problems), 1, problems)
+            self.assertTrue(problems[0].startswith(start) and more in problems[0], problems)
+            self.assertNotIn("s3cret", problems[0])

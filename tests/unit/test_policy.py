@@ -283,6 +283,10 @@ class Recorder:
     def record(self, fields: dict[str, Any]) -> None:
         self.records.append(dict(fields))
 
+    @property
+    def refuses_calls(self) -> bool:
+        return not self.healthy and self.config.onFailure == "refuse"
+
 
 class PipelineTests(SynchronousTestCase):
     def make(self, policy_yaml: dict[str, Any], principal: Any = None) -> tuple[Policy, Catalog, Recorder]:

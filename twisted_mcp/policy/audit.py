@@ -4,36 +4,52 @@ to a JSON lines file, an SQLite database or a PostgreSQL table, as a hash
 chain that C{twisted-mcp audit verify} checks.
 
 The chain.  Each stored record carries C{seq} (1, 2, 3... with no gaps),
-C{prev} (the previous record's digest, C{""} for the first) and C{digest}:
-C{"sha256:"} and the SHA-256 of the record's canonical JSON (keys sorted,
-no spaces, UTF-8) with C{seq} and C{prev} but without C{digest}.  Editing,
-removing, inserting or reordering records breaks it where it happened.
-Records cut from the I{end} of a trail leave no trace in the chain itself
-(anchor the last digest elsewhere, e.g. ship it to a log host, to catch
-that).
+C{prev} (the previous record's digest, C{""} for the first) and C{digest},
+computed over the record's canonical JSON (keys sorted, no spaces, UTF-8)
+with C{seq} and C{prev} but without C{digest}: C{"hmac-sha256:"} and its
+HMAC under the trail's key when one is configured (C{audit.keyFile},
+C{keyEnv} or C{keyCredential}), else C{"sha256:"} and its SHA-256, as
+trails were written before keys existed (those stay verifiable).  Editing,
+removing, inserting or reordering records breaks the chain where it
+happened; with a key, recomputing the hashes does not repair it.  Records
+cut from the I{end} leave no trace in the chain: a signed checkpoint of the
+head (C{twisted-mcp audit checkpoint}, kept elsewhere) catches that.  See
+L{twisted_mcp.policy.audit_keys} for what the key proves and what not.
+
+What a record holds is bounded: every string field (and every string in
+its lists and recorded arguments) to C{maxFieldBytes}, the stored record to
+C{maxRecordBytes}; a longer value keeps its start, its size and its SHA-256.
 
 When the chain is computed.  C{seq}, C{prev} and C{digest} are computed
-when a record is actually written, from the last record stored.  So when
-the sink fails and the queue overflows, the records dropped are counted in
-L{AuditLog.failures} and logged, but they leave no gap: the stored chain
-stays unbroken and C{verify} still passes.  Each JSON lines file is its own
-chain starting at seq 1: a rotated (renamed) file is noticed and the new
-file starts a new chain.  In SQLite and PostgreSQL the last record is read
-inside the writing transaction, under a lock, so several gateways may share
-one table and still form one chain.  A file has one writer: the gateway
-takes an exclusive C{flock} on it.
+when a record is actually written, from the last record stored.  Each JSON
+lines file is its own chain starting at seq 1: a rotated (renamed) file is
+noticed and the new file starts a new chain.  In SQLite and PostgreSQL the
+last record is read inside the writing transaction, under a lock, so
+several gateways may share one table and still form one chain.  A file has
+one writer: the gateway takes an exclusive C{flock} on it.  The PostgreSQL
+sink needs only INSERT and SELECT: its tables are created beforehand by
+C{twisted-mcp audit init-db}, and writers take turns under an advisory
+lock.
 
 Threads.  Nothing here blocks the reactor: L{AuditLog.record} only queues;
 one dedicated worker thread (a one-thread L{ThreadPool}) encodes, chains
 and writes whatever is queued in one batch (one write, flush and fsync for
 a file; one transaction for a database) and reports back through the
-reactor.  If a write fails, the batch stays queued (up to C{maxQueue}
-records; beyond that the oldest not being written are dropped and counted)
-and is retried every second; L{AuditLog.healthy} is False meanwhile.  A
-write that failed half-way is cleaned up (a file is truncated back; a
-transaction rolls back) and, where that is not certain, the records that
-did land are recognised by their C{id} on the next attempt, so none is
-written twice.
+reactor.  If a write fails, the batch stays queued and is retried every
+second; L{AuditLog.healthy} is False meanwhile.  A write that failed
+half-way is cleaned up (a file is truncated back; a transaction rolls
+back) and, where that is not certain, the records that did land are
+recognised by their C{id} on the next attempt, so none is written twice.
+
+Outages.  A record of a call that ran (anything but a refusal or a tool
+listing) is never dropped.  Past C{maxQueue} records waiting, the oldest
+refusal or listing not being written is dropped instead, counted, and reported once the sink works
+again by a gap record (method C{audit/gap}) that C{verify} reports; with
+no refusal left to drop the queue grows by the calls still in flight, and
+the gate refuses new calls (L{AuditLog.refuses_calls}), whatever
+C{onFailure} says: fail closed rather than run calls that cannot be
+recorded.  What is still queued when the gateway stops (after
+L{AuditLog.STOP_TIMEOUT}) is lost, and logged.
 """
 
 from __future__ import annotations
@@ -61,6 +77,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from twisted_mcp.config import _Checker, _describe, _join, _resolve
+from twisted_mcp.policy.audit_keys import KEY_SOURCES, KEYED, chain_digest, load_key, read_checkpoint
 from twisted_mcp.redaction import is_secret_name
 
 try:
@@ -77,6 +94,8 @@ DEFAULT_SQLITE = "twisted-mcp-audit.sqlite"
 TABLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # whole name (fullmatch)
 MAX_TABLE_LENGTH = 48  # PostgreSQL names are at most 63 bytes, with room for "_principal"
 SCHEMA_VERSION = 1
+MIN_FIELD_BYTES = 256  # room for a start, "…", the size and the digest
+MIN_RECORD_BYTES = 4096  # room for every field, each replaced by its digest
 REDACTED = "[REDACTED]"
 _MAX_NODES = 1_000_000  # a bound on copying (and on cycles) in redact()
 
@@ -99,6 +118,20 @@ class AuditConfig:
     recordArguments: bool = False
     onFailure: str = attrs.field(default="refuse", validator=attrs.validators.in_(ON_FAILURE))
     maxQueue: int = attrs.field(default=10000, validator=[attrs.validators.instance_of(int), attrs.validators.ge(1)])
+    #: The longest string any field of a record keeps (UTF-8 bytes); longer
+    #: ones keep their start, "…" and the size and SHA-256 of the whole.
+    maxFieldBytes: int = attrs.field(
+        default=1024, validator=[attrs.validators.instance_of(int), attrs.validators.ge(MIN_FIELD_BYTES)]
+    )
+    #: The most a stored record may take; beyond it its largest fields are
+    #: replaced by their size and SHA-256.
+    maxRecordBytes: int = attrs.field(
+        default=65536, validator=[attrs.validators.instance_of(int), attrs.validators.ge(MIN_RECORD_BYTES)]
+    )
+    #: Where the chain's key came from ("keyFile /etc/x"), for messages; None: no key.
+    keySource: str | None = None
+    #: The HMAC key of the chain (see L{twisted_mcp.policy.audit_keys}); never shown.
+    key: bytes | None = attrs.field(default=None, repr=False)
 
     def describe(self) -> str:
         """Where records go, for logs and messages (never the DSN's password)."""
@@ -111,7 +144,7 @@ class AuditConfig:
         return "none"
 
 
-_AUDIT_KEYS = ("sink", "path", "dsn", "table", "recordArguments", "onFailure", "maxQueue")
+_AUDIT_KEYS = ("sink", "path", "dsn", "table", "recordArguments", "onFailure", "maxQueue", "maxFieldBytes", "maxRecordBytes") + KEY_SOURCES
 
 
 def parse_audit(data: Any, path: str, base_dir: str | None, problems: list[str]) -> AuditConfig | None:
@@ -190,10 +223,41 @@ def parse_audit(data: Any, path: str, base_dir: str | None, problems: list[str])
             fields["onFailure"] = value
     if "maxQueue" in spec:
         fields["maxQueue"] = check.integer(_join(path, "maxQueue"), spec["maxQueue"], 1, 10_000_000)
+    if "maxFieldBytes" in spec:
+        fields["maxFieldBytes"] = check.integer(_join(path, "maxFieldBytes"), spec["maxFieldBytes"], MIN_FIELD_BYTES, 1 << 20)
+    if "maxRecordBytes" in spec:
+        fields["maxRecordBytes"] = check.integer(_join(path, "maxRecordBytes"), spec["maxRecordBytes"], MIN_RECORD_BYTES, 64 << 20)
+    field_max, record_max = fields.get("maxFieldBytes", 1024), fields.get("maxRecordBytes", 65536)
+    if field_max is not None and record_max is not None and field_max > record_max:
+        check.problem(_join(path, "maxFieldBytes"), f"must not be larger than {_join(path, 'maxRecordBytes')}")
+    _parse_key(check, path, spec, base_dir, fields)
     if check.problems:
         problems.extend(check.problems)
         return None
     return AuditConfig(**fields)
+
+
+def _parse_key(check: _Checker, path: str, spec: dict[str, Any], base_dir: str | None, fields: dict[str, Any]) -> None:
+    """At most one of keyFile, keyEnv, keyCredential; the key is read now, so a missing one stops start-up."""
+    given = [source for source in KEY_SOURCES if source in spec]
+    if len(given) > 1:
+        check.problem(_join(path, given[1]), f"only one of {', '.join(KEY_SOURCES)} may be given")
+        return
+    if not given:
+        return
+    source = given[0]
+    where = _join(path, source)
+    value = check.string(where, spec[source])
+    if value is None:
+        return
+    if source == "keyFile":
+        value = _resolve(value, base_dir)
+    try:
+        fields["key"] = load_key(source, value, os.environ)
+    except ValueError as e:
+        check.problem(where, str(e))
+        return
+    fields["keySource"] = f"{source} {value}"
 
 
 def _choices(values: Iterable[str]) -> str:
@@ -248,12 +312,30 @@ def digest_arguments(arguments: Any) -> str:
     return "sha256:" + hashlib.sha256(_canonical(arguments)).hexdigest()
 
 
-def _walk(value: Any, redact: bool, sanitize: bool) -> Any:
+def bound_text(text: str, limit: int) -> str:
+    """
+    C{text} if its UTF-8 takes at most C{limit} bytes; otherwise as much of
+    its start as fits, C{"…"}, and the size and SHA-256 of the whole, so a
+    long value costs C{limit} bytes and can still be matched against the
+    original.
+    """
+    if len(text) * 4 <= limit:  # no need to encode: it fits whatever it holds
+        return text
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return text
+    tail = f"…[{len(data)} bytes, sha256:{hashlib.sha256(data).hexdigest()}]"
+    keep = max(0, limit - len(tail.encode("utf-8")))
+    return data[:keep].decode("utf-8", "ignore") + tail
+
+
+def _walk(value: Any, redact: bool, sanitize: bool, limit: int | None = None) -> Any:
     """
     Copy JSON-like data without recursion (arguments may nest as deeply as
     the JSON parser allowed).  C{redact}: hide values under secret keys.
     C{sanitize}: make every value encodable as strict JSON in UTF-8 (text
-    for non-finite numbers, lone surrogates and other types).
+    for non-finite numbers, lone surrogates and other types).  C{limit}:
+    bound every string, keys too (L{bound_text}).
     """
     root: list[Any] = [None]
     stack: list[tuple[Any, Any, Any]] = [(root, 0, value)]
@@ -269,7 +351,10 @@ def _walk(value: Any, redact: bool, sanitize: bool) -> Any:
             for k, v in item.items():
                 if sanitize:
                     k = _clean_key(k)
-                if redact and isinstance(k, str) and is_secret_name(k):
+                secret = redact and isinstance(k, str) and is_secret_name(k)
+                if limit is not None and type(k) is str:
+                    k = bound_text(k, limit)
+                if secret:
                     new[k] = REDACTED
                 else:
                     new[k] = None
@@ -279,9 +364,11 @@ def _walk(value: Any, redact: bool, sanitize: bool) -> Any:
             container[key] = items
             for i, v in enumerate(item):
                 stack.append((items, i, v))
-        elif sanitize:
-            container[key] = _clean_scalar(item)
         else:
+            if sanitize:
+                item = _clean_scalar(item)
+            if limit is not None and type(item) is str:
+                item = bound_text(item, limit)
             container[key] = item
     return root[0]
 
@@ -471,24 +558,56 @@ class _Sealed(NamedTuple):
     digest: str
 
 
-def _seal(records: list[dict[str, Any]], seq: int, prev: str) -> list[_Sealed]:
-    """Give each record its place in the chain after (C{seq}, C{prev})."""
-    out = []
-    for record in records:
-        seq += 1
-        full = dict(record)
-        full["seq"] = seq
-        full["prev"] = prev
-        body, full = _encode_record(full)
-        digest = "sha256:" + hashlib.sha256(body).hexdigest()
-        out.append(_Sealed(full, body[:-1] + b',"digest":"' + digest.encode("ascii") + b'"}', seq, digest))
-        prev = digest
-    return out
+#: Fields a record always keeps whole: they are small and say where it belongs.
+_CORE_FIELDS = frozenset(("id", "time", "seq", "prev"))
 
 
-def _record_digest(record: dict[str, Any]) -> str:
+@attrs.frozen
+class _Chain:
+    """How records are sealed into the chain (in the worker thread)."""
+
+    max_record_bytes: int = 65536
+    key: bytes | None = attrs.field(default=None, repr=False)
+
+    def seal(self, records: list[dict[str, Any]], seq: int, prev: str) -> list[_Sealed]:
+        """Give each record its place in the chain after (C{seq}, C{prev})."""
+        out = []
+        for record in records:
+            seq += 1
+            full = dict(record)
+            full["seq"] = seq
+            full["prev"] = prev
+            body, full = self._fit(*_encode_record(full))
+            digest = chain_digest(body, self.key)
+            out.append(_Sealed(full, body[:-1] + b',"digest":"' + digest.encode("ascii") + b'"}', seq, digest))
+            prev = digest
+        return out
+
+    def _fit(self, body: bytes, record: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+        """
+        Within C{max_record_bytes}: the largest fields (recorded arguments,
+        a long list of roles...) give way to their size and digest first.
+        """
+        if len(body) <= self.max_record_bytes:
+            return body, record
+        sizes = sorted(((len(_canonical(v)), k) for k, v in record.items() if k not in _CORE_FIELDS), reverse=True)
+        fitted = dict(record)
+        excess = len(body) - self.max_record_bytes
+        for size, key in sizes:
+            if excess <= 0:
+                break
+            fitted[key] = _omitted(_canonical(record[key]))
+            excess -= size - len(fitted[key])
+        return _dumps_strict(fitted).encode("utf-8"), fitted
+
+
+def _omitted(data: bytes) -> str:
+    return f"[omitted: {len(data)} bytes, sha256:{hashlib.sha256(data).hexdigest()}]"
+
+
+def _record_digest(record: dict[str, Any], key: bytes | None = None) -> str:
     """The digest a record should carry (C{record} without its digest)."""
-    return "sha256:" + hashlib.sha256(_canonical(record)).hexdigest()
+    return chain_digest(_canonical(record), key)
 
 
 class _WriteFailed(Exception):
@@ -506,8 +625,9 @@ class _WriteFailed(Exception):
 class _FileSink:
     """JSON lines, appended: one record per line, one fsync per batch."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, chain: _Chain) -> None:
         self.path = path
+        self.chain = chain
         self._fd: int | None = None
         self._identity: tuple[int, int] | None = None
         self._regular = False
@@ -528,7 +648,7 @@ class _FileSink:
         self._landed = set()
         if skip == len(batch):
             return skip
-        sealed = _seal(batch[skip:], self._seq, self._digest)
+        sealed = self.chain.seal(batch[skip:], self._seq, self._digest)
         data = b"".join(s.line + b"\n" for s in sealed)
         fd = self._fd
         before: int | None = None
@@ -787,6 +907,7 @@ class _DatabaseSink:
     """What the SQLite and PostgreSQL sinks share: batches as transactions."""
 
     table: str
+    chain: _Chain
     _conn: Any = None
     _retry = False
 
@@ -835,9 +956,10 @@ class _DatabaseSink:
 
 
 class _SqliteSink(_DatabaseSink):
-    def __init__(self, path: str, table: str) -> None:
+    def __init__(self, path: str, table: str, chain: _Chain) -> None:
         self.path = path
         self.table = table
+        self.chain = chain
 
     def _connect(self) -> sqlite3.Connection:
         directory = os.path.dirname(os.path.abspath(self.path))
@@ -874,7 +996,7 @@ class _SqliteSink(_DatabaseSink):
                 ).fetchall(),
             )
             last = conn.execute(f'SELECT seq, digest FROM "{table}" ORDER BY seq DESC LIMIT 1').fetchone()
-            sealed = _seal(batch[skip:], *(last or (0, "")))
+            sealed = self.chain.seal(batch[skip:], *(last or (0, "")))
             conn.executemany(_insert_sql(table, "?"), [_row(s) for s in sealed])
             conn.execute("COMMIT")
         except BaseException:
@@ -886,13 +1008,72 @@ class _SqliteSink(_DatabaseSink):
         return skip
 
 
+def _lock_key(table: str) -> int:
+    """A stable 64-bit advisory lock key per table: its writers (and its setup) take turns."""
+    digest = hashlib.sha256(f"twisted-mcp-audit:{table}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+ROLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")  # whole name (fullmatch): written into SQL
+
+
+def postgres_setup_sql(table: str, writer: str | None = None) -> list[str]:
+    """
+    The SQL that creates a trail's tables in PostgreSQL, run once by a role
+    that may create tables (C{twisted-mcp audit init-db}).  With C{writer},
+    that role (the gateway's) gets INSERT and SELECT on them and nothing
+    else: it can add to the trail and read it, never change or erase it.
+    """
+    return (
+        _schema("postgres", table)
+        + [f'INSERT INTO "{table}_schema" (version) SELECT {SCHEMA_VERSION} WHERE NOT EXISTS (SELECT 1 FROM "{table}_schema")']
+        + _grants(table, writer)
+    )
+
+
+def _grants(table: str, writer: str | None) -> list[str]:
+    if writer is None:
+        return []
+    if not ROLE_RE.fullmatch(writer):
+        raise ValueError(f"not a role name this command accepts (letters, digits and _): {writer!r}")
+    return [
+        f'REVOKE ALL ON "{table}", "{table}_schema" FROM "{writer}"',
+        f'GRANT SELECT, INSERT ON "{table}", "{table}_schema" TO "{writer}"',
+    ]
+
+
+def init_postgres(dsn: str, table: str, writer: str | None = None) -> None:
+    """Create (or migrate) a trail's tables and grant C{writer} INSERT and SELECT (see L{postgres_setup_sql})."""
+    import psycopg
+
+    grants = _grants(table, writer)
+    with psycopg.connect(dsn, connect_timeout=10, autocommit=True) as conn:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(table),))
+            for statement in _schema("postgres", table):
+                conn.execute(statement)
+            versions = [row[0] for row in conn.execute(f'SELECT version FROM "{table}_schema"')]
+            if _migrate(versions, table, conn.execute):
+                conn.execute(f'DELETE FROM "{table}_schema"')
+                conn.execute(f'INSERT INTO "{table}_schema" (version) VALUES (%s)', (SCHEMA_VERSION,))
+            for statement in grants:
+                conn.execute(statement)
+
+
 class _PostgresSink(_DatabaseSink):
-    def __init__(self, dsn: str, table: str) -> None:
+    """
+    Needs only INSERT and SELECT on its tables (created beforehand by
+    C{twisted-mcp audit init-db}).  Several gateways may write one table:
+    they take turns under a transaction-level advisory lock, so the table
+    holds one chain.
+    """
+
+    def __init__(self, dsn: str, table: str, chain: _Chain) -> None:
         self.dsn = dsn
         self.table = table
-        # A stable 64-bit key: one schema creation at a time per table name.
-        digest = hashlib.sha256(f"twisted-mcp-audit:{table}".encode()).digest()
-        self._lock_key = int.from_bytes(digest[:8], "big", signed=True)
+        self.chain = chain
+        self._lock_key = _lock_key(table)
+        self._warned = False
 
     def _connect(self) -> Any:
         import psycopg
@@ -913,18 +1094,37 @@ class _PostgresSink(_DatabaseSink):
         extra: dict[str, Any] = {k: v for k, v in defaults.items() if k not in params}
         conn = psycopg.connect(self.dsn, autocommit=True, **extra)
         try:
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
-                for statement in _schema("postgres", self.table):
-                    conn.execute(statement)
-                versions = [row[0] for row in conn.execute(f'SELECT version FROM "{self.table}_schema"')]
-                if _migrate(versions, self.table, conn.execute):
-                    conn.execute(f'DELETE FROM "{self.table}_schema"')
-                    conn.execute(f'INSERT INTO "{self.table}_schema" (version) VALUES (%s)', (SCHEMA_VERSION,))
+            self._check_schema(conn)
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def _check_schema(self, conn: Any) -> None:
+        """The tables exist at this gateway's schema version (the gateway never creates or alters them)."""
+        table = self.table
+        setup = "run `twisted-mcp audit init-db --config FILE` once, as a role that may create tables"
+        found = conn.execute("SELECT to_regclass(%s), to_regclass(%s)", (f'"{table}"', f'"{table}_schema"')).fetchone()
+        if found is None or None in found:
+            raise RuntimeError(f"table {table} does not exist in {_safe_dsn(self.dsn)}: {setup}")
+        versions = [row[0] for row in conn.execute(f'SELECT version FROM "{table}_schema"')]
+        if max(versions, default=None) != SCHEMA_VERSION:
+            raise RuntimeError(
+                f"table {table} has schema version {max(versions, default='none')}, this gateway writes "
+                f"version {SCHEMA_VERSION}: {setup}"
+            )
+        erasable = conn.execute(
+            "SELECT has_table_privilege(%s, 'UPDATE') OR has_table_privilege(%s, 'DELETE') "
+            "OR has_table_privilege(%s, 'TRUNCATE')",
+            (f'"{table}"',) * 3,
+        ).fetchone()
+        if erasable and erasable[0] and not self._warned:
+            self._warned = True
+            _log.warn(
+                "the gateway's PostgreSQL role may change or erase the audit table {table}: grant it only INSERT "
+                "and SELECT (twisted-mcp audit init-db --grant ROLE)",
+                table=table,
+            )
 
     def write(self, batch: list[dict[str, Any]]) -> int:
         if self._conn is not None and (self._conn.closed or self._conn.broken):
@@ -935,25 +1135,27 @@ class _PostgresSink(_DatabaseSink):
         conn = self._conn
         table = self.table
         with conn.transaction():
-            # Writers take turns (readers are not blocked): one chain per table.
-            conn.execute(f'LOCK TABLE "{table}" IN SHARE ROW EXCLUSIVE MODE')
+            # Writers take turns (readers are not blocked), holding the lock
+            # until commit: one chain per table, and no privilege beyond INSERT.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
             skip = self._already_stored(
                 batch, lambda ids: conn.execute(f'SELECT id FROM "{table}" WHERE id = ANY(%s)', (ids,)).fetchall()
             )
             last = conn.execute(f'SELECT seq, digest FROM "{table}" ORDER BY seq DESC LIMIT 1').fetchone()
-            sealed = _seal(batch[skip:], *(last or (0, "")))
+            sealed = self.chain.seal(batch[skip:], *(last or (0, "")))
             with conn.cursor() as cursor:
                 cursor.executemany(_insert_sql(table, "%s"), [_row(s) for s in sealed])
         return skip
 
 
 def _make_sink(config: AuditConfig) -> Any:
+    chain = _Chain(config.maxRecordBytes, config.key)
     if config.sink == "file":
-        return _FileSink(config.path or DEFAULT_FILE)
+        return _FileSink(config.path or DEFAULT_FILE, chain)
     if config.sink == "sqlite":
-        return _SqliteSink(config.path or DEFAULT_SQLITE, config.table)
+        return _SqliteSink(config.path or DEFAULT_SQLITE, config.table, chain)
     if config.sink == "postgres":
-        return _PostgresSink(config.dsn or "", config.table)
+        return _PostgresSink(config.dsn or "", config.table, chain)
     return None
 
 
@@ -1012,6 +1214,48 @@ class SynchronousThreads:
 
 # -- the audit log ------------------------------------------------------------------
 
+GAP_METHOD = "audit/gap"
+
+
+def _must_keep(record: dict[str, Any]) -> bool:
+    """
+    Whether a queued record may never be dropped: all but refusals and tool
+    listings (neither reached a backend; both are counted when dropped).
+    """
+    return record.get("decision") != "deny" and record.get("method") != "tools/list"
+
+
+class _Gap:
+    """Records dropped while the queue was full, until a gap record reports them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: Any = None
+        self.last: Any = None
+        self.kinds: dict[str, int] = {}  # a refusal's error code, or "tools/list"
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.count += 1
+        when = record.get("time")
+        if self.first is None:
+            self.first = when
+        self.last = when
+        kind = str(record.get("error_code")) if record.get("decision") == "deny" else str(record.get("method"))
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
+
+    def record(self, record_id: str, now: float) -> dict[str, Any]:
+        return {
+            "id": record_id,
+            "time": now,
+            "method": GAP_METHOD,
+            "decision": "gap",
+            "reason": f"{self.count} record(s) of refusals and tool listings were dropped while the audit sink could not be written",
+            "lost": self.count,
+            "lostBy": dict(sorted(self.kinds.items())),
+            "firstLostTime": self.first,
+            "lastLostTime": self.last,
+        }
+
 
 class AuditLog:
     """
@@ -1058,6 +1302,15 @@ class AuditLog:
         self._failures = 0
         self._lost = 0  # dropped since the sink last worked, for the recovery message
         self._dropping = False
+        #: Queued records that must never be dropped: those of calls that
+        #: ran (or of anything but a refusal), and gap records.
+        self._kept = 0
+        #: No refusal that may be dropped is queued before this index: the
+        #: search for one resumes there, so a long outage costs O(1) per record.
+        self._scan_from = 0
+        self._gap = _Gap()  # refusals dropped, not yet in a gap record
+        self._gap_record: dict[str, Any] | None = None  # the gap record being written
+        self._dropped = 0
         self._waiters: list[tuple[Callable[[], bool], Deferred[bool]]] = []
 
     # -- what the pipeline reads
@@ -1072,9 +1325,28 @@ class AuditLog:
         return not (self._busy and self._clock.seconds() - self._busy_since > self.STALL_AFTER)
 
     @property
+    def refuses_calls(self) -> bool:
+        """
+        Whether the gate must refuse new calls: the trail cannot be written
+        and C{onFailure} is C{refuse}, or, whatever C{onFailure}, the queue
+        holds C{maxQueue} records of calls that ran.  Those are never
+        dropped, so a call that could not be recorded is not let through.
+        """
+        if self._sink is None:
+            return False
+        if self._kept >= self.config.maxQueue:
+            return True
+        return self.config.onFailure == "refuse" and not self.healthy
+
+    @property
     def failures(self) -> int:
         """Records that could not be written, since start (they are lost)."""
         return self._failures
+
+    @property
+    def dropped(self) -> int:
+        """Records of refusals and tool listings dropped while the queue was full, since start."""
+        return self._dropped
 
     @property
     def queue_depth(self) -> int:
@@ -1123,21 +1395,25 @@ class AuditLog:
         if self._retry_call is not None:
             self._retry_call.cancel()
             self._retry_call = None
-        if self._queue:
+        if self._unwritten():
             self._flush()
-        await self._wait(lambda: not self._queue, self.STOP_TIMEOUT)
+        await self._wait(lambda: not self._unwritten(), self.STOP_TIMEOUT)
         if self._retry_call is not None:
             self._retry_call.cancel()
             self._retry_call = None
-        if self._queue:
+        if self._unwritten():
             left = len(self._queue)
             self._failures += left
             _log.error(
-                "{count} audit record(s) could not be written to {where} before shutdown",
+                "{count} audit record(s) could not be written to {where} before shutdown ({kept} of them of "
+                "calls that ran), nor the count of {refusals} refusal(s) dropped before",
                 count=left,
+                kept=self._kept,
+                refusals=self._gap.count + (self._gap_record or {}).get("lost", 0),
                 where=self._where,
             )
             self._queue.clear()
+            self._kept = self._scan_from = 0
         self._closed = True
         idle = not self._busy
         if idle:
@@ -1168,19 +1444,25 @@ class AuditLog:
                 self._failures += 1
                 _log.warn("audit record after shutdown, not written: {id}", id=fields.get("id"))
                 return
-            record = dict(fields)
-            for key, value in record.items():
-                # Copy what the caller could change while the worker encodes it.
+            limit = self.config.maxFieldBytes
+            record = {}
+            for key, value in dict(fields).items():
+                # Copy what the caller could change while the worker encodes
+                # it, and bound what a client controls (names, messages...).
+                if type(key) is str:
+                    key = bound_text(key, limit)
                 kind = type(value)
-                if kind is list or kind is dict or kind is tuple:
-                    if kind is list and all(type(v) is str for v in value):
-                        record[key] = value[:]
-                    elif key != "arguments":
-                        record[key] = _walk(value, redact=False, sanitize=False)
+                if kind is str:
+                    value = bound_text(value, limit)
+                elif kind is list and all(type(v) is str and len(v) * 4 <= limit for v in value):
+                    value = value[:]  # roles: the common case, cheaply
+                elif (kind is list or kind is dict or kind is tuple) and key != "arguments":
+                    value = _walk(value, redact=False, sanitize=False, limit=limit)
+                record[key] = value
             if "arguments" in record:
                 if self.config.recordArguments:
                     try:
-                        record["arguments"] = redact(fields["arguments"])
+                        record["arguments"] = _walk(redact(fields["arguments"]), redact=False, sanitize=False, limit=limit)
                     except ValueError as e:
                         record["arguments"] = f"[not recorded: {e}]"
                 else:
@@ -1194,8 +1476,10 @@ class AuditLog:
             if "time" not in record:
                 record["time"] = self._clock.seconds()
             self._queue.append(record)
+            if _must_keep(record):
+                self._kept += 1
             if len(self._queue) > self.config.maxQueue:
-                self._drop_one()
+                self._make_room()
             if not self._busy and self._retry_call is None and self._started and self._batch_call is None:
                 if self.BATCH_DELAY:
                     self._batch_call = self._clock.callLater(self.BATCH_DELAY, self._batch_due)
@@ -1205,18 +1489,31 @@ class AuditLog:
             self._failures += 1
             _log.failure("an audit record could not be queued")
 
-    def _drop_one(self) -> None:
-        index = self._inflight if self._busy else 0
-        if index < len(self._queue):
-            del self._queue[index]
-        else:  # everything queued is being written: drop the newcomer
-            self._queue.pop()
+    def _make_room(self) -> None:
+        """
+        The queue is over C{maxQueue}: drop a refusal, never the record of a
+        call that ran.  The oldest refusal not being written goes (the one
+        just queued if it is the only one); with none queued the queue grows
+        past its bound by the calls that were in flight, and the gate
+        refuses new calls (L{refuses_calls}).
+        """
+        queue = self._queue
+        index = max(self._scan_from, self._inflight if self._busy else 0)
+        while index < len(queue) and _must_keep(queue[index]):
+            index += 1
+        self._scan_from = index
+        if index == len(queue):
+            return
+        self._gap.add(queue[index])
+        del queue[index]
         self._failures += 1
         self._lost += 1
+        self._dropped += 1
         if not self._dropping:
             self._dropping = True
             _log.error(
-                "audit queue is full ({max} records): dropping the oldest until {where} can be written again",
+                "audit queue is full ({max} records): dropping records of refusals and tool listings (counted, and "
+                "written as a gap record) until {where} can be written again; records of calls that ran are kept",
                 max=self.config.maxQueue,
                 where=self._where,
             )
@@ -1236,12 +1533,16 @@ class AuditLog:
             self._batch_call = None
         if self._busy or self._closed or self._retry_call is not None:
             return
-        if not self._queue and not self._need_open:
+        if self._gap_record is None and self._gap.count:
+            self._gap_record, self._gap = self._gap.record(uuid.uuid4().hex, self._clock.seconds()), _Gap()
+        if not self._queue and not self._need_open and self._gap_record is None:
             return
-        batch = list(self._queue)
+        # The gap record goes first: it reports refusals dropped before the
+        # records now queued could be written.
+        batch = ([self._gap_record] if self._gap_record is not None else []) + list(self._queue)
         self._busy = True
         self._busy_since = self._clock.seconds()
-        self._inflight = len(batch)
+        self._inflight = len(self._queue)
         d = self._submit(self._write, batch)
         d.addCallbacks(self._written, self._failed)
         d.addErrback(lambda f: _log.failure("audit bookkeeping failed", f))
@@ -1260,13 +1561,13 @@ class AuditLog:
         self._inflight = 0
         if self._closed:
             return
-        for _ in range(min(count, len(self._queue))):
-            self._queue.popleft()
+        self._pop_written(count)
         self._need_open = False
         if not self._healthy:
             self._healthy = True
             _log.info(
-                "audit sink {where} is writing again; {lost} record(s) could not be written while it was failing",
+                "audit sink {where} is writing again; {lost} record(s) of refusals and tool listings were dropped while it was "
+                "failing (counted in a gap record)",
                 where=self._where,
                 lost=self._lost,
             )
@@ -1274,7 +1575,7 @@ class AuditLog:
         self._error = None
         self._dropping = False
         self._check_waiters()
-        if self._queue:
+        if self._unwritten():
             if self.BATCH_DELAY and len(self._queue) < 1000 and not self._stopping:
                 # Gather the next batch too: one thread hop and one fsync per
                 # BATCH_DELAY under load, not one per call.
@@ -1291,8 +1592,8 @@ class AuditLog:
         problem = failure.value
         cause = problem.cause if isinstance(problem, _WriteFailed) else problem
         stored = problem.stored if isinstance(problem, _WriteFailed) else 0
-        for _ in range(min(stored, len(self._queue))):
-            self._queue.popleft()
+        self._pop_written(stored)
+        self._scan_from = 0  # the refusals of the failed batch may be dropped again
         self._need_open = True
         error = _one_line(cause)
         if self._healthy or error != self._error:
@@ -1314,6 +1615,20 @@ class AuditLog:
     def _retry(self) -> None:
         self._retry_call = None
         self._flush()
+
+    def _unwritten(self) -> bool:
+        return bool(self._queue) or self._gap_record is not None or self._gap.count > 0
+
+    def _pop_written(self, count: int) -> None:
+        """The first C{count} records of the batch were stored."""
+        if count and self._gap_record is not None:
+            self._gap_record = None
+            count -= 1
+        count = min(count, len(self._queue))
+        self._scan_from = max(0, self._scan_from - count)
+        for _ in range(count):
+            if _must_keep(self._queue.popleft()):
+                self._kept -= 1
 
     # -- waiting, bounded
 
@@ -1357,6 +1672,10 @@ class VerifyResult:
     message: str
     #: The trail could not be read at all (no file, database down).
     unavailable: bool = False
+    #: Records of refusals and tool listings dropped during outages, as the gap records say.
+    lost: int = 0
+    #: The last good record: (seq, digest), for a checkpoint.
+    head: tuple[int, str] | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen
@@ -1367,14 +1686,26 @@ class _Entry:
     error: str | None = None
 
 
-def verify(config: AuditConfig) -> VerifyResult:
+def verify(config: AuditConfig, checkpoint: bytes | None = None) -> VerifyResult:
     """
     Read every record of the configured sink in order and check each
-    record's digest, each C{prev} link, and that seq goes 1, 2, 3...
-    Synchronous (for the command line).  Reports the first problem.
+    record's digest (its HMAC under C{config.key} for a keyed trail), each
+    C{prev} link, and that seq goes 1, 2, 3...; with C{checkpoint} (the
+    text of one, see L{twisted_mcp.policy.audit_keys}), also that the trail
+    still holds the record it vouches for.  Synchronous (for the command
+    line).  Reports the first problem.
     """
     if config.sink == "none":
         return VerifyResult(True, 0, None, "no audit trail (sink: none)")
+    anchor = None
+    if checkpoint is not None:
+        if config.key is None:
+            return VerifyResult(False, 0, None, "a checkpoint is checked with the trail's key: none is configured")
+        try:
+            anchor = read_checkpoint(checkpoint, config.key)
+        except ValueError as e:
+            return VerifyResult(False, 0, None, f"the checkpoint cannot be trusted: {e}")
+    check = _ChainCheck(config.key, anchor)
     if config.sink == "file":
         path = config.path or DEFAULT_FILE
         try:
@@ -1382,10 +1713,10 @@ def verify(config: AuditConfig) -> VerifyResult:
         except OSError as e:
             return VerifyResult(False, 0, None, f"cannot read {path}: {e.strerror}", unavailable=True)
         with f:
-            return _check_chain(_file_entries(f), per_line=True)
+            return check.run(_file_entries(f), per_line=True)
     if config.sink == "sqlite":
-        return _verify_sqlite(config.path or DEFAULT_SQLITE, config.table)
-    return _verify_postgres(config.dsn or "", config.table)
+        return _verify_sqlite(config.path or DEFAULT_SQLITE, config.table, check)
+    return _verify_postgres(config.dsn or "", config.table, check)
 
 
 def _file_entries(lines: Iterable[bytes]) -> Iterator[_Entry]:
@@ -1406,58 +1737,143 @@ def _file_entries(lines: Iterable[bytes]) -> Iterator[_Entry]:
         yield _Entry(number, label, record)
 
 
-def _check_chain(entries: Iterable[_Entry], per_line: bool) -> VerifyResult:
-    good = 0
-    last_seq, last_digest = 0, ""
-    it = iter(entries)
-    current = next(it, None)
-    while current is not None:
-        following = next(it, None)
-        label = current.label
+@attrs.define
+class _ChainCheck:
+    """One walk along a chain: the key its digests are checked with, and the checkpoint it must reach."""
 
-        def bad(message: str, where: str | None = None) -> VerifyResult:
-            return VerifyResult(False, good, current.number, f"{where or label}: {message}")
+    key: bytes | None = attrs.field(repr=False)
+    #: (seq, digest) a checkpoint vouches for.
+    anchor: tuple[int, str] | None = None
+    keyed_seen: bool = False
+    unkeyed: int = 0
 
-        if current.error is not None:
-            return bad(current.error)
-        record = current.record
-        if (
-            not isinstance(record, dict)
-            or type(record.get("seq")) is not int
-            or not isinstance(record.get("prev"), str)
-            or not isinstance(record.get("digest"), str)
-        ):
-            return bad("not an audit record (expected a JSON object with seq, prev and digest)")
-        seq = record["seq"]
-        if per_line:
-            label = f"{label} (seq {seq})"
+    def digest_problem(self, record: dict[str, Any]) -> str | None:
+        """Why a record's digest is not right, or None."""
         content = {k: v for k, v in record.items() if k != "digest"}
-        if _record_digest(content) != record["digest"]:
-            return bad("digest does not match its content (the record was modified)")
-        expected = last_seq + 1
-        if seq != expected:
-            prefix = f"{current.label}: " if per_line else ""
-            if seq < expected:
-                return bad(f"seq goes back from {last_seq} to {seq} (a record was duplicated or moved)")
-            next_seq = following.record.get("seq") if following is not None and isinstance(following.record, dict) else None
-            if next_seq == expected:
-                return bad(f"records out of order (seq {seq} comes before seq {expected})")
-            if last_seq == 0:
-                missing = "record 1 is missing" if seq == 2 else f"records 1 to {seq - 1} are missing"
-                return bad(f"the trail starts at seq {seq}: {missing}")
-            missing = f"record {expected} is missing" if seq == expected + 1 else f"records {expected} to {seq - 1} are missing"
-            return bad(missing, where=f"{prefix}seq {last_seq} -> {seq}")
-        if record["prev"] != last_digest:
-            return bad("prev does not match the digest of the record before it (a record was replaced)")
-        good += 1
-        last_seq, last_digest = seq, record["digest"]
-        current = following
-    if good == 0:
-        return VerifyResult(True, 0, None, "no records yet")
-    return VerifyResult(True, good, None, f"{good} record(s), seq 1 to {last_seq}: the hash chain is intact")
+        if not record["digest"].startswith(KEYED):
+            if self.keyed_seen:
+                return "an unkeyed record after keyed ones (records were rewritten by someone without the key)"
+            self.unkeyed += 1
+            if _record_digest(content) != record["digest"]:
+                return "digest does not match its content (the record was modified)"
+            return None
+        if self.key is None:
+            return (
+                "the trail is keyed (hmac-sha256) and no key was given: configure audit.keyFile, keyEnv or "
+                "keyCredential, or pass --key-file"
+            )
+        self.keyed_seen = True
+        if _record_digest(content, self.key) != record["digest"]:
+            return "digest does not match its content (the record was modified, or the key is not the one it was written with)"
+        return None
+
+    def run(self, entries: Iterable[_Entry], per_line: bool) -> VerifyResult:
+        good = 0
+        gaps: list[tuple[int, int]] = []  # (seq, records lost) of each gap record
+        last_seq, last_digest = 0, ""
+        anchored: str | None = None  # the digest found at the checkpoint's seq
+        it = iter(entries)
+        current = next(it, None)
+        while current is not None:
+            following = next(it, None)
+            label = current.label
+
+            def bad(message: str, where: str | None = None) -> VerifyResult:
+                return VerifyResult(False, good, current.number, f"{where or label}: {message}")
+
+            if current.error is not None:
+                return bad(current.error)
+            record = current.record
+            if (
+                not isinstance(record, dict)
+                or type(record.get("seq")) is not int
+                or not isinstance(record.get("prev"), str)
+                or not isinstance(record.get("digest"), str)
+            ):
+                return bad("not an audit record (expected a JSON object with seq, prev and digest)")
+            seq = record["seq"]
+            if per_line:
+                label = f"{label} (seq {seq})"
+            problem = self.digest_problem(record)
+            if problem is not None:
+                return bad(problem)
+            expected = last_seq + 1
+            if seq != expected:
+                prefix = f"{current.label}: " if per_line else ""
+                if seq < expected:
+                    return bad(f"seq goes back from {last_seq} to {seq} (a record was duplicated or moved)")
+                next_seq = following.record.get("seq") if following is not None and isinstance(following.record, dict) else None
+                if next_seq == expected:
+                    return bad(f"records out of order (seq {seq} comes before seq {expected})")
+                if last_seq == 0:
+                    missing = "record 1 is missing" if seq == 2 else f"records 1 to {seq - 1} are missing"
+                    return bad(f"the trail starts at seq {seq}: {missing}")
+                missing = f"record {expected} is missing" if seq == expected + 1 else f"records {expected} to {seq - 1} are missing"
+                return bad(missing, where=f"{prefix}seq {last_seq} -> {seq}")
+            if record["prev"] != last_digest:
+                return bad("prev does not match the digest of the record before it (a record was replaced)")
+            good += 1
+            last_seq, last_digest = seq, record["digest"]
+            if self.anchor is not None and seq == self.anchor[0]:
+                anchored = last_digest
+            if record.get("method") == GAP_METHOD and type(record.get("lost")) is int:
+                gaps.append((seq, record["lost"]))
+            current = following
+        cut = self._anchor_problem(last_seq, anchored) or self._unkeyed_problem(last_seq)
+        if cut is not None:
+            return VerifyResult(False, good, None, cut)
+        if good == 0:
+            return VerifyResult(True, 0, None, "no records yet")
+        return VerifyResult(True, good, None, self._summary(good, last_seq, gaps), lost=sum(n for _, n in gaps), head=(last_seq, last_digest))
+
+    def _anchor_problem(self, last_seq: int, anchored: str | None) -> str | None:
+        if self.anchor is None:
+            return None
+        seq, digest = self.anchor
+        if last_seq < seq:
+            return (
+                f"the trail ends at seq {last_seq}, but the checkpoint vouches for seq {seq}: records were cut "
+                "from its end (or the trail was emptied or replaced)"
+            )
+        if anchored != digest:
+            return f"seq {seq} is not the record the checkpoint vouches for (the trail was rewritten)"
+        return None
+
+    def _unkeyed_problem(self, last_seq: int) -> str | None:
+        """
+        With a key, the trail must end in a keyed record: its HMAC covers
+        the links to every record before it, the unkeyed ones written
+        before the key was configured too.  A trail with no keyed record
+        could have been rewritten by anyone.
+        """
+        if self.key is None or not self.unkeyed or self.keyed_seen:
+            return None
+        return (
+            f"none of the {last_seq} record(s) is keyed, so nothing proves they were not rewritten: either the "
+            "trail was rewritten without the key, or the gateway has not written since the key was configured "
+            "(verify passes once it has, or without a key)"
+        )
+
+    def _summary(self, good: int, last_seq: int, gaps: list[tuple[int, int]]) -> str:
+        message = f"{good} record(s), seq 1 to {last_seq}: the hash chain is intact"
+        if gaps:
+            lost = sum(n for _, n in gaps)
+            where = ", ".join(str(seq) for seq, _ in gaps)
+            message += (
+                f"; {lost} record(s) of refusals and tool listings were dropped while the sink failed "
+                f"(gap records at seq {where})"
+            )
+        if self.anchor is not None:
+            message += f"; it still holds seq {self.anchor[0]} as the checkpoint says"
+        if self.key is not None and self.unkeyed:
+            message += (
+                f"; records 1 to {self.unkeyed} were written before the key was configured "
+                f"(covered by the keyed link of seq {self.unkeyed + 1})"
+            )
+        return message
 
 
-def _row_entries(rows: Iterable[tuple[Any, ...]]) -> Iterator[_Entry]:
+def _row_entries(rows: Iterable[tuple[Any, ...]], key: bytes | None) -> Iterator[_Entry]:
     """Database rows (seq, columns..., prev, digest, record) as entries."""
     for row in rows:
         seq, columns, (prev, digest, text) = row[0], tuple(row[1:-3]), row[-3:]
@@ -1485,7 +1901,8 @@ def _row_entries(rows: Iterable[tuple[Any, ...]]) -> Iterator[_Entry]:
                     break
         if mismatch is not None:
             content = {k: v for k, v in record.items() if k != "digest"}
-            if _record_digest(content) != record.get("digest"):
+            keyed = str(record.get("digest")).startswith(KEYED)
+            if _record_digest(content, key if keyed else None) != record.get("digest"):
                 yield _Entry(seq, label, None, "digest does not match its content (the record was modified)")
             else:
                 yield _Entry(seq, label, None, f"column {mismatch} does not match the record (the row was modified)")
@@ -1498,7 +1915,7 @@ def _select_all(table: str) -> str:
     return f'SELECT {", ".join(names)} FROM "{table}" ORDER BY seq'
 
 
-def _verify_sqlite(path: str, table: str) -> VerifyResult:
+def _verify_sqlite(path: str, table: str, check: _ChainCheck) -> VerifyResult:
     if not os.path.exists(path):
         return VerifyResult(False, 0, None, f"cannot read {path}: no such file")
     try:
@@ -1510,12 +1927,12 @@ def _verify_sqlite(path: str, table: str) -> VerifyResult:
             rows = conn.execute(_select_all(table))
         except sqlite3.Error as e:
             return VerifyResult(False, 0, None, f"cannot read table {table} in {path}: {e}")
-        return _check_chain(_row_entries(rows), per_line=False)
+        return check.run(_row_entries(rows, check.key), per_line=False)
     finally:
         conn.close()
 
 
-def _verify_postgres(dsn: str, table: str) -> VerifyResult:
+def _verify_postgres(dsn: str, table: str, check: _ChainCheck) -> VerifyResult:
     import psycopg
 
     where = _safe_dsn(dsn)
@@ -1531,7 +1948,7 @@ def _verify_postgres(dsn: str, table: str) -> VerifyResult:
             with conn.cursor(name="twisted_mcp_audit_verify") as cursor:
                 cursor.itersize = 2000
                 cursor.execute(_select_all(table))
-                return _check_chain(_row_entries(cursor), per_line=False)
+                return check.run(_row_entries(cursor, check.key), per_line=False)
     except psycopg.Error as e:
         return VerifyResult(False, 0, None, f"cannot read table {table} in {where}: {_one_line(e)}")
     finally:

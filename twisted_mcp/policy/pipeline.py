@@ -342,7 +342,7 @@ class Policy:
 
     def audit_blocked(self) -> bool:
         audit = self.audit
-        return audit is not None and not audit.healthy and audit.config.onFailure == "refuse"
+        return audit is not None and audit.refuses_calls
 
     def begin(self, session: str, params: dict[str, Any], catalog: Any, peer: Any = None) -> "Call":
         """
@@ -369,7 +369,7 @@ class Policy:
         if type(name) is str:
             record["tool"] = name
         if self.audit_blocked():
-            raise self.deny(record, errors.AUDIT_UNAVAILABLE, "the audit trail cannot be written; calls are refused until it can (audit.onFailure: refuse)")
+            raise self.deny(record, errors.AUDIT_UNAVAILABLE, "the audit trail cannot be written; calls are refused until it can")
         if type(name) is not str:
             raise self.deny(record, INVALID_PARAMS, "Invalid params: tools/call needs params.name, a string")
         entry = catalog.entries.get(name)
