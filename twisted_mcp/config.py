@@ -55,6 +55,12 @@ class ConfigError(Exception):
 class GatewaySettings:
     separator: str = "__"
     maxMessageBytes: int = 16 * 1024 * 1024
+    #: Connections to the admin endpoint at once.
+    adminMaxConnections: int = 16
+    #: Seconds an admin connection may stay idle (or take to send a request).
+    adminTimeout: float = 30.0
+    #: The largest request body the admin endpoint reads.
+    adminMaxBodyBytes: int = 64 * 1024
     discoveryTimeout: float = 30.0
     callTimeout: float = 60.0
     shutdownGrace: float = 10.0
@@ -335,6 +341,9 @@ def _yaml_problem(e: yaml.YAMLError) -> str:
 _GATEWAY_KEYS: dict[str, tuple[str, Any]] = {
     "separator": ("separator", None),
     "maxMessageBytes": ("int", (1024, 1 << 30)),
+    "adminMaxConnections": ("int", (1, 4096)),
+    "adminTimeout": ("seconds", (0.1, 3600)),
+    "adminMaxBodyBytes": ("int", (1024, 1 << 30)),
     "discoveryTimeout": ("seconds", (0.1, 3600)),
     "callTimeout": ("seconds", (0.1, 86400)),
     "shutdownGrace": ("seconds", (0, 3600)),

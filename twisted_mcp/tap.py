@@ -195,14 +195,10 @@ def _bind(description: str, factory: Any, reactor: Any) -> Any:
 def _admin(description: str, service: Any, reactor: Any, load: Any) -> None:
     from twisted.application.service import Service
     from twisted.logger import Logger
-    from twisted.web.server import Site
 
-    from twisted_mcp.admin import AdminResource
+    from twisted_mcp.admin import AdminResource, AdminSite
 
-    site = Site(AdminResource(service, load))
-    site.noisy = False
-    site.log = lambda request: None  # no access log lines (they could carry tokens)
-    port = _bind(description, site, reactor)
+    port = _bind(description, AdminSite(AdminResource(service, load), reactor), reactor)
 
     class AdminService(Service):
         def startService(self) -> None:
