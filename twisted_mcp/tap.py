@@ -215,15 +215,19 @@ def _admin(description: str, service: Any, reactor: Any, load: Any) -> None:
 def _listen(endpoints: list[str], service: Any, reactor: Any) -> None:
     """Bind every endpoint now (before twistd daemonizes): one that cannot
     bind stops start-up with a clear error."""
+    from twisted_mcp.admission import Admission, raise_descriptor_limit
     from twisted_mcp.frontend import SessionFactory, SocketFrontend
 
     settings = service.config.gateway
+    admission = Admission(
+        settings.maxClients, settings.maxClientsPerPeer, settings.descriptorReserve, raise_descriptor_limit()
+    )
     for description in endpoints:
         factory = SessionFactory(
             service.gateway,
             reactor,
-            settings.maxMessageBytes,
-            settings.shutdownGrace,
+            settings,
+            admission,
             description.split(":", 1)[0],
             description,
         )
@@ -273,8 +277,7 @@ def makeService(options: Options) -> Any:
         lambda gateway: StdioFrontend(
             gateway,
             reactor,
-            settings.maxMessageBytes,
-            settings.shutdownGrace,
+            settings,
             connect,
             client_gone,
         )
