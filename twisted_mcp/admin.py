@@ -473,14 +473,45 @@ class AdminChannel(HTTPChannel):
     """
 
     site: "AdminSite"
+    _deadline: Any = None
 
     def connectionMade(self) -> None:
         self.site.open += 1
         super().connectionMade()
+        self._start_deadline()
 
     def connectionLost(self, reason: Any) -> None:
         self.site.open -= 1
+        self._stop_deadline()
         super().connectionLost(reason)
+
+    # The idle timeout restarts with every byte: a client trickling its
+    # request would keep its place for ever.  So a whole request must also
+    # arrive within adminTimeout (of the connection, or of the last answer).
+    def _start_deadline(self) -> None:
+        self._deadline = self.callLater(self.timeOut, self._request_too_slow)
+
+    def _stop_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _request_too_slow(self) -> None:
+        self._deadline = None
+        if self.transport.disconnecting:
+            return  # the idle timeout came first
+        log.info("admin endpoint: a client did not send its request within {timeout:g} s; closing", timeout=self.timeOut)
+        self.setTimeout(None)  # one timeout only: each schedules its own forced abort
+        self.timeoutConnection()  # close, and abort if even that stalls
+
+    def allContentReceived(self) -> None:
+        self._stop_deadline()
+        super().allContentReceived()
+
+    def requestDone(self, request: Any) -> None:
+        super().requestDone(request)
+        if self.persistent and self._deadline is None and not self.transport.disconnecting:
+            self._start_deadline()
 
     def allHeadersReceived(self) -> None:
         refusal = _head_refusal(self.site.admin, self, self.requests[-1])

@@ -136,3 +136,25 @@ class AdminChannelTests(SynchronousTestCase):
         self.clock.advance(15.0)  # Twisted's abort bound, cancelled by the close
         _, transport = self.send("GET /healthz HTTP/1.1\nHost: localhost:9100\nAuthorization: Bearer t0ken\n")
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 "))
+
+    def test_trickledRequestCutOff(self) -> None:
+        """A request whose bytes trickle in (each within the idle timeout)
+        must still arrive whole within adminTimeout."""
+        channel, transport = self.connect()
+        for byte in b"GET /healthz HTTP/1.1\r\nX-Pad: " + b"a" * 100:
+            self.clock.advance(0.2)
+            channel.dataReceived(bytes([byte]))
+            if transport.disconnecting:
+                break
+        self.assertTrue(transport.disconnecting)  # after 5 s, not 20
+        self.assertLess(self.clock.seconds(), 5.5)
+        self.hang_up(channel, transport)
+        self.clock.advance(15.0)
+
+    def test_keptAliveConnectionGetsADeadlinePerRequest(self) -> None:
+        channel, transport = self.connect()
+        for _ in range(3):
+            self.clock.advance(4.0)
+            channel.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: localhost:9100\r\nAuthorization: Bearer t0ken\r\n\r\n")
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200 "), 3)
+        self.assertFalse(transport.disconnecting)
