@@ -420,7 +420,9 @@ class Processes:
     def start_gateway(self) -> None:
         config = os.path.join(self.tmp, "gateway.yaml")
         with open(config, "w") as f:
-            json.dump({"mcpServers": {"echo": {"command": sys.executable, "args": [ECHO]}}}, f)
+            # Every session comes from this one uid: lift the per-peer and total caps.
+            json.dump({"mcpServers": {"echo": {"command": sys.executable, "args": [ECHO]}},
+                       "gateway": {"maxClients": 100_000, "maxClientsPerPeer": 100_000}}, f)
         self.argv = [twistd(), "-n", "--pidfile=", "--logfile", self.log, "mcp-gateway", "--config", config,
                      "--listen", f"unix:{self.sock}"]
         # Its own session: a Ctrl-C reaches this benchmark, which then stops the gateway

@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import hmac
 import html
+import ipaddress
 import json
 from typing import Any, Callable, Iterator
 
-from twisted.internet.address import UNIXAddress
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 from twisted_mcp import __version__, errors
 from twisted_mcp.gateway import Gateway
@@ -425,3 +429,173 @@ class AdminResource(Resource):
         self.service.notify_views(before)
         log.warn("admin endpoint: approved (pinned) {tools}", tools=", ".join(approved) or "nothing")
         return _json(request, 200, {"approved": approved, "quarantined": sorted(policy.pins.quarantined)})
+
+
+# -- connections and request heads ---------------------------------------
+
+_LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+
+
+def _is_loopback(address: Any) -> bool:
+    host = getattr(address, "host", None)
+    return isinstance(address, (IPv4Address, IPv6Address)) and ipaddress.ip_address(host.split("%")[0]).is_loopback
+
+
+def _host_allowed(given: bytes | None, local: Any) -> bool:
+    """
+    A request to a loopback address must name it (C{Host}: localhost,
+    127.0.0.1 or [::1], with the port it came in on): a web page that
+    rebinds its own name to 127.0.0.1 sends its own name and is refused.
+    """
+    if given is None:
+        return True  # not a browser (browsers always send Host)
+    host = given.decode("latin-1").strip().lower()
+    literal = f"[{local.host}]" if ":" in local.host else local.host
+    names = {*_LOOPBACK_NAMES, literal}
+    allowed = {f"{name}:{local.port}" for name in names}
+    if local.port == 80:
+        allowed |= names
+    return host in allowed
+
+
+def _head_refusal(admin: "AdminResource", channel: Any, request: Any) -> tuple[int, str, str, list[tuple[bytes, bytes]]] | None:
+    """
+    Why a request is refused as soon as its head is in (before any of its
+    body is read): status, reason phrase, body, extra headers; or None.
+    """
+    settings = admin.service.settings
+    local = channel.transport.getHost()
+    if _is_loopback(local) and not _host_allowed(request.getHeader(b"host"), local):
+        return 421, "Misdirected Request", "this admin endpoint answers only to Host: localhost, 127.0.0.1 or [::1] with its port\n", []
+    if not admin.authorized(request):
+        return 401, "Unauthorized", "unauthorized\n", [(b"WWW-Authenticate", b'Bearer realm="twisted-mcp"')]
+    if channel.length is None:
+        return 411, "Length Required", "send the body with a Content-Length (chunked bodies are not taken)\n", []
+    if channel.length > settings.adminMaxBodyBytes:
+        return (
+            413,
+            "Content Too Large",
+            f"the body may be at most {settings.adminMaxBodyBytes} bytes (gateway.adminMaxBodyBytes)\n",
+            [],
+        )
+    return None
+
+
+def _raw_response(status: int, phrase: str, body: str, headers: list[tuple[bytes, bytes]] | None = None) -> bytes:
+    """A whole HTTP/1.1 response that closes the connection."""
+    data = body.encode()
+    head = [
+        b"HTTP/1.1 %d %s" % (status, phrase.encode()),
+        b"Content-Type: text/plain",
+        b"Content-Length: %d" % len(data),
+        b"Connection: close",
+    ]
+    head += [name + b": " + value for name, value in headers or ()]
+    return b"\r\n".join(head) + b"\r\n\r\n" + data
+
+
+class AdminChannel(HTTPChannel):
+    """
+    One admin connection.  A request is refused as soon as its head
+    arrives, before its body is read, when the token is missing or wrong
+    (401), the body is larger than C{adminMaxBodyBytes} (413) or of unknown
+    length (411), or a loopback connection's C{Host} names another host
+    (421, against DNS rebinding); the connection is then closed.
+    """
+
+    site: "AdminSite"
+    _deadline: Any = None
+
+    def connectionMade(self) -> None:
+        self.site.open += 1
+        super().connectionMade()
+        self._start_deadline()
+
+    def connectionLost(self, reason: Any) -> None:
+        self.site.open -= 1
+        self._stop_deadline()
+        super().connectionLost(reason)
+
+    # The idle timeout restarts with every byte: a client trickling its
+    # request would keep its place for ever.  So a whole request must also
+    # arrive within adminTimeout (of the connection, or of the last answer).
+    def _start_deadline(self) -> None:
+        self._deadline = self.callLater(self.timeOut, self._request_too_slow)
+
+    def _stop_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _request_too_slow(self) -> None:
+        self._deadline = None
+        if self.transport.disconnecting:
+            return  # the idle timeout came first
+        log.info("admin endpoint: a client did not send its request within {timeout:g} s; closing", timeout=self.timeOut)
+        self.setTimeout(None)  # one timeout only: each schedules its own forced abort
+        self.timeoutConnection()  # close, and abort if even that stalls
+
+    def allContentReceived(self) -> None:
+        self._stop_deadline()
+        super().allContentReceived()
+
+    def requestDone(self, request: Any) -> None:
+        super().requestDone(request)
+        if self.persistent and self._deadline is None and not self.transport.disconnecting:
+            self._start_deadline()
+
+    def allHeadersReceived(self) -> None:
+        refusal = _head_refusal(self.site.admin, self, self.requests[-1])
+        if refusal is None:
+            super().allHeadersReceived()
+            return
+        self.transport.write(_raw_response(*refusal))
+        # Neither the body nor any request after it is read or processed.
+        self.length = None
+        self.dataReceived = lambda data: None  # type: ignore[method-assign]
+        self.loseConnection()
+
+
+class _Busy(Protocol):
+    """Answers 503 to a connection over the admin endpoint's cap, and closes it."""
+
+    def connectionMade(self) -> None:
+        body = "too many admin connections are open (gateway.adminMaxConnections); try again later\n"
+        self.transport.write(_raw_response(503, "Service Unavailable", body, [(b"Retry-After", b"1")]))
+        self.transport.loseConnection()
+
+
+class AdminSite(Site):
+    """
+    The admin endpoint's HTTP server: at most C{adminMaxConnections}
+    connections at once; one idle for C{adminTimeout} seconds is closed.
+    No access log is written (it could carry tokens).
+    """
+
+    protocol = AdminChannel  # type: ignore[assignment]
+    noisy = False
+
+    def __init__(self, admin: "AdminResource", clock: Any) -> None:
+        settings = admin.service.settings
+        super().__init__(admin, timeout=settings.adminTimeout, reactor=clock)
+        self.admin = admin
+        self.max_connections = settings.adminMaxConnections
+        self.open = 0
+        self._refusing = False
+
+    def buildProtocol(self, addr: Any) -> Any:
+        if self.open >= self.max_connections:
+            if not self._refusing:
+                log.warn(
+                    "admin endpoint: {n} connections are open (gateway.adminMaxConnections); refusing more",
+                    n=self.open,
+                )
+                self._refusing = True
+            busy = _Busy()
+            busy.factory = self
+            return busy
+        self._refusing = False
+        return super().buildProtocol(addr)
+
+    def log(self, request: Any) -> None:
+        pass

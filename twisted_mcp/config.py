@@ -66,6 +66,26 @@ class ConfigError(Exception):
 class GatewaySettings:
     separator: str = "__"
     maxMessageBytes: int = 16 * 1024 * 1024
+    #: The longest message a client may send before its initialize is answered.
+    maxHandshakeBytes: int = 64 * 1024
+    #: Requests one client session may have in flight at once.
+    maxCallsInFlight: int = 256
+    #: Connections to the --listen sockets, over all of them.
+    maxClients: int = 1024
+    #: Connections from one peer: one uid on a Unix socket, one IP address on TCP.
+    maxClientsPerPeer: int = 256
+    #: Seconds a socket client has to send its initialize.
+    handshakeTimeout: float = 30.0
+    #: Seconds a socket client has to finish a message it began.
+    messageTimeout: float = 60.0
+    #: File descriptors kept free for backends: no client connection is taken beyond them.
+    descriptorReserve: int = 64
+    #: Connections to the admin endpoint at once.
+    adminMaxConnections: int = 16
+    #: Seconds an admin connection may stay idle (or take to send a request).
+    adminTimeout: float = 30.0
+    #: The largest request body the admin endpoint reads.
+    adminMaxBodyBytes: int = 64 * 1024
     discoveryTimeout: float = 30.0
     callTimeout: float = 60.0
     shutdownGrace: float = 10.0
@@ -464,6 +484,16 @@ def _yaml_problem(e: yaml.YAMLError) -> str:
 _GATEWAY_KEYS: dict[str, tuple[str, Any]] = {
     "separator": ("separator", None),
     "maxMessageBytes": ("int", (1024, 1 << 30)),
+    "maxHandshakeBytes": ("int", (1024, 1 << 30)),
+    "maxCallsInFlight": ("int", (1, 1 << 20)),
+    "maxClients": ("int", (1, 1 << 20)),
+    "maxClientsPerPeer": ("int", (1, 1 << 20)),
+    "handshakeTimeout": ("seconds", (0.1, 86400)),
+    "messageTimeout": ("seconds", (0.1, 86400)),
+    "descriptorReserve": ("int", (0, 1 << 20)),
+    "adminMaxConnections": ("int", (1, 4096)),
+    "adminTimeout": ("seconds", (0.1, 3600)),
+    "adminMaxBodyBytes": ("int", (1024, 1 << 30)),
     "discoveryTimeout": ("seconds", (0.1, 3600)),
     "callTimeout": ("seconds", (0.1, 86400)),
     "shutdownGrace": ("seconds", (0, 3600)),

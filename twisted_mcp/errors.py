@@ -35,6 +35,11 @@ BUSY = -32007
 CIRCUIT_OPEN = -32008
 #: The audit trail cannot be written, and audit.onFailure is "refuse".
 AUDIT_UNAVAILABLE = -32009
+#: The session already has gateway.maxCallsInFlight requests in flight.
+TOO_MANY_CALLS = -32010
+#: A connection refused: too many clients in all, from this peer, or too few
+#: descriptors left for the backends.
+TOO_MANY_CONNECTIONS = -32011
 
 # -- reaching a backend (-32030 to -32039) ------------------------------------
 #: The backend that owns the tool is not up (never started, exited, restarting).
@@ -67,6 +72,8 @@ TABLE = [
     (BUSY, "busy (concurrency limit)", "backend"),
     (CIRCUIT_OPEN, "circuit breaker open", "backend, retryAfter (seconds), state"),
     (AUDIT_UNAVAILABLE, "audit trail unavailable", "none"),
+    (TOO_MANY_CALLS, "too many requests in flight on this session", "limit"),
+    (TOO_MANY_CONNECTIONS, "connection refused: too many connections", "limit (which limit), value"),
     (BACKEND_UNAVAILABLE, "backend unavailable", "backend, state, retryAfter (seconds until the next restart, when one is scheduled)"),
     (BACKEND_TIMEOUT, "backend call timed out", "backend, timeout (seconds)"),
     (BACKEND_LOST, "backend exited during the call", "backend"),

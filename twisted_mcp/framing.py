@@ -66,13 +66,15 @@ class LineFramer(LineReceiver):
                 self._deliver(line)
         start = 0
         find = data.find
-        limit = self.MAX_LENGTH
         while True:
             if self.transport is not None and self.transport.disconnecting:
                 return
             end = find(b"\n", start)
             if end < 0:
                 break
+            # Read for every line: a message may change it (a session's
+            # limit grows once its initialize is answered).
+            limit = self.MAX_LENGTH
             if end - start > limit:
                 self._report_overlong(data[start : start + 4096], end - start)
             else:
@@ -82,7 +84,7 @@ class LineFramer(LineReceiver):
             rest = data[start:] if start else data
             self._chunks = [rest]
             self._buffered = len(rest)
-            if self._buffered > limit:
+            if self._buffered > self.MAX_LENGTH:
                 self._overflow()
 
     def _deliver(self, line: bytes) -> None:
@@ -117,3 +119,7 @@ class LineFramer(LineReceiver):
     def pending_bytes(self) -> int:
         """How many bytes of an unfinished message are buffered."""
         return self._buffered
+
+    def unfinished(self) -> bool:
+        """Whether a message has begun and not ended (kept, or being discarded)."""
+        return bool(self._buffered) or self._discarding

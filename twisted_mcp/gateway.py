@@ -168,9 +168,22 @@ class ClientSession:
     @param send: writes one encoded message (a line) toward the client.
     """
 
-    def __init__(self, gateway: Gateway, send: Callable[[bytes], None], label: str = "stdio", peer: Any = None) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        send: Callable[[bytes], None],
+        label: str = "stdio",
+        peer: Any = None,
+        max_in_flight: int = 256,
+        progress: Any = None,
+    ) -> None:
         self.gateway = gateway
         self._write = send
+        #: Where progress notifications go, if not straight to C{send}: an
+        #: object with C{send(key, line)} and C{end(key)} (the call of
+        #: C{key} was answered), which may coalesce them while the client
+        #: is not reading (L{twisted_mcp.frontend.ProgressHold}).
+        self.progress = progress
         self.label = label
         #: Who is on the other end (a L{twisted_mcp.policy.peers.Peer}),
         #: which the policy turns into a principal; None on stdio.
@@ -180,6 +193,9 @@ class ClientSession:
         self.initialized = False
         self.closing = False
         self.in_flight: dict[tuple[type, Any], Deferred[Any]] = {}
+        #: Requests beyond this many in flight are refused (gateway.maxCallsInFlight).
+        self.max_in_flight = max_in_flight
+        self._refusing = False
         #: This session's own instances of per-session backends, by name.
         self.own: dict[str, Backend] = {}
         self._releasing: Deferred[Any] | None = None
@@ -195,7 +211,7 @@ class ClientSession:
 
     # -- output ------------------------------------------------------------
 
-    def _send(self, message: dict[str, Any]) -> int:
+    def _send(self, message: dict[str, Any], progress_of: Any = None) -> int:
         try:
             data = encode(message)
         except (ValueError, TypeError, RecursionError) as e:
@@ -210,7 +226,10 @@ class ClientSession:
                 )
             else:
                 return 0
-        self._write(data)
+        if progress_of is not None and self.progress is not None:
+            self.progress.send(progress_of, data)
+        else:
+            self._write(data)
         return len(data)
 
     def _send_error(self, id: Any, code: int, message: str, data: Any = None) -> None:
@@ -313,12 +332,11 @@ class ClientSession:
             self.gateway.count(method, "ok")
             self._send({"jsonrpc": "2.0", "id": rid, "result": result})
 
-    def lineTooLong(self, size: int, limit: int) -> None:
+    def lineTooLong(self, size: int, limit: int, setting: str = "maxMessageBytes") -> None:
         self._send_error(
             None,
             INVALID_REQUEST,
-            f"Invalid Request: message of more than {limit} bytes discarded "
-            "(the gateway's maxMessageBytes)",
+            f"Invalid Request: message of more than {limit} bytes discarded (the gateway's {setting})",
             {"limit": limit},
         )
 
@@ -353,7 +371,7 @@ class ClientSession:
         if self.gateway.ready:
             return self._listing()
         # The first listing waits (bounded) for every backend's discovery.
-        self._check_unused(rid)
+        self._admit(rid)
         self._track(rid, self.gateway.when_ready().addCallback(lambda _: self._listing()), None, "tools/list")
         return None
 
@@ -377,8 +395,7 @@ class ClientSession:
         return {"tools": tools}
 
     def _tools_call(self, rid: Any, params: dict[str, Any]) -> None:
-        if (type(rid), rid) in self.in_flight:
-            self._check_unused(rid)
+        self._admit(rid)
         holder: list[Any] = []
         if self.gateway.ready:
             self._track(rid, self._route_call(params, holder), holder)
@@ -416,9 +433,15 @@ class ClientSession:
             send = lambda: self._own_instance(backend).addCallback(lambda b: b.call("tools/call", out, on_progress))
         else:
             send = lambda: backend.call("tools/call", out, on_progress)
-        if call is None:
-            return send()
-        return call.dispatch(send)
+        d = send() if call is None else call.dispatch(send)
+        if on_progress is not None and self.progress is not None:
+            d.addBoth(self._progress_ended, token)
+        return d
+
+    def _progress_ended(self, result: Any, token: Any) -> Any:
+        """The call is answered: progress held for it is stale now."""
+        self.progress.end((type(token), token))
+        return result
 
     def _own_instance(self, template: Backend) -> Deferred[Backend]:
         """This session's instance of a per-session backend, started on first use."""
@@ -463,6 +486,28 @@ class ClientSession:
         if (type(rid), rid) in self.in_flight:
             raise JsonRpcError(INVALID_REQUEST, f"Invalid Request: id {rid!r} is already used by a request in flight")
 
+    def _admit(self, rid: Any) -> None:
+        """Refuse a request whose id is in flight, or that would be one too many in flight."""
+        self._check_unused(rid)
+        limit = self.max_in_flight
+        if len(self.in_flight) < limit:
+            self._refusing = False
+            return
+        if not self._refusing:
+            # Once per episode: a client pipelining thousands would flood the log.
+            self._refusing = True
+            log.warn(
+                "client {client}: {limit} requests in flight (gateway.maxCallsInFlight); refusing more until some are answered",
+                client=self.label,
+                limit=limit,
+            )
+        raise JsonRpcError(
+            errors.TOO_MANY_CALLS,
+            f"too many requests in flight on this session (the gateway's maxCallsInFlight is {limit}); "
+            "wait for answers before sending more",
+            {"limit": limit},
+        )
+
     def _track(self, rid: Any, d: Deferred[Any], holder: list[Any] | None = None, method: str = "tools/call") -> None:
         """Answer C{rid} when C{d} fires; until then it is a call in flight.
         C{holder} receives the call's policy L{Call} once it exists."""
@@ -472,10 +517,12 @@ class ClientSession:
         d.addCallbacks(self._answer, self._answer_error, args, None, args)
 
     def _progress_forwarder(self, token: Any) -> Callable[[dict[str, Any]], None]:
+        key = (type(token), token)
+
         def forward(params: dict[str, Any]) -> None:
             out = dict(params)
             out["progressToken"] = token
-            self._send({"jsonrpc": "2.0", "method": "notifications/progress", "params": out})
+            self._send({"jsonrpc": "2.0", "method": "notifications/progress", "params": out}, key)
 
         return forward
 

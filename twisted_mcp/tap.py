@@ -202,14 +202,10 @@ def _bind(description: str, factory: Any, reactor: Any) -> Any:
 def _admin(description: str, service: Any, reactor: Any, load: Any) -> None:
     from twisted.application.service import Service
     from twisted.logger import Logger
-    from twisted.web.server import Site
 
-    from twisted_mcp.admin import AdminResource
+    from twisted_mcp.admin import AdminResource, AdminSite
 
-    site = Site(AdminResource(service, load))
-    site.noisy = False
-    site.log = lambda request: None  # no access log lines (they could carry tokens)
-    port = _bind(description, site, reactor)
+    port = _bind(description, AdminSite(AdminResource(service, load), reactor), reactor)
 
     class AdminService(Service):
         def startService(self) -> None:
@@ -226,15 +222,19 @@ def _admin(description: str, service: Any, reactor: Any, load: Any) -> None:
 def _listen(endpoints: list[str], service: Any, reactor: Any) -> None:
     """Bind every endpoint now (before twistd daemonizes): one that cannot
     bind stops start-up with a clear error."""
+    from twisted_mcp.admission import Admission, raise_descriptor_limit
     from twisted_mcp.frontend import SessionFactory, SocketFrontend
 
     settings = service.config.gateway
+    admission = Admission(
+        settings.maxClients, settings.maxClientsPerPeer, settings.descriptorReserve, raise_descriptor_limit()
+    )
     for description in endpoints:
         factory = SessionFactory(
             service.gateway,
             reactor,
-            settings.maxMessageBytes,
-            settings.shutdownGrace,
+            settings,
+            admission,
             description.split(":", 1)[0],
             description,
         )
@@ -283,8 +283,7 @@ def makeService(options: Options) -> Any:
         lambda gateway: StdioFrontend(
             gateway,
             reactor,
-            settings.maxMessageBytes,
-            settings.shutdownGrace,
+            settings,
             connect,
             client_gone,
         )
