@@ -55,6 +55,10 @@ except OSError as e:
 """
 
 _ID_RE = re.compile(rb'"id"\s*:\s*(\d{1,18})\s*[,}]')
+#: A response's own id when it is the last member (TypeScript SDK servers
+#: write it after the result): exactly one closing brace follows it, so an
+#: "id" nested in the result cannot match.
+_TRAILING_ID_RE = re.compile(rb'[,{]\s*"id"\s*:\s*(\d{1,18})\s*\}\s*\r?$')
 STDERR_LINE_MAX = 16 * 1024
 
 
@@ -122,6 +126,9 @@ class _Framer(LineFramer):
     def lineLengthExceeded(self, head: bytes, size: int) -> None:  # type: ignore[override]
         self.child.lineTooLong(head, size)
 
+    def overlongLineEnded(self, tail: bytes) -> None:
+        self.child.tooLongLineEnded(tail)
+
 
 class _Child(ProcessProtocol):
     """One run of a backend's process."""
@@ -145,6 +152,8 @@ class _Child(ProcessProtocol):
         self.stopping = False
         self._stdout_check: Any = None
         self.writer: Any = None
+        #: An overlong line is being discarded whose id was not at its start.
+        self._id_at_end = False
 
     def connectionMade(self) -> None:
         pipes = getattr(self.transport, "pipes", None)
@@ -204,20 +213,34 @@ class _Child(ProcessProtocol):
             backend=self.name,
             limit=limit,
         )
-        # Only an "id" before the result or error is the response's own.
+        # Only an "id" before the result or error is the response's own;
+        # when it comes after them, it is found at the line's end.
         head = head[:512]
         cut = min((i for i in (head.find(b'"result"'), head.find(b'"error"')) if i >= 0), default=len(head))
         m = _ID_RE.search(head[:cut])
+        self._id_at_end = m is None
         if m:
-            self.session.peer.fail(
-                int(m.group(1)),
-                errors.backend_error(
-                    errors.BACKEND_RESPONSE_TOO_LARGE,
-                    self.name,
-                    f"backend {self.name!r} answered with more than {limit} bytes (gateway.maxMessageBytes)",
-                    limit=limit,
-                ),
-            )
+            self._fail_too_large(int(m.group(1)))
+
+    def tooLongLineEnded(self, tail: bytes) -> None:
+        if not self._id_at_end:
+            return
+        self._id_at_end = False
+        m = _TRAILING_ID_RE.search(tail)
+        if m:
+            self._fail_too_large(int(m.group(1)))
+
+    def _fail_too_large(self, rid: int) -> None:
+        limit = self.framer.MAX_LENGTH
+        self.session.peer.fail(
+            rid,
+            errors.backend_error(
+                errors.BACKEND_RESPONSE_TOO_LARGE,
+                self.name,
+                f"backend {self.name!r} answered with more than {limit} bytes (gateway.maxMessageBytes)",
+                limit=limit,
+            ),
+        )
 
     def errReceived(self, data: bytes) -> None:
         buf = self._stderr + data

@@ -330,3 +330,18 @@ def test_a_client_that_stops_reading_stdout_pauses_its_input(raw_gateway, write_
             assert len(msg["result"]["content"][0]["text"]) == 1_000_000
             answered.add(msg["id"])
     assert answered == set(range(1, sent + 1))
+
+
+def test_oversized_answer_with_the_id_last_fails_at_once(raw_gateway, write_config):
+    """TypeScript SDK servers write "id" after "result": an oversized answer
+    still fails its own call at once (-32034), not after callTimeout (-32031)."""
+    config = write_config(
+        {"everything": everything(env={"BIG": "b" * 100_000})}, maxMessageBytes=64 * 1024, callTimeout=60
+    )
+    gw = raw_gateway(config)
+    gw.initialize()
+    out = gw.request("tools/call", {"name": "everything__get-env", "arguments": {}}, timeout=30)
+    assert out["error"]["code"] == -32034, out
+    assert out["error"]["data"] == {"backend": "everything", "limit": 64 * 1024}
+    echo = gw.request("tools/call", {"name": "everything__echo", "arguments": {"message": "small"}})
+    assert "small" in echo["result"]["content"][0]["text"]

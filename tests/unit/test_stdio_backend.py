@@ -377,6 +377,32 @@ class CallTests(BackendTestCase):
         self.assertEqual(backend.state, State.UP)
         self.stop(backend)
 
+    def test_responseTooLargeWithIdLast(self) -> None:
+        """
+        An answer that writes its id after the result (as TypeScript SDK
+        servers do) fails its call as soon as the line ends, whatever the
+        chunks it arrives in; an "id" nested in the result is not taken.
+        """
+        backend, spawn = self.started(max_message=4096)
+        for size in (1 << 20, 1000, 3):
+            d = backend.call("tools/call", {"name": "get_time"})
+            other = backend.call("tools/call", {"name": "get_time"})
+            rid = spawn.transport.messages()[-2]["id"]
+            line = (
+                b'{"jsonrpc":"2.0","result":{"text":"' + b"x" * 5000
+                + b'","nested":{"id":%d}},"id":%d}\n' % (rid + 1, rid)
+            )
+            with capturedLogs():
+                for i in range(0, len(line), size):
+                    spawn.protocol.outReceived(line[i : i + size])
+            e = self.failureResultOf(d, JsonRpcError).value
+            self.assertEqual(e.code, errors.BACKEND_RESPONSE_TOO_LARGE)
+            self.assertNoResult(other)
+            other.cancel()
+            self.failureResultOf(other)
+        self.assertEqual(backend.state, State.UP)
+        self.stop(backend)
+
     def test_serverPingAnswered(self) -> None:
         backend, spawn = self.started()
         spawn.protocol.outReceived(encode({"jsonrpc": "2.0", "id": "srv-1", "method": "ping"}))
