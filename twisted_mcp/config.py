@@ -19,6 +19,8 @@ from typing import Any, Mapping
 import attrs
 import yaml
 
+from twisted_mcp.urls import shown_url, split_credentials
+
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _VAR_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^}])*))?\}|\$\{[^}]*\}?")
 
@@ -520,6 +522,8 @@ def _stdio_fields(check: _Checker, path: str, spec: dict[str, Any], base_dir: st
 
 def _http_fields(check: _Checker, path: str, spec: dict[str, Any], base_dir: str | None, fields: dict[str, Any]) -> None:
     upath = _join(path, "url")
+    if "headers" in spec:
+        fields["headers"] = _string_map(check, _join(path, "headers"), spec["headers"], "header")
     if "url" not in spec:
         check.problem(upath, "missing: the server's address (http:// or https://)")
         fields["url"] = None
@@ -528,11 +532,11 @@ def _http_fields(check: _Checker, path: str, spec: dict[str, Any], base_dir: str
         if url is not None:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
-                check.problem(upath, f"expected an http:// or https:// address, got {url!r}")
+                check.problem(upath, f"expected an http:// or https:// address, got {shown_url(url)!r}")
                 url = None
+            else:
+                url = _credentials_to_header(check, path, url, fields)
         fields["url"] = url
-    if "headers" in spec:
-        fields["headers"] = _string_map(check, _join(path, "headers"), spec["headers"], "header")
     if "connectTimeout" in spec:
         fields["connectTimeout"] = check.number(_join(path, "connectTimeout"), spec["connectTimeout"], 0.1, 600)
     if "maxConnections" in spec:
@@ -551,6 +555,23 @@ def _http_fields(check: _Checker, path: str, spec: dict[str, Any], base_dir: str
                 fields[key] = value
             if "keyFile" in tls and "certFile" not in tls:
                 check.problem(_join(tpath, "keyFile"), "a client key needs its certificate: set certFile too")
+
+
+def _credentials_to_header(check: _Checker, path: str, url: str, fields: dict[str, Any]) -> str | None:
+    """The URL without its userinfo, which becomes an Authorization header
+    (never both: an explicit header and credentials in the URL are refused)."""
+    url, authorization = split_credentials(url)
+    if authorization is None:
+        return url
+    headers = fields.get("headers") or {}
+    if any(name.lower() == "authorization" for name in headers):
+        check.problem(
+            _join(path, "url"),
+            "has a user name and password, and headers.Authorization is set too: keep only one of them",
+        )
+        return None
+    fields["headers"] = {**headers, "Authorization": authorization}
+    return url
 
 
 def _string_map(check: _Checker, path: str, value: Any, what: str) -> dict[str, str] | None:

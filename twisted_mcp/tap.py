@@ -104,7 +104,7 @@ class Options(usage.Options):
         except ConfigError as e:
             _fail(e.render() + "\nThe gateway did not start.", EX_CONFIG)
         if self["check"]:
-            from twisted_mcp.http_backend import shown_args, shown_url
+            from twisted_mcp.urls import shown_args, shown_url
 
             config = self.loaded
             lines = [f"{path}: OK, {len(config.servers)} server(s)"]
