@@ -85,6 +85,13 @@ class _Server:
     restartDelay: float = 1.0
     restartMaxDelay: float = 60.0
     stableAfter: float = 30.0
+    #: perSession: instances running at once, over every session.
+    maxInstances: int = 32
+    #: perSession: instances running at once for one principal.
+    maxInstancesPerPrincipal: int = 4
+    #: perSession: an instance without a call for this long is stopped
+    #: (its session stays; the next call starts a new one); 0: never.
+    idleTimeout: float = 600.0
 
 
 @attrs.frozen(kw_only=True)
@@ -95,6 +102,12 @@ class StdioServer(_Server):
     args: tuple[str, ...] = ()
     env: Mapping[str, str] = attrs.field(factory=dict)
     cwd: str | None = None
+    #: Bytes that may wait for the server to read them before new calls
+    #: are refused as busy; None: 4 x gateway.maxMessageBytes, at least 1 MiB.
+    maxQueuedBytes: int | None = None
+    #: A server that writes nothing (not even the answer to a ping) for this
+    #: long is taken for dead and restarted; 0: never.
+    livenessTimeout: float = 300.0
 
 
 @attrs.frozen(kw_only=True)
@@ -355,7 +368,20 @@ _SERVER_TIMEOUTS = (
     "restartMaxDelay",
     "stableAfter",
 )
-_STDIO_KEYS = {"type", "command", "args", "env", "cwd", "disabled", "required", "perSession", *_SERVER_TIMEOUTS}
+#: Limits of one server: (kind, bounds) as in _GATEWAY_KEYS.
+_SERVER_LIMITS: dict[str, tuple[str, Any]] = {
+    "maxInstances": ("int", (1, 100_000)),
+    "maxInstancesPerPrincipal": ("int", (1, 100_000)),
+    "idleTimeout": ("seconds", (0, 86400 * 7)),
+}
+_STDIO_LIMITS: dict[str, tuple[str, Any]] = {
+    "maxQueuedBytes": ("int", (1024, 1 << 40)),
+    "livenessTimeout": ("seconds", (0, 86400 * 7)),
+}
+_STDIO_KEYS = {
+    "type", "command", "args", "env", "cwd", "disabled", "required", "perSession",
+    *_SERVER_TIMEOUTS, *_SERVER_LIMITS, *_STDIO_LIMITS,
+}
 _HTTP_KEYS = {
     "type",
     "url",
@@ -367,6 +393,7 @@ _HTTP_KEYS = {
     "required",
     "perSession",
     *_SERVER_TIMEOUTS,
+    *_SERVER_LIMITS,
 }
 _TLS_KEYS = {"caFile", "certFile", "keyFile"}
 _HTTP_TYPES = {"http": "streamable", "streamable-http": "streamable", "streamableHttp": "streamable", "sse": "sse"}
@@ -465,6 +492,11 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
                 fields[key] = check.number(_join(path, key), spec[key], *_GATEWAY_KEYS[key][1])
             else:
                 fields[key] = getattr(settings, key)
+        limits = {**_SERVER_LIMITS, **_STDIO_LIMITS} if kind == "stdio" else _SERVER_LIMITS
+        for key in limits.keys() & spec.keys():
+            kind_of, bounds = limits[key]
+            check_value = check.integer if kind_of == "int" else check.number
+            fields[key] = check_value(_join(path, key), spec[key], *bounds)
         server: Any
         if kind == "stdio":
             _stdio_fields(check, path, spec, base_dir, fields)

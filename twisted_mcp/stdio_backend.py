@@ -14,7 +14,7 @@ import os
 import re
 import signal
 import sys
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
@@ -27,7 +27,7 @@ from twisted_mcp._writer import Writer, batch
 from twisted_mcp.backend import Backend, McpClientSession, State, SupervisedBackend
 from twisted_mcp.config import StdioServer
 from twisted_mcp.framing import LineFramer
-from twisted_mcp.jsonrpc import MessageError, decode, encode
+from twisted_mcp.jsonrpc import JsonRpcError, MessageError, PeerGone, RequestTimeout, decode, encode
 
 log = Logger()
 
@@ -154,6 +154,8 @@ class _Child(ProcessProtocol):
         self.writer: Any = None
         #: An overlong line is being discarded whose id was not at its start.
         self._id_at_end = False
+        #: When the child last wrote anything on its stdout (liveness).
+        self.last_heard = backend.clock.seconds()
 
     def connectionMade(self) -> None:
         pipes = getattr(self.transport, "pipes", None)
@@ -165,17 +167,12 @@ class _Child(ProcessProtocol):
     def send(self, message: dict[str, Any]) -> None:
         if self._gone:
             return
-        data = encode(message)
-        queued = self.writer.queued() if isinstance(self.writer, Writer) else 0
-        if queued + len(data) > self.backend.max_queue:
-            self.backend._stuck(self, queued)
-            raise errors.backend_error(
-                errors.BACKEND_UNAVAILABLE,
-                self.name,
-                f"backend {self.name!r} is not reading its input ({queued} bytes waiting); it is being restarted",
-                state="stuck",
-            )
-        self.writer.write(data)
+        self.writer.write(encode(message))
+
+    def queued(self) -> int:
+        """Bytes written toward the child's stdin that it has not read yet."""
+        queued = getattr(self.writer, "queued", None)
+        return queued() if queued is not None else 0
 
     def _tools_changed(self) -> None:
         self.backend._session_tools_changed(self)
@@ -185,6 +182,7 @@ class _Child(ProcessProtocol):
 
     @batch
     def outReceived(self, data: bytes) -> None:
+        self.last_heard = self.backend.clock.seconds()
         self.framer.dataReceived(data)
 
     def lineReceived(self, line: bytes) -> None:
@@ -315,8 +313,9 @@ class StdioBackend(SupervisedBackend):
         super().__init__(config.name, config, clock)
         self.spawner = spawner
         self.max_message = max_message
-        #: Bytes that may wait for the child to read them.
-        self.max_queue = max(4 * max_message, 1 << 20)
+        #: Bytes that may wait for the child to read them before calls are refused.
+        self.max_queue = config.maxQueuedBytes or max(4 * max_message, 1 << 20)
+        self._liveness_call: Any = None
         self.env = child_environment(config, inherit_env, os.environ if environ is None else environ)
         self.child: _Child | None = None
 
@@ -331,6 +330,7 @@ class StdioBackend(SupervisedBackend):
 
     def stopService(self) -> Deferred[None]:
         self._stop_supervising()
+        self._unwatch()
         child = self.child
         if child is None:
             self._set_state(State.STOPPED)
@@ -395,6 +395,8 @@ class StdioBackend(SupervisedBackend):
             d.addErrback(lambda f: log.failure("backend {backend}: stopping failed", f, backend=self.name))
 
     def _child_exited(self, child: _Child) -> None:
+        if child is self.child:
+            self._unwatch()
         if child.pid is not None and group_alive(child.pid):
             # Grandchildren left behind by the server: end them too.
             d = Deferred.fromCoroutine(self._reap_group(child))
@@ -403,16 +405,80 @@ class StdioBackend(SupervisedBackend):
             child.group_gone = True
         self._run_ended(child, f"the process {child.exit_reason}")
 
-    def _stuck(self, child: _Child, queued: int) -> None:
-        if child is not self.child or self._stopping:
+    def call(
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        timeout: float | None = None,
+    ) -> Deferred[Any]:
+        """
+        As L{Backend.call}; refused at once (-32007) while the child has
+        C{maxQueuedBytes} or more waiting to be read: a busy server is not
+        dead, and its queue stays bounded.
+        """
+        child = self.child
+        if child is not None and self.state is State.UP:
+            queued = child.queued()
+            if queued >= self.max_queue:
+                raise errors.backend_error(
+                    errors.BUSY,
+                    self.name,
+                    f"backend {self.name!r} is busy: {queued} bytes wait for it to read its input "
+                    f"(maxQueuedBytes is {self.max_queue}); try again later",
+                    limit=self.max_queue,
+                )
+        return super().call(method, params, on_progress, timeout)
+
+    # -- liveness -------------------------------------------------------------
+
+    def _discovered(self, result: None, run: Any) -> None:
+        super()._discovered(result, run)
+        if self._is_current(run) and self.state is State.UP and self.config.livenessTimeout:
+            self._watch(run)
+
+    def _watch(self, child: _Child) -> None:
+        self._liveness_call = self.clock.callLater(self.config.livenessTimeout / 4, self._check_liveness, child)
+
+    def _unwatch(self) -> None:
+        if self._liveness_call is not None and self._liveness_call.active():
+            self._liveness_call.cancel()
+        self._liveness_call = None
+
+    def _check_liveness(self, child: _Child) -> None:
+        """
+        A child that wrote nothing for C{livenessTimeout} seconds, not even
+        the answer to a ping, is dead (it may be alive but wedged): restart
+        it.  One that is quiet for a while is sent a ping; any output at all
+        counts as a sign of life, so a busy server that answers its calls is
+        never killed.
+        """
+        self._liveness_call = None
+        if child is not self.child or self._stopping or self.state is not State.UP:
             return
-        log.error(
-            "backend {backend} is not reading its input ({queued} bytes waiting); restarting it",
-            backend=self.name,
-            queued=queued,
-        )
-        self._set_state(State.DOWN)
-        self._abandon(child)
+        timeout = self.config.livenessTimeout
+        silent = self.clock.seconds() - child.last_heard
+        if silent >= timeout:
+            log.error(
+                "backend {backend} wrote nothing for {silent:.0f} s and did not answer a ping "
+                "(livenessTimeout); restarting it",
+                backend=self.name,
+                silent=silent,
+            )
+            self.last_error = f"wrote nothing for {silent:.0f} s and did not answer a ping (livenessTimeout)"
+            self._set_state(State.DOWN)
+            self._abandon(child)
+            return
+        if silent >= timeout / 4:
+            ping = child.session.peer.request("ping", None, timeout)
+            ping.addErrback(self._ping_failed)
+        self._watch(child)
+
+    def _ping_failed(self, failure: Failure) -> None:
+        # The answer (or its absence) is judged by _check_liveness; an
+        # error answer is a sign of life too.
+        if not failure.check(RequestTimeout, PeerGone, JsonRpcError):
+            log.failure("backend {backend}: ping failed", failure, backend=self.name)
 
     def _stdout_closed(self, child: _Child) -> None:
         if child is not self.child or self._stopping:

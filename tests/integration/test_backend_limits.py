@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import subprocess
+import time
 
 from .conftest import LineClient, bin_path, free_port, gateway_env, server, wait_for_path
 from .test_daemon_ops import ADMIN_TOKEN, _admin, _text, _until
@@ -48,3 +49,38 @@ def test_url_credentials_authenticate_and_are_never_shown(daemon, http_server, w
         for secret in secrets:
             assert secret not in text, f"{secret} shown in {where}"
     client.close()
+
+
+def _call(rid, name: str, **arguments) -> dict:
+    return {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": {"name": name, "arguments": arguments}}
+
+
+def test_a_busy_shared_backend_refuses_calls_instead_of_being_restarted(daemon, tmp_path):
+    """One client's large requests to a backend that is busy (not reading its
+    stdin) are refused at once beyond the queue bound (-32007); the backend
+    is not killed, and every call it accepted, anyone's, is answered."""
+    sock = str(tmp_path / "gw.sock")
+    pid, log = daemon({"w": server("wedged")}, f"unix:{sock}", maxMessageBytes=256 * 1024, callTimeout=60)
+    wait_for_path(sock)
+    a, b = LineClient(sock), LineClient(sock)
+    a.initialize("a")
+    b.initialize("b")
+    first = _text(b.request(1, "tools/call", {"name": "w__pid", "arguments": {}}))
+    b.send(_call(2, "w__busy", seconds=4))
+    time.sleep(0.5)  # the backend is now asleep, not reading
+    for i in range(30):
+        a.send(_call(f"big{i}", "w__echo", text="z" * 60000))
+    answers = [a.read() for _ in range(30)]  # the refusals come first, at once
+    assert {x["id"] for x in answers} == {f"big{i}" for i in range(30)}
+    refused = [x for x in answers if "error" in x]
+    assert refused, "nothing was refused"
+    assert {x["error"]["code"] for x in refused} == {-32007}, refused
+    assert "'w' is busy" in refused[0]["error"]["message"]
+    assert refused[0]["error"]["data"] == {"backend": "w", "limit": 1 << 20}
+    assert all(_text(x) == "z" * 60000 for x in answers if "error" not in x)
+    assert _text(b.answer(2)) == "done"
+    assert _text(b.request(3, "tools/call", {"name": "w__pid", "arguments": {}})) == first
+    with open(log) as f:
+        assert "restarting" not in f.read()
+    a.close()
+    b.close()

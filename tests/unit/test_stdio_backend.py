@@ -72,6 +72,7 @@ class BackendTestCase(SynchronousTestCase):
             restartDelay=1.0,
             restartMaxDelay=8.0,
             stableAfter=30.0,
+            livenessTimeout=0.0,  # LivenessTests turn it on
         )
         settings.update(overrides)
         backend = StdioBackend(StdioServer(**settings), self.spawner, self.clock, INHERIT, max_message, ENVIRON)
@@ -578,6 +579,81 @@ class DownTests(BackendTestCase):
         finally:
             self.last.protocol.processExited(killed(signal.SIGTERM))
             self.stop(backend)
+
+
+class BusyTests(BackendTestCase):
+    """
+    A backend that does not read its input for a while is busy, not dead:
+    beyond maxQueuedBytes waiting for it, new calls are refused at once and
+    nothing is restarted; only a liveness check that goes unanswered for
+    livenessTimeout restarts it.
+    """
+
+    def test_busyBackendRefusesNewCallsAndKeepsRunning(self) -> None:
+        backend, spawn = self.started(maxQueuedBytes=4096)
+        queued = [4096]
+        spawn.transport.queued = lambda: queued[0]  # type: ignore[attr-defined]
+        before = len(spawn.transport.written)
+        e = self.assertRaises(JsonRpcError, backend.call, "tools/call", {"name": "get_time"})
+        self.assertEqual(e.code, errors.BUSY)
+        self.assertEqual(e.data, {"backend": "time", "limit": 4096})
+        self.assertIn("'time' is busy", e.message)
+        self.assertEqual(len(spawn.transport.written), before)  # nothing more was queued
+        self.assertEqual((backend.state, self.signals, len(self.spawner.spawned)), (State.UP, [], 1))
+        queued[0] = 4095
+        d = backend.call("tools/call", {"name": "get_time"})
+        self.reply(spawn, "tools/call", {"content": []})
+        self.assertEqual(self.successResultOf(d), {"content": []})
+        self.stop(backend)
+
+    def test_defaultQueueBound(self) -> None:
+        self.assertEqual(self.make(max_message=1 << 20).max_queue, 4 << 20)
+        self.assertEqual(self.make(max_message=4096).max_queue, 1 << 20)
+
+    def test_quietBackendIsPingedAndAnswering(self) -> None:
+        backend, spawn = self.started(livenessTimeout=40.0)
+        self.clock.advance(10.0)
+        ping = self.reply(spawn, "ping", {})
+        self.clock.advance(10.0)
+        pings = [m for m in spawn.transport.messages() if m.get("method") == "ping"]
+        self.assertEqual(len(pings), 2)
+        self.assertNotEqual(pings[-1]["id"], ping["id"])
+        self.reply(spawn, "ping", {})
+        self.clock.advance(100.0)
+        self.assertEqual(backend.state, State.DOWN)  # no answer to the later pings
+        self.assertEqual(self.signals, [(spawn.transport.pid, signal.SIGTERM)])
+        self.assertIn("livenessTimeout", backend.last_error or "")
+        spawn.protocol.processExited(killed(signal.SIGTERM))
+        self.stop(backend)
+
+    def test_busyBackendThatWritesIsNeverRestarted(self) -> None:
+        """Any output is a sign of life, even while pings go unanswered."""
+        backend, spawn = self.started(livenessTimeout=40.0)
+        d = backend.call("tools/call", {"name": "get_time"}, timeout=1000.0)
+        rid = spawn.transport.messages()[-1]["id"]
+        for _ in range(60):
+            self.clock.advance(5.0)
+            spawn.protocol.errReceived(b"")
+            spawn.protocol.outReceived(encode({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "debug", "data": "working"}}))
+        self.assertEqual((backend.state, self.signals), (State.UP, []))
+        spawn.protocol.outReceived(encode({"jsonrpc": "2.0", "id": rid, "result": {"content": []}}))
+        self.successResultOf(d)
+        self.stop(backend)
+
+    def test_wedgedBackendIsRestartedAfterLivenessTimeout(self) -> None:
+        backend, spawn = self.started(livenessTimeout=40.0)
+        d = backend.call("tools/call", {"name": "get_time"}, timeout=1000.0)
+        self.clock.advance(39.0)
+        self.assertEqual(backend.state, State.UP)
+        self.clock.advance(11.0)
+        self.assertEqual(backend.state, State.DOWN)
+        self.assertEqual(self.signals, [(spawn.transport.pid, signal.SIGTERM)])
+        spawn.protocol.processExited(killed(signal.SIGTERM))
+        self.assertEqual(self.failureResultOf(d, JsonRpcError).value.code, errors.BACKEND_LOST)
+        self.clock.advance(1.0)
+        self.assertEqual(len(self.spawner.spawned), 2)
+        self.bring_up(backend)
+        self.stop(backend)
 
 
 class StopTests(BackendTestCase):
