@@ -11,8 +11,8 @@ import base64
 import subprocess
 import time
 
-from .conftest import LineClient, bin_path, free_port, gateway_env, server, wait_for_path
-from .test_daemon_ops import ADMIN_TOKEN, _admin, _text, _until
+from .conftest import LineClient, bin_path, free_port, gateway_env, server, wait_for_path, wait_gone
+from .test_daemon_ops import ADMIN_TOKEN, _admin, _servers_below, _text, _until
 from .test_http import http_server  # noqa: F401 (a fixture)
 
 
@@ -84,3 +84,52 @@ def test_a_busy_shared_backend_refuses_calls_instead_of_being_restarted(daemon, 
         assert "restarting" not in f.read()
     a.close()
     b.close()
+
+
+def test_per_session_instances_are_capped_and_stopped_when_idle(daemon, tmp_path):
+    sock = str(tmp_path / "gw.sock")
+    own = server("slow", perSession=True, maxInstances=2, idleTimeout=2)
+    pid, log = daemon({"own": own}, f"unix:{sock}")
+    wait_for_path(sock)
+    a, b, c = LineClient(sock), LineClient(sock), LineClient(sock)
+    for client, name in ((a, "a"), (b, "b"), (c, "c")):
+        client.initialize(name)
+    own_a = int(_text(a.request(1, "tools/call", {"name": "own__pid", "arguments": {}})))
+    own_b = int(_text(b.request(1, "tools/call", {"name": "own__pid", "arguments": {}})))
+    refused = c.request(1, "tools/call", {"name": "own__pid", "arguments": {}})
+    assert refused["error"]["code"] == -32007, refused
+    assert refused["error"]["data"] == {"backend": "own", "limit": 2, "cap": "maxInstances"}
+    assert _servers_below(pid, "slow") == {own_a, own_b}
+    a.close()  # a's session ends: its instance stops, and c may have one
+    assert wait_gone({own_a}, 15) == set()
+    own_c = int(_text(c.request(2, "tools/call", {"name": "own__pid", "arguments": {}})))
+    # Idle for idleTimeout: stopped; the session stays, the next call starts a new one.
+    assert wait_gone({own_b, own_c}, 15) == set()
+    again = int(_text(b.request(2, "tools/call", {"name": "own__pid", "arguments": {}})))
+    assert again not in (own_a, own_b, own_c)
+    with open(log) as f:
+        assert "its instance of backend own had no call for 2 s; stopping it" in f.read()
+    b.close()
+    c.close()
+
+
+def test_per_session_instances_are_capped_per_principal(daemon, tmp_path):
+    first, second = str(tmp_path / "one.sock"), str(tmp_path / "two.sock")
+    identity = {
+        "identity": {"listeners": {f"unix:{first}": {"name": "ci", "roles": ["all"]}, f"unix:{second}": {"name": "ops", "roles": ["all"]}}},
+        "roles": {"all": {"allow": ["*"]}},
+    }
+    pid, _ = daemon({"own": server("slow", perSession=True, maxInstancesPerPrincipal=1)}, f"unix:{first}", f"unix:{second}", extra=identity)
+    wait_for_path(first)
+    wait_for_path(second)
+    ci, ci2, ops = LineClient(first), LineClient(first), LineClient(second)
+    for client in (ci, ci2, ops):
+        client.initialize()
+    assert _text(ci.request(1, "tools/call", {"name": "own__pid", "arguments": {}}))
+    refused = ci2.request(1, "tools/call", {"name": "own__pid", "arguments": {}})
+    assert refused["error"]["code"] == -32007, refused
+    assert refused["error"]["data"] == {"backend": "own", "limit": 1, "cap": "maxInstancesPerPrincipal"}
+    assert "for ci" in refused["error"]["message"]
+    assert _text(ops.request(1, "tools/call", {"name": "own__pid", "arguments": {}}))
+    for client in (ci, ci2, ops):
+        client.close()
