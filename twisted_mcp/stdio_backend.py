@@ -10,11 +10,13 @@ re-handshaken and re-discovered.
 
 from __future__ import annotations
 
+import ctypes
+import itertools
 import os
 import re
 import signal
 import sys
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
@@ -54,6 +56,12 @@ except OSError as e:
     os._exit(127)
 """
 
+#: Set in every child's environment (inherited by what it starts): names the
+#: backend run a process descends from, after it was reparented to us.
+RUN_VARIABLE = "TWISTED_MCP_RUN"
+PR_SET_CHILD_SUBREAPER = 36
+_runs = itertools.count(1)
+
 _ID_RE = re.compile(rb'"id"\s*:\s*(\d{1,18})\s*[,}]')
 #: A response's own id when it is the last member (TypeScript SDK servers
 #: write it after the result): exactly one closing brace follows it, so an
@@ -80,10 +88,55 @@ def group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     try:
-        entries = os.listdir("/proc")
+        return any(group == pgid and state != b"Z" for _, state, _, group in _processes())
     except OSError:
         return True
-    for entry in entries:
+
+
+def become_subreaper() -> bool:
+    """
+    Have orphaned descendants (a backend's daemon that double-forked into a
+    session of its own) reparented to this process instead of init, so that
+    L{adopted} finds them (Linux 3.4+).  Not inherited across fork: call it
+    in the process that runs the reactor.
+    """
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def adopted(run: str) -> tuple[set[int], set[int]]:
+    """
+    Our children that are not ours to reap through Twisted: the live ones
+    descending from backend run C{run} (by the L{RUN_VARIABLE} they
+    inherited), and every zombie among them (whose environment is gone).
+    """
+    me = os.getpid()
+    marker = f"{RUN_VARIABLE}={run}".encode()
+    live: set[int] = set()
+    zombies: set[int] = set()
+    try:
+        children = [(pid, state) for pid, state, ppid, _ in _processes() if ppid == me]
+    except OSError:
+        return live, zombies
+    for pid, state in children:
+        if state == b"Z":
+            zombies.add(pid)
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if marker in f.read().split(b"\0"):
+                    live.add(pid)
+        except OSError:
+            continue
+    return live, zombies
+
+
+def _processes() -> Iterator[tuple[int, bytes, int, int]]:
+    """(pid, state, ppid, pgid) of every process, from /proc; OSError
+    when /proc cannot be listed."""
+    for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
@@ -92,9 +145,20 @@ def group_alive(pgid: int) -> bool:
         except OSError:
             continue
         fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
-            return True
-    return False
+        if len(fields) > 2:
+            yield int(entry), fields[0], int(fields[1]), int(fields[2])
+
+
+def reap(pids: set[int]) -> None:
+    """Collect the exit status of adopted zombies (Twisted reaps only the
+    processes it spawned)."""
+    from twisted.internet.process import reapProcessHandlers
+
+    for pid in pids - set(reapProcessHandlers):
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
 
 
 def signal_group(pid: int, sig: int, leader_alive: bool = False) -> None:
@@ -154,6 +218,10 @@ class _Child(ProcessProtocol):
         self.writer: Any = None
         #: An overlong line is being discarded whose id was not at its start.
         self._id_at_end = False
+        #: Marks this run's descendants, even once they left its process group.
+        self.run = f"{backend.name}.{next(_runs)}"
+        #: Fires once its process group and adopted descendants are gone.
+        self.descendants_ended: Deferred[None] | None = None
         #: When the child last wrote anything on its stdout (liveness).
         self.last_heard = backend.clock.seconds()
 
@@ -363,7 +431,7 @@ class StdioBackend(SupervisedBackend):
                 child,
                 sys.executable,
                 self._argv(),
-                env=self.env,
+                env={**self.env, RUN_VARIABLE: child.run},
                 path=self.config.cwd,
                 childFDs={0: "w", 1: "r", 2: "r"},
             )
@@ -397,12 +465,9 @@ class StdioBackend(SupervisedBackend):
     def _child_exited(self, child: _Child) -> None:
         if child is self.child:
             self._unwatch()
-        if child.pid is not None and group_alive(child.pid):
-            # Grandchildren left behind by the server: end them too.
-            d = Deferred.fromCoroutine(self._reap_group(child))
-            d.addErrback(lambda f: log.failure("backend {backend}: reaping failed", f, backend=self.name))
-        else:
-            child.group_gone = True
+        self._end_descendants(child).addErrback(
+            lambda f: log.failure("backend {backend}: reaping failed", f, backend=self.name)
+        )
         self._run_ended(child, f"the process {child.exit_reason}")
 
     def call(
@@ -508,10 +573,46 @@ class StdioBackend(SupervisedBackend):
                     )
                     signal_group(child.pid, signal.SIGKILL, leader_alive=not child._gone)  # type: ignore[arg-type]
                     await self._wait(child.exited, 5.0)
-        if child.pid is not None and not child.group_gone:
-            await self._reap_group(child)
+        await self._end_descendants(child)
         if self._stopping and child is self.child:
             self._set_state(State.STOPPED)
+
+    def _end_descendants(self, child: _Child) -> Deferred[None]:
+        """End what the child left behind (once, however many ask): its
+        process group, then the descendants that started sessions of
+        their own (reparented to us)."""
+        if child.descendants_ended is None:
+            child.descendants_ended = Deferred.fromCoroutine(self._end_group_and_adopted(child))
+        return child.descendants_ended
+
+    async def _end_group_and_adopted(self, child: _Child) -> None:
+        if child.pid is not None and not child.group_gone:
+            await self._reap_group(child)
+        await self._end_adopted(child.run)
+
+    async def _end_adopted(self, run: str) -> None:
+        """TERM the adopted descendants of this backend (each with its own
+        process group), KILL them after shutdownTimeout; what they leave
+        behind is adopted in turn and ended the same way."""
+        timeout = self.config.shutdownTimeout
+        started = self.clock.seconds()
+        while True:
+            live, zombies = adopted(run)
+            reap(zombies)
+            if not live:
+                return
+            waited = self.clock.seconds() - started
+            if waited > timeout + 5.0:
+                log.warn(
+                    "backend {backend}: descendants {pids} survive SIGKILL; giving up on them",
+                    backend=self.name,
+                    pids=sorted(live),
+                )
+                return
+            sig = signal.SIGTERM if waited < timeout else signal.SIGKILL
+            for pid in live:
+                signal_group(pid, sig, leader_alive=True)
+            await _sleep(self.clock, 0.05)
 
     async def _reap_group(self, child: _Child) -> None:
         """End whatever is left in the child's process group."""

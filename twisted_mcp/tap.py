@@ -241,8 +241,14 @@ def makeService(options: Options) -> Any:
     from twisted_mcp.frontend import StdioFrontend
     from twisted_mcp.logs import attach
     from twisted_mcp.service import GatewayService
+    from twisted_mcp.stdio_backend import become_subreaper
 
     config = options.loaded
+    # Orphaned descendants of the backends are reparented to the gateway, so
+    # that stopping a backend ends them too.  In the process that runs the
+    # reactor (twistd forks to daemonize; the setting is not inherited), and
+    # before the service starts its backends.
+    reactor.addSystemEventTrigger("before", "startup", become_subreaper)
     service = GatewayService(config, reactor, reactor)
 
     def client_gone() -> None:

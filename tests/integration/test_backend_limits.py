@@ -8,10 +8,12 @@ sessions of their own.
 from __future__ import annotations
 
 import base64
+import os
+import signal
 import subprocess
 import time
 
-from .conftest import LineClient, bin_path, free_port, gateway_env, server, wait_for_path, wait_gone
+from .conftest import LineClient, alive, bin_path, free_port, gateway_env, server, wait_for_path, wait_gone
 from .test_daemon_ops import ADMIN_TOKEN, _admin, _servers_below, _text, _until
 from .test_http import http_server  # noqa: F401 (a fixture)
 
@@ -133,3 +135,36 @@ def test_per_session_instances_are_capped_per_principal(daemon, tmp_path):
     assert _text(ops.request(1, "tools/call", {"name": "own__pid", "arguments": {}}))
     for client in (ci, ci2, ops):
         client.close()
+
+
+def test_a_daemonized_descendant_ends_with_its_backend(raw_gateway, write_config):
+    """A backend's helper that double-forks into a session of its own is
+    ended when the backend restarts, and when the gateway stops."""
+    gw = raw_gateway(write_config({"d": server("daemonizer")}, restartDelay=0.2))
+    gw.initialize()
+    first = int(gw.request("tools/call", {"name": "d__daemon_pid", "arguments": {}})["result"]["content"][0]["text"])
+    assert alive(first)
+    assert "error" in gw.request("tools/call", {"name": "d__crash", "arguments": {}})
+    assert wait_gone({first}, 15) == set()  # the restart ended it
+    second = _until(
+        lambda: (out := gw.request("tools/call", {"name": "d__daemon_pid", "arguments": {}})).get("result")
+        and int(out["result"]["content"][0]["text"]),
+        what="the restarted backend",
+    )
+    assert alive(second)
+    gw.close_stdin()
+    assert gw.wait(30) == 0
+    assert wait_gone({second}, 15) == set()
+
+
+def test_a_daemonized_descendant_ends_with_the_daemon(daemon, tmp_path):
+    sock = str(tmp_path / "gw.sock")
+    pid, _ = daemon({"d": server("daemonizer")}, f"unix:{sock}")
+    wait_for_path(sock)
+    client = LineClient(sock)
+    client.initialize()
+    helper = int(_text(client.request(1, "tools/call", {"name": "d__daemon_pid", "arguments": {}})))
+    assert alive(helper)
+    client.close()
+    os.kill(pid, signal.SIGTERM)
+    assert wait_gone({pid, helper}, 30) == set()

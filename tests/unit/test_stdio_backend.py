@@ -56,6 +56,8 @@ class BackendTestCase(SynchronousTestCase):
         self.signals: list[tuple[int, int]] = []
         self.patch(stdio_backend, "signal_group", lambda pid, sig, leader_alive=False: self.signals.append((pid, sig)))
         self.patch(stdio_backend, "group_alive", lambda pgid: False)
+        self.orphans: dict[str, set[int]] = {}
+        self.patch(stdio_backend, "adopted", lambda run: (set(self.orphans.get(run, ())), set()))
         self.cwd = os.path.abspath(self.mktemp())
         os.makedirs(self.cwd)
 
@@ -138,6 +140,8 @@ class SpawnTests(BackendTestCase):
         backend = self.make()
         backend.startService()
         (spawn,) = self.spawner.spawned
+        run = spawn.env.pop("TWISTED_MCP_RUN")
+        self.assertEqual(run, spawn.protocol.run)
         self.assertEqual(spawn.env, {"PATH": "/usr/bin:/bin", "HOME": "/home/gw", "LANG": "C.UTF-8", "TZ": "UTC", "API_KEY": "k"})
         self.assertNotIn("SECRET_TOKEN", spawn.env)
         self.assertEqual(spawn.executable, sys.executable)
@@ -705,6 +709,59 @@ class StopTests(BackendTestCase):
         self.clock.advance(0.05)
         self.stop(backend)
 
+
+    def test_adoptedDescendantsEndedOnStop(self) -> None:
+        """
+        Descendants that left the child's process group (a daemon in a
+        session of its own, reparented to the gateway) get SIGTERM in their
+        own group when the backend stops, SIGKILL after shutdownTimeout.
+        """
+        backend, spawn = self.started()
+        self.orphans[spawn.protocol.run] = {7001, 7002}
+        d = backend.stopService()
+        spawn.protocol.processExited(Failure(ProcessDone(0)))
+        self.assertEqual(sorted(self.signals), [(7001, signal.SIGTERM), (7002, signal.SIGTERM)])
+        self.orphans[spawn.protocol.run] = {7002}
+        self.clock.advance(3.0)
+        self.assertIn((7002, signal.SIGKILL), self.signals)
+        self.assertNotIn((7001, signal.SIGKILL), self.signals)
+        self.assertNoResult(d)
+        self.orphans[spawn.protocol.run] = set()
+        self.clock.advance(0.05)
+        self.successResultOf(d)
+        self.assertEqual(backend.state, State.STOPPED)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_adoptedDescendantsEndedOnRestart(self) -> None:
+        backend, spawn = self.started()
+        self.orphans[spawn.protocol.run] = {7001}
+        spawn.protocol.processExited(exited(1))
+        self.assertEqual(self.signals, [(7001, signal.SIGTERM)])
+        self.orphans[spawn.protocol.run] = set()
+        self.clock.advance(1.0)
+        self.assertEqual(len(self.spawner.spawned), 2)
+        self.bring_up(backend)
+        self.stop(backend)
+
+    def test_adoptedFindsOnlyThisRunsDescendants(self) -> None:
+        """The real adopted(): a child of ours carrying the run's mark is
+        found, one without it is not."""
+        import subprocess
+
+        self.patch(stdio_backend, "adopted", ADOPTED)
+        marked = subprocess.Popen(["sleep", "30"], env={"TWISTED_MCP_RUN": "x.1"})
+        other = subprocess.Popen(["sleep", "30"], env={"TWISTED_MCP_RUN": "x.2"})
+        try:
+            live, _ = stdio_backend.adopted("x.1")
+            self.assertIn(marked.pid, live)
+            self.assertNotIn(other.pid, live)
+        finally:
+            for p in (marked, other):
+                p.kill()
+                p.wait()
+
+
+ADOPTED = stdio_backend.adopted
 
 
 class ThroughGatewayTests(BackendTestCase):
