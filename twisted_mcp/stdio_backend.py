@@ -16,7 +16,7 @@ import os
 import re
 import signal
 import sys
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
@@ -108,9 +108,9 @@ def become_subreaper() -> bool:
 
 def adopted(run: str) -> tuple[set[int], set[int]]:
     """
-    Our children that are not ours to reap through Twisted: the live ones
-    descending from backend run C{run} (by the L{RUN_VARIABLE} they
-    inherited), and every zombie among them (whose environment is gone).
+    Our children that descend from backend run C{run} (by the
+    L{RUN_VARIABLE} they inherited), and every zombie among our children
+    (whose environment can no longer be read).
     """
     me = os.getpid()
     marker = f"{RUN_VARIABLE}={run}".encode()
@@ -149,12 +149,12 @@ def _processes() -> Iterator[tuple[int, bytes, int, int]]:
             yield int(entry), fields[0], int(fields[1]), int(fields[2])
 
 
-def reap(pids: set[int]) -> None:
+def reap(pids: Iterable[int]) -> None:
     """Collect the exit status of adopted zombies (Twisted reaps only the
     processes it spawned)."""
     from twisted.internet.process import reapProcessHandlers
 
-    for pid in pids - set(reapProcessHandlers):
+    for pid in set(pids) - set(reapProcessHandlers):
         try:
             os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
@@ -591,14 +591,15 @@ class StdioBackend(SupervisedBackend):
         await self._end_adopted(child.run)
 
     async def _end_adopted(self, run: str) -> None:
-        """TERM the adopted descendants of this backend (each with its own
-        process group), KILL them after shutdownTimeout; what they leave
-        behind is adopted in turn and ended the same way."""
+        """TERM the adopted descendants of this run (each with its own
+        process group), KILL them after shutdownTimeout, and reap them;
+        what they leave behind is adopted in turn and ended the same way."""
         timeout = self.config.shutdownTimeout
         started = self.clock.seconds()
+        sent: dict[int, int] = {}
         while True:
             live, zombies = adopted(run)
-            reap(zombies)
+            reap(zombies & sent.keys())
             if not live:
                 return
             waited = self.clock.seconds() - started
@@ -611,7 +612,9 @@ class StdioBackend(SupervisedBackend):
                 return
             sig = signal.SIGTERM if waited < timeout else signal.SIGKILL
             for pid in live:
-                signal_group(pid, sig, leader_alive=True)
+                if sent.get(pid) != sig:
+                    sent[pid] = sig
+                    signal_group(pid, sig, leader_alive=True)
             await _sleep(self.clock, 0.05)
 
     async def _reap_group(self, child: _Child) -> None:
