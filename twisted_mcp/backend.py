@@ -347,6 +347,12 @@ class Backend(Service):
     session: McpClientSession | None = None
     #: An instance per client session (the one in the catalog only discovers).
     per_session = False
+    #: Per-session instances at once: over every session, and for one
+    #: principal; an instance without a call for idle_timeout seconds is
+    #: stopped (0: never).
+    max_instances = 32
+    max_instances_per_principal = 4
+    idle_timeout = 600.0
     #: Whether a discovery has succeeded at least once.
     discovered = False
 
@@ -470,6 +476,9 @@ class SupervisedBackend(Backend):
         self.clock = clock
         self.call_timeout = config.callTimeout
         self.per_session = getattr(config, "perSession", False)
+        self.max_instances = config.maxInstances
+        self.max_instances_per_principal = config.maxInstancesPerPrincipal
+        self.idle_timeout = config.idleTimeout
         self.restarts = 0
         self._delay = config.restartDelay
         self._restart_call: Any = None

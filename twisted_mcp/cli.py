@@ -173,7 +173,7 @@ def pin(args: argparse.Namespace) -> int:
 
 def check_config(args: argparse.Namespace) -> int:
     """Validate a configuration without starting anything."""
-    from twisted_mcp.http_backend import shown_args, shown_url
+    from twisted_mcp.urls import shown_args, shown_url
 
     config = _load(args.file)  # exits 78, listing every problem
     print(f"{args.file}: OK, {len(config.servers)} server(s)")

@@ -19,6 +19,8 @@ from typing import Any, Mapping
 import attrs
 import yaml
 
+from twisted_mcp.urls import shown_url, split_credentials
+
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _VAR_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^}])*))?\}|\$\{[^}]*\}?")
 
@@ -119,6 +121,13 @@ class _Server:
     restartDelay: float = 1.0
     restartMaxDelay: float = 60.0
     stableAfter: float = 30.0
+    #: perSession: instances running at once, over every session.
+    maxInstances: int = 32
+    #: perSession: instances running at once for one principal.
+    maxInstancesPerPrincipal: int = 4
+    #: perSession: an instance without a call for this long is stopped
+    #: (its session stays; the next call starts a new one); 0: never.
+    idleTimeout: float = 600.0
 
 
 @attrs.frozen(kw_only=True)
@@ -129,6 +138,12 @@ class StdioServer(_Server):
     args: tuple[str, ...] = ()
     env: Mapping[str, str] = attrs.field(factory=dict)
     cwd: str | None = None
+    #: Bytes that may wait for the server to read them before new calls
+    #: are refused as busy; None: 4 x gateway.maxMessageBytes, at least 1 MiB.
+    maxQueuedBytes: int | None = None
+    #: A server that writes nothing (not even the answer to a ping) for this
+    #: long is taken for dead and restarted; 0: never.
+    livenessTimeout: float = 300.0
 
 
 @attrs.frozen(kw_only=True)
@@ -515,7 +530,20 @@ _SERVER_TIMEOUTS = (
     "restartMaxDelay",
     "stableAfter",
 )
-_STDIO_KEYS = {"type", "command", "args", "env", "cwd", "disabled", "required", "perSession", *_SERVER_TIMEOUTS}
+#: Limits of one server: (kind, bounds) as in _GATEWAY_KEYS.
+_SERVER_LIMITS: dict[str, tuple[str, Any]] = {
+    "maxInstances": ("int", (1, 100_000)),
+    "maxInstancesPerPrincipal": ("int", (1, 100_000)),
+    "idleTimeout": ("seconds", (0, 86400 * 7)),
+}
+_STDIO_LIMITS: dict[str, tuple[str, Any]] = {
+    "maxQueuedBytes": ("int", (1024, 1 << 40)),
+    "livenessTimeout": ("seconds", (0, 86400 * 7)),
+}
+_STDIO_KEYS = {
+    "type", "command", "args", "env", "cwd", "disabled", "required", "perSession",
+    *_SERVER_TIMEOUTS, *_SERVER_LIMITS, *_STDIO_LIMITS,
+}
 _HTTP_KEYS = {
     "type",
     "url",
@@ -527,6 +555,7 @@ _HTTP_KEYS = {
     "required",
     "perSession",
     *_SERVER_TIMEOUTS,
+    *_SERVER_LIMITS,
 }
 _TLS_KEYS = {"caFile", "certFile", "keyFile"}
 _HTTP_TYPES = {"http": "streamable", "streamable-http": "streamable", "streamableHttp": "streamable", "sse": "sse"}
@@ -625,6 +654,11 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
                 fields[key] = check.number(_join(path, key), spec[key], *_GATEWAY_KEYS[key][1])
             else:
                 fields[key] = getattr(settings, key)
+        limits = {**_SERVER_LIMITS, **_STDIO_LIMITS} if kind == "stdio" else _SERVER_LIMITS
+        for key in limits.keys() & spec.keys():
+            kind_of, bounds = limits[key]
+            check_value = check.integer if kind_of == "int" else check.number
+            fields[key] = check_value(_join(path, key), spec[key], *bounds)
         server: Any
         if kind == "stdio":
             _stdio_fields(check, path, spec, base_dir, fields)
@@ -682,6 +716,8 @@ def _stdio_fields(check: _Checker, path: str, spec: dict[str, Any], base_dir: st
 
 def _http_fields(check: _Checker, path: str, spec: dict[str, Any], base_dir: str | None, fields: dict[str, Any]) -> None:
     upath = _join(path, "url")
+    if "headers" in spec:
+        fields["headers"] = _string_map(check, _join(path, "headers"), spec["headers"], "header")
     if "url" not in spec:
         check.problem(upath, "missing: the server's address (http:// or https://)")
         fields["url"] = None
@@ -690,11 +726,11 @@ def _http_fields(check: _Checker, path: str, spec: dict[str, Any], base_dir: str
         if url is not None:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
-                check.problem(upath, f"expected an http:// or https:// address, got {url!r}")
+                check.problem(upath, f"expected an http:// or https:// address, got {shown_url(url)!r}")
                 url = None
+            else:
+                url = _credentials_to_header(check, path, url, fields)
         fields["url"] = url
-    if "headers" in spec:
-        fields["headers"] = _string_map(check, _join(path, "headers"), spec["headers"], "header")
     if "connectTimeout" in spec:
         fields["connectTimeout"] = check.number(_join(path, "connectTimeout"), spec["connectTimeout"], 0.1, 600)
     if "maxConnections" in spec:
@@ -713,6 +749,23 @@ def _http_fields(check: _Checker, path: str, spec: dict[str, Any], base_dir: str
                 fields[key] = value
             if "keyFile" in tls and "certFile" not in tls:
                 check.problem(_join(tpath, "keyFile"), "a client key needs its certificate: set certFile too")
+
+
+def _credentials_to_header(check: _Checker, path: str, url: str, fields: dict[str, Any]) -> str | None:
+    """The URL without its userinfo, which becomes an Authorization header
+    (never both: an explicit header and credentials in the URL are refused)."""
+    url, authorization = split_credentials(url)
+    if authorization is None:
+        return url
+    headers = fields.get("headers") or {}
+    if any(name.lower() == "authorization" for name in headers):
+        check.problem(
+            _join(path, "url"),
+            "has a user name and password, and headers.Authorization is set too: keep only one of them",
+        )
+        return None
+    fields["headers"] = {**headers, "Authorization": authorization}
+    return url
 
 
 def _string_map(check: _Checker, path: str, value: Any, what: str) -> dict[str, str] | None:

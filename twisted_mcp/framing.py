@@ -9,7 +9,9 @@ joins once per line.
 
 An overlong line is reported once through L{LineFramer.lineLengthExceeded}
 and the rest of it, up to the next newline, is discarded: its tail is never
-delivered as a message of its own.
+delivered as a message of its own.  Its last bytes are handed to
+L{LineFramer.overlongLineEnded} when it ends (some peers write a response's
+C{id} after its C{result}).
 """
 
 from __future__ import annotations
@@ -17,6 +19,17 @@ from __future__ import annotations
 from twisted.protocols.basic import LineReceiver
 
 DEFAULT_MAX_LENGTH = 16 * 1024 * 1024
+#: How many of the last bytes of an overlong line L{LineFramer.overlongLineEnded} gets.
+TAIL_LENGTH = 256
+
+
+def _last_bytes(chunks: list[bytes]) -> bytes:
+    """The last C{TAIL_LENGTH} bytes of C{chunks}, joining only as many as needed."""
+    needed, start = 0, len(chunks)
+    while start and needed < TAIL_LENGTH:
+        start -= 1
+        needed += len(chunks[start])
+    return b"".join(chunks[start:])[-TAIL_LENGTH:]
 
 
 class LineFramer(LineReceiver):
@@ -36,6 +49,8 @@ class LineFramer(LineReceiver):
     _chunks: list[bytes]
     _buffered = 0
     _discarding = False
+    #: The last bytes of the overlong line being discarded.
+    _tail = b""
 
     def __init__(self) -> None:
         self._chunks = []
@@ -44,8 +59,11 @@ class LineFramer(LineReceiver):
         if self._discarding:
             end = data.find(b"\n")
             if end < 0:
+                self._tail = (self._tail + data[-TAIL_LENGTH:])[-TAIL_LENGTH:]
                 return
             self._discarding = False
+            self.overlongLineEnded((self._tail + data[max(0, end - TAIL_LENGTH) : end])[-TAIL_LENGTH:])
+            self._tail = b""
             data = data[end + 1 :]
         if self._chunks:
             end = data.find(b"\n")
@@ -62,6 +80,7 @@ class LineFramer(LineReceiver):
             data = data[end + 1 :]
             if len(line) > self.MAX_LENGTH:
                 self._report_overlong(line[:4096], len(line))
+                self.overlongLineEnded(line[-TAIL_LENGTH:])
             else:
                 self._deliver(line)
         start = 0
@@ -77,6 +96,7 @@ class LineFramer(LineReceiver):
             limit = self.MAX_LENGTH
             if end - start > limit:
                 self._report_overlong(data[start : start + 4096], end - start)
+                self.overlongLineEnded(data[max(start, end - TAIL_LENGTH) : end])
             else:
                 self._deliver(data[start:end])
             start = end + 1
@@ -97,6 +117,7 @@ class LineFramer(LineReceiver):
     def _overflow(self) -> None:
         head = self._chunks[0][:4096]
         size = self._buffered
+        self._tail = _last_bytes(self._chunks)
         self._chunks = []
         self._buffered = 0
         self._discarding = True
@@ -111,6 +132,13 @@ class LineFramer(LineReceiver):
 
         @param head: its first bytes (at most 4 KiB).
         @param size: how many bytes of it had arrived (at least C{MAX_LENGTH} + 1).
+        """
+
+    def overlongLineEnded(self, tail: bytes) -> None:
+        """
+        The overlong line reported by L{lineLengthExceeded} ended here.
+
+        @param tail: its last bytes (at most C{TAIL_LENGTH}, without the newline).
         """
 
     def lineReceived(self, line: bytes) -> None:

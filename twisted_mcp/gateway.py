@@ -198,6 +198,10 @@ class ClientSession:
         self._refusing = False
         #: This session's own instances of per-session backends, by name.
         self.own: dict[str, Backend] = {}
+        #: The principal its instances run for (maxInstancesPerPrincipal).
+        self.owner: str | None = None
+        self._calls_to_own: dict[str, int] = {}
+        self._idle_stops: dict[str, Any] = {}
         self._releasing: Deferred[Any] | None = None
         self._shutdown_error: JsonRpcError | None = None
         self._drained: list[Deferred[None]] = []
@@ -430,7 +434,7 @@ class ClientSession:
             on_progress = self._progress_forwarder(token)
         backend = entry.backend
         if backend.per_session:
-            send = lambda: self._own_instance(backend).addCallback(lambda b: b.call("tools/call", out, on_progress))
+            send = lambda: self._call_own(backend, out, on_progress)
         else:
             send = lambda: backend.call("tools/call", out, on_progress)
         d = send() if call is None else call.dispatch(send)
@@ -443,6 +447,43 @@ class ClientSession:
         self.progress.end((type(token), token))
         return result
 
+    def _call_own(
+        self, template: Backend, params: dict[str, Any], on_progress: Callable[[dict[str, Any]], None] | None
+    ) -> Deferred[Any]:
+        """A call to this session's instance of a per-session backend; the
+        instance is stopped once it has had no call for its idle timeout."""
+        ready = self._own_instance(template)
+        name = template.name
+        self._calls_to_own[name] = self._calls_to_own.get(name, 0) + 1
+        idle = self._idle_stops.pop(name, None)
+        if idle is not None:
+            idle.cancel()
+        d = ready.addCallback(lambda b: b.call("tools/call", params, on_progress))
+        return d.addBoth(self._own_call_done, name)
+
+    def _own_call_done(self, result: Any, name: str) -> Any:
+        left = self._calls_to_own[name] = self._calls_to_own[name] - 1
+        instance = self.own.get(name)
+        if not left and instance is not None and instance.idle_timeout:
+            self._idle_stops[name] = self.gateway.clock.callLater(
+                instance.idle_timeout, self._stop_idle, name, instance
+            )
+        return result
+
+    def _stop_idle(self, name: str, instance: Backend) -> None:
+        self._idle_stops.pop(name, None)
+        if self.own.get(name) is not instance:
+            return  # already released (the session ended, or a reload replaced it)
+        del self.own[name]
+        log.info(
+            "client {client}: its instance of backend {backend} had no call for {idle:g} s; stopping it "
+            "(the next call starts a new one)",
+            client=self.label,
+            backend=name,
+            idle=instance.idle_timeout,
+        )
+        self._stop_instances([instance])
+
     def _own_instance(self, template: Backend) -> Deferred[Backend]:
         """This session's instance of a per-session backend, started on first use."""
         instance = self.own.get(template.name)
@@ -454,33 +495,74 @@ class ClientSession:
                 )
             if self.closing or self.gateway.spawn is None:
                 raise template.unavailable()
+            principal = self._principal_name()
+            self._check_instance_caps(template, principal)
             instance = self.own[template.name] = self.gateway.spawn(template)
+            self.owner = principal
             self.gateway.instances.add(instance)
             log.info("client {client}: started its own instance of backend {backend}", client=self.label, backend=template.name)
         if instance.state.value == "up":
             return succeed(instance)
         return instance.when_discovered().addCallback(lambda _: instance)
 
+    def _principal_name(self) -> str:
+        try:
+            return self.gateway.policy.principal(self.peer).name
+        except JsonRpcError:
+            return ""  # the policy refuses such a caller before any call reaches here
+
+    def _check_instance_caps(self, template: Backend, principal: str) -> None:
+        """Refuse (-32007) a new instance beyond the backend's caps."""
+        name = template.name
+        running = self.gateway.instance_counts().get(name, 0)
+        if running >= template.max_instances:
+            raise errors.backend_error(
+                errors.BUSY,
+                name,
+                f"backend {name!r} already runs {running} per-session instance(s), its cap (maxInstances); "
+                "try again when another session ends or goes idle",
+                limit=template.max_instances,
+                cap="maxInstances",
+            )
+        sessions = self.gateway.sessions | self.gateway.closing
+        mine = sum(1 for s in sessions if name in s.own and s.owner == principal)
+        if mine >= template.max_instances_per_principal:
+            raise errors.backend_error(
+                errors.BUSY,
+                name,
+                f"backend {name!r} already runs {mine} per-session instance(s) for {principal or 'this caller'}, "
+                "the cap per principal (maxInstancesPerPrincipal); end another session first",
+                limit=template.max_instances_per_principal,
+                cap="maxInstancesPerPrincipal",
+            )
+
     def release_backends(self) -> Deferred[Any]:
         """Stop this session's per-session backend instances; the result
         fires once they (and any stopped by an earlier call) are gone."""
         own, self.own = self.own, {}
+        idle, self._idle_stops = self._idle_stops, {}
+        for call in idle.values():
+            call.cancel()
         if own:
-            from twisted_mcp.stdio_backend import stop_all
-
-            for instance in own.values():
-                self.gateway.instances.discard(instance)
-                log.info("client {client}: stopping its instance of backend {backend}", client=self.label, backend=instance.name)
-            releasing = stop_all(list(own.values()))
-            self._releasing = releasing
-            stopping = self.gateway.stopping_instances
-            stopping.add(releasing)
-            releasing.addBoth(lambda result: (stopping.discard(releasing), result)[1])
+            self._stop_instances(list(own.values()))
         if self._releasing is None or self._releasing.called:
             return succeed(None)
         done: Deferred[Any] = Deferred()
         self._releasing.addBoth(lambda result: (done.callback(None), result)[1])
         return done
+
+    def _stop_instances(self, instances: list[Backend]) -> None:
+        from twisted_mcp.stdio_backend import stop_all
+
+        for instance in instances:
+            self.gateway.instances.discard(instance)
+            log.info("client {client}: stopping its instance of backend {backend}", client=self.label, backend=instance.name)
+        releasing = stop_all(instances)
+        earlier = self._releasing
+        self._releasing = releasing if earlier is None or earlier.called else DeferredList([earlier, releasing])
+        stopping = self.gateway.stopping_instances
+        stopping.add(releasing)
+        releasing.addBoth(lambda result: (stopping.discard(releasing), result)[1])
 
     def _check_unused(self, rid: Any) -> None:
         if (type(rid), rid) in self.in_flight:

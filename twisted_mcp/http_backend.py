@@ -15,7 +15,6 @@ body read is bounded in size (C{maxMessageBytes} per message) and in time
 
 from __future__ import annotations
 
-import re
 from typing import Any, Callable
 from urllib.parse import urljoin, urlsplit
 
@@ -40,6 +39,7 @@ from twisted_mcp.backend import DiscoveryError, McpClientSession, State, Supervi
 from twisted_mcp.config import HttpServer
 from twisted_mcp.jsonrpc import JsonRpcError, MessageError, PeerGone, decode, encode
 from twisted_mcp.sse import EventTooLarge, SSEParser
+from twisted_mcp.urls import shown_url
 
 log = Logger()
 
@@ -404,7 +404,7 @@ class _HttpRun:
                 where = ""
                 if 300 <= code < 400:
                     location = response.headers.getRawHeaders(b"location") or [b"?"]
-                    where = f" to {location[0].decode('latin-1')} (redirects are not followed: configure the final address)"
+                    where = f" to {shown_url(location[0].decode('latin-1'))} (redirects are not followed: configure the final address)"
                 if rid is not None:
                     self._fail(rid, errors.BACKEND_HTTP_ERROR, f"backend {self.name!r} answered HTTP {code}{where}: {text}", status=code)
                 else:
@@ -659,7 +659,7 @@ class _SseRun(_HttpRun):
         target = urljoin(self.backend.config.url, data.strip())
         base, new = urlsplit(self.backend.config.url), urlsplit(target)
         if (base.scheme, base.netloc) != (new.scheme, new.netloc):
-            self._endpoint.errback(DiscoveryError(f"the server named an endpoint on another origin ({target}); refused"))
+            self._endpoint.errback(DiscoveryError(f"the server named an endpoint on another origin ({shown_url(target)}); refused"))
             return
         self.post_url = target.encode("ascii", "strict")
         self._endpoint.callback(None)
@@ -790,20 +790,6 @@ class HttpBackend(SupervisedBackend):
 def _content_type(response: Any) -> bytes:
     value = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
     return value.split(b";")[0].strip().lower()
-
-
-def shown_args(args: Any) -> str:
-    """Command-line arguments as shown to people: passwords in URLs
-    (C{postgresql://app:secret@db/app}) hidden."""
-    return " ".join(re.sub(r"(\w[\w+.-]*://[^/:@\s]*):[^@\s/]*@", r"\1:…@", str(a)) for a in args)
-
-
-def shown_url(url: str) -> str:
-    """A URL as logs and error messages show it: without credentials, query
-    or fragment, where API keys are sometimes put."""
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    return f"{parts.scheme}://{host}{parts.path}" + ("?…" if parts.query else "")
 
 
 def _host_header(url: str) -> bytes:

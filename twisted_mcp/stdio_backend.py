@@ -10,11 +10,13 @@ re-handshaken and re-discovered.
 
 from __future__ import annotations
 
+import ctypes
+import itertools
 import os
 import re
 import signal
 import sys
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
@@ -27,7 +29,7 @@ from twisted_mcp._writer import Writer, batch
 from twisted_mcp.backend import Backend, McpClientSession, State, SupervisedBackend
 from twisted_mcp.config import GatewaySettings, StdioServer
 from twisted_mcp.framing import LineFramer
-from twisted_mcp.jsonrpc import MessageError, decode, encode
+from twisted_mcp.jsonrpc import JsonRpcError, MessageError, PeerGone, RequestTimeout, decode, encode
 from twisted_mcp.logs import StderrLimits, StderrLog
 
 log = Logger()
@@ -55,7 +57,17 @@ except OSError as e:
     os._exit(127)
 """
 
+#: Set in every child's environment (inherited by what it starts): names the
+#: backend run a process descends from, after it was reparented to us.
+RUN_VARIABLE = "TWISTED_MCP_RUN"
+PR_SET_CHILD_SUBREAPER = 36
+_runs = itertools.count(1)
+
 _ID_RE = re.compile(rb'"id"\s*:\s*(\d{1,18})\s*[,}]')
+#: A response's own id when it is the last member (TypeScript SDK servers
+#: write it after the result): exactly one closing brace follows it, so an
+#: "id" nested in the result cannot match.
+_TRAILING_ID_RE = re.compile(rb'[,{]\s*"id"\s*:\s*(\d{1,18})\s*\}\s*\r?$')
 
 
 def stderr_limits(settings: GatewaySettings) -> StderrLimits:
@@ -81,10 +93,55 @@ def group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     try:
-        entries = os.listdir("/proc")
+        return any(group == pgid and state != b"Z" for _, state, _, group in _processes())
     except OSError:
         return True
-    for entry in entries:
+
+
+def become_subreaper() -> bool:
+    """
+    Have orphaned descendants (a backend's daemon that double-forked into a
+    session of its own) reparented to this process instead of init, so that
+    L{adopted} finds them (Linux 3.4+).  Not inherited across fork: call it
+    in the process that runs the reactor.
+    """
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def adopted(run: str) -> tuple[set[int], set[int]]:
+    """
+    Our children that descend from backend run C{run} (by the
+    L{RUN_VARIABLE} they inherited), and every zombie among our children
+    (whose environment can no longer be read).
+    """
+    me = os.getpid()
+    marker = f"{RUN_VARIABLE}={run}".encode()
+    live: set[int] = set()
+    zombies: set[int] = set()
+    try:
+        children = [(pid, state) for pid, state, ppid, _ in _processes() if ppid == me]
+    except OSError:
+        return live, zombies
+    for pid, state in children:
+        if state == b"Z":
+            zombies.add(pid)
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if marker in f.read().split(b"\0"):
+                    live.add(pid)
+        except OSError:
+            continue
+    return live, zombies
+
+
+def _processes() -> Iterator[tuple[int, bytes, int, int]]:
+    """(pid, state, ppid, pgid) of every process, from /proc; OSError
+    when /proc cannot be listed."""
+    for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
@@ -93,9 +150,20 @@ def group_alive(pgid: int) -> bool:
         except OSError:
             continue
         fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
-            return True
-    return False
+        if len(fields) > 2:
+            yield int(entry), fields[0], int(fields[1]), int(fields[2])
+
+
+def reap(pids: Iterable[int]) -> None:
+    """Collect the exit status of adopted zombies (Twisted reaps only the
+    processes it spawned)."""
+    from twisted.internet.process import reapProcessHandlers
+
+    for pid in set(pids) - set(reapProcessHandlers):
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
 
 
 def signal_group(pid: int, sig: int, leader_alive: bool = False) -> None:
@@ -127,6 +195,9 @@ class _Framer(LineFramer):
     def lineLengthExceeded(self, head: bytes, size: int) -> None:  # type: ignore[override]
         self.child.lineTooLong(head, size)
 
+    def overlongLineEnded(self, tail: bytes) -> None:
+        self.child.tooLongLineEnded(tail)
+
 
 class _Child(ProcessProtocol):
     """One run of a backend's process."""
@@ -150,6 +221,14 @@ class _Child(ProcessProtocol):
         self.stopping = False
         self._stdout_check: Any = None
         self.writer: Any = None
+        #: An overlong line is being discarded whose id was not at its start.
+        self._id_at_end = False
+        #: Marks this run's descendants, even once they left its process group.
+        self.run = f"{backend.name}.{next(_runs)}"
+        #: Fires once its process group and adopted descendants are gone.
+        self.descendants_ended: Deferred[None] | None = None
+        #: When the child last wrote anything on its stdout (liveness).
+        self.last_heard = backend.clock.seconds()
 
     def connectionMade(self) -> None:
         pipes = getattr(self.transport, "pipes", None)
@@ -161,17 +240,12 @@ class _Child(ProcessProtocol):
     def send(self, message: dict[str, Any]) -> None:
         if self._gone:
             return
-        data = encode(message)
-        queued = self.writer.queued() if isinstance(self.writer, Writer) else 0
-        if queued + len(data) > self.backend.max_queue:
-            self.backend._stuck(self, queued)
-            raise errors.backend_error(
-                errors.BACKEND_UNAVAILABLE,
-                self.name,
-                f"backend {self.name!r} is not reading its input ({queued} bytes waiting); it is being restarted",
-                state="stuck",
-            )
-        self.writer.write(data)
+        self.writer.write(encode(message))
+
+    def queued(self) -> int:
+        """Bytes written toward the child's stdin that it has not read yet."""
+        queued = getattr(self.writer, "queued", None)
+        return queued() if queued is not None else 0
 
     def _tools_changed(self) -> None:
         self.backend._session_tools_changed(self)
@@ -181,6 +255,7 @@ class _Child(ProcessProtocol):
 
     @batch
     def outReceived(self, data: bytes) -> None:
+        self.last_heard = self.backend.clock.seconds()
         self.framer.dataReceived(data)
 
     def lineReceived(self, line: bytes) -> None:
@@ -209,20 +284,34 @@ class _Child(ProcessProtocol):
             backend=self.name,
             limit=limit,
         )
-        # Only an "id" before the result or error is the response's own.
+        # Only an "id" before the result or error is the response's own;
+        # when it comes after them, it is found at the line's end.
         head = head[:512]
         cut = min((i for i in (head.find(b'"result"'), head.find(b'"error"')) if i >= 0), default=len(head))
         m = _ID_RE.search(head[:cut])
+        self._id_at_end = m is None
         if m:
-            self.session.peer.fail(
-                int(m.group(1)),
-                errors.backend_error(
-                    errors.BACKEND_RESPONSE_TOO_LARGE,
-                    self.name,
-                    f"backend {self.name!r} answered with more than {limit} bytes (gateway.maxMessageBytes)",
-                    limit=limit,
-                ),
-            )
+            self._fail_too_large(int(m.group(1)))
+
+    def tooLongLineEnded(self, tail: bytes) -> None:
+        if not self._id_at_end:
+            return
+        self._id_at_end = False
+        m = _TRAILING_ID_RE.search(tail)
+        if m:
+            self._fail_too_large(int(m.group(1)))
+
+    def _fail_too_large(self, rid: int) -> None:
+        limit = self.framer.MAX_LENGTH
+        self.session.peer.fail(
+            rid,
+            errors.backend_error(
+                errors.BACKEND_RESPONSE_TOO_LARGE,
+                self.name,
+                f"backend {self.name!r} answered with more than {limit} bytes (gateway.maxMessageBytes)",
+                limit=limit,
+            ),
+        )
 
     def errReceived(self, data: bytes) -> None:
         self.stderr.feed(data)
@@ -285,8 +374,9 @@ class StdioBackend(SupervisedBackend):
         self.stderr_log = StderrLog(config.name, clock, stderr, log)
         self.spawner = spawner
         self.max_message = max_message
-        #: Bytes that may wait for the child to read them.
-        self.max_queue = max(4 * max_message, 1 << 20)
+        #: Bytes that may wait for the child to read them before calls are refused.
+        self.max_queue = config.maxQueuedBytes or max(4 * max_message, 1 << 20)
+        self._liveness_call: Any = None
         self.env = child_environment(config, inherit_env, os.environ if environ is None else environ)
         self.child: _Child | None = None
 
@@ -301,6 +391,7 @@ class StdioBackend(SupervisedBackend):
 
     def stopService(self) -> Deferred[None]:
         self._stop_supervising()
+        self._unwatch()
         child = self.child
         if child is None:
             self._set_state(State.STOPPED)
@@ -333,7 +424,7 @@ class StdioBackend(SupervisedBackend):
                 child,
                 sys.executable,
                 self._argv(),
-                env=self.env,
+                env={**self.env, RUN_VARIABLE: child.run},
                 path=self.config.cwd,
                 childFDs={0: "w", 1: "r", 2: "r"},
             )
@@ -365,24 +456,87 @@ class StdioBackend(SupervisedBackend):
             d.addErrback(lambda f: log.failure("backend {backend}: stopping failed", f, backend=self.name))
 
     def _child_exited(self, child: _Child) -> None:
-        if child.pid is not None and group_alive(child.pid):
-            # Grandchildren left behind by the server: end them too.
-            d = Deferred.fromCoroutine(self._reap_group(child))
-            d.addErrback(lambda f: log.failure("backend {backend}: reaping failed", f, backend=self.name))
-        else:
-            child.group_gone = True
+        if child is self.child:
+            self._unwatch()
+        self._end_descendants(child).addErrback(
+            lambda f: log.failure("backend {backend}: reaping failed", f, backend=self.name)
+        )
         self._run_ended(child, f"the process {child.exit_reason}")
 
-    def _stuck(self, child: _Child, queued: int) -> None:
-        if child is not self.child or self._stopping:
+    def call(
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        timeout: float | None = None,
+    ) -> Deferred[Any]:
+        """
+        As L{Backend.call}; refused at once (-32007) while the child has
+        C{maxQueuedBytes} or more waiting to be read: a busy server is not
+        dead, and its queue stays bounded.
+        """
+        child = self.child
+        if child is not None and self.state is State.UP:
+            queued = child.queued()
+            if queued >= self.max_queue:
+                raise errors.backend_error(
+                    errors.BUSY,
+                    self.name,
+                    f"backend {self.name!r} is busy: {queued} bytes wait for it to read its input "
+                    f"(maxQueuedBytes is {self.max_queue}); try again later",
+                    limit=self.max_queue,
+                )
+        return super().call(method, params, on_progress, timeout)
+
+    # -- liveness -------------------------------------------------------------
+
+    def _discovered(self, result: None, run: Any) -> None:
+        super()._discovered(result, run)
+        if self._is_current(run) and self.state is State.UP and self.config.livenessTimeout:
+            self._watch(run)
+
+    def _watch(self, child: _Child) -> None:
+        self._liveness_call = self.clock.callLater(self.config.livenessTimeout / 4, self._check_liveness, child)
+
+    def _unwatch(self) -> None:
+        if self._liveness_call is not None and self._liveness_call.active():
+            self._liveness_call.cancel()
+        self._liveness_call = None
+
+    def _check_liveness(self, child: _Child) -> None:
+        """
+        A child that wrote nothing for C{livenessTimeout} seconds, not even
+        the answer to a ping, is dead (it may be alive but wedged): restart
+        it.  One that is quiet for a while is sent a ping; any output at all
+        counts as a sign of life, so a busy server that answers its calls is
+        never killed.
+        """
+        self._liveness_call = None
+        if child is not self.child or self._stopping or self.state is not State.UP:
             return
-        log.error(
-            "backend {backend} is not reading its input ({queued} bytes waiting); restarting it",
-            backend=self.name,
-            queued=queued,
-        )
-        self._set_state(State.DOWN)
-        self._abandon(child)
+        timeout = self.config.livenessTimeout
+        silent = self.clock.seconds() - child.last_heard
+        if silent >= timeout:
+            log.error(
+                "backend {backend} wrote nothing for {silent:.0f} s and did not answer a ping "
+                "(livenessTimeout); restarting it",
+                backend=self.name,
+                silent=silent,
+            )
+            self.last_error = f"wrote nothing for {silent:.0f} s and did not answer a ping (livenessTimeout)"
+            self._set_state(State.DOWN)
+            self._abandon(child)
+            return
+        if silent >= timeout / 4:
+            ping = child.session.peer.request("ping", None, timeout)
+            ping.addErrback(self._ping_failed)
+        self._watch(child)
+
+    def _ping_failed(self, failure: Failure) -> None:
+        # The answer (or its absence) is judged by _check_liveness; an
+        # error answer is a sign of life too.
+        if not failure.check(RequestTimeout, PeerGone, JsonRpcError):
+            log.failure("backend {backend}: ping failed", failure, backend=self.name)
 
     def _stdout_closed(self, child: _Child) -> None:
         if child is not self.child or self._stopping:
@@ -412,10 +566,49 @@ class StdioBackend(SupervisedBackend):
                     )
                     signal_group(child.pid, signal.SIGKILL, leader_alive=not child._gone)  # type: ignore[arg-type]
                     await self._wait(child.exited, 5.0)
-        if child.pid is not None and not child.group_gone:
-            await self._reap_group(child)
+        await self._end_descendants(child)
         if self._stopping and child is self.child:
             self._set_state(State.STOPPED)
+
+    def _end_descendants(self, child: _Child) -> Deferred[None]:
+        """End what the child left behind (once, however many ask): its
+        process group, then the descendants that started sessions of
+        their own (reparented to us)."""
+        if child.descendants_ended is None:
+            child.descendants_ended = Deferred.fromCoroutine(self._end_group_and_adopted(child))
+        return child.descendants_ended
+
+    async def _end_group_and_adopted(self, child: _Child) -> None:
+        if child.pid is not None and not child.group_gone:
+            await self._reap_group(child)
+        await self._end_adopted(child.run)
+
+    async def _end_adopted(self, run: str) -> None:
+        """TERM the adopted descendants of this run (each with its own
+        process group), KILL them after shutdownTimeout, and reap them;
+        what they leave behind is adopted in turn and ended the same way."""
+        timeout = self.config.shutdownTimeout
+        started = self.clock.seconds()
+        sent: dict[int, int] = {}
+        while True:
+            live, zombies = adopted(run)
+            reap(zombies & sent.keys())
+            if not live:
+                return
+            waited = self.clock.seconds() - started
+            if waited > timeout + 5.0:
+                log.warn(
+                    "backend {backend}: descendants {pids} survive SIGKILL; giving up on them",
+                    backend=self.name,
+                    pids=sorted(live),
+                )
+                return
+            sig = signal.SIGTERM if waited < timeout else signal.SIGKILL
+            for pid in live:
+                if sent.get(pid) != sig:
+                    sent[pid] = sig
+                    signal_group(pid, sig, leader_alive=True)
+            await _sleep(self.clock, 0.05)
 
     async def _reap_group(self, child: _Child) -> None:
         """End whatever is left in the child's process group."""

@@ -90,7 +90,7 @@ class Options(usage.Options):
         except ConfigError as e:
             _fail(e.render() + "\nThe gateway did not start.", EX_CONFIG)
         if self["check"]:
-            from twisted_mcp.http_backend import shown_args, shown_url
+            from twisted_mcp.urls import shown_args, shown_url
 
             config = self.loaded
             lines = [f"{path}: OK, {len(config.servers)} server(s)"]
@@ -247,8 +247,14 @@ def makeService(options: Options) -> Any:
 
     from twisted_mcp.frontend import StdioFrontend
     from twisted_mcp.service import GatewayService
+    from twisted_mcp.stdio_backend import become_subreaper
 
     config = options.loaded
+    # Orphaned descendants of the backends are reparented to the gateway, so
+    # that stopping a backend ends them too.  In the process that runs the
+    # reactor (twistd forks to daemonize; the setting is not inherited), and
+    # before the service starts its backends.
+    reactor.addSystemEventTrigger("before", "startup", become_subreaper)
     service = GatewayService(config, reactor, reactor)
 
     def client_gone() -> None:

@@ -226,9 +226,11 @@ def test_oversized_answer_from_a_backend_fails_only_that_call(raw_gateway, write
     assert "backend echo sent a message of more than 65536 bytes" in gw.stderr_text()
 
 
-def test_backend_that_stops_reading_is_restarted(raw_gateway, write_config):
+def test_backend_that_stops_reading_is_refused_then_restarted_when_silent(raw_gateway, write_config):
     # 64 KiB messages, so a few calls fill the pipe and the gateway's queue.
-    config = write_config({"w": server("wedged")}, maxMessageBytes=256 * 1024, callTimeout=1, restartDelay=0.2)
+    config = write_config(
+        {"w": server("wedged", livenessTimeout=2)}, maxMessageBytes=256 * 1024, callTimeout=1, restartDelay=0.2
+    )
     gw = raw_gateway(config)
     gw.initialize()
     first = gw.request("tools/call", {"name": "w__pid", "arguments": {}})["result"]["content"][0]["text"]
@@ -236,13 +238,13 @@ def test_backend_that_stops_reading_is_restarted(raw_gateway, write_config):
     for i in range(30):
         gw.send({"jsonrpc": "2.0", "id": f"big{i}", "method": "tools/call", "params": {"name": "w__echo", "arguments": {"text": "z" * 60000}}})
     codes = [gw.response(f"big{i}")["error"]["code"] for i in range(30)]
-    # Once about 1 MiB waits for the backend, the gateway refuses to queue
-    # more and restarts it, instead of buffering without bound; what was
-    # queued fails with the backend's restart (or times out); after five
-    # such failures the backend's circuit breaker opens (-32008).
-    assert -32030 in codes, codes
-    assert set(codes) <= {-32008, -32030, -32031, -32032}, codes
-    gw.wait_for_log("is not reading its input")
+    # Once about 1 MiB waits for the backend, the gateway refuses new calls
+    # as busy (-32007) instead of buffering without bound; what was queued
+    # times out (-32031). The backend is restarted only once it has written
+    # nothing, not even the answer to a ping, for livenessTimeout.
+    assert -32007 in codes, codes
+    assert set(codes) <= {-32007, -32008, -32031, -32032}, codes
+    gw.wait_for_log("did not answer a ping (livenessTimeout); restarting it")
     assert _pid_once_back(gw) != first
 
 
@@ -330,3 +332,18 @@ def test_a_client_that_stops_reading_stdout_pauses_its_input(raw_gateway, write_
             assert len(msg["result"]["content"][0]["text"]) == 1_000_000
             answered.add(msg["id"])
     assert answered == set(range(1, sent + 1))
+
+
+def test_oversized_answer_with_the_id_last_fails_at_once(raw_gateway, write_config):
+    """TypeScript SDK servers write "id" after "result": an oversized answer
+    still fails its own call at once (-32034), not after callTimeout (-32031)."""
+    config = write_config(
+        {"everything": everything(env={"BIG": "b" * 100_000})}, maxMessageBytes=64 * 1024, callTimeout=60
+    )
+    gw = raw_gateway(config)
+    gw.initialize()
+    out = gw.request("tools/call", {"name": "everything__get-env", "arguments": {}}, timeout=30)
+    assert out["error"]["code"] == -32034, out
+    assert out["error"]["data"] == {"backend": "everything", "limit": 64 * 1024}
+    echo = gw.request("tools/call", {"name": "everything__echo", "arguments": {"message": "small"}})
+    assert "small" in echo["result"]["content"][0]["text"]

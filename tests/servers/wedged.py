@@ -5,6 +5,8 @@ Tools:
   deafen {}       -> answers, then never reads its stdin again (stays alive)
   close_stdout {} -> closes its stdout without answering, and stays alive
   pid {}          -> its pid
+  busy {seconds}  -> does not read its stdin for `seconds` (a single-threaded
+                     server at work), then answers "done" and goes on
 """
 
 import json
@@ -14,7 +16,7 @@ import time
 
 TOOLS = [
     {"name": n, "inputSchema": {"type": "object"}}
-    for n in ("echo", "deafen", "close_stdout", "pid")
+    for n in ("echo", "deafen", "close_stdout", "pid", "busy")
 ]
 
 
@@ -44,6 +46,9 @@ def main():
             elif name == "deafen":
                 send({"jsonrpc": "2.0", "id": rid, "result": {"content": [{"type": "text", "text": "deaf now"}]}})
                 time.sleep(3600)
+            elif name == "busy":
+                time.sleep(float((params.get("arguments") or {}).get("seconds", 1)))
+                send({"jsonrpc": "2.0", "id": rid, "result": {"content": [{"type": "text", "text": "done"}]}})
             elif name == "close_stdout":
                 os.close(1)
                 time.sleep(3600)

@@ -324,6 +324,25 @@ mcpServers:
         self.assertEqual((b.transport, b.callTimeout, b.maxConnections), ("sse", 5.0, 4))
         self.assertEqual(c.transport, "streamable")
 
+    def test_urlCredentialsBecomeAnAuthorizationHeader(self) -> None:
+        config = build({"mcpServers": {"a": {"url": "https://bob:s3cr%40t@example.test/mcp"}}}, "inline", {})
+        (a,) = config.servers
+        self.assertEqual(a.url, "https://example.test/mcp")
+        self.assertEqual(dict(a.headers), {"Authorization": "Basic Ym9iOnMzY3JAdA=="})  # bob:s3cr@t
+
+    def test_urlCredentialsAndAnAuthorizationHeaderAreRefused(self) -> None:
+        problems = self.problems(
+            "mcpServers:\n  a: {url: 'https://bob:s3cret@example.test/mcp', headers: {authorization: 'Bearer x'}}\n"
+        )
+        self.assertProblem(problems, "mcpServers.a.url", "headers.Authorization")
+        self.assertNotIn("s3cret", "\n".join(problems))
+
+    def test_aBadUrlIsQuotedWithoutItsSecrets(self) -> None:
+        problems = self.problems("mcpServers:\n  a: {url: 'ftp://bob:s3cret@example.test/k3y-in-path'}\n")
+        self.assertProblem(problems, "mcpServers.a.url", "http:// or https://")
+        self.assertNotIn("s3cret", "\n".join(problems))
+        self.assertNotIn("k3y-in-path", "\n".join(problems))
+
     def test_disabledNotABoolean(self) -> None:
         problems = self.problems("mcpServers:\n  a: {command: x, disabled: 'yes please'}\n")
         self.assertProblem(problems, "mcpServers.a.disabled", "true or false")
@@ -390,8 +409,10 @@ def test_a_yaml_syntax_error_names_the_place_not_the_text():
 
 
 def test_urls_and_arguments_are_shown_without_their_secrets():
-    from twisted_mcp.http_backend import shown_args, shown_url
+    from twisted_mcp.urls import shown_args, shown_url
 
-    assert shown_url("https://user:pw@api.example.com:8443/mcp?key=abc#x") == "https://api.example.com:8443/mcp?…"
-    assert shown_url("http://127.0.0.1:9/mcp") == "http://127.0.0.1:9/mcp"
-    assert shown_args(["-y", "postgresql://app:pa$$w0rd@db:5432/app", "--flag"]) == "-y postgresql://app:…@db:5432/app --flag"
+    mcp = "/[path 88fe637b]"  # the first 8 hex digits of sha256("/mcp")
+    assert shown_url("https://user:pw@api.example.com:8443/mcp?key=abc#x") == f"https://api.example.com:8443{mcp}?…"
+    assert shown_url("http://127.0.0.1:9/mcp") == f"http://127.0.0.1:9{mcp}"
+    assert shown_url("http://127.0.0.1:9/") == "http://127.0.0.1:9/"
+    assert shown_args(["-y", "postgresql://app:pa$$w0rd@db:5432/app", "--flag"]) == "-y postgresql://db:5432/[path f53b52ad] --flag"

@@ -9,7 +9,7 @@ import time
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp.framing import DEFAULT_MAX_LENGTH, LineFramer
+from twisted_mcp.framing import DEFAULT_MAX_LENGTH, TAIL_LENGTH, LineFramer
 
 
 class Recorder(LineFramer):
@@ -21,6 +21,10 @@ class Recorder(LineFramer):
             self.MAX_LENGTH = max_length
         self.lines: list[bytes] = []
         self.overlong: list[tuple[bytes, int]] = []
+        self.tails: list[bytes] = []
+
+    def overlongLineEnded(self, tail: bytes) -> None:
+        self.tails.append(tail)
 
     def lineReceived(self, line: bytes) -> None:
         self.lines.append(line)
@@ -192,6 +196,28 @@ class LengthLimitTests(SynchronousTestCase):
         head, size = framer.overlong[0]
         self.assertEqual(head, line[:4096])
         self.assertEqual(size, len(line))
+
+    def test_tailOfOverlongLine(self) -> None:
+        """
+        When an overlong line ends, its last bytes (at most TAIL_LENGTH, without
+        the newline) are handed over, however the line arrived: whole in one
+        chunk, completed in the chunk that overflows, or discarded over many.
+        """
+        for line in (b"{" + b"r" * (self.LIMIT * 3) + b'"id":42}', b"{" + b"r" * 5000 + b'"id":42}'):
+            self.check_tail(line)
+
+    def check_tail(self, line: bytes) -> None:
+        for size in (len(line) + 1, self.LIMIT - 1, 7, 1):
+            framer = connected(self.LIMIT)
+            feed(framer, line + b"\nafter\n", size)
+            self.assertEqual(framer.tails, [line[-TAIL_LENGTH:]], size)
+            self.assertEqual(framer.lines, [b"after"])
+
+    def test_tailWhenTheLineEndsWhereItOverflows(self) -> None:
+        framer = connected(1024)
+        framer.dataReceived(b"x" * 1000)
+        framer.dataReceived(b"y" * 1000 + b"\n")
+        self.assertEqual(framer.tails, [b"y" * TAIL_LENGTH])
 
     def test_severalOverlongLines(self) -> None:
         framer = connected(self.LIMIT)

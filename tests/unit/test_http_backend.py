@@ -20,6 +20,7 @@ from twisted_mcp.config import HttpServer
 from twisted_mcp.http_backend import HttpBackend
 from twisted_mcp.jsonrpc import JsonRpcError, encode
 from twisted_mcp.versions import LATEST_HANDSHAKE
+from twisted_mcp.urls import shown_url
 
 from .http_fakes import FakeHTTPClient, FakeRequest, FakeResponse, broken
 
@@ -350,11 +351,12 @@ class HttpErrorTests(HttpTestCase):
         d = backend.call("tools/call", {"name": "get_time"})
         call = self.pending("tools/call")
         self.assertIs(call.allow_redirects, False)
-        call.respond(307, {"location": "https://other.example/mcp"}, b"")
+        call.respond(307, {"location": "https://other.example/mcp?token=t0k"}, b"")
         e = self.failureResultOf(d, JsonRpcError).value
         self.assertEqual(e.code, errors.BACKEND_HTTP_ERROR)
         self.assertEqual(e.data, {"backend": "remote", "status": 307})
-        self.assertIn("https://other.example/mcp", e.message)
+        self.assertIn(shown_url("https://other.example/mcp?token=t0k"), e.message)
+        self.assertNotIn("t0k", e.message)
         self.assertIn("not followed", e.message)
         self.assertEqual(len(self.sent("tools/call")), 1)
         self.assertEqual([r.url for r in self.http.requests], [URL.encode()] * len(self.http.requests))
@@ -702,7 +704,7 @@ class ReachabilityTests(HttpTestCase):
         self.pending("initialize").fail(ConnectionRefusedError())
         self.successResultOf(discovered)
         self.assertEqual(backend.state, State.DOWN)
-        self.assertIn("cannot connect to http://mcp.example/mcp", backend.last_error or "")
+        self.assertIn(f"cannot connect to {shown_url('http://mcp.example/mcp')}", backend.last_error or "")
         self.assertEqual(self.restart_delay(), 1.0)
         self.clock.advance(0.25)
         e = self.assertRaises(JsonRpcError, backend.call, "tools/call", {"name": "get_time"})

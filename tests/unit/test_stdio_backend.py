@@ -56,6 +56,8 @@ class BackendTestCase(SynchronousTestCase):
         self.signals: list[tuple[int, int]] = []
         self.patch(stdio_backend, "signal_group", lambda pid, sig, leader_alive=False: self.signals.append((pid, sig)))
         self.patch(stdio_backend, "group_alive", lambda pgid: False)
+        self.orphans: dict[str, set[int]] = {}
+        self.patch(stdio_backend, "adopted", lambda run: (set(self.orphans.get(run, ())), set()))
         self.cwd = os.path.abspath(self.mktemp())
         os.makedirs(self.cwd)
 
@@ -72,6 +74,7 @@ class BackendTestCase(SynchronousTestCase):
             restartDelay=1.0,
             restartMaxDelay=8.0,
             stableAfter=30.0,
+            livenessTimeout=0.0,  # LivenessTests turn it on
         )
         settings.update(overrides)
         backend = StdioBackend(StdioServer(**settings), self.spawner, self.clock, INHERIT, max_message, ENVIRON)
@@ -137,6 +140,8 @@ class SpawnTests(BackendTestCase):
         backend = self.make()
         backend.startService()
         (spawn,) = self.spawner.spawned
+        run = spawn.env.pop("TWISTED_MCP_RUN")
+        self.assertEqual(run, spawn.protocol.run)
         self.assertEqual(spawn.env, {"PATH": "/usr/bin:/bin", "HOME": "/home/gw", "LANG": "C.UTF-8", "TZ": "UTC", "API_KEY": "k"})
         self.assertNotIn("SECRET_TOKEN", spawn.env)
         self.assertEqual(spawn.executable, sys.executable)
@@ -392,6 +397,32 @@ class CallTests(BackendTestCase):
         self.assertEqual(backend.state, State.UP)
         self.stop(backend)
 
+    def test_responseTooLargeWithIdLast(self) -> None:
+        """
+        An answer that writes its id after the result (as TypeScript SDK
+        servers do) fails its call as soon as the line ends, whatever the
+        chunks it arrives in; an "id" nested in the result is not taken.
+        """
+        backend, spawn = self.started(max_message=4096)
+        for size in (1 << 20, 1000, 3):
+            d = backend.call("tools/call", {"name": "get_time"})
+            other = backend.call("tools/call", {"name": "get_time"})
+            rid = spawn.transport.messages()[-2]["id"]
+            line = (
+                b'{"jsonrpc":"2.0","result":{"text":"' + b"x" * 5000
+                + b'","nested":{"id":%d}},"id":%d}\n' % (rid + 1, rid)
+            )
+            with capturedLogs():
+                for i in range(0, len(line), size):
+                    spawn.protocol.outReceived(line[i : i + size])
+            e = self.failureResultOf(d, JsonRpcError).value
+            self.assertEqual(e.code, errors.BACKEND_RESPONSE_TOO_LARGE)
+            self.assertNoResult(other)
+            other.cancel()
+            self.failureResultOf(other)
+        self.assertEqual(backend.state, State.UP)
+        self.stop(backend)
+
     def test_serverPingAnswered(self) -> None:
         backend, spawn = self.started()
         spawn.protocol.outReceived(encode({"jsonrpc": "2.0", "id": "srv-1", "method": "ping"}))
@@ -569,6 +600,81 @@ class DownTests(BackendTestCase):
             self.stop(backend)
 
 
+class BusyTests(BackendTestCase):
+    """
+    A backend that does not read its input for a while is busy, not dead:
+    beyond maxQueuedBytes waiting for it, new calls are refused at once and
+    nothing is restarted; only a liveness check that goes unanswered for
+    livenessTimeout restarts it.
+    """
+
+    def test_busyBackendRefusesNewCallsAndKeepsRunning(self) -> None:
+        backend, spawn = self.started(maxQueuedBytes=4096)
+        queued = [4096]
+        spawn.transport.queued = lambda: queued[0]  # type: ignore[attr-defined]
+        before = len(spawn.transport.written)
+        e = self.assertRaises(JsonRpcError, backend.call, "tools/call", {"name": "get_time"})
+        self.assertEqual(e.code, errors.BUSY)
+        self.assertEqual(e.data, {"backend": "time", "limit": 4096})
+        self.assertIn("'time' is busy", e.message)
+        self.assertEqual(len(spawn.transport.written), before)  # nothing more was queued
+        self.assertEqual((backend.state, self.signals, len(self.spawner.spawned)), (State.UP, [], 1))
+        queued[0] = 4095
+        d = backend.call("tools/call", {"name": "get_time"})
+        self.reply(spawn, "tools/call", {"content": []})
+        self.assertEqual(self.successResultOf(d), {"content": []})
+        self.stop(backend)
+
+    def test_defaultQueueBound(self) -> None:
+        self.assertEqual(self.make(max_message=1 << 20).max_queue, 4 << 20)
+        self.assertEqual(self.make(max_message=4096).max_queue, 1 << 20)
+
+    def test_quietBackendIsPingedAndAnswering(self) -> None:
+        backend, spawn = self.started(livenessTimeout=40.0)
+        self.clock.advance(10.0)
+        ping = self.reply(spawn, "ping", {})
+        self.clock.advance(10.0)
+        pings = [m for m in spawn.transport.messages() if m.get("method") == "ping"]
+        self.assertEqual(len(pings), 2)
+        self.assertNotEqual(pings[-1]["id"], ping["id"])
+        self.reply(spawn, "ping", {})
+        self.clock.advance(100.0)
+        self.assertEqual(backend.state, State.DOWN)  # no answer to the later pings
+        self.assertEqual(self.signals, [(spawn.transport.pid, signal.SIGTERM)])
+        self.assertIn("livenessTimeout", backend.last_error or "")
+        spawn.protocol.processExited(killed(signal.SIGTERM))
+        self.stop(backend)
+
+    def test_busyBackendThatWritesIsNeverRestarted(self) -> None:
+        """Any output is a sign of life, even while pings go unanswered."""
+        backend, spawn = self.started(livenessTimeout=40.0)
+        d = backend.call("tools/call", {"name": "get_time"}, timeout=1000.0)
+        rid = spawn.transport.messages()[-1]["id"]
+        for _ in range(60):
+            self.clock.advance(5.0)
+            spawn.protocol.errReceived(b"")
+            spawn.protocol.outReceived(encode({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "debug", "data": "working"}}))
+        self.assertEqual((backend.state, self.signals), (State.UP, []))
+        spawn.protocol.outReceived(encode({"jsonrpc": "2.0", "id": rid, "result": {"content": []}}))
+        self.successResultOf(d)
+        self.stop(backend)
+
+    def test_wedgedBackendIsRestartedAfterLivenessTimeout(self) -> None:
+        backend, spawn = self.started(livenessTimeout=40.0)
+        d = backend.call("tools/call", {"name": "get_time"}, timeout=1000.0)
+        self.clock.advance(39.0)
+        self.assertEqual(backend.state, State.UP)
+        self.clock.advance(11.0)
+        self.assertEqual(backend.state, State.DOWN)
+        self.assertEqual(self.signals, [(spawn.transport.pid, signal.SIGTERM)])
+        spawn.protocol.processExited(killed(signal.SIGTERM))
+        self.assertEqual(self.failureResultOf(d, JsonRpcError).value.code, errors.BACKEND_LOST)
+        self.clock.advance(1.0)
+        self.assertEqual(len(self.spawner.spawned), 2)
+        self.bring_up(backend)
+        self.stop(backend)
+
+
 class StopTests(BackendTestCase):
     def test_gracefulStop(self) -> None:
         backend, spawn = self.started()
@@ -618,6 +724,59 @@ class StopTests(BackendTestCase):
         self.clock.advance(0.05)
         self.stop(backend)
 
+
+    def test_adoptedDescendantsEndedOnStop(self) -> None:
+        """
+        Descendants that left the child's process group (a daemon in a
+        session of its own, reparented to the gateway) get SIGTERM in their
+        own group when the backend stops, SIGKILL after shutdownTimeout.
+        """
+        backend, spawn = self.started()
+        self.orphans[spawn.protocol.run] = {7001, 7002}
+        d = backend.stopService()
+        spawn.protocol.processExited(Failure(ProcessDone(0)))
+        self.assertEqual(sorted(self.signals), [(7001, signal.SIGTERM), (7002, signal.SIGTERM)])
+        self.orphans[spawn.protocol.run] = {7002}
+        self.clock.advance(3.0)
+        self.assertIn((7002, signal.SIGKILL), self.signals)
+        self.assertNotIn((7001, signal.SIGKILL), self.signals)
+        self.assertNoResult(d)
+        self.orphans[spawn.protocol.run] = set()
+        self.clock.advance(0.05)
+        self.successResultOf(d)
+        self.assertEqual(backend.state, State.STOPPED)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_adoptedDescendantsEndedOnRestart(self) -> None:
+        backend, spawn = self.started()
+        self.orphans[spawn.protocol.run] = {7001}
+        spawn.protocol.processExited(exited(1))
+        self.assertEqual(self.signals, [(7001, signal.SIGTERM)])
+        self.orphans[spawn.protocol.run] = set()
+        self.clock.advance(1.0)
+        self.assertEqual(len(self.spawner.spawned), 2)
+        self.bring_up(backend)
+        self.stop(backend)
+
+    def test_adoptedFindsOnlyThisRunsDescendants(self) -> None:
+        """The real adopted(): a child of ours carrying the run's mark is
+        found, one without it is not."""
+        import subprocess
+
+        self.patch(stdio_backend, "adopted", ADOPTED)
+        marked = subprocess.Popen(["sleep", "30"], env={"TWISTED_MCP_RUN": "x.1"})
+        other = subprocess.Popen(["sleep", "30"], env={"TWISTED_MCP_RUN": "x.2"})
+        try:
+            live, _ = stdio_backend.adopted("x.1")
+            self.assertIn(marked.pid, live)
+            self.assertNotIn(other.pid, live)
+        finally:
+            for p in (marked, other):
+                p.kill()
+                p.wait()
+
+
+ADOPTED = stdio_backend.adopted
 
 
 class ThroughGatewayTests(BackendTestCase):
