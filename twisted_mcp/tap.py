@@ -247,14 +247,14 @@ def makeService(options: Options) -> Any:
 
     from twisted_mcp.frontend import StdioFrontend
     from twisted_mcp.service import GatewayService
-    from twisted_mcp.stdio_backend import become_subreaper
+    from twisted_mcp.stdio_backend import start_reaping
 
     config = options.loaded
     # Orphaned descendants of the backends are reparented to the gateway, so
-    # that stopping a backend ends them too.  In the process that runs the
-    # reactor (twistd forks to daemonize; the setting is not inherited), and
-    # before the service starts its backends.
-    reactor.addSystemEventTrigger("before", "startup", become_subreaper)
+    # that stopping a backend ends them too, and collected when they exit.
+    # In the process that runs the reactor (twistd forks to daemonize; the
+    # setting is not inherited), and before the service starts its backends.
+    reactor.addSystemEventTrigger("before", "startup", start_reaping, reactor)
     service = GatewayService(config, reactor, reactor)
 
     def client_gone() -> None:
