@@ -129,23 +129,13 @@ def _claim_stdout() -> int:
     return proto
 
 
-def _reload_in_a_thread(reactor: Any, service: Any, load: Any) -> Any:
-    """
-    Read and validate the config file in a worker thread (a large file
-    takes seconds to parse, and no client should wait for that), then
-    apply it on the event loop, where the service's state lives.
-    """
-    from twisted.internet.threads import deferToThreadPool
+def _reload_on_signal(reactor: Any, service: Any, load: Any) -> Any:
+    """SIGHUP: reload as C{POST /reload} does; nobody waits for the answer."""
     from twisted.logger import Logger
-    from twisted.python.failure import Failure
 
-    def loaded(outcome: Any) -> Any:
-        if isinstance(outcome, Failure):
-            outcome.raiseException()  # service.reload reports it; the running config stays
-        return outcome
+    from twisted_mcp.service import reload_in_a_thread
 
-    d = deferToThreadPool(reactor, reactor.getThreadPool(), load)
-    d.addBoth(lambda outcome: service.reload(lambda: loaded(outcome)))
+    d = reload_in_a_thread(reactor, service, load)
     d.addErrback(lambda failure: Logger(namespace="twisted_mcp.tap").failure("reload failed", failure))
     return d
 
@@ -200,12 +190,14 @@ def _bind(description: str, factory: Any, reactor: Any) -> Any:
 
 
 def _admin(description: str, service: Any, reactor: Any, load: Any) -> None:
+    from twisted_mcp.service import reload_in_a_thread
+
     from twisted.application.service import Service
     from twisted.logger import Logger
 
     from twisted_mcp.admin import AdminResource, AdminSite
 
-    port = _bind(description, AdminSite(AdminResource(service, load), reactor), reactor)
+    port = _bind(description, AdminSite(AdminResource(service, lambda: reload_in_a_thread(reactor, service, load)), reactor), reactor)
 
     class AdminService(Service):
         def startService(self) -> None:
@@ -277,7 +269,7 @@ def makeService(options: Options) -> Any:
 
     path = options["config"]
     reload_config = lambda: load(path)  # noqa: E731
-    reactor.callWhenRunning(_install_signal_handlers, reactor, stop, lambda: _reload_in_a_thread(reactor, service, reload_config))
+    reactor.callWhenRunning(_install_signal_handlers, reactor, stop, lambda: _reload_on_signal(reactor, service, reload_config))
     settings = config.gateway
     if options["admin"]:
         _admin(options["admin"], service, reactor, reload_config)
