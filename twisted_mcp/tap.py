@@ -275,7 +275,7 @@ def makeService(options: Options) -> Any:
         _admin(options["admin"], service, reactor, reload_config)
     if options["listen"]:
         _listen(options["listen"], service, reactor)
-        return logs.attach(service, options)
+        return logs.attach(service, options, reactor)
     out_fd = _claim_stdout()
     service.add_frontend(
         lambda gateway: StdioFrontend(
@@ -286,4 +286,4 @@ def makeService(options: Options) -> Any:
             client_gone,
         )
     )
-    return logs.attach(service, options)
+    return logs.attach(service, options, reactor)
