@@ -25,11 +25,13 @@ import json
 from typing import Any, Callable, Iterator
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import NOT_DONE_YET, Site
 
 from twisted_mcp import __version__, errors
 from twisted_mcp.gateway import Gateway
@@ -161,6 +163,32 @@ class _Leaf(Resource):
         return getattr(self.admin, f"post_{self.kind}")(request, body)
 
 
+def _reload_answer(request: Any, applied: bool, changes: list[str], problems: str) -> bytes:
+    if not applied:
+        return _json(request, 422, {"applied": False, "problems": problems})
+    return _json(request, 200, {"applied": True, "changes": changes})
+
+
+def _reload_failed(failure: Failure, request: Any) -> bytes:
+    log.failure("admin endpoint: reload failed", failure)
+    return _json(request, 500, {"applied": False, "problems": "the reload failed; see the gateway's log"})
+
+
+def _answer_later(request: Any, answer: "Deferred[bytes]") -> None:
+    """Write C{answer}'s body and finish C{request}, unless its client left first."""
+    gone: list[bool] = []
+    request.notifyFinish().addErrback(lambda _: gone.append(True))
+
+    def write(body: bytes) -> None:
+        if not gone:
+            request.setHeader(b"content-length", b"%d" % len(body))  # as a body returned at once has
+            request.write(body)
+            request.finish()
+
+    answer.addCallback(write)
+    answer.addErrback(lambda failure: log.failure("admin endpoint: answering failed", failure))
+
+
 def _json(request: Any, code: int, value: Any) -> bytes:
     request.setResponseCode(code)
     request.setHeader(b"content-type", b"application/json")
@@ -174,15 +202,17 @@ class AdminResource(Resource):
     @param service: the L{twisted_mcp.service.GatewayService} (its current
         config gives the required backends and the token, so a reload
         changes them).
-    @param load: re-reads the config file, for C{POST /reload}.
+    @param reload: re-reads the config file and applies it, for C{POST
+        /reload}: fires with whether it was applied, what changed, and the
+        problems (L{twisted_mcp.service.reload_in_a_thread}).
     """
 
-    def __init__(self, service: Any, load: Callable[[], Any] | None = None) -> None:
+    def __init__(self, service: Any, reload: Callable[[], "Deferred[tuple[bool, list[str], str]]"] | None = None) -> None:
         super().__init__()
         from prometheus_client import CollectorRegistry
 
         self.service = service
-        self.load = load
+        self.reload = reload
         self.registry = CollectorRegistry()
         self.registry.register(_collector(service))
         for kind in ("healthz", "readyz", "metrics", "status"):
@@ -354,14 +384,15 @@ class AdminResource(Resource):
         request.setHeader(b"allow", b"POST")
         return b"use POST\n"
 
-    def post_reload(self, request: Any, body: dict[str, Any]) -> bytes:
-        if self.load is None:
+    def post_reload(self, request: Any, body: dict[str, Any]) -> Any:
+        if self.reload is None:
             return _json(request, 501, {"applied": False, "problems": "this gateway cannot reload its configuration"})
         log.info("admin endpoint: reload requested")
-        applied, changes, problems = self.service.reload(self.load)
-        if not applied:
-            return _json(request, 422, {"applied": False, "problems": problems})
-        return _json(request, 200, {"applied": True, "changes": changes})
+        d = self.reload()
+        d.addCallback(lambda outcome: _reload_answer(request, *outcome))
+        d.addErrback(_reload_failed, request)
+        _answer_later(request, d)
+        return NOT_DONE_YET
 
     def post_kill(self, request: Any, body: dict[str, Any]) -> bytes:
         kind, name, disabled = body.get("kind"), body.get("name"), body.get("disabled", True)

@@ -57,6 +57,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from typing import IO, Any, Callable, Mapping
@@ -401,18 +402,28 @@ class LogObserver:
 
     @ivar out: where the lines go (a text stream or a L{LogFile}).
     @ivar format: C{"text"} or C{"json"}.
+    @ivar reactor: given, an event emitted in another thread than the one
+        that made the observer (the one that runs the reactor; a reload
+        reads the config in a worker thread) is handed to it with
+        C{callFromThread}: C{out} is written from one thread only (a
+        L{LogFile} is not thread-safe, and rotates).
     """
 
-    def __init__(self, out: Any, format: str) -> None:
+    def __init__(self, out: Any, format: str, reactor: Any = None) -> None:
         if format not in FORMATS:
             raise ValueError(f"unknown log format {format!r}: use one of {', '.join(FORMATS)}")
         self.out = out
         self.format = format
+        self.reactor = reactor
+        self._thread = threading.get_ident()
         if format == "text":
             # Exactly what twistd writes: its observer, fed a clean copy.
             self._text = textFileLogObserver(out)
 
     def __call__(self, event: Mapping[str, Any]) -> None:
+        if self.reactor is not None and threading.get_ident() != self._thread:
+            self.reactor.callFromThread(self, event)
+            return
         try:
             safe = clean(event)
         except Exception as e:
@@ -450,6 +461,7 @@ def observer_for(
     stream: IO[str] | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     keep: int = DEFAULT_KEEP,
+    reactor: Any = None,
 ) -> LogObserver:
     """
     The log observer twistd would make (C{UnixAppLogger._getLogObserver},
@@ -483,7 +495,7 @@ def observer_for(
 
         out = LogFile.fromFullPath(logfile or "twistd.log", rotateLength=max_bytes, maxRotatedFiles=keep)
         _rotate_on_sigusr1(out)
-    return LogObserver(out, fmt)
+    return LogObserver(out, fmt, reactor)
 
 
 def _rotate_on_sigusr1(log_file: Any) -> None:
@@ -500,7 +512,7 @@ def _rotate_on_sigusr1(log_file: Any) -> None:
         signal.signal(signal.SIGUSR1, rotate)
 
 
-def install(application: Any, options: Mapping[str, Any]) -> ILogObserver | None:
+def install(application: Any, options: Mapping[str, Any], reactor: Any = None) -> ILogObserver | None:
     """
     Under twistd: set C{application}'s L{ILogObserver} component to
     C{observer_for(format, ...)} from twistd's C{--logfile} and C{-n}, so that
@@ -515,6 +527,8 @@ def install(application: Any, options: Mapping[str, Any]) -> ILogObserver | None
 
     @param options: the plugin's options; C{options.parent} is twistd's
         C{ServerOptions}.
+    @param reactor: events from other threads are handed to it
+        (L{LogObserver}).
     @return: the observer installed, or L{None}.
     """
     fmt = options.get("log-format") or "text"
@@ -535,12 +549,13 @@ def install(application: Any, options: Mapping[str, Any]) -> ILogObserver | None
         bool(parent["nodaemon"]),
         max_bytes=options.get("log-max-bytes") or DEFAULT_MAX_BYTES,
         keep=options.get("log-keep") or DEFAULT_KEEP,
+        reactor=reactor,
     )
     application.setComponent(ILogObserver, observer)
     return observer
 
 
-def attach(service: Any, options: Mapping[str, Any]) -> Any:
+def attach(service: Any, options: Mapping[str, Any], reactor: Any = None) -> Any:
     """
     Make C{service.setServiceParent(application)} call
     L{install}C{(application, options)} first, and return C{service}.
@@ -555,7 +570,7 @@ def attach(service: Any, options: Mapping[str, Any]) -> Any:
     original: Callable[[Any], Any] = service.setServiceParent
 
     def setServiceParent(parent: Any) -> Any:
-        install(parent, options)
+        install(parent, options, reactor)
         return original(parent)
 
     service.setServiceParent = setServiceParent

@@ -33,6 +33,28 @@ from twisted_mcp.stdio_backend import StdioBackend, stderr_limits, stop_all
 log = Logger()
 
 
+def reload_in_a_thread(reactor: Any, service: "GatewayService", load: Callable[[], Config]) -> "Deferred[tuple[bool, list[str], str]]":
+    """
+    Reload as SIGHUP and C{POST /reload} both do: read and validate the
+    config file in a worker thread (a large file takes seconds to parse, and
+    no client should wait for that), then apply it on the event loop, where
+    the service's state lives.  Fires with L{GatewayService.reload}'s answer.
+
+    @param reactor: gives the thread pool and brings the outcome back.
+    """
+    from twisted.internet.threads import deferToThreadPool
+    from twisted.python.failure import Failure
+
+    def loaded(outcome: Any) -> Config:
+        if isinstance(outcome, Failure):
+            outcome.raiseException()  # service.reload reports it; the running config stays
+        return outcome  # type: ignore[no-any-return]
+
+    d = deferToThreadPool(reactor, reactor.getThreadPool(), load)
+    d.addBoth(lambda outcome: service.reload(lambda: loaded(outcome)))
+    return d
+
+
 class GatewayService(MultiService):
     """
     The root service: owns the backends, the L{Gateway} and the front-ends.

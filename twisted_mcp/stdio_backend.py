@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -61,6 +62,9 @@ except OSError as e:
 #: backend run a process descends from, after it was reparented to us.
 RUN_VARIABLE = "TWISTED_MCP_RUN"
 PR_SET_CHILD_SUBREAPER = 36
+#: Seconds between two collections of adopted children that exited (one
+#: read of /proc/self/task/*/children and a WNOHANG wait per child).
+REAP_INTERVAL = 5.0
 _runs = itertools.count(1)
 
 _ID_RE = re.compile(rb'"id"\s*:\s*(\d{1,18})\s*[,}]')
@@ -154,16 +158,60 @@ def _processes() -> Iterator[tuple[int, bytes, int, int]]:
             yield int(entry), fields[0], int(fields[1]), int(fields[2])
 
 
-def reap(pids: Iterable[int]) -> None:
-    """Collect the exit status of adopted zombies (Twisted reaps only the
-    processes it spawned)."""
+def reap(pids: Iterable[int]) -> int:
+    """Collect the exit status of those of C{pids} that are adopted children
+    that exited (Twisted reaps only the processes it spawned, and loses their
+    exit status if anyone else waits on them); return how many."""
     from twisted.internet.process import reapProcessHandlers
 
+    reaped = 0
     for pid in set(pids) - set(reapProcessHandlers):
         try:
-            os.waitpid(pid, os.WNOHANG)
+            done, _ = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
-            pass
+            continue
+        reaped += done != 0
+    return reaped
+
+
+def _children() -> set[int]:
+    """Our children: each thread lists those it forked or was given as
+    subreaper (Linux 3.5+); falls back to scanning /proc."""
+    pids: set[int] = set()
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/children", "rb") as f:
+                pids.update(int(pid) for pid in f.read().split())
+    except FileNotFoundError:
+        me = os.getpid()
+        return {pid for pid, _, ppid, _ in _processes() if ppid == me}
+    return pids
+
+
+def reap_adopted() -> None:
+    """Collect every adopted child that exited, so that none stays a zombie
+    until the gateway exits; periodic bodies must not raise."""
+    try:
+        count = reap(_children())
+    except OSError:
+        log.failure("collecting adopted children that exited failed")
+        return
+    if count:
+        log.debug("collected {count} adopted process(es) that exited", count=count)
+
+
+def start_reaping(clock: IReactorTime) -> LoopingCall | None:
+    """
+    Become the subreaper of the gateway's descendants and collect, every
+    L{REAP_INTERVAL} seconds, those that exit on their own (nothing else
+    waits on them).  Call it in the process that runs the reactor.
+    """
+    if not become_subreaper():
+        return None
+    loop = LoopingCall(reap_adopted)
+    loop.clock = clock
+    loop.start(REAP_INTERVAL, now=False)
+    return loop
 
 
 def signal_group(pid: int, sig: int, leader_alive: bool = False) -> None:
@@ -661,4 +709,4 @@ async def _stop_one(b: Backend) -> None:
         log.failure("backend {backend}: stopping failed", backend=b.name)
 
 
-__all__ = ["StdioBackend", "child_environment", "group_alive", "stderr_limits", "stop_all"]
+__all__ = ["StdioBackend", "child_environment", "group_alive", "start_reaping", "stderr_limits", "stop_all"]

@@ -129,23 +129,13 @@ def _claim_stdout() -> int:
     return proto
 
 
-def _reload_in_a_thread(reactor: Any, service: Any, load: Any) -> Any:
-    """
-    Read and validate the config file in a worker thread (a large file
-    takes seconds to parse, and no client should wait for that), then
-    apply it on the event loop, where the service's state lives.
-    """
-    from twisted.internet.threads import deferToThreadPool
+def _reload_on_signal(reactor: Any, service: Any, load: Any) -> Any:
+    """SIGHUP: reload as C{POST /reload} does; nobody waits for the answer."""
     from twisted.logger import Logger
-    from twisted.python.failure import Failure
 
-    def loaded(outcome: Any) -> Any:
-        if isinstance(outcome, Failure):
-            outcome.raiseException()  # service.reload reports it; the running config stays
-        return outcome
+    from twisted_mcp.service import reload_in_a_thread
 
-    d = deferToThreadPool(reactor, reactor.getThreadPool(), load)
-    d.addBoth(lambda outcome: service.reload(lambda: loaded(outcome)))
+    d = reload_in_a_thread(reactor, service, load)
     d.addErrback(lambda failure: Logger(namespace="twisted_mcp.tap").failure("reload failed", failure))
     return d
 
@@ -200,12 +190,14 @@ def _bind(description: str, factory: Any, reactor: Any) -> Any:
 
 
 def _admin(description: str, service: Any, reactor: Any, load: Any) -> None:
+    from twisted_mcp.service import reload_in_a_thread
+
     from twisted.application.service import Service
     from twisted.logger import Logger
 
     from twisted_mcp.admin import AdminResource, AdminSite
 
-    port = _bind(description, AdminSite(AdminResource(service, load), reactor), reactor)
+    port = _bind(description, AdminSite(AdminResource(service, lambda: reload_in_a_thread(reactor, service, load)), reactor), reactor)
 
     class AdminService(Service):
         def startService(self) -> None:
@@ -247,14 +239,14 @@ def makeService(options: Options) -> Any:
 
     from twisted_mcp.frontend import StdioFrontend
     from twisted_mcp.service import GatewayService
-    from twisted_mcp.stdio_backend import become_subreaper
+    from twisted_mcp.stdio_backend import start_reaping
 
     config = options.loaded
     # Orphaned descendants of the backends are reparented to the gateway, so
-    # that stopping a backend ends them too.  In the process that runs the
-    # reactor (twistd forks to daemonize; the setting is not inherited), and
-    # before the service starts its backends.
-    reactor.addSystemEventTrigger("before", "startup", become_subreaper)
+    # that stopping a backend ends them too, and collected when they exit.
+    # In the process that runs the reactor (twistd forks to daemonize; the
+    # setting is not inherited), and before the service starts its backends.
+    reactor.addSystemEventTrigger("before", "startup", start_reaping, reactor)
     service = GatewayService(config, reactor, reactor)
 
     def client_gone() -> None:
@@ -277,13 +269,13 @@ def makeService(options: Options) -> Any:
 
     path = options["config"]
     reload_config = lambda: load(path)  # noqa: E731
-    reactor.callWhenRunning(_install_signal_handlers, reactor, stop, lambda: _reload_in_a_thread(reactor, service, reload_config))
+    reactor.callWhenRunning(_install_signal_handlers, reactor, stop, lambda: _reload_on_signal(reactor, service, reload_config))
     settings = config.gateway
     if options["admin"]:
         _admin(options["admin"], service, reactor, reload_config)
     if options["listen"]:
         _listen(options["listen"], service, reactor)
-        return logs.attach(service, options)
+        return logs.attach(service, options, reactor)
     out_fd = _claim_stdout()
     service.add_frontend(
         lambda gateway: StdioFrontend(
@@ -294,4 +286,4 @@ def makeService(options: Options) -> Any:
             client_gone,
         )
     )
-    return logs.attach(service, options)
+    return logs.attach(service, options, reactor)

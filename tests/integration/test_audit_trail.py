@@ -171,3 +171,57 @@ def test_a_keyed_trail_and_its_checkpoint_catch_what_the_plain_chain_cannot(poli
     key_file.write_text("short")
     bad = subprocess.run([bin_path("twisted-mcp"), "check-config", config], capture_output=True, text=True, timeout=60, env=gateway_env())
     assert bad.returncode == 78 and "audit.keyFile: the key is 5 byte(s)" in bad.stderr + bad.stdout
+
+
+def test_records_unwritten_at_shutdown_reach_the_trail_at_the_next_start(daemon, tmp_path):
+    """
+    The file sink fails (its path leads to /dev/full) while calls run, and
+    the daemon is stopped during the outage: their records are kept in the
+    spill file beside the trail, `audit verify` says so, and the next start
+    writes them to the trail first, so that every call that ran is there.
+    """
+    trail = tmp_path / "trail.jsonl"
+    link = tmp_path / "audit.jsonl"
+    spill = tmp_path / "audit.jsonl.spill.jsonl"
+    os.symlink(trail, link)
+    extra = {
+        "identity": {"principal": {"name": "tester", "roles": ["all"]}},
+        "roles": {"all": {"allow": ["*"]}},
+        "audit": {"sink": "file", "path": str(link), "onFailure": "allow"},
+    }
+
+    def run(sock: str, texts: list[str], during_outage: bool) -> str:
+        pid, log = daemon({"echo": server("echo_fast")}, f"unix:{sock}", extra=extra)
+        wait_for_path(sock)
+        client = LineClient(sock)
+        client.initialize()
+        if during_outage:
+            os.remove(link)
+            os.symlink("/dev/full", link)
+        for n, text in enumerate(texts):
+            answer = client.request(10 + n, "tools/call", {"name": "echo__echo", "arguments": {"text": text}})
+            assert "result" in answer, answer
+        client.close()
+        os.kill(pid, signal.SIGTERM)
+        assert wait_gone({pid}, 30) == set()
+        with open(log) as f:
+            return f.read()
+
+    logged = run(str(tmp_path / "first.sock"), ["before"] + [f"outage {n}" for n in range(5)], during_outage=True)
+    assert f"kept in the spill file {spill}" in logged
+    assert spill.exists() and oct(spill.stat().st_mode & 0o777) == "0o600"
+
+    os.remove(link)
+    os.symlink(trail, link)
+    config = str(tmp_path / "gateway.yaml")
+    waiting = audit_command("verify", "--config", config)
+    assert waiting.returncode == 0, waiting.stdout + waiting.stderr
+    assert f"record(s) in the spill file {spill} are not in the trail yet" in waiting.stdout
+
+    run(str(tmp_path / "second.sock"), ["after"], during_outage=False)
+    assert not spill.exists()
+    calls = [r for r in read_audit(trail) if r.get("method") == "tools/call"]
+    assert [r["outcome"] for r in calls] == ["ok"] * 7
+    verify = audit_command("verify", "--config", config)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "spill" not in verify.stdout

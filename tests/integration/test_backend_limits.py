@@ -168,3 +168,39 @@ def test_a_daemonized_descendant_ends_with_the_daemon(daemon, tmp_path):
     client.close()
     os.kill(pid, signal.SIGTERM)
     assert wait_gone({pid, helper}, 30) == set()
+
+
+def _zombie_children(pid: int) -> set[int]:
+    """The children of C{pid} that exited and were never waited on."""
+    zombies = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if fields[0] == b"Z" and int(fields[1]) == pid:
+            zombies.add(int(entry))
+    return zombies
+
+
+def test_an_adopted_descendant_that_exits_is_reaped(daemon, tmp_path):
+    """A backend's helper that daemonizes (so is reparented to the gateway)
+    and exits on its own does not stay a zombie of the gateway."""
+    sock = str(tmp_path / "gw.sock")
+    pid, _ = daemon({"d": server("daemonizer")}, f"unix:{sock}")
+    wait_for_path(sock)
+    client = LineClient(sock)
+    client.initialize()
+    helpers = {int(_text(client.request(i, "tools/call", {"name": "d__short_daemon", "arguments": {}}))) for i in (1, 2)}
+    assert wait_gone(helpers, 15) == set()
+    deadline = time.monotonic() + 20
+    while _zombie_children(pid) & helpers and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _zombie_children(pid) == set()
+    # The backend itself (spawned by Twisted) still answers: its status was not taken.
+    assert int(_text(client.request(3, "tools/call", {"name": "d__daemon_pid", "arguments": {}})))
+    client.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import shutil
 import signal
 import socket
@@ -515,3 +516,49 @@ def test_json_logs_carry_request_ids_and_never_secrets(daemon, tmp_path, monkeyp
     text = "\n".join(lines)
     for name, secret in secrets.items():
         assert secret not in text, f"the {name} secret is in the log"
+
+
+def _large_valid_config(servers: dict, disabled: int, size: int) -> str:
+    """A valid YAML config of about C{size} bytes: C{servers}, C{disabled}
+    disabled servers, and comments to fill the rest."""
+    lines = ["mcpServers:"]
+    for name, spec in servers.items():
+        lines.append(f"  {name}: {json.dumps(spec)}")
+    for i in range(disabled):
+        lines.append(f"  off{i}:\n    command: /bin/true\n    args: [a, b, c]\n    env: {{X: y}}\n    disabled: true")
+    text = "\n".join(lines) + "\n"
+    comment = "# " + "x" * 78 + "\n"
+    return text + comment * ((size - len(text)) // len(comment))
+
+
+def test_a_large_config_reloaded_by_the_admin_endpoint_stalls_no_client(daemon, tmp_path):
+    """POST /reload reads and validates the file in a worker thread: a
+    client is answered while a 3 MiB config is parsed, and the admin
+    answer still says what changed."""
+    import threading
+
+    sock = str(tmp_path / "gw.sock")
+    port = free_port()
+    pid, log = daemon({"e": server("echo_fast")}, f"unix:{sock}", admin=f"tcp:{port}:interface=127.0.0.1", adminToken=ADMIN_TOKEN)
+    wait_for_path(sock)
+    client = LineClient(sock)
+    client.initialize()
+    with open(tmp_path / "gateway.yaml") as f:
+        gateway = json.load(f)["gateway"]
+    servers = {"e": server("echo_fast"), "f": server("echo_fast")}
+    text = _large_valid_config(servers, 8000, 3 << 20).replace("mcpServers:", f"gateway: {json.dumps(gateway)}\nmcpServers:", 1)
+    (tmp_path / "gateway.yaml").write_text(text)
+
+    answers: list[tuple[int, str]] = []
+    reload = threading.Thread(target=lambda: answers.append(_admin(port, "/reload", {})))
+    reload.start()
+    _until(lambda: "admin endpoint: reload requested" in pathlib.Path(log).read_text(), what="the reload to start")
+    sent = time.monotonic()
+    assert client.request(1, "ping") == {"jsonrpc": "2.0", "id": 1, "result": {}}
+    waited = time.monotonic() - sent
+    reload.join(60)
+    assert answers, "no answer to POST /reload"
+    status, body = answers[0]
+    assert (status, json.loads(body)) == (200, {"applied": True, "changes": ["backend f: added"]})
+    assert waited < 1.5, f"a ping waited {waited:.1f} s while the config was parsed"
+    client.close()

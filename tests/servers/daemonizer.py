@@ -6,8 +6,9 @@ at once, as a daemon does. Signalling the server's process group does not
 reach it.
 
 Tools:
-  daemon_pid {} -> the daemonized sleep's pid
-  crash {}      -> exits with code 3 without answering
+  daemon_pid {}   -> the daemonized sleep's pid
+  short_daemon {} -> daemonizes a `sleep 0.5` the same way; its pid
+  crash {}        -> exits with code 3 without answering
 """
 
 import json
@@ -15,7 +16,7 @@ import os
 import sys
 
 
-def daemonize() -> int:
+def daemonize(seconds: str = "3600") -> int:
     read_end, write_end = os.pipe()
     if os.fork() == 0:
         os.setsid()
@@ -26,7 +27,7 @@ def daemonize() -> int:
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
-        os.execvp("sleep", ["sleep", "3600"])
+        os.execvp("sleep", ["sleep", seconds])
     os.close(write_end)
     pid = int(os.read(read_end, 32))
     os.wait()
@@ -34,7 +35,7 @@ def daemonize() -> int:
 
 
 DAEMON = daemonize()
-TOOLS = [{"name": n, "inputSchema": {"type": "object"}} for n in ("daemon_pid", "crash")]
+TOOLS = [{"name": n, "inputSchema": {"type": "object"}} for n in ("daemon_pid", "short_daemon", "crash")]
 
 
 def send(msg):
@@ -55,6 +56,8 @@ def main():
             send({"jsonrpc": "2.0", "id": rid, "result": {"tools": TOOLS}})
         elif method == "tools/call" and params.get("name") == "daemon_pid":
             send({"jsonrpc": "2.0", "id": rid, "result": {"content": [{"type": "text", "text": str(DAEMON)}]}})
+        elif method == "tools/call" and params.get("name") == "short_daemon":
+            send({"jsonrpc": "2.0", "id": rid, "result": {"content": [{"type": "text", "text": str(daemonize("0.5"))}]}})
         elif method == "tools/call" and params.get("name") == "crash":
             os._exit(3)
         else:

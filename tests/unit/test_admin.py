@@ -15,6 +15,10 @@ import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address, UNIXAddress
+from twisted.internet.defer import fail, succeed
+from twisted.internet.error import ConnectionDone
+from twisted.logger import capturedLogs
+from twisted.python.failure import Failure
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web.server import Site
@@ -28,7 +32,7 @@ from twisted_mcp.policy.identity import IdentityError, Principal
 from twisted_mcp.policy.pinning import digest
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import Concurrency, PolicyConfig, Rate
-from twisted_mcp.service import GatewayService
+from twisted_mcp.service import GatewayService, reload_in_a_thread
 
 from .fakes import FakeBackend
 
@@ -79,6 +83,18 @@ class Response:
         return json.loads(self.body)
 
 
+def parse_response(raw: bytes) -> Response:
+    head, _, content = raw.partition(b"\r\n\r\n")
+    status, *header_lines = head.split(b"\r\n")
+    parsed: dict[bytes, list[bytes]] = {}
+    for line in header_lines:
+        k, _, v = line.partition(b":")
+        parsed.setdefault(k.strip().lower(), []).append(v.strip())
+    length = int(parsed[b"content-length"][0])
+    assert len(content) == length
+    return Response(int(status.split()[1]), parsed, content)
+
+
 class World:
     def __init__(self, policy: Policy | None = None, per_session: bool = False) -> None:
         self.clock = Clock()
@@ -90,7 +106,7 @@ class World:
             self.gateway.policy = policy
         self.service = FakeService(self.gateway, config(), self.clock)
         self.loader: Callable[[], Any] = lambda: None
-        self.admin = AdminResource(self.service, self.loader)
+        self.admin = AdminResource(self.service, lambda: succeed(self.service.reload(self.loader)))
         self.out: dict[str, list[bytes]] = {}
 
     def ready(self) -> None:
@@ -109,6 +125,18 @@ class World:
         unix: bool = True,
     ) -> Response:
         """A request on a Unix-socket admin endpoint (C{unix=False}: TCP)."""
+        return parse_response(self.start(method, path, body, headers, admin, unix).value())
+
+    def start(
+        self,
+        method: bytes,
+        path: bytes,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        admin: AdminResource | None = None,
+        unix: bool = True,
+    ) -> StringTransport:
+        """Send a request; the answer is written to the returned transport."""
         site = Site(admin or self.admin, reactor=self.clock)
         host = UNIXAddress("/run/admin.sock") if unix else IPv4Address("TCP", "127.0.0.1", 9100)
         channel = site.buildProtocol(host)
@@ -117,16 +145,8 @@ class World:
         lines = [method + b" " + path + b" HTTP/1.1", b"Host: localhost", b"Connection: close", b"Content-Length: %d" % len(body)]
         lines += [f"{k}: {v}".encode("latin-1") for k, v in (headers or {}).items()]
         channel.dataReceived(b"\r\n".join(lines) + b"\r\n\r\n" + body)
-        raw = transport.value()
-        head, _, content = raw.partition(b"\r\n\r\n")
-        status, *header_lines = head.split(b"\r\n")
-        parsed: dict[bytes, list[bytes]] = {}
-        for line in header_lines:
-            k, _, v = line.partition(b":")
-            parsed.setdefault(k.strip().lower(), []).append(v.strip())
-        length = int(parsed[b"content-length"][0])
-        assert len(content) == length
-        return Response(int(status.split()[1]), parsed, content)
+        transport.protocol = channel
+        return transport
 
     def get(self, path: bytes, **kw: Any) -> Response:
         return self.request(b"GET", path, **kw)
@@ -488,6 +508,35 @@ class TestReload:
         assert r.json()["applied"] is False
         assert world.service.reloads == []
 
+    def test_loads_in_the_thread_pool_and_answers_once_applied(self, world: World) -> None:
+        """The file is read in a worker thread: nothing is loaded on the
+        event loop, and the answer (what changed) comes once it is applied."""
+        reactor, service = _PoolReactor(), _LoadingService()
+        admin = AdminResource(world.service, lambda: reload_in_a_thread(reactor, service, service.read))
+        transport = world.start(b"POST", b"/reload", b"{}", {"Content-Type": "application/json"}, admin)
+        assert (service.read_calls, transport.value()) == (0, b"")
+        assert len(reactor.pool.queued) == 1
+        reactor.pool.run_all()
+        assert service.read_calls == 1
+        r = parse_response(transport.value())
+        assert (r.code, r.json()) == (200, {"applied": True, "changes": ["backend gamma: added"]})
+
+    def test_a_client_gone_before_the_answer_is_fine(self, world: World) -> None:
+        reactor, service = _PoolReactor(), _LoadingService()
+        admin = AdminResource(world.service, lambda: reload_in_a_thread(reactor, service, service.read))
+        transport = world.start(b"POST", b"/reload", b"{}", {"Content-Type": "application/json"}, admin)
+        transport.protocol.connectionLost(Failure(ConnectionDone()))
+        reactor.pool.run_all()
+        assert service.read_calls == 1
+        assert transport.value() == b""
+
+    def test_a_reload_that_fails_answers_500(self, world: World) -> None:
+        admin = AdminResource(world.service, lambda: fail(RuntimeError("boom")))
+        with capturedLogs() as events:
+            r = world.post(b"/reload", {}, admin=admin)
+        assert (r.code, r.json()) == (500, {"applied": False, "problems": "the reload failed; see the gateway's log"})
+        assert [e["log_format"] for e in events if "log_failure" in e] == ["admin endpoint: reload failed"]
+
     def test_get(self, world: World) -> None:
         r = world.get(b"/reload")
         assert (r.code, r.header(b"allow")) == (405, b"POST")
@@ -499,6 +548,54 @@ class TestReload:
         assert r.code == 400
         assert "JSON" in r.json()["error"]
         assert world.service.reloads == []
+
+
+class _Pool:
+    """A thread pool that runs its work when told to."""
+
+    def __init__(self) -> None:
+        self.queued: list[Callable[[], None]] = []
+
+    def callInThreadWithCallback(self, on_result: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+        def run() -> None:
+            try:
+                result = f(*args, **kwargs)
+            except Exception:
+                on_result(False, Failure())
+            else:
+                on_result(True, result)
+
+        self.queued.append(run)
+
+    def run_all(self) -> None:
+        while self.queued:
+            self.queued.pop(0)()
+
+
+class _PoolReactor:
+    def __init__(self) -> None:
+        self.pool = _Pool()
+
+    def getThreadPool(self) -> _Pool:
+        return self.pool
+
+    def callFromThread(self, f: Any, *args: Any, **kwargs: Any) -> None:
+        f(*args, **kwargs)
+
+
+class _LoadingService:
+    """A service whose reload applies what its loader read."""
+
+    def __init__(self) -> None:
+        self.read_calls = 0
+
+    def read(self) -> str:
+        self.read_calls += 1
+        return "config"
+
+    def reload(self, load: Any) -> tuple[bool, list[str], str]:
+        assert load() == "config"
+        return True, ["backend gamma: added"], ""
 
 
 # -- POST /kill ------------------------------------------------------------------

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
@@ -38,7 +39,7 @@ class AdminChannelTests(SynchronousTestCase):
             reload=lambda load: (self.reloads.append(load), (True, [], ""))[1],
         )
         self.reloads: list[Any] = []
-        self.site = AdminSite(AdminResource(service, lambda: None), self.clock)
+        self.site = AdminSite(AdminResource(service, lambda: succeed(service.reload(None))), self.clock)
         self.open: list[tuple[Any, StringTransport]] = []
 
     def tearDown(self) -> None:

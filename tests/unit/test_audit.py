@@ -100,6 +100,24 @@ class ParseTests(SynchronousTestCase):
         self.assertEqual(problems, [])
         self.assertEqual(config, AuditConfig("sqlite", "/etc/gw/audit/trail.db", None, "Audit_2", True, "allow", 50))
 
+    def test_spillFile(self) -> None:
+        """Beside the trail's file; beside the config file for PostgreSQL; or where spillFile says."""
+        for data, expected in (
+            ({}, "/etc/gw/twisted-mcp-audit.jsonl.spill.jsonl"),
+            ({"sink": "sqlite"}, "/etc/gw/twisted-mcp-audit.sqlite.spill.jsonl"),
+            ({"sink": "postgres", "dsn": "postgresql://db/audit"}, "/etc/gw/twisted-mcp-audit.spill.jsonl"),
+            ({"sink": "postgres", "dsn": "postgresql://db/audit", "spillFile": "spill/a.jsonl"}, "/etc/gw/spill/a.jsonl"),
+            ({"spillFile": "/var/lib/gw/spill.jsonl"}, "/var/lib/gw/spill.jsonl"),
+        ):
+            config, problems = self.parse(data)
+            self.assertEqual(problems, [])
+            assert config is not None
+            self.assertEqual(config.spill_path(), expected, data)
+        _, problems = self.parse({"sink": "none", "spillFile": "x"})
+        self.assertProblem(problems, "audit.spillFile", 'not used with sink "none"')
+        _, problems = self.parse({"spillFile": 3})
+        self.assertProblem(problems, "audit.spillFile")
+
     def test_sqliteDefaultPath(self) -> None:
         config, _ = self.parse({"sink": "sqlite"})
         assert config is not None
@@ -515,7 +533,7 @@ class FileRecoveryTests(AuditTestCase):
         self.stopped(first)
 
 
-class FailureTests(AuditTestCase):
+class OutageTestCase(AuditTestCase):
     def setUp(self) -> None:
         super().setUp()
         # A path whose target the test switches between /dev/full and a file.
@@ -525,6 +543,9 @@ class FailureTests(AuditTestCase):
     def point(self, target: str) -> None:
         os.remove(self.link)
         os.symlink(target, self.link)
+
+
+class FailureTests(OutageTestCase):
 
     def test_diskFullAndRecovery(self) -> None:
         """Records of calls that ran are never dropped: the queue outgrows maxQueue and the gate refuses calls."""
@@ -727,11 +748,91 @@ class FailureTests(AuditTestCase):
             self.assertNoResult(d)
             self.clock.advance(AuditLog.STOP_TIMEOUT)
         self.assertIsNone(self.successResultOf(d))
-        self.assertEqual((log.failures, log.queue_depth), (2, 0))
-        self.assertTrue(any("2 audit record(s) could not be written" in formatEvent(e) for e in events))
+        self.assertEqual((log.failures, log.queue_depth), (0, 0))  # kept in the spill file
+        spill = self.link + ".spill.jsonl"
+        self.assertTrue(any(f"2 audit record(s) could not be written to file {self.link} before shutdown (2 of them of calls "
+                            f"that ran); kept in the spill file {spill}" in formatEvent(e) for e in events))
+        self.assertEqual([r["id"] for r in read_lines(spill)], ["req-0", "req-1"])
         self.assertEqual(self.clock.getDelayedCalls(), [])
         log.record(fields(2))  # after stop: counted, not queued
-        self.assertEqual((log.failures, log.queue_depth), (3, 0))
+        self.assertEqual((log.failures, log.queue_depth), (1, 0))
+
+
+class SpillTests(OutageTestCase):
+    """Records that could not be written before shutdown survive in the
+    spill file and go to the trail first at the next start."""
+
+    def outage_stop(self, ids: range, **kw: Any) -> AuditLog:
+        log = self.started(self.config(path=self.link, **kw))
+        for n in ids:
+            log.record(fields(n))
+        d = log.stop()
+        self.clock.advance(AuditLog.STOP_TIMEOUT)
+        self.successResultOf(d)
+        return log
+
+    def test_spilledRecordsAreWrittenFirstAtTheNextStart(self) -> None:
+        spill = self.link + ".spill.jsonl"
+        self.outage_stop(range(3))
+        self.assertEqual(os.stat(spill).st_mode & 0o777, 0o600)
+        self.assertEqual(read_lines(spill), [fields(n) for n in range(3)])  # as recorded, sealed when written
+        self.point(self.path)  # the sink is back, empty
+        open(self.path, "wb").close()
+        result = verify(self.config(path=self.link))
+        self.assertEqual(result.spilled, 3)
+        self.assertIn(f"3 record(s) in the spill file {spill} are not in the trail yet", result.message)
+
+        with capturedLogs() as events:
+            log = self.started(self.config(path=self.link))
+            log.record(fields(3))
+        self.assertChain(read_lines(self.path), ["req-0", "req-1", "req-2", "req-3"])
+        self.assertFalse(os.path.exists(spill))
+        self.assertTrue(any("writing 3 audit record(s) kept in the spill file" in formatEvent(e) for e in events))
+        self.stopped(log)
+        self.assertVerified(self.config(path=self.link), 4)
+
+    def test_aSecondOutageBeforeTheReplayKeepsEachRecordOnce(self) -> None:
+        spill = self.link + ".spill.jsonl"
+        self.outage_stop(range(2))
+        self.outage_stop(range(2, 4))  # replays req-0, req-1: not written either
+        self.assertEqual([r["id"] for r in read_lines(spill)], ["req-0", "req-1", "req-2", "req-3"])
+        self.point(self.path)
+        self.stopped(self.started(self.config(path=self.link)))
+        self.assertChain(read_lines(self.path), [f"req-{n}" for n in range(4)])
+        self.assertFalse(os.path.exists(spill))
+
+    def test_aSpillFileThatCannotBeReplayedIsLeftAndAppendedTo(self) -> None:
+        spill = self.link + ".spill.jsonl"
+        with open(spill, "wb") as f:
+            f.write(b"not json\n")
+        with capturedLogs() as events:
+            self.outage_stop(range(1))
+        self.assertTrue(any(f"the audit spill file {spill} cannot be replayed (line 1 is not a JSON record)" in formatEvent(e) for e in events))
+        with open(spill, "rb") as f:
+            first, *spilled = f.read().splitlines()
+        self.assertEqual((first, [json.loads(line)["id"] for line in spilled]), (b"not json", ["req-0"]))
+
+    def test_theGapRecordIsSpilledFirst(self) -> None:
+        spill = self.link + ".spill.jsonl"
+        log = self.started(self.config(path=self.link, maxQueue=1, onFailure="allow"))
+        log.record(fields(0))
+        log.record(fields(1, decision="deny", outcome="refused"))  # dropped: the queue is full
+        d = log.stop()
+        self.clock.advance(AuditLog.STOP_TIMEOUT)
+        self.successResultOf(d)
+        records = read_lines(spill)
+        self.assertEqual((records[0]["method"], records[0]["lost"]), ("audit/gap", 1))
+        self.assertEqual([r["id"] for r in records[1:]], ["req-0"])
+
+    def test_noSpillFileMeansLost(self) -> None:
+        log = self.started(self.config(path=self.link, spillFile=os.path.join(self.directory, "missing", "spill.jsonl")))
+        log.record(fields(0))
+        with capturedLogs() as events:
+            d = log.stop()
+            self.clock.advance(AuditLog.STOP_TIMEOUT)
+        self.successResultOf(d)
+        self.assertEqual(log.failures, 1)
+        self.assertTrue(any("nor kept in the spill file" in formatEvent(e) and "they are lost" in formatEvent(e) for e in events))
 
 
 class NonBlockingTests(AuditTestCase):

@@ -152,15 +152,15 @@ class _Service:
 
 
 def test_a_reload_reads_the_file_in_a_worker_thread(tmp_path) -> None:
-    from twisted_mcp.tap import _reload_in_a_thread
+    from twisted_mcp.service import reload_in_a_thread
 
     path = tmp_path / "gw.yaml"
     path.write_text("mcpServers: {a: {command: x}}\n")
     reactor, service = _Reactor(), _Service()
     reader = lambda: load(str(path), environ={})  # noqa: E731
-    _reload_in_a_thread(reactor, service, reader)
+    reload_in_a_thread(reactor, service, reader)
     path.write_text(bomb(9))
-    _reload_in_a_thread(reactor, service, reader)
+    reload_in_a_thread(reactor, service, reader)
     assert reactor.pool.ran == [reader, reader]
     good, bad = service.loaded
     assert [s.name for s in good.servers] == ["a"]

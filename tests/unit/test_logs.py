@@ -684,3 +684,46 @@ class StderrSettingsTests(SynchronousTestCase):
                 'gateway.stderrBurst: expected a whole number, got a string "many"',
             ],
         )
+
+
+class OtherThreadTests(SynchronousTestCase):
+    """With a reactor, the observer writes only from the thread that made
+    it: an event from a worker thread (a reload parses the config in one)
+    is handed to the reactor."""
+
+    def emit_in_a_thread(self, observer: logs.LogObserver) -> None:
+        import threading
+
+        thread = threading.Thread(
+            target=observer, args=({"log_format": "from {where}", "where": "a worker", "log_level": LogLevel.warn, "log_time": 0.0},)
+        )
+        thread.start()
+        thread.join()
+
+    def test_handedToTheReactor(self) -> None:
+        handed: list[tuple[Any, tuple[Any, ...]]] = []
+
+        class Reactor:
+            def callFromThread(self, f: Any, *args: Any) -> None:
+                handed.append((f, args))
+
+        out = io.StringIO()
+        observer = logs.LogObserver(out, "json", Reactor())
+        self.emit_in_a_thread(observer)
+        self.assertEqual(out.getvalue(), "")
+        [(f, args)] = handed
+        f(*args)
+        self.assertEqual(json.loads(out.getvalue())["message"], "from a worker")
+
+    def test_writtenAtOnceInItsOwnThread(self) -> None:
+        out = io.StringIO()
+        observer = logs.LogObserver(out, "json", object())
+        observer({"log_format": "here", "log_level": LogLevel.info, "log_time": 0.0})
+        self.assertEqual(json.loads(out.getvalue())["message"], "here")
+
+    def test_attachPassesTheReactor(self) -> None:
+        self.patch(logs.sys, "stdout", io.StringIO())
+        reactor = object()
+        application = service.Application("x")
+        logs.attach(service.Service(), InstallTests.options(self), reactor).setServiceParent(application)  # type: ignore[arg-type]
+        self.assertIs(application.getComponent(ILogObserver).reactor, reactor)

@@ -894,3 +894,57 @@ class ThroughGatewayTests(BackendTestCase):
                 break
         finally:
             self.forget_leaked_requests()
+
+
+def _exited_child() -> int:
+    """Fork a child that exits at once; return its pid once it is a zombie."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    for _ in range(2000):
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        if stat[stat.rfind(b")") + 2 :].split()[0] == b"Z":
+            return pid
+        os.sched_yield()
+    raise AssertionError("the child did not exit")
+
+
+class ReapAdoptedTests(SynchronousTestCase):
+    """Adopted children that exit are collected; Twisted's own are not."""
+
+    def test_collectsAnAdoptedChildThatExited(self) -> None:
+        pid = _exited_child()
+        stdio_backend.reap_adopted()
+        self.assertRaises(ChildProcessError, os.waitpid, pid, os.WNOHANG)
+
+    def test_leavesTwistedsProcessesAlone(self) -> None:
+        from twisted.internet.process import reapProcessHandlers
+
+        pid = _exited_child()
+        reapProcessHandlers[pid] = object()
+        try:
+            stdio_backend.reap_adopted()
+            self.assertEqual(os.waitpid(pid, os.WNOHANG)[0], pid)
+        finally:
+            del reapProcessHandlers[pid]
+
+    def test_startReapingCollectsEveryInterval(self) -> None:
+        reaped: list[None] = []
+        self.patch(stdio_backend, "become_subreaper", lambda: True)
+        self.patch(stdio_backend, "reap_adopted", lambda: reaped.append(None))
+        clock = Clock()
+        loop = stdio_backend.start_reaping(clock)
+        self.assertEqual(reaped, [])
+        clock.advance(stdio_backend.REAP_INTERVAL)
+        clock.advance(stdio_backend.REAP_INTERVAL)
+        self.assertEqual(len(reaped), 2)
+        assert loop is not None
+        loop.stop()
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_noReapingWithoutSubreaper(self) -> None:
+        self.patch(stdio_backend, "become_subreaper", lambda: False)
+        clock = Clock()
+        self.assertIsNone(stdio_backend.start_reaping(clock))
+        self.assertEqual(clock.getDelayedCalls(), [])

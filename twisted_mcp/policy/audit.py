@@ -91,6 +91,9 @@ SINKS = ("file", "sqlite", "postgres", "none")
 ON_FAILURE = ("refuse", "allow")
 DEFAULT_FILE = "twisted-mcp-audit.jsonl"
 DEFAULT_SQLITE = "twisted-mcp-audit.sqlite"
+SPILL_SUFFIX = ".spill.jsonl"
+#: The spill file of a PostgreSQL trail, beside the config file.
+DEFAULT_POSTGRES_SPILL = "twisted-mcp-audit.spill.jsonl"
 TABLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # whole name (fullmatch)
 MAX_TABLE_LENGTH = 48  # PostgreSQL names are at most 63 bytes, with room for "_principal"
 SCHEMA_VERSION = 1
@@ -132,6 +135,16 @@ class AuditConfig:
     keySource: str | None = None
     #: The HMAC key of the chain (see L{twisted_mcp.policy.audit_keys}); never shown.
     key: bytes | None = attrs.field(default=None, repr=False)
+    #: Where records that could not be written before shutdown are kept
+    #: until the next start; None: beside the file or database
+    #: (L{spill_path}).
+    spillFile: str | None = None
+
+    def spill_path(self) -> str | None:
+        """The spill file: C{spillFile}, else C{<path>.spill.jsonl}."""
+        if self.spillFile is not None:
+            return self.spillFile
+        return f"{self.path}{SPILL_SUFFIX}" if self.path else None
 
     def describe(self) -> str:
         """Where records go, for logs and messages (never the DSN's password)."""
@@ -144,7 +157,9 @@ class AuditConfig:
         return "none"
 
 
-_AUDIT_KEYS = ("sink", "path", "dsn", "table", "recordArguments", "onFailure", "maxQueue", "maxFieldBytes", "maxRecordBytes") + KEY_SOURCES
+_AUDIT_KEYS = (
+    "sink", "path", "dsn", "table", "recordArguments", "onFailure", "maxQueue", "maxFieldBytes", "maxRecordBytes", "spillFile"
+) + KEY_SOURCES
 
 
 def parse_audit(data: Any, path: str, base_dir: str | None, problems: list[str]) -> AuditConfig | None:
@@ -230,11 +245,25 @@ def parse_audit(data: Any, path: str, base_dir: str | None, problems: list[str])
     field_max, record_max = fields.get("maxFieldBytes", 1024), fields.get("maxRecordBytes", 65536)
     if field_max is not None and record_max is not None and field_max > record_max:
         check.problem(_join(path, "maxFieldBytes"), f"must not be larger than {_join(path, 'maxRecordBytes')}")
+    _parse_spill_file(check, path, spec, base_dir, fields)
     _parse_key(check, path, spec, base_dir, fields)
     if check.problems:
         problems.extend(check.problems)
         return None
     return AuditConfig(**fields)
+
+
+def _parse_spill_file(check: _Checker, path: str, spec: dict[str, Any], base_dir: str | None, fields: dict[str, Any]) -> None:
+    """Where unwritten records wait for the next start: given, or beside the config for PostgreSQL."""
+    if "spillFile" in spec:
+        where = _join(path, "spillFile")
+        value = check.string(where, spec["spillFile"])
+        if value is not None:
+            if fields.get("sink") == "none":
+                check.problem(where, 'not used with sink "none"')
+            fields["spillFile"] = _resolve(value, base_dir)
+    elif fields.get("sink") == "postgres":
+        fields["spillFile"] = _resolve(DEFAULT_POSTGRES_SPILL, base_dir)
 
 
 def _parse_key(check: _Checker, path: str, spec: dict[str, Any], base_dir: str | None, fields: dict[str, Any]) -> None:
@@ -1312,6 +1341,10 @@ class AuditLog:
         self._gap_record: dict[str, Any] | None = None  # the gap record being written
         self._dropped = 0
         self._waiters: list[tuple[Callable[[], bool], Deferred[bool]]] = []
+        #: Records that could not be written before shutdown wait here for the next start.
+        self._spill = config.spill_path() if self._sink is not None else None
+        #: Records read back from the spill file that are still queued (the file goes once none is).
+        self._replaying = 0
 
     # -- what the pipeline reads
 
@@ -1365,6 +1398,7 @@ class AuditLog:
         if self._sink is None or self._started or self._stopping:
             return succeed(None)
         self._started = True
+        self._replay_spill()
         if hasattr(self._threads, "callInThreadWithCallback"):
             self._pool = self._threads
         else:
@@ -1402,16 +1436,7 @@ class AuditLog:
             self._retry_call.cancel()
             self._retry_call = None
         if self._unwritten():
-            left = len(self._queue)
-            self._failures += left
-            _log.error(
-                "{count} audit record(s) could not be written to {where} before shutdown ({kept} of them of "
-                "calls that ran), nor the count of {refusals} refusal(s) dropped before",
-                count=left,
-                kept=self._kept,
-                refusals=self._gap.count + (self._gap_record or {}).get("lost", 0),
-                where=self._where,
-            )
+            self._spill_unwritten()
             self._queue.clear()
             self._kept = self._scan_from = 0
         self._closed = True
@@ -1428,6 +1453,99 @@ class AuditLog:
                 # A write is stuck: do not wait for it (the thread is a daemon).
                 _log.warn("the audit sink {where} did not finish its last write; not waiting for it", where=self._where)
                 _daemon_thread(target=self._pool.stop, name="twisted-mcp-audit-stop").start()
+
+    # -- the spill file
+
+    def _spill_unwritten(self) -> None:
+        """
+        At shutdown, keep what could not be written in the spill file
+        (appended, mode 0600; rewritten whole while records read back from
+        it are still queued, for they are among these), in order, the gap
+        record first: the next start writes them to the trail first.
+        """
+        records = self._unwritten_records()
+        kept = sum(1 for r in records if _must_keep(r))
+        path = self._spill
+        problem = "no spill file is configured (audit.spillFile)" if path is None else None
+        if path is not None:
+            try:
+                _write_spill(path, records, replace=self._replaying > 0)
+            except OSError as e:
+                problem = _one_line(e)
+        if problem is not None:
+            self._failures += len(records)
+            _log.error(
+                "{count} audit record(s) could not be written to {where} before shutdown ({kept} of them of calls "
+                "that ran), nor kept in the spill file {spill}: {error}; they are lost",
+                count=len(records),
+                kept=kept,
+                where=self._where,
+                spill=path,
+                error=problem,
+            )
+            return
+        _log.error(
+            "{count} audit record(s) could not be written to {where} before shutdown ({kept} of them of calls that "
+            "ran); kept in the spill file {spill}, written to the trail first at the next start",
+            count=len(records),
+            kept=kept,
+            where=self._where,
+            spill=path,
+        )
+
+    def _unwritten_records(self) -> list[dict[str, Any]]:
+        """Everything not written yet, in the order it would have been: the gap record first."""
+        gaps = [self._gap_record] if self._gap_record is not None else []
+        if self._gap.count:
+            gaps.append(self._gap.record(uuid.uuid4().hex, self._clock.seconds()))
+        return gaps + list(self._queue)
+
+    def _replay_spill(self) -> None:
+        """At start: queue the records of the spill file before any other, to be written first."""
+        path = self._spill
+        if path is None:
+            return
+        try:
+            records = _read_spill(path)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as e:
+            _log.error(
+                "the audit spill file {spill} cannot be replayed ({error}); it is left as it is, and records "
+                "that cannot be written at the next shutdown are appended to it",
+                spill=path,
+                error=_one_line(e),
+            )
+            return
+        if not records:
+            self._replayed()
+            return
+        self._queue.extendleft(reversed(records))
+        self._kept += sum(1 for r in records if _must_keep(r))
+        self._replaying = len(records)
+        _log.info(
+            "writing {count} audit record(s) kept in the spill file {spill} at the last shutdown to {where} first",
+            count=len(records),
+            spill=path,
+            where=self._where,
+        )
+
+    def _replayed(self) -> None:
+        """Every record of the spill file is in the trail: the file goes."""
+        assert self._spill is not None
+        try:
+            os.remove(self._spill)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            _log.error(
+                "the audit spill file {spill} was written to the trail but cannot be removed ({error}): remove it, "
+                "or its records are written again at the next start",
+                spill=self._spill,
+                error=_one_line(e),
+            )
+            return
+        _log.info("the audit spill file {spill} is in the trail; removed it", spill=self._spill)
 
     # -- recording
 
@@ -1629,6 +1747,10 @@ class AuditLog:
         for _ in range(count):
             if _must_keep(self._queue.popleft()):
                 self._kept -= 1
+        if self._replaying:
+            self._replaying = max(0, self._replaying - count)
+            if not self._replaying:
+                self._replayed()
 
     # -- waiting, bounded
 
@@ -1656,6 +1778,44 @@ class AuditLog:
                 self._waiters.append((done, d))
 
 
+# -- the spill file -----------------------------------------------------------------
+
+
+def _write_spill(path: str, records: list[dict[str, Any]], replace: bool) -> None:
+    """One JSON record per line, appended (or replacing the file), mode 0600, synced."""
+    data = b"".join(_canonical(r) + b"\n" for r in records)
+    target = f"{path}.tmp" if replace else path
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_TRUNC if replace else os.O_APPEND)
+    fd = os.open(target, flags, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if replace:
+        os.replace(target, path)
+
+
+def _read_spill(path: str) -> list[dict[str, Any]]:
+    """The records of a spill file, in order; ValueError names a line that is not one."""
+    with open(path, "rb") as f:
+        lines = f.read().splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            record = None
+        if type(record) is not dict:
+            raise ValueError(f"line {number} is not a JSON record")
+        records.append(record)
+    return records
+
+
 # -- verification ---------------------------------------------------------------------
 
 
@@ -1676,6 +1836,8 @@ class VerifyResult:
     lost: int = 0
     #: The last good record: (seq, digest), for a checkpoint.
     head: tuple[int, str] | None = attrs.field(default=None, eq=False)
+    #: Records in the spill file, kept at a shutdown and not in the trail yet.
+    spilled: int = 0
 
 
 @attrs.frozen
@@ -1705,7 +1867,13 @@ def verify(config: AuditConfig, checkpoint: bytes | None = None) -> VerifyResult
             anchor = read_checkpoint(checkpoint, config.key)
         except ValueError as e:
             return VerifyResult(False, 0, None, f"the checkpoint cannot be trusted: {e}")
-    check = _ChainCheck(config.key, anchor)
+    result = _verify_trail(config, _ChainCheck(config.key, anchor))
+    if not result.ok:
+        return result
+    return _with_spill(result, config.spill_path())
+
+
+def _verify_trail(config: AuditConfig, check: "_ChainCheck") -> VerifyResult:
     if config.sink == "file":
         path = config.path or DEFAULT_FILE
         try:
@@ -1717,6 +1885,25 @@ def verify(config: AuditConfig, checkpoint: bytes | None = None) -> VerifyResult
     if config.sink == "sqlite":
         return _verify_sqlite(config.path or DEFAULT_SQLITE, config.table, check)
     return _verify_postgres(config.dsn or "", config.table, check)
+
+
+def _with_spill(result: VerifyResult, path: str | None) -> VerifyResult:
+    """Say so when records kept in the spill file at a shutdown are not in the trail yet."""
+    if path is None:
+        return result
+    try:
+        with open(path, "rb") as f:
+            spilled = sum(1 for line in f if line.strip())
+    except FileNotFoundError:
+        return result
+    except OSError as e:
+        return attrs.evolve(result, message=f"{result.message}; the spill file {path} cannot be read: {e.strerror}")
+    return attrs.evolve(
+        result,
+        spilled=spilled,
+        message=f"{result.message}; {spilled} record(s) in the spill file {path} are not in the trail yet "
+        "(the gateway writes them there at its next start)",
+    )
 
 
 def _file_entries(lines: Iterable[bytes]) -> Iterator[_Entry]:
