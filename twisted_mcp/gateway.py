@@ -24,6 +24,7 @@ from twisted_mcp.jsonrpc import (
     INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
+    PARSE_ERROR,
     JsonRpcError,
     MessageError,
     decode,
@@ -32,6 +33,12 @@ from twisted_mcp.jsonrpc import (
 )
 from twisted_mcp.versions import SERVER_INFO, negotiate
 
+#: The error codes /metrics names one by one: JSON-RPC's and the gateway's.
+#: A backend may answer with any integer; the rest share the label "other",
+#: or each new code would add a counter that lives as long as the gateway.
+_CODE_LABELS = frozenset(
+    str(code) for code in (PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR, *(row[0] for row in errors.TABLE))
+)
 log = Logger()
 
 
@@ -153,7 +160,8 @@ class Gateway:
         return counts
 
     def count(self, method: str, outcome: str, code: Any = "") -> None:
-        key = (method, outcome, str(code))
+        label = str(code)
+        key = (method, outcome, label if not label or label in _CODE_LABELS else "other")
         requests = self.requests
         requests[key] = requests.get(key, 0) + 1
 

@@ -24,6 +24,7 @@ from twisted_mcp.admin import AdminResource
 from twisted_mcp.backend import State
 from twisted_mcp.config import Config, GatewaySettings, HttpServer
 from twisted_mcp.gateway import ClientSession, Gateway
+from twisted_mcp.jsonrpc import INVALID_PARAMS, JsonRpcError
 from twisted_mcp.policy.identity import IdentityError, Principal
 from twisted_mcp.policy.pinning import digest
 from twisted_mcp.policy.pipeline import Policy
@@ -271,6 +272,24 @@ class TestMetrics:
             (("code", "-32602"), ("method", "tools/call"), ("outcome", "error")): 1.0,
             (("code", ""), ("method", "ping"), ("outcome", "ok")): 1.0,
         }
+
+    def test_backend_error_codes_do_not_grow_the_label_set(self, world: World) -> None:
+        """A backend may answer with any integer code: codes that are neither
+        JSON-RPC's nor the gateway's share one label value, so a backend
+        cannot grow the counter's label set (and memory) without bound."""
+        world.ready()
+        s = world.session("s1")
+        for i in range(50):
+            world.call(s, 10 + i, "alpha__echo")
+            world.alpha.calls[-1].deferred.errback(JsonRpcError(1000 + i, "a backend's own error"))
+        world.call(s, 99, "alpha__echo")
+        world.alpha.calls[-1].deferred.errback(JsonRpcError(INVALID_PARAMS, "bad"))
+        got = samples(metrics(world)["twisted_mcp_requests"], "_total")
+        errors_seen = {dict(k)["code"]: v for k, v in got.items() if dict(k)["outcome"] == "error"}
+        assert errors_seen == {"other": 50.0, str(INVALID_PARAMS): 1.0}
+        assert len(world.gateway.requests) == 3  # initialize ok, and the two error labels
+        replies = [m for m in world.take("s1") if m.get("id") in (10, 59)]
+        assert [r["error"]["code"] for r in replies] == [1000, 1049]  # the client still sees the backend's code
 
     def test_latency_histogram(self, world: World) -> None:
         for seconds in (0.0003, 0.001, 0.003, 0.003, 0.7, 100.0):
