@@ -88,6 +88,9 @@ class GatewaySettings:
     adminTimeout: float = 30.0
     #: The largest request body the admin endpoint reads.
     adminMaxBodyBytes: int = 64 * 1024
+    #: Kill switch entries POST /kill may hold at once (principals, backends
+    #: and tools together; the config's own entries do not count).
+    maxKillSwitchEntries: int = 1024
     discoveryTimeout: float = 30.0
     callTimeout: float = 60.0
     shutdownGrace: float = 10.0
@@ -509,6 +512,7 @@ _GATEWAY_KEYS: dict[str, tuple[str, Any]] = {
     "adminMaxConnections": ("int", (1, 4096)),
     "adminTimeout": ("seconds", (0.1, 3600)),
     "adminMaxBodyBytes": ("int", (1024, 1 << 30)),
+    "maxKillSwitchEntries": ("int", (1, 1_000_000)),
     "discoveryTimeout": ("seconds", (0.1, 3600)),
     "callTimeout": ("seconds", (0.1, 86400)),
     "shutdownGrace": ("seconds", (0, 3600)),

@@ -54,6 +54,7 @@ class FakeService:
     def __init__(self, gateway: Gateway, config: Config, clock: Clock) -> None:
         self.gateway = gateway
         self.config = config
+        self.settings = config.gateway
         self.clock = clock
         self.started_at = clock.seconds()
         self.stopping = False
@@ -626,6 +627,30 @@ class TestKill:
         world = World(policy=Policy(PolicyConfig(kill_tools=("beta__*",), active=True), "__", Clock()))
         world.post(b"/kill", {"kind": "tool", "name": "alpha__add"})
         assert world.get(b"/kill").json() == {"principals": [], "backends": [], "tools": ["alpha__add", "beta__*"]}
+
+    def test_run_time_entries_are_capped(self, world: World) -> None:
+        """Every kind counts toward gateway.maxKillSwitchEntries; throwing one
+        already thrown, and releasing, are always allowed."""
+        world.service.settings = GatewaySettings(maxKillSwitchEntries=3)
+        assert world.post(b"/kill", {"kind": "principal", "name": "mallory"}).code == 200
+        assert world.post(b"/kill", {"kind": "backend", "name": "alpha"}).code == 200
+        assert world.post(b"/kill", {"kind": "tool", "name": "beta__*"}).code == 200
+        r = world.post(b"/kill", {"kind": "tool", "name": "beta__get_time"})
+        assert r.code == 409
+        assert r.json() == {
+            "error": "the kill switch already holds 3 run-time entries, its cap (gateway.maxKillSwitchEntries); "
+            "release some, or put them in the config's killSwitch and reload"
+        }
+        assert world.gateway.policy.kill_switch()["tools"] == ["beta__*"]
+        assert world.post(b"/kill", {"kind": "tool", "name": "beta__*"}).code == 200
+        assert world.post(b"/kill", {"kind": "principal", "name": "mallory", "disabled": False}).code == 200
+        assert world.post(b"/kill", {"kind": "tool", "name": "beta__get_time"}).code == 200
+
+    def test_the_default_cap(self, world: World) -> None:
+        assert GatewaySettings().maxKillSwitchEntries == 1024
+        for i in range(1024):
+            world.gateway.policy.set_kill("principal", f"p{i}", True)
+        assert world.post(b"/kill", {"kind": "principal", "name": "one-more"}).code == 409
 
 
 # -- POST /pins/approve ----------------------------------------------------------
