@@ -132,6 +132,10 @@ class _NoCookies(CookiePolicy):
         return False
 
 
+#: Addresses whose endpoint L{Client} remembers.
+_MAX_TARGETS = 16
+
+
 class Client(HTTPClient):
     """
     treq's client, with a fast path for what the gateway sends most: a
@@ -161,6 +165,9 @@ class Client(HTTPClient):
         ):
             target = self._targets.get(url)
             if target is None:
+                # A legacy server names a new address for each session: keep a few.
+                if len(self._targets) >= _MAX_TARGETS:
+                    self._targets.clear()
                 uri = URI.fromBytes(url)
                 target = self._targets[url] = (
                     (uri.scheme, uri.host, uri.port),

@@ -13,11 +13,12 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http_headers import Headers
 
 from twisted_mcp import errors
 from twisted_mcp.backend import State
 from twisted_mcp.config import HttpServer
-from twisted_mcp.http_backend import HttpBackend
+from twisted_mcp.http_backend import Client, HttpBackend
 from twisted_mcp.jsonrpc import JsonRpcError, encode
 from twisted_mcp.versions import LATEST_HANDSHAKE
 from twisted_mcp.urls import shown_url
@@ -1091,3 +1092,31 @@ class LegacyTests(HttpTestCase):
         stream.push_event(result(call, {}))
         self.assertEqual(backend.state, State.UP)
         self.stop_legacy(backend, stream)
+
+
+class FastPathTests(SynchronousTestCase):
+    def test_addressesRememberedAreBounded(self) -> None:
+        """
+        The fast path remembers the endpoint of each address it posts to; a
+        legacy server names a new address (its session id in the query) for
+        every session, so only a few addresses are remembered.
+        """
+        class Agent:
+            def __init__(self) -> None:
+                self.sent: list[bytes] = []
+
+            def _getEndpoint(self, uri: Any) -> Any:
+                return object()
+
+            def _requestWithEndpoint(self, key: Any, endpoint: Any, method: bytes, uri: Any, headers: Any, body: Any, path: bytes) -> Any:
+                self.sent.append(path)
+                return None
+
+        agent = Agent()
+        client = Client(agent)  # type: ignore[arg-type]
+        for i in range(100):
+            client.request("POST", b"http://mcp.example/messages?sessionId=%d" % i, data=b"{}", headers=Headers(),
+                           allow_redirects=False, unbuffered=True)
+        self.assertEqual(agent.sent[-1], b"/messages?sessionId=99")
+        self.assertEqual(len(agent.sent), 100)
+        self.assertLessEqual(len(client._targets), 16)
