@@ -41,6 +41,16 @@ _CODE_LABELS = frozenset(
 )
 log = Logger()
 
+#: Characters of a client's name and of its version a session keeps.
+_CLIENT_INFO_CHARS = 256
+
+
+def _client_info(info: dict[str, Any]) -> dict[str, str]:
+    """The name and version a client gave, as short strings: a session keeps
+    them as long as it lasts (for /status), and an initialize may be as
+    large as gateway.maxHandshakeBytes; the rest is not used."""
+    return {key: value[:_CLIENT_INFO_CHARS] for key in ("name", "version") if type(value := info.get(key)) is str}
+
 
 class Gateway:
     """
@@ -359,13 +369,15 @@ class ClientSession:
             raise JsonRpcError(INVALID_REQUEST, "Invalid Request: initialize was already received")
         self.protocol_version = negotiate(params.get("protocolVersion"))
         info = params.get("clientInfo")
-        self.client_info = info if type(info) is dict else {}
+        given = info if type(info) is dict else {}
+        self.client_info = _client_info(given)
         self.initialized = True
+        # The log cuts each field itself, longer than the session keeps it.
         log.info(
             "client {client}: {name} {version} connected (protocol {protocol})",
             client=self.label,
-            name=self.client_info.get("name", "?"),
-            version=self.client_info.get("version", "?"),
+            name=given.get("name", "?"),
+            version=given.get("version", "?"),
             protocol=self.protocol_version,
         )
         return {

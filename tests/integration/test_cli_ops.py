@@ -140,3 +140,20 @@ def test_the_run_time_kill_switch_is_capped(daemon, tmp_path):
     assert wait_gone({pid}, 30) == set()
     with open(log) as f:
         assert "kill switch not thrown for principal eve" in f.read()
+
+
+def test_status_lists_a_huge_client_info_cut(daemon, tmp_path):
+    """A client's clientInfo as large as an initialize may be: the daemon
+    keeps and shows 256 characters of its name and of its version."""
+    sock = str(tmp_path / "gw.sock")
+    admin = f"unix:{tmp_path / 'admin.sock'}"
+    pid, _ = daemon({"echo": server("echo_fast")}, f"unix:{sock}", admin=admin)
+    wait_for_path(sock)
+    c = LineClient(sock)
+    c.initialize(name="n" * 60_000)
+    status = _cli("status", "--admin", admin, "--json")
+    assert status.returncode == 0, status.stderr
+    assert [client["client"] for client in json.loads(status.stdout)["clients"]] == ["n" * 256 + " 1"]
+    c.close()
+    os.kill(pid, signal.SIGTERM)
+    assert wait_gone({pid}, 30) == set()

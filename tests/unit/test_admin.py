@@ -415,6 +415,16 @@ class TestStatus:
         assert r.json() == self.expected
         world.alpha.calls[0].deferred.callback({"content": []})
 
+    def test_client_info_is_kept_short(self, world: World) -> None:
+        """A session keeps clientInfo's name and version only, each cut to
+        256 characters: what /status lists stays small however big the
+        initialize was."""
+        world.ready()
+        world.session("big", {"name": "n" * 50_000, "version": "v" * 50_000, "extra": ["x" * 1000] * 10})
+        world.session("odd", {"name": {"nested": "object"}, "version": 7})
+        clients = {c["id"]: c["client"] for c in world.get(b"/status?format=json").json()["clients"]}
+        assert clients == {"big": "n" * 256 + " " + "v" * 256, "odd": "?"}
+
     def test_json_by_query(self, world: World) -> None:
         self.populate(world)
         r = world.get(b"/status?format=json")
