@@ -244,7 +244,7 @@ class _HttpRun:
         self.name = backend.name
         self.url = backend.config.url.encode("ascii")
         self.session = McpClientSession(
-            backend.name, self.send, backend.clock, self._tools_changed, on_abort=self.abort
+            backend.name, self.send, backend.clock, self._tools_changed, on_abort=self.abort, max_listing=backend.max_message
         )
         self.session_id: bytes | None = None
         self.protocol_version: str | None = None

@@ -553,6 +553,27 @@ class DownTests(BackendTestCase):
         self.assertEqual(self.restart_delay(), 1.0)
         self.stop(backend)
 
+    def test_toolDefinitionsBoundedByMaxMessageBytes(self) -> None:
+        """
+        The gateway lists every tool to a client in one message, so a
+        backend's tool definitions may add up to gateway.maxMessageBytes:
+        past that, discovery fails at the page that crosses it (however
+        many pages the backend would send).
+        """
+        backend = self.make(max_message=4096)
+        backend.startService()
+        discovered = backend.when_discovered()
+        spawn = self.last
+        self.initialize_reply(spawn)
+        page = [{"name": f"t{i}", "description": "x" * 900} for i in range(3)]
+        self.reply(spawn, "tools/list", {"tools": page, "nextCursor": "2"})
+        self.assertNoResult(discovered)
+        self.reply(spawn, "tools/list", {"tools": page, "nextCursor": "3"})
+        self.successResultOf(discovered)
+        self.assertNotEqual(backend.state, State.UP)
+        self.assertIn("more than 4096 bytes of tool definitions (gateway.maxMessageBytes)", backend.last_error or "")
+        self.assertEqual([m.get("params") for m in spawn.transport.messages() if m.get("method") == "tools/list"], [None, {"cursor": "2"}])
+
     def test_discoveryTimeout(self) -> None:
         backend = self.make()
         backend.startService()
