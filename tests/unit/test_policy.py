@@ -24,7 +24,7 @@ from twisted_mcp.policy.identity import IdentityError, Principal
 from twisted_mcp.policy.limits import Busy, Slots, TokenBucket
 from twisted_mcp.policy.pinning import Pins, digest, read_lock, write_lock
 from twisted_mcp.policy.pipeline import Policy
-from twisted_mcp.policy.rules import matches, parse_policy
+from twisted_mcp.policy.rules import PolicyConfig, matches, parse_policy
 
 
 class BucketTests(SynchronousTestCase):
@@ -629,3 +629,15 @@ class ReviewFixTests(PipelineTests):
 
 
 import json  # noqa: E402
+
+
+class DecisionCacheTests(SynchronousTestCase):
+    def test_bounded(self) -> None:
+        """Decisions are cached per (principal, tool); past 100,000 the
+        cache starts again, whoever the principals are."""
+        catalog = _catalog(("a", ["read"]))
+        policy = Policy(PolicyConfig(active=True), "__", Clock())
+        entry = catalog.entries["a__read"]
+        for i in range(100_005):
+            policy.refusal(Principal(name=f"p{i}", source="peer"), entry)
+        self.assertLessEqual(len(policy._decisions), 100_001)
