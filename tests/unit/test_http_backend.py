@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 from twisted.internet.defer import CancelledError
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import ConnectingCancelledError, ConnectionRefusedError
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
@@ -1120,3 +1121,18 @@ class FastPathTests(SynchronousTestCase):
         self.assertEqual(agent.sent[-1], b"/messages?sessionId=99")
         self.assertEqual(len(agent.sent), 100)
         self.assertLessEqual(len(client._targets), 16)
+
+
+class ConnectionSettingsTests(SynchronousTestCase):
+    def test_connectTimeoutAndKeptAliveConnections(self) -> None:
+        """connectTimeout bounds each TCP connection attempt; maxConnections
+        is how many idle connections the backend's pool keeps alive."""
+        reactor = MemoryReactorClock()
+        config = HttpServer(name="remote", url="http://127.0.0.1:9/mcp", connectTimeout=7.0, maxConnections=3)
+        backend = HttpBackend(config, reactor, 1 << 20)
+        d = backend.http.request("POST", b"http://127.0.0.1:9/mcp", data=b"{}", headers=Headers(), allow_redirects=False, unbuffered=True)
+        [(host, port, _, timeout, _)] = reactor.tcpClients
+        self.assertEqual((host, port, timeout), ("127.0.0.1", 9, 7.0))
+        self.assertEqual(backend.pool.maxPersistentPerHost, 3)
+        d.cancel()
+        self.failureResultOf(d, ConnectingCancelledError)
