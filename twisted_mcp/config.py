@@ -162,6 +162,8 @@ class HttpServer(_Server):
     headers: Mapping[str, str] = attrs.field(factory=dict)
     connectTimeout: float = 10.0
     maxConnections: int = 32
+    #: Requests in flight to the server at once (each holds a connection).
+    maxRequests: int = 256
     caFile: str | None = None
     certFile: str | None = None
     keyFile: str | None = None
@@ -554,6 +556,7 @@ _HTTP_KEYS = {
     "headers",
     "connectTimeout",
     "maxConnections",
+    "maxRequests",
     "tls",
     "disabled",
     "required",
@@ -739,6 +742,8 @@ def _http_fields(check: _Checker, path: str, spec: dict[str, Any], base_dir: str
         fields["connectTimeout"] = check.number(_join(path, "connectTimeout"), spec["connectTimeout"], 0.1, 600)
     if "maxConnections" in spec:
         fields["maxConnections"] = check.integer(_join(path, "maxConnections"), spec["maxConnections"], 1, 1024)
+    if "maxRequests" in spec:
+        fields["maxRequests"] = check.integer(_join(path, "maxRequests"), spec["maxRequests"], 1, 100_000)
     if "tls" in spec:
         tpath = _join(path, "tls")
         tls = check.mapping(tpath, spec["tls"])

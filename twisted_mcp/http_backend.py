@@ -746,6 +746,29 @@ class HttpBackend(SupervisedBackend):
         run = self.run
         return run.session if run is not None and run.session.ready and not run.closed else None
 
+    def call(
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        timeout: float | None = None,
+    ) -> Deferred[Any]:
+        """
+        As L{Backend.call}; refused at once (-32007) while C{maxRequests}
+        requests are in flight: each holds a connection (a descriptor) of
+        the gateway's, and a busy server is not a server that is down.
+        """
+        session = self.session
+        cap = self.config.maxRequests
+        if session is not None and session.peer.pending_count >= cap:
+            raise errors.backend_error(
+                errors.BUSY,
+                self.name,
+                f"backend {self.name!r} is busy: {session.peer.pending_count} requests in flight (maxRequests is {cap}); try again later",
+                limit=cap,
+            )
+        return super().call(method, params, on_progress, timeout)
+
     def _is_current(self, run: Any) -> bool:
         return run is self.run
 

@@ -328,6 +328,39 @@ class StreamedAnswerTests(HttpTestCase):
         self.stop(backend)
 
 
+class RequestCapTests(HttpTestCase):
+    def test_requestsInFlightCapped(self) -> None:
+        """
+        Each request in flight holds a connection to the server: beyond
+        maxRequests a call is refused at once as busy (-32007), and the
+        server is not marked down; an answer makes room again.
+        """
+        backend, _ = self.started(maxRequests=2)
+        first = backend.call("tools/call", {"name": "get_time"})
+        second = backend.call("tools/call", {"name": "get_time"})
+        with self.assertRaises(JsonRpcError) as caught:
+            backend.call("tools/call", {"name": "get_time"})
+        e = caught.exception
+        self.assertEqual((e.code, e.data), (errors.BUSY, {"backend": "remote", "limit": 2}))
+        self.assertEqual(
+            e.message, "backend 'remote' is busy: 2 requests in flight (maxRequests is 2); try again later"
+        )
+        self.assertEqual(len(self.pending_all("tools/call")), 2)
+        self.assertEqual(backend.state, State.UP)
+        call = self.pending_all("tools/call")[0]
+        call.respond(200, JSON, encode(result(call, {"content": []})))
+        self.assertEqual(self.successResultOf(first), {"content": []})
+        third = backend.call("tools/call", {"name": "get_time"})
+        for call in self.pending_all("tools/call"):
+            call.respond(200, JSON, encode(result(call, {"content": []})))
+        self.successResultOf(second)
+        self.successResultOf(third)
+        self.stop(backend)
+
+    def test_defaultCap(self) -> None:
+        self.assertEqual(HttpServer(name="remote", url=URL).maxRequests, 256)
+
+
 class HttpErrorTests(HttpTestCase):
     def test_serverError(self) -> None:
         backend, _ = self.started()
