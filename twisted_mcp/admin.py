@@ -415,6 +415,10 @@ class AdminResource(Resource):
                 return _json(request, 404, {"error": f"no backend named {name!r} (known backends: {known})"})
         else:
             names = [name]
+        if disabled:
+            refused = self._kill_switch_full(policy, kind, names)
+            if refused is not None:
+                return _json(request, 409, {"error": refused})
         before = self.service.views()
         for one in names:
             policy.set_kill(kind, one, disabled)
@@ -427,6 +431,24 @@ class AdminResource(Resource):
             told=told,
         )
         return _json(request, 200, policy.kill_switch())
+
+    def _kill_switch_full(self, policy: Any, kind: str, names: list[str]) -> str | None:
+        """Why throwing C{names} would take the run-time kill switch past its
+        cap (every entry is matched on every decision and listed in /status), or None."""
+        cap = self.service.settings.maxKillSwitchEntries
+        held = sum(len(entries) for entries in policy.kills.values())
+        if held + len(set(names) - policy.kills[kind]) <= cap:
+            return None
+        log.warn(
+            "admin endpoint: kill switch not thrown for {kind} {name}: it holds {held} run-time entries (gateway.maxKillSwitchEntries)",
+            kind=kind,
+            name=", ".join(names),
+            held=held,
+        )
+        return (
+            f"the kill switch already holds {held} run-time entries, its cap (gateway.maxKillSwitchEntries); "
+            "release some, or put them in the config's killSwitch and reload"
+        )
 
     def _backends_named(self, name: str, disabled: bool) -> list[str]:
         """

@@ -32,6 +32,7 @@ from twisted_mcp.jsonrpc import (
     MessageError,
     PeerGone,
     RequestTimeout,
+    encode,
 )
 from twisted_mcp.versions import CLIENT_INFO, HANDSHAKE_VERSIONS, LATEST_HANDSHAKE
 
@@ -77,8 +78,13 @@ class McpClientSession:
         clock: IReactorTime,
         on_tools_changed: Callable[[], None],
         on_abort: Callable[[int], None] | None = None,
+        *,
+        max_listing: int,
     ) -> None:
         self.name = name
+        #: Bytes a server's tool definitions may add up to: the gateway lists
+        #: every tool to a client in one message (gateway.maxMessageBytes).
+        self._max_listing = max_listing
         self._clock = clock
         self._on_tools_changed = on_tools_changed
         self._on_abort = on_abort
@@ -156,6 +162,7 @@ class McpClientSession:
 
     async def _list_tools(self, timeout: float) -> list[dict[str, Any]]:
         tools: list[dict[str, Any]] = []
+        size = 0
         seen_cursors: set[str] = set()
         cursor: Any = None
         for _ in range(MAX_TOOL_PAGES):
@@ -166,12 +173,18 @@ class McpClientSession:
             for tool in page["tools"]:
                 if type(tool) is dict and isinstance(tool.get("name"), str) and tool["name"]:
                     tools.append(tool)
+                    # What decode() accepted, encode() writes (depth and numbers are checked there).
+                    size += len(encode(tool))
                 else:
                     log.warn(
                         "backend {backend}: ignoring a malformed tool definition {tool}",
                         backend=self.name,
                         tool=str(tool)[:200],
                     )
+            if size > self._max_listing:
+                raise JsonRpcError(
+                    -32603, f"tools/list gave more than {self._max_listing} bytes of tool definitions (gateway.maxMessageBytes)"
+                )
             cursor = page.get("nextCursor")
             if cursor is None:
                 return tools

@@ -57,6 +57,7 @@ class Catalog:
         self.separator = separator
         self.entries: dict[str, Entry] = {}
         self.listing: list[dict[str, Any]] = []
+        #: The collisions of the last rebuild, logged once while they last.
         self._reported: set[tuple[str, str, str, str]] = set()
 
     def get(self, name: str) -> Entry | None:
@@ -65,15 +66,16 @@ class Catalog:
     def rebuild(self, backends: Iterable[Backend]) -> bool:
         """Recompute from the backends' tools; return whether the list changed."""
         entries: dict[str, Entry] = {}
+        collisions: set[tuple[str, str, str, str]] = set()
         for backend in sorted(backends, key=lambda b: b.name):
             for tool in sorted(backend.tools, key=lambda t: t["name"]):
                 name = exposed_name(backend.name, tool["name"], self.separator)
                 other = entries.get(name)
                 if other is not None:
                     key = (backend.name, tool["name"], other.backend.name, other.tool)
+                    collisions.add(key)
                     if key in self._reported:
                         continue
-                    self._reported.add(key)
                     log.error(
                         "tool name collision: {backend}'s tool {tool!r} and {other}'s tool {other_tool!r} "
                         "are both exposed as {name!r}; only the first is served (rename one of the "
@@ -92,4 +94,7 @@ class Catalog:
         changed = listing != self.listing
         self.entries = entries
         self.listing = listing
+        # Only the collisions of now: a backend that renames its tools on
+        # every listing would otherwise grow this set for ever.
+        self._reported = collisions
         return changed

@@ -88,6 +88,9 @@ class GatewaySettings:
     adminTimeout: float = 30.0
     #: The largest request body the admin endpoint reads.
     adminMaxBodyBytes: int = 64 * 1024
+    #: Kill switch entries POST /kill may hold at once (principals, backends
+    #: and tools together; the config's own entries do not count).
+    maxKillSwitchEntries: int = 1024
     discoveryTimeout: float = 30.0
     callTimeout: float = 60.0
     shutdownGrace: float = 10.0
@@ -159,6 +162,8 @@ class HttpServer(_Server):
     headers: Mapping[str, str] = attrs.field(factory=dict)
     connectTimeout: float = 10.0
     maxConnections: int = 32
+    #: Requests in flight to the server at once (each holds a connection).
+    maxRequests: int = 256
     caFile: str | None = None
     certFile: str | None = None
     keyFile: str | None = None
@@ -509,6 +514,7 @@ _GATEWAY_KEYS: dict[str, tuple[str, Any]] = {
     "adminMaxConnections": ("int", (1, 4096)),
     "adminTimeout": ("seconds", (0.1, 3600)),
     "adminMaxBodyBytes": ("int", (1024, 1 << 30)),
+    "maxKillSwitchEntries": ("int", (1, 1_000_000)),
     "discoveryTimeout": ("seconds", (0.1, 3600)),
     "callTimeout": ("seconds", (0.1, 86400)),
     "shutdownGrace": ("seconds", (0, 3600)),
@@ -550,6 +556,7 @@ _HTTP_KEYS = {
     "headers",
     "connectTimeout",
     "maxConnections",
+    "maxRequests",
     "tls",
     "disabled",
     "required",
@@ -735,6 +742,8 @@ def _http_fields(check: _Checker, path: str, spec: dict[str, Any], base_dir: str
         fields["connectTimeout"] = check.number(_join(path, "connectTimeout"), spec["connectTimeout"], 0.1, 600)
     if "maxConnections" in spec:
         fields["maxConnections"] = check.integer(_join(path, "maxConnections"), spec["maxConnections"], 1, 1024)
+    if "maxRequests" in spec:
+        fields["maxRequests"] = check.integer(_join(path, "maxRequests"), spec["maxRequests"], 1, 100_000)
     if "tls" in spec:
         tpath = _join(path, "tls")
         tls = check.mapping(tpath, spec["tls"])

@@ -30,8 +30,9 @@ TOOL_QUARANTINED = -32005
 #: A rate limit was reached.
 RATE_LIMITED = -32006
 #: A concurrency limit was reached and its queue was full (or the wait timed
-#: out); a stdio backend has maxQueuedBytes waiting for it to read; or a
-#: per-session backend runs as many instances as its caps allow.
+#: out); a stdio backend has maxQueuedBytes waiting for it to read; an HTTP
+#: backend has maxRequests in flight; or a per-session backend runs as many
+#: instances as its caps allow.
 BUSY = -32007
 #: The backend's circuit breaker is open.
 CIRCUIT_OPEN = -32008
@@ -71,7 +72,7 @@ TABLE = [
     (ACCESS_DENIED, "access denied", "tool"),
     (TOOL_QUARANTINED, "tool quarantined (pinning)", "tool"),
     (RATE_LIMITED, "rate limited", "retryAfter (seconds), limit (principal, tool or backend)"),
-    (BUSY, "busy (concurrency limit, backend input queue, per-session instance caps)", "backend, limit, cap (maxInstances or maxInstancesPerPrincipal)"),
+    (BUSY, "busy (concurrency limit, backend input queue, HTTP requests in flight, per-session instance caps)", "backend, limit, cap (maxInstances or maxInstancesPerPrincipal)"),
     (CIRCUIT_OPEN, "circuit breaker open", "backend, retryAfter (seconds), state"),
     (AUDIT_UNAVAILABLE, "audit trail unavailable", "none"),
     (TOO_MANY_CALLS, "too many requests in flight on this session", "limit"),

@@ -24,6 +24,7 @@ from twisted_mcp.jsonrpc import (
     INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
+    PARSE_ERROR,
     JsonRpcError,
     MessageError,
     decode,
@@ -32,7 +33,23 @@ from twisted_mcp.jsonrpc import (
 )
 from twisted_mcp.versions import SERVER_INFO, negotiate
 
+#: The error codes /metrics names one by one: JSON-RPC's and the gateway's.
+#: A backend may answer with any integer; the rest share the label "other",
+#: or each new code would add a counter that lives as long as the gateway.
+_CODE_LABELS = frozenset(
+    str(code) for code in (PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR, *(row[0] for row in errors.TABLE))
+)
 log = Logger()
+
+#: Characters of a client's name and of its version a session keeps.
+_CLIENT_INFO_CHARS = 256
+
+
+def _client_info(info: dict[str, Any]) -> dict[str, str]:
+    """The name and version a client gave, as short strings: a session keeps
+    them as long as it lasts (for /status), and an initialize may be as
+    large as gateway.maxHandshakeBytes; the rest is not used."""
+    return {key: value[:_CLIENT_INFO_CHARS] for key in ("name", "version") if type(value := info.get(key)) is str}
 
 
 class Gateway:
@@ -153,7 +170,8 @@ class Gateway:
         return counts
 
     def count(self, method: str, outcome: str, code: Any = "") -> None:
-        key = (method, outcome, str(code))
+        label = str(code)
+        key = (method, outcome, label if not label or label in _CODE_LABELS else "other")
         requests = self.requests
         requests[key] = requests.get(key, 0) + 1
 
@@ -351,13 +369,15 @@ class ClientSession:
             raise JsonRpcError(INVALID_REQUEST, "Invalid Request: initialize was already received")
         self.protocol_version = negotiate(params.get("protocolVersion"))
         info = params.get("clientInfo")
-        self.client_info = info if type(info) is dict else {}
+        given = info if type(info) is dict else {}
+        self.client_info = _client_info(given)
         self.initialized = True
+        # The log cuts each field itself, longer than the session keeps it.
         log.info(
             "client {client}: {name} {version} connected (protocol {protocol})",
             client=self.label,
-            name=self.client_info.get("name", "?"),
-            version=self.client_info.get("version", "?"),
+            name=given.get("name", "?"),
+            version=given.get("version", "?"),
             protocol=self.protocol_version,
         )
         return {

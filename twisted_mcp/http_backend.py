@@ -132,6 +132,10 @@ class _NoCookies(CookiePolicy):
         return False
 
 
+#: Addresses whose endpoint L{Client} remembers.
+_MAX_TARGETS = 16
+
+
 class Client(HTTPClient):
     """
     treq's client, with a fast path for what the gateway sends most: a
@@ -161,6 +165,9 @@ class Client(HTTPClient):
         ):
             target = self._targets.get(url)
             if target is None:
+                # A legacy server names a new address for each session: keep a few.
+                if len(self._targets) >= _MAX_TARGETS:
+                    self._targets.clear()
                 uri = URI.fromBytes(url)
                 target = self._targets[url] = (
                     (uri.scheme, uri.host, uri.port),
@@ -237,7 +244,7 @@ class _HttpRun:
         self.name = backend.name
         self.url = backend.config.url.encode("ascii")
         self.session = McpClientSession(
-            backend.name, self.send, backend.clock, self._tools_changed, on_abort=self.abort
+            backend.name, self.send, backend.clock, self._tools_changed, on_abort=self.abort, max_listing=backend.max_message
         )
         self.session_id: bytes | None = None
         self.protocol_version: str | None = None
@@ -738,6 +745,29 @@ class HttpBackend(SupervisedBackend):
     def session(self) -> McpClientSession | None:  # type: ignore[override]
         run = self.run
         return run.session if run is not None and run.session.ready and not run.closed else None
+
+    def call(
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        timeout: float | None = None,
+    ) -> Deferred[Any]:
+        """
+        As L{Backend.call}; refused at once (-32007) while C{maxRequests}
+        requests are in flight: each holds a connection (a descriptor) of
+        the gateway's, and a busy server is not a server that is down.
+        """
+        session = self.session
+        cap = self.config.maxRequests
+        if session is not None and session.peer.pending_count >= cap:
+            raise errors.backend_error(
+                errors.BUSY,
+                self.name,
+                f"backend {self.name!r} is busy: {session.peer.pending_count} requests in flight (maxRequests is {cap}); try again later",
+                limit=cap,
+            )
+        return super().call(method, params, on_progress, timeout)
 
     def _is_current(self, run: Any) -> bool:
         return run is self.run

@@ -98,7 +98,9 @@ class SSEParser:
                 self._id = value
                 self.last_event_id = value
         elif field == "retry":
-            if value.isascii() and value.isdigit():
+            # Ten digits at most: a longer one is no sane delay, and past 4300
+            # digits int() raises instead of converting.
+            if value.isascii() and value.isdigit() and len(value) <= 10:
                 self.retry = int(value)
         return None
 

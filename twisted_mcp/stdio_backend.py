@@ -256,7 +256,7 @@ class _Child(ProcessProtocol):
         self.framer = _Framer(self)
         self.framer.MAX_LENGTH = max_length
         self.session = McpClientSession(
-            backend.name, self.send, backend.clock, self._tools_changed
+            backend.name, self.send, backend.clock, self._tools_changed, max_listing=max_length
         )
         self.pid: int | None = None
         self.exited: Deferred[None] = Deferred()

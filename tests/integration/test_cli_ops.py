@@ -118,3 +118,42 @@ def test_status_reload_and_kill_from_the_command_line(daemon, tmp_path):
     with open(log) as f:
         text = f.read()
     assert "received SIGHUP" in text and "cli-token-123" not in text
+
+
+def test_the_run_time_kill_switch_is_capped(daemon, tmp_path):
+    """gateway.maxKillSwitchEntries: POST /kill beyond it is refused with a
+    reason, the entries already thrown stay, and a release makes room."""
+    sock = str(tmp_path / "gw.sock")
+    admin = f"unix:{tmp_path / 'admin.sock'}"
+    pid, log = daemon({"echo": server("echo_fast")}, f"unix:{sock}", admin=admin, maxKillSwitchEntries=2)
+    wait_for_path(sock)
+    assert _cli("kill", "--admin", admin, "--principal", "mallory").returncode == 0
+    assert _cli("kill", "--admin", admin, "--tool", "echo__*").returncode == 0
+    refused = _cli("kill", "--admin", admin, "--principal", "eve")
+    assert refused.returncode == 65, refused.stderr
+    assert "holds 2 run-time entries, its cap (gateway.maxKillSwitchEntries)" in refused.stderr
+    assert _cli("kill", "--admin", admin, "--principal", "mallory", "--off").returncode == 0
+    assert _cli("kill", "--admin", admin, "--principal", "eve").returncode == 0
+    status = json.loads(_cli("status", "--admin", admin, "--json").stdout)
+    assert status["killSwitch"] == {"principals": ["eve"], "backends": [], "tools": ["echo__*"]}
+    os.kill(pid, signal.SIGTERM)
+    assert wait_gone({pid}, 30) == set()
+    with open(log) as f:
+        assert "kill switch not thrown for principal eve" in f.read()
+
+
+def test_status_lists_a_huge_client_info_cut(daemon, tmp_path):
+    """A client's clientInfo as large as an initialize may be: the daemon
+    keeps and shows 256 characters of its name and of its version."""
+    sock = str(tmp_path / "gw.sock")
+    admin = f"unix:{tmp_path / 'admin.sock'}"
+    pid, _ = daemon({"echo": server("echo_fast")}, f"unix:{sock}", admin=admin)
+    wait_for_path(sock)
+    c = LineClient(sock)
+    c.initialize(name="n" * 60_000)
+    status = _cli("status", "--admin", admin, "--json")
+    assert status.returncode == 0, status.stderr
+    assert [client["client"] for client in json.loads(status.stdout)["clients"]] == ["n" * 256 + " 1"]
+    c.close()
+    os.kill(pid, signal.SIGTERM)
+    assert wait_gone({pid}, 30) == set()

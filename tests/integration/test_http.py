@@ -344,3 +344,25 @@ def test_tls_with_own_ca_and_client_certificate(http_server, write_config, raw_g
     assert out["result"]["content"][0]["text"] == "over tls"
     log = gw.stderr_text()
     assert "backend nocert is down" in log and "backend untrusted is down" in log
+
+
+def test_requests_in_flight_to_an_http_server_are_capped(http_server, write_config, raw_gateway):
+    """mcpServers.<name>.maxRequests: beyond it a call is refused as busy at
+    once, the server stays up, and calls go through again once answers come."""
+    faults = http_server("http_faults")
+    gw = raw_gateway(write_config({"f": {"url": f"{faults.url}/mcp", "maxRequests": 2}}))
+    gw.initialize()
+    assert "f__echo" in [t["name"] for t in gw.request("tools/list")["result"]["tools"]]
+    for rid in (101, 102):  # each holds a request open for 3 s, then the server closes it
+        gw.send({"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": {"name": "f__hang_headers", "arguments": {"seconds": 3}}})
+    deadline = time.monotonic() + 20
+    while faults.admin("stats")["methods"].get("tools/call", 0) < 2:
+        assert time.monotonic() < deadline, "the two calls never reached the server"
+        time.sleep(0.05)
+    busy = gw.request("tools/call", {"name": "f__echo", "arguments": {"text": "x"}})["error"]
+    assert busy["code"] == -32007 and busy["data"] == {"backend": "f", "limit": 2}
+    assert "maxRequests is 2" in busy["message"]
+    for rid in (101, 102):
+        assert gw.response(rid, timeout=30)["error"]["code"] == -32032  # closed without an answer
+    out = gw.request("tools/call", {"name": "f__echo", "arguments": {"text": "again"}}, timeout=30)
+    assert out["result"]["content"][0]["text"] == "again", out

@@ -28,6 +28,7 @@ from twisted_mcp.admin import AdminResource
 from twisted_mcp.backend import State
 from twisted_mcp.config import Config, GatewaySettings, HttpServer
 from twisted_mcp.gateway import ClientSession, Gateway
+from twisted_mcp.jsonrpc import INVALID_PARAMS, JsonRpcError
 from twisted_mcp.policy.identity import IdentityError, Principal
 from twisted_mcp.policy.pinning import digest
 from twisted_mcp.policy.pipeline import Policy
@@ -57,6 +58,7 @@ class FakeService:
     def __init__(self, gateway: Gateway, config: Config, clock: Clock) -> None:
         self.gateway = gateway
         self.config = config
+        self.settings = config.gateway
         self.clock = clock
         self.started_at = clock.seconds()
         self.stopping = False
@@ -292,6 +294,24 @@ class TestMetrics:
             (("code", ""), ("method", "ping"), ("outcome", "ok")): 1.0,
         }
 
+    def test_backend_error_codes_do_not_grow_the_label_set(self, world: World) -> None:
+        """A backend may answer with any integer code: codes that are neither
+        JSON-RPC's nor the gateway's share one label value, so a backend
+        cannot grow the counter's label set (and memory) without bound."""
+        world.ready()
+        s = world.session("s1")
+        for i in range(50):
+            world.call(s, 10 + i, "alpha__echo")
+            world.alpha.calls[-1].deferred.errback(JsonRpcError(1000 + i, "a backend's own error"))
+        world.call(s, 99, "alpha__echo")
+        world.alpha.calls[-1].deferred.errback(JsonRpcError(INVALID_PARAMS, "bad"))
+        got = samples(metrics(world)["twisted_mcp_requests"], "_total")
+        errors_seen = {dict(k)["code"]: v for k, v in got.items() if dict(k)["outcome"] == "error"}
+        assert errors_seen == {"other": 50.0, str(INVALID_PARAMS): 1.0}
+        assert len(world.gateway.requests) == 3  # initialize ok, and the two error labels
+        replies = [m for m in world.take("s1") if m.get("id") in (10, 59)]
+        assert [r["error"]["code"] for r in replies] == [1000, 1049]  # the client still sees the backend's code
+
     def test_latency_histogram(self, world: World) -> None:
         for seconds in (0.0003, 0.001, 0.003, 0.003, 0.7, 100.0):
             world.alpha.latency.observe(seconds)
@@ -414,6 +434,16 @@ class TestStatus:
         assert r.code == 200
         assert r.json() == self.expected
         world.alpha.calls[0].deferred.callback({"content": []})
+
+    def test_client_info_is_kept_short(self, world: World) -> None:
+        """A session keeps clientInfo's name and version only, each cut to
+        256 characters: what /status lists stays small however big the
+        initialize was."""
+        world.ready()
+        world.session("big", {"name": "n" * 50_000, "version": "v" * 50_000, "extra": ["x" * 1000] * 10})
+        world.session("odd", {"name": {"nested": "object"}, "version": 7})
+        clients = {c["id"]: c["client"] for c in world.get(b"/status?format=json").json()["clients"]}
+        assert clients == {"big": "n" * 256 + " " + "v" * 256, "odd": "?"}
 
     def test_json_by_query(self, world: World) -> None:
         self.populate(world)
@@ -704,6 +734,30 @@ class TestKill:
         world = World(policy=Policy(PolicyConfig(kill_tools=("beta__*",), active=True), "__", Clock()))
         world.post(b"/kill", {"kind": "tool", "name": "alpha__add"})
         assert world.get(b"/kill").json() == {"principals": [], "backends": [], "tools": ["alpha__add", "beta__*"]}
+
+    def test_run_time_entries_are_capped(self, world: World) -> None:
+        """Every kind counts toward gateway.maxKillSwitchEntries; throwing one
+        already thrown, and releasing, are always allowed."""
+        world.service.settings = GatewaySettings(maxKillSwitchEntries=3)
+        assert world.post(b"/kill", {"kind": "principal", "name": "mallory"}).code == 200
+        assert world.post(b"/kill", {"kind": "backend", "name": "alpha"}).code == 200
+        assert world.post(b"/kill", {"kind": "tool", "name": "beta__*"}).code == 200
+        r = world.post(b"/kill", {"kind": "tool", "name": "beta__get_time"})
+        assert r.code == 409
+        assert r.json() == {
+            "error": "the kill switch already holds 3 run-time entries, its cap (gateway.maxKillSwitchEntries); "
+            "release some, or put them in the config's killSwitch and reload"
+        }
+        assert world.gateway.policy.kill_switch()["tools"] == ["beta__*"]
+        assert world.post(b"/kill", {"kind": "tool", "name": "beta__*"}).code == 200
+        assert world.post(b"/kill", {"kind": "principal", "name": "mallory", "disabled": False}).code == 200
+        assert world.post(b"/kill", {"kind": "tool", "name": "beta__get_time"}).code == 200
+
+    def test_the_default_cap(self, world: World) -> None:
+        assert GatewaySettings().maxKillSwitchEntries == 1024
+        for i in range(1024):
+            world.gateway.policy.set_kill("principal", f"p{i}", True)
+        assert world.post(b"/kill", {"kind": "principal", "name": "one-more"}).code == 409
 
 
 # -- POST /pins/approve ----------------------------------------------------------

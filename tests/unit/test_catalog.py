@@ -140,3 +140,23 @@ class CatalogTests(SynchronousTestCase):
         assert entry is not None
         # "x.y" sorts before "x_y".
         self.assertEqual(entry.tool, "x.y")
+
+    def test_collisionsRememberedOnlyWhileTheyLast(self) -> None:
+        """
+        A collision is logged once while it lasts; the memory of it goes
+        with it, so a backend that renames its colliding tools on every
+        listing cannot grow the catalog's memory, and a collision that
+        comes back is logged again.
+        """
+        b = backend("b")
+        catalog = Catalog("__")
+        with capturedLogs() as events:
+            for i in range(100):
+                b.tools = [{"name": f"t.{i}"}, {"name": f"t_{i}"}]
+                catalog.rebuild([b])
+                catalog.rebuild([b])
+            b.tools = [{"name": "t.0"}, {"name": "t_0"}]
+            catalog.rebuild([b])
+        self.assertLessEqual(len(catalog._reported), 1)
+        collisions = [e for e in events if "collision" in e.get("log_format", "")]
+        self.assertEqual(len(collisions), 101)

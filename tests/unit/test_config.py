@@ -324,6 +324,23 @@ mcpServers:
         self.assertEqual((b.transport, b.callTimeout, b.maxConnections), ("sse", 5.0, 4))
         self.assertEqual(c.transport, "streamable")
 
+    def test_inventoryLimits(self) -> None:
+        """gateway.maxKillSwitchEntries and mcpServers.<name>.maxRequests:
+        read, checked, and named in their errors."""
+        config = build(
+            {"gateway": {"maxKillSwitchEntries": 10}, "mcpServers": {"a": {"url": "http://127.0.0.1:9/mcp", "maxRequests": 8}}},
+            "inline",
+            {},
+        )
+        self.assertEqual((config.gateway.maxKillSwitchEntries, config.servers[0].maxRequests), (10, 8))
+        problems = self.problems(
+            "gateway: {maxKillSwitchEntries: 0}\nmcpServers:\n  a: {url: 'http://127.0.0.1:9/mcp', maxRequests: 0}\n"
+            "  b: {command: x, maxRequests: 3}\n"
+        )
+        self.assertProblem(problems, "gateway.maxKillSwitchEntries", "from 1 to 1000000", "got 0")
+        self.assertProblem(problems, "mcpServers.a.maxRequests", "from 1 to 100000", "got 0")
+        self.assertProblem(problems, "mcpServers.b.maxRequests", "unknown key")
+
     def test_urlCredentialsBecomeAnAuthorizationHeader(self) -> None:
         config = build({"mcpServers": {"a": {"url": "https://bob:s3cr%40t@example.test/mcp"}}}, "inline", {})
         (a,) = config.servers

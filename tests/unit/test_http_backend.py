@@ -9,15 +9,17 @@ from typing import Any
 
 import pytest
 from twisted.internet.defer import CancelledError
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import ConnectingCancelledError, ConnectionRefusedError
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http_headers import Headers
 
 from twisted_mcp import errors
 from twisted_mcp.backend import State
 from twisted_mcp.config import HttpServer
-from twisted_mcp.http_backend import HttpBackend
+from twisted_mcp.http_backend import Client, HttpBackend
 from twisted_mcp.jsonrpc import JsonRpcError, encode
 from twisted_mcp.versions import LATEST_HANDSHAKE
 from twisted_mcp.urls import shown_url
@@ -324,6 +326,39 @@ class StreamedAnswerTests(HttpTestCase):
         self.assertIn("text/html", e.message)
         self.assertEqual(e.data, {"backend": "remote", "status": 200})
         self.stop(backend)
+
+
+class RequestCapTests(HttpTestCase):
+    def test_requestsInFlightCapped(self) -> None:
+        """
+        Each request in flight holds a connection to the server: beyond
+        maxRequests a call is refused at once as busy (-32007), and the
+        server is not marked down; an answer makes room again.
+        """
+        backend, _ = self.started(maxRequests=2)
+        first = backend.call("tools/call", {"name": "get_time"})
+        second = backend.call("tools/call", {"name": "get_time"})
+        with self.assertRaises(JsonRpcError) as caught:
+            backend.call("tools/call", {"name": "get_time"})
+        e = caught.exception
+        self.assertEqual((e.code, e.data), (errors.BUSY, {"backend": "remote", "limit": 2}))
+        self.assertEqual(
+            e.message, "backend 'remote' is busy: 2 requests in flight (maxRequests is 2); try again later"
+        )
+        self.assertEqual(len(self.pending_all("tools/call")), 2)
+        self.assertEqual(backend.state, State.UP)
+        call = self.pending_all("tools/call")[0]
+        call.respond(200, JSON, encode(result(call, {"content": []})))
+        self.assertEqual(self.successResultOf(first), {"content": []})
+        third = backend.call("tools/call", {"name": "get_time"})
+        for call in self.pending_all("tools/call"):
+            call.respond(200, JSON, encode(result(call, {"content": []})))
+        self.successResultOf(second)
+        self.successResultOf(third)
+        self.stop(backend)
+
+    def test_defaultCap(self) -> None:
+        self.assertEqual(HttpServer(name="remote", url=URL).maxRequests, 256)
 
 
 class HttpErrorTests(HttpTestCase):
@@ -1091,3 +1126,46 @@ class LegacyTests(HttpTestCase):
         stream.push_event(result(call, {}))
         self.assertEqual(backend.state, State.UP)
         self.stop_legacy(backend, stream)
+
+
+class FastPathTests(SynchronousTestCase):
+    def test_addressesRememberedAreBounded(self) -> None:
+        """
+        The fast path remembers the endpoint of each address it posts to; a
+        legacy server names a new address (its session id in the query) for
+        every session, so only a few addresses are remembered.
+        """
+        class Agent:
+            def __init__(self) -> None:
+                self.sent: list[bytes] = []
+
+            def _getEndpoint(self, uri: Any) -> Any:
+                return object()
+
+            def _requestWithEndpoint(self, key: Any, endpoint: Any, method: bytes, uri: Any, headers: Any, body: Any, path: bytes) -> Any:
+                self.sent.append(path)
+                return None
+
+        agent = Agent()
+        client = Client(agent)  # type: ignore[arg-type]
+        for i in range(100):
+            client.request("POST", b"http://mcp.example/messages?sessionId=%d" % i, data=b"{}", headers=Headers(),
+                           allow_redirects=False, unbuffered=True)
+        self.assertEqual(agent.sent[-1], b"/messages?sessionId=99")
+        self.assertEqual(len(agent.sent), 100)
+        self.assertLessEqual(len(client._targets), 16)
+
+
+class ConnectionSettingsTests(SynchronousTestCase):
+    def test_connectTimeoutAndKeptAliveConnections(self) -> None:
+        """connectTimeout bounds each TCP connection attempt; maxConnections
+        is how many idle connections the backend's pool keeps alive."""
+        reactor = MemoryReactorClock()
+        config = HttpServer(name="remote", url="http://127.0.0.1:9/mcp", connectTimeout=7.0, maxConnections=3)
+        backend = HttpBackend(config, reactor, 1 << 20)
+        d = backend.http.request("POST", b"http://127.0.0.1:9/mcp", data=b"{}", headers=Headers(), allow_redirects=False, unbuffered=True)
+        [(host, port, _, timeout, _)] = reactor.tcpClients
+        self.assertEqual((host, port, timeout), ("127.0.0.1", 9, 7.0))
+        self.assertEqual(backend.pool.maxPersistentPerHost, 3)
+        d.cancel()
+        self.failureResultOf(d, ConnectingCancelledError)

@@ -24,7 +24,7 @@ from twisted_mcp.policy.identity import IdentityError, Principal
 from twisted_mcp.policy.limits import Busy, Slots, TokenBucket
 from twisted_mcp.policy.pinning import Pins, digest, read_lock, write_lock
 from twisted_mcp.policy.pipeline import Policy
-from twisted_mcp.policy.rules import matches, parse_policy
+from twisted_mcp.policy.rules import PolicyConfig, matches, parse_policy
 
 
 class BucketTests(SynchronousTestCase):
@@ -393,6 +393,25 @@ class PipelineTests(SynchronousTestCase):
         self.call(policy, catalog, "b__x")
         self.call(policy, catalog, "a__write")
 
+    def test_rateBucketsOfIdlePrincipalsForgotten(self) -> None:
+        """Past 10,000 principals (or principal and tool pairs) with a rate
+        bucket, the full (idle) ones are forgotten: a full bucket admits
+        exactly as a new one would."""
+        who = [Principal(name="p0", roles=("dev",), source="config")]
+        policy, catalog, _ = self.make(
+            {"roles": {"dev": {"allow": ["*"]}}, "limits": {"principal": {"rate": 1, "burst": 2}, "tools": [{"tool": "a__*", "rate": 1, "burst": 2}]}},
+            principal=lambda: who[0],
+        )
+        for i in range(10_000):
+            who[0] = Principal(name=f"p{i}", roles=("dev",), source="config")
+            self.call(policy, catalog, "a__read")
+        self.assertEqual((len(policy._principal_buckets), len(policy._tool_buckets)), (10_000, 10_000))
+        self.clock.advance(2)  # every bucket is full again
+        who[0] = Principal(name="one-more", roles=("dev",), source="config")
+        self.call(policy, catalog, "a__read")
+        self.assertEqual(set(policy._principal_buckets), {"one-more"})
+        self.assertEqual(set(policy._tool_buckets), {("one-more", 0, "a__read")})
+
     def test_concurrencyQueueThenBusy(self) -> None:
         policy, catalog, _ = self.make({"roles": {"dev": {"allow": ["*"]}}, "concurrency": {"backends": {"a": {"max": 1, "queue": 1, "queueTimeout": 5}}}})
         backend = catalog.entries["a__read"].backend
@@ -629,3 +648,15 @@ class ReviewFixTests(PipelineTests):
 
 
 import json  # noqa: E402
+
+
+class DecisionCacheTests(SynchronousTestCase):
+    def test_bounded(self) -> None:
+        """Decisions are cached per (principal, tool); past 100,000 the
+        cache starts again, whoever the principals are."""
+        catalog = _catalog(("a", ["read"]))
+        policy = Policy(PolicyConfig(active=True), "__", Clock())
+        entry = catalog.entries["a__read"]
+        for i in range(100_005):
+            policy.refusal(Principal(name=f"p{i}", source="peer"), entry)
+        self.assertLessEqual(len(policy._decisions), 100_001)

@@ -18,7 +18,8 @@ from twisted_mcp.gateway import ClientSession, Gateway
 from twisted_mcp.jsonrpc import INVALID_PARAMS, JsonRpcError
 from twisted_mcp.policy.identity import Principal
 from twisted_mcp.policy.pipeline import Policy
-from twisted_mcp.policy.rules import parse_policy
+from twisted_mcp.policy.refusals import RefusalBudget
+from twisted_mcp.policy.rules import RefusalLimit, parse_policy
 
 from .test_policy import FakeBackend, Recorder, _catalog
 
@@ -179,3 +180,16 @@ class GatewayLogTests(SynchronousTestCase):
         self.assertEqual(len(backend.calls), 1)
         backend.calls[0].callback({"content": []})
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class RefusalBucketBoundTests(SynchronousTestCase):
+    def test_idle_buckets_are_forgotten_beyond_the_bound(self) -> None:
+        """Past 10,000 principals with a bucket, full (idle) ones are
+        forgotten: a full bucket admits exactly as a new one would."""
+        clock = Clock()
+        budget = RefusalBudget(RefusalLimit(rate=1.0, burst=20.0, reportSeconds=60.0), clock, lambda *report: None)
+        for i in range(10_000):
+            self.assertTrue(budget.admit(f"p{i}", errors.ACCESS_DENIED))
+        clock.advance(20)  # every bucket is full again
+        self.assertTrue(budget.admit("one-more", errors.ACCESS_DENIED))
+        self.assertEqual(set(budget._buckets), {"one-more"})

@@ -209,6 +209,14 @@ class FieldTests(SynchronousTestCase):
         self.assertEqual(parser.feed(b"retry: \xc2\xb2\ndata: x\n\n"), [Event("message", "x", None)])
         self.assertIsNone(parser.retry)
 
+    def test_retryTooLongIgnored(self) -> None:
+        """A retry of more digits than Python converts (4300) is ignored, not
+        an error that ends the stream; so is one past any sane delay."""
+        parser = SSEParser(1 << 20)
+        self.assertEqual(parser.feed(b"retry: " + b"9" * 5000 + b"\ndata: x\n\n"), [Event("message", "x", None)])
+        parser.feed(b"retry: 99999999999\n\n")
+        self.assertIsNone(parser.retry)
+
     def test_oneSpaceRemoved(self) -> None:
         events = parse([b"data: one\ndata:  two\ndata:three\ndata:\tfour\n\n"])
         self.assertEqual(events, [Event("message", "one\n two\nthree\n\tfour", None)])

@@ -19,7 +19,7 @@ from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp import errors, stdio_backend
+from twisted_mcp import backend as backend_module, errors, stdio_backend
 from twisted_mcp.backend import State
 from twisted_mcp.config import StdioServer
 from twisted_mcp.gateway import ClientSession, Gateway
@@ -552,6 +552,42 @@ class DownTests(BackendTestCase):
         self.assertIn("127", backend.last_error or "")
         self.assertEqual(self.restart_delay(), 1.0)
         self.stop(backend)
+
+    def test_toolDefinitionsBoundedByMaxMessageBytes(self) -> None:
+        """
+        The gateway lists every tool to a client in one message, so a
+        backend's tool definitions may add up to gateway.maxMessageBytes:
+        past that, discovery fails at the page that crosses it (however
+        many pages the backend would send).
+        """
+        backend = self.make(max_message=4096)
+        backend.startService()
+        discovered = backend.when_discovered()
+        spawn = self.last
+        self.initialize_reply(spawn)
+        page = [{"name": f"t{i}", "description": "x" * 900} for i in range(3)]
+        self.reply(spawn, "tools/list", {"tools": page, "nextCursor": "2"})
+        self.assertNoResult(discovered)
+        self.reply(spawn, "tools/list", {"tools": page, "nextCursor": "3"})
+        self.successResultOf(discovered)
+        self.assertNotEqual(backend.state, State.UP)
+        self.assertIn("more than 4096 bytes of tool definitions (gateway.maxMessageBytes)", backend.last_error or "")
+        self.assertEqual([m.get("params") for m in spawn.transport.messages() if m.get("method") == "tools/list"], [None, {"cursor": "2"}])
+
+    def test_toolListPagesBounded(self) -> None:
+        """A server that always gives another cursor fails discovery after
+        MAX_TOOL_PAGES pages (patched to 3 here)."""
+        self.patch(backend_module, "MAX_TOOL_PAGES", 3)
+        backend = self.make()
+        backend.startService()
+        discovered = backend.when_discovered()
+        spawn = self.last
+        self.initialize_reply(spawn)
+        for page in range(3):
+            self.reply(spawn, "tools/list", {"tools": TOOLS_1, "nextCursor": str(page)})
+        self.successResultOf(discovered)
+        self.assertNotEqual(backend.state, State.UP)
+        self.assertIn("tools/list gave more than 3 pages", backend.last_error or "")
 
     def test_discoveryTimeout(self) -> None:
         backend = self.make()

@@ -38,6 +38,20 @@ class TokenBucket:
         self.tokens -= 1.0
 
 
+#: Beyond this many buckets in one table, the full (idle) ones are forgotten.
+MAX_BUCKETS = 10000
+
+
+def forget_full(buckets: dict[Any, TokenBucket], now: float) -> None:
+    """Keep a table of buckets (one per principal, say) bounded: a full
+    bucket admits exactly as a new one would, so it can go."""
+    if len(buckets) < MAX_BUCKETS:
+        return
+    for key, bucket in list(buckets.items()):
+        if bucket.wait_time(now) == 0.0 and bucket.tokens >= bucket.burst:
+            del buckets[key]
+
+
 class Busy(Exception):
     """No slot became free: the queue was full, or the wait timed out."""
 

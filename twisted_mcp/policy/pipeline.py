@@ -35,7 +35,7 @@ from twisted_mcp.policy.arguments import ArgumentError, Validators
 from twisted_mcp.policy.audit import digest_arguments
 from twisted_mcp.policy.breaker import Breaker
 from twisted_mcp.policy.identity import IdentityError, Principal
-from twisted_mcp.policy.limits import Busy, Slots, TokenBucket
+from twisted_mcp.policy.limits import Busy, Slots, TokenBucket, forget_full
 from twisted_mcp.policy.pinning import Pins
 from twisted_mcp.policy.refusals import CoalescedRefusal, RefusalBudget, describe
 from twisted_mcp.policy.rules import PolicyConfig, any_match, matches
@@ -414,6 +414,7 @@ class Policy:
         if rules.rate_principal is not None:
             b = self._principal_buckets.get(principal.name)
             if b is None:
+                forget_full(self._principal_buckets, now)
                 b = self._principal_buckets[principal.name] = TokenBucket(rules.rate_principal.rate, rules.rate_principal.burst, now)
             buckets.append((b, "principal"))
         for i, rule in enumerate(rules.rate_tools):
@@ -421,6 +422,7 @@ class Policy:
                 key = (principal.name, i, tool)
                 b = self._tool_buckets.get(key)
                 if b is None:
+                    forget_full(self._tool_buckets, now)
                     b = self._tool_buckets[key] = TokenBucket(rule.rate, rule.burst, now)
                 buckets.append((b, "tool"))
         rate = rules.rate_backends.get(backend)

@@ -17,14 +17,11 @@ from typing import Callable
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from twisted_mcp.jsonrpc import JsonRpcError
-from twisted_mcp.policy.limits import TokenBucket
+from twisted_mcp.policy.limits import TokenBucket, forget_full
 from twisted_mcp.policy.rules import RefusalLimit
 
 #: The principal of refusals made before anyone was identified.
 UNIDENTIFIED = "(unidentified)"
-
-#: Beyond this many principals with a bucket, full (idle) buckets are forgotten.
-_MAX_BUCKETS = 10000
 
 
 class CoalescedRefusal(JsonRpcError):
@@ -62,7 +59,7 @@ class RefusalBudget:
         now = self._clock.seconds()
         bucket = self._buckets.get(name)
         if bucket is None:
-            self._forget_idle(now)
+            forget_full(self._buckets, now)
             bucket = self._buckets[name] = TokenBucket(self.limit.rate, self.limit.burst, now)
         if bucket.wait_time(now) == 0.0:
             bucket.take()
@@ -82,14 +79,6 @@ class RefusalBudget:
         pending = self._suppressed.pop(name)
         pending.report = None
         self._write(name, pending.count, pending.since, pending.codes)
-
-    def _forget_idle(self, now: float) -> None:
-        """Keep the buckets bounded: a full bucket is the same as none."""
-        if len(self._buckets) < _MAX_BUCKETS:
-            return
-        for name, bucket in list(self._buckets.items()):
-            if bucket.wait_time(now) == 0.0 and bucket.tokens >= bucket.burst:
-                del self._buckets[name]
 
     def flush(self) -> None:
         """Report every count now (a reload that changes the limit, shutdown)."""
