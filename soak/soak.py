@@ -108,7 +108,11 @@ def gateway_env() -> dict[str, str]:
 
 
 def start_daemon(directory: str) -> tuple[int, str]:
-    config = write_config(directory, "daemon", DAEMON_SERVERS)
+    servers = dict(DAEMON_SERVERS)
+    if "leak-children" in INJECT:
+        # A backend of its own that never crashes: a crash would kill its process group, leak included.
+        servers["leaky"] = faulty_server()
+    config = write_config(directory, "daemon", servers)
     sock = os.path.join(directory, "gw.sock")
     pidfile = os.path.join(directory, "gw.pid")
     argv = [os.path.join(BIN, "twistd"), "--pidfile", pidfile, "--logfile", os.path.join(directory, "gw.log")]
@@ -370,7 +374,7 @@ def leak_connections(sock: str, until: float, leaked: list[socket.socket]) -> No
 
 
 def leak_children(sock: str, until: float) -> None:
-    client = Client("leaker", Channel.unix(sock), [(1, lambda tag: Call("faulty__spawn", {}, None))], 0)
+    client = Client("leaker", Channel.unix(sock), [(1, lambda tag: Call("leaky__spawn", {}, None))], 0)
     client.initialize()
     while time.monotonic() < until:
         client.call()
