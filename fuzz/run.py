@@ -59,16 +59,15 @@ def fuzz(name: str) -> tuple[bool, str]:
 def main() -> int:
     os.makedirs(ARTIFACTS, exist_ok=True)
     crashed = []
-    for name in targets():
+    names = targets()
+    for name in names:
         failed, summary = fuzz(name)
         print(f"fuzz {name}: {SECONDS} s, {summary}", flush=True)
         if failed:
             crashed.append(name)
-    if crashed:
-        print(f"fuzz: crashes in {', '.join(crashed)}")
-        return 1
-    print("fuzz: no crash")
-    return 0
+    print(f"fuzz: crashes in {', '.join(crashed)}" if crashed else "fuzz: no crash")
+    print(f"fuzz: {len(names) - len(crashed)} passed, {len(crashed)} failed")
+    return 1 if crashed else 0
 
 
 if __name__ == "__main__":

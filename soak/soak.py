@@ -13,6 +13,8 @@ payload.  Gates (the run exits 1 when one fails, after printing a summary):
 - answers: every call gets exactly one answer, to the client that sent it,
   with the id it was sent with, and an echo call answers its own payload;
   a call to a faulty backend may get a result or an error, but exactly one.
+- no process left: every process below a gateway just before it was stopped
+  (stdin EOF for stdio, SIGTERM for the daemon) is gone 15 s later.
 - flat resources, per gateway process: RSS, open fds (/proc/PID/fd) and
   the number of descendant processes are sampled every second.  After a
   warm-up (a quarter of the run, at most 30 s) the samples are split in two
@@ -22,8 +24,9 @@ payload.  Gates (the run exits 1 when one fails, after printing a summary):
 SOAK_INJECT (comma-separated) injects a deliberate fault to show that a gate
 trips: leak-connections (a client that opens connections and never closes
 them, each holding an unfinished 1 MiB line), leak-children (calls a tool
-that leaves a `sleep` child behind), lose-answer, duplicate-answer,
-misdeliver (the checker is handed one answer in 50 wrongly).
+that leaves a `sleep` child behind), leave-orphan (a backend starts a
+`sleep` in a session of its own, which outlives the gateway), lose-answer,
+duplicate-answer, misdeliver (the checker is handed one answer in 50 wrongly).
 """
 
 from __future__ import annotations
@@ -56,9 +59,10 @@ CLIENTS = int(os.environ.get("SOAK_CLIENTS", "20"))
 STDIO_GATEWAYS = int(os.environ.get("SOAK_STDIO", "3"))
 RATE = float(os.environ.get("SOAK_RATE", "10"))  # calls per second per client
 WINDOW = 4  # calls in flight per client
+RECONNECT_EVERY = float(os.environ.get("SOAK_RECONNECT", "20"))  # seconds, on average, between a socket client's reconnections
 CALL_TIMEOUT = 3.0  # the gateway's callTimeout: hung calls are answered by then
 INJECT = {x for x in os.environ.get("SOAK_INJECT", "").split(",") if x}
-KNOWN_INJECTIONS = {"leak-connections", "leak-children", "lose-answer", "duplicate-answer", "misdeliver"}
+KNOWN_INJECTIONS = {"leak-connections", "leak-children", "leave-orphan", "lose-answer", "duplicate-answer", "misdeliver"}
 
 MIB = 1024 * 1024
 #: How much the second half's maximum may exceed the first half's.
@@ -109,7 +113,7 @@ def gateway_env() -> dict[str, str]:
 
 def start_daemon(directory: str) -> tuple[int, str]:
     servers = dict(DAEMON_SERVERS)
-    if "leak-children" in INJECT:
+    if INJECT & {"leak-children", "leave-orphan"}:
         # A backend of its own that never crashes: a crash would kill its process group, leak included.
         servers["leaky"] = faulty_server()
     config = write_config(directory, "daemon", servers)
@@ -216,9 +220,18 @@ class Client:
     and checks every message it receives against what it sent.
     """
 
-    def __init__(self, name: str, channel: Channel, mix: list[tuple[float, Callable[[str], Call]]], seed: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        connect: Callable[[], Channel],
+        mix: list[tuple[float, Callable[[str], Call]]],
+        seed: int,
+        reconnect_every: float | None = None,
+    ) -> None:
         self.name = name
-        self.channel = channel
+        self.connect = connect
+        self.channel = connect()
+        self.reconnect_every = reconnect_every
         self.random = random.Random(seed)
         self.weights = [w for w, _ in mix]
         self.makers = [m for _, m in mix]
@@ -323,8 +336,13 @@ class Client:
     def run(self, until: float) -> None:
         interval = 1.0 / RATE
         next_send = time.monotonic()
+        next_reconnect = self.next_reconnect()
         while time.monotonic() < until:
             now = time.monotonic()
+            if now >= next_reconnect:
+                self.reconnect()
+                next_reconnect = self.next_reconnect()
+                continue
             if len(self.pending) < WINDOW and now >= next_send:
                 self.call()
                 next_send = max(next_send + interval, now - 1.0)
@@ -332,6 +350,19 @@ class Client:
             for message in self.read(min(0.05, max(0.0, next_send - now))):
                 self.receive(message)
         self.drain(CALL_TIMEOUT + 15)
+
+    def next_reconnect(self) -> float:
+        if self.reconnect_every is None:
+            return float("inf")
+        return time.monotonic() + self.random.uniform(0.5, 1.5) * self.reconnect_every
+
+    def reconnect(self) -> None:
+        """Close the connection once every call on it is answered, and open a new session."""
+        self.drain(CALL_TIMEOUT + 15)
+        self.channel.close()
+        self.buffer = b""
+        self.channel = self.connect()
+        self.initialize()
 
     def drain(self, bound: float) -> None:
         """Wait for the calls still in flight, then a little longer to catch late duplicates."""
@@ -361,6 +392,26 @@ def run_client(client: Client, until: float, failures: list[str]) -> None:
         client.tally.lost.extend(rid for _, rid in client.pending)
 
 
+def quit_abruptly(sock: str, until: float) -> None:
+    """
+    A client fault of the ordinary kind: connect, start a call that hangs and
+    one that answers, and hang up without reading.  The gateway must clean up
+    after it (the resource gates see it if it does not).
+    """
+    messages = [
+        {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "quitter", "version": "1"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "faulty__hang", "arguments": {}}},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo__echo", "arguments": {"text": "bye"}}},
+    ]
+    data = b"".join(json.dumps(m).encode() + b"\n" for m in messages)
+    while time.monotonic() < until:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(sock)
+            s.sendall(data)
+        time.sleep(0.5)
+
+
 # -- deliberate faults, to show that the gates trip --------------------------
 
 
@@ -373,12 +424,14 @@ def leak_connections(sock: str, until: float, leaked: list[socket.socket]) -> No
         time.sleep(0.5)
 
 
-def leak_children(sock: str, until: float) -> None:
-    client = Client("leaker", Channel.unix(sock), [(1, lambda tag: Call("leaky__spawn", {}, None))], 0)
+def leak_children(sock: str, until: float, tool: str = "leaky__spawn", once: bool = False) -> None:
+    client = Client("leaker", lambda: Channel.unix(sock), [(1, lambda tag: Call(tool, {}, None))], 0)
     client.initialize()
     while time.monotonic() < until:
         client.call()
         client.drain(CALL_TIMEOUT + 5)
+        if once:
+            return
         time.sleep(0.5)
 
 
@@ -400,13 +453,31 @@ def children_of() -> dict[int, list[int]]:
     return tree
 
 
-def descendants(pid: int, tree: dict[int, list[int]]) -> int:
-    count, todo = 0, list(tree.get(pid, []))
+def descendants(pid: int, tree: dict[int, list[int]]) -> list[int]:
+    found, todo = [], list(tree.get(pid, []))
     while todo:
         child = todo.pop()
-        count += 1
+        found.append(child)
         todo.extend(tree.get(child, []))
-    return count
+    return found
+
+
+def still_running(pids: list[int], bound: float) -> list[int]:
+    """Those of C{pids} still alive after waiting up to C{bound} seconds for them to go."""
+    deadline = time.monotonic() + bound
+    while True:
+        alive = [pid for pid in pids if os.path.exists(f"/proc/{pid}") and not zombie(pid)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)
+
+
+def zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
 
 
 def sample(pid: int, tree: dict[int, list[int]]) -> dict[str, float] | None:
@@ -416,7 +487,7 @@ def sample(pid: int, tree: dict[int, list[int]]) -> dict[str, float] | None:
         fds = len(os.listdir(f"/proc/{pid}/fd"))
     except (OSError, StopIteration):
         return None
-    return {"rss": rss, "fds": fds, "children": descendants(pid, tree)}
+    return {"rss": rss, "fds": fds, "children": len(descendants(pid, tree))}
 
 
 def monitor(pids: dict[str, int], until: float, samples: dict[str, list[tuple[float, dict[str, float]]]]) -> None:
@@ -452,8 +523,12 @@ def show(resource: str, value: float) -> str:
     return f"{value / MIB:.1f} MiB" if resource == "rss" else f"{value:g}"
 
 
-def report(clients: list[Client], samples: dict[str, list[tuple[float, dict[str, float]]]], failures: list[str]) -> bool:
-    ok = not failures
+def report(
+    clients: list[Client],
+    samples: dict[str, list[tuple[float, dict[str, float]]]],
+    failures: list[str],
+    leftovers: list[int],
+) -> bool:
     total = Tally()
     for c in clients:
         t = c.tally
@@ -467,19 +542,24 @@ def report(clients: list[Client], samples: dict[str, list[tuple[float, dict[str,
     print(f"calls sent {total.sent}, results {total.results}, errors {sum(total.errors.values())} "
           f"(by code: {dict(sorted(total.errors.items(), key=str))}), progress notifications {total.progress}")
     print("\n| gate | figure | pass |\n|---|---|---|")
+    gates: list[bool] = []
     for name in ("lost", "duplicated", "misdelivered", "wrong_payload"):
         found = getattr(total, name)
-        ok &= not found
+        gates.append(not found)
         print(f"| answers {name} | {len(found)}{' e.g. ' + repr(found[:3]) if found else ''} | {'yes' if not found else 'NO'} |")
     warmup = min(30.0, SECONDS / 4)
     for process, series in samples.items():
         for resource, first, second, margin, flat in flatness(series, warmup):
-            ok &= flat
+            gates.append(flat)
             print(f"| {process} {resource} flat | first half max {show(resource, first)}, second half max "
                   f"{show(resource, second)}, margin {show(resource, margin)} | {'yes' if flat else 'NO'} |")
+    gates.append(not leftovers)
+    print(f"| no process left 15 s after the gateways stopped | {len(leftovers)} left {leftovers[:5]} | {'yes' if not leftovers else 'NO'} |")
     for failure in failures:
         print(f"client failure: {failure}")
+    ok = all(gates) and not failures
     print(f"\nsoak: {'PASS' if ok else 'FAIL'}")
+    print(f"soak: {gates.count(True)} passed, {gates.count(False) + len(failures)} failed")
     return ok
 
 
@@ -498,6 +578,19 @@ def stop(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
+def stop_gateways(daemon_pid: int, stdio: list[subprocess.Popen[bytes]]) -> None:
+    """Stdin EOF for the stdio gateways, SIGTERM for the daemon, as an operator would."""
+    for p in stdio:
+        if p.stdin is not None:
+            p.stdin.close()
+    stop(daemon_pid)
+    for p in stdio:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def main() -> int:
     unknown = INJECT - KNOWN_INJECTIONS
     if unknown:
@@ -507,8 +600,12 @@ def main() -> int:
     stdio = [start_stdio_gateway(directory, i) for i in range(STDIO_GATEWAYS)]
     pids = {"daemon": daemon_pid} | {f"stdio{i}": p.pid for i, p in enumerate(stdio)}
     try:
-        clients = [Client(f"c{i}", Channel.unix(sock), call_mix(True), i) for i in range(CLIENTS)]
-        clients += [Client(f"s{i}", Channel.stdio(p), call_mix(False), 1000 + i) for i, p in enumerate(stdio)]
+        clients = [
+            Client(f"c{i}", lambda: Channel.unix(sock), call_mix(True), i, RECONNECT_EVERY) for i in range(CLIENTS)
+        ]
+        clients += [
+            Client(f"s{i}", lambda p=p: Channel.stdio(p), call_mix(False), 1000 + i) for i, p in enumerate(stdio)
+        ]
         for number, client in enumerate(clients, 1):
             client.number = number
             client.peer = clients[number % len(clients)]
@@ -520,25 +617,22 @@ def main() -> int:
         leaked: list[socket.socket] = []
         threads = [threading.Thread(target=run_client, args=(c, until, failures)) for c in clients]
         threads.append(threading.Thread(target=monitor, args=(pids, until, samples)))
+        threads.append(threading.Thread(target=quit_abruptly, args=(sock, until)))
         if "leak-connections" in INJECT:
             threads.append(threading.Thread(target=leak_connections, args=(sock, until, leaked), daemon=True))
         if "leak-children" in INJECT:
             threads.append(threading.Thread(target=leak_children, args=(sock, until), daemon=True))
+        if "leave-orphan" in INJECT:
+            threads.append(threading.Thread(target=leak_children, args=(sock, until, "leaky__escape", True)))
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        ok = report(clients, samples, failures)
+        tree = children_of()
+        backends = [child for pid in pids.values() for child in descendants(pid, tree)]
     finally:
-        for p in stdio:
-            if p.stdin is not None:
-                p.stdin.close()
-        stop(daemon_pid)
-        for p in stdio:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_gateways(daemon_pid, stdio)
+    ok = report(clients, samples, failures, still_running(backends, 15))
     if ok:
         shutil.rmtree(directory, ignore_errors=True)
     else:

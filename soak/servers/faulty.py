@@ -11,6 +11,9 @@ Tools:
                     response to an id it was never sent, then answers text
   spawn {}       -> starts `sleep 3600` as its own child and never reaps it (a leak,
                     used only to check that the soak's child-process gate trips)
+  escape {}      -> starts `sleep 3600` in a session of its own, out of reach of the
+                    gateway's process-group kill (used only to check the soak's
+                    no-process-left gate)
 """
 
 import json
@@ -20,7 +23,7 @@ import sys
 
 TOOLS = [
     {"name": n, "inputSchema": {"type": "object"}}
-    for n in ("echo", "crash", "hang", "flood", "garbage", "spawn")
+    for n in ("echo", "crash", "hang", "flood", "garbage", "spawn", "escape")
 ]
 _leaked = []  # keeps the spawned children referenced, so that they are never reaped
 
@@ -69,9 +72,12 @@ def call(rid, params):
         flood(rid, arguments, params.get("_meta") or {})
     elif name == "garbage":
         garbage(rid, arguments)
-    elif name == "spawn":
-        _leaked.append(subprocess.Popen(["sleep", "3600"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL))
-        text_result(rid, "spawned")
+    elif name in ("spawn", "escape"):
+        child = subprocess.Popen(
+            ["sleep", "3600"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=name == "escape"
+        )
+        _leaked.append(child)
+        text_result(rid, f"{name}d pid {child.pid}")
     else:
         send({"jsonrpc": "2.0", "id": rid, "error": {"code": -32602, "message": f"unknown tool {name}"}})
 
