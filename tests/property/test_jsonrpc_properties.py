@@ -13,6 +13,7 @@ from typing import Any
 
 from hypothesis import example, given, strategies as st
 from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mcp import errors, jsonrpc
 from twisted_mcp.gateway import ClientSession, Gateway
@@ -106,24 +107,6 @@ def test_otherIdsAreNotValid(rid: Any) -> None:
     assert not jsonrpc.valid_id(rid)
 
 
-@given(json_values)
-def test_peerHandlesAnyValue(value: Any) -> None:
-    """
-    The backend-facing peer takes any decoded value: it handles it or
-    raises MessageError (which its caller logs), nothing else.
-    """
-    clock = Clock()
-    peer = jsonrpc.JsonRpcPeer(lambda m: None, clock, lambda m: None, lambda m: None, lambda rid, why: None)
-    pending = peer.request("tools/call", {}, timeout=5)
-    pending.addErrback(lambda f: None)
-    try:
-        peer.messageReceived(value)
-    except MessageError as e:
-        assert e.code == jsonrpc.INVALID_REQUEST
-    peer.connectionLost(Exception("done"))
-    assert clock.getDelayedCalls() == []
-
-
 # -- the client session --------------------------------------------------------
 
 ids = st.one_of(st.integers(-(2**70), 2**70), finite_floats, any_text, st.booleans(), st.none(), st.lists(st.integers(), max_size=2))
@@ -174,56 +157,80 @@ def assert_well_formed(answer: dict[str, Any]) -> None:
         assert type(answer["error"]["message"]) is str
 
 
-@given(st.booleans(), st.one_of(requests, json_values))
-@example(True, {"jsonrpc": "2.0", "id": True, "method": "ping"})
-@example(True, {"jsonrpc": "2.0", "id": 1.0, "method": "ping"})
-@example(True, {"jsonrpc": "2.0", "id": "\ud800", "method": "ping"})
-@example(True, {"jsonrpc": "2.0", "id": 2**80, "method": "ping"})
-@example(True, [{"jsonrpc": "2.0", "id": 1, "method": "ping"}])
-def test_sessionAnswersAtMostOnceWithTheSameId(initialized: bool, message: Any) -> None:
+class DeferredUsingProperties(SynchronousTestCase):
     """
-    Any JSON value sent by a client gets at most one answer, which is a
-    result or an error with a defined code.  A request with a string or
-    number id is answered with exactly that id (type and value); a bool
-    or other id is refused with -32600 and a null id.
+    The properties that fire Deferreds run as trial test cases, which fail
+    on an unhandled error in a Deferred.
     """
-    try:
-        line = encode(message)
-    except ValueError:
-        return
-    session = Session(initialized)
-    answers = session.line(line)
-    assert len(answers) <= 1
-    for answer in answers:
-        assert_well_formed(answer)
-    if type(message) is not dict or "id" not in message:
-        return
-    rid = message["id"]
-    if not jsonrpc.valid_id(rid):
-        (answer,) = answers
-        assert answer["id"] is None
-        assert answer["error"]["code"] == jsonrpc.INVALID_REQUEST
-    elif message.get("method") is not None or not ("result" in message or "error" in message):
-        (answer,) = answers
-        assert same(answer["id"], rid)
-    assert session.clock.getDelayedCalls() == []
+
+    @given(json_values)
+    def test_peerHandlesAnyValue(self, value: Any) -> None:
+        """
+        The backend-facing peer takes any decoded value: it handles it or
+        raises MessageError (which its caller logs), nothing else.
+        """
+        clock = Clock()
+        peer = jsonrpc.JsonRpcPeer(lambda m: None, clock, lambda m: None, lambda m: None, lambda rid, why: None)
+        pending = peer.request("tools/call", {}, timeout=5)
+        pending.addErrback(lambda f: None)
+        try:
+            peer.messageReceived(value)
+        except MessageError as e:
+            assert e.code == jsonrpc.INVALID_REQUEST
+        peer.connectionLost(Exception("done"))
+        assert clock.getDelayedCalls() == []
 
 
-@given(st.binary(max_size=200))
-@example(b"[" * 100_000)
-@example(b"1" * 5000)
-@example(b"NaN")
-def test_sessionAnswersBadBytesWithAParseError(data: bytes) -> None:
-    """
-    Bytes that are not one JSON value get one -32700 answer with a null id;
-    the session keeps serving (a ping afterwards is answered).
-    """
-    session = Session(True)
-    data = data.replace(b"\n", b" ")
-    value = decode_or_parse_error(data)
-    answers = session.line(data)
-    if isinstance(value, MessageError):
-        (answer,) = answers
-        assert answer["id"] is None and answer["error"]["code"] == jsonrpc.PARSE_ERROR
-    (pong,) = session.line(b'{"jsonrpc":"2.0","id":"after","method":"ping"}')
-    assert pong == {"jsonrpc": "2.0", "id": "after", "result": {}}
+    @given(st.booleans(), st.one_of(requests, json_values))
+    @example(True, {"jsonrpc": "2.0", "id": True, "method": "ping"})
+    @example(True, {"jsonrpc": "2.0", "id": 1.0, "method": "ping"})
+    @example(True, {"jsonrpc": "2.0", "id": "\ud800", "method": "ping"})
+    @example(True, {"jsonrpc": "2.0", "id": 2**80, "method": "ping"})
+    @example(True, [{"jsonrpc": "2.0", "id": 1, "method": "ping"}])
+    def test_sessionAnswersAtMostOnceWithTheSameId(self, initialized: bool, message: Any) -> None:
+        """
+        Any JSON value sent by a client gets at most one answer, which is a
+        result or an error with a defined code.  A request with a string or
+        number id is answered with exactly that id (type and value); a bool
+        or other id is refused with -32600 and a null id.
+        """
+        try:
+            line = encode(message)
+        except ValueError:
+            return
+        session = Session(initialized)
+        answers = session.line(line)
+        assert len(answers) <= 1
+        for answer in answers:
+            assert_well_formed(answer)
+        if type(message) is not dict or "id" not in message:
+            return
+        rid = message["id"]
+        if not jsonrpc.valid_id(rid):
+            (answer,) = answers
+            assert answer["id"] is None
+            assert answer["error"]["code"] == jsonrpc.INVALID_REQUEST
+        elif message.get("method") is not None or not ("result" in message or "error" in message):
+            (answer,) = answers
+            assert same(answer["id"], rid)
+        assert session.clock.getDelayedCalls() == []
+
+
+    @given(st.binary(max_size=200))
+    @example(b"[" * 100_000)
+    @example(b"1" * 5000)
+    @example(b"NaN")
+    def test_sessionAnswersBadBytesWithAParseError(self, data: bytes) -> None:
+        """
+        Bytes that are not one JSON value get one -32700 answer with a null id;
+        the session keeps serving (a ping afterwards is answered).
+        """
+        session = Session(True)
+        data = data.replace(b"\n", b" ")
+        value = decode_or_parse_error(data)
+        answers = session.line(data)
+        if isinstance(value, MessageError):
+            (answer,) = answers
+            assert answer["id"] is None and answer["error"]["code"] == jsonrpc.PARSE_ERROR
+        (pong,) = session.line(b'{"jsonrpc":"2.0","id":"after","method":"ping"}')
+        assert pong == {"jsonrpc": "2.0", "id": "after", "result": {}}
