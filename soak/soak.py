@@ -15,6 +15,8 @@ payload.  Gates (the run exits 1 when one fails, after printing a summary):
   a call to a faulty backend may get a result or an error, but exactly one.
 - no process left: every process below a gateway just before it was stopped
   (stdin EOF for stdio, SIGTERM for the daemon) is gone 15 s later.
+- clean logs: no traceback and no unhandled error in a Deferred in the
+  gateways' logs (the daemon's rotated log files included).
 - flat resources, per gateway process: RSS, open fds (/proc/PID/fd) and
   the number of descendant processes are sampled every second.  After a
   warm-up (a quarter of the run, at most 30 s) the samples are split in two
@@ -26,11 +28,13 @@ trips: leak-connections (a client that opens connections and never closes
 them, each holding an unfinished 1 MiB line), leak-children (calls a tool
 that leaves a `sleep` child behind), leave-orphan (a backend starts a
 `sleep` in a session of its own, which outlives the gateway), lose-answer,
-duplicate-answer, misdeliver (the checker is handed one answer in 50 wrongly).
+duplicate-answer, misdeliver (the checker is handed one answer in 50 wrongly),
+log-traceback (a traceback line is added to the logs the checker reads).
 """
 
 from __future__ import annotations
 
+import glob
 import itertools
 import json
 import os
@@ -62,7 +66,15 @@ WINDOW = 4  # calls in flight per client
 RECONNECT_EVERY = float(os.environ.get("SOAK_RECONNECT", "20"))  # seconds, on average, between a socket client's reconnections
 CALL_TIMEOUT = 3.0  # the gateway's callTimeout: hung calls are answered by then
 INJECT = {x for x in os.environ.get("SOAK_INJECT", "").split(",") if x}
-KNOWN_INJECTIONS = {"leak-connections", "leak-children", "leave-orphan", "lose-answer", "duplicate-answer", "misdeliver"}
+KNOWN_INJECTIONS = {
+    "leak-connections",
+    "leak-children",
+    "leave-orphan",
+    "lose-answer",
+    "duplicate-answer",
+    "misdeliver",
+    "log-traceback",
+}
 
 MIB = 1024 * 1024
 #: How much the second half's maximum may exceed the first half's.
@@ -523,11 +535,24 @@ def show(resource: str, value: float) -> str:
     return f"{value / MIB:.1f} MiB" if resource == "rss" else f"{value:g}"
 
 
+def log_errors(directory: str) -> Counter[str]:
+    """How many tracebacks and unhandled Deferred errors the gateways logged."""
+    found: Counter[str] = Counter()
+    for path in glob.glob(os.path.join(directory, "*.log*")):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                for marker in ("Traceback (most recent call last)", "Unhandled error in Deferred"):
+                    if marker in line:
+                        found[marker] += 1
+    return found
+
+
 def report(
     clients: list[Client],
     samples: dict[str, list[tuple[float, dict[str, float]]]],
     failures: list[str],
     leftovers: list[int],
+    errors_logged: Counter[str],
 ) -> bool:
     total = Tally()
     for c in clients:
@@ -554,6 +579,8 @@ def report(
             print(f"| {process} {resource} flat | first half max {show(resource, first)}, second half max "
                   f"{show(resource, second)}, margin {show(resource, margin)} | {'yes' if flat else 'NO'} |")
     gates.append(not leftovers)
+    gates.append(not errors_logged)
+    print(f"| no traceback or unhandled error in the gateway logs | {dict(errors_logged) or 0} | {'yes' if not errors_logged else 'NO'} |")
     print(f"| no process left 15 s after the gateways stopped | {len(leftovers)} left {leftovers[:5]} | {'yes' if not leftovers else 'NO'} |")
     for failure in failures:
         print(f"client failure: {failure}")
@@ -632,7 +659,10 @@ def main() -> int:
         backends = [child for pid in pids.values() for child in descendants(pid, tree)]
     finally:
         stop_gateways(daemon_pid, stdio)
-    ok = report(clients, samples, failures, still_running(backends, 15))
+    if "log-traceback" in INJECT:
+        with open(os.path.join(directory, "injected.log"), "w") as f:
+            f.write("Traceback (most recent call last):\n")
+    ok = report(clients, samples, failures, still_running(backends, 15), log_errors(directory))
     if ok:
         shutil.rmtree(directory, ignore_errors=True)
     else:
