@@ -254,15 +254,15 @@ class Client:
         self.counter = itertools.count(1)
         self.peer: Client | None = None  # for the misdeliver injection
         self.received = 0
+        #: Offsets this client's integer ids, so that no two clients use the same one.
+        self.number = 0
 
-    # ids: half strings, half integers; integers are made unique per client by an offset
     def next_id(self) -> Any:
+        """Half the ids are strings, half integers: both kinds must come back exactly."""
         n = next(self.counter)
         if n % 2:
             return f"{self.name}:{n}"
         return self.number * 10_000_000 + n
-
-    number = 0
 
     def send(self, message: dict[str, Any]) -> None:
         self.channel.write(json.dumps(message).encode() + b"\n")
