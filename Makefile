@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 SOURCES := setup.py $(shell find twisted_mcp twisted -name '*.py' 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: run test unit integration bench lint clean
+.PHONY: run test unit integration bench lint clean fuzz soak
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,24 @@ bench: $(VENV)/.installed bench/node/node_modules/.installed
 	$(PY) bench/bench_http.py
 	$(PY) bench/bench_policy.py
 	$(PY) bench/bench_sockets.py
+
+SOAK_SECONDS ?= 60
+FUZZ_SECONDS ?= 60
+export SOAK_SECONDS FUZZ_SECONDS
+
+## Soak and fault run: the daemon and stdio gateways under many clients and faulty
+## backends for SOAK_SECONDS; exits non-zero when a gate fails (see soak/soak.py).
+soak: $(VENV)/.installed
+	$(PY) soak/soak.py
+
+$(VENV)/.fuzz-installed: $(VENV)/.installed
+	$(PY) -m pip install -q '.[fuzz]'
+	@rm -rf build
+	touch $@
+
+## Coverage-guided fuzzing (atheris) of each target in fuzz/ for FUZZ_SECONDS each.
+fuzz: $(VENV)/.fuzz-installed
+	$(PY) fuzz/run.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info tests/node/node_modules bench/node/node_modules

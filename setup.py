@@ -29,8 +29,10 @@ setup(
             "mcp-server-time",
             "cryptography",
             "psycopg[binary]>=3.1",
-            "hypothesis>=6",
+            "hypothesis>=6.100",
         ],
+        # Coverage-guided fuzzing (make fuzz); atheris ships manylinux wheels for CPython 3.8-3.11.
+        "fuzz": ["atheris>=2.3"],
         "postgres": ["psycopg[binary]>=3.1"],
     },
     entry_points={"console_scripts": ["twisted-mcp = twisted_mcp.cli:main"]},
