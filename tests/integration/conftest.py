@@ -419,3 +419,29 @@ class LineClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def until(predicate, timeout: float = 20.0, what: str = "condition"):
+    """Poll C{predicate} until it returns something true (returned), or fail after C{timeout} s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def result_text(answer: dict) -> str:
+    """The text of a tool call's first content item (the call must have succeeded)."""
+    assert "result" in answer, answer
+    return answer["result"]["content"][0]["text"]
+
+
+def read_until_closed(sock, timeout: float = 15.0) -> bytes:
+    """Everything the gateway sends on C{sock} until it closes the connection."""
+    sock.settimeout(timeout)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data

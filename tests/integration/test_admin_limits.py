@@ -12,33 +12,14 @@ import signal
 import socket
 import time
 
-from .conftest import LineClient, free_port, server, wait_for_path, wait_gone
-
-
-def _until(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def _read_all(sock: socket.socket, timeout: float = 15.0) -> bytes:
-    """Everything the gateway sends until it closes the connection."""
-    sock.settimeout(timeout)
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
-    return data
+from .conftest import LineClient, free_port, read_until_closed, server, until, wait_for_path, wait_gone
 
 
 def _http(port: int, head: str, timeout: float = 10.0) -> bytes:
     """Send a request head (no body) and read the answer until the gateway closes."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(head.replace("\n", "\r\n").encode() + b"\r\n")
-        return _read_all(s, timeout)
+        return read_until_closed(s, timeout)
 
 
 def test_admin_refuses_before_the_body_checks_host_and_caps_connections(daemon, tmp_path):
@@ -49,7 +30,7 @@ def test_admin_refuses_before_the_body_checks_host_and_caps_connections(daemon, 
         adminToken="t0ken", adminMaxConnections=3, adminTimeout=1,
     )
     wait_for_path(sock)
-    _until(lambda: _try_http(port, f"GET /healthz HTTP/1.1\nHost: 127.0.0.1:{port}\nAuthorization: Bearer t0ken\n"), what="the admin endpoint")
+    until(lambda: _try_http(port, f"GET /healthz HTTP/1.1\nHost: 127.0.0.1:{port}\nAuthorization: Bearer t0ken\n"), what="the admin endpoint")
     host = f"Host: 127.0.0.1:{port}"
     post = f"POST /reload HTTP/1.1\n{host}\nContent-Type: application/json\n"
     # A 90 MiB body announced without the token: 401 at once, the body never read.
@@ -72,7 +53,7 @@ def test_admin_refuses_before_the_body_checks_host_and_caps_connections(daemon, 
     assert answer.startswith(b"HTTP/1.1 503 ") and b"adminMaxConnections" in answer
     # ... and idle ones are closed after adminTimeout, freeing their places.
     for s in idle:
-        assert _read_all(s) == b""
+        assert read_until_closed(s) == b""
         s.close()
     answer = _http(port, f"GET /healthz HTTP/1.1\n{host}\nAuthorization: Bearer t0ken\nConnection: close\n")
     assert answer.startswith(b"HTTP/1.1 200 ")

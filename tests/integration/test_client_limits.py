@@ -13,7 +13,7 @@ import socket
 import subprocess
 import time
 
-from .conftest import LineClient, bin_path, gateway_env, server, wait_for_path, wait_gone
+from .conftest import LineClient, bin_path, gateway_env, read_until_closed, result_text, server, until, wait_for_path, wait_gone
 
 
 def _status_kb(pid: int, field: str) -> int:
@@ -22,30 +22,6 @@ def _status_kb(pid: int, field: str) -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     raise AssertionError(f"no {field} for {pid}")
-
-
-def _until(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def _text(answer: dict) -> str:
-    assert "result" in answer, answer
-    return answer["result"]["content"][0]["text"]
-
-
-def _read_all(sock: socket.socket, timeout: float = 15.0) -> bytes:
-    """Everything the gateway sends until it closes the connection."""
-    sock.settimeout(timeout)
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
-    return data
 
 
 # -- defect 7: progress toward a client that does not read -----------------------
@@ -69,7 +45,7 @@ def test_progress_flood_toward_a_stdio_client_that_does_not_read_stays_bounded(r
     assert "keeping only the latest progress notification of each call" in gw.stderr_text()
 
     answer = gw.response(1, timeout=60)
-    assert _text(answer) == "flooded 2000"
+    assert result_text(answer) == "flooded 2000"
     progress = [m["params"] for m in gw.seen if m.get("method") == "notifications/progress"]
     assert 0 < len(progress) < 2000
     assert all(p["progressToken"] == "tok" for p in progress)
@@ -94,9 +70,9 @@ def test_calls_in_flight_per_session_are_capped(raw_gateway, write_config):
     assert "maxCallsInFlight" in refused["error"]["message"]
     assert "maxCallsInFlight" in gw.wait_for_log("refusing more until some are answered")
     gw.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}})
-    answer = _until(lambda: (lambda a: a if "result" in a else None)(
+    answer = until(lambda: (lambda a: a if "result" in a else None)(
         gw.request("tools/call", {"name": "slow__echo", "arguments": {"text": "room again"}})), what="room")
-    assert _text(answer) == "room again"
+    assert result_text(answer) == "room again"
 
 
 # -- defect 8: connections to the sockets -----------------------------------------------
@@ -120,24 +96,24 @@ def test_connection_caps_keep_identified_clients_served(daemon, tmp_path):
     wait_for_path(sock)
     client = LineClient(sock)
     client.initialize()
-    first = int(_text(client.request(1, "tools/call", {"name": "crashy__pid", "arguments": {}})))
+    first = int(result_text(client.request(1, "tools/call", {"name": "crashy__pid", "arguments": {}})))
     idle = [_connect(sock) for _ in range(3)]
     refused = LineClient("", sock=_connect(sock))
     error = refused.read()["error"]
     assert error["code"] == -32011 and error["data"] == {"limit": "maxClientsPerPeer", "value": 4}
     assert f"uid {os.getuid()}" in error["message"]
-    assert _read_all(refused.sock) == b""  # and closed
+    assert read_until_closed(refused.sock) == b""  # and closed
     refused.close()
 
     assert client.request(2, "tools/call", {"name": "crashy__crash", "arguments": {}})["error"]["code"] == -32032
-    restarted = _until(
-        lambda: (lambda a: "result" in a and int(_text(a)))(client.request(3, "tools/call", {"name": "crashy__pid", "arguments": {}})),
+    restarted = until(
+        lambda: (lambda a: "result" in a and int(result_text(a)))(client.request(3, "tools/call", {"name": "crashy__pid", "arguments": {}})),
         what="the backend to restart",
     )
     assert restarted != first
 
     for s in idle:  # never initialized: dropped after handshakeTimeout
-        assert b"handshakeTimeout" in _read_all(s)
+        assert b"handshakeTimeout" in read_until_closed(s)
         s.close()
     late = LineClient(sock)
     assert late.initialize()["result"]["serverInfo"]
@@ -173,7 +149,7 @@ def test_descriptors_are_kept_for_backends(write_config, tmp_path):
         client = LineClient(sock)
         clients.append(client)
         client.initialize()
-        first = int(_text(client.request(1, "tools/call", {"name": "crashy__pid", "arguments": {}})))
+        first = int(result_text(client.request(1, "tools/call", {"name": "crashy__pid", "arguments": {}})))
         error = None
         for _ in range(limit):
             c = LineClient(sock)
@@ -189,8 +165,8 @@ def test_descriptors_are_kept_for_backends(write_config, tmp_path):
         assert len(os.listdir(f"/proc/{proc.pid}/fd")) <= limit - reserve + 1
 
         assert client.request(2, "tools/call", {"name": "crashy__crash", "arguments": {}})["error"]["code"] == -32032
-        restarted = _until(
-            lambda: (lambda a: "result" in a and int(_text(a)))(client.request(3, "tools/call", {"name": "crashy__pid", "arguments": {}})),
+        restarted = until(
+            lambda: (lambda a: "result" in a and int(result_text(a)))(client.request(3, "tools/call", {"name": "crashy__pid", "arguments": {}})),
             what="the backend to restart",
         )
         assert restarted != first

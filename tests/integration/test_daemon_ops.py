@@ -31,7 +31,9 @@ from .conftest import (
     descendants,
     free_port,
     gateway_env,
+    result_text,
     server,
+    until,
     wait_for_path,
     wait_gone,
 )
@@ -48,21 +50,6 @@ def _cmdline(pid: int) -> str:
 def _servers_below(pid: int, script: str) -> set[int]:
     """Processes below the gateway running tests/servers/<script>.py (not the shim's parent)."""
     return {p for p in descendants(pid) if f"{script}.py" in _cmdline(p) and "-c" not in _cmdline(p).split()[:4]}
-
-
-def _until(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def _text(answer: dict) -> str:
-    assert "result" in answer, answer
-    return answer["result"]["content"][0]["text"]
 
 
 ADMIN_TOKEN = "admin-t0ken"
@@ -104,23 +91,23 @@ def test_per_session_backends_start_and_stop_with_their_sessions(daemon, tmp_pat
     names = [t["name"] for t in a.request(1, "tools/list")["result"]["tools"]]
     assert "own__pid" in names and "shared__pid" in names
     # Discovery done, the per-session backend's shared instance stopped: one slow.py runs.
-    _until(lambda: len(_servers_below(pid, "slow")) == 1, what="the per-session template to stop")
-    shared = int(_text(a.request(2, "tools/call", {"name": "shared__pid", "arguments": {}})))
-    own_a = int(_text(a.request(3, "tools/call", {"name": "own__pid", "arguments": {}})))
+    until(lambda: len(_servers_below(pid, "slow")) == 1, what="the per-session template to stop")
+    shared = int(result_text(a.request(2, "tools/call", {"name": "shared__pid", "arguments": {}})))
+    own_a = int(result_text(a.request(3, "tools/call", {"name": "own__pid", "arguments": {}})))
     assert own_a != shared
-    assert int(_text(a.request(4, "tools/call", {"name": "own__pid", "arguments": {}}))) == own_a  # same session, same child
+    assert int(result_text(a.request(4, "tools/call", {"name": "own__pid", "arguments": {}}))) == own_a  # same session, same child
 
     b = LineClient(sock)
     b.initialize("b")
-    own_b = int(_text(b.request(1, "tools/call", {"name": "own__pid", "arguments": {}})))
+    own_b = int(result_text(b.request(1, "tools/call", {"name": "own__pid", "arguments": {}})))
     assert own_b not in (own_a, shared)
-    assert int(_text(b.request(2, "tools/call", {"name": "shared__pid", "arguments": {}}))) == shared
+    assert int(result_text(b.request(2, "tools/call", {"name": "shared__pid", "arguments": {}}))) == shared
     assert _servers_below(pid, "slow") == {shared, own_a, own_b}
 
     a.close()  # a's session ends: its own child stops, nobody else's does
     assert wait_gone({own_a}, 15) == set()
     assert alive(own_b) and alive(shared)
-    assert int(_text(b.request(3, "tools/call", {"name": "own__pid", "arguments": {}}))) == own_b
+    assert int(result_text(b.request(3, "tools/call", {"name": "own__pid", "arguments": {}}))) == own_b
 
     below = descendants(pid)
     b.close()
@@ -241,12 +228,12 @@ def test_tls_client_certificate_names_the_principal(daemon, tmp_path):
         raw = socket.create_connection(("127.0.0.1", port), timeout=20)
         return context.wrap_socket(raw, server_hostname="127.0.0.1")
 
-    sock = _until(lambda: _try(lambda: connect(True)), what="the TLS listener")
+    sock = until(lambda: _try(lambda: connect(True)), what="the TLS listener")
     client = LineClient("", sock=sock)
     client.initialize("tls")
     assert [t["name"] for t in client.request(1, "tools/list")["result"]["tools"]] == ["echo__echo"]
     assert client.request(2, "tools/call", {"name": "slow__pid", "arguments": {}})["error"]["code"] == -32004
-    assert _text(client.request(3, "tools/call", {"name": "echo__echo", "arguments": {"text": "over tls"}})) == "over tls"
+    assert result_text(client.request(3, "tools/call", {"name": "echo__echo", "arguments": {"text": "over tls"}})) == "over tls"
 
     # Without a certificate the handshake itself is refused.
     refused = False
@@ -294,7 +281,7 @@ def test_reload_adds_removes_and_tightens_while_a_client_stays_connected(daemon,
     c = LineClient(sock)
     c.initialize()
     assert {t["name"] for t in c.request(1, "tools/list")["result"]["tools"]} == {"keep__echo", "keep__pid", "keep__sleep", "gone__echo"}
-    keep_pid = int(_text(c.request(2, "tools/call", {"name": "keep__pid", "arguments": {}})))
+    keep_pid = int(result_text(c.request(2, "tools/call", {"name": "keep__pid", "arguments": {}})))
     gone_pids = _servers_below(pid, "echo_fast")
     assert len(gone_pids) == 1
 
@@ -311,8 +298,8 @@ def test_reload_adds_removes_and_tightens_while_a_client_stays_connected(daemon,
     new["roles"] = {"dev": {"allow": ["*"], "deny": ["keep__sleep"]}}
     config.write_text(json.dumps(new))
     os.kill(pid, signal.SIGHUP)
-    _until(lambda: any(n["method"] == "notifications/tools/list_changed" for n in c.notifications) or _poll(c), what="list_changed")
-    tools = _until(
+    until(lambda: any(n["method"] == "notifications/tools/list_changed" for n in c.notifications) or _poll(c), what="list_changed")
+    tools = until(
         lambda: (lambda names: names if "added__echo" in names else None)(
             {t["name"] for t in c.request(4, "tools/list")["result"]["tools"]}
         ),
@@ -321,9 +308,9 @@ def test_reload_adds_removes_and_tightens_while_a_client_stays_connected(daemon,
     assert tools == {"keep__echo", "keep__pid", "added__echo"}
     assert c.request(5, "tools/call", {"name": "keep__sleep", "arguments": {"seconds": 0}})["error"]["code"] == -32004
     assert c.request(6, "tools/call", {"name": "gone__echo", "arguments": {"text": "x"}})["error"]["code"] == -32602
-    assert _text(c.request(7, "tools/call", {"name": "added__echo", "arguments": {"text": "new"}})) == "new"
+    assert result_text(c.request(7, "tools/call", {"name": "added__echo", "arguments": {"text": "new"}})) == "new"
     # The untouched backend kept running: the same process answers.
-    assert int(_text(c.request(8, "tools/call", {"name": "keep__pid", "arguments": {}}))) == keep_pid
+    assert int(result_text(c.request(8, "tools/call", {"name": "keep__pid", "arguments": {}}))) == keep_pid
     assert wait_gone(gone_pids, 15) == set()
     with open(log) as f:
         text = f.read()
@@ -372,16 +359,16 @@ def test_admin_kill_switch_pin_approval_and_counters(daemon, tmp_path):
     status, body = _admin(port, "/pins/approve", {"tools": ["echo__echo"]})
     assert status == 200 and json.loads(body)["approved"] == ["echo__echo"]
     assert json.loads(lock.read_text())["tools"]["echo__echo"]["backend"] == "echo"
-    _until(lambda: any(n["method"] == "notifications/tools/list_changed" for n in c.notifications) or _poll(c), what="list_changed")
-    assert _text(c.request(3, "tools/call", {"name": "echo__echo", "arguments": {"text": "pinned"}})) == "pinned"
+    until(lambda: any(n["method"] == "notifications/tools/list_changed" for n in c.notifications) or _poll(c), what="list_changed")
+    assert result_text(c.request(3, "tools/call", {"name": "echo__echo", "arguments": {"text": "pinned"}})) == "pinned"
 
     c.notifications.clear()
     status, body = _admin(port, "/kill", {"kind": "tool", "name": "echo__echo", "disabled": True})
     assert status == 200 and json.loads(body)["tools"] == ["echo__echo"]
-    _until(lambda: any(n["method"] == "notifications/tools/list_changed" for n in c.notifications) or _poll(c), what="list_changed")
+    until(lambda: any(n["method"] == "notifications/tools/list_changed" for n in c.notifications) or _poll(c), what="list_changed")
     assert c.request(4, "tools/call", {"name": "echo__echo", "arguments": {"text": "x"}})["error"]["code"] == -32002
     assert _admin(port, "/kill", {"kind": "tool", "name": "echo__echo", "disabled": False})[0] == 200
-    assert _text(c.request(5, "tools/call", {"name": "echo__echo", "arguments": {"text": "back"}})) == "back"
+    assert result_text(c.request(5, "tools/call", {"name": "echo__echo", "arguments": {"text": "back"}})) == "back"
     # Burst of 3 spent (calls 2 was refused before the limit; 3 and 5 took tokens; 4 was refused by the kill switch).
     assert c.request(6, "tools/call", {"name": "echo__echo", "arguments": {"text": "x"}})["result"]
     assert c.request(7, "tools/call", {"name": "echo__echo", "arguments": {"text": "x"}})["error"]["code"] == -32006
@@ -423,7 +410,7 @@ def test_sigterm_lets_calls_in_flight_finish_then_cancels_the_rest(daemon, tmp_p
     os.kill(pid, signal.SIGTERM)
     # A new connection is refused once the listener closed.
     finished = c.answer(10)
-    assert _text(finished) == "slept 1"
+    assert result_text(finished) == "slept 1"
     cut = c.answer(11)
     took = time.monotonic() - started
     assert cut["error"]["code"] == -32033 and "shutting down" in cut["error"]["message"]
@@ -464,7 +451,7 @@ def test_systemd_socket_activation(write_config, tmp_path):
         wait_for_path(sock, 10)  # bound by the "systemd" wrapper before twistd even starts
         c = LineClient(sock)  # accepted by the kernel now, served once the gateway runs
         c.initialize()
-        assert _text(c.request(1, "tools/call", {"name": "echo__echo", "arguments": {"text": "activated"}})) == "activated"
+        assert result_text(c.request(1, "tools/call", {"name": "echo__echo", "arguments": {"text": "activated"}})) == "activated"
         c.close()
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -552,7 +539,7 @@ def test_a_large_config_reloaded_by_the_admin_endpoint_stalls_no_client(daemon, 
     answers: list[tuple[int, str]] = []
     reload = threading.Thread(target=lambda: answers.append(_admin(port, "/reload", {})))
     reload.start()
-    _until(lambda: "admin endpoint: reload requested" in pathlib.Path(log).read_text(), what="the reload to start")
+    until(lambda: "admin endpoint: reload requested" in pathlib.Path(log).read_text(), what="the reload to start")
     sent = time.monotonic()
     assert client.request(1, "ping") == {"jsonrpc": "2.0", "id": 1, "result": {}}
     waited = time.monotonic() - sent

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import pytest
 
-from .conftest import LineClient, server, wait_for_path
+from .conftest import LineClient, server, until, wait_for_path
 
 HOSTILE = "\x1b[2J\x1b[31mevil\r\n2026-01-01T00:00:00+0000 [twisted_mcp.gateway#info] forged\u202e"
 SHOWN = "\\x1b[2J\\x1b[31mevil\\r\\n2026-01-01T00:00:00+0000 [twisted_mcp.gateway#info] forged\\u202e"
 MAX_FIELD_CHARS = 8192
+
+
+#: Log lines can be slow to land on a loaded machine.
+LOG_WAIT = 30.0
 
 
 def _read(path: str) -> str:
@@ -24,18 +27,8 @@ def _read(path: str) -> str:
         return f.read()
 
 
-def _until(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def _log_with(path: str, text: str) -> str:
-    return _until(lambda: (lambda log: log if text in log else None)(_read(path)), what=f"{text!r} in the log")
+    return until(lambda: (lambda log: log if text in log else None)(_read(path)), timeout=LOG_WAIT, what=f"{text!r} in the log")
 
 
 @pytest.fixture
@@ -103,7 +96,7 @@ def test_backend_stderr_cut_escaped_and_rate_limited(connect):
         suppressed = sum(int(line.split("backend noisy: ")[1].split()[0]) for line in summaries)
         return (logged, suppressed) if logged + suppressed == 5000 else None
 
-    logged, suppressed = _until(accounted, what="every flood line to be logged or counted")
+    logged, suppressed = until(accounted, timeout=LOG_WAIT, what="every flood line to be logged or counted")
     assert 200 <= logged < 5000 and suppressed > 0
     # The gateway and the backend go on serving.
     assert client.request(3, "tools/call", {"name": "noisy__pid", "arguments": {}})["result"]["content"][0]["text"].isdigit()
