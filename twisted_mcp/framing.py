@@ -19,6 +19,8 @@ from __future__ import annotations
 from twisted.protocols.basic import LineReceiver
 
 DEFAULT_MAX_LENGTH = 16 * 1024 * 1024
+#: How many of the first bytes of an overlong line L{LineFramer.lineLengthExceeded} gets.
+HEAD_LENGTH = 4096
 #: How many of the last bytes of an overlong line L{LineFramer.overlongLineEnded} gets.
 TAIL_LENGTH = 256
 
@@ -39,7 +41,7 @@ class LineFramer(LineReceiver):
 
     Subclasses implement L{lineReceived} and may override
     L{lineLengthExceeded}, which receives the first bytes of the overlong
-    line (at most 4 KiB, enough to find an id) and its length so far.
+    line (at most C{HEAD_LENGTH}, enough to find an id) and its length so far.
     A trailing C{\\r} is stripped; blank lines are ignored.
     """
 
@@ -79,7 +81,7 @@ class LineFramer(LineReceiver):
             self._buffered = 0
             data = data[end + 1 :]
             if len(line) > self.MAX_LENGTH:
-                self._report_overlong(line[:4096], len(line))
+                self._report_overlong(line[:HEAD_LENGTH], len(line))
                 self.overlongLineEnded(line[-TAIL_LENGTH:])
             else:
                 self._deliver(line)
@@ -95,7 +97,8 @@ class LineFramer(LineReceiver):
             # limit grows once its initialize is answered).
             limit = self.MAX_LENGTH
             if end - start > limit:
-                self._report_overlong(data[start : start + 4096], end - start)
+                # The head stops at its own newline, never in the next message.
+                self._report_overlong(data[start : min(end, start + HEAD_LENGTH)], end - start)
                 self.overlongLineEnded(data[max(start, end - TAIL_LENGTH) : end])
             else:
                 self._deliver(data[start:end])
@@ -115,7 +118,7 @@ class LineFramer(LineReceiver):
         self.lineReceived(line)
 
     def _overflow(self) -> None:
-        head = self._chunks[0][:4096]
+        head = self._chunks[0][:HEAD_LENGTH]
         size = self._buffered
         self._tail = _last_bytes(self._chunks)
         self._chunks = []
@@ -130,7 +133,7 @@ class LineFramer(LineReceiver):
         """
         A message longer than C{MAX_LENGTH} arrived; it has been discarded.
 
-        @param head: its first bytes (at most 4 KiB).
+        @param head: its first bytes (at most C{HEAD_LENGTH}), never past its newline.
         @param size: how many bytes of it had arrived (at least C{MAX_LENGTH} + 1).
         """
 

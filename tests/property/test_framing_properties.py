@@ -106,13 +106,6 @@ def test_overlongReportsDescribeTheirLine(limit: int, stream_chunks: tuple[bytes
         assert len(message) <= limit
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="framing: an overlong line that arrives whole in one read is reported with "
-    "data[start:start + 4096] as its head, which runs past its newline into the next messages "
-    "when the line is shorter than 4 KiB (harmless today only because maxMessageBytes >= 1024 and "
-    "the stdio backend looks for an id in the first 512 bytes)",
-)
 @given(LIMITS, stream_and_chunks(ANY_STREAM))
 @example(limit=1, stream_chunks=(b"ab\n{}\n", [b"ab\n{}\n"]))
 def test_overlongHeadIsAPrefixOfItsLine(limit: int, stream_chunks: tuple[bytes, list[bytes]]) -> None:

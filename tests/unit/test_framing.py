@@ -197,6 +197,18 @@ class LengthLimitTests(SynchronousTestCase):
         self.assertEqual(head, line[:4096])
         self.assertEqual(size, len(line))
 
+    def test_headStopsAtItsNewline(self) -> None:
+        """
+        An overlong line shorter than 4 KiB that arrives whole, with the next
+        messages in the same read, is reported with a head that ends at its
+        own newline: nothing of the next messages.
+        """
+        framer = connected(self.LIMIT)
+        line = b"h" * (self.LIMIT + 1)
+        framer.dataReceived(line + b'\n{"id":1}\n')
+        self.assertEqual(framer.overlong, [(line, len(line))])
+        self.assertEqual(framer.lines, [b'{"id":1}'])
+
     def test_tailOfOverlongLine(self) -> None:
         """
         When an overlong line ends, its last bytes (at most TAIL_LENGTH, without
