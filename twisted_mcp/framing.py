@@ -25,6 +25,15 @@ HEAD_LENGTH = 4096
 TAIL_LENGTH = 256
 
 
+def _first_bytes(chunks: list[bytes]) -> bytes:
+    """The first C{HEAD_LENGTH} bytes of C{chunks}, joining only as many as needed."""
+    needed, end = 0, 0
+    while end < len(chunks) and needed < HEAD_LENGTH:
+        needed += len(chunks[end])
+        end += 1
+    return b"".join(chunks[:end])[:HEAD_LENGTH]
+
+
 def _last_bytes(chunks: list[bytes]) -> bytes:
     """The last C{TAIL_LENGTH} bytes of C{chunks}, joining only as many as needed."""
     needed, start = 0, len(chunks)
@@ -41,7 +50,9 @@ class LineFramer(LineReceiver):
 
     Subclasses implement L{lineReceived} and may override
     L{lineLengthExceeded}, which receives the first bytes of the overlong
-    line (at most C{HEAD_LENGTH}, enough to find an id) and its length so far.
+    line (at most C{HEAD_LENGTH}, enough to find an id; whatever the reads,
+    all of it that had arrived when it went past C{MAX_LENGTH}) and its
+    length so far.
     A trailing C{\\r} is stripped; blank lines are ignored.
     """
 
@@ -118,7 +129,9 @@ class LineFramer(LineReceiver):
         self.lineReceived(line)
 
     def _overflow(self) -> None:
-        head = self._chunks[0][:HEAD_LENGTH]
+        # Every read so far, not just the first: a short first read would
+        # hide the id the stdio backend looks for.
+        head = _first_bytes(self._chunks)
         size = self._buffered
         self._tail = _last_bytes(self._chunks)
         self._chunks = []

@@ -7,7 +7,6 @@ what it buffers stays within its limit.
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import example, given, strategies as st
 from twisted.internet.testing import StringTransport
 
@@ -133,12 +132,6 @@ def test_tailOfOverlongLineNeverLeaks(limit: int, tail: bytes) -> None:
     assert len(framer.overlong) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="framing: when an overlong line's first read is short, lineLengthExceeded gets only that "
-    "first read as its head (chunks[0][:4096]), so the stdio backend cannot find the response id in it "
-    "and the call waits for callTimeout instead of failing at once with 'answer too large'",
-)
 @given(st.integers(16, 64), st.integers(1, 15))
 @example(limit=16, first_read=1)
 def test_overlongHeadIsIndependentOfChunking(limit: int, first_read: int) -> None:
