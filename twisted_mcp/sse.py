@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+#: The standard's byte-order mark, skipped at the start of a stream.
+_BOM = b"\xef\xbb\xbf"
+
 
 class Event(NamedTuple):
     event: str
@@ -25,7 +28,8 @@ class SSEParser:
     Lines end with CRLF, LF or CR (a CR at the end of a chunk waits for the
     next chunk to see whether an LF follows).  C{data} lines are joined with
     LF; comments (lines starting with C{:}) are ignored; an event with no
-    data is not dispatched, as the standard says.
+    data is not dispatched, as the standard says.  A byte-order mark at the
+    start of the stream is skipped.
     """
 
     def __init__(self, max_event: int) -> None:
@@ -39,9 +43,13 @@ class SSEParser:
         self.last_event_id: str | None = None
         self.retry: int | None = None
         self._pending_cr = False
+        #: The start of the stream while it may still be a byte-order mark.
+        self._stream_start: bytes | None = b""
 
     def feed(self, chunk: bytes) -> list[Event]:
         events: list[Event] = []
+        if self._stream_start is not None:
+            chunk = self._skip_bom(chunk)
         if not chunk:
             return events
         if self._pending_cr:
@@ -76,6 +84,16 @@ class SSEParser:
             if self._partial_len + self._data_len > self.max_event:
                 raise EventTooLarge(f"an event of more than {self.max_event} bytes")
         return events
+
+    def _skip_bom(self, chunk: bytes) -> bytes:
+        """Drop a byte-order mark at the start of the stream, even split across chunks."""
+        assert self._stream_start is not None
+        start = self._stream_start + chunk
+        if len(start) < len(_BOM) and _BOM.startswith(start):
+            self._stream_start = start
+            return b""
+        self._stream_start = None
+        return start[len(_BOM) :] if start.startswith(_BOM) else start
 
     def _line(self, line: bytes) -> Event | None:
         if not line:

@@ -132,11 +132,6 @@ def test_eventsPastTheLimitRaise(stream: bytes) -> None:
         parse([stream + b"\n\n" + payload], max_event=50)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sse: a byte-order mark at the start of the stream is not stripped (the standard says "
-    "it must be), so the first line's field name starts with U+FEFF and that field is dropped",
-)
 @given(stream_and_chunks(streams.map(lambda s: BOM + b"data: first\n\n" + s)))
 def test_leadingByteOrderMarkIsIgnored(stream_chunks: tuple[bytes, list[bytes]]) -> None:
     stream, chunks = stream_chunks

@@ -232,6 +232,20 @@ class FieldTests(SynchronousTestCase):
         self.assertEqual(parse([b"data: \xff\n\n"]), [Event("message", "\ufffd", None)])
 
 
+class ByteOrderMarkTests(SynchronousTestCase):
+    BOM = b"\xef\xbb\xbf"
+
+    def test_leadingByteOrderMarkSkipped(self) -> None:
+        """A byte-order mark at the start is skipped, even split across chunks."""
+        stream = self.BOM + b"data: first\n\n"
+        for cut in range(len(stream)):
+            self.assertEqual(parse([stream[:cut], stream[cut:]]), [Event("message", "first", None)], cut)
+
+    def test_onlyAtTheStart(self) -> None:
+        """Later, the same bytes are part of a field name, as the standard says."""
+        self.assertEqual(parse([b"data: a\n\n" + self.BOM + b"data: b\n\n"]), [Event("message", "a", None)])
+
+
 class SizeTests(SynchronousTestCase):
     def test_atTheLimit(self) -> None:
         # The limit counts data plus one byte per line.
