@@ -110,7 +110,7 @@ class SSEParser:
             self._stream_start = start
             return b""
         self._stream_start = None
-        return start[len(_BOM) :] if start.startswith(_BOM) else start
+        return start.removeprefix(_BOM)
 
     def _measure(self, head: bytes, size: int, complete: bool) -> int:
         """
