@@ -4,7 +4,9 @@ Fuzz target: L{twisted_mcp.framing.LineFramer}.
 Input: one byte for MAX_LENGTH (1..256), one byte that seeds the read
 sizes, then the stream.  Oracle: the stream cut into reads gives the same
 messages, overlong reports and pending bytes as the stream read at once,
-and the framer never buffers more than MAX_LENGTH.
+and the framer never buffers more than MAX_LENGTH; an overlong report's
+head is the start of its line (never past its newline) and holds more than
+MAX_LENGTH bytes of it, however the line arrived.
 """
 
 import random
@@ -23,7 +25,7 @@ class Recorder(LineFramer):
         super().__init__()
         self.MAX_LENGTH = limit
         self.lines = []
-        self.overlong = 0
+        self.heads = []
         self.makeConnection(StringTransport())
 
     def lineReceived(self, line):
@@ -32,7 +34,9 @@ class Recorder(LineFramer):
     def lineLengthExceeded(self, head, size):
         if size <= self.MAX_LENGTH:
             raise AssertionError(f"overlong report of {size} bytes, limit {self.MAX_LENGTH}")
-        self.overlong += 1
+        if b"\n" in head or len(head) <= min(self.MAX_LENGTH, 4095):
+            raise AssertionError(f"overlong head {head!r}, limit {self.MAX_LENGTH}")
+        self.heads.append(head)
 
 
 def frame(limit, chunks):
@@ -60,8 +64,11 @@ def TestOneInput(data):
     limit, seed, stream = data[0] + 1, data[1], data[2:]
     whole = frame(limit, [stream])
     split = frame(limit, reads(stream, seed))
-    if (split.lines, split.overlong, split.pending_bytes()) != (whole.lines, whole.overlong, whole.pending_bytes()):
+    if (split.lines, len(split.heads), split.pending_bytes()) != (whole.lines, len(whole.heads), whole.pending_bytes()):
         raise AssertionError(f"chunking changed the result: {split.lines!r} != {whole.lines!r}")
+    for head, full in zip(split.heads, whole.heads):
+        if not full.startswith(head):
+            raise AssertionError(f"head {head!r} read in chunks is not the start of {full!r}")
     for line in whole.lines:
         if len(line) > limit or b"\n" in line or not line.strip():
             raise AssertionError(f"delivered {line!r} (limit {limit})")

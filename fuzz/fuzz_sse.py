@@ -3,7 +3,9 @@ Fuzz target: L{twisted_mcp.sse.SSEParser}.
 
 Input: one byte that seeds the chunk sizes, then the stream.  Oracle: the
 chunked stream gives the events, retry and last event id of the stream fed
-at once; with a small limit the parser only ever raises EventTooLarge.
+at once, and so does the stream after a byte-order mark; with a small limit
+the parser only ever raises EventTooLarge, and refuses the chunked stream
+exactly when it refuses the stream fed at once.
 """
 
 import random
@@ -13,6 +15,9 @@ import atheris
 
 with atheris.instrument_imports(include=["twisted_mcp"]):
     from twisted_mcp.sse import EventTooLarge, SSEParser
+
+BOM = b"\xef\xbb\xbf"
+SMALL = 32
 
 
 def parse(chunks, limit):
@@ -33,6 +38,13 @@ def chunked(stream, seed):
     return chunks
 
 
+def outcome(chunks, limit):
+    try:
+        return parse(chunks, limit)
+    except EventTooLarge:
+        return "refused"
+
+
 def TestOneInput(data):
     if not data:
         return
@@ -41,10 +53,11 @@ def TestOneInput(data):
     split = parse(chunked(stream, seed), 1 << 30)
     if whole != split:
         raise AssertionError(f"chunking changed the events: {split!r} != {whole!r}")
-    try:
-        parse(chunked(stream, seed), 32)
-    except EventTooLarge:
-        pass
+    if not stream.startswith(BOM) and parse(chunked(BOM + stream, seed), 1 << 30) != whole:
+        raise AssertionError("a leading byte-order mark changed the events")
+    small = outcome(chunked(stream, seed), SMALL)
+    if small != outcome([stream], SMALL):
+        raise AssertionError(f"chunking changed the outcome under a limit of {SMALL}: {small!r}")
 
 
 if __name__ == "__main__":

@@ -538,7 +538,7 @@ _ADMIN_FORMS = (
 
 def parse_admin(text: str) -> _Admin:
     """Where to reach the admin endpoint named by C{--admin}."""
-    from urllib.parse import urlsplit
+    from twisted_mcp.urls import split_url
 
     def port_of(value: str) -> int:
         if not value.isdigit() or not 0 < int(value) < 65536:
@@ -553,13 +553,12 @@ def parse_admin(text: str) -> _Admin:
         return host
 
     if text.startswith(("http://", "https://")):
-        parts = urlsplit(text)
+        parts = split_url(text)
+        if parts is None:
+            raise _Fail(EX_USAGE, f"--admin {text}: not a valid address (host or port); {_ADMIN_FORMS}")
         if not parts.hostname:
             raise _Fail(EX_USAGE, f"--admin {text}: no host; {_ADMIN_FORMS}")
-        try:
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-        except ValueError:
-            raise _Fail(EX_USAGE, f"--admin {text}: not a valid port; {_ADMIN_FORMS}")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
         return _Admin(parts.scheme, parts.hostname, port, prefix=parts.path)
     kind, _, rest = text.partition(":")
     if kind in ("unix", "tcp", "tcp6", "ssl") and rest:

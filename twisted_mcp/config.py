@@ -13,13 +13,12 @@ from __future__ import annotations
 import json
 import os
 import re
-from urllib.parse import urlsplit
 from typing import Any, Mapping
 
 import attrs
 import yaml
 
-from twisted_mcp.urls import shown_url, split_credentials
+from twisted_mcp.urls import shown_url, split_credentials, split_url
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _VAR_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^}])*))?\}|\$\{[^}]*\}?")
@@ -731,9 +730,9 @@ def _http_fields(check: _Checker, path: str, spec: dict[str, Any], base_dir: str
     else:
         url = check.string(upath, spec["url"])
         if url is not None:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                check.problem(upath, f"expected an http:// or https:// address, got {shown_url(url)!r}")
+            parts = split_url(url)
+            if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+                check.problem(upath, f"expected an http:// or https:// address with a valid host and port, got {shown_url(url)!r}")
                 url = None
             else:
                 url = _credentials_to_header(check, path, url, fields)

@@ -19,8 +19,19 @@ from __future__ import annotations
 from twisted.protocols.basic import LineReceiver
 
 DEFAULT_MAX_LENGTH = 16 * 1024 * 1024
+#: How many of the first bytes of an overlong line L{LineFramer.lineLengthExceeded} gets.
+HEAD_LENGTH = 4096
 #: How many of the last bytes of an overlong line L{LineFramer.overlongLineEnded} gets.
 TAIL_LENGTH = 256
+
+
+def _first_bytes(chunks: list[bytes]) -> bytes:
+    """The first C{HEAD_LENGTH} bytes of C{chunks}, joining only as many as needed."""
+    needed, end = 0, 0
+    while end < len(chunks) and needed < HEAD_LENGTH:
+        needed += len(chunks[end])
+        end += 1
+    return b"".join(chunks[:end])[:HEAD_LENGTH]
 
 
 def _last_bytes(chunks: list[bytes]) -> bytes:
@@ -39,7 +50,9 @@ class LineFramer(LineReceiver):
 
     Subclasses implement L{lineReceived} and may override
     L{lineLengthExceeded}, which receives the first bytes of the overlong
-    line (at most 4 KiB, enough to find an id) and its length so far.
+    line (at most C{HEAD_LENGTH}, enough to find an id; whatever the reads,
+    all of it that had arrived when it went past C{MAX_LENGTH}) and its
+    length so far.
     A trailing C{\\r} is stripped; blank lines are ignored.
     """
 
@@ -79,7 +92,7 @@ class LineFramer(LineReceiver):
             self._buffered = 0
             data = data[end + 1 :]
             if len(line) > self.MAX_LENGTH:
-                self._report_overlong(line[:4096], len(line))
+                self._report_overlong(line[:HEAD_LENGTH], len(line))
                 self.overlongLineEnded(line[-TAIL_LENGTH:])
             else:
                 self._deliver(line)
@@ -95,7 +108,8 @@ class LineFramer(LineReceiver):
             # limit grows once its initialize is answered).
             limit = self.MAX_LENGTH
             if end - start > limit:
-                self._report_overlong(data[start : start + 4096], end - start)
+                # The head stops at its own newline, never in the next message.
+                self._report_overlong(data[start : min(end, start + HEAD_LENGTH)], end - start)
                 self.overlongLineEnded(data[max(start, end - TAIL_LENGTH) : end])
             else:
                 self._deliver(data[start:end])
@@ -115,7 +129,9 @@ class LineFramer(LineReceiver):
         self.lineReceived(line)
 
     def _overflow(self) -> None:
-        head = self._chunks[0][:4096]
+        # Every read so far, not just the first: a short first read would
+        # hide the id the stdio backend looks for.
+        head = _first_bytes(self._chunks)
         size = self._buffered
         self._tail = _last_bytes(self._chunks)
         self._chunks = []
@@ -130,7 +146,7 @@ class LineFramer(LineReceiver):
         """
         A message longer than C{MAX_LENGTH} arrived; it has been discarded.
 
-        @param head: its first bytes (at most 4 KiB).
+        @param head: its first bytes (at most C{HEAD_LENGTH}), never past its newline.
         @param size: how many bytes of it had arrived (at least C{MAX_LENGTH} + 1).
         """
 

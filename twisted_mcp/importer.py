@@ -35,11 +35,11 @@ import json
 import os
 import re
 from typing import Any, Callable, Mapping
-from urllib.parse import urlsplit
 
 import attrs
 
 from twisted_mcp.config import NAME_RE, ConfigError, _join, build, json_document, read_file
+from twisted_mcp.urls import split_url
 
 FORMATS = ("claude-desktop", "claude-code", "cursor", "vscode")
 LABELS = {
@@ -474,16 +474,16 @@ class _Converter:
                 return None
             url = self.text(url, "url")
             if "${" not in url.replace("$${", ""):
-                parts = urlsplit(url.replace("$$", "$"))
-                if parts.scheme in ("unix", "pipe"):
+                parts = split_url(url.replace("$$", "$"))
+                if parts is not None and parts.scheme in ("unix", "pipe"):
                     self.warn(f"url: a {parts.scheme}: socket address; the gateway reaches servers over http:// and https:// only; skipped")
                     return None
-                if parts.scheme not in ("http", "https") or not parts.hostname:
+                if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
                     self.warn("url: not an http:// or https:// address; skipped")
                     return None
             if kind == "sse":
                 out["type"] = "sse"
-            elif "type" not in raw and urlsplit(url).path.rstrip("/").endswith("/sse"):
+            elif "type" not in raw and _path_ends_in_sse(url):
                 out["type"] = "sse"
                 self.warn(
                     f"{LABELS[self.fmt]} does not say which HTTP transport; the address ends in /sse, so the legacy "
@@ -794,6 +794,12 @@ def validate(imported: Imported, base_dir: str, environ: Mapping[str, str]) -> N
             return
 
 
+def _path_ends_in_sse(url: str) -> bool:
+    """Whether the address names the legacy transport's usual C{/sse} endpoint."""
+    parts = split_url(url)
+    return parts is not None and parts.path.rstrip("/").endswith("/sse")
+
+
 def describe(entry: dict[str, Any]) -> str:
     """One line for the summary: never a value that may hold a secret."""
     if "command" in entry:
@@ -801,14 +807,12 @@ def describe(entry: dict[str, Any]) -> str:
         text = f"stdio, {entry['command'].replace('$$', '$')}" + (f" ({n} argument(s))" if n else "")
     else:
         # Only the origin: some services put a key in the path or the query.
-        parts = urlsplit(entry["url"].replace("$$", "$"))
-        try:
-            port = parts.port
-        except ValueError:
-            port = None
-        if parts.hostname and "${" not in parts.netloc:
+        parts = split_url(entry["url"].replace("$$", "$"))
+        if parts is None:
+            shown = "an unreadable address"
+        elif parts.hostname and "${" not in parts.netloc:
             host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-            shown = f"{parts.scheme}://{host}" + (f":{port}" if port else "")
+            shown = f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
         else:
             shown = "an address read from the environment"
         kind = "legacy HTTP+SSE" if entry.get("type") == "sse" else "Streamable HTTP"

@@ -7,6 +7,20 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+#: The standard's byte-order mark, skipped at the start of a stream.
+_BOM = b"\xef\xbb\xbf"
+_DATA = b"data:"
+
+
+def _first_bytes(chunks: list[bytes], n: int) -> bytes:
+    """The first C{n} bytes of C{chunks}, joining only as many as needed."""
+    head = b""
+    for chunk in chunks:
+        if len(head) >= n:
+            break
+        head += chunk[: n - len(head)]
+    return head
+
 
 class Event(NamedTuple):
     event: str
@@ -25,7 +39,15 @@ class SSEParser:
     Lines end with CRLF, LF or CR (a CR at the end of a chunk waits for the
     next chunk to see whether an LF follows).  C{data} lines are joined with
     LF; comments (lines starting with C{:}) are ignored; an event with no
-    data is not dispatched, as the standard says.
+    data is not dispatched, as the standard says.  A byte-order mark at the
+    start of the stream is skipped.
+
+    C{max_event} bounds an event's data: the bytes of its C{data} values
+    (without their field names) and a newline between two of them, that is
+    the data as delivered, counted in the bytes received.  Any other line
+    is bounded by C{max_event} on its own.  An unfinished line is counted
+    the same way, so where a chunk ends never changes whether an event is
+    refused, and the parser never holds much more than C{max_event} bytes.
     """
 
     def __init__(self, max_event: int) -> None:
@@ -39,9 +61,13 @@ class SSEParser:
         self.last_event_id: str | None = None
         self.retry: int | None = None
         self._pending_cr = False
+        #: The start of the stream while it may still be a byte-order mark.
+        self._stream_start: bytes | None = b""
 
     def feed(self, chunk: bytes) -> list[Event]:
         events: list[Event] = []
+        if self._stream_start is not None:
+            chunk = self._skip_bom(chunk)
         if not chunk:
             return events
         if self._pending_cr:
@@ -73,13 +99,42 @@ class SSEParser:
             rest = chunk[start:]
             self._partial.append(rest)
             self._partial_len += len(rest)
-            if self._partial_len + self._data_len > self.max_event:
-                raise EventTooLarge(f"an event of more than {self.max_event} bytes")
+            self._refuse_past_limit(self._measure(_first_bytes(self._partial, 6), self._partial_len, False))
         return events
+
+    def _skip_bom(self, chunk: bytes) -> bytes:
+        """Drop a byte-order mark at the start of the stream, even split across chunks."""
+        assert self._stream_start is not None
+        start = self._stream_start + chunk
+        if len(start) < len(_BOM) and _BOM.startswith(start):
+            self._stream_start = start
+            return b""
+        self._stream_start = None
+        return start.removeprefix(_BOM)
+
+    def _measure(self, head: bytes, size: int, complete: bool) -> int:
+        """
+        What a line counts against C{max_event}, from its first bytes
+        (C{head}, at least 6 when it has them) and its length so far: for a
+        data line, its event's data with it; for any other line, its own
+        bytes.  The start of a line never counts more than the whole line.
+        """
+        if head.startswith(_DATA) or (complete and head == _DATA[:-1]):
+            value = max(0, size - len(_DATA) - head.startswith(b"data: "))
+            return self._data_len + (1 if self._data else 0) + value
+        if not complete and _DATA.startswith(head):
+            return 0  # it may still turn out to be a data line
+        return size
+
+    def _refuse_past_limit(self, size: int) -> None:
+        if size > self.max_event:
+            raise EventTooLarge(f"an event of more than {self.max_event} bytes")
 
     def _line(self, line: bytes) -> Event | None:
         if not line:
             return self._dispatch()
+        measured = self._measure(line[:6], len(line), True)
+        self._refuse_past_limit(measured)
         if line[:1] == b":":
             return None
         text = line.decode("utf-8", "replace")
@@ -88,9 +143,7 @@ class SSEParser:
             value = value[1:]
         if field == "data":
             self._data.append(value)
-            self._data_len += len(value) + 1
-            if self._data_len > self.max_event:
-                raise EventTooLarge(f"an event of more than {self.max_event} bytes")
+            self._data_len = measured
         elif field == "event":
             self._event = value
         elif field == "id":

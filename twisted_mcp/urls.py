@@ -16,9 +16,28 @@ import base64
 import hashlib
 import re
 from typing import Any, Iterable
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 _URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+
+
+def split_url(url: str) -> SplitResult | None:
+    """
+    C{url}'s parts, or C{None} when it cannot be read: C{urlsplit} refuses
+    an unclosed C{[} or a bad IPv6 host, reading C{.port} refuses a port
+    that is not a number from 0 to 65535, and a host name that IDNA cannot
+    encode could never be sent in a C{Host} header.  Every URL from a
+    config file goes through here, so a bad one is a config error, not a
+    traceback.
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (reading it is the port's check)
+        if parts.hostname and not parts.hostname.isascii():
+            parts.hostname.encode("idna")  # UnicodeError is a ValueError
+    except ValueError:
+        return None
+    return parts
 
 
 def shown_url(url: str) -> str:
@@ -28,9 +47,8 @@ def shown_url(url: str) -> str:
     C{https://host:8443/[path 1a2b3c4d]?…} (the first 8 hex digits of the
     SHA-256 of the path); a path of C{/} or nothing is shown as it is.
     """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
+    parts = split_url(url)
+    if parts is None:
         return "[an unreadable address]"
     host = parts.netloc.rpartition("@")[2]
     path = parts.path
@@ -62,4 +80,4 @@ def split_credentials(url: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(netloc=host)), f"Basic {token}"
 
 
-__all__ = ["shown_args", "shown_url", "split_credentials"]
+__all__ = ["shown_args", "shown_url", "split_credentials", "split_url"]

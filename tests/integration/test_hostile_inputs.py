@@ -86,6 +86,18 @@ def test_a_hostile_config_file_gets_one_clean_error(tmp_path, kind):
         assert "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize("url", ["https://bob:s3cret@example[com/mcp", "http://[zz]/mcp", "http://example.test:99999/mcp"])
+def test_an_unreadable_server_url_gets_one_clean_error(write_config, tmp_path, url):
+    """An address urlsplit refuses is a config error naming its key, not a traceback at start-up."""
+    path = write_config({"api": {"type": "http", "url": url}})
+    for argv in (gateway_argv(path), [bin_path("twisted-mcp"), "check-config", path]):
+        out = subprocess.run(argv, env=gateway_env(), cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
+        assert out.returncode == 78, out.stderr
+        problems = [line for line in out.stderr.splitlines() if line.startswith("  - ")]
+        assert len(problems) == 1 and problems[0].startswith("  - mcpServers.api.url: "), out.stderr
+        assert "Traceback" not in out.stderr and "s3cret" not in out.stderr
+
+
 def test_a_bomb_reloaded_by_sighup_is_rejected_and_nobody_waits(daemon, tmp_path):
     sock = str(tmp_path / "gw.sock")
     pid, log = daemon({"e": server("echo_fast")}, f"unix:{sock}")

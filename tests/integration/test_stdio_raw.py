@@ -226,6 +226,20 @@ def test_oversized_answer_from_a_backend_fails_only_that_call(raw_gateway, write
     assert "backend echo sent a message of more than 65536 bytes" in gw.stderr_text()
 
 
+def test_oversized_answer_after_a_short_first_read_fails_at_once(raw_gateway, write_config):
+    """The gateway's first read of an oversized answer is short (its id
+    arrives in a later read): the call still fails at once (-32034), not
+    after callTimeout (-32031)."""
+    config = write_config(
+        {"echo": server("echo_fast", env={"ECHO_FIRST_WRITE": "10"})}, maxMessageBytes=64 * 1024, callTimeout=60
+    )
+    gw = raw_gateway(config)
+    gw.initialize()
+    out = gw.request("tools/call", {"name": "echo__echo", "arguments": {"text": "y" * 1024, "repeat": 100}}, timeout=30)
+    assert out["error"]["code"] == -32034, out
+    assert out["error"]["data"] == {"backend": "echo", "limit": 64 * 1024}
+
+
 def test_backend_that_stops_reading_is_refused_then_restarted_when_silent(raw_gateway, write_config):
     # 64 KiB messages, so a few calls fill the pipe and the gateway's queue.
     config = write_config(

@@ -7,7 +7,6 @@ what it buffers stays within its limit.
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import example, given, strategies as st
 from twisted.internet.testing import StringTransport
 
@@ -106,13 +105,6 @@ def test_overlongReportsDescribeTheirLine(limit: int, stream_chunks: tuple[bytes
         assert len(message) <= limit
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="framing: an overlong line that arrives whole in one read is reported with "
-    "data[start:start + 4096] as its head, which runs past its newline into the next messages "
-    "when the line is shorter than 4 KiB (harmless today only because maxMessageBytes >= 1024 and "
-    "the stdio backend looks for an id in the first 512 bytes)",
-)
 @given(LIMITS, stream_and_chunks(ANY_STREAM))
 @example(limit=1, stream_chunks=(b"ab\n{}\n", [b"ab\n{}\n"]))
 def test_overlongHeadIsAPrefixOfItsLine(limit: int, stream_chunks: tuple[bytes, list[bytes]]) -> None:
@@ -140,12 +132,6 @@ def test_tailOfOverlongLineNeverLeaks(limit: int, tail: bytes) -> None:
     assert len(framer.overlong) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="framing: when an overlong line's first read is short, lineLengthExceeded gets only that "
-    "first read as its head (chunks[0][:4096]), so the stdio backend cannot find the response id in it "
-    "and the call waits for callTimeout instead of failing at once with 'answer too large'",
-)
 @given(st.integers(16, 64), st.integers(1, 15))
 @example(limit=16, first_read=1)
 def test_overlongHeadIsIndependentOfChunking(limit: int, first_read: int) -> None:

@@ -1,8 +1,8 @@
 """
-Defects the fuzz targets (fuzz/) found in code that other work owns, kept
-as strict expected failures: each turns into an unexpected pass, and so a
-failure to be removed, when its defect is fixed.  The fuzz targets skip
-these known cases; drop the skip there too when the fix lands.
+Defects the fuzz targets (fuzz/) found in code that other work owns.  Each
+was kept here as a strict expected failure until it was fixed; a new
+finding goes in the same way (and the fuzz target skips it until the fix
+lands).
 """
 
 from __future__ import annotations
@@ -27,15 +27,9 @@ def test_recursiveYamlAliasIsAConfigError(text: str) -> None:
         config.build(config.parse_text(text, "gateway.yaml"), "gateway.yaml", {}, "/etc")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="config: an http server url that urlsplit refuses (an unclosed '[' or a bad IPv6 host) "
-    "raises urlsplit's ValueError ('Invalid IPv6 URL') out of config.build: a traceback at start-up "
-    "instead of a ConfigError naming mcpServers.NAME.url",
-)
 @pytest.mark.parametrize("url", ["https://example[com/mcp", "http://[::1/mcp", "http://[zz]/mcp"])
 def test_badUrlIsAConfigError(url: str) -> None:
+    """An address urlsplit refuses is a ConfigError naming its key, not urlsplit's ValueError."""
     data = {"mcpServers": {"api": {"type": "http", "url": url}}}
     with pytest.raises(config.ConfigError) as caught:
         config.build(data, "gateway.json", {}, "/etc")

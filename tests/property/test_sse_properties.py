@@ -132,11 +132,6 @@ def test_eventsPastTheLimitRaise(stream: bytes) -> None:
         parse([stream + b"\n\n" + payload], max_event=50)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sse: a byte-order mark at the start of the stream is not stripped (the standard says "
-    "it must be), so the first line's field name starts with U+FEFF and that field is dropped",
-)
 @given(stream_and_chunks(streams.map(lambda s: BOM + b"data: first\n\n" + s)))
 def test_leadingByteOrderMarkIsIgnored(stream_chunks: tuple[bytes, list[bytes]]) -> None:
     stream, chunks = stream_chunks
@@ -144,12 +139,6 @@ def test_leadingByteOrderMarkIsIgnored(stream_chunks: tuple[bytes, list[bytes]])
     assert events == model(stream[len(BOM) :])[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sse: the max_event limit depends on how the stream is chunked: an unfinished line is "
-    "counted in bytes with its field name ('data: '), a finished data line by its value's characters "
-    "plus one, so an event just under the limit is refused when a chunk ends inside its last line",
-)
 @given(st.integers(8, 64), st.integers(1, 5))
 @example(max_event=10, cut=1)
 def test_limitDoesNotDependOnChunking(max_event: int, cut: int) -> None:

@@ -13,10 +13,15 @@ writes) to fd 1. Exits on EOF.
                   ECHO_TEXT_SCHEMA (JSON) is merged into the schema of `text`
   notifications (no id) are ignored; unknown methods get -32601, an unknown
   tool -32602, a non-JSON line -32700 and a non-object -32600 (id null).
+
+With ECHO_FIRST_WRITE=n, the first n bytes of each batch of answers are
+written on their own, 0.2 s before the rest, so that the gateway's first
+read of an answer is short.
 """
 
 import json
 import os
+import time
 
 VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
 LATEST = "2025-11-25"
@@ -32,6 +37,7 @@ ECHO_TOOL = {
 }
 ECHO_TOOL["inputSchema"]["properties"]["text"].update(json.loads(os.environ.get("ECHO_TEXT_SCHEMA", "{}")))
 TOOLS_LIST = {"tools": [ECHO_TOOL]}
+FIRST_WRITE = int(os.environ.get("ECHO_FIRST_WRITE", "0"))
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _loads = json.JSONDecoder().decode  # str input: skips json.loads' encoding sniffing
@@ -98,6 +104,14 @@ def write_all(data):
         view = view[n:]
 
 
+def send(data):
+    if FIRST_WRITE:
+        write_all(data[:FIRST_WRITE])
+        time.sleep(0.2)
+        data = data[FIRST_WRITE:]
+    write_all(data)
+
+
 def main():
     pending = []  # chunks of an unfinished line: joined once, when its newline arrives
     while True:
@@ -125,7 +139,7 @@ def main():
                 out.append(resp if isinstance(resp, str) else _dumps(resp))
         if out:
             out.append("")
-            write_all("\n".join(out).encode("utf-8"))
+            send("\n".join(out).encode("utf-8"))
 
 
 if __name__ == "__main__":

@@ -547,7 +547,10 @@ class TestAdminAddress:
     def test_forms(self, text: str, expected: str) -> None:
         assert str(parse_admin(text)) == expected
 
-    @pytest.mark.parametrize("text", ["systemd:domain=UNIX:index=0", "tcp:notaport", "unix:", "/run/a.sock", "tcp:99999"])
+    @pytest.mark.parametrize(
+        "text",
+        ["systemd:domain=UNIX:index=0", "tcp:notaport", "unix:", "/run/a.sock", "tcp:99999", "http://[::1:9100", "http://h:99999"],
+    )
     def test_bad(self, text: str) -> None:
         with pytest.raises(_Fail) as e:
             parse_admin(text)

@@ -317,6 +317,15 @@ class TestVSCode:
         assert sorted(servers(config)) == ["ok"]
         assert "sock: url: a unix: socket address; the gateway reaches servers over http:// and https:// only; skipped" in err
 
+    def test_unreadable_url_skipped(self, capsys: pytest.CaptureFixture[str]) -> None:
+        path = write(
+            "mcp.json",
+            {"servers": {"bad": {"type": "http", "url": "http://[::1/mcp"}, "env": {"url": "http://[${env:HOST}/sse"}, "ok": {"type": "stdio", "command": "x"}}},
+        )
+        config, err = imported(capsys, path, environ={"HOST": "::1]"})
+        assert sorted(servers(config)) == ["env", "ok"]
+        assert "bad: url: not an http:// or https:// address; skipped" in err
+
 
 class TestJSONC:
     def test_comments_and_trailing_commas(self) -> None:

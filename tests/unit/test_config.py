@@ -360,6 +360,24 @@ mcpServers:
         self.assertNotIn("s3cret", "\n".join(problems))
         self.assertNotIn("k3y-in-path", "\n".join(problems))
 
+    def test_anUnreadableUrlIsAProblemOfItsKey(self) -> None:
+        """
+        An address urlsplit refuses (an unclosed '[', a bad IPv6 host), a
+        port out of range or not a number, or a host IDNA cannot encode is a
+        config problem naming mcpServers.NAME.url, shown without its secrets.
+        """
+        for url in (
+            "https://bob:s3cret@example[com/mcp",
+            "http://[::1/mcp",
+            "http://[zz]/mcp",
+            "http://example.test:99999/mcp",
+            "http://example.test:port/mcp",
+            "http://\u00e9..x/mcp",
+        ):
+            problems = self.problems(json.dumps({"mcpServers": {"a": {"url": url}}}), ".json")
+            self.assertProblem(problems, "mcpServers.a.url", "valid host and port")
+            self.assertNotIn("s3cret", "\n".join(problems))
+
     def test_disabledNotABoolean(self) -> None:
         problems = self.problems("mcpServers:\n  a: {command: x, disabled: 'yes please'}\n")
         self.assertProblem(problems, "mcpServers.a.disabled", "true or false")

@@ -197,6 +197,40 @@ class LengthLimitTests(SynchronousTestCase):
         self.assertEqual(head, line[:4096])
         self.assertEqual(size, len(line))
 
+    def test_headStopsAtItsNewline(self) -> None:
+        """
+        An overlong line shorter than 4 KiB that arrives whole, with the next
+        messages in the same read, is reported with a head that ends at its
+        own newline: nothing of the next messages.
+        """
+        framer = connected(self.LIMIT)
+        line = b"h" * (self.LIMIT + 1)
+        framer.dataReceived(line + b'\n{"id":1}\n')
+        self.assertEqual(framer.overlong, [(line, len(line))])
+        self.assertEqual(framer.lines, [b'{"id":1}'])
+
+    def test_headSpansEveryRead(self) -> None:
+        """
+        When an overlong line's first read is short, its head is still all of
+        the line that had arrived (up to 4 KiB), not only the first read, so
+        the stdio backend finds the response's id in it.
+        """
+        line = b'{"jsonrpc":"2.0","id":12345,"result":"' + b"x" * 5000 + b'"}'
+        for first in (1, 10, self.LIMIT - 1):
+            framer = connected(self.LIMIT)
+            framer.dataReceived(line[:first])
+            framer.dataReceived(line[first:])
+            self.assertEqual(framer.overlong[0][0], line[:4096], first)
+
+    def test_headOfLineOverflowingInSmallReads(self) -> None:
+        """With small reads, the head is every byte up to the overflow (a prefix of the line)."""
+        framer = connected(self.LIMIT)
+        line = b'{"id":3,' + b"s" * 200
+        feed(framer, line + b"\n", 5)
+        head, _ = framer.overlong[0]
+        self.assertEqual(head, line[: len(head)])
+        self.assertGreater(len(head), self.LIMIT)
+
     def test_tailOfOverlongLine(self) -> None:
         """
         When an overlong line ends, its last bytes (at most TAIL_LENGTH, without

@@ -430,10 +430,11 @@ class HttpErrorTests(HttpTestCase):
         d = backend.call("tools/call", {"name": "get_time"})
         response = self.pending("tools/call").respond(200, SSE)
         response.push(b"data: ")
-        for _ in range(9):
+        # The limit counts the event's data (the message), not its field name.
+        for _ in range(10):
             response.push(b"x" * 100)
         self.assertEqual(response.stopped, 0)
-        response.push(b"x" * 100)
+        response.push(b"x")
         self.assertEqual(response.stopped, 1)
         response.end(broken())
         e = self.failureResultOf(d, JsonRpcError).value

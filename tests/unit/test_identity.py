@@ -649,6 +649,13 @@ class ParseTests(SynchronousTestCase):
             self.assertEqual(problems, [])
             self.assertEqual(config and config.jwt and config.jwt.jwksUrl, url)
 
+    def test_unreadable_jwks_url(self) -> None:
+        """An address urlsplit refuses is a problem of its key, shown without its secrets."""
+        jwt_ = {"tokenEnv": "T", "algorithms": ["RS256"]}
+        problems = self.problems({"jwt": dict(jwt_, jwksUrl="https://idp[example.com/s3cret-path")})
+        self.assertProblem(problems, "identity.jwt.jwksUrl", "https://")
+        self.assertNotIn("s3cret", "\n".join(problems))
+
     def test_values(self) -> None:
         jwt_ = {"tokenEnv": "T", "algorithms": ["HS256"], "secret": SECRET}
         self.assertProblem(self.problems({"jwt": dict(jwt_, leeway=-1)}), "identity.jwt.leeway", "from 0 to 600")

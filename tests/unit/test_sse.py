@@ -232,9 +232,23 @@ class FieldTests(SynchronousTestCase):
         self.assertEqual(parse([b"data: \xff\n\n"]), [Event("message", "\ufffd", None)])
 
 
+class ByteOrderMarkTests(SynchronousTestCase):
+    BOM = b"\xef\xbb\xbf"
+
+    def test_leadingByteOrderMarkSkipped(self) -> None:
+        """A byte-order mark at the start is skipped, even split across chunks."""
+        stream = self.BOM + b"data: first\n\n"
+        for cut in range(len(stream)):
+            self.assertEqual(parse([stream[:cut], stream[cut:]]), [Event("message", "first", None)], cut)
+
+    def test_onlyAtTheStart(self) -> None:
+        """Later, the same bytes are part of a field name, as the standard says."""
+        self.assertEqual(parse([b"data: a\n\n" + self.BOM + b"data: b\n\n"]), [Event("message", "a", None)])
+
+
 class SizeTests(SynchronousTestCase):
     def test_atTheLimit(self) -> None:
-        # The limit counts data plus one byte per line.
+        # The limit counts the data as delivered: its bytes, a newline between lines.
         self.assertEqual(parse([b"data: " + b"x" * 99 + b"\n\n"], max_event=100), [Event("message", "x" * 99, None)])
 
     def test_tooLargeInOneChunk(self) -> None:
@@ -258,6 +272,30 @@ class SizeTests(SynchronousTestCase):
                 parser.feed(b"x" * 10)
                 fed += 10
         self.assertLessEqual(fed, 1020)
+
+    def test_limitIsTheDataAsDelivered(self) -> None:
+        """
+        An event whose data is exactly the limit passes, one byte more is
+        refused, wherever the chunks end (inside the field name, the value
+        or the newline).
+        """
+        fits = b"data: " + b"x" * 6 + b"\ndata:" + b"y" * 3 + b"\n\n"  # "xxxxxx\nyyy": 10 bytes
+        over = fits.replace(b"yyy", b"yyyy")
+        for cut in range(1, len(fits)):
+            self.assertEqual(parse([fits[:cut], fits[cut:]], max_event=10), [Event("message", "xxxxxx\nyyy", None)], cut)
+            self.assertRaises(EventTooLarge, parse, [over[:cut], over[cut:]], max_event=10)
+
+    def test_limitCountsBytesNotCharacters(self) -> None:
+        data = "\u00e9" * 5  # ten bytes of UTF-8
+        stream = f"data: {data}\n\n".encode()
+        self.assertEqual(parse(bytewise(stream), max_event=10), [Event("message", data, None)])
+        self.assertRaises(EventTooLarge, parse, bytewise(stream), max_event=9)
+
+    def test_otherLinesBoundedOnTheirOwn(self) -> None:
+        """A line that is not data (a comment, an id) longer than the limit is refused, in one chunk or many."""
+        for line in (b": " + b"c" * 20, b"id: " + b"i" * 20):
+            self.assertRaises(EventTooLarge, parse, [line + b"\n"], max_event=16)
+            self.assertRaises(EventTooLarge, parse, bytewise(line), max_event=16)
 
     def test_sizeResetsAfterEachEvent(self) -> None:
         parser = SSEParser(100)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from twisted_mcp.urls import shown_args, shown_url, split_credentials
+from twisted_mcp.urls import shown_args, shown_url, split_credentials, split_url
 
 
 def _digest(path: str) -> str:
@@ -36,6 +36,13 @@ def test_urls_inside_arguments_are_shown_the_same_way():
     shown = shown_args(args)
     assert "pw" not in shown and "abc" not in shown
     assert shown == f"--db=postgresql://db:5432/[path {_digest('/app')}] https://h/[path {_digest('/x')}]?… plain"
+
+
+def test_an_unreadable_address_is_never_split_and_shown_without_raising():
+    for url in ("http://[::1/mcp", "https://u:s3cret@example[com/k3y", "http://h:99999/", "http://h:abc/", "http://\u00e9..x/"):
+        assert split_url(url) is None
+        assert shown_url(url) == "[an unreadable address]"
+    assert split_url("http://[::1]:8080/mcp").port == 8080
 
 
 def test_userinfo_becomes_basic_authorization():

@@ -40,7 +40,6 @@ import math
 import re
 from datetime import datetime, timezone
 from typing import Any, Mapping
-from urllib.parse import urlsplit
 
 import attrs
 import jwt
@@ -57,6 +56,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_mcp.config import _Checker, _describe, _join, _resolve
+from twisted_mcp.urls import shown_url, split_url
 
 log = Logger()
 
@@ -395,11 +395,11 @@ def _parse_jwt(check: _Checker, path: str, value: Any, base_dir: str | None) -> 
         upath = _join(path, "jwksUrl")
         url = check.string(upath, spec["jwksUrl"])
         if url is not None:
-            parts = urlsplit(url)
-            secure = parts.scheme == "https" and bool(parts.hostname)
-            local = parts.scheme == "http" and parts.hostname in _LOOPBACK
+            parts = split_url(url)
+            secure = parts is not None and parts.scheme == "https" and bool(parts.hostname)
+            local = parts is not None and parts.scheme == "http" and parts.hostname in _LOOPBACK
             if not (secure or local):
-                check.problem(upath, f"expected an https:// address (plain http only on this machine: localhost, 127.0.0.1, ::1), got {url!r}")
+                check.problem(upath, f"expected an https:// address (plain http only on this machine: localhost, 127.0.0.1, ::1), got {shown_url(url)!r}")
                 url = None
         fields["jwksUrl"] = url
 
