@@ -39,7 +39,7 @@ from twisted_mcp.backend import DiscoveryError, McpClientSession, State, Supervi
 from twisted_mcp.config import HttpServer
 from twisted_mcp.jsonrpc import JsonRpcError, MessageError, PeerGone, decode, encode
 from twisted_mcp.sse import EventTooLarge, SSEParser
-from twisted_mcp.urls import shown_url
+from twisted_mcp.urls import shown_url, split_url
 
 log = Logger()
 
@@ -663,12 +663,19 @@ class _SseRun(_HttpRun):
     def _set_endpoint(self, data: str) -> None:
         if self._endpoint.called:
             return
-        target = urljoin(self.backend.config.url, data.strip())
-        base, new = urlsplit(self.backend.config.url), urlsplit(target)
+        try:
+            target = urljoin(self.backend.config.url, data.strip())
+        except ValueError:  # an unclosed "[" or a bad IPv6 host
+            target = ""
+        base, new = urlsplit(self.backend.config.url), split_url(target)
+        if not target or new is None or not target.isascii():
+            # The server's text, not the operator's: refuse it, never raise out of the stream.
+            self._endpoint.errback(DiscoveryError("the server named an endpoint that is not a valid address; refused"))
+            return
         if (base.scheme, base.netloc) != (new.scheme, new.netloc):
             self._endpoint.errback(DiscoveryError(f"the server named an endpoint on another origin ({shown_url(target)}); refused"))
             return
-        self.post_url = target.encode("ascii", "strict")
+        self.post_url = target.encode("ascii")
         self._endpoint.callback(None)
 
     def _stream_ended(self, reason: Failure, reader: _BodyReader) -> None:

@@ -1036,6 +1036,20 @@ class LegacyTests(HttpTestCase):
         self.pending("initialize").fail(ConnectionRefusedError())
         self.stop(backend)
 
+    def test_endpointThatIsNotAnAddress(self) -> None:
+        """An endpoint a server names that cannot be read as an address is refused, never raised."""
+        for endpoint in ("http://[::1/messages", "http://mcp.example:99999/m", "/m\u00e9ssages"):
+            self.http.requests.clear()
+            backend = self.make()
+            discovered = backend.when_discovered()
+            stream = self.connect(backend, endpoint)
+            self.successResultOf(discovered)
+            self.assertEqual(backend.state, State.DOWN, endpoint)
+            self.assertIn("not a valid address", backend.last_error or "")
+            self.assertEqual(self.pending_all(), [], endpoint)
+            stream.end(broken())
+            self.stop(backend)
+
     def test_endpointOnAnotherOrigin(self) -> None:
         for endpoint in ("http://evil.example/messages", "//evil.example/messages", "https://mcp.example/messages", "http://mcp.example:8080/m"):
             self.http.requests.clear()
