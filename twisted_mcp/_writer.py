@@ -62,7 +62,8 @@ class Writer:
         """Bytes written but not yet taken by the kernel."""
         fd = self.fd
         try:
-            return fd._tempDataLen + len(fd.dataBuffer) - fd.offset + sum(map(len, self.chunks))
+            queued: int = fd._tempDataLen + len(fd.dataBuffer) - fd.offset + sum(map(len, self.chunks))
+            return queued
         except AttributeError:
             return 0
 

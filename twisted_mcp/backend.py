@@ -338,7 +338,7 @@ class Histogram:
     def cumulative(self) -> list[tuple[str, float]]:
         """Prometheus buckets: (upper bound, calls at or under it), ending with +Inf."""
         out, running = [], 0
-        for bound, n in zip(self.BOUNDS, self.counts):
+        for bound, n in zip(self.BOUNDS, self.counts, strict=False):
             running += n
             out.append((repr(bound), float(running)))
         out.append(("+Inf", float(self.count)))

@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from urllib.parse import urlsplit
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 import attrs
 import yaml
@@ -364,7 +364,8 @@ class _BoundedLoader(yaml.SafeLoader):
         self.sizes: dict[int, int] = {}
 
     def compose_node(self, parent: Any, index: Any) -> Any:
-        line = self.peek_event().start_mark.line + 1
+        line = self.peek_event().start_mark.line + 1  # type: ignore[no-untyped-call]  # untyped in types-PyYAML
+        node: Any
         if self.check_event(yaml.AliasEvent):
             node = super().compose_node(parent, index)
             size = self.sizes.get(id(node))

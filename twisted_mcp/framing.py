@@ -16,6 +16,8 @@ C{id} after its C{result}).
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.protocols.basic import LineReceiver
 
 DEFAULT_MAX_LENGTH = 16 * 1024 * 1024
@@ -42,6 +44,10 @@ class LineFramer(LineReceiver):
     line (at most 4 KiB, enough to find an id) and its length so far.
     A trailing C{\\r} is stripped; blank lines are ignored.
     """
+
+    #: A connected transport (process pipes, sockets, StringTransport): all
+    #: of them have C{disconnecting}, which L{ITransport} does not declare.
+    transport: Any
 
     delimiter = b"\n"
     MAX_LENGTH = DEFAULT_MAX_LENGTH
@@ -124,7 +130,7 @@ class LineFramer(LineReceiver):
         self._report_overlong(head, size)
 
     def _report_overlong(self, head: bytes, size: int) -> None:
-        self.lineLengthExceeded(head, size)  # type: ignore[call-arg]
+        self.lineLengthExceeded(head, size)
 
     def lineLengthExceeded(self, head: bytes, size: int) -> None:  # type: ignore[override]
         """

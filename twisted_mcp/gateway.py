@@ -16,9 +16,6 @@ from twisted.python.failure import Failure
 from twisted_mcp import errors
 from twisted_mcp.backend import Backend
 from twisted_mcp.catalog import Catalog
-from twisted_mcp.policy.pipeline import Policy
-from twisted_mcp.policy.refusals import CoalescedRefusal
-from twisted_mcp.policy.rules import PolicyConfig
 from twisted_mcp.jsonrpc import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -31,6 +28,9 @@ from twisted_mcp.jsonrpc import (
     encode,
     id_key,
 )
+from twisted_mcp.policy.pipeline import Policy
+from twisted_mcp.policy.refusals import CoalescedRefusal
+from twisted_mcp.policy.rules import PolicyConfig
 from twisted_mcp.versions import SERVER_INFO, negotiate
 
 #: The error codes /metrics names one by one: JSON-RPC's and the gateway's.

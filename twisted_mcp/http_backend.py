@@ -15,19 +15,18 @@ body read is bounded in size (C{maxMessageBytes} per message) and in time
 
 from __future__ import annotations
 
+from http.cookiejar import CookiePolicy
 from typing import Any, Callable
 from urllib.parse import urljoin, urlsplit
 
+from treq.client import HTTPClient
+from treq.cookies import IndexableCookieJar  # type: ignore[attr-defined]
 from twisted.internet import error as neterror
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from http.cookiejar import CookiePolicy
-
-from treq.client import HTTPClient
-from treq.cookies import IndexableCookieJar  # type: ignore[attr-defined]
 from twisted.web.client import URI, Agent, HTTPConnectionPool, ResponseDone, _HTTP11ClientFactory
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers

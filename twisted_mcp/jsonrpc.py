@@ -90,6 +90,7 @@ def _parse_float(text: str) -> float:
 _INF = float("inf")
 _decode = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_parse_float).decode
 
+_make_encoder: Any
 try:
     from _json import make_encoder as _make_encoder
 except ImportError:  # pragma: no cover - pure-Python json
@@ -107,7 +108,7 @@ if _make_encoder is not None:
         None, _no_default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False
     )
 
-    def _encode(message: Any) -> str:
+    def _encode(message: Any, /) -> str:
         return "".join(_c_encode(message, 0))
 
 else:  # pragma: no cover

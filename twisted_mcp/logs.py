@@ -282,7 +282,7 @@ def _clean_value(value: Any, depth: int) -> Any:
         return copy if changed else value
     if type(value) in (list, tuple):
         items = [_clean_value(v, depth + 1) for v in value]
-        if any(new is not old for new, old in zip(items, value)):
+        if any(new is not old for new, old in zip(items, value, strict=False)):
             return type(value)(items)
     return value
 
@@ -494,20 +494,25 @@ def observer_for(
         from twisted.python.logfile import LogFile
 
         out = LogFile.fromFullPath(logfile or "twistd.log", rotateLength=max_bytes, maxRotatedFiles=keep)
-        _rotate_on_sigusr1(out)
+        _rotate_on_sigusr1(out, reactor)
     return LogObserver(out, fmt, reactor)
 
 
-def _rotate_on_sigusr1(log_file: Any) -> None:
-    """As twistd: rotate the file on SIGUSR1, unless something else handles SIGUSR1."""
+def _rotate_on_sigusr1(log_file: Any, reactor: Any) -> None:
+    """
+    As twistd: rotate the file on SIGUSR1, unless something else handles SIGUSR1.
+    The rotation runs in the reactor's thread when a reactor is given (the gateway
+    always gives the one C{tap.py} owns); without one it runs in the handler.
+    """
     import signal
 
     if not signal.getsignal(signal.SIGUSR1):
 
         def rotate(signum: int, frame: Any) -> None:
-            from twisted.internet import reactor
-
-            reactor.callFromThread(log_file.rotate)  # type: ignore[attr-defined]
+            if reactor is None:
+                log_file.rotate()
+            else:
+                reactor.callFromThread(log_file.rotate)
 
         signal.signal(signal.SIGUSR1, rotate)
 

@@ -12,17 +12,17 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from twisted.application.service import MultiService, Service
 import attrs
+from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.task import deferLater
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from twisted_mcp.backend import Backend
 from twisted_mcp.config import Config, HttpServer
-from twisted_mcp.http_backend import HttpBackend
 from twisted_mcp.gateway import Gateway
+from twisted_mcp.http_backend import HttpBackend
 from twisted_mcp.policy.audit import AuditLog
 from twisted_mcp.policy.identity import Authenticator
 from twisted_mcp.policy.peers import ConnectionIdentity

@@ -232,6 +232,10 @@ def signal_group(pid: int, sig: int, leader_alive: bool = False) -> None:
         pass
 
 
+#: The stderr bounds of a backend built without settings (the defaults of C{gateway:}).
+DEFAULT_STDERR_LIMITS = stderr_limits(GatewaySettings())
+
+
 class _Framer(LineFramer):
     def __init__(self, child: "_Child") -> None:
         super().__init__()
@@ -415,7 +419,7 @@ class StdioBackend(SupervisedBackend):
         inherit_env: tuple[str, ...],
         max_message: int,
         environ: Mapping[str, str] | None = None,
-        stderr: StderrLimits = stderr_limits(GatewaySettings()),
+        stderr: StderrLimits = DEFAULT_STDERR_LIMITS,
     ) -> None:
         super().__init__(config.name, config, clock)
         #: Where the children's stderr lines go (bounded in size and rate).

@@ -190,12 +190,11 @@ def _bind(description: str, factory: Any, reactor: Any) -> Any:
 
 
 def _admin(description: str, service: Any, reactor: Any, load: Any) -> None:
-    from twisted_mcp.service import reload_in_a_thread
-
     from twisted.application.service import Service
     from twisted.logger import Logger
 
     from twisted_mcp.admin import AdminResource, AdminSite
+    from twisted_mcp.service import reload_in_a_thread
 
     port = _bind(description, AdminSite(AdminResource(service, lambda: reload_in_a_thread(reactor, service, load)), reactor), reactor)
 

@@ -19,5 +19,5 @@ SERVER_INFO = {"name": "twisted-mcp", "title": "twisted-mcp gateway", "version":
 def negotiate(requested: object) -> str:
     """The version to answer a client's C{initialize} with."""
     if requested in HANDSHAKE_VERSIONS:
-        return requested  # type: ignore[return-value]
+        return requested
     return LATEST_HANDSHAKE

@@ -8,7 +8,8 @@ these known cases; drop the skip there too when the fix lands.
 from __future__ import annotations
 
 import pytest
-from hypothesis import example, given, strategies as st
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from twisted_mcp import config
 from twisted_mcp.policy.rules import matches

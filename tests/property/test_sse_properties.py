@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import example, given, strategies as st
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from twisted_mcp.sse import Event, EventTooLarge, SSEParser
 

@@ -17,13 +17,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.defer import fail, succeed
 from twisted.internet.error import ConnectionDone
-from twisted.logger import capturedLogs
-from twisted.python.failure import Failure
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs
+from twisted.python.failure import Failure
 from twisted.web.server import Site
 
-from twisted_mcp import __version__, admin as admin_module, errors
+from twisted_mcp import __version__, errors
+from twisted_mcp import admin as admin_module
 from twisted_mcp.admin import AdminResource
 from twisted_mcp.backend import State
 from twisted_mcp.config import Config, GatewaySettings, HttpServer

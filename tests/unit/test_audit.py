@@ -10,8 +10,6 @@ time through L{Clock}; one test uses the real worker thread.
 
 from __future__ import annotations
 
-import pytest
-
 import errno
 import hashlib
 import json
@@ -21,6 +19,7 @@ import sqlite3
 import threading
 from typing import Any, Callable
 
+import pytest
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase

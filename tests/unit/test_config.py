@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-import pytest
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mcp.config import (

@@ -214,7 +214,6 @@ def handshake(server_ctx: SSL.Context, client_ctx: SSL.Context) -> tuple[SSL.Con
     client = SSL.Connection(client_ctx, None)
     client.set_connect_state()
     done = {"server": False, "client": False}
-    server_error: Exception | None = None
     for _ in range(20):
         for name, conn in (("client", client), ("server", server)):
             if done[name]:

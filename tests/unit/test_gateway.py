@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp import errors, gateway as gateway_module
+from twisted_mcp import errors
+from twisted_mcp import gateway as gateway_module
 from twisted_mcp.backend import State
 from twisted_mcp.gateway import ClientSession, Gateway
 from twisted_mcp.jsonrpc import JsonRpcError
@@ -203,7 +203,7 @@ class HandshakeTests(SessionTestCase):
             self.request(rid, "ping")
         answers = self.take()
         self.assertEqual(len(answers), len(ids))
-        for rid, answer in zip(ids, answers):
+        for rid, answer in zip(ids, answers, strict=False):
             self.assertIs(type(answer["id"]), type(rid))
             self.assertEqual(answer["id"], rid)
         self.request(1.0, "ping")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectingCancelledError, ConnectionRefusedError
 from twisted.internet.task import Clock
@@ -21,8 +20,8 @@ from twisted_mcp.backend import State
 from twisted_mcp.config import HttpServer
 from twisted_mcp.http_backend import Client, HttpBackend
 from twisted_mcp.jsonrpc import JsonRpcError, encode
-from twisted_mcp.versions import LATEST_HANDSHAKE
 from twisted_mcp.urls import shown_url
+from twisted_mcp.versions import LATEST_HANDSHAKE
 
 from .http_fakes import FakeHTTPClient, FakeRequest, FakeResponse, broken
 

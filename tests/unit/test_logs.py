@@ -9,7 +9,6 @@ import re
 import signal
 from typing import Any
 
-from twisted import logger as twisted_logger
 from twisted.application import service
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, Logger, LogLevel, globalLogPublisher, textFileLogObserver
@@ -20,6 +19,7 @@ from twisted.python.logfile import LogFile
 from twisted.scripts._twistd_unix import ServerOptions, UnixApplicationRunner
 from twisted.trial.unittest import SynchronousTestCase
 
+from twisted import logger as twisted_logger
 from twisted_mcp import logs
 from twisted_mcp.config import ConfigError, build
 from twisted_mcp.stdio_backend import stderr_limits

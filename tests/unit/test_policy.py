@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mcp import errors
-from twisted_mcp.catalog import Catalog
 from twisted_mcp.backend import Backend, State
+from twisted_mcp.catalog import Catalog
 from twisted_mcp.jsonrpc import JsonRpcError
 from twisted_mcp.policy import breaker as breaker_mod
 from twisted_mcp.policy.arguments import ArgumentError, Validators

@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 import time
 
-import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mcp.sse import Event, EventTooLarge, SSEParser

@@ -12,14 +12,14 @@ import signal
 import sys
 from typing import Any
 
-import pytest
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp import backend as backend_module, errors, stdio_backend
+from twisted_mcp import backend as backend_module
+from twisted_mcp import errors, stdio_backend
 from twisted_mcp.backend import State
 from twisted_mcp.config import StdioServer
 from twisted_mcp.gateway import ClientSession, Gateway

@@ -1965,8 +1965,9 @@ class _ChainCheck:
             following = next(it, None)
             label = current.label
 
+            # Called only in the iteration that defines it, so the loop variables are current.
             def bad(message: str, where: str | None = None) -> VerifyResult:
-                return VerifyResult(False, good, current.number, f"{where or label}: {message}")
+                return VerifyResult(False, good, current.number, f"{where or label}: {message}")  # noqa: B023
 
             if current.error is not None:
                 return bad(current.error)
@@ -2082,7 +2083,7 @@ def _row_entries(rows: Iterable[tuple[Any, ...]], key: bytes | None) -> Iterator
             mismatch = "digest"
         else:
             content = {k: v for k, v in record.items() if k != "digest"}
-            for name, stored, derived in zip(_COLUMN_NAMES, columns, _columns(content)):
+            for name, stored, derived in zip(_COLUMN_NAMES, columns, _columns(content), strict=False):
                 if stored != derived:
                     mismatch = name
                     break
