@@ -1,5 +1,5 @@
 """
-Fuzz target: L{twisted_mcp.framing.LineFramer}.
+Fuzz target: L{twisted_mcp.wire.framing.LineFramer}.
 
 Input: one byte for MAX_LENGTH (1..256), one byte that seeds the read
 sizes, then the stream.  Oracle: the stream cut into reads gives the same
@@ -15,7 +15,7 @@ import atheris
 with atheris.instrument_imports(include=["twisted_mcp"]):
     from twisted.internet.testing import StringTransport
 
-    from twisted_mcp.framing import LineFramer
+    from twisted_mcp.wire.framing import LineFramer
 
 
 class Recorder(LineFramer):

@@ -1,5 +1,5 @@
 """
-Fuzz target: the JSON-RPC layer (L{twisted_mcp.jsonrpc}) and the client
+Fuzz target: the JSON-RPC layer (L{twisted_mcp.wire.jsonrpc}) and the client
 session that applies it (L{twisted_mcp.gateway.ClientSession}).
 
 Input: one message line.  Oracle: decode gives a value or a -32700
@@ -17,8 +17,9 @@ import atheris
 with atheris.instrument_imports(include=["twisted_mcp"]):
     from twisted.internet.task import Clock
 
-    from twisted_mcp import errors, jsonrpc
     from twisted_mcp.gateway import ClientSession, Gateway
+    from twisted_mcp.mcp import errors
+    from twisted_mcp.wire import jsonrpc
 
 DEFINED_CODES = {
     jsonrpc.PARSE_ERROR,

@@ -24,8 +24,9 @@ from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succe
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from twisted_mcp import errors
-from twisted_mcp.jsonrpc import (
+from twisted_mcp.mcp import errors
+from twisted_mcp.mcp.versions import CLIENT_INFO, HANDSHAKE_VERSIONS, LATEST_HANDSHAKE
+from twisted_mcp.wire.jsonrpc import (
     METHOD_NOT_FOUND,
     JsonRpcError,
     JsonRpcPeer,
@@ -34,7 +35,6 @@ from twisted_mcp.jsonrpc import (
     RequestTimeout,
     encode,
 )
-from twisted_mcp.versions import CLIENT_INFO, HANDSHAKE_VERSIONS, LATEST_HANDSHAKE
 
 log = Logger()
 
@@ -432,7 +432,7 @@ class Backend(Service):
         Send a request to the backend and return a Deferred for its result.
 
         Failures are L{JsonRpcError}s ready to pass to the client: the
-        backend's own error, or one of L{twisted_mcp.errors}.  Cancelling
+        backend's own error, or one of L{twisted_mcp.mcp.errors}.  Cancelling
         the Deferred sends C{notifications/cancelled} to the backend.
         C{params} is sent as given (the caller passes a fresh dict) and
         may be modified.

@@ -18,14 +18,14 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from twisted_mcp import errors
-from twisted_mcp._writer import batch, writer_for
 from twisted_mcp.admission import Admission
 from twisted_mcp.config import GatewaySettings
-from twisted_mcp.framing import LineFramer
 from twisted_mcp.gateway import ClientSession, Gateway
-from twisted_mcp.jsonrpc import INVALID_REQUEST, encode
+from twisted_mcp.mcp import errors
 from twisted_mcp.policy.peers import Peer, peer_of, with_certificate
+from twisted_mcp.wire._writer import batch, writer_for
+from twisted_mcp.wire.framing import LineFramer
+from twisted_mcp.wire.jsonrpc import INVALID_REQUEST, encode
 
 log = Logger()
 

@@ -13,10 +13,14 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_mcp import errors
 from twisted_mcp.backend import Backend
 from twisted_mcp.catalog import Catalog
-from twisted_mcp.jsonrpc import (
+from twisted_mcp.mcp import errors
+from twisted_mcp.mcp.versions import SERVER_INFO, negotiate
+from twisted_mcp.policy.pipeline import Policy
+from twisted_mcp.policy.refusals import CoalescedRefusal
+from twisted_mcp.policy.rules import PolicyConfig
+from twisted_mcp.wire.jsonrpc import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
@@ -28,10 +32,6 @@ from twisted_mcp.jsonrpc import (
     encode,
     id_key,
 )
-from twisted_mcp.policy.pipeline import Policy
-from twisted_mcp.policy.refusals import CoalescedRefusal
-from twisted_mcp.policy.rules import PolicyConfig
-from twisted_mcp.versions import SERVER_INFO, negotiate
 
 #: The error codes /metrics names one by one: JSON-RPC's and the gateway's.
 #: A backend may answer with any integer; the rest share the label "other",

@@ -33,12 +33,12 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS
 from zope.interface import implementer
 
-from twisted_mcp import errors
 from twisted_mcp.backend import DiscoveryError, McpClientSession, State, SupervisedBackend
 from twisted_mcp.config import HttpServer
-from twisted_mcp.jsonrpc import JsonRpcError, MessageError, PeerGone, decode, encode
-from twisted_mcp.sse import EventTooLarge, SSEParser
+from twisted_mcp.mcp import errors
 from twisted_mcp.urls import shown_url
+from twisted_mcp.wire.jsonrpc import JsonRpcError, MessageError, PeerGone, decode, encode
+from twisted_mcp.wire.sse import EventTooLarge, SSEParser
 
 log = Logger()
 

@@ -1,5 +1,5 @@
 """
-Properties of L{twisted_mcp.framing.LineFramer}: however a byte stream is
+Properties of L{twisted_mcp.wire.framing.LineFramer}: however a byte stream is
 cut into reads, the framer delivers the same messages as when it reads the
 stream at once; overlong lines are reported once and their tails never leak;
 what it buffers stays within its limit.
@@ -12,7 +12,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from twisted.internet.testing import StringTransport
 
-from twisted_mcp.framing import LineFramer
+from twisted_mcp.wire.framing import LineFramer
 
 from .strategies import stream_and_chunks
 

@@ -23,18 +23,19 @@ from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 
-from twisted_mcp import __version__, errors
+from twisted_mcp import __version__
 from twisted_mcp import admin as admin_module
 from twisted_mcp.admin import AdminResource
 from twisted_mcp.backend import State
 from twisted_mcp.config import Config, GatewaySettings, HttpServer
 from twisted_mcp.gateway import ClientSession, Gateway
-from twisted_mcp.jsonrpc import INVALID_PARAMS, JsonRpcError
+from twisted_mcp.mcp import errors
 from twisted_mcp.policy.identity import IdentityError, Principal
 from twisted_mcp.policy.pinning import digest
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import Concurrency, PolicyConfig, Rate
 from twisted_mcp.service import GatewayService, reload_in_a_thread
+from twisted_mcp.wire.jsonrpc import INVALID_PARAMS, JsonRpcError
 
 from .fakes import FakeBackend
 

@@ -13,10 +13,10 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp import errors
 from twisted_mcp.config import GatewaySettings
 from twisted_mcp.frontend import SessionFactory, SessionProtocol
 from twisted_mcp.gateway import Gateway
+from twisted_mcp.mcp import errors
 
 from .fakes import FakeBackend
 

@@ -15,13 +15,13 @@ from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
-from twisted_mcp import errors
 from twisted_mcp.backend import State
 from twisted_mcp.config import HttpServer
 from twisted_mcp.http_backend import Client, HttpBackend
-from twisted_mcp.jsonrpc import JsonRpcError, encode
+from twisted_mcp.mcp import errors
+from twisted_mcp.mcp.versions import LATEST_HANDSHAKE
 from twisted_mcp.urls import shown_url
-from twisted_mcp.versions import LATEST_HANDSHAKE
+from twisted_mcp.wire.jsonrpc import JsonRpcError, encode
 
 from .http_fakes import FakeHTTPClient, FakeRequest, FakeResponse, broken
 

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_mcp.jsonrpc}: decoding and encoding at the edge, and
+Tests for L{twisted_mcp.wire.jsonrpc}: decoding and encoding at the edge, and
 L{JsonRpcPeer}.
 """
 
@@ -12,7 +12,7 @@ from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp.jsonrpc import (
+from twisted_mcp.wire.jsonrpc import (
     INTERNAL_ERROR,
     PARSE_ERROR,
     JsonRpcError,

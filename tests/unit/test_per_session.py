@@ -13,10 +13,10 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp import errors
 from twisted_mcp.backend import Backend
 from twisted_mcp.gateway import ClientSession, Gateway
-from twisted_mcp.versions import LATEST_HANDSHAKE
+from twisted_mcp.mcp import errors
+from twisted_mcp.mcp.versions import LATEST_HANDSHAKE
 
 from .fakes import FakeBackend
 

@@ -13,13 +13,13 @@ from typing import Any
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp import errors
 from twisted_mcp.gateway import ClientSession, Gateway
-from twisted_mcp.jsonrpc import INVALID_PARAMS, JsonRpcError
+from twisted_mcp.mcp import errors
 from twisted_mcp.policy.identity import Principal
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.refusals import RefusalBudget
 from twisted_mcp.policy.rules import RefusalLimit, parse_policy
+from twisted_mcp.wire.jsonrpc import INVALID_PARAMS, JsonRpcError
 
 from .test_policy import FakeBackend, Recorder, _catalog
 

@@ -19,13 +19,14 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mcp import backend as backend_module
-from twisted_mcp import errors, stdio_backend
+from twisted_mcp import stdio_backend
 from twisted_mcp.backend import State
 from twisted_mcp.config import StdioServer
 from twisted_mcp.gateway import ClientSession, Gateway
-from twisted_mcp.jsonrpc import JsonRpcError, encode
+from twisted_mcp.mcp import errors
+from twisted_mcp.mcp.versions import LATEST_HANDSHAKE
 from twisted_mcp.stdio_backend import SHIM, StdioBackend, child_environment
-from twisted_mcp.versions import LATEST_HANDSHAKE
+from twisted_mcp.wire.jsonrpc import JsonRpcError, encode
 
 from .fakes import FakeSpawner, Spawn
 

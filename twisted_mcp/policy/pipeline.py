@@ -28,9 +28,8 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from twisted_mcp import errors
 from twisted_mcp.catalog import untruncated_name
-from twisted_mcp.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, JsonRpcError
+from twisted_mcp.mcp import errors
 from twisted_mcp.policy.arguments import ArgumentError, Validators
 from twisted_mcp.policy.audit import digest_arguments
 from twisted_mcp.policy.breaker import Breaker
@@ -39,6 +38,7 @@ from twisted_mcp.policy.limits import Busy, Slots, TokenBucket, forget_full
 from twisted_mcp.policy.pinning import Pins
 from twisted_mcp.policy.refusals import CoalescedRefusal, RefusalBudget, describe
 from twisted_mcp.policy.rules import PolicyConfig, any_match, matches
+from twisted_mcp.wire.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, JsonRpcError
 
 log = Logger()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted_mcp.jsonrpc import JsonRpcError
+from twisted_mcp.wire.jsonrpc import JsonRpcError
 
 # -- policy refusals (-32000 to -32019) --------------------------------------
 #: The caller's identity could not be established (missing, invalid or
