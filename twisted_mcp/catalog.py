@@ -12,7 +12,7 @@ from typing import Any, Iterable, NamedTuple
 
 from twisted.logger import Logger
 
-from twisted_mcp.backend import Backend
+from twisted_mcp.backends.base import Backend
 
 log = Logger()
 

@@ -143,7 +143,7 @@ def pin(args: argparse.Namespace) -> int:
             outcome["changed"] = sorted(n for n in after if n in before and before[n].get("digest") != after[n]["digest"])
             outcome["count"] = len(after)
         finally:
-            from twisted_mcp.stdio_backend import stop_all
+            from twisted_mcp.backends.stdio import stop_all
 
             await stop_all(service.backends)
 

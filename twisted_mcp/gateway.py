@@ -13,7 +13,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_mcp.backend import Backend
+from twisted_mcp.backends.base import Backend
 from twisted_mcp.catalog import Catalog
 from twisted_mcp.mcp import errors
 from twisted_mcp.mcp.versions import SERVER_INFO, negotiate
@@ -572,7 +572,7 @@ class ClientSession:
         return done
 
     def _stop_instances(self, instances: list[Backend]) -> None:
-        from twisted_mcp.stdio_backend import stop_all
+        from twisted_mcp.backends.stdio import stop_all
 
         for instance in instances:
             self.gateway.instances.discard(instance)

@@ -19,16 +19,16 @@ from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from twisted_mcp.backend import Backend
+from twisted_mcp.backends.base import Backend
+from twisted_mcp.backends.http import HttpBackend
+from twisted_mcp.backends.stdio import StdioBackend, stderr_limits, stop_all
 from twisted_mcp.config import Config, HttpServer
 from twisted_mcp.gateway import Gateway
-from twisted_mcp.http_backend import HttpBackend
 from twisted_mcp.policy.audit import AuditLog
 from twisted_mcp.policy.identity import Authenticator
 from twisted_mcp.policy.peers import ConnectionIdentity
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import PolicyConfig
-from twisted_mcp.stdio_backend import StdioBackend, stderr_limits, stop_all
 
 log = Logger()
 

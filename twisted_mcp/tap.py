@@ -236,9 +236,9 @@ def _listen(endpoints: list[str], service: Any, reactor: Any) -> None:
 def makeService(options: Options) -> Any:
     from twisted.internet import reactor, stdio
 
+    from twisted_mcp.backends.stdio import start_reaping
     from twisted_mcp.frontend import StdioFrontend
     from twisted_mcp.service import GatewayService
-    from twisted_mcp.stdio_backend import start_reaping
 
     config = options.loaded
     # Orphaned descendants of the backends are reparented to the gateway, so

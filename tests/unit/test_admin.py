@@ -26,7 +26,7 @@ from twisted.web.server import Site
 from twisted_mcp import __version__
 from twisted_mcp import admin as admin_module
 from twisted_mcp.admin import AdminResource
-from twisted_mcp.backend import State
+from twisted_mcp.backends.base import State
 from twisted_mcp.config import Config, GatewaySettings, HttpServer
 from twisted_mcp.gateway import ClientSession, Gateway
 from twisted_mcp.mcp import errors

@@ -11,7 +11,7 @@ from typing import Any
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp.backend import Backend
+from twisted_mcp.backends.base import Backend
 from twisted_mcp.catalog import MAX_NAME, Catalog, exposed_name
 
 VALID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

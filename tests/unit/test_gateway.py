@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mcp import gateway as gateway_module
-from twisted_mcp.backend import State
+from twisted_mcp.backends.base import State
 from twisted_mcp.gateway import ClientSession, Gateway
 from twisted_mcp.mcp import errors
 from twisted_mcp.mcp.versions import HANDSHAKE_VERSIONS, LATEST_HANDSHAKE

@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp.backend import Backend
+from twisted_mcp.backends.base import Backend
 from twisted_mcp.gateway import ClientSession, Gateway
 from twisted_mcp.mcp import errors
 from twisted_mcp.mcp.versions import LATEST_HANDSHAKE

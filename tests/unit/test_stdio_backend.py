@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_mcp.stdio_backend.StdioBackend} with a fake spawner and
+Tests for L{twisted_mcp.backends.stdio.StdioBackend} with a fake spawner and
 a Clock.
 """
 
@@ -18,14 +18,14 @@ from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp import backend as backend_module
-from twisted_mcp import stdio_backend
-from twisted_mcp.backend import State
+from twisted_mcp.backends import base as backend_module
+from twisted_mcp.backends import stdio as stdio_backend
+from twisted_mcp.backends.base import State
+from twisted_mcp.backends.stdio import SHIM, StdioBackend, child_environment
 from twisted_mcp.config import StdioServer
 from twisted_mcp.gateway import ClientSession, Gateway
 from twisted_mcp.mcp import errors
 from twisted_mcp.mcp.versions import LATEST_HANDSHAKE
-from twisted_mcp.stdio_backend import SHIM, StdioBackend, child_environment
 from twisted_mcp.wire.jsonrpc import JsonRpcError, encode
 
 from .fakes import FakeSpawner, Spawn
