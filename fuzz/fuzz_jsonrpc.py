@@ -1,6 +1,6 @@
 """
 Fuzz target: the JSON-RPC layer (L{twisted_mcp.wire.jsonrpc}) and the client
-session that applies it (L{twisted_mcp.gateway.ClientSession}).
+session that applies it (L{twisted_mcp.dispatch.session.ClientSession}).
 
 Input: one message line.  Oracle: decode gives a value or a -32700
 MessageError; a value encodes (or raises ValueError) to one ASCII line that
@@ -17,7 +17,8 @@ import atheris
 with atheris.instrument_imports(include=["twisted_mcp"]):
     from twisted.internet.task import Clock
 
-    from twisted_mcp.gateway import ClientSession, Gateway
+    from twisted_mcp.dispatch.gateway import Gateway
+    from twisted_mcp.dispatch.session import ClientSession
     from twisted_mcp.mcp import errors
     from twisted_mcp.wire import jsonrpc
 

@@ -34,7 +34,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from twisted_mcp import __version__
-from twisted_mcp.gateway import Gateway
+from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.mcp import errors
 from twisted_mcp.policy.rules import backends_named, pattern_problem
 

@@ -1,6 +1,6 @@
 """
 Properties of the JSON-RPC layer (L{twisted_mcp.wire.jsonrpc}) and of the
-client-facing session that applies it (L{twisted_mcp.gateway.ClientSession}):
+client-facing session that applies it (L{twisted_mcp.dispatch.session.ClientSession}):
 any byte string or JSON value gives a message or a defined JSON-RPC error,
 never a crash; ids come back exactly as they were sent; bool ids are refused.
 """
@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp.gateway import ClientSession, Gateway
+from twisted_mcp.dispatch.gateway import Gateway
+from twisted_mcp.dispatch.session import ClientSession
 from twisted_mcp.mcp import errors
 from twisted_mcp.wire import jsonrpc
 from twisted_mcp.wire.jsonrpc import MessageError, decode, encode

@@ -28,7 +28,8 @@ from twisted_mcp import admin as admin_module
 from twisted_mcp.admin import AdminResource
 from twisted_mcp.backends.base import State
 from twisted_mcp.config import Config, GatewaySettings, HttpServer
-from twisted_mcp.gateway import ClientSession, Gateway
+from twisted_mcp.dispatch.gateway import Gateway
+from twisted_mcp.dispatch.session import ClientSession
 from twisted_mcp.mcp import errors
 from twisted_mcp.policy.identity import IdentityError, Principal
 from twisted_mcp.policy.pinning import digest

@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mcp.admin import AdminResource, AdminSite
 from twisted_mcp.config import Config, GatewaySettings
-from twisted_mcp.gateway import Gateway
+from twisted_mcp.dispatch.gateway import Gateway
 
 LOCAL = IPv4Address("TCP", "127.0.0.1", 9100)
 

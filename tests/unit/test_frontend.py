@@ -14,8 +14,8 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mcp.config import GatewaySettings
+from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.frontend import SessionFactory, SessionProtocol
-from twisted_mcp.gateway import Gateway
 from twisted_mcp.mcp import errors
 
 from .fakes import FakeBackend

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_mcp.gateway}: the MCP server side of a client
+Tests for L{twisted_mcp.dispatch.gateway}: the MCP server side of a client
 connection, over fake backends.
 """
 
@@ -11,9 +11,10 @@ from typing import Any
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp import gateway as gateway_module
 from twisted_mcp.backends.base import State
-from twisted_mcp.gateway import ClientSession, Gateway
+from twisted_mcp.dispatch import session as session_module
+from twisted_mcp.dispatch.gateway import Gateway
+from twisted_mcp.dispatch.session import ClientSession
 from twisted_mcp.mcp import errors
 from twisted_mcp.mcp.versions import HANDSHAKE_VERSIONS, LATEST_HANDSHAKE
 from twisted_mcp.wire.jsonrpc import JsonRpcError
@@ -276,13 +277,13 @@ class ToolsTests(InitializedTestCase):
 
     def test_routesCall(self) -> None:
         decoded: list[Any] = []
-        real_decode = gateway_module.decode
+        real_decode = session_module.decode
 
         def recording_decode(line: bytes) -> Any:
             decoded.append(real_decode(line))
             return decoded[-1]
 
-        self.patch(gateway_module, "decode", recording_decode)
+        self.patch(session_module, "decode", recording_decode)
         self.call("c-1", "beta__get_time", {"tz": "UTC"}, extra={"keep": True})
         self.assertEqual(self.alpha.calls, [])
         (call,) = self.beta.calls
@@ -387,8 +388,8 @@ class ToolsTests(InitializedTestCase):
 
     def test_progressForwarded(self) -> None:
         decoded: list[Any] = []
-        real_decode = gateway_module.decode
-        self.patch(gateway_module, "decode", lambda line: decoded.append(real_decode(line)) or decoded[-1])
+        real_decode = session_module.decode
+        self.patch(session_module, "decode", lambda line: decoded.append(real_decode(line)) or decoded[-1])
         meta = {"progressToken": "tok-1", "other": 1}
         self.call(8, "alpha__echo", {}, _meta=meta)
         (call,) = self.alpha.calls

@@ -241,8 +241,8 @@ class RedactionTests(SynchronousTestCase):
             self.assertNotIn(secret, text)
 
 
-HOSTILE = "\x1b[2J\x1b[31mevil\x07\r\n2026-01-01T00:00:00+0000 [twisted_mcp.gateway#info] forged\u202e\u2028\x9b"
-HOSTILE_SHOWN = "\\x1b[2J\\x1b[31mevil\\x07\\r\\n2026-01-01T00:00:00+0000 [twisted_mcp.gateway#info] forged\\u202e\\u2028\\x9b"
+HOSTILE = "\x1b[2J\x1b[31mevil\x07\r\n2026-01-01T00:00:00+0000 [twisted_mcp.dispatch.gateway#info] forged\u202e\u2028\x9b"
+HOSTILE_SHOWN = "\\x1b[2J\\x1b[31mevil\\x07\\r\\n2026-01-01T00:00:00+0000 [twisted_mcp.dispatch.gateway#info] forged\\u202e\\u2028\\x9b"
 
 
 class PrintableTests(SynchronousTestCase):

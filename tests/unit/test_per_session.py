@@ -1,5 +1,5 @@
 """
-Tests for per-session backend instances in L{twisted_mcp.gateway}: their
+Tests for per-session backend instances in L{twisted_mcp.dispatch.gateway}: their
 caps (per backend, per principal) and their idle stop, over fake backends.
 """
 
@@ -14,7 +14,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mcp.backends.base import Backend
-from twisted_mcp.gateway import ClientSession, Gateway
+from twisted_mcp.dispatch.gateway import Gateway
+from twisted_mcp.dispatch.session import ClientSession
 from twisted_mcp.mcp import errors
 from twisted_mcp.mcp.versions import LATEST_HANDSHAKE
 

@@ -15,7 +15,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mcp.backends.base import Backend, State
-from twisted_mcp.catalog import Catalog
+from twisted_mcp.dispatch.catalog import Catalog
 from twisted_mcp.mcp import errors
 from twisted_mcp.policy import breaker as breaker_mod
 from twisted_mcp.policy.arguments import ArgumentError, Validators

@@ -13,7 +13,8 @@ from typing import Any
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp.gateway import ClientSession, Gateway
+from twisted_mcp.dispatch.gateway import Gateway
+from twisted_mcp.dispatch.session import ClientSession
 from twisted_mcp.mcp import errors
 from twisted_mcp.policy.identity import Principal
 from twisted_mcp.policy.pipeline import Policy

@@ -19,7 +19,7 @@ from twisted.internet.task import Clock
 
 from twisted_mcp.backends.http import HttpBackend
 from twisted_mcp.config import Config, ConfigError, load
-from twisted_mcp.gateway import ClientSession
+from twisted_mcp.dispatch.session import ClientSession
 from twisted_mcp.mcp import errors
 from twisted_mcp.policy.breaker import Breaker
 from twisted_mcp.policy.peers import Peer

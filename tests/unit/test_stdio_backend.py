@@ -23,7 +23,8 @@ from twisted_mcp.backends import stdio as stdio_backend
 from twisted_mcp.backends.base import State
 from twisted_mcp.backends.stdio import SHIM, StdioBackend, child_environment
 from twisted_mcp.config import StdioServer
-from twisted_mcp.gateway import ClientSession, Gateway
+from twisted_mcp.dispatch.gateway import Gateway
+from twisted_mcp.dispatch.session import ClientSession
 from twisted_mcp.mcp import errors
 from twisted_mcp.mcp.versions import LATEST_HANDSHAKE
 from twisted_mcp.wire.jsonrpc import JsonRpcError, encode

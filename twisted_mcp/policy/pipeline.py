@@ -28,8 +28,8 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from twisted_mcp.catalog import untruncated_name
 from twisted_mcp.mcp import errors
+from twisted_mcp.mcp.names import untruncated_name
 from twisted_mcp.policy.arguments import ArgumentError, Validators
 from twisted_mcp.policy.audit import digest_arguments
 from twisted_mcp.policy.breaker import Breaker
