@@ -179,7 +179,7 @@ class GatewayService(MultiService):
         self.gateway.start()
         for f in self.frontends:
             f.startService()
-        from twisted_mcp import systemd
+        from twisted_mcp.ops import systemd
 
         self._watchdog = systemd.start(self.gateway, self.clock)
 

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_mcp.admin}: the admin endpoint's pages and actions,
+Tests for L{twisted_mcp.ops.admin}: the admin endpoint's pages and actions,
 served by a real twisted.web L{Site} over a L{StringTransport}, for a real
 L{Gateway} over fake backends and a small stand-in for the service.
 """
@@ -24,13 +24,13 @@ from twisted.python.failure import Failure
 from twisted.web.server import Site
 
 from twisted_mcp import __version__
-from twisted_mcp import admin as admin_module
-from twisted_mcp.admin import AdminResource
 from twisted_mcp.backends.base import State
 from twisted_mcp.config import Config, GatewaySettings, HttpServer
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.dispatch.session import ClientSession
 from twisted_mcp.mcp import errors
+from twisted_mcp.ops import admin as admin_module
+from twisted_mcp.ops.admin import AdminResource
 from twisted_mcp.policy.identity import IdentityError, Principal
 from twisted_mcp.policy.pinning import digest
 from twisted_mcp.policy.pipeline import Policy

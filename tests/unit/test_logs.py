@@ -20,10 +20,10 @@ from twisted.scripts._twistd_unix import ServerOptions, UnixApplicationRunner
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted import logger as twisted_logger
-from twisted_mcp import logs
 from twisted_mcp.backends import stderr
 from twisted_mcp.backends.stdio import stderr_limits
 from twisted_mcp.config import ConfigError, build
+from twisted_mcp.ops import logs
 
 ISO_MS_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -138,7 +138,7 @@ class JSONLineTests(SynchronousTestCase):
         self.observer({"log_format": "x", "log_namespace": Unprintable(), "log_level": LogLevel.info})
         [line] = self.events()
         self.assertEqual(line["level"], "error")
-        self.assertEqual(line["namespace"], "twisted_mcp.logs")
+        self.assertEqual(line["namespace"], "twisted_mcp.ops.logs")
         self.assertIn("unable to format a log event", line["message"])
 
     def test_failingWriteDoesNotRaise(self) -> None:

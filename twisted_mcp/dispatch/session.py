@@ -64,7 +64,7 @@ class ClientSession:
         #: Where progress notifications go, if not straight to C{send}: an
         #: object with C{send(key, line)} and C{end(key)} (the call of
         #: C{key} was answered), which may coalesce them while the client
-        #: is not reading (L{twisted_mcp.frontend.ProgressHold}).
+        #: is not reading (L{twisted_mcp.frontends.stream.ProgressHold}).
         self.progress = progress
         self.label = label
         #: Who is on the other end (a L{twisted_mcp.policy.peers.Peer}),

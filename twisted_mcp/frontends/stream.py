@@ -18,10 +18,10 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from twisted_mcp.admission import Admission
 from twisted_mcp.config import GatewaySettings
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.dispatch.session import ClientSession
+from twisted_mcp.frontends.admission import Admission
 from twisted_mcp.mcp import errors
 from twisted_mcp.policy.peers import Peer, peer_of, with_certificate
 from twisted_mcp.wire._writer import batch, writer_for

@@ -378,7 +378,7 @@ def _unformattable(event: Mapping[str, Any], error: BaseException) -> str:
             {
                 "time": _iso(None),
                 "level": "error",
-                "namespace": "twisted_mcp.logs",
+                "namespace": "twisted_mcp.ops.logs",
                 "message": f"unable to format a log event from {namespace}: {safe_repr(error)}",
                 "event": details,
             }
@@ -426,7 +426,7 @@ class LogObserver:
                 "log_format": "unable to clean a log event ({error}); event withheld",
                 "error": safe_repr(e),
                 "log_level": LogLevel.error,
-                "log_namespace": "twisted_mcp.logs",
+                "log_namespace": "twisted_mcp.ops.logs",
                 "log_time": time.time(),
             }
         if self.format == "text":
