@@ -1,6 +1,6 @@
 """
 Fuzz target: the config loader's load-from-text path
-(L{twisted_mcp.config.parse_text} then L{twisted_mcp.config.build}).
+(L{twisted_mcp.config.reading.parse_text} then L{twisted_mcp.config.loader.build}).
 
 Input: one byte choosing the file name (.yaml or .json), then the text.
 Oracle: a Config or a ConfigError, nothing else.

@@ -73,7 +73,8 @@ TOKEN_ENV = "TWISTED_MCP_ADMIN_TOKEN"
 
 
 def _load(path: str) -> Any:
-    from twisted_mcp.config import ConfigError, load
+    from twisted_mcp.config import ConfigError
+    from twisted_mcp.config.loader import load
 
     try:
         return load(path)

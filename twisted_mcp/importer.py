@@ -39,7 +39,9 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from twisted_mcp.config import NAME_RE, ConfigError, _join, build, json_document, read_file
+from twisted_mcp.config import ConfigError, json_document, read_file
+from twisted_mcp.config._check import NAME_RE, _join
+from twisted_mcp.config.loader import build
 
 FORMATS = ("claude-desktop", "claude-code", "cursor", "vscode")
 LABELS = {

@@ -13,7 +13,8 @@ from typing import Any
 from twisted.python import usage
 
 from twisted_mcp import __version__
-from twisted_mcp.config import Config, ConfigError, load
+from twisted_mcp.config import Config, ConfigError
+from twisted_mcp.config.loader import load
 from twisted_mcp.ops import logs
 
 EX_USAGE = 64

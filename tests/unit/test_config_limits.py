@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from twisted.python.failure import Failure
 
-from twisted_mcp.config import MAX_ALIAS_NODES, MAX_DEPTH, MAX_FILE_BYTES, ConfigError, load, parse_text, read_file
+from twisted_mcp.config import MAX_ALIAS_NODES, MAX_DEPTH, MAX_FILE_BYTES, ConfigError, parse_text, read_file
+from twisted_mcp.config.loader import load
 from twisted_mcp.importer import ImportFailure, read_source
 from twisted_mcp.policy.pinning import Pins, read_lock
 

@@ -22,7 +22,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted import logger as twisted_logger
 from twisted_mcp.backends import stderr
 from twisted_mcp.backends.stdio import stderr_limits
-from twisted_mcp.config import ConfigError, build
+from twisted_mcp.config import ConfigError
+from twisted_mcp.config.loader import build
 from twisted_mcp.ops import logs
 
 ISO_MS_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")

@@ -25,7 +25,8 @@ from OpenSSL import crypto
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.task import Clock
 
-from twisted_mcp.config import ConfigError, load
+from twisted_mcp.config import ConfigError
+from twisted_mcp.config.loader import load
 from twisted_mcp.mcp import errors
 from twisted_mcp.policy import peers
 from twisted_mcp.policy.identity import IdentityConfig, IdentityError, JwtConfig, Principal

@@ -18,7 +18,8 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
 from twisted_mcp.backends.http import HttpBackend
-from twisted_mcp.config import Config, ConfigError, load
+from twisted_mcp.config import Config, ConfigError
+from twisted_mcp.config.loader import load
 from twisted_mcp.dispatch.session import ClientSession
 from twisted_mcp.mcp import errors
 from twisted_mcp.policy.breaker import Breaker

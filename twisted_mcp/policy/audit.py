@@ -76,7 +76,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from twisted_mcp.config import _Checker, _describe, _join, _resolve
+from twisted_mcp.config._check import _Checker, _describe, _join, _resolve
 from twisted_mcp.policy.audit_keys import KEY_SOURCES, KEYED, chain_digest, load_key, read_checkpoint
 from twisted_mcp.redaction import is_secret_name
 

@@ -56,7 +56,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_mcp.config import _Checker, _describe, _join, _resolve
+from twisted_mcp.config._check import _Checker, _describe, _join, _resolve
 
 log = Logger()
 
