@@ -21,7 +21,8 @@ from typing import Any, Iterator
 import attrs
 import pytest
 
-from twisted_mcp.cli import _Fail, main, parse_admin
+from twisted_mcp.cli import main
+from twisted_mcp.cli.admin_client import _Fail, parse_admin
 
 TOKEN = "s3cr3t-admin-token-0123"
 
