@@ -114,7 +114,7 @@ def _audit_config(args: argparse.Namespace) -> Any:
     """The config's audit section, with the key of --key-file if given; exits when there is no trail."""
     import attrs
 
-    from twisted_mcp.policy.audit_keys import load_key
+    from twisted_mcp.policy.audit.keys import load_key
 
     config = _load(args.config)
     audit = config.audit
@@ -133,7 +133,7 @@ def _audit_config(args: argparse.Namespace) -> Any:
 
 def _verified(audit: Any, checkpoint: bytes | None = None) -> Any:
     """The result of verify; exits when the trail cannot be read (69) or is broken (65)."""
-    from twisted_mcp.policy.audit import verify
+    from twisted_mcp.policy.audit.verification import verify
 
     try:
         result = verify(audit, checkpoint)
@@ -169,7 +169,7 @@ def audit_checkpoint(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from twisted_mcp.policy.audit_keys import make_checkpoint
+    from twisted_mcp.policy.audit.keys import make_checkpoint
 
     audit = _audit_config(args)
     if audit.key is None:
@@ -200,7 +200,8 @@ def audit_checkpoint(args: argparse.Namespace) -> int:
 
 def audit_init_db(args: argparse.Namespace) -> int:
     """Create the PostgreSQL audit tables and grant the gateway's role INSERT and SELECT only."""
-    from twisted_mcp.policy.audit import _safe_dsn, init_postgres, postgres_setup_sql
+    from twisted_mcp.policy.audit.config import _safe_dsn
+    from twisted_mcp.policy.audit.sinks import init_postgres, postgres_setup_sql
 
     config = _load(args.config)
     audit = config.audit

@@ -31,7 +31,7 @@ from twisted.logger import Logger
 from twisted_mcp.mcp import errors
 from twisted_mcp.mcp.names import untruncated_name
 from twisted_mcp.policy.arguments import ArgumentError, Validators
-from twisted_mcp.policy.audit import digest_arguments
+from twisted_mcp.policy.audit.records import digest_arguments
 from twisted_mcp.policy.breaker import Breaker
 from twisted_mcp.policy.identity import IdentityError, Principal
 from twisted_mcp.policy.limits import Busy, Slots, TokenBucket, forget_full
