@@ -19,6 +19,7 @@ with atheris.instrument_imports(include=["twisted_mcp"]):
 
     from twisted_mcp.dispatch.gateway import Gateway
     from twisted_mcp.dispatch.session import ClientSession
+    from twisted_mcp.frontends.stream import deliver
     from twisted_mcp.mcp import errors
     from twisted_mcp.wire import jsonrpc
 
@@ -59,9 +60,9 @@ def check_session(line, value):
     gateway = Gateway([], "__", Clock(), 5.0)
     gateway.start()
     session = ClientSession(gateway, out.append, "fuzz")
-    session.lineReceived(b'{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18"}}')
+    deliver(session, b'{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18"}}')
     del out[:]
-    session.lineReceived(line)
+    deliver(session, line)
     if len(out) > 1:
         raise AssertionError(f"{len(out)} answers to one line")
     for raw in out:

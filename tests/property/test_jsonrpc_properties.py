@@ -18,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.dispatch.session import ClientSession
+from twisted_mcp.frontends.stream import deliver
 from twisted_mcp.mcp import errors
 from twisted_mcp.wire import jsonrpc
 from twisted_mcp.wire.jsonrpc import MessageError, decode, encode
@@ -142,7 +143,7 @@ class Session:
             del self.out[:]
 
     def line(self, data: bytes) -> list[dict[str, Any]]:
-        self.session.lineReceived(data.rstrip(b"\n"))
+        deliver(self.session, data.rstrip(b"\n"))
         for call in self.backend.calls:
             if not call.deferred.called:
                 call.deferred.callback({"content": [{"type": "text", "text": "ok"}]})

@@ -28,6 +28,7 @@ from twisted_mcp.backends.base import State
 from twisted_mcp.config import Config, GatewaySettings, HttpServer
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.dispatch.session import ClientSession
+from twisted_mcp.frontends.stream import deliver
 from twisted_mcp.mcp import errors
 from twisted_mcp.ops import admin as admin_module
 from twisted_mcp.ops.admin import AdminResource
@@ -176,7 +177,7 @@ class World:
 
     @staticmethod
     def send(session: ClientSession, message: Any) -> None:
-        session.lineReceived(json.dumps(message).encode())
+        deliver(session, json.dumps(message).encode())
 
     def call(self, session: ClientSession, id: int, name: str) -> None:
         self.send(session, {"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": name, "arguments": {}}})

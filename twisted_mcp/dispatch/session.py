@@ -1,7 +1,8 @@
 """
 The MCP server side of one client connection (L{ClientSession}): the
 JSON-RPC envelope, the MCP lifecycle, the four methods, calls in flight and
-draining.  It knows nothing of how its bytes travel (stdio or sockets).
+draining.  It takes decoded messages and knows nothing of how their bytes
+travel (stdio or sockets).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from twisted_mcp.wire.jsonrpc import (
     METHOD_NOT_FOUND,
     JsonRpcError,
     MessageError,
-    decode,
     encode,
     id_key,
 )
@@ -46,6 +46,10 @@ def _client_info(info: dict[str, Any]) -> dict[str, str]:
 class ClientSession:
     """
     The MCP server side of one client connection.
+
+    It receives decoded messages (L{message_received}) from a front-end,
+    which also reports what it could not decode (L{undecodable}) or cut
+    (L{message_too_long}), and answers through C{send}.
 
     @param send: writes one encoded message (a line) toward the client.
     """
@@ -126,12 +130,10 @@ class ClientSession:
 
     # -- input -------------------------------------------------------------
 
-    def lineReceived(self, line: bytes) -> None:
-        try:
-            message = decode(line)
-        except MessageError as e:
-            self._send_error(None, e.code, e.message)
-            return
+    # -- input (a front-end decodes the bytes) --------------------------------
+
+    def message_received(self, message: Any) -> None:
+        """One decoded JSON value from the client, checked as a JSON-RPC message and answered."""
         if type(message) is not dict:
             if type(message) is list:
                 self._send_error(
@@ -218,7 +220,12 @@ class ClientSession:
             self.gateway.count(method, "ok")
             self._send({"jsonrpc": "2.0", "id": rid, "result": result})
 
-    def lineTooLong(self, size: int, limit: int, setting: str = "maxMessageBytes") -> None:
+    def undecodable(self, error: MessageError) -> None:
+        """A message the front-end could not decode: answered with its error and no id."""
+        self._send_error(None, error.code, error.message)
+
+    def message_too_long(self, size: int, limit: int, setting: str = "maxMessageBytes") -> None:
+        """A message over the limit, discarded by the front-end: answered with an error and no id."""
         self._send_error(
             None,
             INVALID_REQUEST,

@@ -26,9 +26,19 @@ from twisted_mcp.mcp import errors
 from twisted_mcp.policy.peers import Peer, peer_of, with_certificate
 from twisted_mcp.wire._writer import batch, writer_for
 from twisted_mcp.wire.framing import LineFramer
-from twisted_mcp.wire.jsonrpc import INVALID_REQUEST, encode
+from twisted_mcp.wire.jsonrpc import INVALID_REQUEST, MessageError, decode, encode
 
 log = Logger()
+
+
+def deliver(session: ClientSession, line: bytes) -> None:
+    """Decode one line from the client and hand the message, or why it could not be decoded, to its session."""
+    try:
+        message = decode(line)
+    except MessageError as e:
+        session.undecodable(e)
+        return
+    session.message_received(message)
 
 
 class ProgressHold:
@@ -255,7 +265,7 @@ class SessionProtocol(LineFramer):
             session.peer = with_certificate(session.peer, self.transport)
             log.info("client {client}: {peer}", client=self.label, peer=session.peer.describe())
         initialized = session.initialized
-        session.lineReceived(line)
+        deliver(session, line)
         if session.initialized and not initialized:
             self.MAX_LENGTH = self.settings.maxMessageBytes
             if self._timer is not None:
@@ -271,7 +281,7 @@ class SessionProtocol(LineFramer):
             limit=self.MAX_LENGTH,
             setting=setting,
         )
-        self.session.lineTooLong(size, self.MAX_LENGTH, setting)
+        self.session.message_too_long(size, self.MAX_LENGTH, setting)
 
     def readConnectionLost(self, grace: float | None = None) -> None:
         if self._input_closed or self.session is None:
