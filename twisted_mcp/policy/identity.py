@@ -57,6 +57,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_mcp.config._check import _Checker, _describe, _join, _resolve
+from twisted_mcp.policy.peers import parse_certificates, parse_listeners, parse_peers
+from twisted_mcp.policy.principal import LOCAL_PRINCIPAL, IdentityError, Principal
 
 log = Logger()
 
@@ -68,30 +70,6 @@ _MIN_SECRET_BYTES = 32  # RFC 7518 3.2: a key of at least the hash's size
 _LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 
 LOCAL_WARNING = "no identity is configured: every request runs as the local principal with every permission"
-
-
-@attrs.frozen
-class Principal:
-    """
-    Who a request runs as.
-
-    @ivar source: where the identity came from: C{"local"} (no identity
-        configured), C{"config"} (a principal named in the config),
-        C{"jwt"}; later C{"peer"} and C{"bearer"} for the socket and HTTP
-        front-ends.
-    @ivar expires_at: when the credential expires (epoch seconds), or None.
-    @ivar all_access: every permission, whatever the access rules say; only
-        the local principal used when no identity is configured has it.
-    """
-
-    name: str
-    roles: tuple[str, ...] = ()
-    source: str = "local"
-    expires_at: float | None = None
-    all_access: bool = False
-
-
-LOCAL_PRINCIPAL = Principal(name="local", roles=(), source="local", all_access=True)
 
 
 @attrs.frozen
@@ -125,23 +103,6 @@ class IdentityConfig:
     peers: tuple[Any, ...] = ()
     certificates: tuple[Any, ...] = ()
     listeners: tuple[tuple[str, Principal], ...] = ()
-
-
-class IdentityError(Exception):
-    """
-    The caller's identity cannot be established.
-
-    @ivar message: what is wrong, for the operator and the client; never
-        contains the token.
-    @ivar reason: a short machine-readable kind: C{missing}, C{malformed},
-        C{algorithm}, C{signature}, C{issuer}, C{audience}, C{claims},
-        C{keys}, C{expired}, C{not-yet-valid}, C{starting}.
-    """
-
-    def __init__(self, message: str, reason: str = "invalid") -> None:
-        super().__init__(message)
-        self.message = message
-        self.reason = reason
 
 
 # -- keys ------------------------------------------------------------------
@@ -269,8 +230,6 @@ def parse_identity(data: Any, path: str, base_dir: str | None, problems: list[st
     if spec is None:
         return None
     check.unknown(path, spec, _IDENTITY_KEYS)
-    from twisted_mcp.policy.peers import parse_certificates, parse_listeners, parse_peers
-
     present = [k for k in ("principal", "jwt") if k in spec]
     per_connection = [k for k in ("peers", "certificates", "listeners") if k in spec]
     if len(present) == 2:

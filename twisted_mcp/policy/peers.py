@@ -42,7 +42,7 @@ from typing import Any, Callable, Iterator
 import attrs
 
 from twisted_mcp.config._check import _join
-from twisted_mcp.policy.identity import IdentityError, Principal
+from twisted_mcp.policy.principal import IdentityError, Principal
 
 
 @attrs.frozen

@@ -33,9 +33,9 @@ from twisted_mcp.mcp.names import untruncated_name
 from twisted_mcp.policy.arguments import ArgumentError, Validators
 from twisted_mcp.policy.audit.records import digest_arguments
 from twisted_mcp.policy.breaker import Breaker
-from twisted_mcp.policy.identity import IdentityError, Principal
 from twisted_mcp.policy.limits import Busy, Slots, TokenBucket, forget_full
 from twisted_mcp.policy.pinning import Pins
+from twisted_mcp.policy.principal import IdentityError, Principal
 from twisted_mcp.policy.refusals import CoalescedRefusal, RefusalBudget, describe
 from twisted_mcp.policy.rules import PolicyConfig, any_match, matches
 from twisted_mcp.wire.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, JsonRpcError
