@@ -135,7 +135,7 @@ def _reload_on_signal(reactor: Any, service: Any, load: Any) -> Any:
     """SIGHUP: reload as C{POST /reload} does; nobody waits for the answer."""
     from twisted.logger import Logger
 
-    from twisted_mcp.service import reload_in_a_thread
+    from twisted_mcp.reload import reload_in_a_thread
 
     d = reload_in_a_thread(reactor, service, load)
     d.addErrback(lambda failure: Logger(namespace="twisted_mcp.tap").failure("reload failed", failure))
@@ -196,7 +196,7 @@ def _admin(description: str, service: Any, reactor: Any, load: Any) -> None:
     from twisted.logger import Logger
 
     from twisted_mcp.ops.admin import AdminResource, AdminSite
-    from twisted_mcp.service import reload_in_a_thread
+    from twisted_mcp.reload import reload_in_a_thread
 
     port = _bind(description, AdminSite(AdminResource(service, lambda: reload_in_a_thread(reactor, service, load)), reactor), reactor)
 

@@ -36,7 +36,8 @@ from twisted_mcp.policy.identity import IdentityError, Principal
 from twisted_mcp.policy.pinning import digest
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import Concurrency, PolicyConfig, Rate
-from twisted_mcp.service import GatewayService, reload_in_a_thread
+from twisted_mcp.reload import reload_in_a_thread
+from twisted_mcp.service import GatewayService
 from twisted_mcp.wire.jsonrpc import INVALID_PARAMS, JsonRpcError
 
 from .fakes import FakeBackend

@@ -153,7 +153,7 @@ class _Service:
 
 
 def test_a_reload_reads_the_file_in_a_worker_thread(tmp_path) -> None:
-    from twisted_mcp.service import reload_in_a_thread
+    from twisted_mcp.reload import reload_in_a_thread
 
     path = tmp_path / "gw.yaml"
     path.write_text("mcpServers: {a: {command: x}}\n")

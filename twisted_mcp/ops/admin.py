@@ -205,7 +205,7 @@ class AdminResource(Resource):
         changes them).
     @param reload: re-reads the config file and applies it, for C{POST
         /reload}: fires with whether it was applied, what changed, and the
-        problems (L{twisted_mcp.service.reload_in_a_thread}).
+        problems (L{twisted_mcp.reload.reload_in_a_thread}).
     """
 
     def __init__(self, service: Any, reload: Callable[[], "Deferred[tuple[bool, list[str], str]]"] | None = None) -> None:
