@@ -33,7 +33,9 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS
 from zope.interface import implementer
 
-from twisted_mcp.backends.base import DiscoveryError, McpClientSession, State, SupervisedBackend
+from twisted_mcp.backends.base import State
+from twisted_mcp.backends.session import DiscoveryError, McpClientSession
+from twisted_mcp.backends.supervisor import SupervisedBackend
 from twisted_mcp.config import HttpServer
 from twisted_mcp.mcp import errors
 from twisted_mcp.urls import shown_url

@@ -25,8 +25,10 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_mcp.backends.base import Backend, McpClientSession, State, SupervisedBackend
+from twisted_mcp.backends.base import Backend, State
+from twisted_mcp.backends.session import McpClientSession
 from twisted_mcp.backends.stderr import StderrLimits, StderrLog
+from twisted_mcp.backends.supervisor import SupervisedBackend
 from twisted_mcp.config import GatewaySettings, StdioServer
 from twisted_mcp.mcp import errors
 from twisted_mcp.wire._writer import Writer, batch
