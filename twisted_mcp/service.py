@@ -23,7 +23,7 @@ from twisted_mcp.backends.stdio import StdioBackend, stderr_limits, stop_all
 from twisted_mcp.config import Config, HttpServer
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.policy.audit.log import AuditLog
-from twisted_mcp.policy.identity import Authenticator
+from twisted_mcp.policy.identity.authenticator import Authenticator
 from twisted_mcp.policy.peers import ConnectionIdentity
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import PolicyConfig

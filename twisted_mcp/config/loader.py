@@ -20,7 +20,7 @@ from twisted_mcp.config._check import NAME_RE, ConfigError, _Checker, _describe,
 from twisted_mcp.config.models import Config, GatewaySettings, HttpServer, StdioServer
 from twisted_mcp.config.reading import parse_text, read_file
 from twisted_mcp.policy.audit.config import parse_audit
-from twisted_mcp.policy.identity import parse_identity
+from twisted_mcp.policy.identity.config import parse_identity
 from twisted_mcp.policy.rules import parse_policy
 from twisted_mcp.urls import shown_url, split_credentials
 

@@ -140,7 +140,7 @@ class Config:
     disabled: tuple[str, ...] = ()
     #: The policy's rules (twisted_mcp.policy.rules.PolicyConfig).
     policy: Any = None
-    #: twisted_mcp.policy.identity.IdentityConfig, or None: the local principal.
+    #: twisted_mcp.policy.identity.config.IdentityConfig, or None: the local principal.
     identity: Any = None
     #: twisted_mcp.policy.audit.AuditConfig, or None: no audit trail.
     audit: Any = None
