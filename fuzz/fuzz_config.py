@@ -13,7 +13,8 @@ import traceback
 import atheris
 
 with atheris.instrument_imports(include=["twisted_mcp"]):
-    from twisted_mcp import config
+    from twisted_mcp.config import ConfigError, parse_text
+    from twisted_mcp.config.loader import build
 
 ENVIRON = {"HOME": "/home/fuzz", "TOKEN": "s3cret"}
 
@@ -27,8 +28,8 @@ def TestOneInput(data):
     except UnicodeDecodeError:
         return  # load() refuses non-UTF-8 files before parsing
     try:
-        config.build(config.parse_text(text, source), source, ENVIRON, "/etc/twisted-mcp")
-    except config.ConfigError:
+        build(parse_text(text, source), source, ENVIRON, "/etc/twisted-mcp")
+    except ConfigError:
         pass
     except RecursionError:
         # Known defect (tests/property/test_fuzz_findings.py::test_recursiveYamlAliasIsAConfigError):
