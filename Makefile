@@ -58,6 +58,17 @@ export SOAK_SECONDS FUZZ_SECONDS
 soak: $(VENV)/.installed
 	$(PY) soak/soak.py
 
+$(VENV)/.lint-installed: $(VENV)/.installed
+	$(PY) -m pip install -q '.[lint]'
+	@rm -rf build
+	touch $@
+
+## Lint: ruff (ruff.toml), mypy (mypy.ini), the layers contract (.importlinter).
+lint: $(VENV)/.lint-installed
+	$(VENV)/bin/ruff check twisted_mcp twisted tests bench soak fuzz
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
 $(VENV)/.fuzz-installed: $(VENV)/.installed
 	$(PY) -m pip install -q '.[fuzz]'
 	@rm -rf build

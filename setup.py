@@ -34,6 +34,8 @@ setup(
         # Coverage-guided fuzzing (make fuzz); atheris ships manylinux wheels for CPython 3.8-3.11.
         "fuzz": ["atheris>=2.3"],
         "postgres": ["psycopg[binary]>=3.1"],
+        # make lint: style and imports (ruff.toml), types (mypy.ini), layers (.importlinter).
+        "lint": ["ruff>=0.6", "mypy>=1.11", "mypy-zope>=1.0", "types-PyYAML", "import-linter>=2.1"],
     },
     entry_points={"console_scripts": ["twisted-mcp = twisted_mcp.cli:main"]},
     classifiers=[

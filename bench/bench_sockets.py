@@ -285,7 +285,7 @@ def run_load(conns: list[Conn], depths: list[int], seconds: float, start_at: flo
     start = now()
     deadline = start + seconds
     outstanding = 0
-    for c, depth in zip(conns, depths):
+    for c, depth in zip(conns, depths, strict=False):
         batch = []
         for _ in range(depth):
             rid = c.next_id
@@ -841,7 +841,7 @@ def main() -> int:
     calls_checked = sum(r["multi"]["calls"] + r["single"]["calls"] + r["single@1"]["calls"] for r in rounds)
     bad = {k: sum(r[s][k] for r in rounds for s in ("single", "single@1", "multi")) for k in ("errors", "mismatched", "misrouted")}
 
-    print(f"twisted-mcp, MCP clients on a Unix socket: `twistd -n --pidfile= mcp-gateway --config CFG --listen unix:SOCK`")
+    print("twisted-mcp, MCP clients on a Unix socket: `twistd -n --pidfile= mcp-gateway --config CFG --listen unix:SOCK`")
     print("in front of one echo backend (tests/servers/echo_fast.py), shared by every session.")
     print(f"machine: {info}")
     print(f"client: {args.procs} process(es) for the {args.clients} sessions, a lean JSON-RPC client on an epoll loop; "

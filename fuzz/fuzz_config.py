@@ -1,6 +1,6 @@
 """
 Fuzz target: the config loader's load-from-text path
-(L{twisted_mcp.config.parse_text} then L{twisted_mcp.config.build}).
+(L{twisted_mcp.config.reading.parse_text} then L{twisted_mcp.config.loader.build}).
 
 Input: one byte choosing the file name (.yaml or .json), then the text.
 Oracle: a Config or a ConfigError, nothing else.
@@ -11,7 +11,8 @@ import sys
 import atheris
 
 with atheris.instrument_imports(include=["twisted_mcp"]):
-    from twisted_mcp import config
+    from twisted_mcp.config import ConfigError, parse_text
+    from twisted_mcp.config.loader import build
 
 ENVIRON = {"HOME": "/home/fuzz", "TOKEN": "s3cret"}
 
@@ -25,8 +26,8 @@ def TestOneInput(data):
     except UnicodeDecodeError:
         return  # load() refuses non-UTF-8 files before parsing
     try:
-        config.build(config.parse_text(text, source), source, ENVIRON, "/etc/twisted-mcp")
-    except config.ConfigError:
+        build(parse_text(text, source), source, ENVIRON, "/etc/twisted-mcp")
+    except ConfigError:
         pass
 
 

@@ -1,5 +1,5 @@
 """
-Fuzz target: L{twisted_mcp.framing.LineFramer}.
+Fuzz target: L{twisted_mcp.wire.framing.LineFramer}.
 
 Input: one byte for MAX_LENGTH (1..256), one byte that seeds the read
 sizes, then the stream.  Oracle: the stream cut into reads gives the same
@@ -17,7 +17,7 @@ import atheris
 with atheris.instrument_imports(include=["twisted_mcp"]):
     from twisted.internet.testing import StringTransport
 
-    from twisted_mcp.framing import LineFramer
+    from twisted_mcp.wire.framing import LineFramer
 
 
 class Recorder(LineFramer):
@@ -66,7 +66,7 @@ def TestOneInput(data):
     split = frame(limit, reads(stream, seed))
     if (split.lines, len(split.heads), split.pending_bytes()) != (whole.lines, len(whole.heads), whole.pending_bytes()):
         raise AssertionError(f"chunking changed the result: {split.lines!r} != {whole.lines!r}")
-    for head, full in zip(split.heads, whole.heads):
+    for head, full in zip(split.heads, whole.heads, strict=True):
         if not full.startswith(head):
             raise AssertionError(f"head {head!r} read in chunks is not the start of {full!r}")
     for line in whole.lines:

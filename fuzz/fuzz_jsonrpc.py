@@ -1,6 +1,6 @@
 """
-Fuzz target: the JSON-RPC layer (L{twisted_mcp.jsonrpc}) and the client
-session that applies it (L{twisted_mcp.gateway.ClientSession}).
+Fuzz target: the JSON-RPC layer (L{twisted_mcp.wire.jsonrpc}) and the client
+session that applies it (L{twisted_mcp.dispatch.session.ClientSession}).
 
 Input: one message line.  Oracle: decode gives a value or a -32700
 MessageError; a value encodes (or raises ValueError) to one ASCII line that
@@ -17,8 +17,11 @@ import atheris
 with atheris.instrument_imports(include=["twisted_mcp"]):
     from twisted.internet.task import Clock
 
-    from twisted_mcp import errors, jsonrpc
-    from twisted_mcp.gateway import ClientSession, Gateway
+    from twisted_mcp.dispatch.gateway import Gateway
+    from twisted_mcp.dispatch.session import ClientSession
+    from twisted_mcp.frontends.stream import deliver
+    from twisted_mcp.mcp import errors
+    from twisted_mcp.wire import jsonrpc
 
 DEFINED_CODES = {
     jsonrpc.PARSE_ERROR,
@@ -57,9 +60,9 @@ def check_session(line, value):
     gateway = Gateway([], "__", Clock(), 5.0)
     gateway.start()
     session = ClientSession(gateway, out.append, "fuzz")
-    session.lineReceived(b'{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18"}}')
+    deliver(session, b'{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18"}}')
     del out[:]
-    session.lineReceived(line)
+    deliver(session, line)
     if len(out) > 1:
         raise AssertionError(f"{len(out)} answers to one line")
     for raw in out:

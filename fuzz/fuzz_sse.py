@@ -1,5 +1,5 @@
 """
-Fuzz target: L{twisted_mcp.sse.SSEParser}.
+Fuzz target: L{twisted_mcp.wire.sse.SSEParser}.
 
 Input: one byte that seeds the chunk sizes, then the stream.  Oracle: the
 chunked stream gives the events, retry and last event id of the stream fed
@@ -14,7 +14,7 @@ import sys
 import atheris
 
 with atheris.instrument_imports(include=["twisted_mcp"]):
-    from twisted_mcp.sse import EventTooLarge, SSEParser
+    from twisted_mcp.wire.sse import EventTooLarge, SSEParser
 
 BOM = b"\xef\xbb\xbf"
 SMALL = 32

@@ -1,7 +1,7 @@
 """
 The one rule for which names hold secrets.
 
-Both the log observer's safety net (L{twisted_mcp.logs}) and the audit
+Both the log observer's safety net (L{twisted_mcp.ops.logs}) and the audit
 trail's argument redaction (L{twisted_mcp.policy.audit}) ask
 L{is_secret_name} whether the value under a field name or argument key must
 be hidden.

@@ -13,49 +13,26 @@ import os
 from typing import Any, Callable
 
 from twisted.application.service import MultiService, Service
-import attrs
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.task import deferLater
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.logger import Logger
 
-from twisted_mcp.backend import Backend
+from twisted_mcp.backends.base import Backend
+from twisted_mcp.backends.http import HttpBackend
+from twisted_mcp.backends.stdio import StdioBackend, stderr_limits, stop_all
 from twisted_mcp.config import Config, HttpServer
-from twisted_mcp.http_backend import HttpBackend
-from twisted_mcp.gateway import Gateway
-from twisted_mcp.policy.audit import AuditLog
-from twisted_mcp.policy.identity import Authenticator
+from twisted_mcp.dispatch.gateway import Gateway
+from twisted_mcp.policy.audit.log import AuditLog
+from twisted_mcp.policy.identity.authenticator import Authenticator
 from twisted_mcp.policy.peers import ConnectionIdentity
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import PolicyConfig
-from twisted_mcp.stdio_backend import StdioBackend, stderr_limits, stop_all
+from twisted_mcp.reload import Reloading
 
 log = Logger()
 
 
-def reload_in_a_thread(reactor: Any, service: "GatewayService", load: Callable[[], Config]) -> "Deferred[tuple[bool, list[str], str]]":
-    """
-    Reload as SIGHUP and C{POST /reload} both do: read and validate the
-    config file in a worker thread (a large file takes seconds to parse, and
-    no client should wait for that), then apply it on the event loop, where
-    the service's state lives.  Fires with L{GatewayService.reload}'s answer.
-
-    @param reactor: gives the thread pool and brings the outcome back.
-    """
-    from twisted.internet.threads import deferToThreadPool
-    from twisted.python.failure import Failure
-
-    def loaded(outcome: Any) -> Config:
-        if isinstance(outcome, Failure):
-            outcome.raiseException()  # service.reload reports it; the running config stays
-        return outcome  # type: ignore[no-any-return]
-
-    d = deferToThreadPool(reactor, reactor.getThreadPool(), load)
-    d.addBoth(lambda outcome: service.reload(lambda: loaded(outcome)))
-    return d
-
-
-class GatewayService(MultiService):
+class GatewayService(Reloading, MultiService):
     """
     The root service: owns the backends, the L{Gateway} and the front-ends.
 
@@ -179,205 +156,9 @@ class GatewayService(MultiService):
         self.gateway.start()
         for f in self.frontends:
             f.startService()
-        from twisted_mcp import systemd
+        from twisted_mcp.ops import systemd
 
         self._watchdog = systemd.start(self.gateway, self.clock)
-
-    # -- live reload ---------------------------------------------------------
-
-    def reload(self, load: Callable[[], Config]) -> tuple[bool, list[str], str]:
-        """
-        Re-read the configuration (SIGHUP, C{twisted-mcp reload}) and apply
-        it as a diff: added backends start, removed ones stop (after their
-        calls in flight finish, within the grace period), changed ones are
-        replaced, untouched ones keep running.  Identity and policy apply to
-        new calls at once; clients whose view of the tools changed get
-        C{list_changed}.  A config that does not validate is rejected and
-        the running one stays.  No client connection is dropped.
-
-        @return: whether it was applied, what changed, and the problems.
-        """
-        from twisted_mcp.config import ConfigError
-
-        try:
-            config = load()
-        except ConfigError as e:
-            log.error("reload rejected, the running configuration stays: {problems}", problems=e.render())
-            return False, [], e.render()
-        except Exception as e:
-            log.failure("reload rejected, the running configuration stays")
-            return False, [], f"the configuration could not be read: {e}"
-        if self.stopping:
-            return False, [], "the gateway is stopping"
-        old = self.config
-        started = self.settings
-        changes: list[str] = []
-        if config.gateway.separator != started.separator:
-            log.error(
-                "reload rejected: gateway.separator changed ({old!r} to {new!r}); every tool name would change, "
-                "restart the gateway to apply it",
-                old=started.separator,
-                new=config.gateway.separator,
-            )
-            return False, [], "gateway.separator cannot change without a restart"
-        restart = [
-            name
-            for name, same in (
-                ("audit", config.audit == old.audit),
-                (
-                    "gateway (other than adminToken)",
-                    attrs.evolve(config.gateway, adminToken=None) == attrs.evolve(started, adminToken=None),
-                ),
-            )
-            if not same
-        ]
-        if restart:
-            log.warn("reload: changes to {sections} are not applied until the gateway restarts", sections=", ".join(restart))
-            changes += [f"{name}: needs a restart" for name in restart]
-        if config.gateway.adminToken != old.gateway.adminToken:
-            changes.append("gateway.adminToken: replaced")
-        old_servers = {s.name: s for s in old.servers}
-        new_servers = {s.name: s for s in config.servers}
-        removed = sorted(old_servers.keys() - new_servers.keys())
-        changed = sorted(n for n in old_servers.keys() & new_servers.keys() if old_servers[n] != new_servers[n])
-        added = sorted(new_servers.keys() - old_servers.keys())
-
-        # Prepare everything that can fail before touching what runs.
-        try:
-            authenticator, identity = self.authenticator, self.identity
-            new_authenticator = False
-            if config.identity != old.identity:
-                same_caller = (
-                    config.identity is not None
-                    and old.identity is not None
-                    and (config.identity.jwt, config.identity.principal) == (old.identity.jwt, old.identity.principal)
-                )
-                if same_caller:
-                    identity = ConnectionIdentity(config.identity, authenticator.authenticate if authenticator else None)
-                else:
-                    authenticator, identity = self._make_identity(config)
-                    new_authenticator = authenticator is not None
-            fresh = {name: self._make_backend(new_servers[name]) for name in changed + added}
-            rules = config.policy if config.policy is not None else PolicyConfig()
-            current = self.gateway.policy
-            policy = Policy(rules, started.separator, self.clock, self._authenticate_with(identity), current.audit)
-        except Exception as e:
-            log.failure("reload rejected, the running configuration stays")
-            return False, [], f"the configuration cannot be applied: {e}"
-
-        before = self.views()
-        if config.identity != old.identity:
-            if new_authenticator:
-                authenticator.start()
-            changes.append("identity: replaced")
-            if identity is None:
-                log.warn(
-                    "reload: NO IDENTITY IS CONFIGURED any more: every client now runs as the local principal "
-                    "with every permission"
-                )
-        for name in removed:
-            self._take_out(name)
-            changes.append(f"backend {name}: removed")
-        for name in changed:
-            # The replacement serves the same tools until it lists its own:
-            # clients see no change unless the tools really differ.
-            previous = self.gateway.backends.get(name)
-            if previous is not None:
-                fresh[name].tools = list(previous.tools)
-            self._take_out(name, replacement=fresh[name])
-            changes.append(f"backend {name}: restarted (its configuration changed)")
-        for name in added:
-            self._bring_in(fresh[name])
-            changes.append(f"backend {name}: added")
-
-        # Policy: new calls see it at once; the state of unchanged checks carries over.
-        policy.inherit(current)
-        policy.breakers = {k: v for k, v in policy.breakers.items() if k in self.gateway.backends}
-        if current.rules != rules:
-            changes.append("policy: replaced")
-        policy.catalog_changed(self.gateway.catalog.entries)
-        self.gateway.policy = policy
-        self.authenticator, self.identity = authenticator, identity
-        self.config = config
-        self.notify_views(before)
-        log.info(
-            "reload from {source} applied: {changes}",
-            source=config.source,
-            changes="; ".join(changes) or "nothing changed",
-        )
-        return True, changes, ""
-
-    def views(self) -> dict[Any, tuple[str, ...] | None]:
-        """What every session may see now (compare later with L{notify_views})."""
-        return {s: self._view(s) for s in list(self.gateway.sessions)}
-
-    def _view(self, session: Any) -> tuple[str, ...] | None:
-        """The tool names C{session} may see now (None: it may see none)."""
-        policy = self.gateway.policy
-        catalog = self.gateway.catalog
-        try:
-            principal = policy.principal(session.peer)
-        except Exception:
-            return None
-        return tuple(t["name"] for t in policy.listing(principal, catalog.listing, catalog.entries))
-
-    def notify_views(self, before: dict[Any, Any]) -> int:
-        """Send C{list_changed} to every session whose view changed; return how many."""
-        told = 0
-        for session, view in before.items():
-            if session in self.gateway.sessions and self._view(session) != view:
-                session.tools_changed()
-                told += 1
-        return told
-
-    def _bring_in(self, backend: Backend, replacing: Backend | None = None) -> None:
-        self.backends.append(backend)
-        backend.add_listener(self._idle_template)
-        self.gateway.add_backend(backend, replacing)
-        backend.startService()
-
-    def _take_out(self, name: str, replacement: Backend | None = None) -> None:
-        """Take a backend out (and put C{replacement} in its place); it
-        stops once its calls in flight are done."""
-        backend = self.gateway.backends.get(name)
-        if backend is None:
-            if replacement is not None:
-                self._bring_in(replacement)
-            return
-        backend.remove_listener(self._idle_template)
-        self.backends.remove(backend)
-        if replacement is None:
-            self.gateway.remove_backend(backend)
-        else:
-            self._bring_in(replacement, backend)
-        instances = []
-        for session in list(self.gateway.sessions) + list(self.gateway.closing):
-            own = session.own.pop(name, None)
-            if own is not None:
-                self.gateway.instances.discard(own)
-                instances.append(own)
-        for b in [backend, *instances]:
-            self.retiring.add(b)
-            Deferred.fromCoroutine(self._retire(b))
-
-    async def _retire(self, backend: Backend) -> None:
-        """Let a removed backend finish its calls in flight (within the grace period), then stop it."""
-        grace = self.settings.shutdownGrace
-        deadline = self.clock.seconds() + grace
-        while backend.in_flight() and self.clock.seconds() < deadline:
-            await deferLater(self.clock, 0.05)
-        if backend.in_flight():
-            log.warn(
-                "backend {backend}: {n} call(s) still in flight {grace:g} s after it was removed; stopping it",
-                backend=backend.name,
-                n=backend.in_flight(),
-                grace=grace,
-            )
-        try:
-            await backend.stopService()
-        except Exception:
-            log.failure("backend {backend}: stopping failed", backend=backend.name)
-        self.retiring.discard(backend)
 
     def hurry(self) -> None:
         """Cut the grace period short: cancel every call in flight now."""

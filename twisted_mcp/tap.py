@@ -12,8 +12,10 @@ from typing import Any
 
 from twisted.python import usage
 
-from twisted_mcp import __version__, logs
-from twisted_mcp.config import Config, ConfigError, load
+from twisted_mcp import __version__
+from twisted_mcp.config import Config, ConfigError
+from twisted_mcp.config.loader import load
+from twisted_mcp.ops import logs
 
 EX_USAGE = 64
 EX_UNAVAILABLE = 69
@@ -133,7 +135,7 @@ def _reload_on_signal(reactor: Any, service: Any, load: Any) -> Any:
     """SIGHUP: reload as C{POST /reload} does; nobody waits for the answer."""
     from twisted.logger import Logger
 
-    from twisted_mcp.service import reload_in_a_thread
+    from twisted_mcp.reload import reload_in_a_thread
 
     d = reload_in_a_thread(reactor, service, load)
     d.addErrback(lambda failure: Logger(namespace="twisted_mcp.tap").failure("reload failed", failure))
@@ -172,7 +174,7 @@ def _bind(description: str, factory: Any, reactor: Any) -> Any:
     """Listen now (before twistd daemonizes); exit 69 with a clear message if it cannot."""
     from twisted.python.failure import Failure
 
-    from twisted_mcp.endpoints import server_endpoint
+    from twisted_mcp.frontends.endpoints import server_endpoint
 
     try:
         d = server_endpoint(reactor, description).listen(factory)
@@ -190,19 +192,18 @@ def _bind(description: str, factory: Any, reactor: Any) -> Any:
 
 
 def _admin(description: str, service: Any, reactor: Any, load: Any) -> None:
-    from twisted_mcp.service import reload_in_a_thread
-
     from twisted.application.service import Service
     from twisted.logger import Logger
 
-    from twisted_mcp.admin import AdminResource, AdminSite
+    from twisted_mcp.ops.admin import AdminResource, AdminSite
+    from twisted_mcp.reload import reload_in_a_thread
 
     port = _bind(description, AdminSite(AdminResource(service, lambda: reload_in_a_thread(reactor, service, load)), reactor), reactor)
 
     class AdminService(Service):
         def startService(self) -> None:
             super().startService()
-            Logger(namespace="twisted_mcp.admin").info("admin endpoint on {endpoint}", endpoint=description)
+            Logger(namespace="twisted_mcp.ops.admin").info("admin endpoint on {endpoint}", endpoint=description)
 
         def stopService(self) -> Any:
             super().stopService()
@@ -214,8 +215,8 @@ def _admin(description: str, service: Any, reactor: Any, load: Any) -> None:
 def _listen(endpoints: list[str], service: Any, reactor: Any) -> None:
     """Bind every endpoint now (before twistd daemonizes): one that cannot
     bind stops start-up with a clear error."""
-    from twisted_mcp.admission import Admission, raise_descriptor_limit
-    from twisted_mcp.frontend import SessionFactory, SocketFrontend
+    from twisted_mcp.frontends.admission import Admission, raise_descriptor_limit
+    from twisted_mcp.frontends.stream import SessionFactory, SocketFrontend
 
     settings = service.config.gateway
     admission = Admission(
@@ -237,9 +238,9 @@ def _listen(endpoints: list[str], service: Any, reactor: Any) -> None:
 def makeService(options: Options) -> Any:
     from twisted.internet import reactor, stdio
 
-    from twisted_mcp.frontend import StdioFrontend
+    from twisted_mcp.backends.stdio import start_reaping
+    from twisted_mcp.frontends.stream import StdioFrontend
     from twisted_mcp.service import GatewayService
-    from twisted_mcp.stdio_backend import start_reaping
 
     config = options.loaded
     # Orphaned descendants of the backends are reparented to the gateway, so

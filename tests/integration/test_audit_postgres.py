@@ -25,7 +25,6 @@ from typing import Any, Iterator
 
 import pytest
 from twisted.internet.task import Clock
-
 from twisted.logger import capturedLogs, formatEvent
 
 from twisted_mcp.policy.audit import AuditConfig, AuditLog, SynchronousThreads, VerifyResult, init_postgres, verify

@@ -16,7 +16,18 @@ import pytest
 
 from tests import mcpclient as mc
 
-from .conftest import PYTHON, SERVERS, LineClient, bin_path, free_port, gateway_argv, gateway_env, server, wait_for_path, wait_gone
+from .conftest import (
+    PYTHON,
+    SERVERS,
+    LineClient,
+    bin_path,
+    free_port,
+    gateway_argv,
+    gateway_env,
+    server,
+    wait_for_path,
+    wait_gone,
+)
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "clients")
 FIXTURES = [

@@ -18,7 +18,6 @@ import urllib.request
 
 import anyio
 import pytest
-from mcp import MCPError
 
 from tests import mcpclient as mc
 

@@ -13,8 +13,8 @@ import pytest
 
 from .conftest import LineClient, server, until, wait_for_path
 
-HOSTILE = "\x1b[2J\x1b[31mevil\r\n2026-01-01T00:00:00+0000 [twisted_mcp.gateway#info] forged\u202e"
-SHOWN = "\\x1b[2J\\x1b[31mevil\\r\\n2026-01-01T00:00:00+0000 [twisted_mcp.gateway#info] forged\\u202e"
+HOSTILE = "\x1b[2J\x1b[31mevil\r\n2026-01-01T00:00:00+0000 [twisted_mcp.dispatch.gateway#info] forged\u202e"
+SHOWN = "\\x1b[2J\\x1b[31mevil\\r\\n2026-01-01T00:00:00+0000 [twisted_mcp.dispatch.gateway#info] forged\\u202e"
 MAX_FIELD_CHARS = 8192
 
 

@@ -7,8 +7,6 @@ third-party backends (`@modelcontextprotocol/server-everything` from npm,
 
 from __future__ import annotations
 
-import json
-import os
 import time
 
 import anyio

@@ -13,8 +13,6 @@ import subprocess
 import threading
 import time
 
-import pytest
-
 from tests import mcpclient as mc
 
 from .conftest import LineClient, bin_path, descendants, free_port, gateway_env, server, wait_gone

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import time
 
-
 from .conftest import (
     RawGateway,
     bin_path,

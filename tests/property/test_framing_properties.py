@@ -1,5 +1,5 @@
 """
-Properties of L{twisted_mcp.framing.LineFramer}: however a byte stream is
+Properties of L{twisted_mcp.wire.framing.LineFramer}: however a byte stream is
 cut into reads, the framer delivers the same messages as when it reads the
 stream at once; overlong lines are reported once and their tails never leak;
 what it buffers stays within its limit.
@@ -7,10 +7,11 @@ what it buffers stays within its limit.
 
 from __future__ import annotations
 
-from hypothesis import example, given, strategies as st
+from hypothesis import example, given
+from hypothesis import strategies as st
 from twisted.internet.testing import StringTransport
 
-from twisted_mcp.framing import LineFramer
+from twisted_mcp.wire.framing import LineFramer
 
 from .strategies import stream_and_chunks
 
@@ -98,7 +99,7 @@ def test_overlongReportsDescribeTheirLine(limit: int, stream_chunks: tuple[bytes
     assert b"".join(chunks) == stream
     framer = framed(limit, chunks)
     _, overlong, _ = model(stream, limit)
-    for (head, size), line in zip(framer.overlong, overlong):
+    for (head, size), line in zip(framer.overlong, overlong, strict=False):
         assert len(head) <= 4096
         assert limit < size <= len(line)
     for message in framer.lines:
@@ -115,7 +116,7 @@ def test_overlongHeadIsAPrefixOfItsLine(limit: int, stream_chunks: tuple[bytes, 
     stream, chunks = stream_chunks
     framer = framed(limit, chunks)
     _, overlong, _ = model(stream, limit)
-    for (head, _), line in zip(framer.overlong, overlong):
+    for (head, _), line in zip(framer.overlong, overlong, strict=False):
         assert line.startswith(head)
 
 

@@ -8,9 +8,11 @@ lands).
 from __future__ import annotations
 
 import pytest
-from hypothesis import example, given, strategies as st
+from hypothesis import example, given
+from hypothesis import strategies as st
 
-from twisted_mcp import config
+from twisted_mcp.config import ConfigError, parse_text
+from twisted_mcp.config.loader import build
 from twisted_mcp.policy.rules import matches
 
 RECURSIVE_CONFIGS = [
@@ -23,16 +25,16 @@ RECURSIVE_CONFIGS = [
 @pytest.mark.parametrize("text", RECURSIVE_CONFIGS)
 def test_recursiveYamlAliasIsAConfigError(text: str) -> None:
     """A YAML alias inside the node it names is a clean error, not a RecursionError."""
-    with pytest.raises(config.ConfigError):
-        config.build(config.parse_text(text, "gateway.yaml"), "gateway.yaml", {}, "/etc")
+    with pytest.raises(ConfigError):
+        build(parse_text(text, "gateway.yaml"), "gateway.yaml", {}, "/etc")
 
 
 @pytest.mark.parametrize("url", ["https://example[com/mcp", "http://[::1/mcp", "http://[zz]/mcp"])
 def test_badUrlIsAConfigError(url: str) -> None:
     """An address urlsplit refuses is a ConfigError naming its key, not urlsplit's ValueError."""
     data = {"mcpServers": {"api": {"type": "http", "url": url}}}
-    with pytest.raises(config.ConfigError) as caught:
-        config.build(data, "gateway.json", {}, "/etc")
+    with pytest.raises(ConfigError) as caught:
+        build(data, "gateway.json", {}, "/etc")
     assert "mcpServers.api.url" in caught.value.render()
 
 

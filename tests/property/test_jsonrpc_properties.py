@@ -1,6 +1,6 @@
 """
-Properties of the JSON-RPC layer (L{twisted_mcp.jsonrpc}) and of the
-client-facing session that applies it (L{twisted_mcp.gateway.ClientSession}):
+Properties of the JSON-RPC layer (L{twisted_mcp.wire.jsonrpc}) and of the
+client-facing session that applies it (L{twisted_mcp.dispatch.session.ClientSession}):
 any byte string or JSON value gives a message or a defined JSON-RPC error,
 never a crash; ids come back exactly as they were sent; bool ids are refused.
 """
@@ -11,13 +11,17 @@ import json
 import math
 from typing import Any
 
-from hypothesis import example, given, strategies as st
+from hypothesis import example, given
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp import errors, jsonrpc
-from twisted_mcp.gateway import ClientSession, Gateway
-from twisted_mcp.jsonrpc import MessageError, decode, encode
+from twisted_mcp.dispatch.gateway import Gateway
+from twisted_mcp.dispatch.session import ClientSession
+from twisted_mcp.frontends.stream import deliver
+from twisted_mcp.mcp import errors
+from twisted_mcp.wire import jsonrpc
+from twisted_mcp.wire.jsonrpc import MessageError, decode, encode
 
 from ..unit.fakes import FakeBackend
 
@@ -47,7 +51,7 @@ def same(a: Any, b: Any) -> bool:
     if type(a) is not type(b):
         return False
     if type(a) is list:
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=False))
     if type(a) is dict:
         return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
     if type(a) is float:
@@ -139,7 +143,7 @@ class Session:
             del self.out[:]
 
     def line(self, data: bytes) -> list[dict[str, Any]]:
-        self.session.lineReceived(data.rstrip(b"\n"))
+        deliver(self.session, data.rstrip(b"\n"))
         for call in self.backend.calls:
             if not call.deferred.called:
                 call.deferred.callback({"content": [{"type": "text", "text": "ok"}]})

@@ -1,5 +1,5 @@
 """
-Properties of L{twisted_mcp.sse.SSEParser}: however an event stream is cut
+Properties of L{twisted_mcp.wire.sse.SSEParser}: however an event stream is cut
 into chunks, it yields the events that the HTML standard's
 C{text/event-stream} rules give for the whole stream (CR, LF and CRLF line
 ends, comments, C{event}, C{id}, C{retry}, multi-line C{data}, unknown
@@ -11,9 +11,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import example, given, strategies as st
+from hypothesis import example, given
+from hypothesis import strategies as st
 
-from twisted_mcp.sse import Event, EventTooLarge, SSEParser
+from twisted_mcp.wire.sse import Event, EventTooLarge, SSEParser
 
 from .strategies import chunkings, stream_and_chunks
 

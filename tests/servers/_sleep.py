@@ -8,7 +8,6 @@ environment variable `log_env` when the peer cancels the request.
 import os
 
 import anyio
-
 from mcp.server.mcpserver import Context
 
 

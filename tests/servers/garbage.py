@@ -20,7 +20,6 @@ import os
 import sys
 
 import anyio
-
 from mcp.server.mcpserver import MCPServer
 from mcp.server.stdio import stdio_server
 

@@ -51,11 +51,9 @@ sys.stdout = sys.stderr
 print(f"http_sdk.py: starting (pid {os.getpid()})", file=sys.stderr, flush=True)
 
 import uvicorn  # noqa: E402
-from sse_starlette.sse import AppStatus  # noqa: E402
-
-from mcp.server.mcpserver import Context, MCPServer  # noqa: E402
-
 from _sleep import sleep_with_progress  # noqa: E402  (tests/servers/ is sys.path[0])
+from mcp.server.mcpserver import Context, MCPServer  # noqa: E402
+from sse_starlette.sse import AppStatus  # noqa: E402
 
 HOST = "127.0.0.1"
 

@@ -15,10 +15,8 @@ Env:
 import os
 import sys
 
-
-from mcp.server.mcpserver import Context, MCPServer
-
 from _sleep import sleep_with_progress  # tests/servers/ is sys.path[0] when run as a script
+from mcp.server.mcpserver import Context, MCPServer
 
 server = MCPServer("slow", version="1.0")
 

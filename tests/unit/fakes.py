@@ -12,7 +12,7 @@ import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 
-from twisted_mcp.backend import Backend, State
+from twisted_mcp.backends.base import Backend, State
 
 
 @attrs.define

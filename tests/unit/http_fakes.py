@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone, ResponseFailed
 from twisted.web.http_headers import Headers
 
-from twisted_mcp.jsonrpc import encode
+from twisted_mcp.wire.jsonrpc import encode
 
 
 class FakeBodyTransport:

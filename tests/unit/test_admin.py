@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_mcp.admin}: the admin endpoint's pages and actions,
+Tests for L{twisted_mcp.ops.admin}: the admin endpoint's pages and actions,
 served by a real twisted.web L{Site} over a L{StringTransport}, for a real
 L{Gateway} over fake backends and a small stand-in for the service.
 """
@@ -17,23 +17,28 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.defer import fail, succeed
 from twisted.internet.error import ConnectionDone
-from twisted.logger import capturedLogs
-from twisted.python.failure import Failure
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs
+from twisted.python.failure import Failure
 from twisted.web.server import Site
 
-from twisted_mcp import __version__, admin as admin_module, errors
-from twisted_mcp.admin import AdminResource
-from twisted_mcp.backend import State
+from twisted_mcp import __version__
+from twisted_mcp.backends.base import State
 from twisted_mcp.config import Config, GatewaySettings, HttpServer
-from twisted_mcp.gateway import ClientSession, Gateway
-from twisted_mcp.jsonrpc import INVALID_PARAMS, JsonRpcError
+from twisted_mcp.dispatch.gateway import Gateway
+from twisted_mcp.dispatch.session import ClientSession
+from twisted_mcp.frontends.stream import deliver
+from twisted_mcp.mcp import errors
+from twisted_mcp.ops import admin as admin_module
+from twisted_mcp.ops.admin import AdminResource
 from twisted_mcp.policy.identity import IdentityError, Principal
 from twisted_mcp.policy.pinning import digest
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import Concurrency, PolicyConfig, Rate
-from twisted_mcp.service import GatewayService, reload_in_a_thread
+from twisted_mcp.reload import reload_in_a_thread
+from twisted_mcp.service import GatewayService
+from twisted_mcp.wire.jsonrpc import INVALID_PARAMS, JsonRpcError
 
 from .fakes import FakeBackend
 
@@ -173,7 +178,7 @@ class World:
 
     @staticmethod
     def send(session: ClientSession, message: Any) -> None:
-        session.lineReceived(json.dumps(message).encode())
+        deliver(session, json.dumps(message).encode())
 
     def call(self, session: ClientSession, id: int, name: str) -> None:
         self.send(session, {"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": name, "arguments": {}}})

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_mcp.admin.AdminSite} and L{twisted_mcp.admin.AdminChannel}:
+Tests for L{twisted_mcp.ops.admin.AdminSite} and L{twisted_mcp.ops.admin.AdminChannel}:
 requests refused from their head (before any body is read), the Host check
 on loopback connections, and the admin endpoint's own connection cap and
 idle timeout, over a L{StringTransport} and a L{Clock}.
@@ -16,9 +16,9 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp.admin import AdminResource, AdminSite
 from twisted_mcp.config import Config, GatewaySettings
-from twisted_mcp.gateway import Gateway
+from twisted_mcp.dispatch.gateway import Gateway
+from twisted_mcp.ops.admin import AdminResource, AdminSite
 
 LOCAL = IPv4Address("TCP", "127.0.0.1", 9100)
 

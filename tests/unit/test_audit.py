@@ -10,8 +10,6 @@ time through L{Clock}; one test uses the real worker thread.
 
 from __future__ import annotations
 
-import pytest
-
 import errno
 import hashlib
 import json
@@ -21,11 +19,12 @@ import sqlite3
 import threading
 from typing import Any, Callable
 
+import pytest
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp.policy import audit, audit_keys
+from twisted_mcp.policy import audit
 from twisted_mcp.policy.audit import (
     REDACTED,
     AuditConfig,
@@ -37,6 +36,8 @@ from twisted_mcp.policy.audit import (
     redact,
     verify,
 )
+from twisted_mcp.policy.audit import keys as audit_keys
+from twisted_mcp.policy.audit import records as audit_records
 
 
 def fields(n: int, **extra: Any) -> dict[str, Any]:
@@ -239,8 +240,8 @@ class DigestTests(SynchronousTestCase):
     def test_deepAndOdd(self) -> None:
         """Deeper than the C encoder goes, and lone surrogates: same text, no exception."""
         value: Any = {"é": ["\ud800", -0.0, 1e300, 10**30, "\x00\n\""]}
-        shallow = audit._dumps_lenient(value)
-        self.assertEqual(audit._dumps_iterative(value), shallow)
+        shallow = audit_records._dumps_lenient(value)
+        self.assertEqual(audit_records._dumps_iterative(value), shallow)
         deep: Any = value
         for _ in range(3000):
             deep = [deep]
@@ -397,7 +398,7 @@ class VerifyTests(AuditTestCase):
         record = json.loads(self.lines[1])
         record["principal"] = "mallory"
         del record["digest"]
-        record["digest"] = audit._record_digest(record)
+        record["digest"] = audit_records._record_digest(record)
         self.lines[1] = json.dumps(record).encode() + b"\n"
         self.assertBroken(
             self.rewrite(self.lines), 2, 3, "line 3 (seq 3): prev does not match the digest of the record before it (a record was replaced)"
@@ -690,11 +691,11 @@ class FailureTests(OutageTestCase):
                 return real_write(fd, bytes(data[:30]))
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        self.patch(audit.os, "write", short_write)
+        self.patch(os, "write", short_write)
         log.record(fields(1))
         self.assertFalse(log.healthy)
         self.assertEqual(len(read_lines(self.path)), 1)
-        self.patch(audit.os, "write", real_write)
+        self.patch(os, "write", real_write)
         self.clock.advance(1)
         self.stopped(log)
         self.assertVerified(config, 2)
@@ -709,14 +710,14 @@ class FailureTests(OutageTestCase):
             raise OSError(errno.EIO, "Input/output error")
 
         real = {name: getattr(os, name) for name in ("fsync", "ftruncate")}
-        self.patch(audit.os, "fsync", fail)
-        self.patch(audit.os, "ftruncate", fail)
+        self.patch(os, "fsync", fail)
+        self.patch(os, "ftruncate", fail)
         log.record(fields(1))
         log.record(fields(2))
         self.assertEqual((log.healthy, log.queue_depth), (False, 2))
         self.assertEqual(len(read_lines(self.path)), 2)  # req-1 did land; req-2 waits for the retry
         for name, function in real.items():
-            self.patch(audit.os, name, function)
+            self.patch(os, name, function)
         log.record(fields(3))  # waits for the retry
         self.assertEqual(log.queue_depth, 3)
         self.clock.advance(1)
@@ -861,7 +862,7 @@ class NonBlockingTests(AuditTestCase):
         self.threads.pump()
         fsyncs: list[int] = []
         real_fsync = os.fsync
-        self.patch(audit.os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
+        self.patch(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
         log.record(fields(0))
         for n in range(1, 6):
             log.record(fields(n))
@@ -926,7 +927,7 @@ class NonBlockingTests(AuditTestCase):
             release.wait(10)
             real_fsync(fd)
 
-        self.patch(audit.os, "fsync", slow_fsync)
+        self.patch(os, "fsync", slow_fsync)
         log = AuditLog(self.config(), self.clock, Reactor())
         run_until(log.start())
         log.record(fields(0))
@@ -1085,7 +1086,7 @@ class KeyedChainTests(AuditTestCase):
         self.assertBroken(verify(config), "line 2 (seq 2)", "the record was modified")
         # A forged record slipped in after seq 2, chained as well as one can without the key.
         forged = {**original[1], "id": "forged", "seq": 3, "prev": original[1]["digest"]}
-        forged["digest"] = audit._record_digest({k: v for k, v in forged.items() if k != "digest"})
+        forged["digest"] = audit_records._record_digest({k: v for k, v in forged.items() if k != "digest"})
         write_lines(self.path, original[:2] + [forged])
         self.assertBroken(verify(config), "line 3 (seq 3)", "an unkeyed record after keyed ones")
 

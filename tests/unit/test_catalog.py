@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_mcp.catalog}: exposed names and the merged catalog.
+Tests for L{twisted_mcp.dispatch.catalog}: exposed names and the merged catalog.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from typing import Any
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp.backend import Backend
-from twisted_mcp.catalog import MAX_NAME, Catalog, exposed_name
+from twisted_mcp.backends.base import Backend
+from twisted_mcp.dispatch.catalog import Catalog
+from twisted_mcp.mcp.names import MAX_NAME, exposed_name
 
 VALID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 

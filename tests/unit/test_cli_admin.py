@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socketserver
 import subprocess
 import sys
@@ -22,7 +21,8 @@ from typing import Any, Iterator
 import attrs
 import pytest
 
-from twisted_mcp.cli import _Fail, main, parse_admin
+from twisted_mcp.cli import main
+from twisted_mcp.cli.admin_client import _Fail, parse_admin
 
 TOKEN = "s3cr3t-admin-token-0123"
 

@@ -16,8 +16,9 @@ import pytest
 import yaml
 
 from twisted_mcp.cli import main
-from twisted_mcp.config import HttpServer, StdioServer, load
-from twisted_mcp.importer import detect, env_name, parse_jsonc, safe_name, strip_jsonc
+from twisted_mcp.cli.importer import detect, env_name, parse_jsonc, safe_name, strip_jsonc
+from twisted_mcp.config import HttpServer, StdioServer
+from twisted_mcp.config.loader import load
 
 CLIENTS = Path(__file__).resolve().parent.parent / "data" / "clients"
 DESKTOP = CLIENTS / "claude_desktop_config.json"

@@ -7,18 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import pytest
+
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp.config import (
-    DEFAULT_INHERIT_ENV,
-    Config,
-    ConfigError,
-    build,
-    expand,
-    load,
-    parse_text,
-)
+from twisted_mcp.config import DEFAULT_INHERIT_ENV, Config, ConfigError, parse_text
+from twisted_mcp.config.loader import build, expand, load
 
 
 class ConfigTestCase(SynchronousTestCase):

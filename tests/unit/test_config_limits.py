@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from twisted.python.failure import Failure
 
-from twisted_mcp.config import MAX_ALIAS_NODES, MAX_DEPTH, MAX_FILE_BYTES, ConfigError, load, parse_text, read_file
-from twisted_mcp.importer import ImportFailure, read_source
+from twisted_mcp.cli.importer import ImportFailure, read_source
+from twisted_mcp.config import MAX_ALIAS_NODES, MAX_DEPTH, MAX_FILE_BYTES, ConfigError, parse_text, read_file
+from twisted_mcp.config.loader import load
 from twisted_mcp.policy.pinning import Pins, read_lock
 
 
@@ -105,7 +106,7 @@ def test_imported_client_configs_have_the_same_bounds(tmp_path, monkeypatch) -> 
     with pytest.raises(ImportFailure) as e:
         read_source(str(source))
     assert (e.value.kind, e.value.message) == ("data", f"{source}: nested deeper than 64 levels (the limit)")
-    monkeypatch.setattr("twisted_mcp.importer.MAX_SOURCE_BYTES", 1024)
+    monkeypatch.setattr("twisted_mcp.cli.importer.MAX_SOURCE_BYTES", 1024)
     source.write_text(json.dumps({"mcpServers": {}, "history": "x" * 1024}))
     with pytest.raises(ImportFailure) as e:
         read_source(str(source))
@@ -152,7 +153,7 @@ class _Service:
 
 
 def test_a_reload_reads_the_file_in_a_worker_thread(tmp_path) -> None:
-    from twisted_mcp.service import reload_in_a_thread
+    from twisted_mcp.reload import reload_in_a_thread
 
     path = tmp_path / "gw.yaml"
     path.write_text("mcpServers: {a: {command: x}}\n")

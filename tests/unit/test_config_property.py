@@ -13,7 +13,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from twisted_mcp.config import ConfigError, build, parse_text
+from twisted_mcp.config import ConfigError, parse_text
+from twisted_mcp.config.loader import build
 
 # No example database: the tests write nothing into the checkout.
 SETTINGS = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])

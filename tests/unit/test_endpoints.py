@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_mcp.endpoints}: endpoint-string escapes, Unix sockets
+Tests for L{twisted_mcp.frontends.endpoints}: endpoint-string escapes, Unix sockets
 without a lock file (stale ones removed, live ones refused), and C{ssl:}
 with C{clientCA} (a client certificate is required, checked here with an
 in-memory TLS handshake).
@@ -24,7 +24,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactor
 
 from tests.integration.certs import make
-from twisted_mcp.endpoints import _parse, _split, server_endpoint
+from twisted_mcp.frontends.endpoints import _parse, _split, server_endpoint
 
 # The unit tests run in a scratch directory (conftest.py): relative socket
 # paths stay well under the 108-byte limit of sun_path.
@@ -214,7 +214,6 @@ def handshake(server_ctx: SSL.Context, client_ctx: SSL.Context) -> tuple[SSL.Con
     client = SSL.Connection(client_ctx, None)
     client.set_connect_state()
     done = {"server": False, "client": False}
-    server_error: Exception | None = None
     for _ in range(20):
         for name, conn in (("client", client), ("server", server)):
             if done[name]:
@@ -347,7 +346,7 @@ def test_a_live_socket_with_a_full_backlog_is_not_removed(tmp_path) -> None:
 
     from twisted.internet.testing import MemoryReactor
 
-    from twisted_mcp.endpoints import server_endpoint
+    from twisted_mcp.frontends.endpoints import server_endpoint
 
     path = str(tmp_path / "busy.sock")
     listener = _socket.socket(_socket.AF_UNIX)

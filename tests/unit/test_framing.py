@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_mcp.framing.LineFramer}.
+Tests for L{twisted_mcp.wire.framing.LineFramer}.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import time
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp.framing import DEFAULT_MAX_LENGTH, TAIL_LENGTH, LineFramer
+from twisted_mcp.wire.framing import DEFAULT_MAX_LENGTH, TAIL_LENGTH, LineFramer
 
 
 class Recorder(LineFramer):

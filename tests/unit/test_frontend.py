@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_mcp.frontend.SessionProtocol} over a StringTransport.
+Tests for L{twisted_mcp.frontends.stream.SessionProtocol} over a StringTransport.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp import errors
 from twisted_mcp.config import GatewaySettings
-from twisted_mcp.frontend import SessionFactory, SessionProtocol
-from twisted_mcp.gateway import Gateway
+from twisted_mcp.dispatch.gateway import Gateway
+from twisted_mcp.frontends.stream import SessionFactory, SessionProtocol
+from twisted_mcp.mcp import errors
 
 from .fakes import FakeBackend
 
@@ -118,8 +118,8 @@ class SocketFrontendStopTests(SynchronousTestCase):
         grace period, not n, and none takes new calls meanwhile."""
         from twisted.internet.defer import Deferred, succeed
 
-        from twisted_mcp.admission import Admission
-        from twisted_mcp.frontend import SessionFactory, SocketFrontend
+        from twisted_mcp.frontends.admission import Admission
+        from twisted_mcp.frontends.stream import SessionFactory, SocketFrontend
 
         clock = Clock()
         factory = SessionFactory(
@@ -245,7 +245,7 @@ class ConnectionLimitTests(SynchronousTestCase):
     """Socket clients: connection caps, the handshake, unfinished messages."""
 
     def setUp(self) -> None:
-        from twisted_mcp.admission import Admission
+        from twisted_mcp.frontends.admission import Admission
 
         self.clock = Clock()
         self.open_descriptors = 10

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_mcp.gateway}: the MCP server side of a client
+Tests for L{twisted_mcp.dispatch.gateway}: the MCP server side of a client
 connection, over fake backends.
 """
 
@@ -8,15 +8,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp import errors, gateway as gateway_module
-from twisted_mcp.backend import State
-from twisted_mcp.gateway import ClientSession, Gateway
-from twisted_mcp.jsonrpc import JsonRpcError
-from twisted_mcp.versions import HANDSHAKE_VERSIONS, LATEST_HANDSHAKE
+from twisted_mcp.backends.base import State
+from twisted_mcp.dispatch.gateway import Gateway
+from twisted_mcp.dispatch.session import ClientSession
+from twisted_mcp.frontends import stream as stream_module
+from twisted_mcp.frontends.stream import deliver
+from twisted_mcp.mcp import errors
+from twisted_mcp.mcp.versions import HANDSHAKE_VERSIONS, LATEST_HANDSHAKE
+from twisted_mcp.wire.jsonrpc import JsonRpcError, MessageError
 
 from .fakes import FakeBackend
 
@@ -42,7 +44,7 @@ class SessionTestCase(SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def send(self, message: Any) -> None:
-        self.session.lineReceived(json.dumps(message).encode())
+        deliver(self.session, json.dumps(message).encode())
 
     def request(self, id: Any, method: str, params: Any = None) -> None:
         message: dict[str, Any] = {"jsonrpc": "2.0", "id": id, "method": method}
@@ -76,20 +78,32 @@ class SessionTestCase(SynchronousTestCase):
         return message["error"]
 
 
+class DecodedMessageTests(SessionTestCase):
+    """The session takes decoded messages: no bytes, no line framing."""
+
+    def test_answersADecodedRequest(self) -> None:
+        self.session.message_received({"jsonrpc": "2.0", "id": 7, "method": "ping"})
+        self.assertEqual(self.take(), [{"jsonrpc": "2.0", "id": 7, "result": {}}])
+
+    def test_reportsWhatCouldNotBeDecoded(self) -> None:
+        self.session.undecodable(MessageError(-32700, "Parse error: something"))
+        self.assertError(self.take()[0], None, -32700, "Parse error: something")
+
+
 class MalformedInputTests(SessionTestCase):
     def test_badJson(self) -> None:
-        self.session.lineReceived(b'{"jsonrpc": "2.0", "id": 1, "method": ')
+        deliver(self.session, b'{"jsonrpc": "2.0", "id": 1, "method": ')
         (answer,) = self.take()
         self.assertError(answer, None, -32700, "Parse error")
 
     def test_badUtf8(self) -> None:
-        self.session.lineReceived(b'{"jsonrpc":"2.0","id":1,"method":"\xff"}')
+        deliver(self.session, b'{"jsonrpc":"2.0","id":1,"method":"\xff"}')
         self.assertError(self.take()[0], None, -32700)
 
     def test_hugeAndDeep(self) -> None:
-        self.session.lineReceived(b'{"jsonrpc":"2.0","id":' + b"9" * 5000 + b',"method":"ping"}')
-        self.session.lineReceived(b"[" * 100000)
-        self.session.lineReceived(b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":NaN}}')
+        deliver(self.session, b'{"jsonrpc":"2.0","id":' + b"9" * 5000 + b',"method":"ping"}')
+        deliver(self.session, b"[" * 100000)
+        deliver(self.session, b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":NaN}}')
         for answer in self.take():
             self.assertError(answer, None, -32700)
 
@@ -132,9 +146,9 @@ class MalformedInputTests(SessionTestCase):
 
     def test_infiniteIdDoesNotBreakTheSession(self) -> None:
         try:
-            self.session.lineReceived(b'{"jsonrpc":"2.0","id":1e400,"method":"ping"}')
+            deliver(self.session, b'{"jsonrpc":"2.0","id":1e400,"method":"ping"}')
         except ValueError:
-            self.fail("ValueError escaped lineReceived")
+            self.fail("ValueError escaped deliver")
         (answer,) = self.take()
         self.assertEqual(answer["error"]["code"], -32700)
 
@@ -203,7 +217,7 @@ class HandshakeTests(SessionTestCase):
             self.request(rid, "ping")
         answers = self.take()
         self.assertEqual(len(answers), len(ids))
-        for rid, answer in zip(ids, answers):
+        for rid, answer in zip(ids, answers, strict=False):
             self.assertIs(type(answer["id"]), type(rid))
             self.assertEqual(answer["id"], rid)
         self.request(1.0, "ping")
@@ -276,13 +290,13 @@ class ToolsTests(InitializedTestCase):
 
     def test_routesCall(self) -> None:
         decoded: list[Any] = []
-        real_decode = gateway_module.decode
+        real_decode = stream_module.decode
 
         def recording_decode(line: bytes) -> Any:
             decoded.append(real_decode(line))
             return decoded[-1]
 
-        self.patch(gateway_module, "decode", recording_decode)
+        self.patch(stream_module, "decode", recording_decode)
         self.call("c-1", "beta__get_time", {"tz": "UTC"}, extra={"keep": True})
         self.assertEqual(self.alpha.calls, [])
         (call,) = self.beta.calls
@@ -387,8 +401,8 @@ class ToolsTests(InitializedTestCase):
 
     def test_progressForwarded(self) -> None:
         decoded: list[Any] = []
-        real_decode = gateway_module.decode
-        self.patch(gateway_module, "decode", lambda line: decoded.append(real_decode(line)) or decoded[-1])
+        real_decode = stream_module.decode
+        self.patch(stream_module, "decode", lambda line: decoded.append(real_decode(line)) or decoded[-1])
         meta = {"progressToken": "tok-1", "other": 1}
         self.call(8, "alpha__echo", {}, _meta=meta)
         (call,) = self.alpha.calls

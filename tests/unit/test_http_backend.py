@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_mcp.http_backend.HttpBackend} (Streamable HTTP and the
+Tests for L{twisted_mcp.backends.http.HttpBackend} (Streamable HTTP and the
 legacy HTTP+SSE transport) with a fake treq client and a Clock: no network.
 """
 
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectingCancelledError, ConnectionRefusedError
 from twisted.internet.task import Clock
@@ -16,13 +15,13 @@ from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
-from twisted_mcp import errors
-from twisted_mcp.backend import State
+from twisted_mcp.backends.base import State
+from twisted_mcp.backends.http import Client, HttpBackend
 from twisted_mcp.config import HttpServer
-from twisted_mcp.http_backend import Client, HttpBackend
-from twisted_mcp.jsonrpc import JsonRpcError, encode
-from twisted_mcp.versions import LATEST_HANDSHAKE
+from twisted_mcp.mcp import errors
+from twisted_mcp.mcp.versions import LATEST_HANDSHAKE
 from twisted_mcp.urls import shown_url
+from twisted_mcp.wire.jsonrpc import JsonRpcError, encode
 
 from .http_fakes import FakeHTTPClient, FakeRequest, FakeResponse, broken
 

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_mcp.jsonrpc}: decoding and encoding at the edge, and
+Tests for L{twisted_mcp.wire.jsonrpc}: decoding and encoding at the edge, and
 L{JsonRpcPeer}.
 """
 
@@ -8,12 +8,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
 from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp.jsonrpc import (
+from twisted_mcp.wire.jsonrpc import (
     INTERNAL_ERROR,
     PARSE_ERROR,
     JsonRpcError,

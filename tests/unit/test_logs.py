@@ -9,7 +9,6 @@ import re
 import signal
 from typing import Any
 
-from twisted import logger as twisted_logger
 from twisted.application import service
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, Logger, LogLevel, globalLogPublisher, textFileLogObserver
@@ -20,9 +19,12 @@ from twisted.python.logfile import LogFile
 from twisted.scripts._twistd_unix import ServerOptions, UnixApplicationRunner
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp import logs
-from twisted_mcp.config import ConfigError, build
-from twisted_mcp.stdio_backend import stderr_limits
+from twisted import logger as twisted_logger
+from twisted_mcp.backends import stderr
+from twisted_mcp.backends.stdio import stderr_limits
+from twisted_mcp.config import ConfigError
+from twisted_mcp.config.loader import build
+from twisted_mcp.ops import logs
 
 ISO_MS_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -137,7 +139,7 @@ class JSONLineTests(SynchronousTestCase):
         self.observer({"log_format": "x", "log_namespace": Unprintable(), "log_level": LogLevel.info})
         [line] = self.events()
         self.assertEqual(line["level"], "error")
-        self.assertEqual(line["namespace"], "twisted_mcp.logs")
+        self.assertEqual(line["namespace"], "twisted_mcp.ops.logs")
         self.assertIn("unable to format a log event", line["message"])
 
     def test_failingWriteDoesNotRaise(self) -> None:
@@ -240,8 +242,8 @@ class RedactionTests(SynchronousTestCase):
             self.assertNotIn(secret, text)
 
 
-HOSTILE = "\x1b[2J\x1b[31mevil\x07\r\n2026-01-01T00:00:00+0000 [twisted_mcp.gateway#info] forged\u202e\u2028\x9b"
-HOSTILE_SHOWN = "\\x1b[2J\\x1b[31mevil\\x07\\r\\n2026-01-01T00:00:00+0000 [twisted_mcp.gateway#info] forged\\u202e\\u2028\\x9b"
+HOSTILE = "\x1b[2J\x1b[31mevil\x07\r\n2026-01-01T00:00:00+0000 [twisted_mcp.dispatch.gateway#info] forged\u202e\u2028\x9b"
+HOSTILE_SHOWN = "\\x1b[2J\\x1b[31mevil\\x07\\r\\n2026-01-01T00:00:00+0000 [twisted_mcp.dispatch.gateway#info] forged\\u202e\\u2028\\x9b"
 
 
 class PrintableTests(SynchronousTestCase):
@@ -588,7 +590,7 @@ class InstallTests(SynchronousTestCase):
 class LineCutterTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.lines: list[tuple[bytes, int]] = []
-        self.cutter = logs.LineCutter(8, lambda head, cut: self.lines.append((head, cut)))
+        self.cutter = stderr.LineCutter(8, lambda head, cut: self.lines.append((head, cut)))
 
     def test_lines(self) -> None:
         self.cutter.feed(b"one\ntw")
@@ -614,8 +616,8 @@ class StderrLogTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.events: list[dict[str, Any]] = []
-        self.log = Logger(namespace="twisted_mcp.stdio_backend", observer=self.events.append)
-        self.stderr = logs.StderrLog("noisy", self.clock, logs.StderrLimits(line_bytes=16, per_second=10, burst=20), self.log)
+        self.log = Logger(namespace="twisted_mcp.backends.stdio", observer=self.events.append)
+        self.stderr = stderr.StderrLog("noisy", self.clock, stderr.StderrLimits(line_bytes=16, per_second=10, burst=20), self.log)
 
     def logged(self) -> list[str]:
         return [twisted_logger.formatEvent(e) for e in self.events]
@@ -632,7 +634,7 @@ class StderrLogTests(SynchronousTestCase):
             ["[noisy] starting", "[noisy] \x1b[31mred", "[noisy] " + "z" * 16 + "...[84 more bytes]", "[noisy] unfinished"],
         )
         self.assertEqual(self.events[2]["cut"], 84)
-        self.assertEqual({e["log_namespace"] for e in self.events}, {"twisted_mcp.stdio_backend"})
+        self.assertEqual({e["log_namespace"] for e in self.events}, {"twisted_mcp.backends.stdio"})
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_floodSuppressedAndSummarised(self) -> None:
@@ -644,7 +646,7 @@ class StderrLogTests(SynchronousTestCase):
         self.clock.advance(1.0)  # 10 more tokens
         lines.feed(b"line\n" * 1000)
         self.assertEqual(len(self.events), 30)
-        self.clock.advance(logs.SUMMARY_INTERVAL - 1.0)
+        self.clock.advance(stderr.SUMMARY_INTERVAL - 1.0)
         self.assertEqual(self.logged()[-1], "backend noisy: 1970 stderr lines suppressed (more than 10 a second, in bursts of 20: gateway.stderrLinesPerSecond, gateway.stderrBurst)")
         self.assertEqual(self.events[-1]["log_level"], LogLevel.warn)
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -666,12 +668,12 @@ class StderrSettingsTests(SynchronousTestCase):
 
     def test_defaults(self) -> None:
         config = build({"mcpServers": {"a": {"command": "run"}}}, "inline", environ={})
-        self.assertEqual(stderr_limits(config.gateway), logs.StderrLimits(line_bytes=4096, per_second=100, burst=200))
+        self.assertEqual(stderr_limits(config.gateway), stderr.StderrLimits(line_bytes=4096, per_second=100, burst=200))
 
     def test_given(self) -> None:
         gateway = {"stderrLineBytes": 1024, "stderrLinesPerSecond": 5, "stderrBurst": 50}
         config = build({"mcpServers": {"a": {"command": "run"}}, "gateway": gateway}, "inline", environ={})
-        self.assertEqual(stderr_limits(config.gateway), logs.StderrLimits(line_bytes=1024, per_second=5, burst=50))
+        self.assertEqual(stderr_limits(config.gateway), stderr.StderrLimits(line_bytes=1024, per_second=5, burst=50))
 
     def test_invalid(self) -> None:
         gateway = {"stderrLineBytes": 10, "stderrLinesPerSecond": 0, "stderrBurst": "many"}

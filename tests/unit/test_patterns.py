@@ -16,12 +16,13 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp import errors
-from twisted_mcp.catalog import Catalog, exposed_name
-from twisted_mcp.jsonrpc import JsonRpcError
+from twisted_mcp.dispatch.catalog import Catalog
+from twisted_mcp.mcp import errors
+from twisted_mcp.mcp.names import exposed_name
 from twisted_mcp.policy.identity import Principal
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import matches, parse_policy
+from twisted_mcp.wire.jsonrpc import JsonRpcError
 
 from .test_policy import FakeBackend, Recorder
 

@@ -14,7 +14,8 @@ import warnings
 from fnmatch import fnmatchcase
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from twisted_mcp.policy.rules import PatternError, compile_pattern, fold_name
 

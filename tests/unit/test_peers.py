@@ -25,9 +25,9 @@ from OpenSSL import crypto
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.task import Clock
 
-from twisted_mcp import errors
-from twisted_mcp.config import ConfigError, load
-from twisted_mcp.jsonrpc import JsonRpcError
+from twisted_mcp.config import ConfigError
+from twisted_mcp.config.loader import load
+from twisted_mcp.mcp import errors
 from twisted_mcp.policy import peers
 from twisted_mcp.policy.identity import IdentityConfig, IdentityError, JwtConfig, Principal
 from twisted_mcp.policy.peers import (
@@ -41,6 +41,7 @@ from twisted_mcp.policy.peers import (
 )
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import PolicyConfig
+from twisted_mcp.wire.jsonrpc import JsonRpcError
 
 UID, GID = os.getuid(), os.getgid()
 ME = pwd.getpwuid(UID).pw_name

@@ -1,5 +1,5 @@
 """
-Tests for per-session backend instances in L{twisted_mcp.gateway}: their
+Tests for per-session backend instances in L{twisted_mcp.dispatch.gateway}: their
 caps (per backend, per principal) and their idle stop, over fake backends.
 """
 
@@ -13,10 +13,12 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp import errors
-from twisted_mcp.backend import Backend
-from twisted_mcp.gateway import ClientSession, Gateway
-from twisted_mcp.versions import LATEST_HANDSHAKE
+from twisted_mcp.backends.base import Backend
+from twisted_mcp.dispatch.gateway import Gateway
+from twisted_mcp.dispatch.session import ClientSession
+from twisted_mcp.frontends.stream import deliver
+from twisted_mcp.mcp import errors
+from twisted_mcp.mcp.versions import LATEST_HANDSHAKE
 
 from .fakes import FakeBackend
 
@@ -54,12 +56,12 @@ class PerSessionTests(SynchronousTestCase):
     def session(self, label: str, principal: str = "local") -> ClientSession:
         out = self.out[label] = []
         session = ClientSession(self.gateway, lambda line: out.append(json.loads(line)), label, peer=principal)
-        session.lineReceived(json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": LATEST_HANDSHAKE, "capabilities": {}, "clientInfo": {"name": label}}}).encode())
+        deliver(session, json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": LATEST_HANDSHAKE, "capabilities": {}, "clientInfo": {"name": label}}}).encode())
         out.clear()
         return session
 
     def call(self, session: ClientSession, rid: int = 1) -> None:
-        session.lineReceived(json.dumps({"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": CALL}).encode())
+        deliver(session, json.dumps({"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": CALL}).encode())
 
     def answer(self, instance: FakeBackend) -> None:
         for call in instance.calls:

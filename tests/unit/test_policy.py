@@ -10,14 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp import errors
-from twisted_mcp.catalog import Catalog
-from twisted_mcp.backend import Backend, State
-from twisted_mcp.jsonrpc import JsonRpcError
+from twisted_mcp.backends.base import Backend, State
+from twisted_mcp.dispatch.catalog import Catalog
+from twisted_mcp.mcp import errors
 from twisted_mcp.policy import breaker as breaker_mod
 from twisted_mcp.policy.arguments import ArgumentError, Validators
 from twisted_mcp.policy.identity import IdentityError, Principal
@@ -25,6 +24,7 @@ from twisted_mcp.policy.limits import Busy, Slots, TokenBucket
 from twisted_mcp.policy.pinning import Pins, digest, read_lock, write_lock
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import PolicyConfig, matches, parse_policy
+from twisted_mcp.wire.jsonrpc import JsonRpcError
 
 
 class BucketTests(SynchronousTestCase):

@@ -11,7 +11,7 @@ import json
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp import logs
+from twisted_mcp.ops import logs
 from twisted_mcp.policy import audit
 from twisted_mcp.redaction import is_secret_name
 

@@ -13,13 +13,15 @@ from typing import Any
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp import errors
-from twisted_mcp.gateway import ClientSession, Gateway
-from twisted_mcp.jsonrpc import INVALID_PARAMS, JsonRpcError
+from twisted_mcp.dispatch.gateway import Gateway
+from twisted_mcp.dispatch.session import ClientSession
+from twisted_mcp.frontends.stream import deliver
+from twisted_mcp.mcp import errors
 from twisted_mcp.policy.identity import Principal
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.refusals import RefusalBudget
 from twisted_mcp.policy.rules import RefusalLimit, parse_policy
+from twisted_mcp.wire.jsonrpc import INVALID_PARAMS, JsonRpcError
 
 from .test_policy import FakeBackend, Recorder, _catalog
 
@@ -157,7 +159,7 @@ class GatewayLogTests(SynchronousTestCase):
         gateway.start()
         out: list[bytes] = []
         session = ClientSession(gateway, out.append, "s1", None)
-        send = lambda m: session.lineReceived(json.dumps(m).encode())  # noqa: E731
+        send = lambda m: deliver(session, json.dumps(m).encode())  # noqa: E731
         send({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "c"}}})
         send({"jsonrpc": "2.0", "method": "notifications/initialized"})
         del out[:]

@@ -17,10 +17,12 @@ import yaml
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
-from twisted_mcp import errors
-from twisted_mcp.config import Config, ConfigError, load
-from twisted_mcp.gateway import ClientSession
-from twisted_mcp.http_backend import HttpBackend
+from twisted_mcp.backends.http import HttpBackend
+from twisted_mcp.config import Config, ConfigError
+from twisted_mcp.config.loader import load
+from twisted_mcp.dispatch.session import ClientSession
+from twisted_mcp.frontends.stream import deliver
+from twisted_mcp.mcp import errors
 from twisted_mcp.policy.breaker import Breaker
 from twisted_mcp.policy.peers import Peer
 from twisted_mcp.service import GatewayService
@@ -86,8 +88,8 @@ class World:
         out: list[bytes] = []
         self.out[label] = out
         session = ClientSession(self.svc.gateway, out.append, label, peer)
-        session.lineReceived(json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18"}}).encode())
-        session.lineReceived(b'{"jsonrpc": "2.0", "method": "notifications/initialized"}')
+        deliver(session, json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18"}}).encode())
+        deliver(session, b'{"jsonrpc": "2.0", "method": "notifications/initialized"}')
         assert session.initialized
         self.take(label)
         return session
@@ -98,7 +100,7 @@ class World:
         return messages
 
     def listing(self, label: str, session: ClientSession) -> list[str]:
-        session.lineReceived(b'{"jsonrpc": "2.0", "id": 99, "method": "tools/list"}')
+        deliver(session, b'{"jsonrpc": "2.0", "id": 99, "method": "tools/list"}')
         (answer,) = self.take(label)
         return [t["name"] for t in answer["result"]["tools"]]
 
@@ -307,7 +309,7 @@ class TestPolicyState:
         svc.gateway.policy.set_kill("tool", "alpha__x", True)
         world.reload({**BASE, "breaker": {"failures": 3}})
         assert world.listing("s1", s) == ["alpha__y"]
-        s.lineReceived(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "alpha__x"}}).encode())
+        deliver(s, json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "alpha__x"}}).encode())
         (answer,) = world.take("s1")
         assert answer["error"]["code"] == errors.TOOL_DISABLED
 
@@ -403,10 +405,10 @@ class TestConcurrencyAcrossReload:
 
         world.backends["alpha"].call = call
         request = {"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "alpha__slow"}}
-        s.lineReceived(json.dumps({**request, "id": 1}).encode())
+        deliver(s, json.dumps({**request, "id": 1}).encode())
         assert len(sent) == 1
         assert world.reload() == (True, [], "")
-        s.lineReceived(json.dumps({**request, "id": 2}).encode())
+        deliver(s, json.dumps({**request, "id": 2}).encode())
         try:
             assert len(sent) == 1, "a second call reached a backend limited to one at once"
             (answer,) = world.take("s1")

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_mcp.sse.SSEParser}.
+Tests for L{twisted_mcp.wire.sse.SSEParser}.
 """
 
 from __future__ import annotations
@@ -7,10 +7,9 @@ from __future__ import annotations
 import random
 import time
 
-import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp.sse import Event, EventTooLarge, SSEParser
+from twisted_mcp.wire.sse import Event, EventTooLarge, SSEParser
 
 # Several events: multi-line data, named events, comments, ids, an event
 # without data, a multi-byte character and a blank-valued data line.

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_mcp.stdio_backend.StdioBackend} with a fake spawner and
+Tests for L{twisted_mcp.backends.stdio.StdioBackend} with a fake spawner and
 a Clock.
 """
 
@@ -12,20 +12,23 @@ import signal
 import sys
 from typing import Any
 
-import pytest
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp import backend as backend_module, errors, stdio_backend
-from twisted_mcp.backend import State
+from twisted_mcp.backends import session as backend_session
+from twisted_mcp.backends import stdio as stdio_backend
+from twisted_mcp.backends.base import State
+from twisted_mcp.backends.stdio import SHIM, StdioBackend, child_environment
 from twisted_mcp.config import StdioServer
-from twisted_mcp.gateway import ClientSession, Gateway
-from twisted_mcp.jsonrpc import JsonRpcError, encode
-from twisted_mcp.stdio_backend import SHIM, StdioBackend, child_environment
-from twisted_mcp.versions import LATEST_HANDSHAKE
+from twisted_mcp.dispatch.gateway import Gateway
+from twisted_mcp.dispatch.session import ClientSession
+from twisted_mcp.frontends.stream import deliver
+from twisted_mcp.mcp import errors
+from twisted_mcp.mcp.versions import LATEST_HANDSHAKE
+from twisted_mcp.wire.jsonrpc import JsonRpcError, encode
 
 from .fakes import FakeSpawner, Spawn
 
@@ -577,7 +580,7 @@ class DownTests(BackendTestCase):
     def test_toolListPagesBounded(self) -> None:
         """A server that always gives another cursor fails discovery after
         MAX_TOOL_PAGES pages (patched to 3 here)."""
-        self.patch(backend_module, "MAX_TOOL_PAGES", 3)
+        self.patch(backend_session, "MAX_TOOL_PAGES", 3)
         backend = self.make()
         backend.startService()
         discovered = backend.when_discovered()
@@ -828,7 +831,7 @@ class ThroughGatewayTests(BackendTestCase):
         self.gateway.start()
         self.out: list[bytes] = []
         self.session = ClientSession(self.gateway, self.out.append)
-        self.session.lineReceived(b'{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}')
+        deliver(self.session, b'{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}')
         del self.out[:]
 
     def tearDown(self) -> None:
@@ -851,7 +854,7 @@ class ThroughGatewayTests(BackendTestCase):
         self.spawn.protocol.processExited(exited(0))
 
     def test_callRoundTrip(self) -> None:
-        self.session.lineReceived(
+        deliver(self.session, 
             b'{"jsonrpc":"2.0","id":"client-7","method":"tools/call","params":{"name":"time__get_time","arguments":{}}}'
         )
         request = self.spawn.transport.messages()[-1]
@@ -862,11 +865,11 @@ class ThroughGatewayTests(BackendTestCase):
         self.assertEqual(self.take(), [{"jsonrpc": "2.0", "id": "client-7", "result": {"content": [], "isError": False}}])
 
     def test_clientCancelReachesBackend(self) -> None:
-        self.session.lineReceived(
+        deliver(self.session, 
             b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"time__get_time"}}'
         )
         rid = self.spawn.transport.messages()[-1]["id"]
-        self.session.lineReceived(b'{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":5}}')
+        deliver(self.session, b'{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":5}}')
         self.assertEqual(
             self.spawn.transport.messages()[-1],
             {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": rid, "reason": "cancelled"}},
@@ -876,7 +879,7 @@ class ThroughGatewayTests(BackendTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_progressThroughGateway(self) -> None:
-        self.session.lineReceived(
+        deliver(self.session, 
             b'{"jsonrpc":"2.0","id":5,"method":"tools/call",'
             b'"params":{"name":"time__get_time","_meta":{"progressToken":"tok"}}}'
         )
@@ -894,13 +897,13 @@ class ThroughGatewayTests(BackendTestCase):
         self.assertEqual(self.take()[0]["id"], 5)
 
     def test_backendExitDuringCall(self) -> None:
-        self.session.lineReceived(b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"time__get_time"}}')
+        deliver(self.session, b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"time__get_time"}}')
         self.spawn.protocol.processExited(exited(3))
         (answer,) = self.take()
         self.assertEqual(answer["id"], 5)
         self.assertEqual(answer["error"]["code"], errors.BACKEND_LOST)
         self.assertEqual(answer["error"]["data"], {"backend": "time"})
-        self.session.lineReceived(b'{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"time__get_time"}}')
+        deliver(self.session, b'{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"time__get_time"}}')
         (answer,) = self.take()
         self.assertEqual(answer["error"]["code"], errors.BACKEND_UNAVAILABLE)
         self.assertEqual(answer["error"]["data"]["retryAfter"], 1.0)
@@ -908,7 +911,7 @@ class ThroughGatewayTests(BackendTestCase):
     def test_infiniteArgument(self) -> None:
         line = b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"time__get_time","arguments":{"x":1e400}}}'
         try:
-            self.session.lineReceived(line)
+            deliver(self.session, line)
             self.assertEqual(len(self.take()), 1)
             self.assertEqual(self.clock.getDelayedCalls(), [])
         finally:
@@ -917,7 +920,7 @@ class ThroughGatewayTests(BackendTestCase):
     def test_deepArgument(self) -> None:
         try:
             for depth in range(1100, 0, -1):
-                self.session.lineReceived(
+                deliver(self.session, 
                     b'{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"time__get_time","arguments":{"a":'
                     % depth
                     + b"[" * depth

@@ -41,7 +41,8 @@ from typing import Any, Callable, Iterator
 
 import attrs
 
-from twisted_mcp.policy.identity import IdentityError, Principal
+from twisted_mcp.config._check import _join
+from twisted_mcp.policy.principal import IdentityError, Principal
 
 
 @attrs.frozen
@@ -310,8 +311,6 @@ def _entries(
 
 
 def parse_peers(check: Any, path: str, value: Any) -> tuple[PeerRule, ...]:
-    from twisted_mcp.config import _join
-
     rules = []
     for p, spec, kind in _entries(check, path, value, _PEER_KEYS, ("uid", "user", "gid", "group"), "uid, user, gid or group"):
         raw = spec[kind]
@@ -333,8 +332,6 @@ def parse_peers(check: Any, path: str, value: Any) -> tuple[PeerRule, ...]:
 
 
 def parse_certificates(check: Any, path: str, value: Any) -> tuple[CertificateRule, ...]:
-    from twisted_mcp.config import _join
-
     rules = []
     for p, spec, kind in _entries(
         check, path, value, _CERT_KEYS, ("commonName", "fingerprint"), "commonName (a glob) or fingerprint (sha256:AB:CD:...)"
@@ -354,8 +351,6 @@ def parse_certificates(check: Any, path: str, value: Any) -> tuple[CertificateRu
 
 
 def parse_listeners(check: Any, path: str, value: Any, parse_principal: Callable[..., Any]) -> tuple[tuple[str, Principal], ...]:
-    from twisted_mcp.config import _join
-
     spec = check.mapping(path, value)
     if spec is None:
         return ()
@@ -368,8 +363,6 @@ def parse_listeners(check: Any, path: str, value: Any, parse_principal: Callable
 
 
 def _roles(check: Any, path: str, spec: dict[str, Any]) -> tuple[str, ...] | None:
-    from twisted_mcp.config import _join
-
     if "roles" not in spec:
         return ()
     roles = check.string_list(_join(path, "roles"), spec["roles"])

@@ -13,6 +13,8 @@ from typing import Any, Iterable
 
 from twisted.logger import Logger
 
+from twisted_mcp.config import ConfigError, parse_text, read_file
+
 log = Logger()
 
 
@@ -25,9 +27,7 @@ def digest(definition: dict[str, Any]) -> str:
 
 def read_lock(path: str) -> dict[str, dict[str, Any]]:
     """The pinned tools by exposed name; raises ValueError for a bad file
-    (within the bounds of any configuration file, see L{config.read_file})."""
-    from twisted_mcp.config import ConfigError, parse_text, read_file
-
+    (within the bounds of any configuration file, see L{twisted_mcp.config.reading.read_file})."""
     try:
         data = parse_text(read_file(path), path)
     except ConfigError as e:

@@ -16,9 +16,9 @@ from typing import Callable
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from twisted_mcp.jsonrpc import JsonRpcError
 from twisted_mcp.policy.limits import TokenBucket, forget_full
 from twisted_mcp.policy.rules import RefusalLimit
+from twisted_mcp.wire.jsonrpc import JsonRpcError
 
 #: The principal of refusals made before anyone was identified.
 UNIDENTIFIED = "(unidentified)"

@@ -1,0 +1,193 @@
+"""
+L{Backend} is the interface the gateway's dispatch code sees: a name, a
+state, the tools, and L{Backend.call}.  It does not care what transport is
+underneath.  L{Histogram} is the latency of its calls, for /metrics.
+"""
+
+from __future__ import annotations
+
+import enum
+from bisect import bisect_left
+from time import monotonic
+from typing import Any, Callable
+
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.logger import Logger
+
+from twisted_mcp.backends.session import McpClientSession
+from twisted_mcp.mcp import errors
+from twisted_mcp.wire.jsonrpc import (
+    JsonRpcError,
+    PeerGone,
+    RequestTimeout,
+)
+
+
+class State(enum.Enum):
+    STARTING = "starting"
+    UP = "up"
+    DOWN = "down"
+    STOPPED = "stopped"
+
+
+class Histogram:
+    """
+    Call latencies in fixed buckets (seconds), cheap to update on every
+    call; read by the admin endpoint's /metrics.
+    """
+
+    BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+    __slots__ = ("counts", "total", "count")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(self.BOUNDS) + 1)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(self.BOUNDS, seconds)] += 1
+        self.total += seconds
+        self.count += 1
+
+    def observe_since(self, result: Any, started: float, now: Callable[[], float]) -> Any:
+        self.observe(now() - started)
+        return result
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """Prometheus buckets: (upper bound, calls at or under it), ending with +Inf."""
+        out, running = [], 0
+        for bound, n in zip(self.BOUNDS, self.counts, strict=False):
+            running += n
+            out.append((repr(bound), float(running)))
+        out.append(("+Inf", float(self.count)))
+        return out
+
+
+class Backend(Service):
+    """
+    What dispatch sees of a backend, whatever its transport.
+
+    Listeners added with L{add_listener} are called with the backend after
+    its tools or its state changed.
+    """
+
+    log = Logger()
+    state = State.STOPPED
+    last_error: str | None = None
+    call_timeout: float = 60.0
+    session: McpClientSession | None = None
+    #: An instance per client session (the one in the catalog only discovers).
+    per_session = False
+    #: Per-session instances at once: over every session, and for one
+    #: principal; an instance without a call for idle_timeout seconds is
+    #: stopped (0: never).
+    max_instances = 32
+    max_instances_per_principal = 4
+    idle_timeout = 600.0
+    #: Whether a discovery has succeeded at least once.
+    discovered = False
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._listeners: list[Callable[[Backend], None]] = []
+        self._discovery_waiters: list[Deferred[None]] | None = []
+        #: The last tools this backend listed (kept while it is down, so
+        #: that clients' view stays stable across restarts).
+        self.tools: list[dict[str, Any]] = []
+        #: Call latency (seconds) as the gateway saw it, for /metrics.
+        self.latency = Histogram()
+
+    def add_listener(self, listener: Callable[[Backend], None]) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[Backend], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def in_flight(self) -> int:
+        """Requests sent to this backend and not answered yet."""
+        session = self.session
+        return session.peer.pending_count if session is not None else 0
+
+    def _changed(self) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(self)
+            except Exception:
+                self.log.failure("listener of backend {backend} failed", backend=self.name)
+
+    def when_discovered(self) -> Deferred[None]:
+        """Fires once the first discovery attempt has finished, either way."""
+        if self._discovery_waiters is None:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._discovery_waiters.append(d)
+        return d
+
+    def _first_discovery_done(self) -> None:
+        waiting, self._discovery_waiters = self._discovery_waiters, None
+        for d in waiting or ():
+            d.callback(None)
+
+    def unavailable(self) -> JsonRpcError:
+        """The error for a call made while the backend is not up."""
+        return errors.backend_error(
+            errors.BACKEND_UNAVAILABLE,
+            self.name,
+            f"backend {self.name!r} is {self.state.value}"
+            + (f": {self.last_error}" if self.last_error else ""),
+            state=self.state.value,
+        )
+
+    def call(
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        timeout: float | None = None,
+    ) -> Deferred[Any]:
+        """
+        Send a request to the backend and return a Deferred for its result.
+
+        Failures are L{JsonRpcError}s ready to pass to the client: the
+        backend's own error, or one of L{twisted_mcp.mcp.errors}.  Cancelling
+        the Deferred sends C{notifications/cancelled} to the backend.
+        C{params} is sent as given (the caller passes a fresh dict) and
+        may be modified.
+        """
+        session = self.session
+        if self.state is not State.UP or session is None:
+            raise self.unavailable()
+        if timeout is None:
+            timeout = self.call_timeout
+        try:
+            d = session.request(method, params, timeout, on_progress)
+        except PeerGone:
+            raise self.unavailable()
+        d.addErrback(self._call_failed, method, timeout)
+        d.addBoth(self.latency.observe_since, monotonic(), monotonic)
+        return d
+
+    def _call_failed(self, failure: Any, method: str, timeout: float) -> Any:
+        e = failure.value
+        if isinstance(e, (JsonRpcError, CancelledError)):
+            return failure
+        if isinstance(e, RequestTimeout):
+            raise errors.backend_error(
+                errors.BACKEND_TIMEOUT,
+                self.name,
+                f"backend {self.name!r} did not answer {method} within {timeout:g} s; the call was cancelled",
+                timeout=timeout,
+            )
+        if isinstance(e, PeerGone):
+            raise errors.backend_error(
+                errors.BACKEND_LOST,
+                self.name,
+                f"backend {self.name!r} went away during {method} ({e}); it will be restarted",
+            )
+        return failure
+
+
+__all__ = ["Backend", "Histogram", "State"]

@@ -1,0 +1,864 @@
+"""
+HTTP backends: remote MCP servers over Streamable HTTP (protocol
+2025-03-26 and later) or the legacy HTTP+SSE transport (2024-11-05).
+
+Each backend has its own treq client over its own connection pool (no
+cookies shared with anything else, no redirects followed).  A I{run} is one
+MCP session with the server; when the server cannot be reached the run
+ends and a new one is made later with backoff, as for stdio children.
+
+Answers are read incrementally: every event of a C{text/event-stream}
+answer is passed on as it arrives (progress before the result), and every
+body read is bounded in size (C{maxMessageBytes} per message) and in time
+(the call's timeout).
+"""
+
+from __future__ import annotations
+
+from http.cookiejar import CookiePolicy
+from typing import Any, Callable
+from urllib.parse import urljoin, urlsplit
+
+from treq.client import HTTPClient
+from treq.cookies import IndexableCookieJar  # type: ignore[attr-defined]
+from twisted.internet import error as neterror
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import URI, Agent, HTTPConnectionPool, ResponseDone, _HTTP11ClientFactory
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS
+from zope.interface import implementer
+
+from twisted_mcp.backends.base import State
+from twisted_mcp.backends.session import DiscoveryError, McpClientSession
+from twisted_mcp.backends.supervisor import SupervisedBackend
+from twisted_mcp.config import HttpServer
+from twisted_mcp.mcp import errors
+from twisted_mcp.urls import shown_url, split_url
+from twisted_mcp.wire.jsonrpc import JsonRpcError, MessageError, PeerGone, decode, encode
+from twisted_mcp.wire.sse import EventTooLarge, SSEParser
+
+log = Logger()
+
+# One log line per pooled connection opened and closed is noise.
+_HTTP11ClientFactory.noisy = False
+
+ACCEPT_BOTH = b"application/json, text/event-stream"
+_CONNECT_ERRORS = (
+    neterror.ConnectError,
+    neterror.DNSLookupError,
+    neterror.TimeoutError,
+    neterror.ConnectionRefusedError,
+)
+
+
+@implementer(IPolicyForHTTPS)
+class TLSPolicy:
+    """Verifies servers against a CA bundle (or the system's), and presents
+    a client certificate when one is configured."""
+
+    def __init__(self, ca_file: str | None, cert_file: str | None, key_file: str | None) -> None:
+        from twisted.internet import ssl
+
+        self._trust: Any = None
+        if ca_file is not None:
+            with open(ca_file, "rb") as f:
+                pem = f.read()
+            marker = b"-----BEGIN CERTIFICATE-----"
+            certs = [ssl.Certificate.loadPEM(marker + part) for part in pem.split(marker)[1:]]
+            if not certs:
+                raise ValueError(f"{ca_file}: no certificate found")
+            self._trust = ssl.trustRootFromCertificates(certs)
+        self._client: Any = None
+        if cert_file is not None:
+            with open(cert_file, "rb") as f:
+                pem = f.read()
+            if key_file is not None:
+                with open(key_file, "rb") as f:
+                    pem += b"\n" + f.read()
+            self._client = ssl.PrivateCertificate.loadPEM(pem)
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
+        from twisted.internet import ssl
+
+        return ssl.optionsForClientTLS(
+            hostname.decode("ascii"), trustRoot=self._trust, clientCertificate=self._client
+        )
+
+
+@implementer(IBodyProducer)
+class _BytesProducer:
+    """A request body already in memory, written at once (treq's and
+    twisted.web's file producers go through a cooperator task)."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.length = len(body)
+
+    def startProducing(self, consumer: Any) -> Deferred[None]:
+        consumer.write(self.body)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class _NoCookies(CookiePolicy):
+    """No cookies are kept or sent: MCP sessions are carried by Mcp-Session-Id."""
+
+    netscape = True
+    rfc2965 = False
+    hide_cookie2 = True
+
+    def set_ok(self, cookie: Any, request: Any) -> bool:
+        return False
+
+    def return_ok(self, cookie: Any, request: Any) -> bool:
+        return False
+
+    def domain_return_ok(self, domain: str, request: Any) -> bool:
+        return False
+
+    def path_return_ok(self, path: str, request: Any) -> bool:
+        return False
+
+
+#: Addresses whose endpoint L{Client} remembers.
+_MAX_TARGETS = 16
+
+
+class Client(HTTPClient):
+    """
+    treq's client, with a fast path for what the gateway sends most: a
+    streamed POST of a JSON body to one address, without redirects.  For
+    such a request treq's per-request URL handling (hyperlink, IDNA) and
+    the agent's per-request endpoint cost more than everything else in a
+    call; here both are computed once per address.
+    """
+
+    def __init__(self, agent: Agent) -> None:
+        super().__init__(agent, cookiejar=IndexableCookieJar(policy=_NoCookies()))
+        self._fast_agent = agent
+        self._targets: dict[bytes, tuple[Any, Any, Any]] = {}
+
+    def request(self, method: str, url: Any, **kwargs: Any) -> Deferred[Any]:  # type: ignore[override]
+        data = kwargs.get("data")
+        headers = kwargs.get("headers")
+        if (
+            method == "POST"
+            and isinstance(url, bytes)
+            and isinstance(data, bytes)
+            and isinstance(headers, Headers)
+            and kwargs.get("allow_redirects") is False
+            and kwargs.get("unbuffered") is True
+            and set(kwargs) <= {"data", "headers", "allow_redirects", "unbuffered"}
+            and hasattr(self._fast_agent, "_requestWithEndpoint")
+        ):
+            target = self._targets.get(url)
+            if target is None:
+                # A legacy server names a new address for each session: keep a few.
+                if len(self._targets) >= _MAX_TARGETS:
+                    self._targets.clear()
+                uri = URI.fromBytes(url)
+                target = self._targets[url] = (
+                    (uri.scheme, uri.host, uri.port),
+                    self._fast_agent._getEndpoint(uri),
+                    uri,
+                )
+            key, endpoint, uri = target
+            return self._fast_agent._requestWithEndpoint(
+                key, endpoint, b"POST", uri, headers, _BytesProducer(data), uri.originForm
+            )
+        return super().request(method, url, **kwargs)
+
+
+class _BodyReader(Protocol):
+    """Hands each chunk of a response body to C{on_data}; C{done} fires
+    with the reason the body ended.  L{abort} stops reading (and closes
+    the connection)."""
+
+    def __init__(self, on_data: Callable[[bytes], None]) -> None:
+        self.on_data = on_data
+        #: Fires (with C{None}) when the body ended; C{reason} says how.
+        self.done: Deferred[None] = Deferred()
+        self.reason: Failure | None = None
+        self.error: BaseException | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.error is not None:
+            return
+        try:
+            self.on_data(data)
+        except Exception as e:
+            self.error = e
+            self.abort()
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if not self.done.called:
+            self.reason = reason
+            self.done.callback(None)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.stopProducing()
+
+
+def _clean_end(reason: Failure) -> bool:
+    return reason is None or bool(reason.check(ResponseDone, PotentialDataLoss))
+
+
+class _Exchange:
+    """One POST of a request, so that it can be aborted."""
+
+    __slots__ = ("request", "reader", "aborted")
+
+    def __init__(self) -> None:
+        self.request: Deferred[Any] | None = None
+        self.reader: _BodyReader | None = None
+        self.aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+        if self.reader is not None:
+            self.reader.abort()
+        elif self.request is not None and not self.request.called:
+            self.request.cancel()
+
+
+class _HttpRun:
+    """
+    One MCP session with a Streamable HTTP server.
+    """
+
+    def __init__(self, backend: "HttpBackend") -> None:
+        self.backend = backend
+        self.name = backend.name
+        self.url = backend.config.url.encode("ascii")
+        self.session = McpClientSession(
+            backend.name, self.send, backend.clock, self._tools_changed, on_abort=self.abort, max_listing=backend.max_message
+        )
+        self.session_id: bytes | None = None
+        self.protocol_version: str | None = None
+        self.exchanges: dict[Any, _Exchange] = {}
+        self.closed = False
+        self.close_reason: str | None = None
+        self._init_rid: Any = None
+        self._reinit: Deferred[None] | None = None
+        self._listener: _Exchange | None = None
+        self._generation = 0
+        self._ended = False
+        self._header_cache: dict[Any, Headers] = {}
+
+    # -- the run's life ----------------------------------------------------
+
+    def discover(self, timeout: float) -> Any:
+        return self.session.discover(timeout)
+
+    def _tools_changed(self) -> None:
+        self.backend._session_tools_changed(self)
+
+    def up(self) -> None:
+        """Discovery succeeded: listen for the server's own messages."""
+        self._generation += 1
+        d = Deferred.fromCoroutine(self._listen(self._generation))
+        d.addErrback(lambda f: log.failure("backend {backend}: the event stream failed", f, backend=self.name))
+
+    def close(self, reason: str) -> None:
+        """End the session's exchanges; pending requests fail with C{reason}."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        for exchange in list(self.exchanges.values()):
+            exchange.abort()
+        if self._listener is not None:
+            self._listener.abort()
+        self.session.peer.connectionLost(Exception(reason))
+
+    def end_session(self) -> Deferred[Any]:
+        """DELETE the session on the server (bounded; errors only logged)."""
+        if self.session_id is None or self._ended:
+            return succeed(None)
+        self._ended = True
+        d = self.backend.http.request(
+            "DELETE", self.url, headers=self._headers(json=False), allow_redirects=False, unbuffered=True
+        )
+        d.addCallback(lambda response: response.deliverBody(_BodyReader(lambda data: None)))
+        d.addTimeout(2.0, self.backend.clock)
+        d.addErrback(lambda f: log.info("backend {backend}: could not end the session: {why}", backend=self.name, why=f.getErrorMessage()))
+        return d
+
+    def abort(self, rid: int) -> None:
+        exchange = self.exchanges.pop(rid, None)
+        if exchange is not None:
+            exchange.abort()
+
+    # -- sending -----------------------------------------------------------
+
+    def _headers(self, json: bool = True, accept: bytes = ACCEPT_BOTH) -> Headers:
+        """The request headers; the same object is reused while nothing in
+        it changes (twisted.web does not modify them)."""
+        key = (json, accept, self.session_id, self.protocol_version)
+        cached = self._header_cache.get(key)
+        if cached is not None:
+            return cached
+        if len(self._header_cache) > 16:
+            self._header_cache.clear()
+        headers = self._header_cache[key] = self._build_headers(json, accept)
+        return headers
+
+    def _build_headers(self, json: bool, accept: bytes) -> Headers:
+        headers = Headers(self.backend.headers)
+        headers.setRawHeaders(b"accept", [accept])
+        if json:
+            headers.setRawHeaders(b"content-type", [b"application/json"])
+        if self.session_id is not None:
+            headers.setRawHeaders(b"mcp-session-id", [self.session_id])
+        if self.protocol_version is not None:
+            headers.setRawHeaders(b"mcp-protocol-version", [self.protocol_version.encode("ascii")])
+        return headers
+
+    def send(self, message: dict[str, Any]) -> None:
+        if self.closed:
+            raise PeerGone("the HTTP session is closed")
+        body = encode(message)
+        method = message.get("method")
+        rid = message.get("id") if method is not None else None
+        if method == "initialize":
+            self._init_rid = rid
+        d = Deferred.fromCoroutine(self._post(message, body, rid))
+        d.addErrback(self._post_failed, rid)
+
+    def _post_failed(self, failure: Failure, rid: Any) -> None:
+        log.failure("backend {backend}: POST failed unexpectedly", failure, backend=self.name)
+        if rid is not None:
+            self.session.peer.fail(rid, failure.value)
+
+    async def _post(self, message: dict[str, Any], body: bytes, rid: Any, retried: bool = False) -> None:
+        method = message.get("method")
+        if self._reinit is not None and method not in ("initialize", "notifications/initialized"):
+            await _wait(self._reinit)
+        if self.closed:
+            return
+        exchange = _Exchange()
+        if rid is not None:
+            self.exchanges[rid] = exchange
+        sent_with = self.session_id
+        try:
+            request = self.backend.http.request(
+                "POST", self.url, data=body, headers=self._headers(), allow_redirects=False, unbuffered=True
+            )
+            exchange.request = request
+            if rid is None:
+                # Notifications and our answers: bounded here; requests are
+                # bounded by their own timeout.
+                request.addTimeout(self.backend.call_timeout, self.backend.clock)
+            try:
+                response = await request
+            except CancelledError:
+                if exchange.aborted or self.closed:
+                    return
+                raise JsonRpcError(
+                    errors.BACKEND_TIMEOUT,
+                    f"backend {self.name!r} did not answer within {self.backend.call_timeout:g} s",
+                    {"backend": self.name, "timeout": self.backend.call_timeout},
+                )
+            except _CONNECT_ERRORS as e:
+                self.backend._unreachable(self, f"cannot connect to {shown_url(self.backend.config.url)}: {_why(e)}")
+                return
+            except Exception as e:
+                self._fail(rid, errors.BACKEND_LOST, f"backend {self.name!r}: the connection failed: {_why(e)}")
+                return
+            code = response.code
+            if code in (400, 404) and sent_with is not None and method != "initialize" and not retried:
+                text = await self._snippet(response, exchange)
+                # The spec says 404 for a session the server no longer knows;
+                # some servers answer 400 "no valid session".
+                if code == 400 and "session" not in text.lower():
+                    self._fail(rid, errors.BACKEND_HTTP_ERROR, f"backend {self.name!r} answered HTTP {code}: {text}", status=code)
+                    return
+                if sent_with == self.session_id:
+                    await self._reinitialize()
+                elif self._reinit is not None:
+                    await _wait(self._reinit)  # Another request noticed first.
+                if exchange.aborted or self.closed:
+                    return
+                if rid is not None:
+                    if not self.session.peer.is_pending(rid):
+                        return  # Cancelled or timed out meanwhile: not re-sent.
+                    self.exchanges.pop(rid, None)
+                await self._post(message, body, rid, retried=True)
+                return
+            if method == "initialize" and 200 <= code < 300:
+                sid = response.headers.getRawHeaders(b"mcp-session-id")
+                self.session_id = sid[0] if sid else None
+            if code in (202, 204):
+                await self._discard(response, exchange)
+                if rid is not None:
+                    self._fail(rid, errors.BACKEND_HTTP_ERROR, f"backend {self.name!r} accepted a request without answering it (HTTP {code})", status=code)
+                return
+            if not 200 <= code < 300:
+                text = await self._snippet(response, exchange)
+                where = ""
+                if 300 <= code < 400:
+                    location = response.headers.getRawHeaders(b"location") or [b"?"]
+                    where = f" to {shown_url(location[0].decode('latin-1'))} (redirects are not followed: configure the final address)"
+                if rid is not None:
+                    self._fail(rid, errors.BACKEND_HTTP_ERROR, f"backend {self.name!r} answered HTTP {code}{where}: {text}", status=code)
+                else:
+                    log.warn(
+                        "backend {backend} answered HTTP {code} to {method}{where}: {text}",
+                        backend=self.name,
+                        code=code,
+                        method=method or "a response",
+                        where=where,
+                        text=text,
+                    )
+                return
+            await self._read_answer(response, exchange, rid)
+        except JsonRpcError as e:
+            if rid is not None:
+                self.session.peer.fail(rid, e)
+            else:
+                log.warn("backend {backend}: {why}", backend=self.name, why=e.message)
+        finally:
+            if rid is not None and self.exchanges.get(rid) is exchange:
+                del self.exchanges[rid]
+
+    def _fail(self, rid: Any, code: int, message: str, **data: Any) -> None:
+        if rid is None:
+            log.warn("backend {backend}: {why}", backend=self.name, why=message)
+            return
+        self.session.peer.fail(rid, errors.backend_error(code, self.name, message, **data))
+
+    async def _reinitialize(self) -> None:
+        """The server forgot our session (404): make a new one, once for
+        every request that noticed."""
+        if self._reinit is not None:
+            await _wait(self._reinit)
+            return
+        log.info("backend {backend}: the server ended our session; initializing a new one", backend=self.name)
+        self._reinit = d = Deferred()
+        if self._listener is not None:
+            self._listener.abort()
+        self._generation += 1  # ends the old session's event-stream loop
+        self.session_id = None
+        self.protocol_version = None
+        try:
+            await self.session.handshake(self.backend.config.discoveryTimeout)
+        except Exception as e:
+            log.warn("backend {backend}: re-initializing failed: {why}", backend=self.name, why=_why(e))
+        finally:
+            self._reinit = None
+            d.callback(None)
+        if not self.closed and self.session_id is not None:
+            self.up()
+
+    # -- reading -----------------------------------------------------------
+
+    def _get_stream(self) -> tuple[_Exchange, Deferred[Any]]:
+        """GET the session's event stream; the exchange is the listener."""
+        exchange = _Exchange()
+        self._listener = exchange
+        request = self.backend.http.request(
+            "GET", self.url, headers=self._headers(json=False, accept=b"text/event-stream"),
+            allow_redirects=False, unbuffered=True,
+        )
+        exchange.request = request
+        return exchange, request
+
+    def _read_events(self, response: Any, exchange: _Exchange, handle: Callable[[Any], None]) -> _BodyReader:
+        """Read an event stream, handing each event to C{handle} as it completes."""
+        parser = SSEParser(self.backend.max_message)
+
+        def on_data(data: bytes) -> None:
+            for event in parser.feed(data):
+                handle(event)
+
+        reader = _BodyReader(on_data)
+        exchange.reader = reader
+        response.deliverBody(reader)
+        return reader
+
+    def _message_event(self, event: Any) -> None:
+        if event.event == "message":
+            self._deliver(event.data.encode("utf-8"))
+
+    async def _read_answer(self, response: Any, exchange: _Exchange, rid: Any) -> None:
+        ctype = _content_type(response)
+        limit = self.backend.max_message
+        chunks: list[bytes] = []
+        if ctype == b"text/event-stream":
+            reader = self._read_events(response, exchange, self._message_event)
+        elif ctype == b"application/json":
+            size = [0]
+
+            def on_data(data: bytes) -> None:
+                size[0] += len(data)
+                if size[0] > limit:
+                    raise EventTooLarge(f"a body of more than {limit} bytes")
+                chunks.append(data)
+
+            reader = _BodyReader(on_data)
+            exchange.reader = reader
+            response.deliverBody(reader)
+        else:
+            await self._discard(response, exchange)
+            self._fail(rid, errors.BACKEND_HTTP_ERROR, f"backend {self.name!r} answered with content type {ctype.decode('latin-1')!r}, not JSON or an event stream", status=response.code)
+            return
+        await reader.done
+        reason = reader.reason
+        if exchange.aborted or self.closed:
+            return
+        if isinstance(reader.error, EventTooLarge):
+            self._fail(
+                rid,
+                errors.BACKEND_RESPONSE_TOO_LARGE,
+                f"backend {self.name!r} sent {reader.error} (gateway.maxMessageBytes)",
+                limit=limit,
+            )
+            return
+        if reader.error is not None:
+            self._fail(rid, errors.BACKEND_LOST, f"backend {self.name!r}: could not read the answer: {reader.error}")
+            return
+        if ctype == b"application/json" and _clean_end(reason):
+            self._deliver(b"".join(chunks))
+        if rid is not None:
+            if _clean_end(reason):
+                why = "the server ended its answer without a response"
+            else:
+                why = f"the stream broke before the response ({_why(reason.value)})"
+            self._fail(rid, errors.BACKEND_LOST, f"backend {self.name!r}: {why}")
+
+    def _deliver(self, data: bytes) -> None:
+        if not data.strip():
+            return  # e.g. the empty event a server sends to prime reconnection
+        try:
+            payload = decode(data)
+        except MessageError as e:
+            log.warn("backend {backend} sent something that is not JSON ({why})", backend=self.name, why=e.message)
+            return
+        for message in payload if type(payload) is list else [payload]:
+            if (
+                type(message) is dict
+                and self._init_rid is not None
+                and message.get("id") == self._init_rid
+                and type(message.get("result")) is dict
+            ):
+                version = message["result"].get("protocolVersion")
+                if isinstance(version, str) and version.isascii():
+                    self.protocol_version = version
+            try:
+                self.session.peer.messageReceived(message)
+            except MessageError as e:
+                log.warn("backend {backend} sent a message that is not JSON-RPC ({why})", backend=self.name, why=e.message)
+            except Exception:
+                log.failure("backend {backend}: could not handle a message", backend=self.name)
+
+    async def _discard(self, response: Any, exchange: _Exchange | None = None) -> None:
+        reader = _BodyReader(lambda data: None)
+        if exchange is not None:
+            exchange.reader = reader  # so that a cancel or a timeout can stop it
+        response.deliverBody(reader)
+        await reader.done
+
+    async def _snippet(self, response: Any, exchange: _Exchange | None = None) -> str:
+        """The start of an error body (then stop reading it)."""
+        chunks: list[bytes] = []
+
+        def keep(data: bytes) -> None:
+            chunks.append(data)
+            if sum(map(len, chunks)) >= 300:
+                reader.abort()
+
+        reader = _BodyReader(keep)
+        if exchange is not None:
+            exchange.reader = reader
+        response.deliverBody(reader)
+        await reader.done
+        text = b"".join(chunks)[:300].decode("utf-8", "replace").strip()
+        return text or "(no body)"
+
+    async def _listen(self, generation: int) -> None:
+        """GET the server's own event stream (notifications such as
+        tools/list_changed), for as long as the session lasts (a new
+        session starts a new loop: C{generation})."""
+        delay = 1.0
+        while not self.closed and self._reinit is None and generation == self._generation:
+            exchange, request = self._get_stream()
+            request.addTimeout(self.backend.config.connectTimeout + 5, self.backend.clock)
+            try:
+                response = await request
+            except Exception as e:
+                if self.closed:
+                    return
+                log.info("backend {backend}: no event stream ({why})", backend=self.name, why=_why(e))
+                return
+            if response.code != 200 or _content_type(response) != b"text/event-stream":
+                await self._discard(response)
+                return  # The server offers no stream (405), or not for this session.
+            started = self.backend.clock.seconds()
+            await self._read_events(response, exchange, self._message_event).done
+            if self.closed:
+                return
+            if self.backend.clock.seconds() - started > 30:
+                delay = 1.0
+            await _sleep(self.backend.clock, delay)
+            delay = min(delay * 2, 30.0)
+            if generation != self._generation:
+                return
+
+
+class _SseRun(_HttpRun):
+    """
+    One session with a server that speaks only the legacy HTTP+SSE
+    transport: GET an event stream whose first event (C{endpoint}) names
+    the address to POST messages to; every answer comes on the stream.
+    """
+
+    def __init__(self, backend: "HttpBackend") -> None:
+        super().__init__(backend)
+        self.post_url: bytes | None = None
+        self._endpoint: Deferred[None] = Deferred()
+
+    async def discover(self, timeout: float) -> None:
+        await self._connect()
+        await self.session.discover(timeout)
+
+    def up(self) -> None:
+        pass
+
+    def end_session(self) -> Deferred[Any]:
+        return succeed(None)
+
+    async def _connect(self) -> None:
+        exchange, request = self._get_stream()
+        try:
+            response = await request
+        except _CONNECT_ERRORS as e:
+            raise DiscoveryError(f"cannot connect to {shown_url(self.backend.config.url)}: {_why(e)}")
+        ctype = _content_type(response)
+        if response.code != 200 or ctype != b"text/event-stream":
+            text = await self._snippet(response)
+            raise DiscoveryError(f"GET {shown_url(self.backend.config.url)} answered HTTP {response.code} ({ctype.decode('latin-1') or 'no content type'}), not an event stream: {text}")
+        def handle(event: Any) -> None:
+            if event.event == "endpoint":
+                self._set_endpoint(event.data)
+            else:
+                self._message_event(event)
+
+        reader = self._read_events(response, exchange, handle)
+        reader.done.addCallback(lambda _: self._stream_ended(reader.reason, reader))
+        await self._endpoint
+
+    def _set_endpoint(self, data: str) -> None:
+        if self._endpoint.called:
+            return
+        try:
+            target = urljoin(self.backend.config.url, data.strip())
+        except ValueError:  # an unclosed "[" or a bad IPv6 host
+            target = ""
+        base, new = urlsplit(self.backend.config.url), split_url(target)
+        if not target or new is None or not target.isascii():
+            # The server's text, not the operator's: refuse it, never raise out of the stream.
+            self._endpoint.errback(DiscoveryError("the server named an endpoint that is not a valid address; refused"))
+            return
+        if (base.scheme, base.netloc) != (new.scheme, new.netloc):
+            self._endpoint.errback(DiscoveryError(f"the server named an endpoint on another origin ({shown_url(target)}); refused"))
+            return
+        self.post_url = target.encode("ascii")
+        self._endpoint.callback(None)
+
+    def _stream_ended(self, reason: Failure, reader: _BodyReader) -> None:
+        if self.closed:
+            return
+        why = "the event stream ended" if _clean_end(reason) else f"the event stream broke ({_why(reason.value)})"
+        if isinstance(reader.error, EventTooLarge):
+            why = f"the server sent {reader.error} on its event stream"
+        if not self._endpoint.called:
+            self._endpoint.errback(DiscoveryError(why + " before naming its endpoint"))
+        self.backend._unreachable(self, why)
+
+    def send(self, message: dict[str, Any]) -> None:
+        if self.closed or self.post_url is None:
+            raise PeerGone("the event stream is closed")
+        body = encode(message)
+        rid = message.get("id") if message.get("method") is not None else None
+        d = Deferred.fromCoroutine(self._post_legacy(body, rid))
+        d.addErrback(self._post_failed, rid)
+
+    async def _post_legacy(self, body: bytes, rid: Any) -> None:
+        assert self.post_url is not None
+        request = self.backend.http.request(
+            "POST", self.post_url, data=body, headers=self._headers(), allow_redirects=False, unbuffered=True
+        )
+        request.addTimeout(self.backend.call_timeout, self.backend.clock)
+        try:
+            response = await request
+        except (CancelledError, neterror.TimeoutError):
+            self._fail(rid, errors.BACKEND_TIMEOUT, f"backend {self.name!r} did not accept the message within {self.backend.call_timeout:g} s", timeout=self.backend.call_timeout)
+            return
+        except _CONNECT_ERRORS as e:
+            self.backend._unreachable(self, f"cannot connect to {shown_url(self.backend.config.url)}: {_why(e)}")
+            return
+        except Exception as e:
+            self._fail(rid, errors.BACKEND_LOST, f"backend {self.name!r}: the connection failed: {_why(e)}")
+            return
+        if 200 <= response.code < 300:
+            await self._discard(response)
+        else:
+            text = await self._snippet(response)
+            self._fail(rid, errors.BACKEND_HTTP_ERROR, f"backend {self.name!r} answered HTTP {response.code}: {text}", status=response.code)
+
+
+class HttpBackend(SupervisedBackend):
+    """
+    A remote MCP server over HTTP, supervised like a child process: when
+    it cannot be reached it is marked down and retried with backoff.
+
+    @param reactor: provides time, TCP and (for https) TLS.
+    """
+
+    def __init__(self, config: HttpServer, reactor: Any, max_message: int) -> None:
+        super().__init__(config.name, config, reactor)
+        self.max_message = max_message
+        self.pool = HTTPConnectionPool(reactor, persistent=True)
+        self.pool.maxPersistentPerHost = config.maxConnections
+        self.pool.retryAutomatically = False
+        policy: Any = None
+        if config.caFile or config.certFile:
+            policy = TLSPolicy(config.caFile, config.certFile, config.keyFile)
+        agent = (
+            Agent(reactor, contextFactory=policy, connectTimeout=config.connectTimeout, pool=self.pool)
+            if policy is not None
+            else Agent(reactor, connectTimeout=config.connectTimeout, pool=self.pool)
+        )
+        self.http: Any = Client(agent)
+        self.headers = {k.encode("latin-1"): [v.encode("latin-1")] for k, v in config.headers.items()}
+        if not any(k.lower() == b"host" for k in self.headers):
+            self.headers[b"Host"] = [_host_header(config.url)]
+        self.run: _HttpRun | None = None
+
+    @property
+    def session(self) -> McpClientSession | None:  # type: ignore[override]
+        run = self.run
+        return run.session if run is not None and run.session.ready and not run.closed else None
+
+    def call(
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        timeout: float | None = None,
+    ) -> Deferred[Any]:
+        """
+        As L{Backend.call}; refused at once (-32007) while C{maxRequests}
+        requests are in flight: each holds a connection (a descriptor) of
+        the gateway's, and a busy server is not a server that is down.
+        """
+        session = self.session
+        cap = self.config.maxRequests
+        if session is not None and session.peer.pending_count >= cap:
+            raise errors.backend_error(
+                errors.BUSY,
+                self.name,
+                f"backend {self.name!r} is busy: {session.peer.pending_count} requests in flight (maxRequests is {cap}); try again later",
+                limit=cap,
+            )
+        return super().call(method, params, on_progress, timeout)
+
+    def _is_current(self, run: Any) -> bool:
+        return run is self.run
+
+    def _attempt(self) -> None:
+        run = (_SseRun if self.config.transport == "sse" else _HttpRun)(self)
+        self.run = run
+        self._set_state(State.STARTING)
+        self._discover(run)
+
+    def _discovered(self, result: None, run: Any) -> None:
+        super()._discovered(result, run)
+        if self._is_current(run) and self.state is State.UP:
+            run.up()
+
+    def _why_failed(self, failure: Failure, run: Any) -> str:
+        if run.close_reason is not None and not isinstance(failure.value, DiscoveryError):
+            return run.close_reason
+        return super()._why_failed(failure, run)
+
+    def _abandon(self, run: Any) -> None:
+        run.close("discovery failed")
+        d = run.end_session()
+        d.addBoth(lambda _: self._run_ended(run, self.last_error or "discovery failed"))
+
+    def _unreachable(self, run: Any, why: str) -> None:
+        """The server cannot be reached (or its stream ended): this run is over."""
+        if not self._is_current(run) or run.closed:
+            return
+        if self.state is State.STARTING:
+            # Discovery will fail on its own; it restarts the backend.
+            run.close(why)
+            return
+        run.close(why)
+        self._run_ended(run, why)
+
+    def stopService(self) -> Deferred[None]:
+        self._stop_supervising()
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        run = self.run
+        if run is not None:
+            run.close("the gateway is stopping")
+            await run.end_session()
+        await self.pool.closeCachedConnections()
+        self._set_state(State.STOPPED)
+
+
+def _content_type(response: Any) -> bytes:
+    value = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
+    return value.split(b";")[0].strip().lower()
+
+
+def _host_header(url: str) -> bytes:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = host.encode("idna") if not host.isascii() else host.encode("ascii")
+    if b":" in host:
+        host = b"[" + host + b"]"
+    default = 443 if parts.scheme == "https" else 80
+    if parts.port is not None and parts.port != default:
+        host += b":%d" % parts.port
+    return host
+
+
+def _why(e: Any) -> str:
+    if isinstance(e, Failure):
+        e = e.value
+    text = str(e) or type(e).__name__
+    reasons = getattr(e, "reasons", None)
+    if reasons:
+        text = "; ".join(r.getErrorMessage() for r in reasons)
+    return text[:300]
+
+
+async def _wait(d: Deferred[Any]) -> None:
+    waiter: Deferred[None] = Deferred()
+    d.addBoth(lambda r: (waiter.called or waiter.callback(None), r)[1])
+    await waiter
+
+
+def _sleep(clock: IReactorTime, seconds: float) -> Deferred[None]:
+    d: Deferred[None] = Deferred()
+    clock.callLater(seconds, d.callback, None)
+    return d

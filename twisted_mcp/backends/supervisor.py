@@ -1,0 +1,168 @@
+"""
+L{SupervisedBackend}: a backend whose connection is a run that is started,
+discovered within a bound, and restarted with backoff when it fails; the
+stdio and HTTP backends are its two kinds of run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from twisted_mcp.backends.base import Backend, State
+from twisted_mcp.backends.session import DiscoveryError
+from twisted_mcp.wire.jsonrpc import (
+    JsonRpcError,
+)
+
+log = Logger()
+
+class SupervisedBackend(Backend):
+    """
+    What every transport shares: runs, each discovered (bounded by the
+    discovery timeout) and, when a run ends, a new one after a backoff
+    delay that doubles up to C{restartMaxDelay} and resets after the
+    backend stayed up C{stableAfter} seconds.
+
+    A I{run} is one child process or one HTTP session; it has a
+    C{session} (L{McpClientSession}).  Subclasses implement L{_attempt}
+    (start a run), L{_abandon} (end a run whose discovery failed; it must
+    lead to L{_run_ended}) and L{_is_current}.
+    """
+
+    def __init__(self, name: str, config: Any, clock: IReactorTime) -> None:
+        super().__init__(name)
+        self.config = config
+        self.clock = clock
+        self.call_timeout = config.callTimeout
+        self.per_session = getattr(config, "perSession", False)
+        self.max_instances = config.maxInstances
+        self.max_instances_per_principal = config.maxInstancesPerPrincipal
+        self.idle_timeout = config.idleTimeout
+        self.restarts = 0
+        self._delay = config.restartDelay
+        self._restart_call: Any = None
+        self._up_since: float | None = None
+        self._stopping = False
+
+    def _attempt(self) -> None:
+        raise NotImplementedError()
+
+    def _abandon(self, run: Any) -> None:
+        raise NotImplementedError()
+
+    def _is_current(self, run: Any) -> bool:
+        raise NotImplementedError()
+
+    def _why_failed(self, failure: Any, run: Any) -> str:
+        if isinstance(failure.value, DiscoveryError):
+            return str(failure.value)
+        if failure.check(TimeoutError, CancelledError):
+            return f"discovery did not finish within {self.config.discoveryTimeout:g} s"
+        return f"discovery failed: {failure.getErrorMessage()}"
+
+    def startService(self) -> None:
+        super().startService()
+        self._stopping = False
+        self._attempt()
+
+    def _stop_supervising(self) -> None:
+        super().stopService()
+        self._stopping = True
+        if self._restart_call is not None and self._restart_call.active():
+            self._restart_call.cancel()
+        self._restart_call = None
+        self._first_discovery_done()
+
+    def _discover(self, run: Any) -> None:
+        timeout = self.config.discoveryTimeout
+        d = Deferred.fromCoroutine(run.discover(timeout))
+        d.addTimeout(timeout, self.clock)
+        d.addCallbacks(self._discovered, self._discovery_failed, callbackArgs=(run,), errbackArgs=(run,))
+
+    def _discovered(self, _: None, run: Any) -> None:
+        if not self._is_current(run) or self._stopping:
+            return
+        session = run.session
+        self.tools = session.tools
+        self.discovered = True
+        self._up_since = self.clock.seconds()
+        self.last_error = None
+        info = session.server_info
+        log.info(
+            "backend {backend} is up: {count} tool(s) from {server} {version} (protocol {protocol})",
+            backend=self.name,
+            count=len(session.tools),
+            server=info.get("name", "?"),
+            version=info.get("version", "?"),
+            protocol=session.protocol_version,
+        )
+        self._set_state(State.UP)
+        self._first_discovery_done()
+
+    def _discovery_failed(self, failure: Any, run: Any) -> None:
+        if not self._is_current(run):
+            return
+        why = self._why_failed(failure, run)
+        self.last_error = why
+        log.error("backend {backend} is down: {why}", backend=self.name, why=why)
+        self._set_state(State.DOWN)
+        self._abandon(run)
+        self._first_discovery_done()
+
+    def _session_tools_changed(self, run: Any) -> None:
+        if self._is_current(run) and self.state is State.UP:
+            self.tools = run.session.tools
+            log.info(
+                "backend {backend}: tool list changed, now {count} tool(s)",
+                backend=self.name,
+                count=len(self.tools),
+            )
+            self._changed()
+
+    def _run_ended(self, run: Any, why: str) -> None:
+        """A run is over (process exited, connection lost): start another later."""
+        if not self._is_current(run) or self._stopping:
+            return
+        if self.state is State.UP:
+            log.warn("backend {backend}: {why}", backend=self.name, why=why)
+        self.last_error = why
+        now = self.clock.seconds()
+        if self._up_since is not None and now - self._up_since >= self.config.stableAfter:
+            self._delay = self.config.restartDelay
+        self._up_since = None
+        self._schedule_restart()
+
+    def _schedule_restart(self) -> None:
+        if self._stopping:
+            return
+        delay = self._delay
+        self._delay = min(delay * 2, self.config.restartMaxDelay)
+        self.restarts += 1
+        log.info("backend {backend}: restarting in {delay:g} s", backend=self.name, delay=delay)
+        self._restart_call = self.clock.callLater(delay, self._restart)
+        self._set_state(State.DOWN)
+
+    def _restart(self) -> None:
+        self._restart_call = None
+        self._attempt()
+
+    def unavailable(self) -> JsonRpcError:
+        error = super().unavailable()
+        call = self._restart_call
+        if call is not None and call.active():
+            retry = max(0.0, call.getTime() - self.clock.seconds())
+            error.data["retryAfter"] = round(retry, 3)
+            error.message += f"; restarting in {retry:.1f} s"
+        return error
+
+    def _set_state(self, state: State) -> None:
+        if state is not self.state:
+            self.state = state
+            self._changed()
+
+
+__all__ = ["SupervisedBackend"]

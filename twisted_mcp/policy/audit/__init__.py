@@ -1,0 +1,81 @@
+"""
+The audit trail: one record for every request that reaches policy, written
+to a JSON lines file, an SQLite database or a PostgreSQL table, as a hash
+chain that C{twisted-mcp audit verify} checks.
+
+The chain.  Each stored record carries C{seq} (1, 2, 3... with no gaps),
+C{prev} (the previous record's digest, C{""} for the first) and C{digest},
+computed over the record's canonical JSON (keys sorted, no spaces, UTF-8)
+with C{seq} and C{prev} but without C{digest}: C{"hmac-sha256:"} and its
+HMAC under the trail's key when one is configured (C{audit.keyFile},
+C{keyEnv} or C{keyCredential}), else C{"sha256:"} and its SHA-256, as
+trails were written before keys existed (those stay verifiable).  Editing,
+removing, inserting or reordering records breaks the chain where it
+happened; with a key, recomputing the hashes does not repair it.  Records
+cut from the I{end} leave no trace in the chain: a signed checkpoint of the
+head (C{twisted-mcp audit checkpoint}, kept elsewhere) catches that.  See
+L{twisted_mcp.policy.audit.keys} for what the key proves and what not.
+
+What a record holds is bounded: every string field (and every string in
+its lists and recorded arguments) to C{maxFieldBytes}, the stored record to
+C{maxRecordBytes}; a longer value keeps its start, its size and its SHA-256.
+
+When the chain is computed.  C{seq}, C{prev} and C{digest} are computed
+when a record is actually written, from the last record stored.  Each JSON
+lines file is its own chain starting at seq 1: a rotated (renamed) file is
+noticed and the new file starts a new chain.  In SQLite and PostgreSQL the
+last record is read inside the writing transaction, under a lock, so
+several gateways may share one table and still form one chain.  A file has
+one writer: the gateway takes an exclusive C{flock} on it.  The PostgreSQL
+sink needs only INSERT and SELECT: its tables are created beforehand by
+C{twisted-mcp audit init-db}, and writers take turns under an advisory
+lock.
+
+Threads.  Nothing here blocks the reactor: L{AuditLog.record} only queues;
+one dedicated worker thread (a one-thread L{ThreadPool}) encodes, chains
+and writes whatever is queued in one batch (one write, flush and fsync for
+a file; one transaction for a database) and reports back through the
+reactor.  If a write fails, the batch stays queued and is retried every
+second; L{AuditLog.healthy} is False meanwhile.  A write that failed
+half-way is cleaned up (a file is truncated back; a transaction rolls
+back) and, where that is not certain, the records that did land are
+recognised by their C{id} on the next attempt, so none is written twice.
+
+Outages.  A record of a call that ran (anything but a refusal or a tool
+listing) is never dropped.  Past C{maxQueue} records waiting, the oldest
+refusal or listing not being written is dropped instead, counted, and reported once the sink works
+again by a gap record (method C{audit/gap}) that C{verify} reports; with
+no refusal left to drop the queue grows by the calls still in flight, and
+the gate refuses new calls (L{AuditLog.refuses_calls}), whatever
+C{onFailure} says: fail closed rather than run calls that cannot be
+recorded.  What is still queued when the gateway stops (after
+L{AuditLog.STOP_TIMEOUT}) is lost, and logged.
+
+The modules: C{config} (the C{audit:} section), C{records} (redaction,
+bounds, canonical JSON, the chain), C{keys} (the chain's key and signed
+checkpoints), C{sinks} (file, SQLite, PostgreSQL), C{log} (L{AuditLog}: the
+queue, the worker thread, outages, the spill file) and C{verification}
+(C{twisted-mcp audit verify}).
+"""
+
+from twisted_mcp.policy.audit.config import AuditConfig, parse_audit
+from twisted_mcp.policy.audit.log import GAP_METHOD, AuditLog, SynchronousThreads
+from twisted_mcp.policy.audit.records import REDACTED, bound_text, digest_arguments, redact
+from twisted_mcp.policy.audit.sinks import init_postgres, postgres_setup_sql
+from twisted_mcp.policy.audit.verification import VerifyResult, verify
+
+__all__ = [
+    "GAP_METHOD",
+    "REDACTED",
+    "AuditConfig",
+    "AuditLog",
+    "SynchronousThreads",
+    "VerifyResult",
+    "bound_text",
+    "digest_arguments",
+    "init_postgres",
+    "parse_audit",
+    "postgres_setup_sql",
+    "redact",
+    "verify",
+]

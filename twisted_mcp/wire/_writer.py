@@ -1,0 +1,130 @@
+"""
+Write coalescing for pipes and sockets.
+
+A Twisted C{FileDescriptor.write} queues the bytes and registers the
+descriptor for writability; the bytes leave on the next reactor iteration,
+after a few C{epoll_ctl} calls.  For a gateway that relays small messages
+that is most of the cost of a call.
+
+Here, while the reactor delivers one chunk of input (L{batch}), messages
+written to any L{Writer} are collected; when the chunk is done each writer
+sends its messages with one C{write(2)}, straight away when nothing is
+queued in Twisted's buffer, falling back to Twisted's buffered write for
+whatever the kernel did not take.  Outside a batch a write goes out at once
+the same way.  Ordering is kept: nothing is written directly while Twisted
+still holds queued bytes for that descriptor.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, TypeVar
+
+_depth = 0
+_dirty: list["Writer"] = []
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _queued(fd: Any) -> bool:
+    try:
+        return bool(fd._tempDataLen) or len(fd.dataBuffer) != fd.offset
+    except AttributeError:
+        return True
+
+
+def write_now(fd: Any, data: bytes) -> None:
+    """Write C{data} to the Twisted C{FileDescriptor} C{fd}, directly when possible."""
+    if fd.connected and not fd.disconnecting and not getattr(fd, "_writeDisconnected", False) and not _queued(fd):
+        try:
+            n = os.write(fd.fileno(), data)
+        except BlockingIOError:
+            n = 0
+        except OSError:
+            # Let Twisted see (and report) the error on its own path.
+            n = 0
+        if n == len(data):
+            return
+        data = data[n:]
+    fd.write(data)
+
+
+class Writer:
+    """Coalesces writes to one Twisted C{FileDescriptor} (see module doc)."""
+
+    __slots__ = ("fd", "chunks")
+
+    def __init__(self, fd: Any) -> None:
+        self.fd = fd
+        self.chunks: list[bytes] = []
+
+    def queued(self) -> int:
+        """Bytes written but not yet taken by the kernel."""
+        fd = self.fd
+        try:
+            queued: int = fd._tempDataLen + len(fd.dataBuffer) - fd.offset + sum(map(len, self.chunks))
+            return queued
+        except AttributeError:
+            return 0
+
+    def write(self, data: bytes) -> None:
+        if _depth:
+            if not self.chunks:
+                _dirty.append(self)
+            self.chunks.append(data)
+        else:
+            write_now(self.fd, data)
+
+    def flush(self) -> None:
+        chunks = self.chunks
+        if chunks:
+            self.chunks = []
+            write_now(self.fd, chunks[0] if len(chunks) == 1 else b"".join(chunks))
+
+
+def flush_all() -> None:
+    global _dirty
+    while _dirty:
+        dirty, _dirty = _dirty, []
+        for i, w in enumerate(dirty):
+            try:
+                w.flush()
+            except BaseException:
+                # Keep the others' bytes for the next flush.
+                _dirty.extend(x for x in dirty[i + 1 :] if x.chunks)
+                raise
+
+
+def batch(method: F) -> F:
+    """Decorate a C{dataReceived}-like method: writes made while it runs
+    leave together when it returns."""
+
+    def wrapper(*args: Any) -> Any:
+        global _depth
+        _depth += 1
+        try:
+            return method(*args)
+        finally:
+            _depth -= 1
+            if not _depth:
+                flush_all()
+
+    wrapper.__name__ = method.__name__
+    wrapper.__doc__ = method.__doc__
+    return wrapper  # type: ignore[return-value]
+
+
+def writer_for(transport: Any) -> Any:
+    """
+    A L{Writer} for a Twisted transport: the descriptor of a L{StandardIO}
+    or a TCP/Unix connection; anything else (a test's C{StringTransport})
+    is returned as it is.
+    """
+    from twisted.internet.abstract import FileDescriptor
+
+    fd = getattr(transport, "_writer", None)
+    if isinstance(fd, FileDescriptor):
+        return Writer(fd)
+    if isinstance(transport, FileDescriptor):
+        return Writer(transport)
+    return transport

@@ -1,0 +1,357 @@
+"""
+JSON-RPC 2.0: decoding and encoding at the edge, typed errors, and a peer
+that keeps track of the requests it sent.
+
+Nothing here knows about MCP.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+# Standard JSON-RPC 2.0 codes.
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+
+_log = Logger()
+
+
+class JsonRpcError(Exception):
+    """
+    A JSON-RPC error object, as an exception: raised by handlers to answer
+    with an error, and delivered to requesters when the peer answered one.
+    """
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(code, message, data)
+        self.code = code
+        self.message = message
+        self.data = data
+
+    def to_dict(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            error["data"] = self.data
+        return error
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.code})"
+
+
+class MessageError(Exception):
+    """
+    A message that cannot be handled: C{code} and C{message} say why, and
+    C{id} is the request id when one could be read (else C{None}).
+    """
+
+    def __init__(self, code: int, message: str, id: Any = None) -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+        self.id = id
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def decode(line: bytes) -> Any:
+    """
+    Parse one message.
+
+    @raise MessageError: (-32700) for anything that is not a single valid
+        JSON value in UTF-8: bad syntax, bad UTF-8, NaN/Infinity, numbers
+        too large to convert, nesting too deep.
+    """
+    try:
+        return _decode(line.decode("utf-8"))
+    except RecursionError:
+        raise MessageError(PARSE_ERROR, "Parse error: JSON nested too deeply")
+    except ValueError as e:
+        reason = str(e).splitlines()[0][:200]
+        raise MessageError(PARSE_ERROR, f"Parse error: {reason}")
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if value == _INF or value == -_INF:
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+_INF = float("inf")
+_decode = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_parse_float).decode
+
+_make_encoder: Any
+try:
+    from _json import make_encoder as _make_encoder
+except ImportError:  # pragma: no cover - pure-Python json
+    _make_encoder = None
+
+
+def _no_default(o: Any) -> Any:
+    raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+
+if _make_encoder is not None:
+    # One C encoder, reused: json.dumps builds a new one per call.  No
+    # circular-reference check: what we encode came from JSON.
+    _c_encode = _make_encoder(
+        None, _no_default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False
+    )
+
+    def _encode(message: Any, /) -> str:
+        return "".join(_c_encode(message, 0))
+
+else:  # pragma: no cover
+    _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def encode(message: Any) -> bytes:
+    """
+    Serialize one message as a line (ASCII-only JSON and C{b"\\n"}).
+
+    ASCII output keeps lone surrogates (which a peer may legally send as
+    escapes) representable.
+
+    @raise ValueError: for what cannot be encoded (nesting too deep for
+        the encoder, non-finite numbers).
+    """
+    try:
+        return _encode(message).encode("ascii") + b"\n"
+    except RecursionError:
+        raise ValueError("the message is nested too deeply to encode")
+
+
+def valid_id(value: Any) -> bool:
+    """Whether C{value} is a usable request id: a string or a number, not a bool."""
+    t = type(value)
+    return t is int or t is str or t is float
+
+
+def id_key(value: Any) -> tuple[type, Any]:
+    """A dict key that tells C{1}, C{1.0} and C{"1"} apart."""
+    return (type(value), value)
+
+
+def error_response(id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return {"jsonrpc": "2.0", "id": id, "error": error}
+
+
+class PeerGone(Exception):
+    """The transport to the peer was lost while a request was pending."""
+
+
+class JsonRpcPeer:
+    """
+    The requesting side of a JSON-RPC connection: mints its own integer ids,
+    keeps C{id -> Deferred}, puts a timeout on every request, and fails every
+    pending request at once when the connection is lost.
+
+    Incoming messages are handed to L{messageReceived}; responses are
+    matched here, requests and notifications go to the callables given.
+
+    @ivar on_cancel: called with the id of a request that was cancelled or
+        timed out, so that the protocol above can tell the peer.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[dict[str, Any]], None],
+        clock: IReactorTime,
+        on_request: Callable[[dict[str, Any]], None],
+        on_notification: Callable[[dict[str, Any]], None],
+        on_cancel: Callable[[int, str], None],
+        label: str = "peer",
+    ) -> None:
+        self._send = send
+        self._clock = clock
+        self._on_request = on_request
+        self._on_notification = on_notification
+        self._on_cancel = on_cancel
+        self._label = label
+        self._next_id = 1
+        self._pending: dict[int, tuple[Deferred[Any], float | None]] = {}
+        self._sweeper: Any = None
+        self._lost: BaseException | None = None
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    def request(
+        self,
+        method: str,
+        params: Any,
+        timeout: float | None,
+        minted: Callable[[int], None] | None = None,
+    ) -> Deferred[Any]:
+        """
+        Send a request and return a Deferred for its C{result}.
+
+        The Deferred fails with L{JsonRpcError} when the peer answers an
+        error, L{PeerGone} when the connection is lost first, and
+        L{twisted.internet.defer.TimeoutError} after C{timeout} seconds.
+        Cancelling it forgets the request and calls C{on_cancel}.
+
+        @param minted: called with the id before the message is sent.
+        """
+        if self._lost is not None:
+            raise PeerGone(str(self._lost))
+        rid = self._next_id
+        self._next_id = rid + 1
+        pending = self._pending
+
+        def cancel(d: Deferred[Any]) -> None:
+            if pending.pop(rid, None) is not None:
+                self._idle_check()
+                self._on_cancel(rid, "cancelled")
+
+        d: Deferred[Any] = Deferred(cancel)
+        deadline = None
+        if timeout is not None:
+            deadline = self._clock.seconds() + timeout
+            sweeper = self._sweeper
+            if sweeper is None:
+                self._sweeper = self._clock.callLater(timeout, self._sweep)
+            elif sweeper.getTime() > deadline:
+                sweeper.reset(timeout)
+        pending[rid] = (d, deadline)
+        if minted is not None:
+            minted(rid)
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method}
+        if params is not None:
+            message["params"] = params
+        try:
+            self._send(message)
+        except BaseException:
+            pending.pop(rid, None)
+            self._idle_check()
+            raise
+        return d
+
+    def _sweep(self) -> None:
+        """Time out every request past its deadline (one timer per peer,
+        not one per request)."""
+        self._sweeper = None
+        now = self._clock.seconds()
+        pending = self._pending
+        expired = [rid for rid, (_, dl) in pending.items() if dl is not None and dl <= now]
+        for rid in expired:
+            entry = pending.pop(rid, None)
+            if entry is not None:
+                self._on_cancel(rid, "timed out")
+                entry[0].errback(RequestTimeout(rid))
+        upcoming = [dl for _, dl in pending.values() if dl is not None]
+        if upcoming and self._sweeper is None:
+            self._sweeper = self._clock.callLater(max(0.0, min(upcoming) - now), self._sweep)
+
+    def _idle_check(self) -> None:
+        if not self._pending and self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    def notify(self, method: str, params: Any = None) -> None:
+        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            message["params"] = params
+        self._send(message)
+
+    def respond(self, id: Any, result: Any) -> None:
+        self._send({"jsonrpc": "2.0", "id": id, "result": result})
+
+    def respond_error(self, id: Any, error: JsonRpcError) -> None:
+        self._send({"jsonrpc": "2.0", "id": id, "error": error.to_dict()})
+
+    def messageReceived(self, message: Any) -> None:
+        """
+        Handle one decoded message from the peer.
+
+        @raise MessageError: for a message that is not JSON-RPC, so that the
+            caller can log it.
+        """
+        if type(message) is not dict:
+            raise MessageError(INVALID_REQUEST, "not a JSON-RPC object")
+        if "method" in message:
+            if type(message["method"]) is not str:
+                raise MessageError(INVALID_REQUEST, "method is not a string")
+            if "id" in message:
+                self._on_request(message)
+            else:
+                self._on_notification(message)
+            return
+        rid = message.get("id")
+        if type(rid) is not int:
+            raise MessageError(INVALID_REQUEST, f"response with an id we never sent: {rid!r}")
+        entry = self._pending.pop(rid, None)
+        if entry is None:
+            # Answer to a request that timed out or was cancelled: dropped.
+            return
+        d = entry[0]
+        if not self._pending and self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        if "error" in message:
+            error = message["error"]
+            if type(error) is dict:
+                code = error.get("code")
+                d.errback(
+                    JsonRpcError(
+                        code if type(code) is int else INTERNAL_ERROR,
+                        str(error.get("message", "")),
+                        error.get("data"),
+                    )
+                )
+            else:
+                d.errback(JsonRpcError(INTERNAL_ERROR, f"malformed error: {error!r}"))
+        elif "result" in message:
+            d.callback(message["result"])
+        else:
+            d.errback(JsonRpcError(INTERNAL_ERROR, "response without result or error"))
+
+    def is_pending(self, rid: Any) -> bool:
+        return rid in self._pending
+
+    def fail(self, rid: int, reason: BaseException) -> bool:
+        """Fail one pending request (e.g. its answer was unreadable)."""
+        entry = self._pending.pop(rid, None)
+        if entry is None:
+            return False
+        self._idle_check()
+        entry[0].errback(reason)
+        return True
+
+    def connectionLost(self, reason: BaseException) -> None:
+        """Fail every pending request with L{PeerGone}; refuse new ones."""
+        self._lost = reason
+        pending, self._pending = self._pending, {}
+        self._idle_check()
+        for d, _ in pending.values():
+            d.errback(PeerGone(str(reason)))
+
+
+class RequestTimeout(Exception):
+    """A request got no answer within its timeout."""
+
+
+__all__ = [
+    "CancelledError",
+    "JsonRpcError",
+    "JsonRpcPeer",
+    "MessageError",
+    "PeerGone",
+    "RequestTimeout",
+    "decode",
+    "encode",
+]
