@@ -13,8 +13,8 @@ import signal
 import subprocess
 import time
 
-from .conftest import LineClient, alive, bin_path, free_port, gateway_env, server, wait_for_path, wait_gone
-from .test_daemon_ops import ADMIN_TOKEN, _admin, _servers_below, _text, _until
+from .conftest import LineClient, alive, bin_path, free_port, gateway_env, result_text, server, until, wait_for_path, wait_gone
+from .test_daemon_ops import ADMIN_TOKEN, _admin, _servers_below
 from .test_http import http_server  # noqa: F401 (a fixture)
 
 
@@ -32,10 +32,10 @@ def test_url_credentials_authenticate_and_are_never_shown(daemon, http_server, w
     wait_for_path(sock)
     client = LineClient(sock)
     client.initialize()
-    assert _text(client.request(1, "tools/call", {"name": "auth__echo", "arguments": {"text": "hi"}})) == "hi"
+    assert result_text(client.request(1, "tools/call", {"name": "auth__echo", "arguments": {"text": "hi"}})) == "hi"
     assert remote.admin("stats")["last_authorization"] == "Basic " + base64.b64encode(b"alice:s3cret-pw").decode()
 
-    status = _until(lambda: (s := _admin(port, "/status"))[0] == 200 and "cannot connect" in s[1] and s[1], what="/status")
+    status = until(lambda: (s := _admin(port, "/status"))[0] == 200 and "cannot connect" in s[1] and s[1], what="/status")
     _, page = _admin(port, "/status?format=html")
     _, metrics = _admin(port, "/metrics")
     with open(log) as f:
@@ -67,7 +67,7 @@ def test_a_busy_shared_backend_refuses_calls_instead_of_being_restarted(daemon, 
     a, b = LineClient(sock), LineClient(sock)
     a.initialize("a")
     b.initialize("b")
-    first = _text(b.request(1, "tools/call", {"name": "w__pid", "arguments": {}}))
+    first = result_text(b.request(1, "tools/call", {"name": "w__pid", "arguments": {}}))
     b.send(_call(2, "w__busy", seconds=4))
     time.sleep(0.5)  # the backend is now asleep, not reading
     for i in range(30):
@@ -79,9 +79,9 @@ def test_a_busy_shared_backend_refuses_calls_instead_of_being_restarted(daemon, 
     assert {x["error"]["code"] for x in refused} == {-32007}, refused
     assert "'w' is busy" in refused[0]["error"]["message"]
     assert refused[0]["error"]["data"] == {"backend": "w", "limit": 1 << 20}
-    assert all(_text(x) == "z" * 60000 for x in answers if "error" not in x)
-    assert _text(b.answer(2)) == "done"
-    assert _text(b.request(3, "tools/call", {"name": "w__pid", "arguments": {}})) == first
+    assert all(result_text(x) == "z" * 60000 for x in answers if "error" not in x)
+    assert result_text(b.answer(2)) == "done"
+    assert result_text(b.request(3, "tools/call", {"name": "w__pid", "arguments": {}})) == first
     with open(log) as f:
         assert "restarting" not in f.read()
     a.close()
@@ -96,18 +96,18 @@ def test_per_session_instances_are_capped_and_stopped_when_idle(daemon, tmp_path
     a, b, c = LineClient(sock), LineClient(sock), LineClient(sock)
     for client, name in ((a, "a"), (b, "b"), (c, "c")):
         client.initialize(name)
-    own_a = int(_text(a.request(1, "tools/call", {"name": "own__pid", "arguments": {}})))
-    own_b = int(_text(b.request(1, "tools/call", {"name": "own__pid", "arguments": {}})))
+    own_a = int(result_text(a.request(1, "tools/call", {"name": "own__pid", "arguments": {}})))
+    own_b = int(result_text(b.request(1, "tools/call", {"name": "own__pid", "arguments": {}})))
     refused = c.request(1, "tools/call", {"name": "own__pid", "arguments": {}})
     assert refused["error"]["code"] == -32007, refused
     assert refused["error"]["data"] == {"backend": "own", "limit": 2, "cap": "maxInstances"}
     assert _servers_below(pid, "slow") == {own_a, own_b}
     a.close()  # a's session ends: its instance stops, and c may have one
     assert wait_gone({own_a}, 15) == set()
-    own_c = int(_text(c.request(2, "tools/call", {"name": "own__pid", "arguments": {}})))
+    own_c = int(result_text(c.request(2, "tools/call", {"name": "own__pid", "arguments": {}})))
     # Idle for idleTimeout: stopped; the session stays, the next call starts a new one.
     assert wait_gone({own_b, own_c}, 15) == set()
-    again = int(_text(b.request(2, "tools/call", {"name": "own__pid", "arguments": {}})))
+    again = int(result_text(b.request(2, "tools/call", {"name": "own__pid", "arguments": {}})))
     assert again not in (own_a, own_b, own_c)
     with open(log) as f:
         assert "its instance of backend own had no call for 2 s; stopping it" in f.read()
@@ -127,12 +127,12 @@ def test_per_session_instances_are_capped_per_principal(daemon, tmp_path):
     ci, ci2, ops = LineClient(first), LineClient(first), LineClient(second)
     for client in (ci, ci2, ops):
         client.initialize()
-    assert _text(ci.request(1, "tools/call", {"name": "own__pid", "arguments": {}}))
+    assert result_text(ci.request(1, "tools/call", {"name": "own__pid", "arguments": {}}))
     refused = ci2.request(1, "tools/call", {"name": "own__pid", "arguments": {}})
     assert refused["error"]["code"] == -32007, refused
     assert refused["error"]["data"] == {"backend": "own", "limit": 1, "cap": "maxInstancesPerPrincipal"}
     assert "for ci" in refused["error"]["message"]
-    assert _text(ops.request(1, "tools/call", {"name": "own__pid", "arguments": {}}))
+    assert result_text(ops.request(1, "tools/call", {"name": "own__pid", "arguments": {}}))
     for client in (ci, ci2, ops):
         client.close()
 
@@ -146,7 +146,7 @@ def test_a_daemonized_descendant_ends_with_its_backend(raw_gateway, write_config
     assert alive(first)
     assert "error" in gw.request("tools/call", {"name": "d__crash", "arguments": {}})
     assert wait_gone({first}, 15) == set()  # the restart ended it
-    second = _until(
+    second = until(
         lambda: (out := gw.request("tools/call", {"name": "d__daemon_pid", "arguments": {}})).get("result")
         and int(out["result"]["content"][0]["text"]),
         what="the restarted backend",
@@ -163,7 +163,7 @@ def test_a_daemonized_descendant_ends_with_the_daemon(daemon, tmp_path):
     wait_for_path(sock)
     client = LineClient(sock)
     client.initialize()
-    helper = int(_text(client.request(1, "tools/call", {"name": "d__daemon_pid", "arguments": {}})))
+    helper = int(result_text(client.request(1, "tools/call", {"name": "d__daemon_pid", "arguments": {}})))
     assert alive(helper)
     client.close()
     os.kill(pid, signal.SIGTERM)
@@ -195,12 +195,12 @@ def test_an_adopted_descendant_that_exits_is_reaped(daemon, tmp_path):
     wait_for_path(sock)
     client = LineClient(sock)
     client.initialize()
-    helpers = {int(_text(client.request(i, "tools/call", {"name": "d__short_daemon", "arguments": {}}))) for i in (1, 2)}
+    helpers = {int(result_text(client.request(i, "tools/call", {"name": "d__short_daemon", "arguments": {}}))) for i in (1, 2)}
     assert wait_gone(helpers, 15) == set()
     deadline = time.monotonic() + 20
     while _zombie_children(pid) & helpers and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _zombie_children(pid) == set()
     # The backend itself (spawned by Twisted) still answers: its status was not taken.
-    assert int(_text(client.request(3, "tools/call", {"name": "d__daemon_pid", "arguments": {}})))
+    assert int(result_text(client.request(3, "tools/call", {"name": "d__daemon_pid", "arguments": {}})))
     client.close()

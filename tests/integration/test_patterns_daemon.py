@@ -14,8 +14,8 @@ import os
 import signal
 import subprocess
 
-from .conftest import LineClient, bin_path, free_port, server, wait_for_path, wait_gone
-from .test_daemon_ops import ADMIN_TOKEN, _admin, _until
+from .conftest import LineClient, bin_path, free_port, server, until, wait_for_path, wait_gone
+from .test_daemon_ops import ADMIN_TOKEN, _admin
 
 
 def test_check_config_refuses_malformed_patterns(write_config, tmp_path):
@@ -126,7 +126,7 @@ def test_a_flood_of_refusals_is_audited_and_logged_within_a_budget(daemon, tmp_p
     def report():
         return [r for r in _audit_records(audit) if r["method"] == "policy/refusals-suppressed"]
 
-    _until(report, timeout=30, what="the report of suppressed refusals")
+    until(report, timeout=30, what="the report of suppressed refusals")
     records = _audit_records(audit)
     denied = [r for r in records if r["method"] == "tools/call" and r["decision"] == "deny"]
     assert len(denied) == 5
