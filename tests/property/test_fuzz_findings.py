@@ -45,3 +45,12 @@ def test_foldedRangesStillMatch(first: str, rest: str) -> None:
     name = f"time__{first}{rest}"
     assert matches("*__[c-e]*", name, "__", "time")
     assert matches("*__[c-e]*", name, "__", "time", fold=True)
+
+
+@pytest.mark.parametrize("kind", [{"Authorization": "Bearer x"}, ["http"], 42])
+def test_aServerTypeThatIsNotTextIsAConfigError(kind: object) -> None:
+    """Found by fuzz_config: a mapping or list as a server's type raised TypeError (unhashable)."""
+    data = {"mcpServers": {"api": {"type": kind, "url": "http://127.0.0.1:9/mcp"}}}
+    with pytest.raises(ConfigError) as caught:
+        build(data, "gateway.json", {}, "/etc")
+    assert "mcpServers.api.type" in caught.value.render()

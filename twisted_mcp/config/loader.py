@@ -208,7 +208,7 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
         if spec is None:
             continue
         kind = spec.get("type", "http" if "url" in spec and "command" not in spec else "stdio")
-        if kind not in _HTTP_TYPES and kind != "stdio":
+        if not isinstance(kind, str) or (kind not in _HTTP_TYPES and kind != "stdio"):
             check.problem(
                 _join(path, "type"),
                 f"expected \"stdio\", \"http\" (Streamable HTTP) or \"sse\" (the legacy HTTP+SSE transport), got {_describe(kind)}",
