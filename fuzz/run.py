@@ -6,7 +6,10 @@ grows a working corpus in fuzz/artifacts/corpus/NAME, so a later run goes on
 from where the last one stopped.  A crash leaves its input in
 fuzz/artifacts/NAME-crash-* (replay it with `python fuzz/fuzz_NAME.py FILE`).
 
-FUZZ_TARGETS=framing,sse picks targets; FUZZ_SEED fixes libFuzzer's seed.
+FUZZ_TARGETS=framing,sse picks targets; FUZZ_SEED fixes libFuzzer's seed, and
+FUZZ_RUNS stops each target after that many inputs (whichever of the time and
+the count comes first): CI sets both, so that its short run is the same run
+every time and fails only on a regression, never on a new find by chance.
 Prints one line per target and exits 1 when any target crashed.
 """
 
@@ -39,6 +42,8 @@ def fuzz(name: str) -> tuple[bool, str]:
     argv = [sys.executable, os.path.join(HERE, f"fuzz_{name}.py"), corpus, os.path.join(HERE, "corpus", name)]
     argv += [f"-max_total_time={SECONDS}", "-timeout=10", "-rss_limit_mb=2048", "-max_len=4096"]
     argv += [f"-artifact_prefix={os.path.join(ARTIFACTS, name)}-", "-print_final_stats=1"]
+    if "FUZZ_RUNS" in os.environ:
+        argv.append(f"-runs={int(os.environ['FUZZ_RUNS'])}")
     if "FUZZ_SEED" in os.environ:
         argv.append(f"-seed={int(os.environ['FUZZ_SEED'])}")
     log = os.path.join(ARTIFACTS, f"{name}.log")
