@@ -157,8 +157,9 @@ class SessionProtocol(LineFramer):
 
             def write(data: bytes) -> None:
                 writer.write(data)
-                if writer.queued() > limit:
-                    self._stuck_client(writer.queued())
+                queued = writer.queued()
+                if queued > limit:
+                    self._stuck_client(queued)
 
         self.progress = ProgressHold(write, self.label)
         if hasattr(self.transport, "registerProducer"):

@@ -52,17 +52,19 @@ def write_now(fd: Any, data: bytes) -> None:
 class Writer:
     """Coalesces writes to one Twisted C{FileDescriptor} (see module doc)."""
 
-    __slots__ = ("fd", "chunks")
+    __slots__ = ("fd", "chunks", "held")
 
     def __init__(self, fd: Any) -> None:
         self.fd = fd
         self.chunks: list[bytes] = []
+        #: Bytes in C{chunks}, kept as they come: C{queued} runs after every write.
+        self.held = 0
 
     def queued(self) -> int:
         """Bytes written but not yet taken by the kernel."""
         fd = self.fd
         try:
-            queued: int = fd._tempDataLen + len(fd.dataBuffer) - fd.offset + sum(map(len, self.chunks))
+            queued: int = fd._tempDataLen + len(fd.dataBuffer) - fd.offset + self.held
             return queued
         except AttributeError:
             return 0
@@ -72,6 +74,7 @@ class Writer:
             if not self.chunks:
                 _dirty.append(self)
             self.chunks.append(data)
+            self.held += len(data)
         else:
             write_now(self.fd, data)
 
@@ -79,6 +82,7 @@ class Writer:
         chunks = self.chunks
         if chunks:
             self.chunks = []
+            self.held = 0
             write_now(self.fd, chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
 
