@@ -27,13 +27,13 @@ HEAD_LENGTH = 4096
 TAIL_LENGTH = 256
 
 
-def _first_bytes(chunks: list[bytes]) -> bytes:
-    """The first C{HEAD_LENGTH} bytes of C{chunks}, joining only as many as needed."""
+def first_bytes(chunks: list[bytes], n: int) -> bytes:
+    """The first C{n} bytes of C{chunks}, joining only as many as needed."""
     needed, end = 0, 0
-    while end < len(chunks) and needed < HEAD_LENGTH:
+    while end < len(chunks) and needed < n:
         needed += len(chunks[end])
         end += 1
-    return b"".join(chunks[:end])[:HEAD_LENGTH]
+    return b"".join(chunks[:end])[:n]
 
 
 def _last_bytes(chunks: list[bytes]) -> bytes:
@@ -137,7 +137,7 @@ class LineFramer(LineReceiver):
     def _overflow(self) -> None:
         # Every read so far, not just the first: a short first read would
         # hide the id the stdio backend looks for.
-        head = _first_bytes(self._chunks)
+        head = first_bytes(self._chunks, HEAD_LENGTH)
         size = self._buffered
         self._tail = _last_bytes(self._chunks)
         self._chunks = []

@@ -7,19 +7,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from twisted_mcp.wire.framing import first_bytes
+
 #: The standard's byte-order mark, skipped at the start of a stream.
 _BOM = b"\xef\xbb\xbf"
 _DATA = b"data:"
-
-
-def _first_bytes(chunks: list[bytes], n: int) -> bytes:
-    """The first C{n} bytes of C{chunks}, joining only as many as needed."""
-    head = b""
-    for chunk in chunks:
-        if len(head) >= n:
-            break
-        head += chunk[: n - len(head)]
-    return head
 
 
 class Event(NamedTuple):
@@ -99,7 +91,7 @@ class SSEParser:
             rest = chunk[start:]
             self._partial.append(rest)
             self._partial_len += len(rest)
-            self._refuse_past_limit(self._measure(_first_bytes(self._partial, 6), self._partial_len, False))
+            self._refuse_past_limit(self._measure(first_bytes(self._partial, 6), self._partial_len, False))
         return events
 
     def _skip_bom(self, chunk: bytes) -> bytes:
