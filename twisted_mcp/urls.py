@@ -59,10 +59,16 @@ def shown_url(url: str) -> str:
     return origin + path + ("?…" if parts.query else "")
 
 
+def shown_text(text: str) -> str:
+    """C{text} with every URL in it shown through L{shown_url} (an error
+    message may quote the address it failed on)."""
+    return _URL_IN_TEXT.sub(lambda m: shown_url(m.group(0)), text)
+
+
 def shown_args(args: Iterable[Any]) -> str:
     """Command-line arguments as shown to people: every URL in them
     through L{shown_url} (C{postgresql://app:secret@db/app})."""
-    return " ".join(_URL_IN_TEXT.sub(lambda m: shown_url(m.group(0)), str(a)) for a in args)
+    return " ".join(shown_text(str(a)) for a in args)
 
 
 def split_credentials(url: str) -> tuple[str, str | None]:

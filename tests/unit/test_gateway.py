@@ -352,6 +352,25 @@ class ToolsTests(InitializedTestCase):
         error = self.assertError(self.take()[0], 5, -32602)
         self.assertEqual(error, {"code": -32602, "message": "bad args", "data": {"field": "a"}})
 
+    def assertOneUnencodableAnswer(self, data: Any) -> None:
+        """A backend's error whose C{data} cannot be encoded is still
+        answered, once, with its own id (trial fails the test on an
+        unhandled error in a Deferred)."""
+        self.call(5, "alpha__add", {})
+        self.alpha.calls[0].deferred.errback(JsonRpcError(-32602, "bad args", data))
+        (answer,) = self.take()
+        self.assertError(answer, 5, -32603, "the answer could not be encoded")
+        self.assertEqual(self.session.in_flight, {})
+
+    def test_backendErrorTooDeepToEncode(self) -> None:
+        data: Any = "bottom"
+        for _ in range(5000):
+            data = [data]
+        self.assertOneUnencodableAnswer(data)
+
+    def test_backendErrorNotFinite(self) -> None:
+        self.assertOneUnencodableAnswer({"value": float("nan")})
+
     def test_backendUnavailable(self) -> None:
         self.alpha.state = State.DOWN
         self.alpha.last_error = "the process exited with code 1"

@@ -731,6 +731,23 @@ class CancellationTests(HttpTestCase):
             self.stop(backend)
 
 
+    def test_notificationNeverAnswered(self) -> None:
+        """A notification's POST that is never answered is logged as a
+        timeout, not as a failed connection."""
+        backend, _ = self.started()
+        d = backend.call("tools/call", {"name": "get_time"}, timeout=30.0)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        note = self.pending("notifications/cancelled")
+        with capturedLogs() as events:
+            self.clock.advance(5.0)
+        self.assertTrue(note.cancelled)
+        (warning,) = [e for e in events if e.get("backend") == "remote"]
+        self.assertIn("within 5 s", warning["why"])
+        self.assertNotIn("connection failed", warning["why"])
+        self.assertEqual(backend.state, State.UP)
+        self.stop(backend)
+
 class ReachabilityTests(HttpTestCase):
     def test_refusedAtDiscovery(self) -> None:
         backend = self.make()
@@ -1141,6 +1158,21 @@ class LegacyTests(HttpTestCase):
         self.assertEqual(backend.state, State.UP)
         self.stop_legacy(backend, stream)
 
+
+    def test_postNeverAnswered(self) -> None:
+        """A POST the server never answers is a timeout (-32031), not a lost
+        connection: Deferred.addTimeout raises defer.TimeoutError."""
+        backend, stream = self.legacy_up()
+        d = backend.call("tools/call", {"name": "get_time"}, timeout=30.0)
+        call = self.pending("tools/call")
+        self.clock.advance(5.0)
+        self.assertTrue(call.cancelled)
+        e = self.failureResultOf(d, JsonRpcError).value
+        self.assertEqual(e.code, errors.BACKEND_TIMEOUT)
+        self.assertEqual(e.data, {"backend": "remote", "timeout": 5.0})
+        self.assertIn("within 5 s", e.message)
+        self.assertEqual(backend.state, State.UP)
+        self.stop_legacy(backend, stream)
 
 class FastPathTests(SynchronousTestCase):
     def test_addressesRememberedAreBounded(self) -> None:

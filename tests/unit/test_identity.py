@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from treq.testing import StringStubbingResource, StubTreq
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mcp.policy.identity import (
@@ -35,6 +35,7 @@ from twisted_mcp.policy.identity import (
     Principal,
     parse_identity,
 )
+from twisted_mcp.urls import shown_url
 
 NOW = 1_700_000_000.0
 SECRET = "s3cret-s3cret-s3cret-s3cret-s3cret!"  # 35 bytes
@@ -466,7 +467,7 @@ class JwksUrlTests(IdentityTestCase):
         server = JwksServer(b"oops", code=503)
         token = jwt.encode(claims(), rsa_key(), algorithm="RS256", headers={"kid": "k1"})
         auth = self.authenticator(token, http=server.client, algorithms=("RS256",), jwksUrl=URL)
-        self.refused(auth, "could not be fetched: HTTP 503", URL, token=token)
+        self.refused(auth, "could not be fetched: HTTP 503", shown_url(URL), token=token)
         server.code, server.body = 200, jwks_body(jwk(rsa_key(), "k1"))
         self.refused(auth, "HTTP 503", token=token)
         self.assertEqual(len(server.requests), 1)
@@ -510,6 +511,62 @@ class JwksUrlTests(IdentityTestCase):
     def test_needs_a_client(self) -> None:
         config = IdentityConfig(jwt=JwtConfig(tokenEnv=ENV, algorithms=("RS256",), jwksUrl=URL))
         self.assertRaises(ValueError, Authenticator, config, {}, self.clock)
+
+
+SECRET_URL = "https://jwks-user:userinfo-pw@idp.example.com/path-token-42/jwks.json?key=query-token-7"
+SECRET_PARTS = ("jwks-user", "userinfo-pw", "path-token-42", "query-token-7")
+
+
+class RefusingClient:
+    """A client whose every request fails: the connection is refused."""
+
+    def get(self, url: str, **kwargs: Any) -> Deferred[Any]:
+        return fail(ConnectionRefusedError("Connection was refused by other side"))
+
+
+class JwksUrlSecretTests(IdentityTestCase):
+    """
+    A JWKS URL may carry credentials or tokens in its userinfo, path and
+    query: when its fetch fails, the error the client gets (which is also
+    the audit record's reason) and every log line show it through
+    L{shown_url}.
+    """
+
+    def assertNoSecret(self, auth: Authenticator, events: list[Any]) -> None:
+        shown = [self.refused(auth, shown_url(SECRET_URL)).message]
+        shown += [formatEvent(e) for e in events] + [repr(e) for e in events]
+        for text in shown:
+            for secret in SECRET_PARTS:
+                self.assertNotIn(secret, text)
+
+    def fetch_fails(self, client: Any, max_bytes: int | None = None) -> None:
+        token = jwt.encode(claims(), rsa_key(), algorithm="RS256", headers={"kid": "k1"})
+        config = IdentityConfig(jwt=JwtConfig(tokenEnv=ENV, algorithms=("RS256",), jwksUrl=SECRET_URL))
+        with capturedLogs() as events:
+            auth = Authenticator(config, {ENV: token}, self.clock, client)
+            if max_bytes is not None:
+                auth.jwks_max_bytes = max_bytes
+            d = auth.start()
+            self.clock.advance(auth.jwks_timeout)
+            self.successResultOf(d)
+            self.assertRaises(IdentityError, auth.authenticate)
+            self.clock.advance(auth.jwks_refetch_interval)  # the refetch is logged too
+            self.assertRaises(IdentityError, auth.authenticate)
+            self.clock.advance(auth.jwks_timeout)
+        self.assertTrue(events)
+        self.assertNoSecret(auth, events)
+
+    def test_too_large(self) -> None:
+        self.fetch_fails(JwksServer(b" " * 200).client, max_bytes=100)
+
+    def test_timeout(self) -> None:
+        self.fetch_fails(HangingClient())
+
+    def test_refused(self) -> None:
+        self.fetch_fails(RefusingClient())
+
+    def test_no_usable_key(self) -> None:
+        self.fetch_fails(JwksServer(jwks_body(jwk(rsa_key(), "k1", use="enc"))).client)
 
 
 class PrincipalTests(IdentityTestCase):

@@ -23,6 +23,7 @@ from treq.client import HTTPClient
 from treq.cookies import IndexableCookieJar  # type: ignore[attr-defined]
 from twisted.internet import error as neterror
 from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -373,6 +374,9 @@ class _HttpRun:
                     f"backend {self.name!r} did not answer within {self.backend.call_timeout:g} s",
                     {"backend": self.name, "timeout": self.backend.call_timeout},
                 )
+            except DeferredTimeoutError:
+                self._not_accepted_in_time(rid)
+                return
             except _CONNECT_ERRORS as e:
                 self.backend._unreachable(self, f"cannot connect to {shown_url(self.backend.config.url)}: {_why(e)}")
                 return
@@ -434,6 +438,13 @@ class _HttpRun:
         finally:
             if rid is not None and self.exchanges.get(rid) is exchange:
                 del self.exchanges[rid]
+
+    def _not_accepted_in_time(self, rid: Any) -> None:
+        """A POST bounded by C{addTimeout} got no answer: that raises
+        L{twisted.internet.defer.TimeoutError}, not the connect timeout of
+        L{twisted.internet.error}."""
+        timeout = self.backend.call_timeout
+        self._fail(rid, errors.BACKEND_TIMEOUT, f"backend {self.name!r} did not accept the message within {timeout:g} s", timeout=timeout)
 
     def _fail(self, rid: Any, code: int, message: str, **data: Any) -> None:
         if rid is None:
@@ -705,8 +716,8 @@ class _SseRun(_HttpRun):
         request.addTimeout(self.backend.call_timeout, self.backend.clock)
         try:
             response = await request
-        except (CancelledError, neterror.TimeoutError):
-            self._fail(rid, errors.BACKEND_TIMEOUT, f"backend {self.name!r} did not accept the message within {self.backend.call_timeout:g} s", timeout=self.backend.call_timeout)
+        except (CancelledError, neterror.TimeoutError, DeferredTimeoutError):
+            self._not_accepted_in_time(rid)
             return
         except _CONNECT_ERRORS as e:
             self.backend._unreachable(self, f"cannot connect to {shown_url(self.backend.config.url)}: {_why(e)}")

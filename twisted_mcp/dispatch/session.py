@@ -126,7 +126,8 @@ class ClientSession:
         error: dict[str, Any] = {"code": code, "message": message}
         if data is not None:
             error["data"] = data
-        self._write(encode({"jsonrpc": "2.0", "id": id, "error": error}))
+        # Through _send: a backend's error data may not encode (too deep, NaN).
+        self._send({"jsonrpc": "2.0", "id": id, "error": error})
 
     # -- input -------------------------------------------------------------
 

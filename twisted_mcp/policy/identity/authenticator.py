@@ -19,6 +19,7 @@ from twisted_mcp.config._check import _describe
 from twisted_mcp.policy.identity.config import LOCAL_WARNING, IdentityConfig, JwtConfig
 from twisted_mcp.policy.identity.keys import _Key, load_pem, parse_jwks
 from twisted_mcp.policy.principal import LOCAL_PRINCIPAL, IdentityError, Principal
+from twisted_mcp.urls import shown_text, shown_url
 
 log = Logger()
 
@@ -141,7 +142,12 @@ class Authenticator:
             log.error("identity: {problem}", problem=problem)
 
     async def _fetch(self, url: str) -> None:
-        """Fetch the key set at C{url}; keep its keys, or why it failed."""
+        """
+        Fetch the key set at C{url}; keep its keys, or why it failed.  The
+        URL may carry credentials or tokens: every message shows it through
+        L{shown_url}, and C{_url_problem} reaches the client and the audit.
+        """
+        shown = shown_url(url)
         self._last_fetch = self._clock.seconds()
         self._fetching = True
         d = Deferred.fromCoroutine(self._download(url))
@@ -152,19 +158,19 @@ class Authenticator:
         except CancelledError:
             raise
         except Exception as e:
-            why = str(e) or type(e).__name__
+            why = shown_text(str(e)) or type(e).__name__
             if isinstance(e, DeferredTimeoutError):
                 why = f"no answer within {self.jwks_timeout:g} s"
-            self._url_problem = f"the key set at {url} could not be fetched: {why[:300]}"
+            self._url_problem = f"the key set at {shown} could not be fetched: {why[:300]}"
             log.error("identity: {problem}", problem=self._url_problem)
             return
         finally:
             self._fetching = False
         for why in skipped:
-            log.warn("identity: {url}: key skipped: {why}", url=url, why=why)
+            log.warn("identity: {url}: key skipped: {why}", url=shown, why=why)
         self._url_keys = keys
-        self._url_problem = None if keys else f"the key set at {url} holds no usable key (RSA or P-256 public keys for signatures)"
-        log.info("identity: {count} key(s) fetched from {url}", count=len(keys), url=url)
+        self._url_problem = None if keys else f"the key set at {shown} holds no usable key (RSA or P-256 public keys for signatures)"
+        log.info("identity: {count} key(s) fetched from {url}", count=len(keys), url=shown)
 
     async def _download(self, url: str) -> bytes:
         response = await self._http.get(url, headers={"Accept": ["application/json"]}, allow_redirects=False)
@@ -334,7 +340,7 @@ class Authenticator:
         d.addErrback(self._unexpected)
 
     async def _refetch(self, url: str, token: str) -> None:
-        log.info("identity: fetching the key set at {url} again", url=url)
+        log.info("identity: fetching the key set at {url} again", url=shown_url(url))
         await self._fetch(url)
         if self._principal is None and self._failure.reason == "keys":
             self._check(token)
