@@ -345,10 +345,20 @@ def daemon(write_config, tmp_path):
         return pid, logfile
 
     yield start
+    # Stop each daemon as an operator would (SIGTERM), so that it ends what its
+    # backends left behind; SIGKILL only one that does not stop in time (a
+    # SIGKILLed gateway leaves its backends' daemonized descendants to init).
+    pids = []
     for pidfile, _ in started:
         try:
-            os.kill(read_pid(pidfile), signal.SIGKILL)
+            pids.append(read_pid(pidfile))
+            os.kill(pids[-1], signal.SIGTERM)
         except (OSError, ValueError):
+            pass
+    for pid in wait_gone(set(pids), 30.0):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
             pass
 
 

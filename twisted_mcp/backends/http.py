@@ -24,8 +24,8 @@ from treq.cookies import IndexableCookieJar  # type: ignore[attr-defined]
 from twisted.internet import error as neterror
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
-from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import URI, Agent, HTTPConnectionPool, ResponseDone, _HTTP11ClientFactory
@@ -624,7 +624,7 @@ class _HttpRun:
                 return
             if self.backend.clock.seconds() - started > 30:
                 delay = 1.0
-            await _sleep(self.backend.clock, delay)
+            await deferLater(self.backend.clock, delay)
             delay = min(delay * 2, 30.0)
             if generation != self._generation:
                 return
@@ -868,8 +868,3 @@ async def _wait(d: Deferred[Any]) -> None:
     d.addBoth(lambda r: (waiter.called or waiter.callback(None), r)[1])
     await waiter
 
-
-def _sleep(clock: IReactorTime, seconds: float) -> Deferred[None]:
-    d: Deferred[None] = Deferred()
-    clock.callLater(seconds, d.callback, None)
-    return d

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.task import LoopingCall
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -662,7 +662,7 @@ class StdioBackend(SupervisedBackend):
                 if sent.get(pid) != sig:
                     sent[pid] = sig
                     signal_group(pid, sig, leader_alive=True)
-            await _sleep(self.clock, 0.05)
+            await deferLater(self.clock, 0.05)
 
     async def _reap_group(self, child: _Child) -> None:
         """End whatever is left in the child's process group."""
@@ -677,7 +677,7 @@ class StdioBackend(SupervisedBackend):
             if self.clock.seconds() >= deadline:
                 signal_group(pgid, signal.SIGKILL)
                 break
-            await _sleep(self.clock, 0.05)
+            await deferLater(self.clock, 0.05)
         # Once empty, the group id may be reused: never signal it again.
         child.group_gone = not group_alive(pgid)
 
@@ -692,11 +692,6 @@ class StdioBackend(SupervisedBackend):
             call.cancel()
         return bool(result)
 
-
-def _sleep(clock: IReactorTime, seconds: float) -> Deferred[None]:
-    d: Deferred[None] = Deferred()
-    clock.callLater(seconds, d.callback, None)
-    return d
 
 
 def stop_all(backends: list[Backend]) -> Deferred[Any]:
