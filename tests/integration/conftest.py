@@ -265,9 +265,8 @@ def raw_gateway(tmp_path):
         gw.finish()
 
 
-def descendants(pid: int) -> set[int]:
-    """Every live process below C{pid} (by parent links, from /proc)."""
-    children: dict[int, list[int]] = {}
+def processes():
+    """(pid, state, parent pid) of every process, from /proc."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -277,9 +276,15 @@ def descendants(pid: int) -> set[int]:
         except OSError:
             continue
         fields = stat[stat.rfind(b")") + 2 :].split()
-        if fields[0] == b"Z":
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry))
+        yield int(entry), fields[0], int(fields[1])
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below C{pid} (by parent links, from /proc)."""
+    children: dict[int, list[int]] = {}
+    for child, state, parent in processes():
+        if state != b"Z":
+            children.setdefault(parent, []).append(child)
     out: set[int] = set()
     todo = [pid]
     while todo:

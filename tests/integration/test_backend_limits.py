@@ -13,7 +13,19 @@ import signal
 import subprocess
 import time
 
-from .conftest import LineClient, alive, bin_path, free_port, gateway_env, result_text, server, until, wait_for_path, wait_gone
+from .conftest import (
+    LineClient,
+    alive,
+    bin_path,
+    free_port,
+    gateway_env,
+    processes,
+    result_text,
+    server,
+    until,
+    wait_for_path,
+    wait_gone,
+)
 from .test_daemon_ops import ADMIN_TOKEN, _admin, _servers_below
 from .test_http import http_server  # noqa: F401 (a fixture)
 
@@ -172,19 +184,7 @@ def test_a_daemonized_descendant_ends_with_the_daemon(daemon, tmp_path):
 
 def _zombie_children(pid: int) -> set[int]:
     """The children of C{pid} that exited and were never waited on."""
-    zombies = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if fields[0] == b"Z" and int(fields[1]) == pid:
-            zombies.add(int(entry))
-    return zombies
+    return {child for child, state, parent in processes() if state == b"Z" and parent == pid}
 
 
 def test_an_adopted_descendant_that_exits_is_reaped(daemon, tmp_path):
