@@ -377,11 +377,8 @@ class _HttpRun:
             except DeferredTimeoutError:
                 self._not_accepted_in_time(rid)
                 return
-            except _CONNECT_ERRORS as e:
-                self.backend._unreachable(self, f"cannot connect to {shown_url(self.backend.config.url)}: {_why(e)}")
-                return
             except Exception as e:
-                self._fail(rid, errors.BACKEND_LOST, f"backend {self.name!r}: the connection failed: {_why(e)}")
+                self._post_failed(rid, e)
                 return
             code = response.code
             if code in (400, 404) and sent_with is not None and method != "initialize" and not retried:
@@ -438,6 +435,14 @@ class _HttpRun:
         finally:
             if rid is not None and self.exchanges.get(rid) is exchange:
                 del self.exchanges[rid]
+
+    def _post_failed(self, rid: Any, e: Exception) -> None:
+        """A POST raised (after timeouts and cancellation were handled): a
+        server that cannot be reached is down; anything else fails this call."""
+        if isinstance(e, _CONNECT_ERRORS):
+            self.backend._unreachable(self, f"cannot connect to {shown_url(self.backend.config.url)}: {_why(e)}")
+        else:
+            self._fail(rid, errors.BACKEND_LOST, f"backend {self.name!r}: the connection failed: {_why(e)}")
 
     def _not_accepted_in_time(self, rid: Any) -> None:
         """A POST bounded by C{addTimeout} got no answer: that raises
@@ -719,11 +724,8 @@ class _SseRun(_HttpRun):
         except (CancelledError, neterror.TimeoutError, DeferredTimeoutError):
             self._not_accepted_in_time(rid)
             return
-        except _CONNECT_ERRORS as e:
-            self.backend._unreachable(self, f"cannot connect to {shown_url(self.backend.config.url)}: {_why(e)}")
-            return
         except Exception as e:
-            self._fail(rid, errors.BACKEND_LOST, f"backend {self.name!r}: the connection failed: {_why(e)}")
+            self._post_failed(rid, e)
             return
         if 200 <= response.code < 300:
             await self._discard(response)
