@@ -19,6 +19,7 @@ with atheris.instrument_imports(include=["twisted_mcp"]):
 
     from twisted_mcp.dispatch.gateway import Gateway
     from twisted_mcp.dispatch.session import ClientSession
+    from twisted_mcp.frontends.stream import line_caller
     from twisted_mcp.frontends.stream import deliver
     from twisted_mcp.mcp import errors
     from twisted_mcp.wire import jsonrpc
@@ -59,7 +60,7 @@ def check_session(line, value):
     out = []
     gateway = Gateway([], "__", Clock(), 5.0)
     gateway.start()
-    session = ClientSession(gateway, out.append, "fuzz")
+    session = ClientSession(gateway, line_caller(out.append, "fuzz"))
     deliver(session, b'{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18"}}')
     del out[:]
     deliver(session, line)

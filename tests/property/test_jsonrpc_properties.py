@@ -18,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.dispatch.session import ClientSession
+from twisted_mcp.frontends.stream import line_caller
 from twisted_mcp.frontends.stream import deliver
 from twisted_mcp.mcp import errors
 from twisted_mcp.wire import jsonrpc
@@ -136,7 +137,7 @@ class Session:
         self.gateway = Gateway([self.backend], "__", self.clock, 5.0)
         self.gateway.start()
         self.out: list[bytes] = []
-        self.session = ClientSession(self.gateway, self.out.append, "prop")
+        self.session = ClientSession(self.gateway, line_caller(self.out.append, "prop"))
         if initialized:
             self.line(encode({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18"}}))
             self.line(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')

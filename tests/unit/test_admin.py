@@ -28,6 +28,7 @@ from twisted_mcp.backends.base import State
 from twisted_mcp.config import Config, GatewaySettings, HttpServer
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.dispatch.session import ClientSession
+from twisted_mcp.frontends.stream import line_caller
 from twisted_mcp.frontends.stream import deliver
 from twisted_mcp.mcp import errors
 from twisted_mcp.ops import admin as admin_module
@@ -167,7 +168,7 @@ class World:
 
     def session(self, label: str, client: dict[str, Any] | None = None, peer: Any = None, version: str = "2025-06-18") -> ClientSession:
         out: list[bytes] = []
-        session = ClientSession(self.gateway, out.append, label, peer)
+        session = ClientSession(self.gateway, line_caller(out.append, label, peer))
         self.out[label] = out
         self.send(session, {"jsonrpc": "2.0", "id": 0, "method": "initialize",
                             "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": client or {"name": "c"}}})
@@ -474,7 +475,7 @@ class TestStatus:
         world = World(policy=Policy(PolicyConfig(), "__", Clock(), authenticate))
         world.ready()
         world.session("a", peer="known")
-        ClientSession(world.gateway, lambda line: None, "b", "stranger")
+        ClientSession(world.gateway, line_caller(lambda line: None, "b", "stranger"))
         clients = world.get(b"/status?format=json").json()["clients"]
         assert [(c["id"], c["principal"]) for c in clients] == [("a", "alice"), ("b", None)]
         page = world.get(b"/status").body.decode()

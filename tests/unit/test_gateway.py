@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted_mcp.backends.base import State
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.dispatch.session import ClientSession
+from twisted_mcp.frontends.stream import line_caller
 from twisted_mcp.frontends import stream as stream_module
 from twisted_mcp.frontends.stream import deliver
 from twisted_mcp.mcp import errors
@@ -38,7 +39,7 @@ class SessionTestCase(SynchronousTestCase):
             self.beta._first_discovery_done()
         self.gateway.start()
         self.out: list[bytes] = []
-        self.session = ClientSession(self.gateway, self.out.append, "test")
+        self.session = ClientSession(self.gateway, line_caller(self.out.append, "test"))
 
     def tearDown(self) -> None:
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -197,7 +198,7 @@ class HandshakeTests(SessionTestCase):
         expected.update({"2099-01-01": "2025-11-25", "": "2025-11-25", None: "2025-11-25", 5: "2025-11-25"})
         self.assertEqual(set(HANDSHAKE_VERSIONS), {"2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"})
         for asked, answered in expected.items():
-            self.session = ClientSession(self.gateway, self.out.append)
+            self.session = ClientSession(self.gateway, line_caller(self.out.append, "stdio"))
             self.assertEqual(self.initialize(asked)["result"]["protocolVersion"], answered, asked)
 
     def test_initializeWithoutParams(self) -> None:
@@ -459,7 +460,7 @@ class ToolsTests(InitializedTestCase):
 
     def test_toolsChangedNotBeforeInitialize(self) -> None:
         other: list[bytes] = []
-        ClientSession(self.gateway, other.append)
+        ClientSession(self.gateway, line_caller(other.append, "stdio"))
         self.alpha.tools = []
         self.alpha._changed()
         self.assertEqual(other, [])
@@ -601,6 +602,6 @@ class GatewayTests(SynchronousTestCase):
 
     def test_sessionsRegistered(self) -> None:
         gw = Gateway([], "__", Clock(), 1.0)
-        s = ClientSession(gw, [].append)
+        s = ClientSession(gw, line_caller([].append, "stdio"))
         self.assertIn(s, gw.sessions)
 

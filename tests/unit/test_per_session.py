@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted_mcp.backends.base import Backend
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.dispatch.session import ClientSession
+from twisted_mcp.frontends.stream import line_caller
 from twisted_mcp.frontends.stream import deliver
 from twisted_mcp.mcp import errors
 from twisted_mcp.mcp.versions import LATEST_HANDSHAKE
@@ -55,7 +56,7 @@ class PerSessionTests(SynchronousTestCase):
 
     def session(self, label: str, principal: str = "local") -> ClientSession:
         out = self.out[label] = []
-        session = ClientSession(self.gateway, lambda line: out.append(json.loads(line)), label, peer=principal)
+        session = ClientSession(self.gateway, line_caller(lambda line: out.append(json.loads(line)), label, principal))
         deliver(session, json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": LATEST_HANDSHAKE, "capabilities": {}, "clientInfo": {"name": label}}}).encode())
         out.clear()
         return session

@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.dispatch.session import ClientSession
+from twisted_mcp.frontends.stream import line_caller
 from twisted_mcp.frontends.stream import deliver
 from twisted_mcp.mcp import errors
 from twisted_mcp.policy.identity import Principal
@@ -158,7 +159,7 @@ class GatewayLogTests(SynchronousTestCase):
         backend._first_discovery_done()
         gateway.start()
         out: list[bytes] = []
-        session = ClientSession(gateway, out.append, "s1", None)
+        session = ClientSession(gateway, line_caller(out.append, "s1", None))
         send = lambda m: deliver(session, json.dumps(m).encode())  # noqa: E731
         send({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "c"}}})
         send({"jsonrpc": "2.0", "method": "notifications/initialized"})

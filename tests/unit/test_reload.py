@@ -21,6 +21,7 @@ from twisted_mcp.backends.http import HttpBackend
 from twisted_mcp.config import Config, ConfigError
 from twisted_mcp.config.loader import load
 from twisted_mcp.dispatch.session import ClientSession
+from twisted_mcp.frontends.stream import line_caller
 from twisted_mcp.frontends.stream import deliver
 from twisted_mcp.mcp import errors
 from twisted_mcp.policy.breaker import Breaker
@@ -87,7 +88,7 @@ class World:
     def session(self, label: str, peer: Any = None) -> ClientSession:
         out: list[bytes] = []
         self.out[label] = out
-        session = ClientSession(self.svc.gateway, out.append, label, peer)
+        session = ClientSession(self.svc.gateway, line_caller(out.append, label, peer))
         deliver(session, json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18"}}).encode())
         deliver(session, b'{"jsonrpc": "2.0", "method": "notifications/initialized"}')
         assert session.initialized
@@ -385,7 +386,7 @@ class TestViews:
         world.service(self.config(["alpha"]))
         world.ready({"alpha": ["echo"], "beta": ["time"]})
         out: list[bytes] = []
-        ClientSession(world.svc.gateway, out.append, "fresh", Peer(transport="unix", uid=4242, gid=4242, pid=3))
+        ClientSession(world.svc.gateway, line_caller(out.append, "fresh", Peer(transport="unix", uid=4242, gid=4242, pid=3)))
         world.reload(self.config(["beta"]))
         assert out == []
 
@@ -470,7 +471,7 @@ class TestPerSessionEdges:
         spawned: list[Any] = []
         svc.gateway.spawn = lambda template: spawned.append(template)
         with pytest.raises(Exception) as e:
-            s._own_instance(old)
+            s.instances._instance(old)
         assert e.value.code == errors.BACKEND_UNAVAILABLE and "removed or replaced" in e.value.message
         assert spawned == []
 

@@ -25,6 +25,7 @@ from twisted_mcp.backends.stdio import SHIM, StdioBackend, child_environment
 from twisted_mcp.config import StdioServer
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.dispatch.session import ClientSession
+from twisted_mcp.frontends.stream import line_caller
 from twisted_mcp.frontends.stream import deliver
 from twisted_mcp.mcp import errors
 from twisted_mcp.mcp.versions import LATEST_HANDSHAKE
@@ -830,7 +831,7 @@ class ThroughGatewayTests(BackendTestCase):
         self.gateway = Gateway([self.backend], "__", self.clock, 1.0)
         self.gateway.start()
         self.out: list[bytes] = []
-        self.session = ClientSession(self.gateway, self.out.append)
+        self.session = ClientSession(self.gateway, line_caller(self.out.append, "stdio"))
         deliver(self.session, b'{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}')
         del self.out[:]
 

@@ -14,11 +14,15 @@ from twisted.logger import Logger
 
 from twisted_mcp.backends.base import Backend
 from twisted_mcp.dispatch.catalog import Catalog
+from twisted_mcp.dispatch.reverse import Reverse
+from twisted_mcp.dispatch.server_logs import ServerLogs
+from twisted_mcp.dispatch.subscriptions import Subscriptions
 from twisted_mcp.mcp import errors
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import PolicyConfig
 from twisted_mcp.wire.jsonrpc import (
     INTERNAL_ERROR,
+    JsonRpcError,
     INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
@@ -54,10 +58,11 @@ class Gateway:
         spawn: Callable[[Backend], Backend] | None = None,
     ) -> None:
         self.backends = {b.name: b for b in backends}
-        #: Makes (and starts) a fresh instance of a per-session backend.
-        self.spawn = spawn
+        self._spawn = spawn
         #: Running instances of per-session backends, over every session.
         self.instances: set[Backend] = set()
+        #: The session each running instance belongs to.
+        self.instance_owners: dict[Backend, ClientSession] = {}
         #: Stops of per-session instances under way (sessions that ended).
         self.stopping_instances: set[Deferred[Any]] = set()
         self.catalog = Catalog(separator)
@@ -69,13 +74,43 @@ class Gateway:
         #: Sessions draining their calls in flight.
         self.closing: set[ClientSession] = set()
         self.discovery_bound = discovery_bound
+        #: The backends each session may see something of (for log messages).
+        self._sight: dict[ClientSession, frozenset[str]] = {}
         self.ready = False
         self.ready_waiters: list[Deferred[None]] = []
         #: Requests answered, by (method, outcome, error code), for /metrics;
         #: outcome is ok, tool_error, error or cancelled.
         self.requests: dict[tuple[str, str, str], int] = {}
+        #: Where backends' requests to clients and their notifications go.
+        self.reverse = Reverse(self)
+        self.subscriptions = Subscriptions(self)
+        self.logs = ServerLogs(self)
+        #: Each backend's state when its listener last ran (to tell a restart).
+        self._states: dict[Backend, str] = {}
         for b in backends:
-            b.add_listener(self._backend_changed)
+            self._watch(b)
+
+    @property
+    def spawn(self) -> Callable[[Backend], Backend] | None:
+        """Makes (and starts) a fresh instance of a per-session backend,
+        wired to this gateway like the shared ones."""
+        if self._spawn is None:
+            return None
+        return self._spawn_instance
+
+    @spawn.setter
+    def spawn(self, spawn: Callable[[Backend], Backend] | None) -> None:
+        self._spawn = spawn
+
+    def _spawn_instance(self, template: Backend) -> Backend:
+        assert self._spawn is not None
+        instance = self._spawn(template)
+        self._watch(instance)
+        return instance
+
+    def _watch(self, backend: Backend) -> None:
+        backend.events = self.reverse
+        backend.add_listener(self._backend_changed)
 
     def start(self) -> None:
         """Wait (in the background) for every backend's first discovery."""
@@ -115,9 +150,12 @@ class Gateway:
         tools of the backend it replaces)."""
         if replacing is not None:
             replacing.remove_listener(self._backend_changed)
+            self._states.pop(replacing, None)
+            self.logs.forget(replacing)
+            self.subscriptions.replaced(replacing, backend)
             self.policy.breakers.pop(backend.name, None)  # a new backend: a fresh breaker
         self.backends[backend.name] = backend
-        backend.add_listener(self._backend_changed)
+        self._watch(backend)
         if self.ready and (replacing is not None or backend.tools):
             self._rebuild(always=True)  # the entries now name the new backend
 
@@ -126,25 +164,89 @@ class Gateway:
         if self.backends.get(backend.name) is backend:
             del self.backends[backend.name]
         backend.remove_listener(self._backend_changed)
+        self._states.pop(backend, None)
+        self.logs.forget(backend)
         self.policy.breakers.pop(backend.name, None)
         if self.ready:
-            self._rebuild()
+            self._changed(self._rebuild())
 
     def _backend_changed(self, backend: Backend) -> None:
+        state = backend.state.value
+        was = self._states.get(backend)
+        self._states[backend] = state
+        if state == "up" and was != "up":
+            # A (re)start: the backend forgot what clients asked of it.
+            self.subscriptions.backend_up(backend)
+            self.logs.backend_up(backend)
+        if backend in self.instances:
+            if state == "stopped":
+                self._states.pop(backend, None)
+                self.logs.forget(backend)
+            return  # an instance's listings are its template's
         self.policy.backend_changed(backend)
         if not self.ready:
             return
-        if self._rebuild():
-            for session in list(self.sessions):
-                session.tools_changed()
+        self._changed(self._rebuild())
 
-    def _rebuild(self, always: bool = False) -> bool:
+    def _changed(self, kinds: frozenset[str]) -> None:
+        """Tell every session which listings changed."""
+        notices = {"resourceTemplates": "resources"}
+        for kind in {notices.get(k, k) for k in kinds}:
+            for session in list(self.sessions):
+                session.list_changed(kind)
+
+    def _rebuild(self, always: bool = False) -> frozenset[str]:
         """Rebuild the catalog from the backends; the policy reviews it when
-        the tool list changed (or C{always}).  Returns whether it changed."""
+        the tool list changed (or C{always}).  Returns the kinds that changed."""
         changed = self.catalog.rebuild(self.backends.values())
-        if changed or always:
+        if "tools" in changed or always:
             self.policy.catalog_changed(self.catalog.entries)
+        self._sight.clear()
         return changed
+
+    def session_ending(self, session: ClientSession) -> None:
+        """C{session} takes no more requests: it leaves what it subscribed to."""
+        self.sessions.discard(session)
+        self.subscriptions.session_ended(session)
+        self._sight.pop(session, None)
+        if session.caller.log_level is not None:
+            self.logs.apply()
+
+    def roots_changed(self, session: ClientSession) -> None:
+        """The client's roots changed: tell every backend it has used."""
+        for name in sorted(session.used):
+            backend = session.own.get(name) or self.backends.get(name)
+            if backend is not None and backend.state.value == "up":
+                backend.notify("notifications/roots/list_changed", None)
+
+    def sees_backend(self, session: ClientSession, name: str) -> bool:
+        """Whether the session's caller may see anything of backend C{name}
+        (its log messages are for those who do)."""
+        policy = self.policy
+        if not policy.active:
+            return True
+        seen = self._sight.get(session)
+        if seen is None:
+            seen = self._sight[session] = self._visible_backends(session)
+        return name in seen
+
+    def _visible_backends(self, session: ClientSession) -> frozenset[str]:
+        from twisted_mcp.dispatch.lists import NOUNS
+
+        policy = self.policy
+        try:
+            principal = policy.principal(session.peer)
+        except JsonRpcError:
+            return frozenset()
+        names: set[str] = set()
+        catalog = self.catalog
+        for kind, listing in (("tools", catalog.tools), ("prompts", catalog.prompts), ("resources", catalog.resources), ("resourceTemplates", catalog.templates)):
+            for definition in policy.listing(principal, NOUNS[kind], listing.listing, listing.entries):
+                key = definition.get("name") if kind in ("tools", "prompts") else definition.get("uri" if kind == "resources" else "uriTemplate")
+                entry = listing.entries.get(key)
+                if entry is not None:
+                    names.add(entry.backend.name)
+        return frozenset(names)
 
     def instance_counts(self) -> dict[str, int]:
         """Running per-session instances, by backend name."""
@@ -160,7 +262,29 @@ class Gateway:
         requests[key] = requests.get(key, 0) + 1
 
     def capabilities(self) -> dict[str, Any]:
-        return {"tools": {"listChanged": True}}
+        """What the gateway offers its clients: tools always; the rest when
+        some backend offers it."""
+        offered: dict[str, Any] = {"tools": {"listChanged": True}}
+        servers = [b.capabilities for b in self.backends.values()]
+        if any("prompts" in c for c in servers):
+            offered["prompts"] = {"listChanged": True}
+        if any("resources" in c for c in servers):
+            subscribe = any(type(c.get("resources")) is dict and c["resources"].get("subscribe") is True for c in servers)
+            offered["resources"] = {"listChanged": True, **({"subscribe": True} if subscribe else {})}
+        if any("completions" in c for c in servers):
+            offered["completions"] = {}
+        if any("logging" in c for c in servers):
+            offered["logging"] = {}
+        return offered
+
+    def instructions(self) -> str | None:
+        """The backends' instructions, each under its backend's name."""
+        parts = []
+        for name in sorted(self.backends):
+            text = self.backends[name].instructions
+            if text and text.strip():
+                parts.append(f"## {name}\n\n{text.strip()}")
+        return "\n\n".join(parts) or None
 
 
 __all__ = ["Gateway"]

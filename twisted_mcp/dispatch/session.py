@@ -1,23 +1,29 @@
 """
-The MCP server side of one client connection (L{ClientSession}): the
-JSON-RPC envelope, the MCP lifecycle, the four methods, calls in flight and
-draining.  It takes decoded messages and knows nothing of how their bytes
-travel (stdio or sockets).
+The MCP server side of one client (L{ClientSession}): the JSON-RPC
+envelope, the lifecycle, requests in flight and their answers, the client's
+notifications and its answers to the gateway's own requests, and draining.
+
+It takes decoded messages and sends messages through its L{Caller}; it
+knows nothing of the bytes (NDJSON over stdio or a socket, HTTP).  What
+each method does lives in L{twisted_mcp.dispatch.handlers}.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_mcp.backends.base import Backend
+from twisted_mcp.dispatch.caller import Caller
 from twisted_mcp.dispatch.gateway import Gateway
+from twisted_mcp.dispatch.handlers import METHODS
+from twisted_mcp.dispatch.instances import OwnInstances, principal_name
+from twisted_mcp.dispatch.reverse import ClientRequests
 from twisted_mcp.mcp import errors
-from twisted_mcp.mcp.versions import SERVER_INFO, negotiate
 from twisted_mcp.policy.refusals import CoalescedRefusal
 from twisted_mcp.wire.jsonrpc import (
     INTERNAL_ERROR,
@@ -26,115 +32,111 @@ from twisted_mcp.wire.jsonrpc import (
     METHOD_NOT_FOUND,
     JsonRpcError,
     MessageError,
-    encode,
     id_key,
 )
 
 log = Logger()
 
-#: Characters of a client's name and of its version a session keeps.
-_CLIENT_INFO_CHARS = 256
 
+class InFlight:
+    """One request of the client's that is not answered yet."""
 
-def _client_info(info: dict[str, Any]) -> dict[str, str]:
-    """The name and version a client gave, as short strings: a session keeps
-    them as long as it lasts (for /status), and an initialize may be as
-    large as gateway.maxHandshakeBytes; the rest is not used."""
-    return {key: value[:_CLIENT_INFO_CHARS] for key in ("name", "version") if type(value := info.get(key)) is str}
+    __slots__ = ("rid", "key", "method", "call", "progress", "backend")
+
+    def __init__(self, rid: Any, method: str) -> None:
+        self.rid = rid
+        self.key = id_key(rid)
+        self.method = method
+        #: The policy's L{twisted_mcp.policy.call.Call}, once it exists.
+        self.call: Any = None
+        #: The key of its progress notifications, if the client asked for them.
+        self.progress: Any = None
+        #: The name of the backend it went to, once routed.
+        self.backend: str | None = None
 
 
 class ClientSession:
     """
-    The MCP server side of one client connection.
+    The MCP server side of one client.
 
-    It receives decoded messages (L{message_received}) from a front-end,
-    which also reports what it could not decode (L{undecodable}) or cut
-    (L{message_too_long}), and answers through C{send}.
-
-    @param send: writes one encoded message (a line) toward the client.
+    A front-end hands it each decoded message (L{message_received}), and
+    reports what it could not decode (L{undecodable}) or cut
+    (L{message_too_long}); everything toward the client goes through
+    C{caller.send}.
     """
 
-    def __init__(
-        self,
-        gateway: Gateway,
-        send: Callable[[bytes], None],
-        label: str = "stdio",
-        peer: Any = None,
-        max_in_flight: int = 256,
-        progress: Any = None,
-    ) -> None:
+    def __init__(self, gateway: Gateway, caller: Caller, max_in_flight: int = 256) -> None:
         self.gateway = gateway
-        self._write = send
-        #: Where progress notifications go, if not straight to C{send}: an
-        #: object with C{send(key, line)} and C{end(key)} (the call of
-        #: C{key} was answered), which may coalesce them while the client
-        #: is not reading (L{twisted_mcp.frontends.stream.ProgressHold}).
-        self.progress = progress
-        self.label = label
-        #: Who is on the other end (a L{twisted_mcp.policy.peers.Peer}),
-        #: which the policy turns into a principal; None on stdio.
-        self.peer = peer
-        self.protocol_version: str | None = None
-        self.client_info: dict[str, Any] = {}
+        self.caller = caller
         self.initialized = False
         self.closing = False
-        self.in_flight: dict[tuple[type, Any], Deferred[Any]] = {}
+        #: The client's requests in flight, by id key.
+        self.in_flight: dict[tuple[type, Any], InFlight] = {}
+        self._deferreds: dict[tuple[type, Any], Deferred[Any]] = {}
         #: Requests beyond this many in flight are refused (gateway.maxCallsInFlight).
         self.max_in_flight = max_in_flight
         self._refusing = False
-        #: This session's own instances of per-session backends, by name.
-        self.own: dict[str, Backend] = {}
-        #: The principal its instances run for (maxInstancesPerPrincipal).
-        self.owner: str | None = None
-        self._calls_to_own: dict[str, int] = {}
-        self._idle_stops: dict[str, Any] = {}
-        self._releasing: Deferred[Any] | None = None
+        #: Calls in flight to each backend (by name): a server-to-client
+        #: request from a stdio backend goes to the only session with one.
+        self.backend_calls: dict[str, int] = {}
+        #: Backends this session has sent a request to (roots/list_changed goes to them).
+        self.used: set[str] = set()
+        self.instances = OwnInstances(gateway, caller.label, lambda: principal_name(gateway, caller.peer))
+        #: The gateway's own requests to this client (sampling, elicitation, roots).
+        self.client_requests = ClientRequests(self)
         self._shutdown_error: JsonRpcError | None = None
         self._drained: list[Deferred[None]] = []
-        self._requests: dict[str, Callable[[Any, dict[str, Any]], Any]] = {
-            "initialize": self._initialize,
-            "ping": self._ping,
-            "tools/list": self._tools_list,
-            "tools/call": self._tools_call,
-        }
         gateway.sessions.add(self)
+
+    # -- what others read of the caller ------------------------------------
+
+    @property
+    def label(self) -> str:
+        return self.caller.label
+
+    @property
+    def peer(self) -> Any:
+        return self.caller.peer
+
+    @peer.setter
+    def peer(self, peer: Any) -> None:
+        self.caller.peer = peer
+
+    @property
+    def protocol_version(self) -> str | None:
+        return self.caller.version
+
+    @property
+    def client_info(self) -> dict[str, str]:
+        return self.caller.info
+
+    @property
+    def own(self) -> dict[str, Backend]:
+        """This session's own instances of per-session backends, by name."""
+        return self.instances.own
 
     # -- output ------------------------------------------------------------
 
-    def _send(self, message: dict[str, Any], progress_of: Any = None) -> int:
-        try:
-            data = encode(message)
-        except (ValueError, TypeError, RecursionError) as e:
-            log.error("could not encode a message for the client: {why}", why=str(e)[:200])
-            if "id" in message:
-                data = encode(
-                    {
-                        "jsonrpc": "2.0",
-                        "id": message["id"],
-                        "error": {"code": INTERNAL_ERROR, "message": f"the answer could not be encoded: {e}"},
-                    }
-                )
-            else:
-                return 0
-        if progress_of is not None and self.progress is not None:
-            self.progress.send(progress_of, data)
-        else:
-            self._write(data)
-        return len(data)
+    def send(self, message: dict[str, Any], related: Any = None, progress_of: Any = None) -> int:
+        """One message toward the client; its size in bytes."""
+        return self.caller.send(message, related, progress_of)
+
+    def notify(self, method: str, params: dict[str, Any] | None = None, related: Any = None) -> None:
+        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            message["params"] = params
+        self.caller.send(message, related, None)
 
     def _send_error(self, id: Any, code: int, message: str, data: Any = None) -> None:
         error: dict[str, Any] = {"code": code, "message": message}
         if data is not None:
             error["data"] = data
-        # Through _send: a backend's error data may not encode (too deep, NaN).
-        self._send({"jsonrpc": "2.0", "id": id, "error": error})
-
-    # -- input -------------------------------------------------------------
+        self.caller.send({"jsonrpc": "2.0", "id": id, "error": error}, None, None)
 
     # -- input (a front-end decodes the bytes) --------------------------------
 
     def message_received(self, message: Any) -> None:
-        """One decoded JSON value from the client, checked as a JSON-RPC message and answered."""
+        """One decoded JSON value from the client, checked as a JSON-RPC message and handled."""
         if type(message) is not dict:
             if type(message) is list:
                 self._send_error(
@@ -165,7 +167,8 @@ class ClientSession:
             return
         if method is None:
             if "result" in message or "error" in message:
-                return  # A response from the client: we send it no requests.
+                self.client_requests.response_received(message)
+                return
             self._send_error(rid, INVALID_REQUEST, "Invalid Request: no method")
             return
         if message.get("jsonrpc") != "2.0":
@@ -180,15 +183,18 @@ class ClientSession:
         elif type(params) is not dict:
             self._send_error(rid, INVALID_PARAMS, "Invalid params: params must be an object")
             return
-        handler = self._requests.get(method)
-        if handler is None:
+        self._request(rid, method, params)
+
+    def _request(self, rid: Any, method: str, params: dict[str, Any]) -> None:
+        spec = METHODS.get(method)
+        if spec is None:
             hint = ""
             if method == "server/discover":
                 hint = " (this gateway speaks the handshake era: send initialize)"
             self.gateway.count("other", "error", METHOD_NOT_FOUND)
             self._send_error(rid, METHOD_NOT_FOUND, f"Method not found: {method}{hint}")
             return
-        if not self.initialized and method != "initialize" and method != "ping":
+        if not self.initialized and not spec.before_initialize:
             self.gateway.count(method, "error", errors.NOT_INITIALIZED)
             self._send_error(
                 rid,
@@ -200,8 +206,17 @@ class ClientSession:
             self.gateway.count(method, "error", errors.GATEWAY_SHUTTING_DOWN)
             self._send_error(rid, errors.GATEWAY_SHUTTING_DOWN, "the gateway is shutting down")
             return
+        request = InFlight(rid, method)
         try:
-            result = handler(rid, params)
+            if spec.waits and not self.gateway.ready:
+                # The first requests wait (bounded) for every backend's discovery.
+                self._admit(rid)
+                d = self.gateway.when_ready().addCallback(lambda _: spec.handle(self, request, params))
+                self._track(request, d)
+                return
+            if spec.routed:
+                self._admit(rid)
+            result = spec.handle(self, request, params)
         except JsonRpcError as e:
             self.gateway.count(method, "error", e.code)
             self._send_error(rid, e.code, e.message, e.data)
@@ -217,9 +232,11 @@ class ClientSession:
             self.gateway.count(method, "error", INTERNAL_ERROR)
             self._send_error(rid, INTERNAL_ERROR, f"Internal error: {e}")
             return
-        if result is not None:
+        if isinstance(result, Deferred):
+            self._track(request, result)
+        else:
             self.gateway.count(method, "ok")
-            self._send({"jsonrpc": "2.0", "id": rid, "result": result})
+            self.send({"jsonrpc": "2.0", "id": rid, "result": result})
 
     def undecodable(self, error: MessageError) -> None:
         """A message the front-end could not decode: answered with its error and no id."""
@@ -234,235 +251,12 @@ class ClientSession:
             {"limit": limit},
         )
 
-    # -- requests ----------------------------------------------------------
-
-    def _initialize(self, rid: Any, params: dict[str, Any]) -> dict[str, Any]:
-        if self.protocol_version is not None:
-            raise JsonRpcError(INVALID_REQUEST, "Invalid Request: initialize was already received")
-        self.protocol_version = negotiate(params.get("protocolVersion"))
-        info = params.get("clientInfo")
-        given = info if type(info) is dict else {}
-        self.client_info = _client_info(given)
-        self.initialized = True
-        # The log cuts each field itself, longer than the session keeps it.
-        log.info(
-            "client {client}: {name} {version} connected (protocol {protocol})",
-            client=self.label,
-            name=given.get("name", "?"),
-            version=given.get("version", "?"),
-            protocol=self.protocol_version,
-        )
-        return {
-            "protocolVersion": self.protocol_version,
-            "capabilities": self.gateway.capabilities(),
-            "serverInfo": SERVER_INFO,
-        }
-
-    def _ping(self, rid: Any, params: dict[str, Any]) -> dict[str, Any]:
-        return {}
-
-    def _tools_list(self, rid: Any, params: dict[str, Any]) -> dict[str, Any] | None:
-        if params.get("cursor") is not None:
-            raise JsonRpcError(INVALID_PARAMS, "Invalid params: unknown cursor (the gateway lists every tool in one page)")
-        if self.gateway.ready:
-            return self._listing()
-        # The first listing waits (bounded) for every backend's discovery.
-        self._admit(rid)
-        self._track(rid, self.gateway.when_ready().addCallback(lambda _: self._listing()), None, "tools/list")
-        return None
-
-    def _listing(self) -> dict[str, Any]:
-        policy = self.gateway.policy
-        if not policy.active:
-            return {"tools": self.gateway.catalog.listing}
-        record = policy.new_record(self.label, "tools/list")
-        try:
-            principal = policy.principal(self.peer)
-        except JsonRpcError as e:
-            raise policy.deny(record, e.code, e.message, e.data)
-        catalog = self.gateway.catalog
-        tools = policy.listing(principal, catalog.listing, catalog.entries)
-        if policy.audit is not None:
-            record["principal"] = principal.name
-            record["roles"] = list(principal.roles)
-            record["outcome"] = "ok"
-            record["reason"] = f"{len(tools)} of {len(catalog.listing)} tool(s) visible"
-            policy._audit(record)
-        return {"tools": tools}
-
-    def _tools_call(self, rid: Any, params: dict[str, Any]) -> None:
-        self._admit(rid)
-        holder: list[Any] = []
-        if self.gateway.ready:
-            self._track(rid, self._route_call(params, holder), holder)
-        else:
-            self._track(rid, self.gateway.when_ready().addCallback(lambda _: self._route_call(params, holder)), holder)
-        return None
-
-    def _route_call(self, params: dict[str, Any], holder: list[Any]) -> Deferred[Any]:
-        policy = self.gateway.policy
-        if policy.active:
-            call = policy.begin(self.label, params, self.gateway.catalog, self.peer)
-            holder.append(call)
-            entry = call.entry
-        else:
-            call = None
-            name = params.get("name")
-            if type(name) is not str:
-                raise JsonRpcError(INVALID_PARAMS, "Invalid params: tools/call needs params.name, a string")
-            entry = self.gateway.catalog.entries.get(name)
-            if entry is None:
-                raise JsonRpcError(INVALID_PARAMS, f"Unknown tool: {name!r}", {"tool": name})
-            args = params.get("arguments")
-            if args is not None and type(args) is not dict:
-                raise JsonRpcError(INVALID_PARAMS, "Invalid params: tools/call arguments must be an object")
-        out = dict(params)
-        out["name"] = entry.tool
-        on_progress = None
-        meta = params.get("_meta")
-        if type(meta) is dict and "progressToken" in meta:
-            token = meta["progressToken"]
-            out["_meta"] = dict(meta)
-            on_progress = self._progress_forwarder(token)
-        backend = entry.backend
-        if backend.per_session:
-            send = lambda: self._call_own(backend, out, on_progress)
-        else:
-            send = lambda: backend.call("tools/call", out, on_progress)
-        d = send() if call is None else call.dispatch(send)
-        if on_progress is not None and self.progress is not None:
-            d.addBoth(self._progress_ended, token)
-        return d
-
-    def _progress_ended(self, result: Any, token: Any) -> Any:
-        """The call is answered: progress held for it is stale now."""
-        self.progress.end((type(token), token))
-        return result
-
-    def _call_own(
-        self, template: Backend, params: dict[str, Any], on_progress: Callable[[dict[str, Any]], None] | None
-    ) -> Deferred[Any]:
-        """A call to this session's instance of a per-session backend; the
-        instance is stopped once it has had no call for its idle timeout."""
-        ready = self._own_instance(template)
-        name = template.name
-        self._calls_to_own[name] = self._calls_to_own.get(name, 0) + 1
-        idle = self._idle_stops.pop(name, None)
-        if idle is not None:
-            idle.cancel()
-        d = ready.addCallback(lambda b: b.call("tools/call", params, on_progress))
-        return d.addBoth(self._own_call_done, name)
-
-    def _own_call_done(self, result: Any, name: str) -> Any:
-        left = self._calls_to_own[name] = self._calls_to_own[name] - 1
-        instance = self.own.get(name)
-        if not left and instance is not None and instance.idle_timeout:
-            self._idle_stops[name] = self.gateway.clock.callLater(
-                instance.idle_timeout, self._stop_idle, name, instance
-            )
-        return result
-
-    def _stop_idle(self, name: str, instance: Backend) -> None:
-        self._idle_stops.pop(name, None)
-        if self.own.get(name) is not instance:
-            return  # already released (the session ended, or a reload replaced it)
-        del self.own[name]
-        log.info(
-            "client {client}: its instance of backend {backend} had no call for {idle:g} s; stopping it "
-            "(the next call starts a new one)",
-            client=self.label,
-            backend=name,
-            idle=instance.idle_timeout,
-        )
-        self._stop_instances([instance])
-
-    def _own_instance(self, template: Backend) -> Deferred[Backend]:
-        """This session's instance of a per-session backend, started on first use."""
-        instance = self.own.get(template.name)
-        if instance is None:
-            if self.gateway.backends.get(template.name) is not template:
-                # Removed or replaced (a reload) while this call waited.
-                raise errors.backend_error(
-                    errors.BACKEND_UNAVAILABLE, template.name, f"backend {template.name!r} was removed or replaced; call again"
-                )
-            if self.closing or self.gateway.spawn is None:
-                raise template.unavailable()
-            principal = self._principal_name()
-            self._check_instance_caps(template, principal)
-            instance = self.own[template.name] = self.gateway.spawn(template)
-            self.owner = principal
-            self.gateway.instances.add(instance)
-            log.info("client {client}: started its own instance of backend {backend}", client=self.label, backend=template.name)
-        if instance.state.value == "up":
-            return succeed(instance)
-        return instance.when_discovered().addCallback(lambda _: instance)
-
-    def _principal_name(self) -> str:
-        try:
-            return self.gateway.policy.principal(self.peer).name
-        except JsonRpcError:
-            return ""  # the policy refuses such a caller before any call reaches here
-
-    def _check_instance_caps(self, template: Backend, principal: str) -> None:
-        """Refuse (-32007) a new instance beyond the backend's caps."""
-        name = template.name
-        running = self.gateway.instance_counts().get(name, 0)
-        if running >= template.max_instances:
-            raise errors.backend_error(
-                errors.BUSY,
-                name,
-                f"backend {name!r} already runs {running} per-session instance(s), its cap (maxInstances); "
-                "try again when another session ends or goes idle",
-                limit=template.max_instances,
-                cap="maxInstances",
-            )
-        sessions = self.gateway.sessions | self.gateway.closing
-        mine = sum(1 for s in sessions if name in s.own and s.owner == principal)
-        if mine >= template.max_instances_per_principal:
-            raise errors.backend_error(
-                errors.BUSY,
-                name,
-                f"backend {name!r} already runs {mine} per-session instance(s) for {principal or 'this caller'}, "
-                "the cap per principal (maxInstancesPerPrincipal); end another session first",
-                limit=template.max_instances_per_principal,
-                cap="maxInstancesPerPrincipal",
-            )
-
-    def release_backends(self) -> Deferred[Any]:
-        """Stop this session's per-session backend instances; the result
-        fires once they (and any stopped by an earlier call) are gone."""
-        own, self.own = self.own, {}
-        idle, self._idle_stops = self._idle_stops, {}
-        for call in idle.values():
-            call.cancel()
-        if own:
-            self._stop_instances(list(own.values()))
-        if self._releasing is None or self._releasing.called:
-            return succeed(None)
-        done: Deferred[Any] = Deferred()
-        self._releasing.addBoth(lambda result: (done.callback(None), result)[1])
-        return done
-
-    def _stop_instances(self, instances: list[Backend]) -> None:
-        from twisted_mcp.backends.stdio import stop_all
-
-        for instance in instances:
-            self.gateway.instances.discard(instance)
-            log.info("client {client}: stopping its instance of backend {backend}", client=self.label, backend=instance.name)
-        releasing = stop_all(instances)
-        earlier = self._releasing
-        self._releasing = releasing if earlier is None or earlier.called else DeferredList([earlier, releasing])
-        stopping = self.gateway.stopping_instances
-        stopping.add(releasing)
-        releasing.addBoth(lambda result: (stopping.discard(releasing), result)[1])
-
-    def _check_unused(self, rid: Any) -> None:
-        if (type(rid), rid) in self.in_flight:
-            raise JsonRpcError(INVALID_REQUEST, f"Invalid Request: id {rid!r} is already used by a request in flight")
+    # -- requests in flight ------------------------------------------------
 
     def _admit(self, rid: Any) -> None:
         """Refuse a request whose id is in flight, or that would be one too many in flight."""
-        self._check_unused(rid)
+        if id_key(rid) in self.in_flight:
+            raise JsonRpcError(INVALID_REQUEST, f"Invalid Request: id {rid!r} is already used by a request in flight")
         limit = self.max_in_flight
         if len(self.in_flight) < limit:
             self._refusing = False
@@ -482,41 +276,53 @@ class ClientSession:
             {"limit": limit},
         )
 
-    def _track(self, rid: Any, d: Deferred[Any], holder: list[Any] | None = None, method: str = "tools/call") -> None:
-        """Answer C{rid} when C{d} fires; until then it is a call in flight.
-        C{holder} receives the call's policy L{Call} once it exists."""
-        key = (type(rid), rid)
-        self.in_flight[key] = d
-        args = (rid, key, holder, method)
-        d.addCallbacks(self._answer, self._answer_error, args, None, args)
+    def _track(self, request: InFlight, d: Deferred[Any]) -> None:
+        """Answer the request when C{d} fires; until then it is in flight."""
+        key = request.key
+        self.in_flight[key] = request
+        self._deferreds[key] = d
+        d.addCallbacks(self._answer, self._answer_error, (request,), None, (request,))
 
-    def _progress_forwarder(self, token: Any) -> Callable[[dict[str, Any]], None]:
-        key = (type(token), token)
+    def routed(self, request: InFlight, backend: Backend) -> None:
+        """The request goes to C{backend}: counted until it is answered."""
+        name = backend.name
+        request.backend = name
+        self.used.add(name)
+        self.backend_calls[name] = self.backend_calls.get(name, 0) + 1
 
-        def forward(params: dict[str, Any]) -> None:
-            out = dict(params)
-            out["progressToken"] = token
-            self._send({"jsonrpc": "2.0", "method": "notifications/progress", "params": out}, key)
+    def _ended(self, request: InFlight) -> None:
+        key = request.key
+        self.in_flight.pop(key, None)
+        self._deferreds.pop(key, None)
+        name = request.backend
+        if name is not None:
+            left = self.backend_calls[name] - 1
+            if left:
+                self.backend_calls[name] = left
+            else:
+                del self.backend_calls[name]
+        if request.progress is not None:
+            self.caller.call_ended(request.progress)
 
-        return forward
-
-    def _answer(self, result: Any, rid: Any, key: Any, holder: list[Any] | None, method: str) -> None:
-        del self.in_flight[key]
+    def _answer(self, result: Any, request: InFlight) -> None:
+        self._ended(request)
+        method = request.method
         self.gateway.count(method, "tool_error" if type(result) is dict and result.get("isError") is True else "ok")
-        size = self._send({"jsonrpc": "2.0", "id": rid, "result": result})
-        if holder:
-            holder[0].succeeded(result, size)
+        size = self.send({"jsonrpc": "2.0", "id": request.rid, "result": result})
+        if request.call is not None:
+            request.call.succeeded(result, size)
         if self.closing and not self.in_flight:
             self._fire_drained()
 
-    def _answer_error(self, failure: Failure, rid: Any, key: Any, holder: list[Any] | None, method: str) -> None:
-        self.in_flight.pop(key, None)
+    def _answer_error(self, failure: Failure, request: InFlight) -> None:
+        self._ended(request)
         e = failure.value
-        if holder:
-            holder[0].failed(e)
+        rid, method = request.rid, request.method
+        if request.call is not None:
+            request.call.failed(e)
         if isinstance(e, JsonRpcError):
             self.gateway.count(method, "error", e.code)
-            if errors.BACKEND_HTTP_ERROR <= e.code <= errors.AUTHENTICATION_FAILED and not isinstance(e, CoalescedRefusal):
+            if errors.is_gateways(e) and not isinstance(e, CoalescedRefusal):
                 # The gateway's own errors (policy, backend transport): the
                 # message is ours; a backend's own error may carry anything.
                 # Refusals beyond the principal's budget are reported in bulk.
@@ -545,24 +351,30 @@ class ClientSession:
         if self.closing and not self.in_flight:
             self._fire_drained()
 
-    # -- notifications -----------------------------------------------------
+    # -- notifications from the client --------------------------------------
 
     def _notification(self, method: str, params: Any) -> None:
+        if type(params) is not dict:
+            params = {}
         if method == "notifications/cancelled":
-            if type(params) is dict:
-                rid = params.get("requestId")
-                if type(rid) in (int, str, float):
-                    d = self.in_flight.get((type(rid), rid))
-                    if d is not None:
-                        d.cancel()
-        elif method == "notifications/initialized":
-            pass
-        # Other notifications (progress from the client, roots changes...)
-        # have no backend to go to yet.
+            rid = params.get("requestId")
+            if type(rid) in (int, str, float):
+                d = self._deferreds.get(id_key(rid))
+                if d is not None:
+                    d.cancel()
+        elif method == "notifications/progress":
+            self.client_requests.progress_received(params)
+        elif method == "notifications/roots/list_changed":
+            self.gateway.roots_changed(self)
+        # notifications/initialized and anything unknown: nothing to do.
+
+    def list_changed(self, kind: str) -> None:
+        """Tell the client a listing changed (C{kind}: tools, prompts or resources)."""
+        if self.initialized and not self.closing:
+            self.notify(f"notifications/{kind}/list_changed")
 
     def tools_changed(self) -> None:
-        if self.initialized and not self.closing:
-            self._send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+        self.list_changed("tools")
 
     # -- closing -----------------------------------------------------------
 
@@ -572,7 +384,9 @@ class ClientSession:
         seconds, then cancel the rest, answering each with an error.
         """
         self.closing = True
-        self.gateway.sessions.discard(self)
+        self.instances.closing = True
+        self.gateway.session_ending(self)
+        self.client_requests.close("the client's session ended")
         if not self.in_flight:
             return self.release_backends().addCallback(lambda _: None)
         self.gateway.closing.add(self)
@@ -588,6 +402,10 @@ class ClientSession:
 
         return d.addBoth(done)
 
+    def release_backends(self) -> Deferred[Any]:
+        """Stop this session's per-session backend instances."""
+        return self.instances.release()
+
     def cancel_all(self) -> None:
         if self.in_flight:
             log.warn(
@@ -598,7 +416,7 @@ class ClientSession:
         self._shutdown_error = JsonRpcError(
             errors.GATEWAY_SHUTTING_DOWN, "the gateway is shutting down; the call was cancelled"
         )
-        for d in list(self.in_flight.values()):
+        for d in list(self._deferreds.values()):
             d.cancel()
         self._fire_drained()
 
@@ -620,4 +438,4 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
-__all__ = ["ClientSession", "id_key"]
+__all__ = ["ClientSession", "InFlight", "id_key"]

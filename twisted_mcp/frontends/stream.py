@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from twisted_mcp.config import GatewaySettings
+from twisted_mcp.dispatch.caller import Caller
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.dispatch.session import ClientSession
 from twisted_mcp.frontends.admission import Admission
@@ -26,7 +27,7 @@ from twisted_mcp.mcp import errors
 from twisted_mcp.policy.peers import Peer, peer_of, with_certificate
 from twisted_mcp.wire._writer import batch, writer_for
 from twisted_mcp.wire.framing import LineFramer
-from twisted_mcp.wire.jsonrpc import INVALID_REQUEST, MessageError, decode, encode
+from twisted_mcp.wire.jsonrpc import INVALID_REQUEST, MessageError, decode, encode, encode_or_explain
 
 log = Logger()
 
@@ -39,6 +40,31 @@ def deliver(session: ClientSession, line: bytes) -> None:
         session.undecodable(e)
         return
     session.message_received(message)
+
+
+def line_caller(write: Callable[[bytes], None], label: str, peer: Any = None, progress: "ProgressHold | None" = None) -> Caller:
+    """
+    A caller whose messages are written as lines (NDJSON) by C{write};
+    progress notifications go through C{progress}, which may coalesce them
+    while the client does not read.
+    """
+
+    def send(message: dict[str, Any], related: Any = None, progress_of: Any = None) -> int:
+        data, why = encode_or_explain(message)
+        if why is not None:
+            log.error("could not encode a message for the client: {why}", why=why)
+        if data is None:
+            return 0
+        if progress_of is not None and progress is not None:
+            progress.send(progress_of, data)
+        else:
+            write(data)
+        return len(data)
+
+    caller = Caller(label, send, peer)
+    if progress is not None:
+        caller.call_ended = progress.end
+    return caller
 
 
 class ProgressHold:
@@ -166,7 +192,7 @@ class SessionProtocol(LineFramer):
             # Told when the client stops reading (and when it reads again).
             self.transport.registerProducer(self, True)
         self.session = ClientSession(
-            self.gateway, write, self.label, peer, self.settings.maxCallsInFlight, self.progress
+            self.gateway, line_caller(write, self.label, peer, self.progress), self.settings.maxCallsInFlight
         )
         if self.factory is not None:
             self.factory.connections.add(self)

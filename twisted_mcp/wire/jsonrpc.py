@@ -131,6 +131,23 @@ def encode(message: Any) -> bytes:
         raise ValueError("the message is nested too deeply to encode")
 
 
+def encode_or_explain(message: dict[str, Any]) -> tuple[bytes | None, str | None]:
+    """
+    Encode one outgoing message; when it cannot be encoded (a peer's data
+    nested too deeply, a non-finite number), a response becomes an internal
+    error answering the same id, and anything else is dropped (None).  The
+    second value says why, for the caller's log.
+    """
+    try:
+        return encode(message), None
+    except (ValueError, TypeError, RecursionError) as e:
+        why = str(e)[:200]
+        if "id" not in message or "method" in message:
+            return None, why
+        fallback = error_response(message["id"], INTERNAL_ERROR, f"the answer could not be encoded: {e}")
+        return encode(fallback), why
+
+
 def valid_id(value: Any) -> bool:
     """Whether C{value} is a usable request id: a string or a number, not a bool."""
     t = type(value)
@@ -354,4 +371,5 @@ __all__ = [
     "RequestTimeout",
     "decode",
     "encode",
+    "encode_or_explain",
 ]

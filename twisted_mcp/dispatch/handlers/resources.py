@@ -1,0 +1,78 @@
+"""
+C{resources/list}, C{resources/templates/list}, C{resources/read} and
+C{resources/subscribe}/C{unsubscribe}: URIs as clients see them are mapped
+to the owning backend's own (L{twisted_mcp.dispatch.catalog.Catalog.route_uri}).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted_mcp.backends.base import Backend
+from twisted_mcp.dispatch.lists import visible
+from twisted_mcp.dispatch.pages import page
+from twisted_mcp.dispatch.routing import forward, refuse
+from twisted_mcp.mcp.versions import HANDSHAKE_VERSIONS
+from twisted_mcp.policy.subject import Subject
+from twisted_mcp.wire.jsonrpc import INVALID_PARAMS
+
+if TYPE_CHECKING:
+    from twisted_mcp.dispatch.session import ClientSession, InFlight
+
+#: "Resource not found", as MCP defines it up to 2025-11-25 (later
+#: versions use -32602 and forbid -32002).
+RESOURCE_NOT_FOUND = -32002
+
+
+def list_resources(session: ClientSession, request: InFlight, params: dict[str, Any]) -> dict[str, Any]:
+    shown = visible(session, "resources/list", "resources", session.gateway.catalog.resources)
+    return page("resources", shown, params.get("cursor"))
+
+
+def list_templates(session: ClientSession, request: InFlight, params: dict[str, Any]) -> dict[str, Any]:
+    shown = visible(session, "resources/templates/list", "resourceTemplates", session.gateway.catalog.templates)
+    return page("resourceTemplates", shown, params.get("cursor"))
+
+
+def resolve(session: ClientSession, method: str, params: dict[str, Any]) -> tuple[Subject, Backend, str]:
+    """The subject, owning backend and backend's own URI of C{params.uri};
+    an unknown URI is refused (audited)."""
+    uri = params.get("uri")
+    if type(uri) is not str:
+        raise refuse(session, method, INVALID_PARAMS, f"Invalid params: {method} needs params.uri, a string")
+    catalog = session.gateway.catalog
+    route = catalog.route_uri(uri)
+    if route is None:
+        code = RESOURCE_NOT_FOUND if session.caller.version in HANDSHAKE_VERSIONS else INVALID_PARAMS
+        raise refuse(session, method, code, f"Resource not found: {catalog.why_unrouted(uri)}", {"uri": uri})
+    entry, backend, original = route
+    kind = "template" if entry is not None and "uriTemplate" in entry.definition else "resource"
+    return Subject(kind, uri, backend.name, original), backend, original
+
+
+def read(session: ClientSession, request: InFlight, params: dict[str, Any]) -> Any:
+    subject, backend, original = resolve(session, "resources/read", params)
+    out = dict(params)
+    out["uri"] = original
+    catalog = session.gateway.catalog
+    return forward(session, request, subject, backend, params, out, lambda result: catalog.expose_content(backend, result))
+
+
+def subscribe(session: ClientSession, request: InFlight, params: dict[str, Any]) -> Any:
+    subject, backend, original = resolve(session, "resources/subscribe", params)
+    out = dict(params)
+    out["uri"] = original
+    subscriptions = session.gateway.subscriptions
+
+    def send_to(target: Backend, out: dict[str, Any], context: Any) -> Any:
+        return subscriptions.subscribe(session, target, original, out, context)
+
+    return forward(session, request, subject, backend, params, out, send_to=send_to)
+
+
+def unsubscribe(session: ClientSession, request: InFlight, params: dict[str, Any]) -> dict[str, Any]:
+    uri = params.get("uri")
+    if type(uri) is not str:
+        raise refuse(session, "resources/unsubscribe", INVALID_PARAMS, "Invalid params: resources/unsubscribe needs params.uri, a string")
+    session.gateway.subscriptions.unsubscribe(session, uri)
+    return {}

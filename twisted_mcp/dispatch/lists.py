@@ -1,0 +1,41 @@
+"""
+A merged listing as one caller may see it: filtered by the policy (and the
+listing audited), for C{tools/list}, C{prompts/list}, C{resources/list}
+and C{resources/templates/list}.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted_mcp.wire.jsonrpc import JsonRpcError
+
+if TYPE_CHECKING:
+    from twisted_mcp.dispatch.catalog import Listing
+    from twisted_mcp.dispatch.session import ClientSession
+
+#: What each listing is called in results and in the policy.
+NOUNS = {"tools": "tool", "prompts": "prompt", "resources": "resource", "resourceTemplates": "template"}
+
+
+def visible(session: ClientSession, method: str, kind: str, listing: Listing) -> list[dict[str, Any]]:
+    """The definitions of C{listing} (of C{kind}) the session's caller may see."""
+    policy = session.gateway.policy
+    if not policy.active:
+        return listing.listing
+    record = policy.new_record(session.label, method)
+    try:
+        principal = policy.principal(session.peer)
+    except JsonRpcError as e:
+        raise policy.deny(record, e.code, e.message, e.data)
+    shown = policy.listing(principal, NOUNS[kind], listing.listing, listing.entries)
+    if policy.audit is not None:
+        record["principal"] = principal.name
+        record["roles"] = list(principal.roles)
+        record["outcome"] = "ok"
+        record["reason"] = f"{len(shown)} of {len(listing.listing)} {NOUNS[kind]}(s) visible"
+        policy._audit(record)
+    return shown
+
+
+__all__ = ["NOUNS", "visible"]

@@ -1,0 +1,112 @@
+"""
+How a client's request reaches a backend: the policy's checks, progress
+notifications routed back to the caller, the session's own instance of a
+per-session backend, and the call itself, carrying the context that ties
+the backend's own requests and notifications to this call.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import attrs
+from twisted.internet.defer import Deferred
+
+from twisted_mcp.backends.base import Backend
+from twisted_mcp.policy.subject import Subject
+from twisted_mcp.wire.jsonrpc import JsonRpcError
+
+if TYPE_CHECKING:
+    from twisted_mcp.dispatch.session import ClientSession, InFlight
+
+
+@attrs.frozen(eq=False)
+class Related:
+    """
+    The client request a backend call was made for: what a backend reports
+    with its server-to-client requests and notifications when its transport
+    ties them to that call.
+    """
+
+    session: ClientSession
+    rid: Any
+
+
+def forward(
+    session: ClientSession,
+    request: InFlight,
+    subject: Subject,
+    backend: Backend,
+    params: dict[str, Any],
+    out: dict[str, Any],
+    transform: Callable[[Any], Any] | None = None,
+    send_to: Callable[[Backend, dict[str, Any], Any], Deferred[Any]] | None = None,
+) -> Deferred[Any]:
+    """
+    Send C{request} to C{backend} with C{out} as its params, once the policy
+    allowed it (C{params} as the client sent them, for the policy's checks).
+    C{transform} maps the result on its way back (URIs in it).  C{send_to}
+    replaces the call itself: given the backend (the session's own
+    instance of a per-session one), C{out} and the call's context.
+    """
+    policy = session.gateway.policy
+    call = None
+    if policy.active:
+        call = policy.begin(session.label, request.method, subject, params, session.peer)
+        request.call = call
+    method = request.method
+    on_progress = None
+    meta = params.get("_meta")
+    if type(meta) is dict and "progressToken" in meta:
+        out["_meta"] = dict(meta)
+        on_progress = _progress_forwarder(session, request, meta["progressToken"])
+    context = Related(session, request.rid)
+
+    def call(target: Backend) -> Deferred[Any]:
+        if send_to is not None:
+            return send_to(target, out, context)
+        return target.call(method, out, on_progress, context=context)
+
+    if backend.per_session:
+        send: Callable[[], Deferred[Any]] = lambda: session.instances.call(backend, call)
+    else:
+        send = lambda: call(backend)
+    session.routed(request, backend)
+    d = send() if call is None else call.dispatch(send)
+    if transform is not None:
+        d.addCallback(transform)
+    return d
+
+
+def _progress_forwarder(session: ClientSession, request: InFlight, token: Any) -> Callable[[dict[str, Any]], None]:
+    key = request.progress = (type(token), token)
+    rid = request.rid
+
+    def forward_progress(params: dict[str, Any]) -> None:
+        out = dict(params)
+        out["progressToken"] = token
+        session.send({"jsonrpc": "2.0", "method": "notifications/progress", "params": out}, rid, key)
+
+    return forward_progress
+
+
+def refuse(session: ClientSession, method: str, code: int, message: str, data: Any = None) -> JsonRpcError:
+    """
+    The error for a request the policy never gets to check (an unknown
+    name or URI): audited as a refusal when the policy is active, after the
+    caller's identity (an unknown caller learns nothing of the catalog).
+    """
+    policy = session.gateway.policy
+    if not policy.active:
+        return JsonRpcError(code, message, data)
+    record = policy.new_record(session.label, method)
+    try:
+        principal = policy.principal(session.peer)
+    except JsonRpcError as e:
+        return policy.deny(record, e.code, e.message, e.data)
+    record["principal"] = principal.name
+    record["roles"] = list(principal.roles)
+    return policy.deny(record, code, message, data)
+
+
+__all__ = ["Related", "forward", "refuse"]

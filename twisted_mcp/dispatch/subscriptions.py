@@ -1,0 +1,174 @@
+"""
+L{Subscriptions}: clients' resource subscriptions, counted per backend: one
+upstream C{resources/subscribe} per URI whatever the number of clients,
+C{resources/unsubscribe} when the last one leaves, updates delivered only
+to the sessions subscribed, and every subscription made again when a
+backend comes back up (a restart, or the replacement of a reload).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+
+from twisted_mcp.backends.base import Backend
+
+if TYPE_CHECKING:
+    from twisted_mcp.dispatch.gateway import Gateway
+    from twisted_mcp.dispatch.session import ClientSession
+
+log = Logger()
+
+
+class _Upstream:
+    """One URI of one backend, and the sessions subscribed to it."""
+
+    __slots__ = ("target", "uri", "sessions", "waiting", "pending", "active")
+
+    def __init__(self, target: Backend, uri: str) -> None:
+        self.target = target
+        self.uri = uri
+        #: Subscribed sessions, each with the URI as it sees it.
+        self.sessions: dict[ClientSession, str] = {}
+        #: Sessions waiting for the upstream subscription to be made.
+        self.waiting: list[tuple[Deferred[Any], ClientSession, str]] = []
+        self.pending: Deferred[Any] | None = None
+        #: The backend accepted the subscription.
+        self.active = False
+
+
+class Subscriptions:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self._upstreams: dict[tuple[Backend, str], _Upstream] = {}
+        #: Each session's subscriptions: the URI it used -> upstream key.
+        self._of_session: dict[ClientSession, dict[str, tuple[Backend, str]]] = {}
+
+    def count(self) -> int:
+        """Upstream subscriptions held (for /metrics and tests)."""
+        return sum(1 for u in self._upstreams.values() if u.active)
+
+    def subscribe(self, session: ClientSession, target: Backend, uri: str, params: dict[str, Any], context: Any) -> Deferred[Any]:
+        """Subscribe C{session} to C{uri} of C{target}: upstream only for the first."""
+        key = (target, uri)
+        upstream = self._upstreams.get(key)
+        if upstream is None:
+            upstream = self._upstreams[key] = _Upstream(target, uri)
+        exposed = self.gateway.catalog.expose_uri(target, uri)
+        if upstream.active:
+            self._add(upstream, session, exposed)
+            return succeed({})
+        entry: list[Any] = []
+        waiter: Deferred[Any] = Deferred(lambda d: upstream.waiting.remove(entry[0]) if entry[0] in upstream.waiting else None)
+        entry.append((waiter, session, exposed))
+        upstream.waiting.append(entry[0])
+        if upstream.pending is None:
+            d = upstream.pending = target.call("resources/subscribe", params, context=context)
+            d.addCallbacks(self._made, self._refused, (upstream,), None, (upstream,))
+        return waiter
+
+    def _add(self, upstream: _Upstream, session: ClientSession, exposed: str) -> None:
+        upstream.sessions[session] = exposed
+        self._of_session.setdefault(session, {})[exposed] = (upstream.target, upstream.uri)
+
+    def _made(self, result: Any, upstream: _Upstream) -> None:
+        upstream.pending = None
+        upstream.active = True
+        waiting, upstream.waiting = upstream.waiting, []
+        for waiter, session, exposed in waiting:
+            if not session.closing:
+                self._add(upstream, session, exposed)
+            waiter.callback({})
+        if not upstream.sessions:
+            self._drop(upstream)
+
+    def _refused(self, failure: Any, upstream: _Upstream) -> None:
+        upstream.pending = None
+        waiting, upstream.waiting = upstream.waiting, []
+        for waiter, _, _ in waiting:
+            waiter.errback(failure)
+        if not upstream.sessions and not upstream.active:
+            self._upstreams.pop((upstream.target, upstream.uri), None)
+        return None
+
+    def unsubscribe(self, session: ClientSession, exposed: str) -> None:
+        """C{session} no longer wants updates of C{exposed} (nothing if it had no such subscription)."""
+        mine = self._of_session.get(session)
+        key = mine.pop(exposed, None) if mine else None
+        if mine is not None and not mine:
+            del self._of_session[session]
+        if key is None:
+            return
+        upstream = self._upstreams.get(key)
+        if upstream is not None:
+            upstream.sessions.pop(session, None)
+            if not upstream.sessions and not upstream.waiting and upstream.active:
+                self._drop(upstream)
+
+    def session_ended(self, session: ClientSession) -> None:
+        for exposed in list(self._of_session.get(session, {})):
+            self.unsubscribe(session, exposed)
+
+    def _drop(self, upstream: _Upstream) -> None:
+        """No session is left: end the upstream subscription (in the background)."""
+        self._upstreams.pop((upstream.target, upstream.uri), None)
+        upstream.active = False
+        target = upstream.target
+        if target.state.value != "up":
+            return
+        try:
+            d = target.call("resources/unsubscribe", {"uri": upstream.uri})
+        except Exception as e:
+            log.info("backend {backend}: could not unsubscribe from {uri}: {why}", backend=target.name, uri=upstream.uri, why=e)
+            return
+        d.addErrback(
+            lambda f: log.info("backend {backend}: could not unsubscribe from {uri}: {why}", backend=target.name, uri=upstream.uri, why=f.getErrorMessage())
+        )
+
+    def backend_up(self, target: Backend) -> None:
+        """C{target} (re)started: its subscriptions are made again."""
+        for upstream in list(self._upstreams.values()):
+            if upstream.target is not target or not upstream.active:
+                continue
+            try:
+                d = target.call("resources/subscribe", {"uri": upstream.uri})
+            except Exception as e:
+                log.warn("backend {backend}: could not subscribe again to {uri}: {why}", backend=target.name, uri=upstream.uri, why=e)
+                continue
+            d.addCallback(lambda _, u=upstream: log.info("backend {backend}: subscribed again to {uri}", backend=target.name, uri=u.uri))
+            d.addErrback(
+                lambda f, u=upstream: log.warn(
+                    "backend {backend}: could not subscribe again to {uri}: {why}", backend=target.name, uri=u.uri, why=f.getErrorMessage()
+                )
+            )
+
+    def replaced(self, old: Backend, new: Backend) -> None:
+        """A reload replaced C{old} by C{new}: its subscriptions move to C{new},
+        made again once it is up."""
+        for key, upstream in list(self._upstreams.items()):
+            if upstream.target is not old:
+                continue
+            del self._upstreams[key]
+            upstream.target = new
+            self._upstreams[(new, upstream.uri)] = upstream
+            for session in upstream.sessions:
+                mine = self._of_session.get(session, {})
+                for exposed, k in list(mine.items()):
+                    if k == key:
+                        mine[exposed] = (new, upstream.uri)
+
+    def updated(self, target: Backend, params: dict[str, Any]) -> None:
+        """C{notifications/resources/updated} from C{target}: to the sessions subscribed."""
+        uri = params.get("uri")
+        upstream = self._upstreams.get((target, uri)) if type(uri) is str else None
+        if upstream is None:
+            return
+        for session, exposed in list(upstream.sessions.items()):
+            out = dict(params)
+            out["uri"] = exposed
+            session.notify("notifications/resources/updated", out)
+
+
+__all__ = ["Subscriptions"]
