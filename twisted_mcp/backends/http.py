@@ -369,7 +369,7 @@ class _HttpRun:
             except CancelledError:
                 if exchange.aborted or self.closed:
                     return
-                raise JsonRpcError(
+                raise errors.GatewayError(
                     errors.BACKEND_TIMEOUT,
                     f"backend {self.name!r} did not answer within {self.backend.call_timeout:g} s",
                     {"backend": self.name, "timeout": self.backend.call_timeout},

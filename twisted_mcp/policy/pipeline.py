@@ -95,13 +95,13 @@ class Policy:
     # -- identity and visibility -------------------------------------------
 
     def principal(self, peer: Any = None) -> Principal:
-        """Who is calling; L{JsonRpcError} (-32000) when that cannot be established."""
+        """Who is calling; L{errors.GatewayError} (C{AUTHENTICATION_FAILED}) when that cannot be established."""
         if self._authenticate is None:
             return LOCAL
         try:
             return self._authenticate(peer)
         except IdentityError as e:
-            raise JsonRpcError(errors.AUTHENTICATION_FAILED, f"Authentication failed: {e.message}", {"reason": e.message})
+            raise errors.GatewayError(errors.AUTHENTICATION_FAILED, f"Authentication failed: {e.message}", {"reason": e.message})
 
     def refusal(self, principal: Principal, entry: Any) -> tuple[int, str] | None:
         """Why C{principal} may not see or call the catalog C{entry} (steps 2 and 3), or None."""
@@ -296,7 +296,7 @@ class Policy:
             "arguments_digest": None,
         }
 
-    def deny(self, record: dict[str, Any], code: int, message: str, data: dict[str, Any] | None = None) -> JsonRpcError:
+    def deny(self, record: dict[str, Any], code: int, message: str, data: dict[str, Any] | None = None) -> errors.GatewayError:
         """
         Audit a refusal and return the error to raise.  Beyond the
         principal's refusal budget the refusal is only counted (a
@@ -309,7 +309,7 @@ class Policy:
         if not self.refusal_budget.admit(record["principal"], code):
             return CoalescedRefusal(code, message, data)
         self._audit(record)
-        return JsonRpcError(code, message, data)
+        return errors.GatewayError(code, message, data)
 
     def _report_suppressed(self, principal: str, count: int, since: float, codes: dict[int, int]) -> None:
         """One audit record and one log line for the refusals the budget did not record."""
