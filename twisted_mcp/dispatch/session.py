@@ -404,7 +404,7 @@ class ClientSession:
             return ""  # the policy refuses such a caller before any call reaches here
 
     def _check_instance_caps(self, template: Backend, principal: str) -> None:
-        """Refuse (-32007) a new instance beyond the backend's caps."""
+        """Refuse (C{errors.BUSY}) a new instance beyond the backend's caps."""
         name = template.name
         running = self.gateway.instance_counts().get(name, 0)
         if running >= template.max_instances:

@@ -1,21 +1,26 @@
 """
-The governed point every request passes, in one documented order:
+The governed point every request passes, in one documented order (each
+refusal's code, from L{twisted_mcp.mcp.errors}, in brackets):
 
-  1. identity      who is calling (-32000 when that cannot be established)
-  2. kill switch   a disabled principal, backend or tool (-32001, -32003, -32002)
-  3. access        the caller's roles allow the tool (-32004); a quarantined
-                   tool (pinning) is refused here too (-32005)
-  4. arguments     against the tool's inputSchema (-32602, with the path)
-  5. rate limits   per principal, per principal and tool, per backend (-32006)
-  6. concurrency   per backend and per tool, with a bounded queue (-32007)
-  7. breaker       the backend's circuit breaker (-32008)
+  1. identity      who is calling [AUTHENTICATION_FAILED]
+  2. kill switch   a disabled principal, backend or tool [PRINCIPAL_DISABLED,
+                   BACKEND_DISABLED, TOOL_DISABLED]
+  3. access        the caller's roles allow the tool [ACCESS_DENIED]; a
+                   quarantined tool (pinning) is refused here too
+                   [TOOL_QUARANTINED]
+  4. arguments     against the tool's inputSchema [JSON-RPC's INVALID_PARAMS,
+                   with the path]
+  5. rate limits   per principal, per principal and tool, per backend
+                   [RATE_LIMITED]
+  6. concurrency   per backend and per tool, with a bounded queue [BUSY]
+  7. breaker       the backend's circuit breaker [CIRCUIT_OPEN]
   8. dispatch      the call goes to the backend
   9. audit         one record of the outcome (or of the refusal)
 
 When the audit sink is failing and the policy is to refuse, calls are
-refused (-32009) rather than passed unaudited.  The same checks decide
-what C{tools/list} shows and what C{tools/call} allows, so the two never
-disagree.
+refused [AUDIT_UNAVAILABLE] rather than passed unaudited.  The same checks
+decide what C{tools/list} shows and what C{tools/call} allows, so the two
+never disagree.
 """
 
 from __future__ import annotations
