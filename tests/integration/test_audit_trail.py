@@ -16,6 +16,8 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from twisted_mcp.mcp import errors
+
 from .conftest import LineClient, bin_path, free_port, gateway_argv, gateway_env, server, wait_for_path, wait_gone
 from .test_policy import call, policy_config, read_audit, start  # noqa: F401  (fixture)
 
@@ -80,7 +82,7 @@ def test_an_audit_outage_never_drops_calls_that_ran(daemon, tmp_path):
             ran += 1
         else:
             codes.append(answer["error"]["code"])
-    assert -32009 in codes, codes  # fail closed once the queue is full of calls that ran
+    assert errors.AUDIT_UNAVAILABLE in codes, codes  # fail closed once the queue is full of calls that ran
     assert 5 <= ran < 21
     lost = _metric(port, "twisted_mcp_audit_dropped_total")
     assert lost > 0

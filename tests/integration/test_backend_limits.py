@@ -13,6 +13,8 @@ import signal
 import subprocess
 import time
 
+from twisted_mcp.mcp import errors
+
 from .conftest import (
     LineClient,
     alive,
@@ -71,7 +73,7 @@ def _call(rid, name: str, **arguments) -> dict:
 
 def test_a_busy_shared_backend_refuses_calls_instead_of_being_restarted(daemon, tmp_path):
     """One client's large requests to a backend that is busy (not reading its
-    stdin) are refused at once beyond the queue bound (-32007); the backend
+    stdin) are refused at once beyond the queue bound (-31007); the backend
     is not killed, and every call it accepted, anyone's, is answered."""
     sock = str(tmp_path / "gw.sock")
     pid, log = daemon({"w": server("wedged")}, f"unix:{sock}", maxMessageBytes=256 * 1024, callTimeout=60)
@@ -88,7 +90,7 @@ def test_a_busy_shared_backend_refuses_calls_instead_of_being_restarted(daemon, 
     assert {x["id"] for x in answers} == {f"big{i}" for i in range(30)}
     refused = [x for x in answers if "error" in x]
     assert refused, "nothing was refused"
-    assert {x["error"]["code"] for x in refused} == {-32007}, refused
+    assert {x["error"]["code"] for x in refused} == {errors.BUSY}, refused
     assert "'w' is busy" in refused[0]["error"]["message"]
     assert refused[0]["error"]["data"] == {"backend": "w", "limit": 1 << 20}
     assert all(result_text(x) == "z" * 60000 for x in answers if "error" not in x)
@@ -111,7 +113,7 @@ def test_per_session_instances_are_capped_and_stopped_when_idle(daemon, tmp_path
     own_a = int(result_text(a.request(1, "tools/call", {"name": "own__pid", "arguments": {}})))
     own_b = int(result_text(b.request(1, "tools/call", {"name": "own__pid", "arguments": {}})))
     refused = c.request(1, "tools/call", {"name": "own__pid", "arguments": {}})
-    assert refused["error"]["code"] == -32007, refused
+    assert refused["error"]["code"] == errors.BUSY, refused
     assert refused["error"]["data"] == {"backend": "own", "limit": 2, "cap": "maxInstances"}
     assert _servers_below(pid, "slow") == {own_a, own_b}
     a.close()  # a's session ends: its instance stops, and c may have one
@@ -141,7 +143,7 @@ def test_per_session_instances_are_capped_per_principal(daemon, tmp_path):
         client.initialize()
     assert result_text(ci.request(1, "tools/call", {"name": "own__pid", "arguments": {}}))
     refused = ci2.request(1, "tools/call", {"name": "own__pid", "arguments": {}})
-    assert refused["error"]["code"] == -32007, refused
+    assert refused["error"]["code"] == errors.BUSY, refused
     assert refused["error"]["data"] == {"backend": "own", "limit": 1, "cap": "maxInstancesPerPrincipal"}
     assert "for ci" in refused["error"]["message"]
     assert result_text(ops.request(1, "tools/call", {"name": "own__pid", "arguments": {}}))

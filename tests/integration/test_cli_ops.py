@@ -15,6 +15,7 @@ import subprocess
 import pytest
 
 from tests import mcpclient as mc
+from twisted_mcp.mcp import errors
 
 from .conftest import (
     PYTHON,
@@ -108,7 +109,7 @@ def test_status_reload_and_kill_from_the_command_line(daemon, tmp_path):
 
     killed = _cli("kill", "--admin", admin, "--tool", "echo__echo", env=env)
     assert killed.returncode == 0, killed.stderr
-    assert c.request(2, "tools/call", {"name": "echo__echo", "arguments": {"text": "x"}})["error"]["code"] == -32002
+    assert c.request(2, "tools/call", {"name": "echo__echo", "arguments": {"text": "x"}})["error"]["code"] == errors.TOOL_DISABLED
     assert _cli("kill", "--admin", admin, "--tool", "echo__echo", "--off", env=env).returncode == 0
 
     config = tmp_path / "gateway.yaml"

@@ -13,6 +13,8 @@ import socket
 import subprocess
 import time
 
+from twisted_mcp.mcp import errors
+
 from .conftest import LineClient, bin_path, gateway_env, read_until_closed, result_text, server, until, wait_for_path, wait_gone
 
 
@@ -65,7 +67,7 @@ def test_calls_in_flight_per_session_are_capped(raw_gateway, write_config):
         gw.send({"jsonrpc": "2.0", "id": rid, "method": "tools/call",
                  "params": {"name": "slow__sleep", "arguments": {"seconds": 60}}})
     refused = gw.request("tools/call", {"name": "slow__echo", "arguments": {"text": "one too many"}})
-    assert refused["error"]["code"] == -32010
+    assert refused["error"]["code"] == errors.TOO_MANY_CALLS
     assert refused["error"]["data"] == {"limit": 3}
     assert "maxCallsInFlight" in refused["error"]["message"]
     assert "maxCallsInFlight" in gw.wait_for_log("refusing more until some are answered")
@@ -87,7 +89,7 @@ def _connect(path: str) -> socket.socket:
 
 def test_connection_caps_keep_identified_clients_served(daemon, tmp_path):
     """Idle connections up to maxClientsPerPeer: the next is refused with
-    -32011; the client already identified keeps working, a crashed backend
+    -31011; the client already identified keeps working, a crashed backend
     still restarts, and connections that never initialize are dropped."""
     sock = str(tmp_path / "gw.sock")
     pid, log = daemon(
@@ -100,12 +102,12 @@ def test_connection_caps_keep_identified_clients_served(daemon, tmp_path):
     idle = [_connect(sock) for _ in range(3)]
     refused = LineClient("", sock=_connect(sock))
     error = refused.read()["error"]
-    assert error["code"] == -32011 and error["data"] == {"limit": "maxClientsPerPeer", "value": 4}
+    assert error["code"] == errors.TOO_MANY_CONNECTIONS and error["data"] == {"limit": "maxClientsPerPeer", "value": 4}
     assert f"uid {os.getuid()}" in error["message"]
     assert read_until_closed(refused.sock) == b""  # and closed
     refused.close()
 
-    assert client.request(2, "tools/call", {"name": "crashy__crash", "arguments": {}})["error"]["code"] == -32032
+    assert client.request(2, "tools/call", {"name": "crashy__crash", "arguments": {}})["error"]["code"] == errors.BACKEND_LOST
     restarted = until(
         lambda: (lambda a: "result" in a and int(result_text(a)))(client.request(3, "tools/call", {"name": "crashy__pid", "arguments": {}})),
         what="the backend to restart",
@@ -160,11 +162,11 @@ def test_descriptors_are_kept_for_backends(write_config, tmp_path):
                 error = answer["error"]
                 break
         assert error is not None, "every connection was taken"
-        assert error["code"] == -32011 and error["data"] == {"limit": "descriptorReserve", "value": reserve}
+        assert error["code"] == errors.TOO_MANY_CONNECTIONS and error["data"] == {"limit": "descriptorReserve", "value": reserve}
         assert len(clients) > 2  # some were admitted before the reserve was reached
         assert len(os.listdir(f"/proc/{proc.pid}/fd")) <= limit - reserve + 1
 
-        assert client.request(2, "tools/call", {"name": "crashy__crash", "arguments": {}})["error"]["code"] == -32032
+        assert client.request(2, "tools/call", {"name": "crashy__crash", "arguments": {}})["error"]["code"] == errors.BACKEND_LOST
         restarted = until(
             lambda: (lambda a: "result" in a and int(result_text(a)))(client.request(3, "tools/call", {"name": "crashy__pid", "arguments": {}})),
             what="the backend to restart",

@@ -22,6 +22,8 @@ import urllib.request
 
 import pytest
 
+from twisted_mcp.mcp import errors
+
 from .conftest import (
     PYTHON,
     LineClient,
@@ -184,12 +186,12 @@ def test_peer_credentials_name_the_principal(daemon, tmp_path):
 
         seen = _as_user(nobody, sock)
         assert [t["name"] for t in seen["list"]["result"]["tools"]] == ["echo__echo"]
-        assert seen["call"]["error"]["code"] == -32004
+        assert seen["call"]["error"]["code"] == errors.ACCESS_DENIED
         assert "'nobody' (roles: viewer)" in seen["call"]["error"]["message"]
 
         unknown = _as_user(stranger, sock)
         error = unknown["list"]["error"]
-        assert error["code"] == -32000
+        assert error["code"] == errors.AUTHENTICATION_FAILED
         assert f"uid {stranger}" in error["message"] and "identity.peers" in error["message"]
 
         status, body = _admin(port, "/status")
@@ -231,7 +233,7 @@ def test_tls_client_certificate_names_the_principal(daemon, tmp_path):
     client = LineClient("", sock=sock)
     client.initialize("tls")
     assert [t["name"] for t in client.request(1, "tools/list")["result"]["tools"]] == ["echo__echo"]
-    assert client.request(2, "tools/call", {"name": "slow__pid", "arguments": {}})["error"]["code"] == -32004
+    assert client.request(2, "tools/call", {"name": "slow__pid", "arguments": {}})["error"]["code"] == errors.ACCESS_DENIED
     assert result_text(client.request(3, "tools/call", {"name": "echo__echo", "arguments": {"text": "over tls"}})) == "over tls"
 
     # Without a certificate the handshake itself is refused.
@@ -305,7 +307,7 @@ def test_reload_adds_removes_and_tightens_while_a_client_stays_connected(daemon,
         what="the added backend's tools",
     )
     assert tools == {"keep__echo", "keep__pid", "added__echo"}
-    assert c.request(5, "tools/call", {"name": "keep__sleep", "arguments": {"seconds": 0}})["error"]["code"] == -32004
+    assert c.request(5, "tools/call", {"name": "keep__sleep", "arguments": {"seconds": 0}})["error"]["code"] == errors.ACCESS_DENIED
     assert c.request(6, "tools/call", {"name": "gone__echo", "arguments": {"text": "x"}})["error"]["code"] == -32602
     assert result_text(c.request(7, "tools/call", {"name": "added__echo", "arguments": {"text": "new"}})) == "new"
     # The untouched backend kept running: the same process answers.
@@ -351,7 +353,7 @@ def test_admin_kill_switch_pin_approval_and_counters(daemon, tmp_path):
     c = LineClient(sock)
     c.initialize()
     assert c.request(1, "tools/list")["result"]["tools"] == []  # no lock file: quarantined
-    assert c.request(2, "tools/call", {"name": "echo__echo", "arguments": {"text": "x"}})["error"]["code"] == -32005
+    assert c.request(2, "tools/call", {"name": "echo__echo", "arguments": {"text": "x"}})["error"]["code"] == errors.TOOL_QUARANTINED
     status, body = _admin(port, "/status")
     assert json.loads(body)["quarantined"][0]["tool"] == "echo__echo"
 
@@ -365,12 +367,12 @@ def test_admin_kill_switch_pin_approval_and_counters(daemon, tmp_path):
     status, body = _admin(port, "/kill", {"kind": "tool", "name": "echo__echo", "disabled": True})
     assert status == 200 and json.loads(body)["tools"] == ["echo__echo"]
     until(lambda: any(n["method"] == "notifications/tools/list_changed" for n in c.notifications) or _poll(c), what="list_changed")
-    assert c.request(4, "tools/call", {"name": "echo__echo", "arguments": {"text": "x"}})["error"]["code"] == -32002
+    assert c.request(4, "tools/call", {"name": "echo__echo", "arguments": {"text": "x"}})["error"]["code"] == errors.TOOL_DISABLED
     assert _admin(port, "/kill", {"kind": "tool", "name": "echo__echo", "disabled": False})[0] == 200
     assert result_text(c.request(5, "tools/call", {"name": "echo__echo", "arguments": {"text": "back"}})) == "back"
     # Burst of 3 spent (calls 2 was refused before the limit; 3 and 5 took tokens; 4 was refused by the kill switch).
     assert c.request(6, "tools/call", {"name": "echo__echo", "arguments": {"text": "x"}})["result"]
-    assert c.request(7, "tools/call", {"name": "echo__echo", "arguments": {"text": "x"}})["error"]["code"] == -32006
+    assert c.request(7, "tools/call", {"name": "echo__echo", "arguments": {"text": "x"}})["error"]["code"] == errors.RATE_LIMITED
 
     assert _admin(port, "/kill", {"kind": "nonsense"})[0] == 400
     assert _admin(port, "/reload")[0] == 405  # GET
@@ -378,7 +380,7 @@ def test_admin_kill_switch_pin_approval_and_counters(daemon, tmp_path):
     m = _metrics(port)
     calls = lambda outcome, code="": m.get(("twisted_mcp_requests_total", (("code", code), ("method", "tools/call"), ("outcome", outcome))), 0)  # noqa: E731
     assert calls("ok") == 3
-    assert calls("error", "-32005") == 1 and calls("error", "-32002") == 1 and calls("error", "-32006") == 1
+    assert calls("error", str(errors.TOOL_QUARANTINED)) == 1 and calls("error", str(errors.TOOL_DISABLED)) == 1 and calls("error", str(errors.RATE_LIMITED)) == 1
     assert m[("twisted_mcp_requests_total", (("code", ""), ("method", "tools/list"), ("outcome", "ok")))] == 1
     assert m[("twisted_mcp_backend_latency_seconds_count", (("backend", "echo"),))] == 3
     assert m[("twisted_mcp_rate_limited_total", ())] == 1
@@ -412,7 +414,7 @@ def test_sigterm_lets_calls_in_flight_finish_then_cancels_the_rest(daemon, tmp_p
     assert result_text(finished) == "slept 1"
     cut = c.answer(11)
     took = time.monotonic() - started
-    assert cut["error"]["code"] == -32033 and "shutting down" in cut["error"]["message"]
+    assert cut["error"]["code"] == errors.GATEWAY_SHUTTING_DOWN and "shutting down" in cut["error"]["message"]
     assert 1.5 <= took < 10, took
     assert wait_gone({pid} | below, 30) == set()
     with pytest.raises((AssertionError, OSError)):
@@ -486,7 +488,7 @@ def test_json_logs_carry_request_ids_and_never_secrets(daemon, tmp_path, monkeyp
     c.initialize()
     c.request(1, "tools/list")
     timed_out = c.request("call-42", "tools/call", {"name": "slow__sleep", "arguments": {"seconds": 5}})
-    assert timed_out["error"]["code"] == -32031
+    assert timed_out["error"]["code"] == errors.BACKEND_TIMEOUT
     assert _admin(port, "/status", token=secrets["admin"])[0] == 200
     assert _admin(port, "/status", token="wrong")[0] == 401
     c.close()

@@ -20,6 +20,7 @@ import anyio
 import pytest
 
 from tests import mcpclient as mc
+from twisted_mcp.mcp import errors
 
 from .conftest import NODE_DIR, SERVERS, gateway_argv, gateway_env, time_server
 
@@ -222,27 +223,27 @@ def test_faults_fail_only_what_they_must(http_server, write_config, raw_gateway,
     assert stats["last_protocol_version"] == "2025-11-25"
 
     err = call("fail500")["error"]
-    assert err["code"] == -32035 and err["data"]["status"] == 500 and err["data"]["backend"] == "f"
+    assert err["code"] == errors.BACKEND_HTTP_ERROR and err["data"]["status"] == 500 and err["data"]["backend"] == "f"
     ok()
 
     err = call("hang_headers")["error"]
-    assert err["code"] == -32031
+    assert err["code"] == errors.BACKEND_TIMEOUT
     ok()
 
     gw.seen.clear()
     err = call("hang_stream", meta={"progressToken": "p1"})["error"]
-    assert err["code"] == -32031
+    assert err["code"] == errors.BACKEND_TIMEOUT
     assert any(m.get("method") == "notifications/progress" and m["params"]["progressToken"] == "p1" for m in gw.seen)
     ok()
 
     err = call("cut_stream")["error"]
-    assert err["code"] == -32032 and "f" == err["data"]["backend"]
+    assert err["code"] == errors.BACKEND_LOST and "f" == err["data"]["backend"]
     ok()
 
     err = call("huge", {"bytes": 1024 * 1024})["error"]
-    assert err["code"] == -32034 and err["data"]["limit"] == 256 * 1024
+    assert err["code"] == errors.BACKEND_RESPONSE_TOO_LARGE and err["data"]["limit"] == 256 * 1024
     err = call("huge", {"bytes": 1024 * 1024, "sse": True})["error"]
-    assert err["code"] == -32034
+    assert err["code"] == errors.BACKEND_RESPONSE_TOO_LARGE
     assert len(call("huge", {"bytes": 1000})["result"]["content"][0]["text"]) == 1000
 
     # The timed-out calls were cancelled at the server.
@@ -271,14 +272,14 @@ def test_faults_fail_only_what_they_must(http_server, write_config, raw_gateway,
     port = faults.port
     faults.kill()
     err = call("echo", {"text": "x"})["error"]
-    assert err["code"] in (-32030, -32032), err
+    assert err["code"] in (errors.BACKEND_UNAVAILABLE, errors.BACKEND_LOST), err
     faults2 = http_server("http_faults", "--get-stream", port=port)
     deadline = time.monotonic() + 30
     while True:
         out = call("echo", {"text": "ok"})
         if "result" in out:
             break
-        assert out["error"]["code"] == -32030, out
+        assert out["error"]["code"] == errors.BACKEND_UNAVAILABLE, out
         assert time.monotonic() < deadline, "the backend never came back"
         time.sleep(0.3)
 
@@ -359,9 +360,9 @@ def test_requests_in_flight_to_an_http_server_are_capped(http_server, write_conf
         assert time.monotonic() < deadline, "the two calls never reached the server"
         time.sleep(0.05)
     busy = gw.request("tools/call", {"name": "f__echo", "arguments": {"text": "x"}})["error"]
-    assert busy["code"] == -32007 and busy["data"] == {"backend": "f", "limit": 2}
+    assert busy["code"] == errors.BUSY and busy["data"] == {"backend": "f", "limit": 2}
     assert "maxRequests is 2" in busy["message"]
     for rid in (101, 102):
-        assert gw.response(rid, timeout=30)["error"]["code"] == -32032  # closed without an answer
+        assert gw.response(rid, timeout=30)["error"]["code"] == errors.BACKEND_LOST  # closed without an answer
     out = gw.request("tools/call", {"name": "f__echo", "arguments": {"text": "again"}}, timeout=30)
     assert out["result"]["content"][0]["text"] == "again", out

@@ -14,6 +14,8 @@ import os
 import signal
 import subprocess
 
+from twisted_mcp.mcp import errors
+
 from .conftest import LineClient, bin_path, free_port, server, until, wait_for_path, wait_gone
 from .test_daemon_ops import ADMIN_TOKEN, _admin
 
@@ -65,13 +67,13 @@ def test_ranges_in_a_deny_rule_and_in_the_run_time_kill_switch(daemon, tmp_path)
     pid, port, c, call = _start(daemon, tmp_path, roles={"dev": {"allow": ["*"], "deny": ["echo__[d-f]*"]}})
     # The deny rule's range hides and refuses echo__echo; echo2__echo is not covered.
     assert [t["name"] for t in c.request(1, "tools/list")["result"]["tools"]] == ["Echo-3__echo", "echo2__echo"]
-    assert call(2, "echo__echo")["error"]["code"] == -32004
+    assert call(2, "echo__echo")["error"]["code"] == errors.ACCESS_DENIED
     assert call(3, "echo2__echo")["result"]["content"][0]["text"] == "x"
 
     # A range in a run-time kill switch, folded: [A-F] covers the e of echo.
     status, body = _admin(port, "/kill", {"kind": "tool", "name": "echo2__[A-F]*"})
     assert status == 200 and json.loads(body)["tools"] == ["echo2__[A-F]*"]
-    assert call(4, "echo2__echo")["error"]["code"] == -32002
+    assert call(4, "echo2__echo")["error"]["code"] == errors.TOOL_DISABLED
     assert call(5, "Echo-3__echo")["result"]["content"][0]["text"] == "x"
     assert _admin(port, "/kill", {"kind": "tool", "name": "echo2__[A-F]*", "disabled": False})[0] == 200
     assert call(6, "echo2__echo")["result"]["content"][0]["text"] == "x"
@@ -85,12 +87,12 @@ def test_ranges_in_a_deny_rule_and_in_the_run_time_kill_switch(daemon, tmp_path)
 
 def test_post_kill_names_a_backend_as_the_config_does_and_refuses_unknown_ones(daemon, tmp_path):
     pid, port, c, call = _start(daemon, tmp_path, roles={"dev": {"allow": ["*"]}}, killSwitch={"backends": ["echo_3"]})
-    assert call(1, "Echo-3__echo")["error"]["code"] == -32003  # killSwitch.backends folds like deny rules
+    assert call(1, "Echo-3__echo")["error"]["code"] == errors.BACKEND_DISABLED  # killSwitch.backends folds like deny rules
     assert call(2, "echo2__echo")["result"]["content"][0]["text"] == "x"
 
     status, body = _admin(port, "/kill", {"kind": "backend", "name": "ECHO2"})
     assert status == 200 and json.loads(body)["backends"] == ["Echo-3", "echo2"]
-    assert call(3, "echo2__echo")["error"]["code"] == -32003
+    assert call(3, "echo2__echo")["error"]["code"] == errors.BACKEND_DISABLED
     status, body = _admin(port, "/kill", {"kind": "backend", "name": "nope"})
     assert status == 404
     assert json.loads(body)["error"] == "no backend named 'nope' (known backends: Echo-3, echo, echo2)"
@@ -120,7 +122,7 @@ def test_a_flood_of_refusals_is_audited_and_logged_within_a_budget(daemon, tmp_p
     )
     # Every refused call is answered as refused; none reaches the backend.
     for rid in range(1, 101):
-        assert call(rid, "echo2__echo")["error"]["code"] == -32004
+        assert call(rid, "echo2__echo")["error"]["code"] == errors.ACCESS_DENIED
     assert call(101, "echo__echo")["result"]["content"][0]["text"] == "x"
 
     def report():
@@ -135,7 +137,7 @@ def test_a_flood_of_refusals_is_audited_and_logged_within_a_budget(daemon, tmp_p
     assert [r for r in records if r["method"] == "tools/call" and r["decision"] == "allow"][0]["tool"] == "echo__echo"
     # Refusals counted when the gateway stops are reported before the trail closes.
     for rid in range(200, 210):
-        assert call(rid, "echo2__echo")["error"]["code"] == -32004
+        assert call(rid, "echo2__echo")["error"]["code"] == errors.ACCESS_DENIED
     _stop(pid, c)
     assert "10 refusal(s) over the limit" in report()[-1]["reason"]
     with open(tmp_path / "gw.log") as f:

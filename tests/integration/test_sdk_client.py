@@ -14,6 +14,7 @@ import pytest
 from mcp import MCPError
 
 from tests import mcpclient as mc
+from twisted_mcp.mcp import errors
 
 from .conftest import everything, gateway_argv, gateway_env, server, time_server
 
@@ -161,7 +162,7 @@ def test_crashing_backend_restarts_while_others_keep_serving(write_config, tmp_p
             with pytest.raises(MCPError) as e:
                 await client.call_tool("crashy__crash", {})
             assert time.monotonic() - started < 5
-            assert e.value.error.code == -32032
+            assert e.value.error.code == errors.BACKEND_LOST
             assert "crashy" in e.value.error.message
 
             # While it is down: the other backend still answers; calls to it fail at once.
@@ -169,7 +170,7 @@ def test_crashing_backend_restarts_while_others_keep_serving(write_config, tmp_p
             try:
                 await client.call_tool("crashy__echo", {"text": "too early"})
             except MCPError as down:
-                assert down.error.code == -32030
+                assert down.error.code == errors.BACKEND_UNAVAILABLE
                 assert down.error.data["backend"] == "crashy"
 
             # It comes back.
@@ -238,7 +239,7 @@ def test_call_timeout_answers_and_cancels_at_the_backend(write_config, tmp_path)
             with pytest.raises(MCPError) as e:
                 await client.call_tool("slow__sleep", {"seconds": 30})
             assert 0.9 <= time.monotonic() - started < 5
-            assert e.value.error.code == -32031
+            assert e.value.error.code == errors.BACKEND_TIMEOUT
             assert e.value.error.data == {"backend": "slow", "timeout": 1.0}
             await mc.wait_until(lambda: cancel_log.exists() and "cancelled" in cancel_log.read_text(), 10)
             assert await mc.call_text(client, "slow__echo", {"text": "fine"}) == "fine"

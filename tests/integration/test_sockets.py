@@ -14,6 +14,7 @@ import threading
 import time
 
 from tests import mcpclient as mc
+from twisted_mcp.mcp import errors
 
 from .conftest import LineClient, bin_path, descendants, free_port, gateway_env, server, wait_gone
 
@@ -196,7 +197,7 @@ def test_admin_endpoint(daemon, tmp_path, monkeypatch):
         c.request(0, "initialize", {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "a", "version": "1"}})
         text = get("/metrics")[1]
         assert "twisted_mcp_clients 1.0" in text
-        assert c.request(1, "tools/call", {"name": "crashy__crash", "arguments": {}})["error"]["code"] == -32032
+        assert c.request(1, "tools/call", {"name": "crashy__crash", "arguments": {}})["error"]["code"] == errors.BACKEND_LOST
         status, text = get("/readyz")
         assert status == 503 and "required backend crashy is down" in text
         status, page = get("/status")

@@ -12,6 +12,8 @@ import signal
 import subprocess
 import time
 
+from twisted_mcp.mcp import errors
+
 from .conftest import (
     RawGateway,
     bin_path,
@@ -218,7 +220,7 @@ def test_oversized_answer_from_a_backend_fails_only_that_call(raw_gateway, write
     gw.initialize()
     # A small request whose answer is over the limit.
     out = gw.request("tools/call", {"name": "echo__echo", "arguments": {"text": "y" * 1024, "repeat": 100}})
-    assert out["error"]["code"] == -32034, out
+    assert out["error"]["code"] == errors.BACKEND_RESPONSE_TOO_LARGE, out
     assert out["error"]["data"] == {"backend": "echo", "limit": 64 * 1024}
     small = gw.request("tools/call", {"name": "echo__echo", "arguments": {"text": "small"}})
     assert small["result"]["content"][0]["text"] == "small"
@@ -227,15 +229,15 @@ def test_oversized_answer_from_a_backend_fails_only_that_call(raw_gateway, write
 
 def test_oversized_answer_after_a_short_first_read_fails_at_once(raw_gateway, write_config):
     """The gateway's first read of an oversized answer is short (its id
-    arrives in a later read): the call still fails at once (-32034), not
-    after callTimeout (-32031)."""
+    arrives in a later read): the call still fails at once (-31034), not
+    after callTimeout (-31031)."""
     config = write_config(
         {"echo": server("echo_fast", env={"ECHO_FIRST_WRITE": "10"})}, maxMessageBytes=64 * 1024, callTimeout=60
     )
     gw = raw_gateway(config)
     gw.initialize()
     out = gw.request("tools/call", {"name": "echo__echo", "arguments": {"text": "y" * 1024, "repeat": 100}}, timeout=30)
-    assert out["error"]["code"] == -32034, out
+    assert out["error"]["code"] == errors.BACKEND_RESPONSE_TOO_LARGE, out
     assert out["error"]["data"] == {"backend": "echo", "limit": 64 * 1024}
 
 
@@ -252,11 +254,11 @@ def test_backend_that_stops_reading_is_refused_then_restarted_when_silent(raw_ga
         gw.send({"jsonrpc": "2.0", "id": f"big{i}", "method": "tools/call", "params": {"name": "w__echo", "arguments": {"text": "z" * 60000}}})
     codes = [gw.response(f"big{i}")["error"]["code"] for i in range(30)]
     # Once about 1 MiB waits for the backend, the gateway refuses new calls
-    # as busy (-32007) instead of buffering without bound; what was queued
-    # times out (-32031). The backend is restarted only once it has written
+    # as busy (-31007) instead of buffering without bound; what was queued
+    # times out (-31031). The backend is restarted only once it has written
     # nothing, not even the answer to a ping, for livenessTimeout.
-    assert -32007 in codes, codes
-    assert set(codes) <= {-32007, -32008, -32031, -32032}, codes
+    assert errors.BUSY in codes, codes
+    assert set(codes) <= {errors.BUSY, errors.CIRCUIT_OPEN, errors.BACKEND_TIMEOUT, errors.BACKEND_LOST}, codes
     gw.wait_for_log("did not answer a ping (livenessTimeout); restarting it")
     assert _pid_once_back(gw) != first
 
@@ -268,7 +270,7 @@ def test_backend_that_closes_stdout_is_restarted(raw_gateway, write_config):
     first = gw.request("tools/call", {"name": "w__pid", "arguments": {}})["result"]["content"][0]["text"]
     started = time.monotonic()
     out = gw.request("tools/call", {"name": "w__close_stdout", "arguments": {}})
-    assert out["error"]["code"] == -32032 and time.monotonic() - started < 10, out
+    assert out["error"]["code"] == errors.BACKEND_LOST and time.monotonic() - started < 10, out
     gw.wait_for_log("closed its stdout but is still running")
     assert _pid_once_back(gw) != first
 
@@ -349,14 +351,14 @@ def test_a_client_that_stops_reading_stdout_pauses_its_input(raw_gateway, write_
 
 def test_oversized_answer_with_the_id_last_fails_at_once(raw_gateway, write_config):
     """TypeScript SDK servers write "id" after "result": an oversized answer
-    still fails its own call at once (-32034), not after callTimeout (-32031)."""
+    still fails its own call at once (-31034), not after callTimeout (-31031)."""
     config = write_config(
         {"everything": everything(env={"BIG": "b" * 100_000})}, maxMessageBytes=64 * 1024, callTimeout=60
     )
     gw = raw_gateway(config)
     gw.initialize()
     out = gw.request("tools/call", {"name": "everything__get-env", "arguments": {}}, timeout=30)
-    assert out["error"]["code"] == -32034, out
+    assert out["error"]["code"] == errors.BACKEND_RESPONSE_TOO_LARGE, out
     assert out["error"]["data"] == {"backend": "everything", "limit": 64 * 1024}
     echo = gw.request("tools/call", {"name": "everything__echo", "arguments": {"message": "small"}})
     assert "small" in echo["result"]["content"][0]["text"]

@@ -33,7 +33,7 @@ DEFINED_CODES = {
     jsonrpc.METHOD_NOT_FOUND,
     jsonrpc.INVALID_PARAMS,
     jsonrpc.INTERNAL_ERROR,
-    *(v for k, v in vars(errors).items() if k.isupper() and type(v) is int and -32768 <= v <= -32000),
+    *errors.GATEWAY_CODES,
 }
 
 finite_floats = st.floats(allow_nan=False, allow_infinity=False)

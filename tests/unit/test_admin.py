@@ -362,7 +362,7 @@ class TestMetrics:
         found = metrics(world)
         assert samples(found["twisted_mcp_rate_limited"], "_total") == {(): 1.0}
         assert samples(found["twisted_mcp_concurrency_refused"], "_total") == {(): 2.0}
-        assert samples(found["twisted_mcp_policy_refusals"], "_total") == {(("code", "-32006"),): 1.0, (("code", "-32007"),): 2.0}
+        assert samples(found["twisted_mcp_policy_refusals"], "_total") == {(("code", str(errors.RATE_LIMITED)),): 1.0, (("code", str(errors.BUSY)),): 2.0}
         assert samples(found["twisted_mcp_calls_in_flight"]) == {(): 2.0}
         assert samples(found["twisted_mcp_clients"]) == {(): 1.0}
         for call in world.alpha.calls + world.beta.calls:

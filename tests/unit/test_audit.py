@@ -24,6 +24,7 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
+from twisted_mcp.mcp import errors
 from twisted_mcp.policy import audit
 from twisted_mcp.policy.audit import (
     REDACTED,
@@ -588,9 +589,9 @@ class FailureTests(OutageTestCase):
             log.record(fields(0))  # ran
             self.assertTrue(log.refuses_calls)  # onFailure: refuse, and the sink fails
             for n in range(1, 6):
-                log.record(fields(n, decision="deny", error_code=-32009, outcome=None))
+                log.record(fields(n, decision="deny", error_code=errors.AUDIT_UNAVAILABLE, outcome=None))
             log.record(fields(6))  # a call that was in flight finishes
-            log.record(fields(7, decision="deny", error_code=-32004, outcome=None))
+            log.record(fields(7, decision="deny", error_code=errors.ACCESS_DENIED, outcome=None))
         self.assertEqual((log.queue_depth, log.failures, log.dropped), (3, 5, 5))
         self.assertTrue(any("dropping records of refusals and tool listings" in formatEvent(e) for e in events))
         self.point(self.path)
@@ -600,7 +601,7 @@ class FailureTests(OutageTestCase):
         records = read_lines(self.path)
         self.assertEqual([r["id"] for r in records[1:]], ["req-0", "req-6", "req-7"])  # the oldest refusals went
         gap = records[0]
-        self.assertEqual((gap["method"], gap["lost"], gap["lostBy"]), ("audit/gap", 5, {"-32009": 5}))
+        self.assertEqual((gap["method"], gap["lost"], gap["lostBy"]), ("audit/gap", 5, {str(errors.AUDIT_UNAVAILABLE): 5}))
         self.assertEqual((gap["firstLostTime"], gap["lastLostTime"]), (fields(1)["time"], fields(5)["time"]))
         result = verify(self.config())
         self.assertTrue(result.ok)
@@ -630,7 +631,7 @@ class FailureTests(OutageTestCase):
                 ran.append(f"req-{n}")
                 log.record(fields(n))
             else:
-                log.record(fields(n, decision="deny", error_code=-32004, outcome=None))
+                log.record(fields(n, decision="deny", error_code=errors.ACCESS_DENIED, outcome=None))
         self.assertEqual(log.queue_depth, 100)
         self.assertEqual(log.dropped, 5000 - 100)
         self.point(self.path)
@@ -647,7 +648,7 @@ class FailureTests(OutageTestCase):
         log = AuditLog(self.config(path=self.link, maxQueue=3), self.clock, self.threads)
         log.start()
         self.threads.pump()
-        refused = {"decision": "deny", "outcome": None, "error_code": -32004}
+        refused = {"decision": "deny", "outcome": None, "error_code": errors.ACCESS_DENIED}
         log.record(fields(0, **refused))  # in flight (to /dev/full)
         self.assertTrue(log.healthy)
         for n in range(1, 4):

@@ -223,7 +223,7 @@ class ClientQueueTests(SynchronousTestCase):
         self.assertEqual(self.messages(transport), [{"jsonrpc": "2.0", "id": 1, "result": {"content": []}}])
 
     def test_callsInFlightCapped(self) -> None:
-        """Beyond maxCallsInFlight a request is refused with -32010 (logged
+        """Beyond maxCallsInFlight a request is refused with -31010 (logged
         once per episode); once answers come back, calls are taken again."""
         protocol, transport = self.connect(GatewaySettings(maxMessageBytes=LIMIT, maxCallsInFlight=2))
         with capturedLogs() as events:

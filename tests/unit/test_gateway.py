@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mcp.backends.base import State
@@ -19,6 +20,8 @@ from twisted_mcp.frontends import stream as stream_module
 from twisted_mcp.frontends.stream import deliver
 from twisted_mcp.mcp import errors
 from twisted_mcp.mcp.versions import HANDSHAKE_VERSIONS, LATEST_HANDSHAKE
+from twisted_mcp.policy.pipeline import Policy
+from twisted_mcp.policy.rules import PolicyConfig
 from twisted_mcp.wire.jsonrpc import JsonRpcError, MessageError
 
 from .fakes import FakeBackend
@@ -465,6 +468,69 @@ class ToolsTests(InitializedTestCase):
         self.alpha._changed()
         self.assertEqual(other, [])
         self.assertEqual(self.take(), [{"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}])
+
+
+#: The gateway's errors of reaching a backend that count against its breaker.
+TRANSPORT_FAILURES = [
+    errors.BACKEND_UNAVAILABLE,
+    errors.BACKEND_TIMEOUT,
+    errors.BACKEND_LOST,
+    errors.BACKEND_RESPONSE_TOO_LARGE,
+    errors.BACKEND_HTTP_ERROR,
+]
+#: Every gateway code, the transport failures last: five in a row open a
+#: breaker.
+ALL_CODES = sorted(errors.GATEWAY_CODES - set(TRANSPORT_FAILURES)) + TRANSPORT_FAILURES
+
+
+class BackendCodesTests(InitializedTestCase):
+    """
+    Whether an error is the gateway's own is decided by who raised it, never
+    by its code: a backend may answer with any integer, the gateway's codes
+    included.  A policy is in force, so each call passes a circuit breaker
+    (five failures open it).
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.gateway.policy = Policy(PolicyConfig(active=True), "__", self.clock)
+
+    def failAll(self, make: Any) -> tuple[list[Any], list[Any]]:
+        """One call for each gateway code, failed by C{make(code)} at the
+        backend: what the client got, and the log lines of failed requests."""
+        with capturedLogs() as events:
+            for rid, code in enumerate(ALL_CODES):
+                self.call(rid, "alpha__add", {})
+                self.assertEqual(len(self.alpha.calls), rid + 1)
+                self.alpha.calls[-1].deferred.errback(make(code))
+        answers = self.take()
+        self.assertEqual([a["id"] for a in answers], list(range(len(ALL_CODES))))
+        return answers, [e for e in events if "failed with" in e.get("log_format", "")]
+
+    def test_backendsOwnErrorWithAGatewayCodeIsRelayedAsIs(self) -> None:
+        """A backend's error that carries one of the gateway's codes reaches
+        the client unchanged (no C{data.backend} added), is not logged as the
+        gateway's refusal, is counted under C{code="other"} on /metrics, and
+        does not count against the backend's circuit breaker (it answered)."""
+        answers, logged = self.failAll(lambda code: JsonRpcError(code, f"the server's own {code}", {"mine": [code]}))
+        self.assertEqual(
+            [a["error"] for a in answers],
+            [{"code": code, "message": f"the server's own {code}", "data": {"mine": [code]}} for code in ALL_CODES],
+        )
+        self.assertEqual(logged, [])
+        self.assertEqual(self.gateway.requests[("tools/call", "error", "other")], len(ALL_CODES))
+        self.assertEqual(self.gateway.policy.breaker("alpha").state, "closed")
+
+    def test_gatewaysOwnErrorsAreLoggedAndCounted(self) -> None:
+        """The same codes raised by the gateway itself are logged, counted
+        each under its own code, and five transport failures in a row open
+        the backend's breaker."""
+        answers, logged = self.failAll(lambda code: errors.backend_error(code, "alpha", f"the gateway's {code}"))
+        self.assertEqual([a["error"]["data"] for a in answers], [{"backend": "alpha"}] * len(ALL_CODES))
+        self.assertEqual([e["code"] for e in logged], ALL_CODES)
+        for code in ALL_CODES:
+            self.assertEqual(self.gateway.requests[("tools/call", "error", str(code))], 1)
+        self.assertEqual(self.gateway.policy.breaker("alpha").state, "open")
 
 
 class DrainTests(InitializedTestCase):

@@ -331,7 +331,7 @@ class RequestCapTests(HttpTestCase):
     def test_requestsInFlightCapped(self) -> None:
         """
         Each request in flight holds a connection to the server: beyond
-        maxRequests a call is refused at once as busy (-32007), and the
+        maxRequests a call is refused at once as busy (-31007), and the
         server is not marked down; an answer makes room again.
         """
         backend, _ = self.started(maxRequests=2)
@@ -1160,7 +1160,7 @@ class LegacyTests(HttpTestCase):
 
 
     def test_postNeverAnswered(self) -> None:
-        """A POST the server never answers is a timeout (-32031), not a lost
+        """A POST the server never answers is a timeout (-31031), not a lost
         connection: Deferred.addTimeout raises defer.TimeoutError."""
         backend, stream = self.legacy_up()
         d = backend.call("tools/call", {"name": "get_time"}, timeout=30.0)

@@ -24,7 +24,7 @@ from twisted_mcp.policy.limits import Busy, Slots, TokenBucket
 from twisted_mcp.policy.pinning import Pins, digest, read_lock, write_lock
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import PolicyConfig, matches, parse_policy
-from twisted_mcp.wire.jsonrpc import JsonRpcError
+from twisted_mcp.wire.jsonrpc import INVALID_PARAMS, JsonRpcError
 
 
 class BucketTests(SynchronousTestCase):
@@ -429,14 +429,16 @@ class PipelineTests(SynchronousTestCase):
     def test_breakerOpensOnTransportFailuresOnly(self) -> None:
         policy, catalog, audit = self.make({"roles": {"dev": {"allow": ["*"]}}, "breaker": {"failures": 2, "openSeconds": 10}})
         backend = catalog.entries["a__read"].backend
-        for _ in range(3):
+        # The backend's own errors are answers, even with a code the gateway
+        # uses for a transport failure: only the gateway's own count.
+        for code in (INVALID_PARAMS, errors.BACKEND_TIMEOUT, errors.BACKEND_LOST, errors.BACKEND_UNAVAILABLE):
             d = self.call(policy, catalog, "a__read")
-            backend.calls[-1].errback(JsonRpcError(-32602, "the tool's own complaint"))
+            backend.calls[-1].errback(JsonRpcError(code, "the tool's own complaint"))
             self.failureResultOf(d)
         self.assertEqual(policy.breaker("a").state, "closed")
         for _ in range(2):
             d = self.call(policy, catalog, "a__read")
-            backend.calls[-1].errback(JsonRpcError(errors.BACKEND_TIMEOUT, "timed out"))
+            backend.calls[-1].errback(errors.backend_error(errors.BACKEND_TIMEOUT, "a", "timed out"))
             self.failureResultOf(d)
         e = self.assertRaises(JsonRpcError, self.call, policy, catalog, "a__read")
         self.assertEqual(e.code, errors.CIRCUIT_OPEN)
@@ -617,7 +619,7 @@ class ReviewFixTests(PipelineTests):
         backend = catalog.entries["a__read"].backend
         running = self.call(policy, catalog, "a__read")  # admitted while closed
         d = self.call(policy, catalog, "a__read")
-        backend.calls[-1].errback(JsonRpcError(errors.BACKEND_TIMEOUT, "t"))
+        backend.calls[-1].errback(errors.backend_error(errors.BACKEND_TIMEOUT, "a", "t"))
         self.failureResultOf(d)
         self.clock.advance(5)
         probe = self.call(policy, catalog, "a__read")
@@ -633,10 +635,10 @@ class ReviewFixTests(PipelineTests):
         call = policy.begin("s", {"name": "a__read", "arguments": {}}, catalog)
 
         def broken() -> Deferred[Any]:
-            raise JsonRpcError(errors.BACKEND_UNAVAILABLE, "down")
+            raise errors.backend_error(errors.BACKEND_UNAVAILABLE, "a", "down")
 
         self.assertRaises(JsonRpcError, call.dispatch, broken)
-        call.failed(JsonRpcError(errors.BACKEND_UNAVAILABLE, "down"))  # the caller's errback, too
+        call.failed(errors.backend_error(errors.BACKEND_UNAVAILABLE, "a", "down"))  # the caller's errback, too
         ids = [r["id"] for r in audit.records if r["method"] == "tools/call"]
         self.assertEqual(len(ids), len(set(ids)))
 

@@ -369,7 +369,7 @@ class _HttpRun:
             except CancelledError:
                 if exchange.aborted or self.closed:
                     return
-                raise JsonRpcError(
+                raise errors.GatewayError(
                     errors.BACKEND_TIMEOUT,
                     f"backend {self.name!r} did not answer within {self.backend.call_timeout:g} s",
                     {"backend": self.name, "timeout": self.backend.call_timeout},
@@ -775,7 +775,7 @@ class HttpBackend(SupervisedBackend):
         timeout: float | None = None,
     ) -> Deferred[Any]:
         """
-        As L{Backend.call}; refused at once (-32007) while C{maxRequests}
+        As L{Backend.call}; refused at once (C{errors.BUSY}) while C{maxRequests}
         requests are in flight: each holds a connection (a descriptor) of
         the gateway's, and a busy server is not a server that is down.
         """

@@ -525,7 +525,7 @@ class StdioBackend(SupervisedBackend):
         timeout: float | None = None,
     ) -> Deferred[Any]:
         """
-        As L{Backend.call}; refused at once (-32007) while the child has
+        As L{Backend.call}; refused at once (C{errors.BUSY}) while the child has
         C{maxQueuedBytes} or more waiting to be read: a busy server is not
         dead, and its queue stays bounded.
         """

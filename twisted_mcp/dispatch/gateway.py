@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 #: A backend may answer with any integer; the rest share the label "other",
 #: or each new code would add a counter that lives as long as the gateway.
 _CODE_LABELS = frozenset(
-    str(code) for code in (PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR, *(row[0] for row in errors.TABLE))
+    str(code) for code in (PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR, *errors.GATEWAY_CODES)
 )
 log = Logger()
 

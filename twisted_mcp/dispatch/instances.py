@@ -100,7 +100,7 @@ class OwnInstances:
         return instance.when_discovered().addCallback(lambda _: instance)
 
     def _check_caps(self, template: Backend, principal: str) -> None:
-        """Refuse (BUSY) a new instance beyond the backend's caps."""
+        """Refuse (C{errors.BUSY}) a new instance beyond the backend's caps."""
         name = template.name
         running = self.gateway.instance_counts().get(name, 0)
         if running >= template.max_instances:

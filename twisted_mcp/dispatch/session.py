@@ -269,7 +269,7 @@ class ClientSession:
                 client=self.label,
                 limit=limit,
             )
-        raise JsonRpcError(
+        raise errors.GatewayError(
             errors.TOO_MANY_CALLS,
             f"too many requests in flight on this session (the gateway's maxCallsInFlight is {limit}); "
             "wait for answers before sending more",
@@ -321,11 +321,15 @@ class ClientSession:
         if request.call is not None:
             request.call.failed(e)
         if isinstance(e, JsonRpcError):
-            self.gateway.count(method, "error", e.code)
-            if errors.is_gateways(e) and not isinstance(e, CoalescedRefusal):
-                # The gateway's own errors (policy, backend transport): the
-                # message is ours; a backend's own error may carry anything.
-                # Refusals beyond the principal's budget are reported in bulk.
+            # Who raised it decides, never the code: a backend's own error
+            # may carry any code, the gateway's included, and is relayed as
+            # it is (counted under "other" when its code is one of ours).
+            own = isinstance(e, errors.GatewayError)
+            self.gateway.count(method, "error", e.code if own or e.code not in errors.GATEWAY_CODES else "other")
+            if own and e.code in errors.GATEWAY_CODES and not isinstance(e, CoalescedRefusal):
+                # A refusal or transport error of the gateway's: the message
+                # is ours.  Refusals beyond the principal's budget are
+                # reported in bulk.
                 log.info(
                     "client {client}: request {request} ({method}) failed with {code}: {why}",
                     client=self.label,
@@ -413,7 +417,7 @@ class ClientSession:
                 client=self.label,
                 n=len(self.in_flight),
             )
-        self._shutdown_error = JsonRpcError(
+        self._shutdown_error = errors.GatewayError(
             errors.GATEWAY_SHUTTING_DOWN, "the gateway is shutting down; the call was cancelled"
         )
         for d in list(self._deferreds.values()):

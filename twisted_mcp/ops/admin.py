@@ -89,10 +89,10 @@ def _collector(service: Any) -> Any:
             for code, count in sorted(policy.refusals.items()):
                 refusals.add_metric([str(code)], float(count))
             yield refusals
-            rate = CounterMetricFamily("twisted_mcp_rate_limited", "Calls refused by a rate limit (-32006)")
+            rate = CounterMetricFamily("twisted_mcp_rate_limited", f"Calls refused by a rate limit ({errors.RATE_LIMITED})")
             rate.add_metric([], float(policy.refusals.get(errors.RATE_LIMITED, 0)))
             yield rate
-            busy = CounterMetricFamily("twisted_mcp_concurrency_refused", "Calls refused for want of a concurrency slot (-32007)")
+            busy = CounterMetricFamily("twisted_mcp_concurrency_refused", f"Calls refused for want of a concurrency slot ({errors.BUSY})")
             busy.add_metric([], float(policy.refusals.get(errors.BUSY, 0)))
             yield busy
             audit = policy.audit

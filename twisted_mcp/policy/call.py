@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from twisted_mcp.policy.pipeline import Policy
 
 
-#: Transport failures and timeouts: what counts against a breaker.
+#: Transport failures and timeouts: what counts against a breaker, when the
+#: gateway raised them (a backend's own error with such a code is an answer).
 _BREAKER_CODES = frozenset(
     {
         errors.BACKEND_UNAVAILABLE,
@@ -168,7 +169,7 @@ class Call:
             record["outcome"] = "error"
             record["error_code"] = error.code
             if breaker is not None:
-                if error.code in _BREAKER_CODES:
+                if isinstance(error, errors.GatewayError) and error.code in _BREAKER_CODES:
                     breaker.failed(self.probe)
                 else:
                     breaker.succeeded(self.probe)  # The backend answered: it is alive.

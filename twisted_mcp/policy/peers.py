@@ -21,7 +21,8 @@ pid) are matched against C{peers}, first match wins.  On an C{ssl:}
 listener the client certificate (verified against the listener's
 C{clientCA}) is matched against C{certificates}.  Then a principal bound to
 the listener, then C{principal}.  A client matching nothing is refused on
-every request (-32000) with what it was seen as, so the operator can add it.
+every request (C{AUTHENTICATION_FAILED}) with what it was seen as, so the
+operator can add it.
 
 On stdio the caller is whoever launched the gateway: C{jwt} or
 C{principal} name it, and otherwise the gateway's own uid is matched

@@ -1,21 +1,26 @@
 """
-The governed point every request passes, in one documented order:
+The governed point every request passes, in one documented order (each
+refusal's code, from L{twisted_mcp.mcp.errors}, in brackets):
 
-  1. identity      who is calling (-32000 when that cannot be established)
-  2. kill switch   a disabled principal, backend or tool (-32001, -32003, -32002)
-  3. access        the caller's roles allow the tool (-32004); a quarantined
-                   tool (pinning) is refused here too (-32005)
-  4. arguments     against the tool's inputSchema (-32602, with the path)
-  5. rate limits   per principal, per principal and tool, per backend (-32006)
-  6. concurrency   per backend and per tool, with a bounded queue (-32007)
-  7. breaker       the backend's circuit breaker (-32008)
+  1. identity      who is calling [AUTHENTICATION_FAILED]
+  2. kill switch   a disabled principal, backend or tool [PRINCIPAL_DISABLED,
+                   BACKEND_DISABLED, TOOL_DISABLED]
+  3. access        the caller's roles allow the tool [ACCESS_DENIED]; a
+                   quarantined tool (pinning) is refused here too
+                   [TOOL_QUARANTINED]
+  4. arguments     against the tool's inputSchema [JSON-RPC's INVALID_PARAMS,
+                   with the path]
+  5. rate limits   per principal, per principal and tool, per backend
+                   [RATE_LIMITED]
+  6. concurrency   per backend and per tool, with a bounded queue [BUSY]
+  7. breaker       the backend's circuit breaker [CIRCUIT_OPEN]
   8. dispatch      the call goes to the backend
   9. audit         one record of the outcome (or of the refusal)
 
 When the audit sink is failing and the policy is to refuse, calls are
-refused (-32009) rather than passed unaudited.  The same checks decide
-what C{tools/list} shows and what C{tools/call} allows, so the two never
-disagree.
+refused [AUDIT_UNAVAILABLE] rather than passed unaudited.  The same checks
+decide what C{tools/list} shows and what C{tools/call} allows, so the two
+never disagree.
 """
 
 from __future__ import annotations
@@ -95,13 +100,13 @@ class Policy:
     # -- identity and visibility -------------------------------------------
 
     def principal(self, peer: Any = None) -> Principal:
-        """Who is calling; L{JsonRpcError} (-32000) when that cannot be established."""
+        """Who is calling; L{errors.GatewayError} (C{AUTHENTICATION_FAILED}) when that cannot be established."""
         if self._authenticate is None:
             return LOCAL
         try:
             return self._authenticate(peer)
         except IdentityError as e:
-            raise JsonRpcError(errors.AUTHENTICATION_FAILED, f"Authentication failed: {e.message}", {"reason": e.message})
+            raise errors.GatewayError(errors.AUTHENTICATION_FAILED, f"Authentication failed: {e.message}", {"reason": e.message})
 
     def refusal(self, principal: Principal, entry: Any) -> tuple[int, str] | None:
         """Why C{principal} may not see or call the catalog C{entry} (steps 2 and 3), or None."""
@@ -296,7 +301,7 @@ class Policy:
             "arguments_digest": None,
         }
 
-    def deny(self, record: dict[str, Any], code: int, message: str, data: dict[str, Any] | None = None) -> JsonRpcError:
+    def deny(self, record: dict[str, Any], code: int, message: str, data: dict[str, Any] | None = None) -> errors.GatewayError:
         """
         Audit a refusal and return the error to raise.  Beyond the
         principal's refusal budget the refusal is only counted (a
@@ -309,7 +314,7 @@ class Policy:
         if not self.refusal_budget.admit(record["principal"], code):
             return CoalescedRefusal(code, message, data)
         self._audit(record)
-        return JsonRpcError(code, message, data)
+        return errors.GatewayError(code, message, data)
 
     def _report_suppressed(self, principal: str, count: int, since: float, codes: dict[int, int]) -> None:
         """One audit record and one log line for the refusals the budget did not record."""

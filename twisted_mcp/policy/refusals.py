@@ -16,15 +16,15 @@ from typing import Callable
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+from twisted_mcp.mcp.errors import GatewayError
 from twisted_mcp.policy.limits import TokenBucket, forget_full
 from twisted_mcp.policy.rules import RefusalLimit
-from twisted_mcp.wire.jsonrpc import JsonRpcError
 
 #: The principal of refusals made before anyone was identified.
 UNIDENTIFIED = "(unidentified)"
 
 
-class CoalescedRefusal(JsonRpcError):
+class CoalescedRefusal(GatewayError):
     """A refusal beyond its principal's budget: answered, but neither audited nor logged one by one."""
 
 
