@@ -6,7 +6,7 @@ arbitrary backend names and URIs.
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from twisted_mcp.mcp.uris import UriTemplate, literal_prefix, may_overlap, overlapping, prefixed, unprefixed
@@ -31,11 +31,16 @@ def _pairwise(template_list: list[tuple[str, str]], uri_list: list[tuple[str, st
     return found
 
 
+#: No deadline (shared machines), no example database (nothing written into the checkout).
+SETTINGS = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+
+@SETTINGS
 @given(st.lists(templates, max_size=8), st.lists(st.tuples(owners, texts), max_size=8))
 def test_overlappingIsPairwise(template_list: list[tuple[str, str]], uri_list: list[tuple[str, str]]) -> None:
     assert overlapping(template_list, uri_list) == _pairwise(template_list, uri_list)
 
 
+@SETTINGS
 @given(backend_names, st.text())
 def test_gatewayFormRoundTrip(backend: str, original: str) -> None:
     assert unprefixed(prefixed(backend, original)) == (backend, original)
@@ -44,6 +49,7 @@ def test_gatewayFormRoundTrip(backend: str, original: str) -> None:
 _OPERATORS = ["", "+", "#", ".", "/", ";", "?", "&"]
 
 
+@SETTINGS
 @given(texts, st.sampled_from(_OPERATORS), texts, st.text(alphabet=_CHARS + "?#.;&=", max_size=12))
 def test_matchesStartWithThePrefix(before: str, operator: str, after: str, uri: str) -> None:
     """A URI a template matches starts with the template's literal prefix (what the overlap rule relies on)."""
