@@ -107,7 +107,8 @@ class Listing:
     def __init__(self, entries: dict[str, Entry] | None = None) -> None:
         self.entries: dict[str, Entry] = entries or {}
         self.listing: list[dict[str, Any]] = [self.entries[key].definition for key in sorted(self.entries)]
-        self._by_original = {(e.backend.name, e.original): key for key, e in self.entries.items()}
+        #: (backend name, original) -> exposed, made when first asked for.
+        self._by_original: dict[tuple[str, str], str] | None = None
 
     def get(self, exposed: str) -> Entry | None:
         """The entry clients see as C{exposed}, if any."""
@@ -115,6 +116,8 @@ class Listing:
 
     def exposed(self, backend: str, original: str) -> str | None:
         """How clients see C{backend}'s C{original}, if it is listed."""
+        if self._by_original is None:
+            self._by_original = {(e.backend.name, e.original): key for key, e in self.entries.items()}
         return self._by_original.get((backend, original))
 
 
@@ -140,8 +143,12 @@ class Catalog:
         self._backends: dict[str, Backend] = {}
         #: A URI listed by several backends -> their entries.
         self._shared: dict[str, list[Entry]] = {}
-        #: Every template that compiled (by its backend's text), in listing order.
-        self._matchers: list[tuple[UriTemplate, Entry]] = []
+        #: Every template that compiled, by its backend's text.
+        self._matchers = _Matchers([])
+        #: What the last rebuild computed, for the next to reuse: exposed
+        #: names of (backend, tool or prompt name), compiled templates.
+        self._names: dict[tuple[str, str], str] = {}
+        self._compiled: dict[str, UriTemplate | TemplateError] = {}
         #: URI seen in a result, shown as given -> its backend's name; least recently used first.
         self._seen: OrderedDict[str, str] = OrderedDict()
         self._remembered = remembered
@@ -172,8 +179,10 @@ class Catalog:
         """
         ordered = sorted(backends, key=lambda b: b.name)
         reported: set[tuple[str, ...]] = set()
-        tools = self._named("tool", ordered, [b.tools for b in ordered], reported)
-        prompts = self._named("prompt", ordered, [_listed(b, "prompts") for b in ordered], reported)
+        names: dict[tuple[str, str], str] = {}
+        tools = self._named("tool", ordered, [b.tools for b in ordered], names, reported)
+        prompts = self._named("prompt", ordered, [_listed(b, "prompts") for b in ordered], names, reported)
+        self._names = names
         resources, shared = self._resources(ordered, reported)
         templates, matchers = self._templates(ordered, resources, reported)
         changed = frozenset(
@@ -199,14 +208,22 @@ class Catalog:
         kind: str,
         ordered: list[Backend],
         listings: list[Any],
+        names: dict[tuple[str, str], str],
         reported: set[tuple[str, ...]],
     ) -> Listing:
-        """Tools or prompts (C{kind}) under C{<backend><separator><name>}."""
+        """
+        Tools or prompts (C{kind}) under C{<backend><separator><name>}.
+
+        @param names: the exposed names computed so far (added to).
+        """
         entries: dict[str, Entry] = {}
+        known = self._names
         for backend, listed in zip(ordered, listings, strict=True):
-            for item in sorted(_valid(listed, "name"), key=lambda t: t["name"]):
+            for item in sorted(_valid(listed, "name"), key=_name):
                 original = item["name"]
-                name = exposed_name(backend.name, original, self.separator)
+                key = (backend.name, original)
+                name = known.get(key) or exposed_name(backend.name, original, self.separator)
+                names[key] = name
                 other = entries.get(name)
                 if other is not None:
                     self._collision(kind, name, backend, original, other, reported)
@@ -268,7 +285,7 @@ class Catalog:
 
     def _templates(
         self, ordered: list[Backend], resources: Listing, reported: set[tuple[str, ...]]
-    ) -> tuple[Listing, list[tuple[UriTemplate, Entry]]]:
+    ) -> tuple[Listing, _Matchers]:
         found: list[tuple[Backend, dict[str, Any]]] = []
         for backend in ordered:
             texts: set[str] = set()
@@ -281,14 +298,17 @@ class Catalog:
             [(e.backend.name, e.original) for e in resources.entries.values()],
         )
         entries: dict[str, Entry] = {}
-        compiled: list[tuple[str, UriTemplate]] = []
+        matchers: list[tuple[UriTemplate, Entry]] = []
+        known, compiled = self._compiled, {}
         for i, (backend, template) in enumerate(found):
             text = template["uriTemplate"]
             exposed = prefixed(backend.name, text) if i in shared or is_reserved(text) else text
-            entries[exposed] = Entry(backend, text, {**template, "uriTemplate": exposed})
-            try:
-                compiled.append((exposed, UriTemplate(text)))
-            except TemplateError as e:
+            entry = entries[exposed] = Entry(backend, text, {**template, "uriTemplate": exposed})
+            matcher = compiled[text] = known.get(text) or _compile(text)
+            if isinstance(matcher, UriTemplate):
+                matchers.append((matcher, entry))
+            else:
+                e = matcher
                 self._report(
                     reported,
                     ("template", backend.name, text),
@@ -298,8 +318,8 @@ class Catalog:
                     template=_shown(text),
                     why=str(e),
                 )
-        compiled.sort(key=lambda c: c[0])
-        return Listing(entries), [(matcher, entries[exposed]) for exposed, matcher in compiled]
+        self._compiled = compiled
+        return Listing(entries), _Matchers(matchers)
 
     def _report(self, reported: set[tuple[str, ...]], key: tuple[str, ...], message: str, **fields: Any) -> None:
         """Log C{message} unless the last rebuild already did (C{key} says which problem it is)."""
@@ -457,9 +477,8 @@ class Catalog:
         claims: dict[str, Entry | None] = {}
         for entry in self._shared.get(uri, ()):
             claims[entry.backend.name] = entry
-        for matcher, entry in self._matchers:
-            if entry.backend.name not in claims and matcher.matches(uri):
-                claims[entry.backend.name] = entry
+        for entry in self._matchers.matching(uri):
+            claims.setdefault(entry.backend.name, entry)
         seen = self._seen.get(uri)
         if seen is not None and seen in self._backends:
             claims.setdefault(seen, None)
@@ -478,8 +497,8 @@ class Catalog:
         exposed = self.resources.exposed(name, original)
         if exposed is not None:
             return self.resources.entries[exposed]
-        for matcher, entry in self._matchers:
-            if entry.backend.name == name and matcher.matches(original):
+        for entry in self._matchers.matching(original):
+            if entry.backend.name == name:
                 return entry
         return None
 
@@ -495,6 +514,49 @@ class Catalog:
         return True
 
 
+class _Matchers:
+    """
+    Compiled templates indexed by their literal prefix, so that finding
+    those that match a URI looks only at the templates whose prefix starts
+    it: one dictionary look-up per distinct prefix length.
+    """
+
+    __slots__ = ("_by_prefix", "_lengths")
+
+    def __init__(self, matchers: list[tuple[UriTemplate, Entry]]) -> None:
+        by_prefix: dict[str, list[tuple[str, UriTemplate, Entry]]] = {}
+        for matcher, entry in matchers:
+            by_prefix.setdefault(matcher.prefix, []).append((entry.definition["uriTemplate"], matcher, entry))
+        for bucket in by_prefix.values():
+            bucket.sort(key=lambda m: m[0])
+        self._by_prefix = by_prefix
+        self._lengths = sorted({len(prefix) for prefix in by_prefix})
+
+    def matching(self, uri: str) -> list[Entry]:
+        """The entries of the templates that match C{uri}, by exposed template."""
+        found: list[tuple[str, Entry]] = []
+        for length in self._lengths:
+            if length > len(uri):
+                break
+            for exposed, matcher, entry in self._by_prefix.get(uri[:length], ()):
+                if matcher.matches(uri):
+                    found.append((exposed, entry))
+        found.sort(key=lambda m: m[0])
+        return [entry for _, entry in found]
+
+
+def _compile(text: str) -> UriTemplate | TemplateError:
+    try:
+        return UriTemplate(text)
+    except TemplateError as e:
+        return e
+
+
+def _name(definition: dict[str, Any]) -> str:
+    name: str = definition["name"]
+    return name
+
+
 def _listed(backend: Backend, attribute: str) -> Any:
     """A backend's listing of a kind (none from a backend that predates the kind)."""
     return getattr(backend, attribute, ())
@@ -502,7 +564,7 @@ def _listed(backend: Backend, attribute: str) -> Any:
 
 def _valid(listed: Any, key: str) -> list[dict[str, Any]]:
     """The definitions in C{listed} that have a non-empty string under C{key}."""
-    return [item for item in listed if type(item) is dict and isinstance(item.get(key), str) and item[key]]
+    return [item for item in listed if type(item) is dict and type(item.get(key)) is str and item[key]]
 
 
 def _each(items: list[Any], change: Callable[[Any], Any]) -> list[Any]:
