@@ -26,9 +26,8 @@ read) is shown as the backend gave it when no listed resource, no template
 and no URI remembered from another backend's results claims it; otherwise,
 or when it is longer than L{MAX_REMEMBERED_URI} characters and nothing else
 would lead back to its backend, in the gateway's form.  URIs shown as given
-that are neither listed nor matched by a template are remembered (the last
-C{remembered} of them, least recently used first out) so that a client can
-read them back.
+that are not listed are remembered (the last C{remembered} of them, least
+recently used first out) so that a client can read them back.
 
 L{Catalog.route_uri} takes a client's URI back to its backend, in this
 order: a listed resource; the gateway's form naming a configured backend;
@@ -36,6 +35,13 @@ else the one backend that claims it, through a URI listed by several
 backends (never unique), a template (matched against the backend's own
 text), or a remembered URI.  Two claims are ambiguous: nothing is routed and
 L{Catalog.why_unrouted} says which URIs to use instead.
+
+What a rebuild changes: a URI a result carried as given, remembered for
+its backend, that another backend's template comes to match is ambiguous
+from then on (refused, with the URIs to use); one that another backend
+comes to list goes to that backend, since a listed resource comes first.
+A remembered URI that has left the memory routes nowhere unless a listing
+or template covers it.
 """
 
 from __future__ import annotations
