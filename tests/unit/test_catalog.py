@@ -277,6 +277,7 @@ class ResourceTests(SynchronousTestCase):
         catalog = Catalog("__")
         with capturedLogs() as events:
             catalog.rebuild([b, a])
+            catalog.rebuild([a, b])
         self.assertEqual(
             [(r["uri"], r["name"]) for r in catalog.resources.listing],
             [("file:///y", "file:///y"), ("twisted-mcp://a/file:///x", "a's"), ("twisted-mcp://b/file:///x", "b's")],
@@ -595,6 +596,36 @@ class ExposeTests(SynchronousTestCase):
             {"contents": [None, {"uri": None}]},
         ]:
             self.assertIs(self.catalog.expose_content(self.a, value), value)
+
+    def test_twoCopiesOfOneServer(self) -> None:
+        """
+        Two copies of server-everything (say, over stdio and over HTTP): every
+        resource and template is shown in the gateway's form, and a link to a
+        dynamic resource in one copy's tool result leads back to that copy.
+        """
+        listings = {
+            "resources": ["demo://resource/static/document/architecture.md"],
+            "templates": ["demo://resource/dynamic/text/{resourceId}", "demo://resource/dynamic/blob/{resourceId}"],
+        }
+        stdio, http = kinds("stdio", **listings), kinds("http", **listings)
+        catalog = Catalog("__")
+        catalog.rebuild([stdio, http])
+        self.assertEqual(
+            [r["uri"] for r in catalog.resources.listing],
+            [
+                "twisted-mcp://http/demo://resource/static/document/architecture.md",
+                "twisted-mcp://stdio/demo://resource/static/document/architecture.md",
+            ],
+        )
+        self.assertTrue(all(t["uriTemplate"].startswith("twisted-mcp://") for t in catalog.templates.listing))
+        result = {"content": [{"type": "resource_link", "uri": "demo://resource/dynamic/text/3", "name": "3"}]}
+        (link,) = catalog.expose_content(http, result)["content"]
+        self.assertEqual(link["uri"], "twisted-mcp://http/demo://resource/dynamic/text/3")
+        self.assertEqual(
+            routed(catalog, link["uri"]),
+            ("twisted-mcp://http/demo://resource/dynamic/text/{resourceId}", "http", "demo://resource/dynamic/text/3"),
+        )
+        self.assertIsNone(catalog.route_uri("demo://resource/dynamic/text/3"))
 
     def test_lruBound(self) -> None:
         """
