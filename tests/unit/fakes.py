@@ -6,7 +6,7 @@ process spawner for stdio backends.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -30,10 +30,30 @@ class FakeBackend(Backend):
     call, and whether it was cancelled.
     """
 
-    def __init__(self, name: str, tools: list[Any], state: State = State.UP) -> None:
+    def __init__(
+        self,
+        name: str,
+        tools: list[Any],
+        state: State = State.UP,
+        *,
+        prompts: Sequence[Any] = (),
+        resources: Sequence[Any] = (),
+        resource_templates: Sequence[Any] = (),
+    ) -> None:
+        """
+        @param tools, prompts: definitions, or names for definitions with
+            nothing but a name.
+        @param resources: definitions, or URIs for definitions with nothing
+            but a URI and a name.
+        @param resource_templates: definitions, or URI templates for
+            definitions with nothing but a template and a name.
+        """
         super().__init__(name)
         self.state = state
         self.tools = [t if isinstance(t, dict) else {"name": t} for t in tools]
+        self.prompts = [p if isinstance(p, dict) else {"name": p} for p in prompts]
+        self.resources = [r if isinstance(r, dict) else {"uri": r, "name": r} for r in resources]
+        self.resource_templates = [t if isinstance(t, dict) else {"uriTemplate": t, "name": t} for t in resource_templates]
         self.calls: list[Call] = []
 
     def call(
