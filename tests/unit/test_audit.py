@@ -592,7 +592,7 @@ class FailureTests(OutageTestCase):
             log.record(fields(6))  # a call that was in flight finishes
             log.record(fields(7, decision="deny", error_code=-32004, outcome=None))
         self.assertEqual((log.queue_depth, log.failures, log.dropped), (3, 5, 5))
-        self.assertTrue(any("dropping records of refusals and tool listings" in formatEvent(e) for e in events))
+        self.assertTrue(any("dropping records of refusals and listings" in formatEvent(e) for e in events))
         self.point(self.path)
         self.clock.advance(1)
         self.assertEqual((log.healthy, log.queue_depth, log.refuses_calls), (True, 0, False))
@@ -605,7 +605,7 @@ class FailureTests(OutageTestCase):
         result = verify(self.config())
         self.assertTrue(result.ok)
         self.assertEqual(result.lost, 5)
-        self.assertIn("5 record(s) of refusals and tool listings were dropped", result.message)
+        self.assertIn("5 record(s) of refusals and listings were dropped", result.message)
         self.assertIn("seq 1", result.message)
 
     def test_toolListingsAreDroppedAndCountedToo(self) -> None:
