@@ -104,7 +104,7 @@ def test_an_audit_outage_never_drops_calls_that_ran(daemon, tmp_path):
     assert sum(g["lost"] for g in gaps) == lost
     verify = audit_command("verify", "--config", str(tmp_path / "gateway.yaml"))
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    assert f"{int(lost)} record(s) of refusals and tool listings were dropped" in verify.stdout
+    assert f"{int(lost)} record(s) of refusals and listings were dropped" in verify.stdout
 
 
 def _metric(port: int, name: str) -> float:

@@ -39,6 +39,51 @@ def test_check_config_refuses_malformed_patterns(write_config, tmp_path):
         assert fragment in out.stderr, out.stderr
 
 
+def test_check_config_checks_the_roles_over_prompts_resources_and_server_requests(write_config):
+    """
+    The new keys of a role and of the kill switch are checked as the old
+    ones: each problem with its key path; the same keys written right pass.
+    """
+    config = write_config({"echo": server("echo_fast")})
+    with open(config) as f:
+        data = json.load(f)
+    data["roles"] = {
+        "viewer": {
+            "prompts": ["echo__*"],
+            "resources": {"allow": ["file:///srv/[z-a]"], "grant": ["x"]},
+            "serverRequests": {"sampling": {"deny": ["nope"]}, "logging": {"deny": ["echo"]}},
+        }
+    }
+    data["killSwitch"] = {"resources": ["file:///x]"], "templates": []}
+    with open(config, "w") as f:
+        json.dump(data, f)
+    out = subprocess.run([bin_path("twisted-mcp"), "check-config", config], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 78, out.stdout + out.stderr
+    for fragment in (
+        "roles.viewer.prompts: expected a mapping with allow and/or deny (each a list of prompt-name patterns), got list",
+        "roles.viewer.resources.allow[0]: 'file:///srv/[z-a]' is not a valid pattern: the range z-a is backwards",
+        "roles.viewer.resources.grant: unknown key",
+        "roles.viewer.serverRequests.sampling.deny[0]: no server named 'nope' in mcpServers (known: echo)",
+        "roles.viewer.serverRequests.logging: unknown key (expected one of: sampling, elicitation, roots)",
+        "killSwitch.resources[0]: 'file:///x]' is not a valid pattern",
+        "killSwitch.templates: unknown key",
+    ):
+        assert fragment in out.stderr, out.stderr
+    data["roles"] = {
+        "viewer": {
+            "allow": ["echo"],
+            "prompts": {"allow": ["echo__*"]},
+            "resources": {"allow": ["file:///srv/docs/*", "echo"], "deny": ["*secret*"]},
+            "serverRequests": {"sampling": {"deny": ["*"]}, "roots": {"allow": ["echo"]}},
+        }
+    }
+    data["killSwitch"] = {"prompts": ["echo__old_*"], "resources": ["file:///srv/private/*"]}
+    with open(config, "w") as f:
+        json.dump(data, f)
+    out = subprocess.run([bin_path("twisted-mcp"), "check-config", config], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
 def _start(daemon, tmp_path, **extra):
     sock = str(tmp_path / "gw.sock")
     port = free_port()

@@ -593,7 +593,7 @@ class FailureTests(OutageTestCase):
             log.record(fields(6))  # a call that was in flight finishes
             log.record(fields(7, decision="deny", error_code=errors.ACCESS_DENIED, outcome=None))
         self.assertEqual((log.queue_depth, log.failures, log.dropped), (3, 5, 5))
-        self.assertTrue(any("dropping records of refusals and tool listings" in formatEvent(e) for e in events))
+        self.assertTrue(any("dropping records of refusals and listings" in formatEvent(e) for e in events))
         self.point(self.path)
         self.clock.advance(1)
         self.assertEqual((log.healthy, log.queue_depth, log.refuses_calls), (True, 0, False))
@@ -606,7 +606,7 @@ class FailureTests(OutageTestCase):
         result = verify(self.config())
         self.assertTrue(result.ok)
         self.assertEqual(result.lost, 5)
-        self.assertIn("5 record(s) of refusals and tool listings were dropped", result.message)
+        self.assertIn("5 record(s) of refusals and listings were dropped", result.message)
         self.assertIn("seq 1", result.message)
 
     def test_toolListingsAreDroppedAndCountedToo(self) -> None:
@@ -621,6 +621,26 @@ class FailureTests(OutageTestCase):
         self.stopped(log)
         records = read_lines(self.path)
         self.assertEqual((records[0]["lostBy"], records[1]["id"]), ({"tools/list": 997}, "req-0"))
+
+    def test_everyKindOfListingIsDroppedAndCountedButServerRequestsAreKept(self) -> None:
+        """
+        Prompt, resource and template listings reached no backend either:
+        dropped and counted like tool listings.  A sampling request a
+        backend sent a client did run: it is kept, like a call.
+        """
+        log = self.started(self.config(path=self.link, maxQueue=3))
+        log.record(fields(0))
+        methods = ["prompts/list", "resources/list", "resources/templates/list"]
+        for n in range(1, 301):
+            log.record(fields(n, method=methods[n % 3], kind=None, tool=None, backend=None))
+        log.record(fields(301, method="sampling/createMessage", kind="server_request", tool=None))
+        self.assertEqual((log.queue_depth, log.dropped), (3, 299))
+        self.point(self.path)
+        self.clock.advance(1)
+        self.stopped(log)
+        records = read_lines(self.path)
+        self.assertEqual(records[0]["lostBy"], {"prompts/list": 99, "resources/list": 100, "resources/templates/list": 100})
+        self.assertEqual([r["id"] for r in records[1:]], ["req-0", "req-300", "req-301"])
 
     def test_aLongOutageKeepsEveryCallThatRan(self) -> None:
         config = self.config(path=self.link, maxQueue=100, onFailure="allow")

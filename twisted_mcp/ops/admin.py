@@ -105,7 +105,7 @@ def _collector(service: Any) -> Any:
                 yield failures
                 dropped = CounterMetricFamily(
                     "twisted_mcp_audit_dropped",
-                    "Audit records of refusals and tool listings dropped while the audit queue was full",
+                    "Audit records of refusals and listings dropped while the audit queue was full",
                 )
                 dropped.add_metric([], float(audit.dropped))
                 yield dropped

@@ -1,7 +1,8 @@
 """
-L{Call}: steps 6 to 9 of the policy for one allowed call: its concurrency
-slots (perhaps waiting), its backend's circuit breaker, and its outcome
-(what a breaker counts, the audit record's result).
+L{Call}: steps 6 to 9 of the policy for one allowed request (a tool call,
+a prompt get, a resource read...): its concurrency slots (perhaps
+waiting), its backend's circuit breaker, and its outcome (what a breaker
+counts, the audit record's result).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from twisted_mcp.mcp import errors
 from twisted_mcp.policy.breaker import Breaker
 from twisted_mcp.policy.limits import Busy, Slots, TokenBucket
 from twisted_mcp.policy.principal import Principal
+from twisted_mcp.policy.subject import Subject
 from twisted_mcp.wire.jsonrpc import JsonRpcError
 
 if TYPE_CHECKING:
@@ -40,14 +42,31 @@ def _up(seconds: float) -> float:
 
 
 class Call:
-    """Steps 6 to 9 of one allowed call."""
+    """
+    Steps 6 to 9 of one allowed request.
 
-    __slots__ = ("policy", "record", "entry", "principal", "peer", "slots", "held", "breaker", "probe", "started", "taken", "waited", "done")
+    @ivar subject: what the request is about.
+    @ivar entry: the tool's catalog entry (tools only; None otherwise).
+    """
 
-    def __init__(self, policy: Policy, record: dict[str, Any], entry: Any, slots: list[Slots], principal: Principal, peer: Any = None) -> None:
+    __slots__ = (
+        "policy", "record", "subject", "entry", "principal", "peer", "slots", "held", "breaker", "probe", "started", "taken", "waited", "done",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        policy: Policy,
+        record: dict[str, Any],
+        subject: Subject,
+        slots: list[Slots],
+        principal: Principal,
+        peer: Any = None,
+        entry: Any = None,
+    ) -> None:
         self.policy = policy
         self.peer = peer
         self.record = record
+        self.subject = subject
         self.entry = entry
         self.principal = principal
         self.slots = slots
@@ -80,7 +99,7 @@ class Call:
             d = self.slots[i].acquire()
         except Busy as e:
             self._release()
-            raise self._refuse(errors.BUSY, f"busy: {e.reason}", {"backend": self.entry.backend.name})
+            raise self._refuse(errors.BUSY, f"busy: {e.reason}", {"backend": self.subject.backend})
 
         def held(_: None) -> Any:
             self.held.append(self.slots[i])
@@ -91,7 +110,7 @@ class Call:
         def failed(f: Any) -> Any:
             if f.check(Busy):
                 self._release()
-                raise self._refuse(errors.BUSY, f"busy: {f.value.reason}", {"backend": self.entry.backend.name})
+                raise self._refuse(errors.BUSY, f"busy: {f.value.reason}", {"backend": self.subject.backend})
             return f
 
         return d.addCallbacks(held, failed)
@@ -105,7 +124,7 @@ class Call:
         return self.policy.deny(self.record, code, message, data)
 
     def _pass_breaker(self, send: Callable[[], Deferred[Any]]) -> Deferred[Any]:
-        backend = self.entry.backend.name
+        backend = self.subject.backend
         if self.waited:
             # Things may have changed while the call waited for a slot, the
             # policy itself included (a reload): check against the one in force.
@@ -115,10 +134,10 @@ class Call:
             except JsonRpcError as e:
                 self._release()
                 raise self._refuse(e.code, e.message, e.data)
-            refused = self.policy.refusal(principal, self.entry)
+            refused = self.policy.decision(principal, self.subject)
             if refused is not None:
                 self._release()
-                raise self._refuse(refused[0], refused[1], {"tool": self.entry.definition["name"]})
+                raise self._refuse(refused[0], refused[1], self.subject.data())
         breaker = self.policy.breaker(backend)
         wait, probe = breaker.admit_call()
         if wait:

@@ -3,50 +3,70 @@ The governed point every request passes, in one documented order (each
 refusal's code, from L{twisted_mcp.mcp.errors}, in brackets):
 
   1. identity      who is calling [AUTHENTICATION_FAILED]
-  2. kill switch   a disabled principal, backend or tool [PRINCIPAL_DISABLED,
-                   BACKEND_DISABLED, TOOL_DISABLED]
-  3. access        the caller's roles allow the tool [ACCESS_DENIED]; a
+  2. kill switch   a disabled principal, backend, tool, prompt or resource
+                   [PRINCIPAL_DISABLED, BACKEND_DISABLED, TOOL_DISABLED]
+  3. access        the caller's roles allow the subject [ACCESS_DENIED]; a
                    quarantined tool (pinning) is refused here too
                    [TOOL_QUARANTINED]
-  4. arguments     against the tool's inputSchema [JSON-RPC's INVALID_PARAMS,
-                   with the path]
-  5. rate limits   per principal, per principal and tool, per backend
-                   [RATE_LIMITED]
-  6. concurrency   per backend and per tool, with a bounded queue [BUSY]
+  4. arguments     tools only: against the tool's inputSchema [JSON-RPC's
+                   INVALID_PARAMS, with the path]
+  5. rate limits   per principal and per backend (every request), per
+                   principal and tool (tools only) [RATE_LIMITED]
+  6. concurrency   per backend (every request) and per tool (tools only),
+                   with a bounded queue [BUSY]
   7. breaker       the backend's circuit breaker [CIRCUIT_OPEN]
-  8. dispatch      the call goes to the backend
+  8. dispatch      the request goes to the backend
   9. audit         one record of the outcome (or of the refusal)
 
-When the audit sink is failing and the policy is to refuse, calls are
-refused [AUDIT_UNAVAILABLE] rather than passed unaudited.  The same checks
-decide what C{tools/list} shows and what C{tools/call} allows, so the two
-never disagree.
+A request is about one L{Subject}: a tool (C{tools/call}), a prompt
+(C{prompts/get}, a completion of its argument), a resource (C{resources/read},
+subscriptions) or a resource template (a completion of its variable).  The
+dispatch core resolves it, then asks L{Policy.begin}.  When the audit sink
+is failing and the policy is to refuse, requests are refused
+[AUDIT_UNAVAILABLE] rather than passed unaudited.  The same checks (2 and 3)
+decide what the lists show, which completions are answered and what
+requests are allowed, so they never disagree.
+
+Requests a backend sends to a client (sampling, elicitation, roots) are
+checked by L{Policy.reverse_refusal} and recorded by L{Policy.audit_reverse}:
+who asked, which client answered and the outcome, never the content.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Any, Callable, overload
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from twisted_mcp.mcp import errors
-from twisted_mcp.mcp.names import untruncated_name
 from twisted_mcp.policy.arguments import ArgumentError, Validators
-from twisted_mcp.policy.audit.records import digest_arguments
+from twisted_mcp.policy.audit.records import digest_arguments, redact_uri
 from twisted_mcp.policy.breaker import Breaker
 from twisted_mcp.policy.call import Call, _up
+from twisted_mcp.policy.decisions import decide, server_request_refusal
 from twisted_mcp.policy.limits import Slots, TokenBucket, forget_full
 from twisted_mcp.policy.pinning import Pins
 from twisted_mcp.policy.principal import IdentityError, Principal
 from twisted_mcp.policy.refusals import CoalescedRefusal, RefusalBudget, describe
-from twisted_mcp.policy.rules import PolicyConfig, any_match, matches
+from twisted_mcp.policy.rules import PolicyConfig, matches
+from twisted_mcp.policy.subject import DATA_KEYS, LISTING_METHODS, NAME_KEYS, WORDS, Subject, original_of
 from twisted_mcp.wire.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, JsonRpcError
 
 log = Logger()
 
 LOCAL = Principal(name="local", roles=(), source="local", all_access=True)
+
+#: MCP's code for a resource that does not exist (a read of a URI no backend offers).
+RESOURCE_NOT_FOUND = -32002
+
+#: Where the arguments of a request are, by method (their digest goes into
+#: the audit record; their values only with C{audit.recordArguments}).
+_ARGUMENTS = {"tools/call": "arguments", "prompts/get": "arguments", "completion/complete": "argument"}
+
+#: What C{audit_reverse} accepts as the outcome of a request a backend sent a client.
+REVERSE_OUTCOMES = ("ok", "error", "cancelled", "refused")
 
 
 class Policy:
@@ -81,15 +101,19 @@ class Policy:
         self._backend_buckets: dict[str, TokenBucket] = {}
         self._backend_slots = {name: Slots(c.max, c.queue, c.queueTimeout, clock) for name, c in rules.conc_backends.items()}
         self._tool_slots: dict[tuple[int, str], Slots] = {}
-        self._decisions: dict[tuple[Any, str], tuple[int, str] | None] = {}
+        self._decisions: dict[tuple[Any, ...], tuple[int, str] | None] = {}
+        #: The catalog's tools (exposed name -> entry), as last reviewed: the
+        #: definitions arguments are checked against.
+        self._tools: dict[str, Any] = {}
         self._prefix = os.urandom(4).hex()
         self._count = 0
         self._taken: list[TokenBucket] = []
         self.refusals: dict[int, int] = {}
         self.refusal_budget = RefusalBudget(rules.refusal_limit, clock, self._report_suppressed)
         #: The kill switch as thrown at run time (the admin endpoint), on
-        #: top of the config's: kind ("principal", "backend", "tool") -> names.
-        self.kills: dict[str, set[str]] = {"principal": set(), "backend": set(), "tool": set()}
+        #: top of the config's: kind ("principal", "backend", "tool",
+        #: "prompt", "resource") -> names or patterns.
+        self.kills: dict[str, set[str]] = {"principal": set(), "backend": set(), "tool": set(), "prompt": set(), "resource": set()}
         #: False when nothing is configured: the gateway is a plain
         #: aggregator and calls skip the pipeline.
         self.active = rules.active or authenticate is not None or audit is not None
@@ -109,50 +133,41 @@ class Policy:
             raise errors.GatewayError(errors.AUTHENTICATION_FAILED, f"Authentication failed: {e.message}", {"reason": e.message})
 
     def refusal(self, principal: Principal, entry: Any) -> tuple[int, str] | None:
-        """Why C{principal} may not see or call the catalog C{entry} (steps 2 and 3), or None."""
-        exposed = entry.definition["name"]
-        key = (principal, exposed)
+        """Why C{principal} may not see or call the tool of the catalog C{entry} (steps 2 and 3), or None."""
+        return self._decision(principal, "tool", entry.definition["name"], entry)
+
+    def decision(self, principal: Principal, subject: Subject) -> tuple[int, str] | None:
+        """Why C{principal} may not see or use C{subject} (steps 2 and 3: an error code and a reason), or None."""
+        key = (principal, subject.kind, subject.exposed, subject.backend, subject.original)
         try:
             return self._decisions[key]
         except KeyError:
             pass
-        decision = self._decide(principal, exposed, entry.backend.name, entry.tool)
+        return self._decided(key, principal, subject)
+
+    def _decision(self, principal: Principal, kind: str, exposed: str, entry: Any) -> tuple[int, str] | None:
+        """L{decision} for a catalog entry, without making its L{Subject} when the answer is cached."""
+        backend = entry.backend.name
+        original = original_of(entry)
+        key = (principal, kind, exposed, backend, original)
+        try:
+            return self._decisions[key]
+        except KeyError:
+            pass
+        return self._decided(key, principal, Subject(kind, exposed, backend, original))
+
+    def _decided(self, key: tuple[Any, ...], principal: Principal, subject: Subject) -> tuple[int, str] | None:
+        decision = decide(self.rules, self.kills, self.separator, self.pins, principal, subject)
         if len(self._decisions) > 100000:
             self._decisions.clear()
         self._decisions[key] = decision
         return decision
 
-    def _decide(self, principal: Principal, exposed: str, backend: str, tool: str) -> tuple[int, str] | None:
-        rules = self.rules
-        sep = self.separator
-        kills = self.kills
-        # Deny rules and the kill switch also see the backend's own name of
-        # the tool: the part an exposed name loses to the 64-character limit
-        # (or to character replacement) cannot hide a tool from them.
-        names = tuple({exposed: None, untruncated_name(backend, tool, sep): None, f"{backend}{sep}{tool}": None})
-        if principal.name in rules.kill_principals or principal.name in kills["principal"]:
-            return errors.PRINCIPAL_DISABLED, f"principal {principal.name!r} is disabled by the kill switch"
-        if backend in rules.kill_backends or backend in kills["backend"]:
-            return errors.BACKEND_DISABLED, f"backend {backend!r} is disabled by the kill switch"
-        if any_match(rules.kill_tools, names, sep, backend, fold=True) or any_match(kills["tool"], names, sep, backend, fold=True):
-            return errors.TOOL_DISABLED, f"tool {exposed!r} is disabled by the kill switch"
-        if not principal.all_access:
-            allowed = False
-            for role_name in principal.roles:
-                role = rules.roles.get(role_name)
-                if role is None:
-                    continue  # An unknown role has no rights.
-                if any_match(role.deny, names, sep, backend, fold=True):
-                    return errors.ACCESS_DENIED, f"role {role_name!r} denies {exposed!r}"
-                if any_match(role.allow, (exposed,), sep, backend):
-                    allowed = True
-            if not allowed:
-                roles = ", ".join(principal.roles) or "none"
-                return errors.ACCESS_DENIED, f"{principal.name!r} (roles: {roles}) may not call {exposed!r}"
-        why = self.pins.blocks(exposed)
-        if why is not None:
-            return errors.TOOL_QUARANTINED, f"tool {exposed!r} is quarantined: {why}"
-        return None
+    def visible(self, principal: Principal, subject: Subject) -> bool:
+        """Whether C{principal} may see C{subject}: in lists, and as the reference of a completion."""
+        if not self.active:
+            return True
+        return self.decision(principal, subject) is None
 
     def inherit(self, old: "Policy") -> None:
         """
@@ -196,7 +211,7 @@ class Policy:
         return policy
 
     def set_kill(self, kind: str, name: str, disabled: bool) -> None:
-        """Throw (or release) the kill switch for a principal, backend or tool at run time."""
+        """Throw (or release) the kill switch for a principal, backend, tool, prompt or resource at run time."""
         names = self.kills[kind]
         if disabled:
             names.add(name)
@@ -207,13 +222,24 @@ class Policy:
         self.active = True
 
     def kill_switch(self) -> dict[str, list[str]]:
-        """The kill switch in force: the config's and the run time's."""
+        """
+        The kill switch in force: the config's and the run time's.  Prompts
+        and resources are shown only when some are disabled (the shape
+        stays what it was for a kill switch over tools only).
+        """
         rules = self.rules
-        return {
+        shown = {
             "principals": sorted(set(rules.kill_principals) | self.kills["principal"]),
             "backends": sorted(set(rules.kill_backends) | self.kills["backend"]),
             "tools": sorted(set(rules.kill_tools) | self.kills["tool"]),
         }
+        prompts = sorted(set(rules.kill_prompts) | self.kills["prompt"])
+        resources = sorted(set(rules.kill_resources) | self.kills["resource"])
+        if prompts:
+            shown["prompts"] = prompts
+        if resources:
+            shown["resources"] = resources
+        return shown
 
     def approve(self, names: list[str], entries: dict[str, Any]) -> list[str]:
         """Pin the current definitions of C{names} (the admin endpoint): write
@@ -240,8 +266,13 @@ class Policy:
         return chosen
 
     def catalog_changed(self, entries: dict[str, Any]) -> None:
-        """The catalog was rebuilt: review pins, drop stale validators and decisions."""
+        """
+        The catalog was rebuilt (any kind): review the tools' pins, drop
+        stale validators and every cached decision.  C{entries} are the
+        catalog's tools.
+        """
         self._decisions.clear()
+        self._tools = entries
         self.validators.forget(set(entries))
         fresh = self.pins.review((name, {**e.definition, "name": e.tool}) for name, e in entries.items())
         for exposed, why in fresh:
@@ -266,18 +297,47 @@ class Policy:
                 }
             )
 
-    def listing(self, principal: Principal, listing: list[dict[str, Any]], entries: dict[str, Any]) -> list[dict[str, Any]]:
-        """The tools C{principal} may see (the same check as calls)."""
-        if (
-            principal.all_access
-            and not self.rules.kill_tools
-            and not self.rules.kill_backends
-            and not self.pins.quarantined
-            and principal.name not in self.rules.kill_principals
-            and not any(self.kills.values())
-        ):
+    @overload
+    def listing(self, principal: Principal, kind: str, listing: list[dict[str, Any]], entries: dict[str, Any]) -> list[dict[str, Any]]: ...
+
+    @overload
+    def listing(self, principal: Principal, kind: list[dict[str, Any]], listing: dict[str, Any]) -> list[dict[str, Any]]: ...
+
+    def listing(self, principal: Principal, kind: Any, listing: Any, entries: Any = None) -> list[dict[str, Any]]:
+        """
+        The definitions of C{kind} (C{"tool"}, C{"prompt"}, C{"resource"},
+        C{"template"}) in C{listing} that C{principal} may see: the same
+        check as requests.  C{entries} maps each exposed name or URI to its
+        catalog entry.  The tools-only form C{listing(principal, listing,
+        entries)} is still accepted.
+        """
+        if entries is None:
+            kind, listing, entries = "tool", kind, listing
+        if self._unrestricted(principal, kind):
             return listing
-        return [d for d in listing if self.refusal(principal, entries[d["name"]]) is None]
+        key = NAME_KEYS[kind]
+        decision = self._decision
+        return [d for d in listing if decision(principal, kind, d[key], entries[d[key]]) is None]
+
+    def _unrestricted(self, principal: Principal, kind: str) -> bool:
+        """Whether nothing can hide a subject of C{kind} from C{principal} (the lists' fast path)."""
+        rules = self.rules
+        if not principal.all_access or rules.kill_backends or principal.name in rules.kill_principals or any(self.kills.values()):
+            return False
+        if kind == "tool":
+            return not rules.kill_tools and not self.pins.quarantined
+        if kind == "prompt":
+            return not rules.kill_prompts
+        return not rules.kill_resources
+
+    def audit_listing(self, session: str, kind: str, principal: Principal, shown: int, total: int) -> None:
+        """One audit record of a list answered: how many of its C{total} definitions C{principal} saw."""
+        if self.audit is None:
+            return
+        record = self.new_record(session, LISTING_METHODS[kind])
+        record.update(principal=principal.name, roles=list(principal.roles), kind=kind, outcome="ok")
+        record["reason"] = f"{shown} of {total} {WORDS[kind]}(s) visible"
+        self._audit(record)
 
     # -- calls ---------------------------------------------------------------
 
@@ -290,6 +350,8 @@ class Policy:
             "roles": [],
             "session": session,
             "method": method,
+            "kind": None,
+            "subject": None,
             "tool": None,
             "backend": None,
             "decision": "allow",
@@ -332,58 +394,114 @@ class Policy:
         audit = self.audit
         return audit is not None and audit.refuses_calls
 
-    def begin(self, session: str, params: dict[str, Any], catalog: Any, peer: Any = None) -> "Call":
+    @overload
+    def begin(self, session: str, method: str, subject: Subject, params: dict[str, Any], peer: Any = None) -> Call: ...
+
+    @overload
+    def begin(self, session: str, method: dict[str, Any], subject: Any, params: Any = None) -> Call: ...
+
+    def begin(self, session: str, method: Any, subject: Any, params: Any = None, peer: Any = None) -> Call:
         """
-        Steps 1 to 5 for a C{tools/call}; raises L{JsonRpcError} (already
-        audited) for a refusal.  The returned L{Call} does the rest.
+        Steps 1 to 5 for a request about C{subject}, which the caller
+        resolved (an unknown name or URI is refused with L{refuse_unknown});
+        raises L{JsonRpcError} (already audited) for a refusal.  The
+        returned L{Call} does the rest.  C{method} is the request's method
+        (C{tools/call}, C{prompts/get}, C{resources/read},
+        C{completion/complete}...); C{params} its params, whose arguments
+        are digested for the audit.
+
+        The tools-only form C{begin(session, params, catalog, peer)} is
+        still accepted: it looks C{params["name"]} up in C{catalog.entries}.
         """
+        if not isinstance(method, str):
+            return self._begin_tools_call(session, method, subject, params)
+        record = self.new_record(session, method)
+        try:
+            principal = self._identify(record, peer)
+            self._describe(record, subject)
+            if self.audit_blocked():
+                raise self.deny(record, errors.AUDIT_UNAVAILABLE, "the audit trail cannot be written; requests are refused until it can")
+            entry = None
+            if subject.kind == "tool":
+                entry = self._tools.get(subject.exposed)
+                if entry is None or entry.backend.name != subject.backend:
+                    raise self.deny(record, INVALID_PARAMS, f"Unknown tool: {subject.exposed!r}", subject.data())
+            return self._admit(record, principal, subject, method, params, peer, entry)
+        except JsonRpcError:
+            raise
+        except Exception as e:
+            log.failure("policy check of a request failed")
+            raise self.deny(record, INTERNAL_ERROR, f"Internal error while checking the request: {type(e).__name__}")
+
+    def _begin_tools_call(self, session: str, params: dict[str, Any], catalog: Any, peer: Any) -> Call:
+        """C{begin} in its tools-only form: the tool looked up by name in C{catalog}."""
         record = self.new_record(session, "tools/call")
         try:
-            return self._begin(record, params, catalog, peer)
+            principal = self._identify(record, peer)
+            name = params.get("name")
+            if type(name) is str:
+                record["tool"] = name
+            if self.audit_blocked():
+                raise self.deny(record, errors.AUDIT_UNAVAILABLE, "the audit trail cannot be written; calls are refused until it can")
+            if type(name) is not str:
+                raise self.deny(record, INVALID_PARAMS, "Invalid params: tools/call needs params.name, a string")
+            entry = catalog.entries.get(name)
+            if entry is None:
+                raise self.deny(record, INVALID_PARAMS, f"Unknown tool: {name!r}", {"tool": name})
+            subject = Subject("tool", name, entry.backend.name, original_of(entry))
+            self._describe(record, subject)
+            return self._admit(record, principal, subject, "tools/call", params, peer, entry)
         except JsonRpcError:
             raise
         except Exception as e:
             log.failure("policy check of a call failed")
             raise self.deny(record, INTERNAL_ERROR, f"Internal error while checking the call: {type(e).__name__}")
 
-    def _begin(self, record: dict[str, Any], params: dict[str, Any], catalog: Any, peer: Any) -> "Call":
+    def _identify(self, record: dict[str, Any], peer: Any) -> Principal:
+        """Step 1: the caller, named in C{record}; a refusal (audited) when it cannot be identified."""
         try:
             principal = self.principal(peer)
         except JsonRpcError as e:
             raise self.deny(record, e.code, e.message, e.data)
         record["principal"] = principal.name
         record["roles"] = list(principal.roles)
-        name = params.get("name")
-        if type(name) is str:
-            record["tool"] = name
-        if self.audit_blocked():
-            raise self.deny(record, errors.AUDIT_UNAVAILABLE, "the audit trail cannot be written; calls are refused until it can")
-        if type(name) is not str:
-            raise self.deny(record, INVALID_PARAMS, "Invalid params: tools/call needs params.name, a string")
-        entry = catalog.entries.get(name)
-        if entry is None:
-            raise self.deny(record, INVALID_PARAMS, f"Unknown tool: {name!r}", {"tool": name})
-        backend = entry.backend.name
-        record["backend"] = backend
-        arguments = params.get("arguments")
+        return principal
+
+    @staticmethod
+    def _describe(record: dict[str, Any], subject: Subject) -> None:
+        """What the request is about, in its audit record (a URI without its secrets)."""
+        record["kind"] = subject.kind
+        record["subject"] = subject.exposed if subject.kind in ("tool", "prompt") else redact_uri(subject.exposed)
+        record["backend"] = subject.backend
+        if subject.kind == "tool":
+            record["tool"] = subject.exposed
+
+    def _admit(
+        self, record: dict[str, Any], principal: Principal, subject: Subject, method: str, params: Any, peer: Any, entry: Any
+    ) -> Call:
+        """Steps 2 to 5 once the subject is known."""
+        where = _ARGUMENTS.get(method)
+        arguments = params.get(where) if where is not None and type(params) is dict else None
         if arguments is not None and type(arguments) is not dict:
-            raise self.deny(record, INVALID_PARAMS, "Invalid params: tools/call arguments must be an object")
-        if self.audit is not None:
+            raise self.deny(record, INVALID_PARAMS, f"Invalid params: {method} {where} must be an object")
+        if where is not None and self.audit is not None:
             record["arguments_digest"] = digest_arguments(arguments if arguments is not None else {})
             if self.audit.config.recordArguments:
                 record["arguments"] = arguments
-        refused = self.refusal(principal, entry)
+        refused = self.decision(principal, subject)
         if refused is not None:
             code, why = refused
-            raise self.deny(record, code, why, {"tool": name})
-        try:
-            self.validators.check(name, entry.definition, arguments)
-        except ArgumentError as e:
-            error = JsonRpcError(INVALID_PARAMS, f"Invalid params: {e.path}: {e.reason}", {"tool": name, "path": e.path, "reason": e.reason})
-            # The audit keeps where and which rule, not the (perhaps secret) value.
-            self.deny(record, INVALID_PARAMS, f"invalid arguments at {e.path} ({e.keyword})")
-            raise error
-        wait, which = self._rate_check(principal, name, backend)
+            raise self.deny(record, code, why, subject.data())
+        if entry is not None:
+            name = subject.exposed
+            try:
+                self.validators.check(name, entry.definition, arguments)
+            except ArgumentError as e:
+                error = JsonRpcError(INVALID_PARAMS, f"Invalid params: {e.path}: {e.reason}", {"tool": name, "path": e.path, "reason": e.reason})
+                # The audit keeps where and which rule, not the (perhaps secret) value.
+                self.deny(record, INVALID_PARAMS, f"invalid arguments at {e.path} ({e.keyword})")
+                raise error
+        wait, which = self._rate_check(principal, subject)
         if wait:
             raise self.deny(
                 record,
@@ -391,13 +509,49 @@ class Policy:
                 f"rate limit ({which}) reached; retry in {_up(wait):.3f} s",
                 {"retryAfter": _up(wait), "limit": which},
             )
-        call = Call(self, record, entry, self._slots_for(name, backend), principal, peer)
+        call = Call(self, record, subject, self._slots_for(subject), principal, peer, entry)
         call.taken, self._taken = self._taken, []
         return call
 
-    def _rate_check(self, principal: Principal, tool: str, backend: str) -> tuple[float, str]:
+    def refuse_request(self, session: str, method: str, code: int, message: str, peer: Any = None, data: Any = None) -> JsonRpcError:
+        """
+        The error (audited) for a request refused before it names a subject
+        (malformed params, say).  The caller is identified first, so the
+        record says who; one who cannot be is refused for that.
+        """
+        record = self.new_record(session, method)
+        try:
+            self._identify(record, peer)
+        except JsonRpcError as e:
+            return e
+        return self.deny(record, code, message, data)
+
+    def refuse_unknown(self, session: str, method: str, kind: str, name: str, peer: Any = None) -> JsonRpcError:
+        """
+        The error (audited) for a request about a C{kind} no backend offers
+        under C{name}: C{Unknown tool: 'x'} (-32602, C{data.tool}), the same
+        for prompts and resource templates, and MCP's C{Resource not found}
+        (-32002, C{data.uri}) for a resource.
+        """
+        record = self.new_record(session, method)
+        record["kind"] = kind
+        record["subject"] = name if kind in ("tool", "prompt") else redact_uri(name)
+        if kind == "tool":
+            record["tool"] = name
+        try:
+            self._identify(record, peer)
+        except JsonRpcError as e:
+            return e
+        if self.audit_blocked():
+            return self.deny(record, errors.AUDIT_UNAVAILABLE, "the audit trail cannot be written; requests are refused until it can")
+        if kind == "resource":
+            return self.deny(record, RESOURCE_NOT_FOUND, f"Resource not found: {name!r}", {DATA_KEYS[kind]: name})
+        return self.deny(record, INVALID_PARAMS, f"Unknown {WORDS[kind]}: {name!r}", {DATA_KEYS[kind]: name})
+
+    def _rate_check(self, principal: Principal, subject: Subject) -> tuple[float, str]:
         rules = self.rules
         now = self.clock.seconds()
+        backend = subject.backend
         buckets = []
         if rules.rate_principal is not None:
             b = self._principal_buckets.get(principal.name)
@@ -405,14 +559,16 @@ class Policy:
                 forget_full(self._principal_buckets, now)
                 b = self._principal_buckets[principal.name] = TokenBucket(rules.rate_principal.rate, rules.rate_principal.burst, now)
             buckets.append((b, "principal"))
-        for i, rule in enumerate(rules.rate_tools):
-            if matches(rule.tool or "", tool, self.separator, backend):
-                key = (principal.name, i, tool)
-                b = self._tool_buckets.get(key)
-                if b is None:
-                    forget_full(self._tool_buckets, now)
-                    b = self._tool_buckets[key] = TokenBucket(rule.rate, rule.burst, now)
-                buckets.append((b, "tool"))
+        if subject.kind == "tool":
+            tool = subject.exposed
+            for i, rule in enumerate(rules.rate_tools):
+                if matches(rule.tool or "", tool, self.separator, backend):
+                    key = (principal.name, i, tool)
+                    b = self._tool_buckets.get(key)
+                    if b is None:
+                        forget_full(self._tool_buckets, now)
+                        b = self._tool_buckets[key] = TokenBucket(rule.rate, rule.burst, now)
+                    buckets.append((b, "tool"))
         rate = rules.rate_backends.get(backend)
         if rate is not None:
             b = self._backend_buckets.get(backend)
@@ -431,19 +587,83 @@ class Policy:
         self._taken = [b for b, _ in buckets]
         return 0.0, ""
 
-    def _slots_for(self, tool: str, backend: str) -> list[Slots]:
+    def _slots_for(self, subject: Subject) -> list[Slots]:
         slots = []
+        backend = subject.backend
         s = self._backend_slots.get(backend)
         if s is not None:
             slots.append(s)
-        for i, c in enumerate(self.rules.conc_tools):
-            if matches(c.tool or "", tool, self.separator, backend):
-                key = (i, tool)
-                t = self._tool_slots.get(key)
-                if t is None:
-                    t = self._tool_slots[key] = Slots(c.max, c.queue, c.queueTimeout, self.clock)
-                slots.append(t)
+        if subject.kind == "tool":
+            tool = subject.exposed
+            for i, c in enumerate(self.rules.conc_tools):
+                if matches(c.tool or "", tool, self.separator, backend):
+                    key = (i, tool)
+                    t = self._tool_slots.get(key)
+                    if t is None:
+                        t = self._tool_slots[key] = Slots(c.max, c.queue, c.queueTimeout, self.clock)
+                    slots.append(t)
         return slots
+
+    # -- requests a backend sends to a client --------------------------------
+
+    def reverse_refusal(self, principal: Principal, backend: str, method: str) -> str | None:
+        """
+        Why the client of C{principal} may not be sent the request
+        C{method} (C{sampling/createMessage}, C{elicitation/create},
+        C{roots/list}) that C{backend} sent, or None: the kill switch
+        (principal, backend), the audit trail refusing requests, and the
+        roles' C{serverRequests}.  The reason is written for the backend's
+        error and the log.
+        """
+        if not self.active:
+            return None
+        if self.audit_blocked():
+            return "the audit trail cannot be written; requests are refused until it can"
+        return server_request_refusal(self.rules, self.kills, principal, backend, method)
+
+    def audit_reverse(
+        self,
+        session: str,
+        principal: Principal | None,
+        backend: str,
+        method: str,
+        outcome: str,
+        error_code: int | None = None,
+        latency_ms: float | None = None,
+        reason: str | None = None,
+        cause: str | None = None,
+    ) -> None:
+        """
+        One audit record of a request C{backend} sent a client (never its
+        content): C{method}, the backend that asked, the client that
+        answered (C{session} and C{principal}; None and C{"-"} when the
+        gateway could not tell which client to ask), and the C{outcome}:
+        C{"ok"}, C{"error"} (C{error_code}: the client's, or the gateway's
+        when it gave up, a timeout say), C{"cancelled"}, or C{"refused"} (the
+        gateway did not send it: C{reason} says why, C{error_code} is the
+        code the backend got).  C{cause} is the audit id of the client's
+        request that led to it (C{Call.record["id"]}), when known.  A
+        refusal counts against the principal's refusal budget, as refused
+        requests do.
+        """
+        if outcome not in REVERSE_OUTCOMES:
+            raise ValueError(f"outcome {outcome!r} is not one of {', '.join(REVERSE_OUTCOMES)}")
+        if self.audit is None:
+            return
+        record = self.new_record(session, method)
+        record.update(kind="server_request", backend=backend, error_code=error_code, latency_ms=latency_ms, reason=reason)
+        if principal is not None:
+            record["principal"] = principal.name
+            record["roles"] = list(principal.roles)
+        if cause is not None:
+            record["cause"] = cause
+        if outcome == "refused":
+            record["decision"] = "deny"
+            if not self.refusal_budget.admit(record["principal"], error_code or 0):
+                return
+        else:
+            record["outcome"] = outcome
+        self._audit(record)
 
     def backend_changed(self, backend: Any) -> None:
         breaker = self.breakers.get(backend.name)

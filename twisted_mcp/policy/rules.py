@@ -2,7 +2,7 @@
 The policy's configuration (roles, kill switch, limits, concurrency,
 breakers, pinning) and the pattern matching every check uses.
 
-Patterns are shell-style globs (C{*}, C{?}, C{[...]} with ranges and
+Name patterns (tools and prompts) are shell-style globs (C{*}, C{?}, C{[...]} with ranges and
 C{[!...]}) matched against a tool's exposed name, case-sensitively by
 default.  Deny rules and the kill switch fold: they match the folded name
 (ASCII letters in lower case, C{-} as C{_}) with a folded pattern (each
@@ -13,6 +13,15 @@ a separator in it and without wildcards also matches a whole backend
 the backend's own name of the tool (the pipeline passes every name of a
 tool to L{any_match}).  A pattern that cannot mean what it says (an
 unclosed C{[}, a backwards range) is refused when it is loaded.
+
+URI patterns (resources and resource templates, L{matches_uri}) are the
+same globs over a URI, where C{*} crosses C{/} too; a pattern that is a
+bare server name (C{A-Z a-z 0-9 _ -} only) covers every resource of that
+server.  Deny rules and the kill switch fold them as names are folded, and
+also see the percent-decoded URI.
+
+Server patterns (C{serverRequests}) are the same globs over server names,
+always folded, as C{killSwitch.backends} names servers.
 """
 
 from __future__ import annotations
@@ -26,9 +35,37 @@ import attrs
 
 
 @attrs.frozen
-class Role:
+class Patterns:
+    """What a role allows and denies of one kind (deny beats allow)."""
+
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
+
+
+#: The families of requests a server sends to a client, by the method's
+#: first part: C{roles.<name>.serverRequests.<family>}.
+SERVER_REQUEST_FAMILIES = ("sampling", "elicitation", "roots")
+
+
+@attrs.frozen
+class Role:
+    """
+    One role of C{roles}.  C{allow}/C{deny} are tool-name patterns (as
+    before resources and prompts were passed).
+
+    @ivar prompts: prompt-name patterns; a role without C{prompts} sees none.
+    @ivar resources: URI patterns over resources and resource templates; a
+        role without C{resources} sees none.
+    @ivar server_requests: family (C{sampling}, C{elicitation}, C{roots})
+        -> the servers whose requests of that family this role's clients
+        may answer; a family not named here: every server.
+    """
+
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    prompts: Patterns = Patterns()
+    resources: Patterns = Patterns()
+    server_requests: Mapping[str, Patterns] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -61,6 +98,8 @@ class PolicyConfig:
     roles: Mapping[str, Role] = attrs.field(factory=dict)
     roles_configured: bool = False
     kill_tools: tuple[str, ...] = ()
+    kill_prompts: tuple[str, ...] = ()
+    kill_resources: tuple[str, ...] = ()
     kill_backends: tuple[str, ...] = ()
     kill_principals: tuple[str, ...] = ()
     rate_principal: Rate | None = None
@@ -191,6 +230,45 @@ def pattern_problem(pattern: Any) -> str | None:
     return None
 
 
+_SERVER_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def uri_pattern_problem(pattern: Any) -> str | None:
+    """Why C{pattern} is not a usable URI pattern, or None."""
+    if not isinstance(pattern, str) or not pattern or any(c.isspace() or not c.isprintable() for c in pattern):
+        return f"expected a URI pattern without spaces or control characters, got {pattern!r}"
+    try:
+        compile_pattern(pattern)
+    except PatternError as e:
+        return f"{pattern!r} is not a valid pattern: {e}"
+    return None
+
+
+def matches_uri(pattern: str, uri: str, backend: str, fold: bool = False) -> bool:
+    """
+    Whether C{pattern} covers the resource (or resource template) C{uri} of
+    C{backend}.  C{*} matches any characters, C{/} included.  A bare server
+    name (no C{:}, C{/} or wildcard) covers every resource of that server.
+    With C{fold} (deny rules and the kill switch), case and C{-}/C{_} are
+    not told apart.
+    """
+    norm = fold_name if fold else str
+    if _SERVER_NAME_RE.match(pattern):
+        return norm(backend) == norm(pattern)
+    return compile_pattern(pattern, fold).fullmatch(norm(uri)) is not None
+
+
+def any_match_uri(patterns: Iterable[str], uris: tuple[str, ...], backend: str, fold: bool = False) -> bool:
+    """Whether any of C{patterns} covers any of C{uris} (the same resource's URIs)."""
+    return any(matches_uri(p, u, backend, fold) for p in patterns for u in uris)
+
+
+def server_matches(patterns: Iterable[str], backend: str) -> bool:
+    """Whether any of the server patterns C{patterns} covers the server C{backend} (always folded)."""
+    folded = fold_name(backend)
+    return any(compile_pattern(p, True).fullmatch(folded) is not None for p in patterns)
+
+
 def _is_backend_name(pattern: str, separator: str) -> bool:
     return separator not in pattern and not any(c in pattern for c in "*?[")
 
@@ -226,6 +304,8 @@ def backends_named(name: str, known: Iterable[str]) -> list[str]:
 # -- parsing ---------------------------------------------------------------
 
 TOP_KEYS = ("roles", "killSwitch", "limits", "concurrency", "breaker", "pinning")
+ROLE_KEYS = ("allow", "deny", "prompts", "resources", "serverRequests")
+KILL_SWITCH_KEYS = ("tools", "prompts", "resources", "backends", "principals")
 
 
 class _P:
@@ -246,15 +326,16 @@ class _P:
             if k not in known:
                 self.add(f"{path}.{k}", f"unknown key (expected one of: {', '.join(known)})")
 
-    def patterns(self, path: str, value: Any) -> tuple[str, ...]:
+    def patterns(self, path: str, value: Any, what: str = "tool-name patterns", problem_of: Any = None) -> tuple[str, ...]:
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list):
-            self.add(path, "expected a list of tool-name patterns")
+            self.add(path, f"expected a list of {what}")
             return ()
+        check = problem_of or pattern_problem
         out = []
         for i, p in enumerate(value):
-            problem = pattern_problem(p)
+            problem = check(p)
             if problem is not None:
                 self.add(f"{path}[{i}]", problem)
             else:
@@ -364,6 +445,53 @@ def _kill_backends(p: _P, names: Any, backends: set[str]) -> tuple[str, ...]:
     return tuple(sorted(set(out)))
 
 
+def _role(p: _P, path: str, spec: Any, backends: set[str]) -> Role | None:
+    """One role: tool patterns (C{allow}, C{deny}), C{prompts}, C{resources}, C{serverRequests}."""
+    m = p.mapping(path, spec if spec is not None else {})
+    if m is None:
+        return None
+    p.keys(path, m, ROLE_KEYS)
+    prompts = _patterns(p, f"{path}.prompts", m["prompts"], "prompt-name patterns", pattern_problem) if "prompts" in m else Patterns()
+    resources = _patterns(p, f"{path}.resources", m["resources"], "URI patterns", uri_pattern_problem) if "resources" in m else Patterns()
+    requests = _server_requests(p, f"{path}.serverRequests", m["serverRequests"], backends) if "serverRequests" in m else {}
+    return Role(
+        allow=p.patterns(f"{path}.allow", m.get("allow", [])),
+        deny=p.patterns(f"{path}.deny", m.get("deny", [])),
+        prompts=prompts,
+        resources=resources,
+        server_requests=requests,
+    )
+
+
+def _patterns(p: _P, path: str, value: Any, what: str, problem_of: Any, allow_default: tuple[str, ...] = ()) -> Patterns:
+    """C{{allow: [...], deny: [...]}} of C{what}; C{allow} left out is C{allow_default}."""
+    if not isinstance(value, dict):
+        p.add(path, f"expected a mapping with allow and/or deny (each a list of {what}), got {type(value).__name__}")
+        return Patterns()
+    p.keys(path, value, ("allow", "deny"))
+    allow = p.patterns(f"{path}.allow", value["allow"], what, problem_of) if "allow" in value else allow_default
+    deny = p.patterns(f"{path}.deny", value.get("deny", []), what, problem_of)
+    return Patterns(allow=allow, deny=deny)
+
+
+def _server_requests(p: _P, path: str, value: Any, backends: set[str]) -> dict[str, Patterns]:
+    """C{serverRequests}: per family, the servers allowed (every one unless C{allow} says) and denied."""
+    m = p.mapping(path, value if value is not None else {}) or {}
+    p.keys(path, m, SERVER_REQUEST_FAMILIES)
+
+    def problem(pattern: Any) -> str | None:
+        why = pattern_problem(pattern)
+        if why is None and not any(c in pattern for c in "*?[") and not backends_named(pattern, backends):
+            why = f"no server named {pattern!r} in mcpServers (known: {', '.join(sorted(backends)) or 'none'})"
+        return why
+
+    return {
+        family: _patterns(p, f"{path}.{family}", m[family], "server-name patterns", problem, ("*",))
+        for family in SERVER_REQUEST_FAMILIES
+        if family in m
+    }
+
+
 def parse_policy(top: dict[str, Any], base_dir: str | None, problems: list[str], backends: set[str]) -> PolicyConfig:
     p = _P(problems)
     fields: dict[str, Any] = {"active": any(key in top for key in TOP_KEYS)}
@@ -371,21 +499,17 @@ def parse_policy(top: dict[str, Any], base_dir: str | None, problems: list[str],
         roles = p.mapping("roles", top["roles"]) or {}
         out = {}
         for name, spec in roles.items():
-            path = f"roles.{name}"
-            m = p.mapping(path, spec if spec is not None else {})
-            if m is None:
-                continue
-            p.keys(path, m, ("allow", "deny"))
-            out[str(name)] = Role(
-                allow=p.patterns(f"{path}.allow", m.get("allow", [])),
-                deny=p.patterns(f"{path}.deny", m.get("deny", [])),
-            )
+            role = _role(p, f"roles.{name}", spec, backends)
+            if role is not None:
+                out[str(name)] = role
         fields["roles"] = out
         fields["roles_configured"] = True
     if "killSwitch" in top:
         ks = p.mapping("killSwitch", top["killSwitch"] or {}) or {}
-        p.keys("killSwitch", ks, ("tools", "backends", "principals"))
+        p.keys("killSwitch", ks, KILL_SWITCH_KEYS)
         fields["kill_tools"] = p.patterns("killSwitch.tools", ks.get("tools", []))
+        fields["kill_prompts"] = p.patterns("killSwitch.prompts", ks.get("prompts", []), "prompt-name patterns")
+        fields["kill_resources"] = p.patterns("killSwitch.resources", ks.get("resources", []), "URI patterns", uri_pattern_problem)
         fields["kill_backends"] = _kill_backends(p, ks.get("backends", []), backends)
         principals = ks.get("principals", [])
         if not isinstance(principals, list) or not all(isinstance(n, str) for n in principals):

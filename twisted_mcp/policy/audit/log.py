@@ -81,12 +81,16 @@ class SynchronousThreads:
 GAP_METHOD = "audit/gap"
 
 
+#: The listing methods: their records may be dropped (and counted) when the sink fails.
+LISTING_METHODS = frozenset(("tools/list", "prompts/list", "resources/list", "resources/templates/list"))
+
+
 def _must_keep(record: dict[str, Any]) -> bool:
     """
-    Whether a queued record may never be dropped: all but refusals and tool
-    listings (neither reached a backend; both are counted when dropped).
+    Whether a queued record may never be dropped: all but refusals and
+    listings (none reached a backend; all are counted when dropped).
     """
-    return record.get("decision") != "deny" and record.get("method") != "tools/list"
+    return record.get("decision") != "deny" and record.get("method") not in LISTING_METHODS
 
 
 class _Gap:
@@ -96,7 +100,7 @@ class _Gap:
         self.count = 0
         self.first: Any = None
         self.last: Any = None
-        self.kinds: dict[str, int] = {}  # a refusal's error code, or "tools/list"
+        self.kinds: dict[str, int] = {}  # a refusal's error code, or the listing's method
 
     def add(self, record: dict[str, Any]) -> None:
         self.count += 1
@@ -113,7 +117,7 @@ class _Gap:
             "time": now,
             "method": GAP_METHOD,
             "decision": "gap",
-            "reason": f"{self.count} record(s) of refusals and tool listings were dropped while the audit sink could not be written",
+            "reason": f"{self.count} record(s) of refusals and listings were dropped while the audit sink could not be written",
             "lost": self.count,
             "lostBy": dict(sorted(self.kinds.items())),
             "firstLostTime": self.first,
@@ -213,7 +217,7 @@ class AuditLog:
 
     @property
     def dropped(self) -> int:
-        """Records of refusals and tool listings dropped while the queue was full, since start."""
+        """Records of refusals and listings dropped while the queue was full, since start."""
         return self._dropped
 
     @property
@@ -465,7 +469,7 @@ class AuditLog:
         if not self._dropping:
             self._dropping = True
             _log.error(
-                "audit queue is full ({max} records): dropping records of refusals and tool listings (counted, and "
+                "audit queue is full ({max} records): dropping records of refusals and listings (counted, and "
                 "written as a gap record) until {where} can be written again; records of calls that ran are kept",
                 max=self.config.maxQueue,
                 where=self._where,
@@ -519,7 +523,7 @@ class AuditLog:
         if not self._healthy:
             self._healthy = True
             _log.info(
-                "audit sink {where} is writing again; {lost} record(s) of refusals and tool listings were dropped while it was "
+                "audit sink {where} is writing again; {lost} record(s) of refusals and listings were dropped while it was "
                 "failing (counted in a gap record)",
                 where=self._where,
                 lost=self._lost,

@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 from typing import Any, Callable, NamedTuple
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import attrs
 
@@ -38,6 +39,35 @@ def digest_arguments(arguments: Any) -> str:
     for values that came from JSON, however deeply nested.
     """
     return "sha256:" + hashlib.sha256(_canonical(arguments)).hexdigest()
+
+
+def redact_uri(uri: str) -> str:
+    """
+    C{uri} as an audit record keeps it: the password of its userinfo and
+    the values of query parameters whose names L{is_secret_name} calls
+    secret (C{?token=...}) are C{"[REDACTED]"}; everything else, the path
+    included, is kept, so the record still says which resource it was.
+    A URI with nothing to hide is returned unchanged.
+    """
+    if "@" not in uri and "=" not in uri:
+        return uri
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return uri
+    netloc, query = parts.netloc, parts.query
+    userinfo, at, host = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.partition(':')[0]}:{REDACTED}@{host}"
+    if query:
+        pairs = []
+        for pair in query.split("&"):
+            name, eq, _ = pair.partition("=")
+            pairs.append(f"{name}={REDACTED}" if eq and is_secret_name(unquote_plus(name)) else pair)
+        query = "&".join(pairs)
+    if (netloc, query) == (parts.netloc, parts.query):
+        return uri
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def bound_text(text: str, limit: int) -> str:

@@ -32,7 +32,7 @@ class VerifyResult:
     message: str
     #: The trail could not be read at all (no file, database down).
     unavailable: bool = False
-    #: Records of refusals and tool listings dropped during outages, as the gap records say.
+    #: Records of refusals and listings dropped during outages, as the gap records say.
     lost: int = 0
     #: The last good record: (seq, digest), for a checkpoint.
     head: tuple[int, str] | None = attrs.field(default=None, eq=False)
@@ -248,7 +248,7 @@ class _ChainCheck:
             lost = sum(n for _, n in gaps)
             where = ", ".join(str(seq) for seq, _ in gaps)
             message += (
-                f"; {lost} record(s) of refusals and tool listings were dropped while the sink failed "
+                f"; {lost} record(s) of refusals and listings were dropped while the sink failed "
                 f"(gap records at seq {where})"
             )
         if self.anchor is not None:

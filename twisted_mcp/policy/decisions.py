@@ -1,0 +1,142 @@
+"""
+Steps 2 and 3 of the policy for one subject: the kill switch, then the
+caller's roles (and, for tools, pinning's quarantine); and whether a client
+may answer a server's request (sampling, elicitation, roots).  Pure
+functions of the rules, the run-time kill switch and the principal: the
+pipeline caches their answers.
+
+Deny rules and the kill switch see every name of a subject: for tools and
+prompts the exposed name, the name before the 64-character limit cut it,
+and the backend's own name; for resources and templates the exposed URI,
+the backend's own URI, and both percent-decoded, so that neither a long
+name nor C{%70asswd} slips past them.  Allow rules see only the exposed
+name or URI, so nothing new becomes allowed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+from urllib.parse import unquote
+
+from twisted_mcp.mcp import errors
+from twisted_mcp.mcp.names import untruncated_name
+from twisted_mcp.policy.principal import Principal
+from twisted_mcp.policy.rules import PolicyConfig, Role, any_match, any_match_uri, server_matches
+from twisted_mcp.policy.subject import WORDS, Subject
+
+#: What a refused principal may not do to a subject of each kind.
+_VERBS = {"tool": "call", "prompt": "get", "resource": "read", "template": "use"}
+
+
+def names_of(subject: Subject, separator: str) -> tuple[str, ...]:
+    """Every name deny rules and the kill switch match for C{subject}, without repeats."""
+    exposed, backend, original = subject.exposed, subject.backend, subject.original
+    candidates: tuple[str, ...]
+    if subject.kind in ("tool", "prompt"):
+        candidates = (exposed, untruncated_name(backend, original, separator), f"{backend}{separator}{original}")
+    else:
+        candidates = (exposed, original, unquote(exposed), unquote(original))
+    return tuple(dict.fromkeys(candidates))
+
+
+def _kill_patterns(rules: PolicyConfig, kills: Mapping[str, set[str]], kind: str) -> tuple[str, ...]:
+    if kind == "tool":
+        return rules.kill_tools + tuple(kills["tool"])
+    if kind == "prompt":
+        return rules.kill_prompts + tuple(kills["prompt"])
+    return rules.kill_resources + tuple(kills["resource"])
+
+
+def _role_patterns(role: Role, kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(allow, deny) of C{role} for subjects of C{kind}."""
+    if kind == "tool":
+        return role.allow, role.deny
+    if kind == "prompt":
+        return role.prompts.allow, role.prompts.deny
+    return role.resources.allow, role.resources.deny
+
+
+def _covers(patterns: tuple[str, ...], subject: Subject, names: tuple[str, ...], separator: str, fold: bool) -> bool:
+    if not patterns:
+        return False
+    if subject.kind in ("tool", "prompt"):
+        return any_match(patterns, names, separator, subject.backend, fold=fold)
+    return any_match_uri(patterns, names, subject.backend, fold=fold)
+
+
+def decide(
+    rules: PolicyConfig, kills: Mapping[str, set[str]], separator: str, pins: Any, principal: Principal, subject: Subject
+) -> tuple[int, str] | None:
+    """
+    Why C{principal} may not see or use C{subject} (an error code and a
+    reason for the caller), or None.
+    """
+    names = names_of(subject, separator)
+    word = WORDS[subject.kind]
+    exposed, backend = subject.exposed, subject.backend
+    if principal.name in rules.kill_principals or principal.name in kills["principal"]:
+        return errors.PRINCIPAL_DISABLED, f"principal {principal.name!r} is disabled by the kill switch"
+    if backend in rules.kill_backends or backend in kills["backend"]:
+        return errors.BACKEND_DISABLED, f"backend {backend!r} is disabled by the kill switch"
+    if _covers(_kill_patterns(rules, kills, subject.kind), subject, names, separator, fold=True):
+        return errors.TOOL_DISABLED, f"{word} {exposed!r} is disabled by the kill switch"
+    if not principal.all_access:
+        allowed = False
+        for role_name in principal.roles:
+            role = rules.roles.get(role_name)
+            if role is None:
+                continue  # An unknown role has no rights.
+            allow, deny = _role_patterns(role, subject.kind)
+            if _covers(deny, subject, names, separator, fold=True):
+                return errors.ACCESS_DENIED, f"role {role_name!r} denies {exposed!r}"
+            if _covers(allow, subject, (exposed,), separator, fold=False):
+                allowed = True
+        if not allowed:
+            roles = ", ".join(principal.roles) or "none"
+            return errors.ACCESS_DENIED, f"{principal.name!r} (roles: {roles}) may not {_VERBS[subject.kind]} {exposed!r}"
+    if subject.kind == "tool":
+        why = pins.blocks(exposed)
+        if why is not None:
+            return errors.TOOL_QUARANTINED, f"tool {exposed!r} is quarantined: {why}"
+    return None
+
+
+def server_request_refusal(
+    rules: PolicyConfig, kills: Mapping[str, set[str]], principal: Principal, backend: str, method: str
+) -> str | None:
+    """
+    Why the client of C{principal} may not be sent C{backend}'s request
+    C{method} (C{sampling/createMessage}, C{elicitation/create},
+    C{roots/list}), or None.  A role refuses it when its
+    C{serverRequests.<family>.deny} names the backend, or when it has an
+    C{allow} that does not; a role that does not mention the family lets
+    every backend through.  One role's deny is enough to refuse; otherwise
+    one known role must let it through (an unknown role has no rights).
+    """
+    if principal.name in rules.kill_principals or principal.name in kills["principal"]:
+        return f"principal {principal.name!r} is disabled by the kill switch"
+    if backend in rules.kill_backends or backend in kills["backend"]:
+        return f"backend {backend!r} is disabled by the kill switch"
+    if principal.all_access:
+        return None
+    family = method.partition("/")[0]
+    allowed = False
+    for role_name in principal.roles:
+        role = rules.roles.get(role_name)
+        if role is None:
+            continue
+        patterns = role.server_requests.get(family)
+        if patterns is None:
+            allowed = True
+            continue
+        if server_matches(patterns.deny, backend):
+            return f"role {role_name!r} does not let backend {backend!r} send {method} (roles.{role_name}.serverRequests.{family}.deny)"
+        if server_matches(patterns.allow, backend):
+            allowed = True
+    if allowed:
+        return None
+    roles = ", ".join(principal.roles) or "none"
+    return f"no role of {principal.name!r} (roles: {roles}) lets backend {backend!r} send {method} (roles.<name>.serverRequests.{family})"
+
+
+__all__ = ["decide", "names_of", "server_request_refusal"]
