@@ -23,18 +23,13 @@ def visible(session: ClientSession, method: str, kind: str, listing: Listing) ->
     policy = session.gateway.policy
     if not policy.active:
         return listing.listing
-    record = policy.new_record(session.label, method)
     try:
         principal = policy.principal(session.peer)
     except JsonRpcError as e:
-        raise policy.deny(record, e.code, e.message, e.data)
-    shown = policy.listing(principal, NOUNS[kind], listing.listing, listing.entries)
-    if policy.audit is not None:
-        record["principal"] = principal.name
-        record["roles"] = list(principal.roles)
-        record["outcome"] = "ok"
-        record["reason"] = f"{len(shown)} of {len(listing.listing)} {NOUNS[kind]}(s) visible"
-        policy._audit(record)
+        raise policy.deny(policy.new_record(session.label, method), e.code, e.message, e.data)
+    noun = NOUNS[kind]
+    shown = policy.listing(principal, noun, listing.listing, listing.entries)
+    policy.audit_listing(session.label, noun, principal, len(shown), len(listing.listing))
     return shown
 
 

@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred
 
 from twisted_mcp.backends.base import Backend
 from twisted_mcp.policy.subject import Subject
-from twisted_mcp.wire.jsonrpc import JsonRpcError
+from twisted_mcp.wire.jsonrpc import INVALID_PARAMS, JsonRpcError
 
 if TYPE_CHECKING:
     from twisted_mcp.dispatch.session import ClientSession, InFlight
@@ -92,21 +92,22 @@ def _progress_forwarder(session: ClientSession, request: InFlight, token: Any) -
 
 def refuse(session: ClientSession, method: str, code: int, message: str, data: Any = None) -> JsonRpcError:
     """
-    The error for a request the policy never gets to check (an unknown
-    name or URI): audited as a refusal when the policy is active, after the
-    caller's identity (an unknown caller learns nothing of the catalog).
+    The error for a request refused before it names a subject (malformed
+    params): audited when the policy is active, after the caller's identity
+    (an unknown caller learns nothing more).
     """
     policy = session.gateway.policy
     if not policy.active:
         return JsonRpcError(code, message, data)
-    record = policy.new_record(session.label, method)
-    try:
-        principal = policy.principal(session.peer)
-    except JsonRpcError as e:
-        return policy.deny(record, e.code, e.message, e.data)
-    record["principal"] = principal.name
-    record["roles"] = list(principal.roles)
-    return policy.deny(record, code, message, data)
+    return policy.refuse_request(session.label, method, code, message, session.peer, data)
 
 
-__all__ = ["Related", "forward", "refuse"]
+def unknown(session: ClientSession, method: str, kind: str, name: str) -> JsonRpcError:
+    """The error for a request about a tool or prompt no backend offers (audited when the policy is active)."""
+    policy = session.gateway.policy
+    if policy.active:
+        return policy.refuse_unknown(session.label, method, kind, name, session.peer)
+    return JsonRpcError(INVALID_PARAMS, f"Unknown {kind}: {name!r}", {kind: name})
+
+
+__all__ = ["Related", "forward", "refuse", "unknown"]

@@ -58,8 +58,6 @@ log = Logger()
 
 LOCAL = Principal(name="local", roles=(), source="local", all_access=True)
 
-#: MCP's code for a resource that does not exist (a read of a URI no backend offers).
-RESOURCE_NOT_FOUND = -32002
 
 #: Where the arguments of a request are, by method (their digest goes into
 #: the audit record; their values only with C{audit.recordArguments}).
@@ -545,7 +543,7 @@ class Policy:
         if self.audit_blocked():
             return self.deny(record, errors.AUDIT_UNAVAILABLE, "the audit trail cannot be written; requests are refused until it can")
         if kind == "resource":
-            return self.deny(record, RESOURCE_NOT_FOUND, f"Resource not found: {name!r}", {DATA_KEYS[kind]: name})
+            return self.deny(record, errors.RESOURCE_NOT_FOUND, f"Resource not found: {name!r}", {DATA_KEYS[kind]: name})
         return self.deny(record, INVALID_PARAMS, f"Unknown {WORDS[kind]}: {name!r}", {DATA_KEYS[kind]: name})
 
     def _rate_check(self, principal: Principal, subject: Subject) -> tuple[float, str]:

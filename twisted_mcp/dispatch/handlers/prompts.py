@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted_mcp.dispatch.lists import visible
 from twisted_mcp.dispatch.pages import page
-from twisted_mcp.dispatch.routing import forward, refuse
+from twisted_mcp.dispatch.routing import forward, refuse, unknown
 from twisted_mcp.policy.subject import Subject
 from twisted_mcp.wire.jsonrpc import INVALID_PARAMS
 
@@ -26,7 +26,7 @@ def get_prompt(session: ClientSession, request: InFlight, params: dict[str, Any]
     catalog = session.gateway.catalog
     entry = catalog.prompts.entries.get(name)
     if entry is None:
-        raise refuse(session, "prompts/get", INVALID_PARAMS, f"Unknown prompt: {name!r}", {"prompt": name})
+        raise unknown(session, "prompts/get", "prompt", name)
     arguments = params.get("arguments")
     if arguments is not None and type(arguments) is not dict:
         raise refuse(session, "prompts/get", INVALID_PARAMS, "Invalid params: prompts/get arguments must be an object")

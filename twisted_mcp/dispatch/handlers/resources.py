@@ -6,7 +6,7 @@ to the owning backend's own (L{twisted_mcp.dispatch.catalog.Catalog.route_uri}).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted_mcp.backends.base import Backend
 from twisted_mcp.dispatch.lists import visible
@@ -14,14 +14,11 @@ from twisted_mcp.dispatch.pages import page
 from twisted_mcp.dispatch.routing import forward, refuse
 from twisted_mcp.mcp.versions import HANDSHAKE_VERSIONS
 from twisted_mcp.policy.subject import Subject
-from twisted_mcp.wire.jsonrpc import INVALID_PARAMS
+from twisted_mcp.mcp import errors
+from twisted_mcp.wire.jsonrpc import INVALID_PARAMS, JsonRpcError
 
 if TYPE_CHECKING:
     from twisted_mcp.dispatch.session import ClientSession, InFlight
-
-#: "Resource not found", as MCP defines it up to 2025-11-25 (later
-#: versions use -32602 and forbid -32002).
-RESOURCE_NOT_FOUND = -32002
 
 
 def list_resources(session: ClientSession, request: InFlight, params: dict[str, Any]) -> dict[str, Any]:
@@ -43,11 +40,36 @@ def resolve(session: ClientSession, method: str, params: dict[str, Any]) -> tupl
     catalog = session.gateway.catalog
     route = catalog.route_uri(uri)
     if route is None:
-        code = RESOURCE_NOT_FOUND if session.caller.version in HANDSHAKE_VERSIONS else INVALID_PARAMS
-        raise refuse(session, method, code, f"Resource not found: {catalog.why_unrouted(uri)}", {"uri": uri})
+        # MCP's "Resource not found" up to 2025-11-25; later eras use -32602.
+        code = errors.RESOURCE_NOT_FOUND if session.caller.version in HANDSHAKE_VERSIONS else INVALID_PARAMS
+        why = catalog.why_unrouted(uri, _visible_to(session))
+        raise refuse(session, method, code, f"Resource not found: {why}", {"uri": uri})
     entry, backend, original = route
     kind = "template" if entry is not None and "uriTemplate" in entry.definition else "resource"
     return Subject(kind, uri, backend.name, original), backend, original
+
+
+def _visible_to(session: ClientSession) -> Callable[[Backend, str], bool] | None:
+    """Whether the caller may be told of a backend's URI (None: of every one)."""
+    policy = session.gateway.policy
+    if not policy.active:
+        return None
+    try:
+        principal = policy.principal(session.peer)
+    except JsonRpcError:
+        return lambda backend, exposed: False
+
+    def visible(backend: Backend, exposed: str) -> bool:
+        entry = session.gateway.catalog.resources.entries.get(exposed)
+        kind = "resource"
+        if entry is None:
+            entry = session.gateway.catalog.templates.entries.get(exposed)
+            kind = "template"
+        if entry is None:
+            return False
+        return policy.visible(principal, Subject(kind, exposed, backend.name, entry.original))
+
+    return visible
 
 
 def read(session: ClientSession, request: InFlight, params: dict[str, Any]) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted_mcp.dispatch.lists import visible
-from twisted_mcp.dispatch.routing import forward, refuse
+from twisted_mcp.dispatch.routing import forward, refuse, unknown
 from twisted_mcp.policy.subject import Subject
 from twisted_mcp.wire.jsonrpc import INVALID_PARAMS, JsonRpcError
 
@@ -26,7 +26,7 @@ def call_tool(session: ClientSession, request: InFlight, params: dict[str, Any])
     catalog = session.gateway.catalog
     entry = catalog.tools.entries.get(name)
     if entry is None:
-        raise refuse(session, "tools/call", INVALID_PARAMS, f"Unknown tool: {name!r}", {"tool": name})
+        raise unknown(session, "tools/call", "tool", name)
     arguments = params.get("arguments")
     if arguments is not None and type(arguments) is not dict:
         raise refuse(session, "tools/call", INVALID_PARAMS, "Invalid params: tools/call arguments must be an object")
