@@ -22,6 +22,7 @@ class Call:
     on_progress: Callable[[dict[str, Any]], None] | None
     deferred: Deferred[Any]
     cancelled: bool = False
+    context: Any = None
 
 
 class FakeBackend(Backend):
@@ -42,6 +43,7 @@ class FakeBackend(Backend):
         params: dict[str, Any] | None,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
         timeout: float | None = None,
+        context: Any = None,
     ) -> Deferred[Any]:
         if self.state is not State.UP:
             raise self.unavailable()
@@ -51,7 +53,7 @@ class FakeBackend(Backend):
             record[0].cancelled = True
 
         d: Deferred[Any] = Deferred(cancel)
-        record.append(Call(method, params, on_progress, d))
+        record.append(Call(method, params, on_progress, d, context=context))
         self.calls.append(record[0])
         return d
 
