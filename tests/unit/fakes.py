@@ -129,3 +129,41 @@ class FakeSpawner:
         self.spawned.append(Spawn(processProtocol, executable, list(args), env, path, childFDs, transport))
         processProtocol.makeConnection(transport)  # type: ignore[arg-type]
         return transport
+
+
+@attrs.define
+class ServerRequest:
+    """A request a backend's server sent, as L{RecordingEvents} got it."""
+
+    backend: Backend
+    method: str
+    params: dict[str, Any]
+    related: Any
+    deferred: Deferred[Any]
+    cancelled: bool = False
+
+
+class RecordingEvents:
+    """
+    A L{twisted_mcp.backends.base.BackendEvents} that records what the
+    backends hand on: each server request gets a Deferred the test fires
+    (and records whether the backend cancelled it).
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[ServerRequest] = []
+        self.notifications: list[tuple[Backend, str, dict[str, Any], Any]] = []
+
+    def server_request(self, backend: Backend, method: str, params: dict[str, Any], related: Any) -> Deferred[Any]:
+        record: list[ServerRequest] = []
+
+        def cancel(d: Deferred[Any]) -> None:
+            record[0].cancelled = True
+
+        d: Deferred[Any] = Deferred(cancel)
+        record.append(ServerRequest(backend, method, params, related, d))
+        self.requests.append(record[0])
+        return d
+
+    def server_notification(self, backend: Backend, method: str, params: dict[str, Any], related: Any) -> None:
+        self.notifications.append((backend, method, params, related))

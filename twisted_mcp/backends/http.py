@@ -276,9 +276,10 @@ class _HttpRun:
         the server sends on that stream right after the handshake (a
         list_changed, an elicitation) is not lost.
         """
+        deadline = self.backend.clock.seconds() + timeout
         await self.session.handshake(timeout)
         await self._stream_connected()
-        await self.session.list_everything(timeout)
+        await self.session.list_everything(timeout, deadline)
 
     def _listing_changed(self, kind: str) -> None:
         self.backend._session_changed(self, kind)
@@ -695,8 +696,10 @@ class _SseRun(_HttpRun):
         self._endpoint: Deferred[None] = Deferred()
 
     async def discover(self, timeout: float) -> None:
+        deadline = self.backend.clock.seconds() + timeout
         await self._connect()
-        await self.session.discover(timeout)
+        await self.session.handshake(timeout)
+        await self.session.list_everything(timeout, deadline)
 
     def end_session(self) -> Deferred[Any]:
         return succeed(None)

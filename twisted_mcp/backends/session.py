@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -147,9 +148,10 @@ class McpClientSession:
     # -- start-up ----------------------------------------------------------
 
     async def discover(self, timeout: float) -> None:
-        """Handshake, then every listing. Raises L{DiscoveryError}."""
+        """Handshake, then every listing, within C{timeout}. Raises L{DiscoveryError}."""
+        deadline = self._clock.seconds() + timeout
         await self.handshake(timeout)
-        await self.list_everything(timeout)
+        await self.list_everything(timeout, deadline)
 
     async def handshake(self, timeout: float) -> None:
         """C{initialize}, then C{notifications/initialized}."""
@@ -188,22 +190,34 @@ class McpClientSession:
     def _initializing(self, rid: int) -> None:
         self._init_rid = rid
 
-    async def list_everything(self, timeout: float) -> None:
+    async def list_everything(self, timeout: float, deadline: float) -> None:
         """
         Every listing the server's capabilities offer, in turn.  Only a
         failure to list tools fails discovery (L{DiscoveryError}); the
-        others are logged and left empty.  A C{list_changed} that arrives
-        meanwhile is honoured once the session is ready.
+        others are logged and left empty, and must end a little before
+        C{deadline} (when discovery as a whole is given up), so that a
+        server that never answers one of them is still brought up.  A
+        C{list_changed} that arrives meanwhile is honoured once the session
+        is ready.
         """
         self._timeout = timeout
+        reserve = min(1.0, timeout / 10)
         for listing in LISTINGS:
             if listing.capability not in self.capabilities:
                 self.listed[listing.kind] = []
                 continue
             try:
-                self.listed[listing.kind] = await fetch(self.peer, listing, timeout, self._max_listing, self.name)
-            except (JsonRpcError, RequestTimeout) as e:
-                why = f"no answer to {listing.method} within {timeout:g} s" if isinstance(e, RequestTimeout) else f"{listing.method} was refused: {e}"
+                if listing is TOOLS:
+                    entries = await fetch(self.peer, listing, timeout, self._max_listing, self.name)
+                else:
+                    entries = await self._fetch_by(listing, deadline - reserve)
+            except (JsonRpcError, RequestTimeout, DeferredTimeout) as e:
+                if isinstance(e, JsonRpcError):
+                    why = f"{listing.method} was refused: {e}"
+                elif listing is TOOLS:
+                    why = f"no answer to {listing.method} within {timeout:g} s"
+                else:
+                    why = f"{listing.method} did not finish within discoveryTimeout ({timeout:g} s)"
                 if listing is TOOLS:
                     raise DiscoveryError(why)
                 log.warn(
@@ -212,11 +226,21 @@ class McpClientSession:
                     why=why,
                     kind=listing.noun + "s",
                 )
-                self.listed[listing.kind] = []
+                entries = []
+            self.listed[listing.kind] = entries
         self.ready = True
         stale, self._stale = self._stale, {}
         for listing in stale.values():
             self._relist(listing)
+
+    async def _fetch_by(self, listing: Listing, deadline: float) -> list[dict[str, Any]]:
+        """One listing, given up (L{DeferredTimeout}) at C{deadline}."""
+        left = deadline - self._clock.seconds()
+        if left <= 0:
+            raise DeferredTimeout()
+        d = Deferred.fromCoroutine(fetch(self.peer, listing, left, self._max_listing, self.name))
+        entries: list[dict[str, Any]] = await d.addTimeout(left, self._clock)
+        return entries
 
     def _relist(self, listing: Listing) -> None:
         """List one kind again (once at a time: a change meanwhile lists it once more)."""
