@@ -41,10 +41,10 @@ class HeldRequests:
     @param name: the backend's name, for the log and error messages.
     """
 
-    def __init__(self, peer: JsonRpcPeer, name: str, limit: int = MAX_HELD_REQUESTS) -> None:
+    def __init__(self, peer: JsonRpcPeer, name: str, limit: int | None = None) -> None:
         self._peer = peer
         self._name = name
-        self._limit = limit
+        self._limit = MAX_HELD_REQUESTS if limit is None else limit
         self._held: dict[tuple[type, Any], Deferred[Any]] = {}
 
     def __len__(self) -> int:
