@@ -22,6 +22,7 @@ class Call:
     on_progress: Callable[[dict[str, Any]], None] | None
     deferred: Deferred[Any]
     cancelled: bool = False
+    context: Any = None
 
 
 class FakeBackend(Backend):
@@ -62,6 +63,7 @@ class FakeBackend(Backend):
         params: dict[str, Any] | None,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
         timeout: float | None = None,
+        context: Any = None,
     ) -> Deferred[Any]:
         if self.state is not State.UP:
             raise self.unavailable()
@@ -71,7 +73,7 @@ class FakeBackend(Backend):
             record[0].cancelled = True
 
         d: Deferred[Any] = Deferred(cancel)
-        record.append(Call(method, params, on_progress, d))
+        record.append(Call(method, params, on_progress, d, context=context))
         self.calls.append(record[0])
         return d
 
@@ -147,3 +149,41 @@ class FakeSpawner:
         self.spawned.append(Spawn(processProtocol, executable, list(args), env, path, childFDs, transport))
         processProtocol.makeConnection(transport)  # type: ignore[arg-type]
         return transport
+
+
+@attrs.define
+class ServerRequest:
+    """A request a backend's server sent, as L{RecordingEvents} got it."""
+
+    backend: Backend
+    method: str
+    params: dict[str, Any]
+    related: Any
+    deferred: Deferred[Any]
+    cancelled: bool = False
+
+
+class RecordingEvents:
+    """
+    A L{twisted_mcp.backends.base.BackendEvents} that records what the
+    backends hand on: each server request gets a Deferred the test fires
+    (and records whether the backend cancelled it).
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[ServerRequest] = []
+        self.notifications: list[tuple[Backend, str, dict[str, Any], Any]] = []
+
+    def server_request(self, backend: Backend, method: str, params: dict[str, Any], related: Any) -> Deferred[Any]:
+        record: list[ServerRequest] = []
+
+        def cancel(d: Deferred[Any]) -> None:
+            record[0].cancelled = True
+
+        d: Deferred[Any] = Deferred(cancel)
+        record.append(ServerRequest(backend, method, params, related, d))
+        self.requests.append(record[0])
+        return d
+
+    def server_notification(self, backend: Backend, method: str, params: dict[str, Any], related: Any) -> None:
+        self.notifications.append((backend, method, params, related))

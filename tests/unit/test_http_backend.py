@@ -101,22 +101,34 @@ class HttpTestCase(SynchronousTestCase):
     def accept(self, request: FakeRequest) -> None:
         request.respond(202, body=b"")
 
-    def bring_up(self, backend: HttpBackend, tools: list[Any] = TOOLS_1, session: str = "sess-1") -> None:
+    def bring_up(
+        self, backend: HttpBackend, tools: list[Any] = TOOLS_1, session: str = "sess-1", stream: bool = False
+    ) -> FakeRequest:
+        """Handshake, the GET for the event stream (refused with 405, or
+        answered with an open stream if C{stream}), then tools/list: the
+        backend is up.  Returns the GET."""
         self.answer(self.pending("initialize"), INIT_RESULT, {"mcp-session-id": session})
         self.accept(self.pending("notifications/initialized"))
+        # The listings wait for the event stream's answer.
+        self.assertEqual(self.pending_all("tools/list"), [])
+        self.assertEqual(backend.state, State.STARTING)
+        get = self.pending(method="GET")
+        if stream:
+            get.respond(200, SSE)
+        else:
+            get.respond(405, body=b"")
         self.answer(self.pending("tools/list"), {"tools": tools})
         self.assertEqual(backend.state, State.UP)
+        return get
 
-    def started(self, answer_get: bool = True, **overrides: Any) -> tuple[HttpBackend, FakeRequest]:
-        """A backend that is up; its GET stream is refused with 405
-        unless C{answer_get} is false."""
+    def started(self, stream: bool = False, **overrides: Any) -> tuple[HttpBackend, FakeResponse]:
+        """A backend that is up, and the answer to its GET: an open event
+        stream if C{stream}, else a 405."""
         backend = self.make(**overrides)
         backend.startService()
-        self.bring_up(backend)
-        get = self.pending(method="GET")
-        if answer_get:
-            get.respond(405, body=b"")
-        return backend, get
+        get = self.bring_up(backend, stream=stream)
+        assert get.response is not None
+        return backend, get.response
 
     def end_aborted(self) -> None:
         """The connections of aborted bodies close (later, in Twisted)."""
@@ -170,7 +182,15 @@ class DiscoveryTests(HttpTestCase):
         self.assertEqual(initialized.header("content-type"), "application/json")
         self.assertCommonHeaders(initialized)
         self.accept(initialized)
-        listing = self.http.requests[2]
+        # Then the server's own stream is asked for, before any listing.
+        get = self.http.requests[2]
+        self.assertEqual((get.method, get.url, get.data), ("GET", URL.encode(), None))
+        self.assertEqual(get.header("accept"), "text/event-stream")
+        self.assertIsNone(get.header("content-type"))
+        self.assertCommonHeaders(get)
+        self.assertEqual(len(self.http.requests), 3)
+        get.respond(200, SSE)
+        listing = self.http.requests[3]
         self.assertEqual(listing.rpc_method, "tools/list")
         self.assertCommonHeaders(listing)
         self.assertEqual(backend.state, State.STARTING)
@@ -182,12 +202,8 @@ class DiscoveryTests(HttpTestCase):
         self.successResultOf(discovered)
         self.assertIsNone(backend.last_error)
         self.assertEqual(backend.session.server_info["name"], "remote-time")
-        # Then the server's own stream is asked for.
-        get = self.http.requests[3]
-        self.assertEqual((get.method, get.url, get.data), ("GET", URL.encode(), None))
-        self.assertEqual(get.header("accept"), "text/event-stream")
-        self.assertIsNone(get.header("content-type"))
-        self.assertCommonHeaders(get)
+        self.assertEqual(backend.server_info["name"], "remote-time")
+        self.assertEqual(backend.capabilities, INIT_RESULT["capabilities"])
         self.assertEqual(len(self.http.requests), 4)
         self.stop(backend)
 
@@ -213,9 +229,9 @@ class DiscoveryTests(HttpTestCase):
         self.assertIsNone(initialized.header("mcp-session-id"))
         self.assertEqual(initialized.header("mcp-protocol-version"), NEGOTIATED)
         self.accept(initialized)
+        self.pending(method="GET").respond(405, body=b"")
         self.answer(self.pending("tools/list"), {"tools": TOOLS_1})
         self.assertEqual(backend.state, State.UP)
-        self.pending(method="GET").respond(405, body=b"")
         self.stop(backend)
         self.assertEqual([r.method for r in self.http.requests if r.method == "DELETE"], [])
 
@@ -458,6 +474,11 @@ class SessionExpiryTests(HttpTestCase):
         initialized = self.pending("notifications/initialized")
         self.assertCommonHeaders(initialized, session="sess-2")
         self.accept(initialized)
+        # The new session gets its own event stream, before the call is sent again.
+        self.assertEqual(self.pending_all("tools/call"), [])
+        get = self.pending(method="GET")
+        self.assertCommonHeaders(get, session="sess-2")
+        get.respond(405, body=b"")
         resent = self.pending("tools/call")
         self.assertEqual(resent.data, call.data)
         self.assertCommonHeaders(resent, session="sess-2")
@@ -465,10 +486,8 @@ class SessionExpiryTests(HttpTestCase):
         self.assertEqual(self.successResultOf(d), {"content": []})
         self.assertEqual(len(self.sent("initialize")), 2)
         self.assertEqual(backend.state, State.UP)
-        # The new session gets its own event stream.
-        get = self.pending(method="GET")
-        self.assertCommonHeaders(get, session="sess-2")
-        get.respond(405, body=b"")
+        # The new session was listed again.
+        self.answer(self.pending("tools/list"), {"tools": TOOLS_1})
         self.assertEqual(self.states, [State.STARTING, State.UP])
         self.stop(backend)
         (delete,) = [r for r in self.http.requests if r.method == "DELETE"]
@@ -486,6 +505,7 @@ class SessionExpiryTests(HttpTestCase):
             self.assertEqual(len(self.sent("initialize")), 2)
             self.answer(reinit, INIT_RESULT, {"mcp-session-id": "sess-2"})
             self.accept(self.pending("notifications/initialized"))
+            self.pending(method="GET").respond(405, body=b"")
             resent = self.pending_all("tools/call")
             self.assertEqual(sorted(r.data for r in resent), sorted([c1.data, c2.data]))
             for r in resent:
@@ -513,6 +533,7 @@ class SessionExpiryTests(HttpTestCase):
         # (r2 ends after the new session exists: see test_lateNotFoundForOldSession.)
         self.answer(self.pending("initialize"), INIT_RESULT, {"mcp-session-id": "sess-2"})
         self.accept(self.pending("notifications/initialized"))
+        self.pending(method="GET").respond(405, body=b"")
         self.answer(self.pending("tools/call"), {})
         self.successResultOf(d1)
         self.assertNoResult(d2)
@@ -530,12 +551,12 @@ class SessionExpiryTests(HttpTestCase):
         self.assertEqual(self.pending_all("tools/call"), [])
         self.answer(reinit, INIT_RESULT, {"mcp-session-id": "sess-2"})
         self.accept(self.pending("notifications/initialized"))
+        self.pending(method="GET").respond(405, body=b"")
         for r in self.pending_all("tools/call"):
             self.assertEqual(r.header("mcp-session-id"), "sess-2")
             self.answer(r, {})
         self.successResultOf(d1)
         self.successResultOf(d2)
-        self.pending(method="GET").respond(405, body=b"")
         self.stop(backend)
 
     def test_badRequestNamingTheSessionReinitializes(self) -> None:
@@ -546,11 +567,11 @@ class SessionExpiryTests(HttpTestCase):
         call.respond(400, {"content-type": "text/plain"}, b"Bad Request: No valid session ID provided")
         self.answer(self.pending("initialize"), INIT_RESULT, {"mcp-session-id": "sess-2"})
         self.accept(self.pending("notifications/initialized"))
+        self.pending(method="GET").respond(405, body=b"")
         resent = self.pending("tools/call")
         self.assertEqual((resent.data, resent.header("mcp-session-id")), (call.data, "sess-2"))
         self.answer(resent, {"content": []})
         self.successResultOf(d)
-        self.pending(method="GET").respond(405, body=b"")
         self.stop(backend)
 
     def test_otherBadRequestFails(self) -> None:
@@ -569,8 +590,8 @@ class SessionExpiryTests(HttpTestCase):
         backend.startService()
         self.answer(self.pending("initialize"), INIT_RESULT)
         self.accept(self.pending("notifications/initialized"))
-        self.answer(self.pending("tools/list"), {"tools": TOOLS_1})
         self.pending(method="GET").respond(405, body=b"")
+        self.answer(self.pending("tools/list"), {"tools": TOOLS_1})
         d = backend.call("tools/call", {"name": "get_time"})
         self.pending("tools/call").respond(404, body=b"no such tool endpoint")
         e = self.failureResultOf(d, JsonRpcError).value
@@ -585,11 +606,11 @@ class SessionExpiryTests(HttpTestCase):
         self.pending("tools/call").respond(404, body=b"")
         self.answer(self.pending("initialize"), INIT_RESULT, {"mcp-session-id": "sess-2"})
         self.accept(self.pending("notifications/initialized"))
+        self.pending(method="GET").respond(405, body=b"")
         self.pending("tools/call").respond(404, body=b"still not found")
         e = self.failureResultOf(d, JsonRpcError).value
         self.assertEqual((e.code, e.data["status"]), (errors.BACKEND_HTTP_ERROR, 404))
         self.assertEqual(len(self.sent("initialize")), 2)
-        self.pending(method="GET").respond(405, body=b"")
         self.stop(backend)
 
     def test_lateNotFoundForOldSession(self) -> None:
@@ -629,6 +650,7 @@ class SessionExpiryTests(HttpTestCase):
             self.failureResultOf(d, CancelledError)
             self.answer(reinit, INIT_RESULT, {"mcp-session-id": "sess-2"})
             self.accept(self.pending("notifications/initialized"))
+            self.pending(method="GET").respond(405, body=b"")
             self.assertEqual(self.pending_all("tools/call"), [])
         finally:
             self.cleanup(backend)
@@ -773,7 +795,6 @@ class ReachabilityTests(HttpTestCase):
         self.bring_up(backend)
         self.assertEqual(backend.restarts, 2)
         self.assertIsNone(backend.last_error)
-        self.pending(method="GET").respond(405, body=b"")
         self.assertEqual(
             self.states,
             [State.STARTING, State.DOWN, State.STARTING, State.DOWN, State.STARTING, State.UP],
@@ -811,7 +832,6 @@ class ReachabilityTests(HttpTestCase):
         init = self.pending("initialize")
         self.assertIsNone(init.header("mcp-session-id"))
         self.bring_up(backend, session="sess-2")
-        self.pending(method="GET").respond(405, body=b"")
         self.stop(backend)
 
     def test_discoveryTimeout(self) -> None:
@@ -828,10 +848,9 @@ class ReachabilityTests(HttpTestCase):
 
 class EventStreamTests(HttpTestCase):
     def test_toolsListChanged(self) -> None:
-        backend, get = self.started(answer_get=False)
+        backend, stream = self.started(stream=True)
         changes: list[Any] = []
         backend.add_listener(lambda b: changes.append(list(b.tools)))
-        stream = get.respond(200, SSE)
         stream.push(b": keep-alive\n\n")
         self.assertEqual(self.pending_all("tools/list"), [])
         stream.push_event({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
@@ -849,8 +868,7 @@ class EventStreamTests(HttpTestCase):
         self.assertEqual(stream.stopped, 1)
 
     def test_serverPingAnswered(self) -> None:
-        backend, get = self.started(answer_get=False)
-        stream = get.respond(200, SSE)
+        backend, stream = self.started(stream=True)
         stream.push_event({"jsonrpc": "2.0", "id": "srv-1", "method": "ping"})
         (pong,) = [r for r in self.pending_all() if r.message.get("id") == "srv-1"]
         self.assertEqual(pong.message, {"jsonrpc": "2.0", "id": "srv-1", "result": {}})
@@ -859,8 +877,12 @@ class EventStreamTests(HttpTestCase):
         self.stop(backend)
 
     def test_methodNotAllowedAccepted(self) -> None:
-        backend, get = self.started(answer_get=False)
-        get.respond(405, {"allow": "POST, DELETE"}, b"")
+        backend = self.make()
+        backend.startService()
+        self.answer(self.pending("initialize"), INIT_RESULT, {"mcp-session-id": "sess-1"})
+        self.accept(self.pending("notifications/initialized"))
+        self.pending(method="GET").respond(405, {"allow": "POST, DELETE"}, b"")
+        self.answer(self.pending("tools/list"), {"tools": TOOLS_1})
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.clock.advance(3600)
         self.assertEqual(len(self.gets()), 1)
@@ -868,8 +890,8 @@ class EventStreamTests(HttpTestCase):
         self.stop(backend)
 
     def test_streamReconnects(self) -> None:
-        backend, get = self.started(answer_get=False)
-        get.respond(200, SSE).end()
+        backend, stream = self.started(stream=True)
+        stream.end()
         self.clock.advance(0.99)
         self.assertEqual(len(self.gets()), 1)
         self.clock.advance(0.01)
@@ -887,9 +909,29 @@ class EventStreamTests(HttpTestCase):
         self.stop(backend)
 
     def test_getNotAnswered(self) -> None:
-        """A GET that never gets headers is given up on, quietly."""
-        backend, get = self.started(answer_get=False)
-        self.clock.advance(10.0)
+        """
+        A GET that gets no headers within connectTimeout is not waited for:
+        discovery goes on (an info line says so), and the GET is given up
+        on, quietly, five seconds later.
+        """
+        backend = self.make()
+        backend.startService()
+        self.answer(self.pending("initialize"), INIT_RESULT, {"mcp-session-id": "sess-1"})
+        self.accept(self.pending("notifications/initialized"))
+        get = self.pending(method="GET")
+        with capturedLogs() as logged:
+            self.clock.advance(4.99)
+            self.assertEqual(self.pending_all("tools/list"), [])
+            self.clock.advance(0.01)
+        self.assertIn(
+            "backend remote: its event stream did not answer within 5 s (connectTimeout); going on without it",
+            [e["log_format"].format(**e) for e in logged][-1],
+        )
+        self.assertEqual(logged[-1]["log_level"].name, "info")
+        self.answer(self.pending("tools/list"), {"tools": TOOLS_1})
+        self.assertEqual(backend.state, State.UP)
+        self.assertFalse(get.cancelled)
+        self.clock.advance(5.0)
         self.assertTrue(get.cancelled)
         self.clock.advance(3600)
         self.assertEqual(len(self.gets()), 1)
@@ -897,17 +939,20 @@ class EventStreamTests(HttpTestCase):
         self.stop(backend)
 
     def test_oneStreamAfterReinitialize(self) -> None:
-        backend, get = self.started(answer_get=False)
-        stream = get.respond(200, SSE)
+        backend, stream = self.started(stream=True)
         d = backend.call("tools/call", {"name": "get_time"})
         self.pending("tools/call").respond(404, body=b"")
         self.assertEqual(stream.stopped, 1)
         stream.end(broken())
         self.answer(self.pending("initialize"), INIT_RESULT, {"mcp-session-id": "sess-2"})
         self.accept(self.pending("notifications/initialized"))
+        # The call is sent again once the new session's stream answered.
+        self.assertEqual(self.pending_all("tools/call"), [])
+        self.pending(method="GET").respond(200, SSE)
         self.answer(self.pending("tools/call"), {})
         self.successResultOf(d)
-        self.pending(method="GET").respond(200, SSE)
+        # The new session is listed again.
+        self.answer(self.pending("tools/list"), {"tools": TOOLS_1})
         self.clock.advance(60)
         try:
             self.assertEqual(len(self.gets()), 2)
@@ -919,8 +964,7 @@ class EventStreamTests(HttpTestCase):
 
 class StopTests(HttpTestCase):
     def test_stopService(self) -> None:
-        backend, get = self.started(answer_get=False)
-        stream = get.respond(200, SSE)
+        backend, stream = self.started(stream=True)
         d_call = backend.call("tools/call", {"name": "get_time"})
         answer = self.pending("tools/call").respond(200, SSE)
         d = backend.stopService()

@@ -18,7 +18,7 @@ from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp.backends import session as backend_session
+from twisted_mcp.backends import listings
 from twisted_mcp.backends import stdio as stdio_backend
 from twisted_mcp.backends.base import State
 from twisted_mcp.backends.stdio import SHIM, StdioBackend, child_environment
@@ -580,8 +580,8 @@ class DownTests(BackendTestCase):
 
     def test_toolListPagesBounded(self) -> None:
         """A server that always gives another cursor fails discovery after
-        MAX_TOOL_PAGES pages (patched to 3 here)."""
-        self.patch(backend_session, "MAX_TOOL_PAGES", 3)
+        MAX_LISTING_PAGES pages (patched to 3 here)."""
+        self.patch(listings, "MAX_LISTING_PAGES", 3)
         backend = self.make()
         backend.startService()
         discovered = backend.when_discovered()

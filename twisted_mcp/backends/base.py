@@ -1,7 +1,11 @@
 """
 L{Backend} is the interface the gateway's dispatch code sees: a name, a
-state, the tools, and L{Backend.call}.  It does not care what transport is
-underneath.  L{Histogram} is the latency of its calls, for /metrics.
+state, what the server lists (tools, prompts, resources, resource
+templates) and said in its handshake, L{Backend.call} and
+L{Backend.notify}.  It does not care what transport is underneath.  What
+the server sends on its own (requests such as sampling, notifications such
+as log messages) goes to its L{BackendEvents}.  L{Histogram} is the latency
+of its calls, for /metrics.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import enum
 from bisect import bisect_left
 from time import monotonic
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, succeed
@@ -18,6 +22,7 @@ from twisted.logger import Logger
 from twisted_mcp.backends.session import McpClientSession
 from twisted_mcp.mcp import errors
 from twisted_mcp.wire.jsonrpc import (
+    METHOD_NOT_FOUND,
     JsonRpcError,
     PeerGone,
     RequestTimeout,
@@ -65,12 +70,46 @@ class Histogram:
         return out
 
 
+class BackendEvents(Protocol):
+    """
+    What the gateway does with the messages a backend's server sends on its
+    own (set as L{Backend.events}).
+
+    C{related} is the context given to L{Backend.call} for the call whose
+    answer carried the message, when the transport ties them (Streamable
+    HTTP: the message came on the stream answering that call's POST);
+    otherwise C{None}.
+    """
+
+    def server_request(self, backend: Backend, method: str, params: dict[str, Any], related: Any) -> Deferred[Any]:
+        """
+        A request from the server, any but ping (which the backend answers
+        itself).  The result is sent back as the result; a L{JsonRpcError}
+        failure as the error; any other failure as -32603.  The backend
+        cancels the Deferred when the server cancels the request
+        (C{notifications/cancelled}) or its connection ends.  May raise
+        L{JsonRpcError} to refuse at once.
+        """
+
+    def server_notification(self, backend: Backend, method: str, params: dict[str, Any], related: Any) -> None:
+        """
+        A notification from the server: C{notifications/message},
+        C{notifications/resources/updated} and any other but progress
+        (routed to its call), cancelled and the C{list_changed} ones
+        (handled by listing again).
+        """
+
+
 class Backend(Service):
     """
     What dispatch sees of a backend, whatever its transport.
 
     Listeners added with L{add_listener} are called with the backend after
-    its tools or its state changed.
+    any of its listings or its state changed.
+
+    @ivar events: where the server's own requests and notifications go (set
+        by the gateway); C{None}: its requests are refused, its
+        notifications only logged.
     """
 
     log = Logger()
@@ -93,9 +132,18 @@ class Backend(Service):
         self.name = name
         self._listeners: list[Callable[[Backend], None]] = []
         self._discovery_waiters: list[Deferred[None]] | None = []
-        #: The last tools this backend listed (kept while it is down, so
-        #: that clients' view stays stable across restarts).
+        #: The last tools, prompts, resources and resource templates this
+        #: backend listed (kept while it is down, so that clients' view
+        #: stays stable across restarts).
         self.tools: list[dict[str, Any]] = []
+        self.prompts: list[dict[str, Any]] = []
+        self.resources: list[dict[str, Any]] = []
+        self.resource_templates: list[dict[str, Any]] = []
+        #: What the server said in its last handshake ({} and None before the first).
+        self.capabilities: dict[str, Any] = {}
+        self.instructions: str | None = None
+        self.server_info: dict[str, Any] = {}
+        self.events: BackendEvents | None = None
         #: Call latency (seconds) as the gateway saw it, for /metrics.
         self.latency = Histogram()
 
@@ -147,6 +195,7 @@ class Backend(Service):
         params: dict[str, Any] | None,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
         timeout: float | None = None,
+        context: Any = None,
     ) -> Deferred[Any]:
         """
         Send a request to the backend and return a Deferred for its result.
@@ -156,6 +205,10 @@ class Backend(Service):
         the Deferred sends C{notifications/cancelled} to the backend.
         C{params} is sent as given (the caller passes a fresh dict) and
         may be modified.
+
+        @param context: an opaque object: the server's requests and
+            notifications the transport ties to this call reach L{events}
+            with C{related=context}.
         """
         session = self.session
         if self.state is not State.UP or session is None:
@@ -163,12 +216,42 @@ class Backend(Service):
         if timeout is None:
             timeout = self.call_timeout
         try:
-            d = session.request(method, params, timeout, on_progress)
+            d = session.request(method, params, timeout, on_progress, context)
         except PeerGone:
             raise self.unavailable()
         d.addErrback(self._call_failed, method, timeout)
         d.addBoth(self.latency.observe_since, monotonic(), monotonic)
         return d
+
+    def notify(self, method: str, params: dict[str, Any] | None) -> None:
+        """
+        Send a notification to the backend's current session (progress of a
+        server request, cancelled, roots/list_changed); dropped (with a debug
+        line) when the backend is not up.
+        """
+        session = self.session
+        if self.state is not State.UP or session is None:
+            self.log.debug("backend {backend} is {state}: {method} not sent", backend=self.name, state=self.state.value, method=method)
+            return
+        try:
+            session.peer.notify(method, params)
+        except Exception as e:
+            self.log.debug("backend {backend}: {method} not sent ({why})", backend=self.name, method=method, why=e)
+
+    def _server_request(self, method: str, params: dict[str, Any], related: Any) -> Deferred[Any]:
+        """A request from the server, handed to L{events} (refused without)."""
+        events = self.events
+        if events is None:
+            raise JsonRpcError(METHOD_NOT_FOUND, f"the gateway does not pass {method} on to its clients")
+        return events.server_request(self, method, params, related)
+
+    def _server_notification(self, method: str, params: dict[str, Any], related: Any) -> None:
+        """A notification from the server, handed to L{events} (dropped without)."""
+        events = self.events
+        if events is None:
+            self.log.debug("backend {backend}: ignored notification {method}", backend=self.name, method=method)
+            return
+        events.server_notification(self, method, params, related)
 
     def _call_failed(self, failure: Any, method: str, timeout: float) -> Any:
         e = failure.value
@@ -190,4 +273,4 @@ class Backend(Service):
         return failure
 
 
-__all__ = ["Backend", "Histogram", "State"]
+__all__ = ["Backend", "BackendEvents", "Histogram", "State"]

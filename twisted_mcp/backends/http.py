@@ -246,7 +246,15 @@ class _HttpRun:
         self.name = backend.name
         self.url = backend.config.url.encode("ascii")
         self.session = McpClientSession(
-            backend.name, self.send, backend.clock, self._tools_changed, on_abort=self.abort, max_listing=backend.max_message
+            backend.name,
+            self.send,
+            backend.clock,
+            self._listing_changed,
+            on_abort=self.abort,
+            max_listing=backend.max_message,
+            on_server_request=self._server_request,
+            on_server_notification=self._server_notification,
+            ties_related=True,
         )
         self.session_id: bytes | None = None
         self.protocol_version: str | None = None
@@ -262,17 +270,46 @@ class _HttpRun:
 
     # -- the run's life ----------------------------------------------------
 
-    def discover(self, timeout: float) -> Any:
-        return self.session.discover(timeout)
+    async def discover(self, timeout: float) -> None:
+        """
+        Handshake, connect the session's event stream, then list: a message
+        the server sends on that stream right after the handshake (a
+        list_changed, an elicitation) is not lost.
+        """
+        deadline = self.backend.clock.seconds() + timeout
+        await self.session.handshake(timeout)
+        await self._stream_connected()
+        await self.session.list_everything(timeout, deadline)
 
-    def _tools_changed(self) -> None:
-        self.backend._session_tools_changed(self)
+    def _listing_changed(self, kind: str) -> None:
+        self.backend._session_changed(self, kind)
 
-    def up(self) -> None:
-        """Discovery succeeded: listen for the server's own messages."""
+    def _server_request(self, method: str, params: dict[str, Any], related: Any) -> Deferred[Any]:
+        return self.backend._run_request(self, method, params, related)
+
+    def _server_notification(self, method: str, params: dict[str, Any], related: Any) -> None:
+        self.backend._run_notification(self, method, params, related)
+
+    async def _stream_connected(self) -> None:
+        """
+        GET the session's event stream (the server's messages unrelated to
+        any call), and wait until its answer's head arrived: the stream is
+        open, or the server has none (405).  After C{connectTimeout} seconds
+        without a head, go on without waiting (the GET goes on, bounded).
+        """
         self._generation += 1
-        d = Deferred.fromCoroutine(self._listen(self._generation))
+        connected: Deferred[None] = Deferred()
+        d = Deferred.fromCoroutine(self._listen(self._generation, connected))
         d.addErrback(lambda f: log.failure("backend {backend}: the event stream failed", f, backend=self.name))
+        d.addBoth(lambda _: _fire(connected))
+        timeout = self.backend.config.connectTimeout
+        if not await _fired_within(connected, timeout, self.backend.clock):
+            log.info(
+                "backend {backend}: its event stream did not answer within {timeout:g} s (connectTimeout); "
+                "going on without it for now (messages the server sends outside a call may be lost until it does)",
+                backend=self.name,
+                timeout=timeout,
+            )
 
     def close(self, reason: str) -> None:
         """End the session's exchanges; pending requests fail with C{reason}."""
@@ -284,7 +321,7 @@ class _HttpRun:
             exchange.abort()
         if self._listener is not None:
             self._listener.abort()
-        self.session.peer.connectionLost(Exception(reason))
+        self.session.connection_lost(Exception(reason))
 
     def end_session(self) -> Deferred[Any]:
         """DELETE the session on the server (bounded; errors only logged)."""
@@ -470,15 +507,21 @@ class _HttpRun:
         self._generation += 1  # ends the old session's event-stream loop
         self.session_id = None
         self.protocol_version = None
+        # The old session's requests to us will never be answered.
+        self.session.session_ended()
+        renewed = False
         try:
             await self.session.handshake(self.backend.config.discoveryTimeout)
+            if not self.closed and self.session_id is not None:
+                await self._stream_connected()
+                renewed = True
         except Exception as e:
             log.warn("backend {backend}: re-initializing failed: {why}", backend=self.name, why=_why(e))
         finally:
             self._reinit = None
             d.callback(None)
-        if not self.closed and self.session_id is not None:
-            self.up()
+        if renewed and not self.closed:
+            self.backend._session_renewed(self)
 
     # -- reading -----------------------------------------------------------
 
@@ -506,16 +549,18 @@ class _HttpRun:
         response.deliverBody(reader)
         return reader
 
-    def _message_event(self, event: Any) -> None:
+    def _message_event(self, event: Any, related: Any = None) -> None:
         if event.event == "message":
-            self._deliver(event.data.encode("utf-8"))
+            self._deliver(event.data.encode("utf-8"), related)
 
     async def _read_answer(self, response: Any, exchange: _Exchange, rid: Any) -> None:
         ctype = _content_type(response)
         limit = self.backend.max_message
         chunks: list[bytes] = []
+        # What the server sends with this answer belongs to the call.
+        related = self.session.related(rid)
         if ctype == b"text/event-stream":
-            reader = self._read_events(response, exchange, self._message_event)
+            reader = self._read_events(response, exchange, lambda event: self._message_event(event, related))
         elif ctype == b"application/json":
             size = [0]
 
@@ -548,7 +593,7 @@ class _HttpRun:
             self._fail(rid, errors.BACKEND_LOST, f"backend {self.name!r}: could not read the answer: {reader.error}")
             return
         if ctype == b"application/json" and _clean_end(reason):
-            self._deliver(b"".join(chunks))
+            self._deliver(b"".join(chunks), related)
         if rid is not None:
             if _clean_end(reason):
                 why = "the server ended its answer without a response"
@@ -556,7 +601,7 @@ class _HttpRun:
                 why = f"the stream broke before the response ({_why(reason.value)})"
             self._fail(rid, errors.BACKEND_LOST, f"backend {self.name!r}: {why}")
 
-    def _deliver(self, data: bytes) -> None:
+    def _deliver(self, data: bytes, related: Any = None) -> None:
         if not data.strip():
             return  # e.g. the empty event a server sends to prime reconnection
         try:
@@ -575,7 +620,7 @@ class _HttpRun:
                 if isinstance(version, str) and version.isascii():
                     self.protocol_version = version
             try:
-                self.session.peer.messageReceived(message)
+                self.session.received(message, related)
             except MessageError as e:
                 log.warn("backend {backend} sent a message that is not JSON-RPC ({why})", backend=self.name, why=e.message)
             except Exception:
@@ -605,21 +650,24 @@ class _HttpRun:
         text = b"".join(chunks)[:300].decode("utf-8", "replace").strip()
         return text or "(no body)"
 
-    async def _listen(self, generation: int) -> None:
+    async def _listen(self, generation: int, connected: Deferred[None]) -> None:
         """GET the server's own event stream (notifications such as
         tools/list_changed), for as long as the session lasts (a new
-        session starts a new loop: C{generation})."""
+        session starts a new loop: C{generation}).  C{connected} fires
+        once the first GET is answered (or failed)."""
         delay = 1.0
-        while not self.closed and self._reinit is None and generation == self._generation:
+        while not self.closed and generation == self._generation:
             exchange, request = self._get_stream()
             request.addTimeout(self.backend.config.connectTimeout + 5, self.backend.clock)
             try:
                 response = await request
             except Exception as e:
+                _fire(connected)
                 if self.closed:
                     return
                 log.info("backend {backend}: no event stream ({why})", backend=self.name, why=_why(e))
                 return
+            _fire(connected)
             if response.code != 200 or _content_type(response) != b"text/event-stream":
                 await self._discard(response)
                 return  # The server offers no stream (405), or not for this session.
@@ -648,11 +696,10 @@ class _SseRun(_HttpRun):
         self._endpoint: Deferred[None] = Deferred()
 
     async def discover(self, timeout: float) -> None:
+        deadline = self.backend.clock.seconds() + timeout
         await self._connect()
-        await self.session.discover(timeout)
-
-    def up(self) -> None:
-        pass
+        await self.session.handshake(timeout)
+        await self.session.list_everything(timeout, deadline)
 
     def end_session(self) -> Deferred[Any]:
         return succeed(None)
@@ -773,6 +820,7 @@ class HttpBackend(SupervisedBackend):
         params: dict[str, Any] | None,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
         timeout: float | None = None,
+        context: Any = None,
     ) -> Deferred[Any]:
         """
         As L{Backend.call}; refused at once (C{errors.BUSY}) while C{maxRequests}
@@ -788,7 +836,7 @@ class HttpBackend(SupervisedBackend):
                 f"backend {self.name!r} is busy: {session.peer.pending_count} requests in flight (maxRequests is {cap}); try again later",
                 limit=cap,
             )
-        return super().call(method, params, on_progress, timeout)
+        return super().call(method, params, on_progress, timeout, context)
 
     def _is_current(self, run: Any) -> bool:
         return run is self.run
@@ -798,11 +846,6 @@ class HttpBackend(SupervisedBackend):
         self.run = run
         self._set_state(State.STARTING)
         self._discover(run)
-
-    def _discovered(self, result: None, run: Any) -> None:
-        super()._discovered(result, run)
-        if self._is_current(run) and self.state is State.UP:
-            run.up()
 
     def _why_failed(self, failure: Failure, run: Any) -> str:
         if run.close_reason is not None and not isinstance(failure.value, DiscoveryError):
@@ -863,6 +906,25 @@ def _why(e: Any) -> str:
     if reasons:
         text = "; ".join(r.getErrorMessage() for r in reasons)
     return text[:300]
+
+
+def _fire(d: Deferred[None]) -> None:
+    if not d.called:
+        d.callback(None)
+
+
+async def _fired_within(d: Deferred[None], timeout: float, clock: Any) -> bool:
+    """Whether C{d} fires within C{timeout} seconds (C{d} is left as it is)."""
+    if d.called:
+        return True
+    waiter: Deferred[bool] = Deferred()
+    d.addBoth(lambda r: (waiter.called or waiter.callback(True), r)[1])
+    call = clock.callLater(timeout, lambda: waiter.called or waiter.callback(False))
+    try:
+        return await waiter
+    finally:
+        if call.active():
+            call.cancel()
 
 
 async def _wait(d: Deferred[Any]) -> None:

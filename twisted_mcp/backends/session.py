@@ -1,11 +1,16 @@
 """
 The MCP client side of one backend connection, independent of transport.
 
-L{McpClientSession} drives the handshake, tool discovery (following
-C{nextCursor}), routing of progress notifications, and the answers to the
-few requests a server may send us.  It sits on a L{JsonRpcPeer} and is fed
-decoded messages by whatever transport carries them (a child's stdio, an
-HTTP server's answers).
+L{McpClientSession} drives the handshake, discovery (tools, prompts,
+resources and resource templates, each following C{nextCursor}), the
+re-listing a C{list_changed} asks for, routing of progress notifications,
+and the requests and notifications a server sends on its own: those go to
+the callables the backend gives (the gateway's L{BackendEvents
+<twisted_mcp.backends.base.BackendEvents>}), with the context of the call
+whose answer carried them when the transport ties them to one.  It sits on
+a L{JsonRpcPeer} and is fed decoded messages (L{McpClientSession.received})
+by whatever transport carries them (a child's stdio, an HTTP server's
+answers).
 """
 
 from __future__ import annotations
@@ -13,9 +18,13 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from twisted_mcp.backends.listings import LISTINGS, RELISTED_ON, TOOLS, Listing, fetch
+from twisted_mcp.backends.server_requests import Handler, HeldRequests
 from twisted_mcp.mcp.versions import CLIENT_INFO, HANDSHAKE_VERSIONS, LATEST_HANDSHAKE
 from twisted_mcp.wire.jsonrpc import (
     METHOD_NOT_FOUND,
@@ -24,12 +33,21 @@ from twisted_mcp.wire.jsonrpc import (
     MessageError,
     PeerGone,
     RequestTimeout,
-    encode,
 )
 
 log = Logger()
 
-MAX_TOOL_PAGES = 1000
+#: What the gateway declares it can do as a client: it passes sampling,
+#: elicitation (both modes) and roots on to whichever of its own clients can
+#: answer, and refuses per request when none can.
+CLIENT_CAPABILITIES: dict[str, Any] = {
+    "sampling": {},
+    "elicitation": {"form": {}, "url": {}},
+    "roots": {"listChanged": True},
+}
+
+#: A server notification the backend hands on: (method, params, related).
+NotificationHandler = Callable[[str, dict[str, Any], Any], None]
 
 _LOG_LEVELS = {
     "debug": "debug",
@@ -51,8 +69,23 @@ class McpClientSession:
     """
     One MCP client session with one server connection.
 
-    @ivar peer: the JSON-RPC peer; the transport calls its
-        C{messageReceived} and C{connectionLost}.
+    @ivar peer: the JSON-RPC peer; the transport hands it messages through
+        L{received} and tells it of the end with L{connection_lost}.
+    @ivar listed: each listing (by kind: C{"tools"}, C{"prompts"},
+        C{"resources"}, C{"resourceTemplates"}), as last listed.
+
+    @param on_changed: called with a kind after a re-listing changed it.
+    @param on_abort: called with the id of a request that was cancelled or
+        timed out (HTTP: stop reading its answer).
+    @param max_listing: bytes each listing may add up to
+        (C{gateway.maxMessageBytes}).
+    @param on_server_request: hands on a request from the server (not
+        ping); C{None}: refused.
+    @param on_server_notification: hands on a notification from the server
+        (not progress, cancelled or list_changed).
+    @param ties_related: the transport ties messages to the call whose
+        answer carried them (L{received}'s C{related}); the contexts of calls
+        are kept only then.
     """
 
     def __init__(
@@ -60,18 +93,22 @@ class McpClientSession:
         name: str,
         send: Callable[[dict[str, Any]], None],
         clock: IReactorTime,
-        on_tools_changed: Callable[[], None],
+        on_changed: Callable[[str], None],
         on_abort: Callable[[int], None] | None = None,
         *,
         max_listing: int,
+        on_server_request: Handler | None = None,
+        on_server_notification: NotificationHandler | None = None,
+        ties_related: bool = False,
     ) -> None:
         self.name = name
-        #: Bytes a server's tool definitions may add up to: the gateway lists
-        #: every tool to a client in one message (gateway.maxMessageBytes).
         self._max_listing = max_listing
         self._clock = clock
-        self._on_tools_changed = on_tools_changed
+        self._on_changed = on_changed
         self._on_abort = on_abort
+        self._on_server_request = on_server_request
+        self._on_server_notification = on_server_notification
+        self._ties_related = ties_related
         self.peer = JsonRpcPeer(
             send,
             clock,
@@ -84,28 +121,37 @@ class McpClientSession:
         self.server_info: dict[str, Any] = {}
         self.capabilities: dict[str, Any] = {}
         self.instructions: str | None = None
-        self.tools: list[dict[str, Any]] = []
+        self.listed: dict[str, list[dict[str, Any]]] = {listing.kind: [] for listing in LISTINGS}
         self.ready = False
         self._progress: dict[Any, Callable[[dict[str, Any]], None]] = {}
-        self._listing: Deferred[Any] | None = None  # the tools/list in progress
-        self._relist = False
+        #: The context of each call in flight that has one (ties_related only).
+        self._contexts: dict[int, Any] = {}
+        #: The server's requests being answered.
+        self._held = HeldRequests(self.peer, name)
+        #: What the message being handled is related to (see L{received}).
+        self._related: Any = None
+        self._listing: dict[str, Deferred[Any]] = {}  # the re-listings in progress, by kind
+        self._again: set[str] = set()  # kinds changed again while being re-listed
+        self._stale: dict[str, Listing] = {}  # kinds changed during discovery
         self._init_rid: int | None = None
         self._timeout = 60.0
+
+    @property
+    def tools(self) -> list[dict[str, Any]]:
+        return self.listed["tools"]
+
+    @property
+    def held_requests(self) -> int:
+        """Requests from the server being answered."""
+        return len(self._held)
 
     # -- start-up ----------------------------------------------------------
 
     async def discover(self, timeout: float) -> None:
-        """Handshake, then list every tool. Raises L{DiscoveryError}."""
-        self._timeout = timeout
+        """Handshake, then every listing, within C{timeout}. Raises L{DiscoveryError}."""
+        deadline = self._clock.seconds() + timeout
         await self.handshake(timeout)
-        if "tools" in self.capabilities:
-            try:
-                self.tools = await self._list_tools(timeout)
-            except JsonRpcError as e:
-                raise DiscoveryError(f"tools/list was refused: {e}")
-            except RequestTimeout:
-                raise DiscoveryError(f"no answer to tools/list within {timeout:g} s")
-        self.ready = True
+        await self.list_everything(timeout, deadline)
 
     async def handshake(self, timeout: float) -> None:
         """C{initialize}, then C{notifications/initialized}."""
@@ -114,7 +160,7 @@ class McpClientSession:
                 "initialize",
                 {
                     "protocolVersion": LATEST_HANDSHAKE,
-                    "capabilities": {},
+                    "capabilities": CLIENT_CAPABILITIES,
                     "clientInfo": CLIENT_INFO,
                 },
                 timeout,
@@ -144,65 +190,94 @@ class McpClientSession:
     def _initializing(self, rid: int) -> None:
         self._init_rid = rid
 
-    async def _list_tools(self, timeout: float) -> list[dict[str, Any]]:
-        tools: list[dict[str, Any]] = []
-        size = 0
-        seen_cursors: set[str] = set()
-        cursor: Any = None
-        for _ in range(MAX_TOOL_PAGES):
-            params = {"cursor": cursor} if cursor is not None else None
-            page = await self.peer.request("tools/list", params, timeout)
-            if type(page) is not dict or type(page.get("tools")) is not list:
-                raise JsonRpcError(-32603, f"tools/list answered {str(page)[:200]}")
-            for tool in page["tools"]:
-                if type(tool) is dict and isinstance(tool.get("name"), str) and tool["name"]:
-                    tools.append(tool)
-                    # What decode() accepted, encode() writes (depth and numbers are checked there).
-                    size += len(encode(tool))
+    async def list_everything(self, timeout: float, deadline: float) -> None:
+        """
+        Every listing the server's capabilities offer, in turn.  Only a
+        failure to list tools fails discovery (L{DiscoveryError}); the
+        others are logged and left empty, and must end a little before
+        C{deadline} (when discovery as a whole is given up), so that a
+        server that never answers one of them is still brought up.  A
+        C{list_changed} that arrives meanwhile is honoured once the session
+        is ready.
+        """
+        self._timeout = timeout
+        reserve = min(1.0, timeout / 10)
+        for listing in LISTINGS:
+            if listing.capability not in self.capabilities:
+                self.listed[listing.kind] = []
+                continue
+            try:
+                if listing is TOOLS:
+                    entries = await fetch(self.peer, listing, timeout, self._max_listing, self.name)
                 else:
-                    log.warn(
-                        "backend {backend}: ignoring a malformed tool definition {tool}",
-                        backend=self.name,
-                        tool=str(tool)[:200],
-                    )
-            if size > self._max_listing:
-                raise JsonRpcError(
-                    -32603, f"tools/list gave more than {self._max_listing} bytes of tool definitions (gateway.maxMessageBytes)"
+                    entries = await self._fetch_by(listing, deadline - reserve)
+            except (JsonRpcError, RequestTimeout, DeferredTimeout) as e:
+                if isinstance(e, JsonRpcError):
+                    why = f"{listing.method} was refused: {e}"
+                elif listing is TOOLS:
+                    why = f"no answer to {listing.method} within {timeout:g} s"
+                else:
+                    why = f"{listing.method} did not finish within discoveryTimeout ({timeout:g} s)"
+                if listing is TOOLS:
+                    raise DiscoveryError(why)
+                log.warn(
+                    "backend {backend}: {why}; it is listed without {kind} until it says they changed or restarts",
+                    backend=self.name,
+                    why=why,
+                    kind=listing.noun + "s",
                 )
-            cursor = page.get("nextCursor")
-            if cursor is None:
-                return tools
-            if not isinstance(cursor, str) or cursor in seen_cursors:
-                raise JsonRpcError(-32603, f"tools/list repeated or gave a bad nextCursor {cursor!r}")
-            seen_cursors.add(cursor)
-        raise JsonRpcError(-32603, f"tools/list gave more than {MAX_TOOL_PAGES} pages")
+                entries = []
+            self.listed[listing.kind] = entries
+        self.ready = True
+        stale, self._stale = self._stale, {}
+        for listing in stale.values():
+            self._relist(listing)
 
-    def _relist_tools(self, timeout: float) -> None:
-        if self._listing is not None:
-            self._relist = True
+    async def _fetch_by(self, listing: Listing, deadline: float) -> list[dict[str, Any]]:
+        """One listing, given up (L{DeferredTimeout}) at C{deadline}."""
+        left = deadline - self._clock.seconds()
+        if left <= 0:
+            raise DeferredTimeout()
+        d = Deferred.fromCoroutine(fetch(self.peer, listing, left, self._max_listing, self.name))
+        entries: list[dict[str, Any]] = await d.addTimeout(left, self._clock)
+        return entries
+
+    def _relist(self, listing: Listing) -> None:
+        """List one kind again (once at a time: a change meanwhile lists it once more)."""
+        kind = listing.kind
+        if kind in self._listing:
+            self._again.add(kind)
             return
-        self._relist = False
-        d = Deferred.fromCoroutine(self._list_tools(timeout))
-        self._listing = d
+        self._again.discard(kind)
+        d = Deferred.fromCoroutine(fetch(self.peer, listing, self._timeout, self._max_listing, self.name))
+        self._listing[kind] = d
 
-        def done(tools: list[dict[str, Any]]) -> None:
-            self._listing = None
-            if tools != self.tools:
-                self.tools = tools
-                self._on_tools_changed()
-            if self._relist:
-                self._relist_tools(timeout)
+        def done(entries: list[dict[str, Any]]) -> None:
+            del self._listing[kind]
+            if entries != self.listed[kind]:
+                self.listed[kind] = entries
+                self._on_changed(kind)
+            if kind in self._again:
+                self._relist(listing)
 
-        def failed(f: Any) -> None:
-            self._listing = None
+        def failed(f: Failure) -> None:
+            del self._listing[kind]
+            self._again.discard(kind)
             if not f.check(PeerGone):
                 log.warn(
-                    "backend {backend}: could not re-list tools after list_changed: {why}",
+                    "backend {backend}: could not list its {kind} again after it said they changed: {why}",
                     backend=self.name,
+                    kind=listing.noun + "s",
                     why=f.getErrorMessage(),
                 )
 
         d.addCallbacks(done, failed)
+
+    def relist_everything(self) -> None:
+        """List again every kind the server offers (a new session on the same server)."""
+        for listing in LISTINGS:
+            if listing.capability in self.capabilities:
+                self._relist(listing)
 
     # -- calls -------------------------------------------------------------
 
@@ -212,36 +287,49 @@ class McpClientSession:
         params: dict[str, Any] | None,
         timeout: float | None,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
+        context: Any = None,
     ) -> Deferred[Any]:
         """
         Send a request.  If C{on_progress} is given and C{params._meta} has a
         C{progressToken}, the token is replaced by one of our own toward the
         server, and progress notifications for it are passed to
-        C{on_progress} until the request completes.
+        C{on_progress} until the request completes.  C{context} is what the
+        server's messages carried with this request's answer are related to
+        (see L{received}).
         """
-        if on_progress is None:
+        keep_context = context is not None and self._ties_related
+        if on_progress is None and not keep_context:
             return self.peer.request(method, params, timeout)
-        routes = self._progress
-        token: list[Any] = []
+        routes, contexts = self._progress, self._contexts
+        minted_id: list[int] = []
 
         def minted(rid: int) -> None:
-            # Our request id is unique on this connection: use it as the token.
-            assert params is not None
-            params["_meta"]["progressToken"] = rid
-            routes[rid] = on_progress
-            token.append(rid)
+            minted_id.append(rid)
+            if on_progress is not None:
+                # Our request id is unique on this connection: use it as the token.
+                assert params is not None
+                params["_meta"]["progressToken"] = rid
+                routes[rid] = on_progress
+            if keep_context:
+                contexts[rid] = context
 
         d = self.peer.request(method, params, timeout, minted=minted)
 
         def forget(result: Any) -> Any:
-            if token:
-                routes.pop(token[0], None)
+            if minted_id:
+                routes.pop(minted_id[0], None)
+                contexts.pop(minted_id[0], None)
             return result
 
         return d.addBoth(forget)
 
+    def related(self, rid: Any) -> Any:
+        """The context the request C{rid} was sent with (C{None} if none)."""
+        return self._contexts.get(rid) if type(rid) is int else None
+
     def _send_cancel(self, rid: int, reason: str) -> None:
         self._progress.pop(rid, None)
+        self._contexts.pop(rid, None)
         if self._on_abort is not None:
             # Stop reading the answer's stream (HTTP).
             self._on_abort(rid)
@@ -254,18 +342,46 @@ class McpClientSession:
 
     # -- messages from the server -----------------------------------------
 
+    def received(self, message: Any, related: Any = None) -> None:
+        """
+        Handle one decoded message from the server.  C{related} is the
+        context of the call whose answer carried it (the transport ties
+        them); the server's requests and notifications are handed on with
+        it.
+
+        @raise MessageError: for a message that is not JSON-RPC.
+        """
+        self._related = related
+        try:
+            self.peer.messageReceived(message)
+        finally:
+            self._related = None
+
+    def connection_lost(self, reason: BaseException) -> None:
+        """The connection is gone: pending requests fail, the server's own are cancelled."""
+        self._held.cancel_all()
+        self.peer.connectionLost(reason)
+
+    def session_ended(self) -> None:
+        """The server ended this MCP session (a new one follows on the same
+        connection): its requests in progress will never be answered."""
+        self._held.cancel_all()
+
     def _request_received(self, message: dict[str, Any]) -> None:
         method = message["method"]
         if method == "ping":
             self.peer.respond(message["id"], {})
             return
-        self.peer.respond_error(
-            message["id"],
-            JsonRpcError(
-                METHOD_NOT_FOUND,
-                f"the gateway does not pass {method} on to its clients",
-            ),
-        )
+        if self._on_server_request is None:
+            self.peer.respond_error(
+                message["id"],
+                JsonRpcError(
+                    METHOD_NOT_FOUND,
+                    f"the gateway does not pass {method} on to its clients",
+                ),
+            )
+            return
+        self._held.received(message, self._on_server_request, self._related)
 
     def _notification_received(self, message: dict[str, Any]) -> None:
         method = message["method"]
@@ -278,21 +394,38 @@ class McpClientSession:
                 route = self._progress.get(token)
                 if route is not None:
                     route(params)
-        elif method == "notifications/tools/list_changed":
-            if self.ready:
-                self._relist_tools(self._timeout)
-        elif method == "notifications/message":
-            level = _LOG_LEVELS.get(str(params.get("level")), "info")
-            getattr(log, level)(
-                "backend {backend} says ({logger}): {data}",
-                backend=self.name,
-                logger=params.get("logger") or "-",
-                data=str(params.get("data"))[:2000],
-            )
+        elif method in RELISTED_ON:
+            for listing in RELISTED_ON[method]:
+                if listing.capability not in self.capabilities:
+                    continue
+                if self.ready:
+                    self._relist(listing)
+                else:
+                    self._stale[listing.kind] = listing
         elif method == "notifications/cancelled":
-            pass
+            self._held.cancelled(params.get("requestId"))
         else:
+            if method == "notifications/message":
+                self._log_message(params)
+            self._hand_on(method, params)
+
+    def _log_message(self, params: dict[str, Any]) -> None:
+        level = _LOG_LEVELS.get(str(params.get("level")), "info")
+        getattr(log, level)(
+            "backend {backend} says ({logger}): {data}",
+            backend=self.name,
+            logger=str(params.get("logger") or "-")[:200],
+            data=str(params.get("data"))[:2000],
+        )
+
+    def _hand_on(self, method: str, params: dict[str, Any]) -> None:
+        if self._on_server_notification is None:
             log.debug("backend {backend}: ignored notification {method}", backend=self.name, method=method)
+            return
+        try:
+            self._on_server_notification(method, params, self._related)
+        except Exception:
+            log.failure("backend {backend}: handing on {method} failed", backend=self.name, method=method)
 
 
-__all__ = ["DiscoveryError", "McpClientSession", "MessageError"]
+__all__ = ["CLIENT_CAPABILITIES", "DiscoveryError", "McpClientSession", "MessageError"]

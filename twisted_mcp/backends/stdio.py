@@ -262,7 +262,13 @@ class _Child(ProcessProtocol):
         self.framer = _Framer(self)
         self.framer.MAX_LENGTH = max_length
         self.session = McpClientSession(
-            backend.name, self.send, backend.clock, self._tools_changed, max_listing=max_length
+            backend.name,
+            self.send,
+            backend.clock,
+            self._listing_changed,
+            max_listing=max_length,
+            on_server_request=self._server_request,
+            on_server_notification=self._server_notification,
         )
         self.pid: int | None = None
         self.exited: Deferred[None] = Deferred()
@@ -301,8 +307,14 @@ class _Child(ProcessProtocol):
         queued = getattr(self.writer, "queued", None)
         return queued() if queued is not None else 0
 
-    def _tools_changed(self) -> None:
-        self.backend._session_tools_changed(self)
+    def _listing_changed(self, kind: str) -> None:
+        self.backend._session_changed(self, kind)
+
+    def _server_request(self, method: str, params: dict[str, Any], related: Any) -> Deferred[Any]:
+        return self.backend._run_request(self, method, params, related)
+
+    def _server_notification(self, method: str, params: dict[str, Any], related: Any) -> None:
+        self.backend._run_notification(self, method, params, related)
 
     def discover(self, timeout: float) -> Any:
         return self.session.discover(timeout)
@@ -315,7 +327,7 @@ class _Child(ProcessProtocol):
     def lineReceived(self, line: bytes) -> None:
         try:
             message = decode(line)
-            self.session.peer.messageReceived(message)
+            self.session.received(message)
         except MessageError as e:
             log.warn(
                 "backend {backend} wrote something that is not a JSON-RPC message on stdout ({why}): {text}",
@@ -386,7 +398,7 @@ class _Child(ProcessProtocol):
             self.exit_reason = f"killed by {name}"
         else:
             self.exit_reason = f"exited with code {code}"
-        self.session.peer.connectionLost(Exception(f"the process {self.exit_reason}"))
+        self.session.connection_lost(Exception(f"the process {self.exit_reason}"))
         self.exited.callback(None)
         self.backend._child_exited(self)
 
@@ -523,6 +535,7 @@ class StdioBackend(SupervisedBackend):
         params: dict[str, Any] | None,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
         timeout: float | None = None,
+        context: Any = None,
     ) -> Deferred[Any]:
         """
         As L{Backend.call}; refused at once (C{errors.BUSY}) while the child has
@@ -540,7 +553,7 @@ class StdioBackend(SupervisedBackend):
                     f"(maxQueuedBytes is {self.max_queue}); try again later",
                     limit=self.max_queue,
                 )
-        return super().call(method, params, on_progress, timeout)
+        return super().call(method, params, on_progress, timeout, context)
 
     # -- liveness -------------------------------------------------------------
 
@@ -596,7 +609,7 @@ class StdioBackend(SupervisedBackend):
         if child is not self.child or self._stopping:
             return
         log.error("backend {backend} closed its stdout but is still running; restarting it", backend=self.name)
-        child.session.peer.connectionLost(Exception("the process closed its stdout"))
+        child.session.connection_lost(Exception("the process closed its stdout"))
         self._set_state(State.DOWN)
         self._abandon(child)
 

@@ -13,12 +13,20 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from twisted_mcp.backends.base import Backend, State
-from twisted_mcp.backends.session import DiscoveryError
+from twisted_mcp.backends.session import DiscoveryError, McpClientSession
 from twisted_mcp.wire.jsonrpc import (
+    INTERNAL_ERROR,
     JsonRpcError,
 )
 
 log = Logger()
+
+_KIND_NAMES = {
+    "tools": "tool list",
+    "prompts": "prompt list",
+    "resources": "resource list",
+    "resourceTemplates": "resource template list",
+}
 
 class SupervisedBackend(Backend):
     """
@@ -87,15 +95,25 @@ class SupervisedBackend(Backend):
         if not self._is_current(run) or self._stopping:
             return
         session = run.session
-        self.tools = session.tools
+        self._take_listings(session)
+        self._take_handshake(session)
         self.discovered = True
         self._up_since = self.clock.seconds()
         self.last_error = None
         info = session.server_info
+        counts = [f"{len(self.tools)} tool(s)"] + [
+            f"{len(entries)} {noun}(s)"
+            for entries, noun in (
+                (self.prompts, "prompt"),
+                (self.resources, "resource"),
+                (self.resource_templates, "resource template"),
+            )
+            if entries
+        ]
         log.info(
-            "backend {backend} is up: {count} tool(s) from {server} {version} (protocol {protocol})",
+            "backend {backend} is up: {counts} from {server} {version} (protocol {protocol})",
             backend=self.name,
-            count=len(session.tools),
+            counts=", ".join(counts),
             server=info.get("name", "?"),
             version=info.get("version", "?"),
             protocol=session.protocol_version,
@@ -113,15 +131,52 @@ class SupervisedBackend(Backend):
         self._abandon(run)
         self._first_discovery_done()
 
-    def _session_tools_changed(self, run: Any) -> None:
+    def _take_listings(self, session: McpClientSession) -> None:
+        listed = session.listed
+        self.tools = listed["tools"]
+        self.prompts = listed["prompts"]
+        self.resources = listed["resources"]
+        self.resource_templates = listed["resourceTemplates"]
+
+    def _take_handshake(self, session: McpClientSession) -> None:
+        self.capabilities = session.capabilities
+        self.instructions = session.instructions
+        self.server_info = session.server_info
+
+    def _session_changed(self, run: Any, kind: str) -> None:
+        """A run's session listed C{kind} again and it changed."""
         if self._is_current(run) and self.state is State.UP:
-            self.tools = run.session.tools
+            self._take_listings(run.session)
             log.info(
-                "backend {backend}: tool list changed, now {count} tool(s)",
+                "backend {backend}: its {kind} changed, now {count}",
                 backend=self.name,
-                count=len(self.tools),
+                kind=_KIND_NAMES.get(kind, kind),
+                count=len(run.session.listed[kind]),
             )
             self._changed()
+
+    def _session_renewed(self, run: Any) -> None:
+        """A run made a new MCP session with the same server (HTTP): take
+        what its handshake said, and list everything again."""
+        if not self._is_current(run):
+            return
+        session = run.session
+        before = (self.capabilities, self.instructions, self.server_info)
+        self._take_handshake(session)
+        session.relist_everything()
+        if self.state is State.UP and before != (self.capabilities, self.instructions, self.server_info):
+            self._changed()
+
+    def _run_request(self, run: Any, method: str, params: dict[str, Any], related: Any) -> Deferred[Any]:
+        """A request from a run's server: refused unless the run is the current one."""
+        if not self._is_current(run) or self._stopping:
+            raise JsonRpcError(INTERNAL_ERROR, f"backend {self.name!r} is restarting; {method} is refused")
+        return self._server_request(method, params, related)
+
+    def _run_notification(self, run: Any, method: str, params: dict[str, Any], related: Any) -> None:
+        """A notification from a run's server: dropped unless the run is the current one."""
+        if self._is_current(run) and not self._stopping:
+            self._server_notification(method, params, related)
 
     def _run_ended(self, run: Any, why: str) -> None:
         """A run is over (process exited, connection lost): start another later."""
