@@ -179,23 +179,41 @@ class Reloading:
         """What every session may see now (compare later with L{notify_views})."""
         return {s: self._view(s) for s in list(self.gateway.sessions)}
 
-    def _view(self, session: Any) -> tuple[str, ...] | None:
-        """The tool names C{session} may see now (None: it may see none)."""
+    def _view(self, session: Any) -> dict[str, tuple[str, ...]] | None:
+        """What C{session} may see now, by the notification that tells it of
+        a change (tools, prompts, resources); None: it may see nothing."""
         policy = self.gateway.policy
         catalog = self.gateway.catalog
         try:
             principal = policy.principal(session.peer)
         except Exception:
             return None
-        return tuple(t["name"] for t in policy.listing(principal, catalog.listing, catalog.entries))
+        kinds = (
+            ("tools", "tool", catalog.tools, "name"),
+            ("prompts", "prompt", catalog.prompts, "name"),
+            ("resources", "resource", catalog.resources, "uri"),
+            ("resources", "template", catalog.templates, "uriTemplate"),
+        )
+        view: dict[str, tuple[str, ...]] = {}
+        for notice, kind, listing, key in kinds:
+            shown = tuple(d[key] for d in policy.listing(principal, kind, listing.listing, listing.entries))
+            view[notice] = view.get(notice, ()) + shown
+        return view
 
     def notify_views(self, before: dict[Any, Any]) -> int:
-        """Send C{list_changed} to every session whose view changed; return how many."""
+        """Send C{list_changed} for each listing whose view changed, to every
+        session it changed for; return how many sessions were told."""
         told = 0
         for session, view in before.items():
-            if session in self.gateway.sessions and self._view(session) != view:
-                session.tools_changed()
-                told += 1
+            if session not in self.gateway.sessions:
+                continue
+            now = self._view(session)
+            if now == view:
+                continue
+            for notice in ("tools", "prompts", "resources"):
+                if (now or {}).get(notice, ()) != (view or {}).get(notice, ()):
+                    session.list_changed(notice)
+            told += 1
         return told
 
     def _bring_in(self, backend: Backend, replacing: Backend | None = None) -> None:

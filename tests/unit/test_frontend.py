@@ -253,7 +253,9 @@ class ConnectionLimitTests(SynchronousTestCase):
         settings = GatewaySettings(
             maxMessageBytes=1 << 20, maxHandshakeBytes=1024, handshakeTimeout=30.0, messageTimeout=60.0
         )
-        self.factory = SessionFactory(Gateway([], "__", self.clock, 1.0), self.clock, settings, self.admission, "tcp")
+        gateway = Gateway([], "__", self.clock, 1.0)
+        gateway.start()  # no backend: ready at once, so initialize is answered at once
+        self.factory = SessionFactory(gateway, self.clock, settings, self.admission, "tcp")
         self.connected: list[tuple[SessionProtocol, StringTransport]] = []
 
     def tearDown(self) -> None:

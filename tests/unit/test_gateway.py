@@ -160,11 +160,11 @@ class MalformedInputTests(SessionTestCase):
 class HandshakeTests(SessionTestCase):
     def test_unknownMethod(self) -> None:
         self.initialize()
-        self.request(7, "resources/list")
-        self.assertError(self.take()[0], 7, -32601, "resources/list")
+        self.request(7, "tasks/list")
+        self.assertError(self.take()[0], 7, -32601, "tasks/list")
 
     def test_unknownMethodBeforeInitialize(self) -> None:
-        self.request(7, "prompts/get")
+        self.request(7, "tasks/get")
         self.assertError(self.take()[0], 7, -32601)
 
     def test_serverDiscover(self) -> None:
@@ -584,6 +584,29 @@ class NotReadyTests(SessionTestCase):
         # Discovery may be left unfinished by a test: let the bound pass.
         self.clock.advance(5.0)
         super().tearDown()
+
+    def initialize(self, version: Any = LATEST_HANDSHAKE) -> dict[str, Any]:
+        """Before discovery finishes, initialize is taken but not answered yet."""
+        self.request(0, "initialize", {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "c"}})
+        self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        self.assertEqual(SessionTestCase.take(self), [])
+        self.assertTrue(self.session.initialized)
+        return {}
+
+    def take(self) -> list[Any]:
+        """What the client got since the last take(), but initialize's answer."""
+        return [m for m in SessionTestCase.take(self) if m.get("id") != 0]
+
+    def test_initializeAnsweredOnceDiscoveryFinished(self) -> None:
+        """The capabilities advertised are those of the backends discovered."""
+        self.beta.capabilities = {"tools": {}, "prompts": {"listChanged": True}}
+        self.initialize()
+        self.alpha._first_discovery_done()
+        self.assertEqual(SessionTestCase.take(self), [])
+        self.beta._first_discovery_done()
+        (answer,) = SessionTestCase.take(self)
+        self.assertEqual(answer["id"], 0)
+        self.assertEqual(answer["result"]["capabilities"], {"tools": {"listChanged": True}, "prompts": {"listChanged": True}})
 
     def test_toolsListWaitsForDiscovery(self) -> None:
         self.initialize()

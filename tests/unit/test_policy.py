@@ -257,7 +257,7 @@ class FakeBackend(Backend):
         self.tools = [{"name": t, "inputSchema": {"type": "object", "properties": {"n": {"type": "integer"}}}} for t in tools]
         self.calls: list[Deferred[Any]] = []
 
-    def call(self, method: str, params: Any, on_progress: Any = None, timeout: Any = None) -> Deferred[Any]:
+    def call(self, method: str, params: Any, on_progress: Any = None, timeout: Any = None, context: Any = None) -> Deferred[Any]:
         d: Deferred[Any] = Deferred()
         self.calls.append(d)
         return d

@@ -22,7 +22,8 @@ from twisted_mcp.mcp import errors
 from twisted_mcp.policy.audit.records import digest_arguments, redact_uri
 from twisted_mcp.policy.call import Call
 from twisted_mcp.policy.identity import IdentityError, Principal
-from twisted_mcp.policy.pipeline import LOCAL, RESOURCE_NOT_FOUND, Policy
+from twisted_mcp.mcp.errors import RESOURCE_NOT_FOUND
+from twisted_mcp.policy.pipeline import LOCAL, Policy
 from twisted_mcp.policy.rules import PolicyConfig, matches_uri, parse_policy, server_matches
 from twisted_mcp.policy.subject import Subject, subject_of
 from twisted_mcp.wire.jsonrpc import INVALID_PARAMS, JsonRpcError
@@ -373,7 +374,7 @@ class LimitTests(SurfaceTestCase):
         surface = self.surface
         for _ in range(2):
             _, d = self.start(policy, "resources/read", surface.read("file:///srv/docs/readme.md"))
-            surface.backends["a"].calls[-1].errback(JsonRpcError(errors.BACKEND_TIMEOUT, "timed out"))
+            surface.backends["a"].calls[-1].errback(errors.backend_error(errors.BACKEND_TIMEOUT, "a", "timed out"))
             self.failureResultOf(d)
         e = self.assertRaises(JsonRpcError, self.start, policy, "prompts/get", surface.subject("prompt", "a__greet"))
         self.assertEqual((e.code, e.data["backend"]), (errors.CIRCUIT_OPEN, "a"))

@@ -399,7 +399,7 @@ class TestConcurrencyAcrossReload:
         s = world.session("s1")
         sent: list[Deferred[Any]] = []
 
-        def call(method: str, params: Any, on_progress: Callable[..., Any] | None = None, timeout: float | None = None) -> Deferred[Any]:
+        def call(method: str, params: Any, on_progress: Callable[..., Any] | None = None, timeout: float | None = None, context: Any = None) -> Deferred[Any]:
             d: Deferred[Any] = Deferred()
             sent.append(d)
             return d

@@ -168,7 +168,7 @@ class Gateway:
         self.logs.forget(backend)
         self.policy.breakers.pop(backend.name, None)
         if self.ready:
-            self._changed(self._rebuild())
+            self._rebuild()  # the reload tells the sessions it concerns
 
     def _backend_changed(self, backend: Backend) -> None:
         state = backend.state.value

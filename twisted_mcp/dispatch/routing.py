@@ -41,6 +41,7 @@ def forward(
     out: dict[str, Any],
     transform: Callable[[Any], Any] | None = None,
     send_to: Callable[[Backend, dict[str, Any], Any], Deferred[Any]] | None = None,
+    entry: Any = None,
 ) -> Deferred[Any]:
     """
     Send C{request} to C{backend} with C{out} as its params, once the policy
@@ -48,11 +49,13 @@ def forward(
     C{transform} maps the result on its way back (URIs in it).  C{send_to}
     replaces the call itself: given the backend (the session's own
     instance of a per-session one), C{out} and the call's context.
+    C{entry} is the catalog entry of a tool (the policy checks arguments
+    against its definition).
     """
     policy = session.gateway.policy
     call = None
     if policy.active:
-        call = policy.begin(session.label, request.method, subject, params, session.peer)
+        call = policy.begin(session.label, request.method, subject, params, session.peer, entry)
         request.call = call
     method = request.method
     on_progress = None
@@ -62,15 +65,15 @@ def forward(
         on_progress = _progress_forwarder(session, request, meta["progressToken"])
     context = Related(session, request.rid)
 
-    def call(target: Backend) -> Deferred[Any]:
+    def send_one(target: Backend) -> Deferred[Any]:
         if send_to is not None:
             return send_to(target, out, context)
         return target.call(method, out, on_progress, context=context)
 
     if backend.per_session:
-        send: Callable[[], Deferred[Any]] = lambda: session.instances.call(backend, call)
+        send: Callable[[], Deferred[Any]] = lambda: session.instances.call(backend, send_one)
     else:
-        send = lambda: call(backend)
+        send = lambda: send_one(backend)
     session.routed(request, backend)
     d = send() if call is None else call.dispatch(send)
     if transform is not None:

@@ -115,6 +115,9 @@ GATEWAY_CODES = frozenset(
     }
 )
 
+#: MCP's own "Resource not found" (2024-11-05 to 2025-11-25; the 2026-07-28
+#: era answers -32602 instead and forbids this code).  Not the gateway's.
+RESOURCE_NOT_FOUND = -32002
 #: The client sent a request before initialize (JSON-RPC's "Invalid Request",
 #: not a code of the gateway's own).
 NOT_INITIALIZED = INVALID_REQUEST

@@ -393,12 +393,12 @@ class Policy:
         return audit is not None and audit.refuses_calls
 
     @overload
-    def begin(self, session: str, method: str, subject: Subject, params: dict[str, Any], peer: Any = None) -> Call: ...
+    def begin(self, session: str, method: str, subject: Subject, params: dict[str, Any], peer: Any = None, entry: Any = None) -> Call: ...
 
     @overload
     def begin(self, session: str, method: dict[str, Any], subject: Any, params: Any = None) -> Call: ...
 
-    def begin(self, session: str, method: Any, subject: Any, params: Any = None, peer: Any = None) -> Call:
+    def begin(self, session: str, method: Any, subject: Any, params: Any = None, peer: Any = None, entry: Any = None) -> Call:
         """
         Steps 1 to 5 for a request about C{subject}, which the caller
         resolved (an unknown name or URI is refused with L{refuse_unknown});
@@ -406,7 +406,8 @@ class Policy:
         returned L{Call} does the rest.  C{method} is the request's method
         (C{tools/call}, C{prompts/get}, C{resources/read},
         C{completion/complete}...); C{params} its params, whose arguments
-        are digested for the audit.
+        are digested for the audit; C{entry}, for a tool, the catalog entry
+        the caller resolved it to.
 
         The tools-only form C{begin(session, params, catalog, peer)} is
         still accepted: it looks C{params["name"]} up in C{catalog.entries}.
@@ -419,9 +420,10 @@ class Policy:
             self._describe(record, subject)
             if self.audit_blocked():
                 raise self.deny(record, errors.AUDIT_UNAVAILABLE, "the audit trail cannot be written; requests are refused until it can")
-            entry = None
             if subject.kind == "tool":
-                entry = self._tools.get(subject.exposed)
+                # The catalog entry the caller resolved (its definition is
+                # what the arguments are checked against), else ours.
+                entry = entry if entry is not None else self._tools.get(subject.exposed)
                 if entry is None or entry.backend.name != subject.backend:
                     raise self.deny(record, INVALID_PARAMS, f"Unknown tool: {subject.exposed!r}", subject.data())
             return self._admit(record, principal, subject, method, params, peer, entry)

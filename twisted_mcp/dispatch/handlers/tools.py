@@ -34,4 +34,4 @@ def call_tool(session: ClientSession, request: InFlight, params: dict[str, Any])
     out = dict(params)
     out["name"] = entry.original
     subject = Subject("tool", name, backend.name, entry.original)
-    return forward(session, request, subject, backend, params, out, lambda result: catalog.expose_content(backend, result))
+    return forward(session, request, subject, backend, params, out, lambda result: catalog.expose_content(backend, result), entry=entry)
