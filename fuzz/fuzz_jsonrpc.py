@@ -19,8 +19,7 @@ with atheris.instrument_imports(include=["twisted_mcp"]):
 
     from twisted_mcp.dispatch.gateway import Gateway
     from twisted_mcp.dispatch.session import ClientSession
-    from twisted_mcp.frontends.stream import line_caller
-    from twisted_mcp.frontends.stream import deliver
+    from twisted_mcp.frontends.stream import deliver, line_caller
     from twisted_mcp.mcp import errors
     from twisted_mcp.wire import jsonrpc
 

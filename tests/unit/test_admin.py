@@ -28,8 +28,7 @@ from twisted_mcp.backends.base import State
 from twisted_mcp.config import Config, GatewaySettings, HttpServer
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.dispatch.session import ClientSession
-from twisted_mcp.frontends.stream import line_caller
-from twisted_mcp.frontends.stream import deliver
+from twisted_mcp.frontends.stream import deliver, line_caller
 from twisted_mcp.mcp import errors
 from twisted_mcp.ops import admin as admin_module
 from twisted_mcp.ops.admin import AdminResource

@@ -15,9 +15,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted_mcp.backends.base import State
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.dispatch.session import ClientSession
-from twisted_mcp.frontends.stream import line_caller
 from twisted_mcp.frontends import stream as stream_module
-from twisted_mcp.frontends.stream import deliver
+from twisted_mcp.frontends.stream import deliver, line_caller
 from twisted_mcp.mcp import errors
 from twisted_mcp.mcp.versions import HANDSHAKE_VERSIONS, LATEST_HANDSHAKE
 from twisted_mcp.policy.pipeline import Policy

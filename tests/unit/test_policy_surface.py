@@ -19,10 +19,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mcp.backends.base import Backend
 from twisted_mcp.mcp import errors
+from twisted_mcp.mcp.errors import RESOURCE_NOT_FOUND
 from twisted_mcp.policy.audit.records import digest_arguments, redact_uri
 from twisted_mcp.policy.call import Call
 from twisted_mcp.policy.identity import IdentityError, Principal
-from twisted_mcp.mcp.errors import RESOURCE_NOT_FOUND
 from twisted_mcp.policy.pipeline import LOCAL, Policy
 from twisted_mcp.policy.rules import PolicyConfig, matches_uri, parse_policy, server_matches
 from twisted_mcp.policy.subject import Subject, subject_of

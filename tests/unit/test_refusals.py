@@ -15,8 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.dispatch.session import ClientSession
-from twisted_mcp.frontends.stream import line_caller
-from twisted_mcp.frontends.stream import deliver
+from twisted_mcp.frontends.stream import deliver, line_caller
 from twisted_mcp.mcp import errors
 from twisted_mcp.policy.identity import Principal
 from twisted_mcp.policy.pipeline import Policy

@@ -21,8 +21,7 @@ from twisted_mcp.backends.http import HttpBackend
 from twisted_mcp.config import Config, ConfigError
 from twisted_mcp.config.loader import load
 from twisted_mcp.dispatch.session import ClientSession
-from twisted_mcp.frontends.stream import line_caller
-from twisted_mcp.frontends.stream import deliver
+from twisted_mcp.frontends.stream import deliver, line_caller
 from twisted_mcp.mcp import errors
 from twisted_mcp.policy.breaker import Breaker
 from twisted_mcp.policy.peers import Peer

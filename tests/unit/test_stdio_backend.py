@@ -25,8 +25,7 @@ from twisted_mcp.backends.stdio import SHIM, StdioBackend, child_environment
 from twisted_mcp.config import StdioServer
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.dispatch.session import ClientSession
-from twisted_mcp.frontends.stream import line_caller
-from twisted_mcp.frontends.stream import deliver
+from twisted_mcp.frontends.stream import deliver, line_caller
 from twisted_mcp.mcp import errors
 from twisted_mcp.mcp.versions import LATEST_HANDSHAKE
 from twisted_mcp.wire.jsonrpc import JsonRpcError, encode

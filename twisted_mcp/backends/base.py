@@ -128,6 +128,9 @@ class Backend(Service):
     #: Whether a discovery has succeeded at least once.
     discovered = False
 
+    #: The backend's name in the configuration (Service's is untyped).
+    name: str
+
     def __init__(self, name: str) -> None:
         self.name = name
         self._listeners: list[Callable[[Backend], None]] = []

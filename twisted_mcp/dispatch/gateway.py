@@ -22,11 +22,11 @@ from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import PolicyConfig
 from twisted_mcp.wire.jsonrpc import (
     INTERNAL_ERROR,
-    JsonRpcError,
     INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
     PARSE_ERROR,
+    JsonRpcError,
 )
 
 if TYPE_CHECKING:

@@ -18,6 +18,7 @@ from twisted_mcp.wire.jsonrpc import JsonRpcError
 
 if TYPE_CHECKING:
     from twisted_mcp.dispatch.gateway import Gateway
+    from twisted_mcp.dispatch.session import ClientSession
 
 log = Logger()
 
@@ -26,12 +27,14 @@ class OwnInstances:
     """
     The per-session backend instances of one session.
 
+    @param session: the session they belong to.
     @param principal: who the session's caller is (for maxInstancesPerPrincipal).
     """
 
-    def __init__(self, gateway: Gateway, label: str, principal: Callable[[], str]) -> None:
+    def __init__(self, gateway: Gateway, session: ClientSession, principal: Callable[[], str]) -> None:
         self.gateway = gateway
-        self.label = label
+        self.session = session
+        self.label = session.label
         self._principal = principal
         #: Running instances, by backend name.
         self.own: dict[str, Backend] = {}
@@ -93,7 +96,7 @@ class OwnInstances:
             instance = self.own[template.name] = self.gateway.spawn(template)
             self.owner = principal
             self.gateway.instances.add(instance)
-            self.gateway.instance_owners[instance] = self
+            self.gateway.instance_owners[instance] = self.session
             log.info("client {client}: started its own instance of backend {backend}", client=self.label, backend=template.name)
         if instance.state.value == "up":
             return succeed(instance)
@@ -136,7 +139,12 @@ class OwnInstances:
         if self._releasing is None or self._releasing.called:
             return succeed(None)
         done: Deferred[Any] = Deferred()
-        self._releasing.addBoth(lambda result: (done.callback(None), result)[1])
+
+        def released(result: Any) -> Any:
+            done.callback(None)
+            return result
+
+        self._releasing.addBoth(released)
         return done
 
     def _stop(self, instances: list[Backend]) -> None:
@@ -151,7 +159,12 @@ class OwnInstances:
         self._releasing = releasing if earlier is None or earlier.called else DeferredList([earlier, releasing])
         stopping = self.gateway.stopping_instances
         stopping.add(releasing)
-        releasing.addBoth(lambda result: (stopping.discard(releasing), result)[1])
+
+        def stopped(result: Any) -> Any:
+            stopping.discard(releasing)
+            return result
+
+        releasing.addBoth(stopped)
 
 
 def principal_name(gateway: Gateway, peer: Any) -> str:

@@ -81,7 +81,7 @@ class ClientSession:
         self.backend_calls: dict[str, int] = {}
         #: Backends this session has sent a request to (roots/list_changed goes to them).
         self.used: set[str] = set()
-        self.instances = OwnInstances(gateway, caller.label, lambda: principal_name(gateway, caller.peer))
+        self.instances = OwnInstances(gateway, self, lambda: principal_name(gateway, caller.peer))
         #: The gateway's own requests to this client (sampling, elicitation, roots).
         self.client_requests = ClientRequests(self)
         self._shutdown_error: JsonRpcError | None = None

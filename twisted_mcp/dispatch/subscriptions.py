@@ -66,7 +66,7 @@ class Subscriptions:
         upstream.waiting.append(entry[0])
         if upstream.pending is None:
             d = upstream.pending = target.call("resources/subscribe", params, context=context)
-            d.addCallbacks(self._made, self._refused, (upstream,), None, (upstream,))
+            d.addCallbacks(self._made, self._refused, callbackArgs=(upstream,), errbackArgs=(upstream,))
         return waiter
 
     def _add(self, upstream: _Upstream, session: ClientSession, exposed: str) -> None:
@@ -137,12 +137,18 @@ class Subscriptions:
             except Exception as e:
                 log.warn("backend {backend}: could not subscribe again to {uri}: {why}", backend=target.name, uri=upstream.uri, why=e)
                 continue
-            d.addCallback(lambda _, u=upstream: log.info("backend {backend}: subscribed again to {uri}", backend=target.name, uri=u.uri))
-            d.addErrback(
-                lambda f, u=upstream: log.warn(
-                    "backend {backend}: could not subscribe again to {uri}: {why}", backend=target.name, uri=u.uri, why=f.getErrorMessage()
-                )
-            )
+            d.addCallbacks(self._made_again, self._not_made_again, callbackArgs=(upstream,), errbackArgs=(upstream,))
+
+    def _made_again(self, result: Any, upstream: _Upstream) -> None:
+        log.info("backend {backend}: subscribed again to {uri}", backend=upstream.target.name, uri=upstream.uri)
+
+    def _not_made_again(self, failure: Any, upstream: _Upstream) -> None:
+        log.warn(
+            "backend {backend}: could not subscribe again to {uri}: {why}",
+            backend=upstream.target.name,
+            uri=upstream.uri,
+            why=failure.getErrorMessage(),
+        )
 
     def replaced(self, old: Backend, new: Backend) -> None:
         """A reload replaced C{old} by C{new}: its subscriptions move to C{new},

@@ -12,9 +12,9 @@ from twisted_mcp.backends.base import Backend
 from twisted_mcp.dispatch.lists import visible
 from twisted_mcp.dispatch.pages import page
 from twisted_mcp.dispatch.routing import forward, refuse
+from twisted_mcp.mcp import errors
 from twisted_mcp.mcp.versions import HANDSHAKE_VERSIONS
 from twisted_mcp.policy.subject import Subject
-from twisted_mcp.mcp import errors
 from twisted_mcp.wire.jsonrpc import INVALID_PARAMS, JsonRpcError
 
 if TYPE_CHECKING:
