@@ -149,7 +149,7 @@ class Catalog:
         self._backends: dict[str, Backend] = {}
         #: A URI listed by several backends -> their entries.
         self._shared: dict[str, list[Entry]] = {}
-        #: Every template that compiled, by its backend's text.
+        #: Every template that compiled (the backend's text), indexed by literal prefix.
         self._matchers = _Matchers([])
         #: What the last rebuild computed, for the next to reuse: exposed
         #: names of (backend, tool or prompt name), compiled templates.
