@@ -471,6 +471,14 @@ class RouteTests(SynchronousTestCase):
             "appeared only in a result can be read back while it is among the last 10000 such URIs)",
         )
 
+    def test_notAString(self) -> None:
+        for uri in [None, 3, ["x://1"], {"uri": "x://1"}]:
+            self.assertIsNone(self.catalog.route_uri(uri))  # type: ignore[arg-type]
+            self.assertEqual(
+                self.catalog.why_unrouted(uri),  # type: ignore[arg-type]
+                f"a resource URI is a string, not {type(uri).__name__}",
+            )
+
     def test_whyQuotesLongUrisShort(self) -> None:
         why = self.catalog.why_unrouted("z://" + "q" * 10_000)
         self.assertLess(len(why), 400)

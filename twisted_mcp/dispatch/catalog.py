@@ -149,7 +149,7 @@ class Catalog:
         self._backends: dict[str, Backend] = {}
         #: A URI listed by several backends -> their entries.
         self._shared: dict[str, list[Entry]] = {}
-        #: Every template that compiled, by its backend's text.
+        #: Every template that compiled (the backend's text), indexed by literal prefix.
         self._matchers = _Matchers([])
         #: What the last rebuild computed, for the next to reuse: exposed
         #: names of (backend, tool or prompt name), compiled templates.
@@ -344,6 +344,8 @@ class Catalog:
             backend; and the backend's own URI.  None when no backend can be
             named (L{why_unrouted} says why).
         """
+        if type(uri) is not str:
+            return None
         entry = self.resources.entries.get(uri)
         if entry is not None:
             return entry, entry.backend, entry.original
@@ -370,6 +372,8 @@ class Catalog:
         @param visible: whether the client may be told of a backend's URI;
             URIs for which it answers false are not named as candidates.
         """
+        if type(uri) is not str:
+            return f"a resource URI is a string, not {type(uri).__name__}"
         shown = _shown(uri)
         own = unprefixed(uri)
         if own is not None and own[0] not in self._backends:
