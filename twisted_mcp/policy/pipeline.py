@@ -454,7 +454,8 @@ class Policy:
             principal = self._identify(record, peer)
             name = params.get("name")
             if type(name) is str:
-                record["tool"] = name
+                record["tool"] = record["subject"] = name
+                record["kind"] = "tool"
             if self.audit_blocked():
                 raise self.deny(record, errors.AUDIT_UNAVAILABLE, "the audit trail cannot be written; calls are refused until it can")
             if type(name) is not str:
