@@ -468,6 +468,12 @@ class AuditTests(SurfaceTestCase):
             self.assertEqual((r["method"], r["kind"], r["subject"], r["principal"], r["decision"], r["error_code"]), (method, kind, name, "vera", "deny", code))
         self.assertEqual(self.audit.records[0]["tool"], "a__nope")
 
+    def test_theToolsOnlyFormRecordsWhatAnUnknownToolWas(self) -> None:
+        policy = self.make({"roles": ROLES})
+        self.assertRaises(JsonRpcError, policy.begin, "s1", {"name": "a__nope"}, self.surface.tools)
+        r = self.audit.records[-1]
+        self.assertEqual((r["method"], r["kind"], r["subject"], r["tool"], r["error_code"]), ("tools/call", "tool", "a__nope", "a__nope", INVALID_PARAMS))
+
     def test_aCallerWhoCannotBeIdentifiedIsRefusedForThatFirst(self) -> None:
         def broken(peer: Any) -> Principal:
             raise IdentityError("the token expired")
