@@ -444,6 +444,19 @@ class AuditTests(SurfaceTestCase):
         self.assertNotIn("abc123", json.dumps(self.audit.records))
         self.assertNotIn("pa55", json.dumps(self.audit.records))
 
+    def test_aRefusedURIKeepsItsSecretsOutOfTheReasonToo(self) -> None:
+        policy = self.make({"roles": {"viewer": {"resources": {"allow": ["file:///*"], "deny": ["*secret*"]}}}})
+        for uri in ["https://api.example.com/secret/x?token=abc123", "https://bob:pa55@api.example.com/other"]:
+            e = self.assertRaises(JsonRpcError, policy.begin, "s", "resources/read", self.surface.read(uri), {}, None)
+            self.assertEqual(e.data, {"uri": uri})  # the client gets back the URI it sent
+        e = policy.refuse_unknown("s", "resources/read", "resource", "x://h/y?api_key=abc123")
+        self.assertEqual(e.message, "Resource not found: 'x://h/y?api_key=[REDACTED]'")
+        self.assertIn("'https://api.example.com/secret/x?token=[REDACTED]'", self.audit.records[0]["reason"])
+        self.assertEqual(len(self.audit.records), 3)
+        trail = json.dumps(self.audit.records)
+        self.assertNotIn("abc123", trail)
+        self.assertNotIn("pa55", trail)
+
     def test_everyKindOfListingHasItsRecord(self) -> None:
         policy = self.make({"roles": ROLES})
         for kind, method in [("tool", "tools/list"), ("prompt", "prompts/list"), ("resource", "resources/list"), ("template", "resources/templates/list")]:

@@ -20,6 +20,7 @@ from urllib.parse import unquote
 
 from twisted_mcp.mcp import errors
 from twisted_mcp.mcp.names import untruncated_name
+from twisted_mcp.policy.audit.records import redact_uri
 from twisted_mcp.policy.principal import Principal
 from twisted_mcp.policy.rules import PolicyConfig, Role, any_match, any_match_uri, server_matches
 from twisted_mcp.policy.subject import WORDS, Subject
@@ -73,7 +74,9 @@ def decide(
     """
     names = names_of(subject, separator)
     word = WORDS[subject.kind]
-    exposed, backend = subject.exposed, subject.backend
+    backend = subject.backend
+    # How refusals name it (the reason goes into the audit trail too): a URI without its secrets.
+    exposed = subject.exposed if subject.kind in ("tool", "prompt") else redact_uri(subject.exposed)
     if principal.name in rules.kill_principals or principal.name in kills["principal"]:
         return errors.PRINCIPAL_DISABLED, f"principal {principal.name!r} is disabled by the kill switch"
     if backend in rules.kill_backends or backend in kills["backend"]:
@@ -89,13 +92,13 @@ def decide(
             allow, deny = _role_patterns(role, subject.kind)
             if _covers(deny, subject, names, separator, fold=True):
                 return errors.ACCESS_DENIED, f"role {role_name!r} denies {exposed!r}"
-            if _covers(allow, subject, (exposed,), separator, fold=False):
+            if _covers(allow, subject, (subject.exposed,), separator, fold=False):
                 allowed = True
         if not allowed:
             roles = ", ".join(principal.roles) or "none"
             return errors.ACCESS_DENIED, f"{principal.name!r} (roles: {roles}) may not {_VERBS[subject.kind]} {exposed!r}"
     if subject.kind == "tool":
-        why = pins.blocks(exposed)
+        why = pins.blocks(subject.exposed)
         if why is not None:
             return errors.TOOL_QUARANTINED, f"tool {exposed!r} is quarantined: {why}"
     return None

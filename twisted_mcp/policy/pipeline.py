@@ -561,9 +561,10 @@ class Policy:
             return e
         if self.audit_blocked():
             return self.deny(record, errors.AUDIT_UNAVAILABLE, "the audit trail cannot be written; requests are refused until it can")
+        shown = record["subject"]  # the reason goes into the audit trail: a URI without its secrets
         if kind == "resource":
-            return self.deny(record, RESOURCE_NOT_FOUND, f"Resource not found: {name!r}", {DATA_KEYS[kind]: name})
-        return self.deny(record, INVALID_PARAMS, f"Unknown {WORDS[kind]}: {name!r}", {DATA_KEYS[kind]: name})
+            return self.deny(record, RESOURCE_NOT_FOUND, f"Resource not found: {shown!r}", {DATA_KEYS[kind]: name})
+        return self.deny(record, INVALID_PARAMS, f"Unknown {WORDS[kind]}: {shown!r}", {DATA_KEYS[kind]: name})
 
     def _rate_check(self, principal: Principal, subject: Subject) -> tuple[float, str]:
         rules = self.rules
