@@ -186,6 +186,26 @@ class RoleTests(SurfaceTestCase):
             self.assertEqual(self.code(policy, "resources/read", self.surface.read(uri)), errors.ACCESS_DENIED, uri)
         self.assertEqual(self.code(policy, "resources/read", self.surface.read("file:///srv/%64ocs/readme.md")), errors.ACCESS_DENIED)
 
+    def test_dotSegmentsCannotClimbOutOfAnAllowedPath(self) -> None:
+        """C{file:///srv/docs/*} does not allow what a server that resolves C{..} would read outside it."""
+        policy = self.make({"roles": ROLES})
+        for uri in [
+            "file:///srv/docs/../../etc/passwd",
+            "file:///srv/docs/%2e%2e/%2E%2E/etc/passwd",
+            "file:///srv/docs/..%2f..%2fetc/passwd",
+            "file:///srv/docs/..\\..\\etc/passwd",
+            "file:///srv/docs/./../x",
+            "file:///srv/docs/..",
+        ]:
+            self.assertEqual(self.code(policy, "resources/read", self.surface.read(uri)), errors.ACCESS_DENIED, uri)
+        for uri in ["file:///srv/docs/a/../b.md", "file:///srv/docs/./b.md", "file:///srv/docs/a%20b.md", "file:///srv/docs/x?q=../../y"]:
+            self.assertIsNone(self.code(policy, "resources/read", self.surface.read(uri)), uri)
+
+    def test_denyOnURIsSeesThemWithDotSegmentsResolved(self) -> None:
+        policy = self.make({"roles": {"viewer": {"resources": {"allow": ["*"], "deny": ["file:///etc/*"]}}}})
+        self.assertEqual(self.code(policy, "resources/read", self.surface.read("file:///srv/../etc/passwd")), errors.ACCESS_DENIED)
+        self.assertEqual(self.code(policy, "resources/read", self.surface.read("file:///srv/%2e%2e/etc/passwd")), errors.ACCESS_DENIED)
+
     def test_denyOnURIsSeesTheBackendOwnURI(self) -> None:
         """A URI the gateway renamed (two backends offered it) is still denied by the backend's own URI."""
         policy = self.make({"roles": {"viewer": {"resources": {"allow": ["*"], "deny": ["file:///etc/*"]}}}})
@@ -692,3 +712,24 @@ def test_a_role_parses_into_its_parts() -> None:
     assert (role.server_requests["sampling"].allow, role.server_requests["sampling"].deny) == (("*",), ("a",))
     assert role.server_requests["roots"].allow == ()  # allow: [] lets no server send roots/list
     assert "elicitation" not in role.server_requests
+
+
+@pytest.mark.parametrize(
+    "uri,resolved",
+    [
+        ("file:///srv/docs/readme.md", "file:///srv/docs/readme.md"),
+        ("file:///srv/docs/../x", "file:///srv/x"),
+        ("file:///../../x", "file:///x"),  # never above the root
+        ("file:///srv/%2E%2e/x", "file:///x"),
+        ("file:///srv/a%20b/../c", "file:///srv/c"),
+        ("file:///srv/a%20b", "file:///srv/a%20b"),  # other escapes are kept
+        ("https://h/a/./b/../c?x=../y#../z", "https://h/a/c?x=../y#../z"),  # the query and fragment are not a path
+        ("https://h", "https://h"),
+        ("urn:x:../y", "urn:x:../y"),
+        ("no-scheme/../x", "no-scheme/../x"),
+    ],
+)
+def test_resolved_uri(uri: str, resolved: str) -> None:
+    from twisted_mcp.policy.decisions import resolved_uri
+
+    assert resolved_uri(uri) == resolved

@@ -15,6 +15,7 @@ name or URI, so nothing new becomes allowed.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
 from urllib.parse import unquote
 
@@ -36,8 +37,45 @@ def names_of(subject: Subject, separator: str) -> tuple[str, ...]:
     if subject.kind in ("tool", "prompt"):
         candidates = (exposed, untruncated_name(backend, original, separator), f"{backend}{separator}{original}")
     else:
-        candidates = (exposed, original, unquote(exposed), unquote(original))
+        decoded = (unquote(exposed), unquote(original))
+        candidates = (exposed, original, *decoded, resolved_uri(exposed), *(resolved_uri(u) for u in decoded))
     return tuple(dict.fromkeys(candidates))
+
+
+_DOT_OR_SLASH = re.compile(r"%(2[eEfF]|5[cC])")
+
+
+def resolved_uri(uri: str) -> str:
+    """
+    C{uri} with the dot segments of its path resolved (C{a/b/../c} is
+    C{a/c}), after decoding the escapes that can hide them (C{%2e},
+    C{%2f}, C{%5c}) and reading C{\\} as C{/}: the resource a server that
+    normalizes paths would serve.  Other escapes are left as they are.
+    """
+    text = _DOT_OR_SLASH.sub(lambda m: chr(int(m.group(1), 16)), uri)
+    scheme, colon, rest = text.partition(":")
+    if not colon:
+        return uri
+    if rest.startswith("//"):
+        slash = rest.find("/", 2)
+        if slash < 0:
+            return uri
+        head, path = f"{scheme}:{rest[:slash]}", rest[slash:]
+    else:
+        head, path = f"{scheme}:", rest
+    end = min((i for i in (path.find("?"), path.find("#")) if i >= 0), default=len(path))
+    path, tail = path[:end].replace("\\", "/"), path[end:]
+    segments = path.split("/")
+    if "." not in segments and ".." not in segments:
+        return uri  # nothing to resolve: escapes and backslashes matter only where they hide dot segments
+    out: list[str] = []
+    for segment in segments:
+        if segment == "..":
+            if len(out) > 1:
+                out.pop()
+        elif segment != ".":
+            out.append(segment)
+    return head + "/".join(out) + tail
 
 
 def _kill_patterns(rules: PolicyConfig, kills: Mapping[str, set[str]], kind: str) -> tuple[str, ...]:
@@ -55,6 +93,21 @@ def _role_patterns(role: Role, kind: str) -> tuple[tuple[str, ...], tuple[str, .
     if kind == "prompt":
         return role.prompts.allow, role.prompts.deny
     return role.resources.allow, role.resources.deny
+
+
+def _allows(patterns: tuple[str, ...], subject: Subject, separator: str) -> bool:
+    """
+    Whether allow C{patterns} cover C{subject} as the client named it.  A
+    URI must be covered both as written and with its dot segments resolved,
+    so that C{file:///srv/docs/../../etc/passwd} is not allowed by
+    C{file:///srv/docs/*}.
+    """
+    exposed = subject.exposed
+    if subject.kind in ("tool", "prompt"):
+        return _covers(patterns, subject, (exposed,), separator, fold=False)
+    resolved = resolved_uri(exposed)
+    forms = (exposed,) if resolved == exposed else (exposed, resolved)
+    return all(_covers(patterns, subject, (form,), separator, fold=False) for form in forms)
 
 
 def _covers(patterns: tuple[str, ...], subject: Subject, names: tuple[str, ...], separator: str, fold: bool) -> bool:
@@ -92,7 +145,7 @@ def decide(
             allow, deny = _role_patterns(role, subject.kind)
             if _covers(deny, subject, names, separator, fold=True):
                 return errors.ACCESS_DENIED, f"role {role_name!r} denies {exposed!r}"
-            if _covers(allow, subject, (subject.exposed,), separator, fold=False):
+            if _allows(allow, subject, separator):
                 allowed = True
         if not allowed:
             roles = ", ".join(principal.roles) or "none"
@@ -142,4 +195,4 @@ def server_request_refusal(
     return f"no role of {principal.name!r} (roles: {roles}) lets backend {backend!r} send {method} (roles.<name>.serverRequests.{family})"
 
 
-__all__ = ["decide", "names_of", "server_request_refusal"]
+__all__ = ["decide", "names_of", "resolved_uri", "server_request_refusal"]
