@@ -283,6 +283,8 @@ class Policy:
             self._audit(
                 {
                     "method": "pinning/review",
+                    "kind": "tool",
+                    "subject": exposed,
                     "tool": exposed,
                     "backend": entry.backend.name,
                     "principal": "-",
