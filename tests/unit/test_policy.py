@@ -466,7 +466,7 @@ class PipelineTests(SynchronousTestCase):
         self.assertIn("a__read", names)
         self.assertEqual(self.code(policy, catalog, "b__x"), errors.TOOL_QUARANTINED)
         review = [r for r in audit.records if r["method"] == "pinning/review"]
-        self.assertEqual([r["tool"] for r in review], ["b__x"])
+        self.assertEqual([(r["tool"], r["kind"], r["subject"]) for r in review], [("b__x", "tool", "b__x")])
         self.assertIn("new tool", review[0]["reason"])
 
     def test_auditRefusal(self) -> None:

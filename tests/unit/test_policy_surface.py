@@ -187,6 +187,26 @@ class RoleTests(SurfaceTestCase):
             self.assertEqual(self.code(policy, "resources/read", self.surface.read(uri)), errors.ACCESS_DENIED, uri)
         self.assertEqual(self.code(policy, "resources/read", self.surface.read("file:///srv/%64ocs/readme.md")), errors.ACCESS_DENIED)
 
+    def test_dotSegmentsCannotClimbOutOfAnAllowedPath(self) -> None:
+        """C{file:///srv/docs/*} does not allow what a server that resolves C{..} would read outside it."""
+        policy = self.make({"roles": ROLES})
+        for uri in [
+            "file:///srv/docs/../../etc/passwd",
+            "file:///srv/docs/%2e%2e/%2E%2E/etc/passwd",
+            "file:///srv/docs/..%2f..%2fetc/passwd",
+            "file:///srv/docs/..\\..\\etc/passwd",
+            "file:///srv/docs/./../x",
+            "file:///srv/docs/..",
+        ]:
+            self.assertEqual(self.code(policy, "resources/read", self.surface.read(uri)), errors.ACCESS_DENIED, uri)
+        for uri in ["file:///srv/docs/a/../b.md", "file:///srv/docs/./b.md", "file:///srv/docs/a%20b.md", "file:///srv/docs/x?q=../../y"]:
+            self.assertIsNone(self.code(policy, "resources/read", self.surface.read(uri)), uri)
+
+    def test_denyOnURIsSeesThemWithDotSegmentsResolved(self) -> None:
+        policy = self.make({"roles": {"viewer": {"resources": {"allow": ["*"], "deny": ["file:///etc/*"]}}}})
+        self.assertEqual(self.code(policy, "resources/read", self.surface.read("file:///srv/../etc/passwd")), errors.ACCESS_DENIED)
+        self.assertEqual(self.code(policy, "resources/read", self.surface.read("file:///srv/%2e%2e/etc/passwd")), errors.ACCESS_DENIED)
+
     def test_denyOnURIsSeesTheBackendOwnURI(self) -> None:
         """A URI the gateway renamed (two backends offered it) is still denied by the backend's own URI."""
         policy = self.make({"roles": {"viewer": {"resources": {"allow": ["*"], "deny": ["file:///etc/*"]}}}})
@@ -445,6 +465,19 @@ class AuditTests(SurfaceTestCase):
         self.assertNotIn("abc123", json.dumps(self.audit.records))
         self.assertNotIn("pa55", json.dumps(self.audit.records))
 
+    def test_aRefusedURIKeepsItsSecretsOutOfTheReasonToo(self) -> None:
+        policy = self.make({"roles": {"viewer": {"resources": {"allow": ["file:///*"], "deny": ["*secret*"]}}}})
+        for uri in ["https://api.example.com/secret/x?token=abc123", "https://bob:pa55@api.example.com/other"]:
+            e = self.assertRaises(JsonRpcError, policy.begin, "s", "resources/read", self.surface.read(uri), {}, None)
+            self.assertEqual(e.data, {"uri": uri})  # the client gets back the URI it sent
+        e = policy.refuse_unknown("s", "resources/read", "resource", "x://h/y?api_key=abc123")
+        self.assertEqual(e.message, "Resource not found: 'x://h/y?api_key=[REDACTED]'")
+        self.assertIn("'https://api.example.com/secret/x?token=[REDACTED]'", self.audit.records[0]["reason"])
+        self.assertEqual(len(self.audit.records), 3)
+        trail = json.dumps(self.audit.records)
+        self.assertNotIn("abc123", trail)
+        self.assertNotIn("pa55", trail)
+
     def test_everyKindOfListingHasItsRecord(self) -> None:
         policy = self.make({"roles": ROLES})
         for kind, method in [("tool", "tools/list"), ("prompt", "prompts/list"), ("resource", "resources/list"), ("template", "resources/templates/list")]:
@@ -468,6 +501,12 @@ class AuditTests(SurfaceTestCase):
             r = self.audit.records[-1]
             self.assertEqual((r["method"], r["kind"], r["subject"], r["principal"], r["decision"], r["error_code"]), (method, kind, name, "vera", "deny", code))
         self.assertEqual(self.audit.records[0]["tool"], "a__nope")
+
+    def test_theToolsOnlyFormRecordsWhatAnUnknownToolWas(self) -> None:
+        policy = self.make({"roles": ROLES})
+        self.assertRaises(JsonRpcError, policy.begin, "s1", {"name": "a__nope"}, self.surface.tools)
+        r = self.audit.records[-1]
+        self.assertEqual((r["method"], r["kind"], r["subject"], r["tool"], r["error_code"]), ("tools/call", "tool", "a__nope", "a__nope", INVALID_PARAMS))
 
     def test_aCallerWhoCannotBeIdentifiedIsRefusedForThatFirst(self) -> None:
         def broken(peer: Any) -> Principal:
@@ -674,3 +713,24 @@ def test_a_role_parses_into_its_parts() -> None:
     assert (role.server_requests["sampling"].allow, role.server_requests["sampling"].deny) == (("*",), ("a",))
     assert role.server_requests["roots"].allow == ()  # allow: [] lets no server send roots/list
     assert "elicitation" not in role.server_requests
+
+
+@pytest.mark.parametrize(
+    "uri,resolved",
+    [
+        ("file:///srv/docs/readme.md", "file:///srv/docs/readme.md"),
+        ("file:///srv/docs/../x", "file:///srv/x"),
+        ("file:///../../x", "file:///x"),  # never above the root
+        ("file:///srv/%2E%2e/x", "file:///x"),
+        ("file:///srv/a%20b/../c", "file:///srv/c"),
+        ("file:///srv/a%20b", "file:///srv/a%20b"),  # other escapes are kept
+        ("https://h/a/./b/../c?x=../y#../z", "https://h/a/c?x=../y#../z"),  # the query and fragment are not a path
+        ("https://h", "https://h"),
+        ("urn:x:../y", "urn:x:../y"),
+        ("no-scheme/../x", "no-scheme/../x"),
+    ],
+)
+def test_resolved_uri(uri: str, resolved: str) -> None:
+    from twisted_mcp.policy.decisions import resolved_uri
+
+    assert resolved_uri(uri) == resolved

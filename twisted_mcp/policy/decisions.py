@@ -15,11 +15,13 @@ name or URI, so nothing new becomes allowed.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
 from urllib.parse import unquote
 
 from twisted_mcp.mcp import errors
 from twisted_mcp.mcp.names import untruncated_name
+from twisted_mcp.policy.audit.records import redact_uri
 from twisted_mcp.policy.principal import Principal
 from twisted_mcp.policy.rules import PolicyConfig, Role, any_match, any_match_uri, server_matches
 from twisted_mcp.policy.subject import WORDS, Subject
@@ -35,8 +37,45 @@ def names_of(subject: Subject, separator: str) -> tuple[str, ...]:
     if subject.kind in ("tool", "prompt"):
         candidates = (exposed, untruncated_name(backend, original, separator), f"{backend}{separator}{original}")
     else:
-        candidates = (exposed, original, unquote(exposed), unquote(original))
+        decoded = (unquote(exposed), unquote(original))
+        candidates = (exposed, original, *decoded, resolved_uri(exposed), *(resolved_uri(u) for u in decoded))
     return tuple(dict.fromkeys(candidates))
+
+
+_DOT_OR_SLASH = re.compile(r"%(2[eEfF]|5[cC])")
+
+
+def resolved_uri(uri: str) -> str:
+    """
+    C{uri} with the dot segments of its path resolved (C{a/b/../c} is
+    C{a/c}), after decoding the escapes that can hide them (C{%2e},
+    C{%2f}, C{%5c}) and reading C{\\} as C{/}: the resource a server that
+    normalizes paths would serve.  Other escapes are left as they are.
+    """
+    text = _DOT_OR_SLASH.sub(lambda m: chr(int(m.group(1), 16)), uri)
+    scheme, colon, rest = text.partition(":")
+    if not colon:
+        return uri
+    if rest.startswith("//"):
+        slash = rest.find("/", 2)
+        if slash < 0:
+            return uri
+        head, path = f"{scheme}:{rest[:slash]}", rest[slash:]
+    else:
+        head, path = f"{scheme}:", rest
+    end = min((i for i in (path.find("?"), path.find("#")) if i >= 0), default=len(path))
+    path, tail = path[:end].replace("\\", "/"), path[end:]
+    segments = path.split("/")
+    if "." not in segments and ".." not in segments:
+        return uri  # nothing to resolve: escapes and backslashes matter only where they hide dot segments
+    out: list[str] = []
+    for segment in segments:
+        if segment == "..":
+            if len(out) > 1:
+                out.pop()
+        elif segment != ".":
+            out.append(segment)
+    return head + "/".join(out) + tail
 
 
 def _kill_patterns(rules: PolicyConfig, kills: Mapping[str, set[str]], kind: str) -> tuple[str, ...]:
@@ -56,6 +95,21 @@ def _role_patterns(role: Role, kind: str) -> tuple[tuple[str, ...], tuple[str, .
     return role.resources.allow, role.resources.deny
 
 
+def _allows(patterns: tuple[str, ...], subject: Subject, separator: str) -> bool:
+    """
+    Whether allow C{patterns} cover C{subject} as the client named it.  A
+    URI must be covered both as written and with its dot segments resolved,
+    so that C{file:///srv/docs/../../etc/passwd} is not allowed by
+    C{file:///srv/docs/*}.
+    """
+    exposed = subject.exposed
+    if subject.kind in ("tool", "prompt"):
+        return _covers(patterns, subject, (exposed,), separator, fold=False)
+    resolved = resolved_uri(exposed)
+    forms = (exposed,) if resolved == exposed else (exposed, resolved)
+    return all(_covers(patterns, subject, (form,), separator, fold=False) for form in forms)
+
+
 def _covers(patterns: tuple[str, ...], subject: Subject, names: tuple[str, ...], separator: str, fold: bool) -> bool:
     if not patterns:
         return False
@@ -73,7 +127,9 @@ def decide(
     """
     names = names_of(subject, separator)
     word = WORDS[subject.kind]
-    exposed, backend = subject.exposed, subject.backend
+    backend = subject.backend
+    # How refusals name it (the reason goes into the audit trail too): a URI without its secrets.
+    exposed = subject.exposed if subject.kind in ("tool", "prompt") else redact_uri(subject.exposed)
     if principal.name in rules.kill_principals or principal.name in kills["principal"]:
         return errors.PRINCIPAL_DISABLED, f"principal {principal.name!r} is disabled by the kill switch"
     if backend in rules.kill_backends or backend in kills["backend"]:
@@ -89,13 +145,13 @@ def decide(
             allow, deny = _role_patterns(role, subject.kind)
             if _covers(deny, subject, names, separator, fold=True):
                 return errors.ACCESS_DENIED, f"role {role_name!r} denies {exposed!r}"
-            if _covers(allow, subject, (exposed,), separator, fold=False):
+            if _allows(allow, subject, separator):
                 allowed = True
         if not allowed:
             roles = ", ".join(principal.roles) or "none"
             return errors.ACCESS_DENIED, f"{principal.name!r} (roles: {roles}) may not {_VERBS[subject.kind]} {exposed!r}"
     if subject.kind == "tool":
-        why = pins.blocks(exposed)
+        why = pins.blocks(subject.exposed)
         if why is not None:
             return errors.TOOL_QUARANTINED, f"tool {exposed!r} is quarantined: {why}"
     return None
@@ -139,4 +195,4 @@ def server_request_refusal(
     return f"no role of {principal.name!r} (roles: {roles}) lets backend {backend!r} send {method} (roles.<name>.serverRequests.{family})"
 
 
-__all__ = ["decide", "names_of", "server_request_refusal"]
+__all__ = ["decide", "names_of", "resolved_uri", "server_request_refusal"]

@@ -58,6 +58,8 @@ log = Logger()
 
 LOCAL = Principal(name="local", roles=(), source="local", all_access=True)
 
+#: Not in the decision cache (None there is a decision: allowed).
+_UNDECIDED: Any = object()
 
 #: Where the arguments of a request are, by method (their digest goes into
 #: the audit record; their values only with C{audit.recordArguments}).
@@ -103,6 +105,8 @@ class Policy:
         #: The catalog's tools (exposed name -> entry), as last reviewed: the
         #: definitions arguments are checked against.
         self._tools: dict[str, Any] = {}
+        #: The subjects of the tools called by name (C{begin}'s tools-only form), made once per catalog.
+        self._tool_subjects: dict[str, Subject] = {}
         self._prefix = os.urandom(4).hex()
         self._count = 0
         self._taken: list[TokenBucket] = []
@@ -132,7 +136,7 @@ class Policy:
 
     def refusal(self, principal: Principal, entry: Any) -> tuple[int, str] | None:
         """Why C{principal} may not see or call the tool of the catalog C{entry} (steps 2 and 3), or None."""
-        return self._decision(principal, "tool", entry.definition["name"], entry)
+        return self._decision(principal, "tool", entry.definition["name"], entry.backend.name, entry.tool)
 
     def decision(self, principal: Principal, subject: Subject) -> tuple[int, str] | None:
         """Why C{principal} may not see or use C{subject} (steps 2 and 3: an error code and a reason), or None."""
@@ -143,10 +147,8 @@ class Policy:
             pass
         return self._decided(key, principal, subject)
 
-    def _decision(self, principal: Principal, kind: str, exposed: str, entry: Any) -> tuple[int, str] | None:
-        """L{decision} for a catalog entry, without making its L{Subject} when the answer is cached."""
-        backend = entry.backend.name
-        original = original_of(entry)
+    def _decision(self, principal: Principal, kind: str, exposed: str, backend: str, original: str) -> tuple[int, str] | None:
+        """L{decision} without making the L{Subject} when the answer is cached."""
         key = (principal, kind, exposed, backend, original)
         try:
             return self._decisions[key]
@@ -271,6 +273,7 @@ class Policy:
         """
         self._decisions.clear()
         self._tools = entries
+        self._tool_subjects = {}
         self.validators.forget(set(entries))
         fresh = self.pins.review((name, {**e.definition, "name": e.tool}) for name, e in entries.items())
         for exposed, why in fresh:
@@ -280,6 +283,8 @@ class Policy:
             self._audit(
                 {
                     "method": "pinning/review",
+                    "kind": "tool",
+                    "subject": exposed,
                     "tool": exposed,
                     "backend": entry.backend.name,
                     "principal": "-",
@@ -313,9 +318,22 @@ class Policy:
             kind, listing, entries = "tool", kind, listing
         if self._unrestricted(principal, kind):
             return listing
-        key = NAME_KEYS[kind]
-        decision = self._decision
-        return [d for d in listing if decision(principal, kind, d[key], entries[d[key]]) is None]
+        name_key = NAME_KEYS[kind]
+        tools = kind == "tool"
+        decisions = self._decisions
+        shown = []
+        for d in listing:
+            name = d[name_key]
+            entry = entries[name]
+            backend = entry.backend.name
+            original = entry.tool if tools else original_of(entry)
+            key = (principal, kind, name, backend, original)
+            decision = decisions.get(key, _UNDECIDED)
+            if decision is _UNDECIDED:
+                decision = self._decided(key, principal, Subject(kind, name, backend, original))
+            if decision is None:
+                shown.append(d)
+        return shown
 
     def _unrestricted(self, principal: Principal, kind: str) -> bool:
         """Whether nothing can hide a subject of C{kind} from C{principal} (the lists' fast path)."""
@@ -440,7 +458,8 @@ class Policy:
             principal = self._identify(record, peer)
             name = params.get("name")
             if type(name) is str:
-                record["tool"] = name
+                record["tool"] = record["subject"] = name
+                record["kind"] = "tool"
             if self.audit_blocked():
                 raise self.deny(record, errors.AUDIT_UNAVAILABLE, "the audit trail cannot be written; calls are refused until it can")
             if type(name) is not str:
@@ -448,7 +467,9 @@ class Policy:
             entry = catalog.entries.get(name)
             if entry is None:
                 raise self.deny(record, INVALID_PARAMS, f"Unknown tool: {name!r}", {"tool": name})
-            subject = Subject("tool", name, entry.backend.name, original_of(entry))
+            subject = self._tool_subjects.get(name)
+            if subject is None or subject.backend != entry.backend.name or subject.original != entry.tool:
+                subject = self._tool_subjects[name] = Subject("tool", name, entry.backend.name, entry.tool)
             self._describe(record, subject)
             return self._admit(record, principal, subject, "tools/call", params, peer, entry)
         except JsonRpcError:
@@ -544,9 +565,10 @@ class Policy:
             return e
         if self.audit_blocked():
             return self.deny(record, errors.AUDIT_UNAVAILABLE, "the audit trail cannot be written; requests are refused until it can")
+        shown = record["subject"]  # the reason goes into the audit trail: a URI without its secrets
         if kind == "resource":
-            return self.deny(record, errors.RESOURCE_NOT_FOUND, f"Resource not found: {name!r}", {DATA_KEYS[kind]: name})
-        return self.deny(record, INVALID_PARAMS, f"Unknown {WORDS[kind]}: {name!r}", {DATA_KEYS[kind]: name})
+            return self.deny(record, errors.RESOURCE_NOT_FOUND, f"Resource not found: {shown!r}", {DATA_KEYS[kind]: name})
+        return self.deny(record, INVALID_PARAMS, f"Unknown {WORDS[kind]}: {shown!r}", {DATA_KEYS[kind]: name})
 
     def _rate_check(self, principal: Principal, subject: Subject) -> tuple[float, str]:
         rules = self.rules

@@ -9,7 +9,7 @@ from __future__ import annotations
 import attrs
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Principal:
     """
     Who a request runs as.

@@ -37,7 +37,7 @@ class Subject:
     @ivar original: the backend's own name, URI or URI template.
     """
 
-    kind: str = attrs.field(validator=attrs.validators.in_(KINDS))
+    kind: str
     exposed: str
     backend: str
     original: str
@@ -53,9 +53,15 @@ def subject_of(kind: str, entry: Any) -> Subject:
 
 
 def original_of(entry: Any) -> str:
-    """A catalog entry's backend-own name or URI (C{original}; C{tool} in entries of the tools-only catalog)."""
-    original = getattr(entry, "original", None)
-    return original if isinstance(original, str) else str(entry.tool)
+    """
+    A catalog entry's backend-own name or URI: C{original}, or C{tool} in
+    the entries of the tools-only catalog (where C{tool} is what the
+    catalog of every kind keeps as an alias of C{original}).
+    """
+    try:
+        return str(entry.original)
+    except AttributeError:
+        return str(entry.tool)
 
 
 __all__ = ["DATA_KEYS", "KINDS", "LISTING_METHODS", "NAME_KEYS", "Subject", "WORDS", "original_of", "subject_of"]

@@ -43,7 +43,15 @@ def resolve(session: ClientSession, method: str, params: dict[str, Any]) -> tupl
         # MCP's "Resource not found" up to 2025-11-25; later eras use -32602.
         code = errors.RESOURCE_NOT_FOUND if session.caller.version in HANDSHAKE_VERSIONS else INVALID_PARAMS
         why = catalog.why_unrouted(uri, _visible_to(session))
-        raise refuse(session, method, code, f"Resource not found: {why}", {"uri": uri})
+        policy = session.gateway.policy
+        if not policy.active:
+            raise JsonRpcError(code, f"Resource not found: {why}", {"uri": uri})
+        # Audited with the URI's secrets taken out; the client is told why.
+        error = policy.refuse_unknown(session.label, method, "resource", uri, session.peer)
+        if error.code == errors.RESOURCE_NOT_FOUND:
+            error.code = code
+            error.message = f"Resource not found: {why}"
+        raise error
     entry, backend, original = route
     kind = "template" if entry is not None and "uriTemplate" in entry.definition else "resource"
     return Subject(kind, uri, backend.name, original), backend, original
