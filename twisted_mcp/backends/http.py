@@ -673,8 +673,8 @@ class _HttpRun:
                 return  # The server offers no stream (405), or not for this session.
             started = self.backend.clock.seconds()
             await self._read_events(response, exchange, self._message_event).done
-            if self.closed:
-                return
+            if self.closed or generation != self._generation:
+                return  # Closed, or a new session has its own stream.
             if self.backend.clock.seconds() - started > 30:
                 delay = 1.0
             await deferLater(self.backend.clock, delay)
