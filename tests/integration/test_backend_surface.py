@@ -1,8 +1,9 @@
 """
 What backends list beyond tools, through the real `twistd ... mcp-gateway`
 command: server-everything over stdio and over Streamable HTTP lists its
-prompts, resources and resource templates, and a legacy HTTP+SSE SDK server
-(tools only) still comes up.
+prompts, resources and resource templates (the HTTP one once its event
+stream is connected), and a legacy HTTP+SSE SDK server (tools only) still
+comes up.
 """
 
 from __future__ import annotations
@@ -44,3 +45,5 @@ def test_every_kind_discovered_over_every_transport(http_server, write_config, r
     assert re.fullmatch(r"\d+ tool\(s\)", ups["old"]), ups["old"]
     text = gw.stderr_text()
     assert "could not list" not in text and "was refused" not in text and "malformed" not in text, text
+    # The Streamable HTTP backend's event stream answered before it was declared up.
+    assert "its event stream did not answer" not in text and "no event stream" not in text, text
