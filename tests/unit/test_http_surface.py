@@ -155,6 +155,27 @@ class RelatedTests(HttpSurfaceTestCase):
         self.assertEqual(self.posted_answers(), [])
         self.stop(backend)
 
+    def test_newSessionListedAgain(self) -> None:
+        """A new session after the server forgot ours takes what its
+        handshake says and lists everything it offers again."""
+        backend, _ = self.up(stream=False)
+        seen: list[Any] = []
+        backend.add_listener(lambda b: seen.append((dict(b.capabilities), b.instructions, list(b.prompts))))
+        d = backend.call("tools/call", {"name": "get_time"})
+        self.pending("tools/call").respond(404, body=b"")
+        grown = dict(INIT_RESULT, capabilities={"tools": {}, "prompts": {}}, instructions="Now with prompts.")
+        self.answer(self.pending("initialize"), grown, {"mcp-session-id": "sess-2"})
+        self.accept(self.pending("notifications/initialized"))
+        self.pending(method="GET").respond(405, body=b"")
+        self.answer(self.pending("tools/call"), {})
+        self.successResultOf(d)
+        self.assertEqual(seen, [({"tools": {}, "prompts": {}}, "Now with prompts.", [])])
+        self.answer(self.pending("tools/list"), {"tools": TOOLS_1})
+        self.answer(self.pending("prompts/list"), {"prompts": [{"name": "greet"}]})
+        self.assertEqual(backend.prompts, [{"name": "greet"}])
+        self.assertEqual(len(seen), 2)
+        self.stop(backend)
+
     def test_stopCancelsHeldRequests(self) -> None:
         backend, stream = self.up()
         stream.push_event({"jsonrpc": "2.0", "id": 9, "method": "sampling/createMessage", "params": {}})
