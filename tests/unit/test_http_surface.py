@@ -230,6 +230,21 @@ class ReadinessTests(HttpSurfaceTestCase):
         self.accept(reply)
         self.stop(backend)
 
+    def test_waitBoundedByTheDiscoveryTime(self) -> None:
+        """A connectTimeout longer than discoveryTimeout does not make a
+        silent GET fail discovery: the wait is at most half the time left."""
+        backend = self.make(connectTimeout=60.0, discoveryTimeout=10.0)
+        backend.startService()
+        self.clock.advance(2.0)
+        self.answer(self.pending("initialize"), INIT_RESULT, {"mcp-session-id": "sess-1"})
+        self.accept(self.pending("notifications/initialized"))
+        self.clock.advance(3.99)
+        self.assertEqual(self.sent("tools/list"), [])
+        self.clock.advance(0.01)
+        self.answer(self.pending("tools/list"), {"tools": TOOLS_1})
+        self.assertEqual(backend.state, State.UP)
+        self.stop(backend)
+
     def test_refusedStreamIsFine(self) -> None:
         for code, headers in ((405, {}), (404, {"content-type": "text/plain"}), (200, {"content-type": "application/json"})):
             backend = self.make()
