@@ -428,6 +428,16 @@ class ServerRequestTests(SurfaceTestCase):
         self.patch(events, "server_request", refuse)
         self.server_says(spawn, {"id": 3, "method": "roots/list"})
         self.assertEqual(self.answers(spawn)[-1], {"jsonrpc": "2.0", "id": 3, "error": {"code": -32601, "message": "refused at once"}})
+
+        def crash(*args: Any) -> Any:
+            raise RuntimeError("secret internals")
+
+        self.patch(events, "server_request", crash)
+        self.server_says(spawn, {"id": 4, "method": "roots/list"})
+        self.assertEqual(
+            self.answers(spawn)[-1], {"jsonrpc": "2.0", "id": 4, "error": {"code": -32603, "message": "the gateway failed to handle roots/list"}}
+        )
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertEqual(backend.child.session.held_requests, 0)
         self.stop(backend)
 

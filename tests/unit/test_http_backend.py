@@ -924,7 +924,8 @@ class EventStreamTests(HttpTestCase):
             self.assertEqual(self.pending_all("tools/list"), [])
             self.clock.advance(0.01)
         self.assertIn(
-            "backend remote: its event stream did not answer within 5 s (connectTimeout); going on without it",
+            "backend remote: its event stream did not answer within 5 s "
+            "(connectTimeout, at most half the discovery time left); going on without it",
             [e["log_format"].format(**e) for e in logged][-1],
         )
         self.assertEqual(logged[-1]["log_level"].name, "info")

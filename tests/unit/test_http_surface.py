@@ -155,6 +155,27 @@ class RelatedTests(HttpSurfaceTestCase):
         self.assertEqual(self.posted_answers(), [])
         self.stop(backend)
 
+    def test_newSessionListedAgain(self) -> None:
+        """A new session after the server forgot ours takes what its
+        handshake says and lists everything it offers again."""
+        backend, _ = self.up(stream=False)
+        seen: list[Any] = []
+        backend.add_listener(lambda b: seen.append((dict(b.capabilities), b.instructions, list(b.prompts))))
+        d = backend.call("tools/call", {"name": "get_time"})
+        self.pending("tools/call").respond(404, body=b"")
+        grown = dict(INIT_RESULT, capabilities={"tools": {}, "prompts": {}}, instructions="Now with prompts.")
+        self.answer(self.pending("initialize"), grown, {"mcp-session-id": "sess-2"})
+        self.accept(self.pending("notifications/initialized"))
+        self.pending(method="GET").respond(405, body=b"")
+        self.answer(self.pending("tools/call"), {})
+        self.successResultOf(d)
+        self.assertEqual(seen, [({"tools": {}, "prompts": {}}, "Now with prompts.", [])])
+        self.answer(self.pending("tools/list"), {"tools": TOOLS_1})
+        self.answer(self.pending("prompts/list"), {"prompts": [{"name": "greet"}]})
+        self.assertEqual(backend.prompts, [{"name": "greet"}])
+        self.assertEqual(len(seen), 2)
+        self.stop(backend)
+
     def test_stopCancelsHeldRequests(self) -> None:
         backend, stream = self.up()
         stream.push_event({"jsonrpc": "2.0", "id": 9, "method": "sampling/createMessage", "params": {}})
@@ -207,6 +228,21 @@ class ReadinessTests(HttpSurfaceTestCase):
         reply = self.pending_all()[-1]
         self.assertEqual(reply.message, {"jsonrpc": "2.0", "id": "hello", "result": {"action": "decline"}})
         self.accept(reply)
+        self.stop(backend)
+
+    def test_waitBoundedByTheDiscoveryTime(self) -> None:
+        """A connectTimeout longer than discoveryTimeout does not make a
+        silent GET fail discovery: the wait is at most half the time left."""
+        backend = self.make(connectTimeout=60.0, discoveryTimeout=10.0)
+        backend.startService()
+        self.clock.advance(2.0)
+        self.answer(self.pending("initialize"), INIT_RESULT, {"mcp-session-id": "sess-1"})
+        self.accept(self.pending("notifications/initialized"))
+        self.clock.advance(3.99)
+        self.assertEqual(self.sent("tools/list"), [])
+        self.clock.advance(0.01)
+        self.answer(self.pending("tools/list"), {"tools": TOOLS_1})
+        self.assertEqual(backend.state, State.UP)
         self.stop(backend)
 
     def test_refusedStreamIsFine(self) -> None:

@@ -276,9 +276,10 @@ class _HttpRun:
         the server sends on that stream right after the handshake (a
         list_changed, an elicitation) is not lost.
         """
-        deadline = self.backend.clock.seconds() + timeout
+        clock = self.backend.clock
+        deadline = clock.seconds() + timeout
         await self.session.handshake(timeout)
-        await self._stream_connected()
+        await self._stream_connected((deadline - clock.seconds()) / 2)
         await self.session.list_everything(timeout, deadline)
 
     def _listing_changed(self, kind: str) -> None:
@@ -290,22 +291,24 @@ class _HttpRun:
     def _server_notification(self, method: str, params: dict[str, Any], related: Any) -> None:
         self.backend._run_notification(self, method, params, related)
 
-    async def _stream_connected(self) -> None:
+    async def _stream_connected(self, time_left: float) -> None:
         """
         GET the session's event stream (the server's messages unrelated to
         any call), and wait until its answer's head arrived: the stream is
         open, or the server has none (405).  After C{connectTimeout} seconds
-        without a head, go on without waiting (the GET goes on, bounded).
+        (at most C{time_left}) without a head, go on without waiting (the
+        GET goes on, bounded).
         """
         self._generation += 1
         connected: Deferred[None] = Deferred()
         d = Deferred.fromCoroutine(self._listen(self._generation, connected))
         d.addErrback(lambda f: log.failure("backend {backend}: the event stream failed", f, backend=self.name))
         d.addBoth(lambda _: _fire(connected))
-        timeout = self.backend.config.connectTimeout
+        timeout = max(0.0, min(self.backend.config.connectTimeout, time_left))
         if not await _fired_within(connected, timeout, self.backend.clock):
             log.info(
-                "backend {backend}: its event stream did not answer within {timeout:g} s (connectTimeout); "
+                "backend {backend}: its event stream did not answer within {timeout:g} s "
+                "(connectTimeout, at most half the discovery time left); "
                 "going on without it for now (messages the server sends outside a call may be lost until it does)",
                 backend=self.name,
                 timeout=timeout,
@@ -513,7 +516,7 @@ class _HttpRun:
         try:
             await self.session.handshake(self.backend.config.discoveryTimeout)
             if not self.closed and self.session_id is not None:
-                await self._stream_connected()
+                await self._stream_connected(self.backend.config.discoveryTimeout / 2)
                 renewed = True
         except Exception as e:
             log.warn("backend {backend}: re-initializing failed: {why}", backend=self.name, why=_why(e))
@@ -673,8 +676,8 @@ class _HttpRun:
                 return  # The server offers no stream (405), or not for this session.
             started = self.backend.clock.seconds()
             await self._read_events(response, exchange, self._message_event).done
-            if self.closed:
-                return
+            if self.closed or generation != self._generation:
+                return  # Closed, or a new session has its own stream.
             if self.backend.clock.seconds() - started > 30:
                 delay = 1.0
             await deferLater(self.backend.clock, delay)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -77,15 +77,8 @@ class HeldRequests:
         if type(params) is not dict:
             self._refuse(rid, INVALID_PARAMS, f"the params of {method} must be an object")
             return
-        try:
-            d = handler(method, params, related)
-        except JsonRpcError as e:
-            self._send_error(rid, e)
-            return
-        except Exception:
-            log.failure("backend {backend}: could not hand on its {method} request", backend=self._name, method=method)
-            self._refuse(rid, INTERNAL_ERROR, f"the gateway failed to handle {method}")
-            return
+        # A refusal at once (raised) is answered like a later one.
+        d = maybeDeferred(handler, method, params, related)
         self._held[key] = d
         d.addCallbacks(self._answered, self._failed, callbackArgs=(key, rid, d), errbackArgs=(key, rid, d, method))
 

@@ -351,11 +351,11 @@ class McpClientSession:
 
         @raise MessageError: for a message that is not JSON-RPC.
         """
-        self._related = related
+        outer, self._related = self._related, related
         try:
             self.peer.messageReceived(message)
         finally:
-            self._related = None
+            self._related = outer
 
     def connection_lost(self, reason: BaseException) -> None:
         """The connection is gone: pending requests fail, the server's own are cancelled."""
