@@ -82,9 +82,12 @@ def test_two_clients_sample_at_once_through_one_shared_backend(daemon, http_serv
                 tg.start_soon(call, client_a, "A")
                 tg.start_soon(call, client_b, "B")
                 # Both sampling requests wait at their clients' callbacks at the same time.
-                with anyio.fail_after(30):
+                with anyio.move_on_after(30):
                     await a.entered.wait()
                     await b.entered.wait()
+                assert a.entered.is_set() and b.entered.is_set(), (
+                    f"sampling requests reached A: {a.entered.is_set()}, B: {b.entered.is_set()} within 30 s"
+                )
                 release.set()
 
             for key, side, other in (("A", a, b), ("B", b, a)):
@@ -262,7 +265,7 @@ def test_log_messages_reach_each_session_at_its_own_level(daemon, tmp_path):
             await client_b.set_logging_level("error")
             await client_a.set_logging_level("debug")
             # The shared backend is set to the most verbose level any of its sessions asked for.
-            assert [e for e in read_events(events) if e.startswith("setLevel")][-1] == "setLevel debug"
+            await mc.wait_until(lambda: [e for e in read_events(events) if e.startswith("setLevel")][-1:] == ["setLevel debug"], 10)
             assert await mc.call_text(client_a, "notes__log_levels") == "8"
             assert await mc.call_text(client_b, "notes__log_levels") == "8"
             await mc.wait_until(lambda: a.log_levels("notes") == set(LEVELS), timeout=10)
