@@ -5,18 +5,21 @@ lists, refused reads and gets, empty completions for what it may not see, and
 every kind leaves audit records; sampling is audited without its content.
 
 PROVISIONAL CONFIG SHAPE -- check it when the policy branch lands: these
-tests write a role's rights over prompts and resources as
+tests write a role's rights over prompts, resources and server requests as
 
     roles:
       reader:
         allow: [...]                     # tools, as today
         prompts: {allow: [...]}          # exposed prompt names (globs)
         resources: {allow: [...]}        # exposed resource URIs and URI templates (globs)
+        serverRequests:
+          sampling: {deny: [everything]} # servers whose sampling requests this role's clients may not answer
 
-and read audit records by `method`, `decision` ("allow"/"deny"), `principal`,
-`backend`, looking for the exposed name or URI anywhere in the record.  If
-the policy helper chose other keys or fields, change ROLES and `records_for`
-below, not the assertions.
+(as the `policy-surface` branch had it at ee2c17b), and read audit records by
+`method`, `decision` ("allow"/"deny"), `principal`, `backend`, `outcome`,
+looking for the exposed name or URI anywhere in the record.  If the policy
+chose other keys or fields, change ROLES and `records_for` below, not the
+assertions.
 """
 
 from __future__ import annotations
@@ -157,3 +160,28 @@ def test_sampling_is_audited_without_its_content(reader_config, tmp_path):
     everything_text = (tmp_path / "audit.jsonl").read_text()
     assert secret not in everything_text
     assert "sampled answer from A" not in everything_text
+
+
+def test_a_role_may_forbid_a_backend_to_sample_through_its_clients(reader_config, tmp_path):
+    roles = json.loads(json.dumps(ROLES))
+    roles["reader"]["serverRequests"] = {"sampling": {"deny": ["everything"]}}
+    config = reader_config(roles=roles)
+
+    async def scenario():
+        side = ClientSide("A")
+        async with connect_gateway(config, tmp_path, **side.callbacks()) as client:
+            refused = await client.call_tool("everything__trigger-sampling-request", {"prompt": "not for you", "maxTokens": 5})
+            # The backend's request is refused by the gateway; the tool reports that as its error.
+            assert refused.is_error
+            assert "sampling" in text_of(refused).lower()
+            assert side.sampling == []
+            # Other server requests of the same backend still reach the client.
+            form = await client.call_tool("everything__trigger-elicitation-request", {})
+            assert not form.is_error and "- Name: Ada A" in text_of(form)
+
+    mc.run(scenario, timeout=90)
+    records = read_audit(tmp_path / "audit.jsonl")
+    sampled = [r for r in records if r.get("method") == "sampling/createMessage"]
+    assert len(sampled) == 1 and sampled[0]["decision"] == "deny" and sampled[0]["backend"] == "everything"
+    elicited = [r for r in records if r.get("method") == "elicitation/create"]
+    assert len(elicited) == 1 and elicited[0]["decision"] != "deny"
