@@ -276,3 +276,32 @@ def test_log_messages_reach_each_session_at_its_own_level(daemon, tmp_path):
             assert {str(m.data) for m in a.logs} >= {f"notes {level}" for level in LEVELS}
 
     mc.run(scenario, timeout=120)
+
+
+def test_long_listings_are_merged_across_pages_both_ways(write_config, tmp_path):
+    # Two backends that page their own resources/list (40 a page); the gateway follows
+    # their cursors at discovery and pages the merged listing with cursors of its own.
+    many = {"SURFACE_RESOURCE_COUNT": "130", "SURFACE_PAGE_SIZE": "40"}
+    config = write_config(
+        {
+            "left": server("surface", env={"SURFACE_LABEL": "left", "SURFACE_URI": "memo://left/notes", **many}),
+            "right": server("surface", env={"SURFACE_LABEL": "right", "SURFACE_URI": "memo://right/notes", **many}),
+        }
+    )
+
+    async def scenario():
+        async with connect_gateway(config, tmp_path) as client:
+            first = await client.list_resources(cache_mode="bypass")
+            assert first.next_cursor, "262 resources in one page"
+            listed = [r.uri for r in await all_resources(client)]
+            assert len(listed) == len(set(listed)) == 262
+            assert {"memo://left/notes", "memo://right/notes"} <= set(listed)
+            # memo://many/<n> is on both backends: told apart, and each read from its own.
+            texts = [(await client.read_resource(uri)).contents[0].text for uri in listed]
+            expected = {f"{side} many {n}" for side in ("left", "right") for n in range(1, 131)}
+            assert sorted(texts) == sorted(expected | {"left notes", "right notes"})
+            with pytest.raises(MCPError) as e:
+                await client.list_resources(cursor="not-a-cursor-of-the-gateway", cache_mode="bypass")
+            assert e.value.error.code == -32602
+
+    mc.run(scenario, timeout=90)

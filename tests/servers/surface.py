@@ -6,7 +6,10 @@ a resource template, a prompt that embeds the resource, completions, logging
 and subscriptions, each observable from a test.
 
 Resources:
-  SURFACE_URI (default memo://shared/notes), text/plain, text SURFACE_TEXT.
+  SURFACE_URI (default memo://shared/notes), text/plain, text SURFACE_TEXT;
+  then SURFACE_RESOURCE_COUNT more: memo://many/<n> (n from 1), text
+  "<label> many <n>".  resources/list answers in pages of SURFACE_PAGE_SIZE
+  (default: all at once), with nextCursor.
   Template memo://items/{item}: reading memo://items/<x> gives "<label> item <x>".
   resources/subscribe and unsubscribe are accepted for the listed URI only.
 
@@ -35,6 +38,8 @@ Env:
   SURFACE_TEXT        its text (default "<label> notes")
   SURFACE_TEXT_BYTES  if set, the text is this many bytes of ASCII instead
                       (for benchmarks)
+  SURFACE_RESOURCE_COUNT  how many memo://many/<n> resources to list too (default 0)
+  SURFACE_PAGE_SIZE   resources per resources/list page (default: one page)
   SURFACE_EVENT_LOG   a file to which one line is appended for each
                       "start <pid>", "subscribe <uri>", "unsubscribe <uri>",
                       "setLevel <level>" the server receives or does
@@ -79,6 +84,9 @@ def _text() -> str:
 
 
 TEXT = _text()
+MANY = int(os.environ.get("SURFACE_RESOURCE_COUNT", "0"))
+PAGE_SIZE = int(os.environ.get("SURFACE_PAGE_SIZE", "0"))
+MANY_PREFIX = "memo://many/"
 subscribed: set[str] = set()
 level = {"min": 0}
 
@@ -96,7 +104,15 @@ def error(code: int, message: str) -> Exception:
 
 
 async def list_resources(ctx, params: PaginatedRequestParams | None) -> dict:
-    return {"resources": [{"uri": URI, "name": f"{LABEL} notes", "mimeType": "text/plain"}]}
+    listing = [{"uri": URI, "name": f"{LABEL} notes", "mimeType": "text/plain"}]
+    listing += [{"uri": f"{MANY_PREFIX}{n}", "name": f"{LABEL} many {n}", "mimeType": "text/plain"} for n in range(1, MANY + 1)]
+    if not PAGE_SIZE:
+        return {"resources": listing}
+    start = int(params.cursor) if params is not None and params.cursor else 0
+    result: dict = {"resources": listing[start : start + PAGE_SIZE]}
+    if start + PAGE_SIZE < len(listing):
+        result["nextCursor"] = str(start + PAGE_SIZE)
+    return result
 
 
 async def list_templates(ctx, params: PaginatedRequestParams | None) -> dict:
@@ -107,6 +123,8 @@ async def read_resource(ctx, params: ReadResourceRequestParams) -> dict:
     uri = str(params.uri)
     if uri == URI:
         return {"contents": [{"uri": uri, "mimeType": "text/plain", "text": TEXT}]}
+    if uri.startswith(MANY_PREFIX) and uri[len(MANY_PREFIX) :].isdigit() and 1 <= int(uri[len(MANY_PREFIX) :]) <= MANY:
+        return {"contents": [{"uri": uri, "mimeType": "text/plain", "text": f"{LABEL} many {uri[len(MANY_PREFIX) :]}"}]}
     if uri.startswith(TEMPLATE_PREFIX) and len(uri) > len(TEMPLATE_PREFIX):
         item = uri[len(TEMPLATE_PREFIX) :]
         return {"contents": [{"uri": uri, "mimeType": "text/plain", "text": f"{LABEL} item {item}"}]}
