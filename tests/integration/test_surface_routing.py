@@ -219,15 +219,22 @@ def test_subscriptions_reach_only_their_sessions_are_counted_and_survive_a_resta
             old_pid = int(await mc.call_text(client_a, "alpha__pid"))
             os.kill(old_pid, signal.SIGKILL)
 
+            failures: list[str] = []
+
             async def new_pid():
+                # While alpha restarts a call may fail (at once: "is starting"); it must not hang.
                 try:
-                    return int(await mc.call_text(client_a, "alpha__pid"))
-                except (MCPError, mc.ToolCallError):
+                    return int(await mc.call_text(client_a, "alpha__pid", read_timeout_seconds=10))
+                except (MCPError, mc.ToolCallError) as e:
+                    failures.append(str(e))
                     return None
 
-            with anyio.fail_after(30):
+            pid = None
+            with anyio.move_on_after(30):
                 while (pid := await new_pid()) in (None, old_pid):
                     await anyio.sleep(0.2)
+            assert pid not in (None, old_pid), f"alpha did not come back within 30 s; calls failed with: {failures[-3:]}"
+            assert not [f for f in failures if "timed out" in f], f"a call made while alpha restarted hung: {failures}"
             started = read_events(alpha_events).index(f"start {pid}")
             await mc.wait_until(lambda: f"subscribe {SHARED_URI}" in read_events(alpha_events)[started:], 10)
             assert await mc.call_text(client_b, "alpha__touch") == "notified"
