@@ -48,6 +48,7 @@ bench: $(VENV)/.installed bench/node/node_modules/.installed
 	$(PY) bench/bench_http.py
 	$(PY) bench/bench_policy.py
 	$(PY) bench/bench_sockets.py
+	$(PY) bench/bench_resources.py
 
 SOAK_SECONDS ?= 60
 FUZZ_SECONDS ?= 60
