@@ -147,11 +147,17 @@ class Reloading:
             self._take_out(name)
             changes.append(f"backend {name}: removed")
         for name in changed:
-            # The replacement serves the same tools until it lists its own:
-            # clients see no change unless the tools really differ.
+            # The replacement serves the same listings until it lists its
+            # own: clients see no change unless they really differ.
             previous = self.gateway.backends.get(name)
             if previous is not None:
-                fresh[name].tools = list(previous.tools)
+                replacement = fresh[name]
+                replacement.tools = list(previous.tools)
+                replacement.prompts = list(previous.prompts)
+                replacement.resources = list(previous.resources)
+                replacement.resource_templates = list(previous.resource_templates)
+                replacement.capabilities = dict(previous.capabilities)
+                replacement.instructions = previous.instructions
             self._take_out(name, replacement=fresh[name])
             changes.append(f"backend {name}: restarted (its configuration changed)")
         for name in added:

@@ -127,9 +127,16 @@ class Gateway:
         self._rebuild(always=True)
         up = [b.name for b in self.backends.values() if b.state.value == "up"]
         down = [b.name for b in self.backends.values() if b.state.value != "up"]
+        catalog = self.catalog
+        others = [
+            f", {len(listing.listing)} {noun}(s)"
+            for listing, noun in ((catalog.prompts, "prompt"), (catalog.resources, "resource"), (catalog.templates, "resource template"))
+            if listing.listing
+        ]
         log.info(
-            "discovery finished: {tools} tool(s) from {up} backend(s) up{down}",
-            tools=len(self.catalog.listing),
+            "discovery finished: {tools} tool(s){others} from {up} backend(s) up{down}",
+            tools=len(catalog.listing),
+            others="".join(others),
             up=len(up),
             down=f"; down: {', '.join(sorted(down))}" if down else "",
         )
