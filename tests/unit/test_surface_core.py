@@ -493,3 +493,23 @@ class ProgressAndCancelTests(CoreTestCase):
         self.assertTrue(sent.cancelled)
         self.assertEqual(c.take(), [])
         self.assertEqual(c.session.backend_calls, {})
+
+
+class LogVisibilityTests(CoreTestCase):
+    def test_a_backend_killed_at_run_time_no_longer_logs_to_anyone(self) -> None:
+        """Who may see a backend's log messages is cached, and the cache
+        follows the policy: the run-time kill switch applies at once."""
+        from twisted_mcp.policy.pipeline import Policy
+        from twisted_mcp.policy.rules import PolicyConfig
+
+        policy = self.gateway.policy = Policy(PolicyConfig(active=True), "__", self.clock)
+        policy.catalog_changed(self.gateway.catalog.entries)
+        c = self.client()
+        message = {"level": "error", "data": "disk full"}
+        self.gateway.reverse.server_notification(self.alpha, "notifications/message", message, None)
+        self.assertEqual([m["params"]["data"] for m in c.take()], ["disk full"])
+        policy.set_kill("backend", "alpha", True)
+        self.gateway.reverse.server_notification(self.alpha, "notifications/message", message, None)
+        self.assertEqual(c.take(), [])
+        self.gateway.reverse.server_notification(self.beta, "notifications/message", message, None)
+        self.assertEqual([m["params"]["logger"] for m in c.take()], ["beta"])

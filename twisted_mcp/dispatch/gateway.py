@@ -75,7 +75,7 @@ class Gateway:
         self.closing: set[ClientSession] = set()
         self.discovery_bound = discovery_bound
         #: The backends each session may see something of (for log messages).
-        self._sight: dict[ClientSession, frozenset[str]] = {}
+        self._sight: dict[ClientSession, tuple[Any, frozenset[str]]] = {}
         self.ready = False
         self.ready_waiters: list[Deferred[None]] = []
         #: Requests answered, by (method, outcome, error code), for /metrics;
@@ -232,10 +232,11 @@ class Gateway:
         policy = self.policy
         if not policy.active:
             return True
-        seen = self._sight.get(session)
-        if seen is None:
-            seen = self._sight[session] = self._visible_backends(session)
-        return name in seen
+        key = (policy, policy.generation)
+        cached = self._sight.get(session)
+        if cached is None or cached[0] != key:
+            cached = self._sight[session] = (key, self._visible_backends(session))
+        return name in cached[1]
 
     def _visible_backends(self, session: ClientSession) -> frozenset[str]:
         from twisted_mcp.dispatch.lists import NOUNS

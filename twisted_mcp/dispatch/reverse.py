@@ -25,7 +25,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 
 from twisted_mcp.backends.base import Backend
-from twisted_mcp.wire.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, JsonRpcError
+from twisted_mcp.wire.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, JsonRpcError, id_key
 
 if TYPE_CHECKING:
     from twisted_mcp.dispatch.gateway import Gateway
@@ -180,22 +180,26 @@ class Reverse:
             raise JsonRpcError(METHOD_NOT_FOUND, f"the client cannot answer {method}: {cannot}")
         policy = self.gateway.policy
         principal = None
+        cause = None
         if policy.active:
             try:
                 principal = policy.principal(session.peer)
             except JsonRpcError as e:
                 raise JsonRpcError(INVALID_REQUEST, f"the gateway refused {method}: the client's identity is no longer valid ({e.message})")
+            cause = _cause(session, rid)
             refusal = policy.reverse_refusal(principal, backend.name, method)
             if refusal is not None:
-                policy.audit_reverse(session.label, principal, backend.name, method, "refused", INVALID_REQUEST, None)
+                policy.audit_reverse(session.label, principal, backend.name, method, "refused", INVALID_REQUEST, None, refusal, cause)
                 raise JsonRpcError(INVALID_REQUEST, f"the gateway refused {method}: {refusal}")
         started = self.gateway.clock.seconds()
         d = session.client_requests.request(backend, method, params, rid, self.timeout)
         if principal is not None:
-            d.addBoth(self._audit, session, principal, backend, method, started)
+            d.addBoth(self._audit, session, principal, backend, method, started, cause)
         return d
 
-    def _audit(self, result: Any, session: ClientSession, principal: Any, backend: Backend, method: str, started: float) -> Any:
+    def _audit(
+        self, result: Any, session: ClientSession, principal: Any, backend: Backend, method: str, started: float, cause: str | None
+    ) -> Any:
         error = getattr(result, "value", None) if not isinstance(result, dict) else None
         if error is None:
             outcome, code = "ok", None
@@ -204,7 +208,7 @@ class Reverse:
         else:
             outcome, code = "error", getattr(error, "code", INTERNAL_ERROR)
         latency = round((self.gateway.clock.seconds() - started) * 1000, 3)
-        self.gateway.policy.audit_reverse(session.label, principal, backend.name, method, outcome, code, latency)
+        self.gateway.policy.audit_reverse(session.label, principal, backend.name, method, outcome, code, latency, None, cause)
         return result
 
     def server_notification(self, backend: Backend, method: str, params: dict[str, Any], related: Any) -> None:
@@ -239,6 +243,15 @@ class Reverse:
             f"{len(calling)} clients have calls in flight to backend {backend.name!r} and its transport does not say "
             "which call this is for (make the backend perSession, or reach it over Streamable HTTP)"
         )
+
+
+def _cause(session: ClientSession, rid: Any) -> str | None:
+    """The audit id of the client's call a request belongs to, when known."""
+    if rid is None:
+        return None
+    request = session.in_flight.get(id_key(rid))
+    call = request.call if request is not None else None
+    return call.record.get("id") if call is not None else None
 
 
 __all__ = ["CLIENT_REQUEST_TIMEOUT", "ClientRequests", "Reverse"]

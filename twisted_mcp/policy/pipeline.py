@@ -102,6 +102,9 @@ class Policy:
         self._backend_slots = {name: Slots(c.max, c.queue, c.queueTimeout, clock) for name, c in rules.conc_backends.items()}
         self._tool_slots: dict[tuple[int, str], Slots] = {}
         self._decisions: dict[tuple[Any, ...], tuple[int, str] | None] = {}
+        #: Bumped whenever what a principal may see can have changed (the
+        #: kill switch, approvals, a new catalog), for views cached elsewhere.
+        self.generation = 0
         #: The catalog's tools (exposed name -> entry), as last reviewed: the
         #: definitions arguments are checked against.
         self._tools: dict[str, Any] = {}
@@ -160,6 +163,7 @@ class Policy:
         decision = decide(self.rules, self.kills, self.separator, self.pins, principal, subject)
         if len(self._decisions) > 100000:
             self._decisions.clear()
+        self.generation += 1
         self._decisions[key] = decision
         return decision
 
@@ -218,6 +222,7 @@ class Policy:
         else:
             names.discard(name)
         self._decisions.clear()
+        self.generation += 1
         # A change the rules cannot see makes the policy active.
         self.active = True
 
@@ -263,6 +268,7 @@ class Policy:
         for n in chosen:
             self.pins.quarantined.pop(n, None)
         self._decisions.clear()
+        self.generation += 1
         return chosen
 
     def catalog_changed(self, entries: dict[str, Any]) -> None:
@@ -272,6 +278,7 @@ class Policy:
         catalog's tools.
         """
         self._decisions.clear()
+        self.generation += 1
         self._tools = entries
         self._tool_subjects = {}
         self.validators.forget(set(entries))
