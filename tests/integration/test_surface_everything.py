@@ -255,7 +255,9 @@ def test_sampling_elicitation_and_roots_are_answered_by_the_calling_client(surfa
         async with connect_gateway(surface_config, tmp_path, **side.callbacks()) as client:
             names = await mc.tool_names(client)
             for tool in ("trigger-sampling-request", "trigger-elicitation-request", "trigger-url-elicitation", "get-roots-list"):
-                assert f"everything__{tool}" in names, names
+                # server-everything registers these only when the gateway's own handshake with it
+                # declared sampling, elicitation (form and url) and roots.
+                assert f"everything__{tool}" in names, f"no everything__{tool}: the gateway did not declare its capability"
 
             sampled = await client.call_tool(
                 "everything__trigger-sampling-request", {"prompt": "tell me about p-4711", "maxTokens": 20}

@@ -312,3 +312,28 @@ def test_long_listings_are_merged_across_pages_both_ways(write_config, tmp_path)
             assert e.value.error.code == -32602
 
     mc.run(scenario, timeout=90)
+
+
+def test_a_clients_roots_change_reaches_the_backends_it_has_used(daemon, tmp_path):
+    sock = start_daemon(daemon, tmp_path, {"alpha": surface(tmp_path, "alpha"), "beta": surface(tmp_path, "beta")})
+    alpha_events, beta_events = tmp_path / "alpha.events", tmp_path / "beta.events"
+
+    async def scenario():
+        a, b = ClientSide("A"), ClientSide("B")
+        async with (
+            connect_socket(sock, tmp_path, "A", **a.callbacks()) as client_a,
+            connect_socket(sock, tmp_path, "B", **b.callbacks()) as client_b,
+        ):
+            await mc.call_text(client_a, "alpha__pid")
+            await mc.call_text(client_b, "beta__pid")
+            await client_a.send_roots_list_changed()
+            with anyio.move_on_after(10):
+                while "roots/list_changed" not in read_events(alpha_events):
+                    await anyio.sleep(0.05)
+            assert "roots/list_changed" in read_events(alpha_events), "A's roots/list_changed never reached alpha"
+            # beta was used by B only: A's roots are none of its business.
+            await mc.call_text(client_a, "alpha__pid")
+            await anyio.sleep(0.5)
+            assert "roots/list_changed" not in read_events(beta_events)
+
+    mc.run(scenario, timeout=90)

@@ -42,7 +42,8 @@ Env:
   SURFACE_PAGE_SIZE   resources per resources/list page (default: one page)
   SURFACE_EVENT_LOG   a file to which one line is appended for each
                       "start <pid>", "subscribe <uri>", "unsubscribe <uri>",
-                      "setLevel <level>" the server receives or does
+                      "setLevel <level>", "roots/list_changed" the server
+                      receives or does
 """
 
 from __future__ import annotations
@@ -153,6 +154,10 @@ async def set_level(ctx, params: SetLevelRequestParams) -> dict:
     return {}
 
 
+async def roots_changed(ctx, params) -> None:
+    record("roots/list_changed")
+
+
 async def list_prompts(ctx, params: PaginatedRequestParams | None) -> dict:
     return {
         "prompts": [
@@ -252,6 +257,7 @@ def build() -> Server:
         on_get_prompt=get_prompt,
         on_completion=complete,
         on_set_logging_level=set_level,
+        on_roots_list_changed=roots_changed,
     )
 
 
