@@ -11,7 +11,6 @@ import json
 from typing import Any, Callable
 
 import orjson
-
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
