@@ -32,6 +32,7 @@ class LargeChunkTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.r, self.w = os.pipe()
         os.set_blocking(self.r, False)
+        os.set_blocking(self.w, False)
         self.addCleanup(os.close, self.r)
         self.addCleanup(lambda: os.close(self.w) if self.w >= 0 else None)
 
