@@ -116,9 +116,7 @@ TOOLS = [
         {
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "type": "object",
-            "$defs": {
-                "address": {"type": "object", "properties": {"street": {"type": "string"}, "city": {"type": "string"}}}
-            },
+            "$defs": {"address": {"type": "object", "properties": {"street": {"type": "string"}, "city": {"type": "string"}}}},
             "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"}},
             "additionalProperties": False,
         },
@@ -259,9 +257,7 @@ async def call_tool(ctx, params) -> dict:
     if name in ("test_elicitation_sep1034_defaults", "test_elicitation_sep1330_enums"):
         schema = DEFAULTS_SCHEMA if name.endswith("defaults") else ENUMS_SCHEMA
         answer = await elicit(ctx, "Please review and update the form fields", schema)
-        return result(
-            text(f"Elicitation completed: action={answer.get('action')}, content={json.dumps(answer.get('content'))}")
-        )
+        return result(text(f"Elicitation completed: action={answer.get('action')}, content={json.dumps(answer.get('content'))}"))
     if name == "json_schema_2020_12_tool":
         return result(text(f"Received: {json.dumps(arguments, sort_keys=True)}"))
     if name == "test_reconnection":
