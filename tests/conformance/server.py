@@ -429,6 +429,7 @@ async def serve_stdio() -> None:
     from mcp.server.stdio import stdio_server
 
     server = build()
+    sys.stdout = _STDOUT  # the SDK takes fd 1 for the protocol and sends stray output to stderr itself
     async with stdio_server() as (read_stream, write_stream):
         await server.run(read_stream, write_stream, server.create_initialization_options())
 
