@@ -133,9 +133,18 @@ def gateway_lacks() -> str | None:
     return None
 
 
-def write_config(config: Path, backend: dict) -> Path:
-    """The gateway's configuration: one required backend, served unprefixed (the suite calls fixed names)."""
-    config.write_text(json.dumps({"mcpServers": {BACKEND: {**backend, "prefix": "", "required": True}}}, indent=2))
+def write_config(config: Path, backend: dict, port: int) -> Path:
+    """The gateway's configuration: one required backend, served unprefixed (the suite calls fixed names).
+
+    The suite's dns-rebinding-protection scenario sends its legitimate request with the
+    server's own origin (http://127.0.0.1:PORT), which the front refuses unless it is in
+    `http.allowedOrigins` (none by default); the attacker's origin and Host stay refused.
+    """
+    settings = {
+        "http": {"allowedOrigins": [f"http://127.0.0.1:{port}"]},
+        "mcpServers": {BACKEND: {**backend, "prefix": "", "required": True}},
+    }
+    config.write_text(json.dumps(settings, indent=2))
     return config
 
 
@@ -166,9 +175,9 @@ def wait_ready(admin_port: int, process: subprocess.Popen, log: Path) -> None:
 
 
 @contextmanager
-def gateway(config: Path, log: Path) -> Iterator[str]:
-    """The real gateway serving Streamable HTTP on loopback; yields its URL."""
-    port, admin_port = free_port(), free_port()
+def gateway(config: Path, port: int, log: Path) -> Iterator[str]:
+    """The real gateway serving Streamable HTTP on loopback at `port`; yields its URL."""
+    admin_port = free_port()
     command = [
         str(TWISTD), "-n", "--pidfile=", "mcp-gateway", "--config", str(config),
         "--listen", f"http:tcp:{port}:interface=127.0.0.1",
@@ -194,6 +203,26 @@ def server_scenarios(url: str, results: Path, label: str) -> tuple[dict[str, Out
     if not outcomes:
         raise Failed(f"{label}: the suite produced no results (exit status {status}; log: {log})")
     return outcomes, judged(label, outcomes, ExpectedFailures.load(EXPECTED).server, status, log)
+
+
+def through_gateway(
+    label: str, backend: dict, alone: dict[str, Outcome], results: Path
+) -> tuple[dict[str, Outcome] | None, list[str], str | None]:
+    """The server scenarios through the gateway with `backend` behind it: outcomes, problems, and a note if skipped."""
+    port = free_port()
+    config = write_config(results / f"{label}.json", backend, port)
+    problem = config_problem(config)
+    if problem and re.search(r"\bprefix\b", problem):
+        reason = f"the configuration has no per-server `prefix` (the suite calls fixed names): {problem.splitlines()[-1].strip()}"
+        return None, [], f"SKIPPED the server scenarios through the gateway ({label}): {reason}"
+    if problem:
+        return None, [f"{label}: the gateway refuses the run's configuration {config}: {problem}"], None
+    with gateway(config, port, results / f"{label}.log") as url:
+        through, problems = server_scenarios(url, results, label)
+    problems += [f"{label}: {line}" for line in differences(alone, through)]
+    if MUST_PASS_THROUGH_GATEWAY not in passing(through):
+        problems.append(f"{label}: {MUST_PASS_THROUGH_GATEWAY} must pass through the gateway")
+    return through, problems, None
 
 
 def client_scenarios(results: Path) -> tuple[dict[str, Outcome], list[str]]:
@@ -272,23 +301,14 @@ def main() -> int:
                     "gateway+http": {"type": "http", "url": url},
                 }
                 for label, backend in backends.items():
-                    config = write_config(results / f"{label}.json", backend)
-                    reason = lacking or (
-                        f'the gateway refuses a backend with `prefix: ""` ({problem.splitlines()[-1]}): the suite calls '
-                        "fixed tool names, so the backend must be served unprefixed"
-                        if (problem := config_problem(config))
-                        else None
-                    )
-                    if reason:
-                        notes.append(f"SKIPPED the server scenarios through the gateway ({label}): {reason}")
+                    if lacking:
+                        notes.append(f"SKIPPED the server scenarios through the gateway ({label}): {lacking}")
                         continue
-                    with gateway(config, results / f"{label}.log") as gateway_url:
-                        through, found = server_scenarios(gateway_url, results, label)
-                    server_columns[label] = through
+                    through, found, note = through_gateway(label, backend, server_columns["alone"], results)
                     problems += found
-                    problems += [f"{label}: {line}" for line in differences(server_columns["alone"], through)]
-                    if MUST_PASS_THROUGH_GATEWAY not in passing(through):
-                        problems.append(f"{label}: {MUST_PASS_THROUGH_GATEWAY} must pass through the gateway")
+                    notes += [note] if note else []
+                    if through is not None:
+                        server_columns[label] = through
         if "client" in parts:
             client_outcomes, found = client_scenarios(results)
             problems += found
