@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import select
 import shutil
 import signal
 import socket
@@ -82,16 +83,13 @@ def suite(args: list[str], log: Path) -> int:
     """Run the pinned suite with the pinned node; its output goes to `log`. Returns its exit status."""
     command = [str(NODE), str(SUITE), *args]
     with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=log.parent)
-        assert process.stdout is not None
-        for line in process.stdout:
-            out.write(line)
-        try:
-            return process.wait(timeout=SUITE_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise Failed(f"the suite did not finish within {SUITE_SECONDS} s: {' '.join(args)} (log: {log})")
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent)
+    try:
+        return process.wait(timeout=SUITE_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise Failed(f"the suite did not finish within {SUITE_SECONDS} s: {' '.join(args)} (log: {log})")
 
 
 def stop(process: subprocess.Popen, name: str) -> None:
@@ -116,7 +114,8 @@ def scenario_server(log: Path) -> Iterator[str]:
         )
     try:
         assert process.stdout is not None
-        line = process.stdout.readline()
+        ready, _, _ = select.select([process.stdout], [], [], START_SECONDS)
+        line = process.stdout.readline() if ready else ""
         match = re.fullmatch(r"LISTENING (\d+)\n", line)
         if match is None:
             raise Failed(f"the scenario server did not start (it said {line!r}; log: {log})")
@@ -192,7 +191,7 @@ def gateway(config: Path, port: int, log: Path) -> Iterator[str]:
         stop(process, "the gateway")
 
 
-def server_scenarios(url: str, results: Path, label: str) -> tuple[dict[str, Outcome], list[str]]:
+def server_scenarios(url: str, results: Path, label: str, expected: ExpectedFailures) -> tuple[dict[str, Outcome], list[str]]:
     """Every server scenario against `url`: the outcomes, and the problems against the expected failures."""
     out = results / label
     out.mkdir(parents=True)
@@ -202,11 +201,11 @@ def server_scenarios(url: str, results: Path, label: str) -> tuple[dict[str, Out
     outcomes = read_results(out)
     if not outcomes:
         raise Failed(f"{label}: the suite produced no results (exit status {status}; log: {log})")
-    return outcomes, judged(label, outcomes, ExpectedFailures.load(EXPECTED).server, status, log)
+    return outcomes, judged(label, outcomes, expected.server, status, log)
 
 
 def through_gateway(
-    label: str, backend: dict, alone: dict[str, Outcome], results: Path
+    label: str, backend: dict, alone: dict[str, Outcome], results: Path, expected: ExpectedFailures
 ) -> tuple[dict[str, Outcome] | None, list[str], str | None]:
     """The server scenarios through the gateway with `backend` behind it: outcomes, problems, and a note if skipped."""
     port = free_port()
@@ -218,14 +217,14 @@ def through_gateway(
     if problem:
         return None, [f"{label}: the gateway refuses the run's configuration {config}: {problem}"], None
     with gateway(config, port, results / f"{label}.log") as url:
-        through, problems = server_scenarios(url, results, label)
+        through, problems = server_scenarios(url, results, label, expected)
     problems += [f"{label}: {line}" for line in differences(alone, through)]
     if MUST_PASS_THROUGH_GATEWAY not in passing(through):
         problems.append(f"{label}: {MUST_PASS_THROUGH_GATEWAY} must pass through the gateway")
     return through, problems, None
 
 
-def client_scenarios(results: Path) -> tuple[dict[str, Outcome], list[str]]:
+def client_scenarios(results: Path, expected: ExpectedFailures) -> tuple[dict[str, Outcome], list[str]]:
     """The client scenarios with the gateway as the client: the outcomes, and the problems."""
     out = results / "client"
     out.mkdir(parents=True)
@@ -240,7 +239,7 @@ def client_scenarios(results: Path) -> tuple[dict[str, Outcome], list[str]]:
         if scenario not in found:
             raise Failed(f"client scenario {scenario}: no results (exit status {status}; log: {log})")
         outcomes[scenario] = found[scenario]
-        problems += judged("client", {scenario: found[scenario]}, ExpectedFailures.load(EXPECTED).client, status, log)
+        problems += judged("client", {scenario: found[scenario]}, expected.client, status, log)
     return outcomes, problems
 
 
@@ -292,7 +291,7 @@ def main() -> int:
     try:
         with scenario_server(results / "scenario-server.log") as url:
             if "alone" in parts or "gateway" in parts:
-                server_columns["alone"], found = server_scenarios(url, results, "alone")
+                server_columns["alone"], found = server_scenarios(url, results, "alone", expected)
                 problems += found
             if "gateway" in parts:
                 lacking = gateway_lacks()
@@ -304,13 +303,13 @@ def main() -> int:
                     if lacking:
                         notes.append(f"SKIPPED the server scenarios through the gateway ({label}): {lacking}")
                         continue
-                    through, found, note = through_gateway(label, backend, server_columns["alone"], results)
+                    through, found, note = through_gateway(label, backend, server_columns["alone"], results, expected)
                     problems += found
                     notes += [note] if note else []
                     if through is not None:
                         server_columns[label] = through
         if "client" in parts:
-            client_outcomes, found = client_scenarios(results)
+            client_outcomes, found = client_scenarios(results, expected)
             problems += found
     except Failed as e:
         problems.append(str(e))
