@@ -261,6 +261,7 @@ class SessionStreamTests(HttpTestCase):
     def test_sessionStreamResumedFromItsLastEvent(self) -> None:
         backend, stream = self.started(stream=True)
         stream.push(b"id: s1\nretry: 250\ndata: \n\n")
+        self.clock.advance(5)
         stream.end()
         self.clock.advance(0.249)
         self.assertEqual(self.pending_all(method="GET"), [])
@@ -272,6 +273,7 @@ class SessionStreamTests(HttpTestCase):
         resumed = get.respond(200, SSE)
         resumed.push(b'id: s2\ndata: {"jsonrpc":"2.0","method":"notifications/tools/list_changed"}\n\n')
         self.answer(self.pending("tools/list"), {"tools": []})
+        self.clock.advance(5)
         resumed.end(broken())
         self.clock.advance(0.25)
         self.assertEqual(self.pending(method="GET").header("last-event-id"), "s2")
@@ -303,3 +305,26 @@ class SessionStreamTests(HttpTestCase):
         )
         fresh.respond(200, SSE)
         self.stop(backend)
+
+    def test_streamEndingAtOnceIsNotPolledFasterThanTheBackoff(self) -> None:
+        """C{retry: 0} and a stream that ends at once: reopened after 1 s,
+        then 2 s, not in a tight loop."""
+        backend, stream = self.started(stream=True)
+        stream.push(b"id: s1\nretry: 0\ndata: \n\n")
+        stream.end()
+        for wait in (1.0, 2.0, 4.0):
+            self.clock.advance(wait - 0.001)
+            self.assertEqual(self.pending_all(method="GET"), [])
+            self.clock.advance(0.001)
+            self.pending(method="GET").respond(200, SSE, b"id: sx\nretry: 0\ndata: \n\n")
+        self.clock.advance(8)
+        self.pending(method="GET").respond(405, body=b"")
+        self.stop(backend)
+
+    def test_closeDuringTheWaitLeavesNoTimer(self) -> None:
+        backend, stream = self.started(stream=True)
+        stream.push(b"id: s1\nretry: 20000\ndata: \n\n")
+        stream.end()
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.stop(backend)  # asserts that no delayed call is left
+        self.assertEqual(len(self.gets()), 1)

@@ -788,7 +788,7 @@ class _HttpRun:
         tools/list_changed), for as long as the session lasts (a new
         session starts a new loop: C{generation}).  C{connected} fires
         once the first GET is answered (or failed)."""
-        delay = 1.0
+        backoff = 1.0
         parser = SSEParser(self.backend.max_message)
         while not self.closed and generation == self._generation:
             resuming = parser.last_event_id or None
@@ -804,8 +804,8 @@ class _HttpRun:
                 return
             _fire(connected)
             if response.code != 200 or _content_type(response) != b"text/event-stream":
-                text = await self._snippet(response)
                 if resuming is None:
+                    await self._discard(response)
                     return  # The server offers no stream (405), or not for this session.
                 log.info(
                     "backend {backend}: the server refused to resume its event stream from event {event!r} "
@@ -813,7 +813,7 @@ class _HttpRun:
                     backend=self.name,
                     event=resuming,
                     code=response.code,
-                    text=text,
+                    text=await self._snippet(response),
                 )
                 parser = SSEParser(self.backend.max_message)
                 continue
@@ -821,11 +821,24 @@ class _HttpRun:
             await self._read_events(response, exchange, self._message_event, parser).done
             if self.closed or generation != self._generation:
                 return  # Closed, or a new session has its own stream.
-            if self.backend.clock.seconds() - started > 30:
-                delay = 1.0
-            # The server's retry delay when it gave one (it may close the stream on purpose, to be polled).
-            await deferLater(self.backend.clock, _retry_delay(parser.retry, 1) if parser.retry is not None else delay)
-            delay = min(delay * 2, MAX_RETRY)
+            lasted = self.backend.clock.seconds() - started
+            if lasted > 30:
+                backoff = 1.0
+            delay = backoff
+            if parser.retry is not None:
+                # The server's delay (it may end the stream on purpose, to be
+                # polled); but a stream that ends at once is not reopened
+                # faster than the backoff.
+                delay = _retry_delay(parser.retry, 1)
+                if lasted < 1.0:
+                    delay = max(delay, backoff)
+            backoff = min(backoff * 2, MAX_RETRY)
+            wait = deferLater(self.backend.clock, delay)
+            exchange.reader, exchange.request = None, wait  # so that close() stops the wait
+            try:
+                await wait
+            except CancelledError:
+                return
             parser = parser.continued()
             if generation != self._generation:
                 return
