@@ -18,6 +18,8 @@ from twisted_mcp.config.loader import build
 from twisted_mcp.dispatch.catalog import Catalog
 from twisted_mcp.mcp.names import MAX_NAME, exposed_name, name_prefix, prefixed_name
 
+from .test_reload import BASE, LIST_CHANGED, server, world  # noqa: F401  (world: a fixture)
+
 
 def backend(name: str, prefix: str | None, *tools: str, prompts: tuple[str, ...] = ()) -> Backend:
     b = Backend(name)
@@ -158,3 +160,28 @@ class ConfigPrefixTests(SynchronousTestCase):
     def test_disabledServerDoesNotClash(self) -> None:
         servers = self.servers({"a": {"command": "x", "prefix": ""}, "b": {"command": "y", "prefix": "", "disabled": True}})
         self.assertEqual(list(servers), ["a"])
+
+
+class TestReloadPrefix:
+    """A prefix changed at reload (the server is replaced) and a reload
+    whose prefixes clash (refused), on the service of test_reload."""
+
+    def test_changed_prefix_renames_and_tells_clients(self, world: Any) -> None:
+        world.service(BASE)
+        world.ready({"alpha": ["echo"], "beta": ["time"]})
+        session = world.session("c")
+        assert world.listing("c", session) == ["alpha__echo", "beta__time"]
+        applied, changes, problems = world.reload({"mcpServers": {**BASE["mcpServers"], "alpha": server("alpha", prefix="")}})
+        assert (applied, problems) == (True, "")
+        assert changes == ["backend alpha: restarted (its configuration changed)"]
+        assert world.take("c") == [LIST_CHANGED]
+        assert world.listing("c", session) == ["beta__time", "echo"]
+
+    def test_clashing_prefixes_refused(self, world: Any) -> None:
+        svc = world.service(BASE)
+        config = svc.config
+        clash = {"mcpServers": {"alpha": server("alpha", prefix=""), "beta": server("beta", prefix="")}}
+        applied, changes, problems = world.reload(clash)
+        assert (applied, changes) == (False, [])
+        assert "mcpServers.beta.prefix: the servers 'alpha' and 'beta' would both name" in problems
+        assert svc.config is config
