@@ -64,7 +64,8 @@ def test_a_call_stream_ended_before_its_result_is_resumed(resumable, tmp_path, t
     # Resumed once, from the progress event (the last event received whole).
     assert [g["last_event_id"] for g in resumes] == [f"{stream}-2"]
     waited = resumes[0]["t"] - closed_at
-    assert RETRY - 0.05 <= waited <= 2 * RETRY, waited
+    # Never before `retry` (a MUST); the upper bound leaves room for a loaded machine.
+    assert RETRY - 0.05 <= waited <= RETRY + 1.0, waited
     # The server held the replayed stream open: the gateway closed it once answered.
     wait_until(lambda: server.admin("stats")["held"] == 0, what="the resumed stream to be closed")
 
