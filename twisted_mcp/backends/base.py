@@ -130,6 +130,9 @@ class Backend(Service):
 
     #: The backend's name in the configuration (Service's is untyped).
     name: str
+    #: Its configured tool-name prefix (twisted_mcp.mcp.names.name_prefix);
+    #: None: the default, C{<name><separator>}.
+    name_prefix: str | None = None
 
     def __init__(self, name: str) -> None:
         self.name = name

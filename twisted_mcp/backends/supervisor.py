@@ -44,6 +44,7 @@ class SupervisedBackend(Backend):
     def __init__(self, name: str, config: Any, clock: IReactorTime) -> None:
         super().__init__(name)
         self.config = config
+        self.name_prefix = getattr(config, "prefix", None)
         self.clock = clock
         self.call_timeout = config.callTimeout
         self.per_session = getattr(config, "perSession", False)
