@@ -80,7 +80,12 @@ def test_differences_name_each_scenario_that_differs() -> None:
 
 def test_expected_failures_file_loads_and_rejects_other_shapes(tmp_path: Path) -> None:
     listed = ExpectedFailures.load(REPO / "tests" / "conformance" / "expected-failures.yml")
-    assert "sse-retry" in listed.client
+    assert "server-sse-polling" in listed.server
+    assert listed.client == frozenset()
+
+    shaped = tmp_path / "shaped.yml"
+    shaped.write_text("server:\n  - a\nclient:\n  - b\n")
+    assert ExpectedFailures.load(shaped) == ExpectedFailures(server=frozenset({"a"}), client=frozenset({"b"}))
 
     bad = tmp_path / "bad.yml"
     bad.write_text("servers:\n  - ping\n")
