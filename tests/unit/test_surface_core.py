@@ -513,3 +513,22 @@ class LogVisibilityTests(CoreTestCase):
         self.assertEqual(c.take(), [])
         self.gateway.reverse.server_notification(self.beta, "notifications/message", message, None)
         self.assertEqual([m["params"]["logger"] for m in c.take()], ["beta"])
+
+
+class RefusedBeforeSendingTests(CoreTestCase):
+    """A call refused on the way (backend down, breaker open...) is not left
+    counted as in flight to its backend: the count decides which client a
+    stdio backend's request is for."""
+
+    def test_a_call_to_a_down_backend_is_not_counted_in_flight(self) -> None:
+        c1, c2 = self.client("c1", ALL_CAPABILITIES), self.client("c2", ALL_CAPABILITIES)
+        self.alpha.state = State.DOWN
+        c1.request(1, "tools/call", {"name": "alpha__echo", "arguments": {}})
+        (answer,) = c1.take()
+        self.assertIn("error", answer)
+        self.assertEqual(c1.session.backend_calls, {})
+        self.alpha.state = State.UP
+        c2.request(1, "tools/call", {"name": "alpha__echo", "arguments": {}})
+        self.gateway.reverse.server_request(self.alpha, "roots/list", {}, None)
+        self.assertEqual(c1.take(), [])
+        self.assertEqual(c2.take()[0]["method"], "roots/list")
