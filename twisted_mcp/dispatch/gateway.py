@@ -112,6 +112,18 @@ class Gateway:
         backend.events = self.reverse
         backend.add_listener(self._backend_changed)
 
+    def forget_instance(self, instance: Backend) -> None:
+        """A per-session instance is being stopped: the gateway keeps
+        nothing of it, and what the stopping process still sends (a log
+        message, a request) reaches no client, its former owner's or any
+        other's."""
+        self.instances.discard(instance)
+        self.instance_owners.pop(instance, None)
+        instance.remove_listener(self._backend_changed)
+        instance.events = None
+        self._states.pop(instance, None)
+        self.logs.forget(instance)
+
     def start(self) -> None:
         """Wait (in the background) for every backend's first discovery."""
         ds = [b.when_discovered() for b in self.backends.values()]

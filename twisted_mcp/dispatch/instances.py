@@ -151,8 +151,7 @@ class OwnInstances:
         from twisted_mcp.backends.stdio import stop_all
 
         for instance in instances:
-            self.gateway.instances.discard(instance)
-            self.gateway.instance_owners.pop(instance, None)
+            self.gateway.forget_instance(instance)
             log.info("client {client}: stopping its instance of backend {backend}", client=self.label, backend=instance.name)
         releasing = stop_all(instances)
         earlier = self._releasing
