@@ -532,3 +532,17 @@ class RefusedBeforeSendingTests(CoreTestCase):
         self.gateway.reverse.server_request(self.alpha, "roots/list", {}, None)
         self.assertEqual(c1.take(), [])
         self.assertEqual(c2.take()[0]["method"], "roots/list")
+
+
+class SubscriptionsOfGoneBackendsTests(CoreTestCase):
+    def test_a_backend_removed_by_a_reload_takes_its_subscriptions_with_it(self) -> None:
+        c = self.client()
+        c.request(1, "resources/subscribe", {"uri": "alpha://only"})
+        self.alpha.sent[0].deferred.callback({})
+        self.assertEqual(self.gateway.subscriptions.count(), 1)
+        self.gateway.remove_backend(self.alpha)
+        self.assertEqual(self.gateway.subscriptions.count(), 0)
+        self.assertEqual(self.gateway.subscriptions._of_session, {})
+        self.assertEqual(self.alpha.methods()[-1], "resources/unsubscribe")
+        c.request(2, "resources/unsubscribe", {"uri": "alpha://only"})
+        self.assertEqual(c.take()[-1], {"jsonrpc": "2.0", "id": 2, "result": {}})

@@ -185,6 +185,7 @@ class Gateway:
         backend.remove_listener(self._backend_changed)
         self._states.pop(backend, None)
         self.logs.forget(backend)
+        self.subscriptions.backend_gone(backend)
         self.policy.breakers.pop(backend.name, None)
         if self.ready:
             self._rebuild()  # the reload tells the sessions it concerns

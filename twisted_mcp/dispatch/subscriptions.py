@@ -75,8 +75,13 @@ class Subscriptions:
 
     def _made(self, result: Any, upstream: _Upstream) -> None:
         upstream.pending = None
-        upstream.active = True
         waiting, upstream.waiting = upstream.waiting, []
+        if self._upstreams.get((upstream.target, upstream.uri)) is not upstream:
+            # The backend went (a reload removed it) while it subscribed.
+            for waiter, _, _ in waiting:
+                waiter.callback({})
+            return
+        upstream.active = True
         for waiter, session, exposed in waiting:
             if not session.closing:
                 self._add(upstream, session, exposed)
@@ -110,6 +115,30 @@ class Subscriptions:
     def session_ended(self, session: ClientSession) -> None:
         for exposed in list(self._of_session.get(session, {})):
             self.unsubscribe(session, exposed)
+
+    def holds(self, target: Backend) -> bool:
+        """Whether some session is subscribed (or subscribing) to a URI of C{target}."""
+        return any(u.target is target for u in self._upstreams.values())
+
+    def backend_gone(self, target: Backend) -> None:
+        """C{target} leaves the gateway (a reload removed it, or a
+        per-session instance stops): its subscriptions go with it."""
+        for upstream in [u for u in self._upstreams.values() if u.target is target]:
+            key = (target, upstream.uri)
+            for session in upstream.sessions:
+                mine = self._of_session.get(session)
+                if mine is None:
+                    continue
+                for exposed, k in list(mine.items()):
+                    if k == key:
+                        del mine[exposed]
+                if not mine:
+                    del self._of_session[session]
+            upstream.sessions.clear()
+            if upstream.active:
+                self._drop(upstream)
+            else:
+                self._upstreams.pop(key, None)
 
     def _drop(self, upstream: _Upstream) -> None:
         """No session is left: end the upstream subscription (in the background)."""
