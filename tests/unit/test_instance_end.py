@@ -23,7 +23,7 @@ from twisted_mcp.wire.jsonrpc import JsonRpcError
 from .fakes import FakeBackend
 
 ECHO = {"name": "echo", "inputSchema": {"type": "object"}}
-LOGGING = {"tools": {}, "logging": {}}
+LOGGING = {"tools": {}, "logging": {}, "resources": {"subscribe": True}}
 EVERYTHING = {"sampling": {}, "elicitation": {}, "roots": {}}
 
 
@@ -44,6 +44,7 @@ class InstanceEndTests(SynchronousTestCase):
         self.template.per_session = True
         self.template.idle_timeout = 60.0
         self.template.capabilities = LOGGING
+        self.template.resources = [{"uri": "own://r", "name": "r"}]
         self.shared = FakeBackend("shared", [ECHO])
         self.started: list[Instance] = []
         self.gateway = Gateway([self.template, self.shared], "__", self.clock, 5.0, spawn=self.spawn)
@@ -118,3 +119,23 @@ class InstanceEndTests(SynchronousTestCase):
         self.started[-1].calls[-1].deferred.callback({"content": []})
         self.successResultOf(a.drain(1.0, self.clock))
         self.successResultOf(b.drain(1.0, self.clock))
+
+    def test_a_subscription_keeps_its_instance_past_the_idle_timeout(self) -> None:
+        """A client subscribed to a resource of its own instance keeps
+        receiving its updates: the instance is not idle while it holds a
+        subscription, and stops one idle period after the last goes."""
+        a = self.session("a")
+        self.request(a, 1, "resources/subscribe", {"uri": "own://r"})
+        (instance,) = self.started
+        instance.calls[-1].deferred.callback({})
+        self.assertEqual(self.out["a"], [{"jsonrpc": "2.0", "id": 1, "result": {}}])
+        self.clock.advance(600.0)
+        self.assertEqual(instance.state, State.UP)
+        instance._server_notification("notifications/resources/updated", {"uri": "own://r"}, None)
+        self.assertEqual(self.out["a"][-1]["method"], "notifications/resources/updated")
+        self.request(a, 2, "resources/unsubscribe", {"uri": "own://r"})
+        self.assertEqual(instance.calls[-1].method, "resources/unsubscribe")
+        self.clock.advance(60.0)
+        self.assertEqual(instance.state, State.STOPPED)
+        self.assertEqual(self.gateway.subscriptions.count(), 0)
+        self.successResultOf(a.drain(1.0, self.clock))

@@ -123,6 +123,7 @@ class Gateway:
         instance.events = None
         self._states.pop(instance, None)
         self.logs.forget(instance)
+        self.subscriptions.backend_gone(instance)
 
     def start(self) -> None:
         """Wait (in the background) for every backend's first discovery."""
