@@ -98,7 +98,8 @@ class InstanceEndTests(SynchronousTestCase):
         self.assertNotIn(instance, self.gateway.logs._sent)
 
     def test_a_stopped_instances_log_messages_reach_no_other_client(self) -> None:
-        a, b = self.session("a"), self.session("b")
+        a = self.session("a")
+        self.session("b")
         instance = self.call_own(a)
         self.out["a"].clear()
         self.clock.advance(60.0)  # idle: stopped
