@@ -38,7 +38,10 @@ if TYPE_CHECKING:
 _CODE_LABELS = frozenset(
     str(code) for code in (PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR, *errors.GATEWAY_CODES)
 )
+#: The key of a definition's exposed name or URI, per listing.
+_NAME_KEYS = {"tools": "name", "prompts": "name", "resources": "uri", "resourceTemplates": "uriTemplate"}
 log = Logger()
+
 
 class Gateway:
     """
@@ -130,8 +133,13 @@ class Gateway:
         ds = [b.when_discovered() for b in self.backends.values()]
         d = DeferredList(ds, consumeErrors=True)
         call = self.clock.callLater(self.discovery_bound, self._discovery_finished)
-        d.addCallback(lambda _: call.active() and call.cancel())
-        d.addCallback(lambda _: self._discovery_finished())
+
+        def discovered(_: object) -> None:
+            if call.active():
+                call.cancel()
+            self._discovery_finished()
+
+        d.addCallback(discovered)
 
     def _discovery_finished(self) -> None:
         if self.ready:
@@ -263,9 +271,9 @@ class Gateway:
         names: set[str] = set()
         catalog = self.catalog
         for kind, listing in (("tools", catalog.tools), ("prompts", catalog.prompts), ("resources", catalog.resources), ("resourceTemplates", catalog.templates)):
+            name_key = _NAME_KEYS[kind]
             for definition in policy.listing(principal, NOUNS[kind], listing.listing, listing.entries):
-                key = definition.get("name") if kind in ("tools", "prompts") else definition.get("uri" if kind == "resources" else "uriTemplate")
-                entry = listing.entries.get(key)
+                entry = listing.entries.get(definition.get(name_key, ""))
                 if entry is not None:
                     names.add(entry.backend.name)
         return frozenset(names)

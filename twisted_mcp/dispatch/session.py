@@ -281,7 +281,7 @@ class ClientSession:
         key = request.key
         self.in_flight[key] = request
         self._deferreds[key] = d
-        d.addCallbacks(self._answer, self._answer_error, (request,), None, (request,))
+        d.addCallbacks(self._answer, self._answer_error, callbackArgs=(request,), errbackArgs=(request,))
 
     def routed(self, request: InFlight, backend: Backend) -> None:
         """The request goes to C{backend}: counted until it is answered."""
