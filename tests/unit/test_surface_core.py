@@ -546,3 +546,29 @@ class SubscriptionsOfGoneBackendsTests(CoreTestCase):
         self.assertEqual(self.alpha.methods()[-1], "resources/unsubscribe")
         c.request(2, "resources/unsubscribe", {"uri": "alpha://only"})
         self.assertEqual(c.take()[-1], {"jsonrpc": "2.0", "id": 2, "result": {}})
+
+
+class UpdateVisibilityTests(CoreTestCase):
+    def test_updates_follow_the_policy_in_force(self) -> None:
+        """A subscription was checked when it was made; its updates follow
+        the policy in force when they arrive, as log messages do: the
+        run-time kill switch stops them at once, and releasing it lets
+        them through again."""
+        from twisted_mcp.policy.pipeline import Policy
+        from twisted_mcp.policy.rules import PolicyConfig
+
+        policy = self.gateway.policy = Policy(PolicyConfig(active=True), "__", self.clock)
+        policy.catalog_changed(self.gateway.catalog.entries)
+        c = self.client()
+        c.request(1, "resources/subscribe", {"uri": "alpha://only"})
+        self.alpha.sent[0].deferred.callback({})
+        self.assertEqual(c.take(), [{"jsonrpc": "2.0", "id": 1, "result": {}}])
+        update = {"uri": "alpha://only"}
+        self.gateway.reverse.server_notification(self.alpha, "notifications/resources/updated", update, None)
+        self.assertEqual([m["method"] for m in c.take()], ["notifications/resources/updated"])
+        policy.set_kill("backend", "alpha", True)
+        self.gateway.reverse.server_notification(self.alpha, "notifications/resources/updated", update, None)
+        self.assertEqual(c.take(), [])
+        policy.set_kill("backend", "alpha", False)
+        self.gateway.reverse.server_notification(self.alpha, "notifications/resources/updated", update, None)
+        self.assertEqual([m["method"] for m in c.take()], ["notifications/resources/updated"])
