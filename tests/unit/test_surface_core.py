@@ -572,3 +572,18 @@ class UpdateVisibilityTests(CoreTestCase):
         policy.set_kill("backend", "alpha", False)
         self.gateway.reverse.server_notification(self.alpha, "notifications/resources/updated", update, None)
         self.assertEqual([m["method"] for m in c.take()], ["notifications/resources/updated"])
+
+
+class LevelOfLateSessionsTests(CoreTestCase):
+    def test_a_session_that_connects_later_counts_as_info(self) -> None:
+        """A shared backend is set to the most verbose level of its
+        sessions, one that never set a level counting as info: a client
+        connecting after another asked for "error" gets info messages."""
+        c1 = self.client("c1")
+        c1.request(1, "logging/setLevel", {"level": "error"})
+        self.assertEqual(self.alpha.sent[-1].params, {"level": "error"})
+        c2 = self.client("c2")
+        self.assertEqual(self.alpha.sent[-1].params, {"level": "info"})
+        c2.session.drain(0, self.clock)
+        self.assertEqual(self.alpha.sent[-1].params, {"level": "error"})
+        c1.take()

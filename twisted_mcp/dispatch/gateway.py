@@ -238,8 +238,7 @@ class Gateway:
         self.sessions.discard(session)
         self.subscriptions.session_ended(session)
         self._sight.pop(session, None)
-        if session.caller.log_level is not None:
-            self.logs.apply()
+        self.logs.apply()  # its level no longer counts
 
     def roots_changed(self, session: ClientSession) -> None:
         """The client's roots changed: tell every backend it has used."""
