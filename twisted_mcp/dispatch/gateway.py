@@ -88,8 +88,9 @@ class Gateway:
         self.reverse = Reverse(self)
         self.subscriptions = Subscriptions(self)
         self.logs = ServerLogs(self)
-        #: Each backend's state when its listener last ran (to tell a restart).
-        self._states: dict[Backend, str] = {}
+        #: Each backend's state and handshake count when its listener last
+        #: ran (to tell a restart, or a new MCP session with the server).
+        self._states: dict[Backend, tuple[str, int]] = {}
         for b in backends:
             self._watch(b)
 
@@ -202,9 +203,10 @@ class Gateway:
     def _backend_changed(self, backend: Backend) -> None:
         state = backend.state.value
         was = self._states.get(backend)
-        self._states[backend] = state
-        if state == "up" and was != "up":
-            # A (re)start: the backend forgot what clients asked of it.
+        now = self._states[backend] = (state, backend.handshakes)
+        if state == "up" and was != now:
+            # A (re)start, or a new session with an HTTP server that forgot
+            # ours: the backend forgot what clients asked of it.
             self.subscriptions.backend_up(backend)
             self.logs.backend_up(backend)
         if backend in self.instances:
