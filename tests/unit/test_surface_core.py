@@ -587,3 +587,20 @@ class LevelOfLateSessionsTests(CoreTestCase):
         c2.session.drain(0, self.clock)
         self.assertEqual(self.alpha.sent[-1].params, {"level": "error"})
         c1.take()
+
+
+class UnsubscribeWhileSubscribingTests(CoreTestCase):
+    def test_an_unsubscribe_before_the_backend_answered_wins(self) -> None:
+        """A client that unsubscribes while its subscribe still waits for
+        the backend is not subscribed once the backend accepts: no update
+        reaches it and the upstream subscription is ended."""
+        c = self.client()
+        c.request(1, "resources/subscribe", {"uri": "alpha://only"})
+        c.request(2, "resources/unsubscribe", {"uri": "alpha://only"})
+        self.assertEqual(c.take(), [{"jsonrpc": "2.0", "id": 2, "result": {}}])
+        self.alpha.sent[0].deferred.callback({})
+        self.assertEqual(c.take(), [{"jsonrpc": "2.0", "id": 1, "result": {}}])
+        self.gateway.reverse.server_notification(self.alpha, "notifications/resources/updated", {"uri": "alpha://only"}, None)
+        self.assertEqual(c.take(), [])
+        self.assertEqual(self.alpha.methods(), ["resources/subscribe", "resources/unsubscribe"])
+        self.assertEqual(self.gateway.subscriptions.count(), 0)

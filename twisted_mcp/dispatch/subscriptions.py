@@ -28,7 +28,7 @@ log = Logger()
 class _Upstream:
     """One URI of one backend, and the sessions subscribed to it."""
 
-    __slots__ = ("target", "uri", "sessions", "waiting", "pending", "active")
+    __slots__ = ("target", "uri", "sessions", "waiting", "withdrawn", "pending", "active")
 
     def __init__(self, target: Backend, uri: str) -> None:
         self.target = target
@@ -38,6 +38,8 @@ class _Upstream:
         self.sessions: dict[ClientSession, tuple[str, Subject | None]] = {}
         #: Sessions waiting for the upstream subscription to be made.
         self.waiting: list[tuple[Deferred[Any], ClientSession, str, Subject | None]] = []
+        #: Waiters whose session unsubscribed before the backend answered.
+        self.withdrawn: set[Deferred[Any]] = set()
         self.pending: Deferred[Any] | None = None
         #: The backend accepted the subscription.
         self.active = False
@@ -90,8 +92,9 @@ class Subscriptions:
                 waiter.callback({})
             return
         upstream.active = True
+        withdrawn, upstream.withdrawn = upstream.withdrawn, set()
         for waiter, session, exposed, subject in waiting:
-            if not session.closing:
+            if not session.closing and waiter not in withdrawn:
                 self._add(upstream, session, exposed, subject)
             waiter.callback({})
         if not upstream.sessions:
@@ -100,6 +103,7 @@ class Subscriptions:
     def _refused(self, failure: Any, upstream: _Upstream) -> None:
         upstream.pending = None
         waiting, upstream.waiting = upstream.waiting, []
+        upstream.withdrawn = set()
         for waiter, _, _, _ in waiting:
             waiter.errback(failure)
         if not upstream.sessions and not upstream.active:
@@ -108,6 +112,11 @@ class Subscriptions:
 
     def unsubscribe(self, session: ClientSession, exposed: str) -> None:
         """C{session} no longer wants updates of C{exposed} (nothing if it had no such subscription)."""
+        for pending in self._upstreams.values():
+            for waiter, waiting, uri, _ in pending.waiting:
+                if waiting is session and uri == exposed:
+                    # Its subscribe still waits for the backend: it will not count.
+                    pending.withdrawn.add(waiter)
         mine = self._of_session.get(session)
         key = mine.pop(exposed, None) if mine else None
         if mine is not None and not mine:
