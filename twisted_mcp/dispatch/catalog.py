@@ -248,7 +248,7 @@ class Catalog:
         other: Entry,
         reported: set[tuple[str, ...]],
     ) -> None:
-        key = (backend.name, original, other.backend.name, other.original)
+        key: tuple[str, ...] = (backend.name, original, other.backend.name, other.original)
         if kind != "tool":
             key = (kind, *key)
         reported.add(key)

@@ -75,7 +75,13 @@ def forward(
     else:
         send = lambda: send_one(backend)
     session.routed(request, backend)
-    d = send() if call is None else call.dispatch(send)
+    try:
+        d = send() if call is None else call.dispatch(send)
+    except BaseException:
+        # Refused on the way (the backend is down, its breaker open, a cap
+        # reached, a message it cannot take): no longer in flight to it.
+        session.unrouted(request)
+        raise
     if transform is not None:
         d.addCallback(transform)
     return d

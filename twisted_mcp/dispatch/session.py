@@ -281,7 +281,7 @@ class ClientSession:
         key = request.key
         self.in_flight[key] = request
         self._deferreds[key] = d
-        d.addCallbacks(self._answer, self._answer_error, (request,), None, (request,))
+        d.addCallbacks(self._answer, self._answer_error, callbackArgs=(request,), errbackArgs=(request,))
 
     def routed(self, request: InFlight, backend: Backend) -> None:
         """The request goes to C{backend}: counted until it is answered."""
@@ -290,17 +290,24 @@ class ClientSession:
         self.used.add(name)
         self.backend_calls[name] = self.backend_calls.get(name, 0) + 1
 
+    def unrouted(self, request: InFlight) -> None:
+        """The request did not reach its backend after all (refused on
+        the way) or was answered: no longer counted in flight to it."""
+        name = request.backend
+        if name is None:
+            return
+        request.backend = None
+        left = self.backend_calls[name] - 1
+        if left:
+            self.backend_calls[name] = left
+        else:
+            del self.backend_calls[name]
+
     def _ended(self, request: InFlight) -> None:
         key = request.key
         self.in_flight.pop(key, None)
         self._deferreds.pop(key, None)
-        name = request.backend
-        if name is not None:
-            left = self.backend_calls[name] - 1
-            if left:
-                self.backend_calls[name] = left
-            else:
-                del self.backend_calls[name]
+        self.unrouted(request)
         if request.progress is not None:
             self.caller.call_ended(request.progress)
 
