@@ -604,3 +604,24 @@ class UnsubscribeWhileSubscribingTests(CoreTestCase):
         self.assertEqual(c.take(), [])
         self.assertEqual(self.alpha.methods(), ["resources/subscribe", "resources/unsubscribe"])
         self.assertEqual(self.gateway.subscriptions.count(), 0)
+
+
+class CapabilitiesPerCallerTests(CoreTestCase):
+    def test_a_caller_sees_only_what_the_backends_it_may_see_offer(self) -> None:
+        """With alpha killed for everyone, a client is offered what beta
+        offers (no subscribe, no logging) and only beta's instructions."""
+        from twisted_mcp.policy.pipeline import Policy
+        from twisted_mcp.policy.rules import PolicyConfig
+
+        self.alpha.instructions = "alpha's secret workflow"
+        self.beta.instructions = "Ask for the time."
+        self.beta.capabilities = {"tools": {}, "prompts": {}, "resources": {}}
+        policy = self.gateway.policy = Policy(PolicyConfig(active=True), "__", self.clock)
+        policy.catalog_changed(self.gateway.catalog.entries)
+        policy.set_kill("backend", "alpha", True)
+        result = self.client().initialize["result"]
+        self.assertEqual(
+            result["capabilities"],
+            {"tools": {"listChanged": True}, "prompts": {"listChanged": True}, "resources": {"listChanged": True}},
+        )
+        self.assertEqual(result["instructions"], "## beta\n\nAsk for the time.")

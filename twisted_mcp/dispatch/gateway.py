@@ -292,11 +292,12 @@ class Gateway:
         requests = self.requests
         requests[key] = requests.get(key, 0) + 1
 
-    def capabilities(self) -> dict[str, Any]:
-        """What the gateway offers its clients: tools always; the rest when
-        some backend offers it."""
+    def capabilities(self, session: ClientSession | None = None) -> dict[str, Any]:
+        """What the gateway offers a client: tools always; the rest when
+        some backend it may see offers it (every backend without a policy)."""
         offered: dict[str, Any] = {"tools": {"listChanged": True}}
-        servers = [b.capabilities for b in self.backends.values()]
+        seen = self._seen_by(session)
+        servers = [b.capabilities for b in seen]
         if any("prompts" in c for c in servers):
             offered["prompts"] = {"listChanged": True}
         if any("resources" in c for c in servers):
@@ -308,13 +309,20 @@ class Gateway:
             offered["logging"] = {}
         return offered
 
-    def instructions(self) -> str | None:
-        """The backends' instructions, each under its backend's name."""
+    def _seen_by(self, session: ClientSession | None) -> list[Backend]:
+        """The backends C{session}'s caller may see something of, by name."""
+        backends = [self.backends[name] for name in sorted(self.backends)]
+        if session is None or not self.policy.active:
+            return backends
+        return [b for b in backends if self.sees_backend(session, b.name)]
+
+    def instructions(self, session: ClientSession | None = None) -> str | None:
+        """The instructions of the backends C{session}'s caller may see, each under its backend's name."""
         parts = []
-        for name in sorted(self.backends):
-            text = self.backends[name].instructions
+        for backend in self._seen_by(session):
+            text = backend.instructions
             if text and text.strip():
-                parts.append(f"## {name}\n\n{text.strip()}")
+                parts.append(f"## {backend.name}\n\n{text.strip()}")
         return "\n\n".join(parts) or None
 
 

@@ -63,10 +63,10 @@ def _result(session: ClientSession) -> dict[str, Any]:
     gateway = session.gateway
     result: dict[str, Any] = {
         "protocolVersion": session.caller.version,
-        "capabilities": gateway.capabilities(),
+        "capabilities": gateway.capabilities(session),
         "serverInfo": SERVER_INFO,
     }
-    instructions = gateway.instructions()
+    instructions = gateway.instructions(session)
     if instructions:
         result["instructions"] = instructions
     return result
