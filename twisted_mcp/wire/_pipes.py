@@ -2,11 +2,12 @@
 Pipes sized for large messages.
 
 Twisted's process reader takes 8 KiB per wake-up, and a pipe holds 64 KiB,
-so a one-megabyte answer costs 128 trips through the reactor to read and
-16 to write.  L{widen} makes a pipe hold up to 1 MiB (Linux
-C{F_SETPIPE_SZ}, best effort), and L{read_in_large_chunks} has a reader
-take up to that much at once: the same bytes, in the same order, in a
-handful of wake-ups.
+so a one-megabyte answer from a backend costs 128 trips through the
+reactor.  L{widen} makes a pipe hold up to 1 MiB (Linux C{F_SETPIPE_SZ},
+best effort), and L{read_in_large_chunks} has a reader take up to that
+much at once: the same bytes, in the same order, in a handful of wake-ups.
+(Only toward the gateway: a wider pipe toward a client that stops reading
+would let more requests in before the gateway pauses its input.)
 """
 
 from __future__ import annotations
