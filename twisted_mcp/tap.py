@@ -75,7 +75,9 @@ class Options(usage.Options):
         "unix:/run/twisted-mcp/gw.sock:mode=660, tcp:8765:interface=127.0.0.1, "
         "ssl:8443:privateKey=key.pem:certKey=cert.pem (add :clientCA=ca.pem to require client "
         "certificates), or systemd:domain=UNIX:index=0 (socket activation). Every connection is its "
-        "own MCP session; the backends are shared."
+        "own MCP session; the backends are shared. Prefix with http: to serve the Streamable HTTP "
+        "transport there instead (e.g. http:tcp:8080:interface=127.0.0.1; path /mcp, see the http: "
+        "config section)."
     )
 
     def opt_version(self) -> None:
@@ -223,6 +225,9 @@ def _listen(endpoints: list[str], service: Any, reactor: Any) -> None:
         settings.maxClients, settings.maxClientsPerPeer, settings.descriptorReserve, raise_descriptor_limit()
     )
     for description in endpoints:
+        if description.startswith("http:"):
+            _listen_http(description, service, reactor)
+            continue
         factory = SessionFactory(
             service.gateway,
             reactor,
@@ -233,6 +238,16 @@ def _listen(endpoints: list[str], service: Any, reactor: Any) -> None:
         )
         port = _bind(description, factory, reactor)
         service.add_frontend(lambda gateway, p=port, f=factory, desc=description: SocketFrontend(desc, p, f))
+
+
+def _listen_http(description: str, service: Any, reactor: Any) -> None:
+    """A Streamable HTTP listener: C{http:} and a Twisted endpoint string."""
+    from twisted_mcp.frontends.http import HttpFrontend, http_site
+
+    settings = service.config.gateway
+    site = http_site(service.gateway, reactor, settings, service.config.http, description)
+    port = _bind(description[len("http:") :], site, reactor)
+    service.add_frontend(lambda gateway: HttpFrontend(description, port, site, settings.shutdownGrace))
 
 
 def makeService(options: Options) -> Any:
