@@ -743,6 +743,18 @@ class HttpFrontend(Service):
         await self.resource.stop(self.grace)
 
 
+def http_totals(frontends: Any) -> dict[str, int]:
+    """The HTTP sessions and open SSE streams over every HTTP listener among C{frontends} (for /metrics and /status)."""
+    sessions = streams = expired = 0
+    for front in frontends:
+        if isinstance(front, HttpFrontend):
+            resource = front.resource
+            sessions += len(resource.table)
+            streams += resource.open_streams()
+            expired += resource.table.expired
+    return {"sessions": sessions, "streams": streams, "expired": expired}
+
+
 def http_site(
     gateway: Gateway,
     clock: IReactorTime,
@@ -755,4 +767,4 @@ def http_site(
     return McpSite(resource, clock, gateway_settings.messageTimeout)
 
 
-__all__ = ["DEFAULT_HEADER_VERSION", "SESSION_NOT_FOUND", "EventStream", "HttpFrontend", "McpResource", "McpSite", "http_site"]
+__all__ = ["DEFAULT_HEADER_VERSION", "SESSION_NOT_FOUND", "EventStream", "HttpFrontend", "McpResource", "McpSite", "http_site", "http_totals"]
