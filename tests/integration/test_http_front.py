@@ -20,7 +20,8 @@ from mcp import MCPError
 
 from tests import mcpclient as mc
 
-from .conftest import free_port, server
+from .conftest import everything, free_port, server
+from .surface_helpers import ClientSide, text_of
 from .test_http import http_server  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.filterwarnings("ignore::mcp.MCPDeprecationWarning")
@@ -357,3 +358,71 @@ def test_a_client_that_never_reads_its_stream_is_cut_and_others_keep_being_serve
     status, _, answer = raw.call("POST", {"jsonrpc": "2.0", "id": 10, "method": "tools/call", "params": {"name": "slow__echo", "arguments": {"text": "fine"}}}, s)
     assert status == 200 and "fine" in answer.decode()
     os.kill(pid, 0)
+
+
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+def test_sdk_client_answers_sampling_elicitation_and_roots_over_http(daemon, http_server, tmp_path, transport):  # noqa: F811
+    # A stdio backend does not say which call its request belongs to: the
+    # gateway puts it on the session's only open call's stream.  Over
+    # Streamable HTTP the backend says so, and it goes on that call's stream.
+    if transport == "stdio":
+        backend = everything()
+    else:
+        backend = {"type": "http", "url": f"{http_server('everything').url}/mcp"}
+    _, url = start_http(daemon, {"everything": backend})
+
+    async def scenario():
+        side = ClientSide("H")
+        async with connect_http(url, **side.callbacks()) as client:
+            sampled = await client.call_tool("everything__trigger-sampling-request", {"prompt": "about p-4711", "maxTokens": 20})
+            assert not sampled.is_error, text_of(sampled)
+            assert "p-4711" in side.sampling[0].messages[0].content.text
+            assert side.answer in text_of(sampled) and "model-H" in text_of(sampled)
+            form = await client.call_tool("everything__trigger-elicitation-request", {})
+            assert "- Name: Ada H" in text_of(form)
+            roots = await client.call_tool("everything__get-roots-list", {})
+            assert side.root in text_of(roots)
+
+    mc.run(scenario, timeout=90)
+
+
+def test_listener_principals_roles_and_audit_over_http(daemon, tmp_path):
+    port_b = free_port()
+    audit = tmp_path / "audit.jsonl"
+    # Each listener names its principal (identity.listeners, by the --listen string as given).
+    port_a = free_port()
+    listen_a, listen_b = f"http:tcp:{port_a}:interface=127.0.0.1", f"http:tcp:{port_b}:interface=127.0.0.1"
+    extra = {
+        "identity": {"listeners": {listen_a: {"name": "alice", "roles": ["dev"]}, listen_b: {"name": "bob", "roles": ["viewer"]}}},
+        "roles": {"dev": {"allow": ["slow"]}, "viewer": {"allow": ["slow__pid"]}},
+        "audit": {"sink": "file", "path": str(audit)},
+    }
+    daemon({"slow": server("slow")}, listen_a, listen_b, extra=extra)
+    for port in (port_a, port_b):
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+
+    async def scenario():
+        async with connect_http(f"http://127.0.0.1:{port_a}") as alice, connect_http(f"http://127.0.0.1:{port_b}") as bob:
+            assert await mc.call_text(alice, "slow__echo", {"text": "alice may"}) == "alice may"
+            assert await mc.tool_names(bob) == ["slow__pid"]
+            with pytest.raises(MCPError):
+                await bob.call_tool("slow__echo", {"text": "bob may not"})
+
+    mc.run(scenario, timeout=60)
+    deadline = time.monotonic() + 10
+    while True:
+        records = [json.loads(line) for line in audit.read_text().splitlines()] if audit.exists() else []
+        calls = [r for r in records if r.get("tool") == "slow__echo"]
+        if len(calls) >= 2:
+            break
+        assert time.monotonic() < deadline, records
+        time.sleep(0.1)
+    assert {(r["principal"], r["outcome"]) for r in calls} >= {("alice", "ok")}
+    assert any(r["principal"] == "bob" and r["outcome"] != "ok" for r in calls)

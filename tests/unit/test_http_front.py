@@ -411,6 +411,31 @@ class FrontTests(SynchronousTestCase):
         again.send("GET", headers={"mcp-session-id": sid, "accept": "text/event-stream", "content-type": None})
         self.assertEqual(again.response().status, 200)
 
+    def test_aServerRequestTiedToNoCallGoesToTheOnlyOpenCall(self) -> None:
+        """
+        A server request the backend's transport could not tie to a call
+        (a stdio backend's) goes to the session's only open call's stream;
+        with two calls open, to the GET stream; a list_changed always to the GET stream.
+        """
+        sid = self.initialize()
+        core = next(iter(self.resource.table.sessions.values())).core
+        stream = Connection(self.site)
+        stream.send("GET", headers={"mcp-session-id": sid, "accept": "text/event-stream", "content-type": None})
+        first = Connection(self.site)
+        first.send(body=call(1), headers={"mcp-session-id": sid})
+        request = {"jsonrpc": "2.0", "id": "s1", "method": "sampling/createMessage", "params": {}}
+        core.send(request, None)
+        core.list_changed("tools")
+        self.assertEqual(first.response().events(), [request])
+        second = Connection(self.site)
+        second.send(body=call(2), headers={"mcp-session-id": sid})
+        core.send({**request, "id": "s2"}, None)
+        self.assertEqual([m.get("id") for m in first.response().events()], ["s1"])
+        self.assertEqual(second.transport.value(), b"")
+        self.assertEqual(
+            [m.get("method") for m in stream.response().events()], ["notifications/tools/list_changed", "sampling/createMessage"]
+        )
+
     def test_aStreamNotReadIsCutBeyondItsBuffer(self) -> None:
         """While the client does not read, at most maxStreamBufferBytes are written; then the connection is aborted."""
         sid = self.initialize()
