@@ -226,7 +226,7 @@ def _listen(endpoints: list[str], service: Any, reactor: Any) -> None:
     )
     for description in endpoints:
         if description.startswith("http:"):
-            _listen_http(description, service, reactor)
+            _listen_http(description, service, reactor, admission)
             continue
         factory = SessionFactory(
             service.gateway,
@@ -240,12 +240,12 @@ def _listen(endpoints: list[str], service: Any, reactor: Any) -> None:
         service.add_frontend(lambda gateway, p=port, f=factory, desc=description: SocketFrontend(desc, p, f))
 
 
-def _listen_http(description: str, service: Any, reactor: Any) -> None:
+def _listen_http(description: str, service: Any, reactor: Any, admission: Any) -> None:
     """A Streamable HTTP listener: C{http:} and a Twisted endpoint string."""
     from twisted_mcp.frontends.http import HttpFrontend, http_site
 
     settings = service.config.gateway
-    site = http_site(service.gateway, reactor, settings, service.config.http, description)
+    site = http_site(service.gateway, reactor, settings, service.config.http, description, admission)
     port = _bind(description[len("http:") :], site, reactor)
     service.add_frontend(lambda gateway: HttpFrontend(description, port, site, settings.shutdownGrace))
 

@@ -454,6 +454,38 @@ class FrontTests(SynchronousTestCase):
         c.close()  # the abort completes
         self.assertTrue(backend_call.cancelled)
 
+    def test_connectionsCountAgainstTheSharedCaps(self) -> None:
+        """HTTP connections count against gateway.maxClientsPerPeer like socket ones: over it, 503 and closed."""
+        from twisted_mcp.frontends.admission import Admission
+
+        admission = Admission(10, 1, 0, 1000, lambda: 10)
+        self.site = http_site(self.gateway, self.clock, GatewaySettings(), self.settings, "http:tcp:8080", admission)
+        first = Connection(self.site)
+        second = Connection(self.site)
+        r = second.response()
+        self.assertEqual(r.status, 503)
+        self.assertIn("maxClientsPerPeer", r.body.decode())
+        self.assertTrue(second.transport.disconnecting)
+        first.close()
+        self.assertEqual(admission.total, 0)
+        third = Connection(self.site)
+        third.send(body=INIT)
+        self.assertEqual(third.response().status, 200)
+
+    def test_whatACutStreamsCallSendsIsDroppedNotSentElsewhere(self) -> None:
+        sid = self.initialize()
+        stream = Connection(self.site)
+        stream.send("GET", headers={"mcp-session-id": sid, "accept": "text/event-stream", "content-type": None})
+        c = Connection(self.site)
+        c.send(body=call(1, token="t"), headers={"mcp-session-id": sid})
+        (backend_call,) = self.backend.calls
+        backend_call.on_progress({"progress": 0})
+        c.transport.producer.pauseProducing()
+        for i in range(100):
+            backend_call.on_progress({"progress": i + 1, "message": "x" * 100})
+        self.assertTrue(c.transport.disconnecting)
+        self.assertEqual(stream.response().events(), [])
+
     def test_stopLetsCallsFinishThenEndsSessions(self) -> None:
         sid = self.initialize()
         c = Connection(self.site)

@@ -35,7 +35,7 @@ from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import Request
+from twisted.web.http import HTTPChannel, Request
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 from twisted.web.server import Request as WebRequest
@@ -45,8 +45,10 @@ from twisted_mcp.config import GatewaySettings
 from twisted_mcp.dispatch.caller import Caller
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.dispatch.session import ClientSession
+from twisted_mcp.frontends.admission import Admission
 from twisted_mcp.frontends.http_config import HttpSettings
 from twisted_mcp.frontends.http_sessions import SESSION_ID_RE, HttpSession, SessionTable, owner_of
+from twisted_mcp.frontends.stream import peer_key
 from twisted_mcp.mcp import errors
 from twisted_mcp.mcp.versions import HANDSHAKE_VERSIONS
 from twisted_mcp.policy.peers import Peer, peer_of, with_certificate
@@ -163,7 +165,10 @@ class PostExchange:
                 return False
             self.stream = EventStream(self.request, self.front.settings.maxStreamBufferBytes, self.hs.label)
             self.front.session_header(self.request, self.hs)
-        return self.stream.write(data)
+        # Written, or dropped when the stream is cut: its call is being cancelled,
+        # and what belongs to it goes nowhere else.
+        self.stream.write(data)
+        return True
 
     def answer(self, data: bytes) -> None:
         """The request's answer: it ends the exchange."""
@@ -696,16 +701,55 @@ def _host_allowed(given: bytes | None, local: Any, extra: tuple[str, ...]) -> bo
 # -- the listener ------------------------------------------------------------
 
 
+class McpChannel(HTTPChannel):
+    """
+    One HTTP connection, counted against the connection caps every
+    listener shares (C{gateway.maxClients}, C{gateway.maxClientsPerPeer},
+    C{gateway.descriptorReserve}); one over them is answered 503 and closed.
+    """
+
+    site: "McpSite"
+    admitted: str | None = None
+
+    def connectionMade(self) -> None:
+        admission = self.site.admission
+        if admission is not None:
+            key = peer_key(peer_of(self.transport, self.site.resource_.listener))
+            refusal = admission.enter(key)
+            if refusal is not None:
+                setting, value, why = refusal
+                body = f"connection refused: {why}; try again later\n".encode()
+                transport: Any = self.transport
+                transport.write(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nRetry-After: 1\r\n"
+                    b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
+                )
+                self.dataReceived = lambda data: None  # type: ignore[method-assign]
+                transport.loseConnection()
+                return
+            self.admitted = key
+        super().connectionMade()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self.admitted is not None and self.site.admission is not None:
+            self.site.admission.leave(self.admitted)
+            self.admitted = None
+        super().connectionLost(reason)
+
+
 class McpSite(Site):
     """The HTTP server of one C{--listen http:...} listener (no access log: it would name session ids)."""
 
+    protocol = McpChannel  # type: ignore[assignment]
     requestFactory = BoundedRequest
     noisy = False
 
-    def __init__(self, resource: McpResource, clock: IReactorTime, idle_timeout: float) -> None:
+    def __init__(self, resource: McpResource, clock: IReactorTime, idle_timeout: float, admission: Admission | None = None) -> None:
         super().__init__(resource, timeout=idle_timeout, reactor=clock)
         self.resource_ = resource
         self.max_body = resource.settings.maxBodyBytes
+        #: The connection caps shared with every listener (None: uncounted).
+        self.admission = admission
 
     def log(self, request: Any) -> None:
         pass
@@ -761,10 +805,11 @@ def http_site(
     gateway_settings: GatewaySettings,
     settings: HttpSettings | None,
     listener: str,
+    admission: Admission | None = None,
 ) -> McpSite:
     """The site for the C{--listen} description C{listener} (C{http:...})."""
     resource = McpResource(gateway, clock, gateway_settings, settings or HttpSettings(), listener)
-    return McpSite(resource, clock, gateway_settings.messageTimeout)
+    return McpSite(resource, clock, gateway_settings.messageTimeout, admission)
 
 
 __all__ = ["DEFAULT_HEADER_VERSION", "SESSION_NOT_FOUND", "EventStream", "HttpFrontend", "McpResource", "McpSite", "http_site", "http_totals"]
