@@ -114,11 +114,14 @@ def events(response, until_id: Any):
                 return out
 
 
-def test_sdk_client_lists_and_calls_with_progress_over_http(daemon, tmp_path):
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+def test_sdk_client_lists_and_calls_with_progress_over_http(daemon, tmp_path, mode):
+    # "auto" (the SDK's default) probes server/discover first: without a session that is a 400
+    # with a JSON-RPC error, and the SDK falls back to initialize.
     _, url = start_http(daemon, {"slow": server("slow")})
 
     async def scenario():
-        async with connect_http(url) as client:
+        async with connect_http(url, mode=mode) as client:
             assert {"slow__sleep", "slow__echo", "slow__pid"} <= set(await mc.tool_names(client))
             assert await mc.call_text(client, "slow__echo", {"text": "over http"}) == "over http"
             result, progress = await mc.call_with_progress(client, "slow__sleep", {"seconds": 0.5})

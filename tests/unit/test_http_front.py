@@ -317,6 +317,10 @@ class FrontTests(SynchronousTestCase):
         r = self.exchange(body=INIT, headers={"origin": "https://evil.example"})
         self.assertEqual(r.status, 403)
         self.assertIn("http.allowedOrigins", r.json()["error"]["message"])
+        with capturedLogs() as events:
+            for _ in range(3):
+                self.exchange(body=INIT, headers={"origin": "https://evil.example"})
+        self.assertEqual(sum("evil.example" in formatEvent(e) for e in events), 0)  # logged the first time only
         self.make_site(HttpSettings(allowedOrigins=("https://app.example",)))
         self.assertEqual(self.exchange(body=INIT, headers={"origin": "https://APP.example/"}).status, 200)
 
@@ -509,7 +513,10 @@ class SessionTableTests(SynchronousTestCase):
         alice = owner_of(Peer(transport="unix", listener="http:unix:/s", uid=1000, gid=1000, pid=5))
         bob = owner_of(Peer(transport="unix", listener="http:unix:/s", uid=1001, gid=1001, pid=6))
         s = self.table.open(alice, "http")
-        self.assertIsNone(self.table.find(s.id, bob))
+        with capturedLogs() as events:
+            self.assertIsNone(self.table.find(s.id, bob))
+            self.assertIsNone(self.table.find(s.id, bob))
+        self.assertEqual(sum("another client identity" in formatEvent(e) for e in events), 1)
         self.assertIs(self.table.find(s.id, alice), s)
         # Another process or port of the same user is the same identity.
         same = owner_of(Peer(transport="unix", listener="http:unix:/s", uid=1000, gid=1000, pid=99))

@@ -266,6 +266,8 @@ class McpResource(Resource):
         self.table = SessionTable(clock, settings, self._expired)
         #: Stopping: no new sessions.
         self.closing = False
+        #: Refused hosts and origins already logged.
+        self._logged: set[tuple[str, str]] = set()
 
     # -- what the metrics and /status read ------------------------------------
 
@@ -293,10 +295,13 @@ class McpResource(Resource):
     def _origin_refusal(self, request: Request) -> Any:
         local = request.getHost()
         if _is_loopback(local) and not _host_allowed(request.getHeader(b"host"), local, self.settings.allowedHosts):
-            log.warn(
-                "HTTP request to a loopback listener named another host ({host}); refused (DNS rebinding protection)",
-                host=(request.getHeader(b"host") or b"").decode("latin-1")[:100],
-            )
+            host = (request.getHeader(b"host") or b"").decode("latin-1")[:100]
+            if self._first("host", host):
+                log.warn(
+                    "HTTP request to a loopback listener named another host ({host}); refused (DNS rebinding "
+                    "protection; add the name to http.allowedHosts if it is yours). Logged once per host.",
+                    host=host,
+                )
             return _error(
                 request,
                 421,
@@ -308,9 +313,21 @@ class McpResource(Resource):
         if origin is not None:
             given = origin.decode("latin-1").strip().rstrip("/").lower()
             if given not in self.settings.allowedOrigins:
-                log.warn("HTTP request from browser origin {origin} refused (not in http.allowedOrigins)", origin=given[:100])
+                if self._first("origin", given[:100]):
+                    log.warn(
+                        "HTTP request from web origin {origin} refused (not in http.allowedOrigins). Logged once per origin.",
+                        origin=given[:100],
+                    )
                 return _error(request, 403, INVALID_REQUEST, f"Forbidden: origin {given[:100]} is not in the gateway's http.allowedOrigins")
         return None
+
+    def _first(self, kind: str, value: str) -> bool:
+        """Whether this refusal was not logged yet (at most 1000 kept: a flood of new values is not logged)."""
+        key = (kind, value)
+        if key in self._logged or len(self._logged) >= 1000:
+            return False
+        self._logged.add(key)
+        return True
 
     def _version_refusal(self, request: Request) -> Any:
         version = request.getHeader(b"mcp-protocol-version")

@@ -61,6 +61,8 @@ class HttpSession:
         self.busy = 0
         self.ended = False
         self.timer: IDelayedCall | None = None
+        #: Times another client identity presented this session's id.
+        self.foreign = 0
 
     def streams(self) -> int:
         """Open SSE streams (a POST answered as a stream counts once it streams)."""
@@ -123,10 +125,13 @@ class SessionTable:
         if session is None:
             return None
         if session.owner != owner:
-            log.warn(
-                "HTTP client session {client}: its id was presented by another client identity; answered 404",
-                client=session.label,
-            )
+            if not session.foreign:
+                log.warn(
+                    "HTTP client session {client}: its id was presented by another client identity; answered 404 "
+                    "(logged once per session)",
+                    client=session.label,
+                )
+            session.foreign += 1
             return None
         return session
 
