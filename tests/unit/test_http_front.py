@@ -476,6 +476,26 @@ class FrontTests(SynchronousTestCase):
         third.send(body=INIT)
         self.assertEqual(third.response().status, 200)
 
+    def test_aRequestTrickledByteByByteIsClosedAfterTheMessageTimeout(self) -> None:
+        """The idle timeout restarts with every byte; a whole request must still arrive within gateway.messageTimeout."""
+        c = Connection(self.site)
+        c.channel.dataReceived(b"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1:8080\r\ncontent-length: 100\r\n\r\n")
+        for _ in range(59):
+            self.clock.advance(1)
+            c.channel.dataReceived(b"x")
+        self.assertFalse(c.transport.disconnecting)
+        with capturedLogs() as events:
+            self.clock.advance(1.5)
+        self.assertTrue(c.transport.disconnecting)
+        self.assertTrue(any("did not arrive whole" in formatEvent(e) for e in events))
+
+    def test_anOpenStreamIsNotCutByTheRequestDeadline(self) -> None:
+        sid = self.initialize()
+        stream = Connection(self.site)
+        stream.send("GET", headers={"mcp-session-id": sid, "accept": "text/event-stream", "content-type": None})
+        self.clock.advance(600)
+        self.assertFalse(stream.transport.disconnecting)
+
     def test_whatACutStreamsCallSendsIsDroppedNotSentElsewhere(self) -> None:
         sid = self.initialize()
         stream = Connection(self.site)

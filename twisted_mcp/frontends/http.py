@@ -723,10 +723,43 @@ class McpChannel(HTTPChannel):
     One HTTP connection, counted against the connection caps every
     listener shares (C{gateway.maxClients}, C{gateway.maxClientsPerPeer},
     C{gateway.descriptorReserve}); one over them is answered 503 and closed.
+
+    The idle timeout (C{gateway.messageTimeout}) restarts with every byte,
+    so a client trickling its request would keep its place for ever: a
+    whole request (head and body) must also arrive within that time of the
+    connection or of the last answer, or the connection is closed.
     """
 
     site: "McpSite"
     admitted: str | None = None
+    _deadline: Any = None
+
+    def _start_deadline(self) -> None:
+        self._deadline = self.callLater(self.timeOut, self._request_too_slow)
+
+    def _stop_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _request_too_slow(self) -> None:
+        self._deadline = None
+        transport: Any = self.transport
+        if transport is None or transport.disconnecting:
+            return
+        log.info("HTTP client: a request did not arrive whole within {timeout:g} s (gateway.messageTimeout); closing", timeout=self.timeOut)
+        self.setTimeout(None)
+        self.timeoutConnection()
+
+    def allContentReceived(self) -> None:
+        self._stop_deadline()
+        super().allContentReceived()
+
+    def requestDone(self, request: Any) -> None:
+        super().requestDone(request)
+        transport: Any = self.transport
+        if self.persistent and self._deadline is None and transport is not None and not transport.disconnecting:
+            self._start_deadline()
 
     def connectionMade(self) -> None:
         admission = self.site.admission
@@ -746,8 +779,10 @@ class McpChannel(HTTPChannel):
                 return
             self.admitted = key
         super().connectionMade()
+        self._start_deadline()
 
     def connectionLost(self, reason: Any = None) -> None:
+        self._stop_deadline()
         if self.admitted is not None and self.site.admission is not None:
             self.site.admission.leave(self.admitted)
             self.admitted = None
