@@ -20,7 +20,7 @@ from mcp import MCPError
 
 from tests import mcpclient as mc
 
-from .conftest import everything, free_port, server
+from .conftest import alive, everything, free_port, server, wait_gone
 from .surface_helpers import ClientSide, text_of
 from .test_http import http_server  # noqa: F401  (fixture)
 
@@ -429,3 +429,18 @@ def test_listener_principals_roles_and_audit_over_http(daemon, tmp_path):
         time.sleep(0.1)
     assert {(r["principal"], r["outcome"]) for r in calls} >= {("alice", "ok")}
     assert any(r["principal"] == "bob" and r["outcome"] != "ok" for r in calls)
+
+
+@pytest.mark.parametrize("how", ["delete", "expiry"])
+def test_ending_a_session_stops_its_per_session_backend(daemon, tmp_path, how):
+    _, url = start_http(daemon, {"own": server("slow", perSession=True)}, extra={"http": {"sessionIdleTimeout": 1}})
+    raw = Raw(url)
+    s = {"mcp-session-id": raw.initialize()}
+    status, _, body = raw.call("POST", {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "own__pid", "arguments": {}}}, s)
+    assert status == 200
+    backend_pid = int(json.loads(body)["result"]["content"][0]["text"])
+    assert alive(backend_pid)
+    if how == "delete":
+        assert raw.call("DELETE", None, s)[0] == 204
+    assert not wait_gone({backend_pid}, 15.0), "the session's own backend outlived it"
+    assert raw.call("POST", {"jsonrpc": "2.0", "id": 2, "method": "ping"}, s)[0] == 404
