@@ -257,10 +257,16 @@ def test_twenty_concurrent_sdk_clients_each_get_their_own_answers(daemon, tmp_pa
 
     async def one(n: int, got: dict) -> None:
         async with connect_http(url) as client:
-            answers = []
-            for i in range(5):
-                answers.append(await mc.call_text(client, "slow__echo", {"text": f"client {n} call {i}"}))
-            got[n] = answers
+            answers: dict[int, str] = {}
+
+            async def ask(i: int) -> None:
+                answers[i] = await mc.call_text(client, "slow__echo", {"text": f"client {n} call {i}"})
+
+            # Five calls in flight at once on each session, 100 over the gateway.
+            async with anyio.create_task_group() as tg:
+                for i in range(5):
+                    tg.start_soon(ask, i)
+            got[n] = [answers[i] for i in range(5)]
 
     async def scenario():
         got: dict[int, list[str]] = {}
