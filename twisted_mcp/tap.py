@@ -172,24 +172,26 @@ def _install_signal_handlers(reactor: Any, stop: Any, reload: Any) -> None:
     signal.signal(signal.SIGHUP, hup)
 
 
-def _bind(description: str, factory: Any, reactor: Any) -> Any:
-    """Listen now (before twistd daemonizes); exit 69 with a clear message if it cannot."""
+def _bind(description: str, factory: Any, reactor: Any, shown: str | None = None) -> Any:
+    """Listen now (before twistd daemonizes); exit 69 with a clear message (naming C{shown}, the
+    option's value, if given) if it cannot."""
     from twisted.python.failure import Failure
 
     from twisted_mcp.frontends.endpoints import server_endpoint
 
+    name = shown or description
     try:
         d = server_endpoint(reactor, description).listen(factory)
     except OSError as e:
-        _fail(f"cannot listen on {description!r}: {e.strerror or e}", EX_UNAVAILABLE)
+        _fail(f"cannot listen on {name!r}: {e.strerror or e}", EX_UNAVAILABLE)
     except Exception as e:
-        _fail(f"cannot listen on {description!r}: {e}", EX_USAGE)
+        _fail(f"cannot listen on {name!r}: {e}", EX_USAGE)
     result: list[Any] = []
     d.addBoth(result.append)
     if not result:
-        _fail(f"listening on {description!r} did not complete at start-up", EX_UNAVAILABLE)
+        _fail(f"listening on {name!r} did not complete at start-up", EX_UNAVAILABLE)
     if isinstance(result[0], Failure):
-        _fail(f"cannot listen on {description!r}: {result[0].getErrorMessage()}", EX_UNAVAILABLE)
+        _fail(f"cannot listen on {name!r}: {result[0].getErrorMessage()}", EX_UNAVAILABLE)
     return result[0]
 
 
@@ -246,7 +248,7 @@ def _listen_http(description: str, service: Any, reactor: Any, admission: Any) -
 
     settings = service.config.gateway
     site = http_site(service.gateway, reactor, settings, service.config.http, description, admission)
-    port = _bind(description[len("http:") :], site, reactor)
+    port = _bind(description[len("http:") :], site, reactor, description)
     service.add_frontend(lambda gateway: HttpFrontend(description, port, site, settings.shutdownGrace))
 
 
