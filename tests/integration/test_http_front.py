@@ -252,8 +252,10 @@ def test_an_sdk_client_whose_session_ended_gets_the_gateways_error_then_a_new_se
     mc.run(scenario, timeout=60)
 
 
-def test_twenty_concurrent_sdk_clients_each_get_their_own_answers(daemon, tmp_path):
-    _, url = start_http(daemon, {"slow": server("slow")})
+def test_fifty_concurrent_sdk_clients_each_get_their_own_answers(daemon, tmp_path):
+    # Each SDK client holds a connection for its GET stream and one per call in
+    # flight: up to 300 from 127.0.0.1, over the default maxClientsPerPeer (256).
+    _, url = start_http(daemon, {"slow": server("slow")}, maxClientsPerPeer=1024)
 
     async def one(n: int, got: dict) -> None:
         async with connect_http(url) as client:
@@ -262,7 +264,7 @@ def test_twenty_concurrent_sdk_clients_each_get_their_own_answers(daemon, tmp_pa
             async def ask(i: int) -> None:
                 answers[i] = await mc.call_text(client, "slow__echo", {"text": f"client {n} call {i}"})
 
-            # Five calls in flight at once on each session, 100 over the gateway.
+            # Five calls in flight at once on each session, 250 over the gateway.
             async with anyio.create_task_group() as tg:
                 for i in range(5):
                     tg.start_soon(ask, i)
@@ -271,9 +273,9 @@ def test_twenty_concurrent_sdk_clients_each_get_their_own_answers(daemon, tmp_pa
     async def scenario():
         got: dict[int, list[str]] = {}
         async with anyio.create_task_group() as tg:
-            for n in range(20):
+            for n in range(50):
                 tg.start_soon(one, n, got)
-        assert got == {n: [f"client {n} call {i}" for i in range(5)] for n in range(20)}
+        assert got == {n: [f"client {n} call {i}" for i in range(5)] for n in range(50)}
 
     mc.run(scenario, timeout=120)
 
