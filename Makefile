@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 SOURCES := setup.py $(shell find twisted_mcp twisted -name '*.py' 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: run test unit integration bench lint clean fuzz soak
+.PHONY: run test unit integration bench lint clean fuzz soak conformance
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,16 @@ unit: $(VENV)/.installed
 
 integration: $(VENV)/.installed tests/node/node_modules/.installed
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+tests/conformance/node_modules/.installed: tests/conformance/package.json tests/conformance/package-lock.json
+	cd tests/conformance && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+## The official MCP conformance suite (pinned, with its own Node.js 22): every server scenario
+## against our scenario server alone and through the gateway, and the client scenarios with the
+## gateway as the client, judged against tests/conformance/expected-failures.yml (see README).
+conformance: $(VENV)/.installed tests/conformance/node_modules/.installed
+	$(PY) tests/conformance/run.py
 
 bench/node/node_modules/.installed: bench/node/package.json bench/node/package-lock.json
 	cd bench/node && npm ci --no-audit --no-fund --loglevel=error
@@ -80,4 +90,4 @@ fuzz: $(VENV)/.fuzz-installed
 	$(PY) fuzz/run.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info tests/node/node_modules bench/node/node_modules
+	rm -rf $(VENV) build *.egg-info tests/node/node_modules bench/node/node_modules tests/conformance/node_modules tests/conformance/results

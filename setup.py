@@ -19,6 +19,7 @@ setup(
         "google-re2>=1.1",
         "PyJWT[crypto]>=2.8",
         "prometheus_client>=0.17",
+        "orjson>=3.9",
     ],
     extras_require={
         "test": [

@@ -38,7 +38,11 @@ def check_round_trip(value):
         line = jsonrpc.encode(value)
     except ValueError:
         return
-    if not line.isascii() or line.count(b"\n") != 1:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise AssertionError(f"encode gave invalid UTF-8: {line[:200]!r}")
+    if line.count(b"\n") != 1 or not line.endswith(b"\n"):
         raise AssertionError(f"encode gave {line[:200]!r}")
     if repr(jsonrpc.decode(line[:-1])) != repr(value):
         raise AssertionError("decode(encode(value)) differs from value")

@@ -250,10 +250,12 @@ class Reloading:
                 instances.append(own)
         for b in [backend, *instances]:
             self.retiring.add(b)
-            Deferred.fromCoroutine(self._retire(b))
+            Deferred.fromCoroutine(self._retire(b, instance=b is not backend))
 
-    async def _retire(self, backend: Backend) -> None:
-        """Let a removed backend finish its calls in flight (within the grace period), then stop it."""
+    async def _retire(self, backend: Backend, instance: bool = False) -> None:
+        """Let a removed backend finish its calls in flight (within the grace
+        period), then stop it; a session's C{instance} is then forgotten
+        (until then its requests still reach its session)."""
         grace = self.settings.shutdownGrace
         deadline = self.clock.seconds() + grace
         while backend.in_flight() and self.clock.seconds() < deadline:
@@ -269,4 +271,6 @@ class Reloading:
             await backend.stopService()
         except Exception:
             log.failure("backend {backend}: stopping failed", backend=backend.name)
+        if instance:
+            self.gateway.forget_instance(backend)
         self.retiring.discard(backend)

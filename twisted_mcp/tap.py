@@ -272,6 +272,9 @@ def makeService(options: Options) -> Any:
             stop()
 
     def connect(protocol: Any) -> Any:
+        from twisted_mcp.wire._pipes import widen
+
+        widen(out_fd)  # a large answer leaves in one write when the client is a pipe
         return stdio.StandardIO(protocol, stdin=0, stdout=out_fd, reactor=reactor)
 
     stopping: list[bool] = []

@@ -50,7 +50,9 @@ streams = st.lists(sse_lines(), max_size=20).map(lambda lines: "".join(lines).en
 
 def model(stream: bytes) -> tuple[list[Event], int | None, str | None]:
     """The standard's parsing rules, applied to the whole stream at once:
-    (events dispatched, last retry, last event id)."""
+    (events dispatched, last retry, last event id).  The last event id is
+    set when an event is dispatched (a blank line), from the id buffer: an
+    id whose event was never completed does not count."""
     text = stream.decode("utf-8", "replace")
     *lines, _unfinished = re.split(r"\r\n|\r|\n", text)
     events: list[Event] = []
@@ -60,6 +62,8 @@ def model(stream: bytes) -> tuple[list[Event], int | None, str | None]:
         if not line:
             if data:
                 events.append(Event(event_type or "message", "\n".join(data), event_id))
+            if event_id is not None:
+                last_id = event_id
             data, event_type, event_id = [], "", None
             continue
         if line.startswith(":"):
@@ -71,7 +75,7 @@ def model(stream: bytes) -> tuple[list[Event], int | None, str | None]:
         elif name == "event":
             event_type = value
         elif name == "id" and "\0" not in value:
-            event_id = last_id = value
+            event_id = value
         elif name == "retry" and value.isascii() and value.isdigit():
             retry = int(value)
     return events, retry, last_id

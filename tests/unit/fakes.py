@@ -187,3 +187,18 @@ class RecordingEvents:
 
     def server_notification(self, backend: Backend, method: str, params: dict[str, Any], related: Any) -> None:
         self.notifications.append((backend, method, params, related))
+
+
+def begin_tool(policy: Any, session: str, params: dict[str, Any], catalog: Any, peer: Any = None) -> Any:
+    """
+    C{policy.begin} for a C{tools/call} of C{params["name"]}, resolved in
+    C{catalog} as the dispatch core resolves it (an unknown name is refused
+    through the policy, audited).
+    """
+    from twisted_mcp.policy.subject import subject_of
+
+    name = params.get("name")
+    entry = catalog.entries.get(name) if type(name) is str else None
+    if entry is None:
+        raise policy.refuse_unknown(session, "tools/call", "tool", str(name), peer)
+    return policy.begin(session, "tools/call", subject_of("tool", entry), params, peer, entry)

@@ -372,7 +372,14 @@ class ToolsTests(InitializedTestCase):
         self.assertOneUnencodableAnswer(data)
 
     def test_backendErrorNotFinite(self) -> None:
-        self.assertOneUnencodableAnswer({"value": float("nan")})
+        """A non-finite number cannot come from a peer (decoding refuses
+        NaN and Infinity), only from the gateway's own code: it is written
+        as null (orjson's way), and the answer is still one valid message."""
+        self.call(5, "alpha__add", {})
+        self.alpha.calls[0].deferred.errback(JsonRpcError(-32602, "bad args", {"value": float("nan")}))
+        (answer,) = self.take()
+        self.assertEqual(answer["error"], {"code": -32602, "message": "bad args", "data": {"value": None}})
+        self.assertEqual(self.session.in_flight, {})
 
     def test_backendUnavailable(self) -> None:
         self.alpha.state = State.DOWN

@@ -488,7 +488,9 @@ class SessionExpiryTests(HttpTestCase):
         self.assertEqual(backend.state, State.UP)
         # The new session was listed again.
         self.answer(self.pending("tools/list"), {"tools": TOOLS_1})
-        self.assertEqual(self.states, [State.STARTING, State.UP])
+        # Up throughout; the listeners are told of the new session once.
+        self.assertEqual(self.states, [State.STARTING, State.UP, State.UP])
+        self.assertEqual(backend.handshakes, 2)
         self.stop(backend)
         (delete,) = [r for r in self.http.requests if r.method == "DELETE"]
         self.assertEqual(delete.header("mcp-session-id"), "sess-2")

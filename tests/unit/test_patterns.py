@@ -24,6 +24,7 @@ from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import matches, parse_policy
 from twisted_mcp.wire.jsonrpc import JsonRpcError
 
+from .fakes import begin_tool
 from .test_policy import FakeBackend, Recorder
 
 
@@ -117,7 +118,7 @@ def _policy(policy_yaml: dict[str, Any], backends: list[tuple[str, list[str]]], 
 
 def _code(policy: Policy, catalog: Catalog, name: str) -> int | None:
     try:
-        policy.begin("s", {"name": name, "arguments": {}}, catalog)
+        begin_tool(policy, "s", {"name": name, "arguments": {}}, catalog)
     except JsonRpcError as e:
         return e.code
     return None
@@ -130,7 +131,7 @@ def test_a_deny_rule_with_a_range_refuses_the_call_and_hides_the_tool() -> None:
     )
     assert _code(policy, catalog, "evil__Delete_all") == errors.ACCESS_DENIED
     assert _code(policy, catalog, "evil__erase") == errors.ACCESS_DENIED
-    visible = [t["name"] for t in policy.listing(policy.principal(), catalog.listing, catalog.entries)]
+    visible = [t["name"] for t in policy.listing(policy.principal(), "tool", catalog.listing, catalog.entries)]
     assert visible == ["evil__zap"]
 
 
@@ -167,7 +168,7 @@ def test_deny_sees_the_part_of_a_long_name_the_64_character_limit_cuts() -> None
     )
     assert _code(policy, catalog, exposed) == errors.ACCESS_DENIED
     assert _code(policy, catalog, "fin__read") is None
-    visible = [t["name"] for t in policy.listing(policy.principal(), catalog.listing, catalog.entries)]
+    visible = [t["name"] for t in policy.listing(policy.principal(), "tool", catalog.listing, catalog.entries)]
     assert visible == ["fin__read"]
 
 
@@ -212,7 +213,7 @@ class WaitedAcrossAReloadTests(SynchronousTestCase):
 
     def dispatch(self, policy: Policy) -> Deferred[Any]:
         """A call as the gateway makes it: its outcome is reported back to the policy."""
-        call = policy.begin("s", {"name": "a__read", "arguments": {}}, self.catalog)
+        call = begin_tool(policy, "s", {"name": "a__read", "arguments": {}}, self.catalog)
 
         def ended(result: Any) -> Any:
             if isinstance(result, Failure):

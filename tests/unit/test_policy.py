@@ -24,7 +24,10 @@ from twisted_mcp.policy.limits import Busy, Slots, TokenBucket
 from twisted_mcp.policy.pinning import Pins, digest, read_lock, write_lock
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import PolicyConfig, matches, parse_policy
+from twisted_mcp.policy.subject import subject_of
 from twisted_mcp.wire.jsonrpc import INVALID_PARAMS, JsonRpcError
+
+from .fakes import begin_tool
 
 
 class BucketTests(SynchronousTestCase):
@@ -176,10 +179,10 @@ def test_lookalike_names_are_unknown_tools_not_a_way_past_deny(requested: str) -
     policy = Policy(rules, "__", clock, lambda peer: Principal(name="dev1", roles=("dev",), source="config"))
     catalog = _catalog(("github", ["delete_repo", "read"]))
     with pytest.raises(JsonRpcError) as e:
-        policy.begin("s", {"name": requested, "arguments": {}}, catalog)
+        begin_tool(policy, "s", {"name": requested, "arguments": {}}, catalog)
     assert e.value.code == -32602
     with pytest.raises(JsonRpcError) as e:
-        policy.begin("s", {"name": "github__delete_repo", "arguments": {}}, catalog)
+        begin_tool(policy, "s", {"name": "github__delete_repo", "arguments": {}}, catalog)
     assert e.value.code == errors.ACCESS_DENIED
 
 
@@ -304,7 +307,7 @@ class PipelineTests(SynchronousTestCase):
         return policy, catalog, audit
 
     def call(self, policy: Policy, catalog: Catalog, name: str, args: Any = None) -> Deferred[Any]:
-        call = policy.begin("s1", {"name": name, "arguments": args or {}}, catalog)
+        call = begin_tool(policy, "s1", {"name": name, "arguments": args or {}}, catalog)
         backend = call.entry.backend
         d = call.dispatch(lambda: backend.call("tools/call", {}))
 
@@ -329,7 +332,7 @@ class PipelineTests(SynchronousTestCase):
     def test_accessAndListingAgree(self) -> None:
         policy, catalog, audit = self.make({"roles": {"dev": {"allow": ["a"], "deny": ["*__delete_*"]}}})
         principal = policy.principal()
-        visible = [t["name"] for t in policy.listing(principal, catalog.listing, catalog.entries)]
+        visible = [t["name"] for t in policy.listing(principal, "tool", catalog.listing, catalog.entries)]
         self.assertEqual(visible, ["a__read", "a__write"])
         for name in ["a__read", "a__write", "a__delete_all", "b__x"]:
             try:
@@ -345,7 +348,7 @@ class PipelineTests(SynchronousTestCase):
 
     def test_unknownRoleHasNoRights(self) -> None:
         policy, catalog, _ = self.make({"roles": {"dev": {"allow": ["*"]}}}, Principal(name="q", roles=("ghost",), source="config"))
-        self.assertEqual(policy.listing(policy.principal(), catalog.listing, catalog.entries), [])
+        self.assertEqual(policy.listing(policy.principal(), "tool", catalog.listing, catalog.entries), [])
         self.assertEqual(self.code(policy, catalog, "a__read"), errors.ACCESS_DENIED)
 
     def test_killSwitchOrderAndCodes(self) -> None:
@@ -354,7 +357,7 @@ class PipelineTests(SynchronousTestCase):
         )
         self.assertEqual(self.code(policy, catalog, "a__write"), errors.TOOL_DISABLED)
         self.assertEqual(self.code(policy, catalog, "b__x"), errors.BACKEND_DISABLED)
-        names = [t["name"] for t in policy.listing(policy.principal(), catalog.listing, catalog.entries)]
+        names = [t["name"] for t in policy.listing(policy.principal(), "tool", catalog.listing, catalog.entries)]
         self.assertEqual(names, ["a__delete_all", "a__read"])
         policy2, catalog2, _ = self.make({"roles": {"dev": {"allow": ["*"]}}, "killSwitch": {"principals": ["p"]}})
         self.assertEqual(self.code(policy2, catalog2, "a__read"), errors.PRINCIPAL_DISABLED)
@@ -364,14 +367,14 @@ class PipelineTests(SynchronousTestCase):
             raise IdentityError("the token expired")
 
         policy, catalog, audit = self.make({}, broken)
-        e = self.assertRaises(JsonRpcError, policy.begin, "s", {"name": "a__read"}, catalog)
+        e = self.assertRaises(JsonRpcError, begin_tool, policy, "s", {"name": "a__read"}, catalog)
         self.assertEqual(e.code, errors.AUTHENTICATION_FAILED)
         self.assertIn("expired", e.message)
         self.assertEqual(audit.records[-1]["decision"], "deny")
 
     def test_argumentsCheckedBeforeTheBackend(self) -> None:
         policy, catalog, _ = self.make({"roles": {"dev": {"allow": ["*"]}}})
-        e = self.assertRaises(JsonRpcError, policy.begin, "s", {"name": "a__read", "arguments": {"n": "seven"}}, catalog)
+        e = self.assertRaises(JsonRpcError, begin_tool, policy, "s", {"name": "a__read", "arguments": {"n": "seven"}}, catalog)
         self.assertEqual(e.code, -32602)
         self.assertEqual(e.data["path"], "/n")
         self.assertEqual(catalog.entries["a__read"].backend.calls, [])
@@ -382,12 +385,12 @@ class PipelineTests(SynchronousTestCase):
         )
         self.call(policy, catalog, "a__write")
         self.call(policy, catalog, "a__write")
-        e = self.assertRaises(JsonRpcError, policy.begin, "s", {"name": "a__write"}, catalog)
+        e = self.assertRaises(JsonRpcError, begin_tool, policy, "s", {"name": "a__write"}, catalog)
         self.assertEqual((e.code, e.data["limit"]), (errors.RATE_LIMITED, "tool"))
         self.assertAlmostEqual(e.data["retryAfter"], 1.0)
         self.call(policy, catalog, "a__read")  # another tool: its own bucket
         self.call(policy, catalog, "b__x")
-        e = self.assertRaises(JsonRpcError, policy.begin, "s", {"name": "b__x"}, catalog)
+        e = self.assertRaises(JsonRpcError, begin_tool, policy, "s", {"name": "b__x"}, catalog)
         self.assertEqual(e.data["limit"], "backend")
         self.clock.advance(2)
         self.call(policy, catalog, "b__x")
@@ -461,7 +464,7 @@ class PipelineTests(SynchronousTestCase):
         audit = Recorder()
         policy = Policy(rules, "__", self.clock, None, audit)
         policy.catalog_changed(catalog.entries)
-        names = [t["name"] for t in policy.listing(policy.principal(), catalog.listing, catalog.entries)]
+        names = [t["name"] for t in policy.listing(policy.principal(), "tool", catalog.listing, catalog.entries)]
         self.assertNotIn("b__x", names)
         self.assertIn("a__read", names)
         self.assertEqual(self.code(policy, catalog, "b__x"), errors.TOOL_QUARANTINED)
@@ -632,7 +635,7 @@ class ReviewFixTests(PipelineTests):
 
     def test_oneAuditRecordWhenSendRaises(self) -> None:
         policy, catalog, audit = self.make({"roles": {"dev": {"allow": ["*"]}}})
-        call = policy.begin("s", {"name": "a__read", "arguments": {}}, catalog)
+        call = begin_tool(policy, "s", {"name": "a__read", "arguments": {}}, catalog)
 
         def broken() -> Deferred[Any]:
             raise errors.backend_error(errors.BACKEND_UNAVAILABLE, "a", "down")
@@ -644,7 +647,7 @@ class ReviewFixTests(PipelineTests):
 
     def test_invalidArgumentValuesStayOutOfTheAudit(self) -> None:
         policy, catalog, audit = self.make({"roles": {"dev": {"allow": ["*"]}}})
-        e = self.assertRaises(JsonRpcError, policy.begin, "s", {"name": "a__read", "arguments": {"n": "hunter2"}}, catalog)
+        e = self.assertRaises(JsonRpcError, begin_tool, policy, "s", {"name": "a__read", "arguments": {"n": "hunter2"}}, catalog)
         self.assertIn("hunter2", e.message)  # the caller is told
         self.assertNotIn("hunter2", json.dumps(audit.records))  # the trail is not
 
@@ -660,5 +663,5 @@ class DecisionCacheTests(SynchronousTestCase):
         policy = Policy(PolicyConfig(active=True), "__", Clock())
         entry = catalog.entries["a__read"]
         for i in range(100_005):
-            policy.refusal(Principal(name=f"p{i}", source="peer"), entry)
+            policy.decision(Principal(name=f"p{i}", source="peer"), subject_of("tool", entry))
         self.assertLessEqual(len(policy._decisions), 100_001)

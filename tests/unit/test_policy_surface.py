@@ -28,6 +28,7 @@ from twisted_mcp.policy.rules import PolicyConfig, matches_uri, parse_policy, se
 from twisted_mcp.policy.subject import Subject, subject_of
 from twisted_mcp.wire.jsonrpc import INVALID_PARAMS, JsonRpcError
 
+from .fakes import begin_tool
 from .test_policy import Recorder, _catalog
 
 
@@ -233,25 +234,13 @@ class CompatibilityTests(SurfaceTestCase):
         """
         policy = self.make({"roles": ROLES}, DEV)
         surface = self.surface
-        tools = policy.listing(DEV, surface.tools.listing, surface.tools.entries)  # the tools-only form
+        tools = policy.listing(DEV, "tool", surface.tools.listing, surface.tools.entries)
         self.assertEqual([t["name"] for t in tools], ["a__read", "a__write", "b__x"])
-        self.assertEqual(policy.listing(DEV, "tool", surface.tools.listing, surface.tools.entries), tools)
         for kind in ("prompt", "resource", "template"):
             self.assertEqual(policy.listing(DEV, kind, surface.listing(kind), surface.entries[kind]), [], kind)
         self.assertIsNone(self.code(policy, "tools/call", surface.subject("tool", "b__x")))
         e = self.assertRaises(JsonRpcError, policy.begin, "s", "prompts/get", surface.subject("prompt", "a__greet"), {}, None)
         self.assertEqual((e.code, e.message), (errors.ACCESS_DENIED, "'dan' (roles: dev) may not get 'a__greet'"))
-
-    def test_theOldAndNewBeginAgreeOnTools(self) -> None:
-        policy = self.make({"roles": ROLES}, VIEWER)
-        catalog = self.surface.tools
-        old = policy.begin("s", {"name": "a__read", "arguments": {}}, catalog)
-        new = policy.begin("s", "tools/call", self.surface.subject("tool", "a__read"), {"arguments": {}}, None)
-        self.assertEqual((old.subject, old.entry), (new.subject, new.entry))
-        drop = ("id", "time")
-        self.assertEqual({k: v for k, v in old.record.items() if k not in drop}, {k: v for k, v in new.record.items() if k not in drop})
-        self.assertEqual(old.record["tool"], "a__read")
-        self.assertEqual((old.record["kind"], old.record["subject"]), ("tool", "a__read"))
 
     def test_theNewBeginChecksToolArgumentsAgainstTheCatalog(self) -> None:
         policy = self.make({"roles": ROLES})
@@ -502,9 +491,9 @@ class AuditTests(SurfaceTestCase):
             self.assertEqual((r["method"], r["kind"], r["subject"], r["principal"], r["decision"], r["error_code"]), (method, kind, name, "vera", "deny", code))
         self.assertEqual(self.audit.records[0]["tool"], "a__nope")
 
-    def test_theToolsOnlyFormRecordsWhatAnUnknownToolWas(self) -> None:
+    def test_anUnknownToolIsRecordedWithItsName(self) -> None:
         policy = self.make({"roles": ROLES})
-        self.assertRaises(JsonRpcError, policy.begin, "s1", {"name": "a__nope"}, self.surface.tools)
+        self.assertRaises(JsonRpcError, begin_tool, policy, "s1", {"name": "a__nope"}, self.surface.tools)
         r = self.audit.records[-1]
         self.assertEqual((r["method"], r["kind"], r["subject"], r["tool"], r["error_code"]), ("tools/call", "tool", "a__nope", "a__nope", INVALID_PARAMS))
 

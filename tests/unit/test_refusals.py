@@ -23,6 +23,7 @@ from twisted_mcp.policy.refusals import RefusalBudget
 from twisted_mcp.policy.rules import RefusalLimit, parse_policy
 from twisted_mcp.wire.jsonrpc import INVALID_PARAMS, JsonRpcError
 
+from .fakes import begin_tool
 from .test_policy import FakeBackend, Recorder, _catalog
 
 SUPPRESSED = "policy/refusals-suppressed"
@@ -45,7 +46,7 @@ class RefusalBudgetTests(SynchronousTestCase):
         out = []
         for _ in range(times):
             with self.assertRaises(JsonRpcError) as caught:
-                self.policy.begin("s", {"name": tool, "arguments": {}}, self.catalog)
+                begin_tool(self.policy, "s", {"name": tool, "arguments": {}}, self.catalog)
             out.append(caught.exception)
         return out
 
@@ -105,7 +106,7 @@ class RefusalBudgetTests(SynchronousTestCase):
     def test_allowed_calls_are_not_counted(self) -> None:
         self.make({"rate": 0.001, "burst": 1})
         for _ in range(5):
-            call = self.policy.begin("s", {"name": "a__read", "arguments": {}}, self.catalog)
+            call = begin_tool(self.policy, "s", {"name": "a__read", "arguments": {}}, self.catalog)
             call.succeeded({"content": []}, 0)
         self.refuse(1)
         self.assertEqual(len(self.denied()), 6)

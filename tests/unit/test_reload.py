@@ -482,6 +482,10 @@ class TestPerSessionEdges:
 
         class Instance:
             name = "alpha"
+            events = None
+
+            def remove_listener(self, listener: Any) -> None:
+                pass
 
             def stopService(self) -> Deferred[None]:
                 return stopping

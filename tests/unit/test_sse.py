@@ -314,3 +314,26 @@ class SizeTests(SynchronousTestCase):
         elapsed = time.perf_counter() - start
         self.assertEqual(len(event.data), size)
         self.assertLess(elapsed, 2.0)
+
+
+class LastEventIdTests(SynchronousTestCase):
+    """What a client resumes from: only the ids of events it received whole."""
+
+    def test_idOfAnEventCutOffDoesNotCount(self) -> None:
+        parser = SSEParser(1024)
+        parser.feed(b"id: 1\ndata: a\n\nid: 2\ndata: b\n")
+        # The stream breaks here: event 2 was never dispatched.
+        self.assertEqual(parser.last_event_id, "1")
+        self.assertEqual(parser.feed(b"\n"), [Event("message", "b", "2")])
+        self.assertEqual(parser.last_event_id, "2")
+
+    def test_idLineAloneNotYetCounted(self) -> None:
+        parser = SSEParser(1024)
+        parser.feed(b"id: 7\n")
+        self.assertIsNone(parser.last_event_id)
+
+    def test_primingEvent(self) -> None:
+        """The event a Streamable HTTP server sends first: an id, a retry and empty data."""
+        parser = SSEParser(1024)
+        self.assertEqual(parser.feed(b"id: event-1\nretry: 500\ndata: \n\n"), [Event("message", "", "event-1")])
+        self.assertEqual((parser.last_event_id, parser.retry), ("event-1", 500))

@@ -513,3 +513,115 @@ class LogVisibilityTests(CoreTestCase):
         self.assertEqual(c.take(), [])
         self.gateway.reverse.server_notification(self.beta, "notifications/message", message, None)
         self.assertEqual([m["params"]["logger"] for m in c.take()], ["beta"])
+
+
+class RefusedBeforeSendingTests(CoreTestCase):
+    """A call refused on the way (backend down, breaker open...) is not left
+    counted as in flight to its backend: the count decides which client a
+    stdio backend's request is for."""
+
+    def test_a_call_to_a_down_backend_is_not_counted_in_flight(self) -> None:
+        c1, c2 = self.client("c1", ALL_CAPABILITIES), self.client("c2", ALL_CAPABILITIES)
+        self.alpha.state = State.DOWN
+        c1.request(1, "tools/call", {"name": "alpha__echo", "arguments": {}})
+        (answer,) = c1.take()
+        self.assertIn("error", answer)
+        self.assertEqual(c1.session.backend_calls, {})
+        self.alpha.state = State.UP
+        c2.request(1, "tools/call", {"name": "alpha__echo", "arguments": {}})
+        self.gateway.reverse.server_request(self.alpha, "roots/list", {}, None)
+        self.assertEqual(c1.take(), [])
+        self.assertEqual(c2.take()[0]["method"], "roots/list")
+
+
+class SubscriptionsOfGoneBackendsTests(CoreTestCase):
+    def test_a_backend_removed_by_a_reload_takes_its_subscriptions_with_it(self) -> None:
+        c = self.client()
+        c.request(1, "resources/subscribe", {"uri": "alpha://only"})
+        self.alpha.sent[0].deferred.callback({})
+        self.assertEqual(self.gateway.subscriptions.count(), 1)
+        self.gateway.remove_backend(self.alpha)
+        self.assertEqual(self.gateway.subscriptions.count(), 0)
+        self.assertEqual(self.gateway.subscriptions._of_session, {})
+        self.assertEqual(self.alpha.methods()[-1], "resources/unsubscribe")
+        c.request(2, "resources/unsubscribe", {"uri": "alpha://only"})
+        self.assertEqual(c.take()[-1], {"jsonrpc": "2.0", "id": 2, "result": {}})
+
+
+class UpdateVisibilityTests(CoreTestCase):
+    def test_updates_follow_the_policy_in_force(self) -> None:
+        """A subscription was checked when it was made; its updates follow
+        the policy in force when they arrive, as log messages do: the
+        run-time kill switch stops them at once, and releasing it lets
+        them through again."""
+        from twisted_mcp.policy.pipeline import Policy
+        from twisted_mcp.policy.rules import PolicyConfig
+
+        policy = self.gateway.policy = Policy(PolicyConfig(active=True), "__", self.clock)
+        policy.catalog_changed(self.gateway.catalog.entries)
+        c = self.client()
+        c.request(1, "resources/subscribe", {"uri": "alpha://only"})
+        self.alpha.sent[0].deferred.callback({})
+        self.assertEqual(c.take(), [{"jsonrpc": "2.0", "id": 1, "result": {}}])
+        update = {"uri": "alpha://only"}
+        self.gateway.reverse.server_notification(self.alpha, "notifications/resources/updated", update, None)
+        self.assertEqual([m["method"] for m in c.take()], ["notifications/resources/updated"])
+        policy.set_kill("backend", "alpha", True)
+        self.gateway.reverse.server_notification(self.alpha, "notifications/resources/updated", update, None)
+        self.assertEqual(c.take(), [])
+        policy.set_kill("backend", "alpha", False)
+        self.gateway.reverse.server_notification(self.alpha, "notifications/resources/updated", update, None)
+        self.assertEqual([m["method"] for m in c.take()], ["notifications/resources/updated"])
+
+
+class LevelOfLateSessionsTests(CoreTestCase):
+    def test_a_session_that_connects_later_counts_as_info(self) -> None:
+        """A shared backend is set to the most verbose level of its
+        sessions, one that never set a level counting as info: a client
+        connecting after another asked for "error" gets info messages."""
+        c1 = self.client("c1")
+        c1.request(1, "logging/setLevel", {"level": "error"})
+        self.assertEqual(self.alpha.sent[-1].params, {"level": "error"})
+        c2 = self.client("c2")
+        self.assertEqual(self.alpha.sent[-1].params, {"level": "info"})
+        c2.session.drain(0, self.clock)
+        self.assertEqual(self.alpha.sent[-1].params, {"level": "error"})
+        c1.take()
+
+
+class UnsubscribeWhileSubscribingTests(CoreTestCase):
+    def test_an_unsubscribe_before_the_backend_answered_wins(self) -> None:
+        """A client that unsubscribes while its subscribe still waits for
+        the backend is not subscribed once the backend accepts: no update
+        reaches it and the upstream subscription is ended."""
+        c = self.client()
+        c.request(1, "resources/subscribe", {"uri": "alpha://only"})
+        c.request(2, "resources/unsubscribe", {"uri": "alpha://only"})
+        self.assertEqual(c.take(), [{"jsonrpc": "2.0", "id": 2, "result": {}}])
+        self.alpha.sent[0].deferred.callback({})
+        self.assertEqual(c.take(), [{"jsonrpc": "2.0", "id": 1, "result": {}}])
+        self.gateway.reverse.server_notification(self.alpha, "notifications/resources/updated", {"uri": "alpha://only"}, None)
+        self.assertEqual(c.take(), [])
+        self.assertEqual(self.alpha.methods(), ["resources/subscribe", "resources/unsubscribe"])
+        self.assertEqual(self.gateway.subscriptions.count(), 0)
+
+
+class CapabilitiesPerCallerTests(CoreTestCase):
+    def test_a_caller_sees_only_what_the_backends_it_may_see_offer(self) -> None:
+        """With alpha killed for everyone, a client is offered what beta
+        offers (no subscribe, no logging) and only beta's instructions."""
+        from twisted_mcp.policy.pipeline import Policy
+        from twisted_mcp.policy.rules import PolicyConfig
+
+        self.alpha.instructions = "alpha's secret workflow"
+        self.beta.instructions = "Ask for the time."
+        self.beta.capabilities = {"tools": {}, "prompts": {}, "resources": {}}
+        policy = self.gateway.policy = Policy(PolicyConfig(active=True), "__", self.clock)
+        policy.catalog_changed(self.gateway.catalog.entries)
+        policy.set_kill("backend", "alpha", True)
+        result = self.client().initialize["result"]
+        self.assertEqual(
+            result["capabilities"],
+            {"tools": {"listChanged": True}, "prompts": {"listChanged": True}, "resources": {"listChanged": True}},
+        )
+        self.assertEqual(result["instructions"], "## beta\n\nAsk for the time.")

@@ -127,9 +127,17 @@ class Backend(Service):
     idle_timeout = 600.0
     #: Whether a discovery has succeeded at least once.
     discovered = False
+    #: MCP sessions made with the server so far: one more after a restart,
+    #: or when an HTTP server that forgot the session is given a new one
+    #: (what clients asked of the old session, subscriptions and log
+    #: level, is to be asked again).
+    handshakes = 0
 
     #: The backend's name in the configuration (Service's is untyped).
     name: str
+    #: Its configured tool-name prefix (twisted_mcp.mcp.names.name_prefix);
+    #: None: the default, C{<name><separator>}.
+    name_prefix: str | None = None
 
     def __init__(self, name: str) -> None:
         self.name = name

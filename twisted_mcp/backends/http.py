@@ -11,6 +11,13 @@ Answers are read incrementally: every event of a C{text/event-stream}
 answer is passed on as it arrives (progress before the result), and every
 body read is bounded in size (C{maxMessageBytes} per message) and in time
 (the call's timeout).
+
+An event stream that ends or breaks before the response to its call is
+resumed, as the transport allows: after the server's C{retry} delay (or a
+default), a GET with C{Last-Event-ID} continues it.  Only a stream that
+cannot be resumed (its events had no id, the server refused the GET, the
+attempts brought nothing new, the call's time ran out) fails its call.  The
+session's own event stream (GET) is resumed the same way.
 """
 
 from __future__ import annotations
@@ -55,6 +62,12 @@ _CONNECT_ERRORS = (
     neterror.TimeoutError,
     neterror.ConnectionRefusedError,
 )
+#: Seconds before resuming a stream whose server gave no C{retry} (doubling
+#: on each attempt), and the longest wait, whatever the server asks for.
+DEFAULT_RETRY = 1.0
+MAX_RETRY = 30.0
+#: Attempts in a row to resume a call's stream that bring no new event.
+MAX_RESUME_ATTEMPTS = 5
 
 
 @implementer(IPolicyForHTTPS)
@@ -528,20 +541,33 @@ class _HttpRun:
 
     # -- reading -----------------------------------------------------------
 
-    def _get_stream(self) -> tuple[_Exchange, Deferred[Any]]:
+    def _get_stream(self, last_event_id: str | None = None) -> tuple[_Exchange, Deferred[Any]]:
         """GET the session's event stream; the exchange is the listener."""
         exchange = _Exchange()
         self._listener = exchange
-        request = self.backend.http.request(
-            "GET", self.url, headers=self._headers(json=False, accept=b"text/event-stream"),
-            allow_redirects=False, unbuffered=True,
-        )
+        request = self._get(last_event_id)
         exchange.request = request
         return exchange, request
 
-    def _read_events(self, response: Any, exchange: _Exchange, handle: Callable[[Any], None]) -> _BodyReader:
-        """Read an event stream, handing each event to C{handle} as it completes."""
-        parser = SSEParser(self.backend.max_message)
+    def _get(self, last_event_id: str | None = None) -> Deferred[Any]:
+        """GET an event stream: the session's, or with C{last_event_id}, the
+        continuation of the stream that event was on."""
+        headers = self._headers(json=False, accept=b"text/event-stream")
+        if last_event_id:
+            headers = headers.copy()  # the cached headers stay as they are
+            headers.setRawHeaders(b"last-event-id", [last_event_id.encode("utf-8")])
+        return self.backend.http.request(  # type: ignore[no-any-return]
+            "GET", self.url, headers=headers, allow_redirects=False, unbuffered=True
+        )
+
+    def _read_events(
+        self, response: Any, exchange: _Exchange, handle: Callable[[Any], None], parser: SSEParser | None = None
+    ) -> _BodyReader:
+        """Read an event stream, handing each event to C{handle} as it
+        completes; C{parser} (a new one if not given) keeps the stream's
+        last event id and retry delay."""
+        if parser is None:
+            parser = SSEParser(self.backend.max_message)
 
         def on_data(data: bytes) -> None:
             for event in parser.feed(data):
@@ -563,8 +589,9 @@ class _HttpRun:
         # What the server sends with this answer belongs to the call.
         related = self.session.related(rid)
         if ctype == b"text/event-stream":
-            reader = self._read_events(response, exchange, lambda event: self._message_event(event, related))
-        elif ctype == b"application/json":
+            await self._read_answer_stream(response, exchange, rid, related)
+            return
+        if ctype == b"application/json":
             size = [0]
 
             def on_data(data: bytes) -> None:
@@ -595,14 +622,117 @@ class _HttpRun:
         if reader.error is not None:
             self._fail(rid, errors.BACKEND_LOST, f"backend {self.name!r}: could not read the answer: {reader.error}")
             return
-        if ctype == b"application/json" and _clean_end(reason):
+        if _clean_end(reason):
             self._deliver(b"".join(chunks), related)
         if rid is not None:
-            if _clean_end(reason):
-                why = "the server ended its answer without a response"
-            else:
-                why = f"the stream broke before the response ({_why(reason.value)})"
-            self._fail(rid, errors.BACKEND_LOST, f"backend {self.name!r}: {why}")
+            self._fail(rid, errors.BACKEND_LOST, f"backend {self.name!r}: {_why_ended(reason)}")
+
+    async def _read_answer_stream(self, response: Any, exchange: _Exchange, rid: Any, related: Any) -> None:
+        """
+        Read the event stream that answers C{rid}.  When it ends or breaks
+        before the response, resume it (L{_resume}) for as long as it can be
+        resumed: its events had ids, and a resumption brings something new
+        within L{MAX_RESUME_ATTEMPTS} attempts.
+        """
+        parser = SSEParser(self.backend.max_message)
+        resumed = False
+        attempts = 0
+
+        def on_event(event: Any) -> None:
+            self._message_event(event, related)
+            if resumed and not self.session.peer.is_pending(rid) and exchange.reader is not None:
+                # Answered: a resumed stream is the server's GET, which it may keep open.
+                exchange.reader.abort()
+
+        while True:
+            before = parser.last_event_id
+            reader = self._read_events(response, exchange, on_event, parser)
+            await reader.done
+            if exchange.aborted or self.closed or rid is None or not self.session.peer.is_pending(rid):
+                return  # cancelled, or answered
+            if isinstance(reader.error, EventTooLarge):
+                self._fail(
+                    rid,
+                    errors.BACKEND_RESPONSE_TOO_LARGE,
+                    f"backend {self.name!r} sent {reader.error} (gateway.maxMessageBytes)",
+                    limit=self.backend.max_message,
+                )
+                return
+            if reader.error is not None:
+                self._fail(rid, errors.BACKEND_LOST, f"backend {self.name!r}: could not read the answer: {reader.error}")
+                return
+            why = _why_ended(reader.reason)
+            if not parser.last_event_id:
+                hint = "it cannot be resumed: the server gave its events no id"
+                self._fail(rid, errors.BACKEND_LOST, f"backend {self.name!r}: {why}; {hint}")
+                return
+            if parser.last_event_id != before:
+                attempts = 0  # it made progress: a new series of attempts
+            while True:
+                attempts += 1
+                if attempts > MAX_RESUME_ATTEMPTS:
+                    self._fail(
+                        rid,
+                        errors.BACKEND_LOST,
+                        f"backend {self.name!r}: {why}; {MAX_RESUME_ATTEMPTS} attempts in a row to resume it "
+                        f"(GET with Last-Event-ID {parser.last_event_id!r}) brought nothing new",
+                    )
+                    return
+                outcome = await self._resume(rid, exchange, parser, attempts, why)
+                if outcome is None:
+                    return
+                if not isinstance(outcome, str):
+                    break
+                why = f"resuming its stream failed ({outcome})"
+            response, parser, resumed = outcome, parser.continued(), True
+
+    async def _resume(self, rid: Any, exchange: _Exchange, parser: SSEParser, attempt: int, why: str) -> Any:
+        """
+        Wait the stream's retry delay, then GET it again from its last event.
+
+        @return: the response (an event stream) to read on; a reason (a
+            string) when this attempt failed but another may succeed; or
+            C{None} when the call is over: answered, cancelled, timed out,
+            or failed here because the server refused to resume.
+        """
+        delay = _retry_delay(parser.retry, attempt)
+        log.info(
+            "backend {backend}: {why}; resuming it in {delay:g} s from event {event!r}",
+            backend=self.name,
+            why=why,
+            delay=delay,
+            event=parser.last_event_id,
+        )
+        wait = deferLater(self.backend.clock, delay)
+        exchange.reader = None
+        exchange.request = wait  # so that a cancel or the call's timeout stops the wait
+        try:
+            await wait
+        except CancelledError:
+            return None
+        if exchange.aborted or self.closed or not self.session.peer.is_pending(rid):
+            return None
+        request = self._get(parser.last_event_id)
+        exchange.request = request
+        try:
+            response = await request
+        except CancelledError:
+            return None
+        except Exception as e:
+            return _why(e)
+        if exchange.aborted or self.closed:
+            return None
+        if response.code == 200 and _content_type(response) == b"text/event-stream":
+            return response
+        text = await self._snippet(response, exchange)
+        self._fail(
+            rid,
+            errors.BACKEND_LOST,
+            f"backend {self.name!r}: {why}, and the server refused to resume it "
+            f"(GET with Last-Event-ID answered HTTP {response.code}: {text})",
+            status=response.code,
+        )
+        return None
 
     def _deliver(self, data: bytes, related: Any = None) -> None:
         if not data.strip():
@@ -658,9 +788,11 @@ class _HttpRun:
         tools/list_changed), for as long as the session lasts (a new
         session starts a new loop: C{generation}).  C{connected} fires
         once the first GET is answered (or failed)."""
-        delay = 1.0
+        backoff = 1.0
+        parser = SSEParser(self.backend.max_message)
         while not self.closed and generation == self._generation:
-            exchange, request = self._get_stream()
+            resuming = parser.last_event_id or None
+            exchange, request = self._get_stream(resuming)
             request.addTimeout(self.backend.config.connectTimeout + 5, self.backend.clock)
             try:
                 response = await request
@@ -672,16 +804,42 @@ class _HttpRun:
                 return
             _fire(connected)
             if response.code != 200 or _content_type(response) != b"text/event-stream":
-                await self._discard(response)
-                return  # The server offers no stream (405), or not for this session.
+                if resuming is None:
+                    await self._discard(response)
+                    return  # The server offers no stream (405), or not for this session.
+                log.info(
+                    "backend {backend}: the server refused to resume its event stream from event {event!r} "
+                    "(HTTP {code}: {text}); opening a new one (messages sent meanwhile may be lost)",
+                    backend=self.name,
+                    event=resuming,
+                    code=response.code,
+                    text=await self._snippet(response),
+                )
+                parser = SSEParser(self.backend.max_message)
+                continue
             started = self.backend.clock.seconds()
-            await self._read_events(response, exchange, self._message_event).done
+            await self._read_events(response, exchange, self._message_event, parser).done
             if self.closed or generation != self._generation:
                 return  # Closed, or a new session has its own stream.
-            if self.backend.clock.seconds() - started > 30:
-                delay = 1.0
-            await deferLater(self.backend.clock, delay)
-            delay = min(delay * 2, 30.0)
+            lasted = self.backend.clock.seconds() - started
+            if lasted > 30:
+                backoff = 1.0
+            delay = backoff
+            if parser.retry is not None:
+                # The server's delay (it may end the stream on purpose, to be
+                # polled); but a stream that ends at once is not reopened
+                # faster than the backoff.
+                delay = _retry_delay(parser.retry, 1)
+                if lasted < 1.0:
+                    delay = max(delay, backoff)
+            backoff = min(backoff * 2, MAX_RETRY)
+            wait = deferLater(self.backend.clock, delay)
+            exchange.reader, exchange.request = None, wait  # so that close() stops the wait
+            try:
+                await wait
+            except CancelledError:
+                return
+            parser = parser.continued()
             if generation != self._generation:
                 return
 
@@ -899,6 +1057,23 @@ def _host_header(url: str) -> bytes:
     if parts.port is not None and parts.port != default:
         host += b":%d" % parts.port
     return host
+
+
+def _retry_delay(retry_ms: int | None, attempt: int) -> float:
+    """Seconds to wait before resuming a stream: the server's C{retry}
+    (milliseconds), else L{DEFAULT_RETRY} doubled on each attempt; at most
+    L{MAX_RETRY}."""
+    if retry_ms is not None:
+        return min(retry_ms / 1000.0, MAX_RETRY)
+    return min(DEFAULT_RETRY * 2 ** (attempt - 1), MAX_RETRY)
+
+
+def _why_ended(reason: Failure | None) -> str:
+    """How an answer ended without its response, for an error message."""
+    if _clean_end(reason):  # type: ignore[arg-type]
+        return "the server ended its answer without a response"
+    assert reason is not None
+    return f"the stream broke before the response ({_why(reason.value)})"
 
 
 def _why(e: Any) -> str:

@@ -31,6 +31,7 @@ from twisted_mcp.backends.stderr import StderrLimits, StderrLog
 from twisted_mcp.backends.supervisor import SupervisedBackend
 from twisted_mcp.config import GatewaySettings, StdioServer
 from twisted_mcp.mcp import errors
+from twisted_mcp.wire._pipes import read_in_large_chunks
 from twisted_mcp.wire._writer import Writer, batch
 from twisted_mcp.wire.framing import LineFramer
 from twisted_mcp.wire.jsonrpc import JsonRpcError, MessageError, PeerGone, RequestTimeout, decode, encode
@@ -296,6 +297,8 @@ class _Child(ProcessProtocol):
             self.writer = Writer(pipes[0])
         else:
             self.writer = self.transport
+        if pipes is not None and 1 in pipes:
+            read_in_large_chunks(pipes[1])
 
     def send(self, message: dict[str, Any]) -> None:
         if self._gone:

@@ -44,6 +44,7 @@ class SupervisedBackend(Backend):
     def __init__(self, name: str, config: Any, clock: IReactorTime) -> None:
         super().__init__(name)
         self.config = config
+        self.name_prefix = getattr(config, "prefix", None)
         self.clock = clock
         self.call_timeout = config.callTimeout
         self.per_session = getattr(config, "perSession", False)
@@ -139,6 +140,7 @@ class SupervisedBackend(Backend):
         self.resource_templates = listed["resourceTemplates"]
 
     def _take_handshake(self, session: McpClientSession) -> None:
+        self.handshakes += 1
         self.capabilities = session.capabilities
         self.instructions = session.instructions
         self.server_info = session.server_info
@@ -161,11 +163,10 @@ class SupervisedBackend(Backend):
         if not self._is_current(run):
             return
         session = run.session
-        before = (self.capabilities, self.instructions, self.server_info)
         self._take_handshake(session)
         session.relist_everything()
-        if self.state is State.UP and before != (self.capabilities, self.instructions, self.server_info):
-            self._changed()
+        if self.state is State.UP:
+            self._changed()  # a new session (and perhaps a new handshake)
 
     def _run_request(self, run: Any, method: str, params: dict[str, Any], related: Any) -> Deferred[Any]:
         """A request from a run's server: refused unless the run is the current one."""

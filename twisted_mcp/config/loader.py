@@ -19,6 +19,7 @@ from twisted_mcp.config._check import NAME_RE, ConfigError, _Checker, _describe,
 from twisted_mcp.config.models import Config, GatewaySettings, HttpServer, StdioServer
 from twisted_mcp.config.reading import parse_text, read_file
 from twisted_mcp.frontends.http_config import HttpSettings, parse_http
+from twisted_mcp.mcp.names import MAX_NAME, name_prefix
 from twisted_mcp.policy.audit.config import parse_audit
 from twisted_mcp.policy.identity.config import parse_identity
 from twisted_mcp.policy.rules import parse_policy
@@ -114,7 +115,7 @@ _STDIO_LIMITS: dict[str, tuple[str, Any]] = {
     "livenessTimeout": ("seconds", (0, 86400 * 7)),
 }
 _STDIO_KEYS = {
-    "type", "command", "args", "env", "cwd", "disabled", "required", "perSession",
+    "type", "command", "args", "env", "cwd", "disabled", "required", "perSession", "prefix",
     *_SERVER_TIMEOUTS, *_SERVER_LIMITS, *_STDIO_LIMITS,
 }
 _HTTP_KEYS = {
@@ -128,6 +129,7 @@ _HTTP_KEYS = {
     "disabled",
     "required",
     "perSession",
+    "prefix",
     *_SERVER_TIMEOUTS,
     *_SERVER_LIMITS,
 }
@@ -224,6 +226,8 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
         for flag in ("required", "perSession"):
             if flag in spec:
                 fields[flag] = check.boolean(_join(path, flag), spec[flag])
+        if "prefix" in spec:
+            fields["prefix"] = _prefix(check, _join(path, "prefix"), spec["prefix"])
         for key in _SERVER_TIMEOUTS:
             if key in spec:
                 fields[key] = check.number(_join(path, key), spec[key], *_GATEWAY_KEYS[key][1])
@@ -245,7 +249,7 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
         if any(v is None for v in fields.values()):
             continue
         servers.append(server(name=name, **fields))
-
+    _check_prefixes(check, servers, settings.separator)
 
     names = {s.name for s in servers} | set(disabled) | {n for n in (entries or {}) if isinstance(n, str)}
     policy = parse_policy(top, base_dir, check.problems, names)
@@ -267,6 +271,43 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
         audit=audit,
         http=http,
     )
+
+
+#: The longest tool-name prefix: a longer one would leave no room for the
+#: tool's own name within the 64 characters of an exposed name.
+MAX_PREFIX = MAX_NAME - 10
+
+
+def _prefix(check: _Checker, path: str, value: Any) -> str | None:
+    prefix = check.string(path, value, nonempty=False)
+    if prefix is None:
+        return None
+    if prefix and not NAME_RE.match(prefix):
+        check.problem(path, "a tool-name prefix may use only A-Z a-z 0-9 _ - (or be empty: the tools keep their own names)")
+        return None
+    if len(prefix) > MAX_PREFIX:
+        check.problem(path, f"a tool-name prefix may have at most {MAX_PREFIX} characters (exposed names are cut at {MAX_NAME})")
+        return None
+    return prefix
+
+
+def _check_prefixes(check: _Checker, servers: list[Any], separator: str) -> None:
+    """
+    Two servers whose tools and prompts would be named under the same
+    prefix are refused: any tool or prompt they both offer would be shown
+    to clients under one name, and only one of them could be called.
+    """
+    owners: dict[str, str] = {}
+    for server in sorted(servers, key=lambda s: s.name):
+        prefix = name_prefix(server.name, server.prefix, separator)
+        other = owners.setdefault(prefix, server.name)
+        if other != server.name:
+            shown = f"the prefix {prefix!r}" if prefix else "no prefix"
+            check.problem(
+                _join(_join("mcpServers", server.name), "prefix"),
+                f"the servers {other!r} and {server.name!r} would both name their tools and prompts with {shown}, "
+                "so a tool of one could hide a tool of the other: give one of them another prefix",
+            )
 
 
 def _stdio_fields(check: _Checker, path: str, spec: dict[str, Any], base_dir: str | None, fields: dict[str, Any]) -> None:

@@ -73,6 +73,9 @@ class _Server:
     """What every backend has: a name and its timing."""
 
     name: str
+    #: What comes before the names of the backend's tools and prompts in the
+    #: merged catalog; None: C{<name><separator>}; "" serves them unprefixed.
+    prefix: str | None = None
     #: /readyz on the admin endpoint answers 503 while a required backend is not up.
     required: bool = False
     #: One instance per client session (for stateful servers), started on

@@ -52,7 +52,7 @@ from typing import Any, Callable, Iterable, NamedTuple
 from twisted.logger import Logger
 
 from twisted_mcp.backends.base import Backend
-from twisted_mcp.mcp.names import exposed_name
+from twisted_mcp.mcp.names import name_prefix, prefixed_name
 from twisted_mcp.mcp.uris import (
     TemplateError,
     UriTemplate,
@@ -227,8 +227,8 @@ class Catalog:
         for backend, listed in zip(ordered, listings, strict=True):
             for item in sorted(_valid(listed, "name"), key=_name):
                 original = item["name"]
-                key = (backend.name, original)
-                name = known.get(key) or exposed_name(backend.name, original, self.separator)
+                key = (name_prefix(backend.name, backend.name_prefix, self.separator), original)
+                name = known.get(key) or prefixed_name(*key)
                 names[key] = name
                 other = entries.get(name)
                 if other is not None:
@@ -248,7 +248,7 @@ class Catalog:
         other: Entry,
         reported: set[tuple[str, ...]],
     ) -> None:
-        key = (backend.name, original, other.backend.name, other.original)
+        key: tuple[str, ...] = (backend.name, original, other.backend.name, other.original)
         if kind != "tool":
             key = (kind, *key)
         reported.add(key)

@@ -38,7 +38,10 @@ if TYPE_CHECKING:
 _CODE_LABELS = frozenset(
     str(code) for code in (PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR, *errors.GATEWAY_CODES)
 )
+#: The key of a definition's exposed name or URI, per listing.
+_NAME_KEYS = {"tools": "name", "prompts": "name", "resources": "uri", "resourceTemplates": "uriTemplate"}
 log = Logger()
+
 
 class Gateway:
     """
@@ -85,8 +88,9 @@ class Gateway:
         self.reverse = Reverse(self)
         self.subscriptions = Subscriptions(self)
         self.logs = ServerLogs(self)
-        #: Each backend's state when its listener last ran (to tell a restart).
-        self._states: dict[Backend, str] = {}
+        #: Each backend's state and handshake count when its listener last
+        #: ran (to tell a restart, or a new MCP session with the server).
+        self._states: dict[Backend, tuple[str, int]] = {}
         for b in backends:
             self._watch(b)
 
@@ -112,13 +116,31 @@ class Gateway:
         backend.events = self.reverse
         backend.add_listener(self._backend_changed)
 
+    def forget_instance(self, instance: Backend) -> None:
+        """A per-session instance is being stopped: the gateway keeps
+        nothing of it, and what the stopping process still sends (a log
+        message, a request) reaches no client, its former owner's or any
+        other's."""
+        self.instances.discard(instance)
+        self.instance_owners.pop(instance, None)
+        instance.remove_listener(self._backend_changed)
+        instance.events = None
+        self._states.pop(instance, None)
+        self.logs.forget(instance)
+        self.subscriptions.backend_gone(instance)
+
     def start(self) -> None:
         """Wait (in the background) for every backend's first discovery."""
         ds = [b.when_discovered() for b in self.backends.values()]
         d = DeferredList(ds, consumeErrors=True)
         call = self.clock.callLater(self.discovery_bound, self._discovery_finished)
-        d.addCallback(lambda _: call.active() and call.cancel())
-        d.addCallback(lambda _: self._discovery_finished())
+
+        def discovered(_: object) -> None:
+            if call.active():
+                call.cancel()
+            self._discovery_finished()
+
+        d.addCallback(discovered)
 
     def _discovery_finished(self) -> None:
         if self.ready:
@@ -173,6 +195,7 @@ class Gateway:
         backend.remove_listener(self._backend_changed)
         self._states.pop(backend, None)
         self.logs.forget(backend)
+        self.subscriptions.backend_gone(backend)
         self.policy.breakers.pop(backend.name, None)
         if self.ready:
             self._rebuild()  # the reload tells the sessions it concerns
@@ -180,9 +203,10 @@ class Gateway:
     def _backend_changed(self, backend: Backend) -> None:
         state = backend.state.value
         was = self._states.get(backend)
-        self._states[backend] = state
-        if state == "up" and was != "up":
-            # A (re)start: the backend forgot what clients asked of it.
+        now = self._states[backend] = (state, backend.handshakes)
+        if state == "up" and was != now:
+            # A (re)start, or a new session with an HTTP server that forgot
+            # ours: the backend forgot what clients asked of it.
             self.subscriptions.backend_up(backend)
             self.logs.backend_up(backend)
         if backend in self.instances:
@@ -216,8 +240,7 @@ class Gateway:
         self.sessions.discard(session)
         self.subscriptions.session_ended(session)
         self._sight.pop(session, None)
-        if session.caller.log_level is not None:
-            self.logs.apply()
+        self.logs.apply()  # its level no longer counts
 
     def roots_changed(self, session: ClientSession) -> None:
         """The client's roots changed: tell every backend it has used."""
@@ -249,9 +272,9 @@ class Gateway:
         names: set[str] = set()
         catalog = self.catalog
         for kind, listing in (("tools", catalog.tools), ("prompts", catalog.prompts), ("resources", catalog.resources), ("resourceTemplates", catalog.templates)):
+            name_key = _NAME_KEYS[kind]
             for definition in policy.listing(principal, NOUNS[kind], listing.listing, listing.entries):
-                key = definition.get("name") if kind in ("tools", "prompts") else definition.get("uri" if kind == "resources" else "uriTemplate")
-                entry = listing.entries.get(key)
+                entry = listing.entries.get(definition.get(name_key, ""))
                 if entry is not None:
                     names.add(entry.backend.name)
         return frozenset(names)
@@ -269,11 +292,12 @@ class Gateway:
         requests = self.requests
         requests[key] = requests.get(key, 0) + 1
 
-    def capabilities(self) -> dict[str, Any]:
-        """What the gateway offers its clients: tools always; the rest when
-        some backend offers it."""
+    def capabilities(self, session: ClientSession | None = None) -> dict[str, Any]:
+        """What the gateway offers a client: tools always; the rest when
+        some backend it may see offers it (every backend without a policy)."""
         offered: dict[str, Any] = {"tools": {"listChanged": True}}
-        servers = [b.capabilities for b in self.backends.values()]
+        seen = self._seen_by(session)
+        servers = [b.capabilities for b in seen]
         if any("prompts" in c for c in servers):
             offered["prompts"] = {"listChanged": True}
         if any("resources" in c for c in servers):
@@ -285,13 +309,20 @@ class Gateway:
             offered["logging"] = {}
         return offered
 
-    def instructions(self) -> str | None:
-        """The backends' instructions, each under its backend's name."""
+    def _seen_by(self, session: ClientSession | None) -> list[Backend]:
+        """The backends C{session}'s caller may see something of, by name."""
+        backends = [self.backends[name] for name in sorted(self.backends)]
+        if session is None or not self.policy.active:
+            return backends
+        return [b for b in backends if self.sees_backend(session, b.name)]
+
+    def instructions(self, session: ClientSession | None = None) -> str | None:
+        """The instructions of the backends C{session}'s caller may see, each under its backend's name."""
         parts = []
-        for name in sorted(self.backends):
-            text = self.backends[name].instructions
+        for backend in self._seen_by(session):
+            text = backend.instructions
             if text and text.strip():
-                parts.append(f"## {name}\n\n{text.strip()}")
+                parts.append(f"## {backend.name}\n\n{text.strip()}")
         return "\n\n".join(parts) or None
 
 

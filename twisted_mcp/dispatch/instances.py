@@ -1,8 +1,9 @@
 """
 L{OwnInstances}: one client session's instances of per-session backends
 (C{perSession: true}): started on the session's first call to such a
-backend, stopped when it has had no call for the backend's idle timeout,
-and when the session ends.
+backend, stopped when it has had no call for the backend's idle timeout
+(and the session holds no resource subscription on it), and when the
+session ends.
 """
 
 from __future__ import annotations
@@ -71,6 +72,10 @@ class OwnInstances:
         self._idle_stops.pop(name, None)
         if self.own.get(name) is not instance:
             return  # already released (the session ended, or a reload replaced it)
+        if self.gateway.subscriptions.holds(instance):
+            # The session waits for updates of its resources: not idle.
+            self._idle_stops[name] = self.gateway.clock.callLater(instance.idle_timeout, self._stop_idle, name, instance)
+            return
         del self.own[name]
         log.info(
             "client {client}: its instance of backend {backend} had no call for {idle:g} s; stopping it "
@@ -151,8 +156,7 @@ class OwnInstances:
         from twisted_mcp.backends.stdio import stop_all
 
         for instance in instances:
-            self.gateway.instances.discard(instance)
-            self.gateway.instance_owners.pop(instance, None)
+            self.gateway.forget_instance(instance)
             log.info("client {client}: stopping its instance of backend {backend}", client=self.label, backend=instance.name)
         releasing = stop_all(instances)
         earlier = self._releasing

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-import attrs
 from twisted.internet.defer import Deferred
 
 from twisted_mcp.backends.base import Backend
@@ -18,18 +17,6 @@ from twisted_mcp.wire.jsonrpc import INVALID_PARAMS, JsonRpcError
 
 if TYPE_CHECKING:
     from twisted_mcp.dispatch.session import ClientSession, InFlight
-
-
-@attrs.frozen(eq=False)
-class Related:
-    """
-    The client request a backend call was made for: what a backend reports
-    with its server-to-client requests and notifications when its transport
-    ties them to that call.
-    """
-
-    session: ClientSession
-    rid: Any
 
 
 def forward(
@@ -63,7 +50,9 @@ def forward(
     if type(meta) is dict and "progressToken" in meta:
         out["_meta"] = dict(meta)
         on_progress = _progress_forwarder(session, request, meta["progressToken"])
-    context = Related(session, request.rid)
+    # The request itself is the context a backend reports with what it
+    # ties to this call (its .session and .rid name the client request).
+    context = request
 
     def send_one(target: Backend) -> Deferred[Any]:
         if send_to is not None:
@@ -75,9 +64,15 @@ def forward(
     else:
         send = lambda: send_one(backend)
     session.routed(request, backend)
-    d = send() if call is None else call.dispatch(send)
-    if transform is not None:
-        d.addCallback(transform)
+    try:
+        d = send() if call is None else call.dispatch(send)
+    except BaseException:
+        # Refused on the way (the backend is down, its breaker open, a cap
+        # reached, a message it cannot take): no longer in flight to it.
+        session.unrouted(request)
+        raise
+    # Applied as the answer is sent (one callback fewer on every call).
+    request.transform = transform
     return d
 
 
@@ -113,4 +108,4 @@ def unknown(session: ClientSession, method: str, kind: str, name: str) -> JsonRp
     return JsonRpcError(INVALID_PARAMS, f"Unknown {kind}: {name!r}", {kind: name})
 
 
-__all__ = ["Related", "forward", "refuse", "unknown"]
+__all__ = ["forward", "refuse", "unknown"]

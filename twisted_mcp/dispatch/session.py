@@ -10,7 +10,7 @@ each method does lives in L{twisted_mcp.dispatch.handlers}.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -39,11 +39,16 @@ log = Logger()
 
 
 class InFlight:
-    """One request of the client's that is not answered yet."""
+    """
+    One request of the client's that is not answered yet.  It is also the
+    context a backend call carries: what the backend ties to the call (a
+    request to the client, a log message) names this session and request.
+    """
 
-    __slots__ = ("rid", "key", "method", "call", "progress", "backend")
+    __slots__ = ("session", "rid", "key", "method", "call", "progress", "backend", "transform")
 
-    def __init__(self, rid: Any, method: str) -> None:
+    def __init__(self, session: ClientSession, rid: Any, method: str) -> None:
+        self.session = session
         self.rid = rid
         self.key = id_key(rid)
         self.method = method
@@ -53,6 +58,8 @@ class InFlight:
         self.progress: Any = None
         #: The name of the backend it went to, once routed.
         self.backend: str | None = None
+        #: Maps its result on the way out (the URIs in it), if set.
+        self.transform: Callable[[Any], Any] | None = None
 
 
 class ClientSession:
@@ -206,7 +213,7 @@ class ClientSession:
             self.gateway.count(method, "error", errors.GATEWAY_SHUTTING_DOWN)
             self._send_error(rid, errors.GATEWAY_SHUTTING_DOWN, "the gateway is shutting down")
             return
-        request = InFlight(rid, method)
+        request = InFlight(self, rid, method)
         try:
             if spec.waits and not self.gateway.ready:
                 # The first requests wait (bounded) for every backend's discovery.
@@ -281,7 +288,7 @@ class ClientSession:
         key = request.key
         self.in_flight[key] = request
         self._deferreds[key] = d
-        d.addCallbacks(self._answer, self._answer_error, (request,), None, (request,))
+        d.addCallbacks(self._answer, self._answer_error, callbackArgs=(request,), errbackArgs=(request,))
 
     def routed(self, request: InFlight, backend: Backend) -> None:
         """The request goes to C{backend}: counted until it is answered."""
@@ -290,21 +297,35 @@ class ClientSession:
         self.used.add(name)
         self.backend_calls[name] = self.backend_calls.get(name, 0) + 1
 
+    def unrouted(self, request: InFlight) -> None:
+        """The request did not reach its backend after all (refused on
+        the way) or was answered: no longer counted in flight to it."""
+        name = request.backend
+        if name is None:
+            return
+        request.backend = None
+        left = self.backend_calls[name] - 1
+        if left:
+            self.backend_calls[name] = left
+        else:
+            del self.backend_calls[name]
+
     def _ended(self, request: InFlight) -> None:
         key = request.key
         self.in_flight.pop(key, None)
         self._deferreds.pop(key, None)
-        name = request.backend
-        if name is not None:
-            left = self.backend_calls[name] - 1
-            if left:
-                self.backend_calls[name] = left
-            else:
-                del self.backend_calls[name]
+        self.unrouted(request)
         if request.progress is not None:
             self.caller.call_ended(request.progress)
 
     def _answer(self, result: Any, request: InFlight) -> None:
+        transform = request.transform
+        if transform is not None:
+            try:
+                result = transform(result)
+            except Exception:
+                self._answer_error(Failure(), request)  # logged there, answered -32603
+                return
         self._ended(request)
         method = request.method
         self.gateway.count(method, "tool_error" if type(result) is dict and result.get("isError") is True else "ok")

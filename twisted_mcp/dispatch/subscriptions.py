@@ -2,8 +2,8 @@
 L{Subscriptions}: clients' resource subscriptions, counted per backend: one
 upstream C{resources/subscribe} per URI whatever the number of clients,
 C{resources/unsubscribe} when the last one leaves, updates delivered only
-to the sessions subscribed, and every subscription made again when a
-backend comes back up (a restart, or the replacement of a reload).
+to the sessions subscribed (while the policy in force lets them see the
+resource), and every subscription made again when a backend comes back up (a restart, or the replacement of a reload).
 """
 
 from __future__ import annotations
@@ -14,10 +14,13 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from twisted_mcp.backends.base import Backend
+from twisted_mcp.policy.subject import Subject
+from twisted_mcp.wire.jsonrpc import JsonRpcError
 
 if TYPE_CHECKING:
     from twisted_mcp.dispatch.gateway import Gateway
     from twisted_mcp.dispatch.session import ClientSession
+    from twisted_mcp.policy.pipeline import Policy
 
 log = Logger()
 
@@ -25,15 +28,18 @@ log = Logger()
 class _Upstream:
     """One URI of one backend, and the sessions subscribed to it."""
 
-    __slots__ = ("target", "uri", "sessions", "waiting", "pending", "active")
+    __slots__ = ("target", "uri", "sessions", "waiting", "withdrawn", "pending", "active")
 
     def __init__(self, target: Backend, uri: str) -> None:
         self.target = target
         self.uri = uri
-        #: Subscribed sessions, each with the URI as it sees it.
-        self.sessions: dict[ClientSession, str] = {}
+        #: Subscribed sessions, each with the URI as it sees it and what
+        #: the policy checked (None: no policy).
+        self.sessions: dict[ClientSession, tuple[str, Subject | None]] = {}
         #: Sessions waiting for the upstream subscription to be made.
-        self.waiting: list[tuple[Deferred[Any], ClientSession, str]] = []
+        self.waiting: list[tuple[Deferred[Any], ClientSession, str, Subject | None]] = []
+        #: Waiters whose session unsubscribed before the backend answered.
+        self.withdrawn: set[Deferred[Any]] = set()
         self.pending: Deferred[Any] | None = None
         #: The backend accepted the subscription.
         self.active = False
@@ -50,36 +56,46 @@ class Subscriptions:
         """Upstream subscriptions held (for /metrics and tests)."""
         return sum(1 for u in self._upstreams.values() if u.active)
 
-    def subscribe(self, session: ClientSession, target: Backend, uri: str, params: dict[str, Any], context: Any) -> Deferred[Any]:
-        """Subscribe C{session} to C{uri} of C{target}: upstream only for the first."""
+    def subscribe(
+        self, session: ClientSession, target: Backend, uri: str, params: dict[str, Any], context: Any, subject: Subject | None = None
+    ) -> Deferred[Any]:
+        """Subscribe C{session} to C{uri} of C{target}: upstream only for
+        the first.  Its updates reach the session while the policy lets its
+        caller see C{subject}."""
         key = (target, uri)
         upstream = self._upstreams.get(key)
         if upstream is None:
             upstream = self._upstreams[key] = _Upstream(target, uri)
         exposed = self.gateway.catalog.expose_uri(target, uri)
         if upstream.active:
-            self._add(upstream, session, exposed)
+            self._add(upstream, session, exposed, subject)
             return succeed({})
         entry: list[Any] = []
         waiter: Deferred[Any] = Deferred(lambda d: upstream.waiting.remove(entry[0]) if entry[0] in upstream.waiting else None)
-        entry.append((waiter, session, exposed))
+        entry.append((waiter, session, exposed, subject))
         upstream.waiting.append(entry[0])
         if upstream.pending is None:
             d = upstream.pending = target.call("resources/subscribe", params, context=context)
             d.addCallbacks(self._made, self._refused, callbackArgs=(upstream,), errbackArgs=(upstream,))
         return waiter
 
-    def _add(self, upstream: _Upstream, session: ClientSession, exposed: str) -> None:
-        upstream.sessions[session] = exposed
+    def _add(self, upstream: _Upstream, session: ClientSession, exposed: str, subject: Subject | None) -> None:
+        upstream.sessions[session] = (exposed, subject)
         self._of_session.setdefault(session, {})[exposed] = (upstream.target, upstream.uri)
 
     def _made(self, result: Any, upstream: _Upstream) -> None:
         upstream.pending = None
-        upstream.active = True
         waiting, upstream.waiting = upstream.waiting, []
-        for waiter, session, exposed in waiting:
-            if not session.closing:
-                self._add(upstream, session, exposed)
+        if self._upstreams.get((upstream.target, upstream.uri)) is not upstream:
+            # The backend went (a reload removed it) while it subscribed.
+            for waiter, _, _, _ in waiting:
+                waiter.callback({})
+            return
+        upstream.active = True
+        withdrawn, upstream.withdrawn = upstream.withdrawn, set()
+        for waiter, session, exposed, subject in waiting:
+            if not session.closing and waiter not in withdrawn:
+                self._add(upstream, session, exposed, subject)
             waiter.callback({})
         if not upstream.sessions:
             self._drop(upstream)
@@ -87,7 +103,8 @@ class Subscriptions:
     def _refused(self, failure: Any, upstream: _Upstream) -> None:
         upstream.pending = None
         waiting, upstream.waiting = upstream.waiting, []
-        for waiter, _, _ in waiting:
+        upstream.withdrawn = set()
+        for waiter, _, _, _ in waiting:
             waiter.errback(failure)
         if not upstream.sessions and not upstream.active:
             self._upstreams.pop((upstream.target, upstream.uri), None)
@@ -95,6 +112,11 @@ class Subscriptions:
 
     def unsubscribe(self, session: ClientSession, exposed: str) -> None:
         """C{session} no longer wants updates of C{exposed} (nothing if it had no such subscription)."""
+        for pending in self._upstreams.values():
+            for waiter, waiting, uri, _ in pending.waiting:
+                if waiting is session and uri == exposed:
+                    # Its subscribe still waits for the backend: it will not count.
+                    pending.withdrawn.add(waiter)
         mine = self._of_session.get(session)
         key = mine.pop(exposed, None) if mine else None
         if mine is not None and not mine:
@@ -110,6 +132,30 @@ class Subscriptions:
     def session_ended(self, session: ClientSession) -> None:
         for exposed in list(self._of_session.get(session, {})):
             self.unsubscribe(session, exposed)
+
+    def holds(self, target: Backend) -> bool:
+        """Whether some session is subscribed (or subscribing) to a URI of C{target}."""
+        return any(u.target is target for u in self._upstreams.values())
+
+    def backend_gone(self, target: Backend) -> None:
+        """C{target} leaves the gateway (a reload removed it, or a
+        per-session instance stops): its subscriptions go with it."""
+        for upstream in [u for u in self._upstreams.values() if u.target is target]:
+            key = (target, upstream.uri)
+            for session in upstream.sessions:
+                mine = self._of_session.get(session)
+                if mine is None:
+                    continue
+                for exposed, k in list(mine.items()):
+                    if k == key:
+                        del mine[exposed]
+                if not mine:
+                    del self._of_session[session]
+            upstream.sessions.clear()
+            if upstream.active:
+                self._drop(upstream)
+            else:
+                self._upstreams.pop(key, None)
 
     def _drop(self, upstream: _Upstream) -> None:
         """No session is left: end the upstream subscription (in the background)."""
@@ -171,10 +217,22 @@ class Subscriptions:
         upstream = self._upstreams.get((target, uri)) if type(uri) is str else None
         if upstream is None:
             return
-        for session, exposed in list(upstream.sessions.items()):
+        policy = self.gateway.policy
+        for session, (exposed, subject) in list(upstream.sessions.items()):
+            if policy.active and subject is not None and not _may_see(policy, session, subject):
+                continue  # the policy changed since it subscribed (a kill switch, a reload)
             out = dict(params)
             out["uri"] = exposed
             session.notify("notifications/resources/updated", out)
+
+
+def _may_see(policy: Policy, session: ClientSession, subject: Subject) -> bool:
+    """Whether the session's caller may see C{subject} under the policy in force."""
+    try:
+        principal = policy.principal(session.peer)
+    except JsonRpcError:
+        return False
+    return policy.visible(principal, subject)
 
 
 __all__ = ["Subscriptions"]

@@ -35,7 +35,7 @@ who asked, which client answered and the outcome, never the content.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, overload
+from typing import Any, Callable
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -108,8 +108,6 @@ class Policy:
         #: The catalog's tools (exposed name -> entry), as last reviewed: the
         #: definitions arguments are checked against.
         self._tools: dict[str, Any] = {}
-        #: The subjects of the tools called by name (C{begin}'s tools-only form), made once per catalog.
-        self._tool_subjects: dict[str, Subject] = {}
         self._prefix = os.urandom(4).hex()
         self._count = 0
         self._taken: list[TokenBucket] = []
@@ -137,10 +135,6 @@ class Policy:
         except IdentityError as e:
             raise errors.GatewayError(errors.AUTHENTICATION_FAILED, f"Authentication failed: {e.message}", {"reason": e.message})
 
-    def refusal(self, principal: Principal, entry: Any) -> tuple[int, str] | None:
-        """Why C{principal} may not see or call the tool of the catalog C{entry} (steps 2 and 3), or None."""
-        return self._decision(principal, "tool", entry.definition["name"], entry.backend.name, entry.tool)
-
     def decision(self, principal: Principal, subject: Subject) -> tuple[int, str] | None:
         """Why C{principal} may not see or use C{subject} (steps 2 and 3: an error code and a reason), or None."""
         key = (principal, subject.kind, subject.exposed, subject.backend, subject.original)
@@ -149,15 +143,6 @@ class Policy:
         except KeyError:
             pass
         return self._decided(key, principal, subject)
-
-    def _decision(self, principal: Principal, kind: str, exposed: str, backend: str, original: str) -> tuple[int, str] | None:
-        """L{decision} without making the L{Subject} when the answer is cached."""
-        key = (principal, kind, exposed, backend, original)
-        try:
-            return self._decisions[key]
-        except KeyError:
-            pass
-        return self._decided(key, principal, Subject(kind, exposed, backend, original))
 
     def _decided(self, key: tuple[Any, ...], principal: Principal, subject: Subject) -> tuple[int, str] | None:
         decision = decide(self.rules, self.kills, self.separator, self.pins, principal, subject)
@@ -280,7 +265,6 @@ class Policy:
         self._decisions.clear()
         self.generation += 1
         self._tools = entries
-        self._tool_subjects = {}
         self.validators.forget(set(entries))
         fresh = self.pins.review((name, {**e.definition, "name": e.tool}) for name, e in entries.items())
         for exposed, why in fresh:
@@ -307,22 +291,13 @@ class Policy:
                 }
             )
 
-    @overload
-    def listing(self, principal: Principal, kind: str, listing: list[dict[str, Any]], entries: dict[str, Any]) -> list[dict[str, Any]]: ...
-
-    @overload
-    def listing(self, principal: Principal, kind: list[dict[str, Any]], listing: dict[str, Any]) -> list[dict[str, Any]]: ...
-
-    def listing(self, principal: Principal, kind: Any, listing: Any, entries: Any = None) -> list[dict[str, Any]]:
+    def listing(self, principal: Principal, kind: str, listing: list[dict[str, Any]], entries: dict[str, Any]) -> list[dict[str, Any]]:
         """
         The definitions of C{kind} (C{"tool"}, C{"prompt"}, C{"resource"},
         C{"template"}) in C{listing} that C{principal} may see: the same
         check as requests.  C{entries} maps each exposed name or URI to its
-        catalog entry.  The tools-only form C{listing(principal, listing,
-        entries)} is still accepted.
+        catalog entry.
         """
-        if entries is None:
-            kind, listing, entries = "tool", kind, listing
         if self._unrestricted(principal, kind):
             return listing
         name_key = NAME_KEYS[kind]
@@ -417,13 +392,7 @@ class Policy:
         audit = self.audit
         return audit is not None and audit.refuses_calls
 
-    @overload
-    def begin(self, session: str, method: str, subject: Subject, params: dict[str, Any], peer: Any = None, entry: Any = None) -> Call: ...
-
-    @overload
-    def begin(self, session: str, method: dict[str, Any], subject: Any, params: Any = None) -> Call: ...
-
-    def begin(self, session: str, method: Any, subject: Any, params: Any = None, peer: Any = None, entry: Any = None) -> Call:
+    def begin(self, session: str, method: str, subject: Subject, params: dict[str, Any], peer: Any = None, entry: Any = None) -> Call:
         """
         Steps 1 to 5 for a request about C{subject}, which the caller
         resolved (an unknown name or URI is refused with L{refuse_unknown});
@@ -433,12 +402,7 @@ class Policy:
         C{completion/complete}...); C{params} its params, whose arguments
         are digested for the audit; C{entry}, for a tool, the catalog entry
         the caller resolved it to.
-
-        The tools-only form C{begin(session, params, catalog, peer)} is
-        still accepted: it looks C{params["name"]} up in C{catalog.entries}.
         """
-        if not isinstance(method, str):
-            return self._begin_tools_call(session, method, subject, params)
         record = self.new_record(session, method)
         try:
             principal = self._identify(record, peer)
@@ -457,33 +421,6 @@ class Policy:
         except Exception as e:
             log.failure("policy check of a request failed")
             raise self.deny(record, INTERNAL_ERROR, f"Internal error while checking the request: {type(e).__name__}")
-
-    def _begin_tools_call(self, session: str, params: dict[str, Any], catalog: Any, peer: Any) -> Call:
-        """C{begin} in its tools-only form: the tool looked up by name in C{catalog}."""
-        record = self.new_record(session, "tools/call")
-        try:
-            principal = self._identify(record, peer)
-            name = params.get("name")
-            if type(name) is str:
-                record["tool"] = record["subject"] = name
-                record["kind"] = "tool"
-            if self.audit_blocked():
-                raise self.deny(record, errors.AUDIT_UNAVAILABLE, "the audit trail cannot be written; calls are refused until it can")
-            if type(name) is not str:
-                raise self.deny(record, INVALID_PARAMS, "Invalid params: tools/call needs params.name, a string")
-            entry = catalog.entries.get(name)
-            if entry is None:
-                raise self.deny(record, INVALID_PARAMS, f"Unknown tool: {name!r}", {"tool": name})
-            subject = self._tool_subjects.get(name)
-            if subject is None or subject.backend != entry.backend.name or subject.original != entry.tool:
-                subject = self._tool_subjects[name] = Subject("tool", name, entry.backend.name, entry.tool)
-            self._describe(record, subject)
-            return self._admit(record, principal, subject, "tools/call", params, peer, entry)
-        except JsonRpcError:
-            raise
-        except Exception as e:
-            log.failure("policy check of a call failed")
-            raise self.deny(record, INTERNAL_ERROR, f"Internal error while checking the call: {type(e).__name__}")
 
     def _identify(self, record: dict[str, Any], peer: Any) -> Principal:
         """Step 1: the caller, named in C{record}; a refusal (audited) when it cannot be identified."""

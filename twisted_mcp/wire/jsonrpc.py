@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
+import orjson
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -90,6 +91,9 @@ def _parse_float(text: str) -> float:
 _INF = float("inf")
 _decode = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_parse_float).decode
 
+_orjson_dumps = orjson.dumps
+_NEWLINE = orjson.OPT_APPEND_NEWLINE
+
 _make_encoder: Any
 try:
     from _json import make_encoder as _make_encoder
@@ -117,14 +121,24 @@ else:  # pragma: no cover
 
 def encode(message: Any) -> bytes:
     """
-    Serialize one message as a line (ASCII-only JSON and C{b"\\n"}).
+    Serialize one message as a line (compact JSON in UTF-8, and C{b"\\n"}).
 
-    ASCII output keeps lone surrogates (which a peer may legally send as
-    escapes) representable.
+    orjson writes it (a megabyte of text in tens of microseconds, where the
+    standard library's escaping takes milliseconds).  What orjson refuses is
+    written by the standard library, as ASCII-only JSON: lone surrogates
+    (which a peer may legally send as escapes, and ASCII output keeps
+    representable), integers beyond 64 bits, nesting deeper than orjson's
+    limit.  Either way the result is the same JSON value.  A non-finite
+    float (which no peer can send: L{decode} refuses NaN and Infinity, so
+    only the gateway's own code could make one) is written as C{null}.
 
-    @raise ValueError: for what cannot be encoded (nesting too deep for
-        the encoder, non-finite numbers).
+    @raise ValueError: for what cannot be encoded at all (nesting too deep
+        for the standard library too).
     """
+    try:
+        return _orjson_dumps(message, option=_NEWLINE)
+    except TypeError:
+        pass
     try:
         return _encode(message).encode("ascii") + b"\n"
     except RecursionError:

@@ -50,11 +50,27 @@ class SSEParser:
         self._data: list[str] = []
         self._data_len = 0
         self._id: str | None = None
+        #: The id of the last event completed (the standard's "last event ID
+        #: string"): what a client resumes the stream from.  An id whose event
+        #: was cut off does not count, since that event was never received.
         self.last_event_id: str | None = None
+        #: The reconnection time the server asked for, in milliseconds.
         self.retry: int | None = None
         self._pending_cr = False
         #: The start of the stream while it may still be a byte-order mark.
         self._stream_start: bytes | None = b""
+
+    def continued(self) -> "SSEParser":
+        """
+        A parser for the next connection of the same stream: it starts
+        afresh (no partial line or event is carried over) but keeps the last
+        event id and the reconnection time, as the standard's event source
+        does when it reconnects.
+        """
+        parser = SSEParser(self.max_event)
+        parser.last_event_id = self.last_event_id
+        parser.retry = self.retry
+        return parser
 
     def feed(self, chunk: bytes) -> list[Event]:
         events: list[Event] = []
@@ -141,7 +157,6 @@ class SSEParser:
         elif field == "id":
             if "\0" not in value:
                 self._id = value
-                self.last_event_id = value
         elif field == "retry":
             # Ten digits at most: a longer one is no sane delay, and past 4300
             # digits int() raises instead of converting.
@@ -154,6 +169,8 @@ class SSEParser:
         self._data_len = 0
         event, self._event = self._event, ""
         eid, self._id = self._id, None
+        if eid is not None:
+            self.last_event_id = eid
         if not data:
             return None
         return Event(event or "message", "\n".join(data), eid)

@@ -42,6 +42,8 @@ def initialize(session: ClientSession, request: InFlight, params: dict[str, Any]
     capabilities = params.get("capabilities")
     caller.capabilities = capabilities if type(capabilities) is dict else {}
     session.initialized = True
+    # It counts as info on the shared backends until it sets its own level.
+    session.gateway.logs.apply()
     # The log cuts each field itself, longer than the session keeps it.
     log.info(
         "client {client}: {name} {version} connected (protocol {protocol})",
@@ -61,10 +63,10 @@ def _result(session: ClientSession) -> dict[str, Any]:
     gateway = session.gateway
     result: dict[str, Any] = {
         "protocolVersion": session.caller.version,
-        "capabilities": gateway.capabilities(),
+        "capabilities": gateway.capabilities(session),
         "serverInfo": SERVER_INFO,
     }
-    instructions = gateway.instructions()
+    instructions = gateway.instructions(session)
     if instructions:
         result["instructions"] = instructions
     return result

@@ -95,7 +95,7 @@ def subscribe(session: ClientSession, request: InFlight, params: dict[str, Any])
     subscriptions = session.gateway.subscriptions
 
     def send_to(target: Backend, out: dict[str, Any], context: Any) -> Any:
-        return subscriptions.subscribe(session, target, original, out, context)
+        return subscriptions.subscribe(session, target, original, out, context, subject)
 
     return forward(session, request, subject, backend, params, out, send_to=send_to)
 

@@ -1,0 +1,343 @@
+"""Run the official MCP conformance suite against the scenario server alone, through the gateway, and on the gateway as a client.
+
+Usage: python tests/conformance/run.py [--parts alone,gateway,client] [--results DIR]
+
+  alone    every server scenario (the suite's `--suite all`) against
+           tests/conformance/server.py over Streamable HTTP.
+  gateway  every server scenario through the gateway's HTTP front, with the same
+           server behind it as a stdio backend, then as an HTTP backend.  The set
+           of scenarios passing through the gateway must equal the set passing
+           alone, and dns-rebinding-protection must pass.  Skipped, with the
+           reason, while `twistd mcp-gateway --help` lists no http listener or the
+           configuration has no per-backend `prefix` (the suite calls fixed names
+           such as `test_simple_text`, so the backend must be served unprefixed).
+  client   the client scenarios initialize, tools_call, sse-retry and
+           elicitation-sep1034-client-defaults, with the gateway as the client
+           (tests/conformance/client_driver.py).
+
+Every run is judged against tests/conformance/expected-failures.yml by the suite
+(`--expected-failures`) and by this script (the same rule: a listed scenario that
+passes fails the run, as does an unlisted one that fails).  It prints a table of
+outcomes and exits 0 when everything held, 1 otherwise.  The suite's own results
+(checks.json per scenario) and the logs of every process go to DIR (default
+tests/conformance/results/, emptied first).
+
+Needs `npm ci` in tests/conformance (the pinned suite and Node.js 22) and the
+package installed in the virtualenv running this script (`make conformance` does both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))
+
+from tests.conformance.verdict import ExpectedFailures, Outcome, differences, judge, passing, read_results  # noqa: E402
+
+NODE = HERE / "node_modules" / ".bin" / "node"
+SUITE = HERE / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
+EXPECTED = HERE / "expected-failures.yml"
+SERVER = HERE / "server.py"
+DRIVER = HERE / "client_driver.py"
+PYTHON = Path(sys.executable)
+TWISTD = PYTHON.with_name("twistd")
+
+CLIENT_SCENARIOS = ["initialize", "tools_call", "sse-retry", "elicitation-sep1034-client-defaults"]
+MUST_PASS_THROUGH_GATEWAY = "dns-rebinding-protection"
+BACKEND = "conformance"
+SUITE_SECONDS = 600
+START_SECONDS = 60
+STOP_SECONDS = 15
+
+
+class Failed(Exception):
+    """A part of the run did not hold; the message says what."""
+
+
+def say(line: str = "") -> None:
+    print(line, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def suite(args: list[str], log: Path) -> int:
+    """Run the pinned suite with the pinned node; its output goes to `log`. Returns its exit status."""
+    command = [str(NODE), str(SUITE), *args]
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent)
+    try:
+        return process.wait(timeout=SUITE_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise Failed(f"the suite did not finish within {SUITE_SECONDS} s: {' '.join(args)} (log: {log})")
+
+
+def stop(process: subprocess.Popen, name: str) -> None:
+    """SIGTERM, then SIGKILL after STOP_SECONDS; a process that needed SIGKILL fails the run."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise Failed(f"{name} (pid {process.pid}) did not stop within {STOP_SECONDS} s of SIGTERM and was killed")
+
+
+@contextmanager
+def scenario_server(log: Path) -> Iterator[str]:
+    """tests/conformance/server.py over Streamable HTTP; yields its URL."""
+    with log.open("w") as err:
+        process = subprocess.Popen(
+            [str(PYTHON), str(SERVER), "--http", "0"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True
+        )
+    try:
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], START_SECONDS)
+        line = process.stdout.readline() if ready else ""
+        match = re.fullmatch(r"LISTENING (\d+)\n", line)
+        if match is None:
+            raise Failed(f"the scenario server did not start (it said {line!r}; log: {log})")
+        yield f"http://127.0.0.1:{match.group(1)}/mcp"
+    finally:
+        stop(process, "the scenario server")
+
+
+def gateway_lacks() -> str | None:
+    """Why the gateway cannot be tested as an HTTP server yet, or None when it can."""
+    help_text = subprocess.run([str(TWISTD), "mcp-gateway", "--help"], capture_output=True, text=True, timeout=60).stdout
+    if not re.search(r"\bhttp:", help_text):
+        return "`twistd mcp-gateway --help` lists no http listener (--listen http:...): the gateway has no HTTP front yet"
+    return None
+
+
+def write_config(config: Path, backend: dict, port: int) -> Path:
+    """The gateway's configuration: one required backend, served unprefixed (the suite calls fixed names).
+
+    The suite's dns-rebinding-protection scenario sends its legitimate request with the
+    server's own origin (http://127.0.0.1:PORT), which the front refuses unless it is in
+    `http.allowedOrigins` (none by default); the attacker's origin and Host stay refused.
+    """
+    settings = {
+        "http": {"allowedOrigins": [f"http://127.0.0.1:{port}"]},
+        "mcpServers": {BACKEND: {**backend, "prefix": "", "required": True}},
+    }
+    config.write_text(json.dumps(settings, indent=2))
+    return config
+
+
+def config_problem(config: Path) -> str | None:
+    """None when the gateway accepts the configuration, else what `--check` said."""
+    checked = subprocess.run(
+        [str(TWISTD), "mcp-gateway", "--config", str(config), "--check"], capture_output=True, text=True, timeout=60
+    )
+    if checked.returncode == 0:
+        return None
+    return (checked.stdout + checked.stderr).strip()
+
+
+def wait_ready(admin_port: int, process: subprocess.Popen, log: Path) -> None:
+    """Poll the admin endpoint's /readyz until the (required) backend is up."""
+    deadline = time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise Failed(f"the gateway exited with status {process.returncode} at start-up (log: {log})")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/readyz", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise Failed(f"the gateway was not ready within {START_SECONDS} s (log: {log})")
+
+
+@contextmanager
+def gateway(config: Path, port: int, log: Path) -> Iterator[str]:
+    """The real gateway serving Streamable HTTP on loopback at `port`; yields its URL."""
+    admin_port = free_port()
+    command = [
+        str(TWISTD), "-n", "--pidfile=", "mcp-gateway", "--config", str(config),
+        "--listen", f"http:tcp:{port}:interface=127.0.0.1",
+        "--admin", f"tcp:{admin_port}:interface=127.0.0.1",
+    ]  # fmt: skip
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_ready(admin_port, process, log)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        stop(process, "the gateway")
+
+
+def server_scenarios(url: str, results: Path, label: str, expected: ExpectedFailures) -> tuple[dict[str, Outcome], list[str]]:
+    """Every server scenario against `url`: the outcomes, and the problems against the expected failures."""
+    out = results / label
+    out.mkdir(parents=True)
+    say(f"--- server scenarios, {label}: {url}")
+    log = out / "suite.log"
+    status = suite(["server", "--suite", "all", "--url", url, "--expected-failures", str(EXPECTED), "-o", str(out)], log)
+    outcomes = read_results(out)
+    if not outcomes:
+        raise Failed(f"{label}: the suite produced no results (exit status {status}; log: {log})")
+    return outcomes, judged(label, outcomes, expected.server, status, log)
+
+
+def through_gateway(
+    label: str, backend: dict, alone: dict[str, Outcome], results: Path, expected: ExpectedFailures
+) -> tuple[dict[str, Outcome] | None, list[str], str | None]:
+    """The server scenarios through the gateway with `backend` behind it: outcomes, problems, and a note if skipped."""
+    port = free_port()
+    config = write_config(results / f"{label}.json", backend, port)
+    problem = config_problem(config)
+    if problem and re.search(r"\bprefix\b", problem):
+        reason = f"the configuration has no per-server `prefix` (the suite calls fixed names): {problem.splitlines()[-1].strip()}"
+        return None, [], f"SKIPPED the server scenarios through the gateway ({label}): {reason}"
+    if problem:
+        return None, [f"{label}: the gateway refuses the run's configuration {config}: {problem}"], None
+    with gateway(config, port, results / f"{label}.log") as url:
+        through, problems = server_scenarios(url, results, label, expected)
+    problems += [f"{label}: {line}" for line in differences(alone, through)]
+    if MUST_PASS_THROUGH_GATEWAY not in passing(through):
+        problems.append(f"{label}: {MUST_PASS_THROUGH_GATEWAY} must pass through the gateway")
+    return through, problems, None
+
+
+def client_scenarios(results: Path, expected: ExpectedFailures) -> tuple[dict[str, Outcome], list[str]]:
+    """The client scenarios with the gateway as the client: the outcomes, and the problems."""
+    out = results / "client"
+    out.mkdir(parents=True)
+    outcomes: dict[str, Outcome] = {}
+    problems: list[str] = []
+    for scenario in CLIENT_SCENARIOS:
+        say(f"--- client scenario {scenario}, the gateway as the client")
+        log = out / f"{scenario}.log"
+        args = ["client", "--command", f"{PYTHON} {DRIVER}", "--scenario", scenario, "--timeout", "90000", "-o", str(out)]
+        status = suite([*args, "--expected-failures", str(EXPECTED)], log)
+        found = read_results(out)
+        if scenario not in found:
+            raise Failed(f"client scenario {scenario}: no results (exit status {status}; log: {log})")
+        outcomes[scenario] = found[scenario]
+        problems += judged("client", {scenario: found[scenario]}, expected.client, status, log)
+    return outcomes, problems
+
+
+def judged(label: str, outcomes: dict[str, Outcome], expected: frozenset[str], suite_status: int, log: Path) -> list[str]:
+    """Problems of one run against the expected failures; the suite's own verdict (its exit status) must agree."""
+    verdict = judge(outcomes, expected)
+    problems = [
+        f"{label}: {name} failed and is not an expected failure: {'; '.join(outcomes[name].problems)}"
+        for name in verdict.unexpected_failures
+    ]
+    problems += [f"{label}: {name} passes but is listed in {EXPECTED.name}: remove it" for name in verdict.stale_entries]
+    if (suite_status == 0) != verdict.ok:
+        problems.append(f"{label}: the suite's own expected-failures check exited {suite_status} (see {log})")
+    return problems
+
+
+def table(columns: dict[str, dict[str, Outcome]]) -> None:
+    scenarios = sorted({name for outcomes in columns.values() for name in outcomes})
+    width = max(len(name) for name in scenarios) if scenarios else 10
+    say("scenario".ljust(width) + "".join(f"  {label:>14}" for label in columns))
+    for name in scenarios:
+        cells = []
+        for outcomes in columns.values():
+            outcome = outcomes.get(name)
+            cells.append("-" if outcome is None else "pass" if outcome.passed else "FAIL")
+        say(name.ljust(width) + "".join(f"  {cell:>14}" for cell in cells))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default="alone,gateway,client", help="comma-separated: alone, gateway, client")
+    parser.add_argument("--results", type=Path, default=HERE / "results", help="where results and logs go (emptied first)")
+    args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    if parts - {"alone", "gateway", "client"}:
+        parser.error(f"unknown parts: {', '.join(sorted(parts - {'alone', 'gateway', 'client'}))}")
+    for needed in (NODE, SUITE):
+        if not needed.exists():
+            parser.error(f"{needed} is missing: run `npm ci` in {HERE} (or `make conformance`)")
+    expected = ExpectedFailures.load(EXPECTED)
+    results = args.results.resolve()
+    shutil.rmtree(results, ignore_errors=True)
+    results.mkdir(parents=True)
+
+    problems: list[str] = []
+    notes: list[str] = []
+    server_columns: dict[str, dict[str, Outcome]] = {}
+    client_outcomes: dict[str, Outcome] = {}
+    try:
+        with scenario_server(results / "scenario-server.log") as url:
+            if "alone" in parts or "gateway" in parts:
+                server_columns["alone"], found = server_scenarios(url, results, "alone", expected)
+                problems += found
+            if "gateway" in parts:
+                lacking = gateway_lacks()
+                backends = {
+                    "gateway+stdio": {"command": str(PYTHON), "args": [str(SERVER)]},
+                    "gateway+http": {"type": "http", "url": url},
+                }
+                for label, backend in backends.items():
+                    if lacking:
+                        notes.append(f"SKIPPED the server scenarios through the gateway ({label}): {lacking}")
+                        continue
+                    through, found, note = through_gateway(label, backend, server_columns["alone"], results, expected)
+                    problems += found
+                    notes += [note] if note else []
+                    if through is not None:
+                        server_columns[label] = through
+        if "client" in parts:
+            client_outcomes, found = client_scenarios(results, expected)
+            problems += found
+    except Failed as e:
+        problems.append(str(e))
+
+    say()
+    say("=== conformance: server scenarios")
+    table(server_columns)
+    if client_outcomes:
+        say()
+        say("=== conformance: client scenarios (the gateway as the client)")
+        table({"gateway": client_outcomes})
+    say()
+    for note in notes:
+        say(note)
+    if expected.server or expected.client:
+        say(
+            f"expected failures ({EXPECTED.relative_to(HERE.parents[1])}): {', '.join(sorted(expected.server | expected.client))}"
+        )
+    say(f"results and logs: {results}")
+    if problems:
+        say()
+        say("CONFORMANCE FAILED:")
+        for problem in problems:
+            say(f"  - {problem}")
+        return 1
+    say("conformance: OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""What a conformance run's results say: per-scenario outcomes, the expected-failures rule, comparisons.
+
+The suite (`@modelcontextprotocol/conformance`) writes one directory per scenario
+run under its `--output-dir`: `server-<scenario>-<timestamp>/checks.json` for
+server scenarios, `<scenario>-<timestamp>/checks.json` for client scenarios,
+each a list of checks with a `status` of SUCCESS, FAILURE, WARNING, INFO or SKIPPED.
+A scenario passes when none of its checks is a FAILURE or a WARNING: the rule
+the suite applies to its own expected-failures baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+_RESULT_DIR = re.compile(r"^(?:server-)?(?P<scenario>.+)-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}Z$")
+FAILING_STATUSES = frozenset({"FAILURE", "WARNING"})
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One scenario's result: whether it passed, and the first failing or warning checks' messages."""
+
+    scenario: str
+    passed: bool
+    problems: tuple[str, ...] = ()
+
+
+def outcome_of(scenario: str, checks: list[dict]) -> Outcome:
+    problems = tuple(
+        f"{check.get('status')} {check.get('id')}: {check.get('errorMessage') or check.get('description', '')}"
+        for check in checks
+        if check.get("status") in FAILING_STATUSES
+    )
+    return Outcome(scenario, not problems, problems)
+
+
+def read_results(directory: Path) -> dict[str, Outcome]:
+    """Every scenario's outcome under a suite `--output-dir` (a scenario whose checks.json is unreadable fails)."""
+    outcomes: dict[str, Outcome] = {}
+    for entry in sorted(directory.iterdir()) if directory.is_dir() else []:
+        match = _RESULT_DIR.match(entry.name)
+        if not entry.is_dir() or match is None:
+            continue
+        scenario = match.group("scenario")
+        try:
+            checks = json.loads((entry / "checks.json").read_text())
+        except (OSError, ValueError) as e:
+            outcomes[scenario] = Outcome(scenario, False, (f"no readable checks.json in {entry}: {e}",))
+            continue
+        outcomes[scenario] = outcome_of(scenario, checks)
+    return outcomes
+
+
+@dataclass(frozen=True)
+class ExpectedFailures:
+    """The expected-failures file, in the suite's own format (`server:` and `client:` lists of scenario names)."""
+
+    server: frozenset[str] = frozenset()
+    client: frozenset[str] = frozenset()
+
+    @classmethod
+    def load(cls, path: Path) -> ExpectedFailures:
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict) or set(data) - {"server", "client"}:
+            raise ValueError(f"{path}: expected a mapping with 'server' and/or 'client' lists of scenario names")
+        lists = {}
+        for mode in ("server", "client"):
+            names = data.get(mode) or []
+            if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+                raise ValueError(f"{path}: '{mode}' must be a list of scenario names")
+            lists[mode] = frozenset(names)
+        return cls(**lists)
+
+
+@dataclass
+class Verdict:
+    """A run checked against the expected failures: what failed that should not, what passes yet is listed."""
+
+    unexpected_failures: list[str] = field(default_factory=list)
+    stale_entries: list[str] = field(default_factory=list)
+    expected_failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.unexpected_failures and not self.stale_entries
+
+
+def judge(outcomes: dict[str, Outcome], expected: Iterable[str]) -> Verdict:
+    """The suite's baseline rule over the scenarios that ran (a listed scenario that did not run is not judged)."""
+    listed = set(expected)
+    verdict = Verdict()
+    for scenario, outcome in sorted(outcomes.items()):
+        if not outcome.passed and scenario in listed:
+            verdict.expected_failures.append(scenario)
+        elif not outcome.passed:
+            verdict.unexpected_failures.append(scenario)
+        elif scenario in listed:
+            verdict.stale_entries.append(scenario)
+    return verdict
+
+
+def passing(outcomes: dict[str, Outcome]) -> frozenset[str]:
+    return frozenset(name for name, outcome in outcomes.items() if outcome.passed)
+
+
+def differences(alone: dict[str, Outcome], through: dict[str, Outcome]) -> list[str]:
+    """Why the scenarios passing through the gateway are not those passing against the server alone (empty: same)."""
+    lines = []
+    for scenario in sorted(set(alone) | set(through)):
+        if scenario not in through:
+            lines.append(f"{scenario}: ran alone but not through the gateway")
+        elif scenario not in alone:
+            lines.append(f"{scenario}: ran through the gateway but not alone")
+        elif alone[scenario].passed and not through[scenario].passed:
+            lines.append(f"{scenario}: passes alone, fails through the gateway: {'; '.join(through[scenario].problems)}")
+        elif through[scenario].passed and not alone[scenario].passed:
+            lines.append(f"{scenario}: fails alone, passes through the gateway")
+    return lines
