@@ -172,6 +172,36 @@ async def connect(
             close_errlog.close()
 
 
+@asynccontextmanager
+async def connect_http(
+    url: str,
+    *,
+    mode: str = "legacy",
+    read_timeout: float | None = 60,
+    http_client: Any = None,
+    **client_kwargs: Any,
+) -> AsyncIterator[Client]:
+    """Yield a connected ``mcp.Client`` on the SDK's Streamable HTTP transport to ``url`` (the MCP endpoint).
+
+    ``http_client``: an ``httpx2.AsyncClient`` to send with (e.g. one with event hooks).
+    """
+    from mcp.client.streamable_http import streamable_http_client
+
+    client_kwargs.setdefault("client_info", CLIENT_INFO)
+    client_kwargs.setdefault("cache", None)
+    try:
+        client = Client(
+            streamable_http_client(url, http_client=http_client), mode=mode, read_timeout_seconds=read_timeout, **client_kwargs
+        )
+        async with client:
+            yield client
+    except BaseExceptionGroup as group:
+        leaf = _unwrap(group)
+        if leaf is group:
+            raise
+        raise leaf from group
+
+
 def run(coro_fn: Callable[..., Awaitable[Any]], *args: Any, timeout: float = 60) -> Any:
     """Run ``await coro_fn(*args)`` to completion from synchronous code and return its result.
 

@@ -75,7 +75,9 @@ class Options(usage.Options):
         "unix:/run/twisted-mcp/gw.sock:mode=660, tcp:8765:interface=127.0.0.1, "
         "ssl:8443:privateKey=key.pem:certKey=cert.pem (add :clientCA=ca.pem to require client "
         "certificates), or systemd:domain=UNIX:index=0 (socket activation). Every connection is its "
-        "own MCP session; the backends are shared."
+        "own MCP session; the backends are shared. Prefix with http: to serve the Streamable HTTP "
+        "transport there instead (e.g. http:tcp:8080:interface=127.0.0.1; path /mcp, see the http: "
+        "config section)."
     )
 
     def opt_version(self) -> None:
@@ -170,24 +172,26 @@ def _install_signal_handlers(reactor: Any, stop: Any, reload: Any) -> None:
     signal.signal(signal.SIGHUP, hup)
 
 
-def _bind(description: str, factory: Any, reactor: Any) -> Any:
-    """Listen now (before twistd daemonizes); exit 69 with a clear message if it cannot."""
+def _bind(description: str, factory: Any, reactor: Any, shown: str | None = None) -> Any:
+    """Listen now (before twistd daemonizes); exit 69 with a clear message (naming C{shown}, the
+    option's value, if given) if it cannot."""
     from twisted.python.failure import Failure
 
     from twisted_mcp.frontends.endpoints import server_endpoint
 
+    name = shown or description
     try:
         d = server_endpoint(reactor, description).listen(factory)
     except OSError as e:
-        _fail(f"cannot listen on {description!r}: {e.strerror or e}", EX_UNAVAILABLE)
+        _fail(f"cannot listen on {name!r}: {e.strerror or e}", EX_UNAVAILABLE)
     except Exception as e:
-        _fail(f"cannot listen on {description!r}: {e}", EX_USAGE)
+        _fail(f"cannot listen on {name!r}: {e}", EX_USAGE)
     result: list[Any] = []
     d.addBoth(result.append)
     if not result:
-        _fail(f"listening on {description!r} did not complete at start-up", EX_UNAVAILABLE)
+        _fail(f"listening on {name!r} did not complete at start-up", EX_UNAVAILABLE)
     if isinstance(result[0], Failure):
-        _fail(f"cannot listen on {description!r}: {result[0].getErrorMessage()}", EX_UNAVAILABLE)
+        _fail(f"cannot listen on {name!r}: {result[0].getErrorMessage()}", EX_UNAVAILABLE)
     return result[0]
 
 
@@ -223,6 +227,9 @@ def _listen(endpoints: list[str], service: Any, reactor: Any) -> None:
         settings.maxClients, settings.maxClientsPerPeer, settings.descriptorReserve, raise_descriptor_limit()
     )
     for description in endpoints:
+        if description.startswith("http:"):
+            _listen_http(description, service, reactor, admission)
+            continue
         factory = SessionFactory(
             service.gateway,
             reactor,
@@ -233,6 +240,16 @@ def _listen(endpoints: list[str], service: Any, reactor: Any) -> None:
         )
         port = _bind(description, factory, reactor)
         service.add_frontend(lambda gateway, p=port, f=factory, desc=description: SocketFrontend(desc, p, f))
+
+
+def _listen_http(description: str, service: Any, reactor: Any, admission: Any) -> None:
+    """A Streamable HTTP listener: C{http:} and a Twisted endpoint string."""
+    from twisted_mcp.frontends.http import HttpFrontend, http_site
+
+    settings = service.config.gateway
+    site = http_site(service.gateway, reactor, settings, service.config.http, description, admission)
+    port = _bind(description[len("http:") :], site, reactor, description)
+    service.add_frontend(lambda gateway: HttpFrontend(description, port, site, settings.shutdownGrace))
 
 
 def makeService(options: Options) -> Any:

@@ -44,6 +44,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import yaml
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
@@ -52,6 +54,16 @@ from tests.conformance.verdict import ExpectedFailures, Outcome, differences, ju
 NODE = HERE / "node_modules" / ".bin" / "node"
 SUITE = HERE / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
 EXPECTED = HERE / "expected-failures.yml"
+#: Server scenarios that test the HTTP transport itself: through the gateway they test the
+#: gateway's own HTTP front rather than the scenario server, so one the server fails alone may
+#: pass through the gateway (never the reverse), each for the reason given.
+FRONT_SCENARIOS = {
+    "server-sse-polling": (
+        "the SDK server alone sends no SSE priming event or retry to the 2025-03-26 requests the "
+        "scenario makes (warnings); the gateway's front answers them as JSON, which the suite "
+        "counts as not applicable"
+    ),
+}
 SERVER = HERE / "server.py"
 DRIVER = HERE / "client_driver.py"
 PYTHON = Path(sys.executable)
@@ -191,13 +203,16 @@ def gateway(config: Path, port: int, log: Path) -> Iterator[str]:
         stop(process, "the gateway")
 
 
-def server_scenarios(url: str, results: Path, label: str, expected: ExpectedFailures) -> tuple[dict[str, Outcome], list[str]]:
-    """Every server scenario against `url`: the outcomes, and the problems against the expected failures."""
+def server_scenarios(
+    url: str, results: Path, label: str, expected: ExpectedFailures, file: Path = EXPECTED
+) -> tuple[dict[str, Outcome], list[str]]:
+    """Every server scenario against `url`: the outcomes, and the problems against the expected
+    failures (`expected`, also written in the suite's format in `file`)."""
     out = results / label
     out.mkdir(parents=True)
     say(f"--- server scenarios, {label}: {url}")
     log = out / "suite.log"
-    status = suite(["server", "--suite", "all", "--url", url, "--expected-failures", str(EXPECTED), "-o", str(out)], log)
+    status = suite(["server", "--suite", "all", "--url", url, "--expected-failures", str(file), "-o", str(out)], log)
     outcomes = read_results(out)
     if not outcomes:
         raise Failed(f"{label}: the suite produced no results (exit status {status}; log: {log})")
@@ -216,9 +231,14 @@ def through_gateway(
         return None, [], f"SKIPPED the server scenarios through the gateway ({label}): {reason}"
     if problem:
         return None, [f"{label}: the gateway refuses the run's configuration {config}: {problem}"], None
+    # Scenarios that test the HTTP transport itself test the gateway's front here, not the server.
+    front = {s for s in FRONT_SCENARIOS if s in alone and not alone[s].passed}
+    expected_through = ExpectedFailures(server=expected.server - front, client=expected.client)
+    file = results / f"{label}-expected-failures.yml"
+    file.write_text(yaml.safe_dump({"server": sorted(expected_through.server), "client": sorted(expected_through.client)}))
     with gateway(config, port, results / f"{label}.log") as url:
-        through, problems = server_scenarios(url, results, label, expected)
-    problems += [f"{label}: {line}" for line in differences(alone, through)]
+        through, problems = server_scenarios(url, results, label, expected_through, file)
+    problems += [f"{label}: {line}" for line in differences(alone, through, allowed=front)]
     if MUST_PASS_THROUGH_GATEWAY not in passing(through):
         problems.append(f"{label}: {MUST_PASS_THROUGH_GATEWAY} must pass through the gateway")
     return through, problems, None

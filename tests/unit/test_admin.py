@@ -279,6 +279,32 @@ def samples(family: Any, suffix: str = "") -> dict[tuple[tuple[str, str], ...], 
 
 
 class TestMetrics:
+    def test_http_sessions_and_streams(self, world: World) -> None:
+        """/metrics and /status count the sessions and open streams of the HTTP listeners, and expiries."""
+        from twisted_mcp.frontends.http import HttpFrontend, http_site
+        from twisted_mcp.frontends.http_config import HttpSettings
+
+        from .test_http_front import INIT, Connection
+
+        world.ready()
+        site = http_site(world.gateway, world.clock, GatewaySettings(), HttpSettings(sessionIdleTimeout=5.0), "http:tcp:8080")
+        world.service.frontends = [HttpFrontend("http:tcp:8080", None, site, 1.0)]  # type: ignore[attr-defined]
+        sids = []
+        for _ in range(3):
+            c = Connection(site)
+            c.send(body=INIT)
+            sids.append(c.response().headers["mcp-session-id"])
+        stream = Connection(site)
+        stream.send("GET", headers={"mcp-session-id": sids[0], "accept": "text/event-stream", "content-type": None})
+        found = metrics(world)
+        assert samples(found["twisted_mcp_http_sessions"]) == {(): 3.0}
+        assert samples(found["twisted_mcp_http_streams"]) == {(): 1.0}
+        world.clock.advance(6)  # the two without a stream expire
+        found = metrics(world)
+        assert samples(found["twisted_mcp_http_sessions"]) == {(): 1.0}
+        assert samples(found["twisted_mcp_http_sessions_expired"], "_total") == {(): 2.0}
+        assert world.get(b"/status?format=json").json()["http"] == {"sessions": 1, "streams": 1, "expired": 2}
+
     def test_requests_counter(self, world: World) -> None:
         world.ready()
         s = world.session("s1")
@@ -431,6 +457,7 @@ class TestStatus:
         ],
         "killSwitch": {"principals": ["mallory"], "backends": [], "tools": ["beta__get_time"]},
         "quarantined": [{"tool": "beta__get_time", "reason": "new tool, not in the lock file"}],
+        "http": {"sessions": 0, "streams": 0, "expired": 0},
     }
 
     def test_json_by_accept(self, world: World) -> None:

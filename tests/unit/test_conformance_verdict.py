@@ -94,3 +94,14 @@ def test_expected_failures_file_loads_and_rejects_other_shapes(tmp_path: Path) -
     bad.write_text("server: ping\n")
     with pytest.raises(ValueError, match="'server' must be a list"):
         ExpectedFailures.load(bad)
+
+
+def test_a_scenario_testing_the_front_may_pass_only_through_the_gateway() -> None:
+    """One that tests the HTTP transport itself may fail alone and pass through the
+    gateway when it is allowed; never the reverse, and no other scenario."""
+    alone = {"polling": Outcome("polling", False, ["WARNING no priming"]), "tools": Outcome("tools", True, [])}
+    through = {"polling": Outcome("polling", True, []), "tools": Outcome("tools", True, [])}
+    assert differences(alone, through, allowed={"polling"}) == []
+    assert differences(alone, through) == ["polling: fails alone, passes through the gateway"]
+    worse = {"polling": Outcome("polling", True, []), "tools": Outcome("tools", False, ["FAILURE x"])}
+    assert differences(alone, worse, allowed={"polling", "tools"}) == ["tools: passes alone, fails through the gateway: FAILURE x"]

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 from twisted_mcp.config._check import NAME_RE, ConfigError, _Checker, _describe, _join, _resolve
 from twisted_mcp.config.models import Config, GatewaySettings, HttpServer, StdioServer
 from twisted_mcp.config.reading import parse_text, read_file
+from twisted_mcp.frontends.http_config import HttpSettings, parse_http
 from twisted_mcp.mcp.names import MAX_NAME, name_prefix
 from twisted_mcp.policy.audit.config import parse_audit
 from twisted_mcp.policy.identity.config import parse_identity
@@ -145,6 +146,7 @@ _TOP_KEYS = {
     "breaker",
     "pinning",
     "audit",
+    "http",
 }
 
 
@@ -253,6 +255,7 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
     policy = parse_policy(top, base_dir, check.problems, names)
     identity = parse_identity(top["identity"], "identity", base_dir, check.problems) if "identity" in top else None
     audit = None
+    http = parse_http(top["http"], "http", check.problems) if "http" in top else HttpSettings()
     if "audit" in top:
         audit = parse_audit(top["audit"] if top["audit"] is not None else {}, "audit", base_dir, check.problems)
     if check.problems:
@@ -266,6 +269,7 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
         policy=policy,
         identity=identity,
         audit=audit,
+        http=http,
     )
 
 

@@ -147,3 +147,5 @@ class Config:
     identity: Any = None
     #: twisted_mcp.policy.audit.AuditConfig, or None: no audit trail.
     audit: Any = None
+    #: twisted_mcp.frontends.http_config.HttpSettings: the Streamable HTTP front's settings.
+    http: Any = None

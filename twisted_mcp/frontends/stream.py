@@ -201,7 +201,7 @@ class SessionProtocol(LineFramer):
 
     def _admit(self, peer: Peer) -> bool:
         """Count the connection against the limits, or refuse it with an error line."""
-        key = _peer_key(peer)
+        key = peer_key(peer)
         refusal = self.factory.admission.enter(key)
         if refusal is None:
             self.admitted = key
@@ -372,7 +372,7 @@ def _error_line(code: int, message: str, data: Any = None) -> bytes:
     return encode({"jsonrpc": "2.0", "id": None, "error": error})
 
 
-def _peer_key(peer: Peer) -> str:
+def peer_key(peer: Peer) -> str:
     """Whose connection this is, for maxClientsPerPeer: a uid, or an IP address."""
     if peer.uid is not None:
         return f"uid {peer.uid}"

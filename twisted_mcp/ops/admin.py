@@ -35,6 +35,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 
 from twisted_mcp import __version__
 from twisted_mcp.dispatch.gateway import Gateway
+from twisted_mcp.frontends.http import http_totals
 from twisted_mcp.mcp import errors
 from twisted_mcp.policy.rules import backends_named, pattern_problem
 
@@ -81,6 +82,16 @@ def _collector(service: Any) -> Any:
             clients = GaugeMetricFamily("twisted_mcp_clients", "Connected client sessions")
             clients.add_metric([], float(len(gateway.sessions)))
             yield clients
+            http = http_totals(getattr(service, "frontends", ()))
+            http_sessions = GaugeMetricFamily("twisted_mcp_http_sessions", "Open sessions of the Streamable HTTP listeners")
+            http_sessions.add_metric([], float(http["sessions"]))
+            yield http_sessions
+            http_streams = GaugeMetricFamily("twisted_mcp_http_streams", "Open SSE streams of the Streamable HTTP listeners (GET and POST)")
+            http_streams.add_metric([], float(http["streams"]))
+            yield http_streams
+            http_expired = CounterMetricFamily("twisted_mcp_http_sessions_expired", "HTTP sessions ended for being idle (http.sessionIdleTimeout)")
+            http_expired.add_metric([], float(http["expired"]))
+            yield http_expired
             in_flight = GaugeMetricFamily("twisted_mcp_calls_in_flight", "Requests in flight")
             in_flight.add_metric([], float(sum(len(s.in_flight) for s in gateway.sessions)))
             yield in_flight
@@ -338,6 +349,7 @@ class AdminResource(Resource):
             "uptime": round(self.service.clock.seconds() - self.service.started_at, 3),
             "backends": backends,
             "clients": clients,
+            "http": http_totals(getattr(self.service, "frontends", ())),
             "killSwitch": policy.kill_switch(),
             "quarantined": [{"tool": t, "reason": r} for t, r in sorted(policy.pins.quarantined.items())],
         }
@@ -372,6 +384,7 @@ class AdminResource(Resource):
             + rows
             + f"</table><h2>Tools ({len(self.gateway.catalog.listing)})</h2><ul>{tools}</ul>"
             + f"<h2>Clients ({len(status['clients'])})</h2><ul>{clients}</ul>"
+            + f"<p>HTTP: {status['http']['sessions']} session(s), {status['http']['streams']} open stream(s)</p>"
             + f"<h2>Kill switch</h2><ul>{killed}</ul><h2>Quarantined tools</h2><ul>{quarantined}</ul></body></html>"
         )
         return page.encode("utf-8")

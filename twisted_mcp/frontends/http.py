@@ -1,0 +1,867 @@
+"""
+The Streamable HTTP front (MCP 2025-03-26 ... 2025-11-25), on twisted.web.
+
+One endpoint path (C{http.path}, C{/mcp} by default) takes:
+
+  - POST: one JSON-RPC message.  A notification or a response is handed to
+    the session and answered C{202 Accepted} with no body.  A request is
+    answered on its own POST: as C{application/json} when its answer is the
+    first thing the gateway has for it, or as an SSE stream
+    (C{text/event-stream}) as soon as something must be sent before the
+    answer (progress, a log message, a server-to-client request of that
+    call); the answer then ends the stream.  A client that closes the POST
+    before its answer cancels the call at the backend.
+  - GET: the session's own SSE stream, for what belongs to no call
+    (list_changed, resource updates, server requests outside a call).  One
+    per session (a second is refused with 409).
+  - DELETE: ends the session: its calls are cancelled and its per-session
+    backends stopped.
+
+Requests are checked before anything reaches the core: C{Host} on a
+listener bound to loopback (421), C{Origin} against C{http.allowedOrigins}
+(403), the body's size (413), C{Content-Type} (415), C{Accept} (406),
+C{MCP-Protocol-Version} (400) and C{Mcp-Session-Id} (400 missing or
+malformed, 404 unknown, ended, expired or another identity's).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel, Request
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
+from twisted.web.server import Request as WebRequest
+from zope.interface import implementer
+
+from twisted_mcp.config import GatewaySettings
+from twisted_mcp.dispatch.caller import Caller
+from twisted_mcp.dispatch.gateway import Gateway
+from twisted_mcp.dispatch.session import ClientSession
+from twisted_mcp.frontends.admission import Admission
+from twisted_mcp.frontends.http_config import HttpSettings
+from twisted_mcp.frontends.http_sessions import SESSION_ID_RE, HttpSession, SessionTable, owner_of
+from twisted_mcp.frontends.stream import peer_key
+from twisted_mcp.mcp import errors
+from twisted_mcp.mcp.versions import HANDSHAKE_VERSIONS
+from twisted_mcp.policy.peers import Peer, peer_of, with_certificate
+from twisted_mcp.wire.jsonrpc import INVALID_REQUEST, MessageError, decode, encode_or_explain, id_key, valid_id
+
+log = Logger()
+
+#: The version a client that sends no MCP-Protocol-Version is taken to speak.
+DEFAULT_HEADER_VERSION = "2025-03-26"
+#: The JSON-RPC code for an unknown session (as the MCP SDKs use it).
+SESSION_NOT_FOUND = -32001
+_LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+
+
+# -- streams -----------------------------------------------------------------
+
+
+@implementer(IPushProducer)
+class EventStream:
+    """
+    An SSE response: each message is one C{message} event.  While the
+    client does not read (the connection paused us), at most C{limit} bytes
+    are written; beyond that the stream is cut (the connection aborted)
+    rather than held in the gateway's memory.
+    """
+
+    def __init__(self, request: Request, limit: int, label: str) -> None:
+        self.request = request
+        self.limit = limit
+        self.label = label
+        self.paused = False
+        #: Bytes written since the client stopped reading.
+        self.unread = 0
+        self.cut = False
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", b"text/event-stream")
+        request.setHeader(b"cache-control", b"no-cache")
+        request.registerProducer(self, True)
+
+    def write(self, data: bytes) -> bool:
+        """One JSON-RPC message (encoded, ending in a newline); False when the stream is cut or finished."""
+        if self.cut or self.request.finished:
+            return False
+        event = b"event: message\ndata: " + data.rstrip(b"\n") + b"\n\n"
+        if self.paused:
+            self.unread += len(event)
+            if self.unread > self.limit:
+                self._cut()
+                return False
+        self.request.write(event)
+        return True
+
+    def comment(self, text: bytes) -> None:
+        """An SSE comment (sends the headers at once; keeps proxies from timing out)."""
+        if not self.cut and not self.request.finished:
+            self.request.write(b": " + text + b"\n\n")
+
+    def finish(self) -> None:
+        if self.cut or self.request.finished:
+            return
+        self.request.unregisterProducer()
+        self.request.finish()
+
+    def _cut(self) -> None:
+        self.cut = True
+        log.warn(
+            "HTTP client {client} does not read its stream: more than {limit} bytes waiting "
+            "(http.maxStreamBufferBytes); cutting the stream",
+            client=self.label,
+            limit=self.limit,
+        )
+        transport: Any = self.request.channel.transport if self.request.channel is not None else None
+        if transport is not None:
+            transport.abortConnection()
+
+    # IPushProducer: the connection's buffer toward the client is full, or drained.
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.unread = 0
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class PostExchange:
+    """
+    One POST that carried a request: it is answered as JSON when the
+    answer comes first, as an SSE stream once anything must be sent before it.
+    """
+
+    def __init__(self, front: "McpResource", hs: HttpSession, request: Request, rid: Any, sse: bool) -> None:
+        self.front = front
+        self.hs = hs
+        self.request = request
+        self.rid = rid
+        self.key = id_key(rid)
+        self.accepts_sse = sse
+        self.stream: EventStream | None = None
+        self.done = False
+
+    @property
+    def streaming(self) -> bool:
+        return self.stream is not None
+
+    def related(self, data: bytes) -> bool:
+        """A message that belongs to this request, before its answer; False if it cannot go here."""
+        if self.done:
+            return False
+        if self.stream is None:
+            if not self.accepts_sse:
+                return False
+            self.stream = EventStream(self.request, self.front.settings.maxStreamBufferBytes, self.hs.label)
+            self.front.session_header(self.request, self.hs)
+        # Written, or dropped when the stream is cut: its call is being cancelled,
+        # and what belongs to it goes nowhere else.
+        self.stream.write(data)
+        return True
+
+    def answer(self, data: bytes) -> None:
+        """The request's answer: it ends the exchange."""
+        if self.done:
+            return
+        self.close()
+        if self.stream is not None:
+            self.stream.write(data)
+            self.stream.finish()
+            return
+        request = self.request
+        if request.finished or request.channel is None:
+            return
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", b"application/json")
+        self.front.session_header(request, self.hs)
+        request.write(data)
+        request.finish()
+
+    def end_unanswered(self) -> None:
+        """The request will not be answered (cancelled, or its session ended): close the POST."""
+        if self.done:
+            return
+        self.close()
+        request = self.request
+        if request.finished or request.channel is None:
+            return
+        if self.stream is not None:
+            self.stream.finish()
+        else:
+            request.setResponseCode(202)
+            request.finish()
+
+    def close(self) -> None:
+        self.done = True
+        if self.hs.posts.get(self.key) is self:
+            del self.hs.posts[self.key]
+            self.front.table.release(self.hs)
+
+
+# -- the resource ------------------------------------------------------------
+
+
+class BoundedRequest(WebRequest):
+    """A request whose body is not kept beyond C{maxBodyBytes} (the rest is read and discarded)."""
+
+    too_large = False
+    received = 0
+    content: Any
+
+    def _limit(self) -> int:
+        site: Any = self.channel.site  # type: ignore[attr-defined]
+        return int(site.max_body)
+
+    def gotLength(self, length: int | None) -> None:
+        limit = self._limit()
+        if length is not None and length > limit:
+            self.too_large = True
+        super().gotLength(None if self.too_large else length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.too_large:
+            return
+        self.received += len(data)
+        if self.received > self._limit():
+            self.too_large = True
+            self.content.seek(0)
+            self.content.truncate()
+            return
+        super().handleContentChunk(data)
+
+
+class McpResource(Resource):
+    """The MCP endpoint of one HTTP listener (see the module's docstring)."""
+
+    isLeaf = True
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        clock: IReactorTime,
+        gateway_settings: GatewaySettings,
+        settings: HttpSettings,
+        listener: str,
+        label: str = "http",
+    ) -> None:
+        super().__init__()
+        self.gateway = gateway
+        self.clock = clock
+        self.gateway_settings = gateway_settings
+        self.settings = settings
+        self.listener = listener
+        self.label = label
+        self.path = settings.path.encode("utf-8")
+        self.table = SessionTable(clock, settings, self._expired)
+        #: Stopping: no new sessions.
+        self.closing = False
+        #: Refused hosts and origins already logged.
+        self._logged: set[tuple[str, str]] = set()
+
+    # -- what the metrics and /status read ------------------------------------
+
+    def open_streams(self) -> int:
+        return sum(hs.streams() for hs in self.table.sessions.values())
+
+    # -- dispatch ------------------------------------------------------------
+
+    def render(self, request: Request) -> Any:
+        if request.path != self.path:
+            return _plain(request, 404, f"not found: the MCP endpoint is {self.settings.path}\n")
+        refusal = self._origin_refusal(request)
+        if refusal is not None:
+            return refusal
+        method = request.method
+        if method == b"POST":
+            return self.render_POST(request)
+        if method == b"GET":
+            return self.render_GET(request)
+        if method == b"DELETE":
+            return self.render_DELETE(request)
+        request.setHeader(b"allow", b"GET, POST, DELETE")
+        return _plain(request, 405, "the MCP endpoint takes POST, GET and DELETE\n")
+
+    def _origin_refusal(self, request: Request) -> Any:
+        local = request.getHost()
+        if _is_loopback(local) and not _host_allowed(request.getHeader(b"host"), local, self.settings.allowedHosts):
+            host = (request.getHeader(b"host") or b"").decode("latin-1")[:100]
+            if self._first("host", host):
+                log.warn(
+                    "HTTP request to a loopback listener named another host ({host}); refused (DNS rebinding "
+                    "protection; add the name to http.allowedHosts if it is yours). Logged once per host.",
+                    host=host,
+                )
+            return _error(
+                request,
+                421,
+                INVALID_REQUEST,
+                "Misdirected Request: this listener is bound to loopback and answers only to Host: localhost, "
+                "127.0.0.1 or [::1] with its port (add other names to http.allowedHosts)",
+            )
+        origin = request.getHeader(b"origin")
+        if origin is not None:
+            given = origin.decode("latin-1").strip().rstrip("/").lower()
+            if given not in self.settings.allowedOrigins:
+                if self._first("origin", given[:100]):
+                    log.warn(
+                        "HTTP request from web origin {origin} refused (not in http.allowedOrigins). Logged once per origin.",
+                        origin=given[:100],
+                    )
+                return _error(request, 403, INVALID_REQUEST, f"Forbidden: origin {given[:100]} is not in the gateway's http.allowedOrigins")
+        return None
+
+    def _first(self, kind: str, value: str) -> bool:
+        """Whether this refusal was not logged yet (at most 1000 kept: a flood of new values is not logged)."""
+        key = (kind, value)
+        if key in self._logged or len(self._logged) >= 1000:
+            return False
+        self._logged.add(key)
+        return True
+
+    def _version_refusal(self, request: Request) -> Any:
+        version = request.getHeader(b"mcp-protocol-version")
+        if version is None:
+            return None
+        text = version.decode("latin-1")
+        if text not in HANDSHAKE_VERSIONS:
+            return _error(
+                request,
+                400,
+                INVALID_REQUEST,
+                f"Bad Request: unsupported MCP-Protocol-Version {text[:40]!r}; this gateway speaks {', '.join(HANDSHAKE_VERSIONS)}",
+            )
+        return None
+
+    def _peer(self, request: Request) -> Peer:
+        transport = request.channel.transport
+        peer = peer_of(transport, self.listener)
+        if peer.transport == "tls":
+            peer = with_certificate(peer, transport)
+        return peer
+
+    def _session(self, request: Request, peer: Peer) -> HttpSession | Any:
+        """The request's session, or the error already written for it (bytes)."""
+        header = request.getHeader(b"mcp-session-id")
+        if header is None:
+            return _error(
+                request,
+                400,
+                INVALID_REQUEST,
+                "Bad Request: no Mcp-Session-Id header; begin a session with initialize and send its id with every request",
+            )
+        sid = header.decode("latin-1")
+        if not SESSION_ID_RE.match(sid):
+            return _error(request, 400, INVALID_REQUEST, "Bad Request: malformed Mcp-Session-Id")
+        hs = self.table.find(sid, owner_of(peer))
+        if hs is None:
+            return _error(
+                request,
+                404,
+                SESSION_NOT_FOUND,
+                "Session not found: it ended, expired or was never opened here; initialize a new session",
+            )
+        return hs
+
+    def session_header(self, request: Request, hs: HttpSession) -> None:
+        request.setHeader(b"mcp-session-id", hs.id.encode("ascii"))
+
+    # -- POST ----------------------------------------------------------------
+
+    def render_POST(self, request: Request) -> Any:
+        if getattr(request, "too_large", False):
+            return _error(
+                request,
+                413,
+                INVALID_REQUEST,
+                f"Content Too Large: a message may be at most {self.settings.maxBodyBytes} bytes (http.maxBodyBytes)",
+            )
+        content_type = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+        if content_type != b"application/json":
+            return _error(request, 415, INVALID_REQUEST, "Unsupported Media Type: send the message as Content-Type: application/json")
+        json_ok, sse_ok = _accepts(request.getHeader(b"accept"))
+        if not json_ok:
+            return _error(request, 406, INVALID_REQUEST, "Not Acceptable: the client must accept application/json and text/event-stream")
+        refusal = self._version_refusal(request)
+        if refusal is not None:
+            return refusal
+        content: Any = request.content
+        body = content.read() if content is not None else b""
+        try:
+            message = decode(body)
+        except MessageError as e:
+            return _error(request, 400, e.code, e.message)
+        kind = _kind(message)
+        if kind is None:
+            why = (
+                "JSON-RPC batches are not supported; send each message in its own POST"
+                if type(message) is list
+                else "expected one JSON-RPC request, notification or response"
+            )
+            return _error(request, 400, INVALID_REQUEST, f"Invalid Request: {why}")
+        peer = self._peer(request)
+        if kind == "request" and message.get("method") == "initialize":
+            return self._initialize(request, peer, message, sse_ok)
+        hs = self._session(request, peer)
+        if not isinstance(hs, HttpSession):
+            return hs
+        core = hs.core
+        if kind != "request":
+            self.table.hold(hs)
+            try:
+                core.message_received(message)
+                if message.get("method") == "notifications/cancelled":
+                    self._cancelled(hs, message.get("params"))
+            finally:
+                self.table.release(hs)
+            request.setResponseCode(202)
+            return b""
+        return self._request(request, hs, message, sse_ok)
+
+    def _initialize(self, request: Request, peer: Peer, message: dict[str, Any], sse_ok: bool) -> Any:
+        if request.getHeader(b"mcp-session-id") is not None:
+            return _error(
+                request,
+                400,
+                INVALID_REQUEST,
+                "Bad Request: initialize begins a new session; send it without an Mcp-Session-Id header",
+            )
+        if self.closing:
+            return _error(request, 503, errors.GATEWAY_SHUTTING_DOWN, "the gateway is shutting down")
+        owner = owner_of(peer)
+        limit = self.table.refusal(owner)
+        if limit is not None:
+            setting, value = limit
+            log.warn("HTTP client {peer}: new session refused ({setting} is {value})", peer=peer.describe(), setting=setting, value=value)
+            request.setHeader(b"retry-after", b"5")
+            return _error(
+                request,
+                429 if setting.endswith("PerPrincipal") else 503,
+                errors.TOO_MANY_CONNECTIONS,
+                f"too many HTTP sessions are open ({setting} is {value}); end unused sessions (DELETE) or try again later",
+                {"limit": setting, "value": value},
+            )
+        hs = self.table.open(owner, self.label)
+        hs.core = ClientSession(self.gateway, self._caller(hs, peer), self.gateway_settings.maxCallsInFlight)
+        log.info("HTTP client session {client} opened ({peer})", client=hs.label, peer=peer.describe())
+        result = self._request(request, hs, message, sse_ok)
+        if not hs.core.initialized:
+            self._end(hs, "its initialize failed")
+        return result
+
+    def _request(self, request: Request, hs: HttpSession, message: dict[str, Any], sse_ok: bool) -> Any:
+        rid = message["id"]
+        key = id_key(rid)
+        if key in hs.posts:
+            return _error(request, 400, INVALID_REQUEST, f"Invalid Request: id {rid!r} is already used by a request in flight", rid=rid)
+        exchange = PostExchange(self, hs, request, rid, sse_ok)
+        hs.posts[key] = exchange
+        self.table.hold(hs)
+        request.notifyFinish().addErrback(self._post_gone, exchange)
+        hs.core.message_received(message)
+        if not exchange.done and key not in hs.core.in_flight:
+            # Neither answered nor pending (cannot happen for a well-formed request).
+            log.warn("HTTP client {client}: request {rid} was neither answered nor kept", client=hs.label, rid=rid)
+            exchange.end_unanswered()
+        return NOT_DONE_YET
+
+    def _post_gone(self, failure: Failure, exchange: PostExchange) -> None:
+        """The client closed a POST before its answer: the call is cancelled at the backend."""
+        if exchange.done:
+            return
+        exchange.close()
+        hs = exchange.hs
+        if hs.ended or hs.core is None:
+            return
+        log.info("HTTP client {client} closed the POST of request {rid}: cancelling it", client=hs.label, rid=exchange.rid)
+        hs.core.message_received(
+            {
+                "jsonrpc": "2.0",
+                "method": "notifications/cancelled",
+                "params": {"requestId": exchange.rid, "reason": "the client closed the request's HTTP stream"},
+            }
+        )
+
+    def _cancelled(self, hs: HttpSession, params: Any) -> None:
+        """After the client cancelled a request: its POST is closed (a cancelled call is not answered)."""
+        rid = params.get("requestId") if type(params) is dict else None
+        if not valid_id(rid):
+            return
+        exchange = hs.posts.get(id_key(rid))
+        if exchange is not None and id_key(rid) not in hs.core.in_flight:
+            exchange.end_unanswered()
+
+    # -- GET -----------------------------------------------------------------
+
+    def render_GET(self, request: Request) -> Any:
+        accept = (request.getHeader(b"accept") or b"").lower()
+        if b"text/event-stream" not in accept:
+            return _error(request, 406, INVALID_REQUEST, "Not Acceptable: the session's stream is text/event-stream; accept it")
+        refusal = self._version_refusal(request)
+        if refusal is not None:
+            return refusal
+        hs = self._session(request, self._peer(request))
+        if not isinstance(hs, HttpSession):
+            return hs
+        if hs.standalone is not None:
+            return _error(request, 409, INVALID_REQUEST, "Conflict: this session's stream is already open (one GET stream per session)")
+        stream = EventStream(request, self.settings.maxStreamBufferBytes, hs.label)
+        hs.standalone = stream
+        self.table.hold(hs)
+        self.session_header(request, hs)
+        stream.comment(b"stream open")
+
+        def gone(_: Any) -> None:
+            if hs.standalone is stream:
+                hs.standalone = None
+                self.table.release(hs)
+
+        request.notifyFinish().addBoth(gone)
+        return NOT_DONE_YET
+
+    # -- DELETE --------------------------------------------------------------
+
+    def render_DELETE(self, request: Request) -> Any:
+        hs = self._session(request, self._peer(request))
+        if not isinstance(hs, HttpSession):
+            return hs
+        self._end(hs, "the client ended it (DELETE)")
+        request.setResponseCode(204)
+        return b""
+
+    # -- ending sessions -------------------------------------------------------
+
+    def _expired(self, hs: HttpSession) -> None:
+        self._close(hs, "it expired")
+
+    def _end(self, hs: HttpSession, why: str) -> None:
+        if self.table.remove(hs):
+            self._close(hs, why)
+
+    def _close(self, hs: HttpSession, why: str) -> Deferred[Any]:
+        """End a session out of the table: its calls cancelled (unanswered), its streams closed, its backends released."""
+        log.info("HTTP client session {client} ended: {why}", client=hs.label, why=why)
+        core = hs.core
+        for exchange in list(hs.posts.values()):
+            if core is not None and exchange.key in core.in_flight:
+                core.message_received(
+                    {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": exchange.rid, "reason": why}}
+                )
+            exchange.end_unanswered()
+        stream, hs.standalone = hs.standalone, None
+        if stream is not None:
+            stream.finish()
+        if core is None:
+            return succeed(None)
+        d = core.drain(0, self.clock)
+        return d.addErrback(lambda f: log.failure("HTTP client session {client}: ending it failed", f, client=hs.label))
+
+    def stop(self, grace: float) -> Deferred[Any]:
+        """Take no new sessions; let every session's calls finish within C{grace}, then end them."""
+        self.closing = True
+        waits = []
+        for hs in list(self.table.sessions.values()):
+            self.table.remove(hs)
+            waits.append(self._stop_one(hs, grace))
+        return DeferredList(waits, consumeErrors=True)
+
+    def _stop_one(self, hs: HttpSession, grace: float) -> Deferred[Any]:
+        d = hs.core.drain(grace, self.clock) if hs.core is not None else succeed(None)
+
+        def close(result: Any) -> Any:
+            for exchange in list(hs.posts.values()):
+                exchange.end_unanswered()
+            if hs.standalone is not None:
+                hs.standalone.finish()
+                hs.standalone = None
+            return result
+
+        return d.addBoth(close)
+
+    # -- the core's caller -----------------------------------------------------
+
+    def _caller(self, hs: HttpSession, peer: Peer) -> Caller:
+        def send(message: dict[str, Any], related: Any = None, progress_of: Any = None) -> int:
+            data, why = encode_or_explain(message)
+            if why is not None:
+                log.error("could not encode a message for HTTP client {client}: {why}", client=hs.label, why=why)
+            if data is None:
+                return 0
+            return len(data) if self._route(hs, message, data, related) else 0
+
+        return Caller(hs.label, send, peer)
+
+    def _route(self, hs: HttpSession, message: dict[str, Any], data: bytes, related: Any) -> bool:
+        """
+        Put one message on the stream it belongs to: an answer on its POST;
+        a message of a call (C{related}) on that call's POST, as an SSE event;
+        anything else on the session's GET stream.  A server request or log
+        message that the backend's transport could not tie to a call goes to
+        the session's only open call when there is exactly one.
+        """
+        method = message.get("method")
+        if method is None and "id" in message:
+            rid = message["id"]
+            exchange = hs.posts.get(id_key(rid)) if valid_id(rid) else None
+            if exchange is not None:
+                exchange.answer(data)
+                return True
+            log.debug("HTTP client {client}: dropped an answer to {rid}: its POST is gone", client=hs.label, rid=rid)
+            return False
+        if related is not None and valid_id(related):
+            exchange = hs.posts.get(id_key(related))
+            if exchange is not None and exchange.related(data):
+                return True
+        elif "id" in message or method == "notifications/message":
+            open_calls = [p for p in hs.posts.values() if p.accepts_sse and not p.done]
+            if len(open_calls) == 1 and open_calls[0].related(data):
+                return True
+        stream = hs.standalone
+        if stream is not None and stream.write(data):
+            return True
+        if stream is not None and stream.cut:
+            hs.standalone = None
+            self.table.release(hs)
+        log.debug("HTTP client {client}: no open stream for {method}; dropped", client=hs.label, method=method)
+        return False
+
+
+# -- helpers -----------------------------------------------------------------
+
+
+def _kind(message: Any) -> str | None:
+    """C{request}, C{notification} or C{response}; None for anything else."""
+    if type(message) is not dict or message.get("jsonrpc") != "2.0":
+        return None
+    method = message.get("method")
+    if method is not None:
+        if type(method) is not str:
+            return None
+        if "id" not in message:
+            return "notification"
+        if not valid_id(message["id"]):
+            return None
+        params = message.get("params")
+        if params is not None and type(params) is not dict:
+            return None
+        return "request"
+    if "id" in message and ("result" in message or "error" in message):
+        return "response"
+    return None
+
+
+def _accepts(header: bytes | None) -> tuple[bool, bool]:
+    """Whether an C{Accept} header takes JSON, and whether it takes SSE."""
+    if header is None:
+        return True, True
+    types = {part.split(b";")[0].strip().lower() for part in header.split(b",")}
+    anything = b"*/*" in types
+    json_ok = anything or b"application/json" in types or b"application/*" in types
+    sse_ok = anything or b"text/event-stream" in types or b"text/*" in types
+    return json_ok, sse_ok
+
+
+def _error(request: Request, status: int, code: int, message: str, data: Any = None, rid: Any = None) -> bytes:
+    """A JSON-RPC error as the whole response, with an HTTP status."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    body, _ = encode_or_explain({"jsonrpc": "2.0", "id": rid, "error": error})
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    return body or b""
+
+
+def _plain(request: Request, status: int, text: str) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    return text.encode("utf-8")
+
+
+def _is_loopback(address: Any) -> bool:
+    if not isinstance(address, (IPv4Address, IPv6Address)):
+        return False
+    try:
+        return ipaddress.ip_address(address.host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_allowed(given: bytes | None, local: Any, extra: tuple[str, ...]) -> bool:
+    """
+    A request to a loopback listener must name it (C{Host}: localhost,
+    127.0.0.1 or [::1], with the port it came in on, or a name of
+    C{http.allowedHosts}): a web page that rebinds its own name to
+    127.0.0.1 sends its own name and is refused.
+    """
+    if given is None:
+        return False  # HTTP/1.1 requires Host; browsers always send it
+    host = given.decode("latin-1").strip().lower()
+    literal = f"[{local.host}]" if ":" in local.host else local.host
+    names = {*_LOOPBACK_NAMES, literal}
+    allowed = {f"{name}:{local.port}" for name in names}
+    if local.port == 80:
+        allowed |= names
+    return host in allowed or host in extra
+
+
+# -- the listener ------------------------------------------------------------
+
+
+class McpChannel(HTTPChannel):
+    """
+    One HTTP connection, counted against the connection caps every
+    listener shares (C{gateway.maxClients}, C{gateway.maxClientsPerPeer},
+    C{gateway.descriptorReserve}); one over them is answered 503 and closed.
+
+    The idle timeout (C{gateway.messageTimeout}) restarts with every byte,
+    so a client trickling its request would keep its place for ever: a
+    whole request (head and body) must also arrive within that time of the
+    connection or of the last answer, or the connection is closed.
+    """
+
+    site: "McpSite"
+    admitted: str | None = None
+    _deadline: Any = None
+
+    def _start_deadline(self) -> None:
+        self._deadline = self.callLater(self.timeOut, self._request_too_slow)
+
+    def _stop_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _request_too_slow(self) -> None:
+        self._deadline = None
+        transport: Any = self.transport
+        if transport is None or transport.disconnecting:
+            return
+        log.info("HTTP client: a request did not arrive whole within {timeout:g} s (gateway.messageTimeout); closing", timeout=self.timeOut)
+        self.setTimeout(None)
+        self.timeoutConnection()
+
+    def allContentReceived(self) -> None:
+        self._stop_deadline()
+        super().allContentReceived()
+
+    def requestDone(self, request: Any) -> None:
+        super().requestDone(request)
+        transport: Any = self.transport
+        if self.persistent and self._deadline is None and transport is not None and not transport.disconnecting:
+            self._start_deadline()
+
+    def connectionMade(self) -> None:
+        admission = self.site.admission
+        if admission is not None:
+            key = peer_key(peer_of(self.transport, self.site.resource_.listener))
+            refusal = admission.enter(key)
+            if refusal is not None:
+                setting, value, why = refusal
+                body = f"connection refused: {why}; try again later\n".encode()
+                transport: Any = self.transport
+                transport.write(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nRetry-After: 1\r\n"
+                    b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
+                )
+                self.dataReceived = lambda data: None  # type: ignore[method-assign]
+                transport.loseConnection()
+                return
+            self.admitted = key
+        super().connectionMade()
+        self._start_deadline()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self._stop_deadline()
+        if self.admitted is not None and self.site.admission is not None:
+            self.site.admission.leave(self.admitted)
+            self.admitted = None
+        super().connectionLost(reason)
+
+
+class McpSite(Site):
+    """The HTTP server of one C{--listen http:...} listener (no access log: it would name session ids)."""
+
+    protocol = McpChannel  # type: ignore[assignment]
+    requestFactory = BoundedRequest
+    noisy = False
+
+    def __init__(self, resource: McpResource, clock: IReactorTime, idle_timeout: float, admission: Admission | None = None) -> None:
+        super().__init__(resource, timeout=idle_timeout, reactor=clock)
+        self.resource_ = resource
+        self.max_body = resource.settings.maxBodyBytes
+        #: The connection caps shared with every listener (None: uncounted).
+        self.admission = admission
+
+    def log(self, request: Any) -> None:
+        pass
+
+
+class HttpFrontend(Service):
+    """
+    A C{--listen http:ENDPOINT} listener.  Stopping it stops listening,
+    then lets every session's calls finish (within the shutdown grace)
+    and ends the sessions.
+    """
+
+    def __init__(self, description: str, port: Any, site: McpSite, grace: float) -> None:
+        self.description = description
+        self.port = port
+        self.site = site
+        self.resource = site.resource_
+        self.grace = grace
+
+    def startService(self) -> None:
+        super().startService()
+        log.info(
+            "serving MCP over HTTP on {endpoint} at {path}",
+            endpoint=self.description,
+            path=self.resource.settings.path,
+        )
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        if self.port is not None:
+            await self.port.stopListening()
+        await self.resource.stop(self.grace)
+
+
+def http_totals(frontends: Any) -> dict[str, int]:
+    """The HTTP sessions and open SSE streams over every HTTP listener among C{frontends} (for /metrics and /status)."""
+    sessions = streams = expired = 0
+    for front in frontends:
+        if isinstance(front, HttpFrontend):
+            resource = front.resource
+            sessions += len(resource.table)
+            streams += resource.open_streams()
+            expired += resource.table.expired
+    return {"sessions": sessions, "streams": streams, "expired": expired}
+
+
+def http_site(
+    gateway: Gateway,
+    clock: IReactorTime,
+    gateway_settings: GatewaySettings,
+    settings: HttpSettings | None,
+    listener: str,
+    admission: Admission | None = None,
+) -> McpSite:
+    """The site for the C{--listen} description C{listener} (C{http:...})."""
+    resource = McpResource(gateway, clock, gateway_settings, settings or HttpSettings(), listener)
+    return McpSite(resource, clock, gateway_settings.messageTimeout, admission)
+
+
+__all__ = ["DEFAULT_HEADER_VERSION", "SESSION_NOT_FOUND", "EventStream", "HttpFrontend", "McpResource", "McpSite", "http_site", "http_totals"]

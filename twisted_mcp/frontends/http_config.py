@@ -1,0 +1,120 @@
+"""
+The C{http:} section: how the Streamable HTTP front (C{--listen http:...})
+serves clients.  Every key is optional:
+
+    http:
+      path: /mcp                      # where the MCP endpoint is served
+      sessionIdleTimeout: 1800        # seconds a session may go unused before it ends
+      maxSessions: 10000              # HTTP sessions open at once, over every principal
+      maxSessionsPerPrincipal: 100    # HTTP sessions one client identity may hold at once
+      maxBodyBytes: 4194304           # the largest POST body read (413 beyond)
+      maxStreamBufferBytes: 1048576   # bytes held for a stream whose client does not read (cut beyond)
+      allowedOrigins: []              # browser origins allowed (scheme://host[:port]); none by default
+      allowedHosts: []                # Host names a loopback listener answers to besides localhost, 127.0.0.1, [::1]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from twisted_mcp.config._check import _Checker, _describe, _join
+
+
+@attrs.frozen
+class HttpSettings:
+    """The C{http:} section, with its defaults."""
+
+    path: str = "/mcp"
+    sessionIdleTimeout: float = 1800.0
+    maxSessions: int = 10000
+    maxSessionsPerPrincipal: int = 100
+    maxBodyBytes: int = 4 * 1024 * 1024
+    maxStreamBufferBytes: int = 1024 * 1024
+    allowedOrigins: tuple[str, ...] = ()
+    allowedHosts: tuple[str, ...] = ()
+
+
+_KEYS: dict[str, tuple[str, Any]] = {
+    "path": ("path", None),
+    "sessionIdleTimeout": ("seconds", (1, 86400 * 7)),
+    "maxSessions": ("int", (1, 1_000_000)),
+    "maxSessionsPerPrincipal": ("int", (1, 1_000_000)),
+    "maxBodyBytes": ("int", (1024, 1 << 30)),
+    "maxStreamBufferBytes": ("int", (4096, 1 << 30)),
+    "allowedOrigins": ("origins", None),
+    "allowedHosts": ("hosts", None),
+}
+
+
+def parse_http(value: Any, path: str, problems: list[str]) -> HttpSettings:
+    """
+    Check the C{http:} section C{value} (at key path C{path}); each problem
+    is appended to C{problems} and the defaults are used for what is wrong.
+    """
+    check = _Checker()
+    found: dict[str, Any] = {}
+    section = check.mapping(path, value if value is not None else {})
+    if section is not None:
+        check.unknown(path, section, _KEYS)
+        for key, (kind, bounds) in _KEYS.items():
+            if key not in section:
+                continue
+            where = _join(path, key)
+            got: Any
+            if kind == "int":
+                got = check.integer(where, section[key], *bounds)
+            elif kind == "seconds":
+                got = check.number(where, section[key], *bounds)
+            elif kind == "path":
+                got = _endpoint_path(check, where, section[key])
+            elif kind == "origins":
+                got = _origins(check, where, section[key])
+            else:
+                got = _hosts(check, where, section[key])
+            if got is not None:
+                found[key] = got
+    problems.extend(check.problems)
+    return HttpSettings(**found)
+
+
+def _endpoint_path(check: _Checker, where: str, value: Any) -> str | None:
+    text = check.string(where, value)
+    if text is None:
+        return None
+    if not text.startswith("/") or text == "/" or text.endswith("/") or "//" in text or "?" in text or "#" in text:
+        check.problem(where, f"expected a path such as /mcp (begins with /, no trailing /, no ? or #), got {_describe(text)}")
+        return None
+    return text
+
+
+def _origins(check: _Checker, where: str, value: Any) -> tuple[str, ...] | None:
+    items = check.string_list(where, value)
+    if items is None:
+        return None
+    out = []
+    for i, origin in enumerate(items):
+        shaped = origin.rstrip("/").lower()
+        scheme, sep, rest = shaped.partition("://")
+        if not sep or scheme not in ("http", "https") or not rest or "/" in rest:
+            check.problem(f"{where}[{i}]", f"expected an origin such as https://app.example.com or http://localhost:3000, got {_describe(origin)}")
+            continue
+        out.append(shaped)
+    return tuple(out)
+
+
+def _hosts(check: _Checker, where: str, value: Any) -> tuple[str, ...] | None:
+    items = check.string_list(where, value)
+    if items is None:
+        return None
+    out = []
+    for i, host in enumerate(items):
+        if not host or any(c in host for c in "/ @?#"):
+            check.problem(f"{where}[{i}]", f"expected a host name (with its port, if it is not 80), such as mcp.internal:8080, got {_describe(host)}")
+            continue
+        out.append(host.lower())
+    return tuple(out)
+
+
+__all__ = ["HttpSettings", "parse_http"]
