@@ -10,11 +10,9 @@ the suite applies to its own expected-failures baseline.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
