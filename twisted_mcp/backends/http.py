@@ -43,7 +43,7 @@ from zope.interface import implementer
 
 from twisted_mcp.backends.base import State
 from twisted_mcp.backends.session import DiscoveryError, McpClientSession
-from twisted_mcp.backends.supervisor import SupervisedBackend
+from twisted_mcp.backends.supervisor import RunEvents, SupervisedBackend
 from twisted_mcp.config import HttpServer
 from twisted_mcp.mcp import errors
 from twisted_mcp.urls import shown_url, split_url
@@ -249,7 +249,7 @@ class _Exchange:
             self.request.cancel()
 
 
-class _HttpRun:
+class _HttpRun(RunEvents):
     """
     One MCP session with a Streamable HTTP server.
     """
@@ -294,15 +294,6 @@ class _HttpRun:
         await self.session.handshake(timeout)
         await self._stream_connected((deadline - clock.seconds()) / 2)
         await self.session.list_everything(timeout, deadline)
-
-    def _listing_changed(self, kind: str) -> None:
-        self.backend._session_changed(self, kind)
-
-    def _server_request(self, method: str, params: dict[str, Any], related: Any) -> Deferred[Any]:
-        return self.backend._run_request(self, method, params, related)
-
-    def _server_notification(self, method: str, params: dict[str, Any], related: Any) -> None:
-        self.backend._run_notification(self, method, params, related)
 
     async def _stream_connected(self, time_left: float) -> None:
         """

@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from twisted_mcp.backends.base import Backend, State
 from twisted_mcp.backends.session import McpClientSession
 from twisted_mcp.backends.stderr import StderrLimits, StderrLog
-from twisted_mcp.backends.supervisor import SupervisedBackend
+from twisted_mcp.backends.supervisor import RunEvents, SupervisedBackend
 from twisted_mcp.config import GatewaySettings, StdioServer
 from twisted_mcp.mcp import errors
 from twisted_mcp.wire._pipes import read_in_large_chunks
@@ -254,7 +254,7 @@ class _Framer(LineFramer):
         self.child.tooLongLineEnded(tail)
 
 
-class _Child(ProcessProtocol):
+class _Child(RunEvents, ProcessProtocol):
     """One run of a backend's process."""
 
     def __init__(self, backend: "StdioBackend", max_length: int) -> None:
@@ -309,15 +309,6 @@ class _Child(ProcessProtocol):
         """Bytes written toward the child's stdin that it has not read yet."""
         queued = getattr(self.writer, "queued", None)
         return queued() if queued is not None else 0
-
-    def _listing_changed(self, kind: str) -> None:
-        self.backend._session_changed(self, kind)
-
-    def _server_request(self, method: str, params: dict[str, Any], related: Any) -> Deferred[Any]:
-        return self.backend._run_request(self, method, params, related)
-
-    def _server_notification(self, method: str, params: dict[str, Any], related: Any) -> None:
-        self.backend._run_notification(self, method, params, related)
 
     def discover(self, timeout: float) -> Any:
         return self.session.discover(timeout)

@@ -28,6 +28,24 @@ _KIND_NAMES = {
     "resourceTemplates": "resource template list",
 }
 
+class RunEvents:
+    """
+    What one run's MCP client session reports, passed to its backend with
+    the run (so that the backend can tell a current run from an old one).
+    """
+
+    backend: "SupervisedBackend"
+
+    def _listing_changed(self, kind: str) -> None:
+        self.backend._session_changed(self, kind)
+
+    def _server_request(self, method: str, params: dict[str, Any], related: Any) -> Deferred[Any]:
+        return self.backend._run_request(self, method, params, related)
+
+    def _server_notification(self, method: str, params: dict[str, Any], related: Any) -> None:
+        self.backend._run_notification(self, method, params, related)
+
+
 class SupervisedBackend(Backend):
     """
     What every transport shares: runs, each discovered (bounded by the

@@ -35,7 +35,7 @@ from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel, Request
+from twisted.web.http import Request
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 from twisted.web.server import Request as WebRequest
@@ -46,6 +46,7 @@ from twisted_mcp.dispatch.caller import Caller
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.dispatch.session import ClientSession
 from twisted_mcp.frontends.admission import Admission
+from twisted_mcp.frontends.deadline import DeadlineChannel
 from twisted_mcp.frontends.http_config import HttpSettings
 from twisted_mcp.frontends.http_sessions import SESSION_ID_RE, HttpSession, SessionTable, owner_of
 from twisted_mcp.frontends.stream import peer_key
@@ -718,7 +719,7 @@ def _host_allowed(given: bytes | None, local: Any, extra: tuple[str, ...]) -> bo
 # -- the listener ------------------------------------------------------------
 
 
-class McpChannel(HTTPChannel):
+class McpChannel(DeadlineChannel):
     """
     One HTTP connection, counted against the connection caps every
     listener shares (C{gateway.maxClients}, C{gateway.maxClientsPerPeer},
@@ -732,34 +733,8 @@ class McpChannel(HTTPChannel):
 
     site: "McpSite"
     admitted: str | None = None
-    _deadline: Any = None
-
-    def _start_deadline(self) -> None:
-        self._deadline = self.callLater(self.timeOut, self._request_too_slow)
-
-    def _stop_deadline(self) -> None:
-        if self._deadline is not None and self._deadline.active():
-            self._deadline.cancel()
-        self._deadline = None
-
-    def _request_too_slow(self) -> None:
-        self._deadline = None
-        transport: Any = self.transport
-        if transport is None or transport.disconnecting:
-            return
-        log.info("HTTP client: a request did not arrive whole within {timeout:g} s (gateway.messageTimeout); closing", timeout=self.timeOut)
-        self.setTimeout(None)
-        self.timeoutConnection()
-
-    def allContentReceived(self) -> None:
-        self._stop_deadline()
-        super().allContentReceived()
-
-    def requestDone(self, request: Any) -> None:
-        super().requestDone(request)
-        transport: Any = self.transport
-        if self.persistent and self._deadline is None and transport is not None and not transport.disconnecting:
-            self._start_deadline()
+    client_name = "HTTP client"
+    timeout_setting = "gateway.messageTimeout"
 
     def connectionMade(self) -> None:
         admission = self.site.admission
@@ -779,10 +754,8 @@ class McpChannel(HTTPChannel):
                 return
             self.admitted = key
         super().connectionMade()
-        self._start_deadline()
 
     def connectionLost(self, reason: Any = None) -> None:
-        self._stop_deadline()
         if self.admitted is not None and self.site.admission is not None:
             self.site.admission.leave(self.admitted)
             self.admitted = None

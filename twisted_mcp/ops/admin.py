@@ -29,12 +29,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from twisted_mcp import __version__
 from twisted_mcp.dispatch.gateway import Gateway
+from twisted_mcp.frontends.deadline import DeadlineChannel
 from twisted_mcp.frontends.http import http_totals
 from twisted_mcp.mcp import errors
 from twisted_mcp.policy.rules import backends_named, pattern_problem
@@ -561,7 +561,7 @@ def _raw_response(status: int, phrase: str, body: str, headers: list[tuple[bytes
     return b"\r\n".join(head) + b"\r\n\r\n" + data
 
 
-class AdminChannel(HTTPChannel):
+class AdminChannel(DeadlineChannel):
     """
     One admin connection.  A request is refused as soon as its head
     arrives, before its body is read, when the token is missing or wrong
@@ -571,45 +571,16 @@ class AdminChannel(HTTPChannel):
     """
 
     site: "AdminSite"
-    _deadline: Any = None
+    client_name = "admin endpoint"
+    timeout_setting = "gateway.adminTimeout"
 
     def connectionMade(self) -> None:
         self.site.open += 1
         super().connectionMade()
-        self._start_deadline()
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Any = None) -> None:
         self.site.open -= 1
-        self._stop_deadline()
         super().connectionLost(reason)
-
-    # The idle timeout restarts with every byte: a client trickling its
-    # request would keep its place for ever.  So a whole request must also
-    # arrive within adminTimeout (of the connection, or of the last answer).
-    def _start_deadline(self) -> None:
-        self._deadline = self.callLater(self.timeOut, self._request_too_slow)
-
-    def _stop_deadline(self) -> None:
-        if self._deadline is not None and self._deadline.active():
-            self._deadline.cancel()
-        self._deadline = None
-
-    def _request_too_slow(self) -> None:
-        self._deadline = None
-        if self.transport.disconnecting:
-            return  # the idle timeout came first
-        log.info("admin endpoint: a client did not send its request within {timeout:g} s; closing", timeout=self.timeOut)
-        self.setTimeout(None)  # one timeout only: each schedules its own forced abort
-        self.timeoutConnection()  # close, and abort if even that stalls
-
-    def allContentReceived(self) -> None:
-        self._stop_deadline()
-        super().allContentReceived()
-
-    def requestDone(self, request: Any) -> None:
-        super().requestDone(request)
-        if self.persistent and self._deadline is None and not self.transport.disconnecting:
-            self._start_deadline()
 
     def allHeadersReceived(self) -> None:
         refusal = _head_refusal(self.site.admin, self, self.requests[-1])
