@@ -247,7 +247,14 @@ def _listen_http(description: str, service: Any, reactor: Any, admission: Any) -
     from twisted_mcp.frontends.http import HttpFrontend, http_site
 
     settings = service.config.gateway
-    site = http_site(service.gateway, reactor, settings, service.config.http, description, admission)
+    identity = service.config.identity
+    verify = None
+    if identity is not None and identity.jwt is not None:
+
+        def verify(token: str) -> Any:
+            return service.authenticator.verify_bearer(token)  # the current one: a reload may replace it
+
+    site = http_site(service.gateway, reactor, settings, service.config.http, description, admission, verify)
     port = _bind(description[len("http:") :], site, reactor, description)
     service.add_frontend(lambda gateway: HttpFrontend(description, port, site, settings.shutdownGrace))
 

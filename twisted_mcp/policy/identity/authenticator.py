@@ -326,6 +326,46 @@ class Authenticator:
             raise IdentityError(f"the token claims to be issued at {_iso(iat)}, in the future", "not-yet-valid")
         return principal
 
+    def verify_bearer(self, token: str) -> Principal:
+        """
+        The principal of a token presented with one HTTP request
+        (C{Authorization: Bearer}), verified now with the same rules as the
+        stdio caller's token: algorithm, signature, issuer, audience, and
+        its time claims against the clock.  The token is never kept, and
+        never part of the error.
+
+        @raise IdentityError: when it cannot be accepted.
+        """
+        if self._jwt is None:
+            raise IdentityError("bearer tokens are not accepted: identity.jwt is not configured", "keys")
+        try:
+            principal, times = self._verify(token)
+        except _Refused as e:
+            if e.refetch:
+                self._refetch_keys()
+            raise IdentityError(_without(e.message, token), e.reason) from None
+        exp, nbf, iat = times
+        now = self._clock.seconds()
+        leeway = self._jwt.leeway
+        if exp is not None and exp <= now - leeway:
+            raise IdentityError(f"the token expired at {_iso(exp)}", "expired")
+        if nbf is not None and nbf > now + leeway:
+            raise IdentityError(f"the token is not valid before {_iso(nbf)}", "not-yet-valid")
+        if iat is not None and iat > now + leeway:
+            raise IdentityError(f"the token claims to be issued at {_iso(iat)}, in the future", "not-yet-valid")
+        return principal
+
+    def _refetch_keys(self) -> None:
+        """A presented token names a key not held: fetch C{jwksUrl} again, at most once per C{jwks_refetch_interval}."""
+        config = self._jwt
+        if config is None or config.jwksUrl is None or self._fetching:
+            return
+        now = self._clock.seconds()
+        if self._last_fetch is not None and now - self._last_fetch < self.jwks_refetch_interval:
+            return
+        d = Deferred.fromCoroutine(self._fetch(config.jwksUrl))
+        d.addErrback(self._unexpected)
+
     def _maybe_refetch(self) -> None:
         """A key may be missing because the key set changed (or could not be
         fetched): fetch it again, at most once per C{jwks_refetch_interval},
@@ -396,6 +436,14 @@ def _iso(seconds: float) -> str:
         return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat().replace("+00:00", "Z")
     except (OverflowError, OSError, ValueError):
         return f"{seconds:.0f} (seconds since 1970)"
+
+
+def _without(message: str, token: str) -> str:
+    """C{message} with the token (or any of its parts) cut out: errors never carry it."""
+    for part in [token, *token.split(".")]:
+        if len(part) >= 8 and part in message:
+            message = message.replace(part, "<token>")
+    return message
 
 
 def _short(e: Exception) -> str:
