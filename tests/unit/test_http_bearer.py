@@ -27,7 +27,7 @@ from twisted_mcp.frontends.bearer import bearer_token
 from twisted_mcp.frontends.http import http_site
 from twisted_mcp.frontends.http_config import HttpSettings, parse_http
 from twisted_mcp.mcp import errors
-from twisted_mcp.policy.identity import Authenticator, IdentityConfig, JwtConfig
+from twisted_mcp.policy.identity import Authenticator, IdentityConfig, IdentityError, JwtConfig
 from twisted_mcp.policy.peers import ConnectionIdentity
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import parse_policy
@@ -186,6 +186,29 @@ class BearerTests(SynchronousTestCase):
         # A fresh token of the same principal keeps the session.
         r = self.exchange({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, token(iat=NOW + 100, exp=NOW + 3600), mcp_session_id=sid)
         self.assertEqual(r.status, 200)
+
+    def test_verifiedTokensAreRememberedBoundedAndStillTimeChecked(self) -> None:
+        self.auth.bearer_cache_size = 2
+        first = token(exp=NOW + 60)
+        self.assertEqual(self.auth.verify_bearer(first).name, "alice")
+        self.assertEqual(self.auth.verify_bearer(first).name, "alice")
+        self.assertEqual(len(self.auth._verified), 1)
+        for sub in ("bob", "carol", "dave"):
+            self.auth.verify_bearer(token(sub=sub))
+            self.assertLessEqual(len(self.auth._verified), 2)
+        self.auth.verify_bearer(first)  # remembered again
+        self.clock.advance(120)
+        self.assertRaises(IdentityError, self.auth.verify_bearer, first)  # the time claims are checked every time
+
+    def test_aRememberedTokenIsVerifiedAgainAfterAMinute(self) -> None:
+        good = token()
+        self.auth.verify_bearer(good)
+        self.auth._static_keys.clear()  # the key is withdrawn
+        self.auth.verify_bearer(good)  # still remembered
+        self.clock.advance(self.auth.bearer_cache_seconds)
+        e = self.assertRaises(IdentityError, self.auth.verify_bearer, good)
+        self.assertIn("cannot be verified", e.message)
+        self.assertEqual(self.auth._verified, {})
 
     def test_everyMethodNeedsTheToken(self) -> None:
         sid = self.initialize(token())

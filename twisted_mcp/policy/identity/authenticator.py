@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from datetime import datetime, timezone
 from typing import Any, Mapping
@@ -57,6 +58,10 @@ class Authenticator:
     jwks_refetch_interval = 60.0
     """At most one fetch of C{jwksUrl} per this many seconds."""
     jwks_max_bytes = 1 << 20
+    bearer_cache_size = 10000
+    """Bearer tokens whose signature and claims were verified, kept (by digest) so a client's next request costs no cryptography."""
+    bearer_cache_seconds = 60.0
+    """How long a verified bearer token is remembered before its signature is checked again (a key withdrawn from the set stops it then)."""
 
     def __init__(self, config: IdentityConfig | None, environ: Mapping[str, str], clock: IReactorTime, http: Any = None) -> None:
         self._config = config
@@ -76,6 +81,8 @@ class Authenticator:
         self._last_fetch: float | None = None
         self._fetching = False
         self._refetch_wanted = False
+        #: SHA-256 of a verified bearer token -> when, its principal and time claims.
+        self._verified: dict[bytes, tuple[float, Principal, tuple[float | None, float | None, float | None]]] = {}
         if config is None:
             self.warning = LOCAL_WARNING
             self._principal = LOCAL_PRINCIPAL
@@ -331,21 +338,30 @@ class Authenticator:
         The principal of a token presented with one HTTP request
         (C{Authorization: Bearer}), verified now with the same rules as the
         stdio caller's token: algorithm, signature, issuer, audience, and
-        its time claims against the clock.  The token is never kept, and
-        never part of the error.
+        its time claims against the clock, on every call.  A token whose
+        signature and claims verified is remembered by its SHA-256 digest
+        (never the token) for C{bearer_cache_seconds}, so a client's next
+        requests cost no cryptography.  The token is never part of the error.
 
         @raise IdentityError: when it cannot be accepted.
         """
         if self._jwt is None:
             raise IdentityError("bearer tokens are not accepted: identity.jwt is not configured", "keys")
-        try:
-            principal, times = self._verify(token)
-        except _Refused as e:
-            if e.refetch:
-                self._refetch_keys()
-            raise IdentityError(_without(e.message, token), e.reason) from None
-        exp, nbf, iat = times
         now = self._clock.seconds()
+        digest = hashlib.sha256(token.encode("ascii", "replace")).digest()
+        verified = self._verified.get(digest)
+        if verified is None or now - verified[0] >= self.bearer_cache_seconds:
+            try:
+                principal, times = self._verify(token)
+            except _Refused as e:
+                self._verified.pop(digest, None)
+                if e.refetch:
+                    self._refetch_keys()
+                raise IdentityError(_without(e.message, token), e.reason) from None
+            if len(self._verified) >= self.bearer_cache_size:
+                self._verified.clear()
+            verified = self._verified[digest] = (now, principal, times)
+        _, principal, (exp, nbf, iat) = verified
         leeway = self._jwt.leeway
         if exp is not None and exp <= now - leeway:
             raise IdentityError(f"the token expired at {_iso(exp)}", "expired")
