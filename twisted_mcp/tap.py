@@ -245,9 +245,20 @@ def _listen(endpoints: list[str], service: Any, reactor: Any) -> None:
 def _listen_http(description: str, service: Any, reactor: Any, admission: Any) -> None:
     """A Streamable HTTP listener: C{http:} and a Twisted endpoint string."""
     from twisted_mcp.frontends.http import HttpFrontend, http_site
+    from twisted_mcp.policy.principal import IdentityError
 
     settings = service.config.gateway
-    site = http_site(service.gateway, reactor, settings, service.config.http, description, admission)
+    identity = service.config.identity
+    verify = None
+    if identity is not None and identity.jwt is not None:
+
+        def verify(token: str) -> Any:
+            authenticator = service.authenticator  # the current one: a reload may replace or remove it
+            if authenticator is None:
+                raise IdentityError("bearer tokens cannot be verified: identity.jwt was removed by a reload", "keys")
+            return authenticator.verify_bearer(token)
+
+    site = http_site(service.gateway, reactor, settings, service.config.http, description, admission, verify)
     port = _bind(description[len("http:") :], site, reactor, description)
     service.add_frontend(lambda gateway: HttpFrontend(description, port, site, settings.shutdownGrace))
 

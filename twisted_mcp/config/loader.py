@@ -256,6 +256,8 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
     identity = parse_identity(top["identity"], "identity", base_dir, check.problems) if "identity" in top else None
     audit = None
     http = parse_http(top["http"], "http", check.problems) if "http" in top else HttpSettings()
+    if http.bearer in ("required", "optional") and (identity is None or identity.jwt is None):
+        check.problem("http.bearer", f"is {http.bearer}, but identity.jwt is not configured: bearer tokens are verified with its keys, issuer and audience")
     if "audit" in top:
         audit = parse_audit(top["audit"] if top["audit"] is not None else {}, "audit", base_dir, check.problems)
     if check.problems:

@@ -22,13 +22,19 @@ listener bound to loopback (421), C{Origin} against C{http.allowedOrigins}
 (403), the body's size (413), C{Content-Type} (415), C{Accept} (406),
 C{MCP-Protocol-Version} (400) and C{Mcp-Session-Id} (400 missing or
 malformed, 404 unknown, ended, expired or another identity's).
+
+With bearer tokens on (C{http.bearer}; see L{twisted_mcp.frontends.bearer}),
+every request's C{Authorization: Bearer} token is verified first (401
+otherwise), its principal is who the request runs as, and the protected
+resource metadata (RFC 9728) is served at C{/.well-known/oauth-protected-resource}.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from typing import Any, Callable
 
+import attrs
 from twisted.application.service import Service
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, DeferredList, succeed
@@ -46,6 +52,7 @@ from twisted_mcp.dispatch.caller import Caller
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.dispatch.session import ClientSession
 from twisted_mcp.frontends.admission import Admission
+from twisted_mcp.frontends.bearer import BearerCheck, metadata_document, metadata_paths
 from twisted_mcp.frontends.deadline import DeadlineChannel
 from twisted_mcp.frontends.http_config import HttpSettings
 from twisted_mcp.frontends.http_sessions import SESSION_ID_RE, HttpSession, SessionTable, owner_of
@@ -53,6 +60,7 @@ from twisted_mcp.frontends.stream import peer_key
 from twisted_mcp.mcp import errors
 from twisted_mcp.mcp.versions import HANDSHAKE_VERSIONS
 from twisted_mcp.policy.peers import Peer, peer_of, with_certificate
+from twisted_mcp.policy.principal import Principal
 from twisted_mcp.wire.jsonrpc import INVALID_REQUEST, MessageError, decode, encode_or_explain, id_key, valid_id
 
 log = Logger()
@@ -255,6 +263,7 @@ class McpResource(Resource):
         settings: HttpSettings,
         listener: str,
         label: str = "http",
+        bearer: BearerCheck | None = None,
     ) -> None:
         super().__init__()
         self.gateway = gateway
@@ -264,6 +273,9 @@ class McpResource(Resource):
         self.listener = listener
         self.label = label
         self.path = settings.path.encode("utf-8")
+        #: Verifies bearer tokens (None: C{http.bearer} is off).
+        self.bearer = bearer
+        self._metadata_paths = metadata_paths(settings) if bearer is not None else ()
         self.table = SessionTable(clock, settings, self._expired)
         #: Stopping: no new sessions.
         self.closing = False
@@ -278,20 +290,49 @@ class McpResource(Resource):
     # -- dispatch ------------------------------------------------------------
 
     def render(self, request: Request) -> Any:
+        if request.path in self._metadata_paths:
+            return self.render_metadata(request)
         if request.path != self.path:
             return _plain(request, 404, f"not found: the MCP endpoint is {self.settings.path}\n")
         refusal = self._origin_refusal(request)
         if refusal is not None:
             return refusal
         method = request.method
+        if method not in (b"POST", b"GET", b"DELETE"):
+            request.setHeader(b"allow", b"GET, POST, DELETE")
+            return _plain(request, 405, "the MCP endpoint takes POST, GET and DELETE\n")
+        peer = self._identified(request)
+        if not isinstance(peer, Peer):
+            return peer
         if method == b"POST":
-            return self.render_POST(request)
+            return self.render_POST(request, peer)
         if method == b"GET":
-            return self.render_GET(request)
-        if method == b"DELETE":
-            return self.render_DELETE(request)
-        request.setHeader(b"allow", b"GET, POST, DELETE")
-        return _plain(request, 405, "the MCP endpoint takes POST, GET and DELETE\n")
+            return self.render_GET(request, peer)
+        return self.render_DELETE(request, peer)
+
+    def _identified(self, request: Request) -> Peer | bytes:
+        """The request's peer, with the principal of its bearer token; or the 401 already written (bytes)."""
+        peer = self._peer(request)
+        if self.bearer is None:
+            return peer
+        outcome = self.bearer.check(request, peer)
+        if isinstance(outcome, Principal):
+            return attrs.evolve(peer, principal=outcome)
+        if outcome is None:
+            return peer  # http.bearer: optional, and no token: the connection's identity
+        status, header, message = outcome
+        request.setHeader(b"www-authenticate", header)
+        return _error(request, status, errors.AUTHENTICATION_FAILED, message)
+
+    def render_metadata(self, request: Request) -> Any:
+        """The protected resource metadata (RFC 9728): this endpoint's URL and where clients get tokens."""
+        if request.method not in (b"GET", b"HEAD"):
+            request.setHeader(b"allow", b"GET")
+            return _plain(request, 405, "the protected resource metadata is read with GET\n")
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"max-age=3600")
+        return metadata_document(self.settings, request)
 
     def _origin_refusal(self, request: Request) -> Any:
         local = request.getHost()
@@ -379,7 +420,7 @@ class McpResource(Resource):
 
     # -- POST ----------------------------------------------------------------
 
-    def render_POST(self, request: Request) -> Any:
+    def render_POST(self, request: Request, peer: Peer) -> Any:
         if getattr(request, "too_large", False):
             return _error(
                 request,
@@ -410,7 +451,6 @@ class McpResource(Resource):
                 else "expected one JSON-RPC request, notification or response"
             )
             return _error(request, 400, INVALID_REQUEST, f"Invalid Request: {why}")
-        peer = self._peer(request)
         if kind == "request" and message.get("method") == "initialize":
             return self._initialize(request, peer, message, sse_ok)
         hs = self._session(request, peer)
@@ -454,7 +494,8 @@ class McpResource(Resource):
             )
         hs = self.table.open(owner, self.label)
         hs.core = ClientSession(self.gateway, self._caller(hs, peer), self.gateway_settings.maxCallsInFlight)
-        log.info("HTTP client session {client} opened ({peer})", client=hs.label, peer=peer.describe())
+        who = f" as {peer.principal.name} (bearer token)" if peer.principal is not None else ""
+        log.info("HTTP client session {client} opened ({peer}){who}", client=hs.label, peer=peer.describe(), who=who)
         result = self._request(request, hs, message, sse_ok)
         if not hs.core.initialized:
             self._end(hs, "its initialize failed")
@@ -504,14 +545,14 @@ class McpResource(Resource):
 
     # -- GET -----------------------------------------------------------------
 
-    def render_GET(self, request: Request) -> Any:
+    def render_GET(self, request: Request, peer: Peer) -> Any:
         accept = (request.getHeader(b"accept") or b"").lower()
         if b"text/event-stream" not in accept:
             return _error(request, 406, INVALID_REQUEST, "Not Acceptable: the session's stream is text/event-stream; accept it")
         refusal = self._version_refusal(request)
         if refusal is not None:
             return refusal
-        hs = self._session(request, self._peer(request))
+        hs = self._session(request, peer)
         if not isinstance(hs, HttpSession):
             return hs
         if hs.standalone is not None:
@@ -532,8 +573,8 @@ class McpResource(Resource):
 
     # -- DELETE --------------------------------------------------------------
 
-    def render_DELETE(self, request: Request) -> Any:
-        hs = self._session(request, self._peer(request))
+    def render_DELETE(self, request: Request, peer: Peer) -> Any:
+        hs = self._session(request, peer)
         if not isinstance(hs, HttpSession):
             return hs
         self._end(hs, "the client ended it (DELETE)")
@@ -831,9 +872,22 @@ def http_site(
     settings: HttpSettings | None,
     listener: str,
     admission: Admission | None = None,
+    verify_bearer: Callable[[str], Principal] | None = None,
 ) -> McpSite:
-    """The site for the C{--listen} description C{listener} (C{http:...})."""
-    resource = McpResource(gateway, clock, gateway_settings, settings or HttpSettings(), listener)
+    """
+    The site for the C{--listen} description C{listener} (C{http:...}).
+
+    @param verify_bearer: the principal of a bearer token (raising
+        L{twisted_mcp.policy.principal.IdentityError}), when C{identity.jwt}
+        is configured; bearer tokens are then checked unless C{http.bearer}
+        is C{off}.
+    """
+    settings = settings or HttpSettings()
+    mode = settings.bearer_mode(verify_bearer is not None)
+    bearer = None
+    if mode != "off" and verify_bearer is not None:
+        bearer = BearerCheck(verify_bearer, gateway, settings, required=mode == "required")
+    resource = McpResource(gateway, clock, gateway_settings, settings, listener, bearer=bearer)
     return McpSite(resource, clock, gateway_settings.messageTimeout, admission)
 
 

@@ -11,6 +11,10 @@ serves clients.  Every key is optional:
       maxStreamBufferBytes: 1048576   # bytes held for a stream whose client does not read (cut beyond)
       allowedOrigins: []              # browser origins allowed (scheme://host[:port]); none by default
       allowedHosts: []                # Host names a loopback listener answers to besides localhost, 127.0.0.1, [::1]
+      bearer: required                # Authorization: Bearer tokens: required, optional or off
+                                      # (default: required when identity.jwt is set, else off)
+      resource: https://mcp.example.com/mcp   # this endpoint's public URL (RFC 9728 metadata); default: from the request
+      authorizationServers: [https://idp.example.com/]   # issuers clients get tokens from (RFC 9728 metadata)
 """
 
 from __future__ import annotations
@@ -34,7 +38,19 @@ class HttpSettings:
     maxStreamBufferBytes: int = 1024 * 1024
     allowedOrigins: tuple[str, ...] = ()
     allowedHosts: tuple[str, ...] = ()
+    #: None: C{required} when C{identity.jwt} is set, else C{off}.
+    bearer: str | None = None
+    resource: str | None = None
+    authorizationServers: tuple[str, ...] = ()
 
+    def bearer_mode(self, jwt_configured: bool) -> str:
+        """C{required}, C{optional} or C{off}: whether requests must, may or may not carry a bearer token."""
+        if self.bearer is not None:
+            return self.bearer
+        return "required" if jwt_configured else "off"
+
+
+BEARER_MODES = ("required", "optional", "off")
 
 _KEYS: dict[str, tuple[str, Any]] = {
     "path": ("path", None),
@@ -45,6 +61,9 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "maxStreamBufferBytes": ("int", (4096, 1 << 30)),
     "allowedOrigins": ("origins", None),
     "allowedHosts": ("hosts", None),
+    "bearer": ("bearer", None),
+    "resource": ("url", None),
+    "authorizationServers": ("urls", None),
 }
 
 
@@ -71,6 +90,12 @@ def parse_http(value: Any, path: str, problems: list[str]) -> HttpSettings:
                 got = _endpoint_path(check, where, section[key])
             elif kind == "origins":
                 got = _origins(check, where, section[key])
+            elif kind == "bearer":
+                got = _bearer(check, where, section[key])
+            elif kind == "url":
+                got = _url(check, where, section[key])
+            elif kind == "urls":
+                got = _urls(check, where, section[key])
             else:
                 got = _hosts(check, where, section[key])
             if got is not None:
@@ -101,6 +126,35 @@ def _origins(check: _Checker, where: str, value: Any) -> tuple[str, ...] | None:
             check.problem(f"{where}[{i}]", f"expected an origin such as https://app.example.com or http://localhost:3000, got {_describe(origin)}")
             continue
         out.append(shaped)
+    return tuple(out)
+
+
+def _bearer(check: _Checker, where: str, value: Any) -> str | None:
+    text = check.string(where, value)
+    if text is None:
+        return None
+    if text not in BEARER_MODES:
+        check.problem(where, f"expected one of {', '.join(BEARER_MODES)}, got {_describe(text)}")
+        return None
+    return text
+
+
+def _url(check: _Checker, where: str, value: Any) -> str | None:
+    text = check.string(where, value)
+    if text is None:
+        return None
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme.lower() not in ("http", "https") or not rest or rest.startswith("/") or "#" in text or "@" in rest.split("/")[0]:
+        check.problem(where, f"expected an absolute http(s) URL without credentials, such as https://mcp.example.com/mcp, got {_describe(text)}")
+        return None
+    return text
+
+
+def _urls(check: _Checker, where: str, value: Any) -> tuple[str, ...] | None:
+    items = check.string_list(where, value)
+    if items is None:
+        return None
+    out = [url for i, item in enumerate(items) if (url := _url(check, f"{where}[{i}]", item)) is not None]
     return tuple(out)
 
 

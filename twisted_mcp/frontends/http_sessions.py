@@ -37,9 +37,14 @@ def owner_of(peer: Any) -> tuple[Any, ...]:
     Who a request comes from, as far as session ownership goes: the same
     fields that name a socket client's principal (L{twisted_mcp.policy.peers}):
     transport, listener, Unix uid and gid, TLS certificate.  Not the address
-    or port, which change with every connection.
+    or port, which change with every connection.  With a bearer token,
+    the principal it names (name, roles and where it came from, not its
+    expiry): a fresh token of the same principal keeps the session; another
+    principal's, or the same name with other roles, does not.
     """
-    return (peer.transport, peer.listener, peer.uid, peer.gid, peer.common_name, peer.fingerprint)
+    principal = getattr(peer, "principal", None)
+    token_owner = None if principal is None else (principal.source, principal.name, principal.roles)
+    return (peer.transport, peer.listener, peer.uid, peer.gid, peer.common_name, peer.fingerprint, token_owner)
 
 
 class HttpSession:

@@ -65,6 +65,9 @@ class Peer:
     #: (C{AB:CD:...}), for a TLS client that presented one.
     common_name: str | None = None
     fingerprint: str | None = None
+    #: The principal a bearer token established for this request (HTTP),
+    #: already verified; it takes precedence over every other rule.
+    principal: Principal | None = None
 
     def describe(self) -> str:
         """How the peer was seen, for the operator (no secrets)."""
@@ -192,6 +195,8 @@ class ConnectionIdentity:
 
     def resolve(self, peer: Peer | None) -> Principal:
         """The principal for C{peer}; L{IdentityError} when none applies."""
+        if peer is not None and peer.principal is not None:
+            return peer.principal
         if peer is None or peer.transport == "stdio":
             if self.uses_token and self._authenticate is not None:
                 return self._authenticate()  # checks expiry on every call: not cached

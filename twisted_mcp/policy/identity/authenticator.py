@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from datetime import datetime, timezone
 from typing import Any, Mapping
@@ -57,6 +58,10 @@ class Authenticator:
     jwks_refetch_interval = 60.0
     """At most one fetch of C{jwksUrl} per this many seconds."""
     jwks_max_bytes = 1 << 20
+    bearer_cache_size = 10000
+    """Bearer tokens whose signature and claims were verified, kept (by digest) so a client's next request costs no cryptography."""
+    bearer_cache_seconds = 60.0
+    """How long a verified bearer token is remembered before its signature is checked again (a key withdrawn from the set stops it then)."""
 
     def __init__(self, config: IdentityConfig | None, environ: Mapping[str, str], clock: IReactorTime, http: Any = None) -> None:
         self._config = config
@@ -76,6 +81,8 @@ class Authenticator:
         self._last_fetch: float | None = None
         self._fetching = False
         self._refetch_wanted = False
+        #: SHA-256 of a verified bearer token -> when, its principal and time claims.
+        self._verified: dict[bytes, tuple[float, Principal, tuple[float | None, float | None, float | None]]] = {}
         if config is None:
             self.warning = LOCAL_WARNING
             self._principal = LOCAL_PRINCIPAL
@@ -326,6 +333,55 @@ class Authenticator:
             raise IdentityError(f"the token claims to be issued at {_iso(iat)}, in the future", "not-yet-valid")
         return principal
 
+    def verify_bearer(self, token: str) -> Principal:
+        """
+        The principal of a token presented with one HTTP request
+        (C{Authorization: Bearer}), verified now with the same rules as the
+        stdio caller's token: algorithm, signature, issuer, audience, and
+        its time claims against the clock, on every call.  A token whose
+        signature and claims verified is remembered by its SHA-256 digest
+        (never the token) for C{bearer_cache_seconds}, so a client's next
+        requests cost no cryptography.  The token is never part of the error.
+
+        @raise IdentityError: when it cannot be accepted.
+        """
+        if self._jwt is None:
+            raise IdentityError("bearer tokens are not accepted: identity.jwt is not configured", "keys")
+        now = self._clock.seconds()
+        digest = hashlib.sha256(token.encode("ascii", "replace")).digest()
+        verified = self._verified.get(digest)
+        if verified is None or now - verified[0] >= self.bearer_cache_seconds:
+            try:
+                principal, times = self._verify(token)
+            except _Refused as e:
+                self._verified.pop(digest, None)
+                if e.refetch:
+                    self._refetch_keys()
+                raise IdentityError(_without(e.message, token), e.reason) from None
+            if len(self._verified) >= self.bearer_cache_size:
+                self._verified.clear()
+            verified = self._verified[digest] = (now, principal, times)
+        _, principal, (exp, nbf, iat) = verified
+        leeway = self._jwt.leeway
+        if exp is not None and exp <= now - leeway:
+            raise IdentityError(f"the token expired at {_iso(exp)}", "expired")
+        if nbf is not None and nbf > now + leeway:
+            raise IdentityError(f"the token is not valid before {_iso(nbf)}", "not-yet-valid")
+        if iat is not None and iat > now + leeway:
+            raise IdentityError(f"the token claims to be issued at {_iso(iat)}, in the future", "not-yet-valid")
+        return principal
+
+    def _refetch_keys(self) -> None:
+        """A presented token names a key not held: fetch C{jwksUrl} again, at most once per C{jwks_refetch_interval}."""
+        config = self._jwt
+        if config is None or config.jwksUrl is None or self._fetching:
+            return
+        now = self._clock.seconds()
+        if self._last_fetch is not None and now - self._last_fetch < self.jwks_refetch_interval:
+            return
+        d = Deferred.fromCoroutine(self._fetch(config.jwksUrl))
+        d.addErrback(self._unexpected)
+
     def _maybe_refetch(self) -> None:
         """A key may be missing because the key set changed (or could not be
         fetched): fetch it again, at most once per C{jwks_refetch_interval},
@@ -396,6 +452,14 @@ def _iso(seconds: float) -> str:
         return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat().replace("+00:00", "Z")
     except (OverflowError, OSError, ValueError):
         return f"{seconds:.0f} (seconds since 1970)"
+
+
+def _without(message: str, token: str) -> str:
+    """C{message} with the token (or any of its parts) cut out: errors never carry it."""
+    for part in [token, *token.split(".")]:
+        if len(part) >= 8 and part in message:
+            message = message.replace(part, "<token>")
+    return message
 
 
 def _short(e: Exception) -> str:
