@@ -16,6 +16,7 @@ from twisted_mcp.policy.subject import Subject
 from twisted_mcp.wire.jsonrpc import INVALID_PARAMS, JsonRpcError
 
 if TYPE_CHECKING:
+    from twisted_mcp.dispatch.catalog import Listing
     from twisted_mcp.dispatch.session import ClientSession, InFlight
 
 
@@ -76,6 +77,34 @@ def forward(
     return d
 
 
+def forward_named(
+    session: ClientSession, request: InFlight, params: dict[str, Any], kind: str, listing: Listing
+) -> Deferred[Any]:
+    """
+    C{tools/call} or C{prompts/get}: C{params.name} (as clients see it) to
+    its backend under the backend's own name, with its arguments; URIs in
+    the result mapped back.  A malformed or unknown name is refused.
+    """
+    method = request.method
+    name = params.get("name")
+    if type(name) is not str:
+        raise refuse(session, method, INVALID_PARAMS, f"Invalid params: {method} needs params.name, a string")
+    entry = listing.entries.get(name)
+    if entry is None:
+        raise unknown(session, method, kind, name)
+    arguments = params.get("arguments")
+    if arguments is not None and type(arguments) is not dict:
+        raise refuse(session, method, INVALID_PARAMS, f"Invalid params: {method} arguments must be an object")
+    backend = entry.backend
+    catalog = session.gateway.catalog
+    out = dict(params)
+    out["name"] = entry.original
+    subject = Subject(kind, name, backend.name, entry.original)
+    # A tool's catalog entry: the policy checks the arguments against its definition.
+    expose = lambda result: catalog.expose_content(backend, result)  # noqa: E731
+    return forward(session, request, subject, backend, params, out, expose, entry=entry if kind == "tool" else None)
+
+
 def _progress_forwarder(session: ClientSession, request: InFlight, token: Any) -> Callable[[dict[str, Any]], None]:
     key = request.progress = (type(token), token)
     rid = request.rid
@@ -108,4 +137,4 @@ def unknown(session: ClientSession, method: str, kind: str, name: str) -> JsonRp
     return JsonRpcError(INVALID_PARAMS, f"Unknown {kind}: {name!r}", {kind: name})
 
 
-__all__ = ["forward", "refuse", "unknown"]
+__all__ = ["forward", "forward_named", "refuse", "unknown"]
