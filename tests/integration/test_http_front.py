@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import socket
+import threading
 import time
 from typing import Any
 
@@ -39,15 +40,19 @@ def start_http(daemon, servers: dict, *more_listen: str, extra: dict | None = No
     """Start the daemon with an HTTP listener on a free loopback port; (pid, base URL)."""
     port = free_port()
     pid, _ = daemon(servers, f"http:tcp:{port}:interface=127.0.0.1", *more_listen, extra=extra, **gateway)
+    wait_listening(port)
+    return pid, f"http://127.0.0.1:{port}"
+
+
+def wait_listening(port: int) -> None:
     deadline = time.monotonic() + 20
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
+            return
         except OSError:
             assert time.monotonic() < deadline, "the HTTP listener never accepted"
             time.sleep(0.05)
-    return pid, f"http://127.0.0.1:{port}"
 
 
 def connect_http(url: str, **kwargs: Any):
@@ -452,3 +457,100 @@ def test_ending_a_session_stops_its_per_session_backend(daemon, tmp_path, how):
         assert raw.call("DELETE", None, s)[0] == 204
     assert not wait_gone({backend_pid}, 15.0), "the session's own backend outlived it"
     assert raw.call("POST", {"jsonrpc": "2.0", "id": 2, "method": "ping"}, s)[0] == 404
+
+
+class SeverableRelay:
+    """A TCP relay on loopback to the gateway whose connections can all be cut at once (a network failure)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.pairs: list[tuple[socket.socket, socket.socket]] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            with self.lock:
+                self.pairs.append((client, upstream))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def sever(self) -> int:
+        """Cut every connection open now; how many there were."""
+        with self.lock:
+            pairs, self.pairs = self.pairs, []
+        for pair in pairs:
+            for s in pair:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+        return len(pairs)
+
+    def close(self) -> None:
+        self.listener.close()
+        self.sever()
+
+
+def test_an_sdk_client_whose_connection_is_cut_mid_call_resumes_its_stream_and_gets_the_answer(daemon, tmp_path):
+    """
+    The network drops mid-call: the SDK client reconnects with GET and
+    Last-Event-ID, the gateway sends again what it missed and the rest of
+    the call's stream; the call is not cancelled at the backend.
+    """
+    cancel_log = tmp_path / "cancelled.log"
+    port = free_port()
+    relay = SeverableRelay(port)
+    try:
+        daemon(
+            {"slow": server("slow", env={"SLOW_CANCEL_LOG": str(cancel_log)})},
+            f"http:tcp:{port}:interface=127.0.0.1",
+            extra={"http": {"allowedHosts": [f"127.0.0.1:{relay.port}"]}},
+        )
+        wait_listening(port)
+
+        async def scenario():
+            async with connect_http(f"http://127.0.0.1:{relay.port}") as client:
+                progress: list[float] = []
+                cut = anyio.Event()
+
+                async def on_progress(value: float, total: float | None, message: str | None) -> None:
+                    progress.append(value)
+                    if len(progress) == 3 and not cut.is_set():
+                        cut.set()
+                        assert await anyio.to_thread.run_sync(relay.sever) >= 1
+
+                result = await client.call_tool("slow__sleep", {"seconds": 3}, progress_callback=on_progress)
+                assert cut.is_set()
+                assert mc.result_text(result) == "slept 3"
+                # What came while the client was away was sent again: progress never skipped a beat.
+                assert len(progress) >= 20
+                assert progress == sorted(progress)
+                assert await mc.call_text(client, "slow__echo", {"text": "still here"}) == "still here"
+
+        mc.run(scenario, timeout=60)
+    finally:
+        relay.close()
+    assert not (cancel_log.exists() and "cancelled" in cancel_log.read_text())
+    assert "resumed stream p" in (tmp_path / "gw.log").read_text()

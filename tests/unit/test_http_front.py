@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import attrs
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -100,7 +101,9 @@ class Connection:
         self.channel.connectionLost(Failure(ConnectionError("the client went away")))
 
 
-class FrontTests(SynchronousTestCase):
+class FrontCase(SynchronousTestCase):
+    """A site on fakes: a Clock, one fake backend (alpha, tool echo)."""
+
     def setUp(self) -> None:
         self.clock = Clock()
         self.backend = FakeBackend("alpha", ["echo"])
@@ -126,6 +129,8 @@ class FrontTests(SynchronousTestCase):
         self.assertEqual(r.json()["result"]["protocolVersion"], "2025-06-18")
         return r.headers["mcp-session-id"]
 
+
+class FrontTests(FrontCase):
     # -- sessions --------------------------------------------------------------
 
     def test_initializeMintsAnUnguessableSessionId(self) -> None:
@@ -456,6 +461,8 @@ class FrontTests(SynchronousTestCase):
         self.assertLessEqual(len(c.transport.value()) - before, 4096)
         self.assertTrue(any("does not read its stream" in formatEvent(e) for e in events))
         c.close()  # the abort completes
+        self.assertFalse(backend_call.cancelled)  # the client may resume the stream for http.resumeWindow
+        self.clock.advance(self.settings.resumeWindow)
         self.assertTrue(backend_call.cancelled)
 
     def test_connectionsCountAgainstTheSharedCaps(self) -> None:
@@ -599,3 +606,166 @@ class HttpConfigTests(SynchronousTestCase):
         config = loader.build({"mcpServers": {}, "http": {"maxSessions": 5}}, "gw.yaml")
         self.assertEqual(config.http.maxSessions, 5)
         self.assertEqual(loader.build({"mcpServers": {}}, "gw.yaml").http, HttpSettings())
+
+
+def event_ids(raw: bytes) -> list[tuple[str, bool]]:
+    """(id, carries a message) of each SSE event with an id in a body."""
+    out = []
+    for block in raw.decode().split("\n\n"):
+        lines = block.split("\n")
+        ids = [line[4:] for line in lines if line.startswith("id: ")]
+        if ids:
+            out.append((ids[0], any(line.startswith("data: ") for line in lines)))
+    return out
+
+
+class ResumeTests(FrontCase):
+    """Resumable streams: event ids, priming, Last-Event-ID replay, the resume window, the replay buffer."""
+
+    def streaming_call(self, sid: str, version: str = "2025-06-18") -> tuple[Connection, Any]:
+        c = Connection(self.site)
+        c.send(body=call(1, token="t"), headers={"mcp-session-id": sid, "mcp-protocol-version": version})
+        (backend_call,) = self.backend.calls
+        backend_call.on_progress({"progress": 1})
+        return c, backend_call
+
+    def resume(self, sid: str, last_id: str) -> Connection:
+        c = Connection(self.site)
+        c.send("GET", headers={"mcp-session-id": sid, "accept": "text/event-stream", "content-type": None, "last-event-id": last_id})
+        return c
+
+    def test_aClientOf20251125GetsAPrimingEventFirst(self) -> None:
+        sid = self.initialize()
+        c, _ = self.streaming_call(sid, "2025-11-25")
+        body = c.response().body
+        self.assertTrue(body.startswith(b"id: p1.0\nretry: 1000\ndata:\n\n"), body)
+        self.assertEqual(event_ids(body), [("p1.0", False), ("p1.1", True)])
+
+    def test_olderClientsGetIdsButNoPrimingEvent(self) -> None:
+        sid = self.initialize()
+        c, _ = self.streaming_call(sid)
+        self.assertEqual(event_ids(c.response().body), [("p1.1", True)])
+
+    def test_aDroppedPostStreamResumesWithWhatItMissedAndTheCallGoesOn(self) -> None:
+        sid = self.initialize()
+        c, backend_call = self.streaming_call(sid)
+        c.close()
+        backend_call.on_progress({"progress": 2})
+        backend_call.deferred.callback({"content": [{"type": "text", "text": "done"}]})
+        self.assertFalse(backend_call.cancelled)
+        self.clock.advance(self.settings.resumeWindow - 1)
+        again = self.resume(sid, "p1.1")
+        r = again.response()
+        self.assertEqual((r.status, r.headers["content-type"], r.finished), (200, "text/event-stream", True))
+        self.assertEqual(
+            r.events(),
+            [
+                {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progress": 2, "progressToken": "t"}},
+                {"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "done"}]}},
+            ],
+        )
+        self.assertEqual([i for i, _ in event_ids(r.body)], ["p1.2", "p1.3"])
+        # Delivered: the stream is forgotten, and cannot be replayed twice.
+        self.assertEqual(self.resume(sid, "p1.1").response().status, 400)
+
+    def test_aResumedStreamCarriesWhatComesNextUntilTheAnswer(self) -> None:
+        sid = self.initialize()
+        c, backend_call = self.streaming_call(sid)
+        c.close()
+        again = self.resume(sid, "p1.1")
+        r = again.response()
+        self.assertEqual((r.status, r.events(), r.finished), (200, [], False))
+        self.assertEqual(self.resource.open_streams(), 1)
+        backend_call.deferred.callback({"content": []})
+        r = again.response()
+        self.assertTrue(r.finished)
+        self.assertEqual(r.events(), [{"jsonrpc": "2.0", "id": 1, "result": {"content": []}}])
+        self.assertEqual(self.resource.open_streams(), 0)
+
+    def test_aStreamNotResumedWithinTheWindowCancelsItsCall(self) -> None:
+        sid = self.initialize()
+        c, backend_call = self.streaming_call(sid)
+        c.close()
+        self.clock.advance(self.settings.resumeWindow)
+        self.assertTrue(backend_call.cancelled)
+        r = self.resume(sid, "p1.1").response()
+        self.assertEqual(r.status, 400)
+        self.assertIn("http.resumeWindow", r.json()["error"]["message"])
+        session = next(iter(self.resource.table.sessions.values()))
+        self.assertEqual((session.posts, session.sse), ({}, {}))
+
+    def test_aStreamWhoseReplayBufferOverflowedSaysSoAndItsCallIsCancelled(self) -> None:
+        self.make_site(attrs.evolve(self.settings, replayBufferBytes=1024))
+        sid = self.initialize()
+        c, backend_call = self.streaming_call(sid)
+        c.close()
+        for i in range(20):
+            backend_call.on_progress({"progress": i + 2, "message": "x" * 100})
+        r = self.resume(sid, "p1.1").response()
+        self.assertEqual(r.status, 200)
+        (error,) = r.events()
+        self.assertEqual(error["id"], 1)
+        self.assertEqual(error["error"]["code"], -31012)
+        self.assertIn("http.replayBufferBytes", error["error"]["message"])
+        self.assertTrue(r.finished)
+        self.assertTrue(backend_call.cancelled)
+
+    def test_theGetStreamResumesWithTheNotificationsItMissed(self) -> None:
+        sid = self.initialize()
+        stream = Connection(self.site)
+        stream.send("GET", headers={"mcp-session-id": sid, "accept": "text/event-stream", "content-type": None})
+        core = next(iter(self.resource.table.sessions.values())).core
+        core.list_changed("tools")
+        ((seen, _),) = event_ids(stream.response().body)
+        stream.close()
+        core.list_changed("prompts")
+        again = self.resume(sid, seen)
+        self.assertEqual([m["method"] for m in again.response().events()], ["notifications/prompts/list_changed"])
+        core.list_changed("resources")
+        self.assertEqual(
+            [m["method"] for m in again.response().events()],
+            ["notifications/prompts/list_changed", "notifications/resources/list_changed"],
+        )
+
+    def test_aNewGetWithoutLastEventIdStartsAFreshStream(self) -> None:
+        sid = self.initialize()
+        stream = Connection(self.site)
+        stream.send("GET", headers={"mcp-session-id": sid, "accept": "text/event-stream", "content-type": None})
+        stream.close()
+        core = next(iter(self.resource.table.sessions.values())).core
+        core.list_changed("tools")  # kept for a resume of the first stream
+        fresh = Connection(self.site)
+        fresh.send("GET", headers={"mcp-session-id": sid, "accept": "text/event-stream", "content-type": None})
+        self.assertEqual(fresh.response().events(), [])  # nothing replayed without Last-Event-ID
+        self.assertEqual(self.resume(sid, "g1.0").response().status, 400)  # the old stream is gone
+
+    def test_aResumeTakesOverAConnectionThatLooksOpen(self) -> None:
+        sid = self.initialize()
+        c, backend_call = self.streaming_call(sid)
+        again = self.resume(sid, "p1.1")
+        self.assertTrue(c.response().finished)
+        backend_call.deferred.callback({"content": []})
+        self.assertEqual(again.response().events(), [{"jsonrpc": "2.0", "id": 1, "result": {"content": []}}])
+
+    def test_lastEventIdsThatNameNothingResumableAre400(self) -> None:
+        sid = self.initialize()
+        self.streaming_call(sid)
+        for bad in ("nonsense", "p1", "g1.0", "p9.0", "p1.7"):
+            r = self.resume(sid, bad).response()
+            self.assertEqual(r.status, 400, bad)
+        self.assertFalse(self.backend.calls[0].cancelled)
+
+    def test_withoutAResumeWindowADroppedStreamCancelsAtOnce(self) -> None:
+        self.make_site(attrs.evolve(self.settings, resumeWindow=0))
+        sid = self.initialize()
+        c, backend_call = self.streaming_call(sid, "2025-11-25")
+        self.assertNotIn(b"retry:", c.response().body)  # not resumable: no priming event
+        c.close()
+        self.assertTrue(backend_call.cancelled)
+
+    def test_keepAliveWritesACommentOnEveryOpenStream(self) -> None:
+        sid = self.initialize()
+        c, _ = self.streaming_call(sid)
+        before = c.transport.value()
+        self.resource.keep_alive()
+        self.assertEqual(c.transport.value()[len(before) :].split(b"\r\n")[1], b": keep-alive\n\n")

@@ -9,11 +9,12 @@ One endpoint path (C{http.path}, C{/mcp} by default) takes:
     first thing the gateway has for it, or as an SSE stream
     (C{text/event-stream}) as soon as something must be sent before the
     answer (progress, a log message, a server-to-client request of that
-    call); the answer then ends the stream.  A client that closes the POST
-    before its answer cancels the call at the backend.
+    call); the answer then ends the stream.  A client that closes a POST
+    answered as JSON before its answer cancels the call at the backend.
   - GET: the session's own SSE stream, for what belongs to no call
     (list_changed, resource updates, server requests outside a call).  One
-    per session (a second is refused with 409).
+    per session (a second is refused with 409).  With C{Last-Event-ID}: a
+    stream whose connection dropped goes on (see below).
   - DELETE: ends the session: its calls are cancelled and its per-session
     backends stopped.
 
@@ -22,6 +23,13 @@ listener bound to loopback (421), C{Origin} against C{http.allowedOrigins}
 (403), the body's size (413), C{Content-Type} (415), C{Accept} (406),
 C{MCP-Protocol-Version} (400) and C{Mcp-Session-Id} (400 missing or
 malformed, 404 unknown, ended, expired or another identity's).
+
+Streams are resumable (L{twisted_mcp.frontends.http_streams}): every SSE
+event carries an id, and the newest C{http.replayBufferBytes} of each stream
+are kept.  When a stream's connection drops, the stream (and a POST's call)
+goes on for C{http.resumeWindow} seconds; a GET with C{Last-Event-ID} gets
+the events after that id and the rest of the stream.  A call whose client
+does not come back within the window is cancelled at the backend.
 
 With bearer tokens on (C{http.bearer}; see L{twisted_mcp.frontends.bearer}),
 every request's C{Authorization: Bearer} token is verified first (401
@@ -38,14 +46,14 @@ import attrs
 from twisted.application.service import Service
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import Request
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 from twisted.web.server import Request as WebRequest
-from zope.interface import implementer
 
 from twisted_mcp.config import GatewaySettings
 from twisted_mcp.dispatch.caller import Caller
@@ -56,6 +64,7 @@ from twisted_mcp.frontends.bearer import BearerCheck, metadata_document, metadat
 from twisted_mcp.frontends.deadline import DeadlineChannel
 from twisted_mcp.frontends.http_config import HttpSettings
 from twisted_mcp.frontends.http_sessions import SESSION_ID_RE, HttpSession, SessionTable, owner_of
+from twisted_mcp.frontends.http_streams import SseStream, parse_event_id
 from twisted_mcp.frontends.stream import peer_key
 from twisted_mcp.mcp import errors
 from twisted_mcp.mcp.versions import HANDSHAKE_VERSIONS
@@ -67,82 +76,14 @@ log = Logger()
 
 #: The version a client that sends no MCP-Protocol-Version is taken to speak.
 DEFAULT_HEADER_VERSION = "2025-03-26"
+#: Clients of this version and later get a priming event first on every SSE stream.
+PRIMING_VERSION = "2025-11-25"
 #: The JSON-RPC code for an unknown session (as the MCP SDKs use it).
 SESSION_NOT_FOUND = -32001
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 
 
-# -- streams -----------------------------------------------------------------
-
-
-@implementer(IPushProducer)
-class EventStream:
-    """
-    An SSE response: each message is one C{message} event.  While the
-    client does not read (the connection paused us), at most C{limit} bytes
-    are written; beyond that the stream is cut (the connection aborted)
-    rather than held in the gateway's memory.
-    """
-
-    def __init__(self, request: Request, limit: int, label: str) -> None:
-        self.request = request
-        self.limit = limit
-        self.label = label
-        self.paused = False
-        #: Bytes written since the client stopped reading.
-        self.unread = 0
-        self.cut = False
-        request.setResponseCode(200)
-        request.setHeader(b"content-type", b"text/event-stream")
-        request.setHeader(b"cache-control", b"no-cache")
-        request.registerProducer(self, True)
-
-    def write(self, data: bytes) -> bool:
-        """One JSON-RPC message (encoded, ending in a newline); False when the stream is cut or finished."""
-        if self.cut or self.request.finished:
-            return False
-        event = b"event: message\ndata: " + data.rstrip(b"\n") + b"\n\n"
-        if self.paused:
-            self.unread += len(event)
-            if self.unread > self.limit:
-                self._cut()
-                return False
-        self.request.write(event)
-        return True
-
-    def comment(self, text: bytes) -> None:
-        """An SSE comment (sends the headers at once; keeps proxies from timing out)."""
-        if not self.cut and not self.request.finished:
-            self.request.write(b": " + text + b"\n\n")
-
-    def finish(self) -> None:
-        if self.cut or self.request.finished:
-            return
-        self.request.unregisterProducer()
-        self.request.finish()
-
-    def _cut(self) -> None:
-        self.cut = True
-        log.warn(
-            "HTTP client {client} does not read its stream: more than {limit} bytes waiting "
-            "(http.maxStreamBufferBytes); cutting the stream",
-            client=self.label,
-            limit=self.limit,
-        )
-        transport: Any = self.request.channel.transport if self.request.channel is not None else None
-        if transport is not None:
-            transport.abortConnection()
-
-    # IPushProducer: the connection's buffer toward the client is full, or drained.
-    def pauseProducing(self) -> None:
-        self.paused = True
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-        self.unread = 0
-
-    def stopProducing(self) -> None:
-        pass
+# -- POST exchanges ------------------------------------------------------------
 
 
 class PostExchange:
@@ -158,12 +99,8 @@ class PostExchange:
         self.rid = rid
         self.key = id_key(rid)
         self.accepts_sse = sse
-        self.stream: EventStream | None = None
+        self.stream: SseStream | None = None
         self.done = False
-
-    @property
-    def streaming(self) -> bool:
-        return self.stream is not None
 
     def related(self, data: bytes) -> bool:
         """A message that belongs to this request, before its answer; False if it cannot go here."""
@@ -172,11 +109,9 @@ class PostExchange:
         if self.stream is None:
             if not self.accepts_sse:
                 return False
-            self.stream = EventStream(self.request, self.front.settings.maxStreamBufferBytes, self.hs.label)
-            self.front.session_header(self.request, self.hs)
-        # Written, or dropped when the stream is cut: its call is being cancelled,
-        # and what belongs to it goes nowhere else.
-        self.stream.write(data)
+            self.stream = self.front.open_stream(self.hs, self.request, self.rid)
+        # Written, or kept for the client's resume: what belongs to this call goes nowhere else.
+        self.stream.send(data)
         return True
 
     def answer(self, data: bytes) -> None:
@@ -185,8 +120,8 @@ class PostExchange:
             return
         self.close()
         if self.stream is not None:
-            self.stream.write(data)
-            self.stream.finish()
+            self.stream.send(data)
+            self.front.stream_ended(self.hs, self.stream)
             return
         request = self.request
         if request.finished or request.channel is None:
@@ -202,12 +137,11 @@ class PostExchange:
         if self.done:
             return
         self.close()
-        request = self.request
-        if request.finished or request.channel is None:
-            return
         if self.stream is not None:
-            self.stream.finish()
-        else:
+            self.front.forget_stream(self.hs, self.stream)
+            return
+        request = self.request
+        if not request.finished and request.channel is not None:
             request.setResponseCode(202)
             request.finish()
 
@@ -518,21 +452,22 @@ class McpResource(Resource):
         return NOT_DONE_YET
 
     def _post_gone(self, failure: Failure, exchange: PostExchange) -> None:
-        """The client closed a POST before its answer: the call is cancelled at the backend."""
-        if exchange.done:
+        """
+        The client closed a POST before its answer.  Answered as JSON (nothing
+        streamed yet), the client cannot resume it: the call is cancelled at
+        the backend.  A stream's own handler decides for a POST that streams.
+        """
+        if exchange.done or exchange.stream is not None:
             return
         exchange.close()
-        hs = exchange.hs
+        self._cancel(exchange.hs, exchange.rid, "the client closed the request's HTTP stream")
+
+    def _cancel(self, hs: HttpSession, rid: Any, why: str) -> None:
+        """Cancel the call C{rid} of C{hs} at the backend (its POST is already closed)."""
         if hs.ended or hs.core is None:
             return
-        log.info("HTTP client {client} closed the POST of request {rid}: cancelling it", client=hs.label, rid=exchange.rid)
-        hs.core.message_received(
-            {
-                "jsonrpc": "2.0",
-                "method": "notifications/cancelled",
-                "params": {"requestId": exchange.rid, "reason": "the client closed the request's HTTP stream"},
-            }
-        )
+        log.info("HTTP client {client}: cancelling request {rid}: {why}", client=hs.label, rid=rid, why=why)
+        hs.core.message_received({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": rid, "reason": why}})
 
     def _cancelled(self, hs: HttpSession, params: Any) -> None:
         """After the client cancelled a request: its POST is closed (a cancelled call is not answered)."""
@@ -555,21 +490,182 @@ class McpResource(Resource):
         hs = self._session(request, peer)
         if not isinstance(hs, HttpSession):
             return hs
-        if hs.standalone is not None:
+        last = request.getHeader(b"last-event-id")
+        if last is not None:
+            return self._resume(request, hs, last.decode("latin-1").strip())
+        standalone = hs.standalone
+        if standalone is not None and standalone.sink is not None:
             return _error(request, 409, INVALID_REQUEST, "Conflict: this session's stream is already open (one GET stream per session)")
-        stream = EventStream(request, self.settings.maxStreamBufferBytes, hs.label)
-        hs.standalone = stream
-        self.table.hold(hs)
-        self.session_header(request, hs)
-        stream.comment(b"stream open")
-
-        def gone(_: Any) -> None:
-            if hs.standalone is stream:
-                hs.standalone = None
-                self.table.release(hs)
-
-        request.notifyFinish().addBoth(gone)
+        if standalone is not None:
+            self.forget_stream(hs, standalone)  # away, and not resumed: a new stream replaces it
+        hs.standalone = self.open_stream(hs, request, None)
         return NOT_DONE_YET
+
+    # -- streams and their resumption ------------------------------------------
+
+    def open_stream(self, hs: HttpSession, request: Request, rid: Any) -> SseStream:
+        """A new SSE stream of C{hs} on C{request}: the POST of request C{rid}, or (C{rid} None) a GET."""
+        stream = SseStream(hs.stream_number(), rid, self.settings.replay_limit, hs.label)
+        hs.sse[stream.number] = stream
+        self._carry(hs, stream, request)
+        return stream
+
+    def _carry(self, hs: HttpSession, stream: SseStream, request: Request) -> None:
+        """Carry C{stream} on C{request} from now on; a GET holds the session open while it lasts."""
+        prime = self._primes(request, hs)
+        sink = stream.attach(request, self.settings.maxStreamBufferBytes, prime)
+        self.session_header(request, hs)
+        if not prime:
+            sink.comment(b"stream open")
+        finished = request.notifyFinish()
+        finished.addErrback(lambda _: self._dropped(hs, stream, sink))
+        if request.method == b"GET":
+            self.table.hold(hs)
+            finished.addBoth(lambda _: self.table.release(hs))
+
+    def _primes(self, request: Request, hs: HttpSession) -> bool:
+        """
+        Whether a stream opened for C{request} begins with a priming event
+        (an id, empty data, the retry delay): for clients of 2025-11-25 and
+        later, as the spec asks (older clients may not expect empty events),
+        when streams are resumable.
+        """
+        if self.settings.resumeWindow <= 0:
+            return False
+        header = request.getHeader(b"mcp-protocol-version")
+        version = header.decode("latin-1") if header is not None else hs.core.caller.version if hs.core is not None else None
+        return version is not None and version >= PRIMING_VERSION
+
+    def _dropped(self, hs: HttpSession, stream: SseStream, sink: Any) -> None:
+        """The connection carrying C{stream} closed before the stream ended."""
+        if stream.sink is not sink:
+            return  # ended, or taken over by a resume
+        stream.sink = None
+        if stream.log is None or hs.ended:
+            self._stream_gone(hs, stream, "its client went away")
+            return
+        log.info(
+            "HTTP client {client}: the connection of stream {stream} closed; resumable for {window:g} s (http.resumeWindow)",
+            client=hs.label,
+            stream=stream.event_id().decode("ascii"),
+            window=self.settings.resumeWindow,
+        )
+        self._await_resume(hs, stream)
+
+    def _await_resume(self, hs: HttpSession, stream: SseStream) -> None:
+        stream.timer = self.clock.callLater(
+            self.settings.resumeWindow, self._stream_gone, hs, stream, f"it was not resumed within {self.settings.resumeWindow:g} s (http.resumeWindow)"
+        )
+
+    def stream_ended(self, hs: HttpSession, stream: SseStream) -> None:
+        """C{stream}'s last event was sent: delivered, it is forgotten; else it stays resumable until its window closes."""
+        delivered = stream.sink is not None and stream.sink.open
+        stream.end()
+        if delivered or stream.log is None:
+            self.forget_stream(hs, stream)
+        elif stream.timer is None:
+            self._await_resume(hs, stream)
+
+    def forget_stream(self, hs: HttpSession, stream: SseStream) -> None:
+        """C{stream} ends and cannot be resumed any more."""
+        stream.stop_timer()
+        stream.end()
+        if hs.sse.get(stream.number) is stream:
+            del hs.sse[stream.number]
+        if hs.standalone is stream:
+            hs.standalone = None
+
+    def _stream_gone(self, hs: HttpSession, stream: SseStream, why: str) -> None:
+        """C{stream}'s client did not come back: it is forgotten, and a POST's call still running is cancelled."""
+        stream.timer = None
+        self.forget_stream(hs, stream)
+        if stream.rid is None:
+            return
+        exchange = hs.posts.get(id_key(stream.rid))
+        if exchange is not None and exchange.stream is stream and not exchange.done:
+            exchange.close()
+            self._cancel(hs, stream.rid, f"the client's stream closed and {why}")
+
+    def _resume(self, request: Request, hs: HttpSession, last_id: str) -> Any:
+        """A GET with C{Last-Event-ID}: the stream it names goes on here, from the event after it."""
+        parsed = parse_event_id(last_id)
+        stream = hs.sse.get(parsed[1]) if parsed is not None else None
+        if parsed is None or stream is None or stream.kind != parsed[0].encode("ascii") or parsed[2] > stream.seq:
+            return _error(
+                request,
+                400,
+                INVALID_REQUEST,
+                f"Bad Request: Last-Event-ID {last_id[:40]!r} names no stream of this session that can be resumed "
+                f"(it ended, or its client was away longer than http.resumeWindow, {self.settings.resumeWindow:g} s)",
+            )
+        if stream.sink is not None:
+            # The client says that connection is gone: this one takes over.
+            old, stream.sink = stream.sink, None
+            old.finish()
+        if stream.rid is None and hs.standalone is not stream:
+            if hs.standalone is not None and hs.standalone.sink is not None:
+                return _error(request, 409, INVALID_REQUEST, "Conflict: this session's stream is already open (one GET stream per session)")
+            hs.standalone = stream
+        seq = parsed[2]
+        self._carry(hs, stream, request)
+        events, lost = stream.log.since(seq) if stream.log is not None else ([], True)
+        log.info(
+            "HTTP client {client} resumed stream {stream} after event {seq}: {count} event(s) sent again{lost}",
+            client=hs.label,
+            stream=last_id,
+            seq=seq,
+            count=len(events),
+            lost=f"; {lost} event(s) were lost (http.replayBufferBytes)" if lost else "",
+        )
+        if lost:
+            self._lost(hs, stream, lost)
+            if stream.rid is not None and not stream.ended:
+                return NOT_DONE_YET
+        stream.replay(events)
+        if stream.ended:
+            self.forget_stream(hs, stream)
+        return NOT_DONE_YET
+
+    def _lost(self, hs: HttpSession, stream: SseStream, lost: int) -> None:
+        """
+        Some of C{stream}'s events are gone (more than http.replayBufferBytes
+        came while its client was away).  A call still running cannot go on
+        without them (a server request among them would never be answered):
+        it is cancelled and its client told so.  Otherwise the client is
+        told with a comment, and gets what was kept.
+        """
+        if stream.rid is None or stream.ended:
+            if stream.sink is not None:
+                stream.sink.comment(b"%d event(s) of this stream were lost (http.replayBufferBytes)" % lost)
+            return
+        exchange = hs.posts.get(id_key(stream.rid))
+        if exchange is not None and exchange.stream is stream:
+            exchange.close()
+            self._cancel(hs, stream.rid, "its stream could not be resumed")
+        data, _ = encode_or_explain(
+            {
+                "jsonrpc": "2.0",
+                "id": stream.rid,
+                "error": {
+                    "code": errors.STREAM_LOST,
+                    "message": (
+                        f"{lost} message(s) of this call's stream were lost while the client was away (more than "
+                        f"{self.settings.replayBufferBytes} bytes, http.replayBufferBytes); the call was cancelled"
+                    ),
+                    "data": {"limit": "http.replayBufferBytes", "value": self.settings.replayBufferBytes},
+                },
+            }
+        )
+        if data is not None:
+            stream.send(data)
+        self.forget_stream(hs, stream)
+
+    def keep_alive(self) -> None:
+        """A comment on every open stream, so that proxies and clients do not take a quiet stream for a dead one."""
+        for hs in self.table.sessions.values():
+            for stream in hs.sse.values():
+                if stream.sink is not None:
+                    stream.sink.comment(b"keep-alive")
 
     # -- DELETE --------------------------------------------------------------
 
@@ -600,13 +696,15 @@ class McpResource(Resource):
                     {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": exchange.rid, "reason": why}}
                 )
             exchange.end_unanswered()
-        stream, hs.standalone = hs.standalone, None
-        if stream is not None:
-            stream.finish()
+        self._end_streams(hs)
         if core is None:
             return succeed(None)
         d = core.drain(0, self.clock)
         return d.addErrback(lambda f: log.failure("HTTP client session {client}: ending it failed", f, client=hs.label))
+
+    def _end_streams(self, hs: HttpSession) -> None:
+        for stream in list(hs.sse.values()):
+            self.forget_stream(hs, stream)
 
     def stop(self, grace: float) -> Deferred[Any]:
         """Take no new sessions; let every session's calls finish within C{grace}, then end them."""
@@ -623,9 +721,7 @@ class McpResource(Resource):
         def close(result: Any) -> Any:
             for exchange in list(hs.posts.values()):
                 exchange.end_unanswered()
-            if hs.standalone is not None:
-                hs.standalone.finish()
-                hs.standalone = None
+            self._end_streams(hs)
             return result
 
         return d.addBoth(close)
@@ -669,11 +765,9 @@ class McpResource(Resource):
             if len(open_calls) == 1 and open_calls[0].related(data):
                 return True
         stream = hs.standalone
-        if stream is not None and stream.write(data):
+        if stream is not None:
+            stream.send(data)  # written, or kept for the client's resume
             return True
-        if stream is not None and stream.cut:
-            hs.standalone = None
-            self.table.release(hs)
         log.debug("HTTP client {client}: no open stream for {method}; dropped", client=hs.label, method=method)
         return False
 
@@ -834,9 +928,16 @@ class HttpFrontend(Service):
         self.site = site
         self.resource = site.resource_
         self.grace = grace
+        #: Writes a comment on every open stream each C{http.keepAliveInterval}.
+        self.keep_alive: LoopingCall | None = None
 
     def startService(self) -> None:
         super().startService()
+        interval = self.resource.settings.keepAliveInterval
+        if interval > 0:
+            self.keep_alive = LoopingCall(self.resource.keep_alive)
+            self.keep_alive.clock = self.resource.clock
+            self.keep_alive.start(interval, now=False)
         log.info(
             "serving MCP over HTTP on {endpoint} at {path}",
             endpoint=self.description,
@@ -848,6 +949,8 @@ class HttpFrontend(Service):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
+        if self.keep_alive is not None and self.keep_alive.running:
+            self.keep_alive.stop()
         if self.port is not None:
             await self.port.stopListening()
         await self.resource.stop(self.grace)
@@ -891,4 +994,4 @@ def http_site(
     return McpSite(resource, clock, gateway_settings.messageTimeout, admission)
 
 
-__all__ = ["DEFAULT_HEADER_VERSION", "SESSION_NOT_FOUND", "EventStream", "HttpFrontend", "McpResource", "McpSite", "http_site", "http_totals"]
+__all__ = ["DEFAULT_HEADER_VERSION", "SESSION_NOT_FOUND", "HttpFrontend", "McpResource", "McpSite", "http_site", "http_totals"]

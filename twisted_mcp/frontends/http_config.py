@@ -9,6 +9,9 @@ serves clients.  Every key is optional:
       maxSessionsPerPrincipal: 100    # HTTP sessions one client identity may hold at once
       maxBodyBytes: 4194304           # the largest POST body read (413 beyond)
       maxStreamBufferBytes: 1048576   # bytes held for a stream whose client does not read (cut beyond)
+      resumeWindow: 60                # seconds a stream whose client went away stays resumable (0: not resumable)
+      replayBufferBytes: 262144       # the newest bytes of each stream kept for a client that resumes it
+      keepAliveInterval: 25           # seconds between SSE comments on open streams (0: none)
       allowedOrigins: []              # browser origins allowed (scheme://host[:port]); none by default
       allowedHosts: []                # Host names a loopback listener answers to besides localhost, 127.0.0.1, [::1]
       bearer: required                # Authorization: Bearer tokens: required, optional or off
@@ -36,12 +39,20 @@ class HttpSettings:
     maxSessionsPerPrincipal: int = 100
     maxBodyBytes: int = 4 * 1024 * 1024
     maxStreamBufferBytes: int = 1024 * 1024
+    resumeWindow: float = 60.0
+    replayBufferBytes: int = 256 * 1024
+    keepAliveInterval: float = 25.0
     allowedOrigins: tuple[str, ...] = ()
     allowedHosts: tuple[str, ...] = ()
     #: None: C{required} when C{identity.jwt} is set, else C{off}.
     bearer: str | None = None
     resource: str | None = None
     authorizationServers: tuple[str, ...] = ()
+
+    @property
+    def replay_limit(self) -> int:
+        """The bytes kept per stream for a resume; 0 when streams are not resumable."""
+        return self.replayBufferBytes if self.resumeWindow > 0 else 0
 
     def bearer_mode(self, jwt_configured: bool) -> str:
         """C{required}, C{optional} or C{off}: whether requests must, may or may not carry a bearer token."""
@@ -59,6 +70,9 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "maxSessionsPerPrincipal": ("int", (1, 1_000_000)),
     "maxBodyBytes": ("int", (1024, 1 << 30)),
     "maxStreamBufferBytes": ("int", (4096, 1 << 30)),
+    "resumeWindow": ("seconds", (0, 3600)),
+    "replayBufferBytes": ("int", (1024, 1 << 30)),
+    "keepAliveInterval": ("seconds", (0, 3600)),
     "allowedOrigins": ("origins", None),
     "allowedHosts": ("hosts", None),
     "bearer": ("bearer", None),

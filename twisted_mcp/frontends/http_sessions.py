@@ -50,8 +50,9 @@ def owner_of(peer: Any) -> tuple[Any, ...]:
 class HttpSession:
     """
     One MCP session over HTTP: its L{twisted_mcp.dispatch.session.ClientSession},
-    the POST exchanges awaiting their answers (by request id key), and the
-    standalone GET stream, if one is open.
+    the POST exchanges awaiting their answers (by request id key), its SSE
+    streams that are open or resumable (by number), and which of them is the
+    session's GET stream.
 
     @ivar busy: requests and streams open now; the idle clock runs only at 0.
     """
@@ -62,7 +63,10 @@ class HttpSession:
         self.label = label
         self.core: Any = None
         self.posts: dict[Any, Any] = {}
+        #: L{twisted_mcp.frontends.http_streams.SseStream}s open or resumable, by number.
+        self.sse: dict[int, Any] = {}
         self.standalone: Any = None
+        self.last_stream = 0
         self.busy = 0
         self.ended = False
         self.timer: IDelayedCall | None = None
@@ -70,9 +74,13 @@ class HttpSession:
         self.foreign = 0
 
     def streams(self) -> int:
-        """Open SSE streams (a POST answered as a stream counts once it streams)."""
-        n = 1 if self.standalone is not None else 0
-        return n + sum(1 for p in self.posts.values() if p.streaming)
+        """SSE streams open now (a POST answered as a stream counts once it streams)."""
+        return sum(1 for stream in self.sse.values() if stream.sink is not None)
+
+    def stream_number(self) -> int:
+        """A new stream's number, unique in the session."""
+        self.last_stream += 1
+        return self.last_stream
 
 
 class SessionTable:

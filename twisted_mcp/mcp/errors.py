@@ -71,6 +71,9 @@ TOO_MANY_CALLS = -31010
 #: A connection refused: too many clients in all, from this peer, or too few
 #: descriptors left for the backends.
 TOO_MANY_CONNECTIONS = -31011
+#: An HTTP client resumed a call's stream after more than
+#: http.replayBufferBytes of it had passed: the call was cancelled.
+STREAM_LOST = -31012
 
 # -- reaching a backend (-31030 to -31039) ------------------------------------
 #: The backend that owns the tool is not up (never started, exited, restarting).
@@ -106,6 +109,7 @@ GATEWAY_CODES = frozenset(
         AUDIT_UNAVAILABLE,
         TOO_MANY_CALLS,
         TOO_MANY_CONNECTIONS,
+        STREAM_LOST,
         BACKEND_UNAVAILABLE,
         BACKEND_TIMEOUT,
         BACKEND_LOST,
@@ -153,6 +157,12 @@ TABLE: list[tuple[int, str, str]] = [
         "connection refused: too many connections (`maxClients`, `maxClientsPerPeer`) or too few descriptors "
         "left (`descriptorReserve`); sent as one line, then the connection closes",
         "`limit` (which setting), `value`",
+    ),
+    (
+        STREAM_LOST,
+        "an HTTP client resumed a call's stream (`Last-Event-ID`) after more than `http.replayBufferBytes` "
+        "of it had passed while it was away; the call was cancelled",
+        "`limit`, `value`",
     ),
     (
         BACKEND_UNAVAILABLE,
