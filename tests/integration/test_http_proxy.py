@@ -2,8 +2,8 @@
 The Streamable HTTP front behind a real reverse proxy (issue 11): HAProxy
 and nginx from Debian, each terminating TLS in front of the real daemon
 (`twistd ... mcp-gateway --listen http:tcp:PORT:interface=127.0.0.1` with
-`http.trustedProxies: [127.0.0.1]`), configured as README's "Behind a
-reverse proxy" shows.  Through each: the official `mcp` SDK's client with
+`http.trustedProxies: [127.0.0.1]`), each running the example shipped in
+deploy/ (as README's "Behind a reverse proxy" shows it).  Through each: the official `mcp` SDK's client with
 a progress stream, the log naming the client's address (not the proxy's,
 not one the client forged), the RFC 9728 resource URL with the scheme and
 host the client used, and DNS rebinding through the proxy refused.
@@ -128,29 +128,38 @@ def test_forwarded_headers_are_believed_only_from_trusted_addresses(daemon, tmp_
 # -- real proxies --------------------------------------------------------------
 
 
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+def shipped(name: str, replacements: dict[str, str]) -> str:
+    """A file of deploy/ with its example port, certificate and upstream replaced (each must be there)."""
+    text = (DEPLOY / name).read_text()
+    for old, new in replacements.items():
+        assert old in text, f"deploy/{name} no longer has {old!r}"
+        text = text.replace(old, new)
+    return text
+
+
 def haproxy_config(listen: int, upstream: int, pem: str) -> str:
-    return f"""
-global
-    maxconn 100
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 1h
-    timeout server 1h
-frontend mcp
-    bind 127.0.0.1:{listen} ssl crt {pem}
-    option forwardfor
-    http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}
-    http-request set-header X-Forwarded-Proto http if !{{ ssl_fc }}
-    http-request set-header X-Forwarded-Host %[req.hdr(host)]
-    http-request del-header Forwarded
-    default_backend gateway
-backend gateway
-    server gw 127.0.0.1:{upstream}
-"""
+    """deploy/haproxy-mcp.cfg, on this test's port, certificate and gateway."""
+    site = shipped(
+        "haproxy-mcp.cfg",
+        {"bind :443 ": f"bind 127.0.0.1:{listen} ", "/etc/haproxy/mcp.example.com.pem": pem, "127.0.0.1:8080": f"127.0.0.1:{upstream}"},
+    )
+    return "global\n    maxconn 100\n\n" + site
 
 
 def nginx_config(listen: int, upstream: int, cert: str, key: str, run: str) -> str:
+    """deploy/nginx-mcp.conf, on this test's port, certificate and gateway, in a main config of its own."""
+    site = shipped(
+        "nginx-mcp.conf",
+        {
+            "listen 443 ssl;": f"listen 127.0.0.1:{listen} ssl;",
+            "/etc/ssl/mcp.example.com.pem": cert,
+            "/etc/ssl/mcp.example.com.key": key,
+            "127.0.0.1:8080": f"127.0.0.1:{upstream}",
+        },
+    )
     user = "user root;" if os.geteuid() == 0 else ""
     temps = "\n".join(f"    {kind}_temp_path {run}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     return f"""
@@ -163,23 +172,7 @@ events {{ worker_connections 128; }}
 http {{
     access_log off;
 {temps}
-    server {{
-        listen 127.0.0.1:{listen} ssl;
-        ssl_certificate {cert};
-        ssl_certificate_key {key};
-        location / {{
-            proxy_pass http://127.0.0.1:{upstream};
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
-            proxy_request_buffering off;
-            proxy_read_timeout 1h;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header X-Forwarded-Host $http_host;
-            proxy_set_header Forwarded "";
-        }}
-    }}
+{site}
 }}
 """
 
