@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.web.http import Request
 
 from twisted_mcp.dispatch.gateway import Gateway
+from twisted_mcp.frontends.forwarded import HOST_RE, forwarded
 from twisted_mcp.frontends.http_config import HttpSettings
 from twisted_mcp.mcp import errors
 from twisted_mcp.policy.peers import Peer
@@ -39,7 +40,6 @@ log = Logger()
 #: Where RFC 9728 puts the metadata, before the resource's own path.
 WELL_KNOWN = "/.well-known/oauth-protected-resource"
 _TOKEN68 = re.compile(rb"^[A-Za-z0-9\-._~+/]+=*$")
-_HOST = re.compile(r"^(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 #: What RFC 6750 allows in a quoted error_description.
 _UNSAFE = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
 
@@ -107,12 +107,20 @@ def bearer_token(header: bytes | None) -> str | None:
 
 
 def resource_url(settings: HttpSettings, request: Request) -> str:
-    """The MCP endpoint's URL: C{http.resource}, or the request's scheme and C{Host} with C{http.path}."""
+    """
+    The MCP endpoint's URL: C{http.resource}, or the request's scheme and
+    C{Host} with C{http.path}; behind a trusted proxy (C{http.trustedProxies}),
+    the scheme and host its client used, as the proxy reports them.
+    """
     if settings.resource is not None:
         return settings.resource
+    via = forwarded(settings, request)
     scheme = "https" if request.isSecure() else "http"
     host = (request.getHeader(b"host") or b"").decode("latin-1").strip()
-    if not _HOST.match(host):
+    if via is not None:
+        scheme = via.proto or scheme
+        host = via.host or host
+    if not HOST_RE.match(host):
         local: Any = request.getHost()
         address = getattr(local, "host", "localhost")
         host = f"[{address}]:{local.port}" if ":" in address else f"{address}:{getattr(local, 'port', '')}".rstrip(":")

@@ -62,6 +62,7 @@ from twisted_mcp.dispatch.session import ClientSession
 from twisted_mcp.frontends.admission import Admission
 from twisted_mcp.frontends.bearer import BearerCheck, metadata_document, metadata_paths
 from twisted_mcp.frontends.deadline import DeadlineChannel
+from twisted_mcp.frontends.forwarded import forwarded, forwarded_peer, host_allowed
 from twisted_mcp.frontends.http_config import HttpSettings
 from twisted_mcp.frontends.http_sessions import SESSION_ID_RE, HttpSession, SessionTable, owner_of
 from twisted_mcp.frontends.http_streams import SseStream, parse_event_id
@@ -270,8 +271,13 @@ class McpResource(Resource):
 
     def _origin_refusal(self, request: Request) -> Any:
         local = request.getHost()
-        if _is_loopback(local) and not _host_allowed(request.getHeader(b"host"), local, self.settings.allowedHosts):
+        via = forwarded(self.settings, request)  # behind a trusted proxy: judge the host its client asked for
+        if via is not None and via.host is not None:
+            allowed, host = host_allowed(via.host, self.settings.allowedHosts), f"{via.host} ({via.host_from})"
+        else:
+            allowed = _host_allowed(request.getHeader(b"host"), local, self.settings.allowedHosts)
             host = (request.getHeader(b"host") or b"").decode("latin-1")[:100]
+        if _is_loopback(local) and not allowed:
             if self._first("host", host):
                 log.warn(
                     "HTTP request to a loopback listener named another host ({host}); refused (DNS rebinding "
@@ -324,7 +330,7 @@ class McpResource(Resource):
         peer = peer_of(transport, self.listener)
         if peer.transport == "tls":
             peer = with_certificate(peer, transport)
-        return peer
+        return forwarded_peer(self.settings, peer, request)
 
     def _session(self, request: Request, peer: Peer) -> HttpSession | Any:
         """The request's session, or the error already written for it (bytes)."""

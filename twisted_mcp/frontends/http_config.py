@@ -18,10 +18,13 @@ serves clients.  Every key is optional:
                                       # (default: required when identity.jwt is set, else off)
       resource: https://mcp.example.com/mcp   # this endpoint's public URL (RFC 9728 metadata); default: from the request
       authorizationServers: [https://idp.example.com/]   # issuers clients get tokens from (RFC 9728 metadata)
+      trustedProxies: [127.0.0.1, 10.0.0.0/8]   # reverse proxies whose forwarded headers are believed; none by default
+      forwardedHeaders: x-forwarded   # which they send: x-forwarded (X-Forwarded-For/-Proto/-Host) or forwarded (RFC 7239)
 """
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import attrs
@@ -48,6 +51,10 @@ class HttpSettings:
     bearer: str | None = None
     resource: str | None = None
     authorizationServers: tuple[str, ...] = ()
+    #: Networks (C{10.0.0.0/8}, C{::1/128}) of the reverse proxies whose
+    #: forwarded headers are believed (see L{twisted_mcp.frontends.forwarded}).
+    trustedProxies: tuple[str, ...] = ()
+    forwardedHeaders: str = "x-forwarded"
 
     @property
     def replay_limit(self) -> int:
@@ -62,6 +69,7 @@ class HttpSettings:
 
 
 BEARER_MODES = ("required", "optional", "off")
+FORWARDED_CONVENTIONS = ("x-forwarded", "forwarded")
 
 _KEYS: dict[str, tuple[str, Any]] = {
     "path": ("path", None),
@@ -78,6 +86,8 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "bearer": ("bearer", None),
     "resource": ("url", None),
     "authorizationServers": ("urls", None),
+    "trustedProxies": ("networks", None),
+    "forwardedHeaders": ("convention", None),
 }
 
 
@@ -110,6 +120,10 @@ def parse_http(value: Any, path: str, problems: list[str]) -> HttpSettings:
                 got = _url(check, where, section[key])
             elif kind == "urls":
                 got = _urls(check, where, section[key])
+            elif kind == "networks":
+                got = _networks(check, where, section[key])
+            elif kind == "convention":
+                got = _convention(check, where, section[key])
             else:
                 got = _hosts(check, where, section[key])
             if got is not None:
@@ -170,6 +184,49 @@ def _urls(check: _Checker, where: str, value: Any) -> tuple[str, ...] | None:
         return None
     out = [url for i, item in enumerate(items) if (url := _url(check, f"{where}[{i}]", item)) is not None]
     return tuple(out)
+
+
+def _networks(check: _Checker, where: str, value: Any) -> tuple[str, ...] | None:
+    items = check.string_list(where, value)
+    if items is None:
+        return None
+    out = []
+    for i, item in enumerate(items):
+        text = item.strip()
+        try:
+            network = ipaddress.ip_network(text)
+        except ValueError:
+            try:
+                loose = ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                check.problem(
+                    f"{where}[{i}]",
+                    f"expected an IP address or network such as 127.0.0.1, 10.0.0.0/8 or fd00::/8 (names are not resolved), got {_describe(item)}",
+                )
+            else:
+                check.problem(f"{where}[{i}]", f"{text} has bits set past its prefix length: did you mean {loose}?")
+            continue
+        if network.prefixlen == 0:
+            check.problem(
+                f"{where}[{i}]",
+                f"{text} trusts every address, so anyone could forge X-Forwarded-For: list your proxies' addresses or networks",
+            )
+            continue
+        out.append(str(network))
+    return tuple(out)
+
+
+def _convention(check: _Checker, where: str, value: Any) -> str | None:
+    text = check.string(where, value)
+    if text is None:
+        return None
+    if text.lower() not in FORWARDED_CONVENTIONS:
+        check.problem(
+            where,
+            f"expected x-forwarded (X-Forwarded-For, -Proto, -Host) or forwarded (RFC 7239 Forwarded), got {_describe(text)}",
+        )
+        return None
+    return text.lower()
 
 
 def _hosts(check: _Checker, where: str, value: Any) -> tuple[str, ...] | None:
