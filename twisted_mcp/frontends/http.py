@@ -31,6 +31,10 @@ goes on for C{http.resumeWindow} seconds; a GET with C{Last-Event-ID} gets
 the events after that id and the rest of the stream.  A call whose client
 does not come back within the window is cancelled at the backend.
 
+Behind a reverse proxy of C{http.trustedProxies}, the client's address, the
+public URL and the host checked against DNS rebinding come from its
+forwarded headers (L{twisted_mcp.frontends.forwarded}).
+
 With bearer tokens on (C{http.bearer}; see L{twisted_mcp.frontends.bearer}),
 every request's C{Authorization: Bearer} token is verified first (401
 otherwise), its principal is who the request runs as, and the protected
