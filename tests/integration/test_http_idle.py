@@ -227,6 +227,12 @@ def call_tool(raw: Raw, sid: str, rid: int, name: str, arguments: dict[str, Any]
     return json.loads(body)
 
 
+def mc_text(answer: dict[str, Any]) -> str:
+    """The text of a raw tools/call answer's first content item (the call must have succeeded)."""
+    assert "result" in answer and not answer["result"].get("isError"), answer
+    return answer["result"]["content"][0]["text"]
+
+
 def test_thousands_of_idle_sessions_are_capped_expire_and_leave_nothing_behind(daemon, tmp_path):
     idle_timeout = 20
     owned = 6  # sessions of the crowd that start a per-session backend
@@ -263,7 +269,7 @@ def test_thousands_of_idle_sessions_are_capped_expire_and_leave_nothing_behind(d
             assert status == 503, body
             assert headers["retry-after"] == "5"
             error = json.loads(body)["error"]
-            assert error["code"] == -31011 and "http.maxSessions is 3001" in error["message"], error
+            assert error["code"] == -31011 and f"http.maxSessions is {CROWD + 1}" in error["message"], error
             assert error["data"] == {"limit": "http.maxSessions", "value": CROWD + 1}
             # A session of the crowd is still served, and another client's call.
             assert mc_text(call_tool(raw, sids[STREAMS], 2, "slow__echo", {"text": "still here"})) == "still here"
@@ -290,7 +296,7 @@ def test_thousands_of_idle_sessions_are_capped_expire_and_leave_nothing_behind(d
         until(
             lambda: descendants(pid) == children_before,
             timeout=15,
-            what=f"the daemon's children {descendants(pid)} to be those it had before, {children_before}",
+            what=f"the daemon's children to be those it had before the crowd, {sorted(children_before)}",
         )
         until(lambda: fd_count(pid) <= fds_before + 4, timeout=15, what=f"descriptors back to {fds_before}")
         fds_after, rss_after = fd_count(pid), rss_kib(pid)
@@ -318,12 +324,6 @@ def test_thousands_of_idle_sessions_are_capped_expire_and_leave_nothing_behind(d
     assert per_session < 50 * 1024, f"{per_session:.0f} bytes of RSS per idle session"
     assert rss_again - rss_after < (rss_full - rss_before) / 2, "the second crowd grew the gateway as much as the first"
     assert calls >= 10
-
-
-def mc_text(answer: dict[str, Any]) -> str:
-    """The text of a raw tools/call answer's first content item (the call must have succeeded)."""
-    assert "result" in answer and not answer["result"].get("isError"), answer
-    return answer["result"]["content"][0]["text"]
 
 
 # -- bearer tokens: hostile ones, and what a reload does to a running listener --
