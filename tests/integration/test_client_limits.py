@@ -124,7 +124,7 @@ def test_connection_caps_keep_identified_clients_served(daemon, tmp_path):
     with open(log) as f:
         text = f.read()
     assert "refusing client connections" in text and "maxClientsPerPeer" in text
-    assert "no initialize within 3 s (handshakeTimeout)" in text
+    assert "no initialize (or a 2026-07-28 request) within 3 s (handshakeTimeout)" in text
     os.kill(pid, signal.SIGTERM)
     assert wait_gone({pid}, 30) == set()
 

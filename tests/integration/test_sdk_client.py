@@ -39,7 +39,7 @@ def test_merged_catalog_and_routing(write_config, tmp_path):
 
     async def scenario():
         async with connect(config, tmp_path) as client:
-            assert client.protocol_version == "2025-11-25"  # fell back from server/discover
+            assert client.protocol_version == "2026-07-28"  # the SDK probed server/discover and speaks the stateless era
             names = await mc.tool_names(client)
             assert names == sorted(names)
             for expected in ("time__get_current_time", "time__convert_time", "everything__echo", "slow__sleep", "slow__echo"):
@@ -200,7 +200,8 @@ def test_changed_tools_after_restart_notify_the_client(write_config, tmp_path):
 
     async def scenario():
         notes = mc.NotificationRecorder()
-        async with connect(config, tmp_path, message_handler=notes) as client:
+        # list_changed reaches handshake-era sessions (stateless-era clients get it on subscriptions/listen).
+        async with connect(config, tmp_path, message_handler=notes, mode="legacy") as client:
             names = await mc.tool_names(client)
             assert "crashy__first_extra" in names
             tools_file.write_text("second_extra\n")

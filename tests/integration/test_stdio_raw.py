@@ -77,7 +77,7 @@ def test_errors_framing_and_ids(raw_gateway, write_config):
     unknown = gw.request("resources/templates/frobnicate")
     assert unknown["error"]["code"] == -32601
     discover = gw.request("server/discover")
-    assert discover["error"]["code"] == -32601
+    assert discover["error"]["code"] == -32602  # a stateless-era method without its _meta envelope
     missing = gw.request("tools/call", {"name": "nope__nothing", "arguments": {}})
     assert missing["error"]["code"] == -32602 and "nope__nothing" in missing["error"]["message"]
     ok = gw.request("tools/call", {"name": "echo__echo", "arguments": {"text": "still here"}})

@@ -82,9 +82,11 @@ class CodeTests(SynchronousTestCase):
     def test_everyCodeConstantIsAGatewayCodeOrJsonRpcs(self) -> None:
         """A new code constant cannot be added to the module without being
         listed in L{errors.GATEWAY_CODES} (or being JSON-RPC's own, or MCP's
-        own "Resource not found", which the gateway answers as MCP defines it)."""
+        own "Resource not found" and "Unsupported protocol version", which the
+        gateway answers as MCP defines them)."""
         constants = {v for k, v in vars(errors).items() if k.isupper() and type(v) is int}
-        self.assertLessEqual(constants - set(errors.GATEWAY_CODES), JSON_RPC_CODES | {errors.RESOURCE_NOT_FOUND})
+        mcp_own = {errors.RESOURCE_NOT_FOUND, errors.UNSUPPORTED_PROTOCOL_VERSION, errors.HEADER_MISMATCH}
+        self.assertLessEqual(constants - set(errors.GATEWAY_CODES), JSON_RPC_CODES | mcp_own)
         self.assertEqual(errors.NOT_INITIALIZED, jsonrpc.INVALID_REQUEST)
 
     def test_outsideJsonRpcReservedRange(self) -> None:
@@ -98,11 +100,11 @@ class CodeTests(SynchronousTestCase):
         self.assertEqual(errors.GATEWAY_CODES & (MCP_CODES | JSON_RPC_CODES), frozenset())
 
     def test_tableCoversEveryCodeOnce(self) -> None:
-        """L{errors.TABLE} has one row for each gateway code and each
-        JSON-RPC code, and nothing else."""
+        """L{errors.TABLE} has one row for each gateway code, each JSON-RPC
+        code and each MCP code the gateway sends itself, and nothing else."""
         codes = [row[0] for row in errors.TABLE]
         self.assertEqual(len(codes), len(set(codes)))
-        self.assertEqual(set(codes), set(errors.GATEWAY_CODES) | JSON_RPC_CODES)
+        self.assertEqual(set(codes), set(errors.GATEWAY_CODES) | JSON_RPC_CODES | {errors.UNSUPPORTED_PROTOCOL_VERSION, errors.HEADER_MISMATCH})
 
 
 class ReadmeTableTests(SynchronousTestCase):

@@ -166,12 +166,12 @@ class HandshakeTests(SessionTestCase):
         self.request(7, "tasks/get")
         self.assertError(self.take()[0], 7, -32601)
 
-    def test_serverDiscover(self) -> None:
+    def test_serverDiscoverWithoutTheEnvelopeSaysWhatIsMissing(self) -> None:
         self.request("d", "server/discover")
-        self.assertError(self.take()[0], "d", -32601, "initialize")
+        self.assertError(self.take()[0], "d", -32602, "io.modelcontextprotocol/protocolVersion", "initialize")
         self.initialize()
         self.request("e", "server/discover")
-        self.assertError(self.take()[0], "e", -32601)
+        self.assertError(self.take()[0], "e", -32602)
 
     def test_requestsBeforeInitialize(self) -> None:
         self.request(1, "tools/list")

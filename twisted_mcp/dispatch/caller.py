@@ -43,8 +43,11 @@ class Caller:
     label: str
     send: Callable[..., int]
     peer: Any = None
-    #: The protocol version negotiated (None before C{initialize}).
+    #: The protocol version negotiated, or of its first stateless-era request (None before either).
     version: str | None = None
+    #: C{legacy} once it sent C{initialize}, C{modern} once it sent a
+    #: 2026-07-28 request (other than C{server/discover}); None before.
+    era: str | None = None
     #: The capabilities the client declared (sampling, elicitation, roots...).
     capabilities: dict[str, Any] = attrs.field(factory=dict)
     #: The name and version it gave (short strings).
@@ -66,6 +69,11 @@ class Caller:
         Why this client cannot be sent the server-to-client request
         C{method}, or None when it declared the capability it needs.
         """
+        if self.era == "modern":
+            return (
+                "it speaks MCP 2026-07-28, whose clients are asked for input with InputRequiredResult "
+                "results, which the gateway does not bridge to handshake-era servers yet"
+            )
         caps = self.capabilities
         if method == "sampling/createMessage":
             if type(caps.get("sampling")) is not dict:

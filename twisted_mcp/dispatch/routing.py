@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from twisted.internet.defer import Deferred
 
 from twisted_mcp.backends.base import Backend
+from twisted_mcp.mcp.meta import without_reserved
 from twisted_mcp.policy.subject import Subject
 from twisted_mcp.wire.jsonrpc import INVALID_PARAMS, JsonRpcError
 
@@ -48,9 +49,16 @@ def forward(
     method = request.method
     on_progress = None
     meta = params.get("_meta")
-    if type(meta) is dict and "progressToken" in meta:
-        out["_meta"] = dict(meta)
-        on_progress = _progress_forwarder(session, request, meta["progressToken"])
+    if type(meta) is dict and ("progressToken" in meta or "_meta" in out):
+        # The 2026-07-28 envelope is between the client and the gateway: a
+        # handshake-era backend is not sent it.
+        kept = without_reserved(meta) if request.envelope is not None else dict(meta)
+        if kept is None:
+            out.pop("_meta", None)
+        else:
+            out["_meta"] = kept
+        if "progressToken" in meta:
+            on_progress = _progress_forwarder(session, request, meta["progressToken"])
     # The request itself is the context a backend reports with what it
     # ties to this call (its .session and .rid name the client request).
     context = request

@@ -7,6 +7,9 @@ sets one).  A backend's message reaches only the sessions whose level
 admits it and that may see the backend, with the backend's name in
 C{logger}; a message the backend ties to one call reaches that call's
 session only, and a per-session instance's reaches its owner only.  A
+stateless-era (2026-07-28) client gets a message only as part of a request
+that asked for it (C{_meta} C{logLevel}): one tied to that request, or one
+its backend tied to no call while that request was the only call to it.  A
 shared backend is set to the most verbose level any session asked for.
 """
 
@@ -42,6 +45,17 @@ class ServerLogs:
     def set_level(self, session: ClientSession, level: str) -> None:
         session.caller.log_level = level
         self.apply()
+
+    def requested(self, session: ClientSession, level: str) -> None:
+        """
+        A stateless-era request of C{session} asked for log messages of
+        C{level} and above: the backends are set at least that verbose (a
+        handshake-era backend's level is per connection, so it stays at the
+        most verbose level any of the session's requests asked for).
+        """
+        current = session.caller.log_level
+        if current is None or (severity(level) or 0) < (severity(current) or 0):
+            self.set_level(session, level)
 
     def wanted(self, backend: Backend) -> str | None:
         """The most verbose level the sessions that see C{backend} asked for (None: none asked)."""
@@ -104,8 +118,31 @@ class ServerLogs:
             targets = [owner] if owner is not None else list(self.gateway.sessions)
         gateway = self.gateway
         for s in targets:
-            if s.initialized and not s.closing and s.caller.admits_log(level) and gateway.sees_backend(s, backend.name):
-                s.notify("notifications/message", out, getattr(related, "rid", None))
+            if s.closing or not gateway.sees_backend(s, backend.name):
+                continue
+            request = related
+            if s.caller.era == "modern":
+                # Only to the request it belongs to, and only if that request asked for logs.
+                request = related if session is s else self._only_call(s, backend) if session is None else None
+                wanted = request.envelope.log_level if request is not None and request.envelope is not None else None
+                if wanted is None or (severity(level) or 0) < (severity(wanted) or 0):
+                    continue
+            elif not s.initialized or not s.caller.admits_log(level):
+                continue
+            s.notify("notifications/message", out, getattr(request, "rid", None))
+
+    def _only_call(self, session: ClientSession, backend: Backend) -> Any:
+        """
+        The request a message its backend could not tie to a call (a stdio
+        backend's) belongs to: C{session}'s only call to C{backend}, when no
+        other session has one; None otherwise.
+        """
+        name = backend.name
+        if session.backend_calls.get(name) != 1:
+            return None
+        if any(other is not session and other.backend_calls.get(name) for other in self.gateway.sessions):
+            return None
+        return next((r for r in session.in_flight.values() if r.backend == name), None)
 
 
 __all__ = ["ServerLogs", "logger_name"]

@@ -24,6 +24,9 @@ from twisted_mcp.dispatch.handlers import METHODS
 from twisted_mcp.dispatch.instances import OwnInstances, principal_name
 from twisted_mcp.dispatch.reverse import ClientRequests
 from twisted_mcp.mcp import errors
+from twisted_mcp.mcp.meta import Envelope, claims_modern, read_envelope, unsupported_version
+from twisted_mcp.mcp.results import to_modern
+from twisted_mcp.mcp.versions import MODERN_VERSIONS
 from twisted_mcp.policy.refusals import CoalescedRefusal
 from twisted_mcp.wire.jsonrpc import (
     INTERNAL_ERROR,
@@ -45,13 +48,15 @@ class InFlight:
     request to the client, a log message) names this session and request.
     """
 
-    __slots__ = ("session", "rid", "key", "method", "call", "progress", "backend", "transform")
+    __slots__ = ("session", "rid", "key", "method", "envelope", "call", "progress", "backend", "transform")
 
-    def __init__(self, session: ClientSession, rid: Any, method: str) -> None:
+    def __init__(self, session: ClientSession, rid: Any, method: str, envelope: Envelope | None = None) -> None:
         self.session = session
         self.rid = rid
         self.key = id_key(rid)
         self.method = method
+        #: What a stateless-era request said of itself (None: a handshake-era request).
+        self.envelope = envelope
         #: The policy's L{twisted_mcp.policy.call.Call}, once it exists.
         self.call: Any = None
         #: The key of its progress notifications, if the client asked for them.
@@ -108,6 +113,11 @@ class ClientSession:
     @peer.setter
     def peer(self, peer: Any) -> None:
         self.caller.peer = peer
+
+    @property
+    def pinned(self) -> bool:
+        """Whether the client has said which era it speaks (C{initialize}, or a 2026-07-28 request)."""
+        return self.caller.era is not None
 
     @property
     def protocol_version(self) -> str | None:
@@ -193,27 +203,22 @@ class ClientSession:
         self._request(rid, method, params)
 
     def _request(self, rid: Any, method: str, params: dict[str, Any]) -> None:
-        spec = METHODS.get(method)
-        if spec is None:
-            hint = ""
-            if method == "server/discover":
-                hint = " (this gateway speaks the handshake era: send initialize)"
-            self.gateway.count("other", "error", METHOD_NOT_FOUND)
-            self._send_error(rid, METHOD_NOT_FOUND, f"Method not found: {method}{hint}")
-            return
-        if not self.initialized and not spec.before_initialize:
-            self.gateway.count(method, "error", errors.NOT_INITIALIZED)
-            self._send_error(
-                rid,
-                errors.NOT_INITIALIZED,
-                f"Invalid Request: {method} before initialize; the session must begin with initialize",
-            )
+        envelope = None
+        try:
+            if claims_modern(params):
+                envelope = self._modern(method, params)
+                spec = METHODS[method]
+            else:
+                spec = self._legacy(method, params)
+        except JsonRpcError as e:
+            self.gateway.count(method if method in METHODS else "other", "error", e.code)
+            self._send_error(rid, e.code, e.message, e.data)
             return
         if self.closing:
             self.gateway.count(method, "error", errors.GATEWAY_SHUTTING_DOWN)
             self._send_error(rid, errors.GATEWAY_SHUTTING_DOWN, "the gateway is shutting down")
             return
-        request = InFlight(self, rid, method)
+        request = InFlight(self, rid, method, envelope)
         try:
             if spec.waits and not self.gateway.ready:
                 # The first requests wait (bounded) for every backend's discovery.
@@ -226,7 +231,7 @@ class ClientSession:
             result = spec.handle(self, request, params)
         except JsonRpcError as e:
             self.gateway.count(method, "error", e.code)
-            self._send_error(rid, e.code, e.message, e.data)
+            self._send_request_error(request, e)
             return
         except CancelledError:
             raise
@@ -243,7 +248,90 @@ class ClientSession:
             self._track(request, result)
         else:
             self.gateway.count(method, "ok")
+            if envelope is not None:
+                result = to_modern(method, result, self.cache_scope(method))
             self.send({"jsonrpc": "2.0", "id": rid, "result": result})
+
+    def _legacy(self, method: str, params: dict[str, Any]) -> Any:
+        """The handling of a handshake-era request (no envelope), or the error that refuses it."""
+        spec = METHODS.get(method)
+        if self.caller.era == "modern":
+            if method == "initialize":
+                # This connection speaks 2026-07-28 now; its answer names what it speaks.
+                requested = params.get("protocolVersion")
+                raise unsupported_version(requested if type(requested) is str else "", MODERN_VERSIONS)
+            raise JsonRpcError(
+                INVALID_PARAMS,
+                f"Invalid params: this connection speaks 2026-07-28: {method} needs params._meta with "
+                "io.modelcontextprotocol/protocolVersion and io.modelcontextprotocol/clientCapabilities",
+            )
+        if spec is None:
+            raise JsonRpcError(METHOD_NOT_FOUND, f"Method not found: {method}")
+        if not spec.legacy:
+            raise JsonRpcError(
+                INVALID_PARAMS,
+                f"Invalid params: {method} is a method of MCP 2026-07-28 and needs params._meta with "
+                "io.modelcontextprotocol/protocolVersion and io.modelcontextprotocol/clientCapabilities "
+                "(handshake-era clients begin with initialize)",
+            )
+        if not self.initialized and not spec.before_initialize:
+            raise JsonRpcError(
+                errors.NOT_INITIALIZED,
+                f"Invalid Request: {method} before initialize; begin the session with initialize, or send "
+                "2026-07-28 requests (with the io.modelcontextprotocol/protocolVersion envelope in params._meta)",
+            )
+        return spec
+
+    def _modern(self, method: str, params: dict[str, Any]) -> Envelope:
+        """
+        The envelope of a stateless-era request, checked in the order the
+        spec's conformance suite expects: the envelope (-32602), the
+        version (-32022), the method (-32601, also for a family the caller
+        is not offered).  The first such request other than
+        C{server/discover} makes this connection speak 2026-07-28.
+        """
+        if self.caller.era == "legacy" and method != "server/discover":
+            raise JsonRpcError(
+                INVALID_REQUEST,
+                f"Invalid Request: this connection negotiated {self.caller.version} with initialize; send "
+                "2026-07-28 requests on a connection that has not sent initialize",
+            )
+        envelope = read_envelope(params)
+        self.modern_method(method)
+        if method != "server/discover" and self.caller.era is None:
+            self.caller.era = "modern"
+            self.caller.version = envelope.version
+            self.caller.info = envelope.client_info
+            log.info(
+                "client {client}: {name} {version} speaks {protocol} (stateless)",
+                client=self.label,
+                name=envelope.client_info.get("name", "?"),
+                version=envelope.client_info.get("version", "?"),
+                protocol=envelope.version,
+            )
+        if envelope.log_level is not None:
+            self.gateway.logs.requested(self, envelope.log_level)
+        return envelope
+
+    def modern_method(self, method: str) -> Any:
+        """How a stateless-era request of C{method} is handled; -32601 if that era has no such method for this caller."""
+        spec = METHODS.get(method)
+        if spec is None or not spec.modern:
+            raise JsonRpcError(METHOD_NOT_FOUND, f"Method not found: {method} (not a method of MCP 2026-07-28)")
+        if spec.family is not None and spec.family not in self.gateway.capabilities(self):
+            raise JsonRpcError(METHOD_NOT_FOUND, f"Method not found: {method} (no server behind this gateway offers {spec.family})")
+        return spec
+
+    def cache_scope(self, method: str) -> str:
+        """Who may cache a stateless-era result: anyone, unless the policy filters what each principal sees."""
+        return "private" if self.gateway.policy.active or method == "resources/read" else "public"
+
+    def _send_request_error(self, request: InFlight, e: JsonRpcError) -> None:
+        code, message, data = e.code, e.message, e.data
+        if request.envelope is not None and code == errors.RESOURCE_NOT_FOUND:
+            # 2026-07-28 forbids -32002: a resource that does not exist is invalid params.
+            code = INVALID_PARAMS
+        self._send_error(request.rid, code, message, data)
 
     def undecodable(self, error: MessageError) -> None:
         """A message the front-end could not decode: answered with its error and no id."""
@@ -329,6 +417,8 @@ class ClientSession:
         self._ended(request)
         method = request.method
         self.gateway.count(method, "tool_error" if type(result) is dict and result.get("isError") is True else "ok")
+        if request.envelope is not None:
+            result = to_modern(method, result, self.cache_scope(method))
         size = self.send({"jsonrpc": "2.0", "id": request.rid, "result": result})
         if request.call is not None:
             request.call.succeeded(result, size)
@@ -359,7 +449,7 @@ class ClientSession:
                     code=e.code,
                     why=e.message,
                 )
-            self._send_error(rid, e.code, e.message, e.data)
+            self._send_request_error(request, e)
         elif isinstance(e, CancelledError):
             if self._shutdown_error is not None:
                 s = self._shutdown_error

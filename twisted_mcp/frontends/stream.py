@@ -128,10 +128,11 @@ class SessionProtocol(LineFramer):
     """
     One client connection.
 
-    Until the client's C{initialize} is answered, a message may be at most
+    Until the client says which era it speaks (its C{initialize}, or its
+    first 2026-07-28 request), a message may be at most
     C{maxHandshakeBytes} long (C{maxMessageBytes} afterwards).  A socket
-    client must also send C{initialize} within C{handshakeTimeout}, and
-    finish every message it begins within C{messageTimeout}.
+    client must also do so within C{handshakeTimeout}, and finish every
+    message it begins within C{messageTimeout}.
 
     @param on_input_closed: called once the client has closed its side and
         every call in flight was answered (or cancelled after the grace
@@ -196,7 +197,7 @@ class SessionProtocol(LineFramer):
         )
         if self.factory is not None:
             self.factory.connections.add(self)
-            self._timer = self.clock.callLater(self.settings.handshakeTimeout, self._too_slow, "initialize", "handshakeTimeout")
+            self._timer = self.clock.callLater(self.settings.handshakeTimeout, self._too_slow, "initialize (or a 2026-07-28 request)", "handshakeTimeout")
             log.info("client {client} connected ({peer})", client=self.label, peer=peer.describe() if peer else "")
 
     def _admit(self, peer: Peer) -> bool:
@@ -261,7 +262,7 @@ class SessionProtocol(LineFramer):
         if self.session is None:
             return  # a refused connection, closing
         LineFramer.dataReceived(self, data)
-        if self.factory is not None and self.session.initialized:
+        if self.factory is not None and self.session.pinned:
             self._time_unfinished_message()
 
     def _time_unfinished_message(self) -> None:
@@ -291,9 +292,9 @@ class SessionProtocol(LineFramer):
             self._tls = False
             session.peer = with_certificate(session.peer, self.transport)
             log.info("client {client}: {peer}", client=self.label, peer=session.peer.describe())
-        initialized = session.initialized
+        pinned = session.pinned
         deliver(session, line)
-        if session.initialized and not initialized:
+        if session.pinned and not pinned:
             self.MAX_LENGTH = self.settings.maxMessageBytes
             if self._timer is not None:
                 self._timer.cancel()
@@ -301,7 +302,7 @@ class SessionProtocol(LineFramer):
 
     def lineLengthExceeded(self, head: bytes, size: int) -> None:  # type: ignore[override]
         assert self.session is not None
-        setting = "maxMessageBytes" if self.session.initialized else "maxHandshakeBytes"
+        setting = "maxMessageBytes" if self.session.pinned else "maxHandshakeBytes"
         log.warn(
             "client {client}: discarded a message of more than {limit} bytes ({setting})",
             client=self.label,

@@ -119,6 +119,12 @@ GATEWAY_CODES = frozenset(
     }
 )
 
+#: MCP 2026-07-28's "Unsupported protocol version" (data: supported, requested).
+UNSUPPORTED_PROTOCOL_VERSION = -32022
+#: MCP 2026-07-28's "Header mismatch": an HTTP request's MCP-Protocol-Version,
+#: Mcp-Method or Mcp-Name header is missing or says something else than its body.
+HEADER_MISMATCH = -32020
+
 #: MCP's own "Resource not found" (2024-11-05 to 2025-11-25; the 2026-07-28
 #: era answers -32602 instead and forbids this code).  Not the gateway's.
 RESOURCE_NOT_FOUND = -32002
@@ -183,8 +189,30 @@ TABLE: list[tuple[int, str, str]] = [
         "`handshakeTimeout` or finish a message within `messageTimeout` (then disconnected)",
         "`limit` for oversized messages",
     ),
-    (METHOD_NOT_FOUND, "method not found (including `server/discover`)", ""),
-    (INVALID_PARAMS, "unknown tool, or malformed `tools/call` params", "`tool`"),
+    (
+        METHOD_NOT_FOUND,
+        "method not found; for a 2026-07-28 request also a method of the handshake era only (`initialize`, "
+        "`ping`, `logging/setLevel`, `resources/subscribe`) or of a family no server offers the caller",
+        "",
+    ),
+    (
+        INVALID_PARAMS,
+        "unknown tool, or malformed `tools/call` params; a 2026-07-28 request whose `_meta` envelope is "
+        "missing or malformed (the message names the key); a resource not found, for a 2026-07-28 client",
+        "`tool`; `reason` for a malformed envelope",
+    ),
+    (
+        UNSUPPORTED_PROTOCOL_VERSION,
+        "a 2026-07-28 request names a protocol version the gateway does not speak, or `initialize` arrives "
+        "on a connection that speaks 2026-07-28",
+        "`supported` (the versions it speaks), `requested`",
+    ),
+    (
+        HEADER_MISMATCH,
+        "a 2026-07-28 request over HTTP whose `MCP-Protocol-Version`, `Mcp-Method` or `Mcp-Name` header is "
+        "missing or says something else than its body (HTTP 400)",
+        "",
+    ),
     (INTERNAL_ERROR, "the gateway failed unexpectedly (the log has the details), or an answer could not be encoded", ""),
 ]
 

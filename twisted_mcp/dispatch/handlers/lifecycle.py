@@ -36,6 +36,7 @@ def initialize(session: ClientSession, request: InFlight, params: dict[str, Any]
     if caller.version is not None:
         raise JsonRpcError(INVALID_REQUEST, "Invalid Request: initialize was already received")
     caller.version = negotiate(params.get("protocolVersion"))
+    caller.era = "legacy"
     info = params.get("clientInfo")
     given = info if type(info) is dict else {}
     caller.info = _client_info(given)
