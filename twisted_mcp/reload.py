@@ -96,6 +96,12 @@ class Reloading:
                     "gateway (other than adminToken)",
                     attrs.evolve(config.gateway, adminToken=None) == attrs.evolve(started, adminToken=None),
                 ),
+                ("http", self.http_jwt_at_start is None or config.http == self.http_started),
+                (
+                    "identity.jwt being added or removed (HTTP listeners' bearer tokens)",
+                    self.http_jwt_at_start is None
+                    or self.http_jwt_at_start == (config.identity is not None and config.identity.jwt is not None),
+                ),
             )
             if not same
         ]

@@ -51,6 +51,10 @@ class GatewayService(Reloading, MultiService):
         self.config = config
         #: The gateway settings it started with (a reload does not change them).
         self.settings = config.gateway
+        #: The http settings its HTTP listeners started with (a reload does not change them).
+        self.http_started = config.http
+        #: Whether its HTTP listeners started with identity.jwt (None: no HTTP listener).
+        self.http_jwt_at_start: bool | None = None
         self.clock = clock
         self.spawner = spawner
         self.environ = environ

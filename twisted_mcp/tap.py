@@ -250,7 +250,8 @@ def _listen_http(description: str, service: Any, reactor: Any, admission: Any) -
     settings = service.config.gateway
     identity = service.config.identity
     verify = None
-    if identity is not None and identity.jwt is not None:
+    service.http_jwt_at_start = identity is not None and identity.jwt is not None
+    if service.http_jwt_at_start:
 
         def verify(token: str) -> Any:
             authenticator = service.authenticator  # the current one: a reload may replace or remove it

@@ -509,12 +509,6 @@ def test_a_reload_that_removes_identity_jwt_leaves_the_http_listener_closed(daem
         assert status == 401, body
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: an HTTP listener's bearer mode is fixed at start (tap._listen_http): a reload that adds identity.jwt "
-    "leaves it off, so requests without a token are still served and tokens are ignored (README: with identity.jwt, "
-    "every request must carry a token); the reload does not say it needs a restart",
-)
 def test_a_reload_that_adds_identity_jwt_makes_the_http_listener_ask_for_tokens(daemon, tmp_path):
     pid, url = start_gateway(daemon, {"slow": server("slow")}, free_port(), {})
     raw = Raw(url)
@@ -535,11 +529,6 @@ def test_a_reload_that_adds_identity_jwt_makes_the_http_listener_ask_for_tokens(
         assert status == 200 and tool_names_of(body) == ["slow__echo"], body
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: reload ignores the http: section (twisted_mcp/reload.py compares only audit and gateway): a changed "
-    "http.sessionIdleTimeout or http.bearer is neither applied nor reported as needing a restart ('nothing changed')",
-)
 def test_a_reload_that_changes_the_http_section_applies_it_or_says_it_needs_a_restart(daemon, tmp_path):
     pid, url = start_gateway(daemon, {"slow": server("slow")}, free_port(), {})
     raw = Raw(url)
