@@ -187,3 +187,53 @@ def test_a_connection_that_sent_initialize_refuses_stateless_era_requests(write_
     assert by_id[2]["error"]["code"] == -32600 and "initialize" in by_id[2]["error"]["message"]
     assert by_id[3]["result"]["supportedVersions"][0] == MODERN
     assert "resultType" not in by_id[4]["result"] and by_id[4]["result"]["tools"]
+
+
+@pytest.mark.parametrize("mode", [MODERN, "auto"])
+def test_a_stateless_era_client_over_http_needs_no_session(daemon, tmp_path, mode):
+    from .test_http_front import connect_http, start_http
+
+    _, url = start_http(daemon, {"everything": everything(), "slow": server("slow")})
+
+    async def scenario():
+        async with connect_http(url, mode=mode) as client:
+            assert client.protocol_version == MODERN
+            assert {"everything__echo", "slow__sleep"} <= set(await mc.tool_names(client))
+            assert await mc.call_text(client, "everything__echo", {"message": "stateless"}) == "Echo: stateless"
+            result, progress = await mc.call_with_progress(client, "slow__sleep", {"seconds": 0.5})
+            assert mc.result_text(result) == "slept 0.5" and len(progress) >= 3
+            assert (await client.get_prompt("everything__simple-prompt")).messages
+            assert await all_resources(client)
+
+    mc.run(scenario, timeout=90)
+    log = (tmp_path / "gw.log").read_text()
+    assert "stateless-era client" in log
+
+
+def test_raw_stateless_http_requests_get_the_specs_statuses(daemon, tmp_path):
+    from .test_http_front import Raw, start_http
+
+    _, url = start_http(daemon, {"slow": server("slow")})
+    raw = Raw(url)
+    call = {"jsonrpc": "2.0", "id": "x", "method": "tools/call", "params": {"name": "slow__echo", "arguments": {"text": "hi"}, "_meta": envelope()}}
+    good = {"mcp-protocol-version": MODERN, "mcp-method": "tools/call", "mcp-name": "slow__echo"}
+    status, headers, body = raw.call("POST", call, good)
+    answer = json.loads(body)
+    assert status == 200 and "mcp-session-id" not in headers
+    assert answer["id"] == "x" and answer["result"]["content"][0]["text"] == "hi" and answer["result"]["resultType"] == "complete"
+    status, _, body = raw.call("POST", call, {**good, "mcp-name": "slow__other"})
+    assert status == 400 and json.loads(body)["error"]["code"] == -32020
+    status, _, body = raw.call("POST", call, {**good, "mcp-protocol-version": "2025-11-25"})
+    assert status == 400 and json.loads(body)["error"]["code"] == -32020
+    ping = {"jsonrpc": "2.0", "id": 2, "method": "ping", "params": {"_meta": envelope()}}
+    status, _, body = raw.call("POST", ping, {**good, "mcp-method": "ping", "mcp-name": None})
+    assert status == 404 and json.loads(body)["error"]["code"] == -32601
+    old = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "slow__echo", "arguments": {"text": "hi"}, "_meta": envelope("1999-01-01")}}
+    status, _, body = raw.call("POST", old, {**good, "mcp-protocol-version": "1999-01-01"})
+    assert status == 400 and json.loads(body)["error"]["code"] == -32022 and MODERN in json.loads(body)["error"]["data"]["supported"]
+    # A handshake-era session on the same listener is unaffected; its id is refused with a stateless-era request.
+    sid = raw.initialize()
+    status, _, body = raw.call("POST", call, {**good, "mcp-session-id": sid})
+    assert status == 400 and json.loads(body)["error"]["code"] == -32600
+    status, _, body = raw.call("POST", {"jsonrpc": "2.0", "id": 4, "method": "tools/list"}, {"mcp-session-id": sid})
+    assert status == 200 and "resultType" not in json.loads(body)["result"]

@@ -769,3 +769,99 @@ class ResumeTests(FrontCase):
         before = c.transport.value()
         self.resource.keep_alive()
         self.assertEqual(c.transport.value()[len(before) :].split(b"\r\n")[1], b": keep-alive\n\n")
+
+
+MODERN = "2026-07-28"
+
+
+def modern_call(rid: Any, name: str = "alpha__echo", token: Any = None, **meta: Any) -> dict[str, Any]:
+    envelope: dict[str, Any] = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}, **meta}
+    if token is not None:
+        envelope["progressToken"] = token
+    return {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": {"name": name, "arguments": {"text": "hi"}, "_meta": envelope}}
+
+
+def modern_headers(method: str = "tools/call", name: str | None = "alpha__echo", **more: str | None) -> dict[str, str | None]:
+    h: dict[str, str | None] = {"mcp-protocol-version": MODERN, "mcp-method": method, "mcp-name": name}
+    h.update(more)
+    return h
+
+
+class StatelessHttpTests(FrontCase):
+    """2026-07-28 requests on the HTTP front: no session, headers checked, statuses, ids, cancellation."""
+
+    def post(self, body: Any, headers: dict[str, str | None]) -> Connection:
+        c = Connection(self.site)
+        c.send(body=body, headers=headers)
+        return c
+
+    def test_aStatelessRequestIsAnsweredOnItsPostWithTheClientsIdAndNoSession(self) -> None:
+        c = self.post(modern_call("a"), modern_headers())
+        (backend_call,) = self.backend.calls
+        self.assertEqual(backend_call.params, {"name": "echo", "arguments": {"text": "hi"}})  # no envelope to the backend
+        backend_call.deferred.callback({"content": [{"type": "text", "text": "hi"}]})
+        r = c.response()
+        self.assertEqual((r.status, r.headers["content-type"]), (200, "application/json"))
+        self.assertNotIn("mcp-session-id", r.headers)
+        self.assertEqual(r.json()["id"], "a")
+        self.assertEqual(r.json()["result"]["resultType"], "complete")
+
+    def test_twoClientsOfOnePrincipalMayUseTheSameIdAtOnce(self) -> None:
+        first, second = self.post(modern_call(1), modern_headers()), self.post(modern_call(1), modern_headers())
+        a, b = self.backend.calls
+        b.deferred.callback({"content": [{"type": "text", "text": "second"}]})
+        a.deferred.callback({"content": [{"type": "text", "text": "first"}]})
+        for connection, text in ((first, "first"), (second, "second")):
+            answer = connection.response().json()
+            self.assertEqual((answer["id"], answer["result"]["content"][0]["text"]), (1, text))
+        self.assertEqual(len(self.resource.table), 1)  # one core session for the principal
+
+    def test_theLadderWithItsStatuses(self) -> None:
+        bad_meta = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "alpha__echo", "_meta": {"io.modelcontextprotocol/protocolVersion": "v999.0.0"}}}
+        cases = [
+            (bad_meta, modern_headers(**{"mcp-protocol-version": MODERN}), 400, -32602),  # envelope before headers
+            (modern_call(2, **{"io.modelcontextprotocol/protocolVersion": "v999.0.0"}), modern_headers(), 400, -32020),  # headers before version
+            (modern_call(3, **{"io.modelcontextprotocol/protocolVersion": "v999.0.0"}), modern_headers(**{"mcp-protocol-version": "v999.0.0"}), 400, -32022),
+            (modern_call(4), modern_headers(**{"mcp-method": None}), 400, -32020),
+            (modern_call(5), modern_headers(name="alpha__other"), 400, -32020),
+            (modern_call(6), modern_headers(**{"mcp-session-id": "A" * 32}), 400, -32600),
+        ]
+        for body, headers, status, code in cases:
+            r = self.post(body, headers).response()
+            self.assertEqual((r.status, r.json()["error"]["code"]), (status, code), (body["id"], r.body))
+            self.assertEqual(r.json()["id"], body["id"])
+        ping = {"jsonrpc": "2.0", "id": 7, "method": "ping", "params": {"_meta": modern_call(0)["params"]["_meta"]}}
+        r = self.post(ping, modern_headers("ping", None)).response()
+        self.assertEqual((r.status, r.json()["error"]["code"]), (404, -32601))
+        self.assertEqual(self.backend.calls, [])
+
+    def test_aBase64EncodedNameHeaderIsDecodedBeforeComparing(self) -> None:
+        import base64
+
+        encoded = "=?base64?" + base64.b64encode(b"alpha__echo").decode() + "?="
+        self.post(modern_call(1), modern_headers(name=encoded))
+        self.assertEqual(len(self.backend.calls), 1)
+
+    def test_closingThePostCancelsTheCallAtOnce(self) -> None:
+        c = self.post(modern_call(1, token="t"), modern_headers())
+        (backend_call,) = self.backend.calls
+        backend_call.on_progress({"progress": 1})
+        r = c.response()
+        self.assertEqual(r.headers["content-type"], "text/event-stream")
+        self.assertNotIn(b"id:", r.body)  # 2026-07-28 has no resumption: no event ids
+        self.assertEqual(r.events()[0]["params"]["progressToken"], "t")
+        c.close()
+        self.assertTrue(backend_call.cancelled)  # no resume window for this era
+
+    def test_theStatelessSessionExpiresWhenIdle(self) -> None:
+        c = self.post(modern_call(1), modern_headers())
+        self.backend.calls[0].deferred.callback({"content": []})
+        self.assertEqual(c.response().status, 200)
+        self.clock.advance(self.settings.sessionIdleTimeout)
+        self.assertEqual(len(self.resource.table), 0)
+        self.post(modern_call(2), modern_headers())
+        self.assertEqual(len(self.resource.table), 1)
+
+    def test_aModernVersionHeaderWithoutTheEnvelopeIsInvalidParams(self) -> None:
+        r = self.exchange(body=call(1), headers={"mcp-protocol-version": MODERN})
+        self.assertEqual((r.status, r.json()["error"]["code"]), (400, -32602))

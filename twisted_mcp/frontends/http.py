@@ -68,14 +68,18 @@ from twisted_mcp.frontends.bearer import BearerCheck, metadata_document, metadat
 from twisted_mcp.frontends.deadline import DeadlineChannel
 from twisted_mcp.frontends.forwarded import forwarded, forwarded_peer, host_allowed
 from twisted_mcp.frontends.http_config import HttpSettings
+from twisted_mcp.frontends.http_errors import error_response as _error
+from twisted_mcp.frontends.http_errors import plain_response as _plain
+from twisted_mcp.frontends.http_modern import StatelessClients
 from twisted_mcp.frontends.http_sessions import SESSION_ID_RE, HttpSession, SessionTable, owner_of
 from twisted_mcp.frontends.http_streams import SseStream, parse_event_id
 from twisted_mcp.frontends.stream import peer_key
 from twisted_mcp.mcp import errors
-from twisted_mcp.mcp.versions import HANDSHAKE_VERSIONS
+from twisted_mcp.mcp.meta import claims_modern
+from twisted_mcp.mcp.versions import HANDSHAKE_VERSIONS, MODERN_VERSIONS
 from twisted_mcp.policy.peers import Peer, peer_of, with_certificate
 from twisted_mcp.policy.principal import Principal
-from twisted_mcp.wire.jsonrpc import INVALID_REQUEST, MessageError, decode, encode_or_explain, id_key, valid_id
+from twisted_mcp.wire.jsonrpc import INVALID_PARAMS, INVALID_REQUEST, MessageError, decode, encode_or_explain, id_key, valid_id
 
 log = Logger()
 
@@ -97,11 +101,14 @@ class PostExchange:
     answer comes first, as an SSE stream once anything must be sent before it.
     """
 
-    def __init__(self, front: "McpResource", hs: HttpSession, request: Request, rid: Any, sse: bool) -> None:
+    def __init__(self, front: "McpResource", hs: HttpSession, request: Request, rid: Any, sse: bool, client_rid: Any = None) -> None:
         self.front = front
         self.hs = hs
         self.request = request
+        #: The request's id in the core (the gateway's own for a stateless-era request).
         self.rid = rid
+        #: Its id as the client sent it.
+        self.client_rid = rid if client_rid is None else client_rid
         self.key = id_key(rid)
         self.accepts_sse = sse
         self.stream: SseStream | None = None
@@ -216,6 +223,8 @@ class McpResource(Resource):
         self.bearer = bearer
         self._metadata_paths = metadata_paths(settings) if bearer is not None else ()
         self.table = SessionTable(clock, settings, self._expired)
+        #: The core sessions of stateless-era (2026-07-28) clients.
+        self.stateless = StatelessClients(self)
         #: Stopping: no new sessions.
         self.closing = False
         #: Refused hosts and origins already logged.
@@ -315,11 +324,20 @@ class McpResource(Resource):
         self._logged.add(key)
         return True
 
-    def _version_refusal(self, request: Request) -> Any:
+    def _version_refusal(self, request: Request, rid: Any = None) -> Any:
         version = request.getHeader(b"mcp-protocol-version")
         if version is None:
             return None
-        text = version.decode("latin-1")
+        text = version.decode("latin-1").strip()
+        if text in MODERN_VERSIONS:
+            return _error(
+                request,
+                400,
+                INVALID_PARAMS,
+                f"Invalid params: a {text} request needs params._meta with io.modelcontextprotocol/protocolVersion "
+                "and io.modelcontextprotocol/clientCapabilities (handshake-era clients send their negotiated version)",
+                rid=rid,
+            )
         if text not in HANDSHAKE_VERSIONS:
             return _error(
                 request,
@@ -360,7 +378,8 @@ class McpResource(Resource):
         return hs
 
     def session_header(self, request: Request, hs: HttpSession) -> None:
-        request.setHeader(b"mcp-session-id", hs.id.encode("ascii"))
+        if not hs.stateless:
+            request.setHeader(b"mcp-session-id", hs.id.encode("ascii"))
 
     # -- POST ----------------------------------------------------------------
 
@@ -378,9 +397,6 @@ class McpResource(Resource):
         json_ok, sse_ok = _accepts(request.getHeader(b"accept"))
         if not json_ok:
             return _error(request, 406, INVALID_REQUEST, "Not Acceptable: the client must accept application/json and text/event-stream")
-        refusal = self._version_refusal(request)
-        if refusal is not None:
-            return refusal
         content: Any = request.content
         body = content.read() if content is not None else b""
         try:
@@ -395,6 +411,11 @@ class McpResource(Resource):
                 else "expected one JSON-RPC request, notification or response"
             )
             return _error(request, 400, INVALID_REQUEST, f"Invalid Request: {why}")
+        if kind == "request" and claims_modern(message.get("params")):
+            return self.stateless.post(request, peer, message, sse_ok)
+        refusal = self._version_refusal(request, message.get("id"))
+        if refusal is not None:
+            return refusal
         if kind == "request" and message.get("method") == "initialize":
             return self._initialize(request, peer, message, sse_ok)
         hs = self._session(request, peer)
@@ -411,7 +432,7 @@ class McpResource(Resource):
                 self.table.release(hs)
             request.setResponseCode(202)
             return b""
-        return self._request(request, hs, message, sse_ok)
+        return self.request(request, hs, message, sse_ok)
 
     def _initialize(self, request: Request, peer: Peer, message: dict[str, Any], sse_ok: bool) -> Any:
         if request.getHeader(b"mcp-session-id") is not None:
@@ -437,20 +458,21 @@ class McpResource(Resource):
                 {"limit": setting, "value": value},
             )
         hs = self.table.open(owner, self.label)
-        hs.core = ClientSession(self.gateway, self._caller(hs, peer), self.gateway_settings.maxCallsInFlight)
+        hs.core = ClientSession(self.gateway, self.caller(hs, peer), self.gateway_settings.maxCallsInFlight)
         who = f" as {peer.principal.name} (bearer token)" if peer.principal is not None else ""
         log.info("HTTP client session {client} opened ({peer}){who}", client=hs.label, peer=peer.describe(), who=who)
-        result = self._request(request, hs, message, sse_ok)
+        result = self.request(request, hs, message, sse_ok)
         if not hs.core.initialized:
             self._end(hs, "its initialize failed")
         return result
 
-    def _request(self, request: Request, hs: HttpSession, message: dict[str, Any], sse_ok: bool) -> Any:
+    def request(self, request: Request, hs: HttpSession, message: dict[str, Any], sse_ok: bool, client_rid: Any = None) -> Any:
+        """Hand a request to C{hs}'s core; it is answered on this POST (C{client_rid}: its id as the client sent it)."""
         rid = message["id"]
         key = id_key(rid)
         if key in hs.posts:
             return _error(request, 400, INVALID_REQUEST, f"Invalid Request: id {rid!r} is already used by a request in flight", rid=rid)
-        exchange = PostExchange(self, hs, request, rid, sse_ok)
+        exchange = PostExchange(self, hs, request, rid, sse_ok, client_rid)
         hs.posts[key] = exchange
         self.table.hold(hs)
         request.notifyFinish().addErrback(self._post_gone, exchange)
@@ -515,7 +537,10 @@ class McpResource(Resource):
 
     def open_stream(self, hs: HttpSession, request: Request, rid: Any) -> SseStream:
         """A new SSE stream of C{hs} on C{request}: the POST of request C{rid}, or (C{rid} None) a GET."""
-        stream = SseStream(hs.stream_number(), rid, self.settings.replay_limit, hs.label)
+        if hs.stateless:  # 2026-07-28 has no resumption: no ids, nothing kept
+            stream = SseStream(hs.stream_number(), rid, 0, hs.label, ids=False)
+        else:
+            stream = SseStream(hs.stream_number(), rid, self.settings.replay_limit, hs.label)
         hs.sse[stream.number] = stream
         self._carry(hs, stream, request)
         return stream
@@ -540,7 +565,7 @@ class McpResource(Resource):
         later, as the spec asks (older clients may not expect empty events),
         when streams are resumable.
         """
-        if self.settings.resumeWindow <= 0:
+        if self.settings.resumeWindow <= 0 or hs.stateless:
             return False
         header = request.getHeader(b"mcp-protocol-version")
         version = header.decode("latin-1") if header is not None else hs.core.caller.version if hs.core is not None else None
@@ -699,6 +724,8 @@ class McpResource(Resource):
     def _close(self, hs: HttpSession, why: str) -> Deferred[Any]:
         """End a session out of the table: its calls cancelled (unanswered), its streams closed, its backends released."""
         log.info("HTTP client session {client} ended: {why}", client=hs.label, why=why)
+        if hs.stateless:
+            self.stateless.forget(hs)
         core = hs.core
         for exchange in list(hs.posts.values()):
             if core is not None and exchange.key in core.in_flight:
@@ -738,9 +765,15 @@ class McpResource(Resource):
 
     # -- the core's caller -----------------------------------------------------
 
-    def _caller(self, hs: HttpSession, peer: Peer) -> Caller:
+    def caller(self, hs: HttpSession, peer: Peer) -> Caller:
         def send(message: dict[str, Any], related: Any = None, progress_of: Any = None) -> int:
-            data, why = encode_or_explain(message)
+            out = message
+            if hs.stateless and "method" not in message and "id" in message:
+                # An answer: the client's own id, not the gateway's.
+                exchange = hs.posts.get(id_key(message["id"])) if valid_id(message["id"]) else None
+                if exchange is not None:
+                    out = {**message, "id": exchange.client_rid}
+            data, why = encode_or_explain(out)
             if why is not None:
                 log.error("could not encode a message for HTTP client {client}: {why}", client=hs.label, why=why)
             if data is None:
@@ -815,23 +848,6 @@ def _accepts(header: bytes | None) -> tuple[bool, bool]:
     json_ok = anything or b"application/json" in types or b"application/*" in types
     sse_ok = anything or b"text/event-stream" in types or b"text/*" in types
     return json_ok, sse_ok
-
-
-def _error(request: Request, status: int, code: int, message: str, data: Any = None, rid: Any = None) -> bytes:
-    """A JSON-RPC error as the whole response, with an HTTP status."""
-    error: dict[str, Any] = {"code": code, "message": message}
-    if data is not None:
-        error["data"] = data
-    body, _ = encode_or_explain({"jsonrpc": "2.0", "id": rid, "error": error})
-    request.setResponseCode(status)
-    request.setHeader(b"content-type", b"application/json")
-    return body or b""
-
-
-def _plain(request: Request, status: int, text: str) -> bytes:
-    request.setResponseCode(status)
-    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-    return text.encode("utf-8")
 
 
 def _is_loopback(address: Any) -> bool:

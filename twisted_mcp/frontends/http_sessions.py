@@ -72,6 +72,11 @@ class HttpSession:
         self.timer: IDelayedCall | None = None
         #: Times another client identity presented this session's id.
         self.foreign = 0
+        #: The core session of a client identity's stateless-era (2026-07-28)
+        #: requests: its id is never disclosed, its requests' ids are the gateway's.
+        self.stateless = False
+        #: The last request id the gateway gave a stateless-era request.
+        self.last_id = 0
 
     def streams(self) -> int:
         """SSE streams open now (a POST answered as a stream counts once it streams)."""

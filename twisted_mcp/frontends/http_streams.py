@@ -61,6 +61,7 @@ class EventStream:
         request.setResponseCode(200)
         request.setHeader(b"content-type", b"text/event-stream")
         request.setHeader(b"cache-control", b"no-cache")
+        request.setHeader(b"x-accel-buffering", b"no")  # proxies must not hold events back
         request.registerProducer(self, True)
 
     @property
@@ -153,8 +154,10 @@ class SseStream:
     @ivar timer: while its client is away, when it stops being resumable.
     """
 
-    def __init__(self, number: int, rid: Any, replay_limit: int, label: str) -> None:
+    def __init__(self, number: int, rid: Any, replay_limit: int, label: str, ids: bool = True) -> None:
         self.number = number
+        #: Whether its events carry ids (not for 2026-07-28 clients: that era has no resumption).
+        self.ids = ids
         self.rid = rid
         self.kind = b"g" if rid is None else b"p"
         self.label = label
@@ -188,7 +191,10 @@ class SseStream:
     def send(self, data: bytes) -> None:
         """One JSON-RPC message (encoded); kept for a resume, and written to the client if it is there."""
         self.seq += 1
-        event = b"id: %s\nevent: message\ndata: %s\n\n" % (self.event_id(), data.rstrip(b"\n"))
+        if self.ids:
+            event = b"id: %s\nevent: message\ndata: %s\n\n" % (self.event_id(), data.rstrip(b"\n"))
+        else:
+            event = b"event: message\ndata: %s\n\n" % data.rstrip(b"\n")
         if self.log is not None:
             self.log.add(self.seq, event)
         if self.sink is not None:

@@ -1,0 +1,116 @@
+"""
+Stateless-era (MCP 2026-07-28) requests on the Streamable HTTP front.
+
+Such a request belongs to no session: it carries its protocol version and
+the client's capabilities in C{params._meta}, repeats its version, method and
+name in headers, and is answered on its own POST (as JSON, or as SSE when
+progress or log messages of the call come first).  Closing the POST cancels
+the call.  It is checked in the spec's order, each refusal with its status:
+the envelope (400, -32602), the headers (400, -32020), the version (400,
+-32022), the method (404, -32601).
+
+The core still wants a session per client (its requests in flight, its
+limits, its per-session backends): each client identity (L{owner_of}: the
+bearer token's principal, or the connection's identity) has one, made on
+first use, counted against C{http.maxSessions} and
+C{http.maxSessionsPerPrincipal}, ended after C{http.sessionIdleTimeout}
+with nothing in flight.  Its id is never disclosed.  Request ids are the
+gateway's own inside it (two clients of one principal may both use id 1)
+and the client's own on the way back.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.logger import Logger
+from twisted.web.http import Request
+
+from twisted_mcp.dispatch.session import ClientSession
+from twisted_mcp.frontends.http_errors import error_response
+from twisted_mcp.frontends.http_sessions import HttpSession, owner_of
+from twisted_mcp.mcp import errors
+from twisted_mcp.mcp.http_headers import check_headers
+from twisted_mcp.mcp.meta import check_envelope, check_version
+from twisted_mcp.policy.peers import Peer
+from twisted_mcp.wire.jsonrpc import INVALID_REQUEST, JsonRpcError
+
+if TYPE_CHECKING:
+    from twisted_mcp.frontends.http import McpResource
+
+log = Logger()
+
+
+class StatelessClients:
+    """The core sessions of an HTTP front's stateless-era clients, one per client identity."""
+
+    def __init__(self, front: McpResource) -> None:
+        self.front = front
+        self.by_owner: dict[tuple[Any, ...], HttpSession] = {}
+
+    def post(self, request: Request, peer: Peer, message: dict[str, Any], sse_ok: bool) -> Any:
+        """A stateless-era request: checked, then answered on this POST."""
+        rid = message["id"]
+        method = message["method"]
+        params = message.get("params") or {}
+        if request.getHeader(b"mcp-session-id") is not None:
+            return error_response(
+                request,
+                400,
+                INVALID_REQUEST,
+                "Bad Request: a 2026-07-28 request belongs to no session; send it without Mcp-Session-Id "
+                "(or send handshake-era requests, without the io.modelcontextprotocol/protocolVersion envelope, "
+                "in the session)",
+                rid=rid,
+            )
+        try:
+            envelope = check_envelope(params)
+            check_headers(request.getHeader, envelope.version, method, params)
+            check_version(envelope)
+        except JsonRpcError as e:
+            return error_response(request, 400, e.code, e.message, e.data, rid)
+        hs = self._session(request, peer)
+        if not isinstance(hs, HttpSession):
+            return hs
+        try:
+            hs.core.modern_method(method)
+        except JsonRpcError as e:
+            return error_response(request, 404, e.code, e.message, e.data, rid)
+        hs.core.peer = peer  # this request's connection, for the audit trail
+        hs.last_id += 1
+        return self.front.request(request, hs, {**message, "id": hs.last_id}, sse_ok, client_rid=rid)
+
+    def _session(self, request: Request, peer: Peer) -> HttpSession | bytes:
+        """The caller's core session, made on first use; or the refusal already written (bytes)."""
+        front = self.front
+        owner = owner_of(peer)
+        hs = self.by_owner.get(owner)
+        if hs is not None and not hs.ended:
+            return hs
+        if front.closing:
+            return error_response(request, 503, errors.GATEWAY_SHUTTING_DOWN, "the gateway is shutting down")
+        limit = front.table.refusal(owner)
+        if limit is not None:
+            setting, value = limit
+            request.setHeader(b"retry-after", b"5")
+            return error_response(
+                request,
+                429 if setting.endswith("PerPrincipal") else 503,
+                errors.TOO_MANY_CONNECTIONS,
+                f"too many HTTP clients are being served ({setting} is {value}); try again later",
+                {"limit": setting, "value": value},
+            )
+        hs = front.table.open(owner, f"{front.label}-stateless")
+        hs.stateless = True
+        hs.core = ClientSession(front.gateway, front.caller(hs, peer), front.gateway_settings.maxCallsInFlight)
+        self.by_owner[owner] = hs
+        who = f" as {peer.principal.name} (bearer token)" if peer.principal is not None else ""
+        log.info("HTTP stateless-era client {client} ({peer}){who}: first request", client=hs.label, peer=peer.describe(), who=who)
+        return hs
+
+    def forget(self, hs: HttpSession) -> None:
+        if self.by_owner.get(hs.owner) is hs:
+            del self.by_owner[hs.owner]
+
+
+__all__ = ["StatelessClients"]
