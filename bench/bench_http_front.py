@@ -45,10 +45,10 @@ Targets (issue 11, a 2-core machine): HTTP front p50 at 1 in flight at most
 best peer's; at most 20 KB of RSS per idle HTTP session.
 
     python bench/bench_http_front.py [--seconds 5] [--rounds 3] [--clients 64]
-        [--procs 2] [--idle 2000] [--json FILE] [--profile FILE]
+        [--procs 2] [--idle 2000] [--json FILE] [--profile FILE [--profile-clients N]]
 
---profile FILE runs only the HTTP front at 1 call in flight, with twistd's
-own cProfile (`twistd --profile FILE --profiler cprofile --savestats`), and
+--profile FILE runs only the HTTP front at 1 call in flight (or with
+--profile-clients N clients), with twistd's own cProfile (`twistd --profile FILE --profiler cprofile --savestats`), and
 prints the functions that cost the most.
 """
 
@@ -135,7 +135,7 @@ class Server:
                 try:
                     result = drive([probe], 0.0)
                 finally:
-                    probe.close()
+                    probe.end()
                 if result["wrong"] == 0:
                     return
                 last = RuntimeError(result["examples"])
@@ -186,8 +186,10 @@ class Server:
         return killed
 
 
-def summarize(result: dict, wall: float, server_cpu: float | None) -> dict:
+def summarize(result: dict, wall: float, cpu: tuple[float, float]) -> dict:
+    """p50/p99/calls/s of a run, with the CPU its server used: (the front process, it and its children)."""
     lat = sorted(result["latencies"])
+    front, tree = cpu
     return {
         "calls": len(lat),
         "throughput": len(lat) / wall if wall > 0 else 0.0,
@@ -196,7 +198,9 @@ def summarize(result: dict, wall: float, server_cpu: float | None) -> dict:
         "wrong": result.get("wrong", 0),
         "examples": result.get("examples", []),
         "client_cpu_per_call_us": result["client_cpu"] / len(lat) * 1e6 if "client_cpu" in result else None,
-        "server_cpu_per_call_us": server_cpu / len(lat) * 1e6 if server_cpu is not None else None,
+        "front_cpu_per_call_us": front / len(lat) * 1e6,
+        "server_cpu_per_call_us": tree / len(lat) * 1e6,
+        "front_cores": front / wall if wall > 0 else 0.0,
     }
 
 
@@ -205,22 +209,37 @@ def measure(server: Server, clients: int, procs: int, seconds: float) -> dict:
     assert server.proc is not None
     pid = server.proc.pid
     server.descendants.update(children(pid))
-    cpu0 = tree_cpu(pid)
+
+    def cpu() -> tuple[float, float]:
+        return cpu_seconds(pid) or 0.0, tree_cpu(pid)
+
+    before = cpu()
+
+    def mark_start() -> None:
+        nonlocal before
+        before = cpu()
+
     if server.client is not None:
         r = run_load(server.client, server.tool, clients, 10**9, seconds)
+        after = cpu()
         # bench_stdio.run_load keeps no latencies list: rebuild the summary from its figures.
         return {"calls": r["calls"], "throughput": r["throughput"], "p50_us": r["p50_us"], "p99_us": r["p99_us"],
                 "wrong": 0, "examples": [], "client_cpu_per_call_us": None,
-                "server_cpu_per_call_us": (tree_cpu(pid) - cpu0) / r["calls"] * 1e6}
+                "front_cpu_per_call_us": (after[0] - before[0]) / r["calls"] * 1e6,
+                "server_cpu_per_call_us": (after[1] - before[1]) / r["calls"] * 1e6,
+                "front_cores": (after[0] - before[0]) / r["seconds"]}
     if clients == 1:
         s = server.session(0)
         try:
+            mark_start()
             result = drive([s], seconds)
         finally:
-            s.close()
+            s.end()
     else:
-        result = drive_in_processes(server.port, server.path, server.tool, server.arg, clients, procs, seconds)
-    return summarize(result, result["end"] - result["start"], tree_cpu(pid) - cpu0)
+        result = drive_in_processes(server.port, server.path, server.tool, server.arg, clients, procs, seconds,
+                                    mark_start)
+    after = cpu()
+    return summarize(result, result["end"] - result["start"], (after[0] - before[0], after[1] - before[1]))
 
 
 def measure_idle(server: Server, idle: int) -> dict:
@@ -298,9 +317,10 @@ def profile_http_front(args: argparse.Namespace) -> int:
     server = build_servers(tmp, only_http=True, profile=stats)["HTTP front"]
     try:
         server.start()
-        measure(server, 1, 1, min(1.0, args.seconds))
-        r = measure(server, 1, 1, args.seconds)
-        print(f"HTTP front under cProfile, 1 in flight: p50 {r['p50_us']:.0f} us, {r['throughput']:,.0f} calls/s, "
+        n = args.profile_clients
+        measure(server, n, args.procs, min(1.0, args.seconds))
+        r = measure(server, n, args.procs, args.seconds)
+        print(f"HTTP front under cProfile, {n} client(s): p50 {r['p50_us']:.0f} us, {r['throughput']:,.0f} calls/s, "
               f"{r['calls']:,} calls (profiling slows it)")
     finally:
         killed = server.stop()
@@ -324,7 +344,9 @@ def main() -> int:
     parser.add_argument("--procs", type=int, default=2, help="client processes sharing them (default 2)")
     parser.add_argument("--idle", type=int, default=2000, help="idle HTTP sessions for the memory figure (default 2000)")
     parser.add_argument("--json", help="also write the results as JSON to this file")
-    parser.add_argument("--profile", help="profile the HTTP front at 1 in flight into this file, and print the top costs")
+    parser.add_argument("--profile", help="profile the HTTP front into this file, and print the top costs")
+    parser.add_argument("--profile-clients", type=int, default=1,
+                        help="with --profile: concurrent clients, each one call in flight (default 1)")
     args = parser.parse_args()
     if args.rounds < 1 or args.clients < 2 or args.procs < 1 or args.idle < 2 or args.seconds <= 0:
         parser.error("--rounds and --procs must be at least 1, --clients and --idle at least 2, --seconds positive")
@@ -414,13 +436,14 @@ def report(args: argparse.Namespace, info: str, rounds: list[dict], ceiling: dic
           f"{n} of them over {args.procs} process(es) in the '{n} clients' column; the stdio front pipelines {n} calls.")
     print()
     print(f"| path | p50, 1 in flight | p99, 1 in flight | calls/s, 1 in flight | calls/s, {n} clients "
-          f"| p50, {n} clients | server CPU per call, {n} clients |")
-    print("|---|---|---|---|---|---|---|")
+          f"| p50, {n} clients | CPU per call, {n} clients: front (+ its children) | front's cores busy |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in PATHS:
         each = ", ".join(f"{r[name + '@N']['throughput']:,.0f}" for r in rounds)
         print(f"| {name} | {med(name + '@1', 'p50_us'):,.0f} us | {med(name + '@1', 'p99_us'):,.0f} us "
               f"| {med(name + '@1', 'throughput'):,.0f} | {med(name + '@N', 'throughput'):,.0f} ({each}) "
-              f"| {med(name + '@N', 'p50_us'):,.0f} us | {med_opt(name + '@N', 'server_cpu_per_call_us')} |")
+              f"| {med(name + '@N', 'p50_us'):,.0f} us | {med_opt(name + '@N', 'front_cpu_per_call_us')} "
+              f"({med_opt(name + '@N', 'server_cpu_per_call_us')}) | {med(name + '@N', 'front_cores'):.2f} |")
     print()
     print(f"generator ceiling: the same {n} clients against bench/echo_http.js (answers at once): "
           f"{ceiling['throughput']:,.0f} calls/s, p50 {ceiling['p50_us']:,.0f} us, "

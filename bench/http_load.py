@@ -24,6 +24,7 @@ import os
 import select
 import socket
 import time
+from typing import Callable
 
 READ_SIZE = 65536
 PROTOCOL = "2025-11-25"
@@ -200,6 +201,22 @@ class Session:
             pass
         return f"session {self.ci} id {self.rid}: wrong answer {r.body[:200]!r}"
 
+    def end(self) -> None:
+        """DELETE the session (as SDK clients do when they close), then close the connection; best effort."""
+        try:
+            if self.session_id:
+                self.sock.settimeout(5)
+                head = (f"DELETE {self.path} HTTP/1.1\r\nHost: {self.host}\r\nMcp-Session-Id: {self.session_id}\r\n"
+                        f"MCP-Protocol-Version: {PROTOCOL}\r\nContent-Length: 0\r\n\r\n")
+                self.send(head.encode())
+                response = Response()
+                while not response.feed(self.sock.recv(READ_SIZE) or b"\r\n\r\n"):
+                    pass
+        except (OSError, HTTPError, ValueError):
+            pass
+        finally:
+            self.close()
+
     def close(self) -> None:
         self.sock.close()
 
@@ -276,11 +293,15 @@ def _worker(pipe, port: int, path: str, tool: str, arg: str, first: int, count: 
         pipe.send(HTTPError(f"{type(e).__name__}: {e}"))
     finally:
         for s in sessions:
-            s.close()
+            s.end()
 
 
-def drive_in_processes(port: int, path: str, tool: str, arg: str, clients: int, procs: int, seconds: float) -> dict:
-    """`clients` sessions spread over `procs` forked processes, all starting at the same instant."""
+def drive_in_processes(port: int, path: str, tool: str, arg: str, clients: int, procs: int, seconds: float,
+                       on_start: Callable[[], None] | None = None) -> dict:
+    """
+    `clients` sessions spread over `procs` forked processes, all starting at
+    the same instant, once every session is ready; `on_start` is called then.
+    """
     ctx = multiprocessing.get_context("fork")
     per = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
     workers, pipes, first = [], [], 0
@@ -298,6 +319,8 @@ def drive_in_processes(port: int, path: str, tool: str, arg: str, clients: int, 
             msg = p.recv()
             if isinstance(msg, BaseException):
                 raise msg
+        if on_start is not None:
+            on_start()
         start_at = time.monotonic() + 0.2
         for p in pipes:
             p.send(start_at)
