@@ -262,7 +262,10 @@ def measure_idle(server: Server, idle: int) -> dict:
             "marginal_kb": marginal, "open_seconds": seconds}
 
 
-def build_servers(tmp: str, only_http: bool = False, profile: str | None = None) -> dict[str, Server]:
+def build_servers(tmp: str, only_http: bool = False, profile: str | None = None,
+                  gateway: str | None = None) -> dict[str, Server]:
+    """The four paths (or the HTTP front only), not started; `gateway`: the twistd to run (default: this venv's)."""
+    gateway = gateway or twistd()
     config = os.path.join(tmp, "gateway.yaml")
     with open(config, "w") as f:
         # Every client comes from 127.0.0.1 under one identity: lift the per-peer and per-principal caps.
@@ -271,7 +274,7 @@ def build_servers(tmp: str, only_http: bool = False, profile: str | None = None)
                    "http": {"maxSessions": 100_000, "maxSessionsPerPrincipal": 100_000}}, f)
     gw_port = free_port()
     gw_log = os.path.join(tmp, "gateway-http.log")
-    http_argv = [twistd(), "-n", "--pidfile=", "--logfile", gw_log]
+    http_argv = [gateway, "-n", "--pidfile=", "--logfile", gw_log]
     if profile:
         http_argv += ["--profile", profile, "--profiler", "cprofile", "--savestats"]
     http_argv += ["mcp-gateway", "--config", config, "--listen", f"http:tcp:{gw_port}:interface=127.0.0.1"]
@@ -281,7 +284,7 @@ def build_servers(tmp: str, only_http: bool = False, profile: str | None = None)
         return servers
     echo_cmd = f"{shlex.quote(sys.executable)} {shlex.quote(ECHO)}"
     sg_port, mp_port = free_port(), free_port()
-    servers["stdio front"] = Server("stdio front", [twistd(), "-n", "--pidfile=", "mcp-gateway", "--config", config],
+    servers["stdio front"] = Server("stdio front", [gateway, "-n", "--pidfile=", "mcp-gateway", "--config", config],
                                     None, "", "echo__echo", "text", os.path.join(tmp, "stdio.log"), tmp)
     servers["supergateway"] = Server(
         "supergateway",
@@ -314,7 +317,7 @@ def generator_ceiling(clients: int, procs: int, seconds: float) -> dict:
 def profile_http_front(args: argparse.Namespace) -> int:
     tmp = tempfile.mkdtemp(prefix="twisted-mcp-bench-front-")
     stats = os.path.abspath(args.profile)
-    server = build_servers(tmp, only_http=True, profile=stats)["HTTP front"]
+    server = build_servers(tmp, only_http=True, profile=stats, gateway=args.twistd)["HTTP front"]
     try:
         server.start()
         n = args.profile_clients
@@ -344,6 +347,8 @@ def main() -> int:
     parser.add_argument("--procs", type=int, default=2, help="client processes sharing them (default 2)")
     parser.add_argument("--idle", type=int, default=2000, help="idle HTTP sessions for the memory figure (default 2000)")
     parser.add_argument("--json", help="also write the results as JSON to this file")
+    parser.add_argument("--twistd", help="the twistd that runs the gateway (default: the one beside this Python), "
+                        "e.g. another worktree's .venv/bin/twistd to compare two builds")
     parser.add_argument("--profile", help="profile the HTTP front into this file, and print the top costs")
     parser.add_argument("--profile-clients", type=int, default=1,
                         help="with --profile: concurrent clients, each one call in flight (default 1)")
@@ -370,7 +375,7 @@ def main() -> int:
 
     info = machine()
     tmp = tempfile.mkdtemp(prefix="twisted-mcp-bench-front-")
-    servers = build_servers(tmp)
+    servers = build_servers(tmp, gateway=args.twistd)
     rounds: list[dict[str, dict]] = []
     ceiling: list[dict] = []
     idle = None
