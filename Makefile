@@ -53,11 +53,12 @@ bench/node/node_modules/.installed: bench/node/package.json bench/node/package-l
 	touch $@
 
 # Peers the HTTP-front benchmark compares the gateway with, in their own virtualenv
-# (never a dependency of the gateway): PyPI mcp-proxy, pinned.
+# (never a dependency of the gateway): PyPI mcp-proxy, and py-spy for its --profile; pinned.
 MCP_PROXY_VERSION ?= 0.13.0
+PY_SPY_VERSION ?= 0.4.3
 bench/.peers-venv/.installed: Makefile
 	$(PYTHON) -m venv bench/.peers-venv
-	bench/.peers-venv/bin/python -m pip install -q 'mcp-proxy==$(MCP_PROXY_VERSION)'
+	bench/.peers-venv/bin/python -m pip install -q 'mcp-proxy==$(MCP_PROXY_VERSION)' 'py-spy==$(PY_SPY_VERSION)'
 	touch $@
 
 ## Measure the gateway against a direct connection to the same backend.

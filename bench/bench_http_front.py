@@ -45,11 +45,13 @@ Targets (issue 11, a 2-core machine): HTTP front p50 at 1 in flight at most
 best peer's; at most 20 KB of RSS per idle HTTP session.
 
     python bench/bench_http_front.py [--seconds 5] [--rounds 3] [--clients 64]
-        [--procs 2] [--idle 2000] [--json FILE] [--profile FILE [--profile-clients N]]
+        [--procs 2] [--idle 2000] [--json FILE] [--twistd PATH]
+    python bench/bench_http_front.py --profile FILE [--profiler py-spy|cprofile] [--profile-clients N]
 
---profile FILE runs only the HTTP front at 1 call in flight (or with
---profile-clients N clients), with twistd's own cProfile (`twistd --profile FILE --profiler cprofile --savestats`), and
-prints the functions that cost the most.
+--profile FILE runs only the HTTP front, at 1 call in flight (or with
+--profile-clients N clients), under py-spy sampling from outside (default)
+or twistd's own cProfile, and prints where it spends its time (see
+bench/front_profile.py).
 """
 
 from __future__ import annotations
@@ -57,7 +59,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pstats
 import resource
 import shlex
 import shutil
@@ -73,6 +74,7 @@ from typing import Callable
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+import front_profile  # noqa: E402
 from bench_http import start_server  # noqa: E402
 from bench_sockets import children, cpu_seconds, machine, memory_median, set_pdeathsig  # noqa: E402
 from bench_stdio import Client, run_load, twistd  # noqa: E402
@@ -314,31 +316,6 @@ def generator_ceiling(clients: int, procs: int, seconds: float) -> dict:
         node.wait(10)
 
 
-def profile_http_front(args: argparse.Namespace) -> int:
-    tmp = tempfile.mkdtemp(prefix="twisted-mcp-bench-front-")
-    stats = os.path.abspath(args.profile)
-    server = build_servers(tmp, only_http=True, profile=stats, gateway=args.twistd)["HTTP front"]
-    try:
-        server.start()
-        n = args.profile_clients
-        measure(server, n, args.procs, min(1.0, args.seconds))
-        r = measure(server, n, args.procs, args.seconds)
-        print(f"HTTP front under cProfile, {n} client(s): p50 {r['p50_us']:.0f} us, {r['throughput']:,.0f} calls/s, "
-              f"{r['calls']:,} calls (profiling slows it)")
-    finally:
-        killed = server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-    if killed:
-        print(f"had to kill: {', '.join(killed)}", file=sys.stderr)
-    if not os.path.exists(stats):
-        print(f"no profile written to {stats}", file=sys.stderr)
-        return 1
-    p = pstats.Stats(stats)
-    p.sort_stats("tottime").print_stats(30)
-    p.sort_stats("cumulative").print_stats(40)
-    return 0
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each measurement (default 5)")
@@ -350,13 +327,18 @@ def main() -> int:
     parser.add_argument("--twistd", help="the twistd that runs the gateway (default: the one beside this Python), "
                         "e.g. another worktree's .venv/bin/twistd to compare two builds")
     parser.add_argument("--profile", help="profile the HTTP front into this file, and print the top costs")
+    parser.add_argument("--profiler", choices=["py-spy", "cprofile"], default="py-spy",
+                        help="with --profile: py-spy samples from outside (default), cprofile is twistd's own")
     parser.add_argument("--profile-clients", type=int, default=1,
                         help="with --profile: concurrent clients, each one call in flight (default 1)")
     args = parser.parse_args()
     if args.rounds < 1 or args.clients < 2 or args.procs < 1 or args.idle < 2 or args.seconds <= 0:
         parser.error("--rounds and --procs must be at least 1, --clients and --idle at least 2, --seconds positive")
     if args.profile:
-        return profile_http_front(args)
+        return front_profile.run(
+            args.profiler, args.profile, args.profile_clients, args.procs, args.seconds,
+            lambda tmp, stats: build_servers(tmp, only_http=True, profile=stats, gateway=args.twistd)["HTTP front"],
+            measure)
     for path, how in ((SUPERGATEWAY, "make bench (it installs bench/node)"),
                       (MCP_PROXY, "make bench (it creates bench/.peers-venv)")):
         if not os.path.exists(path):
