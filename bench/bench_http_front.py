@@ -57,6 +57,7 @@ bench/front_profile.py).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -76,7 +77,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import front_profile  # noqa: E402
 from bench_http import start_server  # noqa: E402
-from bench_sockets import children, cpu_seconds, machine, memory_median, set_pdeathsig  # noqa: E402
+from bench_sockets import TICKS, children, cpu_seconds, machine, memory_median, set_pdeathsig  # noqa: E402
 from bench_stdio import Client, run_load, twistd  # noqa: E402
 from http_load import HTTPError, Session, drive, drive_in_processes, open_idle_sessions  # noqa: E402
 
@@ -94,11 +95,21 @@ def free_port() -> int:
 
 
 def tree_cpu(pid: int) -> float:
-    """CPU seconds of a process and its live descendants (their own, not reaped children's)."""
+    """
+    CPU seconds of a process and its descendants: each live one's own and
+    its reaped children's (cutime, cstime), so that children that come and
+    go during a measurement (supergateway's per-session ones) still count.
+    """
     total, todo = 0.0, [pid]
     while todo:
         p = todo.pop()
-        total += cpu_seconds(p) or 0.0
+        try:
+            with open(f"/proc/{p}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        total += sum(int(x) for x in fields[11:15]) / TICKS
         todo += children(p)
     return total
 
@@ -221,6 +232,12 @@ def measure(server: Server, clients: int, procs: int, seconds: float) -> dict:
         nonlocal before
         before = cpu()
 
+    after = before
+
+    def mark_end() -> None:
+        nonlocal after
+        after = cpu()
+
     if server.client is not None:
         r = run_load(server.client, server.tool, clients, 10**9, seconds)
         after = cpu()
@@ -235,12 +252,13 @@ def measure(server: Server, clients: int, procs: int, seconds: float) -> dict:
         try:
             mark_start()
             result = drive([s], seconds)
+            mark_end()
         finally:
             s.end()
     else:
+        assert server.port is not None
         result = drive_in_processes(server.port, server.path, server.tool, server.arg, clients, procs, seconds,
-                                    mark_start)
-    after = cpu()
+                                    mark_start, mark_end)
     return summarize(result, result["end"] - result["start"], (after[0] - before[0], after[1] - before[1]))
 
 
@@ -258,8 +276,9 @@ def measure_idle(server: Server, idle: int) -> dict:
     seconds = time.monotonic() - t0 - 0.5 - 1.5
     time.sleep(0.5)
     after = memory_median(pid)
-    per = {k: (after[k] - before[k]) / idle for k in before if before[k] is not None}
-    marginal = {k: (after[k] - middle[k]) / (idle - idle // 2) for k in before if before[k] is not None}
+    known = [k for k in before if None not in (before[k], middle[k], after[k])]
+    per = {k: (after[k] - before[k]) / idle for k in known}  # type: ignore[operator]
+    marginal = {k: (after[k] - middle[k]) / (idle - idle // 2) for k in known}  # type: ignore[operator]
     return {"idle": idle, "before": before, "middle": middle, "after": after, "per_session_kb": per,
             "marginal_kb": marginal, "open_seconds": seconds}
 
@@ -370,8 +389,8 @@ def main() -> int:
             measure(s, args.clients, args.procs, min(1.0, args.seconds))
         steps: dict[str, Callable[[], dict]] = {}
         for name, s in servers.items():
-            steps[f"{name}@1"] = (lambda s=s: measure(s, 1, args.procs, args.seconds))
-            steps[f"{name}@N"] = (lambda s=s: measure(s, args.clients, args.procs, args.seconds))
+            steps[f"{name}@1"] = functools.partial(measure, s, 1, args.procs, args.seconds)
+            steps[f"{name}@N"] = functools.partial(measure, s, args.clients, args.procs, args.seconds)
         order = list(steps)
         for i in range(args.rounds):
             result = {}

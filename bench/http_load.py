@@ -78,7 +78,8 @@ class Response:
         return self._dechunk()
 
     def _dechunk(self) -> bool:
-        pos, parts, buf = self._start, [], self.buf
+        pos, buf = self._start, self.buf
+        parts: list[bytes] = []
         while True:
             eol = buf.find(b"\r\n", pos)
             if eol < 0:
@@ -289,6 +290,7 @@ def _worker(pipe, port: int, path: str, tool: str, arg: str, first: int, count: 
         pipe.send("ready")
         start_at = pipe.recv()
         pipe.send(drive(sessions, seconds, start_at))
+        pipe.poll(60)  # the parent's go-ahead to end the sessions, once it has read the CPU figures
     except BaseException as e:  # noqa: BLE001 - reported by the parent
         pipe.send(HTTPError(f"{type(e).__name__}: {e}"))
     finally:
@@ -297,10 +299,11 @@ def _worker(pipe, port: int, path: str, tool: str, arg: str, first: int, count: 
 
 
 def drive_in_processes(port: int, path: str, tool: str, arg: str, clients: int, procs: int, seconds: float,
-                       on_start: Callable[[], None] | None = None) -> dict:
+                       on_start: Callable[[], None] | None = None, on_end: Callable[[], None] | None = None) -> dict:
     """
     `clients` sessions spread over `procs` forked processes, all starting at
-    the same instant, once every session is ready; `on_start` is called then.
+    the same instant, once every session is ready; `on_start` is called then,
+    and `on_end` once every call is answered, before the sessions end.
     """
     ctx = multiprocessing.get_context("fork")
     per = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
@@ -332,6 +335,10 @@ def drive_in_processes(port: int, path: str, tool: str, arg: str, clients: int, 
             if isinstance(msg, BaseException):
                 raise msg
             results.append(msg)
+        if on_end is not None:
+            on_end()
+        for p in pipes:
+            p.send("end")
     finally:
         for w in workers:
             w.join(10)
