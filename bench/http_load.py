@@ -211,8 +211,10 @@ class Session:
                         f"MCP-Protocol-Version: {PROTOCOL}\r\nContent-Length: 0\r\n\r\n")
                 self.send(head.encode())
                 response = Response()
-                while not response.feed(self.sock.recv(READ_SIZE) or b"\r\n\r\n"):
-                    pass
+                while True:
+                    data = self.sock.recv(READ_SIZE)
+                    if not data or response.feed(data):
+                        break
         except (OSError, HTTPError, ValueError):
             pass
         finally:
