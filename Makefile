@@ -52,13 +52,23 @@ bench/node/node_modules/.installed: bench/node/package.json bench/node/package-l
 	cd bench/node && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# Peers the HTTP-front benchmark compares the gateway with, in their own virtualenv
+# (never a dependency of the gateway): PyPI mcp-proxy, and py-spy for its --profile; pinned.
+MCP_PROXY_VERSION ?= 0.13.0
+PY_SPY_VERSION ?= 0.4.3
+bench/.peers-venv/.installed: Makefile
+	$(PYTHON) -m venv bench/.peers-venv
+	bench/.peers-venv/bin/python -m pip install -q 'mcp-proxy==$(MCP_PROXY_VERSION)' 'py-spy==$(PY_SPY_VERSION)'
+	touch $@
+
 ## Measure the gateway against a direct connection to the same backend.
-bench: $(VENV)/.installed bench/node/node_modules/.installed
+bench: $(VENV)/.installed bench/node/node_modules/.installed bench/.peers-venv/.installed
 	$(PY) bench/bench_stdio.py
 	$(PY) bench/bench_http.py
 	$(PY) bench/bench_policy.py
 	$(PY) bench/bench_sockets.py
 	$(PY) bench/bench_resources.py
+	$(PY) bench/bench_http_front.py
 
 SOAK_SECONDS ?= 60
 FUZZ_SECONDS ?= 60
@@ -90,4 +100,4 @@ fuzz: $(VENV)/.fuzz-installed
 	$(PY) fuzz/run.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info tests/node/node_modules bench/node/node_modules tests/conformance/node_modules tests/conformance/results
+	rm -rf $(VENV) build *.egg-info tests/node/node_modules bench/node/node_modules bench/.peers-venv tests/conformance/node_modules tests/conformance/results
