@@ -11,7 +11,7 @@ setup(
     packages=find_packages(include=["twisted_mcp", "twisted_mcp.*"]) + ["twisted.plugins"],
     package_data={"twisted.plugins": ["mcp_gateway.py"]},
     install_requires=[
-        "twisted[tls]>=24.7",
+        "twisted[tls]>=25.5",  # Site(parsePOSTFormSubmission=...)
         "treq>=24.9",
         "pyyaml>=6",
         "attrs>=23.1",

@@ -865,3 +865,4 @@ class StatelessHttpTests(FrontCase):
     def test_aModernVersionHeaderWithoutTheEnvelopeIsInvalidParams(self) -> None:
         r = self.exchange(body=call(1), headers={"mcp-protocol-version": MODERN})
         self.assertEqual((r.status, r.json()["error"]["code"]), (400, -32602))
+
