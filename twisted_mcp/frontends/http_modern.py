@@ -26,10 +26,8 @@ from typing import TYPE_CHECKING, Any
 from twisted.logger import Logger
 from twisted.web.http import Request
 
-from twisted_mcp.dispatch.session import ClientSession
 from twisted_mcp.frontends.http_errors import error_response
 from twisted_mcp.frontends.http_sessions import HttpSession, owner_of
-from twisted_mcp.mcp import errors
 from twisted_mcp.mcp.http_headers import check_headers
 from twisted_mcp.mcp.meta import check_envelope, check_version
 from twisted_mcp.policy.peers import Peer
@@ -82,31 +80,15 @@ class StatelessClients:
 
     def _session(self, request: Request, peer: Peer) -> HttpSession | bytes:
         """The caller's core session, made on first use; or the refusal already written (bytes)."""
-        front = self.front
         owner = owner_of(peer)
         hs = self.by_owner.get(owner)
         if hs is not None and not hs.ended:
             return hs
-        if front.closing:
-            return error_response(request, 503, errors.GATEWAY_SHUTTING_DOWN, "the gateway is shutting down")
-        limit = front.table.refusal(owner)
-        if limit is not None:
-            setting, value = limit
-            request.setHeader(b"retry-after", b"5")
-            return error_response(
-                request,
-                429 if setting.endswith("PerPrincipal") else 503,
-                errors.TOO_MANY_CONNECTIONS,
-                f"too many HTTP clients are being served ({setting} is {value}); try again later",
-                {"limit": setting, "value": value},
-            )
-        hs = front.table.open(owner, f"{front.label}-stateless")
-        hs.stateless = True
-        hs.core = ClientSession(front.gateway, front.caller(hs, peer), front.gateway_settings.maxCallsInFlight)
-        self.by_owner[owner] = hs
-        who = f" as {peer.principal.name} (bearer token)" if peer.principal is not None else ""
-        log.info("HTTP stateless-era client {client} ({peer}){who}: first request", client=hs.label, peer=peer.describe(), who=who)
-        return hs
+        opened = self.front.open_session(request, peer, f"{self.front.label}-stateless", "try again later")
+        if isinstance(opened, HttpSession):
+            opened.stateless = True
+            self.by_owner[owner] = opened
+        return opened
 
     def forget(self, hs: HttpSession) -> None:
         if self.by_owner.get(hs.owner) is hs:
