@@ -207,7 +207,7 @@ def test_a_stateless_era_client_over_http_needs_no_session(daemon, tmp_path, mod
 
     mc.run(scenario, timeout=90)
     log = (tmp_path / "gw.log").read_text()
-    assert "stateless-era client" in log
+    assert "HTTP client session http-stateless#" in log
 
 
 def test_raw_stateless_http_requests_get_the_specs_statuses(daemon, tmp_path):
