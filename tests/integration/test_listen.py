@@ -1,0 +1,112 @@
+"""
+`subscriptions/listen` for stateless-era (2026-07-28) clients through the real
+`twistd mcp-gateway` command, with the official SDK client's `Client.listen`,
+on stdio and over HTTP, fed by handshake-era backends: a tool list that
+changes (tests/servers/crashy.py restarted with another CRASHY_TOOLS_FILE)
+and a subscribable resource (tests/servers/surface.py, whose `touch` tool
+sends `notifications/resources/updated`).  Leaving the listen unsubscribes
+at the backend; the gateway stopping ends the listen gracefully.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import anyio
+import pytest
+from mcp import MCPError
+from mcp.client.subscriptions import ResourceUpdated, ToolsListChanged
+
+from tests import mcpclient as mc
+
+from .conftest import server
+from .surface_helpers import read_events
+from .test_eras import MODERN, connect
+
+pytestmark = pytest.mark.filterwarnings("ignore::mcp.MCPDeprecationWarning")
+
+URI = "memo://shared/notes"
+
+
+def servers(tmp_path) -> dict:
+    tools_file = tmp_path / "tools.txt"
+    tools_file.write_text("first_extra\n")
+    return {
+        "crashy": server("crashy", env={"CRASHY_TOOLS_FILE": str(tools_file)}),
+        "notes": server("surface", env={"SURFACE_LABEL": "notes", "SURFACE_EVENT_LOG": str(tmp_path / "notes.events")}),
+    }
+
+
+async def next_event(subscription, timeout: float = 20):
+    with anyio.fail_after(timeout):
+        return await subscription.__anext__()
+
+
+async def listen_scenario(client, tmp_path) -> None:
+    """Resource updates and a tool-list change arrive on one listen; leaving it unsubscribes."""
+    events = tmp_path / "notes.events"
+    assert client.protocol_version == MODERN
+    caps = client.server_capabilities
+    if caps is not None:  # probed with server/discover: what the gateway offers
+        assert caps.tools.list_changed is True and caps.resources.subscribe is True
+    assert "crashy__first_extra" in await mc.tool_names(client)
+    async with client.listen(tools_list_changed=True, resource_subscriptions=[URI, "memo://nowhere"]) as subscription:
+        assert subscription.honored.tools_list_changed is True
+        assert subscription.honored.resource_subscriptions == [URI]  # a URI no server offers is not honoured
+        assert subscription.honored.prompts_list_changed is None  # not asked for
+        assert f"subscribe {URI}" in read_events(events)
+        assert await mc.call_text(client, "notes__touch") == "notified"
+        assert await next_event(subscription) == ResourceUpdated(uri=URI)
+        (tmp_path / "tools.txt").write_text("second_extra\n")
+        with pytest.raises(MCPError):
+            await client.call_tool("crashy__crash", {})
+        while (event := await next_event(subscription)) != ToolsListChanged():
+            assert isinstance(event, ResourceUpdated)  # the restart may re-subscribe, nothing else
+        assert "crashy__second_extra" in await mc.tool_names(client)
+    # Leaving the listen cancels it: the gateway drops the backend subscription.
+    await mc.wait_until(lambda: f"unsubscribe {URI}" in read_events(events), 10)
+    assert await mc.call_text(client, "notes__touch") == "not subscribed"
+
+
+def test_a_stdio_client_listens_for_list_changes_and_resource_updates(write_config, tmp_path):
+    config = write_config(servers(tmp_path), restartDelay=0.2)
+
+    async def scenario():
+        async with connect(config, tmp_path, mode="auto") as client:
+            await listen_scenario(client, tmp_path)
+
+    mc.run(scenario, timeout=90)
+
+
+def test_an_http_client_listens_and_closing_the_stream_unsubscribes(daemon, tmp_path):
+    from .test_http_front import connect_http, start_http
+
+    _, url = start_http(daemon, servers(tmp_path), restartDelay=0.2)
+
+    async def scenario():
+        async with connect_http(url, mode="auto") as client:
+            await listen_scenario(client, tmp_path)
+
+    mc.run(scenario, timeout=90)
+
+
+def test_the_gateway_stopping_ends_an_http_listen_gracefully(daemon, tmp_path):
+    """SIGTERM: the listen gets its SubscriptionsListenResult (the SDK ends the
+    loop; an abrupt close would raise SubscriptionLost) before the gateway exits."""
+    from .test_http_front import connect_http, start_http
+
+    pid, url = start_http(daemon, servers(tmp_path))
+    ended = []
+
+    async def scenario():
+        async with connect_http(url, mode=MODERN) as client:
+            async with client.listen(tools_list_changed=True) as subscription:
+                os.kill(pid, signal.SIGTERM)
+                with anyio.fail_after(20):
+                    async for event in subscription:
+                        raise AssertionError(f"unexpected {event}")
+                ended.append("graceful")
+
+    mc.run(scenario, timeout=60)
+    assert ended == ["graceful"]
