@@ -10,8 +10,10 @@ at the backend; the gateway stopping ends the listen gracefully.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 
 import anyio
 import pytest
@@ -110,3 +112,41 @@ def test_the_gateway_stopping_ends_an_http_listen_gracefully(daemon, tmp_path):
 
     mc.run(scenario, timeout=60)
     assert ended == ["graceful"]
+
+
+def test_a_stdio_listen_is_acknowledged_then_answered_when_stdin_closes(write_config, tmp_path):
+    """Raw NDJSON: the acknowledgment is the first message; closing stdin ends the
+    session, and the listen gets the spec's result before the gateway exits."""
+    from .conftest import gateway_argv, gateway_env
+    from .test_eras import envelope
+
+    config = write_config({"notes": servers(tmp_path)["notes"]})
+    listen = {
+        "jsonrpc": "2.0",
+        "id": "L",
+        "method": "subscriptions/listen",
+        "params": {"notifications": {"toolsListChanged": True, "promptsListChanged": True, "resourceSubscriptions": [URI]}, "_meta": envelope()},
+    }
+    proc = subprocess.Popen(gateway_argv(config), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=gateway_env(), cwd=str(tmp_path))
+    try:
+        proc.stdin.write((json.dumps(listen) + "\n").encode())
+        proc.stdin.flush()
+        ack = json.loads(proc.stdout.readline())  # waits for the first discovery, then the subscription
+        proc.stdin.close()
+        (result,) = [json.loads(line) for line in proc.stdout.read().splitlines()]
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        if not proc.stdin.closed:
+            proc.stdin.close()
+    assert ack["method"] == "notifications/subscriptions/acknowledged"
+    assert ack["params"] == {
+        "notifications": {"promptsListChanged": True, "toolsListChanged": True, "resourceSubscriptions": [URI]},
+        "_meta": {"io.modelcontextprotocol/subscriptionId": "L"},
+    }
+    assert result["id"] == "L" and result["result"]["resultType"] == "complete"
+    assert result["result"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "L"
+    assert read_events(tmp_path / "notes.events")[-2:] == [f"subscribe {URI}", f"unsubscribe {URI}"]

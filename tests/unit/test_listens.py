@@ -249,3 +249,37 @@ class ListenTests(CoreTestCase):
         self.alpha._changed()
         self.assertEqual(self.alpha.methods(), ["resources/subscribe", "resources/subscribe"])
         m.cancel("L")
+
+
+class EarlyListenTests(CoreTestCase):
+    def setUp(self) -> None:
+        from twisted.internet.task import Clock
+
+        from twisted_mcp.dispatch.gateway import Gateway
+
+        from .test_surface_core import SurfaceBackend
+
+        self.clock = Clock()
+        self.alpha = SurfaceBackend("alpha", tools=["echo"], prompts=["greet"], resources=["alpha://only"])
+        self.gateway = Gateway([self.alpha], "__", self.clock, 5.0)
+        self.gateway.start()
+
+    def test_aFirstListenWaitsForTheFirstDiscoveryToKnowWhatItMayHave(self) -> None:
+        m = ModernClient(self)
+        m.listen("L", promptsListChanged=True, resourceSubscriptions=["alpha://only"])
+        self.assertEqual(m.take(), [])
+        self.alpha._first_discovery_done()
+        self.alpha.sent[0].deferred.callback({})
+        (ack,) = m.take()
+        self.assertEqual(ack["params"]["notifications"], {"promptsListChanged": True, "resourceSubscriptions": ["alpha://only"]})
+        m.cancel("L")
+        self.assertEqual(self.alpha.methods(), ["resources/subscribe", "resources/unsubscribe"])
+
+    def test_aListenStillWaitingWhenTheSessionEndsIsClosedAtOnce(self) -> None:
+        m = ModernClient(self)
+        m.listen("L", toolsListChanged=True)
+        d = m.session.drain(10, self.clock)
+        self.alpha._first_discovery_done()
+        (result,) = m.take()
+        self.assertEqual((result["id"], result["result"]["_meta"][SUBSCRIPTION_ID]), ("L", "L"))
+        self.successResultOf(d)

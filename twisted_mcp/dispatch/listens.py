@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail, succeed
 from twisted.logger import Logger
 
 from twisted_mcp.backends.base import Backend
@@ -125,8 +125,11 @@ class Listens:
         """Open a listen for C{request}: a Deferred that fires (with the result) only when the gateway ends it."""
         wanted = _read_filter(params)
         session = self.session
-        if request.key in session.in_flight or request.key in self.open:
+        if session.in_flight.get(request.key, request) is not request or request.key in self.open:
             raise JsonRpcError(INVALID_REQUEST, f"Invalid Request: id {request.rid!r} is already used by a request in flight")
+        if session.closing:
+            # It waited for the first discovery while the session began to end: closed at once.
+            return succeed({"_meta": {SUBSCRIPTION_ID: self.client_id(request.rid)}})
         if len(self.open) >= self.limit:
             raise GatewayError(
                 INTERNAL_ERROR,

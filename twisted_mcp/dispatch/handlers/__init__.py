@@ -46,9 +46,10 @@ METHODS: dict[str, Method] = {
     "initialize": Method(lifecycle.initialize, waits=False, before_initialize=True, modern=False),
     "ping": Method(lifecycle.ping, waits=False, before_initialize=True, modern=False),
     "server/discover": Method(discover.discover, waits=False, legacy=False),
-    # Held open until the client cancels it or the session ends; bounded by
-    # gateway.maxListensPerSession rather than maxCallsInFlight.
-    "subscriptions/listen": Method(listen.listen, waits=False, legacy=False),
+    # Held open until the client cancels it or the session ends (at most
+    # DEFAULT_MAX_LISTENS per session); what it honours needs the catalog, so
+    # a first listen waits (bounded) for the backends' first discovery.
+    "subscriptions/listen": Method(listen.listen, legacy=False),
     "tools/list": Method(tools.list_tools),
     "tools/call": Method(tools.call_tool, routed=True),
     "prompts/list": Method(prompts.list_prompts, family="prompts"),
