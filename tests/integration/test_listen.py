@@ -150,3 +150,35 @@ def test_a_stdio_listen_is_acknowledged_then_answered_when_stdin_closes(write_co
     assert result["id"] == "L" and result["result"]["resultType"] == "complete"
     assert result["result"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "L"
     assert read_events(tmp_path / "notes.events")[-2:] == [f"subscribe {URI}", f"unsubscribe {URI}"]
+
+
+def test_two_socket_clients_listening_to_one_uri_share_one_backend_subscription(daemon, tmp_path):
+    from .conftest import bin_path, gateway_env, wait_for_path
+
+    events = tmp_path / "notes.events"
+    sock = str(tmp_path / "gw.sock")
+    daemon({"notes": servers(tmp_path)["notes"]}, f"unix:{sock}")
+    wait_for_path(sock)
+
+    def connect_socket(name: str):
+        argv = [bin_path("twisted-mcp"), "connect", f"unix:path={sock}"]
+        return mc.connect(argv, env=gateway_env(), cwd=str(tmp_path), errlog=str(tmp_path / f"{name}.stderr"), mode=MODERN, read_timeout=60)
+
+    def subscribes() -> list[str]:
+        return [e for e in read_events(events) if e.endswith(f"subscribe {URI}")]
+
+    async def scenario():
+        async with connect_socket("a") as a, connect_socket("b") as b:
+            async with a.listen(resource_subscriptions=[URI]) as first:
+                async with b.listen(resource_subscriptions=[URI]) as second:
+                    assert subscribes() == [f"subscribe {URI}"]  # one upstream subscription for both
+                    assert await mc.call_text(a, "notes__touch") == "notified"
+                    assert await next_event(first) == ResourceUpdated(uri=URI)
+                    assert await next_event(second) == ResourceUpdated(uri=URI)
+                await anyio.sleep(0.5)
+                assert subscribes() == [f"subscribe {URI}"]  # the first still listens
+                assert await mc.call_text(b, "notes__touch") == "notified"
+                assert await next_event(first) == ResourceUpdated(uri=URI)
+            await mc.wait_until(lambda: subscribes() == [f"subscribe {URI}", f"unsubscribe {URI}"], 10)
+
+    mc.run(scenario, timeout=90)
