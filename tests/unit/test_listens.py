@@ -26,9 +26,9 @@ ACK = "notifications/subscriptions/acknowledged"
 class ModernClient:
     """A stateless-era client session over lines."""
 
-    def __init__(self, test: CoreTestCase, label: str = "modern") -> None:
+    def __init__(self, test: CoreTestCase, label: str = "modern", max_listens: int = DEFAULT_MAX_LISTENS) -> None:
         self.out: list[bytes] = []
-        self.session = ClientSession(test.gateway, line_caller(self.out.append, label))
+        self.session = ClientSession(test.gateway, line_caller(self.out.append, label), 256, max_listens)
 
     def request(self, rid: Any, method: str, params: dict[str, Any] | None = None) -> None:
         out = dict(params or {})
@@ -192,6 +192,17 @@ class ListenTests(CoreTestCase):
         m.cancel(0)
         m.listen("now-fits", toolsListChanged=True)
         self.assertEqual(m.take()[0]["method"], ACK)
+        m.session.drain(0, self.clock)
+
+    def test_theBoundIsTheSessionsSetting(self) -> None:
+        """gateway.maxListensPerSession, as the fronts pass it to each session."""
+        from twisted_mcp.config.loader import build
+
+        self.assertEqual(build({"gateway": {"maxListensPerSession": 2}, "mcpServers": {}}, "test").gateway.maxListensPerSession, 2)
+        m = ModernClient(self, max_listens=2)
+        for rid in (1, 2, 3):
+            m.listen(rid, toolsListChanged=True)
+        self.assertEqual(m.take()[-1]["error"]["data"], {"limit": 2})
         m.session.drain(0, self.clock)
 
     def test_aMalformedFilterIsInvalidParams(self) -> None:

@@ -78,7 +78,7 @@ class ClientSession:
     C{caller.send}.
     """
 
-    def __init__(self, gateway: Gateway, caller: Caller, max_in_flight: int = 256) -> None:
+    def __init__(self, gateway: Gateway, caller: Caller, max_in_flight: int = 256, max_listens: int = 8) -> None:
         self.gateway = gateway
         self.caller = caller
         self.initialized = False
@@ -98,7 +98,7 @@ class ClientSession:
         #: The gateway's own requests to this client (sampling, elicitation, roots).
         self.client_requests = ClientRequests(self)
         #: The stateless-era client's open subscriptions/listen requests.
-        self.listens = Listens(self)
+        self.listens = Listens(self, max_listens)
         self._shutdown_error: JsonRpcError | None = None
         self._drained: list[Deferred[None]] = []
         gateway.sessions.add(self)

@@ -474,7 +474,8 @@ class McpResource(Resource):
                 {"limit": setting, "value": value},
             )
         hs = self.table.open(owner, label)
-        hs.core = ClientSession(self.gateway, self.caller(hs, peer), self.gateway_settings.maxCallsInFlight)
+        settings = self.gateway_settings
+        hs.core = ClientSession(self.gateway, self.caller(hs, peer), settings.maxCallsInFlight, settings.maxListensPerSession)
         who = f" as {peer.principal.name} (bearer token)" if peer.principal is not None else ""
         log.info("HTTP client session {client} opened ({peer}){who}", client=hs.label, peer=peer.describe(), who=who)
         return hs
@@ -817,7 +818,8 @@ class McpResource(Resource):
             if exchange is not None and exchange.related(data):
                 return True
         elif "id" in message or method == "notifications/message":
-            open_calls = [p for p in hs.posts.values() if p.accepts_sse and not p.done]
+            listens = hs.core.listens.open
+            open_calls = [p for p in hs.posts.values() if p.accepts_sse and not p.done and p.key not in listens]
             if len(open_calls) == 1 and open_calls[0].related(data):
                 return True
         stream = hs.standalone
