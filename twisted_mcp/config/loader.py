@@ -94,6 +94,10 @@ _GATEWAY_KEYS: dict[str, tuple[str, Any]] = {
     "stderrLineBytes": ("int", (80, 1 << 20)),
     "stderrLinesPerSecond": ("int", (1, 100_000)),
     "stderrBurst": ("int", (1, 1_000_000)),
+    "maxHeldCalls": ("int", (0, 1 << 20)),
+    "maxHeldCallsPerPrincipal": ("int", (0, 1 << 20)),
+    "heldCallTimeout": ("seconds", (0.1, 86400)),
+    "requestStateTtl": ("seconds", (1, 86400)),
     "adminToken": ("token", None),
 }
 _SERVER_TIMEOUTS = (
