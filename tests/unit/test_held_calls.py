@@ -9,12 +9,16 @@ a held call's life, its bounds and its timeout.
 from __future__ import annotations
 
 import base64
+import os
+import tempfile
 from typing import Any
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp.dispatch.held_calls import HeldCallLimits
+from twisted_mcp.config import ConfigError
+from twisted_mcp.config.loader import load
+from twisted_mcp.dispatch.held_calls import HeldCallLimits, HeldCalls
 from twisted_mcp.dispatch.session import ClientSession
 from twisted_mcp.frontends.stream import line_caller
 from twisted_mcp.mcp.request_state import Claims, Seal, StateRefused, check_binding
@@ -353,3 +357,28 @@ class HeldCallTests(SessionTestCase):
         self.session.message_received({"jsonrpc": "2.0", "id": sent["id"], "result": {"roots": []}})
         self.alpha.calls[0].deferred.callback({"content": []})
         self.take()
+
+
+class SettingsTests(SynchronousTestCase):
+    """The gateway.* settings of held calls: checked by the loader, and what the table then holds."""
+
+    def load(self, gateway: str) -> Any:
+        fd, path = tempfile.mkstemp(suffix=".yaml")
+        self.addCleanup(os.unlink, path)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"gateway: {gateway}\nmcpServers: {{}}\n")
+        return load(path, {})
+
+    def test_theSettingsReachTheTable(self) -> None:
+        config = self.load("{maxHeldCalls: 3, maxHeldCallsPerPrincipal: 2, heldCallTimeout: 1.5, requestStateTtl: 30}")
+        clock = Clock()
+        table = HeldCalls(clock, Seal(clock))
+        table.configure(config.gateway)
+        self.assertEqual(table.limits, HeldCallLimits(3, 2, 1.5))
+        self.assertEqual(table.seal.expiry(), 30)
+
+    def test_badValuesAreConfigErrorsNamingTheKey(self) -> None:
+        for key, value in (("maxHeldCalls", -1), ("heldCallTimeout", 0), ("requestStateTtl", "soon")):
+            with self.assertRaises(ConfigError) as caught:
+                self.load(f"{{{key}: {value}}}")
+            self.assertIn(f"gateway.{key}", str(caught.exception))
