@@ -358,6 +358,40 @@ class HeldCallTests(SessionTestCase):
         self.alpha.calls[0].deferred.callback({"content": []})
         self.take()
 
+    def test_aCallToADownBackendLeavesNothing(self) -> None:
+        from twisted_mcp.backends.base import State
+
+        self.alpha.state = State.DOWN
+        self.call(1)
+        self.assertEqual(self.take()[0]["error"]["code"], -31030)
+
+    def test_aCallThePolicyRefusesLeavesNothing(self) -> None:
+        from twisted_mcp.policy.pipeline import Policy
+        from twisted_mcp.policy.rules import PolicyConfig
+
+        self.gateway.policy = Policy(PolicyConfig(kill_tools=("alpha__*",), active=True), "__", self.clock)
+        self.call(1)
+        self.assertEqual(self.take()[0]["error"]["code"], -31002)
+
+    def test_thePolicyChecksTheFirstRequestAndAuditsTheCallsOutcomeOnce(self) -> None:
+        from twisted_mcp.policy.pipeline import Policy
+        from twisted_mcp.policy.rules import PolicyConfig
+
+        policy = self.gateway.policy = Policy(PolicyConfig(active=True), "__", self.clock)
+        records: list[dict[str, Any]] = []
+        policy._audit = records.append  # type: ignore[method-assign]
+        self.call(1)
+        self.ask("roots/list", {})
+        token = self.held_answer(1)["requestState"]
+        self.assertEqual(records, [])  # the InputRequiredResult is not the call's outcome
+        self.call(2, inputResponses={"r1": {"roots": [{"uri": "file:///secret-answer"}]}}, requestState=token)
+        self.alpha.calls[0].deferred.callback({"content": []})
+        self.assertEqual(self.take()[0]["id"], 2)
+        (record,) = [r for r in records if r.get("method") == "tools/call"]
+        self.assertEqual(record["outcome"], "ok")
+        self.assertNotIn("secret-answer", str(records))
+        self.assertNotIn(token, str(records))
+
 
 class SettingsTests(SynchronousTestCase):
     """The gateway.* settings of held calls: checked by the loader, and what the table then holds."""
@@ -382,3 +416,4 @@ class SettingsTests(SynchronousTestCase):
             with self.assertRaises(ConfigError) as caught:
                 self.load(f"{{{key}: {value}}}")
             self.assertIn(f"gateway.{key}", str(caught.exception))
+

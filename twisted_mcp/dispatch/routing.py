@@ -45,17 +45,19 @@ def forward(
     gateway = session.gateway
     policy = gateway.policy
     held = None
-    if request.envelope is not None and request.method in HELD_METHODS:
+    holdable = request.envelope is not None and request.method in HELD_METHODS
+    if holdable:
         # A retry's plumbing is no argument: neither the backend nor the
         # policy (nor the audit trail, which may not record a person's
         # answers) sees it.  The call may be held if its backend asks.
         params = strip_retry_keys(params)
         out = strip_retry_keys(out)
-        held = gateway.reverse.held.open(session, request, backend, params)
     call = None
     if policy.active:
         call = policy.begin(session.label, request.method, subject, params, session.peer, entry)
         request.call = call
+    if holdable:
+        held = gateway.reverse.held.open(session, request, backend, params)
     method = request.method
     on_progress = None
     meta = params.get("_meta")
