@@ -338,6 +338,25 @@ class HeldCallTests(SessionTestCase):
         self.assertEqual(elicited, [{"action": "cancel"}])
         self.assertTrue(self.alpha.calls[0].cancelled)
 
+    def test_aSessionEndingWhileRequestsAreGatheredAnswersTheCallAtOnce(self) -> None:
+        self.call(1)
+        elicited = self.ask("elicitation/create", ELICIT)
+        self.session.drain(30.0, self.clock)
+        self.clock.advance(0.01)
+        (answer,) = self.take()
+        self.assertEqual(answer["error"]["code"], -31033)
+        self.assertEqual(elicited, [{"action": "cancel"}])
+        self.assertTrue(self.alpha.calls[0].cancelled)
+
+    def test_aBackendThatAnswersWhileItsRequestsAreGatheredWithdrawsThem(self) -> None:
+        self.call(1)
+        got = self.ask("roots/list", {})
+        self.alpha.calls[0].deferred.callback({"content": []})
+        self.assertEqual(self.take()[0]["result"]["resultType"], "complete")
+        self.assertEqual(len(got), 1)
+        self.clock.advance(0.01)
+        self.assertEqual(self.take(), [])
+
     def test_aRetryWithoutRequestStateIsAFreshCallAndItsPlumbingNeverReachesTheBackend(self) -> None:
         self.call(1, inputResponses={"r1": {"secret": "answer"}})
         self.call(2, inputResponses={"r1": {}}, requestState=None)

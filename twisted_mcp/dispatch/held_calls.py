@@ -207,12 +207,11 @@ class HeldCall:
                 shown["_meta"] = meta
             else:
                 del shown["_meta"]
-        asks = self.asks
 
         def cancelled(d: Deferred[Any]) -> None:
-            asks.pop(key, None)
+            self.asks.pop(key, None)
 
-        ask = asks[key] = _Ask(method, shown, Deferred(cancelled))
+        ask = self.asks[key] = _Ask(method, shown, Deferred(cancelled))
         if self.state == "running":
             self.state = "asking"
             self._timer = self.table.clock.callLater(self.table.limits.gather, self._put_to_client)
@@ -250,7 +249,7 @@ class HeldCall:
         if request is None or waiter is None or self.state == "done":
             return
         if self.session.closing:
-            self._give_up("the client's session ended")
+            self._fail_client(errors.GatewayError(errors.GATEWAY_SHUTTING_DOWN, "the session is ending; the call was cancelled"))
             return
         self.round += 1
         if request.call is not None:
@@ -352,6 +351,10 @@ class HeldCall:
         self._cancel_timer()
         self.session.unrouted(cast("InFlight", self._routed))
         self.table.forget(self)
+        asks, self.asks = self.asks, {}
+        for ask in list(asks.values()):
+            # The backend answered its call without waiting for these: withdrawn.
+            ask.deferred.cancel()
 
     def _cancel_timer(self) -> None:
         timer, self._timer = self._timer, None
