@@ -21,7 +21,7 @@ import pytest
 
 from tests import mcpclient as mc
 
-from .conftest import everything, free_port, time_server
+from .conftest import everything, free_port, gateway_argv, time_server
 from .surface_helpers import ClientSide, text_of
 from .test_eras import MODERN, connect, envelope
 from .test_http import http_server  # noqa: F401  (fixture)
@@ -165,3 +165,37 @@ def test_forged_replayed_and_late_request_states_are_refused_and_nothing_stays_h
     assert token not in log and late not in log and "Mallory" not in log
     status = json.dumps(admin_status(admin))
     assert token not in status and late not in status
+
+
+def test_on_stdio_a_token_works_once_and_not_after_the_held_call_timed_out(write_config, raw_gateway, tmp_path):
+    admin = free_port()
+    config = write_config({"everything": everything()}, heldCallTimeout=1.5)
+    gw = raw_gateway(config, argv=[*gateway_argv(config), "--admin", f"tcp:{admin}:interface=127.0.0.1"])
+    meta = envelope(**{"io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}})
+
+    def call(**more):
+        return gw.request("tools/call", {"name": ELICIT, "arguments": more.pop("arguments", {}), "_meta": meta, **more}, timeout=60)
+
+    first = call()["result"]
+    assert first["resultType"] == "input_required"
+    ((key, asked),) = first["inputRequests"].items()
+    assert asked["method"] == "elicitation/create"
+    token = first["requestState"]
+    assert admin_status(admin)["heldCalls"] == {"held": 1, "waiting": 1, "maxHeldCalls": 128, "droppedProgress": 0}
+    accept = {"action": "accept", "content": {"name": "Eve", "check": True, "integer": 3}}
+    forged = call(inputResponses={key: accept}, requestState=token[:-1] + ("A" if token[-1] != "A" else "B"))
+    assert forged["error"]["code"] == -32602 and token not in json.dumps(forged)
+    done = call(inputResponses={key: accept}, requestState=token)["result"]
+    assert done["resultType"] == "complete" and "Eve" in json.dumps(done["content"])
+    replayed = call(inputResponses={key: accept}, requestState=token)
+    assert replayed["error"]["code"] == -32602 and "already used" in replayed["error"]["message"]
+
+    late = call()["result"]["requestState"]
+    time.sleep(2.5)
+    assert admin_status(admin)["heldCalls"]["held"] == 0
+    expired = call(inputResponses={key: accept}, requestState=late)
+    assert expired["error"]["code"] == -32602 and "its call has ended" in expired["error"]["message"]
+    # The server still serves the connection.
+    assert call(arguments={})["result"]["resultType"] == "input_required"
+    log = gw.stderr_text()
+    assert "gateway.heldCallTimeout" in log and token not in log and "Eve" not in log
