@@ -199,3 +199,30 @@ def test_on_stdio_a_token_works_once_and_not_after_the_held_call_timed_out(write
     assert call(arguments={})["result"]["resultType"] == "input_required"
     log = gw.stderr_text()
     assert "gateway.heldCallTimeout" in log and token not in log and "Eve" not in log
+
+
+def test_held_calls_are_bounded_per_principal(daemon, http_server, tmp_path):  # noqa: F811
+    # An HTTP server ties each of its requests to its call, so calls held at once can be told apart.
+    backend = http_server("everything")
+    admin = free_port()
+    _, url = start_http(
+        daemon,
+        {"everything": {"type": "http", "url": f"{backend.url}/mcp"}},
+        admin=f"tcp:{admin}:interface=127.0.0.1",
+        maxHeldCallsPerPrincipal=2,
+    )
+    raw = Raw(url)
+    meta = envelope(**{"io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}})
+    headers = {"mcp-protocol-version": MODERN, "mcp-method": "tools/call", "mcp-name": ELICIT}
+
+    def call(rid):
+        message = {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": {"name": ELICIT, "arguments": {}, "_meta": meta}}
+        status, _, body = raw.call("POST", message, headers)
+        assert status == 200, body
+        return json.loads(body)
+
+    assert [call(i)["result"]["resultType"] for i in (1, 2)] == ["input_required"] * 2
+    busy = call(3)
+    assert busy["error"]["code"] == -31007
+    assert busy["error"]["data"] == {"limit": "maxHeldCallsPerPrincipal", "value": 2}
+    assert admin_status(admin)["heldCalls"]["held"] == 2
