@@ -266,9 +266,20 @@ class HeldCallTests(SessionTestCase):
     def test_theBackendsRequestIsRefusedWithoutTheCapability(self) -> None:
         self.call(1, caps={})
         with self.assertRaises(JsonRpcError) as caught:
+            self.gateway.reverse.server_request(self.alpha, "sampling/createMessage", SAMPLE, self.alpha.calls[0].context)
+        self.assertEqual(caught.exception.code, -32601)
+        self.assertEqual(self.take()[0]["error"]["data"], {"requiredCapabilities": {"sampling": {}}})
+
+    def test_rootsWithoutTheCapabilityAreRefusedToTheBackendAndTheCallGoesOn(self) -> None:
+        self.call(1, caps={})
+        with self.assertRaises(JsonRpcError) as caught:
             self.gateway.reverse.server_request(self.alpha, "roots/list", {}, self.alpha.calls[0].context)
         self.assertEqual(caught.exception.code, -32601)
-        self.assertEqual(self.take()[0]["error"]["data"], {"requiredCapabilities": {"roots": {}}})
+        self.assertIn("roots", caught.exception.message)
+        self.assertFalse(self.alpha.calls[0].cancelled)
+        self.assertEqual(self.take(), [])
+        self.alpha.calls[0].deferred.callback({"content": []})
+        self.assertEqual(self.take()[0]["result"]["resultType"], "complete")
 
     def test_heldCallsAreBoundedPerPrincipal(self) -> None:
         self.held.limits = HeldCallLimits(maxHeldCallsPerPrincipal=1)

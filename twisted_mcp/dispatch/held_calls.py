@@ -169,7 +169,11 @@ class HeldCall:
         """
         Refuse (C{-32601}) a backend request this call cannot put to its
         client: it ended, or the client's request did not declare the
-        capability (the client's request then fails with C{-32021}).
+        capability.  Without sampling or elicitation, the client's request
+        then fails with C{-32021}: the tool cannot do its work.  Without
+        roots, the call goes on: servers ask for roots in passing (to scope
+        what they do), and a client that has none is the common case, as
+        for handshake-era clients.
         """
         if self.state == "done" or self._has_outcome:
             raise JsonRpcError(METHOD_NOT_FOUND, f"the client cannot answer {method}: the call it belongs to has ended")
@@ -178,7 +182,7 @@ class HeldCall:
         cannot = can_answer(capabilities, method, params)
         if cannot is None:
             return
-        if self.waiter is not None:
+        if self.waiter is not None and method != "roots/list":
             required = required_capability(method, params)
             self._fail_client(
                 errors.GatewayError(
@@ -309,12 +313,12 @@ class HeldCall:
         """The client cancelled its open request (or the session is shutting down): the backend call too."""
         if self.waiter is waiter:
             self.waiter = None
-            self._give_up("the client cancelled the call")
+            self.end("the client cancelled the call")
 
     def _fail_client(self, error: JsonRpcError) -> None:
         waiter = self.waiter
         self.waiter = None
-        self._give_up(error.message)
+        self.end(error.message)
         if waiter is not None:
             waiter.errback(error)
 
@@ -326,9 +330,9 @@ class HeldCall:
             id=self.id,
             timeout=self.table.limits.heldCallTimeout,
         )
-        self._give_up(f"the client did not answer within {self.table.limits.heldCallTimeout:g} s")
+        self.end(f"the client did not answer within {self.table.limits.heldCallTimeout:g} s")
 
-    def _give_up(self, why: str) -> None:
+    def end(self, why: str) -> None:
         """End the call: the backend's waiting requests answered as declined, the backend call cancelled."""
         if self.state == "done":
             return
@@ -467,7 +471,7 @@ class HeldCalls:
     def session_ended(self, session: ClientSession) -> None:
         """The session ends: its calls waiting for a retry end too (those with a request open end with it)."""
         for call in [c for c in self.held.values() if c.session is session and c.waiter is None]:
-            call._give_up("the client's session ended")
+            call.end("the client's session ended")
 
     def describe(self) -> dict[str, Any]:
         """For /status and /metrics: how many calls are held, and their limits."""

@@ -125,7 +125,7 @@ UNSUPPORTED_PROTOCOL_VERSION = -32022
 #: Mcp-Method or Mcp-Name header is missing or says something else than its body.
 HEADER_MISMATCH = -32020
 #: MCP 2026-07-28's "Missing required client capability": the call needs a
-#: capability (sampling, elicitation, roots) its request did not declare
+#: capability (sampling, elicitation) its request did not declare
 #: (data: requiredCapabilities, an object of the capabilities wanted).
 MISSING_CLIENT_CAPABILITY = -32021
 
@@ -220,7 +220,7 @@ TABLE: list[tuple[int, str, str]] = [
     ),
     (
         MISSING_CLIENT_CAPABILITY,
-        "a server asked for sampling, elicitation or roots during a 2026-07-28 call whose request did not "
+        "a server asked for sampling or elicitation during a 2026-07-28 call whose request did not "
         "declare that capability in `io.modelcontextprotocol/clientCapabilities`",
         "`requiredCapabilities`",
     ),
