@@ -96,14 +96,42 @@ class _Ask:
 class HeldCall:
     """One stateless-era call to a handshake-era backend, which its backend may hold to ask the client."""
 
+    # One is made for every stateless-era call that may be held: kept small.
+    __slots__ = (
+        "table",
+        "session",
+        "origin",
+        "target",
+        "backend_label",
+        "request",
+        "waiter",
+        "backend_call",
+        "state",
+        "id",
+        "round",
+        "principal",
+        "owner",
+        "request_digest",
+        "origin_params",
+        "asks",
+        "_keys",
+        "_timer",
+        "_policy_call",
+        "_transform",
+        "_outcome",
+        "_has_outcome",
+        "_routed",
+        "_progress",
+    )
+
     def __init__(self, table: HeldCalls, session: ClientSession, request: InFlight, target: Backend) -> None:
         self.table = table
         self.session = session
         #: The client's first request: the context the backend ties its requests to.
         self.origin = request
         self.target = target
-        #: The backend and its MCP session when the call went out: a restart ends the call.
-        self.backend_label = f"{target.name}#{target.handshakes}"
+        #: The backend and its MCP session when the call was first held: a restart ends the call.
+        self.backend_label = ""
         #: The client's request now waiting for the outcome (the first one, or a retry); None while waiting.
         self.request: InFlight | None = request
         self.waiter: Deferred[Any] | None = Deferred(self._cancelled)
@@ -126,7 +154,7 @@ class HeldCall:
         #: The backend's outcome when it came while nobody waited (a Failure or a result).
         self._outcome: Any = None
         self._has_outcome = False
-        self._routed = _Routed()
+        self._routed: _Routed | None = None
         self._progress: Callable[[dict[str, Any]], None] | None = None
 
     # -- wiring (dispatch.routing.forward) ----------------------------------
@@ -271,6 +299,8 @@ class HeldCall:
         self.state = "waiting"
         self.request = self.waiter = None
         self._timer = self.table.clock.callLater(self.table.limits.heldCallTimeout, self._expired)
+        if self._routed is None:
+            self._routed = _Routed()
         self.session.routed(cast("InFlight", self._routed), self.target)
         log.debug(
             "client {client}: call {id} held, round {round}: {n} request(s) from backend {backend}",
@@ -285,7 +315,7 @@ class HeldCall:
     def resume(self, request: InFlight, responses: dict[str, Any]) -> Deferred[Any]:
         """The client's retry C{request} (its token checked): answer the backend's requests, then wait for what comes next."""
         self._cancel_timer()
-        self.session.unrouted(cast("InFlight", self._routed))
+        self._unroute()
         waiter: Deferred[Any] = Deferred(self._cancelled)
         self.request, self.waiter = request, waiter
         self.session.routed(request, self.target)
@@ -352,13 +382,19 @@ class HeldCall:
 
     def _end(self) -> None:
         self.state = "done"
-        self._cancel_timer()
-        self.session.unrouted(cast("InFlight", self._routed))
+        if self._timer is not None:
+            self._cancel_timer()
+        self._unroute()
         self.table.forget(self)
-        asks, self.asks = self.asks, {}
-        for ask in list(asks.values()):
-            # The backend answered its call without waiting for these: withdrawn.
-            ask.deferred.cancel()
+        if self.asks:
+            asks, self.asks = self.asks, {}
+            for ask in list(asks.values()):
+                # The backend answered its call without waiting for these: withdrawn.
+                ask.deferred.cancel()
+
+    def _unroute(self) -> None:
+        if self._routed is not None:
+            self.session.unrouted(cast("InFlight", self._routed))
 
     def _cancel_timer(self) -> None:
         timer, self._timer = self._timer, None
@@ -420,6 +456,7 @@ class HeldCalls:
         else:
             call.id, self._next_id = self._next_id, self._next_id + 1
             call.owner = owner
+            call.backend_label = f"{call.target.name}#{call.target.handshakes}"
             call.principal = caller_digest(session)
             params = call.origin_params
             call.request_digest = request_digest(params)
@@ -433,7 +470,8 @@ class HeldCalls:
         )
 
     def forget(self, call: HeldCall) -> None:
-        self.held.pop(call.id, None)
+        if call.id:
+            self.held.pop(call.id, None)
         if self._by_origin.get(call.origin) is call:
             del self._by_origin[call.origin]
 
@@ -490,7 +528,7 @@ def caller_digest(session: ClientSession) -> str:
 
 def strip_retry_keys(params: dict[str, Any]) -> dict[str, Any]:
     """C{params} without a retry's plumbing (C{inputResponses}, C{requestState})."""
-    if not any(k in params for k in RETRY_KEYS):
+    if "inputResponses" not in params and "requestState" not in params:
         return params
     return {k: v for k, v in params.items() if k not in RETRY_KEYS}
 
