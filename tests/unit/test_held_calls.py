@@ -442,8 +442,28 @@ class SettingsTests(SynchronousTestCase):
         self.assertEqual(table.seal.expiry(), 30)
 
     def test_badValuesAreConfigErrorsNamingTheKey(self) -> None:
-        for key, value in (("maxHeldCalls", -1), ("heldCallTimeout", 0), ("requestStateTtl", "soon")):
+        for key, value in (("maxHeldCalls", -1), ("heldCallTimeout", 0), ("requestStateTtl", "soon"), ("requestStateKeys", "k")):
             with self.assertRaises(ConfigError) as caught:
                 self.load(f"{{{key}: {value}}}")
             self.assertIn(f"gateway.{key}", str(caught.exception))
+
+    def test_shortKeysAreRefusedWithoutBeingShown(self) -> None:
+        with self.assertRaises(ConfigError) as caught:
+            self.load("{requestStateKeys: [" + "a" * 40 + ", short-secret-value]}")
+        self.assertIn("gateway.requestStateKeys[1]", str(caught.exception))
+        self.assertNotIn("short-secret-value", str(caught.exception))
+
+    def test_configuredKeysSealAndVerifyAndAreNeverShown(self) -> None:
+        first, second = "1" * 32, "2" * 32
+        old = self.load("{requestStateKeys: ['" + second + "']}")
+        rotated = self.load("{requestStateKeys: ['" + first + "', '" + second + "']}")
+        self.assertNotIn(first, repr(rotated.gateway))
+        clock = Clock()
+        before, after = HeldCalls(clock, Seal(clock)), HeldCalls(clock, Seal(clock))
+        before.configure(old.gateway)
+        after.configure(rotated.gateway)
+        token = before.seal.seal(claims(clock))
+        self.assertEqual(after.seal.open(token), claims(clock))  # sealed with the old key: still verified
+        with self.assertRaises(StateRefused):
+            before.seal.open(after.seal.seal(claims(clock)))  # the new key seals
 

@@ -71,6 +71,9 @@ class GatewaySettings:
     heldCallTimeout: float = 300.0
     #: Seconds a requestState token the gateway seals stays valid.
     requestStateTtl: float = 600.0
+    #: HMAC keys for requestState tokens (the first seals, all verify); none:
+    #: a random key per process.  Secrets: never shown.
+    requestStateKeys: tuple[str, ...] = attrs.field(default=(), repr=False)
     #: A bearer token the admin endpoint (--admin) requires, if set.
     adminToken: str | None = attrs.field(default=None, repr=False)
 

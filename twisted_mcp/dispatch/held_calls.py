@@ -426,9 +426,10 @@ class HeldCalls:
         return len(self.held)
 
     def configure(self, settings: Any) -> None:
-        """Take the bounds and the token lifetime from the gateway settings (C{gateway.*} of the config)."""
+        """Take the bounds, the token lifetime and the keys from the gateway settings (C{gateway.*} of the config)."""
         self.limits = HeldCallLimits(settings.maxHeldCalls, settings.maxHeldCallsPerPrincipal, settings.heldCallTimeout)
-        self.seal.ttl = settings.requestStateTtl
+        keys = [key.encode() for key in settings.requestStateKeys]
+        self.seal = Seal(self.clock, keys, settings.requestStateTtl)
 
     def open(self, session: ClientSession, request: InFlight, target: Backend, params: dict[str, Any]) -> HeldCall:
         """A stateless-era call about to go to C{target}, with C{params} as the client sent them."""
