@@ -42,9 +42,11 @@ tests/conformance/node_modules/.installed: tests/conformance/package.json tests/
 	cd tests/conformance && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-## The official MCP conformance suite (pinned, with its own Node.js 22): every server scenario
-## against our scenario server alone and through the gateway, and the client scenarios with the
-## gateway as the client, judged against tests/conformance/expected-failures.yml (see README).
+## The official MCP conformance suite (pinned, with its own Node.js 22): every handshake-era server
+## scenario against our scenario server alone and through the gateway, and the client scenarios with
+## the gateway as the client, judged against tests/conformance/expected-failures.yml; the 2026-07-28
+## requirements against server_modern.py alone and through the gateway, the differences judged
+## against tests/conformance/expected-modern-gateway.yml (see README).
 conformance: $(VENV)/.installed tests/conformance/node_modules/.installed
 	$(PY) tests/conformance/run.py
 

@@ -37,6 +37,10 @@ def twistd() -> str:
     return exe if os.path.exists(exe) else shutil.which("twistd") or "twistd"
 
 
+#: The envelope of a stateless-era (MCP 2026-07-28) request.
+MODERN_META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
+
+
 class Client:
     """A pipelining JSON-RPC client over a child's stdin/stdout."""
 
@@ -83,7 +87,10 @@ class Client:
                 if msg.get("id") == rid:
                     return msg
 
-    def handshake(self) -> list[str]:
+    def handshake(self, modern: bool = False) -> list[str]:
+        """The tool names, after initialize (handshake era) or, with C{modern}, without a handshake (2026-07-28)."""
+        if modern:
+            return [t["name"] for t in self.request(-1, "tools/list", {"_meta": MODERN_META})["result"]["tools"]]
         self.request(
             0,
             "initialize",
@@ -106,11 +113,23 @@ class Client:
 
 
 def run_load(
-    client: Client, tool: str, inflight: int, calls: int, seconds: float, arguments: str = '{"text":"hello"}'
+    client: Client,
+    tool: str,
+    inflight: int,
+    calls: int,
+    seconds: float,
+    arguments: str = '{"text":"hello"}',
+    modern: bool = False,
 ) -> dict:
-    """Keep `inflight` calls outstanding until `calls` are done or `seconds` pass."""
+    """Keep `inflight` calls outstanding until `calls` are done or `seconds` pass (`modern`: 2026-07-28 requests)."""
+    meta = (',"_meta":' + json.dumps(MODERN_META, separators=(",", ":"))) if modern else ""
     template = (
-        '{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"' + tool + '","arguments":' + arguments + "}}\n"
+        '{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"'
+        + tool
+        + '","arguments":'
+        + arguments
+        + meta
+        + "}}\n"
     )
     sent_at: dict[int, float] = {}
     latencies: list[float] = []
@@ -174,28 +193,32 @@ def main() -> int:
     with open(config, "w") as f:
         json.dump({"mcpServers": {"echo": {"command": sys.executable, "args": [ECHO]}}}, f)
 
+    gateway = [twistd(), "-n", "--pidfile=", "mcp-gateway", "--config", config]
     targets = {
-        "direct": ([sys.executable, ECHO], "echo"),
-        "relay": ([sys.executable, os.path.join(HERE, "relay.py"), sys.executable, ECHO], "echo"),
-        "gateway": ([twistd(), "-n", "--pidfile=", "mcp-gateway", "--config", config], "echo__echo"),
+        "direct": ([sys.executable, ECHO], "echo", False),
+        "relay": ([sys.executable, os.path.join(HERE, "relay.py"), sys.executable, ECHO], "echo", False),
+        "gateway": (gateway, "echo__echo", False),
+        # A 2026-07-28 client (no handshake, the envelope in every request) to the same backend.
+        "modern": (gateway, "echo__echo", True),
     }
     results: dict[str, dict[int, dict]] = {}
-    for label, (argv, tool) in targets.items():
+    for label, (argv, tool, modern) in targets.items():
         client = Client(argv)
         try:
-            names = client.handshake()
+            names = client.handshake(modern)
             assert tool in names, f"{label}: {tool} not in {names}"
-            run_load(client, tool, 16, 2000, 2.0)  # warm-up
+            run_load(client, tool, 16, 2000, 2.0, modern=modern)  # warm-up
             results[label] = {}
             for c in levels:
-                results[label][c] = run_load(client, tool, c, args.calls, args.seconds)
+                results[label][c] = run_load(client, tool, c, args.calls, args.seconds, modern=modern)
         finally:
             client.close()
     shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"echo tool, {args.calls} calls (or {args.seconds:g} s) per row; cores: {os.cpu_count()}")
     print("direct: client -> echo backend; relay: through a byte-copying process (the floor for any")
-    print("process in between); gateway: through twistd mcp-gateway. 'added' and 'ratio' compare with direct.")
+    print("process in between); gateway: through twistd mcp-gateway; modern: the same with 2026-07-28 requests")
+    print("(no handshake, the envelope in every request). 'added' and 'ratio' compare with direct.")
     print(f"{'in flight':>9} {'path':>8} | {'p50':>8} {'p99':>8} {'calls/s':>9} | {'added p50':>9} {'ratio':>7}")
     for c in levels:
         d = results["direct"][c]
@@ -205,6 +228,13 @@ def main() -> int:
                 f"{c:>9} {label:>8} | {r['p50_us']:>6.0f}us {r['p99_us']:>6.0f}us {r['throughput']:>9.0f} | "
                 f"{r['p50_us'] - d['p50_us']:>7.0f}us {r['throughput'] / d['throughput']:>7.1%}"
             )
+    for c in levels:
+        legacy, modern = results["gateway"][c], results["modern"][c]
+        print(
+            f"{c:>9} in flight: modern / handshake era through the gateway: added p50 "
+            f"{modern['p50_us'] - results['direct'][c]['p50_us']:.0f} vs {legacy['p50_us'] - results['direct'][c]['p50_us']:.0f} us, "
+            f"throughput {modern['throughput'] / legacy['throughput']:.1%}"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -144,17 +144,40 @@ def _reload_on_signal(reactor: Any, service: Any, load: Any) -> Any:
     return d
 
 
-def _install_signal_handlers(reactor: Any, stop: Any, reload: Any) -> None:
+def _install_reload_handler(reactor: Any, reload: Any) -> None:
     """
-    SIGTERM and SIGINT stop the gateway cleanly and it exits 0 (twistd's
-    own handlers would re-raise the signal at exit).  A second signal cuts
-    the grace period for calls in flight short.
+    SIGHUP reloads the configuration.  Installed at once, before the
+    listeners accept anything: SIGHUP's default action ends the process,
+    and an operator (or C{systemctl reload}) may send it as soon as the
+    gateway answers; one that arrives before the reactor runs is applied
+    when it starts.
     """
     import signal
 
     from twisted.logger import Logger
 
     log = Logger(namespace="twisted_mcp.tap")
+
+    def hup(signum: int, frame: Any) -> None:
+        reactor.callFromThread(log.info, "received SIGHUP: reloading the configuration")
+        reactor.callFromThread(reload)
+
+    signal.signal(signal.SIGHUP, hup)
+
+
+def _install_signal_handlers(reactor: Any, stop: Any) -> None:
+    """
+    SIGTERM and SIGINT stop the gateway cleanly and it exits 0 (twistd's
+    own handlers would re-raise the signal at exit).  A second signal cuts
+    the grace period for calls in flight short.  (Installed once the
+    reactor runs: it installs its own for these two as it starts.)
+    """
+    import signal
+
+    from twisted.logger import Logger
+
+    log = Logger(namespace="twisted_mcp.tap")
+
     def handler(signum: int, frame: Any) -> None:
         name = signal.Signals(signum).name
         reactor.callFromThread(
@@ -164,12 +187,6 @@ def _install_signal_handlers(reactor: Any, stop: Any, reload: Any) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
-
-    def hup(signum: int, frame: Any) -> None:
-        reactor.callFromThread(log.info, "received SIGHUP: reloading the configuration")
-        reactor.callFromThread(reload)
-
-    signal.signal(signal.SIGHUP, hup)
 
 
 def _bind(description: str, factory: Any, reactor: Any, shown: str | None = None) -> Any:
@@ -299,7 +316,8 @@ def makeService(options: Options) -> Any:
 
     path = options["config"]
     reload_config = lambda: load(path)  # noqa: E731
-    reactor.callWhenRunning(_install_signal_handlers, reactor, stop, lambda: _reload_on_signal(reactor, service, reload_config))
+    _install_reload_handler(reactor, lambda: _reload_on_signal(reactor, service, reload_config))
+    reactor.callWhenRunning(_install_signal_handlers, reactor, stop)
     settings = config.gateway
     if options["admin"]:
         _admin(options["admin"], service, reactor, reload_config)

@@ -1,9 +1,12 @@
-"""Run the official MCP conformance suite against the scenario server alone, through the gateway, and on the gateway as a client.
+"""Run the official MCP conformance suite against the scenario servers alone, through the gateway, and on the gateway as a client.
 
-Usage: python tests/conformance/run.py [--parts alone,gateway,client] [--results DIR]
+Usage: python tests/conformance/run.py [--parts alone,gateway,client,modern-alone,modern-gateway] [--results DIR]
 
-  alone    every server scenario (the suite's `--suite all`) against
-           tests/conformance/server.py over Streamable HTTP.
+The handshake era (protocol versions up to 2025-11-25):
+
+  alone    every server scenario of 2025-11-25 and before (the suite's `--suite all
+           --spec-version 2025-11-25`, pending ones included, run at the 2025-11-25 wire)
+           against tests/conformance/server.py over Streamable HTTP.
   gateway  every server scenario through the gateway's HTTP front, with the same
            server behind it as a stdio backend, then as an HTTP backend.  The set
            of scenarios passing through the gateway must equal the set passing
@@ -15,7 +18,22 @@ Usage: python tests/conformance/run.py [--parts alone,gateway,client] [--results
            elicitation-sep1034-client-defaults, with the gateway as the client
            (tests/conformance/client_driver.py).
 
-Every run is judged against tests/conformance/expected-failures.yml by the suite
+The stateless era (2026-07-28):
+
+  modern-alone    the server scenarios the 2026-07-28 requirements score (the
+                  suite's `--requirements 2026-07-28`) against
+                  tests/conformance/server_modern.py over Streamable HTTP: all must pass.
+  modern-gateway  the same scenarios through the gateway's HTTP front, with that
+                  server behind it as a stdio backend, then as an HTTP backend.  The
+                  gateway speaks the handshake era to its backends today, so some
+                  scenarios that pass alone fail through it: exactly those listed in
+                  tests/conformance/expected-modern-gateway.yml (each with its reason
+                  and the step of issue 12 that removes it) must differ.  A listed
+                  scenario that passes through the gateway fails the run (remove the
+                  entry), as does any other difference.  The scenarios the suite runs
+                  but does not score (extensions, pending) are not judged.
+
+The handshake-era runs are judged against tests/conformance/expected-failures.yml by the suite
 (`--expected-failures`) and by this script (the same rule: a listed scenario that
 passes fails the run, as does an unlisted one that fails).  It prints a table of
 outcomes and exits 0 when everything held, 1 otherwise.  The suite's own results
@@ -43,17 +61,38 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-from tests.conformance.verdict import ExpectedFailures, Outcome, differences, judge, passing, read_results  # noqa: E402
+from tests.conformance.verdict import (  # noqa: E402
+    ExpectedDifference,
+    ExpectedFailures,
+    Outcome,
+    differences,
+    judge,
+    load_expected_differences,
+    passing,
+    read_results,
+    required_scenarios,
+    scored,
+    unexpected_differences,
+)
 
 NODE = HERE / "node_modules" / ".bin" / "node"
 SUITE = HERE / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
 EXPECTED = HERE / "expected-failures.yml"
+EXPECTED_MODERN_GATEWAY = HERE / "expected-modern-gateway.yml"
+#: What the pinned suite scores for 2026-07-28 (its frozen requirement file).
+REQUIREMENTS_2026 = SUITE.parents[1] / "requirements" / "2026-07-28.yaml"
+#: The handshake-era selection: what `--suite all` ran before the suite gained 2026-07-28
+#: scenarios (0.2.0-alpha.11), at the 2025-11-25 wire.  The suite added one scenario of that
+#: era since 0.1.16, server-session-lifecycle.
+HANDSHAKE_SELECTION = ["--suite", "all", "--spec-version", "2025-11-25"]
+MODERN_SELECTION = ["--requirements", "2026-07-28"]
 #: Server scenarios that test the HTTP transport itself: through the gateway they test the
 #: gateway's own HTTP front rather than the scenario server, so one the server fails alone may
 #: pass through the gateway (never the reverse), each for the reason given.
@@ -65,10 +104,12 @@ FRONT_SCENARIOS = {
     ),
 }
 SERVER = HERE / "server.py"
+SERVER_MODERN = HERE / "server_modern.py"
 DRIVER = HERE / "client_driver.py"
 PYTHON = Path(sys.executable)
 TWISTD = PYTHON.with_name("twistd")
 
+PARTS = ("alone", "gateway", "client", "modern-alone", "modern-gateway")
 CLIENT_SCENARIOS = ["initialize", "tools_call", "sse-retry", "elicitation-sep1034-client-defaults"]
 MUST_PASS_THROUGH_GATEWAY = "dns-rebinding-protection"
 BACKEND = "conformance"
@@ -118,11 +159,11 @@ def stop(process: subprocess.Popen, name: str) -> None:
 
 
 @contextmanager
-def scenario_server(log: Path) -> Iterator[str]:
-    """tests/conformance/server.py over Streamable HTTP; yields its URL."""
+def scenario_server(log: Path, script: Path = SERVER) -> Iterator[str]:
+    """A scenario server (tests/conformance/server.py by default) over Streamable HTTP; yields its URL."""
     with log.open("w") as err:
         process = subprocess.Popen(
-            [str(PYTHON), str(SERVER), "--http", "0"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True
+            [str(PYTHON), str(script), "--http", "0"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True
         )
     try:
         assert process.stdout is not None
@@ -203,19 +244,28 @@ def gateway(config: Path, port: int, log: Path) -> Iterator[str]:
         stop(process, "the gateway")
 
 
-def server_scenarios(
-    url: str, results: Path, label: str, expected: ExpectedFailures, file: Path = EXPECTED
-) -> tuple[dict[str, Outcome], list[str]]:
-    """Every server scenario against `url`: the outcomes, and the problems against the expected
-    failures (`expected`, also written in the suite's format in `file`)."""
+def run_server_suite(
+    url: str, results: Path, label: str, selection: list[str], file: Path
+) -> tuple[dict[str, Outcome], int, Path]:
+    """The suite's server scenarios of `selection` against `url`, judged by the suite against `file`:
+    every outcome, the suite's exit status, and its log."""
     out = results / label
     out.mkdir(parents=True)
-    say(f"--- server scenarios, {label}: {url}")
+    say(f"--- server scenarios, {label} ({' '.join(selection)}): {url}")
     log = out / "suite.log"
-    status = suite(["server", "--suite", "all", "--url", url, "--expected-failures", str(file), "-o", str(out)], log)
+    status = suite(["server", *selection, "--url", url, "--expected-failures", str(file), "-o", str(out)], log)
     outcomes = read_results(out)
     if not outcomes:
         raise Failed(f"{label}: the suite produced no results (exit status {status}; log: {log})")
+    return outcomes, status, log
+
+
+def server_scenarios(
+    url: str, results: Path, label: str, expected: ExpectedFailures, file: Path = EXPECTED
+) -> tuple[dict[str, Outcome], list[str]]:
+    """Every handshake-era server scenario against `url`: the outcomes, and the problems against the
+    expected failures (`expected`, also written in the suite's format in `file`)."""
+    outcomes, status, log = run_server_suite(url, results, label, HANDSHAKE_SELECTION, file)
     return outcomes, judged(label, outcomes, expected.server, status, log)
 
 
@@ -276,6 +326,107 @@ def judged(label: str, outcomes: dict[str, Outcome], expected: frozenset[str], s
     return problems
 
 
+def handshake_parts(
+    parts: set[str], results: Path, expected: ExpectedFailures
+) -> tuple[dict[str, dict[str, Outcome]], list[str], list[str]]:
+    """alone and gateway: the columns of outcomes, the problems, and notes (parts skipped, and why)."""
+    columns: dict[str, dict[str, Outcome]] = {}
+    notes: list[str] = []
+    with scenario_server(results / "scenario-server.log") as url:
+        columns["alone"], problems = server_scenarios(url, results, "alone", expected)
+        if "gateway" not in parts:
+            return columns, problems, notes
+        lacking = gateway_lacks()
+        backends: dict[str, dict[str, Any]] = {
+            "gateway+stdio": {"command": str(PYTHON), "args": [str(SERVER)]},
+            "gateway+http": {"type": "http", "url": url},
+        }
+        for label, backend in backends.items():
+            if lacking:
+                notes.append(f"SKIPPED the server scenarios through the gateway ({label}): {lacking}")
+                continue
+            through, found, note = through_gateway(label, backend, columns["alone"], results, expected)
+            problems += found
+            notes += [note] if note else []
+            if through is not None:
+                columns[label] = through
+    return columns, problems, notes
+
+
+def modern_scenarios(
+    url: str, results: Path, label: str, required: frozenset[str], expected: frozenset[str], judge_each: bool = True
+) -> tuple[dict[str, Outcome], list[str]]:
+    """The 2026-07-28 requirements against `url`: the scored outcomes, and the problems.
+
+    The suite is told to expect `expected` to fail (in its format).  With `judge_each`, a
+    scenario outside `expected` that fails, or one inside it that passes, is a problem;
+    without it (through the gateway, where the comparison with the server alone judges each
+    scenario) only a scenario that did not run, or a suite verdict that disagrees with ours, is.
+    """
+    file = results / f"{label}-expected-failures.yml"
+    file.write_text(yaml.safe_dump({"server": sorted(expected), "client": []}))
+    outcomes, status, log = run_server_suite(url, results, label, MODERN_SELECTION, file)
+    outcomes = scored(outcomes, required)
+    problems = [f"{label}: {name} (required) did not run" for name in sorted(required - set(outcomes))]
+    if judge_each:
+        return outcomes, problems + judged(label, outcomes, expected, status, log)
+    if (status == 0) != judge(outcomes, expected).ok:
+        problems.append(f"{label}: the suite's own expected-failures check exited {status} (see {log})")
+    return outcomes, problems
+
+
+def backend_protocol(log: Path) -> str:
+    """The protocol version the gateway negotiated with the backend, as its log says ("unknown" if it does not)."""
+    found = re.search(rf"backend {BACKEND} is up: .*\(protocol ([^)\s]+)\)", log.read_text(errors="replace"))
+    return found.group(1) if found else "unknown"
+
+
+def modern_parts(
+    parts: set[str], results: Path
+) -> tuple[dict[str, dict[str, Outcome]], list[str], list[str], dict[str, ExpectedDifference]]:
+    """modern-alone and modern-gateway: the columns of outcomes, the problems, notes, and the expected differences."""
+    required = required_scenarios(REQUIREMENTS_2026)
+    differences_expected = load_expected_differences(EXPECTED_MODERN_GATEWAY)
+    unknown = sorted(set(differences_expected) - required)
+    problems = [f"{EXPECTED_MODERN_GATEWAY.name}: {name} is not a scored 2026-07-28 scenario" for name in unknown]
+    columns: dict[str, dict[str, Outcome]] = {}
+    notes: list[str] = []
+    with scenario_server(results / "modern-server.log", SERVER_MODERN) as url:
+        alone, found = modern_scenarios(url, results, "modern-alone", required, frozenset())
+        columns["modern-alone"] = alone
+        problems += found
+        if "modern-gateway" not in parts:
+            return columns, problems, notes, differences_expected
+        lacking = gateway_lacks()
+        backends: dict[str, dict[str, Any]] = {
+            "modern-gateway+stdio": {"command": str(PYTHON), "args": [str(SERVER_MODERN)]},
+            "modern-gateway+http": {"type": "http", "url": url},
+        }
+        for label, backend in backends.items():
+            if lacking:
+                notes.append(f"SKIPPED the 2026-07-28 scenarios through the gateway ({label}): {lacking}")
+                continue
+            port = free_port()
+            config = write_config(results / f"{label}.json", backend, port)
+            problem = config_problem(config)
+            if problem:
+                problems.append(f"{label}: the gateway refuses the run's configuration {config}: {problem}")
+                continue
+            # The suite is told to expect what fails alone and the listed differences; the
+            # comparison below says which of them is wrong.
+            expected = frozenset(name for name, outcome in alone.items() if not outcome.passed) | (
+                frozenset(differences_expected) & required
+            )
+            log = results / f"{label}.log"
+            with gateway(config, port, log) as gateway_url:
+                through, found = modern_scenarios(gateway_url, results, label, required, expected, judge_each=False)
+            columns[label] = through
+            notes.append(f"{label}: the gateway spoke protocol {backend_protocol(log)} to the backend (its log: {log.name})")
+            problems += found
+            problems += [f"{label}: {line}" for line in unexpected_differences(alone, through, differences_expected)]
+    return columns, problems, notes, differences_expected
+
+
 def table(columns: dict[str, dict[str, Outcome]]) -> None:
     scenarios = sorted({name for outcomes in columns.values() for name in outcomes})
     width = max(len(name) for name in scenarios) if scenarios else 10
@@ -288,15 +439,34 @@ def table(columns: dict[str, dict[str, Outcome]]) -> None:
         say(name.ljust(width) + "".join(f"  {cell:>14}" for cell in cells))
 
 
+def report_differences(columns: dict[str, dict[str, Outcome]], expected: dict[str, ExpectedDifference]) -> None:
+    """Print how many 2026-07-28 scenarios pass per column, then each that passes alone but not through
+    the gateway, with the columns it fails in and its reason (or that it is not listed)."""
+    alone = columns.get("modern-alone", {})
+    lost: dict[str, list[str]] = {}
+    say()
+    for label, outcomes in columns.items():
+        say(f"{label}: {len(passing(outcomes))} of {len(outcomes)} pass")
+        for name in sorted(passing(alone)):
+            if label != "modern-alone" and name in outcomes and not outcomes[name].passed:
+                lost.setdefault(name, []).append(label)
+    if lost:
+        say(f"passing alone, failing through the gateway ({len(lost)}):")
+    for name, labels in sorted(lost.items()):
+        entry = expected.get(name)
+        why = f"{entry.reason}; removed by {entry.removed_by}" if entry else f"NOT LISTED in {EXPECTED_MODERN_GATEWAY.name}"
+        say(f"  - {name} ({', '.join(labels)}): {why}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="alone,gateway,client", help="comma-separated: alone, gateway, client")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated: {', '.join(PARTS)}")
     parser.add_argument("--results", type=Path, default=HERE / "results", help="where results and logs go (emptied first)")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
-    if parts - {"alone", "gateway", "client"}:
-        parser.error(f"unknown parts: {', '.join(sorted(parts - {'alone', 'gateway', 'client'}))}")
-    for needed in (NODE, SUITE):
+    if parts - set(PARTS):
+        parser.error(f"unknown parts: {', '.join(sorted(parts - set(PARTS)))}")
+    for needed in (NODE, SUITE, REQUIREMENTS_2026):
         if not needed.exists():
             parser.error(f"{needed} is missing: run `npm ci` in {HERE} (or `make conformance`)")
     expected = ExpectedFailures.load(EXPECTED)
@@ -307,40 +477,37 @@ def main() -> int:
     problems: list[str] = []
     notes: list[str] = []
     server_columns: dict[str, dict[str, Outcome]] = {}
+    modern_columns: dict[str, dict[str, Outcome]] = {}
+    differences_expected: dict[str, ExpectedDifference] = {}
     client_outcomes: dict[str, Outcome] = {}
     try:
-        with scenario_server(results / "scenario-server.log") as url:
-            if "alone" in parts or "gateway" in parts:
-                server_columns["alone"], found = server_scenarios(url, results, "alone", expected)
-                problems += found
-            if "gateway" in parts:
-                lacking = gateway_lacks()
-                backends = {
-                    "gateway+stdio": {"command": str(PYTHON), "args": [str(SERVER)]},
-                    "gateway+http": {"type": "http", "url": url},
-                }
-                for label, backend in backends.items():
-                    if lacking:
-                        notes.append(f"SKIPPED the server scenarios through the gateway ({label}): {lacking}")
-                        continue
-                    through, found, note = through_gateway(label, backend, server_columns["alone"], results, expected)
-                    problems += found
-                    notes += [note] if note else []
-                    if through is not None:
-                        server_columns[label] = through
+        if parts & {"alone", "gateway"}:
+            server_columns, found, handshake_notes = handshake_parts(parts, results, expected)
+            problems += found
+            notes += handshake_notes
         if "client" in parts:
             client_outcomes, found = client_scenarios(results, expected)
             problems += found
+        if parts & {"modern-alone", "modern-gateway"}:
+            modern_columns, found, modern_notes, differences_expected = modern_parts(parts, results)
+            problems += found
+            notes += modern_notes
     except Failed as e:
         problems.append(str(e))
 
-    say()
-    say("=== conformance: server scenarios")
-    table(server_columns)
+    if server_columns:
+        say()
+        say("=== conformance: server scenarios, handshake era (2025-11-25 and before)")
+        table(server_columns)
     if client_outcomes:
         say()
         say("=== conformance: client scenarios (the gateway as the client)")
         table({"gateway": client_outcomes})
+    if modern_columns:
+        say()
+        say("=== conformance: server scenarios, 2026-07-28 requirements (scored ones)")
+        table(modern_columns)
+        report_differences(modern_columns, differences_expected)
     say()
     for note in notes:
         say(note)

@@ -123,3 +123,73 @@ def differences(alone: dict[str, Outcome], through: dict[str, Outcome], allowed:
         elif through[scenario].passed and not alone[scenario].passed and scenario not in allowed:
             lines.append(f"{scenario}: fails alone, passes through the gateway")
     return lines
+
+
+def scored(outcomes: dict[str, Outcome], names: Collection[str]) -> dict[str, Outcome]:
+    """Only the scenarios a requirement set scores (the suite runs and reports others, never counting them)."""
+    return {name: outcome for name, outcome in outcomes.items() if name in names}
+
+
+def required_scenarios(path: Path, leg: str = "server") -> frozenset[str]:
+    """The scenarios a requirement file of the suite (`requirements/<revision>.yaml`) scores for `leg`."""
+    data = yaml.safe_load(path.read_text()) or {}
+    names = data.get(leg) if isinstance(data, dict) else None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"{path}: expected a '{leg}' list of scenario names")
+    return frozenset(names)
+
+
+@dataclass(frozen=True)
+class ExpectedDifference:
+    """A scenario that passes against the server alone and is known to fail through the gateway."""
+
+    scenario: str
+    reason: str
+    removed_by: str
+
+
+def load_expected_differences(path: Path) -> dict[str, ExpectedDifference]:
+    """The expected-differences file: a list of {scenario, reason, removedBy}, each field a non-empty string."""
+    data = yaml.safe_load(path.read_text()) or []
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a list of entries with scenario, reason and removedBy")
+    entries: dict[str, ExpectedDifference] = {}
+    for index, entry in enumerate(data):
+        fields = ("scenario", "reason", "removedBy")
+        if (
+            not isinstance(entry, dict)
+            or set(entry) != set(fields)
+            or not all(isinstance(entry[f], str) and entry[f].strip() for f in fields)
+        ):
+            raise ValueError(
+                f"{path}: entry {index + 1} must have exactly scenario, reason and removedBy, each a non-empty string"
+            )
+        if entry["scenario"] in entries:
+            raise ValueError(f"{path}: {entry['scenario']} is listed twice")
+        entries[entry["scenario"]] = ExpectedDifference(entry["scenario"], entry["reason"].strip(), entry["removedBy"].strip())
+    return entries
+
+
+def unexpected_differences(alone: dict[str, Outcome], through: dict[str, Outcome], expected: Collection[str]) -> list[str]:
+    """Why the scenarios passing through the gateway differ from those passing alone, beyond `expected`.
+
+    A listed scenario must pass alone and fail through the gateway; when it passes through
+    the gateway the entry is stale (remove it); when it fails alone it is no difference of the
+    gateway's.  Any other difference (either way) is unexpected.
+    """
+    lines = []
+    for scenario in sorted(set(alone) | set(through) | set(expected)):
+        if scenario not in alone or scenario not in through:
+            where = "alone" if scenario not in alone else "through the gateway"
+            lines.append(f"{scenario}: did not run {where}")
+        elif scenario in expected and through[scenario].passed:
+            lines.append(f"{scenario}: passes through the gateway but is listed as an expected difference: remove it")
+        elif scenario in expected and not alone[scenario].passed:
+            lines.append(f"{scenario}: is listed as an expected difference but fails against the server alone too")
+        elif scenario in expected:
+            continue
+        elif alone[scenario].passed and not through[scenario].passed:
+            lines.append(f"{scenario}: passes alone, fails through the gateway: {'; '.join(through[scenario].problems)}")
+        elif through[scenario].passed and not alone[scenario].passed:
+            lines.append(f"{scenario}: fails alone, passes through the gateway")
+    return lines

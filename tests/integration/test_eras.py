@@ -58,7 +58,7 @@ def test_a_stateless_era_client_uses_tools_resources_prompts_and_completion(conf
             if mode == "auto":  # what the probe's server/discover answered (mode=2026-07-28 does not ask)
                 caps = client.server_capabilities
                 assert caps.tools is not None and caps.prompts is not None and caps.resources is not None
-                assert caps.tools.list_changed is not True  # no subscriptions/listen yet
+                assert caps.tools.list_changed is True  # delivered on subscriptions/listen
             names = await mc.tool_names(client)
             assert {"time__get_current_time", "everything__echo", "slow__sleep"} <= set(names)
             now = await client.call_tool("time__get_current_time", {"timezone": "UTC"})
@@ -207,7 +207,7 @@ def test_a_stateless_era_client_over_http_needs_no_session(daemon, tmp_path, mod
 
     mc.run(scenario, timeout=90)
     log = (tmp_path / "gw.log").read_text()
-    assert "stateless-era client" in log
+    assert "HTTP client session http-stateless#" in log
 
 
 def test_raw_stateless_http_requests_get_the_specs_statuses(daemon, tmp_path):

@@ -96,7 +96,7 @@ class ModernClientTests(SessionTestCase):
         (answer,) = self.take()
         result = answer["result"]
         self.assertEqual(result["supportedVersions"], list(SUPPORTED_VERSIONS))
-        self.assertEqual(result["capabilities"], {"tools": {}})  # no listChanged: no subscriptions/listen yet
+        self.assertEqual(result["capabilities"], {"tools": {"listChanged": True}})  # delivered on subscriptions/listen
         self.assertEqual((result["resultType"], result["ttlMs"], result["cacheScope"]), ("complete", 0, "public"))
         self.assertEqual(result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"], "twisted-mcp")
         # Discover does not choose the connection's era: initialize still works.

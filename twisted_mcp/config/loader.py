@@ -74,6 +74,7 @@ _GATEWAY_KEYS: dict[str, tuple[str, Any]] = {
     "maxMessageBytes": ("int", (1024, 1 << 30)),
     "maxHandshakeBytes": ("int", (1024, 1 << 30)),
     "maxCallsInFlight": ("int", (1, 1 << 20)),
+    "maxListensPerSession": ("int", (1, 1024)),
     "maxClients": ("int", (1, 1 << 20)),
     "maxClientsPerPeer": ("int", (1, 1 << 20)),
     "handshakeTimeout": ("seconds", (0.1, 86400)),

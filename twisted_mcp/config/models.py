@@ -32,6 +32,8 @@ class GatewaySettings:
     maxHandshakeBytes: int = 64 * 1024
     #: Requests one client session may have in flight at once.
     maxCallsInFlight: int = 256
+    #: subscriptions/listen streams one client session may have open at once (2026-07-28).
+    maxListensPerSession: int = 8
     #: Connections to the --listen sockets, over all of them.
     maxClients: int = 1024
     #: Connections from one peer: one uid on a Unix socket, one IP address on TCP.

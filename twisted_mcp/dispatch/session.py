@@ -23,6 +23,7 @@ from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.dispatch.handlers import METHODS
 from twisted_mcp.dispatch.held_calls import HELD_METHODS
 from twisted_mcp.dispatch.instances import OwnInstances, principal_name
+from twisted_mcp.dispatch.listens import Listens
 from twisted_mcp.dispatch.reverse import ClientRequests
 from twisted_mcp.mcp import errors
 from twisted_mcp.mcp.meta import Envelope, claims_modern, read_envelope, unsupported_version
@@ -78,7 +79,7 @@ class ClientSession:
     C{caller.send}.
     """
 
-    def __init__(self, gateway: Gateway, caller: Caller, max_in_flight: int = 256) -> None:
+    def __init__(self, gateway: Gateway, caller: Caller, max_in_flight: int = 256, max_listens: int = 8) -> None:
         self.gateway = gateway
         self.caller = caller
         self.initialized = False
@@ -97,6 +98,8 @@ class ClientSession:
         self.instances = OwnInstances(gateway, self, lambda: principal_name(gateway, caller.peer))
         #: The gateway's own requests to this client (sampling, elicitation, roots).
         self.client_requests = ClientRequests(self)
+        #: The stateless-era client's open subscriptions/listen requests.
+        self.listens = Listens(self, max_listens)
         self._shutdown_error: JsonRpcError | None = None
         self._drained: list[Deferred[None]] = []
         gateway.sessions.add(self)
@@ -490,9 +493,13 @@ class ClientSession:
         # notifications/initialized and anything unknown: nothing to do.
 
     def list_changed(self, kind: str) -> None:
-        """Tell the client a listing changed (C{kind}: tools, prompts or resources)."""
-        if self.initialized and not self.closing:
+        """Tell the client a listing changed (C{kind}: tools, prompts or resources):
+        unsolicited in the handshake era, on the listens that asked for it in the stateless one."""
+        if self.closing:
+            return
+        if self.initialized:
             self.notify(f"notifications/{kind}/list_changed")
+        self.listens.list_changed(kind)
 
     def tools_changed(self) -> None:
         self.list_changed("tools")
@@ -505,6 +512,7 @@ class ClientSession:
         seconds, then cancel the rest, answering each with an error.
         """
         self.closing = True
+        self.listens.end_all()  # answered at once: a listen has nothing to finish
         self.instances.closing = True
         self.gateway.session_ending(self)
         self.client_requests.close("the client's session ended")

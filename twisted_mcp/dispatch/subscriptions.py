@@ -2,13 +2,17 @@
 L{Subscriptions}: clients' resource subscriptions, counted per backend: one
 upstream C{resources/subscribe} per URI whatever the number of clients,
 C{resources/unsubscribe} when the last one leaves, updates delivered only
-to the sessions subscribed (while the policy in force lets them see the
+to the subscribers (while the policy in force lets them see the
 resource), and every subscription made again when a backend comes back up (a restart, or the replacement of a reload).
+
+A subscriber (L{Subscriber}) is a handshake-era session (C{resources/subscribe})
+or a stateless-era client's open C{subscriptions/listen}
+(L{twisted_mcp.dispatch.listens.Listen}).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
@@ -19,10 +23,24 @@ from twisted_mcp.wire.jsonrpc import JsonRpcError
 
 if TYPE_CHECKING:
     from twisted_mcp.dispatch.gateway import Gateway
-    from twisted_mcp.dispatch.session import ClientSession
     from twisted_mcp.policy.pipeline import Policy
 
 log = Logger()
+
+
+class Subscriber(Protocol):
+    """Who wants a resource's updates: a session, or one listen of a session."""
+
+    @property
+    def closing(self) -> bool:
+        """It takes nothing more: a subscription made meanwhile does not count for it."""
+
+    @property
+    def peer(self) -> Any:
+        """Its caller, whom the policy must let see the resource."""
+
+    def notify(self, method: str, params: dict[str, Any] | None = None, related: Any = None) -> None:
+        """Send it one notification."""
 
 
 class _Upstream:
@@ -35,9 +53,9 @@ class _Upstream:
         self.uri = uri
         #: Subscribed sessions, each with the URI as it sees it and what
         #: the policy checked (None: no policy).
-        self.sessions: dict[ClientSession, tuple[str, Subject | None]] = {}
+        self.sessions: dict[Subscriber, tuple[str, Subject | None]] = {}
         #: Sessions waiting for the upstream subscription to be made.
-        self.waiting: list[tuple[Deferred[Any], ClientSession, str, Subject | None]] = []
+        self.waiting: list[tuple[Deferred[Any], Subscriber, str, Subject | None]] = []
         #: Waiters whose session unsubscribed before the backend answered.
         self.withdrawn: set[Deferred[Any]] = set()
         self.pending: Deferred[Any] | None = None
@@ -50,14 +68,14 @@ class Subscriptions:
         self.gateway = gateway
         self._upstreams: dict[tuple[Backend, str], _Upstream] = {}
         #: Each session's subscriptions: the URI it used -> upstream key.
-        self._of_session: dict[ClientSession, dict[str, tuple[Backend, str]]] = {}
+        self._of_session: dict[Subscriber, dict[str, tuple[Backend, str]]] = {}
 
     def count(self) -> int:
         """Upstream subscriptions held (for /metrics and tests)."""
         return sum(1 for u in self._upstreams.values() if u.active)
 
     def subscribe(
-        self, session: ClientSession, target: Backend, uri: str, params: dict[str, Any], context: Any, subject: Subject | None = None
+        self, session: Subscriber, target: Backend, uri: str, params: dict[str, Any], context: Any, subject: Subject | None = None
     ) -> Deferred[Any]:
         """Subscribe C{session} to C{uri} of C{target}: upstream only for
         the first.  Its updates reach the session while the policy lets its
@@ -79,7 +97,7 @@ class Subscriptions:
             d.addCallbacks(self._made, self._refused, callbackArgs=(upstream,), errbackArgs=(upstream,))
         return waiter
 
-    def _add(self, upstream: _Upstream, session: ClientSession, exposed: str, subject: Subject | None) -> None:
+    def _add(self, upstream: _Upstream, session: Subscriber, exposed: str, subject: Subject | None) -> None:
         upstream.sessions[session] = (exposed, subject)
         self._of_session.setdefault(session, {})[exposed] = (upstream.target, upstream.uri)
 
@@ -110,7 +128,7 @@ class Subscriptions:
             self._upstreams.pop((upstream.target, upstream.uri), None)
         return None
 
-    def unsubscribe(self, session: ClientSession, exposed: str) -> None:
+    def unsubscribe(self, session: Subscriber, exposed: str) -> None:
         """C{session} no longer wants updates of C{exposed} (nothing if it had no such subscription)."""
         for pending in self._upstreams.values():
             for waiter, waiting, uri, _ in pending.waiting:
@@ -129,7 +147,7 @@ class Subscriptions:
             if not upstream.sessions and not upstream.waiting and upstream.active:
                 self._drop(upstream)
 
-    def session_ended(self, session: ClientSession) -> None:
+    def session_ended(self, session: Subscriber) -> None:
         for exposed in list(self._of_session.get(session, {})):
             self.unsubscribe(session, exposed)
 
@@ -226,7 +244,7 @@ class Subscriptions:
             session.notify("notifications/resources/updated", out)
 
 
-def _may_see(policy: Policy, session: ClientSession, subject: Subject) -> bool:
+def _may_see(policy: Policy, session: Subscriber, subject: Subject) -> bool:
     """Whether the session's caller may see C{subject} under the policy in force."""
     try:
         principal = policy.principal(session.peer)

@@ -443,6 +443,21 @@ class McpResource(Resource):
                 INVALID_REQUEST,
                 "Bad Request: initialize begins a new session; send it without an Mcp-Session-Id header",
             )
+        hs = self.open_session(request, peer, self.label, "end unused sessions (DELETE) or try again later")
+        if not isinstance(hs, HttpSession):
+            return hs
+        result = self.request(request, hs, message, sse_ok)
+        if not hs.core.initialized:
+            self._end(hs, "its initialize failed")
+        return result
+
+    def open_session(self, request: Request, peer: Peer, label: str, advice: str) -> HttpSession | bytes:
+        """
+        A new session of C{peer}'s client identity, with its core; or the
+        refusal already written (bytes): the gateway is stopping (503), or
+        C{http.maxSessions} (503) or C{http.maxSessionsPerPrincipal} (429)
+        is reached (C{advice} says what the client may do).
+        """
         if self.closing:
             return _error(request, 503, errors.GATEWAY_SHUTTING_DOWN, "the gateway is shutting down")
         owner = owner_of(peer)
@@ -455,17 +470,15 @@ class McpResource(Resource):
                 request,
                 429 if setting.endswith("PerPrincipal") else 503,
                 errors.TOO_MANY_CONNECTIONS,
-                f"too many HTTP sessions are open ({setting} is {value}); end unused sessions (DELETE) or try again later",
+                f"too many HTTP sessions are open ({setting} is {value}); {advice}",
                 {"limit": setting, "value": value},
             )
-        hs = self.table.open(owner, self.label)
-        hs.core = ClientSession(self.gateway, self.caller(hs, peer), self.gateway_settings.maxCallsInFlight)
+        hs = self.table.open(owner, label)
+        settings = self.gateway_settings
+        hs.core = ClientSession(self.gateway, self.caller(hs, peer), settings.maxCallsInFlight, settings.maxListensPerSession)
         who = f" as {peer.principal.name} (bearer token)" if peer.principal is not None else ""
         log.info("HTTP client session {client} opened ({peer}){who}", client=hs.label, peer=peer.describe(), who=who)
-        result = self.request(request, hs, message, sse_ok)
-        if not hs.core.initialized:
-            self._end(hs, "its initialize failed")
-        return result
+        return hs
 
     def request(self, request: Request, hs: HttpSession, message: dict[str, Any], sse_ok: bool, client_rid: Any = None) -> Any:
         """Hand a request to C{hs}'s core; it is answered on this POST (C{client_rid}: its id as the client sent it)."""
@@ -805,7 +818,8 @@ class McpResource(Resource):
             if exchange is not None and exchange.related(data):
                 return True
         elif "id" in message or method == "notifications/message":
-            open_calls = [p for p in hs.posts.values() if p.accepts_sse and not p.done]
+            listens = hs.core.listens.open
+            open_calls = [p for p in hs.posts.values() if p.accepts_sse and not p.done and p.key not in listens]
             if len(open_calls) == 1 and open_calls[0].related(data):
                 return True
         stream = hs.standalone

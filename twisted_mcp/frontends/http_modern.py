@@ -16,7 +16,13 @@ first use, counted against C{http.maxSessions} and
 C{http.maxSessionsPerPrincipal}, ended after C{http.sessionIdleTimeout}
 with nothing in flight.  Its id is never disclosed.  Request ids are the
 gateway's own inside it (two clients of one principal may both use id 1)
-and the client's own on the way back.
+and the client's own on the way back, also in the subscription id that tags
+a C{subscriptions/listen} stream's notifications.
+
+A C{subscriptions/listen} POST must accept SSE (406 otherwise): it is
+answered with an SSE stream at once (the acknowledgment first) that stays
+open, with the front's keep-alive comments, until the client closes it (the
+listen ends, unanswered) or the gateway stops (its result, then the end).
 """
 
 from __future__ import annotations
@@ -26,14 +32,12 @@ from typing import TYPE_CHECKING, Any
 from twisted.logger import Logger
 from twisted.web.http import Request
 
-from twisted_mcp.dispatch.session import ClientSession
 from twisted_mcp.frontends.http_errors import error_response
 from twisted_mcp.frontends.http_sessions import HttpSession, owner_of
-from twisted_mcp.mcp import errors
 from twisted_mcp.mcp.http_headers import check_headers
 from twisted_mcp.mcp.meta import check_envelope, check_version
 from twisted_mcp.policy.peers import Peer
-from twisted_mcp.wire.jsonrpc import INVALID_REQUEST, JsonRpcError
+from twisted_mcp.wire.jsonrpc import INVALID_REQUEST, JsonRpcError, id_key
 
 if TYPE_CHECKING:
     from twisted_mcp.frontends.http import McpResource
@@ -76,41 +80,41 @@ class StatelessClients:
             hs.core.modern_method(method)
         except JsonRpcError as e:
             return error_response(request, 404, e.code, e.message, e.data, rid)
+        if method == "subscriptions/listen" and not sse_ok:
+            return error_response(
+                request,
+                406,
+                INVALID_REQUEST,
+                "Not Acceptable: subscriptions/listen is answered with an SSE stream that stays open; accept text/event-stream",
+                rid=rid,
+            )
         hs.core.peer = peer  # this request's connection, for the audit trail
         hs.last_id += 1
         return self.front.request(request, hs, {**message, "id": hs.last_id}, sse_ok, client_rid=rid)
 
     def _session(self, request: Request, peer: Peer) -> HttpSession | bytes:
         """The caller's core session, made on first use; or the refusal already written (bytes)."""
-        front = self.front
         owner = owner_of(peer)
         hs = self.by_owner.get(owner)
         if hs is not None and not hs.ended:
             return hs
-        if front.closing:
-            return error_response(request, 503, errors.GATEWAY_SHUTTING_DOWN, "the gateway is shutting down")
-        limit = front.table.refusal(owner)
-        if limit is not None:
-            setting, value = limit
-            request.setHeader(b"retry-after", b"5")
-            return error_response(
-                request,
-                429 if setting.endswith("PerPrincipal") else 503,
-                errors.TOO_MANY_CONNECTIONS,
-                f"too many HTTP clients are being served ({setting} is {value}); try again later",
-                {"limit": setting, "value": value},
-            )
-        hs = front.table.open(owner, f"{front.label}-stateless")
-        hs.stateless = True
-        hs.core = ClientSession(front.gateway, front.caller(hs, peer), front.gateway_settings.maxCallsInFlight)
-        self.by_owner[owner] = hs
-        who = f" as {peer.principal.name} (bearer token)" if peer.principal is not None else ""
-        log.info("HTTP stateless-era client {client} ({peer}){who}: first request", client=hs.label, peer=peer.describe(), who=who)
-        return hs
+        opened = self.front.open_session(request, peer, f"{self.front.label}-stateless", "try again later")
+        if isinstance(opened, HttpSession):
+            opened.stateless = True
+            self.by_owner[owner] = opened
+            # A listen's notifications name it by the client's own id, not the gateway's.
+            opened.core.listens.client_id = lambda rid: _client_id(opened, rid)
+        return opened
 
     def forget(self, hs: HttpSession) -> None:
         if self.by_owner.get(hs.owner) is hs:
             del self.by_owner[hs.owner]
+
+
+def _client_id(hs: HttpSession, rid: Any) -> Any:
+    """The id the client gave the request the gateway calls C{rid} in C{hs}."""
+    exchange = hs.posts.get(id_key(rid))
+    return rid if exchange is None else exchange.client_rid
 
 
 __all__ = ["StatelessClients"]

@@ -193,7 +193,10 @@ class SessionProtocol(LineFramer):
             # Told when the client stops reading (and when it reads again).
             self.transport.registerProducer(self, True)
         self.session = ClientSession(
-            self.gateway, line_caller(write, self.label, peer, self.progress), self.settings.maxCallsInFlight
+            self.gateway,
+            line_caller(write, self.label, peer, self.progress),
+            self.settings.maxCallsInFlight,
+            self.settings.maxListensPerSession,
         )
         if self.factory is not None:
             self.factory.connections.add(self)

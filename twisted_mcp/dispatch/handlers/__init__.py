@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import attrs
 
-from twisted_mcp.dispatch.handlers import completion, discover, lifecycle, logs, prompts, resources, tools
+from twisted_mcp.dispatch.handlers import completion, discover, lifecycle, listen, logs, prompts, resources, tools
 
 if TYPE_CHECKING:
     from twisted_mcp.dispatch.session import ClientSession, InFlight
@@ -46,6 +46,10 @@ METHODS: dict[str, Method] = {
     "initialize": Method(lifecycle.initialize, waits=False, before_initialize=True, modern=False),
     "ping": Method(lifecycle.ping, waits=False, before_initialize=True, modern=False),
     "server/discover": Method(discover.discover, waits=False, legacy=False),
+    # Held open until the client cancels it or the session ends (at most
+    # DEFAULT_MAX_LISTENS per session); what it honours needs the catalog, so
+    # a first listen waits (bounded) for the backends' first discovery.
+    "subscriptions/listen": Method(listen.listen, legacy=False),
     "tools/list": Method(tools.list_tools),
     "tools/call": Method(tools.call_tool, routed=True),
     "prompts/list": Method(prompts.list_prompts, family="prompts"),

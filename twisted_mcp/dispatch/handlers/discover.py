@@ -44,10 +44,11 @@ def discover(session: ClientSession, request: InFlight, params: dict[str, Any]) 
 def modern_capabilities(offered: dict[str, Any]) -> dict[str, Any]:
     """
     What the gateway offers a stateless-era client: the families of
-    C{offered} without C{listChanged} and C{subscribe}, which oblige a
-    server to serve C{subscriptions/listen}.
+    C{offered}, with C{listChanged} for tools, prompts and resources and
+    C{resources.subscribe} when a backend the caller sees supports it, all
+    delivered on C{subscriptions/listen} streams.
     """
-    return {family: {} for family in offered}
+    return {family: dict(flags) for family, flags in offered.items()}
 
 
 def _result(session: ClientSession) -> dict[str, Any]:
