@@ -341,6 +341,21 @@ class HeldCallTests(SessionTestCase):
         self.alpha.calls[0].deferred.callback({"content": []})
         self.assertEqual(self.take()[0]["id"], 3)
 
+    def test_aStdioBackendsRequestGoesToTheOpenCallNotToOneWaitingForARetry(self) -> None:
+        self.call(1)
+        self.ask("roots/list", {}, related=None)
+        abandoned = self.held_answer(1)["requestState"]
+        self.call(2, {"a": 2})
+        self.ask("sampling/createMessage", SAMPLE, related=None)
+        second = self.held_answer(2)
+        self.assertEqual(list(second["inputRequests"].values()), [{"method": "sampling/createMessage", "params": SAMPLE}])
+        # Both waiting now: a third request cannot be told apart, and is refused.
+        with self.assertRaises(JsonRpcError):
+            self.ask("roots/list", {}, related=None)
+        self.clock.advance(300)
+        self.assertTrue(self.alpha.calls[0].cancelled and self.alpha.calls[1].cancelled)
+        self.assertNotEqual(abandoned, second["requestState"])
+
     def test_theSessionEndingEndsItsHeldCalls(self) -> None:
         self.call(1)
         elicited = self.ask("elicitation/create", ELICIT)

@@ -439,10 +439,20 @@ class HeldCalls:
         return call
 
     def find(self, session: ClientSession, backend: Backend, related: Any) -> HeldCall | None:
-        """The call a backend's request belongs to: the call it names, or the session's only open one to that backend."""
+        """
+        The call a backend's request belongs to: the call it names (an HTTP
+        backend's request comes on that call's stream); else, the session's
+        only call to that backend, or, among several, the only one whose
+        client request is open.  A call held waiting for its client's retry
+        has put its questions and waits for their answers: a client that
+        gave up on it must not leave the backend unable to ask in the next
+        call.  Any other case is ambiguous (None).
+        """
         if getattr(related, "session", None) is not None:
             return self._by_origin.get(related)
         mine = [c for c in self._by_origin.values() if c.session is session and c.target.name == backend.name and c.state != "done"]
+        if len(mine) > 1:
+            mine = [c for c in mine if c.waiter is not None]
         return mine[0] if len(mine) == 1 else None
 
     def admit(self, call: HeldCall) -> JsonRpcError | None:
