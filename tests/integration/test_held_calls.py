@@ -182,6 +182,11 @@ def test_on_stdio_a_token_works_once_and_not_after_the_held_call_timed_out(write
     assert asked["method"] == "elicitation/create"
     token = first["requestState"]
     assert admin_status(admin)["heldCalls"] == {"held": 1, "waiting": 1, "maxHeldCalls": 128, "droppedProgress": 0}
+    conn = http.client.HTTPConnection("127.0.0.1", admin, timeout=10)
+    conn.request("GET", "/metrics")
+    metrics = conn.getresponse().read().decode()
+    conn.close()
+    assert "twisted_mcp_held_calls 1.0" in metrics
     accept = {"action": "accept", "content": {"name": "Eve", "check": True, "integer": 3}}
     forged = call(inputResponses={key: accept}, requestState=token[:-1] + ("A" if token[-1] != "A" else "B"))
     assert forged["error"]["code"] == -32602 and token not in json.dumps(forged)
