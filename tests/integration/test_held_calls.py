@@ -26,6 +26,7 @@ from .surface_helpers import ClientSide, text_of
 from .test_eras import MODERN, connect, envelope
 from .test_http import http_server  # noqa: F401  (fixture)
 from .test_http_front import Raw, connect_http, start_http
+from .test_http_idle import bearer, jwt_identity, token
 from .test_surface_everything import everything_backend  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.filterwarnings("ignore::mcp.MCPDeprecationWarning")
@@ -231,3 +232,25 @@ def test_held_calls_are_bounded_per_principal(daemon, http_server, tmp_path):  #
     assert busy["error"]["code"] == -31007
     assert busy["error"]["data"] == {"limit": "maxHeldCallsPerPrincipal", "value": 2}
     assert admin_status(admin)["heldCalls"]["held"] == 2
+
+
+def test_another_principals_retry_is_refused_and_the_owner_still_completes(daemon, tmp_path):
+    _, url = start_http(daemon, {"everything": everything()}, extra={"identity": jwt_identity(), "roles": {"dev": {"allow": ["everything"]}}})
+    raw = Raw(url)
+    meta = envelope(**{"io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}})
+    headers = {"mcp-protocol-version": MODERN, "mcp-method": "tools/call", "mcp-name": ELICIT}
+
+    def call(who, rid, **more):
+        message = {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": {"name": ELICIT, "arguments": {}, "_meta": meta, **more}}
+        status, _, body = raw.call("POST", message, {**headers, **bearer(who)})
+        assert status == 200, body
+        return json.loads(body)
+
+    alice, mallory = token(sub="alice"), token(sub="mallory")
+    held = call(alice, 1)["result"]
+    ((key, _),) = held["inputRequests"].items()
+    answer = {"action": "accept", "content": {"name": "Alice", "check": True, "integer": 1}}
+    stolen = call(mallory, 1, inputResponses={key: answer}, requestState=held["requestState"])
+    assert stolen["error"]["code"] == -32602 and "another caller" in stolen["error"]["message"]
+    done = call(alice, 2, inputResponses={key: answer}, requestState=held["requestState"])["result"]
+    assert done["resultType"] == "complete" and "Alice" in json.dumps(done["content"])
