@@ -14,6 +14,7 @@ import tempfile
 from typing import Any
 
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mcp.config import ConfigError
@@ -221,7 +222,11 @@ class HeldCallTests(SessionTestCase):
         self.call(7, session=other, inputResponses={"r1": {"roots": []}}, requestState=token)
         self.assertIn(b"belongs to another caller", other_out[0])
         altered = token[:-3] + ("AAA" if token[-3:] != "AAA" else "BBB")
-        self.call(2, inputResponses={"r1": {"roots": []}}, requestState=altered)
+        with capturedLogs() as logged:
+            self.call(2, inputResponses={"r1": {"roots": []}}, requestState=altered)
+        (entry,) = [e for e in logged if "requestState was refused" in e["log_format"]]
+        self.assertIn("verification", entry["why"])
+        self.assertNotIn(altered, str(entry))
         self.call(3, {"a": 2}, inputResponses={"r1": {"roots": []}}, requestState=token)
         self.call(4, inputResponses={"r1": "yes"}, requestState=token)
         errors = [m["error"] for m in self.take()]

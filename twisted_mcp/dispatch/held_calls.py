@@ -489,9 +489,21 @@ class HeldCalls:
     def resume(self, session: ClientSession, request: InFlight, params: dict[str, Any]) -> Deferred[Any]:
         """
         A retry carrying C{requestState}: its token checked (C{-32602} with
-        the reason otherwise), the held call it names resumed with its
-        C{inputResponses}.
+        the reason otherwise, logged without the token), the held call it
+        names resumed with its C{inputResponses}.
         """
+        try:
+            return self._resume(session, request, params)
+        except StateRefused as e:
+            log.info(
+                "client {client} ({principal}): a retry's requestState was refused: {why}",
+                client=session.label,
+                principal=principal_name(session.gateway, session.peer),
+                why=e.data["reason"],
+            )
+            raise
+
+    def _resume(self, session: ClientSession, request: InFlight, params: dict[str, Any]) -> Deferred[Any]:
         claims = self.seal.open(params.get("requestState"))
         check_binding(claims, KIND, caller_digest(session), request.method, request_digest(params))
         state = claims.state
