@@ -458,6 +458,7 @@ class TestStatus:
         "killSwitch": {"principals": ["mallory"], "backends": [], "tools": ["beta__get_time"]},
         "quarantined": [{"tool": "beta__get_time", "reason": "new tool, not in the lock file"}],
         "http": {"sessions": 0, "streams": 0, "expired": 0},
+        "heldCalls": {"held": 0, "waiting": 0, "maxHeldCalls": 128, "droppedProgress": 0},
     }
 
     def test_json_by_accept(self, world: World) -> None:

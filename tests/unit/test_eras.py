@@ -175,14 +175,19 @@ class ModernClientTests(SessionTestCase):
         self.session.list_changed("tools")
         self.assertEqual(self.take(), [])
 
-    def test_serverRequestsDuringAModernCallAreRefusedToTheBackend(self) -> None:
+    def test_serverRequestsDuringAModernCallAreJudgedByTheRequestsOwnCapabilities(self) -> None:
+        # The connection's Caller declared nothing; the request's envelope did.
         self.modern(1, "tools/call", {"name": "alpha__add", "arguments": {}}, **{"io.modelcontextprotocol/clientCapabilities": {"sampling": {}}})
         self.take()
-        why = self.session.caller.can_answer("sampling/createMessage", {})
-        self.assertIsNotNone(why)
-        self.assertIn("2026-07-28", why)
+        self.assertIsNotNone(self.session.caller.can_answer("sampling/createMessage", {}))
+        d = self.gateway.reverse.server_request(self.alpha, "sampling/createMessage", {"messages": []}, None)
+        self.clock.advance(0.01)
+        (held,) = self.take()
+        self.assertEqual(held["result"]["resultType"], "input_required")
+        d.addErrback(lambda f: None)
         self.alpha.calls[0].deferred.callback({"content": []})
-        self.take()
+        self.clock.advance(300)
+        self.assertEqual(len(self.gateway.reverse.held), 0)
 
     def test_logMessagesOnlyForRequestsThatAskForThem(self) -> None:
         self.alpha.capabilities = {"tools": {}, "logging": {}}

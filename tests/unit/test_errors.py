@@ -85,7 +85,7 @@ class CodeTests(SynchronousTestCase):
         own "Resource not found" and "Unsupported protocol version", which the
         gateway answers as MCP defines them)."""
         constants = {v for k, v in vars(errors).items() if k.isupper() and type(v) is int}
-        mcp_own = {errors.RESOURCE_NOT_FOUND, errors.UNSUPPORTED_PROTOCOL_VERSION, errors.HEADER_MISMATCH}
+        mcp_own = {errors.RESOURCE_NOT_FOUND, errors.UNSUPPORTED_PROTOCOL_VERSION, errors.HEADER_MISMATCH, errors.MISSING_CLIENT_CAPABILITY}
         self.assertLessEqual(constants - set(errors.GATEWAY_CODES), JSON_RPC_CODES | mcp_own)
         self.assertEqual(errors.NOT_INITIALIZED, jsonrpc.INVALID_REQUEST)
 
@@ -104,7 +104,7 @@ class CodeTests(SynchronousTestCase):
         code and each MCP code the gateway sends itself, and nothing else."""
         codes = [row[0] for row in errors.TABLE]
         self.assertEqual(len(codes), len(set(codes)))
-        self.assertEqual(set(codes), set(errors.GATEWAY_CODES) | JSON_RPC_CODES | {errors.UNSUPPORTED_PROTOCOL_VERSION, errors.HEADER_MISMATCH})
+        self.assertEqual(set(codes), set(errors.GATEWAY_CODES) | JSON_RPC_CODES | {errors.UNSUPPORTED_PROTOCOL_VERSION, errors.HEADER_MISMATCH, errors.MISSING_CLIENT_CAPABILITY})
 
 
 class ReadmeTableTests(SynchronousTestCase):

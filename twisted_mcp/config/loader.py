@@ -95,8 +95,29 @@ _GATEWAY_KEYS: dict[str, tuple[str, Any]] = {
     "stderrLineBytes": ("int", (80, 1 << 20)),
     "stderrLinesPerSecond": ("int", (1, 100_000)),
     "stderrBurst": ("int", (1, 1_000_000)),
+    "maxHeldCalls": ("int", (0, 1 << 20)),
+    "maxHeldCallsPerPrincipal": ("int", (0, 1 << 20)),
+    "heldCallTimeout": ("seconds", (0.1, 86400)),
+    "requestStateTtl": ("seconds", (1, 86400)),
+    "requestStateKeys": ("keys", None),
     "adminToken": ("token", None),
 }
+#: The shortest HMAC key accepted for requestState tokens, in characters.
+MIN_KEY_CHARS = 32
+
+
+def _secret_keys(check: _Checker, path: str, value: Any) -> tuple[str, ...] | None:
+    """A list of secret keys (gateway.requestStateKeys): each long enough; never repeated in a problem."""
+    keys = check.string_list(path, value)
+    if keys is None:
+        return None
+    for i, key in enumerate(keys):
+        if len(key) < MIN_KEY_CHARS:
+            check.problem(f"{path}[{i}]", f"a key must have at least {MIN_KEY_CHARS} characters (e.g. the output of `openssl rand -hex 32`)")
+            return None
+    return keys
+
+
 _SERVER_TIMEOUTS = (
     "discoveryTimeout",
     "callTimeout",
@@ -189,6 +210,8 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
                 value = check.number(path, gw[key], *bounds)
             elif kind == "token":
                 value = check.string(path, gw[key])
+            elif kind == "keys":
+                value = _secret_keys(check, path, gw[key])
             else:
                 value = check.string_list(path, gw[key])
             if value is not None:

@@ -66,6 +66,16 @@ class GatewaySettings:
     stderrLineBytes: int = 4096
     stderrLinesPerSecond: int = 100
     stderrBurst: int = 200
+    #: 2026-07-28 calls held waiting for their clients' input, at once and per principal.
+    maxHeldCalls: int = 128
+    maxHeldCallsPerPrincipal: int = 8
+    #: Seconds a held call waits for its client's retry before it ends.
+    heldCallTimeout: float = 300.0
+    #: Seconds a requestState token the gateway seals stays valid.
+    requestStateTtl: float = 600.0
+    #: HMAC keys for requestState tokens (the first seals, all verify); none:
+    #: a random key per process.  Secrets: never shown.
+    requestStateKeys: tuple[str, ...] = attrs.field(default=(), repr=False)
     #: A bearer token the admin endpoint (--admin) requires, if set.
     adminToken: str | None = attrs.field(default=None, repr=False)
 

@@ -66,36 +66,50 @@ class Caller:
 
     def can_answer(self, method: str, params: dict[str, Any]) -> str | None:
         """
-        Why this client cannot be sent the server-to-client request
-        C{method}, or None when it declared the capability it needs.
+        Why this (handshake-era) client cannot be sent the server-to-client
+        request C{method}, or None when its C{initialize} declared the
+        capability it needs.
         """
-        if self.era == "modern":
-            return (
-                "it speaks MCP 2026-07-28, whose clients are asked for input with InputRequiredResult "
-                "results, which the gateway does not bridge to handshake-era servers yet"
-            )
-        caps = self.capabilities
-        if method == "sampling/createMessage":
-            if type(caps.get("sampling")) is not dict:
-                return "it did not declare the sampling capability"
-            return None
-        if method == "elicitation/create":
-            elicitation = caps.get("elicitation")
-            if type(elicitation) is not dict:
-                return "it did not declare the elicitation capability"
-            mode = params.get("mode", "form")
-            if mode == "url":
-                if type(elicitation.get("url")) is not dict:
-                    return "it did not declare URL-mode elicitation (capabilities.elicitation.url)"
-            elif elicitation and type(elicitation.get("form")) is not dict:
-                # An empty object means form mode (2025-06-18 and later).
-                return "it did not declare form-mode elicitation (capabilities.elicitation.form)"
-            return None
-        if method == "roots/list":
-            if type(caps.get("roots")) is not dict:
-                return "it did not declare the roots capability"
-            return None
-        return f"the gateway does not pass {method} on to clients"
+        return can_answer(self.capabilities, method, params)
 
 
-__all__ = ["DEFAULT_LOG_LEVEL", "LOG_LEVELS", "Caller", "severity"]
+def can_answer(capabilities: dict[str, Any], method: str, params: dict[str, Any]) -> str | None:
+    """
+    Why a client that declared C{capabilities} (at C{initialize}, or in a
+    2026-07-28 request's own envelope) cannot answer the server-to-client
+    request C{method}, or None when it can.
+    """
+    caps = capabilities
+    if method == "sampling/createMessage":
+        if type(caps.get("sampling")) is not dict:
+            return "it did not declare the sampling capability"
+        return None
+    if method == "elicitation/create":
+        elicitation = caps.get("elicitation")
+        if type(elicitation) is not dict:
+            return "it did not declare the elicitation capability"
+        mode = params.get("mode", "form")
+        if mode == "url":
+            if type(elicitation.get("url")) is not dict:
+                return "it did not declare URL-mode elicitation (capabilities.elicitation.url)"
+        elif elicitation and type(elicitation.get("form")) is not dict:
+            # An empty object means form mode (2025-06-18 and later).
+            return "it did not declare form-mode elicitation (capabilities.elicitation.form)"
+        return None
+    if method == "roots/list":
+        if type(caps.get("roots")) is not dict:
+            return "it did not declare the roots capability"
+        return None
+    return f"the gateway does not pass {method} on to clients"
+
+
+def required_capability(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The client capabilities C{method} needs, as C{requiredCapabilities} of a -32021 error names them."""
+    if method == "sampling/createMessage":
+        return {"sampling": {"tools": {}} if params.get("tools") else {}}
+    if method == "elicitation/create":
+        return {"elicitation": {"url": {}} if params.get("mode") == "url" else {"form": {}}}
+    return {"roots": {}}
+
+
+__all__ = ["DEFAULT_LOG_LEVEL", "LOG_LEVELS", "Caller", "can_answer", "required_capability", "severity"]

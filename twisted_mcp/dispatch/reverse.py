@@ -10,7 +10,10 @@ The client a backend's request is for is, in this order:
   3. the only session with a call in flight to that backend.
 Otherwise the gateway cannot know, and refuses the request with a clear
 error (and says why in its log): it never guesses.  A client that did not
-declare the capability a request needs is never sent it.
+declare the capability a request needs is never sent it.  A stateless-era
+(2026-07-28) client cannot be sent a request at all: its call is held
+(L{twisted_mcp.dispatch.held_calls}) and the request put to it in the
+call's answer, an C{InputRequiredResult}.
 
 L{ClientRequests} is one session's side: the gateway's requests to its
 client, with ids of the gateway's own, progress both ways, cancellation
@@ -25,6 +28,8 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 
 from twisted_mcp.backends.base import Backend
+from twisted_mcp.dispatch.held_calls import HeldCalls
+from twisted_mcp.mcp.request_state import Seal
 from twisted_mcp.wire.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, JsonRpcError, id_key
 
 if TYPE_CHECKING:
@@ -144,7 +149,8 @@ class ClientRequests:
         entry.backend.notify("notifications/progress", out)
 
     def close(self, why: str) -> None:
-        """The session ends: every request still waiting fails."""
+        """The session ends: every request still waiting fails, and its held calls waiting for a retry end."""
+        self.session.gateway.reverse.held.session_ended(self.session)
         pending, self._pending = self._pending, {}
         for entry in pending.values():
             if entry.timer is not None and entry.timer.active():
@@ -158,6 +164,8 @@ class Reverse:
     def __init__(self, gateway: Gateway, timeout: float = CLIENT_REQUEST_TIMEOUT) -> None:
         self.gateway = gateway
         self.timeout = timeout
+        #: Stateless-era calls whose backend may ask their client for input.
+        self.held = HeldCalls(gateway.clock, Seal(gateway.clock))
 
     # -- BackendEvents -----------------------------------------------------
 
@@ -168,7 +176,17 @@ class Reverse:
         if session is None:
             log.warn("backend {backend} sent {method}; refused: {why}", backend=backend.name, method=method, why=why)
             raise JsonRpcError(INVALID_REQUEST, f"the gateway refused {method}: {why}")
-        cannot = session.caller.can_answer(method, params)
+        held = None
+        if session.caller.era == "modern":
+            held = self.held.find(session, backend, related)
+            if held is None:
+                why = "the client speaks MCP 2026-07-28 and no call of its to this server is open to tie the request to"
+                log.warn("backend {backend} sent {method}; refused: {why}", backend=backend.name, method=method, why=why)
+                raise JsonRpcError(INVALID_REQUEST, f"the gateway refused {method}: {why}")
+            held.check(method, params)
+            cannot = None
+        else:
+            cannot = session.caller.can_answer(method, params)
         if cannot is not None:
             log.info(
                 "backend {backend} sent {method} for client {client}; refused: {why}",
@@ -186,13 +204,16 @@ class Reverse:
                 principal = policy.principal(session.peer)
             except JsonRpcError as e:
                 raise JsonRpcError(INVALID_REQUEST, f"the gateway refused {method}: the client's identity is no longer valid ({e.message})")
-            cause = _cause(session, rid)
+            cause = _cause(session, rid if held is None else held.origin.rid)
             refusal = policy.reverse_refusal(principal, backend.name, method)
             if refusal is not None:
                 policy.audit_reverse(session.label, principal, backend.name, method, "refused", INVALID_REQUEST, None, refusal, cause)
                 raise JsonRpcError(INVALID_REQUEST, f"the gateway refused {method}: {refusal}")
         started = self.gateway.clock.seconds()
-        d = session.client_requests.request(backend, method, params, rid, self.timeout)
+        if held is not None:
+            d = held.ask(method, params)
+        else:
+            d = session.client_requests.request(backend, method, params, rid, self.timeout)
         if principal is not None:
             d.addBoth(self._audit, session, principal, backend, method, started, cause)
         return d

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from twisted.internet.defer import Deferred
 
 from twisted_mcp.backends.base import Backend
+from twisted_mcp.dispatch.held_calls import HELD_METHODS, strip_retry_keys
 from twisted_mcp.mcp.meta import without_reserved
 from twisted_mcp.policy.subject import Subject
 from twisted_mcp.wire.jsonrpc import INVALID_PARAMS, JsonRpcError
@@ -41,11 +42,22 @@ def forward(
     C{entry} is the catalog entry of a tool (the policy checks arguments
     against its definition).
     """
-    policy = session.gateway.policy
+    gateway = session.gateway
+    policy = gateway.policy
+    held = None
+    holdable = request.envelope is not None and request.method in HELD_METHODS
+    if holdable:
+        # A retry's plumbing is no argument: neither the backend nor the
+        # policy (nor the audit trail, which may not record a person's
+        # answers) sees it.  The call may be held if its backend asks.
+        params = strip_retry_keys(params)
+        out = strip_retry_keys(out)
     call = None
     if policy.active:
         call = policy.begin(session.label, request.method, subject, params, session.peer, entry)
         request.call = call
+    if holdable:
+        held = gateway.reverse.held.open(session, request, backend, params)
     method = request.method
     on_progress = None
     meta = params.get("_meta")
@@ -59,6 +71,8 @@ def forward(
             out["_meta"] = kept
         if "progressToken" in meta:
             on_progress = _progress_forwarder(session, request, meta["progressToken"])
+            if held is not None:
+                on_progress = held.progress_to_client(on_progress)
     # The request itself is the context a backend reports with what it
     # ties to this call (its .session and .rid name the client request).
     context = request
@@ -79,7 +93,11 @@ def forward(
         # Refused on the way (the backend is down, its breaker open, a cap
         # reached, a message it cannot take): no longer in flight to it.
         session.unrouted(request)
+        if held is not None:
+            held.discard()
         raise
+    if held is not None:
+        d = held.attach(d)
     # Applied as the answer is sent (one callback fewer on every call).
     request.transform = transform
     return d

@@ -21,6 +21,7 @@ from twisted_mcp.backends.base import Backend
 from twisted_mcp.dispatch.caller import Caller
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.dispatch.handlers import METHODS
+from twisted_mcp.dispatch.held_calls import HELD_METHODS
 from twisted_mcp.dispatch.instances import OwnInstances, principal_name
 from twisted_mcp.dispatch.listens import Listens
 from twisted_mcp.dispatch.reverse import ClientRequests
@@ -223,6 +224,11 @@ class ClientSession:
             return
         request = InFlight(self, rid, method, envelope)
         try:
+            if envelope is not None and "requestState" in params and method in HELD_METHODS:
+                # The retry of a held call (2026-07-28): resumed, not sent again.
+                self._admit(rid)
+                self._track(request, self.gateway.reverse.held.resume(self, request, params))
+                return
             if spec.waits and not self.gateway.ready:
                 # The first requests wait (bounded) for every backend's discovery.
                 self._admit(rid)

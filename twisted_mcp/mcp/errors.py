@@ -124,6 +124,10 @@ UNSUPPORTED_PROTOCOL_VERSION = -32022
 #: MCP 2026-07-28's "Header mismatch": an HTTP request's MCP-Protocol-Version,
 #: Mcp-Method or Mcp-Name header is missing or says something else than its body.
 HEADER_MISMATCH = -32020
+#: MCP 2026-07-28's "Missing required client capability": the call needs a
+#: capability (sampling, elicitation) its request did not declare
+#: (data: requiredCapabilities, an object of the capabilities wanted).
+MISSING_CLIENT_CAPABILITY = -32021
 
 #: MCP's own "Resource not found" (2024-11-05 to 2025-11-25; the 2026-07-28
 #: era answers -32602 instead and forbids this code).  Not the gateway's.
@@ -147,8 +151,9 @@ TABLE: list[tuple[int, str, str]] = [
         BUSY,
         "busy: the concurrency limit and its queue are full, or the wait timed out; a stdio server's input "
         "queue is full (`maxQueuedBytes`); an HTTP server has `maxRequests` in flight; a per-session "
-        "server's instance cap is reached",
-        "`backend`; `limit`, and `cap` for the instance caps",
+        "server's instance cap is reached; too many 2026-07-28 calls are held waiting for their clients' input "
+        "(`gateway.maxHeldCalls`, `gateway.maxHeldCallsPerPrincipal`)",
+        "`backend`; `limit`, and `cap` for the instance caps; `limit` and `value` for held calls",
     ),
     (CIRCUIT_OPEN, "the backend's circuit breaker is open", "`backend`, `retryAfter`, `state`"),
     (
@@ -212,6 +217,12 @@ TABLE: list[tuple[int, str, str]] = [
         "a 2026-07-28 request over HTTP whose `MCP-Protocol-Version`, `Mcp-Method` or `Mcp-Name` header is "
         "missing or says something else than its body (HTTP 400)",
         "",
+    ),
+    (
+        MISSING_CLIENT_CAPABILITY,
+        "a server asked for sampling or elicitation during a 2026-07-28 call whose request did not "
+        "declare that capability in `io.modelcontextprotocol/clientCapabilities`",
+        "`requiredCapabilities`",
     ),
     (INTERNAL_ERROR, "the gateway failed unexpectedly (the log has the details), or an answer could not be encoded", ""),
 ]

@@ -95,6 +95,17 @@ def _collector(service: Any) -> Any:
             in_flight = GaugeMetricFamily("twisted_mcp_calls_in_flight", "Requests in flight")
             in_flight.add_metric([], float(sum(len(s.in_flight) for s in gateway.sessions)))
             yield in_flight
+            held = gateway.reverse.held
+            held_calls = GaugeMetricFamily(
+                "twisted_mcp_held_calls", "2026-07-28 calls held waiting for their clients' input (gateway.maxHeldCalls)"
+            )
+            held_calls.add_metric([], float(len(held)))
+            yield held_calls
+            dropped = CounterMetricFamily(
+                "twisted_mcp_held_progress_dropped", "Progress notifications of held calls that no open request could take"
+            )
+            dropped.add_metric([], float(held.dropped_progress))
+            yield dropped
             policy = gateway.policy
             refusals = CounterMetricFamily("twisted_mcp_policy_refusals", "Requests refused by the policy", labels=["code"])
             for code, count in sorted(policy.refusals.items()):
@@ -350,6 +361,7 @@ class AdminResource(Resource):
             "backends": backends,
             "clients": clients,
             "http": http_totals(getattr(self.service, "frontends", ())),
+            "heldCalls": gateway.reverse.held.describe(),
             "killSwitch": policy.kill_switch(),
             "quarantined": [{"tool": t, "reason": r} for t, r in sorted(policy.pins.quarantined.items())],
         }
