@@ -86,6 +86,9 @@ from pydantic import BaseModel  # noqa: E402
 HOST = "127.0.0.1"
 PATH = "/mcp"
 MODERN = "2026-07-28"
+HANDSHAKE_ERA = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
+#: The name of the tool and of the prompt the trigger tools add and remove.
+DYNAMIC = "test_dynamic"
 INVALID_PARAMS = -32602
 
 # A 1x1 red PNG and a tiny silent WAV (44-byte header, two samples).
@@ -198,13 +201,27 @@ def test_streaming_elicitation(confirmation: Annotated[Confirmation, Resolve(ask
 
 @mcp.tool(description="Announces that the tool list changed")
 async def test_trigger_tool_change(ctx: Context) -> CallToolResult:
-    await ctx.notify_tools_changed()
+    # The list really changes (a gateway re-lists on the notification and tells its
+    # own clients only when something changed): a dynamic tool comes or goes.
+    if any(tool.name == DYNAMIC for tool in mcp._tool_manager.list_tools()):
+        mcp.remove_tool(DYNAMIC)
+    else:
+        mcp.add_tool(lambda: "dynamic", name=DYNAMIC, description="Comes and goes with test_trigger_tool_change")
+    await ctx.notify_tools_changed()  # to 2026-07-28 listens
+    if ctx.protocol_version in HANDSHAKE_ERA:  # and to a handshake-era connection (a gateway's)
+        await ctx.session.send_tool_list_changed()
     return CallToolResult(content=[text("tool list change announced")])
 
 
 @mcp.tool(description="Announces that the prompt list changed")
 async def test_trigger_prompt_change(ctx: Context) -> CallToolResult:
+    if any(prompt.name == DYNAMIC for prompt in mcp._prompt_manager.list_prompts()):
+        mcp.remove_prompt(DYNAMIC)
+    else:
+        mcp.prompt(name=DYNAMIC, description="Comes and goes with test_trigger_prompt_change")(lambda: "dynamic")
     await ctx.notify_prompts_changed()
+    if ctx.protocol_version in HANDSHAKE_ERA:
+        await ctx.session.send_prompt_list_changed()
     return CallToolResult(content=[text("prompt list change announced")])
 
 

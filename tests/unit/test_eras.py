@@ -80,6 +80,9 @@ class EnvelopeTests(SynchronousTestCase):
         self.assertEqual(shaped["_meta"]["x"], 1)
         self.assertEqual(shaped["_meta"]["io.modelcontextprotocol/serverInfo"]["name"], "twisted-mcp")
         self.assertEqual(original, {"tools": [], "_meta": {"x": 1}})  # the catalog's own object is untouched
+        asking = to_modern("resources/read", {"resultType": "input_required", "inputRequests": {}}, "private")
+        self.assertNotIn("ttlMs", asking)  # caching hints only on complete results
+        self.assertNotIn("cacheScope", asking)
         call = to_modern("tools/call", {"content": []}, "public")
         self.assertNotIn("ttlMs", call)
         self.assertEqual(call["resultType"], "complete")

@@ -866,3 +866,17 @@ class StatelessHttpTests(FrontCase):
         r = self.exchange(body=call(1), headers={"mcp-protocol-version": MODERN})
         self.assertEqual((r.status, r.json()["error"]["code"]), (400, -32602))
 
+
+
+class StatelessCapabilityTests(FrontCase):
+    def test_aMissingClientCapabilityIsHttp400WhenTheAnswerIsPlainJson(self) -> None:
+        c = Connection(self.site)
+        c.send(body=modern_call(1), headers=modern_headers())
+        (backend_call,) = self.backend.calls
+        from twisted_mcp.wire.jsonrpc import JsonRpcError
+
+        with self.assertRaises(JsonRpcError):
+            self.gateway.reverse.server_request(self.backend, "sampling/createMessage", {"messages": [], "maxTokens": 1}, backend_call.context)
+        r = c.response()
+        self.assertEqual((r.status, r.json()["error"]["code"]), (400, -32021))
+        self.assertEqual(r.json()["id"], 1)

@@ -113,6 +113,8 @@ class PostExchange:
         self.accepts_sse = sse
         self.stream: SseStream | None = None
         self.done = False
+        #: The HTTP status of an answer sent as JSON.
+        self.status = 200
 
     def related(self, data: bytes) -> bool:
         """A message that belongs to this request, before its answer; False if it cannot go here."""
@@ -138,7 +140,7 @@ class PostExchange:
         request = self.request
         if request.finished or request.channel is None:
             return
-        request.setResponseCode(200)
+        request.setResponseCode(self.status)
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"content-length", b"%d" % len(data))  # one write, not chunked
         self.front.session_header(request, self.hs)
@@ -787,6 +789,9 @@ class McpResource(Resource):
                 exchange = hs.posts.get(id_key(message["id"])) if valid_id(message["id"]) else None
                 if exchange is not None:
                     out = {**message, "id": exchange.client_rid}
+                    error = message.get("error")
+                    if type(error) is dict and error.get("code") == errors.MISSING_CLIENT_CAPABILITY:
+                        exchange.status = 400  # the spec's status, when the answer is still a plain response
             data, why = encode_or_explain(out)
             if why is not None:
                 log.error("could not encode a message for HTTP client {client}: {why}", client=hs.label, why=why)

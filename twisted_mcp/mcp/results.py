@@ -19,14 +19,15 @@ CACHEABLE = frozenset({"tools/list", "prompts/list", "resources/list", "resource
 def to_modern(method: str, result: Any, scope: str) -> Any:
     """
     C{result} (of C{method}) for a stateless-era client: a shallow copy with
-    C{resultType}, the caching hints (C{ttlMs} 0, C{cacheScope} C{scope},
-    kept when the result has them) and the gateway as the server in C{_meta}.
+    C{resultType}, the caching hints on a complete result (C{ttlMs} 0,
+    C{cacheScope} C{scope}, kept when the result has them) and the gateway
+    as the server in C{_meta}.
     """
     if type(result) is not dict:
         return result
     out = dict(result)
     out.setdefault("resultType", "complete")
-    if method in CACHEABLE:
+    if method in CACHEABLE and out["resultType"] == "complete":  # never on input_required
         out.setdefault("ttlMs", 0)
         out.setdefault("cacheScope", scope)
     meta = out.get("_meta")
