@@ -84,7 +84,9 @@ from http_load import HTTPError, Session, drive, drive_in_processes, open_idle_s
 ECHO = os.path.join(ROOT, "tests", "servers", "echo_fast.py")
 SUPERGATEWAY = os.path.join(HERE, "node", "node_modules", ".bin", "supergateway")
 MCP_PROXY = os.path.join(HERE, ".peers-venv", "bin", "mcp-proxy")
-PATHS = ("stdio front", "HTTP front", "supergateway", "mcp-proxy")
+PATHS = ("stdio front", "HTTP front", "HTTP front, 2026-07-28", "supergateway", "mcp-proxy")
+#: The same HTTP front, its clients speaking MCP 2026-07-28 (no session, the envelope in every call).
+MODERN_PATH = "HTTP front, 2026-07-28"
 GATEWAY_PATHS = ("stdio front", "HTTP front")
 
 
@@ -118,8 +120,10 @@ class Server:
     """One process serving the echo backend over HTTP (or stdio), stopped and reaped by stop()."""
 
     def __init__(self, label: str, argv: list[str], port: int | None, path: str, tool: str, arg: str,
-                 log: str, cwd: str) -> None:
+                 log: str, cwd: str, modern: bool = False) -> None:
         self.label, self.argv, self.port, self.path, self.tool, self.arg = label, argv, port, path, tool, arg
+        #: Its HTTP clients speak MCP 2026-07-28.
+        self.modern = modern
         self.log = log
         self.proc: subprocess.Popen | None = None
         self.client: Client | None = None
@@ -159,7 +163,7 @@ class Server:
 
     def session(self, ci: int) -> Session:
         assert self.port is not None
-        s = Session(ci, self.port, self.path, self.tool, self.arg)
+        s = Session(ci, self.port, self.path, self.tool, self.arg, self.modern)
         s.handshake()
         return s
 
@@ -258,7 +262,7 @@ def measure(server: Server, clients: int, procs: int, seconds: float) -> dict:
     else:
         assert server.port is not None
         result = drive_in_processes(server.port, server.path, server.tool, server.arg, clients, procs, seconds,
-                                    mark_start, mark_end)
+                                    mark_start, mark_end, server.modern)
     return summarize(result, result["end"] - result["start"], (after[0] - before[0], after[1] - before[1]))
 
 
@@ -303,6 +307,11 @@ def build_servers(tmp: str, only_http: bool = False, profile: str | None = None,
                                     os.path.join(tmp, "gateway-http.stderr"), tmp)}
     if only_http:
         return servers
+    modern_port = free_port()
+    modern_argv = [gateway, "-n", "--pidfile=", "--logfile", os.path.join(tmp, "gateway-modern.log"), "mcp-gateway",
+                   "--config", config, "--listen", f"http:tcp:{modern_port}:interface=127.0.0.1"]
+    servers[MODERN_PATH] = Server(MODERN_PATH, modern_argv, modern_port, "/mcp", "echo__echo", "text",
+                                  os.path.join(tmp, "gateway-modern.stderr"), tmp, modern=True)
     echo_cmd = f"{shlex.quote(sys.executable)} {shlex.quote(ECHO)}"
     sg_port, mp_port = free_port(), free_port()
     servers["stdio front"] = Server("stdio front", [gateway, "-n", "--pidfile=", "mcp-gateway", "--config", config],
@@ -464,6 +473,12 @@ def report(args: argparse.Namespace, info: str, rounds: list[dict], ceiling: dic
           f"(per round: {', '.join(f'{a:+,.0f}' for a in added)}); "
           f"ratio {med('HTTP front@1', 'p50_us') / med('stdio front@1', 'p50_us'):.2f}x "
           f"-> {'PASS' if added_med <= 300 else 'FAIL'} (target <= +300 us)")
+    modern_added = [r[MODERN_PATH + "@1"]["p50_us"] - r["HTTP front@1"]["p50_us"] for r in rounds]
+    modern_ratio = statistics.median(r[MODERN_PATH + "@N"]["throughput"] / r["HTTP front@N"]["throughput"] for r in rounds)
+    print(f"2026-07-28 clients over handshake-era ones on the HTTP front: p50 at 1 in flight "
+          f"{statistics.median(modern_added):+,.0f} us (per round: {', '.join(f'{a:+,.0f}' for a in modern_added)}), "
+          f"throughput at {n} clients {modern_ratio:.0%} -> {'PASS' if modern_ratio >= 0.9 else 'FAIL'} "
+          f"(issue 12: within 10%)")
     best_peer = max(("supergateway", "mcp-proxy"), key=lambda p: med(p + "@N", "throughput"))
     pairs = [r["HTTP front@N"]["throughput"] / max(r[p + "@N"]["throughput"] for p in ("supergateway", "mcp-proxy"))
              for r in rounds]

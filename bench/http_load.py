@@ -11,6 +11,10 @@ incrementally whatever their framing (Content-Length or chunked) and body
 (JSON or SSE): a call is done when its response is complete, and it is
 checked to carry the text this session sent with that id.
 
+With `modern`, a session speaks MCP 2026-07-28 instead: no `initialize` and
+no session id; every call carries the envelope in `params._meta` and the
+`MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` headers.
+
 `drive()` runs any number of sessions on one epoll loop in the calling
 process; `drive_in_processes()` spreads them over several forked processes
 started together, so that the generator is not the bottleneck.
@@ -29,6 +33,9 @@ from typing import Callable
 READ_SIZE = 65536
 PROTOCOL = "2025-11-25"
 INIT = {"protocolVersion": PROTOCOL, "capabilities": {}, "clientInfo": {"name": "bench-http-front", "version": "1"}}
+MODERN = "2026-07-28"
+MODERN_META = ('"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28",'
+               '"io.modelcontextprotocol/clientCapabilities":{}}')
 
 
 class HTTPError(RuntimeError):
@@ -115,10 +122,11 @@ class Session:
     """One kept-alive connection carrying one MCP session, one request at a time."""
 
     __slots__ = ("ci", "sock", "host", "path", "tool", "arg", "session_id", "next_id",
-                 "response", "sent_at", "rid", "head", "expect")
+                 "response", "sent_at", "rid", "head", "expect", "modern")
 
-    def __init__(self, ci: int, port: int, path: str, tool: str, arg: str) -> None:
+    def __init__(self, ci: int, port: int, path: str, tool: str, arg: str, modern: bool = False) -> None:
         self.ci = ci
+        self.modern = modern
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.host = f"127.0.0.1:{port}"
@@ -135,7 +143,11 @@ class Session:
 
     def _build_head(self) -> None:
         lines = [f"POST {self.path} HTTP/1.1", f"Host: {self.host}", "Content-Type: application/json",
-                 "Accept: application/json, text/event-stream", f"MCP-Protocol-Version: {PROTOCOL}"]
+                 "Accept: application/json, text/event-stream"]
+        if self.modern:
+            lines += [f"MCP-Protocol-Version: {MODERN}", "Mcp-Method: tools/call", f"Mcp-Name: {self.tool}"]
+        else:
+            lines.append(f"MCP-Protocol-Version: {PROTOCOL}")
         if self.session_id:
             lines.append(f"Mcp-Session-Id: {self.session_id}")
         self.head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode()
@@ -160,7 +172,9 @@ class Session:
                 return response
 
     def handshake(self) -> None:
-        """initialize (keep Mcp-Session-Id), then notifications/initialized."""
+        """initialize (keep Mcp-Session-Id), then notifications/initialized; nothing for a 2026-07-28 session."""
+        if self.modern:
+            return
         answer = self.roundtrip({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": INIT})
         if answer.status != 200:
             raise HTTPError(f"initialize: HTTP {answer.status}: {answer.body[:200]!r}")
@@ -179,8 +193,9 @@ class Session:
         rid = self.next_id
         self.next_id = rid + 1
         text = f"c{self.ci}-{rid}"
-        body = ('{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"%s","arguments":{"%s":"%s"}}}'
-                % (rid, self.tool, self.arg, text)).encode()
+        meta = "," + MODERN_META if self.modern else ""
+        body = ('{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"%s","arguments":{"%s":"%s"}%s}}'
+                % (rid, self.tool, self.arg, text, meta)).encode()
         self.rid = rid
         self.expect = b'"text":"' + text.encode() + b'"'
         self.response = Response()
@@ -283,11 +298,12 @@ def drive(sessions: list[Session], seconds: float, start_at: float | None = None
             "examples": examples, "client_cpu": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)}
 
 
-def _worker(pipe, port: int, path: str, tool: str, arg: str, first: int, count: int, seconds: float) -> None:
+def _worker(pipe, port: int, path: str, tool: str, arg: str, first: int, count: int, seconds: float,
+            modern: bool = False) -> None:
     sessions: list[Session] = []
     try:
         for i in range(count):
-            sessions.append(Session(first + i, port, path, tool, arg))
+            sessions.append(Session(first + i, port, path, tool, arg, modern))
             sessions[-1].handshake()
         pipe.send("ready")
         start_at = pipe.recv()
@@ -301,7 +317,8 @@ def _worker(pipe, port: int, path: str, tool: str, arg: str, first: int, count: 
 
 
 def drive_in_processes(port: int, path: str, tool: str, arg: str, clients: int, procs: int, seconds: float,
-                       on_start: Callable[[], None] | None = None, on_end: Callable[[], None] | None = None) -> dict:
+                       on_start: Callable[[], None] | None = None, on_end: Callable[[], None] | None = None,
+                       modern: bool = False) -> dict:
     """
     `clients` sessions spread over `procs` forked processes, all starting at
     the same instant, once every session is ready; `on_start` is called then,
@@ -313,7 +330,8 @@ def drive_in_processes(port: int, path: str, tool: str, arg: str, clients: int, 
     try:
         for count in per:
             parent, child = ctx.Pipe()
-            w = ctx.Process(target=_worker, args=(child, port, path, tool, arg, first, count, seconds), daemon=True)
+            w = ctx.Process(target=_worker, args=(child, port, path, tool, arg, first, count, seconds, modern),
+                            daemon=True)
             w.start()
             workers.append(w)
             pipes.append(parent)
