@@ -45,7 +45,6 @@ import itertools
 import json
 import os
 import sys
-import threading
 import warnings
 from collections import OrderedDict
 
@@ -435,38 +434,12 @@ async def serve_stdio() -> None:
 
 
 def serve_http(port: int) -> None:
-    import socket
-
-    import uvicorn
-
     app = build().streamable_http_app(
         streamable_http_path=PATH, event_store=MemoryEventStore(), retry_interval=RETRY_MS, host=HOST
     )
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((HOST, port))
-    sock.listen(128)
-    sock.setblocking(False)
+    from http_serving import serve_app  # beside this script (sys.path[0] when it runs)
 
-    class _Server(uvicorn.Server):
-        async def startup(self, sockets=None) -> None:
-            await super().startup(sockets=sockets)
-            if self.started and not self.should_exit:
-                _STDOUT.write(f"LISTENING {sock.getsockname()[1]}\n")
-                _STDOUT.flush()
-
-    server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1))
-
-    def watch_stdin() -> None:
-        try:
-            while os.read(0, 65536):
-                pass
-        except OSError:
-            pass
-        server.should_exit = True
-
-    threading.Thread(target=watch_stdin, daemon=True).start()
-    server.run(sockets=[sock])
+    serve_app(app, HOST, port, _STDOUT)
 
 
 def main() -> None:
