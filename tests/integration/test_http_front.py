@@ -554,3 +554,42 @@ def test_an_sdk_client_whose_connection_is_cut_mid_call_resumes_its_stream_and_g
         relay.close()
     assert not (cancel_log.exists() and "cancelled" in cancel_log.read_text())
     assert "resumed stream p" in (tmp_path / "gw.log").read_text()
+
+
+def test_the_whole_surface_over_the_http_front_with_a_handshake_era_sdk_client(daemon, tmp_path):
+    """
+    Resources (listed, read, subscribed: the update arrives on the GET stream), templates,
+    prompts, completion and log messages at the level set, through the daemon's HTTP front
+    to server-everything, with the SDK's Streamable HTTP client of the handshake era.
+    """
+    from .surface_helpers import all_prompts, all_resources, all_templates, complete_prompt
+
+    _, url = start_http(daemon, {"everything": everything()})
+
+    async def scenario():
+        side = ClientSide("H")
+        async with connect_http(url, **side.callbacks()) as client:
+            caps = client.server_capabilities
+            assert caps.resources is not None and caps.resources.subscribe is True
+            assert caps.prompts is not None and caps.completions is not None and caps.logging is not None
+            resources = {r.uri for r in await all_resources(client)}
+            uri = "demo://resource/static/document/features.md"
+            assert uri in resources
+            (contents,) = (await client.read_resource(uri)).contents
+            assert contents.uri == uri and contents.text
+            assert any(t.uri_template.startswith("demo://resource/dynamic/") for t in await all_templates(client))
+            assert "everything__simple-prompt" in {p.name for p in await all_prompts(client)}
+            assert (await client.get_prompt("everything__args-prompt", {"city": "Paris"})).messages
+            assert await complete_prompt(client, "everything__completable-prompt", "department", "Eng") == ["Engineering"]
+
+            await client.set_logging_level("info")
+            await client.subscribe_resource(uri)  # acknowledged with an info log message
+            await mc.wait_until(lambda: any(uri in str(m.data) for m in side.logs), timeout=10)
+            assert all("everything" in (m.logger or "") for m in side.logs)
+            assert (await mc.call_text(client, "everything__toggle-subscriber-updates")).startswith("Started")
+            await side.notes.wait_for("notifications/resources/updated", timeout=10)
+            assert set(side.updated()) == {uri}
+            await mc.call_text(client, "everything__toggle-subscriber-updates")  # off
+            await client.unsubscribe_resource(uri)
+
+    mc.run(scenario, timeout=90)
