@@ -582,7 +582,8 @@ class StdioBackend(SupervisedBackend):
         """
         A child that wrote nothing for C{livenessTimeout} seconds, not even
         the answer to a ping, is dead (it may be alive but wedged): restart
-        it.  One that is quiet for a while is sent a ping; any output at all
+        it.  One that is quiet for a while is sent a ping (C{server/discover}
+        when it speaks 2026-07-28, which has no ping); any output at all
         counts as a sign of life, so a busy server that answers its calls is
         never killed.
         """
