@@ -108,7 +108,7 @@ def test_a_handshake_era_client_uses_a_modern_backend(gateway):
             assert (by_name["dual"]["era"], by_name["dual"]["probe"], by_name["dual"]["protocol"]) == ("modern", "discover", MODERN)
             everything_backend = by_name["everything"]
             assert everything_backend["era"] == "legacy"
-            assert everything_backend["probe"].startswith("fallback: server/discover was refused: -32601")
+            assert everything_backend["probe"].startswith("fallback: server/discover answered -32601")
             metrics = admin_get(admin, "/metrics")
             assert f'twisted_mcp_backend_info{{backend="dual",era="modern",protocol="{MODERN}"}} 1.0' in metrics
             assert 'twisted_mcp_backend_info{backend="everything",era="legacy",protocol="2025-' in metrics
@@ -116,7 +116,7 @@ def test_a_handshake_era_client_uses_a_modern_backend(gateway):
     mc.run(scenario, timeout=120)
     log = stderr.read_text()
     assert "backend dual is up: " in log and f"(protocol {MODERN}, modern, discover)" in log
-    assert "legacy, fallback: server/discover was refused: -32601" in log
+    assert "legacy, fallback: server/discover answered -32601" in log
 
 
 def test_a_stateless_era_client_uses_a_modern_backend(gateway):

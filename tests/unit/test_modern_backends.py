@@ -127,7 +127,7 @@ class ProbeTests(ProbeTestCase):
         self.assertEqual(len(self.spawner.spawned), 1)
         self.assertEqual(self.methods(spawn), ["server/discover", "initialize", "notifications/initialized", "tools/list"])
         self.assertEqual(backend.era, "legacy")
-        self.assertEqual(backend.probe, "fallback: server/discover was refused: -32601 Method not found")
+        self.assertEqual(backend.probe, "fallback: server/discover answered -32601 Method not found")
         self.assertNotIn("_meta", spawn.transport.messages()[-1].get("params") or {})
         self.stop(backend)
 

@@ -141,8 +141,10 @@ async def _modern(discover: Discover, timeout: float, how: str, fallback: bool) 
             if retry is not None and attempt == 0:
                 version = retry
                 continue
-            why = f"server/discover was refused: {e.code} {e.message[:200]}"
-            raise (_Fallback(why) if fallback else ProbeFailed(why))
+            answer = f"{e.code} {e.message[:200]}"
+            if fallback:
+                raise _Fallback(f"server/discover answered {answer}")
+            raise ProbeFailed(f"server/discover was refused: {answer}")
         except RequestTimeout:
             why = f"no answer to server/discover within {timeout:g} s"
             raise (_Fallback(why) if fallback else ProbeFailed(why))
