@@ -1,7 +1,11 @@
 """
 The MCP client side of one backend connection, independent of transport.
 
-L{McpClientSession} drives the handshake, discovery (tools, prompts,
+L{McpClientSession} learns which era the server speaks (the probe of
+L{twisted_mcp.backends.probe}: a 2026-07-28 server is sent no handshake,
+and every request to it carries the envelope of
+L{twisted_mcp.backends.envelope}: the session stamps its own, dispatch the
+clients'), drives the handshake, discovery (tools, prompts,
 resources and resource templates, each following C{nextCursor}), the
 re-listing a C{list_changed} asks for, routing of progress notifications,
 and the requests and notifications a server sends on its own: those go to
