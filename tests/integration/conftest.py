@@ -36,9 +36,19 @@ def bin_path(name: str) -> str:
     return found
 
 
+#: Our test servers built on the SDK 2.3 `MCPServer`, which speaks both eras:
+#: under `protocol: auto` the gateway would find them modern (2026-07-28), but
+#: their tests exercise the handshake era (inline ctx.elicit / create_message,
+#: logging/setLevel, resources/subscribe, which a modern connection does not
+#: have), so they are pinned `protocol: legacy` unless a test says otherwise.
+HANDSHAKE_ERA_SDK_SERVERS = frozenset({"_sleep", "crashy", "erring", "garbage", "grandchild", "noisy", "slow", "surface"})
+
+
 def server(name: str, **extra: Any) -> dict[str, Any]:
     """A config entry for one of our own test servers in tests/servers/."""
     entry: dict[str, Any] = {"command": PYTHON, "args": [os.path.join(SERVERS, f"{name}.py")]}
+    if name in HANDSHAKE_ERA_SDK_SERVERS:
+        entry["protocol"] = "legacy"
     entry.update(extra)
     return entry
 

@@ -136,7 +136,7 @@ class DiscoveryTests(SurfaceTestCase):
         self.assertEqual(backend.resource_templates, TEMPLATES)
         self.assertIn(
             "backend time is up: 1 tool(s), 2 prompt(s), 1 resource(s), 1 resource template(s) "
-            "from fake-everything 1.0 (protocol 2025-06-18)",
+            "from fake-everything 1.0 (protocol 2025-06-18, legacy, pinned)",
             logged_text(logged),
         )
         self.stop(backend)

@@ -78,6 +78,9 @@ class BackendTestCase(SynchronousTestCase):
             restartMaxDelay=8.0,
             stableAfter=30.0,
             livenessTimeout=0.0,  # LivenessTests turn it on
+            # The fake server here speaks the handshake era; the probe has
+            # its own tests (test_probe.py).
+            protocol="legacy",
         )
         settings.update(overrides)
         backend = StdioBackend(StdioServer(**settings), self.spawner, self.clock, INHERIT, max_message, ENVIRON)

@@ -28,6 +28,9 @@ from twisted_mcp.wire.jsonrpc import (
     RequestTimeout,
 )
 
+#: The notifications a client of the stateless era (2026-07-28) sends.
+_MODERN_NOTIFICATIONS = frozenset({"notifications/cancelled", "notifications/progress"})
+
 
 class State(enum.Enum):
     STARTING = "starting"
@@ -132,6 +135,12 @@ class Backend(Service):
     #: (what clients asked of the old session, subscriptions and log
     #: level, is to be asked again).
     handshakes = 0
+    #: The MCP era the server speaks: C{legacy} (the handshake era) or
+    #: C{modern} (2026-07-28), and how that was decided (C{pinned} by its
+    #: config, C{discover}, C{fallback: <why>}); its protocol version.
+    era = "legacy"
+    probe = "pinned"
+    protocol_version: str | None = None
 
     #: The backend's name in the configuration (Service's is untyped).
     name: str
@@ -243,6 +252,10 @@ class Backend(Service):
         session = self.session
         if self.state is not State.UP or session is None:
             self.log.debug("backend {backend} is {state}: {method} not sent", backend=self.name, state=self.state.value, method=method)
+            return
+        if self.era == "modern" and method not in _MODERN_NOTIFICATIONS:
+            # A 2026-07-28 server has no session for it to be about.
+            self.log.debug("backend {backend} speaks 2026-07-28: {method} not sent", backend=self.name, method=method)
             return
         try:
             session.peer.notify(method, params)

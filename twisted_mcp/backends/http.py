@@ -269,6 +269,10 @@ class _HttpRun(RunEvents):
             on_server_notification=self._server_notification,
             ties_related=True,
         )
+        if getattr(backend.config, "protocol", "auto") == "auto":
+            # Over HTTP the probe comes with modern HTTP backends (later):
+            # initialize, as before.
+            self.session.probe = "not probed: HTTP servers are sent initialize"
         self.session_id: bytes | None = None
         self.protocol_version: str | None = None
         self.exchanges: dict[Any, _Exchange] = {}

@@ -9,12 +9,13 @@ bytes), skipping malformed entries with a warning.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from twisted_mcp.wire.jsonrpc import INTERNAL_ERROR, JsonRpcError, JsonRpcPeer, encode
+from twisted_mcp.wire.jsonrpc import INTERNAL_ERROR, JsonRpcError, encode
 
 log = Logger()
 
@@ -64,8 +65,13 @@ RELISTED_ON = {
 }
 
 
+#: Sends one request (method, params, timeout): a peer's C{request}, or a
+#: session's, which stamps the envelope a modern server needs.
+Request = Callable[[str, "dict[str, Any] | None", float], "Deferred[Any]"]
+
+
 async def fetch(
-    peer: JsonRpcPeer, listing: Listing, timeout: float, max_bytes: int, backend: str
+    request: Request, listing: Listing, timeout: float, max_bytes: int, backend: str
 ) -> list[dict[str, Any]]:
     """
     Every entry of one listing, page after page.
@@ -84,7 +90,7 @@ async def fetch(
     method, key = listing.method, listing.kind
     for _ in range(MAX_LISTING_PAGES):
         params = {"cursor": cursor} if cursor is not None else None
-        page = await peer.request(method, params, timeout)
+        page = await request(method, params, timeout)
         if type(page) is not dict or type(page.get(key)) is not list:
             raise JsonRpcError(INTERNAL_ERROR, f"{method} answered {str(page)[:200]}")
         for entry in page[key]:

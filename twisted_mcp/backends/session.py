@@ -1,7 +1,11 @@
 """
 The MCP client side of one backend connection, independent of transport.
 
-L{McpClientSession} drives the handshake, discovery (tools, prompts,
+L{McpClientSession} learns which era the server speaks (the probe of
+L{twisted_mcp.backends.probe}: a 2026-07-28 server is sent no handshake,
+and every request to it carries the envelope of
+L{twisted_mcp.backends.envelope}: the session stamps its own, dispatch the
+clients'), drives the handshake, discovery (tools, prompts,
 resources and resource templates, each following C{nextCursor}), the
 re-listing a C{list_changed} asks for, routing of progress notifications,
 and the requests and notifications a server sends on its own: those go to
@@ -23,8 +27,11 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twisted_mcp.backends import envelope
 from twisted_mcp.backends.listings import LISTINGS, RELISTED_ON, TOOLS, Listing, fetch
+from twisted_mcp.backends.probe import ProbeFailed, Verdict, settle
 from twisted_mcp.backends.server_requests import Handler, HeldRequests
+from twisted_mcp.mcp.meta import SERVER_INFO
 from twisted_mcp.mcp.versions import CLIENT_INFO, HANDSHAKE_VERSIONS, LATEST_HANDSHAKE
 from twisted_mcp.wire.jsonrpc import (
     METHOD_NOT_FOUND,
@@ -86,6 +93,14 @@ class McpClientSession:
     @param ties_related: the transport ties messages to the call whose
         answer carried them (L{received}'s C{related}); the contexts of calls
         are kept only then.
+    @param protocol: the server's C{protocol} setting (C{auto}, C{legacy},
+        C{modern}; see L{twisted_mcp.backends.probe}).
+    @param initialize_first: (C{auto}) send C{initialize} before probing.
+
+    @ivar era: C{"legacy"} (the handshake era) or C{"modern"} (2026-07-28)
+        once discovered; a modern server's requests all carry the envelope.
+    @ivar probe: how the era was decided (C{pinned}, C{discover},
+        C{fallback: <why>}).
     """
 
     def __init__(
@@ -100,8 +115,17 @@ class McpClientSession:
         on_server_request: Handler | None = None,
         on_server_notification: NotificationHandler | None = None,
         ties_related: bool = False,
+        protocol: str = "legacy",
+        initialize_first: bool = False,
     ) -> None:
         self.name = name
+        self.protocol = protocol
+        self.initialize_first = initialize_first
+        self.era = "legacy"
+        self.probe = "pinned"
+        #: The probe is waiting for its answer (a server that exits now may
+        #: crash on unknown first requests).
+        self.probing = False
         self._max_listing = max_listing
         self._clock = clock
         self._on_changed = on_changed
@@ -148,28 +172,85 @@ class McpClientSession:
     # -- start-up ----------------------------------------------------------
 
     async def discover(self, timeout: float) -> None:
-        """Handshake, then every listing, within C{timeout}. Raises L{DiscoveryError}."""
+        """
+        The era (probed or pinned: L{settle}), the handshake for a
+        handshake-era server, then every listing, within C{timeout}.
+        Raises L{DiscoveryError} (or L{PeerGone} when the server went away).
+        """
         deadline = self._clock.seconds() + timeout
-        await self.handshake(timeout)
+        self.probing = self.protocol == "auto" and not self.initialize_first
+        try:
+            verdict = await settle(self.protocol, self._send_discover, self._send_initialize, timeout, self.initialize_first)
+        except ProbeFailed as e:
+            raise DiscoveryError(str(e))
+        except RequestTimeout:
+            raise DiscoveryError(f"no answer to initialize within {timeout:g} s")
+        finally:
+            self.probing = False
+        self.probe = verdict.how
+        if verdict.era == "modern":
+            self._adopt(verdict)
+        else:
+            self._take_initialize(verdict.result)
         await self.list_everything(timeout, deadline)
+
+    async def _send_discover(self, version: str, timeout: float) -> Any:
+        return await self.peer.request("server/discover", envelope.own(None, version), timeout)
+
+    async def _send_initialize(self, timeout: float) -> Any:
+        self.probing = False
+        return await self.peer.request(
+            "initialize",
+            {
+                "protocolVersion": LATEST_HANDSHAKE,
+                "capabilities": CLIENT_CAPABILITIES,
+                "clientInfo": CLIENT_INFO,
+            },
+            timeout,
+            minted=self._initializing,
+        )
+
+    def _adopt(self, verdict: Verdict) -> None:
+        """A stateless-era server: what its C{DiscoverResult} says (no C{initialize}, no C{initialized})."""
+        result = verdict.result
+        self.era = "modern"
+        self.protocol_version = verdict.version
+        meta = result.get("_meta")
+        info = meta.get(SERVER_INFO) if type(meta) is dict else None
+        self.server_info = info if type(info) is dict else {}
+        caps = result.get("capabilities")
+        self.capabilities = caps if type(caps) is dict else {}
+        instructions = result.get("instructions")
+        self.instructions = instructions if isinstance(instructions, str) else None
+
+    def stamped(self, params: dict[str, Any] | None) -> dict[str, Any] | None:
+        """C{params} of one of the gateway's own requests: with the envelope toward a modern server."""
+        if self.era != "modern" or self.protocol_version is None:
+            return params
+        return envelope.own(params, self.protocol_version)
+
+    def own_request(self, method: str, params: dict[str, Any] | None, timeout: float) -> Deferred[Any]:
+        """One of the gateway's own requests (a listing page, a liveness probe), stamped for a modern server."""
+        return self.peer.request(method, self.stamped(params), timeout)
+
+    def liveness_request(self, timeout: float) -> Deferred[Any]:
+        """A request any live server answers: C{ping}, or C{server/discover} for a modern one (it has no ping)."""
+        if self.era == "modern":
+            return self.own_request("server/discover", None, timeout)
+        return self.peer.request("ping", None, timeout)
 
     async def handshake(self, timeout: float) -> None:
         """C{initialize}, then C{notifications/initialized}."""
         try:
-            result = await self.peer.request(
-                "initialize",
-                {
-                    "protocolVersion": LATEST_HANDSHAKE,
-                    "capabilities": CLIENT_CAPABILITIES,
-                    "clientInfo": CLIENT_INFO,
-                },
-                timeout,
-                minted=self._initializing,
-            )
+            result = await self._send_initialize(timeout)
         except JsonRpcError as e:
             raise DiscoveryError(f"initialize was refused: {e}")
         except RequestTimeout:
             raise DiscoveryError(f"no answer to initialize within {timeout:g} s")
+        self._take_initialize(result)
+
+    def _take_initialize(self, result: Any) -> None:
+        """What a handshake-era server's C{initialize} result says; then C{notifications/initialized}."""
         if type(result) is not dict:
             raise DiscoveryError(f"initialize answered {result!r}, not an object")
         version = result.get("protocolVersion")
@@ -208,7 +289,7 @@ class McpClientSession:
                 continue
             try:
                 if listing is TOOLS:
-                    entries = await fetch(self.peer, listing, timeout, self._max_listing, self.name)
+                    entries = await fetch(self.own_request, listing, timeout, self._max_listing, self.name)
                 else:
                     entries = await self._fetch_by(listing, deadline - reserve)
             except (JsonRpcError, RequestTimeout, DeferredTimeout) as e:
@@ -238,7 +319,7 @@ class McpClientSession:
         left = deadline - self._clock.seconds()
         if left <= 0:
             raise DeferredTimeout()
-        d = Deferred.fromCoroutine(fetch(self.peer, listing, left, self._max_listing, self.name))
+        d = Deferred.fromCoroutine(fetch(self.own_request, listing, left, self._max_listing, self.name))
         entries: list[dict[str, Any]] = await d.addTimeout(left, self._clock)
         return entries
 
@@ -249,7 +330,7 @@ class McpClientSession:
             self._again.add(kind)
             return
         self._again.discard(kind)
-        d = Deferred.fromCoroutine(fetch(self.peer, listing, self._timeout, self._max_listing, self.name))
+        d = Deferred.fromCoroutine(fetch(self.own_request, listing, self._timeout, self._max_listing, self.name))
         self._listing[kind] = d
 
         def done(entries: list[dict[str, Any]]) -> None:

@@ -270,12 +270,16 @@ class _Child(RunEvents, ProcessProtocol):
             max_listing=max_length,
             on_server_request=self._server_request,
             on_server_notification=self._server_notification,
+            protocol=backend.config.protocol,
+            initialize_first=backend.initialize_first,
         )
         self.pid: int | None = None
         self.exited: Deferred[None] = Deferred()
         self.exit_reason: str | None = None
         self.stderr = backend.stderr_log.lines()
         self._gone = False
+        #: It exited while the probe waited for its answer.
+        self.exited_probing = False
         #: Nothing is left in the child's process group.
         self.group_gone = False
         #: The gateway is ending this process.
@@ -382,6 +386,7 @@ class _Child(RunEvents, ProcessProtocol):
         self.stderr.finish()
         self.backend.stderr_log.flush()
         self._gone = True
+        self.exited_probing = self.session.probing
         code = getattr(reason.value, "exitCode", None)
         sig = getattr(reason.value, "signal", None)
         if sig is not None:
@@ -439,6 +444,9 @@ class StdioBackend(SupervisedBackend):
         self._liveness_call: Any = None
         self.env = child_environment(config, inherit_env, os.environ if environ is None else environ)
         self.child: _Child | None = None
+        #: (C{protocol: auto}) a process exited during the probe: the next
+        #: ones are sent initialize first.
+        self.initialize_first = False
 
     @property
     def session(self) -> McpClientSession | None:  # type: ignore[override]
@@ -505,6 +513,12 @@ class StdioBackend(SupervisedBackend):
         self._discover(child)
 
     def _why_failed(self, failure: Failure, child: Any) -> str:
+        if child._gone and child.exited_probing:
+            self.initialize_first = True
+            return (
+                f"the process {child.exit_reason} during the server/discover probe; the next start sends "
+                "initialize first (set protocol: legacy for this server to skip the probe)"
+            )
         if child._gone:
             return f"the process {child.exit_reason} before it was ready"
         return super()._why_failed(failure, child)
@@ -568,7 +582,8 @@ class StdioBackend(SupervisedBackend):
         """
         A child that wrote nothing for C{livenessTimeout} seconds, not even
         the answer to a ping, is dead (it may be alive but wedged): restart
-        it.  One that is quiet for a while is sent a ping; any output at all
+        it.  One that is quiet for a while is sent a ping (C{server/discover}
+        when it speaks 2026-07-28, which has no ping); any output at all
         counts as a sign of life, so a busy server that answers its calls is
         never killed.
         """
@@ -589,7 +604,7 @@ class StdioBackend(SupervisedBackend):
             self._abandon(child)
             return
         if silent >= timeout / 4:
-            ping = child.session.peer.request("ping", None, timeout)
+            ping = child.session.liveness_request(timeout)
             ping.addErrback(self._ping_failed)
         self._watch(child)
 

@@ -130,12 +130,14 @@ class SupervisedBackend(Backend):
             if entries
         ]
         log.info(
-            "backend {backend} is up: {counts} from {server} {version} (protocol {protocol})",
+            "backend {backend} is up: {counts} from {server} {version} (protocol {protocol}, {era}, {probe})",
             backend=self.name,
             counts=", ".join(counts),
             server=info.get("name", "?"),
             version=info.get("version", "?"),
             protocol=session.protocol_version,
+            era=session.era,
+            probe=session.probe,
         )
         self._set_state(State.UP)
         self._first_discovery_done()
@@ -159,6 +161,9 @@ class SupervisedBackend(Backend):
 
     def _take_handshake(self, session: McpClientSession) -> None:
         self.handshakes += 1
+        self.era = session.era
+        self.probe = session.probe
+        self.protocol_version = session.protocol_version
         self.capabilities = session.capabilities
         self.instructions = session.instructions
         self.server_info = session.server_info

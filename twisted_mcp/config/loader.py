@@ -137,7 +137,7 @@ _STDIO_LIMITS: dict[str, tuple[str, Any]] = {
     "livenessTimeout": ("seconds", (0, 86400 * 7)),
 }
 _STDIO_KEYS = {
-    "type", "command", "args", "env", "cwd", "disabled", "required", "perSession", "prefix",
+    "type", "command", "args", "env", "cwd", "disabled", "required", "perSession", "prefix", "protocol",
     *_SERVER_TIMEOUTS, *_SERVER_LIMITS, *_STDIO_LIMITS,
 }
 _HTTP_KEYS = {
@@ -152,6 +152,7 @@ _HTTP_KEYS = {
     "required",
     "perSession",
     "prefix",
+    "protocol",
     *_SERVER_TIMEOUTS,
     *_SERVER_LIMITS,
 }
@@ -252,6 +253,8 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
                 fields[flag] = check.boolean(_join(path, flag), spec[flag])
         if "prefix" in spec:
             fields["prefix"] = _prefix(check, _join(path, "prefix"), spec["prefix"])
+        if "protocol" in spec:
+            fields["protocol"] = _protocol(check, _join(path, "protocol"), spec["protocol"], kind == "stdio")
         for key in _SERVER_TIMEOUTS:
             if key in spec:
                 fields[key] = check.number(_join(path, key), spec[key], *_GATEWAY_KEYS[key][1])
@@ -297,6 +300,20 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
         audit=audit,
         http=http,
     )
+
+
+#: What C{protocol} may say of a server (see L{twisted_mcp.backends.probe}).
+PROTOCOLS = ("auto", "legacy", "modern")
+
+
+def _protocol(check: _Checker, path: str, value: Any, stdio: bool) -> str | None:
+    if value not in PROTOCOLS:
+        check.problem(path, f"must be auto, legacy or modern, got {_describe(value)}")
+        return None
+    if value == "modern" and not stdio:
+        check.problem(path, "modern (2026-07-28) HTTP servers are not supported yet; use auto or legacy (both send initialize over HTTP)")
+        return None
+    return str(value)
 
 
 #: The longest tool-name prefix: a longer one would leave no room for the

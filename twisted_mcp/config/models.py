@@ -93,6 +93,10 @@ class _Server:
     #: One instance per client session (for stateful servers), started on
     #: the session's first call and stopped when the session ends.
     perSession: bool = False
+    #: Which MCP era to speak to it: C{auto} probes C{server/discover} and
+    #: falls back to C{initialize}; C{legacy} (the handshake era) and
+    #: C{modern} (2026-07-28) skip the probe.
+    protocol: str = "auto"
     discoveryTimeout: float = 30.0
     callTimeout: float = 60.0
     shutdownTimeout: float = 5.0

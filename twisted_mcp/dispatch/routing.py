@@ -3,6 +3,12 @@ How a client's request reaches a backend: the policy's checks, progress
 notifications routed back to the caller, the session's own instance of a
 per-session backend, and the call itself, carrying the context that ties
 the backend's own requests and notifications to this call.
+
+Each hop has its own era.  A handshake-era backend is sent no
+C{io.modelcontextprotocol/*} key; a stateless-era (2026-07-28) backend is
+sent them all, with the calling client's capabilities and log level
+(L{twisted_mcp.backends.envelope}), and its results lose what a
+handshake-era client must not see.
 """
 
 from __future__ import annotations
@@ -10,16 +16,27 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from twisted_mcp.backends.base import Backend
+from twisted_mcp.backends.envelope import stamp
 from twisted_mcp.dispatch.held_calls import HELD_METHODS, strip_retry_keys
+from twisted_mcp.mcp.errors import HEADER_MISMATCH, UNSUPPORTED_PROTOCOL_VERSION, GatewayError
 from twisted_mcp.mcp.meta import without_reserved
+from twisted_mcp.mcp.results import from_modern_backend, to_legacy
 from twisted_mcp.policy.subject import Subject
-from twisted_mcp.wire.jsonrpc import INVALID_PARAMS, JsonRpcError
+from twisted_mcp.wire.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, JsonRpcError
 
 if TYPE_CHECKING:
     from twisted_mcp.dispatch.catalog import Listing
     from twisted_mcp.dispatch.session import ClientSession, InFlight
+
+log = Logger()
+
+#: A stateless-era backend's refusals of the envelope the gateway sent: the
+#: gateway's hop is at fault, not the client.
+_ENVELOPE_REFUSALS = frozenset({HEADER_MISMATCH, UNSUPPORTED_PROTOCOL_VERSION})
 
 
 def forward(
@@ -78,9 +95,15 @@ def forward(
     context = request
 
     def send_one(target: Backend) -> Deferred[Any]:
+        modern = target.era == "modern" and target.protocol_version is not None
+        body = _enveloped(session, request, target, out) if modern else out
         if send_to is not None:
-            return send_to(target, out, context)
-        return target.call(method, out, on_progress, context=context)
+            d = send_to(target, body, context)
+        else:
+            d = target.call(method, body, on_progress, context=context)
+        if modern:
+            d.addCallbacks(_from_modern, _refused_by_modern, callbackArgs=(request, target), errbackArgs=(method, target))
+        return d
 
     if backend.per_session:
         send: Callable[[], Deferred[Any]] = lambda: session.instances.call(backend, send_one)
@@ -101,6 +124,46 @@ def forward(
     # Applied as the answer is sent (one callback fewer on every call).
     request.transform = transform
     return d
+
+
+def _enveloped(session: ClientSession, request: InFlight, target: Backend, out: dict[str, Any]) -> dict[str, Any]:
+    """
+    C{out} for a stateless-era backend: the calling client's capabilities
+    and log level, exactly: a stateless-era client's from its request, a
+    handshake-era client's from its session (what its C{initialize}
+    declared, the level it set, if any).
+    """
+    assert target.protocol_version is not None
+    envelope = request.envelope
+    if envelope is not None:
+        return stamp(out, target.protocol_version, envelope.capabilities, envelope.log_level)
+    caller = session.caller
+    return stamp(out, target.protocol_version, caller.capabilities, caller.log_level)
+
+
+def _from_modern(result: Any, request: InFlight, target: Backend) -> Any:
+    """A stateless-era backend's result, checked, and shaped for a handshake-era client."""
+    result = from_modern_backend(result, target.name)
+    return to_legacy(result) if request.envelope is None else result
+
+
+def _refused_by_modern(failure: Failure, method: str, target: Backend) -> Failure:
+    """A stateless-era backend's -32020/-32022 is the gateway's fault: -32603 naming it, and an error in the log."""
+    e = failure.value
+    if isinstance(e, JsonRpcError) and not isinstance(e, GatewayError) and e.code in _ENVELOPE_REFUSALS:
+        log.error(
+            "backend {backend} refused the gateway's {method} ({code}: {why})",
+            backend=target.name,
+            method=method,
+            code=e.code,
+            why=e.message[:300],
+        )
+        raise GatewayError(
+            INTERNAL_ERROR,
+            f"the gateway's request to backend {target.name!r} was refused: {e.message[:300]}",
+            {"backend": target.name},
+        )
+    return failure
 
 
 def forward_named(

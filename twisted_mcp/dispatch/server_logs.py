@@ -11,6 +11,8 @@ stateless-era (2026-07-28) client gets a message only as part of a request
 that asked for it (C{_meta} C{logLevel}): one tied to that request, or one
 its backend tied to no call while that request was the only call to it.  A
 shared backend is set to the most verbose level any session asked for.
+A stateless-era backend is never sent C{logging/setLevel}: the level rides
+on each request sent to it (L{twisted_mcp.dispatch.routing}).
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ class ServerLogs:
     def _apply(self, backend: Backend) -> None:
         if backend.state.value != "up" or "logging" not in backend.capabilities:
             return
+        if backend.era == "modern":
+            return  # 2026-07-28 has no logging/setLevel: each request carries its level.
         level = self.wanted(backend)
         if level is None or self._sent.get(backend) == level:
             return

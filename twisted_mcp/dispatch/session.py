@@ -258,7 +258,7 @@ class ClientSession:
         else:
             self.gateway.count(method, "ok")
             if envelope is not None:
-                result = to_modern(method, result, self.cache_scope(method))
+                result = to_modern(method, result, self.cache_scope(method), self.gateway.policy.active)
             self.send({"jsonrpc": "2.0", "id": rid, "result": result})
 
     def _legacy(self, method: str, params: dict[str, Any]) -> Any:
@@ -427,7 +427,7 @@ class ClientSession:
         method = request.method
         self.gateway.count(method, "tool_error" if type(result) is dict and result.get("isError") is True else "ok")
         if request.envelope is not None:
-            result = to_modern(method, result, self.cache_scope(method))
+            result = to_modern(method, result, self.cache_scope(method), self.gateway.policy.active)
         size = self.send({"jsonrpc": "2.0", "id": request.rid, "result": result})
         if request.call is not None:
             request.call.succeeded(result, size)

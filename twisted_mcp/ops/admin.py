@@ -60,8 +60,15 @@ def _collector(service: Any) -> Any:
             latency = HistogramMetricFamily(
                 "twisted_mcp_backend_latency_seconds", "Latency of calls to the backend, as the gateway saw it", labels=["backend"]
             )
+            info = GaugeMetricFamily(
+                "twisted_mcp_backend_info",
+                "The MCP era (legacy: handshake, modern: 2026-07-28) and protocol version the backend speaks (1; absent before it was first up)",
+                labels=["backend", "era", "protocol"],
+            )
             counts = gateway.instance_counts()
             for name, backend in sorted(gateway.backends.items()):
+                if backend.protocol_version is not None:
+                    info.add_metric([name, backend.era, backend.protocol_version], 1.0)
                 up.add_metric([name], 1.0 if _is_up(backend) else 0.0)
                 restarts.add_metric([name], float(getattr(backend, "restarts", 0)))
                 tools.add_metric([name], float(len(backend.tools)))
@@ -70,7 +77,7 @@ def _collector(service: Any) -> Any:
                 breaker.add_metric([name], 0.0 if b is None or b.state == "closed" else 1.0)
                 h = backend.latency
                 latency.add_metric([name], buckets=h.cumulative(), sum_value=h.total)
-            yield from (up, restarts, tools, instances, breaker, latency)
+            yield from (up, restarts, tools, instances, breaker, latency, info)
             requests = CounterMetricFamily(
                 "twisted_mcp_requests",
                 "Client requests answered, by method, outcome (ok, tool_error, error, cancelled) and error code",
@@ -337,6 +344,9 @@ class AdminResource(Resource):
                     "required": name in required,
                     "perSession": bool(backend.per_session),
                     "instances": counts.get(name, 0),
+                    "era": backend.era,
+                    "probe": backend.probe,
+                    "protocol": backend.protocol_version,
                 }
             )
         clients = []
