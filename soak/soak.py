@@ -89,11 +89,13 @@ MARGINS: dict[str, Callable[[float], float]] = {
 
 
 def test_server(name: str) -> dict[str, Any]:
-    return {"command": PYTHON, "args": [os.path.join(TEST_SERVERS, f"{name}.py")]}
+    # The SDK test servers ask their client inline and rely on logging/setLevel: handshake era
+    # (tests/integration/conftest.py pins them the same way).
+    return {"command": PYTHON, "args": [os.path.join(TEST_SERVERS, f"{name}.py")], "protocol": "legacy"}
 
 
 def faulty_server() -> dict[str, Any]:
-    return {"command": PYTHON, "args": [os.path.join(HERE, "servers", "faulty.py")]}
+    return {"command": PYTHON, "args": [os.path.join(HERE, "servers", "faulty.py")], "protocol": "legacy"}
 
 
 GATEWAY_SETTINGS = {"callTimeout": CALL_TIMEOUT, "restartDelay": 0.2, "restartMaxDelay": 2, "stableAfter": 5}
