@@ -139,6 +139,22 @@ class HeldCallTests(SessionTestCase):
         target = session or self.session
         target.message_received({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params})
 
+    def test_aCallIsHeldOnlyOnceItsBackendAsks(self) -> None:
+        """Nothing is made for a call whose backend never asks (every stateless-era call would pay for it)."""
+        self.call(1)
+        self.assertEqual(self.held._by_origin, {})
+        self.alpha.calls[0].deferred.callback({"content": []})
+        self.assertEqual(self.take()[0]["result"]["resultType"], "complete")
+        self.call(2, _meta={"progressToken": "o"})
+        self.ask("roots/list", {})
+        self.assertEqual(len(self.held._by_origin), 1)  # made now
+        token = self.held_answer(2)["requestState"]
+        self.call(3, _meta={"progressToken": "p"}, requestState=token, inputResponses={"r1": {"roots": []}})
+        self.alpha.calls[1].on_progress({"progress": 1})  # the backend's progress goes to the retry
+        self.alpha.calls[1].deferred.callback({"content": []})
+        progress, answer = self.take()
+        self.assertEqual((progress["params"]["progressToken"], answer["id"]), ("p", 3))
+
     def ask(self, method: str, params: dict[str, Any], related: Any = "context") -> Any:
         """The backend's request during its latest call, tied to it by its context (an HTTP backend) or not (stdio)."""
         context = self.alpha.calls[-1].context if related == "context" else related

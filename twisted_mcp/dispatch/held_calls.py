@@ -8,9 +8,10 @@ the client retries the same request with C{inputResponses} and the token.
 The answers go to the backend as the results of its requests, and the retry
 waits for the backend's result (or for its next question: another round).
 
-One L{HeldCall} per stateless-era C{tools/call}, C{prompts/get} or
-C{resources/read} that reaches a backend; it only enters the table of held
-calls (and counts against its bounds) the first time its backend asks.
+A stateless-era C{tools/call}, C{prompts/get} or C{resources/read} that
+reaches a backend becomes a L{HeldCall} the first time its backend asks
+(L{HeldCalls.adopt}): until then it costs nothing more than any call.  It
+enters the table of held calls (and counts against its bounds) then.
 Its states::
 
     running --backend asks--> asking --after `gather`--> waiting
@@ -121,7 +122,6 @@ class HeldCall:
         "_outcome",
         "_has_outcome",
         "_routed",
-        "_progress",
     )
 
     def __init__(self, table: HeldCalls, session: ClientSession, request: InFlight, target: Backend) -> None:
@@ -155,41 +155,24 @@ class HeldCall:
         self._outcome: Any = None
         self._has_outcome = False
         self._routed: _Routed | None = None
-        self._progress: Callable[[dict[str, Any]], None] | None = None
 
-    # -- wiring (dispatch.routing.forward) ----------------------------------
+    # -- wiring (HeldCalls.adopt) ------------------------------------------------
 
-    def progress_to_client(self, forward: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
-        """The backend's progress: to the request open now (the first one's forwarder, a retry under its token); dropped while waiting."""
-        self._progress = forward
-        return self._progress_received
-
-    def _progress_received(self, params: dict[str, Any]) -> None:
+    def progress_elsewhere(self, params: dict[str, Any]) -> None:
+        """The backend's progress while its first request is answered: to the retry open now, under its token; dropped while waiting."""
         request = self.request
         if request is None:
             self.table.dropped_progress += 1
-            return
-        if request is self.origin:
-            assert self._progress is not None
-            self._progress(params)
             return
         key = request.progress
         if key is None:
             return
         self.session.send({"jsonrpc": "2.0", "method": "notifications/progress", "params": {**params, "progressToken": key[1]}}, request.rid, key)
 
-    def attach(self, backend_call: Deferred[Any]) -> Deferred[Any]:
-        """The backend call is under way: the Deferred the client's request is answered from."""
+    def attach(self, backend_call: Deferred[Any]) -> None:
+        """The backend call under way: its outcome answers the request open then (L{waiter})."""
         self.backend_call = backend_call
         backend_call.addCallbacks(self._backend_answered, self._backend_answered)
-        assert self.waiter is not None
-        return self.waiter
-
-    def discard(self) -> None:
-        """The call never reached the backend."""
-        self.state = "done"
-        self.waiter = None
-        self.table.forget(self)
 
     # -- the backend's side ----------------------------------------------------
 
@@ -431,11 +414,23 @@ class HeldCalls:
         keys = [key.encode() for key in settings.requestStateKeys]
         self.seal = Seal(self.clock, keys, settings.requestStateTtl)
 
-    def open(self, session: ClientSession, request: InFlight, target: Backend, params: dict[str, Any]) -> HeldCall:
-        """A stateless-era call about to go to C{target}, with C{params} as the client sent them."""
+    def adopt(self, session: ClientSession, request: InFlight, target: Backend) -> HeldCall | None:
+        """
+        C{request} (a stateless-era call to C{target} that may be held) as
+        a held call, the first time its backend asks: answered from the
+        held call from now on, its backend call's outcome passed to it.
+        None if the request is no longer in flight.
+        """
+        backend_call = session.tracked(request)
+        if backend_call is None or request.holdable is None:
+            return None
         call = HeldCall(self, session, request, target)
-        call.origin_params = params
+        call.origin_params = request.holdable
         self._by_origin[request] = call
+        request.held = call
+        assert call.waiter is not None
+        session.retrack(request, call.waiter)
+        call.attach(backend_call)
         return call
 
     def find(self, session: ClientSession, backend: Backend, related: Any) -> HeldCall | None:
@@ -446,14 +441,21 @@ class HeldCalls:
         client request is open.  A call held waiting for its client's retry
         has put its questions and waits for their answers: a client that
         gave up on it must not leave the backend unable to ask in the next
-        call.  Any other case is ambiguous (None).
+        call.  Any other case is ambiguous (None).  A call whose backend
+        asks for the first time becomes a held call (L{adopt}).
         """
         if getattr(related, "session", None) is not None:
-            return self._by_origin.get(related)
-        mine = [c for c in self._by_origin.values() if c.session is session and c.target.name == backend.name and c.state != "done"]
+            held = self._by_origin.get(related)
+            return held if held is not None else self.adopt(session, related, backend)
+        name = backend.name
+        mine: list[Any] = [c for c in self._by_origin.values() if c.session is session and c.target.name == name and c.state != "done"]
+        mine += [r for r in session.in_flight.values() if r.holdable is not None and r.held is None and r.backend == name]
         if len(mine) > 1:
-            mine = [c for c in mine if c.waiter is not None]
-        return mine[0] if len(mine) == 1 else None
+            mine = [c for c in mine if not isinstance(c, HeldCall) or c.waiter is not None]
+        if len(mine) != 1:
+            return None
+        found = mine[0]
+        return found if isinstance(found, HeldCall) else self.adopt(session, found, backend)
 
     def admit(self, call: HeldCall) -> JsonRpcError | None:
         """Enter C{call} in the table, or the refusal when a bound is reached."""

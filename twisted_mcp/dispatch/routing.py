@@ -59,22 +59,19 @@ def forward(
     C{entry} is the catalog entry of a tool (the policy checks arguments
     against its definition).
     """
-    gateway = session.gateway
-    policy = gateway.policy
-    held = None
-    holdable = request.envelope is not None and request.method in HELD_METHODS
-    if holdable:
+    policy = session.gateway.policy
+    if request.envelope is not None and request.method in HELD_METHODS:
         # A retry's plumbing is no argument: neither the backend nor the
         # policy (nor the audit trail, which may not record a person's
-        # answers) sees it.  The call may be held if its backend asks.
+        # answers) sees it.  The call may be held if its backend asks
+        # (dispatch.held_calls: made then, at no cost before).
         params = strip_retry_keys(params)
         out = strip_retry_keys(out)
+        request.holdable = params
     call = None
     if policy.active:
         call = policy.begin(session.label, request.method, subject, params, session.peer, entry)
         request.call = call
-    if holdable:
-        held = gateway.reverse.held.open(session, request, backend, params)
     method = request.method
     on_progress = None
     meta = params.get("_meta")
@@ -88,8 +85,6 @@ def forward(
             out["_meta"] = kept
         if "progressToken" in meta:
             on_progress = _progress_forwarder(session, request, meta["progressToken"])
-            if held is not None:
-                on_progress = held.progress_to_client(on_progress)
     # The request itself is the context a backend reports with what it
     # ties to this call (its .session and .rid name the client request).
     context = request
@@ -116,11 +111,7 @@ def forward(
         # Refused on the way (the backend is down, its breaker open, a cap
         # reached, a message it cannot take): no longer in flight to it.
         session.unrouted(request)
-        if held is not None:
-            held.discard()
         raise
-    if held is not None:
-        d = held.attach(d)
     # Applied as the answer is sent (one callback fewer on every call).
     request.transform = transform
     return d
@@ -199,6 +190,10 @@ def _progress_forwarder(session: ClientSession, request: InFlight, token: Any) -
     rid = request.rid
 
     def forward_progress(params: dict[str, Any]) -> None:
+        held = request.held
+        if held is not None and held.request is not request:
+            held.progress_elsewhere(params)  # answered already: to the retry open now, if any
+            return
         out = dict(params)
         out["progressToken"] = token
         session.send({"jsonrpc": "2.0", "method": "notifications/progress", "params": out}, rid, key)

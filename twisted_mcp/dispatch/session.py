@@ -50,7 +50,7 @@ class InFlight:
     request to the client, a log message) names this session and request.
     """
 
-    __slots__ = ("session", "rid", "key", "method", "envelope", "call", "progress", "backend", "transform")
+    __slots__ = ("session", "rid", "key", "method", "envelope", "call", "progress", "backend", "transform", "holdable", "held")
 
     def __init__(self, session: ClientSession, rid: Any, method: str, envelope: Envelope | None = None) -> None:
         self.session = session
@@ -67,6 +67,10 @@ class InFlight:
         self.backend: str | None = None
         #: Maps its result on the way out (the URIs in it), if set.
         self.transform: Callable[[Any], Any] | None = None
+        #: A stateless-era call its backend may hold to ask the client: its params (None: it may not be held).
+        self.holdable: dict[str, Any] | None = None
+        #: The L{twisted_mcp.dispatch.held_calls.HeldCall} once its backend asked.
+        self.held: Any = None
 
 
 class ClientSession:
@@ -384,8 +388,20 @@ class ClientSession:
         """Answer the request when C{d} fires; until then it is in flight."""
         key = request.key
         self.in_flight[key] = request
-        self._deferreds[key] = d
-        d.addCallbacks(self._answer, self._answer_error, callbackArgs=(request,), errbackArgs=(request,))
+        self.retrack(request, d)
+
+    def retrack(self, request: InFlight, d: Deferred[Any]) -> None:
+        """
+        Answer C{request} from C{d}.  Called again for a request in flight
+        (a call held for its client's input): what it was to be answered
+        from passes its outcome on instead.
+        """
+        self._deferreds[request.key] = d
+        d.addCallbacks(self._answer, self._answer_error, callbackArgs=(request, d), errbackArgs=(request, d))
+
+    def tracked(self, request: InFlight) -> Deferred[Any] | None:
+        """What C{request} is to be answered from, while it is in flight."""
+        return self._deferreds.get(request.key) if self.in_flight.get(request.key) is request else None
 
     def routed(self, request: InFlight, backend: Backend) -> None:
         """The request goes to C{backend}: counted until it is answered."""
@@ -415,14 +431,16 @@ class ClientSession:
         if request.progress is not None:
             self.caller.call_ended(request.progress)
 
-    def _answer(self, result: Any, request: InFlight) -> None:
+    def _answer(self, result: Any, request: InFlight, source: Deferred[Any]) -> Any:
+        if self._deferreds.get(request.key) is not source:
+            return result  # answered from elsewhere now: passed on (to the held call)
         transform = request.transform
         if transform is not None:
             try:
                 result = transform(result)
             except Exception:
-                self._answer_error(Failure(), request)  # logged there, answered -32603
-                return
+                self._answer_error(Failure(), request, source)  # logged there, answered -32603
+                return None
         self._ended(request)
         method = request.method
         self.gateway.count(method, "tool_error" if type(result) is dict and result.get("isError") is True else "ok")
@@ -434,7 +452,9 @@ class ClientSession:
         if self.closing and not self.in_flight:
             self._fire_drained()
 
-    def _answer_error(self, failure: Failure, request: InFlight) -> None:
+    def _answer_error(self, failure: Failure, request: InFlight, source: Deferred[Any]) -> Any:
+        if self._deferreds.get(request.key) is not source:
+            return failure  # answered from elsewhere now: passed on (to the held call)
         self._ended(request)
         e = failure.value
         rid, method = request.rid, request.method
