@@ -77,7 +77,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import front_profile  # noqa: E402
 from bench_http import start_server  # noqa: E402
-from bench_sockets import TICKS, children, cpu_seconds, machine, memory_median, set_pdeathsig  # noqa: E402
+from bench_sockets import TICKS, children, cpu_seconds, kill_survivors, machine, memory_median, set_pdeathsig  # noqa: E402
 from bench_stdio import Client, run_load, twistd  # noqa: E402
 from http_load import HTTPError, Session, drive, drive_in_processes, open_idle_sessions  # noqa: E402
 
@@ -190,17 +190,7 @@ class Server:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
                 killed.append(self.label)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(cpu_seconds(p) is not None for p in self.descendants):
-            time.sleep(0.05)
-        for p in self.descendants:
-            if cpu_seconds(p) is not None:
-                try:
-                    os.kill(p, signal.SIGKILL)
-                    killed.append(f"{self.label} child {p}")
-                except OSError:
-                    pass
-        return killed
+        return killed + kill_survivors(self.descendants, f"{self.label} child")
 
 
 def summarize(result: dict, wall: float, cpu: tuple[float, float]) -> dict:

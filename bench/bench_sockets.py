@@ -54,6 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -73,6 +74,23 @@ def twistd() -> str:
 
 
 # --- /proc ------------------------------------------------------------------
+
+
+def kill_survivors(pids: Iterable[int], what: str, grace: float = 10.0) -> list[str]:
+    """Give the processes C{pids} C{grace} seconds to exit, then SIGKILL the rest; C{what} each one killed."""
+    pids = list(pids)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(cpu_seconds(p) is not None for p in pids):
+        time.sleep(0.05)
+    killed = []
+    for p in pids:
+        if cpu_seconds(p) is not None:
+            try:
+                os.kill(p, signal.SIGKILL)
+                killed.append(f"{what} {p}")
+            except OSError:
+                pass
+    return killed
 
 
 def cpu_seconds(pid: int | None) -> float | None:
@@ -500,16 +518,7 @@ class Processes:
                     self.gateway.kill()
                     self.gateway.wait()
                     killed.append("gateway")
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and any(cpu_seconds(p) is not None for p in self.backends):
-                time.sleep(0.05)
-            for p in self.backends:
-                if cpu_seconds(p) is not None:
-                    try:
-                        os.kill(p, signal.SIGKILL)
-                        killed.append(f"backend {p}")
-                    except OSError:
-                        pass
+            killed += kill_survivors(self.backends, "backend")
         return killed
 
 

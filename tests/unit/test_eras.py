@@ -74,16 +74,16 @@ class EnvelopeTests(SynchronousTestCase):
 
     def test_modernResultsSayTheyAreCompleteAndHowToCacheThem(self) -> None:
         original = {"tools": [], "_meta": {"x": 1}}
-        shaped = to_modern("tools/list", original, "private")
+        shaped = to_modern("tools/list", original, private=True)
         self.assertEqual(shaped["resultType"], "complete")
         self.assertEqual((shaped["ttlMs"], shaped["cacheScope"]), (0, "private"))
         self.assertEqual(shaped["_meta"]["x"], 1)
         self.assertEqual(shaped["_meta"]["io.modelcontextprotocol/serverInfo"]["name"], "twisted-mcp")
         self.assertEqual(original, {"tools": [], "_meta": {"x": 1}})  # the catalog's own object is untouched
-        asking = to_modern("resources/read", {"resultType": "input_required", "inputRequests": {}}, "private")
+        asking = to_modern("resources/read", {"resultType": "input_required", "inputRequests": {}}, private=True)
         self.assertNotIn("ttlMs", asking)  # caching hints only on complete results
         self.assertNotIn("cacheScope", asking)
-        call = to_modern("tools/call", {"content": []}, "public")
+        call = to_modern("tools/call", {"content": []})
         self.assertNotIn("ttlMs", call)
         self.assertEqual(call["resultType"], "complete")
 

@@ -391,9 +391,9 @@ class ResultShapingTests(ProbeTestCase):
 
     def test_toModernKeepsABackendsHintsUnlessPrivate(self) -> None:
         result = {"contents": [], "resultType": "complete", "ttlMs": 5000, "cacheScope": "public"}
-        kept = to_modern("resources/read", result, "private")
+        kept = to_modern("resources/read", result)
         self.assertEqual((kept["ttlMs"], kept["cacheScope"]), (5000, "public"))
-        forced = to_modern("resources/read", result, "private", private=True)
+        forced = to_modern("resources/read", result, private=True)
         self.assertEqual((forced["ttlMs"], forced["cacheScope"]), (5000, "private"))
 
     def test_fromModernBackend(self) -> None:

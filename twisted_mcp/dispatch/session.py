@@ -262,7 +262,7 @@ class ClientSession:
         else:
             self.gateway.count(method, "ok")
             if envelope is not None:
-                result = to_modern(method, result, self.cache_scope(method), self.gateway.policy.active)
+                result = to_modern(method, result, self.gateway.policy.active)
             self.send({"jsonrpc": "2.0", "id": rid, "result": result})
 
     def _legacy(self, method: str, params: dict[str, Any]) -> Any:
@@ -334,10 +334,6 @@ class ClientSession:
         if spec.family is not None and spec.family not in self.gateway.capabilities(self):
             raise JsonRpcError(METHOD_NOT_FOUND, f"Method not found: {method} (no server behind this gateway offers {spec.family})")
         return spec
-
-    def cache_scope(self, method: str) -> str:
-        """Who may cache a stateless-era result: anyone, unless the policy filters what each principal sees."""
-        return "private" if self.gateway.policy.active or method == "resources/read" else "public"
 
     def _send_request_error(self, request: InFlight, e: JsonRpcError) -> None:
         code, message, data = e.code, e.message, e.data
@@ -445,7 +441,7 @@ class ClientSession:
         method = request.method
         self.gateway.count(method, "tool_error" if type(result) is dict and result.get("isError") is True else "ok")
         if request.envelope is not None:
-            result = to_modern(method, result, self.cache_scope(method), self.gateway.policy.active)
+            result = to_modern(method, result, self.gateway.policy.active)
         size = self.send({"jsonrpc": "2.0", "id": request.rid, "result": result})
         if request.call is not None:
             request.call.succeeded(result, size)

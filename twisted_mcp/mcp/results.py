@@ -27,14 +27,15 @@ MODERN_ONLY = ("resultType", "ttlMs", "cacheScope")
 CACHEABLE = frozenset({"tools/list", "prompts/list", "resources/list", "resources/templates/list", "resources/read", "server/discover"})
 
 
-def to_modern(method: str, result: Any, scope: str, private: bool = False) -> Any:
+def to_modern(method: str, result: Any, private: bool = False) -> Any:
     """
     C{result} (of C{method}) for a stateless-era client: a shallow copy with
-    C{resultType}, the caching hints on a complete result (C{ttlMs} 0,
-    C{cacheScope} C{scope}, kept when the result has them, as a
-    stateless-era backend's do, but C{cacheScope} forced C{private} when
-    C{private}: what each principal sees differs) and the gateway as the
-    server in C{_meta}.
+    C{resultType}, the caching hints on a complete result and the gateway
+    as the server in C{_meta}.  The hints a stateless-era backend gave are
+    kept; otherwise C{ttlMs} is 0 and C{cacheScope} C{public} (C{private}
+    for C{resources/read}: a handshake-era backend says nothing of who may
+    see it).  With C{private} (the policy filters what each principal sees)
+    C{cacheScope} is C{private} whatever the backend said.
     """
     if type(result) is not dict:
         return result
@@ -42,9 +43,10 @@ def to_modern(method: str, result: Any, scope: str, private: bool = False) -> An
     out.setdefault("resultType", "complete")
     if method in CACHEABLE and out["resultType"] == "complete":  # never on input_required
         out.setdefault("ttlMs", 0)
-        out.setdefault("cacheScope", scope)
         if private:
             out["cacheScope"] = "private"
+        else:
+            out.setdefault("cacheScope", "private" if method == "resources/read" else "public")
     meta = out.get("_meta")
     out["_meta"] = {**meta, SERVER_INFO: GATEWAY_INFO} if type(meta) is dict else {SERVER_INFO: GATEWAY_INFO}
     return out
