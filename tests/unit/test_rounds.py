@@ -267,3 +267,16 @@ class FailureTests(RoundsTestCase):
         self.assertEqual(len(calls), 1)
         self.assertEqual(calls[0]["outcome"], "ok")
         self.assertNotIn("planted-answer", str(records))
+
+
+class SettingTests(SynchronousTestCase):
+    """gateway.maxInputRounds: read and checked by the loader (the service hands it to the gateway)."""
+
+    def test_theSettingIsReadAndChecked(self) -> None:
+        from twisted_mcp.config import ConfigError
+        from twisted_mcp.config.loader import build
+
+        self.assertEqual(build({"mcpServers": {}}, "inline", {}).gateway.maxInputRounds, 8)
+        self.assertEqual(build({"gateway": {"maxInputRounds": 3}, "mcpServers": {}}, "inline", {}).gateway.maxInputRounds, 3)
+        e = self.assertRaises(ConfigError, build, {"gateway": {"maxInputRounds": 0}, "mcpServers": {}}, "inline", {})
+        self.assertIn("gateway.maxInputRounds", "\n".join(e.problems))
