@@ -73,12 +73,8 @@ ROOTS = ListRootsRequest()
 
 def answers_of(ctx: Context) -> dict[str, dict[str, Any]]:
     """The retry's answers as plain JSON (those that are not objects are dropped)."""
-    answers: dict[str, dict[str, Any]] = {}
-    for key, answer in (ctx.input_responses or {}).items():
-        plain = answer.model_dump(by_alias=True, mode="json", exclude_none=True) if isinstance(answer, BaseModel) else answer
-        if isinstance(plain, dict):
-            answers[key] = plain
-    return answers
+    plain = {key: a.model_dump(by_alias=True, mode="json", exclude_none=True) if isinstance(a, BaseModel) else a for key, a in (ctx.input_responses or {}).items()}
+    return {key: answer for key, answer in plain.items() if isinstance(answer, dict)}
 
 
 def ask(ctx: Context, questions: dict[str, InputRequest], state: str) -> dict[str, dict[str, Any]] | InputRequiredResult:
@@ -92,60 +88,43 @@ def ask(ctx: Context, questions: dict[str, InputRequest], state: str) -> dict[st
     return answers
 
 
-def elicited(answer: dict[str, Any], field: str) -> str:
-    content = answer.get("content") if answer.get("action") == "accept" else None
-    return str(content.get(field, "")) if isinstance(content, dict) else f"({answer.get('action', 'no answer')})"
-
-
-def sampled(answer: dict[str, Any]) -> str:
+def said(answer: dict[str, Any], field: str = "") -> str:
+    """An answer as text: an elicitation's C{field} (its action when it has no content), an LLM's text, the roots' URIs."""
+    if "roots" in answer:
+        return ", ".join(str(root.get("uri")) for root in answer["roots"] if isinstance(root, dict))
     content = answer.get("content")
+    if "action" in answer:
+        return str(content.get(field, "")) if isinstance(content, dict) else str(answer["action"])
     return str(content.get("text", "")) if isinstance(content, dict) else ""
 
 
-def root_uris(answer: dict[str, Any]) -> str:
-    roots = answer.get("roots")
-    return ", ".join(str(root.get("uri")) for root in roots if isinstance(root, dict)) if isinstance(roots, list) else ""
-
-
-@mcp.tool(description="Asks the user's name, then greets them")
-async def elicit(ctx: Context) -> CallToolResult | InputRequiredResult:
-    answers = ask(ctx, {"user_name": USER_NAME}, "elicit:1")
+def answered(ctx: Context, questions: dict[str, InputRequest], state: str, reply: str) -> CallToolResult | InputRequiredResult:
+    """C{reply} formatted with what was said to each question (C{{key}}; an elicitation's C{name}), once all are answered."""
+    answers = ask(ctx, questions, state)
     if isinstance(answers, InputRequiredResult):
         return answers
-    return text(f"Hello, {elicited(answers['user_name'], 'name')}!")
+    return text(reply.format(**{key: said(answer, "name") for key, answer in answers.items()}))
 
 
-@mcp.tool(description="Sends the user to a URL to sign in")
-async def login(ctx: Context) -> CallToolResult | InputRequiredResult:
-    answers = ask(ctx, {"login": LOGIN}, "login:1")
-    if isinstance(answers, InputRequiredResult):
-        return answers
-    return text(f"login: {answers['login'].get('action')}")
+def asking_tool(name: str, description: str, questions: dict[str, InputRequest], reply: str) -> None:
+    """A tool that asks C{questions} in one round, then answers C{reply} with what was said."""
+
+    async def tool(ctx: Context) -> CallToolResult | InputRequiredResult:
+        return answered(ctx, questions, f"{name}:1", reply)
+
+    mcp.tool(name=name, description=description)(tool)
 
 
-@mcp.tool(description="Asks the client's LLM the capital of France")
-async def sample(ctx: Context) -> CallToolResult | InputRequiredResult:
-    answers = ask(ctx, {"llm": LLM}, "sample:1")
-    if isinstance(answers, InputRequiredResult):
-        return answers
-    return text(f"The LLM answered: {sampled(answers['llm'])}")
-
-
-@mcp.tool(description="Asks the client for its roots")
-async def roots(ctx: Context) -> CallToolResult | InputRequiredResult:
-    answers = ask(ctx, {"client_roots": ROOTS}, "roots:1")
-    if isinstance(answers, InputRequiredResult):
-        return answers
-    return text(f"roots: {root_uris(answers['client_roots'])}")
-
-
-@mcp.tool(description="Asks a name, the LLM and the roots in one round")
-async def three(ctx: Context) -> CallToolResult | InputRequiredResult:
-    answers = ask(ctx, {"user_name": USER_NAME, "llm": LLM, "client_roots": ROOTS}, "three:1")
-    if isinstance(answers, InputRequiredResult):
-        return answers
-    name, llm, where = elicited(answers["user_name"], "name"), sampled(answers["llm"]), root_uris(answers["client_roots"])
-    return text(f"name={name}; llm={llm}; roots={where}")
+asking_tool("elicit", "Asks the user's name, then greets them", {"user_name": USER_NAME}, "Hello, {user_name}!")
+asking_tool("login", "Sends the user to a URL to sign in", {"login": LOGIN}, "login: {login}")
+asking_tool("sample", "Asks the client's LLM the capital of France", {"llm": LLM}, "The LLM answered: {llm}")
+asking_tool("roots", "Asks the client for its roots", {"client_roots": ROOTS}, "roots: {client_roots}")
+asking_tool(
+    "three",
+    "Asks a name, the LLM and the roots in one round",
+    {"user_name": USER_NAME, "llm": LLM, "client_roots": ROOTS},
+    "name={user_name}; llm={llm}; roots={client_roots}",
+)
 
 
 STEP1 = form("Step 1: what is your name?", "name")
@@ -155,17 +134,17 @@ STEP2 = form("Step 2: what is your favourite colour?", "colour")
 @mcp.tool(description="Two rounds: a name, then a colour (the name rides in requestState)")
 async def two_rounds(ctx: Context) -> CallToolResult | InputRequiredResult:
     state = ctx.request_state or ""
-    if state.startswith("round-2:"):
-        answers = ask(ctx, {"step2": STEP2}, state)
-        if isinstance(answers, InputRequiredResult):
-            return answers
-        await ctx.report_progress(1, 1, "both answers in")
-        name = json.loads(state.removeprefix("round-2:"))
-        return text(f"Hello {name}, your favourite colour is {elicited(answers['step2'], 'colour')}")
-    answers = ask(ctx, {"step1": STEP1}, "round-1")
-    if isinstance(answers, InputRequiredResult):
-        return answers
-    return InputRequiredResult(input_requests={"step2": STEP2}, request_state="round-2:" + json.dumps(elicited(answers["step1"], "name")))
+    if not state.startswith("round-2:"):
+        first = ask(ctx, {"step1": STEP1}, "round-1")
+        if isinstance(first, InputRequiredResult):
+            return first
+        return InputRequiredResult(input_requests={"step2": STEP2}, request_state="round-2:" + json.dumps(said(first["step1"], "name")))
+    second = ask(ctx, {"step2": STEP2}, state)
+    if isinstance(second, InputRequiredResult):
+        return second
+    await ctx.report_progress(1, 1, "both answers in")
+    name = json.loads(state.removeprefix("round-2:"))
+    return text(f"Hello {name}, your favourite colour is {said(second['step2'], 'colour')}")
 
 
 @mcp.tool(description="Asks nothing of the client: two rounds of requestState only")
@@ -189,7 +168,7 @@ async def with_context(ctx: Context) -> list[Message] | InputRequiredResult:
     answers = ask(ctx, {"user_context": form("What context should the prompt use?", "context")}, "prompt:1")
     if isinstance(answers, InputRequiredResult):
         return answers
-    return [UserMessage(f"Use this context: {elicited(answers['user_context'], 'context')}")]
+    return [UserMessage(f"Use this context: {said(answers['user_context'], 'context')}")]
 
 
 if __name__ == "__main__":
