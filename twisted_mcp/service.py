@@ -65,6 +65,7 @@ class GatewayService(Reloading, MultiService):
         bound = max([s.discoveryTimeout for s in config.servers] or [0.0]) + 1.0
         self.gateway = Gateway(self.backends, config.gateway.separator, clock, bound, self._spawn)
         self.gateway.reverse.held.configure(config.gateway)
+        self.gateway.max_input_rounds = config.gateway.maxInputRounds
         for b in self.backends:
             b.add_listener(self._idle_template)
         self.frontends: list[Service] = []

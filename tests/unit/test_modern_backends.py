@@ -319,17 +319,17 @@ class ThroughGatewayTests(ProbeTestCase):
         self.assertEqual(answer["result"]["resultType"], "complete")
         self.assertEqual(answer["result"]["_meta"][SERVER_INFO]["name"], "twisted-mcp")
 
-    def test_inputRequiredIsNotBridgedYet(self) -> None:
-        """Toward either era's client (step 7 bridges it); a stateless-era one first, then a handshake-era one."""
+    def test_aMalformedInputRequiredIsTheBackendsFault(self) -> None:
+        """Toward either era's client (well-formed ones: test_rounds, test_mrtr_passthrough); a stateless-era one first."""
         for rid, meta in ((1, modern_envelope()), (2, None)):
             if meta is None:
                 self.session = ClientSession(self.gateway, line_caller(self.out.append, "stdio"))
                 self.legacy_client({"elicitation": {}})
             self.call(rid, meta)
-            self.reply(self.spawn, "tools/call", {"resultType": "input_required", "inputRequests": {}, "requestState": "s"})
+            self.reply(self.spawn, "tools/call", {"resultType": "input_required", "inputRequests": {"k": {"method": "tools/list"}}})
             (answer,) = self.take()
             self.assertEqual(answer["error"]["code"], -32603)
-            self.assertIn("asked for input in the 2026-07-28 way", answer["error"]["message"])
+            self.assertIn("malformed InputRequiredResult: inputRequests.k must be a sampling", answer["error"]["message"])
 
     def test_envelopeRefusalIsTheGatewaysFault(self) -> None:
         """-32022 or -32020 from a modern backend: -32603 naming it (an error in the log)."""
@@ -397,10 +397,23 @@ class ResultShapingTests(ProbeTestCase):
         self.assertEqual((forced["ttlMs"], forced["cacheScope"]), (5000, "private"))
 
     def test_fromModernBackend(self) -> None:
-        self.assertEqual(from_modern_backend({"content": []}, "b"), {"content": []})
+        self.assertEqual(from_modern_backend({"content": []}, "b", "tools/call"), {"content": []})
         with self.assertRaises(JsonRpcError) as e:
-            from_modern_backend({"resultType": "later"}, "b")
+            from_modern_backend({"resultType": "later"}, "b", "tools/call")
         self.assertIn("unknown resultType", e.exception.message)
+        asking = {"resultType": "input_required", "requestState": "s"}
+        self.assertIs(from_modern_backend(asking, "b", "prompts/get"), asking)
+        for method, result, why in (
+            ("tools/list", asking, "only tools/call, prompts/get and resources/read may ask"),
+            ("tools/call", {"resultType": "input_required"}, "neither inputRequests nor requestState"),
+            ("tools/call", {"resultType": "input_required", "requestState": 1}, "requestState must be a string"),
+            ("tools/call", {"resultType": "input_required", "inputRequests": []}, "inputRequests must be an object"),
+            ("tools/call", {"resultType": "input_required", "inputRequests": {"k": {"method": "roots/list", "params": 1}}}, "k.params must be"),
+        ):
+            with self.assertRaises(JsonRpcError) as e:
+                from_modern_backend(result, "b", method)
+            self.assertEqual(e.exception.code, -32603)
+            self.assertIn(why, e.exception.message)
 
 
 class ConfigTests(ProbeTestCase):

@@ -98,6 +98,7 @@ _GATEWAY_KEYS: dict[str, tuple[str, Any]] = {
     "maxHeldCalls": ("int", (0, 1 << 20)),
     "maxHeldCallsPerPrincipal": ("int", (0, 1 << 20)),
     "heldCallTimeout": ("seconds", (0.1, 86400)),
+    "maxInputRounds": ("int", (1, 1000)),
     "requestStateTtl": ("seconds", (1, 86400)),
     "requestStateKeys": ("keys", None),
     "adminToken": ("token", None),

@@ -71,6 +71,8 @@ class GatewaySettings:
     maxHeldCallsPerPrincipal: int = 8
     #: Seconds a held call waits for its client's retry before it ends.
     heldCallTimeout: float = 300.0
+    #: Rounds of input a 2026-07-28 backend may ask of a handshake-era client in one call.
+    maxInputRounds: int = 8
     #: Seconds a requestState token the gateway seals stays valid.
     requestStateTtl: float = 600.0
     #: HMAC keys for requestState tokens (the first seals, all verify); none:

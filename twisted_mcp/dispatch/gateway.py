@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from twisted_mcp.backends.base import Backend
 from twisted_mcp.dispatch.catalog import Catalog
 from twisted_mcp.dispatch.reverse import Reverse
+from twisted_mcp.dispatch.rounds import DEFAULT_MAX_ROUNDS
 from twisted_mcp.dispatch.server_logs import ServerLogs
 from twisted_mcp.dispatch.subscriptions import Subscriptions
 from twisted_mcp.mcp import errors
@@ -86,6 +87,8 @@ class Gateway:
         self.requests: dict[tuple[str, str, str], int] = {}
         #: Where backends' requests to clients and their notifications go.
         self.reverse = Reverse(self)
+        #: Rounds of input a stateless-era backend may ask of a handshake-era client per call (gateway.maxInputRounds).
+        self.max_input_rounds = DEFAULT_MAX_ROUNDS
         self.subscriptions = Subscriptions(self)
         self.logs = ServerLogs(self)
         #: Each backend's state and handshake count when its listener last

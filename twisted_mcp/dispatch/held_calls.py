@@ -41,7 +41,7 @@ from twisted_mcp.backends.base import Backend
 from twisted_mcp.dispatch.caller import can_answer, required_capability
 from twisted_mcp.dispatch.instances import principal_name
 from twisted_mcp.mcp import errors
-from twisted_mcp.mcp.request_state import Claims, Seal, StateRefused, check_binding, digest, request_digest
+from twisted_mcp.mcp.request_state import Claims, Seal, StateRefused, digest, request_digest
 from twisted_mcp.wire.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND, JsonRpcError
 
 if TYPE_CHECKING:
@@ -469,7 +469,7 @@ class HeldCalls:
         else:
             call.id, self._next_id = self._next_id, self._next_id + 1
             call.owner = owner
-            call.backend_label = f"{call.target.name}#{call.target.handshakes}"
+            call.backend_label = backend_label(call.target)
             call.principal = caller_digest(session)
             params = call.origin_params
             call.request_digest = request_digest(params)
@@ -488,26 +488,13 @@ class HeldCalls:
         if self._by_origin.get(call.origin) is call:
             del self._by_origin[call.origin]
 
-    def resume(self, session: ClientSession, request: InFlight, params: dict[str, Any]) -> Deferred[Any]:
+    def resume(self, session: ClientSession, request: InFlight, params: dict[str, Any], claims: Claims) -> Deferred[Any]:
         """
-        A retry carrying C{requestState}: its token checked (C{-32602} with
-        the reason otherwise, logged without the token), the held call it
-        names resumed with its C{inputResponses}.
+        A retry carrying the token of a held call (C{claims}, opened and
+        bound to this caller and request by L{twisted_mcp.dispatch.mrtr}):
+        the held call it names resumed with its C{inputResponses};
+        L{StateRefused} when that call is not waiting for this round.
         """
-        try:
-            return self._resume(session, request, params)
-        except StateRefused as e:
-            log.info(
-                "client {client} ({principal}): a retry's requestState was refused: {why}",
-                client=session.label,
-                principal=principal_name(session.gateway, session.peer),
-                why=e.data["reason"],
-            )
-            raise
-
-    def _resume(self, session: ClientSession, request: InFlight, params: dict[str, Any]) -> Deferred[Any]:
-        claims = self.seal.open(params.get("requestState"))
-        check_binding(claims, KIND, caller_digest(session), request.method, request_digest(params))
         state = claims.state
         if type(state) is not list or len(state) != 2 or any(type(n) is not int for n in state):
             raise StateRefused("requestState was not issued by this gateway")
@@ -546,6 +533,11 @@ class HeldCalls:
         }
 
 
+def backend_label(target: Backend) -> str:
+    """What a token binds of its backend: the name and the MCP sessions made with it (a restart ends its calls)."""
+    return f"{target.name}#{target.handshakes}"
+
+
 def caller_digest(session: ClientSession) -> str:
     """Who may retry a held call: this caller (principal) on this session, hashed (tokens may be logged)."""
     return digest(["caller", principal_name(session.gateway, session.peer), session.label])
@@ -558,4 +550,4 @@ def strip_retry_keys(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k not in RETRY_KEYS}
 
 
-__all__ = ["HELD_METHODS", "RETRY_KEYS", "HeldCall", "HeldCallLimits", "HeldCalls", "caller_digest", "strip_retry_keys"]
+__all__ = ["HELD_METHODS", "RETRY_KEYS", "HeldCall", "HeldCallLimits", "HeldCalls", "backend_label", "caller_digest", "strip_retry_keys"]

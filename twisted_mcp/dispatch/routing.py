@@ -8,7 +8,10 @@ Each hop has its own era.  A handshake-era backend is sent no
 C{io.modelcontextprotocol/*} key; a stateless-era (2026-07-28) backend is
 sent them all, with the calling client's capabilities and log level
 (L{twisted_mcp.backends.envelope}), and its results lose what a
-handshake-era client must not see.
+handshake-era client must not see.  When such a backend asks for the
+client's input (an C{InputRequiredResult}), a handshake-era client is asked
+in rounds (L{twisted_mcp.dispatch.rounds}), a stateless-era one is passed
+the question with the backend's state sealed (L{twisted_mcp.dispatch.mrtr}).
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from twisted.python.failure import Failure
 from twisted_mcp.backends.base import Backend
 from twisted_mcp.backends.envelope import stamp
 from twisted_mcp.dispatch.held_calls import HELD_METHODS, strip_retry_keys
+from twisted_mcp.dispatch.mrtr import sealed, unsealed
+from twisted_mcp.dispatch.rounds import rounds
 from twisted_mcp.mcp.errors import HEADER_MISMATCH, UNSUPPORTED_PROTOCOL_VERSION, GatewayError
 from twisted_mcp.mcp.meta import without_reserved
-from twisted_mcp.mcp.results import from_modern_backend, to_legacy
+from twisted_mcp.mcp.results import from_modern_backend, is_input_required, to_legacy
 from twisted_mcp.policy.subject import Subject
 from twisted_mcp.wire.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, JsonRpcError
 
@@ -60,13 +65,17 @@ def forward(
     against its definition).
     """
     policy = session.gateway.policy
+    retry_out = None
     if request.envelope is not None and request.method in HELD_METHODS:
-        # A retry's plumbing is no argument: neither the backend nor the
-        # policy (nor the audit trail, which may not record a person's
-        # answers) sees it.  The call may be held if its backend asks
+        # A retry's plumbing is no argument: neither a handshake-era
+        # backend nor the policy (nor the audit trail, which may not record
+        # a person's answers) sees it; a stateless-era backend is sent it
+        # (dispatch.mrtr).  The call may be held if its backend asks
         # (dispatch.held_calls: made then, at no cost before).
         params = strip_retry_keys(params)
-        out = strip_retry_keys(out)
+        stripped = strip_retry_keys(out)
+        if stripped is not out:
+            retry_out, out = out, stripped
         request.holdable = params
     call = None
     if policy.active:
@@ -89,15 +98,20 @@ def forward(
     # ties to this call (its .session and .rid name the client request).
     context = request
 
-    def send_one(target: Backend) -> Deferred[Any]:
-        modern = target.era == "modern" and target.protocol_version is not None
-        body = _enveloped(session, request, target, out) if modern else out
+    def send_body(target: Backend, body: dict[str, Any]) -> Deferred[Any]:
         if send_to is not None:
-            d = send_to(target, body, context)
+            return send_to(target, body, context)
+        return target.call(method, body, on_progress, context=context)
+
+    def send_one(target: Backend) -> Deferred[Any]:
+        if target.era != "modern" or target.protocol_version is None:
+            return send_body(target, out)
+        if retry_out is None:
+            body = _enveloped(session, request, target, out)
         else:
-            d = target.call(method, body, on_progress, context=context)
-        if modern:
-            d.addCallbacks(_from_modern, _refused_by_modern, callbackArgs=(request, target), errbackArgs=(method, target))
+            body = _enveloped(session, request, target, retry_out if request.passed is None else unsealed(request, target, retry_out))
+        d = send_body(target, body)
+        d.addCallbacks(_from_modern, _refused_by_modern, callbackArgs=(request, target, body, send_body), errbackArgs=(method, target))
         return d
 
     if backend.per_session:
@@ -132,9 +146,21 @@ def _enveloped(session: ClientSession, request: InFlight, target: Backend, out: 
     return stamp(out, target.protocol_version, caller.capabilities, caller.log_level)
 
 
-def _from_modern(result: Any, request: InFlight, target: Backend) -> Any:
-    """A stateless-era backend's result, checked, and shaped for a handshake-era client."""
-    result = from_modern_backend(result, target.name)
+def _from_modern(
+    result: Any, request: InFlight, target: Backend, body: dict[str, Any], send_body: Callable[[Backend, dict[str, Any]], Deferred[Any]]
+) -> Any:
+    """
+    A stateless-era backend's result to C{body}, checked, and shaped for
+    the client's era.  When it asks for the client's input: a handshake-era
+    client is asked in rounds (C{send_body} sends the backend the retries); a
+    stateless-era one is passed it, its state sealed.
+    """
+    result = from_modern_backend(result, target.name, request.method)
+    if is_input_required(result):
+        if request.envelope is not None:
+            return sealed(request, target, result)
+        again = lambda retry: send_body(target, retry).addErrback(_refused_by_modern, request.method, target)  # noqa: E731
+        return rounds(request, target, body, result, again)
     return to_legacy(result) if request.envelope is None else result
 
 

@@ -24,6 +24,7 @@ from twisted_mcp.dispatch.handlers import METHODS
 from twisted_mcp.dispatch.held_calls import HELD_METHODS
 from twisted_mcp.dispatch.instances import OwnInstances, principal_name
 from twisted_mcp.dispatch.listens import Listens
+from twisted_mcp.dispatch.mrtr import retry
 from twisted_mcp.dispatch.reverse import ClientRequests
 from twisted_mcp.mcp import errors
 from twisted_mcp.mcp.meta import Envelope, claims_modern, read_envelope, unsupported_version
@@ -50,7 +51,7 @@ class InFlight:
     request to the client, a log message) names this session and request.
     """
 
-    __slots__ = ("session", "rid", "key", "method", "envelope", "call", "progress", "backend", "transform", "holdable", "held")
+    __slots__ = ("session", "rid", "key", "method", "envelope", "call", "progress", "backend", "transform", "holdable", "held", "passed")
 
     def __init__(self, session: ClientSession, rid: Any, method: str, envelope: Envelope | None = None) -> None:
         self.session = session
@@ -71,6 +72,8 @@ class InFlight:
         self.holdable: dict[str, Any] | None = None
         #: The L{twisted_mcp.dispatch.held_calls.HeldCall} once its backend asked.
         self.held: Any = None
+        #: A retry's pass token, opened and checked (L{twisted_mcp.dispatch.mrtr}): what its backend is sent back.
+        self.passed: Any = None
 
 
 class ClientSession:
@@ -229,10 +232,13 @@ class ClientSession:
         request = InFlight(self, rid, method, envelope)
         try:
             if envelope is not None and "requestState" in params and method in HELD_METHODS:
-                # The retry of a held call (2026-07-28): resumed, not sent again.
+                # A retry (2026-07-28): a held call's is resumed, not sent
+                # again; a stateless-era backend's (pass) goes on its way.
                 self._admit(rid)
-                self._track(request, self.gateway.reverse.held.resume(self, request, params))
-                return
+                resumed = retry(self, request, params)
+                if resumed is not None:
+                    self._track(request, resumed)
+                    return
             if spec.waits and not self.gateway.ready:
                 # The first requests wait (bounded) for every backend's discovery.
                 self._admit(rid)

@@ -32,8 +32,8 @@ from twisted_mcp.wire.jsonrpc import INVALID_PARAMS, JsonRpcError
 PREFIX = "tmcp1."
 #: Seconds a token stays valid (the SDK's own default).
 DEFAULT_TTL = 600.0
-#: Longer tokens are refused unread.
-MAX_TOKEN_CHARS = 4096
+#: Longer tokens are refused unread (a pass token carries its backend's own state).
+MAX_TOKEN_CHARS = 65536
 
 
 @attrs.frozen
