@@ -10,8 +10,15 @@ Tools:
                     request: its protocol version (`protocolVersion`), the
                     client capabilities it saw (`clientCapabilities`) and the
                     reserved `_meta` keys of the request (`meta`)
-Resource: dual://greeting (text "hello from both eras").
+  change_tools()     adds or removes the tool `dynamic` and says the tool list changed
+  change_prompts()   adds or removes the prompt `dynamic` and says the prompt list changed
+  touch()            bumps the counter of watch://counter and says it was updated
+Resources: dual://greeting (text "hello from both eras"); watch://counter (the
+number of touches so far, subscribable).
 Prompt: greet(name) -> one user message "Say hello to <name>".
+
+Changes are announced on the 2026-07-28 listen streams (`subscriptions/listen`),
+and, on a handshake-era connection, as that era's notifications too.
 
 Nothing is written to stdout but the protocol (logs go to stderr).
 """
@@ -28,6 +35,10 @@ sys.stdout = sys.stderr
 from mcp.server.mcpserver import Context, MCPServer  # noqa: E402
 
 mcp = MCPServer("dual-era", instructions="A server of both MCP eras, for tests.")
+HANDSHAKE_ERA = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
+DYNAMIC = "dynamic"
+WATCHED = "watch://counter"
+touches = 0
 
 
 @mcp.tool(description="Returns the text")
@@ -60,6 +71,45 @@ def greeting() -> str:
 @mcp.prompt(description="Asks to greet someone")
 def greet(name: str) -> str:
     return f"Say hello to {name}"
+
+
+@mcp.tool(description="Adds or removes the tool `dynamic`; says the tool list changed")
+async def change_tools(ctx: Context) -> str:
+    if any(tool.name == DYNAMIC for tool in mcp._tool_manager.list_tools()):
+        mcp.remove_tool(DYNAMIC)
+    else:
+        mcp.add_tool(lambda: "dynamic", name=DYNAMIC, description="Comes and goes with change_tools")
+    await ctx.notify_tools_changed()
+    if ctx.protocol_version in HANDSHAKE_ERA:
+        await ctx.session.send_tool_list_changed()
+    return "tools changed"
+
+
+@mcp.tool(description="Adds or removes the prompt `dynamic`; says the prompt list changed")
+async def change_prompts(ctx: Context) -> str:
+    if any(prompt.name == DYNAMIC for prompt in mcp._prompt_manager.list_prompts()):
+        mcp.remove_prompt(DYNAMIC)
+    else:
+        mcp.prompt(name=DYNAMIC, description="Comes and goes with change_prompts")(lambda: "dynamic")
+    await ctx.notify_prompts_changed()
+    if ctx.protocol_version in HANDSHAKE_ERA:
+        await ctx.session.send_prompt_list_changed()
+    return "prompts changed"
+
+
+@mcp.tool(description="Bumps watch://counter; says it was updated")
+async def touch(ctx: Context) -> str:
+    global touches
+    touches += 1
+    await ctx.notify_resource_updated(WATCHED)
+    if ctx.protocol_version in HANDSHAKE_ERA:
+        await ctx.session.send_resource_updated(WATCHED)
+    return f"touched {touches}"
+
+
+@mcp.resource(WATCHED, description="How many times touch was called")
+def counter() -> str:
+    return str(touches)
 
 
 if __name__ == "__main__":
