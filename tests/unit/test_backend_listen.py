@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.error import ProcessTerminated
-from twisted.logger import capturedLogs
+from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
 
 from twisted_mcp.backends.listen import OVERLAP
@@ -123,10 +123,15 @@ class OpeningTests(ListenTestCase):
         backend, spawn = self.up()
         with capturedLogs() as logged:
             self.ack(spawn, self.listens(spawn)[0], {"toolsListChanged": True})
-        warnings = [e["log_format"].format(**e) for e in logged if "does not honour" in e["log_format"]]
+        warnings = [e["log_format"].format(**e) for e in logged if e["log_level"] is LogLevel.warn]
         self.assertEqual(len(warnings), 1)
         self.assertIn("promptsListChanged", warnings[0])
         self.assertTrue(backend.listen.is_open)
+        # The next listen (a URI change) leaves it out too: not logged again.
+        backend.listen.add("dual://a")
+        with capturedLogs() as logged:
+            self.ack(spawn, self.listens(spawn)[1], {"toolsListChanged": True, "resourceSubscriptions": ["dual://a"]})
+        self.assertEqual([e for e in logged if e["log_level"] is LogLevel.warn], [])
         self.stop(backend)
 
 
@@ -256,15 +261,12 @@ class DropTests(ListenTestCase):
         self.assertTrue(backend.listen.is_open)
         self.stop(backend)
 
-    def test_restartOpensAgainWithTheUris(self) -> None:
-        """The backend restarting: the new process gets a listen with the URIs clients hold."""
-        backend, spawn = self.up()
-        gateway = self.gateway(backend)
-        self.ack(spawn, self.listens(spawn)[0])
-        gateway.subscriptions.subscribe(_Subscriber(), backend, "dual://a", {"uri": "dual://a"}, None)
-        self.ack(spawn, self.listens(spawn)[1])
+    def exits(self, backend: StdioBackend, spawn: Spawn) -> None:
         spawn.protocol.processExited(Failure(ProcessTerminated(exitCode=1)))
         self.assertFalse(backend.listen.is_open)
+
+    def restart(self, spawn: Spawn) -> Spawn:
+        """After the backoff, the next process is discovered."""
         self.clock.advance(1.0)
         again = self.last
         self.assertIsNot(again, spawn)
@@ -273,8 +275,36 @@ class DropTests(ListenTestCase):
         self.reply(again, "prompts/list", {"prompts": [], **LISTED})
         self.reply(again, "resources/list", {"resources": [], **LISTED})
         self.reply(again, "resources/templates/list", {"resourceTemplates": [], **LISTED})
+        return again
+
+    def subscribed(self) -> tuple[StdioBackend, Spawn, Gateway, _Subscriber]:
+        backend, spawn = self.up()
+        gateway = self.gateway(backend)
+        self.ack(spawn, self.listens(spawn)[0])
+        client = _Subscriber()
+        gateway.subscriptions.subscribe(client, backend, "dual://a", {"uri": "dual://a"}, None)
+        self.ack(spawn, self.listens(spawn)[1])
+        return backend, spawn, gateway, client
+
+    def test_restartOpensAgainWithTheUris(self) -> None:
+        """The backend restarting: the new process gets one listen, with the URIs clients hold."""
+        backend, spawn, _, _ = self.subscribed()
+        self.exits(backend, spawn)
+        again = self.restart(spawn)
         [listen] = self.listens(again)
         self.assertEqual(listen["params"]["notifications"]["resourceSubscriptions"], ["dual://a"])
+        self.ack(again, listen)
+        self.assertEqual(len(self.listens(again)), 1)
+        self.stop(backend)
+
+    def test_unsubscribedWhileDown(self) -> None:
+        """A client that leaves while the backend restarts: the next listen does not carry its URI."""
+        backend, spawn, gateway, client = self.subscribed()
+        self.exits(backend, spawn)
+        gateway.subscriptions.session_ended(client)
+        again = self.restart(spawn)
+        [listen] = self.listens(again)
+        self.assertNotIn("resourceSubscriptions", listen["params"]["notifications"])
         self.stop(backend)
 
     def test_stopCancelsTheListen(self) -> None:

@@ -277,7 +277,9 @@ class Backend(Service):
         return self.call("resources/subscribe", params, context=context)
 
     def unsubscribe_resource(self, uri: str) -> Deferred[Any]:
-        """No more updates of C{uri}."""
+        """No more updates of C{uri} (nothing to undo while the server is not up: it forgot them)."""
+        if self.state is not State.UP:
+            return succeed({})
         return self.call("resources/unsubscribe", {"uri": uri})
 
     def _server_request(self, method: str, params: dict[str, Any], related: Any) -> Deferred[Any]:

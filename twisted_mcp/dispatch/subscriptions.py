@@ -182,8 +182,6 @@ class Subscriptions:
         self._upstreams.pop((upstream.target, upstream.uri), None)
         upstream.active = False
         target = upstream.target
-        if target.state.value != "up":
-            return
         try:
             d = target.unsubscribe_resource(upstream.uri)
         except Exception as e:
