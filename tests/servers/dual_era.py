@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 _STDOUT = sys.stdout
 sys.stdout = sys.stderr
@@ -73,15 +73,20 @@ def greet(name: str) -> str:
     return f"Say hello to {name}"
 
 
+async def announce(ctx: Context, on_listens: Awaitable[None], on_connection: Callable[[], Awaitable[None]]) -> None:
+    """A change, on the 2026-07-28 listen streams, and on a handshake-era connection as that era's notification."""
+    await on_listens
+    if ctx.protocol_version in HANDSHAKE_ERA:
+        await on_connection()
+
+
 @mcp.tool(description="Adds or removes the tool `dynamic`; says the tool list changed")
 async def change_tools(ctx: Context) -> str:
     if any(tool.name == DYNAMIC for tool in mcp._tool_manager.list_tools()):
         mcp.remove_tool(DYNAMIC)
     else:
         mcp.add_tool(lambda: "dynamic", name=DYNAMIC, description="Comes and goes with change_tools")
-    await ctx.notify_tools_changed()
-    if ctx.protocol_version in HANDSHAKE_ERA:
-        await ctx.session.send_tool_list_changed()
+    await announce(ctx, ctx.notify_tools_changed(), ctx.session.send_tool_list_changed)
     return "tools changed"
 
 
@@ -91,9 +96,7 @@ async def change_prompts(ctx: Context) -> str:
         mcp.remove_prompt(DYNAMIC)
     else:
         mcp.prompt(name=DYNAMIC, description="Comes and goes with change_prompts")(lambda: "dynamic")
-    await ctx.notify_prompts_changed()
-    if ctx.protocol_version in HANDSHAKE_ERA:
-        await ctx.session.send_prompt_list_changed()
+    await announce(ctx, ctx.notify_prompts_changed(), ctx.session.send_prompt_list_changed)
     return "prompts changed"
 
 
@@ -101,9 +104,7 @@ async def change_prompts(ctx: Context) -> str:
 async def touch(ctx: Context) -> str:
     global touches
     touches += 1
-    await ctx.notify_resource_updated(WATCHED)
-    if ctx.protocol_version in HANDSHAKE_ERA:
-        await ctx.session.send_resource_updated(WATCHED)
+    await announce(ctx, ctx.notify_resource_updated(WATCHED), lambda: ctx.session.send_resource_updated(WATCHED))
     return f"touched {touches}"
 
 

@@ -31,7 +31,7 @@ from twisted_mcp.backends import envelope
 from twisted_mcp.backends.listings import LISTINGS, RELISTED_ON, TOOLS, Listing, fetch
 from twisted_mcp.backends.probe import ProbeFailed, Verdict, settle
 from twisted_mcp.backends.server_requests import Handler, HeldRequests
-from twisted_mcp.mcp.meta import PREFIX, SERVER_INFO
+from twisted_mcp.mcp.meta import PREFIX, SERVER_INFO, without_reserved
 from twisted_mcp.mcp.versions import CLIENT_INFO, HANDSHAKE_VERSIONS, LATEST_HANDSHAKE
 from twisted_mcp.wire.jsonrpc import (
     METHOD_NOT_FOUND,
@@ -508,8 +508,8 @@ class McpClientSession:
         """
         Whether a modern server's notification goes on: one of a listen's
         (tagged with its subscription id) only if L{on_tagged} says so, and
-        then without the tag (the gateway's clients have listens of their
-        own).
+        then without the keys MCP reserves (the tag: the gateway's clients
+        have listens of their own).
         """
         meta = params.get("_meta")
         if type(meta) is not dict or SUBSCRIPTION_ID not in meta:
@@ -517,11 +517,11 @@ class McpClientSession:
         on_tagged = self.on_tagged
         if on_tagged is None or not on_tagged(method, params, meta[SUBSCRIPTION_ID]):
             return False
-        rest = {key: value for key, value in meta.items() if key != SUBSCRIPTION_ID}
-        if rest:
-            params["_meta"] = rest
-        else:
+        kept = without_reserved(meta)
+        if kept is None:
             del params["_meta"]
+        else:
+            params["_meta"] = kept
         return True
 
     def _log_message(self, params: dict[str, Any]) -> None:
