@@ -286,6 +286,43 @@ class DropTests(ListenTestCase):
         self.ack(spawn, self.listens(spawn)[1])
         return backend, spawn, gateway, client
 
+    def test_notAcknowledgedInTime(self) -> None:
+        """A listen not acknowledged within callTimeout (5 s): cancelled, its
+        subscription fails, and another listen follows the backoff."""
+        backend, spawn = self.up()
+        gateway = self.gateway(backend)
+        d = gateway.subscriptions.subscribe(_Subscriber(), backend, "dual://a", {"uri": "dual://a"}, None)
+        first = self.listens(spawn)[0]
+        self.clock.advance(4.9)
+        self.assertNoResult(d)
+        self.clock.advance(0.1)
+        self.assertEqual(self.cancels(spawn), [first["id"]])
+        self.assertIn("no acknowledgment within 5 s", self.failureResultOf(d, JsonRpcError).value.message)
+        self.clock.advance(1.0)
+        second = self.listens(spawn)[1]
+        self.assertNotIn("resourceSubscriptions", second["params"]["notifications"])
+        self.ack(spawn, second)
+        self.assertTrue(backend.listen.is_open)
+        self.stop(backend)
+
+    def test_refusedReplacementKeepsTheOpenListen(self) -> None:
+        """A new listen (for a new URI) refused: that subscription fails; the
+        open listen still carries everything else, so nothing more is sent."""
+        backend, spawn = self.up()
+        gateway = self.gateway(backend)
+        first = self.listens(spawn)[0]
+        self.ack(spawn, first)
+        d = gateway.subscriptions.subscribe(_Subscriber(), backend, "dual://a", {"uri": "dual://a"}, None)
+        self.reply(spawn, "subscriptions/listen", error={"code": -32603, "message": "Subscription limit reached"})
+        self.assertIn("Subscription limit reached", self.failureResultOf(d, JsonRpcError).value.message)
+        self.assertTrue(backend.listen.is_open)
+        self.clock.advance(60)
+        self.assertEqual(len(self.listens(spawn)), 2)
+        self.assertEqual(self.cancels(spawn), [])
+        self.tagged(spawn, first, "notifications/tools/list_changed")
+        self.assertEqual(self.relists(spawn).count("tools/list"), 2)
+        self.stop(backend)
+
     def test_restartOpensAgainWithTheUris(self) -> None:
         """The backend restarting: the new process gets one listen, with the URIs clients hold."""
         backend, spawn, _, _ = self.subscribed()
@@ -321,6 +358,7 @@ class DropTests(ListenTestCase):
         self.assertEqual(sorted(self.cancels(spawn)), [first["id"], second["id"]])
         self.failureResultOf(d, JsonRpcError)
         self.assertEqual(backend.listen.requests, 0)
+        self.assertEqual(spawn.protocol.session.peer.pending_count, 0)
 
     def test_stopDuringBackoff(self) -> None:
         backend, spawn = self.up()

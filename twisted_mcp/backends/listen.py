@@ -21,7 +21,9 @@ after that, an event both streams carry (by method and URI) is passed on
 once.  A listen that ends (an error, or a result: the server closed it) is
 a drop: another is opened after a backoff that doubles up to
 C{restartMaxDelay}, and once it is acknowledged everything is listed again
-(no event is replayed).  A listen request has no timeout.
+(no event is replayed).  A listen request has no timeout once acknowledged;
+one not acknowledged within C{callTimeout} is cancelled and counts as a
+drop.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ OVERLAP = 2.0
 class _Stream:
     """One listen request: its id, what it asked for, and whether it was acknowledged."""
 
-    __slots__ = ("rid", "deferred", "uris", "acked", "since", "seen")
+    __slots__ = ("rid", "deferred", "uris", "acked", "since", "seen", "ack_call")
 
     def __init__(self, uris: frozenset[str]) -> None:
         self.rid = -1
@@ -61,6 +63,8 @@ class _Stream:
         self.since = 0.0
         #: Events passed on or dropped while another stream overlapped, by (method, uri).
         self.seen: dict[tuple[str, Any], int] = {}
+        #: Gives the listen up if it is not acknowledged in time.
+        self.ack_call: IDelayedCall | None = None
 
 
 class BackendListen:
@@ -73,11 +77,16 @@ class BackendListen:
     @param max_delay: the longest (C{restartMaxDelay}).
     @param stable_after: a listen open this long resets the backoff
         (C{stableAfter}).
+    @param ack_timeout: how long a listen may take to be acknowledged
+        (C{callTimeout}); then it is given up as a drop.
     """
 
-    def __init__(self, name: str, clock: IReactorTime, delay: float, max_delay: float, stable_after: float) -> None:
+    def __init__(
+        self, name: str, clock: IReactorTime, delay: float, max_delay: float, stable_after: float, ack_timeout: float
+    ) -> None:
         self.name = name
         self._clock = clock
+        self._ack_timeout = ack_timeout
         self._first_delay = self._delay = delay
         self._max_delay = max_delay
         self._stable_after = stable_after
@@ -122,6 +131,8 @@ class BackendListen:
 
     def detach(self) -> None:
         """The run is over (its connection is gone): its listens with it."""
+        if self._opening is not None:
+            _cancel_call(self._opening)
         self._session = None
         self._active = self._opening = None
         self._again = self._dropped = False
@@ -215,27 +226,46 @@ class BackendListen:
             self._opening = None
             return  # the run is ending: detach follows
         stream.deferred = d
+        stream.ack_call = self._clock.callLater(self._ack_timeout, self._unacknowledged, stream)
         d.addBoth(self._ended, stream)
 
     def _ended(self, outcome: Any, stream: _Stream) -> None:
         """A listen request is over: a drop, unless the gateway cancelled it or the run ended."""
         if isinstance(outcome, Failure) and outcome.check(CancelledError, PeerGone):
             return
+        self._lost(stream, outcome.getErrorMessage() if isinstance(outcome, Failure) else "the server closed it")
+
+    def _unacknowledged(self, stream: _Stream) -> None:
+        """No acknowledgment within C{callTimeout}: the listen is given up (and cancelled)."""
+        stream.ack_call = None
+        if stream is self._opening:
+            self._lost(stream, f"no acknowledgment within {self._ack_timeout:g} s")
+            self._cancel(stream)
+
+    def _lost(self, stream: _Stream, why: str) -> None:
+        """
+        C{stream} ended without the gateway asking: the open listen (a
+        drop: listen again after the backoff, then list everything again)
+        or the one being opened (its subscriptions fail; listen again after
+        the backoff unless the open listen still carries what is wanted).
+        """
         if stream is not self._active and stream is not self._opening:
             return  # replaced, or of a run that ended
-        why = outcome.getErrorMessage() if isinstance(outcome, Failure) else "the server closed it"
-        now = self._clock.seconds()
-        if stream.acked and now - stream.since >= self._stable_after:
+        if stream.acked and self._clock.seconds() - stream.since >= self._stable_after:
             self._delay = self._first_delay
+        active = self._active
         if stream is self._opening:
             self._opening = None
+            _cancel_call(stream)
             self._fail_waiting(
-                errors.backend_error(INTERNAL_ERROR, self.name, f"backend {self.name!r} refused subscriptions/listen: {why}"),
-                unless=self._active,
+                errors.backend_error(INTERNAL_ERROR, self.name, f"backend {self.name!r} did not open subscriptions/listen: {why}"),
+                unless=active,
             )
+            if active is not None and active.uris == frozenset(self.uris):
+                return  # the open listen carries what is wanted
         else:
             self._active = None
-        self._dropped = True
+            self._dropped = True
         delay = self._delay
         self._delay = min(delay * 2, self._max_delay)
         log.warn(
@@ -254,6 +284,7 @@ class BackendListen:
 
     def _cancel(self, stream: _Stream) -> None:
         """Cancel a listen request (stdio: C{notifications/cancelled} for its id)."""
+        _cancel_call(stream)
         d = stream.deferred
         if d is not None and not d.called:
             d.cancel()
@@ -301,6 +332,7 @@ class BackendListen:
 
     def _acknowledged(self, stream: _Stream, params: dict[str, Any]) -> None:
         self._opening = None
+        _cancel_call(stream)
         honoured = params.get("notifications")
         if type(honoured) is not dict:
             honoured = {}
@@ -370,6 +402,12 @@ class BackendListen:
             self.uris.discard(uri)
             for waiter in self._waiters.pop(uri):
                 waiter.errback(error)
+
+
+def _cancel_call(stream: _Stream) -> None:
+    call, stream.ack_call = stream.ack_call, None
+    if call is not None and call.active():
+        call.cancel()
 
 
 __all__ = ["ACKNOWLEDGED", "OVERLAP", "SUBSCRIPTION_ID", "BackendListen"]

@@ -79,7 +79,9 @@ class SupervisedBackend(Backend):
         self._restart_call: Any = None
         self._up_since: float | None = None
         self._stopping = False
-        self.listen = BackendListen(name, clock, config.restartDelay, config.restartMaxDelay, config.stableAfter)
+        self.listen = BackendListen(
+            name, clock, config.restartDelay, config.restartMaxDelay, config.stableAfter, config.callTimeout
+        )
 
     def _attempt(self) -> None:
         raise NotImplementedError()
