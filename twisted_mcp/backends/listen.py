@@ -138,7 +138,9 @@ class BackendListen:
         self._again = self._dropped = False
         self._end_overlap()
         self._cancel_reopen()
-        self._fail_waiting(errors.backend_error(errors.BACKEND_LOST, self.name, f"backend {self.name!r} restarted before it took the subscription"))
+        self._fail_waiting(
+            errors.backend_error(errors.BACKEND_LOST, self.name, f"backend {self.name!r} went away before its listen carried the subscription")
+        )
 
     def stop(self) -> None:
         """The backend stops: its listens are cancelled, nothing is left waiting."""
