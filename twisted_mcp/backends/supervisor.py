@@ -260,6 +260,7 @@ class SupervisedBackend(Backend):
         return self.listen.add(uri)
 
     def unsubscribe_resource(self, uri: str) -> Deferred[Any]:
+        """A stateless-era server: a listen without the URI replaces the open one."""
         if self.era != "modern":
             return super().unsubscribe_resource(uri)
         self.listen.remove(uri)
