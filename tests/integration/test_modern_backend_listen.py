@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 import pytest
+from mcp import MCPError
 from mcp.client.subscriptions import PromptsListChanged, ResourceUpdated, ToolsListChanged
 
 from tests import mcpclient as mc
@@ -108,3 +109,31 @@ def test_a_stateless_era_client_gets_a_modern_backends_changes_on_its_listen(con
             assert "dual__dynamic" in await mc.tool_names(client)
 
     mc.run(scenario, timeout=90)
+
+
+def test_after_a_restart_the_new_process_is_listened_to_with_the_subscriptions(config, tmp_path):
+    """The backend crashes: the next process gets a listen that carries the
+    client's subscription, and its changes reach the client as before."""
+    notes = mc.NotificationRecorder()
+
+    async def scenario():
+        async with connect(config, tmp_path, "legacy", message_handler=notes) as client:
+            uri = await watched_uri(client)
+            await client.subscribe_resource(uri)
+            with pytest.raises(MCPError):
+                await client.call_tool("dual__crash", {})
+
+            with anyio.fail_after(20):
+                while not notes.count("notifications/resources/updated"):
+                    try:
+                        await client.call_tool("dual__touch", {})
+                    except MCPError:
+                        pass  # still restarting
+                    await anyio.sleep(0.2)
+            assert await mc.call_text(client, "dual__change_tools") == "tools changed"
+            await notes.wait_for("notifications/tools/list_changed", timeout=5)
+            assert "dual__dynamic" in await mc.tool_names(client)
+
+    mc.run(scenario, timeout=90)
+    log = (tmp_path / "gateway.stderr").read_text()
+    assert "backend dual: subscribed again to watch://counter" in log

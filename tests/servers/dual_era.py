@@ -13,6 +13,7 @@ Tools:
   change_tools()     adds or removes the tool `dynamic` and says the tool list changed
   change_prompts()   adds or removes the prompt `dynamic` and says the prompt list changed
   touch()            bumps the counter of watch://counter and says it was updated
+  crash()            never answers: the process exits mid-call (a restart)
 Resources: dual://greeting (text "hello from both eras"); watch://counter (the
 number of touches so far, subscribable).
 Prompt: greet(name) -> one user message "Say hello to <name>".
@@ -26,6 +27,7 @@ Nothing is written to stdout but the protocol (logs go to stderr).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any, Awaitable, Callable
 
@@ -106,6 +108,13 @@ async def touch(ctx: Context) -> str:
     touches += 1
     await announce(ctx, ctx.notify_resource_updated(WATCHED), lambda: ctx.session.send_resource_updated(WATCHED))
     return f"touched {touches}"
+
+
+@mcp.tool(description="The process exits mid-call")
+def crash() -> str:
+    sys.stderr.write("dual_era.py: crashing on request\n")
+    sys.stderr.flush()
+    os._exit(3)
 
 
 @mcp.resource(WATCHED, description="How many times touch was called")
