@@ -104,8 +104,9 @@ class ProbeTests(ProbeTestCase):
         capability and no log level."""
         with capturedLogs() as logged:
             backend, spawn = self.modern_up()
-        self.assertEqual(self.methods(spawn), ["server/discover", "tools/list"])
-        probe, listing = spawn.transport.messages()
+        # Then its listen stream (tests/unit/test_backend_listen.py).
+        self.assertEqual(self.methods(spawn), ["server/discover", "tools/list", "subscriptions/listen"])
+        probe, listing, _ = spawn.transport.messages()
         expected_meta = {V: MODERN, INFO: CLIENT_INFO, CAPS: {}}
         self.assertEqual(probe["params"], {"_meta": expected_meta})
         self.assertEqual(listing["params"], {"_meta": expected_meta})

@@ -167,6 +167,12 @@ class Backend(Service):
         #: Call latency (seconds) as the gateway saw it, for /metrics.
         self.latency = Histogram()
 
+    @property
+    def listen_state(self) -> str | None:
+        """A stateless-era backend's C{subscriptions/listen} stream: C{open} or
+        C{closed}; C{None} for a backend that has none (handshake era)."""
+        return None
+
     def add_listener(self, listener: Callable[[Backend], None]) -> None:
         self._listeners.append(listener)
 
@@ -261,6 +267,20 @@ class Backend(Service):
             session.peer.notify(method, params)
         except Exception as e:
             self.log.debug("backend {backend}: {method} not sent ({why})", backend=self.name, method=method, why=e)
+
+    def subscribe_resource(self, uri: str, params: dict[str, Any], context: Any = None) -> Deferred[Any]:
+        """
+        Have the server send C{notifications/resources/updated} for C{uri}
+        (C{params}: the client's C{resources/subscribe} params, the URI the
+        server's own); fails as L{call} does.
+        """
+        return self.call("resources/subscribe", params, context=context)
+
+    def unsubscribe_resource(self, uri: str) -> Deferred[Any]:
+        """No more updates of C{uri} (nothing to undo while the server is not up: it forgot them)."""
+        if self.state is not State.UP:
+            return succeed({})
+        return self.call("resources/unsubscribe", {"uri": uri})
 
     def _server_request(self, method: str, params: dict[str, Any], related: Any) -> Deferred[Any]:
         """A request from the server, handed to L{events} (refused without)."""

@@ -31,7 +31,7 @@ from twisted_mcp.backends import envelope
 from twisted_mcp.backends.listings import LISTINGS, RELISTED_ON, TOOLS, Listing, fetch
 from twisted_mcp.backends.probe import ProbeFailed, Verdict, settle
 from twisted_mcp.backends.server_requests import Handler, HeldRequests
-from twisted_mcp.mcp.meta import SERVER_INFO
+from twisted_mcp.mcp.meta import PREFIX, SERVER_INFO, without_reserved
 from twisted_mcp.mcp.versions import CLIENT_INFO, HANDSHAKE_VERSIONS, LATEST_HANDSHAKE
 from twisted_mcp.wire.jsonrpc import (
     METHOD_NOT_FOUND,
@@ -55,6 +55,10 @@ CLIENT_CAPABILITIES: dict[str, Any] = {
 
 #: A server notification the backend hands on: (method, params, related).
 NotificationHandler = Callable[[str, dict[str, Any], Any], None]
+#: Whether a notification tagged with a subscription id goes on: (method, params, tag).
+TaggedFilter = Callable[[str, dict[str, Any], Any], bool]
+#: The C{_meta} key that ties a notification to a C{subscriptions/listen}.
+SUBSCRIPTION_ID = PREFIX + "subscriptionId"
 
 _LOG_LEVELS = {
     "debug": "debug",
@@ -101,6 +105,10 @@ class McpClientSession:
         once discovered; a modern server's requests all carry the envelope.
     @ivar probe: how the era was decided (C{pinned}, C{discover},
         C{fallback: <why>}).
+    @ivar on_tagged: decides whether a modern server's notification tagged
+        with a subscription id (its listen stream's) goes on as a
+        handshake-era server's unsolicited one would (see
+        L{twisted_mcp.backends.listen}); C{None}: none does.
     """
 
     def __init__(
@@ -147,6 +155,7 @@ class McpClientSession:
         self.instructions: str | None = None
         self.listed: dict[str, list[dict[str, Any]]] = {listing.kind: [] for listing in LISTINGS}
         self.ready = False
+        self.on_tagged: TaggedFilter | None = None
         self._progress: dict[Any, Callable[[dict[str, Any]], None]] = {}
         #: The context of each call in flight that has one (ties_related only).
         self._contexts: dict[int, Any] = {}
@@ -229,9 +238,11 @@ class McpClientSession:
             return params
         return envelope.own(params, self.protocol_version)
 
-    def own_request(self, method: str, params: dict[str, Any] | None, timeout: float) -> Deferred[Any]:
-        """One of the gateway's own requests (a listing page, a liveness probe), stamped for a modern server."""
-        return self.peer.request(method, self.stamped(params), timeout)
+    def own_request(
+        self, method: str, params: dict[str, Any] | None, timeout: float | None, minted: Callable[[int], None] | None = None
+    ) -> Deferred[Any]:
+        """One of the gateway's own requests (a listing page, a liveness probe, a listen), stamped for a modern server."""
+        return self.peer.request(method, self.stamped(params), timeout, minted=minted)
 
     def liveness_request(self, timeout: float) -> Deferred[Any]:
         """A request any live server answers: C{ping}, or C{server/discover} for a modern one (it has no ping)."""
@@ -475,7 +486,10 @@ class McpClientSession:
                 route = self._progress.get(token)
                 if route is not None:
                     route(params)
-        elif method in RELISTED_ON:
+            return
+        if self.era == "modern" and not self._untagged(method, params):
+            return
+        if method in RELISTED_ON:
             for listing in RELISTED_ON[method]:
                 if listing.capability not in self.capabilities:
                     continue
@@ -489,6 +503,26 @@ class McpClientSession:
             if method == "notifications/message":
                 self._log_message(params)
             self._hand_on(method, params)
+
+    def _untagged(self, method: str, params: dict[str, Any]) -> bool:
+        """
+        Whether a modern server's notification goes on: one of a listen's
+        (tagged with its subscription id) only if L{on_tagged} says so, and
+        then without the keys MCP reserves (the tag: the gateway's clients
+        have listens of their own).
+        """
+        meta = params.get("_meta")
+        if type(meta) is not dict or SUBSCRIPTION_ID not in meta:
+            return True
+        on_tagged = self.on_tagged
+        if on_tagged is None or not on_tagged(method, params, meta[SUBSCRIPTION_ID]):
+            return False
+        kept = without_reserved(meta)
+        if kept is None:
+            del params["_meta"]
+        else:
+            params["_meta"] = kept
+        return True
 
     def _log_message(self, params: dict[str, Any]) -> None:
         level = _LOG_LEVELS.get(str(params.get("level")), "info")

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from twisted_mcp.backends.base import Backend, State
+from twisted_mcp.backends.listen import BackendListen
 from twisted_mcp.backends.session import DiscoveryError, McpClientSession
 from twisted_mcp.wire.jsonrpc import (
     INTERNAL_ERROR,
@@ -57,6 +58,10 @@ class SupervisedBackend(Backend):
     C{session} (L{McpClientSession}).  Subclasses implement L{_attempt}
     (start a run), L{_abandon} (end a run whose discovery failed; it must
     lead to L{_run_ended}) and L{_is_current}.
+
+    A run of a stateless-era (2026-07-28) server is sent one
+    C{subscriptions/listen} (L{listen}): what it changes, and the updates of
+    the resources clients subscribe to, come on it.
     """
 
     def __init__(self, name: str, config: Any, clock: IReactorTime) -> None:
@@ -74,6 +79,9 @@ class SupervisedBackend(Backend):
         self._restart_call: Any = None
         self._up_since: float | None = None
         self._stopping = False
+        self.listen = BackendListen(
+            name, clock, config.restartDelay, config.restartMaxDelay, config.stableAfter, config.callTimeout
+        )
 
     def _attempt(self) -> None:
         raise NotImplementedError()
@@ -102,6 +110,7 @@ class SupervisedBackend(Backend):
         if self._restart_call is not None and self._restart_call.active():
             self._restart_call.cancel()
         self._restart_call = None
+        self.listen.stop()
         self._first_discovery_done()
 
     def _discover(self, run: Any) -> None:
@@ -119,6 +128,8 @@ class SupervisedBackend(Backend):
         self.discovered = True
         self._up_since = self.clock.seconds()
         self.last_error = None
+        if session.era == "modern":
+            self.listen.attach(session)
         info = session.server_info
         counts = [f"{len(self.tools)} tool(s)"] + [
             f"{len(entries)} {noun}(s)"
@@ -208,6 +219,7 @@ class SupervisedBackend(Backend):
             return
         if self.state is State.UP:
             log.warn("backend {backend}: {why}", backend=self.name, why=why)
+        self.listen.detach()
         self.last_error = why
         now = self.clock.seconds()
         if self._up_since is not None and now - self._up_since >= self.config.stableAfter:
@@ -228,6 +240,31 @@ class SupervisedBackend(Backend):
     def _restart(self) -> None:
         self._restart_call = None
         self._attempt()
+
+    @property
+    def listen_state(self) -> str | None:
+        if self.era != "modern":
+            return None
+        return "open" if self.listen.is_open else "closed"
+
+    def in_flight(self) -> int:
+        """Requests sent and not answered yet, but the listen (never answered while open)."""
+        return max(0, super().in_flight() - self.listen.requests)
+
+    def subscribe_resource(self, uri: str, params: dict[str, Any], context: Any = None) -> Deferred[Any]:
+        """A stateless-era server: the URI joins its listen (made again by every new listen)."""
+        if self.era != "modern":
+            return super().subscribe_resource(uri, params, context)
+        if self.state is not State.UP:
+            raise self.unavailable()
+        return self.listen.add(uri)
+
+    def unsubscribe_resource(self, uri: str) -> Deferred[Any]:
+        """A stateless-era server: a listen without the URI replaces the open one."""
+        if self.era != "modern":
+            return super().unsubscribe_resource(uri)
+        self.listen.remove(uri)
+        return succeed({})
 
     def unavailable(self) -> JsonRpcError:
         error = super().unavailable()

@@ -4,6 +4,8 @@ upstream C{resources/subscribe} per URI whatever the number of clients,
 C{resources/unsubscribe} when the last one leaves, updates delivered only
 to the subscribers (while the policy in force lets them see the
 resource), and every subscription made again when a backend comes back up (a restart, or the replacement of a reload).
+Toward a stateless-era (2026-07-28) backend, subscribing adds the URI to
+its listen stream (L{twisted_mcp.backends.listen}) instead.
 
 A subscriber (L{Subscriber}) is a handshake-era session (C{resources/subscribe})
 or a stateless-era client's open C{subscriptions/listen}
@@ -93,7 +95,7 @@ class Subscriptions:
         entry.append((waiter, session, exposed, subject))
         upstream.waiting.append(entry[0])
         if upstream.pending is None:
-            d = upstream.pending = target.call("resources/subscribe", params, context=context)
+            d = upstream.pending = target.subscribe_resource(uri, params, context)
             d.addCallbacks(self._made, self._refused, callbackArgs=(upstream,), errbackArgs=(upstream,))
         return waiter
 
@@ -180,10 +182,8 @@ class Subscriptions:
         self._upstreams.pop((upstream.target, upstream.uri), None)
         upstream.active = False
         target = upstream.target
-        if target.state.value != "up":
-            return
         try:
-            d = target.call("resources/unsubscribe", {"uri": upstream.uri})
+            d = target.unsubscribe_resource(upstream.uri)
         except Exception as e:
             log.info("backend {backend}: could not unsubscribe from {uri}: {why}", backend=target.name, uri=upstream.uri, why=e)
             return
@@ -197,7 +197,7 @@ class Subscriptions:
             if upstream.target is not target or not upstream.active:
                 continue
             try:
-                d = target.call("resources/subscribe", {"uri": upstream.uri})
+                d = target.subscribe_resource(upstream.uri, {"uri": upstream.uri})
             except Exception as e:
                 log.warn("backend {backend}: could not subscribe again to {uri}: {why}", backend=target.name, uri=upstream.uri, why=e)
                 continue

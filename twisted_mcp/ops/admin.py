@@ -347,6 +347,7 @@ class AdminResource(Resource):
                     "era": backend.era,
                     "probe": backend.probe,
                     "protocol": backend.protocol_version,
+                    "listen": backend.listen_state,
                 }
             )
         clients = []
