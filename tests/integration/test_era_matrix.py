@@ -148,7 +148,6 @@ def callbacks(client_era: str, logs: Logs, notes: mc.NotificationRecorder) -> di
 
 #: Cells the gateway does not bridge yet, and the step of docs/design/eras.md section 9 that will.
 NOT_YET = {
-    ("modern", "stdio"): "a 2026-07-28 backend's InputRequiredResult and listen stream (steps 7 and 8)",
     ("modern", "http"): "2026-07-28 HTTP backends (step 9)",
 }
 
