@@ -229,6 +229,7 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("latency_ms", "real"),
     ("result_bytes", "int"),
     ("arguments_digest", "text"),
+    ("protocol", "text"),
 )
 _COLUMN_NAMES = tuple(name for name, _ in _COLUMNS)
 
@@ -280,8 +281,18 @@ def _schema(dialect: str, table: str) -> list[str]:
     ]
 
 
-#: Migrations from each older schema version to the next (none yet).
-_MIGRATIONS: dict[int, list[str]] = {}
+#: The query columns each schema version added to the one before (version 1
+#: had the others); rows stored before a column was added hold NULL in it,
+#: as do records without that field.
+_ADDED_COLUMNS: dict[int, tuple[str, ...]] = {2: ("protocol",)}
+
+
+def _migration(dialect: str, table: str, version: int) -> list[str]:
+    """The statements that bring a table from schema C{version} to the next."""
+    types = _SQL_TYPES[dialect]
+    kinds = dict(_COLUMNS)
+    guard = " IF NOT EXISTS" if dialect == "postgres" else ""  # SQLite has no such clause
+    return [f'ALTER TABLE "{table}" ADD COLUMN{guard} {name} {types[kinds[name]]}' for name in _ADDED_COLUMNS[version + 1]]
 
 
 def _insert_sql(table: str, mark: str) -> str:
@@ -293,7 +304,7 @@ def _row(s: _Sealed) -> tuple[Any, ...]:
     return (s.seq,) + _columns(s.record) + (s.record["prev"], s.digest, s.line.decode("utf-8"))
 
 
-def _migrate(versions: list[Any], table: str, execute: Callable[[str], Any]) -> bool:
+def _migrate(versions: list[Any], dialect: str, table: str, execute: Callable[[str], Any]) -> bool:
     """Bring the schema to L{SCHEMA_VERSION}; True if the version row must be written."""
     if not versions:
         return True
@@ -303,7 +314,7 @@ def _migrate(versions: list[Any], table: str, execute: Callable[[str], Any]) -> 
             f"table {table} has schema version {version}, newer than this gateway's ({SCHEMA_VERSION}): upgrade it"
         )
     while version < SCHEMA_VERSION:
-        for statement in _MIGRATIONS[version]:
+        for statement in _migration(dialect, table, version):
             execute(statement)
         version += 1
     return version != max(versions)
@@ -381,7 +392,7 @@ class _SqliteSink(_DatabaseSink):
             for statement in _schema("sqlite", self.table):
                 conn.execute(statement)
             versions = [row[0] for row in conn.execute(f'SELECT version FROM "{self.table}_schema"')]
-            if _migrate(versions, self.table, conn.execute):
+            if _migrate(versions, "sqlite", self.table, conn.execute):
                 conn.execute(f'DELETE FROM "{self.table}_schema"')
                 conn.execute(f'INSERT INTO "{self.table}_schema" (version) VALUES (?)', (SCHEMA_VERSION,))
             conn.execute("COMMIT")
@@ -426,13 +437,17 @@ ROLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")  # whole name (fullmatch): 
 def postgres_setup_sql(table: str, writer: str | None = None) -> list[str]:
     """
     The SQL that creates a trail's tables in PostgreSQL, run once by a role
-    that may create tables (C{twisted-mcp audit init-db}).  With C{writer},
-    that role (the gateway's) gets INSERT and SELECT on them and nothing
-    else: it can add to the trail and read it, never change or erase it.
+    that may create tables (C{twisted-mcp audit init-db}), or again to
+    migrate tables an older gateway created.  With C{writer}, that role
+    (the gateway's) gets INSERT and SELECT on them and nothing else: it can
+    add to the trail and read it, never change or erase it.
     """
+    migrations = [statement for version in range(1, SCHEMA_VERSION) for statement in _migration("postgres", table, version)]
     return (
         _schema("postgres", table)
         + [f'INSERT INTO "{table}_schema" (version) SELECT {SCHEMA_VERSION} WHERE NOT EXISTS (SELECT 1 FROM "{table}_schema")']
+        + migrations
+        + [f'UPDATE "{table}_schema" SET version = {SCHEMA_VERSION} WHERE version < {SCHEMA_VERSION}']
         + _grants(table, writer)
     )
 
@@ -459,7 +474,7 @@ def init_postgres(dsn: str, table: str, writer: str | None = None) -> None:
             for statement in _schema("postgres", table):
                 conn.execute(statement)
             versions = [row[0] for row in conn.execute(f'SELECT version FROM "{table}_schema"')]
-            if _migrate(versions, table, conn.execute):
+            if _migrate(versions, "postgres", table, conn.execute):
                 conn.execute(f'DELETE FROM "{table}_schema"')
                 conn.execute(f'INSERT INTO "{table}_schema" (version) VALUES (%s)', (SCHEMA_VERSION,))
             for statement in grants:
