@@ -451,7 +451,8 @@ def report(args: argparse.Namespace, info: str, rounds: list[dict], ceiling: dic
     n = args.clients
     print("twisted-mcp HTTP front: `twistd -n --pidfile= mcp-gateway --config CFG --listen http:tcp:PORT:interface=127.0.0.1`")
     print("beside its stdio front, supergateway --outputTransport streamableHttp --stateful and mcp-proxy --port,")
-    print("all in front of the same stdio echo backend (tests/servers/echo_fast.py).")
+    print("all in front of the same stdio echo backend (tests/servers/echo_fast.py), but the 2026-07-28 backend's row")
+    print("(the same echo speaking 2026-07-28 too: bench/echo_dual.py, pinned protocol: modern).")
     print(f"machine: {info}")
     print(f"{args.seconds:g} s per measurement, {args.rounds} rounds in alternating order, medians "
           f"(per round in brackets). HTTP clients: one kept-alive connection and MCP session each, "
