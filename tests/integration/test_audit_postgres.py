@@ -386,12 +386,14 @@ def downgrade(dsn: str, table: str) -> None:
     sql(dsn, f'UPDATE "{table}_schema" SET version = 1')
 
 
-def test_aTableOfTheFirstSchemaVerifiesAndInitDbMigratesIt(dsn: str, table: str, writer: str, config: AuditConfig) -> None:
+def test_aTableOfTheFirstSchemaIsWrittenUntilInitDbMigratesIt(dsn: str, table: str, writer: str, config: AuditConfig) -> None:
     """
-    A table written before records had `protocol` verifies as it is; the
-    gateway does not write to it (it never alters its tables) until `audit
-    init-db` adds the column; then old and new rows verify as one chain,
-    and the column is checked against the record like the others.
+    A table written before records had `protocol` verifies as it is.  A
+    gateway that knows the field goes on writing to it (whole records,
+    without the column it lacks, and a warning naming `audit init-db`);
+    `init-db` adds the column and fills it from those records, and the
+    same gateway writes it from then on: old and new rows verify as one
+    chain, and the column is checked against the record like the others.
     """
     h = Harness()
     log = h.start(config)
@@ -403,14 +405,16 @@ def test_aTableOfTheFirstSchemaVerifiesAndInitDbMigratesIt(dsn: str, table: str,
 
     with capturedLogs() as events:
         log = h.start(config)
-    assert not log.healthy
-    assert any(f"table {table} has schema version 1, this gateway writes version 2" in formatEvent(e) for e in events)
-    h.stop(log)
+        log.record(fields(2, protocol="2025-11-25"))
+    assert (log.healthy, log.failures, log.queue_depth) == (True, 0, 0)
+    assert any(
+        f"audit table {table} has schema version 1" in formatEvent(e) and "(protocol)" in formatEvent(e) and "audit init-db" in formatEvent(e)
+        for e in events
+    )
+    assert verify(config) == ok(3)
 
-    init_postgres(dsn, table, writer)
+    init_postgres(dsn, table, writer)  # while that gateway runs
     assert sql(dsn, f'SELECT version FROM "{table}_schema"') == [(2,)]
-    log = h.start(config)
-    log.record(fields(2, protocol="2025-11-25"))
     log.record(fields(3, protocol="2026-07-28"))
     assert (log.healthy, log.failures) == (True, 0)
     h.stop(log)
@@ -423,17 +427,33 @@ def test_aTableOfTheFirstSchemaVerifiesAndInitDbMigratesIt(dsn: str, table: str,
     assert verify(config) == VerifyResult(False, 3, 4, "seq 4: digest does not match its content (the record was modified)")
 
 
+def test_aNewerSchemaIsNotWritten(dsn: str, table: str, config: AuditConfig) -> None:
+    sql(dsn, f'UPDATE "{table}_schema" SET version = 3')
+    h = Harness()
+    with capturedLogs() as events:
+        log = h.start(config)
+    assert not log.healthy
+    assert any(f"table {table} has schema version 3, this gateway writes version 2" in formatEvent(e) for e in events)
+    h.stop(log)
+
+
 def test_thePrintedSetupSqlMigratesAnOldTableToo(dsn: str, table: str, writer: str, config: AuditConfig) -> None:
     """`audit init-db --print` is for operators who run the SQL themselves: run twice, on an old table, it migrates it."""
+    h = Harness()
+    log = h.start(config)
+    log.record(fields(0))
+    h.stop(log)
     downgrade(dsn, table)
+    log = h.start(config)
+    log.record(fields(1, protocol="2025-11-25"))  # written to the old table: no column for it yet
+    h.stop(log)
     for _ in range(2):
         for statement in postgres_setup_sql(table, writer):
             sql(dsn, statement)
     assert sql(dsn, f'SELECT version FROM "{table}_schema"') == [(2,)]
-    h = Harness()
     log = h.start(config)
-    log.record(fields(0, protocol="2026-07-28"))
+    log.record(fields(2, protocol="2026-07-28"))
     assert (log.healthy, log.failures) == (True, 0)
     h.stop(log)
-    assert sql(dsn, f'SELECT protocol FROM "{table}"') == [("2026-07-28",)]
-    assert verify(config) == ok(1)
+    assert sql(dsn, f'SELECT seq, protocol FROM "{table}" ORDER BY seq') == [(1, None), (2, "2025-11-25"), (3, "2026-07-28")]
+    assert verify(config) == ok(3)
