@@ -11,7 +11,11 @@ same backend, and prints the ratios.  Then the eras: a 2026-07-28 client
 backend, and both kinds of client to a 2026-07-28 backend (bench/echo_dual.py,
 pinned `protocol: modern`), each compared with the handshake-era row.
 
-    python bench/bench_stdio.py [--calls N] [--seconds S] [--json FILE]
+    python bench/bench_stdio.py [--calls N] [--seconds S] [--rounds R] [--json FILE]
+
+With --rounds R (on a busy machine), every path is measured R times, in
+alternating order, its processes kept up between rounds; medians are
+reported, so that a burst of load elsewhere does not land on one path only.
 
 The client is a lean hand-written JSON-RPC client (not the SDK), so that
 what is measured is the server side.  Run it on an otherwise idle machine.
@@ -184,13 +188,21 @@ def run_load(
     }
 
 
+def median_of(measurements: list[dict]) -> dict:
+    """Each figure's median over rounds (the figures of one round when there is one)."""
+    return {key: statistics.median(m[key] for m in measurements) for key in measurements[0]}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=20000, help="calls per measurement (default 20000)")
     parser.add_argument("--seconds", type=float, default=5.0, help="time cap per measurement (default 5)")
     parser.add_argument("--concurrency", default="1,16,128", help="calls in flight, comma-separated")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds, in alternating order; medians reported (default 1)")
     parser.add_argument("--json", help="also write the results as JSON to this file")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     levels = [int(x) for x in args.concurrency.split(",")]
 
     tmp = tempfile.mkdtemp(prefix="twisted-mcp-bench-")
@@ -218,21 +230,27 @@ def main() -> int:
     floor = {"direct/mod": "direct/mod", "mod/mod": "direct/mod", "leg/mod": "direct/mod"}
     #: The paths through the gateway compared with the handshake era's ("gateway").
     crossings = ("modern", "mod/mod", "leg/mod")
-    results: dict[str, dict[int, dict]] = {}
-    for label, (argv, tool, modern) in targets.items():
-        client = Client(argv)
-        try:
+    clients: dict[str, Client] = {}
+    rounds: dict[str, dict[int, list[dict]]] = {label: {c: [] for c in levels} for label in targets}
+    try:
+        for label, (argv, tool, modern) in targets.items():
+            client = clients[label] = Client(argv)
             names = client.handshake(modern)
             assert tool in names, f"{label}: {tool} not in {names}"
             run_load(client, tool, 16, 2000, 2.0, modern=modern)  # warm-up
-            results[label] = {}
-            for c in levels:
-                results[label][c] = run_load(client, tool, c, args.calls, args.seconds, modern=modern)
-        finally:
+        for r in range(args.rounds):
+            for label in list(targets)[:: 1 if r % 2 == 0 else -1]:
+                _, tool, modern = targets[label]
+                for c in levels:
+                    rounds[label][c].append(run_load(clients[label], tool, c, args.calls, args.seconds, modern=modern))
+    finally:
+        for client in clients.values():
             client.close()
+    results = {label: {c: median_of(each) for c, each in by_level.items()} for label, by_level in rounds.items()}
     shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"echo tool, {args.calls} calls (or {args.seconds:g} s) per row; cores: {os.cpu_count()}")
+    print(f"echo tool, {args.calls} calls (or {args.seconds:g} s) per row; cores: {os.cpu_count()}"
+          + (f"; medians of {args.rounds} rounds in alternating order" if args.rounds > 1 else ""))
     print("direct: client -> echo backend; relay: through a byte-copying process (the floor for any")
     print("process in between); gateway: through twistd mcp-gateway; modern: the same with 2026-07-28 requests")
     print("(no handshake, the envelope in every request); direct/mod: 2026-07-28 requests to a 2026-07-28 echo")
