@@ -23,6 +23,7 @@ from tests import mcpclient as mc
 from twisted_mcp.mcp import errors
 
 from .conftest import LineClient, bin_path, free_port, gateway_argv, gateway_env, server, wait_for_path, wait_gone
+from .test_http_front import start_http
 from .test_policy import call, policy_config, read_audit, start  # noqa: F401  (fixture)
 
 
@@ -263,3 +264,23 @@ def test_each_record_names_the_protocol_of_its_request(policy_config, tmp_path):
     assert all(protocol in versions for _, _, protocol in records), records
     verified = audit_command("verify", "--config", config)
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+@pytest.mark.filterwarnings("ignore::mcp.MCPDeprecationWarning")
+def test_records_of_http_clients_name_their_protocol_too(daemon, tmp_path):
+    """Over the HTTP front: a handshake-era session's records say what it negotiated, a 2026-07-28 client's its own version."""
+    path = tmp_path / "audit.jsonl"
+    pid, url = start_http(daemon, {"echo": server("echo_fast")}, extra={"audit": {"sink": "file", "path": str(path)}})
+
+    async def scenario(mode: str) -> str:
+        async with mc.connect_http(f"{url}/mcp", mode=mode) as client:
+            assert await mc.call_text(client, "echo__echo", {"text": mode}) == mode
+            return client.protocol_version
+
+    versions = [mc.run(functools.partial(scenario, mode), timeout=60) for mode in ("legacy", "2026-07-28")]
+    assert versions == ["2025-11-25", "2026-07-28"]
+    os.kill(pid, signal.SIGTERM)
+    assert wait_gone({pid}, 30) == set()
+    calls = [(r["session"], r.get("protocol")) for r in read_audit(path) if r["method"] == "tools/call"]
+    assert [protocol for _, protocol in calls] == versions, calls
+    assert calls[0][0] != calls[1][0]
