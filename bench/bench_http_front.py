@@ -4,7 +4,7 @@ Benchmark: the gateway's HTTP front against its stdio front and against
 installable peers that serve a stdio server over Streamable HTTP, in one run.
 
 Every path ends at the same stdio echo backend (tests/servers/echo_fast.py,
-the one bench_stdio.py and bench_sockets.py use):
+the one bench_stdio.py and bench_sockets.py use), but one:
 
   stdio front   a lean stdio client -> `twistd -n --pidfile= mcp-gateway
                 --config CFG` (newline JSON over pipes, as bench_stdio.py);
@@ -18,7 +18,13 @@ the one bench_stdio.py and bench_sockets.py use):
                 (`mcp-proxy --port P -- python echo_fast.py`, one echo child
                 shared by every session), installed in its own virtualenv,
                 bench/.peers-venv (`make bench` creates it; never a gateway
-                dependency).
+                dependency);
+  HTTP front, 2026-07-28 (and -> 2026-07-28 backend)
+                the HTTP front with clients of MCP 2026-07-28 (no session,
+                the envelope in every call), to echo_fast, and to the same
+                echo speaking 2026-07-28 (bench/echo_dual.py, pinned
+                `protocol: modern`), each against the HTTP front's
+                handshake-era row.
 
 Each HTTP client is one kept-alive connection holding one MCP session
 (initialize, notifications/initialized, then tools/call POSTs with
@@ -84,9 +90,12 @@ from http_load import HTTPError, Session, drive, drive_in_processes, open_idle_s
 ECHO = os.path.join(ROOT, "tests", "servers", "echo_fast.py")
 SUPERGATEWAY = os.path.join(HERE, "node", "node_modules", ".bin", "supergateway")
 MCP_PROXY = os.path.join(HERE, ".peers-venv", "bin", "mcp-proxy")
-PATHS = ("stdio front", "HTTP front", "HTTP front, 2026-07-28", "supergateway", "mcp-proxy")
+ECHO_DUAL = os.path.join(HERE, "echo_dual.py")
 #: The same HTTP front, its clients speaking MCP 2026-07-28 (no session, the envelope in every call).
 MODERN_PATH = "HTTP front, 2026-07-28"
+#: The same again, to a backend that speaks 2026-07-28 too.
+MODERN_BACKEND_PATH = "HTTP front, 2026-07-28 -> 2026-07-28 backend"
+PATHS = ("stdio front", "HTTP front", MODERN_PATH, MODERN_BACKEND_PATH, "supergateway", "mcp-proxy")
 GATEWAY_PATHS = ("stdio front", "HTTP front")
 
 
@@ -281,12 +290,17 @@ def build_servers(tmp: str, only_http: bool = False, profile: str | None = None,
                   gateway: str | None = None) -> dict[str, Server]:
     """The four paths (or the HTTP front only), not started; `gateway`: the twistd to run (default: this venv's)."""
     gateway = gateway or twistd()
-    config = os.path.join(tmp, "gateway.yaml")
-    with open(config, "w") as f:
-        # Every client comes from 127.0.0.1 under one identity: lift the per-peer and per-principal caps.
-        json.dump({"mcpServers": {"echo": {"command": sys.executable, "args": [ECHO]}},
-                   "gateway": {"maxClients": 100_000, "maxClientsPerPeer": 100_000},
-                   "http": {"maxSessions": 100_000, "maxSessionsPerPrincipal": 100_000}}, f)
+
+    def write_config(name: str, echo: dict) -> str:
+        path = os.path.join(tmp, name)
+        with open(path, "w") as f:
+            # Every client comes from 127.0.0.1 under one identity: lift the per-peer and per-principal caps.
+            json.dump({"mcpServers": {"echo": echo},
+                       "gateway": {"maxClients": 100_000, "maxClientsPerPeer": 100_000},
+                       "http": {"maxSessions": 100_000, "maxSessionsPerPrincipal": 100_000}}, f)
+        return path
+
+    config = write_config("gateway.yaml", {"command": sys.executable, "args": [ECHO]})
     gw_port = free_port()
     gw_log = os.path.join(tmp, "gateway-http.log")
     http_argv = [gateway, "-n", "--pidfile=", "--logfile", gw_log]
@@ -297,11 +311,14 @@ def build_servers(tmp: str, only_http: bool = False, profile: str | None = None,
                                     os.path.join(tmp, "gateway-http.stderr"), tmp)}
     if only_http:
         return servers
-    modern_port = free_port()
-    modern_argv = [gateway, "-n", "--pidfile=", "--logfile", os.path.join(tmp, "gateway-modern.log"), "mcp-gateway",
-                   "--config", config, "--listen", f"http:tcp:{modern_port}:interface=127.0.0.1"]
-    servers[MODERN_PATH] = Server(MODERN_PATH, modern_argv, modern_port, "/mcp", "echo__echo", "text",
-                                  os.path.join(tmp, "gateway-modern.stderr"), tmp, modern=True)
+    modern_backend = write_config("gateway-modern-backend.yaml",
+                                  {"command": sys.executable, "args": [ECHO_DUAL], "protocol": "modern"})
+    for label, name, path in ((MODERN_PATH, "modern", config), (MODERN_BACKEND_PATH, "modern-backend", modern_backend)):
+        port = free_port()
+        argv = [gateway, "-n", "--pidfile=", "--logfile", os.path.join(tmp, f"gateway-{name}.log"), "mcp-gateway",
+                "--config", path, "--listen", f"http:tcp:{port}:interface=127.0.0.1"]
+        servers[label] = Server(label, argv, port, "/mcp", "echo__echo", "text",
+                                os.path.join(tmp, f"gateway-{name}.stderr"), tmp, modern=True)
     echo_cmd = f"{shlex.quote(sys.executable)} {shlex.quote(ECHO)}"
     sg_port, mp_port = free_port(), free_port()
     servers["stdio front"] = Server("stdio front", [gateway, "-n", "--pidfile=", "mcp-gateway", "--config", config],
@@ -434,7 +451,8 @@ def report(args: argparse.Namespace, info: str, rounds: list[dict], ceiling: dic
     n = args.clients
     print("twisted-mcp HTTP front: `twistd -n --pidfile= mcp-gateway --config CFG --listen http:tcp:PORT:interface=127.0.0.1`")
     print("beside its stdio front, supergateway --outputTransport streamableHttp --stateful and mcp-proxy --port,")
-    print("all in front of the same stdio echo backend (tests/servers/echo_fast.py).")
+    print("all in front of the same stdio echo backend (tests/servers/echo_fast.py), but the 2026-07-28 backend's row")
+    print("(the same echo speaking 2026-07-28 too: bench/echo_dual.py, pinned protocol: modern).")
     print(f"machine: {info}")
     print(f"{args.seconds:g} s per measurement, {args.rounds} rounds in alternating order, medians "
           f"(per round in brackets). HTTP clients: one kept-alive connection and MCP session each, "
@@ -463,12 +481,13 @@ def report(args: argparse.Namespace, info: str, rounds: list[dict], ceiling: dic
           f"(per round: {', '.join(f'{a:+,.0f}' for a in added)}); "
           f"ratio {med('HTTP front@1', 'p50_us') / med('stdio front@1', 'p50_us'):.2f}x "
           f"-> {'PASS' if added_med <= 300 else 'FAIL'} (target <= +300 us)")
-    modern_added = [r[MODERN_PATH + "@1"]["p50_us"] - r["HTTP front@1"]["p50_us"] for r in rounds]
-    modern_ratio = statistics.median(r[MODERN_PATH + "@N"]["throughput"] / r["HTTP front@N"]["throughput"] for r in rounds)
-    print(f"2026-07-28 clients over handshake-era ones on the HTTP front: p50 at 1 in flight "
-          f"{statistics.median(modern_added):+,.0f} us (per round: {', '.join(f'{a:+,.0f}' for a in modern_added)}), "
-          f"throughput at {n} clients {modern_ratio:.0%} -> {'PASS' if modern_ratio >= 0.9 else 'FAIL'} "
-          f"(issue 12: within 10%)")
+    for path, what in ((MODERN_PATH, "2026-07-28 clients"), (MODERN_BACKEND_PATH, "2026-07-28 clients to a 2026-07-28 backend")):
+        modern_added = [r[path + "@1"]["p50_us"] - r["HTTP front@1"]["p50_us"] for r in rounds]
+        modern_ratio = statistics.median(r[path + "@N"]["throughput"] / r["HTTP front@N"]["throughput"] for r in rounds)
+        print(f"{what} over handshake-era ones on the HTTP front: p50 at 1 in flight "
+              f"{statistics.median(modern_added):+,.0f} us (per round: {', '.join(f'{a:+,.0f}' for a in modern_added)}), "
+              f"throughput at {n} clients {modern_ratio:.0%} -> {'PASS' if modern_ratio >= 0.9 else 'FAIL'} "
+              f"(issue 12: within 10%)")
     best_peer = max(("supergateway", "mcp-proxy"), key=lambda p: med(p + "@N", "throughput"))
     pairs = [r["HTTP front@N"]["throughput"] / max(r[p + "@N"]["throughput"] for p in ("supergateway", "mcp-proxy"))
              for r in rounds]

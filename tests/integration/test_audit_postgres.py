@@ -27,7 +27,15 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 
-from twisted_mcp.policy.audit import AuditConfig, AuditLog, SynchronousThreads, VerifyResult, init_postgres, verify
+from twisted_mcp.policy.audit import (
+    AuditConfig,
+    AuditLog,
+    SynchronousThreads,
+    VerifyResult,
+    init_postgres,
+    postgres_setup_sql,
+    verify,
+)
 
 psycopg = pytest.importorskip("psycopg", reason="the postgres audit sink needs psycopg: pip install 'psycopg[binary]'")
 from psycopg.conninfo import make_conninfo  # noqa: E402
@@ -139,7 +147,7 @@ def ok(count: int) -> VerifyResult:
 
 def test_schemaCreatedByInitDb(dsn: str, table: str, config: AuditConfig) -> None:
     assert sql(dsn, "SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL", table, f"{table}_schema") == [(True, True)]
-    assert sql(dsn, f'SELECT version FROM "{table}_schema"') == [(1,)]
+    assert sql(dsn, f'SELECT version FROM "{table}_schema"') == [(2,)]
     indexes = {row[0] for row in sql(dsn, "SELECT indexname FROM pg_indexes WHERE tablename = %s", table)}
     assert {f"{table}_time", f"{table}_principal", f"{table}_id"} <= indexes
     h = Harness()
@@ -147,7 +155,7 @@ def test_schemaCreatedByInitDb(dsn: str, table: str, config: AuditConfig) -> Non
     assert log.healthy
     h.stop(log)
     init_postgres(dsn, table)  # a second run changes nothing
-    assert sql(dsn, f'SELECT version FROM "{table}_schema"') == [(1,)]
+    assert sql(dsn, f'SELECT version FROM "{table}_schema"') == [(2,)]
     assert verify(config) == VerifyResult(True, 0, None, "no records yet")
 
 
@@ -370,3 +378,82 @@ def test_keyedChainInPostgres(dsn: str, table: str, config: AuditConfig) -> None
     result = verify(keyed)
     assert (result.ok, result.first_bad) == (False, 2), result
     assert "the record was modified" in result.message
+
+
+def downgrade(dsn: str, table: str) -> None:
+    """Make a table what `audit init-db` of schema version 1 left (before records had `protocol`)."""
+    sql(dsn, f'ALTER TABLE "{table}" DROP COLUMN protocol')
+    sql(dsn, f'UPDATE "{table}_schema" SET version = 1')
+
+
+def test_aTableOfTheFirstSchemaIsWrittenUntilInitDbMigratesIt(dsn: str, table: str, writer: str, config: AuditConfig) -> None:
+    """
+    A table written before records had `protocol` verifies as it is.  A
+    gateway that knows the field goes on writing to it (whole records,
+    without the column it lacks, and a warning naming `audit init-db`);
+    `init-db` adds the column and fills it from those records, and the
+    same gateway writes it from then on: old and new rows verify as one
+    chain, and the column is checked against the record like the others.
+    """
+    h = Harness()
+    log = h.start(config)
+    log.record(fields(0))
+    log.record(fields(1))
+    h.stop(log)
+    downgrade(dsn, table)
+    assert verify(config) == ok(2)
+
+    with capturedLogs() as events:
+        log = h.start(config)
+        log.record(fields(2, protocol="2025-11-25"))
+    assert (log.healthy, log.failures, log.queue_depth) == (True, 0, 0)
+    assert any(
+        f"audit table {table} has schema version 1" in formatEvent(e) and "(protocol)" in formatEvent(e) and "audit init-db" in formatEvent(e)
+        for e in events
+    )
+    assert verify(config) == ok(3)
+
+    init_postgres(dsn, table, writer)  # while that gateway runs
+    assert sql(dsn, f'SELECT version FROM "{table}_schema"') == [(2,)]
+    log.record(fields(3, protocol="2026-07-28"))
+    assert (log.healthy, log.failures) == (True, 0)
+    h.stop(log)
+    assert verify(config) == ok(4)
+    assert sql(dsn, f'SELECT seq, protocol FROM "{table}" ORDER BY seq') == [(1, None), (2, None), (3, "2025-11-25"), (4, "2026-07-28")]
+
+    sql(dsn, f"UPDATE \"{table}\" SET protocol = '2024-11-05' WHERE seq = 4")
+    assert verify(config) == VerifyResult(False, 3, 4, "seq 4: column protocol does not match the record (the row was modified)")
+    sql(dsn, f"UPDATE \"{table}\" SET record = replace(record, '\"2026-07-28\"', '\"2024-11-05\"') WHERE seq = 4")
+    assert verify(config) == VerifyResult(False, 3, 4, "seq 4: digest does not match its content (the record was modified)")
+
+
+def test_aNewerSchemaIsNotWritten(dsn: str, table: str, config: AuditConfig) -> None:
+    sql(dsn, f'UPDATE "{table}_schema" SET version = 3')
+    h = Harness()
+    with capturedLogs() as events:
+        log = h.start(config)
+    assert not log.healthy
+    assert any(f"table {table} has schema version 3, this gateway writes version 2" in formatEvent(e) for e in events)
+    h.stop(log)
+
+
+def test_thePrintedSetupSqlMigratesAnOldTableToo(dsn: str, table: str, writer: str, config: AuditConfig) -> None:
+    """`audit init-db --print` is for operators who run the SQL themselves: run twice, on an old table, it migrates it."""
+    h = Harness()
+    log = h.start(config)
+    log.record(fields(0))
+    h.stop(log)
+    downgrade(dsn, table)
+    log = h.start(config)
+    log.record(fields(1, protocol="2025-11-25"))  # written to the old table: no column for it yet
+    h.stop(log)
+    for _ in range(2):
+        for statement in postgres_setup_sql(table, writer):
+            sql(dsn, statement)
+    assert sql(dsn, f'SELECT version FROM "{table}_schema"') == [(2,)]
+    log = h.start(config)
+    log.record(fields(2, protocol="2026-07-28"))
+    assert (log.healthy, log.failures) == (True, 0)
+    h.stop(log)
+    assert sql(dsn, f'SELECT seq, protocol FROM "{table}" ORDER BY seq') == [(1, None), (2, "2025-11-25"), (3, "2026-07-28")]
+    assert verify(config) == ok(3)

@@ -1,11 +1,12 @@
 """
 The audit trail through the real `twistd ... mcp-gateway` command and the
 `twisted-mcp audit` commands: what one record may store, and what happens
-to records while the sink fails.
+to records while the sink fails; the MCP version each record names.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -14,11 +15,15 @@ import subprocess
 import time
 import urllib.request
 
+import pytest
+from mcp import MCPError
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests import mcpclient as mc
 from twisted_mcp.mcp import errors
 
 from .conftest import LineClient, bin_path, free_port, gateway_argv, gateway_env, server, wait_for_path, wait_gone
+from .test_http_front import start_http
 from .test_policy import call, policy_config, read_audit, start  # noqa: F401  (fixture)
 
 
@@ -227,3 +232,55 @@ def test_records_unwritten_at_shutdown_reach_the_trail_at_the_next_start(daemon,
     verify = audit_command("verify", "--config", config)
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert "spill" not in verify.stdout
+
+
+@pytest.mark.filterwarnings("ignore::mcp.MCPDeprecationWarning")
+def test_each_record_names_the_protocol_of_its_request(policy_config, tmp_path):
+    """
+    A handshake-era SDK client (it negotiates 2025-11-25) and a 2026-07-28
+    one, each through its own `twistd -n mcp-gateway` writing one file
+    trail: every record of their requests (listing, call, refusal) names
+    the version it was made under, and the trail verifies across both.
+    """
+    path = tmp_path / "audit.jsonl"
+    config = policy_config({"echo": server("echo_fast")}, audit={"sink": "file", "path": str(path)})
+
+    async def scenario(mode: str) -> str:
+        async with mc.connect(
+            gateway_argv(config), env=gateway_env(), cwd=str(tmp_path), errlog=str(tmp_path / "gw.stderr"), mode=mode, read_timeout=60
+        ) as client:
+            assert await mc.call_text(client, "echo__echo", {"text": mode}) == mode
+            with pytest.raises(MCPError):
+                await client.call_tool("echo__nope", {})
+            return client.protocol_version
+
+    versions = [mc.run(functools.partial(scenario, mode), timeout=90) for mode in ("legacy", "2026-07-28")]
+    assert versions == ["2025-11-25", "2026-07-28"]
+    records = [(r["method"], r["decision"], r.get("protocol")) for r in read_audit(path)]
+    for version in versions:
+        assert ("tools/call", "allow", version) in records, records
+        assert ("tools/call", "deny", version) in records, records
+        assert ("tools/list", "allow", version) in records, records  # the SDK lists the tools to learn their schema
+    assert all(protocol in versions for _, _, protocol in records), records
+    verified = audit_command("verify", "--config", config)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+@pytest.mark.filterwarnings("ignore::mcp.MCPDeprecationWarning")
+def test_records_of_http_clients_name_their_protocol_too(daemon, tmp_path):
+    """Over the HTTP front: a handshake-era session's records say what it negotiated, a 2026-07-28 client's its own version."""
+    path = tmp_path / "audit.jsonl"
+    pid, url = start_http(daemon, {"echo": server("echo_fast")}, extra={"audit": {"sink": "file", "path": str(path)}})
+
+    async def scenario(mode: str) -> str:
+        async with mc.connect_http(f"{url}/mcp", mode=mode) as client:
+            assert await mc.call_text(client, "echo__echo", {"text": mode}) == mode
+            return client.protocol_version
+
+    versions = [mc.run(functools.partial(scenario, mode), timeout=60) for mode in ("legacy", "2026-07-28")]
+    assert versions == ["2025-11-25", "2026-07-28"]
+    os.kill(pid, signal.SIGTERM)
+    assert wait_gone({pid}, 30) == set()
+    calls = [(r["session"], r.get("protocol")) for r in read_audit(path) if r["method"] == "tools/call"]
+    assert [protocol for _, protocol in calls] == versions, calls
+    assert calls[0][0] != calls[1][0]

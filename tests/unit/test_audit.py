@@ -11,6 +11,7 @@ time through L{Clock}; one test uses the real worker thread.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -309,7 +310,7 @@ class ChainTests(AuditTestCase):
         rows = conn.execute("SELECT seq, id, principal, latency_ms, record FROM twisted_mcp_audit ORDER BY seq").fetchall()
         self.assertEqual([r[:4] for r in rows], [(n + 1, f"req-{n}", f"p{n}", 12.5) for n in range(3)])
         self.assertChain([json.loads(r[4]) for r in rows], ["req-0", "req-1", "req-2"])
-        self.assertEqual(conn.execute("SELECT version FROM twisted_mcp_audit_schema").fetchall(), [(1,)])
+        self.assertEqual(conn.execute("SELECT version FROM twisted_mcp_audit_schema").fetchall(), [(2,)])
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         self.assertTrue({"twisted_mcp_audit_time", "twisted_mcp_audit_principal"} <= indexes)
         conn.close()
@@ -449,14 +450,7 @@ class VerifyTests(AuditTestCase):
         for n in range(4):
             log.record(fields(n))
         self.stopped(log)
-
-        def tamper(sql: str) -> VerifyResult:
-            conn = sqlite3.connect(config.path)
-            with conn:
-                conn.execute(sql)
-            conn.close()
-            return verify(config)
-
+        tamper = functools.partial(tamper_sqlite, config)
         self.assertVerified(config, 4)
         self.assertBroken(
             tamper("UPDATE trail SET principal = 'mallory' WHERE seq = 2"), 1, 2, "seq 2: column principal does not match the record (the row was modified)"
@@ -474,6 +468,106 @@ class VerifyTests(AuditTestCase):
         result = verify(self.config(sink="sqlite", path=config.path, table="other"))
         self.assertFalse(result.ok)
         self.assertIn("no such table", result.message)
+
+
+class ProtocolFieldTests(AuditTestCase):
+    """
+    Records gained C{protocol} (the MCP version of the request): trails
+    written before it, after it, and across the upgrade verify, and the
+    field is covered by the chain like any other.
+    """
+
+    def assertBroken(self, result: VerifyResult, records: int, first_bad: int, message: str) -> None:
+        self.assertEqual(result, VerifyResult(False, records, first_bad, message))
+
+    def upgrade(self, config: AuditConfig, between: Callable[[], None] = lambda: None) -> None:
+        """
+        Two records as the gateway wrote them before the field (none has
+        it), C{between()}, then two after (each has it).
+        """
+        log = self.started(config)
+        log.record(fields(0))
+        log.record(fields(1))
+        self.stopped(log)
+        between()
+        log = self.started(config)
+        log.record(fields(2, protocol="2025-11-25"))
+        log.record(fields(3, protocol="2026-07-28"))
+        self.stopped(log)
+
+    def test_aFileTrailVerifiesAcrossTheUpgrade(self) -> None:
+        config = self.config()
+        self.upgrade(config)
+        records = read_lines(self.path)
+        self.assertEqual([r.get("protocol", "absent") for r in records], ["absent", "absent", "2025-11-25", "2026-07-28"])
+        self.assertVerified(config, 4)
+        with open(self.path, "rb") as f:
+            lines = f.read().splitlines(keepends=True)
+        lines[2] = lines[2].replace(b'"2025-11-25"', b'"2024-11-05"')
+        with open(self.path, "wb") as f:
+            f.write(b"".join(lines))
+        self.assertBroken(verify(config), 2, 3, "line 3 (seq 3): digest does not match its content (the record was modified)")
+
+    def test_aSqliteTableOfTheFirstSchemaVerifiesAndIsMigrated(self) -> None:
+        config = self.config(sink="sqlite", path=os.path.join(self.directory, "audit.db"), table="trail")
+
+        def old_table() -> None:
+            downgrade_sqlite(config.path or "", "trail")
+            self.assertVerified(config, 2)  # not migrated yet: verify reads it as it is
+
+        self.upgrade(config, old_table)  # the SQLite sink migrates its own table at start
+        conn = sqlite3.connect(config.path)
+        self.assertEqual(conn.execute("SELECT version FROM trail_schema").fetchall(), [(2,)])
+        self.assertEqual(
+            conn.execute("SELECT seq, protocol FROM trail ORDER BY seq").fetchall(),
+            [(1, None), (2, None), (3, "2025-11-25"), (4, "2026-07-28")],
+        )
+        conn.close()
+        self.assertVerified(config, 4)
+        tamper = functools.partial(tamper_sqlite, config)
+        self.assertBroken(
+            tamper("UPDATE trail SET protocol = '2024-11-05' WHERE seq = 3"),
+            2,
+            3,
+            "seq 3: column protocol does not match the record (the row was modified)",
+        )
+        self.assertBroken(
+            tamper("UPDATE trail SET record = replace(record, '\"2025-11-25\"', '\"2024-11-05\"') WHERE seq = 3"),
+            2,
+            3,
+            "seq 3: digest does not match its content (the record was modified)",
+        )
+
+    def test_aNewerSchemaIsRefused(self) -> None:
+        config = self.config(sink="sqlite", path=os.path.join(self.directory, "audit.db"), table="trail")
+        self.stopped(self.started(config))
+        conn = sqlite3.connect(config.path)
+        with conn:
+            conn.execute("UPDATE trail_schema SET version = 3")
+        conn.close()
+        with capturedLogs() as events:
+            log = self.started(config)
+        self.assertFalse(log.healthy)
+        self.assertTrue(any("schema version 3, newer than this gateway's (2)" in formatEvent(e) for e in events))
+        self.stopped(log)
+
+
+def tamper_sqlite(config: AuditConfig, sql: str) -> VerifyResult:
+    """Run C{sql} on an SQLite trail, then verify it."""
+    conn = sqlite3.connect(config.path or "")
+    with conn:
+        conn.execute(sql)
+    conn.close()
+    return verify(config)
+
+
+def downgrade_sqlite(path: str, table: str) -> None:
+    """Make a table what a gateway of schema version 1 left: no protocol column."""
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute(f"ALTER TABLE {table} DROP COLUMN protocol")
+        conn.execute(f"UPDATE {table}_schema SET version = 1")
+    conn.close()
 
 
 class FileRecoveryTests(AuditTestCase):

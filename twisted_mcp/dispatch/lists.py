@@ -26,10 +26,10 @@ def visible(session: ClientSession, method: str, kind: str, listing: Listing) ->
     try:
         principal = policy.principal(session.peer)
     except JsonRpcError as e:
-        raise policy.deny(policy.new_record(session.label, method), e.code, e.message, e.data)
+        raise policy.deny(policy.new_record(session.label, method, session.protocol_version), e.code, e.message, e.data)
     noun = NOUNS[kind]
     shown = policy.listing(principal, noun, listing.listing, listing.entries)
-    policy.audit_listing(session.label, noun, principal, len(shown), len(listing.listing))
+    policy.audit_listing(session.label, noun, principal, len(shown), len(listing.listing), session.protocol_version)
     return shown
 
 

@@ -207,7 +207,9 @@ class Reverse:
             cause = _cause(session, rid if held is None else held.origin.rid)
             refusal = policy.reverse_refusal(principal, backend.name, method)
             if refusal is not None:
-                policy.audit_reverse(session.label, principal, backend.name, method, "refused", INVALID_REQUEST, None, refusal, cause)
+                policy.audit_reverse(
+                    session.label, principal, backend.name, method, "refused", INVALID_REQUEST, None, refusal, cause, session.protocol_version
+                )
                 raise JsonRpcError(INVALID_REQUEST, f"the gateway refused {method}: {refusal}")
         started = self.gateway.clock.seconds()
         if held is not None:
@@ -229,7 +231,9 @@ class Reverse:
         else:
             outcome, code = "error", getattr(error, "code", INTERNAL_ERROR)
         latency = round((self.gateway.clock.seconds() - started) * 1000, 3)
-        self.gateway.policy.audit_reverse(session.label, principal, backend.name, method, outcome, code, latency, None, cause)
+        self.gateway.policy.audit_reverse(
+            session.label, principal, backend.name, method, outcome, code, latency, None, cause, session.protocol_version
+        )
         return result
 
     def server_notification(self, backend: Backend, method: str, params: dict[str, Any], related: Any) -> None:

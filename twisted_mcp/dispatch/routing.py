@@ -79,7 +79,8 @@ def forward(
         request.holdable = params
     call = None
     if policy.active:
-        call = policy.begin(session.label, request.method, subject, params, session.peer, entry)
+        protocol = request.envelope.version if request.envelope is not None else session.protocol_version
+        call = policy.begin(session.label, request.method, subject, params, session.peer, entry, protocol)
         request.call = call
     method = request.method
     on_progress = None
@@ -236,14 +237,14 @@ def refuse(session: ClientSession, method: str, code: int, message: str, data: A
     policy = session.gateway.policy
     if not policy.active:
         return JsonRpcError(code, message, data)
-    return policy.refuse_request(session.label, method, code, message, session.peer, data)
+    return policy.refuse_request(session.label, method, code, message, session.peer, data, session.protocol_version)
 
 
 def unknown(session: ClientSession, method: str, kind: str, name: str) -> JsonRpcError:
     """The error for a request about a tool or prompt no backend offers (audited when the policy is active)."""
     policy = session.gateway.policy
     if policy.active:
-        return policy.refuse_unknown(session.label, method, kind, name, session.peer)
+        return policy.refuse_unknown(session.label, method, kind, name, session.peer, session.protocol_version)
     return JsonRpcError(INVALID_PARAMS, f"Unknown {kind}: {name!r}", {kind: name})
 
 

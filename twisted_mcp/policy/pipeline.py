@@ -328,18 +328,24 @@ class Policy:
             return not rules.kill_prompts
         return not rules.kill_resources
 
-    def audit_listing(self, session: str, kind: str, principal: Principal, shown: int, total: int) -> None:
+    def audit_listing(self, session: str, kind: str, principal: Principal, shown: int, total: int, protocol: str | None = None) -> None:
         """One audit record of a list answered: how many of its C{total} definitions C{principal} saw."""
         if self.audit is None:
             return
-        record = self.new_record(session, LISTING_METHODS[kind])
+        record = self.new_record(session, LISTING_METHODS[kind], protocol)
         record.update(principal=principal.name, roles=list(principal.roles), kind=kind, outcome="ok")
         record["reason"] = f"{shown} of {total} {WORDS[kind]}(s) visible"
         self._audit(record)
 
     # -- calls ---------------------------------------------------------------
 
-    def new_record(self, session: str, method: str) -> dict[str, Any]:
+    def new_record(self, session: str, method: str, protocol: str | None = None) -> dict[str, Any]:
+        """
+        The audit record of a request, filled in as it passes the steps.
+        C{protocol} is the MCP version it was made under (what a
+        handshake-era session negotiated, a 2026-07-28 request's own
+        C{_meta} version); None when no client request is behind it.
+        """
         self._count += 1
         return {
             "id": f"{self._prefix}-{self._count}",
@@ -359,6 +365,7 @@ class Policy:
             "latency_ms": None,
             "result_bytes": None,
             "arguments_digest": None,
+            "protocol": protocol,
         }
 
     def deny(self, record: dict[str, Any], code: int, message: str, data: dict[str, Any] | None = None) -> errors.GatewayError:
@@ -392,7 +399,16 @@ class Policy:
         audit = self.audit
         return audit is not None and audit.refuses_calls
 
-    def begin(self, session: str, method: str, subject: Subject, params: dict[str, Any], peer: Any = None, entry: Any = None) -> Call:
+    def begin(
+        self,
+        session: str,
+        method: str,
+        subject: Subject,
+        params: dict[str, Any],
+        peer: Any = None,
+        entry: Any = None,
+        protocol: str | None = None,
+    ) -> Call:
         """
         Steps 1 to 5 for a request about C{subject}, which the caller
         resolved (an unknown name or URI is refused with L{refuse_unknown});
@@ -401,9 +417,10 @@ class Policy:
         (C{tools/call}, C{prompts/get}, C{resources/read},
         C{completion/complete}...); C{params} its params, whose arguments
         are digested for the audit; C{entry}, for a tool, the catalog entry
-        the caller resolved it to.
+        the caller resolved it to; C{protocol}, the MCP version of the
+        request (see L{new_record}).
         """
-        record = self.new_record(session, method)
+        record = self.new_record(session, method, protocol)
         try:
             principal = self._identify(record, peer)
             self._describe(record, subject)
@@ -478,27 +495,31 @@ class Policy:
         call.taken, self._taken = self._taken, []
         return call
 
-    def refuse_request(self, session: str, method: str, code: int, message: str, peer: Any = None, data: Any = None) -> JsonRpcError:
+    def refuse_request(
+        self, session: str, method: str, code: int, message: str, peer: Any = None, data: Any = None, protocol: str | None = None
+    ) -> JsonRpcError:
         """
         The error (audited) for a request refused before it names a subject
         (malformed params, say).  The caller is identified first, so the
         record says who; one who cannot be is refused for that.
         """
-        record = self.new_record(session, method)
+        record = self.new_record(session, method, protocol)
         try:
             self._identify(record, peer)
         except JsonRpcError as e:
             return e
         return self.deny(record, code, message, data)
 
-    def refuse_unknown(self, session: str, method: str, kind: str, name: str, peer: Any = None) -> JsonRpcError:
+    def refuse_unknown(
+        self, session: str, method: str, kind: str, name: str, peer: Any = None, protocol: str | None = None
+    ) -> JsonRpcError:
         """
         The error (audited) for a request about a C{kind} no backend offers
         under C{name}: C{Unknown tool: 'x'} (-32602, C{data.tool}), the same
         for prompts and resource templates, and MCP's C{Resource not found}
         (-32002, C{data.uri}) for a resource.
         """
-        record = self.new_record(session, method)
+        record = self.new_record(session, method, protocol)
         record["kind"] = kind
         record["subject"] = name if kind in ("tool", "prompt") else redact_uri(name)
         if kind == "tool":
@@ -598,6 +619,7 @@ class Policy:
         latency_ms: float | None = None,
         reason: str | None = None,
         cause: str | None = None,
+        protocol: str | None = None,
     ) -> None:
         """
         One audit record of a request C{backend} sent a client (never its
@@ -608,7 +630,8 @@ class Policy:
         when it gave up, a timeout say), C{"cancelled"}, or C{"refused"} (the
         gateway did not send it: C{reason} says why, C{error_code} is the
         code the backend got).  C{cause} is the audit id of the client's
-        request that led to it (C{Call.record["id"]}), when known.  A
+        request that led to it (C{Call.record["id"]}), when known;
+        C{protocol}, the MCP version of the client that answered.  A
         refusal counts against the principal's refusal budget, as refused
         requests do.
         """
@@ -616,7 +639,7 @@ class Policy:
             raise ValueError(f"outcome {outcome!r} is not one of {', '.join(REVERSE_OUTCOMES)}")
         if self.audit is None:
             return
-        record = self.new_record(session, method)
+        record = self.new_record(session, method, protocol)
         record.update(kind="server_request", backend=backend, error_code=error_code, latency_ms=latency_ms, reason=reason)
         if principal is not None:
             record["principal"] = principal.name

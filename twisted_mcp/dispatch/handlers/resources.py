@@ -47,7 +47,7 @@ def resolve(session: ClientSession, method: str, params: dict[str, Any]) -> tupl
         if not policy.active:
             raise JsonRpcError(code, f"Resource not found: {why}", {"uri": uri})
         # Audited with the URI's secrets taken out; the client is told why.
-        error = policy.refuse_unknown(session.label, method, "resource", uri, session.peer)
+        error = policy.refuse_unknown(session.label, method, "resource", uri, session.peer, session.protocol_version)
         if error.code == errors.RESOURCE_NOT_FOUND:
             error.code = code
             error.message = f"Resource not found: {why}"

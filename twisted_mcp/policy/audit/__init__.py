@@ -29,7 +29,10 @@ several gateways may share one table and still form one chain.  A file has
 one writer: the gateway takes an exclusive C{flock} on it.  The PostgreSQL
 sink needs only INSERT and SELECT: its tables are created beforehand by
 C{twisted-mcp audit init-db}, and writers take turns under an advisory
-lock.
+lock.  The tables' layout has a version (C{SCHEMA_VERSION}; 2 added the
+C{protocol} column): SQLite migrates its own table; a PostgreSQL table of
+an older version is written without the columns it lacks until C{init-db}
+migrates it (and fills them from the records).  C{verify} reads either.
 
 Threads.  Nothing here blocks the reactor: L{AuditLog.record} only queues;
 one dedicated worker thread (a one-thread L{ThreadPool}) encodes, chains

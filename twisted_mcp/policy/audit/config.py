@@ -21,7 +21,8 @@ SPILL_SUFFIX = ".spill.jsonl"
 DEFAULT_POSTGRES_SPILL = "twisted-mcp-audit.spill.jsonl"
 TABLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # whole name (fullmatch)
 MAX_TABLE_LENGTH = 48  # PostgreSQL names are at most 63 bytes, with room for "_principal"
-SCHEMA_VERSION = 1
+#: The SQL tables' layout: 2 added the C{protocol} column (L{twisted_mcp.policy.audit.sinks}).
+SCHEMA_VERSION = 2
 MIN_FIELD_BYTES = 256  # room for a start, "…", the size and the digest
 MIN_RECORD_BYTES = 4096  # room for every field, each replaced by its digest
 

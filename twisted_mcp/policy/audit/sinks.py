@@ -229,6 +229,7 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("latency_ms", "real"),
     ("result_bytes", "int"),
     ("arguments_digest", "text"),
+    ("protocol", "text"),
 )
 _COLUMN_NAMES = tuple(name for name, _ in _COLUMNS)
 
@@ -280,20 +281,55 @@ def _schema(dialect: str, table: str) -> list[str]:
     ]
 
 
-#: Migrations from each older schema version to the next (none yet).
-_MIGRATIONS: dict[int, list[str]] = {}
+#: The query columns each schema version added to the one before (version 1
+#: had the others); rows stored before a column was added hold NULL in it,
+#: as do records without that field.
+_ADDED_COLUMNS: dict[int, tuple[str, ...]] = {2: ("protocol",)}
 
 
-def _insert_sql(table: str, mark: str) -> str:
-    names = ("seq",) + _COLUMN_NAMES + ("prev", "digest", "record")
+def _migration(dialect: str, table: str, version: int) -> list[str]:
+    """
+    The statements that bring a table from schema C{version} to the next:
+    its new columns.  In PostgreSQL they are filled from the records too,
+    for gateways may have written records that have the field to a table
+    of the older schema (L{_PostgresSink} does, until the table is
+    migrated); a SQLite sink migrates its table before it writes.  (Every
+    column added so far is text.)
+    """
+    types = _SQL_TYPES[dialect]
+    kinds = dict(_COLUMNS)
+    statements = []
+    for name in _ADDED_COLUMNS[version + 1]:
+        if dialect == "sqlite":  # no IF NOT EXISTS there
+            statements.append(f'ALTER TABLE "{table}" ADD COLUMN {name} {types[kinds[name]]}')
+            continue
+        statements += [
+            f'ALTER TABLE "{table}" ADD COLUMN IF NOT EXISTS {name} {types[kinds[name]]}',
+            f'UPDATE "{table}" SET {name} = record::json ->> \'{name}\' '
+            f'WHERE {name} IS NULL AND record LIKE \'%"{name}":"%\'',
+        ]
+    return statements
+
+
+def _columns_at(version: int) -> tuple[str, ...]:
+    """The query columns of a table at schema C{version} (those added later left out)."""
+    later = {name for added, names in _ADDED_COLUMNS.items() if added > version for name in names}
+    return tuple(name for name in _COLUMN_NAMES if name not in later)
+
+
+def _insert_sql(table: str, mark: str, columns: tuple[str, ...] = _COLUMN_NAMES) -> str:
+    names = ("seq",) + columns + ("prev", "digest", "record")
     return f'INSERT INTO "{table}" ({", ".join(names)}) VALUES ({", ".join([mark] * len(names))})'
 
 
-def _row(s: _Sealed) -> tuple[Any, ...]:
-    return (s.seq,) + _columns(s.record) + (s.record["prev"], s.digest, s.line.decode("utf-8"))
+def _row(s: _Sealed, columns: tuple[str, ...] = _COLUMN_NAMES) -> tuple[Any, ...]:
+    values = _columns(s.record)
+    if columns is not _COLUMN_NAMES:  # a table of an older schema: only the columns it has
+        values = tuple(value for name, value in zip(_COLUMN_NAMES, values, strict=True) if name in columns)
+    return (s.seq,) + values + (s.record["prev"], s.digest, s.line.decode("utf-8"))
 
 
-def _migrate(versions: list[Any], table: str, execute: Callable[[str], Any]) -> bool:
+def _migrate(versions: list[Any], dialect: str, table: str, execute: Callable[[str], Any]) -> bool:
     """Bring the schema to L{SCHEMA_VERSION}; True if the version row must be written."""
     if not versions:
         return True
@@ -303,7 +339,7 @@ def _migrate(versions: list[Any], table: str, execute: Callable[[str], Any]) -> 
             f"table {table} has schema version {version}, newer than this gateway's ({SCHEMA_VERSION}): upgrade it"
         )
     while version < SCHEMA_VERSION:
-        for statement in _MIGRATIONS[version]:
+        for statement in _migration(dialect, table, version):
             execute(statement)
         version += 1
     return version != max(versions)
@@ -381,7 +417,7 @@ class _SqliteSink(_DatabaseSink):
             for statement in _schema("sqlite", self.table):
                 conn.execute(statement)
             versions = [row[0] for row in conn.execute(f'SELECT version FROM "{self.table}_schema"')]
-            if _migrate(versions, self.table, conn.execute):
+            if _migrate(versions, "sqlite", self.table, conn.execute):
                 conn.execute(f'DELETE FROM "{self.table}_schema"')
                 conn.execute(f'INSERT INTO "{self.table}_schema" (version) VALUES (?)', (SCHEMA_VERSION,))
             conn.execute("COMMIT")
@@ -426,13 +462,17 @@ ROLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")  # whole name (fullmatch): 
 def postgres_setup_sql(table: str, writer: str | None = None) -> list[str]:
     """
     The SQL that creates a trail's tables in PostgreSQL, run once by a role
-    that may create tables (C{twisted-mcp audit init-db}).  With C{writer},
-    that role (the gateway's) gets INSERT and SELECT on them and nothing
-    else: it can add to the trail and read it, never change or erase it.
+    that may create tables (C{twisted-mcp audit init-db}), or again to
+    migrate tables an older gateway created.  With C{writer}, that role
+    (the gateway's) gets INSERT and SELECT on them and nothing else: it can
+    add to the trail and read it, never change or erase it.
     """
+    migrations = [statement for version in range(1, SCHEMA_VERSION) for statement in _migration("postgres", table, version)]
     return (
         _schema("postgres", table)
         + [f'INSERT INTO "{table}_schema" (version) SELECT {SCHEMA_VERSION} WHERE NOT EXISTS (SELECT 1 FROM "{table}_schema")']
+        + migrations
+        + [f'UPDATE "{table}_schema" SET version = {SCHEMA_VERSION} WHERE version < {SCHEMA_VERSION}']
         + _grants(table, writer)
     )
 
@@ -459,7 +499,7 @@ def init_postgres(dsn: str, table: str, writer: str | None = None) -> None:
             for statement in _schema("postgres", table):
                 conn.execute(statement)
             versions = [row[0] for row in conn.execute(f'SELECT version FROM "{table}_schema"')]
-            if _migrate(versions, table, conn.execute):
+            if _migrate(versions, "postgres", table, conn.execute):
                 conn.execute(f'DELETE FROM "{table}_schema"')
                 conn.execute(f'INSERT INTO "{table}_schema" (version) VALUES (%s)', (SCHEMA_VERSION,))
             for statement in grants:
@@ -480,6 +520,9 @@ class _PostgresSink(_DatabaseSink):
         self.chain = chain
         self._lock_key = _lock_key(table)
         self._warned = False
+        #: The query columns the table has: all of them, but for a table of an older schema.
+        self._columns = _COLUMN_NAMES
+        self._warned_schema = False
 
     def _connect(self) -> Any:
         import psycopg
@@ -514,10 +557,24 @@ class _PostgresSink(_DatabaseSink):
         if found is None or None in found:
             raise RuntimeError(f"table {table} does not exist in {_safe_dsn(self.dsn)}: {setup}")
         versions = [row[0] for row in conn.execute(f'SELECT version FROM "{table}_schema"')]
-        if max(versions, default=None) != SCHEMA_VERSION:
+        version = max(versions, default=None)
+        if type(version) is not int or not 1 <= version <= SCHEMA_VERSION:
             raise RuntimeError(
-                f"table {table} has schema version {max(versions, default='none')}, this gateway writes "
+                f"table {table} has schema version {'none' if version is None else version}, this gateway writes "
                 f"version {SCHEMA_VERSION}: {setup}"
+            )
+        self._columns = _COLUMN_NAMES if version == SCHEMA_VERSION else _columns_at(version)
+        if version < SCHEMA_VERSION and not self._warned_schema:
+            self._warned_schema = True
+            missing = ", ".join(name for name in _COLUMN_NAMES if name not in self._columns)
+            _log.warn(
+                "audit table {table} has schema version {version}, older than this gateway's ({current}): records are "
+                "written whole, but without the query columns it lacks ({missing}); {setup} to add them",
+                table=table,
+                version=version,
+                current=SCHEMA_VERSION,
+                missing=missing,
+                setup="run `twisted-mcp audit init-db --config FILE` once, as the role that created it",
             )
         erasable = conn.execute(
             "SELECT has_table_privilege(%s, 'UPDATE') OR has_table_privilege(%s, 'DELETE') "
@@ -532,6 +589,18 @@ class _PostgresSink(_DatabaseSink):
                 table=table,
             )
 
+    def _recheck_schema(self, conn: Any) -> None:
+        """
+        Writing to a table of an older schema: has it been migrated since?
+        Asked under the lock that C{audit init-db} takes too, so no record
+        is written without a column the table has (nor after its backfill).
+        """
+        versions = [row[0] for row in conn.execute(f'SELECT version FROM "{self.table}_schema"')]
+        if max(versions, default=None) == SCHEMA_VERSION:
+            self._columns = _COLUMN_NAMES
+            _log.info("audit table {table} is at schema version {version} now: writing every column", table=self.table,
+                      version=SCHEMA_VERSION)
+
     def write(self, batch: list[dict[str, Any]]) -> int:
         if self._conn is not None and (self._conn.closed or self._conn.broken):
             self.close()
@@ -544,13 +613,16 @@ class _PostgresSink(_DatabaseSink):
             # Writers take turns (readers are not blocked), holding the lock
             # until commit: one chain per table, and no privilege beyond INSERT.
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
+            if self._columns is not _COLUMN_NAMES:
+                self._recheck_schema(conn)
             skip = self._already_stored(
                 batch, lambda ids: conn.execute(f'SELECT id FROM "{table}" WHERE id = ANY(%s)', (ids,)).fetchall()
             )
             last = conn.execute(f'SELECT seq, digest FROM "{table}" ORDER BY seq DESC LIMIT 1').fetchone()
             sealed = self.chain.seal(batch[skip:], *(last or (0, "")))
             with conn.cursor() as cursor:
-                cursor.executemany(_insert_sql(table, "%s"), [_row(s) for s in sealed])
+                columns = self._columns
+                cursor.executemany(_insert_sql(table, "%s", columns), [_row(s, columns) for s in sealed])
         return skip
 
 

@@ -261,8 +261,8 @@ class _ChainCheck:
         return message
 
 
-def _row_entries(rows: Iterable[tuple[Any, ...]], key: bytes | None) -> Iterator[_Entry]:
-    """Database rows (seq, columns..., prev, digest, record) as entries."""
+def _row_entries(rows: Iterable[tuple[Any, ...]], key: bytes | None, names: tuple[str, ...]) -> Iterator[_Entry]:
+    """Database rows (seq, the query columns C{names}..., prev, digest, record) as entries."""
     for row in rows:
         seq, columns, (prev, digest, text) = row[0], tuple(row[1:-3]), row[-3:]
         label = f"seq {seq}"
@@ -283,8 +283,9 @@ def _row_entries(rows: Iterable[tuple[Any, ...]], key: bytes | None) -> Iterator
             mismatch = "digest"
         else:
             content = {k: v for k, v in record.items() if k != "digest"}
-            for name, stored, derived in zip(_COLUMN_NAMES, columns, _columns(content), strict=False):
-                if stored != derived:
+            derived = dict(zip(_COLUMN_NAMES, _columns(content), strict=True))
+            for name, stored in zip(names, columns, strict=True):
+                if stored != derived[name]:
                     mismatch = name
                     break
         if mismatch is not None:
@@ -298,8 +299,18 @@ def _row_entries(rows: Iterable[tuple[Any, ...]], key: bytes | None) -> Iterator
         yield _Entry(seq, label, record)
 
 
-def _select_all(table: str) -> str:
-    names = ("seq",) + _COLUMN_NAMES + ("prev", "digest", "record")
+def _query_columns(conn: Any, table: str) -> tuple[str, ...]:
+    """
+    The query columns C{table} has, in our order: a table of an older
+    schema (not migrated yet) lacks the newer ones, and still verifies.
+    """
+    cursor = conn.execute(f'SELECT * FROM "{table}" LIMIT 0')
+    present = {column[0] for column in cursor.description}
+    return tuple(name for name in _COLUMN_NAMES if name in present)
+
+
+def _select_all(table: str, columns: tuple[str, ...]) -> str:
+    names = ("seq",) + columns + ("prev", "digest", "record")
     return f'SELECT {", ".join(names)} FROM "{table}" ORDER BY seq'
 
 
@@ -312,10 +323,11 @@ def _verify_sqlite(path: str, table: str, check: _ChainCheck) -> VerifyResult:
         return VerifyResult(False, 0, None, f"cannot open {path}: {e}")
     try:
         try:
-            rows = conn.execute(_select_all(table))
+            columns = _query_columns(conn, table)
+            rows = conn.execute(_select_all(table, columns))
         except sqlite3.Error as e:
             return VerifyResult(False, 0, None, f"cannot read table {table} in {path}: {e}")
-        return check.run(_row_entries(rows, check.key), per_line=False)
+        return check.run(_row_entries(rows, check.key, columns), per_line=False)
     finally:
         conn.close()
 
@@ -333,10 +345,11 @@ def _verify_postgres(dsn: str, table: str, check: _ChainCheck) -> VerifyResult:
             exists = conn.execute("SELECT to_regclass(%s)", (f'"{table}"',)).fetchone()
             if exists is None or exists[0] is None:
                 return VerifyResult(False, 0, None, f"table {table} does not exist in {where}")
+            columns = _query_columns(conn, table)
             with conn.cursor(name="twisted_mcp_audit_verify") as cursor:
                 cursor.itersize = 2000
-                cursor.execute(_select_all(table))
-                return check.run(_row_entries(cursor, check.key), per_line=False)
+                cursor.execute(_select_all(table, columns))
+                return check.run(_row_entries(cursor, check.key, columns), per_line=False)
     except psycopg.Error as e:
         return VerifyResult(False, 0, None, f"cannot read table {table} in {where}: {_one_line(e)}")
     finally:
