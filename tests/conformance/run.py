@@ -24,14 +24,16 @@ The stateless era (2026-07-28):
                   suite's `--requirements 2026-07-28`) against
                   tests/conformance/server_modern.py over Streamable HTTP: all must pass.
   modern-gateway  the same scenarios through the gateway's HTTP front, with that
-                  server behind it as a stdio backend, then as an HTTP backend.  The
-                  gateway speaks the handshake era to its backends today, so some
-                  scenarios that pass alone fail through it: exactly those listed in
-                  tests/conformance/expected-modern-gateway.yml (each with its reason
-                  and the step of issue 12 that removes it) must differ.  A listed
-                  scenario that passes through the gateway fails the run (remove the
-                  entry), as does any other difference.  The scenarios the suite runs
-                  but does not score (extensions, pending) are not judged.
+                  server behind it as a 2026-07-28 backend on stdio, then over HTTP
+                  (`protocol: modern`), then on stdio pinned to the handshake era
+                  (`protocol: legacy`: the suite's client crosses eras at the gateway).
+                  What passes through the gateway must be what passes alone, except
+                  the scenarios listed in tests/conformance/expected-modern-gateway.yml
+                  for that run (each with its reason and the step of issue 12 that
+                  removes it).  A listed scenario that passes through the gateway fails
+                  the run (remove the entry), as does any other difference.  The
+                  scenarios the suite runs but does not score (extensions, pending) are
+                  not judged.
 
 The handshake-era runs are judged against tests/conformance/expected-failures.yml by the suite
 (`--expected-failures`) and by this script (the same rule: a listed scenario that
@@ -110,6 +112,8 @@ PYTHON = Path(sys.executable)
 TWISTD = PYTHON.with_name("twistd")
 
 PARTS = ("alone", "gateway", "client", "modern-alone", "modern-gateway")
+#: The run of the 2026-07-28 scenarios through the gateway to the scenario server pinned to the handshake era.
+CROSSING = "crossing+stdio"
 CLIENT_SCENARIOS = ["initialize", "tools_call", "sse-retry", "elicitation-sep1034-client-defaults"]
 MUST_PASS_THROUGH_GATEWAY = "dns-rebinding-protection"
 BACKEND = "conformance"
@@ -401,10 +405,13 @@ def modern_parts(
             return columns, problems, notes, differences_expected
         lacking = gateway_lacks()
         backends: dict[str, dict[str, Any]] = {
-            # Pinned legacy until the gateway bridges a modern backend's input_required
-            # rounds and listens (issue 12, steps 7 and 8).
-            "modern-gateway+stdio": {"command": str(PYTHON), "args": [str(SERVER_MODERN)], "protocol": "legacy"},
-            "modern-gateway+http": {"type": "http", "url": url},
+            # The scenario server as a 2026-07-28 backend, on stdio and over HTTP: what passes
+            # through the gateway must be what passes against it alone.
+            "modern-gateway+stdio": {"command": str(PYTHON), "args": [str(SERVER_MODERN)], "protocol": "modern"},
+            "modern-gateway+http": {"type": "http", "url": url, "protocol": "modern"},
+            # The same server pinned to the handshake era: the suite's 2026-07-28 client
+            # crosses eras at the gateway (held calls, listens fed by session notifications).
+            CROSSING: {"command": str(PYTHON), "args": [str(SERVER_MODERN)], "protocol": "legacy"},
         }
         for label, backend in backends.items():
             if lacking:
@@ -418,16 +425,15 @@ def modern_parts(
                 continue
             # The suite is told to expect what fails alone and the listed differences; the
             # comparison below says which of them is wrong.
-            expected = frozenset(name for name, outcome in alone.items() if not outcome.passed) | (
-                frozenset(differences_expected) & required
-            )
+            here = {name for name, entry in differences_expected.items() if entry.applies_to(label)}
+            expected = frozenset(name for name, outcome in alone.items() if not outcome.passed) | (frozenset(here) & required)
             log = results / f"{label}.log"
             with gateway(config, port, log) as gateway_url:
                 through, found = modern_scenarios(gateway_url, results, label, required, expected, judge_each=False)
             columns[label] = through
             notes.append(f"{label}: the gateway spoke protocol {backend_protocol(log)} to the backend (its log: {log.name})")
             problems += found
-            problems += [f"{label}: {line}" for line in unexpected_differences(alone, through, differences_expected)]
+            problems += [f"{label}: {line}" for line in unexpected_differences(alone, through, here)]
     return columns, problems, notes, differences_expected
 
 
@@ -458,7 +464,8 @@ def report_differences(columns: dict[str, dict[str, Outcome]], expected: dict[st
         say(f"passing alone, failing through the gateway ({len(lost)}):")
     for name, labels in sorted(lost.items()):
         entry = expected.get(name)
-        why = f"{entry.reason}; removed by {entry.removed_by}" if entry else f"NOT LISTED in {EXPECTED_MODERN_GATEWAY.name}"
+        listed = entry is not None and all(entry.applies_to(label) for label in labels)
+        why = f"{entry.reason}; removed by {entry.removed_by}" if entry and listed else f"NOT LISTED in {EXPECTED_MODERN_GATEWAY.name}"
         say(f"  - {name} ({', '.join(labels)}): {why}")
 
 

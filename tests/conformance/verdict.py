@@ -146,10 +146,18 @@ class ExpectedDifference:
     scenario: str
     reason: str
     removed_by: str
+    #: The through-gateway runs (their labels) it fails in; None: every one.
+    runs: tuple[str, ...] | None = None
+
+    def applies_to(self, run: str) -> bool:
+        return self.runs is None or run in self.runs
 
 
 def load_expected_differences(path: Path) -> dict[str, ExpectedDifference]:
-    """The expected-differences file: a list of {scenario, reason, removedBy}, each field a non-empty string."""
+    """
+    The expected-differences file: a list of {scenario, reason, removedBy}, each field a non-empty
+    string, and optionally `runs`, the labels of the through-gateway runs the entry is for.
+    """
     data = yaml.safe_load(path.read_text()) or []
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a list of entries with scenario, reason and removedBy")
@@ -158,15 +166,21 @@ def load_expected_differences(path: Path) -> dict[str, ExpectedDifference]:
         fields = ("scenario", "reason", "removedBy")
         if (
             not isinstance(entry, dict)
-            or set(entry) != set(fields)
+            or not set(fields) <= set(entry) <= {*fields, "runs"}
             or not all(isinstance(entry[f], str) and entry[f].strip() for f in fields)
         ):
             raise ValueError(
-                f"{path}: entry {index + 1} must have exactly scenario, reason and removedBy, each a non-empty string"
+                f"{path}: entry {index + 1} must have exactly scenario, reason and removedBy, each a non-empty string "
+                "(and optionally runs)"
             )
+        runs = entry.get("runs")
+        if runs is not None and (not isinstance(runs, list) or not runs or not all(isinstance(r, str) and r for r in runs)):
+            raise ValueError(f"{path}: entry {index + 1}: runs must be a non-empty list of run labels")
         if entry["scenario"] in entries:
             raise ValueError(f"{path}: {entry['scenario']} is listed twice")
-        entries[entry["scenario"]] = ExpectedDifference(entry["scenario"], entry["reason"].strip(), entry["removedBy"].strip())
+        entries[entry["scenario"]] = ExpectedDifference(
+            entry["scenario"], entry["reason"].strip(), entry["removedBy"].strip(), tuple(runs) if runs else None
+        )
     return entries
 
 

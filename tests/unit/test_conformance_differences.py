@@ -84,11 +84,15 @@ def test_the_expected_differences_file_loads_and_rejects_entries_without_a_reaso
     listed = load_expected_differences(CONFORMANCE / "expected-modern-gateway.yml")
     assert listed, "the through-gateway 2026-07-28 run has differences today"
     for entry in listed.values():
-        assert entry.reason and entry.removed_by.startswith("step")
+        assert entry.reason and entry.removed_by
 
     good = tmp_path / "good.yml"
     good.write_text("- scenario: caching\n  reason: no hints\n  removedBy: step 9\n")
     assert load_expected_differences(good) == {"caching": ExpectedDifference("caching", "no hints", "step 9")}
+    good.write_text("- scenario: caching\n  reason: no hints\n  removedBy: step 9\n  runs: [gw+http]\n")
+    (entry,) = load_expected_differences(good).values()
+    assert entry.runs == ("gw+http",) and entry.applies_to("gw+http") and not entry.applies_to("gw+stdio")
+    assert ExpectedDifference("caching", "no hints", "step 9").applies_to("gw+stdio")
 
     bad = tmp_path / "bad.yml"
     for text, message in [
@@ -96,6 +100,8 @@ def test_the_expected_differences_file_loads_and_rejects_entries_without_a_reaso
         ("- scenario: caching\n  reason: no hints\n", "exactly scenario, reason and removedBy"),
         ("- scenario: caching\n  reason: ''\n  removedBy: step 9\n", "non-empty string"),
         ("- {scenario: a, reason: r, removedBy: s}\n- {scenario: a, reason: r, removedBy: s}\n", "listed twice"),
+        ("- {scenario: a, reason: r, removedBy: s, runs: []}\n", "runs must be a non-empty list"),
+        ("- {scenario: a, reason: r, removedBy: s, why: x}\n", "exactly scenario"),
     ]:
         bad.write_text(text)
         with pytest.raises(ValueError, match=message):
