@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.logger import capturedLogs
 
 from twisted_mcp.backends import envelope
@@ -78,12 +78,12 @@ class ModernTestCase(HttpTestCase):
         overrides.setdefault("protocol", "auto")
         return super().make(max_message, **overrides)
 
-    def modern_up(self, tools: list[Any] = [PLAIN, REGION], **overrides: Any) -> HttpBackend:
+    def modern_up(self, tools: tuple[Any, ...] = (PLAIN, REGION), **overrides: Any) -> HttpBackend:
         """A backend that answered the probe as a 2026-07-28 server, listed."""
         backend = self.make(**overrides)
         backend.startService()
         self.answer(self.pending("server/discover"), DISCOVERED, {"mcp-session-id": "must-not-be-kept"})
-        self.answer(self.pending("tools/list"), {"tools": tools})
+        self.answer(self.pending("tools/list"), {"tools": list(tools)})
         self.answer(self.pending("prompts/list"), {"prompts": []})
         self.answer(self.pending("resources/list"), {"resources": []})
         self.answer(self.pending("resources/templates/list"), {"resourceTemplates": []})
@@ -267,7 +267,7 @@ class HeaderTests(ModernTestCase):
 
     def test_invalidAnnotationsDropTheTool(self) -> None:
         with capturedLogs() as events:
-            backend = self.modern_up(tools=[PLAIN, IN_ITEMS, ON_NUMBER, TWICE, NOT_A_TOKEN, REGION])
+            backend = self.modern_up(tools=(PLAIN, IN_ITEMS, ON_NUMBER, TWICE, NOT_A_TOKEN, REGION))
         self.assertEqual([t["name"] for t in backend.tools], ["get_time", "execute_sql"])
         dropped = {e["tool"]: e["why"] for e in events if "is not offered" in e.get("log_format", "")}
         self.assertEqual(set(dropped), {"bad_items", "bad_number", "bad_twice", "bad_token"})
@@ -339,6 +339,30 @@ class CancelTests(ModernTestCase):
         d.cancel()
         self.failureResultOf(d, CancelledError)
         self.assertTrue(call.cancelled)
+        self.assertNeverHandshakeEra()
+        self.stop(backend)
+
+    def test_cancelReachesTheConnectionsRequest(self) -> None:
+        """
+        The agent's Deferred has fired (with the pooled connection) and waits
+        on the connection's request, whose cancel aborts the connection: the
+        abort must reach it, though the outer Deferred reads as called.
+        """
+        backend = self.modern_up()
+        aborted: list[bool] = []
+        inner: Deferred[Any] = Deferred(lambda d: aborted.append(True))
+        record = self.http.request
+
+        def chained(*args: Any, **kwargs: Any) -> Deferred[Any]:
+            record(*args, **kwargs)
+            return succeed(None).addCallback(lambda _: inner)
+
+        self.http.request = chained  # type: ignore[method-assign]
+        d = self.call(backend, "tools/call", {"name": "get_time"})
+        self.pending("tools/call").deferred.callback(None)  # (the recorded one is not used)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(aborted, [True])
         self.assertNeverHandshakeEra()
         self.stop(backend)
 

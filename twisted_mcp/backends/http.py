@@ -261,7 +261,10 @@ class _Exchange:
         self.aborted = True
         if self.reader is not None:
             self.reader.abort()
-        elif self.request is not None and not self.request.called:
+        elif self.request is not None:
+            # Even when it has fired: the agent's Deferred waits on the
+            # connection's request, whose cancel aborts the connection (a
+            # stateless-era server takes that as the cancellation).
             self.request.cancel()
 
 
