@@ -12,6 +12,7 @@ import base64
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.error import ConnectionRefusedError
 from twisted.logger import capturedLogs
 
 from twisted_mcp.backends import envelope
@@ -185,6 +186,14 @@ class ProbeTests(ModernTestCase):
         self.assertEqual(self.sent("initialize"), [])
         self.assertIn("server/discover: backend 'remote' answered HTTP 401: unauthorized", backend.last_error)
         self.assertNotIn("s3cret", backend.last_error)
+        self.stop(backend)
+
+    def test_unreachableIsTheReason(self) -> None:
+        backend = self.make()
+        backend.startService()
+        self.pending("server/discover").fail(ConnectionRefusedError("Connection refused"))
+        self.assertEqual(backend.state, State.DOWN)
+        self.assertTrue(backend.last_error.startswith("cannot connect to "), backend.last_error)
         self.stop(backend)
 
     def test_modernPinnedRefused(self) -> None:

@@ -327,9 +327,15 @@ class _HttpRun(RunEvents):
     async def discover(self, timeout: float) -> None:
         """
         The era (probed or pinned), the handshake for a handshake-era
-        server, then the listings (L{_before_listing} first).
+        server, then the listings (L{_before_listing} first).  When the
+        server could not be reached, that is the reason.
         """
-        await self.session.discover(timeout)
+        try:
+            await self.session.discover(timeout)
+        except DiscoveryError:
+            if self.close_reason is not None:
+                raise DiscoveryError(self.close_reason) from None
+            raise
 
     async def _before_listing(self, deadline: float) -> None:
         """
