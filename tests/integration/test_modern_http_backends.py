@@ -24,10 +24,10 @@ from mcp_types import TextResourceContents
 
 from tests import mcpclient as mc
 
-from .conftest import SERVERS, free_port, gateway_argv, gateway_env
+from .conftest import SERVERS, free_port
 from .surface_helpers import all_prompts, all_resources, text_of
 from .test_http import HttpServer
-from .test_modern_backends import MODERN, admin_get, elicit, sample
+from .test_modern_backends import MODERN, admin_get, connector, elicit, sample
 
 pytestmark = pytest.mark.filterwarnings("ignore::mcp.MCPDeprecationWarning")
 
@@ -48,18 +48,7 @@ def gateway(write_config, tmp_path):
         }
     )
     admin = free_port()
-
-    def connect(mode: str, **callbacks: Any):
-        return mc.connect(
-            [*gateway_argv(config), "--admin", f"tcp:{admin}:interface=127.0.0.1"],
-            env=gateway_env(),
-            cwd=str(tmp_path),
-            errlog=str(tmp_path / "gateway.stderr"),
-            mode=mode,
-            read_timeout=60,
-            **callbacks,
-        )
-
+    connect = connector(config, admin, tmp_path)
     yield connect, admin, tmp_path / "gateway.stderr", cancel_log
     server.stop()
 
