@@ -177,7 +177,9 @@ def test_http_servers_of_every_kind_beside_stdio(http_server, write_config, tmp_
 def test_cancellation_reaches_an_http_backend(http_server, write_config, tmp_path):
     cancel_log = tmp_path / "cancelled.log"
     server = http_server("http_sdk", env={"HTTP_CANCEL_LOG": str(cancel_log)})
-    config = write_config({"sdk": {"url": f"{server.url}/mcp"}})
+    # The handshake era's notifications/cancelled (a 2026-07-28 backend's
+    # cancel is the POST's abort: test_modern_http_backends).
+    config = write_config({"sdk": {"url": f"{server.url}/mcp", "protocol": "legacy"}})
 
     async def scenario():
         async with connect(config, tmp_path) as client:

@@ -49,10 +49,8 @@ def admin_get(port: int, path: str) -> str:
         conn.close()
 
 
-@pytest.fixture
-def gateway(write_config, tmp_path):
-    config = write_config({"dual": server("dual_era"), "everything": everything()})
-    admin = free_port()
+def connector(config: str, admin: int, tmp_path: Any) -> Any:
+    """connect(mode, **callbacks): an SDK client of that era to the gateway on C{config}, with its admin endpoint on C{admin}."""
 
     def connect(mode: str, **callbacks: Any):
         return mc.connect(
@@ -65,7 +63,14 @@ def gateway(write_config, tmp_path):
             **callbacks,
         )
 
-    return connect, admin, tmp_path / "gateway.stderr"
+    return connect
+
+
+@pytest.fixture
+def gateway(write_config, tmp_path):
+    config = write_config({"dual": server("dual_era"), "everything": everything()})
+    admin = free_port()
+    return connector(config, admin, tmp_path), admin, tmp_path / "gateway.stderr"
 
 
 async def use_the_modern_backend(client: Any) -> dict[str, Any]:

@@ -159,26 +159,30 @@ def main() -> None:
         app = mcp.streamable_http_app(json_response=args.json, stateless_http=args.stateless, host=HOST)
     else:
         app = mcp.sse_app(host=HOST)
+    serve(app, args.port, log_level, args.verbose)
 
+
+def serve(app: object, port: int, log_level: str, verbose: bool) -> None:
+    """Serve an ASGI app on 127.0.0.1:port as described above (LISTENING, exit 0); never returns."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((HOST, args.port))
+    sock.bind((HOST, port))
     sock.listen(128)
     sock.setblocking(False)
 
     config = uvicorn.Config(
         app,
         host=HOST,
-        port=args.port,
+        port=port,
         log_level=log_level.lower(),
-        access_log=args.verbose,
+        access_log=verbose,
         lifespan="on",
         timeout_graceful_shutdown=2,
     )
     server = _Server(config)
     threading.Thread(target=_watch_stdin, args=(server,), daemon=True).start()
     server.run(sockets=[sock])
-    print("http_sdk.py: stopped", file=sys.stderr, flush=True)
+    print(f"{os.path.basename(sys.argv[0])}: stopped", file=sys.stderr, flush=True)
     sys.exit(0)
 
 

@@ -66,6 +66,9 @@ class HttpTestCase(SynchronousTestCase):
             restartDelay=1.0,
             restartMaxDelay=8.0,
             stableAfter=30.0,
+            # The handshake era's session, GET stream and resumption; the
+            # stateless era is tested in test_http_modern_backend.
+            protocol="legacy",
         )
         settings.update(overrides)
         backend = HttpBackend(HttpServer(**settings), self.clock, max_message)

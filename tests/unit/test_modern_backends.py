@@ -427,6 +427,12 @@ class ConfigTests(ProbeTestCase):
         e = self.assertRaises(ConfigError, build, {"mcpServers": {"a": {"command": "x", "protocol": "2026"}}}, "inline", {})
         self.assertIn("mcpServers.a.protocol: must be auto, legacy or modern, got a string \"2026\"", "\n".join(e.problems))
 
-    def test_modernHttpIsRefusedForNow(self) -> None:
-        e = self.assertRaises(ConfigError, build, {"mcpServers": {"a": {"url": "http://h/mcp", "protocol": "modern"}}}, "inline", {})
-        self.assertIn("mcpServers.a.protocol: modern (2026-07-28) HTTP servers are not supported yet", "\n".join(e.problems))
+    def test_modernHttpIsRead(self) -> None:
+        config = build({"mcpServers": {"a": {"url": "http://h/mcp", "protocol": "modern"}}}, "inline", {})
+        self.assertEqual([s.protocol for s in config.servers], ["modern"])
+
+    def test_modernSseIsRefused(self) -> None:
+        e = self.assertRaises(
+            ConfigError, build, {"mcpServers": {"a": {"type": "sse", "url": "http://h/sse", "protocol": "modern"}}}, "inline", {}
+        )
+        self.assertIn("mcpServers.a.protocol: the HTTP+SSE transport (type: sse, 2024-11-05) is of the handshake era", "\n".join(e.problems))

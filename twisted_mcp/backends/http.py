@@ -12,6 +12,15 @@ answer is passed on as it arrives (progress before the result), and every
 body read is bounded in size (C{maxMessageBytes} per message) and in time
 (the call's timeout).
 
+With C{protocol: auto} (the default) a Streamable HTTP server is first sent
+a POST C{server/discover}: a server of the stateless era (2026-07-28)
+answers it, and is then sent every request as its own POST with the headers
+of L{twisted_mcp.backends.http_modern}, without a session, a GET, or a
+C{notifications/cancelled} (a call is cancelled by aborting its POST).  Any
+other answer (400, 404, 405, an error the probe does not take for modern)
+falls back to C{initialize}: a session of the handshake era, as below.  The
+verdict is L{twisted_mcp.backends.probe}'s, as for stdio servers.
+
 An event stream that ends or breaks before the response to its call is
 resumed, as the transport allows: after the server's C{retry} delay (or a
 default), a GET with C{Last-Event-ID} continues it.  Only a stream that
@@ -42,6 +51,8 @@ from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS
 from zope.interface import implementer
 
 from twisted_mcp.backends.base import State
+from twisted_mcp.backends.http_modern import ToolHeaders, request_headers
+from twisted_mcp.backends.probe import ProbeFailed
 from twisted_mcp.backends.session import DiscoveryError, McpClientSession
 from twisted_mcp.backends.supervisor import RunEvents, SupervisedBackend
 from twisted_mcp.config import HttpServer
@@ -68,6 +79,11 @@ DEFAULT_RETRY = 1.0
 MAX_RETRY = 30.0
 #: Attempts in a row to resume a call's stream that bring no new event.
 MAX_RESUME_ATTEMPTS = 5
+#: The most of an error answer's body read for the JSON-RPC error in it.
+MAX_ERROR_BODY = 64 * 1024
+#: Statuses with which a server that is not of the stateless era refuses
+#: C{server/discover} (the probe then falls back to C{initialize}).
+_NOT_MODERN = (400, 404, 405)
 
 
 @implementer(IPolicyForHTTPS)
@@ -245,20 +261,41 @@ class _Exchange:
         self.aborted = True
         if self.reader is not None:
             self.reader.abort()
-        elif self.request is not None and not self.request.called:
+        elif self.request is not None:
+            # Even when it has fired: the agent's Deferred waits on the
+            # connection's request, whose cancel aborts the connection (a
+            # stateless-era server takes that as the cancellation).
             self.request.cancel()
+
+
+class _HttpSession(McpClientSession):
+    """
+    An MCP client session whose listings wait for C{before_listing}
+    (called with the discovery's deadline): a handshake-era server's event
+    stream is opened between the handshake and the listings.
+    """
+
+    def __init__(self, *args: Any, before_listing: Callable[[float], Any], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._before_listing = before_listing
+
+    async def list_everything(self, timeout: float, deadline: float) -> None:
+        await self._before_listing(deadline)
+        await super().list_everything(timeout, deadline)
 
 
 class _HttpRun(RunEvents):
     """
-    One MCP session with a Streamable HTTP server.
+    One MCP session with a Streamable HTTP server (of the handshake era),
+    or a run of independent requests to one of the stateless era.
     """
 
     def __init__(self, backend: "HttpBackend") -> None:
         self.backend = backend
         self.name = backend.name
         self.url = backend.config.url.encode("ascii")
-        self.session = McpClientSession(
+        streamable = backend.config.transport != "sse"
+        self.session = _HttpSession(
             backend.name,
             self.send,
             backend.clock,
@@ -268,11 +305,11 @@ class _HttpRun(RunEvents):
             on_server_request=self._server_request,
             on_server_notification=self._server_notification,
             ties_related=True,
+            protocol=backend.config.protocol if streamable else "legacy",
+            before_listing=self._before_listing,
         )
-        if getattr(backend.config, "protocol", "auto") == "auto":
-            # Over HTTP the probe comes with modern HTTP backends (later):
-            # initialize, as before.
-            self.session.probe = "not probed: HTTP servers are sent initialize"
+        if not streamable:
+            self.session.probe = "not probed: the HTTP+SSE transport (2024-11-05) is of the handshake era"
         self.session_id: bytes | None = None
         self.protocol_version: str | None = None
         self.exchanges: dict[Any, _Exchange] = {}
@@ -289,15 +326,26 @@ class _HttpRun(RunEvents):
 
     async def discover(self, timeout: float) -> None:
         """
-        Handshake, connect the session's event stream, then list: a message
-        the server sends on that stream right after the handshake (a
-        list_changed, an elicitation) is not lost.
+        The era (probed or pinned), the handshake for a handshake-era
+        server, then the listings (L{_before_listing} first).  When the
+        server could not be reached, that is the reason.
         """
-        clock = self.backend.clock
-        deadline = clock.seconds() + timeout
-        await self.session.handshake(timeout)
-        await self._stream_connected((deadline - clock.seconds()) / 2)
-        await self.session.list_everything(timeout, deadline)
+        try:
+            await self.session.discover(timeout)
+        except DiscoveryError:
+            if self.close_reason is not None:
+                raise DiscoveryError(self.close_reason) from None
+            raise
+
+    async def _before_listing(self, deadline: float) -> None:
+        """
+        A handshake-era session's event stream is connected before the
+        listings: a message the server sends on it right after the
+        handshake (a list_changed, an elicitation) is not lost.  A
+        stateless-era server has no such stream.
+        """
+        if self.session.era == "legacy":
+            await self._stream_connected((deadline - self.backend.clock.seconds()) / 2)
 
     async def _stream_connected(self, time_left: float) -> None:
         """
@@ -380,20 +428,37 @@ class _HttpRun(RunEvents):
     def send(self, message: dict[str, Any]) -> None:
         if self.closed:
             raise PeerGone("the HTTP session is closed")
-        body = encode(message)
         method = message.get("method")
         rid = message.get("id") if method is not None else None
-        if method == "initialize":
+        headers = None
+        if self.session.era == "modern" or method == "server/discover":
+            if rid is None:
+                # 2026-07-28 over HTTP has no client notifications (a call is
+                # cancelled by aborting its POST) and no answers to the server.
+                return
+            headers = self._modern_headers(message)
+        elif method == "initialize":
             self._init_rid = rid
-        d = Deferred.fromCoroutine(self._post(message, body, rid))
+        d = Deferred.fromCoroutine(self._post(message, encode(message), rid, headers=headers))
         d.addErrback(self._post_failed, rid)
+
+    def _modern_headers(self, message: dict[str, Any]) -> Headers:
+        """The headers of a 2026-07-28 request: the run's own, and what they repeat of the body."""
+        params = message.get("params")
+        param_headers = []
+        if message["method"] == "tools/call" and type(params) is dict:
+            param_headers = self.backend.tool_headers.for_call(params)
+        return request_headers(self._headers(), message, param_headers)
 
     def _post_failed(self, failure: Failure, rid: Any) -> None:
         log.failure("backend {backend}: POST failed unexpectedly", failure, backend=self.name)
         if rid is not None:
             self.session.peer.fail(rid, failure.value)
 
-    async def _post(self, message: dict[str, Any], body: bytes, rid: Any, retried: bool = False) -> None:
+    async def _post(
+        self, message: dict[str, Any], body: bytes, rid: Any, retried: bool = False, headers: Headers | None = None
+    ) -> None:
+        """POST a message; C{headers}: those of a 2026-07-28 request (else the session's)."""
         method = message.get("method")
         if self._reinit is not None and method not in ("initialize", "notifications/initialized"):
             await _wait(self._reinit)
@@ -405,7 +470,7 @@ class _HttpRun(RunEvents):
         sent_with = self.session_id
         try:
             request = self.backend.http.request(
-                "POST", self.url, data=body, headers=self._headers(), allow_redirects=False, unbuffered=True
+                "POST", self.url, data=body, headers=headers or self._headers(), allow_redirects=False, unbuffered=True
             )
             exchange.request = request
             if rid is None:
@@ -451,6 +516,9 @@ class _HttpRun(RunEvents):
             if method == "initialize" and 200 <= code < 300:
                 sid = response.headers.getRawHeaders(b"mcp-session-id")
                 self.session_id = sid[0] if sid else None
+            if headers is not None and not 200 <= code < 300:
+                await self._refused(response, exchange, rid)
+                return
             if code in (202, 204):
                 await self._discard(response, exchange)
                 if rid is not None:
@@ -458,10 +526,7 @@ class _HttpRun(RunEvents):
                 return
             if not 200 <= code < 300:
                 text = await self._snippet(response, exchange)
-                where = ""
-                if 300 <= code < 400:
-                    location = response.headers.getRawHeaders(b"location") or [b"?"]
-                    where = f" to {shown_url(location[0].decode('latin-1'))} (redirects are not followed: configure the final address)"
+                where = _where(response)
                 if rid is not None:
                     self._fail(rid, errors.BACKEND_HTTP_ERROR, f"backend {self.name!r} answered HTTP {code}{where}: {text}", status=code)
                 else:
@@ -483,6 +548,32 @@ class _HttpRun(RunEvents):
         finally:
             if rid is not None and self.exchanges.get(rid) is exchange:
                 del self.exchanges[rid]
+
+    async def _refused(self, response: Any, exchange: _Exchange, rid: Any) -> None:
+        """
+        A 2026-07-28 request answered with an error status: the JSON-RPC
+        error in the body when it answers this request (a modern server
+        says -32601, -32022, -32020 so), else the status.  During the probe
+        a status other than 400, 404 or 405 without such an error is no
+        verdict (an auth failure, a server error): discovery fails on it.
+        """
+        code = response.code
+        body = await self._collect(response, exchange, MAX_ERROR_BODY)
+        if exchange.aborted or self.closed:
+            return
+        try:
+            answer = decode(body)
+        except MessageError:
+            answer = None
+        if type(answer) is dict and type(answer.get("error")) is dict and answer.get("id") == rid:
+            self.session.received(answer, self.session.related(rid))
+            return
+        text = body[:300].decode("utf-8", "replace").strip() or "(no body)"
+        message = f"backend {self.name!r} answered HTTP {code}{_where(response)}: {text}"
+        if self.session.probing and code not in _NOT_MODERN:
+            self.session.peer.fail(rid, ProbeFailed(f"server/discover: {message}"))
+            return
+        self._fail(rid, errors.BACKEND_HTTP_ERROR, message, status=code)
 
     def _post_failed(self, rid: Any, e: Exception) -> None:
         """A POST raised (after timeouts and cancellation were handled): a
@@ -657,8 +748,12 @@ class _HttpRun(RunEvents):
                 self._fail(rid, errors.BACKEND_LOST, f"backend {self.name!r}: could not read the answer: {reader.error}")
                 return
             why = _why_ended(reader.reason)
-            if not parser.last_event_id:
-                hint = "it cannot be resumed: the server gave its events no id"
+            if not parser.last_event_id or self.session.era == "modern":
+                hint = (
+                    "a 2026-07-28 stream cannot be resumed"
+                    if self.session.era == "modern"
+                    else "it cannot be resumed: the server gave its events no id"
+                )
                 self._fail(rid, errors.BACKEND_LOST, f"backend {self.name!r}: {why}; {hint}")
                 return
             if parser.last_event_id != before:
@@ -763,11 +858,19 @@ class _HttpRun(RunEvents):
 
     async def _snippet(self, response: Any, exchange: _Exchange | None = None) -> str:
         """The start of an error body (then stop reading it)."""
+        text = (await self._collect(response, exchange, 300)).decode("utf-8", "replace").strip()
+        return text or "(no body)"
+
+    async def _collect(self, response: Any, exchange: _Exchange | None, limit: int) -> bytes:
+        """At most C{limit} bytes of a body (then stop reading it)."""
         chunks: list[bytes] = []
+        size = 0
 
         def keep(data: bytes) -> None:
+            nonlocal size
             chunks.append(data)
-            if sum(map(len, chunks)) >= 300:
+            size += len(data)
+            if size >= limit:
                 reader.abort()
 
         reader = _BodyReader(keep)
@@ -775,8 +878,7 @@ class _HttpRun(RunEvents):
             exchange.reader = reader
         response.deliverBody(reader)
         await reader.done
-        text = b"".join(chunks)[:300].decode("utf-8", "replace").strip()
-        return text or "(no body)"
+        return b"".join(chunks)[:limit]
 
     async def _listen(self, generation: int, connected: Deferred[None]) -> None:
         """GET the server's own event stream (notifications such as
@@ -856,6 +958,9 @@ class _SseRun(_HttpRun):
         await self._connect()
         await self.session.handshake(timeout)
         await self.session.list_everything(timeout, deadline)
+
+    async def _before_listing(self, deadline: float) -> None:
+        """Its event stream is open already (L{_connect})."""
 
     def end_session(self) -> Deferred[Any]:
         return succeed(None)
@@ -964,6 +1069,8 @@ class HttpBackend(SupervisedBackend):
         if not any(k.lower() == b"host" for k in self.headers):
             self.headers[b"Host"] = [_host_header(config.url)]
         self.run: _HttpRun | None = None
+        #: The C{Mcp-Param-*} headers of a stateless-era server's tools.
+        self.tool_headers = ToolHeaders([], config.name)
 
     @property
     def session(self) -> McpClientSession | None:  # type: ignore[override]
@@ -996,6 +1103,13 @@ class HttpBackend(SupervisedBackend):
 
     def _is_current(self, run: Any) -> bool:
         return run is self.run
+
+    def _take_listings(self, session: McpClientSession) -> None:
+        """As for every backend; a stateless-era server's tools with invalid C{x-mcp-header} are not offered."""
+        super()._take_listings(session)
+        if session.era == "modern":
+            self.tool_headers = ToolHeaders(self.tools, self.name)
+            self.tools = self.tool_headers.usable
 
     def _attempt(self) -> None:
         run = (_SseRun if self.config.transport == "sse" else _HttpRun)(self)
@@ -1040,6 +1154,14 @@ class HttpBackend(SupervisedBackend):
 def _content_type(response: Any) -> bytes:
     value = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
     return value.split(b";")[0].strip().lower()
+
+
+def _where(response: Any) -> str:
+    """Where a redirect points (an empty string for any other answer), for an error message."""
+    if not 300 <= response.code < 400:
+        return ""
+    location = response.headers.getRawHeaders(b"location") or [b"?"]
+    return f" to {shown_url(location[0].decode('latin-1'))} (redirects are not followed: configure the final address)"
 
 
 def _host_header(url: str) -> bytes:

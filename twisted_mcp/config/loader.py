@@ -255,7 +255,7 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
         if "prefix" in spec:
             fields["prefix"] = _prefix(check, _join(path, "prefix"), spec["prefix"])
         if "protocol" in spec:
-            fields["protocol"] = _protocol(check, _join(path, "protocol"), spec["protocol"], kind == "stdio")
+            fields["protocol"] = _protocol(check, _join(path, "protocol"), spec["protocol"], kind == "sse")
         for key in _SERVER_TIMEOUTS:
             if key in spec:
                 fields[key] = check.number(_join(path, key), spec[key], *_GATEWAY_KEYS[key][1])
@@ -307,12 +307,12 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
 PROTOCOLS = ("auto", "legacy", "modern")
 
 
-def _protocol(check: _Checker, path: str, value: Any, stdio: bool) -> str | None:
+def _protocol(check: _Checker, path: str, value: Any, sse: bool) -> str | None:
     if value not in PROTOCOLS:
         check.problem(path, f"must be auto, legacy or modern, got {_describe(value)}")
         return None
-    if value == "modern" and not stdio:
-        check.problem(path, "modern (2026-07-28) HTTP servers are not supported yet; use auto or legacy (both send initialize over HTTP)")
+    if value == "modern" and sse:
+        check.problem(path, "the HTTP+SSE transport (type: sse, 2024-11-05) is of the handshake era: modern (2026-07-28) servers speak Streamable HTTP (type: http); use auto or legacy")
         return None
     return str(value)
 

@@ -4,7 +4,8 @@ C{Mcp-Method} and C{Mcp-Name} repeat what the body says, so that
 intermediaries can route and govern without reading it.  A server that reads
 the body must check that they agree (else HTTP 400 with -32020,
 HeaderMismatch).  A value that is not plain visible ASCII travels as
-C{=?base64?<base64 of its UTF-8>?=} and is decoded before comparing.
+C{=?base64?<base64 of its UTF-8>?=} and is decoded before comparing: the
+front decodes (L{header_value}), the backends encode (L{encode_value}).
 """
 
 from __future__ import annotations
@@ -19,6 +20,24 @@ from twisted_mcp.wire.jsonrpc import JsonRpcError
 #: The methods that name what they act on, and the params key that names it.
 NAMED = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 _PREFIX, _SUFFIX = "=?base64?", "?="
+#: What a value may hold to travel as it is: printable ASCII (space included).
+_PLAIN = frozenset(range(0x20, 0x7F))
+
+
+def encode_value(text: str) -> bytes:
+    """
+    C{text} as a header value: as it is when it is printable ASCII without
+    surrounding spaces and does not look like the sentinel, else
+    C{=?base64?<base64 of its UTF-8>?=} (L{header_value} reverses it).
+    """
+    raw = text.encode("utf-8", "surrogatepass")
+    if (
+        _PLAIN.issuperset(raw)
+        and text == text.strip(" ")
+        and not (text.startswith(_PREFIX) and text.endswith(_SUFFIX))
+    ):
+        return raw
+    return (_PREFIX + base64.b64encode(raw).decode("ascii") + _SUFFIX).encode("ascii")
 
 
 def header_value(raw: bytes) -> str | None:
@@ -58,4 +77,4 @@ def _agree(get: Any, header: bytes, name: str, body: str) -> None:
         raise JsonRpcError(HEADER_MISMATCH, f"Header mismatch: {name} header value {shown} does not match the body's {body[:100]!r}")
 
 
-__all__ = ["HEADER_MISMATCH", "NAMED", "check_headers", "header_value"]
+__all__ = ["HEADER_MISMATCH", "NAMED", "check_headers", "encode_value", "header_value"]
