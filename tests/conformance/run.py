@@ -343,9 +343,9 @@ def handshake_parts(
         lacking = gateway_lacks()
         backends: dict[str, dict[str, Any]] = {
             # Its tools ask the client inline (ctx.elicit, create_message), which only a
-            # handshake-era connection allows: pinned legacy, not probed.
+            # handshake-era connection allows: pinned legacy, not probed (on stdio and HTTP).
             "gateway+stdio": {"command": str(PYTHON), "args": [str(SERVER)], "protocol": "legacy"},
-            "gateway+http": {"type": "http", "url": url},
+            "gateway+http": {"type": "http", "url": url, "protocol": "legacy"},
         }
         for label, backend in backends.items():
             if lacking:
