@@ -433,3 +433,23 @@ class AnswerTests(ModernTestCase):
         self.assertEqual([t["name"] for t in backend.tools], ["get_time"])
         self.assertNeverHandshakeEra()
         self.stop(backend)
+
+
+class ListenConnectionTests(ModernTestCase):
+    def test_theListenIsNotCountedAgainstMaxRequests(self) -> None:
+        """
+        The server advertises tools listChanged: the gateway keeps its listen
+        open (a connection of its own), and maxRequests still admits that many
+        calls.
+        """
+        backend = self.modern_up(maxRequests=1)
+        listen = self.pending("subscriptions/listen")
+        self.assertModernHeaders(listen, "subscriptions/listen")
+        first = self.call(backend, "tools/call", {"name": "get_time"})
+        with self.assertRaises(JsonRpcError) as caught:
+            self.call(backend, "tools/call", {"name": "get_time"})
+        self.assertEqual(caught.exception.code, errors.BUSY)
+        self.assertIn("1 requests in flight", caught.exception.message)
+        self.answer(self.pending("tools/call"), {"content": []})
+        self.assertEqual(self.successResultOf(first), {"content": []})
+        self.stop(backend)

@@ -1088,15 +1088,16 @@ class HttpBackend(SupervisedBackend):
         """
         As L{Backend.call}; refused at once (C{errors.BUSY}) while C{maxRequests}
         requests are in flight: each holds a connection (a descriptor) of
-        the gateway's, and a busy server is not a server that is down.
+        the gateway's, and a busy server is not a server that is down.  The
+        listen of a stateless-era server (one more connection) is not counted.
         """
-        session = self.session
         cap = self.config.maxRequests
-        if session is not None and session.peer.pending_count >= cap:
+        busy = self.in_flight()
+        if busy >= cap:
             raise errors.backend_error(
                 errors.BUSY,
                 self.name,
-                f"backend {self.name!r} is busy: {session.peer.pending_count} requests in flight (maxRequests is {cap}); try again later",
+                f"backend {self.name!r} is busy: {busy} requests in flight (maxRequests is {cap}); try again later",
                 limit=cap,
             )
         return super().call(method, params, on_progress, timeout, context)
