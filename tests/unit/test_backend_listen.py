@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessTerminated
+from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp.backends.listen import OVERLAP
+from twisted_mcp.backends.listen import OVERLAP, BackendListen
 from twisted_mcp.backends.stdio import StdioBackend
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.wire.jsonrpc import JsonRpcError, encode
@@ -365,3 +368,63 @@ class DropTests(ListenTestCase):
         self.ack(spawn, self.listens(spawn)[0])
         self.reply(spawn, "subscriptions/listen", error={"code": -32603, "message": "gone"})
         self.stop(backend)
+
+
+class _BareSession:
+    """Just what a BackendListen asks of its session: requests it can fire, a relisting."""
+
+    capabilities = {"tools": {"listChanged": True}, "resources": {"subscribe": True}}
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, dict[str, Any], Deferred[Any]]] = []
+        self.relisted = 0
+
+    def own_request(self, method: str, params: dict[str, Any], timeout: Any, minted: Any = None) -> Deferred[Any]:
+        rid = len(self.sent) + 1
+        minted(rid)
+        d: Deferred[Any] = Deferred()
+        self.sent.append((rid, params, d))
+        return d
+
+    def relist_everything(self) -> None:
+        self.relisted += 1
+
+
+class ReplacementEdgeTests(SynchronousTestCase):
+    """Replacements that fail or race a drop (found in review)."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.listen = BackendListen("b", self.clock, 1.0, 8.0, 60.0, 10.0)
+        self.session = _BareSession()
+        self.listen.attach(self.session)  # type: ignore[arg-type]
+
+    def tearDown(self) -> None:
+        self.listen.stop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def ack(self, index: int) -> None:
+        rid, params, _ = self.session.sent[index]
+        self.listen.admit("notifications/subscriptions/acknowledged", {"notifications": params["notifications"]}, rid)
+
+    def test_aSubscriptionTheOpenListenCarriesSucceedsWhenItsReplacementFails(self) -> None:
+        self.ack(0)
+        first = self.listen.add("a")
+        self.ack(1)
+        self.successResultOf(first)
+        self.listen.remove("a")  # a listen without it opens
+        again = self.listen.add("a")  # and the client wants it back meanwhile
+        self.session.sent[2][2].errback(JsonRpcError(-32603, "refused"))
+        self.assertEqual(self.successResultOf(again), {})
+        self.clock.advance(100)
+        self.assertEqual(len(self.session.sent), 3)  # the open listen carries it: nothing reopened
+
+    def test_aReplacementAcknowledgedAfterADropCancelsTheReopening(self) -> None:
+        self.ack(0)
+        added = self.listen.add("a")  # the replacement opens
+        self.session.sent[0][2].callback({})  # the open listen ends: a drop, reopened after 1 s
+        self.ack(1)  # the replacement is acknowledged: a listen is open again
+        self.successResultOf(added)
+        self.assertEqual(self.session.relisted, 1)
+        self.clock.advance(1.0)
+        self.assertEqual(len(self.session.sent), 2)

@@ -264,6 +264,7 @@ class BackendListen:
                 unless=active,
             )
             if active is not None and active.uris == frozenset(self.uris):
+                self._again = False
                 return  # the open listen carries what is wanted
         else:
             self._active = None
@@ -335,6 +336,7 @@ class BackendListen:
     def _acknowledged(self, stream: _Stream, params: dict[str, Any]) -> None:
         self._opening = None
         _cancel_call(stream)
+        self._cancel_reopen()  # a drop of the listen this one replaces had scheduled another
         honoured = params.get("notifications")
         if type(honoured) is not dict:
             honoured = {}
@@ -397,12 +399,15 @@ class BackendListen:
         )
 
     def _fail_waiting(self, error: JsonRpcError, unless: _Stream | None = None) -> None:
-        """Fail the subscriptions waiting for a listen (but those C{unless} already carries)."""
+        """Fail the subscriptions waiting for a listen; those C{unless} (the open listen) carries succeed."""
         for uri in list(self._waiters):
+            waiters = self._waiters.pop(uri)
             if unless is not None and uri in unless.uris:
+                for waiter in waiters:
+                    waiter.callback({})
                 continue
             self.uris.discard(uri)
-            for waiter in self._waiters.pop(uri):
+            for waiter in waiters:
                 waiter.errback(error)
 
 
