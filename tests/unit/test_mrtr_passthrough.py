@@ -14,6 +14,7 @@ from typing import Any
 
 from twisted.logger import capturedLogs
 
+from twisted_mcp.dispatch import held_calls
 from twisted_mcp.dispatch.session import ClientSession
 from twisted_mcp.frontends.stream import line_caller
 from twisted_mcp.mcp.request_state import PREFIX
@@ -121,6 +122,12 @@ class PassThroughTests(RoundsTestCase):
         self.call(5, inputResponses=answers, requestState=token)
         self.refused("restarted")
         self.alpha.handshakes -= 1
+        # A gateway restarted with the same requestStateKeys: its backends are other processes.
+        this_process = held_calls._PROCESS
+        self.patch(held_calls, "_PROCESS", "another-process")
+        self.call(51, inputResponses=answers, requestState=token)
+        self.refused("restarted")
+        self.patch(held_calls, "_PROCESS", this_process)
         self.clock.advance(601)
         self.call(6, inputResponses=answers, requestState=token)
         self.refused("expired")

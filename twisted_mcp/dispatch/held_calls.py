@@ -29,6 +29,7 @@ round, of another caller or of another request: each token works once.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any, Callable, cast
 
 import attrs
@@ -533,9 +534,14 @@ class HeldCalls:
         }
 
 
+#: This gateway process, in the tokens it seals: with C{requestStateKeys} kept
+#: across restarts, a token of an earlier process names other backend runs.
+_PROCESS = os.urandom(8).hex()
+
+
 def backend_label(target: Backend) -> str:
-    """What a token binds of its backend: the name and the MCP sessions made with it (a restart ends its calls)."""
-    return f"{target.name}#{target.handshakes}"
+    """What a token binds of its backend: the name and the MCP sessions this process made with it (a restart ends its calls)."""
+    return f"{target.name}#{target.handshakes}@{_PROCESS}"
 
 
 def caller_digest(session: ClientSession) -> str:
