@@ -72,6 +72,38 @@ class EnvelopeTests(SynchronousTestCase):
         self.assertEqual(without_reserved(envelope(progressToken=3, traceparent="00-ab")), {"progressToken": 3, "traceparent": "00-ab"})
         self.assertIsNone(without_reserved(envelope()))
 
+    def test_everyReservedKeyIsTakenOutNotOnlyTheEnvelopes(self) -> None:
+        """
+        The envelope alone leaves nothing, and so does a C{_meta} with a
+        reserved key the gateway does not know; what is not reserved is
+        kept, in a new dict (the client's is never handed on).
+        """
+        self.assertIsNone(without_reserved({}))
+        self.assertIsNone(without_reserved(envelope(**{"io.modelcontextprotocol/logLevel": "debug"})))
+        self.assertIsNone(without_reserved(envelope(**{"io.modelcontextprotocol/future": 1})))
+        self.assertIsNone(without_reserved({"io.modelcontextprotocol/future": 1}))
+        meta = envelope(**{"io.modelcontextprotocol/future": 1, "progressToken": "p"})
+        kept = without_reserved(meta)
+        self.assertEqual(kept, {"progressToken": "p"})
+        self.assertIsNot(kept, meta)
+        self.assertEqual(without_reserved({"progressToken": 0}), {"progressToken": 0})
+        every = envelope(**{"io.modelcontextprotocol/logLevel": "info", "progressToken": 0})
+        self.assertEqual(without_reserved(every), {"progressToken": 0})
+
+    def test_theClientInfoKeptIsItsNameAndVersionCut(self) -> None:
+        """Of C{clientInfo}, only the name and the version are kept, each cut to 256 characters."""
+        info = {"name": "n" * 300, "version": "v" * 300, "title": "Big client", "icons": []}
+        got = read_envelope({"_meta": envelope(**{"io.modelcontextprotocol/clientInfo": info})})
+        self.assertEqual(got.client_info, {"name": "n" * 256, "version": "v" * 256})
+        self.assertEqual(read_envelope({"_meta": envelope(**{"io.modelcontextprotocol/clientInfo": None})}).client_info, {})
+
+    def test_theCapabilitiesAreTheClientsExactly(self) -> None:
+        """The capabilities read are what the client sent, C{true} not turned into C{1}."""
+        capabilities = {"sampling": {}, "experimental": {"x": True, "y": 1}}
+        got = read_envelope({"_meta": envelope(**{"io.modelcontextprotocol/clientCapabilities": capabilities})})
+        self.assertIs(got.capabilities, capabilities)
+        self.assertIs(got.capabilities["experimental"]["x"], True)
+
     def test_modernResultsSayTheyAreCompleteAndHowToCacheThem(self) -> None:
         original = {"tools": [], "_meta": {"x": 1}}
         shaped = to_modern("tools/list", original, private=True)

@@ -217,8 +217,7 @@ class ClientSession:
         envelope = None
         try:
             if claims_modern(params):
-                envelope = self._modern(method, params)
-                spec = METHODS[method]
+                envelope, spec = self._modern(method, params)
             else:
                 spec = self._legacy(method, params)
         except JsonRpcError as e:
@@ -301,12 +300,12 @@ class ClientSession:
             )
         return spec
 
-    def _modern(self, method: str, params: dict[str, Any]) -> Envelope:
+    def _modern(self, method: str, params: dict[str, Any]) -> tuple[Envelope, Any]:
         """
-        The envelope of a stateless-era request, checked in the order the
-        spec's conformance suite expects: the envelope (-32602), the
-        version (-32022), the method (-32601, also for a family the caller
-        is not offered).  The first such request other than
+        The envelope of a stateless-era request and how its method is
+        handled, checked in the order the spec's conformance suite expects:
+        the envelope (-32602), the version (-32022), the method (-32601,
+        also for a family the caller is not offered).  The first such request other than
         C{server/discover} makes this connection speak 2026-07-28.
         """
         if self.caller.era == "legacy" and method != "server/discover":
@@ -316,7 +315,7 @@ class ClientSession:
                 "2026-07-28 requests on a connection that has not sent initialize",
             )
         envelope = read_envelope(params)
-        self.modern_method(method)
+        spec = self.modern_method(method)
         if method != "server/discover" and self.caller.era is None:
             self.caller.era = "modern"
             self.caller.version = envelope.version
@@ -330,7 +329,7 @@ class ClientSession:
             )
         if envelope.log_level is not None:
             self.gateway.logs.requested(self, envelope.log_level)
-        return envelope
+        return envelope, spec
 
     def modern_method(self, method: str) -> Any:
         """How a stateless-era request of C{method} is handled; -32601 if that era has no such method for this caller."""
