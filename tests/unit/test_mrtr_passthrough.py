@@ -134,6 +134,15 @@ class PassThroughTests(RoundsTestCase):
         self.assertEqual(len(self.alpha.calls), 1)  # none reached the backend
         self.assertEqual(self.session.backend_calls, {})
 
+    def test_aTokenForABackendThatCameBackInTheHandshakeEraIsRefused(self) -> None:
+        """Not sent to it as a fresh call without the answers (a tool with effects would run twice)."""
+        token = self.asked()["requestState"]
+        self.alpha.handshakes += 1
+        self.alpha.era, self.alpha.protocol_version = "legacy", None
+        self.call(2, inputResponses={"where": {"roots": []}}, requestState=token)
+        self.refused("restarted")
+        self.assertEqual(len(self.alpha.calls), 1)
+
     def test_aBackendStateTooLongToSealIsTheBackendsFault(self) -> None:
         self.call(1)
         self.alpha.calls[0].deferred.callback(asking(QUESTIONS, state="x" * 60000))

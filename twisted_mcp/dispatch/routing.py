@@ -105,12 +105,13 @@ def forward(
         return target.call(method, body, on_progress, context=context)
 
     def send_one(target: Backend) -> Deferred[Any]:
+        retry = retry_out
+        if request.passed is not None and retry is not None:
+            # Refused unless sealed for this run of this backend, whatever era it speaks now.
+            retry = unsealed(request, target, retry)
         if target.era != "modern" or target.protocol_version is None:
             return send_body(target, out)
-        if retry_out is None:
-            body = _enveloped(session, request, target, out)
-        else:
-            body = _enveloped(session, request, target, retry_out if request.passed is None else unsealed(request, target, retry_out))
+        body = _enveloped(session, request, target, out if retry is None else retry)
         d = send_body(target, body)
         d.addCallbacks(_from_modern, _refused_by_modern, callbackArgs=(request, target, body, send_body), errbackArgs=(method, target))
         return d
