@@ -407,6 +407,7 @@ class ResultShapingTests(ProbeTestCase):
         for method, result, why in (
             ("tools/list", asking, "only tools/call, prompts/get and resources/read may ask"),
             ("tools/call", {"resultType": "input_required"}, "neither inputRequests nor requestState"),
+            ("tools/call", {"resultType": "input_required", "inputRequests": {}}, "neither inputRequests nor requestState"),
             ("tools/call", {"resultType": "input_required", "requestState": 1}, "requestState must be a string"),
             ("tools/call", {"resultType": "input_required", "inputRequests": []}, "inputRequests must be an object"),
             ("tools/call", {"resultType": "input_required", "inputRequests": {"k": {"method": "roots/list", "params": 1}}}, "k.params must be"),

@@ -107,8 +107,8 @@ def _input_required_problem(result: dict[str, Any], method: str) -> str | None:
         return "only tools/call, prompts/get and resources/read may ask for input"
     requests = result.get("inputRequests")
     state = result.get("requestState")
-    if requests is None and state is None:
-        return "it has neither inputRequests nor requestState"
+    if (requests is None or requests == {}) and state is None:
+        return "it has neither inputRequests nor requestState"  # (the spec: at least one of them)
     if state is not None and type(state) is not str:
         return "requestState must be a string"
     if requests is None:
