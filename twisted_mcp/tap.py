@@ -6,6 +6,7 @@ This is the one module that touches the global reactor.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from typing import Any
@@ -281,6 +282,19 @@ def _listen_http(description: str, service: Any, reactor: Any, admission: Any) -
     service.add_frontend(lambda gateway: HttpFrontend(description, port, site, settings.shutdownGrace))
 
 
+def _freeze_startup_heap() -> None:
+    """
+    Leave what start-up made (modules, the configuration, the services) out
+    of the cyclic garbage collector's work from now on: a full collection
+    otherwise walks all of it again and again under load, for nothing
+    (about 35 ms each; with this, a few ms).  The price: a start-up object
+    that later becomes cyclic garbage (a backend a reload removed) is never
+    freed; that is bounded by what start-up made, once.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def makeService(options: Options) -> Any:
     from twisted.internet import reactor, stdio
 
@@ -318,6 +332,7 @@ def makeService(options: Options) -> Any:
     reload_config = lambda: load(path)  # noqa: E731
     _install_reload_handler(reactor, lambda: _reload_on_signal(reactor, service, reload_config))
     reactor.callWhenRunning(_install_signal_handlers, reactor, stop)
+    reactor.callWhenRunning(_freeze_startup_heap)
     settings = config.gateway
     if options["admin"]:
         _admin(options["admin"], service, reactor, reload_config)
