@@ -66,6 +66,7 @@ bench/.peers-venv/.installed: Makefile
 ## Measure the gateway against a direct connection to the same backend.
 bench: $(VENV)/.installed bench/node/node_modules/.installed bench/.peers-venv/.installed
 	$(PY) bench/bench_stdio.py
+	$(PY) bench/bench_cpu.py
 	$(PY) bench/bench_http.py
 	$(PY) bench/bench_policy.py
 	$(PY) bench/bench_sockets.py
