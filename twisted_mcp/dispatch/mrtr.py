@@ -51,9 +51,10 @@ def retry(session: ClientSession, request: InFlight, params: dict[str, Any]) -> 
     try:
         held = session.gateway.reverse.held
         claims = held.seal.open(params.get("requestState"))
-        kind = claims.kind if claims.kind in (HELD, PASS) else HELD
-        check_binding(claims, kind, caller_digest(session), request.method, request_digest(params))
-        if kind == HELD:
+        if claims.kind not in (HELD, PASS):
+            raise StateRefused("requestState was not issued by this gateway")
+        check_binding(claims, claims.kind, caller_digest(session), request.method, request_digest(params))
+        if claims.kind == HELD:
             return held.resume(session, request, params, claims)
         request.passed = claims
         return None
