@@ -8,6 +8,7 @@ connection's era once chosen, and log messages only for requests that ask.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -152,6 +153,31 @@ class ModernClientTests(SessionTestCase):
         self.clock.advance(5)
         self.assertEqual(len(out), 1)
         self.clock.advance(30)  # the gateway's own discovery bound
+
+    def test_aFamilyIsJudgedOnceEveryServerWasDiscovered(self) -> None:
+        """
+        A resources/list sent before the servers' first discovery waits for
+        it: answered then if a server offers resources, -32601 if none does
+        (not -32601 at once because nothing was discovered yet).
+        """
+        from twisted_mcp.dispatch.gateway import Gateway
+        from twisted_mcp.dispatch.session import ClientSession
+        from twisted_mcp.frontends.stream import line_caller
+
+        for offered, expected in (({"resources": {}}, "result"), ({"tools": {}}, "error")):
+            late = FakeBackend("late", ["t"], resources=["file:///a"])
+            late.capabilities = offered
+            gateway = Gateway([late], "__", self.clock, 30.0)
+            gateway.start()
+            out: list[bytes] = []
+            session = ClientSession(gateway, line_caller(out.append, "early"))
+            session.message_received({"jsonrpc": "2.0", "id": 1, "method": "resources/list", "params": {"_meta": envelope()}})
+            self.assertEqual(out, [])
+            late._first_discovery_done()
+            (line,) = out
+            self.assertIn(expected, json.loads(line), offered)
+            if expected == "error":
+                self.assertEqual(json.loads(line)["error"]["code"], -32601)
 
     def test_aModernCallReachesTheBackendWithoutTheEnvelope(self) -> None:
         self.modern(1, "tools/call", {"name": "alpha__add", "arguments": {"a": 1}, "_meta": {"progressToken": "p"}})

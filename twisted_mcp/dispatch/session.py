@@ -241,7 +241,7 @@ class ClientSession:
             if spec.waits and not self.gateway.ready:
                 # The first requests wait (bounded) for every backend's discovery.
                 self._admit(rid)
-                d = self.gateway.when_ready().addCallback(lambda _: spec.handle(self, request, params))
+                d = self.gateway.when_ready().addCallback(lambda _: self._handle_when_ready(spec, request, params))
                 self._track(request, d)
                 return
             if spec.routed:
@@ -332,13 +332,29 @@ class ClientSession:
         return envelope, spec
 
     def modern_method(self, method: str) -> Any:
-        """How a stateless-era request of C{method} is handled; -32601 if that era has no such method for this caller."""
+        """
+        How a stateless-era request of C{method} is handled; -32601 if that
+        era has no such method for this caller.  Whether a server offers
+        its family (prompts, resources, completions) is known once every
+        server was discovered: a request that waits for that is judged then
+        (L{_handle_when_ready}).
+        """
         spec = METHODS.get(method)
         if spec is None or not spec.modern:
             raise JsonRpcError(METHOD_NOT_FOUND, f"Method not found: {method} (not a method of MCP 2026-07-28)")
-        if spec.family is not None and spec.family not in self.gateway.capabilities(self):
-            raise JsonRpcError(METHOD_NOT_FOUND, f"Method not found: {method} (no server behind this gateway offers {spec.family})")
+        if spec.family is not None and (self.gateway.ready or not spec.waits):
+            self._check_family(method, spec.family)
         return spec
+
+    def _check_family(self, method: str, family: str) -> None:
+        if family not in self.gateway.capabilities(self):
+            raise JsonRpcError(METHOD_NOT_FOUND, f"Method not found: {method} (no server behind this gateway offers {family})")
+
+    def _handle_when_ready(self, spec: Any, request: InFlight, params: dict[str, Any]) -> Any:
+        """A request that waited for every server's first discovery: its family checked now (stateless era), then handled."""
+        if request.envelope is not None and spec.family is not None:
+            self._check_family(request.method, spec.family)
+        return spec.handle(self, request, params)
 
     def _send_request_error(self, request: InFlight, e: JsonRpcError) -> None:
         code, message, data = e.code, e.message, e.data
