@@ -13,6 +13,9 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from twisted_mcp.dispatch.gateway import Gateway
+from twisted_mcp.dispatch.session import ClientSession
+from twisted_mcp.frontends.stream import line_caller
 from twisted_mcp.mcp.meta import Envelope, claims_modern, read_envelope, without_reserved
 from twisted_mcp.mcp.results import to_modern
 from twisted_mcp.mcp.versions import SUPPORTED_VERSIONS
@@ -138,16 +141,15 @@ class ModernClientTests(SessionTestCase):
         # Discover does not choose the connection's era: initialize still works.
         self.assertEqual(self.initialize()["result"]["protocolVersion"], "2025-11-25")
 
-    def test_discoverWaitsBoundedlyForTheFirstDiscovery(self) -> None:
-        slow = FakeBackend("slow", ["t"])
-        from twisted_mcp.dispatch.gateway import Gateway
-        from twisted_mcp.dispatch.session import ClientSession
-        from twisted_mcp.frontends.stream import line_caller
-
-        gateway = Gateway([slow], "__", self.clock, 30.0)
+    def undiscovered(self, backend: FakeBackend) -> tuple[ClientSession, list[bytes]]:
+        """A session of a gateway whose one backend has not finished its first discovery, and what it was sent."""
+        gateway = Gateway([backend], "__", self.clock, 30.0)
         gateway.start()
         out: list[bytes] = []
-        session = ClientSession(gateway, line_caller(out.append, "late"))
+        return ClientSession(gateway, line_caller(out.append, "early")), out
+
+    def test_discoverWaitsBoundedlyForTheFirstDiscovery(self) -> None:
+        session, out = self.undiscovered(FakeBackend("slow", ["t"]))
         session.message_received({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": envelope()}})
         self.assertEqual(out, [])
         self.clock.advance(5)
@@ -160,17 +162,10 @@ class ModernClientTests(SessionTestCase):
         it: answered then if a server offers resources, -32601 if none does
         (not -32601 at once because nothing was discovered yet).
         """
-        from twisted_mcp.dispatch.gateway import Gateway
-        from twisted_mcp.dispatch.session import ClientSession
-        from twisted_mcp.frontends.stream import line_caller
-
         for offered, expected in (({"resources": {}}, "result"), ({"tools": {}}, "error")):
             late = FakeBackend("late", ["t"], resources=["file:///a"])
             late.capabilities = offered
-            gateway = Gateway([late], "__", self.clock, 30.0)
-            gateway.start()
-            out: list[bytes] = []
-            session = ClientSession(gateway, line_caller(out.append, "early"))
+            session, out = self.undiscovered(late)
             session.message_received({"jsonrpc": "2.0", "id": 1, "method": "resources/list", "params": {"_meta": envelope()}})
             self.assertEqual(out, [])
             late._first_discovery_done()
