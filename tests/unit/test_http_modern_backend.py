@@ -274,6 +274,30 @@ class HeaderTests(ModernTestCase):
         self.successResultOf(d)
         self.stop(backend)
 
+    def test_anArgumentThatCannotTravelInItsHeaderIsInvalidParams(self) -> None:
+        """
+        Not sent without its header (the server would refuse the call with
+        -32020, blaming the gateway's hop): -32602 naming the argument.
+        """
+        backend = self.modern_up()
+        for arguments, where in (
+            ({"region": ["a"]}, "region"),
+            ({"limit": 2**53}, "limit"),
+            ({"limit": 1.5}, "limit"),
+            ({"where": {"zone": {"x": 1}}}, "where.zone"),
+        ):
+            with self.assertRaises(JsonRpcError) as caught:
+                self.call(backend, "tools/call", {"name": "execute_sql", "arguments": arguments})
+            self.assertEqual(caught.exception.code, -32602)
+            self.assertEqual(caught.exception.data, {"argument": where})
+        self.assertEqual(self.pending_all("tools/call"), [])
+        d = self.call(backend, "tools/call", {"name": "execute_sql", "arguments": {"limit": 2.0, "dry": True}})
+        request = self.pending("tools/call")
+        self.assertEqual((request.header("mcp-param-limit"), request.header("mcp-param-dry")), ("2", "true"))
+        self.answer(request, {"content": []})
+        self.successResultOf(d)
+        self.stop(backend)
+
     def test_invalidAnnotationsDropTheTool(self) -> None:
         with capturedLogs() as events:
             backend = self.modern_up(tools=(PLAIN, IN_ITEMS, ON_NUMBER, TWICE, NOT_A_TOKEN, REGION))

@@ -1090,7 +1090,11 @@ class HttpBackend(SupervisedBackend):
         requests are in flight: each holds a connection (a descriptor) of
         the gateway's, and a busy server is not a server that is down.  The
         listen of a stateless-era server (one more connection) is not counted.
+        A stateless-era server's tool call whose argument cannot travel in
+        its C{Mcp-Param-*} header is refused (-32602).
         """
+        if method == "tools/call" and self.era == "modern" and type(params) is dict:
+            self.tool_headers.check(params)
         cap = self.config.maxRequests
         busy = self.in_flight()
         if busy >= cap:

@@ -26,6 +26,7 @@ from twisted.web.http_headers import Headers
 
 from twisted_mcp.mcp.http_headers import NAMED, encode_value
 from twisted_mcp.mcp.meta import PROTOCOL_VERSION
+from twisted_mcp.wire.jsonrpc import INVALID_PARAMS, JsonRpcError
 
 log = Logger()
 
@@ -157,6 +158,28 @@ class ToolHeaders:
             self.usable.append(tool)
             if found and isinstance(tool.get("name"), str):
                 self._by_name[tool["name"]] = found
+
+    def check(self, params: dict[str, Any]) -> None:
+        """
+        Refuse (-32602, naming the argument) a C{tools/call} whose value for
+        an annotated parameter cannot travel in its header: the spec allows
+        strings, integers within +/-(2**53 - 1) and booleans there, and a
+        value given must be mirrored (the server refuses the call otherwise).
+        """
+        found = self._by_name.get(params.get("name"))  # type: ignore[arg-type]
+        if not found:
+            return
+        arguments = params.get("arguments")
+        for path, name in found:
+            value = _value_at(arguments, path)
+            if value is not None and _header_text(value) is None:
+                where = ".".join(path)
+                raise JsonRpcError(
+                    INVALID_PARAMS,
+                    f"Invalid params: argument {where!r} must be a string, a boolean or an integer of at most 2^53 - 1 "
+                    f"in size: the server takes it in the header {name.decode('ascii')}",
+                    {"argument": where},
+                )
 
     def for_call(self, params: dict[str, Any]) -> list[tuple[bytes, bytes]]:
         """The C{Mcp-Param-*} headers of a C{tools/call} with these C{params}: one for each annotated argument given."""
