@@ -93,6 +93,18 @@ BACKEND_RESPONSE_TOO_LARGE = -31034
 #: gateway does not follow).
 BACKEND_HTTP_ERROR = -31035
 
+# -- authorizing toward a backend (-31040 to -31049) ---------------------------
+#: The principal has no usable OAuth token for this backend (never authorized,
+#: revoked, rejected, more scopes needed, consent declined or still pending).
+AUTHORIZATION_REQUIRED = -31040
+#: An authorization flow ran and failed for a reason the principal can see
+#: (refused at the authorization server, a bad state or iss, the token request
+#: refused, the step-up limit).
+AUTHORIZATION_FAILED = -31041
+#: The gateway cannot authorize toward this backend now: the authorization
+#: server is down or misconfigured, or so is the gateway's side (the operator acts).
+AUTHORIZATION_UNAVAILABLE = -31042
+
 #: The gateway's own codes: every code above, and only those.  Each lies in
 #: -31000 to -31099, and none is a code JSON-RPC or MCP defines.
 GATEWAY_CODES = frozenset(
@@ -116,6 +128,9 @@ GATEWAY_CODES = frozenset(
         GATEWAY_SHUTTING_DOWN,
         BACKEND_RESPONSE_TOO_LARGE,
         BACKEND_HTTP_ERROR,
+        AUTHORIZATION_REQUIRED,
+        AUTHORIZATION_FAILED,
+        AUTHORIZATION_UNAVAILABLE,
     }
 )
 
@@ -185,6 +200,24 @@ TABLE: list[tuple[int, str, str]] = [
     (GATEWAY_SHUTTING_DOWN, "the gateway is shutting down and the call did not finish within the grace period", ""),
     (BACKEND_RESPONSE_TOO_LARGE, "the server's answer was larger than `maxMessageBytes`", "`backend`, `limit`"),
     (BACKEND_HTTP_ERROR, "an HTTP server answered an error status (or a redirect)", "`backend`, `status`"),
+    (
+        AUTHORIZATION_REQUIRED,
+        "the server needs an OAuth authorization this principal has not given (or that was revoked, rejected, "
+        "or needs more scopes): run the `twisted-mcp login` command the message names",
+        "`backend`, `reason`, `login`, `scopes`",
+    ),
+    (
+        AUTHORIZATION_FAILED,
+        "an authorization toward the server failed (refused at its authorization server, a forged or stale "
+        "redirect, the token request refused, too many step-ups)",
+        "`backend`, `reason`, `error`",
+    ),
+    (
+        AUTHORIZATION_UNAVAILABLE,
+        "the gateway cannot authorize toward the server now (its authorization server is down, answers "
+        "nonsense, or the gateway's OAuth settings or token store need the operator)",
+        "`backend`, `reason`",
+    ),
     (PARSE_ERROR, "the message is not valid JSON (or not UTF-8, or has NaN, or nests too deeply)", ""),
     (
         INVALID_REQUEST,
