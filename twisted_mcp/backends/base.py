@@ -122,6 +122,9 @@ class Backend(Service):
     session: McpClientSession | None = None
     #: An instance per client session (the one in the catalog only discovers).
     per_session = False
+    #: Calls are made as the principal they run for (L{call_as}): an HTTP
+    #: server reached with each principal's own OAuth token.
+    per_principal = False
     #: Per-session instances at once: over every session, and for one
     #: principal; an instance without a call for idle_timeout seconds is
     #: stopped (0: never).

@@ -32,6 +32,7 @@ session's own event stream (GET) is resumed the same way.
 from __future__ import annotations
 
 from http.cookiejar import CookiePolicy
+from time import monotonic
 from typing import Any, Callable
 from urllib.parse import urljoin, urlsplit
 
@@ -52,10 +53,13 @@ from zope.interface import implementer
 
 from twisted_mcp.backends.base import State
 from twisted_mcp.backends.http_modern import ToolHeaders, request_headers
+from twisted_mcp.backends.http_principals import PrincipalRuns, TokenSource, TooManyRuns
+from twisted_mcp.backends.oauth.problems import AuthorizationRequired, OAuthProblem
 from twisted_mcp.backends.probe import ProbeFailed
 from twisted_mcp.backends.session import DiscoveryError, McpClientSession
 from twisted_mcp.backends.supervisor import RunEvents, SupervisedBackend
 from twisted_mcp.config import HttpServer
+from twisted_mcp.config.models import OAuthAuth
 from twisted_mcp.mcp import errors
 from twisted_mcp.urls import shown_url, split_url
 from twisted_mcp.wire.jsonrpc import JsonRpcError, MessageError, PeerGone, decode, encode
@@ -290,9 +294,14 @@ class _HttpRun(RunEvents):
     or a run of independent requests to one of the stateless era.
     """
 
-    def __init__(self, backend: "HttpBackend") -> None:
+    def __init__(self, backend: "HttpBackend", principal: str | None = None) -> None:
         self.backend = backend
         self.name = backend.name
+        #: Whose OAuth token the run sends (C{auth: oauth}): a principal's
+        #: run, or C{None} for the backend's own run (the catalog principal's).
+        self.principal = principal
+        #: The token the run's requests carry now (C{auth} backends).
+        self.bearer: Any = None
         self.url = backend.config.url.encode("ascii")
         streamable = backend.config.transport != "sse"
         self.session = _HttpSession(
@@ -405,7 +414,7 @@ class _HttpRun(RunEvents):
     def _headers(self, json: bool = True, accept: bytes = ACCEPT_BOTH) -> Headers:
         """The request headers; the same object is reused while nothing in
         it changes (twisted.web does not modify them)."""
-        key = (json, accept, self.session_id, self.protocol_version)
+        key = (json, accept, self.session_id, self.protocol_version, self.bearer)
         cached = self._header_cache.get(key)
         if cached is not None:
             return cached
@@ -423,7 +432,94 @@ class _HttpRun(RunEvents):
             headers.setRawHeaders(b"mcp-session-id", [self.session_id])
         if self.protocol_version is not None:
             headers.setRawHeaders(b"mcp-protocol-version", [self.protocol_version.encode("ascii")])
+        if self.bearer is not None:
+            headers.setRawHeaders(b"authorization", [b"Bearer " + self.bearer.token.encode("ascii")])
         return headers
+
+    def pending(self) -> int:
+        """Requests sent on this run and not answered yet."""
+        return self.session.peer.pending_count
+
+    async def open_like(self, template: McpClientSession, timeout: float) -> None:
+        """
+        A principal's run: the handshake of a handshake-era server (its own
+        session, bound to its token), or what the backend's run learnt of a
+        stateless-era one (no session to open).  No event stream of its own:
+        what the server says outside a call comes on the backend's run.
+        """
+        if template.era == "modern":
+            session = self.session
+            session.era = "modern"
+            session.probe = template.probe
+            session.protocol_version = template.protocol_version
+            session.server_info = template.server_info
+            session.capabilities = template.capabilities
+        else:
+            await self.session.handshake(timeout)
+        self.session.ready = True
+
+    async def _authorize(self, rid: Any) -> bool:
+        """
+        The run's token for the next request (C{auth} backends), refreshed
+        by the broker when it is due.  Without one, the backend's own run
+        still sends its request (the server's 401 names its authorization
+        metadata, which the broker needs before anyone can log in); a
+        principal's request fails with the broker's problem.
+        """
+        try:
+            self.bearer = await self.backend.oauth.token_for(self.principal, self.name)
+        except OAuthProblem as problem:
+            if self.principal is None and isinstance(problem, AuthorizationRequired):
+                self.bearer = None
+                return True
+            self._fail_problem(rid, problem)
+            return False
+        return True
+
+    async def _reauthorize(self, rid: Any, response: Any, exchange: _Exchange, again: bool) -> bool:
+        """
+        The server answered 401: tell the broker; with a new token (one
+        refresh), the request is sent once more (True).  A request sent
+        without a token, or refused again, fails with -31040.
+        """
+        challenge = response.headers.getRawHeaders(b"www-authenticate") or []
+        await self._discard(response, exchange)
+        oauth = self.backend.oauth
+        bearer = self.bearer
+        if bearer is None:
+            oauth.challenged(self.name, challenge)
+            self._fail_problem(
+                rid,
+                AuthorizationRequired(
+                    "authorization-required",
+                    f"backend {self.name!r} needs an authorization: run `twisted-mcp login {self.name}`",
+                    login=f"twisted-mcp login {self.name}",
+                ),
+            )
+            return False
+        try:
+            self.bearer = await oauth.rejected(bearer, self.name, challenge)
+        except OAuthProblem as problem:
+            self.bearer = None
+            self._fail_problem(rid, problem)
+            return False
+        if again:
+            self._fail_problem(
+                rid,
+                AuthorizationRequired(
+                    "token-rejected",
+                    f"backend {self.name!r} refused a fresh token too: run `twisted-mcp login {self.name}`",
+                    login=f"twisted-mcp login {self.name}",
+                ),
+            )
+            return False
+        return True
+
+    def _fail_problem(self, rid: Any, problem: OAuthProblem) -> None:
+        if rid is None:
+            log.warn("backend {backend}: {why}", backend=self.name, why=problem.message)
+            return
+        self.session.peer.fail(rid, problem.to_error(self.name))
 
     def send(self, message: dict[str, Any]) -> None:
         if self.closed:
@@ -456,7 +552,13 @@ class _HttpRun(RunEvents):
             self.session.peer.fail(rid, failure.value)
 
     async def _post(
-        self, message: dict[str, Any], body: bytes, rid: Any, retried: bool = False, headers: Headers | None = None
+        self,
+        message: dict[str, Any],
+        body: bytes,
+        rid: Any,
+        retried: bool = False,
+        headers: Headers | None = None,
+        reauthorized: bool = False,
     ) -> None:
         """POST a message; C{headers}: those of a 2026-07-28 request (else the session's)."""
         method = message.get("method")
@@ -464,6 +566,11 @@ class _HttpRun(RunEvents):
             await _wait(self._reinit)
         if self.closed:
             return
+        if self.backend.oauth is not None:
+            if not await self._authorize(rid) or self.closed:
+                return
+            if headers is not None:
+                headers = self._modern_headers(message)
         exchange = _Exchange()
         if rid is not None:
             self.exchanges[rid] = exchange
@@ -494,6 +601,17 @@ class _HttpRun(RunEvents):
                 self._post_failed(rid, e)
                 return
             code = response.code
+            if code == 401 and self.backend.oauth is not None:
+                if not await self._reauthorize(rid, response, exchange, reauthorized):
+                    return
+                if exchange.aborted or self.closed:
+                    return
+                if rid is not None:
+                    if not self.session.peer.is_pending(rid):
+                        return  # Cancelled or timed out meanwhile: not re-sent.
+                    self.exchanges.pop(rid, None)
+                await self._post(message, body, rid, retried=retried, headers=headers, reauthorized=True)
+                return
             if code in (400, 404) and sent_with is not None and method != "initialize" and not retried:
                 text = await self._snippet(response, exchange)
                 # The spec says 404 for a session the server no longer knows;
@@ -511,7 +629,7 @@ class _HttpRun(RunEvents):
                     if not self.session.peer.is_pending(rid):
                         return  # Cancelled or timed out meanwhile: not re-sent.
                     self.exchanges.pop(rid, None)
-                await self._post(message, body, rid, retried=True)
+                await self._post(message, body, rid, retried=True, reauthorized=reauthorized)
                 return
             if method == "initialize" and 200 <= code < 300:
                 sid = response.headers.getRawHeaders(b"mcp-session-id")
@@ -1047,12 +1165,25 @@ class HttpBackend(SupervisedBackend):
     A remote MCP server over HTTP, supervised like a child process: when
     it cannot be reached it is marked down and retried with backoff.
 
+    With C{auth: oauth} every principal's calls go over a run of its own
+    carrying its own token (L{call_as}); the backend's own run (discovery,
+    listings, the gateway's own requests) carries the catalog principal's.
+
     @param reactor: provides time, TCP and (for https) TLS.
+    @param oauth: the broker that hands out tokens (C{auth} backends).
     """
 
-    def __init__(self, config: HttpServer, reactor: Any, max_message: int) -> None:
+    def __init__(self, config: HttpServer, reactor: Any, max_message: int, oauth: TokenSource | None = None) -> None:
         super().__init__(config.name, config, reactor)
         self.max_message = max_message
+        auth = getattr(config, "auth", None)
+        self.oauth = oauth if auth is not None else None
+        if auth is not None and oauth is None:
+            raise ValueError(f"backend {config.name!r} has auth but the gateway built no OAuth broker")
+        self.per_principal = isinstance(auth, OAuthAuth)
+        self.principal_runs = PrincipalRuns(
+            reactor, lambda principal: _HttpRun(self, principal), self._open_run, config.idleTimeout, config.maxInstances
+        )
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = config.maxConnections
         self.pool.retryAutomatically = False
@@ -1095,6 +1226,10 @@ class HttpBackend(SupervisedBackend):
         """
         if method == "tools/call" and self.era == "modern" and type(params) is dict:
             self.tool_headers.check(params)
+        self._check_busy()
+        return super().call(method, params, on_progress, timeout, context)
+
+    def _check_busy(self) -> None:
         cap = self.config.maxRequests
         busy = self.in_flight()
         if busy >= cap:
@@ -1104,10 +1239,105 @@ class HttpBackend(SupervisedBackend):
                 f"backend {self.name!r} is busy: {busy} requests in flight (maxRequests is {cap}); try again later",
                 limit=cap,
             )
-        return super().call(method, params, on_progress, timeout, context)
+
+    def call_as(
+        self,
+        principal: str,
+        method: str,
+        params: dict[str, Any] | None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        timeout: float | None = None,
+        context: Any = None,
+    ) -> Deferred[Any]:
+        """
+        As L{call}, over C{principal}'s own run with its own token
+        (C{auth: oauth}); a principal without a usable token gets -31040
+        before anything is sent.  Other backends: L{call}.
+        """
+        if not self.per_principal:
+            return self.call(method, params, on_progress, timeout, context)
+        if self.state is not State.UP or self.run is None:
+            raise self.unavailable()
+        if method == "tools/call" and self.era == "modern" and type(params) is dict:
+            self.tool_headers.check(params)
+        self._check_busy()
+        if timeout is None:
+            timeout = self.call_timeout
+        d = Deferred.fromCoroutine(self._call_as(principal, method, params, on_progress, timeout, context))
+        d.addBoth(self.latency.observe_since, monotonic(), monotonic)
+        return d
+
+    async def _call_as(
+        self,
+        principal: str,
+        method: str,
+        params: dict[str, Any] | None,
+        on_progress: Callable[[dict[str, Any]], None] | None,
+        timeout: float,
+        context: Any,
+    ) -> Any:
+        assert self.oauth is not None
+        try:
+            await self.oauth.token_for(principal, self.name)
+        except OAuthProblem as problem:
+            raise problem.to_error(self.name) from None
+        try:
+            run = await self.principal_runs.run_for(principal)
+        except TooManyRuns as e:
+            raise errors.backend_error(
+                errors.BUSY,
+                self.name,
+                f"backend {self.name!r} is busy: {e}; try again later",
+                limit=e.limit,
+                cap="maxInstances",
+            ) from None
+        except (DiscoveryError, PeerGone) as e:
+            raise errors.backend_error(
+                errors.BACKEND_UNAVAILABLE,
+                self.name,
+                f"backend {self.name!r}: could not open a session for this principal: {e}",
+                state=self.state.value,
+            ) from None
+        try:
+            d = run.session.request(method, params, timeout, on_progress, context)
+        except PeerGone:
+            raise self.unavailable() from None
+        d.addErrback(self._call_failed, method, timeout)
+        return await d
+
+    async def _open_run(self, run: "_HttpRun") -> None:
+        current = self.run
+        if current is None or current.closed:
+            raise DiscoveryError(f"backend {self.name!r} is {self.state.value}")
+        await run.open_like(current.session, self.config.discoveryTimeout)
+
+    def in_flight(self) -> int:
+        return super().in_flight() + self.principal_runs.pending()
+
+    def authorized(self) -> None:
+        """A principal authorized: a backend waiting to restart for want of a token starts now."""
+        call = self._restart_call
+        if self.state is State.DOWN and call is not None and call.active():
+            call.cancel()
+            self._restart()
 
     def _is_current(self, run: Any) -> bool:
         return run is self.run
+
+    def _run_request(self, run: Any, method: str, params: dict[str, Any], related: Any) -> Deferred[Any]:
+        """As for every backend; also a principal's run (its requests tied to that principal's calls)."""
+        if self.principal_runs.owns(run) and not self._stopping:
+            return self._server_request(method, params, related)
+        return super()._run_request(run, method, params, related)
+
+    def _run_notification(self, run: Any, method: str, params: dict[str, Any], related: Any) -> None:
+        if self.principal_runs.owns(run):
+            if related is not None and not self._stopping:
+                # Only what a call of that principal's brought (progress,
+                # logs of the call): a principal's run has no other stream.
+                self._server_notification(method, params, related)
+            return
+        super()._run_notification(run, method, params, related)
 
     def _take_listings(self, session: McpClientSession) -> None:
         """As for every backend; a stateless-era server's tools with invalid C{x-mcp-header} are not offered."""
@@ -1134,6 +1364,9 @@ class HttpBackend(SupervisedBackend):
 
     def _unreachable(self, run: Any, why: str) -> None:
         """The server cannot be reached (or its stream ended): this run is over."""
+        if self.principal_runs.owns(run):
+            self.principal_runs.discard(run, why)
+            return
         if not self._is_current(run) or run.closed:
             return
         if self.state is State.STARTING:
@@ -1148,10 +1381,13 @@ class HttpBackend(SupervisedBackend):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
+        ending = self.principal_runs.close_all("the gateway is stopping")
         run = self.run
         if run is not None:
             run.close("the gateway is stopping")
             await run.end_session()
+        for d in ending:
+            await d
         await self.pool.closeCachedConnections()
         self._set_state(State.STOPPED)
 

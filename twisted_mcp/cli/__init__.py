@@ -19,6 +19,12 @@ The C{twisted-mcp} command: operations beside the gateway itself.
                                              set (or, with --off, lift) the kill switch
     twisted-mcp approve --admin ADDR (--tool NAME ... | --all)
                                              approve quarantined tools (pinning)
+    twisted-mcp login BACKEND --admin ADDR [--as PRINCIPAL] [--open]
+                                             authorize an OAuth backend (auth: oauth) for a principal
+    twisted-mcp logout BACKEND --admin ADDR [--as PRINCIPAL] [--revoke]
+                                             forget (and revoke) a principal's tokens
+    twisted-mcp tokens --admin ADDR [--as PRINCIPAL] [--backend NAME] [--json]
+                                             the authorizations a gateway holds (never the tokens)
 
 ADDR is the gateway's admin endpoint: a URL (http://127.0.0.1:9100) or the
 Twisted endpoint string given to the gateway's --admin
@@ -60,6 +66,7 @@ from twisted_mcp.cli._common import EX_USAGE, TOKEN_ENV
 from twisted_mcp.cli.admin_client import approve, kill, reload, status
 from twisted_mcp.cli.connect import connect
 from twisted_mcp.cli.import_ import import_
+from twisted_mcp.cli.oauth import add_commands as add_oauth_commands
 from twisted_mcp.cli.local import audit_checkpoint, audit_init_db, audit_verify, check_config, pin
 
 
@@ -246,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--tool", metavar="NAME", action="append", help="an exposed tool name; repeat for more")
     which.add_argument("--all", action="store_true", help="every quarantined tool")
     ap.set_defaults(func=approve)
+    add_oauth_commands(sub, admin_options)
 
     args = parser.parse_args(argv)
     if getattr(args, "pidfile", None) and args.token_file:

@@ -178,4 +178,17 @@ def principal_name(gateway: Gateway, peer: Any) -> str:
         return ""  # the policy refuses such a caller before any call reaches here
 
 
-__all__ = ["OwnInstances", "principal_name"]
+def principal_key(gateway: Gateway, peer: Any) -> str:
+    """
+    The stable name of the principal a peer's requests run as, for what is
+    kept per principal beyond a session (OAuth tokens toward a backend):
+    C{local} for the local principal, else C{<source>:<name>}, so that a
+    JWT subject and a config principal of the same name never share.
+    """
+    principal = gateway.policy.principal(peer)
+    if principal.source == "local":
+        return "local"
+    return f"{principal.source}:{principal.name}"
+
+
+__all__ = ["OwnInstances", "principal_key", "principal_name"]

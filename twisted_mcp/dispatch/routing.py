@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from twisted_mcp.backends.base import Backend
 from twisted_mcp.backends.envelope import stamp
 from twisted_mcp.dispatch.held_calls import HELD_METHODS, strip_retry_keys
+from twisted_mcp.dispatch.instances import principal_key
 from twisted_mcp.dispatch.mrtr import sealed, unsealed
 from twisted_mcp.dispatch.rounds import rounds
 from twisted_mcp.mcp.errors import HEADER_MISMATCH, UNSUPPORTED_PROTOCOL_VERSION, GatewayError
@@ -102,6 +103,10 @@ def forward(
     def send_body(target: Backend, body: dict[str, Any]) -> Deferred[Any]:
         if send_to is not None:
             return send_to(target, body, context)
+        if target.per_principal:
+            # Its own OAuth token, its own session with the server.
+            principal = principal_key(session.gateway, session.peer)
+            return target.call_as(principal, method, body, on_progress, context=context)  # type: ignore[attr-defined]
         return target.call(method, body, on_progress, context=context)
 
     def send_one(target: Backend) -> Deferred[Any]:

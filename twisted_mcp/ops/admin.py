@@ -37,7 +37,9 @@ from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.frontends.deadline import DeadlineChannel
 from twisted_mcp.frontends.http import http_totals
 from twisted_mcp.mcp import errors
+from twisted_mcp.ops.admin_oauth import OAuthActions
 from twisted_mcp.policy.rules import backends_named, pattern_problem
+
 
 log = Logger()
 
@@ -252,6 +254,11 @@ class AdminResource(Resource):
         pins = Resource()
         pins.putChild(b"approve", _Leaf(self, "approve", post=True))
         self.putChild(b"pins", pins)
+        self.oauth_actions = OAuthActions(service, _json, _answer_later)
+        oauth = Resource()
+        for action in ("begin", "complete", "logout", "tokens"):
+            oauth.putChild(action.encode(), _Leaf(self, f"oauth_{action}", post=True))
+        self.putChild(b"oauth", oauth)
 
     @property
     def gateway(self) -> Gateway:
@@ -286,7 +293,7 @@ class AdminResource(Resource):
             return 415, "the body must be sent as Content-Type: application/json"
         if not self.service.config.gateway.adminToken and not isinstance(request.getHost(), UNIXAddress):
             return 403, (
-                "actions (reload, kill, pins/approve) need gateway.adminToken on a TCP admin endpoint "
+                "actions (reload, kill, pins/approve, oauth/*) need gateway.adminToken on a TCP admin endpoint "
                 "(or serve the admin endpoint on a Unix socket)"
             )
         return None
@@ -430,6 +437,18 @@ class AdminResource(Resource):
         d.addErrback(_reload_failed, request)
         _answer_later(request, d)
         return NOT_DONE_YET
+
+    def post_oauth_begin(self, request: Any, body: dict[str, Any]) -> Any:
+        return self.oauth_actions.begin(request, body)
+
+    def post_oauth_complete(self, request: Any, body: dict[str, Any]) -> Any:
+        return self.oauth_actions.complete(request, body)
+
+    def post_oauth_logout(self, request: Any, body: dict[str, Any]) -> Any:
+        return self.oauth_actions.logout(request, body)
+
+    def post_oauth_tokens(self, request: Any, body: dict[str, Any]) -> Any:
+        return self.oauth_actions.tokens(request, body)
 
     def post_kill(self, request: Any, body: dict[str, Any]) -> bytes:
         kind, name, disabled = body.get("kind"), body.get("name"), body.get("disabled", True)

@@ -1,0 +1,261 @@
+"""
+Tests for an HTTP backend with C{auth: oauth}: every request carries the
+token of the principal it runs for, each principal has its own session with
+the server, a 401 is refreshed once, and a principal without a token is told
+to log in before anything is sent.  A fake token source stands for the
+broker; the server is L{http_fakes}' fake treq client.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import attrs
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+
+from twisted_mcp.backends.base import State
+from twisted_mcp.backends.http import HttpBackend
+from twisted_mcp.backends.oauth.problems import AuthorizationRequired
+from twisted_mcp.config import HttpServer
+from twisted_mcp.config.models import OAuthAuth
+from twisted_mcp.mcp import errors
+from twisted_mcp.wire.jsonrpc import JsonRpcError
+
+from .http_fakes import FakeHTTPClient, FakeRequest
+from .test_http_backend import INIT_RESULT, TOOLS_1, URL, HttpTestCase
+
+CHALLENGE = 'Bearer resource_metadata="http://mcp.example/.well-known/oauth-protected-resource/mcp", scope="tools:read"'
+
+
+@attrs.frozen
+class Bearer:
+    token: str = attrs.field(repr=False)
+    version: int
+    principal: str | None
+
+
+class FakeTokens:
+    """The broker's side: tokens by principal (None: the catalog's), refreshes by old token."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[str | None, str] = {None: "catalog-token"}
+        self.refreshed: dict[str, str] = {}
+        self.challenges: list[list[bytes]] = []
+        self.rejections: list[tuple[str, list[bytes]]] = []
+        self.asked: list[str | None] = []
+
+    def token_for(self, principal: str | None, backend: str) -> Deferred[Any]:
+        self.asked.append(principal)
+        token = self.tokens.get(principal)
+        if token is None:
+            return fail(
+                AuthorizationRequired(
+                    "authorization-required",
+                    f"backend {backend!r} needs your authorization: run `twisted-mcp login {backend}`",
+                    login=f"twisted-mcp login {backend}",
+                )
+            )
+        return succeed(Bearer(token, 1, principal))
+
+    def rejected(self, bearer: Any, backend: str, www_authenticate: Sequence[bytes]) -> Deferred[Any]:
+        self.rejections.append((bearer.token, list(www_authenticate)))
+        new = self.refreshed.pop(bearer.token, None)
+        if new is None:
+            self.tokens.pop(bearer.principal, None)
+            return fail(AuthorizationRequired("token-rejected", f"backend {backend!r} refused the token", login="x"))
+        self.tokens[bearer.principal] = new
+        return succeed(Bearer(new, bearer.version + 1, bearer.principal))
+
+    def challenged(self, backend: str, www_authenticate: Sequence[bytes]) -> None:
+        self.challenges.append(list(www_authenticate))
+
+
+class OAuthBackendTests(HttpTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.http = FakeHTTPClient()
+        self.states: list[State] = []
+        self.tokens = FakeTokens()
+
+    def make(self, max_message: int = 1 << 20, **overrides: Any) -> HttpBackend:
+        settings: dict[str, Any] = dict(
+            name="remote",
+            url=URL,
+            connectTimeout=5.0,
+            discoveryTimeout=10.0,
+            callTimeout=5.0,
+            restartDelay=1.0,
+            restartMaxDelay=8.0,
+            protocol="legacy",
+            idleTimeout=60.0,
+            auth=OAuthAuth(),
+        )
+        settings.update(overrides)
+        backend = HttpBackend(HttpServer(**settings), self.clock, max_message, oauth=self.tokens)
+        backend.http = self.http  # type: ignore[assignment]
+        backend.add_listener(lambda b: self.states.append(b.state))
+        return backend
+
+    def up(self) -> HttpBackend:
+        backend = self.make()
+        backend.startService()
+        self.bring_up(backend)
+        return backend
+
+    def open_session(self, session: str) -> FakeRequest:
+        """Answer a principal's initialize (and its initialized); returns the initialize."""
+        init = self.pending("initialize")
+        self.answer(init, INIT_RESULT, {"mcp-session-id": session})
+        self.accept(self.pending("notifications/initialized"))
+        return init
+
+    def test_catalogRunCarriesTheCatalogToken(self) -> None:
+        """The backend's own run (handshake, listings) carries the catalog principal's token, not a static header."""
+        backend = self.up()
+        for request in self.sent("initialize") + self.sent("tools/list"):
+            self.assertEqual(request.header("authorization"), "Bearer catalog-token")
+        self.assertEqual(backend.tools, TOOLS_1)
+        self.stop(backend)
+
+    def test_noTokenYetThe401ChallengeGoesToTheBroker(self) -> None:
+        """
+        Before anyone has authorized, the backend's run asks without a token;
+        the server's 401 challenge (which names its metadata) reaches the
+        broker and the backend is down, its reason naming the login command.
+        """
+        del self.tokens.tokens[None]
+        backend = self.make()
+        backend.startService()
+        init = self.pending("initialize")
+        self.assertIsNone(init.header("authorization"))
+        init.respond(401, {"www-authenticate": CHALLENGE}, b"unauthorized")
+        self.assertEqual(self.tokens.challenges, [[CHALLENGE.encode()]])
+        self.assertEqual(backend.state, State.DOWN)
+        self.assertIn("twisted-mcp login remote", backend.last_error or "")
+        self.stop(backend)
+
+    def test_principalsGetTheirOwnSessionsAndTokens(self) -> None:
+        """Alice's and Bob's calls go over sessions of their own, each with its own token; never the catalog's."""
+        backend = self.up()
+        self.tokens.tokens["jwt:alice"] = "alice-token"
+        self.tokens.tokens["jwt:bob"] = "bob-token"
+        alice = backend.call_as("jwt:alice", "tools/call", {"name": "get_time", "arguments": {}})
+        init = self.open_session("sess-alice")
+        self.assertEqual(init.header("authorization"), "Bearer alice-token")
+        self.assertIsNone(init.header("mcp-session-id"))
+        call = self.pending("tools/call")
+        self.assertEqual(call.header("authorization"), "Bearer alice-token")
+        self.assertEqual(call.header("mcp-session-id"), "sess-alice")
+        self.answer(call, {"content": [{"type": "text", "text": "alice's"}]})
+        self.assertEqual(self.successResultOf(alice)["content"][0]["text"], "alice's")
+
+        bob = backend.call_as("jwt:bob", "tools/call", {"name": "get_time", "arguments": {}})
+        init = self.open_session("sess-bob")
+        self.assertEqual(init.header("authorization"), "Bearer bob-token")
+        call = self.pending("tools/call")
+        self.assertEqual((call.header("authorization"), call.header("mcp-session-id")), ("Bearer bob-token", "sess-bob"))
+        self.answer(call, {"content": []})
+        self.successResultOf(bob)
+
+        # Alice again: her session is reused, no new handshake.
+        again = backend.call_as("jwt:alice", "tools/call", {"name": "get_time", "arguments": {}})
+        self.assertEqual(len(self.sent("initialize")), 3)
+        call = self.pending("tools/call")
+        self.assertEqual(call.header("mcp-session-id"), "sess-alice")
+        self.answer(call, {"content": []})
+        self.successResultOf(again)
+        self.assertEqual(len(backend.principal_runs), 2)
+        self.stop(backend)
+        # Each session was ended with its own token.
+        deletes = {(r.header("mcp-session-id"), r.header("authorization")) for r in self.http.requests if r.method == "DELETE"}
+        self.assertEqual(
+            deletes,
+            {("sess-1", "Bearer catalog-token"), ("sess-alice", "Bearer alice-token"), ("sess-bob", "Bearer bob-token")},
+        )
+
+    def test_concurrentFirstCallsShareOneHandshake(self) -> None:
+        backend = self.up()
+        self.tokens.tokens["jwt:alice"] = "alice-token"
+        first = backend.call_as("jwt:alice", "tools/call", {"name": "get_time", "arguments": {}})
+        second = backend.call_as("jwt:alice", "tools/call", {"name": "get_time", "arguments": {}})
+        self.open_session("sess-alice")
+        calls = self.pending_all("tools/call")
+        self.assertEqual(len(calls), 2)
+        for call in calls:
+            self.answer(call, {"content": []})
+        self.successResultOf(first)
+        self.successResultOf(second)
+        self.assertEqual(len(self.sent("initialize")), 2)  # the catalog's and alice's
+        self.stop(backend)
+
+    def test_principalWithoutTokenIsToldToLogIn(self) -> None:
+        """-31040 with the login command, and nothing sent to the server."""
+        backend = self.up()
+        before = len(self.http.requests)
+        d = backend.call_as("jwt:carol", "tools/call", {"name": "get_time", "arguments": {}})
+        error = self.failureResultOf(d, JsonRpcError).value
+        self.assertEqual(error.code, errors.AUTHORIZATION_REQUIRED)
+        self.assertEqual(error.data["reason"], "authorization-required")
+        self.assertEqual(error.data["backend"], "remote")
+        self.assertEqual(error.data["login"], "twisted-mcp login remote")
+        self.assertEqual(len(self.http.requests), before)
+        self.stop(backend)
+
+    def test_a401IsRefreshedOnceAndResent(self) -> None:
+        """The same request (same JSON-RPC id) goes again with the refreshed token."""
+        backend = self.up()
+        self.tokens.tokens["jwt:alice"] = "alice-token"
+        self.tokens.refreshed["alice-token"] = "alice-token-2"
+        d = backend.call_as("jwt:alice", "tools/call", {"name": "get_time", "arguments": {}})
+        self.open_session("sess-alice")
+        call = self.pending("tools/call")
+        call.respond(401, {"www-authenticate": 'Bearer error="invalid_token"'}, b"expired")
+        self.assertEqual(self.tokens.rejections, [("alice-token", [b'Bearer error="invalid_token"'])])
+        again = self.pending("tools/call")
+        self.assertEqual(again.header("authorization"), "Bearer alice-token-2")
+        self.assertEqual(again.rpc_id, call.rpc_id)
+        self.answer(again, {"content": []})
+        self.successResultOf(d)
+        self.stop(backend)
+
+    def test_a401AfterTheRefreshIsTokenRejected(self) -> None:
+        backend = self.up()
+        self.tokens.tokens["jwt:alice"] = "alice-token"
+        self.tokens.refreshed["alice-token"] = "alice-token-2"
+        d = backend.call_as("jwt:alice", "tools/call", {"name": "get_time", "arguments": {}})
+        self.open_session("sess-alice")
+        self.pending("tools/call").respond(401, {}, b"no")
+        self.pending("tools/call").respond(401, {}, b"still no")
+        error = self.failureResultOf(d, JsonRpcError).value
+        self.assertEqual((error.code, error.data["reason"]), (errors.AUTHORIZATION_REQUIRED, "token-rejected"))
+        self.assertEqual(len(self.sent("tools/call")), 2)
+        self.stop(backend)
+
+    def test_idleRunIsClosed(self) -> None:
+        """A principal's session without a call for idleTimeout is ended on the server."""
+        backend = self.up()
+        self.tokens.tokens["jwt:alice"] = "alice-token"
+        d = backend.call_as("jwt:alice", "tools/call", {"name": "get_time", "arguments": {}})
+        self.open_session("sess-alice")
+        self.answer(self.pending("tools/call"), {"content": []})
+        self.successResultOf(d)
+        self.clock.advance(61)
+        delete = self.pending(method="DELETE")
+        self.assertEqual(delete.header("mcp-session-id"), "sess-alice")
+        delete.respond(200, body=b"")
+        self.assertEqual(len(backend.principal_runs), 0)
+        self.stop(backend)
+
+    def test_principalRunCapIsBusy(self) -> None:
+        backend = self.make(maxInstances=1)
+        backend.startService()
+        self.bring_up(backend)
+        self.tokens.tokens["jwt:alice"] = "alice-token"
+        self.tokens.tokens["jwt:bob"] = "bob-token"
+        backend.call_as("jwt:alice", "tools/call", {"name": "get_time", "arguments": {}})
+        d = backend.call_as("jwt:bob", "tools/call", {"name": "get_time", "arguments": {}})
+        self.assertEqual(self.failureResultOf(d, JsonRpcError).value.code, errors.BUSY)
+        self.open_session("sess-alice")
+        self.answer(self.pending("tools/call"), {"content": []})
+        self.stop(backend)
