@@ -386,6 +386,15 @@ class SectionTests(OAuthConfigTestCase):
             },
         )
 
+    def test_null_is_the_default(self) -> None:
+        nulls = {"publicUrl": None, "clientMetadataUrl": None, "browserCheck": None, "browserCheckClient": None}
+        config = self.build({"gh": server(auth="oauth")}, oauth={**KEYED, **nulls})
+        assert config.oauth is not None
+        self.assertEqual(
+            (config.oauth.publicUrl, config.oauth.clientMetadataUrl, config.oauth.browserCheck, config.oauth.browserCheckClient),
+            (None, None, None, None),
+        )
+
     def test_state_directory(self) -> None:
         config = self.build({"gh": server(auth="oauth")}, environ={"STATE_DIRECTORY": "/var/lib/twisted-mcp:/var/lib/other"})
         assert config.oauth is not None

@@ -61,6 +61,7 @@ _SECTION_KEYS = {
     "maxMetadataBytes",
     "maxPendingPerPrincipal",
 }
+_NULLABLE = {"publicUrl", "clientMetadataUrl", "browserCheck", "browserCheckClient"}
 _STORE_KEYS = {"path", *KEY_SOURCES, "oldKeyFiles"}
 #: The section's numbers: (kind, bounds), as the gateway section's.
 _SECTION_NUMBERS: dict[str, tuple[str, tuple[Any, Any]]] = {
@@ -326,6 +327,8 @@ def parse_oauth_section(
     if spec is None:
         return None
     check.unknown(path, spec, _SECTION_KEYS)
+    # null is the default of these (as the README shows them): the same as leaving them out.
+    spec = {k: v for k, v in spec.items() if not (v is None and k in _NULLABLE)}
     fields: dict[str, Any] = {}
     if "publicUrl" in spec:
         url = _secure_url(check, "oauth.publicUrl", spec["publicUrl"], "the public URL")
@@ -336,7 +339,7 @@ def parse_oauth_section(
         fields["publicUrl"] = url
     if "clientName" in spec:
         fields["clientName"] = check.string("oauth.clientName", spec["clientName"])
-    if "clientMetadataUrl" in spec and spec["clientMetadataUrl"] is not None:
+    if "clientMetadataUrl" in spec:
         fields["clientMetadataUrl"] = _secure_url(check, "oauth.clientMetadataUrl", spec["clientMetadataUrl"], "the client metadata URL")
     if "browserCheck" in spec:
         choice = spec["browserCheck"]
