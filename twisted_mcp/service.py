@@ -19,6 +19,7 @@ from twisted.logger import Logger
 
 from twisted_mcp.backends.base import Backend
 from twisted_mcp.backends.http import HttpBackend
+from twisted_mcp.backends.oauth.assembly import build_broker
 from twisted_mcp.backends.stdio import StdioBackend, stderr_limits, stop_all
 from twisted_mcp.config import Config, HttpServer
 from twisted_mcp.dispatch.gateway import Gateway
@@ -61,6 +62,10 @@ class GatewayService(Reloading, MultiService):
         self.started_at = clock.seconds()
         #: True once stopping began (/readyz then answers 503).
         self.stopping = False
+        #: The OAuth broker of the backends with C{auth:} (None without any).
+        self.oauth = build_broker(config, clock, environ)
+        if self.oauth is not None:
+            self.oauth.on_authorized(self._authorized)
         self.backends: list[Backend] = [self._make_backend(server) for server in config.servers]
         bound = max([s.discoveryTimeout for s in config.servers] or [0.0]) + 1.0
         self.gateway = Gateway(self.backends, config.gateway.separator, clock, bound, self._spawn)
@@ -81,10 +86,22 @@ class GatewayService(Reloading, MultiService):
     def _make_backend(self, server: Any) -> Backend:
         settings = self.settings
         if isinstance(server, HttpServer):
-            return HttpBackend(server, self.clock, settings.maxMessageBytes)
+            if server.auth is not None:
+                if self.oauth is None:
+                    raise ValueError(
+                        f"backend {server.name!r} has auth: the gateway started without OAuth backends; restart it to add one"
+                    )
+                self.oauth.add_backend(server.name, server.url, server.auth)
+            return HttpBackend(server, self.clock, settings.maxMessageBytes, oauth=self.oauth)
         return StdioBackend(
             server, self.spawner, self.clock, settings.inheritEnv, settings.maxMessageBytes, self.environ, stderr_limits(settings)
         )
+
+    def _authorized(self, backend: str, principal: str) -> None:
+        """A principal authorized toward C{backend}: if it waits to restart for want of a token, now."""
+        for b in self.backends:
+            if b.name == backend and isinstance(b, HttpBackend):
+                b.authorized()
 
     def _spawn(self, template: Backend) -> Backend:
         """A fresh, started instance of a per-session backend."""
