@@ -338,10 +338,17 @@ class AdminResource(Resource):
             by_backend.setdefault(entry.backend.name, []).append(name)
         counts = gateway.instance_counts()
         backends = []
+        broker = getattr(self.service, "oauth", None)
         for name, backend in sorted(gateway.backends.items()):
             b = policy.breakers.get(name)
+            auth = None
+            if broker is not None and getattr(backend, "oauth", None) is not None:
+                # Names, issuers, resources, counts: never a token.
+                auth = broker.status(name)
+                auth["runs"] = len(backend.principal_runs)  # type: ignore[attr-defined]
             backends.append(
                 {
+                    "auth": auth,
                     "name": name,
                     "state": backend.state.value,
                     "tools": sorted(by_backend.get(name, [])),
