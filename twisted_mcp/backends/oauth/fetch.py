@@ -13,7 +13,7 @@ is never quoted, and neither is a body.
 from __future__ import annotations
 
 import json
-from http.cookiejar import CookieJar, CookiePolicy
+from http.cookiejar import CookiePolicy
 from typing import Any, Mapping
 from urllib.parse import urlencode, urlsplit
 
@@ -80,8 +80,9 @@ def origin_of(url: str) -> str:
 def cookieless_client(agent: Any) -> Any:
     """A treq client over C{agent} whose cookie jar keeps nothing."""
     from treq.client import HTTPClient
+    from treq.cookies import IndexableCookieJar  # type: ignore[attr-defined]
 
-    return HTTPClient(agent, cookiejar=CookieJar(policy=_NoCookies()))
+    return HTTPClient(agent, cookiejar=IndexableCookieJar(policy=_NoCookies()))
 
 
 class _Body(Protocol):
@@ -117,8 +118,9 @@ class _Body(Protocol):
         if self.done.called:
             return
         self.done.errback(Failure(why))
-        if self.transport is not None:
-            self.transport.stopProducing()
+        transport: Any = self.transport
+        if transport is not None:
+            transport.stopProducing()
 
 
 def too_large(origin: str, limit: int) -> AuthorizationUnavailable:
