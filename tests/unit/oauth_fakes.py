@@ -15,12 +15,16 @@ import json
 from typing import Any
 from urllib.parse import parse_qs
 
+import attrs
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from twisted_mcp.backends.oauth.fetch import AuthHttp
+from twisted_mcp.backends.oauth.sealing import KeyRing
+from twisted_mcp.backends.oauth.store import ClientStore, MemoryStore, PendingStore, TokenStore
+from twisted_mcp.config.models import OAuthSettings, OAuthStoreSettings
 
 #: In every token, refresh token, code and client secret the fake issues.
 MARK = "Zq9SECRETxv7"
@@ -167,3 +171,25 @@ class FakeAS(Resource):
 
 def fake_http(clock: Clock, peer: FakeAS, timeout: float = 10.0, max_bytes: int = 65536) -> AuthHttp:
     return AuthHttp(clock, timeout, max_bytes, http=StubTreq(peer))
+
+
+def settings(**changes: Any) -> OAuthSettings:
+    """An C{oauth:} section for tests (the store's path is never used: the stores are in memory)."""
+    store = OAuthStoreSettings(path="/nonexistent", keyFile=None, keyEnv="KEY", keyCredential=None)
+    return OAuthSettings(store=store, **changes)
+
+
+@attrs.define
+class Stores:
+    """The three stores over one L{MemoryStore}."""
+
+    records: MemoryStore
+    tokens: TokenStore
+    clients: ClientStore
+    pending: PendingStore
+
+
+def memory_stores(clock: Clock) -> Stores:
+    records = MemoryStore(clock)
+    ring = KeyRing(b"k" * 32)
+    return Stores(records, TokenStore(records, ring), ClientStore(records, ring), PendingStore(records, ring))
