@@ -34,7 +34,7 @@ SECRET_WORDS = frozenset(
         "auth", "authorization", "bearer", "jwt", "cookie",
         "session", "sessionid", "credential", "creds",
         "pin", "otp", "totp", "hotp", "mfa", "cvv",
-        "private", "signature",
+        "private", "signature", "verifier", "assertion",
     }
 )  # fmt: skip
 

@@ -92,6 +92,7 @@ class Reloading:
             name
             for name, same in (
                 ("audit", config.audit == old.audit),
+                ("oauth", config.oauth == old.oauth),
                 (
                     "gateway (other than adminToken)",
                     attrs.evolve(config.gateway, adminToken=None) == attrs.evolve(started, adminToken=None),

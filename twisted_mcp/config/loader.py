@@ -16,7 +16,8 @@ import re
 from typing import Any, Mapping
 
 from twisted_mcp.config._check import NAME_RE, ConfigError, _Checker, _describe, _join, _resolve
-from twisted_mcp.config.models import Config, GatewaySettings, HttpServer, StdioServer
+from twisted_mcp.config.models import Config, GatewaySettings, HttpServer, OAuthAuth, OAuthSettings, StdioServer
+from twisted_mcp.config.oauth import STORE_KEY_MISSING, check_auth_backend, has_store_key, parse_auth, parse_oauth_section
 from twisted_mcp.config.reading import parse_text, read_file
 from twisted_mcp.frontends.http_config import HttpSettings, parse_http
 from twisted_mcp.mcp.names import MAX_NAME, name_prefix
@@ -144,6 +145,7 @@ _STDIO_KEYS = {
 _HTTP_KEYS = {
     "type",
     "url",
+    "auth",
     "headers",
     "connectTimeout",
     "maxConnections",
@@ -171,6 +173,7 @@ _TOP_KEYS = {
     "pinning",
     "audit",
     "http",
+    "oauth",
 }
 
 
@@ -244,7 +247,12 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
                 f"expected \"stdio\", \"http\" (Streamable HTTP) or \"sse\" (the legacy HTTP+SSE transport), got {_describe(kind)}",
             )
             continue
-        check.unknown(path, spec, _STDIO_KEYS if kind == "stdio" else _HTTP_KEYS)
+        if kind == "stdio" and "auth" in spec:
+            check.problem(
+                _join(path, "auth"),
+                "stdio servers take credentials from their environment (the MCP spec: STDIO transports SHOULD NOT use OAuth)",
+            )
+        check.unknown(path, spec, (_STDIO_KEYS | {"auth"}) if kind == "stdio" else _HTTP_KEYS)
         if "disabled" in spec and check.boolean(_join(path, "disabled"), spec["disabled"]):
             disabled.append(name)
             continue
@@ -273,6 +281,10 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
         else:
             fields["transport"] = _HTTP_TYPES[kind]
             _http_fields(check, path, spec, base_dir, fields)
+            if "auth" in spec:
+                fields["auth"] = parse_auth(check, _join(path, "auth"), spec["auth"], base_dir)
+                if fields["auth"] is not None:
+                    check_auth_backend(check, path, fields["auth"], fields)
             server = HttpServer
         if any(v is None for v in fields.values()):
             continue
@@ -288,6 +300,9 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
         check.problem("http.bearer", f"is {http.bearer}, but identity.jwt is not configured: bearer tokens are verified with its keys, issuer and audience")
     if "audit" in top:
         audit = parse_audit(top["audit"] if top["audit"] is not None else {}, "audit", base_dir, check.problems)
+    oauth = _oauth_settings(check, top, servers, environ, base_dir)
+    if oauth is not None and oauth.browserCheck == "oidc" and (identity is None or identity.jwt is None or not identity.jwt.issuer):
+        check.problem("oauth.browserCheck", "is oidc, which signs the browser in at identity.jwt.issuer: configure identity.jwt with an issuer")
     if check.problems:
         raise ConfigError(source, check.problems)
     servers.sort(key=lambda s: s.name)
@@ -300,7 +315,24 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
         identity=identity,
         audit=audit,
         http=http,
+        oauth=oauth,
     )
+
+
+def _oauth_settings(
+    check: _Checker, top: dict[str, Any], servers: list[Any], environ: Mapping[str, str], base_dir: str | None
+) -> OAuthSettings | None:
+    """
+    The C{oauth:} section, with its defaults when a backend has C{auth} and
+    the section is absent; an C{auth: oauth} backend needs a store key.
+    """
+    with_auth = [s for s in servers if getattr(s, "auth", None) is not None]
+    if "oauth" not in top and not with_auth:
+        return None
+    settings = parse_oauth_section(check, top.get("oauth"), environ, base_dir)
+    if settings is not None and any(isinstance(s.auth, OAuthAuth) for s in with_auth) and not has_store_key(settings):
+        check.problem("oauth.store", STORE_KEY_MISSING)
+    return settings
 
 
 #: What C{protocol} may say of a server (see L{twisted_mcp.backends.probe}).

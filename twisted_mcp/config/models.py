@@ -1,6 +1,7 @@
 """
 The configuration as frozen attrs models: the C{gateway:} settings, each
-server of C{mcpServers} (stdio or HTTP), and the whole L{Config}.
+server of C{mcpServers} (stdio or HTTP) with its C{auth:}, the C{oauth:}
+section, and the whole L{Config}.
 """
 
 from __future__ import annotations
@@ -130,6 +131,56 @@ class StdioServer(_Server):
     livenessTimeout: float = 300.0
 
 
+@attrs.frozen
+class OAuthClient:
+    """A client registered beforehand at an authorization server (C{auth.oauth.client})."""
+
+    id: str
+    #: None: a public client (authMethod none).  Secret: never shown.
+    secret: str | None = attrs.field(default=None, repr=False)
+    #: client_secret_basic, client_secret_post or none; None: as the server's metadata allows.
+    authMethod: str | None = None
+
+
+@attrs.frozen
+class OAuthAuth:
+    """
+    C{auth: oauth} (or C{auth: {oauth: {...}}}): each principal consents
+    once at the backend's authorization server, and its calls carry its own
+    token.  Everything not set here is discovered (design §3).
+    """
+
+    #: Scopes asked for; empty: the 401's scope, else the resource's scopes_supported.
+    scopes: tuple[str, ...] = ()
+    #: A pre-registered client; None: CIMD or dynamic registration.
+    client: OAuthClient | None = None
+    #: The only authorization server accepted (its issuer identifier), if set.
+    issuer: str | None = None
+    #: Parameters added to the authorization request (provider quirks).
+    extraAuthorizeParams: Mapping[str, str] = attrs.field(factory=dict)
+    #: Send RFC 8707 C{resource} (false only for an AS that rejects it).
+    sendResource: bool = True
+    #: Whose token lists the backend's tools; None: see design §6.3.
+    catalogAs: str | None = None
+
+
+@attrs.frozen
+class ClientCredentialsAuth:
+    """C{auth: {clientCredentials: {...}}}: one machine identity for every call."""
+
+    id: str
+    #: Secret: never shown.
+    secret: str | None = attrs.field(repr=False)
+    #: client_secret_basic or client_secret_post; None: as the server's metadata allows.
+    authMethod: str | None = None
+    scopes: tuple[str, ...] = ()
+    #: None: discovered from the backend's 401 (design §3).
+    tokenEndpoint: str | None = None
+
+
+BackendAuth = OAuthAuth | ClientCredentialsAuth
+
+
 @attrs.frozen(kw_only=True)
 class HttpServer(_Server):
     """
@@ -148,9 +199,51 @@ class HttpServer(_Server):
     caFile: str | None = None
     certFile: str | None = None
     keyFile: str | None = None
+    #: How the gateway authorizes itself toward the server; None: headers only.
+    auth: OAuthAuth | ClientCredentialsAuth | None = None
 
 
 ServerConfig = StdioServer | HttpServer
+
+
+@attrs.frozen
+class OAuthStoreSettings:
+    """
+    Where OAuth tokens and client registrations are kept (C{oauth.store}),
+    and the keys that seal them.  Only the keys' sources are held here:
+    their bytes are read at start.
+    """
+
+    path: str
+    keyFile: str | None
+    keyEnv: str | None
+    keyCredential: str | None
+    #: Keys that still open records sealed before a rotation.
+    oldKeyFiles: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class OAuthSettings:
+    """The gateway-wide C{oauth:} section (design §2.2)."""
+
+    #: Where browsers and authorization servers reach the HTTP front; None:
+    #: no CIMD, no /oauth/* routes (CLI login only).
+    publicUrl: str | None = None
+    clientName: str = "twisted-mcp"
+    #: None: <publicUrl>/oauth/client.json.
+    clientMetadataUrl: str | None = None
+    store: OAuthStoreSettings
+    #: oidc or none; None: not configured (no connect page).
+    browserCheck: str | None = None
+    #: The gateway's client at its own identity provider (browserCheck: oidc).
+    browserCheckClient: OAuthClient | None = None
+    authorizationTimeout: float = 600.0
+    consentWait: float = 120.0
+    refreshBefore: float = 0.8
+    refreshMaxEarly: float = 300.0
+    requestTimeout: float = 10.0
+    maxMetadataBytes: int = 65536
+    maxPendingPerPrincipal: int = 4
 
 
 @attrs.frozen
@@ -167,3 +260,5 @@ class Config:
     audit: Any = None
     #: twisted_mcp.frontends.http_config.HttpSettings: the Streamable HTTP front's settings.
     http: Any = None
+    #: The C{oauth:} section; present (with defaults) whenever a backend has C{auth}.
+    oauth: OAuthSettings | None = None

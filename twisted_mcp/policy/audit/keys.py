@@ -26,55 +26,30 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
-from typing import Any, Mapping
+from typing import Any
+
+from twisted_mcp.config.keys import KEY_SOURCES, MIN_KEY_BYTES
+from twisted_mcp.config.keys import read_key as load_key
 
 KEYED = "hmac-sha256:"
 UNKEYED = "sha256:"
-MIN_KEY_BYTES = 16
-#: What a key source is called in the config, and what it holds.
-KEY_SOURCES = ("keyFile", "keyEnv", "keyCredential")
 CHECKPOINT_VERSION = 1
 _CHECKPOINT_CONTEXT = b"twisted-mcp audit checkpoint\n"  # a checkpoint's MAC is never a record's
 
-
-def load_key(source: str, value: str, environ: Mapping[str, str]) -> bytes:
-    """
-    Read the key named by one of L{KEY_SOURCES}: C{keyFile} (a file's
-    contents), C{keyEnv} (an environment variable's value), C{keyCredential}
-    (a systemd credential: the file of that name in C{$CREDENTIALS_DIRECTORY}).
-    Surrounding whitespace (a trailing newline) is not part of the key.
-
-    @raise ValueError: the key cannot be read or is too short; the message
-        says why and never holds the key.
-    """
-    if source == "keyEnv":
-        if value not in environ:
-            raise ValueError(f"the environment variable {value} is not set")
-        key = environ[value].strip().encode("utf-8", "surrogateescape")
-    else:
-        path = value
-        if source == "keyCredential":
-            directory = environ.get("CREDENTIALS_DIRECTORY")
-            if not directory:
-                raise ValueError(
-                    "$CREDENTIALS_DIRECTORY is not set (systemd sets it for a unit with "
-                    f"LoadCredential={value}:PATH or SetCredentialEncrypted=)"
-                )
-            if "/" in value or value in (".", ".."):
-                raise ValueError(f"expected a credential name, not a path: {value!r}")
-            path = os.path.join(directory, value)
-        try:
-            with open(path, "rb") as f:
-                key = f.read(1 << 16).strip()
-        except OSError as e:
-            raise ValueError(f"cannot read {path}: {e.strerror}") from None
-    if len(key) < MIN_KEY_BYTES:
-        raise ValueError(
-            f"the key is {len(key)} byte(s); it needs at least {MIN_KEY_BYTES} "
-            "(make one with: head -c 32 /dev/urandom | base64)"
-        )
-    return key
+# The key sources are read in the config layer (the OAuth store uses them
+# too); C{load_key(source, value, environ)} stays this module's name for
+# L{twisted_mcp.config.keys.read_key}.
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "KEYED",
+    "KEY_SOURCES",
+    "MIN_KEY_BYTES",
+    "UNKEYED",
+    "chain_digest",
+    "load_key",
+    "make_checkpoint",
+    "read_checkpoint",
+]
 
 
 def chain_digest(body: bytes, key: bytes | None) -> str:

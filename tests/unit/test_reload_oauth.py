@@ -1,0 +1,40 @@
+"""
+Reloading a configuration whose OAuth parts changed: a backend whose
+C{auth} changed is restarted; the C{oauth:} section is applied at start only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .test_reload import World, server, world  # noqa: F401 (the fixture)
+
+KEY = {"store": {"keyEnv": "OAUTH_KEY"}}
+
+
+def config(auth: Any, oauth: Any = KEY) -> dict[str, Any]:
+    return {"mcpServers": {"alpha": server("alpha", auth=auth), "beta": server("beta")}, "oauth": oauth}
+
+
+def test_changed_auth_restarts_the_backend(world: World) -> None:  # noqa: F811
+    world.service(config({"oauth": {"scopes": ["read"]}}))
+    first = world.backends["alpha"]
+    applied, changes, _ = world.reload(config({"oauth": {"scopes": ["read", "write"]}}))
+    assert applied and changes == ["backend alpha: restarted (its configuration changed)"]
+    assert world.stopped == [first]
+    assert world.backends["alpha"] is not first
+    assert world.backends["alpha"].config.auth.scopes == ("read", "write")
+
+
+def test_unchanged_auth_keeps_the_backend(world: World) -> None:  # noqa: F811
+    world.service(config("oauth"))
+    first = world.backends["alpha"]
+    applied, changes, _ = world.reload(config("oauth"))
+    assert applied and changes == []
+    assert world.backends["alpha"] is first and world.stopped == []
+
+
+def test_oauth_section_needs_a_restart(world: World) -> None:  # noqa: F811
+    world.service(config("oauth"))
+    applied, changes, _ = world.reload(config("oauth", {**KEY, "requestTimeout": 3}))
+    assert applied and changes == ["oauth: needs a restart"]
