@@ -11,9 +11,11 @@ messages and reprs.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import attrs
 from treq.testing import StubTreq
@@ -90,6 +92,8 @@ class FakeAS(Resource):
         self.rotate = True
         self.live_refresh: set[str] = set()
         self.with_refresh = True
+        #: code -> the authorization request's parameters (what the AS checks at the token endpoint).
+        self.codes: dict[str, dict[str, str]] = {}
 
     def serve_json(self, where: str, document: Any, status: int = 200, headers: dict[str, str] | None = None) -> None:
         self.documents[where] = (status, {"Content-Type": "application/json", **(headers or {})}, json.dumps(document).encode())
@@ -139,10 +143,25 @@ class FakeAS(Resource):
         request.setHeader("Content-Type", "application/json")
         return json.dumps(reply).encode()
 
+    def authorize(self, url: str) -> dict[str, str]:
+        """What the browser and the AS do with an authorization URL: the
+        callback's query parameters (a fresh code, the state, the iss)."""
+        query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+        code = f"code-{len(self.codes) + 1}-{MARK}"
+        self.codes[code] = query
+        return {"code": code, "state": query["state"], "iss": ISSUER}
+
     def token_answer(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         if self.token_replies:
             return self.token_replies.pop(0)
         grant = form.get("grant_type")
+        if grant == "authorization_code" and self.codes:
+            asked = self.codes.pop(form.get("code", ""), None)
+            if asked is None:
+                return 400, {"error": "invalid_grant", "error_description": "unknown code"}
+            challenge = base64.urlsafe_b64encode(hashlib.sha256(form.get("code_verifier", "").encode()).digest()).rstrip(b"=")
+            if challenge.decode() != asked["code_challenge"] or form.get("redirect_uri") != asked["redirect_uri"]:
+                return 400, {"error": "invalid_grant", "error_description": "PKCE or redirect_uri mismatch"}
         if grant == "refresh_token":
             old = form.get("refresh_token", "")
             if old not in self.live_refresh:
