@@ -18,6 +18,7 @@ setup(
         "jsonschema>=4.18",
         "google-re2>=1.1",
         "PyJWT[crypto]>=2.8",
+        "cryptography>=41",  # AES-GCM and HKDF for the OAuth token store (also pulled in by PyJWT[crypto])
         "prometheus_client>=0.17",
         "orjson>=3.9",
     ],
