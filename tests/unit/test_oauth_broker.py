@@ -20,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted_mcp.backends.oauth.broker import Authorized, Bearer, OAuthBroker, refresh_window_opens
 from twisted_mcp.backends.oauth.problems import AuthorizationRequired, AuthorizationUnavailable, OAuthProblem
 from twisted_mcp.backends.oauth.store import TokenRecord
-from twisted_mcp.config.models import ClientCredentialsAuth, OAuthAuth
+from twisted_mcp.config.models import ClientCredentialsAuth, OAuthAuth, OAuthClient
 
 from .oauth_fakes import BACKEND_URL, ISSUER, MARK, TOKEN_URL, FakeAS, fake_http, memory_stores, settings
 
@@ -262,6 +262,44 @@ class BrokerTests(SynchronousTestCase):
         self.clock.advance(1)
         self.problem(self.broker.token_for("local", "alpha"), AuthorizationRequired, "expired")
 
+    def test_invalid_client_dcr(self) -> None:
+        """invalid_client on a refresh with a registered client: registration and record dropped, consent again."""
+        self.login()
+        self.clock.advance(3300)
+        self.peer.token_replies.append((401, {"error": "invalid_client"}))
+        self.problem(self.broker.token_for("local", "alpha"), AuthorizationRequired, "reauthorization-required")
+        self.assertIsNone(self.stored())
+        self.assertEqual(self.successResultOf(self.stores.clients.keys()), [])
+
+    def test_invalid_client_preregistered(self) -> None:
+        """invalid_client with a configured client: client-rejected in the status; the token is used while valid."""
+        self.broker.add_backend("alpha", BACKEND_URL, OAuthAuth(client=OAuthClient(id="pre", secret=f"s-{MARK}")))
+        self.login()
+        self.clock.advance(3300)
+        self.peer.token_replies.append((401, {"error": "invalid_client"}))
+        self.assertEqual(self.token().token, f"access-1-{MARK}")
+        self.assertEqual(self.broker.status("alpha")["reason"], "client-rejected")
+        self.assertIsNotNone(self.stored())
+
+    def test_refresh_authenticates_the_registered_client(self) -> None:
+        """A registration that came with a secret: the refresh authenticates with it (Basic)."""
+        self.peer.registration_reply = (201, {"client_id": "conf-1", "client_secret": f"cs-{MARK}"})
+        self.login()
+        self.clock.advance(3300)
+        self.token()
+        self.assertTrue(self.peer.token_headers[-1]["authorization"][0].startswith("Basic "))
+        self.assertNotIn("client_id", self.peer.token_forms[-1])
+
+    def test_send_resource_false_on_refresh(self) -> None:
+        """sendResource: false: no resource on the refresh either; the record is still keyed by the PRM resource."""
+        self.broker.add_backend("alpha", BACKEND_URL, OAuthAuth(sendResource=False))
+        self.login()
+        self.clock.advance(3300)
+        self.token()
+        self.assertNotIn("resource", self.peer.token_forms[-1])
+        self.assertEqual(self.peer.token_forms[-1]["grant_type"], "refresh_token")
+        self.assertIsNotNone(self.stored())
+
     # -- a backend's 401 -------------------------------------------------
 
     def test_rejected_refreshes_once(self) -> None:
@@ -425,6 +463,7 @@ class BrokerTests(SynchronousTestCase):
         """Through consent, refresh, a 401, failures and logout, nothing the AS issued (all carrying
         MARK), no code, verifier or state reaches a log event, an exception message or a repr."""
         self.broker.add_backend("billing", BACKEND_URL, ClientCredentialsAuth(id="gw", secret=f"cs-{MARK}"))
+        self.peer.registration_reply = (201, {"client_id": "conf-1", "client_secret": f"dcr-{MARK}"})
         seen: list[str] = []
         with capturedLogs() as events:
             started = self.successResultOf(self.broker.begin("jwt:alice", "alpha", LOOPBACK))
