@@ -85,6 +85,24 @@ class BrokerTests(SynchronousTestCase):
         self.assertEqual(self.broker.status("alpha")["state"], "unavailable")
         self.assertEqual(self.broker.status("alpha")["reason"], "metadata-unavailable")
 
+    def test_metadata_outage_after_discovery(self) -> None:
+        """Metadata that cannot be fetched again later (503): the last found is used, stored tokens keep working."""
+        self.login()
+        self.peer.serve("mcp.example/.well-known/oauth-protected-resource/mcp", 503)
+        self.clock.advance(61)
+        self.assertEqual(self.token().token, f"access-1-{MARK}")
+        self.assertEqual(self.broker.status("alpha")["reason"], "metadata-unavailable")
+        self.assertEqual(self.peer.urls()[-1], "https://mcp.example/.well-known/oauth-protected-resource/mcp")
+
+    def test_metadata_changed_for_the_worse(self) -> None:
+        """A permanent discovery failure later (the resource now names another server) is not papered over."""
+        self.login()
+        self.peer.serve_json(
+            "mcp.example/.well-known/oauth-protected-resource/mcp", {"resource": "https://other.example/", "authorization_servers": [ISSUER]}
+        )
+        self.clock.advance(61)
+        self.problem(self.broker.token_for("local", "alpha"), AuthorizationUnavailable, "resource-mismatch")
+
     # -- consent ---------------------------------------------------------
 
     def test_login_then_token(self) -> None:

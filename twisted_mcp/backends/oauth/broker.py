@@ -54,6 +54,8 @@ if TYPE_CHECKING:
 log = Logger()
 
 LOCAL = "local"
+#: Discovery failures after which the last metadata found is still used.
+_TRANSIENT = frozenset({"metadata-unavailable", "as-unavailable", "as-timeout"})
 #: Backoff after a failed refresh, per key: the first wait, the longest.
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
@@ -674,7 +676,12 @@ class OAuthBroker:
             found = await self.discovery.discover(b.name, b.url, b.challenge, issuer)
         except OAuthProblem as problem:
             b.problem = problem
-            raise
+            stale = self.discovery.cached(b.name)
+            if problem.reason not in _TRANSIENT or stale is None:
+                raise
+            # The metadata was found before and cannot be fetched now: an
+            # outage must not stop the calls whose tokens are stored.
+            return stale
         if b.problem is not None and b.problem.reason != "client-rejected":
             b.problem = None
         return found

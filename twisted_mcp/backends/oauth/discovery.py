@@ -87,17 +87,17 @@ class Discovery:
         #: backend -> (expires at, the result or the problem, the challenge's resource_metadata)
         self._cache: dict[str, tuple[float, Discovered | OAuthProblem, str | None]] = {}
         self._running: dict[str, tuple[Deferred[Discovered], list[Deferred[Discovered]]]] = {}
+        #: backend -> the last success, kept through later failures.
+        self._last_good: dict[str, Discovered] = {}
 
     def cached(self, backend: str) -> Discovered | None:
-        """The last successful result for C{backend}, even if stale, or C{None}."""
-        entry = self._cache.get(backend)
-        if entry is not None and isinstance(entry[1], Discovered):
-            return entry[1]
-        return None
+        """The last successful result for C{backend}, even if stale or failed since, or C{None}."""
+        return self._last_good.get(backend)
 
     def forget(self, backend: str) -> None:
         """Discover C{backend} afresh next time (e.g. its configuration changed)."""
         self._cache.pop(backend, None)
+        self._last_good.pop(backend, None)
 
     def discover(
         self, backend: str, url: str, challenge: Challenge | None = None, issuer: str | None = None
@@ -152,6 +152,7 @@ class Discovery:
             raise
         result = Discovered(resource, server, challenge.scope if challenge is not None else None)
         self._cache[backend] = (self.clock.seconds() + cache_lifetime(answers), result, named)
+        self._last_good[backend] = result
         log.info(
             "backend {backend}: authorization server {issuer} for resource {resource}",
             backend=backend,
