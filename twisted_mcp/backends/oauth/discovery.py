@@ -1,0 +1,238 @@
+"""
+Discovery (C{docs/design/oauth.md} §3, steps 1 to 4): from a backend's 401
+challenge (or none) to its protected resource metadata (RFC 9728), the
+authorization server it names, and that server's metadata (RFC 8414 /
+OpenID discovery), each validated by L{metadata}.
+
+Results are cached per backend for C{max(60 s, Cache-Control max-age)}, at
+most a day; a failure is remembered for 30 s.  Concurrent discoveries of one
+backend share one chain of requests.  Step 5 (the 2025-03-26 fallback to the
+backend's own origin) is not done: a backend without resource metadata is
+C{no-resource-metadata}.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from attrs import frozen
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_mcp.backends.oauth.challenge import Challenge
+from twisted_mcp.backends.oauth.fetch import AuthHttp, Fetched, origin_of
+from twisted_mcp.backends.oauth.metadata import (
+    ResourceMetadata,
+    ServerMetadata,
+    parse_resource_metadata,
+    parse_server_metadata,
+)
+from twisted_mcp.backends.oauth.problems import AuthorizationUnavailable, OAuthProblem
+from twisted_mcp.backends.oauth.urls import (
+    authorization_server_metadata_urls,
+    protected_resource_metadata_urls,
+    same_origin,
+)
+
+log = Logger()
+
+#: How long a success is kept at least, at most; how long a failure is kept.
+MIN_CACHE = 60.0
+MAX_CACHE = 86400.0
+FAILURE_CACHE = 30.0
+
+_MAX_AGE = re.compile(r"(?:^|[,\s])max-age\s*=\s*\"?(\d+)", re.IGNORECASE)
+
+
+@frozen
+class Discovered:
+    """What discovery found for a backend.
+
+    @ivar challenge_scope: the C{scope} of the 401 challenge discovery
+        started from, or C{None} (§4.2: the first choice of scopes).
+    """
+
+    resource: ResourceMetadata
+    server: ServerMetadata
+    challenge_scope: tuple[str, ...] | None
+
+
+def cache_lifetime(answers: list[Fetched]) -> float:
+    """C{max(60 s, the smallest Cache-Control max-age)}, at most a day."""
+    ages = []
+    for answer in answers:
+        control = answer.header("cache-control")
+        found = _MAX_AGE.search(control) if control else None
+        if found:
+            ages.append(float(found.group(1)))
+    if not ages:
+        return MIN_CACHE
+    return max(MIN_CACHE, min(min(ages), MAX_CACHE))
+
+
+class Discovery:
+    """
+    Discovers and caches, per backend.
+
+    @param clock: for the cache's expiry.
+    @param http: the bounded fetcher.
+    """
+
+    def __init__(self, clock: IReactorTime, http: AuthHttp) -> None:
+        self.clock = clock
+        self.http = http
+        #: backend -> (expires at, the result or the problem, the challenge's resource_metadata)
+        self._cache: dict[str, tuple[float, Discovered | OAuthProblem, str | None]] = {}
+        self._running: dict[str, tuple[Deferred[Discovered], list[Deferred[Discovered]]]] = {}
+        #: backend -> the last success, kept through later failures.
+        self._last_good: dict[str, Discovered] = {}
+
+    def cached(self, backend: str) -> Discovered | None:
+        """The last successful result for C{backend}, even if stale or failed since, or C{None}."""
+        return self._last_good.get(backend)
+
+    def forget(self, backend: str) -> None:
+        """Discover C{backend} afresh next time (e.g. its configuration changed)."""
+        self._cache.pop(backend, None)
+        self._last_good.pop(backend, None)
+
+    def discover(
+        self, backend: str, url: str, challenge: Challenge | None = None, issuer: str | None = None
+    ) -> Deferred[Discovered]:
+        """
+        What C{backend} (at C{url}) needs: from the cache when fresh and
+        the challenge names no other C{resource_metadata}, else by §3.
+
+        @param challenge: the Bearer challenge of the backend's last 401, if any.
+        @param issuer: the pinned issuer (C{auth.oauth.issuer}), if any.
+        """
+        named = challenge.resource_metadata if challenge is not None else None
+        entry = self._cache.get(backend)
+        if entry is not None and entry[0] > self.clock.seconds() and (named is None or named == entry[2]):
+            result = entry[1]
+            if isinstance(result, OAuthProblem):
+                return _failed(result)
+            if challenge is not None and challenge.scope is not None and challenge.scope != result.challenge_scope:
+                result = Discovered(result.resource, result.server, challenge.scope)
+            return _succeeded(result)
+        waiter: Deferred[Discovered] = Deferred()
+        if backend in self._running:
+            self._running[backend][1].append(waiter)
+            return waiter
+        chain = Deferred.fromCoroutine(self._discover(backend, url, challenge, issuer))
+        waiters = [waiter]
+        self._running[backend] = (chain, waiters)
+
+        def done(outcome: Discovered | Failure) -> None:
+            del self._running[backend]
+            for each in waiters:
+                if each.called:
+                    continue
+                if isinstance(outcome, Failure):
+                    each.errback(outcome)
+                else:
+                    each.callback(outcome)
+
+        chain.addBoth(done)
+        return waiter
+
+    async def _discover(self, backend: str, url: str, challenge: Challenge | None, issuer: str | None) -> Discovered:
+        named = challenge.resource_metadata if challenge is not None else None
+        try:
+            answers: list[Fetched] = []
+            resource = await self._resource(backend, url, named, answers)
+            chosen = _choose(backend, resource, issuer)
+            server = await self._server(backend, chosen, answers)
+        except OAuthProblem as problem:
+            self._cache[backend] = (self.clock.seconds() + FAILURE_CACHE, problem, named)
+            log.info("backend {backend}: discovery failed ({reason}): {why}", backend=backend, reason=problem.reason, why=problem.message)
+            raise
+        result = Discovered(resource, server, challenge.scope if challenge is not None else None)
+        self._cache[backend] = (self.clock.seconds() + cache_lifetime(answers), result, named)
+        self._last_good[backend] = result
+        log.info(
+            "backend {backend}: authorization server {issuer} for resource {resource}",
+            backend=backend,
+            issuer=server.issuer,
+            resource=resource.resource,
+        )
+        return result
+
+    async def _resource(self, backend: str, url: str, named: str | None, answers: list[Fetched]) -> ResourceMetadata:
+        if named is not None:
+            if not same_origin(named, url):
+                raise AuthorizationUnavailable(
+                    "metadata-origin",
+                    f"backend '{backend}' named its resource metadata at {origin_of(named)}, "
+                    f"another origin than its own ({origin_of(url)}): not fetched",
+                )
+            candidates = [named]
+        else:
+            candidates = protected_resource_metadata_urls(url)
+        for candidate in candidates:
+            answer = await self.http.get(candidate)
+            if answer.status == 200:
+                answers.append(answer)
+                return parse_resource_metadata(answer.body, url)
+            _refuse_unusable(backend, candidate, answer)
+        raise AuthorizationUnavailable(
+            "no-resource-metadata",
+            f"backend '{backend}' publishes no protected resource metadata (tried {', '.join(candidates)})",
+        )
+
+    async def _server(self, backend: str, issuer: str, answers: list[Fetched]) -> ServerMetadata:
+        candidates = authorization_server_metadata_urls(issuer)
+        for candidate in candidates:
+            answer = await self.http.get(candidate)
+            if answer.status == 200:
+                answers.append(answer)
+                return parse_server_metadata(answer.body, issuer)
+            _refuse_unusable(backend, candidate, answer)
+        raise AuthorizationUnavailable(
+            "no-authorization-server-metadata",
+            f"the authorization server {issuer} of backend '{backend}' publishes no metadata (tried {', '.join(candidates)})",
+        )
+
+
+def _choose(backend: str, resource: ResourceMetadata, issuer: str | None) -> str:
+    """§3 step 3: the pinned issuer if the resource names it, else the first."""
+    if issuer is None:
+        return resource.authorization_servers[0]
+    if issuer in resource.authorization_servers:
+        return issuer
+    raise AuthorizationUnavailable(
+        "issuer-not-allowed",
+        f"backend '{backend}' names the authorization servers {', '.join(resource.authorization_servers)}, "
+        f"not the configured issuer {issuer}",
+    )
+
+
+def _refuse_unusable(backend: str, url: str, answer: Fetched) -> None:
+    """A 3xx, 5xx or 429 ends discovery; other statuses (404) try the next URL."""
+    if 300 <= answer.status < 400:
+        location = answer.header("location")
+        where = f" to {origin_of(location)}" if location else ""
+        raise AuthorizationUnavailable(
+            "metadata-unavailable",
+            f"backend '{backend}': {url} answered {answer.status} (a redirect{where}, not followed)",
+        )
+    if answer.status >= 500 or answer.status == 429:
+        raise AuthorizationUnavailable("metadata-unavailable", f"backend '{backend}': {url} answered {answer.status}")
+
+
+def _succeeded(value: Discovered) -> Deferred[Discovered]:
+    d: Deferred[Discovered] = Deferred()
+    d.callback(value)
+    return d
+
+
+def _failed(problem: BaseException) -> Deferred[Any]:
+    d: Deferred[Any] = Deferred()
+    d.errback(Failure(problem))
+    return d
+
+
+__all__ = ["Discovered", "Discovery", "cache_lifetime"]
