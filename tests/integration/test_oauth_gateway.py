@@ -46,7 +46,15 @@ FRONT_MARKER = "front-token-marker"
 
 def front_token(sub: str) -> str:
     now = int(time.time())
-    claims = {"sub": sub, "roles": ["dev"], "iss": ISSUER, "aud": "twisted-mcp", "iat": now, "exp": now + 3600, "jti": FRONT_MARKER}
+    claims = {
+        "sub": sub,
+        "roles": ["dev"],
+        "iss": ISSUER,
+        "aud": "twisted-mcp",
+        "iat": now,
+        "exp": now + 3600,
+        "jti": FRONT_MARKER,
+    }
     return jwt.encode(claims, SECRET, algorithm="HS256")
 
 
@@ -67,7 +75,13 @@ class Gateway:
             "mcpServers": {"protected": {"url": backend_url, "auth": "oauth", "restartMaxDelay": 2}},
             "oauth": {"store": {"path": str(self.store), "keyFile": str(key)}, "requestTimeout": 5},
             "identity": {
-                "jwt": {"tokenEnv": "UNSET_STDIO_TOKEN", "algorithms": ["HS256"], "secret": SECRET, "issuer": ISSUER, "audience": "twisted-mcp"}
+                "jwt": {
+                    "tokenEnv": "UNSET_STDIO_TOKEN",
+                    "algorithms": ["HS256"],
+                    "secret": SECRET,
+                    "issuer": ISSUER,
+                    "audience": "twisted-mcp",
+                }
             },
             "roles": {"dev": {"allow": ["protected__*"]}},
         }
@@ -76,7 +90,16 @@ class Gateway:
         self.pid: int | None = None
 
     def start(self) -> None:
-        argv = [bin_path("twistd"), "--pidfile", self.pidfile, "--logfile", self.logfile, "mcp-gateway", "--config", str(self.config)]
+        argv = [
+            bin_path("twistd"),
+            "--pidfile",
+            self.pidfile,
+            "--logfile",
+            self.logfile,
+            "mcp-gateway",
+            "--config",
+            str(self.config),
+        ]
         argv += ["--listen", f"http:tcp:{self.port}:interface=127.0.0.1", "--admin", self.admin]
         proc = subprocess.run(argv, env=gateway_env(), cwd=str(self.tmp_path), capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
@@ -113,7 +136,11 @@ class Gateway:
 
     def cli(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [bin_path("twisted-mcp"), *args, "--admin", self.admin], env=gateway_env(), capture_output=True, text=True, timeout=timeout
+            [bin_path("twisted-mcp"), *args, "--admin", self.admin],
+            env=gateway_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     def status(self) -> dict[str, Any]:

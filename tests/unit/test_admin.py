@@ -448,10 +448,10 @@ class TestStatus:
         "backends": [
             {"name": "alpha", "state": "up", "tools": ["alpha__add", "alpha__echo"], "restarts": 2, "breaker": "closed",
              "lastError": None, "required": True, "perSession": False, "instances": 0,
-             "era": "legacy", "probe": "pinned", "protocol": None, "listen": None},
+             "era": "legacy", "probe": "pinned", "protocol": None, "listen": None, "auth": None},
             {"name": "beta", "state": "down", "tools": ["beta__get_time"], "restarts": 0, "breaker": "open",
              "lastError": "exit status 3", "required": False, "perSession": False, "instances": 0,
-             "era": "legacy", "probe": "pinned", "protocol": None, "listen": None},
+             "era": "legacy", "probe": "pinned", "protocol": None, "listen": None, "auth": None},
         ],
         "clients": [
             {"id": "s0", "principal": "local", "client": "c", "protocol": "2024-11-05", "inFlight": 0},

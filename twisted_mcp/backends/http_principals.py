@@ -13,7 +13,7 @@ identity, headers do).
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, Protocol, Sequence
+from typing import Any, Callable, Coroutine, Protocol, Sequence
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -33,17 +33,6 @@ class TokenSource(Protocol):
     def challenged(self, backend: str, www_authenticate: Sequence[bytes]) -> None: ...
 
 
-class _Run(Protocol):
-    principal: str | None
-    closed: bool
-
-    def close(self, reason: str) -> None: ...
-
-    def end_session(self) -> Deferred[Any]: ...
-
-    def pending(self) -> int: ...
-
-
 class PrincipalRuns:
     """
     The runs of one backend's principals, by principal.
@@ -58,7 +47,7 @@ class PrincipalRuns:
         self,
         clock: IReactorTime,
         make_run: Callable[[str], Any],
-        open_run: Callable[[Any], Awaitable[None]],
+        open_run: Callable[[Any], Coroutine[Any, Any, None]],
         idle_timeout: float,
         max_runs: int,
     ) -> None:
@@ -106,7 +95,7 @@ class PrincipalRuns:
             raise TooManyRuns(self.max_runs)
         run = self._runs[principal] = self._make_run(principal)
         self._opening[principal] = [waiter]
-        d = ensureDeferred(self._open_run(run))
+        d: Deferred[None] = ensureDeferred(self._open_run(run))
         d.addCallbacks(self._opened, self._not_opened, callbackArgs=(principal, run), errbackArgs=(principal, run))
         return waiter
 

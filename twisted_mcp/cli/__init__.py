@@ -66,8 +66,8 @@ from twisted_mcp.cli._common import EX_USAGE, TOKEN_ENV
 from twisted_mcp.cli.admin_client import approve, kill, reload, status
 from twisted_mcp.cli.connect import connect
 from twisted_mcp.cli.import_ import import_
-from twisted_mcp.cli.oauth import add_commands as add_oauth_commands
 from twisted_mcp.cli.local import audit_checkpoint, audit_init_db, audit_verify, check_config, pin
+from twisted_mcp.cli.oauth import add_commands as add_oauth_commands
 
 
 class _Parser(argparse.ArgumentParser):

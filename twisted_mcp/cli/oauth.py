@@ -65,8 +65,7 @@ class _Callback:
                     return
                 received.append(dict(parse_qsl(parts.query, keep_blank_values=True)))
                 body = (
-                    "<!doctype html><meta charset='utf-8'><title>twisted-mcp</title>"
-                    f"<p>{html.escape(outer.outcome)}</p>"
+                    f"<!doctype html><meta charset='utf-8'><title>twisted-mcp</title><p>{html.escape(outer.outcome)}</p>"
                 ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/html; charset=utf-8")
@@ -150,7 +149,9 @@ def _login(args: argparse.Namespace) -> int:
             return EX_TEMPFAIL
         if params is None:
             raise _Fail(EX_TEMPFAIL, f"{args.backend}: no redirect came back within {args.wait:g} s; run the command again")
-        status, answer = _admin_call(args, "POST", "/oauth/complete", {"params": params, "redirectUri": listener.redirect_uri}, ok=(200, 400, 409, 502))
+        status, answer = _admin_call(
+            args, "POST", "/oauth/complete", {"params": params, "redirectUri": listener.redirect_uri}, ok=(200, 400, 409, 502)
+        )
         if status != 200:
             raise _refused(status, answer, f"{args.backend}: the authorization failed")
         scopes = " ".join(answer.get("scopes") or []) or "(none named)"
@@ -172,8 +173,10 @@ def logout(args: argparse.Namespace) -> int:
         status, answer = _admin_call(args, "POST", "/oauth/logout", body, ok=(200, 400, 409, 502))
         if status != 200:
             raise _refused(status, answer, f"{args.backend}: logout failed")
-        line = f"{args.backend}: forgot {answer.get('principal')}'s tokens" if answer.get("forgotten", True) else (
-            f"{args.backend}: {answer.get('principal')} had no tokens"
+        line = (
+            f"{args.backend}: forgot {answer.get('principal')}'s tokens"
+            if answer.get("forgotten", True)
+            else (f"{args.backend}: {answer.get('principal')} had no tokens")
         )
         if args.revoke:
             revoked = answer.get("revoked")
@@ -244,8 +247,15 @@ def add_commands(sub: Any, admin_options: Any) -> None:
         "69 when the gateway or the authorization server cannot be reached, 78 when BACKEND does not use OAuth.",
     )
     lg.add_argument("backend", metavar="BACKEND")
-    lg.add_argument("--as", dest="as_", metavar="PRINCIPAL", help="whose authorization (NAME or SOURCE:NAME); needed when identities are configured")
-    lg.add_argument("--scope", action="append", metavar="SCOPE", help="a scope to ask for beyond what the server names; repeat for more")
+    lg.add_argument(
+        "--as",
+        dest="as_",
+        metavar="PRINCIPAL",
+        help="whose authorization (NAME or SOURCE:NAME); needed when identities are configured",
+    )
+    lg.add_argument(
+        "--scope", action="append", metavar="SCOPE", help="a scope to ask for beyond what the server names; repeat for more"
+    )
     lg.add_argument("--open", action="store_true", help="open the URL in this machine's browser")
     lg.add_argument("--port", type=int, default=0, metavar="PORT", help="the loopback port to listen on (default: any free one)")
     lg.add_argument("--wait", type=float, default=600.0, metavar="SECONDS", help="how long to wait for the browser (default 600)")

@@ -40,7 +40,6 @@ from twisted_mcp.mcp import errors
 from twisted_mcp.ops.admin_oauth import OAuthActions
 from twisted_mcp.policy.rules import backends_named, pattern_problem
 
-
 log = Logger()
 
 

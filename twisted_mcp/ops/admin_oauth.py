@@ -104,7 +104,9 @@ class OAuthActions:
     @param service: the gateway service (its C{oauth} broker, its config's identity).
     """
 
-    def __init__(self, service: Any, json: Callable[[Any, int, Any], bytes], answer_later: Callable[[Any, Deferred[bytes]], None]) -> None:
+    def __init__(
+        self, service: Any, json: Callable[[Any, int, Any], bytes], answer_later: Callable[[Any, Deferred[bytes]], None]
+    ) -> None:
         self.service = service
         self._json = json
         self._answer_later = answer_later
@@ -141,7 +143,11 @@ class OAuthActions:
         problem = failure.value
         if isinstance(problem, OAuthProblem):
             status = 409 if isinstance(problem, (AuthorizationFailed, AuthorizationRequired)) else 502
-            return self._json(request, status, {"error": problem.message, "reason": problem.reason, "code": problem.code, **_public(problem.data)})
+            return self._json(
+                request,
+                status,
+                {"error": problem.message, "reason": problem.reason, "code": problem.code, **_public(problem.data)},
+            )
         log.failure("admin endpoint: an OAuth action failed", failure)
         return self._json(request, 500, {"error": "the action failed; see the gateway's log", "reason": "internal"})
 
@@ -164,7 +170,12 @@ class OAuthActions:
         redirect = body.get("redirectUri")
         if not is_loopback_redirect(redirect):
             return self._json(
-                request, 400, {"error": "redirectUri must be http://127.0.0.1:PORT/... or http://[::1]:PORT/... (the CLI's listener)", "reason": "redirect"}
+                request,
+                400,
+                {
+                    "error": "redirectUri must be http://127.0.0.1:PORT/... or http://[::1]:PORT/... (the CLI's listener)",
+                    "reason": "redirect",
+                },
             )
         scopes = body.get("scopes", [])
         if type(scopes) is not list or not all(type(s) is str and s and " " not in s for s in scopes):
@@ -174,7 +185,13 @@ class OAuthActions:
         return self._later(
             request,
             d,
-            lambda a: {"url": a.url, "expiresAt": a.expires_at, "scopes": list(a.scopes), "principal": principal, "backend": backend},
+            lambda a: {
+                "url": a.url,
+                "expiresAt": a.expires_at,
+                "scopes": list(a.scopes),
+                "principal": principal,
+                "backend": backend,
+            },
         )
 
     def complete(self, request: Any, body: dict[str, Any]) -> Any:
@@ -183,9 +200,13 @@ class OAuthActions:
             return refused
         params, redirect = body.get("params"), body.get("redirectUri")
         if type(params) is not dict or not all(type(k) is str and type(v) is str for k, v in params.items()):
-            return self._json(request, 400, {"error": "params must be the callback's query as an object of strings", "reason": "params"})
+            return self._json(
+                request, 400, {"error": "params must be the callback's query as an object of strings", "reason": "params"}
+            )
         if not is_loopback_redirect(redirect):
-            return self._json(request, 400, {"error": "redirectUri must be the CLI listener's loopback URI", "reason": "redirect"})
+            return self._json(
+                request, 400, {"error": "redirectUri must be the CLI listener's loopback URI", "reason": "redirect"}
+            )
         d = maybeDeferred(self.broker.complete, params, redirect)
         return self._later(
             request,
