@@ -396,6 +396,23 @@ class BrokerTests(SynchronousTestCase):
         self.token(None, "billing")
         self.assertEqual(self.peer.urls(), ["https://as.example/token"])
 
+    def test_client_credentials_outage(self) -> None:
+        """The AS down before any machine token: -31042 as-unavailable."""
+        self.broker.add_backend("billing", BACKEND_URL, ClientCredentialsAuth(id="gw", secret="s"))
+        self.peer.serve("as.example/token", 503)
+        self.problem(self.broker.token_for(None, "billing"), AuthorizationUnavailable, "as-unavailable")
+
+    def test_store_failure(self) -> None:
+        """The store failing under a refresh: -31042 store-unavailable."""
+        self.login()
+        self.clock.advance(3300)
+
+        def broken(*args: object) -> Deferred[int]:
+            raise OSError(28, "No space left on device")
+
+        self.stores.tokens.put = broken  # type: ignore[method-assign]
+        self.problem(self.broker.token_for("local", "alpha"), AuthorizationUnavailable, "store-unavailable")
+
     def test_client_credentials_rejected(self) -> None:
         """A 401: a new machine token once; a 401 to that one: client-rejected."""
         self.broker.add_backend("billing", BACKEND_URL, ClientCredentialsAuth(id="gw", secret="s"))

@@ -17,7 +17,7 @@ secret or whole C{state}.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Mapping, Sequence, TypeVar
 
 import attrs
 from attrs import field, frozen
@@ -41,6 +41,7 @@ from twisted_mcp.backends.oauth.store import (
     ClientStore,
     Conflict,
     PendingStore,
+    StoreUnusable,
     TokenKey,
     TokenRecord,
     TokenStore,
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
 
 log = Logger()
 
+_T = TypeVar("_T")
 LOCAL = "local"
 #: Discovery failures after which the last metadata found is still used.
 _TRANSIENT = frozenset({"metadata-unavailable", "as-unavailable", "as-timeout"})
@@ -196,7 +198,7 @@ class OAuthBroker:
         gateway's own requests, made with the catalog principal's token).
         Fails with L{AuthorizationRequired} or L{AuthorizationUnavailable}.
         """
-        return Deferred.fromCoroutine(self._token_for(principal, backend))
+        return Deferred.fromCoroutine(_guarded(backend, self._token_for(principal, backend)))
 
     async def _token_for(self, principal: str | None, backend: str) -> Bearer:
         b = self._backend(backend)
@@ -357,7 +359,7 @@ class OAuthBroker:
         L{AuthorizationRequired} C{token-rejected}.
         """
         self.challenged(backend, www_authenticate)
-        return Deferred.fromCoroutine(self._rejected(bearer, backend))
+        return Deferred.fromCoroutine(_guarded(backend, self._rejected(bearer, backend)))
 
     async def _rejected(self, bearer: Bearer, backend: str) -> Bearer:
         b = self._backend(backend)
@@ -499,7 +501,7 @@ class OAuthBroker:
 
     def begin(self, principal: str, backend: str, redirect_uri: str, scopes: Sequence[str] = ()) -> Deferred[Authorization]:
         """Start an authorization of C{principal} for C{backend}; its callback will arrive at C{redirect_uri}."""
-        return Deferred.fromCoroutine(self._begin(principal, backend, redirect_uri, tuple(scopes)))
+        return Deferred.fromCoroutine(_guarded(backend, self._begin(principal, backend, redirect_uri, tuple(scopes))))
 
     async def _begin(self, principal: str, backend: str, redirect_uri: str, scopes: tuple[str, ...]) -> Authorization:
         b = self._backend(backend)
@@ -514,7 +516,7 @@ class OAuthBroker:
 
     def complete(self, params: Mapping[str, str], redirect_uri: str) -> Deferred[Authorized]:
         """Finish the authorization a callback belongs to and store its token."""
-        return Deferred.fromCoroutine(self._complete(params, redirect_uri))
+        return Deferred.fromCoroutine(_guarded(None, self._complete(params, redirect_uri)))
 
     async def _complete(self, params: Mapping[str, str], redirect_uri: str) -> Authorized:
         done = await self.flows.complete(params, redirect_uri)
@@ -728,9 +730,24 @@ def _unavailable(backend: str, e: BaseException) -> AuthorizationUnavailable:
         return e
     return AuthorizationUnavailable(
         "as-unavailable",
-        f"backend '{backend}': the token expired and could not be refreshed ({e})",
+        f"backend '{backend}': the authorization server gave no usable token ({e})",
         **({"error": e.error} if isinstance(e, TokenError) and e.error else {}),
     )
+
+
+async def _guarded(backend: str | None, work: Coroutine[Any, Any, _T]) -> _T:
+    """C{work}'s result; what fails below the broker's vocabulary (a token
+    endpoint's answer, the store) becomes L{AuthorizationUnavailable}."""
+    where = f"backend '{backend}'" if backend is not None else "the authorization callback"
+    try:
+        return await work
+    except TokenError as e:
+        raise AuthorizationUnavailable(
+            "as-unavailable", f"{where}: the authorization server gave no usable token ({e})", **({"error": e.error} if e.error else {})
+        )
+    except (OSError, StoreUnusable) as e:
+        log.error("{where}: the token store failed: {why}", where=where, why=type(e).__name__)
+        raise AuthorizationUnavailable("store-unavailable", f"{where}: the token store cannot be used now ({type(e).__name__})")
 
 
 __all__ = [
