@@ -98,7 +98,12 @@ class GatewayService(Reloading, MultiService):
         )
 
     def _authorized(self, backend: str, principal: str) -> None:
-        """A principal authorized toward C{backend}: if it waits to restart for want of a token, now."""
+        """
+        A principal authorized toward C{backend}: audited (who, which
+        server; never a token), and the backend, if it waits to restart for
+        want of a token, starts now.
+        """
+        self.gateway.policy.audit_event("oauth/authorized", principal, backend)
         for b in self.backends:
             if b.name == backend and isinstance(b, HttpBackend):
                 b.authorized()

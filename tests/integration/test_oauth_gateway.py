@@ -84,7 +84,9 @@ class Gateway:
                 }
             },
             "roles": {"dev": {"allow": ["protected__*"]}},
+            "audit": {"sink": "file", "path": str(tmp_path / "audit.jsonl")},
         }
+        self.audit_path = tmp_path / "audit.jsonl"
         self.config = tmp_path / "gateway.json"
         self.config.write_text(json.dumps(config, indent=1))
         self.pid: int | None = None
@@ -142,6 +144,11 @@ class Gateway:
             text=True,
             timeout=timeout,
         )
+
+    def audit(self) -> list[dict[str, Any]]:
+        if not self.audit_path.exists():
+            return []
+        return [json.loads(line) for line in self.audit_path.read_text().splitlines() if line.strip()]
 
     def status(self) -> dict[str, Any]:
         result = self.cli("status", "--json")
@@ -282,6 +289,26 @@ def test_two_principals_their_own_tokens_refresh_revocation_and_restart(gateway_
         token = value.split()[-1]
         assert token.encode() not in stored
         assert token not in everything
+
+    # Logout with revocation: bob is sent back to login; alice is not.
+    out = gateway.cli("logout", "protected", "--as", "bob", "--revoke")
+    assert out.returncode == 0, out.stderr
+    assert "forgot jwt:bob's tokens (revoked at the authorization server: yes" in out.stdout
+    error = mc.run(refused, gateway.url, "bob")
+    assert (error.code, error.data["reason"]) == (-31040, "authorization-required"), error
+    assert mc.run(whoami, gateway.url, "alice") == "alice"
+
+    # The audit trail names who authorized and logged out, and whose calls went where; no token.
+    wait_until(lambda: any(r["method"] == "oauth/logout" for r in gateway.audit()), what="the logout's audit record")
+    records = gateway.audit()
+    authorized = [(r["principal"], r["backend"]) for r in records if r["method"] == "oauth/authorized"]
+    assert authorized.count(("jwt:alice", "protected")) == 2 and authorized.count(("jwt:bob", "protected")) == 1, authorized
+    assert [(r["principal"], r["backend"]) for r in records if r["method"] == "oauth/logout"] == [("jwt:bob", "protected")]
+    calls = [r for r in records if r.get("tool") == "protected__whoami" and r.get("outcome") == "ok"]
+    assert {r["principal"] for r in calls} == {"alice", "bob"}
+    trail = gateway.audit_path.read_text()
+    for value in protected.authorizations_seen():
+        assert value.split()[-1] not in trail
 
     # No request reached the server with the gateway front's own tokens.
     for value in protected.authorizations_seen():

@@ -237,6 +237,12 @@ class OAuthActions:
             return self._json(request, 400, {"error": "revoke must be true or false", "reason": "revoke"})
         log.info("admin endpoint: tokens of {principal} for backend {backend} forgotten", backend=backend, principal=principal)
         d = maybeDeferred(self.broker.logout, principal, backend, revoke)
+
+        def audited(outcome: Any) -> Any:
+            self.service.gateway.policy.audit_event("oauth/logout", principal, backend)
+            return outcome
+
+        d.addCallback(audited)
         return self._later(request, d, lambda outcome: {"principal": principal, "backend": backend, **_public(outcome)})
 
     def tokens(self, request: Any, body: dict[str, Any]) -> Any:

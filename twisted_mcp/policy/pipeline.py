@@ -368,6 +368,18 @@ class Policy:
             "protocol": protocol,
         }
 
+    def audit_event(self, method: str, principal: str, backend: str, outcome: str = "ok") -> None:
+        """
+        An audit record of something done toward a backend outside a client
+        request (C{oauth/authorized}, C{oauth/logout}): who and which
+        backend, never a credential.
+        """
+        if self.audit is None:
+            return
+        record = self.new_record("gateway", method)
+        record.update(principal=principal, kind="oauth", subject=backend, backend=backend, outcome=outcome)
+        self.audit.record(record)
+
     def deny(self, record: dict[str, Any], code: int, message: str, data: dict[str, Any] | None = None) -> errors.GatewayError:
         """
         Audit a refusal and return the error to raise.  Beyond the
