@@ -150,6 +150,17 @@ class Gateway:
             return []
         return [json.loads(line) for line in self.audit_path.read_text().splitlines() if line.strip()]
 
+    def metrics(self) -> str:
+        """The admin endpoint's /metrics, over its Unix socket."""
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(10)
+            sock.connect(self.admin[len("unix:") :])
+            sock.sendall(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode()
+
     def status(self) -> dict[str, Any]:
         result = self.cli("status", "--json")
         assert result.returncode == 0, result.stderr
@@ -255,6 +266,12 @@ def test_two_principals_their_own_tokens_refresh_revocation_and_restart(gateway_
     token_requests = [e for e in authorization.events("token.request") if e.get("grant_type") == "refresh_token"]
     assert token_requests and all(e.get("resource") in (protected.url, [protected.url]) for e in token_requests), token_requests
     assert authorization.events("grant.revoked") == []  # a reused rotated refresh token would revoke the grant
+
+    metrics = gateway.metrics()
+    assert 'twisted_mcp_oauth_principals{backend="protected"} 2.0' in metrics, metrics
+    assert 'twisted_mcp_oauth_runs{backend="protected"} 2.0' in metrics, metrics
+    for value in protected.authorizations_seen():
+        assert value.split()[-1] not in metrics
 
     # `tokens` lists both, and never a token.
     listed = gateway.cli("tokens", "--json")

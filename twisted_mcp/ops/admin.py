@@ -37,7 +37,7 @@ from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.frontends.deadline import DeadlineChannel
 from twisted_mcp.frontends.http import http_totals
 from twisted_mcp.mcp import errors
-from twisted_mcp.ops.admin_oauth import OAuthActions
+from twisted_mcp.ops.admin_oauth import OAuthActions, oauth_metrics
 from twisted_mcp.policy.rules import backends_named, pattern_problem
 
 log = Logger()
@@ -139,6 +139,7 @@ def _collector(service: Any) -> Any:
                 )
                 dropped.add_metric([], float(audit.dropped))
                 yield dropped
+            yield from oauth_metrics(service)
 
     return Collector()
 

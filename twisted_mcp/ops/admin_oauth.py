@@ -21,7 +21,7 @@ the gateway) is returned to the CLI, which shows it to its user.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -262,6 +262,42 @@ class OAuthActions:
         return self._later(request, d, lambda rows: {"tokens": [_public(row) for row in rows]})
 
 
+def oauth_metrics(service: Any) -> Iterator[Any]:
+    """
+    The OAuth broker's figures for C{/metrics}: principals authorized and
+    their open sessions per backend, and token-store records that could not
+    be opened, by kind.  No label holds a principal's name.
+    """
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    broker = getattr(service, "oauth", None)
+    if broker is None:
+        return
+    principals = GaugeMetricFamily(
+        "twisted_mcp_oauth_principals", "Principals holding an OAuth authorization toward the backend", labels=["backend"]
+    )
+    runs = GaugeMetricFamily("twisted_mcp_oauth_runs", "Open sessions of principals with the backend (auth: oauth)", labels=["backend"])
+    for name, backend in sorted(service.gateway.backends.items()):
+        if getattr(backend, "oauth", None) is None:
+            continue
+        principals.add_metric([name], float(broker.status(name).get("principalsAuthorized") or 0))
+        runs.add_metric([name], float(len(backend.principal_runs)))
+    yield principals
+    yield runs
+    store_errors = CounterMetricFamily(
+        "twisted_mcp_oauth_store_errors",
+        "Token-store records that could not be opened (tampered, permissions, version, io)",
+        labels=["kind"],
+    )
+    totals: dict[str, int] = {}
+    for store in (broker.tokens, getattr(broker, "clients", None)):
+        for kind, count in (getattr(store, "errors", None) or {}).items():
+            totals[kind] = totals.get(kind, 0) + count
+    for kind, count in sorted(totals.items()):
+        store_errors.add_metric([kind], float(count))
+    yield store_errors
+
+
 #: Members never sent out, whatever a broker puts in a row by mistake.
 _SECRET_MEMBERS = frozenset({"access_token", "refresh_token", "client_secret", "code", "code_verifier", "token", "secret"})
 
@@ -272,4 +308,4 @@ def _public(values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k not in _SECRET_MEMBERS}
 
 
-__all__ = ["OAuthActions", "PrincipalUnknown", "is_loopback_redirect", "resolve_principal"]
+__all__ = ["OAuthActions", "PrincipalUnknown", "is_loopback_redirect", "oauth_metrics", "resolve_principal"]
