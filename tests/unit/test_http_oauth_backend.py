@@ -259,3 +259,18 @@ class OAuthBackendTests(HttpTestCase):
         self.open_session("sess-alice")
         self.answer(self.pending("tools/call"), {"content": []})
         self.stop(backend)
+
+    def test_eventStreamReopensWithTheCurrentToken(self) -> None:
+        """The backend's event stream, reopened after it ended, carries the token of now, not the one it opened with."""
+        backend = self.make()
+        backend.startService()
+        get = self.bring_up(backend, stream=True)
+        self.assertEqual(get.header("authorization"), "Bearer catalog-token")
+        self.tokens.tokens[None] = "catalog-token-2"
+        assert get.response is not None
+        get.response.end()
+        self.clock.advance(1)
+        again = self.pending(method="GET")
+        self.assertEqual(again.header("authorization"), "Bearer catalog-token-2")
+        again.respond(405, body=b"")
+        self.stop(backend)

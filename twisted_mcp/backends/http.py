@@ -1006,6 +1006,9 @@ class _HttpRun(RunEvents):
         backoff = 1.0
         parser = SSEParser(self.backend.max_message)
         while not self.closed and generation == self._generation:
+            if self.backend.oauth is not None and (not await self._authorize(None) or self.closed):
+                _fire(connected)
+                return  # No token to open it with now (logged).
             resuming = parser.last_event_id or None
             exchange, request = self._get_stream(resuming)
             request.addTimeout(self.backend.config.connectTimeout + 5, self.backend.clock)
