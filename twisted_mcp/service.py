@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
+import attrs
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
@@ -22,7 +23,9 @@ from twisted_mcp.backends.http import HttpBackend
 from twisted_mcp.backends.oauth.assembly import build_broker
 from twisted_mcp.backends.stdio import StdioBackend, stderr_limits, stop_all
 from twisted_mcp.config import Config, HttpServer
+from twisted_mcp.config.models import OAuthAuth
 from twisted_mcp.dispatch.gateway import Gateway
+from twisted_mcp.ops.admin_oauth import PrincipalUnknown, resolve_principal
 from twisted_mcp.policy.audit.log import AuditLog
 from twisted_mcp.policy.identity.authenticator import Authenticator
 from twisted_mcp.policy.peers import ConnectionIdentity
@@ -87,15 +90,44 @@ class GatewayService(Reloading, MultiService):
         settings = self.settings
         if isinstance(server, HttpServer):
             if server.auth is not None:
-                if self.oauth is None:
-                    raise ValueError(
-                        f"backend {server.name!r} has auth: the gateway started without OAuth backends; restart it to add one"
-                    )
-                self.oauth.add_backend(server.name, server.url, server.auth)
+                server = self._with_oauth(server)
             return HttpBackend(server, self.clock, settings.maxMessageBytes, oauth=self.oauth)
         return StdioBackend(
             server, self.spawner, self.clock, settings.inheritEnv, settings.maxMessageBytes, self.environ, stderr_limits(settings)
         )
+
+    def _with_oauth(self, server: HttpServer) -> HttpServer:
+        """
+        C{server} (with C{auth}) known to the broker, its C{catalogAs}
+        resolved to a principal key.  Refused (a reload then is) when the
+        gateway started without what it needs, or when the server's URL
+        changes while its old backend may still be finishing calls: tokens
+        for one server must never go to another.
+        """
+        broker = self.oauth
+        if broker is None:
+            raise ValueError(
+                f"backend {server.name!r} has auth: the gateway started without OAuth backends; restart it to add one"
+            )
+        auth = server.auth
+        if isinstance(auth, OAuthAuth):
+            if not broker.keeps_tokens_on_disk:
+                raise ValueError(
+                    f"backend {server.name!r} has auth: oauth, and the gateway started without a token store; restart it to add one"
+                )
+            if auth.catalogAs is not None:
+                try:
+                    catalog = resolve_principal(self.config.identity, auth.catalogAs)
+                except PrincipalUnknown as e:
+                    raise ValueError(f"mcpServers.{server.name}.auth.oauth.catalogAs: {e}") from None
+                server = attrs.evolve(server, auth=attrs.evolve(auth, catalogAs=catalog))
+        known = broker.backend_url(server.name)
+        if known is not None and known != server.url:
+            raise ValueError(
+                f"mcpServers.{server.name}.url: the URL of a server with auth cannot change on reload; restart the gateway"
+            )
+        broker.add_backend(server.name, server.url, server.auth)
+        return server
 
     def _authorized(self, backend: str, principal: str) -> None:
         """
@@ -203,9 +235,7 @@ class GatewayService(Reloading, MultiService):
         if watchdog is not None and watchdog.running:
             watchdog.stop()
         log.info("stopping: draining client calls, then stopping backends")
-        await DeferredList(
-            [_guarded(f.stopService) for f in reversed(self.frontends)], consumeErrors=True
-        )
+        await DeferredList([_guarded(f.stopService) for f in reversed(self.frontends)], consumeErrors=True)
         # Every backend, including per-session instances (running, or being
         # stopped for sessions that ended) and retiring ones.
         await DeferredList(

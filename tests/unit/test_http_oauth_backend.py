@@ -44,9 +44,13 @@ class FakeTokens:
         self.challenges: list[list[bytes]] = []
         self.rejections: list[tuple[str, list[bytes]]] = []
         self.asked: list[str | None] = []
+        #: Whose token the gateway's own requests get (None: the "catalog-token").
+        self.catalog: str | None = None
 
     def token_for(self, principal: str | None, backend: str) -> Deferred[Any]:
         self.asked.append(principal)
+        if principal is None and self.catalog is not None:
+            principal = self.catalog
         token = self.tokens.get(principal)
         if token is None:
             return fail(
@@ -60,6 +64,9 @@ class FakeTokens:
 
     def rejected(self, bearer: Any, backend: str, www_authenticate: Sequence[bytes]) -> Deferred[Any]:
         self.rejections.append((bearer.token, list(www_authenticate)))
+        current = self.tokens.get(bearer.principal)
+        if current is not None and current != bearer.token:
+            return succeed(Bearer(current, bearer.version + 1, bearer.principal))  # refreshed meanwhile
         new = self.refreshed.pop(bearer.token, None)
         if new is None:
             self.tokens.pop(bearer.principal, None)
@@ -273,4 +280,66 @@ class OAuthBackendTests(HttpTestCase):
         again = self.pending(method="GET")
         self.assertEqual(again.header("authorization"), "Bearer catalog-token-2")
         again.respond(405, body=b"")
+        self.stop(backend)
+
+    def test_concurrent401sReportTheTokenEachWasSentWith(self) -> None:
+        """
+        Two calls sent with the same token, both refused: each 401 is reported
+        with the token that request carried (the second must not condemn the
+        token the first one's refresh brought), and both are resent with it.
+        """
+        backend = self.up()
+        self.tokens.tokens["jwt:alice"] = "alice-token"
+        self.tokens.refreshed["alice-token"] = "alice-token-2"
+        first = backend.call_as("jwt:alice", "tools/call", {"name": "get_time", "arguments": {}})
+        second = backend.call_as("jwt:alice", "tools/call", {"name": "get_time", "arguments": {}})
+        self.open_session("sess-alice")
+        one, two = self.pending_all("tools/call")
+        one.respond(401, {}, b"expired")
+        two.respond(401, {}, b"expired")
+        self.assertEqual([token for token, _ in self.tokens.rejections], ["alice-token", "alice-token"])
+        resent = self.pending_all("tools/call")
+        self.assertEqual([r.header("authorization") for r in resent], ["Bearer alice-token-2"] * 2)
+        for r in resent:
+            self.answer(r, {"content": []})
+        self.successResultOf(first)
+        self.successResultOf(second)
+        self.stop(backend)
+
+    def test_backendRunKeepsThePrincipalItOpenedWith(self) -> None:
+        """
+        The backend's own session, opened with Alice's token, carries Alice's
+        token for its whole life, whoever the broker would pick now; when her
+        authorization ends, that session ends and a new one starts with another's.
+        """
+        self.tokens.catalog = "jwt:alice"
+        self.tokens.tokens["jwt:alice"] = "alice-token"
+        self.tokens.tokens["jwt:bob"] = "bob-token"
+        backend = self.make()
+        backend.startService()
+        self.bring_up(backend)
+        self.assertEqual(self.sent("initialize")[0].header("authorization"), "Bearer alice-token")
+        self.tokens.catalog = "jwt:bob"
+        d = backend.call("tools/list", {})
+        listing = self.pending("tools/list")
+        self.assertEqual(listing.header("authorization"), "Bearer alice-token")
+        self.answer(listing, {"tools": TOOLS_1})
+        self.successResultOf(d)
+        del self.tokens.tokens["jwt:alice"]
+        d = backend.call("tools/list", {})
+        self.assertEqual(self.failureResultOf(d, JsonRpcError).value.code, errors.AUTHORIZATION_REQUIRED)
+        self.assertEqual(backend.state, State.DOWN)
+        self.clock.advance(1)
+        self.assertEqual(self.pending("initialize").header("authorization"), "Bearer bob-token")
+        self.bring_up(backend, session="sess-2")
+        self.stop(backend)
+
+    def test_noResourceSubscriptionsOnPerPrincipalServers(self) -> None:
+        """A subscription would be made on one principal's session for another's client: refused, nothing sent."""
+        backend = self.up()
+        before = len(self.http.requests)
+        with self.assertRaises(JsonRpcError) as e:
+            backend.subscribe_resource("file:///a", {"uri": "file:///a"})
+        self.assertEqual(e.exception.code, -32601)
+        self.assertEqual(len(self.http.requests), before)
         self.stop(backend)

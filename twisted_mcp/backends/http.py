@@ -62,7 +62,7 @@ from twisted_mcp.config import HttpServer
 from twisted_mcp.config.models import OAuthAuth
 from twisted_mcp.mcp import errors
 from twisted_mcp.urls import shown_url, split_url
-from twisted_mcp.wire.jsonrpc import JsonRpcError, MessageError, PeerGone, decode, encode
+from twisted_mcp.wire.jsonrpc import INTERNAL_ERROR, METHOD_NOT_FOUND, JsonRpcError, MessageError, PeerGone, decode, encode
 from twisted_mcp.wire.sse import EventTooLarge, SSEParser
 
 log = Logger()
@@ -119,9 +119,7 @@ class TLSPolicy:
     def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
         from twisted.internet import ssl
 
-        return ssl.optionsForClientTLS(
-            hostname.decode("ascii"), trustRoot=self._trust, clientCertificate=self._client
-        )
+        return ssl.optionsForClientTLS(hostname.decode("ascii"), trustRoot=self._trust, clientCertificate=self._client)
 
 
 @implementer(IBodyProducer)
@@ -302,6 +300,9 @@ class _HttpRun(RunEvents):
         self.principal = principal
         #: The token the run's requests carry now (C{auth} backends).
         self.bearer: Any = None
+        #: The backend's own run: whose token it opened its session with
+        #: (kept for the session's life; a principal's run: None).
+        self.catalog_principal: str | None = None
         self.url = backend.config.url.encode("ascii")
         streamable = backend.config.transport != "sse"
         self.session = _HttpSession(
@@ -401,7 +402,9 @@ class _HttpRun(RunEvents):
         )
         d.addCallback(lambda response: response.deliverBody(_BodyReader(lambda data: None)))
         d.addTimeout(2.0, self.backend.clock)
-        d.addErrback(lambda f: log.info("backend {backend}: could not end the session: {why}", backend=self.name, why=f.getErrorMessage()))
+        d.addErrback(
+            lambda f: log.info("backend {backend}: could not end the session: {why}", backend=self.name, why=f.getErrorMessage())
+        )
         return d
 
     def abort(self, rid: int) -> None:
@@ -466,17 +469,27 @@ class _HttpRun(RunEvents):
         metadata, which the broker needs before anyone can log in); a
         principal's request fails with the broker's problem.
         """
+        principal = self.principal if self.principal is not None else self.catalog_principal
         try:
-            self.bearer = await self.backend.oauth.token_for(self.principal, self.name)
+            self.bearer = await self.backend.oauth.token_for(principal, self.name)
         except OAuthProblem as problem:
             if self.principal is None and isinstance(problem, AuthorizationRequired):
                 self.bearer = None
+                if self.catalog_principal is not None and self.session_id is not None:
+                    # Its session was opened with that principal's token: not
+                    # to be carried on with another's.  A new run picks one.
+                    self._fail_problem(rid, problem)
+                    self.backend._unreachable(self, f"the authorization it was opened with ended ({problem.reason})")
+                    return False
                 return True
             self._fail_problem(rid, problem)
             return False
+        if self.principal is None and self.catalog_principal is None:
+            # The backend's own run keeps the principal it started with.
+            self.catalog_principal = self.bearer.principal
         return True
 
-    async def _reauthorize(self, rid: Any, response: Any, exchange: _Exchange, again: bool) -> bool:
+    async def _reauthorize(self, rid: Any, response: Any, exchange: _Exchange, again: bool, bearer: Any) -> bool:
         """
         The server answered 401: tell the broker; with a new token (one
         refresh), the request is sent once more (True).  A request sent
@@ -485,7 +498,6 @@ class _HttpRun(RunEvents):
         challenge = response.headers.getRawHeaders(b"www-authenticate") or []
         await self._discard(response, exchange)
         oauth = self.backend.oauth
-        bearer = self.bearer
         if bearer is None:
             oauth.challenged(self.name, challenge)
             self._fail_problem(
@@ -571,6 +583,7 @@ class _HttpRun(RunEvents):
                 return
             if headers is not None:
                 headers = self._modern_headers(message)
+        sent_bearer = self.bearer
         exchange = _Exchange()
         if rid is not None:
             self.exchanges[rid] = exchange
@@ -602,7 +615,7 @@ class _HttpRun(RunEvents):
                 return
             code = response.code
             if code == 401 and self.backend.oauth is not None:
-                if not await self._reauthorize(rid, response, exchange, reauthorized):
+                if not await self._reauthorize(rid, response, exchange, reauthorized, sent_bearer):
                     return
                 if exchange.aborted or self.closed:
                     return
@@ -640,13 +653,20 @@ class _HttpRun(RunEvents):
             if code in (202, 204):
                 await self._discard(response, exchange)
                 if rid is not None:
-                    self._fail(rid, errors.BACKEND_HTTP_ERROR, f"backend {self.name!r} accepted a request without answering it (HTTP {code})", status=code)
+                    self._fail(
+                        rid,
+                        errors.BACKEND_HTTP_ERROR,
+                        f"backend {self.name!r} accepted a request without answering it (HTTP {code})",
+                        status=code,
+                    )
                 return
             if not 200 <= code < 300:
                 text = await self._snippet(response, exchange)
                 where = _where(response)
                 if rid is not None:
-                    self._fail(rid, errors.BACKEND_HTTP_ERROR, f"backend {self.name!r} answered HTTP {code}{where}: {text}", status=code)
+                    self._fail(
+                        rid, errors.BACKEND_HTTP_ERROR, f"backend {self.name!r} answered HTTP {code}{where}: {text}", status=code
+                    )
                 else:
                     log.warn(
                         "backend {backend} answered HTTP {code} to {method}{where}: {text}",
@@ -706,7 +726,9 @@ class _HttpRun(RunEvents):
         L{twisted.internet.defer.TimeoutError}, not the connect timeout of
         L{twisted.internet.error}."""
         timeout = self.backend.call_timeout
-        self._fail(rid, errors.BACKEND_TIMEOUT, f"backend {self.name!r} did not accept the message within {timeout:g} s", timeout=timeout)
+        self._fail(
+            rid, errors.BACKEND_TIMEOUT, f"backend {self.name!r} did not accept the message within {timeout:g} s", timeout=timeout
+        )
 
     def _fail(self, rid: Any, code: int, message: str, **data: Any) -> None:
         if rid is None:
@@ -809,7 +831,12 @@ class _HttpRun(RunEvents):
             response.deliverBody(reader)
         else:
             await self._discard(response, exchange)
-            self._fail(rid, errors.BACKEND_HTTP_ERROR, f"backend {self.name!r} answered with content type {ctype.decode('latin-1')!r}, not JSON or an event stream", status=response.code)
+            self._fail(
+                rid,
+                errors.BACKEND_HTTP_ERROR,
+                f"backend {self.name!r} answered with content type {ctype.decode('latin-1')!r}, not JSON or an event stream",
+                status=response.code,
+            )
             return
         await reader.done
         reason = reader.reason
@@ -1095,7 +1122,10 @@ class _SseRun(_HttpRun):
         ctype = _content_type(response)
         if response.code != 200 or ctype != b"text/event-stream":
             text = await self._snippet(response)
-            raise DiscoveryError(f"GET {shown_url(self.backend.config.url)} answered HTTP {response.code} ({ctype.decode('latin-1') or 'no content type'}), not an event stream: {text}")
+            raise DiscoveryError(
+                f"GET {shown_url(self.backend.config.url)} answered HTTP {response.code} ({ctype.decode('latin-1') or 'no content type'}), not an event stream: {text}"
+            )
+
         def handle(event: Any) -> None:
             if event.event == "endpoint":
                 self._set_endpoint(event.data)
@@ -1119,7 +1149,9 @@ class _SseRun(_HttpRun):
             self._endpoint.errback(DiscoveryError("the server named an endpoint that is not a valid address; refused"))
             return
         if (base.scheme, base.netloc) != (new.scheme, new.netloc):
-            self._endpoint.errback(DiscoveryError(f"the server named an endpoint on another origin ({shown_url(target)}); refused"))
+            self._endpoint.errback(
+                DiscoveryError(f"the server named an endpoint on another origin ({shown_url(target)}); refused")
+            )
             return
         self.post_url = target.encode("ascii")
         self._endpoint.callback(None)
@@ -1160,7 +1192,12 @@ class _SseRun(_HttpRun):
             await self._discard(response)
         else:
             text = await self._snippet(response)
-            self._fail(rid, errors.BACKEND_HTTP_ERROR, f"backend {self.name!r} answered HTTP {response.code}: {text}", status=response.code)
+            self._fail(
+                rid,
+                errors.BACKEND_HTTP_ERROR,
+                f"backend {self.name!r} answered HTTP {response.code}: {text}",
+                status=response.code,
+            )
 
 
 class HttpBackend(SupervisedBackend):
@@ -1317,6 +1354,20 @@ class HttpBackend(SupervisedBackend):
     def in_flight(self) -> int:
         return super().in_flight() + self.principal_runs.pending()
 
+    def subscribe_resource(self, uri: str, params: dict[str, Any], context: Any = None) -> Deferred[Any]:
+        """
+        Not on a server reached with each principal's own token: an update
+        would come on one principal's session for another's subscription.
+        """
+        if self.per_principal:
+            raise errors.GatewayError(
+                METHOD_NOT_FOUND,
+                f"backend {self.name!r} is reached with each principal's own OAuth token: "
+                "resource subscriptions are not offered on it (read the resource again instead)",
+                {"backend": self.name},
+            )
+        return super().subscribe_resource(uri, params, context)
+
     def authorized(self) -> None:
         """A principal authorized: a backend waiting to restart for want of a token starts now."""
         call = self._restart_call
@@ -1329,7 +1380,12 @@ class HttpBackend(SupervisedBackend):
 
     def _run_request(self, run: Any, method: str, params: dict[str, Any], related: Any) -> Deferred[Any]:
         """As for every backend; also a principal's run (its requests tied to that principal's calls)."""
-        if self.principal_runs.owns(run) and not self._stopping:
+        if self.principal_runs.owns(run):
+            if related is None or self._stopping:
+                # Tied to no call of that principal's: no client of its to ask.
+                raise JsonRpcError(
+                    INTERNAL_ERROR, f"backend {self.name!r}: {method} outside a call is refused on a principal's session"
+                )
             return self._server_request(method, params, related)
         return super()._run_request(run, method, params, related)
 
@@ -1470,4 +1526,3 @@ async def _wait(d: Deferred[Any]) -> None:
     waiter: Deferred[None] = Deferred()
     d.addBoth(lambda r: (waiter.called or waiter.callback(None), r)[1])
     await waiter
-

@@ -175,7 +175,7 @@ def logout(args: argparse.Namespace) -> int:
             raise _refused(status, answer, f"{args.backend}: logout failed")
         line = (
             f"{args.backend}: forgot {answer.get('principal')}'s tokens"
-            if answer.get("forgotten", True)
+            if answer.get("removed")
             else (f"{args.backend}: {answer.get('principal')} had no tokens")
         )
         if args.revoke:

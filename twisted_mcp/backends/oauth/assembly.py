@@ -60,9 +60,9 @@ def build_broker(config: Config, reactor: Any, environ: Mapping[str, str] | None
     else:
         # Client credentials only: their tokens are kept in memory.
         records, ring = MemoryStore(reactor), KeyRing(os.urandom(STORE_KEY_BYTES))
-    broker = OAuthBroker(
-        reactor, http, TokenStore(records, ring), ClientStore(records, ring), PendingStore(records, ring, clock=reactor), settings
-    )
+    tokens = TokenStore(records, ring)
+    tokens.durable = not isinstance(records, MemoryStore)
+    broker = OAuthBroker(reactor, http, tokens, ClientStore(records, ring), PendingStore(records, ring, clock=reactor), settings)
     for server in servers:
         broker.add_backend(server.name, server.url, server.auth)
     return broker

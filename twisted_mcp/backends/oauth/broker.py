@@ -174,6 +174,16 @@ class OAuthBroker:
         self._backends[name] = _Backend(name, url, auth)
         self.discovery.forget(name)
 
+    def backend_url(self, name: str) -> str | None:
+        """The URL backend C{name} was added with, or None."""
+        b = self._backends.get(name)
+        return b.url if b is not None else None
+
+    @property
+    def keeps_tokens_on_disk(self) -> bool:
+        """Whether principals' tokens outlive the process (a file store, not memory)."""
+        return bool(getattr(self.tokens, "durable", False))
+
     def remove_backend(self, name: str) -> None:
         """Forget backend C{name} (its stored tokens stay)."""
         self._backends.pop(name, None)
@@ -211,6 +221,8 @@ class OAuthBroker:
         held = await self.tokens.get(key)
         if held is None:
             b.principals.discard(principal)
+            if b.last_principal == principal:
+                b.last_principal = None
             raise authorization_required("authorization-required", backend, principal)
         record, version = held
         now = self.clock.seconds()
@@ -250,7 +262,10 @@ class OAuthBroker:
         if b.auth.catalogAs is not None:
             return str(b.auth.catalogAs)
         if b.last_principal is not None:
-            return b.last_principal
+            last: TokenKey = (b.last_principal, discovered.server.issuer, discovered.resource.resource)
+            if await self.tokens.get(last) is not None:
+                return b.last_principal
+            b.last_principal = None  # its tokens are gone (revoked, rejected): another holder's
         held = sorted(
             key[0]
             for key in await self.tokens.keys()
@@ -601,28 +616,35 @@ class OAuthBroker:
         return Deferred.fromCoroutine(self._logout(principal, backend, revoke))
 
     async def _logout(self, principal: str, backend: str, revoke: bool) -> dict[str, Any]:
+        """
+        The records are found without the network (by principal, then the
+        backend each names), so that logout works while the server or its
+        authorization server is down, or after they moved; only revoking
+        needs them.
+        """
         b = self._backend(backend)
-        discovered = await self._discover(b)
-        key: TokenKey = (principal, discovered.server.issuer, discovered.resource.resource)
-        held = await self.tokens.get(key)
         result: dict[str, Any] = {"principal": principal, "backend": backend, "removed": False, "revoked": False}
-        if held is None:
-            return result
-        record = held[0]
-        if revoke:
-            try:
-                client = await self._client_of(b, discovered, record.client_id)
-                endpoint = self._endpoint(b, discovered, client)
-                if record.refresh_token is not None:
-                    result["revoked"] = await endpoint.revoke(record.refresh_token, "refresh_token")
-                else:
-                    result["revoked"] = await endpoint.revoke(record.access_token, "access_token")
-            except CancelledError:
-                raise
-            except (OAuthProblem, TokenError) as e:
-                result["revokeError"] = str(e)
-        await self._forget_token(b, key, "logout")
-        result["removed"] = True
+        found = []
+        for key in await self.tokens.keys(principal):
+            held = await self.tokens.get(key)
+            if held is not None and held[0].backend == backend:
+                found.append((key, held[0]))
+        for key, record in found:
+            if revoke:
+                try:
+                    discovered = await self._discover(b)
+                    client = await self._client_of(b, discovered, record.client_id)
+                    endpoint = self._endpoint(b, discovered, client)
+                    if record.refresh_token is not None:
+                        result["revoked"] = await endpoint.revoke(record.refresh_token, "refresh_token")
+                    else:
+                        result["revoked"] = await endpoint.revoke(record.access_token, "access_token")
+                except CancelledError:
+                    raise
+                except (OAuthProblem, TokenError) as e:
+                    result["revokeError"] = str(e)
+            await self._forget_token(b, key, "logout")
+            result["removed"] = True
         if b.last_principal == principal:
             b.last_principal = None
         return result
@@ -743,7 +765,9 @@ async def _guarded(backend: str | None, work: Coroutine[Any, Any, _T]) -> _T:
         return await work
     except TokenError as e:
         raise AuthorizationUnavailable(
-            "as-unavailable", f"{where}: the authorization server gave no usable token ({e})", **({"error": e.error} if e.error else {})
+            "as-unavailable",
+            f"{where}: the authorization server gave no usable token ({e})",
+            **({"error": e.error} if e.error else {}),
         )
     except (OSError, StoreUnusable) as e:
         log.error("{where}: the token store failed: {why}", where=where, why=type(e).__name__)

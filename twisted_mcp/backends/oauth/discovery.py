@@ -36,6 +36,7 @@ from twisted_mcp.backends.oauth.urls import (
     protected_resource_metadata_urls,
     same_origin,
 )
+from twisted_mcp.urls import shown_url
 
 log = Logger()
 
@@ -148,7 +149,12 @@ class Discovery:
             server = await self._server(backend, chosen, answers)
         except OAuthProblem as problem:
             self._cache[backend] = (self.clock.seconds() + FAILURE_CACHE, problem, named)
-            log.info("backend {backend}: discovery failed ({reason}): {why}", backend=backend, reason=problem.reason, why=problem.message)
+            log.info(
+                "backend {backend}: discovery failed ({reason}): {why}",
+                backend=backend,
+                reason=problem.reason,
+                why=problem.message,
+            )
             raise
         result = Discovered(resource, server, challenge.scope if challenge is not None else None)
         self._cache[backend] = (self.clock.seconds() + cache_lifetime(answers), result, named)
@@ -180,7 +186,7 @@ class Discovery:
             _refuse_unusable(backend, candidate, answer)
         raise AuthorizationUnavailable(
             "no-resource-metadata",
-            f"backend '{backend}' publishes no protected resource metadata (tried {', '.join(candidates)})",
+            f"backend '{backend}' publishes no protected resource metadata (tried {', '.join(shown_url(c) for c in candidates)})",
         )
 
     async def _server(self, backend: str, issuer: str, answers: list[Fetched]) -> ServerMetadata:
@@ -193,7 +199,7 @@ class Discovery:
             _refuse_unusable(backend, candidate, answer)
         raise AuthorizationUnavailable(
             "no-authorization-server-metadata",
-            f"the authorization server {issuer} of backend '{backend}' publishes no metadata (tried {', '.join(candidates)})",
+            f"the authorization server {issuer} of backend '{backend}' publishes no metadata (tried {', '.join(shown_url(c) for c in candidates)})",
         )
 
 
@@ -217,10 +223,10 @@ def _refuse_unusable(backend: str, url: str, answer: Fetched) -> None:
         where = f" to {origin_of(location)}" if location else ""
         raise AuthorizationUnavailable(
             "metadata-unavailable",
-            f"backend '{backend}': {url} answered {answer.status} (a redirect{where}, not followed)",
+            f"backend '{backend}': {shown_url(url)} answered {answer.status} (a redirect{where}, not followed)",
         )
     if answer.status >= 500 or answer.status == 429:
-        raise AuthorizationUnavailable("metadata-unavailable", f"backend '{backend}': {url} answered {answer.status}")
+        raise AuthorizationUnavailable("metadata-unavailable", f"backend '{backend}': {shown_url(url)} answered {answer.status}")
 
 
 def _succeeded(value: Discovered) -> Deferred[Discovered]:

@@ -68,7 +68,9 @@ class Completed:
     record: TokenRecord
 
 
-def choose_scopes(discovered: Discovered, configured: Sequence[str], held: Sequence[str], extra: Sequence[str]) -> tuple[str, ...]:
+def choose_scopes(
+    discovered: Discovered, configured: Sequence[str], held: Sequence[str], extra: Sequence[str]
+) -> tuple[str, ...]:
     """
     §4.2: the union, in order, of the challenge's C{scope} (else the
     resource's C{scopes_supported}), the configured scopes, the scopes of
@@ -183,9 +185,7 @@ class Flows:
         if auth.sendResource:
             params["resource"] = discovered.resource.resource
         else:
-            log.warn(
-                "backend {backend}: sendResource is false: the authorization request carries no resource", backend=backend
-            )
+            log.warn("backend {backend}: sendResource is false: the authorization request carries no resource", backend=backend)
         if scopes:
             params["scope"] = " ".join(scopes)
         if OFFLINE_ACCESS in scopes:
@@ -234,7 +234,9 @@ class Flows:
         while len(keep) >= max(1, self.settings.maxPendingPerPrincipal):
             _, oldest = keep.pop(0)
             await self.pending.take(oldest)
-            log.info("authorization {state} of {principal} dropped: too many started", state=pkce.digest(oldest), principal=principal)
+            log.info(
+                "authorization {state} of {principal} dropped: too many started", state=pkce.digest(oldest), principal=principal
+            )
         self._started[principal] = keep
 
     def _forget(self, principal: str, state: str) -> None:

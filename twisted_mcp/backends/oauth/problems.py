@@ -27,9 +27,7 @@ REQUIRED_REASONS = frozenset(
     }
 )
 #: C{reason}s of L{AuthorizationFailed} (-31041).
-FAILED_REASONS = frozenset(
-    {"consent-refused", "state-mismatch", "iss-mismatch", "token-request-failed", "step-up-limit"}
-)
+FAILED_REASONS = frozenset({"consent-refused", "state-mismatch", "iss-mismatch", "token-request-failed", "step-up-limit"})
 #: C{reason}s of L{AuthorizationUnavailable} (-31042).
 UNAVAILABLE_REASONS = frozenset(
     {

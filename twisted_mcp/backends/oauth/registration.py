@@ -170,7 +170,9 @@ class Registrar:
         record = ClientRecord(
             client_id=configured.id,
             client_secret=configured.secret,
-            auth_method=choose_auth_method(configured.secret, configured.authMethod, server.token_endpoint_auth_methods_supported),
+            auth_method=choose_auth_method(
+                configured.secret, configured.authMethod, server.token_endpoint_auth_methods_supported
+            ),
             registered_at=self.clock.seconds(),
             kind="preregistered",
         )
@@ -187,7 +189,10 @@ class Registrar:
         key = _binding_key(server.issuer, backend, configured.id)
         if await self.clients.get(key) is None:
             binding = ClientRecord(
-                client_id=configured.id, client_secret=None, auth_method=record.auth_method, registered_at=record.registered_at,
+                client_id=configured.id,
+                client_secret=None,
+                auth_method=record.auth_method,
+                registered_at=record.registered_at,
                 kind="preregistered",
             )
             try:
@@ -224,7 +229,9 @@ class Registrar:
             if other is not None:
                 return other[0]
         log.info(
-            "backend {backend}: registered client {client_id} at {issuer}", backend=backend, client_id=record.client_id,
+            "backend {backend}: registered client {client_id} at {issuer}",
+            backend=backend,
+            client_id=record.client_id,
             issuer=server.issuer,
         )
         return record

@@ -407,6 +407,10 @@ class _SealedStore(Generic[RecordT]):
     parse: Callable[[bytes], RecordT]
     key_length: int
 
+    #: Whether the records are meant to outlive the process (a store on disk,
+    #: even one that could not be opened), not memory only.
+    durable = False
+
     def __init__(self, records: RecordStore, ring: KeyRing) -> None:
         self._records = records
         self._ring = ring

@@ -25,7 +25,7 @@ from twisted_mcp.backends.oauth.problems import AuthorizationUnavailable
 from twisted_mcp.backends.oauth.store import ClientRecord, TokenRecord
 
 #: RFC 6749 §5.2: C{error} and C{error_description} are NQSCHAR only.
-_NQSCHARS = re.compile(r'^[\x20\x21\x23-\x5b\x5d-\x7e]+$')
+_NQSCHARS = re.compile(r"^[\x20\x21\x23-\x5b\x5d-\x7e]+$")
 #: The longest C{error} code and C{error_description} kept.
 MAX_ERROR = 64
 MAX_DESCRIPTION = 200
@@ -226,13 +226,19 @@ class TokenEndpoint:
         )
 
 
+#: The longest lifetime taken from an C{expires_in}, in seconds (ten years).
+MAX_EXPIRES_IN = 10 * 365 * 24 * 3600.0
+
+
 def _expires_at(expires_in: Any, now: float) -> float | None:
     """C{now + expires_in}, or C{None} (unknown) when absent or not a positive number."""
     if isinstance(expires_in, str) and expires_in.isdigit():
         expires_in = int(expires_in)
-    if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)) or expires_in <= 0:
+    if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)) or not expires_in > 0:
         return None
-    return now + float(expires_in)
+    # A number JSON allows but no clock can reach (1e400 is infinite): at
+    # most ten years, so the record can still be written.
+    return now + min(float(expires_in), MAX_EXPIRES_IN)
 
 
 def _refusal(answer: Fetched, what: str) -> TokenError:
