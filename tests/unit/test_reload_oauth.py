@@ -38,3 +38,15 @@ def test_oauth_section_needs_a_restart(world: World) -> None:  # noqa: F811
     world.service(config("oauth"))
     applied, changes, _ = world.reload(config("oauth", {**KEY, "requestTimeout": 3}))
     assert applied and changes == ["oauth: needs a restart"]
+
+
+def test_the_url_of_an_oauth_server_cannot_change_on_reload(world: World) -> None:  # noqa: F811
+    """Its old backend may still be finishing calls: tokens for one server must not be sent to another."""
+    world.service(config("oauth"))
+    first = world.backends["alpha"]
+    moved = config("oauth")
+    moved["mcpServers"]["alpha"]["url"] = "http://127.0.0.1:9/elsewhere"
+    applied, _, problems = world.reload(moved)
+    assert not applied
+    assert "the URL of a server with auth cannot change on reload" in problems
+    assert world.backends["alpha"] is first

@@ -61,7 +61,8 @@ def build_broker(config: Config, reactor: Any, environ: Mapping[str, str] | None
         # Client credentials only: their tokens are kept in memory.
         records, ring = MemoryStore(reactor), KeyRing(os.urandom(STORE_KEY_BYTES))
     tokens = TokenStore(records, ring)
-    tokens.durable = not isinstance(records, MemoryStore)
+    # Principals' tokens (auth: oauth) are meant for the disk, even when the store could not be opened.
+    tokens.durable = any(isinstance(s.auth, OAuthAuth) for s in servers)
     broker = OAuthBroker(reactor, http, tokens, ClientStore(records, ring), PendingStore(records, ring, clock=reactor), settings)
     for server in servers:
         broker.add_backend(server.name, server.url, server.auth)
