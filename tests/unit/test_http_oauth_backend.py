@@ -14,6 +14,7 @@ import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
+from twisted_mcp.backends import envelope
 from twisted_mcp.backends.base import State
 from twisted_mcp.backends.http import HttpBackend
 from twisted_mcp.backends.oauth.problems import AuthorizationFailed, AuthorizationRequired
@@ -24,6 +25,7 @@ from twisted_mcp.wire.jsonrpc import JsonRpcError
 
 from .http_fakes import FakeHTTPClient, FakeRequest
 from .test_http_backend import INIT_RESULT, TOOLS_1, URL, HttpTestCase
+from .test_http_modern_backend import DISCOVERED, MODERN, PLAIN
 
 INSUFFICIENT = 'Bearer error="insufficient_scope", scope="read write", resource_metadata="http://mcp.example/.well-known/oauth-protected-resource/mcp"'
 CHALLENGE = 'Bearer resource_metadata="http://mcp.example/.well-known/oauth-protected-resource/mcp", scope="tools:read"'
@@ -380,4 +382,25 @@ class OAuthBackendTests(HttpTestCase):
         error = self.failureResultOf(d, JsonRpcError).value
         self.assertEqual((error.code, error.data["reason"]), (errors.AUTHORIZATION_FAILED, "step-up-limit"))
         self.assertEqual(len(self.sent("tools/call")), 2)
+        self.stop(backend)
+
+    def test_statelessEraStepUp(self) -> None:
+        """A 2026-07-28 server's 403 insufficient_scope is a step-up too (not its generic error status):
+        the request goes again with the wider token and its own headers."""
+        backend = self.make(protocol="auto", auth=ClientCredentialsAuth(id="gw", secret="s", scopes=("read",)))
+        backend.startService()
+        self.answer(self.pending("server/discover"), DISCOVERED)
+        self.answer(self.pending("tools/list"), {"tools": [PLAIN]})
+        self.answer(self.pending("prompts/list"), {"prompts": []})
+        self.answer(self.pending("resources/list"), {"resources": []})
+        self.answer(self.pending("resources/templates/list"), {"resourceTemplates": []})
+        self.assertEqual(backend.state, State.UP)
+        self.tokens.stepped["catalog-token"] = "wider-token"
+        d = backend.call("tools/call", envelope.stamp({"name": "get_time", "arguments": {}}, MODERN, {}, None))
+        self.pending("tools/call").respond(403, {"www-authenticate": INSUFFICIENT}, b"")
+        again = self.pending("tools/call")
+        self.assertEqual((again.header("authorization"), again.header("mcp-name")), ("Bearer wider-token", "get_time"))
+        self.answer(again, {"content": []})
+        self.successResultOf(d)
+        self.assertEqual([t for _, _, t in self.tokens.step_ups], ["get_time"])
         self.stop(backend)

@@ -717,3 +717,22 @@ class StepUpTests(SynchronousTestCase):
         first = self.token(None, "billing")
         self.peer.serve("as.example/token", 503)
         self.problem(self.forbidden(first, "pay", "billing"), AuthorizationUnavailable, "as-unavailable")
+
+    def test_no_secret_in_step_ups(self) -> None:
+        """Step-ups, the limit, and a machine step-up log and say no token or secret."""
+        self.machine()
+        seen: list[str] = []
+        with capturedLogs() as events:
+            self.login()
+            for _ in range(3):
+                failure = self.failureResultOf(self.forbidden(self.token()))
+                seen.extend([str(failure.value), repr(failure.value.data)])
+            machine = self.successResultOf(self.forbidden(self.token(None, "billing"), "pay", "billing"))
+            seen.append(repr(machine))
+            failure = self.failureResultOf(self.forbidden(machine, "pay", "billing"))
+            seen.extend([str(failure.value), repr(failure.value.data)])
+        seen.extend(formatEvent(event) for event in events)
+        text = "\n".join(seen)
+        self.assertIn("step-up 2 asks for read write", text)
+        self.assertIn("still refuses", text)
+        self.assertNotIn(MARK, text)
