@@ -736,3 +736,13 @@ class StepUpTests(SynchronousTestCase):
         self.assertIn("step-up 2 asks for read write", text)
         self.assertIn("still refuses", text)
         self.assertNotIn(MARK, text)
+
+    def test_client_credentials_reload_forgets_the_union(self) -> None:
+        """The backend configured again (a reload): its machine tokens are asked with the configured scopes again."""
+        self.machine()
+        first = self.token(None, "billing")
+        self.successResultOf(self.forbidden(first, "pay", "billing", [b'Bearer error="insufficient_scope", scope="billing.write"']))
+        self.machine()
+        self.clock.advance(3300)
+        self.token(None, "billing")
+        self.assertEqual(self.peer.token_forms[-1]["scope"], "billing.read")

@@ -183,7 +183,6 @@ class _StepUps:
     authorization asks for, and when each tool's step-ups happened."""
 
     scopes: tuple[str, ...]
-    at: float
     tools: dict[str, list[float]] = attrs.Factory(dict)
 
 
@@ -228,16 +227,20 @@ class OAuthBroker:
         self._machine_scopes: dict[TokenKey, tuple[str, ...]] = {}
         #: key -> the machine token version a step-up produced: a 403 to it is final.
         self._machine_stepped: dict[TokenKey, int] = {}
-        #: (principal, backend) -> its step-ups (§7.4), oldest first.
+        #: (principal, backend) -> its step-ups (§7.4), least recent first.
         self._step_ups: dict[tuple[str, str], _StepUps] = {}
         self._callbacks: list[Callable[[str, str], None]] = []
 
     # -- configuration ---------------------------------------------------
 
     def add_backend(self, name: str, url: str, auth: OAuthAuth | ClientCredentialsAuth) -> None:
-        """Serve tokens for backend C{name} at C{url} (again, after a change: discovery restarts)."""
+        """Serve tokens for backend C{name} at C{url} (again, after a change:
+        discovery restarts, a machine token's step-up scopes are forgotten)."""
         self._backends[name] = _Backend(name, url, auth)
         self.discovery.forget(name)
+        if not isinstance(auth, OAuthAuth):
+            for key in [k for k in self._machine_scopes if k[0] == f"client:{auth.id}"]:
+                del self._machine_scopes[key]
 
     def remove_backend(self, name: str) -> None:
         """Forget backend C{name} (its stored tokens stay)."""
@@ -493,9 +496,9 @@ class OAuthBroker:
         remembered = steps.scopes if steps is not None else ()
         union = union_of(granted, b.auth.scopes, remembered, asked)
         if steps is None:
-            steps = _StepUps(union, now)
-        steps.scopes, steps.at = union, now
-        self._step_ups[(principal, backend)] = steps
+            steps = _StepUps(union)
+        steps.scopes = union
+        self._step_ups[(principal, backend)] = steps  # last: the most recent
         attempts = steps.tools.setdefault(tool, [])
         if len(attempts) >= MAX_STEP_UPS:
             log.info(
