@@ -14,17 +14,20 @@ import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
+from twisted_mcp.backends import envelope
 from twisted_mcp.backends.base import State
 from twisted_mcp.backends.http import HttpBackend
-from twisted_mcp.backends.oauth.problems import AuthorizationRequired
+from twisted_mcp.backends.oauth.problems import AuthorizationFailed, AuthorizationRequired
 from twisted_mcp.config import HttpServer
-from twisted_mcp.config.models import OAuthAuth
+from twisted_mcp.config.models import ClientCredentialsAuth, OAuthAuth
 from twisted_mcp.mcp import errors
 from twisted_mcp.wire.jsonrpc import JsonRpcError
 
 from .http_fakes import FakeHTTPClient, FakeRequest
 from .test_http_backend import INIT_RESULT, TOOLS_1, URL, HttpTestCase
+from .test_http_modern_backend import DISCOVERED, MODERN, PLAIN
 
+INSUFFICIENT = 'Bearer error="insufficient_scope", scope="read write", resource_metadata="http://mcp.example/.well-known/oauth-protected-resource/mcp"'
 CHALLENGE = 'Bearer resource_metadata="http://mcp.example/.well-known/oauth-protected-resource/mcp", scope="tools:read"'
 
 
@@ -46,6 +49,9 @@ class FakeTokens:
         self.asked: list[str | None] = []
         #: Whose token the gateway's own requests get (None: the "catalog-token").
         self.catalog: str | None = None
+        self.step_ups: list[tuple[str, list[bytes], str]] = []
+        self.stepped: dict[str, str] = {}
+        self.refusals: list[Exception] = []
 
     def token_for(self, principal: str | None, backend: str) -> Deferred[Any]:
         self.asked.append(principal)
@@ -76,6 +82,24 @@ class FakeTokens:
 
     def challenged(self, backend: str, www_authenticate: Sequence[bytes]) -> None:
         self.challenges.append(list(www_authenticate))
+
+    def forbidden(self, bearer: Any, backend: str, www_authenticate: Sequence[bytes], tool: str) -> Deferred[Any]:
+        """A step-up: a new token when one is set in C{stepped}, else what C{refusals} holds, else -31040."""
+        self.step_ups.append((bearer.token, list(www_authenticate), tool))
+        new = self.stepped.pop(bearer.token, None)
+        if new is not None:
+            self.tokens[bearer.principal] = new
+            return succeed(Bearer(new, bearer.version + 1, bearer.principal))
+        if self.refusals:
+            return fail(self.refusals.pop(0))
+        return fail(
+            AuthorizationRequired(
+                "insufficient-scope",
+                "needs more scopes",
+                login=f"twisted-mcp login {backend} --scope write",
+                scopes=["read", "write"],
+            )
+        )
 
 
 class OAuthBackendTests(HttpTestCase):
@@ -342,4 +366,135 @@ class OAuthBackendTests(HttpTestCase):
             backend.subscribe_resource("file:///a", {"uri": "file:///a"})
         self.assertEqual(e.exception.code, -32601)
         self.assertEqual(len(self.http.requests), before)
+        self.stop(backend)
+
+    # -- step-up (§7.4) --------------------------------------------------
+
+    def alice_calls(self, backend: HttpBackend, tool: str = "write_note") -> tuple[Deferred[Any], FakeRequest]:
+        self.tokens.tokens["jwt:alice"] = "alice-token"
+        d = backend.call_as("jwt:alice", "tools/call", {"name": tool, "arguments": {"text": "hi"}})
+        self.open_session("sess-alice")
+        return d, self.pending("tools/call")
+
+    def test_insufficientScopeIsAStepUp(self) -> None:
+        """A 403 insufficient_scope: the broker is told (token, challenge, tool); the call gets its -31040, nothing resent."""
+        backend = self.up()
+        d, call = self.alice_calls(backend)
+        call.respond(
+            403, {"www-authenticate": INSUFFICIENT, "content-type": "application/json"}, b'{"error": "insufficient_scope"}'
+        )
+        self.assertEqual(self.tokens.step_ups, [("alice-token", [INSUFFICIENT.encode()], "write_note")])
+        error = self.failureResultOf(d, JsonRpcError).value
+        self.assertEqual(error.code, errors.AUTHORIZATION_REQUIRED)
+        self.assertEqual(
+            error.data,
+            {
+                "backend": "remote",
+                "reason": "insufficient-scope",
+                "login": "twisted-mcp login remote --scope write",
+                "scopes": ["read", "write"],
+            },
+        )
+        self.assertEqual(len(self.sent("tools/call")), 1)
+        self.assertEqual(self.tokens.rejections, [])
+        # The session and the token stay: the next call goes on them.
+        again = backend.call_as("jwt:alice", "tools/call", {"name": "get_time", "arguments": {}})
+        call = self.pending("tools/call")
+        self.assertEqual((call.header("authorization"), call.header("mcp-session-id")), ("Bearer alice-token", "sess-alice"))
+        self.answer(call, {"content": []})
+        self.successResultOf(again)
+        self.stop(backend)
+
+    def test_stepUpLimitFromTheBroker(self) -> None:
+        """The broker's -31041 step-up-limit is the call's error."""
+        backend = self.up()
+        self.tokens.refusals.append(AuthorizationFailed("step-up-limit", "still refuses", scopes=["read", "write"]))
+        d, call = self.alice_calls(backend)
+        call.respond(403, {"www-authenticate": INSUFFICIENT}, b"")
+        error = self.failureResultOf(d, JsonRpcError).value
+        self.assertEqual((error.code, error.data["reason"]), (errors.AUTHORIZATION_FAILED, "step-up-limit"))
+        self.stop(backend)
+
+    def test_otherForbiddenIsAnHttpError(self) -> None:
+        """A 403 without insufficient_scope is the backend's HTTP error, as before; the broker is not told."""
+        backend = self.up()
+        d, call = self.alice_calls(backend)
+        call.respond(403, {"www-authenticate": 'Bearer error="invalid_token"'}, b"forbidden here")
+        error = self.failureResultOf(d, JsonRpcError).value
+        self.assertEqual((error.code, error.data["status"]), (errors.BACKEND_HTTP_ERROR, 403))
+        self.assertIn("forbidden here", error.message)
+        self.assertEqual(self.tokens.step_ups, [])
+        d = backend.call_as("jwt:alice", "tools/call", {"name": "write_note", "arguments": {"text": "hi"}})
+        self.pending("tools/call").respond(403, {}, b"no challenge")
+        self.assertEqual(self.failureResultOf(d, JsonRpcError).value.code, errors.BACKEND_HTTP_ERROR)
+        self.assertEqual(self.tokens.step_ups, [])
+        self.stop(backend)
+
+    def make_machine(self) -> HttpBackend:
+        backend = self.make(auth=ClientCredentialsAuth(id="gw", secret="s", scopes=("read",)))
+        backend.startService()
+        self.bring_up(backend)
+        return backend
+
+    def test_clientCredentialsStepUpResends(self) -> None:
+        """A machine token with more scopes: the same request (same id) goes again with it, once."""
+        backend = self.make_machine()
+        self.tokens.stepped["catalog-token"] = "wider-token"
+        d = backend.call("tools/call", {"name": "pay", "arguments": {}})
+        first = self.pending("tools/call")
+        self.assertEqual(first.header("authorization"), "Bearer catalog-token")
+        first.respond(403, {"www-authenticate": INSUFFICIENT}, b"")
+        self.assertEqual([t for _, _, t in self.tokens.step_ups], ["pay"])
+        again = self.pending("tools/call")
+        self.assertEqual(again.header("authorization"), "Bearer wider-token")
+        self.assertEqual(again.rpc_id, first.rpc_id)
+        self.answer(again, {"content": [{"type": "text", "text": "paid"}]})
+        self.assertEqual(self.successResultOf(d)["content"][0]["text"], "paid")
+        self.stop(backend)
+
+    def test_clientCredentialsSecondForbiddenFails(self) -> None:
+        """A 403 to the wider token too: the broker's answer fails the call; never a third request."""
+        backend = self.make_machine()
+        self.tokens.stepped["catalog-token"] = "wider-token"
+        self.tokens.refusals.append(AuthorizationFailed("step-up-limit", "still refuses", scopes=["read", "write"]))
+        d = backend.call("tools/call", {"name": "pay", "arguments": {}})
+        self.pending("tools/call").respond(403, {"www-authenticate": INSUFFICIENT}, b"")
+        self.pending("tools/call").respond(403, {"www-authenticate": INSUFFICIENT}, b"")
+        error = self.failureResultOf(d, JsonRpcError).value
+        self.assertEqual((error.code, error.data["reason"]), (errors.AUTHORIZATION_FAILED, "step-up-limit"))
+        self.assertEqual(len(self.sent("tools/call")), 2)
+        self.stop(backend)
+
+    def test_twoReplacementsInARowFail(self) -> None:
+        """A broker that hands out a new token after the resend too: the call fails rather than loop."""
+        backend = self.make_machine()
+        self.tokens.stepped["catalog-token"] = "wider-token"
+        self.tokens.stepped["wider-token"] = "widest-token"
+        d = backend.call("tools/call", {"name": "pay", "arguments": {}})
+        self.pending("tools/call").respond(403, {"www-authenticate": INSUFFICIENT}, b"")
+        self.pending("tools/call").respond(403, {"www-authenticate": INSUFFICIENT}, b"")
+        error = self.failureResultOf(d, JsonRpcError).value
+        self.assertEqual((error.code, error.data["reason"]), (errors.AUTHORIZATION_FAILED, "step-up-limit"))
+        self.assertEqual(len(self.sent("tools/call")), 2)
+        self.stop(backend)
+
+    def test_statelessEraStepUp(self) -> None:
+        """A 2026-07-28 server's 403 insufficient_scope is a step-up too (not its generic error status):
+        the request goes again with the wider token and its own headers."""
+        backend = self.make(protocol="auto", auth=ClientCredentialsAuth(id="gw", secret="s", scopes=("read",)))
+        backend.startService()
+        self.answer(self.pending("server/discover"), DISCOVERED)
+        self.answer(self.pending("tools/list"), {"tools": [PLAIN]})
+        self.answer(self.pending("prompts/list"), {"prompts": []})
+        self.answer(self.pending("resources/list"), {"resources": []})
+        self.answer(self.pending("resources/templates/list"), {"resourceTemplates": []})
+        self.assertEqual(backend.state, State.UP)
+        self.tokens.stepped["catalog-token"] = "wider-token"
+        d = backend.call("tools/call", envelope.stamp({"name": "get_time", "arguments": {}}, MODERN, {}, None))
+        self.pending("tools/call").respond(403, {"www-authenticate": INSUFFICIENT}, b"")
+        again = self.pending("tools/call")
+        self.assertEqual((again.header("authorization"), again.header("mcp-name")), ("Bearer wider-token", "get_time"))
+        self.answer(again, {"content": []})
+        self.successResultOf(d)
+        self.assertEqual([t for _, _, t in self.tokens.step_ups], ["get_time"])
         self.stop(backend)

@@ -18,7 +18,12 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mcp.backends.oauth.broker import Authorized, Bearer, OAuthBroker, refresh_window_opens
-from twisted_mcp.backends.oauth.problems import AuthorizationRequired, AuthorizationUnavailable, OAuthProblem
+from twisted_mcp.backends.oauth.problems import (
+    AuthorizationFailed,
+    AuthorizationRequired,
+    AuthorizationUnavailable,
+    OAuthProblem,
+)
 from twisted_mcp.backends.oauth.store import TokenRecord
 from twisted_mcp.config.models import ClientCredentialsAuth, OAuthAuth, OAuthClient
 
@@ -529,3 +534,215 @@ class BrokerTests(SynchronousTestCase):
         for secret in secrets:
             self.assertNotIn(secret, text)
         self.assertGreater(len(events), 3)
+
+
+class StepUpTests(SynchronousTestCase):
+    """§7.4: a backend's 403 insufficient_scope, for a principal's token and for a machine token."""
+
+    INSUFFICIENT = [b'Bearer error="insufficient_scope", scope="read write", error_description="write is needed"']
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(NOW)
+        self.peer = FakeAS()
+        self.http = fake_http(self.clock, self.peer)
+        self.stores = memory_stores(self.clock)
+        self.broker = OAuthBroker(
+            self.clock, self.http, self.stores.tokens, self.stores.clients, self.stores.pending, settings()
+        )
+        self.broker.add_backend("alpha", BACKEND_URL, OAuthAuth())
+
+    def tearDown(self) -> None:
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def login(self, principal: str = "jwt:alice", scopes: tuple[str, ...] = ()) -> Authorized:
+        started = self.successResultOf(self.broker.begin(principal, "alpha", LOOPBACK, scopes))
+        return self.successResultOf(self.broker.complete(self.peer.authorize(started.url), LOOPBACK))
+
+    def token(self, principal: str | None = "jwt:alice", backend: str = "alpha") -> Bearer:
+        return self.successResultOf(self.broker.token_for(principal, backend))
+
+    def forbidden(self, bearer: Bearer, tool: str = "write_note", backend: str = "alpha", challenge: Any = None) -> Any:
+        return self.broker.forbidden(bearer, backend, self.INSUFFICIENT if challenge is None else challenge, tool)
+
+    def problem(self, d: Deferred[Any], kind: type[OAuthProblem], reason: str) -> OAuthProblem:
+        f = self.failureResultOf(d, kind)
+        self.assertEqual(f.value.reason, reason, f.value.message)
+        return f.value  # type: ignore[no-any-return]
+
+    def test_insufficient_scope_asks_for_the_union(self) -> None:
+        """-31040 insufficient-scope with the union (granted, configured, asked) and the command
+        with the missing --scope; the next authorization asks for that union, and gets it."""
+        self.broker.add_backend("alpha", BACKEND_URL, OAuthAuth(scopes=("profile",)))
+        self.assertEqual(self.login().scopes, ("read", "profile"))
+        problem = self.problem(self.forbidden(self.token()), AuthorizationRequired, "insufficient-scope")
+        self.assertEqual(problem.data, {"login": "twisted-mcp login alpha --scope write", "scopes": ["read", "profile", "write"]})
+        self.assertEqual(
+            problem.message,
+            "backend 'alpha' needs more scopes for write_note (read profile write): "
+            "run `twisted-mcp login alpha --scope write` (or ask the operator to run it with `--as jwt:alice`)",
+        )
+        self.assertEqual(problem.code, -31040)
+        # The token is kept: the principal's other calls go on with it.
+        self.assertEqual(self.token().token, f"access-1-{MARK}")
+        # The next login (without --scope) asks for the union; the CLI's --scope is added.
+        started = self.successResultOf(self.broker.begin("jwt:alice", "alpha", LOOPBACK, ["admin"]))
+        self.assertEqual(started.scopes, ("read", "profile", "write", "admin"))
+        self.assertIn("scope=read+profile+write+admin", started.url)
+        done = self.successResultOf(self.broker.complete(self.peer.authorize(started.url), LOOPBACK))
+        self.assertEqual(done.scopes, ("read", "profile", "write", "admin"))
+        self.assertNotIn(MARK, problem.message + repr(problem.data))
+
+    def test_union_is_per_principal_and_backend(self) -> None:
+        """Alice's step-up does not widen Bob's authorization."""
+        self.login("jwt:alice")
+        self.login("jwt:bob")
+        self.failureResultOf(self.forbidden(self.token("jwt:alice")), AuthorizationRequired)
+        self.assertEqual(self.broker.step_up_scopes("jwt:alice", "alpha"), ("read", "write"))
+        self.assertEqual(self.successResultOf(self.broker.begin("jwt:bob", "alpha", LOOPBACK)).scopes, ("read",))
+        self.assertEqual(self.successResultOf(self.broker.begin("jwt:alice", "alpha", LOOPBACK)).scopes, ("read", "write"))
+
+    def test_union_grows_across_step_ups(self) -> None:
+        """A second challenge for another scope keeps the first one's scopes too."""
+        self.login()
+        self.failureResultOf(self.forbidden(self.token()), AuthorizationRequired)
+        problem = self.problem(
+            self.forbidden(self.token(), "delete_note", challenge=[b'Bearer error="insufficient_scope", scope="delete"']),
+            AuthorizationRequired,
+            "insufficient-scope",
+        )
+        self.assertEqual(problem.data["scopes"], ["read", "write", "delete"])
+        self.assertEqual(problem.data["login"], "twisted-mcp login alpha --scope write --scope delete")
+
+    def test_limit(self) -> None:
+        """Two step-ups per principal, backend and tool within authorizationTimeout; the third is -31041."""
+        self.login()
+        for _ in range(2):
+            self.problem(self.forbidden(self.token()), AuthorizationRequired, "insufficient-scope")
+            self.login()  # granted, but the backend still refuses
+        problem = self.problem(self.forbidden(self.token()), AuthorizationFailed, "step-up-limit")
+        self.assertEqual(problem.code, -31041)
+        self.assertEqual(
+            problem.message, "backend 'alpha' still refuses after 2 authorizations with more scopes (it asked for: read write)"
+        )
+        self.assertEqual(problem.data, {"scopes": ["read", "write"]})
+        # Another tool, another principal: their own counts.
+        self.problem(self.forbidden(self.token(), "other_tool"), AuthorizationRequired, "insufficient-scope")
+        self.login("jwt:bob")
+        self.problem(self.forbidden(self.token("jwt:bob")), AuthorizationRequired, "insufficient-scope")
+        # Past authorizationTimeout (600 s), step-ups count from zero again.
+        self.clock.advance(599)
+        self.problem(self.forbidden(self.token()), AuthorizationFailed, "step-up-limit")
+        self.clock.advance(2)
+        self.problem(self.forbidden(self.token()), AuthorizationRequired, "insufficient-scope")
+
+    def test_replaced_token_is_sent_again(self) -> None:
+        """A 403 to a token a new login replaced meanwhile: the new token, nothing counted."""
+        self.login()
+        old = self.token()
+        self.login(scopes=("write",))
+        fresh = self.successResultOf(self.forbidden(old))
+        self.assertEqual(fresh, self.token())
+        self.assertEqual(self.broker.step_up_scopes("jwt:alice", "alpha"), ())
+
+    def test_without_a_record(self) -> None:
+        """The record was deleted meanwhile: still a step-up, asking for what the backend named."""
+        self.login()
+        bearer = self.token()
+        self.successResultOf(self.broker.logout("jwt:alice", "alpha"))
+        problem = self.problem(self.forbidden(bearer), AuthorizationRequired, "insufficient-scope")
+        self.assertEqual(problem.data["scopes"], ["read", "write"])
+        self.assertEqual(problem.data["login"], "twisted-mcp login alpha --scope read --scope write")
+
+    def test_scopes_shown_safely(self) -> None:
+        """A scope a shell would read is quoted in the command; what is not a scope is dropped."""
+        self.login()
+        challenge = [b'Bearer error="insufficient_scope", scope="x;reboot \xe9t\xe9 $(id)"']
+        problem = self.problem(self.forbidden(self.token(), challenge=challenge), AuthorizationRequired, "insufficient-scope")
+        self.assertEqual(problem.data["scopes"], ["read", "x;reboot", "$(id)"])
+        self.assertEqual(problem.data["login"], "twisted-mcp login alpha --scope 'x;reboot' --scope '$(id)'")
+
+    def test_local_principal_message(self) -> None:
+        """For the local principal, no --as hint."""
+        self.login("local")
+        problem = self.problem(self.forbidden(self.token("local")), AuthorizationRequired, "insufficient-scope")
+        self.assertNotIn("--as", problem.message)
+
+    # -- client credentials ----------------------------------------------
+
+    def machine(self, **changes: Any) -> None:
+        auth = ClientCredentialsAuth(id="gw", secret=f"s-{MARK}", scopes=("billing.read",), **changes)
+        self.broker.add_backend("billing", BACKEND_URL, auth)
+
+    def test_client_credentials_step_up(self) -> None:
+        """A 403: one new machine token asked with the union, kept for the next fetches; a 403 to it is -31041."""
+        self.machine()
+        first = self.token(None, "billing")
+        challenge = [b'Bearer error="insufficient_scope", scope="billing.write"']
+        second = self.successResultOf(self.forbidden(first, "pay", "billing", challenge))
+        self.assertNotEqual(second.token, first.token)
+        self.assertEqual(self.token(None, "billing"), second)
+        self.assertEqual(self.peer.token_forms[-1]["scope"], "billing.read billing.write")
+        self.assertEqual(self.peer.token_forms[-1]["grant_type"], "client_credentials")
+        # The refresh in the window asks for the union again.
+        self.clock.advance(3300)
+        third = self.token(None, "billing")
+        self.assertEqual(self.peer.token_forms[-1]["scope"], "billing.read billing.write")
+        # A 403 to a token a step-up did not produce: once more.
+        fourth = self.successResultOf(self.forbidden(third, "pay", "billing", challenge))
+        problem = self.problem(self.forbidden(fourth, "pay", "billing", challenge), AuthorizationFailed, "step-up-limit")
+        self.assertEqual(problem.data, {"scopes": ["billing.read", "billing.write"]})
+        self.assertEqual(len(self.peer.token_forms), 4)
+        self.assertNotIn(MARK, problem.message)
+
+    def test_client_credentials_step_up_refused(self) -> None:
+        """The AS refuses the union (invalid_scope): -31041 with its error; the old token and scopes stay."""
+        self.machine()
+        first = self.token(None, "billing")
+        self.peer.token_replies.append((400, {"error": "invalid_scope"}))
+        problem = self.problem(
+            self.forbidden(first, "pay", "billing", [b'Bearer error="insufficient_scope", scope="billing.admin"']),
+            AuthorizationFailed,
+            "token-request-failed",
+        )
+        self.assertEqual(problem.data, {"scopes": ["billing.read", "billing.admin"], "error": "invalid_scope"})
+        self.assertEqual(self.token(None, "billing"), first)
+        self.clock.advance(3300)
+        self.token(None, "billing")
+        self.assertEqual(self.peer.token_forms[-1]["scope"], "billing.read")
+
+    def test_client_credentials_step_up_outage(self) -> None:
+        """The AS down during the step-up: -31042 as-unavailable."""
+        self.machine()
+        first = self.token(None, "billing")
+        self.peer.serve("as.example/token", 503)
+        self.problem(self.forbidden(first, "pay", "billing"), AuthorizationUnavailable, "as-unavailable")
+
+    def test_no_secret_in_step_ups(self) -> None:
+        """Step-ups, the limit, and a machine step-up log and say no token or secret."""
+        self.machine()
+        seen: list[str] = []
+        with capturedLogs() as events:
+            self.login()
+            for _ in range(3):
+                failure = self.failureResultOf(self.forbidden(self.token()))
+                seen.extend([str(failure.value), repr(failure.value.data)])
+            machine = self.successResultOf(self.forbidden(self.token(None, "billing"), "pay", "billing"))
+            seen.append(repr(machine))
+            failure = self.failureResultOf(self.forbidden(machine, "pay", "billing"))
+            seen.extend([str(failure.value), repr(failure.value.data)])
+        seen.extend(formatEvent(event) for event in events)
+        text = "\n".join(seen)
+        self.assertIn("step-up 2 asks for read write", text)
+        self.assertIn("still refuses", text)
+        self.assertNotIn(MARK, text)
+
+    def test_client_credentials_reload_forgets_the_union(self) -> None:
+        """The backend configured again (a reload): its machine tokens are asked with the configured scopes again."""
+        self.machine()
+        first = self.token(None, "billing")
+        self.successResultOf(self.forbidden(first, "pay", "billing", [b'Bearer error="insufficient_scope", scope="billing.write"']))
+        self.machine()
+        self.clock.advance(3300)
+        self.token(None, "billing")
+        self.assertEqual(self.peer.token_forms[-1]["scope"], "billing.read")

@@ -54,7 +54,8 @@ from zope.interface import implementer
 from twisted_mcp.backends.base import State
 from twisted_mcp.backends.http_modern import ToolHeaders, request_headers
 from twisted_mcp.backends.http_principals import PrincipalRuns, TokenSource, TooManyRuns
-from twisted_mcp.backends.oauth.problems import AuthorizationRequired, OAuthProblem
+from twisted_mcp.backends.oauth.challenge import bearer_challenge
+from twisted_mcp.backends.oauth.problems import AuthorizationFailed, AuthorizationRequired, OAuthProblem
 from twisted_mcp.backends.probe import ProbeFailed
 from twisted_mcp.backends.session import DiscoveryError, McpClientSession
 from twisted_mcp.backends.supervisor import RunEvents, SupervisedBackend
@@ -527,6 +528,30 @@ class _HttpRun(RunEvents):
             return False
         return True
 
+    async def _step_up(self, rid: Any, message: dict[str, Any], response: Any, exchange: _Exchange, bearer: Any, again: bool) -> bool:
+        """
+        The server answered 403 C{insufficient_scope} to a request sent with
+        C{bearer} (§7.4): the broker decides.  A principal's call fails with
+        -31040 C{insufficient-scope} (or -31041 C{step-up-limit}); a machine
+        token with more scopes (or one replaced meanwhile) is sent once more
+        (True); a second time, the call fails with -31041.
+        """
+        challenge = response.headers.getRawHeaders(b"www-authenticate") or []
+        await self._discard(response, exchange)
+        try:
+            fresh = await self.backend.oauth.forbidden(bearer, self.name, challenge, _tool_of(message))
+        except OAuthProblem as problem:
+            self._fail_problem(rid, problem)
+            return False
+        if again:
+            self._fail_problem(
+                rid,
+                AuthorizationFailed("step-up-limit", f"backend {self.name!r} still refuses a token with more scopes"),
+            )
+            return False
+        self.bearer = fresh
+        return True
+
     def _fail_problem(self, rid: Any, problem: OAuthProblem) -> None:
         if rid is None:
             log.warn("backend {backend}: {why}", backend=self.name, why=problem.message)
@@ -571,8 +596,13 @@ class _HttpRun(RunEvents):
         retried: bool = False,
         headers: Headers | None = None,
         reauthorized: bool = False,
+        stepped_up: bool = False,
     ) -> None:
-        """POST a message; C{headers}: those of a 2026-07-28 request (else the session's)."""
+        """
+        POST a message; C{headers}: those of a 2026-07-28 request (else the
+        session's).  C{reauthorized}: sent again after a 401; C{stepped_up}:
+        after a 403 C{insufficient_scope}.
+        """
         method = message.get("method")
         if self._reinit is not None and method not in ("initialize", "notifications/initialized"):
             await _wait(self._reinit)
@@ -583,11 +613,11 @@ class _HttpRun(RunEvents):
                 return
             if headers is not None:
                 headers = self._modern_headers(message)
-        sent_bearer = self.bearer
         exchange = _Exchange()
         if rid is not None:
             self.exchanges[rid] = exchange
         sent_with = self.session_id
+        sent_bearer = self.bearer
         try:
             request = self.backend.http.request(
                 "POST", self.url, data=body, headers=headers or self._headers(), allow_redirects=False, unbuffered=True
@@ -623,7 +653,18 @@ class _HttpRun(RunEvents):
                     if not self.session.peer.is_pending(rid):
                         return  # Cancelled or timed out meanwhile: not re-sent.
                     self.exchanges.pop(rid, None)
-                await self._post(message, body, rid, retried=retried, headers=headers, reauthorized=True)
+                await self._post(message, body, rid, retried=retried, headers=headers, reauthorized=True, stepped_up=stepped_up)
+                return
+            if code == 403 and sent_bearer is not None and self.backend.oauth is not None and _insufficient_scope(response):
+                if not await self._step_up(rid, message, response, exchange, sent_bearer, stepped_up):
+                    return
+                if exchange.aborted or self.closed:
+                    return
+                if rid is not None:
+                    if not self.session.peer.is_pending(rid):
+                        return  # Cancelled or timed out meanwhile: not re-sent.
+                    self.exchanges.pop(rid, None)
+                await self._post(message, body, rid, retried=retried, headers=headers, reauthorized=reauthorized, stepped_up=True)
                 return
             if code in (400, 404) and sent_with is not None and method != "initialize" and not retried:
                 text = await self._snippet(response, exchange)
@@ -642,7 +683,7 @@ class _HttpRun(RunEvents):
                     if not self.session.peer.is_pending(rid):
                         return  # Cancelled or timed out meanwhile: not re-sent.
                     self.exchanges.pop(rid, None)
-                await self._post(message, body, rid, retried=True, reauthorized=reauthorized)
+                await self._post(message, body, rid, retried=True, reauthorized=reauthorized, stepped_up=stepped_up)
                 return
             if method == "initialize" and 200 <= code < 300:
                 sid = response.headers.getRawHeaders(b"mcp-session-id")
@@ -1449,6 +1490,20 @@ class HttpBackend(SupervisedBackend):
             await d
         await self.pool.closeCachedConnections()
         self._set_state(State.STOPPED)
+
+
+def _insufficient_scope(response: Any) -> bool:
+    """The answer's Bearer challenge says C{insufficient_scope} (RFC 6750 §3.1): a step-up, not an HTTP error."""
+    challenge = bearer_challenge(response.headers.getRawHeaders(b"www-authenticate") or [])
+    return challenge is not None and challenge.error == "insufficient_scope"
+
+
+def _tool_of(message: dict[str, Any]) -> str:
+    """What step-ups are counted per: the tool a C{tools/call} names, else the request's method."""
+    params = message.get("params")
+    if message.get("method") == "tools/call" and type(params) is dict and type(params.get("name")) is str:
+        return str(params["name"])
+    return str(message.get("method") or "a response")
 
 
 def _content_type(response: Any) -> bytes:

@@ -32,6 +32,8 @@ class TokenSource(Protocol):
 
     def challenged(self, backend: str, www_authenticate: Sequence[bytes]) -> None: ...
 
+    def forbidden(self, bearer: Any, backend: str, www_authenticate: Sequence[bytes], tool: str) -> Deferred[Any]: ...
+
 
 class PrincipalRuns:
     """

@@ -11,12 +11,21 @@ lost).  An AS outage keeps the record and backs off per key; C{invalid_grant}
 deletes it and sends the principal back to consent.  C{clientCredentials}
 backends have one machine token, held in memory only (§7.5).
 
+A backend's 403 C{insufficient_scope} is a step-up (§7.4): the broker
+remembers the union of the scopes granted, configured and asked for, the
+principal is told to log in again (the next L{OAuthBroker.begin} asks for
+that union), at most L{MAX_STEP_UPS} times per principal, backend and tool
+within C{authorizationTimeout}; a machine token is fetched again with the
+union, once.
+
 Nothing here logs or raises a token, refresh token, code, verifier, client
 secret or whole C{state}.
 """
 
 from __future__ import annotations
 
+import re
+import shlex
 from typing import TYPE_CHECKING, Any, Callable, Coroutine, Mapping, Sequence, TypeVar
 
 import attrs
@@ -31,6 +40,7 @@ from twisted_mcp.backends.oauth.discovery import Discovered, Discovery
 from twisted_mcp.backends.oauth.fetch import AuthHttp
 from twisted_mcp.backends.oauth.flow import Authorization, Flows
 from twisted_mcp.backends.oauth.problems import (
+    AuthorizationFailed,
     AuthorizationRequired,
     AuthorizationUnavailable,
     OAuthProblem,
@@ -61,6 +71,13 @@ _TRANSIENT = frozenset({"metadata-unavailable", "as-unavailable", "as-timeout"})
 #: Backoff after a failed refresh, per key: the first wait, the longest.
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
+#: Step-ups (§7.4) per (principal, backend, tool) within C{authorizationTimeout}; one more fails.
+MAX_STEP_UPS = 2
+#: Principals whose step-up scopes are remembered at once (the oldest are forgotten beyond).
+MAX_REMEMBERED = 1024
+#: What a scope a backend names may be (RFC 6749 §3.3 NQCHAR), and how many are kept.
+_SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")
+MAX_CHALLENGE_SCOPES = 32
 
 
 @frozen
@@ -96,8 +113,40 @@ def refresh_window_opens(record: TokenRecord, refresh_before: float, max_early: 
     return max(record.granted_at + refresh_before * lifetime, record.expires_at - max_early)
 
 
-def login_command(backend: str) -> str:
-    return f"twisted-mcp login {backend}"
+def login_command(backend: str, scopes: Sequence[str] = ()) -> str:
+    """The CLI command that authorizes C{backend}, asking for C{scopes} beyond the usual ones."""
+    return " ".join(["twisted-mcp", "login", shlex.quote(backend), *(f"--scope {shlex.quote(s)}" for s in scopes)])
+
+
+def challenge_scopes(www_authenticate: Sequence[bytes]) -> tuple[str, ...]:
+    """
+    The scopes a Bearer challenge asks for, only those made of the
+    characters a scope may hold (they are shown in messages and commands),
+    at most L{MAX_CHALLENGE_SCOPES}.
+    """
+    challenge = bearer_challenge(list(www_authenticate))
+    if challenge is None or challenge.scope is None:
+        return ()
+    return union_of(s for s in challenge.scope if _SCOPE.match(s))[:MAX_CHALLENGE_SCOPES]
+
+
+def union_of(*groups: Any) -> tuple[str, ...]:
+    """The scopes of every group in C{groups}, each once, in order of first appearance."""
+    chosen: dict[str, None] = {}
+    for group in groups:
+        for scope in group:
+            chosen.setdefault(scope, None)
+    return tuple(chosen)
+
+
+def step_up_required(backend: str, principal: str, tool: str, scopes: Sequence[str], missing: Sequence[str]) -> AuthorizationRequired:
+    """-31040 C{insufficient-scope}: the scopes to authorize, and the command asking for them."""
+    command = login_command(backend, missing)
+    asked = " ".join(scopes) or "(none named)"
+    message = f"backend '{backend}' needs more scopes for {tool} ({asked}): run `{command}`"
+    if principal != LOCAL:
+        message += f" (or ask the operator to run it with `--as {principal}`)"
+    return AuthorizationRequired("insufficient-scope", message, login=command, scopes=list(scopes))
 
 
 def authorization_required(reason: str, backend: str, principal: str | None) -> AuthorizationRequired:
@@ -126,6 +175,15 @@ class _Backend:
 class _Backoff:
     until: float
     delay: float
+
+
+@attrs.define
+class _StepUps:
+    """The step-ups of one principal for one backend: the scopes its next
+    authorization asks for, and when each tool's step-ups happened."""
+
+    scopes: tuple[str, ...]
+    tools: dict[str, list[float]] = attrs.Factory(dict)
 
 
 class OAuthBroker:
@@ -165,14 +223,24 @@ class OAuthBroker:
         #: client-credentials tokens, in memory only: key -> (record, version).
         self._machine: dict[TokenKey, tuple[TokenRecord, int]] = {}
         self._machine_versions = 0
+        #: key -> the scopes machine tokens are asked with after a step-up.
+        self._machine_scopes: dict[TokenKey, tuple[str, ...]] = {}
+        #: key -> the machine token version a step-up produced: a 403 to it is final.
+        self._machine_stepped: dict[TokenKey, int] = {}
+        #: (principal, backend) -> its step-ups (§7.4), least recent first.
+        self._step_ups: dict[tuple[str, str], _StepUps] = {}
         self._callbacks: list[Callable[[str, str], None]] = []
 
     # -- configuration ---------------------------------------------------
 
     def add_backend(self, name: str, url: str, auth: OAuthAuth | ClientCredentialsAuth) -> None:
-        """Serve tokens for backend C{name} at C{url} (again, after a change: discovery restarts)."""
+        """Serve tokens for backend C{name} at C{url} (again, after a change:
+        discovery restarts, a machine token's step-up scopes are forgotten)."""
         self._backends[name] = _Backend(name, url, auth)
         self.discovery.forget(name)
+        if not isinstance(auth, OAuthAuth):
+            for key in [k for k in self._machine_scopes if k[0] == f"client:{auth.id}"]:
+                del self._machine_scopes[key]
 
     def backend_url(self, name: str) -> str | None:
         """The URL backend C{name} was added with, or None."""
@@ -403,6 +471,136 @@ class OAuthBroker:
         self._after_rejection[key] = version
         return Bearer(record.access_token, version, bearer.principal)
 
+    # -- step-up (§7.4) --------------------------------------------------
+
+    def forbidden(self, bearer: Bearer, backend: str, www_authenticate: Sequence[bytes], tool: str) -> Deferred[Bearer]:
+        """
+        C{backend} answered 403 C{insufficient_scope} to C{bearer} on a call
+        of C{tool} (a tool's name, or the method of another request).
+
+        A principal's token: the union of the scopes its record was granted,
+        the configured ones, those of earlier step-ups and those the
+        challenge asks for is remembered for the principal's next
+        authorization, and the call fails with L{AuthorizationRequired}
+        C{insufficient-scope} (its C{data.scopes} is that union, its
+        C{login} the command with the C{--scope}s still missing); after
+        L{MAX_STEP_UPS} of them for the same principal, backend and tool
+        within C{authorizationTimeout}, with L{AuthorizationFailed}
+        C{step-up-limit}.  A token replaced meanwhile (a new login): the
+        current one, to send the request with again.
+
+        A machine token (C{clientCredentials}): a new one asked with the
+        union, once; a 403 to that one is C{step-up-limit}.
+        """
+        asked = challenge_scopes(www_authenticate)
+        return Deferred.fromCoroutine(_guarded(backend, self._forbidden(bearer, backend, asked, tool)))
+
+    async def _forbidden(self, bearer: Bearer, backend: str, asked: tuple[str, ...], tool: str) -> Bearer:
+        b = self._backend(backend)
+        if not _is_oauth(b.auth):
+            return await self._machine_forbidden(b, bearer, asked)
+        discovered = await self._discover(b)
+        principal = bearer.principal
+        held = await self.tokens.get((principal, discovered.server.issuer, discovered.resource.resource))
+        if held is not None and held[1] != bearer.version:
+            return Bearer(held[0].access_token, held[1], principal)
+        granted = held[0].scope if held is not None else ()
+        now = self.clock.seconds()
+        self._prune_step_ups(now)
+        steps = self._step_ups.pop((principal, backend), None)
+        remembered = steps.scopes if steps is not None else ()
+        union = union_of(granted, b.auth.scopes, remembered, asked)
+        if steps is None:
+            steps = _StepUps(union)
+        steps.scopes = union
+        self._step_ups[(principal, backend)] = steps  # last: the most recent
+        attempts = steps.tools.setdefault(tool, [])
+        if len(attempts) >= MAX_STEP_UPS:
+            log.info(
+                "backend {backend}: {principal} still lacks scopes for {tool} after {count} step-ups",
+                backend=backend,
+                principal=principal,
+                tool=tool,
+                count=len(attempts),
+            )
+            raise AuthorizationFailed(
+                "step-up-limit",
+                f"backend '{backend}' still refuses after {len(attempts)} authorizations with more scopes "
+                f"(it asked for: {' '.join(asked) or 'no scope named'})",
+                scopes=list(union),
+            )
+        attempts.append(now)
+        log.info(
+            "backend {backend}: {principal}'s token lacks scopes for {tool}: step-up {count} asks for {scopes}",
+            backend=backend,
+            principal=principal,
+            tool=tool,
+            count=len(attempts),
+            scopes=" ".join(union),
+        )
+        raise step_up_required(backend, principal, tool, union, [s for s in union if s not in granted])
+
+    def _prune_step_ups(self, now: float) -> None:
+        """Forget step-ups older than C{authorizationTimeout}, and the oldest
+        remembered scopes beyond L{MAX_REMEMBERED} principals."""
+        since = now - self.settings.authorizationTimeout
+        for where, steps in list(self._step_ups.items()):
+            for tool, times in list(steps.tools.items()):
+                times[:] = [t for t in times if t > since]
+                if not times:
+                    del steps.tools[tool]
+            if not steps.tools and not steps.scopes:
+                del self._step_ups[where]
+        while len(self._step_ups) > MAX_REMEMBERED:
+            del self._step_ups[next(iter(self._step_ups))]
+
+    def step_up_scopes(self, principal: str, backend: str) -> tuple[str, ...]:
+        """The scopes the step-ups of C{principal} on C{backend} ask its next authorization for."""
+        steps = self._step_ups.get((principal, backend))
+        return steps.scopes if steps is not None else ()
+
+    def _stepped_up(self, principal: str, backend: str) -> None:
+        """C{principal} authorized C{backend} again: the scopes remembered are
+        in its record now (the step-up counts stay, for the limit)."""
+        steps = self._step_ups.get((principal, backend))
+        if steps is not None:
+            steps.scopes = ()
+
+    async def _machine_forbidden(self, b: _Backend, bearer: Bearer, asked: tuple[str, ...]) -> Bearer:
+        key, endpoint = await self._machine_setup(b)
+        held = self._machine.get(key)
+        if held is not None and held[1] != bearer.version:
+            return Bearer(held[0].access_token, held[1], key[0])
+        requested = self._machine_scopes.get(key, tuple(b.auth.scopes))
+        granted = held[0].scope if held is not None else ()
+        union = union_of(granted, requested, asked)
+        if self._machine_stepped.get(key) == bearer.version:
+            raise AuthorizationFailed(
+                "step-up-limit",
+                f"backend '{b.name}' still refuses the client credentials' token with the scopes {' '.join(union) or '(none)'} "
+                f"(it asked for: {' '.join(asked) or 'no scope named'})",
+                scopes=list(union),
+            )
+        log.info(
+            "backend {backend}: the client credentials' token lacks scopes: asking for {scopes}",
+            backend=b.name,
+            scopes=" ".join(union),
+        )
+        try:
+            record, version = await self._machine_fetch(b, key, endpoint, bearer.version, union)
+        except AuthorizationUnavailable as e:
+            if e.reason != "client-rejected":
+                raise
+            raise AuthorizationFailed(
+                "token-request-failed",
+                f"backend '{b.name}' needs the scopes {' '.join(union)} and the authorization server refused them "
+                f"to the client credentials ({e.data.get('error', 'refused')})",
+                scopes=list(union),
+                **({"error": e.data["error"]} if "error" in e.data else {}),
+            ) from None
+        self._machine_stepped[key] = version
+        return Bearer(record.access_token, version, key[0])
+
     async def _forget_token(self, b: _Backend, key: TokenKey, why: str) -> None:
         await self.tokens.delete(key)
         self._after_rejection.pop(key, None)
@@ -466,9 +664,13 @@ class OAuthBroker:
         return Bearer(record.access_token, version, key[0])
 
     def _machine_fetch(
-        self, b: _Backend, key: TokenKey, endpoint: TokenEndpoint, version: int | None
+        self, b: _Backend, key: TokenKey, endpoint: TokenEndpoint, version: int | None, scopes: tuple[str, ...] | None = None
     ) -> Deferred[tuple[TokenRecord, int]]:
-        """A new client-credentials token, one request per key at a time."""
+        """
+        A new client-credentials token, one request per key at a time,
+        asked with C{scopes} (a step-up's union; kept for the next ones once
+        granted), else those asked last.
+        """
         waiter: Deferred[tuple[TokenRecord, int]] = Deferred()
         if key in self._refreshing:
             self._refreshing[key].append(waiter)
@@ -480,8 +682,9 @@ class OAuthBroker:
             held = self._machine.get(key)
             if held is not None and held[1] != version:
                 return held
+            asked = scopes if scopes is not None else self._machine_scopes.get(key, tuple(b.auth.scopes))
             try:
-                record = await endpoint.client_credentials(b.auth.scopes)
+                record = await endpoint.client_credentials(asked)
             except TokenError as e:
                 if e.transient:
                     self._failed_refresh(key)
@@ -495,6 +698,8 @@ class OAuthBroker:
                 self._failed_refresh(key)
                 raise
             self._backoff.pop(key, None)
+            if scopes is not None:
+                self._machine_scopes[key] = scopes
             self._machine_versions += 1
             self._machine[key] = (record, self._machine_versions)
             return self._machine[key]
@@ -515,7 +720,13 @@ class OAuthBroker:
     # -- authorization flows ---------------------------------------------
 
     def begin(self, principal: str, backend: str, redirect_uri: str, scopes: Sequence[str] = ()) -> Deferred[Authorization]:
-        """Start an authorization of C{principal} for C{backend}; its callback will arrive at C{redirect_uri}."""
+        """
+        Start an authorization of C{principal} for C{backend}; its callback
+        will arrive at C{redirect_uri}.  It asks for the union (§4.2) of the
+        401 challenge's scopes (else the resource's C{scopes_supported}),
+        the configured ones, those of the principal's current token, those
+        its step-ups remembered (§7.4) and C{scopes}.
+        """
         return Deferred.fromCoroutine(_guarded(backend, self._begin(principal, backend, redirect_uri, tuple(scopes))))
 
     async def _begin(self, principal: str, backend: str, redirect_uri: str, scopes: tuple[str, ...]) -> Authorization:
@@ -527,7 +738,8 @@ class OAuthBroker:
         discovered = await self._discover(b)
         held = await self.tokens.get((principal, discovered.server.issuer, discovered.resource.resource))
         held_scopes = held[0].scope if held is not None else ()
-        return await self.flows.begin(principal, backend, b.auth, discovered, redirect_uri, held_scopes, scopes)
+        extra = union_of(self.step_up_scopes(principal, backend), scopes)
+        return await self.flows.begin(principal, backend, b.auth, discovered, redirect_uri, held_scopes, extra)
 
     def complete(self, params: Mapping[str, str], redirect_uri: str) -> Deferred[Authorized]:
         """Finish the authorization a callback belongs to and store its token."""
@@ -546,6 +758,7 @@ class OAuthBroker:
                     raise
         self._after_rejection.pop(key, None)
         self._backoff.pop(key, None)
+        self._stepped_up(done.principal, done.backend)
         b = self._backends.get(done.backend)
         if b is not None:
             b.principals.add(done.principal)
