@@ -33,7 +33,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, Callable
 
 from attrs import frozen
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -216,7 +216,7 @@ async def _elicited(
         if not await waiter:
             raise consent_pending(target, consent.consent_wait)
     finally:
-        waiter.cancel()  # a no-op once it fired
+        _forget(waiter)
     session.notify("notifications/elicitation/complete", {"elicitationId": elicitation_id}, request.rid)
     return await send()
 
@@ -254,8 +254,15 @@ async def _resumed(
             raise consent_pending(target, consent.consent_wait if consent is not None else 0)
     finally:
         if waiter is not None:
-            waiter.cancel()
+            _forget(waiter)
     return await send()
+
+
+def _forget(waiter: Deferred[bool]) -> None:
+    """Stop waiting (a no-op once the waiter fired)."""
+    if not waiter.called:
+        waiter.addErrback(lambda f: f.trap(CancelledError) and None)
+        waiter.cancel()
 
 
 def declined(target: Backend) -> JsonRpcError:
