@@ -145,6 +145,7 @@ def test_consent_inside_the_call_both_eras(public_gateway) -> None:
     assert asked.mode == "url"
     assert asked.url.startswith(gateway.public_url + "/oauth/connect/")
     assert asked.message == "Authorize twisted-mcp to use protected as local"
+    assert asked.elicitation_id  # a real elicitation/create on the call (2025-11-25 requires the id)
     assert visited[0] == asked.url
     assert elicit.delivered[0].startswith(gateway.public_url + "/oauth/callback?")
     assert "code=" not in asked.url and "state=" not in asked.url
@@ -167,6 +168,7 @@ def test_consent_inside_the_call_both_eras(public_gateway) -> None:
     (asked,) = elicit.asked
     assert asked.mode == "url"
     assert asked.url.startswith(gateway.public_url + "/oauth/connect/")
+    assert asked.elicitation_id is None  # an inputRequests entry of an InputRequiredResult (2026-07-28 has no id)
 
     # The client metadata document.
     with httpx2.Client() as http:
