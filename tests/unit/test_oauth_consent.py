@@ -262,6 +262,22 @@ class HandshakeEraTests(ConsentCase):
         error = self.assertError(answer, 1, -31040, "finish the authorization in your browser, then call again")
         self.assertEqual(error["data"]["reason"], "consent-pending")
         self.assertEqual(len(self.alpha.calls), 1)
+        # Completed later, while the session lives: the client is told all the same (the call is not sent again).
+        self.broker.authorized("alpha", "local")
+        (complete,) = self.take()
+        self.assertEqual(complete["method"], "notifications/elicitation/complete")
+        self.assertEqual(complete["params"], {"elicitationId": asked["params"]["elicitationId"]})
+        self.assertEqual(len(self.alpha.calls), 1)
+
+    def test_aConsentThatNeverCompletesIsForgottenWithItsAuthorization(self) -> None:
+        asked = self.elicited()
+        self.send({"jsonrpc": "2.0", "id": asked["id"], "result": {"action": "accept"}})
+        self.clock.advance(30)
+        self.take()
+        self.assertEqual(len(self.consent.waiters), 1)
+        self.clock.advance(600)  # oauth.authorizationTimeout
+        self.broker.authorized("alpha", "local")
+        self.assertEqual(self.take(), [])
 
     def test_cancellingTheCallStopsTheWait(self) -> None:
         asked = self.elicited()

@@ -79,6 +79,8 @@ class Consent:
         self.clock = clock
         self.public_url = public_url.rstrip("/")
         self.consent_wait = consent_wait
+        #: Seconds a started authorization waits for its callback (oauth.authorizationTimeout).
+        self.authorization_timeout = broker.settings.authorizationTimeout
         self.connect = connect
         self.links = ConnectLinks(clock)
         self.waiters = Waiters(clock)
@@ -214,11 +216,29 @@ async def _elicited(
             raise declined(target)
         log.info("client {client}: waiting for the authorization of backend {backend}", client=session.label, backend=target.name)
         if not await waiter:
+            _complete_later(consent, request, principal, target, elicitation_id)
             raise consent_pending(target, consent.consent_wait)
     finally:
         _forget(waiter)
     session.notify("notifications/elicitation/complete", {"elicitationId": elicitation_id}, request.rid)
     return await send()
+
+
+def _complete_later(consent: Consent, request: InFlight, principal: str, target: Backend, elicitation_id: str) -> None:
+    """
+    The call stopped waiting: should the authorization still complete (within
+    C{oauth.authorizationTimeout}) while the session lives, its client is
+    sent C{notifications/elicitation/complete} all the same (optional in
+    2025-11-25's URL-mode sequence).
+    """
+    session = request.session
+    later = consent.waiters.wait(principal, target.name, consent.authorization_timeout)
+
+    def done(authorized: bool) -> None:
+        if authorized and session in session.gateway.sessions:
+            session.notify("notifications/elicitation/complete", {"elicitationId": elicitation_id})
+
+    later.addCallback(done).addErrback(lambda f: log.failure("telling a client its authorization completed failed", f))
 
 
 async def _input_required(consent: Consent, request: InFlight, target: Backend, principal: str, scopes: tuple[str, ...]) -> Any:
