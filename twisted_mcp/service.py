@@ -24,6 +24,7 @@ from twisted_mcp.backends.oauth.assembly import build_broker
 from twisted_mcp.backends.stdio import StdioBackend, stderr_limits, stop_all
 from twisted_mcp.config import Config, HttpServer
 from twisted_mcp.config.models import OAuthAuth
+from twisted_mcp.dispatch.authorization import announce, consent_for
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.ops.admin_oauth import PrincipalUnknown, resolve_principal
 from twisted_mcp.policy.audit.log import AuditLog
@@ -74,6 +75,7 @@ class GatewayService(Reloading, MultiService):
         self.gateway = Gateway(self.backends, config.gateway.separator, clock, bound, self._spawn)
         self.gateway.reverse.held.configure(config.gateway)
         self.gateway.max_input_rounds = config.gateway.maxInputRounds
+        self.gateway.consent = consent_for(config, self.oauth, clock)
         for b in self.backends:
             b.add_listener(self._idle_template)
         self.frontends: list[Service] = []
@@ -199,6 +201,7 @@ class GatewayService(Reloading, MultiService):
                 "NO IDENTITY IS CONFIGURED: every request runs as the local principal with every "
                 "permission (add an `identity:` section to name the caller)"
             )
+        announce(self.gateway.consent, self.config)
         rules = self.gateway.policy.rules
         if self.identity is not None and not rules.roles_configured:
             log.warn("an identity is configured but no `roles:` are: no principal may call anything")

@@ -89,6 +89,8 @@ class Gateway:
         self.reverse = Reverse(self)
         #: Rounds of input a stateless-era backend may ask of a handshake-era client per call (gateway.maxInputRounds).
         self.max_input_rounds = DEFAULT_MAX_ROUNDS
+        #: The HTTP front's OAuth connect route (twisted_mcp.dispatch.authorization.Consent), if any.
+        self.consent: Any = None
         self.subscriptions = Subscriptions(self)
         self.logs = ServerLogs(self)
         #: Each backend's state and handshake count when its listener last

@@ -14,7 +14,9 @@ nothing between the two: a pass token may be used more than once (the
 backend's state is the backend's business), within its binding and life.
 
 A retry naming a held call (a handshake-era backend's request, kind
-C{held}) is resumed by L{twisted_mcp.dispatch.held_calls}.
+C{held}) is resumed by L{twisted_mcp.dispatch.held_calls}; one after an
+authorization was asked (kind C{auth}) goes its usual way, and
+L{twisted_mcp.dispatch.authorization} waits for the consent first.
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from twisted_mcp.backends.base import Backend
+from twisted_mcp.dispatch.authorization import auth_retry
 from twisted_mcp.dispatch.held_calls import KIND as HELD
 from twisted_mcp.dispatch.held_calls import backend_label, caller_digest
 from twisted_mcp.dispatch.instances import principal_name
 from twisted_mcp.mcp.errors import GatewayError
-from twisted_mcp.mcp.request_state import MAX_TOKEN_CHARS, Claims, StateRefused, check_binding, request_digest
+from twisted_mcp.mcp.request_state import AUTH, MAX_TOKEN_CHARS, Claims, StateRefused, check_binding, request_digest
 from twisted_mcp.wire.jsonrpc import INTERNAL_ERROR
 
 if TYPE_CHECKING:
@@ -51,12 +54,12 @@ def retry(session: ClientSession, request: InFlight, params: dict[str, Any]) -> 
     try:
         held = session.gateway.reverse.held
         claims = held.seal.open(params.get("requestState"))
-        if claims.kind not in (HELD, PASS):
+        if claims.kind not in (HELD, PASS, AUTH):
             raise StateRefused("requestState was not issued by this gateway")
         check_binding(claims, claims.kind, caller_digest(session), request.method, request_digest(params))
         if claims.kind == HELD:
             return held.resume(session, request, params, claims)
-        request.passed = claims
+        request.passed = auth_retry(claims, params) if claims.kind == AUTH else claims
         return None
     except StateRefused as e:
         refused(session, e)
@@ -104,6 +107,7 @@ def unsealed(request: InFlight, target: Backend, out: dict[str, Any]) -> dict[st
     before it restarted.
     """
     claims = request.passed
+    assert isinstance(claims, Claims)
     if claims.backend != backend_label(target):
         e = StateRefused("requestState names a server that has restarted or changed since")
         refused(request.session, e)

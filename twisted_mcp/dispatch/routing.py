@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 
 from twisted_mcp.backends.base import Backend
 from twisted_mcp.backends.envelope import stamp
+from twisted_mcp.dispatch.authorization import AuthRetry, consented
 from twisted_mcp.dispatch.held_calls import HELD_METHODS, strip_retry_keys
 from twisted_mcp.dispatch.instances import principal_key
 from twisted_mcp.dispatch.mrtr import sealed, unsealed
@@ -110,8 +111,17 @@ def forward(
         return target.call(method, body, on_progress, context=context)
 
     def send_one(target: Backend) -> Deferred[Any]:
+        if target.per_principal:
+            # Consent asked inside the call when the principal has no token yet (dispatch.authorization).
+            principal = principal_key(session.gateway, session.peer)
+            return consented(request, target, principal, lambda: send_once(target))
+        return send_once(target)
+
+    def send_once(target: Backend) -> Deferred[Any]:
         retry = retry_out
-        if request.passed is not None and retry is not None:
+        if isinstance(request.passed, AuthRetry):
+            retry = None  # the gateway's own state: the backend never sees it
+        elif request.passed is not None and retry is not None:
             # Refused unless sealed for this run of this backend, whatever era it speaks now.
             retry = unsealed(request, target, retry)
         if target.era != "modern" or target.protocol_version is None:

@@ -73,6 +73,7 @@ from twisted_mcp.frontends.http_errors import plain_response as _plain
 from twisted_mcp.frontends.http_modern import StatelessClients
 from twisted_mcp.frontends.http_sessions import SESSION_ID_RE, HttpSession, SessionTable, owner_of
 from twisted_mcp.frontends.http_streams import SseStream, parse_event_id
+from twisted_mcp.frontends.oauth_routes import OAuthRoutes
 from twisted_mcp.frontends.stream import peer_key
 from twisted_mcp.mcp import errors
 from twisted_mcp.mcp.meta import claims_modern
@@ -225,6 +226,8 @@ class McpResource(Resource):
         #: Verifies bearer tokens (None: C{http.bearer} is off).
         self.bearer = bearer
         self._metadata_paths = metadata_paths(settings) if bearer is not None else ()
+        #: The /oauth/* routes (only with oauth.publicUrl).
+        self.oauth_routes = OAuthRoutes(gateway.consent) if gateway.consent is not None else None
         self.table = SessionTable(clock, settings, self._expired)
         #: The core sessions of stateless-era (2026-07-28) clients.
         self.stateless = StatelessClients(self)
@@ -243,6 +246,8 @@ class McpResource(Resource):
     def render(self, request: Request) -> Any:
         if request.path in self._metadata_paths:
             return self.render_metadata(request)
+        if self.oauth_routes is not None and request.path != self.path and self.oauth_routes.handles(request.path):
+            return self._origin_refusal(request) or self.oauth_routes.render(request)
         if request.path != self.path:
             return _plain(request, 404, f"not found: the MCP endpoint is {self.settings.path}\n")
         refusal = self._origin_refusal(request)

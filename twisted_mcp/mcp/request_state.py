@@ -34,13 +34,17 @@ PREFIX = "tmcp1."
 DEFAULT_TTL = 600.0
 #: Longer tokens are refused unread (a pass token carries its backend's own state).
 MAX_TOKEN_CHARS = 65536
+#: The kind of token that names a call waiting for an OAuth authorization
+#: (L{twisted_mcp.dispatch.authorization}); its state is the connect link's id.
+AUTH = "auth"
 
 
 @attrs.frozen
 class Claims:
     """What a token says, each checked on the retry."""
 
-    #: C{held} (names a held call) or C{pass} (wraps a backend's own state).
+    #: C{held} (names a held call), C{pass} (wraps a backend's own state) or
+    #: C{auth} (a call that asked for an OAuth authorization).
     kind: str
     #: SHA-256 (hex) of the caller's stable identity (L{digest}).
     principal: str
@@ -52,7 +56,8 @@ class Claims:
     backend: str
     #: Clock seconds after which the token is refused.
     expires: float
-    #: held: C{[held call id, round]}; pass: the backend's own state string.
+    #: held: C{[held call id, round]}; pass: the backend's own state string;
+    #: auth: the connect link's id.
     state: Any
 
     def as_json(self) -> dict[str, Any]:
@@ -155,4 +160,4 @@ def check_binding(claims: Claims, kind: str, principal: str, method: str, reques
         raise StateRefused("requestState is for another request (its name, URI or arguments differ)")
 
 
-__all__ = ["DEFAULT_TTL", "Claims", "Seal", "StateRefused", "canonical", "check_binding", "digest", "request_digest"]
+__all__ = ["AUTH", "DEFAULT_TTL", "Claims", "Seal", "StateRefused", "canonical", "check_binding", "digest", "request_digest"]
