@@ -32,7 +32,7 @@ from mcp import MCPError
 
 from tests import mcpclient as mc
 from tests.oauth.browser import Browser
-from tests.oauth.fake_as import FakeAuthorizationServer
+from tests.oauth.fake_as import ERROR_BAIT, FakeAuthorizationServer
 from tests.oauth.peers import Child, Peers, oauth_peers  # noqa: F401  (fixture)
 
 from .conftest import SERVERS, bin_path, gateway_env, server
@@ -174,6 +174,8 @@ def assert_nowhere(secrets: list[str], *outputs: str) -> None:
 
 #: Each mode of the fake authorization server that fails the login at its start, and the reason.
 AT_BEGIN = {
+    "prm-other-resource": "resource-mismatch",
+    "prm-other-origin": "metadata-origin",
     "issuer-mismatch": "issuer-mismatch",
     "no-s256": "pkce-unsupported",
     "metadata-302": "metadata-unavailable",
@@ -184,6 +186,7 @@ AT_BEGIN = {
 #: The modes that fail once the browser comes back, the reason and the login's exit status.
 AT_CALLBACK = {
     "wrong-iss": ("iss-mismatch", 77),
+    "wrong-iss-error": ("iss-mismatch", 77),
     "no-iss": ("iss-mismatch", 77),
     "token-html": ("token-request-failed", 77),
     "token-mac": ("unsupported-token-type", 69),
@@ -263,7 +266,8 @@ def test_a_callback_that_fails_its_checks_or_a_token_that_is_not_bearer_fails_th
     neighbours_answer(gateway)
     issued = [value for fake in fakes.values() for value in fake.issued]
     assert any(v.startswith("fake-access-") for v in issued) and any(v.startswith("fake-code-") for v in issued)
-    assert_nowhere(issued, gateway.log(), json.dumps(gateway.status()), rows.stdout, *outputs)
+    # The error_description of a response that failed the iss check is not shown (nor logged).
+    assert_nowhere([*issued, ERROR_BAIT, "evil.example"], gateway.log(), json.dumps(gateway.status()), rows.stdout, *outputs)
 
 
 def test_an_authorization_server_that_never_answers_times_out_while_the_others_serve(hostile) -> None:

@@ -30,7 +30,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 MODES = frozenset(
     {
         "ok",
+        "prm-other-resource",  # the PRM names another server as its resource
+        "prm-other-origin",  # the 401 names resource metadata on another origin
         "wrong-iss",  # the authorization response names another issuer
+        "wrong-iss-error",  # ... and carries an error with a description meant to be shown
         "no-iss",  # ... names none, while the metadata advertises it
         "issuer-mismatch",  # the ASM's issuer is not the one the PRM names
         "no-s256",  # the ASM offers only the plain PKCE method
@@ -45,6 +48,8 @@ MODES = frozenset(
 )
 
 HUGE_BYTES = 10 * 1024 * 1024
+#: The error_description of mode wrong-iss-error: an attacker's text that must never be shown.
+ERROR_BAIT = "Session lost: sign in again at https://evil.example/login"
 
 
 class _Server(ThreadingHTTPServer):
@@ -102,12 +107,12 @@ class FakeAuthorizationServer:
         body = request.rfile.read(length) if length else b""
         try:
             if path == "/mcp":
-                metadata = f"{self.origin}/.well-known/oauth-protected-resource/mcp"
-                return self._send(
-                    request, 401, b"", headers={"WWW-Authenticate": f'Bearer resource_metadata="{metadata}"'}
-                )
+                origin = "http://localhost:9" if self.mode == "prm-other-origin" else self.origin
+                metadata = f"{origin}/.well-known/oauth-protected-resource/mcp"
+                return self._send(request, 401, b"", headers={"WWW-Authenticate": f'Bearer resource_metadata="{metadata}"'})
             if path in ("/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-protected-resource"):
-                return self._json(request, 200, {"resource": self.url, "authorization_servers": [self.issuer]})
+                resource = "http://127.0.0.1:1/mcp" if self.mode == "prm-other-resource" else self.url
+                return self._json(request, 200, {"resource": resource, "authorization_servers": [self.issuer]})
             if self.mode == "hang" and path != "/favicon.ico":
                 self.release.wait(120)
                 return None
@@ -158,7 +163,9 @@ class FakeAuthorizationServer:
         code = f"fake-code-{secrets.token_urlsafe(12)}"
         self.issued.append(code)
         answer = {"code": code, "state": query.get("state", "")}
-        if self.mode == "wrong-iss":
+        if self.mode == "wrong-iss-error":
+            answer = {"error": "access_denied", "error_description": ERROR_BAIT, "state": query.get("state", "")}
+        if self.mode in ("wrong-iss", "wrong-iss-error"):
             answer["iss"] = "http://127.0.0.1:1/evil"
         elif self.mode != "no-iss":
             answer["iss"] = self.issuer
