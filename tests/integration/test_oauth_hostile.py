@@ -193,6 +193,9 @@ AT_CALLBACK = {
     "wrong-iss-error": ("iss-mismatch", 77),
     "no-iss": ("iss-mismatch", 77),
     "token-html": ("token-request-failed", 77),
+    "token-array": ("token-request-failed", 77),
+    "token-huge": ("as-unavailable", 69),
+    "token-hang": ("as-timeout", 69),
     "token-mac": ("unsupported-token-type", 69),
 }
 
@@ -244,7 +247,7 @@ def test_metadata_that_cannot_be_trusted_fails_the_login_with_its_reason(hostile
     assert_nowhere([], gateway.log(), status, *outputs)
 
 
-def test_a_callback_that_fails_its_checks_or_a_token_that_is_not_bearer_fails_the_login(hostile) -> None:
+def test_a_callback_that_fails_its_checks_or_a_token_endpoint_that_misbehaves_fails_the_login(hostile) -> None:
     gateway, fakes = hostile
     outputs = []
     for mode, (reason, exit_status) in AT_CALLBACK.items():

@@ -43,6 +43,9 @@ MODES = frozenset(
         "metadata-huge",  # the ASM is a 10 MiB JSON document
         "token-mac",  # the token endpoint issues token_type "mac"
         "token-html",  # the token endpoint answers an HTML page
+        "token-array",  # ... a JSON array
+        "token-huge",  # ... a 10 MiB JSON document
+        "token-hang",  # ... never answers
         "hang",  # the AS endpoints accept the connection and never answer
     }
 )
@@ -175,6 +178,14 @@ class FakeAuthorizationServer:
     def _token(self, request: BaseHTTPRequestHandler) -> None:
         if self.mode == "token-html":
             return self._send(request, 200, b"<!doctype html><p>Service temporarily unavailable", content_type="text/html")
+        if self.mode == "token-array":
+            return self._json(request, 200, ["access_token", "Bearer"])
+        if self.mode == "token-huge":
+            filler = "x" * (HUGE_BYTES - 100)
+            return self._send(request, 200, json.dumps({"access_token": "fake-access-huge", "filler": filler}).encode())
+        if self.mode == "token-hang":
+            self.release.wait(120)
+            return None
         token = f"fake-access-{secrets.token_urlsafe(16)}"
         self.issued.append(token)
         refresh = f"fake-refresh-{secrets.token_urlsafe(16)}"
