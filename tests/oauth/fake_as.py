@@ -91,7 +91,7 @@ class FakeAuthorizationServer:
         self.origin = f"http://127.0.0.1:{self.port}"
         self.issuer = self.origin
         self.url = f"{self.origin}/mcp"
-        self.thread = threading.Thread(target=self.server.serve_forever, name=f"fake-as-{mode}", daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), name=f"fake-as-{mode}", daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
