@@ -380,7 +380,7 @@ def test_a_forged_or_replayed_callback_is_refused_and_the_real_one_still_complet
     tokens = [v.split()[-1] for v in protected.authorizations_seen()]
     assert tokens
     assert_nowhere(
-        [params["code"], *tokens],
+        [params["code"], forged["code"], forged["state"], *tokens],
         gateway.log(),
         json.dumps(gateway.status()),
         json.dumps(answers),
