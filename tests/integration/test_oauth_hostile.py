@@ -448,8 +448,11 @@ def test_a_tampered_token_file_and_an_open_store_directory(real) -> None:
     # Bob's token is in the store, but the store is not to be trusted: his call is not served.
     error = mc.run(refused, gateway.url, "bob", "protected__whoami")
     assert error.code in (-31042, -32602), error
+    listed = gateway.cli("tokens")
+    assert listed.returncode == 69, (listed.stdout, listed.stderr)
+    assert "chmod 700" in listed.stderr and listed.stderr.rstrip().endswith("(store-unavailable)"), listed.stderr
     neighbours_answer(gateway)
 
     tokens = [v.split()[-1] for v in protected.authorizations_seen()]
     assert tokens
-    assert_nowhere(tokens, gateway.log(), json.dumps(gateway.status()), gateway.cli("tokens", "--json").stdout, refusal)
+    assert_nowhere(tokens, gateway.log(), json.dumps(gateway.status()), listed.stdout, listed.stderr, refusal)
