@@ -162,6 +162,13 @@ class FetchTests(SynchronousTestCase):
         self.assertIn("https://as.example", f.value.message)
         self.assertNotIn("/big", f.value.message)
 
+    def test_post_answer_over_cap(self) -> None:
+        """An over-large answer to a POST (a token endpoint's) is as-unavailable, not metadata."""
+        self.resource.body = b"x" * 1001
+        f = self.failureResultOf(self.fetch.post_form("https://as.example/token", {"grant_type": "x"}), AuthorizationUnavailable)
+        self.assertEqual(f.value.reason, "as-unavailable")
+        self.assertEqual(f.value.message, "the authorization server at https://as.example answered a POST with more than 1000 bytes")
+
     def test_body_at_cap(self) -> None:
         """A body of exactly the cap is read."""
         self.resource.body = b"x" * 1000

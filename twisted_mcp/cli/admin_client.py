@@ -243,7 +243,7 @@ def _admin_call(args: argparse.Namespace, method: str, path: str, body: Any = No
             EX_UNAVAILABLE,
             f"{where} has no {path} (404): the gateway is older than this command, or this is not its admin endpoint",
         )
-    if status >= 500:
+    if status >= 500 and status not in ok:
         said = _refusal(answer, status) if _has_reason(answer) else first
         raise _Fail(EX_UNAVAILABLE, f"{where} answered {status}" + (f": {said}" if said else ""))
     if status in ok and answer is None:

@@ -90,9 +90,10 @@ class _Body(Protocol):
     or fails with L{AuthorizationUnavailable} when the body is too large or
     with the reason the body broke."""
 
-    def __init__(self, limit: int, origin: str) -> None:
+    def __init__(self, limit: int, origin: str, method: bytes = b"GET") -> None:
         self.limit = limit
         self.origin = origin
+        self.method = method
         self.chunks: list[bytes] = []
         self.size = 0
         self.done: Deferred[bytes] = Deferred()
@@ -103,7 +104,7 @@ class _Body(Protocol):
         self.chunks.append(data)
         self.size += len(data)
         if self.size > self.limit:
-            self.stop(too_large(self.origin, self.limit))
+            self.stop(too_large(self.origin, self.limit, self.method))
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         if self.done.called:
@@ -123,8 +124,17 @@ class _Body(Protocol):
             transport.stopProducing()
 
 
-def too_large(origin: str, limit: int) -> AuthorizationUnavailable:
-    return AuthorizationUnavailable("metadata-invalid", f"the answer from {origin} is larger than {limit} bytes")
+def too_large(origin: str, limit: int, method: bytes = b"GET") -> AuthorizationUnavailable:
+    """
+    An answer over the size limit: C{metadata-invalid} for a GET (metadata
+    is all the gateway GETs), C{as-unavailable} for a POST (a token,
+    registration or revocation endpoint that cannot be used now).
+    """
+    if method == b"GET":
+        return AuthorizationUnavailable("metadata-invalid", f"the answer from {origin} is larger than {limit} bytes")
+    return AuthorizationUnavailable(
+        "as-unavailable", f"the authorization server at {origin} answered a {method.decode('ascii')} with more than {limit} bytes"
+    )
 
 
 class AuthHttp:
@@ -228,11 +238,11 @@ class AuthHttp:
 
         def answered(response: Any) -> None:
             length = response.length if isinstance(getattr(response, "length", None), int) else None
-            body = _Body(self.max_bytes, origin)
+            body = _Body(self.max_bytes, origin, method)
             state["body"] = body
             response.deliverBody(body)
             if length is not None and length > self.max_bytes:
-                body.stop(too_large(origin, self.max_bytes))
+                body.stop(too_large(origin, self.max_bytes, method))
             body.done.addCallbacks(
                 lambda data: finish(Fetched(status=response.code, headers=response.headers, body=data)),
                 lambda f: finish(_body_failure(f, origin, state["timed_out"], self.request_timeout)),
