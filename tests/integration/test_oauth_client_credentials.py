@@ -121,11 +121,6 @@ def test_client_credentials_call_refresh_and_no_secret_anywhere(tmp_path: Path, 
         gateway.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="broker.status (broker.py) says state 'ready', reason None for a clientCredentials backend whose "
-    "token request the authorization server refuses (invalid_client): only /status lastError tells",
-)
 def test_status_says_why_client_credentials_are_refused(tmp_path: Path, oauth_peers: Peers) -> None:  # noqa: F811
     authorization = oauth_peers.authorization_server(name="as")
     protected = oauth_peers.protected_server(authorization.issuer, name="protected")

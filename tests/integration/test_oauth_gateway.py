@@ -16,6 +16,7 @@ login, and the tokens surviving a restart of the gateway, encrypted at rest.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -68,7 +69,7 @@ class Gateway:
         self.pidfile = str(tmp_path / "gw.pid")
         self.logfile = str(tmp_path / "gw.log")
         key = tmp_path / "oauth.key"
-        key.write_bytes(os.urandom(32))
+        key.write_text(base64.b64encode(os.urandom(32)).decode())  # text: a raw key could end in whitespace
         key.chmod(0o600)
         self.store = tmp_path / "oauth-store"
         config = {

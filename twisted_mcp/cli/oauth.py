@@ -53,7 +53,8 @@ class _Callback:
 
         received: list[dict[str, str]] = []
         self.received = received
-        self.outcome = "Authorization received: the gateway is finishing it. You can close this tab."
+        #: Called with the redirect's query before the page is answered: the page says how it ended.
+        self.finish: Any = lambda params: "Authorization received: the gateway is finishing it. You can close this tab."
 
         outer = self
 
@@ -63,10 +64,10 @@ class _Callback:
                 if parts.path != "/oauth/callback" or received:
                     self.send_error(404)
                     return
-                received.append(dict(parse_qsl(parts.query, keep_blank_values=True)))
-                body = (
-                    f"<!doctype html><meta charset='utf-8'><title>twisted-mcp</title><p>{html.escape(outer.outcome)}</p>"
-                ).encode()
+                params = dict(parse_qsl(parts.query, keep_blank_values=True))
+                received.append(params)
+                outcome = outer.finish(params)
+                body = f"<!doctype html><meta charset='utf-8'><title>twisted-mcp</title><p>{html.escape(outcome)}</p>".encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/html; charset=utf-8")
                 self.send_header("Cache-Control", "no-store")
@@ -140,6 +141,23 @@ def _login(args: argparse.Namespace) -> int:
             import webbrowser
 
             webbrowser.open(url)
+        finished: list[Any] = []
+
+        def finish(params: dict[str, str]) -> str:
+            """Have the gateway check and finish it now, so that the browser's page says how it ended."""
+            body = {"params": params, "redirectUri": listener.redirect_uri}
+            try:
+                finished.append(_admin_call(args, "POST", "/oauth/complete", body, ok=(200, 400, 409, 502)))
+            except _Fail as e:
+                finished.append(e)
+                return "The gateway could not be reached to finish the authorization: see the terminal."
+            status, answer = finished[0]
+            if status == 200:
+                return f"{args.backend} is now authorized for {answer.get('principal')}. You can close this tab."
+            reason = answer.get("reason") if type(answer) is dict else status
+            return f"The authorization failed ({reason}): see the terminal."
+
+        listener.finish = finish
         minutes = args.wait / 60
         print(f"Waiting for the authorization (up to {minutes:g} min; Ctrl-C to give up)...", flush=True)
         try:
@@ -149,9 +167,9 @@ def _login(args: argparse.Namespace) -> int:
             return EX_TEMPFAIL
         if params is None:
             raise _Fail(EX_TEMPFAIL, f"{args.backend}: no redirect came back within {args.wait:g} s; run the command again")
-        status, answer = _admin_call(
-            args, "POST", "/oauth/complete", {"params": params, "redirectUri": listener.redirect_uri}, ok=(200, 400, 409, 502)
-        )
+        if isinstance(finished[0], _Fail):
+            raise finished[0]
+        status, answer = finished[0]
         if status != 200:
             raise _refused(status, answer, f"{args.backend}: the authorization failed")
         scopes = " ".join(answer.get("scopes") or []) or "(none named)"

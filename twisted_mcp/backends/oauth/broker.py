@@ -628,6 +628,18 @@ class OAuthBroker:
         return (f"client:{auth.id}", issuer, resource), TokenEndpoint(self.http, token_endpoint, client, resource, b.name)
 
     async def _machine_token(self, b: _Backend) -> Bearer:
+        """The machine token; what stops it from being fetched is kept for L{status} until one is."""
+        try:
+            bearer = await self._machine_token_now(b)
+        except AuthorizationUnavailable as problem:
+            if problem.reason == "client-rejected":
+                b.problem = problem
+            raise
+        if b.problem is not None and b.problem.reason == "client-rejected":
+            b.problem = None
+        return bearer
+
+    async def _machine_token_now(self, b: _Backend) -> Bearer:
         key, endpoint = await self._machine_setup(b)
         held = self._machine.get(key)
         now = self.clock.seconds()
