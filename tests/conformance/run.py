@@ -23,7 +23,9 @@ The handshake era (protocol versions up to 2025-11-25):
            iss, client credentials, the extensions), with the gateway as the
            OAuth client (tests/conformance/auth_driver.py: the config, `twisted-mcp
            login` with a redirect-following "browser", the call), AUTH_WORKERS
-           scenarios at a time, each its own suite run.  Not in the default parts
+           scenarios at a time, each its own suite run.  What the client printed
+           (the gateway's log included) must show none of the codes, tokens and
+           client secrets the scenarios use (AUTH_SECRETS).  Not in the default parts
            (`make conformance-auth` runs it).
 
 The stateless era (2026-07-28):
@@ -132,6 +134,20 @@ CLIENT_SCENARIOS = ["initialize", "tools_call", "sse-retry", "elicitation-sep103
 #: The client auth/* scenarios run at a time (each a suite, a gateway, the CLI and an SDK client).
 AUTH_WORKERS = 4
 AUTH_PREFIX = "auth/"
+#: What the suite's authorization servers issue (the code, access tokens) and the client secrets
+#: its scenarios register or pre-register: none may appear in what the client printed (the
+#: driver's output, `twisted-mcp login`'s, and the gateway's whole log).
+AUTH_SECRETS = (
+    "test-auth-code",
+    "test-token",
+    "test-client-secret",
+    "test-secret-",
+    "as1-client-secret",
+    "as2-client-secret",
+    "conformance-test-secret",
+    "conformance-test-xaa-secret",
+    "pre-registered-secret",
+)
 MUST_PASS_THROUGH_GATEWAY = "dns-rebinding-protection"
 BACKEND = "conformance"
 SUITE_SECONDS = 600
@@ -348,6 +364,16 @@ def auth_scenario_names(listing: str) -> list[str]:
     return names
 
 
+def leaked_secrets(text: str) -> list[str]:
+    """The AUTH_SECRETS that occur in `text`."""
+    return [secret for secret in AUTH_SECRETS if secret in text]
+
+
+def client_output(directory: Path) -> str:
+    """What the client printed in a scenario's run (the suite keeps its stdout and stderr)."""
+    return "".join(path.read_text(errors="replace") for path in sorted(directory.rglob("std*.txt")))
+
+
 def auth_scenarios(log: Path) -> list[str]:
     """Every client auth/* scenario the pinned suite has."""
     status = suite(["list"], log)
@@ -371,7 +397,11 @@ def client_auth_scenario(scenario: str, out: Path, expected: ExpectedFailures) -
     if name not in found:
         raise Failed(f"client scenario {scenario}: no results (exit status {status}; log: {log})")
     outcome = replace(found[name], scenario=scenario)
-    return outcome, judged("client-auth", {scenario: outcome}, expected.client, status, log)
+    problems = judged("client-auth", {scenario: outcome}, expected.client, status, log)
+    leaked = leaked_secrets(client_output(directory))
+    if leaked:
+        problems.append(f"client-auth: {scenario}: the client's output shows {', '.join(leaked)} (see {directory})")
+    return outcome, problems
 
 
 def client_auth_scenarios(results: Path, expected: ExpectedFailures) -> tuple[dict[str, Outcome], list[str]]:

@@ -18,7 +18,7 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.conformance import auth_driver as driver
-from tests.conformance.run import auth_scenario_names
+from tests.conformance.run import AUTH_SECRETS, auth_scenario_names, client_output, leaked_secrets
 from twisted_mcp.config.loader import build
 from twisted_mcp.config.models import ClientCredentialsAuth, OAuthAuth
 
@@ -113,6 +113,13 @@ class NextStepTests(SynchronousTestCase):
         self.assertEqual(driver.next_step(answer, 4), "stop")
         self.assertGreater(driver.MAX_LOGINS, 3)
 
+    def test_catalog_wait(self) -> None:
+        """The first login waits longest; the retries stay far inside the 60 s discovery cache."""
+        self.assertEqual(driver.catalog_wait(0), driver.CATALOG_SECONDS)
+        self.assertEqual(driver.catalog_wait(1), driver.CATALOG_SECONDS)
+        retries = sum(driver.catalog_wait(n) for n in range(2, driver.MAX_LOGINS + 1))
+        self.assertLess(driver.CATALOG_SECONDS + retries, 30)
+
     def test_step_up_limit_stops(self) -> None:
         """-31041 step-up-limit: the gateway gave up; so does the driver."""
         self.assertEqual(driver.next_step(driver.Answer(code=-31041, reason="step-up-limit"), 1), "stop")
@@ -190,3 +197,25 @@ class ParsingTests(SynchronousTestCase):
             "  - authorization-code-grant [2025-03-26]\n"
         )
         self.assertEqual(auth_scenario_names(listing), ["auth/metadata-default", "auth/dpop"])
+
+
+class LeakTests(SynchronousTestCase):
+    def test_leaked_secrets(self) -> None:
+        """Each code, token and client secret of the suite is found in what the client printed."""
+        clean = "login: authorized for local (issuer http://localhost:1, scopes: mcp:basic)\nthe tool answered: test\n"
+        self.assertEqual(leaked_secrets(clean), [])
+        self.assertEqual(leaked_secrets(clean + "Authorization: Bearer test-token-1733212345678"), ["test-token"])
+        self.assertEqual(leaked_secrets("?code=test-auth-code&state=x"), ["test-auth-code"])
+        for secret in AUTH_SECRETS:
+            self.assertIn(secret, leaked_secrets(f"... {secret} ..."))
+
+    def test_client_output(self) -> None:
+        """The stdout and stderr the suite saved for the client, under its per-scenario directory."""
+        directory = Path(tempfile.mkdtemp(prefix="auth-output-test-"))
+        self.addCleanup(shutil.rmtree, directory, True)
+        run = directory / "auth" / "metadata-default-2026-12-03T08-00-00-000Z"
+        run.mkdir(parents=True)
+        (run / "stdout.txt").write_text("out\n")
+        (run / "stderr.txt").write_text("gateway log test-token-1\n")
+        (run / "checks.json").write_text('[{"details": "test-token-2"}]')
+        self.assertEqual(client_output(directory), "gateway log test-token-1\nout\n")
