@@ -18,10 +18,11 @@ from twisted_mcp.backends.oauth.challenge import bearer_challenge
 from twisted_mcp.backends.oauth.discovery import Discovery
 from twisted_mcp.backends.oauth.problems import AuthorizationUnavailable
 
-from .oauth_fakes import ASM_URL, BACKEND_URL, ISSUER, PRM_URL, FakeAS, fake_http, resource_metadata
+from .oauth_fakes import ASM_URL, BACKEND_URL, ISSUER, PRM_URL, FakeAS, fake_http, resource_metadata, server_metadata
 
 PRM_ROOT = "https://mcp.example/.well-known/oauth-protected-resource"
 CUSTOM = "https://mcp.example/custom/metadata/location.json"
+AS2 = "https://as2.example"
 
 
 class AskForChallengeTests(SynchronousTestCase):
@@ -116,3 +117,43 @@ class AskForChallengeTests(SynchronousTestCase):
         self.peer.requests.clear()
         self.problem("no-resource-metadata")
         self.assertEqual(self.peer.requests, [])
+
+
+class ExpireTests(SynchronousTestCase):
+    """L{Discovery.expire}: the next discovery fetches afresh (a resource that moved to another
+    authorization server is seen at once), while the last success stays for outages."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.peer = FakeAS()
+        self.discovery = Discovery(self.clock, fake_http(self.clock, self.peer))
+        self.successResultOf(self.discovery.discover("alpha", BACKEND_URL))
+        self.peer.serve_json("as2.example/.well-known/oauth-authorization-server", server_metadata(issuer=AS2))
+        self.peer.serve_json(
+            "mcp.example/.well-known/oauth-protected-resource/mcp", resource_metadata(authorization_servers=[AS2])
+        )
+        self.peer.requests.clear()
+
+    def tearDown(self) -> None:
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_cached_without_expire(self) -> None:
+        found = self.successResultOf(self.discovery.discover("alpha", BACKEND_URL))
+        self.assertEqual(found.server.issuer, ISSUER)
+        self.assertEqual(self.peer.requests, [])
+
+    def test_expire_fetches_afresh(self) -> None:
+        self.discovery.expire("alpha")
+        found = self.successResultOf(self.discovery.discover("alpha", BACKEND_URL))
+        self.assertEqual(found.server.issuer, AS2)
+        self.assertEqual(self.peer.urls(), [PRM_URL, "https://as2.example/.well-known/oauth-authorization-server"])
+
+    def test_expire_keeps_last_success(self) -> None:
+        self.discovery.expire("alpha")
+        cached = self.discovery.cached("alpha")
+        assert cached is not None
+        self.assertEqual(cached.server.issuer, ISSUER)
+
+    def test_expire_unknown_backend(self) -> None:
+        self.discovery.expire("nobody")
+        self.assertIsNone(self.discovery.cached("nobody"))

@@ -104,6 +104,15 @@ class Discovery:
         """The last successful result for C{backend}, even if stale or failed since, or C{None}."""
         return self._last_good.get(backend)
 
+    def expire(self, backend: str) -> None:
+        """
+        Fetch C{backend}'s metadata afresh next time, keeping the last
+        success for outages (L{cached}).  For a 401 to a token: the resource
+        may have moved to another authorization server (SEP-2352), which the
+        cache would hide for up to its lifetime.
+        """
+        self._cache.pop(backend, None)
+
     def forget(self, backend: str) -> None:
         """Discover C{backend} afresh next time (e.g. its configuration changed)."""
         self._cache.pop(backend, None)
