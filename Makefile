@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 SOURCES := setup.py $(shell find twisted_mcp twisted -name '*.py' 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: run test unit integration bench lint clean fuzz soak conformance conformance-auth
+.PHONY: run test unit integration bench lint clean fuzz soak conformance
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -49,11 +49,6 @@ tests/conformance/node_modules/.installed: tests/conformance/package.json tests/
 ## against tests/conformance/expected-modern-gateway.yml (see README).
 conformance: $(VENV)/.installed tests/conformance/node_modules/.installed
 	$(PY) tests/conformance/run.py
-
-## The suite's client auth/* scenarios with the gateway as the OAuth client (run.py part
-## client-auth, tests/conformance/auth_driver.py): a minute or two more, so a target of its own.
-conformance-auth: $(VENV)/.installed tests/conformance/node_modules/.installed
-	$(PY) tests/conformance/run.py --parts client-auth --results tests/conformance/results/auth
 
 bench/node/node_modules/.installed: bench/node/package.json bench/node/package-lock.json
 	cd bench/node && npm ci --no-audit --no-fund --loglevel=error

@@ -23,10 +23,9 @@ The handshake era (protocol versions up to 2025-11-25):
            iss, client credentials, the extensions), with the gateway as the
            OAuth client (tests/conformance/auth_driver.py: the config, `twisted-mcp
            login` with a redirect-following "browser", the call), AUTH_WORKERS
-           scenarios at a time, each its own suite run.  What the client printed
-           (the gateway's log included) must show none of the codes, tokens and
-           client secrets the scenarios use (AUTH_SECRETS).  Not in the default parts
-           (`make conformance-auth` runs it).
+           scenarios at a time, each its own suite run (about a minute in all).
+           What the client printed (the gateway's log included) must show none of
+           the codes, tokens and client secrets the scenarios use (AUTH_SECRETS).
 
 The stateless era (2026-07-28):
 
@@ -125,9 +124,6 @@ PYTHON = Path(sys.executable)
 TWISTD = PYTHON.with_name("twistd")
 
 PARTS = ("alone", "gateway", "client", "client-auth", "modern-alone", "modern-gateway")
-#: What runs without --parts (`make conformance`); client-auth has its own target
-#: (`make conformance-auth`): its 33 scenarios take a minute or two more.
-DEFAULT_PARTS = tuple(part for part in PARTS if part != "client-auth")
 #: The run of the 2026-07-28 scenarios through the gateway to the scenario server pinned to the handshake era.
 CROSSING = "crossing+stdio"
 CLIENT_SCENARIOS = ["initialize", "tools_call", "sse-retry", "elicitation-sep1034-client-defaults"]
@@ -575,9 +571,7 @@ def report_differences(columns: dict[str, dict[str, Outcome]], expected: dict[st
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--parts", default=",".join(DEFAULT_PARTS), help=f"comma-separated: {', '.join(PARTS)} (default: all but client-auth)"
-    )
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated: {', '.join(PARTS)}")
     parser.add_argument("--results", type=Path, default=HERE / "results", help="where results and logs go (emptied first)")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
