@@ -61,9 +61,8 @@ BACKEND = "conformance"
 TOOL = f"{BACKEND}__test-tool"
 #: The client ID metadata document URL the suite's AS accepts for auth/basic-cimd without fetching it.
 CIMD_URL = "https://conformance-test.local/client-metadata.json"
-#: The gateway's JSON-RPC codes for authorization problems (twisted_mcp/backends/oauth/problems.py).
+#: The gateway's JSON-RPC code for "authorize first" (twisted_mcp/backends/oauth/problems.py).
 AUTHORIZATION_REQUIRED = -31040
-AUTHORIZATION_FAILED = -31041
 #: What the gateway answers for a tool its catalog does not have (its backend is down).
 INVALID_PARAMS = -32602
 #: Logins the driver does at most: one more than the three authorization attempts the gateway
@@ -285,11 +284,11 @@ async def drive(scenario: str, url: str, context: dict[str, Any]) -> Answer:
             step = "call" if uses_client_credentials(scenario) else "login"
             while True:
                 if step == "login":
-                    status, output = await anyio.to_thread.run_sync(login, admin)
+                    exited, output = await anyio.to_thread.run_sync(login, admin)
                     logins += 1
-                    say(f"login {logins} exited {status}:\n{output}")
-                    if status != 0:
-                        return Answer(code=status, reason="login-failed", message=f"twisted-mcp login exited {status}")
+                    say(f"login {logins} exited {exited}:\n{output}")
+                    if exited != 0:
+                        return Answer(code=exited, reason="login-failed", message=f"twisted-mcp login exited {exited}")
                 await wait_for_tool(client, catalog_wait(logins))
                 answer = await call(client)
                 status = await anyio.to_thread.run_sync(gateway_status, admin) if answer.code == INVALID_PARAMS else None
