@@ -14,8 +14,19 @@ of a client:
                                         gateway must resume it with Last-Event-ID)
   elicitation-sep1034-client-defaults   call test_client_elicitation_defaults, accepting the
                                         elicitation with the schema's defaults filled in
+  auth/*                                the scenario's server as an OAuth-protected backend
+                                        (`auth: oauth`, or `auth: {clientCredentials}` for
+                                        auth/client-credentials-*): log in with `twisted-mcp
+                                        login` through the gateway's admin socket, the
+                                        "browser" following the authorization URL's redirects
+                                        to the CLI's loopback listener, then call test-tool;
+                                        -31040 (a principal without a token, or
+                                        insufficient-scope: step-up) means log in again and
+                                        call again, -31041 step-up-limit means stop
+                                        (tests/conformance/auth_driver.py)
 
-What the suite checks is what the gateway sent to the scenario's server.  The
+What the suite checks is what the gateway sent to the scenario's server (and, for
+auth/*, to the scenario's authorization server).  The
 driver exits 0 when its part went as expected, 1 otherwise (with the reason on
 stderr).  The gateway's log goes to stderr.
 
@@ -38,6 +49,7 @@ import anyio  # noqa: E402
 from mcp_types import ElicitResult  # noqa: E402
 
 from tests import mcpclient  # noqa: E402
+from tests.conformance import auth_driver  # noqa: E402
 
 BACKEND = "conformance"
 SEPARATOR = "__"
@@ -103,10 +115,12 @@ async def drive(scenario: str, url: str) -> None:
 
 def main() -> int:
     scenario = os.environ.get("MCP_CONFORMANCE_SCENARIO", "")
+    if auth_driver.is_auth(scenario) and len(sys.argv) >= 2:
+        return auth_driver.main(scenario, sys.argv[-1], os.environ.get("MCP_CONFORMANCE_CONTEXT"))
     if scenario not in CALLS or len(sys.argv) < 2:
         print(
             f"client_driver: run by the conformance suite with a URL and MCP_CONFORMANCE_SCENARIO set to one of "
-            f"{', '.join(CALLS)} (got {scenario!r})",
+            f"{', '.join(CALLS)} or auth/* (got {scenario!r})",
             file=sys.stderr,
         )
         return 2

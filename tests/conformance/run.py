@@ -1,6 +1,6 @@
 """Run the official MCP conformance suite against the scenario servers alone, through the gateway, and on the gateway as a client.
 
-Usage: python tests/conformance/run.py [--parts alone,gateway,client,modern-alone,modern-gateway] [--results DIR]
+Usage: python tests/conformance/run.py [--parts alone,gateway,client,client-auth,modern-alone,modern-gateway] [--results DIR]
 
 The handshake era (protocol versions up to 2025-11-25):
 
@@ -17,6 +17,15 @@ The handshake era (protocol versions up to 2025-11-25):
   client   the client scenarios initialize, tools_call, sse-retry and
            elicitation-sep1034-client-defaults, with the gateway as the client
            (tests/conformance/client_driver.py).
+  client-auth
+           every client auth/* scenario the pinned suite lists (OAuth toward the
+           scenario's server: discovery, registration, PKCE, scopes, step-up,
+           iss, client credentials, the extensions), with the gateway as the
+           OAuth client (tests/conformance/auth_driver.py: the config, `twisted-mcp
+           login` with a redirect-following "browser", the call), AUTH_WORKERS
+           scenarios at a time, each its own suite run (about a minute in all).
+           What the client printed (the gateway's log included) must show none of
+           the codes, tokens and client secrets the scenarios use (AUTH_SECRETS).
 
 The stateless era (2026-07-28):
 
@@ -35,7 +44,8 @@ The stateless era (2026-07-28):
                   scenarios the suite runs but does not score (extensions, pending) are
                   not judged.
 
-The handshake-era runs are judged against tests/conformance/expected-failures.yml by the suite
+The handshake-era runs and the client auth/* scenarios are judged against
+tests/conformance/expected-failures.yml by the suite
 (`--expected-failures`) and by this script (the same rule: a listed scenario that
 passes fails the run, as does an unlisted one that fails).  It prints a table of
 outcomes and exits 0 when everything held, 1 otherwise.  The suite's own results
@@ -61,7 +71,9 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -111,10 +123,27 @@ DRIVER = HERE / "client_driver.py"
 PYTHON = Path(sys.executable)
 TWISTD = PYTHON.with_name("twistd")
 
-PARTS = ("alone", "gateway", "client", "modern-alone", "modern-gateway")
+PARTS = ("alone", "gateway", "client", "client-auth", "modern-alone", "modern-gateway")
 #: The run of the 2026-07-28 scenarios through the gateway to the scenario server pinned to the handshake era.
 CROSSING = "crossing+stdio"
 CLIENT_SCENARIOS = ["initialize", "tools_call", "sse-retry", "elicitation-sep1034-client-defaults"]
+#: The client auth/* scenarios run at a time (each a suite, a gateway, the CLI and an SDK client).
+AUTH_WORKERS = 4
+AUTH_PREFIX = "auth/"
+#: What the suite's authorization servers issue (the code, access tokens) and the client secrets
+#: its scenarios register or pre-register: none may appear in what the client printed (the
+#: driver's output, `twisted-mcp login`'s, and the gateway's whole log).
+AUTH_SECRETS = (
+    "test-auth-code",
+    "test-token",
+    "test-client-secret",
+    "test-secret-",
+    "as1-client-secret",
+    "as2-client-secret",
+    "conformance-test-secret",
+    "conformance-test-xaa-secret",
+    "pre-registered-secret",
+)
 MUST_PASS_THROUGH_GATEWAY = "dns-rebinding-protection"
 BACKEND = "conformance"
 SUITE_SECONDS = 600
@@ -317,6 +346,77 @@ def client_scenarios(results: Path, expected: ExpectedFailures) -> tuple[dict[st
     return outcomes, problems
 
 
+def auth_scenario_names(listing: str) -> list[str]:
+    """The client auth/* scenarios in the suite's `list` output (its "Client scenarios" section), in its order."""
+    names: list[str] = []
+    section = ""
+    for line in listing.splitlines():
+        if line and not line.startswith(" "):
+            section = line
+            continue
+        found = re.fullmatch(r"\s+- (\S+)(?: \[.*\])?", line)
+        if found and section.startswith("Client scenarios") and found.group(1).startswith(AUTH_PREFIX):
+            names.append(found.group(1))
+    return names
+
+
+def leaked_secrets(text: str) -> list[str]:
+    """The AUTH_SECRETS that occur in `text`."""
+    return [secret for secret in AUTH_SECRETS if secret in text]
+
+
+def client_output(directory: Path) -> str:
+    """What the client printed in a scenario's run (the suite keeps its stdout and stderr)."""
+    return "".join(path.read_text(errors="replace") for path in sorted(directory.rglob("std*.txt")))
+
+
+def auth_scenarios(log: Path) -> list[str]:
+    """Every client auth/* scenario the pinned suite has."""
+    status = suite(["list"], log)
+    names = auth_scenario_names(log.read_text())
+    if status != 0 or not names:
+        raise Failed(f"the suite listed no client auth/* scenarios (exit status {status}; log: {log})")
+    return names
+
+
+def client_auth_scenario(scenario: str, out: Path, expected: ExpectedFailures) -> tuple[Outcome, list[str]]:
+    """One client auth/* scenario with the gateway as the OAuth client: its outcome, and the problems."""
+    label = scenario.replace("/", "_")
+    directory = out / label
+    directory.mkdir(parents=True)
+    log = out / f"{label}.log"
+    args = ["client", "--command", f"{PYTHON} {DRIVER}", "--scenario", scenario, "--timeout", "150000", "-o", str(directory)]
+    status = suite([*args, "--expected-failures", str(EXPECTED)], log)
+    # The suite writes <dir>/auth/<name>-<timestamp>/checks.json.
+    found = read_results(directory / AUTH_PREFIX.rstrip("/"))
+    name = scenario.removeprefix(AUTH_PREFIX)
+    if name not in found:
+        raise Failed(f"client scenario {scenario}: no results (exit status {status}; log: {log})")
+    outcome = replace(found[name], scenario=scenario)
+    problems = judged("client-auth", {scenario: outcome}, expected.client, status, log)
+    leaked = leaked_secrets(client_output(directory))
+    if leaked:
+        problems.append(f"client-auth: {scenario}: the client's output shows {', '.join(leaked)} (see {directory})")
+    return outcome, problems
+
+
+def client_auth_scenarios(results: Path, expected: ExpectedFailures) -> tuple[dict[str, Outcome], list[str]]:
+    """Every client auth/* scenario with the gateway as the OAuth client: the outcomes, and the problems."""
+    out = results / "client-auth"
+    out.mkdir(parents=True)
+    scenarios = auth_scenarios(out / "list.log")
+    unknown = sorted(name for name in expected.client if name.startswith(AUTH_PREFIX) and name not in scenarios)
+    problems = [f"client-auth: {name} is listed in {EXPECTED.name} but the suite has no such scenario" for name in unknown]
+    say(f"--- {len(scenarios)} client auth/* scenarios, the gateway as the OAuth client ({AUTH_WORKERS} at a time)")
+    with ThreadPoolExecutor(AUTH_WORKERS) as pool:
+        ran = list(pool.map(lambda scenario: client_auth_scenario(scenario, out, expected), scenarios))
+    outcomes: dict[str, Outcome] = {}
+    for outcome, found in ran:
+        outcomes[outcome.scenario] = outcome
+        problems += found
+    return outcomes, problems
+
+
 def judged(label: str, outcomes: dict[str, Outcome], expected: frozenset[str], suite_status: int, log: Path) -> list[str]:
     """Problems of one run against the expected failures; the suite's own verdict (its exit status) must agree."""
     verdict = judge(outcomes, expected)
@@ -491,6 +591,7 @@ def main() -> int:
     modern_columns: dict[str, dict[str, Outcome]] = {}
     differences_expected: dict[str, ExpectedDifference] = {}
     client_outcomes: dict[str, Outcome] = {}
+    auth_outcomes: dict[str, Outcome] = {}
     try:
         if parts & {"alone", "gateway"}:
             server_columns, found, handshake_notes = handshake_parts(parts, results, expected)
@@ -498,6 +599,9 @@ def main() -> int:
             notes += handshake_notes
         if "client" in parts:
             client_outcomes, found = client_scenarios(results, expected)
+            problems += found
+        if "client-auth" in parts:
+            auth_outcomes, found = client_auth_scenarios(results, expected)
             problems += found
         if parts & {"modern-alone", "modern-gateway"}:
             modern_columns, found, modern_notes, differences_expected = modern_parts(parts, results)
@@ -514,6 +618,10 @@ def main() -> int:
         say()
         say("=== conformance: client scenarios (the gateway as the client)")
         table({"gateway": client_outcomes})
+    if auth_outcomes:
+        say()
+        say("=== conformance: client auth/* scenarios (the gateway as the OAuth client)")
+        table({"gateway": auth_outcomes})
     if modern_columns:
         say()
         say("=== conformance: server scenarios, 2026-07-28 requirements (scored ones)")

@@ -81,7 +81,8 @@ def test_differences_name_each_scenario_that_differs() -> None:
 def test_expected_failures_file_loads_and_rejects_other_shapes(tmp_path: Path) -> None:
     listed = ExpectedFailures.load(REPO / "tests" / "conformance" / "expected-failures.yml")
     assert isinstance(listed.server, frozenset)
-    assert listed.client == frozenset()
+    # Only client auth/* scenarios fail today (each with its reason in the file); the others pass.
+    assert all(name.startswith("auth/") for name in listed.client)
 
     shaped = tmp_path / "shaped.yml"
     shaped.write_text("server:\n  - a\nclient:\n  - b\n")

@@ -67,10 +67,10 @@ class DiscoveryTests(SynchronousTestCase):
         self.assertEqual(self.peer.requests, [])
 
     def test_both_404(self) -> None:
-        """No PRM anywhere: no-resource-metadata."""
+        """No PRM at either well-known URL, and the backend names none when asked: no-resource-metadata."""
         del self.peer.documents["mcp.example/.well-known/oauth-protected-resource/mcp"]
         self.problem("no-resource-metadata")
-        self.assertEqual(self.peer.urls(), [PRM_URL, PRM_ROOT])
+        self.assertEqual(self.peer.urls(), [PRM_URL, PRM_ROOT, BACKEND_URL])
 
     def test_prm_unavailable(self) -> None:
         """5xx and 429 end discovery without trying the next URL."""

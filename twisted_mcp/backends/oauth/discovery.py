@@ -4,6 +4,12 @@ challenge (or none) to its protected resource metadata (RFC 9728), the
 authorization server it names, and that server's metadata (RFC 8414 /
 OpenID discovery), each validated by L{metadata}.
 
+Without a challenge (no request has been answered 401 yet), the two
+well-known URLs are tried; when neither has the metadata, the backend is
+asked for a challenge: a JSON-RPC C{ping} without a token, whose 401 names
+the metadata in C{resource_metadata} (a server may publish it elsewhere,
+RFC 9728 §5.1) and gives the C{scope} to ask for.
+
 Results are cached per backend for C{max(60 s, Cache-Control max-age)}, at
 most a day; a failure is remembered for 30 s.  Concurrent discoveries of one
 backend share one chain of requests.  Step 5 (the 2025-03-26 fallback to the
@@ -22,7 +28,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_mcp.backends.oauth.challenge import Challenge
+from twisted_mcp.backends.oauth.challenge import Challenge, bearer_challenge
 from twisted_mcp.backends.oauth.fetch import AuthHttp, Fetched, origin_of
 from twisted_mcp.backends.oauth.metadata import (
     ResourceMetadata,
@@ -44,6 +50,10 @@ log = Logger()
 MIN_CACHE = 60.0
 MAX_CACHE = 86400.0
 FAILURE_CACHE = 30.0
+
+#: What the gateway sends to ask a backend for its challenge: a request every MCP server
+#: accepts at any time (and before initialization), sent without a token.
+ASK_FOR_CHALLENGE = {"jsonrpc": "2.0", "id": "twisted-mcp-oauth-discovery", "method": "ping"}
 
 _MAX_AGE = re.compile(r"(?:^|[,\s])max-age\s*=\s*\"?(\d+)", re.IGNORECASE)
 
@@ -95,6 +105,15 @@ class Discovery:
         """The last successful result for C{backend}, even if stale or failed since, or C{None}."""
         return self._last_good.get(backend)
 
+    def expire(self, backend: str) -> None:
+        """
+        Fetch C{backend}'s metadata afresh next time, keeping the last
+        success for outages (L{cached}).  For a 401 to a token: the resource
+        may have moved to another authorization server (SEP-2352), which the
+        cache would hide for up to its lifetime.
+        """
+        self._cache.pop(backend, None)
+
     def forget(self, backend: str) -> None:
         """Discover C{backend} afresh next time (e.g. its configuration changed)."""
         self._cache.pop(backend, None)
@@ -144,7 +163,16 @@ class Discovery:
         named = challenge.resource_metadata if challenge is not None else None
         try:
             answers: list[Fetched] = []
-            resource = await self._resource(backend, url, named, answers)
+            try:
+                resource = await self._resource(backend, url, named, answers)
+            except AuthorizationUnavailable as problem:
+                if challenge is not None or problem.reason != "no-resource-metadata":
+                    raise
+                asked = await self._ask(url)
+                if asked is None or asked.resource_metadata is None:
+                    raise
+                challenge, named = asked, asked.resource_metadata
+                resource = await self._resource(backend, url, named, answers)
             chosen = _choose(backend, resource, issuer)
             server = await self._server(backend, chosen, answers)
         except OAuthProblem as problem:
@@ -188,6 +216,13 @@ class Discovery:
             "no-resource-metadata",
             f"backend '{backend}' publishes no protected resource metadata (tried {', '.join(shown_url(c) for c in candidates)})",
         )
+
+    async def _ask(self, url: str) -> Challenge | None:
+        """The Bearer challenge of the backend's answer to a request without a token, if it is a 401."""
+        answer = await self.http.post_json(url, ASK_FOR_CHALLENGE)
+        if answer.status != 401:
+            return None
+        return bearer_challenge(answer.headers.getRawHeaders(b"www-authenticate", []))
 
     async def _server(self, backend: str, issuer: str, answers: list[Fetched]) -> ServerMetadata:
         candidates = authorization_server_metadata_urls(issuer)
