@@ -15,6 +15,7 @@ from twisted.logger import Logger
 
 from twisted_mcp.backends.base import Backend
 from twisted_mcp.config import Config
+from twisted_mcp.dispatch.authorization import announce, connect_allowed
 from twisted_mcp.policy.peers import ConnectionIdentity
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import PolicyConfig
@@ -180,6 +181,13 @@ class Reloading:
         self.gateway.policy = policy
         self.authenticator, self.identity = authenticator, identity
         self.config = config
+        consent = getattr(self.gateway, "consent", None)
+        if consent is not None:
+            # Identities added (or browserCheck changed) by this reload decide the connect page from now on.
+            allowed = connect_allowed(config)
+            if allowed != consent.connect:
+                consent.connect = allowed
+                announce(consent, config)
         self.notify_views(before)
         log.info(
             "reload from {source} applied: {changes}",

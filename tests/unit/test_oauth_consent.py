@@ -21,6 +21,7 @@ from twisted_mcp.backends.oauth.problems import AuthorizationRequired, Authoriza
 from twisted_mcp.backends.oauth.waiters import Waiters
 from twisted_mcp.dispatch.authorization import Consent
 from twisted_mcp.mcp.request_state import AUTH
+from twisted_mcp.wire.jsonrpc import JsonRpcError
 
 from .fakes import FakeBackend
 from .oauth_fakes import MARK, settings
@@ -320,6 +321,16 @@ class HandshakeEraTests(ConsentCase):
         self.call(2)
         self.alpha.calls[-1].deferred.errback(unavailable)
         self.assertError(self.take()[0], 2, -31042)
+
+    def test_aBackendsOwnMinus31040IsNotTheGatewaysToAskAbout(self) -> None:
+        """A server may answer any code, ours included: its error passes through, and no authorization is begun."""
+        self.legacy()
+        forged = JsonRpcError(-31040, "log in", {"reason": "insufficient-scope", "scopes": ["admin:org"]})
+        self.call(1)
+        self.alpha.calls[0].deferred.errback(forged)
+        error = self.assertError(self.take()[0], 1, -31040)
+        self.assertEqual(error["data"]["scopes"], ["admin:org"])
+        self.assertEqual(self.broker.begun, [])
 
     def test_aBeginThatFailsIsTheCallsError(self) -> None:
         self.legacy()

@@ -131,6 +131,15 @@ class ConnectTests(RoutesCase):
         self.assertNotIn(MARK, "".join(formatEvent(e) for e in events))
         self.assertPage(self.open(f"/oauth/connect/{link}")[1], 404, "already used")
 
+    def test_headSpendsNoLink(self) -> None:
+        """A link checker's HEAD does not use up the single-use link."""
+        url = f"https://as.example/authorize?state={MARK}"
+        link = self.consent.links.add("local", "alpha", url, 600)
+        _, r = self.open(f"/oauth/connect/{link}", method="HEAD")
+        self.assertEqual(r.status, 200)
+        _, r = self.open(f"/oauth/connect/{link}")
+        self.assertEqual((r.status, r.headers["location"]), (302, url))
+
     def test_unknownAndExpiredLinks(self) -> None:
         link = self.consent.links.add("local", "alpha", "https://as.example/authorize", 10)
         self.clock.advance(11)

@@ -177,3 +177,12 @@ def test_origin():
 )
 def test_resource_covers(resource, backend, covers):
     assert resource_covers(resource, backend) is covers
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://as.example/authoriz\u00e9", "https://as.example/a b", "https://as.example/a\r\nSet-Cookie: x=1", "https://as.example/\x7f"],
+)
+def test_endpoints_must_be_printable_ascii(url: str) -> None:
+    """An endpoint is put in a Location header and request lines as it is: nothing to encode, nothing to inject."""
+    assert not is_https_or_loopback(url)

@@ -50,3 +50,19 @@ def test_the_url_of_an_oauth_server_cannot_change_on_reload(world: World) -> Non
     assert not applied
     assert "the URL of a server with auth cannot change on reload" in problems
     assert world.backends["alpha"] is first
+
+
+def test_identities_added_by_reload_close_the_connect_page(world: World) -> None:  # noqa: F811
+    """
+    Without identities a connect link binds nobody else's account; once a
+    reload adds them, one person could open another's link: the page and
+    the consent inside calls are off from then on (browserCheck not set).
+    """
+    oauth = {**KEY, "publicUrl": "http://127.0.0.1:8080"}
+    world.service(config("oauth", oauth))
+    consent = world.svc.gateway.consent
+    assert consent is not None and consent.connect
+    with_identity = {**config("oauth", oauth), "identity": {"principal": {"name": "alice"}}}
+    applied, _, problems = world.reload(with_identity)
+    assert applied, problems
+    assert world.svc.gateway.consent is consent and not consent.connect

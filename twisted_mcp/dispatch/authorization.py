@@ -117,8 +117,20 @@ def consent_for(config: Config, broker: OAuthBroker | None, clock: IReactorTime)
     oauth = config.oauth
     if broker is None or oauth is None or oauth.publicUrl is None:
         return None
-    connect = oauth.browserCheck != "oidc" and (config.identity is None or oauth.browserCheck == "none")
-    return Consent(broker, clock, oauth.publicUrl, oauth.consentWait, connect)
+    return Consent(broker, clock, oauth.publicUrl, oauth.consentWait, connect_allowed(config))
+
+
+def connect_allowed(config: Config) -> bool:
+    """
+    Whether C{config} allows the connect page (and elicitation): with no
+    identity configured (nobody to phish), or with C{browserCheck: none}
+    written explicitly.  Asked again at every reload: identities added
+    later turn it off.
+    """
+    oauth = config.oauth
+    if oauth is None or oauth.publicUrl is None:
+        return False
+    return oauth.browserCheck != "oidc" and (config.identity is None or oauth.browserCheck == "none")
 
 
 def announce(consent: Consent | None, config: Config) -> None:
@@ -167,8 +179,9 @@ def consented(request: InFlight, target: Backend, principal: str, send: Callable
 
 
 def _askable(e: BaseException) -> bool:
+    """The gateway's own -31040 (a backend's error of the same code passes through untouched: never its to start a consent)."""
     return (
-        isinstance(e, JsonRpcError)
+        isinstance(e, errors.GatewayError)
         and e.code == errors.AUTHORIZATION_REQUIRED
         and type(e.data) is dict
         and e.data.get("reason") in ASKABLE

@@ -76,6 +76,9 @@ class OAuthRoutes:
             return self._document(request)
         if not self.consent.connect:
             return page(request, 404, "Not found", "This gateway offers no authorization pages: run `twisted-mcp login`.")
+        if request.method == b"HEAD":
+            # Link checkers and previews: nothing single-use is spent on them.
+            return page(request, 200, "twisted-mcp", "Open this page with a browser.")
         if path.startswith(CONNECT_PATH):
             return self._connect(request, path[len(CONNECT_PATH) :])
         if path == CALLBACK_PATH:

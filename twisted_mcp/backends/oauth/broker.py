@@ -442,6 +442,9 @@ class OAuthBroker:
         L{AuthorizationRequired} C{token-rejected}.
         """
         self.challenged(backend, www_authenticate)
+        # The server may have moved to another authorization server: its
+        # metadata is fetched afresh (the last found is kept if that fails).
+        self.discovery.expire(backend)
         return Deferred.fromCoroutine(_guarded(backend, self._rejected(bearer, backend)))
 
     async def _rejected(self, bearer: Bearer, backend: str) -> Bearer:

@@ -44,7 +44,13 @@ def is_loopback_host(host: str) -> bool:
 
 
 def is_https_or_loopback(url: str) -> bool:
-    """Whether C{url} is https, or http to a loopback host (L{is_loopback_host})."""
+    """
+    Whether C{url} is https, or http to a loopback host (L{is_loopback_host}),
+    written in printable ASCII (it may end up in a C{Location} header or a
+    request line: no spaces, no control characters, nothing to encode).
+    """
+    if not url.isascii() or any(c <= " " or c == "\x7f" for c in url):
+        return False
     parts = split_url(url)
     if parts is None or not parts.hostname:
         return False
