@@ -636,6 +636,17 @@ class StepUpTests(SynchronousTestCase):
         self.clock.advance(2)
         self.problem(self.forbidden(self.token()), AuthorizationRequired, "insufficient-scope")
 
+    def test_refusals_of_one_token_are_one_step_up(self) -> None:
+        """Calls at once, or a retry before the new consent, refused with the same token: counted once, never the limit."""
+        self.login()
+        token = self.token()
+        for _ in range(5):
+            self.problem(self.forbidden(token), AuthorizationRequired, "insufficient-scope")
+        self.login()
+        self.problem(self.forbidden(self.token()), AuthorizationRequired, "insufficient-scope")
+        self.login()
+        self.problem(self.forbidden(self.token()), AuthorizationFailed, "step-up-limit")
+
     def test_replaced_token_is_sent_again(self) -> None:
         """A 403 to a token a new login replaced meanwhile: the new token, nothing counted."""
         self.login()
@@ -727,6 +738,7 @@ class StepUpTests(SynchronousTestCase):
             for _ in range(3):
                 failure = self.failureResultOf(self.forbidden(self.token()))
                 seen.extend([str(failure.value), repr(failure.value.data)])
+                self.login()  # granted again, and still refused
             machine = self.successResultOf(self.forbidden(self.token(None, "billing"), "pay", "billing"))
             seen.append(repr(machine))
             failure = self.failureResultOf(self.forbidden(machine, "pay", "billing"))

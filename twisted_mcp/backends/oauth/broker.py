@@ -39,6 +39,7 @@ from twisted_mcp.backends.oauth.challenge import Challenge, bearer_challenge
 from twisted_mcp.backends.oauth.discovery import Discovered, Discovery
 from twisted_mcp.backends.oauth.fetch import AuthHttp
 from twisted_mcp.backends.oauth.flow import Authorization, Flows
+from twisted_mcp.backends.oauth.pkce import digest
 from twisted_mcp.backends.oauth.problems import (
     AuthorizationFailed,
     AuthorizationRequired,
@@ -183,7 +184,8 @@ class _StepUps:
     authorization asks for, and when each tool's step-ups happened."""
 
     scopes: tuple[str, ...]
-    tools: dict[str, list[float]] = attrs.Factory(dict)
+    #: Per tool: (when, the digest of the token refused) of each step-up counted.
+    tools: dict[str, list[tuple[float, str]]] = attrs.Factory(dict)
 
 
 class OAuthBroker:
@@ -518,6 +520,11 @@ class OAuthBroker:
         steps.scopes = union
         self._step_ups[(principal, backend)] = steps  # last: the most recent
         attempts = steps.tools.setdefault(tool, [])
+        grant = digest(bearer.token)
+        if any(counted == grant for _, counted in attempts):
+            # A 403 to an authorization already counted (calls at once, a
+            # retry before the new consent): the same step-up, not another.
+            raise step_up_required(backend, principal, tool, union, [s for s in union if s not in granted])
         if len(attempts) >= MAX_STEP_UPS:
             log.info(
                 "backend {backend}: {principal} still lacks scopes for {tool} after {count} step-ups",
@@ -532,7 +539,7 @@ class OAuthBroker:
                 f"(it asked for: {' '.join(asked) or 'no scope named'})",
                 scopes=list(union),
             )
-        attempts.append(now)
+        attempts.append((now, grant))
         log.info(
             "backend {backend}: {principal}'s token lacks scopes for {tool}: step-up {count} asks for {scopes}",
             backend=backend,
@@ -549,7 +556,7 @@ class OAuthBroker:
         since = now - self.settings.authorizationTimeout
         for where, steps in list(self._step_ups.items()):
             for tool, times in list(steps.tools.items()):
-                times[:] = [t for t in times if t > since]
+                times[:] = [(t, grant) for t, grant in times if t > since]
                 if not times:
                     del steps.tools[tool]
             if not steps.tools and not steps.scopes:
