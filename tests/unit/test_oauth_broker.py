@@ -27,7 +27,7 @@ from twisted_mcp.backends.oauth.problems import (
 from twisted_mcp.backends.oauth.store import TokenRecord
 from twisted_mcp.config.models import ClientCredentialsAuth, OAuthAuth, OAuthClient
 
-from .oauth_fakes import BACKEND_URL, ISSUER, MARK, TOKEN_URL, FakeAS, fake_http, memory_stores, settings
+from .oauth_fakes import BACKEND_URL, ISSUER, MARK, TOKEN_URL, FakeAS, fake_http, memory_stores, server_metadata, settings
 
 LOOPBACK = "http://127.0.0.1:5000/oauth/callback"
 NOW = 1_700_000_000.0
@@ -684,6 +684,24 @@ class StepUpTests(SynchronousTestCase):
     def machine(self, **changes: Any) -> None:
         auth = ClientCredentialsAuth(id="gw", secret=f"s-{MARK}", scopes=("billing.read",), **changes)
         self.broker.add_backend("billing", BACKEND_URL, auth)
+
+    def test_client_credentials_never_go_to_another_authorization_server(self) -> None:
+        """The server's metadata names a new authorization server: its secret is not sent there."""
+        self.machine()
+        self.token(None, "billing")
+        posts = len(self.peer.token_forms)
+        self.peer.serve_json(
+            "mcp.example/.well-known/oauth-protected-resource/mcp", {"resource": BACKEND_URL, "authorization_servers": ["https://evil.example"]}
+        )
+        self.peer.serve_json(
+            "evil.example/.well-known/oauth-authorization-server",
+            {**server_metadata(), "issuer": "https://evil.example", "token_endpoint": "https://evil.example/token"},
+        )
+        self.clock.advance(3600)  # the token expired, the metadata cache too
+        problem = self.problem(self.broker.token_for(None, "billing"), AuthorizationUnavailable, "client-issuer-changed")
+        self.assertIn("https://evil.example", problem.message)
+        self.assertEqual(len(self.peer.token_forms), posts)
+        self.assertNotIn("https://evil.example/token", self.peer.urls())
 
     def test_client_credentials_step_up(self) -> None:
         """A 403: one new machine token asked with the union, kept for the next fetches; a 403 to it is -31041."""

@@ -213,6 +213,8 @@ class OAuthBroker:
         self.http = http
         self.tokens = tokens
         self.clients = clients
+        #: The issuer each (backend, client id) of client credentials was first used with, since the start.
+        self._machine_issuers: dict[tuple[str, str], str] = {}
         self.settings = settings
         self.discovery = Discovery(clock, http)
         self.registrar = Registrar(clock, http, clients, settings)
@@ -626,6 +628,16 @@ class OAuthBroker:
         else:
             discovered = await self._discover(b)
             issuer, resource = discovered.server.issuer, discovered.resource.resource
+            bound = self._machine_issuers.setdefault((b.name, auth.id), issuer)
+            if bound != issuer:
+                # The secret is sent to the token endpoint: never to another
+                # authorization server than the one it was first used with.
+                raise AuthorizationUnavailable(
+                    "client-issuer-changed",
+                    f"backend '{b.name}' now names the authorization server {issuer}, not {bound} its client "
+                    f"credentials were used with: not sent there (set auth.clientCredentials.tokenEndpoint, or restart the gateway "
+                    f"once you trust the new one)",
+                )
             token_endpoint = discovered.server.token_endpoint
             supported = discovered.server.token_endpoint_auth_methods_supported
         client = ClientRecord(
