@@ -498,3 +498,19 @@ class OAuthBackendTests(HttpTestCase):
         self.successResultOf(d)
         self.assertEqual([t for _, _, t in self.tokens.step_ups], ["get_time"])
         self.stop(backend)
+
+    def test_aProbeRefusedForWantOfATokenIsNoVerdict(self) -> None:
+        """
+        protocol auto, nobody authorized yet: the server/discover probe's 401
+        says nothing of the server's era, so no initialize is tried (whose
+        refusal would hide the reason); the backend is down, naming the login.
+        """
+        del self.tokens.tokens[None]
+        backend = self.make(protocol="auto")
+        backend.startService()
+        probe = self.pending("server/discover")
+        probe.respond(401, {"www-authenticate": CHALLENGE}, b"unauthorized")
+        self.assertEqual(self.sent("initialize"), [])
+        self.assertEqual(backend.state, State.DOWN)
+        self.assertIn("twisted-mcp login remote", backend.last_error or "")
+        self.stop(backend)

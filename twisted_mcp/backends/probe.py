@@ -22,6 +22,7 @@ from typing import Any, Awaitable, Callable
 
 import attrs
 
+from twisted_mcp.mcp import errors
 from twisted_mcp.mcp.errors import UNSUPPORTED_PROTOCOL_VERSION
 from twisted_mcp.mcp.versions import MODERN_VERSIONS
 from twisted_mcp.wire.jsonrpc import JsonRpcError, PeerGone, RequestTimeout
@@ -126,6 +127,10 @@ async def settle(
         raise ExitedDuringProbe(f"the server went away during the server/discover probe ({e})")
 
 
+#: The gateway's own errors of authorizing toward a server (not the server's answer).
+_AUTHORIZATION_CODES = (errors.AUTHORIZATION_REQUIRED, errors.AUTHORIZATION_FAILED, errors.AUTHORIZATION_UNAVAILABLE)
+
+
 class _Fallback(Exception):
     """The probe got no modern answer: fall back to initialize, for this reason."""
 
@@ -137,6 +142,9 @@ async def _modern(discover: Discover, timeout: float, how: str, fallback: bool) 
         try:
             result = await discover(version, timeout)
         except JsonRpcError as e:
+            if isinstance(e, errors.GatewayError) and e.code in _AUTHORIZATION_CODES:
+                # Refused for want of a token (auth: oauth): no verdict on its era.
+                raise ProbeFailed(e.message)
             retry = _retry_version(e)
             if retry is not None and attempt == 0:
                 version = retry
