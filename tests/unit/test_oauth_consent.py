@@ -238,6 +238,18 @@ class HandshakeEraTests(ConsentCase):
         self.alpha.calls[1].deferred.callback({"content": []})
         self.take()
 
+    def test_consentWaitCountsFromTheAccept(self) -> None:
+        """A person slower to accept than consentWait still gets consentWait to finish in the browser."""
+        asked = self.elicited()
+        self.clock.advance(self.consent.consent_wait + 5)  # the client's answer is slow
+        self.send({"jsonrpc": "2.0", "id": asked["id"], "result": {"action": "accept"}})
+        self.assertEqual(self.take(), [])  # still waiting: not consent-pending at once
+        self.clock.advance(self.consent.consent_wait - 1)
+        self.broker.authorized("alpha", "local")
+        self.assertEqual(self.take()[0]["method"], "notifications/elicitation/complete")
+        self.alpha.calls[1].deferred.callback({"content": []})
+        self.take()
+
     def test_declineOrCancelIsDeclined(self) -> None:
         for rid, action in ((1, "decline"), (2, "cancel")):
             self.out.clear()

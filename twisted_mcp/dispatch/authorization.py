@@ -36,6 +36,7 @@ from attrs import frozen
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from twisted_mcp.backends.base import Backend
 from twisted_mcp.backends.oauth.broker import OAuthBroker, login_command
@@ -219,7 +220,9 @@ async def _elicited(
     """A handshake-era client asked with C{elicitation/create} on the call; the call sent again once authorized."""
     session = request.session
     url = await consent.start(principal, target.name, scopes)
-    waiter = consent.waiters.wait(principal, target.name, consent.consent_wait)
+    # Waiting starts now, so that an authorization finished before the
+    # client's answer is not missed; consentWait counts from "accept".
+    waiter = consent.waiters.wait(principal, target.name, session.gateway.reverse.timeout + consent.consent_wait)
     elicitation_id = str(uuid.uuid4())
     params = {"mode": "url", "elicitationId": elicitation_id, "url": url, "message": _message(request, target)}
     try:
@@ -228,7 +231,7 @@ async def _elicited(
         if answer.get("action") != "accept":
             raise declined(target)
         log.info("client {client}: waiting for the authorization of backend {backend}", client=session.label, backend=target.name)
-        if not await waiter:
+        if not await _within(waiter, consent.consent_wait, consent.clock):
             _complete_later(consent, request, principal, target, elicitation_id)
             raise consent_pending(target, consent.consent_wait)
     finally:
@@ -289,6 +292,34 @@ async def _resumed(
         if waiter is not None:
             _forget(waiter)
     return await send()
+
+
+def _within(waiter: Deferred[bool], seconds: float, clock: IReactorTime) -> Deferred[bool]:
+    """What C{waiter} says within C{seconds} from now, else False (the waiter itself is left to its owner)."""
+    if waiter.called:
+        return waiter
+    timers: list[Any] = []
+
+    def cancelled(_: Deferred[bool]) -> None:
+        if timers and timers[0].active():
+            timers[0].cancel()
+
+    outcome: Deferred[bool] = Deferred(cancelled)
+    timer = clock.callLater(seconds, lambda: outcome.called or outcome.callback(False))
+    timers.append(timer)
+
+    def settled(result: Any) -> Any:
+        if timer.active():
+            timer.cancel()
+        if not outcome.called:
+            if isinstance(result, Failure):
+                outcome.errback(result)
+            else:
+                outcome.callback(result)
+        return result
+
+    waiter.addBoth(settled)
+    return outcome
 
 
 def _forget(waiter: Deferred[bool]) -> None:
