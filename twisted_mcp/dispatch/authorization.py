@@ -305,7 +305,11 @@ def _within(waiter: Deferred[bool], seconds: float, clock: IReactorTime) -> Defe
             timers[0].cancel()
 
     outcome: Deferred[bool] = Deferred(cancelled)
-    timer = clock.callLater(seconds, lambda: outcome.called or outcome.callback(False))
+    def too_late() -> None:
+        if not outcome.called:
+            outcome.callback(False)
+
+    timer = clock.callLater(seconds, too_late)
     timers.append(timer)
 
     def settled(result: Any) -> Any:
