@@ -31,7 +31,6 @@ session's own event stream (GET) is resumed the same way.
 
 from __future__ import annotations
 
-from http.cookiejar import CookiePolicy
 from time import monotonic
 from typing import Any, Callable
 from urllib.parse import urljoin, urlsplit
@@ -52,6 +51,7 @@ from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS
 from zope.interface import implementer
 
 from twisted_mcp.backends.base import State
+from twisted_mcp.backends.cookies import NoCookies
 from twisted_mcp.backends.http_modern import ToolHeaders, request_headers
 from twisted_mcp.backends.http_principals import PrincipalRuns, TokenSource, TooManyRuns
 from twisted_mcp.backends.oauth.challenge import bearer_challenge
@@ -146,26 +146,6 @@ class _BytesProducer:
         pass
 
 
-class _NoCookies(CookiePolicy):
-    """No cookies are kept or sent: MCP sessions are carried by Mcp-Session-Id."""
-
-    netscape = True
-    rfc2965 = False
-    hide_cookie2 = True
-
-    def set_ok(self, cookie: Any, request: Any) -> bool:
-        return False
-
-    def return_ok(self, cookie: Any, request: Any) -> bool:
-        return False
-
-    def domain_return_ok(self, domain: str, request: Any) -> bool:
-        return False
-
-    def path_return_ok(self, path: str, request: Any) -> bool:
-        return False
-
-
 #: Addresses whose endpoint L{Client} remembers.
 _MAX_TARGETS = 16
 
@@ -180,7 +160,7 @@ class Client(HTTPClient):
     """
 
     def __init__(self, agent: Agent) -> None:
-        super().__init__(agent, cookiejar=IndexableCookieJar(policy=_NoCookies()))
+        super().__init__(agent, cookiejar=IndexableCookieJar(policy=NoCookies()))
         self._fast_agent = agent
         self._targets: dict[bytes, tuple[Any, Any, Any]] = {}
 
@@ -528,7 +508,9 @@ class _HttpRun(RunEvents):
             return False
         return True
 
-    async def _step_up(self, rid: Any, message: dict[str, Any], response: Any, exchange: _Exchange, bearer: Any, again: bool) -> bool:
+    async def _step_up(
+        self, rid: Any, message: dict[str, Any], response: Any, exchange: _Exchange, bearer: Any, again: bool
+    ) -> bool:
         """
         The server answered 403 C{insufficient_scope} to a request sent with
         C{bearer} (§7.4): the broker decides.  A principal's call fails with

@@ -144,7 +144,7 @@ async def _modern(discover: Discover, timeout: float, how: str, fallback: bool) 
         except JsonRpcError as e:
             if isinstance(e, errors.GatewayError) and e.code in _AUTHORIZATION_CODES:
                 # Refused for want of a token (auth: oauth): no verdict on its era.
-                raise ProbeFailed(e.message)
+                raise ProbeFailed(str(e))
             retry = _retry_version(e)
             if retry is not None and attempt == 0:
                 version = retry

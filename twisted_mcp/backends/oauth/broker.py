@@ -33,7 +33,6 @@ from attrs import field, frozen
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from twisted_mcp.backends.oauth.challenge import Challenge, bearer_challenge
 from twisted_mcp.backends.oauth.discovery import Discovered, Discovery
@@ -47,6 +46,7 @@ from twisted_mcp.backends.oauth.problems import (
     OAuthProblem,
 )
 from twisted_mcp.backends.oauth.registration import Registrar, choose_auth_method, client_metadata_url
+from twisted_mcp.backends.oauth.single_flight import SingleFlight
 from twisted_mcp.backends.oauth.store import (
     ClientRecord,
     ClientStore,
@@ -140,7 +140,9 @@ def union_of(*groups: Any) -> tuple[str, ...]:
     return tuple(chosen)
 
 
-def step_up_required(backend: str, principal: str, tool: str, scopes: Sequence[str], missing: Sequence[str]) -> AuthorizationRequired:
+def step_up_required(
+    backend: str, principal: str, tool: str, scopes: Sequence[str], missing: Sequence[str]
+) -> AuthorizationRequired:
     """-31040 C{insufficient-scope}: the scopes to authorize, and the command asking for them."""
     command = login_command(backend, missing)
     asked = " ".join(scopes) or "(none named)"
@@ -220,7 +222,7 @@ class OAuthBroker:
         self.registrar = Registrar(clock, http, clients, settings)
         self.flows = Flows(clock, http, self.registrar, pending, settings)
         self._backends: dict[str, _Backend] = {}
-        self._refreshing: dict[TokenKey, list[Deferred[tuple[TokenRecord, int]]]] = {}
+        self._refreshing: SingleFlight[TokenKey, tuple[TokenRecord, int]] = SingleFlight()
         self._backoff: dict[TokenKey, _Backoff] = {}
         #: key -> the version a refresh after a 401 produced: a 401 to it is final.
         self._after_rejection: dict[TokenKey, int] = {}
@@ -359,26 +361,7 @@ class OAuthBroker:
     def _refresh(self, b: _Backend, discovered: Discovered, key: TokenKey, version: int) -> Deferred[tuple[TokenRecord, int]]:
         """Refresh the record at C{key} read at C{version}, one refresh per key
         at a time: each caller gets its own Deferred."""
-        waiter: Deferred[tuple[TokenRecord, int]] = Deferred()
-        if key in self._refreshing:
-            self._refreshing[key].append(waiter)
-            return waiter
-        waiters = [waiter]
-        self._refreshing[key] = waiters
-        running = Deferred.fromCoroutine(self._refresh_once(b, discovered, key, version))
-
-        def done(outcome: tuple[TokenRecord, int] | Failure) -> None:
-            del self._refreshing[key]
-            for each in waiters:
-                if each.called:
-                    continue
-                if isinstance(outcome, Failure):
-                    each.errback(outcome)
-                else:
-                    each.callback(outcome)
-
-        running.addBoth(done)
-        return waiter
+        return self._refreshing.run(key, lambda: Deferred.fromCoroutine(self._refresh_once(b, discovered, key, version)))
 
     async def _refresh_once(self, b: _Backend, discovered: Discovered, key: TokenKey, version: int) -> tuple[TokenRecord, int]:
         principal = key[0]
@@ -705,12 +688,6 @@ class OAuthBroker:
         asked with C{scopes} (a step-up's union; kept for the next ones once
         granted), else those asked last.
         """
-        waiter: Deferred[tuple[TokenRecord, int]] = Deferred()
-        if key in self._refreshing:
-            self._refreshing[key].append(waiter)
-            return waiter
-        waiters = [waiter]
-        self._refreshing[key] = waiters
 
         async def fetch() -> tuple[TokenRecord, int]:
             held = self._machine.get(key)
@@ -738,18 +715,7 @@ class OAuthBroker:
             self._machine[key] = (record, self._machine_versions)
             return self._machine[key]
 
-        def done(outcome: tuple[TokenRecord, int] | Failure) -> None:
-            del self._refreshing[key]
-            for each in waiters:
-                if each.called:
-                    continue
-                if isinstance(outcome, Failure):
-                    each.errback(outcome)
-                else:
-                    each.callback(outcome)
-
-        Deferred.fromCoroutine(fetch()).addBoth(done)
-        return waiter
+        return self._refreshing.run(key, lambda: Deferred.fromCoroutine(fetch()))
 
     # -- authorization flows ---------------------------------------------
 

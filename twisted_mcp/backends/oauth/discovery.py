@@ -37,6 +37,7 @@ from twisted_mcp.backends.oauth.metadata import (
     parse_server_metadata,
 )
 from twisted_mcp.backends.oauth.problems import AuthorizationUnavailable, OAuthProblem
+from twisted_mcp.backends.oauth.single_flight import SingleFlight
 from twisted_mcp.backends.oauth.urls import (
     authorization_server_metadata_urls,
     protected_resource_metadata_urls,
@@ -97,7 +98,7 @@ class Discovery:
         self.http = http
         #: backend -> (expires at, the result or the problem, the challenge's resource_metadata)
         self._cache: dict[str, tuple[float, Discovered | OAuthProblem, str | None]] = {}
-        self._running: dict[str, tuple[Deferred[Discovered], list[Deferred[Discovered]]]] = {}
+        self._running: SingleFlight[str, Discovered] = SingleFlight()
         #: backend -> the last success, kept through later failures.
         self._last_good: dict[str, Discovered] = {}
 
@@ -138,26 +139,7 @@ class Discovery:
             if challenge is not None and challenge.scope is not None and challenge.scope != result.challenge_scope:
                 result = Discovered(result.resource, result.server, challenge.scope)
             return _succeeded(result)
-        waiter: Deferred[Discovered] = Deferred()
-        if backend in self._running:
-            self._running[backend][1].append(waiter)
-            return waiter
-        chain = Deferred.fromCoroutine(self._discover(backend, url, challenge, issuer))
-        waiters = [waiter]
-        self._running[backend] = (chain, waiters)
-
-        def done(outcome: Discovered | Failure) -> None:
-            del self._running[backend]
-            for each in waiters:
-                if each.called:
-                    continue
-                if isinstance(outcome, Failure):
-                    each.errback(outcome)
-                else:
-                    each.callback(outcome)
-
-        chain.addBoth(done)
-        return waiter
+        return self._running.run(backend, lambda: Deferred.fromCoroutine(self._discover(backend, url, challenge, issuer)))
 
     async def _discover(self, backend: str, url: str, challenge: Challenge | None, issuer: str | None) -> Discovered:
         named = challenge.resource_metadata if challenge is not None else None

@@ -13,7 +13,6 @@ is never quoted, and neither is a body.
 from __future__ import annotations
 
 import json
-from http.cookiejar import CookiePolicy
 from typing import Any, Mapping
 from urllib.parse import urlencode, urlsplit
 
@@ -25,6 +24,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import PotentialDataLoss, ResponseDone
 from twisted.web.http_headers import Headers
 
+from twisted_mcp.backends.cookies import NoCookies
 from twisted_mcp.backends.oauth.problems import AuthorizationUnavailable
 
 _ACCEPT = b"application/json"
@@ -42,26 +42,6 @@ class Fetched:
         """The first value of header C{name}, decoded as latin-1, or C{None}."""
         values = self.headers.getRawHeaders(name.encode("ascii"))
         return values[0].decode("latin-1") if values else None
-
-
-class _NoCookies(CookiePolicy):
-    """Neither keeps nor sends a cookie: nothing an AS sets reaches another request."""
-
-    netscape = True
-    rfc2965 = False
-    hide_cookie2 = True
-
-    def set_ok(self, cookie: Any, request: Any) -> bool:
-        return False
-
-    def return_ok(self, cookie: Any, request: Any) -> bool:
-        return False
-
-    def domain_return_ok(self, domain: str, request: Any) -> bool:
-        return False
-
-    def path_return_ok(self, path: str, request: Any) -> bool:
-        return False
 
 
 def origin_of(url: str) -> str:
@@ -82,7 +62,7 @@ def cookieless_client(agent: Any) -> Any:
     from treq.client import HTTPClient
     from treq.cookies import IndexableCookieJar  # type: ignore[attr-defined]
 
-    return HTTPClient(agent, cookiejar=IndexableCookieJar(policy=_NoCookies()))
+    return HTTPClient(agent, cookiejar=IndexableCookieJar(policy=NoCookies()))
 
 
 class _Body(Protocol):
