@@ -41,9 +41,7 @@ class BrokerTests(SynchronousTestCase):
         self.peer = FakeAS()
         self.http = fake_http(self.clock, self.peer)
         self.stores = memory_stores(self.clock)
-        self.broker = OAuthBroker(
-            self.clock, self.http, self.stores.tokens, self.stores.clients, self.stores.pending, settings()
-        )
+        self.broker = OAuthBroker(self.clock, self.http, self.stores.tokens, self.stores.clients, self.stores.pending, settings())
         self.broker.add_backend("alpha", BACKEND_URL, OAuthAuth())
         self.authorized: list[tuple[str, str]] = []
         self.broker.on_authorized(lambda backend, principal: self.authorized.append((backend, principal)))
@@ -70,6 +68,19 @@ class BrokerTests(SynchronousTestCase):
         return self.successResultOf(self.stores.tokens.get(key))
 
     # -- without a token -------------------------------------------------
+
+    def test_a_failed_flow_is_told_to_who_waits_for_it(self) -> None:
+        """A consent refused at the AS ends with -31041 for the CLI and is told to on_failed (whose flow it was)."""
+        told: list[tuple[str, str, str]] = []
+        self.broker.on_failed(lambda backend, principal, problem: told.append((backend, principal, problem.reason)))
+        started = self.successResultOf(self.broker.begin("jwt:alice", "alpha", LOOPBACK))
+        params = self.peer.authorize(started.url)
+        refused = {"state": params["state"], "iss": params["iss"], "error": "access_denied"}
+        self.failureResultOf(self.broker.complete(refused, LOOPBACK), AuthorizationFailed)
+        self.assertEqual(told, [("alpha", "jwt:alice", "consent-refused")])
+        # A callback that names no flow tells nobody.
+        self.failureResultOf(self.broker.complete({"state": "forged", "code": "x"}, LOOPBACK), AuthorizationFailed)
+        self.assertEqual(len(told), 1)
 
     def test_no_token(self) -> None:
         """No record: -31040 authorization-required naming the login command."""
@@ -103,7 +114,8 @@ class BrokerTests(SynchronousTestCase):
         """A permanent discovery failure later (the resource now names another server) is not papered over."""
         self.login()
         self.peer.serve_json(
-            "mcp.example/.well-known/oauth-protected-resource/mcp", {"resource": "https://other.example/", "authorization_servers": [ISSUER]}
+            "mcp.example/.well-known/oauth-protected-resource/mcp",
+            {"resource": "https://other.example/", "authorization_servers": [ISSUER]},
         )
         self.clock.advance(61)
         self.problem(self.broker.token_for("local", "alpha"), AuthorizationUnavailable, "resource-mismatch")
@@ -142,15 +154,21 @@ class BrokerTests(SynchronousTestCase):
 
     def test_refresh_window(self) -> None:
         """An hour's token is refreshed 5 minutes before expiry (not at 80 %), a minute's at 48 s."""
-        record = TokenRecord(access_token="a", expires_at=NOW + 3600, refresh_token="r", scope=(), granted_at=NOW, client_id="c", backend="b")
+        record = TokenRecord(
+            access_token="a", expires_at=NOW + 3600, refresh_token="r", scope=(), granted_at=NOW, client_id="c", backend="b"
+        )
         self.assertEqual(refresh_window_opens(record, 0.8, 300), NOW + 3300)
-        short = TokenRecord(access_token="a", expires_at=NOW + 60, refresh_token="r", scope=(), granted_at=NOW, client_id="c", backend="b")
+        short = TokenRecord(
+            access_token="a", expires_at=NOW + 60, refresh_token="r", scope=(), granted_at=NOW, client_id="c", backend="b"
+        )
         self.assertEqual(refresh_window_opens(short, 0.8, 300), NOW + 48)
         eight_hours = TokenRecord(
             access_token="a", expires_at=NOW + 28800, refresh_token="r", scope=(), granted_at=NOW, client_id="c", backend="b"
         )
         self.assertEqual(refresh_window_opens(eight_hours, 0.8, 300), NOW + 28500)
-        unknown = TokenRecord(access_token="a", expires_at=None, refresh_token="r", scope=(), granted_at=NOW, client_id="c", backend="b")
+        unknown = TokenRecord(
+            access_token="a", expires_at=None, refresh_token="r", scope=(), granted_at=NOW, client_id="c", backend="b"
+        )
         self.assertIsNone(refresh_window_opens(unknown, 0.8, 300))
 
     def test_refresh_when_the_window_opens(self) -> None:
@@ -217,7 +235,12 @@ class BrokerTests(SynchronousTestCase):
         d = self.broker.token_for("local", "alpha")
         record, version = self.stored()  # type: ignore[misc]
         theirs = TokenRecord(
-            access_token="theirs", expires_at=NOW + 9000, refresh_token="r", scope=(), granted_at=NOW + 3300, client_id="c",
+            access_token="theirs",
+            expires_at=NOW + 9000,
+            refresh_token="r",
+            scope=(),
+            granted_at=NOW + 3300,
+            client_id="c",
             backend="alpha",
         )
         self.successResultOf(self.stores.tokens.put(KEY, theirs, version))
@@ -381,12 +404,16 @@ class BrokerTests(SynchronousTestCase):
 
     def test_client_credentials(self) -> None:
         """One machine token fetched on demand, reused, never stored; refreshed in the window."""
-        self.broker.add_backend("billing", BACKEND_URL, ClientCredentialsAuth(id="gw", secret=f"s-{MARK}", scopes=("billing.read",)))
+        self.broker.add_backend(
+            "billing", BACKEND_URL, ClientCredentialsAuth(id="gw", secret=f"s-{MARK}", scopes=("billing.read",))
+        )
         first = self.token("jwt:anyone", "billing")
         self.assertEqual(first.token, f"access-1-{MARK}")
         self.assertEqual(self.token(None, "billing"), first)
         [form] = self.peer.token_forms
-        self.assertEqual((form["grant_type"], form["scope"], form["resource"]), ("client_credentials", "billing.read", BACKEND_URL))
+        self.assertEqual(
+            (form["grant_type"], form["scope"], form["resource"]), ("client_credentials", "billing.read", BACKEND_URL)
+        )
         self.assertIn("authorization", self.peer.token_headers[0])
         self.assertEqual(self.successResultOf(self.stores.tokens.keys()), [])
         self.clock.advance(3300)
@@ -466,7 +493,8 @@ class BrokerTests(SynchronousTestCase):
         result = self.successResultOf(self.broker.logout("local", "alpha", revoke=True))
         self.assertEqual(result, {"principal": "local", "backend": "alpha", "removed": True, "revoked": True})
         self.assertEqual(
-            self.peer.revocations, [{"token": f"refresh-1-{MARK}", "token_type_hint": "refresh_token", "client_id": "dcr-client-1"}]
+            self.peer.revocations,
+            [{"token": f"refresh-1-{MARK}", "token_type_hint": "refresh_token", "client_id": "dcr-client-1"}],
         )
         self.assertIsNone(self.stored())
         self.problem(self.broker.token_for("local", "alpha"), AuthorizationRequired, "authorization-required")
@@ -547,9 +575,7 @@ class StepUpTests(SynchronousTestCase):
         self.peer = FakeAS()
         self.http = fake_http(self.clock, self.peer)
         self.stores = memory_stores(self.clock)
-        self.broker = OAuthBroker(
-            self.clock, self.http, self.stores.tokens, self.stores.clients, self.stores.pending, settings()
-        )
+        self.broker = OAuthBroker(self.clock, self.http, self.stores.tokens, self.stores.clients, self.stores.pending, settings())
         self.broker.add_backend("alpha", BACKEND_URL, OAuthAuth())
 
     def tearDown(self) -> None:
@@ -691,7 +717,8 @@ class StepUpTests(SynchronousTestCase):
         self.token(None, "billing")
         posts = len(self.peer.token_forms)
         self.peer.serve_json(
-            "mcp.example/.well-known/oauth-protected-resource/mcp", {"resource": BACKEND_URL, "authorization_servers": ["https://evil.example"]}
+            "mcp.example/.well-known/oauth-protected-resource/mcp",
+            {"resource": BACKEND_URL, "authorization_servers": ["https://evil.example"]},
         )
         self.peer.serve_json(
             "evil.example/.well-known/oauth-authorization-server",
@@ -771,7 +798,9 @@ class StepUpTests(SynchronousTestCase):
         """The backend configured again (a reload): its machine tokens are asked with the configured scopes again."""
         self.machine()
         first = self.token(None, "billing")
-        self.successResultOf(self.forbidden(first, "pay", "billing", [b'Bearer error="insufficient_scope", scope="billing.write"']))
+        self.successResultOf(
+            self.forbidden(first, "pay", "billing", [b'Bearer error="insufficient_scope", scope="billing.write"'])
+        )
         self.machine()
         self.clock.advance(3300)
         self.token(None, "billing")

@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mcp.backends.oauth.connect import ConnectLinks
 from twisted_mcp.backends.oauth.flow import Authorization
-from twisted_mcp.backends.oauth.problems import AuthorizationRequired, AuthorizationUnavailable
+from twisted_mcp.backends.oauth.problems import AuthorizationFailed, AuthorizationRequired, AuthorizationUnavailable
 from twisted_mcp.backends.oauth.waiters import Waiters
 from twisted_mcp.dispatch.authorization import Consent
 from twisted_mcp.mcp.request_state import AUTH
@@ -44,7 +44,9 @@ class ConnectLinkTests(SynchronousTestCase):
         self.assertEqual(len(first), 22)  # 16 bytes, URL-safe base64
         link = self.links.take(first)
         assert link is not None
-        self.assertEqual((link.principal, link.backend, link.url), ("local", "alpha", f"https://as.example/authorize?state={MARK}"))
+        self.assertEqual(
+            (link.principal, link.backend, link.url), ("local", "alpha", f"https://as.example/authorize?state={MARK}")
+        )
         self.assertIsNone(self.links.take(first))  # single use
         self.assertIsNone(self.links.take("unknown"))
         self.assertNotIn(MARK, repr(link))
@@ -115,10 +117,18 @@ class FakeBroker:
         self.settings = settings(publicUrl=PUBLIC)
         self.begun: list[tuple[str, str, str, tuple[str, ...]]] = []
         self.callbacks: list[Callable[[str, str], None]] = []
+        self.failures: list[Callable[[str, str, Any], None]] = []
         self.problem: Exception | None = None
 
     def on_authorized(self, callback: Callable[[str, str], None]) -> None:
         self.callbacks.append(callback)
+
+    def on_failed(self, callback: Callable[[str, str, Any], None]) -> None:
+        self.failures.append(callback)
+
+    def failed(self, backend: str, principal: str, problem: Any) -> None:
+        for callback in self.failures:
+            callback(backend, principal, problem)
 
     def begin(self, principal: str, backend: str, redirect_uri: str, scopes: Any = ()) -> Deferred[Authorization]:
         if self.problem is not None:
@@ -149,8 +159,9 @@ class PrincipalBackend(FakeBackend):
 
 
 def required(reason: str = "authorization-required", **data: Any) -> Exception:
-    return AuthorizationRequired(reason, "backend 'alpha' needs your authorization: run `twisted-mcp login alpha`",
-                                 login="twisted-mcp login alpha", **data).to_error("alpha")
+    return AuthorizationRequired(
+        reason, "backend 'alpha' needs your authorization: run `twisted-mcp login alpha`", login="twisted-mcp login alpha", **data
+    ).to_error("alpha")
 
 
 class ConsentCase(SessionTestCase):
@@ -221,8 +232,14 @@ class HandshakeEraTests(ConsentCase):
         self.assertEqual((self.take(), len(self.alpha.calls)), ([], 1))  # waiting for the browser
         self.broker.authorized("alpha", "local")
         (complete,) = self.take()
-        self.assertEqual(complete, {"jsonrpc": "2.0", "method": "notifications/elicitation/complete",
-                                    "params": {"elicitationId": params["elicitationId"]}})
+        self.assertEqual(
+            complete,
+            {
+                "jsonrpc": "2.0",
+                "method": "notifications/elicitation/complete",
+                "params": {"elicitationId": params["elicitationId"]},
+            },
+        )
         self.assertEqual(self.alpha.principals, ["local", "local"])
         self.alpha.calls[1].deferred.callback({"content": [{"type": "text", "text": "2"}]})
         (answer,) = self.take()
@@ -249,6 +266,21 @@ class HandshakeEraTests(ConsentCase):
         self.assertEqual(self.take()[0]["method"], "notifications/elicitation/complete")
         self.alpha.calls[1].deferred.callback({"content": []})
         self.take()
+
+    def test_aConsentRefusedAtTheAuthorizationServerEndsTheWaitAtOnce(self) -> None:
+        """The person clicked "deny" in the browser: the call says so now, not consentWait later."""
+        asked = self.elicited()
+        self.send({"jsonrpc": "2.0", "id": asked["id"], "result": {"action": "accept"}})
+        self.assertEqual(self.take(), [])
+        refused = AuthorizationFailed(
+            "consent-refused", "backend 'alpha': the authorization server refused: access_denied", error="access_denied"
+        )
+        self.broker.failed("alpha", "local", refused)
+        (answer,) = self.take()
+        error = self.assertError(answer, 1, -31041)
+        self.assertEqual((error["data"]["reason"], error["data"]["error"]), ("consent-refused", "access_denied"))
+        self.assertEqual(len(self.alpha.calls), 1)  # not sent again
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_declineOrCancelIsDeclined(self) -> None:
         for rid, action in ((1, "decline"), (2, "cancel")):

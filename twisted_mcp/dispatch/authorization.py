@@ -86,6 +86,7 @@ class Consent:
         self.links = ConnectLinks(clock)
         self.waiters = Waiters(clock)
         broker.on_authorized(self.waiters.authorized)
+        broker.on_failed(self.waiters.failed)
 
     def __repr__(self) -> str:
         return f"<Consent at {self.public_url}, connect {'on' if self.connect else 'off'}>"
@@ -144,7 +145,11 @@ def announce(consent: Consent | None, config: Config) -> None:
             "oauth.browserCheck is none: a user who forwards a consent link can bind someone else's account to their principal"
         )
     elif not consent.connect:
-        why = "oauth.browserCheck oidc is not available yet" if check == "oidc" else "identities are configured and oauth.browserCheck is not set"
+        why = (
+            "oauth.browserCheck oidc is not available yet"
+            if check == "oidc"
+            else "identities are configured and oauth.browserCheck is not set"
+        )
         log.info("no /oauth/connect page and no elicitation of consent ({why}): principals run `twisted-mcp login`", why=why)
 
 
@@ -194,7 +199,9 @@ def _declares_url(capabilities: Any) -> bool:
     return type(elicitation) is dict and type(elicitation.get("url")) is dict
 
 
-def _required(failure: Any, consent: Consent, request: InFlight, target: Backend, principal: str, send: Callable[[], Deferred[Any]]) -> Any:
+def _required(
+    failure: Any, consent: Consent, request: InFlight, target: Backend, principal: str, send: Callable[[], Deferred[Any]]
+) -> Any:
     if not _askable(failure.value):
         return failure
     scopes = failure.value.data.get("scopes")
@@ -215,7 +222,12 @@ def _message(request: InFlight, target: Backend) -> str:
 
 
 async def _elicited(
-    consent: Consent, request: InFlight, target: Backend, principal: str, scopes: tuple[str, ...], send: Callable[[], Deferred[Any]]
+    consent: Consent,
+    request: InFlight,
+    target: Backend,
+    principal: str,
+    scopes: tuple[str, ...],
+    send: Callable[[], Deferred[Any]],
 ) -> Any:
     """A handshake-era client asked with C{elicitation/create} on the call; the call sent again once authorized."""
     session = request.session
@@ -226,7 +238,9 @@ async def _elicited(
     elicitation_id = str(uuid.uuid4())
     params = {"mode": "url", "elicitationId": elicitation_id, "url": url, "message": _message(request, target)}
     try:
-        asked = session.client_requests.request(target, "elicitation/create", params, request.rid, session.gateway.reverse.timeout)
+        asked = session.client_requests.request(
+            target, "elicitation/create", params, request.rid, session.gateway.reverse.timeout
+        )
         answer = await asked
         if answer.get("action") != "accept":
             raise declined(target)
@@ -254,7 +268,8 @@ def _complete_later(consent: Consent, request: InFlight, principal: str, target:
         if authorized and session in session.gateway.sessions:
             session.notify("notifications/elicitation/complete", {"elicitationId": elicitation_id})
 
-    later.addCallback(done).addErrback(lambda f: log.failure("telling a client its authorization completed failed", f))
+    later.addCallbacks(done, lambda f: f.trap(JsonRpcError) and None)  # the flow failed: nothing to tell
+    later.addErrback(lambda f: log.failure("telling a client its authorization completed failed", f))
 
 
 async def _input_required(consent: Consent, request: InFlight, target: Backend, principal: str, scopes: tuple[str, ...]) -> Any:
@@ -272,7 +287,12 @@ async def _input_required(consent: Consent, request: InFlight, target: Backend, 
 
 
 async def _resumed(
-    consent: Consent | None, request: InFlight, target: Backend, principal: str, passed: AuthRetry, send: Callable[[], Deferred[Any]]
+    consent: Consent | None,
+    request: InFlight,
+    target: Backend,
+    principal: str,
+    passed: AuthRetry,
+    send: Callable[[], Deferred[Any]],
 ) -> Any:
     """A stateless-era retry after an C{auth} InputRequiredResult: forwarded once authorized (at once if it is already)."""
     if passed.claims.backend != target.name:
@@ -305,6 +325,7 @@ def _within(waiter: Deferred[bool], seconds: float, clock: IReactorTime) -> Defe
             timers[0].cancel()
 
     outcome: Deferred[bool] = Deferred(cancelled)
+
     def too_late() -> None:
         if not outcome.called:
             outcome.callback(False)
@@ -320,7 +341,7 @@ def _within(waiter: Deferred[bool], seconds: float, clock: IReactorTime) -> Defe
                 outcome.errback(result)
             else:
                 outcome.callback(result)
-        return result
+        return None  # handed on to the outcome (or too late to matter)
 
     waiter.addBoth(settled)
     return outcome
@@ -336,7 +357,9 @@ def _forget(waiter: Deferred[bool]) -> None:
 def declined(target: Backend) -> JsonRpcError:
     """-31040 C{declined}: the person declined (or cancelled) the authorization."""
     command = login_command(target.name)
-    message = f"backend '{target.name}' was not authorized: the request to authorize it was declined (run `{command}` to authorize it)"
+    message = (
+        f"backend '{target.name}' was not authorized: the request to authorize it was declined (run `{command}` to authorize it)"
+    )
     return AuthorizationRequired("declined", message, login=command).to_error(target.name)
 
 

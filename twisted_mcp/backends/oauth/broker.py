@@ -215,6 +215,7 @@ class OAuthBroker:
         self.http = http
         self.tokens = tokens
         self.clients = clients
+        self._failure_callbacks: list[Callable[[str, str, OAuthProblem], None]] = []
         #: The issuer each (backend, client id) of client credentials was first used with, since the start.
         self._machine_issuers: dict[tuple[str, str], str] = {}
         self.settings = settings
@@ -266,6 +267,10 @@ class OAuthBroker:
     def on_authorized(self, callback: Callable[[str, str], None]) -> None:
         """Call C{callback(backend, principal)} each time an authorization stores a token."""
         self._callbacks.append(callback)
+
+    def on_failed(self, callback: Callable[[str, str, OAuthProblem], None]) -> None:
+        """C{callback(backend, principal, problem)} when a principal's authorization flow ends in failure (refused, forged, expired)."""
+        self._failure_callbacks.append(callback)
 
     def challenged(self, backend: str, www_authenticate: Sequence[bytes]) -> None:
         """Remember the Bearer challenge of a 401 C{backend} answered (its
@@ -746,7 +751,17 @@ class OAuthBroker:
         return Deferred.fromCoroutine(_guarded(None, self._complete(params, redirect_uri)))
 
     async def _complete(self, params: Mapping[str, str], redirect_uri: str) -> Authorized:
-        done = await self.flows.complete(params, redirect_uri)
+        try:
+            done = await self.flows.complete(params, redirect_uri)
+        except AuthorizationFailed as e:
+            flow = getattr(e, "flow", None)
+            if flow is not None:
+                for failed in list(self._failure_callbacks):
+                    try:
+                        failed(flow[0], flow[1], e)
+                    except Exception:
+                        log.failure("an on_failed callback failed")
+            raise
         key: TokenKey = (done.principal, done.issuer, done.resource)
         for attempt in (1, 2):
             held = await self.tokens.get(key)

@@ -265,6 +265,17 @@ class Flows:
             raise AuthorizationFailed(
                 "state-mismatch", f"no authorization is waiting for this callback (state {shown}): start it again"
             )
+        try:
+            return await self._checked(params, redirect_uri, data, state, shown)
+        except AuthorizationFailed as e:
+            # Whose flow it was: the broker tells those waiting for it.
+            e.flow = (data["backend"], data["principal"])  # type: ignore[attr-defined]
+            raise
+
+    async def _checked(
+        self, params: dict[str, str], redirect_uri: str, data: dict[str, Any], state: str, shown: str
+    ) -> Completed:
+        """The checks of a callback whose pending record was found (and taken), then the token request."""
         backend = data["backend"]
         self._forget(data["principal"], state)
         if self.clock.seconds() > data["expires"]:

@@ -14,6 +14,8 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+from twisted_mcp.backends.oauth.problems import OAuthProblem
+
 Key = tuple[str, str]
 
 
@@ -59,6 +61,12 @@ class Waiters:
         for waiter in self._waiting.pop((principal, backend), []):
             self._stop_timer(waiter)
             waiter.deferred.callback(True)
+
+    def failed(self, backend: str, principal: str, problem: OAuthProblem) -> None:
+        """C{principal}'s authorization of C{backend} failed (refused at the AS...): every waiter for it fails with it."""
+        for waiter in self._waiting.pop((principal, backend), []):
+            self._stop_timer(waiter)
+            waiter.deferred.errback(problem.to_error(backend))
 
     def _expired(self, key: Key, waiter: _Waiter) -> None:
         waiter.timer = None
