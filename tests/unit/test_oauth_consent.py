@@ -52,6 +52,25 @@ class ConnectLinkTests(SynchronousTestCase):
         self.assertNotIn(MARK, repr(link))
         self.assertNotIn(MARK, repr(self.links))
 
+    def test_oneUnopenedLinkServesEveryCallWaitingForTheSameConsent(self) -> None:
+        link = self.links.add("local", "alpha", "https://as.example/a", 600, ("read",))
+        self.assertEqual(self.links.unopened("local", "alpha", ("read",), 120), link)
+        self.assertIsNone(self.links.unopened("local", "alpha", ("read", "write"), 120))  # a step-up: its own
+        self.assertIsNone(self.links.unopened("jwt:bob", "alpha", ("read",), 120))
+        self.clock.advance(500)
+        self.assertIsNone(self.links.unopened("local", "alpha", ("read",), 120))  # too close to its end
+        self.assertIsNotNone(self.links.take(link))
+        self.assertIsNone(self.links.unopened("local", "alpha", ("read",), 0))  # opened: not offered again
+
+    def test_onePrincipalsLinksNeverPushOutAnothers(self) -> None:
+        links = ConnectLinks(self.clock)
+        bobs = links.add("jwt:bob", "alpha", "https://as.example/bob", 600)
+        alices = [links.add("jwt:alice", "alpha", f"https://as.example/{i}", 600) for i in range(20)]
+        self.assertIsNotNone(links.take(bobs))
+        self.assertEqual(len(links), 8)
+        self.assertIsNone(links.take(alices[0]))
+        self.assertIsNotNone(links.take(alices[-1]))
+
     def test_anExpiredLinkLeadsNowhere(self) -> None:
         link = self.links.add("local", "alpha", "https://as.example/a", 10)
         self.clock.advance(11)
@@ -245,6 +264,19 @@ class HandshakeEraTests(ConsentCase):
         (answer,) = self.take()
         self.assertEqual(answer["id"], 1)
         self.assertEqual(answer["result"]["content"][0]["text"], "2")
+
+    def test_callsWaitingForTheSameConsentShareOneAuthorization(self) -> None:
+        """A burst of calls begins one authorization, and every question carries its one link."""
+        first = self.elicited()
+        self.call(2)
+        self.alpha.calls[-1].deferred.errback(required())
+        (second,) = self.take()
+        self.assertEqual(len(self.broker.begun), 1)
+        self.assertEqual(first["params"]["url"], second["params"]["url"])
+        self.assertNotEqual(first["params"]["elicitationId"], second["params"]["elicitationId"])
+        for asked in (first, second):
+            self.send({"jsonrpc": "2.0", "id": asked["id"], "result": {"action": "decline"}})
+        self.assertEqual(len(self.take()), 2)
 
     def test_anAuthorizationBeforeTheAnswerIsNotMissed(self) -> None:
         asked = self.elicited()

@@ -101,11 +101,13 @@ class Consent:
         return Deferred.fromCoroutine(self._start(principal, backend, scopes))
 
     async def _start(self, principal: str, backend: str, scopes: tuple[str, ...]) -> str:
-        try:
-            authorization = await self.broker.begin(principal, backend, self.callback_url, scopes)
-        except OAuthProblem as problem:
-            raise problem.to_error(backend) from None
-        link = self.links.add(principal, backend, authorization.url, authorization.expires_at)
+        link = self.links.unopened(principal, backend, scopes, self.consent_wait)
+        if link is None:
+            try:
+                authorization = await self.broker.begin(principal, backend, self.callback_url, scopes)
+            except OAuthProblem as problem:
+                raise problem.to_error(backend) from None
+            link = self.links.add(principal, backend, authorization.url, authorization.expires_at, scopes)
         return self.public_url + CONNECT_PATH + link
 
 

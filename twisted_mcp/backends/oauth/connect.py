@@ -19,6 +19,9 @@ from twisted.internet.interfaces import IReactorTime
 
 #: Links kept at once; beyond, the oldest is dropped (a link is only a pointer to a pending record).
 MAX_LINKS = 1024
+#: Links of one principal kept at once; beyond, that principal's oldest is
+#: dropped (one principal's calls never push out another's links).
+MAX_LINKS_PER_PRINCIPAL = 8
 
 
 @frozen
@@ -31,6 +34,8 @@ class ConnectLink:
     url: str = field(repr=False)
     #: Clock seconds after which the link is refused.
     expires_at: float
+    #: The scopes the call asked for (a step-up's): a link is offered again only for the same.
+    scopes: tuple[str, ...] = ()
 
 
 class ConnectLinks:
@@ -52,14 +57,30 @@ class ConnectLinks:
     def __len__(self) -> int:
         return len(self._links)
 
-    def add(self, principal: str, backend: str, url: str, expires_at: float) -> str:
+    def add(self, principal: str, backend: str, url: str, expires_at: float, scopes: tuple[str, ...] = ()) -> str:
         """A new link's id (22 URL-safe characters, 128 random bits) to C{url}."""
         self._expire()
+        own = [k for k, link in self._links.items() if link.principal == principal]
+        for link_id in own[: max(0, len(own) - MAX_LINKS_PER_PRINCIPAL + 1)]:
+            del self._links[link_id]
         while len(self._links) >= self.limit:
             del self._links[next(iter(self._links))]
         link_id = secrets.token_urlsafe(16)
-        self._links[link_id] = ConnectLink(principal, backend, url, expires_at)
+        self._links[link_id] = ConnectLink(principal, backend, url, expires_at, scopes)
         return link_id
+
+    def unopened(self, principal: str, backend: str, scopes: tuple[str, ...], time_left: float) -> str | None:
+        """
+        The id of a link for the same authorization that nobody opened yet
+        and that has C{time_left} seconds or more to live: several calls
+        waiting for one consent share one link (and one pending
+        authorization), instead of each beginning another.
+        """
+        now = self.clock.seconds()
+        for link_id, link in reversed(self._links.items()):
+            if (link.principal, link.backend, link.scopes) == (principal, backend, scopes) and link.expires_at - now >= time_left:
+                return link_id
+        return None
 
     def take(self, link_id: str) -> ConnectLink | None:
         """The link C{link_id} names, removed (single use); None when unknown or expired."""
