@@ -351,3 +351,20 @@ class PendingStoreTests(_Results):
         with self.assertRaises(TypeError):
             PendingStore(NoClock(), KeyRing(KEY))  # type: ignore[arg-type]
         self.assertIsNotNone(PendingStore(NoClock(), KeyRing(KEY), clock=Clock()))  # type: ignore[arg-type]
+
+
+def _result(d: Deferred[Any]) -> Any:
+    got: list[Any] = []
+    d.addBoth(got.append)
+    assert got, "not fired"
+    return got[0]
+
+
+def test_nothing_is_kept_of_taken_or_forged_pending_states() -> None:
+    """A pending record taken, or a state that names none (a forged callback), leaves no slot behind."""
+    store = MemoryStore(Clock())
+    store.put("pending", ("s1",), b"sealed", None)
+    assert _result(store.take("pending", ("s1",))) == b"sealed"
+    for i in range(100):
+        assert _result(store.take("pending", (f"forged-{i}",))) is None
+    assert store._slots == {}

@@ -347,6 +347,11 @@ class MemoryStore:
 
     def take(self, kind: Kind, key: Key) -> Deferred[bytes | None]:
         key = tuple(key)
+        if kind == "pending":
+            # Single use, never compared-and-set: nothing is kept of a pending
+            # record once taken, nor of a state looked up in vain (a forged one).
+            gone = self._slots.pop((kind, key), None)
+            return succeed(gone.sealed if gone is not None else None)
         slot = self._slot(kind, key)
         slot.problem = None
         sealed = slot.sealed
