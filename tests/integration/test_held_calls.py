@@ -217,6 +217,11 @@ def test_held_calls_are_bounded_per_principal(daemon, http_server, tmp_path):  #
         admin=f"tcp:{admin}:interface=127.0.0.1",
         maxHeldCallsPerPrincipal=2,
     )
+    # The listener accepts before its backends are discovered (slow on a loaded machine): wait for the one here.
+    deadline = time.monotonic() + 60
+    while not all(b["state"] == "up" for b in admin_status(admin)["backends"]):
+        assert time.monotonic() < deadline, admin_status(admin)
+        time.sleep(0.1)
     raw = Raw(url)
     meta = envelope(**{"io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}})
     headers = {"mcp-protocol-version": MODERN, "mcp-method": "tools/call", "mcp-name": ELICIT}
