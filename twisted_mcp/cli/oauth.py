@@ -275,7 +275,13 @@ def add_commands(sub: Any, admin_options: Any) -> None:
         "--scope", action="append", metavar="SCOPE", help="a scope to ask for beyond what the server names; repeat for more"
     )
     lg.add_argument("--open", action="store_true", help="open the URL in this machine's browser")
-    lg.add_argument("--port", type=int, default=0, metavar="PORT", help="the loopback port to listen on (default: any free one)")
+    lg.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="the loopback port to listen on (default: any free one); a fixed port lets every login reuse one dynamic registration",
+    )
     lg.add_argument("--wait", type=float, default=600.0, metavar="SECONDS", help="how long to wait for the browser (default 600)")
     admin_options(lg)
     lg.set_defaults(func=login)
