@@ -534,6 +534,16 @@ class _HttpRun(RunEvents):
         self.bearer = fresh
         return True
 
+    def _resendable(self, rid: Any, exchange: _Exchange) -> bool:
+        """Whether a request refused for its token goes again: not once the run closed or the call ended (its exchange forgotten then)."""
+        if exchange.aborted or self.closed:
+            return False
+        if rid is not None:
+            if not self.session.peer.is_pending(rid):
+                return False  # Cancelled or timed out meanwhile: not re-sent.
+            self.exchanges.pop(rid, None)
+        return True
+
     def _fail_problem(self, rid: Any, problem: OAuthProblem) -> None:
         if rid is None:
             log.warn("backend {backend}: {why}", backend=self.name, why=problem.message)
@@ -627,25 +637,17 @@ class _HttpRun(RunEvents):
                 return
             code = response.code
             if code == 401 and self.backend.oauth is not None:
-                if not await self._reauthorize(rid, response, exchange, reauthorized, sent_bearer):
+                if not await self._reauthorize(rid, response, exchange, reauthorized, sent_bearer) or not self._resendable(
+                    rid, exchange
+                ):
                     return
-                if exchange.aborted or self.closed:
-                    return
-                if rid is not None:
-                    if not self.session.peer.is_pending(rid):
-                        return  # Cancelled or timed out meanwhile: not re-sent.
-                    self.exchanges.pop(rid, None)
                 await self._post(message, body, rid, retried=retried, headers=headers, reauthorized=True, stepped_up=stepped_up)
                 return
             if code == 403 and sent_bearer is not None and self.backend.oauth is not None and _insufficient_scope(response):
-                if not await self._step_up(rid, message, response, exchange, sent_bearer, stepped_up):
+                if not await self._step_up(rid, message, response, exchange, sent_bearer, stepped_up) or not self._resendable(
+                    rid, exchange
+                ):
                     return
-                if exchange.aborted or self.closed:
-                    return
-                if rid is not None:
-                    if not self.session.peer.is_pending(rid):
-                        return  # Cancelled or timed out meanwhile: not re-sent.
-                    self.exchanges.pop(rid, None)
                 await self._post(message, body, rid, retried=retried, headers=headers, reauthorized=reauthorized, stepped_up=True)
                 return
             if code in (400, 404) and sent_with is not None and method != "initialize" and not retried:

@@ -156,7 +156,8 @@ class OAuthActions:
             return self._json(request, 404, {"error": "this gateway has no backend with auth: oauth", "reason": "no-oauth"})
         return None
 
-    def begin(self, request: Any, body: dict[str, Any]) -> Any:
+    def _target(self, request: Any, body: dict[str, Any]) -> tuple[str, str] | bytes:
+        """The (backend, principal) an action names, or the refusal's answer (no broker, not an OAuth backend, no such principal)."""
         refused = self._no_broker(request)
         if refused is not None:
             return refused
@@ -167,6 +168,13 @@ class OAuthActions:
         principal = self._principal(request, body)
         if isinstance(principal, bytes):
             return principal
+        return str(backend), principal
+
+    def begin(self, request: Any, body: dict[str, Any]) -> Any:
+        target = self._target(request, body)
+        if isinstance(target, bytes):
+            return target
+        backend, principal = target
         redirect = body.get("redirectUri")
         if not is_loopback_redirect(redirect):
             return self._json(
@@ -222,16 +230,10 @@ class OAuthActions:
         )
 
     def logout(self, request: Any, body: dict[str, Any]) -> Any:
-        refused = self._no_broker(request)
-        if refused is not None:
-            return refused
-        backend = body.get("backend")
-        why = self._oauth_backend(backend)
-        if why is not None:
-            return self._json(request, 400, {"error": why, "reason": "backend"})
-        principal = self._principal(request, body)
-        if isinstance(principal, bytes):
-            return principal
+        target = self._target(request, body)
+        if isinstance(target, bytes):
+            return target
+        backend, principal = target
         revoke = body.get("revoke", False)
         if type(revoke) is not bool:
             return self._json(request, 400, {"error": "revoke must be true or false", "reason": "revoke"})
@@ -276,7 +278,9 @@ def oauth_metrics(service: Any) -> Iterator[Any]:
     principals = GaugeMetricFamily(
         "twisted_mcp_oauth_principals", "Principals holding an OAuth authorization toward the backend", labels=["backend"]
     )
-    runs = GaugeMetricFamily("twisted_mcp_oauth_runs", "Open sessions of principals with the backend (auth: oauth)", labels=["backend"])
+    runs = GaugeMetricFamily(
+        "twisted_mcp_oauth_runs", "Open sessions of principals with the backend (auth: oauth)", labels=["backend"]
+    )
     for name, backend in sorted(service.gateway.backends.items()):
         if getattr(backend, "oauth", None) is None:
             continue
