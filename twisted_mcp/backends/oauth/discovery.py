@@ -188,16 +188,23 @@ class Discovery:
             candidates = [named]
         else:
             candidates = protected_resource_metadata_urls(url)
-        for candidate in candidates:
-            answer = await self.http.get(candidate)
-            if answer.status == 200:
-                answers.append(answer)
-                return parse_resource_metadata(answer.body, url)
-            _refuse_unusable(backend, candidate, answer)
+        found = await self._first_found(backend, candidates, answers)
+        if found is not None:
+            return parse_resource_metadata(found.body, url)
         raise AuthorizationUnavailable(
             "no-resource-metadata",
             f"backend '{backend}' publishes no protected resource metadata (tried {', '.join(shown_url(c) for c in candidates)})",
         )
+
+    async def _first_found(self, backend: str, candidates: list[str], answers: list[Fetched]) -> Fetched | None:
+        """The first of C{candidates} answering 200 (kept in C{answers}); None when each is a 404 (anything else is refused)."""
+        for candidate in candidates:
+            answer = await self.http.get(candidate)
+            if answer.status == 200:
+                answers.append(answer)
+                return answer
+            _refuse_unusable(backend, candidate, answer)
+        return None
 
     async def _ask(self, url: str) -> Challenge | None:
         """The Bearer challenge of the backend's answer to a request without a token, if it is a 401."""
@@ -208,12 +215,9 @@ class Discovery:
 
     async def _server(self, backend: str, issuer: str, answers: list[Fetched]) -> ServerMetadata:
         candidates = authorization_server_metadata_urls(issuer)
-        for candidate in candidates:
-            answer = await self.http.get(candidate)
-            if answer.status == 200:
-                answers.append(answer)
-                return parse_server_metadata(answer.body, issuer)
-            _refuse_unusable(backend, candidate, answer)
+        found = await self._first_found(backend, candidates, answers)
+        if found is not None:
+            return parse_server_metadata(found.body, issuer)
         raise AuthorizationUnavailable(
             "no-authorization-server-metadata",
             f"the authorization server {issuer} of backend '{backend}' publishes no metadata (tried {', '.join(shown_url(c) for c in candidates)})",
