@@ -282,6 +282,9 @@ def test_sync_rebuilds_only_the_changed_backend() -> None:
     index.sync(tools)
     assert index.built == 3
     before = dict(index._segments)
+    # Searched before the changes: what kept segments computed for the old average length must not linger.
+    for query in ("create issue", "page", "search message channel"):
+        every_hit(index, tools, query)
 
     # Nothing changed (equal definitions, even as new objects): nothing is built.
     index.sync([(backend, name, dict(definition)) for backend, name, definition in tools])

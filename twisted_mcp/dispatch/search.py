@@ -26,6 +26,7 @@ import functools
 import heapq
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -117,13 +118,12 @@ def tokens(text: str) -> list[str]:
 
     C{tokens("getPullRequests for v2")} is C{["get", "pull", "request", "v", "2"]}.
     """
-    found = []
-    for run in _ALNUM_RUNS.findall(text):
-        for part in _parts_of_run(run):
-            term = _term(part)
-            if term is not None:
-                found.append(term)
-    return found
+    if text.isascii():
+        # The common case, in one pass: the parts' pattern skips everything else.
+        parts: Iterable[str] = _ASCII_PARTS.findall(text)
+    else:
+        parts = (part for run in _ALNUM_RUNS.findall(text) for part in _parts_of_run(run))
+    return [term for term in map(_term, parts) if term is not None]
 
 
 @attrs.frozen
@@ -183,18 +183,11 @@ def _fields(backend: str, name: str, definition: Mapping[str, Any]) -> dict[str,
     }
 
 
-def _field_counts(fields: Mapping[str, list[str]], weights: Mapping[str, float]) -> dict[str, dict[str, int]]:
+def _field_counts(fields: Mapping[str, list[str]], weights: Mapping[str, float]) -> dict[str, Counter[str]]:
     """Token counts per field, for the fields that weigh something."""
-    counts: dict[str, dict[str, int]] = {}
-    for field, weight in weights.items():
-        if not weight:
-            continue
-        per_token: dict[str, int] = {}
-        for text in fields[field]:
-            for token in tokens(text):
-                per_token[token] = per_token.get(token, 0) + 1
-        counts[field] = per_token
-    return counts
+    return {
+        field: Counter(token for text in fields[field] for token in tokens(text)) for field, weight in weights.items() if weight
+    }
 
 
 class _Segment:
@@ -208,7 +201,7 @@ class _Segment:
     @ivar total_length: the sum of the documents' weighted lengths.
     """
 
-    __slots__ = ("backend", "definitions", "postings", "lengths", "total_length")
+    __slots__ = ("backend", "definitions", "postings", "lengths", "total_length", "_saturated", "_saturated_for")
 
     def __init__(self, backend: str, definitions: dict[str, dict[str, Any]], weights: Mapping[str, float]) -> None:
         self.backend = backend
@@ -217,19 +210,36 @@ class _Segment:
         self.lengths: dict[str, float] = {}
         total = 0.0
         for name in sorted(definitions):
-            counts = _field_counts(_fields(backend, name, definitions[name]), weights)
             frequencies: dict[str, float] = {}
             length = 0.0
-            for field, per_token in counts.items():
+            for field, counts in _field_counts(_fields(backend, name, definitions[name]), weights).items():
                 weight = weights[field]
-                for token, count in per_token.items():
+                length += weight * counts.total()
+                for token, count in counts.items():
                     frequencies[token] = frequencies.get(token, 0.0) + weight * count
-                    length += weight * count
             self.lengths[name] = length
             total += length
             for token, frequency in frequencies.items():
                 self.postings.setdefault(token, []).append((name, frequency, length))
         self.total_length = total
+        self._saturated: dict[str, list[tuple[str, float]]] = {}
+        self._saturated_for = (math.nan, math.nan)
+
+    def saturated(self, term: str, base: float, slope: float) -> list[tuple[str, float]]:
+        """
+        The postings of C{term} as (shaped name, C{tf / (tf + base + slope *
+        length)}): the part of a score that depends only on the document and
+        the index's average length, computed on first use and kept until the
+        average length changes.
+        """
+        if self._saturated_for != (base, slope):
+            self._saturated.clear()
+            self._saturated_for = (base, slope)
+        found = self._saturated.get(term)
+        if found is None:
+            found = [(name, frequency / (frequency + base + slope * length)) for name, frequency, length in self.postings[term]]
+            self._saturated[term] = found
+        return found
 
 
 def _distinct(terms: Iterable[str]) -> list[str]:
@@ -302,14 +312,18 @@ class SearchIndex:
         """How many tools are indexed."""
         return self._count
 
-    def _idf(self, term: str) -> tuple[float, list[list[tuple[str, float, float]]]]:
-        """A token's IDF over all segments, and its posting lists."""
-        lists = [segment.postings[term] for segment in self._ordered if term in segment.postings]
-        frequency = sum(len(postings) for postings in lists)
-        return math.log(1 + (self._count - frequency + 0.5) / (frequency + 0.5)), lists
+    def _idf(self, term: str) -> float:
+        """A token's IDF, its document frequency summed over the segments."""
+        frequency = sum(len(segment.postings.get(term, ())) for segment in self._ordered)
+        return math.log(1 + (self._count - frequency + 0.5) / (frequency + 0.5))
 
-    def _average_length(self) -> float:
-        return (self._total_length / self._count) or 1.0
+    def _normalisation(self) -> tuple[float, float]:
+        """
+        (C{k1 * (1 - b)}, C{k1 * b / average length}): a document's score for a
+        token is C{idf * (k1 + 1) * tf / (tf + base + slope * length)}.
+        """
+        average = (self._total_length / self._count) if self._count else 0.0
+        return self.k1 * (1 - self.b), self.k1 * self.b / (average or 1.0)
 
     def search(self, query: str, visible: Sequence[str], limit: int) -> list[Hit]:
         """
@@ -328,19 +342,19 @@ class SearchIndex:
             return [Hit(name, 0.0) for name in visible if needle in name.lower()][:limit]
         if not self._count:
             return []
-        k1, b = self.k1, self.b
-        average = self._average_length()
+        base, slope = self._normalisation()
         scores: dict[str, float] = {}
+        get = scores.get
         for term in terms:
-            idf, lists = self._idf(term)
-            for postings in lists:
-                for name, frequency, length in postings:
-                    gain = idf * frequency * (k1 + 1) / (frequency + k1 * (1 - b + b * length / average))
-                    scores[name] = scores.get(name, 0.0) + gain
+            factor = self._idf(term) * (self.k1 + 1)
+            for segment in self._ordered:
+                if term in segment.postings:
+                    for name, saturation in segment.saturated(term, base, slope):
+                        scores[name] = get(name, 0.0) + factor * saturation
         allowed = set(visible)
-        candidates = [(name, score) for name, score in scores.items() if name in allowed]
-        best = heapq.nsmallest(limit, candidates, key=lambda candidate: (-candidate[1], candidate[0]))
-        return [Hit(name, score) for name, score in best]
+        # The best first, ties by shaped name: the smallest (-score, name).
+        best = heapq.nsmallest(limit, [(-score, name) for name, score in scores.items() if name in allowed])
+        return [Hit(name, -negated) for negated, name in best]
 
     def explain(self, query: str, name: str) -> dict[str, float]:
         """
@@ -353,15 +367,14 @@ class SearchIndex:
             return {}
         counts = _field_counts(_fields(segment.backend, name, segment.definitions[name]), self.weights)
         contributions = {field: 0.0 for field in self.weights}
-        k1, b = self.k1, self.b
-        norm = k1 * (1 - b + b * segment.lengths[name] / self._average_length())
+        base, slope = self._normalisation()
+        length = segment.lengths[name]
         for term in _distinct(tokens(query)):
             shares = {field: self.weights[field] * per_token.get(term, 0) for field, per_token in counts.items()}
             frequency = sum(shares.values())
             if not frequency:
                 continue
-            idf, _ = self._idf(term)
-            gain = idf * frequency * (k1 + 1) / (frequency + norm)
+            gain = self._idf(term) * (self.k1 + 1) * frequency / (frequency + base + slope * length)
             for field, share in shares.items():
                 contributions[field] += gain * share / frequency
         return contributions
