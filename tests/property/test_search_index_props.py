@@ -13,7 +13,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from twisted_mcp.dispatch.search import STOP_WORDS, SearchIndex
+from twisted_mcp.dispatch.search import _ASCII_PARTS, STOP_WORDS, SearchIndex, _parts_of_run, tokens
 
 WORDS = ["create", "issue", "pages", "page", "deploy", "search", "files", "the", "a", "of", "slack", "message", "v2", "HTTP"]
 BACKENDS = ["github", "git", "fs", "slack", "k8s"]
@@ -51,6 +51,20 @@ def searches(draw: st.DrawFn) -> tuple[list[Tool], str, list[str], int]:
     visible = draw(st.permutations(visible + draw(st.lists(st.sampled_from(["other__tool", "search_tools"]), unique=True))))
     query = draw(st.one_of(texts, st.sampled_from(sorted(STOP_WORDS)), st.text(max_size=10)))
     return tools, query, list(visible), draw(st.integers(min_value=0, max_value=12))
+
+
+@given(st.text("aAbBzZ09", min_size=1, max_size=12))
+def test_runs_beyond_ascii_split_by_the_same_rules(run: str) -> None:
+    """The character-by-character splitter (for non-ASCII runs) agrees with the ASCII pattern."""
+    assert _parts_of_run(run) == _ASCII_PARTS.findall(run)
+
+
+@given(st.text(max_size=30))
+def test_tokens_are_lower_case_and_ignore_spacing(text: str) -> None:
+    found = tokens(text)
+    assert all(token and token == token.lower() for token in found)
+    # The tokens of a text and of its parts separated by spaces are the same.
+    assert tokens(" ".join(text.split())) == found
 
 
 def built(tools: list[Tool]) -> SearchIndex:

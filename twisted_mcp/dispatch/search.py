@@ -27,7 +27,7 @@ import heapq
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -55,16 +55,15 @@ _ALNUM_RUNS = re.compile(r"[^\W_]+")
 _ASCII_PARTS = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 
 
-def _parts_of_run(run: str) -> Iterator[str]:
+def _parts_of_run(run: str) -> list[str]:
     """
-    Split one alphanumeric run at camelCase and letter/digit boundaries.
-
-    ASCII runs go through one regular expression; other runs through the
-    same rules character by character (C{str.isupper}, C{str.isdigit}).
+    Split one alphanumeric run at camelCase and letter/digit boundaries:
+    before a capital that follows a non-capital, before an acronym's last
+    capital when a lower-case letter follows it (C{HTTPServer}: C{HTTP},
+    C{Server}), and where digits start or end.  The same rules as
+    L{_ASCII_PARTS}, character by character, for runs beyond ASCII.
     """
-    if run.isascii():
-        yield from _ASCII_PARTS.findall(run)
-        return
+    parts = []
     start = 0
     for i in range(1, len(run)):
         before, here = run[i - 1], run[i]
@@ -73,12 +72,12 @@ def _parts_of_run(run: str) -> Iterator[str]:
         elif here.isupper() and not before.isupper():
             cut = True
         else:
-            # An acronym's last capital starts the next word: "HTTPServer" -> HTTP, Server.
             cut = before.isupper() and here.isupper() and i + 1 < len(run) and run[i + 1].islower()
         if cut:
-            yield run[start:i]
+            parts.append(run[start:i])
             start = i
-    yield run[start:]
+    parts.append(run[start:])
+    return parts
 
 
 def _stem(word: str) -> str:
