@@ -171,6 +171,7 @@ async def _list_tools(command: list[str], env: Mapping[str, str], cwd: str, errl
 
     full_env = {key: value for key, value in os.environ.items() if key in ("PATH", "LANG", "LC_ALL", "TERM", "USER", "LOGNAME")}
     full_env["HOME"] = cwd  # servers that keep a config file (desktop-commander) keep it here
+    full_env["PYTHONHASHSEED"] = "0"  # mcp-atlassian writes defaults from sets: the same order every refresh
     full_env.update(env)
     params = StdioServerParameters(command=command[0], args=command[1:], env=full_env, cwd=cwd)
     client = Client(
