@@ -35,8 +35,7 @@ import yaml
 HERE = os.path.dirname(os.path.abspath(__file__))
 CATALOG = os.path.join(HERE, "data", "real_tools.json")
 QUERIES = os.path.join(HERE, "data", "surface_queries.yaml")
-if os.path.dirname(HERE) not in sys.path:
-    sys.path.append(os.path.dirname(HERE))  # the checkout, when run as a script without an install
+sys.path.insert(0, os.path.dirname(HERE))  # this checkout before any installed copy
 
 #: A ranker: (query, limit) -> shaped names, best first.
 Ranker = Callable[[str, int], list[str]]
