@@ -13,8 +13,9 @@ query is the sum over the query's distinct tokens of::
 
 The postings are kept in one segment per backend, so that a backend whose
 listing changed costs the rebuild of its own segment only; document
-frequencies are summed over the segments and the total length is kept
-beside them, so the ranking is the one a single index would give.
+frequencies are summed over the segments at query time and the total length
+over the segments (in backend order) at each sync, so the ranking is exactly
+the one a single index would give, whatever order the catalog came in.
 
 Pure: no Twisted, no I/O, no clock; the same catalog and query give the same
 answer in any process.
