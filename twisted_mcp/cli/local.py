@@ -24,7 +24,7 @@ def pin(args: argparse.Namespace) -> int:
     """Start every backend, wait for discovery, write the lock file, stop."""
     from twisted.internet import task
 
-    from twisted_mcp.policy.pinning import read_lock, write_lock
+    from twisted_mcp.policy.pinning import pinned_definitions, read_lock, write_lock
     from twisted_mcp.policy.pipeline import Policy
     from twisted_mcp.policy.rules import PolicyConfig
 
@@ -47,7 +47,7 @@ def pin(args: argparse.Namespace) -> int:
             catalog = service.gateway.catalog
             outcome["down"] = sorted(b.name for b in service.backends if b.state.value != "up")
             entries = [
-                (name, e.backend.name, e.tool, {**e.definition, "name": e.tool})
+                (name, e.backend.name, e.tool, *pinned_definitions(e))
                 for name, e in catalog.entries.items()
             ]
             try:
