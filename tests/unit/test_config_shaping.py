@@ -150,3 +150,34 @@ def test_each_problem_names_its_key_path(keys: dict[str, Any], message: str) -> 
 def test_a_disabled_server_is_not_checked_beyond_its_keys() -> None:
     config = build(server(disabled=True, tools={"deny": ["x"]}), "test")
     assert config.disabled == ("github",)
+
+
+def test_check_config_warns_of_a_role_naming_a_renamed_tool_by_its_old_name(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from twisted_mcp.cli import main
+
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        "mcpServers:\n"
+        "  github:\n"
+        "    command: npx\n"
+        "    tools: {rename: {create_or_update_file: put_file}}\n"
+        "roles:\n"
+        "  dev: {allow: [github__create_or_update_file, 'github__*'], deny: [github__create_or_update_file, github__put_file]}\n"
+    )
+    assert main(["check-config", str(path)]) == 0
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: roles.dev.allow[0]: 'github__create_or_update_file' names github__create_or_update_file, "
+        "which mcpServers.github.tools.rename serves as github__put_file",
+        "warning: roles.dev.deny[0]: 'github__create_or_update_file' names github__create_or_update_file, "
+        "which mcpServers.github.tools.rename serves as github__put_file",
+    ]
+
+
+def test_check_config_says_nothing_without_renames(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from twisted_mcp.cli import main
+
+    path = tmp_path / "gateway.yaml"
+    path.write_text("mcpServers:\n  github: {command: npx}\nroles:\n  dev: {allow: [github__create_or_update_file]}\n")
+    assert main(["check-config", str(path)]) == 0
+    assert "warning" not in capsys.readouterr().out
