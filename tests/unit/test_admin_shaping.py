@@ -7,7 +7,11 @@ what it showed before.
 
 from __future__ import annotations
 
+import json
+from http.server import ThreadingHTTPServer
 from types import MappingProxyType
+
+import pytest
 
 from twisted_mcp.config.models import Shaping
 
@@ -53,3 +57,18 @@ def test_no_shaping_no_section() -> None:
     world = World()
     world.ready()
     assert "<h2>Shaping</h2>" not in world.get(b"/status").body.decode()
+
+
+def test_twisted_mcp_status_summarises_the_shaping(capsys: pytest.CaptureFixture[str]) -> None:
+    from .test_cli_admin import STATUS, FakeGateway, _serve, run
+
+    fake = FakeGateway()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), fake.handler())
+    fake.address = f"http://127.0.0.1:{server.server_address[1]}"
+    status = json.loads(json.dumps(STATUS))
+    status["backends"][0]["shaping"] = {"tools": {"listed": 26, "kept": 23}}
+    fake.routes[("GET", "/status")] = (200, status)
+    for _ in _serve(server):
+        code, out, _ = run(capsys, "status", "--admin", fake.address)
+    assert code == 0
+    assert "  github  up  2 tool(s)  required; shaped: 23 of 26 tool(s) kept" in out.splitlines()
