@@ -249,7 +249,7 @@ class Reloading:
             ]
             for notice in notices:
                 session.list_changed(notice)
-            told += bool(notices)
+            told += bool(notices) or now != view
         return told
 
     def _reshape(self, servers: dict[str, Any]) -> frozenset[str]:
