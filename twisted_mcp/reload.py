@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from twisted_mcp.backends.base import Backend
+from twisted_mcp.backends.base import SHAPED_KINDS, Backend, shaping_of
 from twisted_mcp.config import Config
 from twisted_mcp.dispatch.authorization import announce, connect_allowed
 from twisted_mcp.policy.peers import ConnectionIdentity
@@ -115,7 +115,11 @@ class Reloading:
         old_servers = {s.name: s for s in old.servers}
         new_servers = {s.name: s for s in config.servers}
         removed = sorted(old_servers.keys() - new_servers.keys())
-        changed = sorted(n for n in old_servers.keys() & new_servers.keys() if old_servers[n] != new_servers[n])
+        changed = sorted(n for n in old_servers.keys() & new_servers.keys() if _running(old_servers[n]) != _running(new_servers[n]))
+        # Only its priority or shaping changed: applied in place, the backend keeps running.
+        reshaped = sorted(
+            n for n in old_servers.keys() & new_servers.keys() if n not in changed and old_servers[n] != new_servers[n]
+        )
         added = sorted(new_servers.keys() - old_servers.keys())
 
         # Prepare everything that can fail before touching what runs.
@@ -171,6 +175,8 @@ class Reloading:
         for name in added:
             self._bring_in(fresh[name])
             changes.append(f"backend {name}: added")
+        reshaped_kinds = self._reshape({name: new_servers[name] for name in reshaped})
+        changes += [f"backend {name}: shaping or priority applied (not restarted)" for name in reshaped]
 
         # Policy: new calls see it at once; the state of unchanged checks carries over.
         policy.inherit(current)
@@ -188,7 +194,7 @@ class Reloading:
             if allowed != consent.connect:
                 consent.connect = allowed
                 announce(consent, config)
-        self.notify_views(before)
+        self.notify_views(before, reshaped_kinds)
         log.info(
             "reload from {source} applied: {changes}",
             source=config.source,
@@ -221,21 +227,48 @@ class Reloading:
             view[notice] = view.get(notice, ()) + shown
         return view
 
-    def notify_views(self, before: dict[Any, Any]) -> int:
-        """Send C{list_changed} for each listing whose view changed, to every
-        session it changed for; return how many sessions were told."""
+    def notify_views(self, before: dict[Any, Any], changed: frozenset[str] = frozenset()) -> int:
+        """
+        Send C{list_changed} for each listing whose view changed, to every
+        session it changed for; return how many sessions were told.
+
+        @param changed: notices (C{tools}, C{prompts}, C{resources}) every
+            session that may see something is sent: a reshaping changed
+            definitions, not only names.
+        """
         told = 0
         for session, view in before.items():
             if session not in self.gateway.sessions:
                 continue
             now = self._view(session)
-            if now == view:
-                continue
-            for notice in ("tools", "prompts", "resources"):
-                if (now or {}).get(notice, ()) != (view or {}).get(notice, ()):
-                    session.list_changed(notice)
-            told += 1
+            notices = [
+                notice
+                for notice in ("tools", "prompts", "resources")
+                if (now or {}).get(notice, ()) != (view or {}).get(notice, ())
+                or (notice in changed and (now or {}).get(notice, ()))
+            ]
+            for notice in notices:
+                session.list_changed(notice)
+            told += bool(notices) or now != view
         return told
+
+    def _reshape(self, servers: dict[str, Any]) -> frozenset[str]:
+        """
+        Apply the new priority and shaping of C{servers} (name -> config) to
+        their running backends and rebuild the catalog; the notices whose
+        listings changed.
+        """
+        for name, config in servers.items():
+            backend = self.gateway.backends.get(name)
+            if backend is None:
+                continue
+            backend.priority, backend.shaping = shaping_of(config)
+            if hasattr(backend, "config"):
+                backend.config = config
+        if not servers or not self.gateway.ready:
+            return frozenset()
+        notices = {"resourceTemplates": "resources"}
+        return frozenset(notices.get(kind, kind) for kind in self.gateway._rebuild())
 
     def _bring_in(self, backend: Backend, replacing: Backend | None = None) -> None:
         self.backends.append(backend)
@@ -289,3 +322,8 @@ class Reloading:
         if instance:
             self.gateway.forget_instance(backend)
         self.retiring.discard(backend)
+
+
+def _running(server: Any) -> Any:
+    """A server's config without what applies in place (priority, shaping): what a restart is for."""
+    return attrs.evolve(server, priority=0, **dict.fromkeys(SHAPED_KINDS))

@@ -13,13 +13,15 @@ from __future__ import annotations
 import enum
 from bisect import bisect_left
 from time import monotonic
-from typing import Any, Callable, Protocol
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, Protocol
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.logger import Logger
 
 from twisted_mcp.backends.session import McpClientSession
+from twisted_mcp.config.models import Shaping
 from twisted_mcp.mcp import errors
 from twisted_mcp.wire.jsonrpc import (
     METHOD_NOT_FOUND,
@@ -150,6 +152,12 @@ class Backend(Service):
     #: Its configured tool-name prefix (twisted_mcp.mcp.names.name_prefix);
     #: None: the default, C{<name><separator>}.
     name_prefix: str | None = None
+    #: Its order among backends when a client's budget cuts the list (higher first).
+    priority: int = 0
+    #: What is done to its listings before clients see them, by kind
+    #: (C{tools}, C{prompts}, C{resources}; twisted_mcp.config.models.Shaping);
+    #: a kind not in it is served as the server lists it.
+    shaping: Mapping[str, Shaping] = MappingProxyType({})
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -321,3 +329,13 @@ class Backend(Service):
 
 
 __all__ = ["Backend", "BackendEvents", "Histogram", "State"]
+
+
+#: The kinds a server's config may shape (its C{tools:}, C{prompts:}, C{resources:}).
+SHAPED_KINDS = ("tools", "prompts", "resources")
+
+
+def shaping_of(config: Any) -> tuple[int, Mapping[str, Shaping]]:
+    """A server config's C{priority} and its shaping by kind (the kinds it shapes)."""
+    shaping = {kind: getattr(config, kind) for kind in SHAPED_KINDS if getattr(config, kind, None) is not None}
+    return getattr(config, "priority", 0), MappingProxyType(shaping)

@@ -12,7 +12,7 @@ from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succe
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from twisted_mcp.backends.base import Backend, State
+from twisted_mcp.backends.base import Backend, State, shaping_of
 from twisted_mcp.backends.listen import BackendListen
 from twisted_mcp.backends.session import DiscoveryError, McpClientSession
 from twisted_mcp.wire.jsonrpc import (
@@ -68,6 +68,7 @@ class SupervisedBackend(Backend):
         super().__init__(name)
         self.config = config
         self.name_prefix = getattr(config, "prefix", None)
+        self.priority, self.shaping = shaping_of(config)
         self.clock = clock
         self.call_timeout = config.callTimeout
         self.per_session = getattr(config, "perSession", False)

@@ -347,6 +347,10 @@ def status(args: argparse.Namespace) -> int:
                 extra.append(f"per session, {b.get('instances', 0)} instance(s)")
             if b.get("lastError") and b.get("state") != "up":
                 extra.append(f"last error: {b['lastError']}")
+            shaping = b.get("shaping")
+            if isinstance(shaping, dict) and isinstance(shaping.get("tools"), dict):
+                tools = shaping["tools"]
+                extra.append(f"shaped: {tools.get('kept')} of {tools.get('listed')} tool(s) kept")
             rows.append([str(b.get("name", "?")), str(b.get("state", "?")), f"{len(b.get('tools') or [])} tool(s)", "; ".join(extra)])
         out += _table(rows) if rows else ["  (none)"]
         tools = [f"{t}" for b in backends for t in (b.get("tools") or [])]

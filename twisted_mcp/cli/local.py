@@ -24,7 +24,7 @@ def pin(args: argparse.Namespace) -> int:
     """Start every backend, wait for discovery, write the lock file, stop."""
     from twisted.internet import task
 
-    from twisted_mcp.policy.pinning import read_lock, write_lock
+    from twisted_mcp.policy.pinning import pinned_definitions, read_lock, write_lock
     from twisted_mcp.policy.pipeline import Policy
     from twisted_mcp.policy.rules import PolicyConfig
 
@@ -47,7 +47,7 @@ def pin(args: argparse.Namespace) -> int:
             catalog = service.gateway.catalog
             outcome["down"] = sorted(b.name for b in service.backends if b.state.value != "up")
             entries = [
-                (name, e.backend.name, e.tool, {**e.definition, "name": e.tool})
+                (name, e.backend.name, e.tool, *pinned_definitions(e))
                 for name, e in catalog.entries.items()
             ]
             try:
@@ -107,7 +107,39 @@ def check_config(args: argparse.Namespace) -> int:
             print(f"  {s.name}: {'legacy HTTP+SSE' if s.transport == 'sse' else 'Streamable HTTP'}, {shown_url(s.url)}")
     for name in config.disabled:
         print(f"  {name}: disabled")
+    for warning in rename_warnings(config):
+        print(f"warning: {warning}")
     return EX_OK
+
+
+def rename_warnings(config: Any) -> list[str]:
+    """
+    The roles' C{allow} and C{deny} patterns that name a renamed tool by its
+    old shaped name (and not by its new one): such an allow no longer lets
+    the tool through, and such a deny reads as if it did not apply.
+    """
+    from twisted_mcp.mcp.names import name_prefix, prefixed_name
+    from twisted_mcp.policy.rules import matches
+
+    separator = config.gateway.separator
+    roles = config.policy.roles if config.policy is not None else {}
+    out = []
+    for server in config.servers:
+        shaping = getattr(server, "tools", None)
+        if shaping is None:
+            continue
+        prefix = name_prefix(server.name, server.prefix, separator)
+        for own, new in sorted(shaping.rename.items()):
+            old, now = prefixed_name(prefix, own), prefixed_name(prefix, new)
+            for role_name, role in sorted(roles.items()):
+                for key in ("allow", "deny"):
+                    for i, pattern in enumerate(getattr(role, key)):
+                        if matches(pattern, old, separator) and not matches(pattern, now, separator):
+                            out.append(
+                                f"roles.{role_name}.{key}[{i}]: {pattern!r} names {old}, which "
+                                f"mcpServers.{server.name}.tools.rename serves as {now}"
+                            )
+    return out
 
 
 def _audit_config(args: argparse.Namespace) -> Any:

@@ -19,11 +19,12 @@ from twisted_mcp.config._check import NAME_RE, ConfigError, _Checker, _describe,
 from twisted_mcp.config.models import Config, GatewaySettings, HttpServer, OAuthAuth, OAuthSettings, StdioServer
 from twisted_mcp.config.oauth import STORE_KEY_MISSING, check_auth_backend, has_store_key, parse_auth, parse_oauth_section
 from twisted_mcp.config.reading import parse_text, read_file
+from twisted_mcp.config.shaping import SHAPING_KEYS, parse_server_shaping
 from twisted_mcp.frontends.http_config import HttpSettings, parse_http
 from twisted_mcp.mcp.names import MAX_NAME, name_prefix
 from twisted_mcp.policy.audit.config import parse_audit
 from twisted_mcp.policy.identity.config import parse_identity
-from twisted_mcp.policy.rules import parse_policy
+from twisted_mcp.policy.rules import PatternError, compile_pattern, parse_policy
 from twisted_mcp.urls import shown_url, split_credentials, split_url
 
 _VAR_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^}])*))?\}|\$\{[^}]*\}?")
@@ -140,7 +141,7 @@ _STDIO_LIMITS: dict[str, tuple[str, Any]] = {
 }
 _STDIO_KEYS = {
     "type", "command", "args", "env", "cwd", "disabled", "required", "perSession", "prefix", "protocol",
-    *_SERVER_TIMEOUTS, *_SERVER_LIMITS, *_STDIO_LIMITS,
+    *_SERVER_TIMEOUTS, *_SERVER_LIMITS, *_STDIO_LIMITS, *SHAPING_KEYS,
 }
 _HTTP_KEYS = {
     "type",
@@ -158,6 +159,7 @@ _HTTP_KEYS = {
     "protocol",
     *_SERVER_TIMEOUTS,
     *_SERVER_LIMITS,
+    *SHAPING_KEYS,
 }
 _TLS_KEYS = {"caFile", "certFile", "keyFile"}
 _HTTP_TYPES = {"http": "streamable", "streamable-http": "streamable", "streamableHttp": "streamable", "sse": "sse"}
@@ -264,6 +266,7 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
             fields["prefix"] = _prefix(check, _join(path, "prefix"), spec["prefix"])
         if "protocol" in spec:
             fields["protocol"] = _protocol(check, _join(path, "protocol"), spec["protocol"], kind == "sse")
+        parse_server_shaping(check, path, spec, fields, _glob_problem)
         for key in _SERVER_TIMEOUTS:
             if key in spec:
                 fields[key] = check.number(_join(path, key), spec[key], *_GATEWAY_KEYS[key][1])
@@ -333,6 +336,15 @@ def _oauth_settings(
     if settings is not None and any(isinstance(s.auth, OAuthAuth) for s in with_auth) and not has_store_key(settings):
         check.problem("oauth.store", STORE_KEY_MISSING)
     return settings
+
+
+def _glob_problem(pattern: str) -> str | None:
+    """Why C{pattern} is not a glob of the roles' dialect, or None."""
+    try:
+        compile_pattern(pattern)
+    except PatternError as e:
+        return str(e)
+    return None
 
 
 #: What C{protocol} may say of a server (see L{twisted_mcp.backends.probe}).

@@ -83,6 +83,26 @@ class GatewaySettings:
     adminToken: str | None = attrs.field(default=None, repr=False)
 
 
+@attrs.frozen
+class Shaping:
+    """
+    What a backend's C{tools:}, C{prompts:} or C{resources:} section does
+    to its listing before clients see it (design §2.1): a filter over the
+    server's own names (URIs and URI templates for resources), renames
+    (tools and prompts) and overrides of a few display fields.
+    """
+
+    #: Globs over the server's own names: kept when one matches ...
+    allow: tuple[str, ...] = ("*",)
+    #: ... and none of these does (deny beats allow).
+    deny: tuple[str, ...] = ()
+    #: Own name -> the new own name (the backend's prefix still applies).
+    rename: Mapping[str, str] = attrs.field(factory=dict)
+    #: Own name (or URI) -> the fields that replace the server's; C{annotations}
+    #: are merged key by key (a None value removes the key).
+    overrides: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+
+
 @attrs.frozen(kw_only=True)
 class _Server:
     """What every backend has: a name and its timing."""
@@ -113,6 +133,13 @@ class _Server:
     #: perSession: an instance without a call for this long is stopped
     #: (its session stays; the next call starts a new one); 0: never.
     idleTimeout: float = 600.0
+    #: Order among backends when a client's budget cuts the list (higher first).
+    priority: int = 0
+    #: What is done to the server's tools, prompts and resources before
+    #: clients see them; None: nothing.
+    tools: Shaping | None = None
+    prompts: Shaping | None = None
+    resources: Shaping | None = None
 
 
 @attrs.frozen(kw_only=True)

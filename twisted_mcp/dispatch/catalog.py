@@ -42,16 +42,25 @@ from then on (refused, with the URIs to use); one that another backend
 comes to list goes to that backend, since a listed resource comes first.
 A remembered URI that has left the memory routes nowhere unless a listing
 or template covers it.
+
+Each backend's listings are shaped first (L{twisted_mcp.dispatch.shaping}:
+its config's C{tools:}, C{prompts:}, C{resources:}): what its filter removes
+is not in the catalog, and a URI it removes is routed nowhere, however the
+client names it.  L{Catalog.generation} is a digest of what clients see.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import OrderedDict
 from typing import Any, Callable, Iterable, NamedTuple
 
 from twisted.logger import Logger
 
 from twisted_mcp.backends.base import Backend
+from twisted_mcp.config.models import Shaping
+from twisted_mcp.dispatch.shaping import Outcome, Shaped, shape, uri_allowed
 from twisted_mcp.mcp.names import name_prefix, prefixed_name
 from twisted_mcp.mcp.uris import (
     TemplateError,
@@ -85,13 +94,16 @@ class Entry(NamedTuple):
     @ivar backend: the backend that owns it.
     @ivar original: the backend's own tool or prompt name, resource URI or
         URI template.
-    @ivar definition: the definition clients see (the backend's, with the
-        exposed name, C{uri} or C{uriTemplate}).
+    @ivar definition: the definition clients see (the backend's, shaped,
+        with the exposed name, C{uri} or C{uriTemplate}).
+    @ivar upstream: the backend's definition as it listed it, when its
+        shaping changed it (renamed or overridden); None when it did not.
     """
 
     backend: Backend
     original: str
     definition: dict[str, Any]
+    upstream: dict[str, Any] | None = None
 
     @property
     def tool(self) -> str:
@@ -160,6 +172,13 @@ class Catalog:
         self._remembered = remembered
         #: The problems of the last rebuild (collisions, bad templates), logged once while they last.
         self._reported: set[tuple[str, ...]] = set()
+        #: What each backend's shaping did at the last rebuild: backend name ->
+        #: kind (C{tools}, C{prompts}, C{resources}, C{resourceTemplates}) -> outcome;
+        #: only backends with shaping.
+        self.shaped: dict[str, dict[str, Outcome]] = {}
+        #: A digest of the listings clients see: equal catalogs have equal
+        #: generations, and it changes whenever L{rebuild} reports a change.
+        self.generation = _generation(self)
 
     # -- the tools, for the code written before the other kinds ---------------
 
@@ -186,11 +205,12 @@ class Catalog:
         ordered = sorted(backends, key=lambda b: b.name)
         reported: set[tuple[str, ...]] = set()
         names: dict[tuple[str, str], str] = {}
-        tools = self._named("tool", ordered, [b.tools for b in ordered], names, reported)
-        prompts = self._named("prompt", ordered, [_listed(b, "prompts") for b in ordered], names, reported)
+        shaped: dict[str, dict[str, Outcome]] = {}
+        tools = self._named("tool", ordered, [b.tools for b in ordered], names, reported, shaped)
+        prompts = self._named("prompt", ordered, [_listed(b, "prompts") for b in ordered], names, reported, shaped)
         self._names = names
-        resources, shared = self._resources(ordered, reported)
-        templates, matchers = self._templates(ordered, resources, reported)
+        resources, shared = self._resources(ordered, reported, shaped)
+        templates, matchers = self._templates(ordered, resources, reported, shaped)
         changed = frozenset(
             kind
             for kind, old, new in (
@@ -204,6 +224,9 @@ class Catalog:
         self.tools, self.prompts, self.resources, self.templates = tools, prompts, resources, templates
         self._shared, self._matchers = shared, matchers
         self._backends = {b.name: b for b in ordered}
+        self.shaped = shaped
+        if changed:
+            self.generation = _generation(self)
         # Only the problems of now: a backend that renames its tools on every
         # listing would otherwise grow this set for ever.
         self._reported = reported
@@ -216,27 +239,35 @@ class Catalog:
         listings: list[Any],
         names: dict[tuple[str, str], str],
         reported: set[tuple[str, ...]],
+        shaped: dict[str, dict[str, Outcome]],
     ) -> Listing:
         """
-        Tools or prompts (C{kind}) under C{<backend><separator><name>}.
+        Tools or prompts (C{kind}) under C{<backend><separator><name>},
+        after each backend's shaping (where a rename gives the name).
 
         @param names: the exposed names computed so far (added to).
+        @param shaped: what shaping did, by backend and kind (added to).
         """
         entries: dict[str, Entry] = {}
+        renamed: set[str] = set()
         known = self._names
         for backend, listed in zip(ordered, listings, strict=True):
-            for item in sorted(_valid(listed, "name"), key=_name):
-                original = item["name"]
-                key = (name_prefix(backend.name, backend.name_prefix, self.separator), original)
+            items = _shaped(backend, f"{kind}s", sorted(_valid(listed, "name"), key=_name), "name", shaped)
+            for item in items:
+                original = item.original
+                key = (name_prefix(backend.name, backend.name_prefix, self.separator), item.definition["name"])
                 name = known.get(key) or prefixed_name(*key)
                 names[key] = name
                 other = entries.get(name)
                 if other is not None:
-                    self._collision(kind, name, backend, original, other, reported)
+                    after = name in renamed or key[1] != original
+                    self._collision(kind, name, backend, original, other, reported, after)
                     continue
-                definition = dict(item)
+                if key[1] != original:
+                    renamed.add(name)
+                definition = dict(item.definition)
                 definition["name"] = name
-                entries[name] = Entry(backend, original, definition)
+                entries[name] = Entry(backend, original, definition, item.upstream)
         return Listing(entries)
 
     def _collision(
@@ -247,6 +278,7 @@ class Catalog:
         original: str,
         other: Entry,
         reported: set[tuple[str, ...]],
+        after_rename: bool = False,
     ) -> None:
         key: tuple[str, ...] = (backend.name, original, other.backend.name, other.original)
         if kind != "tool":
@@ -254,8 +286,9 @@ class Catalog:
         reported.add(key)
         if key in self._reported:
             return
+        cause = " after rename" if after_rename else ""
         log.error(
-            f"{kind} name collision: {{backend}}'s {kind} {{{kind}!r}} and {{other}}'s {kind} {{other_{kind}!r}} "
+            f"{kind} name collision{cause}: {{backend}}'s {kind} {{{kind}!r}} and {{other}}'s {kind} {{other_{kind}!r}} "
             f"are both exposed as {{name!r}}; only the first is served (rename one of the servers or {kind}s)",
             backend=backend.name,
             other=other.backend.name,
@@ -263,11 +296,13 @@ class Catalog:
             **{kind: original, f"other_{kind}": other.original},
         )
 
-    def _resources(self, ordered: list[Backend], reported: set[tuple[str, ...]]) -> tuple[Listing, dict[str, list[Entry]]]:
-        owners: dict[str, list[tuple[Backend, dict[str, Any]]]] = {}
+    def _resources(
+        self, ordered: list[Backend], reported: set[tuple[str, ...]], shaped: dict[str, dict[str, Outcome]]
+    ) -> tuple[Listing, dict[str, list[Entry]]]:
+        owners: dict[str, list[tuple[Backend, Shaped]]] = {}
         for backend in ordered:
-            for resource in _valid(_listed(backend, "resources"), "uri"):
-                copies = owners.setdefault(resource["uri"], [])
+            for resource in _shaped(backend, RESOURCES, _valid(_listed(backend, "resources"), "uri"), "uri", shaped):
+                copies = owners.setdefault(resource.original, [])
                 if not copies or copies[-1][0] is not backend:  # a backend's repeats: its first is kept
                     copies.append((backend, resource))
         entries: dict[str, Entry] = {}
@@ -276,7 +311,7 @@ class Catalog:
             alone = len(copies) == 1 and not is_reserved(uri)
             for backend, resource in copies:
                 exposed = uri if alone else prefixed(backend.name, uri)
-                entries[exposed] = Entry(backend, uri, {**resource, "uri": exposed})
+                entries[exposed] = Entry(backend, uri, {**resource.definition, "uri": exposed}, resource.upstream)
             if len(copies) > 1:
                 shared[uri] = [entries[prefixed(b.name, uri)] for b, _ in copies]
                 self._report(
@@ -290,26 +325,31 @@ class Catalog:
         return Listing(entries), shared
 
     def _templates(
-        self, ordered: list[Backend], resources: Listing, reported: set[tuple[str, ...]]
+        self,
+        ordered: list[Backend],
+        resources: Listing,
+        reported: set[tuple[str, ...]],
+        shaped: dict[str, dict[str, Outcome]],
     ) -> tuple[Listing, _Matchers]:
-        found: list[tuple[Backend, dict[str, Any]]] = []
+        found: list[tuple[Backend, dict[str, Any], dict[str, Any] | None]] = []
         for backend in ordered:
             texts: set[str] = set()
-            for template in _valid(_listed(backend, "resource_templates"), "uriTemplate"):
-                if template["uriTemplate"] not in texts:  # a backend's repeats: its first is kept
-                    texts.add(template["uriTemplate"])
-                    found.append((backend, template))
+            listed = _valid(_listed(backend, "resource_templates"), "uriTemplate")
+            for kept in _shaped(backend, TEMPLATES, listed, "uriTemplate", shaped):
+                if kept.original not in texts:  # a backend's repeats: its first is kept
+                    texts.add(kept.original)
+                    found.append((backend, kept.definition, kept.upstream))
         shared = overlapping(
-            [(b.name, t["uriTemplate"]) for b, t in found],
+            [(b.name, t["uriTemplate"]) for b, t, _ in found],
             [(e.backend.name, e.original) for e in resources.entries.values()],
         )
         entries: dict[str, Entry] = {}
         matchers: list[tuple[UriTemplate, Entry]] = []
         known, compiled = self._compiled, {}
-        for i, (backend, template) in enumerate(found):
+        for i, (backend, template, upstream) in enumerate(found):
             text = template["uriTemplate"]
             exposed = prefixed(backend.name, text) if i in shared or is_reserved(text) else text
-            entry = entries[exposed] = Entry(backend, text, {**template, "uriTemplate": exposed})
+            entry = entries[exposed] = Entry(backend, text, {**template, "uriTemplate": exposed}, upstream)
             matcher = compiled[text] = known.get(text) or _compile(text)
             if isinstance(matcher, UriTemplate):
                 matchers.append((matcher, entry))
@@ -354,7 +394,10 @@ class Catalog:
             backend = self._backends.get(own[0])
             if backend is None:
                 return None
-            return self._own_entry(backend.name, own[1]), backend, own[1]
+            found = self._own_entry(backend.name, own[1])
+            if not _reachable(backend, own[1], found):
+                return None
+            return found, backend, own[1]
         if is_reserved(uri):
             return None
         claims = self._claims(uri)
@@ -492,7 +535,8 @@ class Catalog:
         seen = self._seen.get(uri)
         if seen is not None and seen in self._backends:
             claims.setdefault(seen, None)
-        return claims
+        # A URI a backend's resources filter removes is not that backend's to serve.
+        return {name: entry for name, entry in claims.items() if _reachable(self._backends[name], uri, entry)}
 
     def _candidates(self, uri: str) -> list[tuple[Backend, str]]:
         """The URIs, in the gateway's form, a client can use instead of C{uri}, with their backends."""
@@ -553,6 +597,33 @@ class _Matchers:
                     found.append((exposed, entry))
         found.sort(key=lambda m: m[0])
         return [entry for _, entry in found]
+
+
+def _shaping(backend: Backend, kind: str) -> Shaping | None:
+    """C{backend}'s shaping of C{kind} (C{tools}, C{prompts}, C{resources}), if any."""
+    return getattr(backend, "shaping", {}).get(kind)
+
+
+def _shaped(backend: Backend, kind: str, items: list[dict[str, Any]], key: str, shaped: dict[str, dict[str, Outcome]]) -> list[Shaped]:
+    """C{backend}'s C{items} of C{kind} after its shaping; what was done is added to C{shaped}."""
+    shaping = _shaping(backend, RESOURCES if kind == TEMPLATES else kind)
+    out, outcome = shape(shaping, items, key)
+    if shaping is not None:
+        shaped.setdefault(backend.name, {})[kind] = outcome
+    return out
+
+
+def _reachable(backend: Backend, uri: str, entry: Entry | None) -> bool:
+    """Whether C{backend}'s resources filter lets a client reach its own C{uri} (matched through C{entry}, if any)."""
+    template = entry.original if entry is not None and "uriTemplate" in entry.definition else None
+    return uri_allowed(_shaping(backend, RESOURCES), uri, template)
+
+
+def _generation(catalog: Catalog) -> str:
+    """A digest of the listings clients see (equal listings, equal digests)."""
+    listings = [catalog.tools.listing, catalog.prompts.listing, catalog.resources.listing, catalog.templates.listing]
+    text = json.dumps(listings, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def _compile(text: str) -> UriTemplate | TemplateError:

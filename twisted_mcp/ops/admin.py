@@ -364,6 +364,10 @@ class AdminResource(Resource):
                     "listen": backend.listen_state,
                 }
             )
+            shaped = gateway.catalog.shaped.get(name)
+            if shaped is not None or backend.priority:
+                backends[-1]["priority"] = backend.priority
+                backends[-1]["shaping"] = shaping_status(gateway.catalog, name, shaped or {})
         clients = []
         for session in sorted(gateway.sessions, key=lambda s: s.label):
             try:
@@ -413,6 +417,11 @@ class AdminResource(Resource):
         kills = status["killSwitch"]
         killed = "".join(f"<li>{e(kind)}: {e(', '.join(names))}</li>" for kind, names in kills.items() if names) or "<li>none</li>"
         quarantined = "".join(f"<li>{e(q['tool'])}: {e(q['reason'])}</li>" for q in status["quarantined"]) or "<li>none</li>"
+        shaping = "".join(
+            f"<li>{e(b['name'])} {e(kind)}: {e(shaping_summary(outcome))}</li>"
+            for b in status["backends"]
+            for kind, outcome in b.get("shaping", {}).items()
+        )
         page = (
             "<!doctype html><html><head><meta charset='utf-8'><title>twisted-mcp status</title></head><body>"
             f"<h1>twisted-mcp {e(__version__)}</h1><p>{'ready' if status['ready'] else 'starting'}, up {status['uptime']:.0f} s</p>"
@@ -422,6 +431,7 @@ class AdminResource(Resource):
             + f"</table><h2>Tools ({len(self.gateway.catalog.listing)})</h2><ul>{tools}</ul>"
             + f"<h2>Clients ({len(status['clients'])})</h2><ul>{clients}</ul>"
             + f"<p>HTTP: {status['http']['sessions']} session(s), {status['http']['streams']} open stream(s)</p>"
+            + (f"<h2>Shaping</h2><ul>{shaping}</ul>" if shaping else "")
             + f"<h2>Kill switch</h2><ul>{killed}</ul><h2>Quarantined tools</h2><ul>{quarantined}</ul></body></html>"
         )
         return page.encode("utf-8")
@@ -686,3 +696,35 @@ class AdminSite(Site):
 
     def log(self, request: Any) -> None:
         pass
+
+
+def shaping_status(catalog: Any, backend: str, shaped: dict[str, Any]) -> dict[str, Any]:
+    """
+    What C{backend}'s shaping did at the catalog's last rebuild, by kind
+    (design §2.5): how many the server listed and how many were kept, those
+    filtered out (count and names), renamed (own name -> shaped name) and
+    overridden (name -> keys).
+    """
+    out: dict[str, Any] = {}
+    for kind, outcome in shaped.items():
+        listing = catalog.tools if kind == "tools" else catalog.prompts if kind == "prompts" else None
+        out[kind] = {
+            "listed": outcome.listed,
+            "kept": outcome.kept,
+            "filtered": {"count": len(outcome.filtered), "names": list(outcome.filtered)},
+            "renamed": {own: listing.exposed(backend, own) if listing is not None else new for own, new in sorted(outcome.renamed.items())},
+            "overridden": {own: list(keys) for own, keys in sorted(outcome.overridden.items())},
+        }
+    return out
+
+
+def shaping_summary(kind: dict[str, Any]) -> str:
+    """One kind of L{shaping_status}, in a line."""
+    parts = [f"{kind['kept']} of {kind['listed']} kept"]
+    if kind["filtered"]["count"]:
+        parts.append(f"filtered out: {', '.join(kind['filtered']['names'])}")
+    if kind["renamed"]:
+        parts.append("renamed: " + ", ".join(f"{own} -> {shaped}" for own, shaped in kind["renamed"].items()))
+    if kind["overridden"]:
+        parts.append("overridden: " + ", ".join(f"{own} ({', '.join(keys)})" for own, keys in kind["overridden"].items()))
+    return "; ".join(parts)

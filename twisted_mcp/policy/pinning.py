@@ -2,6 +2,14 @@
 Tool pinning: a digest of every tool's full definition in a lock file;
 tools that are new or changed since the lock was written are quarantined
 (C{enforce}) or only reported (C{warn}).
+
+The digest is of the definition as served (the backend's config's overrides
+applied: what the model reads), under the server's own name; beside it the
+lock keeps C{upstream}, the digest of the server's definition as it listed
+it, so that a review can say whether the server or the config changed.
+C{upstream} is written only where it differs from C{digest} (a tool the
+config overrides): a pin without it, as in every lock file written before
+it existed, is of a definition served as the server listed it.
 """
 
 from __future__ import annotations
@@ -9,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any, Iterable
+from typing import Any, Iterable, Protocol
 
 from twisted.logger import Logger
 
@@ -23,6 +31,30 @@ def digest(definition: dict[str, Any]) -> str:
     body = {k: v for k, v in definition.items() if k != "_meta"}
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class _Pinnable(Protocol):
+    """A catalog entry, as pinning reads it (L{twisted_mcp.dispatch.catalog.Entry})."""
+
+    @property
+    def tool(self) -> str: ...
+
+    @property
+    def definition(self) -> dict[str, Any]: ...
+
+    @property
+    def upstream(self) -> dict[str, Any] | None: ...
+
+
+def pinned_definitions(entry: _Pinnable) -> tuple[dict[str, Any], dict[str, Any]]:
+    """
+    What is pinned of a catalog entry: the served definition and the
+    server's own, each under the server's own tool name (so that neither
+    the prefix nor a rename changes a digest: they change the lock's key).
+    """
+    served = {**entry.definition, "name": entry.tool}
+    upstream = served if entry.upstream is None else {**entry.upstream, "name": entry.tool}
+    return served, upstream
 
 
 def read_lock(path: str) -> dict[str, dict[str, Any]]:
@@ -40,14 +72,20 @@ def read_lock(path: str) -> dict[str, dict[str, Any]]:
 
 def write_lock(
     path: str,
-    entries: Iterable[tuple[str, str, str, dict[str, Any]]],
+    entries: Iterable[tuple[Any, ...]],
     kept: Iterable[tuple[str, str, str, dict[str, Any]]] = (),
 ) -> dict[str, dict[str, Any]]:
-    """Write (atomically) the lock for C{(exposed, backend, tool, definition)}
-    entries, plus C{kept} pins as they were (C{(exposed, backend, tool, pin)})."""
+    """
+    Write (atomically) the lock for C{(exposed, backend, tool, served)} or
+    C{(exposed, backend, tool, served, upstream)} entries (without
+    C{upstream}, the served definition is the server's), plus C{kept} pins
+    as they were (C{(exposed, backend, tool, pin)}).
+    """
     tools = {name: dict(pin) for name, _, _, pin in kept}
-    for exposed, backend, tool, definition in sorted(entries, key=lambda e: e[0]):
-        tools[exposed] = {"backend": backend, "tool": tool, "digest": digest(definition)}
+    for exposed, backend, tool, served, *rest in sorted(entries, key=lambda e: e[0]):
+        pin = tools[exposed] = {"backend": backend, "tool": tool, "digest": digest(served)}
+        if rest and digest(rest[0]) != pin["digest"]:
+            pin["upstream"] = digest(rest[0])
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump({"version": 1, "tools": tools}, f, indent=2, sort_keys=True)
@@ -75,17 +113,29 @@ class Pins:
             if self.error:
                 log.error("tool pinning ({mode}): {why}", mode=mode, why=self.error)
 
-    def review(self, entries: Iterable[tuple[str, dict[str, Any]]]) -> list[tuple[str, str]]:
-        """Recompute the quarantine; return the (tool, reason) newly found."""
+    def review(self, entries: Iterable[tuple[Any, ...]]) -> list[tuple[str, str]]:
+        """
+        Recompute the quarantine from C{(exposed, served)} or C{(exposed,
+        served, upstream)} entries; return the (tool, reason) newly found.
+        """
         if self.mode == "off":
             return []
         found: dict[str, str] = {}
-        for exposed, definition in entries:
+        for exposed, served, *rest in entries:
             pin = self.pinned.get(exposed)
             if pin is None:
                 found[exposed] = "new tool, not in the lock file"
-            elif pin.get("digest") != digest(definition):
-                found[exposed] = f"definition changed since it was pinned (was {pin.get('digest')}, now {digest(definition)})"
+                continue
+            now = digest(served)
+            if pin.get("digest") == now:
+                continue
+            was = pin.get("digest")
+            if not rest:
+                found[exposed] = f"definition changed since it was pinned (was {was}, now {now})"
+            elif pin.get("upstream", was) != digest(rest[0]):
+                found[exposed] = f"server changed: its definition differs from the pinned one (was {was}, now {now})"
+            else:
+                found[exposed] = f"config changed: its overrides change the definition served (was {was}, now {now})"
         fresh = [(k, v) for k, v in found.items() if self.quarantined.get(k) != v]
         self.quarantined = found
         return fresh

@@ -47,7 +47,7 @@ from twisted_mcp.policy.breaker import Breaker
 from twisted_mcp.policy.call import Call, _up
 from twisted_mcp.policy.decisions import decide, server_request_refusal
 from twisted_mcp.policy.limits import Slots, TokenBucket, forget_full
-from twisted_mcp.policy.pinning import Pins
+from twisted_mcp.policy.pinning import Pins, pinned_definitions
 from twisted_mcp.policy.principal import IdentityError, Principal
 from twisted_mcp.policy.refusals import CoalescedRefusal, RefusalBudget, describe
 from twisted_mcp.policy.rules import PolicyConfig, matches
@@ -247,7 +247,7 @@ class Policy:
         except (OSError, ValueError) as e:
             raise ValueError(f"the lock file {self.pins.path} cannot be read ({e}); fix it or run `twisted-mcp pin`")
         kept = [(n, p.get("backend", ""), p.get("tool", ""), p) for n, p in on_disk.items() if n not in chosen]
-        fresh = [(n, entries[n].backend.name, entries[n].tool, {**entries[n].definition, "name": entries[n].tool}) for n in chosen]
+        fresh = [(n, entries[n].backend.name, entries[n].tool, *pinned_definitions(entries[n])) for n in chosen]
         self.pins.pinned = write_lock(self.pins.path, fresh, kept)
         self.pins.error = None
         for n in chosen:
@@ -266,7 +266,7 @@ class Policy:
         self.generation += 1
         self._tools = entries
         self.validators.forget(set(entries))
-        fresh = self.pins.review((name, {**e.definition, "name": e.tool}) for name, e in entries.items())
+        fresh = self.pins.review((name, *pinned_definitions(e)) for name, e in entries.items())
         for exposed, why in fresh:
             entry = entries[exposed]
             action = "quarantined" if self.pins.mode == "enforce" else "not pinned (warn only)"

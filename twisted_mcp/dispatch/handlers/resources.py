@@ -2,6 +2,8 @@
 C{resources/list}, C{resources/templates/list}, C{resources/read} and
 C{resources/subscribe}/C{unsubscribe}: URIs as clients see them are mapped
 to the owning backend's own (L{twisted_mcp.dispatch.catalog.Catalog.route_uri}).
+A URI the backend's C{resources:} filter removes is routed nowhere there,
+however the client names it, so it is refused here as an unknown one.
 """
 
 from __future__ import annotations
