@@ -259,3 +259,44 @@ class ReloadTests(SynchronousTestCase):
         self.assertEqual((applied, problems), (True, ""))
         self.assertIn("profiles: replaced", changes)
         self.assertEqual(sorted(service.gateway.profiles), ["dev", "ops", "qa"])
+
+
+class StatusTests(SynchronousTestCase):
+    def test_statusShowsTheListenersAndPathsOfEachProfile(self) -> None:
+        """/status: per profile, the --listen values bound to it and the HTTP paths serving it."""
+        from twisted_mcp.frontends.http import HttpFrontend
+        from twisted_mcp.frontends.stream import SocketFrontend
+
+        from .test_admin import World
+
+        world = World()
+        world.ready()
+        world.gateway.profiles = PROFILES
+        settings = GatewaySettings()
+        every = http_site(world.gateway, world.clock, settings, HttpSettings(), "http:tcp:8080")
+        ops = http_site(world.gateway, world.clock, settings, HttpSettings(path="/x"), "profile:ops:http:tcp:8081", view="ops")
+        dev = SessionFactory(world.gateway, world.clock, settings, Admission(10, 10, 0, 100), "unix", "profile:dev:unix:/run/dev.sock", view="dev")
+        plain = SessionFactory(world.gateway, world.clock, settings, Admission(10, 10, 0, 100), "unix", "unix:/run/gw.sock")
+        world.service.frontends = [  # type: ignore[attr-defined]
+            HttpFrontend("http:tcp:8080", None, every, 1.0),
+            HttpFrontend("profile:ops:http:tcp:8081", None, ops, 1.0),
+            SocketFrontend("profile:dev:unix:/run/dev.sock", None, dev),
+            SocketFrontend("unix:/run/gw.sock", None, plain),
+        ]
+        self.assertEqual(
+            world.admin.status()["profiles"],
+            [
+                {
+                    "name": "dev",
+                    "listeners": ["profile:dev:unix:/run/dev.sock"],
+                    "http": [{"listener": "http:tcp:8080", "path": "/mcp/dev"}],
+                },
+                {
+                    "name": "ops",
+                    "listeners": ["profile:ops:http:tcp:8081"],
+                    "http": [{"listener": "http:tcp:8080", "path": "/mcp/ops"}, {"listener": "profile:ops:http:tcp:8081", "path": "/x"}],
+                },
+            ],
+        )
+        world.gateway.profiles = {}
+        self.assertNotIn("profiles", world.admin.status())  # without profiles, /status is as it always was

@@ -1042,10 +1042,12 @@ class HttpFrontend(Service):
             self.keep_alive = LoopingCall(self.resource.keep_alive)
             self.keep_alive.clock = self.resource.clock
             self.keep_alive.start(interval, now=False)
+        view = self.resource.view
         log.info(
-            "serving MCP over HTTP on {endpoint} at {path}",
+            "serving MCP over HTTP on {endpoint} at {path}{profiles}",
             endpoint=self.description,
             path=self.resource.settings.path,
+            profiles=f" (profile {view} only)" if view is not None else " (and each profile at <path>/<name>)" if self.resource.gateway.profiles else "",
         )
 
     def stopService(self) -> Deferred[None]:
