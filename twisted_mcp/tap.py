@@ -109,6 +109,8 @@ class Options(usage.Options):
                     lines.append(f"  {s.name}: {shown_url(s.url)} ({'legacy HTTP+SSE' if s.transport == 'sse' else 'Streamable HTTP'})")
             for name in config.disabled:
                 lines.append(f"  {name}: disabled")
+            if config.profiles:
+                lines.append(f"profiles: {', '.join(sorted(config.profiles))}")
             sys.stderr.write("\n".join(lines) + "\n")
             raise SystemExit(0)
 

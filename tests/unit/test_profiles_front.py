@@ -121,6 +121,9 @@ class HttpPathTests(SynchronousTestCase):
             )
         self.assertEqual(len(self.resource.table), 0)
         self.assertEqual(self.send("/elsewhere", body=INIT).status, 404)
+        self.gateway.profiles = {}  # without profiles, the 404 is as it always was
+        r = self.send("/mcp/dev", body=INIT)
+        self.assertEqual((r.status, r.body), (404, b"not found: the MCP endpoint is /mcp\n"))
 
     def test_aProfileRemovedByAReloadIsNoLongerServed(self) -> None:
         """The paths follow Gateway.profiles: a profile gone is 404, with its sessions."""

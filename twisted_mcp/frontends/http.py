@@ -278,7 +278,8 @@ class McpResource(Resource):
             return self._origin_refusal(request) or self.oauth_routes.render(request)
         served = self.served(request.path)
         if served is None:
-            if request.path.startswith(self.path + b"/"):
+            # Under the endpoint's path, with profiles: a JSON-RPC error that says no profile has that name.
+            if request.path.startswith(self.path + b"/") and (self.view is not None or self.gateway.profiles):
                 shown = request.path.decode("utf-8", "replace")[:100]
                 return _error(
                     request,
