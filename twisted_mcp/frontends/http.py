@@ -18,6 +18,12 @@ One endpoint path (C{http.path}, C{/mcp} by default) takes:
   - DELETE: ends the session: its calls are cancelled and its per-session
     backends stopped.
 
+With profiles (C{profiles:}), each is served at C{<http.path>/<name>} too,
+its sessions' callers carrying its name as their view (C{Caller.view}); a
+session belongs to the path it was created on (404 on another).  A listener
+bound to one profile (C{--listen profile:<name>:http:...}) serves only that
+one, at C{http.path}.
+
 Requests are checked before anything reaches the core: C{Host} on a
 listener bound to loopback (421), C{Origin} against C{http.allowedOrigins}
 (403), the body's size (413), C{Content-Type} (415), C{Accept} (406),
