@@ -6,7 +6,7 @@ as a diff (L{Reloading}, a part of L{twisted_mcp.service.GatewayService}).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -48,6 +48,21 @@ def reload_in_a_thread(reactor: Any, service: "GatewayService", load: Callable[[
     return d
 
 
+def removed_profiles_in_use(listeners: Mapping[str, tuple[str, ...]], profiles: Mapping[str, Any]) -> str | None:
+    """
+    Why a configuration with C{profiles} cannot replace the running one: it
+    removes a profile a C{--listen profile:<name>:...} listener serves
+    (C{listeners}, by profile).  Refused rather than served with the
+    default view, which would show that listener's clients more than the
+    operator chose for them.  None when nothing in use is removed.
+    """
+    gone = sorted(name for name in listeners if name not in profiles)
+    if not gone:
+        return None
+    named = "; ".join(f'profiles.{name} is removed, but --listen {", ".join(listeners[name])} serves it' for name in gone)
+    return f"{named}: keep the profile, or restart the gateway without that listener"
+
+
 class Reloading:
     """
     How L{twisted_mcp.service.GatewayService} applies a new configuration:
@@ -78,6 +93,10 @@ class Reloading:
             return False, [], f"the configuration could not be read: {e}"
         if self.stopping:
             return False, [], "the gateway is stopping"
+        refusal = removed_profiles_in_use(self.profile_listeners, config.profiles)
+        if refusal is not None:
+            log.error("reload rejected, the running configuration stays: {refusal}", refusal=refusal)
+            return False, [], refusal
         old = self.config
         started = self.settings
         changes: list[str] = []
@@ -186,6 +205,9 @@ class Reloading:
         policy.catalog_changed(self.gateway.catalog.entries)
         self.gateway.policy = policy
         self.authenticator, self.identity = authenticator, identity
+        if config.profiles != old.profiles:
+            changes.append("profiles: replaced")
+        self.gateway.profiles = config.profiles
         self.config = config
         consent = getattr(self.gateway, "consent", None)
         if consent is not None:

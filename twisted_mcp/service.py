@@ -76,6 +76,9 @@ class GatewayService(Reloading, MultiService):
         self.gateway.reverse.held.configure(config.gateway)
         self.gateway.max_input_rounds = config.gateway.maxInputRounds
         self.gateway.consent = consent_for(config, self.oauth, clock)
+        self.gateway.profiles = config.profiles
+        #: The C{--listen} values bound to each profile (a reload may not remove those profiles).
+        self.profile_listeners: dict[str, tuple[str, ...]] = {}
         for b in self.backends:
             b.add_listener(self._idle_template)
         self.frontends: list[Service] = []

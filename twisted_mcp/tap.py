@@ -78,7 +78,9 @@ class Options(usage.Options):
         "certificates), or systemd:domain=UNIX:index=0 (socket activation). Every connection is its "
         "own MCP session; the backends are shared. Prefix with http: to serve the Streamable HTTP "
         "transport there instead (e.g. http:tcp:8080:interface=127.0.0.1; path /mcp, see the http: "
-        "config section)."
+        "config section). Prefix with profile:NAME: to serve only that profile of the config's "
+        "profiles: section there (e.g. profile:ops:unix:/run/twisted-mcp/ops.sock, "
+        "profile:dev:http:tcp:8081)."
     )
 
     def opt_version(self) -> None:
@@ -94,6 +96,7 @@ class Options(usage.Options):
             self.loaded: Config = load(path)
         except ConfigError as e:
             _fail(e.render() + "\nThe gateway did not start.", EX_CONFIG)
+        self.listens = _listens(self["listen"], self.loaded)
         if self["check"]:
             from twisted_mcp.urls import shown_args, shown_url
 
@@ -106,8 +109,27 @@ class Options(usage.Options):
                     lines.append(f"  {s.name}: {shown_url(s.url)} ({'legacy HTTP+SSE' if s.transport == 'sse' else 'Streamable HTTP'})")
             for name in config.disabled:
                 lines.append(f"  {name}: disabled")
+            if config.profiles:
+                lines.append(f"profiles: {', '.join(sorted(config.profiles))}")
             sys.stderr.write("\n".join(lines) + "\n")
             raise SystemExit(0)
+
+
+def _listens(values: list[str], config: Config) -> list[Any]:
+    """Every C{--listen} value taken apart; one that names no profile of C{config} stops start-up."""
+    from twisted_mcp.frontends.listeners import parse_listen, profile_refusal
+
+    listens = []
+    for value in values:
+        try:
+            listen = parse_listen(value)
+        except ValueError as e:
+            _fail(str(e), EX_USAGE)
+        refusal = profile_refusal(listen, config.profiles)
+        if refusal is not None:
+            _fail(refusal + "\nThe gateway did not start.", EX_CONFIG)
+        listens.append(listen)
+    return listens
 
 
 def _fail(message: str, code: int) -> None:
@@ -234,34 +256,39 @@ def _admin(description: str, service: Any, reactor: Any, load: Any) -> None:
     service.add_frontend(lambda gateway: AdminService())
 
 
-def _listen(endpoints: list[str], service: Any, reactor: Any) -> None:
+def _listen(listens: list[Any], service: Any, reactor: Any) -> None:
     """Bind every endpoint now (before twistd daemonizes): one that cannot
     bind stops start-up with a clear error."""
     from twisted_mcp.frontends.admission import Admission, raise_descriptor_limit
+    from twisted_mcp.frontends.listeners import listeners_by_profile
     from twisted_mcp.frontends.stream import SessionFactory, SocketFrontend
 
     settings = service.config.gateway
     admission = Admission(
         settings.maxClients, settings.maxClientsPerPeer, settings.descriptorReserve, raise_descriptor_limit()
     )
-    for description in endpoints:
-        if description.startswith("http:"):
-            _listen_http(description, service, reactor, admission)
+    service.profile_listeners = listeners_by_profile(listens)
+    for listen in listens:
+        description = listen.description
+        if listen.http:
+            _listen_http(listen, service, reactor, admission)
             continue
         factory = SessionFactory(
             service.gateway,
             reactor,
             settings,
             admission,
-            description.split(":", 1)[0],
+            listen.endpoint.split(":", 1)[0],
             description,
+            view=listen.profile,
         )
-        port = _bind(description, factory, reactor)
+        port = _bind(listen.endpoint, factory, reactor, description)
         service.add_frontend(lambda gateway, p=port, f=factory, desc=description: SocketFrontend(desc, p, f))
 
 
-def _listen_http(description: str, service: Any, reactor: Any, admission: Any) -> None:
-    """A Streamable HTTP listener: C{http:} and a Twisted endpoint string."""
+def _listen_http(listen: Any, service: Any, reactor: Any, admission: Any) -> None:
+    """A Streamable HTTP listener: C{http:} and a Twisted endpoint string (after any C{profile:<name>:})."""
+    description = listen.description
     from twisted_mcp.frontends.http import HttpFrontend, http_site
     from twisted_mcp.policy.principal import IdentityError
 
@@ -277,8 +304,8 @@ def _listen_http(description: str, service: Any, reactor: Any, admission: Any) -
                 raise IdentityError("bearer tokens cannot be verified: identity.jwt was removed by a reload", "keys")
             return authenticator.verify_bearer(token)
 
-    site = http_site(service.gateway, reactor, settings, service.config.http, description, admission, verify)
-    port = _bind(description[len("http:") :], site, reactor, description)
+    site = http_site(service.gateway, reactor, settings, service.config.http, description, admission, verify, view=listen.profile)
+    port = _bind(listen.endpoint, site, reactor, description)
     service.add_frontend(lambda gateway: HttpFrontend(description, port, site, settings.shutdownGrace))
 
 
@@ -337,7 +364,7 @@ def makeService(options: Options) -> Any:
     if options["admin"]:
         _admin(options["admin"], service, reactor, reload_config)
     if options["listen"]:
-        _listen(options["listen"], service, reactor)
+        _listen(options.listens, service, reactor)
         return logs.attach(service, options, reactor)
     out_fd = _claim_stdout()
     service.add_frontend(

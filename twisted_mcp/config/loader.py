@@ -18,6 +18,7 @@ from typing import Any, Mapping
 from twisted_mcp.config._check import NAME_RE, ConfigError, _Checker, _describe, _join, _resolve
 from twisted_mcp.config.models import Config, GatewaySettings, HttpServer, OAuthAuth, OAuthSettings, StdioServer
 from twisted_mcp.config.oauth import STORE_KEY_MISSING, check_auth_backend, has_store_key, parse_auth, parse_oauth_section
+from twisted_mcp.config.profiles import parse_profiles
 from twisted_mcp.config.reading import parse_text, read_file
 from twisted_mcp.config.shaping import SHAPING_KEYS, parse_server_shaping
 from twisted_mcp.frontends.http_config import HttpSettings, parse_http
@@ -176,6 +177,7 @@ _TOP_KEYS = {
     "audit",
     "http",
     "oauth",
+    "profiles",
 }
 
 
@@ -304,6 +306,7 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
     if "audit" in top:
         audit = parse_audit(top["audit"] if top["audit"] is not None else {}, "audit", base_dir, check.problems)
     oauth = _oauth_settings(check, top, servers, environ, base_dir)
+    profiles = parse_profiles(check, top.get("profiles"))
     if oauth is not None and oauth.browserCheck == "oidc" and (identity is None or identity.jwt is None or not identity.jwt.issuer):
         check.problem("oauth.browserCheck", "is oidc, which signs the browser in at identity.jwt.issuer: configure identity.jwt with an issuer")
     if check.problems:
@@ -319,6 +322,7 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
         audit=audit,
         http=http,
         oauth=oauth,
+        profiles=profiles,
     )
 
 

@@ -274,6 +274,32 @@ class OAuthSettings:
 
 
 @attrs.frozen
+class Profile:
+    """
+    One entry of C{profiles:} (design of issue 14, section 2.2): a selection
+    of the shaped catalog, served at C{<http.path>/<name>} and on any
+    C{--listen profile:<name>:<endpoint>}.  A selection, never a grant: the
+    roles decide inside it.
+    """
+
+    name: str
+    #: Globs and exact SHAPED tool names, in order (C{"*"}: all).
+    tools: tuple[str, ...] = ()
+    #: In search mode, listed beside the two search tools.
+    pinned: tuple[str, ...] = ()
+    prompts: tuple[str, ...] = ()
+    #: URI globs.
+    resources: tuple[str, ...] = ()
+    #: From C{budget:}; None: not set by the profile (the client tables decide).
+    maxTools: int | None = None
+    maxNameLength: int | None = None
+    nameOverhead: int | None = None
+    #: auto, always or never; None: not set by the profile.
+    search: str | None = None
+    instructions: str | None = None
+
+
+@attrs.frozen
 class Config:
     source: str
     gateway: GatewaySettings
@@ -289,3 +315,5 @@ class Config:
     http: Any = None
     #: The C{oauth:} section; present (with defaults) whenever a backend has C{auth}.
     oauth: OAuthSettings | None = None
+    #: The C{profiles:} section by name ({}: none; C{default} replaces the default view).
+    profiles: Mapping[str, Profile] = attrs.field(factory=dict)

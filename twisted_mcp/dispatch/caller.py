@@ -57,6 +57,9 @@ class Caller:
     #: Told (with its key) that a call with progress notifications was
     #: answered: progress a transport still holds for it is stale.
     call_ended: Callable[[Any], None] = lambda key: None
+    #: The profile the connection or HTTP path is bound to (C{profiles:}),
+    #: None for the default view; set by the front that accepted it.
+    view: str | None = None
 
     def admits_log(self, level: Any) -> bool:
         """Whether a server log message of C{level} is for this client."""

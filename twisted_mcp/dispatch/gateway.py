@@ -31,6 +31,9 @@ from twisted_mcp.wire.jsonrpc import (
 )
 
 if TYPE_CHECKING:
+    from typing import Mapping
+
+    from twisted_mcp.config.models import Profile
     from twisted_mcp.dispatch.session import ClientSession
 
 #: The error codes /metrics names one by one: JSON-RPC's and the gateway's.
@@ -91,6 +94,8 @@ class Gateway:
         self.max_input_rounds = DEFAULT_MAX_ROUNDS
         #: The HTTP front's OAuth connect route (twisted_mcp.dispatch.authorization.Consent), if any.
         self.consent: Any = None
+        #: The C{profiles:} of the running configuration (set by the service at start and on reload).
+        self.profiles: Mapping[str, Profile] = {}
         self.subscriptions = Subscriptions(self)
         self.logs = ServerLogs(self)
         #: Each backend's state and handshake count when its listener last

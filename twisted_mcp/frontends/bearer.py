@@ -65,10 +65,14 @@ class BearerCheck:
         self.settings = settings
         self.required = required
 
-    def check(self, request: Request, peer: Peer) -> Principal | Refusal | None:
-        """The token's principal; None when there is no token and none is required; else the refusal."""
+    def check(self, request: Request, peer: Peer, segment: str | None = None) -> Principal | Refusal | None:
+        """
+        The token's principal; None when there is no token and none is
+        required; else the refusal (naming the metadata of the endpoint at
+        C{<http.path>/<segment>} when C{segment}, a profile's, is given).
+        """
         token = bearer_token(request.getHeader(b"authorization"))
-        metadata = metadata_url(self.settings, request)
+        metadata = metadata_url(self.settings, request, segment)
         if token is None:
             if not self.required:
                 return None
@@ -106,12 +110,16 @@ def bearer_token(header: bytes | None) -> str | None:
     return token.decode("ascii")
 
 
-def resource_url(settings: HttpSettings, request: Request) -> str:
+def resource_url(settings: HttpSettings, request: Request, segment: str | None = None) -> str:
     """
     The MCP endpoint's URL: C{http.resource}, or the request's scheme and
     C{Host} with C{http.path}; behind a trusted proxy (C{http.trustedProxies}),
-    the scheme and host its client used, as the proxy reports them.
+    the scheme and host its client used, as the proxy reports them.  With
+    C{segment} (a profile's name), the URL of the endpoint at
+    C{<http.path>/<segment>}.
     """
+    if segment is not None:
+        return f"{resource_url(settings, request).rstrip('/')}/{segment}"
     if settings.resource is not None:
         return settings.resource
     via = forwarded(settings, request)
@@ -127,9 +135,9 @@ def resource_url(settings: HttpSettings, request: Request) -> str:
     return f"{scheme}://{host}{settings.path}"
 
 
-def metadata_url(settings: HttpSettings, request: Request) -> str:
+def metadata_url(settings: HttpSettings, request: Request, segment: str | None = None) -> str:
     """Where the metadata of the resource is (RFC 9728 section 3: the well-known path before the resource's path)."""
-    parts = urlsplit(resource_url(settings, request))
+    parts = urlsplit(resource_url(settings, request, segment))
     return f"{parts.scheme}://{parts.netloc}{WELL_KNOWN}{parts.path.rstrip('/')}"
 
 
@@ -141,13 +149,30 @@ def metadata_paths(settings: HttpSettings) -> tuple[bytes, ...]:
     return tuple(sorted(p.encode("utf-8") for p in paths))
 
 
-def metadata_document(settings: HttpSettings, request: Request) -> bytes:
-    """The protected resource metadata (RFC 9728), as JSON."""
-    document: dict[str, Any] = {"resource": resource_url(settings, request), "bearer_methods_supported": ["header"]}
+def profile_metadata_segment(settings: HttpSettings, path: bytes) -> str | None:
+    """
+    The last segment of C{path} when it is where the metadata of an
+    endpoint C{<http.path>/<segment>} would be (a profile's, design of issue
+    14 section 2.3); None otherwise.  Whether a profile has that name is
+    the caller's to check.
+    """
+    bases = {WELL_KNOWN + settings.path}
+    if settings.resource is not None:
+        bases.add(WELL_KNOWN + urlsplit(settings.resource).path.rstrip("/"))
+    text = path.decode("utf-8", "replace")
+    for base in bases:
+        if text.startswith(base + "/"):
+            return text[len(base) + 1 :]
+    return None
+
+
+def metadata_document(settings: HttpSettings, request: Request, segment: str | None = None) -> bytes:
+    """The protected resource metadata (RFC 9728), as JSON (of the endpoint at C{<http.path>/<segment>} with C{segment})."""
+    document: dict[str, Any] = {"resource": resource_url(settings, request, segment), "bearer_methods_supported": ["header"]}
     if settings.authorizationServers:
         document["authorization_servers"] = list(settings.authorizationServers)
     body, _ = encode_or_explain(document)
     return body or b"{}"
 
 
-__all__ = ["WELL_KNOWN", "BearerCheck", "bearer_token", "metadata_document", "metadata_paths", "metadata_url", "resource_url"]
+__all__ = ["WELL_KNOWN", "BearerCheck", "bearer_token", "metadata_document", "metadata_paths", "metadata_url", "profile_metadata_segment", "resource_url"]

@@ -18,6 +18,12 @@ One endpoint path (C{http.path}, C{/mcp} by default) takes:
   - DELETE: ends the session: its calls are cancelled and its per-session
     backends stopped.
 
+With profiles (C{profiles:}), each is served at C{<http.path>/<name>} too,
+its sessions' callers carrying its name as their view (C{Caller.view}); a
+session belongs to the path it was created on (404 on another).  A listener
+bound to one profile (C{--listen profile:<name>:http:...}) serves only that
+one, at C{http.path}.
+
 Requests are checked before anything reaches the core: C{Host} on a
 listener bound to loopback (421), C{Origin} against C{http.allowedOrigins}
 (403), the body's size (413), C{Content-Type} (415), C{Accept} (406),
@@ -60,11 +66,12 @@ from twisted.web.server import NOT_DONE_YET, Site
 from twisted.web.server import Request as WebRequest
 
 from twisted_mcp.config import GatewaySettings
+from twisted_mcp.config.profiles import PROFILE_NAME_RE
 from twisted_mcp.dispatch.caller import Caller
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.dispatch.session import ClientSession
 from twisted_mcp.frontends.admission import Admission
-from twisted_mcp.frontends.bearer import BearerCheck, metadata_document, metadata_paths
+from twisted_mcp.frontends.bearer import BearerCheck, metadata_document, metadata_paths, profile_metadata_segment
 from twisted_mcp.frontends.deadline import DeadlineChannel
 from twisted_mcp.frontends.forwarded import forwarded, forwarded_peer, host_allowed
 from twisted_mcp.frontends.http_config import HttpSettings
@@ -214,8 +221,13 @@ class McpResource(Resource):
         listener: str,
         label: str = "http",
         bearer: BearerCheck | None = None,
+        view: str | None = None,
     ) -> None:
         super().__init__()
+        #: The profile this listener is bound to (C{--listen profile:<name>:http:...}):
+        #: it serves only that one, at C{http.path}; None: the default view there,
+        #: and every profile at C{<http.path>/<name>}.
+        self.view = view
         self.gateway = gateway
         self.clock = clock
         self.gateway_settings = gateway_settings
@@ -243,13 +255,47 @@ class McpResource(Resource):
 
     # -- dispatch ------------------------------------------------------------
 
+    def served(self, path: bytes) -> tuple[str | None, str | None] | None:
+        """
+        What C{path} serves: the view (the profile's name, None for the
+        default view) and the profile segment of its URL (None at
+        C{http.path} itself); None when it is no MCP endpoint here.
+        """
+        if path == self.path:
+            return self.view, None
+        if self.view is None and path.startswith(self.path + b"/"):
+            name = path[len(self.path) + 1 :].decode("utf-8", "replace")
+            if self._profile_served(name):
+                return name, name
+        return None
+
+    def _profile_served(self, name: str) -> bool:
+        """Whether the profile C{name} is served at C{<http.path>/<name>} here."""
+        return self.view is None and PROFILE_NAME_RE.match(name) is not None and name in self.gateway.profiles
+
     def render(self, request: Request) -> Any:
         if request.path in self._metadata_paths:
             return self.render_metadata(request)
+        if self.bearer is not None:
+            segment = profile_metadata_segment(self.settings, request.path)
+            if segment is not None and self._profile_served(segment):
+                return self.render_metadata(request, segment)
         if self.oauth_routes is not None and request.path != self.path and self.oauth_routes.handles(request.path):
             return self._origin_refusal(request) or self.oauth_routes.render(request)
-        if request.path != self.path:
+        served = self.served(request.path)
+        if served is None:
+            # Under the endpoint's path, with profiles: a JSON-RPC error that says no profile has that name.
+            if request.path.startswith(self.path + b"/") and (self.view is not None or self.gateway.profiles):
+                shown = request.path.decode("utf-8", "replace")[:100]
+                return _error(
+                    request,
+                    404,
+                    INVALID_REQUEST,
+                    f"Not Found: {shown} is not an MCP endpoint of this gateway (no such profile is served here); "
+                    f"the MCP endpoint is {self.settings.path}",
+                )
             return _plain(request, 404, f"not found: the MCP endpoint is {self.settings.path}\n")
+        view, segment = served
         refusal = self._origin_refusal(request)
         if refusal is not None:
             return refusal
@@ -257,21 +303,21 @@ class McpResource(Resource):
         if method not in (b"POST", b"GET", b"DELETE"):
             request.setHeader(b"allow", b"GET, POST, DELETE")
             return _plain(request, 405, "the MCP endpoint takes POST, GET and DELETE\n")
-        peer = self._identified(request)
+        peer = self._identified(request, segment)
         if not isinstance(peer, Peer):
             return peer
         if method == b"POST":
-            return self.render_POST(request, peer)
+            return self.render_POST(request, peer, view)
         if method == b"GET":
-            return self.render_GET(request, peer)
-        return self.render_DELETE(request, peer)
+            return self.render_GET(request, peer, view)
+        return self.render_DELETE(request, peer, view)
 
-    def _identified(self, request: Request) -> Peer | bytes:
+    def _identified(self, request: Request, segment: str | None = None) -> Peer | bytes:
         """The request's peer, with the principal of its bearer token; or the 401 already written (bytes)."""
         peer = self._peer(request)
         if self.bearer is None:
             return peer
-        outcome = self.bearer.check(request, peer)
+        outcome = self.bearer.check(request, peer, segment)
         if isinstance(outcome, Principal):
             return attrs.evolve(peer, principal=outcome)
         if outcome is None:
@@ -280,15 +326,15 @@ class McpResource(Resource):
         request.setHeader(b"www-authenticate", header)
         return _error(request, status, errors.AUTHENTICATION_FAILED, message)
 
-    def render_metadata(self, request: Request) -> Any:
-        """The protected resource metadata (RFC 9728): this endpoint's URL and where clients get tokens."""
+    def render_metadata(self, request: Request, segment: str | None = None) -> Any:
+        """The protected resource metadata (RFC 9728): this endpoint's URL (a profile's with C{segment}) and where clients get tokens."""
         if request.method not in (b"GET", b"HEAD"):
             request.setHeader(b"allow", b"GET")
             return _plain(request, 405, "the protected resource metadata is read with GET\n")
         request.setResponseCode(200)
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"max-age=3600")
-        return metadata_document(self.settings, request)
+        return metadata_document(self.settings, request, segment)
 
     def _origin_refusal(self, request: Request) -> Any:
         local = request.getHost()
@@ -362,8 +408,12 @@ class McpResource(Resource):
             peer = with_certificate(peer, transport)
         return forwarded_peer(self.settings, peer, request)
 
-    def _session(self, request: Request, peer: Peer) -> HttpSession | Any:
-        """The request's session, or the error already written for it (bytes)."""
+    def _session(self, request: Request, peer: Peer, view: str | None = None) -> HttpSession | Any:
+        """
+        The request's session, or the error already written for it (bytes).
+        A session belongs to the path it was created on (C{view}): on
+        another it is unknown.
+        """
         header = request.getHeader(b"mcp-session-id")
         if header is None:
             return _error(
@@ -376,6 +426,9 @@ class McpResource(Resource):
         if not SESSION_ID_RE.match(sid):
             return _error(request, 400, INVALID_REQUEST, "Bad Request: malformed Mcp-Session-Id")
         hs = self.table.find(sid, owner_of(peer))
+        if hs is not None and hs.view != view:
+            log.debug("HTTP client session {client}: its id was presented on another path; answered 404", client=hs.label)
+            hs = None
         if hs is None:
             return _error(
                 request,
@@ -391,7 +444,7 @@ class McpResource(Resource):
 
     # -- POST ----------------------------------------------------------------
 
-    def render_POST(self, request: Request, peer: Peer) -> Any:
+    def render_POST(self, request: Request, peer: Peer, view: str | None = None) -> Any:
         if getattr(request, "too_large", False):
             return _error(
                 request,
@@ -420,13 +473,13 @@ class McpResource(Resource):
             )
             return _error(request, 400, INVALID_REQUEST, f"Invalid Request: {why}")
         if kind == "request" and claims_modern(message.get("params")):
-            return self.stateless.post(request, peer, message, sse_ok)
+            return self.stateless.post(request, peer, message, sse_ok, view)
         refusal = self._version_refusal(request, message.get("id"))
         if refusal is not None:
             return refusal
         if kind == "request" and message.get("method") == "initialize":
-            return self._initialize(request, peer, message, sse_ok)
-        hs = self._session(request, peer)
+            return self._initialize(request, peer, message, sse_ok, view)
+        hs = self._session(request, peer, view)
         if not isinstance(hs, HttpSession):
             return hs
         core = hs.core
@@ -442,7 +495,7 @@ class McpResource(Resource):
             return b""
         return self.request(request, hs, message, sse_ok)
 
-    def _initialize(self, request: Request, peer: Peer, message: dict[str, Any], sse_ok: bool) -> Any:
+    def _initialize(self, request: Request, peer: Peer, message: dict[str, Any], sse_ok: bool, view: str | None = None) -> Any:
         if request.getHeader(b"mcp-session-id") is not None:
             return _error(
                 request,
@@ -450,7 +503,7 @@ class McpResource(Resource):
                 INVALID_REQUEST,
                 "Bad Request: initialize begins a new session; send it without an Mcp-Session-Id header",
             )
-        hs = self.open_session(request, peer, self.label, "end unused sessions (DELETE) or try again later")
+        hs = self.open_session(request, peer, self.label, "end unused sessions (DELETE) or try again later", view)
         if not isinstance(hs, HttpSession):
             return hs
         result = self.request(request, hs, message, sse_ok)
@@ -458,9 +511,10 @@ class McpResource(Resource):
             self._end(hs, "its initialize failed")
         return result
 
-    def open_session(self, request: Request, peer: Peer, label: str, advice: str) -> HttpSession | bytes:
+    def open_session(self, request: Request, peer: Peer, label: str, advice: str, view: str | None = None) -> HttpSession | bytes:
         """
-        A new session of C{peer}'s client identity, with its core; or the
+        A new session of C{peer}'s client identity on the path of C{view}
+        (the profile it serves, None for the default view), with its core; or the
         refusal already written (bytes): the gateway is stopping (503), or
         C{http.maxSessions} (503) or C{http.maxSessionsPerPrincipal} (429)
         is reached (C{advice} says what the client may do).
@@ -481,6 +535,7 @@ class McpResource(Resource):
                 {"limit": setting, "value": value},
             )
         hs = self.table.open(owner, label)
+        hs.view = view
         settings = self.gateway_settings
         hs.core = ClientSession(self.gateway, self.caller(hs, peer), settings.maxCallsInFlight, settings.maxListensPerSession)
         who = f" as {peer.principal.name} (bearer token)" if peer.principal is not None else ""
@@ -533,14 +588,14 @@ class McpResource(Resource):
 
     # -- GET -----------------------------------------------------------------
 
-    def render_GET(self, request: Request, peer: Peer) -> Any:
+    def render_GET(self, request: Request, peer: Peer, view: str | None = None) -> Any:
         accept = (request.getHeader(b"accept") or b"").lower()
         if b"text/event-stream" not in accept:
             return _error(request, 406, INVALID_REQUEST, "Not Acceptable: the session's stream is text/event-stream; accept it")
         refusal = self._version_refusal(request)
         if refusal is not None:
             return refusal
-        hs = self._session(request, peer)
+        hs = self._session(request, peer, view)
         if not isinstance(hs, HttpSession):
             return hs
         last = request.getHeader(b"last-event-id")
@@ -725,8 +780,8 @@ class McpResource(Resource):
 
     # -- DELETE --------------------------------------------------------------
 
-    def render_DELETE(self, request: Request, peer: Peer) -> Any:
-        hs = self._session(request, peer)
+    def render_DELETE(self, request: Request, peer: Peer, view: str | None = None) -> Any:
+        hs = self._session(request, peer, view)
         if not isinstance(hs, HttpSession):
             return hs
         self._end(hs, "the client ended it (DELETE)")
@@ -804,7 +859,9 @@ class McpResource(Resource):
                 return 0
             return len(data) if self._route(hs, message, data, related) else 0
 
-        return Caller(hs.label, send, peer)
+        caller = Caller(hs.label, send, peer)
+        caller.view = hs.view
+        return caller
 
     def _route(self, hs: HttpSession, message: dict[str, Any], data: bytes, related: Any) -> bool:
         """
@@ -992,10 +1049,12 @@ class HttpFrontend(Service):
             self.keep_alive = LoopingCall(self.resource.keep_alive)
             self.keep_alive.clock = self.resource.clock
             self.keep_alive.start(interval, now=False)
+        view = self.resource.view
         log.info(
-            "serving MCP over HTTP on {endpoint} at {path}",
+            "serving MCP over HTTP on {endpoint} at {path}{profiles}",
             endpoint=self.description,
             path=self.resource.settings.path,
+            profiles=f" (profile {view} only)" if view is not None else " (and each profile at <path>/<name>)" if self.resource.gateway.profiles else "",
         )
 
     def stopService(self) -> Deferred[None]:
@@ -1030,6 +1089,7 @@ def http_site(
     listener: str,
     admission: Admission | None = None,
     verify_bearer: Callable[[str], Principal] | None = None,
+    view: str | None = None,
 ) -> McpSite:
     """
     The site for the C{--listen} description C{listener} (C{http:...}).
@@ -1038,13 +1098,16 @@ def http_site(
         L{twisted_mcp.policy.principal.IdentityError}), when C{identity.jwt}
         is configured; bearer tokens are then checked unless C{http.bearer}
         is C{off}.
+    @param view: the profile the listener is bound to (C{--listen
+        profile:<name>:http:...}), served at C{http.path}; None: the default
+        view there and every profile at C{<http.path>/<name>}.
     """
     settings = settings or HttpSettings()
     mode = settings.bearer_mode(verify_bearer is not None)
     bearer = None
     if mode != "off" and verify_bearer is not None:
         bearer = BearerCheck(verify_bearer, gateway, settings, required=mode == "required")
-    resource = McpResource(gateway, clock, gateway_settings, settings, listener, bearer=bearer)
+    resource = McpResource(gateway, clock, gateway_settings, settings, listener, bearer=bearer, view=view)
     return McpSite(resource, clock, gateway_settings.messageTimeout, admission)
 
 

@@ -50,10 +50,11 @@ class StatelessClients:
 
     def __init__(self, front: McpResource) -> None:
         self.front = front
-        self.by_owner: dict[tuple[Any, ...], HttpSession] = {}
+        #: By client identity and the view of the path (a profile's name, None for the default view).
+        self.by_owner: dict[tuple[tuple[Any, ...], str | None], HttpSession] = {}
 
-    def post(self, request: Request, peer: Peer, message: dict[str, Any], sse_ok: bool) -> Any:
-        """A stateless-era request: checked, then answered on this POST."""
+    def post(self, request: Request, peer: Peer, message: dict[str, Any], sse_ok: bool, view: str | None = None) -> Any:
+        """A stateless-era request on the path of C{view}: checked, then answered on this POST under a caller of that view."""
         rid = message["id"]
         method = message["method"]
         params = message.get("params") or {}
@@ -73,7 +74,7 @@ class StatelessClients:
             check_version(envelope)
         except JsonRpcError as e:
             return error_response(request, 400, e.code, e.message, e.data, rid)
-        hs = self._session(request, peer)
+        hs = self._session(request, peer, view)
         if not isinstance(hs, HttpSession):
             return hs
         try:
@@ -92,23 +93,24 @@ class StatelessClients:
         hs.last_id += 1
         return self.front.request(request, hs, {**message, "id": hs.last_id}, sse_ok, client_rid=rid)
 
-    def _session(self, request: Request, peer: Peer) -> HttpSession | bytes:
-        """The caller's core session, made on first use; or the refusal already written (bytes)."""
-        owner = owner_of(peer)
-        hs = self.by_owner.get(owner)
+    def _session(self, request: Request, peer: Peer, view: str | None = None) -> HttpSession | bytes:
+        """The caller's core session on the path of C{view}, made on first use; or the refusal already written (bytes)."""
+        key = (owner_of(peer), view)
+        hs = self.by_owner.get(key)
         if hs is not None and not hs.ended:
             return hs
-        opened = self.front.open_session(request, peer, f"{self.front.label}-stateless", "try again later")
+        opened = self.front.open_session(request, peer, f"{self.front.label}-stateless", "try again later", view)
         if isinstance(opened, HttpSession):
             opened.stateless = True
-            self.by_owner[owner] = opened
+            self.by_owner[key] = opened
             # A listen's notifications name it by the client's own id, not the gateway's.
             opened.core.listens.client_id = lambda rid: _client_id(opened, rid)
         return opened
 
     def forget(self, hs: HttpSession) -> None:
-        if self.by_owner.get(hs.owner) is hs:
-            del self.by_owner[hs.owner]
+        key = (hs.owner, hs.view)
+        if self.by_owner.get(key) is hs:
+            del self.by_owner[key]
 
 
 def _client_id(hs: HttpSession, rid: Any) -> Any:

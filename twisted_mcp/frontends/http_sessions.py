@@ -77,6 +77,9 @@ class HttpSession:
         self.stateless = False
         #: The last request id the gateway gave a stateless-era request.
         self.last_id = 0
+        #: The profile of the path it was created on (None: the default view);
+        #: on another path its id is unknown.
+        self.view: str | None = None
 
     def streams(self) -> int:
         """SSE streams open now (a POST answered as a stream counts once it streams)."""

@@ -192,9 +192,12 @@ class SessionProtocol(LineFramer):
         if hasattr(self.transport, "registerProducer"):
             # Told when the client stops reading (and when it reads again).
             self.transport.registerProducer(self, True)
+        caller = line_caller(write, self.label, peer, self.progress)
+        if self.factory is not None:
+            caller.view = self.factory.view
         self.session = ClientSession(
             self.gateway,
-            line_caller(write, self.label, peer, self.progress),
+            caller,
             self.settings.maxCallsInFlight,
             self.settings.maxListensPerSession,
         )
@@ -428,6 +431,8 @@ class SessionFactory(Factory):
     its calls in flight cancelled at the backends.
 
     @param admission: counts the clients of every listener (connection limits).
+    @param view: the profile every connection serves (C{--listen
+        profile:<name>:...}); None: the default view.
     """
 
     noisy = False
@@ -440,8 +445,10 @@ class SessionFactory(Factory):
         admission: Admission,
         label: str,
         listener: str | None = None,
+        view: str | None = None,
     ) -> None:
         self.gateway = gateway
+        self.view = view
         #: The endpoint description clients connect to (for identity.listeners).
         self.listener = listener
         self.clock = clock

@@ -36,6 +36,7 @@ from twisted_mcp import __version__
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.frontends.deadline import DeadlineChannel
 from twisted_mcp.frontends.http import http_totals
+from twisted_mcp.frontends.served import profiles_served
 from twisted_mcp.mcp import errors
 from twisted_mcp.ops.admin_oauth import OAuthActions, oauth_metrics
 from twisted_mcp.policy.rules import backends_named, pattern_problem
@@ -393,6 +394,8 @@ class AdminResource(Resource):
             "heldCalls": gateway.reverse.held.describe(),
             "killSwitch": policy.kill_switch(),
             "quarantined": [{"tool": t, "reason": r} for t, r in sorted(policy.pins.quarantined.items())],
+            # Only with profiles: a config without them shows what it always did.
+            **({"profiles": profiles_served(gateway.profiles, getattr(self.service, "frontends", ()))} if gateway.profiles else {}),
         }
 
     def render_status(self, request: Any) -> bytes:
