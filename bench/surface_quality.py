@@ -2,7 +2,7 @@
 """
 Search quality of the gateway's tool index on real servers' tools (docs/design/surface.md §8.3).
 
-    python bench/surface_quality.py [--json] [--failures] [--k 5 10]
+    python bench/surface_quality.py [--json] [--failures] [--k 5 10] [--split tune|heldout|all]
 
 Loads the stored catalog (C{bench/data/real_tools.json}, from C{bench/surface_catalog.py}) and the
 judged queries (C{bench/data/surface_queries.yaml}), indexes every tool under its default shaped
@@ -19,11 +19,16 @@ relevant tool in the top k), C{recall@k} (the mean fraction of a query's relevan
 the top k) and C{MRR} (the mean reciprocal rank of the first relevant tool; 0 when none is ranked).
 A query counts for every server one of its relevant tools belongs to. C{vague} is the subset of
 queries marked C{vague: true}. No target is asserted: it is a benchmark. Runs in seconds, offline.
+
+The queries fall in two halves by a hash of their text (L{split_of}): C{tune}, the only half whose
+failures may be read while changing the ranker, and C{heldout}, which checks that a change
+generalises. The report shows both; C{--split} evaluates one half only (and lists its failures).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -57,12 +62,29 @@ def load_catalog(path: str = CATALOG) -> list[tuple[str, str, dict[str, Any]]]:
     ]
 
 
+#: The halves of the queries, in report order.
+SPLITS = ("tune", "heldout")
+
+
+def split_of(query: str) -> str:
+    """
+    The half a query belongs to, C{tune} or C{heldout}: by the first bit of the SHA-256 of its text
+    (UTF-8), so the split is fixed by the text alone, about 50/50, and blind to what it says.
+    """
+    return SPLITS[hashlib.sha256(query.encode("utf-8")).digest()[0] >> 7]
+
+
 def load_queries(path: str = QUERIES) -> list[dict[str, Any]]:
-    """The judged queries: C{query}, C{relevant} (shaped names), C{vague} (bool)."""
+    """The judged queries: C{query}, C{relevant} (shaped names), C{vague} (bool), C{split} (L{split_of})."""
     with open(path) as f:
         document = yaml.safe_load(f)
     return [
-        {"query": item["query"], "relevant": list(item["relevant"]), "vague": bool(item.get("vague", False))}
+        {
+            "query": item["query"],
+            "relevant": list(item["relevant"]),
+            "vague": bool(item.get("vague", False)),
+            "split": split_of(item["query"]),
+        }
         for item in document["queries"]
     ]
 
@@ -136,7 +158,7 @@ def mean(rows: Sequence[dict[str, float]]) -> dict[str, float]:
 def evaluate(
     tools: Sequence[tuple[str, str, dict[str, Any]]], queries: Sequence[dict[str, Any]], ks: Sequence[int]
 ) -> dict[str, Any]:
-    """Per ranker: overall, vague and per-server means, and each query's ranked top and scores."""
+    """Per ranker: overall, per half, vague and per-server means, and each query's ranked top and scores."""
     server_of = {name: server for server, name, _ in tools}
     depth = len(tools)  # MRR: the first relevant anywhere in the ranking
     report: dict[str, Any] = {"tools": len(tools), "queries": len(queries), "rankers": {}}
@@ -151,6 +173,11 @@ def evaluate(
                 groups.setdefault(server, []).append(row["scores"])
         report["rankers"][ranker_name] = {
             "overall": {"n": len(per_query), **mean([row["scores"] for row in per_query])},
+            **{
+                split: {"n": len(rows), **mean(rows)}
+                for split in SPLITS
+                for rows in [[row["scores"] for row in per_query if row["split"] == split]]
+            },
             "vague": {"n": sum(row["vague"] for row in per_query), **mean([row["scores"] for row in per_query if row["vague"]])},
             "servers": {server: {"n": len(rows), **mean(rows)} for server, rows in sorted(groups.items())},
             "queries": per_query,
@@ -163,14 +190,15 @@ def table(report: dict[str, Any], ks: Sequence[int]) -> str:
     columns = [f"hit@{k}" for k in ks] + [f"recall@{k}" for k in ks] + ["mrr"]
     names = list(report["rankers"])
     first = report["rankers"][names[0]]
-    groups = [("overall", first["overall"]["n"]), ("vague", first["vague"]["n"])]
+    summaries = ("overall", *SPLITS, "vague")
+    groups = [(group, first[group]["n"]) for group in summaries if first[group]["n"]]
     groups += [(server, row["n"]) for server, row in first["servers"].items()]
     lines = [f"{report['tools']} tools, {report['queries']} queries", ""]
     lines.append(f"{'group':14}{'n':>4}  {'ranker':10}" + "".join(f"{column:>10}" for column in columns))
     for group, n in groups:
         for ranker_name in names:
             result = report["rankers"][ranker_name]
-            row = result[group] if group in ("overall", "vague") else result["servers"][group]
+            row = result[group] if group in summaries else result["servers"][group]
             label = f"{group:14}{n:>4}" if ranker_name == names[0] else " " * 18
             lines.append(f"{label}  {ranker_name:10}" + "".join(f"{row.get(column, 0.0):>10.3f}" for column in columns))
     return "\n".join(lines)
@@ -184,7 +212,7 @@ def failures(report: dict[str, Any], ranker_name: str, k: int) -> str:
             continue
         rank = row["scores"]["mrr"]
         where = f"first relevant at {round(1 / rank)}" if rank else "no relevant ranked"
-        lines.append(f"- {row['query']!r} ({where}{', vague' if row['vague'] else ''})")
+        lines.append(f"- {row['query']!r} ({row['split']}, {where}{', vague' if row['vague'] else ''})")
         lines.append(f"    top: {', '.join(row['top'][:3]) or '(nothing)'}")
         lines.append(f"    relevant: {', '.join(row['relevant'])}")
     return "\n".join(lines)
@@ -197,9 +225,13 @@ def main() -> int:
     parser.add_argument("--k", type=int, nargs="+", default=[5, 10], help="cut-offs for hit@k and recall@k")
     parser.add_argument("--json", action="store_true", help="print the report as JSON (with every query's top k)")
     parser.add_argument("--failures", action="store_true", help="also list the queries bm25f misses in its top k")
+    parser.add_argument(
+        "--split", choices=[*SPLITS, "all"], default="all", help="evaluate only one half of the queries (default: all)"
+    )
     args = parser.parse_args()
     ks = sorted(set(args.k))
-    report = evaluate(load_catalog(args.catalog), load_queries(args.queries), ks)
+    queries = [query for query in load_queries(args.queries) if args.split in ("all", query["split"])]
+    report = evaluate(load_catalog(args.catalog), queries, ks)
     if args.json:
         json.dump(report, sys.stdout, indent=1)
         sys.stdout.write("\n")

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from twisted_mcp.dispatch.search import _ASCII_PARTS, STOP_WORDS, SearchIndex, _parts_of_run, tokens
+from twisted_mcp.dispatch.search import _ASCII_PARTS, STOP_WORDS, SearchIndex, _parts_of_run, _terms, tokens
 
-WORDS = ["create", "issue", "pages", "page", "deploy", "search", "files", "the", "a", "of", "slack", "message", "v2", "HTTP"]
+WORDS = [
+    "create", "issue", "pages", "page", "deploy", "search", "files", "the", "a", "of", "slack", "message", "v2", "HTTP",
+    "delete", "remove", "bug", "GitHub", "pull", "request", "pr",
+]  # fmt: skip
 BACKENDS = ["github", "git", "fs", "slack", "k8s"]
 
 Tool = tuple[str, str, dict[str, Any]]
@@ -106,3 +110,21 @@ def test_synced_index_ranks_as_a_fresh_one(earlier: list[Tool], later: list[Tool
     index.sync(later)
     assert len(index) == len(later)
     assert index.search(query, visible, 50) == built(later).search(query, visible, 50)
+
+
+@given(catalogs(), texts)
+def test_synonyms_only_add_and_explain_adds_up(tools: list[Tool], query: str) -> None:
+    """
+    Whatever the synonyms, every tool whose name, title or description holds one of the query's
+    own tokens is found; and each hit's fields add up to its score.
+    """
+    index = built(tools)
+    visible = [name for _, name, _ in tools]
+    hits = {hit.name: hit.score for hit in index.search(query, visible, len(visible))}
+    wanted = set(_terms(query))
+    for _, name, definition in tools:
+        texts = [name, definition.get("title") or "", definition.get("description") or ""]
+        if wanted.intersection(term for text in texts for term in _terms(text)):
+            assert name in hits
+    for name, score in hits.items():
+        assert sum(index.explain(query, name).values()) == pytest.approx(score)

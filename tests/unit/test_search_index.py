@@ -14,7 +14,16 @@ from typing import Any
 
 import pytest
 
-from twisted_mcp.dispatch.search import DEFAULT_WEIGHTS, STOP_WORDS, Hit, SearchIndex, tokens
+from twisted_mcp.dispatch.search import (
+    DEFAULT_WEIGHTS,
+    STOP_WORDS,
+    SYNONYM_GROUPS,
+    SYNONYM_WEIGHT,
+    Hit,
+    SearchIndex,
+    _synonyms,
+    tokens,
+)
 
 
 def tool(name: str, description: str | None = None, **more: Any) -> dict[str, Any]:
@@ -65,6 +74,12 @@ def test_tokens_split(text: str, expected: list[str]) -> None:
         ("thing", "thing"),
         ("needed", "need"),
         ("seed", "seed"),
+        # ing and ed only when a vowel is left, and never from a thing.
+        ("string", "string"),
+        ("shred", "shred"),
+        ("everything", "everything"),
+        ("nothing", "nothing"),
+        ("things", "thing"),
         # A final e, over 3.
         ("file", "fil"),
         ("use", "use"),
@@ -88,7 +103,8 @@ def test_forms_meet_on_one_stem(forms: tuple[str, ...]) -> None:
 def test_stop_words_removed() -> None:
     assert tokens("Search for the pages of a wiki") == ["search", "pag", "wiki"]
     assert tokens("THE") == []
-    assert 35 <= len(STOP_WORDS) <= 45
+    assert tokens("what did I change and how, not where") == ["chang"]
+    assert 50 <= len(STOP_WORDS) <= 60
 
 
 # BM25F-lite, by hand.
@@ -212,6 +228,78 @@ def test_weights() -> None:
         SearchIndex(weights={"title": -1})
     with pytest.raises(ValueError, match="search b"):
         SearchIndex(b=1.5)
+
+
+# Whole camelCase runs and synonyms.
+
+
+def test_a_camel_case_run_is_also_one_token() -> None:
+    """C{GitHub} is git, hub and github: it meets a C{github} backend as well as the two words."""
+    index = SearchIndex()
+    index.sync(
+        [
+            ("github", "github__list_repos", tool("github__list_repos", "Repositories of a user")),
+            ("git", "git__log", tool("git__log", "The commit log of a local hub")),
+            ("docs", "docs__api", tool("docs__api", "Calls the GitHub API")),
+        ]
+    )
+    visible = ["github__list_repos", "git__log", "docs__api"]
+    assert tokens("GitHub") == ["git", "hub"]
+    assert {hit.name for hit in index.search("GitHub", visible, 10)} == set(visible)
+    assert {hit.name for hit in index.search("github", visible, 10)} == {"github__list_repos", "docs__api"}
+    assert {hit.name for hit in index.search("hub", visible, 10)} == {"git__log", "docs__api"}
+
+
+def test_synonyms_are_data_in_groups_of_general_words() -> None:
+    assert len(SYNONYM_GROUPS) <= 60
+    table = _synonyms(SYNONYM_GROUPS)
+    assert ("remov",) in table["delet"] and ("delet",) in table["remov"]
+    assert ("pull", "request") in table["pr"]
+    # A phrase is looked for as a whole, never on one of its words.
+    assert "pull" not in table and "request" not in table
+
+
+SYNONYM_TOOLS = [
+    # name: s, purg (3 each); description: delete, old, rows (1 each); backend: s (1). Length 6 + 3 + 1 = 10.
+    ("s", "s__purge", tool("s__purge", "delete old rows")),
+    # name: s, wipe (3 each); description: remove, delete, rows (1 each); backend: s. Length 6 + 3 + 1 = 10.
+    ("s", "s__wipe", tool("s__wipe", "remove delete rows")),
+    # name: s, keep (3 each); description: rows (1); backend: s. Length 6 + 1 + 1 = 8.
+    ("s", "s__keep", tool("s__keep", "rows")),
+]
+
+
+def test_a_synonym_counts_at_its_weight_and_never_on_top_of_the_word() -> None:
+    """
+    "remove" finds a tool that says "delete" at L{SYNONYM_WEIGHT} of what "delete" would score; a tool
+    with both words gets the better of the two, not their sum.  By hand, as in L{test_scores_by_hand}.
+    """
+    index = SearchIndex()
+    index.sync(SYNONYM_TOOLS)
+    visible = [name for _, name, _ in SYNONYM_TOOLS]
+    average = (10 + 10 + 8) / 3
+
+    def bm25(idf: float, tf: float, length: float) -> float:
+        return idf * tf * (K1 + 1) / (tf + K1 * (1 - B + B * length / average))
+
+    remove_idf = math.log(1 + (3 - 1 + 0.5) / (1 + 0.5))
+    delete_idf = math.log(1 + (3 - 2 + 0.5) / (2 + 0.5))
+    assert SYNONYM_WEIGHT == 0.5
+    by_name = {hit.name: hit.score for hit in index.search("remove", visible, 10)}
+    assert by_name == {
+        # remove itself (idf of 1 in 3) beats half of delete.
+        "s__wipe": pytest.approx(max(bm25(remove_idf, 1, 10), 0.5 * bm25(delete_idf, 1, 10))),
+        "s__purge": pytest.approx(0.5 * bm25(delete_idf, 1, 10)),
+    }
+    assert by_name["s__wipe"] == pytest.approx(bm25(remove_idf, 1, 10))
+    # A synonym already in the query is not looked for again at half weight.
+    both = index.search("remove delete", visible, 10)
+    assert [hit.name for hit in both] == ["s__wipe", "s__purge"]
+    assert both[0].score == pytest.approx(bm25(remove_idf, 1, 10) + bm25(delete_idf, 1, 10))
+    assert both[1].score == pytest.approx(bm25(delete_idf, 1, 10))
+    explained = index.explain("remove", "s__purge")
+    assert explained["description"] == pytest.approx(by_name["s__purge"])
+    assert sum(explained.values()) == pytest.approx(by_name["s__purge"])
 
 
 # Ranking and filtering.

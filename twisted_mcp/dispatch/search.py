@@ -11,10 +11,16 @@ query is the sum over the query's distinct tokens of::
     idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / average length))
     idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5))
 
+Tokens are L{tokens}, plus each camelCase run whole (C{GitHub} is also
+C{github}).  A query token also looks for its synonyms (L{SYNONYM_GROUPS}),
+which score at L{SYNONYM_WEIGHT}; a tool counts the better of the token and
+its synonyms, never both.
+
 The postings are kept in one segment per backend, so that a backend whose
-listing changed costs the rebuild of its own segment only; document
-frequencies are summed over the segments at query time and the total length
-over the segments (in backend order) at each sync, so the ranking is exactly
+listing changed costs the rebuild of its own segment only; a token's
+document frequency is summed over the segments when a query first asks for
+it after a sync, and the total length over the segments (in backend order)
+at each sync, so the ranking is exactly
 the one a single index would give, whatever order the catalog came in.
 
 Pure: no Twisted, no I/O, no clock; the same catalog and query give the same
@@ -46,8 +52,9 @@ DEFAULT_WEIGHTS: Mapping[str, float] = MappingProxyType(
 
 #: Short English words that carry no meaning for a search.
 STOP_WORDS = frozenset(
-    """a all an and any are as at be but by can do does for from has have if in into is it its me my of on or
-    so that the this to was were which will with you your""".split()
+    """a all an and any are as at be but by can did do does for from has have how i if in into is it its me my
+    no not of on or so such that the their then there these they this to was we were what when where which who
+    why will with you your""".split()
 )
 
 _ALNUM_RUNS = re.compile(r"[^\W_]+")
@@ -81,20 +88,29 @@ def _parts_of_run(run: str) -> list[str]:
     return parts
 
 
+_VOWELS = frozenset("aeiouy")
+
+
+def _has_vowel(stem: str) -> bool:
+    return not _VOWELS.isdisjoint(stem)
+
+
 def _stem(word: str) -> str:
     """
     The five suffix rules, in order: C{ies} -> C{y} (over 4 letters), a final
-    C{s} but not C{ss} (over 3), then C{ing} (over 5) or C{ed} (over 4), then
-    a final C{e} (over 3).  So C{pages} and C{page}, C{staged} and C{stage},
-    C{changes} and C{change} meet on one stem.
+    C{s} but not C{ss} (over 3), then C{ing} (over 5) or C{ed} (over 4) when
+    what is left has a vowel and does not end in C{thing} (C{string},
+    C{everything} stay whole), then a final C{e} (over 3).  So C{pages} and
+    C{page}, C{staged} and C{stage}, C{changes} and C{change} meet on one stem.
     """
     if len(word) > 4 and word.endswith("ies"):
         word = word[:-3] + "y"
     if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
         word = word[:-1]
     if len(word) > 5 and word.endswith("ing"):
-        word = word[:-3]
-    elif len(word) > 4 and word.endswith("ed"):
+        if _has_vowel(word[:-3]) and not word.endswith("thing"):
+            word = word[:-3]
+    elif len(word) > 4 and word.endswith("ed") and _has_vowel(word[:-2]):
         word = word[:-2]
     if len(word) > 3 and word.endswith("e"):
         word = word[:-1]
@@ -124,6 +140,28 @@ def tokens(text: str) -> list[str]:
     else:
         parts = (part for run in _ALNUM_RUNS.findall(text) for part in _parts_of_run(run))
     return [term for term in map(_term, parts) if term is not None]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _run_terms(run: str) -> tuple[str, ...]:
+    """The index's tokens of one alphanumeric run (see L{_terms})."""
+    parts = _ASCII_PARTS.findall(run) if run.isascii() else _parts_of_run(run)
+    found = [term for term in map(_term, parts) if term is not None]
+    if len(parts) > 1:
+        whole = _term(run)
+        if whole is not None:
+            found.append(whole)
+    return tuple(found)
+
+
+def _terms(text: str) -> list[str]:
+    """
+    What the index reads of C{text}, in the index and in a query: its
+    L{tokens}, and after the tokens of each run that camelCase or digits
+    split, the whole run as one more token, so that C{GitHub} meets
+    C{github} and C{ec2} meets C{EC2} as well as C{git} and C{ec}.
+    """
+    return [term for run in _ALNUM_RUNS.findall(text) for term in _run_terms(run)]
 
 
 @attrs.frozen
@@ -186,7 +224,7 @@ def _fields(backend: str, name: str, definition: Mapping[str, Any]) -> dict[str,
 def _field_counts(fields: Mapping[str, list[str]], weights: Mapping[str, float]) -> dict[str, Counter[str]]:
     """Token counts per field, for the fields that weigh something."""
     return {
-        field: Counter(token for text in fields[field] for token in tokens(text)) for field, weight in weights.items() if weight
+        field: Counter(token for text in fields[field] for token in _terms(text)) for field, weight in weights.items() if weight
     }
 
 
@@ -201,7 +239,7 @@ class _Segment:
     @ivar total_length: the sum of the documents' weighted lengths.
     """
 
-    __slots__ = ("backend", "definitions", "postings", "lengths", "total_length", "_saturated", "_saturated_for")
+    __slots__ = ("backend", "definitions", "postings", "lengths", "total_length")
 
     def __init__(self, backend: str, definitions: dict[str, dict[str, Any]], weights: Mapping[str, float]) -> None:
         self.backend = backend
@@ -222,24 +260,53 @@ class _Segment:
             for token, frequency in frequencies.items():
                 self.postings.setdefault(token, []).append((name, frequency, length))
         self.total_length = total
-        self._saturated: dict[str, list[tuple[str, float]]] = {}
-        self._saturated_for = (math.nan, math.nan)
 
-    def saturated(self, term: str, base: float, slope: float) -> list[tuple[str, float]]:
-        """
-        The postings of C{term} as (shaped name, C{tf / (tf + base + slope *
-        length)}): the part of a score that depends only on the document and
-        the index's average length, computed on first use and kept until the
-        average length changes.
-        """
-        if self._saturated_for != (base, slope):
-            self._saturated.clear()
-            self._saturated_for = (base, slope)
-        found = self._saturated.get(term)
-        if found is None:
-            found = [(name, frequency / (frequency + base + slope * length)) for name, frequency, length in self.postings[term]]
-            self._saturated[term] = found
-        return found
+
+#: Words a developer uses for the same thing, one group a line (a member
+#: may be a phrase); a query token also looks for the other members of its
+#: groups, at L{SYNONYM_WEIGHT}.  General English and software vocabulary,
+#: never a server's or a tool's name.  Tuned on the C{tune} half of
+#: C{bench/surface_quality.py}'s queries only: a group stayed if leaving it
+#: out made that half worse (bench/README.md has the figures of both halves).
+SYNONYM_GROUPS: tuple[str, ...] = (
+    "create, new, add, make",
+    "delete, remove, erase, drop",
+    "find, search, look up, lookup, locate",
+    "get, fetch, retrieve, read, view, show",
+    "list, show, enumerate",
+    "tag, label",
+    "assign, give, hand",
+    "close, resolve, finish, complete",
+    "deploy, install, apply, release",
+    "error, exception, crash, failure, broken",
+    "ticket, issue, bug",
+    "repo, repository",
+    "pr, pull request, merge request",
+    "directory, folder, dir",
+    "size, big, large",
+    "link, connect, associate, relate",
+    "prod, production",
+    "time, duration, hour",
+)
+#: What a synonym's match weighs against the query's own word.
+SYNONYM_WEIGHT = 0.5
+
+
+def _synonyms(groups: Iterable[str]) -> dict[str, tuple[tuple[str, ...], ...]]:
+    """token -> the token tuples of the other members of its groups (a member may be a phrase: C{pull request})."""
+    found: dict[str, list[tuple[str, ...]]] = {}
+    for group in groups:
+        members = [tuple(_terms(member)) for member in group.split(",")]
+        for member in members:
+            if len(member) != 1:
+                continue
+            for other in members:
+                if other != member and other and other not in found.setdefault(member[0], []):
+                    found[member[0]].append(other)
+    return {token: tuple(others) for token, others in found.items()}
+
+
+_SYNONYMS = _synonyms(SYNONYM_GROUPS)
 
 
 def _distinct(terms: Iterable[str]) -> list[str]:
@@ -281,6 +348,7 @@ class SearchIndex:
         self._ordered: list[_Segment] = []
         self._count = 0
         self._total_length = 0.0
+        self._gains: dict[str, list[tuple[str, float]]] = {}
 
     def sync(self, tools: Iterable[tuple[str, str, dict[str, Any]]]) -> None:
         """
@@ -307,6 +375,7 @@ class SearchIndex:
         self._ordered = [segments[backend] for backend in sorted(segments)]
         self._count = sum(len(segment.lengths) for segment in self._ordered)
         self._total_length = math.fsum(segment.total_length for segment in self._ordered)
+        self._gains.clear()
 
     def __len__(self) -> int:
         """How many tools are indexed."""
@@ -325,10 +394,54 @@ class SearchIndex:
         average = (self._total_length / self._count) if self._count else 0.0
         return self.k1 * (1 - self.b), self.k1 * self.b / (average or 1.0)
 
+    def _gains_of(self, term: str) -> list[tuple[str, float]]:
+        """
+        (shaped name, C{idf * (k1 + 1) * tf / (tf + base + slope * length)})
+        for every tool holding C{term}, in segment order: its whole score
+        for the token, kept until the next L{sync} (for tokens the index
+        holds only, so a query cannot grow it).
+        """
+        found = self._gains.get(term)
+        if found is None:
+            holders = [segment.postings[term] for segment in self._ordered if term in segment.postings]
+            if not holders:
+                return []
+            base, slope = self._normalisation()
+            factor = self._idf(term) * (self.k1 + 1)
+            found = [
+                (name, factor * (frequency / (frequency + base + slope * length)))
+                for postings in holders
+                for name, frequency, length in postings
+            ]
+            self._gains[term] = found
+        return found
+
+    def _concepts(self, query: str) -> list[list[tuple[float, tuple[str, ...]]]]:
+        """
+        The query's concepts: for each distinct token of C{query}, the token
+        itself at weight 1 and its synonyms (L{SYNONYM_GROUPS}) not in the query
+        at L{SYNONYM_WEIGHT}, each a tuple of tokens (a phrase's tokens
+        score together).
+        """
+        terms = _distinct(_terms(query))
+        present = set(terms)
+        concepts = []
+        for term in terms:
+            members: list[tuple[float, tuple[str, ...]]] = [(1.0, (term,))]
+            for phrase in _SYNONYMS.get(term, ()):
+                if not present.intersection(phrase):
+                    members.append((SYNONYM_WEIGHT, phrase))
+            concepts.append(members)
+        return concepts
+
     def search(self, query: str, visible: Sequence[str], limit: int) -> list[Hit]:
         """
         The best C{limit} of the C{visible} tools for C{query}, best first,
         ties by shaped name.  A tool not in C{visible} is never returned.
+
+        A tool's score is the sum over the query's concepts (L{_concepts})
+        of the best of the concept's members (BM25F-lite of its tokens,
+        times the member's weight).
 
         A query with no token left (stop words only, or punctuation): the
         visible names that contain the query, stripped, as a substring
@@ -336,25 +449,34 @@ class SearchIndex:
         """
         if limit <= 0:
             return []
-        terms = _distinct(tokens(query))
-        if not terms:
+        concepts = self._concepts(query)
+        if not concepts:
             needle = query.strip().lower()
             return [Hit(name, 0.0) for name in visible if needle in name.lower()][:limit]
         if not self._count:
             return []
-        base, slope = self._normalisation()
         scores: dict[str, float] = {}
         get = scores.get
-        for term in terms:
-            factor = self._idf(term) * (self.k1 + 1)
-            for segment in self._ordered:
-                if term in segment.postings:
-                    for name, saturation in segment.saturated(term, base, slope):
-                        scores[name] = get(name, 0.0) + factor * saturation
+        for (_, (term,)), *synonyms in concepts:
+            if not synonyms:
+                for name, gain in self._gains_of(term):
+                    scores[name] = get(name, 0.0) + gain
+                continue
+            best = dict(self._gains_of(term))
+            for weight, phrase in synonyms:
+                gained: dict[str, float] = {}
+                for word in phrase:
+                    for name, gain in self._gains_of(word):
+                        gained[name] = gained.get(name, 0.0) + weight * gain
+                for name, gain in gained.items():
+                    if gain > best.get(name, 0.0):
+                        best[name] = gain
+            for name, gain in best.items():
+                scores[name] = get(name, 0.0) + gain
         allowed = set(visible)
         # The best first, ties by shaped name: the smallest (-score, name).
-        best = heapq.nsmallest(limit, [(-score, name) for name, score in scores.items() if name in allowed])
-        return [Hit(name, -negated) for negated, name in best]
+        best_first = heapq.nsmallest(limit, [(-score, name) for name, score in scores.items() if name in allowed])
+        return [Hit(name, -negated) for negated, name in best_first]
 
     def explain(self, query: str, name: str) -> dict[str, float]:
         """
@@ -369,12 +491,22 @@ class SearchIndex:
         contributions = {field: 0.0 for field in self.weights}
         base, slope = self._normalisation()
         length = segment.lengths[name]
-        for term in _distinct(tokens(query)):
-            shares = {field: self.weights[field] * per_token.get(term, 0) for field, per_token in counts.items()}
-            frequency = sum(shares.values())
-            if not frequency:
-                continue
-            gain = self._idf(term) * (self.k1 + 1) * frequency / (frequency + base + slope * length)
-            for field, share in shares.items():
-                contributions[field] += gain * share / frequency
+        for members in self._concepts(query):
+            best: tuple[float, dict[str, float]] = (0.0, {})
+            for weight, phrase in members:
+                gain = 0.0
+                by_field = {field: 0.0 for field in self.weights}
+                for term in phrase:
+                    shares = {field: self.weights[field] * per_token.get(term, 0) for field, per_token in counts.items()}
+                    frequency = sum(shares.values())
+                    if not frequency:
+                        continue
+                    term_gain = weight * self._idf(term) * (self.k1 + 1) * frequency / (frequency + base + slope * length)
+                    gain += term_gain
+                    for field, share in shares.items():
+                        by_field[field] += term_gain * share / frequency
+                if gain > best[0]:
+                    best = (gain, by_field)
+            for field, share in best[1].items():
+                contributions[field] += share
         return contributions
