@@ -179,6 +179,9 @@ class Reloading:
             changes.append("policy: replaced")
         policy.catalog_changed(self.gateway.catalog.entries)
         self.gateway.policy = policy
+        if config.surface != old.surface:
+            changes.append("surface: replaced")
+        self.gateway.surface = config.surface
         self.authenticator, self.identity = authenticator, identity
         self.config = config
         consent = getattr(self.gateway, "consent", None)

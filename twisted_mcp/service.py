@@ -75,6 +75,7 @@ class GatewayService(Reloading, MultiService):
         self.gateway = Gateway(self.backends, config.gateway.separator, clock, bound, self._spawn)
         self.gateway.reverse.held.configure(config.gateway)
         self.gateway.max_input_rounds = config.gateway.maxInputRounds
+        self.gateway.surface = config.surface
         self.gateway.consent = consent_for(config, self.oauth, clock)
         for b in self.backends:
             b.add_listener(self._idle_template)

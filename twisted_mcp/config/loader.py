@@ -19,6 +19,7 @@ from twisted_mcp.config._check import NAME_RE, ConfigError, _Checker, _describe,
 from twisted_mcp.config.models import Config, GatewaySettings, HttpServer, OAuthAuth, OAuthSettings, StdioServer
 from twisted_mcp.config.oauth import STORE_KEY_MISSING, check_auth_backend, has_store_key, parse_auth, parse_oauth_section
 from twisted_mcp.config.reading import parse_text, read_file
+from twisted_mcp.config.surface import parse_surface
 from twisted_mcp.frontends.http_config import HttpSettings, parse_http
 from twisted_mcp.mcp.names import MAX_NAME, name_prefix
 from twisted_mcp.policy.audit.config import parse_audit
@@ -174,6 +175,9 @@ _TOP_KEYS = {
     "audit",
     "http",
     "oauth",
+    "surface",
+    "search",
+    "clients",
 }
 
 
@@ -301,6 +305,7 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
     if "audit" in top:
         audit = parse_audit(top["audit"] if top["audit"] is not None else {}, "audit", base_dir, check.problems)
     oauth = _oauth_settings(check, top, servers, environ, base_dir)
+    surface = parse_surface(check, top)
     if oauth is not None and oauth.browserCheck == "oidc" and (identity is None or identity.jwt is None or not identity.jwt.issuer):
         check.problem("oauth.browserCheck", "is oidc, which signs the browser in at identity.jwt.issuer: configure identity.jwt with an issuer")
     if check.problems:
@@ -316,6 +321,7 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
         audit=audit,
         http=http,
         oauth=oauth,
+        surface=surface,
     )
 
 

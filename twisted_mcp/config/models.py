@@ -10,6 +10,8 @@ from typing import Any, Mapping
 
 import attrs
 
+from twisted_mcp.config.surface import SurfaceSettings
+
 DEFAULT_INHERIT_ENV = (
     "PATH",
     "HOME",
@@ -262,3 +264,5 @@ class Config:
     http: Any = None
     #: The C{oauth:} section; present (with defaults) whenever a backend has C{auth}.
     oauth: OAuthSettings | None = None
+    #: How tool lists are fitted to clients (surface:, search:, clients:).
+    surface: SurfaceSettings = SurfaceSettings()

@@ -13,6 +13,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from twisted_mcp.backends.base import Backend
+from twisted_mcp.config.surface import SurfaceSettings
 from twisted_mcp.dispatch.catalog import Catalog
 from twisted_mcp.dispatch.reverse import Reverse
 from twisted_mcp.dispatch.rounds import DEFAULT_MAX_ROUNDS
@@ -92,6 +93,9 @@ class Gateway:
         #: The HTTP front's OAuth connect route (twisted_mcp.dispatch.authorization.Consent), if any.
         self.consent: Any = None
         self.subscriptions = Subscriptions(self)
+        #: How tool lists are fitted to clients (config surface:, search:,
+        #: clients:); set by the service at start and on reload.
+        self.surface = SurfaceSettings()
         self.logs = ServerLogs(self)
         #: Each backend's state and handshake count when its listener last
         #: ran (to tell a restart, or a new MCP session with the server).
