@@ -19,6 +19,7 @@ from twisted_mcp.dispatch.reverse import Reverse
 from twisted_mcp.dispatch.rounds import DEFAULT_MAX_ROUNDS
 from twisted_mcp.dispatch.server_logs import ServerLogs
 from twisted_mcp.dispatch.subscriptions import Subscriptions
+from twisted_mcp.dispatch.views import Views
 from twisted_mcp.mcp import errors
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import PolicyConfig
@@ -96,6 +97,8 @@ class Gateway:
         #: How tool lists are fitted to clients (config surface:, search:,
         #: clients:); set by the service at start and on reload.
         self.surface = SurfaceSettings()
+        #: What each view selects of the catalog, per catalog generation.
+        self.views = Views()
         self.logs = ServerLogs(self)
         #: Each backend's state and handshake count when its listener last
         #: ran (to tell a restart, or a new MCP session with the server).
