@@ -127,8 +127,8 @@ def selected(view: View, listing: Listing) -> Selection:
         for name in everything:
             if fnmatch.fnmatchcase(name, pattern):
                 ordered.setdefault(name)
-    names = tuple(ordered)
-    return Selection(names, [entries[n].definition for n in names], frozenset(names))
+    chosen = tuple(ordered)
+    return Selection(chosen, [entries[n].definition for n in chosen], frozenset(chosen))
 
 
 class Views:
