@@ -26,6 +26,7 @@ from twisted_mcp.dispatch.instances import OwnInstances, principal_name
 from twisted_mcp.dispatch.listens import Listens
 from twisted_mcp.dispatch.mrtr import retry
 from twisted_mcp.dispatch.reverse import ClientRequests
+from twisted_mcp.dispatch.surface import tools_digest
 from twisted_mcp.mcp import errors
 from twisted_mcp.mcp.meta import Envelope, claims_modern, read_envelope, unsupported_version
 from twisted_mcp.mcp.results import to_modern
@@ -107,6 +108,9 @@ class ClientSession:
         self.client_requests = ClientRequests(self)
         #: The stateless-era client's open subscriptions/listen requests.
         self.listens = Listens(self, max_listens)
+        #: The digest of the tool list this (handshake-era) client last got:
+        #: list_changed for tools is sent only when its fitted list changed.
+        self.tools_listed: str | None = None
         self._shutdown_error: JsonRpcError | None = None
         self._drained: list[Deferred[None]] = []
         gateway.sessions.add(self)
@@ -534,9 +538,19 @@ class ClientSession:
         unsolicited in the handshake era, on the listens that asked for it in the stateless one."""
         if self.closing:
             return
-        if self.initialized:
+        if self.initialized and (kind != "tools" or self._tools_changed()):
             self.notify(f"notifications/{kind}/list_changed")
         self.listens.list_changed(kind)
+
+    def _tools_changed(self) -> bool:
+        """Whether the tool list this client last got differs from its list now."""
+        if self.tools_listed is None:
+            return True
+        now = tools_digest(self, None)
+        if now is not None and now == self.tools_listed:
+            return False
+        self.tools_listed = now
+        return True
 
     def tools_changed(self) -> None:
         self.list_changed("tools")
