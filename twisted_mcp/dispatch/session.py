@@ -21,6 +21,7 @@ from twisted_mcp.backends.base import Backend
 from twisted_mcp.dispatch.caller import Caller
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.dispatch.handlers import METHODS
+from twisted_mcp.dispatch.handlers.tools import ordinary_call
 from twisted_mcp.dispatch.held_calls import HELD_METHODS
 from twisted_mcp.dispatch.instances import OwnInstances, principal_name
 from twisted_mcp.dispatch.listens import Listens
@@ -237,6 +238,9 @@ class ClientSession:
             if envelope is not None and "requestState" in params and method in HELD_METHODS:
                 # A retry (2026-07-28): a held call's is resumed, not sent
                 # again; a stateless-era backend's (pass) goes on its way.
+                # By alias or through call_tool, it is the real call's retry.
+                if method == "tools/call":
+                    params = ordinary_call(self, request, params)
                 self._admit(rid)
                 resumed = retry(self, request, params)
                 if resumed is not None:

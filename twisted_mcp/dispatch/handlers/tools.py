@@ -77,14 +77,35 @@ def call_tool(session: ClientSession, request: InFlight, params: dict[str, Any])
         # Refused with the policy's own answer and audit record, as a direct call.
         return forward_named(session, request, params, "tool", catalog.tools)
     fitted = fitted_for(session, request, principal)
-    if fitted.search_names is not None:
-        search, call = fitted.search_names
-        if name == search:
-            return search_tools(session, request, params, fitted, principal)
-        if name == call:
-            params = _unwrapped(session, params)
-            name = params["name"]
-    return forward_named(session, request, _resolved(session, fitted, params, name), "tool", catalog.tools)
+    if fitted.search_names is not None and name == fitted.search_names[0]:
+        return search_tools(session, request, params, fitted, principal)
+    return forward_named(session, request, _ordinary(session, fitted, params), "tool", catalog.tools)
+
+
+def ordinary_call(session: ClientSession, request: InFlight, params: dict[str, Any]) -> dict[str, Any]:
+    """
+    The params of the ordinary C{tools/call} C{params} stands for (a call
+    by alias or through C{call_tool} unwrapped), before anything else reads
+    them (a retry's C{requestState} is bound to the real call); C{params}
+    itself when nothing stands for anything else, or for a search.
+    """
+    name = params.get("name")
+    if type(name) is not str or not session.gateway.ready or not reshaped(session, request):
+        return params
+    try:
+        principal = principal_or_refuse(session, "tools/call")
+    except JsonRpcError:
+        return params
+    fitted = fitted_for(session, request, principal)
+    if fitted.search_names is not None and name == fitted.search_names[0]:
+        return params
+    return _ordinary(session, fitted, params)
+
+
+def _ordinary(session: ClientSession, fitted: Fitted, params: dict[str, Any]) -> dict[str, Any]:
+    if fitted.search_names is not None and params["name"] == fitted.search_names[1]:
+        params = _unwrapped(session, params)
+    return _resolved(session, fitted, params, params["name"])
 
 
 def _unwrapped(session: ClientSession, params: dict[str, Any]) -> dict[str, Any]:
@@ -113,4 +134,4 @@ def _resolved(session: ClientSession, fitted: Fitted, params: dict[str, Any], na
     return {**params, "name": shaped}
 
 
-__all__ = ["call_tool", "list_tools", "principal_or_refuse"]
+__all__ = ["call_tool", "list_tools", "ordinary_call", "principal_or_refuse"]
