@@ -179,7 +179,8 @@ class Reloading:
             changes.append("policy: replaced")
         policy.catalog_changed(self.gateway.catalog.entries)
         self.gateway.policy = policy
-        if config.surface != old.surface:
+        surface_changed = config.surface != old.surface
+        if surface_changed:
             changes.append("surface: replaced")
         self.gateway.surface = config.surface
         self.authenticator, self.identity = authenticator, identity
@@ -192,6 +193,8 @@ class Reloading:
                 consent.connect = allowed
                 announce(consent, config)
         self.notify_views(before)
+        if surface_changed:
+            self.gateway.surface_changed()
         log.info(
             "reload from {source} applied: {changes}",
             source=config.source,

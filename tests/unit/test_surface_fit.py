@@ -289,3 +289,63 @@ class ListChangedTests(FitTestCase):
         self.gen.tools = self.gen.tools[:-1]
         self.gen._changed()
         self.assertEqual([m["method"] for m in self.take()], ["notifications/tools/list_changed"])
+
+
+class CacheTests(FitTestCase):
+    def test_kill_switch_invalidates_the_fitted_list(self) -> None:
+        """A fitted list is cached; a kill switch thrown changes it at once."""
+        from twisted_mcp.policy.rules import PolicyConfig
+
+        self.gateway.policy = Policy(PolicyConfig(active=True), "__", self.clock)
+        self.gateway.surface = _surface(clients={"match": [{"name": "small", "maxTools": 100, "maxNameLength": 40}]})
+        self.initialize_as("small")
+        self.assertIn("gen__get_item_3", self.list_names())
+        cached = len(self.gateway.fits)
+        self.list_names()
+        self.assertEqual(len(self.gateway.fits), cached)
+        self.gateway.policy.set_kill("tool", "gen__get_item_3", True)
+        names = self.list_names()
+        self.assertNotIn("gen__get_item_3", names)
+        self.assertEqual(len(names), 60)
+
+    def test_modern_discover_instructions(self) -> None:
+        """server/discover's instructions name search mode for a client whose
+        list is over its budget (the clientInfo the connection's requests gave:
+        discover's own envelope does not reach Gateway.instructions)."""
+        self.session.caller.info = {"name": "cursor-vscode"}
+        self.request(1, "server/discover", {"_meta": envelope(**{"io.modelcontextprotocol/clientInfo": {"name": "cursor-vscode", "version": "1"}})})
+        (answer,) = self.take()
+        self.assertIn("result", answer, answer)
+        self.assertIn("call search_tools", answer["result"]["instructions"])
+
+
+class SurfaceChangeTests(FitTestCase):
+    def test_told_only_when_the_fitted_list_changed(self) -> None:
+        """A reload that changes the surface: a client whose list it changes
+        is told; one whose list stays the same is not."""
+        self.initialize_as("cursor-vscode")
+        self.list_names()
+        self.gateway.surface = _surface(surface={"ttlMs": 10})  # search mode still
+        self.gateway.surface_changed()
+        self.assertEqual(self.take(), [])
+        self.gateway.surface = _surface(clients={"match": [{"name": "cursor*", "maxTools": 100}]})
+        self.gateway.surface_changed()
+        self.assertEqual([m["method"] for m in self.take()], ["notifications/tools/list_changed"])
+        self.assertEqual(len(self.list_names()), 61)
+
+
+class ListenChangeTests(FitTestCase):
+    def test_a_listen_is_told_only_of_its_fitted_list(self) -> None:
+        """A 2026-07-28 listen whose request's client is in search mode is
+        not told of a backend's churn; it is told when its list changes."""
+        self.gateway.surface = _surface(clients={"match": [{"name": "modern-client", "maxTools": 10}]})
+        self.request(5, "subscriptions/listen", {"notifications": {"toolsListChanged": True}, "_meta": envelope()})
+        (ack,) = self.take()
+        self.assertEqual(ack["method"], "notifications/subscriptions/acknowledged")
+        self.gen.tools = self.gen.tools[:-1]
+        self.gen._changed()
+        self.assertEqual(self.take(), [])
+        self.gateway.surface = _surface(clients={"match": [{"name": "modern-client", "maxTools": 100}]})
+        self.gateway.surface_changed()
+        self.assertEqual([m["method"] for m in self.take()], ["notifications/tools/list_changed"])
+        self.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 5}})

@@ -252,6 +252,12 @@ class Gateway:
         self._sight.clear()
         return changed
 
+    def surface_changed(self) -> None:
+        """The surface settings changed (a reload): tell the sessions (and
+        listens) whose fitted tool list changed."""
+        for session in list(self.sessions):
+            session.list_changed("tools")
+
     def session_ending(self, session: ClientSession) -> None:
         """C{session} takes no more requests: it leaves what it subscribed to."""
         self.sessions.discard(session)
