@@ -9,6 +9,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mcp.dispatch.catalog import Entry, Listing
@@ -51,13 +52,13 @@ class SelectionTests(SynchronousTestCase):
 class ViewOfTests(SynchronousTestCase):
     def test_profile_or_default(self) -> None:
         profile = SimpleNamespace(name="dev", tools=("a__*",), pinned=("a__x",), maxTools=5, search="always")
-        gateway = SimpleNamespace(profiles={"dev": profile})
+        gateway = SimpleNamespace(profiles={"dev": profile}, views=Views())
         view = view_of(gateway, SimpleNamespace(view="dev"))
         self.assertEqual((view.name, view.tools, view.pinned, view.maxTools, view.search), ("dev", ("a__*",), ("a__x",), 5, "always"))
         self.assertIs(view_of(gateway, SimpleNamespace(view=None)), DEFAULT_VIEW)
         self.assertIs(view_of(SimpleNamespace(), SimpleNamespace()), DEFAULT_VIEW)
         default = SimpleNamespace(name="default", tools=("a__x",))
-        self.assertEqual(view_of(SimpleNamespace(profiles={"default": default}), SimpleNamespace(view=None)).tools, ("a__x",))
+        self.assertEqual(view_of(SimpleNamespace(profiles={"default": default}, views=Views()), SimpleNamespace(view=None)).tools, ("a__x",))
 
 
 class ViewsCacheTests(SynchronousTestCase):
@@ -68,3 +69,18 @@ class ViewsCacheTests(SynchronousTestCase):
         self.assertIs(views.selection(DEFAULT_VIEW, catalog), first)
         catalog.tools = _listing(a=(0, ["x", "y"]))
         self.assertEqual(views.selection(DEFAULT_VIEW, catalog).names, ("a__x", "a__y"))
+
+    def test_problems_logged_once_while_they_last(self) -> None:
+        """A pattern that matches nothing and a pinned tool not selected are logged once while true."""
+        view = View("dev", tools=("gitub__*", "a__x"), pinned=("a__y",))
+        catalog = SimpleNamespace(tools=_listing(a=(0, ["x", "y"])))
+        views = Views()
+        with capturedLogs() as logged:
+            views.selection(view, catalog)
+            catalog.tools = _listing(a=(0, ["x", "y", "z"]))
+            views.selection(view, catalog)
+        texts = sorted(e["problem"] for e in logged)
+        self.assertEqual(
+            texts,
+            ["profile dev: 'gitub__*' matches no tool", "profiles.dev.pinned[0]: a__y is not selected by profiles.dev.tools"],
+        )

@@ -102,7 +102,8 @@ class Gateway:
         self.views = Views()
         #: The tool lists fitted to clients lately.
         self.fits = FittedCache()
-        #: The search index over the catalog's tools (made at the first search).
+        #: [the tools listing it was last synced with, the search index over
+        #: the catalog's tools] (made at the first search; see handlers.search).
         self.search_index: Any = None
         self.logs = ServerLogs(self)
         #: Each backend's state and handshake count when its listener last

@@ -19,11 +19,13 @@ import fnmatch
 from typing import TYPE_CHECKING, Any
 
 import attrs
+from twisted.logger import Logger
 
 if TYPE_CHECKING:
     from twisted_mcp.dispatch.catalog import Catalog, Listing
 
 _GLOB_CHARS = frozenset("*?[")
+log = Logger()
 
 
 @attrs.frozen
@@ -86,19 +88,7 @@ def view_of(gateway: Any, caller: Any) -> View:
     profile = profiles.get(getattr(caller, "view", None) or "default")
     if profile is None:
         return DEFAULT_VIEW
-    return _profile_view(profile)
-
-
-_VIEWS: dict[int, tuple[Any, View]] = {}
-
-
-def _profile_view(profile: Any) -> View:
-    cached = _VIEWS.get(id(profile))
-    if cached is None or cached[0] is not profile:
-        if len(_VIEWS) > 1024:
-            _VIEWS.clear()
-        cached = _VIEWS[id(profile)] = (profile, View.of_profile(profile))
-    return cached[1]
+    return gateway.views.of_profile(profile)
 
 
 def _priority(listing: Listing, name: str) -> int:
@@ -132,10 +122,22 @@ def selected(view: View, listing: Listing) -> Selection:
 
 
 class Views:
-    """Selections cached per (view, catalog generation)."""
+    """Views made from profiles, and their selections cached per (view, catalog generation)."""
 
     def __init__(self) -> None:
         self._cache: dict[View, tuple[Any, Selection]] = {}
+        self._profiles: dict[int, tuple[Any, View]] = {}
+        #: The problems of the views' selections logged, and still true.
+        self._warned: dict[View, frozenset[str]] = {}
+
+    def of_profile(self, profile: Any) -> View:
+        """The view of C{profile} (made once per profile object)."""
+        cached = self._profiles.get(id(profile))
+        if cached is None or cached[0] is not profile:
+            if len(self._profiles) > 1024:
+                self._profiles.clear()
+            cached = self._profiles[id(profile)] = (profile, View.of_profile(profile))
+        return cached[1]
 
     def selection(self, view: View, catalog: Catalog) -> Selection:
         """What C{view} selects of C{catalog}'s tools now."""
@@ -145,7 +147,25 @@ class Views:
             if len(self._cache) > 256:
                 self._cache.clear()
             cached = self._cache[view] = (marker, selected(view, catalog.tools))
+            self._check(view, cached[1], catalog.tools)
         return cached[1]
+
+    def _check(self, view: View, selection: Selection, listing: Listing) -> None:
+        """Log once, while it lasts, a pattern of C{view} that matches no
+        tool and a pinned tool it does not select."""
+        if view.tools is None:
+            return
+        problems = set()
+        for pattern in view.tools:
+            if pattern not in listing.entries and not any(fnmatch.fnmatchcase(n, pattern) for n in listing.entries):
+                problems.add(f"profile {view.name}: {pattern!r} matches no tool")
+        for i, name in enumerate(view.pinned):
+            if name not in selection.members:
+                problems.add(f"profiles.{view.name}.pinned[{i}]: {name} is not selected by profiles.{view.name}.tools")
+        before = self._warned.get(view, frozenset())
+        for problem in sorted(problems - before):
+            log.warn("{problem}", problem=problem)
+        self._warned[view] = frozenset(problems)
 
 
 __all__ = ["DEFAULT_VIEW", "Selection", "View", "Views", "selected", "view_of"]
