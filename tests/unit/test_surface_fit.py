@@ -349,3 +349,32 @@ class ListenChangeTests(FitTestCase):
         self.gateway.surface_changed()
         self.assertEqual([m["method"] for m in self.take()], ["notifications/tools/list_changed"])
         self.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 5}})
+
+
+class RefusedSearchTests(FitTestCase):
+    def test_a_disabled_principal_is_refused(self) -> None:
+        """search_tools passes the kill switch on the principal like any call
+        (in search mode: with nothing visible a list is in search mode only when
+        the budget says always)."""
+        from twisted_mcp.policy.rules import PolicyConfig
+
+        self.gateway.policy = Policy(PolicyConfig(active=True), "__", self.clock)
+        self.gateway.surface = _surface(clients={"match": [{"name": "cursor*", "search": "always"}]})
+        self.initialize_as("cursor-vscode")
+        self.gateway.policy.set_kill("principal", "local", True)
+        (answer,) = self.call(2, "search_tools", {"query": "item"})
+        self.assertEqual(answer["error"]["code"], errors.PRINCIPAL_DISABLED)
+
+    def test_a_tool_named_like_a_search_tool_is_hidden_in_search_mode_and_logged_once(self) -> None:
+        from twisted.logger import capturedLogs
+
+        self.gateway.surface = _surface(search={"names": {"search": "other__ping"}})
+        with capturedLogs() as logged:
+            self.initialize_as("cursor-vscode")
+            self.list_names()
+            self.list_names()
+        warnings = [e for e in logged if "tools hidden" in e["log_format"]]
+        self.assertEqual(len(warnings), 1)
+        self.assertEqual(warnings[0]["names"], "other__ping")
+        (answer,) = self.call(2, "other__ping", {"query": "delete item 6"})
+        self.assertEqual(answer["result"]["structuredContent"]["total"], 60)

@@ -121,6 +121,9 @@ class Fitted:
     budget: Budget
     view: View
     search_names: tuple[str, str] | None = None
+    #: Visible tools left out: their aliases collide, or (search mode) they
+    #: are named like a search tool.
+    hidden: tuple[str, ...] = ()
     _digest: str | None = None
 
     @property
@@ -169,14 +172,15 @@ def fit(
     selection as the policy lets the principal see it, in view order).
     """
     names = [d["name"] for d in shown]
+    hidden: list[str] = []
     limit = budget.name_limit
     alias_of: dict[str, str] = {}
     shaped_of: dict[str, str] = {}
     if limit < NO_ALIASES and any(len(n) > limit for n in names):
         alias_of, shaped_of = shortened(names, max(limit, MIN_ALIAS_LIMIT))
         unnamed = [n for n in names if len(n) > limit and n not in alias_of]
+        hidden += unnamed
         if unnamed:
-            log.warn("tools hidden for a name limit of {limit}: their aliases collide: {names}", limit=limit, names=", ".join(unnamed))
             keep = [i for i, n in enumerate(names) if n not in unnamed]
             shown, names = [shown[i] for i in keep], [names[i] for i in keep]
     over = budget.maxTools is not None and len(names) > budget.maxTools
@@ -190,8 +194,8 @@ def fit(
     if mode == "search":
         search_names = (settings.search.searchName, settings.search.callName)
         clashing = [n for n in names if n in search_names]
+        hidden += clashing
         if clashing:
-            log.warn("search mode hides tools named like the search tools: {names}", names=", ".join(clashing))
             keep = [i for i, n in enumerate(names) if n not in search_names]
             shown, names = [shown[i] for i in keep], [names[i] for i in keep]
     definitions = {n: _served(d, alias_of.get(n)) for n, d in zip(names, shown, strict=True)}
@@ -216,6 +220,7 @@ def fit(
         budget=budget,
         view=view,
         search_names=search_names,
+        hidden=tuple(hidden),
     )
 
 
@@ -253,7 +258,8 @@ class FittedCache:
         self.size = size
         self._entries: OrderedDict[Any, Fitted] = OrderedDict()
         self._budgets: dict[Any, Budget] = {}
-        self._cut: set[Any] = set()
+        #: What was logged once (a cut, hidden tools), so as not to repeat it.
+        self._cut: set[tuple[Any, ...]] = set()
 
     def budget(self, settings: SurfaceSettings, view: View, name: str | None) -> Budget:
         key = (settings, view, name)
@@ -275,17 +281,26 @@ class FittedCache:
         self._entries.move_to_end(key)
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
-        if fitted.mode == "truncate":
-            once = (fitted.view, fitted.budget)
-            if once not in self._cut:
-                self._cut.add(once)
-                log.info(
-                    "tools/list cut to {kept} of {total} tool(s) for view {view} (budget from {source})",
-                    kept=len(fitted.tools),
-                    total=len(fitted.visible),
-                    view=fitted.view.name,
-                    source=fitted.budget.source,
-                )
+        hidden = (fitted.view, fitted.budget, fitted.hidden)
+        if fitted.hidden and hidden not in self._cut:
+            self._cut.add(hidden)
+            log.warn(
+                "view {view}, budget from {source}: tools hidden (their aliases collide, or they are named like a "
+                "search tool): {names}",
+                view=fitted.view.name,
+                source=fitted.budget.source,
+                names=", ".join(fitted.hidden),
+            )
+        cut = (fitted.view, fitted.budget)
+        if fitted.mode == "truncate" and cut not in self._cut:
+            self._cut.add(cut)
+            log.info(
+                "tools/list cut to {kept} of {total} tool(s) for view {view} (budget from {source})",
+                kept=len(fitted.tools),
+                total=len(fitted.visible),
+                view=fitted.view.name,
+                source=fitted.budget.source,
+            )
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -3,7 +3,7 @@ C{search_tools}, the gateway's own tool of search mode: the tools of the
 caller's fitted list that best match a query, as a C{CallToolResult}.
 
 Stateless: a function of the principal, the view, the budget and the
-query.  Only the tools the principal may see in the view are ranked (the
+query.  A principal the kill switch disables is refused as for any call.  Only the tools the principal may see in the view are ranked (the
 policy's cached decisions, as C{tools/list}), so a search never reveals a
 tool denied, killed, quarantined or outside the view.  Each search is
 audited as a listing (C{shown} = results, C{total} = visible tools).
@@ -16,6 +16,8 @@ from __future__ import annotations
 import importlib
 import json
 from typing import TYPE_CHECKING, Any
+
+from twisted_mcp.mcp import errors
 
 if TYPE_CHECKING:
     from twisted_mcp.dispatch.session import ClientSession, InFlight
@@ -50,6 +52,16 @@ def _index(session: ClientSession) -> Any:
 def search_tools(session: ClientSession, request: InFlight, params: dict[str, Any], fitted: Fitted, principal: Any) -> dict[str, Any]:
     """The answer to a call of the search tool (C{params} of the C{tools/call})."""
     settings = session.gateway.surface.search
+    policy = session.gateway.policy
+    if policy.active and (principal.name in policy.rules.kill_principals or principal.name in policy.kills["principal"]):
+        raise policy.refuse_request(
+            session.label,
+            "tools/call",
+            errors.PRINCIPAL_DISABLED,
+            f"principal {principal.name!r} is disabled by the kill switch",
+            session.peer,
+            protocol=session.protocol_version,
+        )
     arguments = params.get("arguments")
     if arguments is None:
         arguments = {}
@@ -65,7 +77,6 @@ def search_tools(session: ClientSession, request: InFlight, params: dict[str, An
         return tool_error(f"limit must be a whole number from 1 to {settings.maxLimit}, got {json.dumps(limit, default=str)}")
     hits = _index(session).search(query, fitted.visible, limit)
     tools = [fitted.served(hit.name) for hit in hits if hit.name in fitted.definitions]
-    policy = session.gateway.policy
     if policy.active:
         policy.audit_listing(session.label, "tool", principal, len(tools), len(fitted.visible), session.protocol_version)
     found = {"tools": tools, "total": len(fitted.visible), "query": query}
