@@ -378,3 +378,34 @@ class RefusedSearchTests(FitTestCase):
         self.assertEqual(warnings[0]["names"], "other__ping")
         (answer,) = self.call(2, "other__ping", {"query": "delete item 6"})
         self.assertEqual(answer["result"]["structuredContent"]["total"], 60)
+
+
+class AuditTests(FitTestCase):
+    def test_every_form_of_a_call_is_audited_under_the_real_tool(self) -> None:
+        """Through call_tool, by alias and directly: three records naming the
+        shaped tool, its backend and its own name; a search: one listing."""
+        from twisted_mcp.policy.rules import PolicyConfig
+
+        self.gen.tools = [{"name": f"a_rather_long_tool_name_{t['name']}"} for t in self.gen.tools]
+        self.gen._changed()
+        policy = self.gateway.policy = Policy(PolicyConfig(active=True), "__", self.clock)
+        records: list[dict[str, Any]] = []
+        policy._audit = records.append  # type: ignore[method-assign]
+        listed: list[tuple[Any, ...]] = []
+        policy.audit_listing = lambda *args: listed.append(args)  # type: ignore[method-assign]
+        self.gateway.surface = _surface(clients={"match": [{"name": "narrow", "maxNameLength": 30, "maxTools": 10}]})
+        self.initialize_as("narrow")
+        shaped = "gen__a_rather_long_tool_name_get_item_3"
+        (found,) = self.call(1, "search_tools", {"query": "a_rather_long_tool_name_get_item_3", "limit": 1})
+        alias = found["result"]["structuredContent"]["tools"][0]["name"]
+        self.assertNotEqual(alias, shaped)
+        for rid, (name, arguments) in enumerate(
+            [("call_tool", {"name": alias, "arguments": {}}), (alias, {}), (shaped, {})], start=2
+        ):
+            self.call(rid, name, arguments)
+            self.gen.calls[-1].deferred.callback({"content": []})
+            self.take()
+        calls = [r for r in records if r.get("method") == "tools/call"]
+        self.assertEqual([(r["tool"], r["backend"]) for r in calls], [(shaped, "gen")] * 3)
+        self.assertEqual([c.params["name"] for c in self.gen.calls], ["a_rather_long_tool_name_get_item_3"] * 3)
+        self.assertEqual([(kind, shown, total) for _, kind, _, shown, total, _ in listed], [("tool", 1, 61)])
