@@ -22,7 +22,7 @@ MIN_CURSOR_KEY_CHARS = 32
 PAGE_SIZES = (10, 1000)
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class SearchSettings:
     """The gateway's two tools in search mode (C{search:})."""
 
@@ -34,7 +34,7 @@ class SearchSettings:
     maxFound: int = 16
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class ClientsSettings:
     """The config's part of the client budget table (C{clients:})."""
 
@@ -44,7 +44,7 @@ class ClientsSettings:
     rules: tuple[ClientRule, ...] = ()
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class SurfaceSettings:
     """
     How tool lists are fitted to clients.

@@ -28,7 +28,7 @@ _GLOB_CHARS = frozenset("*?[")
 log = Logger()
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class View:
     """
     What a listener or HTTP path serves of the catalog's tools.

@@ -26,7 +26,7 @@ SEARCH_MODES = ("auto", "always", "never")
 DEFAULT_SERVER_KEY_LENGTH = 16
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Budget:
     """
     What one client is given of the tool list.
@@ -55,7 +55,7 @@ class Budget:
         return self.maxNameLength - self.nameOverhead
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class ClientRule:
     """
     One row of a client table: what clients whose C{clientInfo.name}
