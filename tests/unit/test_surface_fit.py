@@ -224,7 +224,8 @@ class ViewTests(FitTestCase):
         """A profile lists what it selects; a tool outside it is unknown."""
         self.gateway.profiles = {"dev": SimpleNamespace(name="dev", tools=("other__*", "gen__get_item_3"), instructions="Dev tools.")}  # type: ignore[attr-defined]
         caller = self.session.caller
-        self.session.caller = ViewCaller(**{f.name: getattr(caller, f.name) for f in attrs.fields(Caller)}, view="dev")
+        fields = {f.name: getattr(caller, f.name) for f in attrs.fields(Caller) if f.name != "view"}
+        self.session.caller = ViewCaller(**fields, view="dev")
         result = self.initialize_as("some-agent")
         self.assertTrue(result["instructions"].startswith("Dev tools."))
         self.assertEqual(self.list_names(), ["other__ping", "gen__get_item_3"])
