@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 log = Logger()
 
 
-def reload_in_a_thread(reactor: Any, service: "GatewayService", load: Callable[[], Config]) -> "Deferred[tuple[bool, list[str], str]]":
+def reload_in_a_thread(
+    reactor: Any, service: "GatewayService", load: Callable[[], Config]
+) -> "Deferred[tuple[bool, list[str], str]]":
     """
     Reload as SIGHUP and C{POST /reload} both do: read and validate the
     config file in a worker thread (a large file takes seconds to parse, and
@@ -59,7 +61,7 @@ def removed_profiles_in_use(listeners: Mapping[str, tuple[str, ...]], profiles: 
     gone = sorted(name for name in listeners if name not in profiles)
     if not gone:
         return None
-    named = "; ".join(f'profiles.{name} is removed, but --listen {", ".join(listeners[name])} serves it' for name in gone)
+    named = "; ".join(f"profiles.{name} is removed, but --listen {', '.join(listeners[name])} serves it" for name in gone)
     return f"{named}: keep the profile, or restart the gateway without that listener"
 
 
@@ -134,7 +136,9 @@ class Reloading:
         old_servers = {s.name: s for s in old.servers}
         new_servers = {s.name: s for s in config.servers}
         removed = sorted(old_servers.keys() - new_servers.keys())
-        changed = sorted(n for n in old_servers.keys() & new_servers.keys() if _running(old_servers[n]) != _running(new_servers[n]))
+        changed = sorted(
+            n for n in old_servers.keys() & new_servers.keys() if _running(old_servers[n]) != _running(new_servers[n])
+        )
         # Only its priority or shaping changed: applied in place, the backend keeps running.
         reshaped = sorted(
             n for n in old_servers.keys() & new_servers.keys() if n not in changed and old_servers[n] != new_servers[n]
@@ -204,6 +208,10 @@ class Reloading:
             changes.append("policy: replaced")
         policy.catalog_changed(self.gateway.catalog.entries)
         self.gateway.policy = policy
+        surface_changed = config.surface != old.surface
+        if surface_changed:
+            changes.append("surface: replaced")
+        self.gateway.surface = config.surface
         self.authenticator, self.identity = authenticator, identity
         if config.profiles != old.profiles:
             changes.append("profiles: replaced")
@@ -217,6 +225,8 @@ class Reloading:
                 consent.connect = allowed
                 announce(consent, config)
         self.notify_views(before, reshaped_kinds)
+        if surface_changed:
+            self.gateway.surface_changed()
         log.info(
             "reload from {source} applied: {changes}",
             source=config.source,

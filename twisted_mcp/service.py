@@ -75,6 +75,7 @@ class GatewayService(Reloading, MultiService):
         self.gateway = Gateway(self.backends, config.gateway.separator, clock, bound, self._spawn)
         self.gateway.reverse.held.configure(config.gateway)
         self.gateway.max_input_rounds = config.gateway.maxInputRounds
+        self.gateway.surface = config.surface
         self.gateway.consent = consent_for(config, self.oauth, clock)
         self.gateway.profiles = config.profiles
         #: The C{--listen} values bound to each profile (a reload may not remove those profiles).

@@ -8,7 +8,6 @@ reported with the key path it concerns and what was expected, all at once,
 in one L{ConfigError}.
 """
 
-
 from __future__ import annotations
 
 import os
@@ -21,6 +20,7 @@ from twisted_mcp.config.oauth import STORE_KEY_MISSING, check_auth_backend, has_
 from twisted_mcp.config.profiles import parse_profiles
 from twisted_mcp.config.reading import parse_text, read_file
 from twisted_mcp.config.shaping import SHAPING_KEYS, parse_server_shaping
+from twisted_mcp.config.surface import parse_surface
 from twisted_mcp.frontends.http_config import HttpSettings, parse_http
 from twisted_mcp.mcp.names import MAX_NAME, name_prefix
 from twisted_mcp.policy.audit.config import parse_audit
@@ -117,7 +117,9 @@ def _secret_keys(check: _Checker, path: str, value: Any) -> tuple[str, ...] | No
         return None
     for i, key in enumerate(keys):
         if len(key) < MIN_KEY_CHARS:
-            check.problem(f"{path}[{i}]", f"a key must have at least {MIN_KEY_CHARS} characters (e.g. the output of `openssl rand -hex 32`)")
+            check.problem(
+                f"{path}[{i}]", f"a key must have at least {MIN_KEY_CHARS} characters (e.g. the output of `openssl rand -hex 32`)"
+            )
             return None
     return keys
 
@@ -141,8 +143,20 @@ _STDIO_LIMITS: dict[str, tuple[str, Any]] = {
     "livenessTimeout": ("seconds", (0, 86400 * 7)),
 }
 _STDIO_KEYS = {
-    "type", "command", "args", "env", "cwd", "disabled", "required", "perSession", "prefix", "protocol",
-    *_SERVER_TIMEOUTS, *_SERVER_LIMITS, *_STDIO_LIMITS, *SHAPING_KEYS,
+    "type",
+    "command",
+    "args",
+    "env",
+    "cwd",
+    "disabled",
+    "required",
+    "perSession",
+    "prefix",
+    "protocol",
+    *_SERVER_TIMEOUTS,
+    *_SERVER_LIMITS,
+    *_STDIO_LIMITS,
+    *SHAPING_KEYS,
 }
 _HTTP_KEYS = {
     "type",
@@ -178,6 +192,9 @@ _TOP_KEYS = {
     "http",
     "oauth",
     "profiles",
+    "surface",
+    "search",
+    "clients",
 }
 
 
@@ -233,7 +250,10 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
     for name, entry in (entries or {}).items():
         path = _join("mcpServers", name)
         if not isinstance(name, str):
-            check.problem(path, "a server name must be a string (quote it: YAML reads on, off, yes, no, true, false and numbers as other types)")
+            check.problem(
+                path,
+                "a server name must be a string (quote it: YAML reads on, off, yes, no, true, false and numbers as other types)",
+            )
             continue
         if not NAME_RE.match(name):
             check.problem(path, "a server name may use only A-Z a-z 0-9 _ - (it prefixes its tools' names)")
@@ -248,7 +268,7 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
         if not isinstance(kind, str) or (kind not in _HTTP_TYPES and kind != "stdio"):
             check.problem(
                 _join(path, "type"),
-                f"expected \"stdio\", \"http\" (Streamable HTTP) or \"sse\" (the legacy HTTP+SSE transport), got {_describe(kind)}",
+                f'expected "stdio", "http" (Streamable HTTP) or "sse" (the legacy HTTP+SSE transport), got {_describe(kind)}',
             )
             continue
         if kind == "stdio" and "auth" in spec:
@@ -302,13 +322,24 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
     audit = None
     http = parse_http(top["http"], "http", check.problems) if "http" in top else HttpSettings()
     if http.bearer in ("required", "optional") and (identity is None or identity.jwt is None):
-        check.problem("http.bearer", f"is {http.bearer}, but identity.jwt is not configured: bearer tokens are verified with its keys, issuer and audience")
+        check.problem(
+            "http.bearer",
+            f"is {http.bearer}, but identity.jwt is not configured: bearer tokens are verified with its keys, issuer and audience",
+        )
     if "audit" in top:
         audit = parse_audit(top["audit"] if top["audit"] is not None else {}, "audit", base_dir, check.problems)
     oauth = _oauth_settings(check, top, servers, environ, base_dir)
     profiles = parse_profiles(check, top.get("profiles"))
-    if oauth is not None and oauth.browserCheck == "oidc" and (identity is None or identity.jwt is None or not identity.jwt.issuer):
-        check.problem("oauth.browserCheck", "is oidc, which signs the browser in at identity.jwt.issuer: configure identity.jwt with an issuer")
+    surface = parse_surface(check, top)
+    if (
+        oauth is not None
+        and oauth.browserCheck == "oidc"
+        and (identity is None or identity.jwt is None or not identity.jwt.issuer)
+    ):
+        check.problem(
+            "oauth.browserCheck",
+            "is oidc, which signs the browser in at identity.jwt.issuer: configure identity.jwt with an issuer",
+        )
     if check.problems:
         raise ConfigError(source, check.problems)
     servers.sort(key=lambda s: s.name)
@@ -323,6 +354,7 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
         http=http,
         oauth=oauth,
         profiles=profiles,
+        surface=surface,
     )
 
 
@@ -360,7 +392,10 @@ def _protocol(check: _Checker, path: str, value: Any, sse: bool) -> str | None:
         check.problem(path, f"must be auto, legacy or modern, got {_describe(value)}")
         return None
     if value == "modern" and sse:
-        check.problem(path, "the HTTP+SSE transport (type: sse, 2024-11-05) is of the handshake era: modern (2026-07-28) servers speak Streamable HTTP (type: http); use auto or legacy")
+        check.problem(
+            path,
+            "the HTTP+SSE transport (type: sse, 2024-11-05) is of the handshake era: modern (2026-07-28) servers speak Streamable HTTP (type: http); use auto or legacy",
+        )
         return None
     return str(value)
 
@@ -433,7 +468,9 @@ def _http_fields(check: _Checker, path: str, spec: dict[str, Any], base_dir: str
         if url is not None:
             parts = split_url(url)
             if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-                check.problem(upath, f"expected an http:// or https:// address with a valid host and port, got {shown_url(url)!r}")
+                check.problem(
+                    upath, f"expected an http:// or https:// address with a valid host and port, got {shown_url(url)!r}"
+                )
                 url = None
             else:
                 url = _credentials_to_header(check, path, url, fields)

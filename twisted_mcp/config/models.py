@@ -10,6 +10,8 @@ from typing import Any, Mapping
 
 import attrs
 
+from twisted_mcp.config.surface import SurfaceSettings
+
 DEFAULT_INHERIT_ENV = (
     "PATH",
     "HOME",
@@ -317,3 +319,5 @@ class Config:
     oauth: OAuthSettings | None = None
     #: The C{profiles:} section by name ({}: none; C{default} replaces the default view).
     profiles: Mapping[str, Profile] = attrs.field(factory=dict)
+    #: How tool lists are fitted to clients (surface:, search:, clients:).
+    surface: SurfaceSettings = SurfaceSettings()

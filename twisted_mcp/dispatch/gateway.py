@@ -13,11 +13,14 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from twisted_mcp.backends.base import Backend
+from twisted_mcp.config.surface import SurfaceSettings
 from twisted_mcp.dispatch.catalog import Catalog
 from twisted_mcp.dispatch.reverse import Reverse
 from twisted_mcp.dispatch.rounds import DEFAULT_MAX_ROUNDS
 from twisted_mcp.dispatch.server_logs import ServerLogs
 from twisted_mcp.dispatch.subscriptions import Subscriptions
+from twisted_mcp.dispatch.surface import FittedCache, fitted_for, search_sentence
+from twisted_mcp.dispatch.views import Views, view_of
 from twisted_mcp.mcp import errors
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import PolicyConfig
@@ -97,6 +100,16 @@ class Gateway:
         #: The C{profiles:} of the running configuration (set by the service at start and on reload).
         self.profiles: Mapping[str, Profile] = {}
         self.subscriptions = Subscriptions(self)
+        #: How tool lists are fitted to clients (config surface:, search:,
+        #: clients:); set by the service at start and on reload.
+        self.surface = SurfaceSettings()
+        #: What each view selects of the catalog, per catalog generation.
+        self.views = Views()
+        #: The tool lists fitted to clients lately.
+        self.fits = FittedCache()
+        #: [the tools listing it was last synced with, the search index over
+        #: the catalog's tools] (made at the first search; see handlers.search).
+        self.search_index: Any = None
         self.logs = ServerLogs(self)
         #: Each backend's state and handshake count when its listener last
         #: ran (to tell a restart, or a new MCP session with the server).
@@ -245,6 +258,12 @@ class Gateway:
         self._sight.clear()
         return changed
 
+    def surface_changed(self) -> None:
+        """The surface settings changed (a reload): tell the sessions (and
+        listens) whose fitted tool list changed."""
+        for session in list(self.sessions):
+            session.list_changed("tools")
+
     def session_ending(self, session: ClientSession) -> None:
         """C{session} takes no more requests: it leaves what it subscribed to."""
         self.sessions.discard(session)
@@ -327,13 +346,33 @@ class Gateway:
         return [b for b in backends if self.sees_backend(session, b.name)]
 
     def instructions(self, session: ClientSession | None = None) -> str | None:
-        """The instructions of the backends C{session}'s caller may see, each under its backend's name."""
+        """
+        The instructions of the backends C{session}'s caller may see, each
+        under its backend's name; before them, its profile's instructions
+        and, when its tool list is in search mode, how to search.
+        """
         parts = []
+        if session is not None:
+            parts += self._surface_instructions(session)
         for backend in self._seen_by(session):
             text = backend.instructions
             if text and text.strip():
                 parts.append(f"## {backend.name}\n\n{text.strip()}")
         return "\n\n".join(parts) or None
+
+    def _surface_instructions(self, session: ClientSession) -> list[str]:
+        parts = []
+        view = view_of(self, session.caller)
+        if view.instructions and view.instructions.strip():
+            parts.append(view.instructions.strip())
+        try:
+            principal = self.policy.principal(session.peer) if self.policy.active else None
+            fitted = fitted_for(session, None, principal)
+        except JsonRpcError:
+            return parts
+        if fitted.mode == "search":
+            parts.append(search_sentence(fitted))
+        return parts
 
 
 __all__ = ["Gateway"]

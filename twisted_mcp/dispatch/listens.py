@@ -35,6 +35,7 @@ from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail,
 from twisted.logger import Logger
 
 from twisted_mcp.backends.base import Backend
+from twisted_mcp.dispatch.surface import tools_digest
 from twisted_mcp.mcp.errors import GatewayError
 from twisted_mcp.mcp.meta import PREFIX
 from twisted_mcp.policy.subject import Subject
@@ -76,6 +77,9 @@ class Listen:
         self.closing = False
         self._early: list[dict[str, Any]] = []
         self.deferred: Deferred[Any] = Deferred(lambda _: listens.cancelled(self))
+        #: The digest of the tool list its request would get (list_changed
+        #: for tools goes only when that changed); None: unknown.
+        self.tools: str | None = tools_digest(listens.session, request) if "tools" in kinds else None
 
     @property
     def peer(self) -> Any:
@@ -216,6 +220,11 @@ class Listens:
         if not listens or kind not in self.session.gateway.capabilities(self.session):
             return
         for listen in listens:
+            if kind == "tools" and listen.tools is not None:
+                now = tools_digest(self.session, listen.request)
+                if now == listen.tools:
+                    continue
+                listen.tools = now
             listen.notify(f"notifications/{kind}/list_changed")
 
     def cancelled(self, listen: Listen) -> None:

@@ -21,11 +21,13 @@ from twisted_mcp.backends.base import Backend
 from twisted_mcp.dispatch.caller import Caller
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.dispatch.handlers import METHODS
+from twisted_mcp.dispatch.handlers.tools import ordinary_call
 from twisted_mcp.dispatch.held_calls import HELD_METHODS
 from twisted_mcp.dispatch.instances import OwnInstances, principal_name
 from twisted_mcp.dispatch.listens import Listens
 from twisted_mcp.dispatch.mrtr import retry
 from twisted_mcp.dispatch.reverse import ClientRequests
+from twisted_mcp.dispatch.surface import tools_digest
 from twisted_mcp.mcp import errors
 from twisted_mcp.mcp.meta import Envelope, claims_modern, read_envelope, unsupported_version
 from twisted_mcp.mcp.results import to_modern
@@ -107,6 +109,9 @@ class ClientSession:
         self.client_requests = ClientRequests(self)
         #: The stateless-era client's open subscriptions/listen requests.
         self.listens = Listens(self, max_listens)
+        #: The digest of the tool list this (handshake-era) client last got:
+        #: list_changed for tools is sent only when its fitted list changed.
+        self.tools_listed: str | None = None
         self._shutdown_error: JsonRpcError | None = None
         self._drained: list[Deferred[None]] = []
         gateway.sessions.add(self)
@@ -233,6 +238,9 @@ class ClientSession:
             if envelope is not None and "requestState" in params and method in HELD_METHODS:
                 # A retry (2026-07-28): a held call's is resumed, not sent
                 # again; a stateless-era backend's (pass) goes on its way.
+                # By alias or through call_tool, it is the real call's retry.
+                if method == "tools/call":
+                    params = ordinary_call(self, request, params)
                 self._admit(rid)
                 resumed = retry(self, request, params)
                 if resumed is not None:
@@ -534,9 +542,19 @@ class ClientSession:
         unsolicited in the handshake era, on the listens that asked for it in the stateless one."""
         if self.closing:
             return
-        if self.initialized:
+        if self.initialized and (kind != "tools" or self._tools_changed()):
             self.notify(f"notifications/{kind}/list_changed")
         self.listens.list_changed(kind)
+
+    def _tools_changed(self) -> bool:
+        """Whether the tool list this client last got differs from its list now."""
+        if self.tools_listed is None:
+            return True
+        now = tools_digest(self, None)
+        if now is not None and now == self.tools_listed:
+            return False
+        self.tools_listed = now
+        return True
 
     def tools_changed(self) -> None:
         self.list_changed("tools")

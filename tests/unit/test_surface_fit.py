@@ -1,0 +1,412 @@
+"""
+The tool surface fitted to each client, through a session over fake
+backends (L{twisted_mcp.dispatch.surface}, L{twisted_mcp.dispatch.handlers.tools},
+L{twisted_mcp.dispatch.handlers.search}): budgets from clientInfo, search
+mode, truncation, aliases, views, pages, caching hints, list_changed and
+the policy's filter.
+"""
+
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+from typing import Any, Iterable, Sequence
+
+import attrs
+from twisted.internet.task import Clock
+
+from twisted_mcp.config.loader import build
+from twisted_mcp.config.surface import SurfaceSettings
+from twisted_mcp.dispatch.caller import Caller
+from twisted_mcp.dispatch.gateway import Gateway
+from twisted_mcp.dispatch.session import ClientSession
+from twisted_mcp.frontends.stream import line_caller
+from twisted_mcp.mcp import errors
+from twisted_mcp.mcp.versions import LATEST_HANDSHAKE
+from twisted_mcp.policy.pipeline import Policy
+from twisted_mcp.policy.rules import parse_policy
+
+from .fakes import FakeBackend
+from .test_eras import envelope
+from .test_gateway import SessionTestCase
+
+
+@attrs.frozen
+class _Hit:
+    name: str
+    score: float
+
+
+class StandInIndex:
+    """The contract of C{dispatch.search.SearchIndex}, ranked by how many
+    query words a tool's name contains (the real ranking is tested with it)."""
+
+    def __init__(self) -> None:
+        self.tools: dict[str, dict[str, Any]] = {}
+        self.syncs = 0
+
+    def sync(self, tools: Iterable[tuple[str, str, dict[str, Any]]]) -> None:
+        self.syncs += 1
+        self.tools = {name: definition for _, name, definition in tools}
+
+    def search(self, query: str, visible: Sequence[str], limit: int) -> list[_Hit]:
+        words = re.findall(r"[a-z0-9]+", query.lower())
+        scored = [(sum(w in re.split(r"[^a-z0-9]+", name) for w in words), name) for name in visible]
+        ranked = sorted((s, n) for s, n in scored if s)
+        ranked.sort(key=lambda sn: (-sn[0], sn[1]))
+        return [_Hit(n, float(s)) for s, n in ranked[:limit]]
+
+
+@attrs.define(eq=False)
+class ViewCaller(Caller):
+    """A caller bound to a profile (as the profiles branch's fronts make them)."""
+
+    view: str | None = None
+
+
+def _tools(count: int) -> list[dict[str, Any]]:
+    verbs = ("create", "delete", "list", "get", "update")
+    return [
+        {"name": f"{verbs[i % 5]}_item_{i}", "description": f"{verbs[i % 5]} item {i}", "inputSchema": {"type": "object"}}
+        for i in range(count)
+    ]
+
+
+def _surface(**sections: Any) -> SurfaceSettings:
+    surface: SurfaceSettings = build({"mcpServers": {"a": {"command": "x"}}, **sections}, "inline", {}).surface
+    return surface
+
+
+class FitTestCase(SessionTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.gen = FakeBackend("gen", _tools(60))
+        self.other = FakeBackend("other", ["ping"])
+        self.gateway = Gateway([self.gen, self.other], "__", self.clock, 5.0)
+        self.gen._first_discovery_done()
+        self.other._first_discovery_done()
+        self.gateway.start()
+        self.index = StandInIndex()
+        self.gateway.search_index = [None, self.index]
+        self.out: list[bytes] = []
+        self.session = ClientSession(self.gateway, line_caller(self.out.append, "test"))
+
+    def initialize_as(self, client: str, session: ClientSession | None = None) -> dict[str, Any]:
+        self.request(0, "initialize", {"protocolVersion": LATEST_HANDSHAKE, "capabilities": {}, "clientInfo": {"name": client, "version": "1"}})
+        self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        (answer,) = self.take()
+        result: dict[str, Any] = answer["result"]
+        return result
+
+    def list_names(self, params: dict[str, Any] | None = None) -> list[str]:
+        self.request(1, "tools/list", params or {})
+        (answer,) = self.take()
+        return [t["name"] for t in answer["result"]["tools"]]
+
+    def call(self, id: Any, name: str, arguments: Any = None) -> list[Any]:
+        params: dict[str, Any] = {"name": name}
+        if arguments is not None:
+            params["arguments"] = arguments
+        self.request(id, "tools/call", params)
+        return self.take()
+
+
+class SearchModeTests(FitTestCase):
+    def test_cursor_gets_search_mode(self) -> None:
+        """61 tools over Cursor's 40: the two search tools only, and the
+        instructions say how to search."""
+        result = self.initialize_as("cursor-vscode")
+        self.assertIn("This server has 61 tools; call search_tools", result["instructions"])
+        self.assertEqual(self.list_names(), ["search_tools", "call_tool"])
+
+    def test_unknown_client_gets_everything(self) -> None:
+        """No budget: today's list, today's names, no search sentence."""
+        result = self.initialize_as("some-agent")
+        self.assertNotIn("instructions", result)
+        self.assertEqual(len(self.list_names()), 61)
+
+    def test_search_then_call_tool(self) -> None:
+        self.initialize_as("cursor-vscode")
+        (answer,) = self.call(2, "search_tools", {"query": "delete item 6", "limit": 3})
+        found = answer["result"]["structuredContent"]
+        self.assertEqual(found["total"], 61)
+        self.assertEqual(found["query"], "delete item 6")
+        self.assertEqual(len(found["tools"]), 3)
+        self.assertEqual(found["tools"][0]["name"], "gen__delete_item_6")
+        self.assertFalse(answer["result"]["isError"])
+        self.assertIn('"gen__delete_item_6"', answer["result"]["content"][0]["text"])
+        self.assertEqual(self.call(3, "call_tool", {"name": "gen__delete_item_6", "arguments": {"x": 1}}), [])
+        (call,) = self.gen.calls
+        self.assertEqual((call.method, call.params["name"], call.params["arguments"]), ("tools/call", "delete_item_6", {"x": 1}))
+        call.deferred.callback({"content": [{"type": "text", "text": "done"}]})
+        (answer,) = self.take()
+        self.assertEqual(answer["id"], 3)
+        self.assertEqual(answer["result"]["content"][0]["text"], "done")
+
+    def test_found_tool_called_directly(self) -> None:
+        self.initialize_as("cursor-vscode")
+        self.assertEqual(self.call(2, "gen__get_item_3", {}), [])
+        self.assertEqual(self.gen.calls[0].params["name"], "get_item_3")
+
+    def test_search_errors_are_tool_errors(self) -> None:
+        self.initialize_as("cursor-vscode")
+        for arguments, words in (
+            ({"query": "x" * 1001}, "longer than 1000"),
+            ({"query": "x", "limit": 21}, "limit must be a whole number from 1 to 20"),
+            ({"limit": 2}, "query must be a string"),
+        ):
+            (answer,) = self.call(2, "search_tools", arguments)
+            self.assertTrue(answer["result"]["isError"])
+            self.assertIn(words, answer["result"]["content"][0]["text"])
+
+    def test_call_tool_unknown_name(self) -> None:
+        self.initialize_as("cursor-vscode")
+        (answer,) = self.call(2, "call_tool", {"name": "gen__nothing"})
+        self.assertError(answer, 2, -32602, "Unknown tool: 'gen__nothing'")
+
+    def test_truncate(self) -> None:
+        self.gateway.surface = _surface(surface={"overflow": "truncate"})
+        self.initialize_as("cursor-vscode")
+        names = self.list_names()
+        self.assertEqual(len(names), 40)
+        self.assertEqual(names[0], "gen__create_item_0")
+
+    def test_search_tool_names_configurable(self) -> None:
+        self.gateway.surface = _surface(search={"names": {"search": "find", "call": "run"}})
+        self.initialize_as("cursor-vscode")
+        self.assertEqual(self.list_names(), ["find", "run"])
+
+
+class PolicyTests(FitTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        rules = parse_policy({"killSwitch": {"tools": ["gen__delete_*"]}}, None, [], {"gen", "other"})
+        self.gateway.policy = Policy(rules, "__", self.clock)
+
+    def test_killed_tool_never_found_and_refused(self) -> None:
+        self.initialize_as("cursor-vscode")
+        (answer,) = self.call(2, "search_tools", {"query": "delete item 6"})
+        found = answer["result"]["structuredContent"]
+        self.assertNotIn("gen__delete_item_6", [t["name"] for t in found["tools"]])
+        self.assertEqual(found["total"], 49)
+        (answer,) = self.call(3, "call_tool", {"name": "gen__delete_item_6"})
+        self.assertEqual(answer["error"]["code"], errors.TOOL_DISABLED)
+        self.assertEqual(self.gen.calls, [])
+
+
+class AliasTests(FitTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.gen.tools = [{"name": f"a_rather_long_tool_name_{t['name']}"} for t in self.gen.tools]
+        self.gen._changed()
+        self.gateway.surface = _surface(clients={"match": [{"name": "narrow", "maxNameLength": 30}]})
+
+    def test_aliases_listed_and_called(self) -> None:
+        self.initialize_as("narrow")
+        self.request(1, "tools/list")
+        (answer,) = self.take()
+        tools = answer["result"]["tools"]
+        self.assertEqual(len(tools), 61)
+        aliased = [t for t in tools if "io.github.twisted-mcp/name" in t.get("_meta", {})]
+        self.assertTrue(aliased)
+        for t in tools:
+            self.assertLessEqual(len(t["name"]), 30)
+        shaped = "gen__a_rather_long_tool_name_update_item_54"
+        one = next(t for t in aliased if t["_meta"]["io.github.twisted-mcp/name"] == shaped)
+        self.assertTrue(one["name"].startswith("gen__a_rather_long_to_"))
+        self.assertEqual(self.call(2, one["name"], {}), [])
+        self.assertEqual(self.call(3, shaped, {}), [])  # the shaped name still works
+        self.assertEqual([c.params["name"] for c in self.gen.calls], [shaped[5:]] * 2)
+
+
+class ViewTests(FitTestCase):
+    def test_profile_view(self) -> None:
+        """A profile lists what it selects; a tool outside it is unknown."""
+        self.gateway.profiles = {"dev": SimpleNamespace(name="dev", tools=("other__*", "gen__get_item_3"), instructions="Dev tools.")}  # type: ignore[attr-defined]
+        caller = self.session.caller
+        fields = {f.name: getattr(caller, f.name) for f in attrs.fields(Caller) if f.name != "view"}
+        self.session.caller = ViewCaller(**fields, view="dev")
+        result = self.initialize_as("some-agent")
+        self.assertTrue(result["instructions"].startswith("Dev tools."))
+        self.assertEqual(self.list_names(), ["other__ping", "gen__get_item_3"])
+        (answer,) = self.call(2, "gen__get_item_4", {})
+        self.assertError(answer, 2, -32602, "Unknown tool: 'gen__get_item_4'")
+        self.assertEqual(self.gen.calls, [])
+
+
+class PageTests(FitTestCase):
+    def test_pages_and_stale_cursor(self) -> None:
+        self.gateway.surface = _surface(surface={"pageSize": 25})
+        self.initialize_as("some-agent")
+        self.request(1, "tools/list")
+        (first,) = self.take()
+        cursor = first["result"]["nextCursor"]
+        self.assertEqual(len(first["result"]["tools"]), 25)
+        self.request(2, "tools/list", {"cursor": cursor})
+        (second,) = self.take()
+        everything = sorted(["other__ping"] + [f"gen__{t['name']}" for t in _tools(60)])
+        self.assertEqual([t["name"] for t in second["result"]["tools"]], everything[25:50])
+        self.gen.tools = self.gen.tools[:-1]
+        self.gen._changed()
+        self.take()
+        self.request(3, "tools/list", {"cursor": cursor})
+        (stale,) = self.take()
+        self.assertError(stale, 3, -32602, "unknown cursor for tools", "list again")
+
+
+class ModernTests(FitTestCase):
+    def modern(self, id: Any, method: str, client: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        out = dict(params or {})
+        out["_meta"] = envelope(**{"io.modelcontextprotocol/clientInfo": {"name": client, "version": "1"}})
+        self.request(id, method, out)
+        (answer,) = self.take()
+        return answer
+
+    def test_budget_per_request_and_ttl(self) -> None:
+        """The envelope's clientInfo decides; a list that depended on it has ttlMs 0."""
+        self.gateway.surface = _surface(surface={"ttlMs": 5000})
+        cursor = self.modern(1, "tools/list", "cursor-vscode")["result"]
+        self.assertEqual([t["name"] for t in cursor["tools"]], ["search_tools", "call_tool"])
+        self.assertEqual(cursor["ttlMs"], 0)
+        plain = self.modern(2, "tools/list", "some-agent")["result"]
+        self.assertEqual(len(plain["tools"]), 61)
+        self.assertEqual(plain["ttlMs"], 5000)
+        found = self.modern(3, "tools/call", "cursor-vscode", {"name": "search_tools", "arguments": {"query": "ping"}})
+        self.assertEqual(found["result"]["structuredContent"]["tools"][0]["name"], "other__ping")
+
+
+class ListChangedTests(FitTestCase):
+    def test_search_mode_not_told_of_backend_churn(self) -> None:
+        """In search mode the list (the two tools) does not change with a backend's tools."""
+        self.initialize_as("cursor-vscode")
+        self.list_names()
+        self.gen.tools = self.gen.tools[:-1]
+        self.gen._changed()
+        self.assertEqual(self.take(), [])
+
+    def test_full_mode_told(self) -> None:
+        self.initialize_as("some-agent")
+        self.list_names()
+        self.gen.tools = self.gen.tools[:-1]
+        self.gen._changed()
+        self.assertEqual([m["method"] for m in self.take()], ["notifications/tools/list_changed"])
+
+
+class CacheTests(FitTestCase):
+    def test_kill_switch_invalidates_the_fitted_list(self) -> None:
+        """A fitted list is cached; a kill switch thrown changes it at once."""
+        from twisted_mcp.policy.rules import PolicyConfig
+
+        self.gateway.policy = Policy(PolicyConfig(active=True), "__", self.clock)
+        self.gateway.surface = _surface(clients={"match": [{"name": "small", "maxTools": 100, "maxNameLength": 40}]})
+        self.initialize_as("small")
+        self.assertIn("gen__get_item_3", self.list_names())
+        cached = len(self.gateway.fits)
+        self.list_names()
+        self.assertEqual(len(self.gateway.fits), cached)
+        self.gateway.policy.set_kill("tool", "gen__get_item_3", True)
+        names = self.list_names()
+        self.assertNotIn("gen__get_item_3", names)
+        self.assertEqual(len(names), 60)
+
+    def test_modern_discover_instructions(self) -> None:
+        """server/discover's instructions name search mode for a client whose
+        list is over its budget (the clientInfo the connection's requests gave:
+        discover's own envelope does not reach Gateway.instructions)."""
+        self.session.caller.info = {"name": "cursor-vscode"}
+        self.request(1, "server/discover", {"_meta": envelope(**{"io.modelcontextprotocol/clientInfo": {"name": "cursor-vscode", "version": "1"}})})
+        (answer,) = self.take()
+        self.assertIn("result", answer, answer)
+        self.assertIn("call search_tools", answer["result"]["instructions"])
+
+
+class SurfaceChangeTests(FitTestCase):
+    def test_told_only_when_the_fitted_list_changed(self) -> None:
+        """A reload that changes the surface: a client whose list it changes
+        is told; one whose list stays the same is not."""
+        self.initialize_as("cursor-vscode")
+        self.list_names()
+        self.gateway.surface = _surface(surface={"ttlMs": 10})  # search mode still
+        self.gateway.surface_changed()
+        self.assertEqual(self.take(), [])
+        self.gateway.surface = _surface(clients={"match": [{"name": "cursor*", "maxTools": 100}]})
+        self.gateway.surface_changed()
+        self.assertEqual([m["method"] for m in self.take()], ["notifications/tools/list_changed"])
+        self.assertEqual(len(self.list_names()), 61)
+
+
+class ListenChangeTests(FitTestCase):
+    def test_a_listen_is_told_only_of_its_fitted_list(self) -> None:
+        """A 2026-07-28 listen whose request's client is in search mode is
+        not told of a backend's churn; it is told when its list changes."""
+        self.gateway.surface = _surface(clients={"match": [{"name": "modern-client", "maxTools": 10}]})
+        self.request(5, "subscriptions/listen", {"notifications": {"toolsListChanged": True}, "_meta": envelope()})
+        (ack,) = self.take()
+        self.assertEqual(ack["method"], "notifications/subscriptions/acknowledged")
+        self.gen.tools = self.gen.tools[:-1]
+        self.gen._changed()
+        self.assertEqual(self.take(), [])
+        self.gateway.surface = _surface(clients={"match": [{"name": "modern-client", "maxTools": 100}]})
+        self.gateway.surface_changed()
+        self.assertEqual([m["method"] for m in self.take()], ["notifications/tools/list_changed"])
+        self.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 5}})
+
+
+class RefusedSearchTests(FitTestCase):
+    def test_a_disabled_principal_is_refused(self) -> None:
+        """search_tools passes the kill switch on the principal like any call
+        (in search mode: with nothing visible a list is in search mode only when
+        the budget says always)."""
+        from twisted_mcp.policy.rules import PolicyConfig
+
+        self.gateway.policy = Policy(PolicyConfig(active=True), "__", self.clock)
+        self.gateway.surface = _surface(clients={"match": [{"name": "cursor*", "search": "always"}]})
+        self.initialize_as("cursor-vscode")
+        self.gateway.policy.set_kill("principal", "local", True)
+        (answer,) = self.call(2, "search_tools", {"query": "item"})
+        self.assertEqual(answer["error"]["code"], errors.PRINCIPAL_DISABLED)
+
+    def test_a_tool_named_like_a_search_tool_is_hidden_in_search_mode_and_logged_once(self) -> None:
+        from twisted.logger import capturedLogs
+
+        self.gateway.surface = _surface(search={"names": {"search": "other__ping"}})
+        with capturedLogs() as logged:
+            self.initialize_as("cursor-vscode")
+            self.list_names()
+            self.list_names()
+        warnings = [e for e in logged if "tools hidden" in e["log_format"]]
+        self.assertEqual(len(warnings), 1)
+        self.assertEqual(warnings[0]["names"], "other__ping")
+        (answer,) = self.call(2, "other__ping", {"query": "delete item 6"})
+        self.assertEqual(answer["result"]["structuredContent"]["total"], 60)
+
+
+class AuditTests(FitTestCase):
+    def test_every_form_of_a_call_is_audited_under_the_real_tool(self) -> None:
+        """Through call_tool, by alias and directly: three records naming the
+        shaped tool, its backend and its own name; a search: one listing."""
+        from twisted_mcp.policy.rules import PolicyConfig
+
+        self.gen.tools = [{"name": f"a_rather_long_tool_name_{t['name']}"} for t in self.gen.tools]
+        self.gen._changed()
+        policy = self.gateway.policy = Policy(PolicyConfig(active=True), "__", self.clock)
+        records: list[dict[str, Any]] = []
+        policy._audit = records.append  # type: ignore[method-assign]
+        listed: list[tuple[Any, ...]] = []
+        policy.audit_listing = lambda *args: listed.append(args)  # type: ignore[method-assign]
+        self.gateway.surface = _surface(clients={"match": [{"name": "narrow", "maxNameLength": 30, "maxTools": 10}]})
+        self.initialize_as("narrow")
+        shaped = "gen__a_rather_long_tool_name_get_item_3"
+        (found,) = self.call(1, "search_tools", {"query": "a_rather_long_tool_name_get_item_3", "limit": 1})
+        alias = found["result"]["structuredContent"]["tools"][0]["name"]
+        self.assertNotEqual(alias, shaped)
+        for rid, (name, arguments) in enumerate(
+            [("call_tool", {"name": alias, "arguments": {}}), (alias, {}), (shaped, {})], start=2
+        ):
+            self.call(rid, name, arguments)
+            self.gen.calls[-1].deferred.callback({"content": []})
+            self.take()
+        calls = [r for r in records if r.get("method") == "tools/call"]
+        self.assertEqual([(r["tool"], r["backend"]) for r in calls], [(shaped, "gen")] * 3)
+        self.assertEqual([c.params["name"] for c in self.gen.calls], ["a_rather_long_tool_name_get_item_3"] * 3)
+        self.assertEqual([(kind, shown, total) for _, kind, _, shown, total, _ in listed], [("tool", 1, 61)])

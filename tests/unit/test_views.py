@@ -1,0 +1,86 @@
+"""
+Views (L{twisted_mcp.dispatch.views}): the order of a profile's selection
+(explicit names, globs by priority then name, first place kept), the
+default view, and the cache per catalog generation.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from twisted.logger import capturedLogs
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_mcp.dispatch.catalog import Entry, Listing
+from twisted_mcp.dispatch.views import DEFAULT_VIEW, View, Views, selected, view_of
+
+
+def _listing(**backends: tuple[int, list[str]]) -> Listing:
+    entries = {}
+    for backend_name, (priority, tools) in backends.items():
+        backend: Any = SimpleNamespace(name=backend_name, priority=priority)
+        for tool in tools:
+            shaped = f"{backend_name}__{tool}"
+            entries[shaped] = Entry(backend, tool, {"name": shaped})
+    return Listing(entries)
+
+
+class SelectionTests(SynchronousTestCase):
+    def test_default_view_is_the_catalog(self) -> None:
+        """Every tool, the catalog's own definitions list (no copy)."""
+        listing = _listing(a=(0, ["x", "y"]), b=(0, ["z"]))
+        selection = selected(DEFAULT_VIEW, listing)
+        self.assertIs(selection.definitions, listing.listing)
+        self.assertEqual(selection.names, ("a__x", "a__y", "b__z"))
+
+    def test_default_view_by_priority(self) -> None:
+        listing = _listing(a=(0, ["x"]), b=(5, ["z", "y"]))
+        self.assertEqual(selected(DEFAULT_VIEW, listing).names, ("b__y", "b__z", "a__x"))
+
+    def test_profile_order(self) -> None:
+        """An exact name keeps its place; a glob's matches by priority then
+        name; a tool matched twice keeps its first place; unknown names are skipped."""
+        listing = _listing(a=(0, ["x", "y"]), b=(1, ["x", "w"]), c=(0, ["q"]))
+        view = View("dev", tools=("c__q", "*__x", "a__*", "nothere", "b__w"))
+        self.assertEqual(selected(view, listing).names, ("c__q", "b__x", "a__x", "a__y", "b__w"))
+
+    def test_no_tools_selects_nothing(self) -> None:
+        self.assertEqual(selected(View("ops", tools=()), _listing(a=(0, ["x"]))).names, ())
+
+
+class ViewOfTests(SynchronousTestCase):
+    def test_profile_or_default(self) -> None:
+        profile = SimpleNamespace(name="dev", tools=("a__*",), pinned=("a__x",), maxTools=5, search="always")
+        gateway = SimpleNamespace(profiles={"dev": profile}, views=Views())
+        view = view_of(gateway, SimpleNamespace(view="dev"))
+        self.assertEqual((view.name, view.tools, view.pinned, view.maxTools, view.search), ("dev", ("a__*",), ("a__x",), 5, "always"))
+        self.assertIs(view_of(gateway, SimpleNamespace(view=None)), DEFAULT_VIEW)
+        self.assertIs(view_of(SimpleNamespace(), SimpleNamespace()), DEFAULT_VIEW)
+        default = SimpleNamespace(name="default", tools=("a__x",))
+        self.assertEqual(view_of(SimpleNamespace(profiles={"default": default}, views=Views()), SimpleNamespace(view=None)).tools, ("a__x",))
+
+
+class ViewsCacheTests(SynchronousTestCase):
+    def test_cached_per_generation(self) -> None:
+        catalog = SimpleNamespace(tools=_listing(a=(0, ["x"])))
+        views = Views()
+        first = views.selection(DEFAULT_VIEW, catalog)
+        self.assertIs(views.selection(DEFAULT_VIEW, catalog), first)
+        catalog.tools = _listing(a=(0, ["x", "y"]))
+        self.assertEqual(views.selection(DEFAULT_VIEW, catalog).names, ("a__x", "a__y"))
+
+    def test_problems_logged_once_while_they_last(self) -> None:
+        """A pattern that matches nothing and a pinned tool not selected are logged once while true."""
+        view = View("dev", tools=("gitub__*", "a__x"), pinned=("a__y",))
+        catalog = SimpleNamespace(tools=_listing(a=(0, ["x", "y"])))
+        views = Views()
+        with capturedLogs() as logged:
+            views.selection(view, catalog)
+            catalog.tools = _listing(a=(0, ["x", "y", "z"]))
+            views.selection(view, catalog)
+        texts = sorted(e["problem"] for e in logged)
+        self.assertEqual(
+            texts,
+            ["profile dev: 'gitub__*' matches no tool", "profiles.dev.pinned[0]: a__y is not selected by profiles.dev.tools"],
+        )

@@ -1,0 +1,87 @@
+"""
+C{search_tools}, the gateway's own tool of search mode: the tools of the
+caller's fitted list that best match a query, as a C{CallToolResult}.
+
+Stateless: a function of the principal, the view, the budget and the
+query.  A principal the kill switch disables is refused as for any call.  Only the tools the principal may see in the view are ranked (the
+policy's cached decisions, as C{tools/list}), so a search never reveals a
+tool denied, killed, quarantined or outside the view.  Each search is
+audited as a listing (C{shown} = results, C{total} = visible tools).
+Problems the model can fix (a query too long, a limit out of bounds) are
+answered with C{isError: true}.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from typing import TYPE_CHECKING, Any
+
+from twisted_mcp.mcp import errors
+
+if TYPE_CHECKING:
+    from twisted_mcp.dispatch.session import ClientSession, InFlight
+    from twisted_mcp.dispatch.surface import Fitted
+
+#: The longest query accepted, in characters.
+MAX_QUERY = 1000
+#: The module of the ranking (L{twisted_mcp.dispatch.search}): imported when
+#: first needed.
+_RANKING = "twisted_mcp.dispatch.search"
+
+
+def tool_error(text: str) -> dict[str, Any]:
+    """A tool execution error the model can read and fix."""
+    return {"content": [{"type": "text", "text": text}], "isError": True}
+
+
+def _index(session: ClientSession) -> Any:
+    """The gateway's search index, in step with its catalog's tools."""
+    gateway = session.gateway
+    tools = gateway.catalog.tools
+    held = gateway.search_index
+    if held is None:
+        ranking = importlib.import_module(_RANKING)
+        held = gateway.search_index = [None, ranking.SearchIndex()]
+    if held[0] is not tools:
+        held[1].sync((entry.backend.name, name, entry.definition) for name, entry in tools.entries.items())
+        held[0] = tools
+    return held[1]
+
+
+def search_tools(session: ClientSession, request: InFlight, params: dict[str, Any], fitted: Fitted, principal: Any) -> dict[str, Any]:
+    """The answer to a call of the search tool (C{params} of the C{tools/call})."""
+    settings = session.gateway.surface.search
+    policy = session.gateway.policy
+    if policy.active and (principal.name in policy.rules.kill_principals or principal.name in policy.kills["principal"]):
+        raise policy.refuse_request(
+            session.label,
+            "tools/call",
+            errors.PRINCIPAL_DISABLED,
+            f"principal {principal.name!r} is disabled by the kill switch",
+            session.peer,
+            protocol=session.protocol_version,
+        )
+    arguments = params.get("arguments")
+    if arguments is None:
+        arguments = {}
+    if type(arguments) is not dict:
+        return tool_error("arguments must be an object: {query, limit}")
+    query = arguments.get("query")
+    if type(query) is not str:
+        return tool_error("query must be a string: a few words describing the task")
+    if len(query) > MAX_QUERY:
+        return tool_error(f"query is longer than {MAX_QUERY} characters; describe the task in a few words")
+    limit = arguments.get("limit", settings.defaultLimit)
+    if type(limit) is not int or not 1 <= limit <= settings.maxLimit:
+        return tool_error(f"limit must be a whole number from 1 to {settings.maxLimit}, got {json.dumps(limit, default=str)}")
+    hits = _index(session).search(query, fitted.visible, limit)
+    tools = [fitted.served(hit.name) for hit in hits if hit.name in fitted.definitions]
+    if policy.active:
+        policy.audit_listing(session.label, "tool", principal, len(tools), len(fitted.visible), session.protocol_version)
+    found = {"tools": tools, "total": len(fitted.visible), "query": query}
+    text = json.dumps(found, separators=(",", ":"), ensure_ascii=False, default=str)
+    return {"content": [{"type": "text", "text": text}], "structuredContent": found, "isError": False}
+
+
+__all__ = ["MAX_QUERY", "search_tools", "tool_error"]

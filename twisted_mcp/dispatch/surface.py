@@ -1,0 +1,384 @@
+"""
+Fit: the tool list one request gets, from its view's selection, the
+policy's filter for its principal and its client's budget.
+
+  1. the policy's filter (L{twisted_mcp.policy.pipeline.Policy.listing});
+  2. the budget: every visible tool (I{full} mode) when they fit in
+     C{maxTools}; otherwise I{search} mode (the gateway's two tools and the
+     view's pinned tools) or the first C{maxTools} (I{truncate}), as
+     C{surface.overflow} says; C{search: always} and C{never} force it;
+  3. names: aliases (L{twisted_mcp.mcp.names.shortened}) when a visible
+     name is longer than the budget's limit.
+
+The budget comes from the view's profile, then the config's C{clients}
+rows, the built-in table (L{twisted_mcp.mcp.clients}) matched on the
+C{clientInfo.name} of the request (a 2026-07-28 request's own envelope, or
+what the session's C{initialize} said), then the default.
+
+L{Fitted} results are kept in a small LRU keyed by (view, catalog
+generation, policy epoch, principal, budget, settings): a hit makes a
+C{tools/list} one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, Mapping
+
+import attrs
+from twisted.logger import Logger
+
+from twisted_mcp.config.surface import SearchSettings, SurfaceSettings
+from twisted_mcp.dispatch.views import DEFAULT_VIEW, Selection, View, view_of
+from twisted_mcp.mcp.clients import NO_ALIASES, Budget, match
+from twisted_mcp.mcp.names import MIN_ALIAS_LIMIT, shortened
+
+if TYPE_CHECKING:
+    from twisted_mcp.dispatch.session import ClientSession, InFlight
+
+log = Logger()
+
+#: Where an aliased tool's definition carries its shaped name.
+SHAPED_NAME_META = "io.github.twisted-mcp/name"
+#: Entries of the fitted-list cache.
+CACHE_SIZE = 256
+_BUDGET_KEYS = ("maxTools", "maxNameLength", "nameOverhead", "search")
+
+
+def search_tool_definitions(settings: SearchSettings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The definitions of the gateway's two tools of search mode."""
+    search = {
+        "name": settings.searchName,
+        "title": "Search tools",
+        "description": (
+            "Find the tools of this server for a task: give a few words describing it; the answer lists the "
+            f"best matching tools (at most limit, default {settings.defaultLimit}) with their definitions. "
+            f"Then call one with {settings.callName}."
+        ),
+        "inputSchema": {
+            "type": "object",
+            "properties": {
+                "query": {"type": "string", "description": "A few words describing the task."},
+                "limit": {"type": "integer", "minimum": 1, "maximum": settings.maxLimit, "description": "How many tools at most."},
+            },
+            "required": ["query"],
+        },
+        "outputSchema": {
+            "type": "object",
+            "properties": {
+                "tools": {"type": "array", "items": {"type": "object"}},
+                "total": {"type": "integer"},
+                "query": {"type": "string"},
+            },
+            "required": ["tools", "total", "query"],
+        },
+        "annotations": {"readOnlyHint": True, "openWorldHint": False},
+    }
+    call = {
+        "name": settings.callName,
+        "title": "Call a tool",
+        "description": f"Call a tool found with {settings.searchName}: its name, and its arguments as its inputSchema says.",
+        "inputSchema": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "description": f"The tool's name as {settings.searchName} gave it."},
+                "arguments": {"type": "object", "description": "The tool's arguments."},
+            },
+            "required": ["name"],
+        },
+    }
+    return search, call
+
+
+@attrs.define(eq=False)
+class Fitted:
+    """
+    The tool list of one (view, principal, budget), and the way back from
+    the names it shows.
+
+    @ivar mode: C{full}, C{search} or C{truncate}.
+    @ivar tools: the definitions as the client sees them, in order.
+    @ivar visible: the shaped names the principal may see in the view (in
+        view order), whatever the mode shows: a name learnt from search may
+        be called directly.
+    @ivar definitions: shaped name -> served definition, for C{visible}.
+    @ivar members: every shaped name the view selects (visible or not: a
+        tool the policy hides is refused by the policy, as a direct call).
+    @ivar alias_of: shaped name -> alias, for the names that changed.
+    @ivar shaped_of: alias -> shaped name.
+    @ivar search_names: the gateway's two tools' names, in search mode.
+    """
+
+    mode: str
+    tools: list[dict[str, Any]]
+    visible: tuple[str, ...]
+    definitions: Mapping[str, dict[str, Any]]
+    members: frozenset[str]
+    alias_of: Mapping[str, str]
+    shaped_of: Mapping[str, str]
+    budget: Budget
+    view: View
+    search_names: tuple[str, str] | None = None
+    #: Visible tools left out: their aliases collide, or (search mode) they
+    #: are named like a search tool.
+    hidden: tuple[str, ...] = ()
+    _digest: str | None = None
+
+    @property
+    def digest(self) -> str:
+        """A digest of the list as shown (for C{list_changed})."""
+        if self._digest is None:
+            text = json.dumps(self.tools, sort_keys=True, default=str, ensure_ascii=False)
+            self._digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+        return self._digest
+
+    def shaped(self, name: str) -> str | None:
+        """The shaped name C{name} (an alias or a shaped name) calls, or
+        None when it is not a tool of the view (or is hidden in this mode)."""
+        shaped = self.shaped_of.get(name, name)
+        if shaped not in self.members:
+            return None
+        if self.search_names is not None and shaped in self.search_names:
+            return None
+        return shaped
+
+    def served(self, shaped: str) -> dict[str, Any]:
+        """C{shaped}'s definition as this client sees it (its alias as its name)."""
+        return self.definitions[shaped]
+
+
+def _served(definition: dict[str, Any], alias: str | None) -> dict[str, Any]:
+    if alias is None:
+        return definition
+    out = dict(definition)
+    shaped = out["name"]
+    out["name"] = alias
+    meta = out.get("_meta")
+    out["_meta"] = {**meta, SHAPED_NAME_META: shaped} if type(meta) is dict else {SHAPED_NAME_META: shaped}
+    return out
+
+
+def fit(
+    selection: Selection,
+    shown: list[dict[str, Any]],
+    budget: Budget,
+    settings: SurfaceSettings,
+    view: View,
+) -> Fitted:
+    """
+    The list C{budget} allows of the definitions C{shown} (the view's
+    selection as the policy lets the principal see it, in view order).
+    """
+    names = [d["name"] for d in shown]
+    hidden: list[str] = []
+    limit = budget.name_limit
+    alias_of: dict[str, str] = {}
+    shaped_of: dict[str, str] = {}
+    if limit < NO_ALIASES and any(len(n) > limit for n in names):
+        alias_of, shaped_of = shortened(names, max(limit, MIN_ALIAS_LIMIT))
+        unnamed = [n for n in names if len(n) > limit and n not in alias_of]
+        hidden += unnamed
+        if unnamed:
+            keep = [i for i, n in enumerate(names) if n not in unnamed]
+            shown, names = [shown[i] for i in keep], [names[i] for i in keep]
+    over = budget.maxTools is not None and len(names) > budget.maxTools
+    if budget.search == "always" or (over and budget.search != "never" and settings.overflow == "search"):
+        mode = "search"
+    elif over:
+        mode = "truncate"
+    else:
+        mode = "full"
+    search_names = None
+    if mode == "search":
+        search_names = (settings.search.searchName, settings.search.callName)
+        clashing = [n for n in names if n in search_names]
+        hidden += clashing
+        if clashing:
+            keep = [i for i, n in enumerate(names) if n not in search_names]
+            shown, names = [shown[i] for i in keep], [names[i] for i in keep]
+    definitions = {n: _served(d, alias_of.get(n)) for n, d in zip(names, shown, strict=True)}
+    if mode == "full":
+        tools = list(definitions.values()) if alias_of else shown
+    elif mode == "truncate":
+        tools = [definitions[n] for n in names[: budget.maxTools]]
+    else:
+        pinned = set(view.pinned)
+        tools = [*search_tool_definitions(settings.search)]
+        tools += [definitions[n] for n in names if n in pinned]
+        if budget.maxTools is not None:
+            tools = tools[: budget.maxTools]
+    return Fitted(
+        mode=mode,
+        tools=tools,
+        visible=tuple(names),
+        definitions=definitions,
+        members=selection.members,
+        alias_of=alias_of,
+        shaped_of=shaped_of,
+        budget=budget,
+        view=view,
+        search_names=search_names,
+        hidden=tuple(hidden),
+    )
+
+
+def client_name(session: ClientSession, request: InFlight | None) -> str | None:
+    """The C{clientInfo.name} a request's client announced: in a
+    2026-07-28 request's own envelope, else at the session's C{initialize}."""
+    if request is not None and request.envelope is not None:
+        info = request.envelope.client_info
+    else:
+        info = session.client_info
+    name = info.get("name") if type(info) is dict else None
+    return name if type(name) is str else None
+
+
+def budget_for(settings: SurfaceSettings, view: View, name: str | None) -> Budget:
+    """The budget of a client named C{name} on C{view}: the profile's keys
+    win over the client tables."""
+    clients = settings.clients
+    budget = match(name, clients.rules, clients.useClientInfo, clients.serverKeyLength, clients.default)
+    overrides = {k: getattr(view, k) for k in _BUDGET_KEYS if getattr(view, k) is not None}
+    if not overrides:
+        return budget
+    return attrs.evolve(
+        budget,
+        source=f"profile {view.name}; {budget.source}",
+        from_client_info=budget.from_client_info and len(overrides) < len(_BUDGET_KEYS),
+        **overrides,
+    )
+
+
+class FittedCache:
+    """The last L{CACHE_SIZE} fitted lists, least recently used out first."""
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self.size = size
+        self._entries: OrderedDict[Any, Fitted] = OrderedDict()
+        self._budgets: dict[Any, Budget] = {}
+        #: What was logged once (a cut, hidden tools), so as not to repeat it.
+        self._cut: set[tuple[Any, ...]] = set()
+
+    def budget(self, settings: SurfaceSettings, view: View, name: str | None) -> Budget:
+        key = (settings, view, name)
+        budget = self._budgets.get(key)
+        if budget is None:
+            if len(self._budgets) > 4096:
+                self._budgets.clear()
+            budget = self._budgets[key] = budget_for(settings, view, name)
+        return budget
+
+    def get(self, key: Any) -> Fitted | None:
+        fitted = self._entries.get(key)
+        if fitted is not None:
+            self._entries.move_to_end(key)
+        return fitted
+
+    def put(self, key: Any, fitted: Fitted) -> None:
+        self._entries[key] = fitted
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        hidden = (fitted.view, fitted.budget, fitted.hidden)
+        if fitted.hidden and hidden not in self._cut:
+            self._cut.add(hidden)
+            log.warn(
+                "view {view}, budget from {source}: tools hidden (their aliases collide, or they are named like a "
+                "search tool): {names}",
+                view=fitted.view.name,
+                source=fitted.budget.source,
+                names=", ".join(fitted.hidden),
+            )
+        cut = (fitted.view, fitted.budget)
+        if fitted.mode == "truncate" and cut not in self._cut:
+            self._cut.add(cut)
+            log.info(
+                "tools/list cut to {kept} of {total} tool(s) for view {view} (budget from {source})",
+                kept=len(fitted.tools),
+                total=len(fitted.visible),
+                view=fitted.view.name,
+                source=fitted.budget.source,
+            )
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def fitted_for(session: ClientSession, request: InFlight | None, principal: Any = None) -> Fitted:
+    """
+    The fitted tool list of C{request} (None: the session's own, as its
+    last C{initialize} described its client).  C{principal} is the
+    caller's, already established when the policy is active.
+    """
+    gateway = session.gateway
+    settings = gateway.surface
+    view = view_of(gateway, session.caller)
+    catalog = gateway.catalog
+    selection = gateway.views.selection(view, catalog)
+    cache: FittedCache = gateway.fits
+    budget = cache.budget(settings, view, client_name(session, request))
+    policy = gateway.policy
+    marker = getattr(catalog, "generation", None)
+    key = (view, marker, catalog.tools, policy, policy.generation, principal, budget, settings)
+    fitted = cache.get(key)
+    if fitted is not None:
+        return fitted
+    definitions = selection.definitions
+    if policy.active:
+        definitions = policy.listing(principal, "tool", definitions, catalog.tools.entries)
+    fitted = fit(selection, definitions, budget, settings, view)
+    cache.put(key, fitted)
+    return fitted
+
+
+def reshaped(session: ClientSession, request: InFlight | None) -> bool:
+    """Whether this request's view or budget can make its tool list or a
+    name differ from the catalog's (a profile, aliases or search mode)."""
+    gateway = session.gateway
+    view = view_of(gateway, session.caller)
+    if view is not DEFAULT_VIEW:
+        return True
+    budget = gateway.fits.budget(gateway.surface, view, client_name(session, request))
+    return budget.name_limit < NO_ALIASES or budget.maxTools is not None or budget.search == "always"
+
+
+def tools_digest(session: ClientSession, request: InFlight | None) -> str | None:
+    """The digest of the tool list C{request} (None: the session's own)
+    would get now; None when it cannot be told (the caller is refused) or
+    the list is the catalog's own (every change is told, as without a
+    budget or a profile)."""
+    if not reshaped(session, request):
+        return None
+    policy = session.gateway.policy
+    try:
+        principal = policy.principal(session.peer) if policy.active else None
+        return fitted_for(session, request, principal).digest
+    except Exception:
+        return None
+
+
+def search_sentence(fitted: Fitted) -> str:
+    """The instructions' sentence for a client in search mode."""
+    search, call = fitted.search_names or ("search_tools", "call_tool")
+    return (
+        f"This server has {len(fitted.visible)} tools; call {search} with a few words describing the task to find them, "
+        f"then {call} with the name it returns."
+    )
+
+
+__all__ = [
+    "CACHE_SIZE",
+    "SHAPED_NAME_META",
+    "Fitted",
+    "FittedCache",
+    "budget_for",
+    "client_name",
+    "fit",
+    "fitted_for",
+    "reshaped",
+    "search_sentence",
+    "search_tool_definitions",
+    "tools_digest",
+]
