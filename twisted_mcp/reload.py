@@ -225,7 +225,7 @@ class Reloading:
                 consent.connect = allowed
                 announce(consent, config)
         self.notify_views(before, reshaped_kinds)
-        if surface_changed:
+        if surface_changed or config.profiles != old.profiles:
             self.gateway.surface_changed()
         log.info(
             "reload from {source} applied: {changes}",

@@ -4,9 +4,6 @@ listener serving the default view at /mcp and the profiles dev and ops at
 /mcp/dev and /mcp/ops, and a `--listen profile:ops:unix:...` socket; the
 official `mcp` SDK client in both eras, raw HTTP where a test must send
 what no SDK would (a session id on another path).
-
-Which tools each profile shows is the views' work (the fit branch): those
-assertions are marked xfail until it is merged.
 """
 
 from __future__ import annotations
@@ -30,7 +27,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::mcp.MCPDeprecationWarning")
 MODERN = "2026-07-28"
 PROFILES = {"profiles": {"dev": {"tools": ["echo__*"]}, "ops": {"tools": ["slow__*"]}}}
 SERVERS = {"echo": server("echo_fast"), "slow": server("slow")}
-NEEDS_VIEWS = pytest.mark.xfail(strict=False, reason="needs views (fit branch)")
 
 
 def post(url: str, path: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
@@ -69,7 +65,6 @@ def test_each_profile_path_serves_the_sdk_client_in_both_eras(daemon, tmp_path, 
     mc.run(scenario, timeout=90)
 
 
-@NEEDS_VIEWS
 @pytest.mark.parametrize("mode", ["legacy", MODERN])
 def test_each_profile_path_lists_its_own_catalog(daemon, tmp_path, mode):
     _, url, _ = start(daemon, tmp_path)
@@ -124,7 +119,6 @@ def test_a_profile_socket_serves_the_sdk_client_and_status_names_it(daemon, tmp_
     ]
 
 
-@NEEDS_VIEWS
 def test_a_profile_socket_lists_its_profile(daemon, tmp_path):
     _, _, sock = start(daemon, tmp_path)
 
