@@ -86,3 +86,14 @@ class SurfaceConfigTests(SynchronousTestCase):
     def test_search_never_allows_one_tool(self) -> None:
         rules = _build(clients={"match": [{"name": "a", "maxTools": 1, "search": "never"}]}).surface.clients.rules
         self.assertEqual(rules[0].maxTools, 1)
+
+
+class NotBuiltKeysTests(SynchronousTestCase):
+    def test_found_tools_keys_are_refused_not_ignored(self) -> None:
+        """C{search.addFound} and C{search.maxFound} (design section 4.3) are not
+        built: a config that asks for them is refused with the reason, so no
+        operator believes found tools join a session's list."""
+        for key, value in (("addFound", True), ("maxFound", 4)):
+            problems = self.assertRaises(ConfigError, _build, search={key: value}).problems
+            self.assertEqual(len(problems), 1, problems)
+            self.assertIn(f"search.{key}: not supported by this version", problems[0])

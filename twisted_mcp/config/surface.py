@@ -30,8 +30,6 @@ class SearchSettings:
     callName: str = "call_tool"
     defaultLimit: int = 8
     maxLimit: int = 20
-    addFound: bool = False
-    maxFound: int = 16
 
 
 @attrs.frozen(cache_hash=True)
@@ -66,7 +64,10 @@ class SurfaceSettings:
 
 
 _SURFACE_KEYS = ("overflow", "pageSize", "ttlMs", "cursorKeys")
-_SEARCH_KEYS = ("names", "defaultLimit", "maxLimit", "addFound", "maxFound")
+_SEARCH_KEYS = ("names", "defaultLimit", "maxLimit")
+#: Keys of the design (section 4.3: found tools added to a handshake-era
+#: session's list) that this version does not implement: refused, not ignored.
+_NOT_BUILT = ("addFound", "maxFound")
 _CLIENTS_KEYS = ("useClientInfo", "serverKeyLength", "default", "match")
 _BUDGET_KEYS = ("maxTools", "maxNameLength", "nameOverhead", "search")
 _TOO_FEW = {
@@ -171,7 +172,14 @@ def _search(check: _Checker, value: Any) -> SearchSettings:
     spec = check.mapping("search", value if value is not None else {})
     if spec is None:
         return SearchSettings()
-    _unknown(check, "search", spec, _SEARCH_KEYS)
+    for key in _NOT_BUILT:
+        if key in spec:
+            check.problem(
+                f"search.{key}",
+                "not supported by this version (found tools are not added to a session's list; "
+                "clients call search_tools again), remove it",
+            )
+    _unknown(check, "search", spec, _SEARCH_KEYS + _NOT_BUILT)
     fields: dict[str, Any] = {}
     if "names" in spec:
         names = check.mapping("search.names", spec["names"])
@@ -187,11 +195,9 @@ def _search(check: _Checker, value: Any) -> SearchSettings:
             chosen = (fields.get("searchName", "search_tools"), fields.get("callName", "call_tool"))
             if chosen[0] == chosen[1]:
                 check.problem("search.names", "search and call must differ")
-    for key, bounds in (("defaultLimit", (1, 100)), ("maxLimit", (1, 100)), ("maxFound", (1, 1000))):
+    for key, bounds in (("defaultLimit", (1, 100)), ("maxLimit", (1, 100))):
         if key in spec:
             fields[key] = check.integer(f"search.{key}", spec[key], *bounds)
-    if "addFound" in spec:
-        fields["addFound"] = check.boolean("search.addFound", spec["addFound"])
     fields = {k: v for k, v in fields.items() if v is not None}
     settings = SearchSettings(**fields)
     if settings.defaultLimit > settings.maxLimit:
