@@ -37,9 +37,19 @@ def names_of(subject: Subject, separator: str) -> tuple[str, ...]:
     if subject.kind in ("tool", "prompt"):
         candidates = (exposed, untruncated_name(backend, original, separator), f"{backend}{separator}{original}")
     else:
-        decoded = (unquote(exposed), unquote(original))
-        candidates = (exposed, original, *decoded, resolved_uri(exposed), *(resolved_uri(u) for u in decoded))
+        candidates = (exposed, original, *uri_forms(exposed)[1:], *uri_forms(original)[1:])
     return tuple(dict.fromkeys(candidates))
+
+
+def uri_forms(uri: str) -> tuple[str, ...]:
+    """
+    Every form of C{uri} a deny glob must see, without repeats, C{uri}
+    first: as written, percent-decoded, and each with its dot segments
+    resolved (L{resolved_uri}); so that neither C{%73ecret} nor
+    C{pub/../secret} slips past a deny of C{secret}.
+    """
+    decoded = unquote(uri)
+    return tuple(dict.fromkeys((uri, decoded, resolved_uri(uri), resolved_uri(decoded))))
 
 
 _DOT_OR_SLASH = re.compile(r"%(2[eEfF]|5[cC])")
@@ -49,8 +59,9 @@ def resolved_uri(uri: str) -> str:
     """
     C{uri} with the dot segments of its path resolved (C{a/b/../c} is
     C{a/c}), after decoding the escapes that can hide them (C{%2e},
-    C{%2f}, C{%5c}) and reading C{\\} as C{/}: the resource a server that
-    normalizes paths would serve.  Other escapes are left as they are.
+    C{%2f}, C{%5c}) and reading C{\\} as C{/}, and with empty segments
+    dropped (C{///a//b} is C{/a/b}): the resource a server that normalizes
+    paths would serve.  Other escapes are left as they are.
     """
     text = _DOT_OR_SLASH.sub(lambda m: chr(int(m.group(1), 16)), uri)
     scheme, colon, rest = text.partition(":")
@@ -66,15 +77,17 @@ def resolved_uri(uri: str) -> str:
     end = min((i for i in (path.find("?"), path.find("#")) if i >= 0), default=len(path))
     path, tail = path[:end].replace("\\", "/"), path[end:]
     segments = path.split("/")
-    if "." not in segments and ".." not in segments:
+    inner = segments[1:-1]
+    if "." not in segments and ".." not in segments and "" not in inner:
         return uri  # nothing to resolve: escapes and backslashes matter only where they hide dot segments
     out: list[str] = []
-    for segment in segments:
+    last = len(segments) - 1
+    for i, segment in enumerate(segments):
         if segment == "..":
             if len(out) > 1:
                 out.pop()
-        elif segment != ".":
-            out.append(segment)
+        elif segment != "." and (segment or i in (0, last)):
+            out.append(segment)  # an empty segment inside the path (C{a//b}) is C{a/b}
     return head + "/".join(out) + tail
 
 
@@ -195,4 +208,4 @@ def server_request_refusal(
     return f"no role of {principal.name!r} (roles: {roles}) lets backend {backend!r} send {method} (roles.<name>.serverRequests.{family})"
 
 
-__all__ = ["decide", "names_of", "resolved_uri", "server_request_refusal"]
+__all__ = ["decide", "names_of", "resolved_uri", "server_request_refusal", "uri_forms"]
