@@ -202,6 +202,7 @@ class Reloading:
         policy.breakers = {k: v for k, v in policy.breakers.items() if k in self.gateway.backends}
         if current.rules != rules:
             changes.append("policy: replaced")
+        policy.note_backends(self.gateway.backends.values())
         policy.catalog_changed(self.gateway.catalog.entries)
         self.gateway.policy = policy
         self.authenticator, self.identity = authenticator, identity
