@@ -11,10 +11,11 @@ caller (C{glob_problem}), since the roles' parser lives with the policy.
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any, Callable, Mapping
 
-from twisted_mcp.config._check import _Checker, _join
+from twisted_mcp.config._check import _Checker, _describe, _join
 from twisted_mcp.config.models import Shaping
 
 #: The sections, by key in a server's entry.
@@ -170,17 +171,35 @@ def _overrides(check: _Checker, path: str, kind: str, value: Any) -> dict[str, d
 
 
 def _annotations(check: _Checker, path: str, value: Any) -> dict[str, Any] | None:
+    """
+    An override's C{annotations}: names (strings) to JSON scalars (a string,
+    a finite number, true, false, or null to remove the server's), so that
+    what a client is served is always JSON.
+    """
     mapping = check.mapping(path, value)
     if mapping is None:
         return None
+    before = len(check.problems)
     for key, item in mapping.items():
-        if item is None:
+        kpath = _join(path, key)
+        if not isinstance(key, str):
+            check.problem(kpath, f"an annotation's name is a string, got {_describe(key)}")
+        elif item is None:
             continue  # removes the server's
-        if key in _BOOLEAN_ANNOTATIONS and not isinstance(item, bool):
-            check.problem(_join(path, key), f"expected true or false, got {_shown(item)}")
+        elif key in _BOOLEAN_ANNOTATIONS and not isinstance(item, bool):
+            check.problem(kpath, f"expected true or false, got {_shown(item)}")
         elif key == "title" and not isinstance(item, str):
-            check.problem(_join(path, key), f"expected a string, got {_shown(item)}")
-    return dict(mapping)
+            check.problem(kpath, f"expected a string, got {_shown(item)}")
+        elif not _json_scalar(item):
+            check.problem(kpath, f"expected a string, a number, true, false or null, got {_describe(item)}")
+    return dict(mapping) if len(check.problems) == before else None
+
+
+def _json_scalar(value: Any) -> bool:
+    """Whether C{value} is a JSON scalar: a string, a boolean, a finite number (or None)."""
+    if value is None or type(value) in (str, bool, int):
+        return True
+    return type(value) is float and math.isfinite(value)
 
 
 def _shown(value: Any) -> str:
