@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any
+from typing import Any, Callable
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -103,6 +103,19 @@ def _join(path: str, key: Any) -> str:
     if NAME_RE.match(key):
         return f"{path}.{key}" if path else key
     return f"{path}[{json.dumps(key)}]"
+
+
+def glob_compiles(check: _Checker, path: str, glob: str, glob_problem: Callable[[str], str | None]) -> bool:
+    """
+    Whether C{glob} compiles in the roles' dialect; when it does not, the
+    problem is reported at C{path}.  (C{glob_problem} says why a glob does
+    not compile: the dialect's parser lives with the policy, above config.)
+    """
+    why = glob_problem(glob)
+    if why is None:
+        return True
+    check.problem(path, f"{json.dumps(glob)} is not a valid glob: {why}")
+    return False
 
 
 def _describe(value: Any) -> str:

@@ -306,7 +306,7 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
     if "audit" in top:
         audit = parse_audit(top["audit"] if top["audit"] is not None else {}, "audit", base_dir, check.problems)
     oauth = _oauth_settings(check, top, servers, environ, base_dir)
-    profiles = parse_profiles(check, top.get("profiles"))
+    profiles = parse_profiles(check, top.get("profiles"), glob_problem=_glob_problem)
     if oauth is not None and oauth.browserCheck == "oidc" and (identity is None or identity.jwt is None or not identity.jwt.issuer):
         check.problem("oauth.browserCheck", "is oidc, which signs the browser in at identity.jwt.issuer: configure identity.jwt with an issuer")
     if check.problems:

@@ -15,7 +15,7 @@ import math
 import re
 from typing import Any, Callable, Mapping
 
-from twisted_mcp.config._check import _Checker, _describe, _join
+from twisted_mcp.config._check import _Checker, _describe, _join, glob_compiles
 from twisted_mcp.config.models import Shaping
 
 #: The sections, by key in a server's entry.
@@ -102,11 +102,8 @@ def _globs(check: _Checker, path: str, kind: str, value: Any, glob_problem: Call
         if not isinstance(item, str) or not item or any(c.isspace() or not c.isprintable() for c in item):
             check.problem(ipath, f"expected a glob such as {_example(kind)}, got {_shown(item)}")
             continue
-        why = glob_problem(item)
-        if why is not None:
-            check.problem(ipath, f"{json.dumps(item)} is not a valid glob: {why}")
-            continue
-        out.append(item)
+        if glob_compiles(check, ipath, item, glob_problem):
+            out.append(item)
     return tuple(out)
 
 
