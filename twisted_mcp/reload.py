@@ -6,6 +6,8 @@ as a diff (L{Reloading}, a part of L{twisted_mcp.service.GatewayService}).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import attrs
@@ -194,7 +196,6 @@ class Reloading:
         for name in added:
             self._bring_in(fresh[name])
             changes.append(f"backend {name}: added")
-        reshaped_kinds = self._reshape({name: new_servers[name] for name in reshaped})
         changes += [f"backend {name}: shaping or priority applied (not restarted)" for name in reshaped]
 
         # Policy: new calls see it at once; the state of unchanged checks carries over.
@@ -205,6 +206,8 @@ class Reloading:
         policy.note_backends(self.gateway.backends.values())
         policy.catalog_changed(self.gateway.catalog.entries)
         self.gateway.policy = policy
+        # Reshaped under the new policy: its pins review the reshaped tools, in its mode.
+        reshaped_kinds = self._reshape({name: new_servers[name] for name in reshaped})
         self.authenticator, self.identity = authenticator, identity
         if config.profiles != old.profiles:
             changes.append("profiles: replaced")
@@ -225,13 +228,15 @@ class Reloading:
         )
         return True, changes, ""
 
-    def views(self) -> dict[Any, tuple[str, ...] | None]:
+    def views(self) -> dict[Any, dict[str, tuple[tuple[str, str], ...]] | None]:
         """What every session may see now (compare later with L{notify_views})."""
         return {s: self._view(s) for s in list(self.gateway.sessions)}
 
-    def _view(self, session: Any) -> dict[str, tuple[str, ...]] | None:
+    def _view(self, session: Any) -> dict[str, tuple[tuple[str, str], ...]] | None:
         """What C{session} may see now, by the notification that tells it of
-        a change (tools, prompts, resources); None: it may see nothing."""
+        a change (tools, prompts, resources): each definition's name and a
+        digest of it, so that a changed description counts as a change;
+        None: it may see nothing."""
         policy = self.gateway.policy
         catalog = self.gateway.catalog
         try:
@@ -244,9 +249,9 @@ class Reloading:
             ("resources", "resource", catalog.resources, "uri"),
             ("resources", "template", catalog.templates, "uriTemplate"),
         )
-        view: dict[str, tuple[str, ...]] = {}
+        view: dict[str, tuple[tuple[str, str], ...]] = {}
         for notice, kind, listing, key in kinds:
-            shown = tuple(d[key] for d in policy.listing(principal, kind, listing.listing, listing.entries))
+            shown = tuple((d[key], _digest(d)) for d in policy.listing(principal, kind, listing.listing, listing.entries))
             view[notice] = view.get(notice, ()) + shown
         return view
 
@@ -345,6 +350,12 @@ class Reloading:
         if instance:
             self.gateway.forget_instance(backend)
         self.retiring.discard(backend)
+
+
+def _digest(definition: dict[str, Any]) -> str:
+    """A digest of a served definition (equal definitions, equal digests)."""
+    text = json.dumps(definition, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def _running(server: Any) -> Any:
