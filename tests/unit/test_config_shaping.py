@@ -113,6 +113,10 @@ def test_an_http_server_takes_them_too() -> None:
             "mcpServers.github.tools.rename: create_file and put_file would both be named put_file",
         ),
         (
+            {"tools": {"rename": {"create_file": "put.file", "put_file": "put_file"}}},
+            "mcpServers.github.tools.rename: create_file and put_file would both be named put_file",
+        ),
+        (
             {"tools": {"overrides": {"search_repositories": {"inputSchema": {}}}}},
             "mcpServers.github.tools.overrides.search_repositories: cannot override inputSchema "
             "(only title, description, annotations)",

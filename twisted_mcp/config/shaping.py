@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 
 from twisted_mcp.config._check import _Checker, _describe, _join, glob_compiles
 from twisted_mcp.config.models import Shaping
+from twisted_mcp.mcp.names import prefixed_name
 
 #: The sections, by key in a server's entry.
 KINDS = ("tools", "prompts", "resources")
@@ -49,6 +50,11 @@ _TOOL_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 def valid_tool_name(name: str) -> bool:
     """Whether C{name} is a tool name SEP-986 allows (to be unified with C{mcp.names}' check)."""
     return _TOOL_NAME.match(name) is not None
+
+
+def served_name(name: str) -> str:
+    """The own name C{name} as the catalog serves it (C{.} and others become C{_}), before the prefix."""
+    return prefixed_name("", name)
 
 
 def parse_priority(check: _Checker, path: str, value: Any) -> int | None:
@@ -125,7 +131,7 @@ def _renames(check: _Checker, path: str, kind: str, value: Any) -> dict[str, str
         out[own] = new
     by_target: dict[str, list[str]] = {}
     for own, new in out.items():
-        by_target.setdefault(new, []).append(own)
+        by_target.setdefault(served_name(new), []).append(own)  # a.b and a_b are both served as a_b
     for new, owns in by_target.items():
         if len(owns) > 1:
             names = sorted(owns)
