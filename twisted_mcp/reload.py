@@ -208,6 +208,7 @@ class Reloading:
         self.gateway.policy = policy
         # Reshaped under the new policy: its pins review the reshaped tools, in its mode.
         reshaped_kinds = self._reshape({name: new_servers[name] for name in reshaped})
+        self.gateway.subscriptions.drop_unreachable(self.gateway.catalog.reachable)
         self.authenticator, self.identity = authenticator, identity
         if config.profiles != old.profiles:
             changes.append("profiles: replaced")

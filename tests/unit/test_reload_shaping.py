@@ -109,3 +109,17 @@ def test_the_new_policy_reviews_the_reshaped_catalog(world: World) -> None:
     assert world.svc.gateway.policy is not old
     assert reviewed == []
     assert "alpha__say" in world.svc.gateway.policy._tools
+
+
+def test_a_reload_ends_the_subscriptions_its_filter_removes(world: World) -> None:
+    """The reload asks the subscriptions to end those the new resources filter no longer lets through."""
+    world.service(config())
+    world.ready({"alpha": ["echo"], "beta": ["time"]})
+    asked: list[Any] = []
+    world.svc.gateway.subscriptions.drop_unreachable = asked.append  # type: ignore[method-assign]
+    applied, _, _ = world.reload(config(resources={"deny": ["repo://private/*"]}))
+    assert applied
+    (reachable,) = asked
+    alpha = world.backends["alpha"]
+    assert not reachable(alpha, "repo://private/keys")
+    assert reachable(world.backends["beta"], "repo://private/keys")

@@ -546,6 +546,10 @@ class Catalog:
             out.append((self._backends[name], exposed))
         return out
 
+    def reachable(self, backend: Backend, uri: str) -> bool:
+        """Whether C{backend}'s resources filter lets a client reach its own C{uri} in this catalog."""
+        return _reachable(backend, uri, self._own_entry(backend.name, uri))
+
     def _own_entry(self, name: str, original: str) -> Entry | None:
         """C{name}'s listed resource C{original}, or the first of its templates that matches it."""
         exposed = self.resources.exposed(name, original)
