@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted_mcp.backends.base import SHAPED_KINDS, Backend, shaping_of
 from twisted_mcp.config import Config
 from twisted_mcp.dispatch.authorization import announce, connect_allowed
+from twisted_mcp.frontends.http import HttpFrontend
 from twisted_mcp.policy.peers import ConnectionIdentity
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import PolicyConfig
@@ -213,6 +214,9 @@ class Reloading:
         if config.profiles != old.profiles:
             changes.append("profiles: replaced")
         self.gateway.profiles = config.profiles
+        for front in self.frontends:
+            if isinstance(front, HttpFrontend):
+                front.resource.end_removed_profiles(config.profiles)
         self.config = config
         consent = getattr(self.gateway, "consent", None)
         if consent is not None:
