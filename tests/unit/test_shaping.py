@@ -189,6 +189,27 @@ class ShapedCatalogTests(SynchronousTestCase):
         self.assertEqual(sorted(catalog.prompts.entries), ["g__hello"])
         self.assertEqual(catalog.prompts.entries["g__hello"].original, "greet")
 
+    def test_aRenameOrOverrideOfAnUnlistedNameIsWarnedOfOnce(self) -> None:
+        """A typo in rename or overrides is logged at the rebuild, once while it lasts; a template's override is no typo."""
+        b = backend(
+            "g",
+            [{"name": "echo"}],
+            tools=Shaping(rename={"ecoh": "say"}, overrides={"echo": {"title": "E"}, "gone": {"title": "G"}}),
+            resources=Shaping(overrides={"repo://{path}": {"title": "T"}, "repo://typo": {"title": "X"}}),
+        )
+        b.resources = [{"uri": "repo://readme", "name": "r"}]
+        b.resource_templates = [{"uriTemplate": "repo://{path}", "name": "t"}]
+        catalog = Catalog("__")
+
+        def warned() -> list[tuple[str, str]]:
+            with capturedLogs() as events:
+                catalog.rebuild([b])
+            return [(e["section"], e["own"]) for e in events if "does not list" in e["log_format"]]
+
+        self.assertEqual(warned(), [("tools", "ecoh"), ("tools", "gone"), ("resources", "repo://typo")])
+        self.assertEqual(warned(), [])
+        self.assertEqual(catalog.shaped["g"]["tools"].unmatched, ("ecoh", "gone"))
+
     def test_collisionAfterRenameLogged(self) -> None:
         b = backend("g", [{"name": "a"}, {"name": "b"}], tools=Shaping(rename={"a": "b"}))
         catalog = Catalog("__")

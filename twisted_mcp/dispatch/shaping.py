@@ -61,6 +61,9 @@ class Outcome:
     filtered: tuple[str, ...] = ()
     renamed: Mapping[str, str] = attrs.field(factory=dict)
     overridden: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
+    #: The own names (or URIs) C{rename} or C{overrides} name that the server
+    #: did not list (a typo, or gone from the server), sorted.
+    unmatched: tuple[str, ...] = ()
 
     @property
     def kept(self) -> int:
@@ -102,6 +105,7 @@ def shape(shaping: Shaping | None, items: Iterable[dict[str, Any]], key: str) ->
     it is (the same dictionaries).
     """
     out: list[Shaped] = []
+    seen: set[str] = set()
     listed = 0
     filtered: list[str] = []
     renamed: dict[str, str] = {}
@@ -109,6 +113,7 @@ def shape(shaping: Shaping | None, items: Iterable[dict[str, Any]], key: str) ->
     for item in items:
         listed += 1
         own = item[key]
+        seen.add(own)
         if shaping is None:
             out.append(Shaped(own, item, None))
             continue
@@ -125,7 +130,8 @@ def shape(shaping: Shaping | None, items: Iterable[dict[str, Any]], key: str) ->
             definition = overridden(definition, override)
             changed[own] = tuple(sorted(override))
         out.append(Shaped(own, definition, item if definition != item else None))
-    return out, Outcome(listed, tuple(sorted(filtered)), renamed, changed)
+    named = set(shaping.overrides) | (set(shaping.rename) if key == "name" else set()) if shaping is not None else set()
+    return out, Outcome(listed, tuple(sorted(filtered)), renamed, changed, tuple(sorted(named - seen)))
 
 
 def overridden(definition: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
