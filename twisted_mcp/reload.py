@@ -15,8 +15,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from twisted_mcp.backends.base import SHAPED_KINDS, Backend, shaping_of
+from twisted_mcp.backends.base import Backend
 from twisted_mcp.config import Config
+from twisted_mcp.config.shaping import KINDS as SHAPED_KINDS
+from twisted_mcp.config.shaping import shaping_of
 from twisted_mcp.dispatch.authorization import announce, connect_allowed
 from twisted_mcp.frontends.http import HttpFrontend
 from twisted_mcp.policy.peers import ConnectionIdentity

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from twisted_mcp.config._check import _Checker, _describe, _join, glob_compiles
@@ -209,6 +210,12 @@ def _shown(value: Any) -> str:
     """C{value} as the problem quotes it: its JSON, cut short."""
     text = json.dumps(value, default=str)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def shaping_of(config: Any) -> tuple[int, Mapping[str, Shaping]]:
+    """A server config's C{priority} and its shaping by kind (the kinds it shapes, among L{KINDS})."""
+    shaping = {kind: getattr(config, kind) for kind in KINDS if getattr(config, kind, None) is not None}
+    return getattr(config, "priority", 0), MappingProxyType(shaping)
 
 
 def parse_server_shaping(
