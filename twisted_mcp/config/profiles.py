@@ -75,7 +75,7 @@ def _profile(check: _Checker, path: str, name: str, spec: Any, glob_problem: Cal
     if not isinstance(spec, dict):
         check.problem(path, f"expected a mapping ({', '.join(_PROFILE_KEYS)}), got {_describe(spec)}")
         return None
-    _unknown(check, path, spec, _PROFILE_KEYS)
+    check.unknown_keys(path, spec, _PROFILE_KEYS)
     fields: dict[str, Any] = {}
     for key in ("tools", "pinned", "prompts", "resources"):
         if key in spec:
@@ -92,12 +92,6 @@ def _profile(check: _Checker, path: str, name: str, spec: Any, glob_problem: Cal
     if len(check.problems) > before:
         return None
     return Profile(name=name, **fields)
-
-
-def _unknown(check: _Checker, path: str, spec: dict[Any, Any], known: tuple[str, ...]) -> None:
-    for key in spec:
-        if key not in known:
-            check.problem(path, f"unknown key {json.dumps(str(key))} (expected {', '.join(known)})")
 
 
 def _patterns(
@@ -133,7 +127,7 @@ def _budget(
     if not isinstance(value, dict):
         check.problem(path, f"expected a mapping ({', '.join(_BUDGET_KEYS)}), got {_describe(value)}")
         return {}
-    _unknown(check, path, value, _BUDGET_KEYS)
+    check.unknown_keys(path, value, _BUDGET_KEYS)
     out: dict[str, Any] = {}
     if "search" in value:
         if search_outside:
@@ -142,7 +136,7 @@ def _budget(
             search = out["search"] = _search(check, f"{path}.search", value["search"])
     length = None
     if "maxNameLength" in value:
-        length = _whole(check, f"{path}.maxNameLength", value["maxNameLength"])
+        length = check.whole(f"{path}.maxNameLength", value["maxNameLength"])
         if length is not None and length < MIN_NAME_LENGTH:
             check.problem(
                 f"{path}.maxNameLength",
@@ -160,7 +154,7 @@ def _budget(
             )
         out["nameOverhead"] = overhead
     if "maxTools" in value:
-        count = _whole(check, f"{path}.maxTools", value["maxTools"])
+        count = check.whole(f"{path}.maxTools", value["maxTools"])
         if count is not None:
             if search == "never":
                 least, why = 1, ""
@@ -174,13 +168,6 @@ def _budget(
                 check.problem(f"{path}.maxTools", f"must be at most {MAX_TOOLS}, got {count}")
         out["maxTools"] = count
     return out
-
-
-def _whole(check: _Checker, path: str, value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        check.problem(path, f"expected a whole number, got {_describe(value)}")
-        return None
-    return value
 
 
 __all__ = ["PROFILE_NAME_RE", "SEARCH_MODES", "parse_profiles"]

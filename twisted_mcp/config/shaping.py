@@ -77,11 +77,9 @@ def parse_shaping(
         return None
     before = len(check.problems)
     keys = KEYS[kind]
-    for key in section:
-        if key == "rename" and kind == "resources":
-            check.problem(_join(path, key), "resources cannot be renamed (their URIs are addresses)")
-        elif key not in keys:
-            check.problem(path, f"unknown key {json.dumps(str(key))} (expected {', '.join(keys)})")
+    if "rename" in section and kind == "resources":
+        check.problem(_join(path, "rename"), "resources cannot be renamed (their URIs are addresses)")
+    check.unknown_keys(path, {key: None for key in section if key != "rename" or kind != "resources"}, keys)
     fields: dict[str, Any] = {}
     for key in ("allow", "deny"):
         if key in section:
