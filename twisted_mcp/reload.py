@@ -6,6 +6,8 @@ as a diff (L{Reloading}, a part of L{twisted_mcp.service.GatewayService}).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import attrs
@@ -13,9 +15,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from twisted_mcp.backends.base import SHAPED_KINDS, Backend, shaping_of
+from twisted_mcp.backends.base import Backend
 from twisted_mcp.config import Config
+from twisted_mcp.config.shaping import KINDS as SHAPED_KINDS
+from twisted_mcp.config.shaping import shaping_of
 from twisted_mcp.dispatch.authorization import announce, connect_allowed
+from twisted_mcp.frontends.http import HttpFrontend
 from twisted_mcp.policy.peers import ConnectionIdentity
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import PolicyConfig
@@ -198,7 +203,6 @@ class Reloading:
         for name in added:
             self._bring_in(fresh[name])
             changes.append(f"backend {name}: added")
-        reshaped_kinds = self._reshape({name: new_servers[name] for name in reshaped})
         changes += [f"backend {name}: shaping or priority applied (not restarted)" for name in reshaped]
 
         # Policy: new calls see it at once; the state of unchanged checks carries over.
@@ -206,8 +210,12 @@ class Reloading:
         policy.breakers = {k: v for k, v in policy.breakers.items() if k in self.gateway.backends}
         if current.rules != rules:
             changes.append("policy: replaced")
+        policy.note_backends(self.gateway.backends.values())
         policy.catalog_changed(self.gateway.catalog.entries)
         self.gateway.policy = policy
+        # Reshaped under the new policy: its pins review the reshaped tools, in its mode.
+        reshaped_kinds = self._reshape({name: new_servers[name] for name in reshaped})
+        self.gateway.subscriptions.drop_unreachable(self.gateway.catalog.reachable)
         surface_changed = config.surface != old.surface
         if surface_changed:
             changes.append("surface: replaced")
@@ -216,6 +224,9 @@ class Reloading:
         if config.profiles != old.profiles:
             changes.append("profiles: replaced")
         self.gateway.profiles = config.profiles
+        for front in self.frontends:
+            if isinstance(front, HttpFrontend):
+                front.resource.end_removed_profiles(config.profiles)
         self.config = config
         consent = getattr(self.gateway, "consent", None)
         if consent is not None:
@@ -234,13 +245,15 @@ class Reloading:
         )
         return True, changes, ""
 
-    def views(self) -> dict[Any, tuple[str, ...] | None]:
+    def views(self) -> dict[Any, dict[str, tuple[tuple[str, str], ...]] | None]:
         """What every session may see now (compare later with L{notify_views})."""
         return {s: self._view(s) for s in list(self.gateway.sessions)}
 
-    def _view(self, session: Any) -> dict[str, tuple[str, ...]] | None:
+    def _view(self, session: Any) -> dict[str, tuple[tuple[str, str], ...]] | None:
         """What C{session} may see now, by the notification that tells it of
-        a change (tools, prompts, resources); None: it may see nothing."""
+        a change (tools, prompts, resources): each definition's name and a
+        digest of it, so that a changed description counts as a change;
+        None: it may see nothing."""
         policy = self.gateway.policy
         catalog = self.gateway.catalog
         try:
@@ -253,9 +266,9 @@ class Reloading:
             ("resources", "resource", catalog.resources, "uri"),
             ("resources", "template", catalog.templates, "uriTemplate"),
         )
-        view: dict[str, tuple[str, ...]] = {}
+        view: dict[str, tuple[tuple[str, str], ...]] = {}
         for notice, kind, listing, key in kinds:
-            shown = tuple(d[key] for d in policy.listing(principal, kind, listing.listing, listing.entries))
+            shown = tuple((d[key], _digest(d)) for d in policy.listing(principal, kind, listing.listing, listing.entries))
             view[notice] = view.get(notice, ()) + shown
         return view
 
@@ -354,6 +367,12 @@ class Reloading:
         if instance:
             self.gateway.forget_instance(backend)
         self.retiring.discard(backend)
+
+
+def _digest(definition: dict[str, Any]) -> str:
+    """A digest of a served definition (equal definitions, equal digests)."""
+    text = json.dumps(definition, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def _running(server: Any) -> Any:

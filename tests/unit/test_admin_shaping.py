@@ -72,3 +72,14 @@ def test_twisted_mcp_status_summarises_the_shaping(capsys: pytest.CaptureFixture
         code, out, _ = run(capsys, "status", "--admin", fake.address)
     assert code == 0
     assert "  github  up  2 tool(s)  required; shaped: 23 of 26 tool(s) kept" in out.splitlines()
+
+
+def test_a_rename_that_lost_a_collision_says_so() -> None:
+    """echo renamed add, where the server has an add: echo is not served, and /status says why instead of null."""
+    world = World()
+    world.alpha.shaping = MappingProxyType({"tools": Shaping(rename={"echo": "add"})})
+    world.ready()
+    status = world.get(b"/status", headers={"Accept": "application/json"}).json()
+    alpha = status["backends"][0]
+    assert alpha["tools"] == ["alpha__add"]
+    assert alpha["shaping"]["tools"]["renamed"] == {"echo": "add (not served: another definition has that name)"}

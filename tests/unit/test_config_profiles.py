@@ -117,6 +117,14 @@ class ProfilesConfigTests(SynchronousTestCase):
                 "profiles.dev.budget.search: also set as profiles.dev.search; set it in one place",
             ),
             ({"dev": {"budget": {"search": "no"}}}, 'profiles.dev.budget.search: expected auto, always or never, got a string "no"'),
+            (
+                {"dev": {"tools": ["github__*", "[a"]}},
+                "profiles.dev.tools[1]: \"[a\" is not a valid glob: the '[' at position 1 is never closed with ']'",
+            ),
+            (
+                {"dev": {"resources": ["repo://[z-a]"]}},
+                "profiles.dev.resources[0]: \"repo://[z-a]\" is not a valid glob: the range z-a is backwards: it holds no character (write a-z)",
+            ),
         ]
         for profiles, message in cases:
             self.assertEqual(self.problems(profiles), [message], profiles)

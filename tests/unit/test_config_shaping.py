@@ -6,6 +6,7 @@ message of design §2.4, byte for byte, and its key path.
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import pytest
@@ -112,6 +113,10 @@ def test_an_http_server_takes_them_too() -> None:
             "mcpServers.github.tools.rename: create_file and put_file would both be named put_file",
         ),
         (
+            {"tools": {"rename": {"create_file": "put.file", "put_file": "put_file"}}},
+            "mcpServers.github.tools.rename: create_file and put_file would both be named put_file",
+        ),
+        (
             {"tools": {"overrides": {"search_repositories": {"inputSchema": {}}}}},
             "mcpServers.github.tools.overrides.search_repositories: cannot override inputSchema "
             "(only title, description, annotations)",
@@ -123,6 +128,24 @@ def test_an_http_server_takes_them_too() -> None:
         (
             {"tools": {"overrides": {"x": {"annotations": {"readOnlyHint": "yes"}}}}},
             'mcpServers.github.tools.overrides.x.annotations.readOnlyHint: expected true or false, got "yes"',
+        ),
+        (
+            {"tools": {"overrides": {"x": {"annotations": {"since": datetime.date(2024, 1, 1)}}}}},
+            'mcpServers.github.tools.overrides.x.annotations.since: expected a string, a number, true, false or null, '
+            'got date "2024-01-01"',
+        ),
+        (
+            {"tools": {"overrides": {"x": {"annotations": {"weight": float("nan")}}}}},
+            "mcpServers.github.tools.overrides.x.annotations.weight: expected a string, a number, true, false or null, "
+            "got a number NaN",
+        ),
+        (
+            {"tools": {"overrides": {"x": {"annotations": {"tags": ["a"]}}}}},
+            "mcpServers.github.tools.overrides.x.annotations.tags: expected a string, a number, true, false or null, got a list",
+        ),
+        (
+            {"tools": {"overrides": {"x": {"annotations": {3: "three"}}}}},
+            "mcpServers.github.tools.overrides.x.annotations.3: an annotation's name is a string, got a number 3",
         ),
         (
             {"resources": {"rename": {"a": "b"}}},

@@ -717,6 +717,8 @@ def test_a_role_parses_into_its_parts() -> None:
         ("https://h", "https://h"),
         ("urn:x:../y", "urn:x:../y"),
         ("no-scheme/../x", "no-scheme/../x"),
+        ("file:////secret/k", "file:///secret/k"),  # empty segments are dropped ...
+        ("file:///a//b/", "file:///a/b/"),  # ... but the root and a trailing slash kept
     ],
 )
 def test_resolved_uri(uri: str, resolved: str) -> None:

@@ -133,6 +133,22 @@ class HttpPathTests(SynchronousTestCase):
         r = self.send("/mcp/ops", body={"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers={"mcp-session-id": sid})
         self.assertEqual(r.status, 404)
 
+    def test_theSessionsOfARemovedProfileEnd(self) -> None:
+        """A reload removing ops ends the /mcp/ops sessions (their SSE stream too); one re-adding ops does not revive them."""
+        ops = self.initialize("/mcp/ops")
+        dev = self.initialize("/mcp/dev")
+        default = self.initialize("/mcp")
+        get = PathConnection(self.site)
+        get.write("/mcp/ops", "GET", headers={"mcp-session-id": ops, "accept": "text/event-stream", "content-type": None})
+        self.assertEqual(self.resource.open_streams(), 1)
+        self.gateway.profiles = {"dev": PROFILES["dev"]}
+        self.assertEqual(self.resource.end_removed_profiles(self.gateway.profiles), 1)
+        self.assertEqual(sorted(self.resource.table.sessions), sorted([dev, default]))
+        self.assertEqual(self.resource.open_streams(), 0)
+        self.gateway.profiles = PROFILES
+        r = self.send("/mcp/ops", body={"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers={"mcp-session-id": ops})
+        self.assertEqual(r.status, 404)
+
     def test_statelessRequestsRunUnderThePathsView(self) -> None:
         """2026-07-28 requests: one core session per client identity and path, each with the path's view."""
         for path in ("/mcp/dev", "/mcp", "/mcp/dev"):
@@ -262,6 +278,27 @@ class ReloadTests(SynchronousTestCase):
         self.assertEqual((applied, problems), (True, ""))
         self.assertIn("profiles: replaced", changes)
         self.assertEqual(sorted(service.gateway.profiles), ["dev", "ops", "qa"])
+
+
+class ReloadEndsSessionsTests(SynchronousTestCase):
+    def test_aReloadRemovingAProfileEndsItsHttpSessions(self) -> None:
+        """GatewayService.reload ends the sessions of a removed profile on every HTTP listener."""
+        from twisted_mcp.frontends.http import HttpFrontend
+        from twisted_mcp.service import GatewayService
+
+        clock = Clock()
+        config = Config(source="gateway.yaml", gateway=GatewaySettings(), servers=(), profiles=PROFILES)
+        service = GatewayService(config, clock, None)  # type: ignore[arg-type]
+        service.gateway.start()
+        site = http_site(service.gateway, clock, GatewaySettings(), HttpSettings(), "http:tcp:8080:interface=127.0.0.1", None, None)
+        service.frontends.append(HttpFrontend("tcp:8080", None, site, 5.0))
+        r = PathConnection(site).send_to("/mcp/ops", body=INIT)
+        self.assertEqual(r.status, 200, r.body)
+        PathConnection(site).send_to("/mcp/dev", body=INIT)
+        self.assertEqual(len(site.resource_.table), 2)
+        applied, _, problems = service.reload(lambda: attrs.evolve(config, profiles={"dev": PROFILES["dev"]}))
+        self.assertEqual((applied, problems), (True, ""))
+        self.assertEqual([hs.view for hs in site.resource_.table.sessions.values()], ["dev"])
 
 
 class StatusTests(SynchronousTestCase):

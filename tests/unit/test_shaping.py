@@ -68,6 +68,34 @@ class FilterTests(SynchronousTestCase):
         self.assertFalse(uri_allowed(shaping, "repo://secret", "repo://{name}"))
         self.assertTrue(uri_allowed(None, "anything"))
 
+    def test_uriDenySeesEveryForm(self) -> None:
+        """A deny sees the URI decoded and resolved, as the roles' deny does; an allow must hold once resolved."""
+        shaping = Shaping(deny=("file:///secret/*",))
+        template = "file:///{+path}"
+        self.assertTrue(uri_allowed(shaping, "file:///pub/k", template))
+        for uri in (
+            "file:///secret/k",
+            "file:///pub/../secret/k",
+            "file:///%73ecret/k",
+            "file:///./secret/k",
+            "file:////secret/k",
+            "file:///pub/%2e%2e/secret/k",
+            "FILE:///Secret/k",
+        ):
+            self.assertFalse(uri_allowed(shaping, uri, template), uri)
+        allow = Shaping(allow=("file:///pub/*",))
+        self.assertTrue(uri_allowed(allow, "file:///pub/x"))
+        self.assertFalse(uri_allowed(allow, "file:///pub/../x"))
+        self.assertFalse(uri_allowed(Shaping(allow=("file:///pub/{+path}",)), "file:///pub/../x", "file:///pub/{+path}"))
+
+    def test_denyFoldsCaseAndDashes(self) -> None:
+        """C{deny: ["delete_*"]} removes C{Delete_All} and C{delete-all}, as a role's deny would; allow does not fold."""
+        shaping = Shaping(deny=("delete_*",))
+        for name in ("delete_all", "Delete_All", "delete-all", "DELETE-ALL"):
+            self.assertFalse(kept(shaping, name), name)
+        self.assertTrue(kept(shaping, "deleted"))
+        self.assertFalse(kept(Shaping(allow=("get_*",)), "Get_x"))
+
 
 class ShapeTests(SynchronousTestCase):
     def test_withoutShapingEverythingAsItIs(self) -> None:
@@ -161,6 +189,27 @@ class ShapedCatalogTests(SynchronousTestCase):
         self.assertEqual(sorted(catalog.prompts.entries), ["g__hello"])
         self.assertEqual(catalog.prompts.entries["g__hello"].original, "greet")
 
+    def test_aRenameOrOverrideOfAnUnlistedNameIsWarnedOfOnce(self) -> None:
+        """A typo in rename or overrides is logged at the rebuild, once while it lasts; a template's override is no typo."""
+        b = backend(
+            "g",
+            [{"name": "echo"}],
+            tools=Shaping(rename={"ecoh": "say"}, overrides={"echo": {"title": "E"}, "gone": {"title": "G"}}),
+            resources=Shaping(overrides={"repo://{path}": {"title": "T"}, "repo://typo": {"title": "X"}}),
+        )
+        b.resources = [{"uri": "repo://readme", "name": "r"}]
+        b.resource_templates = [{"uriTemplate": "repo://{path}", "name": "t"}]
+        catalog = Catalog("__")
+
+        def warned() -> list[tuple[str, str]]:
+            with capturedLogs() as events:
+                catalog.rebuild([b])
+            return [(e["section"], e["own"]) for e in events if "does not list" in e["log_format"]]
+
+        self.assertEqual(warned(), [("tools", "ecoh"), ("tools", "gone"), ("resources", "repo://typo")])
+        self.assertEqual(warned(), [])
+        self.assertEqual(catalog.shaped["g"]["tools"].unmatched, ("ecoh", "gone"))
+
     def test_collisionAfterRenameLogged(self) -> None:
         b = backend("g", [{"name": "a"}, {"name": "b"}], tools=Shaping(rename={"a": "b"}))
         catalog = Catalog("__")
@@ -210,6 +259,17 @@ class ResourceFilterTests(SynchronousTestCase):
         for uri in ("repo://private/keys", "twisted-mcp://docs/repo://private/keys", "file:///x", "twisted-mcp://docs/file:///x"):
             self.assertIsNone(self.catalog.route_uri(uri), uri)
             self.assertIn("no server lists the resource", self.catalog.why_unrouted(uri))
+
+    def test_disguisedFilteredUriNotRouted(self) -> None:
+        """A denied URI written with dot segments, escapes or doubled slashes reaches no backend, in either form."""
+        files = backend("files", resources=Shaping(deny=("file:///secret/*",)))
+        files.resource_templates = [{"uriTemplate": "file:///{+path}", "name": "f"}]
+        catalog = Catalog("__")
+        catalog.rebuild([files])
+        self.assertIsNotNone(catalog.route_uri("file:///pub/k"))
+        for uri in ("file:///pub/../secret/k", "file:///%73ecret/k", "file:///./secret/k", "file:////secret/k"):
+            for asked in (uri, f"twisted-mcp://files/{uri}"):
+                self.assertIsNone(catalog.route_uri(asked), asked)
 
     def test_rememberedFilteredUriNotRouted(self) -> None:
         """A URI shown in a result (remembered for its backend) is filtered when read back."""

@@ -129,3 +129,23 @@ class ShapedSessionTests(SynchronousTestCase):
         self.assertEqual(call.params["ref"]["uri"], "repo://{path}")
         call.deferred.callback({"completion": {"values": ["a"]}})
         self.take()
+
+    def test_aSubscriptionTheFilterNowRemovesEnds(self) -> None:
+        """A reload's new filter removes a subscribed URI: no more updates, the backend is unsubscribed, unsubscribe is accepted."""
+        self.request(30, "resources/subscribe", {"uri": "repo://readme"})
+        (call,) = self.alpha.calls
+        call.deferred.callback({})
+        self.take()
+        del self.alpha.calls[:]
+        self.alpha.shaping = MappingProxyType({"resources": Shaping(deny=("repo://readme",))})
+        self.gateway._rebuild()
+        self.assertEqual(self.gateway.subscriptions.drop_unreachable(self.gateway.catalog.reachable), 1)
+        (call,) = self.alpha.calls
+        self.assertEqual((call.method, call.params), ("resources/unsubscribe", {"uri": "repo://readme"}))
+        call.deferred.callback({})
+        self.take()
+        self.gateway.subscriptions.updated(self.alpha, {"uri": "repo://readme"})
+        self.assertEqual(self.take(), [])
+        self.request(31, "resources/unsubscribe", {"uri": "repo://readme"})
+        self.assertEqual(self.take(), [{"jsonrpc": "2.0", "id": 31, "result": {}}])
+        self.assertEqual(self.gateway.subscriptions.count(), 0)

@@ -22,6 +22,7 @@ from twisted.logger import Logger
 
 from twisted_mcp.backends.session import McpClientSession
 from twisted_mcp.config.models import Shaping
+from twisted_mcp.config.shaping import shaping_of  # re-exported: it lived here
 from twisted_mcp.mcp import errors
 from twisted_mcp.wire.jsonrpc import (
     METHOD_NOT_FOUND,
@@ -328,14 +329,4 @@ class Backend(Service):
         return failure
 
 
-__all__ = ["Backend", "BackendEvents", "Histogram", "State"]
-
-
-#: The kinds a server's config may shape (its C{tools:}, C{prompts:}, C{resources:}).
-SHAPED_KINDS = ("tools", "prompts", "resources")
-
-
-def shaping_of(config: Any) -> tuple[int, Mapping[str, Shaping]]:
-    """A server config's C{priority} and its shaping by kind (the kinds it shapes)."""
-    shaping = {kind: getattr(config, kind) for kind in SHAPED_KINDS if getattr(config, kind, None) is not None}
-    return getattr(config, "priority", 0), MappingProxyType(shaping)
+__all__ = ["Backend", "BackendEvents", "Histogram", "State", "shaping_of"]

@@ -12,9 +12,10 @@ from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succe
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from twisted_mcp.backends.base import Backend, State, shaping_of
+from twisted_mcp.backends.base import Backend, State
 from twisted_mcp.backends.listen import BackendListen
 from twisted_mcp.backends.session import DiscoveryError, McpClientSession
+from twisted_mcp.config.shaping import shaping_of
 from twisted_mcp.wire.jsonrpc import (
     INTERNAL_ERROR,
     JsonRpcError,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any
+from typing import Any, Callable
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -51,6 +51,12 @@ class _Checker:
                 hint = ", ".join(sorted(known))
                 self.problem(_join(path, key), f"unknown key (expected one of: {hint})")
 
+    def unknown_keys(self, path: str, value: dict[Any, Any], known: tuple[str, ...]) -> None:
+        """Each key of C{value} not in C{known}, reported at C{path} with the keys expected, in their order (design §2.4)."""
+        for key in value:
+            if key not in known:
+                self.problem(path, f"unknown key {json.dumps(str(key))} (expected {', '.join(known)})")
+
     def string(self, path: str, value: Any, nonempty: bool = True) -> str | None:
         if not isinstance(value, str):
             self.problem(path, f"expected a string, got {_describe(value)}")
@@ -69,14 +75,21 @@ class _Checker:
             return None
         return float(value)
 
-    def integer(self, path: str, value: Any, minimum: int, maximum: int) -> int | None:
+    def whole(self, path: str, value: Any) -> int | None:
+        """C{value} if it is a whole number (not a boolean), else None (a problem reported)."""
         if isinstance(value, bool) or not isinstance(value, int):
             self.problem(path, f"expected a whole number, got {_describe(value)}")
             return None
-        if not (minimum <= value <= maximum):
-            self.problem(path, f"expected a whole number from {minimum} to {maximum}, got {value}")
-            return None
         return value
+
+    def integer(self, path: str, value: Any, minimum: int, maximum: int) -> int | None:
+        number = self.whole(path, value)
+        if number is None:
+            return None
+        if not (minimum <= number <= maximum):
+            self.problem(path, f"expected a whole number from {minimum} to {maximum}, got {number}")
+            return None
+        return number
 
     def boolean(self, path: str, value: Any) -> bool | None:
         if not isinstance(value, bool):
@@ -103,6 +116,19 @@ def _join(path: str, key: Any) -> str:
     if NAME_RE.match(key):
         return f"{path}.{key}" if path else key
     return f"{path}[{json.dumps(key)}]"
+
+
+def glob_compiles(check: _Checker, path: str, glob: str, glob_problem: Callable[[str], str | None]) -> bool:
+    """
+    Whether C{glob} compiles in the roles' dialect; when it does not, the
+    problem is reported at C{path}.  (C{glob_problem} says why a glob does
+    not compile: the dialect's parser lives with the policy, above config.)
+    """
+    why = glob_problem(glob)
+    if why is None:
+        return True
+    check.problem(path, f"{json.dumps(glob)} is not a valid glob: {why}")
+    return False
 
 
 def _describe(value: Any) -> str:

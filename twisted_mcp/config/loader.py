@@ -329,7 +329,7 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
     if "audit" in top:
         audit = parse_audit(top["audit"] if top["audit"] is not None else {}, "audit", base_dir, check.problems)
     oauth = _oauth_settings(check, top, servers, environ, base_dir)
-    profiles = parse_profiles(check, top.get("profiles"))
+    profiles = parse_profiles(check, top.get("profiles"), glob_problem=_glob_problem)
     surface = parse_surface(check, top)
     if (
         oauth is not None

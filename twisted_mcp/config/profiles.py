@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Callable
 
-from twisted_mcp.config._check import _Checker, _describe
+from twisted_mcp.config._check import _Checker, _describe, glob_compiles
 from twisted_mcp.config.models import Profile
 
 #: What a profile name looks like: a safe path segment, no escaping needed.
@@ -42,10 +42,15 @@ MAX_INSTRUCTIONS = 8192
 _EXAMPLES = {"tools": "github__*", "pinned": "filesystem__read_file", "prompts": "github__*", "resources": "repo://*"}
 
 
-def parse_profiles(check: _Checker, value: Any, path: str = "profiles") -> dict[str, Profile]:
+def parse_profiles(
+    check: _Checker, value: Any, path: str = "profiles", glob_problem: Callable[[str], str | None] | None = None
+) -> dict[str, Profile]:
     """
     The C{profiles:} section as L{Profile}s by name; every problem goes to
     C{check}, and a profile with one is left out.
+
+    @param glob_problem: why a glob does not compile, or None (the loader
+        passes the roles' parser; without it globs are not compiled here).
     """
     if value is None:
         return {}
@@ -57,24 +62,24 @@ def parse_profiles(check: _Checker, value: Any, path: str = "profiles") -> dict[
         if not isinstance(name, str) or not PROFILE_NAME_RE.match(name):
             check.problem(f"{path}.{json.dumps(str(name))}", "a profile name must match [a-z0-9][a-z0-9_-]{0,31}")
             continue
-        profile = _profile(check, f"{path}.{name}", name, spec)
+        profile = _profile(check, f"{path}.{name}", name, spec, glob_problem)
         if profile is not None:
             profiles[name] = profile
     return profiles
 
 
-def _profile(check: _Checker, path: str, name: str, spec: Any) -> Profile | None:
+def _profile(check: _Checker, path: str, name: str, spec: Any, glob_problem: Callable[[str], str | None] | None) -> Profile | None:
     before = len(check.problems)
     if spec is None:
         spec = {}
     if not isinstance(spec, dict):
         check.problem(path, f"expected a mapping ({', '.join(_PROFILE_KEYS)}), got {_describe(spec)}")
         return None
-    _unknown(check, path, spec, _PROFILE_KEYS)
+    check.unknown_keys(path, spec, _PROFILE_KEYS)
     fields: dict[str, Any] = {}
     for key in ("tools", "pinned", "prompts", "resources"):
         if key in spec:
-            fields[key] = _patterns(check, f"{path}.{key}", spec[key], _EXAMPLES[key])
+            fields[key] = _patterns(check, f"{path}.{key}", spec[key], _EXAMPLES[key], glob_problem)
     if "search" in spec:
         fields["search"] = _search(check, f"{path}.search", spec["search"])
     if "instructions" in spec:
@@ -89,14 +94,10 @@ def _profile(check: _Checker, path: str, name: str, spec: Any) -> Profile | None
     return Profile(name=name, **fields)
 
 
-def _unknown(check: _Checker, path: str, spec: dict[Any, Any], known: tuple[str, ...]) -> None:
-    for key in spec:
-        if key not in known:
-            check.problem(path, f"unknown key {json.dumps(str(key))} (expected {', '.join(known)})")
-
-
-def _patterns(check: _Checker, path: str, value: Any, example: str) -> tuple[str, ...]:
-    """A list of globs and exact names, in order."""
+def _patterns(
+    check: _Checker, path: str, value: Any, example: str, glob_problem: Callable[[str], str | None] | None
+) -> tuple[str, ...]:
+    """A list of globs and exact names, in order; each glob must compile."""
     if not isinstance(value, list):
         check.problem(path, f'expected a list of globs and names such as ["{example}"], got {_describe(value)}')
         return ()
@@ -104,7 +105,7 @@ def _patterns(check: _Checker, path: str, value: Any, example: str) -> tuple[str
     for i, item in enumerate(value):
         if not isinstance(item, str) or not item:
             check.problem(f"{path}[{i}]", f'expected a glob or a name such as "{example}", got {_describe(item)}')
-        else:
+        elif glob_problem is None or glob_compiles(check, f"{path}[{i}]", item, glob_problem):
             out.append(item)
     return tuple(out)
 
@@ -126,7 +127,7 @@ def _budget(
     if not isinstance(value, dict):
         check.problem(path, f"expected a mapping ({', '.join(_BUDGET_KEYS)}), got {_describe(value)}")
         return {}
-    _unknown(check, path, value, _BUDGET_KEYS)
+    check.unknown_keys(path, value, _BUDGET_KEYS)
     out: dict[str, Any] = {}
     if "search" in value:
         if search_outside:
@@ -135,7 +136,7 @@ def _budget(
             search = out["search"] = _search(check, f"{path}.search", value["search"])
     length = None
     if "maxNameLength" in value:
-        length = _whole(check, f"{path}.maxNameLength", value["maxNameLength"])
+        length = check.whole(f"{path}.maxNameLength", value["maxNameLength"])
         if length is not None and length < MIN_NAME_LENGTH:
             check.problem(
                 f"{path}.maxNameLength",
@@ -153,7 +154,7 @@ def _budget(
             )
         out["nameOverhead"] = overhead
     if "maxTools" in value:
-        count = _whole(check, f"{path}.maxTools", value["maxTools"])
+        count = check.whole(f"{path}.maxTools", value["maxTools"])
         if count is not None:
             if search == "never":
                 least, why = 1, ""
@@ -167,13 +168,6 @@ def _budget(
                 check.problem(f"{path}.maxTools", f"must be at most {MAX_TOOLS}, got {count}")
         out["maxTools"] = count
     return out
-
-
-def _whole(check: _Checker, path: str, value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        check.problem(path, f"expected a whole number, got {_describe(value)}")
-        return None
-    return value
 
 
 __all__ = ["PROFILE_NAME_RE", "SEARCH_MODES", "parse_profiles"]

@@ -11,11 +11,14 @@ caller (C{glob_problem}), since the roles' parser lives with the policy.
 from __future__ import annotations
 
 import json
+import math
 import re
+from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
-from twisted_mcp.config._check import _Checker, _join
+from twisted_mcp.config._check import _Checker, _describe, _join, glob_compiles
 from twisted_mcp.config.models import Shaping
+from twisted_mcp.mcp.names import prefixed_name
 
 #: The sections, by key in a server's entry.
 KINDS = ("tools", "prompts", "resources")
@@ -50,6 +53,11 @@ def valid_tool_name(name: str) -> bool:
     return _TOOL_NAME.match(name) is not None
 
 
+def served_name(name: str) -> str:
+    """The own name C{name} as the catalog serves it (C{.} and others become C{_}), before the prefix."""
+    return prefixed_name("", name)
+
+
 def parse_priority(check: _Checker, path: str, value: Any) -> int | None:
     """C{priority}: a whole number, higher first."""
     return check.integer(path, value, *_PRIORITY)
@@ -69,11 +77,9 @@ def parse_shaping(
         return None
     before = len(check.problems)
     keys = KEYS[kind]
-    for key in section:
-        if key == "rename" and kind == "resources":
-            check.problem(_join(path, key), "resources cannot be renamed (their URIs are addresses)")
-        elif key not in keys:
-            check.problem(path, f"unknown key {json.dumps(str(key))} (expected {', '.join(keys)})")
+    if "rename" in section and kind == "resources":
+        check.problem(_join(path, "rename"), "resources cannot be renamed (their URIs are addresses)")
+    check.unknown_keys(path, {key: None for key in section if key != "rename" or kind != "resources"}, keys)
     fields: dict[str, Any] = {}
     for key in ("allow", "deny"):
         if key in section:
@@ -101,11 +107,8 @@ def _globs(check: _Checker, path: str, kind: str, value: Any, glob_problem: Call
         if not isinstance(item, str) or not item or any(c.isspace() or not c.isprintable() for c in item):
             check.problem(ipath, f"expected a glob such as {_example(kind)}, got {_shown(item)}")
             continue
-        why = glob_problem(item)
-        if why is not None:
-            check.problem(ipath, f"{json.dumps(item)} is not a valid glob: {why}")
-            continue
-        out.append(item)
+        if glob_compiles(check, ipath, item, glob_problem):
+            out.append(item)
     return tuple(out)
 
 
@@ -127,7 +130,7 @@ def _renames(check: _Checker, path: str, kind: str, value: Any) -> dict[str, str
         out[own] = new
     by_target: dict[str, list[str]] = {}
     for own, new in out.items():
-        by_target.setdefault(new, []).append(own)
+        by_target.setdefault(served_name(new), []).append(own)  # a.b and a_b are both served as a_b
     for new, owns in by_target.items():
         if len(owns) > 1:
             names = sorted(owns)
@@ -170,23 +173,47 @@ def _overrides(check: _Checker, path: str, kind: str, value: Any) -> dict[str, d
 
 
 def _annotations(check: _Checker, path: str, value: Any) -> dict[str, Any] | None:
+    """
+    An override's C{annotations}: names (strings) to JSON scalars (a string,
+    a finite number, true, false, or null to remove the server's), so that
+    what a client is served is always JSON.
+    """
     mapping = check.mapping(path, value)
     if mapping is None:
         return None
+    before = len(check.problems)
     for key, item in mapping.items():
-        if item is None:
+        kpath = _join(path, key)
+        if not isinstance(key, str):
+            check.problem(kpath, f"an annotation's name is a string, got {_describe(key)}")
+        elif item is None:
             continue  # removes the server's
-        if key in _BOOLEAN_ANNOTATIONS and not isinstance(item, bool):
-            check.problem(_join(path, key), f"expected true or false, got {_shown(item)}")
+        elif key in _BOOLEAN_ANNOTATIONS and not isinstance(item, bool):
+            check.problem(kpath, f"expected true or false, got {_shown(item)}")
         elif key == "title" and not isinstance(item, str):
-            check.problem(_join(path, key), f"expected a string, got {_shown(item)}")
-    return dict(mapping)
+            check.problem(kpath, f"expected a string, got {_shown(item)}")
+        elif not _json_scalar(item):
+            check.problem(kpath, f"expected a string, a number, true, false or null, got {_describe(item)}")
+    return dict(mapping) if len(check.problems) == before else None
+
+
+def _json_scalar(value: Any) -> bool:
+    """Whether C{value} is a JSON scalar: a string, a boolean, a finite number (or None)."""
+    if value is None or type(value) in (str, bool, int):
+        return True
+    return type(value) is float and math.isfinite(value)
 
 
 def _shown(value: Any) -> str:
     """C{value} as the problem quotes it: its JSON, cut short."""
     text = json.dumps(value, default=str)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def shaping_of(config: Any) -> tuple[int, Mapping[str, Shaping]]:
+    """A server config's C{priority} and its shaping by kind (the kinds it shapes, among L{KINDS})."""
+    shaping = {kind: getattr(config, kind) for kind in KINDS if getattr(config, kind, None) is not None}
+    return getattr(config, "priority", 0), MappingProxyType(shaping)
 
 
 def parse_server_shaping(

@@ -225,6 +225,7 @@ class Catalog:
         self._shared, self._matchers = shared, matchers
         self._backends = {b.name: b for b in ordered}
         self.shaped = shaped
+        self._report_unmatched(shaped, reported)
         if changed:
             self.generation = _generation(self)
         # Only the problems of now: a backend that renames its tools on every
@@ -366,6 +367,28 @@ class Catalog:
                 )
         self._compiled = compiled
         return Listing(entries), _Matchers(matchers)
+
+    def _report_unmatched(self, shaped: dict[str, dict[str, Outcome]], reported: set[tuple[str, ...]]) -> None:
+        """
+        Warn (once while it lasts) of each rename or override that names an
+        own name (or URI) its server does not list: a typo would otherwise
+        go unnoticed.  Only once the server listed something of that kind.
+        """
+        for backend, outcomes in shaped.items():
+            for section, kinds in ((TOOLS, (TOOLS,)), (PROMPTS, (PROMPTS,)), (RESOURCES, (RESOURCES, TEMPLATES))):
+                found = [outcomes[kind] for kind in kinds if kind in outcomes]
+                if not found or not any(o.listed for o in found):
+                    continue
+                unmatched = set.intersection(*(set(o.unmatched) for o in found))
+                for own in sorted(unmatched):
+                    self._report(
+                        reported,
+                        ("unmatched", backend, section, own),
+                        "backend {backend}: {section}.rename or {section}.overrides names {own!r}, which the server does not list",
+                        backend=backend,
+                        section=section,
+                        own=own,
+                    )
 
     def _report(self, reported: set[tuple[str, ...]], key: tuple[str, ...], message: str, **fields: Any) -> None:
         """Log C{message} unless the last rebuild already did (C{key} says which problem it is)."""
@@ -545,6 +568,10 @@ class Catalog:
             exposed = entry.definition["uri"] if entry is not None and "uri" in entry.definition else prefixed(name, uri)
             out.append((self._backends[name], exposed))
         return out
+
+    def reachable(self, backend: Backend, uri: str) -> bool:
+        """Whether C{backend}'s resources filter lets a client reach its own C{uri} in this catalog."""
+        return _reachable(backend, uri, self._own_entry(backend.name, uri))
 
     def _own_entry(self, name: str, original: str) -> Entry | None:
         """C{name}'s listed resource C{original}, or the first of its templates that matches it."""

@@ -9,6 +9,7 @@ In this order:
      does (deny beats allow).  The globs are the roles' dialect
      (L{twisted_mcp.policy.rules.compile_pattern}), matched against the whole
      name, C{*} crossing C{/}; a bare name is the name, never a backend.
+     C{deny} folds case and C{-}/C{_} as the roles' deny does.
   2. B{rename} (tools, prompts): the new own name replaces the server's
      (the backend's prefix is put before it by the catalog, which still
      sends the server its own name).
@@ -24,7 +25,8 @@ from typing import Any, Iterable, Mapping
 import attrs
 
 from twisted_mcp.config.models import Shaping
-from twisted_mcp.policy.rules import compile_pattern
+from twisted_mcp.policy.decisions import resolved_uri, uri_forms
+from twisted_mcp.policy.rules import compile_pattern, fold_name
 
 
 @attrs.frozen
@@ -59,6 +61,9 @@ class Outcome:
     filtered: tuple[str, ...] = ()
     renamed: Mapping[str, str] = attrs.field(factory=dict)
     overridden: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
+    #: The own names (or URIs) C{rename} or C{overrides} name that the server
+    #: did not list (a typo, or gone from the server), sorted.
+    unmatched: tuple[str, ...] = ()
 
     @property
     def kept(self) -> int:
@@ -70,20 +75,26 @@ def kept(shaping: Shaping | None, own: str) -> bool:
     """Whether C{shaping}'s filter keeps the own name (or URI) C{own}."""
     if shaping is None:
         return True
-    return _matches(shaping.allow, own) and not _matches(shaping.deny, own)
+    return _matches(shaping.allow, own) and not _denied(shaping.deny, (own,))
 
 
 def uri_allowed(shaping: Shaping | None, uri: str, template: str | None = None) -> bool:
     """
     Whether a URI a client asks for may reach its backend (read, subscribe):
-    no C{deny} glob matches the backend's own C{uri}, and an C{allow} glob
-    matches it or the text of the kept C{template} it was matched through.
+    no C{deny} glob matches any form of the backend's own C{uri} (as
+    written, decoded, resolved: L{uri_forms}, as the roles' deny sees it),
+    and an C{allow} glob matches it or the text of the kept C{template} it
+    was matched through.  A URI whose dot segments resolve elsewhere
+    (C{pub/../x}) must be allowed in that form too.
     """
     if shaping is None:
         return True
-    if _matches(shaping.deny, uri):
+    if _denied(shaping.deny, uri_forms(uri)):
         return False
-    return _matches(shaping.allow, uri) or (template is not None and kept(shaping, template))
+    if not (_matches(shaping.allow, uri) or (template is not None and kept(shaping, template))):
+        return False
+    resolved = resolved_uri(uri)
+    return resolved == uri or _matches(shaping.allow, resolved)
 
 
 def shape(shaping: Shaping | None, items: Iterable[dict[str, Any]], key: str) -> tuple[list[Shaped], Outcome]:
@@ -94,6 +105,7 @@ def shape(shaping: Shaping | None, items: Iterable[dict[str, Any]], key: str) ->
     it is (the same dictionaries).
     """
     out: list[Shaped] = []
+    seen: set[str] = set()
     listed = 0
     filtered: list[str] = []
     renamed: dict[str, str] = {}
@@ -101,6 +113,7 @@ def shape(shaping: Shaping | None, items: Iterable[dict[str, Any]], key: str) ->
     for item in items:
         listed += 1
         own = item[key]
+        seen.add(own)
         if shaping is None:
             out.append(Shaped(own, item, None))
             continue
@@ -117,7 +130,8 @@ def shape(shaping: Shaping | None, items: Iterable[dict[str, Any]], key: str) ->
             definition = overridden(definition, override)
             changed[own] = tuple(sorted(override))
         out.append(Shaped(own, definition, item if definition != item else None))
-    return out, Outcome(listed, tuple(sorted(filtered)), renamed, changed)
+    named = set(shaping.overrides) | (set(shaping.rename) if key == "name" else set()) if shaping is not None else set()
+    return out, Outcome(listed, tuple(sorted(filtered)), renamed, changed, tuple(sorted(named - seen)))
 
 
 def overridden(definition: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -141,3 +155,9 @@ def overridden(definition: dict[str, Any], override: Mapping[str, Any]) -> dict[
 
 def _matches(globs: Iterable[str], text: str) -> bool:
     return any(compile_pattern(glob).fullmatch(text) is not None for glob in globs)
+
+
+def _denied(globs: Iterable[str], texts: tuple[str, ...]) -> bool:
+    """Whether a deny glob matches one of C{texts}, case and C{-}/C{_} folded as the roles' deny folds."""
+    folded = [fold_name(text) for text in texts]
+    return any(compile_pattern(glob, True).fullmatch(text) is not None for glob in globs for text in folded)

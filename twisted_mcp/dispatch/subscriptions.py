@@ -14,12 +14,13 @@ or a stateless-era client's open C{subscriptions/listen}
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from twisted_mcp.backends.base import Backend
+from twisted_mcp.policy.audit.records import redact_uri
 from twisted_mcp.policy.subject import Subject
 from twisted_mcp.wire.jsonrpc import JsonRpcError
 
@@ -161,21 +162,43 @@ class Subscriptions:
         """C{target} leaves the gateway (a reload removed it, or a
         per-session instance stops): its subscriptions go with it."""
         for upstream in [u for u in self._upstreams.values() if u.target is target]:
-            key = (target, upstream.uri)
-            for session in upstream.sessions:
-                mine = self._of_session.get(session)
-                if mine is None:
-                    continue
-                for exposed, k in list(mine.items()):
-                    if k == key:
-                        del mine[exposed]
-                if not mine:
-                    del self._of_session[session]
-            upstream.sessions.clear()
-            if upstream.active:
-                self._drop(upstream)
-            else:
-                self._upstreams.pop(key, None)
+            self._end(upstream)
+
+    def drop_unreachable(self, reachable: Callable[[Backend, str], bool]) -> int:
+        """
+        End the subscriptions to URIs clients may no longer reach (a reload
+        changed a backend's resources filter): no more updates reach their
+        sessions, the backend is unsubscribed (best effort), and a client's
+        later C{resources/unsubscribe} of one is accepted as a no-op.
+        Returns how many were ended.
+        """
+        gone = [u for u in self._upstreams.values() if not reachable(u.target, u.uri)]
+        for upstream in gone:
+            log.info(
+                "backend {backend}: subscription to {uri} ended: its resources filter no longer lets it through",
+                backend=upstream.target.name,
+                uri=redact_uri(upstream.uri),
+            )
+            self._end(upstream)
+        return len(gone)
+
+    def _end(self, upstream: _Upstream) -> None:
+        """Forget C{upstream} for every session subscribed to it, and end it."""
+        key = (upstream.target, upstream.uri)
+        for session in upstream.sessions:
+            mine = self._of_session.get(session)
+            if mine is None:
+                continue
+            for exposed, k in list(mine.items()):
+                if k == key:
+                    del mine[exposed]
+            if not mine:
+                del self._of_session[session]
+        upstream.sessions.clear()
+        if upstream.active:
+            self._drop(upstream)
+        else:
+            self._upstreams.pop(key, None)
 
     def _drop(self, upstream: _Upstream) -> None:
         """No session is left: end the upstream subscription (in the background)."""

@@ -50,7 +50,7 @@ resource metadata (RFC 9728) is served at C{/.well-known/oauth-protected-resourc
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 import attrs
 from twisted.application.service import Service
@@ -792,6 +792,18 @@ class McpResource(Resource):
 
     def _expired(self, hs: HttpSession) -> None:
         self._close(hs, "it expired")
+
+    def end_removed_profiles(self, profiles: Collection[str]) -> int:
+        """
+        End the sessions of profiles no longer among C{profiles} (a reload
+        removed them): their calls are cancelled, their streams closed,
+        their slots freed, and their ids stay unknown should the profile
+        come back.  Returns how many were ended.
+        """
+        gone = [hs for hs in self.table.sessions.values() if hs.view is not None and hs.view not in profiles]
+        for hs in gone:
+            self._end(hs, f"its profile {hs.view!r} was removed by a reload")
+        return len(gone)
 
     def _end(self, hs: HttpSession, why: str) -> None:
         if self.table.remove(hs):

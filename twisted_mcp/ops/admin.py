@@ -715,10 +715,16 @@ def shaping_status(catalog: Any, backend: str, shaped: dict[str, Any]) -> dict[s
             "listed": outcome.listed,
             "kept": outcome.kept,
             "filtered": {"count": len(outcome.filtered), "names": list(outcome.filtered)},
-            "renamed": {own: listing.exposed(backend, own) if listing is not None else new for own, new in sorted(outcome.renamed.items())},
+            "renamed": {own: _renamed_as(listing, backend, own, new) for own, new in sorted(outcome.renamed.items())},
             "overridden": {own: list(keys) for own, keys in sorted(outcome.overridden.items())},
         }
     return out
+
+
+def _renamed_as(listing: Any, backend: str, own: str, new: str) -> str:
+    """The name C{backend}'s C{own}, renamed C{new}, is served under; or why it is not served (a collision it lost)."""
+    exposed = listing.exposed(backend, own) if listing is not None else new
+    return exposed if exposed is not None else f"{new} (not served: another definition has that name)"
 
 
 def shaping_summary(kind: dict[str, Any]) -> str:

@@ -7,7 +7,8 @@ pipeline caches their answers.
 
 Deny rules and the kill switch see every name of a subject: for tools and
 prompts the exposed name, the name before the 64-character limit cut it,
-and the backend's own name; for resources and templates the exposed URI,
+the backend's own name under the default prefix and under the backend's
+configured one (the name before a rename); for resources and templates the exposed URI,
 the backend's own URI, and both percent-decoded, so that neither a long
 name nor C{%70asswd} slips past them.  Allow rules see only the exposed
 name or URI, so nothing new becomes allowed.
@@ -20,7 +21,7 @@ from typing import Any, Mapping
 from urllib.parse import unquote
 
 from twisted_mcp.mcp import errors
-from twisted_mcp.mcp.names import untruncated_name
+from twisted_mcp.mcp.names import prefixed_name, untruncated_name
 from twisted_mcp.policy.audit.records import redact_uri
 from twisted_mcp.policy.principal import Principal
 from twisted_mcp.policy.rules import PolicyConfig, Role, any_match, any_match_uri, server_matches
@@ -30,16 +31,36 @@ from twisted_mcp.policy.subject import WORDS, Subject
 _VERBS = {"tool": "call", "prompt": "get", "resource": "read", "template": "use"}
 
 
-def names_of(subject: Subject, separator: str) -> tuple[str, ...]:
-    """Every name deny rules and the kill switch match for C{subject}, without repeats."""
+def names_of(subject: Subject, separator: str, prefix: str | None = None) -> tuple[str, ...]:
+    """
+    Every name deny rules and the kill switch match for C{subject}, without
+    repeats.
+
+    @param prefix: the backend's configured name prefix (None: the
+        default, C{<backend><separator>}); a tool or prompt is also matched
+        under it with its own name, so that a rename does not slip past
+        a rule written for the name it was shown under before.
+    """
     exposed, backend, original = subject.exposed, subject.backend, subject.original
     candidates: tuple[str, ...]
     if subject.kind in ("tool", "prompt"):
         candidates = (exposed, untruncated_name(backend, original, separator), f"{backend}{separator}{original}")
+        if prefix is not None:
+            candidates += (prefixed_name(prefix, original), f"{prefix}{original}")
     else:
-        decoded = (unquote(exposed), unquote(original))
-        candidates = (exposed, original, *decoded, resolved_uri(exposed), *(resolved_uri(u) for u in decoded))
+        candidates = (exposed, original, *uri_forms(exposed)[1:], *uri_forms(original)[1:])
     return tuple(dict.fromkeys(candidates))
+
+
+def uri_forms(uri: str) -> tuple[str, ...]:
+    """
+    Every form of C{uri} a deny glob must see, without repeats, C{uri}
+    first: as written, percent-decoded, and each with its dot segments
+    resolved (L{resolved_uri}); so that neither C{%73ecret} nor
+    C{pub/../secret} slips past a deny of C{secret}.
+    """
+    decoded = unquote(uri)
+    return tuple(dict.fromkeys((uri, decoded, resolved_uri(uri), resolved_uri(decoded))))
 
 
 _DOT_OR_SLASH = re.compile(r"%(2[eEfF]|5[cC])")
@@ -49,8 +70,9 @@ def resolved_uri(uri: str) -> str:
     """
     C{uri} with the dot segments of its path resolved (C{a/b/../c} is
     C{a/c}), after decoding the escapes that can hide them (C{%2e},
-    C{%2f}, C{%5c}) and reading C{\\} as C{/}: the resource a server that
-    normalizes paths would serve.  Other escapes are left as they are.
+    C{%2f}, C{%5c}) and reading C{\\} as C{/}, and with empty segments
+    dropped (C{///a//b} is C{/a/b}): the resource a server that normalizes
+    paths would serve.  Other escapes are left as they are.
     """
     text = _DOT_OR_SLASH.sub(lambda m: chr(int(m.group(1), 16)), uri)
     scheme, colon, rest = text.partition(":")
@@ -66,15 +88,17 @@ def resolved_uri(uri: str) -> str:
     end = min((i for i in (path.find("?"), path.find("#")) if i >= 0), default=len(path))
     path, tail = path[:end].replace("\\", "/"), path[end:]
     segments = path.split("/")
-    if "." not in segments and ".." not in segments:
+    inner = segments[1:-1]
+    if "." not in segments and ".." not in segments and "" not in inner:
         return uri  # nothing to resolve: escapes and backslashes matter only where they hide dot segments
     out: list[str] = []
-    for segment in segments:
+    last = len(segments) - 1
+    for i, segment in enumerate(segments):
         if segment == "..":
             if len(out) > 1:
                 out.pop()
-        elif segment != ".":
-            out.append(segment)
+        elif segment != "." and (segment or i in (0, last)):
+            out.append(segment)  # an empty segment inside the path (C{a//b}) is C{a/b}
     return head + "/".join(out) + tail
 
 
@@ -119,13 +143,21 @@ def _covers(patterns: tuple[str, ...], subject: Subject, names: tuple[str, ...],
 
 
 def decide(
-    rules: PolicyConfig, kills: Mapping[str, set[str]], separator: str, pins: Any, principal: Principal, subject: Subject
+    rules: PolicyConfig,
+    kills: Mapping[str, set[str]],
+    separator: str,
+    pins: Any,
+    principal: Principal,
+    subject: Subject,
+    prefix: str | None = None,
 ) -> tuple[int, str] | None:
     """
     Why C{principal} may not see or use C{subject} (an error code and a
     reason for the caller), or None.
+
+    @param prefix: the configured name prefix of C{subject}'s backend (see L{names_of}).
     """
-    names = names_of(subject, separator)
+    names = names_of(subject, separator, prefix)
     word = WORDS[subject.kind]
     backend = subject.backend
     # How refusals name it (the reason goes into the audit trail too): a URI without its secrets.
@@ -195,4 +227,4 @@ def server_request_refusal(
     return f"no role of {principal.name!r} (roles: {roles}) lets backend {backend!r} send {method} (roles.<name>.serverRequests.{family})"
 
 
-__all__ = ["decide", "names_of", "resolved_uri", "server_request_refusal"]
+__all__ = ["decide", "names_of", "resolved_uri", "server_request_refusal", "uri_forms"]

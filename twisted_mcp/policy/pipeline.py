@@ -35,7 +35,7 @@ who asked, which client answered and the outcome, never the content.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -45,12 +45,12 @@ from twisted_mcp.policy.arguments import ArgumentError, Validators
 from twisted_mcp.policy.audit.records import digest_arguments, redact_uri
 from twisted_mcp.policy.breaker import Breaker
 from twisted_mcp.policy.call import Call, _up
-from twisted_mcp.policy.decisions import decide, server_request_refusal
+from twisted_mcp.policy.decisions import decide, names_of, server_request_refusal
 from twisted_mcp.policy.limits import Slots, TokenBucket, forget_full
 from twisted_mcp.policy.pinning import Pins, pinned_definitions
 from twisted_mcp.policy.principal import IdentityError, Principal
 from twisted_mcp.policy.refusals import CoalescedRefusal, RefusalBudget, describe
-from twisted_mcp.policy.rules import PolicyConfig, matches
+from twisted_mcp.policy.rules import PolicyConfig, any_match
 from twisted_mcp.policy.subject import DATA_KEYS, LISTING_METHODS, NAME_KEYS, WORDS, Subject, original_of
 from twisted_mcp.wire.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, JsonRpcError
 
@@ -102,6 +102,10 @@ class Policy:
         self._backend_slots = {name: Slots(c.max, c.queue, c.queueTimeout, clock) for name, c in rules.conc_backends.items()}
         self._tool_slots: dict[tuple[int, str], Slots] = {}
         self._decisions: dict[tuple[Any, ...], tuple[int, str] | None] = {}
+        #: Each backend's configured name prefix (None: the default), as
+        #: last seen (L{note_backends}): deny rules and limits match a
+        #: renamed tool under it with its own name too.
+        self.prefixes: dict[str, str | None] = {}
         #: Bumped whenever what a principal may see can have changed (the
         #: kill switch, approvals, a new catalog), for views cached elsewhere.
         self.generation = 0
@@ -145,7 +149,7 @@ class Policy:
         return self._decided(key, principal, subject)
 
     def _decided(self, key: tuple[Any, ...], principal: Principal, subject: Subject) -> tuple[int, str] | None:
-        decision = decide(self.rules, self.kills, self.separator, self.pins, principal, subject)
+        decision = decide(self.rules, self.kills, self.separator, self.pins, principal, subject, self.prefixes.get(subject.backend))
         if len(self._decisions) > 100000:
             self._decisions.clear()
         self.generation += 1
@@ -256,12 +260,22 @@ class Policy:
         self.generation += 1
         return chosen
 
+    def note_backends(self, backends: Iterable[Any]) -> None:
+        """Remember the configured name prefix of each of C{backends}; cached decisions go when one changed."""
+        for backend in backends:
+            prefix = getattr(backend, "name_prefix", None)
+            if self.prefixes.get(backend.name, prefix) != prefix:
+                self._decisions.clear()
+                self.generation += 1
+            self.prefixes[backend.name] = prefix
+
     def catalog_changed(self, entries: dict[str, Any]) -> None:
         """
         The catalog was rebuilt (any kind): review the tools' pins, drop
         stale validators and every cached decision.  C{entries} are the
         catalog's tools.
         """
+        self.note_backends({e.backend.name: e.backend for e in entries.values()}.values())
         self._decisions.clear()
         self.generation += 1
         self._tools = entries
@@ -560,8 +574,9 @@ class Policy:
             buckets.append((b, "principal"))
         if subject.kind == "tool":
             tool = subject.exposed
+            names = self._limit_names(subject)
             for i, rule in enumerate(rules.rate_tools):
-                if matches(rule.tool or "", tool, self.separator, backend):
+                if any_match((rule.tool or "",), names, self.separator, backend):
                     key = (principal.name, i, tool)
                     b = self._tool_buckets.get(key)
                     if b is None:
@@ -586,6 +601,10 @@ class Policy:
         self._taken = [b for b, _ in buckets]
         return 0.0, ""
 
+    def _limit_names(self, subject: Subject) -> tuple[str, ...]:
+        """The names a per-tool limit matches: those deny rules match (L{names_of}), so a rename keeps its limits."""
+        return names_of(subject, self.separator, self.prefixes.get(subject.backend))
+
     def _slots_for(self, subject: Subject) -> list[Slots]:
         slots = []
         backend = subject.backend
@@ -594,8 +613,9 @@ class Policy:
             slots.append(s)
         if subject.kind == "tool":
             tool = subject.exposed
+            names = self._limit_names(subject)
             for i, c in enumerate(self.rules.conc_tools):
-                if matches(c.tool or "", tool, self.separator, backend):
+                if any_match((c.tool or "",), names, self.separator, backend):
                     key = (i, tool)
                     t = self._tool_slots.get(key)
                     if t is None:
@@ -667,6 +687,7 @@ class Policy:
         self._audit(record)
 
     def backend_changed(self, backend: Any) -> None:
+        self.note_backends((backend,))
         breaker = self.breakers.get(backend.name)
         if breaker is not None and backend.state.value == "up":
             breaker.backend_up()
