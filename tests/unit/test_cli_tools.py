@@ -80,6 +80,16 @@ def test_a_small_budget_gives_search_mode_with_its_source() -> None:
     assert tools(w).json()["mode"] == "full"
 
 
+def test_truncate_mode_lists_the_first_and_shows_the_rest() -> None:
+    w = world(overflow="truncate", clients=ClientsSettings(rules=(TINY,)))
+    report = tools(w, b"client=tiny").json()
+    assert report["mode"] == "truncate"
+    assert names(report["surface"]) == ["alpha__add", "alpha__echo"]
+    assert len(report["catalog"]) == 3
+    lines = render(report)
+    assert lines[lines.index("every tool the principal may use (those past the cut are not listed):") + 3].endswith("beta__get_time  <- beta: get.time")
+
+
 def test_a_built_in_row_says_what_it_rests_on() -> None:
     report = tools(world(), b"client=cursor-vscode").json()
     cursor = next(r for r in BUILT_IN if r.name == "cursor*")
@@ -148,6 +158,16 @@ def test_an_unknown_principal_is_refused_with_the_known_ones() -> None:
     answer = tools(policed_world(), b"principal=mallory")
     assert answer.code == 400
     assert "no such principal (known: alice, root" in answer.json()["error"]
+
+
+def test_a_role_set_stands_for_a_principal_only_a_token_names() -> None:
+    report = tools(policed_world(), b"principal=bob&roles=dev").json()
+    assert report["principal"] == {"name": "bob", "roles": ["dev"], "source": "roles", "allAccess": False}
+    assert names(report["surface"]) == ["alpha__add", "alpha__echo"]
+    answer = tools(policed_world(), b"roles=dev,ops")
+    assert answer.code == 400 and answer.json() == {"error": "--roles: no role 'ops' (roles: dev)"}
+    with pytest.raises(ReportProblem, match="no identity is configured"):
+        principal_named(None, None, ("dev",), {"dev": Role()})
 
 
 def test_principals_without_identity() -> None:

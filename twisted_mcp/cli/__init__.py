@@ -11,7 +11,7 @@ The C{twisted-mcp} command: operations beside the gateway itself.
     twisted-mcp import SOURCE [--from FORMAT] [--project PATH] [-o OUT] [--force]
                                              turn a client's MCP config (Claude Desktop,
                                              Claude Code, Cursor, VS Code) into a gateway config
-    twisted-mcp tools (--config FILE | --admin ADDR) [--principal N] [--client NAME]
+    twisted-mcp tools (--config FILE | --admin ADDR) [--principal N [--roles R,...]] [--client NAME]
                       [--profile NAME] [--search QUERY [--limit N] [--explain]] [--json]
                                              the tool list a principal and client get
                                              (mode, budget and its sources, names, search)

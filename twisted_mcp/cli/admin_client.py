@@ -522,7 +522,7 @@ def approve(args: argparse.Namespace) -> int:
 
 
 #: The query parameters of the admin endpoint's C{GET /tools}, by option.
-TOOLS_PARAMETERS = ("principal", "client", "profile", "search", "limit")
+TOOLS_PARAMETERS = ("principal", "roles", "client", "profile", "search", "limit")
 
 
 def tools_path(args: argparse.Namespace) -> str:

@@ -24,12 +24,18 @@ from typing import Any
 from twisted_mcp.cli._common import EX_OK, EX_UNAVAILABLE, EX_USAGE, TOKEN_ENV, _load, _log_to_stderr
 
 
+def roles_of(text: str | None) -> tuple[str, ...] | None:
+    """The roles of C{--roles a,b} (None: not given)."""
+    return None if text is None else tuple(r.strip() for r in text.split(",") if r.strip())
+
+
 def query_of(args: argparse.Namespace) -> Any:
     """The L{ToolsQuery} of the command's options."""
     from twisted_mcp.ops.tools_report import ToolsQuery
 
     return ToolsQuery(
         principal=args.principal,
+        roles=roles_of(args.roles),
         client=args.client,
         profile=args.profile,
         search=args.search,
@@ -77,7 +83,7 @@ def render(report: dict[str, Any]) -> list[str]:
     out.append("tools listed:")
     out += [_tool_line(row, str(row["position"])) for row in report["surface"]]
     if report["mode"] != "full":
-        what = "found with search" if report["mode"] == "search" else "not listed past the cut"
+        what = "found with search" if report["mode"] == "search" else "those past the cut are not listed"
         out.append(f"every tool the principal may use ({what}):")
         out += [_tool_line(row, str(row["position"])) for row in report["catalog"]]
     if report.get("withheld"):
@@ -140,7 +146,8 @@ def _from_config(args: argparse.Namespace) -> int:
     from twisted_mcp.ops.tools_report import principal_named
 
     try:
-        principal = principal_named(config.identity, args.principal)
+        known_roles = config.policy.roles if config.policy is not None else {}
+        principal = principal_named(config.identity, args.principal, roles_of(args.roles), known_roles)
     except ReportProblem as e:
         sys.stderr.write(f"twisted-mcp tools: {e.message}\n")
         return EX_USAGE
@@ -222,6 +229,12 @@ def add_command(sub: Any) -> None:
         metavar="NAME",
         help="a principal the config's identity section names (default: identity.principal, or the local "
         "principal when no identity is configured)",
+    )
+    t.add_argument(
+        "--roles",
+        metavar="ROLE[,ROLE]",
+        help="instead of a principal of the identity section: one with these roles of roles: (named by "
+        "--principal, e.g. a token's subject)",
     )
     t.add_argument("--client", metavar="NAME", help="the clientInfo.name the client announces (e.g. cursor-vscode, claude-code)")
     t.add_argument("--profile", metavar="NAME", help="a profile of profiles: (default: the default view)")

@@ -7,7 +7,7 @@ The admin endpoint (C{--admin ENDPOINT}, off by default), with twisted.web:
 - C{/metrics}: Prometheus text format (C{prometheus_client});
 - C{/status}: a page a person can read: backends, tools, breakers, clients
   (JSON with C{Accept: application/json} or C{?format=json});
-- C{GET /tools?principal=&client=&profile=&search=&limit=&explain=}: the
+- C{GET /tools?principal=&roles=&client=&profile=&search=&limit=&explain=}: the
   tool list a principal and client get on a profile, as
   C{twisted-mcp tools} prints it (L{twisted_mcp.ops.tools_report});
 - C{POST /reload}: re-read the config file (as SIGHUP does);
@@ -746,9 +746,9 @@ def shaping_summary(kind: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-#: The parameters of C{GET /tools}; C{explain} is C{1} or C{true} (anything
-#: else, or absent: no explanation).
-TOOLS_PARAMETERS = ("principal", "client", "profile", "search", "limit", "explain")
+#: The parameters of C{GET /tools}; C{roles} is a comma-separated list;
+#: C{explain} is C{1} or C{true} (anything else, or absent: no explanation).
+TOOLS_PARAMETERS = ("principal", "roles", "client", "profile", "search", "limit", "explain")
 
 
 def tools_query(args: dict[bytes, list[bytes]]) -> ToolsQuery:
@@ -771,6 +771,7 @@ def tools_query(args: dict[bytes, list[bytes]]) -> ToolsQuery:
         raise ReportProblem("parameter 'limit' goes with 'search'")
     return ToolsQuery(
         principal=given.get("principal") or None,
+        roles=tuple(r.strip() for r in given["roles"].split(",") if r.strip()) if "roles" in given else None,
         client=given.get("client") or None,
         profile=given.get("profile") or None,
         search=given.get("search"),

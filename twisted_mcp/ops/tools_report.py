@@ -47,6 +47,8 @@ class ToolsQuery:
 
     @ivar principal: a principal named in the config's C{identity:} section;
         None: C{identity.principal}, or the local principal without identity.
+    @ivar roles: instead, a principal with these roles of C{roles:} (named
+        C{principal}, e.g. a token's subject, or C{(roles)}).
     @ivar client: the C{clientInfo.name} to match against the client tables.
     @ivar profile: a profile of C{profiles:}; None: the default view.
     @ivar search: a query to rank, as C{search_tools} would.
@@ -55,6 +57,7 @@ class ToolsQuery:
     """
 
     principal: str | None = None
+    roles: tuple[str, ...] | None = None
     client: str | None = None
     profile: str | None = None
     search: str | None = None
@@ -83,14 +86,25 @@ def config_principals(identity: Any) -> dict[str, Principal]:
     return found
 
 
-def principal_named(identity: Any, name: str | None) -> Principal:
+def principal_named(
+    identity: Any, name: str | None, roles: tuple[str, ...] | None = None, known_roles: Any = ()
+) -> Principal:
     """
     The principal C{name} names (L{config_principals}); without a name,
     C{identity.principal}, or the local principal when no identity is
-    configured.  L{ReportProblem} when there is none, with the known names.
+    configured.  With C{roles} (each one of C{known_roles}), a principal
+    called C{name} with those roles: one that only a token names.
+    L{ReportProblem} when there is none, with the known names.
     """
     known = config_principals(identity)
     names = ", ".join(sorted(known)) or "none"
+    if roles is not None:
+        if identity is None:
+            raise ReportProblem("--roles: no identity is configured, so every request runs as 'local' with every permission")
+        for role in roles:
+            if role not in known_roles:
+                raise ReportProblem(f"--roles: no role {role!r} (roles: {', '.join(sorted(known_roles)) or 'none are configured'})")
+        return Principal(name=name or "(roles)", roles=tuple(roles), source="roles")
     if identity is None:
         if name in (None, "local"):
             return LOCAL_PRINCIPAL
@@ -103,8 +117,8 @@ def principal_named(identity: Any, name: str | None) -> Principal:
     principal = known.get(name)
     if principal is None:
         raise ReportProblem(
-            f"--principal {name}: the identity section names no such principal (known: {names}; a principal "
-            "that only a token names cannot be shown)"
+            f"--principal {name}: the identity section names no such principal (known: {names}; for one "
+            "that only a token names, give its roles with --roles)"
         )
     return principal
 
@@ -252,7 +266,7 @@ def tools_report(gateway: Any, identity: Any, query: ToolsQuery) -> dict[str, An
     if query.profile is not None and query.profile not in profiles:
         known = ", ".join(sorted(profiles)) or "none are configured"
         raise ReportProblem(f"--profile {query.profile}: no such profile (profiles: {known})")
-    principal = principal_named(identity, query.principal)
+    principal = principal_named(identity, query.principal, query.roles, gateway.policy.rules.roles)
     asking = _Asking(gateway, _Caller(query.profile), {"name": query.client} if query.client else {})
     view = view_of(gateway, asking.caller)
     policy = gateway.policy
