@@ -229,6 +229,8 @@ def test_search_never_ranks_what_the_principal_cannot_see() -> None:
         (b"search=x&limit=0", "--limit: expected a whole number from 1 to 20"),
         (b"search=x&limit=two", "parameter 'limit': expected a whole number"),
         (b"limit=3", "parameter 'limit' goes with 'search'"),
+        (b"explain=1", "parameter 'explain' goes with 'search'"),
+        (b"search=x&limit=" + b"9" * 5000, "parameter 'limit': expected a whole number"),
         (b"colour=red", "unknown parameter 'colour'"),
         (b"client=a&client=b", "parameter 'client' is given 2 times"),
         (b"search=" + b"x" * 1001, "longer than 1000 characters"),

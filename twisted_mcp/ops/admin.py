@@ -765,10 +765,11 @@ def tools_query(args: dict[bytes, list[bytes]]) -> ToolsQuery:
         except UnicodeDecodeError:
             raise ReportProblem(f"parameter {key!r} is not UTF-8") from None
     limit = given.get("limit")
-    if limit is not None and not (limit.isascii() and limit.isdigit()):
-        raise ReportProblem(f"parameter 'limit': expected a whole number, got {limit!r}")
-    if limit is not None and "search" not in given:
-        raise ReportProblem("parameter 'limit' goes with 'search'")
+    if limit is not None and not (limit.isascii() and limit.isdigit() and len(limit) <= 9):
+        raise ReportProblem(f"parameter 'limit': expected a whole number, got {limit[:20]!r}")
+    for key in ("limit", "explain"):
+        if key in given and "search" not in given:
+            raise ReportProblem(f"parameter {key!r} goes with 'search'")
     return ToolsQuery(
         principal=given.get("principal") or None,
         roles=tuple(r.strip() for r in given["roles"].split(",") if r.strip()) if "roles" in given else None,
