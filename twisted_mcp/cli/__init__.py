@@ -11,6 +11,10 @@ The C{twisted-mcp} command: operations beside the gateway itself.
     twisted-mcp import SOURCE [--from FORMAT] [--project PATH] [-o OUT] [--force]
                                              turn a client's MCP config (Claude Desktop,
                                              Claude Code, Cursor, VS Code) into a gateway config
+    twisted-mcp tools (--config FILE | --admin ADDR) [--principal N [--roles R,...]] [--client NAME]
+                      [--profile NAME] [--search QUERY [--limit N] [--explain]] [--json]
+                                             the tool list a principal and client get
+                                             (mode, budget and its sources, names, search)
     twisted-mcp status --admin ADDR [--token-file PATH] [--json] [--strict]
                                              what a running gateway is doing
     twisted-mcp reload (--admin ADDR [--token-file PATH] | --pidfile PATH)
@@ -68,6 +72,7 @@ from twisted_mcp.cli.connect import connect
 from twisted_mcp.cli.import_ import import_
 from twisted_mcp.cli.local import audit_checkpoint, audit_init_db, audit_verify, check_config, pin
 from twisted_mcp.cli.oauth import add_commands as add_oauth_commands
+from twisted_mcp.cli.tools import add_command as add_tools_command
 
 
 class _Parser(argparse.ArgumentParser):
@@ -254,8 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--all", action="store_true", help="every quarantined tool")
     ap.set_defaults(func=approve)
     add_oauth_commands(sub, admin_options)
+    add_tools_command(sub)
 
     args = parser.parse_args(argv)
+    if args.command == "tools" and args.config and args.token_file:
+        parser.error("tools: --token-file goes with --admin, not --config")
     if getattr(args, "pidfile", None) and args.token_file:
         parser.error("reload: --token-file goes with --admin, not --pidfile")
     func = getattr(args, "func", None)

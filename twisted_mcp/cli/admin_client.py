@@ -519,3 +519,38 @@ def approve(args: argparse.Namespace) -> int:
     if isinstance(left, list) and left:
         print(f"still quarantined: {', '.join(str(t) for t in left)}")
     return EX_OK
+
+
+#: The query parameters of the admin endpoint's C{GET /tools}, by option.
+TOOLS_PARAMETERS = ("principal", "roles", "client", "profile", "search", "limit")
+
+
+def tools_path(args: argparse.Namespace) -> str:
+    """The C{GET /tools} path (with its query) for C{twisted-mcp tools}' options."""
+    from urllib.parse import urlencode
+
+    given = [(key, str(getattr(args, key))) for key in TOOLS_PARAMETERS if getattr(args, key) is not None]
+    if args.explain:
+        given.append(("explain", "1"))
+    return "/tools" + (f"?{urlencode(given)}" if given else "")
+
+
+def tools_from_admin(args: argparse.Namespace, show: Any, warn: Any) -> int:
+    """
+    C{twisted-mcp tools --admin}: the running gateway's report (C{GET
+    /tools}), shown with C{show(report, as_json)}; C{warn(report)} names
+    the backends that are not up.
+    """
+    try:
+        status_code, answer = _admin_call(args, "GET", tools_path(args), ok=(200, 400))
+        if status_code == 400:
+            sys.stderr.write(f"twisted-mcp tools: the gateway refused: {_refusal(answer, status_code)}\n")
+            return EX_USAGE
+        if not isinstance(answer, dict) or not isinstance(answer.get("surface"), list):
+            raise _Fail(EX_PROTOCOL, "the admin endpoint's /tools is not the JSON this command expects")
+    except _Fail as e:
+        sys.stderr.write(f"twisted-mcp tools: {e.message}\n")
+        return e.code
+    show(answer, args.json)
+    warn(answer)
+    return EX_OK

@@ -7,6 +7,9 @@ The admin endpoint (C{--admin ENDPOINT}, off by default), with twisted.web:
 - C{/metrics}: Prometheus text format (C{prometheus_client});
 - C{/status}: a page a person can read: backends, tools, breakers, clients
   (JSON with C{Accept: application/json} or C{?format=json});
+- C{GET /tools?principal=&roles=&client=&profile=&search=&limit=&explain=}: the
+  tool list a principal and client get on a profile, as
+  C{twisted-mcp tools} prints it (L{twisted_mcp.ops.tools_report});
 - C{POST /reload}: re-read the config file (as SIGHUP does);
 - C{POST /kill} C{{"kind": "tool", "name": "x__y", "disabled": true}}:
   throw or release the kill switch at run time (C{GET /kill} shows it);
@@ -39,6 +42,7 @@ from twisted_mcp.frontends.http import http_totals
 from twisted_mcp.frontends.served import profiles_served
 from twisted_mcp.mcp import errors
 from twisted_mcp.ops.admin_oauth import OAuthActions, oauth_metrics
+from twisted_mcp.ops.tools_report import ReportProblem, ToolsQuery, tools_report
 from twisted_mcp.policy.rules import backends_named, pattern_problem
 
 log = Logger()
@@ -248,7 +252,7 @@ class AdminResource(Resource):
         self.reload = reload
         self.registry = CollectorRegistry()
         self.registry.register(_collector(service))
-        for kind in ("healthz", "readyz", "metrics", "status"):
+        for kind in ("healthz", "readyz", "metrics", "status", "tools"):
             self.putChild(kind.encode(), _Leaf(self, kind))
         self.putChild(b"reload", _Leaf(self, "reload", post=True))
         self.putChild(b"kill", _Leaf(self, "kill", post=True))
@@ -438,6 +442,15 @@ class AdminResource(Resource):
             + f"<h2>Kill switch</h2><ul>{killed}</ul><h2>Quarantined tools</h2><ul>{quarantined}</ul></body></html>"
         )
         return page.encode("utf-8")
+
+    def render_tools(self, request: Any) -> bytes:
+        """C{GET /tools}: L{tools_report} for the query's parameters (400 naming a bad one)."""
+        try:
+            query = tools_query(request.args)
+            report = tools_report(self.gateway, self.service.config.identity, query)
+        except ReportProblem as e:
+            return _json(request, 400, {"error": e.message})
+        return _json(request, 200, report)
 
     # -- actions (POST) ---------------------------------------------------
 
@@ -737,3 +750,38 @@ def shaping_summary(kind: dict[str, Any]) -> str:
     if kind["overridden"]:
         parts.append("overridden: " + ", ".join(f"{own} ({', '.join(keys)})" for own, keys in kind["overridden"].items()))
     return "; ".join(parts)
+
+
+#: The parameters of C{GET /tools}; C{roles} is a comma-separated list;
+#: C{explain} is C{1} or C{true} (anything else, or absent: no explanation).
+TOOLS_PARAMETERS = ("principal", "roles", "client", "profile", "search", "limit", "explain")
+
+
+def tools_query(args: dict[bytes, list[bytes]]) -> ToolsQuery:
+    """The L{ToolsQuery} of C{GET /tools}' parameters; L{ReportProblem} naming a bad one."""
+    given: dict[str, str] = {}
+    for raw, values in args.items():
+        key = raw.decode("utf-8", "replace")
+        if key not in TOOLS_PARAMETERS:
+            raise ReportProblem(f"unknown parameter {key!r}: expected {', '.join(TOOLS_PARAMETERS)}")
+        if len(values) != 1:
+            raise ReportProblem(f"parameter {key!r} is given {len(values)} times: give it once")
+        try:
+            given[key] = values[0].decode("utf-8")
+        except UnicodeDecodeError:
+            raise ReportProblem(f"parameter {key!r} is not UTF-8") from None
+    limit = given.get("limit")
+    if limit is not None and not (limit.isascii() and limit.isdigit() and len(limit) <= 9):
+        raise ReportProblem(f"parameter 'limit': expected a whole number, got {limit[:20]!r}")
+    for key in ("limit", "explain"):
+        if key in given and "search" not in given:
+            raise ReportProblem(f"parameter {key!r} goes with 'search'")
+    return ToolsQuery(
+        principal=given.get("principal") or None,
+        roles=tuple(r.strip() for r in given["roles"].split(",") if r.strip()) if "roles" in given else None,
+        client=given.get("client") or None,
+        profile=given.get("profile") or None,
+        search=given.get("search"),
+        limit=int(limit) if limit is not None else None,
+        explain=given.get("explain", "").lower() in ("1", "true"),
+    )
