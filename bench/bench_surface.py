@@ -21,6 +21,8 @@ Rows, each over C{--runs} requests (default 2,000) after a few unmeasured ones:
   - C{tools/list} with aliases at a 40-character limit (a C{clients.match} row), on a cold C{Fitted}
     cache (emptied before each request: the list is fitted again, the policy's decisions stay cached)
     and a warm one;
+  - the encoding alone of the full list's answer (the fronts' encoder, orjson): the floor of the
+    C{tools/list} rows that list every tool;
   - one C{search_tools} call (warm index), the queries of C{bench/data/surface_queries.yaml} cycled;
   - C{tools/call} to a backend that answers at once: direct from a client without a budget, direct
     by shaped name from the search-mode client, and through C{call_tool} (the unwrapping's cost is the
@@ -67,7 +69,7 @@ from twisted_mcp.frontends.stream import line_caller  # noqa: E402
 from twisted_mcp.mcp.versions import LATEST_HANDSHAKE, MODERN_VERSIONS  # noqa: E402
 from twisted_mcp.policy.pipeline import Policy  # noqa: E402
 from twisted_mcp.policy.principal import Principal  # noqa: E402
-from twisted_mcp.wire.jsonrpc import decode  # noqa: E402
+from twisted_mcp.wire.jsonrpc import decode, encode, encode_or_explain  # noqa: E402
 
 #: The separator between a backend's name and its tool's own name.
 SEPARATOR = "__"
@@ -236,6 +238,23 @@ class Bench:
         return wall, cpu, last
 
 
+def encoding(message: dict[str, Any], runs: int) -> tuple[list[float], list[float], dict[str, Any]]:
+    """The time the fronts' encoder takes over C{message} alone (the floor of a C{tools/list}), as L{Bench.timed} reports it."""
+    wall: list[float] = []
+    cpu: list[float] = []
+    gc.collect()
+    for i in range(WARMUP + runs):
+        start, start_cpu = time.perf_counter(), time.thread_time()
+        data, why = encode_or_explain(message)
+        elapsed, elapsed_cpu = time.perf_counter() - start, time.thread_time() - start_cpu
+        if data is None or why is not None:
+            raise AssertionError(f"the answer could not be encoded: {why}")
+        if i >= WARMUP:
+            wall.append(elapsed)
+            cpu.append(elapsed_cpu)
+    return wall, cpu, message
+
+
 def repeat(*lines: bytes) -> Iterator[bytes]:
     """C{lines} over and over."""
     while True:
@@ -263,8 +282,21 @@ def callable_tool(bench: Bench) -> str:
 
 
 def run(runs: int, tools: int, backends: int, builds: int) -> dict[str, Any]:
-    """Every row of the benchmark; the report as a JSON-able dict."""
+    """
+    Every row of the benchmark; the report as a JSON-able dict.  What exists once the gateway is
+    set up is frozen out of the garbage collector's reach meanwhile (L{gc.freeze}): the collections
+    before each row, and those the requests trigger, scan only what the requests made.
+    """
     bench = Bench(tools, backends)
+    gc.collect()
+    gc.freeze()
+    try:
+        return _rows(bench, runs, builds)
+    finally:
+        gc.unfreeze()
+
+
+def _rows(bench: Bench, runs: int, builds: int) -> dict[str, Any]:
     gateway = bench.gateway
     rows: list[dict[str, Any]] = []
 
@@ -281,6 +313,7 @@ def run(runs: int, tools: int, backends: int, builds: int) -> dict[str, Any]:
         ("tools/list aliases L=40, cold", NARROW_CLIENT, cold),
         ("tools/list aliases L=40, warm", NARROW_CLIENT, None),
     )
+    full_answer: dict[str, Any] = {}
     for label, client, before in list_cases:
         for era in ("legacy", "2026-07-28"):
             if era == "legacy":
@@ -293,8 +326,11 @@ def run(runs: int, tools: int, backends: int, builds: int) -> dict[str, Any]:
             answer = measured[2]
             listed = answer["result"]["tools"]
             aliased = sum(1 for t in listed if "io.github.twisted-mcp/name" in (t.get("_meta") or {}))
-            size = len(json.dumps(answer, separators=(",", ":")).encode())
+            size = len(encode(answer))
             row(label, era, measured, tools_listed=len(listed), aliased=aliased, answer_bytes=size)
+            if before is None and era == "legacy" and client == "claude-ai":
+                full_answer = answer
+    row("encode only, full list's answer", "-", encoding(full_answer, runs), answer_bytes=len(encode(full_answer)))
 
     searcher = bench.session("cursor-vscode")
     queries = load_queries()
@@ -368,7 +404,9 @@ def print_report(report: dict[str, Any], out: Any = sys.stdout) -> None:
     print(header, file=out)
     for r in report["rows"]:
         what = ""
-        if "tools_listed" in r:
+        if r["row"].startswith("encode only"):
+            what = f"{r['answer_bytes'] / 1e3:,.0f} kB, wire.jsonrpc.encode_or_explain alone"
+        elif "tools_listed" in r:
             what = f"{r['tools_listed']} tools, {r['aliased']} aliased, {r['answer_bytes'] / 1e3:,.0f} kB"
         elif "found" in r:
             what = f"{r['found']} found of {r['visible']} ({r['queries']} queries cycled)"

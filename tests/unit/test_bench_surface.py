@@ -62,6 +62,7 @@ def test_a_tiny_run_reports_every_row_in_both_eras(report: dict[str, Any]) -> No
     assert report["runs"] == 5
     keys = [(r["row"], r["era"]) for r in report["rows"]]
     assert keys == [(row, era) for row in LIST_ROWS for era in ("legacy", "2026-07-28")] + [
+        ("encode only, full list's answer", "-"),
         ("search_tools, warm index", "legacy"),
         *((row, "legacy") for row in CALL_ROWS),
     ]
@@ -84,6 +85,8 @@ def test_each_row_measures_what_it_names(report: dict[str, Any]) -> None:
         for temperature in ("cold", "warm"):
             aliased = rows[(f"tools/list aliases L=40, {temperature}", era)]
             assert aliased["tools_listed"] == visible and aliased["aliased"] > 0
+    encoded = rows[("encode only, full list's answer", "-")]
+    assert encoded["answer_bytes"] == rows[("tools/list full, L=64", "legacy")]["answer_bytes"]
     search = rows[("search_tools, warm index", "legacy")]
     assert search["visible"] == visible and 0 < search["found"] <= 5
     assert search["queries"] == len(bench.load_queries())
