@@ -107,7 +107,7 @@ class InstantBackend(Backend):
 
 
 def backend_name(index: int) -> str:
-    """The name of the C{index}th copied backend (16 characters, a common length for a server key)."""
+    """The name of the C{index}th copied backend (15 characters: server keys are often about that long)."""
     return f"team-toolbox-{index:02d}"
 
 
@@ -168,7 +168,7 @@ class Bench:
         for backend in self.backends:
             backend._first_discovery_done()
         self.gateway.start()
-        #: The bytes of the last answer written, and how many writes.
+        #: The messages written toward every client since the last answer was read.
         self.written: list[bytes] = []
         self.next_id = 1
 
