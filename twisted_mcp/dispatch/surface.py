@@ -28,6 +28,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Mapping
 
 import attrs
+import orjson
 from twisted.logger import Logger
 
 from twisted_mcp.config.surface import SearchSettings, SurfaceSettings
@@ -130,8 +131,14 @@ class Fitted:
     def digest(self) -> str:
         """A digest of the list as shown (for C{list_changed})."""
         if self._digest is None:
-            text = json.dumps(self.tools, sort_keys=True, default=str, ensure_ascii=False)
-            self._digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+            try:
+                # orjson: a thousand real definitions in milliseconds, where
+                # the standard library takes tens of them.
+                data = orjson.dumps(self.tools, option=orjson.OPT_SORT_KEYS, default=str)
+            except TypeError:  # a lone surrogate, an integer beyond 64 bits
+                text = json.dumps(self.tools, sort_keys=True, default=str, ensure_ascii=False)
+                data = text.encode("utf-8", "surrogatepass")
+            self._digest = hashlib.sha256(data).hexdigest()
         return self._digest
 
     def shaped(self, name: str) -> str | None:
