@@ -9,15 +9,14 @@ the policy's filter.
 from __future__ import annotations
 
 import re
-from types import SimpleNamespace
 from typing import Any, Iterable, Sequence
 
 import attrs
 from twisted.internet.task import Clock
 
 from twisted_mcp.config.loader import build
+from twisted_mcp.config.models import Profile
 from twisted_mcp.config.surface import SurfaceSettings
-from twisted_mcp.dispatch.caller import Caller
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.dispatch.session import ClientSession
 from twisted_mcp.frontends.stream import line_caller
@@ -55,13 +54,6 @@ class StandInIndex:
         ranked = sorted((s, n) for s, n in scored if s)
         ranked.sort(key=lambda sn: (-sn[0], sn[1]))
         return [_Hit(n, float(s)) for s, n in ranked[:limit]]
-
-
-@attrs.define(eq=False)
-class ViewCaller(Caller):
-    """A caller bound to a profile (as the profiles branch's fronts make them)."""
-
-    view: str | None = None
 
 
 def _tools(count: int) -> list[dict[str, Any]]:
@@ -222,10 +214,8 @@ class AliasTests(FitTestCase):
 class ViewTests(FitTestCase):
     def test_profile_view(self) -> None:
         """A profile lists what it selects; a tool outside it is unknown."""
-        self.gateway.profiles = {"dev": SimpleNamespace(name="dev", tools=("other__*", "gen__get_item_3"), instructions="Dev tools.")}  # type: ignore[attr-defined]
-        caller = self.session.caller
-        fields = {f.name: getattr(caller, f.name) for f in attrs.fields(Caller) if f.name != "view"}
-        self.session.caller = ViewCaller(**fields, view="dev")
+        self.gateway.profiles = {"dev": Profile(name="dev", tools=("other__*", "gen__get_item_3"), instructions="Dev tools.")}
+        self.session.caller.view = "dev"
         result = self.initialize_as("some-agent")
         self.assertTrue(result["instructions"].startswith("Dev tools."))
         self.assertEqual(self.list_names(), ["other__ping", "gen__get_item_3"])
@@ -410,3 +400,37 @@ class AuditTests(FitTestCase):
         self.assertEqual([(r["tool"], r["backend"]) for r in calls], [(shaped, "gen")] * 3)
         self.assertEqual([c.params["name"] for c in self.gen.calls], ["a_rather_long_tool_name_get_item_3"] * 3)
         self.assertEqual([(kind, shown, total) for _, kind, _, shown, total, _ in listed], [("tool", 1, 61)])
+
+
+class RebuildTests(FitTestCase):
+    """The per-view caches follow each catalog rebuild, not its generation
+    (a digest of the listings' text, equal across these rebuilds)."""
+
+    def test_priority_only_change_reorders(self) -> None:
+        """A reload that changes only a backend's priority (applied in place,
+        then the catalog rebuilt) reorders the list at once."""
+        self.initialize_as("some-agent")
+        self.assertEqual(self.list_names()[-1], "other__ping")
+        generation = self.gateway.catalog.generation
+        self.other.priority = 5
+        self.other._changed()
+        self.assertEqual(self.gateway.catalog.generation, generation)
+        self.assertEqual(self.list_names()[0], "other__ping")
+
+    def test_restart_with_the_same_listing_calls_the_new_backend(self) -> None:
+        """A backend replaced by one that lists the same tools: a call in a
+        profile's view goes to the new backend object."""
+        self.gateway.profiles = {"dev": Profile(name="dev", tools=("other__*",))}
+        self.session.caller.view = "dev"
+        self.initialize_as("some-agent")
+        self.assertEqual(self.call(1, "other__ping", {}), [])
+        generation = self.gateway.catalog.generation
+        fresh = FakeBackend("other", ["ping"])
+        fresh._first_discovery_done()
+        self.gateway.add_backend(fresh, replacing=self.other)
+        self.assertEqual(self.gateway.catalog.generation, generation)
+        self.take()
+        self.assertEqual(self.list_names(), ["other__ping"])
+        self.assertEqual(self.call(2, "other__ping", {}), [])
+        self.assertEqual([c.params["name"] for c in fresh.calls], ["ping"])
+        self.assertEqual(len(self.other.calls), 1)

@@ -12,8 +12,14 @@ from typing import Any
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
+from twisted_mcp.config.models import Profile
 from twisted_mcp.dispatch.catalog import Entry, Listing
 from twisted_mcp.dispatch.views import DEFAULT_VIEW, View, Views, selected, view_of
+
+
+def _catalog(tools: Listing) -> Any:
+    """A catalog of C{tools} and nothing else."""
+    return SimpleNamespace(tools=tools, prompts=Listing(), resources=Listing(), templates=Listing())
 
 
 def _listing(**backends: tuple[int, list[str]]) -> Listing:
@@ -51,19 +57,20 @@ class SelectionTests(SynchronousTestCase):
 
 class ViewOfTests(SynchronousTestCase):
     def test_profile_or_default(self) -> None:
-        profile = SimpleNamespace(name="dev", tools=("a__*",), pinned=("a__x",), maxTools=5, search="always")
+        profile = Profile(name="dev", tools=("a__*",), pinned=("a__x",), maxTools=5, search="always")
         gateway = SimpleNamespace(profiles={"dev": profile}, views=Views())
-        view = view_of(gateway, SimpleNamespace(view="dev"))
+        view = view_of(gateway, SimpleNamespace(view="dev"))  # type: ignore[arg-type]
         self.assertEqual((view.name, view.tools, view.pinned, view.maxTools, view.search), ("dev", ("a__*",), ("a__x",), 5, "always"))
-        self.assertIs(view_of(gateway, SimpleNamespace(view=None)), DEFAULT_VIEW)
-        self.assertIs(view_of(SimpleNamespace(), SimpleNamespace()), DEFAULT_VIEW)
-        default = SimpleNamespace(name="default", tools=("a__x",))
-        self.assertEqual(view_of(SimpleNamespace(profiles={"default": default}, views=Views()), SimpleNamespace(view=None)).tools, ("a__x",))
+        self.assertIs(view_of(gateway, SimpleNamespace(view=None)), DEFAULT_VIEW)  # type: ignore[arg-type]
+        self.assertIs(view_of(SimpleNamespace(profiles={}, views=Views()), SimpleNamespace(view=None)), DEFAULT_VIEW)  # type: ignore[arg-type]
+        default = Profile(name="default", tools=("a__x",))
+        gateway = SimpleNamespace(profiles={"default": default}, views=Views())
+        self.assertEqual(view_of(gateway, SimpleNamespace(view=None)).tools, ("a__x",))  # type: ignore[arg-type]
 
 
 class ViewsCacheTests(SynchronousTestCase):
     def test_cached_per_generation(self) -> None:
-        catalog = SimpleNamespace(tools=_listing(a=(0, ["x"])))
+        catalog = _catalog(_listing(a=(0, ["x"])))
         views = Views()
         first = views.selection(DEFAULT_VIEW, catalog)
         self.assertIs(views.selection(DEFAULT_VIEW, catalog), first)
@@ -73,7 +80,7 @@ class ViewsCacheTests(SynchronousTestCase):
     def test_problems_logged_once_while_they_last(self) -> None:
         """A pattern that matches nothing and a pinned tool not selected are logged once while true."""
         view = View("dev", tools=("gitub__*", "a__x"), pinned=("a__y",))
-        catalog = SimpleNamespace(tools=_listing(a=(0, ["x", "y"])))
+        catalog = _catalog(_listing(a=(0, ["x", "y"])))
         views = Views()
         with capturedLogs() as logged:
             views.selection(view, catalog)

@@ -103,7 +103,7 @@ class Gateway:
         #: How tool lists are fitted to clients (config surface:, search:,
         #: clients:); set by the service at start and on reload.
         self.surface = SurfaceSettings()
-        #: What each view selects of the catalog, per catalog generation.
+        #: What each view selects of the catalog, per catalog rebuild.
         self.views = Views()
         #: The tool lists fitted to clients lately.
         self.fits = FittedCache()
