@@ -20,7 +20,7 @@ from twisted_mcp.dispatch.rounds import DEFAULT_MAX_ROUNDS
 from twisted_mcp.dispatch.server_logs import ServerLogs
 from twisted_mcp.dispatch.subscriptions import Subscriptions
 from twisted_mcp.dispatch.surface import FittedCache, fitted_for, search_sentence
-from twisted_mcp.dispatch.views import Views, view_of
+from twisted_mcp.dispatch.views import DEFAULT_VIEW, Views, view_of
 from twisted_mcp.mcp import errors
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import PolicyConfig
@@ -323,16 +323,20 @@ class Gateway:
 
     def capabilities(self, session: ClientSession | None = None) -> dict[str, Any]:
         """What the gateway offers a client: tools always; the rest when
-        some backend it may see offers it (every backend without a policy)."""
+        some backend it may see offers it (every backend without a policy).
+        On a profile's view, prompts and resources only when the view
+        selects some (and completions only with one of them)."""
         offered: dict[str, Any] = {"tools": {"listChanged": True}}
         seen = self._seen_by(session)
         servers = [b.capabilities for b in seen]
-        if any("prompts" in c for c in servers):
+        view = DEFAULT_VIEW if session is None else view_of(self, session.caller)
+        selection = None if view is DEFAULT_VIEW else self.views.selection(view, self.catalog)
+        if any("prompts" in c for c in servers) and (selection is None or selection.prompts.names):
             offered["prompts"] = {"listChanged": True}
-        if any("resources" in c for c in servers):
+        if any("resources" in c for c in servers) and (selection is None or selection.resources.names or selection.templates.names):
             subscribe = any(type(c.get("resources")) is dict and c["resources"].get("subscribe") is True for c in servers)
             offered["resources"] = {"listChanged": True, **({"subscribe": True} if subscribe else {})}
-        if any("completions" in c for c in servers):
+        if any("completions" in c for c in servers) and (selection is None or offered.keys() & {"prompts", "resources"}):
             offered["completions"] = {}
         if any("logging" in c for c in servers):
             offered["logging"] = {}
