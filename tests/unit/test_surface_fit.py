@@ -434,3 +434,24 @@ class RebuildTests(FitTestCase):
         self.assertEqual(self.call(2, "other__ping", {}), [])
         self.assertEqual([c.params["name"] for c in fresh.calls], ["ping"])
         self.assertEqual(len(self.other.calls), 1)
+
+
+class SearchRateLimitTests(FitTestCase):
+    def test_search_tools_takes_the_principals_tokens(self) -> None:
+        """search_tools passes the principal's rate limit: a search takes a
+        token, and one over the limit is refused with the error a call over
+        it gets (searches and calls share the bucket)."""
+        rules = parse_policy({"limits": {"principal": {"rate": 1, "burst": 2}}}, None, [], {"gen", "other"})
+        self.gateway.policy = Policy(rules, "__", self.clock)
+        self.initialize_as("cursor-vscode")
+        (first,) = self.call(1, "search_tools", {"query": "item"})
+        self.assertFalse(first["result"]["isError"])
+        self.assertEqual(self.call(2, "call_tool", {"name": "other__ping"}), [])
+        (search,) = self.call(3, "search_tools", {"query": "item"})
+        (call,) = self.call(4, "call_tool", {"name": "other__ping"})
+        self.assertEqual(search["error"]["code"], errors.RATE_LIMITED)
+        self.assertEqual((search["error"]["code"], search["error"]["data"]["limit"]), (call["error"]["code"], call["error"]["data"]["limit"]))
+        self.assertEqual(search["error"]["message"], call["error"]["message"])
+        self.clock.advance(1)
+        (again,) = self.call(5, "search_tools", {"query": "item"})
+        self.assertFalse(again["result"]["isError"])
