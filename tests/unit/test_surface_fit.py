@@ -300,14 +300,22 @@ class CacheTests(FitTestCase):
         self.assertEqual(len(names), 60)
 
     def test_modern_discover_instructions(self) -> None:
-        """server/discover's instructions name search mode for a client whose
-        list is over its budget (the clientInfo the connection's requests gave:
-        discover's own envelope does not reach Gateway.instructions)."""
+        """server/discover's instructions follow the budget of its own
+        envelope's clientInfo, not the connection's."""
+
+        def discover(id: int, client: str) -> dict[str, Any]:
+            self.request(id, "server/discover", {"_meta": envelope(**{"io.modelcontextprotocol/clientInfo": {"name": client, "version": "1"}})})
+            (answer,) = self.take()
+            self.assertIn("result", answer, answer)
+            result: dict[str, Any] = answer["result"]
+            return result
+
+        self.assertIn("call search_tools", discover(1, "cursor-vscode")["instructions"])
+        self.assertNotIn("instructions", discover(2, "some-agent"))
         self.session.caller.info = {"name": "cursor-vscode"}
-        self.request(1, "server/discover", {"_meta": envelope(**{"io.modelcontextprotocol/clientInfo": {"name": "cursor-vscode", "version": "1"}})})
-        (answer,) = self.take()
-        self.assertIn("result", answer, answer)
-        self.assertIn("call search_tools", answer["result"]["instructions"])
+        self.assertNotIn("instructions", discover(3, "some-agent"))
+        self.session.caller.info = {"name": "some-agent"}
+        self.assertIn("call search_tools", discover(4, "cursor-vscode")["instructions"])
 
 
 class SurfaceChangeTests(FitTestCase):

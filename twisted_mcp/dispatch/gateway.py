@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from typing import Mapping
 
     from twisted_mcp.config.models import Profile
-    from twisted_mcp.dispatch.session import ClientSession
+    from twisted_mcp.dispatch.session import ClientSession, InFlight
 
 #: The error codes /metrics names one by one: JSON-RPC's and the gateway's.
 #: A backend may answer with any integer; the rest share the label "other",
@@ -349,29 +349,33 @@ class Gateway:
             return backends
         return [b for b in backends if self.sees_backend(session, b.name)]
 
-    def instructions(self, session: ClientSession | None = None) -> str | None:
+    def instructions(self, session: ClientSession | None = None, request: InFlight | None = None) -> str | None:
         """
         The instructions of the backends C{session}'s caller may see, each
         under its backend's name; before them, its profile's instructions
         and, when its tool list is in search mode, how to search.
+
+        @param request: the request they answer, whose own envelope's
+            C{clientInfo} (2026-07-28) decides the budget; None: the
+            session's, as its C{initialize} described its client.
         """
         parts = []
         if session is not None:
-            parts += self._surface_instructions(session)
+            parts += self._surface_instructions(session, request)
         for backend in self._seen_by(session):
             text = backend.instructions
             if text and text.strip():
                 parts.append(f"## {backend.name}\n\n{text.strip()}")
         return "\n\n".join(parts) or None
 
-    def _surface_instructions(self, session: ClientSession) -> list[str]:
+    def _surface_instructions(self, session: ClientSession, request: InFlight | None) -> list[str]:
         parts = []
         view = view_of(self, session.caller)
         if view.instructions and view.instructions.strip():
             parts.append(view.instructions.strip())
         try:
             principal = self.policy.principal(session.peer) if self.policy.active else None
-            fitted = fitted_for(session, None, principal)
+            fitted = fitted_for(session, request, principal)
         except JsonRpcError:
             return parts
         if fitted.mode == "search":
