@@ -113,10 +113,17 @@ def test_a_profile_socket_serves_the_sdk_client_and_status_names_it(daemon, tmp_
     status = json.loads(conn.getresponse().read())
     conn.close()
     http_listener = f"http:tcp:{url.rsplit(':', 1)[1]}:interface=127.0.0.1"
+    none = {"prompts": 0, "resources": 0, "resourceTemplates": 0}
     assert status["profiles"] == [
-        {"name": "dev", "listeners": [], "http": [{"listener": http_listener, "path": "/mcp/dev"}]},
-        {"name": "ops", "listeners": [f"profile:ops:unix:{sock}"], "http": [{"listener": http_listener, "path": "/mcp/ops"}]},
+        {"name": "dev", "listeners": [], "http": [{"listener": http_listener, "path": "/mcp/dev"}], "selected": {"tools": 1, **none}},
+        {
+            "name": "ops",
+            "listeners": [f"profile:ops:unix:{sock}"],
+            "http": [{"listener": http_listener, "path": "/mcp/ops"}],
+            "selected": {"tools": 3, **none},
+        },
     ]
+    assert [r["name"] for r in status["clientBudgets"]["rows"]][:1] == ["cursor*"]
 
 
 def test_a_profile_socket_lists_its_profile(daemon, tmp_path):

@@ -33,11 +33,13 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from twisted_mcp import __version__
+from twisted_mcp.config.surface import SurfaceSettings
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.frontends.deadline import DeadlineChannel
 from twisted_mcp.frontends.http import http_totals
 from twisted_mcp.frontends.served import profiles_served
 from twisted_mcp.mcp import errors
+from twisted_mcp.mcp.clients import BUILT_IN, ClientRule
 from twisted_mcp.ops.admin_oauth import OAuthActions, oauth_metrics
 from twisted_mcp.policy.rules import backends_named, pattern_problem
 
@@ -395,7 +397,9 @@ class AdminResource(Resource):
             "killSwitch": policy.kill_switch(),
             "quarantined": [{"tool": t, "reason": r} for t, r in sorted(policy.pins.quarantined.items())],
             # Only with profiles: a config without them shows what it always did.
-            **({"profiles": profiles_served(gateway.profiles, getattr(self.service, "frontends", ()))} if gateway.profiles else {}),
+            **({"profiles": profiles_status(gateway, getattr(self.service, "frontends", ()))} if gateway.profiles else {}),
+            # Likewise only with a surface, search, clients or profiles section.
+            **({"clientBudgets": client_budgets(gateway.surface)} if gateway.profiles or gateway.surface != SurfaceSettings() else {}),
         }
 
     def render_status(self, request: Any) -> bytes:
@@ -731,3 +735,58 @@ def shaping_summary(kind: dict[str, Any]) -> str:
     if kind["overridden"]:
         parts.append("overridden: " + ", ".join(f"{own} ({', '.join(keys)})" for own, keys in kind["overridden"].items()))
     return "; ".join(parts)
+
+
+def profiles_status(gateway: Gateway, frontends: Any) -> list[dict[str, Any]]:
+    """
+    Each profile (design §2.5): the listeners and HTTP paths serving it, and
+    how many tools, prompts, resources and resource templates it selects of
+    the catalog now (before the policy, which decides per principal).
+    """
+    out = profiles_served(gateway.profiles, frontends)
+    for served in out:
+        profile = gateway.profiles[served["name"]]
+        selection = gateway.views.selection(gateway.views.of_profile(profile), gateway.catalog)
+        served["selected"] = {
+            "tools": len(selection.names),
+            "prompts": len(selection.prompts.names),
+            "resources": len(selection.resources.names),
+            "resourceTemplates": len(selection.templates.names),
+        }
+    return out
+
+
+def _budget_row(rule: ClientRule, table: str, source: str) -> dict[str, Any]:
+    row: dict[str, Any] = {"name": rule.name, "table": table}
+    for key in ("maxTools", "maxNameLength", "nameOverhead", "search"):
+        value = getattr(rule, key)
+        if value is not None:
+            row[key] = value
+    if rule.countsServerKey:
+        row["countsServerKey"] = True
+    if rule.client and table == "built-in":
+        row["client"] = rule.client
+    row["source"] = source
+    if rule.verified:
+        row["verified"] = rule.verified
+    return row
+
+
+def client_budgets(settings: SurfaceSettings) -> dict[str, Any]:
+    """
+    The client budget table as applied (design §2.5): the rows matched on
+    C{clientInfo.name}, in the order they are tried (the config's
+    C{clients.match}, then the built-in table, each row with its source
+    and, built-in, what of it was verified), and C{clients.default}.
+    Without C{clients.useClientInfo} no row is matched: only the default
+    (and the profiles) apply.
+    """
+    clients = settings.clients
+    rows = [_budget_row(rule, "config", f"clients.match[{i}]") for i, rule in enumerate(clients.rules)]
+    rows += [_budget_row(rule, "built-in", rule.source) for rule in BUILT_IN]
+    return {
+        "useClientInfo": clients.useClientInfo,
+        "serverKeyLength": clients.serverKeyLength,
+        "rows": rows,
+        "default": _budget_row(clients.default, "config", "clients.default") if clients.default is not None else None,
+    }
