@@ -1,7 +1,7 @@
 """
 Views (L{twisted_mcp.dispatch.views}): the order of a profile's selection
 (explicit names, globs by priority then name, first place kept), the
-default view, and the cache per catalog generation.
+default view, the other kinds, and the cache per catalog rebuild.
 """
 
 from __future__ import annotations
@@ -91,3 +91,31 @@ class ViewsCacheTests(SynchronousTestCase):
             texts,
             ["profile dev: 'gitub__*' matches no tool", "profiles.dev.pinned[0]: a__y is not selected by profiles.dev.tools"],
         )
+
+
+class OtherKindsTests(SynchronousTestCase):
+    def test_prompts_resources_and_templates(self) -> None:
+        """Prompts by shaped name; resources by URI and templates by their
+        uriTemplate text, both from the profile's resources; none without a list."""
+        backend: Any = SimpleNamespace(name="a", priority=0)
+        catalog = SimpleNamespace(
+            tools=Listing(),
+            prompts=Listing({n: Entry(backend, n[3:], {"name": n}) for n in ("a__greet", "a__quote")}),
+            resources=Listing({u: Entry(backend, u, {"uri": u}) for u in ("repo://x", "memo://y")}),
+            templates=Listing({t: Entry(backend, t, {"uriTemplate": t}) for t in ("repo://{name}", "memo://{id}")}),
+        )
+        view = View("dev", tools=(), prompts=("a__q*",), resources=("repo://*",))
+        selection = selected(view, catalog.tools, catalog)  # type: ignore[arg-type]
+        self.assertEqual(selection.prompts.names, ("a__quote",))
+        self.assertEqual(selection.resources.names, ("repo://x",))
+        self.assertEqual(selection.templates.names, ("repo://{name}",))
+        self.assertTrue(selection.has_uri("repo://other", catalog.templates.entries["repo://{name}"]))
+        self.assertTrue(selection.has_uri("repo://seen-in-a-result", None))
+        self.assertFalse(selection.has_uri("memo://y", catalog.resources.entries["memo://y"]))
+        self.assertFalse(selection.has_uri("memo://9", catalog.templates.entries["memo://{id}"]))
+        none = selected(View("ops", tools=(), prompts=(), resources=()), catalog.tools, catalog)  # type: ignore[arg-type]
+        self.assertEqual((none.prompts.names, none.resources.names, none.templates.names), ((), (), ()))
+        self.assertFalse(none.has_uri("repo://x", catalog.resources.entries["repo://x"]))
+        everything = selected(DEFAULT_VIEW, catalog.tools, catalog)  # type: ignore[arg-type]
+        self.assertEqual(everything.prompts.names, ("a__greet", "a__quote"))
+        self.assertTrue(everything.has_uri("anything://at-all", None))

@@ -106,11 +106,15 @@ class Selection(Chosen):
     """
     What a view selects of the catalog: the tools (the fields of
     L{Chosen}), and the other kinds.
+
+    @ivar resource_patterns: the view's resource patterns, for URIs that
+        are neither listed nor matched by a template (None: every URI).
     """
 
     prompts: Chosen = Chosen((), [], frozenset())
     resources: Chosen = Chosen((), [], frozenset())
     templates: Chosen = Chosen((), [], frozenset())
+    resource_patterns: tuple[str, ...] | None = None
 
     def of_kind(self, kind: str) -> Chosen:
         """The selection of C{kind}: C{tools}, C{prompts}, C{resources} or C{resourceTemplates}."""
@@ -134,9 +138,6 @@ class Selection(Chosen):
         if patterns is None:
             return True
         return any(fnmatch.fnmatchcase(uri, p) for p in patterns)
-
-    #: The view's resource patterns (None: every URI).
-    resource_patterns: tuple[str, ...] | None = None
 
 
 def view_of(gateway: Gateway, caller: Caller) -> View:
