@@ -330,11 +330,13 @@ class StatusTests(SynchronousTestCase):
                     "name": "dev",
                     "listeners": ["profile:dev:unix:/run/dev.sock"],
                     "http": [{"listener": "http:tcp:8080", "path": "/mcp/dev"}],
+                    "selected": {"tools": 2, "prompts": 0, "resources": 0, "resourceTemplates": 0},
                 },
                 {
                     "name": "ops",
                     "listeners": ["profile:ops:http:tcp:8081"],
                     "http": [{"listener": "http:tcp:8080", "path": "/mcp/ops"}, {"listener": "profile:ops:http:tcp:8081", "path": "/x"}],
+                    "selected": {"tools": 0, "prompts": 0, "resources": 0, "resourceTemplates": 0},
                 },
             ],
         )

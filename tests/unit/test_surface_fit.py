@@ -9,15 +9,14 @@ the policy's filter.
 from __future__ import annotations
 
 import re
-from types import SimpleNamespace
 from typing import Any, Iterable, Sequence
 
 import attrs
 from twisted.internet.task import Clock
 
 from twisted_mcp.config.loader import build
+from twisted_mcp.config.models import Profile
 from twisted_mcp.config.surface import SurfaceSettings
-from twisted_mcp.dispatch.caller import Caller
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.dispatch.session import ClientSession
 from twisted_mcp.frontends.stream import line_caller
@@ -55,13 +54,6 @@ class StandInIndex:
         ranked = sorted((s, n) for s, n in scored if s)
         ranked.sort(key=lambda sn: (-sn[0], sn[1]))
         return [_Hit(n, float(s)) for s, n in ranked[:limit]]
-
-
-@attrs.define(eq=False)
-class ViewCaller(Caller):
-    """A caller bound to a profile (as the profiles branch's fronts make them)."""
-
-    view: str | None = None
 
 
 def _tools(count: int) -> list[dict[str, Any]]:
@@ -222,10 +214,8 @@ class AliasTests(FitTestCase):
 class ViewTests(FitTestCase):
     def test_profile_view(self) -> None:
         """A profile lists what it selects; a tool outside it is unknown."""
-        self.gateway.profiles = {"dev": SimpleNamespace(name="dev", tools=("other__*", "gen__get_item_3"), instructions="Dev tools.")}  # type: ignore[attr-defined]
-        caller = self.session.caller
-        fields = {f.name: getattr(caller, f.name) for f in attrs.fields(Caller) if f.name != "view"}
-        self.session.caller = ViewCaller(**fields, view="dev")
+        self.gateway.profiles = {"dev": Profile(name="dev", tools=("other__*", "gen__get_item_3"), instructions="Dev tools.")}
+        self.session.caller.view = "dev"
         result = self.initialize_as("some-agent")
         self.assertTrue(result["instructions"].startswith("Dev tools."))
         self.assertEqual(self.list_names(), ["other__ping", "gen__get_item_3"])
@@ -310,14 +300,22 @@ class CacheTests(FitTestCase):
         self.assertEqual(len(names), 60)
 
     def test_modern_discover_instructions(self) -> None:
-        """server/discover's instructions name search mode for a client whose
-        list is over its budget (the clientInfo the connection's requests gave:
-        discover's own envelope does not reach Gateway.instructions)."""
+        """server/discover's instructions follow the budget of its own
+        envelope's clientInfo, not the connection's."""
+
+        def discover(id: int, client: str) -> dict[str, Any]:
+            self.request(id, "server/discover", {"_meta": envelope(**{"io.modelcontextprotocol/clientInfo": {"name": client, "version": "1"}})})
+            (answer,) = self.take()
+            self.assertIn("result", answer, answer)
+            result: dict[str, Any] = answer["result"]
+            return result
+
+        self.assertIn("call search_tools", discover(1, "cursor-vscode")["instructions"])
+        self.assertNotIn("instructions", discover(2, "some-agent"))
         self.session.caller.info = {"name": "cursor-vscode"}
-        self.request(1, "server/discover", {"_meta": envelope(**{"io.modelcontextprotocol/clientInfo": {"name": "cursor-vscode", "version": "1"}})})
-        (answer,) = self.take()
-        self.assertIn("result", answer, answer)
-        self.assertIn("call search_tools", answer["result"]["instructions"])
+        self.assertNotIn("instructions", discover(3, "some-agent"))
+        self.session.caller.info = {"name": "some-agent"}
+        self.assertIn("call search_tools", discover(4, "cursor-vscode")["instructions"])
 
 
 class SurfaceChangeTests(FitTestCase):
@@ -410,3 +408,58 @@ class AuditTests(FitTestCase):
         self.assertEqual([(r["tool"], r["backend"]) for r in calls], [(shaped, "gen")] * 3)
         self.assertEqual([c.params["name"] for c in self.gen.calls], ["a_rather_long_tool_name_get_item_3"] * 3)
         self.assertEqual([(kind, shown, total) for _, kind, _, shown, total, _ in listed], [("tool", 1, 61)])
+
+
+class RebuildTests(FitTestCase):
+    """The per-view caches follow each catalog rebuild, not its generation
+    (a digest of the listings' text, equal across these rebuilds)."""
+
+    def test_priority_only_change_reorders(self) -> None:
+        """A reload that changes only a backend's priority (applied in place,
+        then the catalog rebuilt) reorders the list at once."""
+        self.initialize_as("some-agent")
+        self.assertEqual(self.list_names()[-1], "other__ping")
+        generation = self.gateway.catalog.generation
+        self.other.priority = 5
+        self.other._changed()
+        self.assertEqual(self.gateway.catalog.generation, generation)
+        self.assertEqual(self.list_names()[0], "other__ping")
+
+    def test_restart_with_the_same_listing_calls_the_new_backend(self) -> None:
+        """A backend replaced by one that lists the same tools: a call in a
+        profile's view goes to the new backend object."""
+        self.gateway.profiles = {"dev": Profile(name="dev", tools=("other__*",))}
+        self.session.caller.view = "dev"
+        self.initialize_as("some-agent")
+        self.assertEqual(self.call(1, "other__ping", {}), [])
+        generation = self.gateway.catalog.generation
+        fresh = FakeBackend("other", ["ping"])
+        fresh._first_discovery_done()
+        self.gateway.add_backend(fresh, replacing=self.other)
+        self.assertEqual(self.gateway.catalog.generation, generation)
+        self.take()
+        self.assertEqual(self.list_names(), ["other__ping"])
+        self.assertEqual(self.call(2, "other__ping", {}), [])
+        self.assertEqual([c.params["name"] for c in fresh.calls], ["ping"])
+        self.assertEqual(len(self.other.calls), 1)
+
+
+class SearchRateLimitTests(FitTestCase):
+    def test_search_tools_takes_the_principals_tokens(self) -> None:
+        """search_tools passes the principal's rate limit: a search takes a
+        token, and one over the limit is refused with the error a call over
+        it gets (searches and calls share the bucket)."""
+        rules = parse_policy({"limits": {"principal": {"rate": 1, "burst": 2}}}, None, [], {"gen", "other"})
+        self.gateway.policy = Policy(rules, "__", self.clock)
+        self.initialize_as("cursor-vscode")
+        (first,) = self.call(1, "search_tools", {"query": "item"})
+        self.assertFalse(first["result"]["isError"])
+        self.assertEqual(self.call(2, "call_tool", {"name": "other__ping"}), [])
+        (search,) = self.call(3, "search_tools", {"query": "item"})
+        (call,) = self.call(4, "call_tool", {"name": "other__ping"})
+        self.assertEqual(search["error"]["code"], errors.RATE_LIMITED)
+        self.assertEqual((search["error"]["code"], search["error"]["data"]["limit"]), (call["error"]["code"], call["error"]["data"]["limit"]))
+        self.assertEqual(search["error"]["message"], call["error"]["message"])
+        self.clock.advance(1)
+        (again,) = self.call(5, "search_tools", {"query": "item"})
+        self.assertFalse(again["result"]["isError"])

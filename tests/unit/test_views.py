@@ -1,7 +1,7 @@
 """
 Views (L{twisted_mcp.dispatch.views}): the order of a profile's selection
 (explicit names, globs by priority then name, first place kept), the
-default view, and the cache per catalog generation.
+default view, the other kinds, and the cache per catalog rebuild.
 """
 
 from __future__ import annotations
@@ -12,8 +12,14 @@ from typing import Any
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
+from twisted_mcp.config.models import Profile
 from twisted_mcp.dispatch.catalog import Entry, Listing
 from twisted_mcp.dispatch.views import DEFAULT_VIEW, View, Views, selected, view_of
+
+
+def _catalog(tools: Listing) -> Any:
+    """A catalog of C{tools} and nothing else."""
+    return SimpleNamespace(tools=tools, prompts=Listing(), resources=Listing(), templates=Listing())
 
 
 def _listing(**backends: tuple[int, list[str]]) -> Listing:
@@ -51,19 +57,20 @@ class SelectionTests(SynchronousTestCase):
 
 class ViewOfTests(SynchronousTestCase):
     def test_profile_or_default(self) -> None:
-        profile = SimpleNamespace(name="dev", tools=("a__*",), pinned=("a__x",), maxTools=5, search="always")
+        profile = Profile(name="dev", tools=("a__*",), pinned=("a__x",), maxTools=5, search="always")
         gateway = SimpleNamespace(profiles={"dev": profile}, views=Views())
-        view = view_of(gateway, SimpleNamespace(view="dev"))
+        view = view_of(gateway, SimpleNamespace(view="dev"))  # type: ignore[arg-type]
         self.assertEqual((view.name, view.tools, view.pinned, view.maxTools, view.search), ("dev", ("a__*",), ("a__x",), 5, "always"))
-        self.assertIs(view_of(gateway, SimpleNamespace(view=None)), DEFAULT_VIEW)
-        self.assertIs(view_of(SimpleNamespace(), SimpleNamespace()), DEFAULT_VIEW)
-        default = SimpleNamespace(name="default", tools=("a__x",))
-        self.assertEqual(view_of(SimpleNamespace(profiles={"default": default}, views=Views()), SimpleNamespace(view=None)).tools, ("a__x",))
+        self.assertIs(view_of(gateway, SimpleNamespace(view=None)), DEFAULT_VIEW)  # type: ignore[arg-type]
+        self.assertIs(view_of(SimpleNamespace(profiles={}, views=Views()), SimpleNamespace(view=None)), DEFAULT_VIEW)  # type: ignore[arg-type]
+        default = Profile(name="default", tools=("a__x",))
+        gateway = SimpleNamespace(profiles={"default": default}, views=Views())
+        self.assertEqual(view_of(gateway, SimpleNamespace(view=None)).tools, ("a__x",))  # type: ignore[arg-type]
 
 
 class ViewsCacheTests(SynchronousTestCase):
     def test_cached_per_generation(self) -> None:
-        catalog = SimpleNamespace(tools=_listing(a=(0, ["x"])))
+        catalog = _catalog(_listing(a=(0, ["x"])))
         views = Views()
         first = views.selection(DEFAULT_VIEW, catalog)
         self.assertIs(views.selection(DEFAULT_VIEW, catalog), first)
@@ -73,7 +80,7 @@ class ViewsCacheTests(SynchronousTestCase):
     def test_problems_logged_once_while_they_last(self) -> None:
         """A pattern that matches nothing and a pinned tool not selected are logged once while true."""
         view = View("dev", tools=("gitub__*", "a__x"), pinned=("a__y",))
-        catalog = SimpleNamespace(tools=_listing(a=(0, ["x", "y"])))
+        catalog = _catalog(_listing(a=(0, ["x", "y"])))
         views = Views()
         with capturedLogs() as logged:
             views.selection(view, catalog)
@@ -84,3 +91,31 @@ class ViewsCacheTests(SynchronousTestCase):
             texts,
             ["profile dev: 'gitub__*' matches no tool", "profiles.dev.pinned[0]: a__y is not selected by profiles.dev.tools"],
         )
+
+
+class OtherKindsTests(SynchronousTestCase):
+    def test_prompts_resources_and_templates(self) -> None:
+        """Prompts by shaped name; resources by URI and templates by their
+        uriTemplate text, both from the profile's resources; none without a list."""
+        backend: Any = SimpleNamespace(name="a", priority=0)
+        catalog = SimpleNamespace(
+            tools=Listing(),
+            prompts=Listing({n: Entry(backend, n[3:], {"name": n}) for n in ("a__greet", "a__quote")}),
+            resources=Listing({u: Entry(backend, u, {"uri": u}) for u in ("repo://x", "memo://y")}),
+            templates=Listing({t: Entry(backend, t, {"uriTemplate": t}) for t in ("repo://{name}", "memo://{id}")}),
+        )
+        view = View("dev", tools=(), prompts=("a__q*",), resources=("repo://*",))
+        selection = selected(view, catalog.tools, catalog)  # type: ignore[arg-type]
+        self.assertEqual(selection.prompts.names, ("a__quote",))
+        self.assertEqual(selection.resources.names, ("repo://x",))
+        self.assertEqual(selection.templates.names, ("repo://{name}",))
+        self.assertTrue(selection.has_uri("repo://other", catalog.templates.entries["repo://{name}"]))
+        self.assertTrue(selection.has_uri("repo://seen-in-a-result", None))
+        self.assertFalse(selection.has_uri("memo://y", catalog.resources.entries["memo://y"]))
+        self.assertFalse(selection.has_uri("memo://9", catalog.templates.entries["memo://{id}"]))
+        none = selected(View("ops", tools=(), prompts=(), resources=()), catalog.tools, catalog)  # type: ignore[arg-type]
+        self.assertEqual((none.prompts.names, none.resources.names, none.templates.names), ((), (), ()))
+        self.assertFalse(none.has_uri("repo://x", catalog.resources.entries["repo://x"]))
+        everything = selected(DEFAULT_VIEW, catalog.tools, catalog)  # type: ignore[arg-type]
+        self.assertEqual(everything.prompts.names, ("a__greet", "a__quote"))
+        self.assertTrue(everything.has_uri("anything://at-all", None))

@@ -313,6 +313,42 @@ def _healthy(backend: dict[str, Any]) -> bool:
     return state == "up" or (bool(backend.get("perSession")) and state == "stopped")
 
 
+def _profile_lines(profiles: Any) -> list[str]:
+    """The profiles of C{/status}, one line each: what each selects, where it is served."""
+    if not isinstance(profiles, list):
+        return []
+    out = ["", f"Profiles ({len(profiles)}):"]
+    for p in profiles:
+        if not isinstance(p, dict):
+            continue
+        n = p.get("selected") if isinstance(p.get("selected"), dict) else {}
+        counts = (
+            f"{n.get('tools', '?')} tool(s), {n.get('prompts', '?')} prompt(s), "
+            f"{n.get('resources', '?')} resource(s), {n.get('resourceTemplates', '?')} template(s)"
+        )
+        served = [str(h.get("path")) for h in p.get("http") or [] if isinstance(h, dict)]
+        served += [str(listener) for listener in p.get("listeners") or [] if "http:" not in str(listener)]  # sockets
+        out.append(f"  {p.get('name', '?')}: {counts}; served at {', '.join(dict.fromkeys(served)) or '-'}")
+    return out
+
+
+def _budget_lines(budgets: Any) -> list[str]:
+    """The client budget table of C{/status}, as applied: one line per row."""
+    if not isinstance(budgets, dict):
+        return []
+    used = "matched on clientInfo.name" if budgets.get("useClientInfo") else "clientInfo ignored: only the default and profiles apply"
+    out = ["", f"Client budgets ({used}; server key length {budgets.get('serverKeyLength', '?')}):"]
+    rows = [r for r in budgets.get("rows") or [] if isinstance(r, dict)]
+    default = budgets.get("default")
+    for r in [*rows, *([default] if isinstance(default, dict) else [])]:
+        keys = [f"{k} {r[k]}" for k in ("maxTools", "maxNameLength", "nameOverhead", "search") if k in r]
+        if r.get("countsServerKey"):
+            keys.append("+ server key")
+        where = r.get("source") if r.get("table") == "config" else f"built-in, {r.get('client', '?')}"
+        out.append(f"  {r.get('name', 'default') if r is not default else 'default'} ({where}): {', '.join(keys) or '-'}")
+    return out
+
+
 @_admin_command
 def status(args: argparse.Namespace) -> int:
     """Show what a running gateway is doing."""
@@ -368,6 +404,7 @@ def status(args: argparse.Namespace) -> int:
             for c in clients
         ]
         out += _table(crow) if crow else ["  (none)"]
+        out += _profile_lines(answer.get("profiles")) + _budget_lines(answer.get("clientBudgets"))
         ks = answer.get("killSwitch") or {}
         out += [
             "",

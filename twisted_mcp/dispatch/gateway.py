@@ -20,7 +20,7 @@ from twisted_mcp.dispatch.rounds import DEFAULT_MAX_ROUNDS
 from twisted_mcp.dispatch.server_logs import ServerLogs
 from twisted_mcp.dispatch.subscriptions import Subscriptions
 from twisted_mcp.dispatch.surface import FittedCache, fitted_for, search_sentence
-from twisted_mcp.dispatch.views import Views, view_of
+from twisted_mcp.dispatch.views import DEFAULT_VIEW, Views, view_of
 from twisted_mcp.mcp import errors
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import PolicyConfig
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from typing import Mapping
 
     from twisted_mcp.config.models import Profile
-    from twisted_mcp.dispatch.session import ClientSession
+    from twisted_mcp.dispatch.session import ClientSession, InFlight
 
 #: The error codes /metrics names one by one: JSON-RPC's and the gateway's.
 #: A backend may answer with any integer; the rest share the label "other",
@@ -103,7 +103,7 @@ class Gateway:
         #: How tool lists are fitted to clients (config surface:, search:,
         #: clients:); set by the service at start and on reload.
         self.surface = SurfaceSettings()
-        #: What each view selects of the catalog, per catalog generation.
+        #: What each view selects of the catalog, per catalog rebuild.
         self.views = Views()
         #: The tool lists fitted to clients lately.
         self.fits = FittedCache()
@@ -323,16 +323,20 @@ class Gateway:
 
     def capabilities(self, session: ClientSession | None = None) -> dict[str, Any]:
         """What the gateway offers a client: tools always; the rest when
-        some backend it may see offers it (every backend without a policy)."""
+        some backend it may see offers it (every backend without a policy).
+        On a profile's view, prompts and resources only when the view
+        selects some (and completions only with one of them)."""
         offered: dict[str, Any] = {"tools": {"listChanged": True}}
         seen = self._seen_by(session)
         servers = [b.capabilities for b in seen]
-        if any("prompts" in c for c in servers):
+        view = DEFAULT_VIEW if session is None else view_of(self, session.caller)
+        selection = None if view is DEFAULT_VIEW else self.views.selection(view, self.catalog)
+        if any("prompts" in c for c in servers) and (selection is None or selection.prompts.names):
             offered["prompts"] = {"listChanged": True}
-        if any("resources" in c for c in servers):
+        if any("resources" in c for c in servers) and (selection is None or selection.resources.names or selection.templates.names):
             subscribe = any(type(c.get("resources")) is dict and c["resources"].get("subscribe") is True for c in servers)
             offered["resources"] = {"listChanged": True, **({"subscribe": True} if subscribe else {})}
-        if any("completions" in c for c in servers):
+        if any("completions" in c for c in servers) and (selection is None or offered.keys() & {"prompts", "resources"}):
             offered["completions"] = {}
         if any("logging" in c for c in servers):
             offered["logging"] = {}
@@ -345,29 +349,33 @@ class Gateway:
             return backends
         return [b for b in backends if self.sees_backend(session, b.name)]
 
-    def instructions(self, session: ClientSession | None = None) -> str | None:
+    def instructions(self, session: ClientSession | None = None, request: InFlight | None = None) -> str | None:
         """
         The instructions of the backends C{session}'s caller may see, each
         under its backend's name; before them, its profile's instructions
         and, when its tool list is in search mode, how to search.
+
+        @param request: the request they answer, whose own envelope's
+            C{clientInfo} (2026-07-28) decides the budget; None: the
+            session's, as its C{initialize} described its client.
         """
         parts = []
         if session is not None:
-            parts += self._surface_instructions(session)
+            parts += self._surface_instructions(session, request)
         for backend in self._seen_by(session):
             text = backend.instructions
             if text and text.strip():
                 parts.append(f"## {backend.name}\n\n{text.strip()}")
         return "\n\n".join(parts) or None
 
-    def _surface_instructions(self, session: ClientSession) -> list[str]:
+    def _surface_instructions(self, session: ClientSession, request: InFlight | None) -> list[str]:
         parts = []
         view = view_of(self, session.caller)
         if view.instructions and view.instructions.strip():
             parts.append(view.instructions.strip())
         try:
             principal = self.policy.principal(session.peer) if self.policy.active else None
-            fitted = fitted_for(session, None, principal)
+            fitted = fitted_for(session, request, principal)
         except JsonRpcError:
             return parts
         if fitted.mode == "search":

@@ -15,9 +15,9 @@ rows, the built-in table (L{twisted_mcp.mcp.clients}) matched on the
 C{clientInfo.name} of the request (a 2026-07-28 request's own envelope, or
 what the session's C{initialize} said), then the default.
 
-L{Fitted} results are kept in a small LRU keyed by (view, catalog
-generation, policy epoch, principal, budget, settings): a hit makes a
-C{tools/list} one dictionary lookup.
+L{Fitted} results are kept in a small LRU keyed by (view, the catalog's
+tools listing as last rebuilt, policy epoch, principal, budget, settings):
+a hit makes a C{tools/list} one dictionary lookup.
 """
 
 from __future__ import annotations
@@ -327,8 +327,9 @@ def fitted_for(session: ClientSession, request: InFlight | None, principal: Any 
     cache: FittedCache = gateway.fits
     budget = cache.budget(settings, view, client_name(session, request))
     policy = gateway.policy
-    marker = getattr(catalog, "generation", None)
-    key = (view, marker, catalog.tools, policy, policy.generation, principal, budget, settings)
+    # The tools listing itself, not the catalog's generation: a rebuild with
+    # the same text (a backend restarted, a priority changed) makes a new one.
+    key = (view, catalog.tools, policy, policy.generation, principal, budget, settings)
     fitted = cache.get(key)
     if fitted is not None:
         return fitted

@@ -36,11 +36,13 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from twisted_mcp import __version__
+from twisted_mcp.config.surface import SurfaceSettings
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.frontends.deadline import DeadlineChannel
 from twisted_mcp.frontends.http import http_totals
 from twisted_mcp.frontends.served import profiles_served
 from twisted_mcp.mcp import errors
+from twisted_mcp.mcp.clients import BUILT_IN, ClientRule
 from twisted_mcp.ops.admin_oauth import OAuthActions, oauth_metrics
 from twisted_mcp.ops.tools_report import ReportProblem, ToolsQuery, tools_report
 from twisted_mcp.policy.rules import backends_named, pattern_problem
@@ -64,7 +66,9 @@ def _collector(service: Any) -> Any:
                 "twisted_mcp_breaker_open", "1 if the backend's circuit breaker is open or half-open", labels=["backend"]
             )
             latency = HistogramMetricFamily(
-                "twisted_mcp_backend_latency_seconds", "Latency of calls to the backend, as the gateway saw it", labels=["backend"]
+                "twisted_mcp_backend_latency_seconds",
+                "Latency of calls to the backend, as the gateway saw it",
+                labels=["backend"],
             )
             info = GaugeMetricFamily(
                 "twisted_mcp_backend_info",
@@ -99,10 +103,14 @@ def _collector(service: Any) -> Any:
             http_sessions = GaugeMetricFamily("twisted_mcp_http_sessions", "Open sessions of the Streamable HTTP listeners")
             http_sessions.add_metric([], float(http["sessions"]))
             yield http_sessions
-            http_streams = GaugeMetricFamily("twisted_mcp_http_streams", "Open SSE streams of the Streamable HTTP listeners (GET and POST)")
+            http_streams = GaugeMetricFamily(
+                "twisted_mcp_http_streams", "Open SSE streams of the Streamable HTTP listeners (GET and POST)"
+            )
             http_streams.add_metric([], float(http["streams"]))
             yield http_streams
-            http_expired = CounterMetricFamily("twisted_mcp_http_sessions_expired", "HTTP sessions ended for being idle (http.sessionIdleTimeout)")
+            http_expired = CounterMetricFamily(
+                "twisted_mcp_http_sessions_expired", "HTTP sessions ended for being idle (http.sessionIdleTimeout)"
+            )
             http_expired.add_metric([], float(http["expired"]))
             yield http_expired
             in_flight = GaugeMetricFamily("twisted_mcp_calls_in_flight", "Requests in flight")
@@ -127,7 +135,9 @@ def _collector(service: Any) -> Any:
             rate = CounterMetricFamily("twisted_mcp_rate_limited", f"Calls refused by a rate limit ({errors.RATE_LIMITED})")
             rate.add_metric([], float(policy.refusals.get(errors.RATE_LIMITED, 0)))
             yield rate
-            busy = CounterMetricFamily("twisted_mcp_concurrency_refused", f"Calls refused for want of a concurrency slot ({errors.BUSY})")
+            busy = CounterMetricFamily(
+                "twisted_mcp_concurrency_refused", f"Calls refused for want of a concurrency slot ({errors.BUSY})"
+            )
             busy.add_metric([], float(policy.refusals.get(errors.BUSY, 0)))
             yield busy
             audit = policy.audit
@@ -291,7 +301,7 @@ class AdminResource(Resource):
         """
         if request.getHeader(b"origin") is not None:
             return 403, "requests from web pages are refused (an Origin header was sent)"
-        kind = (request.getHeader(b"content-type") or b"")
+        kind = request.getHeader(b"content-type") or b""
         if isinstance(kind, str):
             kind = kind.encode("latin-1")
         if kind.split(b";")[0].strip().lower() != b"application/json":
@@ -399,7 +409,13 @@ class AdminResource(Resource):
             "killSwitch": policy.kill_switch(),
             "quarantined": [{"tool": t, "reason": r} for t, r in sorted(policy.pins.quarantined.items())],
             # Only with profiles: a config without them shows what it always did.
-            **({"profiles": profiles_served(gateway.profiles, getattr(self.service, "frontends", ()))} if gateway.profiles else {}),
+            **({"profiles": profiles_status(gateway, getattr(self.service, "frontends", ()))} if gateway.profiles else {}),
+            # Likewise only with a surface, search, clients or profiles section.
+            **(
+                {"clientBudgets": client_budgets(gateway.surface)}
+                if gateway.profiles or gateway.surface != SurfaceSettings()
+                else {}
+            ),
         }
 
     def render_status(self, request: Any) -> bytes:
@@ -422,7 +438,9 @@ class AdminResource(Resource):
             for c in status["clients"]
         )
         kills = status["killSwitch"]
-        killed = "".join(f"<li>{e(kind)}: {e(', '.join(names))}</li>" for kind, names in kills.items() if names) or "<li>none</li>"
+        killed = (
+            "".join(f"<li>{e(kind)}: {e(', '.join(names))}</li>" for kind, names in kills.items() if names) or "<li>none</li>"
+        )
         quarantined = "".join(f"<li>{e(q['tool'])}: {e(q['reason'])}</li>" for q in status["quarantined"]) or "<li>none</li>"
         shaping = "".join(
             f"<li>{e(b['name'])} {e(kind)}: {e(shaping_summary(outcome))}</li>"
@@ -608,7 +626,12 @@ def _head_refusal(admin: "AdminResource", channel: Any, request: Any) -> tuple[i
     settings = admin.service.settings
     local = channel.transport.getHost()
     if _is_loopback(local) and not _host_allowed(request.getHeader(b"host"), local):
-        return 421, "Misdirected Request", "this admin endpoint answers only to Host: localhost, 127.0.0.1 or [::1] with its port\n", []
+        return (
+            421,
+            "Misdirected Request",
+            "this admin endpoint answers only to Host: localhost, 127.0.0.1 or [::1] with its port\n",
+            [],
+        )
     if not admin.authorized(request):
         return 401, "Unauthorized", "unauthorized\n", [(b"WWW-Authenticate", b'Bearer realm="twisted-mcp"')]
     if channel.length is None:
@@ -785,3 +808,58 @@ def tools_query(args: dict[bytes, list[bytes]]) -> ToolsQuery:
         limit=int(limit) if limit is not None else None,
         explain=given.get("explain", "").lower() in ("1", "true"),
     )
+
+
+def profiles_status(gateway: Gateway, frontends: Any) -> list[dict[str, Any]]:
+    """
+    Each profile (design §2.5): the listeners and HTTP paths serving it, and
+    how many tools, prompts, resources and resource templates it selects of
+    the catalog now (before the policy, which decides per principal).
+    """
+    out = profiles_served(gateway.profiles, frontends)
+    for served in out:
+        profile = gateway.profiles[served["name"]]
+        selection = gateway.views.selection(gateway.views.of_profile(profile), gateway.catalog)
+        served["selected"] = {
+            "tools": len(selection.names),
+            "prompts": len(selection.prompts.names),
+            "resources": len(selection.resources.names),
+            "resourceTemplates": len(selection.templates.names),
+        }
+    return out
+
+
+def _budget_row(rule: ClientRule, table: str, source: str) -> dict[str, Any]:
+    row: dict[str, Any] = {"name": rule.name, "table": table}
+    for key in ("maxTools", "maxNameLength", "nameOverhead", "search"):
+        value = getattr(rule, key)
+        if value is not None:
+            row[key] = value
+    if rule.countsServerKey:
+        row["countsServerKey"] = True
+    if rule.client and table == "built-in":
+        row["client"] = rule.client
+    row["source"] = source
+    if rule.verified:
+        row["verified"] = rule.verified
+    return row
+
+
+def client_budgets(settings: SurfaceSettings) -> dict[str, Any]:
+    """
+    The client budget table as applied (design §2.5): the rows matched on
+    C{clientInfo.name}, in the order they are tried (the config's
+    C{clients.match}, then the built-in table, each row with its source
+    and, built-in, what of it was verified), and C{clients.default}.
+    Without C{clients.useClientInfo} no row is matched: only the default
+    (and the profiles) apply.
+    """
+    clients = settings.clients
+    rows = [_budget_row(rule, "config", f"clients.match[{i}]") for i, rule in enumerate(clients.rules)]
+    rows += [_budget_row(rule, "built-in", rule.source) for rule in BUILT_IN]
+    return {
+        "useClientInfo": clients.useClientInfo,
+        "serverKeyLength": clients.serverKeyLength,
+        "rows": rows,
+        "default": _budget_row(clients.default, "config", "clients.default") if clients.default is not None else None,
+    }

@@ -561,16 +561,51 @@ class Policy:
             return self.deny(record, errors.RESOURCE_NOT_FOUND, f"Resource not found: {shown!r}", {DATA_KEYS[kind]: name})
         return self.deny(record, INVALID_PARAMS, f"Unknown {WORDS[kind]}: {shown!r}", {DATA_KEYS[kind]: name})
 
+    def charge_principal(self, session: str, method: str, principal: Principal, protocol: str | None = None) -> JsonRpcError | None:
+        """
+        Step 5 for a request the gateway answers itself (C{search_tools}):
+        one token of C{principal}'s own rate limit (the C{principal}
+        bucket; no tool or backend bucket, as it reaches no backend).
+
+        @return: None when a token was taken; else the refusal (audited),
+            the very error a call over the limit gets.
+        """
+        now = self.clock.seconds()
+        bucket = self._principal_bucket(principal, now)
+        if bucket is None:
+            return None
+        wait = bucket.wait_time(now)
+        if not wait:
+            bucket.take()
+            return None
+        record = self.new_record(session, method, protocol)
+        record["principal"] = principal.name
+        record["roles"] = list(principal.roles)
+        return self.deny(
+            record,
+            errors.RATE_LIMITED,
+            f"rate limit (principal) reached; retry in {_up(wait):.3f} s",
+            {"retryAfter": _up(wait), "limit": "principal"},
+        )
+
+    def _principal_bucket(self, principal: Principal, now: float) -> TokenBucket | None:
+        """C{principal}'s bucket of the C{principal} rate limit (None: no such limit)."""
+        rate = self.rules.rate_principal
+        if rate is None:
+            return None
+        b = self._principal_buckets.get(principal.name)
+        if b is None:
+            forget_full(self._principal_buckets, now)
+            b = self._principal_buckets[principal.name] = TokenBucket(rate.rate, rate.burst, now)
+        return b
+
     def _rate_check(self, principal: Principal, subject: Subject) -> tuple[float, str]:
         rules = self.rules
         now = self.clock.seconds()
         backend = subject.backend
         buckets = []
-        if rules.rate_principal is not None:
-            b = self._principal_buckets.get(principal.name)
-            if b is None:
-                forget_full(self._principal_buckets, now)
-                b = self._principal_buckets[principal.name] = TokenBucket(rules.rate_principal.rate, rules.rate_principal.burst, now)
+        b = self._principal_bucket(principal, now)
+        if b is not None:
             buckets.append((b, "principal"))
         if subject.kind == "tool":
             tool = subject.exposed

@@ -1,8 +1,9 @@
 """
 C{completion/complete}, routed by its reference: a prompt (by the name
 clients see) or a resource template (by the URI template clients see).  A
-reference the caller may not see, or that no backend owns, is answered
-with no values: the answer says nothing of what exists.
+reference the caller may not see (by the policy or outside its view), or
+that no backend owns, is answered with no values: the answer says nothing
+of what exists.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted_mcp.dispatch.catalog import Entry
+from twisted_mcp.dispatch.lists import selection_of
 from twisted_mcp.dispatch.routing import forward, refuse
 from twisted_mcp.policy.subject import Subject
 from twisted_mcp.wire.jsonrpc import INVALID_PARAMS, JsonRpcError
@@ -54,6 +56,8 @@ def _reference(session: ClientSession, ref: dict[str, Any]) -> tuple[Subject, En
         if entry is None:
             return None
         assert type(name) is str
+        if name not in selection_of(session).prompts.members:
+            return None
         return Subject("prompt", name, entry.backend.name, entry.original), entry, {**ref, "name": entry.original}
     if kind == "ref/resource":
         uri = ref.get("uri")
@@ -64,7 +68,7 @@ def _reference(session: ClientSession, ref: dict[str, Any]) -> tuple[Subject, En
         if entry is None:
             entry = catalog.resources.entries.get(uri)
             subject_kind = "resource"
-        if entry is None:
+        if entry is None or not selection_of(session).has_uri(uri, entry):
             return None
         return Subject(subject_kind, uri, entry.backend.name, entry.original), entry, {**ref, "uri": entry.original}
     return None

@@ -23,7 +23,7 @@ DISCOVER_WAIT = 5.0
 def discover(session: ClientSession, request: InFlight, params: dict[str, Any]) -> Any:
     gateway = session.gateway
     if gateway.ready:
-        return _result(session)
+        return _result(session, request)
     d: Deferred[Any] = Deferred()
 
     def answer() -> None:
@@ -38,7 +38,7 @@ def discover(session: ClientSession, request: InFlight, params: dict[str, Any]) 
         answer()
 
     gateway.when_ready().addCallback(ready)
-    return d.addCallback(lambda _: _result(session))
+    return d.addCallback(lambda _: _result(session, request))
 
 
 def modern_capabilities(offered: dict[str, Any]) -> dict[str, Any]:
@@ -51,13 +51,14 @@ def modern_capabilities(offered: dict[str, Any]) -> dict[str, Any]:
     return {family: dict(flags) for family, flags in offered.items()}
 
 
-def _result(session: ClientSession) -> dict[str, Any]:
+def _result(session: ClientSession, request: InFlight) -> dict[str, Any]:
     gateway = session.gateway
     result: dict[str, Any] = {
         "supportedVersions": list(SUPPORTED_VERSIONS),
         "capabilities": modern_capabilities(gateway.capabilities(session)),
     }
-    instructions = gateway.instructions(session)
+    # The budget of this request's own clientInfo, not the connection's.
+    instructions = gateway.instructions(session, request)
     if instructions:
         result["instructions"] = instructions
     return result

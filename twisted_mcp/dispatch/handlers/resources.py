@@ -3,7 +3,9 @@ C{resources/list}, C{resources/templates/list}, C{resources/read} and
 C{resources/subscribe}/C{unsubscribe}: URIs as clients see them are mapped
 to the owning backend's own (L{twisted_mcp.dispatch.catalog.Catalog.route_uri}).
 A URI the backend's C{resources:} filter removes is routed nowhere there,
-however the client names it, so it is refused here as an unknown one.
+however the client names it, so it is refused here as an unknown one; so is
+a URI outside the caller's view (L{twisted_mcp.dispatch.views}), with the
+very answer an unknown URI gets: a profile cannot probe another's resources.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable
 
 from twisted_mcp.backends.base import Backend
-from twisted_mcp.dispatch.lists import visible
+from twisted_mcp.dispatch.catalog import REMEMBERED, Catalog
+from twisted_mcp.dispatch.lists import selection_of, visible
 from twisted_mcp.dispatch.pages import page
 from twisted_mcp.dispatch.routing import forward, refuse
 from twisted_mcp.mcp import errors
@@ -41,10 +44,11 @@ def resolve(session: ClientSession, method: str, params: dict[str, Any]) -> tupl
         raise refuse(session, method, INVALID_PARAMS, f"Invalid params: {method} needs params.uri, a string")
     catalog = session.gateway.catalog
     route = catalog.route_uri(uri)
-    if route is None:
+    in_view = route is None or selection_of(session).has_uri(uri, route[0])
+    if route is None or not in_view:
         # MCP's "Resource not found" up to 2025-11-25; later eras use -32602.
         code = errors.RESOURCE_NOT_FOUND if session.caller.version in HANDSHAKE_VERSIONS else INVALID_PARAMS
-        why = catalog.why_unrouted(uri, _visible_to(session))
+        why = catalog.why_unrouted(uri, _visible_to(session)) if in_view else not_found(uri)
         policy = session.gateway.policy
         if not policy.active:
             raise JsonRpcError(code, f"Resource not found: {why}", {"uri": uri})
@@ -54,22 +58,50 @@ def resolve(session: ClientSession, method: str, params: dict[str, Any]) -> tupl
             error.code = code
             error.message = f"Resource not found: {why}"
         raise error
+    assert route is not None
     entry, backend, original = route
     kind = "template" if entry is not None and "uriTemplate" in entry.definition else "resource"
     return Subject(kind, uri, backend.name, original), backend, original
 
 
+def not_found(uri: str) -> str:
+    """Why a URI no backend lists, matches or showed is not found (what
+    L{Catalog.why_unrouted} says of one), as quoted to the client."""
+    shown = uri if len(uri) <= 200 else uri[:199] + "\u2026"
+    return (
+        f"no server lists the resource {shown!r} or has a resource template that matches it (a URI that "
+        f"appeared only in a result can be read back while it is among the last {REMEMBERED} such URIs)"
+    )
+
+
+def _in_view(session: ClientSession, catalog: Catalog) -> Callable[[Backend, str], bool] | None:
+    """Whether a URI in the gateway's form is in the caller's view (None: every one is)."""
+    selection = selection_of(session)
+    if selection.resource_patterns is None:
+        return None
+
+    def in_view(backend: Backend, exposed: str) -> bool:
+        route = catalog.route_uri(exposed)
+        return route is not None and selection.has_uri(exposed, route[0])
+
+    return in_view
+
+
 def _visible_to(session: ClientSession) -> Callable[[Backend, str], bool] | None:
-    """Whether the caller may be told of a backend's URI (None: of every one)."""
+    """Whether the caller may be told of a backend's URI (None: of every
+    one): in its view, and visible to it by the policy."""
+    in_view = _in_view(session, session.gateway.catalog)
     policy = session.gateway.policy
     if not policy.active:
-        return None
+        return in_view
     try:
         principal = policy.principal(session.peer)
     except JsonRpcError:
         return lambda backend, exposed: False
 
     def visible(backend: Backend, exposed: str) -> bool:
+        if in_view is not None and not in_view(backend, exposed):
+            return False
         entry = session.gateway.catalog.resources.entries.get(exposed)
         kind = "resource"
         if entry is None:

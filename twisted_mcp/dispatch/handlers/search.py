@@ -3,7 +3,8 @@ C{search_tools}, the gateway's own tool of search mode: the tools of the
 caller's fitted list that best match a query, as a C{CallToolResult}.
 
 Stateless: a function of the principal, the view, the budget and the
-query.  A principal the kill switch disables is refused as for any call.  Only the tools the principal may see in the view are ranked (the
+query.  A principal the kill switch disables, or over its own rate limit
+(the C{principal} bucket), is refused as for any call.  Only the tools the principal may see in the view are ranked (the
 policy's cached decisions, as C{tools/list}), so a search never reveals a
 tool denied, killed, quarantined or outside the view.  Each search is
 audited as a listing (C{shown} = results, C{total} = visible tools).
@@ -62,6 +63,10 @@ def search_tools(session: ClientSession, request: InFlight, params: dict[str, An
             session.peer,
             protocol=session.protocol_version,
         )
+    if policy.active:
+        refused = policy.charge_principal(session.label, "tools/call", principal, session.protocol_version)
+        if refused is not None:
+            raise refused
     arguments = params.get("arguments")
     if arguments is None:
         arguments = {}
