@@ -92,7 +92,57 @@ _INF = float("inf")
 _decode = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_parse_float).decode
 
 _orjson_dumps = orjson.dumps
-_NEWLINE = orjson.OPT_APPEND_NEWLINE
+#: Subclasses of the built-in types go to L{_spliced}: an L{EncodedList}
+#: is written from its own bytes.
+_NEWLINE = orjson.OPT_APPEND_NEWLINE | orjson.OPT_PASSTHROUGH_SUBCLASS
+_Fragment = orjson.Fragment
+_UNENCODED = b""
+
+
+class EncodedList(list[Any]):
+    """
+    A list that keeps its own JSON: L{encode} writes the bytes of its first
+    encoding (a megabyte of tool definitions copied, not encoded again), and
+    anything else sees an ordinary list.  Never change one after it is
+    made: the bytes would no longer say what it holds.
+    """
+
+    __slots__ = ("_json",)
+
+    def __init__(self, items: Any = ()) -> None:
+        super().__init__(items)
+        self._json: bytes | None = _UNENCODED
+
+    def json(self) -> bytes | None:
+        """Its items as compact JSON (orjson's), encoded on the first call;
+        None when orjson refuses them (then L{encode} uses the standard
+        library, as for any other message)."""
+        data = self._json
+        if data is _UNENCODED:
+            try:
+                data = _orjson_dumps(list(self))
+            except TypeError:
+                data = None
+            self._json = data
+        return data
+
+
+def _spliced(o: Any) -> Any:
+    """orjson's C{default}: an L{EncodedList} as its bytes; any other
+    subclass of a built-in type as that type (what orjson writes without
+    C{OPT_PASSTHROUGH_SUBCLASS}); anything else is refused."""
+    if type(o) is EncodedList:
+        data = o.json()
+        return list(o) if data is None else _Fragment(data)
+    if isinstance(o, list):
+        return list(o)
+    if isinstance(o, dict):
+        return dict(o)
+    if isinstance(o, str):
+        return str.__str__(o)
+    if isinstance(o, int):
+        return int.__int__(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serializable")
 
 _make_encoder: Any
 try:
@@ -128,7 +178,9 @@ def encode(message: Any) -> bytes:
     written by the standard library, as ASCII-only JSON: lone surrogates
     (which a peer may legally send as escapes, and ASCII output keeps
     representable), integers beyond 64 bits, nesting deeper than orjson's
-    limit.  Either way the result is the same JSON value.  A non-finite
+    limit.  Either way the result is the same JSON value.  An
+    L{EncodedList} is written from the bytes it keeps (the standard library
+    writes its items).  A non-finite
     float (which no peer can send: L{decode} refuses NaN and Infinity, so
     only the gateway's own code could make one) is written as C{null}.
 
@@ -136,7 +188,7 @@ def encode(message: Any) -> bytes:
         for the standard library too).
     """
     try:
-        return _orjson_dumps(message, option=_NEWLINE)
+        return _orjson_dumps(message, default=_spliced, option=_NEWLINE)
     except TypeError:
         pass
     try:
@@ -378,6 +430,7 @@ class RequestTimeout(Exception):
 
 __all__ = [
     "CancelledError",
+    "EncodedList",
     "JsonRpcError",
     "JsonRpcPeer",
     "MessageError",
