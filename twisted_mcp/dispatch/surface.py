@@ -35,6 +35,7 @@ from twisted_mcp.config.surface import SearchSettings, SurfaceSettings
 from twisted_mcp.dispatch.views import DEFAULT_VIEW, Selection, View, view_of
 from twisted_mcp.mcp.clients import NO_ALIASES, Budget, match
 from twisted_mcp.mcp.names import MIN_ALIAS_LIMIT, shortened
+from twisted_mcp.wire.jsonrpc import EncodedList
 
 if TYPE_CHECKING:
     from twisted_mcp.dispatch.session import ClientSession, InFlight
@@ -126,6 +127,7 @@ class Fitted:
     #: are named like a search tool.
     hidden: tuple[str, ...] = ()
     _digest: str | None = None
+    _listed: EncodedList | None = None
 
     @property
     def digest(self) -> str:
@@ -140,6 +142,14 @@ class Fitted:
                 data = text.encode("utf-8", "surrogatepass")
             self._digest = hashlib.sha256(data).hexdigest()
         return self._digest
+
+    @property
+    def listed(self) -> EncodedList:
+        """C{tools} as a C{tools/list} answer carries it: encoded once, on
+        the first answer, and those bytes written for every later one."""
+        if self._listed is None:
+            self._listed = EncodedList(self.tools)
+        return self._listed
 
     def shaped(self, name: str) -> str | None:
         """The shaped name C{name} (an alias or a shaped name) calls, or

@@ -56,7 +56,7 @@ def list_tools(session: ClientSession, request: InFlight, params: dict[str, Any]
     if settings.pageSize:
         result = bound_page("tools", f"{fitted.view.name}|{fitted.digest}", fitted.tools, cursor, settings.pageSize, settings.cursorKeys)
     else:
-        result = {"tools": fitted.tools}
+        result = {"tools": fitted.listed}
     if request.envelope is not None:
         # A list that depended on clientInfo is not cached: a cache keyed
         # on the authorization would hand it to another client.
