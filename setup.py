@@ -20,7 +20,7 @@ setup(
         "PyJWT[crypto]>=2.8",
         "cryptography>=41",  # AES-GCM and HKDF for the OAuth token store (also pulled in by PyJWT[crypto])
         "prometheus_client>=0.17",
-        "orjson>=3.9",
+        "orjson>=3.9.1",  # orjson.Fragment (3.9.0); no leak when a default raises (3.9.1)
     ],
     extras_require={
         "test": [
