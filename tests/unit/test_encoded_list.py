@@ -165,3 +165,36 @@ class EncodeTests(FitTestCase):
 
         message = {"a": Text("x"), "b": Number(3), "c": Mapping(k=Items([1, True, None]))}
         self.assertEqual(encode(message), b'{"a":"x","b":3,"c":{"k":[1,true,null]}}\n')
+
+
+class EncodedPageTests(FitTestCase):
+    def test_pages_encoded_once_each(self) -> None:
+        """Each page keeps its own bytes: listing the pages again runs
+        orjson for the messages alone, and gets the same pages."""
+        self.gateway.surface = _surface(surface={"pageSize": 25})
+        self.initialize_as("some-agent")
+        calls: list[int] = []
+        dumps = jsonrpc._orjson_dumps
+
+        def counted(*args: Any, **kwargs: Any) -> bytes:
+            calls.append(1)
+            return dumps(*args, **kwargs)
+
+        self.patch(jsonrpc, "_orjson_dumps", counted)
+
+        def pages() -> list[list[str]]:
+            out: list[list[str]] = []
+            params: dict[str, Any] = {}
+            while True:
+                self.request(1, "tools/list", params)
+                (answer,) = self.take()
+                out.append([t["name"] for t in answer["result"]["tools"]])
+                if "nextCursor" not in answer["result"]:
+                    return out
+                params = {"cursor": answer["result"]["nextCursor"]}
+
+        first = pages()
+        self.assertEqual([len(p) for p in first], [25, 25, 11])
+        self.assertEqual(len(calls), 6)  # each page's list, then its message
+        self.assertEqual(pages(), first)
+        self.assertEqual(len(calls), 9)

@@ -128,6 +128,7 @@ class Fitted:
     hidden: tuple[str, ...] = ()
     _digest: str | None = None
     _listed: EncodedList | None = None
+    _pages: dict[tuple[int, str], EncodedList] = attrs.Factory(dict)
 
     @property
     def digest(self) -> str:
@@ -150,6 +151,17 @@ class Fitted:
         if self._listed is None:
             self._listed = EncodedList(self.tools)
         return self._listed
+
+    def page(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A page of C{tools} (a slice of it) as a C{tools/list} answer
+        carries it, encoded on its first answer, as L{listed}."""
+        if not items:
+            return items
+        key = (len(items), items[0]["name"])  # names are unique in a list: a page's first one tells it
+        encoded = self._pages.get(key)
+        if encoded is None:
+            encoded = self._pages[key] = EncodedList(items)
+        return encoded
 
     def shaped(self, name: str) -> str | None:
         """The shaped name C{name} (an alias or a shaped name) calls, or

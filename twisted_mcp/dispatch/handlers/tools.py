@@ -55,6 +55,7 @@ def list_tools(session: ClientSession, request: InFlight, params: dict[str, Any]
         session.tools_listed = fitted.digest
     if settings.pageSize:
         result = bound_page("tools", f"{fitted.view.name}|{fitted.digest}", fitted.tools, cursor, settings.pageSize, settings.cursorKeys)
+        result["tools"] = fitted.page(result["tools"])
     else:
         result = {"tools": fitted.listed}
     if request.envelope is not None:
