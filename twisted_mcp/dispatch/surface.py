@@ -35,6 +35,7 @@ from twisted_mcp.config.surface import SearchSettings, SurfaceSettings
 from twisted_mcp.dispatch.views import DEFAULT_VIEW, Selection, View, view_of
 from twisted_mcp.mcp.clients import NO_ALIASES, Budget, match
 from twisted_mcp.mcp.names import MIN_ALIAS_LIMIT, shortened
+from twisted_mcp.wire.jsonrpc import JsonRpcError
 
 if TYPE_CHECKING:
     from twisted_mcp.dispatch.session import ClientSession, InFlight
@@ -180,11 +181,14 @@ def fit(
     """
     names = [d["name"] for d in shown]
     hidden: list[str] = []
-    limit = budget.name_limit
+    # Under MIN_ALIAS_LIMIT no alias fits: serve names up to it as they are
+    # and alias the rest to it (the cache logs once that the client's own
+    # limit is lower), rather than drop tools.
+    limit = max(budget.name_limit, MIN_ALIAS_LIMIT)
     alias_of: dict[str, str] = {}
     shaped_of: dict[str, str] = {}
     if limit < NO_ALIASES and any(len(n) > limit for n in names):
-        alias_of, shaped_of = shortened(names, max(limit, MIN_ALIAS_LIMIT))
+        alias_of, shaped_of = shortened(names, limit)
         unnamed = [n for n in names if len(n) > limit and n not in alias_of]
         hidden += unnamed
         if unnamed:
@@ -299,6 +303,18 @@ class FittedCache:
                 names=", ".join(fitted.hidden),
             )
         cut = (fitted.view, fitted.budget)
+        below = ("below", fitted.view, fitted.budget)
+        if fitted.budget.name_limit < MIN_ALIAS_LIMIT and below not in self._cut:
+            self._cut.add(below)
+            log.warn(
+                "view {view}, budget from {source}: the client takes names of {limit} characters, below the "
+                "{least} aliases need; names are served up to {least} characters (a longer one gets an alias "
+                "of {least}), which this client may refuse",
+                view=fitted.view.name,
+                source=fitted.budget.source,
+                limit=fitted.budget.name_limit,
+                least=MIN_ALIAS_LIMIT,
+            )
         if fitted.mode == "truncate" and cut not in self._cut:
             self._cut.add(cut)
             log.info(
@@ -363,7 +379,7 @@ def tools_digest(session: ClientSession, request: InFlight | None) -> str | None
     try:
         principal = policy.principal(session.peer) if policy.active else None
         return fitted_for(session, request, principal).digest
-    except Exception:
+    except JsonRpcError:  # the caller is refused
         return None
 
 
