@@ -151,6 +151,14 @@ class SearchModeTests(FitTestCase):
             self.assertTrue(answer["result"]["isError"])
             self.assertIn(words, answer["result"]["content"][0]["text"])
 
+    def test_an_empty_query_is_a_tool_error(self) -> None:
+        """An empty or blank query: told so, not the first tools of the list."""
+        self.initialize_as("cursor-vscode")
+        for query in ("", "   "):
+            (answer,) = self.call(2, "search_tools", {"query": query})
+            self.assertTrue(answer["result"]["isError"])
+            self.assertIn("query is empty", answer["result"]["content"][0]["text"])
+
     def test_call_tool_unknown_name(self) -> None:
         self.initialize_as("cursor-vscode")
         (answer,) = self.call(2, "call_tool", {"name": "gen__nothing"})
@@ -184,6 +192,24 @@ class PolicyTests(FitTestCase):
         (answer,) = self.call(3, "call_tool", {"name": "gen__delete_item_6"})
         self.assertEqual(answer["error"]["code"], errors.TOOL_DISABLED)
         self.assertEqual(self.gen.calls, [])
+
+    def test_lists_and_searches_audited_as_what_they_carried(self) -> None:
+        """A list: what the answer carried of what the principal may see
+        in the view (49 of 61, 12 killed); a search: a tools/call of the
+        search tool saying what it found."""
+        records: list[dict[str, Any]] = []
+
+        class Trail:
+            record = staticmethod(records.append)
+
+        self.gateway.policy.audit = Trail()  # type: ignore[assignment]
+        self.initialize_as("cursor-vscode")
+        self.list_names()
+        self.call(2, "search_tools", {"query": "create item", "limit": 3})
+        listed = [r for r in records if r["method"] == "tools/list"]
+        self.assertEqual([r["reason"] for r in listed], ["2 of 49 tool(s) visible"])
+        searched = [r for r in records if r["method"] == "tools/call"]
+        self.assertEqual([(r["tool"], r["subject"], r["reason"]) for r in searched], [("search_tools", "search_tools", "search: 3 of 49 tool(s) found")])
 
 
 class AliasTests(FitTestCase):
@@ -391,7 +417,7 @@ class AuditTests(FitTestCase):
         records: list[dict[str, Any]] = []
         policy._audit = records.append  # type: ignore[method-assign]
         listed: list[tuple[Any, ...]] = []
-        policy.audit_listing = lambda *args: listed.append(args)  # type: ignore[method-assign]
+        policy.audit_listing = lambda *args, search=None: listed.append((*args, search))  # type: ignore[method-assign]
         self.gateway.surface = _surface(clients={"match": [{"name": "narrow", "maxNameLength": 30, "maxTools": 10}]})
         self.initialize_as("narrow")
         shaped = "gen__a_rather_long_tool_name_get_item_3"
@@ -407,7 +433,7 @@ class AuditTests(FitTestCase):
         calls = [r for r in records if r.get("method") == "tools/call"]
         self.assertEqual([(r["tool"], r["backend"]) for r in calls], [(shaped, "gen")] * 3)
         self.assertEqual([c.params["name"] for c in self.gen.calls], ["a_rather_long_tool_name_get_item_3"] * 3)
-        self.assertEqual([(kind, shown, total) for _, kind, _, shown, total, _ in listed], [("tool", 1, 61)])
+        self.assertEqual([(kind, shown, total, search) for _, kind, _, shown, total, _, search in listed], [("tool", 1, 61, "search_tools")])
 
 
 class RebuildTests(FitTestCase):
@@ -463,3 +489,67 @@ class SearchRateLimitTests(FitTestCase):
         self.clock.advance(1)
         (again,) = self.call(5, "search_tools", {"query": "item"})
         self.assertFalse(again["result"]["isError"])
+
+
+class NameLimitBelowAliasesTests(FitTestCase):
+    """A client whose effective name limit is under MIN_ALIAS_LIMIT (here
+    Cursor's 60 - 1 with a 40-character server key: 19) loses no tool."""
+
+    def test_every_tool_listed_and_the_limit_logged_once(self) -> None:
+        from twisted.logger import capturedLogs
+
+        from twisted_mcp.config.surface import ClientsSettings
+        from twisted_mcp.mcp.clients import ClientRule
+
+        self.gen.tools = [{"name": "twenty_one_chars"}, {"name": "a_tool_whose_name_is_well_over_the_limit"}]
+        self.gen._changed()
+        self.gateway.surface = SurfaceSettings(clients=ClientsSettings(serverKeyLength=40, rules=(ClientRule("cursor*", maxTools=1000),)))
+        with capturedLogs() as logged:
+            self.initialize_as("cursor-vscode")
+            names = self.list_names()
+            self.list_names()
+        self.assertEqual(len(names), 3)
+        self.assertIn("gen__twenty_one_chars", names)  # 21 characters: over 19, served as it is
+        self.assertIn("other__ping", names)
+        long = [n for n in names if n.startswith("gen__a_tool")]
+        self.assertEqual(len(long), 1)
+        self.assertEqual(len(long[0]), 24)
+        self.assertEqual(self.call(2, long[0], {}), [])
+        below = [e for e in logged if "below" in e["log_format"]]
+        self.assertEqual(len(below), 1)
+        self.assertEqual(below[0]["limit"], 19)
+        self.assertFalse([e for e in logged if "collide" in e["log_format"]])
+
+
+class MalformedCallToolTests(FitTestCase):
+    def test_malformed_call_tool_is_refused_and_audited(self) -> None:
+        """call_tool without a string arguments.name, or with arguments not
+        an object: refused as a malformed direct call is, with a record."""
+        from twisted_mcp.policy.rules import PolicyConfig
+
+        policy = self.gateway.policy = Policy(PolicyConfig(active=True), "__", self.clock)
+        records: list[dict[str, Any]] = []
+        policy._audit = records.append  # type: ignore[method-assign]
+        self.initialize_as("cursor-vscode")
+        for rid, arguments in enumerate([{"name": 5}, {}, 7], start=2):
+            self.request(rid, "tools/call", {"name": "call_tool", "arguments": arguments})
+            (answer,) = self.take()
+            self.assertEqual(answer["error"]["code"], -32602)
+            self.assertIn("call_tool needs arguments.name", answer["error"]["message"])
+        refused = [r for r in records if r.get("method") == "tools/call"]
+        self.assertEqual(len(refused), 3, records)
+        self.assertEqual({r.get("decision") for r in refused}, {"deny"}, refused)
+
+
+class DigestErrorsTests(FitTestCase):
+    def test_only_a_refusal_gives_no_digest(self) -> None:
+        """A bug while fitting is not taken for a refused caller."""
+        from twisted_mcp.dispatch import surface
+
+        self.initialize_as("cursor-vscode")
+
+        def broken(*args: Any) -> Any:
+            raise RuntimeError("a bug")
+
+        self.patch(surface, "fitted_for", broken)
+        self.assertRaises(RuntimeError, surface.tools_digest, self.session, None)

@@ -342,13 +342,23 @@ class Policy:
             return not rules.kill_prompts
         return not rules.kill_resources
 
-    def audit_listing(self, session: str, kind: str, principal: Principal, shown: int, total: int, protocol: str | None = None) -> None:
-        """One audit record of a list answered: how many of its C{total} definitions C{principal} saw."""
+    def audit_listing(
+        self, session: str, kind: str, principal: Principal, shown: int, total: int, protocol: str | None = None, search: str | None = None
+    ) -> None:
+        """
+        One audit record of a list answered: C{shown} definitions it
+        carried of the C{total} C{principal} may see.  C{search}: the name of
+        the gateway's search tool when the answer is a search's (a
+        C{tools/call} record naming that tool, C{shown} found).
+        """
         if self.audit is None:
             return
-        record = self.new_record(session, LISTING_METHODS[kind], protocol)
+        record = self.new_record(session, "tools/call" if search is not None else LISTING_METHODS[kind], protocol)
         record.update(principal=principal.name, roles=list(principal.roles), kind=kind, outcome="ok")
-        record["reason"] = f"{shown} of {total} {WORDS[kind]}(s) visible"
+        if search is not None:
+            record.update(subject=search, tool=search, reason=f"search: {shown} of {total} {WORDS[kind]}(s) found")
+        else:
+            record["reason"] = f"{shown} of {total} {WORDS[kind]}(s) visible"
         self._audit(record)
 
     # -- calls ---------------------------------------------------------------

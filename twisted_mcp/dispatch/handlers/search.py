@@ -7,7 +7,9 @@ query.  A principal the kill switch disables, or over its own rate limit
 (the C{principal} bucket), is refused as for any call.  Only the tools the principal may see in the view are ranked (the
 policy's cached decisions, as C{tools/list}), so a search never reveals a
 tool denied, killed, quarantined or outside the view.  Each search is
-audited as a listing (C{shown} = results, C{total} = visible tools).
+audited as what the client sent, a C{tools/call} of the search tool (its
+C{tool} and C{subject}), with a listing's reason: C{search: <found> of
+<visible> tool(s) found}.
 Problems the model can fix (a query too long, a limit out of bounds) are
 answered with C{isError: true}.
 """
@@ -75,6 +77,8 @@ def search_tools(session: ClientSession, request: InFlight, params: dict[str, An
     query = arguments.get("query")
     if type(query) is not str:
         return tool_error("query must be a string: a few words describing the task")
+    if not query.strip():
+        return tool_error("query is empty: give a few words describing the task")
     if len(query) > MAX_QUERY:
         return tool_error(f"query is longer than {MAX_QUERY} characters; describe the task in a few words")
     limit = arguments.get("limit", settings.defaultLimit)
@@ -83,7 +87,7 @@ def search_tools(session: ClientSession, request: InFlight, params: dict[str, An
     hits = _index(session).search(query, fitted.visible, limit)
     tools = [fitted.served(hit.name) for hit in hits if hit.name in fitted.definitions]
     if policy.active:
-        policy.audit_listing(session.label, "tool", principal, len(tools), len(fitted.visible), session.protocol_version)
+        policy.audit_listing(session.label, "tool", principal, len(tools), len(fitted.visible), session.protocol_version, search=settings.searchName)
     found = {"tools": tools, "total": len(fitted.visible), "query": query}
     text = json.dumps(found, separators=(",", ":"), ensure_ascii=False, default=str)
     return {"content": [{"type": "text", "text": text}], "structuredContent": found, "isError": False}
