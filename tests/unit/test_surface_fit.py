@@ -359,7 +359,31 @@ class SurfaceChangeTests(FitTestCase):
         self.assertEqual(len(self.list_names()), 61)
 
 
+    def test_a_default_view_client_not_told_of_a_surface_change(self) -> None:
+        """A client with no budget and no profile keeps the catalog's list:
+        changing surface.ttlMs (or any surface key) does not tell it."""
+        self.initialize_as("some-agent")
+        self.list_names()
+        self.gateway.surface = _surface(surface={"ttlMs": 10})
+        self.gateway.surface_changed()
+        self.assertEqual(self.take(), [])
+        self.gateway.surface = _surface(clients={"match": [{"name": "some-agent", "maxTools": 10}]})
+        self.gateway.surface_changed()
+        self.assertEqual([m["method"] for m in self.take()], ["notifications/tools/list_changed"])
+
+
 class ListenChangeTests(FitTestCase):
+    def test_a_default_view_listen_not_told_of_a_surface_change(self) -> None:
+        self.request(5, "subscriptions/listen", {"notifications": {"toolsListChanged": True}, "_meta": envelope()})
+        (ack,) = self.take()
+        self.assertEqual(ack["method"], "notifications/subscriptions/acknowledged")
+        self.gateway.surface = _surface(surface={"ttlMs": 10})
+        self.gateway.surface_changed()
+        self.assertEqual(self.take(), [])
+        self.gateway.surface = _surface(clients={"match": [{"name": "*", "maxTools": 10}]})
+        self.gateway.surface_changed()
+        self.assertEqual([m["method"] for m in self.take()], ["notifications/tools/list_changed"])
+
     def test_a_listen_is_told_only_of_its_fitted_list(self) -> None:
         """A 2026-07-28 listen whose request's client is in search mode is
         not told of a backend's churn; it is told when its list changes."""

@@ -259,10 +259,11 @@ class Gateway:
         return changed
 
     def surface_changed(self) -> None:
-        """The surface settings changed (a reload): tell the sessions (and
-        listens) whose fitted tool list changed."""
+        """The surface settings or profiles changed (a reload): tell the
+        sessions (and listens) whose fitted tool list changed, and only
+        those (a list that was and stays the catalog's own did not)."""
         for session in list(self.sessions):
-            session.list_changed("tools")
+            session.list_changed("tools", surface_only=True)
 
     def session_ending(self, session: ClientSession) -> None:
         """C{session} takes no more requests: it leaves what it subscribed to."""
