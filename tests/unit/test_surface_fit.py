@@ -577,3 +577,55 @@ class DigestErrorsTests(FitTestCase):
 
         self.patch(surface, "fitted_for", broken)
         self.assertRaises(RuntimeError, surface.tools_digest, self.session, None)
+
+
+class FittedCacheKeyTests(FitTestCase):
+    def test_hits_across_principals_and_refreshed_tokens_and_misses_on_a_kill(self) -> None:
+        """Two principals alternating, one's token refreshed each time: every
+        list after the first of each is a hit; a kill switch thrown is a miss
+        and the killed tool is gone."""
+        from twisted_mcp.dispatch.surface import fitted_for
+        from twisted_mcp.policy.principal import Principal
+
+        roles = {"dev": {"allow": ["gen__*"]}, "ops": {"allow": ["*"]}}
+        rules = parse_policy({"roles": roles, "killSwitch": {"tools": ["gen__delete_*"]}}, None, [], {"gen", "other"})
+        policy = self.gateway.policy = Policy(rules, "__", self.clock)
+        self.initialize_as("some-agent")
+        self.gateway.surface = _surface(clients={"match": [{"name": "some-agent", "maxTools": 100}]})
+        alice = [Principal("alice", ("dev",), "jwt", expires_at=1000.0 + i) for i in range(4)]
+        bob = Principal("bob", ("ops",), "config")
+        first = {"alice": fitted_for(self.session, None, alice[0]), "bob": fitted_for(self.session, None, bob)}
+        for token in alice[1:]:
+            self.assertIs(fitted_for(self.session, None, token), first["alice"])
+            self.assertIs(fitted_for(self.session, None, bob), first["bob"])
+        self.assertIn("gen__create_item_0", first["alice"].visible)
+        self.assertEqual(len(first["alice"].visible), 48)  # 60, less 12 killed; not other__ping
+        self.assertEqual(len(first["bob"].visible), 49)
+        policy.set_kill("tool", "gen__create_item_0", True)
+        after = fitted_for(self.session, None, alice[-1])
+        self.assertIsNot(after, first["alice"])
+        self.assertNotIn("gen__create_item_0", after.visible)
+
+
+class LogOnceBoundsTests(FitTestCase):
+    def test_the_log_once_sets_are_bounded(self) -> None:
+        """Each (view, budget) cut is remembered to log it once, but not
+        without end: budgets come from self-reported clientInfo."""
+        from twisted.logger import capturedLogs
+
+        from twisted_mcp.dispatch import surface, views
+        from twisted_mcp.dispatch.views import DEFAULT_VIEW
+        from twisted_mcp.mcp.clients import Budget
+
+        cache = surface.FittedCache()
+        selection = self.gateway.views.selection(DEFAULT_VIEW, self.gateway.catalog)
+        shown = [{"name": f"t{i}"} for i in range(3)]
+        with capturedLogs():
+            for i in range(surface.MOST_LOGGED + 50):
+                budget = Budget(maxTools=2, search="never", source=f"row {i}")
+                cache.put(i, surface.fit(selection, shown, budget, SurfaceSettings(), DEFAULT_VIEW))
+        self.assertLessEqual(len(cache._cut), surface.MOST_LOGGED + 1)
+        chosen = views.Views()
+        for i in range(views._MOST_WARNED + 10):
+            chosen.selection(chosen.of_profile(Profile(name=f"p{i}", tools=("gen__*",))), self.gateway.catalog)
+        self.assertLessEqual(len(chosen._warned), views._MOST_WARNED)

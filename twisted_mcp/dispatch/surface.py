@@ -16,7 +16,8 @@ C{clientInfo.name} of the request (a 2026-07-28 request's own envelope, or
 what the session's C{initialize} said), then the default.
 
 L{Fitted} results are kept in a small LRU keyed by (view, the catalog's
-tools listing as last rebuilt, policy epoch, principal, budget, settings):
+tools listing as last rebuilt, the policy's epoch, the principal's name and
+roles, budget, settings):
 a hit makes a C{tools/list} one dictionary lookup.
 """
 
@@ -46,6 +47,8 @@ log = Logger()
 SHAPED_NAME_META = "io.github.twisted-mcp/name"
 #: Entries of the fitted-list cache.
 CACHE_SIZE = 256
+#: The (view, budget) pairs remembered as logged once (a cut, hidden tools).
+MOST_LOGGED = 4096
 _BUDGET_KEYS = ("maxTools", "maxNameLength", "nameOverhead", "search")
 
 
@@ -271,6 +274,20 @@ class FittedCache:
         self._budgets: dict[Any, Budget] = {}
         #: What was logged once (a cut, hidden tools), so as not to repeat it.
         self._cut: set[tuple[Any, ...]] = set()
+        #: The catalog's tools listing as last seen, and a number new with
+        #: each rebuild (keys hold the number, not old listings).
+        self._listing: Any = None
+        self._listing_serial = 0
+
+    def listing_serial(self, listing: Any) -> int:
+        """A number that changes when the catalog's tools listing is rebuilt
+        (a new object, even with the same text): the fitted lists of the
+        previous one are dropped."""
+        if listing is not self._listing:
+            self._listing = listing
+            self._listing_serial += 1
+            self._entries.clear()
+        return self._listing_serial
 
     def budget(self, settings: SurfaceSettings, view: View, name: str | None) -> Budget:
         key = (settings, view, name)
@@ -292,6 +309,8 @@ class FittedCache:
         self._entries.move_to_end(key)
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
+        if len(self._cut) > MOST_LOGGED:
+            self._cut.clear()  # logged again at worst, once more
         hidden = (fitted.view, fitted.budget, fitted.hidden)
         if fitted.hidden and hidden not in self._cut:
             self._cut.add(hidden)
@@ -345,7 +364,11 @@ def fitted_for(session: ClientSession, request: InFlight | None, principal: Any 
     policy = gateway.policy
     # The tools listing itself, not the catalog's generation: a rebuild with
     # the same text (a backend restarted, a priority changed) makes a new one.
-    key = (view, catalog.tools, policy, policy.generation, principal, budget, settings)
+    # What visibility depends on, no more: the policy's epoch (not its
+    # generation, which every cached decision bumps), the principal's name
+    # and roles (not its token's expiry), the listing as rebuilt.
+    who = None if principal is None else (principal.name, principal.roles, principal.all_access)
+    key = (view, cache.listing_serial(catalog.tools), policy.epoch, who, budget, settings)
     fitted = cache.get(key)
     if fitted is not None:
         return fitted
