@@ -18,6 +18,7 @@ from twisted_mcp.config.loader import build
 from twisted_mcp.config.models import Profile
 from twisted_mcp.config.surface import SurfaceSettings
 from twisted_mcp.dispatch.gateway import Gateway
+from twisted_mcp.dispatch.handlers.search import IndexHolder
 from twisted_mcp.dispatch.session import ClientSession
 from twisted_mcp.frontends.stream import line_caller
 from twisted_mcp.mcp import errors
@@ -79,7 +80,7 @@ class FitTestCase(SessionTestCase):
         self.other._first_discovery_done()
         self.gateway.start()
         self.index = StandInIndex()
-        self.gateway.search_index = [None, self.index]
+        self.gateway.search_index = IndexHolder(self.index)  # type: ignore[arg-type]
         self.out: list[bytes] = []
         self.session = ClientSession(self.gateway, line_caller(self.out.append, "test"))
 

@@ -16,21 +16,32 @@ answered with C{isError: true}.
 
 from __future__ import annotations
 
-import importlib
 import json
 from typing import TYPE_CHECKING, Any
+
+import attrs
 
 from twisted_mcp.mcp import errors
 
 if TYPE_CHECKING:
+    from twisted_mcp.dispatch.gateway import Gateway
+    from twisted_mcp.dispatch.search import SearchIndex
     from twisted_mcp.dispatch.session import ClientSession, InFlight
     from twisted_mcp.dispatch.surface import Fitted
 
 #: The longest query accepted, in characters.
 MAX_QUERY = 1000
-#: The module of the ranking (L{twisted_mcp.dispatch.search}): imported when
-#: first needed.
-_RANKING = "twisted_mcp.dispatch.search"
+
+
+@attrs.define
+class IndexHolder:
+    """
+    The gateway's search index (L{Gateway.search_index}), made at the first
+    search, and the catalog's tools listing it was last synced with.
+    """
+
+    index: SearchIndex
+    synced: Any = None
 
 
 def tool_error(text: str) -> dict[str, Any]:
@@ -38,18 +49,19 @@ def tool_error(text: str) -> dict[str, Any]:
     return {"content": [{"type": "text", "text": text}], "isError": True}
 
 
-def _index(session: ClientSession) -> Any:
+def search_index(gateway: Gateway) -> SearchIndex:
     """The gateway's search index, in step with its catalog's tools."""
-    gateway = session.gateway
     tools = gateway.catalog.tools
     held = gateway.search_index
     if held is None:
-        ranking = importlib.import_module(_RANKING)
-        held = gateway.search_index = [None, ranking.SearchIndex()]
-    if held[0] is not tools:
-        held[1].sync((entry.backend.name, name, entry.definition) for name, entry in tools.entries.items())
-        held[0] = tools
-    return held[1]
+        # Imported at the first search: a gateway that never searches never builds it.
+        from twisted_mcp.dispatch.search import SearchIndex
+
+        held = gateway.search_index = IndexHolder(SearchIndex())
+    if held.synced is not tools:
+        held.index.sync((entry.backend.name, name, entry.definition) for name, entry in tools.entries.items())
+        held.synced = tools
+    return held.index
 
 
 def search_tools(session: ClientSession, request: InFlight, params: dict[str, Any], fitted: Fitted, principal: Any) -> dict[str, Any]:
@@ -84,7 +96,7 @@ def search_tools(session: ClientSession, request: InFlight, params: dict[str, An
     limit = arguments.get("limit", settings.defaultLimit)
     if type(limit) is not int or not 1 <= limit <= settings.maxLimit:
         return tool_error(f"limit must be a whole number from 1 to {settings.maxLimit}, got {json.dumps(limit, default=str)}")
-    hits = _index(session).search(query, fitted.visible, limit)
+    hits = search_index(session.gateway).search(query, fitted.visible, limit)
     tools = [fitted.served(hit.name) for hit in hits if hit.name in fitted.definitions]
     if policy.active:
         policy.audit_listing(session.label, "tool", principal, len(tools), len(fitted.visible), session.protocol_version, search=settings.searchName)
@@ -93,4 +105,4 @@ def search_tools(session: ClientSession, request: InFlight, params: dict[str, An
     return {"content": [{"type": "text", "text": text}], "structuredContent": found, "isError": False}
 
 
-__all__ = ["MAX_QUERY", "search_tools", "tool_error"]
+__all__ = ["MAX_QUERY", "IndexHolder", "search_index", "search_tools", "tool_error"]
