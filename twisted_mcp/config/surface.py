@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import attrs
 
 from twisted_mcp.config._check import _Checker, _describe, _join
-from twisted_mcp.mcp.clients import BUILT_IN, DEFAULT_SERVER_KEY_LENGTH, NO_ALIASES, SEARCH_MODES, ClientRule
+from twisted_mcp.mcp.clients import BUDGET_KEYS, BUILT_IN, DEFAULT_SERVER_KEY_LENGTH, NO_ALIASES, SEARCH_MODES, ClientRule
 from twisted_mcp.mcp.names import MIN_ALIAS_LIMIT, valid_tool_name
 
 if TYPE_CHECKING:
@@ -72,7 +72,6 @@ _SEARCH_KEYS = ("names", "defaultLimit", "maxLimit")
 #: session's list) that this version does not implement: refused, not ignored.
 _NOT_BUILT = ("addFound", "maxFound")
 _CLIENTS_KEYS = ("useClientInfo", "serverKeyLength", "default", "match")
-_BUDGET_KEYS = ("maxTools", "maxNameLength", "nameOverhead", "search")
 _TOO_FEW = {
     2: "must be at least 2 in search mode (the two search tools)",
     3: "must be at least 3 in search mode (the two search tools and one more)",
@@ -134,7 +133,7 @@ def _client_rule(check: _Checker, path: str, value: Any, named: bool) -> ClientR
     spec = check.mapping(path, value)
     if spec is None:
         return None
-    _unknown(check, path, spec, (("name", "countsServerKey") if named else ()) + _BUDGET_KEYS)
+    _unknown(check, path, spec, (("name", "countsServerKey") if named else ()) + BUDGET_KEYS)
     before = len(check.problems)
     fields = budget_keys(check, path, spec)
     name = "*"

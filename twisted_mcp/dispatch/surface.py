@@ -34,7 +34,7 @@ from twisted.logger import Logger
 
 from twisted_mcp.config.surface import SearchSettings, SurfaceSettings
 from twisted_mcp.dispatch.views import DEFAULT_VIEW, Selection, View, view_of
-from twisted_mcp.mcp.clients import NO_ALIASES, Budget, match
+from twisted_mcp.mcp.clients import BUDGET_KEYS, NO_ALIASES, Budget, match
 from twisted_mcp.mcp.names import MIN_ALIAS_LIMIT, shortened
 from twisted_mcp.wire.jsonrpc import JsonRpcError
 
@@ -49,7 +49,6 @@ SHAPED_NAME_META = "io.github.twisted-mcp/name"
 CACHE_SIZE = 256
 #: The (view, budget) pairs remembered as logged once (a cut, hidden tools).
 MOST_LOGGED = 4096
-_BUDGET_KEYS = ("maxTools", "maxNameLength", "nameOverhead", "search")
 
 
 def search_tool_definitions(settings: SearchSettings) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -254,13 +253,13 @@ def budget_for(settings: SurfaceSettings, view: View, name: str | None) -> Budge
     win over the client tables."""
     clients = settings.clients
     budget = match(name, clients.rules, clients.useClientInfo, clients.serverKeyLength, clients.default)
-    overrides = {k: getattr(view, k) for k in _BUDGET_KEYS if getattr(view, k) is not None}
+    overrides = {k: getattr(view, k) for k in BUDGET_KEYS if getattr(view, k) is not None}
     if not overrides:
         return budget
     return attrs.evolve(
         budget,
         source=f"profile {view.name}; {budget.source}",
-        from_client_info=budget.from_client_info and len(overrides) < len(_BUDGET_KEYS),
+        from_client_info=budget.from_client_info and len(overrides) < len(BUDGET_KEYS),
         **overrides,
     )
 
