@@ -77,10 +77,12 @@ def test_a_denied_tool_is_never_found_and_refused_by_call_tool(write_config, tmp
 
     mc.run(scenario, timeout=120)
     records = read_audit(audit)
-    calls = [r for r in records if r["method"] == "tools/call"]
+    calls = [r for r in records if r["method"] == "tools/call" and r["tool"] != "search_tools"]
     assert {(r["tool"], r["decision"]) for r in calls} == {("gen0__delete_item", "deny"), ("gen1__delete_item", "allow")}
     assert all(r["principal"] == "alice" for r in calls)
     assert not any("call_tool" in json.dumps(r) for r in calls)
+    searches = [r for r in records if r["method"] == "tools/call" and r["tool"] == "search_tools"]
+    # The search itself: a call of the search tool, the results of the visible tools.
+    assert [r["reason"] for r in searches] == [f"search: {seen['shown']} of {seen['total']} tool(s) found"], searches
     listings = [r for r in records if r["method"] == "tools/list"]
-    # The search itself: one listing record, the results of the visible tools.
-    assert any(r["reason"] == f"{seen['shown']} of {seen['total']} tool(s) visible" for r in listings), listings
+    assert [r["reason"] for r in listings] == [f"2 of {seen['total']} tool(s) visible"], listings

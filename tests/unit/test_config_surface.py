@@ -97,3 +97,35 @@ class NotBuiltKeysTests(SynchronousTestCase):
             problems = self.assertRaises(ConfigError, _build, search={key: value}).problems
             self.assertEqual(len(problems), 1, problems)
             self.assertIn(f"search.{key}: not supported by this version", problems[0])
+
+
+class NameLimitTests(SynchronousTestCase):
+    """Budgets the config can tell leave a name under 24 characters (what
+    an alias needs) are refused, naming the key path."""
+
+    def problems(self, **sections: Any) -> list[str]:
+        return self.assertRaises(ConfigError, _build, **sections).problems
+
+    def test_server_key_length_against_the_built_in_rows(self) -> None:
+        (problem,) = self.problems(clients={"serverKeyLength": 40})
+        self.assertTrue(problem.startswith("clients.serverKeyLength: is 40: the built-in row cursor* (Cursor: nameOverhead 1 plus"), problem)
+        self.assertIn("maxNameLength 60: 19 characters for a tool name;", problem)
+        self.assertIn("at least 24 are needed (set it at most 33, ", problem)
+        # 33 is the most every built-in row allows (Claude Code's 64 - 7 - 24).
+        _build(clients={"serverKeyLength": 33})
+        self.assertEqual(len(self.problems(clients={"serverKeyLength": 34})), 1)
+        _build(clients={"serverKeyLength": 40, "useClientInfo": False})
+
+    def test_a_row_counting_the_server_key(self) -> None:
+        self.assertEqual(
+            self.problems(clients={"serverKeyLength": 20, "match": [{"name": "x", "maxNameLength": 40, "nameOverhead": 2, "countsServerKey": True}]}),
+            [
+                "clients.match[0].nameOverhead: clients.match[0].nameOverhead 2 plus clients.serverKeyLength 20 leaves 18 of "
+                "maxNameLength's 40 characters for a tool name; at least 24 are needed"
+            ],
+        )
+
+    def test_a_profile_length_against_the_rows(self) -> None:
+        (problem,) = self.problems(profiles={"dev": {"budget": {"maxNameLength": 30}}})
+        self.assertTrue(problem.startswith("profiles.dev.budget.maxNameLength: is 30: with the built-in row cursor* "), problem)
+        _build(profiles={"dev": {"budget": {"maxNameLength": 30, "nameOverhead": 0}}})

@@ -18,6 +18,7 @@ from twisted_mcp.config.loader import build
 from twisted_mcp.config.models import Profile
 from twisted_mcp.config.surface import SurfaceSettings
 from twisted_mcp.dispatch.gateway import Gateway
+from twisted_mcp.dispatch.handlers.search import IndexHolder
 from twisted_mcp.dispatch.session import ClientSession
 from twisted_mcp.frontends.stream import line_caller
 from twisted_mcp.mcp import errors
@@ -79,7 +80,7 @@ class FitTestCase(SessionTestCase):
         self.other._first_discovery_done()
         self.gateway.start()
         self.index = StandInIndex()
-        self.gateway.search_index = [None, self.index]
+        self.gateway.search_index = IndexHolder(self.index)  # type: ignore[arg-type]
         self.out: list[bytes] = []
         self.session = ClientSession(self.gateway, line_caller(self.out.append, "test"))
 
@@ -151,6 +152,14 @@ class SearchModeTests(FitTestCase):
             self.assertTrue(answer["result"]["isError"])
             self.assertIn(words, answer["result"]["content"][0]["text"])
 
+    def test_an_empty_query_is_a_tool_error(self) -> None:
+        """An empty or blank query: told so, not the first tools of the list."""
+        self.initialize_as("cursor-vscode")
+        for query in ("", "   "):
+            (answer,) = self.call(2, "search_tools", {"query": query})
+            self.assertTrue(answer["result"]["isError"])
+            self.assertIn("query is empty", answer["result"]["content"][0]["text"])
+
     def test_call_tool_unknown_name(self) -> None:
         self.initialize_as("cursor-vscode")
         (answer,) = self.call(2, "call_tool", {"name": "gen__nothing"})
@@ -184,6 +193,24 @@ class PolicyTests(FitTestCase):
         (answer,) = self.call(3, "call_tool", {"name": "gen__delete_item_6"})
         self.assertEqual(answer["error"]["code"], errors.TOOL_DISABLED)
         self.assertEqual(self.gen.calls, [])
+
+    def test_lists_and_searches_audited_as_what_they_carried(self) -> None:
+        """A list: what the answer carried of what the principal may see
+        in the view (49 of 61, 12 killed); a search: a tools/call of the
+        search tool saying what it found."""
+        records: list[dict[str, Any]] = []
+
+        class Trail:
+            record = staticmethod(records.append)
+
+        self.gateway.policy.audit = Trail()  # type: ignore[assignment]
+        self.initialize_as("cursor-vscode")
+        self.list_names()
+        self.call(2, "search_tools", {"query": "create item", "limit": 3})
+        listed = [r for r in records if r["method"] == "tools/list"]
+        self.assertEqual([r["reason"] for r in listed], ["2 of 49 tool(s) visible"])
+        searched = [r for r in records if r["method"] == "tools/call"]
+        self.assertEqual([(r["tool"], r["subject"], r["reason"]) for r in searched], [("search_tools", "search_tools", "search: 3 of 49 tool(s) found")])
 
 
 class AliasTests(FitTestCase):
@@ -333,7 +360,31 @@ class SurfaceChangeTests(FitTestCase):
         self.assertEqual(len(self.list_names()), 61)
 
 
+    def test_a_default_view_client_not_told_of_a_surface_change(self) -> None:
+        """A client with no budget and no profile keeps the catalog's list:
+        changing surface.ttlMs (or any surface key) does not tell it."""
+        self.initialize_as("some-agent")
+        self.list_names()
+        self.gateway.surface = _surface(surface={"ttlMs": 10})
+        self.gateway.surface_changed()
+        self.assertEqual(self.take(), [])
+        self.gateway.surface = _surface(clients={"match": [{"name": "some-agent", "maxTools": 10}]})
+        self.gateway.surface_changed()
+        self.assertEqual([m["method"] for m in self.take()], ["notifications/tools/list_changed"])
+
+
 class ListenChangeTests(FitTestCase):
+    def test_a_default_view_listen_not_told_of_a_surface_change(self) -> None:
+        self.request(5, "subscriptions/listen", {"notifications": {"toolsListChanged": True}, "_meta": envelope()})
+        (ack,) = self.take()
+        self.assertEqual(ack["method"], "notifications/subscriptions/acknowledged")
+        self.gateway.surface = _surface(surface={"ttlMs": 10})
+        self.gateway.surface_changed()
+        self.assertEqual(self.take(), [])
+        self.gateway.surface = _surface(clients={"match": [{"name": "*", "maxTools": 10}]})
+        self.gateway.surface_changed()
+        self.assertEqual([m["method"] for m in self.take()], ["notifications/tools/list_changed"])
+
     def test_a_listen_is_told_only_of_its_fitted_list(self) -> None:
         """A 2026-07-28 listen whose request's client is in search mode is
         not told of a backend's churn; it is told when its list changes."""
@@ -391,7 +442,7 @@ class AuditTests(FitTestCase):
         records: list[dict[str, Any]] = []
         policy._audit = records.append  # type: ignore[method-assign]
         listed: list[tuple[Any, ...]] = []
-        policy.audit_listing = lambda *args: listed.append(args)  # type: ignore[method-assign]
+        policy.audit_listing = lambda *args, search=None: listed.append((*args, search))  # type: ignore[method-assign]
         self.gateway.surface = _surface(clients={"match": [{"name": "narrow", "maxNameLength": 30, "maxTools": 10}]})
         self.initialize_as("narrow")
         shaped = "gen__a_rather_long_tool_name_get_item_3"
@@ -407,7 +458,7 @@ class AuditTests(FitTestCase):
         calls = [r for r in records if r.get("method") == "tools/call"]
         self.assertEqual([(r["tool"], r["backend"]) for r in calls], [(shaped, "gen")] * 3)
         self.assertEqual([c.params["name"] for c in self.gen.calls], ["a_rather_long_tool_name_get_item_3"] * 3)
-        self.assertEqual([(kind, shown, total) for _, kind, _, shown, total, _ in listed], [("tool", 1, 61)])
+        self.assertEqual([(kind, shown, total, search) for _, kind, _, shown, total, _, search in listed], [("tool", 1, 61, "search_tools")])
 
 
 class RebuildTests(FitTestCase):
@@ -463,3 +514,119 @@ class SearchRateLimitTests(FitTestCase):
         self.clock.advance(1)
         (again,) = self.call(5, "search_tools", {"query": "item"})
         self.assertFalse(again["result"]["isError"])
+
+
+class NameLimitBelowAliasesTests(FitTestCase):
+    """A client whose effective name limit is under MIN_ALIAS_LIMIT (here
+    Cursor's 60 - 1 with a 40-character server key: 19) loses no tool."""
+
+    def test_every_tool_listed_and_the_limit_logged_once(self) -> None:
+        from twisted.logger import capturedLogs
+
+        from twisted_mcp.config.surface import ClientsSettings
+        from twisted_mcp.mcp.clients import ClientRule
+
+        self.gen.tools = [{"name": "twenty_one_chars"}, {"name": "a_tool_whose_name_is_well_over_the_limit"}]
+        self.gen._changed()
+        self.gateway.surface = SurfaceSettings(clients=ClientsSettings(serverKeyLength=40, rules=(ClientRule("cursor*", maxTools=1000),)))
+        with capturedLogs() as logged:
+            self.initialize_as("cursor-vscode")
+            names = self.list_names()
+            self.list_names()
+        self.assertEqual(len(names), 3)
+        self.assertIn("gen__twenty_one_chars", names)  # 21 characters: over 19, served as it is
+        self.assertIn("other__ping", names)
+        long = [n for n in names if n.startswith("gen__a_tool")]
+        self.assertEqual(len(long), 1)
+        self.assertEqual(len(long[0]), 24)
+        self.assertEqual(self.call(2, long[0], {}), [])
+        below = [e for e in logged if "below" in e["log_format"]]
+        self.assertEqual(len(below), 1)
+        self.assertEqual(below[0]["limit"], 19)
+        self.assertFalse([e for e in logged if "collide" in e["log_format"]])
+
+
+class MalformedCallToolTests(FitTestCase):
+    def test_malformed_call_tool_is_refused_and_audited(self) -> None:
+        """call_tool without a string arguments.name, or with arguments not
+        an object: refused as a malformed direct call is, with a record."""
+        from twisted_mcp.policy.rules import PolicyConfig
+
+        policy = self.gateway.policy = Policy(PolicyConfig(active=True), "__", self.clock)
+        records: list[dict[str, Any]] = []
+        policy._audit = records.append  # type: ignore[method-assign]
+        self.initialize_as("cursor-vscode")
+        for rid, arguments in enumerate([{"name": 5}, {}, 7], start=2):
+            self.request(rid, "tools/call", {"name": "call_tool", "arguments": arguments})
+            (answer,) = self.take()
+            self.assertEqual(answer["error"]["code"], -32602)
+            self.assertIn("call_tool needs arguments.name", answer["error"]["message"])
+        refused = [r for r in records if r.get("method") == "tools/call"]
+        self.assertEqual(len(refused), 3, records)
+        self.assertEqual({r.get("decision") for r in refused}, {"deny"}, refused)
+
+
+class DigestErrorsTests(FitTestCase):
+    def test_only_a_refusal_gives_no_digest(self) -> None:
+        """A bug while fitting is not taken for a refused caller."""
+        from twisted_mcp.dispatch import surface
+
+        self.initialize_as("cursor-vscode")
+
+        def broken(*args: Any) -> Any:
+            raise RuntimeError("a bug")
+
+        self.patch(surface, "fitted_for", broken)
+        self.assertRaises(RuntimeError, surface.tools_digest, self.session, None)
+
+
+class FittedCacheKeyTests(FitTestCase):
+    def test_hits_across_principals_and_refreshed_tokens_and_misses_on_a_kill(self) -> None:
+        """Two principals alternating, one's token refreshed each time: every
+        list after the first of each is a hit; a kill switch thrown is a miss
+        and the killed tool is gone."""
+        from twisted_mcp.dispatch.surface import fitted_for
+        from twisted_mcp.policy.principal import Principal
+
+        roles = {"dev": {"allow": ["gen__*"]}, "ops": {"allow": ["*"]}}
+        rules = parse_policy({"roles": roles, "killSwitch": {"tools": ["gen__delete_*"]}}, None, [], {"gen", "other"})
+        policy = self.gateway.policy = Policy(rules, "__", self.clock)
+        self.initialize_as("some-agent")
+        self.gateway.surface = _surface(clients={"match": [{"name": "some-agent", "maxTools": 100}]})
+        alice = [Principal("alice", ("dev",), "jwt", expires_at=1000.0 + i) for i in range(4)]
+        bob = Principal("bob", ("ops",), "config")
+        first = {"alice": fitted_for(self.session, None, alice[0]), "bob": fitted_for(self.session, None, bob)}
+        for token in alice[1:]:
+            self.assertIs(fitted_for(self.session, None, token), first["alice"])
+            self.assertIs(fitted_for(self.session, None, bob), first["bob"])
+        self.assertIn("gen__create_item_0", first["alice"].visible)
+        self.assertEqual(len(first["alice"].visible), 48)  # 60, less 12 killed; not other__ping
+        self.assertEqual(len(first["bob"].visible), 49)
+        policy.set_kill("tool", "gen__create_item_0", True)
+        after = fitted_for(self.session, None, alice[-1])
+        self.assertIsNot(after, first["alice"])
+        self.assertNotIn("gen__create_item_0", after.visible)
+
+
+class LogOnceBoundsTests(FitTestCase):
+    def test_the_log_once_sets_are_bounded(self) -> None:
+        """Each (view, budget) cut is remembered to log it once, but not
+        without end: budgets come from self-reported clientInfo."""
+        from twisted.logger import capturedLogs
+
+        from twisted_mcp.dispatch import surface, views
+        from twisted_mcp.dispatch.views import DEFAULT_VIEW
+        from twisted_mcp.mcp.clients import Budget
+
+        cache = surface.FittedCache()
+        selection = self.gateway.views.selection(DEFAULT_VIEW, self.gateway.catalog)
+        shown = [{"name": f"t{i}"} for i in range(3)]
+        with capturedLogs():
+            for i in range(surface.MOST_LOGGED + 50):
+                budget = Budget(maxTools=2, search="never", source=f"row {i}")
+                cache.put(i, surface.fit(selection, shown, budget, SurfaceSettings(), DEFAULT_VIEW))
+        self.assertLessEqual(len(cache._cut), surface.MOST_LOGGED + 1)
+        chosen = views.Views()
+        for i in range(views._MOST_WARNED + 10):
+            chosen.selection(chosen.of_profile(Profile(name=f"p{i}", tools=("gen__*",))), self.gateway.catalog)
+        self.assertLessEqual(len(chosen._warned), views._MOST_WARNED)

@@ -20,7 +20,7 @@ from twisted_mcp.config.oauth import STORE_KEY_MISSING, check_auth_backend, has_
 from twisted_mcp.config.profiles import parse_profiles
 from twisted_mcp.config.reading import parse_text, read_file
 from twisted_mcp.config.shaping import SHAPING_KEYS, parse_server_shaping
-from twisted_mcp.config.surface import parse_surface
+from twisted_mcp.config.surface import check_name_limits, parse_surface
 from twisted_mcp.frontends.http_config import HttpSettings, parse_http
 from twisted_mcp.mcp.names import MAX_NAME, name_prefix
 from twisted_mcp.policy.audit.config import parse_audit
@@ -331,6 +331,7 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
     oauth = _oauth_settings(check, top, servers, environ, base_dir)
     profiles = parse_profiles(check, top.get("profiles"), glob_problem=_glob_problem)
     surface = parse_surface(check, top)
+    check_name_limits(check, surface, profiles)
     if (
         oauth is not None
         and oauth.browserCheck == "oidc"

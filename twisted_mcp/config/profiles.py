@@ -26,11 +26,11 @@ from typing import Any, Callable
 
 from twisted_mcp.config._check import _Checker, _describe, glob_compiles
 from twisted_mcp.config.models import Profile
+from twisted_mcp.mcp.clients import BUDGET_KEYS
 
 #: What a profile name looks like: a safe path segment, no escaping needed.
 PROFILE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 _PROFILE_KEYS = ("tools", "pinned", "prompts", "resources", "budget", "search", "instructions")
-_BUDGET_KEYS = ("maxTools", "maxNameLength", "nameOverhead", "search")
 SEARCH_MODES = ("auto", "always", "never")
 #: The shortest name budget: room for a name and its 8-character hash.
 MIN_NAME_LENGTH = 24
@@ -125,9 +125,9 @@ def _budget(
     client tables), checked against the bounds of design section 2.4.
     """
     if not isinstance(value, dict):
-        check.problem(path, f"expected a mapping ({', '.join(_BUDGET_KEYS)}), got {_describe(value)}")
+        check.problem(path, f"expected a mapping ({', '.join(BUDGET_KEYS)}), got {_describe(value)}")
         return {}
-    check.unknown_keys(path, value, _BUDGET_KEYS)
+    check.unknown_keys(path, value, BUDGET_KEYS)
     out: dict[str, Any] = {}
     if "search" in value:
         if search_outside:

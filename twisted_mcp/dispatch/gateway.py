@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from typing import Mapping
 
     from twisted_mcp.config.models import Profile
+    from twisted_mcp.dispatch.handlers.search import IndexHolder
     from twisted_mcp.dispatch.session import ClientSession, InFlight
 
 #: The error codes /metrics names one by one: JSON-RPC's and the gateway's.
@@ -107,9 +108,9 @@ class Gateway:
         self.views = Views()
         #: The tool lists fitted to clients lately.
         self.fits = FittedCache()
-        #: [the tools listing it was last synced with, the search index over
-        #: the catalog's tools] (made at the first search; see handlers.search).
-        self.search_index: Any = None
+        #: The search index over the catalog's tools (made at the first
+        #: search; see L{twisted_mcp.dispatch.handlers.search.search_index}).
+        self.search_index: IndexHolder | None = None
         self.logs = ServerLogs(self)
         #: Each backend's state and handshake count when its listener last
         #: ran (to tell a restart, or a new MCP session with the server).
@@ -259,10 +260,11 @@ class Gateway:
         return changed
 
     def surface_changed(self) -> None:
-        """The surface settings changed (a reload): tell the sessions (and
-        listens) whose fitted tool list changed."""
+        """The surface settings or profiles changed (a reload): tell the
+        sessions (and listens) whose fitted tool list changed, and only
+        those (a list that was and stays the catalog's own did not)."""
         for session in list(self.sessions):
-            session.list_changed("tools")
+            session.list_changed("tools", surface_only=True)
 
     def session_ending(self, session: ClientSession) -> None:
         """C{session} takes no more requests: it leaves what it subscribed to."""

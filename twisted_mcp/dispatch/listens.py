@@ -35,7 +35,7 @@ from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail,
 from twisted.logger import Logger
 
 from twisted_mcp.backends.base import Backend
-from twisted_mcp.dispatch.surface import tools_digest
+from twisted_mcp.dispatch.surface import reshaped, tools_digest
 from twisted_mcp.mcp.errors import GatewayError
 from twisted_mcp.mcp.meta import PREFIX
 from twisted_mcp.policy.subject import Subject
@@ -214,12 +214,19 @@ class Listens:
             honoured["resourceSubscriptions"] = kept
         listen.acknowledge(honoured)
 
-    def list_changed(self, kind: str) -> None:
-        """A listing changed: to every listen that asked for it (while the caller is still offered that family)."""
+    def list_changed(self, kind: str, surface_only: bool = False) -> None:
+        """
+        A listing changed: to every listen that asked for it (while the
+        caller is still offered that family).  C{surface_only}: only the
+        surface settings or profiles changed (a reload), so a tool list that
+        was and stays the catalog's own did not.
+        """
         listens = [listen for listen in self.open.values() if kind in listen.kinds]
         if not listens or kind not in self.session.gateway.capabilities(self.session):
             return
         for listen in listens:
+            if kind == "tools" and surface_only and listen.tools is None and not reshaped(self.session, listen.request):
+                continue
             if kind == "tools" and listen.tools is not None:
                 now = tools_digest(self.session, listen.request)
                 if now == listen.tools:

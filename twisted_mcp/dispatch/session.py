@@ -27,7 +27,7 @@ from twisted_mcp.dispatch.instances import OwnInstances, principal_name
 from twisted_mcp.dispatch.listens import Listens
 from twisted_mcp.dispatch.mrtr import retry
 from twisted_mcp.dispatch.reverse import ClientRequests
-from twisted_mcp.dispatch.surface import tools_digest
+from twisted_mcp.dispatch.surface import reshaped, tools_digest
 from twisted_mcp.mcp import errors
 from twisted_mcp.mcp.meta import Envelope, claims_modern, read_envelope, unsupported_version
 from twisted_mcp.mcp.results import to_modern
@@ -537,19 +537,26 @@ class ClientSession:
             self.gateway.roots_changed(self)
         # notifications/initialized and anything unknown: nothing to do.
 
-    def list_changed(self, kind: str) -> None:
-        """Tell the client a listing changed (C{kind}: tools, prompts or resources):
-        unsolicited in the handshake era, on the listens that asked for it in the stateless one."""
+    def list_changed(self, kind: str, surface_only: bool = False) -> None:
+        """
+        Tell the client a listing changed (C{kind}: tools, prompts or
+        resources): unsolicited in the handshake era, on the listens that
+        asked for it in the stateless one.  C{surface_only}: only the surface
+        settings or profiles changed (a reload): told only if its fitted
+        tool list did.
+        """
         if self.closing:
             return
-        if self.initialized and (kind != "tools" or self._tools_changed()):
+        if self.initialized and (kind != "tools" or self._tools_changed(surface_only)):
             self.notify(f"notifications/{kind}/list_changed")
-        self.listens.list_changed(kind)
+        self.listens.list_changed(kind, surface_only)
 
-    def _tools_changed(self) -> bool:
-        """Whether the tool list this client last got differs from its list now."""
+    def _tools_changed(self, surface_only: bool = False) -> bool:
+        """Whether the tool list this client last got differs from its list
+        now (C{surface_only}: a list that was and stays the catalog's own
+        did not change)."""
         if self.tools_listed is None:
-            return True
+            return not surface_only or reshaped(self, None)
         now = tools_digest(self, None)
         if now is not None and now == self.tools_listed:
             return False

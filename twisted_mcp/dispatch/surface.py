@@ -16,7 +16,8 @@ C{clientInfo.name} of the request (a 2026-07-28 request's own envelope, or
 what the session's C{initialize} said), then the default.
 
 L{Fitted} results are kept in a small LRU keyed by (view, the catalog's
-tools listing as last rebuilt, policy epoch, principal, budget, settings):
+tools listing as last rebuilt, the policy's epoch, the principal's name and
+roles, budget, settings):
 a hit makes a C{tools/list} one dictionary lookup.
 """
 
@@ -33,9 +34,9 @@ from twisted.logger import Logger
 
 from twisted_mcp.config.surface import SearchSettings, SurfaceSettings
 from twisted_mcp.dispatch.views import DEFAULT_VIEW, Selection, View, view_of
-from twisted_mcp.mcp.clients import NO_ALIASES, Budget, match
+from twisted_mcp.mcp.clients import BUDGET_KEYS, NO_ALIASES, Budget, match
 from twisted_mcp.mcp.names import MIN_ALIAS_LIMIT, shortened
-from twisted_mcp.wire.jsonrpc import EncodedList
+from twisted_mcp.wire.jsonrpc import EncodedList, JsonRpcError
 
 if TYPE_CHECKING:
     from twisted_mcp.dispatch.session import ClientSession, InFlight
@@ -46,7 +47,8 @@ log = Logger()
 SHAPED_NAME_META = "io.github.twisted-mcp/name"
 #: Entries of the fitted-list cache.
 CACHE_SIZE = 256
-_BUDGET_KEYS = ("maxTools", "maxNameLength", "nameOverhead", "search")
+#: The (view, budget) pairs remembered as logged once (a cut, hidden tools).
+MOST_LOGGED = 4096
 
 
 def search_tool_definitions(settings: SearchSettings) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -63,7 +65,12 @@ def search_tool_definitions(settings: SearchSettings) -> tuple[dict[str, Any], d
             "type": "object",
             "properties": {
                 "query": {"type": "string", "description": "A few words describing the task."},
-                "limit": {"type": "integer", "minimum": 1, "maximum": settings.maxLimit, "description": "How many tools at most."},
+                "limit": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": settings.maxLimit,
+                    "description": "How many tools at most.",
+                },
             },
             "required": ["query"],
         },
@@ -202,11 +209,14 @@ def fit(
     """
     names = [d["name"] for d in shown]
     hidden: list[str] = []
-    limit = budget.name_limit
+    # Under MIN_ALIAS_LIMIT no alias fits: serve names up to it as they are
+    # and alias the rest to it (the cache logs once that the client's own
+    # limit is lower), rather than drop tools.
+    limit = max(budget.name_limit, MIN_ALIAS_LIMIT)
     alias_of: dict[str, str] = {}
     shaped_of: dict[str, str] = {}
     if limit < NO_ALIASES and any(len(n) > limit for n in names):
-        alias_of, shaped_of = shortened(names, max(limit, MIN_ALIAS_LIMIT))
+        alias_of, shaped_of = shortened(names, limit)
         unnamed = [n for n in names if len(n) > limit and n not in alias_of]
         hidden += unnamed
         if unnamed:
@@ -269,13 +279,13 @@ def budget_for(settings: SurfaceSettings, view: View, name: str | None) -> Budge
     win over the client tables."""
     clients = settings.clients
     budget = match(name, clients.rules, clients.useClientInfo, clients.serverKeyLength, clients.default)
-    overrides = {k: getattr(view, k) for k in _BUDGET_KEYS if getattr(view, k) is not None}
+    overrides = {k: getattr(view, k) for k in BUDGET_KEYS if getattr(view, k) is not None}
     if not overrides:
         return budget
     return attrs.evolve(
         budget,
         source=f"profile {view.name}; {budget.source}",
-        from_client_info=budget.from_client_info and len(overrides) < len(_BUDGET_KEYS),
+        from_client_info=budget.from_client_info and len(overrides) < len(BUDGET_KEYS),
         **overrides,
     )
 
@@ -289,6 +299,20 @@ class FittedCache:
         self._budgets: dict[Any, Budget] = {}
         #: What was logged once (a cut, hidden tools), so as not to repeat it.
         self._cut: set[tuple[Any, ...]] = set()
+        #: The catalog's tools listing as last seen, and a number new with
+        #: each rebuild (keys hold the number, not old listings).
+        self._listing: Any = None
+        self._listing_serial = 0
+
+    def listing_serial(self, listing: Any) -> int:
+        """A number that changes when the catalog's tools listing is rebuilt
+        (a new object, even with the same text): the fitted lists of the
+        previous one are dropped."""
+        if listing is not self._listing:
+            self._listing = listing
+            self._listing_serial += 1
+            self._entries.clear()
+        return self._listing_serial
 
     def budget(self, settings: SurfaceSettings, view: View, name: str | None) -> Budget:
         key = (settings, view, name)
@@ -310,6 +334,8 @@ class FittedCache:
         self._entries.move_to_end(key)
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
+        if len(self._cut) > MOST_LOGGED:
+            self._cut.clear()  # logged again at worst, once more
         hidden = (fitted.view, fitted.budget, fitted.hidden)
         if fitted.hidden and hidden not in self._cut:
             self._cut.add(hidden)
@@ -321,6 +347,18 @@ class FittedCache:
                 names=", ".join(fitted.hidden),
             )
         cut = (fitted.view, fitted.budget)
+        below = ("below", fitted.view, fitted.budget)
+        if fitted.budget.name_limit < MIN_ALIAS_LIMIT and below not in self._cut:
+            self._cut.add(below)
+            log.warn(
+                "view {view}, budget from {source}: the client takes names of {limit} characters, below the "
+                "{least} aliases need; names are served up to {least} characters (a longer one gets an alias "
+                "of {least}), which this client may refuse",
+                view=fitted.view.name,
+                source=fitted.budget.source,
+                limit=fitted.budget.name_limit,
+                least=MIN_ALIAS_LIMIT,
+            )
         if fitted.mode == "truncate" and cut not in self._cut:
             self._cut.add(cut)
             log.info(
@@ -351,7 +389,11 @@ def fitted_for(session: ClientSession, request: InFlight | None, principal: Any 
     policy = gateway.policy
     # The tools listing itself, not the catalog's generation: a rebuild with
     # the same text (a backend restarted, a priority changed) makes a new one.
-    key = (view, catalog.tools, policy, policy.generation, principal, budget, settings)
+    # What visibility depends on, no more: the policy's epoch (not its
+    # generation, which every cached decision bumps), the principal's name
+    # and roles (not its token's expiry), the listing as rebuilt.
+    who = None if principal is None else (principal.name, principal.roles, principal.all_access)
+    key = (view, cache.listing_serial(catalog.tools), policy.epoch, who, budget, settings)
     fitted = cache.get(key)
     if fitted is not None:
         return fitted
@@ -385,7 +427,7 @@ def tools_digest(session: ClientSession, request: InFlight | None) -> str | None
     try:
         principal = policy.principal(session.peer) if policy.active else None
         return fitted_for(session, request, principal).digest
-    except Exception:
+    except JsonRpcError:  # the caller is refused
         return None
 
 

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 _GLOB_CHARS = frozenset("*?[")
 log = Logger()
+#: The views whose selection problems are remembered (a log-once set).
+_MOST_WARNED = 256
 
 
 @attrs.frozen(cache_hash=True)
@@ -253,6 +255,9 @@ class Views:
         before = self._warned.get(view, frozenset())
         for problem in sorted(problems - before):
             log.warn("{problem}", problem=problem)
+        if view not in self._warned and len(self._warned) >= _MOST_WARNED:
+            # Views of profiles reloaded away: forget the oldest.
+            del self._warned[next(iter(self._warned))]
         self._warned[view] = frozenset(problems)
 
 

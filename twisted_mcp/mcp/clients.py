@@ -155,7 +155,8 @@ BUILT_IN: tuple[ClientRule, ...] = (
     ),
 )
 
-_KEYS = ("maxTools", "maxNameLength", "nameOverhead", "search")
+#: The keys of a budget, wherever one is written (a client row, a profile's C{budget:}).
+BUDGET_KEYS = ("maxTools", "maxNameLength", "nameOverhead", "search")
 
 
 def matching(client_name: str, rows: Sequence[ClientRule]) -> ClientRule | None:
@@ -196,7 +197,7 @@ def match(
     counts_key = False
     for row, shown in rows:
         gave = False
-        for key in _KEYS:
+        for key in BUDGET_KEYS:
             value = getattr(row, key)
             if value is not None and key not in values:
                 values[key] = value
@@ -214,4 +215,4 @@ def match(
     )
 
 
-__all__ = ["BUILT_IN", "DEFAULT_SERVER_KEY_LENGTH", "NO_ALIASES", "SEARCH_MODES", "Budget", "ClientRule", "match", "matching"]
+__all__ = ["BUDGET_KEYS", "BUILT_IN", "DEFAULT_SERVER_KEY_LENGTH", "NO_ALIASES", "SEARCH_MODES", "Budget", "ClientRule", "match", "matching"]

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import attrs
 
-from twisted_mcp.dispatch.handlers.search import MAX_QUERY, _index
+from twisted_mcp.dispatch.handlers.search import MAX_QUERY, search_index
 from twisted_mcp.dispatch.surface import Fitted, fitted_for
 from twisted_mcp.dispatch.views import View, view_of
 from twisted_mcp.mcp.clients import BUILT_IN, Budget, matching
@@ -241,7 +241,7 @@ def _searched(asking: _Asking, fitted: Fitted, query: ToolsQuery) -> dict[str, A
     limit = settings.defaultLimit if query.limit is None else query.limit
     if not 1 <= limit <= settings.maxLimit:
         raise ReportProblem(f"--limit: expected a whole number from 1 to {settings.maxLimit} (search.maxLimit), got {limit}")
-    index = _index(asking)  # type: ignore[arg-type]
+    index = search_index(asking.gateway)
     results = []
     for rank, hit in enumerate(index.search(text, fitted.visible, limit), 1):
         row = {"rank": rank, **_tool_row(asking.gateway, fitted, hit.name), "score": round(hit.score, 4)}

@@ -34,6 +34,7 @@ who asked, which client answered and the outcome, never the content.
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Any, Callable, Iterable
 
@@ -67,6 +68,10 @@ _ARGUMENTS = {"tools/call": "arguments", "prompts/get": "arguments", "completion
 
 #: What C{audit_reverse} accepts as the outcome of a request a backend sent a client.
 REVERSE_OUTCOMES = ("ok", "error", "cancelled", "refused")
+
+
+#: The source of L{Policy.epoch}.
+_EPOCHS = itertools.count(1)
 
 
 class Policy:
@@ -109,6 +114,11 @@ class Policy:
         #: Bumped whenever what a principal may see can have changed (the
         #: kill switch, approvals, a new catalog), for views cached elsewhere.
         self.generation = 0
+        #: What the rules decide, as of now: unique among every policy of the
+        #: process, new only when decisions can change (this policy made by a
+        #: reload, the kill switch, a pin approved or reviewed, a backend's
+        #: prefix), not when one more is cached (as L{generation} is).
+        self.epoch = next(_EPOCHS)
         #: The catalog's tools (exposed name -> entry), as last reviewed: the
         #: definitions arguments are checked against.
         self._tools: dict[str, Any] = {}
@@ -212,6 +222,7 @@ class Policy:
             names.discard(name)
         self._decisions.clear()
         self.generation += 1
+        self.epoch = next(_EPOCHS)
         # A change the rules cannot see makes the policy active.
         self.active = True
 
@@ -258,6 +269,7 @@ class Policy:
             self.pins.quarantined.pop(n, None)
         self._decisions.clear()
         self.generation += 1
+        self.epoch = next(_EPOCHS)
         return chosen
 
     def note_backends(self, backends: Iterable[Any]) -> None:
@@ -267,6 +279,7 @@ class Policy:
             if self.prefixes.get(backend.name, prefix) != prefix:
                 self._decisions.clear()
                 self.generation += 1
+                self.epoch = next(_EPOCHS)
             self.prefixes[backend.name] = prefix
 
     def catalog_changed(self, entries: dict[str, Any]) -> None:
@@ -278,6 +291,7 @@ class Policy:
         self.note_backends({e.backend.name: e.backend for e in entries.values()}.values())
         self._decisions.clear()
         self.generation += 1
+        self.epoch = next(_EPOCHS)
         self._tools = entries
         self.validators.forget(set(entries))
         fresh = self.pins.review((name, *pinned_definitions(e)) for name, e in entries.items())
@@ -342,13 +356,23 @@ class Policy:
             return not rules.kill_prompts
         return not rules.kill_resources
 
-    def audit_listing(self, session: str, kind: str, principal: Principal, shown: int, total: int, protocol: str | None = None) -> None:
-        """One audit record of a list answered: how many of its C{total} definitions C{principal} saw."""
+    def audit_listing(
+        self, session: str, kind: str, principal: Principal, shown: int, total: int, protocol: str | None = None, search: str | None = None
+    ) -> None:
+        """
+        One audit record of a list answered: C{shown} definitions it
+        carried of the C{total} C{principal} may see.  C{search}: the name of
+        the gateway's search tool when the answer is a search's (a
+        C{tools/call} record naming that tool, C{shown} found).
+        """
         if self.audit is None:
             return
-        record = self.new_record(session, LISTING_METHODS[kind], protocol)
+        record = self.new_record(session, "tools/call" if search is not None else LISTING_METHODS[kind], protocol)
         record.update(principal=principal.name, roles=list(principal.roles), kind=kind, outcome="ok")
-        record["reason"] = f"{shown} of {total} {WORDS[kind]}(s) visible"
+        if search is not None:
+            record.update(subject=search, tool=search, reason=f"search: {shown} of {total} {WORDS[kind]}(s) found")
+        else:
+            record["reason"] = f"{shown} of {total} {WORDS[kind]}(s) visible"
         self._audit(record)
 
     # -- calls ---------------------------------------------------------------

@@ -7,28 +7,41 @@ query.  A principal the kill switch disables, or over its own rate limit
 (the C{principal} bucket), is refused as for any call.  Only the tools the principal may see in the view are ranked (the
 policy's cached decisions, as C{tools/list}), so a search never reveals a
 tool denied, killed, quarantined or outside the view.  Each search is
-audited as a listing (C{shown} = results, C{total} = visible tools).
+audited as what the client sent, a C{tools/call} of the search tool (its
+C{tool} and C{subject}), with a listing's reason: C{search: <found> of
+<visible> tool(s) found}.
 Problems the model can fix (a query too long, a limit out of bounds) are
 answered with C{isError: true}.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 from typing import TYPE_CHECKING, Any
+
+import attrs
 
 from twisted_mcp.mcp import errors
 
 if TYPE_CHECKING:
+    from twisted_mcp.dispatch.gateway import Gateway
+    from twisted_mcp.dispatch.search import SearchIndex
     from twisted_mcp.dispatch.session import ClientSession, InFlight
     from twisted_mcp.dispatch.surface import Fitted
 
 #: The longest query accepted, in characters.
 MAX_QUERY = 1000
-#: The module of the ranking (L{twisted_mcp.dispatch.search}): imported when
-#: first needed.
-_RANKING = "twisted_mcp.dispatch.search"
+
+
+@attrs.define
+class IndexHolder:
+    """
+    The gateway's search index (L{Gateway.search_index}), made at the first
+    search, and the catalog's tools listing it was last synced with.
+    """
+
+    index: SearchIndex
+    synced: Any = None
 
 
 def tool_error(text: str) -> dict[str, Any]:
@@ -36,18 +49,19 @@ def tool_error(text: str) -> dict[str, Any]:
     return {"content": [{"type": "text", "text": text}], "isError": True}
 
 
-def _index(session: ClientSession) -> Any:
+def search_index(gateway: Gateway) -> SearchIndex:
     """The gateway's search index, in step with its catalog's tools."""
-    gateway = session.gateway
     tools = gateway.catalog.tools
     held = gateway.search_index
     if held is None:
-        ranking = importlib.import_module(_RANKING)
-        held = gateway.search_index = [None, ranking.SearchIndex()]
-    if held[0] is not tools:
-        held[1].sync((entry.backend.name, name, entry.definition) for name, entry in tools.entries.items())
-        held[0] = tools
-    return held[1]
+        # Imported at the first search: a gateway that never searches never builds it.
+        from twisted_mcp.dispatch.search import SearchIndex
+
+        held = gateway.search_index = IndexHolder(SearchIndex())
+    if held.synced is not tools:
+        held.index.sync((entry.backend.name, name, entry.definition) for name, entry in tools.entries.items())
+        held.synced = tools
+    return held.index
 
 
 def search_tools(session: ClientSession, request: InFlight, params: dict[str, Any], fitted: Fitted, principal: Any) -> dict[str, Any]:
@@ -75,18 +89,20 @@ def search_tools(session: ClientSession, request: InFlight, params: dict[str, An
     query = arguments.get("query")
     if type(query) is not str:
         return tool_error("query must be a string: a few words describing the task")
+    if not query.strip():
+        return tool_error("query is empty: give a few words describing the task")
     if len(query) > MAX_QUERY:
         return tool_error(f"query is longer than {MAX_QUERY} characters; describe the task in a few words")
     limit = arguments.get("limit", settings.defaultLimit)
     if type(limit) is not int or not 1 <= limit <= settings.maxLimit:
         return tool_error(f"limit must be a whole number from 1 to {settings.maxLimit}, got {json.dumps(limit, default=str)}")
-    hits = _index(session).search(query, fitted.visible, limit)
+    hits = search_index(session.gateway).search(query, fitted.visible, limit)
     tools = [fitted.served(hit.name) for hit in hits if hit.name in fitted.definitions]
     if policy.active:
-        policy.audit_listing(session.label, "tool", principal, len(tools), len(fitted.visible), session.protocol_version)
+        policy.audit_listing(session.label, "tool", principal, len(tools), len(fitted.visible), session.protocol_version, search=settings.searchName)
     found = {"tools": tools, "total": len(fitted.visible), "query": query}
     text = json.dumps(found, separators=(",", ":"), ensure_ascii=False, default=str)
     return {"content": [{"type": "text", "text": text}], "structuredContent": found, "isError": False}
 
 
-__all__ = ["MAX_QUERY", "search_tools", "tool_error"]
+__all__ = ["MAX_QUERY", "IndexHolder", "search_index", "search_tools", "tool_error"]

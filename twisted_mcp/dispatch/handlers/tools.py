@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted_mcp.dispatch.handlers.search import search_tools
 from twisted_mcp.dispatch.pages import bound_page
-from twisted_mcp.dispatch.routing import forward_named, unknown
+from twisted_mcp.dispatch.routing import forward_named, refuse, unknown
 from twisted_mcp.dispatch.surface import Fitted, fitted_for, reshaped
 from twisted_mcp.wire.jsonrpc import INVALID_PARAMS, JsonRpcError
 
@@ -49,15 +49,20 @@ def list_tools(session: ClientSession, request: InFlight, params: dict[str, Any]
     principal = principal_or_refuse(session, "tools/list")
     fitted = fitted_for(session, request, principal)
     policy = gateway.policy
-    if policy.active:
-        policy.audit_listing(session.label, "tool", principal, len(fitted.tools), len(gateway.catalog.listing), session.protocol_version)
     if request.envelope is None and reshaped(session, request):
         session.tools_listed = fitted.digest
     if settings.pageSize:
-        result = bound_page("tools", f"{fitted.view.name}|{fitted.digest}", fitted.tools, cursor, settings.pageSize, settings.cursorKeys)
+        result = bound_page(
+            "tools", f"{fitted.view.name}|{fitted.digest}", fitted.tools, cursor, settings.pageSize, settings.cursorKeys
+        )
         result["tools"] = fitted.page(result["tools"])
     else:
         result = {"tools": fitted.listed}
+    if policy.active:
+        # What this answer carries (a page, search mode's few) of what the principal may see in the view.
+        policy.audit_listing(
+            session.label, "tool", principal, len(result["tools"]), len(fitted.visible), session.protocol_version
+        )
     if request.envelope is not None:
         # A list that depended on clientInfo is not cached: a cache keyed
         # on the authorization would hand it to another client.
@@ -114,7 +119,10 @@ def _unwrapped(session: ClientSession, params: dict[str, Any]) -> dict[str, Any]
     arguments = params.get("arguments")
     inner = arguments.get("name") if type(arguments) is dict else None
     if type(inner) is not str:
-        raise JsonRpcError(INVALID_PARAMS, "Invalid params: call_tool needs arguments.name, the name of the tool to call")
+        # Refused and audited as a malformed direct call is.
+        raise refuse(
+            session, "tools/call", INVALID_PARAMS, "Invalid params: call_tool needs arguments.name, the name of the tool to call"
+        )
     assert type(arguments) is dict
     out: dict[str, Any] = {"name": inner}
     if "arguments" in arguments:
