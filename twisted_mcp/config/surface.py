@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import attrs
 
 from twisted_mcp.config._check import _Checker, _describe, _join
-from twisted_mcp.mcp.clients import BUDGET_KEYS, BUILT_IN, DEFAULT_SERVER_KEY_LENGTH, NO_ALIASES, SEARCH_MODES, ClientRule
+from twisted_mcp.mcp.clients import BUDGET_KEYS, DEFAULT_SERVER_KEY_LENGTH, NO_ALIASES, SEARCH_MODES, ClientRule
 from twisted_mcp.mcp.names import MIN_ALIAS_LIMIT, valid_tool_name
 
 if TYPE_CHECKING:
@@ -164,9 +164,13 @@ def _clients(check: _Checker, value: Any) -> ClientsSettings:
     if "match" in spec:
         rows = spec["match"]
         if not isinstance(rows, list):
-            check.problem("clients.match", f"expected a list of rows such as {{name: \"cursor*\", maxTools: 80}}, got {_describe(rows)}")
+            check.problem(
+                "clients.match", f'expected a list of rows such as {{name: "cursor*", maxTools: 80}}, got {_describe(rows)}'
+            )
         else:
-            fields["rules"] = tuple(r for i, row in enumerate(rows) if (r := _client_rule(check, f"clients.match[{i}]", row, named=True)))
+            fields["rules"] = tuple(
+                r for i, row in enumerate(rows) if (r := _client_rule(check, f"clients.match[{i}]", row, named=True))
+            )
     return ClientsSettings(**{k: v for k, v in fields.items() if v is not None})
 
 
@@ -221,7 +225,9 @@ def parse_surface(check: _Checker, top: dict[str, Any]) -> SurfaceSettings:
         if "pageSize" in spec:
             size = spec["pageSize"]
             if isinstance(size, bool) or not isinstance(size, int) or (size != 0 and not PAGE_SIZES[0] <= size <= PAGE_SIZES[1]):
-                check.problem("surface.pageSize", f"expected 0 (one page) or {PAGE_SIZES[0]} … {PAGE_SIZES[1]}, got {_describe(size)}")
+                check.problem(
+                    "surface.pageSize", f"expected 0 (one page) or {PAGE_SIZES[0]} … {PAGE_SIZES[1]}, got {_describe(size)}"
+                )
             else:
                 fields["pageSize"] = size
         if "ttlMs" in spec:
@@ -247,87 +253,32 @@ def parse_surface(check: _Checker, top: dict[str, Any]) -> SurfaceSettings:
     return SurfaceSettings(**fields)
 
 
-def _overheads(clients: ClientsSettings) -> list[tuple[str, str, int, int]]:
-    """(path, what, effective nameOverhead, maxNameLength) of every row
-    that sets a nameOverhead: the config's rows (their maxNameLength, else
-    the default's, else 64), its default, and the built-in rows a config row
-    with the same glob (or C{*}) does not override (path
-    C{clients.serverKeyLength} when they count the server key)."""
-    key = clients.serverKeyLength
-    default_length = clients.default.maxNameLength if clients.default is not None else None
-    rows = [(f"clients.match[{i}]", r) for i, r in enumerate(clients.rules)]
-    if clients.default is not None:
-        rows.append(("clients.default", clients.default))
-    out = []
-    for path, r in rows:
-        if r.nameOverhead is not None:
-            plus = f" plus clients.serverKeyLength {key}" if r.countsServerKey else ""
-            length = r.maxNameLength or default_length or NO_ALIASES
-            out.append((path, f"{path}.nameOverhead {r.nameOverhead}{plus}", r.nameOverhead + (key if r.countsServerKey else 0), length))
-    if clients.useClientInfo:
-        overridden = {r.name.lower() for r in clients.rules if r.nameOverhead is not None}
-        for r in BUILT_IN:
-            if r.nameOverhead is not None and not overridden & {"*", r.name.lower()}:
-                plus = f" plus clients.serverKeyLength {key}" if r.countsServerKey else ""
-                what = f"the built-in row {r.name} ({r.client}: nameOverhead {r.nameOverhead}{plus})"
-                path = "clients.serverKeyLength" if r.countsServerKey else f"built-in {r.name}"
-                out.append((path, what, r.nameOverhead + (key if r.countsServerKey else 0), r.maxNameLength or NO_ALIASES))
-    return out
-
-
 def check_name_limits(check: _Checker, surface: SurfaceSettings, profiles: Mapping[str, Profile]) -> None:
     """
-    Refuse the combinations of budget keys the config can tell leave a tool
-    name fewer than L{MIN_ALIAS_LIMIT} characters (an alias's least): a
-    row's C{maxNameLength} (or the default's, or 64) less its
-    C{nameOverhead} plus C{clients.serverKeyLength} when it counts the
-    server key, built-in rows included; a profile's C{maxNameLength} or
-    C{nameOverhead} against each row's other half.  (At run time such a
-    limit is raised to L{MIN_ALIAS_LIMIT}, and logged.)
+    Refuse a C{clients} row that, on its own, leaves a tool name fewer than
+    L{MIN_ALIAS_LIMIT} characters (an alias's least): its C{maxNameLength}
+    (C{clients.default}'s: 64 when unset) less its C{nameOverhead}, plus
+    C{clients.serverKeyLength} when it counts the server key.  A row that
+    sets only one of the two takes the other from whichever row matches next
+    at run time, which the config cannot know: such a limit, like one a
+    profile's budget makes with a row, is raised to L{MIN_ALIAS_LIMIT} when
+    a client meets it, and logged.  (Profiles check their own pair.)
     """
     clients = surface.clients
-    rows = _overheads(clients)
-    short: list[str] = []
-    room = None
-    for path, what, overhead, length in rows:
-        if length - overhead >= MIN_ALIAS_LIMIT:
+    rows = [(f"clients.match[{i}]", r, r.maxNameLength) for i, r in enumerate(clients.rules)]
+    if clients.default is not None:
+        rows.append(("clients.default", clients.default, clients.default.maxNameLength or NO_ALIASES))
+    for path, row, length in rows:
+        if row.nameOverhead is None or length is None:
             continue
-        if path == "clients.serverKeyLength":
-            short.append(f"{what}, maxNameLength {length}: {length - overhead} characters for a tool name")
-            most = length - (overhead - clients.serverKeyLength) - MIN_ALIAS_LIMIT
-            room = most if room is None else min(room, most)
-        elif not path.startswith("built-in"):
+        plus = f" plus clients.serverKeyLength {clients.serverKeyLength}" if row.countsServerKey else ""
+        overhead = row.nameOverhead + (clients.serverKeyLength if row.countsServerKey else 0)
+        if length - overhead < MIN_ALIAS_LIMIT:
             check.problem(
                 f"{path}.nameOverhead",
-                f"{what} leaves {length - overhead} of maxNameLength's {length} characters for a tool name; "
-                f"at least {MIN_ALIAS_LIMIT} are needed",
+                f"{path}.nameOverhead {row.nameOverhead}{plus} leaves {length - overhead} of maxNameLength's {length} "
+                f"characters for a tool name; at least {MIN_ALIAS_LIMIT} are needed",
             )
-    if short:
-        check.problem(
-            "clients.serverKeyLength",
-            f"is {clients.serverKeyLength}: {'; '.join(short)}; at least {MIN_ALIAS_LIMIT} are "
-            f"needed (set it at most {max(room or 0, 0)}, or add a clients.match row for that client with its own nameOverhead)",
-        )
-    for name, profile in profiles.items():
-        path = f"profiles.{name}.budget"
-        if profile.maxNameLength is not None and profile.nameOverhead is None:
-            for _, what, overhead, _ in rows:
-                if profile.maxNameLength - overhead < MIN_ALIAS_LIMIT:
-                    check.problem(
-                        f"{path}.maxNameLength",
-                        f"is {profile.maxNameLength}: with {what} a tool name gets {profile.maxNameLength - overhead} characters; "
-                        f"at least {MIN_ALIAS_LIMIT} are needed (set {path}.nameOverhead too)",
-                    )
-                    break
-        if profile.nameOverhead is not None and profile.maxNameLength is None:
-            for _, what, _, length in rows:
-                if length - profile.nameOverhead < MIN_ALIAS_LIMIT:
-                    check.problem(
-                        f"{path}.nameOverhead",
-                        f"is {profile.nameOverhead}: with the maxNameLength {length} of {what} a tool name gets "
-                        f"{length - profile.nameOverhead} characters; at least {MIN_ALIAS_LIMIT} are needed (set {path}.maxNameLength too)",
-                    )
-                    break
 
 
 __all__ = ["ClientsSettings", "SearchSettings", "SurfaceSettings", "check_name_limits", "parse_surface"]
