@@ -212,6 +212,29 @@ class PolicyTests(FitTestCase):
         searched = [r for r in records if r["method"] == "tools/call"]
         self.assertEqual([(r["tool"], r["subject"], r["reason"]) for r in searched], [("search_tools", "search_tools", "search: 3 of 49 tool(s) found")])
 
+    def test_a_search_with_bad_arguments_is_audited(self) -> None:
+        """A search the gateway answers with a tool error (an empty query, a
+        limit out of range) still leaves its record: it used the principal's
+        rate limit, and the trail must show the attempt."""
+        records: list[dict[str, Any]] = []
+
+        class Trail:
+            record = staticmethod(records.append)
+
+        self.gateway.policy.audit = Trail()  # type: ignore[assignment]
+        self.initialize_as("cursor-vscode")
+        (empty,) = self.call(2, "search_tools", {"query": "  "})
+        (wide,) = self.call(3, "search_tools", {"query": "item", "limit": 0})
+        self.assertTrue(empty["result"]["isError"] and wide["result"]["isError"])
+        searched = [(r["tool"], r["outcome"], r["reason"]) for r in records if r["method"] == "tools/call"]
+        self.assertEqual(
+            searched,
+            [
+                ("search_tools", "tool_error", "search refused: query is empty: give a few words describing the task"),
+                ("search_tools", "tool_error", "search refused: limit must be a whole number from 1 to 20, got 0"),
+            ],
+        )
+
 
 class AliasTests(FitTestCase):
     def setUp(self) -> None:

@@ -130,7 +130,13 @@ class Policy:
         #: The kill switch as thrown at run time (the admin endpoint), on
         #: top of the config's: kind ("principal", "backend", "tool",
         #: "prompt", "resource") -> names or patterns.
-        self.kills: dict[str, set[str]] = {"principal": set(), "backend": set(), "tool": set(), "prompt": set(), "resource": set()}
+        self.kills: dict[str, set[str]] = {
+            "principal": set(),
+            "backend": set(),
+            "tool": set(),
+            "prompt": set(),
+            "resource": set(),
+        }
         #: False when nothing is configured: the gateway is a plain
         #: aggregator and calls skip the pipeline.
         self.active = rules.active or authenticate is not None or audit is not None
@@ -159,7 +165,9 @@ class Policy:
         return self._decided(key, principal, subject)
 
     def _decided(self, key: tuple[Any, ...], principal: Principal, subject: Subject) -> tuple[int, str] | None:
-        decision = decide(self.rules, self.kills, self.separator, self.pins, principal, subject, self.prefixes.get(subject.backend))
+        decision = decide(
+            self.rules, self.kills, self.separator, self.pins, principal, subject, self.prefixes.get(subject.backend)
+        )
         if len(self._decisions) > 100000:
             self._decisions.clear()
         self.generation += 1
@@ -319,7 +327,9 @@ class Policy:
                 }
             )
 
-    def listing(self, principal: Principal, kind: str, listing: list[dict[str, Any]], entries: dict[str, Any]) -> list[dict[str, Any]]:
+    def listing(
+        self, principal: Principal, kind: str, listing: list[dict[str, Any]], entries: dict[str, Any]
+    ) -> list[dict[str, Any]]:
         """
         The definitions of C{kind} (C{"tool"}, C{"prompt"}, C{"resource"},
         C{"template"}) in C{listing} that C{principal} may see: the same
@@ -357,19 +367,31 @@ class Policy:
         return not rules.kill_resources
 
     def audit_listing(
-        self, session: str, kind: str, principal: Principal, shown: int, total: int, protocol: str | None = None, search: str | None = None
+        self,
+        session: str,
+        kind: str,
+        principal: Principal,
+        shown: int,
+        total: int,
+        protocol: str | None = None,
+        search: str | None = None,
+        search_error: str | None = None,
     ) -> None:
         """
         One audit record of a list answered: C{shown} definitions it
         carried of the C{total} C{principal} may see.  C{search}: the name of
         the gateway's search tool when the answer is a search's (a
-        C{tools/call} record naming that tool, C{shown} found).
+        C{tools/call} record naming that tool, C{shown} found);
+        C{search_error}: why the search answered a tool error instead
+        (outcome C{tool_error}, as for a tool's own).
         """
         if self.audit is None:
             return
         record = self.new_record(session, "tools/call" if search is not None else LISTING_METHODS[kind], protocol)
         record.update(principal=principal.name, roles=list(principal.roles), kind=kind, outcome="ok")
-        if search is not None:
+        if search is not None and search_error is not None:
+            record.update(subject=search, tool=search, outcome="tool_error", reason=f"search refused: {search_error}")
+        elif search is not None:
             record.update(subject=search, tool=search, reason=f"search: {shown} of {total} {WORDS[kind]}(s) found")
         else:
             record["reason"] = f"{shown} of {total} {WORDS[kind]}(s) visible"
@@ -475,7 +497,9 @@ class Policy:
             principal = self._identify(record, peer)
             self._describe(record, subject)
             if self.audit_blocked():
-                raise self.deny(record, errors.AUDIT_UNAVAILABLE, "the audit trail cannot be written; requests are refused until it can")
+                raise self.deny(
+                    record, errors.AUDIT_UNAVAILABLE, "the audit trail cannot be written; requests are refused until it can"
+                )
             if subject.kind == "tool":
                 # The catalog entry the caller resolved (its definition is
                 # what the arguments are checked against), else ours.
@@ -529,7 +553,9 @@ class Policy:
             try:
                 self.validators.check(name, entry.definition, arguments)
             except ArgumentError as e:
-                error = JsonRpcError(INVALID_PARAMS, f"Invalid params: {e.path}: {e.reason}", {"tool": name, "path": e.path, "reason": e.reason})
+                error = JsonRpcError(
+                    INVALID_PARAMS, f"Invalid params: {e.path}: {e.reason}", {"tool": name, "path": e.path, "reason": e.reason}
+                )
                 # The audit keeps where and which rule, not the (perhaps secret) value.
                 self.deny(record, INVALID_PARAMS, f"invalid arguments at {e.path} ({e.keyword})")
                 raise error
@@ -579,13 +605,17 @@ class Policy:
         except JsonRpcError as e:
             return e
         if self.audit_blocked():
-            return self.deny(record, errors.AUDIT_UNAVAILABLE, "the audit trail cannot be written; requests are refused until it can")
+            return self.deny(
+                record, errors.AUDIT_UNAVAILABLE, "the audit trail cannot be written; requests are refused until it can"
+            )
         shown = record["subject"]  # the reason goes into the audit trail: a URI without its secrets
         if kind == "resource":
             return self.deny(record, errors.RESOURCE_NOT_FOUND, f"Resource not found: {shown!r}", {DATA_KEYS[kind]: name})
         return self.deny(record, INVALID_PARAMS, f"Unknown {WORDS[kind]}: {shown!r}", {DATA_KEYS[kind]: name})
 
-    def charge_principal(self, session: str, method: str, principal: Principal, protocol: str | None = None) -> JsonRpcError | None:
+    def charge_principal(
+        self, session: str, method: str, principal: Principal, protocol: str | None = None
+    ) -> JsonRpcError | None:
         """
         Step 5 for a request the gateway answers itself (C{search_tools}):
         one token of C{principal}'s own rate limit (the C{principal}

@@ -64,7 +64,28 @@ def search_index(gateway: Gateway) -> SearchIndex:
     return held.index
 
 
-def search_tools(session: ClientSession, request: InFlight, params: dict[str, Any], fitted: Fitted, principal: Any) -> dict[str, Any]:
+def _arguments(arguments: Any, settings: Any) -> tuple[str, int, str | None]:
+    """The query and limit of a search's C{arguments}, or why they are not usable (a tool error the model can fix)."""
+    if arguments is None:
+        arguments = {}
+    if type(arguments) is not dict:
+        return "", 0, "arguments must be an object: {query, limit}"
+    query = arguments.get("query")
+    if type(query) is not str:
+        return "", 0, "query must be a string: a few words describing the task"
+    if not query.strip():
+        return "", 0, "query is empty: give a few words describing the task"
+    if len(query) > MAX_QUERY:
+        return "", 0, f"query is longer than {MAX_QUERY} characters; describe the task in a few words"
+    limit = arguments.get("limit", settings.defaultLimit)
+    if type(limit) is not int or not 1 <= limit <= settings.maxLimit:
+        return "", 0, f"limit must be a whole number from 1 to {settings.maxLimit}, got {json.dumps(limit, default=str)}"
+    return query, limit, None
+
+
+def search_tools(
+    session: ClientSession, request: InFlight, params: dict[str, Any], fitted: Fitted, principal: Any
+) -> dict[str, Any]:
     """The answer to a call of the search tool (C{params} of the C{tools/call})."""
     settings = session.gateway.surface.search
     policy = session.gateway.policy
@@ -81,25 +102,32 @@ def search_tools(session: ClientSession, request: InFlight, params: dict[str, An
         refused = policy.charge_principal(session.label, "tools/call", principal, session.protocol_version)
         if refused is not None:
             raise refused
-    arguments = params.get("arguments")
-    if arguments is None:
-        arguments = {}
-    if type(arguments) is not dict:
-        return tool_error("arguments must be an object: {query, limit}")
-    query = arguments.get("query")
-    if type(query) is not str:
-        return tool_error("query must be a string: a few words describing the task")
-    if not query.strip():
-        return tool_error("query is empty: give a few words describing the task")
-    if len(query) > MAX_QUERY:
-        return tool_error(f"query is longer than {MAX_QUERY} characters; describe the task in a few words")
-    limit = arguments.get("limit", settings.defaultLimit)
-    if type(limit) is not int or not 1 <= limit <= settings.maxLimit:
-        return tool_error(f"limit must be a whole number from 1 to {settings.maxLimit}, got {json.dumps(limit, default=str)}")
+    query, limit, problem = _arguments(params.get("arguments"), settings)
+    if problem is not None:
+        if policy.active:
+            policy.audit_listing(
+                session.label,
+                "tool",
+                principal,
+                0,
+                len(fitted.visible),
+                session.protocol_version,
+                search=settings.searchName,
+                search_error=problem,
+            )
+        return tool_error(problem)
     hits = search_index(session.gateway).search(query, fitted.visible, limit)
     tools = [fitted.served(hit.name) for hit in hits if hit.name in fitted.definitions]
     if policy.active:
-        policy.audit_listing(session.label, "tool", principal, len(tools), len(fitted.visible), session.protocol_version, search=settings.searchName)
+        policy.audit_listing(
+            session.label,
+            "tool",
+            principal,
+            len(tools),
+            len(fitted.visible),
+            session.protocol_version,
+            search=settings.searchName,
+        )
     found = {"tools": tools, "total": len(fitted.visible), "query": query}
     text = json.dumps(found, separators=(",", ":"), ensure_ascii=False, default=str)
     return {"content": [{"type": "text", "text": text}], "structuredContent": found, "isError": False}
