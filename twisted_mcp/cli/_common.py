@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Callable
 
 EX_OK = 0
 EX_USAGE = 64
@@ -43,3 +43,40 @@ def _log_to_stderr(level: str = "warn") -> None:
     globalLogBeginner.beginLoggingTo(
         [FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])], redirectStandardIO=False
     )
+
+
+def with_backends(config: Any, policy_of: Callable[[Any], Any], work: Callable[[Any], None]) -> bool:
+    """
+    What the commands that look at the servers themselves (C{pin},
+    C{tools}) do: start every backend of C{config} in this process, wait for
+    their first discovery, call C{work(gateway)}, stop them (children
+    reaped) whatever happened.
+
+    @param policy_of: the policy to install, given the reactor (one without
+        the config's audit trail: looking is not an event of the record).
+    @return: whether it ran to the end (False: it failed, and the reason was
+        logged to stderr).
+    """
+    from twisted.internet import task
+    from twisted.internet.defer import Deferred
+
+    async def run(reactor: Any) -> None:
+        from twisted_mcp.backends.stdio import stop_all
+        from twisted_mcp.service import GatewayService
+
+        service = GatewayService(config, reactor, reactor)
+        service.gateway.policy = policy_of(reactor)
+        for b in service.backends:
+            b.startService()
+        service.gateway.start()
+        try:
+            await service.gateway.when_ready()
+            work(service.gateway)
+        finally:
+            await stop_all(service.backends)
+
+    try:
+        task.react(lambda reactor: Deferred.fromCoroutine(run(reactor)))
+    except SystemExit as e:
+        return not e.code
+    return True

@@ -17,13 +17,12 @@ from twisted_mcp.cli._common import (
     EX_USAGE,
     _load,
     _log_to_stderr,
+    with_backends,
 )
 
 
 def pin(args: argparse.Namespace) -> int:
     """Start every backend, wait for discovery, write the lock file, stop."""
-    from twisted.internet import task
-
     from twisted_mcp.policy.pinning import pinned_definitions, read_lock, write_lock
     from twisted_mcp.policy.pipeline import Policy
     from twisted_mcp.policy.rules import PolicyConfig
@@ -33,54 +32,30 @@ def pin(args: argparse.Namespace) -> int:
     _log_to_stderr("warn")
     outcome: dict[str, Any] = {}
 
-    async def run(reactor: Any) -> None:
-        from twisted_mcp.service import GatewayService
-
-        service = GatewayService(config, reactor, reactor)
-        # Pinning itself must not review (and warn about) what it is approving.
-        service.gateway.policy = Policy(PolicyConfig(), config.gateway.separator, reactor)
-        for b in service.backends:
-            b.startService()
-        service.gateway.start()
+    def write(gateway: Any) -> None:
+        catalog = gateway.catalog
+        outcome["down"] = sorted(b.name for b in gateway.backends.values() if b.state.value != "up")
+        entries = [(name, e.backend.name, e.tool, *pinned_definitions(e)) for name, e in catalog.entries.items()]
         try:
-            await service.gateway.when_ready()
-            catalog = service.gateway.catalog
-            outcome["down"] = sorted(b.name for b in service.backends if b.state.value != "up")
-            entries = [
-                (name, e.backend.name, e.tool, *pinned_definitions(e))
-                for name, e in catalog.entries.items()
-            ]
-            try:
-                before = read_lock(lock)
-            except (OSError, ValueError):
-                before = {}
-            # Keep the approvals of servers that are not up now.
-            kept = [
-                (name, pin["backend"], pin.get("tool", ""), pin)
-                for name, pin in before.items()
-                if pin.get("backend") in outcome["down"] and name not in catalog.entries
-            ]
-            after = write_lock(lock, entries, kept)
-            outcome["added"] = sorted(set(after) - set(before))
-            outcome["removed"] = sorted(set(before) - set(after))
-            outcome["changed"] = sorted(n for n in after if n in before and before[n].get("digest") != after[n]["digest"])
-            outcome["count"] = len(after)
-        finally:
-            from twisted_mcp.backends.stdio import stop_all
+            before = read_lock(lock)
+        except (OSError, ValueError):
+            before = {}
+        # Keep the approvals of servers that are not up now.
+        kept = [
+            (name, pin["backend"], pin.get("tool", ""), pin)
+            for name, pin in before.items()
+            if pin.get("backend") in outcome["down"] and name not in catalog.entries
+        ]
+        after = write_lock(lock, entries, kept)
+        outcome["added"] = sorted(set(after) - set(before))
+        outcome["removed"] = sorted(set(before) - set(after))
+        outcome["changed"] = sorted(n for n in after if n in before and before[n].get("digest") != after[n]["digest"])
+        outcome["count"] = len(after)
 
-            await stop_all(service.backends)
-
-    def main(reactor: Any) -> Any:
-        from twisted.internet.defer import Deferred
-
-        return Deferred.fromCoroutine(run(reactor))
-
-    try:
-        task.react(main)
-    except SystemExit as e:
-        if e.code:
-            sys.stderr.write("twisted-mcp pin: failed (see above); the lock file was not changed\n")
-            return EX_UNAVAILABLE
+    # Pinning itself must not review (and warn about) what it is approving.
+    if not with_backends(config, lambda reactor: Policy(PolicyConfig(), config.gateway.separator, reactor), write):
+        sys.stderr.write("twisted-mcp pin: failed (see above); the lock file was not changed\n")
+        return EX_UNAVAILABLE
     print(f"{lock}: {outcome['count']} tool(s) pinned")
     for label in ("added", "changed", "removed"):
         for name in outcome[label]:
@@ -225,8 +200,10 @@ def audit_checkpoint(args: argparse.Namespace) -> int:
             return EX_CANTCREAT
     else:
         sys.stdout.write(text)
-    sys.stderr.write(f"checkpoint of seq {seq}: keep it where this host cannot write, and check it with "
-                     "`twisted-mcp audit verify --checkpoint FILE`\n")
+    sys.stderr.write(
+        f"checkpoint of seq {seq}: keep it where this host cannot write, and check it with "
+        "`twisted-mcp audit verify --checkpoint FILE`\n"
+    )
     return EX_OK
 
 

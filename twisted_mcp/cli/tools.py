@@ -21,7 +21,7 @@ import json
 import sys
 from typing import Any
 
-from twisted_mcp.cli._common import EX_OK, EX_UNAVAILABLE, EX_USAGE, TOKEN_ENV, _load, _log_to_stderr
+from twisted_mcp.cli._common import EX_OK, EX_UNAVAILABLE, EX_USAGE, TOKEN_ENV, _load, _log_to_stderr, with_backends
 
 
 def roles_of(text: str | None) -> tuple[str, ...] | None:
@@ -131,8 +131,6 @@ def tools(args: argparse.Namespace) -> int:
 
 def _from_config(args: argparse.Namespace) -> int:
     """Start the config's backends as C{pin} does, wait for discovery, report, stop."""
-    from twisted.internet import task
-
     from twisted_mcp.ops.tools_report import ReportProblem, tools_report
     from twisted_mcp.policy.pipeline import Policy
     from twisted_mcp.policy.rules import PolicyConfig
@@ -154,40 +152,19 @@ def _from_config(args: argparse.Namespace) -> int:
     _log_to_stderr("warn")
     outcome: dict[str, Any] = {}
 
-    async def run(reactor: Any) -> None:
-        from twisted_mcp.service import GatewayService
-
-        service = GatewayService(config, reactor, reactor)
-        # The config's rules (roles, kill switch, pins), without its audit
-        # trail: looking is not an event of the gateway's record.
-        rules = config.policy if config.policy is not None else PolicyConfig()
-        identify = None if config.identity is None else (lambda peer: principal)
-        service.gateway.policy = Policy(rules, config.gateway.separator, reactor, identify)
-        for b in service.backends:
-            b.startService()
-        service.gateway.start()
+    def look(gateway: Any) -> None:
         try:
-            await service.gateway.when_ready()
-            try:
-                outcome["report"] = tools_report(service.gateway, config.identity, query)
-            except ReportProblem as e:
-                outcome["problem"] = e.message
-        finally:
-            from twisted_mcp.backends.stdio import stop_all
+            outcome["report"] = tools_report(gateway, config.identity, query)
+        except ReportProblem as e:
+            outcome["problem"] = e.message
 
-            await stop_all(service.backends)
-
-    def main(reactor: Any) -> Any:
-        from twisted.internet.defer import Deferred
-
-        return Deferred.fromCoroutine(run(reactor))
-
-    try:
-        task.react(main)
-    except SystemExit as e:
-        if e.code:
-            sys.stderr.write("twisted-mcp tools: failed (see above)\n")
-            return EX_UNAVAILABLE
+    # The config's rules (roles, kill switch, pins), without its audit
+    # trail: looking is not an event of the gateway's record.
+    rules = config.policy if config.policy is not None else PolicyConfig()
+    identify = None if config.identity is None else (lambda peer: principal)
+    if not with_backends(config, lambda reactor: Policy(rules, config.gateway.separator, reactor, identify), look):
+        sys.stderr.write("twisted-mcp tools: failed (see above)\n")
+        return EX_UNAVAILABLE
     if "problem" in outcome:
         sys.stderr.write(f"twisted-mcp tools: {outcome['problem']}\n")
         return EX_USAGE
