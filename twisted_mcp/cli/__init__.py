@@ -203,9 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             metavar="PATH",
             help=f"a file holding the admin token (gateway.adminToken); default: the environment variable {TOKEN_ENV}",
         )
-        p.add_argument(
-            "--timeout", type=float, default=10.0, metavar="SECONDS", help="how long to wait for an answer (default 10)"
-        )
+        p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="how long to wait for an answer (default 10)")
 
     st = sub.add_parser(
         "status",

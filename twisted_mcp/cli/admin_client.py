@@ -181,9 +181,7 @@ def _token(args: argparse.Namespace) -> str | None:
     return token
 
 
-def _admin_call(
-    args: argparse.Namespace, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200,)
-) -> tuple[int, Any]:
+def _admin_call(args: argparse.Namespace, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200,)) -> tuple[int, Any]:
     """
     One request to the admin endpoint; the status and the JSON answer.
     Failures to reach it, 401/403, 404 and 5xx become L{_Fail}; other statuses
@@ -338,11 +336,7 @@ def _budget_lines(budgets: Any) -> list[str]:
     """The client budget table of C{/status}, as applied: one line per row."""
     if not isinstance(budgets, dict):
         return []
-    used = (
-        "matched on clientInfo.name"
-        if budgets.get("useClientInfo")
-        else "clientInfo ignored: only the default and profiles apply"
-    )
+    used = "matched on clientInfo.name" if budgets.get("useClientInfo") else "clientInfo ignored: only the default and profiles apply"
     out = ["", f"Client budgets ({used}; server key length {budgets.get('serverKeyLength', '?')}):"]
     rows = [r for r in budgets.get("rows") or [] if isinstance(r, dict)]
     default = budgets.get("default")
@@ -393,9 +387,7 @@ def status(args: argparse.Namespace) -> int:
             if isinstance(shaping, dict) and isinstance(shaping.get("tools"), dict):
                 tools = shaping["tools"]
                 extra.append(f"shaped: {tools.get('kept')} of {tools.get('listed')} tool(s) kept")
-            rows.append(
-                [str(b.get("name", "?")), str(b.get("state", "?")), f"{len(b.get('tools') or [])} tool(s)", "; ".join(extra)]
-            )
+            rows.append([str(b.get("name", "?")), str(b.get("state", "?")), f"{len(b.get('tools') or [])} tool(s)", "; ".join(extra)])
         out += _table(rows) if rows else ["  (none)"]
         tools = [f"{t}" for b in backends for t in (b.get("tools") or [])]
         out += ["", f"Tools ({len(tools)}):"] + ([f"  {t}" for t in sorted(tools)] or ["  (none)"])
@@ -553,7 +545,7 @@ def approve(args: argparse.Namespace) -> int:
         return EX_DATAERR
     approved = answer.get("approved") if isinstance(answer, dict) else None
     if not isinstance(approved, list):
-        raise _Fail(EX_PROTOCOL, 'unexpected answer to /pins/approve (no "approved" list)')
+        raise _Fail(EX_PROTOCOL, "unexpected answer to /pins/approve (no \"approved\" list)")
     if not approved:
         print("nothing approved: no such tool is quarantined")
     else:

@@ -237,29 +237,31 @@ def detect(path: str, data: Any) -> tuple[str, str]:
         raise ImportFailure("data", f"{path}: not an MCP client configuration (expected a JSON object at the top)")
     mcp = data.get("mcp")
     if isinstance(data.get("servers"), dict) or (isinstance(mcp, dict) and isinstance(mcp.get("servers"), dict)):
-        return "vscode", 'it has a "servers" mapping' if "servers" in data else 'it has an "mcp": {"servers"} setting'
+        return "vscode", "it has a \"servers\" mapping" if "servers" in data else "it has an \"mcp\": {\"servers\"} setting"
     if not isinstance(data.get("mcpServers"), dict) and not isinstance(data.get("projects"), dict):
         raise ImportFailure(
             "data",
-            f'{path}: not an MCP client configuration this command knows: it has none of "mcpServers" '
-            '(Claude Desktop, Claude Code, Cursor), "projects" (Claude Code\'s ~/.claude.json), "servers" '
-            'or "mcp": {"servers"} (VS Code)',
+            f"{path}: not an MCP client configuration this command knows: it has none of \"mcpServers\" "
+            "(Claude Desktop, Claude Code, Cursor), \"projects\" (Claude Code's ~/.claude.json), \"servers\" "
+            "or \"mcp\": {\"servers\"} (VS Code)",
         )
     if name == "claude_desktop_config.json":
         return "claude-desktop", "the file name"
     if isinstance(data.get("projects"), dict):
-        return "claude-code", 'it has "projects" (~/.claude.json)'
+        return "claude-code", "it has \"projects\" (~/.claude.json)"
     if name in (".claude.json", "claude.json", ".mcp.json"):
         return "claude-code", "the file name"
     if parent == ".cursor":
         return "cursor", "the file is in a .cursor directory"
     entries = [e for e in data["mcpServers"].values() if isinstance(e, dict)]
     texts = list(_strings(data["mcpServers"]))
-    if any("envFile" in e for e in entries) or any(m in t for t in texts for m in ("${env:", "${userHome}", "${workspaceFolder")):
+    if any("envFile" in e for e in entries) or any(
+        m in t for t in texts for m in ("${env:", "${userHome}", "${workspaceFolder")
+    ):
         return "cursor", "it uses Cursor's ${env:...} variables or envFile (guessed)"
     if any("type" in e for e in entries) or any(re.search(r"\$\{[A-Za-z_]", t) for t in texts):
-        return "claude-code", 'its entries have "type" or ${VAR} references (guessed)'
-    return "claude-desktop", 'a plain "mcpServers" mapping (guessed)'
+        return "claude-code", "its entries have \"type\" or ${VAR} references (guessed)"
+    return "claude-desktop", "a plain \"mcpServers\" mapping (guessed)"
 
 
 # --- converting values ---------------------------------------------------------
@@ -344,11 +346,11 @@ class _Converter:
             name = env_name(input_id)
             spec = self.inputs.get(input_id)
             if spec is None:
-                self.warn(f'{where}: ${{input:{input_id}}} is not declared in "inputs"; it became ${{{name}}}')
-                why = f'{client} input "{input_id}"'
+                self.warn(f"{where}: ${{input:{input_id}}} is not declared in \"inputs\"; it became ${{{name}}}")
+                why = f"{client} input \"{input_id}\""
             else:
                 description = spec.get("description") if isinstance(spec, dict) else None
-                why = f'{client} input "{input_id}"' + (f": {description}" if isinstance(description, str) else "")
+                why = f"{client} input \"{input_id}\"" + (f": {description}" if isinstance(description, str) else "")
             self.need(name, why)
             return "${" + name + "}"
         if inner in ("workspaceFolder", "workspaceFolderBasename"):
@@ -367,7 +369,8 @@ class _Converter:
         if inner in ("pathSeparator", "/"):
             return os.sep
         self.warn(
-            f"{where}: ${{{inner}}} is a {client} variable that means nothing outside {client}; kept as literal text: edit it"
+            f"{where}: ${{{inner}}} is a {client} variable that means nothing outside {client}; kept as literal "
+            "text: edit it"
         )
         return "$${" + inner + "}"
 
@@ -418,12 +421,14 @@ class _Converter:
         if kind is None:
             kind = "http" if "url" in raw and "command" not in raw else "stdio"
         if not isinstance(kind, str) or kind not in ("stdio", "http", "sse", "streamable-http", "streamableHttp"):
-            self.warn(f"type {json.dumps(kind)}: the gateway speaks to stdio, http (Streamable HTTP) and sse servers; skipped")
+            self.warn(
+                f"type {json.dumps(kind)}: the gateway speaks to stdio, http (Streamable HTTP) and sse servers; skipped"
+            )
             return None
         out: dict[str, Any] = {}
         if kind == "stdio":
             if "url" in raw or "headers" in raw:
-                self.warn('a stdio server with "url" or "headers": those were not imported')
+                self.warn("a stdio server with \"url\" or \"headers\": those were not imported")
             command = raw.get("command")
             if not isinstance(command, str) or not command.strip():
                 self.warn("no command (the program to start); skipped")
@@ -464,7 +469,7 @@ class _Converter:
         else:
             for key in ("command", "args", "env", "cwd"):
                 if key in raw:
-                    self.warn(f'an HTTP server with "{key}": not imported')
+                    self.warn(f"an HTTP server with \"{key}\": not imported")
             url = raw.get("url")
             if not isinstance(url, str) or not url:
                 self.warn("no url; skipped")
@@ -473,9 +478,7 @@ class _Converter:
             if "${" not in url.replace("$${", ""):
                 parts = split_url(url.replace("$$", "$"))
                 if parts is not None and parts.scheme in ("unix", "pipe"):
-                    self.warn(
-                        f"url: a {parts.scheme}: socket address; the gateway reaches servers over http:// and https:// only; skipped"
-                    )
+                    self.warn(f"url: a {parts.scheme}: socket address; the gateway reaches servers over http:// and https:// only; skipped")
                     return None
                 if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
                     self.warn("url: not an http:// or https:// address; skipped")
@@ -543,7 +546,7 @@ def _claude_code(path: str, data: dict[str, Any], project: str | None, imported:
         if project is not None:
             raise ImportFailure(
                 "usage",
-                f'{path} has no "projects" (it is a project\'s .mcp.json, not ~/.claude.json): --project does not apply',
+                f"{path} has no \"projects\" (it is a project's .mcp.json, not ~/.claude.json): --project does not apply",
             )
         return entries
     with_servers = {
@@ -553,7 +556,7 @@ def _claude_code(path: str, data: dict[str, Any], project: str | None, imported:
     }
     if project is None:
         if entries or with_servers:
-            imported.notes.append(f'imported the user scope ({len(entries)} server(s), the top-level "mcpServers")')
+            imported.notes.append(f"imported the user scope ({len(entries)} server(s), the top-level \"mcpServers\")")
         if with_servers:
             lines = [f"    {p}: {', '.join(names)}" for p, names in sorted(with_servers.items())]
             imported.notes.append(
@@ -565,7 +568,9 @@ def _claude_code(path: str, data: dict[str, Any], project: str | None, imported:
     key = next((k for k in projects if _norm(k) in wanted), None)
     if key is None:
         known = "".join(f"\n    {p}" for p in sorted(with_servers)) or " none"
-        raise ImportFailure("usage", f"{path} has no project {os.path.abspath(project)}; projects with servers:{known}")
+        raise ImportFailure(
+            "usage", f"{path} has no project {os.path.abspath(project)}; projects with servers:{known}"
+        )
     spec = projects[key]
     local = _servers_of(spec.get("mcpServers") if isinstance(spec, dict) else None, f"projects[{key}].mcpServers", imported)
     imported.notes.append(f"imported the user scope ({len(entries)} server(s)) and project {key} ({len(local)} server(s))")
@@ -625,15 +630,17 @@ def import_config(
         if project is not None:
             raise ImportFailure("usage", "--project does not apply to a Claude Desktop configuration")
         if not isinstance(data.get("mcpServers"), dict):
-            raise ImportFailure("data", f'{path}: no "mcpServers" mapping, so not a Claude Desktop configuration')
+            raise ImportFailure("data", f"{path}: no \"mcpServers\" mapping, so not a Claude Desktop configuration")
         entries = _servers_of(data["mcpServers"], "mcpServers", imported)
     elif fmt == "claude-code":
         if not isinstance(data.get("mcpServers"), dict) and not isinstance(data.get("projects"), dict):
-            raise ImportFailure("data", f'{path}: neither "mcpServers" nor "projects", so not a Claude Code configuration')
+            raise ImportFailure(
+                "data", f"{path}: neither \"mcpServers\" nor \"projects\", so not a Claude Code configuration"
+            )
         entries = _claude_code(path, data, project, imported)
     elif fmt == "cursor":
         if not isinstance(data.get("mcpServers"), dict):
-            raise ImportFailure("data", f'{path}: no "mcpServers" mapping, so not a Cursor configuration')
+            raise ImportFailure("data", f"{path}: no \"mcpServers\" mapping, so not a Cursor configuration")
         entries = _servers_of(data["mcpServers"], "mcpServers", imported)
         workspace = _workspace(path, ".cursor", project, home)
     elif fmt == "vscode":
@@ -646,7 +653,7 @@ def import_config(
                 imported.warnings.append(f"top-level keys not imported: {', '.join(extra)}")
         if not isinstance(section.get("servers"), dict):
             raise ImportFailure(
-                "data", f'{path}: no "servers" mapping (nor "mcp": {{"servers"}}), so not a VS Code configuration'
+                "data", f"{path}: no \"servers\" mapping (nor \"mcp\": {{\"servers\"}}), so not a VS Code configuration"
             )
         entries = _servers_of(section["servers"], "servers", imported)
         declared = section.get("inputs")
@@ -749,7 +756,11 @@ def validate(imported: Imported, base_dir: str, environ: Mapping[str, str]) -> N
         fatal = []
         for problem in problems:
             name = next(
-                (n for n in imported.servers if any(problem.startswith(_join("mcpServers", n) + c) for c in (".", "[", ": "))),
+                (
+                    n
+                    for n in imported.servers
+                    if any(problem.startswith(_join("mcpServers", n) + c) for c in (".", "[", ": "))
+                ),
                 None,
             )
             if name is None:
@@ -778,7 +789,8 @@ def validate(imported: Imported, base_dir: str, environ: Mapping[str, str]) -> N
         if fatal:
             raise ImportFailure(
                 "data",
-                "the result does not pass the gateway's checks:\n" + "\n".join(f"  - {imported.redact(p)}" for p in fatal),
+                "the result does not pass the gateway's checks:\n"
+                + "\n".join(f"  - {imported.redact(p)}" for p in fatal),
             )
         if not progress:
             return

@@ -25,6 +25,17 @@ def selection_of(session: ClientSession) -> Selection:
     return gateway.views.selection(view_of(gateway, session.caller), gateway.catalog)
 
 
+def principal_or_refuse(session: ClientSession, method: str) -> Any:
+    """The caller's principal (None without a policy), or the refusal of C{method}."""
+    policy = session.gateway.policy
+    if not policy.active:
+        return None
+    try:
+        return policy.principal(session.peer)
+    except JsonRpcError as e:
+        raise policy.deny(policy.new_record(session.label, method, session.protocol_version), e.code, e.message, e.data)
+
+
 def visible(session: ClientSession, method: str, kind: str, listing: Listing) -> list[dict[str, Any]]:
     """The definitions of C{listing} (of C{kind}) the session's caller may
     see: those its view selects, as the policy lets it see them."""
@@ -32,14 +43,11 @@ def visible(session: ClientSession, method: str, kind: str, listing: Listing) ->
     policy = session.gateway.policy
     if not policy.active:
         return definitions
-    try:
-        principal = policy.principal(session.peer)
-    except JsonRpcError as e:
-        raise policy.deny(policy.new_record(session.label, method, session.protocol_version), e.code, e.message, e.data)
+    principal = principal_or_refuse(session, method)
     noun = NOUNS[kind]
     shown = policy.listing(principal, noun, definitions, listing.entries)
     policy.audit_listing(session.label, noun, principal, len(shown), len(definitions), session.protocol_version)
     return shown
 
 
-__all__ = ["NOUNS", "selection_of", "visible"]
+__all__ = ["NOUNS", "principal_or_refuse", "selection_of", "visible"]

@@ -102,6 +102,11 @@ def resolved_uri(uri: str) -> str:
     return head + "/".join(out) + tail
 
 
+def principal_killed(rules: PolicyConfig, kills: Mapping[str, set[str]], principal: Principal) -> bool:
+    """Whether the kill switch (the config's or the run-time one) disables C{principal}."""
+    return principal.name in rules.kill_principals or principal.name in kills["principal"]
+
+
 def _kill_patterns(rules: PolicyConfig, kills: Mapping[str, set[str]], kind: str) -> tuple[str, ...]:
     if kind == "tool":
         return rules.kill_tools + tuple(kills["tool"])
@@ -162,7 +167,7 @@ def decide(
     backend = subject.backend
     # How refusals name it (the reason goes into the audit trail too): a URI without its secrets.
     exposed = subject.exposed if subject.kind in ("tool", "prompt") else redact_uri(subject.exposed)
-    if principal.name in rules.kill_principals or principal.name in kills["principal"]:
+    if principal_killed(rules, kills, principal):
         return errors.PRINCIPAL_DISABLED, f"principal {principal.name!r} is disabled by the kill switch"
     if backend in rules.kill_backends or backend in kills["backend"]:
         return errors.BACKEND_DISABLED, f"backend {backend!r} is disabled by the kill switch"
@@ -201,7 +206,7 @@ def server_request_refusal(
     every backend through.  One role's deny is enough to refuse; otherwise
     one known role must let it through (an unknown role has no rights).
     """
-    if principal.name in rules.kill_principals or principal.name in kills["principal"]:
+    if principal_killed(rules, kills, principal):
         return f"principal {principal.name!r} is disabled by the kill switch"
     if backend in rules.kill_backends or backend in kills["backend"]:
         return f"backend {backend!r} is disabled by the kill switch"
@@ -227,4 +232,4 @@ def server_request_refusal(
     return f"no role of {principal.name!r} (roles: {roles}) lets backend {backend!r} send {method} (roles.<name>.serverRequests.{family})"
 
 
-__all__ = ["decide", "names_of", "resolved_uri", "server_request_refusal", "uri_forms"]
+__all__ = ["decide", "names_of", "principal_killed", "resolved_uri", "server_request_refusal", "uri_forms"]

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from twisted_mcp.mcp import errors
+from twisted_mcp.policy.decisions import principal_killed
 
 if TYPE_CHECKING:
     from twisted_mcp.dispatch.gateway import Gateway
@@ -89,7 +90,7 @@ def search_tools(
     """The answer to a call of the search tool (C{params} of the C{tools/call})."""
     settings = session.gateway.surface.search
     policy = session.gateway.policy
-    if policy.active and (principal.name in policy.rules.kill_principals or principal.name in policy.kills["principal"]):
+    if policy.active and principal_killed(policy.rules, policy.kills, principal):
         raise policy.refuse_request(
             session.label,
             "tools/call",

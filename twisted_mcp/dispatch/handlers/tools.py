@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted_mcp.dispatch.handlers.search import search_tools
+from twisted_mcp.dispatch.lists import principal_or_refuse
 from twisted_mcp.dispatch.pages import bound_page
 from twisted_mcp.dispatch.routing import forward_named, refuse, unknown
 from twisted_mcp.dispatch.surface import Fitted, fitted_for, reshaped
@@ -27,17 +28,6 @@ if TYPE_CHECKING:
 
 #: The keys of a call's params that stay with the call when C{call_tool} is unwrapped.
 _CARRIED = ("_meta", "inputResponses", "requestState")
-
-
-def principal_or_refuse(session: ClientSession, method: str) -> Any:
-    """The caller's principal (None without a policy), or the refusal of C{method}."""
-    policy = session.gateway.policy
-    if not policy.active:
-        return None
-    try:
-        return policy.principal(session.peer)
-    except JsonRpcError as e:
-        raise policy.deny(policy.new_record(session.label, method, session.protocol_version), e.code, e.message, e.data)
 
 
 def list_tools(session: ClientSession, request: InFlight, params: dict[str, Any]) -> dict[str, Any]:
@@ -143,4 +133,4 @@ def _resolved(session: ClientSession, fitted: Fitted, params: dict[str, Any], na
     return {**params, "name": shaped}
 
 
-__all__ = ["call_tool", "list_tools", "ordinary_call", "principal_or_refuse"]
+__all__ = ["call_tool", "list_tools", "ordinary_call"]
