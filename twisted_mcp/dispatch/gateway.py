@@ -24,6 +24,7 @@ from twisted_mcp.dispatch.views import DEFAULT_VIEW, Views, view_of
 from twisted_mcp.mcp import errors
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import PolicyConfig
+from twisted_mcp.state.base import SharedState
 from twisted_mcp.wire.jsonrpc import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -80,6 +81,8 @@ class Gateway:
         #: The governed point (identity, access, limits, audit); the
         #: default lets the local principal do everything.
         self.policy = Policy(PolicyConfig(), separator, clock)
+        #: What replicas share (L{twisted_mcp.state}): in-process unless C{state:} is configured.
+        self.state = SharedState()
         self.clock = clock
         self.sessions: set[ClientSession] = set()
         #: Sessions draining their calls in flight.

@@ -74,6 +74,10 @@ TOO_MANY_CONNECTIONS = -31011
 #: An HTTP client resumed a call's stream after more than
 #: http.replayBufferBytes of it had passed: the call was cancelled.
 STREAM_LOST = -31012
+#: The shared state (state.redis) cannot be reached and state.onUnavailable
+#: says to refuse: the rate limits or the kill switch cannot be checked
+#: across replicas.
+STATE_UNAVAILABLE = -31013
 
 # -- reaching a backend (-31030 to -31039) ------------------------------------
 #: The backend that owns the tool is not up (never started, exited, restarting).
@@ -122,6 +126,7 @@ GATEWAY_CODES = frozenset(
         TOO_MANY_CALLS,
         TOO_MANY_CONNECTIONS,
         STREAM_LOST,
+        STATE_UNAVAILABLE,
         BACKEND_UNAVAILABLE,
         BACKEND_TIMEOUT,
         BACKEND_LOST,

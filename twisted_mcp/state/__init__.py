@@ -1,0 +1,9 @@
+"""
+What replicas share: the state seam (L{twisted_mcp.state.base}), its
+C{state:} config section (L{twisted_mcp.state.config}) and its Redis
+implementation (L{twisted_mcp.state.redis}, imported only when configured).
+"""
+
+from twisted_mcp.state.base import BucketSpec, SharedState, Unavailable
+
+__all__ = ["BucketSpec", "SharedState", "Unavailable"]
