@@ -40,7 +40,9 @@ class Replicas(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
 
-    def replica(self, policy_yaml: dict[str, Any], state: SharedState | None, principal: Principal = P) -> tuple[Policy, Catalog, Recorder]:
+    def replica(
+        self, policy_yaml: dict[str, Any], state: SharedState | None, principal: Principal = P
+    ) -> tuple[Policy, Catalog, Recorder]:
         problems: list[str] = []
         rules = parse_policy({"roles": ALLOW, **policy_yaml}, None, problems, {"a", "b"})
         self.assertEqual(problems, [])
@@ -97,7 +99,8 @@ class DefaultStateTests(Replicas):
             call = begin_tool(policy, "s", {"name": "a__read", "arguments": {}}, catalog)
             self.assertIsNone(call.specs)
             self.assertEqual([type(s) for s in call.slots], [Slots])
-            call.dispatch(lambda: catalog.entries["a__read"].backend.call("tools/call", {}))
+            backend = catalog.entries["a__read"].backend
+            call.dispatch(lambda: backend.call("tools/call", {}))  # noqa: B023 (called at once)
             self.assertEqual(len(self.calls(catalog, "a__read")), 1)  # no Deferred in between
             self.assertEqual(len(policy._principal_buckets), 1)
             self.assertIsInstance(policy.state, SharedState)
@@ -135,18 +138,25 @@ class SharedRateTests(Replicas):
 
     def test_bucketsNamedAlikeOnEveryReplica(self) -> None:
         rates, [(a, ca, _), (b, cb, _)] = self.two(
-            policy={"limits": {"principal": {"rate": 1, "burst": 5}, "tools": [{"tool": "a__*", "rate": 1, "burst": 5}], "backends": {"a": {"rate": 1, "burst": 5}}}}
+            policy={
+                "limits": {
+                    "principal": {"rate": 1, "burst": 5},
+                    "tools": [{"tool": "a__*", "rate": 1, "burst": 5}],
+                    "backends": {"a": {"rate": 1, "burst": 5}},
+                }
+            }
         )
         self.call(a, ca, "a__read")
         self.call(b, cb, "a__read")
         self.assertEqual(rates.takes[0], rates.takes[1])
-        self.assertEqual([(s.key, s.kind) for s in rates.takes[0]], [("p\x00p", "principal"), ("t\x00p\x000\x00a__read", "tool"), ("b\x00a", "backend")])
+        self.assertEqual(
+            [(s.key, s.kind) for s in rates.takes[0]],
+            [("p\x00p", "principal"), ("t\x00p\x000\x00a__read", "tool"), ("b\x00a", "backend")],
+        )
 
     def test_tokensGivenBackOnALaterBusy(self) -> None:
         """A call that took its token and is then refused BUSY gives it back (once)."""
-        rates, [(a, ca, audit), _] = self.two(
-            policy={**LIMITED, "concurrency": {"backends": {"a": {"max": 1, "queue": 0}}}}
-        )
+        rates, [(a, ca, audit), _] = self.two(policy={**LIMITED, "concurrency": {"backends": {"a": {"max": 1, "queue": 0}}}})
         first = self.call(a, ca, "a__read")
         e = self.refusal(a, ca, "a__read")
         self.assertEqual(e.code, errors.BUSY)
@@ -210,7 +220,9 @@ CONCURRENT = {"concurrency": {"backends": {"a": {"max": 1, "queue": 1, "queueTim
 
 
 class LeaseTests(Replicas):
-    def two(self, policy: dict[str, Any] = CONCURRENT, **options: Any) -> tuple[FakeLeases, list[tuple[Policy, Catalog, Recorder]]]:
+    def two(
+        self, policy: dict[str, Any] = CONCURRENT, **options: Any
+    ) -> tuple[FakeLeases, list[tuple[Policy, Catalog, Recorder]]]:
         leases = FakeLeases()
         return leases, [self.replica(policy, FakeState(f"r{i}", leases=leases, **options)) for i in (1, 2)]
 
@@ -309,7 +321,9 @@ class LeaseTests(Replicas):
         leases, [(a, ca, _), _] = self.two()
         first = self.call(a, ca, "a__read")
         problems: list[str] = []
-        new = Policy(parse_policy({"roles": ALLOW, **CONCURRENT}, None, problems, {"a", "b"}), "__", self.clock, lambda peer: P, Recorder())
+        new = Policy(
+            parse_policy({"roles": ALLOW, **CONCURRENT}, None, problems, {"a", "b"}), "__", self.clock, lambda peer: P, Recorder()
+        )
         new.inherit(a)
         new.catalog_changed(ca.entries)
         self.assertIs(new.state, a.state)  # not given: the old one's
@@ -396,7 +410,9 @@ class FlagTests(Replicas):
     def test_approvalLiftsTheQuarantineAndIsWritten(self) -> None:
         lock = self.mktemp()
         catalog = _catalog(("a", ["read", "write"]), ("b", ["x"]))
-        pinned = [(n, e.backend.name, e.tool, {**e.definition, "name": e.tool}) for n, e in catalog.entries.items() if n != "b__x"]
+        pinned = [
+            (n, e.backend.name, e.tool, {**e.definition, "name": e.tool}) for n, e in catalog.entries.items() if n != "b__x"
+        ]
         write_lock(lock, pinned)
         flags = FakeFlags()
         rules = parse_policy({"roles": ALLOW, "pinning": {"mode": "enforce", "lockFile": lock}}, None, [], {"a", "b"})

@@ -50,21 +50,21 @@ from typing import Any, Callable, Iterable
 from twisted.internet.defer import fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from twisted_mcp.mcp import errors
 from twisted_mcp.policy.arguments import ArgumentError, Validators
 from twisted_mcp.policy.audit.records import digest_arguments, redact_uri
 from twisted_mcp.policy.breaker import Breaker
-from twisted_mcp.policy.call import Call, _up
-from twisted_mcp.policy.call import rate_refusal
+from twisted_mcp.policy.call import Call, _up, rate_refusal
 from twisted_mcp.policy.decisions import decide, names_of, server_request_refusal
 from twisted_mcp.policy.flags import changed_approvals, read_flags, write_approvals
 from twisted_mcp.policy.limits import Slots, TokenBucket, forget_full
 from twisted_mcp.policy.pinning import Pins, pinned_definitions
-from twisted_mcp.policy.shared_limits import LeaseSlots
 from twisted_mcp.policy.principal import IdentityError, Principal
 from twisted_mcp.policy.refusals import CoalescedRefusal, RefusalBudget, describe
 from twisted_mcp.policy.rules import PolicyConfig, any_match
+from twisted_mcp.policy.shared_limits import LeaseSlots
 from twisted_mcp.policy.subject import DATA_KEYS, LISTING_METHODS, NAME_KEYS, WORDS, Subject, original_of
 from twisted_mcp.state.base import BucketSpec, SharedState
 from twisted_mcp.wire.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, JsonRpcError
@@ -82,6 +82,14 @@ _ARGUMENTS = {"tools/call": "arguments", "prompts/get": "arguments", "completion
 
 #: What C{audit_reverse} accepts as the outcome of a request a backend sent a client.
 REVERSE_OUTCOMES = ("ok", "error", "cancelled", "refused")
+
+
+def _not_shared(failure: Failure, tool: str) -> None:
+    log.warn(
+        "tool {tool}: its quarantine could not be shared with the other replicas ({why}); it applies on this one",
+        tool=tool,
+        why=failure.getErrorMessage(),
+    )
 
 
 #: The source of L{Policy.epoch}.
@@ -435,14 +443,7 @@ class Policy:
                 d = flags.set("quarantine", name, why)
             except Exception as e:
                 d = fail(e)
-            d.addErrback(
-                lambda f, name=name: log.warn(
-                    "tool {tool}: its quarantine could not be shared with the other replicas ({why}); "
-                    "it applies on this one",
-                    tool=name,
-                    why=f.getErrorMessage(),
-                )
-            )
+            d.addErrback(_not_shared, name)
 
     def listing(
         self, principal: Principal, kind: str, listing: list[dict[str, Any]], entries: dict[str, Any]
