@@ -298,9 +298,9 @@ class Policy:
         self._approvals = dict(old._approvals)
         self.pins.pinned.update(changed_approvals(self.pins.pinned, self._approvals))
         self.pins.set_shared(old.pins.shared)
-        if self.state.breakers is not None:
-            for breaker in self.breakers.values():
-                breaker.on_change = self._publish_breaker
+        publish = self._publish_breaker if self.state.breakers is not None else None
+        for breaker in self.breakers.values():
+            breaker.on_change = publish
 
     def current(self) -> "Policy":
         """The policy in force now: this one, or the last that replaced it."""
