@@ -516,3 +516,66 @@ class FlagsProblemTests(Replicas):
         self.assertEqual((new.flags_problem, new.revoked), (self.PROBLEM, {"jti-1"}))
         self.assertIs(new.revoked, policy.revoked)
         self.assertEqual(new.kills["tool"], {"a__write"})
+
+
+class ThroughTheGatewayTests(SynchronousTestCase):
+    """A refusal made when the call is dispatched reaches the client as an answer, audited once."""
+
+    def replica(self, clock: Clock, rates: FakeRates, name: str) -> tuple[list[bytes], Any, Recorder, Any]:
+        from twisted_mcp.dispatch.gateway import Gateway
+        from twisted_mcp.dispatch.session import ClientSession
+        from twisted_mcp.frontends.stream import deliver, line_caller
+
+        from .test_policy import FakeBackend
+
+        rules = parse_policy({"roles": ALLOW, **LIMITED}, None, [], {"a"})
+        backend = FakeBackend("a", ["read"])
+        gateway = Gateway([backend], "__", clock, 5.0)
+        audit = Recorder()
+        gateway.policy = Policy(rules, "__", clock, lambda peer: P, audit, state=FakeState(name, rates=rates))
+        backend._first_discovery_done()
+        gateway.start()
+        out: list[bytes] = []
+        session = ClientSession(gateway, line_caller(out.append, name, None))
+
+        def send(message: dict[str, Any]) -> None:
+            deliver(session, json.dumps(message).encode())
+
+        send(
+            {
+                "jsonrpc": "2.0",
+                "id": 0,
+                "method": "initialize",
+                "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "c"}},
+            }
+        )
+        send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        del out[:]
+        return out, send, audit, (session, backend)
+
+    def test_sharedRateLimitRefusalAnswered(self) -> None:
+        clock = Clock()
+        rates = FakeRates(clock)
+        out1, send1, _, (_, backend1) = self.replica(clock, rates, "r1")
+        out2, send2, audit2, (session2, backend2) = self.replica(clock, rates, "r2")
+        call = {"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "a__read", "arguments": {}}}
+        send1({**call, "id": 1})
+        send2({**call, "id": 2})
+        rates.hold = True
+        send2({**call, "id": 3})
+        self.assertEqual(out2, [])  # the answer waits for the shared store
+        rates.flush()
+        (answer,) = [json.loads(line) for line in out2]
+        self.assertEqual(answer["id"], 3)
+        self.assertEqual(answer["error"]["code"], errors.RATE_LIMITED)
+        self.assertEqual(answer["error"]["data"], {"retryAfter": 2.0, "limit": "principal"})
+        self.assertEqual(len(backend2.calls), 1)
+        self.assertEqual(len(session2.in_flight), 1)  # the refused call is no longer in flight: only id 2
+        denied = [r for r in audit2.records if r["decision"] == "deny"]
+        self.assertEqual([(r["error_code"], r["principal"], r["tool"]) for r in denied], [(errors.RATE_LIMITED, "p", "a__read")])
+        self.assertEqual(len([r for r in audit2.records if r["method"] == "tools/call"]), 1)
+        for backend in (backend1, backend2):
+            backend.calls[0].callback({"content": []})
+        self.assertEqual([json.loads(line)["id"] for line in out1], [1])
+        self.assertEqual(len(session2.in_flight), 0)
+        self.assertEqual(clock.getDelayedCalls(), [])
