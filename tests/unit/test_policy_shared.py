@@ -434,6 +434,29 @@ class FlagTests(Replicas):
         # Its own find gone, the replica took back what it published.
         self.assertEqual(flags.sets[-1], ("quarantine", "b__x", None))
 
+    def test_approvalThroughAStoreThatAnswersAtOnce(self) -> None:
+        """The approval's review takes back this replica's published
+        quarantine; a store that tells watchers at once calls apply_flags
+        from within: the newer flags win."""
+        lock = self.mktemp()
+        catalog = _catalog(("a", ["read", "write"]), ("b", ["x"]))
+        write_lock(
+            lock,
+            [(n, e.backend.name, e.tool, {**e.definition, "name": e.tool}) for n, e in catalog.entries.items() if n != "b__x"],
+        )
+        flags = FakeFlags()
+        rules = parse_policy({"roles": ALLOW, "pinning": {"mode": "enforce", "lockFile": lock}}, None, [], {"a", "b"})
+        policy = Policy(rules, "__", self.clock, lambda peer: P, Recorder(), state=FakeState(flags=flags))
+        policy.catalog_changed(catalog.entries)
+        flags.watch(policy.apply_flags)
+        self.assertEqual(flags.flags["quarantine"], {"b__x": "new tool, not in the lock file"})
+        pin = {"backend": "b", "tool": "x", "digest": digest({**catalog.entries["b__x"].definition, "name": "x"})}
+        flags.set("approval", "b__x", json.dumps(pin))
+        self.assertEqual(flags.flags["quarantine"], {})
+        self.assertEqual(policy.pins.quarantined, {})
+        self.call(policy, catalog, "b__x")
+        self.assertEqual(len(self.calls(catalog, "b__x")), 1)
+
     def test_malformedApprovalIgnored(self) -> None:
         policy, catalog, _ = self.replica({}, FakeState(flags=FakeFlags()))
         epoch = policy.epoch

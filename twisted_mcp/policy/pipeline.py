@@ -181,6 +181,8 @@ class Policy:
         self._published: dict[str, str] = {}
         #: Malformed flags already logged.
         self._reported: set[tuple[str, str]] = set()
+        self._applying = False
+        self._next_flags: dict[str, dict[str, str]] | None = None
 
     def _use_state(self, state: SharedState) -> None:
         self.state = state
@@ -1019,6 +1021,23 @@ class Policy:
 
         @return: whether anything changed.
         """
+        if self._applying:
+            # Called from within (a store that tells its watchers at once of
+            # what this replica publishes): applied when this one is done.
+            self._next_flags = snapshot
+            return False
+        self._applying = True
+        try:
+            changed = self._apply_flags(snapshot)
+            while self._next_flags is not None:
+                snapshot, self._next_flags = self._next_flags, None
+                changed = self._apply_flags(snapshot) or changed
+        finally:
+            self._applying = False
+            self._next_flags = None
+        return changed
+
+    def _apply_flags(self, snapshot: dict[str, dict[str, str]]) -> bool:
         flags = read_flags(snapshot, self._reported)
         changed = False
         for kind, names in flags.kills.items():
