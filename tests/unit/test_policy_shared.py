@@ -244,6 +244,17 @@ class LeaseTests(Replicas):
         # Each release gave back exactly the lease its call held.
         self.assertEqual(leases.released, [("b\x00a", "lease-1"), ("b\x00a", "lease-2")])
 
+    def test_backendAndToolLeasesBothHeldAndGivenBack(self) -> None:
+        policy = {"concurrency": {"backends": {"a": {"max": 2}}, "tools": [{"tool": "a__write", "max": 1, "queue": 0}]}}
+        leases, [(a, ca, _), (b, cb, _)] = self.two(policy)
+        first = self.call(a, ca, "a__write")
+        self.assertEqual(leases.held, {"b\x00a": {"lease-1"}, "t\x000\x00a__write": {"lease-2"}})
+        self.assertEqual(self.refusal(b, cb, "a__write").code, errors.BUSY)  # the tool's one slot is held on replica 1
+        self.assertEqual(leases.held["b\x00a"], {"lease-1"})  # the refused call gave its backend lease back
+        self.calls(ca, "a__write")[0].callback({"content": []})
+        self.successResultOf(first)
+        self.assertEqual(leases.held, {"b\x00a": set(), "t\x000\x00a__write": set()})
+
     def test_aLocalReleaseWakesTheNextAtOnce(self) -> None:
         _, [(a, ca, _), _] = self.two()
         first = self.call(a, ca, "a__read")
