@@ -295,6 +295,17 @@ class LeaseTests(Replicas):
         self.calls(ca, "a__read")[0].callback({"content": []})
         self.assertEqual(leases.held["b\x00a"], set())
 
+    def test_aLeaseGrantedAfterTheCallWasCancelledIsGivenBack(self) -> None:
+        leases, [(a, ca, _), _] = self.two()
+        leases.hold = True
+        d = self.call(a, ca, "a__read")
+        d.cancel()
+        self.failureResultOf(d)
+        leases.flush()
+        self.assertEqual(leases.held["b\x00a"], set())
+        self.assertEqual(leases.released, [("b\x00a", "lease-1")])
+        self.assertEqual(self.calls(ca, "a__read"), [])
+
     def test_unavailableRefuses(self) -> None:
         leases, [(a, ca, audit), _] = self.two()
         leases.unavailable = "Redis down"
