@@ -252,7 +252,7 @@ class SharedStateSync:
 
         def done(results: list[tuple[bool, Any]]) -> tuple[bool, str | None]:
             self._writing -= 1
-            failed = [change for change, (ok, _) in zip(changes, results) if not ok]
+            failed = [change for change, (ok, _) in zip(changes, results, strict=True) if not ok]
             for ok, result in results:
                 if not ok and not result.check(Unavailable):
                     log.failure("shared state: writing a flag failed", result)

@@ -379,10 +379,10 @@ class Authenticator:
                 raise IdentityError(_without(e.message, token), e.reason) from None
             if len(self._verified) >= self.bearer_cache_size:
                 self._verified.clear()
-            ids = ("sha256:" + digest.hex(), jti) if jti else ("sha256:" + digest.hex(),)
+            ids: tuple[str, ...] = ("sha256:" + digest.hex(), jti) if jti else ("sha256:" + digest.hex(),)
             verified = self._verified[digest] = (now, principal, times, ids)
-        _, principal, (exp, nbf, iat), ids = verified
-        if self._revoked is not None and is_revoked(self._revoked(), ids):
+        _, principal, (exp, nbf, iat), token_ids = verified
+        if self._revoked is not None and is_revoked(self._revoked(), token_ids):
             raise IdentityError(REVOKED_MESSAGE, "revoked")
         leeway = self._jwt.leeway
         if exp is not None and exp <= now - leeway:
