@@ -180,8 +180,9 @@ class SharedStateSync:
             if not force and snapshot == self.snapshot and policy is self._applied_to:
                 self._apply_problem()
                 return
+            self._apply(policy, snapshot, notify=True)
             self.snapshot = snapshot
-            self.apply_to(policy, notify=True)
+            self._applied_to = policy
             self._apply_problem()
         except Exception:
             log.failure("shared state: applying the flags failed")
@@ -192,17 +193,23 @@ class SharedStateSync:
         this way, with C{notify} False: the reload tells the clients);
         whether anything changed.
         """
+        if self.snapshot is None:
+            return False
+        changed = self._apply(policy, self.snapshot, notify)
         self._applied_to = policy
+        return changed
+
+    def _apply(self, policy: Any, snapshot: dict[str, dict[str, str]], notify: bool) -> bool:
         apply = getattr(policy, "apply_flags", None)
-        if self.snapshot is None or apply is None:
+        if apply is None:
             return False
         before = self._views() if notify else None
-        changed = bool(apply(self.snapshot))
+        changed = bool(apply(snapshot))
         if changed:
             told = self._notify(before) if notify else 0
-            counts = ", ".join(f"{kind} {len(names)}" for kind, names in sorted(self.snapshot.items()) if names) or "none set"
+            counts = ", ".join(f"{kind} {len(names)}" for kind, names in sorted(snapshot.items()) if names) or "none set"
             log.info(
-                "shared state: flags from the other replicas applied ({counts}); {told} client(s) told their lists changed",
+                "shared state: flags applied ({counts}); {told} client(s) told their lists changed",
                 counts=counts,
                 told=told,
             )
