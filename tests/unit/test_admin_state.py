@@ -188,8 +188,9 @@ class TestSharedActions:
         world, state, sync = shared
         world.ready()
         state.flags.hold = True
-        transport = world.start(b"POST", b"/kill", json.dumps({"kind": "tool", "name": "alpha__add"}).encode(),
-                                {"Content-Type": "application/json"})
+        transport = world.start(
+            b"POST", b"/kill", json.dumps({"kind": "tool", "name": "alpha__add"}).encode(), {"Content-Type": "application/json"}
+        )
         assert transport.value() == b""
         assert world.gateway.policy.kills["tool"] == {"alpha__add"}  # applied here at once
         state.flags.release()

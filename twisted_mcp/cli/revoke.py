@@ -14,12 +14,12 @@ import argparse
 import sys
 from typing import Any
 
-from twisted_mcp.cli._common import EX_DATAERR, EX_NOINPUT, EX_OK, EX_TEMPFAIL
+from twisted_mcp.cli._common import EX_DATAERR, EX_NOINPUT, EX_OK, EX_PROTOCOL, EX_TEMPFAIL
 from twisted_mcp.cli.admin_client import _admin_call, _admin_command, _Fail, _refusal
 
 DESCRIPTION = (
     "Revoke a bearer token (identity.jwt) on a running gateway: every request that presents it is refused "
-    "from now on with AUTHENTICATION_FAILED (\"the token was revoked\"). With a shared state (state: in the "
+    'from now on with AUTHENTICATION_FAILED ("the token was revoked"). With a shared state (state: in the '
     "config, Redis) every replica refuses it within a second, and the revocation lasts as long as Redis keeps "
     "it; without one it applies to this gateway process only and is kept in memory: a restart forgets it "
     "(revoke it at its issuer too). Give the token in a file (--token-in) or on standard input "
@@ -58,7 +58,7 @@ def revoke(args: argparse.Namespace) -> int:
         return EX_DATAERR
     ident = answer.get("revoked") if isinstance(answer, dict) else None
     if not isinstance(ident, str):
-        raise _Fail(EX_DATAERR, "unexpected answer to /revoke (no \"revoked\" id)")
+        raise _Fail(EX_PROTOCOL, 'unexpected answer to /revoke (no "revoked" id)')
     print(f"revoked: {ident}")
     if answer.get("shared") is True:
         print("every replica refuses it from now on")
@@ -70,7 +70,9 @@ def revoke(args: argparse.Namespace) -> int:
 
 def add_command(sub: Any, admin_options: Any) -> None:
     """Add C{revoke} to the C{twisted-mcp} subcommands."""
-    rv = sub.add_parser("revoke", help="revoke a bearer token on a running gateway (every replica with state:)", description=DESCRIPTION)
+    rv = sub.add_parser(
+        "revoke", help="revoke a bearer token on a running gateway (every replica with state:)", description=DESCRIPTION
+    )
     admin_options(rv)
     which = rv.add_mutually_exclusive_group(required=True)
     which.add_argument(

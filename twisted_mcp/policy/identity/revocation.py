@@ -99,8 +99,6 @@ def revoke_request_id(body: dict[str, Any]) -> tuple[str | None, str | None]:
     return jti, None
 
 
-
-
 def revoked_ids(policy: Any) -> set[str]:
     """
     The set of revoked token ids C{policy} enforces (C{policy.revoked}),
