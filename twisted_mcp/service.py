@@ -256,11 +256,8 @@ class GatewayService(Reloading, MultiService):
 
     def _start_state(self) -> None:
         """Start the shared state (never waits: a store that does not answer starts unavailable)."""
-        state = self.state
-        if state.kind != "local":
-            log.info("shared state: {state}; this replica is {replica}", state=state.describe(), replica=state.replica)
         self.state_sync.start()
-        d = state.start()
+        d = self.state.start()
         d.addCallback(lambda _: self.state_sync.started())
         d.addErrback(lambda f: log.failure("shared state: starting it failed", f))
 
