@@ -362,7 +362,7 @@ class AdminResource(Resource):
             return 415, "the body must be sent as Content-Type: application/json"
         if not self.service.config.gateway.adminToken and not isinstance(request.getHost(), UNIXAddress):
             return 403, (
-                "actions (reload, kill, pins/approve, oauth/*) need gateway.adminToken on a TCP admin endpoint "
+                "actions (reload, kill, pins/approve, revoke, oauth/*) need gateway.adminToken on a TCP admin endpoint "
                 "(or serve the admin endpoint on a Unix socket)"
             )
         return None
