@@ -22,7 +22,7 @@ from twisted_mcp.mcp import errors
 from twisted_mcp.ops.shared_state import SharedStateSync, flags_problem_message
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import PolicyConfig
-from twisted_mcp.service import GatewayService, make_state
+from twisted_mcp.service import _POLICY_TAKES_STATE, GatewayService, make_state
 from twisted_mcp.state.base import FLAG_KINDS, SharedState, Unavailable
 
 from .test_admin import LIST_CHANGED, World, config
@@ -393,3 +393,12 @@ class TestService:
         assert order[-1] == "front stopped, state ['start']"
         assert state.calls == ["start", "stop"]
         assert d.called
+
+    @pytest.mark.skipif(not _POLICY_TAKES_STATE, reason="Policy does not take the shared state yet (the Policy side of issue 15)")
+    def test_the_policy_and_a_reload_s_policy_get_the_state(self) -> None:
+        state = FakeState()
+        service = GatewayService(config(names=()), Clock(), MemoryReactor(), state=state)
+        assert service.gateway.policy.state is state
+        applied, changes, problems = service.reload(lambda: config(names=()))
+        assert applied, problems
+        assert service.gateway.policy.state is state
