@@ -108,7 +108,9 @@ class FakeState(SharedState):
 class Replica:
     """One gateway and its HTTP front, sharing C{store} with the other replicas."""
 
-    def __init__(self, name: str, clock: Clock, store: FakeSessionStore | None, settings: HttpSettings, sessions: str = "local") -> None:
+    def __init__(
+        self, name: str, clock: Clock, store: FakeSessionStore | None, settings: HttpSettings, sessions: str = "local"
+    ) -> None:
         self.backend = FakeBackend("alpha", ["echo"], resources=["alpha://doc"])
         self.backend.capabilities = {"tools": {}, "resources": {"subscribe": True}, "logging": {}}
         self.backend._first_discovery_done()
@@ -182,7 +184,9 @@ class ServedElsewhereTests(SharedCase):
         (backend_call,) = self.b.calls()
         self.assertEqual(self.a.calls(), [])
         backend_call.deferred.callback({"content": [{"type": "text", "text": "from b"}]})
-        self.assertEqual(c.response().json(), {"jsonrpc": "2.0", "id": 3, "result": {"content": [{"type": "text", "text": "from b"}]}})
+        self.assertEqual(
+            c.response().json(), {"jsonrpc": "2.0", "id": 3, "result": {"content": [{"type": "text", "text": "from b"}]}}
+        )
         # Once here, no more lookups.
         self.assertEqual(self.store.loads, [sid])
         self.assertEqual(self.b.exchange(PING, sid).status, 200)
@@ -238,6 +242,17 @@ class ServedElsewhereTests(SharedCase):
         self.assertIn("owner is not a SHA-256", lines[0])
         self.assertEqual(len(self.b.resource.table), 0)
 
+    def test_aRecordTheStoreCannotReadIs404AndOneLogLine(self) -> None:
+        """The store fails with something other than Unavailable (a value that is not JSON): 404, logged."""
+        sid = self.initialize()
+        self.store.load = lambda sid: fail(ValueError("Expecting value: line 1 column 1 (char 0)"))  # type: ignore[method-assign]
+        with capturedLogs() as events:
+            r = self.b.exchange(LIST, sid)
+        self.assertEqual(r.status, 404)
+        lines = [formatEvent(e) for e in events if "cannot be read" in formatEvent(e)]
+        self.assertEqual(len(lines), 1)
+        self.assertNotIn(sid, lines[0])
+
     def test_aNotificationAndAGetStreamWork(self) -> None:
         """A notification (202) and the session's GET stream on B are served from the record too."""
         sid = self.initialize()
@@ -270,6 +285,16 @@ class LifetimeTests(SharedCase):
         self.assertEqual(self.b.exchange(None, sid, "DELETE").status, 204)
         self.assertEqual((len(self.a.resource.table), len(self.b.resource.table)), (0, 0))
         self.assertNotIn(sid, self.store.records)
+        self.assertEqual(self.b.resource.table.count, 0)  # not rebuilt just to be ended
+        self.assertEqual(self.a.gateway.sessions, set())
+        self.assertEqual(self.b.exchange(None, sid, "DELETE").status, 404)
+
+    def test_deleteByAnotherIdentityIs404AndKeepsTheSession(self) -> None:
+        sid = self.initialize()
+        other = http_site(self.b.gateway, self.clock, GatewaySettings(), self.settings, "http:tcp:9090:interface=127.0.0.1")
+        self.assertEqual(self.b.exchange(None, sid, "DELETE", site=other).status, 404)
+        self.assertIn(sid, self.store.records)
+        self.assertEqual(len(self.a.resource.table), 1)
 
     def test_aLocalExpiryKeepsTheRecord(self) -> None:
         """B's copy idles out: only B forgets it; the record stays and B serves it again from the record."""
@@ -304,7 +329,10 @@ class LifetimeTests(SharedCase):
         subscribe.deferred.callback({})
         self.assertEqual(c.response().json()["result"], {})
         self.assertEqual(self.record(sid)["subscriptions"], ["alpha://doc"])
-        self.assertEqual(self.a.exchange({"jsonrpc": "2.0", "id": 5, "method": "logging/setLevel", "params": {"level": "debug"}}, sid).status, 200)
+        self.assertEqual(
+            self.a.exchange({"jsonrpc": "2.0", "id": 5, "method": "logging/setLevel", "params": {"level": "debug"}}, sid).status,
+            200,
+        )
         self.assertEqual(self.record(sid)["logLevel"], "debug")
         saves = len(self.store.saves)
         self.assertEqual(self.a.exchange(PING, sid).status, 200)
@@ -323,17 +351,26 @@ class LifetimeTests(SharedCase):
         # An update at B's backend reaches the client's stream on B.
         g = Connection(self.b.site)
         g.send("GET", None, {"mcp-session-id": sid, "accept": "text/event-stream", "content-type": None})
-        self.b.gateway.reverse.server_notification(self.b.backend, "notifications/resources/updated", {"uri": "alpha://doc"}, None)
+        self.b.gateway.reverse.server_notification(
+            self.b.backend, "notifications/resources/updated", {"uri": "alpha://doc"}, None
+        )
         self.assertEqual(g.response().events()[-1]["method"], "notifications/resources/updated")
         g.close()
         # Unsubscribing on B is saved too.
-        self.assertEqual(self.b.exchange({"jsonrpc": "2.0", "id": 6, "method": "resources/unsubscribe", "params": {"uri": "alpha://doc"}}, sid).status, 200)
+        self.assertEqual(
+            self.b.exchange(
+                {"jsonrpc": "2.0", "id": 6, "method": "resources/unsubscribe", "params": {"uri": "alpha://doc"}}, sid
+            ).status,
+            200,
+        )
         self.assertEqual(self.record(sid)["subscriptions"], [])
         self.assertEqual(self.record(sid)["replica"], "replica-a")
 
     def test_rebuiltSessionsCountAgainstTheLimits(self) -> None:
         """http.maxSessionsPerPrincipal on B counts the sessions it serves from records: one over is 429."""
-        b = Replica("replica-b", self.clock, self.store, HttpSettings(sessionIdleTimeout=60.0, maxSessions=4, maxSessionsPerPrincipal=1))
+        b = Replica(
+            "replica-b", self.clock, self.store, HttpSettings(sessionIdleTimeout=60.0, maxSessions=4, maxSessionsPerPrincipal=1)
+        )
         sid = self.initialize()
         self.initialize(b)
         r = b.exchange(LIST, sid)

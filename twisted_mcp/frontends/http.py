@@ -79,7 +79,7 @@ from twisted_mcp.frontends.http_errors import error_response as _error
 from twisted_mcp.frontends.http_errors import plain_response as _plain
 from twisted_mcp.frontends.http_modern import StatelessClients
 from twisted_mcp.frontends.http_sessions import SESSION_ID_RE, HttpSession, SessionTable, owner_of
-from twisted_mcp.frontends.http_shared import SessionRecord, SharedSessions, owner_digest, record_of, restore
+from twisted_mcp.frontends.http_shared import SessionRecord, SharedSessions, owner_digest, record_of, restore, session_ref
 from twisted_mcp.frontends.http_streams import SseStream, parse_event_id
 from twisted_mcp.frontends.oauth_routes import OAuthRoutes
 from twisted_mcp.frontends.stream import peer_key
@@ -432,11 +432,15 @@ class McpResource(Resource):
         hs = self._find(request, peer, view)
         return _not_found(request) if type(hs) is str else hs
 
-    def _with_session(self, request: Request, peer: Peer, view: str | None, then: Callable[[HttpSession], Any]) -> Any:
+    def _with_session(
+        self, request: Request, peer: Peer, view: str | None, then: Callable[[HttpSession], Any], elsewhere: Callable[[str], Any] | None = None
+    ) -> Any:
         """
         C{then(hs)} with the request's session, or the error written for it.
         With a shared session store, a session unknown here is looked up
-        there first (the request waits; L{_looked_up} goes on).
+        there first (the request waits; L{_looked_up} goes on): it is
+        rebuilt here from its record, or (with C{elsewhere}) C{elsewhere(sid)}
+        is answered once its record showed it is the client's.
         """
         hs = self._find(request, peer, view)
         if type(hs) is not str:
@@ -454,7 +458,7 @@ class McpResource(Resource):
             return _error(request, 503, errors.GATEWAY_SHUTTING_DOWN, "the gateway is shutting down")
         waiter = self.shared.lookup(store, hs)
         request.notifyFinish().addErrback(lambda _: waiter.cancel())
-        waiter.addCallback(self._looked_up, request, peer, view, hs, then)
+        waiter.addCallback(self._looked_up, request, peer, view, hs, then, elsewhere)
         waiter.addErrback(self._lookup_failed, request)
         return NOT_DONE_YET
 
@@ -481,7 +485,16 @@ class McpResource(Resource):
 
     # -- sessions other replicas created -------------------------------------------
 
-    def _looked_up(self, outcome: Any, request: Request, peer: Peer, view: str | None, sid: str, then: Callable[[HttpSession], Any]) -> None:
+    def _looked_up(
+        self,
+        outcome: Any,
+        request: Request,
+        peer: Peer,
+        view: str | None,
+        sid: str,
+        then: Callable[[HttpSession], Any],
+        elsewhere: Callable[[str], Any] | None,
+    ) -> None:
         """
         The shared store answered for C{sid}, which this request names:
         the session is served here (rebuilt from its record, once however
@@ -493,9 +506,15 @@ class McpResource(Resource):
         if self.closing:
             body = _error(request, 503, errors.GATEWAY_SHUTTING_DOWN, "the gateway is shutting down")
         else:
-            found = self._find(request, peer, view)  # rebuilt meanwhile, for another request that waited
-            hs = self._from_record(request, peer, view, sid, outcome) if type(found) is str else found
-            body = then(hs) if isinstance(hs, HttpSession) else hs
+            found: Any = self._find(request, peer, view)  # rebuilt meanwhile, for another request that waited
+            if type(found) is str:
+                found = self._from_record(request, peer, view, sid, outcome)
+                if isinstance(found, SessionRecord):
+                    if elsewhere is not None:
+                        found = elsewhere(sid)
+                    else:
+                        found = self._rebuild(request, peer, sid, found)
+            body = then(found) if isinstance(found, HttpSession) else found
         if body is NOT_DONE_YET or request.finished or request.channel is None:
             return
         request.setHeader(b"content-length", b"%d" % len(body))
@@ -512,8 +531,8 @@ class McpResource(Resource):
             request.write(body)
             request.finish()
 
-    def _from_record(self, request: Request, peer: Peer, view: str | None, sid: str, outcome: Any) -> HttpSession | bytes:
-        """The session C{sid} rebuilt from the store's C{outcome}, or the refusal written."""
+    def _from_record(self, request: Request, peer: Peer, view: str | None, sid: str, outcome: Any) -> SessionRecord | bytes:
+        """The record of C{sid} the store answered (C{outcome}), if this request may use it; else the refusal written."""
         if isinstance(outcome, Unavailable):
             return self._store_unavailable(request, outcome)
         if outcome is None:
@@ -523,16 +542,16 @@ class McpResource(Resource):
         if record.owner != owner_digest(owner):
             if self.shared.foreign(sid):
                 log.warn(
-                    "HTTP client session {sid}... (created by replica {replica}): its id was presented by another client "
+                    "HTTP client session {ref} (created by replica {replica}): its id was presented by another client "
                     "identity; answered 404 (logged once per session)",
-                    sid=sid[:8],
+                    ref=session_ref(sid),
                     replica=record.replica,
                 )
             return _not_found(request)
         if record.view != view:
-            log.debug("HTTP client session {sid}...: its id was presented on another path; answered 404", sid=sid[:8])
+            log.debug("HTTP client session {ref}: its id was presented on another path; answered 404", ref=session_ref(sid))
             return _not_found(request)
-        return self._rebuild(request, peer, sid, record)
+        return record
 
     def _store_unavailable(self, request: Request, why: Unavailable) -> bytes:
         """A session unknown here while the shared store cannot be reached: 404 or 503, as C{state.onUnavailable.sessions} says."""
@@ -618,7 +637,7 @@ class McpResource(Resource):
             else:
                 size = 0
                 error = message.get("error")
-                if type(error) is dict:
+                if type(error) is dict and not hs.ended:
                     log.warn(
                         "HTTP client session {client}: its subscription to {uri} could not be made again on this replica: {why}",
                         client=hs.label,
@@ -1003,11 +1022,20 @@ class McpResource(Resource):
     # -- DELETE --------------------------------------------------------------
 
     def render_DELETE(self, request: Request, peer: Peer, view: str | None = None) -> Any:
-        return self._with_session(request, peer, view, lambda hs: self._delete_in(request, hs))
+        return self._with_session(request, peer, view, lambda hs: self._delete_in(request, hs), lambda sid: self._delete_elsewhere(request, sid))
 
     def _delete_in(self, request: Request, hs: HttpSession) -> bytes:
         """DELETE: C{hs} ends here, and (shared) its record goes and every replica ends its copy."""
         self._end(hs, "the client ended it (DELETE)", shared=True)
+        request.setResponseCode(204)
+        return b""
+
+    def _delete_elsewhere(self, request: Request, sid: str) -> bytes:
+        """DELETE of a session other replicas serve (its record is the client's): the record goes, and every replica ends its copy."""
+        store = self.shared.store()
+        if store is not None:
+            self.shared.delete(store, sid, session_ref(sid))
+        log.info("HTTP client session {ref} ended by its client (DELETE) on this replica, which did not serve it", ref=session_ref(sid))
         request.setResponseCode(204)
         return b""
 
@@ -1038,7 +1066,8 @@ class McpResource(Resource):
             if shared and hs.record is not None:
                 store = self.shared.store()
                 if store is not None:
-                    self.shared.delete(store, hs)
+                    hs.record = None
+                    self.shared.delete(store, hs.id, hs.label)
             self._close(hs, why)
 
     def _close(self, hs: HttpSession, why: str) -> Deferred[Any]:

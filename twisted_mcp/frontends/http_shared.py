@@ -63,6 +63,15 @@ def _canonical(value: Any) -> Any:
     return f"{type(value).__name__}:{value}"
 
 
+def session_ref(sid: str) -> str:
+    """
+    How logs name a session known only by its id (no local label yet): the
+    start of the id's SHA-256, which does not disclose the id (a bearer of
+    the session).
+    """
+    return "ref:" + hashlib.sha256(sid.encode("utf-8")).hexdigest()[:12]
+
+
 def owner_digest(owner: tuple[Any, ...]) -> str:
     """
     The SHA-256 (hex) of the canonical JSON of an owner tuple
@@ -211,7 +220,9 @@ class SharedSessions:
         (its client's DELETE): the front ends its own copy.
     """
 
-    def __init__(self, state: Callable[[], SharedState], clock: IReactorTime, ttl: float, on_ended: Callable[[str], None]) -> None:
+    def __init__(
+        self, state: Callable[[], SharedState], clock: IReactorTime, ttl: float, on_ended: Callable[[str], None]
+    ) -> None:
         self._state = state
         self.clock = clock
         self.ttl = ttl
@@ -239,7 +250,9 @@ class SharedSessions:
         try:
             self.on_ended(sid)
         except Exception:
-            log.failure("HTTP session {sid}: ending the local copy of a session another replica ended failed", sid=sid[:8])
+            log.failure(
+                "HTTP session {ref}: ending the local copy of a session another replica ended failed", ref=session_ref(sid)
+            )
 
     def pending(self) -> int:
         """Lookups under way (for tests)."""
@@ -296,8 +309,8 @@ class SharedSessions:
                 outcome = SessionRecord.parse(data)
             except BadRecord as e:
                 log.warn(
-                    "HTTP session {sid}...: its record in the shared state cannot be used ({why}); answered 404, the client must initialize again",
-                    sid=lookup.sid[:8],
+                    "HTTP session {ref}: its record in the shared state cannot be used ({why}); answered 404, the client must initialize again",
+                    ref=session_ref(lookup.sid),
                     why=e,
                 )
         self._deliver(lookup, outcome)
@@ -310,8 +323,13 @@ class SharedSessions:
         if failure.check(Unavailable):
             self._deliver(lookup, failure.value)
             return
-        log.failure("HTTP session {sid}...: looking its record up in the shared state failed", failure, sid=lookup.sid[:8])
-        self._deliver(lookup, Unavailable(f"the lookup failed: {failure.getErrorMessage()}"))
+        # The store answered, with something it could not read (not JSON).
+        log.warn(
+            "HTTP session {ref}: its record in the shared state cannot be read ({why}); answered 404, the client must initialize again",
+            ref=session_ref(lookup.sid),
+            why=f"{type(failure.value).__name__}: {failure.getErrorMessage()}"[:300],
+        )
+        self._deliver(lookup, None)
 
     def cancel_all(self) -> None:
         """The front stops: every lookup under way ends (its requests are answered by the front)."""
@@ -368,23 +386,22 @@ class SharedSessions:
         except Exception:
             log.failure("HTTP client session {client}: touching its record failed", client=hs.label)
 
-    def delete(self, store: SessionStore, hs: HttpSession) -> None:
-        """Its client ended C{hs}: forget its record, and have every replica end its copy."""
-        hs.record = None
+    def delete(self, store: SessionStore, sid: str, label: str) -> None:
+        """Its client ended session C{sid} (C{label} in logs): forget its record, and have every replica end its copy."""
         try:
-            d = store.delete(hs.id)
+            d = store.delete(sid)
         except Exception as e:
-            self._delete_failed(Failure(e), hs)
+            self._delete_failed(Failure(e), label)
             return
-        d.addErrback(self._delete_failed, hs)
+        d.addErrback(self._delete_failed, label)
 
-    def _delete_failed(self, failure: Failure, hs: HttpSession) -> None:
+    def _delete_failed(self, failure: Failure, label: str) -> None:
         log.warn(
-            "HTTP client session {client}: ended here, but its record could not be deleted from the shared state ({why}); "
+            "HTTP client session {client}: ended, but its record could not be deleted from the shared state ({why}); "
             "other replicas serve it until it expires (http.sessionIdleTimeout)",
-            client=hs.label,
+            client=label,
             why=failure.getErrorMessage(),
         )
 
 
-__all__ = ["BadRecord", "SessionRecord", "SharedSessions", "owner_digest", "record_of", "restore"]
+__all__ = ["BadRecord", "SessionRecord", "SharedSessions", "owner_digest", "record_of", "restore", "session_ref"]
