@@ -450,6 +450,11 @@ class UnavailableLocalTests(SharedCase):
         self.assertEqual(self.a.exchange(PING, sid).status, 200)
         self.store.down = None
         self.assertEqual(self.b.exchange(LIST, sid).status, 200)
+        # The next outage is logged again.
+        self.store.down = "Redis at 127.0.0.1:6379 unreachable: timeout"
+        with capturedLogs() as events:
+            self.assertEqual(self.b.exchange(LIST, mint_session_id()).status, 404)
+        self.assertEqual(len([e for e in events if "shared state (Redis) unreachable" in formatEvent(e)]), 1)
 
 
 class UnavailableRefuseTests(SharedCase):

@@ -30,6 +30,18 @@ listener bound to loopback (421), C{Origin} against C{http.allowedOrigins}
 C{MCP-Protocol-Version} (400) and C{Mcp-Session-Id} (400 missing or
 malformed, 404 unknown, ended, expired or another identity's).
 
+With a shared session store (C{state: {redis: URL}}, see
+L{twisted_mcp.frontends.http_shared}), replicas behind one load balancer
+serve each other's handshake-era sessions: a session's record is saved
+once its C{initialize} was answered; a request naming a session unknown
+here waits while its record is looked up (one lookup per id), and the
+session is rebuilt here when the record is the same client identity's and
+path's (else 404).  DELETE ends the session on every replica; an idle
+expiry only forgets this replica's copy.  While the store cannot be
+reached, an unknown session is 404 (C{state.onUnavailable.sessions:
+local}, the default) or 503 with C{Retry-After} (C{refuse}).
+Server-to-client requests in flight stay with the replica holding the call.
+
 Streams are resumable (L{twisted_mcp.frontends.http_streams}): every SSE
 event carries an id, and the newest C{http.replayBufferBytes} of each stream
 are kept.  When a stream's connection drops, the stream (and a POST's call)

@@ -302,7 +302,7 @@ class SharedSessions:
             waiter.callback(outcome)
 
     def _loaded(self, data: Any, lookup: _Lookup) -> None:
-        self._logged.pop("unavailable", None)
+        self._logged.pop("lookup", None)  # answered: a later failure is another outage
         outcome: SessionRecord | None = None
         if data is not None:
             try:
