@@ -25,6 +25,7 @@ from twisted_mcp.frontends.http_config import HttpSettings
 from twisted_mcp.frontends.http_sessions import mint_session_id
 from twisted_mcp.frontends.http_shared import BadRecord, SessionRecord, owner_digest
 from twisted_mcp.mcp import errors
+from twisted_mcp.policy.principal import Principal
 from twisted_mcp.state.base import SharedState, Unavailable
 
 from .fakes import FakeBackend
@@ -264,6 +265,37 @@ class ServedElsewhereTests(SharedCase):
         self.assertEqual((r.status, r.headers["content-type"]), (200, "text/event-stream"))
         self.assertFalse(r.finished)
         c.close()
+
+
+def principal_of(token: str) -> Principal:
+    """A bearer token "<name>.<role>[.<n>]" names principal <name> with role <role> (n: a fresh token of the same)."""
+    name, role, *_ = token.split(".")
+    return Principal(name=name, roles=(role,), source="jwt")
+
+
+class BearerOwnerTests(SharedCase):
+    """With bearer tokens, a session belongs to the token's principal on every replica."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        for replica in (self.a, self.b):
+            replica.site = http_site(replica.gateway, self.clock, GatewaySettings(), self.settings, LISTENER, None, principal_of)
+            replica.resource = replica.site.resource_
+
+    def post(self, replica: Replica, body: Any, token: str, sid: str | None = None) -> Response:
+        c = Connection(replica.site)
+        c.send("POST", body, {"mcp-session-id": sid, "authorization": f"Bearer {token}"})
+        return c.response()
+
+    def test_anotherPrincipalsTokenGets404OnB(self) -> None:
+        r = self.post(self.a, INIT, "alice.dev")
+        self.assertEqual(r.status, 200)
+        sid = r.headers["mcp-session-id"]
+        self.assertEqual(self.post(self.b, LIST, "bob.dev", sid).status, 404)
+        self.assertEqual(self.post(self.b, LIST, "alice.admin", sid).status, 404)  # same name, other roles
+        self.assertEqual(len(self.b.resource.table), 0)
+        self.assertEqual(self.post(self.b, LIST, "alice.dev.2", sid).status, 200)  # a fresh token of alice's
+        self.assertEqual(self.b.resource.table.sessions[sid].core.peer.principal.name, "alice")
 
 
 class LifetimeTests(SharedCase):

@@ -435,15 +435,6 @@ class McpResource(Resource):
             peer = with_certificate(peer, transport)
         return forwarded_peer(self.settings, peer, request)
 
-    def _session(self, request: Request, peer: Peer, view: str | None = None) -> HttpSession | Any:
-        """
-        The request's session, or the error already written for it (bytes).
-        A session belongs to the path it was created on (C{view}): on
-        another it is unknown.
-        """
-        hs = self._find(request, peer, view)
-        return _not_found(request) if type(hs) is str else hs
-
     def _with_session(
         self, request: Request, peer: Peer, view: str | None, then: Callable[[HttpSession], Any], elsewhere: Callable[[str], Any] | None = None
     ) -> Any:
@@ -475,7 +466,11 @@ class McpResource(Resource):
         return NOT_DONE_YET
 
     def _find(self, request: Request, peer: Peer, view: str | None) -> HttpSession | bytes | str:
-        """The request's session here; the error already written (bytes); or its id when it is unknown here."""
+        """
+        The request's session here; the error already written (bytes); or
+        its id when it is unknown here.  A session belongs to the path it
+        was created on (C{view}): on another it is unknown.
+        """
         header = request.getHeader(b"mcp-session-id")
         if header is None:
             return _error(
