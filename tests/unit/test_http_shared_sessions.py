@@ -511,6 +511,12 @@ class UnavailableRefuseTests(SharedCase):
             sid = self.initialize()
         self.assertTrue(any("could not be saved" in formatEvent(e) for e in events))
         self.assertEqual(self.a.exchange(PING, sid).status, 200)
+        self.assertNotIn(sid, self.store.records)
+        # Back: the next answer saves it, and B serves it.
+        self.store.down = None
+        self.assertEqual(self.a.exchange(PING, sid).status, 200)
+        self.assertIn(sid, self.store.records)
+        self.assertEqual(self.b.exchange(LIST, sid).status, 200)
 
 
 class WithoutStoreTests(SynchronousTestCase):

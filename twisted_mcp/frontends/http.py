@@ -598,7 +598,7 @@ class McpResource(Resource):
         settings = self.gateway_settings
         core = hs.core = ClientSession(self.gateway, self.caller(hs, peer), settings.maxCallsInFlight, settings.maxListensPerSession)
         restore(record, core)
-        hs.record = record
+        hs.record, hs.saved = record, True
         log.info(
             "HTTP client session {client} served on this replica from its record in the shared state (created by replica "
             "{replica}; protocol {version}; {count} subscription(s) made again)",
@@ -658,14 +658,14 @@ class McpResource(Resource):
         return shared_send
 
     def _save_if_changed(self, hs: HttpSession) -> None:
-        """Save C{hs}'s record, unless the one saved last holds the same."""
+        """Save C{hs}'s record, unless the one saved last holds the same (and the store took it)."""
         core = hs.core
         store = self.shared.store()
         if store is None or core is None or not core.initialized or hs.ended or hs.internal:
             return  # (its subscriptions are being made again here: the record holds them already)
         subscriptions = self.gateway.subscriptions.uris_of(core)
         old = hs.record
-        if old is None or old.changing() != (core.caller.log_level, tuple(subscriptions)):
+        if old is None or not hs.saved or old.changing() != (core.caller.log_level, tuple(subscriptions)):
             replica = old.replica if old is not None else self.gateway.state.replica
             created = old.created if old is not None else self.clock.seconds()
             self.shared.save(store, hs, record_of(hs, replica, subscriptions, created))

@@ -82,11 +82,13 @@ class HttpSession:
         self.view: str | None = None
         #: With a shared session store: the id of its C{initialize}, its
         #: record as last saved (L{twisted_mcp.frontends.http_shared.SessionRecord};
-        #: None until saved), when the store was last told it was used, and
+        #: None until saved), whether the store took it, when the store was
+        #: last told it was used, and
         #: the gateway's own requests made in it (by id key: the URI a
         #: subscription made again on this replica is for).
         self.init_rid: Any = None
         self.record: Any = None
+        self.saved = False
         self.touched = float("-inf")
         self.internal: dict[Any, str] = {}
 

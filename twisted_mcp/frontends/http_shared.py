@@ -358,15 +358,18 @@ class SharedSessions:
     def save(self, store: SessionStore, hs: HttpSession, record: SessionRecord) -> None:
         """Store C{record} for C{hs} (in the background; a failure is logged once per outage)."""
         hs.record = record
+        hs.saved = True  # until the store says otherwise: saved again at the next answer then
         hs.touched = self.clock.seconds()
         try:
             d = store.save(hs.id, record.to_json(), self.ttl)
         except Exception as e:
-            self._save_failed(Failure(e), hs)
+            self._save_failed(Failure(e), hs, record)
             return
-        d.addCallbacks(lambda _: self._logged.pop("save", None), self._save_failed, errbackArgs=(hs,))
+        d.addCallbacks(lambda _: self._logged.pop("save", None), self._save_failed, errbackArgs=(hs, record))
 
-    def _save_failed(self, failure: Failure, hs: HttpSession) -> None:
+    def _save_failed(self, failure: Failure, hs: HttpSession, record: SessionRecord) -> None:
+        if hs.record is record:
+            hs.saved = False
         if self.once_per_outage("save"):
             log.warn(
                 "HTTP client session {client}: its record could not be saved in the shared state ({why}); other replicas "
