@@ -29,7 +29,7 @@ from twisted_mcp.policy.principal import Principal
 from twisted_mcp.state.base import SharedState, Unavailable
 
 from .fakes import FakeBackend
-from .test_http_front import INIT, Connection, Response, call
+from .test_http_front import INIT, Connection, Response, call, modern_call, modern_headers
 
 LISTENER = "http:tcp:8080:interface=127.0.0.1"
 PING = {"jsonrpc": "2.0", "id": 7, "method": "ping"}
@@ -296,6 +296,17 @@ class BearerOwnerTests(SharedCase):
         self.assertEqual(len(self.b.resource.table), 0)
         self.assertEqual(self.post(self.b, LIST, "alice.dev.2", sid).status, 200)  # a fresh token of alice's
         self.assertEqual(self.b.resource.table.sessions[sid].core.peer.principal.name, "alice")
+
+
+class StatelessEraTests(SharedCase):
+    def test_statelessRequestsShareNothing(self) -> None:
+        """A 2026-07-28 request on A with the store configured: answered, nothing saved, looked up or touched."""
+        c = Connection(self.a.site)
+        c.send(body=modern_call("x"), headers=modern_headers())
+        (backend_call,) = self.a.calls()
+        backend_call.deferred.callback({"content": []})
+        self.assertEqual(c.response().status, 200)
+        self.assertEqual((self.store.saves, self.store.loads, self.store.touches), ([], [], []))
 
 
 class LifetimeTests(SharedCase):
