@@ -167,7 +167,7 @@ class RedisState(SharedState):
     async def _start(self) -> None:
         subscribing = self._subscribe()
         try:
-            await self.link.connect()
+            await self._connect()
         except Unavailable as e:
             self.set_available(False, str(e))
         try:
@@ -190,6 +190,15 @@ class RedisState(SharedState):
             log.warn("Shared state: {state}; not reachable yet: {problem}", state=self.describe(), problem=self.problem)
         self._schedule_tick()
         self._schedule_renew()
+
+    async def _connect(self) -> None:
+        """Connect the command link and load every script (so that a request's first EVALSHA finds it)."""
+        await self.link.connect()
+        loads = [self.link.command("SCRIPT", "LOAD", script.source) for script in SCRIPTS.values()]
+        try:
+            await defer.gatherResults(loads, consumeErrors=True)
+        except defer.FirstError as e:
+            raise e.subFailure.value from None
 
     def _subscribe(self) -> Deferred[None]:
         d = self.subscriber.connect()
@@ -219,7 +228,7 @@ class RedisState(SharedState):
     async def _resync_or_reconnect(self) -> None:
         if self.link.protocol is None:
             try:
-                await self.link.connect()
+                await self._connect()
                 await self.link.command("PING")
             except Unavailable as e:
                 self.set_available(False, str(e))

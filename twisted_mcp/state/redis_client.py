@@ -87,6 +87,7 @@ class _LinkFactory(Factory):
     """
 
     isLazy = False
+    noisy = False
 
     def __init__(self, link: RedisLink) -> None:
         self.link = link
