@@ -303,15 +303,19 @@ class RedisRates:
             return succeed((0.0, ""))
 
         def read(reply: Any) -> tuple[float, str]:
+            if reply == "0":
+                return (0.0, "")
             try:
-                wait, index = float(reply[0]), int(reply[1])
-            except (TypeError, ValueError, IndexError) as e:
+                wait_text, index_text = reply.split(" ")
+                wait, index = float(wait_text), int(index_text)
+                kind = specs[index - 1].kind if index >= 1 else ""
+            except (AttributeError, TypeError, ValueError, IndexError) as e:
                 raise Unavailable(
                     f"Redis answered the rate-limit script with something unexpected ({type(e).__name__})"
                 ) from None
-            if index == 0:
-                return (0.0, "")
-            return (wait, specs[index - 1].kind)
+            if not kind:
+                raise Unavailable("Redis answered the rate-limit script with something unexpected (bucket 0)")
+            return (wait, kind)
 
         return self._call(SCRIPTS["take"], specs).addCallback(read)
 

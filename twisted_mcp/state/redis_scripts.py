@@ -15,7 +15,8 @@ import attrs
 #: All or nothing: one token from each bucket, or none.
 #: KEYS: the buckets.  ARGV: rate, burst (per key), then the margin in ms for PEXPIRE.
 #: A bucket is a hash {tokens, ts (ms, Redis time)}; absent: full.
-#: Returns {"0", "0"} when taken, else {wait in seconds as text ("inf": never), 1-based index of the worst bucket}.
+#: Returns a status reply (one line: cheaper to parse than bulk strings): "0" when taken, else
+#: "<wait in seconds, as text ("inf": never)> <1-based index of the worst bucket>".
 TAKE = """
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
@@ -45,8 +46,8 @@ for i = 1, n do
   end
 end
 if worst > 0 then
-  if worst_wait == math.huge then return {'inf', tostring(worst)} end
-  return {string.format('%.6f', worst_wait), tostring(worst)}
+  if worst_wait == math.huge then return {ok = 'inf ' .. worst} end
+  return {ok = string.format('%.6f', worst_wait) .. ' ' .. worst}
 end
 for i = 1, n do
   local rate = tonumber(ARGV[2 * i - 1])
@@ -59,7 +60,7 @@ for i = 1, n do
     redis.call('PEXPIRE', KEYS[i], 86400000)
   end
 end
-return {'0', '0'}
+return {ok = '0'}
 """
 
 #: Give one token back to each bucket, capped at its burst (a call refused after the take).
