@@ -155,9 +155,10 @@ class RedisState(SharedState):
 
     def start(self) -> Deferred[None]:
         """
-        Connect and take the first flags snapshot (handed to the flag
-        watchers); fires when done, or after the timeout (unavailable then:
-        L{problem} says why).  Never fails.
+        Connect, subscribe, and take the first flags snapshot (handed to
+        the flag watchers).  Fires when done; when Redis cannot be reached,
+        after C{state.timeout} (unavailable then: L{problem} says why; each
+        later step is bounded by the timeout too).  Never fails.
         """
         self._running = True
         d = Deferred.fromCoroutine(self._start())
