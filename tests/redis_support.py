@@ -18,9 +18,10 @@ API (plain functions and context managers, no pytest fixtures):
     C{namespace + ":*"} (and C{namespace} itself) from the Redis at C{url}
     (blocking, for C{tearDown}/C{addCleanup}); returns how many it deleted.
 
-  - C{private_redis(password=None) -> ContextManager[PrivateRedis]}: start
+  - C{private_redis(password=None, unix_socket=None) -> ContextManager[PrivateRedis]}: start
     C{redis-server --port <free port> --save "" --appendonly no} (with
-    C{--requirepass} when C{password} is given), wait until it answers,
+    C{--requirepass} when C{password} is given, C{--unixsocket PATH} too
+    when C{unix_socket} is), wait until it answers,
     and kill it (and wait for it) on exit.  Skips (or fails under
     C{TWISTED_MCP_REQUIRE_REDIS=1}) when C{redis-server} is not installed.
     The L{PrivateRedis} has C{.port}, C{.password}, C{.url}
@@ -189,8 +190,9 @@ def _free_port() -> int:
 class PrivateRedis:
     """A C{redis-server} of this test's own, on a free loopback port; see the module docstring."""
 
-    def __init__(self, password: str | None = None) -> None:
+    def __init__(self, password: str | None = None, unix_socket: str | None = None) -> None:
         self.password = password
+        self.unix_socket = unix_socket
         self.port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -209,6 +211,8 @@ class PrivateRedis:
         args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         if self.password:
             args += ["--requirepass", self.password]
+        if self.unix_socket:
+            args += ["--unixsocket", self.unix_socket, "--unixsocketperm", "700"]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + wait
         while _ping(self.url) is not None:
@@ -230,9 +234,9 @@ class PrivateRedis:
 
 
 @contextlib.contextmanager
-def private_redis(password: str | None = None) -> Iterator[PrivateRedis]:
+def private_redis(password: str | None = None, unix_socket: str | None = None) -> Iterator[PrivateRedis]:
     """A started L{PrivateRedis}, killed on exit whatever happens."""
-    server = PrivateRedis(password)
+    server = PrivateRedis(password, unix_socket)
     try:
         server.start()
         yield server

@@ -387,9 +387,9 @@ async def test_sessions() -> None:
 # -- outages ------------------------------------------------------------------------
 
 
-def private_or_skip(password: str | None = None) -> Any:
+def private_or_skip(password: str | None = None, unix_socket: str | None = None) -> Any:
     redis_url_or_skip()  # the same skip/require rule for the redis-server binary's tests
-    return private_redis(password)
+    return private_redis(password, unix_socket)
 
 
 @pytest_twisted.ensureDeferred
@@ -429,6 +429,8 @@ async def test_unavailable_within_timeout_and_recovery(logged: list[dict[str, An
             await eventually(lambda: state.available, 5.0)
             assert changes[-1] == (True, None)
             assert await state.rates.take(spec) == (0.0, "")
+            # Pub/sub is back too: another replica's change arrives without waiting for a resync.
+            await eventually(lambda: state.subscriber.protocol is not None, 2.0)
             assert SECRET not in texts(logged)
         finally:
             await replicas.close(delete=False)
@@ -519,3 +521,24 @@ async def test_stop_closes_everything() -> None:
         assert payload
     finally:
         await replicas.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_unix_socket_and_database(tmp_path: Any) -> None:
+    """unix:///path?db=N: the socket, and the database the URL names (SELECT)."""
+    path = str(tmp_path / "redis.sock")
+    with private_or_skip(SECRET, unix_socket=path) as server:
+        namespace = unique_namespace("test-state-redis")
+        state = connect(settings(f"unix://:{SECRET}@{path}?db=3", namespace, "a", resyncInterval=60), reactor)
+        try:
+            await state.start()
+            assert state.available, state.problem
+            await state.sessions.save("sid", {"x": 1}, 30)
+            assert raw(server.url.replace("/0", "/3"), "EXISTS", f"{namespace}:session:sid") == 1
+            assert raw(server.url, "EXISTS", f"{namespace}:session:sid") == 0
+            server.stop()
+            with pytest.raises(Unavailable) as caught:
+                await state.sessions.load("sid")
+            assert f"unix:{path}" in str(caught.value) and SECRET not in str(caught.value)
+        finally:
+            await state.stop()

@@ -48,6 +48,8 @@ MAX_FLAG_NAME = 512
 MAX_FLAG_VALUE = 64 * 1024
 #: Largest session record written (bytes of JSON).
 MAX_SESSION_BYTES = 256 * 1024
+#: Flags of one kind read at most (a hash grown beyond it is cut, and logged).
+MAX_FLAGS_PER_KIND = 100000
 #: Largest pub/sub message handled.
 MAX_MESSAGE_BYTES = 4096
 #: Milliseconds a full bucket's key outlives the time it takes to refill.
@@ -450,6 +452,15 @@ class RedisFlags:
         for kind, reply in zip(FLAG_KINDS, replies, strict=True):
             flags: dict[str, str] = {}
             items = reply if isinstance(reply, list) else []
+            if len(items) > 2 * MAX_FLAGS_PER_KIND:
+                self.state.log_once(
+                    f"flags-count:{kind}",
+                    "Redis holds more than {limit} {kind} flags ({key}); only the first {limit} are applied",
+                    limit=MAX_FLAGS_PER_KIND,
+                    kind=kind,
+                    key=self._key(kind),
+                )
+                items = items[: 2 * MAX_FLAGS_PER_KIND]
             for name, value in zip(items[0::2], items[1::2], strict=False):
                 if (
                     not isinstance(name, str)

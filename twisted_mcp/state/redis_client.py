@@ -56,11 +56,12 @@ class _CommandProtocol(txredisapi.RedisProtocol):  # type: ignore[misc]
     link: RedisLink | None = None
 
     def connectionLost(self, why: Failure) -> None:
+        # The link first: failing the commands in flight runs their callers' code, which must find it down.
         try:
-            super().connectionLost(why)
-        finally:
             if self.link is not None:
                 self.link._lost(self, why)
+        finally:
+            super().connectionLost(why)
 
 
 class _SubscriberProtocol(txredisapi.SubscriberProtocol):  # type: ignore[misc]
@@ -73,11 +74,12 @@ class _SubscriberProtocol(txredisapi.SubscriberProtocol):  # type: ignore[misc]
             self.link._message(channel, message)
 
     def connectionLost(self, why: Failure) -> None:
+        # The link first: failing the commands in flight runs their callers' code, which must find it down.
         try:
-            super().connectionLost(why)
-        finally:
             if self.link is not None:
                 self.link._lost(self, why)
+        finally:
+            super().connectionLost(why)
 
 
 class _LinkFactory(Factory):
@@ -252,10 +254,12 @@ class RedisLink:
         """Close the connection for good; fires once it is closed."""
         self._closed = True
         protocol, self.protocol = self.protocol, None
-        if protocol is None or protocol.transport is None:
+        if protocol is None or protocol.transport is None or not protocol.connected:
             return defer.succeed(None)
         closed: Deferred[None] = protocol.whenDisconnected().addCallback(lambda _: None)
         protocol.transport.loseConnection()
+        # Bounded: a peer that never acknowledges the close is cut off.
+        closed.addTimeout(self.timeout, self.clock, onTimeoutCancel=lambda _, __: protocol.transport.abortConnection())
         return closed
 
     def abort(self, cause: str) -> None:
