@@ -24,6 +24,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
 
 from tests.redis_support import PrivateRedis, _connect, delete_namespace, private_redis, redis_url_or_skip, unique_namespace
+from twisted_mcp.state import redis_client
 from twisted_mcp.state.base import FLAG_KINDS, BucketSpec, Unavailable
 from twisted_mcp.state.config import StateSettings
 from twisted_mcp.state.redis import MAX_FLAG_VALUE, MAX_SESSION_BYTES, RedisState, connect
@@ -542,3 +543,29 @@ async def test_unix_socket_and_database(tmp_path: Any) -> None:
             assert f"unix:{path}" in str(caught.value) and SECRET not in str(caught.value)
         finally:
             await state.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_nothing_queues_without_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Redis that does not answer: beyond MAX_IN_FLIGHT waiting commands, a command fails at once."""
+    with private_or_skip() as server:
+        replicas = Replicas(server.url)
+        try:
+            state = await replicas.start("a", timeout=0.5, resyncInterval=60)
+            assert state.available and state.link._in_flight == 0
+            monkeypatch.setattr(redis_client, "MAX_IN_FLIGHT", 2)
+            assert server.process is not None
+            os.kill(server.process.pid, signal.SIGSTOP)
+            try:
+                waiting = [state.sessions.load(f"s{i}") for i in range(2)]
+                started = time.monotonic()
+                with pytest.raises(Unavailable, match="too slow: 2 commands wait"):
+                    await state.sessions.load("s3")
+                assert time.monotonic() - started < 0.05
+                for d in waiting:
+                    with pytest.raises(Unavailable, match="no answer to GET within 0.5 s"):
+                        await d
+            finally:
+                os.kill(server.process.pid, signal.SIGCONT)
+        finally:
+            await replicas.close(delete=False)
