@@ -320,6 +320,11 @@ async def test_flag_bounds() -> None:
             await state.flags.set("approval", "x", "y" * (MAX_FLAG_VALUE + 1))
         with pytest.raises(ValueError, match="name"):
             await state.flags.set("approval", "", "y")
+        with pytest.raises(ValueError, match="UTF-8"):
+            await state.flags.set("approval", "lone \udc80 surrogate", "y")
+        # Non-ASCII text goes through whole.
+        await state.flags.set("approval", "outil-é", "✓")
+        assert (await state.flags.snapshot())["approval"] == {"outil-é": "✓"}
     finally:
         await replicas.close()
 

@@ -64,6 +64,15 @@ def _bounded(part: str) -> str:
     return "#" + hashlib.sha256(part.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def _encodable(text: str) -> bool:
+    """Whether C{text} can be sent to Redis (no lone surrogate): checked before a transaction starts."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _number(value: float) -> str:
     return repr(float(value)) if math.isfinite(value) else "0"
 
@@ -415,6 +424,8 @@ class RedisFlags:
             return fail(ValueError(f"a flag's name must be 1 to {MAX_FLAG_NAME} bytes of text"))
         if value is not None and (not isinstance(value, str) or len(value.encode("utf-8", "surrogatepass")) > MAX_FLAG_VALUE):
             return fail(ValueError(f"a flag's value must be text of at most {MAX_FLAG_VALUE} bytes"))
+        if not _encodable(name) or (value is not None and not _encodable(value)):
+            return fail(ValueError("a flag's name and value must be text that can be encoded as UTF-8"))
         key = self._key(kind)
         change = ("HSET", key, name, value) if value is not None else ("HDEL", key, name)
         message = json.dumps({"t": "flags", "r": self.state.replica, "k": kind}, separators=(",", ":"))
@@ -602,6 +613,8 @@ class RedisSessions:
         d.addErrback(lambda f: log.debug("An HTTP session's expiry could not be extended: {why}", why=f.getErrorMessage()))
 
     def delete(self, sid: str) -> Deferred[None]:
+        if not _encodable(sid):
+            return fail(ValueError("an HTTP session id must be text that can be encoded as UTF-8"))
         message = json.dumps({"t": "session-ended", "r": self.state.replica, "sid": sid}, separators=(",", ":"))
         if len(message) > MAX_MESSAGE_BYTES:
             return fail(ValueError("an HTTP session id is too long"))

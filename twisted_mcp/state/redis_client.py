@@ -50,10 +50,33 @@ class CommandRefused(Unavailable):
         self.reply = reply
 
 
+def _build_command(self: Any, *args: Any, **kwargs: Any) -> bytes:
+    """
+    One command in the Redis protocol (RESP): txredisapi's own encoder, in
+    a quarter of the time (it was a third of a rate check's CPU time).
+    """
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, bytes):
+            raw = arg
+        elif isinstance(arg, str):
+            try:
+                raw = arg.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise txredisapi.InvalidData(f"text that cannot be encoded as UTF-8: {e.reason}") from None
+        elif isinstance(arg, int) and not isinstance(arg, bool):
+            raw = b"%d" % arg
+        else:
+            raw = str(arg).encode("utf-8")
+        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    return b"".join(out)
+
+
 class _CommandProtocol(txredisapi.RedisProtocol):  # type: ignore[misc]
     """txredisapi's protocol, telling its link when the connection is lost."""
 
     link: RedisLink | None = None
+    _build_command = _build_command
 
     def connectionLost(self, why: Failure) -> None:
         # The link first: failing the commands in flight runs their callers' code, which must find it down.
@@ -68,6 +91,7 @@ class _SubscriberProtocol(txredisapi.SubscriberProtocol):  # type: ignore[misc]
     """txredisapi's subscriber protocol, handing every message to its link."""
 
     link: RedisLink | None = None
+    _build_command = _build_command
 
     def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None:
         if self.link is not None:
