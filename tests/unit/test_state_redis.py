@@ -267,16 +267,19 @@ async def test_flags_resync_backstop() -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_first_snapshot_at_start() -> None:
+async def test_first_snapshot_at_start(logged: list[dict[str, Any]]) -> None:
+    """start() hands the first snapshot to the watchers; one that raises is logged and the others still get it."""
     replicas = Replicas(redis_url_or_skip())
     try:
         raw(replicas.url, "HSET", f"{replicas.namespace}:flags:approval", "time--now", '{"sha256": "x"}')
         state = connect(settings(replicas.url, replicas.namespace, "a", resyncInterval=60), reactor)
         replicas.states.append(state)
         seen: list[dict[str, dict[str, str]]] = []
+        state.flags.watch(lambda snapshot: 1 / 0)
         state.flags.watch(seen.append)
         await state.start()
         assert state.available and len(seen) == 1
+        assert "A flags watcher failed" in texts(logged) and "ZeroDivisionError" in texts(logged)
         assert seen[0]["approval"] == {"time--now": '{"sha256": "x"}'}
     finally:
         await replicas.close()
