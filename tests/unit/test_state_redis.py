@@ -260,8 +260,8 @@ async def test_flags_resync_backstop() -> None:
         b = await replicas.start("b", resyncInterval=0.2)
         seen: list[dict[str, dict[str, str]]] = []
         b.flags.watch(seen.append)
-        raw(replicas.url, "HSET", f"{replicas.namespace}:flags:revoked", "sha256:abc", "1700000000")
-        await eventually(lambda: bool(seen) and seen[-1]["revoked"] == {"sha256:abc": "1700000000"}, 1.0)
+        raw(replicas.url, "HSET", f"{replicas.namespace}:flags:revoked", "sha256:abc", "4102444800")
+        await eventually(lambda: bool(seen) and seen[-1]["revoked"] == {"sha256:abc": "4102444800"}, 1.0)
     finally:
         await replicas.close()
 
