@@ -260,8 +260,8 @@ async def test_flags_resync_backstop() -> None:
         b = await replicas.start("b", resyncInterval=0.2)
         seen: list[dict[str, dict[str, str]]] = []
         b.flags.watch(seen.append)
-        raw(replicas.url, "HSET", f"{replicas.namespace}:flags:revoked", "sha256:abc", "1700000000")
-        await eventually(lambda: bool(seen) and seen[-1]["revoked"] == {"sha256:abc": "1700000000"}, 1.0)
+        raw(replicas.url, "HSET", f"{replicas.namespace}:flags:revoked", "sha256:abc", "4102444800")
+        await eventually(lambda: bool(seen) and seen[-1]["revoked"] == {"sha256:abc": "4102444800"}, 1.0)
     finally:
         await replicas.close()
 
@@ -577,3 +577,172 @@ async def test_nothing_queues_without_bound(monkeypatch: pytest.MonkeyPatch) -> 
                 os.kill(server.process.pid, signal.SIGCONT)
         finally:
             await replicas.close(delete=False)
+
+
+# -- review fixes ---------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_flag_change_at_in_flight_limit_leaves_link_usable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    A flag change issued when the link is one command short of its in-flight
+    limit: it is done whole or not at all, and the link stays usable (it was
+    left inside MULTI: every later flag read came back empty, releasing the
+    kill switch on that replica).
+    """
+    replicas = Replicas(redis_url_or_skip())
+    try:
+        a = await replicas.start("a", resyncInterval=60)
+        b = await replicas.start("b", resyncInterval=60)
+        await b.flags.set("kill:tool", "evil__tool", "1")
+        monkeypatch.setattr(redis_client, "MAX_IN_FLIGHT", a.link._in_flight + 2)
+        ping = a.link.command("PING")
+        change = a.flags.set("kill:tool", "other", "1")
+        await ping
+        monkeypatch.setattr(redis_client, "MAX_IN_FLIGHT", 10000)
+        try:
+            await change
+        except Unavailable:
+            pass
+        snapshot = await a.flags.snapshot()
+        assert "evil__tool" in snapshot["kill:tool"]
+        assert await a.rates.take([BucketSpec("p\x00x", 1.0, 5, "principal")]) == (0.0, "")
+        assert a.available
+    finally:
+        await replicas.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_unexpected_flags_reply_is_unavailable_never_empty() -> None:
+    """A link answering HGETALL with something else than a list (stuck in MULTI): Unavailable, reset, recovered."""
+    replicas = Replicas(redis_url_or_skip())
+    try:
+        a = await replicas.start("a", resyncInterval=0.1)
+        await a.flags.set("kill:tool", "evil__tool", "1")
+        assert await a.link.command("MULTI") == "OK"
+        with pytest.raises(Unavailable, match="unexpected"):
+            await a.flags.snapshot()
+        assert not a.available and "unexpected" in (a.problem or "")
+        await eventually(lambda: a.available, 2.0)
+        assert (await a.flags.snapshot())["kill:tool"] == {"evil__tool": "1"}
+    finally:
+        await replicas.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_same_replica_name_distinct_leases() -> None:
+    """Two processes configured with one replica name: their leases are distinct (neither takes nor frees the other's)."""
+    replicas = Replicas(redis_url_or_skip())
+    try:
+        one = await replicas.start("same", resyncInterval=60)
+        two = await replicas.start("same", resyncInterval=60)
+        first = await one.leases.acquire("slot", 1)
+        assert first is not None
+        assert await two.leases.acquire("slot", 1) is None
+        second = await two.leases.acquire("wide", 2)
+        third = await one.leases.acquire("wide", 2)
+        assert second is not None and third is not None and second != third
+        zkey = f"{replicas.namespace}:lease:wide"
+        assert raw(replicas.url, "ZCARD", zkey) == 2
+        one.leases.release("wide", third)
+        await sleep(0.05)
+        assert raw(replicas.url, "ZRANGE", zkey, "0", "-1") == [second.encode()]
+    finally:
+        await replicas.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_corrupt_flags_key_reported_and_recovered(logged: list[dict[str, Any]]) -> None:
+    """A flags key of the wrong type: unavailable (naming the key), logged once, available again once repaired."""
+    replicas = Replicas(redis_url_or_skip())
+    try:
+        a = await replicas.start("a", resyncInterval=0.05)
+        changes: list[tuple[bool, str | None]] = []
+        a.add_listener(lambda available, problem: changes.append((available, problem)))
+        key = f"{replicas.namespace}:flags:approval"
+        raw(replicas.url, "SET", key, "not a hash")
+        await eventually(lambda: not a.available, 1.0)
+        assert key in (a.problem or "") and "WRONGTYPE" in (a.problem or "")
+        with pytest.raises(Unavailable, match="WRONGTYPE"):
+            await a.flags.snapshot()
+        await sleep(0.3)  # several more resyncs
+        assert texts(logged).count(f"the Redis key {key}") == 1
+        assert [available for available, _ in changes] == [False]
+        raw(replicas.url, "DEL", key)
+        await eventually(lambda: a.available, 1.0)
+        assert [available for available, _ in changes] == [False, True]
+        assert (await a.flags.snapshot())["approval"] == {}
+    finally:
+        await replicas.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_is_not_an_outage(logged: list[dict[str, Any]]) -> None:
+    """A command still in flight when stop() closes the link fails, but the state does not turn unavailable."""
+    replicas = Replicas(redis_url_or_skip())
+    try:
+        a = await replicas.start("a", resyncInterval=60, timeout=5.0)
+        changes: list[tuple[bool, str | None]] = []
+        a.add_listener(lambda available, problem: changes.append((available, problem)))
+        waiting = a.command("BLPOP", f"{replicas.namespace}:nothing", "3")
+        await sleep(0.05)
+        await a.stop()
+        with pytest.raises(Unavailable):
+            await waiting
+        assert a.available and changes == []
+        assert "unreachable" not in texts(logged)
+    finally:
+        await replicas.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_revocations_expire_and_are_pruned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An expired revocation is left out of every snapshot and deleted on a resync, at most once per PRUNE_INTERVAL."""
+    from twisted_mcp.state import redis as redis_state
+
+    replicas = Replicas(redis_url_or_skip())
+    try:
+        monkeypatch.setattr(redis_state, "PRUNE_INTERVAL", 0.5)
+        a = await replicas.start("a", resyncInterval=0.05)
+        key = f"{replicas.namespace}:flags:revoked"
+        now = int(time.time())
+        await a.flags.set("revoked", "old", str(now - 1))
+        await a.flags.set("revoked", "new", str(now + 3600))
+        raw(replicas.url, "HSET", key, "odd", "not a time")
+        with pytest.raises(ValueError, match="epoch seconds"):
+            await a.flags.set("revoked", "bad", "soon")
+        assert (await a.flags.snapshot())["revoked"] == {"new": str(now + 3600), "odd": "not a time"}
+        await eventually(lambda: raw(replicas.url, "HEXISTS", key, "old") == 0, 1.0)
+        pruned_at = time.monotonic()
+        raw(replicas.url, "HSET", key, "old2", str(now - 1))
+        assert "old2" not in (await a.flags.snapshot())["revoked"]
+        await eventually(lambda: raw(replicas.url, "HEXISTS", key, "old2") == 0, 2.0)
+        assert time.monotonic() - pruned_at >= 0.4  # not before the interval
+        assert sorted(raw(replicas.url, "HKEYS", key)) == [b"new", b"odd"]  # type: ignore[type-var]
+    finally:
+        await replicas.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_flag_cap_refuses_instead_of_dropping(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At MAX_FLAGS_PER_KIND a new flag is refused with FlagLimitReached; changing or removing one still works."""
+    from twisted_mcp.state import redis as redis_state
+    from twisted_mcp.state.base import FlagLimitReached
+
+    replicas = Replicas(redis_url_or_skip())
+    try:
+        monkeypatch.setattr(redis_state, "MAX_FLAGS_PER_KIND", 3)
+        a = await replicas.start("a", resyncInterval=60)
+        later = str(int(time.time()) + 3600)
+        for name in ("j1", "j2", "j3"):
+            await a.flags.set("revoked", name, later)
+        with pytest.raises(FlagLimitReached, match="already holds 3 revoked flags") as caught:
+            await a.flags.set("revoked", "j4", later)
+        assert (caught.value.kind, caught.value.limit) == ("revoked", 3)
+        assert a.available
+        await a.flags.set("revoked", "j1", str(int(later) + 1))
+        await a.flags.set("revoked", "j2", None)
+        await a.flags.set("revoked", "j4", later)
+        assert sorted((await a.flags.snapshot())["revoked"]) == ["j1", "j3", "j4"]
+    finally:
+        await replicas.close()

@@ -8,9 +8,18 @@ Keys, all under the namespace C{NS} of C{state.namespace}:
   - C{NS:rate:KEY}: a token bucket (hash C{tokens}, C{ts}), taken by one Lua
     script per request (L{twisted_mcp.state.redis_scripts}), expiring once
     it would be full again;
-  - C{NS:lease:KEY}: a sorted set of leases (C{"<replica>:<n>"} -> expiry in
-    ms, Redis time), renewed by their replica every C{leaseSeconds}/3;
-  - C{NS:flags:KIND}: a hash per kind of L{FLAG_KINDS} (name -> value);
+  - C{NS:lease:KEY}: a sorted set of leases (C{"<replica>:<process>:<n>"}
+    -> expiry in ms, Redis time; C{<process>} is random per L{RedisState},
+    so that two processes configured with one replica name never take
+    each other's leases), renewed by their replica every C{leaseSeconds}/3;
+  - C{NS:flags:KIND}: a hash per kind of L{FLAG_KINDS} (name -> value),
+    changed together with the news of the change by one script (atomic:
+    no C{MULTI} on the shared connection, which a command failing midway
+    would leave open).  A kind holds at most L{MAX_FLAGS_PER_KIND} flags:
+    a new one beyond is refused (L{FlagLimitReached}).  A C{revoked}
+    flag's value is C{"<expires epoch seconds>"} (decimal text): once that
+    time has passed the revocation is left out of every snapshot, and the
+    periodic resync deletes it (at most every L{PRUNE_INTERVAL} seconds);
   - C{NS:session:SID}: an HTTP session's record (JSON), expiring after its
     idle timeout;
   - C{NS:events}: the pub/sub channel (JSON messages: flags changed, a
@@ -27,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from typing import Any, Callable, Sequence
 
 from twisted.internet import defer
@@ -34,7 +44,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_mcp.state.base import FLAG_KINDS, BucketSpec, SharedState, Unavailable
+from twisted_mcp.state.base import FLAG_KINDS, BucketSpec, FlagLimitReached, SharedState, Unavailable
 from twisted_mcp.state.config import StateSettings
 from twisted_mcp.state.redis_client import CommandRefused, RedisLink
 from twisted_mcp.state.redis_scripts import SCRIPTS, Script
@@ -48,8 +58,13 @@ MAX_FLAG_NAME = 512
 MAX_FLAG_VALUE = 64 * 1024
 #: Largest session record written (bytes of JSON).
 MAX_SESSION_BYTES = 256 * 1024
-#: Flags of one kind read at most (a hash grown beyond it is cut, and logged).
+#: Flags of one kind kept at most: a new one beyond is refused (L{FlagLimitReached}); a
+#: hash grown beyond it by other writers is cut when read, and logged.
 MAX_FLAGS_PER_KIND = 100000
+#: Seconds between two deletions of expired revocations (on the periodic resync).
+PRUNE_INTERVAL = 60.0
+#: Expired revocations deleted per script call.
+PRUNE_CHUNK = 1000
 #: Largest pub/sub message handled.
 MAX_MESSAGE_BYTES = 4096
 #: Milliseconds a full bucket's key outlives the time it takes to refill.
@@ -71,6 +86,15 @@ def _encodable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _expiry(value: str) -> float | None:
+    """A C{revoked} flag's value (C{"<expires epoch seconds>"}) as a number, or None when it is not one."""
+    try:
+        expires = float(value)
+    except ValueError:
+        return None
+    return expires if math.isfinite(expires) else None
 
 
 def _number(value: float) -> str:
@@ -102,6 +126,11 @@ class RedisState(SharedState):
         self._tick_call: Any = None
         self._renew_call: Any = None
         self._running = False
+        #: stop() began: failures from then on are the shutdown's, not outages.
+        self._stopped = False
+        #: Flags keys Redis refused to read as hashes (WRONGTYPE), reported until they read again.
+        self.corrupt: set[str] = set()
+        self._pruned_at = -math.inf
         self._ticking: Deferred[None] | None = None
         # Typed as themselves here (the seam's attributes are the Protocols).
         self.redis_rates = RedisRates(self)
@@ -132,8 +161,16 @@ class RedisState(SharedState):
 
     # -- availability -------------------------------------------------------------
 
+    def set_available(self, available: bool, problem: str | None = None) -> None:
+        """As L{SharedState.set_available}, except once L{stop} began: closing is not an outage."""
+        if self._stopped:
+            return
+        super().set_available(available, problem)
+
     def failed(self, failure: Failure) -> Failure:
-        """Errback for every command: a lost or silent Redis makes the state unavailable."""
+        """Errback for every command: a lost or silent Redis makes the state unavailable (not while stopping)."""
+        if self._stopped:
+            return failure
         if failure.check(Unavailable) and not failure.check(CommandRefused) and self.link.protocol is None:
             self.set_available(False, str(failure.value))
         return failure
@@ -172,6 +209,7 @@ class RedisState(SharedState):
         later step is bounded by the timeout too).  Never fails.
         """
         self._running = True
+        self._stopped = False
         d = Deferred.fromCoroutine(self._start())
         d.addErrback(lambda f: log.failure("Starting the Redis state failed unexpectedly", f))
         return d
@@ -218,8 +256,12 @@ class RedisState(SharedState):
         return d.addCallback(lambda _: None)
 
     def stop(self) -> Deferred[None]:
-        """Stop the timers and close both connections."""
+        """
+        Stop the timers and close both connections.  Commands still in
+        flight fail (L{Unavailable}) without counting as an outage.
+        """
         self._running = False
+        self._stopped = True
         for call in (self._tick_call, self._renew_call):
             if call is not None and call.active():
                 call.cancel()
@@ -256,6 +298,46 @@ class RedisState(SharedState):
         except Unavailable:
             return
         self.set_available(True)
+        if self.reactor.seconds() - self._pruned_at >= PRUNE_INTERVAL:
+            self._pruned_at = self.reactor.seconds()
+            await self.redis_flags.prune()
+
+    def flags_corrupt(self, key: str, kind: str) -> Unavailable:
+        """
+        Redis holds something else than a hash at flags key C{key}: no flag
+        can be read, so the state is unavailable until it reads again
+        (logged once per episode).
+        """
+        problem = (
+            f"the Redis key {key} (the {kind} flags) is not a hash (WRONGTYPE): "
+            f"no flag can be read until it is deleted or repaired"
+        )
+        if key not in self.corrupt:
+            self.corrupt.add(key)
+            log.warn(
+                "Shared state: {problem}; every replica reading it treats the flags as unavailable",
+                problem=problem,
+            )
+        self.set_available(False, problem)
+        return Unavailable(problem)
+
+    def flags_readable(self) -> None:
+        """Every flags key read again: a corrupt one was repaired."""
+        if self.corrupt:
+            log.info("Shared state: the flags keys {keys} read again", keys=", ".join(sorted(self.corrupt)))
+            self.corrupt.clear()
+            self.set_available(True)
+
+    def unexpected(self, what: str, reply: Any) -> Unavailable:
+        """
+        Redis answered C{what} with a reply of the wrong shape: the
+        connection cannot be trusted (e.g. left inside a transaction), so it
+        is dropped (the next resync reconnects) and the caller gets
+        L{Unavailable}, never an empty answer.
+        """
+        cause = f"Redis answered {what} with something unexpected ({type(reply).__name__} {str(reply)[:40]!r})"
+        self.link.abort(cause + "; the connection was reset")
+        return Unavailable(f"Redis at {self.link.where()}: {cause}")
 
     def _schedule_renew(self) -> None:
         if self._running:
@@ -343,6 +425,8 @@ class RedisLeases:
 
     def __init__(self, state: RedisState) -> None:
         self.state = state
+        #: Random per process: two processes configured with the same replica name hold distinct leases.
+        self.token = os.urandom(6).hex()
         self._counter = 0
         #: lease id -> its sorted set's key: the leases this replica holds (renewed).
         self.held: dict[str, str] = {}
@@ -352,14 +436,16 @@ class RedisLeases:
 
     def acquire(self, key: str, limit: int) -> Deferred[str | None]:
         self._counter += 1
-        lease = f"{self.state.replica}:{self._counter}"
+        lease = f"{self.state.replica}:{self.token}:{self._counter}"
         zkey = self.state.key("lease", key)
 
         def added(reply: Any) -> str | None:
             if reply == 1:
                 self.held[lease] = zkey
                 return lease
-            return None
+            if reply == 0:
+                return None
+            raise self.state.unexpected("the lease script", reply)
 
         return self.state.script(SCRIPTS["acquire"], [zkey], [lease, str(int(limit)), str(self._ms())]).addCallback(added)
 
@@ -394,7 +480,10 @@ class RedisLeases:
                     else result.getErrorMessage(),
                 )
                 return
-            kept = sum(int(n) for n in result)
+            if not all(isinstance(n, int) for n in result):
+                log.info("Concurrency leases could not be renewed: Redis answered with something unexpected")
+                return
+            kept = sum(result)
             if kept < len(items):
                 log.warn(
                     "{lost} of this replica's {held} concurrency leases had expired before they were renewed (Redis was slow or unreachable for leaseSeconds)",
@@ -411,6 +500,8 @@ class RedisFlags:
     def __init__(self, state: RedisState) -> None:
         self.state = state
         self.watchers: list[Callable[[dict[str, dict[str, str]]], None]] = []
+        #: Expired revocations the last read left out (deleted by L{prune}).
+        self.expired: list[str] = []
         self._resyncing = False
         self._again = False
 
@@ -426,43 +517,55 @@ class RedisFlags:
             return fail(ValueError(f"a flag's value must be text of at most {MAX_FLAG_VALUE} bytes"))
         if not _encodable(name) or (value is not None and not _encodable(value)):
             return fail(ValueError("a flag's name and value must be text that can be encoded as UTF-8"))
+        if kind == "revoked" and value is not None and _expiry(value) is None:
+            return fail(
+                ValueError(f"a revoked flag's value must be when it may be forgotten, in epoch seconds (got {value[:40]!r})")
+            )
         key = self._key(kind)
-        change = ("HSET", key, name, value) if value is not None else ("HDEL", key, name)
         message = json.dumps({"t": "flags", "r": self.state.replica, "k": kind}, separators=(",", ":"))
-        # One transaction: the change and the news of it (written together, pipelined).
-        sent = [
-            self.state.link.command("MULTI"),
-            self.state.link.command(*change),
-            self.state.link.command("PUBLISH", self.state.channel, message),
-            self.state.link.command("EXEC"),
-        ]
-        d = defer.gatherResults(sent, consumeErrors=True)
+        args = [self.state.channel, message, str(MAX_FLAGS_PER_KIND), name] + ([value] if value is not None else [])
 
-        def unwrap(failure: Failure) -> Failure:
-            return failure.value.subFailure if isinstance(failure.value, defer.FirstError) else failure
+        def check(reply: Any) -> None:
+            if reply == 0:
+                raise FlagLimitReached(
+                    f"the shared state already holds {MAX_FLAGS_PER_KIND} {kind} flags, the most it keeps: "
+                    f"{name[:80]!r} was not stored (remove some, or wait for expired revocations to be forgotten)",
+                    kind,
+                    MAX_FLAGS_PER_KIND,
+                )
+            if reply != 1:
+                raise self.state.unexpected("the flag change", reply)
 
-        def check(results: list[Any]) -> None:
-            executed = results[-1]
-            if not isinstance(executed, list):
-                raise Unavailable("Redis did not apply the flag change (its transaction was discarded)")
-            for reply in executed:
-                if isinstance(reply, Exception):
-                    raise Unavailable(f"Redis refused the flag change: {str(reply)[:200]}")
+        # One script: the change and the news of it, atomically.
+        return self.state.script(SCRIPTS["set_flag"], [key], args).addCallback(check)
 
-        return d.addErrback(unwrap).addErrback(self.state.failed).addCallback(check)
+    def _hgetall(self, kind: str) -> Deferred[Any]:
+        key = self._key(kind)
+
+        def refused(failure: Failure) -> Any:
+            if failure.check(CommandRefused) and failure.value.reply.startswith("WRONGTYPE"):
+                raise self.state.flags_corrupt(key, kind)
+            return failure
+
+        return self.state.link.command("HGETALL", key).addErrback(refused)
 
     async def _read(self) -> dict[str, dict[str, str]]:
         replies = (
-            await defer.gatherResults(
-                [self.state.link.command("HGETALL", self._key(kind)) for kind in FLAG_KINDS], consumeErrors=True
-            )
+            await defer.gatherResults([self._hgetall(kind) for kind in FLAG_KINDS], consumeErrors=True)
             .addErrback(lambda f: f.value.subFailure if isinstance(f.value, defer.FirstError) else f)
             .addErrback(self.state.failed)
         )
+        for kind, reply in zip(FLAG_KINDS, replies, strict=True):
+            if not isinstance(reply, list) or len(reply) % 2:
+                # Never "no flags": that would release the kill switch on this replica.
+                raise self.state.unexpected(f"HGETALL {self._key(kind)}", reply)
+        self.state.flags_readable()
+        now = self.state.reactor.seconds()
+        expired: list[str] = []
         snapshot: dict[str, dict[str, str]] = {}
         for kind, reply in zip(FLAG_KINDS, replies, strict=True):
             flags: dict[str, str] = {}
-            items = reply if isinstance(reply, list) else []
+            items = reply
             if len(items) > 2 * MAX_FLAGS_PER_KIND:
                 self.state.log_once(
                     f"flags-count:{kind}",
@@ -487,9 +590,47 @@ class RedisFlags:
                         key=self._key(kind),
                     )
                     continue
+                if kind == "revoked":
+                    expires = _expiry(value)
+                    if expires is None:
+                        # Kept (a revocation is never dropped for its form), and said once.
+                        self.state.log_once(
+                            "revoked-value",
+                            "A revoked flag in Redis ({key}) has a value that is not an expiry in epoch seconds: kept for good",
+                            key=self._key(kind),
+                        )
+                    elif expires <= now:
+                        expired.append(name)
+                        continue
                 flags[name] = value
             snapshot[kind] = flags
+        self.expired = expired
         return snapshot
+
+    def prune(self) -> Deferred[None]:
+        """
+        Delete the expired revocations the last read found (each checked
+        again in Redis: one revoked again meanwhile stays).  Best effort,
+        never fails.
+        """
+        names, self.expired = self.expired, []
+        if not names:
+            return succeed(None)
+        key = self._key("revoked")
+        now = _number(self.state.reactor.seconds())
+        calls = [
+            self.state.script(SCRIPTS["prune_expired"], [key], [now, *names[start : start + PRUNE_CHUNK]])
+            for start in range(0, len(names), PRUNE_CHUNK)
+        ]
+
+        def done(result: Any) -> None:
+            if isinstance(result, Failure):
+                failure = result.value.subFailure if isinstance(result.value, defer.FirstError) else result
+                log.info("Expired revocations could not be deleted from Redis (tried again later): {why}", why=failure.getErrorMessage())
+            else:
+                log.debug("Deleted {n} expired revocations from Redis", n=sum(int(n) for n in result if str(n).isdigit()))
+
+        return defer.gatherResults(calls, consumeErrors=True).addBoth(done)
 
     def snapshot(self) -> Deferred[dict[str, dict[str, str]]]:
         return Deferred.fromCoroutine(self._read())
@@ -618,15 +759,13 @@ class RedisSessions:
         message = json.dumps({"t": "session-ended", "r": self.state.replica, "sid": sid}, separators=(",", ":"))
         if len(message) > MAX_MESSAGE_BYTES:
             return fail(ValueError("an HTTP session id is too long"))
-        sent = [
-            self.state.link.command("MULTI"),
-            self.state.link.command("DEL", self._key(sid)),
-            self.state.link.command("PUBLISH", self.state.channel, message),
-            self.state.link.command("EXEC"),
-        ]
-        d = defer.gatherResults(sent, consumeErrors=True)
-        d.addErrback(lambda f: f.value.subFailure if isinstance(f.value, defer.FirstError) else f)
-        return d.addErrback(self.state.failed).addCallback(lambda _: None)
+
+        def check(reply: Any) -> None:
+            if reply != 1:
+                raise self.state.unexpected("the session deletion", reply)
+
+        # One script: the deletion and the news of it, atomically.
+        return self.state.script(SCRIPTS["delete_and_publish"], [self._key(sid)], [self.state.channel, message]).addCallback(check)
 
     def watch_ended(self, callback: Callable[[str], None]) -> None:
         self.watchers.append(callback)

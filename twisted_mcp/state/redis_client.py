@@ -259,11 +259,13 @@ class RedisLink:
         attempt.addBoth(settle)
         return attempt
 
-    def _lost(self, protocol: Any, why: Failure) -> None:
+    def _lost(self, protocol: Any, why: Failure, problem: str | None = None) -> None:
         if protocol is not self.protocol:
             return
         self.protocol = None
-        self.problem = self.unreachable("the connection was lost" if self._setup_problem is None else self._setup_problem)
+        self.problem = problem or self.unreachable(
+            "the connection was lost" if self._setup_problem is None else self._setup_problem
+        )
         if self.on_lost is not None and not self._closed:
             self.on_lost(self.problem)
 
@@ -277,6 +279,7 @@ class RedisLink:
     def close(self) -> Deferred[None]:
         """Close the connection for good; fires once it is closed."""
         self._closed = True
+        self.problem = f"the connection to Redis at {self.where()} was closed (the gateway is stopping)"
         protocol, self.protocol = self.protocol, None
         if protocol is None or protocol.transport is None or not protocol.connected:
             return defer.succeed(None)
@@ -291,8 +294,7 @@ class RedisLink:
         protocol = self.protocol
         if protocol is None:
             return
-        self._lost(protocol, Failure(Unavailable(cause)))
-        self.problem = self.unreachable(cause)
+        self._lost(protocol, Failure(Unavailable(cause)), self.unreachable(cause))
         if protocol.transport is not None:
             protocol.transport.abortConnection()
 

@@ -121,6 +121,44 @@ end
 return kept
 """
 
+#: Set (ARGV[5] given) or remove (absent) flag ARGV[4] of the hash KEYS[1], and publish
+#: ARGV[2] on channel ARGV[1]: the change and its news in one atomic step.  A new name
+#: is refused when the hash already holds ARGV[3] names.  Returns 1 (done) or 0 (full).
+SET_FLAG = """
+if #ARGV >= 5 then
+  if redis.call('HEXISTS', KEYS[1], ARGV[4]) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
+    return 0
+  end
+  redis.call('HSET', KEYS[1], ARGV[4], ARGV[5])
+else
+  redis.call('HDEL', KEYS[1], ARGV[4])
+end
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1
+"""
+
+#: Delete KEYS[1] and publish ARGV[2] on channel ARGV[1], atomically.  Returns 1.
+DELETE_AND_PUBLISH = """
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1
+"""
+
+#: Remove the flags ARGV[2..] of the hash KEYS[1] whose value (a number) is at most ARGV[1]:
+#: checked here, so that a flag set again meanwhile with a later value stays.  Returns how many.
+PRUNE_EXPIRED = """
+local now = tonumber(ARGV[1])
+local removed = 0
+for i = 2, #ARGV do
+  local v = tonumber(redis.call('HGET', KEYS[1], ARGV[i]))
+  if v and v <= now then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    removed = removed + 1
+  end
+end
+return removed
+"""
+
 
 @attrs.frozen
 class Script:
@@ -140,6 +178,9 @@ SCRIPTS = {
     "give_back": Script("give_back", GIVE_BACK),
     "acquire": Script("acquire", ACQUIRE),
     "renew": Script("renew", RENEW),
+    "set_flag": Script("set_flag", SET_FLAG),
+    "delete_and_publish": Script("delete_and_publish", DELETE_AND_PUBLISH),
+    "prune_expired": Script("prune_expired", PRUNE_EXPIRED),
 }
 
 __all__ = ["SCRIPTS", "Script"]
