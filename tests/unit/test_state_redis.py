@@ -746,3 +746,21 @@ async def test_flag_cap_refuses_instead_of_dropping(monkeypatch: pytest.MonkeyPa
         assert sorted((await a.flags.snapshot())["revoked"]) == ["j1", "j3", "j4"]
     finally:
         await replicas.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_caller_giving_up_is_not_an_outage() -> None:
+    """A command whose caller cancels it (an HTTP client left during a session lookup) keeps the link: no outage."""
+    replicas = Replicas(redis_url_or_skip())
+    try:
+        state = await replicas.start("a")
+        changes: list[bool] = []
+        state.add_listener(lambda available, problem: changes.append(available))
+        pending = state.sessions.load("gone-before-the-answer")
+        pending.addErrback(lambda f: None)
+        pending.cancel()
+        await sleep(0.05)
+        assert state.available and changes == []
+        assert await state.rates.take([BucketSpec("p\x00y", 0.0, 5, "principal")]) == (0.0, "")
+    finally:
+        await replicas.close()

@@ -335,7 +335,11 @@ class RedisLink:
         return result.addBoth(done)
 
     def _translate(self, name: str, failure: Failure) -> Failure:
-        if failure.check(defer.TimeoutError, defer.CancelledError):
+        if failure.check(defer.CancelledError):
+            # The caller gave up (its client left): Redis is fine, and its late
+            # reply is ignored.  Only our own timeout (TimeoutError) is an outage.
+            return failure
+        if failure.check(defer.TimeoutError):
             cause = f"no answer to {name} within {self.timeout:g} s"
             self.abort(cause)
             return Failure(Unavailable(self.unreachable(cause)))
