@@ -57,9 +57,8 @@ def run_calls(raw_gateway, tmp_path, config: AuditConfig, hold: bool, count: int
 def test_anAnsweredCallIsInTheTable(raw_gateway, tmp_path, config: AuditConfig) -> None:  # noqa: F811
     seen = run_calls(raw_gateway, tmp_path, config, hold=True, count=25)
     assert all(stored >= n for n, stored in seen), seen
-    rows = psycopg.connect(config.dsn).execute(
-        f"SELECT result_bytes FROM \"{config.table}\" WHERE method = 'tools/call' ORDER BY seq"
-    ).fetchall()
+    with psycopg.connect(config.dsn, autocommit=True) as conn:
+        rows = conn.execute(f"SELECT result_bytes FROM \"{config.table}\" WHERE method = 'tools/call' ORDER BY seq").fetchall()
     expected = [len(json.dumps({"jsonrpc": "2.0", "id": n, "result": {"content": [{"type": "text", "text": f"call {n}"}]}},
                                separators=(",", ":"))) + 1 for n in range(1, 26)]
     assert [r[0] for r in rows] == expected  # the size of the line the client got
@@ -105,7 +104,7 @@ def test_twoReplicasWriteOneChain(config: AuditConfig) -> None:  # noqa: F811
     assert errors == []
     total = 2 * per_replica
     assert verify(config) == VerifyResult(True, total, None, f"{total} record(s), seq 1 to {total}: the hash chain is intact")
-    with psycopg.connect(config.dsn) as conn:
+    with psycopg.connect(config.dsn, autocommit=True) as conn:
         rows = conn.execute(f'SELECT seq, id, record FROM "{config.table}" ORDER BY seq').fetchall()
     assert [r[0] for r in rows] == list(range(1, total + 1))
     by_replica: dict[str, list[str]] = {}
