@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any
 
-import pytest
 from twisted.internet.task import Clock
 
 from twisted_mcp.policy.audit import AuditConfig, AuditLog, SynchronousThreads, VerifyResult, verify
@@ -44,7 +42,14 @@ def run_calls(raw_gateway, tmp_path, config: AuditConfig, hold: bool, count: int
         count_sql = f"SELECT count(*) FROM \"{config.table}\" WHERE method = 'tools/call'"
         before = conn.execute(count_sql).fetchone()[0]
         for n in range(1, count + 1):
-            gw.send({"jsonrpc": "2.0", "id": n, "method": "tools/call", "params": {"name": "echo__echo", "arguments": {"text": f"call {n}"}}})
+            gw.send(
+                {
+                    "jsonrpc": "2.0",
+                    "id": n,
+                    "method": "tools/call",
+                    "params": {"name": "echo__echo", "arguments": {"text": f"call {n}"}},
+                }
+            )
             answer = gw.response(n)
             stored = conn.execute(count_sql).fetchone()[0] - before
             assert answer["result"]["content"][0]["text"] == f"call {n}"
@@ -59,8 +64,15 @@ def test_anAnsweredCallIsInTheTable(raw_gateway, tmp_path, config: AuditConfig) 
     assert all(stored >= n for n, stored in seen), seen
     with psycopg.connect(config.dsn, autocommit=True) as conn:
         rows = conn.execute(f"SELECT result_bytes FROM \"{config.table}\" WHERE method = 'tools/call' ORDER BY seq").fetchall()
-    expected = [len(json.dumps({"jsonrpc": "2.0", "id": n, "result": {"content": [{"type": "text", "text": f"call {n}"}]}},
-                               separators=(",", ":"))) + 1 for n in range(1, 26)]
+    expected = [
+        len(
+            json.dumps(
+                {"jsonrpc": "2.0", "id": n, "result": {"content": [{"type": "text", "text": f"call {n}"}]}}, separators=(",", ":")
+            )
+        )
+        + 1
+        for n in range(1, 26)
+    ]
     assert [r[0] for r in rows] == expected  # the size of the line the client got
     assert verify(config) == VerifyResult(True, 25, None, "25 record(s), seq 1 to 25: the hash chain is intact")
 
@@ -115,4 +127,4 @@ def test_twoReplicasWriteOneChain(config: AuditConfig) -> None:  # noqa: F811
     }
     # Interleaved: they really wrote at the same time (not one after the other).
     names = [json.loads(r[2])["replica"] for r in rows]
-    assert sum(1 for a, b in zip(names, names[1:]) if a != b) > 1, names
+    assert sum(1 for a, b in zip(names, names[1:], strict=False) if a != b) > 1, names
