@@ -44,6 +44,29 @@ NOT_SHARED_YET = (
 )
 
 
+#: How many refused changes this replica keeps applying on its own (the oldest go first).
+MAX_LOCAL_ONLY = 10000
+
+#: How the answer of a write the store refused (it will never take it) starts.
+REFUSED = "the shared state refused the change"
+
+#: What requests are refused with (C{onUnavailable.killSwitch: refuse}) until the flags were read once.
+NOT_READ_YET = (
+    "the shared kill switch has not been read yet: the kill switch, approvals and revoked tokens of the other "
+    "replicas are not known, so requests are refused until the shared state (Redis) answers"
+)
+
+#: How an L{Unavailable} a flag write failed with starts when Redis answered and refused it (a permanent failure).
+_REFUSED = ("Redis refused", "Redis did not apply")
+
+
+def _permanent(failure: Failure) -> bool:
+    """Whether a failed flag write would fail again (a bad name or value, Redis refusing it), rather than Redis not answering."""
+    if not failure.check(Unavailable):
+        return True
+    return str(failure.value).startswith(_REFUSED)
+
+
 def flags_problem_message(problem: str | None) -> str:
     """What requests are refused with while the flags cannot be read (C{onUnavailable.killSwitch: refuse})."""
     return (
@@ -90,6 +113,10 @@ class SharedStateSync:
         #: Writes made while the store could not take them: (kind, name, value), in order.
         self.pending: list[tuple[str, str, str | None]] = []
         self._writing = 0
+        #: Changes the store refused (it never will take them): (kind, name) -> value, kept on this replica only.
+        self.local_only: dict[tuple[str, str], str | None] = {}
+        #: Writes sent and not answered yet (each a list of (kind, name, value)).
+        self._in_flight: list[list[tuple[str, str, str | None]]] = []
         self._reading: Deferred[Any] | None = None
         self._started = False
 
@@ -101,6 +128,7 @@ class SharedStateSync:
             return
         self._started = True
         state = self.state
+        self._apply_problem()  # killSwitch refuse: nothing is served before the flags were read once
         state.add_listener(self._availability)
         if state.flags is not None:
             state.flags.watch(self._flags)
@@ -135,8 +163,11 @@ class SharedStateSync:
         policy = self._policy() if policy is None else policy
         if self.state.flags is None:
             return
-        if not self.state.available and self.state.on_unavailable("killSwitch") == "refuse":
+        refuse = self.state.on_unavailable("killSwitch") == "refuse"
+        if not self.state.available and refuse:
             policy.flags_problem = flags_problem_message(self.state.problem)
+        elif not self.synced and refuse:
+            policy.flags_problem = NOT_READ_YET
         elif getattr(policy, "flags_problem", None) is not None:
             policy.flags_problem = None
 
@@ -180,7 +211,7 @@ class SharedStateSync:
             if not force and snapshot == self.snapshot and policy is self._applied_to:
                 self._apply_problem()
                 return
-            self._apply(policy, snapshot, notify=True)
+            self._apply(policy, self._with_local_changes(snapshot), notify=True)
             self.snapshot = snapshot
             self._applied_to = policy
             self._apply_problem()
@@ -195,9 +226,29 @@ class SharedStateSync:
         """
         if self.snapshot is None:
             return False
-        changed = self._apply(policy, self.snapshot, notify)
+        changed = self._apply(policy, self._with_local_changes(self.snapshot), notify)
         self._applied_to = policy
         return changed
+
+    def _with_local_changes(self, snapshot: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        """
+        C{snapshot} with this replica's changes not yet written (waiting, or
+        on their way) or refused by the store laid over it: a reload must not
+        undo a kill thrown here that the store has not taken yet, nor a
+        snapshot one the store refused.
+        """
+        local = [(kind, name, value) for (kind, name), value in self.local_only.items()]
+        local += [change for changes in self._in_flight for change in changes] + self.pending
+        if not local:
+            return snapshot
+        merged = {kind: dict(names) for kind, names in snapshot.items()}
+        for kind, name, value in local:
+            names = merged.setdefault(kind, {})
+            if value is None:
+                names.pop(name, None)
+            else:
+                names[name] = value
+        return merged
 
     def _apply(self, policy: Any, snapshot: dict[str, dict[str, str]], notify: bool) -> bool:
         apply = getattr(policy, "apply_flags", None)
@@ -250,23 +301,48 @@ class SharedStateSync:
         flags = self.state.flags
         if flags is None:
             return succeed((False, "no shared state is configured (state:): the change applies on this replica only"))
+        for kind, name, _ in changes:
+            self.local_only.pop((kind, name), None)  # changed again: whatever the store says of it next
         if not self.state.available:
             self.pending.extend(changes)
             return succeed((False, self._why_not_shared()))
         self._writing += 1
+        changes = list(changes)
+        self._in_flight.append(changes)
         writes = [flags.set(kind, name, value) for kind, name, value in changes]
         d: Deferred[Any] = DeferredList(writes, consumeErrors=True)
 
         def done(results: list[tuple[bool, Any]]) -> tuple[bool, str | None]:
             self._writing -= 1
-            failed = [change for change, (ok, _) in zip(changes, results, strict=True) if not ok]
-            for ok, result in results:
-                if not ok and not result.check(Unavailable):
-                    log.failure("shared state: writing a flag failed", result)
-            self.pending.extend(failed)
-            if not self._writing and not failed:
+            self._in_flight.remove(changes)
+            retry: list[tuple[str, str, str | None]] = []
+            refused: list[str] = []
+            for change, (ok, result) in zip(changes, results, strict=True):
+                if ok:
+                    continue
+                if _permanent(result):
+                    # Written again it would fail again: kept, it would stop every later snapshot.
+                    kind, name, _ = change
+                    why = result.getErrorMessage()
+                    refused.append(why)
+                    if len(self.local_only) >= MAX_LOCAL_ONLY:
+                        self.local_only.pop(next(iter(self.local_only)))
+                    self.local_only[(kind, name)] = change[2]
+                    log.error(
+                        "shared state: the {kind} flag {name} cannot be written ({why}); it applies on this replica "
+                        "only and is not tried again",
+                        kind=kind,
+                        name=name[:100] + ("..." if len(name) > 100 else ""),
+                        why=why,
+                    )
+                else:
+                    retry.append(change)
+            self.pending.extend(retry)
+            if not self._writing and not retry:
                 self.resync(force=True)
-            return (False, self._why_not_shared()) if failed else (True, None)
+            if refused:
+                return (False, f"{REFUSED} ({refused[0]}): it applies on this replica only")
+            return (False, self._why_not_shared()) if retry else (True, None)
 
         d.addCallback(done)
         return d
@@ -283,4 +359,4 @@ class SharedStateSync:
         self.write(changes)
 
 
-__all__ = ["NOT_SHARED_YET", "SharedStateSync", "flags_problem_message", "refuses_while_unavailable"]
+__all__ = ["NOT_READ_YET", "NOT_SHARED_YET", "REFUSED", "SharedStateSync", "flags_problem_message", "refuses_while_unavailable"]
