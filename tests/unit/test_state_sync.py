@@ -533,3 +533,86 @@ class TestService:
         applied, changes, problems = service.reload(lambda: config(names=()))
         assert applied, problems
         assert service.gateway.policy.state is state
+
+
+class MarkedFlags(FakeFlags):
+    """A L{FakeFlags} with the store's marker (C{flags.marker}); L{wipe} empties it as a Redis restarted without data."""
+
+    def __init__(self, state: "FakeState") -> None:
+        super().__init__(state)
+        self.held_marker: str | None = None
+
+    def marker(self, candidate: str) -> Deferred[str]:
+        if not self.state.up:
+            return fail(Unavailable(PROBLEM))
+        if self.held_marker is None:
+            self.held_marker = candidate
+        return succeed(self.held_marker)
+
+    def wipe(self) -> None:
+        self.data = {kind: {} for kind in FLAG_KINDS}
+        self.held_marker = None
+
+
+def marked_replicas() -> tuple[MarkedFlags, list[tuple[FlagPolicy, SharedStateSync]]]:
+    """Two replicas (a policy and a sync each) over one L{MarkedFlags}."""
+    first = FakeState()
+    flags = first.flags = MarkedFlags(first)
+    replicas = []
+    for state in (first, FakeState()):
+        state.flags = flags
+        policy = FlagPolicy(PolicyConfig(), "__", Clock())
+        sync = SharedStateSync(state, lambda policy=policy: policy, lambda: None, lambda before: 0)
+        sync.start()
+        state.starting.callback(None)
+        sync.started()
+        replicas.append((policy, sync))
+    return flags, replicas
+
+
+class TestEmptiedStore:
+    def test_a_wiped_store_is_restored_from_what_the_replicas_knew(self) -> None:
+        """
+        Redis restarted without its data: the replicas do not follow the
+        empty store (releasing every kill and revocation); each writes back
+        what it knew (the union comes back), and says so once.
+        """
+        flags, [(a, sync_a), (b, sync_b)] = marked_replicas()
+        a.set_kill("tool", "evil__tool", True)
+        sync_a.write([("kill:tool", "evil__tool", "1")])
+        b.revoked = {"jti-1"}
+        sync_b.write([("revoked", "jti-1", "1900000000")])
+        flags.push()
+        assert a.kills["tool"] == b.kills["tool"] == {"evil__tool"}
+        assert a.revoked == b.revoked == {"jti-1"}
+        # Replica b missed the last change (a kill of a principal) before the wipe.
+        flags.data["kill:principal"]["mallory"] = "1"
+        for callback in flags.watchers[:1]:
+            callback(flags.copy())
+        assert a.kills["principal"] == {"mallory"} and b.kills["principal"] == set()
+        flags.wipe()
+        with capturedLogs() as logs:
+            flags.push()
+        assert flags.data["kill:tool"] == {"evil__tool": "1"}
+        assert flags.data["kill:principal"] == {"mallory": "1"}
+        assert flags.data["revoked"] == {"jti-1": "1900000000"}
+        for policy in (a, b):
+            assert policy.kills["tool"] == {"evil__tool"} and policy.revoked == {"jti-1"}
+        assert b.kills["principal"] == {"mallory"}  # the union: what a knew reaches b
+        warnings = [m for m in messages(logs) if "emptied" in m]
+        assert warnings == [
+            "the shared state was emptied (Redis restarted without its data?): restored 3 flags this replica knew",
+            "the shared state was emptied (Redis restarted without its data?): restored 2 flags this replica knew",
+        ]
+        # Once restored: a release on one replica is followed by the other, as before.
+        a.set_kill("tool", "evil__tool", False)
+        sync_a.write([("kill:tool", "evil__tool", None)])
+        flags.push()
+        assert b.kills["tool"] == set()
+
+    def test_a_fresh_store_at_start_is_not_a_wipe(self) -> None:
+        with capturedLogs() as logs:
+            flags, [(a, _), (b, _)] = marked_replicas()
+            flags.push()
+        assert flags.held_marker is not None
+        assert [m for m in messages(logs) if "emptied" in m] == []

@@ -27,6 +27,7 @@ config).
 
 from __future__ import annotations
 
+import secrets
 from typing import Any, Callable
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
@@ -118,6 +119,10 @@ class SharedStateSync:
         #: Writes sent and not answered yet (each a list of (kind, name, value)).
         self._in_flight: list[list[tuple[str, str, str | None]]] = []
         self._reading: Deferred[Any] | None = None
+        #: The store's marker as last seen (None: not read yet); a new one means Redis lost its flags.
+        self._marker: str | None = None
+        self._checking = False
+        self._waiting: tuple[dict[str, dict[str, str]], bool] | None = None
         self._started = False
 
     # -- life cycle ----------------------------------------------------------
@@ -198,7 +203,60 @@ class SharedStateSync:
         d.addCallbacks(read, failed)
 
     def _flags(self, snapshot: dict[str, dict[str, str]], force: bool = False) -> None:
-        """A snapshot from the store: apply it, unless writes of this replica are still on their way."""
+        """
+        A snapshot from the store: first check the store was not emptied
+        since the last one (when it can tell: C{flags.marker}), then apply it.
+        """
+        marker = getattr(self.state.flags, "marker", None)
+        if marker is None:
+            self._take(snapshot, force)
+            return
+        if self._checking:
+            self._waiting = (snapshot, force or (self._waiting is not None and self._waiting[1]))
+            return
+        self._checking = True
+        d = marker(f"{self.state.replica}/{secrets.token_hex(8)}")
+
+        def checked(value: str) -> None:
+            if not self._emptied(value):
+                self._take(snapshot, force)
+
+        def failed(failure: Failure) -> None:
+            self._waiting = None
+            if not failure.check(Unavailable, CancelledError):
+                log.failure("shared state: reading the flags marker failed", failure)
+
+        def next_one(_: Any) -> None:
+            self._checking = False
+            if self._waiting is not None:
+                (later, again), self._waiting = self._waiting, None
+                self._flags(later, again)
+
+        d.addCallbacks(checked, failed).addBoth(next_one)
+
+    def _emptied(self, marker: str) -> bool:
+        """
+        Whether the store lost its flags since the last snapshot (its marker
+        changed: Redis restarted without its data); then what this replica
+        knew is written back (every replica does: the union comes back) and
+        the snapshot, taken of the emptied store, is not applied.
+        """
+        known, self._marker = self._marker, marker
+        if known is None or known == marker or self.snapshot is None:
+            return False
+        last = self._with_local_changes(self.snapshot)
+        changes = [(kind, name, value) for kind, names in sorted(last.items()) for name, value in sorted(names.items())]
+        log.warn(
+            "the shared state was emptied (Redis restarted without its data?): restored {n} flags this replica knew",
+            n=len(changes),
+        )
+        if not changes:
+            return False
+        self.write(changes)  # read again once written
+        return True
+
+    def _take(self, snapshot: dict[str, dict[str, str]], force: bool = False) -> None:
+        """Apply a snapshot, unless writes of this replica are still on their way."""
         try:
             if self._writing:
                 return  # taken before this replica's own change landed: read again once it has
