@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import pytest_twisted
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor
@@ -616,3 +617,37 @@ class TestEmptiedStore:
             flags.push()
         assert flags.held_marker is not None
         assert [m for m in messages(logs) if "emptied" in m] == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_real_redis_restarted_empty_is_restored() -> None:
+    """A private redis-server (no persistence) killed and started again: both replicas' flags come back."""
+    from .test_state_redis import Replicas, eventually, private_or_skip, raw
+
+    with private_or_skip() as server:
+        replicas = Replicas(server.url)
+        try:
+            pairs = []
+            for name in ("a", "b"):
+                state = await replicas.start(name, timeout=0.3, resyncInterval=0.1)
+                policy = FlagPolicy(PolicyConfig(), "__", Clock())
+                sync = SharedStateSync(state, lambda policy=policy: policy, lambda: None, lambda before: 0)
+                sync.start()
+                sync.started()
+                pairs.append((policy, sync))
+            (a, sync_a), (b, sync_b) = pairs
+            a.set_kill("tool", "evil__tool", True)
+            assert await sync_a.write([("kill:tool", "evil__tool", "1")]) == (True, None)
+            assert await sync_b.write([("revoked", "jti-1", "1900000000")]) == (True, None)
+            await eventually(lambda: b.kills["tool"] == {"evil__tool"} and a.revoked == {"jti-1"}, 2.0)
+            with capturedLogs() as logs:
+                server.stop()
+                server.start()  # empty: --save "" --appendonly no
+                kills, revoked = f"{replicas.namespace}:flags:kill:tool", f"{replicas.namespace}:flags:revoked"
+                await eventually(lambda: raw(server.url, "HGETALL", kills) == [b"evil__tool", b"1"], 5.0)
+                await eventually(lambda: raw(server.url, "HGETALL", revoked) == [b"jti-1", b"1900000000"], 2.0)
+            for policy in (a, b):
+                assert policy.kills["tool"] == {"evil__tool"} and policy.revoked == {"jti-1"}
+            assert any("the shared state was emptied" in m for m in messages(logs))
+        finally:
+            await replicas.close(delete=False)
