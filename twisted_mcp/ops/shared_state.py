@@ -22,7 +22,18 @@ config).
 - Admin actions (C{POST /kill}, C{/pins/approve}, C{/revoke}) apply on this
   replica at once and write their flag through L{SharedStateSync.write};
   while the store is unreachable the write waits here (in memory) and the
-  answer says the change is not shared yet.
+  answer says the change is not shared yet.  A write the store refuses for
+  good (a name over its bound, Redis refusing the command) is not tried
+  again: it is logged, the answer says so, and the change stays applied on
+  this replica only (laid over every later snapshot).
+- Until the flags were read once, with C{onUnavailable.killSwitch: refuse},
+  the policy's C{flags_problem} is set too (L{NOT_READ_YET}): nothing is
+  served before this replica knows what the others switched off.
+- A reload's new policy gets the last snapshot with this replica's changes
+  not yet written laid over it (a kill thrown here stays thrown).
+- A store that lost its flags (Redis restarted without its data: its
+  marker, C{flags.marker}, changed) is not followed: every replica writes
+  back what it knew, and the union comes back.
 """
 
 from __future__ import annotations
@@ -245,7 +256,9 @@ class SharedStateSync:
         if known is None or known == marker or self.snapshot is None:
             return False
         last = self._with_local_changes(self.snapshot)
-        changes = [(kind, name, value) for kind, names in sorted(last.items()) for name, value in sorted(names.items())]
+        changes: list[tuple[str, str, str | None]] = [
+            (kind, name, value) for kind, names in sorted(last.items()) for name, value in sorted(names.items())
+        ]
         log.warn(
             "the shared state was emptied (Redis restarted without its data?): restored {n} flags this replica knew",
             n=len(changes),

@@ -14,13 +14,15 @@ replica.  Without a C{state:} section, C{POST /revoke} (C{twisted-mcp
 revoke}) adds to this process's set only, kept in memory: a restart forgets
 every revocation (revoke the token at its issuer too, or give it a short
 C{exp}).  With C{state: {redis: URL}}, the revocation is a flag in Redis
-(kind C{revoked}) that every replica applies within a second, and that
+(kind C{revoked}, its value when the revocation may be forgotten: see
+L{revocation_expiry}) that every replica applies within a second, and that
 survives restarts for as long as Redis keeps it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Any
 
 import jwt
@@ -81,7 +83,7 @@ def revocation_expiry(body: dict[str, Any], now: float) -> int:
     except jwt.PyJWTError:
         return floor
     exp = payload.get("exp") if isinstance(payload, dict) else None
-    if type(exp) in (int, float) and exp == exp and exp < 2**53:
+    if isinstance(exp, (int, float)) and not isinstance(exp, bool) and math.isfinite(exp) and exp < 2**53:
         return max(floor, int(exp))
     return floor
 
