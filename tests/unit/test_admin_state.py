@@ -19,7 +19,7 @@ from twisted.internet.defer import fail
 from twisted.internet.task import Clock
 
 from twisted_mcp.policy.rules import PolicyConfig
-from twisted_mcp.state.base import Unavailable
+from twisted_mcp.state.base import Refused, Unavailable
 
 from .test_admin import World, parse_response, world  # noqa: F401  (the fixture)
 from .test_state_sync import PASSWORD, PROBLEM, FakeState, FlagPolicy, shared_world
@@ -181,7 +181,7 @@ class TestSharedActions:
         world, state, sync = shared
         world.ready()
         real_set = state.flags.set
-        state.flags.set = lambda kind, name, value: fail(Unavailable("Redis refused the flag change: ERR OOM"))  # type: ignore[method-assign]
+        state.flags.set = lambda kind, name, value: fail(Refused("Redis refused the flag change: ERR OOM"))  # type: ignore[method-assign]
         answer = world.post(b"/kill", {"kind": "tool", "name": "alpha__echo"}).json()
         assert answer["shared"] is False and answer["refused"] is True
         assert answer["why"] == (

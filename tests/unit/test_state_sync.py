@@ -24,7 +24,7 @@ from twisted_mcp.ops.shared_state import NOT_READ_YET, SharedStateSync, flags_pr
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import PolicyConfig
 from twisted_mcp.service import _POLICY_TAKES_STATE, GatewayService, make_state
-from twisted_mcp.state.base import FLAG_KINDS, SharedState, Unavailable
+from twisted_mcp.state.base import FLAG_KINDS, Refused, SharedState, Unavailable
 
 from .test_admin import LIST_CHANGED, World, config
 
@@ -358,7 +358,7 @@ class TestAvailability:
             if len(name) > 512:
                 return fail(ValueError("a flag's name must be 1 to 512 bytes of text"))
             if name == "refused":
-                return fail(Unavailable("Redis refused the flag change: ERR wrong number of arguments"))
+                return fail(Refused("Redis refused the flag change: ERR wrong number of arguments"))
             return real_set(kind, name, value)
 
         state.flags.set = refusing  # type: ignore[method-assign]
@@ -651,3 +651,15 @@ async def test_a_real_redis_restarted_empty_is_restored() -> None:
             assert any("the shared state was emptied" in m for m in messages(logs))
         finally:
             await replicas.close(delete=False)
+
+
+def test_what_the_real_store_refuses_is_not_retried() -> None:
+    """The store's own refusals (Redis's error reply, the flag cap) are permanent; a lost Redis is not."""
+    from twisted.python.failure import Failure
+
+    from twisted_mcp.ops.shared_state import _permanent
+    from twisted_mcp.state.base import FlagLimitReached
+
+    assert _permanent(Failure(FlagLimitReached("the shared state already holds 100000 kill:tool flags", "kill:tool", 100000)))
+    assert _permanent(Failure(ValueError("a flag name longer than 512 bytes")))
+    assert not _permanent(Failure(Unavailable("Redis at 127.0.0.1:6379 unreachable: connection refused")))

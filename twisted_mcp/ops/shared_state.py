@@ -45,7 +45,7 @@ from twisted.internet.defer import CancelledError, Deferred, DeferredList, succe
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_mcp.state.base import SharedState, Unavailable
+from twisted_mcp.state.base import Refused, SharedState, Unavailable
 
 log = Logger()
 
@@ -68,15 +68,9 @@ NOT_READ_YET = (
     "replicas are not known, so requests are refused until the shared state (Redis) answers"
 )
 
-#: How an L{Unavailable} a flag write failed with starts when Redis answered and refused it (a permanent failure).
-_REFUSED = ("Redis refused", "Redis did not apply")
-
-
 def _permanent(failure: Failure) -> bool:
     """Whether a failed flag write would fail again (a bad name or value, Redis refusing it), rather than Redis not answering."""
-    if not failure.check(Unavailable):
-        return True
-    return str(failure.value).startswith(_REFUSED)
+    return not failure.check(Unavailable) or bool(failure.check(Refused))
 
 
 def flags_problem_message(problem: str | None) -> str:
