@@ -19,7 +19,7 @@ from twisted.internet.defer import fail
 from twisted.internet.task import Clock
 
 from twisted_mcp.policy.rules import PolicyConfig
-from twisted_mcp.state.base import Refused, Unavailable
+from twisted_mcp.state.base import Refused
 
 from .test_admin import World, parse_response, world  # noqa: F401  (the fixture)
 from .test_state_sync import PASSWORD, PROBLEM, FakeState, FlagPolicy, shared_world
