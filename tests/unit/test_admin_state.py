@@ -259,3 +259,19 @@ class TestSharedActions:
         world.ready()
         r = world.post(b"/kill", {"kind": "tool", "name": "alpha__echo"})
         assert r.json() == {"principals": [], "backends": [], "tools": ["alpha__echo"]}
+
+
+def test_held_answers_past_their_bound_are_a_metric(shared: Any) -> None:
+    """C{twisted_mcp_audit_hold_timeouts}: answers sent before their record was committed (only with holdAnswers)."""
+    world, state, sync = shared
+
+    class Audit:
+        queue_depth = failures = dropped = 0
+        holds_answers = True
+        hold_timeouts = 3
+        refuses_calls = False
+
+    world.gateway.policy.audit = Audit()
+    assert metric(world, "twisted_mcp_audit_hold_timeouts_total") == [({}, 3.0)]
+    Audit.holds_answers = False
+    assert metric(world, "twisted_mcp_audit_hold_timeouts_total") == []

@@ -23,7 +23,7 @@ from twisted_mcp.mcp import errors
 from twisted_mcp.ops.shared_state import NOT_READ_YET, SharedStateSync, flags_problem_message
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import PolicyConfig
-from twisted_mcp.service import _POLICY_TAKES_STATE, GatewayService, make_state
+from twisted_mcp.service import GatewayService, make_state
 from twisted_mcp.state.base import FLAG_KINDS, Refused, SharedState, Unavailable
 
 from .test_admin import LIST_CHANGED, World, config
@@ -526,7 +526,6 @@ class TestService:
         assert state.calls == ["start", "stop"]
         assert d.called
 
-    @pytest.mark.skipif(not _POLICY_TAKES_STATE, reason="Policy does not take the shared state yet (the Policy side of issue 15)")
     def test_the_policy_and_a_reload_s_policy_get_the_state(self) -> None:
         state = FakeState()
         service = GatewayService(config(names=()), Clock(), MemoryReactor(), state=state)
@@ -663,3 +662,20 @@ def test_what_the_real_store_refuses_is_not_retried() -> None:
     assert _permanent(Failure(FlagLimitReached("the shared state already holds 100000 kill:tool flags", "kill:tool", 100000)))
     assert _permanent(Failure(ValueError("a flag name longer than 512 bytes")))
     assert not _permanent(Failure(Unavailable("Redis at 127.0.0.1:6379 unreachable: connection refused")))
+
+
+class TestAuditOfReplicas:
+    """With C{state:}, the audit trail says which replica wrote each record; held answers have their metric."""
+
+    def test_records_name_the_replica_only_with_state(self, tmp_path: Any) -> None:
+        import attrs
+
+        from twisted_mcp.policy.audit.config import AuditConfig
+        from twisted_mcp.state.config import StateSettings
+
+        audited = attrs.evolve(config(names=()), audit=AuditConfig(sink="file", path=str(tmp_path / "audit.jsonl")))
+        alone = GatewayService(audited, Clock(), MemoryReactor())
+        assert alone.audit.replica is None
+        shared = attrs.evolve(audited, state=StateSettings(redis="redis://127.0.0.1:6379/0", replica="replica-1"))
+        replica = GatewayService(shared, Clock(), MemoryReactor(), state=FakeState())
+        assert replica.audit.replica == "replica-1"

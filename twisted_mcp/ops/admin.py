@@ -176,6 +176,13 @@ def _collector(service: Any) -> Any:
                 )
                 dropped.add_metric([], float(audit.dropped))
                 yield dropped
+                if audit.holds_answers:
+                    unconfirmed = CounterMetricFamily(
+                        "twisted_mcp_audit_hold_timeouts",
+                        "Answers sent before their audit record was committed (audit.holdAnswers, past audit.holdTimeout)",
+                    )
+                    unconfirmed.add_metric([], float(audit.hold_timeouts))
+                    yield unconfirmed
             yield from oauth_metrics(service)
             yield from state_metrics(gateway.state)
 
