@@ -38,30 +38,58 @@ LIST = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
 
 class FakeSessionStore:
     """
-    A L{twisted_mcp.state.base.SessionStore} in memory, shared by the
-    replicas of a test: records kept as JSON text (as Redis would), loads
-    answered at once or held until L{release}, everything failing with
-    L{Unavailable} while C{down} says why.
+    The session store of a test, in memory, shared by its replicas (each
+    uses it through its own L{ReplicaSessions}), behaving as Redis does:
+    records kept as JSON text, each expiring C{ttl} seconds (of the test's
+    clock) after it was saved or touched; a touch of a missing key does
+    nothing (PEXPIRE); a delete tells every replica but the one that
+    deleted (its own pub/sub message is ignored).  Loads are answered at
+    once or held until L{release}, saves at once or held while
+    C{hold_saves}, everything fails with L{Unavailable} while C{down} says why.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
         self.records: dict[str, str] = {}
         self.ttls: dict[str, float] = {}
+        self.expires: dict[str, float] = {}
         self.down: str | None = None
         self.hold = False
         self.held: list[tuple[Deferred[Any], str]] = []
+        self.hold_saves = False
+        self.held_saves: list[Deferred[None]] = []
         self.loads: list[str] = []
         self.saves: list[str] = []
         self.touches: list[str] = []
-        self.watchers: list[Callable[[str], None]] = []
+        self.watchers: list[tuple[str, Callable[[str], None]]] = []
+
+    def _expire(self) -> None:
+        now = self.clock.seconds()
+        for sid in [sid for sid, until in self.expires.items() if until <= now]:
+            self.drop(sid)
+
+    def drop(self, sid: str) -> None:
+        """The key goes (expired, evicted, or Redis restarted empty)."""
+        self.records.pop(sid, None)
+        self.expires.pop(sid, None)
 
     def save(self, sid: str, record: dict[str, Any], ttl: float) -> Deferred[None]:
         if self.down is not None:
             return fail(Unavailable(self.down))
         self.records[sid] = json.dumps(record)
         self.ttls[sid] = ttl
+        self.expires[sid] = self.clock.seconds() + ttl
         self.saves.append(sid)
+        if self.hold_saves:
+            d: Deferred[None] = Deferred()
+            self.held_saves.append(d)
+            return d
         return succeed(None)
+
+    def release_saves(self) -> None:
+        held, self.held_saves = self.held_saves, []
+        for d in held:
+            d.callback(None)
 
     def load(self, sid: str) -> Deferred[Any]:
         self.loads.append(sid)
@@ -74,6 +102,7 @@ class FakeSessionStore:
     def _answer(self, sid: str) -> Deferred[Any]:
         if self.down is not None:
             return fail(Unavailable(self.down))
+        self._expire()
         text = self.records.get(sid)
         return succeed(None if text is None else json.loads(text))
 
@@ -85,17 +114,44 @@ class FakeSessionStore:
 
     def touch(self, sid: str, ttl: float) -> None:
         self.touches.append(sid)
+        self._expire()
+        if self.down is None and sid in self.records:
+            self.expires[sid] = self.clock.seconds() + ttl
 
-    def delete(self, sid: str) -> Deferred[None]:
+    def delete(self, sid: str, by: str) -> Deferred[None]:
         if self.down is not None:
             return fail(Unavailable(self.down))
-        self.records.pop(sid, None)
-        for callback in list(self.watchers):
-            callback(sid)
+        self.drop(sid)
+        for replica, callback in list(self.watchers):
+            if replica != by:
+                callback(sid)
         return succeed(None)
 
+    def watch_ended(self, replica: str, callback: Callable[[str], None]) -> None:
+        self.watchers.append((replica, callback))
+
+
+class ReplicaSessions:
+    """One replica's L{twisted_mcp.state.base.SessionStore}: the shared L{FakeSessionStore}, as that replica."""
+
+    def __init__(self, store: FakeSessionStore, replica: str) -> None:
+        self.store = store
+        self.replica = replica
+
+    def save(self, sid: str, record: dict[str, Any], ttl: float) -> Deferred[None]:
+        return self.store.save(sid, record, ttl)
+
+    def load(self, sid: str) -> Deferred[Any]:
+        return self.store.load(sid)
+
+    def touch(self, sid: str, ttl: float) -> None:
+        self.store.touch(sid, ttl)
+
+    def delete(self, sid: str) -> Deferred[None]:
+        return self.store.delete(sid, self.replica)
+
     def watch_ended(self, callback: Callable[[str], None]) -> None:
-        self.watchers.append(callback)
+        self.store.watch_ended(self.replica, callback)
 
 
 class FakeState(SharedState):
@@ -103,7 +159,7 @@ class FakeState(SharedState):
 
     def __init__(self, replica: str, store: FakeSessionStore, sessions: str = "local") -> None:
         super().__init__(replica, {"sessions": sessions})
-        self.sessions = store
+        self.sessions = ReplicaSessions(store, replica)
 
 
 class Replica:
@@ -144,7 +200,7 @@ class SharedCase(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
-        self.store = FakeSessionStore()
+        self.store = FakeSessionStore(self.clock)
         self.settings = HttpSettings(sessionIdleTimeout=60.0, maxSessions=4, maxSessionsPerPrincipal=3)
         self.a = Replica("replica-a", self.clock, self.store, self.settings, self.sessions)
         self.b = Replica("replica-b", self.clock, self.store, self.settings, self.sessions)
@@ -203,12 +259,12 @@ class ServedElsewhereTests(SharedCase):
         self.assertNotIn(LISTENER, json.dumps(record))
 
     def test_anotherIdentityPresentingTheIdOnBGets404(self) -> None:
-        """A client of another identity (here: another listener of B) with A's session id: 404, logged once, nothing rebuilt."""
+        """A client of another identity (here: a bearer token's principal) with A's session id: 404, logged once, nothing rebuilt."""
         sid = self.initialize()
-        other = http_site(self.b.gateway, self.clock, GatewaySettings(), self.settings, "http:tcp:9090:interface=127.0.0.1")
+        other = http_site(self.b.gateway, self.clock, GatewaySettings(), self.settings, LISTENER, None, principal_of)
         with capturedLogs() as events:
-            first = self.b.exchange(LIST, sid, site=other)
-            second = self.b.exchange(LIST, sid, site=other)
+            first = bearer_post(other, LIST, "mallory.dev", sid)
+            second = bearer_post(other, LIST, "mallory.dev", sid)
         self.assertEqual((first.status, second.status), (404, 404))
         self.assertEqual(first.json()["error"]["code"], -32001)
         warned = [formatEvent(e) for e in events if "another client identity" in formatEvent(e)]
@@ -265,6 +321,12 @@ class ServedElsewhereTests(SharedCase):
         self.assertEqual((r.status, r.headers["content-type"]), (200, "text/event-stream"))
         self.assertFalse(r.finished)
         c.close()
+
+
+def bearer_post(site: Any, body: Any, token: str, sid: str | None = None) -> Response:
+    c = Connection(site)
+    c.send("POST", body, {"mcp-session-id": sid, "authorization": f"Bearer {token}"})
+    return c.response()
 
 
 def principal_of(token: str) -> Principal:
@@ -334,8 +396,10 @@ class LifetimeTests(SharedCase):
 
     def test_deleteByAnotherIdentityIs404AndKeepsTheSession(self) -> None:
         sid = self.initialize()
-        other = http_site(self.b.gateway, self.clock, GatewaySettings(), self.settings, "http:tcp:9090:interface=127.0.0.1")
-        self.assertEqual(self.b.exchange(None, sid, "DELETE", site=other).status, 404)
+        other = http_site(self.b.gateway, self.clock, GatewaySettings(), self.settings, LISTENER, None, principal_of)
+        c = Connection(other)
+        c.send("DELETE", None, {"mcp-session-id": sid, "authorization": "Bearer mallory.dev", "content-type": None})
+        self.assertEqual(c.response().status, 404)
         self.assertIn(sid, self.store.records)
         self.assertEqual(len(self.a.resource.table), 1)
 
@@ -349,8 +413,9 @@ class LifetimeTests(SharedCase):
         self.assertEqual(len(self.b.resource.table), 0)
         self.assertIn(sid, self.store.records)
         self.assertEqual(len(self.a.resource.table), 1)
+        loads = len(self.store.loads)
         self.assertEqual(self.b.exchange(LIST, sid).status, 200)
-        self.assertEqual(self.store.loads, [sid, sid])
+        self.assertEqual(len(self.store.loads), loads + 1)
 
     def test_touchedAtMostEveryQuarterOfItsTimeToLive(self) -> None:
         sid = self.initialize()
@@ -361,6 +426,7 @@ class LifetimeTests(SharedCase):
         self.assertEqual(self.a.exchange(PING, sid).status, 200)
         self.assertEqual(self.a.exchange(PING, sid).status, 200)
         self.assertEqual(self.store.touches, [sid])
+        self.assertEqual(self.store.expires[sid], 75.0)
         self.assertEqual(self.b.exchange(PING, sid).status, 200)  # rebuilt: touched at once
         self.assertEqual(self.store.touches, [sid, sid])
 
@@ -439,14 +505,18 @@ class LookupTests(SharedCase):
         self.assertEqual(self.b.resource.shared.pending(), 0)
 
     def test_aClientGoneDuringTheLookupLeavesNothing(self) -> None:
-        """The only waiting client closes its request: the lookup is cancelled, nothing is built, nothing is answered."""
+        """
+        The only waiting client closes its request: the store's load is
+        not cancelled (the Redis client takes a cancel for a lost
+        connection), its answer is ignored: nothing is built, nothing is answered.
+        """
         sid = self.initialize()
         self.store.hold = True
         c = self.b.send(LIST, sid)
         c.close()
         self.assertEqual(self.b.resource.shared.pending(), 0)
         ((load, _),) = self.store.held
-        self.assertTrue(load.called)  # cancelled
+        self.assertFalse(load.called)  # not cancelled
         self.store.release()
         self.assertEqual(len(self.b.resource.table), 0)
         self.assertEqual(self.b.gateway.sessions, set())
@@ -469,6 +539,8 @@ class LookupTests(SharedCase):
         self.store.hold = True
         c = self.b.send(LIST, sid)
         self.b.resource.stop(0)
+        ((load, _),) = self.store.held
+        self.assertFalse(load.called)  # not cancelled: only not waited for
         r = c.response()
         self.assertEqual(r.status, 503)
         self.assertEqual(r.json()["error"]["code"], errors.GATEWAY_SHUTTING_DOWN)

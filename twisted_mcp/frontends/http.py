@@ -622,7 +622,7 @@ class McpResource(Resource):
         self._resubscribe(hs)
         store = self.shared.store()
         if store is not None:
-            self.shared.touch(store, hs)
+            self.shared.touch(store, hs, present=True)
         return hs
 
     def _resubscribe(self, hs: HttpSession) -> None:

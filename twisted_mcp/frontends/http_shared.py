@@ -474,20 +474,21 @@ class SharedSessions:
                 why=failure.getErrorMessage(),
             )
 
-    def touch(self, store: SessionStore, hs: HttpSession) -> None:
+    def touch(self, store: SessionStore, hs: HttpSession, present: bool = False) -> None:
         """
         C{hs} was used: its record lives C{ttl} from now (told the store at
         most every quarter of it).  A record the store lost meanwhile
         (expired during a long call, evicted, Redis restarted) is saved
         again; one that is there only has its expiry moved, so that a newer
-        record another replica saved is kept.
+        record another replica saved is kept.  C{present}: the store just
+        answered with the record (it is not read again).
         """
         now = self.clock.seconds()
         if now - hs.touched < self.ttl / 4 or hs.record is None:
             return
         hs.touched = now
         try:
-            d = store.load(hs.id)
+            d = succeed({}) if present else store.load(hs.id)
         except Exception as e:
             d = fail(e)
 
