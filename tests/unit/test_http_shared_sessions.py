@@ -11,6 +11,9 @@ store, both ways.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -18,6 +21,7 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
+import twisted_mcp
 from twisted_mcp.config import GatewaySettings
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.frontends.http import http_site
@@ -32,6 +36,8 @@ from .fakes import FakeBackend
 from .test_http_front import INIT, Connection, Response, call, modern_call, modern_headers
 
 LISTENER = "http:tcp:8080:interface=127.0.0.1"
+#: Where the twisted_mcp under test comes from (for a subprocess).
+SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(twisted_mcp.__file__)))
 PING = {"jsonrpc": "2.0", "id": 7, "method": "ping"}
 LIST = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
 
@@ -166,9 +172,16 @@ class Replica:
     """One gateway and its HTTP front, sharing C{store} with the other replicas."""
 
     def __init__(
-        self, name: str, clock: Clock, store: FakeSessionStore | None, settings: HttpSettings, sessions: str = "local"
+        self,
+        name: str,
+        clock: Clock,
+        store: FakeSessionStore | None,
+        settings: HttpSettings,
+        sessions: str = "local",
+        resources: list[str] | None = None,
+        gateway_settings: GatewaySettings | None = None,
     ) -> None:
-        self.backend = FakeBackend("alpha", ["echo"], resources=["alpha://doc"])
+        self.backend = FakeBackend("alpha", ["echo"], resources=resources or ["alpha://doc"])
         self.backend.capabilities = {"tools": {}, "resources": {"subscribe": True}, "logging": {}}
         self.backend._first_discovery_done()
         self.gateway = Gateway([self.backend], "__", clock, 5.0)
@@ -176,7 +189,7 @@ class Replica:
             self.gateway.state = FakeState(name, store, sessions)
         self.gateway.start()
         self.settings = settings
-        self.site = http_site(self.gateway, clock, GatewaySettings(), settings, LISTENER)
+        self.site = http_site(self.gateway, clock, gateway_settings or GatewaySettings(), settings, LISTENER)
         self.resource = self.site.resource_
 
     def exchange(self, body: Any = None, sid: str | None = None, method: str = "POST", site: Any = None) -> Response:
@@ -602,6 +615,188 @@ class UnavailableRefuseTests(SharedCase):
         self.assertEqual(self.b.exchange(LIST, sid).status, 200)
 
 
+class ReviewTests(SharedCase):
+    """What a review of the shared sessions found, each kept from coming back."""
+
+    def test_replicasListeningOnOtherPortsShareASession(self) -> None:
+        """
+        Replicas started with other --listen strings (8080 and 8081) serve
+        one another's sessions; another principal still gets 404.
+        """
+        sites = [
+            http_site(replica.gateway, self.clock, GatewaySettings(), self.settings, listener, None, principal_of)
+            for replica, listener in ((self.a, LISTENER), (self.b, "http:tcp:8081:interface=127.0.0.1"))
+        ]
+        r = bearer_post(sites[0], INIT, "alice.dev")
+        self.assertEqual(r.status, 200)
+        sid = r.headers["mcp-session-id"]
+        self.assertEqual(bearer_post(sites[1], LIST, "bob.dev", sid).status, 404)
+        self.assertEqual(bearer_post(sites[1], LIST, "alice.dev", sid).status, 200)
+
+    def test_aRecordLostFromTheStoreIsSavedAgain(self) -> None:
+        """
+        The record expires during a long call (and, later, Redis restarts
+        empty): the next use (at most every quarter of its time to live)
+        saves it again, and B can serve it.
+        """
+        sid = self.initialize()
+        c = self.a.send(call(3, "slow"), sid)
+        self.clock.advance(61)  # no request meanwhile: the key expired
+        self.a.calls()[0].deferred.callback({"content": []})
+        self.assertEqual(c.response().status, 200)
+        self.assertEqual(self.a.exchange(PING, sid).status, 200)
+        self.assertIn(sid, self.store.records)
+        self.store.drop(sid)  # Redis restarted empty
+        self.clock.advance(15)
+        self.assertEqual(self.a.exchange(PING, sid).status, 200)
+        self.assertIn(sid, self.store.records)
+        self.assertEqual(self.b.exchange(LIST, sid).status, 200)
+
+    def test_aDeleteAndARequestWaitingOnOneLookup(self) -> None:
+        """A DELETE and a POST wait on B for the same lookup: the DELETE wins, nothing is rebuilt, nothing saved after."""
+        sid = self.initialize()
+        self.store.hold = True
+        d = self.b.send(None, sid, "DELETE")
+        p = self.b.send(PING, sid)
+        self.store.release()
+        self.assertEqual((d.response().status, p.response().status), (204, 404))
+        self.assertEqual(len(self.b.resource.table), 0)
+        self.assertNotIn(sid, self.store.records)
+        # Later requests on B: 404 without asking the store.
+        loads = len(self.store.loads)
+        self.assertEqual(self.b.exchange(PING, sid).status, 404)
+        self.assertEqual(len(self.store.loads), loads)
+
+    def test_nothingIsSavedForASessionItsClientEnded(self) -> None:
+        sid = self.initialize()
+        self.assertEqual(self.b.exchange(LIST, sid).status, 200)
+        hs = self.b.resource.table.sessions[sid]
+        self.assertEqual(self.a.exchange(None, sid, "DELETE").status, 204)
+        saves = len(self.store.saves)
+        shared = self.b.resource.shared
+        shared.save(self.b.gateway.state.sessions, hs, hs.record or SessionRecord.parse({**self.any_record(), "owner": "a" * 64}))
+        self.assertEqual(len(self.store.saves), saves)
+        self.assertNotIn(sid, self.store.records)
+
+    def any_record(self) -> dict[str, Any]:
+        return {
+            "v": 1, "owner": "a" * 64, "view": None, "protocolVersion": "2025-06-18", "clientInfo": {},
+            "capabilities": {}, "subscriptions": [], "logLevel": None, "replica": "r", "created": 0,
+        }
+
+    def test_aRecordThatBreaksTheParserAnswersEveryWaiter(self) -> None:
+        """created: 10**400 (float overflow): 404 for both waiting requests, no lookup left, logged."""
+        sid = self.initialize()
+        data = self.record(sid)
+        data["created"] = 10**400
+        self.store.records[sid] = json.dumps(data)
+        self.store.hold = True
+        first = self.b.send(LIST, sid)
+        second = self.b.send(PING, sid)
+        with capturedLogs() as events:
+            self.store.release()
+        self.assertEqual((first.response().status, second.response().status), (404, 404))
+        self.assertEqual(self.b.resource.shared.pending(), 0)
+        self.assertTrue(any("cannot be used" in formatEvent(e) for e in events))
+        for bad in (10**400, float("inf")):
+            with self.assertRaises(BadRecord):
+                SessionRecord.parse({**self.any_record(), "created": bad})
+
+    def test_aFailedResubscriptionKeepsTheRecordsSubscriptions(self) -> None:
+        sid = self.initialize()
+        data = self.record(sid)
+        data["subscriptions"] = ["alpha://doc", "alpha://gone"]
+        self.store.records[sid] = json.dumps(data)
+        with capturedLogs() as events:
+            self.assertEqual(self.b.exchange(LIST, sid).status, 200)
+            for c in self.b.calls("resources/subscribe"):
+                c.deferred.callback({})
+            for c in self.b.calls("resources/subscribe"):
+                if not c.deferred.called:
+                    c.deferred.errback(Exception("no such resource"))
+            self.assertEqual(self.b.exchange(PING, sid).status, 200)
+            self.assertEqual(
+                self.b.exchange({"jsonrpc": "2.0", "id": 5, "method": "logging/setLevel", "params": {"level": "debug"}}, sid).status,
+                200,
+            )
+        self.assertTrue(any("could not be made again" in formatEvent(e) for e in events))
+        self.assertEqual(self.record(sid)["subscriptions"], ["alpha://doc", "alpha://gone"])
+
+    def test_resubscriptionsStayWithinTheInFlightLimit(self) -> None:
+        """With gateway.maxCallsInFlight 2, three subscriptions are made again one at a time, and the client's request gets in."""
+        uris = ["alpha://a", "alpha://b", "alpha://c"]
+        self.b = Replica("replica-b", self.clock, self.store, self.settings, resources=uris, gateway_settings=GatewaySettings(maxCallsInFlight=2))
+        sid = self.initialize()
+        data = self.record(sid)
+        data["subscriptions"] = ["alpha://a", "alpha://b", "alpha://c"]
+        self.store.records[sid] = json.dumps(data)
+        self.assertEqual(self.b.exchange(LIST, sid).status, 200)
+        made: list[Any] = []
+        while len(pending := [c for c in self.b.calls("resources/subscribe") if not c.deferred.called]) == 1:
+            made.append(pending[0].params["uri"])
+            pending[0].deferred.callback({})
+        self.assertEqual(pending, [])
+        self.assertEqual(sorted(made), ["alpha://a", "alpha://b", "alpha://c"])
+        core = self.b.resource.table.sessions[sid].core
+        self.assertEqual(self.b.gateway.subscriptions.uris_of(core), ["alpha://a", "alpha://b", "alpha://c"])
+        self.assertEqual(self.record(sid)["subscriptions"], ["alpha://a", "alpha://b", "alpha://c"])
+
+    def test_aRecordTheStoreRefusesIsNotRetried(self) -> None:
+        """A record too large (checked here) or refused by the store for good: one attempt, one log line, served here only."""
+        big = {"x": {f"k{i}": "v" * 100 for i in range(3000)}}
+        with capturedLogs() as events:
+            sid = self.initialize(capabilities=big)
+            for _ in range(3):
+                self.assertEqual(self.a.exchange(PING, sid).status, 200)
+        self.assertEqual(self.store.saves, [])
+        self.assertEqual(len([e for e in events if "cannot be kept in the shared state" in formatEvent(e)]), 1)
+        self.store.save = lambda sid, record, ttl: fail(ValueError("refused"))  # type: ignore[method-assign]
+        with capturedLogs() as events:
+            other = self.initialize()
+            for _ in range(3):
+                self.assertEqual(self.a.exchange(PING, other).status, 200)
+        self.assertEqual(len([e for e in events if "cannot be kept in the shared state" in formatEvent(e)]), 1)
+
+    def test_aClientIdLikeTheGatewaysOwnIsRefused(self) -> None:
+        sid = self.initialize()
+        r = self.a.exchange({"jsonrpc": "2.0", "id": "twisted-mcp/resubscribe/1", "method": "ping"}, sid)
+        self.assertEqual(r.status, 400)
+        self.assertIn("the gateway's own", r.json()["error"]["message"])
+
+    def test_theLogLevelCountsOnRebuildAsAfterInitialize(self) -> None:
+        """B's backend is at "error" for B's own session; a rebuilt session with no level counts as info there."""
+        local = self.initialize(self.b)
+        self.b.exchange({"jsonrpc": "2.0", "id": 5, "method": "logging/setLevel", "params": {"level": "error"}}, local)
+        self.assertEqual([c.params for c in self.b.calls("logging/setLevel")], [{"level": "error"}])
+        sid = self.initialize()
+        self.assertEqual(self.b.exchange(LIST, sid).status, 200)
+        self.assertEqual([c.params for c in self.b.calls("logging/setLevel")], [{"level": "error"}, {"level": "info"}])
+
+    def test_theInitializeAnswerWaitsForItsRecord(self) -> None:
+        init = json.loads(json.dumps(INIT))
+        self.store.hold_saves = True
+        c = self.a.send(init)
+        self.assertEqual(c.transport.value(), b"")
+        self.store.release_saves()
+        self.assertEqual(c.response().status, 200)
+        # A save that does not answer: the answer goes after the state's timeout.
+        c = self.a.send(init)
+        self.assertEqual(c.transport.value(), b"")
+        self.clock.advance(1)
+        self.assertEqual(c.response().status, 200)
+        self.store.release_saves()
+        self.assertEqual(self.clock.getDelayedCalls()[:0], [])
+
+    def test_foreignWarningsAreBoundedNotSilenced(self) -> None:
+        shared = self.b.resource.shared
+        for n in range(1000):
+            self.assertTrue(shared.foreign(f"id{n}"))
+        self.assertFalse(shared.foreign("id999"))
+        self.assertTrue(shared.foreign("new"))
+        self.assertTrue(shared.foreign("id0"))  # the oldest was forgotten
+        self.assertLessEqual(len(shared._foreign), 1000)
+
+
 class WithoutStoreTests(SynchronousTestCase):
     def test_noStoreNoLookupNoRecord(self) -> None:
         """The default state (no session store): an unknown id is 404 at once, and sessions are not shared."""
@@ -619,9 +814,25 @@ class WithoutStoreTests(SynchronousTestCase):
 
 class RecordTests(SynchronousTestCase):
     def test_ownerDigestIsStableAndTellsOwnersApart(self) -> None:
-        one = ("tcp", "http:tcp:8080", None, None, None, None, ("jwt", "alice", ("admin", "ops")))
+        """Equal in another process (another PYTHONHASHSEED: set order differs) and for another listener; not for another principal."""
+        one = ("tcp", "http:tcp:8080", None, None, None, None, ("jwt", "alice", ("admin", "ops"), frozenset({"a", "b", "c", "d"})))
         self.assertEqual(owner_digest(one), owner_digest(tuple(list(one))))
         self.assertEqual(len(owner_digest(one)), 64)
+        self.assertEqual(owner_digest(one), owner_digest(("tcp", "http:tcp:9090") + one[2:]))
+        script = (
+            "from twisted_mcp.frontends.http_shared import owner_digest; "
+            "print(owner_digest(('tcp', 'http:tcp:8081', None, None, None, None, "
+            "('jwt', 'alice', ('admin', 'ops'), frozenset({'d', 'c', 'b', 'a'})))))"
+        )
+        for seed in ("1", "2"):
+            out = subprocess.run(
+                [sys.executable, "-c", script],
+                env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": SOURCE_ROOT},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            self.assertEqual(out.stdout.strip(), owner_digest(one), out.stderr)
         other = ("tcp", "http:tcp:8080", None, None, None, None, ("jwt", "alice", ("admin",)))
         self.assertNotEqual(owner_digest(one), owner_digest(other))
         self.assertNotEqual(owner_digest(one), owner_digest(one[:6] + (None,)))
