@@ -279,8 +279,8 @@ class SharedSessions:
 
     def hold_limit(self) -> float:
         """How long the answer to C{initialize} may wait for its record to be saved: the state's timeout."""
-        timeout = getattr(getattr(self._state(), "settings", None), "timeout", None)
-        return float(timeout) if type(timeout) in (int, float) and timeout > 0 else DEFAULT_HOLD
+        timeout: Any = getattr(getattr(self._state(), "settings", None), "timeout", None)
+        return float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else DEFAULT_HOLD
 
     def _ended_elsewhere(self, sid: str) -> None:
         self.mark_ended(sid)
