@@ -16,6 +16,7 @@ import subprocess
 import sys
 from typing import Any, Callable
 
+import pytest_twisted
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
@@ -863,3 +864,57 @@ class RecordTests(SynchronousTestCase):
                 SessionRecord.parse({**good, key: value})
         with self.assertRaises(BadRecord):
             SessionRecord.parse([good])
+
+
+def answered(c: Connection) -> bool:
+    return c.transport.value() != b"" and c.response().finished
+
+
+@pytest_twisted.ensureDeferred
+async def test_twoFrontsShareASessionThroughRedis() -> None:
+    """
+    With the machine's Redis: the answer to initialize on A comes once the
+    record is in Redis; B serves the session; a client leaving during a
+    lookup on B leaves B's Redis connection up; a DELETE on B ends A's copy.
+    """
+    from twisted.internet import reactor  # noqa: TID251
+
+    from tests.redis_support import redis_url_or_skip
+
+    from .test_state_redis import Replicas, eventually, raw, sleep
+
+    replicas = Replicas(redis_url_or_skip())
+    fronts: list[Replica] = []
+    try:
+        settings = HttpSettings(sessionIdleTimeout=60.0)
+        for name in ("replica-a", "replica-b"):
+            state = await replicas.start(name)
+            replica = Replica(name, reactor, None, settings)  # type: ignore[arg-type]
+            replica.gateway.state = state
+            fronts.append(replica)
+        a, b = fronts
+        init = a.send(INIT)
+        await eventually(lambda: answered(init), 5)
+        sid = init.response().headers["mcp-session-id"]
+        # Answered only once saved: the record is there already.
+        assert raw(replicas.url, "EXISTS", a.gateway.state.key("session", sid)) == 1  # type: ignore[attr-defined]
+        listed = b.send(LIST, sid)
+        await eventually(lambda: answered(listed), 5)
+        assert listed.response().status == 200
+        gone = b.send(LIST, mint_session_id())
+        gone.close()
+        await sleep(0.2)
+        assert b.gateway.state.available, b.gateway.state.problem
+        assert b.resource.shared.pending() == 0
+        pinged = b.send(PING, sid)
+        await eventually(lambda: answered(pinged), 5)
+        assert pinged.response().status == 200
+        deleted = b.send(None, sid, "DELETE")
+        await eventually(lambda: answered(deleted), 5)
+        assert deleted.response().status == 204
+        await eventually(lambda: len(a.resource.table) == 0, 2)
+        assert raw(replicas.url, "EXISTS", a.gateway.state.key("session", sid)) == 0  # type: ignore[attr-defined]
+    finally:
+        for replica in fronts:
+            replica.resource.stop(0)
+        await replicas.close()
