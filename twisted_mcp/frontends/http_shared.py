@@ -3,19 +3,23 @@ Handshake-era HTTP sessions shared by the replicas of one deployment,
 through the shared state's L{SessionStore} (C{state: {redis: URL}}).
 
 A session's record (L{SessionRecord}) is what another replica needs to go
-on serving it: whose it is (a digest of L{owner_of}'s tuple, never the
-identity itself), the path it belongs to (its view), the protocol version
-it negotiated, the client's name, version and capabilities, its resource
-subscriptions, its log level, and the replica that created it.  It is
-saved once C{initialize} was answered, again whenever what it holds
-changes (a subscription, a log level), touched on use (at most every
-quarter of C{http.sessionIdleTimeout}, its time to live), and deleted
-when its client ends the session.
+on serving it: whose it is (a digest of L{owner_of}'s tuple without the
+listener, never the identity itself), the path it belongs to (its view),
+the protocol version it negotiated, the client's name, version and
+capabilities, its resource subscriptions, its log level, and the replica
+that created it.  It is saved before the answer to C{initialize} goes
+(bounded by the state's timeout), again whenever what it holds changes (a
+subscription, a log level), touched on use (at most every quarter of
+C{http.sessionIdleTimeout}, its time to live: saved again if the store
+lost it meanwhile), and deleted when its client ends the session.  A
+replica remembers the ids of sessions their clients ended for that long,
+and neither rebuilds nor saves them meanwhile.
 
 L{SharedSessions} does the talking to the store for one HTTP front: the
 lookups of ids unknown here (one per id however many requests wait for
-it), saves, touches and deletes, each failure logged once per outage.
-Without a session store (the default) none of this runs.
+it; a store's Deferred is never cancelled), saves, touches and deletes,
+each failure logged once per outage.  Without a session store (the
+default) none of this runs.
 """
 
 from __future__ import annotations
@@ -484,7 +488,7 @@ class SharedSessions:
         answered with the record (it is not read again).
         """
         now = self.clock.seconds()
-        if now - hs.touched < self.ttl / 4 or hs.record is None:
+        if now - hs.touched < self.ttl / 4 or hs.record is None or not hs.shareable:
             return
         hs.touched = now
         try:
