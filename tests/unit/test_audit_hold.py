@@ -195,9 +195,10 @@ class HoldTests(HeldAnswersTestCase):
         self.session.caller.send = lambda message, related=None, progress_of=None: closed.append(message) or 0
         drained = self.session.drain(0.5, self.clock)
         self.clock.advance(0.5)  # the grace period ends before the trail commits
-        self.successResultOf(drained)
+        self.assertNoResult(drained)  # the held answer is still on its way: not drained yet
         self.clock.advance(2.0)  # the hold ends too
         self.assertEqual([m["id"] for m in closed], [1])
+        self.successResultOf(drained)  # drained once the answer went
         self.assertEqual((self.session.in_flight, self.session._deferreds), ({}, {}))
         self.assertEqual(self.audit._watch, {})
         self.assertEqual(self.audit._confirmed, [])
@@ -322,6 +323,29 @@ class WrittenThroughTests(SynchronousTestCase):
         self.assertTrue(self.successResultOf(first))
         self.assertTrue(self.successResultOf(second))  # r2 went in the batch that followed at once
         self.assertEqual(self.log.queue_depth, 0)
+
+    def test_whatLandedBeforeAFailureIsConfirmedAtOnce(self) -> None:
+        """A write that stored some records, then failed: their waiters hear at once, not at the next good write."""
+        from twisted_mcp.policy.audit.records import _WriteFailed
+
+        stored_then_failed = []
+
+        class HalfSink:
+            def write(self, batch: list[dict[str, Any]]) -> int:
+                stored_then_failed.append([r["id"] for r in batch])
+                raise _WriteFailed(1, OSError("disk full after the first record"))
+
+            def close(self) -> None:
+                pass
+
+        real, self.log._sink = self.log._sink, HalfSink()
+        self.record(1)
+        first = self.log.written_through()
+        self.record(2)
+        self.threads.pump()
+        self.assertEqual(stored_then_failed[0][0], "r1")
+        self.assertTrue(self.successResultOf(first))  # r1 landed: its waiter is not left to time out
+        self.log._sink = real
 
     def test_aDroppedRefusalHandsOnItsWaiters(self) -> None:
         """

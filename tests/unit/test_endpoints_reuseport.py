@@ -92,6 +92,7 @@ class ParseTests(SynchronousTestCase):
             ("tcp:8080:8081:reusePort=yes", "tcp: takes one port"),
             ("tcp:8080:backlog=many:reusePort=yes", "backlog must be a number, not 'many'"),
             ("tcp:8080:backlog=0:reusePort=yes", "backlog must be at least 1, not 0"),
+            ("tcp:8080:reuseport=yes", "the parameter is spelled reusePort (capital P)"),
         ):
             with pytest.raises(ValueError) as e:
                 server_endpoint(MemoryReactor(), description)

@@ -681,7 +681,10 @@ class ClientSession:
         )
         for d in list(self._deferreds.values()):
             d.cancel()
-        self._fire_drained()
+        if not self.in_flight:
+            # Else answers held for their audit record (audit.holdAnswers) are still on
+            # their way, each bounded by audit.holdTimeout: the last one fires drained.
+            self._fire_drained()
 
     def _fire_drained(self) -> None:
         waiters, self._drained = self._drained, []

@@ -43,6 +43,8 @@ def server_endpoint(reactor: Any, description: str) -> Any:
     """
     if "reusePort=" in description:
         return _reuse_port(reactor, description)
+    if "reuseport=" in description.lower():
+        raise ValueError("the parameter is spelled reusePort (capital P), e.g. tcp:8080:reusePort=yes")
     if description.startswith("unix:"):
         return serverFromString(reactor, _unix(description))
     if not (description.startswith("ssl:") and "clientCA=" in description):

@@ -582,6 +582,8 @@ class AuditLog:
         cause = problem.cause if isinstance(problem, _WriteFailed) else problem
         stored = problem.stored if isinstance(problem, _WriteFailed) else 0
         self._pop_written(stored)
+        # The answers held for the records that did land go now, not at the next good write.
+        self._confirm(committed=False)
         self._scan_from = 0  # the refusals of the failed batch may be dropped again
         self._need_open = True
         error = _one_line(cause)
