@@ -867,3 +867,25 @@ def call_direct(replica: Replica, tool: str, arguments: dict[str, Any]) -> Answe
         return client.call(tool, arguments)
     finally:
         client.close()
+
+
+def state_section(url: str, namespace: str, **more: Any) -> dict[str, Any]:
+    """A C{state:} section on Redis at C{url}: this test's namespace, each replica named after itself, quick timings."""
+    return {
+        "redis": url,
+        "namespace": namespace,
+        "replica": "${CLUSTER_REPLICA:-cli}",
+        "timeout": 0.5,
+        "resyncInterval": 0.5,
+        **more,
+    }
+
+
+def until_true(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> float:
+    """Poll C{predicate} until it is true; the seconds it took (fails after C{timeout})."""
+    start = time.monotonic()
+    while True:
+        if predicate():
+            return time.monotonic() - start
+        assert time.monotonic() - start < timeout, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(interval)
