@@ -500,15 +500,25 @@ class HAProxy:
 global
     maxconn 4096
     stats socket {self.stats} mode 600 level admin
+    log stdout format raw local0 info
 
 defaults
     mode http
+    log global
+    option httplog
     timeout connect 2s
     timeout client 120s
     timeout server 120s
     timeout check 1s
     retries 3
     option redispatch
+    # A new connection to the replica for every request: a request is then
+    # either in flight on a replica that dies (answered 502) or sent to one
+    # that is alive.  (A kept-alive server connection found dead when the
+    # next request goes out on it makes HAProxy close the client's
+    # connection without an answer, for the client to retry, which no MCP
+    # client does for a POST.)
+    option http-server-close
 
 frontend mcp
     bind 127.0.0.1:{self.port}

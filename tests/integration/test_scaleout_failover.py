@@ -60,7 +60,18 @@ class SessionCalls:
         self.stop = threading.Event()
 
     async def one(self, url: str, k: int) -> None:
-        async with mc.connect_http(url, read_timeout=15) as client:
+        # A new connection to the proxy for every request (no keep-alive): HAProxy answers a request
+        # that was in flight on a replica that died with 502 only when it is the first request on its
+        # client connection; on a kept-alive one it closes the connection without an answer (so that
+        # the client retries), and the SDK's transport lets that one POST's exception end the whole
+        # client.  With 502 the SDK fails that call alone and the session goes on.
+        import httpx2
+
+        limits = httpx2.Limits(max_keepalive_connections=0)
+        async with (
+            httpx2.AsyncClient(limits=limits, timeout=httpx2.Timeout(30, read=60)) as http_client,
+            mc.connect_http(url, read_timeout=15, http_client=http_client) as client,
+        ):
             self.pids[k] = await mc.call_text(client, "cluster__pid")
             n = 0
             while not self.stop.is_set():
