@@ -48,6 +48,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -487,7 +488,9 @@ class HAProxy:
         self.port = free_port()
         self.dir = cluster.dir / "haproxy"
         self.dir.mkdir()
-        self.stats = self.dir / "stats.sock"
+        # A Unix socket's path is short (HAProxy takes 97 bytes): not under the test's long tmp_path.
+        self.sockdir = tempfile.mkdtemp(prefix="tmcp-haproxy-")
+        self.stats = Path(self.sockdir) / "stats.sock"
         self.config = self.dir / "haproxy.cfg"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -588,6 +591,7 @@ backend replicas
                 self.proc.wait(10)
         if self.proc is not None:
             self.errors.close()
+        shutil.rmtree(self.sockdir, ignore_errors=True)
 
 
 class Cluster:
