@@ -426,12 +426,14 @@ class Replica:
                 raise AssertionError(f"{self.name} not ready within {timeout} s ({last}); its log:\n{self.log()[-4000:]}")
             time.sleep(0.1)
 
-    def kill(self) -> None:
-        """SIGKILL, as a crash: the replica has no chance to end anything."""
+    def kill(self) -> float:
+        """SIGKILL, as a crash: the replica has no chance to end anything.  When it was sent (monotonic)."""
         assert self.proc is not None
         self.remember_children()
         self.proc.send_signal(signal.SIGKILL)
+        sent = time.monotonic()
         self.proc.wait(10)
+        return sent
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM, as an operator stops it; SIGKILL if it does not stop in time."""
