@@ -32,10 +32,13 @@ setup(
             "cryptography",
             "psycopg[binary]>=3.1",
             "hypothesis>=6.100",
+            "txredisapi>=1.6",
         ],
         # Coverage-guided fuzzing (make fuzz); atheris ships manylinux wheels for CPython 3.8-3.11.
         "fuzz": ["atheris>=2.3"],
         "postgres": ["psycopg[binary]>=3.1"],
+        # state: {redis: URL} (replicas sharing limits, flags and sessions through Redis).
+        "redis": ["txredisapi>=1.6"],
         # make lint: style and imports (ruff.toml), types (mypy.ini), layers (.importlinter).
         "lint": ["ruff>=0.6", "mypy>=1.11", "mypy-zope>=1.0", "types-PyYAML", "import-linter>=2.1"],
     },

@@ -21,8 +21,8 @@ from twisted_mcp.config.shaping import KINDS as SHAPED_KINDS
 from twisted_mcp.config.shaping import shaping_of
 from twisted_mcp.dispatch.authorization import announce, connect_allowed
 from twisted_mcp.frontends.http import HttpFrontend
+from twisted_mcp.policy.identity.revocation import revoked_ids
 from twisted_mcp.policy.peers import ConnectionIdentity
-from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import PolicyConfig
 
 if TYPE_CHECKING:
@@ -119,6 +119,7 @@ class Reloading:
             name
             for name, same in (
                 ("audit", config.audit == old.audit),
+                ("state", getattr(config, "state", None) == getattr(old, "state", None)),
                 ("oauth", config.oauth == old.oauth),
                 (
                     "gateway (other than adminToken)",
@@ -168,7 +169,7 @@ class Reloading:
             fresh = {name: self._make_backend(new_servers[name]) for name in changed + added}
             rules = config.policy if config.policy is not None else PolicyConfig()
             current = self.gateway.policy
-            policy = Policy(rules, started.separator, self.clock, self._authenticate_with(identity), current.audit)
+            policy = self._make_policy(rules, identity, current.audit)
         except Exception as e:
             log.failure("reload rejected, the running configuration stays")
             return False, [], f"the configuration cannot be applied: {e}"
@@ -207,6 +208,10 @@ class Reloading:
 
         # Policy: new calls see it at once; the state of unchanged checks carries over.
         policy.inherit(current)
+        # Tokens revoked on this replica stay revoked (without a shared state they live only here).
+        revoked_ids(policy).update(revoked_ids(current))
+        # The shared flags (and whether they can be read) apply to the new policy too.
+        self.state_sync.policy_replaced(policy)
         policy.breakers = {k: v for k, v in policy.breakers.items() if k in self.gateway.backends}
         if current.rules != rules:
             changes.append("policy: replaced")

@@ -1,14 +1,17 @@
 """
 The gateway's service tree, started and stopped in order.
 
-Start: backends (their discovery runs in the background, each bounded),
-then the catalog, then the front-ends.  Stop, in reverse: front-ends drain
-their calls in flight (bounded by the grace period), then every backend is
-stopped in parallel (close stdin, then TERM, then KILL its process group).
+Start: the shared state (C{state:}; in-process without one), backends
+(their discovery runs in the background, each bounded), then the catalog,
+then the front-ends.  Stop, in reverse: front-ends drain their calls in
+flight (bounded by the grace period), then every backend is stopped in
+parallel (close stdin, then TERM, then KILL its process group), then the
+shared state's connections are closed.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any, Callable
 
@@ -27,12 +30,15 @@ from twisted_mcp.config.models import OAuthAuth
 from twisted_mcp.dispatch.authorization import announce, consent_for
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.ops.admin_oauth import PrincipalUnknown, resolve_principal
+from twisted_mcp.ops.shared_state import SharedStateSync
 from twisted_mcp.policy.audit.log import AuditLog
 from twisted_mcp.policy.identity.authenticator import Authenticator
+from twisted_mcp.policy.identity.revocation import revoked_ids
 from twisted_mcp.policy.peers import ConnectionIdentity
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import PolicyConfig
 from twisted_mcp.reload import Reloading
+from twisted_mcp.state.base import SharedState
 
 log = Logger()
 
@@ -43,6 +49,9 @@ class GatewayService(Reloading, MultiService):
 
     Front-ends are added with L{add_frontend}, given a factory that takes
     the L{Gateway}.
+
+    @param state: the shared state to use (tests); by default the one
+        C{config.state} describes (L{make_state}).
     """
 
     def __init__(
@@ -51,9 +60,12 @@ class GatewayService(Reloading, MultiService):
         clock: IReactorTime,
         spawner: IReactorProcess,
         environ: dict[str, str] | None = None,
+        state: SharedState | None = None,
     ) -> None:
         super().__init__()
         self.config = config
+        #: What the replicas share (C{state:}); in-process (every store None) without it.
+        self.state = state if state is not None else make_state(config, clock)
         #: The gateway settings it started with (a reload does not change them).
         self.settings = config.gateway
         #: The http settings its HTTP listeners started with (a reload does not change them).
@@ -78,6 +90,7 @@ class GatewayService(Reloading, MultiService):
         self.gateway.surface = config.surface
         self.gateway.consent = consent_for(config, self.oauth, clock)
         self.gateway.profiles = config.profiles
+        self.gateway.state = self.state
         #: The C{--listen} values bound to each profile (a reload may not remove those profiles).
         self.profile_listeners: dict[str, tuple[str, ...]] = {}
         for b in self.backends:
@@ -90,7 +103,16 @@ class GatewayService(Reloading, MultiService):
             self.audit = AuditLog(config.audit, clock, clock)
         self.authenticator, self.identity = self._make_identity(config)
         rules = config.policy if config.policy is not None else PolicyConfig()
-        self.gateway.policy = Policy(rules, config.gateway.separator, clock, self._authenticate_with(self.identity), self.audit)
+        self.gateway.policy = self._make_policy(rules, self.identity, self.audit)
+        #: Applies the shared flags, availability and breakers to the policy in force.
+        self.state_sync = SharedStateSync(self.state, lambda: self.gateway.policy, self.views, self.notify_views)
+
+    def _make_policy(self, rules: PolicyConfig, identity: Any, audit: Any) -> Policy:
+        """A policy for C{rules}, over the service's shared state."""
+        extra: dict[str, Any] = {}
+        if _POLICY_TAKES_STATE:
+            extra["state"] = self.state
+        return Policy(rules, self.settings.separator, self.clock, self._authenticate_with(identity), audit, **extra)
 
     def _make_backend(self, server: Any) -> Backend:
         settings = self.settings
@@ -179,9 +201,13 @@ class GatewayService(Reloading, MultiService):
 
                 http = HTTPClient(Agent(self.clock))
             environ = os.environ if self.environ is None else self.environ
-            authenticator = Authenticator(config.identity, environ, self.clock, http)
+            authenticator = Authenticator(config.identity, environ, self.clock, http, self._revoked)
         identity = ConnectionIdentity(config.identity, authenticator.authenticate if authenticator else None)
         return authenticator, identity
+
+    def _revoked(self) -> set[str]:
+        """The ids of the revoked tokens the policy in force enforces (C{policy.revoked})."""
+        return revoked_ids(self.gateway.policy)
 
     @staticmethod
     def _authenticate_with(identity: Any) -> Callable[[Any], Any] | None:
@@ -194,6 +220,7 @@ class GatewayService(Reloading, MultiService):
 
     def startService(self) -> None:
         Service.startService(self)
+        self._start_state()
         if self.audit is not None:
             self.audit.start()
         else:
@@ -227,6 +254,13 @@ class GatewayService(Reloading, MultiService):
 
         self._watchdog = systemd.start(self.gateway, self.clock)
 
+    def _start_state(self) -> None:
+        """Start the shared state (never waits: a store that does not answer starts unavailable)."""
+        self.state_sync.start()
+        d = self.state.start()
+        d.addCallback(lambda _: self.state_sync.started())
+        d.addErrback(lambda f: log.failure("shared state: starting it failed", f))
+
     def hurry(self) -> None:
         """Cut the grace period short: cancel every call in flight now."""
         for session in list(self.gateway.sessions) + list(self.gateway.closing):
@@ -249,6 +283,10 @@ class GatewayService(Reloading, MultiService):
             [stop_all(self.backends + list(self.gateway.instances) + list(self.retiring)), *self.gateway.stopping_instances],
             consumeErrors=True,
         )
+        try:
+            await self.state.stop()
+        except Exception:
+            log.failure("shared state: closing its connections failed")
         self.gateway.policy.flush()  # its last report of suppressed refusals, while the trail is open
         if self.audit is not None:
             try:
@@ -256,6 +294,24 @@ class GatewayService(Reloading, MultiService):
             except Exception:
                 log.failure("flushing the audit trail failed")
         log.info("stopped")
+
+
+#: Whether L{Policy} takes the shared state yet (C{state=}, issue 15).
+_POLICY_TAKES_STATE = "state" in inspect.signature(Policy).parameters
+
+
+def make_state(config: Config, reactor: Any) -> SharedState:
+    """
+    The shared state C{config.state} describes: Redis (L{twisted_mcp.state.redis},
+    imported only then, as its client library is optional), or the
+    in-process state without a C{state:} section.
+    """
+    settings = getattr(config, "state", None)
+    if settings is None:
+        return SharedState()
+    from twisted_mcp.state.redis import connect
+
+    return connect(settings, reactor)  # type: ignore[no-any-return]
 
 
 def _guarded(stop: Callable[[], Any]) -> Deferred[Any]:

@@ -61,7 +61,7 @@ class Options(usage.Options):
             None,
             None,
             "Serve the admin endpoint (/healthz, /readyz, /metrics, /status; POST /reload, /kill, "
-            "/pins/approve) on this Twisted endpoint, e.g. tcp:9100:interface=127.0.0.1. Off by "
+            "/pins/approve, /revoke) on this Twisted endpoint, e.g. tcp:9100:interface=127.0.0.1. Off by "
             "default; gateway.adminToken in the config protects it with a bearer token.",
         ],
     ]

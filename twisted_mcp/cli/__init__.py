@@ -23,6 +23,9 @@ The C{twisted-mcp} command: operations beside the gateway itself.
                                              set (or, with --off, lift) the kill switch
     twisted-mcp approve --admin ADDR (--tool NAME ... | --all)
                                              approve quarantined tools (pinning)
+    twisted-mcp revoke --admin ADDR (--token-in PATH|- | --jti ID)
+                                             refuse a bearer token from now on (every replica
+                                             with state:; else this process, until it restarts)
     twisted-mcp login BACKEND --admin ADDR [--as PRINCIPAL] [--open]
                                              authorize an OAuth backend (auth: oauth) for a principal
     twisted-mcp logout BACKEND --admin ADDR [--as PRINCIPAL] [--revoke]
@@ -72,6 +75,7 @@ from twisted_mcp.cli.connect import connect
 from twisted_mcp.cli.import_ import import_
 from twisted_mcp.cli.local import audit_checkpoint, audit_init_db, audit_verify, check_config, pin
 from twisted_mcp.cli.oauth import add_commands as add_oauth_commands
+from twisted_mcp.cli.revoke import add_command as add_revoke_command
 from twisted_mcp.cli.tools import add_command as add_tools_command
 
 
@@ -258,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--tool", metavar="NAME", action="append", help="an exposed tool name; repeat for more")
     which.add_argument("--all", action="store_true", help="every quarantined tool")
     ap.set_defaults(func=approve)
+    add_revoke_command(sub, admin_options)
     add_oauth_commands(sub, admin_options)
     add_tools_command(sub)
 

@@ -532,7 +532,15 @@ def kill(args: argparse.Namespace) -> int:
         f"kill switch now: principals: {_names(answer.get('principals'))}; backends: "
         f"{_names(answer.get('backends'))}; tools: {_names(answer.get('tools'))}"
     )
+    _not_shared("kill", answer)
     return EX_OK
+
+
+def _not_shared(command: str, answer: Any) -> None:
+    """Say on stderr when a gateway with a shared state (state:) applied a change on itself only (Redis unreachable)."""
+    if isinstance(answer, dict) and answer.get("shared") is False:
+        why = answer.get("why") or "the gateway did not say why"
+        sys.stderr.write(f"twisted-mcp {command}: applied on this gateway only, not yet on the other replicas: {why}\n")
 
 
 @_admin_command
@@ -555,6 +563,7 @@ def approve(args: argparse.Namespace) -> int:
     left = answer.get("quarantined")
     if isinstance(left, list) and left:
         print(f"still quarantined: {', '.join(str(t) for t in left)}")
+    _not_shared("approve", answer)
     return EX_OK
 
 

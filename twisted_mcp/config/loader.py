@@ -26,6 +26,7 @@ from twisted_mcp.mcp.names import MAX_NAME, name_prefix
 from twisted_mcp.policy.audit.config import parse_audit
 from twisted_mcp.policy.identity.config import parse_identity
 from twisted_mcp.policy.rules import PatternError, compile_pattern, parse_policy
+from twisted_mcp.state.config import parse_state
 from twisted_mcp.urls import shown_url, split_credentials, split_url
 
 _VAR_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^}])*))?\}|\$\{[^}]*\}?")
@@ -195,6 +196,7 @@ _TOP_KEYS = {
     "surface",
     "search",
     "clients",
+    "state",
 }
 
 
@@ -332,6 +334,7 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
     profiles = parse_profiles(check, top.get("profiles"), glob_problem=_glob_problem)
     surface = parse_surface(check, top)
     check_name_limits(check, surface, profiles)
+    state = parse_state(check, top.get("state"))
     if (
         oauth is not None
         and oauth.browserCheck == "oidc"
@@ -356,6 +359,7 @@ def build(data: Any, source: str, environ: Mapping[str, str] | None = None, base
         oauth=oauth,
         profiles=profiles,
         surface=surface,
+        state=state,
     )
 
 

@@ -6,11 +6,14 @@ section, and the whole L{Config}.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import attrs
 
 from twisted_mcp.config.surface import SurfaceSettings
+
+if TYPE_CHECKING:
+    from twisted_mcp.state.config import StateSettings
 
 DEFAULT_INHERIT_ENV = (
     "PATH",
@@ -321,3 +324,5 @@ class Config:
     profiles: Mapping[str, Profile] = attrs.field(factory=dict)
     #: How tool lists are fitted to clients (surface:, search:, clients:).
     surface: SurfaceSettings = SurfaceSettings()
+    #: The C{state:} section: what replicas share through Redis; None: everything in this process.
+    state: StateSettings | None = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import orjson
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -40,6 +41,8 @@ from twisted_mcp.wire.jsonrpc import (
     METHOD_NOT_FOUND,
     JsonRpcError,
     MessageError,
+    encode,
+    encode_or_explain,
     id_key,
 )
 
@@ -466,20 +469,42 @@ class ClientSession:
             except Exception:
                 self._answer_error(Failure(), request, source)  # logged there, answered -32603
                 return None
+        call = request.call
+        audit = _holding(call)
+        if audit is not None:
+            self._hold_result(result, request, audit)
+            return None
         self._ended(request)
         method = request.method
         self.gateway.count(method, "tool_error" if type(result) is dict and result.get("isError") is True else "ok")
         if request.envelope is not None:
             result = to_modern(method, result, self.gateway.policy.active)
         size = self.send({"jsonrpc": "2.0", "id": request.rid, "result": result})
-        if request.call is not None:
-            request.call.succeeded(result, size)
+        if call is not None:
+            call.succeeded(result, size)
         if self.closing and not self.in_flight:
             self._fire_drained()
 
     def _answer_error(self, failure: Failure, request: InFlight, source: Deferred[Any]) -> Any:
         if self._deferreds.get(request.key) is not source:
             return failure  # answered from elsewhere now: passed on (to the held call)
+        call = request.call
+        audit = _holding(call)
+        if audit is not None and not (isinstance(failure.value, CancelledError) and self._shutdown_error is None):
+            call.failed(failure.value)  # audited now (once: done is set)
+            if call.record.get("decision") != "deny":
+                # A call that ran: its error waits for its record.  (A refusal
+                # carries no result and is not held: its record may even be
+                # dropped, counted, while the trail cannot be written.)
+                self._hold(request)
+                d = audit.hold()
+                d.addCallback(lambda _: self._send_answer_error(failure, request))
+                d.addErrback(self._held_failed, request)
+                return None
+        self._send_answer_error(failure, request)
+        return None
+
+    def _send_answer_error(self, failure: Failure, request: InFlight) -> None:
         self._ended(request)
         e = failure.value
         rid, method = request.rid, request.method
@@ -519,6 +544,53 @@ class ClientSession:
             self._send_error(rid, INTERNAL_ERROR, f"Internal error: {e}")
         if self.closing and not self.in_flight:
             self._fire_drained()
+
+    # -- answers held for their audit record (audit.holdAnswers) -------------
+
+    def _hold(self, request: InFlight) -> None:
+        """
+        The call is over but its answer waits for its audit record: no
+        longer counted toward its backend, its progress stale; still in
+        flight, so that its id is not taken again meanwhile and a drain
+        waits for it.
+        """
+        self.unrouted(request)
+        if request.progress is not None:
+            self.caller.call_ended(request.progress)
+            request.progress = None
+
+    def _hold_result(self, result: Any, request: InFlight, audit: Any) -> None:
+        """
+        A result held until its audit record is committed: encoded once,
+        now (the record needs its size), and written once the record is.
+        Its C{result_bytes} is the size of the answer as encoded, whether
+        or not the client is still there to take it.
+        """
+        call = request.call
+        self._hold(request)
+        method = request.method
+        self.gateway.count(method, "tool_error" if type(result) is dict and result.get("isError") is True else "ok")
+        if request.envelope is not None:
+            result = to_modern(method, result, self.gateway.policy.active)
+        message, size = _encoded_answer(request.rid, result)
+        call.succeeded(result, size)
+        d = audit.hold()
+        d.addCallback(lambda _: self._send_held(message, request))
+        d.addErrback(self._held_failed, request)
+
+    def _send_held(self, message: dict[str, Any], request: InFlight) -> None:
+        self._ended(request)
+        self.send(message)
+        if self.closing and not self.in_flight:
+            self._fire_drained()
+
+    def _held_failed(self, failure: Failure, request: InFlight) -> None:
+        log.failure("client {client}: the held answer to request {request} could not be sent", failure, client=self.label,
+                    request=request.rid)
+        if self.in_flight.get(request.key) is request:
+            self._ended(request)
+            if self.closing and not self.in_flight:
+                self._fire_drained()
 
     # -- notifications from the client --------------------------------------
 
@@ -615,6 +687,33 @@ class ClientSession:
         waiters, self._drained = self._drained, []
         for d in waiters:
             d.callback(None)
+
+
+def _holding(call: Any) -> Any:
+    """The audit log that holds this call's answer until its record is committed, or None (C{audit.holdAnswers} off)."""
+    if call is None:
+        return None
+    audit = call.policy.audit
+    return audit if getattr(audit, "holds_answers", False) else None
+
+
+def _encoded_answer(rid: Any, result: Any) -> tuple[dict[str, Any], int]:
+    """
+    The answer C{{"jsonrpc": "2.0", "id": rid, "result": result}} with its
+    result encoded now, once (kept as an C{orjson.Fragment}, which the
+    front-end's encoder copies as it is), and its size as the front-end
+    will write it.  What cannot be encoded so (a result or id orjson
+    refuses) is left to the front-end, measured by encoding it here too.
+    """
+    message: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "result": result}
+    try:
+        body = encode(result)
+        envelope = orjson.dumps({"jsonrpc": "2.0", "id": rid, "result": 0}, option=orjson.OPT_APPEND_NEWLINE)
+    except (TypeError, ValueError, RecursionError):
+        data, _ = encode_or_explain(message)
+        return message, len(data) if data is not None else 0
+    message["result"] = orjson.Fragment(body[:-1])
+    return message, len(envelope) - 2 + len(body)
 
 
 def _json_type(value: Any) -> str:

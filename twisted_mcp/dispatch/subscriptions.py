@@ -77,6 +77,10 @@ class Subscriptions:
         """Upstream subscriptions held (for /metrics and tests)."""
         return sum(1 for u in self._upstreams.values() if u.active)
 
+    def uris_of(self, session: Subscriber) -> list[str]:
+        """The URIs (as C{session} named them) C{session} is subscribed to, sorted."""
+        return sorted(self._of_session.get(session, ()))
+
     def subscribe(
         self, session: Subscriber, target: Backend, uri: str, params: dict[str, Any], context: Any, subject: Subject | None = None
     ) -> Deferred[Any]:

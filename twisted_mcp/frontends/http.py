@@ -30,6 +30,18 @@ listener bound to loopback (421), C{Origin} against C{http.allowedOrigins}
 C{MCP-Protocol-Version} (400) and C{Mcp-Session-Id} (400 missing or
 malformed, 404 unknown, ended, expired or another identity's).
 
+With a shared session store (C{state: {redis: URL}}, see
+L{twisted_mcp.frontends.http_shared}), replicas behind one load balancer
+serve each other's handshake-era sessions: a session's record is saved
+once its C{initialize} was answered; a request naming a session unknown
+here waits while its record is looked up (one lookup per id), and the
+session is rebuilt here when the record is the same client identity's and
+path's (else 404).  DELETE ends the session on every replica; an idle
+expiry only forgets this replica's copy.  While the store cannot be
+reached, an unknown session is 404 (C{state.onUnavailable.sessions:
+local}, the default) or 503 with C{Retry-After} (C{refuse}).
+Server-to-client requests in flight stay with the replica holding the call.
+
 Streams are resumable (L{twisted_mcp.frontends.http_streams}): every SSE
 event carries an id, and the newest C{http.replayBufferBytes} of each stream
 are kept.  When a stream's connection drops, the stream (and a POST's call)
@@ -55,7 +67,7 @@ from typing import Any, Callable, Collection
 import attrs
 from twisted.application.service import Service
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -79,6 +91,7 @@ from twisted_mcp.frontends.http_errors import error_response as _error
 from twisted_mcp.frontends.http_errors import plain_response as _plain
 from twisted_mcp.frontends.http_modern import StatelessClients
 from twisted_mcp.frontends.http_sessions import SESSION_ID_RE, HttpSession, SessionTable, owner_of
+from twisted_mcp.frontends.http_shared import SessionRecord, SharedSessions, owner_digest, record_of, restore, session_ref
 from twisted_mcp.frontends.http_streams import SseStream, parse_event_id
 from twisted_mcp.frontends.oauth_routes import OAuthRoutes
 from twisted_mcp.frontends.stream import peer_key
@@ -87,7 +100,17 @@ from twisted_mcp.mcp.meta import claims_modern
 from twisted_mcp.mcp.versions import HANDSHAKE_VERSIONS, MODERN_VERSIONS
 from twisted_mcp.policy.peers import Peer, peer_of, with_certificate
 from twisted_mcp.policy.principal import Principal
-from twisted_mcp.wire.jsonrpc import INVALID_PARAMS, INVALID_REQUEST, MessageError, decode, encode_or_explain, id_key, valid_id
+from twisted_mcp.state.base import Unavailable
+from twisted_mcp.wire.jsonrpc import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    MessageError,
+    decode,
+    encode_or_explain,
+    id_key,
+    valid_id,
+)
 
 log = Logger()
 
@@ -97,6 +120,8 @@ DEFAULT_HEADER_VERSION = "2025-03-26"
 PRIMING_VERSION = "2025-11-25"
 #: The JSON-RPC code for an unknown session (as the MCP SDKs use it).
 SESSION_NOT_FOUND = -32001
+#: The ids of the requests a replica makes in a session it rebuilt, to subscribe again.
+RESUBSCRIBE_ID = "twisted-mcp/resubscribe/"
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 
 
@@ -241,6 +266,8 @@ class McpResource(Resource):
         #: The /oauth/* routes (only with oauth.publicUrl).
         self.oauth_routes = OAuthRoutes(gateway.consent) if gateway.consent is not None else None
         self.table = SessionTable(clock, settings, self._expired)
+        #: Handshake-era sessions shared with other replicas (with C{state:}'s session store).
+        self.shared = SharedSessions(lambda: self.gateway.state, clock, settings.sessionIdleTimeout, self._ended_elsewhere)
         #: The core sessions of stateless-era (2026-07-28) clients.
         self.stateless = StatelessClients(self)
         #: Stopping: no new sessions.
@@ -408,11 +435,41 @@ class McpResource(Resource):
             peer = with_certificate(peer, transport)
         return forwarded_peer(self.settings, peer, request)
 
-    def _session(self, request: Request, peer: Peer, view: str | None = None) -> HttpSession | Any:
+    def _with_session(
+        self, request: Request, peer: Peer, view: str | None, then: Callable[[HttpSession], Any], elsewhere: Callable[[str], Any] | None = None
+    ) -> Any:
         """
-        The request's session, or the error already written for it (bytes).
-        A session belongs to the path it was created on (C{view}): on
-        another it is unknown.
+        C{then(hs)} with the request's session, or the error written for it.
+        With a shared session store, a session unknown here is looked up
+        there first (the request waits; L{_looked_up} goes on): it is
+        rebuilt here from its record, or (with C{elsewhere}) C{elsewhere(sid)}
+        is answered once its record showed it is the client's.
+        """
+        hs = self._find(request, peer, view)
+        if type(hs) is not str:
+            if isinstance(hs, HttpSession):
+                if hs.record is not None:
+                    store = self.shared.store()
+                    if store is not None:
+                        self.shared.touch(store, hs)
+                return then(hs)
+            return hs
+        store = self.shared.store()
+        if store is None:
+            return _not_found(request)
+        if self.closing:
+            return _error(request, 503, errors.GATEWAY_SHUTTING_DOWN, "the gateway is shutting down")
+        waiter = self.shared.lookup(store, hs)
+        request.notifyFinish().addErrback(lambda _: waiter.cancel())
+        waiter.addCallback(self._looked_up, request, peer, view, hs, then, elsewhere)
+        waiter.addErrback(self._lookup_failed, request)
+        return NOT_DONE_YET
+
+    def _find(self, request: Request, peer: Peer, view: str | None) -> HttpSession | bytes | str:
+        """
+        The request's session here; the error already written (bytes); or
+        its id when it is unknown here.  A session belongs to the path it
+        was created on (C{view}): on another it is unknown.
         """
         header = request.getHeader(b"mcp-session-id")
         if header is None:
@@ -428,15 +485,190 @@ class McpResource(Resource):
         hs = self.table.find(sid, owner_of(peer))
         if hs is not None and hs.view != view:
             log.debug("HTTP client session {client}: its id was presented on another path; answered 404", client=hs.label)
-            hs = None
+            return _not_found(request)
         if hs is None:
-            return _error(
-                request,
-                404,
-                SESSION_NOT_FOUND,
-                "Session not found: it ended, expired or was never opened here; initialize a new session",
-            )
+            return _not_found(request) if sid in self.table.sessions else sid
         return hs
+
+    # -- sessions other replicas created -------------------------------------------
+
+    def _looked_up(
+        self,
+        outcome: Any,
+        request: Request,
+        peer: Peer,
+        view: str | None,
+        sid: str,
+        then: Callable[[HttpSession], Any],
+        elsewhere: Callable[[str], Any] | None,
+    ) -> None:
+        """
+        The shared store answered for C{sid}, which this request names:
+        the session is served here (rebuilt from its record, once however
+        many requests waited), or the request is refused.
+        """
+        if request.finished or request.channel is None:
+            return
+        body: Any
+        if self.closing:
+            body = _error(request, 503, errors.GATEWAY_SHUTTING_DOWN, "the gateway is shutting down")
+        else:
+            found: Any = self._find(request, peer, view)  # rebuilt meanwhile, for another request that waited
+            if type(found) is str:
+                found = self._from_record(request, peer, view, sid, outcome)
+                if isinstance(found, SessionRecord):
+                    if elsewhere is not None:
+                        found = elsewhere(sid)
+                    else:
+                        found = self._rebuild(request, peer, sid, found)
+            body = then(found) if isinstance(found, HttpSession) else found
+        if body is NOT_DONE_YET or request.finished or request.channel is None:
+            return
+        request.setHeader(b"content-length", b"%d" % len(body))
+        request.write(body)
+        request.finish()
+
+    def _lookup_failed(self, failure: Failure, request: Request) -> None:
+        if failure.check(CancelledError):
+            return  # the client went away while the store was asked
+        log.failure("HTTP request: serving a session found in the shared state failed", failure)
+        if not request.finished and request.channel is not None:
+            body = _error(request, 500, INTERNAL_ERROR, "Internal error: the session could not be served; see the gateway's log")
+            request.setHeader(b"content-length", b"%d" % len(body))
+            request.write(body)
+            request.finish()
+
+    def _from_record(self, request: Request, peer: Peer, view: str | None, sid: str, outcome: Any) -> SessionRecord | bytes:
+        """The record of C{sid} the store answered (C{outcome}), if this request may use it; else the refusal written."""
+        if isinstance(outcome, Unavailable):
+            return self._store_unavailable(request, outcome)
+        if outcome is None:
+            return _not_found(request)
+        record: SessionRecord = outcome
+        owner = owner_of(peer)
+        if record.owner != owner_digest(owner):
+            if self.shared.foreign(sid):
+                log.warn(
+                    "HTTP client session {ref} (created by replica {replica}): its id was presented by another client "
+                    "identity; answered 404 (logged once per session)",
+                    ref=session_ref(sid),
+                    replica=record.replica,
+                )
+            return _not_found(request)
+        if record.view != view:
+            log.debug("HTTP client session {ref}: its id was presented on another path; answered 404", ref=session_ref(sid))
+            return _not_found(request)
+        return record
+
+    def _store_unavailable(self, request: Request, why: Unavailable) -> bytes:
+        """A session unknown here while the shared store cannot be reached: 404 or 503, as C{state.onUnavailable.sessions} says."""
+        refuse = self.gateway.state.on_unavailable("sessions") == "refuse"
+        if self.shared.once_per_outage("lookup"):
+            log.warn(
+                "shared state (Redis) unreachable ({why}): a request for an HTTP session unknown on this replica was {answer} "
+                "(state.onUnavailable.sessions: {choice}); logged once per outage",
+                why=str(why),
+                answer="refused with 503" if refuse else "answered 404 (its client must initialize again)",
+                choice="refuse" if refuse else "local",
+            )
+        if not refuse:
+            return _not_found(request)
+        request.setHeader(b"retry-after", b"1")
+        return _error(
+            request,
+            503,
+            errors.STATE_UNAVAILABLE,
+            "the shared state (Redis) cannot be reached: this session was not opened on this replica and its record "
+            "cannot be read now; try again shortly",
+        )
+
+    def _rebuild(self, request: Request, peer: Peer, sid: str, record: SessionRecord) -> HttpSession | bytes:
+        """
+        Serve here the session another replica created: the same id, its
+        record's version, capabilities and log level, initialized; its own
+        backend sessions (made on first use, as for any session); its
+        subscriptions made again (through the core and the policy, like
+        the client's own requests).  Counted against the session limits.
+        """
+        refusal = self._limit_refusal(request, peer, owner_of(peer), "end unused sessions (DELETE) or try again later")
+        if refusal is not None:
+            return refusal
+        hs = self.table.adopt(sid, owner_of(peer), self.label)
+        hs.view = record.view
+        settings = self.gateway_settings
+        core = hs.core = ClientSession(self.gateway, self.caller(hs, peer), settings.maxCallsInFlight, settings.maxListensPerSession)
+        restore(record, core)
+        hs.record, hs.saved = record, True
+        log.info(
+            "HTTP client session {client} served on this replica from its record in the shared state (created by replica "
+            "{replica}; protocol {version}; {count} subscription(s) made again)",
+            client=hs.label,
+            replica=record.replica,
+            version=record.version,
+            count=len(record.subscriptions),
+        )
+        if record.log_level is not None:
+            self.gateway.logs.apply()
+        for n, uri in enumerate(record.subscriptions):
+            rid = f"{RESUBSCRIBE_ID}{n}"
+            hs.internal[id_key(rid)] = uri
+            core.message_received({"jsonrpc": "2.0", "id": rid, "method": "resources/subscribe", "params": {"uri": uri}})
+        store = self.shared.store()
+        if store is not None:
+            self.shared.touch(store, hs)
+        return hs
+
+    def _ended_elsewhere(self, sid: str) -> None:
+        """Another replica ended session C{sid} (its client's DELETE): the copy here ends too."""
+        hs = self.table.sessions.get(sid)
+        if hs is not None and not hs.stateless:
+            hs.record = None
+            self._end(hs, "its client ended it on another replica (DELETE)")
+
+    def _shared_send(self, hs: HttpSession, send: Callable[..., int]) -> Callable[..., int]:
+        """
+        C{send} for a session that may be shared with other replicas: after
+        an answer, its record is saved once C{initialize} was answered, and
+        again when what it holds changed (subscriptions, log level); the
+        answers to the gateway's own requests (subscriptions made again)
+        are not sent to the client.
+        """
+
+        def shared_send(message: dict[str, Any], related: Any = None, progress_of: Any = None) -> int:
+            if hs.stateless or "method" in message or "id" not in message or not valid_id(message["id"]):
+                return send(message, related, progress_of)
+            key = id_key(message["id"])
+            uri = hs.internal.pop(key, None) if hs.internal else None
+            if uri is None:
+                size = send(message, related, progress_of)
+            else:
+                size = 0
+                error = message.get("error")
+                if type(error) is dict and not hs.ended:
+                    log.warn(
+                        "HTTP client session {client}: its subscription to {uri} could not be made again on this replica: {why}",
+                        client=hs.label,
+                        uri=uri[:200],
+                        why=str(error.get("message"))[:300],
+                    )
+            if hs.record is not None or (key == id_key(hs.init_rid) and "result" in message):
+                self._save_if_changed(hs)
+            return size
+
+        return shared_send
+
+    def _save_if_changed(self, hs: HttpSession) -> None:
+        """Save C{hs}'s record, unless the one saved last holds the same (and the store took it)."""
+        core = hs.core
+        store = self.shared.store()
+        if store is None or core is None or not core.initialized or hs.ended or hs.internal:
+            return  # (its subscriptions are being made again here: the record holds them already)
+        subscriptions = self.gateway.subscriptions.uris_of(core)
+        old = hs.record
+        if old is None or not hs.saved or old.changing() != (core.caller.log_level, tuple(subscriptions)):
+            replica = old.replica if old is not None else self.gateway.state.replica
+            created = old.created if old is not None else self.clock.seconds()
+            self.shared.save(store, hs, record_of(hs, replica, subscriptions, created))
 
     def session_header(self, request: Request, hs: HttpSession) -> None:
         if not hs.stateless:
@@ -479,9 +711,10 @@ class McpResource(Resource):
             return refusal
         if kind == "request" and message.get("method") == "initialize":
             return self._initialize(request, peer, message, sse_ok, view)
-        hs = self._session(request, peer, view)
-        if not isinstance(hs, HttpSession):
-            return hs
+        return self._with_session(request, peer, view, lambda hs: self._post_in(request, hs, message, kind, sse_ok))
+
+    def _post_in(self, request: Request, hs: HttpSession, message: dict[str, Any], kind: str, sse_ok: bool) -> Any:
+        """A POST's message in its session C{hs}."""
         core = hs.core
         if kind != "request":
             self.table.hold(hs)
@@ -506,6 +739,7 @@ class McpResource(Resource):
         hs = self.open_session(request, peer, self.label, "end unused sessions (DELETE) or try again later", view)
         if not isinstance(hs, HttpSession):
             return hs
+        hs.init_rid = message["id"]
         result = self.request(request, hs, message, sse_ok)
         if not hs.core.initialized:
             self._end(hs, "its initialize failed")
@@ -522,18 +756,9 @@ class McpResource(Resource):
         if self.closing:
             return _error(request, 503, errors.GATEWAY_SHUTTING_DOWN, "the gateway is shutting down")
         owner = owner_of(peer)
-        limit = self.table.refusal(owner)
-        if limit is not None:
-            setting, value = limit
-            log.warn("HTTP client {peer}: new session refused ({setting} is {value})", peer=peer.describe(), setting=setting, value=value)
-            request.setHeader(b"retry-after", b"5")
-            return _error(
-                request,
-                429 if setting.endswith("PerPrincipal") else 503,
-                errors.TOO_MANY_CONNECTIONS,
-                f"too many HTTP sessions are open ({setting} is {value}); {advice}",
-                {"limit": setting, "value": value},
-            )
+        refusal = self._limit_refusal(request, peer, owner, advice)
+        if refusal is not None:
+            return refusal
         hs = self.table.open(owner, label)
         hs.view = view
         settings = self.gateway_settings
@@ -541,6 +766,22 @@ class McpResource(Resource):
         who = f" as {peer.principal.name} (bearer token)" if peer.principal is not None else ""
         log.info("HTTP client session {client} opened ({peer}){who}", client=hs.label, peer=peer.describe(), who=who)
         return hs
+
+    def _limit_refusal(self, request: Request, peer: Peer, owner: tuple[Any, ...], advice: str) -> bytes | None:
+        """The refusal written when one more session of C{owner} would exceed C{http.maxSessions} (503) or C{http.maxSessionsPerPrincipal} (429)."""
+        limit = self.table.refusal(owner)
+        if limit is None:
+            return None
+        setting, value = limit
+        log.warn("HTTP client {peer}: new session refused ({setting} is {value})", peer=peer.describe(), setting=setting, value=value)
+        request.setHeader(b"retry-after", b"5")
+        return _error(
+            request,
+            429 if setting.endswith("PerPrincipal") else 503,
+            errors.TOO_MANY_CONNECTIONS,
+            f"too many HTTP sessions are open ({setting} is {value}); {advice}",
+            {"limit": setting, "value": value},
+        )
 
     def request(self, request: Request, hs: HttpSession, message: dict[str, Any], sse_ok: bool, client_rid: Any = None) -> Any:
         """Hand a request to C{hs}'s core; it is answered on this POST (C{client_rid}: its id as the client sent it)."""
@@ -595,9 +836,10 @@ class McpResource(Resource):
         refusal = self._version_refusal(request)
         if refusal is not None:
             return refusal
-        hs = self._session(request, peer, view)
-        if not isinstance(hs, HttpSession):
-            return hs
+        return self._with_session(request, peer, view, lambda hs: self._get_in(request, hs))
+
+    def _get_in(self, request: Request, hs: HttpSession) -> Any:
+        """A GET of session C{hs}: its stream, opened or resumed."""
         last = request.getHeader(b"last-event-id")
         if last is not None:
             return self._resume(request, hs, last.decode("latin-1").strip())
@@ -773,18 +1015,34 @@ class McpResource(Resource):
 
     def keep_alive(self) -> None:
         """A comment on every open stream, so that proxies and clients do not take a quiet stream for a dead one."""
+        store = None
         for hs in self.table.sessions.values():
             for stream in hs.sse.values():
                 if stream.sink is not None:
                     stream.sink.comment(b"keep-alive")
+                    if hs.record is not None:
+                        # A session held open by a stream keeps its record alive too.
+                        store = store or self.shared.store()
+                        if store is not None:
+                            self.shared.touch(store, hs)
 
     # -- DELETE --------------------------------------------------------------
 
     def render_DELETE(self, request: Request, peer: Peer, view: str | None = None) -> Any:
-        hs = self._session(request, peer, view)
-        if not isinstance(hs, HttpSession):
-            return hs
-        self._end(hs, "the client ended it (DELETE)")
+        return self._with_session(request, peer, view, lambda hs: self._delete_in(request, hs), lambda sid: self._delete_elsewhere(request, sid))
+
+    def _delete_in(self, request: Request, hs: HttpSession) -> bytes:
+        """DELETE: C{hs} ends here, and (shared) its record goes and every replica ends its copy."""
+        self._end(hs, "the client ended it (DELETE)", shared=True)
+        request.setResponseCode(204)
+        return b""
+
+    def _delete_elsewhere(self, request: Request, sid: str) -> bytes:
+        """DELETE of a session other replicas serve (its record is the client's): the record goes, and every replica ends its copy."""
+        store = self.shared.store()
+        if store is not None:
+            self.shared.delete(store, sid, session_ref(sid))
+        log.info("HTTP client session {ref} ended by its client (DELETE) on this replica, which did not serve it", ref=session_ref(sid))
         request.setResponseCode(204)
         return b""
 
@@ -802,11 +1060,21 @@ class McpResource(Resource):
         """
         gone = [hs for hs in self.table.sessions.values() if hs.view is not None and hs.view not in profiles]
         for hs in gone:
-            self._end(hs, f"its profile {hs.view!r} was removed by a reload")
+            self._end(hs, f"its profile {hs.view!r} was removed by a reload", shared=True)
         return len(gone)
 
-    def _end(self, hs: HttpSession, why: str) -> None:
+    def _end(self, hs: HttpSession, why: str, shared: bool = False) -> None:
+        """
+        End C{hs}.  C{shared}: for every replica (its client ended it): its
+        record in the shared state (if saved) is deleted, and the other
+        replicas end their copies.
+        """
         if self.table.remove(hs):
+            if shared and hs.record is not None:
+                store = self.shared.store()
+                if store is not None:
+                    hs.record = None
+                    self.shared.delete(store, hs.id, hs.label)
             self._close(hs, why)
 
     def _close(self, hs: HttpSession, why: str) -> Deferred[Any]:
@@ -834,6 +1102,7 @@ class McpResource(Resource):
     def stop(self, grace: float) -> Deferred[Any]:
         """Take no new sessions; let every session's calls finish within C{grace}, then end them."""
         self.closing = True
+        self.shared.cancel_all()
         waits = []
         for hs in list(self.table.sessions.values()):
             self.table.remove(hs)
@@ -871,7 +1140,7 @@ class McpResource(Resource):
                 return 0
             return len(data) if self._route(hs, message, data, related) else 0
 
-        caller = Caller(hs.label, send, peer)
+        caller = Caller(hs.label, send if self.shared.store() is None else self._shared_send(hs, send), peer)
         caller.view = hs.view
         return caller
 
@@ -910,6 +1179,15 @@ class McpResource(Resource):
 
 
 # -- helpers -----------------------------------------------------------------
+
+
+def _not_found(request: Request) -> bytes:
+    return _error(
+        request,
+        404,
+        SESSION_NOT_FOUND,
+        "Session not found: it ended, expired or was never opened here; initialize a new session",
+    )
 
 
 def _kind(message: Any) -> str | None:

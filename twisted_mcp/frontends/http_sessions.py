@@ -80,6 +80,17 @@ class HttpSession:
         #: The profile of the path it was created on (None: the default view);
         #: on another path its id is unknown.
         self.view: str | None = None
+        #: With a shared session store: the id of its C{initialize}, its
+        #: record as last saved (L{twisted_mcp.frontends.http_shared.SessionRecord};
+        #: None until saved), whether the store took it, when the store was
+        #: last told it was used, and
+        #: the gateway's own requests made in it (by id key: the URI a
+        #: subscription made again on this replica is for).
+        self.init_rid: Any = None
+        self.record: Any = None
+        self.saved = False
+        self.touched = float("-inf")
+        self.internal: dict[Any, str] = {}
 
     def streams(self) -> int:
         """SSE streams open now (a POST answered as a stream counts once it streams)."""
@@ -133,6 +144,14 @@ class SessionTable:
         sid = self.mint()
         while sid in self.sessions:  # pragma: no cover - 192 random bits
             sid = self.mint()
+        return self.adopt(sid, owner, label_prefix)
+
+    def adopt(self, sid: str, owner: tuple[Any, ...], label_prefix: str) -> HttpSession:
+        """
+        A session of C{owner} under an id another replica minted (its record
+        is in the shared state), counted like one opened here (call
+        L{refusal} first).
+        """
         self.count += 1
         session = HttpSession(sid, owner, f"{label_prefix}#{self.count}")
         self.sessions[sid] = session

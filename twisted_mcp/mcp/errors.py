@@ -196,6 +196,12 @@ TABLE: list[tuple[int, str, str]] = [
         "`limit`, `value`",
     ),
     (
+        STATE_UNAVAILABLE,
+        "the shared state (`state.redis`) cannot be reached and `state.onUnavailable` says to refuse: the rate "
+        "limits, concurrency limits or kill switch cannot be checked across replicas",
+        "`unavailable` (`limits` or `killSwitch`)",
+    ),
+    (
         BACKEND_UNAVAILABLE,
         "the server that owns the tool is down (exited, restarting, never came up)",
         "`backend`, `state`, `retryAfter` (seconds until its next restart)",

@@ -3,10 +3,15 @@ The admin endpoint (C{--admin ENDPOINT}, off by default), with twisted.web:
 
 - C{/healthz}: 200 while the gateway runs;
 - C{/readyz}: 200 when discovery has finished and every backend marked
-  C{required} is up, 503 with the reasons otherwise;
+  C{required} is up, 503 with the reasons otherwise (one per line); with a
+  shared state (C{state:}), also 503 while it is unreachable and any kind
+  of C{state.onUnavailable} is C{refuse} ("shared state (Redis)
+  unreachable: ..."), and before its flags were first read;
 - C{/metrics}: Prometheus text format (C{prometheus_client});
-- C{/status}: a page a person can read: backends, tools, breakers, clients
-  (JSON with C{Accept: application/json} or C{?format=json});
+- C{/status}: a page a person can read: backends, tools, breakers, clients,
+  the shared state (its kind, this replica's name, its URL without the
+  password, whether it answers and why not) (JSON with C{Accept:
+  application/json} or C{?format=json});
 - C{GET /tools?principal=&roles=&client=&profile=&search=&limit=&explain=}: the
   tool list a principal and client get on a profile, as
   C{twisted-mcp tools} prints it (L{twisted_mcp.ops.tools_report});
@@ -14,7 +19,19 @@ The admin endpoint (C{--admin ENDPOINT}, off by default), with twisted.web:
 - C{POST /kill} C{{"kind": "tool", "name": "x__y", "disabled": true}}:
   throw or release the kill switch at run time (C{GET /kill} shows it);
 - C{POST /pins/approve} C{{"tools": [...]}} or C{{"all": true}}: pin the
-  current definitions of quarantined tools (the lock file is rewritten).
+  current definitions of quarantined tools (the lock file is rewritten);
+- C{POST /revoke} C{{"token": "..."}} or C{{"jti": "..."}}: refuse a bearer
+  token (of C{identity.jwt}) from now on, answered with its id (its C{jti},
+  or C{sha256:} and the token's digest; the token itself is never kept,
+  logged or echoed).  C{GET /revoke} lists the revoked ids.
+
+With a shared state (C{state: {redis: URL}}), C{/kill}, C{/pins/approve}
+and C{/revoke} apply on this replica at once and are written to Redis, so
+that every replica applies them within a second; their answer says
+C{"shared": true}.  While Redis cannot be reached, the change applies on
+this replica only and the answer says C{"shared": false} and why; it is
+written when Redis answers again.  Without a shared state, C{/revoke}
+applies to this process only, kept in memory: a restart forgets it.
 
 An optional bearer token (C{gateway.adminToken}) protects every path.
 """
@@ -44,7 +61,9 @@ from twisted_mcp.frontends.served import profiles_served
 from twisted_mcp.mcp import errors
 from twisted_mcp.mcp.clients import BUILT_IN, ClientRule
 from twisted_mcp.ops.admin_oauth import OAuthActions, oauth_metrics
+from twisted_mcp.ops.shared_state import refuses_while_unavailable
 from twisted_mcp.ops.tools_report import ReportProblem, ToolsQuery, tools_report
+from twisted_mcp.policy.identity.revocation import revoke_request_id, revoked_ids
 from twisted_mcp.policy.rules import backends_named, pattern_problem
 
 log = Logger()
@@ -155,8 +174,38 @@ def _collector(service: Any) -> Any:
                 dropped.add_metric([], float(audit.dropped))
                 yield dropped
             yield from oauth_metrics(service)
+            yield from state_metrics(gateway.state)
 
     return Collector()
+
+
+def state_metrics(state: Any) -> Iterator[Any]:
+    """C{twisted_mcp_state_available} (by C{store}: the state's kind) and C{twisted_mcp_state_outages_total}."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    available = GaugeMetricFamily(
+        "twisted_mcp_state_available",
+        "1 while the shared state (state:, Redis) answers, 0 while it cannot be reached (always 1 in-process)",
+        labels=["store"],
+    )
+    available.add_metric([state.kind], 1.0 if state.available else 0.0)
+    yield available
+    outages = CounterMetricFamily("twisted_mcp_state_outages", "Times the shared state (Redis) became unreachable")
+    outages.add_metric([], float(state.outages))
+    yield outages
+
+
+def state_status(service: Any) -> dict[str, Any]:
+    """The shared state for C{/status}: kind, this replica's name, URL (never with its password), whether it answers, why not."""
+    state = service.gateway.state
+    settings = getattr(service.config, "state", None)
+    return {
+        "kind": state.kind,
+        "replica": state.replica,
+        "url": settings.describe_url() if settings is not None else None,
+        "available": state.available,
+        "problem": state.problem,
+    }
 
 
 def _is_up(backend: Any) -> bool:
@@ -208,6 +257,10 @@ class _Leaf(Resource):
         if type(body) is not dict:
             return _json(request, 400, {"error": "the body must be a JSON object"})
         return getattr(self.admin, f"post_{self.kind}")(request, body)
+
+
+async def _shared_nothing() -> tuple[bool, str | None]:
+    return True, None
 
 
 def _reload_answer(request: Any, applied: bool, changes: list[str], problems: str) -> bytes:
@@ -266,6 +319,7 @@ class AdminResource(Resource):
             self.putChild(kind.encode(), _Leaf(self, kind))
         self.putChild(b"reload", _Leaf(self, "reload", post=True))
         self.putChild(b"kill", _Leaf(self, "kill", post=True))
+        self.putChild(b"revoke", _Leaf(self, "revoke", post=True))
         pins = Resource()
         pins.putChild(b"approve", _Leaf(self, "approve", post=True))
         self.putChild(b"pins", pins)
@@ -308,7 +362,7 @@ class AdminResource(Resource):
             return 415, "the body must be sent as Content-Type: application/json"
         if not self.service.config.gateway.adminToken and not isinstance(request.getHost(), UNIXAddress):
             return 403, (
-                "actions (reload, kill, pins/approve, oauth/*) need gateway.adminToken on a TCP admin endpoint "
+                "actions (reload, kill, pins/approve, revoke, oauth/*) need gateway.adminToken on a TCP admin endpoint "
                 "(or serve the admin endpoint on a Unix socket)"
             )
         return None
@@ -324,6 +378,7 @@ class AdminResource(Resource):
             problems.append("discovery has not finished")
         if self.service.stopping:
             problems.append("the gateway is shutting down")
+        problems += self._state_problems()
         for server in self.service.config.servers:
             if not server.required:
                 continue
@@ -336,6 +391,20 @@ class AdminResource(Resource):
             request.setResponseCode(503)
             return ("not ready\n" + "\n".join(problems) + "\n").encode()
         return b"ready\n"
+
+    def _state_problems(self) -> list[str]:
+        """Why the shared state keeps this replica from being ready (empty in-process)."""
+        state = self.gateway.state
+        if state.kind == "local":
+            return []
+        if not state.available:
+            if refuses_while_unavailable(state):
+                return [f"shared state (Redis) unreachable: {state.problem or 'no answer'}"]
+            return []
+        sync = getattr(self.service, "state_sync", None)
+        if sync is not None and not sync.synced:
+            return ["shared state (Redis): its flags (kill switch, approvals, revoked tokens) have not been read yet"]
+        return []
 
     def render_metrics(self, request: Any) -> bytes:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -408,6 +477,8 @@ class AdminResource(Resource):
             "heldCalls": gateway.reverse.held.describe(),
             "killSwitch": policy.kill_switch(),
             "quarantined": [{"tool": t, "reason": r} for t, r in sorted(policy.pins.quarantined.items())],
+            # Only with a shared state (state:): a config without one shows what it always did.
+            **({"state": state_status(self.service)} if gateway.state.kind != "local" else {}),
             # Only with profiles: a config without them shows what it always did.
             **({"profiles": profiles_status(gateway, getattr(self.service, "frontends", ()))} if gateway.profiles else {}),
             # Likewise only with a surface, search, clients or profiles section.
@@ -442,6 +513,12 @@ class AdminResource(Resource):
             "".join(f"<li>{e(kind)}: {e(', '.join(names))}</li>" for kind, names in kills.items() if names) or "<li>none</li>"
         )
         quarantined = "".join(f"<li>{e(q['tool'])}: {e(q['reason'])}</li>" for q in status["quarantined"]) or "<li>none</li>"
+        state_line = ""
+        shared = status.get("state")
+        if shared is not None:
+            where = f" at {e(shared['url'])}" if shared["url"] else ""
+            answers = "answers" if shared["available"] else f"UNREACHABLE: {e(shared['problem'] or 'no answer')}"
+            state_line = f"<p>Shared state: {e(shared['kind'])}{where}, this replica is {e(shared['replica'])}; {answers}</p>"
         shaping = "".join(
             f"<li>{e(b['name'])} {e(kind)}: {e(shaping_summary(outcome))}</li>"
             for b in status["backends"]
@@ -456,6 +533,7 @@ class AdminResource(Resource):
             + f"</table><h2>Tools ({len(self.gateway.catalog.listing)})</h2><ul>{tools}</ul>"
             + f"<h2>Clients ({len(status['clients'])})</h2><ul>{clients}</ul>"
             + f"<p>HTTP: {status['http']['sessions']} session(s), {status['http']['streams']} open stream(s)</p>"
+            + state_line
             + (f"<h2>Shaping</h2><ul>{shaping}</ul>" if shaping else "")
             + f"<h2>Kill switch</h2><ul>{killed}</ul><h2>Quarantined tools</h2><ul>{quarantined}</ul></body></html>"
         )
@@ -475,6 +553,8 @@ class AdminResource(Resource):
     def render_get_of_post(self, request: Any, kind: str) -> bytes:
         if kind == "kill":
             return _json(request, 200, self.gateway.policy.kill_switch())
+        if kind == "revoke":
+            return _json(request, 200, {"revoked": sorted(revoked_ids(self.gateway.policy))})
         request.setResponseCode(405)
         request.setHeader(b"allow", b"POST")
         return b"use POST\n"
@@ -537,7 +617,8 @@ class AdminResource(Resource):
             name=", ".join(names),
             told=told,
         )
-        return _json(request, 200, policy.kill_switch())
+        flag = str(int(self.service.clock.seconds())) if disabled else None
+        return self._shared_answer(request, [(f"kill:{kind}", one, flag) for one in names], policy.kill_switch(), "kill switch")
 
     def _kill_switch_full(self, policy: Any, kind: str, names: list[str]) -> str | None:
         """Why throwing C{names} would take the run-time kill switch past its
@@ -588,7 +669,77 @@ class AdminResource(Resource):
             return _json(request, 409, {"error": str(e)})
         self.service.notify_views(before)
         log.warn("admin endpoint: approved (pinned) {tools}", tools=", ".join(approved) or "nothing")
-        return _json(request, 200, {"approved": approved, "quarantined": sorted(policy.pins.quarantined)})
+        changes: list[tuple[str, str, str | None]] = []
+        for name in approved:
+            changes.append(("approval", name, json.dumps(policy.pins.pinned.get(name, {}), sort_keys=True)))
+            changes.append(("quarantine", name, None))
+        answer = {"approved": approved, "quarantined": sorted(policy.pins.quarantined)}
+        return self._shared_answer(request, changes, answer, "approval")
+
+    def post_revoke(self, request: Any, body: dict[str, Any]) -> Any:
+        """
+        Revoke a bearer token: C{{"token": "..."}} or C{{"jti": "..."}}.
+        Requests with it are refused from now on (C{AUTHENTICATION_FAILED},
+        "the token was revoked"), on every replica with a shared state.
+        Only the token's id is kept, logged and answered, never the token.
+        Without a shared state the revocation lives in this process's
+        memory only: a restart forgets it.
+        """
+        ident, problem = revoke_request_id(body)
+        if ident is None:
+            return _json(request, 400, {"error": problem})
+        revoked = revoked_ids(self.gateway.policy)
+        known = ident in revoked
+        revoked.add(ident)
+        log.warn(
+            "admin endpoint: token {id} revoked{again}: requests with it are refused from now on",
+            id=ident,
+            again=" (it already was)" if known else "",
+        )
+        changes = [("revoked", ident, str(int(self.service.clock.seconds())))]
+        return self._shared_answer(request, changes, {"revoked": ident}, "revocation", always=True)
+
+    def _shared_answer(
+        self,
+        request: Any,
+        changes: list[tuple[str, str, str | None]],
+        answer: dict[str, Any],
+        what: str,
+        always: bool = False,
+    ) -> Any:
+        """
+        C{answer} to an action already applied on this replica, once its
+        flags (C{changes}) are written to the shared state: with
+        C{"shared": true}, or C{false} and C{"why"} when the state cannot take
+        them now.  Without a shared state: C{answer} as it is (with
+        C{always}, C{"shared": false} and why).
+        """
+        sync = getattr(self.service, "state_sync", None)
+        if sync is None or not sync.shared:
+            if always:
+                answer = {
+                    **answer,
+                    "shared": False,
+                    "why": "no shared state is configured (state:): this applies on this replica only, kept in "
+                    "memory (a restart forgets it)",
+                }
+            return _json(request, 200, answer)
+
+        def written(outcome: tuple[bool, str | None]) -> bytes:
+            shared, why = outcome
+            if not shared:
+                log.warn("admin endpoint: {what} applied on this replica only: {why}", what=what, why=why)
+                return _json(request, 200, {**answer, "shared": False, "why": why})
+            return _json(request, 200, {**answer, "shared": True})
+
+        d = sync.write(changes) if changes else Deferred.fromCoroutine(_shared_nothing())
+        d.addCallback(written)
+        done: list[bytes] = []
+        d.addCallback(done.append)
+        if done:
+            return done[0]
+        _answer_later(request, d.addCallback(lambda _: done[0]))
+        return NOT_DONE_YET
 
 
 # -- connections and request heads ---------------------------------------

@@ -3,9 +3,16 @@ Circuit breakers: after C{threshold} consecutive transport failures or
 timeouts, a backend's breaker opens and calls fail at once; after
 C{open_seconds} exactly one probe call is let through; its success closes
 the breaker, its failure opens it again.
+
+With breakers shared across replicas (C{state: {breakers: shared}}), each
+transition is passed to L{Breaker.on_change} (the pipeline publishes it),
+and another replica's is applied with L{Breaker.apply}, which publishes
+nothing (no echo).  Each replica sends its own probe.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -18,6 +25,11 @@ HALF_OPEN = "half-open"
 
 
 class Breaker:
+    """
+    @ivar on_change: called with the breaker and its new state after each
+        transition of its own (None: nobody is told).
+    """
+
     def __init__(self, name: str, threshold: int, open_seconds: float, clock: IReactorTime) -> None:
         self.name = name
         self.threshold = threshold
@@ -27,6 +39,39 @@ class Breaker:
         self.failures = 0
         self.opened_at = 0.0
         self.probing = False
+        self.on_change: Callable[[Breaker, str], None] | None = None
+
+    def until(self) -> float:
+        """When an open breaker lets a probe through (the clock's seconds)."""
+        return self.opened_at + self.open_seconds
+
+    def apply(self, state: str, until: float) -> bool:
+        """
+        Another replica's breaker of the same backend went to C{state}
+        (C{"open"} until C{until}, the clock's seconds; C{"closed"}): this
+        one follows, without telling L{on_change}.  Half-open is each
+        replica's own (its probe).  Returns whether anything changed.
+        """
+        if state == OPEN:
+            if until <= self.clock.seconds() or (self.state == OPEN and self.until() == until):
+                return False
+            old, self.state = self.state, OPEN
+            self.opened_at = until - self.open_seconds
+            self.probing = False
+            log.warn(
+                "circuit breaker of backend {backend}: {old} -> open (opened on another replica); calls fail at once for {seconds:.1f} s",
+                backend=self.name,
+                old=old,
+                seconds=until - self.clock.seconds(),
+            )
+            return True
+        if state == CLOSED and self.state != CLOSED:
+            old, self.state = self.state, CLOSED
+            self.failures = 0
+            self.probing = False
+            log.info("circuit breaker of backend {backend}: {old} -> closed (closed on another replica)", backend=self.name, old=old)
+            return True
+        return False
 
     def retry_after(self) -> float:
         return max(0.0, self.opened_at + self.open_seconds - self.clock.seconds())
@@ -95,3 +140,5 @@ class Breaker:
             log.info("circuit breaker of backend {backend}: {old} -> {new}", backend=self.name, old=old, new=state)
         if state == CLOSED:
             self.failures = 0
+        if self.on_change is not None:
+            self.on_change(self, state)

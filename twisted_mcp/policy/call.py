@@ -2,7 +2,9 @@
 L{Call}: steps 6 to 9 of the policy for one allowed request (a tool call,
 a prompt get, a resource read...): its concurrency slots (perhaps
 waiting), its backend's circuit breaker, and its outcome (what a breaker
-counts, the audit record's result).
+counts, the audit record's result).  With rate limits in the shared state
+(L{twisted_mcp.state}), step 5's tokens are taken here too, first (a round
+trip: L{Call.specs}).
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ import math
 from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.python.failure import Failure
 
 from twisted_mcp.mcp import errors
 from twisted_mcp.policy.breaker import Breaker
 from twisted_mcp.policy.limits import Busy, Slots, TokenBucket
 from twisted_mcp.policy.principal import Principal
+from twisted_mcp.policy.shared_limits import StateRefused, take_tokens, unavailable_message, why_unavailable
 from twisted_mcp.policy.subject import Subject
+from twisted_mcp.state.base import BucketSpec, Unavailable
 from twisted_mcp.wire.jsonrpc import JsonRpcError
 
 if TYPE_CHECKING:
@@ -41,16 +46,26 @@ def _up(seconds: float) -> float:
     return math.ceil(seconds * 1000) / 1000
 
 
+def rate_refusal(wait: float, which: str) -> tuple[str, dict[str, Any]]:
+    """The message and data of a C{RATE_LIMITED} refusal: which limit, and when to retry."""
+    return f"rate limit ({which}) reached; retry in {_up(wait):.3f} s", {"retryAfter": _up(wait), "limit": which}
+
+
 class Call:
     """
     Steps 6 to 9 of one allowed request.
 
     @ivar subject: what the request is about.
     @ivar entry: the tool's catalog entry (tools only; None otherwise).
+    @ivar specs: the shared rate buckets L{dispatch} takes a token of
+        first (None: none, or step 5 was done in this process).
+    @ivar shared: the shared buckets it took a token of (given back when
+        the call is refused later).
     """
 
     __slots__ = (
         "policy", "record", "subject", "entry", "principal", "peer", "slots", "held", "breaker", "probe", "started", "taken", "waited", "done",
+        "specs", "shared",
     )  # fmt: skip
 
     def __init__(
@@ -70,16 +85,20 @@ class Call:
         self.entry = entry
         self.principal = principal
         self.slots = slots
-        self.held: list[Slots] = []
+        self.held: list[Any] = []
         self.breaker: Breaker | None = None
         self.probe = False
         self.started = policy.clock.seconds()
         self.taken: list[TokenBucket] = []
         self.waited = False
         self.done = False
+        self.specs: tuple[BucketSpec, ...] | None = None
+        self.shared: tuple[BucketSpec, ...] | None = None
 
     def dispatch(self, send: Callable[[], Deferred[Any]]) -> Deferred[Any]:
-        """Take the concurrency slots (perhaps waiting), pass the breaker, send."""
+        """Take the shared rate-limit tokens (if any), the concurrency slots (perhaps waiting), pass the breaker, send."""
+        if self.specs is not None:
+            return self._take_rates(send)
         slots = self.slots
         if not slots:
             return self._pass_breaker(send)
@@ -94,6 +113,43 @@ class Call:
         d = self._acquire(len(self.held))
         return d.addCallback(lambda _: self._pass_breaker(send))
 
+    def _take_rates(self, send: Callable[[], Deferred[Any]]) -> Deferred[Any]:
+        """
+        Step 5 in the shared state: one token of every bucket of
+        L{specs}, across the replicas, then on with L{dispatch}.  A
+        refusal is audited once, as one in L{Policy.begin} is.  While the
+        store cannot be reached, the operator's choice for C{limits}:
+        refuse (C{STATE_UNAVAILABLE}), or this process's own buckets.
+        """
+        policy = self.policy
+        state = policy.state
+        rates = state.rates
+        assert rates is not None
+        specs, self.specs = self.specs, None
+        assert specs is not None
+
+        def taken(answer: tuple[float, str]) -> Any:
+            wait, which = answer
+            if wait:
+                message, data = rate_refusal(wait, which)
+                raise self._refuse(errors.RATE_LIMITED, message, data)
+            self.shared = specs
+            return self.dispatch(send)
+
+        def unavailable(f: Failure) -> Any:
+            f.trap(Unavailable)
+            if state.on_unavailable("limits") != "local":
+                why = unavailable_message("rate limits", why_unavailable(state, f))
+                raise self._refuse(errors.STATE_UNAVAILABLE, why, {"unavailable": "limits"})
+            wait, which = policy._rate_check(self.principal, self.subject)
+            if wait:
+                message, data = rate_refusal(wait, which)
+                raise self._refuse(errors.RATE_LIMITED, message, data)
+            self.taken, policy._taken = policy._taken, []
+            return self.dispatch(send)
+
+        return take_tokens(rates, specs).addCallbacks(taken, unavailable)
+
     def _acquire(self, i: int) -> Deferred[None]:
         try:
             d = self.slots[i].acquire()
@@ -101,8 +157,9 @@ class Call:
             self._release()
             raise self._refuse(errors.BUSY, f"busy: {e.reason}", {"backend": self.subject.backend})
 
-        def held(_: None) -> Any:
-            self.held.append(self.slots[i])
+        def held(handle: Any) -> Any:
+            # In-process slots fire None; shared ones, the lease to give back.
+            self.held.append(self.slots[i] if handle is None else handle)
             if i + 1 < len(self.slots):
                 return self._acquire(i + 1)
             return None
@@ -111,6 +168,9 @@ class Call:
             if f.check(Busy):
                 self._release()
                 raise self._refuse(errors.BUSY, f"busy: {f.value.reason}", {"backend": self.subject.backend})
+            if f.check(StateRefused):
+                self._release()
+                raise self._refuse(errors.STATE_UNAVAILABLE, f.value.message, {"unavailable": "limits"})
             return f
 
         return d.addCallbacks(held, failed)
@@ -120,6 +180,11 @@ class Call:
         for bucket in self.taken:
             bucket.tokens = min(bucket.burst, bucket.tokens + 1.0)
         self.taken = []
+        shared, self.shared = self.shared, None
+        if shared is not None:
+            rates = self.policy.state.rates
+            if rates is not None:
+                rates.give_back(shared)
         self.done = True
         return self.policy.deny(self.record, code, message, data)
 

@@ -95,13 +95,21 @@ def write_lock(
 
 
 class Pins:
-    """The lock file's view: which exposed tools are quarantined, and why."""
+    """
+    The lock file's view: which exposed tools are quarantined, and why.
+
+    @ivar quarantined: what is quarantined: this replica's own finds
+        (C{own}) and, with shared state, those other replicas published
+        (C{shared}).
+    """
 
     def __init__(self, mode: str, path: str | None) -> None:
         self.mode = mode
         self.path = path
         self.pinned: dict[str, dict[str, Any]] = {}
         self.quarantined: dict[str, str] = {}
+        self.own: dict[str, str] = {}
+        self.shared: dict[str, str] = {}
         self.error: str | None = None
         if mode != "off" and path is not None:
             try:
@@ -137,8 +145,23 @@ class Pins:
             else:
                 found[exposed] = f"config changed: its overrides change the definition served (was {was}, now {now})"
         fresh = [(k, v) for k, v in found.items() if self.quarantined.get(k) != v]
-        self.quarantined = found
+        self.own = found
+        self.quarantined = {**self.shared, **found}
         return fresh
+
+    def set_shared(self, shared: dict[str, str]) -> bool:
+        """The quarantine other replicas published (exposed name -> reason); whether what is quarantined changed."""
+        self.shared = dict(shared) if self.mode != "off" else {}
+        merged = {**self.shared, **self.own}
+        changed = merged != self.quarantined
+        self.quarantined = merged
+        return changed
+
+    def lift(self, name: str) -> None:
+        """C{name} was approved: no longer quarantined (until a review finds it again)."""
+        self.quarantined.pop(name, None)
+        self.own.pop(name, None)
+        self.shared.pop(name, None)
 
     def blocks(self, exposed: str) -> str | None:
         """The reason C{exposed} is quarantined (enforce mode), or None."""

@@ -30,6 +30,15 @@ requests are allowed, so they never disagree.
 Requests a backend sends to a client (sampling, elicitation, roots) are
 checked by L{Policy.reverse_refusal} and recorded by L{Policy.audit_reverse}:
 who asked, which client answered and the outcome, never the content.
+
+With shared state (L{twisted_mcp.state}; C{Policy(..., state=...)}), rate
+limits (step 5, taken when the call is dispatched), concurrency slots
+(leases) and, if configured, breakers hold across every replica; the kill
+switch, approvals, quarantine and revoked tokens arrive as flags
+(L{Policy.apply_flags}); while the flags cannot be read and the operator
+chose to refuse, every request is refused after step 1
+[STATE_UNAVAILABLE] (L{Policy.flags_problem}).  Without it (the default)
+every check runs in this process, exactly as above.
 """
 
 from __future__ import annotations
@@ -38,21 +47,26 @@ import itertools
 import os
 from typing import Any, Callable, Iterable
 
+from twisted.internet.defer import fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from twisted_mcp.mcp import errors
 from twisted_mcp.policy.arguments import ArgumentError, Validators
 from twisted_mcp.policy.audit.records import digest_arguments, redact_uri
 from twisted_mcp.policy.breaker import Breaker
-from twisted_mcp.policy.call import Call, _up
+from twisted_mcp.policy.call import Call, _up, rate_refusal
 from twisted_mcp.policy.decisions import decide, names_of, server_request_refusal
+from twisted_mcp.policy.flags import changed_approvals, read_flags, write_approvals
 from twisted_mcp.policy.limits import Slots, TokenBucket, forget_full
 from twisted_mcp.policy.pinning import Pins, pinned_definitions
 from twisted_mcp.policy.principal import IdentityError, Principal
 from twisted_mcp.policy.refusals import CoalescedRefusal, RefusalBudget, describe
 from twisted_mcp.policy.rules import PolicyConfig, any_match
+from twisted_mcp.policy.shared_limits import LeaseSlots
 from twisted_mcp.policy.subject import DATA_KEYS, LISTING_METHODS, NAME_KEYS, WORDS, Subject, original_of
+from twisted_mcp.state.base import BucketSpec, SharedState
 from twisted_mcp.wire.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, JsonRpcError
 
 log = Logger()
@@ -70,6 +84,14 @@ _ARGUMENTS = {"tools/call": "arguments", "prompts/get": "arguments", "completion
 REVERSE_OUTCOMES = ("ok", "error", "cancelled", "refused")
 
 
+def _not_shared(failure: Failure, tool: str) -> None:
+    log.warn(
+        "tool {tool}: its quarantine could not be shared with the other replicas ({why}); it applies on this one",
+        tool=tool,
+        why=failure.getErrorMessage(),
+    )
+
+
 #: The source of L{Policy.epoch}.
 _EPOCHS = itertools.count(1)
 
@@ -83,6 +105,9 @@ class Policy:
         one), returns the caller's L{Principal} or raises L{IdentityError};
         None: the local principal, with every permission.
     @param audit: an L{AuditLog}, or None for no audit trail.
+    @param state: what the replicas share (L{SharedState}); None: nothing,
+        every check in this process (and a reload's policy keeps the
+        state of the one it replaces, L{inherit}).
     """
 
     def __init__(
@@ -92,6 +117,7 @@ class Policy:
         clock: IReactorTime,
         authenticate: Callable[[Any], Principal] | None = None,
         audit: Any = None,
+        state: SharedState | None = None,
     ) -> None:
         self.rules = rules
         self.separator = separator
@@ -143,6 +169,45 @@ class Policy:
         #: The policy that replaced this one (a reload), for calls that
         #: started under this one and are checked again later.
         self.successor: Policy | None = None
+        self._state_given = state is not None
+        self._use_state(state if state is not None else SharedState())
+        #: Token ids refused from now on (a JWT's jti, "sha256:" + hex of a
+        #: static token): the shared C{revoked} flags; the identity checks read it.
+        self.revoked: set[str] = set()
+        self._flags_problem: str | None = None
+        #: The approvals read from the shared flags (exposed name -> lock-file entry).
+        self._approvals: dict[str, dict[str, Any]] = {}
+        #: The quarantine this replica published (name -> reason).
+        self._published: dict[str, str] = {}
+        #: Malformed flags already logged.
+        self._reported: set[tuple[str, str]] = set()
+        self._applying = False
+        self._next_flags: dict[str, dict[str, str]] | None = None
+
+    def _use_state(self, state: SharedState) -> None:
+        self.state = state
+        self._rates = state.rates
+        self._leases = state.leases
+        #: Whether step 5 or 6 goes through the shared state.
+        self._shared_limits = state.rates is not None or state.leases is not None
+        self._lease_backends: dict[str, LeaseSlots] = {}
+        self._lease_tools: dict[tuple[int, str], LeaseSlots] = {}
+
+    @property
+    def flags_problem(self) -> str | None:
+        """
+        Why the shared flags (kill switch, approvals...) cannot be read, set
+        while the operator chose to refuse then (C{onUnavailable.killSwitch:
+        refuse}): every request L{begin} checks, and every request a backend
+        sends a client, is refused [STATE_UNAVAILABLE] with it.  None: no problem.
+        """
+        return self._flags_problem
+
+    @flags_problem.setter
+    def flags_problem(self, problem: str | None) -> None:
+        self._flags_problem = problem
+        if problem is not None:
+            self.active = True  # the pipeline must run to refuse
 
     # -- identity and visibility -------------------------------------------
 
@@ -210,9 +275,34 @@ class Policy:
             self.breakers = dict(old.breakers)
         if (new.pinning, new.lock_file) == (was.pinning, was.lock_file):
             self.pins.quarantined = dict(old.pins.quarantined)
+            self.pins.own = dict(old.pins.own)
         for kind, names in old.kills.items():
             for n in names:
                 self.set_kill(kind, n, True)
+        self._inherit_state(old)
+
+    def _inherit_state(self, old: "Policy") -> None:
+        """The shared state's part of L{inherit}: the store, the flags as last read, leases and waiters of unchanged limits."""
+        if not self._state_given:
+            self._use_state(old.state)
+        if old.state is self.state:
+            for name, leased in old._lease_backends.items():
+                if self._backend_slots.get(name) is leased.local:
+                    self._lease_backends[name] = leased
+            if self._tool_slots is old._tool_slots:
+                self._lease_tools = old._lease_tools
+        self.revoked = old.revoked  # one set, whoever holds it
+        self._flags_problem = old._flags_problem
+        if old._flags_problem is not None:
+            self.active = True
+        self._published = old._published
+        self._reported = old._reported
+        self._approvals = dict(old._approvals)
+        self.pins.pinned.update(changed_approvals(self.pins.pinned, self._approvals))
+        self.pins.set_shared(old.pins.shared)
+        publish = self._publish_breaker if self.state.breakers is not None else None
+        for breaker in self.breakers.values():
+            breaker.on_change = publish
 
     def current(self) -> "Policy":
         """The policy in force now: this one, or the last that replaced it."""
@@ -274,7 +364,7 @@ class Policy:
         self.pins.pinned = write_lock(self.pins.path, fresh, kept)
         self.pins.error = None
         for n in chosen:
-            self.pins.quarantined.pop(n, None)
+            self.pins.lift(n)
         self._decisions.clear()
         self.generation += 1
         self.epoch = next(_EPOCHS)
@@ -302,7 +392,14 @@ class Policy:
         self.epoch = next(_EPOCHS)
         self._tools = entries
         self.validators.forget(set(entries))
+        self._review()
+
+    def _review(self) -> None:
+        """Review the catalog's tools' pins: report (log, audit, and publish to the other replicas) what is newly quarantined."""
+        entries = self._tools
         fresh = self.pins.review((name, *pinned_definitions(e)) for name, e in entries.items())
+        if self.state.flags is not None:
+            self._publish_quarantine(fresh)
         for exposed, why in fresh:
             entry = entries[exposed]
             action = "quarantined" if self.pins.mode == "enforce" else "not pinned (warn only)"
@@ -326,6 +423,29 @@ class Policy:
                     "arguments_digest": None,
                 }
             )
+
+    def _publish_quarantine(self, fresh: list[tuple[str, str]]) -> None:
+        """
+        Tell the other replicas what this one's review newly quarantined,
+        and take back what it published that its review no longer finds
+        (fire and forget: a failure is logged).
+        """
+        flags = self.state.flags
+        assert flags is not None
+        changes: list[tuple[str, str | None]] = list(fresh)
+        for name, reason in list(self._published.items()):
+            if name not in self.pins.own:
+                del self._published[name]
+                if self.pins.shared.get(name, reason) == reason:
+                    changes.append((name, None))
+        for name, why in changes:
+            if why is not None:
+                self._published[name] = why
+            try:
+                d = flags.set("quarantine", name, why)
+            except Exception as e:
+                d = fail(e)
+            d.addErrback(_not_shared, name)
 
     def listing(
         self, principal: Principal, kind: str, listing: list[dict[str, Any]], entries: dict[str, Any]
@@ -500,6 +620,8 @@ class Policy:
                 raise self.deny(
                     record, errors.AUDIT_UNAVAILABLE, "the audit trail cannot be written; requests are refused until it can"
                 )
+            if self._flags_problem is not None:
+                raise self.deny(record, errors.STATE_UNAVAILABLE, self._flags_problem)
             if subject.kind == "tool":
                 # The catalog entry the caller resolved (its definition is
                 # what the arguments are checked against), else ours.
@@ -559,6 +681,8 @@ class Policy:
                 # The audit keeps where and which rule, not the (perhaps secret) value.
                 self.deny(record, INVALID_PARAMS, f"invalid arguments at {e.path} ({e.keyword})")
                 raise error
+        if self._shared_limits:
+            return self._admit_shared(record, principal, subject, peer, entry)
         wait, which = self._rate_check(principal, subject)
         if wait:
             raise self.deny(
@@ -570,6 +694,47 @@ class Policy:
         call = Call(self, record, subject, self._slots_for(subject), principal, peer, entry)
         call.taken, self._taken = self._taken, []
         return call
+
+    def _admit_shared(self, record: dict[str, Any], principal: Principal, subject: Subject, peer: Any, entry: Any) -> Call:
+        """Step 5 with limits in the shared state: the buckets go into the L{Call}, which takes them when dispatched."""
+        specs: tuple[BucketSpec, ...] = ()
+        if self._rates is not None:
+            specs = self._rate_specs(principal, subject)
+        else:
+            wait, which = self._rate_check(principal, subject)
+            if wait:
+                message, data = rate_refusal(wait, which)
+                raise self.deny(record, errors.RATE_LIMITED, message, data)
+        slots: list[Any] = self._leased_slots(subject) if self._leases is not None else self._slots_for(subject)
+        call = Call(self, record, subject, slots, principal, peer, entry)
+        call.taken, self._taken = self._taken, []
+        if specs:
+            call.specs = specs
+        return call
+
+    def _rate_specs(self, principal: Principal, subject: Subject) -> tuple[BucketSpec, ...]:
+        """
+        The shared buckets a request takes a token of (step 5), as
+        L{_rate_check} picks them: named the same on every replica and
+        across reloads (the principal, the rule's index and the exposed
+        tool, the backend).
+        """
+        rules = self.rules
+        backend = subject.backend
+        specs = []
+        rate = rules.rate_principal
+        if rate is not None:
+            specs.append(BucketSpec(f"p\x00{principal.name}", rate.rate, rate.burst, "principal"))
+        if subject.kind == "tool":
+            tool = subject.exposed
+            names = self._limit_names(subject)
+            for i, rule in enumerate(rules.rate_tools):
+                if any_match((rule.tool or "",), names, self.separator, backend):
+                    specs.append(BucketSpec(f"t\x00{principal.name}\x00{i}\x00{tool}", rule.rate, rule.burst, "tool"))
+        rate = rules.rate_backends.get(backend)
+        if rate is not None:
+            specs.append(BucketSpec(f"b\x00{backend}", rate.rate, rate.burst, "backend"))
+        return tuple(specs)
 
     def refuse_request(
         self, session: str, method: str, code: int, message: str, peer: Any = None, data: Any = None, protocol: str | None = None
@@ -712,6 +877,36 @@ class Policy:
                     slots.append(t)
         return slots
 
+    def _leased_slots(self, subject: Subject) -> list[LeaseSlots]:
+        """L{_slots_for} with the slots shared by every replica (leases), each beside this process's own (its fallback)."""
+        leases = self._leases
+        assert leases is not None
+        found = []
+        backend = subject.backend
+        c = self.rules.conc_backends.get(backend)
+        s = self._backend_slots.get(backend)
+        if s is not None and c is not None:
+            leased = self._lease_backends.get(backend)
+            if leased is None or leased.local is not s:
+                leased = LeaseSlots(f"b\x00{backend}", c.max, c.queue, c.queueTimeout, self.clock, leases, self.state, s)
+                self._lease_backends[backend] = leased
+            found.append(leased)
+        if subject.kind == "tool":
+            tool = subject.exposed
+            names = self._limit_names(subject)
+            for i, t in enumerate(self.rules.conc_tools):
+                if any_match((t.tool or "",), names, self.separator, backend):
+                    key = (i, tool)
+                    local = self._tool_slots.get(key)
+                    if local is None:
+                        local = self._tool_slots[key] = Slots(t.max, t.queue, t.queueTimeout, self.clock)
+                    leased = self._lease_tools.get(key)
+                    if leased is None or leased.local is not local:
+                        leased = LeaseSlots(f"t\x00{i}\x00{tool}", t.max, t.queue, t.queueTimeout, self.clock, leases, self.state, local)
+                        self._lease_tools[key] = leased
+                    found.append(leased)
+        return found
+
     # -- requests a backend sends to a client --------------------------------
 
     def reverse_refusal(self, principal: Principal, backend: str, method: str) -> str | None:
@@ -727,6 +922,8 @@ class Policy:
             return None
         if self.audit_blocked():
             return "the audit trail cannot be written; requests are refused until it can"
+        if self._flags_problem is not None:
+            return self._flags_problem
         return server_request_refusal(self.rules, self.kills, principal, backend, method)
 
     def audit_reverse(
@@ -785,7 +982,97 @@ class Policy:
         b = self.breakers.get(backend)
         if b is None:
             b = self.breakers[backend] = Breaker(backend, self.rules.breaker_failures, self.rules.breaker_open, self.clock)
+            if self.state.breakers is not None:
+                b.on_change = self._publish_breaker
         return b
+
+    def _publish_breaker(self, breaker: Breaker, state: str) -> None:
+        """Tell the other replicas (breakers shared) that C{breaker} went to C{state}."""
+        store = self.state.breakers
+        if store is None:
+            return
+        try:
+            store.publish(breaker.name, state, breaker.until() if state == "open" else 0.0)
+        except Exception:
+            log.failure("circuit breaker of backend {backend}: sharing its state failed", backend=breaker.name)
+
+    def apply_breaker(self, backend: str, state: str, until: float) -> None:
+        """
+        Another replica's breaker of C{backend} went to C{state} (C{"open"}
+        until C{until}, epoch seconds; C{"closed"}): this replica's follows,
+        without publishing it again.  Half-open stays each replica's own.
+        """
+        if backend not in self.breakers and state != "open":
+            return
+        self.breaker(backend).apply(state, until)
+
+    # -- the shared flags ----------------------------------------------------
+
+    def apply_flags(self, snapshot: dict[str, dict[str, str]]) -> bool:
+        """
+        Apply the flags every replica shares (C{kind -> name -> value}): the
+        run-time kill switch becomes the C{kill:*} kinds; approvals (name
+        -> the JSON of a lock-file entry) are merged into the pins (and the
+        lock file, when one is configured); C{quarantine} joins this
+        replica's own finds; C{revoked} token ids join L{revoked}.  Only the
+        kinds present change anything; an unknown kind is ignored, and so
+        is a malformed approval (logged).  Cached decisions go, and
+        L{epoch} changes, only when something changed.
+
+        @return: whether anything changed.
+        """
+        if self._applying:
+            # Called from within (a store that tells its watchers at once of
+            # what this replica publishes): applied when this one is done.
+            self._next_flags = snapshot
+            return False
+        self._applying = True
+        try:
+            changed = self._apply_flags(snapshot)
+            while self._next_flags is not None:
+                snapshot, self._next_flags = self._next_flags, None
+                changed = self._apply_flags(snapshot) or changed
+        finally:
+            self._applying = False
+            self._next_flags = None
+        return changed
+
+    def _apply_flags(self, snapshot: dict[str, dict[str, str]]) -> bool:
+        flags = read_flags(snapshot, self._reported)
+        changed = False
+        for kind, names in flags.kills.items():
+            held = self.kills[kind]
+            if held != names:
+                held.clear()
+                held.update(names)
+                changed = True
+                if names:
+                    self.active = True  # a change the rules cannot see makes the policy active
+        if flags.approvals is not None:
+            self._approvals = flags.approvals
+            fresh = changed_approvals(self.pins.pinned, flags.approvals)
+            if fresh:
+                changed = True
+                if self.pins.path is not None and self.pins.mode != "off":
+                    written = write_approvals(self.pins.path, fresh)
+                    if written is not None:
+                        self.pins.pinned = written
+                        self.pins.error = None
+                self.pins.pinned.update(fresh)
+                log.info("pins approved on another replica: {tools}", tools=", ".join(sorted(fresh)))
+                self._review()
+        if flags.quarantine is not None and self.pins.set_shared(flags.quarantine):
+            changed = True
+        if flags.revoked is not None:
+            new = flags.revoked - self.revoked
+            if new:
+                self.revoked.update(new)
+                changed = True
+        if changed:
+            self._decisions.clear()
+            self.generation += 1
+            self.epoch = next(_EPOCHS)
+        return changed
 
     def _audit(self, record: dict[str, Any]) -> None:
         if self.audit is not None:

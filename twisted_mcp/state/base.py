@@ -40,12 +40,31 @@ FLAG_KINDS = (
     "kill:resource",
     "approval",  # exposed tool name -> the JSON of its lock-file entry
     "quarantine",  # exposed tool name -> the reason
-    "revoked",  # token id (a JWT's jti, or "sha256:" + hex of a static token) -> when (epoch seconds, as text)
+    # token id (a JWT's jti, or "sha256:" + hex of a static token) -> "<expires epoch seconds>": the
+    # time after which the revocation may be forgotten (the token's own expiry, e.g. a JWT's exp;
+    # else a bounded default, L{REVOCATION_DEFAULT_SECONDS} from now), as decimal text ("1767225600").
+    "revoked",
 )
+
+#: How long a revocation is kept when the token's own expiry is not known (30 days).
+REVOCATION_DEFAULT_SECONDS = 30 * 24 * 3600
 
 
 class Unavailable(Exception):
     """The shared store cannot be reached now; the message says why (no secret in it)."""
+
+
+class FlagLimitReached(Unavailable):
+    """
+    L{FlagStore.set} refused a new flag: its kind already holds the most
+    flags the store keeps (C{limit}); nothing was written, nothing dropped.
+    The message says so for an operator.
+    """
+
+    def __init__(self, message: str, kind: str, limit: int) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.limit = limit
 
 
 @attrs.frozen
@@ -90,7 +109,12 @@ class LeaseStore(Protocol):
 
 class FlagStore(Protocol):
     def set(self, kind: str, name: str, value: str | None) -> "Deferred[None]":
-        """Set (or, with None, remove) one flag, and tell every replica."""
+        """
+        Set (or, with None, remove) one flag, and tell every replica.  A
+        new flag of a kind that already holds the most the store keeps
+        fails with L{FlagLimitReached}; a C{revoked} value must be
+        C{"<expires epoch seconds>"} (ValueError otherwise).
+        """
 
     def snapshot(self) -> "Deferred[dict[str, dict[str, str]]]":
         """Every flag: kind -> name -> value (every kind of L{FLAG_KINDS} present)."""
@@ -189,10 +213,12 @@ class SharedState:
 
 __all__ = [
     "FLAG_KINDS",
+    "REVOCATION_DEFAULT_SECONDS",
     "UNAVAILABLE_CHOICES",
     "UNAVAILABLE_KINDS",
     "BreakerStore",
     "BucketSpec",
+    "FlagLimitReached",
     "FlagStore",
     "LeaseStore",
     "RateStore",

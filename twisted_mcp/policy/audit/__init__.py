@@ -54,6 +54,31 @@ C{onFailure} says: fail closed rather than run calls that cannot be
 recorded.  What is still queued when the gateway stops (after
 L{AuditLog.STOP_TIMEOUT}) is lost, and logged.
 
+Answers held for their record (C{holdAnswers: true}, off by default).
+The answer of a call that reached a backend (its result, or its error,
+a cancellation at shutdown included) is written to the client only once
+the call's record is committed by the sink (L{AuditLog.hold}: everything
+queued up to that record is written; a write starts at once rather than
+after the batching delay, and records queued meanwhile make the next
+batch), so that a gateway that dies after answering has every answered
+call in its trail.  The wait is bounded by C{holdTimeout} seconds (default
+10): then the answer goes anyway, counted in L{AuditLog.hold_timeouts}
+(metric C{twisted_mcp_audit_hold_timeouts}), with a warning for the first
+of an episode and an info line when the sink confirms records again.
+Refusals are not held: they carry no result, and their records are the
+ones that may be dropped (counted, reported in a gap record) when the
+trail cannot be written; a call the client cancelled gets no answer.
+While its answer waits, the request stays in flight on its session (its
+id cannot be reused, a drain waits for it) but no longer counts toward
+its backend.  The result is encoded once, when the call ends (its record
+needs the size), and that encoding is what is written later.
+
+Replicas.  Several gateways may write one PostgreSQL table (see "When the
+chain is computed" above).  Given a name (C{AuditLog(..., replica=NAME)}
+or the C{replica} attribute, which the service sets from C{state.replica}),
+a gateway puts it in every record it queues (and in its gap records) as
+C{replica}: C{verify} checks one chain over every replica's records.
+
 The modules: C{config} (the C{audit:} section), C{records} (redaction,
 bounds, canonical JSON, the chain), C{keys} (the chain's key and signed
 checkpoints), C{sinks} (file, SQLite, PostgreSQL), C{log} (L{AuditLog}: the

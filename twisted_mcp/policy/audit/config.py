@@ -63,6 +63,14 @@ class AuditConfig:
     #: until the next start; None: beside the file or database
     #: (L{spill_path}).
     spillFile: str | None = None
+    #: Whether the answer of a call that reached a backend is written to its
+    #: client only once the call's audit record is committed by the sink
+    #: (L{twisted_mcp.policy.audit.hold}): a gateway that dies after
+    #: answering has the call in its trail.
+    holdAnswers: bool = False
+    #: The longest an answer is held for its record (seconds); then it goes
+    #: anyway, logged and counted (L{AuditLog.hold_timeouts}).
+    holdTimeout: float = attrs.field(default=10.0, validator=[attrs.validators.instance_of(float), attrs.validators.gt(0)])
 
     def spill_path(self) -> str | None:
         """The spill file: C{spillFile}, else C{<path>.spill.jsonl}."""
@@ -82,8 +90,11 @@ class AuditConfig:
 
 
 _AUDIT_KEYS = (
-    "sink", "path", "dsn", "table", "recordArguments", "onFailure", "maxQueue", "maxFieldBytes", "maxRecordBytes", "spillFile"
+    "sink", "path", "dsn", "table", "recordArguments", "onFailure", "maxQueue", "maxFieldBytes", "maxRecordBytes", "spillFile",
+    "holdAnswers", "holdTimeout",
 ) + KEY_SOURCES
+#: The longest C{holdTimeout} (seconds): an answer held longer is a client timing out.
+MAX_HOLD_TIMEOUT = 3600.0
 
 
 def parse_audit(data: Any, path: str, base_dir: str | None, problems: list[str]) -> AuditConfig | None:
@@ -169,6 +180,13 @@ def parse_audit(data: Any, path: str, base_dir: str | None, problems: list[str])
     field_max, record_max = fields.get("maxFieldBytes", 1024), fields.get("maxRecordBytes", 65536)
     if field_max is not None and record_max is not None and field_max > record_max:
         check.problem(_join(path, "maxFieldBytes"), f"must not be larger than {_join(path, 'maxRecordBytes')}")
+    if "holdAnswers" in spec:
+        hold = check.boolean(_join(path, "holdAnswers"), spec["holdAnswers"])
+        if hold and sink == "none":
+            check.problem(_join(path, "holdAnswers"), 'not used with sink "none" (no record is ever committed)')
+        fields["holdAnswers"] = hold
+    if "holdTimeout" in spec:
+        fields["holdTimeout"] = check.number(_join(path, "holdTimeout"), spec["holdTimeout"], 0.001, MAX_HOLD_TIMEOUT)
     _parse_spill_file(check, path, spec, base_dir, fields)
     _parse_key(check, path, spec, base_dir, fields)
     if check.problems:

@@ -148,8 +148,26 @@ class AuditLog:
     #: A write that takes longer than this makes the log unhealthy.
     STALL_AFTER = 10.0
 
-    def __init__(self, config: AuditConfig, clock: IReactorTime, threadpool_reactor: Any = None) -> None:
+    def __init__(
+        self, config: AuditConfig, clock: IReactorTime, threadpool_reactor: Any = None, replica: str | None = None
+    ) -> None:
         self.config = config
+        #: The name of this gateway process among the replicas writing one
+        #: trail (C{state.replica}): every record it queues from now on
+        #: carries it as C{replica}.  None: records carry no such field.
+        self.replica = replica
+        #: Answers sent before their audit record was committed, because the
+        #: sink did not confirm it within C{audit.holdTimeout} (C{holdAnswers}).
+        self.hold_timeouts = 0
+        #: Those of the current episode of unconfirmed answers (0: none; the
+        #: episode ends, with a log line, at the next commit).
+        self._unconfirmed = 0
+        #: Who waits for which queued record to be written: by the record's
+        #: C{id()}, the record itself (which keeps that id valid) and the
+        #: Deferreds (L{written_through}).
+        self._watch: dict[int, tuple[dict[str, Any], list[Deferred[bool]]]] = {}
+        #: Fired once the current batch's bookkeeping is done.
+        self._confirmed: list[Deferred[bool]] = []
         self._clock = clock
         self._threads = threadpool_reactor if threadpool_reactor is not None else clock
         self._sink = _make_sink(config)
@@ -211,6 +229,11 @@ class AuditLog:
         return self.config.onFailure == "refuse" and not self.healthy
 
     @property
+    def holds_answers(self) -> bool:
+        """Whether answers wait for their record (C{audit.holdAnswers}, with a sink to write it)."""
+        return self._sink is not None and self.config.holdAnswers
+
+    @property
     def failures(self) -> int:
         """Records that could not be written, since start (they are lost)."""
         return self._failures
@@ -264,6 +287,7 @@ class AuditLog:
                 self._failures += len(self._queue)
                 _log.error("{count} audit record(s) were never written: the audit log was not started", count=len(self._queue))
                 self._queue.clear()
+            self._abandon_watchers()
             return
         if self._retry_call is not None:
             self._retry_call.cancel()
@@ -279,6 +303,7 @@ class AuditLog:
             self._queue.clear()
             self._kept = self._scan_from = 0
         self._closed = True
+        self._abandon_watchers()
         idle = not self._busy
         if idle:
             closed: Deferred[bool] = Deferred()
@@ -432,6 +457,8 @@ class AuditLog:
                 record["id"] = uuid.uuid4().hex if given is None else _clean_str(repr(given))
             if "time" not in record:
                 record["time"] = self._clock.seconds()
+            if self.replica is not None and "replica" not in record:
+                record["replica"] = self.replica
             self._queue.append(record)
             if _must_keep(record):
                 self._kept += 1
@@ -462,6 +489,8 @@ class AuditLog:
         if index == len(queue):
             return
         self._gap.add(queue[index])
+        if self._watch:
+            self._unwatch(queue[index], queue[index - 1] if index else None)
         del queue[index]
         self._failures += 1
         self._lost += 1
@@ -492,6 +521,8 @@ class AuditLog:
             return
         if self._gap_record is None and self._gap.count:
             self._gap_record, self._gap = self._gap.record(uuid.uuid4().hex, self._clock.seconds()), _Gap()
+            if self.replica is not None:
+                self._gap_record["replica"] = self.replica
         if not self._queue and not self._need_open and self._gap_record is None:
             return
         # The gap record goes first: it reports refusals dropped before the
@@ -533,13 +564,14 @@ class AuditLog:
         self._dropping = False
         self._check_waiters()
         if self._unwritten():
-            if self.BATCH_DELAY and len(self._queue) < 1000 and not self._stopping:
+            if self.BATCH_DELAY and len(self._queue) < 1000 and not self._stopping and not self._watch:
                 # Gather the next batch too: one thread hop and one fsync per
                 # BATCH_DELAY under load, not one per call.
                 if self._batch_call is None:
                     self._batch_call = self._clock.callLater(self.BATCH_DELAY, self._batch_due)
             else:
                 self._flush()
+        self._confirm()
 
     def _failed(self, failure: Failure) -> None:
         self._busy = False
@@ -583,13 +615,147 @@ class AuditLog:
             count -= 1
         count = min(count, len(self._queue))
         self._scan_from = max(0, self._scan_from - count)
+        watch = self._watch
         for _ in range(count):
-            if _must_keep(self._queue.popleft()):
+            record = self._queue.popleft()
+            if _must_keep(record):
                 self._kept -= 1
+            if watch:
+                entry = watch.pop(id(record), None)
+                if entry is not None:
+                    self._confirmed += entry[1]
         if self._replaying:
             self._replaying = max(0, self._replaying - count)
             if not self._replaying:
                 self._replayed()
+
+    # -- holding answers until their record is committed (audit.holdAnswers)
+
+    def written_through(self) -> Deferred[bool]:
+        """
+        Fires True once every record queued so far is committed by the sink
+        (the last of them written, so every one before it too; a refusal or
+        listing dropped meanwhile hands its place to the record before it),
+        or False when they will not be (the log stopped first: unwritten
+        records went to the spill file).  Never fails, and has no bound of
+        its own (L{hold} has).  A write is started at once rather than
+        after L{BATCH_DELAY}: someone waits for it (records queued while it
+        is under way make the next batch).
+        """
+        if self._sink is None:
+            return succeed(True)
+        if self._closed:
+            return succeed(False)
+        if not self._queue:
+            return succeed(True)
+        last = self._queue[-1]
+        entry = self._watch.get(id(last))
+        if entry is None:
+            entry = self._watch[id(last)] = (last, [])
+        d: Deferred[bool] = Deferred()
+        entry[1].append(d)
+        if self._batch_call is not None:
+            self._flush()
+        return d
+
+    def hold(self) -> Deferred[bool]:
+        """
+        L{written_through}, bounded by C{audit.holdTimeout}: what an answer
+        held for its record waits for.  Fires True when the records are
+        committed, False when they are not in time (or will not be): the
+        answer goes anyway, counted in L{hold_timeouts}, and the first of
+        an episode is logged (a warning; the next commit ends the episode
+        with an info line saying how many went unconfirmed).  An expired
+        hold keeps nothing of its answer: its callbacks have run.
+        """
+        d = self.written_through()
+        call: IDelayedCall | None = None
+        if not d.called:
+            watched = id(self._queue[-1])
+
+            def expired() -> None:
+                self._forget(d, watched)
+                d.callback(False)
+
+            call = self._clock.callLater(self.config.holdTimeout, expired)
+
+        def done(written: bool) -> bool:
+            if call is not None and call.active():
+                call.cancel()
+            if not written:
+                self._unconfirmed_answer()
+            return written
+
+        return d.addCallback(done)
+
+    def _unconfirmed_answer(self) -> None:
+        self.hold_timeouts += 1
+        self._unconfirmed += 1
+        if self._unconfirmed == 1:
+            _log.warn(
+                "an answer went to its client before its audit record was committed: the audit sink {where} did not "
+                "confirm it within {timeout:g} s (audit.holdTimeout); until it does, answers are sent unconfirmed after "
+                "that long (counted in the twisted_mcp_audit_hold_timeouts metric)",
+                where=self._where,
+                timeout=self.config.holdTimeout,
+            )
+
+    def _confirm(self, committed: bool = True) -> None:
+        """After a commit: the answers held for its records go (in the order of the records)."""
+        if committed and self._unconfirmed:
+            _log.info(
+                "the audit sink {where} confirms records again; {count} answer(s) were sent before their record was "
+                "committed meanwhile",
+                where=self._where,
+                count=self._unconfirmed,
+            )
+            self._unconfirmed = 0
+        confirmed, self._confirmed = self._confirmed, []
+        for d in confirmed:
+            if not d.called:
+                d.callback(True)
+
+    def _unwatch(self, dropped: dict[str, Any], before: dict[str, Any] | None) -> None:
+        """A record others wait for is dropped: they wait for the one queued before it, or for nothing."""
+        entry = self._watch.pop(id(dropped), None)
+        if entry is None:
+            return
+        if before is None:
+            # Nothing queued before it: every record they waited for is written.
+            self._confirmed += entry[1]
+            self._clock.callLater(0, self._confirm, False)
+            return
+        target = self._watch.get(id(before))
+        if target is None:
+            self._watch[id(before)] = (before, entry[1])
+        else:
+            target[1].extend(entry[1])
+
+    def _forget(self, d: Deferred[bool], watched: int) -> None:
+        """
+        A hold that expired stops waiting: its Deferred leaves the record it
+        waited for (or, if that one was dropped, the one it waits for now).
+        """
+        entry = self._watch.get(watched)
+        if entry is None or d not in entry[1]:
+            entry = next((e for e in self._watch.values() if d in e[1]), None)  # moved by a drop: rare
+            if entry is None:
+                return
+        entry[1].remove(d)
+        if not entry[1]:
+            del self._watch[id(entry[0])]
+
+    def _abandon_watchers(self) -> None:
+        """Stopped: records not written will not be (they are in the spill file, or lost)."""
+        watch, self._watch = self._watch, {}
+        confirmed, self._confirmed = self._confirmed, []
+        for d in confirmed:
+            if not d.called:
+                d.callback(True)
+        for _, waiting in watch.values():
+            for d in waiting:
+                if not d.called:
+                    d.callback(False)
 
     # -- waiting, bounded
 

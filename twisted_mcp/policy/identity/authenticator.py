@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Callable, Collection, Mapping
 
 import jwt
 from jwt.types import Options
@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 from twisted_mcp.config._check import _describe
 from twisted_mcp.policy.identity.config import LOCAL_WARNING, IdentityConfig, JwtConfig
 from twisted_mcp.policy.identity.keys import _Key, load_pem, parse_jwks
+from twisted_mcp.policy.identity.revocation import REVOKED_MESSAGE, digest_id, is_revoked, jti_of
 from twisted_mcp.policy.principal import LOCAL_PRINCIPAL, IdentityError, Principal
 from twisted_mcp.urls import shown_text, shown_url
 
@@ -49,6 +50,9 @@ class Authenticator:
     @param http: a treq-like client (C{get(url, headers=...,
         allow_redirects=False)}, responses readable with C{treq.collect}),
         needed for C{jwksUrl} only.
+    @param revoked: the ids of revoked tokens now (C{policy.revoked}, see
+        L{twisted_mcp.policy.identity.revocation}), asked on every check: a
+        token whose id is among them is refused ("the token was revoked").
 
     @ivar warning: what the gateway must log loudly at start-up, or None.
     """
@@ -63,12 +67,22 @@ class Authenticator:
     bearer_cache_seconds = 60.0
     """How long a verified bearer token is remembered before its signature is checked again (a key withdrawn from the set stops it then)."""
 
-    def __init__(self, config: IdentityConfig | None, environ: Mapping[str, str], clock: IReactorTime, http: Any = None) -> None:
+    def __init__(
+        self,
+        config: IdentityConfig | None,
+        environ: Mapping[str, str],
+        clock: IReactorTime,
+        http: Any = None,
+        revoked: Callable[[], Collection[str]] | None = None,
+    ) -> None:
         self._config = config
         self._jwt = config.jwt if config is not None else None
         self._environ = environ
         self._clock = clock
         self._http = http
+        self._revoked = revoked
+        #: The ids (L{digest_id}, and its jti) of the token read from the environment, once verified.
+        self._token_ids: tuple[str, ...] = ()
         self.warning: str | None = None
         self._principal: Principal | None = None
         self._failure = IdentityError("the identity token has not been checked yet: the gateway is starting", "starting")
@@ -81,8 +95,8 @@ class Authenticator:
         self._last_fetch: float | None = None
         self._fetching = False
         self._refetch_wanted = False
-        #: SHA-256 of a verified bearer token -> when, its principal and time claims.
-        self._verified: dict[bytes, tuple[float, Principal, tuple[float | None, float | None, float | None]]] = {}
+        #: SHA-256 of a verified bearer token -> when, its principal, time claims and revocation ids.
+        self._verified: dict[bytes, tuple[float, Principal, tuple[float | None, float | None, float | None], tuple[str, ...]]] = {}
         if config is None:
             self.warning = LOCAL_WARNING
             self._principal = LOCAL_PRINCIPAL
@@ -199,12 +213,13 @@ class Authenticator:
 
     def _check(self, token: str) -> None:
         try:
-            principal, times = self._verify(token)
+            principal, times, jti = self._verify(token)
         except _Refused as e:
             self._refuse(e)
             return
         self._principal = principal
         self._times = times
+        self._token_ids = (digest_id(token), jti) if jti else (digest_id(token),)
         self._refetch_wanted = False
         expiry = "does not expire" if times[0] is None else f"expires at {_iso(times[0])}"
         log.info(
@@ -223,7 +238,7 @@ class Authenticator:
         self._refetch_wanted = refused.refetch
         log.error("identity: {message}; every request will be refused", message=message)
 
-    def _verify(self, token: str) -> tuple[Principal, tuple[float | None, float | None, float | None]]:
+    def _verify(self, token: str) -> tuple[Principal, tuple[float | None, float | None, float | None], str | None]:
         config = self._jwt
         assert config is not None
         try:
@@ -278,7 +293,7 @@ class Authenticator:
         if not isinstance(name, str) or not name.strip():
             raise _Refused(f"the token has no {config.nameClaim!r} claim naming the principal (identity.jwt.nameClaim)", "claims")
         roles = _roles(_claim(payload, config.rolesClaim), config.rolesClaim, name)
-        return Principal(name=name, roles=roles, source="jwt", expires_at=times[0]), times
+        return Principal(name=name, roles=roles, source="jwt", expires_at=times[0]), times, jti_of(payload)
 
     def _key_for(self, alg: str, kid: Any) -> _Key:
         """The one key that may verify a token signed with C{alg}."""
@@ -316,6 +331,8 @@ class Authenticator:
             failure = self._failure
             self._maybe_refetch()
             raise IdentityError(failure.message, failure.reason)
+        if self._revoked is not None and is_revoked(self._revoked(), self._token_ids):
+            raise IdentityError(REVOKED_MESSAGE, "revoked")
         exp, nbf, iat = self._times
         if exp is None and nbf is None and iat is None:
             return principal
@@ -342,6 +359,8 @@ class Authenticator:
         signature and claims verified is remembered by its SHA-256 digest
         (never the token) for C{bearer_cache_seconds}, so a client's next
         requests cost no cryptography.  The token is never part of the error.
+        A revoked token (its jti or its digest among C{revoked}) is refused
+        on every request, remembered or not.
 
         @raise IdentityError: when it cannot be accepted.
         """
@@ -352,7 +371,7 @@ class Authenticator:
         verified = self._verified.get(digest)
         if verified is None or now - verified[0] >= self.bearer_cache_seconds:
             try:
-                principal, times = self._verify(token)
+                principal, times, jti = self._verify(token)
             except _Refused as e:
                 self._verified.pop(digest, None)
                 if e.refetch:
@@ -360,8 +379,11 @@ class Authenticator:
                 raise IdentityError(_without(e.message, token), e.reason) from None
             if len(self._verified) >= self.bearer_cache_size:
                 self._verified.clear()
-            verified = self._verified[digest] = (now, principal, times)
-        _, principal, (exp, nbf, iat) = verified
+            ids: tuple[str, ...] = ("sha256:" + digest.hex(), jti) if jti else ("sha256:" + digest.hex(),)
+            verified = self._verified[digest] = (now, principal, times, ids)
+        _, principal, (exp, nbf, iat), token_ids = verified
+        if self._revoked is not None and is_revoked(self._revoked(), token_ids):
+            raise IdentityError(REVOKED_MESSAGE, "revoked")
         leeway = self._jwt.leeway
         if exp is not None and exp <= now - leeway:
             raise IdentityError(f"the token expired at {_iso(exp)}", "expired")
