@@ -100,7 +100,7 @@ class GatewayService(Reloading, MultiService):
         self.retiring: set[Backend] = set()
         self.audit: Any = None
         if config.audit is not None and config.audit.sink != "none":
-            self.audit = AuditLog(config.audit, clock, clock)
+            self.audit = AuditLog(config.audit, clock, clock, replica=self.state.replica if config.state is not None else None)
         self.authenticator, self.identity = self._make_identity(config)
         rules = config.policy if config.policy is not None else PolicyConfig()
         self.gateway.policy = self._make_policy(rules, self.identity, self.audit)
