@@ -11,7 +11,6 @@ shared state's connections are closed.
 
 from __future__ import annotations
 
-import inspect
 import os
 from typing import Any, Callable
 
@@ -100,7 +99,9 @@ class GatewayService(Reloading, MultiService):
         self.retiring: set[Backend] = set()
         self.audit: Any = None
         if config.audit is not None and config.audit.sink != "none":
-            self.audit = AuditLog(config.audit, clock, clock, replica=self.state.replica if config.state is not None else None)
+            # With state:, each record names the replica that wrote it (several write one trail).
+            replica = self.state.replica if getattr(config, "state", None) is not None else None
+            self.audit = AuditLog(config.audit, clock, clock, replica=replica)
         self.authenticator, self.identity = self._make_identity(config)
         rules = config.policy if config.policy is not None else PolicyConfig()
         self.gateway.policy = self._make_policy(rules, self.identity, self.audit)
@@ -109,10 +110,7 @@ class GatewayService(Reloading, MultiService):
 
     def _make_policy(self, rules: PolicyConfig, identity: Any, audit: Any) -> Policy:
         """A policy for C{rules}, over the service's shared state."""
-        extra: dict[str, Any] = {}
-        if _POLICY_TAKES_STATE:
-            extra["state"] = self.state
-        return Policy(rules, self.settings.separator, self.clock, self._authenticate_with(identity), audit, **extra)
+        return Policy(rules, self.settings.separator, self.clock, self._authenticate_with(identity), audit, state=self.state)
 
     def _make_backend(self, server: Any) -> Backend:
         settings = self.settings
@@ -294,10 +292,6 @@ class GatewayService(Reloading, MultiService):
             except Exception:
                 log.failure("flushing the audit trail failed")
         log.info("stopped")
-
-
-#: Whether L{Policy} takes the shared state yet (C{state=}, issue 15).
-_POLICY_TAKES_STATE = "state" in inspect.signature(Policy).parameters
 
 
 def make_state(config: Config, reactor: Any) -> SharedState:

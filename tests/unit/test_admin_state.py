@@ -15,9 +15,11 @@ from typing import Any
 import attrs
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.defer import fail
 from twisted.internet.task import Clock
 
 from twisted_mcp.policy.rules import PolicyConfig
+from twisted_mcp.state.base import Refused
 
 from .test_admin import World, parse_response, world  # noqa: F401  (the fixture)
 from .test_state_sync import PASSWORD, PROBLEM, FakeState, FlagPolicy, shared_world
@@ -163,6 +165,34 @@ class TestSharedActions:
         assert r.json()["shared"] is True
         assert state.flags.data["kill:tool"] == {}
 
+    def test_a_kill_name_longer_than_512_bytes_is_refused(self, shared: Any) -> None:
+        world, state, sync = shared
+        world.ready()
+        r = world.post(b"/kill", {"kind": "principal", "name": "\u00e9" * 257})  # 514 bytes of UTF-8
+        assert r.code == 400
+        assert r.json() == {"error": "name: longer than 512 bytes (UTF-8); no tool, backend or principal has such a name"}
+        assert world.gateway.policy.kills["principal"] == set()
+        assert state.flags.sets == []
+        assert world.post(b"/kill", {"kind": "principal", "name": "\u00e9" * 256}).json()["shared"] is True
+
+    def test_a_kill_the_store_refuses_says_why_and_stops_nothing(self, shared: Any) -> None:
+        """The store refuses the write for good: the answer says so (not "unreachable"), the kill holds here, and
+        the next snapshots (another replica's kill) still apply."""
+        world, state, sync = shared
+        world.ready()
+        real_set = state.flags.set
+        state.flags.set = lambda kind, name, value: fail(Refused("Redis refused the flag change: ERR OOM"))  # type: ignore[method-assign]
+        answer = world.post(b"/kill", {"kind": "tool", "name": "alpha__echo"}).json()
+        assert answer["shared"] is False and answer["refused"] is True
+        assert answer["why"] == (
+            "the shared state refused the change (Redis refused the flag change: ERR OOM): it applies on this replica only"
+        )
+        state.flags.set = real_set  # type: ignore[method-assign]
+        assert sync.pending == []
+        state.flags.data["kill:tool"]["beta__*"] = "1"
+        state.flags.push()
+        assert world.gateway.policy.kills["tool"] == {"alpha__echo", "beta__*"}
+
     def test_a_backend_is_written_under_the_name_it_matched(self, shared: Any) -> None:
         world, state, sync = shared
         world.ready()
@@ -229,3 +259,19 @@ class TestSharedActions:
         world.ready()
         r = world.post(b"/kill", {"kind": "tool", "name": "alpha__echo"})
         assert r.json() == {"principals": [], "backends": [], "tools": ["alpha__echo"]}
+
+
+def test_held_answers_past_their_bound_are_a_metric(shared: Any) -> None:
+    """C{twisted_mcp_audit_hold_timeouts}: answers sent before their record was committed (only with holdAnswers)."""
+    world, state, sync = shared
+
+    class Audit:
+        queue_depth = failures = dropped = 0
+        holds_answers = True
+        hold_timeouts = 3
+        refuses_calls = False
+
+    world.gateway.policy.audit = Audit()
+    assert metric(world, "twisted_mcp_audit_hold_timeouts_total") == [({}, 3.0)]
+    Audit.holds_answers = False
+    assert metric(world, "twisted_mcp_audit_hold_timeouts_total") == []

@@ -479,6 +479,55 @@ class FlagTests(Replicas):
         self.call(policy, catalog, "b__x")
         self.assertEqual(len(self.calls(catalog, "b__x")), 1)
 
+    def test_anOlderApprovalDoesNotUndoANewerPin(self) -> None:
+        """
+        An approval flag of a definition the tool no longer has (approved on
+        another replica before `twisted-mcp pin` pinned the new one here) is
+        not written back over the lock entry, and quarantines nothing.
+        """
+        lock = self.mktemp()
+        catalog = _catalog(("a", ["read", "write"]), ("b", ["x"]))
+        write_lock(lock, [(n, e.backend.name, e.tool, {**e.definition, "name": e.tool}) for n, e in catalog.entries.items()])
+        current = read_lock(lock)["b__x"]
+        flags = FakeFlags()
+        rules = parse_policy({"roles": ALLOW, "pinning": {"mode": "enforce", "lockFile": lock}}, None, [], {"a", "b"})
+        policy = Policy(rules, "__", self.clock, lambda peer: P, Recorder(), state=FakeState(flags=flags))
+        policy.catalog_changed(catalog.entries)
+        self.assertEqual(policy.pins.quarantined, {})
+        old = {"backend": "b", "tool": "x", "digest": "sha256:" + "0" * 64}
+        epoch = policy.epoch
+        self.assertFalse(policy.apply_flags({"approval": {"b__x": json.dumps(old)}, "quarantine": {}}))
+        self.assertEqual(policy.epoch, epoch)
+        self.assertEqual(read_lock(lock)["b__x"], current)
+        self.assertEqual(policy.pins.pinned["b__x"], current)
+        self.assertEqual(policy.pins.quarantined, {})
+        self.assertEqual(flags.sets, [])  # nothing quarantined, nothing published
+        # A reload's policy (inherit) does not take it either.
+        again = Policy(rules, "__", self.clock, lambda peer: P, Recorder(), state=FakeState(flags=flags))
+        again.inherit(policy)
+        again.catalog_changed(catalog.entries)
+        self.assertEqual(again.pins.pinned["b__x"], current)
+        self.assertEqual(again.pins.quarantined, {})
+        self.call(again, catalog, "b__x")
+        self.assertEqual(len(self.calls(catalog, "b__x")), 1)
+
+    def test_anApprovalOfADefinitionNotServedYetWaitsForIt(self) -> None:
+        """An approval of a tool this replica's catalog does not hold yet is taken when the catalog brings it."""
+        lock = self.mktemp()
+        full = _catalog(("a", ["read", "write"]), ("b", ["x"]))
+        write_lock(lock, [(n, e.backend.name, e.tool, {**e.definition, "name": e.tool}) for n, e in full.entries.items() if n != "b__x"])
+        rules = parse_policy({"roles": ALLOW, "pinning": {"mode": "enforce", "lockFile": lock}}, None, [], {"a", "b"})
+        policy = Policy(rules, "__", self.clock, lambda peer: P, Recorder(), state=FakeState(flags=FakeFlags()))
+        policy.catalog_changed(_catalog(("a", ["read", "write"])).entries)
+        pin = {"backend": "b", "tool": "x", "digest": digest({**full.entries["b__x"].definition, "name": "x"})}
+        self.assertFalse(policy.apply_flags({"approval": {"b__x": json.dumps(pin)}}))
+        self.assertNotIn("b__x", read_lock(lock))
+        policy.catalog_changed(full.entries)  # backend b came up
+        self.assertEqual(policy.pins.quarantined, {})
+        self.assertEqual(read_lock(lock)["b__x"], pin)
+        self.call(policy, full, "b__x")
+        self.assertEqual(len(self.calls(full, "b__x")), 1)
+
     def test_malformedApprovalIgnored(self) -> None:
         policy, catalog, _ = self.replica({}, FakeState(flags=FakeFlags()))
         epoch = policy.epoch

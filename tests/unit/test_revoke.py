@@ -14,12 +14,13 @@ from typing import Any
 
 import jwt
 import pytest
+from twisted.internet.defer import fail
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 
 from twisted_mcp.mcp import errors
 from twisted_mcp.policy.identity import Authenticator, IdentityConfig, IdentityError, JwtConfig
-from twisted_mcp.policy.identity.revocation import revocation_id, revoke_request_id, revoked_ids
+from twisted_mcp.policy.identity.revocation import KEEP_UNKNOWN, revocation_id, revoke_request_id, revoked_ids
 from twisted_mcp.policy.peers import ConnectionIdentity
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import parse_policy
@@ -133,7 +134,30 @@ class TestAdminRevoke:
         world, state, sync = shared_world()
         r = world.post(b"/revoke", {"jti": "j-1"})
         assert r.json() == {"revoked": "j-1", "shared": True}
-        assert state.flags.data["revoked"] == {"j-1": str(int(world.clock.seconds()))}
+        # The flag holds when it may be forgotten: the token's exp is not known, so 30 days from now.
+        assert state.flags.data["revoked"] == {"j-1": str(int(world.clock.seconds()) + KEEP_UNKNOWN)}
+
+    def test_shared_a_jwt_is_kept_until_its_exp_and_at_least_30_days(self) -> None:
+        world, state, sync = shared_world()
+        world.clock.advance(NOW - world.clock.seconds())
+        far = NOW + 90 * 24 * 3600
+        long_lived, short_lived = token(jti="long", exp=far), token(jti="short")
+        assert world.post(b"/revoke", {"token": long_lived}).json()["shared"] is True
+        assert world.post(b"/revoke", {"token": short_lived}).json()["shared"] is True
+        # The exp is read without checking the signature: it may make the revocation last longer, never shorter.
+        assert state.flags.data["revoked"] == {"long": str(int(far)), "short": str(int(NOW) + KEEP_UNKNOWN)}
+
+    def test_shared_refused_by_the_store_says_so(self) -> None:
+        """The store refuses the revocation (its cap is reached): the answer says it is refused and why, not "later"."""
+        world, state, sync = shared_world()
+        cap = "the shared state holds 100000 revoked tokens, its cap: ids are forgotten once their token expires"
+        state.flags.set = lambda kind, name, value: fail(RuntimeError(cap))  # type: ignore[method-assign]
+        r = world.post(b"/revoke", {"jti": "j-1"})
+        answer = r.json()
+        assert answer["shared"] is False and answer["refused"] is True
+        assert cap in answer["why"] and "cannot be reached" not in answer["why"]
+        assert sync.pending == []  # not tried again forever
+        assert "j-1" in revoked_ids(world.gateway.policy)
 
     def test_shared_store_down(self) -> None:
         world, state, sync = shared_world()
@@ -246,6 +270,13 @@ class TestCommand:
         gateway.routes[("POST", "/revoke")] = (200, {"revoked": "j1", "shared": False, "why": why})
         code, out, err = run(capsys, "revoke", "--admin", gateway.address, "--jti", "j1")
         assert code == 0 and "kept in memory" in err
+
+    def test_refused_by_the_shared_state(self, capsys: Any, gateway: FakeGateway) -> None:
+        why = "the shared state refused the change (its cap on revocations is reached): it applies on this replica only"
+        gateway.routes[("POST", "/revoke")] = (200, {"revoked": "j1", "shared": False, "why": why, "refused": True})
+        code, out, err = run(capsys, "revoke", "--admin", gateway.address, "--jti", "j1")
+        assert code == 65
+        assert "refused to keep the revocation" in err and "cap on revocations" in err
 
     def test_refused(self, capsys: Any, gateway: FakeGateway) -> None:
         gateway.routes[("POST", "/revoke")] = (400, {"error": '"jti" is longer than 256 characters'})

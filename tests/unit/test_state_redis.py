@@ -764,3 +764,11 @@ async def test_a_caller_giving_up_is_not_an_outage() -> None:
         assert await state.rates.take([BucketSpec("p\x00y", 0.0, 5, "principal")]) == (0.0, "")
     finally:
         await replicas.close()
+
+
+def test_redis_error_replies_are_refusals() -> None:
+    """An error reply from Redis is a L{Refused}: a flag write that got one is not retried forever."""
+    from twisted_mcp.state.base import Refused
+    from twisted_mcp.state.redis_client import CommandRefused
+
+    assert issubclass(CommandRefused, Refused) and issubclass(CommandRefused, Unavailable)

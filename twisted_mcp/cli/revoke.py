@@ -25,7 +25,8 @@ DESCRIPTION = (
     "(revoke it at its issuer too). Give the token in a file (--token-in) or on standard input "
     "(--token-in -), or its jti claim (--jti). Exit 0 when revoked and shared with every replica (or no "
     "shared state is configured), 75 when the gateway revoked it but could not share it yet (Redis "
-    "unreachable: it is written when Redis answers again)."
+    "unreachable: it is written when Redis answers again), 65 when the shared state refused it (e.g. its cap on "
+    "revocations is reached: the other replicas do not refuse the token)."
 )
 
 
@@ -64,6 +65,12 @@ def revoke(args: argparse.Namespace) -> int:
         print("every replica refuses it from now on")
         return EX_OK
     why = answer.get("why") or "the gateway did not say why"
+    if answer.get("refused") is True:
+        sys.stderr.write(
+            "twisted-mcp revoke: this gateway refuses it, but the shared state refused to keep the revocation, so the "
+            f"other replicas will not refuse it (and this one forgets it on a restart): {why}\n"
+        )
+        return EX_DATAERR
     sys.stderr.write(f"twisted-mcp revoke: this gateway refuses it, but not every replica may yet: {why}\n")
     return EX_OK if "no shared state is configured" in str(why) else EX_TEMPFAIL
 

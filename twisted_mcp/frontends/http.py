@@ -122,6 +122,8 @@ PRIMING_VERSION = "2025-11-25"
 SESSION_NOT_FOUND = -32001
 #: The ids of the requests a replica makes in a session it rebuilt, to subscribe again.
 RESUBSCRIBE_ID = "twisted-mcp/resubscribe/"
+#: Subscriptions a rebuilt session makes again at once, at most (and at most half its gateway.maxCallsInFlight).
+RESUBSCRIBE_WINDOW = 8
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 
 
@@ -146,6 +148,8 @@ class PostExchange:
         self.accepts_sse = sse
         self.stream: SseStream | None = None
         self.done = False
+        #: Its answer is held until the session's record is saved (an initialize's).
+        self.held = False
         #: The HTTP status of an answer sent as JSON.
         self.status = 200
 
@@ -459,7 +463,10 @@ class McpResource(Resource):
             return _not_found(request)
         if self.closing:
             return _error(request, 503, errors.GATEWAY_SHUTTING_DOWN, "the gateway is shutting down")
+        if self.shared.is_ended(hs):
+            return _not_found(request)  # its client ended it lately: not looked up, never rebuilt
         waiter = self.shared.lookup(store, hs)
+        # The client leaving withdraws this request only: the store's load goes on.
         request.notifyFinish().addErrback(lambda _: waiter.cancel())
         waiter.addCallback(self._looked_up, request, peer, view, hs, then, elsewhere)
         waiter.addErrback(self._lookup_failed, request)
@@ -514,7 +521,9 @@ class McpResource(Resource):
             body = _error(request, 503, errors.GATEWAY_SHUTTING_DOWN, "the gateway is shutting down")
         else:
             found: Any = self._find(request, peer, view)  # rebuilt meanwhile, for another request that waited
-            if type(found) is str:
+            if type(found) is str and self.shared.is_ended(sid):
+                found = _not_found(request)  # ended (DELETE) while it was looked up
+            elif type(found) is str:
                 found = self._from_record(request, peer, view, sid, outcome)
                 if isinstance(found, SessionRecord):
                     if elsewhere is not None:
@@ -607,16 +616,29 @@ class McpResource(Resource):
             version=record.version,
             count=len(record.subscriptions),
         )
-        if record.log_level is not None:
-            self.gateway.logs.apply()
-        for n, uri in enumerate(record.subscriptions):
-            rid = f"{RESUBSCRIBE_ID}{n}"
-            hs.internal[id_key(rid)] = uri
-            core.message_received({"jsonrpc": "2.0", "id": rid, "method": "resources/subscribe", "params": {"uri": uri}})
+        # It counts on the shared backends (at its level, or info) as after initialize.
+        self.gateway.logs.apply()
+        hs.resubscribe = list(reversed(record.subscriptions))
+        self._resubscribe(hs)
         store = self.shared.store()
         if store is not None:
-            self.shared.touch(store, hs)
+            self.shared.touch(store, hs, present=True)
         return hs
+
+    def _resubscribe(self, hs: HttpSession) -> None:
+        """
+        Make the next subscriptions of C{hs}'s record again, a few at a
+        time: half of C{gateway.maxCallsInFlight} at most (at least one), so
+        that its client's own requests still get in.  Their ids begin with
+        L{RESUBSCRIBE_ID}, which a client may not use in this session.
+        """
+        window = max(1, min(RESUBSCRIBE_WINDOW, self.gateway_settings.maxCallsInFlight // 2))
+        while hs.resubscribe and len(hs.internal) < window and not hs.ended:
+            uri = hs.resubscribe.pop()
+            hs.last_resubscribe += 1
+            rid = f"{RESUBSCRIBE_ID}{hs.last_resubscribe}"
+            hs.internal[id_key(rid)] = uri
+            hs.core.message_received({"jsonrpc": "2.0", "id": rid, "method": "resources/subscribe", "params": {"uri": uri}})
 
     def _ended_elsewhere(self, sid: str) -> None:
         """Another replica ended session C{sid} (its client's DELETE): the copy here ends too."""
@@ -640,35 +662,76 @@ class McpResource(Resource):
             key = id_key(message["id"])
             uri = hs.internal.pop(key, None) if hs.internal else None
             if uri is None:
+                if key == id_key(hs.init_rid) and "result" in message and hs.record is None:
+                    return self._answer_initialize(hs, send, message, related, progress_of)
                 size = send(message, related, progress_of)
             else:
                 size = 0
                 error = message.get("error")
                 if type(error) is dict and not hs.ended:
+                    hs.resubscribe_failed = True
                     log.warn(
-                        "HTTP client session {client}: its subscription to {uri} could not be made again on this replica: {why}",
+                        "HTTP client session {client}: its subscription to {uri} could not be made again on this replica "
+                        "({why}); its record in the shared state keeps its subscriptions, and is no longer updated from this replica",
                         client=hs.label,
                         uri=uri[:200],
                         why=str(error.get("message"))[:300],
                     )
-            if hs.record is not None or (key == id_key(hs.init_rid) and "result" in message):
+                self._resubscribe(hs)
+            if hs.record is not None:
                 self._save_if_changed(hs)
             return size
 
         return shared_send
 
-    def _save_if_changed(self, hs: HttpSession) -> None:
-        """Save C{hs}'s record, unless the one saved last holds the same (and the store took it)."""
+    def _answer_initialize(
+        self, hs: HttpSession, send: Callable[..., int], message: dict[str, Any], related: Any, progress_of: Any
+    ) -> int:
+        """
+        The answer to C{hs}'s C{initialize}: sent once its record is saved
+        (so that the client's next request finds it on any replica), or
+        after the state's timeout, whichever comes first.
+        """
+        saved = self._save_if_changed(hs)
+        if saved is None or saved.called:
+            return send(message, related, progress_of)
+        sent: list[bool] = []
+        exchange = hs.posts.get(id_key(message["id"]))
+        if exchange is not None:
+            exchange.held = True
+
+        def go() -> None:
+            if not sent:
+                sent.append(True)
+                if timer.active():
+                    timer.cancel()
+                send(message, related, progress_of)
+
+        timer = self.clock.callLater(self.shared.hold_limit(), go)
+        saved.addBoth(lambda _: go())
+        return 0
+
+    def _save_if_changed(self, hs: HttpSession) -> Deferred[None] | None:
+        """
+        Save C{hs}'s record, unless the one saved last holds the same (and
+        the store took it); the save's Deferred (fires when the store
+        answered), None when nothing is saved.  Nothing is saved while its
+        record's subscriptions are made again here, nor after one of them
+        failed (the record keeps them for the replicas that can).
+        """
         core = hs.core
         store = self.shared.store()
-        if store is None or core is None or not core.initialized or hs.ended or hs.internal:
-            return  # (its subscriptions are being made again here: the record holds them already)
+        if store is None or core is None or not core.initialized or hs.ended or hs.internal or hs.resubscribe:
+            return None  # (its subscriptions are being made again here: the record holds them already)
+        if hs.resubscribe_failed or not hs.shareable:
+            return None
         subscriptions = self.gateway.subscriptions.uris_of(core)
         old = hs.record
         if old is None or not hs.saved or old.changing() != (core.caller.log_level, tuple(subscriptions)):
             replica = old.replica if old is not None else self.gateway.state.replica
             created = old.created if old is not None else self.clock.seconds()
-            self.shared.save(store, hs, record_of(hs, replica, subscriptions, created))
+            return self.shared.save(store, hs, record_of(hs, replica, subscriptions, created))
+        return None
 
     def session_header(self, request: Request, hs: HttpSession) -> None:
         if not hs.stateless:
@@ -789,12 +852,16 @@ class McpResource(Resource):
         key = id_key(rid)
         if key in hs.posts:
             return _error(request, 400, INVALID_REQUEST, f"Invalid Request: id {rid!r} is already used by a request in flight", rid=rid)
+        if not hs.stateless and type(rid) is str and rid.startswith(RESUBSCRIBE_ID):
+            return _error(
+                request, 400, INVALID_REQUEST, f"Invalid Request: ids beginning with {RESUBSCRIBE_ID!r} are the gateway's own", rid=rid
+            )
         exchange = PostExchange(self, hs, request, rid, sse_ok, client_rid)
         hs.posts[key] = exchange
         self.table.hold(hs)
         request.notifyFinish().addErrback(self._post_gone, exchange)
         hs.core.message_received(message)
-        if not exchange.done and key not in hs.core.in_flight:
+        if not exchange.done and not exchange.held and key not in hs.core.in_flight:
             # Neither answered nor pending (cannot happen for a well-formed request).
             log.warn("HTTP client {client}: request {rid} was neither answered nor kept", client=hs.label, rid=rid)
             exchange.end_unanswered()

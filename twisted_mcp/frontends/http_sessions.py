@@ -36,7 +36,8 @@ def owner_of(peer: Any) -> tuple[Any, ...]:
     """
     Who a request comes from, as far as session ownership goes: the same
     fields that name a socket client's principal (L{twisted_mcp.policy.peers}):
-    transport, listener, Unix uid and gid, TLS certificate.  Not the address
+    transport, listener, Unix uid and gid, TLS certificate (the listener is
+    left out of what replicas compare: L{twisted_mcp.frontends.http_shared.owner_digest}).  Not the address
     or port, which change with every connection.  With a bearer token,
     the principal it names (name, roles and where it came from, not its
     expiry): a fresh token of the same principal keeps the session; another
@@ -91,6 +92,15 @@ class HttpSession:
         self.saved = False
         self.touched = float("-inf")
         self.internal: dict[Any, str] = {}
+        #: Subscriptions of its record still to be made again here (a few at a
+        #: time, within C{gateway.maxCallsInFlight}), and whether any failed
+        #: (then its record is not saved from here: it keeps them).
+        self.resubscribe: list[str] = []
+        self.resubscribe_failed = False
+        #: The number in the id of the last subscription made again.
+        self.last_resubscribe = 0
+        #: False once the store refused its record for good (too large): served here only.
+        self.shareable = True
 
     def streams(self) -> int:
         """SSE streams open now (a POST answered as a stream counts once it streams)."""

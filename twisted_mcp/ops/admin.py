@@ -61,12 +61,15 @@ from twisted_mcp.frontends.served import profiles_served
 from twisted_mcp.mcp import errors
 from twisted_mcp.mcp.clients import BUILT_IN, ClientRule
 from twisted_mcp.ops.admin_oauth import OAuthActions, oauth_metrics
-from twisted_mcp.ops.shared_state import refuses_while_unavailable
+from twisted_mcp.ops.shared_state import REFUSED, refuses_while_unavailable
 from twisted_mcp.ops.tools_report import ReportProblem, ToolsQuery, tools_report
-from twisted_mcp.policy.identity.revocation import revoke_request_id, revoked_ids
+from twisted_mcp.policy.identity.revocation import revocation_expiry, revoke_request_id, revoked_ids
 from twisted_mcp.policy.rules import backends_named, pattern_problem
 
 log = Logger()
+
+#: The longest name C{POST /kill} takes, in bytes of UTF-8 (the shared state's bound on a flag's name).
+MAX_KILL_NAME = 512
 
 
 def _collector(service: Any) -> Any:
@@ -173,6 +176,13 @@ def _collector(service: Any) -> Any:
                 )
                 dropped.add_metric([], float(audit.dropped))
                 yield dropped
+                if audit.holds_answers:
+                    unconfirmed = CounterMetricFamily(
+                        "twisted_mcp_audit_hold_timeouts",
+                        "Answers sent before their audit record was committed (audit.holdAnswers, past audit.holdTimeout)",
+                    )
+                    unconfirmed.add_metric([], float(audit.hold_timeouts))
+                    yield unconfirmed
             yield from oauth_metrics(service)
             yield from state_metrics(gateway.state)
 
@@ -589,6 +599,8 @@ class AdminResource(Resource):
                 400,
                 {"error": 'expected {"kind": "principal" | "backend" | "tool", "name": "...", "disabled": true | false}'},
             )
+        if len(name.encode("utf-8", "surrogatepass")) > MAX_KILL_NAME:
+            return _json(request, 400, {"error": f"name: longer than {MAX_KILL_NAME} bytes (UTF-8); no tool, backend or principal has such a name"})
         policy = self.gateway.policy
         if kind == "tool":
             problem = pattern_problem(name)
@@ -696,7 +708,8 @@ class AdminResource(Resource):
             id=ident,
             again=" (it already was)" if known else "",
         )
-        changes = [("revoked", ident, str(int(self.service.clock.seconds())))]
+        expires = revocation_expiry(body, self.service.clock.seconds())
+        changes = [("revoked", ident, str(expires))]
         return self._shared_answer(request, changes, {"revoked": ident}, "revocation", always=True)
 
     def _shared_answer(
@@ -729,7 +742,8 @@ class AdminResource(Resource):
             shared, why = outcome
             if not shared:
                 log.warn("admin endpoint: {what} applied on this replica only: {why}", what=what, why=why)
-                return _json(request, 200, {**answer, "shared": False, "why": why})
+                extra = {"refused": True} if why is not None and why.startswith(REFUSED) else {}
+                return _json(request, 200, {**answer, "shared": False, "why": why, **extra})
             return _json(request, 200, {**answer, "shared": True})
 
         d = sync.write(changes) if changes else Deferred.fromCoroutine(_shared_nothing())

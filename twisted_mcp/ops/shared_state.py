@@ -22,18 +22,30 @@ config).
 - Admin actions (C{POST /kill}, C{/pins/approve}, C{/revoke}) apply on this
   replica at once and write their flag through L{SharedStateSync.write};
   while the store is unreachable the write waits here (in memory) and the
-  answer says the change is not shared yet.
+  answer says the change is not shared yet.  A write the store refuses for
+  good (a name over its bound, Redis refusing the command) is not tried
+  again: it is logged, the answer says so, and the change stays applied on
+  this replica only (laid over every later snapshot).
+- Until the flags were read once, with C{onUnavailable.killSwitch: refuse},
+  the policy's C{flags_problem} is set too (L{NOT_READ_YET}): nothing is
+  served before this replica knows what the others switched off.
+- A reload's new policy gets the last snapshot with this replica's changes
+  not yet written laid over it (a kill thrown here stays thrown).
+- A store that lost its flags (Redis restarted without its data: its
+  marker, C{flags.marker}, changed) is not followed: every replica writes
+  back what it knew, and the union comes back.
 """
 
 from __future__ import annotations
 
+import secrets
 from typing import Any, Callable
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_mcp.state.base import SharedState, Unavailable
+from twisted_mcp.state.base import Refused, SharedState, Unavailable
 
 log = Logger()
 
@@ -42,6 +54,23 @@ NOT_SHARED_YET = (
     "the change applies on this replica now, and is written to the shared state when it answers again "
     "(other replicas do not see it until then)"
 )
+
+
+#: How many refused changes this replica keeps applying on its own (the oldest go first).
+MAX_LOCAL_ONLY = 10000
+
+#: How the answer of a write the store refused (it will never take it) starts.
+REFUSED = "the shared state refused the change"
+
+#: What requests are refused with (C{onUnavailable.killSwitch: refuse}) until the flags were read once.
+NOT_READ_YET = (
+    "the shared kill switch has not been read yet: the kill switch, approvals and revoked tokens of the other "
+    "replicas are not known, so requests are refused until the shared state (Redis) answers"
+)
+
+def _permanent(failure: Failure) -> bool:
+    """Whether a failed flag write would fail again (a bad name or value, Redis refusing it), rather than Redis not answering."""
+    return not failure.check(Unavailable) or bool(failure.check(Refused))
 
 
 def flags_problem_message(problem: str | None) -> str:
@@ -90,7 +119,15 @@ class SharedStateSync:
         #: Writes made while the store could not take them: (kind, name, value), in order.
         self.pending: list[tuple[str, str, str | None]] = []
         self._writing = 0
+        #: Changes the store refused (it never will take them): (kind, name) -> value, kept on this replica only.
+        self.local_only: dict[tuple[str, str], str | None] = {}
+        #: Writes sent and not answered yet (each a list of (kind, name, value)).
+        self._in_flight: list[list[tuple[str, str, str | None]]] = []
         self._reading: Deferred[Any] | None = None
+        #: The store's marker as last seen (None: not read yet); a new one means Redis lost its flags.
+        self._marker: str | None = None
+        self._checking = False
+        self._waiting: tuple[dict[str, dict[str, str]], bool] | None = None
         self._started = False
 
     # -- life cycle ----------------------------------------------------------
@@ -101,6 +138,7 @@ class SharedStateSync:
             return
         self._started = True
         state = self.state
+        self._apply_problem()  # killSwitch refuse: nothing is served before the flags were read once
         state.add_listener(self._availability)
         if state.flags is not None:
             state.flags.watch(self._flags)
@@ -135,8 +173,11 @@ class SharedStateSync:
         policy = self._policy() if policy is None else policy
         if self.state.flags is None:
             return
-        if not self.state.available and self.state.on_unavailable("killSwitch") == "refuse":
+        refuse = self.state.on_unavailable("killSwitch") == "refuse"
+        if not self.state.available and refuse:
             policy.flags_problem = flags_problem_message(self.state.problem)
+        elif not self.synced and refuse:
+            policy.flags_problem = NOT_READ_YET
         elif getattr(policy, "flags_problem", None) is not None:
             policy.flags_problem = None
 
@@ -167,7 +208,62 @@ class SharedStateSync:
         d.addCallbacks(read, failed)
 
     def _flags(self, snapshot: dict[str, dict[str, str]], force: bool = False) -> None:
-        """A snapshot from the store: apply it, unless writes of this replica are still on their way."""
+        """
+        A snapshot from the store: first check the store was not emptied
+        since the last one (when it can tell: C{flags.marker}), then apply it.
+        """
+        marker = getattr(self.state.flags, "marker", None)
+        if marker is None:
+            self._take(snapshot, force)
+            return
+        if self._checking:
+            self._waiting = (snapshot, force or (self._waiting is not None and self._waiting[1]))
+            return
+        self._checking = True
+        d = marker(f"{self.state.replica}/{secrets.token_hex(8)}")
+
+        def checked(value: str) -> None:
+            if not self._emptied(value):
+                self._take(snapshot, force)
+
+        def failed(failure: Failure) -> None:
+            self._waiting = None
+            if not failure.check(Unavailable, CancelledError):
+                log.failure("shared state: reading the flags marker failed", failure)
+
+        def next_one(_: Any) -> None:
+            self._checking = False
+            if self._waiting is not None:
+                (later, again), self._waiting = self._waiting, None
+                self._flags(later, again)
+
+        d.addCallbacks(checked, failed).addBoth(next_one)
+
+    def _emptied(self, marker: str) -> bool:
+        """
+        Whether the store lost its flags since the last snapshot (its marker
+        changed: Redis restarted without its data); then what this replica
+        knew is written back (every replica does: the union comes back) and
+        the snapshot, taken of the emptied store, is not applied.
+        """
+        known, self._marker = self._marker, marker
+        if known is None or known == marker or self.snapshot is None:
+            return False
+        last = self._with_local_changes(self.snapshot)
+        changes: list[tuple[str, str, str | None]] = [
+            (kind, name, value) for kind, names in sorted(last.items()) for name, value in sorted(names.items())
+        ]
+        log.warn(
+            "the shared state was emptied (Redis restarted without its data?): restored {n} flags this replica knew",
+            n=len(changes),
+        )
+        if not changes:
+            return False
+        self.write(changes)  # read again once written
+        return True
+
+    def _take(self, snapshot: dict[str, dict[str, str]], force: bool = False) -> None:
+        """Apply a snapshot, unless writes of this replica are still on their way."""
         try:
             if self._writing:
                 return  # taken before this replica's own change landed: read again once it has
@@ -180,7 +276,7 @@ class SharedStateSync:
             if not force and snapshot == self.snapshot and policy is self._applied_to:
                 self._apply_problem()
                 return
-            self._apply(policy, snapshot, notify=True)
+            self._apply(policy, self._with_local_changes(snapshot), notify=True)
             self.snapshot = snapshot
             self._applied_to = policy
             self._apply_problem()
@@ -195,9 +291,29 @@ class SharedStateSync:
         """
         if self.snapshot is None:
             return False
-        changed = self._apply(policy, self.snapshot, notify)
+        changed = self._apply(policy, self._with_local_changes(self.snapshot), notify)
         self._applied_to = policy
         return changed
+
+    def _with_local_changes(self, snapshot: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        """
+        C{snapshot} with this replica's changes not yet written (waiting, or
+        on their way) or refused by the store laid over it: a reload must not
+        undo a kill thrown here that the store has not taken yet, nor a
+        snapshot one the store refused.
+        """
+        local = [(kind, name, value) for (kind, name), value in self.local_only.items()]
+        local += [change for changes in self._in_flight for change in changes] + self.pending
+        if not local:
+            return snapshot
+        merged = {kind: dict(names) for kind, names in snapshot.items()}
+        for kind, name, value in local:
+            names = merged.setdefault(kind, {})
+            if value is None:
+                names.pop(name, None)
+            else:
+                names[name] = value
+        return merged
 
     def _apply(self, policy: Any, snapshot: dict[str, dict[str, str]], notify: bool) -> bool:
         apply = getattr(policy, "apply_flags", None)
@@ -250,23 +366,48 @@ class SharedStateSync:
         flags = self.state.flags
         if flags is None:
             return succeed((False, "no shared state is configured (state:): the change applies on this replica only"))
+        for kind, name, _ in changes:
+            self.local_only.pop((kind, name), None)  # changed again: whatever the store says of it next
         if not self.state.available:
             self.pending.extend(changes)
             return succeed((False, self._why_not_shared()))
         self._writing += 1
+        changes = list(changes)
+        self._in_flight.append(changes)
         writes = [flags.set(kind, name, value) for kind, name, value in changes]
         d: Deferred[Any] = DeferredList(writes, consumeErrors=True)
 
         def done(results: list[tuple[bool, Any]]) -> tuple[bool, str | None]:
             self._writing -= 1
-            failed = [change for change, (ok, _) in zip(changes, results, strict=True) if not ok]
-            for ok, result in results:
-                if not ok and not result.check(Unavailable):
-                    log.failure("shared state: writing a flag failed", result)
-            self.pending.extend(failed)
-            if not self._writing and not failed:
+            self._in_flight.remove(changes)
+            retry: list[tuple[str, str, str | None]] = []
+            refused: list[str] = []
+            for change, (ok, result) in zip(changes, results, strict=True):
+                if ok:
+                    continue
+                if _permanent(result):
+                    # Written again it would fail again: kept, it would stop every later snapshot.
+                    kind, name, _ = change
+                    why = result.getErrorMessage()
+                    refused.append(why)
+                    if len(self.local_only) >= MAX_LOCAL_ONLY:
+                        self.local_only.pop(next(iter(self.local_only)))
+                    self.local_only[(kind, name)] = change[2]
+                    log.error(
+                        "shared state: the {kind} flag {name} cannot be written ({why}); it applies on this replica "
+                        "only and is not tried again",
+                        kind=kind,
+                        name=name[:100] + ("..." if len(name) > 100 else ""),
+                        why=why,
+                    )
+                else:
+                    retry.append(change)
+            self.pending.extend(retry)
+            if not self._writing and not retry:
                 self.resync(force=True)
-            return (False, self._why_not_shared()) if failed else (True, None)
+            if refused:
+                return (False, f"{REFUSED} ({refused[0]}): it applies on this replica only")
+            return (False, self._why_not_shared()) if retry else (True, None)
 
         d.addCallback(done)
         return d
@@ -283,4 +424,4 @@ class SharedStateSync:
         self.write(changes)
 
 
-__all__ = ["NOT_SHARED_YET", "SharedStateSync", "flags_problem_message", "refuses_while_unavailable"]
+__all__ = ["NOT_READ_YET", "NOT_SHARED_YET", "REFUSED", "SharedStateSync", "flags_problem_message", "refuses_while_unavailable"]

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping
 import attrs
 from twisted.logger import Logger
 
-from twisted_mcp.policy.pinning import read_lock, write_lock
+from twisted_mcp.policy.pinning import digest, pinned_definitions, read_lock, write_lock
 
 log = Logger()
 
@@ -100,6 +100,28 @@ def changed_approvals(pinned: Mapping[str, dict[str, Any]], approvals: Mapping[s
     return {name: pin for name, pin in approvals.items() if pinned.get(name) != pin}
 
 
+def useful_approvals(
+    pinned: Mapping[str, dict[str, Any]], approvals: Mapping[str, dict[str, Any]], tools: Mapping[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """
+    The approvals worth taking: those that pin the definition a tool of
+    C{tools} (this replica's catalog: exposed name -> entry) has now, when
+    the lock entry in C{pinned} does not already pin it.  An approval of an
+    older (or other) definition is left alone: written back, it would undo a
+    newer pin (C{twisted-mcp pin}, a shipped lock file) and quarantine the
+    tool again.
+    """
+    useful: dict[str, dict[str, Any]] = {}
+    for name, pin in changed_approvals(pinned, approvals).items():
+        entry = tools.get(name)
+        if entry is None:
+            continue
+        now = digest(pinned_definitions(entry)[0])
+        if pin.get("digest") == now and pinned.get(name, {}).get("digest") != now:
+            useful[name] = pin
+    return useful
+
+
 def write_approvals(path: str, approvals: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]] | None:
     """
     Merge C{approvals} into the lock file at C{path} (atomically); the pins
@@ -125,4 +147,4 @@ def write_approvals(path: str, approvals: Mapping[str, dict[str, Any]]) -> dict[
         return None
 
 
-__all__ = ["KILL_KINDS", "Flags", "changed_approvals", "read_flags", "write_approvals"]
+__all__ = ["KILL_KINDS", "Flags", "changed_approvals", "read_flags", "useful_approvals", "write_approvals"]

@@ -58,7 +58,7 @@ from twisted_mcp.policy.audit.records import digest_arguments, redact_uri
 from twisted_mcp.policy.breaker import Breaker
 from twisted_mcp.policy.call import Call, _up, rate_refusal
 from twisted_mcp.policy.decisions import decide, names_of, server_request_refusal
-from twisted_mcp.policy.flags import changed_approvals, read_flags, write_approvals
+from twisted_mcp.policy.flags import read_flags, useful_approvals, write_approvals
 from twisted_mcp.policy.limits import Slots, TokenBucket, forget_full
 from twisted_mcp.policy.pinning import Pins, pinned_definitions
 from twisted_mcp.policy.principal import IdentityError, Principal
@@ -298,7 +298,7 @@ class Policy:
         self._published = old._published
         self._reported = old._reported
         self._approvals = dict(old._approvals)
-        self.pins.pinned.update(changed_approvals(self.pins.pinned, self._approvals))
+        self._take_approvals(useful_approvals(self.pins.pinned, self._approvals, self._tools))
         self.pins.set_shared(old.pins.shared)
         publish = self._publish_breaker if self.state.breakers is not None else None
         for breaker in self.breakers.values():
@@ -392,6 +392,7 @@ class Policy:
         self.epoch = next(_EPOCHS)
         self._tools = entries
         self.validators.forget(set(entries))
+        self._take_approvals(useful_approvals(self.pins.pinned, self._approvals, entries))
         self._review()
 
     def _review(self) -> None:
@@ -1050,16 +1051,8 @@ class Policy:
                     self.active = True  # a change the rules cannot see makes the policy active
         if flags.approvals is not None:
             self._approvals = flags.approvals
-            fresh = changed_approvals(self.pins.pinned, flags.approvals)
-            if fresh:
+            if self._take_approvals(useful_approvals(self.pins.pinned, flags.approvals, self._tools)):
                 changed = True
-                if self.pins.path is not None and self.pins.mode != "off":
-                    written = write_approvals(self.pins.path, fresh)
-                    if written is not None:
-                        self.pins.pinned = written
-                        self.pins.error = None
-                self.pins.pinned.update(fresh)
-                log.info("pins approved on another replica: {tools}", tools=", ".join(sorted(fresh)))
                 self._review()
         if flags.quarantine is not None and self.pins.set_shared(flags.quarantine):
             changed = True
@@ -1073,6 +1066,26 @@ class Policy:
             self.generation += 1
             self.epoch = next(_EPOCHS)
         return changed
+
+    def _take_approvals(self, fresh: dict[str, dict[str, Any]]) -> bool:
+        """
+        Pin C{fresh} (approvals of the tools' current definitions, from
+        another replica: L{useful_approvals}) in the lock file, when one is
+        configured, and in memory, and lift their quarantine; whether there
+        were any.
+        """
+        if not fresh:
+            return False
+        if self.pins.path is not None and self.pins.mode != "off":
+            written = write_approvals(self.pins.path, fresh)
+            if written is not None:
+                self.pins.pinned = written
+                self.pins.error = None
+        self.pins.pinned.update(fresh)
+        for name in fresh:
+            self.pins.lift(name)
+        log.info("pins approved on another replica: {tools}", tools=", ".join(sorted(fresh)))
+        return True
 
     def _audit(self, record: dict[str, Any]) -> None:
         if self.audit is not None:

@@ -54,7 +54,11 @@ class Unavailable(Exception):
     """The shared store cannot be reached now; the message says why (no secret in it)."""
 
 
-class FlagLimitReached(Unavailable):
+class Refused(Unavailable):
+    """The shared store answered, and refused: sending the same again will not help (a write is not retried)."""
+
+
+class FlagLimitReached(Refused):
     """
     L{FlagStore.set} refused a new flag: its kind already holds the most
     flags the store keeps (C{limit}); nothing was written, nothing dropped.
@@ -222,6 +226,7 @@ __all__ = [
     "FlagStore",
     "LeaseStore",
     "RateStore",
+    "Refused",
     "SessionStore",
     "SharedState",
     "Unavailable",

@@ -669,6 +669,29 @@ class RedisFlags:
         """A replica published a change: read the flags now."""
         self.resync().addErrback(lambda f: None)  # unavailable: the tick reports it and tries again
 
+    def marker(self, candidate: str) -> Deferred[str]:
+        """
+        The store's marker: set to C{candidate} when Redis holds none (a new
+        store, or one emptied by a restart without its data), then read.
+        Fires with the marker Redis holds; a replica that sees it change
+        knows the flags were lost (L{twisted_mcp.ops.shared_state}).
+        """
+        key = f"{self.state.namespace}:flags-marker"
+        sent = [self.state.link.command("SET", key, candidate, "NX"), self.state.link.command("GET", key)]
+
+        def held(results: list[Any]) -> str:
+            value = results[-1]
+            if not isinstance(value, str):
+                raise Unavailable("Redis answered the flags marker with something unexpected")
+            return value
+
+        return (
+            defer.gatherResults(sent, consumeErrors=True)
+            .addErrback(lambda f: f.value.subFailure if isinstance(f.value, defer.FirstError) else f)
+            .addErrback(self.state.failed)
+            .addCallback(held)
+        )
+
 
 class RedisBreakers:
     """Circuit breakers' transitions, shared (L{twisted_mcp.state.base.BreakerStore}; only with C{breakers: shared})."""

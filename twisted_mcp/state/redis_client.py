@@ -33,7 +33,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_mcp.state.base import Unavailable
+from twisted_mcp.state.base import Refused, Unavailable
 from twisted_mcp.state.config import RedisAddress
 
 log = Logger()
@@ -42,7 +42,7 @@ log = Logger()
 MAX_IN_FLIGHT = 10000
 
 
-class CommandRefused(Unavailable):
+class CommandRefused(Refused):
     """Redis answered a command with an error reply (C{reply}: its text, e.g. C{"NOSCRIPT ..."})."""
 
     def __init__(self, message: str, reply: str) -> None:

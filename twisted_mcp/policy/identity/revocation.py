@@ -14,13 +14,15 @@ replica.  Without a C{state:} section, C{POST /revoke} (C{twisted-mcp
 revoke}) adds to this process's set only, kept in memory: a restart forgets
 every revocation (revoke the token at its issuer too, or give it a short
 C{exp}).  With C{state: {redis: URL}}, the revocation is a flag in Redis
-(kind C{revoked}) that every replica applies within a second, and that
+(kind C{revoked}, its value when the revocation may be forgotten: see
+L{revocation_expiry}) that every replica applies within a second, and that
 survives restarts for as long as Redis keeps it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Any
 
 import jwt
@@ -57,6 +59,33 @@ def revocation_id(token: str) -> str:
     except jwt.PyJWTError:
         return digest_id(token)
     return jti_of(payload) or digest_id(token)
+
+
+#: How long a revocation is kept when the token's own expiry is not known (30 days), in seconds.
+KEEP_UNKNOWN = 30 * 24 * 3600
+
+
+def revocation_expiry(body: dict[str, Any], now: float) -> int:
+    """
+    When the revocation C{body} (a valid C{POST /revoke} body) asks for may
+    be forgotten, in epoch seconds (the value of its C{revoked} flag): the
+    token's C{exp} when it is a JWT that has one, but never sooner than
+    L{KEEP_UNKNOWN} from C{now} (the claim is read without verifying the
+    signature, so it may only make the revocation last longer); C{now} +
+    L{KEEP_UNKNOWN} otherwise (a C{jti}, a token without C{exp}).
+    """
+    floor = int(now) + KEEP_UNKNOWN
+    token = body.get("token")
+    if not isinstance(token, str):
+        return floor
+    try:
+        payload = jwt.decode(token.strip(), options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return floor
+    exp = payload.get("exp") if isinstance(payload, dict) else None
+    if isinstance(exp, (int, float)) and not isinstance(exp, bool) and math.isfinite(exp) and exp < 2**53:
+        return max(floor, int(exp))
+    return floor
 
 
 def is_revoked(revoked: Any, ids: tuple[str, ...]) -> bool:
@@ -113,12 +142,14 @@ def revoked_ids(policy: Any) -> set[str]:
 
 
 __all__ = [
+    "KEEP_UNKNOWN",
     "MAX_JTI_CHARS",
     "MAX_TOKEN_CHARS",
     "REVOKED_MESSAGE",
     "digest_id",
     "is_revoked",
     "jti_of",
+    "revocation_expiry",
     "revocation_id",
     "revoke_request_id",
     "revoked_ids",
