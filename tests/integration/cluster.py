@@ -241,12 +241,15 @@ class PrivateRedis:
                 assert time.monotonic() < deadline, f"redis-server never answered on port {self.port}"
                 time.sleep(0.05)
 
-    def stop(self) -> None:
-        """Kill it at once (SIGKILL: as a crash or a partition looks to its clients)."""
+    def stop(self) -> float:
+        """Kill it at once (SIGKILL: as a crash or a partition looks to its clients); when (monotonic)."""
+        sent = time.monotonic()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
+            sent = time.monotonic()
             self.proc.wait(10)
         self.proc = None
+        return sent
 
 
 @pytest.fixture
@@ -682,6 +685,7 @@ class Cluster:
             except AssertionError as e:
                 problems.append(str(e))
         left = wait_gone(self.known, 20) | {p for p in mentioning(str(self.dir)) if p not in self.known}
+        self.forget_shared_state()
         left = {p for p in left if alive(p)}
         if left:
             shown = [f"{p}: {cmdline(p)}" for p in sorted(left)]
@@ -693,6 +697,30 @@ class Cluster:
             problems.append("processes left behind by the cluster:\n  " + "\n  ".join(shown))
         if problems:
             raise AssertionError("\n".join(problems))
+
+    def forget_shared_state(self) -> None:
+        """
+        Delete the keys of every test namespace (C{test-...}) the replicas
+        used, now that none of them runs: a replica that was still running
+        when the test's own clean-up deleted them may have written some
+        again (the flags a replica restores into an emptied Redis).  A Redis
+        that is gone by now (a test's private one) has nothing to delete.
+        """
+        sections = [self.base, *({**self.base, **o} for o in self.overrides.values())]
+        for state in {json.dumps(s.get("state")) for s in sections}:
+            settings = json.loads(state)
+            if not isinstance(settings, dict) or not str(settings.get("namespace", "")).startswith("test-"):
+                continue
+            try:
+                client = Resp(settings["redis"], timeout=2)
+            except (OSError, RedisError):
+                continue
+            try:
+                client.delete_matching(settings["namespace"] + "*")
+            except (OSError, RedisError):
+                pass
+            finally:
+                client.close()
 
 
 @pytest.fixture
