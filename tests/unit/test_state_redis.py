@@ -772,3 +772,19 @@ def test_redis_error_replies_are_refusals() -> None:
     from twisted_mcp.state.redis_client import CommandRefused
 
     assert issubclass(CommandRefused, Refused) and issubclass(CommandRefused, Unavailable)
+
+
+def test_an_address_is_connected_to_without_name_resolution() -> None:
+    """127.0.0.1 or ::1 in the URL: a plain TCP endpoint (a resolver may not be ready while the gateway starts); a name: resolved."""
+    from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
+    from twisted.internet.testing import MemoryReactorClock
+
+    from twisted_mcp.state.config import RedisAddress
+    from twisted_mcp.state.redis_client import RedisLink
+
+    def endpoint(host: str) -> object:
+        return RedisLink(MemoryReactorClock(), RedisAddress(host=host, port=6379, path=None, db=0), 0.5)._endpoint()
+
+    assert type(endpoint("127.0.0.1")) is TCP4ClientEndpoint
+    assert type(endpoint("::1")) is TCP6ClientEndpoint
+    assert type(endpoint("redis.example")) is HostnameEndpoint

@@ -26,8 +26,9 @@ from typing import Any, Callable
 
 import txredisapi  # type: ignore[import-untyped]
 from twisted.internet import defer
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, UNIXClientEndpoint
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -205,7 +206,13 @@ class RedisLink:
     def _endpoint(self) -> Any:
         if self.address.path is not None:
             return UNIXClientEndpoint(self.reactor, self.address.path, timeout=max(1, int(self.timeout + 0.999)))
-        return HostnameEndpoint(self.reactor, self.address.host or "127.0.0.1", self.address.port, timeout=self.timeout)
+        host = self.address.host or "127.0.0.1"
+        # An address needs no name resolution (which may not be ready while the gateway starts).
+        if isIPAddress(host):
+            return TCP4ClientEndpoint(self.reactor, host, self.address.port, timeout=self.timeout)
+        if isIPv6Address(host):
+            return TCP6ClientEndpoint(self.reactor, host, self.address.port, timeout=self.timeout)
+        return HostnameEndpoint(self.reactor, host, self.address.port, timeout=self.timeout)
 
     def _attempt(self) -> Deferred[None]:
         self._setup_problem = None
