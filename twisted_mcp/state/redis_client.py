@@ -73,8 +73,8 @@ def _build_command(self: Any, *args: Any, **kwargs: Any) -> bytes:
     return b"".join(out)
 
 
-class _CommandProtocol(txredisapi.RedisProtocol):  # type: ignore[misc]
-    """txredisapi's protocol, telling its link when the connection is lost."""
+class _Linked:
+    """What both protocols add to txredisapi's: our command encoder, and telling the link when the connection is lost."""
 
     link: RedisLink | None = None
     _build_command = _build_command
@@ -85,26 +85,19 @@ class _CommandProtocol(txredisapi.RedisProtocol):  # type: ignore[misc]
             if self.link is not None:
                 self.link._lost(self, why)
         finally:
-            super().connectionLost(why)
+            super().connectionLost(why)  # type: ignore[misc]
 
 
-class _SubscriberProtocol(txredisapi.SubscriberProtocol):  # type: ignore[misc]
+class _CommandProtocol(_Linked, txredisapi.RedisProtocol):  # type: ignore[misc]
+    """txredisapi's protocol, on our link."""
+
+
+class _SubscriberProtocol(_Linked, txredisapi.SubscriberProtocol):  # type: ignore[misc]
     """txredisapi's subscriber protocol, handing every message to its link."""
-
-    link: RedisLink | None = None
-    _build_command = _build_command
 
     def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None:
         if self.link is not None:
             self.link._message(channel, message)
-
-    def connectionLost(self, why: Failure) -> None:
-        # The link first: failing the commands in flight runs their callers' code, which must find it down.
-        try:
-            if self.link is not None:
-                self.link._lost(self, why)
-        finally:
-            super().connectionLost(why)
 
 
 class _LinkFactory(Factory):
