@@ -6,8 +6,9 @@ API (plain functions and context managers, no pytest fixtures):
 
   - C{redis_url_or_skip() -> str}: the URL of the test Redis, from the
     environment variable C{TWISTED_MCP_TEST_REDIS} (default
-    C{redis://127.0.0.1:6379/0}).  When nothing answers a PING there, the
-    calling test is skipped with the reason, or fails when
+    C{redis://127.0.0.1:6379/0}; C{unix:///path?db=N} works too).  When
+    nothing answers a PING there, the calling test is skipped with the
+    reason (never the password), or fails when
     C{TWISTED_MCP_REQUIRE_REDIS=1}.  Call it at the start of a test (or in
     C{setUp}); it is a blocking check, made before the reactor runs.
 
@@ -18,15 +19,17 @@ API (plain functions and context managers, no pytest fixtures):
     C{namespace + ":*"} (and C{namespace} itself) from the Redis at C{url}
     (blocking, for C{tearDown}/C{addCleanup}); returns how many it deleted.
 
-  - C{private_redis(password=None, unix_socket=None) -> ContextManager[PrivateRedis]}: start
+  - C{private_redis(password=None, unix_socket=None, workdir=None) -> ContextManager[PrivateRedis]}: start
     C{redis-server --port <free port> --save "" --appendonly no} (with
     C{--requirepass} when C{password} is given, C{--unixsocket PATH} too
-    when C{unix_socket} is), wait until it answers,
+    when C{unix_socket} is, and its working directory and log file
+    C{redis.log} in C{workdir} when that is given), wait until it answers,
     and kill it (and wait for it) on exit.  Skips (or fails under
     C{TWISTED_MCP_REQUIRE_REDIS=1}) when C{redis-server} is not installed.
     The L{PrivateRedis} has C{.port}, C{.password}, C{.url}
-    (C{redis://[:password@]127.0.0.1:PORT/0}), C{.stop()} (SIGKILL, waits;
-    the port stays reserved for this object) and C{.start()} (again on the
+    (C{redis://[:password@]127.0.0.1:PORT/0}), C{.stop()} (SIGKILL, waits,
+    returns the C{time.monotonic()} at which the kill was sent; the port
+    stays reserved for this object) and C{.start()} (again on the
     same port, waits until it answers).
 
 Everything here talks to Redis with a few raw RESP lines over a blocking
@@ -42,8 +45,9 @@ import socket
 import subprocess
 import time
 import uuid
+from pathlib import Path
 from typing import Iterator
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
@@ -57,14 +61,26 @@ def _required() -> bool:
 def _unusable(reason: str) -> None:
     if _required():
         pytest.fail(f"{reason} (TWISTED_MCP_REQUIRE_REDIS=1 makes this a failure)")
-    pytest.skip(reason)
+    pytest.skip(reason + ", or set TWISTED_MCP_REQUIRE_REDIS=1 to fail instead of skipping")
 
 
-def _parse(url: str) -> tuple[str, int, str | None, int]:
+#: Where a Redis listens: (host, port), or the path of its unix socket.
+Address = tuple[str, int] | str
+
+
+def _parse(url: str) -> tuple[Address, str | None, int]:
+    """(address, password, database) of a C{redis://} or C{unix://} URL."""
     parts = urlsplit(url)
     password = unquote(parts.password) if parts.password else None
+    if parts.scheme == "unix":
+        return parts.path, password, int(parse_qs(parts.query).get("db", ["0"])[0])
     db = int(parts.path.strip("/") or 0)
-    return parts.hostname or "127.0.0.1", parts.port or 6379, password, db
+    return (parts.hostname or "127.0.0.1", parts.port or 6379), password, db
+
+
+def _shown(address: Address) -> str:
+    """An address as an operator reads it (a URL's password is never part of it)."""
+    return f"unix:{address}" if isinstance(address, str) else f"{address[0]}:{address[1]}"
 
 
 def _encode(*args: str | bytes) -> bytes:
@@ -78,8 +94,17 @@ def _encode(*args: str | bytes) -> bytes:
 class _Conn:
     """A blocking RESP connection, just enough for tests' set-up and clean-up."""
 
-    def __init__(self, host: str, port: int, timeout: float = 2.0) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, address: Address, timeout: float = 2.0) -> None:
+        if isinstance(address, str):
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.settimeout(timeout)
+            try:
+                self.sock.connect(address)
+            except BaseException:
+                self.sock.close()
+                raise
+        else:
+            self.sock = socket.create_connection(address, timeout=timeout)
         self.file = self.sock.makefile("rb")
 
     def close(self) -> None:
@@ -114,8 +139,8 @@ class _Conn:
 
 
 def _connect(url: str) -> _Conn:
-    host, port, password, db = _parse(url)
-    conn = _Conn(host, port)
+    address, password, db = _parse(url)
+    conn = _Conn(address)
     try:
         if password:
             conn.command("AUTH", password)
@@ -129,15 +154,15 @@ def _connect(url: str) -> _Conn:
 
 def _ping(url: str) -> str | None:
     """None when the Redis at C{url} answers, else why not (no password in it)."""
-    host, port, _, _ = _parse(url)
+    where = _shown(_parse(url)[0])
     try:
         conn = _connect(url)
     except (OSError, RuntimeError) as e:
-        return f"no Redis answers at {host}:{port} ({type(e).__name__}: {e})"
+        return f"no Redis answers at {where} ({type(e).__name__}: {e})"
     try:
         conn.command("PING")
     except (OSError, RuntimeError) as e:
-        return f"the Redis at {host}:{port} does not answer PING ({e})"
+        return f"the Redis at {where} does not answer PING ({e})"
     finally:
         conn.close()
     return None
@@ -190,9 +215,10 @@ def _free_port() -> int:
 class PrivateRedis:
     """A C{redis-server} of this test's own, on a free loopback port; see the module docstring."""
 
-    def __init__(self, password: str | None = None, unix_socket: str | None = None) -> None:
+    def __init__(self, password: str | None = None, unix_socket: str | None = None, workdir: Path | None = None) -> None:
         self.password = password
         self.unix_socket = unix_socket
+        self.workdir = workdir
         self.port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -213,6 +239,9 @@ class PrivateRedis:
             args += ["--requirepass", self.password]
         if self.unix_socket:
             args += ["--unixsocket", self.unix_socket, "--unixsocketperm", "700"]
+        if self.workdir is not None:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            args += ["--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log")]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + wait
         while _ping(self.url) is not None:
@@ -224,19 +253,30 @@ class PrivateRedis:
                 raise RuntimeError(f"redis-server on port {self.port} did not answer within {wait} s")
             time.sleep(0.02)
 
-    def stop(self) -> None:
-        """Kill it (SIGKILL) and wait for it to exit."""
+    def stop(self) -> float:
+        """
+        Kill it (SIGKILL: as a crash or a partition looks to its clients) and
+        wait for it to exit.
+
+        @return: the C{time.monotonic()} at which the kill was sent (now, when
+            it was not running).
+        """
+        sent = time.monotonic()
         if self.process is None:
-            return
+            return sent
         self.process.kill()
+        sent = time.monotonic()
         self.process.wait(timeout=10)
         self.process = None
+        return sent
 
 
 @contextlib.contextmanager
-def private_redis(password: str | None = None, unix_socket: str | None = None) -> Iterator[PrivateRedis]:
+def private_redis(
+    password: str | None = None, unix_socket: str | None = None, workdir: Path | None = None
+) -> Iterator[PrivateRedis]:
     """A started L{PrivateRedis}, killed on exit whatever happens."""
-    server = PrivateRedis(password, unix_socket)
+    server = PrivateRedis(password, unix_socket, workdir)
     try:
         server.start()
         yield server

@@ -35,8 +35,9 @@ fails).  Each test gets its own key namespace (C{test-<uuid>}), deleted
 afterwards.  PostgreSQL (TWISTED_MCP_TEST_POSTGRES, likewise with
 TWISTED_MCP_REQUIRE_POSTGRES) gives each test its own audit table,
 created as C{twisted-mcp audit init-db} would and dropped afterwards.
-L{PrivateRedis} is a redis-server of the test's own, on a free port, for
-tests that stop and restart it.
+The C{private_redis} fixture is a redis-server of the test's own, on a
+free port, for tests that stop and restart it.  The Redis fixtures here are
+thin wrappers of L{tests.redis_support}.
 """
 
 from __future__ import annotations
@@ -51,18 +52,19 @@ import subprocess
 import tempfile
 import threading
 import time
-import urllib.parse
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 
+from tests import redis_support
+from tests.redis_support import PrivateRedis, delete_namespace, redis_url_or_skip, unique_namespace
+
 from .conftest import PYTHON, SERVERS, alive, bin_path, descendants, free_port, gateway_env, wait_gone
 
 MODERN = "2026-07-28"
 ADMIN_TOKEN = "cluster-admin-" + "x" * 24
-DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 JSON_AND_SSE = "application/json, text/event-stream"
 #: The backend every replica runs; its tools are cluster__echo, cluster__sleep, cluster__pid.
@@ -74,190 +76,27 @@ def backend_entry() -> dict[str, Any]:
     return {"command": PYTHON, "args": [os.path.join(SERVERS, "cluster_server.py")], "protocol": "legacy"}
 
 
-# -- Redis ---------------------------------------------------------------------
-
-
-class RedisError(Exception):
-    """Redis answered with an error, or could not be reached."""
-
-
-class Resp:
-    """
-    A minimal blocking Redis client (RESP2) for the tests' own bookkeeping:
-    reachability, and deleting a test's keys.  Never used by a gateway.
-    """
-
-    def __init__(self, url: str, timeout: float = 5.0) -> None:
-        parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme == "unix":
-            self.sock = socket.socket(socket.AF_UNIX)
-            self.sock.settimeout(timeout)
-            self.sock.connect(parsed.path)
-            db = urllib.parse.parse_qs(parsed.query).get("db", ["0"])[0]
-        else:
-            self.sock = socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 6379), timeout=timeout)
-            db = parsed.path.strip("/") or "0"
-        self.buf = b""
-        try:
-            if parsed.password:
-                self.command("AUTH", urllib.parse.unquote(parsed.password))
-            self.command("SELECT", db)
-        except BaseException:
-            self.close()
-            raise
-
-    def command(self, *args: str | bytes | int) -> Any:
-        parts = [a if isinstance(a, bytes) else str(a).encode() for a in args]
-        self.sock.sendall(b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts))
-        return self._reply()
-
-    def _line(self) -> bytes:
-        while b"\r\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise RedisError("Redis closed the connection")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
-
-    def _reply(self) -> Any:
-        line = self._line()
-        kind, rest = line[:1], line[1:]
-        if kind == b"+":
-            return rest.decode()
-        if kind == b"-":
-            raise RedisError(rest.decode())
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            size = int(rest)
-            if size < 0:
-                return None
-            while len(self.buf) < size + 2:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    raise RedisError("Redis closed the connection")
-                self.buf += chunk
-            value, self.buf = self.buf[:size], self.buf[size + 2 :]
-            return value
-        if kind == b"*":
-            count = int(rest)
-            return None if count < 0 else [self._reply() for _ in range(count)]
-        raise RedisError(f"unexpected reply {line[:80]!r}")
-
-    def keys(self, pattern: str) -> list[bytes]:
-        cursor, out = "0", []
-        while True:
-            cursor_b, batch = self.command("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
-            out.extend(batch)
-            cursor = cursor_b.decode()
-            if cursor == "0":
-                return out
-
-    def delete_matching(self, pattern: str) -> int:
-        keys = self.keys(pattern)
-        for i in range(0, len(keys), 500):
-            self.command("DEL", *keys[i : i + 500])
-        return len(keys)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def shared_redis_url() -> str:
-    """The machine's Redis for the tests (skip, or fail with TWISTED_MCP_REQUIRE_REDIS=1, when unreachable)."""
-    url = os.environ.get("TWISTED_MCP_TEST_REDIS", DEFAULT_REDIS)
-    try:
-        client = Resp(url, timeout=3)
-        try:
-            client.command("PING")
-        finally:
-            client.close()
-    except (OSError, RedisError) as e:
-        shown = urllib.parse.urlsplit(url)._replace(netloc=urllib.parse.urlsplit(url).hostname or "").geturl()
-        reason = f"Redis is not reachable at {shown} ({e}); set TWISTED_MCP_TEST_REDIS to a Redis the tests may use"
-        if os.environ.get("TWISTED_MCP_REQUIRE_REDIS") == "1":
-            pytest.fail(reason + " (TWISTED_MCP_REQUIRE_REDIS=1 makes this a failure)")
-        pytest.skip(reason + ", or set TWISTED_MCP_REQUIRE_REDIS=1 to fail instead of skipping")
-    return url
+# -- Redis (tests/redis_support.py) ----------------------------------------------
 
 
 @pytest.fixture
 def redis_namespace() -> Iterator[tuple[str, str]]:
-    """(Redis URL, a namespace of this test's own); its keys are deleted afterwards."""
-    url = shared_redis_url()
-    namespace = f"test-{uuid.uuid4().hex[:12]}"
+    """
+    (Redis URL, a namespace of this test's own, C{test-<uuid>}); its keys
+    are deleted afterwards.  Skips (fails under C{TWISTED_MCP_REQUIRE_REDIS=1})
+    when the test Redis does not answer.
+    """
+    url = redis_url_or_skip()
+    namespace = unique_namespace()
     yield url, namespace
-    client = Resp(url)
-    try:
-        client.delete_matching(namespace + "*")
-    finally:
-        client.close()
-
-
-class PrivateRedis:
-    """A redis-server of the test's own on a free loopback port, stopped and started at will."""
-
-    def __init__(self, workdir: Path) -> None:
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        if not os.path.exists(binary):
-            why = "redis-server is not installed (apt-get install redis-server)"
-            if os.environ.get("TWISTED_MCP_REQUIRE_REDIS") == "1":
-                pytest.fail(why + "; TWISTED_MCP_REQUIRE_REDIS=1 makes this a failure")
-            pytest.skip(why)
-        self.binary = binary
-        self.port = free_port()
-        self.dir = workdir / "redis"
-        self.dir.mkdir(exist_ok=True)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        argv = [
-            self.binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(self.dir),
-            "--logfile",
-            str(self.dir / "redis.log"),
-        ]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client = Resp(self.url, timeout=1)
-                client.command("PING")
-                client.close()
-                return
-            except (OSError, RedisError):
-                assert self.proc.poll() is None, f"redis-server exited with {self.proc.returncode}"
-                assert time.monotonic() < deadline, f"redis-server never answered on port {self.port}"
-                time.sleep(0.05)
-
-    def stop(self) -> float:
-        """Kill it at once (SIGKILL: as a crash or a partition looks to its clients); when (monotonic)."""
-        sent = time.monotonic()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            sent = time.monotonic()
-            self.proc.wait(10)
-        self.proc = None
-        return sent
+    delete_namespace(url, namespace)
 
 
 @pytest.fixture
-def private_redis(tmp_path) -> Iterator[PrivateRedis]:
-    redis = PrivateRedis(tmp_path)
-    redis.start()
-    yield redis
-    redis.stop()
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A started L{PrivateRedis} (its files in C{tmp_path/redis}), killed afterwards; C{.stop()} says when it was killed."""
+    with redis_support.private_redis(workdir=tmp_path / "redis") as server:
+        yield server
 
 
 # -- PostgreSQL -------------------------------------------------------------------
@@ -712,15 +551,9 @@ class Cluster:
             if not isinstance(settings, dict) or not str(settings.get("namespace", "")).startswith("test-"):
                 continue
             try:
-                client = Resp(settings["redis"], timeout=2)
-            except (OSError, RedisError):
-                continue
-            try:
-                client.delete_matching(settings["namespace"] + "*")
-            except (OSError, RedisError):
+                delete_namespace(settings["redis"], settings["namespace"])
+            except (OSError, RuntimeError):
                 pass
-            finally:
-                client.close()
 
 
 @pytest.fixture
