@@ -302,6 +302,11 @@ async def test_malformed_data_ignored_and_logged_once(logged: list[dict[str, Any
         b.flags.watch(seen.append)
         await a.flags.set("kill:backend", "github", "x")
         await eventually(lambda: bool(seen) and seen[-1]["kill:backend"] == {"github": "x"}, 1.0)
+        # Each replica's subscriber and re-read run on their own connections: wait for both to have logged.
+        await eventually(
+            lambda: texts(logged).count("quarantine flag in Redis") >= 2 and texts(logged).count("on the Redis channel") >= 2,
+            2.0,
+        )
         text = texts(logged)
         # b read the bad flag three times, a once (after its own change): once per replica.
         assert text.count("quarantine flag in Redis") == 2
