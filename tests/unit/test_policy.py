@@ -30,6 +30,23 @@ from twisted_mcp.wire.jsonrpc import INVALID_PARAMS, JsonRpcError
 from .fakes import begin_tool
 
 
+def dispatched_call(policy: Policy, catalog: Catalog, name: str, args: Any = None) -> Deferred[Any]:
+    """A tools/call as the dispatch core makes it: begin, dispatch, then succeeded or failed."""
+    call = begin_tool(policy, "s1", {"name": name, "arguments": args or {}}, catalog)
+    backend = call.entry.backend
+    d = call.dispatch(lambda: backend.call("tools/call", {}))
+
+    def ok(result: Any) -> Any:
+        call.succeeded(result, 10)
+        return result
+
+    def bad(f: Any) -> Any:
+        call.failed(f.value)
+        return f
+
+    return d.addCallbacks(ok, bad)
+
+
 class BucketTests(SynchronousTestCase):
     def test_burstThenRate(self) -> None:
         b = TokenBucket(rate=2.0, burst=3.0, now=0.0)
@@ -307,19 +324,7 @@ class PipelineTests(SynchronousTestCase):
         return policy, catalog, audit
 
     def call(self, policy: Policy, catalog: Catalog, name: str, args: Any = None) -> Deferred[Any]:
-        call = begin_tool(policy, "s1", {"name": name, "arguments": args or {}}, catalog)
-        backend = call.entry.backend
-        d = call.dispatch(lambda: backend.call("tools/call", {}))
-
-        def ok(result: Any) -> Any:
-            call.succeeded(result, 10)
-            return result
-
-        def bad(f: Any) -> Any:
-            call.failed(f.value)
-            return f
-
-        return d.addCallbacks(ok, bad)
+        return dispatched_call(policy, catalog, name, args)
 
     def code(self, policy: Policy, catalog: Catalog, name: str, args: Any = None) -> int:
         try:

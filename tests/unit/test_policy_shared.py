@@ -28,7 +28,7 @@ from twisted_mcp.wire.jsonrpc import JsonRpcError
 
 from .fake_state import BreakerHub, FakeFlags, FakeLeases, FakeRates, FakeState
 from .fakes import begin_tool
-from .test_policy import Recorder, _catalog
+from .test_policy import Recorder, _catalog, dispatched_call
 
 ALLOW = {"dev": {"allow": ["*"]}}
 P = Principal(name="p", roles=("dev",), source="config")
@@ -53,20 +53,7 @@ class Replicas(SynchronousTestCase):
         return policy, catalog, audit
 
     def call(self, policy: Policy, catalog: Catalog, name: str) -> Deferred[Any]:
-        """A tools/call as the dispatch core makes it: begin, dispatch, then succeeded or failed."""
-        call = begin_tool(policy, "s1", {"name": name, "arguments": {}}, catalog)
-        backend = call.entry.backend
-        d = call.dispatch(lambda: backend.call("tools/call", {}))
-
-        def ok(result: Any) -> Any:
-            call.succeeded(result, 10)
-            return result
-
-        def bad(f: Any) -> Any:
-            call.failed(f.value)
-            return f
-
-        return d.addCallbacks(ok, bad)
+        return dispatched_call(policy, catalog, name)
 
     def refused(self, d: Deferred[Any]) -> JsonRpcError:
         """The refusal C{d} failed with (after L{Policy.begin}: a step taken when the call is dispatched)."""
