@@ -33,7 +33,7 @@ def same(a: object, b: object) -> bool:
         if type(x) is list:
             if len(x) != len(y):  # type: ignore[arg-type]
                 return False
-            pending.extend(zip(x, y))  # type: ignore[call-overload]
+            pending.extend(zip(x, y, strict=True))  # type: ignore[call-overload]
         elif type(x) is dict:
             if list(x) != list(y):  # type: ignore[call-overload]
                 return False
@@ -109,3 +109,17 @@ def test_jsonLikeBytesReadTheSame(parts: list[bytes]) -> None:
 @given(any_text)
 def test_stringsReadTheSame(text: str) -> None:
     same_reading(json.dumps({"text": text}).encode())
+
+
+@given(json_values, edge_numbers, st.integers(min_value=0, max_value=3))
+def test_longMessagesReadTheSame(value: object, number: object, where: int) -> None:
+    # Past the length where the decoded value is looked into, not the bytes scanned.
+    padding = "p" * (jsonrpc._WALK_FROM + 10)
+    shapes = [[padding, value, number], {"a": padding, "n": number}, [number, padding], {"deep": [[{"x": [number]}]], "p": padding}]
+    same_reading(json.dumps(shapes[where]).encode())
+
+
+@given(st.lists(edge_numbers, min_size=1, max_size=3))
+def test_manyValuesBeyondTheWalkReadTheSame(numbers: list[object]) -> None:
+    # More values than the walk looks at: the digit runs decide.
+    same_reading(json.dumps(numbers + [0] * jsonrpc._WALK_BUDGET).encode())  # the walk takes the last first

@@ -11,7 +11,9 @@ written to any L{Writer} are collected; when the chunk is done each writer
 sends its messages with one C{write(2)}, straight away when nothing is
 queued in Twisted's buffer, falling back to Twisted's buffered write for
 whatever the kernel did not take.  Outside a batch a write goes out at once
-the same way.  Ordering is kept: nothing is written directly while Twisted
+the same way.  When a batch ends, the results kept from large answers
+read in it are forgotten (L{twisted_mcp.wire.jsonrpc.forget_kept_results}):
+the answers read in the batch were sent on in it, if they could be.  Ordering is kept: nothing is written directly while Twisted
 still holds queued bytes for that descriptor.
 """
 
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import os
 from typing import Any, Callable, TypeVar
+
+from twisted_mcp.wire.jsonrpc import forget_kept_results, kept_results
 
 _depth = 0
 _dirty: list["Writer"] = []
@@ -111,6 +115,8 @@ def batch(method: F) -> F:
         finally:
             _depth -= 1
             if not _depth:
+                if kept_results:
+                    forget_kept_results()
                 flush_all()
 
     wrapper.__name__ = method.__name__
