@@ -328,6 +328,7 @@ def makeService(options: Options) -> Any:
     from twisted_mcp.backends.stdio import start_reaping
     from twisted_mcp.frontends.stream import StdioFrontend
     from twisted_mcp.service import GatewayService
+    from twisted_mcp.wire._pipes import read_in_large_chunks
 
     config = options.loaded
     # Orphaned descendants of the backends are reparented to the gateway, so
@@ -342,7 +343,9 @@ def makeService(options: Options) -> Any:
             stop()
 
     def connect(protocol: Any) -> Any:
-        return stdio.StandardIO(protocol, stdin=0, stdout=out_fd, reactor=reactor)
+        transport = stdio.StandardIO(protocol, stdin=0, stdout=out_fd, reactor=reactor)
+        read_in_large_chunks(transport._reader, widen_pipe=False)
+        return transport
 
     stopping: list[bool] = []
 

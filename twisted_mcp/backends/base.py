@@ -257,9 +257,19 @@ class Backend(Service):
             d = session.request(method, params, timeout, on_progress, context)
         except PeerGone:
             raise self.unavailable()
-        d.addErrback(self._call_failed, method, timeout)
-        d.addBoth(self.latency.observe_since, monotonic(), monotonic)
+        # One pair of callbacks (latency, then the error's translation): each
+        # pair on a call's Deferred costs every call.
+        started = monotonic()
+        d.addCallbacks(self._call_answered, self._call_failed_after, callbackArgs=(started,), errbackArgs=(method, timeout, started))
         return d
+
+    def _call_answered(self, result: Any, started: float) -> Any:
+        self.latency.observe(monotonic() - started)
+        return result
+
+    def _call_failed_after(self, failure: Any, method: str, timeout: float, started: float) -> Any:
+        self.latency.observe(monotonic() - started)
+        return self._call_failed(failure, method, timeout)
 
     def notify(self, method: str, params: dict[str, Any] | None) -> None:
         """

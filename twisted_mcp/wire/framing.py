@@ -25,6 +25,8 @@ DEFAULT_MAX_LENGTH = 16 * 1024 * 1024
 HEAD_LENGTH = 4096
 #: How many of the last bytes of an overlong line L{LineFramer.overlongLineEnded} gets.
 TAIL_LENGTH = 256
+#: What C{bytes.strip} removes.
+_WHITESPACE = frozenset(b" \t\n\r\x0b\x0c")
 
 
 def first_bytes(chunks: list[bytes], n: int) -> bytes:
@@ -130,7 +132,9 @@ class LineFramer(LineReceiver):
     def _deliver(self, line: bytes) -> None:
         if line.endswith(b"\r"):
             line = line[:-1]
-        if not line.strip():
+        # A message begins with its first byte: only a line that begins with
+        # whitespace is copied to tell whether it is blank.
+        if not line or (line[0] in _WHITESPACE and not line.strip()):
             return
         self.lineReceived(line)
 
