@@ -288,6 +288,8 @@ class SessionProtocol(LineFramer):
             )
 
     _tls = False
+    #: The session's era is said (its messages may be C{maxMessageBytes} long now).
+    _pinned = False
 
     def lineReceived(self, line: bytes) -> None:
         session = self.session
@@ -298,9 +300,13 @@ class SessionProtocol(LineFramer):
             self._tls = False
             session.peer = with_certificate(session.peer, self.transport)
             log.info("client {client}: {peer}", client=self.label, peer=session.peer.describe())
-        pinned = session.pinned
+        if self._pinned:
+            deliver(session, line)
+            return
         deliver(session, line)
-        if session.pinned and not pinned:
+        if session.pinned:
+            # Once: the era is said for good.
+            self._pinned = True
             self.MAX_LENGTH = self.settings.maxMessageBytes
             if self._timer is not None:
                 self._timer.cancel()
