@@ -329,6 +329,7 @@ def makeService(options: Options) -> Any:
     from twisted_mcp.frontends.stream import StdioFrontend
     from twisted_mcp.service import GatewayService
     from twisted_mcp.wire._pipes import read_in_large_chunks
+    from twisted_mcp.wire._writer import coalesce_per_turn
 
     config = options.loaded
     # Orphaned descendants of the backends are reparented to the gateway, so
@@ -336,6 +337,7 @@ def makeService(options: Options) -> Any:
     # In the process that runs the reactor (twistd forks to daemonize; the
     # setting is not inherited), and before the service starts its backends.
     reactor.addSystemEventTrigger("before", "startup", start_reaping, reactor)
+    coalesce_per_turn(reactor)
     service = GatewayService(config, reactor, reactor)
 
     def client_gone() -> None:

@@ -1,11 +1,15 @@
-"""The write coalescing of wire/_writer.py: what a Writer says it holds."""
+"""The write coalescing of wire/_writer.py: what a Writer says it holds, and a reactor turn as one batch."""
 
 from __future__ import annotations
+
+import os
+from typing import Callable
 
 from twisted.internet.abstract import FileDescriptor
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp.wire._writer import Writer, batch
+from twisted_mcp.wire import _writer as _writer_module
+from twisted_mcp.wire._writer import Writer, batch, coalesce_per_turn
 
 
 class _Pipe(FileDescriptor):
@@ -36,3 +40,88 @@ class WriterTests(SynchronousTestCase):
         deliver()
         self.assertEqual(seen, [3, 8, 15])
         self.assertEqual((writer.chunks, writer.held), ([], 0))
+
+
+class _RealPipe(FileDescriptor):
+    """The write end of an OS pipe, connected: a Writer writes to it directly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read_end, self.write_end = os.pipe()
+        os.set_blocking(self.write_end, False)
+        self.connected = 1
+
+    def fileno(self) -> int:
+        return self.write_end
+
+    def startWriting(self) -> None:
+        pass
+
+    def close(self) -> None:
+        os.close(self.read_end)
+        os.close(self.write_end)
+
+
+class _Reactor:
+    """What coalesce_per_turn needs of a reactor: a turn runs the handlers the poll found ready."""
+
+    def __init__(self) -> None:
+        self.ready: list[Callable[[], None]] = []
+
+    def doIteration(self, delay: float | None) -> None:
+        for handler in self.ready:
+            handler()
+
+
+class TurnTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.pipe = _RealPipe()
+        self.addCleanup(self.pipe.close)
+        self.writer = Writer(self.pipe)
+        self.writes: list[int] = []
+        real_write = os.write
+
+        def counting_write(fd: int, data: bytes) -> int:
+            if fd == self.pipe.write_end:
+                self.writes.append(len(data))
+            return real_write(fd, data)
+
+        self.patch(_writer_module.os, "write", counting_write)
+
+    def handler(self, data: bytes) -> Callable[[], None]:
+        return batch(lambda: self.writer.write(data))
+
+    def test_aTurnIsOneWritePerPeer(self) -> None:
+        """Three handlers of one turn write toward the same peer: one write(2) at the turn's end, in order."""
+        reactor = _Reactor()
+        reactor.ready = [self.handler(b"a\n"), self.handler(b"b\n"), self.handler(b"c\n")]
+        coalesce_per_turn(reactor)
+        reactor.doIteration(0)
+        self.assertEqual(self.writes, [6])
+        self.assertEqual(os.read(self.pipe.read_end, 100), b"a\nb\nc\n")
+
+    def test_withoutItEachHandlerWrites(self) -> None:
+        """The same turn on a reactor left alone: a write per handler (each batch's own)."""
+        reactor = _Reactor()
+        reactor.ready = [self.handler(b"a\n"), self.handler(b"b\n"), self.handler(b"c\n")]
+        reactor.doIteration(0)
+        self.assertEqual(self.writes, [2, 2, 2])
+
+    def test_aFailingHandlerStillFlushesTheTurn(self) -> None:
+        reactor = _Reactor()
+
+        def broken() -> None:
+            raise ZeroDivisionError()
+
+        reactor.ready = [self.handler(b"a\n"), broken]
+        coalesce_per_turn(reactor)
+        self.assertRaises(ZeroDivisionError, reactor.doIteration, 0)
+        self.assertEqual(os.read(self.pipe.read_end, 100), b"a\n")
+        self.assertEqual(self.writer.chunks, [])
+
+    def test_aWriteBetweenTurnsGoesOutAtOnce(self) -> None:
+        reactor = _Reactor()
+        coalesce_per_turn(reactor)
+        reactor.doIteration(0)
+        self.writer.write(b"timer\n")
+        self.assertEqual(self.writes, [6])

@@ -6,15 +6,17 @@ descriptor for writability; the bytes leave on the next reactor iteration,
 after a few C{epoll_ctl} calls.  For a gateway that relays small messages
 that is most of the cost of a call.
 
-Here, while the reactor delivers one chunk of input (L{batch}), messages
-written to any L{Writer} are collected; when the chunk is done each writer
-sends its messages with one C{write(2)}, straight away when nothing is
-queued in Twisted's buffer, falling back to Twisted's buffered write for
-whatever the kernel did not take.  Outside a batch a write goes out at once
-the same way.  When a batch ends, the results kept from large answers
-read in it are forgotten (L{twisted_mcp.wire.jsonrpc.forget_kept_results}):
-the answers read in the batch were sent on in it, if they could be.  Ordering is kept: nothing is written directly while Twisted
-still holds queued bytes for that descriptor.
+Here, while the reactor delivers one chunk of input (L{batch}), or for a
+whole turn of the reactor (L{coalesce_per_turn}), messages written to any
+L{Writer} are collected; when the batch is done each writer sends its
+messages with one C{write(2)}, straight away when nothing is queued in
+Twisted's buffer, falling back to Twisted's buffered write for whatever the
+kernel did not take.  Outside a batch a write goes out at once the same
+way.  Ordering is kept: nothing is written directly while Twisted still
+holds queued bytes for that descriptor.  When a batch ends, the results
+kept from large answers read in it are forgotten
+(L{twisted_mcp.wire.jsonrpc.forget_kept_results}): the answers read in the
+batch were sent on in it, if they could be.
 """
 
 from __future__ import annotations
@@ -105,7 +107,8 @@ def flush_all() -> None:
 
 def batch(method: F) -> F:
     """Decorate a C{dataReceived}-like method: writes made while it runs
-    leave together when it returns."""
+    leave together when it returns (or when the reactor's turn ends, see
+    L{coalesce_per_turn})."""
 
     def wrapper(*args: Any) -> Any:
         global _depth
@@ -115,13 +118,43 @@ def batch(method: F) -> F:
         finally:
             _depth -= 1
             if not _depth:
-                if kept_results:
-                    forget_kept_results()
-                flush_all()
+                _batch_ended()
 
     wrapper.__name__ = method.__name__
     wrapper.__doc__ = method.__doc__
     return wrapper  # type: ignore[return-value]
+
+
+def _batch_ended() -> None:
+    if kept_results:
+        forget_kept_results()
+    flush_all()
+
+
+def coalesce_per_turn(reactor: Any) -> None:
+    """
+    Make each turn of C{reactor} (one poll and the handling of every
+    descriptor it found ready) a batch: what the handlers write toward any
+    peer leaves in one C{write(2)} per peer when the turn ends, not one per
+    handler (fifty clients' requests read in one turn reach their backend
+    together).  Timed calls run between turns, outside it, as before.  A
+    reactor without C{doIteration} is left as it is.
+    """
+    iterate = getattr(reactor, "doIteration", None)
+    if iterate is None:
+        return
+
+    def doIteration(delay: float | None) -> None:
+        global _depth
+        _depth += 1
+        try:
+            iterate(delay)
+        finally:
+            _depth -= 1
+            if not _depth:
+                _batch_ended()
+
+    reactor.doIteration = doIteration
 
 
 def writer_for(transport: Any) -> Any:
