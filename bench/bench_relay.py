@@ -159,6 +159,8 @@ def stop(client: Client) -> None:
         except subprocess.TimeoutExpired:
             client.proc.kill()
             client.proc.wait()
+    client.sel.close()
+    client.proc.stdout.close()
 
 
 def rss_mb(pid: int) -> float:
