@@ -114,6 +114,17 @@ def hub_path(node: str, config: str, server: str = "echo") -> Path:
 def start(path: Path, servers: int = 1, timeout: float = 30.0) -> Client:
     """Start C{path}'s process, handshake, and wait until it lists C{servers} backends' tools; check one call."""
     client = path.client = Client(path.argv)
+    try:
+        ready(path, client, servers, timeout)
+    except BaseException:
+        stop(client)
+        path.client = None
+        raise
+    return client
+
+
+def ready(path: Path, client: Client, servers: int, timeout: float) -> None:
+    """Handshake on C{client}, wait for C{servers} backends, and check that echo answers through C{path}."""
     names = client.handshake(path.modern)
     deadline = time.monotonic() + timeout
     rid = -100
@@ -141,7 +152,6 @@ def start(path: Path, servers: int = 1, timeout: float = 30.0) -> Client:
     text = json.dumps(answer.get("result"))
     if "ping-pong" not in text or answer["result"].get("isError"):
         raise RuntimeError(f"{path.argv[:3]}: the echo call failed: {answer}")
-    return client
 
 
 def stop(client: Client) -> None:
