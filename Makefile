@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 SOURCES := setup.py $(shell find twisted_mcp twisted -name '*.py' 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: run test unit integration bench lint clean fuzz soak conformance
+.PHONY: run test unit integration bench bench-hop profile lint clean fuzz soak conformance
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,19 @@ bench: $(VENV)/.installed bench/node/node_modules/.installed bench/.peers-venv/.
 	$(PY) bench/bench_sockets.py
 	$(PY) bench/bench_resources.py
 	$(PY) bench/bench_http_front.py
+	$(PY) bench/bench_relay.py
+
+## The cost of one hop (issue 16): the gateway against Twisted byte and JSON relays and the npm
+## aggregator mcp-hub-mcp, 1 MiB answers, idle RSS, policy with audit; targets met or not (bench/README.md).
+bench-hop: $(VENV)/.installed bench/node/node_modules/.installed
+	$(PY) bench/bench_relay.py --json bench/profile/bench_relay.json
+
+## Profile the gateway under the stdio benchmark's load (128, then 1 call in flight) with cProfile:
+## a readable report in bench/profile/report.txt (PROFILER=py-spy samples from outside instead).
+PROFILER ?= cprofile
+profile: $(VENV)/.installed
+	$(if $(filter py-spy,$(PROFILER)),$(MAKE) bench/.peers-venv/.installed)
+	$(PY) bench/profile_gateway.py --profiler $(PROFILER) --out bench/profile/report.txt
 
 SOAK_SECONDS ?= 60
 FUZZ_SECONDS ?= 60

@@ -25,6 +25,19 @@ sys.path.insert(0, HERE)
 from bench_stdio import ECHO, Client, run_load, twistd  # noqa: E402
 
 
+def full_policy(servers: dict, audit_path: str) -> dict:
+    """A gateway configuration over C{servers} (one named C{echo}) with every policy stage on, audit to C{audit_path}."""
+    return {
+        "mcpServers": servers,
+        "identity": {"principal": {"name": "bench", "roles": ["user"]}},
+        "roles": {"user": {"allow": ["echo__*"], "deny": ["*__delete_*"]}},
+        "limits": {"principal": {"rate": 1e6, "burst": 1e6}, "tools": [{"tool": "echo__*", "rate": 1e6, "burst": 1e6}], "backends": {"echo": {"rate": 1e6, "burst": 1e6}}},
+        "concurrency": {"backends": {"echo": {"max": 1000, "queue": 1000}}},
+        "breaker": {"failures": 5, "openSeconds": 30},
+        "audit": {"sink": "file", "path": audit_path},
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=20000)
@@ -38,18 +51,7 @@ def main() -> int:
     with open(plain, "w") as f:
         json.dump({"mcpServers": servers}, f)
     with open(full, "w") as f:
-        json.dump(
-            {
-                "mcpServers": servers,
-                "identity": {"principal": {"name": "bench", "roles": ["user"]}},
-                "roles": {"user": {"allow": ["echo__*"], "deny": ["*__delete_*"]}},
-                "limits": {"principal": {"rate": 1e6, "burst": 1e6}, "tools": [{"tool": "echo__*", "rate": 1e6, "burst": 1e6}], "backends": {"echo": {"rate": 1e6, "burst": 1e6}}},
-                "concurrency": {"backends": {"echo": {"max": 1000, "queue": 1000}}},
-                "breaker": {"failures": 5, "openSeconds": 30},
-                "audit": {"sink": "file", "path": os.path.join(tmp, "audit.jsonl")},
-            },
-            f,
-        )
+        json.dump(full_policy(servers, os.path.join(tmp, "audit.jsonl")), f)
     results: dict[str, dict[int, list[dict]]] = {"plain": {1: [], 128: []}, "policy": {1: [], 128: []}}
     try:
         for _ in range(args.rounds):
