@@ -19,10 +19,14 @@ def lazy_exports(package: str, names: Mapping[str, str]) -> Callable[[str], Any]
     """
     A module C{__getattr__} for C{package}: each of C{names} (an exported
     name -> the submodule of C{package} that defines it) is imported on
-    first access, then kept in C{package} like any other attribute.
+    first access, then kept in C{package} like any other attribute; so is
+    each of those submodules, as an attribute of C{package}.
     """
+    submodules = frozenset(names.values())
 
     def __getattr__(name: str) -> Any:
+        if name in submodules:
+            return importlib.import_module(f"{package}.{name}")
         submodule = names.get(name)
         if submodule is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
