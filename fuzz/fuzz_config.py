@@ -11,6 +11,8 @@ import sys
 import atheris
 
 with atheris.instrument_imports(include=["twisted_mcp"]):
+    # parse_text imports the YAML reader on demand: imported here, it is instrumented too.
+    import twisted_mcp.config.yaml_text  # noqa: F401
     from twisted_mcp.config import ConfigError, parse_text
     from twisted_mcp.config.loader import build
 

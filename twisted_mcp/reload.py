@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import attrs
@@ -20,13 +21,14 @@ from twisted_mcp.config import Config
 from twisted_mcp.config.shaping import KINDS as SHAPED_KINDS
 from twisted_mcp.config.shaping import shaping_of
 from twisted_mcp.dispatch.authorization import announce, connect_allowed
-from twisted_mcp.frontends.http import HttpFrontend
 from twisted_mcp.policy.identity.revocation import revoked_ids
 from twisted_mcp.policy.peers import ConnectionIdentity
 from twisted_mcp.policy.rules import PolicyConfig
 
 if TYPE_CHECKING:
     from twisted_mcp.service import GatewayService
+
+# The HTTP front is imported only by a gateway with HTTP listeners (twisted.web).
 
 log = Logger()
 
@@ -68,6 +70,12 @@ def removed_profiles_in_use(listeners: Mapping[str, tuple[str, ...]], profiles: 
         return None
     named = "; ".join(f"profiles.{name} is removed, but --listen {', '.join(listeners[name])} serves it" for name in gone)
     return f"{named}: keep the profile, or restart the gateway without that listener"
+
+
+def _is_http_frontend(front: Any) -> bool:
+    """Whether C{front} is an HTTP listener (without importing the HTTP front when none was started)."""
+    http = sys.modules.get("twisted_mcp.frontends.http")
+    return http is not None and isinstance(front, http.HttpFrontend)
 
 
 class Reloading:
@@ -230,7 +238,7 @@ class Reloading:
             changes.append("profiles: replaced")
         self.gateway.profiles = config.profiles
         for front in self.frontends:
-            if isinstance(front, HttpFrontend):
+            if _is_http_frontend(front):
                 front.resource.end_removed_profiles(config.profiles)
         self.config = config
         consent = getattr(self.gateway, "consent", None)

@@ -12,7 +12,8 @@ shared state's connections are closed.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+import sys
+from typing import TYPE_CHECKING, Any, Callable
 
 import attrs
 from twisted.application.service import MultiService, Service
@@ -21,17 +22,12 @@ from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.logger import Logger
 
 from twisted_mcp.backends.base import Backend
-from twisted_mcp.backends.http import HttpBackend
-from twisted_mcp.backends.oauth.assembly import build_broker
 from twisted_mcp.backends.stdio import StdioBackend, stderr_limits, stop_all
 from twisted_mcp.config import Config, HttpServer
 from twisted_mcp.config.models import OAuthAuth
 from twisted_mcp.dispatch.authorization import announce, consent_for
 from twisted_mcp.dispatch.gateway import Gateway
-from twisted_mcp.ops.admin_oauth import PrincipalUnknown, resolve_principal
 from twisted_mcp.ops.shared_state import SharedStateSync
-from twisted_mcp.policy.audit.log import AuditLog
-from twisted_mcp.policy.identity.authenticator import Authenticator
 from twisted_mcp.policy.identity.revocation import revoked_ids
 from twisted_mcp.policy.peers import ConnectionIdentity
 from twisted_mcp.policy.pipeline import Policy
@@ -39,7 +35,44 @@ from twisted_mcp.policy.rules import PolicyConfig
 from twisted_mcp.reload import Reloading
 from twisted_mcp.state.base import SharedState
 
+if TYPE_CHECKING:
+    from twisted_mcp.backends.http import HttpBackend
+    from twisted_mcp.backends.oauth.broker import OAuthBroker
+
+# What only some configurations use is imported when the service first
+# needs it (HTTP backends and OAuth, the audit trail, identity), so that a
+# gateway without them does not load their libraries (treq, twisted.web,
+# sqlite3, jwt): the config was validated in full at start-up already.
+
 log = Logger()
+
+
+def __getattr__(name: str) -> Any:
+    """
+    C{HttpBackend}, imported with the first HTTP backend (it brings treq and
+    twisted.web), then kept in this module: the service makes HTTP backends
+    with whatever this module's C{HttpBackend} is.
+    """
+    if name == "HttpBackend":
+        from twisted_mcp.backends.http import HttpBackend
+
+        globals()[name] = HttpBackend
+        return HttpBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _http_backend_class() -> type[HttpBackend]:
+    """This module's C{HttpBackend} (see L{__getattr__})."""
+    return sys.modules[__name__].HttpBackend  # type: ignore[no-any-return]
+
+
+def _build_broker(config: Config, clock: IReactorTime, environ: dict[str, str] | None) -> OAuthBroker | None:
+    """The OAuth broker of C{config}'s backends with C{auth:} (None without any: then no C{oauth:} settings)."""
+    if config.oauth is None:
+        return None
+    from twisted_mcp.backends.oauth.assembly import build_broker
+
+    return build_broker(config, clock, environ)
 
 
 class GatewayService(Reloading, MultiService):
@@ -78,7 +111,7 @@ class GatewayService(Reloading, MultiService):
         #: True once stopping began (/readyz then answers 503).
         self.stopping = False
         #: The OAuth broker of the backends with C{auth:} (None without any).
-        self.oauth = build_broker(config, clock, environ)
+        self.oauth = _build_broker(config, clock, environ)
         if self.oauth is not None:
             self.oauth.on_authorized(self._authorized)
         self.backends: list[Backend] = [self._make_backend(server) for server in config.servers]
@@ -101,6 +134,8 @@ class GatewayService(Reloading, MultiService):
         if config.audit is not None and config.audit.sink != "none":
             # With state:, each record names the replica that wrote it (several write one trail).
             replica = self.state.replica if getattr(config, "state", None) is not None else None
+            from twisted_mcp.policy.audit.log import AuditLog
+
             self.audit = AuditLog(config.audit, clock, clock, replica=replica)
         self.authenticator, self.identity = self._make_identity(config)
         rules = config.policy if config.policy is not None else PolicyConfig()
@@ -117,7 +152,7 @@ class GatewayService(Reloading, MultiService):
         if isinstance(server, HttpServer):
             if server.auth is not None:
                 server = self._with_oauth(server)
-            return HttpBackend(server, self.clock, settings.maxMessageBytes, oauth=self.oauth)
+            return _http_backend_class()(server, self.clock, settings.maxMessageBytes, oauth=self.oauth)
         return StdioBackend(
             server, self.spawner, self.clock, settings.inheritEnv, settings.maxMessageBytes, self.environ, stderr_limits(settings)
         )
@@ -142,6 +177,8 @@ class GatewayService(Reloading, MultiService):
                     f"backend {server.name!r} has auth: oauth, and the gateway started without a token store; restart it to add one"
                 )
             if auth.catalogAs is not None:
+                from twisted_mcp.ops.admin_oauth import PrincipalUnknown, resolve_principal
+
                 try:
                     catalog = resolve_principal(self.config.identity, auth.catalogAs)
                 except PrincipalUnknown as e:
@@ -162,8 +199,9 @@ class GatewayService(Reloading, MultiService):
         want of a token, starts now.
         """
         self.gateway.policy.audit_event("oauth/authorized", principal, backend)
+        http_backend = _http_backend_class()
         for b in self.backends:
-            if b.name == backend and isinstance(b, HttpBackend):
+            if b.name == backend and isinstance(b, http_backend):
                 b.authorized()
 
     def _spawn(self, template: Backend) -> Backend:
@@ -192,6 +230,8 @@ class GatewayService(Reloading, MultiService):
             return None, None
         authenticator = None
         if config.identity.jwt is not None or config.identity.principal is not None:
+            from twisted_mcp.policy.identity.authenticator import Authenticator
+
             http = None
             if config.identity.jwt is not None and config.identity.jwt.jwksUrl:
                 from treq.client import HTTPClient

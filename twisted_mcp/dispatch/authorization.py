@@ -39,11 +39,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_mcp.backends.base import Backend
-from twisted_mcp.backends.oauth.broker import OAuthBroker, login_command
-from twisted_mcp.backends.oauth.connect import ConnectLinks
-from twisted_mcp.backends.oauth.problems import AuthorizationRequired, OAuthProblem
-from twisted_mcp.backends.oauth.registration import CALLBACK_PATH
-from twisted_mcp.backends.oauth.waiters import Waiters
 from twisted_mcp.dispatch.held_calls import HELD_METHODS, caller_digest
 from twisted_mcp.dispatch.instances import principal_name
 from twisted_mcp.mcp import errors
@@ -51,6 +46,7 @@ from twisted_mcp.mcp.request_state import AUTH, MAX_TOKEN_CHARS, Claims, StateRe
 from twisted_mcp.wire.jsonrpc import JsonRpcError
 
 if TYPE_CHECKING:
+    from twisted_mcp.backends.oauth.broker import OAuthBroker
     from twisted_mcp.config.models import Config
     from twisted_mcp.dispatch.session import InFlight
 
@@ -76,6 +72,10 @@ class Consent:
     """
 
     def __init__(self, broker: OAuthBroker, clock: IReactorTime, public_url: str, consent_wait: float, connect: bool) -> None:
+        # The OAuth modules load only with a broker (some backend has auth:).
+        from twisted_mcp.backends.oauth.connect import ConnectLinks
+        from twisted_mcp.backends.oauth.waiters import Waiters
+
         self.broker = broker
         self.clock = clock
         self.public_url = public_url.rstrip("/")
@@ -94,6 +94,8 @@ class Consent:
     @property
     def callback_url(self) -> str:
         """Where the authorization server sends the browser back."""
+        from twisted_mcp.backends.oauth.registration import CALLBACK_PATH
+
         return self.public_url + CALLBACK_PATH
 
     def start(self, principal: str, backend: str, scopes: tuple[str, ...] = ()) -> Deferred[str]:
@@ -101,6 +103,8 @@ class Consent:
         return Deferred.fromCoroutine(self._start(principal, backend, scopes))
 
     async def _start(self, principal: str, backend: str, scopes: tuple[str, ...]) -> str:
+        from twisted_mcp.backends.oauth.problems import OAuthProblem
+
         link = self.links.unopened(principal, backend, scopes, self.consent_wait)
         if link is None:
             try:
@@ -358,6 +362,9 @@ def _forget(waiter: Deferred[bool]) -> None:
 
 def declined(target: Backend) -> JsonRpcError:
     """-31040 C{declined}: the person declined (or cancelled) the authorization."""
+    from twisted_mcp.backends.oauth.broker import login_command
+    from twisted_mcp.backends.oauth.problems import AuthorizationRequired
+
     command = login_command(target.name)
     message = (
         f"backend '{target.name}' was not authorized: the request to authorize it was declined (run `{command}` to authorize it)"
@@ -367,6 +374,9 @@ def declined(target: Backend) -> JsonRpcError:
 
 def consent_pending(target: Backend, waited: float) -> JsonRpcError:
     """-31040 C{consent-pending}: the authorization did not complete within C{oauth.consentWait}."""
+    from twisted_mcp.backends.oauth.broker import login_command
+    from twisted_mcp.backends.oauth.problems import AuthorizationRequired
+
     message = (
         f"backend '{target.name}' is still waiting for your authorization ({waited:g} s passed): "
         "finish the authorization in your browser, then call again"

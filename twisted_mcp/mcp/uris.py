@@ -30,11 +30,10 @@ empty.  It runs on RE2, in time linear in the URI, whatever the template.
 
 from __future__ import annotations
 
+import functools
 import re
 from bisect import bisect_left
-from typing import Iterable, Sequence
-
-import re2
+from typing import Any, Iterable, Sequence
 
 #: The scheme of the gateway's own URIs.
 SCHEME = "twisted-mcp"
@@ -61,8 +60,15 @@ _EXPANSIONS = {
 #: Operators RFC 6570 reserves for future use.
 _RESERVED_OPERATORS = "=,!@|"
 
-_RE2_OPTIONS = re2.Options()
-_RE2_OPTIONS.log_errors = False
+
+@functools.cache
+def _re2() -> tuple[Any, Any]:
+    """RE2 and its options, imported with the first template compiled (google-re2 is several MB)."""
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False
+    return re2, options
 
 
 def prefixed(backend: str, original: str) -> str:
@@ -206,8 +212,9 @@ class UriTemplate:
         self.text = text
         self.prefix = literal_prefix(text)
         pattern = _pattern(text)
+        re2, options = _re2()
         try:
-            self._regex = re2.compile("(?s)" + pattern, _RE2_OPTIONS)
+            self._regex = re2.compile("(?s)" + pattern, options)
         except re2.error as e:  # not expected: every part is escaped or fixed
             raise TemplateError(f"cannot be compiled ({e})")
 

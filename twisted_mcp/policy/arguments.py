@@ -32,6 +32,8 @@ from referencing import Registry
 from referencing.exceptions import Unresolvable
 from twisted.logger import Logger
 
+from twisted_mcp.policy.argument_checks import ArgumentError
+
 log = Logger()
 
 
@@ -96,15 +98,6 @@ class _LinearRe:
 
 for _module in (_keywords, _legacy_keywords, _utils):
     _module.re = _LinearRe  # type: ignore[attr-defined]
-
-
-class ArgumentError(Exception):
-    def __init__(self, path: str, reason: str, keyword: str = "schema") -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
-        #: The schema keyword that failed (safe to log: no argument value).
-        self.keyword = keyword
 
 
 _SIMPLE_TYPES: dict[str, Any] = {

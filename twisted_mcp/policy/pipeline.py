@@ -53,7 +53,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_mcp.mcp import errors
-from twisted_mcp.policy.arguments import ArgumentError, Validators
+from twisted_mcp.policy.argument_checks import ArgumentError, Validators
 from twisted_mcp.policy.audit.records import digest_arguments, redact_uri
 from twisted_mcp.policy.breaker import Breaker
 from twisted_mcp.policy.call import Call, _up, rate_refusal

@@ -86,11 +86,30 @@ queue, the worker thread, outages, the spill file) and C{verification}
 (C{twisted-mcp audit verify}).
 """
 
+from typing import TYPE_CHECKING
+
+from twisted_mcp.lazy import lazy_exports
 from twisted_mcp.policy.audit.config import AuditConfig, parse_audit
-from twisted_mcp.policy.audit.log import GAP_METHOD, AuditLog, SynchronousThreads
 from twisted_mcp.policy.audit.records import REDACTED, bound_text, digest_arguments, redact
-from twisted_mcp.policy.audit.sinks import init_postgres, postgres_setup_sql
-from twisted_mcp.policy.audit.verification import VerifyResult, verify
+
+if TYPE_CHECKING:
+    from twisted_mcp.policy.audit.log import GAP_METHOD, AuditLog, SynchronousThreads
+    from twisted_mcp.policy.audit.sinks import init_postgres, postgres_setup_sql
+    from twisted_mcp.policy.audit.verification import VerifyResult, verify
+
+# The writer, the sinks and verification (sqlite3) load with the first audit trail.
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "GAP_METHOD": "log",
+        "AuditLog": "log",
+        "SynchronousThreads": "log",
+        "init_postgres": "sinks",
+        "postgres_setup_sql": "sinks",
+        "VerifyResult": "verification",
+        "verify": "verification",
+    },
+)
 
 __all__ = [
     "GAP_METHOD",

@@ -37,10 +37,18 @@ JWK sets), C{authenticator} (L{Authenticator}); who a request runs as is
 L{twisted_mcp.policy.principal}.
 """
 
-from twisted_mcp.policy.identity.authenticator import Authenticator
+from typing import TYPE_CHECKING
+
+from twisted_mcp.lazy import lazy_exports
 from twisted_mcp.policy.identity.config import ALGORITHMS, LOCAL_WARNING, IdentityConfig, JwtConfig, parse_identity
-from twisted_mcp.policy.identity.keys import load_pem, parse_jwks
 from twisted_mcp.policy.principal import LOCAL_PRINCIPAL, IdentityError, Principal
+
+if TYPE_CHECKING:
+    from twisted_mcp.policy.identity.authenticator import Authenticator
+    from twisted_mcp.policy.identity.keys import load_pem, parse_jwks
+
+# The authenticator (PyJWT, treq) and the key parsers (cryptography) load with the first identity that needs them.
+__getattr__ = lazy_exports(__name__, {"Authenticator": "authenticator", "load_pem": "keys", "parse_jwks": "keys"})
 
 __all__ = [
     "ALGORITHMS",

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.logger import Logger
 
 from twisted_mcp.config._check import _Checker, _describe, _join, _resolve
-from twisted_mcp.policy.identity.keys import _Key, load_pem, parse_jwks
 from twisted_mcp.policy.peers import parse_certificates, parse_listeners, parse_peers
 from twisted_mcp.policy.principal import Principal
 from twisted_mcp.urls import shown_url, split_url
+
+if TYPE_CHECKING:
+    from twisted_mcp.policy.identity.keys import _Key
 
 log = Logger()
 
@@ -204,6 +206,8 @@ def _parse_jwt(check: _Checker, path: str, value: Any, base_dir: str | None) -> 
         except OSError as e:
             check.problem(kpath, f"cannot read {name}: {e.strerror or e}")
             continue
+        from twisted_mcp.policy.identity.keys import load_pem, parse_jwks
+
         try:
             if key == "publicKeyFile":
                 file_keys[key] = [load_pem(data)]

@@ -25,8 +25,6 @@ import hashlib
 import math
 from typing import Any
 
-import jwt
-
 #: The longest token C{POST /revoke} takes, in characters.
 MAX_TOKEN_CHARS = 16384
 #: The longest C{jti} C{POST /revoke} takes, in characters.
@@ -54,6 +52,8 @@ def revocation_id(token: str) -> str:
     has one (read without verifying: revoking needs no key), else its
     L{digest_id}.
     """
+    import jwt  # PyJWT loads with the first token revoked or checked
+
     try:
         payload = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError:
@@ -78,6 +78,8 @@ def revocation_expiry(body: dict[str, Any], now: float) -> int:
     token = body.get("token")
     if not isinstance(token, str):
         return floor
+    import jwt  # PyJWT loads with the first token revoked or checked
+
     try:
         payload = jwt.decode(token.strip(), options={"verify_signature": False})
     except jwt.PyJWTError:
