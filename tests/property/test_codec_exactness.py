@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -123,3 +125,30 @@ def test_longMessagesReadTheSame(value: object, number: object, where: int) -> N
 def test_manyValuesBeyondTheWalkReadTheSame(numbers: list[object]) -> None:
     # More values than the walk looks at: the digit runs decide.
     same_reading(json.dumps(numbers + [0] * jsonrpc._WALK_BUDGET).encode())  # the walk takes the last first
+
+
+def nested(depth: int, kind: str, padded: bool) -> bytes:
+    opener = {"list": ["["], "object": ['{"a":'], "mixed": ["[", '{"a":']}[kind]
+    head = "".join(opener[i % len(opener)] for i in range(depth))
+    tail = "".join("]" if opener[i % len(opener)] == "[" else "}" for i in reversed(range(depth)))
+    core = '"' + "p" * jsonrpc._WALK_FROM + '"' if padded else "1"
+    return (head + core + tail).encode()
+
+
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("kind", ["list", "object", "mixed"])
+def test_deepNestingReadsTheSame(kind: str, padded: bool) -> None:
+    # Around the standard library's limit (the recursion limit less the stack in use) and
+    # orjson's (1,024), with the interpreter's own limit (Hypothesis raises it while it runs).
+    assert sys.getrecursionlimit() == 1000
+    for depth in [*range(jsonrpc._DEPTH_SAFE - 3, jsonrpc._DEPTH_SAFE + 4), *range(900, 1031, 3)]:
+        same_reading(nested(depth, kind, padded))
+
+
+@given(st.integers(min_value=1, max_value=3))
+def test_manyShallowContainersAreStillReadByOrjson(width: int) -> None:
+    # More openers than the safe depth, but shallow: a long line is looked into, not counted.
+    line = json.dumps([[{"k": i}] * width for i in range(jsonrpc._DEPTH_SAFE)]).encode()
+    assert len(line) >= jsonrpc._WALK_FROM
+    assert not jsonrpc._may_read_differently(line, json.loads(line))
+    same_reading(line)

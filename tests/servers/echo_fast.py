@@ -14,9 +14,6 @@ writes) to fd 1. Exits on EOF.
   notifications (no id) are ignored; unknown methods get -32601, an unknown
   tool -32602, a non-JSON line -32700 and a non-object -32600 (id null).
 
-With ECHO_RESULT_SPACING=1, echo's result is written with a space after
-each colon and comma (valid JSON, not what an encoder of the gateway writes).
-
 With ECHO_FIRST_WRITE=n, the first n bytes of each batch of answers are
 written on their own, 0.2 s before the rest, so that the gateway's first
 read of an answer is short.
@@ -56,9 +53,6 @@ def _encode_id(rid):
 
 
 _ECHO_TEMPLATE = '{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":%s}]}}'
-if os.environ.get("ECHO_RESULT_SPACING"):
-    # The result spaced as json.dumps spaces it (the head stays compact): its bytes can be told from a re-encoding.
-    _ECHO_TEMPLATE = '{"jsonrpc":"2.0","id":%s,"result":{"content": [{"type": "text", "text": %s}]}}'
 
 
 def _error(rid, code, message):

@@ -13,18 +13,13 @@ messages with one C{write(2)}, straight away when nothing is queued in
 Twisted's buffer, falling back to Twisted's buffered write for whatever the
 kernel did not take.  Outside a batch a write goes out at once the same
 way.  Ordering is kept: nothing is written directly while Twisted still
-holds queued bytes for that descriptor.  When a batch ends, the results
-kept from large answers read in it are forgotten
-(L{twisted_mcp.wire.jsonrpc.forget_kept_results}): the answers read in the
-batch were sent on in it, if they could be.
+holds queued bytes for that descriptor.
 """
 
 from __future__ import annotations
 
 import os
 from typing import Any, Callable, TypeVar
-
-from twisted_mcp.wire.jsonrpc import forget_kept_results, kept_results
 
 _depth = 0
 _dirty: list["Writer"] = []
@@ -118,17 +113,11 @@ def batch(method: F) -> F:
         finally:
             _depth -= 1
             if not _depth:
-                _batch_ended()
+                flush_all()
 
     wrapper.__name__ = method.__name__
     wrapper.__doc__ = method.__doc__
     return wrapper  # type: ignore[return-value]
-
-
-def _batch_ended() -> None:
-    if kept_results:
-        forget_kept_results()
-    flush_all()
 
 
 def coalesce_per_turn(reactor: Any) -> None:
@@ -152,7 +141,7 @@ def coalesce_per_turn(reactor: Any) -> None:
         finally:
             _depth -= 1
             if not _depth:
-                _batch_ended()
+                flush_all()
 
     reactor.doIteration = doIteration
 

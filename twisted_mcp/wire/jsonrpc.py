@@ -8,7 +8,6 @@ Nothing here knows about MCP.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Callable
 
 import orjson
@@ -70,157 +69,28 @@ def decode(line: bytes) -> Any:
     Parse one message.
 
     orjson reads it (several times faster than the standard library).  Where
-    orjson refuses a message or would read it differently, the standard
+    orjson refuses a message or might read it differently, the standard
     library reads it, so that every value and every error is what the
     standard library makes of it: what orjson refuses (lone surrogates,
-    which a peer may legally send as escapes; nesting deeper than its limit;
-    numbers too large for a double; any syntax error, whose message is the
-    standard library's) and what it reads as a float (integer literals
-    beyond 64 bits: a run of 19 digits or more sends the message there).
+    which a peer may legally send as escapes; numbers too large for a
+    double; any syntax error, whose message is the standard library's), what
+    it reads as a float (integer literals beyond 64 bits), and anything
+    nested deeper than L{_DEPTH_SAFE} (the standard library's limit is the
+    interpreter's recursion limit less the stack in use, orjson's 1,024).
+    See L{_may_read_differently}.
 
     @raise MessageError: (-32700) for anything that is not a single valid
         JSON value in UTF-8: bad syntax, bad UTF-8, NaN/Infinity, numbers
         too large to convert, nesting too deep.
     """
-    if len(line) >= KEEP_RESULT_BYTES and line.startswith(_RESPONSE_HEAD):
-        message = _response_keeping_result(line)
-        if message is not None:
-            return message
     try:
         value = _orjson_loads(line)
     except _OrjsonDecodeError:
-        return _decode_exactly(line)
-    if _may_hold_long_integer(line, value):
-        return _decode_exactly(line)
-    return value
-
-
-def _may_hold_long_integer(line: bytes, value: Any) -> bool:
-    """
-    Whether orjson may have read an integer beyond 64 bits in C{line} as a
-    float: a run of 19 digits in a short line; in a long one, a float of
-    that size in C{value} (looked for in up to L{_WALK_BUDGET} values; the
-    digit runs beyond that).
-    """
-    if len(line) < _WALK_FROM:
-        return _LONG_DIGIT_RUN in line.translate(_DIGITS_AS_ZERO)
-    stack = [value]
-    budget = _WALK_BUDGET
-    while stack:
-        v = stack.pop()
-        t = type(v)
-        if t is dict:
-            stack.extend(v.values())
-        elif t is list:
-            stack.extend(v)
-        elif t is float and not -_INT64_FLOAT < v < _INT64_FLOAT:
-            return True
-        budget -= 1
-        if not budget:
-            return _LONG_DIGIT_RUN in line.translate(_DIGITS_AS_ZERO)
-    return False
-
-
-#: A response at least this long keeps its result's bytes (L{_response_keeping_result}).
-KEEP_RESULT_BYTES = 64 * 1024
-#: How many results' bytes are kept at most, and how many bytes in all (a
-#: result not sent on within the reactor turn that read it is forgotten
-#: then, see L{forget_kept_results}; these bound the rest).
-KEPT_RESULTS = 8
-KEPT_BYTES = 32 * 1024 * 1024
-_RESPONSE_HEAD = b'{"jsonrpc":"2.0","id":'
-_COMPACT_RESPONSE = re.compile(rb'\{"jsonrpc":"2\.0","id":(0|[1-9][0-9]{0,17}),"result":')
-#: Results decoded from large responses, by C{id()}: the object and its
-#: bytes as the peer wrote them, until L{encode} writes the object (once)
-#: or newer ones push it out.
-kept_results: dict[int, tuple[Any, bytes]] = {}
-_kept_bytes = 0
-
-
-def _response_keeping_result(line: bytes) -> dict[str, Any] | None:
-    """
-    A large answer of the form C{{"jsonrpc":"2.0","id":N,"result":R}} (what
-    peers write; compact, these three members in this order), decoded with
-    C{R}'s own bytes kept: when the gateway sends that result on unchanged
-    (to a client, under the client's id), L{encode} copies those bytes
-    instead of encoding the whole result again.  The result is decoded all
-    the same (the policy, the audit trail and the gateway's rewriting of
-    URIs read it), and the message is exactly what decoding the whole line
-    gives.  None for any other shape, or when R is not a single JSON value
-    (the caller then decodes the whole line, for its exact error).
-    """
-    head = _COMPACT_RESPONSE.match(line)
-    if head is None:
-        return None
-    end = len(line)
-    while line[end - 1] in b" \t\r":
-        end -= 1
-    if line[end - 1] != 0x7D:  # "}"
-        return None
-    raw = line[head.end() : end - 1]
-    try:
-        result = decode(raw)
-    except MessageError:
-        return None
-    if type(result) is dict or type(result) is list:
-        _keep(result, raw)
-    return {"jsonrpc": "2.0", "id": int(head.group(1)), "result": result}
-
-
-def _keep(result: Any, raw: bytes) -> None:
-    global _kept_bytes
-    kept_results[id(result)] = (result, raw)
-    _kept_bytes += len(raw)
-    while len(kept_results) > KEPT_RESULTS or _kept_bytes > KEPT_BYTES:
-        _forget(next(iter(kept_results)))  # the oldest
-
-
-def _forget(key: int) -> bytes | None:
-    global _kept_bytes
-    entry = kept_results.pop(key, None)
-    if entry is None:
-        return None
-    _kept_bytes -= len(entry[1])
-    return entry[1]
-
-
-def forget_kept_results() -> None:
-    """Forget every kept result (the end of a reactor turn: what was not
-    sent on by then is sent later, if ever, encoded as any message is)."""
-    global _kept_bytes
-    kept_results.clear()
-    _kept_bytes = 0
-
-
-def _kept_result(message: Any) -> bytes | None:
-    """The kept bytes of C{message}'s result, if it is a response
-    C{{"jsonrpc":"2.0","id":..,"result":..}} whose result was decoded by
-    L{_response_keeping_result} (then forgotten: each is written once)."""
-    if type(message) is not dict:
-        return None
-    result = message.get("result")
-    entry = kept_results.get(id(result))
-    if entry is None or entry[0] is not result:
-        return None
-    if message.get("jsonrpc") != "2.0" or list(message) != _RESPONSE_MEMBERS:
-        return None
-    return _forget(id(result))
-
-
-_RESPONSE_MEMBERS = ["jsonrpc", "id", "result"]
-
-
-def _response_line(rid: Any, raw: bytes) -> bytes:
-    """A response's line from its id and its result's bytes: what L{encode} writes of it, but for the result's spacing."""
-    try:
-        id_json = _orjson_dumps(rid)
-    except TypeError:
-        id_json = _encode(rid).encode("ascii")
-    return b"".join((_RESPONSE_HEAD, id_json, b',"result":', raw, b"}\n"))
-
-
-def _decode_exactly(line: bytes) -> Any:
-    """The standard library's reading of C{line} (see L{decode})."""
+        pass
+    else:
+        if not _may_read_differently(line, value):
+            return value
+    # As _decode_exactly, in this frame: the recursion limit applies as before.
     try:
         return _decode(line.decode("utf-8"))
     except RecursionError:
@@ -228,6 +98,59 @@ def _decode_exactly(line: bytes) -> Any:
     except ValueError as e:
         reason = str(e).splitlines()[0][:200]
         raise MessageError(PARSE_ERROR, f"Parse error: {reason}")
+
+
+def _decode_exactly(line: bytes) -> Any:
+    """The standard library's reading of C{line} alone: what L{decode} gave before orjson (the tests compare the two)."""
+    try:
+        return _decode(line.decode("utf-8"))
+    except RecursionError:
+        raise MessageError(PARSE_ERROR, "Parse error: JSON nested too deeply")
+    except ValueError as e:
+        reason = str(e).splitlines()[0][:200]
+        raise MessageError(PARSE_ERROR, f"Parse error: {reason}")
+
+
+def _may_read_differently(line: bytes, value: Any) -> bool:
+    """
+    Whether orjson's reading C{value} of C{line} may differ from the
+    standard library's: an integer beyond 64 bits (which orjson reads as a
+    float) or nesting deeper than L{_DEPTH_SAFE}.  A short line is scanned:
+    a run of 19 digits, or more openers than that depth.  A long one is
+    looked into (a float at least 2**63 in size, a container that deep) up
+    to L{_WALK_BUDGET} members; beyond that it is scanned.
+    """
+    if len(line) >= _WALK_FROM:
+        known = _walked(value)
+        if known is not None:
+            return known
+    if line.count(b"[") + line.count(b"{") > _DEPTH_SAFE:
+        return True
+    return _LONG_DIGIT_RUN in line.translate(_DIGITS_AS_ZERO)
+
+
+def _walked(value: Any) -> bool | None:
+    """L{_may_read_differently} for a decoded value: None when it holds
+    more than L{_WALK_BUDGET} members (then the line is scanned)."""
+    t = type(value)
+    if t is not dict and t is not list:
+        return t is float and not -_INT64_FLOAT < value < _INT64_FLOAT
+    stack = [(value, 1)]
+    budget = _WALK_BUDGET
+    while stack:
+        container, depth = stack.pop()
+        if depth > _DEPTH_SAFE:
+            return True
+        budget -= len(container)
+        if budget < 0:
+            return None
+        for member in container.values() if type(container) is dict else container:
+            t = type(member)
+            if t is dict or t is list:
+                stack.append((member, depth + 1))
+            elif t is float and not -_INT64_FLOAT < member < _INT64_FLOAT:
+                return True
+    return False
 
 
 def _parse_float(text: str) -> float:
@@ -246,8 +169,12 @@ _OrjsonDecodeError = orjson.JSONDecodeError
 _DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
 _LONG_DIGIT_RUN = b"0" * 19
 #: orjson reads an integer literal outside [-2**63, 2**64) as a float at
-#: least this large; a line this long is looked into rather than scanned.
+#: least this large.
 _INT64_FLOAT = 9.2e18
+#: Nesting up to this deep is read the same by both (the standard library
+#: reads at least this deep wherever the gateway decodes).
+_DEPTH_SAFE = 500
+#: A line this long is looked into rather than scanned, up to this many members.
 _WALK_FROM = 4096
 _WALK_BUDGET = 4096
 
@@ -344,16 +271,9 @@ def encode(message: Any) -> bytes:
     float (which no peer can send: L{decode} refuses NaN and Infinity, so
     only the gateway's own code could make one) is written as C{null}.
 
-    A response whose result was decoded from a large answer and is sent on
-    unchanged is written with that result's own bytes (L{_response_keeping_result}).
-
     @raise ValueError: for what cannot be encoded at all (nesting too deep
         for the standard library too).
     """
-    if kept_results:
-        raw = _kept_result(message)
-        if raw is not None:
-            return _response_line(message["id"], raw)
     try:
         return _orjson_dumps(message, default=_spliced, option=_NEWLINE)
     except TypeError:
