@@ -9,6 +9,7 @@ from typing import Any, Callable, NamedTuple
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import attrs
+import orjson
 
 from twisted_mcp.policy.audit.keys import chain_digest
 from twisted_mcp.redaction import is_secret_name
@@ -210,12 +211,50 @@ def _canonical(value: Any) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
+#: The ints orjson encodes (64 bits, signed or not); it refuses others.
+_ORJSON_INTS = range(-(1 << 63), 1 << 64)
+
+
+def _fast_canonical(record: dict[str, Any]) -> bytes | None:
+    """
+    The canonical JSON of a flat record, as L{_dumps_strict} writes it, by
+    orjson (a seventh of the time, in the worker thread that holds the
+    GIL): only when every value is one whose text the two encoders agree
+    on, byte for byte: strings (every code point is escaped the same; a
+    lone surrogate makes orjson refuse), None, booleans, 64-bit ints, floats
+    whose repr orjson writes alike (not C{1e-05}, say), lists of strings.
+    None for anything else: the caller encodes it as before.
+    """
+    for value in record.values():
+        kind = type(value)
+        if kind is str or value is None or kind is bool:
+            continue
+        if kind is int:
+            if value in _ORJSON_INTS:
+                continue
+            return None
+        if kind is float:
+            if math.isfinite(value) and orjson.dumps(value) == float.__repr__(value).encode("ascii"):
+                continue
+            return None
+        if kind is list and all(type(v) is str for v in value):
+            continue
+        return None
+    try:
+        return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # orjson.JSONEncodeError: a key not a string, a lone surrogate
+        return None
+
+
 def _encode_record(record: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
     """
     The canonical, strict JSON of a record to store (no NaN, valid UTF-8),
     and the record it encodes: a sanitized copy if the original could not
     be encoded as it was.
     """
+    fast = _fast_canonical(record)
+    if fast is not None:
+        return fast, record
     try:
         return _dumps_strict(record).encode("utf-8"), record
     except (TypeError, ValueError, RecursionError):
