@@ -45,6 +45,14 @@ class FastCanonicalProperties(SynchronousTestCase):
         self.assertEqual(_encode_record(record), (expected, record))
 
 
+class FastCanonicalFloats(SynchronousTestCase):
+    @given(st.floats(min_value=1e-4, max_value=1e16, exclude_max=True) | st.floats(min_value=-1e16, max_value=-1e-4, exclude_min=True))
+    def test_fixed_notation_range(self, value: float) -> None:
+        """The floats taken without comparing their text: orjson writes them as repr does."""
+        record = {"v": value}
+        self.assertEqual(_fast_canonical(record), _dumps_strict(record).encode("utf-8"))
+
+
 class FastCanonicalExamples(SynchronousTestCase):
     def test_typical_record_is_fast(self) -> None:
         """A call's record (strings, None, ints, floats in the usual forms, roles) takes the fast path."""
