@@ -821,13 +821,26 @@ class Policy:
         return b
 
     def _rate_check(self, principal: Principal, subject: Subject) -> tuple[float, str]:
+        """
+        Step 5: the longest wait any of the call's buckets asks (and which
+        limit), or a token taken from each (in L{_taken}) when none does.
+        Each bucket's wait is read as it is found (reading it twice at the
+        same moment changes nothing), without a list of pairs per call.
+        """
         rules = self.rules
+        if rules.rate_principal is None and not rules.rate_tools and not rules.rate_backends:
+            self._taken = []
+            return 0.0, ""
         now = self.clock.seconds()
         backend = subject.backend
-        buckets = []
+        buckets: list[TokenBucket] = []
+        worst, which = 0.0, ""
         b = self._principal_bucket(principal, now)
         if b is not None:
-            buckets.append((b, "principal"))
+            buckets.append(b)
+            wait = b.wait_time(now)
+            if wait > worst:
+                worst, which = wait, "principal"
         if subject.kind == "tool":
             tool = subject.exposed
             for i in self._tool_rules(subject)[0]:
@@ -837,23 +850,24 @@ class Policy:
                     rule = rules.rate_tools[i]
                     forget_full(self._tool_buckets, now)
                     b = self._tool_buckets[key] = TokenBucket(rule.rate, rule.burst, now)
-                buckets.append((b, "tool"))
+                buckets.append(b)
+                wait = b.wait_time(now)
+                if wait > worst:
+                    worst, which = wait, "tool"
         rate = rules.rate_backends.get(backend)
         if rate is not None:
             b = self._backend_buckets.get(backend)
             if b is None:
                 b = self._backend_buckets[backend] = TokenBucket(rate.rate, rate.burst, now)
-            buckets.append((b, "backend"))
-        worst, which = 0.0, ""
-        for b, kind in buckets:
+            buckets.append(b)
             wait = b.wait_time(now)
             if wait > worst:
-                worst, which = wait, kind
+                worst, which = wait, "backend"
         if worst:
             return worst, which
-        for b, _ in buckets:
+        for b in buckets:
             b.take()
-        self._taken = [b for b, _ in buckets]
+        self._taken = buckets
         return 0.0, ""
 
     def _limit_names(self, subject: Subject) -> tuple[str, ...]:
