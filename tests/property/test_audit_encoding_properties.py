@@ -7,11 +7,13 @@ depend on which encoder wrote it, and a verifier would reject the record.
 
 from __future__ import annotations
 
+import hashlib
+
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mcp.policy.audit.records import _dumps_strict, _encode_record, _fast_canonical
+from twisted_mcp.policy.audit.records import _canonical, _dumps_strict, _encode_record, _fast_canonical, digest_arguments
 
 # Every code point but surrogates (orjson refuses those; the record then takes the old way).
 texts = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
@@ -44,9 +46,17 @@ class FastCanonicalProperties(SynchronousTestCase):
             return  # sanitized first: the fast path never takes such a record
         self.assertEqual(_encode_record(record), (expected, record))
 
+    @given(records)
+    def test_argument_digest_unchanged(self, arguments: dict) -> None:
+        """An argument digest is the SHA-256 of the canonical (lenient) encoding, whichever encoder wrote it."""
+        self.assertEqual(digest_arguments(arguments), "sha256:" + hashlib.sha256(_canonical(arguments)).hexdigest())
+
 
 class FastCanonicalFloats(SynchronousTestCase):
-    @given(st.floats(min_value=1e-4, max_value=1e16, exclude_max=True) | st.floats(min_value=-1e16, max_value=-1e-4, exclude_min=True))
+    @given(
+        st.floats(min_value=1e-4, max_value=1e16, exclude_max=True)
+        | st.floats(min_value=-1e16, max_value=-1e-4, exclude_min=True)
+    )
     def test_fixed_notation_range(self, value: float) -> None:
         """The floats taken without comparing their text: orjson writes them as repr does."""
         record = {"v": value}
