@@ -181,6 +181,16 @@ def _sender(
 
     if backend.per_session:
         return lambda: session.instances.call(backend, send_one)
+    if send_to is None and retry_out is None and not backend.per_principal:
+
+        def send_plain() -> Deferred[Any]:
+            # A policy's call to a shared backend: what send_one would do,
+            # three frames fewer for a handshake-era backend (its era read now).
+            if backend.era != "modern" or backend.protocol_version is None:
+                return backend.call(method, out, on_progress, context=context)
+            return send_once(backend)
+
+        return send_plain
     return lambda: send_one(backend)
 
 
