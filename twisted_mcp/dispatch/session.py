@@ -470,10 +470,11 @@ class ClientSession:
                 self._answer_error(Failure(), request, source)  # logged there, answered -32603
                 return None
         call = request.call
-        audit = _holding(call)
-        if audit is not None:
-            self._hold_result(result, request, audit)
-            return None
+        if call is not None:  # (no policy, no call: not asked on every answer)
+            audit = _holding(call)
+            if audit is not None:
+                self._hold_result(result, request, audit)
+                return None
         self._ended(request)
         method = request.method
         self.gateway.count(method, "tool_error" if type(result) is dict and result.get("isError") is True else "ok")
