@@ -888,7 +888,7 @@ class Policy:
             return (), ()
         backend = subject.backend
         prefix = self.prefixes.get(backend)
-        key = (subject.exposed, backend, subject.original, prefix)
+        key = (subject.kind, subject.exposed, backend, subject.original, prefix)
         found = self._tool_rule_memo.get(key)
         if found is None:
             names = names_of(subject, self.separator, prefix)
