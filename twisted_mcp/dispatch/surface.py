@@ -269,7 +269,7 @@ def client_name(session: ClientSession, request: InFlight | None) -> str | None:
     if request is not None and request.envelope is not None:
         info = request.envelope.client_info
     else:
-        info = session.caller.info  # session.client_info, without the property's call
+        info = session.client_info
     name = info.get("name") if type(info) is dict else None
     return name if type(name) is str else None
 
