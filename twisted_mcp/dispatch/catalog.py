@@ -499,7 +499,7 @@ class Catalog:
             return value
         out = value
         content = value.get("content")
-        if type(content) is list:
+        if type(content) is list and _has_uri_block(content):
             new = _each(content, lambda block: self._expose_block(backend, block))
             if new is not content:
                 out = {**out, "content": new}
@@ -673,6 +673,19 @@ def _listed(backend: Backend, attribute: str) -> Any:
 def _valid(listed: Any, key: str) -> list[dict[str, Any]]:
     """The definitions in C{listed} that have a non-empty string under C{key}."""
     return [item for item in listed if type(item) is dict and type(item.get(key)) is str and item[key]]
+
+
+#: The content blocks that carry a URI (L{Catalog._expose_block}); a tuple, as a block's type may be unhashable.
+_URI_BLOCKS = ("resource_link", "resource")
+
+
+def _has_uri_block(content: list[Any]) -> bool:
+    """Whether some block of C{content} may carry a URI to expose: most
+    results hold text only, and are passed on without a closure per call."""
+    for block in content:
+        if type(block) is dict and block.get("type") in _URI_BLOCKS:
+            return True
+    return False
 
 
 def _each(items: list[Any], change: Callable[[Any], Any]) -> list[Any]:

@@ -16,6 +16,7 @@ the question with the backend's state sealed (L{twisted_mcp.dispatch.mrtr}).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet.defer import Deferred
@@ -97,6 +98,53 @@ def forward(
             out["_meta"] = kept
         if "progressToken" in meta:
             on_progress = _progress_forwarder(session, request, meta["progressToken"])
+    send: Callable[[], Deferred[Any]] | None = None
+    if (
+        call is not None
+        or send_to is not None
+        or retry_out is not None
+        or backend.per_session
+        or backend.per_principal
+        or (backend.era == "modern" and backend.protocol_version is not None)
+    ):
+        send = _sender(session, request, backend, method, out, retry_out, on_progress, send_to)
+    # else the common call (a handshake-era backend shared by every
+    # session, no policy): sent below as send_once would send it, without
+    # building the closures that handle the rest.
+    session.routed(request, backend)
+    try:
+        if send is None:
+            # The request itself is the context (see _sender).
+            d = backend.call(method, out, on_progress, context=request)
+        else:
+            d = send() if call is None else call.dispatch(send)
+    except BaseException:
+        # Refused on the way (the backend is down, its breaker open, a cap
+        # reached, a message it cannot take): no longer in flight to it.
+        session.unrouted(request)
+        raise
+    # Applied as the answer is sent (one callback fewer on every call).
+    request.transform = transform
+    return d
+
+
+def _sender(
+    session: ClientSession,
+    request: InFlight,
+    backend: Backend,
+    method: str,
+    out: dict[str, Any],
+    retry_out: dict[str, Any] | None,
+    on_progress: Callable[[dict[str, Any]], None] | None,
+    send_to: Callable[[Backend, dict[str, Any], Any], Deferred[Any]] | None,
+) -> Callable[[], Deferred[Any]]:
+    """
+    What sends C{request} to C{backend} (L{forward}) once the policy lets
+    it go: through the session's own instance of a per-session backend,
+    with consent for a per-principal one, enveloped for a stateless-era
+    one, as C{send_to} when given.  Each is decided when it is sent (a call
+    may wait for a slot meanwhile).
+    """
     # The request itself is the context a backend reports with what it
     # ties to this call (its .session and .rid name the client request).
     context = request
@@ -132,20 +180,18 @@ def forward(
         return d
 
     if backend.per_session:
-        send: Callable[[], Deferred[Any]] = lambda: session.instances.call(backend, send_one)
-    else:
-        send = lambda: send_one(backend)
-    session.routed(request, backend)
-    try:
-        d = send() if call is None else call.dispatch(send)
-    except BaseException:
-        # Refused on the way (the backend is down, its breaker open, a cap
-        # reached, a message it cannot take): no longer in flight to it.
-        session.unrouted(request)
-        raise
-    # Applied as the answer is sent (one callback fewer on every call).
-    request.transform = transform
-    return d
+        return lambda: session.instances.call(backend, send_one)
+    if send_to is None and retry_out is None and not backend.per_principal:
+
+        def send_plain() -> Deferred[Any]:
+            # A policy's call to a shared backend: what send_one would do,
+            # three frames fewer for a handshake-era backend (its era read now).
+            if backend.era != "modern" or backend.protocol_version is None:
+                return backend.call(method, out, on_progress, context=context)
+            return send_once(backend)
+
+        return send_plain
+    return lambda: send_one(backend)
 
 
 def _enveloped(session: ClientSession, request: InFlight, target: Backend, out: dict[str, Any]) -> dict[str, Any]:
@@ -224,7 +270,7 @@ def forward_named(
     out["name"] = entry.original
     subject = Subject(kind, name, backend.name, entry.original)
     # A tool's catalog entry: the policy checks the arguments against its definition.
-    expose = lambda result: catalog.expose_content(backend, result)  # noqa: E731
+    expose = partial(catalog.expose_content, backend)  # a partial: called once per answer, cheaper than a lambda
     return forward(session, request, subject, backend, params, out, expose, entry=entry if kind == "tool" else None)
 
 

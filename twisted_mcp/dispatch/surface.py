@@ -303,6 +303,8 @@ class FittedCache:
         #: each rebuild (keys hold the number, not old listings).
         self._listing: Any = None
         self._listing_serial = 0
+        #: The last answer of L{reshapes}: (settings, client name, answer).
+        self._reshapes: tuple[Any, str | None, bool] = (None, None, False)
 
     def listing_serial(self, listing: Any) -> int:
         """A number that changes when the catalog's tools listing is rebuilt
@@ -322,6 +324,22 @@ class FittedCache:
                 self._budgets.clear()
             budget = self._budgets[key] = budget_for(settings, view, name)
         return budget
+
+    def reshapes(self, settings: SurfaceSettings, name: str | None) -> bool:
+        """
+        Whether the budget of a client named C{name} on the default view
+        can make its tool list or a name differ from the catalog's (aliases,
+        a cut, search mode).  Asked on every C{tools/call}: the last answer
+        is kept (a pure function of the frozen settings and the name), so
+        that a run of calls from one client costs two comparisons.
+        """
+        last_settings, last_name, answer = self._reshapes
+        if settings is last_settings and name == last_name:
+            return answer
+        budget = self.budget(settings, DEFAULT_VIEW, name)
+        answer = budget.name_limit < NO_ALIASES or budget.maxTools is not None or budget.search == "always"
+        self._reshapes = (settings, name, answer)
+        return answer
 
     def get(self, key: Any) -> Fitted | None:
         fitted = self._entries.get(key)
@@ -412,8 +430,7 @@ def reshaped(session: ClientSession, request: InFlight | None) -> bool:
     view = view_of(gateway, session.caller)
     if view is not DEFAULT_VIEW:
         return True
-    budget = gateway.fits.budget(gateway.surface, view, client_name(session, request))
-    return budget.name_limit < NO_ALIASES or budget.maxTools is not None or budget.search == "always"
+    return gateway.fits.reshapes(gateway.surface, client_name(session, request))
 
 
 def tools_digest(session: ClientSession, request: InFlight | None) -> str | None:

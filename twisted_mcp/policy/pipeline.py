@@ -133,6 +133,8 @@ class Policy:
         self._backend_slots = {name: Slots(c.max, c.queue, c.queueTimeout, clock) for name, c in rules.conc_backends.items()}
         self._tool_slots: dict[tuple[int, str], Slots] = {}
         self._decisions: dict[tuple[Any, ...], tuple[int, str] | None] = {}
+        #: Which per-tool rate and concurrency rules cover a tool (L{_tool_rules}).
+        self._tool_rule_memo: dict[tuple[Any, ...], tuple[tuple[int, ...], tuple[int, ...]]] = {}
         #: Each backend's configured name prefix (None: the default), as
         #: last seen (L{note_backends}): deny rules and limits match a
         #: renamed tool under it with its own name too.
@@ -728,10 +730,9 @@ class Policy:
             specs.append(BucketSpec(f"p\x00{principal.name}", rate.rate, rate.burst, "principal"))
         if subject.kind == "tool":
             tool = subject.exposed
-            names = self._limit_names(subject)
-            for i, rule in enumerate(rules.rate_tools):
-                if any_match((rule.tool or "",), names, self.separator, backend):
-                    specs.append(BucketSpec(f"t\x00{principal.name}\x00{i}\x00{tool}", rule.rate, rule.burst, "tool"))
+            for i in self._tool_rules(subject)[0]:
+                rule = rules.rate_tools[i]
+                specs.append(BucketSpec(f"t\x00{principal.name}\x00{i}\x00{tool}", rule.rate, rule.burst, "tool"))
         rate = rules.rate_backends.get(backend)
         if rate is not None:
             specs.append(BucketSpec(f"b\x00{backend}", rate.rate, rate.burst, "backend"))
@@ -820,45 +821,86 @@ class Policy:
         return b
 
     def _rate_check(self, principal: Principal, subject: Subject) -> tuple[float, str]:
+        """
+        Step 5: the longest wait any of the call's buckets asks (and which
+        limit), or a token taken from each (in L{_taken}) when none does.
+        Each bucket's wait is read as it is found (reading it twice at the
+        same moment changes nothing), without a list of pairs per call.
+        """
         rules = self.rules
+        if rules.rate_principal is None and not rules.rate_tools and not rules.rate_backends:
+            self._taken = []
+            return 0.0, ""
         now = self.clock.seconds()
         backend = subject.backend
-        buckets = []
+        buckets: list[TokenBucket] = []
+        worst, which = 0.0, ""
         b = self._principal_bucket(principal, now)
         if b is not None:
-            buckets.append((b, "principal"))
+            buckets.append(b)
+            wait = b.wait_time(now)
+            if wait > worst:
+                worst, which = wait, "principal"
         if subject.kind == "tool":
             tool = subject.exposed
-            names = self._limit_names(subject)
-            for i, rule in enumerate(rules.rate_tools):
-                if any_match((rule.tool or "",), names, self.separator, backend):
-                    key = (principal.name, i, tool)
-                    b = self._tool_buckets.get(key)
-                    if b is None:
-                        forget_full(self._tool_buckets, now)
-                        b = self._tool_buckets[key] = TokenBucket(rule.rate, rule.burst, now)
-                    buckets.append((b, "tool"))
+            for i in self._tool_rules(subject)[0]:
+                key = (principal.name, i, tool)
+                b = self._tool_buckets.get(key)
+                if b is None:
+                    rule = rules.rate_tools[i]
+                    forget_full(self._tool_buckets, now)
+                    b = self._tool_buckets[key] = TokenBucket(rule.rate, rule.burst, now)
+                buckets.append(b)
+                wait = b.wait_time(now)
+                if wait > worst:
+                    worst, which = wait, "tool"
         rate = rules.rate_backends.get(backend)
         if rate is not None:
             b = self._backend_buckets.get(backend)
             if b is None:
                 b = self._backend_buckets[backend] = TokenBucket(rate.rate, rate.burst, now)
-            buckets.append((b, "backend"))
-        worst, which = 0.0, ""
-        for b, kind in buckets:
+            buckets.append(b)
             wait = b.wait_time(now)
             if wait > worst:
-                worst, which = wait, kind
+                worst, which = wait, "backend"
         if worst:
             return worst, which
-        for b, _ in buckets:
+        for b in buckets:
             b.take()
-        self._taken = [b for b, _ in buckets]
+        self._taken = buckets
         return 0.0, ""
 
     def _limit_names(self, subject: Subject) -> tuple[str, ...]:
         """The names a per-tool limit matches: those deny rules match (L{names_of}), so a rename keeps its limits."""
         return names_of(subject, self.separator, self.prefixes.get(subject.backend))
+
+    def _tool_rules(self, subject: Subject) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """
+        The indices of the per-tool rate rules and of the per-tool
+        concurrency rules that cover the tool C{subject}, in order.  Kept:
+        matching every rule's glob against the tool's names was most of
+        steps 5 and 6 on every call, and the answer depends only on the
+        rules and separator (this policy's, fixed), the tool's names and its
+        backend's prefix (all in the key).
+        """
+        rules = self.rules
+        if not rules.rate_tools and not rules.conc_tools:
+            return (), ()
+        backend = subject.backend
+        prefix = self.prefixes.get(backend)
+        key = (subject.kind, subject.exposed, backend, subject.original, prefix)
+        found = self._tool_rule_memo.get(key)
+        if found is None:
+            names = names_of(subject, self.separator, prefix)
+            separator = self.separator
+            found = (
+                tuple(i for i, r in enumerate(rules.rate_tools) if any_match((r.tool or "",), names, separator, backend)),
+                tuple(i for i, c in enumerate(rules.conc_tools) if any_match((c.tool or "",), names, separator, backend)),
+            )
+            if len(self._tool_rule_memo) > 100000:
+                self._tool_rule_memo.clear()
+            self._tool_rule_memo[key] = found
+        return found
 
     def _slots_for(self, subject: Subject) -> list[Slots]:
         slots = []
@@ -868,14 +910,13 @@ class Policy:
             slots.append(s)
         if subject.kind == "tool":
             tool = subject.exposed
-            names = self._limit_names(subject)
-            for i, c in enumerate(self.rules.conc_tools):
-                if any_match((c.tool or "",), names, self.separator, backend):
-                    key = (i, tool)
-                    t = self._tool_slots.get(key)
-                    if t is None:
-                        t = self._tool_slots[key] = Slots(c.max, c.queue, c.queueTimeout, self.clock)
-                    slots.append(t)
+            for i in self._tool_rules(subject)[1]:
+                key = (i, tool)
+                t = self._tool_slots.get(key)
+                if t is None:
+                    c = self.rules.conc_tools[i]
+                    t = self._tool_slots[key] = Slots(c.max, c.queue, c.queueTimeout, self.clock)
+                slots.append(t)
         return slots
 
     def _leased_slots(self, subject: Subject) -> list[LeaseSlots]:

@@ -427,15 +427,20 @@ class AuditLog:
                 _log.warn("audit record after shutdown, not written: {id}", id=fields.get("id"))
                 return
             limit = self.config.maxFieldBytes
+            # Text of at most this many characters fits whatever it holds
+            # (bound_text's own first test): most keys and values skip the
+            # call, some thirty a record.
+            short = limit // 4
             record = {}
             for key, value in dict(fields).items():
                 # Copy what the caller could change while the worker encodes
                 # it, and bound what a client controls (names, messages...).
-                if type(key) is str:
+                if type(key) is str and len(key) > short:
                     key = bound_text(key, limit)
                 kind = type(value)
                 if kind is str:
-                    value = bound_text(value, limit)
+                    if len(value) > short:
+                        value = bound_text(value, limit)
                 elif kind is list and all(type(v) is str and len(v) * 4 <= limit for v in value):
                     value = value[:]  # roles: the common case, cheaply
                 elif (kind is list or kind is dict or kind is tuple) and key != "arguments":
