@@ -156,19 +156,7 @@ def ready(path: Path, client: Client, servers: int, timeout: float) -> None:
 
 def stop(client: Client) -> None:
     """Close C{client}'s stdin and end its process (mcp-hub-mcp does not exit on end of input)."""
-    try:
-        client.proc.stdin.close()
-    except OSError:
-        pass
-    try:
-        client.proc.wait(5)
-    except subprocess.TimeoutExpired:
-        client.proc.terminate()
-        try:
-            client.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            client.proc.kill()
-            client.proc.wait()
+    client.close(timeout=5)
     client.sel.close()
     client.proc.stdout.close()
 

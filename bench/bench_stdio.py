@@ -109,16 +109,21 @@ class Client:
         tools = self.request(-1, "tools/list", {})["result"]["tools"]
         return [t["name"] for t in tools]
 
-    def close(self) -> None:
+    def close(self, timeout: float = 15) -> None:
+        """Close the child's stdin and wait for it to exit; terminate it, then kill it, if it does not within C{timeout} s."""
         try:
             self.proc.stdin.close()
         except OSError:
             pass
         try:
-            self.proc.wait(15)
+            self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 def run_load(
