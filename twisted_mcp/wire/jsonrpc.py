@@ -124,7 +124,8 @@ def _may_read_differently(line: bytes, value: Any) -> bool:
         known = _walked(value)
         if known is not None:
             return known
-    if line.count(b"[") + line.count(b"{") > _DEPTH_SAFE:
+    # Each level of nesting takes two bytes: a line this short cannot nest that deep.
+    if len(line) > 2 * _DEPTH_SAFE and line.count(b"[") + line.count(b"{") > _DEPTH_SAFE:
         return True
     return _LONG_DIGIT_RUN in line.translate(_DIGITS_AS_ZERO)
 
