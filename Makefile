@@ -29,7 +29,7 @@ run: $(VENV)/.installed
 	$(VENV)/bin/twistd -n --pidfile= mcp-gateway --config examples/quickstart.yaml
 
 ## Run the whole test suite (unit and integration).
-test: $(VENV)/.installed tests/node/node_modules/.installed tests/conformance/node_modules/.installed
+test: $(VENV)/.installed tests/node/node_modules/.installed tests/conformance/node_modules/.installed bench/node/node_modules/.installed
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 unit: $(VENV)/.installed
