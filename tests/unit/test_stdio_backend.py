@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 from twisted.internet.error import ProcessDone, ProcessTerminated
@@ -943,12 +944,15 @@ def _exited_child() -> int:
     pid = os.fork()
     if pid == 0:
         os._exit(0)
-    for _ in range(2000):
+    # Bounded by time, not by a count of yields: on a busy machine the child
+    # may wait a while for a CPU before it can exit.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
         if stat[stat.rfind(b")") + 2 :].split()[0] == b"Z":
             return pid
-        os.sched_yield()
+        time.sleep(0.001)
     raise AssertionError("the child did not exit")
 
 
