@@ -269,13 +269,17 @@ class Replica:
             time.sleep(0.1)
 
     def kill(self) -> float:
-        """SIGKILL, as a crash: the replica has no chance to end anything.  When it was sent (monotonic)."""
+        """
+        SIGKILL, as a crash: the replica has no chance to end anything.  When
+        it was gone (monotonic): until then its listening socket may still
+        take a connection (one HAProxy sent a call on a few milliseconds after
+        the signal), so a call sent before then may have reached it.
+        """
         assert self.proc is not None
         self.remember_children()
         self.proc.send_signal(signal.SIGKILL)
-        sent = time.monotonic()
         self.proc.wait(10)
-        return sent
+        return time.monotonic()
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM, as an operator stops it; SIGKILL if it does not stop in time."""

@@ -645,6 +645,8 @@ async def test_a_real_redis_restarted_empty_is_restored() -> None:
                 kills, revoked = f"{replicas.namespace}:flags:kill:tool", f"{replicas.namespace}:flags:revoked"
                 await eventually(lambda: raw(server.url, "HGETALL", kills) == [b"evil__tool", b"1"], 5.0)
                 await eventually(lambda: raw(server.url, "HGETALL", revoked) == [b"jti-1", b"1900000000"], 2.0)
+                # A replica that read the emptied store before the other re-seeded it reads again within resyncInterval.
+                await eventually(lambda: all(p.kills["tool"] == {"evil__tool"} and p.revoked == {"jti-1"} for p in (a, b)), 2.0)
             for policy in (a, b):
                 assert policy.kills["tool"] == {"evil__tool"} and policy.revoked == {"jti-1"}
             assert any("the shared state was emptied" in m for m in messages(logs))
