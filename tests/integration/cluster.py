@@ -268,18 +268,20 @@ class Replica:
                 raise AssertionError(f"{self.name} not ready within {timeout} s ({last}); its log:\n{self.log()[-4000:]}")
             time.sleep(0.1)
 
+    #: When the last L{kill} found the process gone (monotonic): until then its
+    #: listening socket may still take a connection (HAProxy once sent a call
+    #: to it a few milliseconds after the signal).
+    gone_at: float | None = None
+
     def kill(self) -> float:
-        """
-        SIGKILL, as a crash: the replica has no chance to end anything.  When
-        it was gone (monotonic): until then its listening socket may still
-        take a connection (one HAProxy sent a call on a few milliseconds after
-        the signal), so a call sent before then may have reached it.
-        """
+        """SIGKILL, as a crash: the replica has no chance to end anything.  When it was sent (monotonic)."""
         assert self.proc is not None
         self.remember_children()
         self.proc.send_signal(signal.SIGKILL)
+        sent = time.monotonic()
         self.proc.wait(10)
-        return time.monotonic()
+        self.gone_at = time.monotonic()
+        return sent
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM, as an operator stops it; SIGKILL if it does not stop in time."""
