@@ -20,6 +20,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.logger import Logger
 
+from twisted_mcp.backends.direct import DirectCall, Receiver
 from twisted_mcp.backends.session import McpClientSession
 from twisted_mcp.config.models import Shaping
 from twisted_mcp.config.shaping import shaping_of  # re-exported: it lived here
@@ -128,6 +129,10 @@ class Backend(Service):
     #: Calls are made as the principal they run for (L{call_as}): an HTTP
     #: server reached with each principal's own OAuth token.
     per_principal = False
+    #: Whether L{call_direct} may stand for L{call} (the common call's way):
+    #: only where a call is L{call}'s work alone, and the server's messages
+    #: are not tied to the call they came with (no context kept).
+    answers_directly = False
     #: Per-session instances at once: over every session, and for one
     #: principal; an instance without a call for idle_timeout seconds is
     #: stopped (0: never).
@@ -262,6 +267,25 @@ class Backend(Service):
         started = monotonic()
         d.addCallbacks(self._call_answered, self._call_failed_after, callbackArgs=(started,), errbackArgs=(method, timeout, started))
         return d
+
+    def call_direct(self, method: str, params: dict[str, Any] | None, receiver: Receiver, context: Any) -> DirectCall:
+        """
+        L{call} without a Deferred, progress or timeout of the caller's
+        (the backend's C{call_timeout} applies): C{receiver} is given the
+        outcome (L{DirectCall}), with C{context}.  Only where
+        L{answers_directly}; refused at once as L{call} refuses.
+        """
+        session = self.session
+        if self.state is not State.UP or session is None:
+            raise self.unavailable()
+        timeout = self.call_timeout
+        call = DirectCall(self, method, timeout, receiver, context)
+        try:
+            rid = session.send_request(method, params, timeout, call)
+        except PeerGone:
+            raise self.unavailable()
+        call.sent(session.peer, rid)
+        return call
 
     def _call_answered(self, result: Any, started: float) -> Any:
         self.latency.observe(monotonic() - started)

@@ -35,6 +35,7 @@ from twisted_mcp.mcp.meta import PREFIX, SERVER_INFO, without_reserved
 from twisted_mcp.mcp.versions import CLIENT_INFO, HANDSHAKE_VERSIONS, LATEST_HANDSHAKE
 from twisted_mcp.wire.jsonrpc import (
     METHOD_NOT_FOUND,
+    Answer,
     JsonRpcError,
     JsonRpcPeer,
     MessageError,
@@ -414,6 +415,14 @@ class McpClientSession:
             return result
 
         return d.addBoth(forget)
+
+    def send_request(self, method: str, params: dict[str, Any] | None, timeout: float | None, answer: Answer) -> int:
+        """
+        L{request} without a Deferred, progress or context: C{answer} gets
+        the outcome (L{JsonRpcPeer.send_request}); the id is returned, for
+        L{JsonRpcPeer.cancel}.
+        """
+        return self.peer.send_request(method, params, timeout, answer)
 
     def related(self, rid: Any) -> Any:
         """The context the request C{rid} was sent with (C{None} if none)."""

@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_mcp.backends.base import Backend, State
+from twisted_mcp.backends.direct import DirectCall, Receiver
 from twisted_mcp.backends.session import McpClientSession
 from twisted_mcp.backends.stderr import StderrLimits, StderrLog
 from twisted_mcp.backends.supervisor import RunEvents, SupervisedBackend
@@ -424,6 +425,10 @@ class StdioBackend(SupervisedBackend):
     @param clock: the reactor's time API; backoff and timeouts read it only.
     """
 
+    #: A call is L{Backend.call}'s work (and the busy check); the server's
+    #: messages are not tied to a call.
+    answers_directly = True
+
     def __init__(
         self,
         config: StdioServer,
@@ -550,6 +555,15 @@ class StdioBackend(SupervisedBackend):
         C{maxQueuedBytes} or more waiting to be read: a busy server is not
         dead, and its queue stays bounded.
         """
+        self._refuse_if_busy()
+        return super().call(method, params, on_progress, timeout, context)
+
+    def call_direct(self, method: str, params: dict[str, Any] | None, receiver: Receiver, context: Any) -> DirectCall:
+        """As L{Backend.call_direct}, refused as L{call} is while the child is busy."""
+        self._refuse_if_busy()
+        return super().call_direct(method, params, receiver, context)
+
+    def _refuse_if_busy(self) -> None:
         child = self.child
         if child is not None and self.state is State.UP:
             queued = child.queued()
@@ -561,7 +575,6 @@ class StdioBackend(SupervisedBackend):
                     f"(maxQueuedBytes is {self.max_queue}); try again later",
                     limit=self.max_queue,
                 )
-        return super().call(method, params, on_progress, timeout, context)
 
     # -- liveness -------------------------------------------------------------
 

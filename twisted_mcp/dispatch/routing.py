@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_mcp.backends.base import Backend
+from twisted_mcp.backends.direct import DirectCall
 from twisted_mcp.backends.envelope import stamp
 from twisted_mcp.dispatch.authorization import AuthRetry, consented
 from twisted_mcp.dispatch.held_calls import HELD_METHODS, strip_retry_keys
@@ -57,10 +58,12 @@ def forward(
     transform: Callable[[Any], Any] | None = None,
     send_to: Callable[[Backend, dict[str, Any], Any], Deferred[Any]] | None = None,
     entry: Any = None,
-) -> Deferred[Any]:
+) -> Deferred[Any] | DirectCall:
     """
     Send C{request} to C{backend} with C{out} as its params, once the policy
     allowed it (C{params} as the client sent them, for the policy's checks).
+    What it returns is what the session tracks: a Deferred, or a backend's
+    direct call, which answers into the session itself.
     C{transform} maps the result on its way back (URIs in it).  C{send_to}
     replaces the call itself: given the backend (the session's own
     instance of a per-session one), C{out} and the call's context.
@@ -112,10 +115,15 @@ def forward(
     # session, no policy): sent below as send_once would send it, without
     # building the closures that handle the rest.
     session.routed(request, backend)
+    d: Deferred[Any] | DirectCall
     try:
         if send is None:
-            # The request itself is the context (see _sender).
-            d = backend.call(method, out, on_progress, context=request)
+            if on_progress is None and backend.answers_directly:
+                # Answered into the session itself (no Deferred: the common call's way).
+                d = backend.call_direct(method, out, session, request)
+            else:
+                # The request itself is the context (see _sender).
+                d = backend.call(method, out, on_progress, context=request)
         else:
             d = send() if call is None else call.dispatch(send)
     except BaseException:
@@ -248,7 +256,7 @@ def _refused_by_modern(failure: Failure, method: str, target: Backend) -> Failur
 
 def forward_named(
     session: ClientSession, request: InFlight, params: dict[str, Any], kind: str, listing: Listing
-) -> Deferred[Any]:
+) -> Deferred[Any] | DirectCall:
     """
     C{tools/call} or C{prompts/get}: C{params.name} (as clients see it) to
     its backend under the backend's own name, with its arguments; URIs in

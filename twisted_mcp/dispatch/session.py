@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_mcp.backends.base import Backend
+from twisted_mcp.backends.direct import DirectCall
 from twisted_mcp.dispatch.caller import Caller
 from twisted_mcp.dispatch.gateway import Gateway
 from twisted_mcp.dispatch.handlers import METHODS
@@ -98,7 +99,7 @@ class ClientSession:
         self.closing = False
         #: The client's requests in flight, by id key.
         self.in_flight: dict[tuple[type, Any], InFlight] = {}
-        self._deferreds: dict[tuple[type, Any], Deferred[Any]] = {}
+        self._deferreds: dict[tuple[type, Any], Deferred[Any] | DirectCall] = {}
         #: Requests beyond this many in flight are refused (gateway.maxCallsInFlight).
         self.max_in_flight = max_in_flight
         self._refusing = False
@@ -273,7 +274,7 @@ class ClientSession:
             self.gateway.count(method, "error", INTERNAL_ERROR)
             self._send_error(rid, INTERNAL_ERROR, f"Internal error: {e}")
             return
-        if isinstance(result, Deferred):
+        if isinstance(result, Deferred) or type(result) is DirectCall:
             self._track(request, result)
         else:
             self.gateway.count(method, "ok")
@@ -365,7 +366,9 @@ class ClientSession:
         """A request that waited for every server's first discovery: its family checked now (stateless era), then handled."""
         if request.envelope is not None and spec.family is not None:
             self._check_family(request.method, spec.family)
-        return spec.handle(self, request, params)
+        result = spec.handle(self, request, params)
+        # A direct call answers into the session, which answers from this chain's Deferred: passed on to it.
+        return result.deferred() if type(result) is DirectCall else result
 
     def _send_request_error(self, request: InFlight, e: JsonRpcError) -> None:
         code, message, data = e.code, e.message, e.data
@@ -412,13 +415,15 @@ class ClientSession:
             {"limit": limit},
         )
 
-    def _track(self, request: InFlight, d: Deferred[Any]) -> None:
-        """Answer the request when C{d} fires; until then it is in flight."""
+    def _track(self, request: InFlight, d: Deferred[Any] | DirectCall) -> None:
+        """Answer the request when C{d} fires (a direct call answers into
+        L{answered} itself); until then it is in flight."""
         key = request.key
         self.in_flight[key] = request
         # retrack's two lines, here: once per request, one call fewer.
         self._deferreds[key] = d
-        d.addCallbacks(self._answer, self._answer_error, callbackArgs=(request, d), errbackArgs=(request, d))
+        if isinstance(d, Deferred):
+            d.addCallbacks(self.answered, self.answer_failed, callbackArgs=(request, d), errbackArgs=(request, d))
 
     def retrack(self, request: InFlight, d: Deferred[Any]) -> None:
         """
@@ -427,11 +432,15 @@ class ClientSession:
         from passes its outcome on instead.
         """
         self._deferreds[request.key] = d
-        d.addCallbacks(self._answer, self._answer_error, callbackArgs=(request, d), errbackArgs=(request, d))
+        d.addCallbacks(self.answered, self.answer_failed, callbackArgs=(request, d), errbackArgs=(request, d))
 
     def tracked(self, request: InFlight) -> Deferred[Any] | None:
-        """What C{request} is to be answered from, while it is in flight."""
-        return self._deferreds.get(request.key) if self.in_flight.get(request.key) is request else None
+        """What C{request} is to be answered from, while it is in flight (a
+        direct call's Deferred, made now)."""
+        if self.in_flight.get(request.key) is not request:
+            return None
+        d = self._deferreds.get(request.key)
+        return d.deferred() if isinstance(d, DirectCall) else d
 
     def routed(self, request: InFlight, backend: Backend) -> None:
         """The request goes to C{backend}: counted until it is answered."""
@@ -461,7 +470,8 @@ class ClientSession:
         if request.progress is not None:
             self.caller.call_ended(request.progress)
 
-    def _answer(self, result: Any, request: InFlight, source: Deferred[Any]) -> Any:
+    def answered(self, result: Any, request: InFlight, source: Any) -> Any:
+        """C{request}'s outcome from C{source} (a Deferred it was tracked with, or a backend's direct call)."""
         if self._deferreds.get(request.key) is not source:
             return result  # answered from elsewhere now: passed on (to the held call)
         transform = request.transform
@@ -469,7 +479,7 @@ class ClientSession:
             try:
                 result = transform(result)
             except Exception:
-                self._answer_error(Failure(), request, source)  # logged there, answered -32603
+                self.answer_failed(Failure(), request, source)  # logged there, answered -32603
                 return None
         call = request.call
         if call is not None:  # (no policy, no call: not asked on every answer)
@@ -488,7 +498,7 @@ class ClientSession:
         if self.closing and not self.in_flight:
             self._fire_drained()
 
-    def _answer_error(self, failure: Failure, request: InFlight, source: Deferred[Any]) -> Any:
+    def answer_failed(self, failure: Failure, request: InFlight, source: Any) -> Any:
         if self._deferreds.get(request.key) is not source:
             return failure  # answered from elsewhere now: passed on (to the held call)
         call = request.call

@@ -8,7 +8,7 @@ Nothing here knows about MCP.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import orjson
 from twisted.internet.defer import CancelledError, Deferred
@@ -320,6 +320,18 @@ def error_response(id: Any, code: int, message: str, data: Any = None) -> dict[s
     return {"jsonrpc": "2.0", "id": id, "error": error}
 
 
+class Answer(Protocol):
+    """
+    What a pending request's outcome goes to: a Deferred, or an object of
+    the caller's with the same two methods (L{JsonRpcPeer.send_request}).
+    C{errback} is given an exception.
+    """
+
+    def callback(self, result: Any) -> Any: ...
+
+    def errback(self, reason: Any) -> Any: ...
+
+
 class PeerGone(Exception):
     """The transport to the peer was lost while a request was pending."""
 
@@ -353,7 +365,7 @@ class JsonRpcPeer:
         self._on_cancel = on_cancel
         self._label = label
         self._next_id = 1
-        self._pending: dict[int, tuple[Deferred[Any], float | None]] = {}
+        self._pending: dict[int, tuple[Answer, float | None]] = {}
         self._sweeper: Any = None
         self._lost: BaseException | None = None
 
@@ -381,15 +393,45 @@ class JsonRpcPeer:
         if self._lost is not None:
             raise PeerGone(str(self._lost))
         rid = self._next_id
-        self._next_id = rid + 1
-        pending = self._pending
 
-        def cancel(d: Deferred[Any]) -> None:
-            if pending.pop(rid, None) is not None:
-                self._idle_check()
-                self._on_cancel(rid, "cancelled")
+        def cancel(_: Deferred[Any]) -> None:
+            self.cancel(rid)
 
         d: Deferred[Any] = Deferred(cancel)
+        self._start(rid, method, params, timeout, d, minted)
+        return d
+
+    def send_request(self, method: str, params: Any, timeout: float | None, answer: Answer) -> int:
+        """
+        Send a request whose outcome goes to C{answer} itself, without a
+        Deferred (the common call's way): its C{callback} gets the
+        C{result}, its C{errback} what L{request}'s Deferred would fail
+        with.  Either comes from a later message or timer, never from this
+        call.  L{cancel} with the id returned forgets the request.
+        """
+        if self._lost is not None:
+            raise PeerGone(str(self._lost))
+        rid = self._next_id
+        self._start(rid, method, params, timeout, answer, None)
+        return rid
+
+    def cancel(self, rid: int) -> bool:
+        """
+        Forget the pending request C{rid} and call C{on_cancel} (the peer is
+        told); whether it was pending.  Its answer is not told: the
+        canceller does that (a Deferred fails with CancelledError).
+        """
+        if self._pending.pop(rid, None) is None:
+            return False
+        self._idle_check()
+        self._on_cancel(rid, "cancelled")
+        return True
+
+    def _start(
+        self, rid: int, method: str, params: Any, timeout: float | None, answer: Answer, minted: Callable[[int], None] | None
+    ) -> None:
+        self._next_id = rid + 1
+        pending = self._pending
         deadline = None
         if timeout is not None:
             deadline = self._clock.seconds() + timeout
@@ -398,7 +440,7 @@ class JsonRpcPeer:
                 self._sweeper = self._clock.callLater(timeout, self._sweep)
             elif sweeper.getTime() > deadline:
                 sweeper.reset(timeout)
-        pending[rid] = (d, deadline)
+        pending[rid] = (answer, deadline)
         if minted is not None:
             minted(rid)
         message: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method}
@@ -410,7 +452,6 @@ class JsonRpcPeer:
             pending.pop(rid, None)
             self._idle_check()
             raise
-        return d
 
     def _sweep(self) -> None:
         """Time out every request past its deadline (one timer per peer,
@@ -519,6 +560,7 @@ class RequestTimeout(Exception):
 __all__ = [
     "CancelledError",
     "EncodedList",
+    "Answer",
     "JsonRpcError",
     "JsonRpcPeer",
     "MessageError",
