@@ -130,4 +130,13 @@ class DirectCall:
         return failure
 
 
-__all__ = ["DirectCall", "Receiver"]
+def deferred_of(outcome: Any) -> Any:
+    """
+    What a callback returns for C{outcome}, a call sent from inside a
+    Deferred's chain (after a wait): a direct call's L{DirectCall.deferred},
+    which the chain then waits for; anything else as it is.
+    """
+    return outcome.deferred() if type(outcome) is DirectCall else outcome
+
+
+__all__ = ["DirectCall", "Receiver", "deferred_of"]

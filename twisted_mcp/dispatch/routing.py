@@ -101,7 +101,7 @@ def forward(
             out["_meta"] = kept
         if "progressToken" in meta:
             on_progress = _progress_forwarder(session, request, meta["progressToken"])
-    send: Callable[[], Deferred[Any]] | None = None
+    send: Callable[[], Deferred[Any] | DirectCall] | None = None
     if (
         call is not None
         or send_to is not None
@@ -145,7 +145,7 @@ def _sender(
     retry_out: dict[str, Any] | None,
     on_progress: Callable[[dict[str, Any]], None] | None,
     send_to: Callable[[Backend, dict[str, Any], Any], Deferred[Any]] | None,
-) -> Callable[[], Deferred[Any]]:
+) -> Callable[[], Deferred[Any] | DirectCall]:
     """
     What sends C{request} to C{backend} (L{forward}) once the policy lets
     it go: through the session's own instance of a per-session backend,
@@ -191,10 +191,13 @@ def _sender(
         return lambda: session.instances.call(backend, send_one)
     if send_to is None and retry_out is None and not backend.per_principal:
 
-        def send_plain() -> Deferred[Any]:
+        def send_plain() -> Deferred[Any] | DirectCall:
             # A policy's call to a shared backend: what send_one would do,
-            # three frames fewer for a handshake-era backend (its era read now).
+            # three frames fewer for a handshake-era backend (its era read
+            # now), answered directly where forward's common call is.
             if backend.era != "modern" or backend.protocol_version is None:
+                if on_progress is None and backend.answers_directly:
+                    return backend.call_direct(method, out, session, context)
                 return backend.call(method, out, on_progress, context=context)
             return send_once(backend)
 

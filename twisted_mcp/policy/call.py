@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 
+from twisted_mcp.backends.direct import deferred_of
 from twisted_mcp.mcp import errors
 from twisted_mcp.policy.breaker import Breaker
 from twisted_mcp.policy.limits import Busy, Slots, TokenBucket
@@ -95,8 +96,13 @@ class Call:
         self.specs: tuple[BucketSpec, ...] | None = None
         self.shared: tuple[BucketSpec, ...] | None = None
 
-    def dispatch(self, send: Callable[[], Deferred[Any]]) -> Deferred[Any]:
-        """Take the shared rate-limit tokens (if any), the concurrency slots (perhaps waiting), pass the breaker, send."""
+    def dispatch(self, send: Callable[[], Any]) -> Any:
+        """
+        Take the shared rate-limit tokens (if any), the concurrency slots
+        (perhaps waiting), pass the breaker, send.  What C{send} returns (a
+        Deferred, or a backend's direct call) is returned when it is sent
+        at once; a Deferred when it is sent after a wait.
+        """
         if self.specs is not None:
             return self._take_rates(send)
         slots = self.slots
@@ -111,7 +117,8 @@ class Call:
             return self._pass_breaker(send)
         self.waited = True
         d = self._acquire(len(self.held))
-        return d.addCallback(lambda _: self._pass_breaker(send))
+        # Sent from the chain now: a direct call is waited for through its Deferred.
+        return d.addCallback(lambda _: deferred_of(self._pass_breaker(send)))
 
     def _take_rates(self, send: Callable[[], Deferred[Any]]) -> Deferred[Any]:
         """
@@ -134,7 +141,7 @@ class Call:
                 message, data = rate_refusal(wait, which)
                 raise self._refuse(errors.RATE_LIMITED, message, data)
             self.shared = specs
-            return self.dispatch(send)
+            return deferred_of(self.dispatch(send))
 
         def unavailable(f: Failure) -> Any:
             f.trap(Unavailable)
@@ -146,7 +153,7 @@ class Call:
                 message, data = rate_refusal(wait, which)
                 raise self._refuse(errors.RATE_LIMITED, message, data)
             self.taken, policy._taken = policy._taken, []
-            return self.dispatch(send)
+            return deferred_of(self.dispatch(send))
 
         return take_tokens(rates, specs).addCallbacks(taken, unavailable)
 
