@@ -1,0 +1,125 @@
+"""
+A policy's call to a shared stdio backend is answered directly (no
+Deferred) when it is sent at once, and through the direct call's Deferred
+when it is sent after a wait for a concurrency slot (L{Call.dispatch}).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from twisted_mcp.backends.direct import DirectCall
+from twisted_mcp.dispatch.gateway import Gateway
+from twisted_mcp.dispatch.session import ClientSession
+from twisted_mcp.frontends.stream import deliver, line_caller
+from twisted_mcp.mcp import errors
+from twisted_mcp.policy.identity import Principal
+from twisted_mcp.policy.pipeline import Policy
+from twisted_mcp.policy.rules import parse_policy
+
+from .test_policy import Recorder
+from .test_stdio_backend import BackendTestCase
+
+
+class PolicyDirectTests(BackendTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.backend, self.spawn = self.started()
+        self.gateway = Gateway([self.backend], "__", self.clock, 1.0)
+        problems: list[str] = []
+        rules = parse_policy(
+            {"roles": {"dev": {"allow": ["*"]}}, "concurrency": {"backends": {"time": {"max": 1, "queue": 4, "queueTimeout": 5}}}},
+            None,
+            problems,
+            {"time"},
+        )
+        self.assertEqual(problems, [])
+        self.audit = Recorder()
+        principal = Principal(name="p", roles=("dev",), source="config")
+        self.gateway.policy = Policy(rules, "__", self.clock, lambda peer: principal, self.audit)
+        self.gateway.start()
+        self.out: list[bytes] = []
+        self.session = ClientSession(self.gateway, line_caller(self.out.append, "stdio"))
+        deliver(self.session, b'{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}')
+        del self.out[:]
+
+    def tearDown(self) -> None:
+        self.stop(self.backend)
+
+    def take(self) -> list[Any]:
+        messages = [json.loads(line) for line in self.out]
+        del self.out[:]
+        return messages
+
+    def pending(self) -> list[Any]:
+        return [answer for answer, _ in self.spawn.protocol.session.peer._pending.values()]
+
+    def call(self, rid: int) -> None:
+        deliver(self.session, b'{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"time__get_time"}}' % rid)
+
+    def test_sentAtOnceAndAfterAWait(self) -> None:
+        self.call(1)
+        self.call(2)  # waits for the only slot
+        (first,) = self.pending()
+        self.assertIs(type(first), DirectCall)
+        self.reply(self.spawn, "tools/call", {"content": [{"type": "text", "text": "one"}]})
+        self.assertEqual(self.take(), [{"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "one"}]}}])
+        # The second, sent from the slot's Deferred once the first was
+        # answered, is a direct call too, waited for through its Deferred.
+        (second,) = self.pending()
+        self.assertIs(type(second), DirectCall)
+        self.reply(self.spawn, "tools/call", {"content": [{"type": "text", "text": "two"}]})
+        self.assertEqual(self.take(), [{"jsonrpc": "2.0", "id": 2, "result": {"content": [{"type": "text", "text": "two"}]}}])
+        self.assertEqual([r["outcome"] for r in self.audit.records], ["ok", "ok"])
+        self.assertEqual(self.session.in_flight, {})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_waitedCallFailsAndIsAudited(self) -> None:
+        self.call(1)
+        self.call(2)
+        self.reply(self.spawn, "tools/call", {"content": []})
+        self.take()
+        self.reply(self.spawn, "tools/call", error={"code": -32000, "message": "the tool's own complaint"})
+        (answer,) = self.take()
+        self.assertEqual(answer, {"jsonrpc": "2.0", "id": 2, "error": {"code": -32000, "message": "the tool's own complaint"}})
+        self.assertEqual([r["outcome"] for r in self.audit.records], ["ok", "error"])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_waitedCallCancelledByTheClient(self) -> None:
+        self.call(1)
+        self.call(2)
+        self.reply(self.spawn, "tools/call", {"content": []})
+        self.take()
+        rid = self.spawn.transport.messages()[-1]["id"]
+        deliver(self.session, b'{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":2}}')
+        self.assertEqual(
+            self.spawn.transport.messages()[-1],
+            {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": rid, "reason": "cancelled"}},
+        )
+        self.assertEqual(self.pending(), [])
+        self.assertEqual(self.take(), [])
+        self.assertEqual(self.session.in_flight, {})
+
+    def test_waitedCallTimesOut(self) -> None:
+        self.call(1)
+        self.call(2)
+        self.reply(self.spawn, "tools/call", {"content": []})
+        self.take()
+        self.clock.advance(5.0)  # the backend's callTimeout
+        (answer,) = self.take()
+        self.assertEqual(answer["id"], 2)
+        self.assertEqual(answer["error"]["code"], errors.BACKEND_TIMEOUT)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_progressIsNotDirect(self) -> None:
+        deliver(
+            self.session,
+            b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"time__get_time","_meta":{"progressToken":"t"}}}',
+        )
+        (first,) = self.pending()
+        self.assertIsInstance(first, Deferred)
+        self.reply(self.spawn, "tools/call", {"content": []})
+        self.assertEqual(self.take()[0]["id"], 1)
