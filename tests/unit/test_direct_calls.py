@@ -361,13 +361,14 @@ class CommonCallTests(DirectCallTestCase):
         self.assertEqual(self.backend.latency.count, 1)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
-    def test_activePolicyTakesTheDeferredPath(self) -> None:
-        """Under an active policy the call is not a direct call."""
+    def test_activePolicySentAtOnceIsDirect(self) -> None:
+        """Under an active policy, a call sent at once (no wait for a slot) is a direct call too
+        (test_direct_policy.py: one sent after a wait)."""
         self.gateway.policy = Policy(PolicyConfig(active=True), "__", self.clock)
         deliver(self.session, CALL % 5)
         (answer,) = self.pending()
-        self.assertIsInstance(answer, Deferred)
-        self.assertIsInstance(self.session._deferreds[id_key(5)], Deferred)
+        self.assertIs(type(answer), DirectCall)
+        self.assertIs(self.session._deferreds[id_key(5)], answer)
         self.reply(self.spawn, "tools/call", RESULT)
         self.assertEqual(self.take(), [{"jsonrpc": "2.0", "id": 5, "result": RESULT}])
         self.assertEqual(self.clock.getDelayedCalls(), [])
