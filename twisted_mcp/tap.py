@@ -323,7 +323,13 @@ def _freeze_startup_heap() -> None:
 
 
 def makeService(options: Options) -> Any:
-    from twisted.internet import reactor, stdio
+    from twisted_mcp.tls_on_demand import lean_reactor_import
+
+    # twistd's first import of the reactor (unless one is installed already,
+    # as by --reactor): without pyOpenSSL, loaded at the first use of TLS.
+    with lean_reactor_import():
+        from twisted.internet import reactor
+    from twisted.internet import stdio
 
     from twisted_mcp.backends.stdio import start_reaping
     from twisted_mcp.frontends.stream import StdioFrontend

@@ -1,7 +1,7 @@
 """
 A plain stdio gateway does not load what its configuration leaves out: the
 libraries of the HTTP transports, OAuth, the audit trail, identity, YAML,
-argument checks and URI templates load when configured (at start-up, where
+argument checks, URI templates and TLS load when configured (at start-up, where
 their errors belong) or when first used, not with every gateway.
 
 Each test starts the gateway in a child process (the service C{twistd
@@ -47,16 +47,24 @@ LAZY = (
     "twisted_mcp.policy.audit.sinks",
     "twisted_mcp.policy.identity.authenticator",
     "twisted_mcp.policy.identity.keys",
+    # TLS: the reactor is imported without it (twisted_mcp.tls_on_demand).
+    "OpenSSL",
+    "cryptography",
+    "service_identity",
+    "twisted.internet.ssl",
+    "twisted.internet._sslverify",
+    "twisted.protocols.tls",
+    "twisted.internet._newtls",
 )
 
 CHILD = """
 import json, sys
-from twisted.internet import reactor
 from twisted_mcp.tap import Options, makeService
 
 options = Options()
 options.parseOptions(["--config", sys.argv[1]])
-service = makeService(options)
+service = makeService(options)  # imports the reactor, as under twistd
+from twisted.internet import reactor
 service.startService()
 reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
 reactor.run()
