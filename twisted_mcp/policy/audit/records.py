@@ -252,6 +252,70 @@ def _fast_canonical(record: dict[str, Any]) -> bytes | None:
         return None
 
 
+class _Flat(dict):  # type: ignore[type-arg]
+    """
+    A record as L{flat_copy} copied it: every key a string, every value a
+    string, None, a boolean, a 64-bit int, a float in fixed notation (the
+    rules of L{_fast_canonical}) or a list of strings.  Its values were
+    checked as they were copied, on the reactor, and the copy is the audit
+    log's own (nothing changes its values), so the worker encodes it with
+    orjson at once, without checking them again (L{_Chain.seal}).
+    """
+
+    __slots__ = ()
+
+
+def flat_copy(fields: dict[str, Any], short: int) -> dict[str, Any] | None:
+    """
+    A copy of C{fields} (its lists copied too) when nothing in it needs
+    bounding or a deep copy: every key a string and every string of at most
+    C{short} characters, every value a string, None, a boolean, an int, a
+    float or a list of strings, and no C{arguments}.  A L{_Flat} when its
+    values are also ones orjson encodes as the canonical encoder does; a
+    plain dict when not (a float in exponent notation, a huge int).  None
+    for anything else: the caller copies it field by field.
+    """
+    record = _Flat(fields)
+    flat = True
+    for key, value in record.items():
+        if type(key) is not str or len(key) > short:
+            return None
+        kind = type(value)
+        if kind is str:
+            if len(value) > short:
+                return None
+        elif kind is list:
+            for item in value:
+                if type(item) is not str or len(item) > short:
+                    return None
+            record[key] = value[:]  # the roles: a copy the caller cannot change
+        elif value is None or kind is bool:
+            pass
+        elif kind is int:
+            if value not in _ORJSON_INTS:
+                flat = False
+        elif kind is float:
+            if not (1e-4 <= abs(value) < 1e16 or value == 0.0):
+                flat = False
+        else:
+            return None
+    if "arguments" in record:
+        return None
+    return record if flat else dict(record)
+
+
+def flat_scalar(value: Any) -> bool:
+    """Whether a L{_Flat} record stays one with C{value} added: a string, or a scalar L{flat_copy} leaves flat."""
+    kind = type(value)
+    if kind is str or value is None or kind is bool:
+        return True
+    if kind is int:
+        return value in _ORJSON_INTS
+    if kind is float:
+        return 1e-4 <= abs(value) < 1e16 or value == 0.0
+    return False
+
+
 def _encode_record(record: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
     """
     The canonical, strict JSON of a record to store (no NaN, valid UTF-8),
@@ -375,14 +439,26 @@ class _Chain:
     def seal(self, records: list[dict[str, Any]], seq: int, prev: str) -> list[_Sealed]:
         """Give each record its place in the chain after (C{seq}, C{prev})."""
         out = []
+        key = self.key
+        limit = self.max_record_bytes
+        dumps, sort = orjson.dumps, orjson.OPT_SORT_KEYS
         for record in records:
             seq += 1
             full = dict(record)
             full["seq"] = seq
             full["prev"] = prev
-            body, full = self._fit(*_encode_record(full))
-            digest = chain_digest(body, self.key)
-            out.append(_Sealed(full, body[:-1] + b',"digest":"' + digest.encode("ascii") + b'"}', seq, digest))
+            body = None
+            if type(record) is _Flat:
+                # Its values were checked when it was queued; seq is an int
+                # and prev a string: what _fast_canonical would pass.
+                try:
+                    body = dumps(full, option=sort)
+                except TypeError:  # a lone surrogate, an int past 64 bits: the canonical encoder decides
+                    pass
+            if body is None or len(body) > limit:
+                body, full = self._fit(*(_encode_record(full) if body is None else (body, full)))
+            digest = chain_digest(body, key)
+            out.append(_Sealed(full, b'%s,"digest":"%s"}' % (body[:-1], digest.encode("ascii")), seq, digest))
             prev = digest
         return out
 

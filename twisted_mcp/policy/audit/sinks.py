@@ -55,7 +55,7 @@ class _FileSink:
         if skip == len(batch):
             return skip
         sealed = self.chain.seal(batch[skip:], self._seq, self._digest)
-        data = b"".join(s.line + b"\n" for s in sealed)
+        data = b"\n".join([s.line for s in sealed]) + b"\n"
         fd = self._fd
         before: int | None = None
         try:
