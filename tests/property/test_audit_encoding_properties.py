@@ -145,6 +145,18 @@ class FlatCopyProperties(SynchronousTestCase):
         prev = "sha256:" + "ab" * 32
         self.assertEqual(chain.seal([record], seq, prev), chain.seal([dict(record)], seq, prev))
 
+    @given(st.lists(queued, min_size=1, max_size=4), st.sampled_from([None, b"k" * 32]), st.sampled_from([200, 65536]))
+    def test_lines_are_the_sealed_lines(self, batch: list, key: bytes | None, max_bytes: int) -> None:
+        """What the file sink writes (lines) is the sealed records' lines, each with its newline, and the chain's head."""
+        log = AuditLog(AuditConfig(sink="file", path="/nonexistent/audit.jsonl"), Clock(), SynchronousThreads())
+        records = [_queued_by(log, fields) for fields in batch]
+        chain = _Chain(max_bytes, key)
+        sealed = chain.seal([dict(r) for r in records], 7, "sha256:" + "cd" * 32)
+        self.assertEqual(
+            chain.lines(records, 7, "sha256:" + "cd" * 32),
+            (b"".join(s.line + b"\n" for s in sealed), sealed[-1].seq, sealed[-1].digest),
+        )
+
     @given(st.dictionaries(texts, scalars, max_size=24), st.one_of(scalars, long_texts))
     def test_flat_records_encode_as_the_canonical_encoder(self, fields: dict, added: Any) -> None:
         """A _Flat record, with a scalar flat_scalar admits added, is what orjson encodes as _dumps_strict does."""

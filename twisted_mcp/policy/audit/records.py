@@ -439,28 +439,44 @@ class _Chain:
     def seal(self, records: list[dict[str, Any]], seq: int, prev: str) -> list[_Sealed]:
         """Give each record its place in the chain after (C{seq}, C{prev})."""
         out = []
-        key = self.key
-        limit = self.max_record_bytes
-        dumps, sort = orjson.dumps, orjson.OPT_SORT_KEYS
         for record in records:
             seq += 1
-            full = dict(record)
-            full["seq"] = seq
-            full["prev"] = prev
-            body = None
-            if type(record) is _Flat:
-                # Its values were checked when it was queued; seq is an int
-                # and prev a string: what _fast_canonical would pass.
-                try:
-                    body = dumps(full, option=sort)
-                except TypeError:  # a lone surrogate, an int past 64 bits: the canonical encoder decides
-                    pass
-            if body is None or len(body) > limit:
-                body, full = self._fit(*(_encode_record(full) if body is None else (body, full)))
-            digest = chain_digest(body, key)
-            out.append(_Sealed(full, b'%s,"digest":"%s"}' % (body[:-1], digest.encode("ascii")), seq, digest))
-            prev = digest
+            full, line, prev = self._seal_one(record, seq, prev)
+            out.append(_Sealed(full, line, seq, prev))
         return out
+
+    def lines(self, records: list[dict[str, Any]], seq: int, prev: str) -> tuple[bytes, int, str]:
+        """
+        What L{seal} stores of C{records}, as a JSON lines file does: their
+        lines, each ending in a newline; and the last one's seq and digest.
+        Nothing of a record outlives its line (a batch of records sealed at
+        once is a batch of objects for the garbage collector to look at).
+        """
+        lines = []
+        for record in records:
+            seq += 1
+            _, line, prev = self._seal_one(record, seq, prev)
+            lines.append(line)
+        lines.append(b"")
+        return b"\n".join(lines), seq, prev
+
+    def _seal_one(self, record: dict[str, Any], seq: int, prev: str) -> tuple[dict[str, Any], bytes, str]:
+        """C{record} at C{seq} after C{prev}: the record as stored (without its digest), its line and its digest."""
+        full = dict(record)
+        full["seq"] = seq
+        full["prev"] = prev
+        body = None
+        if type(record) is _Flat:
+            # Its values were checked when it was queued; seq is an int and
+            # prev a string: what _fast_canonical would pass.
+            try:
+                body = orjson.dumps(full, option=orjson.OPT_SORT_KEYS)
+            except TypeError:  # a lone surrogate, a seq past 64 bits: the canonical encoder decides
+                pass
+        if body is None or len(body) > self.max_record_bytes:
+            body, full = self._fit(*(_encode_record(full) if body is None else (body, full)))
+        digest = chain_digest(body, self.key)
+        return full, b'%s,"digest":"%s"}' % (body[:-1], digest.encode("ascii")), digest
 
     def _fit(self, body: bytes, record: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
         """
