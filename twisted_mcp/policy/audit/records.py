@@ -265,6 +265,14 @@ class _Flat(dict):  # type: ignore[type-arg]
     __slots__ = ()
 
 
+#: The field names of records flat_copy took, in order, that need no check
+#: again: strings of at most _SHORT_NAME characters, C{arguments} not among
+#: them (a handful in practice, the pipeline's kinds of record; bounded).
+_FLAT_NAMES: set[tuple[str, ...]] = set()
+#: At most the C{short} of any C{maxFieldBytes} (at least 256 bytes).
+_SHORT_NAME = 64
+
+
 def flat_copy(fields: dict[str, Any], short: int) -> dict[str, Any] | None:
     """
     A copy of C{fields} (its lists copied too) when nothing in it needs
@@ -276,31 +284,36 @@ def flat_copy(fields: dict[str, Any], short: int) -> dict[str, Any] | None:
     for anything else: the caller copies it field by field.
     """
     record = _Flat(fields)
+    names = tuple(record)
+    if short < _SHORT_NAME or names not in _FLAT_NAMES:
+        for key in names:
+            if type(key) is not str or len(key) > short:
+                return None
+        if "arguments" in record:
+            return None
+        if len(_FLAT_NAMES) < 256 and max(map(len, names), default=0) <= _SHORT_NAME:
+            _FLAT_NAMES.add(names)
     flat = True
     for key, value in record.items():
-        if type(key) is not str or len(key) > short:
-            return None
         kind = type(value)
         if kind is str:
             if len(value) > short:
                 return None
+        elif value is None:
+            pass
+        elif kind is float:
+            if not (1e-4 <= abs(value) < 1e16 or value == 0.0):
+                flat = False
         elif kind is list:
             for item in value:
                 if type(item) is not str or len(item) > short:
                     return None
             record[key] = value[:]  # the roles: a copy the caller cannot change
-        elif value is None or kind is bool:
-            pass
         elif kind is int:
             if value not in _ORJSON_INTS:
                 flat = False
-        elif kind is float:
-            if not (1e-4 <= abs(value) < 1e16 or value == 0.0):
-                flat = False
-        else:
+        elif kind is not bool:
             return None
-    if "arguments" in record:
-        return None
     return record if flat else dict(record)
 
 
