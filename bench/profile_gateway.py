@@ -23,7 +23,12 @@ with its share of the profile and its time per call of the load.  The raw
 profiles are kept beside it (gateway-<N>.prof: open with `python -m pstats`, or
 snakeviz; gateway-<N>.spy: py-spy's collapsed stacks).
 
-    python bench/profile_gateway.py [--seconds 15] [--concurrency 128,1] [--profiler cprofile|py-spy] [--out FILE]
+With --policy the gateway runs bench_policy.py's configuration (every policy
+stage on, the audit trail to a file in a temporary directory): where the
+policy pipeline's cost per call goes.  py-spy samples every thread (the audit
+writer's too); twistd's cProfile sees only the reactor thread.
+
+    python bench/profile_gateway.py [--seconds 15] [--concurrency 128,1] [--profiler cprofile|py-spy] [--policy] [--out FILE]
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from typing import IO, Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import front_profile  # noqa: E402
+from bench_policy import full_policy  # noqa: E402
 from bench_relay import git_commit, stop  # noqa: E402
 from bench_stdio import ECHO, Client, run_load, twistd  # noqa: E402
 
@@ -122,7 +128,8 @@ def write_report(out: IO[str], args: argparse.Namespace, runs: list[tuple[int, d
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}, commit {git_commit()}; {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.2f}; profiler {args.profiler}\n"
     )
-    out.write("The gateway (twistd mcp-gateway, stdio front, one echo backend) under bench_stdio.py's client calling echo.\n")
+    policy = " with bench_policy.py's full policy and the audit trail to a file" if args.policy else ""
+    out.write(f"The gateway (twistd mcp-gateway, stdio front, one echo backend){policy} under bench_stdio.py's client calling echo.\n")
     out.write("Figures under a profiler are slower than without it: read the shares, not the absolute times.\n")
     for inflight, result, raw in runs:
         calls = result["calls"]
@@ -151,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15.0, help="seconds of load per profile (default 15)")
     parser.add_argument("--concurrency", default="128,1", help="calls in flight, one profile each (default 128,1)")
     parser.add_argument("--profiler", choices=("cprofile", "py-spy"), default="cprofile")
+    parser.add_argument("--policy", action="store_true", help="every policy stage on, audit to a file (bench_policy.py's config)")
     parser.add_argument("--out", default=DEFAULT_OUT, help="the report (default bench/profile/report.txt)")
     parser.add_argument("--top", type=int, default=30, help="rows by own time (default 30)")
     parser.add_argument("--top-cumulative", type=int, default=40, help="rows by cumulative time (default 40)")
@@ -164,8 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     with tempfile.TemporaryDirectory(prefix="twisted-mcp-profile-") as tmp:
         config = os.path.join(tmp, "gateway.json")
+        servers = {"echo": {"command": sys.executable, "args": [ECHO]}}
         with open(config, "w") as f:
-            json.dump({"mcpServers": {"echo": {"command": sys.executable, "args": [ECHO]}}}, f)
+            json.dump(full_policy(servers, os.path.join(tmp, "audit.jsonl")) if args.policy else {"mcpServers": servers}, f)
         for inflight in (int(x) for x in args.concurrency.split(",")):
             raw = os.path.join(out_dir, f"gateway-{inflight}.{'prof' if args.profiler == 'cprofile' else 'spy'}")
             if os.path.exists(raw):

@@ -686,7 +686,9 @@ class Policy:
                 raise error
         if self._shared_limits:
             return self._admit_shared(record, principal, subject, peer, entry)
-        wait, which = self._rate_check(principal, subject)
+        # Which per-tool rules cover it: looked up once, for steps 5 and 6.
+        tool_rules = self._tool_rules(subject) if subject.kind == "tool" else None
+        wait, which = self._rate_check(principal, subject, tool_rules)
         if wait:
             raise self.deny(
                 record,
@@ -694,7 +696,7 @@ class Policy:
                 f"rate limit ({which}) reached; retry in {_up(wait):.3f} s",
                 {"retryAfter": _up(wait), "limit": which},
             )
-        call = Call(self, record, subject, self._slots_for(subject), principal, peer, entry)
+        call = Call(self, record, subject, self._slots_for(subject, tool_rules), principal, peer, entry)
         call.taken, self._taken = self._taken, []
         return call
 
@@ -820,12 +822,15 @@ class Policy:
             b = self._principal_buckets[principal.name] = TokenBucket(rate.rate, rate.burst, now)
         return b
 
-    def _rate_check(self, principal: Principal, subject: Subject) -> tuple[float, str]:
+    def _rate_check(
+        self, principal: Principal, subject: Subject, tool_rules: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+    ) -> tuple[float, str]:
         """
         Step 5: the longest wait any of the call's buckets asks (and which
         limit), or a token taken from each (in L{_taken}) when none does.
         Each bucket's wait is read as it is found (reading it twice at the
         same moment changes nothing), without a list of pairs per call.
+        C{tool_rules}: L{_tool_rules} of a tool, when the caller has it.
         """
         rules = self.rules
         if rules.rate_principal is None and not rules.rate_tools and not rules.rate_backends:
@@ -843,7 +848,7 @@ class Policy:
                 worst, which = wait, "principal"
         if subject.kind == "tool":
             tool = subject.exposed
-            for i in self._tool_rules(subject)[0]:
+            for i in (tool_rules if tool_rules is not None else self._tool_rules(subject))[0]:
                 key = (principal.name, i, tool)
                 b = self._tool_buckets.get(key)
                 if b is None:
@@ -902,7 +907,8 @@ class Policy:
             self._tool_rule_memo[key] = found
         return found
 
-    def _slots_for(self, subject: Subject) -> list[Slots]:
+    def _slots_for(self, subject: Subject, tool_rules: tuple[tuple[int, ...], tuple[int, ...]] | None = None) -> list[Slots]:
+        """Step 6's slots in this process: the backend's, then each per-tool rule's (C{tool_rules} as in L{_rate_check})."""
         slots = []
         backend = subject.backend
         s = self._backend_slots.get(backend)
@@ -910,7 +916,7 @@ class Policy:
             slots.append(s)
         if subject.kind == "tool":
             tool = subject.exposed
-            for i in self._tool_rules(subject)[1]:
+            for i in (tool_rules if tool_rules is not None else self._tool_rules(subject))[1]:
                 key = (i, tool)
                 t = self._tool_slots.get(key)
                 if t is None:

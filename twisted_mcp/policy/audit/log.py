@@ -17,7 +17,17 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from twisted_mcp.policy.audit.config import AuditConfig
-from twisted_mcp.policy.audit.records import _canonical, _clean_str, _one_line, _walk, _WriteFailed, bound_text, redact
+from twisted_mcp.policy.audit.records import (
+    _canonical,
+    _clean_str,
+    _one_line,
+    _walk,
+    _WriteFailed,
+    bound_text,
+    flat_copy,
+    flat_scalar,
+    redact,
+)
 from twisted_mcp.policy.audit.sinks import _make_sink
 
 _log = Logger()
@@ -431,29 +441,13 @@ class AuditLog:
             # (bound_text's own first test): most keys and values skip the
             # call, some thirty a record.
             short = limit // 4
-            record = {}
-            for key, value in dict(fields).items():
-                # Copy what the caller could change while the worker encodes
-                # it, and bound what a client controls (names, messages...).
-                if type(key) is str and len(key) > short:
-                    key = bound_text(key, limit)
-                kind = type(value)
-                if kind is str:
-                    if len(value) > short:
-                        value = bound_text(value, limit)
-                elif kind is list and all(type(v) is str and len(v) * 4 <= limit for v in value):
-                    value = value[:]  # roles: the common case, cheaply
-                elif (kind is list or kind is dict or kind is tuple) and key != "arguments":
-                    value = _walk(value, redact=False, sanitize=False, limit=limit)
-                record[key] = value
-            if "arguments" in record:
-                if self.config.recordArguments:
-                    try:
-                        record["arguments"] = _walk(redact(fields["arguments"]), redact=False, sanitize=False, limit=limit)
-                    except ValueError as e:
-                        record["arguments"] = f"[not recorded: {e}]"
-                else:
-                    del record["arguments"]
+            # Copy what the caller could change while the worker encodes it,
+            # and bound what a client controls (names, messages...): a
+            # call's record needs neither bounds nor deep copies, and is
+            # checked for the worker's fast encoding as it is copied.
+            record = flat_copy(fields, short)
+            if record is None:
+                record = self._bounded(fields, limit, short)
             if "seq" in record or "prev" in record or "digest" in record:
                 for key in ("seq", "prev", "digest"):
                     record.pop(key, None)
@@ -462,8 +456,12 @@ class AuditLog:
                 record["id"] = uuid.uuid4().hex if given is None else _clean_str(repr(given))
             if "time" not in record:
                 record["time"] = self._clock.seconds()
+                if not flat_scalar(record["time"]):
+                    record = dict(record)  # not a _Flat any more: the worker checks it
             if self.replica is not None and "replica" not in record:
                 record["replica"] = self.replica
+                if not flat_scalar(self.replica):
+                    record = dict(record)
             self._queue.append(record)
             if _must_keep(record):
                 self._kept += 1
@@ -477,6 +475,33 @@ class AuditLog:
         except Exception:
             self._failures += 1
             _log.failure("an audit record could not be queued")
+
+    def _bounded(self, fields: dict[str, Any], limit: int, short: int) -> dict[str, Any]:
+        """L{record}'s copy of C{fields}, field by field: strings bounded, containers copied deeply, arguments redacted."""
+        record = {}
+        for key, value in dict(fields).items():
+            # Copy what the caller could change while the worker encodes
+            # it, and bound what a client controls (names, messages...).
+            if type(key) is str and len(key) > short:
+                key = bound_text(key, limit)
+            kind = type(value)
+            if kind is str:
+                if len(value) > short:
+                    value = bound_text(value, limit)
+            elif kind is list and all(type(v) is str and len(v) * 4 <= limit for v in value):
+                value = value[:]  # roles: the common case, cheaply
+            elif (kind is list or kind is dict or kind is tuple) and key != "arguments":
+                value = _walk(value, redact=False, sanitize=False, limit=limit)
+            record[key] = value
+        if "arguments" in record:
+            if self.config.recordArguments:
+                try:
+                    record["arguments"] = _walk(redact(fields["arguments"]), redact=False, sanitize=False, limit=limit)
+                except ValueError as e:
+                    record["arguments"] = f"[not recorded: {e}]"
+            else:
+                del record["arguments"]
+        return record
 
     def _make_room(self) -> None:
         """

@@ -252,6 +252,83 @@ def _fast_canonical(record: dict[str, Any]) -> bytes | None:
         return None
 
 
+class _Flat(dict):  # type: ignore[type-arg]
+    """
+    A record as L{flat_copy} copied it: every key a string, every value a
+    string, None, a boolean, a 64-bit int, a float in fixed notation (the
+    rules of L{_fast_canonical}) or a list of strings.  Its values were
+    checked as they were copied, on the reactor, and the copy is the audit
+    log's own (nothing changes its values), so the worker encodes it with
+    orjson at once, without checking them again (L{_Chain.seal}).
+    """
+
+    __slots__ = ()
+
+
+#: The field names of records flat_copy took, in order, that need no check
+#: again: strings of at most _SHORT_NAME characters, C{arguments} not among
+#: them (a handful in practice, the pipeline's kinds of record; bounded).
+_FLAT_NAMES: set[tuple[str, ...]] = set()
+#: At most the C{short} of any C{maxFieldBytes} (at least 256 bytes).
+_SHORT_NAME = 64
+
+
+def flat_copy(fields: dict[str, Any], short: int) -> dict[str, Any] | None:
+    """
+    A copy of C{fields} (its lists copied too) when nothing in it needs
+    bounding or a deep copy: every key a string and every string of at most
+    C{short} characters, every value a string, None, a boolean, an int, a
+    float or a list of strings, and no C{arguments}.  A L{_Flat} when its
+    values are also ones orjson encodes as the canonical encoder does; a
+    plain dict when not (a float in exponent notation, a huge int).  None
+    for anything else: the caller copies it field by field.
+    """
+    record = _Flat(fields)
+    names = tuple(record)
+    if short < _SHORT_NAME or names not in _FLAT_NAMES:
+        for key in names:
+            if type(key) is not str or len(key) > short:
+                return None
+        if "arguments" in record:
+            return None
+        if len(_FLAT_NAMES) < 256 and max(map(len, names), default=0) <= _SHORT_NAME:
+            _FLAT_NAMES.add(names)
+    flat = True
+    for key, value in record.items():
+        kind = type(value)
+        if kind is str:
+            if len(value) > short:
+                return None
+        elif value is None:
+            pass
+        elif kind is float:
+            if not (1e-4 <= abs(value) < 1e16 or value == 0.0):
+                flat = False
+        elif kind is list:
+            for item in value:
+                if type(item) is not str or len(item) > short:
+                    return None
+            record[key] = value[:]  # the roles: a copy the caller cannot change
+        elif kind is int:
+            if value not in _ORJSON_INTS:
+                flat = False
+        elif kind is not bool:
+            return None
+    return record if flat else dict(record)
+
+
+def flat_scalar(value: Any) -> bool:
+    """Whether a L{_Flat} record stays one with C{value} added: a string, or a scalar L{flat_copy} leaves flat."""
+    kind = type(value)
+    if kind is str or value is None or kind is bool:
+        return True
+    if kind is int:
+        return value in _ORJSON_INTS
+    if kind is float:
+        return 1e-4 <= abs(value) < 1e16 or value == 0.0
+    return False
+
+
 def _encode_record(record: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
     """
     The canonical, strict JSON of a record to store (no NaN, valid UTF-8),
@@ -377,14 +454,42 @@ class _Chain:
         out = []
         for record in records:
             seq += 1
-            full = dict(record)
-            full["seq"] = seq
-            full["prev"] = prev
-            body, full = self._fit(*_encode_record(full))
-            digest = chain_digest(body, self.key)
-            out.append(_Sealed(full, body[:-1] + b',"digest":"' + digest.encode("ascii") + b'"}', seq, digest))
-            prev = digest
+            full, line, prev = self._seal_one(record, seq, prev)
+            out.append(_Sealed(full, line, seq, prev))
         return out
+
+    def lines(self, records: list[dict[str, Any]], seq: int, prev: str) -> tuple[bytes, int, str]:
+        """
+        What L{seal} stores of C{records}, as a JSON lines file does: their
+        lines, each ending in a newline; and the last one's seq and digest.
+        Nothing of a record outlives its line (a batch of records sealed at
+        once is a batch of objects for the garbage collector to look at).
+        """
+        lines = []
+        for record in records:
+            seq += 1
+            _, line, prev = self._seal_one(record, seq, prev)
+            lines.append(line)
+        lines.append(b"")
+        return b"\n".join(lines), seq, prev
+
+    def _seal_one(self, record: dict[str, Any], seq: int, prev: str) -> tuple[dict[str, Any], bytes, str]:
+        """C{record} at C{seq} after C{prev}: the record as stored (without its digest), its line and its digest."""
+        full = dict(record)
+        full["seq"] = seq
+        full["prev"] = prev
+        body = None
+        if type(record) is _Flat:
+            # Its values were checked when it was queued; seq is an int and
+            # prev a string: what _fast_canonical would pass.
+            try:
+                body = orjson.dumps(full, option=orjson.OPT_SORT_KEYS)
+            except TypeError:  # a lone surrogate, a seq past 64 bits: the canonical encoder decides
+                pass
+        if body is None or len(body) > self.max_record_bytes:
+            body, full = self._fit(*(_encode_record(full) if body is None else (body, full)))
+        digest = chain_digest(body, self.key)
+        return full, b'%s,"digest":"%s"}' % (body[:-1], digest.encode("ascii")), digest
 
     def _fit(self, body: bytes, record: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
         """

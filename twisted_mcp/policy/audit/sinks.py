@@ -54,8 +54,7 @@ class _FileSink:
         self._landed = set()
         if skip == len(batch):
             return skip
-        sealed = self.chain.seal(batch[skip:], self._seq, self._digest)
-        data = b"".join(s.line + b"\n" for s in sealed)
+        data, seq, digest = self.chain.lines(batch[skip:], self._seq, self._digest)
         fd = self._fd
         before: int | None = None
         try:
@@ -77,7 +76,7 @@ class _FileSink:
                     pass  # the next open finds out what landed
             self.close()
             raise _WriteFailed(skip, e) from e
-        self._seq, self._digest = sealed[-1].seq, sealed[-1].digest
+        self._seq, self._digest = seq, digest
         return len(batch)
 
     def close(self) -> None:
