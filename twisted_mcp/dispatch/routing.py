@@ -103,17 +103,18 @@ def forward(
             on_progress = _progress_forwarder(session, request, meta["progressToken"])
     send: Callable[[], Deferred[Any] | DirectCall] | None = None
     if (
-        call is not None
-        or send_to is not None
+        send_to is not None
         or retry_out is not None
         or backend.per_session
         or backend.per_principal
         or (backend.era == "modern" and backend.protocol_version is not None)
     ):
         send = _sender(session, request, backend, method, out, retry_out, on_progress, send_to)
-    # else the common call (a handshake-era backend shared by every
-    # session, no policy): sent below as send_once would send it, without
-    # building the closures that handle the rest.
+    elif call is not None:
+        # A policy's call to a handshake-era backend shared by every session.
+        send = partial(_send_common, session, request, backend, method, out, on_progress)
+    # else the common call (the same, no policy): sent below as
+    # _send_common would send it.
     session.routed(request, backend)
     d: Deferred[Any] | DirectCall
     try:
@@ -203,6 +204,28 @@ def _sender(
 
         return send_plain
     return lambda: send_one(backend)
+
+
+def _send_common(
+    session: ClientSession,
+    request: InFlight,
+    backend: Backend,
+    method: str,
+    out: dict[str, Any],
+    on_progress: Callable[[dict[str, Any]], None] | None,
+) -> Deferred[Any] | DirectCall:
+    """
+    A policy's call to a shared backend that spoke the handshake era when
+    it was routed: what L{_sender}'s would do, without building its
+    closures.  Its era is read again as it is sent (a call that waited for
+    a slot may find the server restarted in the other era): L{_sender}'s
+    way then.
+    """
+    if backend.era != "modern" or backend.protocol_version is None:
+        if on_progress is None and backend.answers_directly:
+            return backend.call_direct(method, out, session, request)
+        return backend.call(method, out, on_progress, context=request)
+    return _sender(session, request, backend, method, out, None, on_progress, None)()
 
 
 def _enveloped(session: ClientSession, request: InFlight, target: Backend, out: dict[str, Any]) -> dict[str, Any]:
