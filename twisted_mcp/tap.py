@@ -327,6 +327,8 @@ def makeService(options: Options) -> Any:
 
     # twistd's first import of the reactor (unless one is installed already,
     # as by --reactor): without pyOpenSSL, loaded at the first use of TLS.
+    # Import nothing else in this block: a module that guards its OpenSSL
+    # import (endpoints, twisted.web.client) would stay without TLS for good.
     with lean_reactor_import():
         from twisted.internet import reactor
     from twisted.internet import stdio
