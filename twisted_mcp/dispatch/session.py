@@ -117,10 +117,6 @@ class ClientSession:
         #: list_changed for tools is sent only when its fitted list changed.
         self.tools_listed: str | None = None
         self._shutdown_error: JsonRpcError | None = None
-        #: The last stateless-era request's C{_meta} (a copy) and its
-        #: envelope: a client sends the same one with every request, read once.
-        self._last_meta: dict[str, Any] | None = None
-        self._last_envelope: Envelope | None = None
         self._drained: list[Deferred[None]] = []
         gateway.sessions.add(self)
 
@@ -330,11 +326,7 @@ class ClientSession:
                 f"Invalid Request: this connection negotiated {self.caller.version} with initialize; send "
                 "2026-07-28 requests on a connection that has not sent initialize",
             )
-        meta = params["_meta"]
-        envelope = self._last_envelope
-        if envelope is None or meta != self._last_meta:
-            envelope = read_envelope(params)  # (what it reads of _meta decides everything it returns)
-            self._last_meta, self._last_envelope = dict(meta), envelope
+        envelope = read_envelope(params)
         spec = self.modern_method(method)
         if method != "server/discover" and self.caller.era is None:
             self.caller.era = "modern"
