@@ -221,3 +221,34 @@ class SendRequestTests(SynchronousTestCase):
         self.assertEqual(self.h.cancelled, [(1, "cancelled")])
         self.assertFalse(self.peer.cancel(1))
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class SweepTests(SynchronousTestCase):
+    """The one timer per peer is always for the earliest deadline."""
+
+    def test_aRequestSentByATimedOutOnesErrbackDoesNotDelayTheOthers(self) -> None:
+        h = PeerHarness()
+        peer, clock = h.peer, h.clock
+        later = RecordingAnswer()
+
+        class SendsOnTimeout(RecordingAnswer):
+            def errback(self, reason: Any) -> None:
+                super().errback(reason)
+                # As a freed concurrency slot lets a queued call go.
+                peer.send_request("tools/call", None, 5, later)
+
+        first = SendsOnTimeout()
+        peer.send_request("tools/call", None, 5, first)
+        clock.advance(1)
+        second = RecordingAnswer()
+        peer.send_request("tools/call", None, 5, second)
+        clock.advance(4)  # t=5: the first times out, its errback sends another (due at t=10)
+        self.assertEqual(len(first.errors), 1)
+        self.assertEqual(second.told, 0)
+        clock.advance(1)  # t=6: the second's deadline
+        self.assertEqual(len(second.errors), 1)
+        self.assertIsInstance(second.errors[0], RequestTimeout)
+        self.assertEqual(later.told, 0)
+        clock.advance(4)  # t=10
+        self.assertEqual(len(later.errors), 1)
+        self.assertEqual(clock.getDelayedCalls(), [])

@@ -466,8 +466,16 @@ class JsonRpcPeer:
                 self._on_cancel(rid, "timed out")
                 entry[0].errback(RequestTimeout(rid))
         upcoming = [dl for _, dl in pending.values() if dl is not None]
-        if upcoming and self._sweeper is None:
-            self._sweeper = self._clock.callLater(max(0.0, min(upcoming) - now), self._sweep)
+        if not upcoming:
+            return
+        first = min(upcoming)
+        sweeper = self._sweeper
+        if sweeper is None:
+            self._sweeper = self._clock.callLater(max(0.0, first - now), self._sweep)
+        elif sweeper.getTime() > first:
+            # A timed-out request's errback sent another (a slot freed):
+            # its timer is for that request's deadline, not the earliest.
+            sweeper.reset(max(0.0, first - self._clock.seconds()))
 
     def _idle_check(self) -> None:
         if not self._pending and self._sweeper is not None:
