@@ -11,6 +11,10 @@ calling the echo tool of tests/servers/echo_fast.py:
   JSON relay          -> bench/twisted_relay.py --mode json -> echo (parses each
                       message with the standard library's json, rewrites the id,
                       encodes it again: what any message relay must do at least);
+  JSON relay 2026-07-28  the same relay carrying stateless-era requests (the
+                      envelope in each request's _meta, as the gateway's
+                      2026-07-28 row gets them): the 2026-07-28 targets compare
+                      the gateway with this row, the same bytes through each;
   gateway             -> `twistd -n --pidfile= mcp-gateway --config CFG` -> echo,
                       a handshake-era client (initialize, then tools/call);
   gateway 2026-07-28  the same gateway, stateless-era requests (no handshake, the
@@ -64,7 +68,7 @@ RELAY = os.path.join(HERE, "twisted_relay.py")
 HUB = os.path.join(HERE, "node", "node_modules", "mcp-hub-mcp", "dist", "index.js")
 LEVELS = (1, 16, 128)
 #: The paths of the main table, in the order of the first round.
-PATHS = ("direct", "byte relay", "JSON relay", "gateway", "gateway 2026-07-28", "mcp-hub-mcp")
+PATHS = ("direct", "byte relay", "JSON relay", "JSON relay 2026-07-28", "gateway", "gateway 2026-07-28", "mcp-hub-mcp")
 #: The paths of the 1 MiB rows.
 LARGE_PATHS = ("direct", "byte relay", "JSON relay", "gateway")
 #: The processes whose idle RSS is reported.
@@ -246,6 +250,7 @@ def run(args: argparse.Namespace) -> dict:
         "direct": Path([sys.executable, ECHO], "echo", {}, middle=False),
         "byte relay": Path([sys.executable, RELAY, "--mode", "bytes", "--", sys.executable, ECHO], "echo", {}),
         "JSON relay": Path([sys.executable, RELAY, "--mode", "json", "--", sys.executable, ECHO], "echo", {}),
+        "JSON relay 2026-07-28": Path([sys.executable, RELAY, "--mode", "json", "--", sys.executable, ECHO], "echo", {}, modern=True),
         "gateway": Path(gateway, "echo__echo", {}),
         "gateway 2026-07-28": Path(gateway, "echo__echo", {}, modern=True),
         "mcp-hub-mcp": hub_path(node, plain),
@@ -299,24 +304,24 @@ def run(args: argparse.Namespace) -> dict:
     ratios: dict[str, float] = {}
     for era, label in (("", "gateway"), (" 2026-07-28", "gateway 2026-07-28")):
         ratios[f"throughput at {top}: gateway{era} / JSON relay"] = (
-            results[label][top]["throughput"] / results["JSON relay"][top]["throughput"])
+            results[label][top]["throughput"] / results["JSON relay" + era][top]["throughput"])
         ratios[f"throughput at {top}: gateway{era} / mcp-hub-mcp"] = (
             results[label][top]["throughput"] / results["mcp-hub-mcp"][top]["throughput"])
         ratios[f"added p50 at {low}: gateway{era} - JSON relay (us)"] = (
-            results[label][low]["added_p50_us"] - results["JSON relay"][low]["added_p50_us"])
+            results[label][low]["added_p50_us"] - results["JSON relay" + era][low]["added_p50_us"])
     ratios["1 MiB: gateway / byte relay time per call"] = large_results["gateway"]["mean_us"] / large_results["byte relay"]["mean_us"]
     targets = []
     for era in ("", " 2026-07-28"):
         targets += [
-            {"target": f"calls/s at {top}, gateway{era} >= 1.0x JSON relay",
+            {"target": f"calls/s at {top}, gateway{era} >= 1.0x JSON relay{era}",
              "value": ratios[f"throughput at {top}: gateway{era} / JSON relay"], "unit": "x",
              "met": ratios[f"throughput at {top}: gateway{era} / JSON relay"] >= TARGETS["throughput_vs_json_relay"]},
             {"target": f"calls/s at {top}, gateway{era} >= 2x mcp-hub-mcp",
              "value": ratios[f"throughput at {top}: gateway{era} / mcp-hub-mcp"], "unit": "x",
              "met": ratios[f"throughput at {top}: gateway{era} / mcp-hub-mcp"] >= TARGETS["throughput_vs_peer"]},
-            {"target": f"added p50 at {low}, gateway{era} <= JSON relay's",
+            {"target": f"added p50 at {low}, gateway{era} <= JSON relay{era}'s",
              "value": results["gateway" + era][low]["added_p50_us"], "unit": "us",
-             "reference": results["JSON relay"][low]["added_p50_us"],
+             "reference": results["JSON relay" + era][low]["added_p50_us"], "reference_path": "JSON relay" + era,
              "met": ratios[f"added p50 at {low}: gateway{era} - JSON relay (us)"] <= 0},
         ]
     targets += [
@@ -360,12 +365,13 @@ def print_report(report: dict, out: IO[str]) -> None:
     w(f"{report['date']}, commit {report['commit']}; {m['cores']} cores, Python {m['python']}, "
       f"load average before {m['loadavg_before'][0]:.2f}; {s['calls']} calls (or {s['seconds']:g} s) per row, "
       f"medians of {s['rounds']} round(s) in alternating order")
-    w("Echo tool over stdio; 'added p50' is over direct at the same calls in flight; 'CPU/call' is the process in between")
-    w(f"{'in flight':>9} {'path':>18} | {'p50':>8} {'p99':>8} {'calls/s':>9} | {'added p50':>9} {'CPU/call':>9}")
+    w("Echo tool over stdio; 'added p50' is over direct (handshake-era requests) at the same calls in flight; "
+      "'CPU/call' is the process in between")
+    w(f"{'in flight':>9} {'path':>21} | {'p50':>8} {'p99':>8} {'calls/s':>9} | {'added p50':>9} {'CPU/call':>9}")
     for c in s["levels"]:
         for label, by_level in report["paths"].items():
             r = by_level[str(c)]
-            w(f"{c:>9} {label:>18} | {r['p50_us']:>6.0f}us {r['p99_us']:>6.0f}us {r['throughput']:>9.0f} | "
+            w(f"{c:>9} {label:>21} | {r['p50_us']:>6.0f}us {r['p99_us']:>6.0f}us {r['throughput']:>9.0f} | "
               f"{r['added_p50_us']:>7.0f}us {fmt(r['cpu_us_per_call'], '>7.1f')}us")
     w()
     w(f"1 MiB answers ({s['large_bytes']:,} bytes of text), 1 in flight, {s['large_calls']} calls per round")
@@ -388,7 +394,7 @@ def print_report(report: dict, out: IO[str]) -> None:
     for t in report["targets"]:
         value = f"{t['value']:.2f}x" if t["unit"] == "x" else f"{t['value']:.1f} {t['unit']}"
         if "reference" in t:
-            value += f" (JSON relay {t['reference']:.1f} {t['unit']})"
+            value += f" ({t.get('reference_path', 'JSON relay')} {t['reference']:.1f} {t['unit']})"
         w(f"  {'met    ' if t['met'] else 'NOT met'}  {t['target']}: {value}")
 
 
