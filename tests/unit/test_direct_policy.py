@@ -6,29 +6,23 @@ when it is sent after a wait for a concurrency slot (L{Call.dispatch}).
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from twisted.internet.defer import Deferred
 
 from twisted_mcp.backends.direct import DirectCall
-from twisted_mcp.dispatch.gateway import Gateway
-from twisted_mcp.dispatch.session import ClientSession
-from twisted_mcp.frontends.stream import deliver, line_caller
+from twisted_mcp.frontends.stream import deliver
 from twisted_mcp.mcp import errors
 from twisted_mcp.policy.identity import Principal
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import parse_policy
 
+from .test_direct_calls import DirectCallTestCase
 from .test_policy import Recorder
-from .test_stdio_backend import BackendTestCase
 
 
-class PolicyDirectTests(BackendTestCase):
+class PolicyDirectTests(DirectCallTestCase):
     def setUp(self) -> None:
         super().setUp()
-        self.backend, self.spawn = self.started()
-        self.gateway = Gateway([self.backend], "__", self.clock, 1.0)
+        self.through()
         problems: list[str] = []
         rules = parse_policy(
             {"roles": {"dev": {"allow": ["*"]}}, "concurrency": {"backends": {"time": {"max": 1, "queue": 4, "queueTimeout": 5}}}},
@@ -40,22 +34,7 @@ class PolicyDirectTests(BackendTestCase):
         self.audit = Recorder()
         principal = Principal(name="p", roles=("dev",), source="config")
         self.gateway.policy = Policy(rules, "__", self.clock, lambda peer: principal, self.audit)
-        self.gateway.start()
-        self.out: list[bytes] = []
-        self.session = ClientSession(self.gateway, line_caller(self.out.append, "stdio"))
-        deliver(self.session, b'{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}')
-        del self.out[:]
-
-    def tearDown(self) -> None:
-        self.stop(self.backend)
-
-    def take(self) -> list[Any]:
-        messages = [json.loads(line) for line in self.out]
-        del self.out[:]
-        return messages
-
-    def pending(self) -> list[Any]:
-        return [answer for answer, _ in self.spawn.protocol.session.peer._pending.values()]
+        self.gateway.policy.catalog_changed(self.gateway.catalog.entries)
 
     def call(self, rid: int) -> None:
         deliver(self.session, b'{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"time__get_time"}}' % rid)
