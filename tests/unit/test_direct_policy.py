@@ -6,6 +6,8 @@ when it is sent after a wait for a concurrency slot (L{Call.dispatch}).
 
 from __future__ import annotations
 
+import json
+
 from twisted.internet.defer import Deferred
 
 from twisted_mcp.backends.direct import DirectCall
@@ -17,6 +19,7 @@ from twisted_mcp.policy.rules import parse_policy
 
 from .test_direct_calls import DirectCallTestCase
 from .test_policy import Recorder
+from .test_stdio_backend import exited
 
 
 class PolicyDirectTests(DirectCallTestCase):
@@ -102,3 +105,14 @@ class PolicyDirectTests(DirectCallTestCase):
         self.assertIsInstance(first, Deferred)
         self.reply(self.spawn, "tools/call", {"content": []})
         self.assertEqual(self.take()[0]["id"], 1)
+
+    def test_aQueuedCallWhenTheChildExitsIsToldItWentAway(self) -> None:
+        """A call let go by a freed slot while the child's exit fails the calls in flight finds the backend gone, and says so."""
+        self.call(1)
+        self.call(2)
+        self.spawn.protocol.processExited(exited(3))
+        answers = {m["id"]: m for m in self.take()}
+        self.assertEqual(answers[1]["error"]["code"], errors.BACKEND_LOST)
+        self.assertEqual(answers[2]["error"]["code"], errors.BACKEND_UNAVAILABLE)
+        self.assertEqual(answers[2]["error"]["message"], "backend 'time' went away (its connection was lost)")
+        self.assertNotIn("is up", json.dumps(answers))

@@ -232,6 +232,21 @@ class Backend(Service):
             state=self.state.value,
         )
 
+    def gone(self) -> JsonRpcError:
+        """
+        The error for a call made as the backend's connection was lost (its
+        session refused it), before the backend is marked down: a call let
+        go while the calls in flight are failed (a freed concurrency slot).
+        """
+        if self.state is not State.UP:
+            return self.unavailable()
+        return errors.backend_error(
+            errors.BACKEND_UNAVAILABLE,
+            self.name,
+            f"backend {self.name!r} went away (its connection was lost)",
+            state=State.DOWN.value,
+        )
+
     def call(
         self,
         method: str,
@@ -261,7 +276,7 @@ class Backend(Service):
         try:
             d = session.request(method, params, timeout, on_progress, context)
         except PeerGone:
-            raise self.unavailable()
+            raise self.gone()
         # One pair of callbacks (latency, then the error's translation): each
         # pair on a call's Deferred costs every call.
         started = monotonic()
@@ -283,7 +298,7 @@ class Backend(Service):
         try:
             rid = session.send_request(method, params, timeout, call)
         except PeerGone:
-            raise self.unavailable()
+            raise self.gone()
         call.sent(session.peer, rid)
         return call
 

@@ -1366,7 +1366,7 @@ class HttpBackend(SupervisedBackend):
         try:
             d = run.session.request(method, params, timeout, on_progress, context)
         except PeerGone:
-            raise self.unavailable() from None
+            raise self.gone() from None
         d.addErrback(self._call_failed, method, timeout)
         return await d
 
