@@ -113,18 +113,12 @@ def forward(
     elif call is not None:
         # A policy's call to a handshake-era backend shared by every session.
         send = partial(_send_common, session, request, backend, method, out, on_progress)
-    # else the common call (the same, no policy): sent below as
-    # _send_common would send it.
+    # else the common call (the same, no policy): sent below as it is.
     session.routed(request, backend)
     d: Deferred[Any] | DirectCall
     try:
         if send is None:
-            if on_progress is None and backend.answers_directly:
-                # Answered into the session itself (no Deferred: the common call's way).
-                d = backend.call_direct(method, out, session, request)
-            else:
-                # The request itself is the context (see _sender).
-                d = backend.call(method, out, on_progress, context=request)
+            d = _send_plainly(session, request, backend, method, out, on_progress)
         else:
             d = send() if call is None else call.dispatch(send)
     except BaseException:
@@ -197,9 +191,7 @@ def _sender(
             # three frames fewer for a handshake-era backend (its era read
             # now), answered directly where forward's common call is.
             if backend.era != "modern" or backend.protocol_version is None:
-                if on_progress is None and backend.answers_directly:
-                    return backend.call_direct(method, out, session, context)
-                return backend.call(method, out, on_progress, context=context)
+                return _send_plainly(session, request, backend, method, out, on_progress)
             return send_once(backend)
 
         return send_plain
@@ -222,10 +214,26 @@ def _send_common(
     way then.
     """
     if backend.era != "modern" or backend.protocol_version is None:
-        if on_progress is None and backend.answers_directly:
-            return backend.call_direct(method, out, session, request)
-        return backend.call(method, out, on_progress, context=request)
+        return _send_plainly(session, request, backend, method, out, on_progress)
     return _sender(session, request, backend, method, out, None, on_progress, None)()
+
+
+def _send_plainly(
+    session: ClientSession,
+    request: InFlight,
+    backend: Backend,
+    method: str,
+    out: dict[str, Any],
+    on_progress: Callable[[dict[str, Any]], None] | None,
+) -> Deferred[Any] | DirectCall:
+    """
+    C{request} to a shared handshake-era backend as it is: answered into
+    the session itself where the backend can (no Deferred), else through
+    L{Backend.call} with the request as the context (see L{_sender}).
+    """
+    if on_progress is None and backend.answers_directly:
+        return backend.call_direct(method, out, session, request)
+    return backend.call(method, out, on_progress, context=request)
 
 
 def _enveloped(session: ClientSession, request: InFlight, target: Backend, out: dict[str, Any]) -> dict[str, Any]:
