@@ -28,7 +28,10 @@ stage on, the audit trail to a file in a temporary directory): where the
 policy pipeline's cost per call goes.  py-spy samples every thread (the audit
 writer's too); twistd's cProfile sees only the reactor thread.
 
-    python bench/profile_gateway.py [--seconds 15] [--concurrency 128,1] [--profiler cprofile|py-spy] [--policy] [--out FILE]
+With --modern the client sends stateless-era (2026-07-28) requests: the
+envelope in each request's _meta, as bench_relay.py's "gateway 2026-07-28".
+
+    python bench/profile_gateway.py [--seconds 15] [--concurrency 128,1] [--profiler cprofile|py-spy] [--policy] [--modern] [--out FILE]
 """
 
 from __future__ import annotations
@@ -91,23 +94,27 @@ def table(stats: pstats.Stats, key: str, top: int, calls: int, out: IO[str]) -> 
         )
 
 
-def profile_one(inflight: int, seconds: float, profiler: str, raw: str, config: str) -> dict:
-    """Load a fresh gateway at C{inflight} for C{seconds} under C{profiler}, its profile into C{raw}."""
+def profile_one(inflight: int, seconds: float, profiler: str, raw: str, config: str, modern: bool = False) -> dict:
+    """
+    Load a fresh gateway at C{inflight} for C{seconds} under C{profiler}, its
+    profile into C{raw}; with C{modern}, stateless-era requests (no handshake's
+    session used: the envelope in each request's _meta).
+    """
     argv = [twistd(), "-n", "--pidfile="]
     if profiler == "cprofile":
         argv += ["--profile", raw, "--profiler", "cprofile", "--savestats"]
     client = Client([*argv, "mcp-gateway", "--config", config])
     spy = None
     try:
-        assert "echo__echo" in client.handshake()
-        run_load(client, "echo__echo", inflight, 2000, 2.0)  # warm-up
+        assert "echo__echo" in client.handshake(modern)
+        run_load(client, "echo__echo", inflight, 2000, 2.0, modern=modern)  # warm-up
         if profiler == "py-spy":
             spy = subprocess.Popen(
                 [front_profile.PY_SPY, "record", "--pid", str(client.proc.pid), "--duration", str(max(1, int(seconds))),
                  "--rate", "997", "--format", "raw", "--output", raw, "--nonblocking"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             time.sleep(0.5)  # py-spy attaches
-        result = run_load(client, "echo__echo", inflight, 10**9, seconds)
+        result = run_load(client, "echo__echo", inflight, 10**9, seconds, modern=modern)
         if spy is not None:
             _, err = spy.communicate(timeout=60 + seconds)
             if spy.returncode:
@@ -129,7 +136,8 @@ def write_report(out: IO[str], args: argparse.Namespace, runs: list[tuple[int, d
         f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.2f}; profiler {args.profiler}\n"
     )
     policy = " with bench_policy.py's full policy and the audit trail to a file" if args.policy else ""
-    out.write(f"The gateway (twistd mcp-gateway, stdio front, one echo backend){policy} under bench_stdio.py's client calling echo.\n")
+    era = " in stateless-era (2026-07-28) requests" if args.modern else ""
+    out.write(f"The gateway (twistd mcp-gateway, stdio front, one echo backend){policy} under bench_stdio.py's client calling echo{era}.\n")
     out.write("Figures under a profiler are slower than without it: read the shares, not the absolute times.\n")
     for inflight, result, raw in runs:
         calls = result["calls"]
@@ -159,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="128,1", help="calls in flight, one profile each (default 128,1)")
     parser.add_argument("--profiler", choices=("cprofile", "py-spy"), default="cprofile")
     parser.add_argument("--policy", action="store_true", help="every policy stage on, audit to a file (bench_policy.py's config)")
+    parser.add_argument("--modern", action="store_true", help="stateless-era (2026-07-28) requests, the envelope in each one's _meta")
     parser.add_argument("--out", default=DEFAULT_OUT, help="the report (default bench/profile/report.txt)")
     parser.add_argument("--top", type=int, default=30, help="rows by own time (default 30)")
     parser.add_argument("--top-cumulative", type=int, default=40, help="rows by cumulative time (default 40)")
@@ -179,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             raw = os.path.join(out_dir, f"gateway-{inflight}.{'prof' if args.profiler == 'cprofile' else 'spy'}")
             if os.path.exists(raw):
                 os.unlink(raw)
-            result = profile_one(inflight, args.seconds, args.profiler, raw, config)
+            result = profile_one(inflight, args.seconds, args.profiler, raw, config, args.modern)
             print(f"{inflight} in flight: {result['throughput']:,.0f} calls/s under {args.profiler}", file=sys.stderr)
             runs.append((inflight, result, raw))
     with open(args.out, "w") as f:

@@ -9,7 +9,7 @@ from twisted.internet.abstract import FileDescriptor
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mcp.wire import _writer as _writer_module
-from twisted_mcp.wire._writer import Writer, batch, coalesce_per_turn
+from twisted_mcp.wire._writer import EARLY_FLUSH_BYTES, Writer, batch, coalesce_per_turn
 
 
 class _Pipe(FileDescriptor):
@@ -125,3 +125,45 @@ class TurnTests(SynchronousTestCase):
         reactor.doIteration(0)
         self.writer.write(b"timer\n")
         self.assertEqual(self.writes, [6])
+
+    def test_aWriterHoldingEnoughSendsItBeforeTheTurnEnds(self) -> None:
+        """
+        Once a writer holds EARLY_FLUSH_BYTES it sends them while the turn
+        goes on (the peer starts on them); what is written after waits for
+        the turn's end.  The bytes arrive in order.
+        """
+        reactor = _Reactor()
+        sent_before_the_end: list[list[int]] = []
+        piece = b"x" * (EARLY_FLUSH_BYTES // 4 - 1) + b"\n"
+
+        @batch
+        def pipelined() -> None:
+            for i in range(4):
+                self.writer.write(piece)
+                sent_before_the_end.append(list(self.writes))
+            self.writer.write(b"last\n")
+
+        reactor.ready = [pipelined]
+        coalesce_per_turn(reactor)
+        reactor.doIteration(0)
+        self.assertEqual(sent_before_the_end, [[], [], [], [4 * len(piece)]])
+        self.assertEqual(self.writes, [4 * len(piece), 5])
+        self.assertEqual(os.read(self.pipe.read_end, 2 * EARLY_FLUSH_BYTES), 4 * piece + b"last\n")
+        self.assertEqual((self.writer.chunks, self.writer.held), ([], 0))
+
+    def test_aLargeMessageLeavesAtOnce(self) -> None:
+        """A message of EARLY_FLUSH_BYTES or more is not held to the turn's end behind nothing."""
+        reactor = _Reactor()
+        big = b"y" * EARLY_FLUSH_BYTES + b"\n"
+        seen: list[int] = []
+
+        @batch
+        def answer() -> None:
+            self.writer.write(big)
+            seen.extend(self.writes)
+
+        reactor.ready = [answer]
+        coalesce_per_turn(reactor)
+        reactor.doIteration(0)
+        self.assertEqual(seen, [len(big)])
+        self.assertEqual(self.writes, [len(big)])
