@@ -228,6 +228,14 @@ def hostile(tmp_path: Path, oauth_peers: Peers) -> Iterator[tuple[BesideGateway,
 def test_metadata_that_cannot_be_trusted_fails_the_login_with_its_reason(hostile) -> None:
     gateway, fakes = hostile
     outputs = []
+    # Each backend's first 401 names where its resource metadata is (prm-other-origin's on
+    # another origin): a login begun before that 401 came back would look on the backend's
+    # own origin and find good metadata there, as it should.  Each has answered once it has an error.
+    deadline = time.monotonic() + 30
+    for mode in AT_BEGIN:
+        while not gateway.backend_named(backend_of(mode))["lastError"]:
+            assert time.monotonic() < deadline, f"{mode}: the gateway never heard from the backend"
+            time.sleep(0.05)
     for mode, reason in AT_BEGIN.items():
         done = gateway.cli("login", backend_of(mode), "--as", "alice", "--wait", "5")
         outputs += [done.stdout, done.stderr]
