@@ -270,6 +270,7 @@ def test_held_answers_past_their_bound_are_a_metric(shared: Any) -> None:
         holds_answers = True
         hold_timeouts = 3
         refuses_calls = False
+        behind = False
 
     world.gateway.policy.audit = Audit()
     assert metric(world, "twisted_mcp_audit_hold_timeouts_total") == [({}, 3.0)]

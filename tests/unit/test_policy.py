@@ -290,6 +290,9 @@ def _catalog(*backends: tuple[str, list[str]]) -> Catalog:
 
 
 class Recorder:
+    #: Never behind: calls go at once (AuditLog.behind).
+    behind = False
+
     def __init__(self) -> None:
         self.records: list[dict[str, Any]] = []
         self.healthy = True

@@ -138,7 +138,7 @@ class TurnTests(SynchronousTestCase):
 
         @batch
         def pipelined() -> None:
-            for i in range(4):
+            for _ in range(4):
                 self.writer.write(piece)
                 sent_before_the_end.append(list(self.writes))
             self.writer.write(b"last\n")

@@ -47,6 +47,10 @@ def _up(seconds: float) -> float:
     return math.ceil(seconds * 1000) / 1000
 
 
+#: The refusal of a call while the audit trail cannot be written (C{onFailure: refuse}, or its queue full).
+AUDIT_REFUSAL = "the audit trail cannot be written; requests are refused until it can"
+
+
 def rate_refusal(wait: float, which: str) -> tuple[str, dict[str, Any]]:
     """The message and data of a C{RATE_LIMITED} refusal: which limit, and when to retry."""
     return f"rate limit ({which}) reached; retry in {_up(wait):.3f} s", {"retryAfter": _up(wait), "limit": which}
@@ -101,8 +105,23 @@ class Call:
         Take the shared rate-limit tokens (if any), the concurrency slots
         (perhaps waiting), pass the breaker, send.  What C{send} returns (a
         Deferred, or a backend's direct call) is returned when it is sent
-        at once; a Deferred when it is sent after a wait.
+        at once; a Deferred when it is sent after a wait.  While the audit
+        trail is behind, the call first waits for it (bounded) to catch up.
         """
+        audit = self.policy.audit
+        if audit is not None and audit.behind:
+            self.waited = True
+            return audit.room().addCallback(self._audit_caught_up, send)
+        return self._dispatch_now(send)
+
+    def _audit_caught_up(self, _: bool, send: Callable[[], Any]) -> Any:
+        """After the wait for the audit trail: refused if it cannot be written now (C{onFailure}), else on its way."""
+        if self.policy.audit_blocked():
+            raise self._refuse(errors.AUDIT_UNAVAILABLE, AUDIT_REFUSAL)
+        # Sent from the chain now: a direct call is waited for through its Deferred.
+        return deferred_of(self._dispatch_now(send))
+
+    def _dispatch_now(self, send: Callable[[], Any]) -> Any:
         if self.specs is not None:
             return self._take_rates(send)
         slots = self.slots
@@ -141,7 +160,7 @@ class Call:
                 message, data = rate_refusal(wait, which)
                 raise self._refuse(errors.RATE_LIMITED, message, data)
             self.shared = specs
-            return deferred_of(self.dispatch(send))
+            return deferred_of(self._dispatch_now(send))
 
         def unavailable(f: Failure) -> Any:
             f.trap(Unavailable)
@@ -153,7 +172,7 @@ class Call:
                 message, data = rate_refusal(wait, which)
                 raise self._refuse(errors.RATE_LIMITED, message, data)
             self.taken, policy._taken = policy._taken, []
-            return deferred_of(self.dispatch(send))
+            return deferred_of(self._dispatch_now(send))
 
         return take_tokens(rates, specs).addCallbacks(taken, unavailable)
 
@@ -182,7 +201,7 @@ class Call:
 
         return d.addCallbacks(held, failed)
 
-    def _refuse(self, code: int, message: str, data: dict[str, Any]) -> JsonRpcError:
+    def _refuse(self, code: int, message: str, data: dict[str, Any] | None = None) -> JsonRpcError:
         """A refusal after step 5: audited once, and the rate-limit tokens given back."""
         for bucket in self.taken:
             bucket.tokens = min(bucket.burst, bucket.tokens + 1.0)

@@ -56,7 +56,7 @@ from twisted_mcp.mcp import errors
 from twisted_mcp.policy.argument_checks import ArgumentError, Validators
 from twisted_mcp.policy.audit.records import digest_arguments, redact_uri
 from twisted_mcp.policy.breaker import Breaker
-from twisted_mcp.policy.call import Call, _up, rate_refusal
+from twisted_mcp.policy.call import AUDIT_REFUSAL, Call, _up, rate_refusal
 from twisted_mcp.policy.decisions import decide, names_of, server_request_refusal
 from twisted_mcp.policy.flags import read_flags, useful_approvals, write_approvals
 from twisted_mcp.policy.limits import Slots, TokenBucket, forget_full
@@ -620,9 +620,7 @@ class Policy:
             principal = self._identify(record, peer)
             self._describe(record, subject)
             if self.audit_blocked():
-                raise self.deny(
-                    record, errors.AUDIT_UNAVAILABLE, "the audit trail cannot be written; requests are refused until it can"
-                )
+                raise self.deny(record, errors.AUDIT_UNAVAILABLE, AUDIT_REFUSAL)
             if self._flags_problem is not None:
                 raise self.deny(record, errors.STATE_UNAVAILABLE, self._flags_problem)
             if subject.kind == "tool":
@@ -774,9 +772,7 @@ class Policy:
         except JsonRpcError as e:
             return e
         if self.audit_blocked():
-            return self.deny(
-                record, errors.AUDIT_UNAVAILABLE, "the audit trail cannot be written; requests are refused until it can"
-            )
+            return self.deny(record, errors.AUDIT_UNAVAILABLE, AUDIT_REFUSAL)
         shown = record["subject"]  # the reason goes into the audit trail: a URI without its secrets
         if kind == "resource":
             return self.deny(record, errors.RESOURCE_NOT_FOUND, f"Resource not found: {shown!r}", {DATA_KEYS[kind]: name})
@@ -969,7 +965,7 @@ class Policy:
         if not self.active:
             return None
         if self.audit_blocked():
-            return "the audit trail cannot be written; requests are refused until it can"
+            return AUDIT_REFUSAL
         if self._flags_problem is not None:
             return self._flags_problem
         return server_request_refusal(self.rules, self.kills, principal, backend, method)

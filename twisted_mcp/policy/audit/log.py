@@ -183,6 +183,9 @@ class AuditLog:
         self._sink = _make_sink(config)
         self._where = config.describe()
         self._queue: deque[dict[str, Any]] = deque()
+        #: New calls wait (L{behind}) from this many queued records until there are this few.
+        self._behind_at = max(1, config.maxQueue // 2)
+        self._caught_up_at = config.maxQueue // 4
         self._pool: Any = None
         self._started = False
         self._stopping = False
@@ -257,6 +260,25 @@ class AuditLog:
     def queue_depth(self) -> int:
         """Records waiting to be written."""
         return len(self._queue)
+
+    @property
+    def behind(self) -> bool:
+        """
+        Whether the sink is writing but the queue holds half of C{maxQueue}
+        or more: a new call waits for it to catch up (L{room}), rather than
+        add to a queue that, full, would refuse every call.  A gateway busy
+        on every core writes its records more slowly than its calls make
+        them (the worker thread waits for the interpreter's lock).
+        """
+        return self._sink is not None and self._healthy and len(self._queue) >= self._behind_at
+
+    def room(self) -> Deferred[bool]:
+        """
+        Fires True once the queue is down to a quarter of C{maxQueue} or the
+        sink fails (the caller then applies C{onFailure}), False after
+        L{STALL_AFTER} (the caller checks again whether calls are refused).
+        """
+        return self._wait(lambda: len(self._queue) <= self._caught_up_at or not self._healthy, self.STALL_AFTER)
 
     # -- life cycle
 

@@ -1,0 +1,173 @@
+"""
+A call waits while the audit trail is behind (AuditLog.behind, AuditLog.room,
+Call.dispatch): a sink that writes, but more slowly than calls come, slows
+the calls down instead of filling the queue, which would refuse them all.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+import pytest
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.unit.fakes import begin_tool
+from tests.unit.test_policy import _catalog
+from twisted_mcp.mcp import errors
+from twisted_mcp.policy.audit import AuditConfig, AuditLog, SynchronousThreads
+from twisted_mcp.policy.identity import Principal
+from twisted_mcp.policy.pipeline import Policy
+from twisted_mcp.policy.rules import parse_policy
+from twisted_mcp.wire.jsonrpc import JsonRpcError
+
+
+@pytest.fixture(autouse=True)
+def _write_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(AuditLog, "BATCH_DELAY", 0)
+
+
+def fields(n: int) -> dict[str, Any]:
+    return {"id": f"req-{n}", "time": 1.0 + n, "method": "tools/call", "decision": "allow", "outcome": "ok"}
+
+
+class AuditTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.threads = SynchronousThreads()
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+        self.path = os.path.join(self.directory, "audit.jsonl")
+
+    def started(self, **kw: Any) -> AuditLog:
+        kw.setdefault("path", self.path)
+        log = AuditLog(AuditConfig(sink="file", **kw), self.clock, self.threads)
+        self.assertIsNone(self.successResultOf(log.start()))
+        self.threads.paused = True  # every batch waits for pump()
+        return log
+
+    def tearDown(self) -> None:
+        self.threads.paused = False
+        self.threads.pump()
+        self.flushLoggedErrors()
+
+
+class BehindTests(AuditTestCase):
+    def test_behindFromHalfTheQueueUntilAQuarter(self) -> None:
+        """Half of maxQueue queued, the log is behind; room() fires once a quarter or less is left."""
+        log = self.started(maxQueue=8)
+        for n in range(3):
+            log.record(fields(n))
+        self.assertFalse(log.behind)
+        log.record(fields(3))
+        self.assertTrue(log.behind)
+        room = log.room()
+        self.assertNoResult(room)
+        self.threads.pump()
+        self.assertEqual(log.queue_depth, 0)
+        self.assertIs(self.successResultOf(room), True)
+        self.assertFalse(log.behind)
+
+    def test_aFailingSinkEndsTheWait(self) -> None:
+        """A sink that fails is not behind, and whoever waited is let go at once: onFailure decides."""
+        log = self.started(maxQueue=4)
+        shutil.rmtree(self.directory)  # the next write finds the file gone, and cannot make it again
+        for n in range(2):
+            log.record(fields(n))
+        self.assertTrue(log.behind)
+        room = log.room()
+        self.threads.pump()
+        self.assertIs(self.successResultOf(room), True)
+        self.assertFalse(log.healthy)
+        self.assertFalse(log.behind)
+        self.assertTrue(log.refuses_calls)  # onFailure: refuse (the default)
+
+    def test_theWaitIsBounded(self) -> None:
+        """A write that never ends: room() gives up after STALL_AFTER (False), when the log is unhealthy."""
+        log = self.started(maxQueue=2)
+        log.record(fields(0))
+        self.assertTrue(log.behind)
+        room = log.room()
+        self.clock.advance(AuditLog.STALL_AFTER - 0.5)
+        self.assertNoResult(room)
+        self.clock.advance(1)
+        self.assertIs(self.successResultOf(room), False)
+        self.assertFalse(log.healthy)
+        self.assertTrue(log.refuses_calls)
+
+
+class WaitingCallTests(AuditTestCase):
+    """Through the policy: Call.dispatch waits for room before it sends."""
+
+    def policy(self, **kw: Any) -> tuple[Policy, Any, AuditLog]:
+        log = self.started(**kw)
+        rules = parse_policy({"roles": {"dev": {"allow": ["*"]}}}, None, [], {"a"})
+        principal = Principal(name="p", roles=("dev",), source="config")
+        policy = Policy(rules, "__", self.clock, lambda peer: principal, log)
+        catalog = _catalog(("a", ["read"]))
+        policy.catalog_changed(catalog.entries)
+        return policy, catalog, log
+
+    def dispatch(self, policy: Policy, catalog: Any) -> tuple[Any, Any, list[Deferred[Any]]]:
+        call = begin_tool(policy, "s1", {"name": "a__read", "arguments": {}}, catalog)
+        sent: list[Deferred[Any]] = []
+
+        def send() -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            sent.append(d)
+            return d
+
+        return call, call.dispatch(send), sent
+
+    def test_aCallWaitsWhileTheTrailIsBehindThenGoes(self) -> None:
+        policy, catalog, log = self.policy(maxQueue=8)
+        for n in range(4):
+            log.record(fields(n))
+        self.assertTrue(log.behind)
+        call, d, sent = self.dispatch(policy, catalog)
+        self.assertEqual(sent, [])  # not sent while the trail is behind
+        self.assertNoResult(d)
+        self.threads.pump()
+        self.assertEqual(len(sent), 1)  # sent once it caught up, not refused
+        sent[0].callback({"content": []})
+        self.assertEqual(self.successResultOf(d), {"content": []})
+        call.succeeded({"content": []}, 10)
+        self.threads.pump()
+        self.assertEqual(log.queue_depth, 0)
+
+    def test_aCallIsSentAtOnceWhenTheTrailKeepsUp(self) -> None:
+        policy, catalog, log = self.policy(maxQueue=8)
+        log.record(fields(0))
+        self.assertFalse(log.behind)
+        _, d, sent = self.dispatch(policy, catalog)
+        self.assertEqual(len(sent), 1)
+        self.assertIs(d, sent[0])  # no Deferred in between
+
+    def test_aCallThatWaitedIsRefusedIfTheSinkFailed(self) -> None:
+        """onFailure: refuse: the sink failed while the call waited, so it is refused (-31009), and audited once."""
+        policy, catalog, log = self.policy(maxQueue=4)
+        for n in range(2):
+            log.record(fields(n))
+        call, d, sent = self.dispatch(policy, catalog)
+        self.assertNoResult(d)
+        shutil.rmtree(self.directory)  # the next write fails
+        self.threads.pump()
+        failure = self.failureResultOf(d, JsonRpcError)
+        self.assertEqual(failure.value.code, errors.AUDIT_UNAVAILABLE)
+        self.assertEqual(sent, [])
+        self.assertEqual(call.record["decision"], "deny")
+        self.assertTrue(call.done)
+
+    def test_aWaitingCallTheClientCancelsIsNeverSent(self) -> None:
+        policy, catalog, log = self.policy(maxQueue=8)
+        for n in range(4):
+            log.record(fields(n))
+        _, d, sent = self.dispatch(policy, catalog)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.threads.pump()
+        self.assertEqual(sent, [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])  # the wait's bound went with it
