@@ -266,7 +266,7 @@ def test_held_answers_past_their_bound_are_a_metric(shared: Any) -> None:
     world, state, sync = shared
 
     class Audit:
-        queue_depth = failures = dropped = 0
+        queue_depth = failures = dropped = waiting_calls = 0
         holds_answers = True
         hold_timeouts = 3
         refuses_calls = False
@@ -276,3 +276,17 @@ def test_held_answers_past_their_bound_are_a_metric(shared: Any) -> None:
     assert metric(world, "twisted_mcp_audit_hold_timeouts_total") == [({}, 3.0)]
     Audit.holds_answers = False
     assert metric(world, "twisted_mcp_audit_hold_timeouts_total") == []
+
+
+def test_calls_waiting_for_the_audit_trail_are_a_metric(shared: Any) -> None:
+    """C{twisted_mcp_audit_waiting_calls}: calls held back while the audit trail catches up."""
+    world, state, sync = shared
+
+    class Audit:
+        queue_depth = failures = dropped = hold_timeouts = 0
+        holds_answers = refuses_calls = False
+        behind = True
+        waiting_calls = 7
+
+    world.gateway.policy.audit = Audit()
+    assert metric(world, "twisted_mcp_audit_waiting_calls") == [({}, 7.0)]

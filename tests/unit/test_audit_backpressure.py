@@ -99,6 +99,58 @@ class BehindTests(AuditTestCase):
         self.assertTrue(log.refuses_calls)
 
 
+    def test_callsThatWaitGoInTheOrderTheyCame(self) -> None:
+        """
+        Once the trail holds calls back, a newer call waits behind the older
+        ones even when the queue has fallen below half after a write.
+        """
+        log = self.started(maxQueue=8)
+        for n in range(4):
+            log.record(fields(n))
+        first = log.room()
+        self.threads.paused = True
+        self.threads.pump()  # written; the queue is empty, `first` goes
+        self.assertIs(self.successResultOf(first), True)
+        # Four calls wait; a write lets go as many as stay under half of maxQueue.
+        for n in range(4, 8):
+            log.record(fields(n))
+        waiting = [log.room() for _ in range(6)]
+        log.record(fields(8))
+        log.record(fields(9))
+        self.assertEqual(log.waiting_calls, 6)
+        self.threads.pump()  # everything written: room for 4 (half of 8) of the 6
+        self.assertEqual([self.successResultOf(d) for d in waiting[:4]], [True] * 4)
+        for d in waiting[4:]:
+            self.assertNoResult(d)
+        self.assertTrue(log.behind)  # the two left still hold new calls back
+        later = log.room()
+        self.assertNoResult(later)
+        log.record(fields(10))  # a call that went ends
+        self.threads.pump()
+        self.assertEqual([self.successResultOf(d) for d in [*waiting[4:], later]], [True] * 3)
+        self.assertFalse(log.behind)
+        self.assertEqual(log.waiting_calls, 0)
+
+    def test_aStallLetsTheWaitingCallsGoAsItIsDeclared(self) -> None:
+        """
+        A write that hangs: the calls waiting go when the stall is declared
+        (STALL_AFTER after the write began), not a whole STALL_AFTER after each
+        came; the stalled sink is not behind, so onFailure decides.
+        """
+        log = self.started(maxQueue=2, onFailure="allow")
+        log.record(fields(0))  # its write hangs (the worker is paused)
+        self.clock.advance(AuditLog.STALL_AFTER - 2)
+        self.assertTrue(log.behind)
+        room = log.room()
+        self.clock.advance(1.99)
+        self.assertNoResult(room)
+        self.clock.advance(0.02)
+        self.assertIs(self.successResultOf(room), False)
+        self.assertFalse(log.healthy)
+        self.assertFalse(log.behind)
+        self.assertFalse(log.refuses_calls)  # onFailure: allow
+
+
 class WaitingCallTests(AuditTestCase):
     """Through the policy: Call.dispatch waits for room before it sends."""
 
@@ -160,6 +212,18 @@ class WaitingCallTests(AuditTestCase):
         self.assertEqual(sent, [])
         self.assertEqual(call.record["decision"], "deny")
         self.assertTrue(call.done)
+        call.failed(failure.value)  # what the session does with the error: not audited again
+        self.assertEqual([r["error_code"] for r in log._queue if r.get("decision") == "deny"], [errors.AUDIT_UNAVAILABLE])
+
+    def test_withOnFailureAllowAStalledTrailLetsTheWaitingCallGo(self) -> None:
+        policy, catalog, log = self.policy(maxQueue=2, onFailure="allow")
+        log.record(fields(0))  # its write hangs
+        _, d, sent = self.dispatch(policy, catalog)
+        self.assertEqual(sent, [])
+        self.clock.advance(AuditLog.STALL_AFTER - 0.01)
+        self.assertEqual(sent, [])
+        self.clock.advance(0.02)
+        self.assertEqual(len(sent), 1)  # sent as the stall is declared, not refused
 
     def test_aWaitingCallTheClientCancelsIsNeverSent(self) -> None:
         policy, catalog, log = self.policy(maxQueue=8)

@@ -167,6 +167,11 @@ def _collector(service: Any) -> Any:
                 depth = GaugeMetricFamily("twisted_mcp_audit_queue_depth", "Audit records waiting to be written")
                 depth.add_metric([], float(audit.queue_depth))
                 yield depth
+                waiting = GaugeMetricFamily(
+                    "twisted_mcp_audit_waiting_calls", "Calls waiting for the audit trail to catch up (its queue half full)"
+                )
+                waiting.add_metric([], float(audit.waiting_calls))
+                yield waiting
                 failures = CounterMetricFamily("twisted_mcp_audit_failures", "Audit records that could not be written")
                 failures.add_metric([], float(audit.failures))
                 yield failures

@@ -54,6 +54,20 @@ C{onFailure} says: fail closed rather than run calls that cannot be
 recorded.  What is still queued when the gateway stops (after
 L{AuditLog.STOP_TIMEOUT}) is lost, and logged.
 
+A trail that writes, but more slowly than calls come (a gateway busy on
+every core leaves the worker thread waiting for the interpreter's lock):
+from the moment half of C{maxQueue} records wait, a new call waits
+(L{AuditLog.behind}, L{AuditLog.room}, in L{twisted_mcp.policy.call.Call.dispatch})
+until a quarter are left, then the calls that waited go, oldest first, as
+many at a time as keep the queue under half; a call that waited is then
+judged as any other (refused with -31009 if the trail cannot be written
+and C{onFailure} is C{refuse}).  A sink that fails or stalls is not behind:
+the calls waiting go as it is found out (a stall: L{AuditLog.STALL_AFTER}
+after its write began).  Clients see their calls slow down to what the
+trail can write, not refused.  The wait does not count against the
+server's request timeout (it has not been sent).  Metric:
+C{twisted_mcp_audit_waiting_calls}.
+
 Answers held for their record (C{holdAnswers: true}, off by default).
 The answer of a call that reached a backend (its result, or its error,
 a cancellation at shutdown included) is written to the client only once

@@ -186,6 +186,9 @@ class AuditLog:
         #: New calls wait (L{behind}) from this many queued records until there are this few.
         self._behind_at = max(1, config.maxQueue // 2)
         self._caught_up_at = config.maxQueue // 4
+        self._holding = False
+        #: The calls waiting (L{room}), oldest first.
+        self._room_waiters: deque[Deferred[bool]] = deque()
         self._pool: Any = None
         self._started = False
         self._stopping = False
@@ -264,21 +267,67 @@ class AuditLog:
     @property
     def behind(self) -> bool:
         """
-        Whether the sink is writing but the queue holds half of C{maxQueue}
-        or more: a new call waits for it to catch up (L{room}), rather than
-        add to a queue that, full, would refuse every call.  A gateway busy
-        on every core writes its records more slowly than its calls make
-        them (the worker thread waits for the interpreter's lock).
+        Whether a new call must wait (L{room}) before it runs: from the
+        moment the queue holds half of C{maxQueue} while the sink writes,
+        until it is down to a quarter and every call that waited has gone,
+        in the order they came.  Calls that wait make no records meanwhile,
+        so the trail catches up instead of filling its queue, which would
+        refuse every call.  (A gateway busy on every core writes records
+        more slowly than its calls make them: the worker thread waits for
+        the interpreter's lock.)  A sink that fails or stalls is not
+        behind: C{onFailure} applies.
         """
-        return self._sink is not None and self._healthy and len(self._queue) >= self._behind_at
+        if not self._holding:
+            if len(self._queue) < self._behind_at or self._sink is None or not self.healthy:
+                return False
+            self._holding = True
+            return True
+        if self.healthy:
+            return True
+        self._release_room()
+        return False
+
+    @property
+    def waiting_calls(self) -> int:
+        """Calls waiting for the trail to catch up (L{behind})."""
+        return sum(1 for d in self._room_waiters if not d.called)
 
     def room(self) -> Deferred[bool]:
         """
-        Fires True once the queue is down to a quarter of C{maxQueue} or the
-        sink fails (the caller then applies C{onFailure}), False after
-        L{STALL_AFTER} (the caller checks again whether calls are refused).
+        Fires True when this call may go (the trail caught up, or the sink
+        failed: the caller then applies C{onFailure}), False if the write
+        under way stalled first (bounded by L{STALL_AFTER}).
         """
-        return self._wait(lambda: len(self._queue) <= self._caught_up_at or not self._healthy, self.STALL_AFTER)
+        d: Deferred[bool] = Deferred()
+        self._room_waiters.append(d)
+        timeout = self.STALL_AFTER
+        if self._busy:
+            # Let go as the stall is declared (just after), not a whole STALL_AFTER later.
+            timeout = max(0.0, self._busy_since + self.STALL_AFTER - self._clock.seconds()) + 0.001
+        self._bound(d, timeout)
+        return d
+
+    def _release_room(self) -> None:
+        """
+        After a write (or a failure): once caught up, the waiting calls go,
+        oldest first, as many as stay under the mark where calls wait (their
+        records come when they end); those left hold new calls back still.
+        """
+        waiters = self._room_waiters
+        if not self._holding and not waiters:
+            return
+        healthy = self.healthy
+        if healthy and self._holding and len(self._queue) > self._caught_up_at:
+            return
+        self._holding = False
+        room = self._behind_at - len(self._queue)
+        while waiters and (room > 0 or not healthy):
+            d = waiters.popleft()
+            if not d.called:
+                room -= 1
+                d.callback(True)
+        if waiters:
+            self._holding = True
 
     # -- life cycle
 
@@ -615,6 +664,7 @@ class AuditLog:
         self._error = None
         self._dropping = False
         self._check_waiters()
+        self._release_room()
         if self._unwritten():
             if self.BATCH_DELAY and len(self._queue) < 1000 and not self._stopping and not self._watch:
                 # Gather the next batch too: one thread hop and one fsync per
@@ -654,6 +704,7 @@ class AuditLog:
         self._error = error
         self._retry_call = self._clock.callLater(self.RETRY_DELAY, self._retry)
         self._check_waiters()
+        self._release_room()
 
     def _retry(self) -> None:
         self._retry_call = None
@@ -800,7 +851,12 @@ class AuditLog:
             del self._watch[id(entry[0])]
 
     def _abandon_watchers(self) -> None:
-        """Stopped: records not written will not be (they are in the spill file, or lost)."""
+        """Stopped: records not written will not be (they are in the spill file, or lost); no call waits any more."""
+        self._holding = False
+        waiters, self._room_waiters = self._room_waiters, deque()
+        for d in waiters:
+            if not d.called:
+                d.callback(False)
         watch, self._watch = self._watch, {}
         confirmed, self._confirmed = self._confirmed, []
         for d in confirmed:
