@@ -26,19 +26,21 @@ class _Pipe(FileDescriptor):
 class WriterTests(SynchronousTestCase):
     def test_queuedCountsWhatABatchHolds(self) -> None:
         """queued() counts the bytes held in a batch (kept as they come: it
-        runs after every write to a socket client); a flush empties it."""
+        runs after every write to a socket client); a flush empties it.  (The
+        batch's first write goes out at once: to this pipe, which is not
+        connected, it is dropped.)"""
         fd = _Pipe()
         writer = Writer(fd)
         seen: list[int] = []
 
         @batch
         def deliver() -> None:
-            for size in (3, 5, 7):
+            for size in (2, 3, 5, 7):
                 writer.write(b"x" * size)
                 seen.append(writer.queued())
 
         deliver()
-        self.assertEqual(seen, [3, 8, 15])
+        self.assertEqual(seen, [0, 3, 8, 15])
         self.assertEqual((writer.chunks, writer.held), ([], 0))
 
 
@@ -91,14 +93,37 @@ class TurnTests(SynchronousTestCase):
     def handler(self, data: bytes) -> Callable[[], None]:
         return batch(lambda: self.writer.write(data))
 
-    def test_aTurnIsOneWritePerPeer(self) -> None:
-        """Three handlers of one turn write toward the same peer: one write(2) at the turn's end, in order."""
+    def test_aTurnIsOneWritePerPeerAfterABusyTurn(self) -> None:
+        """
+        Once a turn gave a peer several messages, the next turn's messages
+        toward it leave in one write(2) at the turn's end, in order.
+        """
         reactor = _Reactor()
-        reactor.ready = [self.handler(b"a\n"), self.handler(b"b\n"), self.handler(b"c\n")]
+        reactor.ready = [self.handler(b"a\n"), self.handler(b"b\n")]
         coalesce_per_turn(reactor)
+        reactor.doIteration(0)  # a busy turn
+        del self.writes[:]
+        reactor.ready = [self.handler(b"c\n"), self.handler(b"d\n"), self.handler(b"e\n")]
         reactor.doIteration(0)
         self.assertEqual(self.writes, [6])
-        self.assertEqual(os.read(self.pipe.read_end, 100), b"a\nb\nc\n")
+        self.assertEqual(os.read(self.pipe.read_end, 100), b"a\nb\nc\nd\ne\n")
+
+    def test_afterAQuietTurnTheFirstMessageLeavesAtOnce(self) -> None:
+        """
+        After a turn that gave a peer one message (or none yet), the next
+        message toward it is likely alone as well: it leaves at once, before
+        the turn's other work; others of the same turn wait for its end.
+        """
+        reactor = _Reactor()
+        coalesce_per_turn(reactor)
+        sent: list[list[int]] = []
+        reactor.ready = [self.handler(b"a\n"), lambda: sent.append(list(self.writes))]
+        reactor.doIteration(0)  # the first message ever: at once
+        reactor.ready = [self.handler(b"b\n"), lambda: sent.append(list(self.writes)), self.handler(b"c\n"), self.handler(b"d\n")]
+        reactor.doIteration(0)  # after a quiet turn: b at once, c and d at the end
+        self.assertEqual(sent, [[2], [2, 2]])
+        self.assertEqual(self.writes, [2, 2, 4])
+        self.assertEqual(os.read(self.pipe.read_end, 100), b"a\nb\nc\nd\n")
 
     def test_withoutItEachHandlerWrites(self) -> None:
         """The same turn on a reactor left alone: a write per handler (each batch's own)."""
@@ -138,6 +163,7 @@ class TurnTests(SynchronousTestCase):
 
         @batch
         def pipelined() -> None:
+            self.writer.write(b"first\n")  # leaves at once, as every turn's first message
             for _ in range(4):
                 self.writer.write(piece)
                 sent_before_the_end.append(list(self.writes))
@@ -146,9 +172,9 @@ class TurnTests(SynchronousTestCase):
         reactor.ready = [pipelined]
         coalesce_per_turn(reactor)
         reactor.doIteration(0)
-        self.assertEqual(sent_before_the_end, [[], [], [], [4 * len(piece)]])
-        self.assertEqual(self.writes, [4 * len(piece), 5])
-        self.assertEqual(os.read(self.pipe.read_end, 2 * EARLY_FLUSH_BYTES), 4 * piece + b"last\n")
+        self.assertEqual(sent_before_the_end, [[6], [6], [6], [6, 4 * len(piece)]])
+        self.assertEqual(self.writes, [6, 4 * len(piece), 5])
+        self.assertEqual(os.read(self.pipe.read_end, 2 * EARLY_FLUSH_BYTES), b"first\n" + 4 * piece + b"last\n")
         self.assertEqual((self.writer.chunks, self.writer.held), ([], 0))
 
     def test_aLargeMessageLeavesAtOnce(self) -> None:
@@ -159,11 +185,12 @@ class TurnTests(SynchronousTestCase):
 
         @batch
         def answer() -> None:
+            self.writer.write(b"small\n")  # the turn's first: at once
             self.writer.write(big)
             seen.extend(self.writes)
 
         reactor.ready = [answer]
         coalesce_per_turn(reactor)
         reactor.doIteration(0)
-        self.assertEqual(seen, [len(big)])
-        self.assertEqual(self.writes, [len(big)])
+        self.assertEqual(seen, [6, len(big)])
+        self.assertEqual(self.writes, [6, len(big)])

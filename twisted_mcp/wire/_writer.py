@@ -22,6 +22,11 @@ the backend, then the client, waits idle while the gateway works through
 the whole batch, so the three processes take turns on a machine with
 several cores.  Sent in slices of a few kilobytes, the backend starts on
 the first calls while the gateway handles the rest.
+
+A writer whose last batch had one message sends the next batch's first
+message at once: at one call in flight every batch has one message toward
+each peer, and the work the gateway does after writing it (bookkeeping,
+timers, returning through the reactor) is then off the call's path.
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ from typing import Any, Callable, TypeVar
 EARLY_FLUSH_BYTES = 8192
 
 _depth = 0
+#: Batches begun (a reactor turn, or a handler outside one): a writer's first
+#: write of each goes out at once (L{Writer.write}).
+_turn = 0
 _dirty: list["Writer"] = []
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -70,13 +78,16 @@ def write_now(fd: Any, data: bytes) -> None:
 class Writer:
     """Coalesces writes to one Twisted C{FileDescriptor} (see module doc)."""
 
-    __slots__ = ("fd", "chunks", "held")
+    __slots__ = ("fd", "chunks", "held", "turn", "written")
 
     def __init__(self, fd: Any) -> None:
         self.fd = fd
         self.chunks: list[bytes] = []
         #: Bytes in C{chunks}, kept as they come: C{queued} runs after every write.
         self.held = 0
+        #: The last batch (L{_turn}) this writer was written to in, and how many messages it was given then.
+        self.turn = -1
+        self.written = 1
 
     def queued(self) -> int:
         """Bytes written but not yet taken by the kernel."""
@@ -89,6 +100,21 @@ class Writer:
 
     def write(self, data: bytes) -> None:
         if _depth:
+            if self.turn != _turn:
+                self.turn = _turn
+                alone = self.written == 1
+                self.written = 1
+                if alone and not self.chunks:
+                    # The last batch gave this peer one message: this one is
+                    # likely alone too, and leaves at once.  The peer starts
+                    # on it while the rest of the batch's work goes on (with
+                    # one call in flight, all of that work is then off the
+                    # call's path).  After a batch of several, they wait
+                    # for the batch's end, or for EARLY_FLUSH_BYTES.
+                    write_now(self.fd, data)
+                    return
+            else:
+                self.written += 1
             if not self.chunks:
                 _dirty.append(self)
             self.chunks.append(data)
@@ -127,7 +153,9 @@ def batch(method: F) -> F:
     L{coalesce_per_turn})."""
 
     def wrapper(*args: Any) -> Any:
-        global _depth
+        global _depth, _turn
+        if not _depth:
+            _turn += 1
         _depth += 1
         try:
             return method(*args)
@@ -155,7 +183,9 @@ def coalesce_per_turn(reactor: Any) -> None:
         return
 
     def doIteration(delay: float | None) -> None:
-        global _depth
+        global _depth, _turn
+        if not _depth:
+            _turn += 1
         _depth += 1
         try:
             iterate(delay)
