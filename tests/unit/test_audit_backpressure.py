@@ -6,19 +6,17 @@ the calls down instead of filling the queue, which would refuse them all.
 
 from __future__ import annotations
 
-import os
 import shutil
 from typing import Any
 
 import pytest
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
 
+from tests.unit import test_audit
 from tests.unit.fakes import begin_tool
 from tests.unit.test_policy import _catalog
 from twisted_mcp.mcp import errors
-from twisted_mcp.policy.audit import AuditConfig, AuditLog, SynchronousThreads
+from twisted_mcp.policy.audit import AuditLog
 from twisted_mcp.policy.identity import Principal
 from twisted_mcp.policy.pipeline import Policy
 from twisted_mcp.policy.rules import parse_policy
@@ -34,19 +32,12 @@ def fields(n: int) -> dict[str, Any]:
     return {"id": f"req-{n}", "time": 1.0 + n, "method": "tools/call", "decision": "allow", "outcome": "ok"}
 
 
-class AuditTestCase(SynchronousTestCase):
-    def setUp(self) -> None:
-        self.clock = Clock()
-        self.threads = SynchronousThreads()
-        self.directory = os.path.abspath(self.mktemp())
-        os.makedirs(self.directory)
-        self.path = os.path.join(self.directory, "audit.jsonl")
+class AuditTestCase(test_audit.AuditTestCase):
+    """test_audit's, with a log whose every batch waits for C{self.threads.pump()}."""
 
-    def started(self, **kw: Any) -> AuditLog:
-        kw.setdefault("path", self.path)
-        log = AuditLog(AuditConfig(sink="file", **kw), self.clock, self.threads)
-        self.assertIsNone(self.successResultOf(log.start()))
-        self.threads.paused = True  # every batch waits for pump()
+    def started(self, **kw: Any) -> AuditLog:  # type: ignore[override]
+        log = super().started(self.config(sink="file", **kw))
+        self.threads.paused = True
         return log
 
     def tearDown(self) -> None:
@@ -97,7 +88,6 @@ class BehindTests(AuditTestCase):
         self.assertIs(self.successResultOf(room), False)
         self.assertFalse(log.healthy)
         self.assertTrue(log.refuses_calls)
-
 
     def test_callsThatWaitGoInTheOrderTheyCame(self) -> None:
         """
