@@ -44,8 +44,9 @@ from typing import Any, Callable, TypeVar
 EARLY_FLUSH_BYTES = 8192
 
 _depth = 0
-#: Batches begun (a reactor turn, or a handler outside one): a writer's first
-#: write of each goes out at once (L{Writer.write}).
+#: Batches begun (a reactor turn, or a handler outside one), counted: how
+#: many messages a writer was given in its last one decides whether the
+#: next one's first message waits (L{Writer.write}).
 _turn = 0
 _dirty: list["Writer"] = []
 
@@ -85,7 +86,9 @@ class Writer:
         self.chunks: list[bytes] = []
         #: Bytes in C{chunks}, kept as they come: C{queued} runs after every write.
         self.held = 0
-        #: The last batch (L{_turn}) this writer was written to in, and how many messages it was given then.
+        #: The last batch (L{_turn}) this writer was written to in, and how
+        #: many messages it was given then (1 before any: a new peer's first
+        #: message leaves at once).
         self.turn = -1
         self.written = 1
 
