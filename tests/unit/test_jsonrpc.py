@@ -244,6 +244,40 @@ class PeerTests(SynchronousTestCase):
         self.failureResultOf(second, RequestTimeout)
         self.assertEqual(self.h.cancelled, [(2, "timed out")])
 
+    def test_theTimerIsSetOnceTheRequestIsWritten(self) -> None:
+        """
+        A request's message is written before its timeout is set (the peer
+        starts on it meanwhile), and the timeout still counts from when it
+        was asked for.
+        """
+        timers_while_writing: list[int] = []
+        send = self.peer._send
+
+        def writing(message: dict[str, Any]) -> None:
+            timers_while_writing.append(len(self.clock.getDelayedCalls()))
+            send(message)
+
+        self.peer._send = writing
+        d = self.peer.request("slow", None, 5)
+        self.assertEqual(timers_while_writing, [0])
+        (timer,) = self.clock.getDelayedCalls()
+        self.assertEqual(timer.getTime(), 5)
+        self.clock.advance(5)
+        self.failureResultOf(d, RequestTimeout)
+
+    def test_anAnswerWhileTheRequestIsWrittenLeavesNoTimer(self) -> None:
+        """A peer that answers as the request is written (a loopback) leaves no timer behind."""
+        send = self.peer._send
+
+        def answering(message: dict[str, Any]) -> None:
+            send(message)
+            self.peer.messageReceived({"jsonrpc": "2.0", "id": message["id"], "result": {"n": 1}})
+
+        self.peer._send = answering
+        d = self.peer.request("quick", None, 5)
+        self.assertEqual(self.successResultOf(d), {"n": 1})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_requestFromTimeoutErrback(self) -> None:
         """
         A request made while a timeout is being delivered gets its own

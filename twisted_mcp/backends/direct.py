@@ -70,11 +70,13 @@ class DirectCall:
 
     def callback(self, result: Any) -> None:
         """The backend's result."""
-        self._backend.latency.observe(monotonic() - self._started)
+        took = monotonic() - self._started
         try:
             out = self._receiver.answered(result, self._context, self)
         except Exception:
             out = self._unhandled()
+        # Observed once the answer is on its way: off the call's path.
+        self._backend.latency.observe(took)
         if self._deferred is not None:
             self._pass_on(out)
 

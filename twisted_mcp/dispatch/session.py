@@ -274,7 +274,7 @@ class ClientSession:
             self.gateway.count(method, "error", INTERNAL_ERROR)
             self._send_error(rid, INTERNAL_ERROR, f"Internal error: {e}")
             return
-        if isinstance(result, Deferred) or type(result) is DirectCall:
+        if type(result) is DirectCall or isinstance(result, Deferred):
             self._track(request, result)
         else:
             self.gateway.count(method, "ok")
@@ -422,7 +422,7 @@ class ClientSession:
         self.in_flight[key] = request
         # retrack's two lines, here: once per request, one call fewer.
         self._deferreds[key] = d
-        if isinstance(d, Deferred):
+        if type(d) is not DirectCall:  # a Deferred (no ABC check on the common call)
             d.addCallbacks(self.answered, self.answer_failed, callbackArgs=(request, d), errbackArgs=(request, d))
 
     def retrack(self, request: InFlight, d: Deferred[Any]) -> None:
@@ -489,12 +489,14 @@ class ClientSession:
                 return None
         self._ended(request)
         method = request.method
-        self.gateway.count(method, "tool_error" if type(result) is dict and result.get("isError") is True else "ok")
-        if request.envelope is not None:
-            result = to_modern(method, result, self.gateway.policy.active)
-        size = self.caller.send({"jsonrpc": "2.0", "id": request.rid, "result": result}, None, None)  # as send() does
+        answer = result if request.envelope is None else to_modern(method, result, self.gateway.policy.active)
+        try:
+            size = self.caller.send({"jsonrpc": "2.0", "id": request.rid, "result": answer}, None, None)  # as send() does
+        finally:
+            # Counted once the answer is on its way (off the call's path).
+            self.gateway.count(method, "tool_error" if type(result) is dict and result.get("isError") is True else "ok")
         if call is not None:
-            call.succeeded(result, size)
+            call.succeeded(answer, size)
         if self.closing and not self.in_flight:
             self._fire_drained()
 

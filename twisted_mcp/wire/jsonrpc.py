@@ -432,14 +432,7 @@ class JsonRpcPeer:
     ) -> None:
         self._next_id = rid + 1
         pending = self._pending
-        deadline = None
-        if timeout is not None:
-            deadline = self._clock.seconds() + timeout
-            sweeper = self._sweeper
-            if sweeper is None:
-                self._sweeper = self._clock.callLater(timeout, self._sweep)
-            elif sweeper.getTime() > deadline:
-                sweeper.reset(timeout)
+        deadline = None if timeout is None else self._clock.seconds() + timeout
         pending[rid] = (answer, deadline)
         if minted is not None:
             minted(rid)
@@ -452,6 +445,15 @@ class JsonRpcPeer:
             pending.pop(rid, None)
             self._idle_check()
             raise
+        # The timer after the send: the peer starts on the request meanwhile.
+        # (Its deadline was read before: a clock that moves in between
+        # changes nothing.)
+        if deadline is not None and rid in pending:
+            sweeper = self._sweeper
+            if sweeper is None:
+                self._sweeper = self._clock.callLater(max(0.0, deadline - self._clock.seconds()), self._sweep)
+            elif sweeper.getTime() > deadline:
+                sweeper.reset(max(0.0, deadline - self._clock.seconds()))
 
     def _sweep(self) -> None:
         """Time out every request past its deadline (one timer per peer,
