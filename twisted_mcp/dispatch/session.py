@@ -422,7 +422,7 @@ class ClientSession:
         self.in_flight[key] = request
         # retrack's two lines, here: once per request, one call fewer.
         self._deferreds[key] = d
-        if type(d) is not DirectCall:  # a Deferred (no ABC check on the common call)
+        if not isinstance(d, DirectCall):  # a Deferred (DirectCall is no ABC: a quick check)
             d.addCallbacks(self.answered, self.answer_failed, callbackArgs=(request, d), errbackArgs=(request, d))
 
     def retrack(self, request: InFlight, d: Deferred[Any]) -> None:
