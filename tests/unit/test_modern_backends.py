@@ -15,6 +15,7 @@ from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 
 from twisted_mcp.backends.base import State
+from twisted_mcp.backends.direct import DirectCall
 from twisted_mcp.backends.envelope import bridged, own, stamp
 from twisted_mcp.backends.probe import probe_timeout
 from twisted_mcp.backends.stdio import StdioBackend
@@ -319,6 +320,30 @@ class ThroughGatewayTests(ProbeTestCase):
         (answer,) = self.take()
         self.assertEqual(answer["result"]["resultType"], "complete")
         self.assertEqual(answer["result"]["_meta"][SERVER_INFO]["name"], "twisted-mcp")
+
+    def test_theCommonCallIsADirectCall(self) -> None:
+        """
+        A call from either era's client to a shared modern backend is
+        pending in the backend's peer as a DirectCall (no Deferred), its
+        answer shaped for that client, its latency counted.
+        """
+        for rid, meta in (("m1", modern_envelope()), (2, None)):
+            if meta is None:
+                self.session = ClientSession(self.gateway, line_caller(self.out.append, "stdio"))
+                self.legacy_client({})
+            sent = self.call(rid, meta)
+            protocol: Any = self.spawn.protocol
+            pending, _ = protocol.session.peer._pending[sent["id"]]
+            self.assertIs(type(pending), DirectCall)
+            self.reply(self.spawn, "tools/call", {"content": [], "resultType": "complete"})
+            (answer,) = self.take()
+            self.assertEqual(answer["id"], rid)
+            if meta is None:
+                self.assertEqual(answer["result"], {"content": []})
+            else:
+                self.assertEqual(answer["result"]["resultType"], "complete")
+            self.assertEqual((self.session.in_flight, self.session._deferreds), ({}, {}))
+        self.assertEqual(self.backend.latency.count, 2)
 
     def test_aMalformedInputRequiredIsTheBackendsFault(self) -> None:
         """Toward either era's client (well-formed ones: test_rounds, test_mrtr_passthrough); a stateless-era one first."""

@@ -102,23 +102,20 @@ def forward(
         if "progressToken" in meta:
             on_progress = _progress_forwarder(session, request, meta["progressToken"])
     send: Callable[[], Deferred[Any] | DirectCall] | None = None
-    if (
-        send_to is not None
-        or retry_out is not None
-        or backend.per_session
-        or backend.per_principal
-        or (backend.era == "modern" and backend.protocol_version is not None)
-    ):
+    if send_to is not None or retry_out is not None or backend.per_session or backend.per_principal:
         send = _sender(session, request, backend, method, out, retry_out, on_progress, send_to)
     elif call is not None:
-        # A policy's call to a handshake-era backend shared by every session.
+        # A policy's call to a backend shared by every session.
         send = partial(_send_common, session, request, backend, method, out, on_progress)
     # else the common call (the same, no policy): sent below as it is.
     session.routed(request, backend)
     d: Deferred[Any] | DirectCall
     try:
         if send is None:
-            d = _send_plainly(session, request, backend, method, out, on_progress)
+            if backend.era != "modern" or backend.protocol_version is None:
+                d = _send_plainly(session, request, backend, method, out, on_progress)
+            else:
+                d = _send_common(session, request, backend, method, out, on_progress)
         else:
             d = send() if call is None else call.dispatch(send)
     except BaseException:
@@ -207,15 +204,61 @@ def _send_common(
     on_progress: Callable[[dict[str, Any]], None] | None,
 ) -> Deferred[Any] | DirectCall:
     """
-    A policy's call to a shared backend that spoke the handshake era when
-    it was routed: what L{_sender}'s would do, without building its
-    closures.  Its era is read again as it is sent (a call that waited for
-    a slot may find the server restarted in the other era): L{_sender}'s
-    way then.
+    A call to a backend shared by every session, no retry's plumbing in it:
+    what L{_sender}'s would do, without building its closures.  Its era is
+    read as it is sent (a policy's call that waited for a slot may find the
+    server restarted in the other era).  A stateless-era backend that can
+    answers directly too, its answers shaped on their way (L{ModernAnswers}).
     """
     if backend.era != "modern" or backend.protocol_version is None:
         return _send_plainly(session, request, backend, method, out, on_progress)
+    if on_progress is None and backend.answers_directly:
+        body = _enveloped(session, request, backend, out)
+        return backend.call_direct(method, body, ModernAnswers(session, backend, body), request)
     return _sender(session, request, backend, method, out, None, on_progress, None)()
+
+
+class ModernAnswers:
+    """
+    The receiver of a direct call to a shared stateless-era backend: its
+    answer checked and shaped for the client's era as the Deferred way does
+    it (L{_from_modern}, L{_refused_by_modern}), then the session's.
+    """
+
+    __slots__ = ("session", "target", "body")
+
+    def __init__(self, session: ClientSession, target: Backend, body: dict[str, Any]) -> None:
+        self.session = session
+        self.target = target
+        #: What the backend was sent (a handshake-era client's rounds send it again, answered).
+        self.body = body
+
+    def answered(self, result: Any, request: InFlight, source: Any) -> Any:
+        session = self.session
+        target = self.target
+        try:
+            shaped = _from_modern(result, request, target, self.body, partial(_send_again, request))
+        except Exception:
+            return session.answer_failed(Failure(), request, source)
+        if isinstance(shaped, Deferred):
+            # A handshake-era client asked in rounds: answered once they end.
+            if not session.answers_from(request, source):
+                return shaped  # (answered from elsewhere now: passed on, to the held call)
+            session.retrack(request, shaped)
+            return None
+        return session.answered(shaped, request, source)
+
+    def answer_failed(self, failure: Failure, request: InFlight, source: Any) -> Any:
+        try:
+            failure = _refused_by_modern(failure, request.method, self.target)
+        except Exception:
+            failure = Failure()
+        return self.session.answer_failed(failure, request, source)
+
+
+def _send_again(request: InFlight, target: Backend, body: dict[str, Any]) -> Deferred[Any]:
+    """C{request} sent to C{target} again with C{body} (a handshake-era client's answers, L{rounds})."""
+    return target.call(request.method, body, None, context=request)
 
 
 def _send_plainly(

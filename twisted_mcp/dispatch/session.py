@@ -434,6 +434,10 @@ class ClientSession:
         self._deferreds[request.key] = d
         d.addCallbacks(self.answered, self.answer_failed, callbackArgs=(request, d), errbackArgs=(request, d))
 
+    def answers_from(self, request: InFlight, source: Any) -> bool:
+        """Whether C{request} is still to be answered from C{source} (not taken over by a held call)."""
+        return self._deferreds.get(request.key) is source
+
     def tracked(self, request: InFlight) -> Deferred[Any] | None:
         """What C{request} is to be answered from, while it is in flight (a
         direct call's Deferred, made now)."""
