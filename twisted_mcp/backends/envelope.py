@@ -48,7 +48,7 @@ def stamp(params: dict[str, Any] | None, version: str, capabilities: Any, log_le
     }
     if log_level is not None:
         envelope[LOG_LEVEL] = log_level
-    out["_meta"] = {**(kept or {}), **envelope}
+    out["_meta"] = envelope if kept is None else {**kept, **envelope}
     return out
 
 
