@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from twisted.internet.defer import CancelledError
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -276,6 +277,19 @@ class PeerTests(SynchronousTestCase):
         self.peer._send = answering
         d = self.peer.request("quick", None, 5)
         self.assertEqual(self.successResultOf(d), {"n": 1})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_aPeerLostWhileTheRequestIsWrittenLeavesNoTimer(self) -> None:
+        """A transport that finds its peer gone as it writes fails the request at once, and sets no timer."""
+        send = self.peer._send
+
+        def losing(message: dict[str, Any]) -> None:
+            send(message)
+            self.peer.connectionLost(ConnectionDone("gone"))
+
+        self.peer._send = losing
+        d = self.peer.request("quick", None, 5)
+        self.failureResultOf(d, PeerGone)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_requestFromTimeoutErrback(self) -> None:

@@ -26,9 +26,13 @@ from twisted_mcp.dispatch.session import ClientSession
 from twisted_mcp.frontends.stream import deliver, line_caller
 from twisted_mcp.mcp.results import from_modern_backend, to_legacy, to_modern
 from twisted_mcp.mcp.versions import CLIENT_INFO, LATEST_HANDSHAKE
+from twisted_mcp.policy.pipeline import Policy
+from twisted_mcp.policy.principal import Principal
+from twisted_mcp.policy.rules import parse_policy
 from twisted_mcp.wire.jsonrpc import JsonRpcError, encode
 
 from .fakes import Spawn
+from .test_policy import Recorder
 from .test_stdio_backend import TOOLS_1, BackendTestCase
 
 MODERN = "2026-07-28"
@@ -344,6 +348,87 @@ class ThroughGatewayTests(ProbeTestCase):
                 self.assertEqual(answer["result"]["resultType"], "complete")
             self.assertEqual((self.session.in_flight, self.session._deferreds), ({}, {}))
         self.assertEqual(self.backend.latency.count, 2)
+
+    def ask_roots(self, rid: int, wait: bool = False) -> dict[str, Any]:
+        """A handshake-era client's call, sent at once or after waiting for
+        the gateway to be ready, answered by the backend with a question:
+        the roots/list the client is asked."""
+        self.legacy_client({"roots": {}})
+        if wait:
+            self.gateway.ready = False
+        deliver(self.session, encode({"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": {"name": "dual__get_time", "arguments": {}}}))
+        if wait:
+            self.gateway._discovery_finished()
+        self.reply(self.spawn, "tools/call", {"resultType": "input_required", "inputRequests": {"r": {"method": "roots/list"}}, "requestState": "s"})
+        (question,) = self.take()
+        self.assertEqual(question["method"], "roots/list")
+        return dict(question)
+
+    def test_aHandshakeEraClientIsAskedInRounds(self) -> None:
+        """
+        A modern backend's question to a handshake-era client is asked in
+        rounds, whether the call was sent at once (answered directly) or
+        after a wait (a Deferred waits for the direct call): the backend is
+        sent the answers, and the client gets the complete result.
+        """
+        for rid, wait in ((7, False), (8, True)):
+            question = self.ask_roots(rid, wait)
+            deliver(self.session, encode({"jsonrpc": "2.0", "id": question["id"], "result": {"roots": []}}))
+            retry = self.spawn.transport.messages()[-1]
+            self.assertEqual(retry["params"]["inputResponses"], {"r": {"roots": []}})
+            self.assertEqual(retry["params"]["requestState"], "s")
+            self.reply(self.spawn, "tools/call", {"content": [], "resultType": "complete"})
+            self.assertEqual(self.take(), [{"jsonrpc": "2.0", "id": rid, "result": {"content": []}}])
+            self.assertEqual((self.session.in_flight, self.session._deferreds), ({}, {}))
+
+    def test_aPolicysCallInRoundsHoldsItsSlotUntilTheyEnd(self) -> None:
+        """
+        With a policy, a call that waited for a concurrency slot and is then
+        asked in rounds keeps its slot, and is audited once its complete
+        result is sent.
+        """
+        problems: list[str] = []
+        rules = parse_policy(
+            {"roles": {"dev": {"allow": ["*"]}}, "concurrency": {"backends": {"dual": {"max": 1, "queue": 4, "queueTimeout": 50}}}},
+            None,
+            problems,
+            {"dual"},
+        )
+        self.assertEqual(problems, [])
+        audit = Recorder()
+        principal = Principal(name="p", roles=("dev",), source="config")
+        self.gateway.policy = Policy(rules, "__", self.clock, lambda peer: principal, audit)
+        self.gateway.policy.catalog_changed(self.gateway.catalog.entries)
+        self.legacy_client({"roots": {}})
+        for rid in (1, 2, 3):
+            deliver(self.session, encode({"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": {"name": "dual__get_time", "arguments": {}}}))
+        self.reply(self.spawn, "tools/call", {"content": [], "resultType": "complete"})
+        self.assertEqual([m["id"] for m in self.take()], [1])
+        self.reply(self.spawn, "tools/call", {"resultType": "input_required", "inputRequests": {"r": {"method": "roots/list"}}, "requestState": "s"})
+        (question,) = self.take()
+        self.assertEqual([(r["method"], r["outcome"]) for r in audit.records], [("tools/call", "ok")])
+        calls = [m for m in self.spawn.transport.messages() if m.get("method") == "tools/call"]
+        self.assertEqual(len(calls), 2, "call 3 waits for the slot call 2 holds while its client is asked")
+        deliver(self.session, encode({"jsonrpc": "2.0", "id": question["id"], "result": {"roots": []}}))
+        self.reply(self.spawn, "tools/call", {"content": [], "resultType": "complete"})
+        self.assertEqual(self.take(), [{"jsonrpc": "2.0", "id": 2, "result": {"content": []}}])
+        self.assertEqual([(r["method"], r["outcome"]) for r in audit.records], [("tools/call", "ok"), ("roots/list", "ok"), ("tools/call", "ok")])
+        self.reply(self.spawn, "tools/call", {"content": [], "resultType": "complete"})
+        self.assertEqual([m["id"] for m in self.take()], [3])
+
+    def test_cancellingACallInRoundsCancelsItsQuestion(self) -> None:
+        """Cancelled while its client is asked (sent at once, or after a
+        wait): the question is withdrawn, the backend is sent nothing more
+        and the client gets no answer."""
+        for rid, wait in ((7, False), (8, True)):
+            question = self.ask_roots(rid, wait)
+            sent = len(self.spawn.transport.messages())
+            deliver(self.session, encode({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": rid}}))
+            self.assertEqual(self.take(), [{"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": question["id"], "reason": "the server cancelled it"}}])
+            deliver(self.session, encode({"jsonrpc": "2.0", "id": question["id"], "result": {"roots": []}}))  # too late: dropped
+            self.assertEqual(len(self.spawn.transport.messages()), sent)
+            self.assertEqual(self.take(), [])
+            self.assertEqual((self.session.in_flight, self.session._deferreds), ({}, {}))
 
     def test_aMalformedInputRequiredIsTheBackendsFault(self) -> None:
         """Toward either era's client (well-formed ones: test_rounds, test_mrtr_passthrough); a stateless-era one first."""

@@ -48,7 +48,7 @@ class DirectCall:
     call that sent it: the answer is a later message, the timeout a timer.
     """
 
-    __slots__ = ("_backend", "_method", "_timeout", "_receiver", "_context", "_peer", "rid", "_started", "_deferred")
+    __slots__ = ("_backend", "_method", "_timeout", "_receiver", "_context", "_peer", "rid", "_started", "_deferred", "_then")
 
     def __init__(self, backend: Backend, method: str, timeout: float, receiver: Receiver, context: Any) -> None:
         self._backend = backend
@@ -61,6 +61,9 @@ class DirectCall:
         self.rid = 0
         self._started = 0.0
         self._deferred: Deferred[Any] | None = None
+        #: What the receiver made of the answer when that is still to come
+        #: (a Deferred: L{deferred} waits for it, and cancelling cancels it).
+        self._then: Deferred[Any] | None = None
 
     def sent(self, peer: JsonRpcPeer, rid: int) -> None:
         """The request went out as C{rid} on C{peer}: its latency counts from now."""
@@ -79,6 +82,8 @@ class DirectCall:
         self._backend.latency.observe(took)
         if self._deferred is not None:
             self._pass_on(out)
+        elif isinstance(out, Deferred):
+            out.cancel()  # an outcome still to come that nobody waits for (the request is gone)
 
     def errback(self, reason: Any) -> None:
         """The backend's error, or the transport's (translated as L{Backend.call} translates it)."""
@@ -102,6 +107,8 @@ class DirectCall:
         peer = self._peer
         if peer is not None and peer.cancel(self.rid):
             self.errback(CancelledError())
+        elif self._then is not None:
+            self._then.cancel()
 
     def deferred(self) -> Deferred[Any]:
         """A Deferred for what the receiver makes of the outcome (made once,
@@ -113,6 +120,12 @@ class DirectCall:
     def _pass_on(self, out: Any) -> None:
         d = self._deferred
         assert d is not None
+        if isinstance(out, Deferred):
+            # The outcome is still to come (a client asked in rounds): passed
+            # on when it is, as a Deferred's chain would wait for it.
+            self._then = out
+            out.addBoth(self._pass_on)
+            return
         if not d.called:
             if isinstance(out, Failure):
                 d.errback(out)

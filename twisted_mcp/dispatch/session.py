@@ -493,8 +493,8 @@ class ClientSession:
                 return None
         self._ended(request)
         method = request.method
-        answer = result if request.envelope is None else to_modern(method, result, self.gateway.policy.active)
         try:
+            answer = result if request.envelope is None else to_modern(method, result, self.gateway.policy.active)
             size = self.caller.send({"jsonrpc": "2.0", "id": request.rid, "result": answer}, None, None)  # as send() does
         finally:
             # Counted once the answer is on its way (off the call's path).

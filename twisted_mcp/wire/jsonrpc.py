@@ -448,7 +448,7 @@ class JsonRpcPeer:
         # The timer after the send: the peer starts on the request meanwhile.
         # (Its deadline was read before: a clock that moves in between
         # changes nothing.)
-        if deadline is not None and rid in pending:
+        if deadline is not None and rid in self._pending:  # (not answered, nor the peer lost, meanwhile)
             sweeper = self._sweeper
             if sweeper is None:
                 self._sweeper = self._clock.callLater(max(0.0, deadline - self._clock.seconds()), self._sweep)
