@@ -13,12 +13,9 @@ from twisted.internet.defer import Deferred
 from twisted_mcp.backends.direct import DirectCall
 from twisted_mcp.frontends.stream import deliver
 from twisted_mcp.mcp import errors
-from twisted_mcp.policy.identity import Principal
-from twisted_mcp.policy.pipeline import Policy
-from twisted_mcp.policy.rules import parse_policy
 
 from .test_direct_calls import DirectCallTestCase
-from .test_policy import Recorder
+from .test_policy import one_slot_policy
 from .test_stdio_backend import exited
 
 
@@ -26,18 +23,7 @@ class PolicyDirectTests(DirectCallTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.through()
-        problems: list[str] = []
-        rules = parse_policy(
-            {"roles": {"dev": {"allow": ["*"]}}, "concurrency": {"backends": {"time": {"max": 1, "queue": 4, "queueTimeout": 5}}}},
-            None,
-            problems,
-            {"time"},
-        )
-        self.assertEqual(problems, [])
-        self.audit = Recorder()
-        principal = Principal(name="p", roles=("dev",), source="config")
-        self.gateway.policy = Policy(rules, "__", self.clock, lambda peer: principal, self.audit)
-        self.gateway.policy.catalog_changed(self.gateway.catalog.entries)
+        self.audit = one_slot_policy(self.gateway, self.clock, "time", 5)
 
     def call(self, rid: int) -> None:
         deliver(self.session, b'{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"time__get_time"}}' % rid)

@@ -26,13 +26,10 @@ from twisted_mcp.dispatch.session import ClientSession
 from twisted_mcp.frontends.stream import deliver, line_caller
 from twisted_mcp.mcp.results import from_modern_backend, to_legacy, to_modern
 from twisted_mcp.mcp.versions import CLIENT_INFO, LATEST_HANDSHAKE
-from twisted_mcp.policy.pipeline import Policy
-from twisted_mcp.policy.principal import Principal
-from twisted_mcp.policy.rules import parse_policy
 from twisted_mcp.wire.jsonrpc import JsonRpcError, encode
 
 from .fakes import Spawn
-from .test_policy import Recorder
+from .test_policy import one_slot_policy
 from .test_stdio_backend import TOOLS_1, BackendTestCase
 
 MODERN = "2026-07-28"
@@ -387,18 +384,7 @@ class ThroughGatewayTests(ProbeTestCase):
         asked in rounds keeps its slot, and is audited once its complete
         result is sent.
         """
-        problems: list[str] = []
-        rules = parse_policy(
-            {"roles": {"dev": {"allow": ["*"]}}, "concurrency": {"backends": {"dual": {"max": 1, "queue": 4, "queueTimeout": 50}}}},
-            None,
-            problems,
-            {"dual"},
-        )
-        self.assertEqual(problems, [])
-        audit = Recorder()
-        principal = Principal(name="p", roles=("dev",), source="config")
-        self.gateway.policy = Policy(rules, "__", self.clock, lambda peer: principal, audit)
-        self.gateway.policy.catalog_changed(self.gateway.catalog.entries)
+        audit = one_slot_policy(self.gateway, self.clock, "dual", 50)
         self.legacy_client({"roots": {}})
         for rid in (1, 2, 3):
             deliver(self.session, encode({"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": {"name": "dual__get_time", "arguments": {}}}))

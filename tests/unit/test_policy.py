@@ -311,6 +311,23 @@ class Recorder:
         return not self.healthy and self.config.onFailure == "refuse"
 
 
+def one_slot_policy(gateway: Any, clock: Any, backend: str, queue_timeout: float) -> Recorder:
+    """
+    Give C{gateway} a policy: principal C{p} of role C{dev}, which may call
+    every tool; C{backend} takes one call at a time (four more wait, up to
+    C{queue_timeout} seconds).  Its audit trail.
+    """
+    problems: list[str] = []
+    policy = {"roles": {"dev": {"allow": ["*"]}}, "concurrency": {"backends": {backend: {"max": 1, "queue": 4, "queueTimeout": queue_timeout}}}}
+    rules = parse_policy(policy, None, problems, {backend})
+    assert problems == [], problems
+    audit = Recorder()
+    principal = Principal(name="p", roles=("dev",), source="config")
+    gateway.policy = Policy(rules, "__", clock, lambda peer: principal, audit)
+    gateway.policy.catalog_changed(gateway.catalog.entries)
+    return audit
+
+
 class PipelineTests(SynchronousTestCase):
     def make(self, policy_yaml: dict[str, Any], principal: Any = None) -> tuple[Policy, Catalog, Recorder]:
         self.clock = Clock()
