@@ -237,11 +237,7 @@ class ModernAnswers:
         session = self.session
         target = self.target
         try:
-            if type(result) is dict and result.get("resultType", "complete") == "complete":
-                # The common answer: what _from_modern makes of it, three calls fewer.
-                shaped = result if request.envelope is not None else to_legacy(result)
-            else:
-                shaped = _from_modern(result, request, target, self.body, partial(_send_again, request))
+            shaped = _from_modern(result, request, target, self.body, None)
         except Exception:
             return session.answer_failed(Failure(), request, source)
         if isinstance(shaped, Deferred):
@@ -299,19 +295,28 @@ def _enveloped(session: ClientSession, request: InFlight, target: Backend, out: 
 
 
 def _from_modern(
-    result: Any, request: InFlight, target: Backend, body: dict[str, Any], send_body: Callable[[Backend, dict[str, Any]], Deferred[Any]]
+    result: Any,
+    request: InFlight,
+    target: Backend,
+    body: dict[str, Any],
+    send_body: Callable[[Backend, dict[str, Any]], Deferred[Any]] | None,
 ) -> Any:
     """
     A stateless-era backend's result to C{body}, checked, and shaped for
     the client's era.  When it asks for the client's input: a handshake-era
-    client is asked in rounds (C{send_body} sends the backend the retries); a
+    client is asked in rounds (C{send_body} sends the backend the retries;
+    None: the request itself, sent again by L{_send_again}); a
     stateless-era one is passed it, its state sealed.
     """
+    if type(result) is dict and result.get("resultType", "complete") == "complete":
+        # The common answer, as the checks below would leave it, three calls fewer.
+        return result if request.envelope is not None else to_legacy(result)
     result = from_modern_backend(result, target.name, request.method)
     if is_input_required(result):
         if request.envelope is not None:
             return sealed(request, target, result)
-        again = lambda retry: send_body(target, retry).addErrback(_refused_by_modern, request.method, target)  # noqa: E731
+        send = send_body if send_body is not None else partial(_send_again, request)
+        again = lambda retry: send(target, retry).addErrback(_refused_by_modern, request.method, target)  # noqa: E731
         return rounds(request, target, body, result, again)
     return to_legacy(result) if request.envelope is None else result
 
